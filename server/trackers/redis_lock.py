@@ -241,6 +241,8 @@ _LEASE_LOST = (
     "Redis lost it (restarted without its data, a failover to a replica that did not have "
     "it), or this process stalled for most of lock_lifetime (%g s)"
 )
+# Why a held lease ran out when its renewals failed (with for how long).
+_LEASE_UNRENEWED = "it could not be renewed for %.1f s (Redis unreachable)"
 # Turns whose lease was gone when they ended: the first logged, then counted (a Redis that
 # restarted without its data took the leases of every turn in flight at once).
 _LEASES_LOST = RepeatsCounted(logger, WINDOW_SECONDS)
@@ -387,7 +389,7 @@ class RedisLockStore:
                 "failures to renew are counted in one line a minute",
                 conversation_id,
                 describe(self._redis),
-                exc,
+                str(exc).rstrip("."),  # (redis-py's end in one: "failed.; retried")
                 self.lock_lifetime / 6,
             )
             if token in self._held:  # tried again a sixth of the lifetime later
@@ -403,11 +405,10 @@ class RedisLockStore:
         del self._held[token]
         if failed_since is not None:  # (before, this too advised raising lock_lifetime)
             logger.error(
-                "The lock of conversation '%s' expired while its turn was still running: it "
-                "could not be renewed for %.1f s (Redis unreachable); another turn of the "
-                "conversation may have started meanwhile.",
+                "The lock of conversation '%s' expired while its turn was still running: %s; "
+                "another turn of the conversation may have started meanwhile.",
                 conversation_id,
-                now - failed_since,
+                _LEASE_UNRENEWED % (now - failed_since),
             )
             return
         # Renewed every third of its lifetime, a lease runs out only if this process stalled
@@ -669,14 +670,19 @@ class _Lease:
     async def __aexit__(self, *exc_info: object) -> None:
         store = self._store
         renewing = store._held.pop(self._token, None)  # (None: its renewal found it gone)
-        store._unrenewed.pop(self._token, None)
+        unrenewed_since = store._unrenewed.pop(self._token, None)
         reply = await store._give_back(self._keys, self._token, self._conversation_id)
         if reply == 0 and renewing is not None:
+            if unrenewed_since is None:
+                cause = _LEASE_LOST % store.lock_lifetime
+            else:  # (before, blamed on Redis losing its data, or a stall)
+                unrenewed = asyncio.get_running_loop().time() - unrenewed_since
+                cause = _LEASE_UNRENEWED % unrenewed
             _LEASES_LOST.log(
                 f"the locks of ended turns were gone ({describe(store._redis)})",
                 "The lock of conversation '%s' was gone when its turn ended: %s; another "
                 "turn of the conversation may have run at the same time. Further such turns "
                 "are counted in one line a minute",
                 self._conversation_id,
-                _LEASE_LOST % store.lock_lifetime,
+                cause,
             )

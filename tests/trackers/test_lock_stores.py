@@ -253,6 +253,33 @@ async def test_leases_redis_could_not_renew_are_one_warning_and_the_right_reason
     assert all("could not be renewed" in m for m in expired), expired
 
 
+async def test_a_turn_ending_after_its_renewals_failed_names_that_cause(
+    redis_config: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis away longer than the lease (1.5 s), back just as the turn ends, before a
+    renewal got through: the lease ran out while it could not be renewed. Before, the
+    warning blamed Redis losing its data or this process stalling, neither of which
+    happened."""
+    proxy = TcpProxy(REDIS)
+    await proxy.restore()
+    store = RedisLockStore({**redis_config, "port": proxy.port, "lock_lifetime": 1.5})
+    try:
+        async with store.lock("ana"):
+            await proxy.cut()
+            await asyncio.sleep(2)
+            await proxy.restore()
+    finally:
+        await store.close()
+        await proxy.cut()
+    (gone,) = [r.getMessage() for r in caplog.records if "was gone" in r.getMessage()]
+    assert gone.startswith("The lock of conversation 'ana' was gone when its turn ended: it")
+    assert "could not be renewed for" in gone and "Redis unreachable" in gone, gone
+    assert "restarted without its data" not in gone, gone
+    # (redis-py's reason ends in a full stop: before, "Connect call failed (...).; retried")
+    (renewal,) = [r.getMessage() for r in caplog.records if "Could not renew" in r.getMessage()]
+    assert ".;" not in renewal and "Connect call failed" in renewal, renewal
+
+
 async def test_releases_redis_could_not_take_are_one_warning(
     redis_config: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
