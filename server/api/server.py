@@ -138,6 +138,11 @@ def _load_channels(options: ServerOptions) -> list[InputChannel]:
 LOCK_STORE_CHECK_SECONDS = 3.0
 
 
+def _clause(exc: Exception) -> str:
+    """An error's text to go on after: redis-py's end in a full stop ("refused.; turns")."""
+    return str(exc).rstrip(".")
+
+
 async def _check_lock_store(lock_store: Any) -> None:
     """One PING of a shared (Redis) lock store while the server starts, so the log says at
     once what every turn would meet: before, a lock store Redis refuses (a `db` beyond its
@@ -151,14 +156,19 @@ async def _check_lock_store(lock_store: Any) -> None:
     try:
         await asyncio.wait_for(ping(), LOCK_STORE_CHECK_SECONDS)
     except StoreFailed as exc:  # (its text names the lock store and its Redis)
-        logger.error("%s; every turn fails (500) until this is fixed", exc)
+        logger.error("%s; every turn fails (500) until this is fixed", _clause(exc))
     except StoreUnavailable as exc:
-        from server.trackers.redis_client import login_refused  # (only Redis's pings)
+        from server.trackers.redis_client import (  # (only Redis's pings)
+            CANNOT_TAKE_COMMANDS,
+            login_refused,
+        )
 
         if login_refused(exc.__cause__):  # waiting does not mend it
-            logger.error("%s; turns answer 503 until this is fixed", exc)
+            logger.error("%s; turns answer 503 until this is fixed", _clause(exc))
+        elif CANNOT_TAKE_COMMANDS in exc.reason:  # (a read-only replica, say)
+            logger.warning("%s; turns answer 503 until it takes them", _clause(exc))
         else:
-            logger.warning("%s; turns answer 503 until it is reachable", exc)
+            logger.warning("%s; turns answer 503 until it is reachable", _clause(exc))
     except TimeoutError:
         logger.warning(
             "The lock store gave no answer within %g s; turns answer 503 while it does not",
