@@ -15,9 +15,10 @@ _MESSAGE_KEYS = ("text", "image", "buttons", "attachment", "elements", "quick_re
 # `/inform{{"city": "Paris"}}`). As in Rasa, a slot's name is anything but braces and a line
 # break (`{first name}`).
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}\n]+)\}")
-# What picks a variation: kept as written (not filled in), in the bot event's metadata as
-# Rasa keeps them.
-_CHOOSING_KEYS = frozenset(("condition", "channel", "id"))
+# The parts of a message placeholders are filled in (Rasa's, and `elements`). A variation's
+# other keys (`id`, `condition`, `channel`, `metadata`...) reach the bot event's metadata as
+# written, as in Rasa: a prompt template's `{{current_input}}` in `metadata` stays so.
+_FILLED_KEYS = frozenset(_MESSAGE_KEYS)
 _NOT_SAID = ("response_ids",)
 # Keys that are not a bot message's metadata.
 _NOT_METADATA = frozenset((*_MESSAGE_KEYS, "template_name"))
@@ -74,9 +75,19 @@ def _fill(value: Any, values: dict[str, Any]) -> Any:
     return value
 
 
-def _is_literal(value: Any) -> bool:
+def _copied(value: Any) -> Any:
+    """`value` with new lists and objects (a key of a variation that is not filled in)."""
+    if isinstance(value, list):
+        return [_copied(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _copied(v) for k, v in value.items()}
+    return value
+
+
+def _is_literal(key: str, value: Any) -> bool:
+    """Whether the variation's `key` is said as `value` itself (nothing to fill, nor copy)."""
     if isinstance(value, str):
-        return _no_braces(value)
+        return key not in _FILLED_KEYS or _no_braces(value)
     return value is None or isinstance(value, (bool, int, float))
 
 
@@ -159,16 +170,16 @@ class ResponseVariations:
         # What a bot event uttering `response` holds (`uttered`: text, data and metadata)
         # for the variations with nothing to fill in, split once, by the variation's id
         # (`source` keeps it alive): in `said` when there is nothing to copy but its two
-        # dicts (strings without `{`, numbers, booleans, nulls); else, as JSON, in
-        # `said_copied` (buttons, custom payloads without `{`: reading it is the copy
-        # `_fill` would make, in C).
+        # dicts (numbers, booleans, nulls, strings: without `{` in a message's parts); else,
+        # as JSON, in `said_copied` (buttons, custom payloads without `{`, metadata: reading
+        # it is the copy `_filled` would make, in C).
         self.said: dict[int, Said] = {}
         self.said_copied: dict[int, bytes] = {}
         for variation in variations:
             message = {k: v for k, v in variation.items() if k not in _NOT_SAID}
-            if all(_is_literal(value) for value in message.values()):
+            if all(_is_literal(key, value) for key, value in message.items()):
                 self.said[id(variation)] = _said(response, message)
-            elif _fills_nothing(message):
+            elif all(_fills_nothing(message[key]) for key in message.keys() & _FILLED_KEYS):
                 encoded = _json_copy(list(_said(response, message)))
                 if encoded is not None:
                     self.said_copied[id(variation)] = encoded
@@ -263,10 +274,11 @@ def render_response(
 def _filled(
     variation: dict[str, Any], slots: dict[str, Any], kwargs: dict[str, Any]
 ) -> dict[str, Any]:
-    """The message of `variation` with the slots' and `kwargs`' values filled in."""
+    """The message of `variation` with the slots' and `kwargs`' values filled in (in its
+    parts; its other keys as written), in new lists and objects."""
     values = {**slots, **kwargs}
     message = {
-        k: v if k in _CHOOSING_KEYS else _fill(v, values)
+        k: _fill(v, values) if k in _FILLED_KEYS else _copied(v)
         for k, v in variation.items()
         if k != "response_ids"
     }
