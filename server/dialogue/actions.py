@@ -385,7 +385,16 @@ class ResponseAction(Action):
         if ctx.nlg_endpoint is None and type(ctx) is ActionContext:  # no coroutine to await
             return self.respond(ctx)
         bot = await ctx.generate(self.name)
-        return [bot] if bot is not None else self._no_variation(ctx.domain)
+        if bot is not None:
+            return [bot]
+        if ctx.nlg_endpoint is not None:
+            logger.warning(
+                "the NLG server gave no message for response '%s' (an empty answer, or null): "
+                "nothing is said",
+                self.name,
+            )
+            return []
+        return self._no_variation(ctx.domain)
 
     def respond(self, ctx: ActionContext) -> list[Event]:
         """`run` from the domain's responses (no NLG endpoint), without a coroutine: a turn
@@ -394,11 +403,12 @@ class ResponseAction(Action):
         return [bot] if bot is not None else self._no_variation(ctx.domain)
 
     def _no_variation(self, domain: Domain) -> list[Event]:
+        """Nothing said, and why, when the domain's responses gave no message."""
         if self.name in domain.responses:
             logger.warning("response '%s' has no variation that fits this conversation", self.name)
         else:
             logger.warning(
-                "the domain has no response '%s' and no NLG server gave a message for it",
+                "the domain has no response '%s' and no NLG server is configured to write it",
                 self.name,
             )
         return []

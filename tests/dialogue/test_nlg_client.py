@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ class NLGServer:
     def __init__(self) -> None:
         self.requests: list[tuple[dict[str, Any], dict[str, str]]] = []
         self.in_flight = self.most_in_flight = 0
+        self.empty: set[str] = set()  # responses answered with an empty body
         self.app = FastAPI()
         self.app.add_api_route("/nlg", self.nlg, methods=["POST"])
 
@@ -46,7 +48,7 @@ class NLGServer:
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
             await asyncio.sleep(0.2)
             self.in_flight -= 1
-        if name == "utter_nothing":
+        if name == "utter_nothing" or name in self.empty:
             return Response(status_code=200)
         if name == "utter_broken":
             return JSONResponse({"error": "template missing"}, status_code=500)
@@ -311,3 +313,36 @@ async def test_a_forms_question_without_a_domain_response_is_asked_of_the_nlg_se
     turn = await greeted(NLG_ONLY_FORM_BOT, tmp_path, url, "nlg-form")
     assert turn.texts == ["utter_ask_name for nlg-form"]
     assert [body["response"] for body, _ in server.requests] == ["utter_ask_name"]
+
+
+# A bot whose response is in the domain, the NLG server writing it.
+DOMAIN_AND_NLG_BOT = {
+    **NLG_ONLY_BOT,
+    "domain.yml": """
+version: "3.1"
+intents: [greet]
+responses:
+  utter_hello:
+  - text: "Hello from the domain"
+""",
+}
+
+
+async def test_a_response_the_nlg_server_gives_no_message_for_is_logged_so(
+    nlg_url,  # noqa: ANN001
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before, the warning blamed the domain ("response 'utter_hello' has no variation that
+    fits this conversation"), which has one that fits: the NLG server's empty answer was why."""
+    server, url = nlg_url
+    server.empty.add("utter_hello")
+    with caplog.at_level(logging.WARNING, logger="server.dialogue.actions"):
+        turn = await greeted(DOMAIN_AND_NLG_BOT, tmp_path, url, "nothing")
+    assert turn.actions == ["utter_hello"]
+    assert turn.texts == []
+    warnings = [r.getMessage() for r in caplog.records if r.name == "server.dialogue.actions"]
+    assert warnings == [
+        "the NLG server gave no message for response 'utter_hello' (an empty answer, or "
+        "null): nothing is said"
+    ]
