@@ -52,6 +52,8 @@ class NLGServer:
             return Response(status_code=200)
         if name == "utter_broken":
             return JSONResponse({"error": "template missing"}, status_code=500)
+        if name == "utter_unavailable":
+            return Response(status_code=503)
         if name == "utter_wrong":
             return JSONResponse({"text": ["not", "a", "string"]})
         if name == "utter_hello" and body["tracker"]["sender_id"] == "echoes":
@@ -146,6 +148,8 @@ async def test_an_empty_answer_is_no_message(nlg_url) -> None:  # noqa: ANN001
     ("response", "config", "message"),
     [
         ("utter_broken", {}, "HTTP 500"),
+        # Before: "answered HTTP 503: ", nothing after the colon.
+        ("utter_unavailable", {}, "answered HTTP 503, with an empty body$"),
         ("utter_wrong", {}, "'text' has the wrong type"),
         ("utter_slow", {"timeout": 0.3}, "did not answer within 0.3 s"),
     ],
