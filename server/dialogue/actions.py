@@ -149,8 +149,8 @@ def _uttered(response: str, message: dict[str, Any] | None) -> BotUttered | None
     if message is None:
         return None
     text, data, metadata = bot_data(message)
-    # The response said, whatever `utter_action` the answer holds (Rasa sets it after).
-    metadata = {"utter_action": response, **metadata}
+    # The response said, whatever `utter_action` the answer holds, set as Rasa sets it: in
+    # the place of the answer's own, else after the answer's keys (the same JSON).
     metadata["utter_action"] = response
     return BotUttered(text=text, data=data, metadata=metadata)
 

@@ -312,9 +312,10 @@ def uttered(
 
 
 def _said(name: str, message: dict[str, Any]) -> Said:
-    """`bot_data` of a message of response `name`, the name in its metadata."""
+    """`bot_data` of a message of response `name`, the name in its metadata (after the
+    variation's own keys, as Rasa adds it: the same JSON)."""
     text, data, metadata = bot_data(message)
-    return text, data, {"utter_action": name, **metadata}
+    return text, data, {**metadata, "utter_action": name}
 
 
 def bot_data(message: dict[str, Any]) -> Said:

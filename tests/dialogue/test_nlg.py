@@ -262,7 +262,7 @@ def _said_afresh(
     if message is None:
         return None
     text, data, metadata = bot_data(message)
-    return text, data, {"utter_action": name, **metadata}
+    return text, data, {**metadata, "utter_action": name}
 
 
 SPLIT_ONCE: dict[str, list[dict[str, Any]]] = {
@@ -440,9 +440,13 @@ def test_a_bot_event_keeps_the_chosen_variations_id_condition_and_channel_in_its
     assert gold is not None
     assert gold[0] == "Hi gold"
     assert gold[2] == {"utter_action": "utter_hi", "id": "hi_gold", "condition": condition}
+    # Named after the variation's own keys, as Rasa adds it: the bot event's JSON is the
+    # same, byte for byte. Before, `utter_action` came first.
+    assert list(gold[2]) == ["id", "condition", "utter_action"]
     slack = uttered(domain, "utter_hi", {"tier": None}, "slack")
     assert slack is not None
     assert slack[2] == {"utter_action": "utter_hi", "channel": "slack", "id": "hi_slack"}
+    assert list(slack[2]) == ["channel", "id", "utter_action"]
     plain = uttered(domain, "utter_hi", {"tier": None})
     assert plain is not None and plain[2] == {"utter_action": "utter_hi"}
 

@@ -59,6 +59,8 @@ class NLGServer:
         if name == "utter_hello" and body["tracker"]["sender_id"] == "echoes":
             # A server that sends back what it rendered, under a name of its own.
             return JSONResponse({"text": "Hello", "utter_action": "hello_v2", "lang": "en"})
+        if name == "utter_hello" and body["tracker"]["sender_id"] == "tagged":
+            return JSONResponse({"lang": "en", "text": "Hello", "id": "hello_en"})
         return JSONResponse(
             {"text": f"{name} for {body['tracker']['sender_id']}", "buttons": [], "custom": None}
         )
@@ -281,6 +283,25 @@ async def test_a_bot_event_names_the_response_said_whatever_the_nlg_server_answe
     assert turn.texts == ["Hello"]
     assert turn.responses == ["utter_hello"]
     assert [e.metadata.get("lang") for e in turn.events if isinstance(e, BotUttered)] == ["en"]
+
+
+async def test_a_bot_events_metadata_lists_the_answers_keys_then_the_response_as_rasa(
+    nlg_url,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    """Rasa names the response after the answer's own keys (where the answer has no
+    `utter_action` of its own): the stored event's JSON is the same, byte for byte. Before,
+    `utter_action` came first."""
+    _, url = nlg_url
+    turn = await greeted(NLG_ONLY_BOT, tmp_path, url, "tagged")
+    (bot,) = [e for e in turn.events if isinstance(e, BotUttered)]
+    assert list(bot.as_dict()["metadata"]) == [
+        "lang",
+        "id",
+        "utter_action",
+        "model_id",
+        "assistant_id",
+    ]
 
 
 NLG_ONLY_FORM_BOT = {
