@@ -10,18 +10,18 @@ import orjson
 
 from server.dialogue.domain import Domain
 
-_MESSAGE_KEYS = ("text", "image", "buttons", "attachment", "elements", "quick_replies", "custom")
+# A message's parts: what a bot event holds as its text and data, and what placeholders are
+# filled in (Rasa's, and `elements`). Every other key of a variation or an NLG server's
+# answer (`id`, `condition`, `channel`, `metadata`...) goes to the bot event's metadata as
+# written, as in Rasa: a prompt template's `{{current_input}}` in `metadata` stays so.
+_PARTS = frozenset(
+    ("text", "image", "buttons", "attachment", "elements", "quick_replies", "custom")
+)
 # `{slot}`, and `{{` / `}}` for a brace (Rasa's `str.format` escapes, as in a button payload
 # `/inform{{"city": "Paris"}}`). As in Rasa, a slot's name is anything but braces and a line
 # break (`{first name}`).
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}\n]+)\}")
-# The parts of a message placeholders are filled in (Rasa's, and `elements`). A variation's
-# other keys (`id`, `condition`, `channel`, `metadata`...) reach the bot event's metadata as
-# written, as in Rasa: a prompt template's `{{current_input}}` in `metadata` stays so.
-_FILLED_KEYS = frozenset(_MESSAGE_KEYS)
 _NOT_SAID = ("response_ids",)
-# Keys that are not a bot message's metadata.
-_NOT_METADATA = frozenset((*_MESSAGE_KEYS, "template_name"))
 # What a bot event holds of a message: text, data and metadata (see `bot_data`).
 Said = tuple[str | None, dict[str, Any], dict[str, Any]]
 # The JSON types Rasa's NLG response schema accepts for each message key.
@@ -87,7 +87,7 @@ def _copied(value: Any) -> Any:
 def _is_literal(key: str, value: Any) -> bool:
     """Whether the variation's `key` is said as `value` itself (nothing to fill, nor copy)."""
     if isinstance(value, str):
-        return key not in _FILLED_KEYS or _no_braces(value)
+        return key not in _PARTS or _no_braces(value)
     return value is None or isinstance(value, (bool, int, float))
 
 
@@ -179,7 +179,7 @@ class ResponseVariations:
             message = {k: v for k, v in variation.items() if k not in _NOT_SAID}
             if all(_is_literal(key, value) for key, value in message.items()):
                 self.said[id(variation)] = _said(response, message)
-            elif all(_fills_nothing(message[key]) for key in message.keys() & _FILLED_KEYS):
+            elif all(_fills_nothing(message[key]) for key in message.keys() & _PARTS):
                 encoded = _json_copy(list(_said(response, message)))
                 if encoded is not None:
                     self.said_copied[id(variation)] = encoded
@@ -278,7 +278,7 @@ def _filled(
     parts; its other keys as written), in new lists and objects."""
     values = {**slots, **kwargs}
     message = {
-        k: _fill(v, values) if k in _FILLED_KEYS else _copied(v)
+        k: _fill(v, values) if k in _PARTS else _copied(v)
         for k, v in variation.items()
         if k != "response_ids"
     }
@@ -331,7 +331,7 @@ def bot_data(message: dict[str, Any]) -> Said:
     }
     if not data["attachment"]:  # an empty one too, as in Rasa (which reads `or`)
         data["attachment"] = data["image"]
-    if message.keys() <= _NOT_METADATA:  # the usual message: no comprehension to run
+    if message.keys() <= _PARTS:  # the usual message: no comprehension to run
         return text, data, {}
-    metadata = {k: v for k, v in message.items() if k not in _NOT_METADATA}
+    metadata = {k: v for k, v in message.items() if k not in _PARTS}
     return text, data, metadata

@@ -59,6 +59,8 @@ class NLGServer:
         if name == "utter_hello" and body["tracker"]["sender_id"] == "echoes":
             # A server that sends back what it rendered, under a name of its own.
             return JSONResponse({"text": "Hello", "utter_action": "hello_v2", "lang": "en"})
+        if name == "utter_hello" and body["tracker"]["sender_id"] == "named":
+            return JSONResponse({"text": "Hello", "template_name": "hello", "rephrase": True})
         if name == "utter_hello" and body["tracker"]["sender_id"] == "tagged":
             return JSONResponse({"lang": "en", "text": "Hello", "id": "hello_en"})
         return JSONResponse(
@@ -213,13 +215,20 @@ async def test_an_answer_no_channel_could_send_is_an_action_error(path: str, mes
         await client.aclose()
 
 
+def nlg_context(url: str, sender_id: str) -> tuple[ActionContext, NLGClient]:
+    """An action's context in a new conversation of an empty domain, with the NLG server at
+    `url`, and the NLG client (to close)."""
+    domain = Domain.from_dict({})
+    client = NLGClient({"url": url})
+    tracker = Tracker(sender_id, domain.slot_defaults())
+    return ActionContext(tracker, domain, nlg_endpoint=client), client
+
+
 async def test_the_responses_of_one_action_are_asked_for_at_once_and_kept_in_order(
     nlg_url,  # noqa: ANN001
 ) -> None:
     server, url = nlg_url
-    domain = Domain.from_dict({})
-    client = NLGClient({"url": url})
-    ctx = ActionContext(Tracker("u9", domain.slot_defaults()), domain, nlg_endpoint=client)
+    ctx, client = nlg_context(url, "u9")
     names = [f"utter_paced_{i}" for i in range(4)]
     result = {"responses": [{"response": name} for name in names]}
     try:
@@ -302,6 +311,24 @@ async def test_a_bot_events_metadata_lists_the_answers_keys_then_the_response_as
         "model_id",
         "assistant_id",
     ]
+
+
+async def test_every_key_of_the_answer_that_is_no_message_part_is_in_the_bot_event(
+    nlg_url,  # noqa: ANN001
+) -> None:
+    _, url = nlg_url
+    ctx, client = nlg_context(url, "named")
+    try:
+        bot = await ctx.generate("utter_hello")
+    finally:
+        await client.aclose()
+    assert bot is not None
+    # As in Rasa. Before, `template_name` was dropped.
+    assert bot.metadata == {
+        "template_name": "hello",
+        "rephrase": True,
+        "utter_action": "utter_hello",
+    }
 
 
 NLG_ONLY_FORM_BOT = {
