@@ -207,6 +207,8 @@ class DomainReader:
         for name, variations in (data.get("responses") or {}).items():
             line = line_of(data["responses"], name)
             check_response(str(name), variations, filename, line, from_archive=self._from_archive)
+            if not self._from_archive:
+                self.check_response_ids(str(name), variations, filename, line)
         for name, spec in (data.get("forms") or {}).items():
             self.check_form(str(name), spec, filename, line_of(data["forms"], name))
         self.check_session_config(data, filename)
@@ -622,6 +624,26 @@ class DomainReader:
                 f"form '{name}' {what}; rename the form",
                 *self.origins.get(f"forms:{name}", (filename, None)),
             )
+
+    def check_response_ids(
+        self, name: str, variations: list[dict[str, Any]], filename: str, line: int | None
+    ) -> None:
+        """Warns of an `id` given to several variations of a response (checked by
+        `check_response`): the NLG server is sent no id then, as Rasa warns when it is."""
+        seen: set[str] = set()
+        for index, variation in enumerate(variations):
+            response_id = variation.get("id")
+            if not response_id:
+                continue
+            if response_id in seen:
+                self.warn(
+                    f"response '{name}' gives the id '{response_id}' to more than one "
+                    "variation: an NLG server is sent no id (null) when they may both be "
+                    "said, as in Rasa",
+                    filename,
+                    line_of(variation, "id", line_of(variations, index, line)),
+                )
+            seen.add(response_id)
 
     def check_mapping_names(self, domain: Domain, filename: str) -> None:
         """Warns of slot mappings naming an entity (from_entity) or intent (from_intent) the

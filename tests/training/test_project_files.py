@@ -1308,3 +1308,17 @@ def test_json_in_the_data_folder_nested_too_deep_is_refused_or_skipped(tmp_path:
         with pytest.raises(InvalidProjectFile, match="nests more than 100 levels deep") as info:
             load_project(None, tmp_path / "domain.yml", [data])
         assert info.value.filename == str(data / "nlu.json")
+
+
+def test_an_id_given_to_two_variations_of_a_response_is_a_warning(tmp_path: Path) -> None:
+    # Rasa warns when it looks the id up (with an NLG server) and sends no id; botserver did
+    # the same without a word, so the NLG server got `id: null` and nobody knew why.
+    path, warnings = domain_warnings(
+        tmp_path,
+        'version: "3.1"\nresponses:\n  utter_hi:\n  - text: Hi\n    id: hi\n'
+        "  - text: Hello\n    id: hi\n  - text: Hey\n    id: hey\n  - text: Yo\n",
+    )
+    assert warnings == [
+        f"{path}:7: response 'utter_hi' gives the id 'hi' to more than one variation: an NLG "
+        "server is sent no id (null) when they may both be said, as in Rasa"
+    ]
