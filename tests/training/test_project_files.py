@@ -913,18 +913,32 @@ def test_null_among_a_categorical_slots_values_is_a_warning(tmp_path: Path) -> N
     ]
 
 
-def test_a_float_slots_initial_value_outside_its_range_is_a_warning(tmp_path: Path) -> None:
-    # Before: loaded without a word, and the slot featurized as its maximum from the start;
-    # Rasa warns of it.
-    path, warnings = domain_warnings(
-        tmp_path,
-        'version: "3.1"\nslots:\n  amount:\n    type: float\n    max_value: 10\n'
-        "    initial_value: 50\n    mappings: [{type: custom}]\n",
-    )
-    assert warnings == [
-        f"{path}:6: the initial_value of float slot 'amount' (50) is outside its range "
-        "(0.0 to 10); it featurizes as the nearest end"
-    ]
+@pytest.mark.parametrize(
+    ("text", "warning"),
+    [
+        # Before: loaded without a word, and the slot featurized as its maximum from the
+        # start; Rasa warns of it.
+        (
+            'version: "3.1"\nslots:\n  amount:\n    type: float\n    max_value: 10\n'
+            "    initial_value: 50\n    mappings: [{type: custom}]\n",
+            "6: the initial_value of float slot 'amount' (50) is outside its range "
+            "(0.0 to 10); it featurizes as the nearest end",
+        ),
+        # Rasa warns when it looks the id up (with an NLG server) and sends no id; botserver
+        # did the same without a word, so the NLG server got `id: null` and nobody knew why.
+        (
+            'version: "3.1"\nresponses:\n  utter_hi:\n  - text: Hi\n    id: hi\n'
+            "  - text: Hello\n    id: hi\n  - text: Hey\n    id: hey\n  - text: Yo\n",
+            "7: response 'utter_hi' gives the id 'hi' to more than one variation: an NLG "
+            "server is sent no id (null) when they may both be said, as in Rasa",
+        ),
+    ],
+)
+def test_a_domain_mistake_that_still_loads_is_a_warning_with_its_line(
+    tmp_path: Path, text: str, warning: str
+) -> None:
+    path, warnings = domain_warnings(tmp_path, text)
+    assert warnings == [f"{path}:{warning}"]
 
 
 def test_yes_no_on_off_and_times_are_text_as_rasa_reads_its_yaml(tmp_path: Path) -> None:
@@ -1308,17 +1322,3 @@ def test_json_in_the_data_folder_nested_too_deep_is_refused_or_skipped(tmp_path:
         with pytest.raises(InvalidProjectFile, match="nests more than 100 levels deep") as info:
             load_project(None, tmp_path / "domain.yml", [data])
         assert info.value.filename == str(data / "nlu.json")
-
-
-def test_an_id_given_to_two_variations_of_a_response_is_a_warning(tmp_path: Path) -> None:
-    # Rasa warns when it looks the id up (with an NLG server) and sends no id; botserver did
-    # the same without a word, so the NLG server got `id: null` and nobody knew why.
-    path, warnings = domain_warnings(
-        tmp_path,
-        'version: "3.1"\nresponses:\n  utter_hi:\n  - text: Hi\n    id: hi\n'
-        "  - text: Hello\n    id: hi\n  - text: Hey\n    id: hey\n  - text: Yo\n",
-    )
-    assert warnings == [
-        f"{path}:7: response 'utter_hi' gives the id 'hi' to more than one variation: an NLG "
-        "server is sent no id (null) when they may both be said, as in Rasa"
-    ]
