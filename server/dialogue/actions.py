@@ -388,12 +388,7 @@ class ResponseAction(Action):
         if bot is not None:
             return [bot]
         if ctx.nlg_endpoint is not None:
-            logger.warning(
-                "the NLG server gave no message for response '%s' (an empty answer, or null): "
-                "nothing is said",
-                self.name,
-            )
-            return []
+            return _no_message_from_nlg(self.name)
         return self._no_variation(ctx.domain)
 
     def respond(self, ctx: ActionContext) -> list[Event]:
@@ -428,11 +423,23 @@ class RetrievalAction(Action):
             bot = await ctx.generate(name)
             if bot is not None:
                 return [bot]
+            if ctx.nlg_endpoint is not None:  # its answer is the message, none is none
+                return _no_message_from_nlg(name)
         variations = response.get("responses")
         if isinstance(variations, list) and variations and message_problem(variations[0]) is None:
             text, data, metadata = bot_data(dict(variations[0]))
             return [BotUttered(text=text, data=data, metadata={"utter_action": self.name})]
         return []
+
+
+def _no_message_from_nlg(response: str) -> list[Event]:
+    """Nothing said, and why, when the NLG server answered no message for `response`."""
+    logger.warning(
+        "the NLG server gave no message for response '%s' (an empty answer, or null): "
+        "nothing is said",
+        response,
+    )
+    return []
 
 
 def _selected_response(parse_data: dict[str, Any], action_name: str) -> dict[str, Any]:
