@@ -513,7 +513,9 @@ async def events_from_action_result(ctx: ActionContext, result: dict[str, Any]) 
         bot = next(generated)
         if bot is not None:
             events.append(_with_parts(bot, parts) if parts else bot)
-        elif ctx.nlg_endpoint is None:
+        elif ctx.nlg_endpoint is not None:
+            _no_message_from_nlg(template)
+        else:
             # As in Rasa, nothing is said; unlike Rasa, the log says why.
             logger.warning(
                 "an action server named the response '%s', which %s: nothing is said",

@@ -240,6 +240,31 @@ async def test_the_responses_of_one_action_are_asked_for_at_once_and_kept_in_ord
     assert [e.as_dict()["text"] for e in events] == [f"{name} for u9" for name in names]
 
 
+async def test_an_actions_response_the_nlg_server_gives_no_message_for_is_logged_so(
+    nlg_url,  # noqa: ANN001
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """As for an utter action: nothing said for it, and the log says why; the action's other
+    messages and events stay. Before, nothing in the log told why the message was missing."""
+    _, url = nlg_url
+    ctx, client = nlg_context(url, "u10")
+    result = {
+        "responses": [{"response": "utter_nothing"}, {"response": "utter_after"}],
+        "events": [{"event": "slot", "name": "seen", "value": True}],
+    }
+    try:
+        with caplog.at_level(logging.WARNING, logger="server.dialogue.actions"):
+            events = await events_from_action_result(ctx, result)
+    finally:
+        await client.aclose()
+    assert [e.as_dict().get("text") for e in events] == ["utter_after for u10", None]
+    assert isinstance(events[1], SlotSet)
+    assert [r.getMessage() for r in caplog.records if r.name == "server.dialogue.actions"] == [
+        "the NLG server gave no message for response 'utter_nothing' (an empty answer, or "
+        "null): nothing is said"
+    ]
+
+
 # A bot whose responses all live on the NLG server: the domain lists the `utter_` actions only.
 NLG_ONLY_BOT = {
     "config.yml": "language: en\npolicies:\n  - name: RulePolicy\n",
