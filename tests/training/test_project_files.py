@@ -941,6 +941,47 @@ def test_a_domain_mistake_that_still_loads_is_a_warning_with_its_line(
     assert warnings == [f"{path}:{warning}"]
 
 
+@pytest.mark.parametrize(
+    "variations",
+    [
+        # One for Slack, one for every other channel: never picked from together, so Rasa
+        # sends each its id and never warns.
+        "  - text: Hi\n    id: hi\n    channel: slack\n  - text: Hello\n    id: hi\n",
+        # Conditions no slot value meets at once (one tier or the other).
+        "  - text: Hi gold\n    id: hi\n    condition: [{type: slot, name: tier, value: gold}]\n"
+        "  - text: Hi\n    id: hi\n    condition: [{type: slot, name: tier, value: Silver}]\n",
+        # With a condition, and without: the met ones are picked from, else the others.
+        "  - text: Hi gold\n    id: hi\n    condition: [{type: slot, name: tier, value: gold}]\n"
+        "  - text: Hi\n    id: hi\n",
+    ],
+)
+def test_an_id_of_variations_never_picked_from_together_is_no_warning(
+    tmp_path: Path, variations: str
+) -> None:
+    # Before: "gives the id 'hi' to more than one variation: an NLG server is sent no id
+    # (null)", which it never was.
+    _, warnings = domain_warnings(
+        tmp_path,
+        'version: "3.1"\nslots:\n  tier:\n    type: text\n    mappings: [{type: custom}]\n'
+        "responses:\n  utter_hi:\n" + variations,
+    )
+    assert warnings == []
+
+
+def test_an_id_of_variations_with_conditions_met_at_once_is_a_warning(tmp_path: Path) -> None:
+    path, warnings = domain_warnings(
+        tmp_path,
+        'version: "3.1"\nslots:\n  tier:\n    type: text\n    mappings: [{type: custom}]\n'
+        "responses:\n  utter_hi:\n"
+        "  - text: Hi gold\n    id: hi\n    condition: [{type: slot, name: tier, value: gold}]\n"
+        "  - text: Hi\n    id: hi\n    condition: [{type: slot, name: tier, value: Gold}]\n",
+    )
+    assert warnings == [
+        f"{path}:12: response 'utter_hi' gives the id 'hi' to more than one variation: an NLG "
+        "server is sent no id (null) when they may both be said, as in Rasa"
+    ]
+
+
 def test_yes_no_on_off_and_times_are_text_as_rasa_reads_its_yaml(tmp_path: Path) -> None:
     """Rasa reads every file as YAML 1.2: `yes`, `no`, `on` and `off` are words and `10:30`
     is text. Read as YAML 1.1 (PyYAML's own), the categorical slot's values became 'true'
