@@ -982,6 +982,22 @@ def test_an_id_of_variations_with_conditions_met_at_once_is_a_warning(tmp_path: 
     ]
 
 
+def test_an_id_repeated_in_a_data_files_response_is_a_warning_with_its_line(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "domain.yml").write_text('version: "3.1"\nintents: [greet]\n')
+    responses = tmp_path / "responses.yml"
+    responses.write_text(
+        'version: "3.1"\nresponses:\n  utter_hi:\n  - text: Hi\n    id: hi\n'
+        "  - text: Hello\n    id: hi\n"
+    )
+    project = load_project(None, tmp_path / "domain.yml", [responses])
+    assert project.warnings == [
+        f"{responses}:7: response 'utter_hi' gives the id 'hi' to more than one variation: an "
+        "NLG server is sent no id (null) when they may both be said, as in Rasa"
+    ]
+
+
 def test_yes_no_on_off_and_times_are_text_as_rasa_reads_its_yaml(tmp_path: Path) -> None:
     """Rasa reads every file as YAML 1.2: `yes`, `no`, `on` and `off` are words and `10:30`
     is text. Read as YAML 1.1 (PyYAML's own), the categorical slot's values became 'true'
