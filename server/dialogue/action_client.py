@@ -210,7 +210,7 @@ class ActionServerClient:
         if response.status_code == 404:
             raise ActionError(
                 f"Custom action '{action_name}': the action server at {where} has no such "
-                f"action (HTTP 404: {await response.error_detail()})"
+                f"action ({await response.failure()})"
             )
         if response.status_code >= 300:
             raise ActionError(

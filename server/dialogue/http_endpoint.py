@@ -55,11 +55,15 @@ class Answer:
         return f"a redirect to {where}, which is not followed"
 
     async def failure(self) -> str:
-        """An answer that is no success, for a log line: `HTTP 500: <what the server said>`,
-        or `HTTP 302, a redirect to <where>, which is not followed`."""
+        """An answer that is no success, for a log line: `HTTP 500: <what the server said>`
+        (`HTTP 503, with an empty body` when it said nothing), or `HTTP 302, a redirect to
+        <where>, which is not followed`."""
         if self.redirect is not None:
             return f"HTTP {self.status_code}, {self.redirect}"
-        return f"HTTP {self.status_code}: {await self.error_detail()}"
+        detail = await self.error_detail()
+        if not detail:
+            return f"HTTP {self.status_code}, with an empty body"
+        return f"HTTP {self.status_code}: {detail}"
 
     @property
     def text(self) -> str:

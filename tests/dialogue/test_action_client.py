@@ -249,6 +249,9 @@ async def test_a_call_asked_again_for_the_domain_still_ends_within_the_timeout(
         # Before, the error text went into the log with its line breaks: a forged log line.
         ("/crash-lines", "HTTP 500: boom ERROR forged line$"),
         ("/bare400", "HTTP 400"),
+        # Before: "(HTTP 404: )" and "answered HTTP 503: ", nothing after the colon.
+        ("/empty-status/404", r"has no such action \(HTTP 404, with an empty body\)$"),
+        ("/empty-status/503", "answered HTTP 503, with an empty body$"),
         # Before: "answered HTTP 302: ", nothing after the colon; the token never shown.
         (
             "/redirect",
