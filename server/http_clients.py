@@ -92,9 +92,10 @@ def sync_client(*, verify: Any = True, **options: Any) -> httpx.Client:
 
 
 def cookie_jar_keeping_none() -> CookieJar:
-    """A client's cookie jar that keeps no cookie. Rasa opens a session per call to a model
-    server, an NLU server or Duckling, so a cookie an answer sets is never sent back; a
-    pooled client would send it with every later call, whatever the conversation."""
+    """A client's cookie jar that keeps no cookie. Rasa opens a session per call to an
+    action server, NLG server, callback, model server, NLU server or Duckling, so a cookie an
+    answer sets is never sent back; a pooled client would send it with every later call,
+    whatever the conversation."""
     return CookieJar(DefaultCookiePolicy(allowed_domains=[]))
 
 

@@ -12,6 +12,8 @@ import re
 import socket
 import sys
 import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import yaml
@@ -185,6 +187,44 @@ class _PrintedAlready(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not getattr(record, _PRINTED, False)
+
+
+class SaidAtStart(logging.Filter):
+    """With `--workers N`, a warning about the configuration said once: the parent says it as
+    it checks the configuration, collecting the lines' texts (`collect`); each worker, which
+    builds its app from the same configuration, drops those lines word for word. Before, the
+    parent said each twice (its checks, its trial build) and each worker once more."""
+
+    def __init__(self, said: Iterable[str] = (), collect: bool = False) -> None:
+        super().__init__()
+        self.said = set(said)
+        self.collect = collect
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        # Decided once a record: it passes each handler (stderr, a file) through this filter.
+        keep = getattr(record, "_said_at_start", None)
+        if keep is None:
+            text = record.getMessage()
+            keep = text not in self.said
+            if keep and self.collect:
+                self.said.add(text)
+            record._said_at_start = keep
+        return bool(keep)
+
+
+@contextmanager
+def saying_once(said: SaidAtStart) -> Iterator[None]:
+    """`said` on every handler of the root logger inside the block."""
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(said)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(said)
 
 
 def _is_connection_error(exc: BaseException | None) -> bool:

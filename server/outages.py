@@ -52,6 +52,7 @@ class Outages:
     def refused(self, dependency: str, reason: str, answer: str) -> None:
         """A request was answered `answer` ("503 ServiceUnavailable") because `dependency`
         could not be reached, for `reason` (the driver's own words)."""
+        reason = reason.rstrip(".")  # (redis-py's end in one: the line read "refused..")
         now = self._clock()
         outage = self._away.get(dependency)
         if outage is None:

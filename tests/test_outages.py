@@ -70,3 +70,23 @@ def test_a_second_outage_is_ended_by_requests_sent_after_it_began(
     outages.reached(DB, outages.opened)
     assert not outages.any_away()
     assert sum("reachable again" in record.getMessage() for record in caplog.records) == 2
+
+
+def test_a_reason_that_ends_its_own_sentence_gets_no_second_full_stop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """redis-py's words end in a full stop ("... Connection refused."): before, the line read
+    "Connection refused.. Requests that need it ...", and the later count "...refused."."""
+    now = [0.0]
+    outages = Outages(window=60.0, clock=lambda: now[0])
+    reason = "Error 111 connecting to 127.0.0.1:6379. Connection refused."
+    outages.refused(DB, reason, "503 ServiceUnavailable")
+    now[0] = 61.0
+    outages.refused(DB, reason, "503 ServiceUnavailable")
+    lines = [record.getMessage() for record in caplog.records]
+    assert ".." not in lines[0] and lines[0].startswith(
+        f"{DB} is unreachable: Error 111 connecting to 127.0.0.1:6379. Connection refused. "
+    ), lines
+    assert lines[1].endswith(
+        "last reason: Error 111 connecting to 127.0.0.1:6379. Connection refused"
+    ), lines

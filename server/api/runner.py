@@ -16,7 +16,7 @@ import socket
 import sys
 import tempfile
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ from server.auth import AuthConfig, install_log_redaction
 from server.auth.config import jwt_audience
 from server.config import read_credentials, read_endpoints
 from server.errors import BotServerError, InvalidConfig, ModelNotFound
-from server.logs import announce, configure_logging
+from server.logs import SaidAtStart, announce, configure_logging, saying_once
 from server.models.local import resolve_local_model
 from server.models.remote_storage import STORAGES, check_storage_settings
 from server.outages import flush_repeats
@@ -64,6 +64,9 @@ WEBSOCKET_MAX_BYTES = 4 * 1_000_000
 GRACEFUL_SHUTDOWN_SECONDS = float(os.environ.get("BOTSERVER_GRACEFUL_SHUTDOWN_SECONDS", "30"))
 # How the parent hands the run settings to worker processes (`--workers N`).
 SPEC_ENV = "BOTSERVER_RUN_SPEC"
+# The warnings the parent said as it checked the configuration, which the workers do not
+# say again (`server.logs.SaidAtStart`).
+SAID_ENV = "BOTSERVER_SAID_AT_START"
 # Interfaces only this machine reaches: an open API there is not warned about.
 LOOPBACK_INTERFACES = frozenset({"127.0.0.1", "::1", "localhost"})
 
@@ -163,7 +166,8 @@ def app_from_environment() -> FastAPI:
         spec.verbosity, spec.log_file, spec.log_format, spec.logging_config_file, syslog
     )
     install_log_redaction()
-    return server_app(spec.options(), spec.metrics, "")
+    with saying_once(SaidAtStart(json.loads(os.environ.get(SAID_ENV) or "[]"))):
+        return server_app(spec.options(), spec.metrics, "")
 
 
 def _without_model(enable_api: bool, pulls_again: bool, model_server: bool) -> str:
@@ -476,7 +480,9 @@ def run_server(args: argparse.Namespace) -> int:
 
     from server.api.http_protocol import BoundedHttpToolsProtocol
 
-    spec = spec_from_args(args)
+    said = SaidAtStart(collect=True)  # (`--workers N`: the configuration's warnings once)
+    with saying_once(said) if args.workers > 1 else nullcontext():
+        spec = spec_from_args(args)
     _warn_if_open(args)
     # At exit the interpreter's last collections walk every object the process still holds:
     # 0.4-1.7 s of CPU after the last log line in a `--workers` parent, which never frees
@@ -503,9 +509,11 @@ def run_server(args: argparse.Namespace) -> int:
         from server.api.workers import serve_workers
 
         # Fail here, once, rather than in every worker.
-        build_app(spec.options())
+        with saying_once(said):
+            build_app(spec.options())
         _check_a_model_can_come(spec)
         os.environ[SPEC_ENV] = json.dumps(asdict(spec), default=str)
+        os.environ[SAID_ENV] = json.dumps(sorted(said.said))
         inspector = f" (inspector: {spec.listen_url}/inspect)" if spec.enable_api else ""
         logger.info("botserver %s is starting %d workers", __version__, args.workers)
         config = uvicorn.Config(

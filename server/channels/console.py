@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from server.channels.channel import reply_choices
 from server.config import read_endpoints
 from server.dialogue.agent import Agent
 from server.dialogue.messages import UserMessage
@@ -42,7 +43,8 @@ def format_message(message: dict[str, Any], out: TextIO) -> list[dict[str, Any]]
         print(f"Image: {message['image']}", file=out)
     if message.get("attachment"):
         print(f"Attachment: {message['attachment']}", file=out)
-    buttons = list(message.get("buttons") or [])
+    # Objects with a title and payload, whatever the shape sent (a bare string too).
+    buttons = reply_choices(message) or []
     for number, button in enumerate(buttons, start=1):
         title = button.get("title") or button.get("payload")
         print(f"  {number}: {title} ({button.get('payload')})", file=out)

@@ -56,7 +56,8 @@ def validate_action_result(action_name: str, result: Any) -> dict[str, list[dict
             f"takes"
         )
     if any(isinstance(event, dict) and event.get("event") == "topic" for event in events):
-        # Rasa 1's TopicSet: Rasa still reads it as nothing, with a warning.
+        # Rasa 1's TopicSet: Rasa reads a stored one as nothing, with a warning (from an
+        # action server, its answer schema refuses it and the action fails).
         logger.warning(
             "Custom action '%s' returned a 'topic' event, a Rasa 1 event that no longer "
             "means anything: ignored",
@@ -209,7 +210,7 @@ class ActionServerClient:
         if response.status_code == 404:
             raise ActionError(
                 f"Custom action '{action_name}': the action server at {where} has no such "
-                f"action (HTTP 404: {await response.error_detail()})"
+                f"action ({await response.failure()})"
             )
         if response.status_code >= 300:
             raise ActionError(

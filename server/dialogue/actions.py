@@ -149,8 +149,8 @@ def _uttered(response: str, message: dict[str, Any] | None) -> BotUttered | None
     if message is None:
         return None
     text, data, metadata = bot_data(message)
-    # The response said, whatever `utter_action` the answer holds (Rasa sets it after).
-    metadata = {"utter_action": response, **metadata}
+    # The response said, whatever `utter_action` the answer holds, set as Rasa sets it: in
+    # the place of the answer's own, else after the answer's keys (the same JSON).
     metadata["utter_action"] = response
     return BotUttered(text=text, data=data, metadata=metadata)
 
@@ -385,7 +385,11 @@ class ResponseAction(Action):
         if ctx.nlg_endpoint is None and type(ctx) is ActionContext:  # no coroutine to await
             return self.respond(ctx)
         bot = await ctx.generate(self.name)
-        return [bot] if bot is not None else self._no_variation(ctx.domain)
+        if bot is not None:
+            return [bot]
+        if ctx.nlg_endpoint is not None:
+            return _no_message_from_nlg(self.name)
+        return self._no_variation(ctx.domain)
 
     def respond(self, ctx: ActionContext) -> list[Event]:
         """`run` from the domain's responses (no NLG endpoint), without a coroutine: a turn
@@ -394,11 +398,12 @@ class ResponseAction(Action):
         return [bot] if bot is not None else self._no_variation(ctx.domain)
 
     def _no_variation(self, domain: Domain) -> list[Event]:
+        """Nothing said, and why, when the domain's responses gave no message."""
         if self.name in domain.responses:
             logger.warning("response '%s' has no variation that fits this conversation", self.name)
         else:
             logger.warning(
-                "the domain has no response '%s' and no NLG server gave a message for it",
+                "the domain has no response '%s' and no NLG server is configured to write it",
                 self.name,
             )
         return []
@@ -418,11 +423,23 @@ class RetrievalAction(Action):
             bot = await ctx.generate(name)
             if bot is not None:
                 return [bot]
+            if ctx.nlg_endpoint is not None:  # its answer is the message, none is none
+                return _no_message_from_nlg(name)
         variations = response.get("responses")
         if isinstance(variations, list) and variations and message_problem(variations[0]) is None:
             text, data, metadata = bot_data(dict(variations[0]))
             return [BotUttered(text=text, data=data, metadata={"utter_action": self.name})]
         return []
+
+
+def _no_message_from_nlg(response: str) -> list[Event]:
+    """Nothing said, and why, when the NLG server answered no message for `response`."""
+    logger.warning(
+        "the NLG server gave no message for response '%s' (an empty answer, or null): "
+        "nothing is said",
+        response,
+    )
+    return []
 
 
 def _selected_response(parse_data: dict[str, Any], action_name: str) -> dict[str, Any]:
@@ -459,8 +476,8 @@ class RemoteAction(Action):
                 f"Failed to execute custom action '{self.name}': no action_endpoint is configured"
             )
         # The client drops the domain itself when selective domain is on and the action
-        # did not ask for it (`send_domain: true`).
-        props = ctx.domain.action_properties.get(self.name)
+        # does not need it (`send_domain: true`, a `validate_...` action).
+        props = {"send_domain": self.name in ctx.domain.actions_needing_domain}
         state = await ctx.sent_state(_action_state)
         return await ctx.action_server.run(
             self.name,
@@ -496,7 +513,9 @@ async def events_from_action_result(ctx: ActionContext, result: dict[str, Any]) 
         bot = next(generated)
         if bot is not None:
             events.append(_with_parts(bot, parts) if parts else bot)
-        elif ctx.nlg_endpoint is None:
+        elif ctx.nlg_endpoint is not None:
+            _no_message_from_nlg(template)
+        else:
             # As in Rasa, nothing is said; unlike Rasa, the log says why.
             logger.warning(
                 "an action server named the response '%s', which %s: nothing is said",

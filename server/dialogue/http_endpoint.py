@@ -26,6 +26,7 @@ from server.http_bodies import (
 from server.http_clients import (
     async_client,
     async_client_off_loop,
+    cookie_jar_keeping_none,
     header_values,
     safe_url,
     url_as_rasa_reads,
@@ -60,11 +61,15 @@ class Answer:
         return f"a redirect to {where}, which is not followed"
 
     async def failure(self) -> str:
-        """An answer that is no success, for a log line: `HTTP 500: <what the server said>`,
-        or `HTTP 302, a redirect to <where>, which is not followed`."""
+        """An answer that is no success, for a log line: `HTTP 500: <what the server said>`
+        (`HTTP 503, with an empty body` when it said nothing), or `HTTP 302, a redirect to
+        <where>, which is not followed`."""
         if self.redirect is not None:
             return f"HTTP {self.status_code}, {self.redirect}"
-        return f"HTTP {self.status_code}: {await self.error_detail()}"
+        detail = await self.error_detail()
+        if not detail:
+            return f"HTTP {self.status_code}, with an empty body"
+        return f"HTTP {self.status_code}: {detail}"
 
     @property
     def text(self) -> str:
@@ -147,24 +152,19 @@ class HttpEndpoint:
         self.timeout = float(timeout)
         self.max_response_bytes = max_response_bytes
         query = _query_params(params)
-        if token is not None:
+        if token is not None and token != "":  # an empty one is not sent, as in Rasa
             query[token_name or "token"] = str(token)
         # Added to the URL's own query (as Rasa's aiohttp does): a client's `params` would
         # replace it, and a key in the URL (`?code=...`) was dropped once a token was set.
         try:
             self._target = httpx.URL(url).copy_merge_params(query) if query else httpx.URL(url)
         except httpx.InvalidURL as e:  # failed every call before
-            raise InvalidConfig(f"endpoint url '{self.safe_url}' is not a URL: {e}") from e
+            raise InvalidConfig(f"endpoint url '{self.safe_url}' is not a URL: {e}") from None
         self._headers = header_values(_mapping(headers, "headers"), "headers")
         # A `Content-Type` in `headers` is sent as configured, as Rasa sends it.
         own_type = any(name.lower() == "content-type" for name in self._headers)
         self._content_type = None if own_type else {"Content-Type": "application/json"}
-        self._auth: httpx.BasicAuth | None = None
-        if basic_auth:
-            try:
-                self._auth = httpx.BasicAuth(basic_auth["username"], basic_auth["password"])
-            except (KeyError, TypeError) as e:
-                raise InvalidConfig("basic_auth needs 'username' and 'password'") from e
+        self._auth = _basic_auth(basic_auth)
         # Read now: a CA file that is missing or holds no certificate fails at startup, not
         # on every call (where it used to escape as an OSError and lose the user's message).
         self._verify = _verification(cafile)
@@ -252,6 +252,7 @@ class HttpEndpoint:
             ),
             "transport": self._transport,
             "follow_redirects": False,
+            "cookies": cookie_jar_keeping_none(),  # none sent back, as Rasa's session per call
         }
 
     async def post_json(self, body: Any) -> Answer:
@@ -291,6 +292,27 @@ def _mapping(value: Any, key: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidConfig(f"'{key}' must be a mapping of names to values")
     return value
+
+
+def _basic_auth(basic_auth: Any) -> httpx.BasicAuth | None:
+    """`basic_auth:` as Rasa's aiohttp reads it: a number is sent as its text (YAML reads
+    `password: 1234` as one); what no request can carry stops the start (the value unsaid)."""
+    if not basic_auth:
+        return None
+    if not isinstance(basic_auth, dict):
+        raise InvalidConfig("'basic_auth' must be a mapping with 'username' and 'password'")
+    credentials = []
+    for key in ("username", "password"):
+        value = basic_auth.get(key)
+        if value is None:
+            raise InvalidConfig(f"'basic_auth' needs a '{key}'")
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise InvalidConfig(f"'basic_auth' '{key}' must be text (quote it in YAML)")
+        credentials.append(str(value))
+    if ":" in credentials[0]:
+        # The server splits `username:password` at the first ':': the login would be wrong.
+        raise InvalidConfig("'basic_auth' 'username' cannot hold a ':'")
+    return httpx.BasicAuth(*credentials)
 
 
 def _query_params(params: Any) -> dict[str, str]:

@@ -10,17 +10,18 @@ import orjson
 
 from server.dialogue.domain import Domain
 
-_MESSAGE_KEYS = ("text", "image", "buttons", "attachment", "elements", "quick_replies", "custom")
+# A message's parts: what a bot event holds as its text and data, and what placeholders are
+# filled in (Rasa's, and `elements`). Every other key of a variation or an NLG server's
+# answer (`id`, `condition`, `channel`, `metadata`...) goes to the bot event's metadata as
+# written, as in Rasa: a prompt template's `{{current_input}}` in `metadata` stays so.
+_PARTS = frozenset(
+    ("text", "image", "buttons", "attachment", "elements", "quick_replies", "custom")
+)
 # `{slot}`, and `{{` / `}}` for a brace (Rasa's `str.format` escapes, as in a button payload
 # `/inform{{"city": "Paris"}}`). As in Rasa, a slot's name is anything but braces and a line
 # break (`{first name}`).
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}\n]+)\}")
-# What picks a variation: kept as written (not filled in), in the bot event's metadata as
-# Rasa keeps them.
-_CHOOSING_KEYS = frozenset(("condition", "channel", "id"))
 _NOT_SAID = ("response_ids",)
-# Keys that are not a bot message's metadata.
-_NOT_METADATA = frozenset((*_MESSAGE_KEYS, "template_name"))
 # What a bot event holds of a message: text, data and metadata (see `bot_data`).
 Said = tuple[str | None, dict[str, Any], dict[str, Any]]
 # The JSON types Rasa's NLG response schema accepts for each message key.
@@ -74,9 +75,19 @@ def _fill(value: Any, values: dict[str, Any]) -> Any:
     return value
 
 
-def _is_literal(value: Any) -> bool:
+def _copied(value: Any) -> Any:
+    """`value` with new lists and objects (a key of a variation that is not filled in)."""
+    if isinstance(value, list):
+        return [_copied(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _copied(v) for k, v in value.items()}
+    return value
+
+
+def _is_literal(key: str, value: Any) -> bool:
+    """Whether the variation's `key` is said as `value` itself (nothing to fill, nor copy)."""
     if isinstance(value, str):
-        return _no_braces(value)
+        return key not in _PARTS or _no_braces(value)
     return value is None or isinstance(value, (bool, int, float))
 
 
@@ -159,16 +170,16 @@ class ResponseVariations:
         # What a bot event uttering `response` holds (`uttered`: text, data and metadata)
         # for the variations with nothing to fill in, split once, by the variation's id
         # (`source` keeps it alive): in `said` when there is nothing to copy but its two
-        # dicts (strings without `{`, numbers, booleans, nulls); else, as JSON, in
-        # `said_copied` (buttons, custom payloads without `{`: reading it is the copy
-        # `_fill` would make, in C).
+        # dicts (numbers, booleans, nulls, strings: without `{` in a message's parts); else,
+        # as JSON, in `said_copied` (buttons, custom payloads without `{`, metadata: reading
+        # it is the copy `_filled` would make, in C).
         self.said: dict[int, Said] = {}
         self.said_copied: dict[int, bytes] = {}
         for variation in variations:
             message = {k: v for k, v in variation.items() if k not in _NOT_SAID}
-            if all(_is_literal(value) for value in message.values()):
+            if all(_is_literal(key, value) for key, value in message.items()):
                 self.said[id(variation)] = _said(response, message)
-            elif _fills_nothing(message):
+            elif all(_fills_nothing(message[key]) for key in message.keys() & _PARTS):
                 encoded = _json_copy(list(_said(response, message)))
                 if encoded is not None:
                     self.said_copied[id(variation)] = encoded
@@ -263,10 +274,11 @@ def render_response(
 def _filled(
     variation: dict[str, Any], slots: dict[str, Any], kwargs: dict[str, Any]
 ) -> dict[str, Any]:
-    """The message of `variation` with the slots' and `kwargs`' values filled in."""
+    """The message of `variation` with the slots' and `kwargs`' values filled in (in its
+    parts; its other keys as written), in new lists and objects."""
     values = {**slots, **kwargs}
     message = {
-        k: v if k in _CHOOSING_KEYS else _fill(v, values)
+        k: _fill(v, values) if k in _PARTS else _copied(v)
         for k, v in variation.items()
         if k != "response_ids"
     }
@@ -300,9 +312,10 @@ def uttered(
 
 
 def _said(name: str, message: dict[str, Any]) -> Said:
-    """`bot_data` of a message of response `name`, the name in its metadata."""
+    """`bot_data` of a message of response `name`, the name in its metadata (after the
+    variation's own keys, as Rasa adds it: the same JSON)."""
     text, data, metadata = bot_data(message)
-    return text, data, {"utter_action": name, **metadata}
+    return text, data, {**metadata, "utter_action": name}
 
 
 def bot_data(message: dict[str, Any]) -> Said:
@@ -318,7 +331,7 @@ def bot_data(message: dict[str, Any]) -> Said:
     }
     if not data["attachment"]:  # an empty one too, as in Rasa (which reads `or`)
         data["attachment"] = data["image"]
-    if message.keys() <= _NOT_METADATA:  # the usual message: no comprehension to run
+    if message.keys() <= _PARTS:  # the usual message: no comprehension to run
         return text, data, {}
-    metadata = {k: v for k, v in message.items() if k not in _NOT_METADATA}
+    metadata = {k: v for k, v in message.items() if k not in _PARTS}
     return text, data, metadata

@@ -40,9 +40,6 @@ _KEYS_RASA_3_IGNORES = {
     "schema": "a PostgreSQL schema is chosen by the POSTGRESQL_SCHEMA environment variable, "
     "as in Rasa; without it the tables are in the user's default schema",
 }
-# What Rasa's EndpointConfig takes from any section before a store sees the rest, and the
-# `type` (`store_type`) it is chosen by: a store never reads them, and Rasa starts with them.
-_ENDPOINT_KEYS = {"type", "params", "headers", "basic_auth", "token", "token_name", "cafile"}
 
 
 @contextmanager
@@ -71,7 +68,7 @@ def create_tracker_store(
 
 
 def _create_tracker_store(config: dict[str, Any]) -> TrackerStore:
-    kind = section_type(config, "tracker_store")
+    kind = section_type(config)
     kind = _RASA_TRACKER_CLASSES.get(kind or "", kind)
     for key, instead in _KEYS_RASA_3_IGNORES.items():
         if key in config:
@@ -83,10 +80,13 @@ def _create_tracker_store(config: dict[str, Any]) -> TrackerStore:
 
         return SqlTrackerStore.from_config(config)
     if kind == "redis":
+        from server.trackers.redis_client import ENDPOINT_SETTINGS
         from server.trackers.redis_store import RedisTrackerStore
 
         # `cache_size`: the former name of `cache_events`.
-        _warn_of_unknown_keys(config, RedisTrackerStore.SETTINGS, {"cache_size"})
+        _warn_of_unknown_keys(
+            config, RedisTrackerStore.SETTINGS, ENDPOINT_SETTINGS | {"cache_size"}
+        )
         return RedisTrackerStore(config)
     if kind == "dynamo":
         from server.trackers.dynamo_store import DynamoTrackerStore
@@ -106,11 +106,12 @@ def _create_tracker_store(config: dict[str, Any]) -> TrackerStore:
 def _warn_of_unknown_keys(
     config: dict[str, Any], known: frozenset[str], quiet: Iterable[str] = ()
 ) -> None:
-    """A warning for each `tracker_store:` key the store does not read, with the key meant
-    when it is a near miss of one: Rasa's store takes any key and ignores it without a word,
-    and a misspelt `key_prefix` read and wrote another bot's conversations."""
+    """A warning for each `tracker_store:` key the store neither reads nor takes `quiet`ly,
+    with the key meant when it is a near miss of one: Rasa's store takes any key and ignores
+    it without a word, and a misspelt `key_prefix` read and wrote another bot's
+    conversations."""
     for key in config:
-        if key in known or key in _ENDPOINT_KEYS or key in _KEYS_RASA_3_IGNORES or key in quiet:
+        if key == "type" or key in known or key in quiet or key in _KEYS_RASA_3_IGNORES:
             continue
         close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.8)
         hint = f"did you mean '{close[0]}'?" if close else f"it reads {', '.join(sorted(known))}"
@@ -127,7 +128,7 @@ def create_lock_store(config: dict[str, Any] | None, source: str = "endpoints.ym
 
 
 def _create_lock_store(config: dict[str, Any]) -> LockStore:
-    kind = section_type(config, "lock_store")
+    kind = section_type(config)
     if kind in _MEMORY_TYPES:
         return InMemoryLockStore(wait_timeout_setting(config))
     if kind == "redis":
@@ -140,16 +141,17 @@ def _create_lock_store(config: dict[str, Any]) -> LockStore:
     )
 
 
-def section_type(config: dict[str, Any], section: str) -> str | None:
+def section_type(config: dict[str, Any]) -> str | None:
     """The section's `type`, lower-cased, also when written `store_type` (Rasa reads either;
     old Rasa docs wrote `store_type`): before, `store_type: redis` silently gave an in-memory
-    store. The section then holds it as `type`; both, differing, are refused."""
+    store. The section then holds it as `type`; both, differing, are refused (the file and
+    section named by `reading_section`)."""
     if "store_type" in config:
         store_type = config.pop("store_type")
         if config.get("type") not in (None, store_type):
             raise InvalidConfig(
-                f"endpoints.yml, section '{section}': 'type: {config['type']}' and "
-                f"'store_type: {store_type}' disagree; keep one of them"
+                f"'type: {config['type']}' and 'store_type: {store_type}' disagree; keep one "
+                "of them"
             )
         config["type"] = store_type
     kind = config.get("type")

@@ -18,13 +18,18 @@ from redis.backoff import NoBackoff
 
 from server.errors import InvalidConfig, StoreFailed, StoreUnavailable
 from server.outages import OUTAGES
-from server.setting_values import flag
+from server.setting_values import flag, host_and_port
 from server.trackers.sql_engine import dead_connection_timeout
 from server.trackers.tcp_keepalive import tcp_options
 
 logger = logging.getLogger(__name__)
 
 _PREFIX = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+# What Rasa's EndpointConfig takes from any section before a store sees the rest: its Redis
+# stores never read them, and Rasa starts with them.
+ENDPOINT_SETTINGS = frozenset({"params", "headers", "basic_auth", "token", "token_name", "cafile"})
 
 
 def create_client(config: dict[str, Any], default_db: int, subscriber: bool = False) -> Redis:
@@ -76,9 +81,12 @@ def create_client(config: dict[str, Any], default_db: int, subscriber: bool = Fa
         if host.lower().startswith("rediss://"):
             given.update(ssl_options)
         return Redis.from_url(host, **given, **common)
+    # `host:port` split, as for the SQL store and RabbitMQ: before, a host named
+    # '127.0.0.1:6379' was looked up (as in Rasa) and every command failed.
+    host, port = host_and_port(host, config.get("port"), "Redis")
     return Redis(
         host=host,
-        port=int(config.get("port", 6379)),
+        port=6379 if port is None else port,
         db=int(config.get("db", default_db)),
         username=config.get("username"),
         password=config.get("password"),
@@ -205,6 +213,18 @@ def login_refused(exc: BaseException | None) -> str | None:
     return None
 
 
+# The stores' readiness probe (start-up check, /health/ready): a script that SETs a key
+# nobody has, only if it exists (XX: it changes nothing, writes and replicates nothing), so
+# that what refuses every turn's writes fails it too, where a PING passes: a read-only
+# replica (READONLY), a Redis full under `noeviction` (OOM: a SET may grow it, while a GET,
+# DEL or PEXPIRE still runs), a user not allowed scripts (NOPERM).
+READINESS_SCRIPT = "return redis.call('SET', KEYS[1], '', 'XX', 'PX', 1)"
+
+
+# A Redis up but refusing commands for a while, in a StoreUnavailable's message and reason.
+CANNOT_TAKE_COMMANDS = "cannot take commands now"
+
+
 def store_error(what: str, client: Redis, exc: Exception) -> StoreUnavailable | StoreFailed:
     """One of `REDIS_ERRORS` as ours (see `store_errors_as`)."""
     refusal = login_refused(exc)
@@ -222,8 +242,8 @@ def store_error(what: str, client: Redis, exc: Exception) -> StoreUnavailable | 
         )
     if isinstance(exc, _UNAVAILABLE_REPLIES) or str(exc).startswith(_UNAVAILABLE_PREFIXES):
         return StoreUnavailable(
-            f"The {what} ({describe(client)}) cannot take commands now: {exc}",
+            f"The {what} ({describe(client)}) {CANNOT_TAKE_COMMANDS}: {exc}",
             dependency(client, what),
-            f"it cannot take commands now: {exc}",
+            f"it {CANNOT_TAKE_COMMANDS}: {exc}",
         )
     return StoreFailed(f"The {what} ({describe(client)}) failed: {exc}")

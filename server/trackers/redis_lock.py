@@ -29,6 +29,8 @@ from server.tasks import stop
 from server.trackers.memory_lock import timeout_message, wait_timeout_setting
 from server.trackers.redis_batch import CommandBatch
 from server.trackers.redis_client import (
+    ENDPOINT_SETTINGS,
+    READINESS_SCRIPT,
     REDIS_ERRORS,
     create_client,
     dependency,
@@ -45,12 +47,41 @@ DEFAULT_LOCK_LIFETIME = 60.0
 # whose process died (or whose loop stalled this long) loses its place after it.
 TICKET_LIFETIME = 3.0
 
+# A lease key without a lifetime is no lease of ours (they all have one) but Rasa's ticket
+# lock: JSON whose tickets (JSON text each) expire at `expires`, seconds since 1970. Rasa
+# sets no lifetime on the key and deletes it only when its last ticket is served, so a Rasa
+# process that died in a turn left it for good. Stale when no ticket in it is live (Rasa
+# too takes such a lock). Another program's key (not Rasa's JSON) is left as it is.
+_STALE_LEASE = """
+local function stale(key, value, now)
+  if redis.call('PTTL', key) ~= -1 then
+    return false
+  end
+  local read, lock = pcall(cjson.decode, value)
+  if not read or type(lock) ~= 'table' or type(lock.tickets) ~= 'table' then
+    return false
+  end
+  for _, ticket in ipairs(lock.tickets) do
+    if type(ticket) == 'string' then
+      read, ticket = pcall(cjson.decode, ticket)
+    end
+    local expires = type(ticket) == 'table' and tonumber(ticket.expires)
+    if expires and expires * 1000 > now then
+      return false
+    end
+  end
+  return true
+end
+"""
+
 # KEYS: the lease, the queue (tokens in arrival order), the tickets (token -> expiry, ms of
 # Redis's clock). ARGV: token, lease ms, ticket ms. Returns 1 when the lease is ours (also
 # when a re-sent call finds the lease an earlier send took), 0 when this token is first in
 # line, -1 when others are ahead. A free lease with nobody in line costs an EXISTS more than
 # a plain SET NX.
-_ACQUIRE = """
+_ACQUIRE = (
+    _STALE_LEASE
+    + """
 if redis.call('EXISTS', KEYS[2]) == 0
     and redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return 1
@@ -65,6 +96,9 @@ if redis.replicate_commands then
 end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+if holder and stale(KEYS[1], holder, now) then
+  holder = false
+end
 while head and head ~= ARGV[1] do
   local expires = tonumber(redis.call('HGET', KEYS[3], head))
   if expires and expires > now then
@@ -92,6 +126,7 @@ if not head or head == ARGV[1] then
 end
 return -1
 """
+)
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -130,18 +165,35 @@ return head
 """
 
 # The prune's batches: every free key nobody waits for taken (SET NX PX) in one call, and
-# given back. KEYS: the leases, then their queues. ARGV: token, lease in ms. 1/0 per lease.
-_TAKE_FREE = """
+# given back (a stale one of Rasa's too). KEYS: the leases, then their queues. ARGV: token,
+# lease in ms. 1/0 per lease.
+_TAKE_FREE = (
+    _STALE_LEASE
+    + """
+if redis.replicate_commands then
+  redis.replicate_commands()
+end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local count = #KEYS / 2
 local taken = {}
 for i = 1, count do
   taken[i] = 0
   if redis.call('EXISTS', KEYS[count + i]) == 0 then
-    taken[i] = redis.call('SET', KEYS[i], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+    if redis.call('SET', KEYS[i], ARGV[1], 'NX', 'PX', ARGV[2]) then
+      taken[i] = 1
+    else
+      local holder = redis.call('GET', KEYS[i])
+      if holder and stale(KEYS[i], holder, now) then
+        redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
+        taken[i] = 1
+      end
+    end
   end
 end
 return taken
 """
+)
 
 _RELEASE_ALL = """
 for _, key in ipairs(KEYS) do
@@ -185,8 +237,28 @@ _RENEWALS_FAILED = RepeatsCounted(logger, WINDOW_SECONDS)
 _RELEASES_FAILED = RepeatsCounted(logger, WINDOW_SECONDS)
 
 
+# Why a held lease may be gone (with lock_lifetime).
+_LEASE_LOST = (
+    "Redis lost it (restarted without its data, a failover to a replica that did not have "
+    "it), or this process stalled for most of lock_lifetime (%g s)"
+)
+# Why a held lease ran out when its renewals failed (with for how long).
+_LEASE_UNRENEWED = "it could not be renewed for %.1f s (Redis unreachable)"
+# Turns whose lease was gone when they ended: the first logged, then counted (a Redis that
+# restarted without its data took the leases of every turn in flight at once).
+_LEASES_LOST = RepeatsCounted(logger, WINDOW_SECONDS)
+
+
 # A conversation's lease, queue and tickets keys (`RedisLockStore._keys`).
 _Keys = tuple[bytes, bytes, bytes]
+
+
+# The `lock_store:` settings read: Rasa's RedisLockStore arguments, and ours.
+SETTINGS = frozenset(
+    {"type", "url", "host", "port", "db", "username", "password", "use_ssl", "ssl_certfile"}
+    | {"ssl_keyfile", "ssl_ca_certs", "key_prefix", "socket_timeout"}
+    | {"lock_lifetime", "wait_timeout"}
+)
 
 
 class RedisLockStore:
@@ -195,6 +267,12 @@ class RedisLockStore:
     process_local = False
 
     def __init__(self, config: dict[str, Any]) -> None:
+        unknown = [str(key) for key in config if key not in SETTINGS | ENDPOINT_SETTINGS]
+        if unknown:  # (before, ignored: a misspelt key_prefix shared another bot's locks)
+            raise InvalidConfig(
+                f"unknown setting '{unknown[0]}' (Rasa refuses it too); the Redis lock store "
+                f"reads {', '.join(sorted(SETTINGS - {'type'}))}"
+            )
         self._redis = create_client(config, default_db=1)
         self._prefix = key_prefix(config, "lock")
         self._queue_prefix = key_prefix(config, "lock_queue", quiet=True)
@@ -222,6 +300,7 @@ class RedisLockStore:
         self._release = self._redis.register_script(_RELEASE)
         self._take_free = self._redis.register_script(_TAKE_FREE)
         self._release_all = self._redis.register_script(_RELEASE_ALL)
+        self._readiness = self._redis.register_script(READINESS_SCRIPT)
         self._batch = CommandBatch(self._redis)
         # The scripts' constant arguments, packed once: redis-py encodes each str or int
         # argument on every call, bytes not (this keeps the turn's client CPU as it was with
@@ -247,9 +326,15 @@ class RedisLockStore:
         self._serial = itertools.count()
 
     async def ping(self) -> None:
-        """Raises StoreUnavailable when Redis cannot be reached (for /health/ready)."""
+        """Raises StoreUnavailable when Redis cannot be reached or cannot take the turns'
+        writes (a read-only replica, a full one), StoreFailed when it refuses them (a user not
+        allowed scripts), for the start-up check and /health/ready: `READINESS_SCRIPT` on the
+        lease key of a conversation nobody has (it changes nothing). Before, a PING, which
+        such a Redis answers while every turn fails; then the release script, which a full
+        Redis runs (it only deletes) while it refuses every lease."""
+        lease, _, _ = self._keys(secrets.token_hex(16))
         with store_errors_as("lock store", self._redis):
-            await self._redis.ping()
+            await self._readiness(keys=[lease])
 
     def _keys(self, conversation_id: str) -> _Keys:
         """The lease, the queue and the tickets of a conversation, as bytes: redis-py sends
@@ -303,7 +388,7 @@ class RedisLockStore:
                 "failures to renew are counted in one line a minute",
                 conversation_id,
                 describe(self._redis),
-                exc,
+                str(exc).rstrip("."),  # (redis-py's end in one: "failed.; retried")
                 self.lock_lifetime / 6,
             )
             if token in self._held:  # tried again a sixth of the lifetime later
@@ -319,18 +404,20 @@ class RedisLockStore:
         del self._held[token]
         if failed_since is not None:  # (before, this too advised raising lock_lifetime)
             logger.error(
-                "The lock of conversation '%s' expired while its turn was still running: it "
-                "could not be renewed for %.1f s (Redis unreachable); another turn of the "
-                "conversation may have started meanwhile.",
+                "The lock of conversation '%s' expired while its turn was still running: %s; "
+                "another turn of the conversation may have started meanwhile.",
                 conversation_id,
-                now - failed_since,
+                _LEASE_UNRENEWED % (now - failed_since),
             )
             return
+        # Renewed every third of its lifetime, a lease runs out only if this process stalled
+        # for the rest of it; more often Redis lost it (before, the advice was to raise
+        # lock_lifetime "if turns take longer", which renewals already allow).
         logger.error(
-            "The lock of conversation '%s' expired while its turn was still running; "
-            "raise lock_lifetime if turns take longer than %g s.",
+            "The lock of conversation '%s' was gone while its turn was still running: %s; "
+            "another turn of the conversation may have run at the same time.",
             conversation_id,
-            self.lock_lifetime,
+            _LEASE_LOST % self.lock_lifetime,
         )
 
     @asynccontextmanager
@@ -442,8 +529,10 @@ class RedisLockStore:
         self._returns.add(task)
         task.add_done_callback(self._returns.discard)
 
-    async def _give_back(self, keys: _Keys, token: str, conversation_id: str) -> None:
-        """Releases our lease (or leaves the line) and wakes the next waiter if it is ours."""
+    async def _give_back(self, keys: _Keys, token: str, conversation_id: str) -> Any:
+        """Releases our lease (or leaves the line) and wakes the next waiter if it is ours.
+        Returns the release's reply (0: neither lease nor ticket was there), None when it
+        failed."""
         try:
             following = await self._release_batched(keys, token)
         except asyncio.CancelledError:
@@ -457,6 +546,7 @@ class RedisLockStore:
             return
         if following.__class__ is str and (waker := self._waiters.get(following)) is not None:
             _wake(waker)
+        return following
 
     def _release_failed(self, what: str, exc: BaseException, until: str = "its lease ends") -> None:
         """One warning an outage, then counted; each conversation named at DEBUG (the others
@@ -578,6 +668,20 @@ class _Lease:
 
     async def __aexit__(self, *exc_info: object) -> None:
         store = self._store
-        store._held.pop(self._token, None)
-        store._unrenewed.pop(self._token, None)
-        await store._give_back(self._keys, self._token, self._conversation_id)
+        renewing = store._held.pop(self._token, None)  # (None: its renewal found it gone)
+        unrenewed_since = store._unrenewed.pop(self._token, None)
+        reply = await store._give_back(self._keys, self._token, self._conversation_id)
+        if reply == 0 and renewing is not None:
+            if unrenewed_since is None:
+                cause = _LEASE_LOST % store.lock_lifetime
+            else:  # (before, blamed on Redis losing its data, or a stall)
+                unrenewed = asyncio.get_running_loop().time() - unrenewed_since
+                cause = _LEASE_UNRENEWED % unrenewed
+            _LEASES_LOST.log(
+                f"the locks of ended turns were gone ({describe(store._redis)})",
+                "The lock of conversation '%s' was gone when its turn ended: %s; another "
+                "turn of the conversation may have run at the same time. Further such turns "
+                "are counted in one line a minute",
+                self._conversation_id,
+                cause,
+            )

@@ -27,7 +27,13 @@ from server.json_values import OFF_LOOP_JSON_BYTES
 from server.trackers.events import OFF_LOOP_EVENTS
 from server.trackers.freeing import free_off_loop
 from server.trackers.known_sessions import KnownSessions
-from server.trackers.redis_client import create_client, key_prefix, store_errors_as, watched
+from server.trackers.redis_client import (
+    READINESS_SCRIPT,
+    create_client,
+    key_prefix,
+    store_errors_as,
+    watched,
+)
 from server.trackers.session_start import latest_session_start
 from server.trackers.snapshot import Snapshot
 from server.trackers.store import Hold, cache_events_setting, holding, stored_events
@@ -226,6 +232,7 @@ class RedisTrackerStore:
         self._replace_staged_script = self._redis.register_script(_REPLACE_STAGED)
         self._load_script = self._redis.register_script(_LOAD)
         self._prune_script = self._redis.register_script(_PRUNE)
+        self._ping_script = self._redis.register_script(READINESS_SCRIPT)
         # The sessions this process read, least recently used first, bounded in events.
         self._sessions: KnownSessions[_Session] = KnownSessions(self.cache_events)
 
@@ -573,8 +580,11 @@ class RedisTrackerStore:
         return int(outcome)
 
     async def ping(self) -> None:
+        """For /health/ready: `READINESS_SCRIPT` on a key nobody has, so that a Redis refusing
+        the appends' writes or scripts (a read-only replica, a full one, a user not allowed
+        scripts) fails it. Before, a PING, which such a Redis answers."""
         with self._errors():
-            await self._redis.ping()
+            await self._ping_script(keys=[self._prefix + secrets.token_hex(16)])
 
     async def close(self) -> None:
         await self._redis.aclose()

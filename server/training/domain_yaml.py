@@ -207,6 +207,8 @@ class DomainReader:
         for name, variations in (data.get("responses") or {}).items():
             line = line_of(data["responses"], name)
             check_response(str(name), variations, filename, line, from_archive=self._from_archive)
+            if not self._from_archive:
+                self.check_response_ids(str(name), variations, filename, line)
         for name, spec in (data.get("forms") or {}).items():
             self.check_form(str(name), spec, filename, line_of(data["forms"], name))
         self.check_session_config(data, filename)
@@ -623,6 +625,29 @@ class DomainReader:
                 *self.origins.get(f"forms:{name}", (filename, None)),
             )
 
+    def check_response_ids(
+        self, name: str, variations: list[dict[str, Any]], filename: str, line: int | None
+    ) -> None:
+        """Warns of an `id` given to several variations of a response (checked by
+        `check_response`) that may be picked from together: the NLG server is sent no id
+        then, as Rasa warns when it is. Variations for different channels, or with
+        conditions no slot value meets at once, never are."""
+        seen: dict[str, list[dict[str, Any]]] = {}
+        for index, variation in enumerate(variations):
+            response_id = variation.get("id")
+            if not response_id:
+                continue
+            others = seen.setdefault(response_id, [])
+            if any(_picked_from_together(other, variation) for other in others):
+                self.warn(
+                    f"response '{name}' gives the id '{response_id}' to more than one "
+                    "variation: an NLG server is sent no id (null) when they may both be "
+                    "said, as in Rasa",
+                    filename,
+                    line_of(variation, "id", line_of(variations, index, line)),
+                )
+            others.append(variation)
+
     def check_mapping_names(self, domain: Domain, filename: str) -> None:
         """Warns of slot mappings naming an entity (from_entity) or intent (from_intent) the
         domain does not list: often a typo, and a mapping Rasa skips at every message."""
@@ -690,6 +715,29 @@ def check_response(
                 filename,
                 variation_line,
             )
+
+
+def _picked_from_together(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether response variations `a` and `b` may be among those one is picked from (as
+    `ResponseVariations.eligible` sorts them): for the same channel, both without a condition
+    or both with conditions the slots may meet at once."""
+    if (a.get("channel") or None) != (b.get("channel") or None):
+        return False
+    conditions_a, conditions_b = a.get("condition") or [], b.get("condition") or []
+    if bool(conditions_a) != bool(conditions_b):
+        return False
+    wanted = {c.get("name"): c.get("value") for c in conditions_a}
+    for condition in conditions_b:
+        name, value = condition.get("name"), condition.get("value")
+        if name not in wanted:
+            continue
+        other = wanted[name]
+        if isinstance(value, str) and isinstance(other, str):
+            if value.casefold() != other.casefold():  # (text is met without regard to case)
+                return False
+        elif value != other:
+            return False
+    return True
 
 
 def _check_variation_values(

@@ -248,6 +248,7 @@ def _add_data_responses(
             continue
         line = line_of(section, name)
         check_response(name, variations, filename, line)
+        reader.check_response_ids(name, variations, filename, line)
         check_json_values(variations, filename, line)
         if name in responses and responses[name] != variations:
             reader.warn(f"response '{name}' is also in the domain; this one wins", filename, line)

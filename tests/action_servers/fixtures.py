@@ -276,6 +276,8 @@ class _Broken(BaseHTTPRequestHandler):
             self._send(500, b'{"error": "division by zero"}')
         elif self.path.startswith("/reject-lines"):
             self._send(400, b'{"action_name": "action_x", "error": "no\\nERROR forged line"}')
+        elif self.path.startswith("/empty-status/"):  # that status, no body
+            self._send(int(self.path[len("/empty-status/") :]), b"")
         elif self.path.startswith("/bare400"):
             self._send(400, b'{"error": "bad"}')
         elif self.path.startswith("/raw/"):

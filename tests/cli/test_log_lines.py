@@ -16,7 +16,7 @@ from server import __version__
 from server.api.runner import server_app
 from server.api.server import ServerOptions
 from server.errors import InvalidConfig
-from server.logs import configure_logging
+from server.logs import SaidAtStart, configure_logging, saying_once
 
 HOSTILE = "a\n2026-12-04 00:00:00,000 ERROR   server.forged - admin logged in\x00\x1b[2J\u2028"
 
@@ -359,3 +359,30 @@ def test_another_syslog_protocol_is_udp_with_a_warning(
     assert "--syslog-protocol 'tls' is neither UDP nor TCP: UDP is used" in err
     assert build_parser().parse_args(["run", "--syslog-protocol", "udp"]).syslog_protocol == "UDP"
     assert capsys.readouterr().err == ""
+
+
+def test_a_warning_said_at_start_reaches_every_handler_once_and_is_dropped_after() -> None:
+    """`--workers N`: the parent's line goes to each of its handlers (stderr and a
+    `--log-file`), and a worker's same line to none of them."""
+    logger = logging.getLogger("server.tests.said_at_start")
+    root = logging.getLogger()
+    streams = [io.StringIO(), io.StringIO()]
+    handlers = [logging.StreamHandler(stream) for stream in streams]
+    for handler in handlers:
+        root.addHandler(handler)
+    try:
+        parent = SaidAtStart(collect=True)
+        with saying_once(parent):
+            logger.warning("key_prefix 'my bot' may only hold letters")
+            logger.warning("key_prefix 'my bot' may only hold letters")  # its trial build
+        with saying_once(SaidAtStart(parent.said)):  # a worker
+            logger.warning("key_prefix 'my bot' may only hold letters")
+            logger.warning("something else")
+    finally:
+        for handler in handlers:
+            root.removeHandler(handler)
+    for stream in streams:
+        assert stream.getvalue().splitlines() == [
+            "key_prefix 'my bot' may only hold letters",
+            "something else",
+        ]

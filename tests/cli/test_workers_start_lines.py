@@ -11,11 +11,15 @@ from tests.trackers.persistence_fixtures import REDIS, require_service, unique_n
 
 
 def _two_workers_log(
-    start_server: Callable[..., ServerProcess], cwd: Path, model: str, endpoints: str
+    start_server: Callable[..., ServerProcess],
+    cwd: Path,
+    model: str,
+    endpoints: str,
+    trackers: str = "",
 ) -> list[str]:
-    """The log of a server of two workers (SQLite trackers, a Redis lock store, then
-    `endpoints`) once both serve."""
-    return _two_workers(start_server, cwd, model, endpoints).text().splitlines()
+    """The log of a server of two workers (SQLite trackers with the settings `trackers`, a
+    Redis lock store, then `endpoints`) once both serve."""
+    return _two_workers(start_server, cwd, model, endpoints, trackers=trackers).text().splitlines()
 
 
 def _two_workers(
@@ -24,13 +28,15 @@ def _two_workers(
     model: str,
     endpoints: str,
     *options: str,
+    trackers: str = "",
 ) -> ServerProcess:
-    """A server of two workers (SQLite trackers, a Redis lock store, then `endpoints`, and
-    `options` on the command line), once both serve."""
+    """A server of two workers (SQLite trackers with the settings `trackers`, a Redis lock
+    store, then `endpoints`, and `options` on the command line), once both serve."""
     require_service("Redis", REDIS)
     (cwd / "endpoints.yml").write_text(
         f"tracker_store:\n  type: sql\n  dialect: sqlite\n  db: {cwd / 'trackers.db'}\n"
-        f"lock_store:\n  type: redis\n  url: {REDIS[0]}\n  port: {REDIS[1]}\n"
+        + trackers
+        + f"lock_store:\n  type: redis\n  url: {REDIS[0]}\n  port: {REDIS[1]}\n"
         f"  key_prefix: {unique_name('workers-start')}\n" + endpoints
     )
     server = start_server("--enable-api", "-m", model, "--workers", "2", *options, cwd=cwd)
@@ -78,3 +84,14 @@ def test_the_stopped_line_is_said_once_when_every_worker_has_stopped(
     assert "the 2 workers closed their channels, event broker and stores" in log[stopped]
     closed = [n for n, line in enumerate(log) if "Application shutdown complete" in line]
     assert len(closed) == 2 and max(closed) < stopped, log
+
+
+def test_a_warning_about_the_endpoints_file_is_said_once_for_all_workers(
+    start_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """A tracker store setting Rasa 3 ignores, read as the parent checks the configuration and
+    as each worker builds its app: before, said four times with two workers (the parent's
+    checks, its trial build, then each worker), told apart by a pid only."""
+    ignored = "tracker_store: 'max_event_history' is not read"
+    log = _two_workers_log(start_server, tmp_path, "none", "", "  max_event_history: 5\n")
+    assert len([line for line in log if ignored in line]) == 1, log

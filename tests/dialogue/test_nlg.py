@@ -262,7 +262,7 @@ def _said_afresh(
     if message is None:
         return None
     text, data, metadata = bot_data(message)
-    return text, data, {"utter_action": name, **metadata}
+    return text, data, {**metadata, "utter_action": name}
 
 
 SPLIT_ONCE: dict[str, list[dict[str, Any]]] = {
@@ -440,8 +440,50 @@ def test_a_bot_event_keeps_the_chosen_variations_id_condition_and_channel_in_its
     assert gold is not None
     assert gold[0] == "Hi gold"
     assert gold[2] == {"utter_action": "utter_hi", "id": "hi_gold", "condition": condition}
+    # Named after the variation's own keys, as Rasa adds it: the bot event's JSON is the
+    # same, byte for byte. Before, `utter_action` came first.
+    assert list(gold[2]) == ["id", "condition", "utter_action"]
     slack = uttered(domain, "utter_hi", {"tier": None}, "slack")
     assert slack is not None
     assert slack[2] == {"utter_action": "utter_hi", "channel": "slack", "id": "hi_slack"}
+    assert list(slack[2]) == ["channel", "id", "utter_action"]
     plain = uttered(domain, "utter_hi", {"tier": None})
     assert plain is not None and plain[2] == {"utter_action": "utter_hi"}
+
+
+METADATA: dict[str, Any] = {
+    "rephrase": True,
+    "rephrase_prompt": "Rephrase {{current_input}} for {name}",
+    "tags": ["{name}", {"deep": "{{x}}"}],
+}
+
+
+@pytest.mark.parametrize(
+    "variation",
+    [
+        {"text": "Hi {name}", "metadata": METADATA, "lang": "{name}"},
+        # Nothing to fill in the message: said from the parts split once.
+        {"text": "Hi", "metadata": METADATA, "lang": "{name}"},
+        {"text": "Hi", "lang": "{{name}}"},
+    ],
+)
+def test_a_variations_metadata_reaches_the_bot_event_as_written(variation: dict[str, Any]) -> None:
+    domain = Domain.from_dict(
+        {
+            "slots": {"name": {"type": "text", "mappings": [{"type": "custom"}]}},
+            "responses": {"utter_hi": [variation]},
+        }
+    )
+    said = uttered(domain, "utter_hi", {"name": "Ann"})
+    assert said is not None
+    # As in Rasa, which fills in only a message's parts. Before, `{{current_input}}` of a
+    # prompt template reached the bot event as `{current_input}`, and `{name}` as `Ann`.
+    expected = {k: v for k, v in variation.items() if k != "text"}
+    assert said[2] == {"utter_action": "utter_hi", **expected}
+    assert said[0] == variation["text"].replace("{name}", "Ann")
+    # The bot event's own copy: changing it changes neither the domain nor a later event.
+    if "metadata" in said[2]:
+        said[2]["metadata"]["tags"][1]["deep"] = "changed"
+        assert METADATA["tags"][1] == {"deep": "{{x}}"}
+        again = uttered(domain, "utter_hi", {"name": "Ann"})
+        assert again is not None and again[2]["metadata"] == METADATA

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ class NLGServer:
     def __init__(self) -> None:
         self.requests: list[tuple[dict[str, Any], dict[str, str]]] = []
         self.in_flight = self.most_in_flight = 0
+        self.empty: set[str] = set()  # responses answered with an empty body
         self.app = FastAPI()
         self.app.add_api_route("/nlg", self.nlg, methods=["POST"])
 
@@ -46,15 +48,21 @@ class NLGServer:
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
             await asyncio.sleep(0.2)
             self.in_flight -= 1
-        if name == "utter_nothing":
+        if name == "utter_nothing" or name in self.empty:
             return Response(status_code=200)
         if name == "utter_broken":
             return JSONResponse({"error": "template missing"}, status_code=500)
+        if name == "utter_unavailable":
+            return Response(status_code=503)
         if name == "utter_wrong":
             return JSONResponse({"text": ["not", "a", "string"]})
         if name == "utter_hello" and body["tracker"]["sender_id"] == "echoes":
             # A server that sends back what it rendered, under a name of its own.
             return JSONResponse({"text": "Hello", "utter_action": "hello_v2", "lang": "en"})
+        if name == "utter_hello" and body["tracker"]["sender_id"] == "named":
+            return JSONResponse({"text": "Hello", "template_name": "hello", "rephrase": True})
+        if name == "utter_hello" and body["tracker"]["sender_id"] == "tagged":
+            return JSONResponse({"lang": "en", "text": "Hello", "id": "hello_en"})
         return JSONResponse(
             {"text": f"{name} for {body['tracker']['sender_id']}", "buttons": [], "custom": None}
         )
@@ -144,6 +152,8 @@ async def test_an_empty_answer_is_no_message(nlg_url) -> None:  # noqa: ANN001
     ("response", "config", "message"),
     [
         ("utter_broken", {}, "HTTP 500"),
+        # Before: "answered HTTP 503: ", nothing after the colon.
+        ("utter_unavailable", {}, "answered HTTP 503, with an empty body$"),
         ("utter_wrong", {}, "'text' has the wrong type"),
         ("utter_slow", {"timeout": 0.3}, "did not answer within 0.3 s"),
     ],
@@ -205,13 +215,20 @@ async def test_an_answer_no_channel_could_send_is_an_action_error(path: str, mes
         await client.aclose()
 
 
+def nlg_context(url: str, sender_id: str) -> tuple[ActionContext, NLGClient]:
+    """An action's context in a new conversation of an empty domain, with the NLG server at
+    `url`, and the NLG client (to close)."""
+    domain = Domain.from_dict({})
+    client = NLGClient({"url": url})
+    tracker = Tracker(sender_id, domain.slot_defaults())
+    return ActionContext(tracker, domain, nlg_endpoint=client), client
+
+
 async def test_the_responses_of_one_action_are_asked_for_at_once_and_kept_in_order(
     nlg_url,  # noqa: ANN001
 ) -> None:
     server, url = nlg_url
-    domain = Domain.from_dict({})
-    client = NLGClient({"url": url})
-    ctx = ActionContext(Tracker("u9", domain.slot_defaults()), domain, nlg_endpoint=client)
+    ctx, client = nlg_context(url, "u9")
     names = [f"utter_paced_{i}" for i in range(4)]
     result = {"responses": [{"response": name} for name in names]}
     try:
@@ -221,6 +238,31 @@ async def test_the_responses_of_one_action_are_asked_for_at_once_and_kept_in_ord
     # Before: one request after the other, four round trips of the NLG server in the turn.
     assert server.most_in_flight == 4
     assert [e.as_dict()["text"] for e in events] == [f"{name} for u9" for name in names]
+
+
+async def test_an_actions_response_the_nlg_server_gives_no_message_for_is_logged_so(
+    nlg_url,  # noqa: ANN001
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """As for an utter action: nothing said for it, and the log says why; the action's other
+    messages and events stay. Before, nothing in the log told why the message was missing."""
+    _, url = nlg_url
+    ctx, client = nlg_context(url, "u10")
+    result = {
+        "responses": [{"response": "utter_nothing"}, {"response": "utter_after"}],
+        "events": [{"event": "slot", "name": "seen", "value": True}],
+    }
+    try:
+        with caplog.at_level(logging.WARNING, logger="server.dialogue.actions"):
+            events = await events_from_action_result(ctx, result)
+    finally:
+        await client.aclose()
+    assert [e.as_dict().get("text") for e in events] == ["utter_after for u10", None]
+    assert isinstance(events[1], SlotSet)
+    assert [r.getMessage() for r in caplog.records if r.name == "server.dialogue.actions"] == [
+        "the NLG server gave no message for response 'utter_nothing' (an empty answer, or "
+        "null): nothing is said"
+    ]
 
 
 # A bot whose responses all live on the NLG server: the domain lists the `utter_` actions only.
@@ -277,6 +319,43 @@ async def test_a_bot_event_names_the_response_said_whatever_the_nlg_server_answe
     assert [e.metadata.get("lang") for e in turn.events if isinstance(e, BotUttered)] == ["en"]
 
 
+async def test_a_bot_events_metadata_lists_the_answers_keys_then_the_response_as_rasa(
+    nlg_url,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    """Rasa names the response after the answer's own keys (where the answer has no
+    `utter_action` of its own): the stored event's JSON is the same, byte for byte. Before,
+    `utter_action` came first."""
+    _, url = nlg_url
+    turn = await greeted(NLG_ONLY_BOT, tmp_path, url, "tagged")
+    (bot,) = [e for e in turn.events if isinstance(e, BotUttered)]
+    assert list(bot.as_dict()["metadata"]) == [
+        "lang",
+        "id",
+        "utter_action",
+        "model_id",
+        "assistant_id",
+    ]
+
+
+async def test_every_key_of_the_answer_that_is_no_message_part_is_in_the_bot_event(
+    nlg_url,  # noqa: ANN001
+) -> None:
+    _, url = nlg_url
+    ctx, client = nlg_context(url, "named")
+    try:
+        bot = await ctx.generate("utter_hello")
+    finally:
+        await client.aclose()
+    assert bot is not None
+    # As in Rasa. Before, `template_name` was dropped.
+    assert bot.metadata == {
+        "template_name": "hello",
+        "rephrase": True,
+        "utter_action": "utter_hello",
+    }
+
+
 NLG_ONLY_FORM_BOT = {
     "config.yml": "language: en\npolicies:\n  - name: RulePolicy\n",
     "domain.yml": """
@@ -311,3 +390,36 @@ async def test_a_forms_question_without_a_domain_response_is_asked_of_the_nlg_se
     turn = await greeted(NLG_ONLY_FORM_BOT, tmp_path, url, "nlg-form")
     assert turn.texts == ["utter_ask_name for nlg-form"]
     assert [body["response"] for body, _ in server.requests] == ["utter_ask_name"]
+
+
+# A bot whose response is in the domain, the NLG server writing it.
+DOMAIN_AND_NLG_BOT = {
+    **NLG_ONLY_BOT,
+    "domain.yml": """
+version: "3.1"
+intents: [greet]
+responses:
+  utter_hello:
+  - text: "Hello from the domain"
+""",
+}
+
+
+async def test_a_response_the_nlg_server_gives_no_message_for_is_logged_so(
+    nlg_url,  # noqa: ANN001
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before, the warning blamed the domain ("response 'utter_hello' has no variation that
+    fits this conversation"), which has one that fits: the NLG server's empty answer was why."""
+    server, url = nlg_url
+    server.empty.add("utter_hello")
+    with caplog.at_level(logging.WARNING, logger="server.dialogue.actions"):
+        turn = await greeted(DOMAIN_AND_NLG_BOT, tmp_path, url, "nothing")
+    assert turn.actions == ["utter_hello"]
+    assert turn.texts == []
+    warnings = [r.getMessage() for r in caplog.records if r.name == "server.dialogue.actions"]
+    assert warnings == [
+        "the NLG server gave no message for response 'utter_hello' (an empty answer, or "
+        "null): nothing is said"
+    ]

@@ -41,6 +41,16 @@ async def test_an_unreachable_lock_store_is_a_warning_at_start_up(
     assert line.levelname == "WARNING" and "503" in line.getMessage()
 
 
+async def test_a_lock_store_line_has_no_full_stop_before_its_clause(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """redis-py's words end in one: before, "Name or service not known.; turns answer 503"."""
+    config = {"type": "redis", "url": "lock-store.invalid", "socket_timeout": 1}
+    (line,) = await _start(config, caplog)
+    said = line.getMessage()
+    assert said.endswith("; turns answer 503 until it is reachable") and ".;" not in said, said
+
+
 async def test_a_lock_store_that_answers_says_nothing_more_at_start_up(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

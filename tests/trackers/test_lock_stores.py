@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import sys
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -249,6 +253,33 @@ async def test_leases_redis_could_not_renew_are_one_warning_and_the_right_reason
     assert all("could not be renewed" in m for m in expired), expired
 
 
+async def test_a_turn_ending_after_its_renewals_failed_names_that_cause(
+    redis_config: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis away longer than the lease (1.5 s), back just as the turn ends, before a
+    renewal got through: the lease ran out while it could not be renewed. Before, the
+    warning blamed Redis losing its data or this process stalling, neither of which
+    happened."""
+    proxy = TcpProxy(REDIS)
+    await proxy.restore()
+    store = RedisLockStore({**redis_config, "port": proxy.port, "lock_lifetime": 1.5})
+    try:
+        async with store.lock("ana"):
+            await proxy.cut()
+            await asyncio.sleep(2)
+            await proxy.restore()
+    finally:
+        await store.close()
+        await proxy.cut()
+    (gone,) = [r.getMessage() for r in caplog.records if "was gone" in r.getMessage()]
+    assert gone.startswith("The lock of conversation 'ana' was gone when its turn ended: it")
+    assert "could not be renewed for" in gone and "Redis unreachable" in gone, gone
+    assert "restarted without its data" not in gone, gone
+    # (redis-py's reason ends in a full stop: before, "Connect call failed (...).; retried")
+    (renewal,) = [r.getMessage() for r in caplog.records if "Could not renew" in r.getMessage()]
+    assert ".;" not in renewal and "Connect call failed" in renewal, renewal
+
+
 async def test_releases_redis_could_not_take_are_one_warning(
     redis_config: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -423,3 +454,202 @@ async def test_a_lease_whose_acquire_reply_was_lost_is_given_back(
             pass
         async with other.lock("conv", wait_timeout=3):
             pass
+
+
+def rasa_ticket_lock(conversation_id: str, *expires: float) -> str:
+    """The value of Rasa 3.6's `<prefix>:lock:<id>` key: tickets as JSON texts in JSON."""
+    tickets = [json.dumps({"number": n, "expires": e}) for n, e in enumerate(expires)]
+    return json.dumps({"conversation_id": conversation_id, "tickets": tickets})
+
+
+@pytest.fixture
+async def rasa_shared_redis(
+    redis_config: dict[str, Any],
+) -> AsyncIterator[tuple[dict[str, Any], Redis]]:
+    """A lock store config with a prefix Rasa uses too (letters and digits), and a client
+    writing that database as a Rasa server would."""
+    config = {**redis_config, "key_prefix": redis_config["key_prefix"].replace("_", "")}
+    client = Redis(host=REDIS[0], port=REDIS[1], db=1, decode_responses=True)
+    try:
+        yield config, client
+    finally:
+        await delete_redis_keys(config["key_prefix"], db=1)
+        await client.aclose()
+
+
+@pytest.mark.parametrize("left", ["expired ticket", "no ticket"])
+async def test_a_lock_left_by_a_rasa_process_that_died_is_taken(
+    rasa_shared_redis: tuple[dict[str, Any], Redis], left: str
+) -> None:
+    """A Rasa server killed in a turn leaves its ticket lock, a key without a lifetime that
+    Rasa deletes only once its last ticket is served; Rasa takes it again once the tickets
+    have expired. Before, botserver found the key taken for good: every message of that
+    conversation waited `wait_timeout` and answered 503, for ever."""
+    config, client = rasa_shared_redis
+    key = f"{config['key_prefix']}:lock:ana"
+    value = {
+        "expired ticket": rasa_ticket_lock("ana", time.time() - 1),
+        "no ticket": rasa_ticket_lock("ana"),
+    }[left]
+    await client.set(key, value)
+    store = RedisLockStore(config)
+    try:
+        async with store.lock("ana", wait_timeout=1):
+            assert await client.pttl(key) > 0  # our lease now, with its lifetime
+        assert await client.exists(key) == 0
+    finally:
+        await store.close()
+
+
+async def test_another_programs_key_where_a_lease_goes_is_left_as_it_is(
+    rasa_shared_redis: tuple[dict[str, Any], Redis],
+) -> None:
+    """A key without a lifetime that is no Rasa ticket lock is not ours to overwrite (nor to
+    delete at the turn's end): the turn waits for it, as before."""
+    config, client = rasa_shared_redis
+    key = f"{config['key_prefix']}:lock:ana"
+    await client.set(key, "another program's")
+    store = RedisLockStore(config)
+    try:
+        with pytest.raises(LockTimeout):
+            async with store.lock("ana", wait_timeout=0.2):
+                pass
+    finally:
+        await store.close()
+    assert await client.get(key) == "another program's"
+
+
+async def test_a_lock_a_rasa_process_holds_is_waited_for(
+    rasa_shared_redis: tuple[dict[str, Any], Redis],
+) -> None:
+    """While a Rasa server's ticket is live its turn runs: botserver's turn waits for it (for
+    Rasa deleting the key, or the ticket expiring), then takes the lock."""
+    config, client = rasa_shared_redis
+    key = f"{config['key_prefix']}:lock:ana"
+    await client.set(key, rasa_ticket_lock("ana", time.time() - 1, time.time() + 60))
+    store = RedisLockStore(config)
+    try:
+        with pytest.raises(LockTimeout):
+            async with store.lock("ana", wait_timeout=0.2):
+                pass
+        waiting = asyncio.ensure_future(store.lock("ana", wait_timeout=5).__aenter__())
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        await client.set(key, rasa_ticket_lock("ana", time.time() + 0.3))  # Rasa's next
+        await asyncio.wait_for(waiting, 3)  # taken once that ticket expired
+        assert await client.pttl(key) > 0
+    finally:
+        await store.close()
+
+
+async def test_the_prune_takes_a_lock_left_by_a_rasa_process_that_died(
+    rasa_shared_redis: tuple[dict[str, Any], Redis],
+) -> None:
+    """`botserver prune` deletes such a conversation too (before, it was skipped for good as
+    if a turn held it), and leaves one whose Rasa ticket is live."""
+    config, client = rasa_shared_redis
+    prefix = config["key_prefix"]
+    await client.set(f"{prefix}:lock:ana", rasa_ticket_lock("ana", time.time() - 1))
+    await client.set(f"{prefix}:lock:bob", rasa_ticket_lock("bob", time.time() + 60))
+    store = RedisLockStore(config)
+    try:
+        async with store.hold_idle(["ana", "bob", "cyd"]) as held:
+            assert held == ["ana", "cyd"]
+    finally:
+        await store.close()
+    assert await client.exists(f"{prefix}:lock:ana") == 0
+    assert await client.exists(f"{prefix}:lock:bob") == 1
+
+
+async def test_turns_whose_leases_redis_lost_say_so_once_when_they_end(
+    redis_config: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Redis restarted without its data in the middle of two turns: another process took one
+    of their conversations meanwhile. Before, nothing said that two turns may have run at
+    once; now one warning says so, and the second such turn is counted in it."""
+    # (a window of its own: another test of this process may have lost a lease at this Redis)
+    monkeypatch.setattr(redis_lock, "_LEASES_LOST", RepeatsCounted(redis_lock.logger, 60))
+    store, other = RedisLockStore(redis_config), RedisLockStore(redis_config)
+    try:
+        async with store.lock("ana"), store.lock("bob"):
+            await delete_redis_keys(redis_config["key_prefix"], db=1)  # the restart
+            async with other.lock("ana", wait_timeout=0.5):  # taken at once, meanwhile
+                pass
+        async with store.lock("cyd"):  # a lease nobody lost: nothing said
+            pass
+    finally:
+        await store.close()
+        await other.close()
+    gone = [r for r in caplog.records if "was gone" in r.getMessage()]
+    assert len(gone) == 1 and gone[0].levelname == "WARNING", caplog.text
+    said = gone[0].getMessage()
+    assert said.startswith("The lock of conversation 'bob' was gone when its turn ended: Redis")
+    assert "another turn of the conversation may have run at the same time" in said
+
+
+async def test_a_lease_its_renewal_finds_gone_is_one_error_not_advice_to_raise_the_lifetime(
+    redis_config: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Renewed every third of its lifetime, a lease is not outlived by a long turn: before,
+    its loss (here, Redis restarted without its data) advised raising lock_lifetime "if
+    turns take longer than 0.3 s"."""
+    store = RedisLockStore({**redis_config, "lock_lifetime": 0.3})
+    try:
+        async with store.lock("ana"):
+            await delete_redis_keys(redis_config["key_prefix"], db=1)
+            await asyncio.sleep(0.4)
+    finally:
+        await store.close()
+    gone = [r.getMessage() for r in caplog.records if "gone" in r.getMessage()]
+    assert len(gone) == 1, gone  # (its release says nothing more)
+    assert gone[0].startswith("The lock of conversation 'ana' was gone while its turn was still")
+    assert "Redis lost it" in gone[0] and "raise lock_lifetime" not in gone[0]
+
+
+async def test_a_redis_url_with_its_port_reaches_that_port(redis_config: dict[str, Any]) -> None:
+    """`url: host:port`, as the SQL store and the RabbitMQ broker read it. Before, the lock
+    store (and the Redis tracker store) looked up a host named '127.0.0.1:6379' (as Rasa
+    does): every turn answered 503, 'Name or service not known'."""
+    config = {**redis_config, "url": f"{REDIS[0]}:{REDIS[1]}"}
+    del config["port"]
+    store = create_lock_store(config)
+    try:
+        async with store.lock("ana", wait_timeout=1):
+            pass
+    finally:
+        await store.close()
+    trackers = create_tracker_store({**config, "type": "redis"})  # the same keys
+    try:
+        await trackers.ping()  # type: ignore[attr-defined]
+    finally:
+        await trackers.close()
+
+
+@pytest.mark.parametrize("key", ["pasword", "key_prefx", "record_exp"])
+def test_a_setting_the_redis_lock_store_does_not_read_is_refused_naming_it(key: str) -> None:
+    """Rasa refuses them too (its RedisLockStore takes no such argument). Before, they were
+    ignored without a word: a misspelt `key_prefix` shared another bot's locks, a misspelt
+    `password` said only that Redis refused the credentials."""
+    with pytest.raises(InvalidConfig, match=f"section 'lock_store': unknown setting '{key}'"):
+        create_lock_store({"type": "redis", "url": REDIS[0], key: "x"})
+
+
+def test_the_endpoint_settings_rasa_reads_for_every_section_are_not_refused() -> None:
+    """Rasa's endpoint config takes these from any section and its lock store never sees
+    them: an endpoints.yml Rasa started with starts here too."""
+    config = {"type": "redis", "url": REDIS[0], "token": "t", "headers": {}, "params": {}}
+    assert isinstance(create_lock_store(config), RedisLockStore)
+
+
+def test_a_custom_lock_store_class_is_refused_and_never_imported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rasa imports `type: my_locks.MyLockStore` (and runs whatever the module does); here
+    it is named as unknown at start-up, and the module is not imported."""
+    (tmp_path / "audit56_locks.py").write_text("raise SystemExit('imported')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(InvalidConfig, match="'audit56_locks.MyLockStore' is unknown .*custom"):
+        create_lock_store({"type": "audit56_locks.MyLockStore", "url": "localhost"})
+    assert "audit56_locks" not in sys.modules

@@ -98,6 +98,27 @@ async def test_a_full_redis_tracker_store_is_unavailable(full_redis: dict[str, A
         await store.close()
 
 
+async def test_a_full_redis_is_not_ready_and_said_at_start_up(
+    full_redis: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """maxmemory reached with `noeviction`: every turn's lease (SET) and append (RPUSH) is
+    refused, as the two tests above show. Before, the stores' pings (a release script, a
+    PEXPIRE: commands Redis runs when full) passed: /health/ready said ready and the start
+    said nothing while every turn answered 503."""
+    lock_store = create_lock_store({"type": "redis", **full_redis})
+    tracker_store = create_tracker_store({"type": "redis", **full_redis})
+    try:
+        for store in (lock_store, tracker_store):
+            with pytest.raises(StoreUnavailable, match="maxmemory"):
+                await store.ping()  # type: ignore[union-attr]  # (the readiness probe's)
+    finally:
+        await lock_store.close()
+        await tracker_store.close()
+    line = await start_line({"type": "redis", **full_redis}, caplog)
+    assert line.levelname == "WARNING"
+    assert line.getMessage().endswith("; turns answer 503 until it takes them"), line
+
+
 async def start_line(
     lock_store: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> logging.LogRecord:
@@ -135,3 +156,55 @@ async def test_a_lock_store_redis_certificate_not_trusted_is_an_error_at_start_u
         line = await start_line(lock_store, caplog)
     assert line.levelname == "ERROR"
     assert "TLS certificate is not trusted (check `ssl_ca_certs`)" in line.getMessage()
+
+
+async def test_a_lock_store_on_a_read_only_replica_is_said_at_start_up_and_not_ready(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`url` naming a replica (a reader endpoint, a Sentinel replica): it answers PING, and
+    refuses every turn's lease ("You can't write against a read only replica"). Before, the
+    start said nothing and /health/ready, which sent a PING too, said ready while every turn
+    answered 503."""
+    replica = ("--replicaof", "127.0.0.1", str(free_port()))  # (its master is nowhere)
+    async with private_redis(tmp_path, *replica) as (_, port):
+        lock_store = {"type": "redis", "url": "127.0.0.1", "port": port}
+        line = await start_line(lock_store, caplog)
+        store = create_lock_store(lock_store)
+        try:
+            with pytest.raises(StoreUnavailable, match="read only replica"):
+                await store.ping()  # type: ignore[attr-defined]  # (the readiness probe's)
+        finally:
+            await store.close()
+    assert line.levelname == "WARNING"
+    said = line.getMessage()
+    assert "cannot take commands now: You can't write against a read only replica" in said
+    assert said.endswith("; turns answer 503 until it takes them"), said
+
+
+async def test_a_lock_store_user_not_allowed_scripts_is_an_error_at_start_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Redis user whose ACL allows PING but not the scripts every turn runs: before, the
+    start said nothing and every turn failed (500)."""
+    async with private_redis(tmp_path) as (client, port):
+        await client.execute_command(
+            "ACL", "SETUSER", "bot", "on", ">pw", "~*", "&*", "+@all", "-evalsha", "-eval"
+        )
+        lock_store = {"type": "redis", "url": "127.0.0.1", "port": port}
+        line = await start_line({**lock_store, "username": "bot", "password": "pw"}, caplog)
+    assert line.levelname == "ERROR"
+    assert "no permissions to run the 'evalsha' command" in line.getMessage()
+    assert line.getMessage().endswith("every turn fails (500) until this is fixed")
+
+
+async def test_a_tracker_store_on_a_read_only_replica_is_not_ready(tmp_path: Path) -> None:
+    """A replica answers PING and loads, and refuses every append: before, /health/ready
+    (whose tracker store check was a PING) said ready while every turn answered 503."""
+    replica = ("--replicaof", "127.0.0.1", str(free_port()))  # (its master is nowhere)
+    async with private_redis(tmp_path, *replica) as (_, port):
+        store = create_tracker_store({"type": "redis", "url": "127.0.0.1", "port": port})
+        try:
+            with pytest.raises(StoreUnavailable, match="read only replica"):
+                await store.ping()  # type: ignore[attr-defined]  # (the readiness probe's)
+        finally:
+            await store.close()

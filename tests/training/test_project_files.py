@@ -913,17 +913,88 @@ def test_null_among_a_categorical_slots_values_is_a_warning(tmp_path: Path) -> N
     ]
 
 
-def test_a_float_slots_initial_value_outside_its_range_is_a_warning(tmp_path: Path) -> None:
-    # Before: loaded without a word, and the slot featurized as its maximum from the start;
-    # Rasa warns of it.
+@pytest.mark.parametrize(
+    ("text", "warning"),
+    [
+        # Before: loaded without a word, and the slot featurized as its maximum from the
+        # start; Rasa warns of it.
+        (
+            'version: "3.1"\nslots:\n  amount:\n    type: float\n    max_value: 10\n'
+            "    initial_value: 50\n    mappings: [{type: custom}]\n",
+            "6: the initial_value of float slot 'amount' (50) is outside its range "
+            "(0.0 to 10); it featurizes as the nearest end",
+        ),
+        # Rasa warns when it looks the id up (with an NLG server) and sends no id; botserver
+        # did the same without a word, so the NLG server got `id: null` and nobody knew why.
+        (
+            'version: "3.1"\nresponses:\n  utter_hi:\n  - text: Hi\n    id: hi\n'
+            "  - text: Hello\n    id: hi\n  - text: Hey\n    id: hey\n  - text: Yo\n",
+            "7: response 'utter_hi' gives the id 'hi' to more than one variation: an NLG "
+            "server is sent no id (null) when they may both be said, as in Rasa",
+        ),
+    ],
+)
+def test_a_domain_mistake_that_still_loads_is_a_warning_with_its_line(
+    tmp_path: Path, text: str, warning: str
+) -> None:
+    path, warnings = domain_warnings(tmp_path, text)
+    assert warnings == [f"{path}:{warning}"]
+
+
+@pytest.mark.parametrize(
+    "variations",
+    [
+        # One for Slack, one for every other channel: never picked from together, so Rasa
+        # sends each its id and never warns.
+        "  - text: Hi\n    id: hi\n    channel: slack\n  - text: Hello\n    id: hi\n",
+        # Conditions no slot value meets at once (one tier or the other).
+        "  - text: Hi gold\n    id: hi\n    condition: [{type: slot, name: tier, value: gold}]\n"
+        "  - text: Hi\n    id: hi\n    condition: [{type: slot, name: tier, value: Silver}]\n",
+        # With a condition, and without: the met ones are picked from, else the others.
+        "  - text: Hi gold\n    id: hi\n    condition: [{type: slot, name: tier, value: gold}]\n"
+        "  - text: Hi\n    id: hi\n",
+    ],
+)
+def test_an_id_of_variations_never_picked_from_together_is_no_warning(
+    tmp_path: Path, variations: str
+) -> None:
+    # Before: "gives the id 'hi' to more than one variation: an NLG server is sent no id
+    # (null)", which it never was.
+    _, warnings = domain_warnings(
+        tmp_path,
+        'version: "3.1"\nslots:\n  tier:\n    type: text\n    mappings: [{type: custom}]\n'
+        "responses:\n  utter_hi:\n" + variations,
+    )
+    assert warnings == []
+
+
+def test_an_id_of_variations_with_conditions_met_at_once_is_a_warning(tmp_path: Path) -> None:
     path, warnings = domain_warnings(
         tmp_path,
-        'version: "3.1"\nslots:\n  amount:\n    type: float\n    max_value: 10\n'
-        "    initial_value: 50\n    mappings: [{type: custom}]\n",
+        'version: "3.1"\nslots:\n  tier:\n    type: text\n    mappings: [{type: custom}]\n'
+        "responses:\n  utter_hi:\n"
+        "  - text: Hi gold\n    id: hi\n    condition: [{type: slot, name: tier, value: gold}]\n"
+        "  - text: Hi\n    id: hi\n    condition: [{type: slot, name: tier, value: Gold}]\n",
     )
     assert warnings == [
-        f"{path}:6: the initial_value of float slot 'amount' (50) is outside its range "
-        "(0.0 to 10); it featurizes as the nearest end"
+        f"{path}:12: response 'utter_hi' gives the id 'hi' to more than one variation: an NLG "
+        "server is sent no id (null) when they may both be said, as in Rasa"
+    ]
+
+
+def test_an_id_repeated_in_a_data_files_response_is_a_warning_with_its_line(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "domain.yml").write_text('version: "3.1"\nintents: [greet]\n')
+    responses = tmp_path / "responses.yml"
+    responses.write_text(
+        'version: "3.1"\nresponses:\n  utter_hi:\n  - text: Hi\n    id: hi\n'
+        "  - text: Hello\n    id: hi\n"
+    )
+    project = load_project(None, tmp_path / "domain.yml", [responses])
+    assert project.warnings == [
+        f"{responses}:7: response 'utter_hi' gives the id 'hi' to more than one variation: an "
+        "NLG server is sent no id (null) when they may both be said, as in Rasa"
     ]
 
 
