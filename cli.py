@@ -983,7 +983,9 @@ def _valid_for_training(args: argparse.Namespace) -> bool:
     from server.training.validation import validate_project
 
     config, domain, data = _train_inputs(args)
-    report = validate_project(config, domain, data, args.validation_max_history)
+    report = validate_project(
+        config, domain, data, args.validation_max_history, empty_domain_stops=True
+    )
     strict = args.fail_on_validation_warnings
     if not (report.errors or report.failing_warnings or (strict and report.warnings)):
         return True

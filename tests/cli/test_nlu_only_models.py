@@ -1,0 +1,128 @@
+"""A project without stories or rules trains an NLU-only model, served as Rasa 3.6 serves one:
+messages are understood and logged, no action is predicted or run."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from server.models.archive import read_metadata
+from tests.cli.model_client import model_client
+
+
+def _without_dialogue(project: Path) -> None:
+    (project / "data" / "stories.yml").unlink()
+    (project / "data" / "rules.yml").unlink()
+
+
+def _intent(event: dict) -> str | None:
+    return (event.get("parse_data") or {}).get("intent", {}).get("name")
+
+
+def test_train_without_stories_or_rules_trains_an_nlu_model_as_rasa(
+    run_cli, starter_copy: Path
+) -> None:
+    """Rasa 3.6: "No stories present. Just a Rasa NLU model will be trained.", and an
+    `nlu-` archive. Before: a full model whose dialogue was the default rules alone."""
+    _without_dialogue(starter_copy)
+    trained = run_cli("train", "--out", "nlu_models", cwd=starter_copy)
+    assert trained.code == 0, trained.err
+    assert "No stories present. Just a Rasa NLU model will be trained." in trained.err
+    [archive] = (starter_copy / "nlu_models").glob("*.tar.gz")
+    assert archive.name.startswith("nlu-")
+    metadata = read_metadata(archive)
+    assert metadata["training_type"] == "nlu"
+    assert metadata["policies"] == []
+    # The whole domain is kept (Rasa's NLU-only model has it): `execute` can utter its responses.
+    assert "utter_greet" in metadata["domain"]["responses"]
+
+    again = run_cli("train", "--out", "nlu_models", cwd=starter_copy)
+    assert again.code == 0, again.err
+    assert len(list((starter_copy / "nlu_models").glob("*.tar.gz"))) == 1  # up to date
+
+
+def test_train_with_an_empty_domain_trains_the_nlu_alone_as_rasa(
+    run_cli, starter_copy: Path
+) -> None:
+    """Validation refuses an empty domain, as Rasa's; past it (`--skip-validation`) the
+    rules are left out and the NLU trained alone, as Rasa 3.6 does."""
+    (starter_copy / "domain.yml").write_text("version: '3.1'\n")
+    (starter_copy / "data" / "stories.yml").unlink()  # its slot would stop Rasa too
+    refused = run_cli("train", "--out", "nlu_models", cwd=starter_copy)
+    assert refused.code == 1
+    assert "Encountered empty domain during validation" in refused.err
+    trained = run_cli("train", "--skip-validation", "--out", "nlu_models", cwd=starter_copy)
+    assert trained.code == 0, trained.err
+    assert "Core training was skipped because no valid domain file was found" in trained.err
+    assert "is used in rule" not in trained.err  # the rules are not trained
+    [archive] = (starter_copy / "nlu_models").glob("*.tar.gz")
+    assert archive.name.startswith("nlu-")
+    assert read_metadata(archive)["training_type"] == "nlu"
+
+
+def test_train_without_nlu_data_names_the_core_model_as_rasa(run_cli, starter_copy: Path) -> None:
+    (starter_copy / "data" / "nlu.yml").unlink()
+    trained = run_cli("train", "--out", "core_models", cwd=starter_copy)
+    assert trained.code == 0, trained.err
+    assert "No NLU data present. Just a Rasa Core model will be trained." in trained.err
+    [archive] = (starter_copy / "core_models").glob("*.tar.gz")
+    assert archive.name.startswith("core-")
+    assert read_metadata(archive)["training_type"] == "core"
+
+
+@pytest.mark.parametrize("command", [("train",), ("train", "nlu")], ids=["train", "train-nlu"])
+async def test_an_nlu_only_model_logs_messages_and_runs_no_action(
+    run_cli, starter_copy: Path, command: tuple[str, ...], caplog: pytest.LogCaptureFixture
+) -> None:
+    """As Rasa's processor with an NLU model: the message is parsed and logged after the
+    session start, the bot says nothing (before: the default rules ran, a `/restart`
+    restarted the conversation)."""
+    if command == ("train",):
+        _without_dialogue(starter_copy)
+    trained = run_cli(*command, "--out", "nlu_models", cwd=starter_copy)
+    assert trained.code == 0, trained.err
+    logging.getLogger().addHandler(caplog.handler)  # `train` set up the CLI's logging
+    [archive] = (starter_copy / "nlu_models").glob("*.tar.gz")
+    async with model_client(archive) as client:
+        for text in ("hello", "/restart"):
+            replies = await client.post(
+                "/webhooks/rest/webhook", json={"sender": "ana", "message": text}
+            )
+            assert replies.status_code == 200
+            assert replies.json() == []
+        tracker = (await client.get("/conversations/ana/tracker")).json()
+        kinds = [(e["event"], e.get("name") or _intent(e)) for e in tracker["events"]]
+        assert kinds == [
+            ("action", "action_session_start"),
+            ("session_started", None),
+            ("action", "action_listen"),
+            ("user", "greet"),
+            ("user", "restart"),
+        ]
+        assert "No dialogue model (an NLU-only model)" in caplog.text
+        assert caplog.text.count("No dialogue model") == 1  # once per model, not per turn
+
+        # What needs a prediction is refused, and changes nothing.
+        for path, body in (
+            ("/conversations/ana/predict", None),
+            ("/conversations/ana/trigger_intent", {"name": "greet"}),
+            ("/model/predict", []),
+        ):
+            refused = await client.post(path, json=body)
+            assert refused.status_code == 409, (path, refused.text)
+            assert refused.json()["reason"] == "Conflict"
+            assert "NLU-only" in refused.json()["message"]
+        after = (await client.get("/conversations/ana/tracker")).json()
+        assert after["events"] == tracker["events"]
+
+        # A named action runs, as in Rasa.
+        executed = await client.post("/conversations/ana/execute", json={"name": "action_restart"})
+        assert executed.status_code == 200, executed.text
+        every = await client.get("/conversations/ana/tracker", params={"include_events": "ALL"})
+        events = every.json()["events"]
+        assert [e["event"] for e in events[-2:]] == ["action", "restart"]
+
+        parsed = (await client.post("/model/parse", json={"text": "hello"})).json()
+        assert parsed["intent"]["name"] == "greet"
