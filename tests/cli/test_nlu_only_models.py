@@ -126,3 +126,34 @@ async def test_an_nlu_only_model_logs_messages_and_runs_no_action(
 
         parsed = (await client.post("/model/parse", json={"text": "hello"})).json()
         assert parsed["intent"]["name"] == "greet"
+
+
+async def test_status_names_each_model_kind_and_put_model_swaps_between_them(
+    run_cli, starter_copy: Path
+) -> None:
+    """`GET /status` says what the loaded model holds (Rasa's status does not: botserver's
+    own key); PUT /model swaps a full model for an NLU-only one and back, the turns
+    following the model."""
+    models = starter_copy / "models"
+    [full] = models.glob("*.tar.gz")
+    core = run_cli("train", "core", "--out", "models", cwd=starter_copy)
+    assert core.code == 0, core.err
+    [core_model] = models.glob("core-*.tar.gz")
+    _without_dialogue(starter_copy)
+    assert run_cli("train", "--out", "models", cwd=starter_copy).code == 0
+    [nlu_model] = models.glob("nlu-*.tar.gz")
+    async with model_client(full) as client:
+        for archive, kind, replies in (
+            (full, "both", True),
+            (nlu_model, "nlu", False),
+            (core_model, "core", True),
+            (full, "both", True),
+        ):
+            put = await client.put("/model", json={"model_file": str(archive)})
+            assert put.status_code == 204, put.text
+            status = (await client.get("/status")).json()
+            assert (status["model_file"], status["training_type"]) == (archive.name, kind)
+            turn = await client.post(
+                "/webhooks/rest/webhook", json={"sender": kind, "message": "/greet"}
+            )
+            assert bool(turn.json()) is replies, (kind, turn.json())
