@@ -1001,8 +1001,13 @@ class Processor:
         self, sender_id: str, reminder: ReminderScheduled, output_channel: str | None
     ) -> None:
         model = self.model_provider() if self.model_provider else None
-        if model is None:
-            logger.warning("reminder '%s' for %s dropped: no model", reminder.name, sender_id)
+        if model is None or model.nlu_only:
+            logger.warning(
+                "reminder '%s' for %s dropped: %s",
+                reminder.name,
+                sender_id,
+                "no model" if model is None else "the model is NLU-only, it runs no action",
+            )
             return
         output_for = None
         to = self.output_for_reminders

@@ -3,7 +3,9 @@ messages are understood and logged, no action is predicted or run."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -123,6 +125,22 @@ async def test_an_nlu_only_model_logs_messages_and_runs_no_action(
         every = await client.get("/conversations/ana/tracker", params={"include_events": "ALL"})
         events = every.json()["events"]
         assert [e["event"] for e in events[-2:]] == ["action", "restart"]
+
+        # A reminder set on the conversation is dropped when due, with a warning (as a
+        # turn, it would run no action; before, it failed inside the reminder's timer).
+        due = (datetime.now(UTC) + timedelta(seconds=0.3)).isoformat()
+        reminder = {"event": "reminder", "intent": "greet", "date_time": due, "name": "r"}
+        posted = await client.post(
+            "/conversations/ana/tracker/events",
+            params={"execute_side_effects": "true"},
+            json=[reminder],
+        )
+        assert posted.status_code == 200, posted.text
+        for _ in range(100):
+            if "reminder 'r' for ana dropped" in caplog.text:
+                break
+            await asyncio.sleep(0.1)
+        assert "reminder 'r' for ana dropped: the model is NLU-only" in caplog.text
 
         parsed = (await client.post("/model/parse", json={"text": "hello"})).json()
         assert parsed["intent"]["name"] == "greet"
