@@ -43,6 +43,7 @@ def test_train_without_stories_or_rules_trains_an_nlu_model_as_rasa(
     again = run_cli("train", "--out", "nlu_models", cwd=starter_copy)
     assert again.code == 0, again.err
     assert len(list((starter_copy / "nlu_models").glob("*.tar.gz"))) == 1  # up to date
+    assert run_cli("train", "--dry-run", "--out", "nlu_models", cwd=starter_copy).code == 0
 
 
 def test_train_with_an_empty_domain_trains_the_nlu_alone_as_rasa(
