@@ -205,7 +205,9 @@ def train(
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
     say("reading the project")
-    project = load_project(config, domain, data, env)
+    # As Rasa's: without its domain file (validation, unless skipped, stops on it first) the
+    # NLU is trained alone (`model_kind`), saying so.
+    project = load_project(config, domain, data, env, missing_domain_is_empty=True)
     check_training_data(project, data)
     set_augmentation(project, augmentation)
     return _train_project(

@@ -46,16 +46,28 @@ def test_train_without_stories_or_rules_trains_an_nlu_model_as_rasa(
     assert run_cli("train", "--dry-run", "--out", "nlu_models", cwd=starter_copy).code == 0
 
 
+@pytest.mark.parametrize(
+    ("domain", "refusal"),
+    [
+        ("version: '3.1'\n", "Encountered empty domain during validation"),
+        (None, "error: domain.yml: domain file not found"),
+    ],
+    ids=["empty", "missing"],
+)
 def test_train_with_an_empty_domain_trains_the_nlu_alone_as_rasa(
-    run_cli, starter_copy: Path
+    run_cli, starter_copy: Path, domain: str | None, refusal: str
 ) -> None:
-    """Validation refuses an empty domain, as Rasa's; past it (`--skip-validation`) the
-    rules are left out and the NLU trained alone, as Rasa 3.6 does."""
-    (starter_copy / "domain.yml").write_text("version: '3.1'\n")
+    """Validation refuses an empty or missing domain, as Rasa's; past it
+    (`--skip-validation`) the rules are left out and the NLU trained alone, as Rasa 3.6
+    does (before, a missing domain stopped it: "domain file not found")."""
+    if domain is None:
+        (starter_copy / "domain.yml").unlink()
+    else:
+        (starter_copy / "domain.yml").write_text(domain)
     (starter_copy / "data" / "stories.yml").unlink()  # its slot would stop Rasa too
     refused = run_cli("train", "--out", "nlu_models", cwd=starter_copy)
     assert refused.code == 1
-    assert "Encountered empty domain during validation" in refused.err
+    assert refusal in refused.err
     trained = run_cli("train", "--skip-validation", "--out", "nlu_models", cwd=starter_copy)
     assert trained.code == 0, trained.err
     assert "Core training was skipped because no valid domain file was found" in trained.err
