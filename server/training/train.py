@@ -98,7 +98,7 @@ def model_kind(project: Project) -> str:
     """The `training_type` `botserver train` gives a project's model, as Rasa 3.6 decides it:
     "nlu" without a domain or without stories and rules, "core" without NLU examples (no
     NLU is trained), else "both"."""
-    if not project.stories or project.domain.as_dict() == Domain.empty().as_dict():
+    if not project.stories or project.domain.is_empty:
         return "nlu"
     return "both" if project.nlu.examples else "core"
 
@@ -302,7 +302,7 @@ def _train_project(
     kind = "core" if core_only else model_kind(project)
     marker = _marker(project, core_only)
     fingerprint = _fingerprint(project, marker)
-    with_nlu = kind == "nlu" or (kind == "both" and bool(project.nlu.examples))
+    with_nlu = kind != "core"
     if not force:
         existing = _up_to_date_archive(fingerprint, out, fixed_model_name)
         if existing is not None:
@@ -358,7 +358,7 @@ def _train_project(
             "pipeline": [] if core_only else project.config.pipeline,
             "policies": [] if kind == "nlu" else project.config.policies,
             "domain": project.domain.as_dict(),
-            "training_type": "both" if kind == "both" and with_nlu else kind,
+            "training_type": kind,
             "warnings": warnings,
             **TRAINED_AS_TODAY,
         }
@@ -378,7 +378,7 @@ def _train_project(
 
 def _kind_warnings(project: Project, kind: str) -> list[str]:
     """Rasa's words when `botserver train` trains one part alone (see `model_kind`)."""
-    if kind == "nlu" and project.stories:
+    if kind == "nlu" and project.domain.is_empty:
         return [
             "Core training was skipped because no valid domain file was found: only an NLU "
             "model is trained. Give a domain with --domain, or check that the domain file "

@@ -188,3 +188,13 @@ async def test_status_names_each_model_kind_and_put_model_swaps_between_them(
                 "/webhooks/rest/webhook", json={"sender": kind, "message": "/greet"}
             )
             assert bool(turn.json()) is replies, (kind, turn.json())
+
+
+def test_an_empty_domain_without_nlu_data_trains_nothing(run_cli, starter_copy: Path) -> None:
+    """Only the NLU would be trained, and there is none: an error, not a model knowing nothing."""
+    (starter_copy / "domain.yml").write_text("version: '3.1'\n")
+    (starter_copy / "data" / "nlu.yml").unlink()
+    trained = run_cli("train", "--skip-validation", "--out", "empty", cwd=starter_copy)
+    assert trained.code == 1
+    assert "the domain is empty, so only the NLU would be trained" in trained.err
+    assert not (starter_copy / "empty").exists()
