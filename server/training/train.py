@@ -307,7 +307,7 @@ def _train_project(
         existing = _up_to_date_archive(fingerprint, out, fixed_model_name)
         if existing is not None:
             # An older botserver may have trained it from settings this one refuses.
-            check_config(project.config, with_nlu)
+            check_config(project.config, with_nlu, with_policies=kind != "nlu")
             return TrainResult(existing, skipped=True, seconds=time.perf_counter() - started)
         _say_if_other_format(out, lambda made_in: _fingerprint(project, marker, made_in))
     # What Rasa warns about in the domain and the files, said before the training starts;

@@ -46,6 +46,23 @@ def test_train_without_stories_or_rules_trains_an_nlu_model_as_rasa(
     assert run_cli("train", "--dry-run", "--out", "nlu_models", cwd=starter_copy).code == 0
 
 
+def test_an_nlu_only_model_stays_up_to_date_whatever_its_unused_policies(
+    run_cli, starter_copy: Path
+) -> None:
+    """The policies of an NLU-only project are not trained: a policy botserver lacks does
+    not stop its training (past validation), nor the next `botserver train` that finds the
+    model up to date (before: it trained, then "the policy 'NoSuchPolicy' is not provided")."""
+    _without_dialogue(starter_copy)
+    config = starter_copy / "config.yml"
+    config.write_text(
+        config.read_text().split("policies:")[0] + "policies:\n  - name: NoSuchPolicy\n"
+    )
+    for _ in range(2):
+        trained = run_cli("train", "--skip-validation", "--out", "nlu_models", cwd=starter_copy)
+        assert trained.code == 0, trained.err
+    assert len(list((starter_copy / "nlu_models").glob("nlu-*.tar.gz"))) == 1
+
+
 @pytest.mark.parametrize(
     ("domain", "refusal"),
     [
