@@ -146,6 +146,14 @@ async def test_an_nlu_only_model_logs_messages_and_runs_no_action(
             assert refused.status_code == 409, (path, refused.text)
             assert refused.json()["reason"] == "Conflict"
             assert "NLU-only" in refused.json()["message"]
+        # Its stories cannot be tested either: there is no dialogue to predict them (before:
+        # a 200 scoring the default rules as if they were the model's).
+        story = "stories:\n- story: s\n  steps:\n  - intent: greet\n  - action: utter_greet\n"
+        refused = await client.post(
+            "/model/test/stories", content=story, headers={"Content-Type": "text/yml"}
+        )
+        assert refused.status_code == 409, refused.text
+        assert "NLU-only" in refused.json()["message"]
         after = (await client.get("/conversations/ana/tracker")).json()
         assert after["events"] == tracker["events"]
 
