@@ -44,6 +44,10 @@ def test_train_without_stories_or_rules_trains_an_nlu_model_as_rasa(
     assert again.code == 0, again.err
     assert len(list((starter_copy / "nlu_models").glob("*.tar.gz"))) == 1  # up to date
     assert run_cli("train", "--dry-run", "--out", "nlu_models", cwd=starter_copy).code == 0
+    # `botserver test core` names the model's making, not `train nlu` alone.
+    tested = run_cli("test", "core", "-m", str(archive), cwd=starter_copy)
+    assert tested.code == 1
+    assert "no dialogue (it was trained without stories or rules" in tested.err
 
 
 def test_an_nlu_only_model_stays_up_to_date_whatever_its_unused_policies(
@@ -102,6 +106,9 @@ def test_train_without_nlu_data_names_the_core_model_as_rasa(run_cli, starter_co
     [archive] = (starter_copy / "core_models").glob("*.tar.gz")
     assert archive.name.startswith("core-")
     assert read_metadata(archive)["training_type"] == "core"
+    tested = run_cli("test", "nlu", "-m", str(archive), "--nlu", "data", cwd=starter_copy)
+    assert tested.code == 1
+    assert "no NLU (it was trained without NLU examples" in tested.err
 
 
 @pytest.mark.parametrize("command", [("train",), ("train", "nlu")], ids=["train", "train-nlu"])
