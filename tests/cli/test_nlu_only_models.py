@@ -96,6 +96,12 @@ def test_train_with_an_empty_domain_trains_the_nlu_alone_as_rasa(
     [archive] = (starter_copy / "nlu_models").glob("*.tar.gz")
     assert archive.name.startswith("nlu-")
     assert read_metadata(archive)["training_type"] == "nlu"
+    # A dry run reads the project as the training did (before, a missing domain was an
+    # error to it): up to date.
+    dry = run_cli(
+        "train", "--skip-validation", "--dry-run", "--out", "nlu_models", cwd=starter_copy
+    )
+    assert dry.code == 0, dry.err
 
 
 def test_train_without_nlu_data_names_the_core_model_as_rasa(run_cli, starter_copy: Path) -> None:
