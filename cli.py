@@ -957,7 +957,9 @@ def _train_dry_run(args: argparse.Namespace) -> int:
     )
 
     config, domain, data = _train_inputs(args)
-    project = load_project(config, domain, data)
+    # A missing domain is read as the training reads it: an error unless validation is
+    # skipped, then an empty domain (an NLU-only model).
+    project = load_project(config, domain, data, missing_domain_is_empty=args.skip_validation)
     check_training_data(project, data)  # as `rasa train --dry-run`: no code, an error
     set_augmentation(project, args.augmentation)
     code, existing = dry_run(project, Path(args.out), args.fixed_model_name, args.force)
@@ -983,7 +985,9 @@ def _valid_for_training(args: argparse.Namespace) -> bool:
     from server.training.validation import validate_project
 
     config, domain, data = _train_inputs(args)
-    report = validate_project(config, domain, data, args.validation_max_history)
+    report = validate_project(
+        config, domain, data, args.validation_max_history, empty_domain_stops=True
+    )
     strict = args.fail_on_validation_warnings
     if not (report.errors or report.failing_warnings or (strict and report.warnings)):
         return True

@@ -125,6 +125,10 @@ class NoModelLoaded(BotServerError):
     """A request needs a model and none is loaded."""
 
 
+class NoDialogueModel(BotServerError):
+    """A request needs the next action predicted and the model is NLU-only."""
+
+
 class TrainingError(BotServerError):
     """Training could not finish (bad data, bad configuration)."""
 
