@@ -12,6 +12,7 @@ import base64
 import binascii
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from server.errors import (
     ModelNotFound,
     ModelStorageFull,
     ModelUnavailable,
+    StorageNotFound,
 )
 from server.http_clients import safe_url
 from server.models.archive import ARCHIVE_SUFFIX
@@ -66,6 +68,9 @@ def check_storage_settings(storage: str) -> None:
     download could work with (InvalidConfig). Unset variables and the storage's answers are
     the start-up load's to report."""
     storage_timeout()
+    bucket = os.environ.get("BUCKET_NAME")
+    if storage in ("aws", "gcs") and bucket:
+        _check_bucket_name(bucket, storage)
     endpoint = os.environ.get("AWS_ENDPOINT_URL")
     if storage == "aws" and endpoint:
         shown = _storage_address("AWS_ENDPOINT_URL", endpoint, _S3_SERVICE)
@@ -78,8 +83,72 @@ def check_storage_settings(storage: str) -> None:
     account_url = os.environ.get("AZURE_ACCOUNT_URL")
     if storage == "azure" and account_url:
         _storage_address("AZURE_ACCOUNT_URL", account_url, _BLOB_SERVICE)
+    container = os.environ.get("AZURE_CONTAINER")
+    if storage == "azure" and container:
+        _check_container_name(container)
     if storage == "azure" and os.environ.get("AZURE_ACCOUNT_KEY"):
         _azure_account_key()
+
+
+# What botocore takes for an S3 bucket (else "Parameter validation failed"), or an ARN.
+_S3_BUCKET = re.compile(r"[a-zA-Z0-9.\-_]{1,255}|arn:.+")
+
+
+def _bucket_name(storage: str) -> str:
+    """BUCKET_NAME, if it can name a bucket of `storage` (InvalidConfig otherwise)."""
+    bucket = _env("BUCKET_NAME", storage)
+    _check_bucket_name(bucket, storage)
+    return bucket
+
+
+def _check_bucket_name(bucket: str, storage: str) -> None:
+    """InvalidConfig for a BUCKET_NAME that names more than a bucket (`s3://models`,
+    `models/prod`: the storage answered "no such model" for them, or botocore with its
+    regexes), or, for S3, a name botocore refuses."""
+    if storage == "aws" and bucket.startswith("arn:"):  # an access point's
+        return
+    _check_name_alone("BUCKET_NAME", bucket, "bucket")
+    if storage == "aws" and not _S3_BUCKET.fullmatch(bucket):
+        raise InvalidConfig(
+            f"BUCKET_NAME {bucket!r} is no bucket name: S3 takes letters, digits, '.', '-' "
+            "and '_', or an access point's ARN"
+        )
+
+
+# Azure's container names, and its three special containers.
+_AZURE_CONTAINER = re.compile(r"\$root|\$web|\$logs|(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
+
+
+def _container_name() -> str:
+    """AZURE_CONTAINER, if Azure takes it for a container's name (InvalidConfig otherwise:
+    Azure answered InvalidResourceName at the first download)."""
+    container = _env("AZURE_CONTAINER", "azure")
+    _check_container_name(container)
+    return container
+
+
+def _check_container_name(container: str) -> None:
+    _check_name_alone("AZURE_CONTAINER", container, "container")
+    if not _AZURE_CONTAINER.fullmatch(container):
+        raise InvalidConfig(
+            f"AZURE_CONTAINER {container!r} is no container name: Azure takes 3 to 63 "
+            "lowercase letters, digits and '-' (not first, last, nor two in a row)"
+        )
+
+
+def _check_name_alone(variable: str, value: str, what: str) -> None:
+    """InvalidConfig for a bucket or container name given as a URL or with a folder: the
+    folder belongs in -m."""
+    if "/" not in value:
+        return
+    _, scheme, rest = value.rpartition("://")
+    name, _, folder = rest.partition("/")
+    advice = (
+        f"give the {what}'s name alone, such as {name!r}" if scheme else f"the {what} is {name!r}"
+    )
+    if folder.strip("/"):
+        advice += f"; a folder in the {what} goes into -m (-m {folder.strip('/')}/my-model)"
+    raise InvalidConfig(f"{variable} {value!r} is no {what} name: {advice}")
 
 
 def _check_botocore_host(endpoint: str, shown: str) -> None:
@@ -145,7 +214,8 @@ async def download_model(
         await asyncio.to_thread(shutil.rmtree, directory, True)
         if is_disk_full(exc):  # the server's problem, not the model's
             raise ModelStorageFull(f"no space left on the server to download '{key}'") from exc
-        if isinstance(exc, ModelNotFound) and (model_name == "models" or key.endswith("/.tar.gz")):
+        missing_model = isinstance(exc, ModelNotFound) and not isinstance(exc, StorageNotFound)
+        if missing_model and (model_name == "models" or key.endswith("/.tar.gz")):
             # Rasa's default -m, or a prefix: the storage holds models, but under other keys.
             raise ModelNotFound(
                 f"{exc}. -m names one object, its key with '.tar.gz' added if missing (without "
@@ -285,12 +355,13 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
             ClientError,
             CredentialRetrievalError,
             EndpointResolutionError,
+            NoCredentialsError,
         )
     except ImportError as exc:
         raise InvalidConfig(
             "Remote storage 'aws' needs boto3: pip install 'botserver[aws]'"
         ) from exc
-    bucket = _env("BUCKET_NAME", "aws")
+    bucket = _bucket_name("aws")
     endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
     where = f"S3 bucket '{bucket}'"
     if endpoint:
@@ -333,9 +404,25 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
                 handle.write(chunk)
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound"):
+        if code == "NoSuchBucket" or (
+            code in _S3_MISSING and not _s3_bucket_exists(client, bucket)
+        ):
+            raise StorageNotFound(f"{where} does not exist ({_NEVER_CREATED})") from exc
+        if code in _S3_MISSING:
             raise ModelNotFound(f"No model '{key}' in S3 bucket '{bucket}'") from exc
+        if code in _S3_REFUSED:
+            raise InvalidConfig(
+                f"{where} refused to give '{key}' ({code}): check the credentials "
+                "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or AWS_PROFILE) and that they may "
+                "read it (s3:GetObject; without s3:ListBucket S3 answers so for a missing "
+                "object too)"
+            ) from None
         raise ModelError(f"Cannot download '{key}' from {where}: {exc}") from exc
+    except NoCredentialsError:
+        raise InvalidConfig(
+            "Remote storage 'aws' found no credentials: set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run where an IAM role gives them"
+        ) from None
     except EndpointResolutionError as exc:
         # Settings botocore cannot make the S3 address from, found at the first request
         # (an AWS_ENDPOINT_URL with a query: "Custom endpoint `...` was not a valid URI").
@@ -347,6 +434,30 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         ) from None
     except BotoCoreError as exc:
         raise _transport_failure(where, key, timeout, exc) from exc
+
+
+_NEVER_CREATED = "BUCKET_NAME; botserver never creates buckets"
+# S3's codes for no such object (a HEAD's answer has no body: its status alone), and for
+# credentials it refuses or that may not read the object.
+_S3_MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
+_S3_REFUSED = frozenset(
+    {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
+     "InvalidToken"}
+)  # fmt: skip
+
+
+def _s3_bucket_exists(client: Any, bucket: str) -> bool:
+    """False only when S3 says `bucket` does not exist (a HEAD of a missing object and of
+    an object in a missing bucket answer the same 404)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        return str(exc.response.get("Error", {}).get("Code", "")) not in ("404", "NoSuchBucket")
+    except BotoCoreError:
+        pass  # the object's 404 stands
+    return True
 
 
 def _unusable_endpoint(endpoint: str, exc: Exception) -> InvalidConfig:
@@ -390,7 +501,7 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         raise InvalidConfig(
             "Remote storage 'gcs' needs google-cloud-storage: pip install google-cloud-storage"
         ) from exc
-    bucket_name = _env("BUCKET_NAME", "gcs")
+    bucket_name = _bucket_name("gcs")
     where = f"GCS bucket '{bucket_name}'"
     # (connect, read) per request; the retries end once ATTEMPTS timeouts have passed.
     bounds: dict[str, Any] = {
@@ -398,8 +509,17 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         "retry": DEFAULT_RETRY.with_timeout(ATTEMPTS * timeout),
     }
     try:
-        blob = storage.Client().bucket(bucket_name).get_blob(key, **bounds)
+        bucket = storage.Client().bucket(bucket_name)
+        blob = bucket.get_blob(key, **bounds)
         if blob is None:
+            # The same 404 for an object in a missing bucket: told apart (a 403 for the
+            # bucket, credentials that may read objects alone: it stands).
+            try:
+                missing = not bucket.exists(**bounds)
+            except gexc.Forbidden:
+                missing = False
+            if missing:
+                raise StorageNotFound(f"{where} does not exist ({_NEVER_CREATED})")
             raise ModelNotFound(f"No model '{key}' in GCS bucket '{bucket_name}'")
         _too_large(key, blob.size, max_bytes)
         with _CappedFile(target, key, max_bytes) as handle:
@@ -430,13 +550,17 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
 def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> None:
     try:
         from azure.core import MatchConditions
-        from azure.core.exceptions import AzureError, ResourceNotFoundError
+        from azure.core.exceptions import (
+            AzureError,
+            HttpResponseError,
+            ResourceNotFoundError,
+        )
         from azure.storage.blob import BlobServiceClient, LinearRetry
     except ImportError as exc:
         raise InvalidConfig(
             "Remote storage 'azure' needs azure-storage-blob: pip install azure-storage-blob"
         ) from exc
-    container = _env("AZURE_CONTAINER", "azure")
+    container = _container_name()
     account = _env("AZURE_ACCOUNT_NAME", "azure")
     account_key = _azure_account_key()
     # AZURE_ACCOUNT_URL (our addition) points at Azurite or a sovereign cloud.
@@ -469,8 +593,21 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
             for chunk in download.chunks():
                 handle.write(chunk)
     except ResourceNotFoundError as exc:
+        # (error_code: the storage SDK's addition to azure-core's exception)
+        if getattr(exc, "error_code", None) == "ContainerNotFound":
+            raise StorageNotFound(
+                f"Azure container '{container}' does not exist (AZURE_CONTAINER; botserver "
+                "never creates containers)"
+            ) from exc
         raise ModelNotFound(f"No model '{key}' in Azure container '{container}'") from exc
     except AzureError as exc:
+        if isinstance(exc, HttpResponseError) and exc.status_code in (401, 403):
+            named = getattr(exc, "error_code", None)
+            code = getattr(named, "value", named) or exc.status_code
+            raise InvalidConfig(
+                f"Azure storage at {shown} refused the credentials of account '{account}' "
+                f"({code}): check AZURE_ACCOUNT_NAME and AZURE_ACCOUNT_KEY"
+            ) from None
         raise _transport_failure(
             f"Azure container '{container}' at {shown}", key, timeout, exc
         ) from exc

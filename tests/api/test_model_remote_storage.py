@@ -69,3 +69,22 @@ async def test_put_model_from_azure_with_a_key_that_is_not_base64_is_a_400(
     body = check(rasa_spec, response, "/model", "put", 400)
     assert "AZURE_ACCOUNT_KEY is not base64" in body["message"]
     assert "not-the-key" not in body["message"]
+
+
+async def test_put_model_with_a_bucket_name_that_is_a_url_is_a_400(
+    client: httpx.AsyncClient,
+    rasa_spec: RasaSpec,
+    s3_env: Callable[[str], None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Before: a 500 LoadingError quoting botocore's bucket-name regexes.
+    s3_env("http://127.0.0.1:9")
+    monkeypatch.setenv("BUCKET_NAME", "s3://models")
+
+    response = await client.put("/model", json=PUT_PROD)
+
+    body = check(rasa_spec, response, "/model", "put", 400)
+    assert body["message"] == (
+        "BUCKET_NAME 's3://models' is no bucket name: give the bucket's name alone, such as "
+        "'models'"
+    )

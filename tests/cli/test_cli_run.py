@@ -191,6 +191,11 @@ def test_an_unknown_remote_storage_is_refused_at_start(run_cli, tmp_path: Path) 
         # Before: the server started, logged "Cannot download ...: Incorrect padding" and
         # served without a model.
         ("azure", "AZURE_ACCOUNT_KEY", "not-the-key", "AZURE_ACCOUNT_KEY is not base64"),
+        # Before: the server started, logged "No model 'bot.tar.gz' in GCS bucket
+        # 'gs://models'" (or botocore's regexes) and served without a model.
+        ("gcs", "BUCKET_NAME", "gs://models", "BUCKET_NAME 'gs://models' is no bucket name"),
+        ("aws", "BUCKET_NAME", "models/prod", "-m prod/my-model"),
+        ("azure", "AZURE_CONTAINER", "Models", "AZURE_CONTAINER 'Models' is no container name"),
     ],
 )
 def test_an_unusable_remote_storage_setting_is_refused_at_start(

@@ -17,7 +17,7 @@ import pytest
 
 from server.errors import InvalidConfig, ModelNotFound
 from server.models import ModelHolder, ModelSource
-from server.models.remote_storage import download_model
+from server.models.remote_storage import check_storage_settings, download_model
 
 blob = pytest.importorskip("azure.storage.blob")
 
@@ -111,3 +111,57 @@ async def test_an_unusable_account_url_is_a_configuration_error(url, monkeypatch
     monkeypatch.setenv("AZURE_ACCOUNT_URL", url)
     with pytest.raises(InvalidConfig, match="AZURE_ACCOUNT_URL .* is not usable"):
         await download_model("azure", "prod")
+
+
+async def test_a_missing_container_is_named_as_the_container_not_the_model(
+    container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: "No model 'prod.tar.gz' in Azure container 'modles'", for a typo.
+    monkeypatch.setenv("AZURE_CONTAINER", "modles")
+
+    with pytest.raises(ModelNotFound) as caught:
+        await download_model("azure", "prod")
+
+    assert str(caught.value) == (
+        "Azure container 'modles' does not exist (AZURE_CONTAINER; botserver never creates "
+        "containers)"
+    )
+
+
+@pytest.mark.parametrize("variable", ["AZURE_ACCOUNT_KEY", "AZURE_ACCOUNT_NAME"])
+async def test_refused_credentials_are_a_configuration_error(
+    container, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    # Before: a ModelError over two lines, "... Operation returned an invalid status 'Server
+    # failed to authenticate the request. ...'\nErrorCode:AuthorizationFailure" (a 500).
+    container.upload_blob("prod.tar.gz", b"x", overwrite=True)
+    monkeypatch.setenv(variable, "A" * 86 + "==" if variable == "AZURE_ACCOUNT_KEY" else "other")
+
+    with pytest.raises(InvalidConfig) as caught:
+        await download_model("azure", "prod")
+
+    assert str(caught.value) == (
+        f"Azure storage at {os.environ['AZURE_ACCOUNT_URL']} refused the credentials of "
+        f"account '{os.environ['AZURE_ACCOUNT_NAME']}' (AuthorizationFailure): check "
+        "AZURE_ACCOUNT_NAME and AZURE_ACCOUNT_KEY"
+    )
+    assert "A" * 86 not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("Models", "lowercase letters, digits and '-'"),
+        ("models/prod", "the container is 'models'; a folder in the container goes into -m"),
+    ],
+)
+async def test_a_container_name_azure_refuses_is_a_configuration_error(
+    container, monkeypatch: pytest.MonkeyPatch, name: str, why: str
+) -> None:
+    # Before: a ModelError with Azure's InvalidResourceName, after the server had started.
+    monkeypatch.setenv("AZURE_CONTAINER", name)
+
+    with pytest.raises(InvalidConfig, match=f"AZURE_CONTAINER '{name}' is no container name"):
+        await download_model("azure", "prod")
+    with pytest.raises(InvalidConfig, match=why):
+        check_storage_settings("azure")  # `botserver run` stops before it starts

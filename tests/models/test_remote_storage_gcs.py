@@ -10,7 +10,7 @@ import pytest
 
 from server.errors import InvalidConfig, ModelNotFound
 from server.models import ModelHolder, ModelSource
-from server.models.remote_storage import download_model
+from server.models.remote_storage import check_storage_settings, download_model
 
 storage = pytest.importorskip("google.cloud.storage")
 emulator = pytest.importorskip("gcp_storage_emulator.server")
@@ -79,3 +79,41 @@ async def test_an_unusable_emulator_host_is_a_configuration_error(
 
     with pytest.raises(InvalidConfig, match="STORAGE_EMULATOR_HOST .* is not usable"):
         await download_model("gcs", "prod")
+
+
+async def test_a_missing_bucket_is_named_as_the_bucket_not_the_model(
+    bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: "No model 'prod.tar.gz' in GCS bucket 'modles'", for a typo in BUCKET_NAME.
+    monkeypatch.setenv("BUCKET_NAME", "modles")
+
+    with pytest.raises(ModelNotFound) as caught:
+        await download_model("gcs", "prod")
+
+    assert str(caught.value) == (
+        "GCS bucket 'modles' does not exist (BUCKET_NAME; botserver never creates buckets)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "advice"),
+    [
+        ("gs://models/prod/", "give the bucket's name alone, such as 'models'; a folder in "
+         "the bucket goes into -m (-m prod/my-model)"),
+        ("models/prod", "the bucket is 'models'; a folder in the bucket goes into -m "
+         "(-m prod/my-model)"),
+    ],
+    ids=["url", "folder"],
+)  # fmt: skip
+async def test_a_bucket_name_that_is_a_url_or_a_path_is_a_configuration_error(
+    bucket, monkeypatch: pytest.MonkeyPatch, name: str, advice: str
+) -> None:
+    # Before: "No model 'prod.tar.gz' in GCS bucket 'gs://models/prod/'", the bucket there.
+    bucket.blob("prod/prod.tar.gz").upload_from_string(b"x")
+    monkeypatch.setenv("BUCKET_NAME", name)
+
+    with pytest.raises(InvalidConfig) as caught:
+        await download_model("gcs", "prod")
+    assert str(caught.value) == f"BUCKET_NAME '{name}' is no bucket name: {advice}"
+    with pytest.raises(InvalidConfig, match="is no bucket name"):
+        check_storage_settings("gcs")  # `botserver run` stops before it starts

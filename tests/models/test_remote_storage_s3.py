@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 from bench.tcp_proxy import free_port
 from server.errors import CorruptArchive, InvalidConfig, ModelNotFound, ModelStorageFull
 from server.models import ModelHolder, ModelSource
-from server.models.remote_storage import download_model, object_name
+from server.models.remote_storage import check_storage_settings, download_model, object_name
 from tests.models.conftest import greeting_loader
 from tests.small_disk import temp_files_on_a_small_disk
 
@@ -198,3 +199,85 @@ async def test_a_download_on_a_full_disk_is_the_servers_problem(
         with pytest.raises(ModelStorageFull, match="no space left on the server"):
             await download_model("aws", "big")
         assert os.listdir(disk) == []
+
+
+@pytest.mark.parametrize("name", ["prod", "models", "prod/"], ids=["name", "default", "prefix"])
+async def test_a_missing_bucket_is_named_as_the_bucket_not_the_model(
+    s3_env, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    # Before: "No model 'prod.tar.gz' in S3 bucket 'modles'", for a typo in BUCKET_NAME
+    # (and for -m's default, advice on what -m names).
+    monkeypatch.setenv("BUCKET_NAME", "modles")
+
+    with pytest.raises(ModelNotFound) as caught:
+        await download_model("aws", name)
+
+    assert re.fullmatch(
+        r"S3 bucket 'modles' at http://127\.0\.0\.1:\d+ does not exist "
+        r"\(BUCKET_NAME; botserver never creates buckets\)",
+        str(caught.value),
+    )
+
+
+@pytest.mark.parametrize(
+    ("bucket", "advice"),
+    [
+        ("s3://models-bucket", "give the bucket's name alone, such as 'models-bucket'"),
+        ("models-bucket/prod", "a folder in the bucket goes into -m (-m prod/my-model)"),
+        ("models bucket", "S3 takes letters, digits, '.', '-' and '_', or an access point's ARN"),
+    ],
+    ids=["url", "folder", "space"],
+)
+async def test_a_bucket_name_that_is_a_url_or_a_path_is_a_configuration_error(
+    s3_env, monkeypatch: pytest.MonkeyPatch, bucket: str, advice: str
+) -> None:
+    # Before: a ModelError quoting botocore's regexes (a 500 from PUT /model), after the
+    # server had started without a model.
+    monkeypatch.setenv("BUCKET_NAME", bucket)
+
+    with pytest.raises(InvalidConfig, match=f"BUCKET_NAME '{bucket}' is no bucket name") as caught:
+        await download_model("aws", "prod")
+    assert advice in str(caught.value)
+    with pytest.raises(InvalidConfig, match=f"BUCKET_NAME '{bucket}' is no bucket name"):
+        check_storage_settings("aws")  # `botserver run` stops before it starts
+
+
+def test_an_access_point_arn_passes_the_bucket_name_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BUCKET_NAME", "arn:aws:s3:us-east-1:123456789012:accesspoint/models")
+    check_storage_settings("aws")
+
+
+async def test_missing_credentials_are_a_configuration_error(
+    s3_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: a ModelError "Cannot download ...: Unable to locate credentials" (a 500).
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+    with pytest.raises(InvalidConfig, match="Remote storage 'aws' found no credentials"):
+        await download_model("aws", "prod")
+
+
+async def test_refused_credentials_are_a_configuration_error(
+    s3_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # moto checks signatures once its no-auth allowance is spent: the keys 'testing' are
+    # no IAM user's. Before: a ModelError "... (403) when calling the HeadObject operation:
+    # Forbidden", a 500 from PUT /model that did not say what to check.
+    monkeypatch.setattr("moto.settings.INITIAL_NO_AUTH_ACTION_COUNT", 0)
+
+    with pytest.raises(InvalidConfig) as caught:
+        await download_model("aws", "prod")
+
+    assert str(caught.value).startswith("S3 bucket 'models-bucket' at http://127.0.0.1:") and str(
+        caught.value
+    ).endswith(
+        "refused to give 'prod.tar.gz' (403): check the credentials (AWS_ACCESS_KEY_ID, "
+        "AWS_SECRET_ACCESS_KEY or AWS_PROFILE) and that they may read it (s3:GetObject; "
+        "without s3:ListBucket S3 answers so for a missing object too)"
+    )
