@@ -1,5 +1,5 @@
 """Servers for tests that face a third party (Duckling, an NLU server, cloud storage): a tiny
-JSON HTTP server whose POSTs are answered by a function of their path and body, and one that
+JSON HTTP server whose requests are answered by a function of their path and body, and one that
 takes connections and never answers. Each runs in a thread on a free port."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ Respond = Callable[[str, bytes], tuple[int, Any]]
 
 @contextmanager
 def serve_json(respond: Respond) -> Iterator[str]:
-    """Yields the base URL of a server whose POSTs are answered by `respond`."""
+    """Yields the base URL of a server whose POSTs and GETs are answered by `respond`."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
@@ -30,6 +30,8 @@ def serve_json(respond: Respond) -> Iterator[str]:
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+
+        do_GET = do_POST  # noqa: N815
 
         def log_message(self, format: str, *args: object) -> None:
             pass

@@ -489,6 +489,10 @@ def _storage_address(variable: str, url: str, service: str) -> str:
     return shown
 
 
+# The request google-api-core puts before the storage's reason ("GET https://...: ").
+_REQUEST = re.compile(r"^[A-Z]+ \S+: ")
+
+
 def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> None:
     try:
         import requests  # google-cloud-storage's transport
@@ -530,6 +534,12 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
             )
     except gexc.NotFound as exc:
         raise ModelNotFound(f"No model '{key}' in GCS bucket '{bucket_name}'") from exc
+    except (gexc.Forbidden, gexc.Unauthorized) as exc:
+        raise InvalidConfig(
+            f"{where} refused to give '{key}' ({exc.code}: {_REQUEST.sub('', exc.message)}): "
+            "check the credentials (GOOGLE_APPLICATION_CREDENTIALS) and that they may read "
+            "it (storage.objects.get)"
+        ) from None
     except gexc.RetryError as exc:  # the retries' time ran out: why the last one failed
         raise _transport_failure(where, key, timeout, exc.cause or exc) from exc
     except gexc.GoogleAPIError as exc:

@@ -11,6 +11,8 @@ import pytest
 from server.errors import InvalidConfig, ModelNotFound
 from server.models import ModelHolder, ModelSource
 from server.models.remote_storage import check_storage_settings, download_model
+from tests.fake_http import serve_json
+from tests.models.conftest import gcs_at
 
 storage = pytest.importorskip("google.cloud.storage")
 emulator = pytest.importorskip("gcp_storage_emulator.server")
@@ -117,3 +119,23 @@ async def test_a_bucket_name_that_is_a_url_or_a_path_is_a_configuration_error(
     assert str(caught.value) == f"BUCKET_NAME '{name}' is no bucket name: {advice}"
     with pytest.raises(InvalidConfig, match="is no bucket name"):
         check_storage_settings("gcs")  # `botserver run` stops before it starts
+
+
+async def test_refused_credentials_are_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GCS's answer to credentials that may not read the bucket. Before: a ModelError
+    # "Cannot download ... 403 GET ...", a 500 from PUT /model that did not say what to check.
+    denied = {"error": {"code": 403, "message": "robot@p.iam has no storage.objects.get"}}
+    with serve_json(lambda path, body: (403, denied)) as url:
+        gcs_at(url, monkeypatch)
+        monkeypatch.setenv("BUCKET_NAME", "models")
+
+        with pytest.raises(InvalidConfig) as caught:
+            await download_model("gcs", "prod")
+
+    assert str(caught.value) == (
+        "GCS bucket 'models' refused to give 'prod.tar.gz' (403: robot@p.iam has no "
+        "storage.objects.get): check the credentials (GOOGLE_APPLICATION_CREDENTIALS) and "
+        "that they may read it (storage.objects.get)"
+    )
