@@ -28,6 +28,7 @@ from server.errors import (
     ModelStorageFull,
     ModelUnavailable,
     StorageNotFound,
+    UnsafeArchive,
 )
 from server.http_clients import safe_url
 from server.models.archive import ARCHIVE_SUFFIX
@@ -306,8 +307,9 @@ def _transport_failure(where: str, key: str, timeout: float, exc: BaseException)
 
 
 def _too_large(key: str, size: int | None, max_bytes: int) -> None:
+    # The archive's fault, as a model server's too large answer is: refused as unsafe.
     if size is not None and size > max_bytes:
-        raise ModelError(f"Remote model '{key}' is {size} bytes, more than {max_bytes}")
+        raise UnsafeArchive(f"Remote model '{key}' is {size} bytes, more than {max_bytes}")
 
 
 class _CappedFile:
@@ -326,7 +328,7 @@ class _CappedFile:
     def write(self, data: bytes) -> int:
         self._size += len(data)
         if self._size > self._max_bytes:
-            raise ModelError(
+            raise UnsafeArchive(
                 f"Remote model '{self._key}' grew past {self._max_bytes} bytes while it was "
                 "downloaded (replaced by a larger one, or the storage's size was wrong)"
             )

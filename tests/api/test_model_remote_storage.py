@@ -9,11 +9,12 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from server.models import DEFAULT_LIMITS
 from tests.api.rasa_spec import RasaSpec
 from tests.api.test_model_routes import check
-from tests.fake_http import silent_server
+from tests.fake_http import serve_json, silent_server
 from tests.loop_lag import paced
-from tests.models.conftest import azure_at, s3_at
+from tests.models.conftest import azure_at, gcs_at, s3_at
 
 PUT_PROD = {"remote_storage": "aws", "model_file": "prod"}
 
@@ -87,4 +88,22 @@ async def test_put_model_with_a_bucket_name_that_is_a_url_is_a_400(
     assert body["message"] == (
         "BUCKET_NAME 's3://models' is no bucket name: give the bucket's name alone, such as "
         "'models'"
+    )
+
+
+async def test_put_model_of_an_object_larger_than_the_limit_is_a_400(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GCS says the object is 10 GB: refused before a byte is downloaded, as a model server's
+    # too large answer is (400). Before: a 500 LoadingError, as if the server had failed.
+    blob = {"name": "prod.tar.gz", "bucket": "models", "size": str(10**10), "generation": "1"}
+    with serve_json(lambda path, body: (200, blob)) as url:
+        gcs_at(url, monkeypatch)
+        monkeypatch.setenv("BUCKET_NAME", "models")
+
+        response = await client.put("/model", json={"remote_storage": "gcs", "model_file": "prod"})
+
+    body = check(rasa_spec, response, "/model", "put", 400)
+    assert body["message"] == (
+        f"Remote model 'prod.tar.gz' is {10**10} bytes, more than {DEFAULT_LIMITS.max_total_bytes}"
     )
