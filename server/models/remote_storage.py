@@ -216,6 +216,8 @@ async def download_model(
         if is_disk_full(exc):  # the server's problem, not the model's
             raise ModelStorageFull(f"no space left on the server to download '{key}'") from exc
         missing_model = isinstance(exc, ModelNotFound) and not isinstance(exc, StorageNotFound)
+        if missing_model and "://" in model_name:
+            raise ModelNotFound(f"{exc}. {_key_not_url(storage, model_name)}") from exc
         if missing_model and (model_name == "models" or key.endswith("/.tar.gz")):
             # Rasa's default -m, or a prefix: the storage holds models, but under other keys.
             raise ModelNotFound(
@@ -236,6 +238,18 @@ async def download_model(
             _hide_addresses(exc)
         raise
     return target
+
+
+def _key_not_url(storage: str, url: str) -> str:
+    """What to give -m instead of the object's URL (`s3://bucket/key`, `gs://...`, Azure's
+    `https://account.blob.core.windows.net/container/key`): the key alone."""
+    key = url.partition("://")[2].partition("/")[2]  # without the bucket, or the host
+    place = "bucket (BUCKET_NAME)"
+    if storage == "azure":
+        place = "container (AZURE_CONTAINER)"
+        container, _, rest = key.partition("/")
+        key = rest if container == os.environ.get("AZURE_CONTAINER") else key
+    return f"-m names the object's key in the {place}, not a URL: give -m {key or 'prod/my-model'}"
 
 
 # The addresses a storage is configured with: an SDK's error may quote them as given.

@@ -165,3 +165,16 @@ async def test_a_container_name_azure_refuses_is_a_configuration_error(
         await download_model("azure", "prod")
     with pytest.raises(InvalidConfig, match=why):
         check_storage_settings("azure")  # `botserver run` stops before it starts
+
+
+async def test_a_model_name_given_as_the_blobs_url_says_that_m_names_the_key(container) -> None:
+    # Before: "No model 'https://...' in Azure container 'models'", nothing more.
+    url = f"https://{ACCOUNT}.blob.core.windows.net/models/prod/bot.tar.gz"
+
+    with pytest.raises(ModelNotFound) as caught:
+        await download_model("azure", url)
+
+    assert str(caught.value).endswith(
+        "-m names the object's key in the container (AZURE_CONTAINER), not a URL: give "
+        "-m prod/bot.tar.gz"
+    )

@@ -281,3 +281,19 @@ async def test_refused_credentials_are_a_configuration_error(
         "AWS_SECRET_ACCESS_KEY or AWS_PROFILE) and that they may read it (s3:GetObject; "
         "without s3:ListBucket S3 answers so for a missing object too)"
     )
+
+
+async def test_a_model_name_given_as_a_url_says_that_m_names_the_key(
+    s3_env, archive_factory
+) -> None:
+    # Before: "No model 's3://models-bucket/prod/bot.tar.gz' in S3 bucket 'models-bucket'",
+    # with the object there under 'prod/bot.tar.gz'.
+    s3_env.put_object(Bucket="models-bucket", Key="prod/bot.tar.gz", Body=b"x")
+
+    with pytest.raises(ModelNotFound) as caught:
+        await download_model("aws", "s3://models-bucket/prod/bot.tar.gz")
+
+    assert str(caught.value) == (
+        "No model 's3://models-bucket/prod/bot.tar.gz' in S3 bucket 'models-bucket'. -m names "
+        "the object's key in the bucket (BUCKET_NAME), not a URL: give -m prod/bot.tar.gz"
+    )
