@@ -18,7 +18,8 @@ Respond = Callable[[str, bytes], tuple[int, Any]]
 
 @contextmanager
 def serve_json(respond: Respond) -> Iterator[str]:
-    """Yields the base URL of a server whose POSTs and GETs are answered by `respond`."""
+    """Yields the base URL of a server whose POSTs, GETs and HEADs are answered by
+    `respond` (a HEAD with its status alone, as S3 answers one that fails)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
@@ -32,6 +33,12 @@ def serve_json(respond: Respond) -> Iterator[str]:
             self.wfile.write(body)
 
         do_GET = do_POST  # noqa: N815
+
+        def do_HEAD(self) -> None:  # noqa: N802: the status and headers a GET would have
+            status, _ = respond(self.path, b"")
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
 
         def log_message(self, format: str, *args: object) -> None:
             pass

@@ -433,6 +433,12 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
                 "read it (s3:GetObject; without s3:ListBucket S3 answers so for a missing "
                 "object too)"
             ) from None
+        if code in _S3_TOKEN_REFUSED:
+            raise InvalidConfig(
+                f"{where} refused the credentials for '{key}' ({code}): a session token "
+                "(AWS_SESSION_TOKEN, or a role's) that expired or is not valid: renew the "
+                "credentials"
+            ) from None
         raise ModelError(f"Cannot download '{key}' from {where}: {exc}") from exc
     except NoCredentialsError:
         raise InvalidConfig(
@@ -456,10 +462,9 @@ _NEVER_CREATED = "BUCKET_NAME; botserver never creates buckets"
 # S3's codes for no such object (a HEAD's answer has no body: its status alone), and for
 # credentials it refuses or that may not read the object.
 _S3_MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
-_S3_REFUSED = frozenset(
-    {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
-     "InvalidToken"}
-)  # fmt: skip
+_S3_REFUSED = frozenset({"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"})
+# A session token refused (a HEAD's 400: botocore follows a wrong region's on its own).
+_S3_TOKEN_REFUSED = frozenset({"400", "ExpiredToken", "InvalidToken", "TokenRefreshRequired"})
 
 
 def _s3_bucket_exists(client: Any, bucket: str) -> bool:

@@ -14,6 +14,7 @@ from bench.tcp_proxy import free_port
 from server.errors import CorruptArchive, InvalidConfig, ModelNotFound, ModelStorageFull
 from server.models import ModelHolder, ModelSource
 from server.models.remote_storage import check_storage_settings, download_model, object_name
+from tests.fake_http import serve_json
 from tests.models.conftest import greeting_loader
 from tests.small_disk import temp_files_on_a_small_disk
 
@@ -296,4 +297,24 @@ async def test_a_model_name_given_as_a_url_says_that_m_names_the_key(
     assert str(caught.value) == (
         "No model 's3://models-bucket/prod/bot.tar.gz' in S3 bucket 'models-bucket'. -m names "
         "the object's key in the bucket (BUCKET_NAME), not a URL: give -m prod/bot.tar.gz"
+    )
+
+
+async def test_an_expired_session_token_is_a_configuration_error(
+    s3_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # S3 answers a HEAD signed with an expired session token 400, with no body to name it.
+    # Before: a ModelError "... An error occurred (400) when calling the HeadObject
+    # operation: Bad Request", a 500 from PUT /model.
+    with serve_json(lambda path, body: (400, None)) as url:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+        monkeypatch.setenv("AWS_SESSION_TOKEN", "expired")
+
+        with pytest.raises(InvalidConfig) as caught:
+            await download_model("aws", "prod")
+
+    assert str(caught.value) == (
+        f"S3 bucket 'models-bucket' at {url} refused the credentials for 'prod.tar.gz' (400): "
+        "a session token (AWS_SESSION_TOKEN, or a role's) that expired or is not valid: "
+        "renew the credentials"
     )
