@@ -34,7 +34,7 @@ def serve_json(respond: Respond) -> Iterator[str]:
 
         do_GET = do_POST  # noqa: N815
 
-        def do_HEAD(self) -> None:  # noqa: N802: the status and headers a GET would have
+        def do_HEAD(self) -> None:  # noqa: N802 (the status and headers alone)
             status, _ = respond(self.path, b"")
             self.send_response(status)
             self.send_header("Content-Length", "0")
