@@ -91,8 +91,8 @@ def check_storage_settings(storage: str) -> None:
         _azure_account_key()
 
 
-# What botocore takes for an S3 bucket (else "Parameter validation failed"), or an ARN.
-_S3_BUCKET = re.compile(r"[a-zA-Z0-9.\-_]{1,255}|arn:.+")
+# What botocore takes for an S3 bucket's name (else "Parameter validation failed").
+_S3_BUCKET = re.compile(r"[a-zA-Z0-9.\-_]{1,255}")
 
 
 def _bucket_name(storage: str) -> str:
