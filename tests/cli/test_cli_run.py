@@ -184,6 +184,18 @@ def test_an_unknown_remote_storage_is_refused_at_start(run_cli, tmp_path: Path) 
     assert "--remote-storage 's4' is not supported: use one of aws, gcs, azure" in result.err
 
 
+def test_an_empty_remote_storage_is_refused_rather_than_serving_the_local_model(
+    run_cli, moodbot_model: Path, tmp_path: Path
+) -> None:
+    # `--remote-storage "$STORAGE"` with STORAGE unset: before, the server loaded the local
+    # -m (a model baked into the image, say) as if no storage had been named.
+    result = _run_on_a_busy_port(
+        run_cli, tmp_path, "--remote-storage", "", "-m", str(moodbot_model), "--enable-api"
+    )
+    assert result.code == 1
+    assert "--remote-storage '' is not supported: use one of aws, gcs, azure" in result.err
+
+
 @pytest.mark.parametrize(
     ("storage", "variable", "value", "said"),
     [
