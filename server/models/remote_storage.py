@@ -627,8 +627,8 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
         # (error_code: the storage SDK's addition to azure-core's exception)
         if getattr(exc, "error_code", None) == "ContainerNotFound":
             raise StorageNotFound(
-                f"Azure container '{container}' does not exist (AZURE_CONTAINER; botserver "
-                "never creates containers)"
+                f"Azure container '{container}' at {shown} does not exist (AZURE_CONTAINER; "
+                "botserver never creates containers)"
             ) from exc
         raise ModelNotFound(f"No model '{key}' in Azure container '{container}'") from exc
     except AzureError as exc:

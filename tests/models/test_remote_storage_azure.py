@@ -123,8 +123,8 @@ async def test_a_missing_container_is_named_as_the_container_not_the_model(
         await download_model("azure", "prod")
 
     assert str(caught.value) == (
-        "Azure container 'modles' does not exist (AZURE_CONTAINER; botserver never creates "
-        "containers)"
+        f"Azure container 'modles' at {os.environ['AZURE_ACCOUNT_URL']} does not exist "
+        "(AZURE_CONTAINER; botserver never creates containers)"
     )
 
 
