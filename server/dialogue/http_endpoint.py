@@ -89,6 +89,19 @@ class Answer:
         return one_line(json.dumps(body))
 
 
+def error_reason(error: Exception) -> str:
+    """Why a call failed, for a log line: the first line of the error's text (at most 200
+    long; `[SSL: CERTIFICATE_VERIFY_FAILED] ...`, `All connection attempts failed`), else
+    its type's name."""
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
+
+
+# What urlsplit strips before a URL and drops inside it (the URL standard's rules).
+_C0_OR_SPACE = "".join(map(chr, range(0x21)))
+_TAB_OR_LINE_BREAK = str.maketrans("", "", "\t\r\n")
+
+
 def one_line(text: str) -> str:
     """`text` on one line, at most 200 long: what a server said, fit for a log line."""
     return " ".join(text[:1000].split())[:200]
@@ -113,6 +126,10 @@ class HttpEndpoint:
     ) -> None:
         if not url or not isinstance(url, str):
             raise InvalidConfig("an endpoint needs a 'url'")
+        # Read as urlsplit reads it (and so Rasa's aiohttp, and our checks and log lines): a
+        # tab or line break dropped (`${URL}` from a file ending in one), and what precedes
+        # the scheme. httpx refused the one and read the other as a path: every call failed.
+        url = url.lstrip(_C0_OR_SPACE).translate(_TAB_OR_LINE_BREAK)
         try:
             self.safe_url = safe_url(url)
             parts = urlsplit(url)
@@ -128,10 +145,19 @@ class HttpEndpoint:
         self.url = url
         self.timeout = float(timeout)
         self.max_response_bytes = max_response_bytes
-        self._params = _query_params(params)
+        query = _query_params(params)
         if token is not None:
-            self._params[token_name or "token"] = str(token)
+            query[token_name or "token"] = str(token)
+        # Added to the URL's own query (as Rasa's aiohttp does): a client's `params` would
+        # replace it, and a key in the URL (`?code=...`) was dropped once a token was set.
+        try:
+            self._target = httpx.URL(url).copy_merge_params(query) if query else httpx.URL(url)
+        except httpx.InvalidURL as e:  # failed every call before
+            raise InvalidConfig(f"endpoint url '{self.safe_url}' is not a URL: {e}") from e
         self._headers = header_values(_mapping(headers, "headers"), "headers")
+        # A `Content-Type` in `headers` is sent as configured, as Rasa sends it.
+        own_type = any(name.lower() == "content-type" for name in self._headers)
+        self._content_type = None if own_type else {"Content-Type": "application/json"}
         self._auth: httpx.BasicAuth | None = None
         if basic_auth:
             try:
@@ -213,7 +239,6 @@ class HttpEndpoint:
         if not any(name.lower() == "accept-encoding" for name in self._headers):
             headers["Accept-Encoding"] = ACCEPT_ENCODING
         return {
-            "params": self._params,
             "headers": {**headers, **self._headers},
             "auth": self._auth,
             "verify": self._verify,
@@ -235,9 +260,8 @@ class HttpEndpoint:
         (decompressed) raises ResponseTooLarge as soon as it passes the limit.
         """
         content = _json_bytes(body)
-        headers = {"Content-Type": "application/json"}
         async with (await self._pooled()).stream(
-            "POST", self.url, content=content, headers=headers
+            "POST", self._target, content=content, headers=self._content_type
         ) as response:
             answer = await read_within(response, self.max_response_bytes)
             location = response.headers.get("location")
