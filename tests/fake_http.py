@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-# (path with query, raw body) -> (status, JSON answer)
+# (path with query, raw body) -> (status, JSON answer, or bytes sent as they are)
 Respond = Callable[[str, bytes], tuple[int, Any]]
 
 
@@ -25,9 +25,10 @@ def serve_json(respond: Respond) -> Iterator[str]:
         def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
             length = int(self.headers.get("Content-Length") or 0)
             status, answer = respond(self.path, self.rfile.read(length))
-            body = json.dumps(answer).encode()
+            raw = isinstance(answer, bytes)  # sent as it is (an XML error, as S3's)
+            body = answer if raw else json.dumps(answer).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", "application/xml" if raw else "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

@@ -379,9 +379,8 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         ) from exc
     bucket = _bucket_name("aws")
     endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
-    where = f"S3 bucket '{bucket}'"
-    if endpoint:
-        where += f" at {_storage_address('AWS_ENDPOINT_URL', endpoint, _S3_SERVICE)}"
+    at = f" at {_storage_address('AWS_ENDPOINT_URL', endpoint, _S3_SERVICE)}" if endpoint else ""
+    where = f"S3 bucket '{bucket}'{at}"
     config = Config(
         connect_timeout=timeout,
         read_timeout=timeout,
@@ -418,14 +417,25 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         with body, _CappedFile(target, key, max_bytes) as handle:
             for chunk in body.iter_chunks(_CHUNK_BYTES):
                 handle.write(chunk)
-    except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
+    except ClientError as answer:
+        error = answer
+        if _s3_code(error) == "400" and error.operation_name == "HeadObject":
+            # A HEAD's 400 has no body to say why (an expired session token, a bucket name
+            # the storage refuses, an object encrypted with a customer's key): a GET's does.
+            error = _s3_get_refusal(client, bucket, key) or error
+        code = _s3_code(error)
+        if code == "InvalidBucketName":
+            message = error.response.get("Error", {}).get("Message") or "not valid"
+            raise InvalidConfig(
+                f"BUCKET_NAME {bucket!r} is no bucket name the storage{at} takes ({code}: "
+                f"{message}): S3's are 3 to 63 lowercase letters, digits, '.' and '-'"
+            ) from None
         if code == "NoSuchBucket" or (
             code in _S3_MISSING and not _s3_bucket_exists(client, bucket)
         ):
-            raise StorageNotFound(f"{where} does not exist ({_NEVER_CREATED})") from exc
+            raise StorageNotFound(f"{where} does not exist ({_NEVER_CREATED})") from error
         if code in _S3_MISSING:
-            raise ModelNotFound(f"No model '{key}' in S3 bucket '{bucket}'") from exc
+            raise ModelNotFound(f"No model '{key}' in S3 bucket '{bucket}'") from error
         if code in _S3_REFUSED:
             raise InvalidConfig(
                 f"{where} refused to give '{key}' ({code}): check the credentials "
@@ -439,7 +449,7 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
                 "(AWS_SESSION_TOKEN, or a role's) that expired or is not valid: renew the "
                 "credentials"
             ) from None
-        raise ModelError(f"Cannot download '{key}' from {where}: {exc}") from exc
+        raise ModelError(f"Cannot download '{key}' from {where}: {error}") from error
     except NoCredentialsError:
         raise InvalidConfig(
             "Remote storage 'aws' found no credentials: set AWS_ACCESS_KEY_ID and "
@@ -467,6 +477,24 @@ _S3_REFUSED = frozenset({"403", "AccessDenied", "InvalidAccessKeyId", "Signature
 _S3_TOKEN_REFUSED = frozenset({"400", "ExpiredToken", "InvalidToken", "TokenRefreshRequired"})
 
 
+def _s3_code(exc: Any) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _s3_get_refusal(client: Any, bucket: str, key: str) -> Any:
+    """The error S3 answers a GET of the object's first byte with (its body names the
+    code), or None when the GET answers no S3 error."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        client.get_object(Bucket=bucket, Key=key, Range="bytes=0-0")["Body"].close()
+    except ClientError as exc:
+        return exc
+    except BotoCoreError:
+        pass
+    return None
+
+
 def _s3_bucket_exists(client: Any, bucket: str) -> bool:
     """False only when S3 says `bucket` does not exist (a HEAD of a missing object and of
     an object in a missing bucket answer the same 404)."""
@@ -475,7 +503,7 @@ def _s3_bucket_exists(client: Any, bucket: str) -> bool:
     try:
         client.head_bucket(Bucket=bucket)
     except ClientError as exc:
-        return str(exc.response.get("Error", {}).get("Code", "")) not in ("404", "NoSuchBucket")
+        return _s3_code(exc) not in ("404", "NoSuchBucket")
     except BotoCoreError:
         pass  # the object's 404 stands
     return True

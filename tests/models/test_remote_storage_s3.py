@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 
 from bench.tcp_proxy import free_port
-from server.errors import CorruptArchive, InvalidConfig, ModelNotFound, ModelStorageFull
+from server.errors import (
+    BotServerError,
+    CorruptArchive,
+    InvalidConfig,
+    ModelError,
+    ModelNotFound,
+    ModelStorageFull,
+)
 from server.models import ModelHolder, ModelSource
 from server.models.remote_storage import check_storage_settings, download_model, object_name
 from tests.fake_http import serve_json
@@ -317,4 +324,57 @@ async def test_an_expired_session_token_is_a_configuration_error(
         f"S3 bucket 'models-bucket' at {url} refused the credentials for 'prod.tar.gz' (400): "
         "a session token (AWS_SESSION_TOKEN, or a role's) that expired or is not valid: "
         "renew the credentials"
+    )
+
+
+async def _refused_by_a_fake_s3(
+    monkeypatch: pytest.MonkeyPatch, code: str, message: str
+) -> tuple[str, BaseException]:
+    """The storage's URL and the download's error when S3 answers a HEAD 400 with no body
+    and a GET 400 with `code` and `message` (as S3 and MinIO answer)."""
+    refusal = (
+        '<?xml version="1.0" encoding="UTF-8"?><Error>'
+        f"<Code>{code}</Code><Message>{message}</Message></Error>"
+    ).encode()
+    with serve_json(lambda path, body: (400, refusal)) as url:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+        with pytest.raises(BotServerError) as caught:
+            await download_model("aws", "prod")
+    return url, caught.value
+
+
+async def test_a_bucket_name_the_storage_refuses_is_named_not_taken_for_a_session_token(
+    s3_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MinIO (and S3 for a name it never takes) answers a HEAD on 'Models' 400 with no
+    # body; a GET's body names why. Before: "refused the credentials ... a session token
+    # that expired or is not valid: renew the credentials", with no session token at all.
+    monkeypatch.setenv("BUCKET_NAME", "Models")
+
+    url, error = await _refused_by_a_fake_s3(
+        monkeypatch, "InvalidBucketName", "The specified bucket is not valid."
+    )
+
+    assert isinstance(error, InvalidConfig) and str(error) == (
+        f"BUCKET_NAME 'Models' is no bucket name the storage at {url} takes "
+        "(InvalidBucketName: The specified bucket is not valid.): S3's are 3 to 63 lowercase "
+        "letters, digits, '.' and '-'"
+    )
+
+
+async def test_an_object_a_head_cannot_read_says_why_as_a_get_is_told(
+    s3_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An object encrypted with a customer's key (SSE-C): S3 answers a HEAD without the key
+    # 400, with no body. Before: taken for an expired session token (renew the credentials).
+    _, error = await _refused_by_a_fake_s3(
+        monkeypatch,
+        "InvalidRequest",
+        "The object was stored using a form of Server Side Encryption.",
+    )
+
+    assert isinstance(error, ModelError) and not isinstance(error, InvalidConfig)
+    assert str(error).endswith(
+        "(InvalidRequest) when calling the GetObject operation: The object was stored using "
+        "a form of Server Side Encryption."
     )
