@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from server.errors import (
     BotServerError,
@@ -241,14 +241,20 @@ async def download_model(
 
 
 def _key_not_url(storage: str, url: str) -> str:
-    """What to give -m instead of the object's URL (`s3://bucket/key`, `gs://...`, Azure's
+    """What to give -m instead of the object's URL (`s3://bucket/key`, `gs://...`, an https
+    URL, virtual-hosted, path-style or presigned, Azure's
     `https://account.blob.core.windows.net/container/key`): the key alone."""
-    key = url.partition("://")[2].partition("/")[2]  # without the bucket, or the host
-    place = "bucket (BUCKET_NAME)"
+    scheme, _, rest = url.partition("://")
+    web = scheme.lower() in ("http", "https")
+    if web:  # the path is the key, percent-encoded; no query (a signature) nor fragment
+        rest = unquote(rest.partition("#")[0].partition("?")[0])
+    host, _, key = rest.partition("/")  # without the bucket (s3://, gs://), or the host
+    place, setting = "bucket (BUCKET_NAME)", "BUCKET_NAME"
     if storage == "azure":
-        place = "container (AZURE_CONTAINER)"
-        container, _, rest = key.partition("/")
-        key = rest if container == os.environ.get("AZURE_CONTAINER") else key
+        place, setting = "container (AZURE_CONTAINER)", "AZURE_CONTAINER"
+    named, _, after = key.partition("/")
+    if web and named == os.environ.get(setting) and not host.startswith(f"{named}."):
+        key = after  # the bucket or container before the key (path-style)
     return f"-m names the object's key in the {place}, not a URL: give -m {key or 'prod/my-model'}"
 
 

@@ -107,3 +107,34 @@ async def test_put_model_of_an_object_larger_than_the_limit_is_a_400(
     assert body["message"] == (
         f"Remote model 'prod.tar.gz' is {10**10} bytes, more than {DEFAULT_LIMITS.max_total_bytes}"
     )
+
+
+async def test_put_model_named_by_a_presigned_url_shows_no_session_token(
+    client: httpx.AsyncClient,
+    rasa_spec: RasaSpec,
+    s3_env: Callable[[str], None],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A presigned URL pasted as the model. Before: the advice was to give -m the key with
+    # the URL's query (signature and session token, hidden as "***") after it, which S3
+    # does not have either. The session token shows nowhere.
+    token = "IQoJb3JpZ2luX2VjEXAMPLEsessionTOKEN"
+    presigned = (
+        "https://models.s3.amazonaws.com/prod/bot.tar.gz?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+        f"&X-Amz-Security-Token={token}&X-Amz-Signature=0123abcd"
+    )
+    with serve_json(lambda path, body: (404 if ".tar.gz" in path else 200, None)) as url:
+        s3_env(url)
+
+        response = await client.put(
+            "/model", json={"remote_storage": "aws", "model_file": presigned}
+        )
+
+    body = check(rasa_spec, response, "/model", "put", 400)
+    assert body["message"].endswith(
+        "-m names the object's key in the bucket (BUCKET_NAME), not a URL: give -m prod/bot.tar.gz"
+    )
+    status = (await client.get("/status")).json()
+    assert "not a URL" in status["last_load_error"]["message"]
+    for shown in (body["message"], status["last_load_error"]["message"], caplog.text):
+        assert token not in shown
