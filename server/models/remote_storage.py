@@ -425,9 +425,10 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
                 handle.write(chunk)
     except ClientError as answer:
         error = answer
-        if _s3_code(error) == "400" and error.operation_name == "HeadObject":
-            # A HEAD's 400 has no body to say why (an expired session token, a bucket name
-            # the storage refuses, an object encrypted with a customer's key): a GET's does.
+        if _s3_code(error) in ("400", "403") and error.operation_name == "HeadObject":
+            # A HEAD's 400 or 403 has no body to say why (an expired session token, a bucket
+            # name the storage refuses, an object encrypted with a customer's key, a key
+            # that is no key, a clock that is off): a GET's does.
             error = _s3_get_refusal(client, bucket, key) or error
         code = _s3_code(error)
         if code == "InvalidBucketName":
@@ -442,12 +443,17 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
             raise StorageNotFound(f"{where} does not exist ({_NEVER_CREATED})") from error
         if code in _S3_MISSING:
             raise ModelNotFound(f"No model '{key}' in S3 bucket '{bucket}'") from error
-        if code in _S3_REFUSED:
+        if code in ("403", "AccessDenied"):
             raise InvalidConfig(
                 f"{where} refused to give '{key}' ({code}): check the credentials "
                 "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or AWS_PROFILE) and that they may "
                 "read it (s3:GetObject; without s3:ListBucket S3 answers so for a missing "
                 "object too)"
+            ) from None
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            raise InvalidConfig(
+                f"{where} refused the credentials for '{key}' ({code}): check "
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
             ) from None
         if code in _S3_TOKEN_REFUSED:
             raise InvalidConfig(
@@ -475,10 +481,8 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
 
 
 _NEVER_CREATED = "BUCKET_NAME; botserver never creates buckets"
-# S3's codes for no such object (a HEAD's answer has no body: its status alone), and for
-# credentials it refuses or that may not read the object.
+# S3's codes for no such object (a HEAD's answer has no body: its status alone).
 _S3_MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
-_S3_REFUSED = frozenset({"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"})
 # A session token refused (a HEAD's 400: botocore follows a wrong region's on its own).
 _S3_TOKEN_REFUSED = frozenset({"400", "ExpiredToken", "InvalidToken", "TokenRefreshRequired"})
 

@@ -271,23 +271,71 @@ async def test_missing_credentials_are_a_configuration_error(
         await download_model("aws", "prod")
 
 
+async def _refused_by_a_fake_s3(
+    monkeypatch: pytest.MonkeyPatch, code: str, message: str, status: int = 400
+) -> tuple[str, BaseException]:
+    """The storage's URL and the download's error when S3 answers a HEAD `status` with no
+    body and a GET `status` with `code` and `message` (as S3 and MinIO answer)."""
+    refusal = (
+        '<?xml version="1.0" encoding="UTF-8"?><Error>'
+        f"<Code>{code}</Code><Message>{message}</Message></Error>"
+    ).encode()
+    with serve_json(lambda path, body: (status, refusal)) as url:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+        with pytest.raises(BotServerError) as caught:
+            await download_model("aws", "prod")
+    return url, caught.value
+
+
 async def test_refused_credentials_are_a_configuration_error(
     s3_env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # moto checks signatures once its no-auth allowance is spent: the keys 'testing' are
     # no IAM user's. Before: a ModelError "... (403) when calling the HeadObject operation:
-    # Forbidden", a 500 from PUT /model that did not say what to check.
+    # Forbidden", a 500 from PUT /model that did not say what to check; then "(403): check
+    # the credentials ... and that they may read it", for keys that are no keys at all.
     monkeypatch.setattr("moto.settings.INITIAL_NO_AUTH_ACTION_COUNT", 0)
 
     with pytest.raises(InvalidConfig) as caught:
         await download_model("aws", "prod")
 
-    assert str(caught.value).startswith("S3 bucket 'models-bucket' at http://127.0.0.1:") and str(
-        caught.value
-    ).endswith(
-        "refused to give 'prod.tar.gz' (403): check the credentials (AWS_ACCESS_KEY_ID, "
-        "AWS_SECRET_ACCESS_KEY or AWS_PROFILE) and that they may read it (s3:GetObject; "
-        "without s3:ListBucket S3 answers so for a missing object too)"
+    assert re.fullmatch(
+        r"S3 bucket 'models-bucket' at http://127\.0\.0\.1:\d+ refused the credentials for "
+        r"'prod\.tar\.gz' \(InvalidAccessKeyId\): check AWS_ACCESS_KEY_ID and "
+        r"AWS_SECRET_ACCESS_KEY, or AWS_PROFILE",
+        str(caught.value),
+    )
+
+
+async def test_access_denied_says_what_the_credentials_may_need(
+    s3_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, error = await _refused_by_a_fake_s3(monkeypatch, "AccessDenied", "Access Denied", 403)
+
+    assert isinstance(error, InvalidConfig) and str(error) == (
+        f"S3 bucket 'models-bucket' at {url} refused to give 'prod.tar.gz' (AccessDenied): "
+        "check the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or AWS_PROFILE) and "
+        "that they may read it (s3:GetObject; without s3:ListBucket S3 answers so for a "
+        "missing object too)"
+    )
+
+
+async def test_a_clock_that_is_off_is_not_taken_for_refused_credentials(
+    s3_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # S3 answers a HEAD signed by a clock 15 minutes off 403, with no body. Before: "check
+    # the credentials", a 400 from PUT /model, for the server's clock.
+    _, error = await _refused_by_a_fake_s3(
+        monkeypatch,
+        "RequestTimeTooSkewed",
+        "The difference between the request time and the current time is too large.",
+        403,
+    )
+
+    assert isinstance(error, ModelError) and not isinstance(error, InvalidConfig)
+    assert str(error).endswith(
+        "(RequestTimeTooSkewed) when calling the GetObject operation: The difference between "
+        "the request time and the current time is too large."
     )
 
 
@@ -336,22 +384,6 @@ async def test_an_expired_session_token_is_a_configuration_error(
         "a session token (AWS_SESSION_TOKEN, or a role's) that expired or is not valid: "
         "renew the credentials"
     )
-
-
-async def _refused_by_a_fake_s3(
-    monkeypatch: pytest.MonkeyPatch, code: str, message: str
-) -> tuple[str, BaseException]:
-    """The storage's URL and the download's error when S3 answers a HEAD 400 with no body
-    and a GET 400 with `code` and `message` (as S3 and MinIO answer)."""
-    refusal = (
-        '<?xml version="1.0" encoding="UTF-8"?><Error>'
-        f"<Code>{code}</Code><Message>{message}</Message></Error>"
-    ).encode()
-    with serve_json(lambda path, body: (400, refusal)) as url:
-        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
-        with pytest.raises(BotServerError) as caught:
-            await download_model("aws", "prod")
-    return url, caught.value
 
 
 async def test_a_bucket_name_the_storage_refuses_is_named_not_taken_for_a_session_token(
