@@ -673,9 +673,17 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
         if isinstance(exc, HttpResponseError) and exc.status_code in (401, 403):
             named = getattr(exc, "error_code", None)
             code = getattr(named, "value", named) or exc.status_code
+            advice = "check AZURE_ACCOUNT_NAME and AZURE_ACCOUNT_KEY"
+            if code != "AuthenticationFailed":  # Azure's for a key that signs wrong alone
+                # AuthorizationFailure: a firewall's refusal too (and Azurite's for a key);
+                # KeyBasedAuthenticationNotPermitted: an account without shared keys.
+                advice += (
+                    ", and that the account lets this server in (its firewall: networks "
+                    "allowed) and allows shared key access"
+                )
             raise InvalidConfig(
                 f"Azure storage at {shown} refused the credentials of account '{account}' "
-                f"({code}): check AZURE_ACCOUNT_NAME and AZURE_ACCOUNT_KEY"
+                f"({code}): {advice}"
             ) from None
         raise _transport_failure(
             f"Azure container '{container}' at {shown}", key, timeout, exc

@@ -134,6 +134,8 @@ async def test_refused_credentials_are_a_configuration_error(
 ) -> None:
     # Before: a ModelError over two lines, "... Operation returned an invalid status 'Server
     # failed to authenticate the request. ...'\nErrorCode:AuthorizationFailure" (a 500).
+    # Azurite refuses a wrong key so; Azure refuses so a server its firewall keeps out, and
+    # an account that allows no shared key (a wrong key there is AuthenticationFailed).
     container.upload_blob("prod.tar.gz", b"x", overwrite=True)
     monkeypatch.setenv(variable, "A" * 86 + "==" if variable == "AZURE_ACCOUNT_KEY" else "other")
 
@@ -143,7 +145,8 @@ async def test_refused_credentials_are_a_configuration_error(
     assert str(caught.value) == (
         f"Azure storage at {os.environ['AZURE_ACCOUNT_URL']} refused the credentials of "
         f"account '{os.environ['AZURE_ACCOUNT_NAME']}' (AuthorizationFailure): check "
-        "AZURE_ACCOUNT_NAME and AZURE_ACCOUNT_KEY"
+        "AZURE_ACCOUNT_NAME and AZURE_ACCOUNT_KEY, and that the account lets this server in "
+        "(its firewall: networks allowed) and allows shared key access"
     )
     assert "A" * 86 not in str(caught.value)
 
