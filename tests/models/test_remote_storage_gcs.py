@@ -139,3 +139,23 @@ async def test_refused_credentials_are_a_configuration_error(
         "storage.objects.get): check the credentials (GOOGLE_APPLICATION_CREDENTIALS) and "
         "that they may read it (storage.objects.get)"
     )
+
+
+async def test_a_missing_object_is_not_taken_for_a_missing_bucket_the_credentials_cannot_see(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Credentials that may read objects (storage.objects.get) but not the bucket's metadata
+    # (storage.buckets.get, as roles/storage.objectViewer): the object's 404 stands.
+    def respond(path: str, body: bytes) -> tuple[int, object]:
+        if "/o/" in path:
+            return 404, {"error": {"code": 404, "message": "No such object: models/prod.tar.gz"}}
+        return 403, {"error": {"code": 403, "message": "robot@p.iam has no storage.buckets.get"}}
+
+    with serve_json(respond) as url:
+        gcs_at(url, monkeypatch)
+        monkeypatch.setenv("BUCKET_NAME", "models")
+
+        with pytest.raises(ModelNotFound) as caught:
+            await download_model("gcs", "prod")
+
+    assert str(caught.value) == "No model 'prod.tar.gz' in GCS bucket 'models'"

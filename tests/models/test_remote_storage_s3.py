@@ -287,6 +287,22 @@ async def _refused_by_a_fake_s3(
     return url, caught.value
 
 
+@pytest.mark.parametrize("bucket_status", [403, 400, 405])
+async def test_a_missing_object_is_not_taken_for_a_missing_bucket_unless_s3_says_so(
+    s3_env, monkeypatch: pytest.MonkeyPatch, bucket_status: int
+) -> None:
+    # Credentials that may list the bucket's objects (a missing one's HEAD is a 404) but not
+    # HEAD the bucket (403), or a storage that does not answer HeadBucket: the 404 stands.
+    answers = {"/models-bucket/prod.tar.gz": 404, "/models-bucket": bucket_status}
+    with serve_json(lambda path, body: (answers.get(path, 500), None)) as url:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+
+        with pytest.raises(ModelNotFound) as caught:
+            await download_model("aws", "prod")
+
+    assert str(caught.value) == "No model 'prod.tar.gz' in S3 bucket 'models-bucket'"
+
+
 async def test_refused_credentials_are_a_configuration_error(
     s3_env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
