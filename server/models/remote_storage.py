@@ -139,17 +139,43 @@ def _check_container_name(container: str) -> None:
 
 def _check_name_alone(variable: str, value: str, what: str) -> None:
     """InvalidConfig for a bucket or container name given as a URL or with a folder: the
-    folder belongs in -m."""
+    folder belongs in -m. A URL is shown without user, password and query (a presigned
+    URL's session token, a SAS URL's signature)."""
     if "/" not in value:
         return
-    _, scheme, rest = value.rpartition("://")
-    name, _, folder = rest.partition("/")
-    advice = (
-        f"give the {what}'s name alone, such as {name!r}" if scheme else f"the {what} is {name!r}"
-    )
+    scheme, url, rest = value.partition("://")
+    if url:
+        shown = safe_url(value, tolerant=True)
+        name, folder = _name_in_url(scheme, rest, what)
+        advice = f"give the {what}'s name alone" + (f", such as {name!r}" if name else "")
+    else:
+        shown = value
+        name, _, folder = value.partition("/")
+        advice = f"the {what} is {name!r}"
     if folder.strip("/"):
         advice += f"; a folder in the {what} goes into -m (-m {folder.strip('/')}/my-model)"
-    raise InvalidConfig(f"{variable} {value!r} is no {what} name: {advice}")
+    raise InvalidConfig(f"{variable} {shown!r} is no {what} name: {advice}")
+
+
+# A virtual-hosted bucket's host: the bucket's name, then the service's.
+_BUCKET_HOST = re.compile(r"(.+?)\.(?:s3[.-]|storage\.googleapis\.com$)")
+
+
+def _name_in_url(scheme: str, rest: str, what: str) -> tuple[str, str]:
+    """The bucket or container a URL (after its `scheme://`) names, and the folder in it:
+    `s3://bucket/folder`, Hadoop's `wasbs://container@account...`, an https URL,
+    virtual-hosted (`bucket.s3.amazonaws.com`) or path-style (Azure's, MinIO's, Azurite's
+    after the account)."""
+    host, _, path = rest.partition("#")[0].partition("?")[0].partition("/")
+    if scheme.lower() not in ("http", "https"):
+        return host.partition("@")[0], path
+    virtual = _BUCKET_HOST.match(host.rpartition("@")[2].lower())
+    if virtual:
+        return virtual.group(1), path
+    name, _, folder = path.partition("/")
+    if what == "container" and name and name == os.environ.get("AZURE_ACCOUNT_NAME"):
+        name, _, folder = folder.partition("/")  # Azurite's: the account, then the container
+    return name, folder
 
 
 def _check_botocore_host(endpoint: str, shown: str) -> None:

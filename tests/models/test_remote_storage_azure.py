@@ -181,3 +181,36 @@ async def test_a_model_name_given_as_the_blobs_url_says_that_m_names_the_key(con
         "-m names the object's key in the container (AZURE_CONTAINER), not a URL: give "
         "-m prod/bot.tar.gz"
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (
+            f"https://{ACCOUNT}.blob.core.windows.net/models?sp=r&se=2027&sig=SECRET%3D",
+            f"https://{ACCOUNT}.blob.core.windows.net/models",
+        ),
+        (f"http://127.0.0.1:10000/{ACCOUNT}/models", f"http://127.0.0.1:10000/{ACCOUNT}/models"),
+        (
+            f"wasbs://models@{ACCOUNT}.blob.core.windows.net/",
+            f"wasbs://{ACCOUNT}.blob.core.windows.net/",
+        ),
+    ],
+    ids=["sas-url", "azurite", "wasbs"],
+)
+def test_a_container_given_as_its_url_is_named_without_the_sas_signature(
+    monkeypatch: pytest.MonkeyPatch, value: str, shown: str
+) -> None:
+    # The portal's "Blob SAS URL" of a container, pasted as AZURE_CONTAINER. Before:
+    # "... such as 'acct.blob.core.windows.net'; a folder in the container goes into -m
+    # (-m models?sp=r&se=2027&sig=SECRET%3D/my-model)", the signature printed twice.
+    monkeypatch.setenv("AZURE_ACCOUNT_NAME", ACCOUNT)
+    monkeypatch.setenv("AZURE_CONTAINER", value)
+
+    with pytest.raises(InvalidConfig) as caught:
+        check_storage_settings("azure")
+
+    assert str(caught.value) == (
+        f"AZURE_CONTAINER '{shown}' is no container name: give the container's name alone, "
+        "such as 'models'"
+    )

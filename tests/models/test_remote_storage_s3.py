@@ -250,6 +250,38 @@ async def test_a_bucket_name_that_is_a_url_or_a_path_is_a_configuration_error(
         check_storage_settings("aws")  # `botserver run` stops before it starts
 
 
+@pytest.mark.parametrize(
+    ("bucket", "shown"),
+    [
+        (
+            "https://models-bucket.s3.us-east-1.amazonaws.com/prod?X-Amz-Security-Token=SECRET",
+            "https://models-bucket.s3.us-east-1.amazonaws.com/prod",
+        ),
+        (
+            "https://s3.amazonaws.com/models-bucket/prod/",
+            "https://s3.amazonaws.com/models-bucket/prod/",
+        ),
+        ("http://minio:9000/models-bucket/prod", "http://minio:9000/models-bucket/prod"),
+    ],
+    ids=["virtual-hosted-presigned", "path-style", "minio"],
+)
+def test_a_bucket_given_as_its_https_url_is_named_without_the_urls_secrets(
+    monkeypatch: pytest.MonkeyPatch, bucket: str, shown: str
+) -> None:
+    # Before: "... such as 'models-bucket.s3.us-east-1.amazonaws.com'; a folder in the
+    # bucket goes into -m (-m prod?X-Amz-Security-Token=SECRET/my-model)", the session
+    # token printed twice; for path-style, "such as 's3.amazonaws.com'".
+    monkeypatch.setenv("BUCKET_NAME", bucket)
+
+    with pytest.raises(InvalidConfig) as caught:
+        check_storage_settings("aws")
+
+    assert str(caught.value) == (
+        f"BUCKET_NAME '{shown}' is no bucket name: give the bucket's name alone, such as "
+        "'models-bucket'; a folder in the bucket goes into -m (-m prod/my-model)"
+    )
+
+
 def test_an_access_point_arn_passes_the_bucket_name_check(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
