@@ -150,7 +150,7 @@ def _check_name_alone(variable: str, value: str, what: str) -> None:
         advice = f"give the {what}'s name alone" + (f", such as {name!r}" if name else "")
     else:
         shown = value
-        name, _, folder = value.partition("/")
+        name, _, folder = value.lstrip("/").partition("/")  # `/models`: the bucket
         advice = f"the {what} is {name!r}"
     if folder.strip("/"):
         advice += f"; a folder in the {what} goes into -m (-m {folder.strip('/')}/my-model)"

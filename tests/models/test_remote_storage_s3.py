@@ -232,9 +232,10 @@ async def test_a_missing_bucket_is_named_as_the_bucket_not_the_model(
     [
         ("s3://models-bucket", "give the bucket's name alone, such as 'models-bucket'"),
         ("models-bucket/prod", "a folder in the bucket goes into -m (-m prod/my-model)"),
+        ("/models-bucket", "no bucket name: the bucket is 'models-bucket'"),  # was: is ''
         ("models bucket", "S3 takes letters, digits, '.', '-' and '_', or an access point's ARN"),
     ],
-    ids=["url", "folder", "space"],
+    ids=["url", "folder", "leading-slash", "space"],
 )
 async def test_a_bucket_name_that_is_a_url_or_a_path_is_a_configuration_error(
     s3_env, monkeypatch: pytest.MonkeyPatch, bucket: str, advice: str
