@@ -1286,7 +1286,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         # The serving processes' locks, when they are shared (an in-memory lock is not).
         locks = create_lock_store(endpoints.get("lock_store"), args.endpoints)
         shared = None if locks.process_local else locks
-        store = create_tracker_store(config, args.endpoints)
+        store = create_tracker_store(config, args.endpoints, create_missing=False)
         try:
             return await delete_conversations_older_than(
                 store, args.older_than_days * 86400, shared
@@ -1340,7 +1340,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         ids = [i.strip() for i in args.conversation_ids.split(",") if i.strip()]
 
     async def export() -> int:
-        store = create_tracker_store(endpoints["tracker_store"], args.endpoints)
+        store = create_tracker_store(
+            endpoints["tracker_store"], args.endpoints, create_missing=False
+        )
         broker = create_event_broker(endpoints["event_broker"], args.endpoints)
         assert broker is not None  # the section is there
         try:

@@ -12,6 +12,7 @@ import decimal
 import json
 import logging
 import os
+import re
 import secrets
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -57,6 +58,9 @@ _BUSY_CODES = {
     "LimitExceededException",
     "TransactionConflictException",
 }
+# The table names DynamoDB takes, and a table's ARN (which it takes in their place).
+_TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
+_TABLE_ARN = re.compile(r"arn:[a-z-]+:dynamodb:[^:]*:[0-9]*:table/[A-Za-z0-9_.-]{3,255}")
 # The attribute names, as placeholders: `name` is one of DynamoDB's reserved words.
 _NAMES = {"#events": "events", "#name": "name", "#append": "botserver_append"}
 
@@ -64,11 +68,12 @@ T = TypeVar("T")
 
 
 class DynamoTrackerStore:
-    """Tracker store on a DynamoDB table (created, with on-demand billing, if missing)."""
+    """Tracker store on a DynamoDB table (created, with on-demand billing, if missing and
+    `create_table`)."""
 
     process_local = False
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], create_table: bool = True) -> None:
         try:
             import boto3
             from botocore.config import Config
@@ -78,6 +83,12 @@ class DynamoTrackerStore:
             ) from exc
         self.cache_events = cache_events_setting(config)  # hot trackers over this store
         self.table = str(config.get("table_name") or DEFAULT_TABLE)
+        if not _TABLE_NAME.fullmatch(self.table) and not _TABLE_ARN.fullmatch(self.table):
+            # Before, taken: every request then failed with DynamoDB's ValidationException.
+            raise InvalidConfig(
+                f"table_name {self.table!r} is no DynamoDB table name: 3 to 255 letters, "
+                "digits, '_', '-' or '.' (or the table's ARN)"
+            )
         self.region = str(config.get("region") or DEFAULT_REGION)
         self.endpoint = (
             config.get("endpoint_url")
@@ -96,6 +107,8 @@ class DynamoTrackerStore:
             retries={"total_max_attempts": 2, "mode": "standard"},
             max_pool_connections=32,
         )
+        from botocore.exceptions import InvalidRegionError
+
         try:
             self._client = boto3.session.Session().client(
                 "dynamodb",
@@ -103,8 +116,13 @@ class DynamoTrackerStore:
                 endpoint_url=self.endpoint,
                 config=client_config,
             )
+        except InvalidRegionError:  # (a ValueError, once blamed on endpoint_url below)
+            raise InvalidConfig(
+                f"region {self.region!r} is no AWS region name (such as us-east-1)"
+            ) from None
         except ValueError as exc:  # botocore's "Invalid endpoint"
             raise InvalidConfig(f"endpoint_url {self.endpoint!r} is not usable: {exc}") from None
+        self._create_table = create_table  # False: a missing table is StoreFailed
         self._ready = False
         self._ready_lock = asyncio.Lock()
         # The conversations this process read or wrote last, least recently used first,
@@ -131,6 +149,11 @@ class DynamoTrackerStore:
         try:
             table = self._client.describe_table(TableName=self.table)["Table"]
         except errors.ResourceNotFoundException:
+            if not self._create_table:
+                raise StoreFailed(
+                    f"The tracker store's {self.describe()} does not exist: check table_name "
+                    "and region (botserver run creates it)"
+                ) from None
             logger.info("Creating the %s for the tracker store", self.describe())
             try:
                 self._client.create_table(

@@ -9,6 +9,7 @@ import re
 import shlex
 import sqlite3
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,14 @@ from bench.tcp_proxy import free_port
 from server.brokers.ordering import PREVIOUS_ID_HEADER, ConversationOrderer
 from server.trackers.factory import create_tracker_store
 from tests.brokers.test_rabbitmq_broker import AMQP_URL, consume
-from tests.trackers.persistence_fixtures import RABBITMQ, require_service, unique_name
+from tests.trackers.persistence_fixtures import (
+    RABBITMQ,
+    delete_dynamo_table,
+    moto_credentials,
+    moto_endpoint,
+    require_service,
+    unique_name,
+)
 
 TRACKERS = "trackers.db"
 
@@ -383,3 +391,72 @@ def test_a_stored_event_that_is_not_a_json_object_is_an_error_and_exit_1(
     assert result.err.startswith("error: Conversation 'ann' holds a stored event that is not")
     assert len(result.err.strip().splitlines()) == 1, result.err
     assert not (tmp_path / "events.db").exists() or not _broker_rows(tmp_path)
+
+
+# -- DynamoDB ---------------------------------------------------------------------------------
+@pytest.fixture
+def dynamo_table() -> Iterator[tuple[str, str]]:
+    """(endpoint, table name) of a table on moto's server (none is made here)."""
+    pytest.importorskip("boto3")
+    endpoint, table = moto_endpoint(), unique_name("bs_export")
+    with moto_credentials():
+        yield endpoint, table
+    delete_dynamo_table(endpoint, table)
+
+
+def _dynamo_tables(endpoint: str, region: str = "us-east-1") -> list[str]:
+    import boto3
+
+    client = boto3.client("dynamodb", region_name=region, endpoint_url=endpoint)
+    return client.list_tables()["TableNames"]
+
+
+def _dynamo_endpoints(tmp_path: Path, endpoint: str, table: str, region: str) -> None:
+    (tmp_path / "endpoints.yml").write_text(
+        f"tracker_store:\n  type: dynamo\n  table_name: {table}\n  region: {region}\n"
+        f"  endpoint_url: {endpoint}\n{SQL_BROKER}"
+    )
+
+
+def test_a_rasa_dynamodb_table_is_exported_in_time_order(
+    run_cli, tmp_path: Path, dynamo_table: tuple[str, str]
+) -> None:
+    """Items as Rasa 3 puts them (the whole dialogue, floats as Decimal) go out as Rasa's
+    export sends them."""
+    import boto3
+
+    endpoint, table = dynamo_table
+    _dynamo_endpoints(tmp_path, endpoint, table, "us-east-1")
+    store = create_tracker_store({"type": "dynamo", "table_name": table, "endpoint_url": endpoint})
+    asyncio.run(store.ping())  # the table, made as botserver run makes it
+    asyncio.run(store.close())
+    resource = boto3.resource("dynamodb", region_name="us-east-1", endpoint_url=endpoint)
+    for sender_id, events in CONVERSATIONS.items():
+        stored = json.loads(json.dumps(events), parse_float=Decimal)
+        resource.Table(table).put_item(
+            Item={"sender_id": sender_id, "name": sender_id, "events": stored}
+        )
+    result = run_cli("export", cwd=tmp_path)
+    assert result.code == 0, result.err
+    assert "Published 6 events." in result.out
+    assert _broker_rows(tmp_path) == _in_time_order(CONVERSATIONS)
+
+
+@pytest.mark.parametrize("command", [["export"], ["prune", "--older-than-days", "1"]])
+def test_a_dynamodb_table_that_is_not_there_is_named_not_created(
+    run_cli, tmp_path: Path, dynamo_table: tuple[str, str], command: list[str]
+) -> None:
+    """A table_name or region mistyped in the endpoints file: `botserver export` and
+    `prune` say which table they found missing, and make none. Before, each created an
+    empty table (in the user's AWS account, in that region) and found nothing in it."""
+    endpoint, table = dynamo_table
+    _dynamo_endpoints(tmp_path, endpoint, table, "eu-west-3")
+    result = run_cli(*command, cwd=tmp_path)
+    assert result.code == 1
+    assert result.err.startswith(
+        f"error: The tracker store's DynamoDB table '{table}' in eu-west-3 at {endpoint} "
+        "does not exist: check table_name and region (botserver run creates it)"
+    ), result.err
+    assert len(result.err.strip().splitlines()) == 1, result.err
+    assert table not in _dynamo_tables(endpoint, "eu-west-3")
+    assert not (tmp_path / "events.db").exists()
