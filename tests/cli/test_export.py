@@ -308,9 +308,10 @@ def test_a_broker_failing_midway_says_how_to_go_on(
     run_cli, tmp_path: Path, queue: dict[str, str], offset: int | None
 ) -> None:
     """RabbitMQ refuses messages past a queue's length limit; the export stops there and names
-    the command that publishes the rest."""
+    the command that publishes the rest, of both conversations (Rasa's, going conversation
+    by conversation, would skip the older events of the one it had not reached)."""
     events = [_action("action_listen", float(i)) for i in range(400)]
-    _seed(tmp_path, {"ana": events})
+    _seed(tmp_path, {"ana": events[0::2], "bob": events[1::2]})
     _endpoints(tmp_path, _pika(queue))
 
     async def limited_queue() -> None:
