@@ -1352,10 +1352,10 @@ def cmd_export(args: argparse.Namespace) -> int:
                     "Not in the tracker store: conversations %s", ", ".join(selection.missing)
                 )
             print(
-                f"Selected {len(selection.messages)} events of "
+                f"Selected {len(selection.selected)} events of "
                 f"{len(selection.conversations)} conversations for publishing."
             )
-            return await publish_events(broker, selection.messages, selection.stored_timestamps)
+            return await publish_events(broker, selection)
         finally:
             await broker.close()
             await store.close()
