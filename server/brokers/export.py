@@ -13,7 +13,7 @@ from typing import Any, overload
 from server.brokers.broker import EventBroker
 from server.brokers.delivery import Outgoing
 from server.brokers.ordering import chain_ids
-from server.errors import ExportInterrupted, NothingToExport
+from server.errors import ExportInterrupted, InvalidConversationId, NothingToExport
 from server.trackers.events import left_out_by_rasa
 from server.trackers.store import TrackerStore
 
@@ -97,24 +97,21 @@ async def select_events(
     a consumer can drop what it already has, and names the one before it in its conversation
     among those selected (the first names none). `offset_seconds` moves the timestamps of
     the messages (Rasa's `--offset-timestamps-by-seconds`), not those the range is of."""
-    stored = set(await store.keys())
-    if not stored:
-        raise NothingToExport("the tracker store holds no conversation: nothing to export")
-    missing: list[str] = []
     if conversation_ids:
-        requested = set(conversation_ids)
-        missing = sorted(requested - stored)
-        chosen = sorted(requested & stored)
-        if not chosen:
-            raise NothingToExport(
-                "none of the conversations of --conversation-ids is in the tracker store: "
-                + ", ".join(missing)
-            )
+        # Read alone: listing the store's conversations reads all of them on DynamoDB.
+        chosen = sorted(set(conversation_ids))
     else:
-        chosen = sorted(stored)
+        chosen = sorted(set(await store.keys()))
+        if not chosen:
+            raise NothingToExport("the tracker store holds no conversation: nothing to export")
+    missing: list[str] = []
     selected: list[Selected] = []
     for sender_id in chosen:
-        loaded = await store.load_all(sender_id) or []
+        loaded = await _stored(store, sender_id)
+        if loaded is None:
+            if conversation_ids:  # (else deleted since it was listed)
+                missing.append(sender_id)
+            continue
         events = [event for event in loaded if not left_out_by_rasa(event)]
         previous: str | None = None  # the conversation's last event selected
         published = [_moved(event, offset_seconds) for event in events]
@@ -130,11 +127,25 @@ async def select_events(
             text = json.dumps(body, separators=(",", ":"))
             selected.append(Selected(stamp, sender_id, message_id, previous, text))
             previous = message_id
+    if conversation_ids and len(missing) == len(chosen):
+        raise NothingToExport(
+            "none of the conversations of --conversation-ids is in the tracker store: "
+            + ", ".join(missing)
+        )
     if not selected:
         raise NothingToExport("no event of these conversations is within the requested time range")
     selected.sort(key=lambda item: item.stamp)
     conversations = sorted({item.sender_id for item in selected})
     return Selection(conversations, selected, missing)
+
+
+async def _stored(store: TrackerStore, sender_id: str) -> list[dict[str, Any]] | None:
+    """The conversation's stored events; None when the store holds none (or could not
+    hold one of this id)."""
+    try:
+        return await store.load_all(sender_id) or None
+    except InvalidConversationId:
+        return None
 
 
 def _moved(event: dict[str, Any], offset_seconds: int) -> dict[str, Any]:

@@ -8,8 +8,17 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from server.brokers.export import publish_events, select_events
+from server.trackers.dynamo_store import DynamoTrackerStore
 from server.trackers.factory import create_tracker_store
+from tests.trackers.persistence_fixtures import (
+    delete_dynamo_table,
+    moto_credentials,
+    moto_endpoint,
+    unique_name,
+)
 
 
 def _user(number: int, at: float) -> dict[str, Any]:
@@ -82,3 +91,30 @@ async def test_events_go_out_exactly_as_stored(tmp_path: Path) -> None:
     assert [list(body) for body in published] == [["sender_id", *event] for event in events]
     assert isinstance(published[2]["timestamp"], int)
     assert str(published[1]["value"]["zero"]) == "-0.0"
+
+
+async def test_conversation_ids_are_read_without_scanning_the_table() -> None:
+    """`--conversation-ids` reads those conversations alone. Before, the export first listed
+    every conversation of the store (on DynamoDB a Scan, which reads and bills every item
+    of the table) to find which of them it held."""
+    pytest.importorskip("boto3")
+    endpoint, table = moto_endpoint(), unique_name("bs_export")
+    with moto_credentials():
+        store = create_tracker_store(
+            {"type": "dynamo", "table_name": table, "endpoint_url": endpoint}
+        )
+        assert isinstance(store, DynamoTrackerStore)
+        try:
+            for c in range(3):
+                await store.append(f"c{c}", [_user(i, 10.0 * i + c) for i in range(2)])
+            requests: list[str] = []
+            store._client.meta.events.register(
+                "before-call.dynamodb.*", lambda model, **_: requests.append(model.name)
+            )
+            selection = await select_events(store, ["c1", "zed"])
+        finally:
+            await store.close()
+            delete_dynamo_table(endpoint, table)
+    assert (selection.conversations, selection.missing) == (["c1"], ["zed"])
+    assert [m.event["timestamp"] for m in selection.messages] == [1.0, 11.0]
+    assert requests == ["GetItem", "GetItem"]
