@@ -169,6 +169,25 @@ def _finite_number(text: str) -> float:
     return value
 
 
+# The largest `--offset-timestamps-by-seconds`, either way: about 31,700 years (before, a
+# larger one than datetime shows was an OverflowError with a traceback).
+MAX_OFFSET_SECONDS = 10**12
+
+
+def _offset_seconds(text: str) -> int:
+    """An argparse type: a whole number of seconds, at most MAX_OFFSET_SECONDS either way."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if abs(value) > MAX_OFFSET_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"must be between {-MAX_OFFSET_SECONDS} and {MAX_OFFSET_SECONDS} seconds "
+            f"(about 31,700 years), not {text}"
+        )
+    return value
+
+
 def _fraction(text: str) -> float:
     """An argparse type: a number strictly between 0 and 1."""
     try:
@@ -907,7 +926,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--offset-timestamps-by-seconds",
-        type=int,
+        type=_offset_seconds,
         help="move the timestamps of the published events by this many seconds (the range "
         "above is of the stored ones; the tracker store is unchanged)",
     )

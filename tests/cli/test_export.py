@@ -206,6 +206,20 @@ def test_an_offset_that_is_no_integer_is_refused_as_rasa(run_cli, project: Path)
     assert "argument --offset-timestamps-by-seconds: invalid int value: '1.5'" in result.err
 
 
+@pytest.mark.parametrize("offset", ["99999999999999999999999", "-1000000000001"])
+def test_an_offset_beyond_any_date_is_refused(run_cli, project: Path, offset: str) -> None:
+    """Before, an OverflowError with a traceback (as in Rasa, whose start line fails the
+    same way)."""
+    result = run_cli("export", "--offset-timestamps-by-seconds", offset, cwd=project)
+    assert result.code == 2
+    assert (
+        "argument --offset-timestamps-by-seconds: must be between -1000000000000 and "
+        f"1000000000000 seconds (about 31,700 years), not {offset}"
+    ) in result.err
+    assert "Traceback" not in result.err
+    assert not (project / "events.db").exists()
+
+
 # -- RabbitMQ ---------------------------------------------------------------------------------
 @pytest.fixture
 def queue() -> Iterator[dict[str, str]]:
