@@ -13,7 +13,12 @@ from typing import Any, overload
 from server.brokers.broker import EventBroker
 from server.brokers.delivery import Outgoing
 from server.brokers.ordering import chain_ids
-from server.errors import ExportInterrupted, InvalidConversationId, NothingToExport
+from server.errors import (
+    ExportInterrupted,
+    InvalidConversationId,
+    NothingToExport,
+    first_line,
+)
 from server.trackers.events import left_out_by_rasa
 from server.trackers.store import TrackerStore
 
@@ -174,7 +179,11 @@ async def publish_events(broker: EventBroker, selection: Selection) -> int:
             total = len(selected)
             done = f"after {published} of {total} events" if published else "nothing published"
             raise ExportInterrupted(
-                f"the event broker failed ({done}): {exc}", published, selected[published].stamp
+                # (An error without text, a timeout's, ended the line with a bare colon.)
+                f"the event broker failed ({done}): "
+                + first_line(exc, limit=None, default=f"{type(exc).__name__} (no answer)"),
+                published,
+                selected[published].stamp,
             ) from exc
         published += len(chunk)
     return published

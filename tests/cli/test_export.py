@@ -7,6 +7,7 @@ import asyncio
 import json
 import re
 import shlex
+import socket
 import sqlite3
 from collections.abc import Iterator
 from decimal import Decimal
@@ -315,6 +316,22 @@ def test_an_unreachable_rabbitmq_is_an_error_and_exit_1(
     assert errors and "the event broker failed (nothing published)" in errors[0]
     assert "Connect call failed" in errors[0]
     assert "Traceback" not in result.err
+
+
+def test_a_rabbitmq_that_never_answers_is_named_as_such(
+    run_cli, project: Path, queue: dict[str, str]
+) -> None:
+    """A host that takes the connection and says nothing (a hung broker, a firewall that
+    lets the handshake through). Before, the error line ended with an empty reason: `the
+    event broker failed (nothing published): `."""
+    with socket.socket() as silent:  # the kernel takes connections; nothing answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        _endpoints(project, _pika(queue, port=silent.getsockname()[1]))
+        result = run_cli("export", cwd=project)
+    assert result.code == 1
+    [error] = [line for line in result.err.splitlines() if line.startswith("error:")]
+    assert error == "error: the event broker failed (nothing published): TimeoutError (no answer)"
 
 
 @pytest.mark.parametrize("offset", [None, 3600])
