@@ -20,7 +20,7 @@ from server.errors import (
     first_line,
 )
 from server.trackers.events import left_out_by_rasa
-from server.trackers.store import TrackerStore
+from server.trackers.store import ReadsEverything, TrackerStore
 
 # Messages handed to the broker at a time (each made, its event parsed, only then).
 PUBLISH_CHUNK = 1000
@@ -102,21 +102,10 @@ async def select_events(
     a consumer can drop what it already has, and names the one before it in its conversation
     among those selected (the first names none). `offset_seconds` moves the timestamps of
     the messages (Rasa's `--offset-timestamps-by-seconds`), not those the range is of."""
-    if conversation_ids:
-        # Read alone: listing the store's conversations reads all of them on DynamoDB.
-        chosen = sorted(set(conversation_ids))
-    else:
-        chosen = sorted(set(await store.keys()))
-        if not chosen:
-            raise NothingToExport("the tracker store holds no conversation: nothing to export")
     missing: list[str] = []
     selected: list[Selected] = []
-    for sender_id in chosen:
-        loaded = await _stored(store, sender_id)
-        if loaded is None:
-            if conversation_ids:  # (else deleted since it was listed)
-                missing.append(sender_id)
-            continue
+
+    def select(sender_id: str, loaded: list[dict[str, Any]]) -> None:
         events = [event for event in loaded if not left_out_by_rasa(event)]
         previous: str | None = None  # the conversation's last event selected
         published = [_moved(event, offset_seconds) for event in events]
@@ -132,6 +121,31 @@ async def select_events(
             text = json.dumps(body, separators=(",", ":"))
             selected.append(Selected(stamp, sender_id, message_id, previous, text))
             previous = message_id
+
+    if conversation_ids:
+        # Read alone: listing the store's conversations reads all of them on DynamoDB.
+        chosen = sorted(set(conversation_ids))
+        for sender_id in chosen:
+            loaded = await _stored(store, sender_id)
+            if loaded is None:
+                missing.append(sender_id)
+            else:
+                select(sender_id, loaded)
+    elif isinstance(store, ReadsEverything):
+        found = 0
+        async for sender_id, loaded in store.each_conversation():
+            found += 1
+            select(sender_id, loaded)
+        if not found:
+            raise NothingToExport("the tracker store holds no conversation: nothing to export")
+    else:
+        chosen = sorted(set(await store.keys()))
+        if not chosen:
+            raise NothingToExport("the tracker store holds no conversation: nothing to export")
+        for sender_id in chosen:
+            loaded = await _stored(store, sender_id)
+            if loaded is not None:  # (else deleted since it was listed)
+                select(sender_id, loaded)
     if conversation_ids and len(missing) == len(chosen):
         raise NothingToExport(
             "none of the conversations of --conversation-ids is in the tracker store: "
@@ -139,7 +153,8 @@ async def select_events(
         )
     if not selected:
         raise NothingToExport("no event of these conversations is within the requested time range")
-    selected.sort(key=lambda item: item.stamp)
+    # (A conversation's events keep their order among equal timestamps.)
+    selected.sort(key=lambda item: (item.stamp, item.sender_id))
     conversations = sorted({item.sender_id for item in selected})
     return Selection(conversations, selected, missing)
 

@@ -14,7 +14,7 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -273,12 +273,40 @@ class DynamoTrackerStore:
             items += page
         return items
 
-    def _pages(self, projection: str) -> Iterator[list[dict[str, Any]]]:
+    async def each_conversation(self) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+        """Every conversation with its events, a Scan page (up to 1 MB) at a time, read
+        consistently as `load_all` reads: one pass over the table, where `keys()` and then
+        a GetItem of each read every item three times over (in read units)."""
+        await self._ensure_ready()
+        pages = self._pages("sender_id, #events", consistent=True)
+        while (page := await self._run(partial(self._next_conversations, pages))) is not None:
+            for conversation in page:
+                yield conversation
+
+    @staticmethod
+    def _next_conversations(
+        pages: Iterator[list[dict[str, Any]]],
+    ) -> list[tuple[str, list[dict[str, Any]]]] | None:
+        """The conversations of the next scan page that have events (None after the last)."""
+        page = next(pages, None)
+        if page is None:
+            return None
+        conversations = []
+        for item in page:
+            sender_id = item["sender_id"]["S"]
+            events = [_event(sender_id, value) for value in item.get("events", {}).get("L", [])]
+            if events:
+                conversations.append((sender_id, events))
+        return conversations
+
+    def _pages(self, projection: str, consistent: bool = False) -> Iterator[list[dict[str, Any]]]:
         paginator = self._client.get_paginator("scan")
         names = {"#events": "events"} if "#events" in projection else None
         options: dict[str, Any] = {"TableName": self.table, "ProjectionExpression": projection}
         if names:
             options["ExpressionAttributeNames"] = names
+        if consistent:
+            options["ConsistentRead"] = True
         for page in paginator.paginate(**options):
             yield page.get("Items", [])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import tracemalloc
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -93,10 +94,10 @@ async def test_events_go_out_exactly_as_stored(tmp_path: Path) -> None:
     assert str(published[1]["value"]["zero"]) == "-0.0"
 
 
-async def test_conversation_ids_are_read_without_scanning_the_table() -> None:
-    """`--conversation-ids` reads those conversations alone. Before, the export first listed
-    every conversation of the store (on DynamoDB a Scan, which reads and bills every item
-    of the table) to find which of them it held."""
+@pytest.fixture
+async def dynamo() -> AsyncIterator[tuple[DynamoTrackerStore, list[str]]]:
+    """A DynamoDB store on a new table on moto's server, and the names of the requests it
+    makes (botocore's own hook: nothing is faked)."""
     pytest.importorskip("boto3")
     endpoint, table = moto_endpoint(), unique_name("bs_export")
     with moto_credentials():
@@ -104,17 +105,47 @@ async def test_conversation_ids_are_read_without_scanning_the_table() -> None:
             {"type": "dynamo", "table_name": table, "endpoint_url": endpoint}
         )
         assert isinstance(store, DynamoTrackerStore)
+        requests: list[str] = []
+        store._client.meta.events.register(
+            "before-call.dynamodb.*", lambda model, **_: requests.append(model.name)
+        )
         try:
-            for c in range(3):
-                await store.append(f"c{c}", [_user(i, 10.0 * i + c) for i in range(2)])
-            requests: list[str] = []
-            store._client.meta.events.register(
-                "before-call.dynamodb.*", lambda model, **_: requests.append(model.name)
-            )
-            selection = await select_events(store, ["c1", "zed"])
+            yield store, requests
         finally:
             await store.close()
             delete_dynamo_table(endpoint, table)
+
+
+async def test_conversation_ids_are_read_without_scanning_the_table(
+    dynamo: tuple[DynamoTrackerStore, list[str]],
+) -> None:
+    """`--conversation-ids` reads those conversations alone. Before, the export first listed
+    every conversation of the store (on DynamoDB a Scan, which reads and bills every item
+    of the table) to find which of them it held."""
+    store, requests = dynamo
+    for c in range(3):
+        await store.append(f"c{c}", [_user(i, 10.0 * i + c) for i in range(2)])
+    requests.clear()
+    selection = await select_events(store, ["c1", "zed"])
     assert (selection.conversations, selection.missing) == (["c1"], ["zed"])
     assert [m.event["timestamp"] for m in selection.messages] == [1.0, 11.0]
     assert requests == ["GetItem", "GetItem"]
+
+
+async def test_every_conversation_of_a_dynamodb_table_is_read_in_one_scan(
+    dynamo: tuple[DynamoTrackerStore, list[str]],
+) -> None:
+    """The whole table in one pass, a Scan page (1 MB) at a time. Before, a Scan listed the
+    conversations (it reads, and bills, every item whole), then a GetItem read each one
+    again: a request per conversation, and three times the read units."""
+    store, requests = dynamo
+    for c in (2, 0, 1):
+        await store.append(f"c{c}", [_user(i, 10.0 * i) for i in range(2)])
+    requests.clear()
+    selection = await select_events(store)
+    assert requests == ["Scan"]
+    assert selection.conversations == ["c0", "c1", "c2"]
+    # Equal timestamps across conversations: by conversation id, as from the other stores.
+    assert [(m.sender_id, m.event["timestamp"]) for m in selection.messages] == [
+        ("c0", 0.0), ("c1", 0.0), ("c2", 0.0), ("c0", 10.0), ("c1", 10.0), ("c2", 10.0)
+    ]  # fmt: skip
