@@ -274,11 +274,11 @@ class DynamoTrackerStore:
         return items
 
     async def each_conversation(self) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
-        """Every conversation with its events, a Scan page (up to 1 MB) at a time, read
-        consistently as `load_all` reads: one pass over the table, where `keys()` and then
-        a GetItem of each read every item three times over (in read units)."""
+        """Every conversation with its events, a Scan page (up to 1 MB) at a time: one
+        pass over the table (eventually consistent, as `keys()` reads it), where `keys()` and
+        then a consistent GetItem of each took three times the read units."""
         await self._ensure_ready()
-        pages = self._pages("sender_id, #events", consistent=True)
+        pages = self._pages("sender_id, #events")
         while (page := await self._run(partial(self._next_conversations, pages))) is not None:
             for conversation in page:
                 yield conversation
@@ -299,14 +299,12 @@ class DynamoTrackerStore:
                 conversations.append((sender_id, events))
         return conversations
 
-    def _pages(self, projection: str, consistent: bool = False) -> Iterator[list[dict[str, Any]]]:
+    def _pages(self, projection: str) -> Iterator[list[dict[str, Any]]]:
         paginator = self._client.get_paginator("scan")
         names = {"#events": "events"} if "#events" in projection else None
         options: dict[str, Any] = {"TableName": self.table, "ProjectionExpression": projection}
         if names:
             options["ExpressionAttributeNames"] = names
-        if consistent:
-            options["ConsistentRead"] = True
         for page in paginator.paginate(**options):
             yield page.get("Items", [])
 
