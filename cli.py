@@ -1006,7 +1006,7 @@ def _valid_for_training(args: argparse.Namespace) -> bool:
     strict = args.fail_on_validation_warnings
     if not (report.errors or report.failing_warnings or (strict and report.warnings)):
         return True
-    for warning in [*report.config_warnings, *report.warnings]:
+    for warning in [*report.config_warnings, *report.unchecked_warnings, *report.warnings]:
         print(f"warning: {warning}", file=sys.stderr)
     for error in report.errors:
         print(f"error: {error}", file=sys.stderr)

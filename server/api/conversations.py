@@ -137,9 +137,14 @@ async def _ensure_exists(agent: Agent, conversation_id: str) -> None:
 
 
 def _required_name(body: dict[str, Any], what: str) -> str:
+    """The body's `name` of an intent or action: a 400 naming it when absent or empty, as
+    in Rasa, and when it is no string (Rasa's spec types it so; Rasa looks it up, and
+    answers trigger_intent's 404 or execute's 500)."""
     name = body.get("name")
-    if not isinstance(name, str) or not name:
+    if not name:
         raise bad_request(f"Name of the {what} not provided in request body.", "name", "body")
+    if not isinstance(name, str):
+        raise bad_request(f"'name' must be the name of an {what} (a string).", "name", "body")
     return name
 
 

@@ -32,6 +32,7 @@ from server.auth import AuthConfig, keep_endpoint_secrets_out_of_logs
 from server.brokers.factory import create_event_broker
 from server.channels import InputChannel, load_channels
 from server.dialogue.agent import Agent, OutputFactory
+from server.dialogue.http_endpoint import HttpEndpoint
 from server.dialogue.processor import DialogueModel, Processor
 from server.errors import InvalidConfig, StoreFailed, StoreUnavailable
 from server.http_clients import check_environment_bundle
@@ -46,6 +47,7 @@ from server.trackers.factory import (
     reading_section,
 )
 from server.trackers.repository import TrackerRepository
+from server.training.unknown_options import unknown_option_warning
 
 logger = logging.getLogger(__name__)
 
@@ -88,12 +90,31 @@ class ServerOptions:
     )
 
 
-def _action_client(config: dict[str, Any] | None) -> Any:
-    if not config or not config.get("url"):
+# The keys of `action_endpoint:` and `nlg:` botserver reads (Rasa ignores any other).
+_ACTION_ENDPOINT_KEYS = HttpEndpoint.SETTINGS_KEYS | {"enable_selective_domain"}
+_NLG_KEYS = HttpEndpoint.SETTINGS_KEYS | {"type", "store_type"}
+
+
+def _action_client(config: dict[str, Any] | None, source: str) -> Any:
+    if not config:
+        return None
+    _warn_unknown_settings(config, _ACTION_ENDPOINT_KEYS, f"{source}: action_endpoint")
+    if not config.get("url"):
+        # `url: ${ACTION_SERVER_URL}` with the variable empty, say.
+        logger.warning(
+            "%s: action_endpoint has no 'url': custom actions fail until one is set", source
+        )
         return None
     from server.dialogue.action_client import ActionServerClient
 
     return ActionServerClient(config)
+
+
+def _warn_unknown_settings(config: dict[str, Any], known: frozenset[str], owner: str) -> None:
+    """A warning for each key of an endpoint section that is not read (its value unsaid)."""
+    for key in config:
+        if key not in known:
+            logger.warning(unknown_option_warning(owner, key, sorted(known), list_known=True))
 
 
 def _load_channels(options: ServerOptions) -> list[InputChannel]:
@@ -181,10 +202,11 @@ def build_app(options: ServerOptions) -> FastAPI:
     lock_store = create_lock_store(endpoints.get("lock_store"), endpoints_file)
     broker = create_event_broker(endpoints.get("event_broker"), endpoints_file)
     with reading_section("action_endpoint", endpoints_file):
-        action_client = _action_client(endpoints.get("action_endpoint"))
+        action_client = _action_client(endpoints.get("action_endpoint"), endpoints_file)
     with reading_section("nlg", endpoints_file):
         from server.dialogue.nlg_client import nlg_client_for
 
+        _warn_unknown_settings(endpoints.get("nlg") or {}, _NLG_KEYS, f"{endpoints_file}: nlg")
         nlg_client = nlg_client_for(endpoints.get("nlg"))
 
     loader: Callable[[Path, dict[str, Any]], DialogueModel] = load_model

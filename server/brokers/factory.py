@@ -26,7 +26,7 @@ def create_event_broker(
 
 
 def _create_event_broker(config: dict[str, Any]) -> EventBroker:
-    kind = section_type(config, "event_broker")
+    kind = section_type(config)
     if kind in _RABBITMQ_TYPES:
         from server.brokers.rabbitmq import RabbitMQEventBroker
 

@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import PlainTextResponse
 
 from server import setting_values as settings
 from server.auth.log_redaction import keep_endpoint_secrets_out_of_logs
 from server.channels.channel import InputChannel, OnNewMessage, health_router, log_failed_turn
 from server.channels.rest import message_from_rest_body, read_json_object
-from server.dialogue.http_endpoint import HttpEndpoint
+from server.dialogue.http_endpoint import HttpEndpoint, error_reason
 from server.dialogue.messages import check_text_length, split_message
 from server.errors import (
     InvalidConfig,
@@ -146,10 +146,10 @@ class CallbackOutput:
         try:
             answer = await asyncio.wait_for(self.endpoint.post_json(body), timeout)
         except (TimeoutError, httpx.TimeoutException, httpx.ConnectError) as e:
-            timed_out = not isinstance(e, httpx.ConnectError)
-            self._unreachable = (
-                f"did not answer within {timeout:g} s" if timed_out else "cannot be reached"
-            )
+            if isinstance(e, httpx.ConnectError):  # down, or its TLS certificate not trusted
+                self._unreachable = f"cannot be reached ({error_reason(e)})"
+            else:
+                self._unreachable = f"did not answer within {timeout:g} s"
             logger.error(
                 "callback: could not deliver a message to %s: it %s",
                 self.endpoint.safe_url,
@@ -157,22 +157,26 @@ class CallbackOutput:
             )
             return
         except Exception as e:  # any failure: the turn's other messages go on
+            reason, name = error_reason(e), type(e).__name__
             logger.error(
                 "callback: could not deliver a message to %s: %s",
                 self.endpoint.safe_url,
-                type(e).__name__,
+                name if reason == name else f"{name}: {reason}",
             )
             return
         if answer.status_code >= 300:
             # A redirect is not followed (it could lead anywhere): the message is lost too.
             redirect = answer.redirect
+            if redirect:
+                outcome = f"{redirect}: the message was not delivered"
+            else:  # what the receiver said, as Rasa logs it: why it refused the message
+                detail = await answer.error_detail()
+                outcome = "which was not delivered" + (f": {detail}" if detail else "")
             logger.error(
                 "callback: %s answered HTTP %s to a bot message, %s",
                 self.endpoint.safe_url,
                 answer.status_code,
-                f"{redirect}: the message was not delivered"
-                if redirect
-                else "which was not delivered",
+                outcome,
             )
 
 
@@ -211,20 +215,23 @@ class CallbackInput(InputChannel):
                 # there, not refused as by the REST channel.
                 body.pop("metadata", None)
             message = message_from_rest_body(body, self.name, read_input_channel=False)
-            if message.text is not None:
-                check_text_length(message.text)  # a 400, as the REST channel answers
-                output = CallbackOutput(self.endpoint, self.deliveries, in_webhook=True)
-                message.output_channel = output  # this turn's own
-                try:
-                    await on_new_message(message)
-                except (StoreError, LockTimeout, InvalidConversationId, NoModelLoaded):
-                    # A 503, 500, 400 or 409, as the REST channel (streamed) and the API
-                    # answer: not a message taken, which "success" would say.
-                    raise
-                except Exception as e:
-                    log_failed_turn(logger, "callback", message.sender_id, e)
-                finally:
-                    await output.delivered()  # what the turn sent before it failed, too
+            if message.text is None:
+                # "success" would say a message was taken, and its sender would wait for
+                # replies that never come (Rasa's turn fails on it: a 500).
+                raise HTTPException(400, "The request body has no 'message': nothing was handled.")
+            check_text_length(message.text)  # a 400, as the REST channel answers
+            output = CallbackOutput(self.endpoint, self.deliveries, in_webhook=True)
+            message.output_channel = output  # this turn's own
+            try:
+                await on_new_message(message)
+            except (StoreError, LockTimeout, InvalidConversationId, NoModelLoaded):
+                # A 503, 500, 400 or 409, as the REST channel (streamed) and the API
+                # answer: not a message taken, which "success" would say.
+                raise
+            except Exception as e:
+                log_failed_turn(logger, "callback", message.sender_id, e)
+            finally:
+                await output.delivered()  # what the turn sent before it failed, too
             return PlainTextResponse("success")
 
         router.add_api_route("/webhook", receive, methods=["POST"], include_in_schema=False)

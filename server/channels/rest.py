@@ -64,8 +64,8 @@ def message_from_rest_body(
     A `message` that is not a string, or a `sender` that is neither a string nor a number,
     is a 400: before, such a message was dropped with a 200 `[]`, and an object as sender
     became a conversation named after its Python text (`{'a': 1}`). So is `metadata` that is
-    not an object, and an `input_channel` naming one of the server's `other_channels` (those
-    with an output channel of their own): the
+    not an object, an `input_channel` that is not a string, and one naming one of the
+    server's `other_channels` (those with an output channel of their own): the
     conversation's channel is where its reminders and `output_channel=latest` pushes go, and
     a REST client would have them sent through a channel it does not speak through (posted
     into the Rocket.Chat room its sender id names).
@@ -86,7 +86,10 @@ def message_from_rest_body(
         # Dropped without a word before (Rasa fails such a turn and answers `[]`).
         raise HTTPException(400, "The 'metadata' must be a JSON object.")
     channel = body.get("input_channel") if read_input_channel else None
-    if channel is not None and isinstance(channel, str) and channel in other_channels:
+    if channel is not None and type(channel) is not str:
+        # Taken for `rest` without a word before (Rasa stores it as the channel's name).
+        raise HTTPException(400, "The 'input_channel' must be a string.")
+    if channel is not None and channel in other_channels:
         raise HTTPException(
             400,
             f"The 'input_channel' '{channel}' names another channel of this server, which a "
@@ -96,7 +99,7 @@ def message_from_rest_body(
     return UserMessage(  # by position: keywords cost some 2,000 instructions more
         None if text is None else text.strip(),  # text
         "default" if sender is None else str(sender),  # sender_id
-        channel if isinstance(channel, str) and channel else input_channel,  # input_channel
+        channel or input_channel,  # input_channel
         metadata,  # metadata
     )
 
@@ -170,8 +173,9 @@ class RestWebhook:
             _json_object(body), self.channel_name, True, self.other_channels
         )
         if message.text is None:
-            # Rasa answers an empty list when there is no message to handle.
-            start, end = _json_response([])
+            # Rasa answers an empty list when there is no message to handle; a stream is
+            # empty (a `[]` line would read as a bot message).
+            start, end = _response(b"", _STREAM_TYPE) if stream else _json_response([])
             await send(start)
             await send(end)
             return
@@ -242,16 +246,24 @@ def _json_bytes(content: Any) -> bytes:
 
 def _json_response(content: Any) -> tuple[Message, Message]:
     """The two ASGI messages of a 200 answer with `content` as JSON."""
-    body = _json_bytes(content)
+    return _response(_json_bytes(content), b"application/json")
+
+
+def _response(body: bytes, content_type: bytes) -> tuple[Message, Message]:
+    """The two ASGI messages of a 200 answer with `body`."""
     start: Message = {
         "type": "http.response.start",
         "status": 200,
         "headers": [
             (b"content-length", str(len(body)).encode()),
-            (b"content-type", b"application/json"),
+            (b"content-type", content_type),
         ],
     }
     return start, {"type": "http.response.body", "body": body}
+
+
+# A streamed answer's content type, as `StreamingResponse` writes it (Rasa's, for NDJSON).
+_STREAM_TYPE = b"text/event-stream; charset=utf-8"
 
 
 # A turn that raises one of these was not recorded: answered with its status (503, 400), not

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from server.dialogue.http_endpoint import Answer, HttpEndpoint, one_line
+from server.dialogue.http_endpoint import Answer, HttpEndpoint, error_reason, one_line
 from server.dialogue.nlg import message_problem
 from server.errors import ActionError, ActionRejected, InvalidEvent, ResponseTooLarge
 from server.trackers.events import BotUttered, event_from_dict
@@ -56,7 +56,8 @@ def validate_action_result(action_name: str, result: Any) -> dict[str, list[dict
             f"takes"
         )
     if any(isinstance(event, dict) and event.get("event") == "topic" for event in events):
-        # Rasa 1's TopicSet: Rasa still reads it as nothing, with a warning.
+        # Rasa 1's TopicSet: Rasa reads a stored one as nothing, with a warning (from an
+        # action server, its answer schema refuses it and the action fails).
         logger.warning(
             "Custom action '%s' returned a 'topic' event, a Rasa 1 event that no longer "
             "means anything: ignored",
@@ -184,12 +185,12 @@ class ActionServerClient:
         except httpx.ConnectError as e:
             raise ActionError(
                 f"Custom action '{action_name}': cannot reach the action server at {where} "
-                f"({_reason(e)})"
+                f"({error_reason(e)})"
             ) from None
         except httpx.HTTPError as e:
             raise ActionError(
                 f"Custom action '{action_name}': request to the action server at {where} "
-                f"failed ({_reason(e)})"
+                f"failed ({error_reason(e)})"
             ) from None
         except ResponseTooLarge as e:
             raise ActionError(
@@ -221,15 +222,10 @@ class ActionServerClient:
         except ValueError as e:
             raise ActionError(
                 f"Custom action '{action_name}': the action server at {where} answered "
-                f"something that is not JSON ({_reason(e)})"
+                f"something that is not JSON ({error_reason(e)})"
             ) from None
         return validate_action_result(action_name, result)
 
     async def aclose(self) -> None:
         """Closes the pooled HTTP client."""
         await self.endpoint.aclose()
-
-
-def _reason(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__

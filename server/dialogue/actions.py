@@ -459,8 +459,8 @@ class RemoteAction(Action):
                 f"Failed to execute custom action '{self.name}': no action_endpoint is configured"
             )
         # The client drops the domain itself when selective domain is on and the action
-        # did not ask for it (`send_domain: true`).
-        props = ctx.domain.action_properties.get(self.name)
+        # does not need it (`send_domain: true`, a `validate_...` action).
+        props = {"send_domain": self.name in ctx.domain.actions_needing_domain}
         state = await ctx.sent_state(_action_state)
         return await ctx.action_server.run(
             self.name,

@@ -189,6 +189,19 @@ class Domain:
         # Default actions the domain lists: its own (custom) actions, as in Rasa.
         self.overridden_defaults = frozenset(a for a in self.user_actions if a in DEFAULT_ACTIONS)
         self.action_properties = action_properties or {}
+        # The actions sent the domain under `enable_selective_domain`: as in Rasa, those with
+        # `send_domain: true`, and every `validate_...` listed by its name alone; unlike Rasa,
+        # `action_validate_slot_mappings` so listed too. rasa-sdk's form and slot validation
+        # read the slots to check from it, and without it check none.
+        self.actions_needing_domain = frozenset(
+            a
+            for a in self.user_actions
+            if self.action_properties.get(a, {}).get("send_domain")
+            or (
+                a not in self.action_properties
+                and (a.startswith("validate_") or a == "action_validate_slot_mappings")
+            )
+        )
         self.session_config = session_config or SessionConfig()
         self.e2e_actions = list(e2e_actions or [])
         self.store_entities_as_slots = store_entities_as_slots

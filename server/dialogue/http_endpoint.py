@@ -10,6 +10,7 @@ import asyncio
 import json
 import ssl
 from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -89,6 +90,19 @@ class Answer:
         return one_line(json.dumps(body))
 
 
+def error_reason(error: Exception) -> str:
+    """Why a call failed, for a log line: the first line of the error's text (at most 200
+    long; `[SSL: CERTIFICATE_VERIFY_FAILED] ...`, `All connection attempts failed`), else
+    its type's name."""
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
+
+
+# What urlsplit strips before a URL and drops inside it (the URL standard's rules).
+_C0_OR_SPACE = "".join(map(chr, range(0x21)))
+_TAB_OR_LINE_BREAK = str.maketrans("", "", "\t\r\n")
+
+
 def one_line(text: str) -> str:
     """`text` on one line, at most 200 long: what a server said, fit for a log line."""
     return " ".join(text[:1000].split())[:200]
@@ -113,6 +127,10 @@ class HttpEndpoint:
     ) -> None:
         if not url or not isinstance(url, str):
             raise InvalidConfig("an endpoint needs a 'url'")
+        # Read as urlsplit reads it (and so Rasa's aiohttp, and our checks and log lines): a
+        # tab or line break dropped (`${URL}` from a file ending in one), and what precedes
+        # the scheme. httpx refused the one and read the other as a path: every call failed.
+        url = url.lstrip(_C0_OR_SPACE).translate(_TAB_OR_LINE_BREAK)
         try:
             self.safe_url = safe_url(url)
             parts = urlsplit(url)
@@ -128,16 +146,20 @@ class HttpEndpoint:
         self.url = url
         self.timeout = float(timeout)
         self.max_response_bytes = max_response_bytes
-        self._params = _query_params(params)
-        if token is not None:
-            self._params[token_name or "token"] = str(token)
+        query = _query_params(params)
+        if token is not None and token != "":  # an empty one is not sent, as in Rasa
+            query[token_name or "token"] = str(token)
+        # Added to the URL's own query (as Rasa's aiohttp does): a client's `params` would
+        # replace it, and a key in the URL (`?code=...`) was dropped once a token was set.
+        try:
+            self._target = httpx.URL(url).copy_merge_params(query) if query else httpx.URL(url)
+        except httpx.InvalidURL as e:  # failed every call before
+            raise InvalidConfig(f"endpoint url '{self.safe_url}' is not a URL: {e}") from None
         self._headers = header_values(_mapping(headers, "headers"), "headers")
-        self._auth: httpx.BasicAuth | None = None
-        if basic_auth:
-            try:
-                self._auth = httpx.BasicAuth(basic_auth["username"], basic_auth["password"])
-            except (KeyError, TypeError) as e:
-                raise InvalidConfig("basic_auth needs 'username' and 'password'") from e
+        # A `Content-Type` in `headers` is sent as configured, as Rasa sends it.
+        own_type = any(name.lower() == "content-type" for name in self._headers)
+        self._content_type = None if own_type else {"Content-Type": "application/json"}
+        self._auth = _basic_auth(basic_auth)
         # Read now: a CA file that is missing or holds no certificate fails at startup, not
         # on every call (where it used to escape as an OSError and lose the user's message).
         self._verify = _verification(cafile)
@@ -213,7 +235,6 @@ class HttpEndpoint:
         if not any(name.lower() == "accept-encoding" for name in self._headers):
             headers["Accept-Encoding"] = ACCEPT_ENCODING
         return {
-            "params": self._params,
             "headers": {**headers, **self._headers},
             "auth": self._auth,
             "verify": self._verify,
@@ -226,6 +247,9 @@ class HttpEndpoint:
             ),
             "transport": self._transport,
             "follow_redirects": False,
+            # Rasa opens a session per call and never sends a cookie back; the pooled client
+            # would keep one an answer sets and send it with every conversation's calls.
+            "cookies": CookieJar(DefaultCookiePolicy(allowed_domains=[])),
         }
 
     async def post_json(self, body: Any) -> Answer:
@@ -235,9 +259,8 @@ class HttpEndpoint:
         (decompressed) raises ResponseTooLarge as soon as it passes the limit.
         """
         content = _json_bytes(body)
-        headers = {"Content-Type": "application/json"}
         async with (await self._pooled()).stream(
-            "POST", self.url, content=content, headers=headers
+            "POST", self._target, content=content, headers=self._content_type
         ) as response:
             answer = await read_within(response, self.max_response_bytes)
             location = response.headers.get("location")
@@ -266,6 +289,27 @@ def _mapping(value: Any, key: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidConfig(f"'{key}' must be a mapping of names to values")
     return value
+
+
+def _basic_auth(basic_auth: Any) -> httpx.BasicAuth | None:
+    """`basic_auth:` as Rasa's aiohttp reads it: a number is sent as its text (YAML reads
+    `password: 1234` as one); what no request can carry stops the start (the value unsaid)."""
+    if not basic_auth:
+        return None
+    if not isinstance(basic_auth, dict):
+        raise InvalidConfig("'basic_auth' must be a mapping with 'username' and 'password'")
+    credentials = []
+    for key in ("username", "password"):
+        value = basic_auth.get(key)
+        if value is None:
+            raise InvalidConfig(f"'basic_auth' needs a '{key}'")
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise InvalidConfig(f"'basic_auth' '{key}' must be text (quote it in YAML)")
+        credentials.append(str(value))
+    if ":" in credentials[0]:
+        # The server splits `username:password` at the first ':': the login would be wrong.
+        raise InvalidConfig("'basic_auth' 'username' cannot hold a ':'")
+    return httpx.BasicAuth(*credentials)
 
 
 def _query_params(params: Any) -> dict[str, str]:

@@ -13,14 +13,17 @@ import httpx
 from server.dialogue.http_endpoint import DEFAULT_TIMEOUT, HttpEndpoint
 from server.dialogue.nlg import message_problem
 from server.errors import ActionError, InvalidConfig, ResponseTooLarge, first_line
+from server.trackers.factory import section_type
 
 
 def nlg_client_for(config: dict[str, Any] | None) -> NLGClient | None:
-    """The client for an `nlg:` section, by its `type` as Rasa reads it: `callback` (the
-    default) asks the server at `url`; `response` answers from the domain (None here, whatever
-    the url). A custom generator class, which Rasa imports, is refused."""
+    """The client for an `nlg:` section, by its `type` (or `store_type`) as Rasa reads it:
+    `callback` (the default) asks the server at `url`; `response` answers from the domain
+    (None here, whatever the url). A custom generator class, which Rasa imports, is refused."""
     if not config:
         return None
+    config = dict(config)
+    section_type(config)  # `store_type` read as `type`, as Rasa reads it
     kind = config.get("type")
     kind = "callback" if kind is None else str(kind)
     if kind.lower() == "response":

@@ -595,9 +595,10 @@ class Processor:
         output_for: Callable[[Tracker], OutputChannel | None] | None = None,
         create: bool = True,
     ) -> tuple[Tracker, list[dict[str, Any]]]:
-        """Runs one named action, then the prediction loop as long as it wants to go on.
-        `output_for` as in `trigger_intent`; UnknownConversation unless `create`, told by
-        the one load under the lock."""
+        """Runs one named action (the fallback too when it fails) and predicts nothing after
+        it, as Rasa (a `followup` it returns waits for the next message). `output_for` as in
+        `trigger_intent`; UnknownConversation unless `create`, told by the one load under the
+        lock."""
         async with self.lock_store.lock(sender_id):
             defaults = model.domain.kept_slot_defaults
             tracker = await self.trackers.load(sender_id, defaults)

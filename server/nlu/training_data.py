@@ -103,16 +103,8 @@ class NLUTrainingData:
         key = text.lower()
         previous = self.synonyms.get(key)
         if previous is not None and previous != value:
-            logger.warning(
-                "%s: found inconsistent entity synonyms: %r maps to %r (%s) and to %r; "
-                "using %r, the last one read",
-                source,
-                text,
-                previous,
-                self.synonym_sources.get(key, "training data"),
-                value,
-                value,
-            )
+            previous_source = self.synonym_sources.get(key, "training data")
+            warn_inconsistent_synonym(source, text, value, previous, previous_source)
         self.synonyms[key] = value
         self.synonym_sources[key] = source
         texts = self.synonym_texts.setdefault(key, [])
@@ -214,3 +206,20 @@ def annotations_of(entities: Iterable[Any]) -> list[EntityAnnotation]:
         and isinstance(e.get("end"), int)
         and isinstance(e.get("entity"), str)
     ]
+
+
+def warn_inconsistent_synonym(
+    source: str, text: str, value: str, previous: str, previous_source: str
+) -> None:
+    """The warning for `text` mapped to `value` at `source`, having been mapped to `previous`
+    at `previous_source`: the one read last is used."""
+    logger.warning(
+        "%s: found inconsistent entity synonyms: %r maps to %r (%s) and to %r; "
+        "using %r, the last one read",
+        source,
+        text,
+        previous,
+        previous_source,
+        value,
+        value,
+    )

@@ -68,7 +68,7 @@ def create_tracker_store(
 
 
 def _create_tracker_store(config: dict[str, Any], create_missing: bool) -> TrackerStore:
-    kind = section_type(config, "tracker_store")
+    kind = section_type(config)
     kind = _RASA_TRACKER_CLASSES.get(kind or "", kind)
     for key, instead in _KEYS_RASA_3_IGNORES.items():
         if key in config:
@@ -106,7 +106,7 @@ def create_lock_store(config: dict[str, Any] | None, source: str = "endpoints.ym
 
 
 def _create_lock_store(config: dict[str, Any]) -> LockStore:
-    kind = section_type(config, "lock_store")
+    kind = section_type(config)
     if kind in _MEMORY_TYPES:
         return InMemoryLockStore(wait_timeout_setting(config))
     if kind == "redis":
@@ -119,16 +119,17 @@ def _create_lock_store(config: dict[str, Any]) -> LockStore:
     )
 
 
-def section_type(config: dict[str, Any], section: str) -> str | None:
+def section_type(config: dict[str, Any]) -> str | None:
     """The section's `type`, lower-cased, also when written `store_type` (Rasa reads either;
     old Rasa docs wrote `store_type`): before, `store_type: redis` silently gave an in-memory
-    store. The section then holds it as `type`; both, differing, are refused."""
+    store. The section then holds it as `type`; both, differing, are refused (the file and
+    section named by `reading_section`)."""
     if "store_type" in config:
         store_type = config.pop("store_type")
         if config.get("type") not in (None, store_type):
             raise InvalidConfig(
-                f"endpoints.yml, section '{section}': 'type: {config['type']}' and "
-                f"'store_type: {store_type}' disagree; keep one of them"
+                f"'type: {config['type']}' and 'store_type: {store_type}' disagree; keep one "
+                "of them"
             )
         config["type"] = store_type
     kind = config.get("type")

@@ -7,11 +7,12 @@ Maps `dialect`/`url`/`host`/`port`/`db`/`username`/`password`/`query` to an asyn
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import ssl
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from sqlalchemy import event, text
@@ -399,8 +400,12 @@ def _mysql_connector(url: URL, connect_args: dict[str, Any]) -> Callable[[], Awa
 
     args, kwargs = dialect().create_connect_args(url)
     kwargs.update(connect_args)
-    if isinstance(kwargs.get("ssl"), dict):
-        kwargs["ssl"] = mysql_ssl_context(kwargs["ssl"])
+    tls = _pymysql_tls_options(kwargs)
+    _refuse_what_aiomysql_cannot_take(kwargs)
+    if tls.pop("disabled", False):
+        kwargs.pop("ssl", None)
+    elif tls or isinstance(kwargs.get("ssl"), dict):
+        kwargs["ssl"] = mysql_ssl_context({**(kwargs.get("ssl") or {}), **tls})
     options = tcp_options()
 
     async def connect() -> Any:
@@ -408,7 +413,7 @@ def _mysql_connector(url: URL, connect_args: dict[str, Any]) -> Callable[[], Awa
 
         try:
             connection = await asyncio.wait_for(
-                aiomysql.connect(*args, **kwargs), CONNECT_TIMEOUT_SECONDS
+                _open_mysql(aiomysql, args, kwargs), CONNECT_TIMEOUT_SECONDS
             )
         except TimeoutError:  # (no text: the 503 said only "TimeoutError (no answer)")
             raise TimeoutError(
@@ -421,15 +426,104 @@ def _mysql_connector(url: URL, connect_args: dict[str, Any]) -> Callable[[], Awa
     return connect
 
 
+# PyMySQL's `connect()` TLS keys that SQLAlchemy leaves out of its `ssl` dict, and aiomysql
+# does not take: read here into the TLS context (before, each was "connect() got an
+# unexpected keyword argument" at every connection).
+_VERIFY_MODES = {
+    **dict.fromkeys(("true", "1", "yes", "required"), ssl.CERT_REQUIRED),
+    **dict.fromkeys(("false", "0", "no", "none"), ssl.CERT_NONE),
+    "optional": ssl.CERT_OPTIONAL,
+}
+_TRUTHS = {"true": True, "1": True, "yes": True, "on": True}
+_TRUTHS |= {"false": False, "0": False, "no": False, "off": False}
+
+
+# MySQL's capability flag of a server offering TLS, and its client error for a TLS failure.
+_CLIENT_SSL = 0x800
+_CR_SSL_CONNECTION_ERROR = 2026
+
+
+async def _open_mysql(aiomysql: Any, args: Any, kwargs: Mapping[str, Any]) -> Any:
+    """aiomysql's connection; with TLS asked for (`ssl_*` keys), one that refuses a server
+    not offering it before the login goes out, as PyMySQL 1.2 refuses ("SSL is required but
+    the server doesn't support it"). aiomysql logged in and sent everything in the clear."""
+    if kwargs.get("ssl") is None:
+        return await aiomysql.connect(*args, **kwargs)
+
+    class TLSRequired(aiomysql.Connection):  # type: ignore[misc,name-defined]
+        async def _request_authentication(self) -> None:
+            if not self.server_capabilities & _CLIENT_SSL:
+                raise aiomysql.OperationalError(
+                    _CR_SSL_CONNECTION_ERROR,
+                    "TLS is asked for (query: ssl_*) but the server does not offer it; "
+                    "nothing was sent in the clear",
+                )
+            await super()._request_authentication()
+
+    connection = TLSRequired(*args, **kwargs)
+    await connection._connect()
+    return connection
+
+
+def _pymysql_tls_options(kwargs: MutableMapping[str, Any]) -> dict[str, Any]:
+    """Takes PyMySQL's `ssl_verify_cert`, `ssl_verify_identity`, `ssl_key_password` and
+    `ssl_disabled` out of `kwargs`, as `mysql_ssl_context` options (and `disabled`). Values
+    are read as PyMySQL reads `ssl_verify_cert` (`true`, `false`, `optional`...), and the
+    others as written (`ssl_disabled: "false"` is false; PyMySQL takes any non-empty text as
+    true); a value that is none of these is refused."""
+    options: dict[str, Any] = {}
+    if "ssl_verify_cert" in kwargs:
+        value = str(kwargs.pop("ssl_verify_cert")).lower()
+        if value not in _VERIFY_MODES:
+            raise InvalidConfig(
+                f"MySQL query: ssl_verify_cert: '{value}' is none of true, false, optional"
+            )
+        options["verify_mode"] = _VERIFY_MODES[value]
+    for key, option in (("ssl_verify_identity", "verify_identity"), ("ssl_disabled", "disabled")):
+        if key in kwargs:
+            value = str(kwargs.pop(key)).lower()
+            if value not in _TRUTHS:
+                raise InvalidConfig(f"MySQL query: {key}: '{value}' is neither true nor false")
+            options[option] = _TRUTHS[value]
+    if "ssl_key_password" in kwargs:
+        options["password"] = str(kwargs.pop("ssl_key_password"))
+    return options
+
+
+def _refuse_what_aiomysql_cannot_take(kwargs: Mapping[str, Any]) -> None:
+    """A query key neither SQLAlchemy nor aiomysql takes stops the start, named (before,
+    every connection failed with "unexpected keyword argument")."""
+    import aiomysql
+
+    taken = inspect.signature(aiomysql.connect).parameters
+    unknown = sorted(key for key in kwargs if key not in taken)
+    if unknown:
+        raise InvalidConfig(
+            f"MySQL query: {', '.join(repr(key) for key in unknown)} is not a key botserver's "
+            "MySQL driver (aiomysql) takes; TLS: ssl_ca, ssl_capath, ssl_cert, ssl_key, "
+            "ssl_key_password, ssl_cipher, ssl_check_hostname, ssl_verify_cert, "
+            "ssl_verify_identity, ssl_disabled"
+        )
+
+
 def mysql_ssl_context(options: dict[str, Any]) -> ssl.SSLContext:
     """The TLS context of the URL's `ssl_*` keys (`ssl_ca`, `ssl_capath`, `ssl_cert`,
-    `ssl_key`, `ssl_cipher`, `ssl_check_hostname`), read as Rasa's PyMySQL reads them: with a
-    CA the server's certificate is verified, and its name unless `ssl_check_hostname` is
-    false; without one the link is encrypted but not verified. SQLAlchemy hands aiomysql
-    PyMySQL's dict of them, which aiomysql cannot use: every connection failed with "'dict'
-    object has no attribute 'wrap_bio'"."""
+    `ssl_key`, `ssl_cipher`, `ssl_check_hostname`, and PyMySQL's `ssl_key_password`,
+    `ssl_verify_cert`, `ssl_verify_identity` as `password`, `verify_mode`,
+    `verify_identity`), read as Rasa's PyMySQL reads them: with a CA the server's certificate
+    is verified, and its name unless `ssl_check_hostname` is false; without one the link is
+    encrypted but not verified, unless `ssl_verify_cert` asks (against the system's CAs), or
+    `ssl_verify_identity` (the name too).
+    SQLAlchemy hands aiomysql PyMySQL's dict of them, which aiomysql cannot use: every
+    connection failed with "'dict' object has no attribute 'wrap_bio'"."""
     ca, capath = options.get("ca"), options.get("capath")
     verified = ca is not None or capath is not None
+    verify_mode = options.get("verify_mode", ssl.CERT_REQUIRED if verified else ssl.CERT_NONE)
+    check_hostname = verified and bool(options.get("check_hostname", True))
+    if "verify_identity" in options:
+        check_hostname = options["verify_identity"]
+        if check_hostname:
+            verify_mode = ssl.CERT_REQUIRED  # as PyMySQL
     for key in ("ca", "capath", "cert", "key"):
         path = options.get(key)
         if path is not None and not os.path.exists(path):
@@ -439,14 +533,17 @@ def mysql_ssl_context(options: dict[str, Any]) -> ssl.SSLContext:
         # As PyMySQL: Python 3.13 turns strict X.509 checks on, which refuse the certificates
         # MySQL generates for itself (Rasa, on PyMySQL, accepts them).
         context.verify_flags &= ~ssl.VERIFY_X509_STRICT
-        context.check_hostname = verified and bool(options.get("check_hostname", True))
-        context.verify_mode = ssl.CERT_REQUIRED if verified else ssl.CERT_NONE
+        context.check_hostname = False  # (first: CERT_NONE refuses a name check)
+        context.verify_mode = verify_mode
+        context.check_hostname = check_hostname and verify_mode != ssl.CERT_NONE
         if "cert" in options:
-            context.load_cert_chain(options["cert"], keyfile=options.get("key"))
+            # An encrypted key without its password is refused, not asked for on a terminal.
+            password = options.get("password", "")
+            context.load_cert_chain(options["cert"], options.get("key"), lambda: password)
         if "cipher" in options:
             context.set_ciphers(options["cipher"])
     except OSError as exc:  # a file that is missing or no certificate; ssl.SSLError too
-        keys = "query: ssl_ca, ssl_cert, ssl_key..."
+        keys = "query: ssl_ca, ssl_cert, ssl_key, ssl_key_password..."
         raise InvalidConfig(f"MySQL TLS keys ({keys}): {exc}") from None
     return context
 

@@ -10,7 +10,12 @@ from typing import Any
 
 from server.errors import InvalidProjectFile
 from server.json_values import MAX_DEPTH, TooDeep, loads_untrusted
-from server.nlu.training_data import EntityAnnotation, Example, NLUTrainingData
+from server.nlu.training_data import (
+    EntityAnnotation,
+    Example,
+    NLUTrainingData,
+    warn_inconsistent_synonym,
+)
 from server.training.nlu_yaml import entity_field_problem, is_entity_value
 from server.training.yaml_io import brief, read_project_text
 
@@ -118,6 +123,23 @@ class _Reader:
             out.append((where, item))
         return out
 
+    def annotated_synonyms(self) -> dict[str, tuple[str, str]]:
+        """Each text the examples annotate with another value (lower case) -> that value and
+        where, the last one winning, as the synonym mapper maps them; two values for one text
+        are warned about as the YAML reader warns (Rasa's mapper warns at training)."""
+        annotated: dict[str, tuple[str, str]] = {}
+        for index, example in enumerate(self.data.examples):
+            source = f"{self.filename}:common_examples[{index}]"
+            for a in example.entities:
+                text, value = example.text[a.start : a.end], str(a.value)
+                if text == value:
+                    continue
+                before = annotated.get(text.lower())
+                if before and before[0] != value:
+                    warn_inconsistent_synonym(source, text, value, *before)
+                annotated[text.lower()] = (value, source)
+        return annotated
+
     def read_examples(self, section: dict[str, Any]) -> NLUTrainingData:
         for where, item in self.items(section, "common_examples"):
             self.data.examples.append(self.example(where, item))
@@ -125,6 +147,7 @@ class _Reader:
 
     def read(self, section: dict[str, Any]) -> NLUTrainingData:
         self.read_examples(section)
+        annotated = self.annotated_synonyms()
         for where, item in self.items(section, "entity_synonyms"):
             value, synonyms = item.get("value"), item.get("synonyms")
             # A number too, as Rasa writes the synonym of `[five]{"entity": .., "value": 5}`;
@@ -133,8 +156,13 @@ class _Reader:
                 raise self.error(
                     where, "needs a 'value' (text or a number) and a list of 'synonyms'"
                 )
+            source = f"{self.filename}:{where}"
             for synonym in synonyms:
-                self.data.add_synonym(str(synonym), str(value), f"{self.filename}:{where}")
+                text, key = str(synonym), str(synonym).lower()
+                before = annotated.get(key)
+                if key not in self.data.synonyms and before and text != str(value) != before[0]:
+                    warn_inconsistent_synonym(source, text, str(value), *before)
+                self.data.add_synonym(text, str(value), source)
         for where, item in self.items(section, "regex_features"):
             name, pattern = item.get("name"), item.get("pattern")
             if not isinstance(name, str) or not isinstance(pattern, str):

@@ -141,12 +141,14 @@ def _read_nlu_section(node: yaml.Node, filename: str, data: NLUTrainingData, tex
             raise InvalidProjectFile(f"'{kind}' needs a name", filename, _line(name_node))
         if not _is_text(name_node):
             # `intent: 3` (or `yes`): Rasa's schema refuses a name that is no string.
-            raise InvalidProjectFile(
-                f"'{kind}' must be a name such as '{kind}: my_{kind}', not {name_node.value}; "
-                "quote it if it is meant as text",
-                filename,
-                _line(name_node),
+            message = (
+                f"'{kind}' must be text, the value its examples map to, not {name_node.value}: "
+                f'quote it ({kind}: "{name_node.value}"), as Rasa\'s schema takes only text'
+                if kind == "synonym"
+                else f"'{kind}' must be a name such as '{kind}: my_{kind}', not "
+                f"{name_node.value}; quote it if it is meant as text"
             )
+            raise InvalidProjectFile(message, filename, _line(name_node))
         examples_node = fields.get("examples")
         if examples_node is None:
             if kind != "intent":

@@ -227,8 +227,9 @@ class _Broken(BaseHTTPRequestHandler):
     /garbage sends HTML, /shape sends the wrong JSON, /entity an event breaking Rasa's
     schema, /raw/<name> one of `RAW_ANSWERS`; /bomb a gzip bomb (/bomb-twice one gzipped
     twice), /encoded/<name> one of `ENCODED_ANSWERS` (/trickled/<name> a byte at a time),
-    /brotli an encoding never asked for, /endless a body that never ends, /huge 11 MB of JSON,
-    /redirect a 302 elsewhere. A body that is no JSON (a form) is kept as text."""
+    /cookie sets a cookie, /brotli an encoding never asked for, /endless a body that never
+    ends, /huge 11 MB of JSON, /redirect a 302 elsewhere. A body that is no JSON (a form) is
+    kept as text."""
 
     server: BrokenActionServer
     protocol_version = "HTTP/1.1"  # chunked answers
@@ -293,6 +294,9 @@ class _Broken(BaseHTTPRequestHandler):
         elif self.path.startswith("/trickled/"):  # sent a byte at a time
             encoding, body = ENCODED_ANSWERS[self.path[len("/trickled/") :].split("/")[0]]
             self._trickle(body, encoding)
+        elif self.path.startswith("/cookie"):  # a cookie, for the conversation it answers
+            cookie = "session=conversation-a; Path=/"
+            self._send(200, b'{"events": [], "responses": []}', headers={"Set-Cookie": cookie})
         elif self.path.startswith("/brotli"):  # not asked for, and not read
             self._send(200, b"\x1b\x2c\x00\xf8", headers={"Content-Encoding": "br"})
         elif self.path.startswith("/huge"):

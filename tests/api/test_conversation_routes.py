@@ -601,6 +601,24 @@ async def test_trigger_intent_errors(client: httpx.AsyncClient, rasa_spec: RasaS
     assert check(rasa_spec, unnamed, TRIGGER, "post", 400)["details"]["parameter"] == "name"
 
 
+@pytest.mark.parametrize("name", [5, True, ["greet"], {"name": "greet"}])
+@pytest.mark.parametrize(
+    ("route", "what"), [("trigger_intent", "an intent"), ("execute", "an action")]
+)
+async def test_a_name_that_is_no_string_is_a_bad_request_naming_it(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, name: Any, route: str, what: str
+) -> None:
+    """Rasa's spec types `name` as a string and gives trigger_intent no 404: a 400 naming
+    `name`, as a malformed body. Rasa answers a 404 (trigger_intent; execute: a 500); before,
+    our 400 said no name was given."""
+    await client.post(WEBHOOK, json={"sender": "u7s", "message": "hi"})
+    response = await client.post(f"/conversations/u7s/{route}", json={"name": name})
+    path = TRIGGER if route == "trigger_intent" else EXECUTE
+    body = check(rasa_spec, response, path, "post", 400)
+    assert body["message"] == f"'name' must be the name of {what} (a string)."
+    assert body["details"] == {"parameter": "name", "in": "body"}
+
+
 @pytest.mark.parametrize(
     "entities",
     [

@@ -17,9 +17,11 @@ from starlette.types import Receive, Scope, Send
 
 from server.api.app import create_app
 from server.channels import attach_channels, load_channels
+from server.errors import InvalidConfig
 from tests.channels.conftest import concertbot_server, echo, modelless_app
 from tests.loop_lag import paced
 from tests.serving import serving
+from tests.tls_certificates import self_signed
 
 
 class Receiver:
@@ -29,12 +31,13 @@ class Receiver:
         self.received: list[tuple[dict[str, Any], dict[str, str]]] = []
         self.status = 200
         self.headers: dict[str, str] = {}
+        self.body = b""
         self.app = FastAPI()
         self.app.add_api_route("/bot", self.receive, methods=["POST"])
 
     async def receive(self, request: Request) -> Response:
         self.received.append((await request.json(), {**request.headers, **request.query_params}))
-        return Response(status_code=self.status, headers=self.headers)
+        return Response(self.body, status_code=self.status, headers=self.headers)
 
 
 @pytest.fixture
@@ -52,15 +55,17 @@ async def _bot(credentials: dict[str, Any]) -> tuple[httpx.AsyncClient, Any]:
     return client, channel
 
 
-async def _say_hello(credentials: dict[str, Any], sender: str) -> httpx.Response:
+async def _say(credentials: dict[str, Any], body: dict[str, Any]) -> httpx.Response:
     client, channel = await _bot(credentials)
     try:
-        return await client.post(
-            "/webhooks/callback/webhook", json={"sender": sender, "message": "hello"}
-        )
+        return await client.post("/webhooks/callback/webhook", json=body)
     finally:
         await client.aclose()
         await channel.aclose()
+
+
+async def _say_hello(credentials: dict[str, Any], sender: str) -> httpx.Response:
+    return await _say(credentials, {"sender": sender, "message": "hello"})
 
 
 async def test_replies_are_posted_to_the_callback_url(receiver: tuple[Receiver, str]) -> None:
@@ -84,6 +89,53 @@ async def test_replies_are_posted_to_the_callback_url(receiver: tuple[Receiver, 
     ]
     headers = r.received[0][1]
     assert headers["x-bot"] == "b1" and headers["token"] == "tk"
+
+
+async def test_the_urls_own_query_is_kept_beside_token_and_params(
+    receiver: tuple[Receiver, str],
+) -> None:
+    """A URL's own key (`?code=...`, as Azure Functions and many webhook services take it)
+    was dropped once `token` or `params` was set: every reply was refused by the receiver.
+    Rasa sends both."""
+    r, url = receiver
+    answer = await _say_hello(
+        {"url": f"{url}?code=k1&lang=de", "token": "tk", "params": {"v": 2}}, "c13"
+    )
+    assert answer.text == "success"
+    _, query = r.received[0]
+    assert (query["code"], query["lang"], query["token"], query["v"]) == ("k1", "de", "tk", "2")
+
+
+async def test_a_content_type_in_headers_is_sent_as_configured(
+    receiver: tuple[Receiver, str],
+) -> None:
+    """As Rasa sends it: before, `application/json` replaced it, and a receiver that asks
+    for a charset (or a type of its own) refused every reply."""
+    r, url = receiver
+    headers = {"Content-Type": "application/json; charset=utf-8"}
+    answer = await _say_hello({"url": url, "headers": headers}, "c14")
+    assert answer.text == "success"
+    assert r.received[0][1]["content-type"] == "application/json; charset=utf-8"
+
+
+def test_a_url_no_request_can_be_sent_to_stops_the_start() -> None:
+    """Before, the server started, and every reply failed with `InvalidURL` in the log."""
+    with pytest.raises(InvalidConfig, match="non-printable ASCII character"):
+        load_channels({"callback": {"url": "http://127.0.0.1/b\x01ot"}})
+
+
+async def test_a_url_with_a_line_break_or_a_space_before_it_is_read_as_rasa_reads_it(
+    receiver: tuple[Receiver, str],
+) -> None:
+    """A URL from an environment variable or a file often ends with a line break: Rasa
+    (urlsplit) drops a tab or line break and what precedes the scheme, and sends. Before,
+    the start was refused (a line break) or every reply failed (a space before it)."""
+    r, url = receiver
+    for written in (f"{url}\n", f"{url}\r\n", f"  {url}", f"{url[:-2]}\t{url[-2:]}"):
+        r.received.clear()
+        answer = await _say_hello({"url": written, "token": "tk"}, "c15")
+        assert answer.text == "success"
+        assert [query["token"] for _, query in r.received] == ["tk", "tk"]  # both replies
 
 
 async def test_metadata_that_is_no_object_is_ignored_as_rasa_ignores_it(
@@ -127,6 +179,18 @@ async def test_a_metadata_object_reaches_the_turn_where_rasa_drops_it(
     assert seen == [({"plan": "pro"}, "callback")]  # input_channel is not read, as in Rasa
 
 
+async def test_a_body_without_a_message_is_a_400_not_success(
+    receiver: tuple[Receiver, str],
+) -> None:
+    """Before, `success` while nothing was handled and nothing would ever be posted (a
+    client sending `text` for `message` waited for replies in vain); Rasa answers a 500."""
+    r, url = receiver
+    answer = await _say({"url": url}, {"sender": "c11", "text": "hello"})
+    assert answer.status_code == 400
+    assert answer.json()["message"] == "The request body has no 'message': nothing was handled."
+    assert r.received == []
+
+
 async def test_a_failing_receiver_does_not_fail_the_webhook(
     receiver: tuple[Receiver, str],
 ) -> None:
@@ -137,11 +201,43 @@ async def test_a_failing_receiver_does_not_fail_the_webhook(
     assert len(r.received) == 2
 
 
+async def test_an_error_answer_is_logged_with_what_the_receiver_said(
+    receiver: tuple[Receiver, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, the log said only `HTTP 500`: why the receiver refused the message (which
+    Rasa logs) was nowhere."""
+    r, url = receiver
+    r.status = 422
+    r.body = b'{"error": "unknown recipient c10"}'
+    answer = await _say_hello({"url": url}, "c10")
+    assert answer.text == "success"
+    assert (
+        f"callback: {url} answered HTTP 422 to a bot message, which was not delivered: "
+        "unknown recipient c10"
+    ) in caplog.text
+
+
 async def test_a_receiver_that_is_down_does_not_fail_the_webhook() -> None:
     from bench.tcp_proxy import free_port
 
     answer = await _say_hello({"url": f"http://127.0.0.1:{free_port()}/bot"}, "c3")
     assert answer.text == "success"
+
+
+async def test_a_receiver_whose_certificate_is_not_trusted_is_logged_as_such(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, `it cannot be reached`, as for a receiver that is down: nothing said that TLS
+    verification failed (a self-signed certificate wants `cafile`)."""
+    r = Receiver()
+    cert, key = self_signed(tmp_path)
+    async with serving(r.app, ssl_certfile=str(cert), ssl_keyfile=str(key)) as url:
+        answer = await _say_hello({"url": f"{url}/bot"}, "c12")
+    assert answer.text == "success"
+    assert r.received == []
+    [line] = [m for m in caplog.messages if "could not deliver" in m]
+    assert line.startswith(f"callback: could not deliver a message to {url}/bot: it cannot be")
+    assert "CERTIFICATE_VERIFY_FAILED" in line
 
 
 async def test_pushed_messages_use_the_same_output(receiver: tuple[Receiver, str]) -> None:

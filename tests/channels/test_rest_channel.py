@@ -193,6 +193,15 @@ async def test_no_message_is_an_empty_answer_as_in_rasa(client: httpx.AsyncClien
     assert answer.json() == []
 
 
+async def test_no_message_with_stream_is_an_empty_stream(client: httpx.AsyncClient) -> None:
+    """Before, `[]` as `application/json`: a client reading the stream line by line took
+    the list for a bot message (Rasa's stream never ends: its turn fails before `DONE`)."""
+    answer = await client.post("/webhooks/rest/webhook?stream=true", json={"sender": "u9"})
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/event-stream")
+    assert answer.content == b""
+
+
 async def test_a_body_that_is_not_json_is_rasas_400(client: httpx.AsyncClient) -> None:
     answer = await client.post(
         "/webhooks/rest/webhook", content=b"{not json", headers={"Content-Type": "application/json"}
@@ -285,6 +294,8 @@ async def test_a_body_sent_in_several_chunks_is_read_whole(client: httpx.AsyncCl
         {"sender": True, "message": "hi"},
         {"sender": "u1", "message": "hi", "metadata": '{"plan": "pro"}'},
         {"sender": "u1", "message": "hi", "metadata": ["pro"]},
+        {"sender": "u1", "message": "hi", "input_channel": 5},
+        {"sender": "u1", "message": "hi", "input_channel": ["web"]},
     ],
     ids=[
         "number-message",
@@ -293,6 +304,8 @@ async def test_a_body_sent_in_several_chunks_is_read_whole(client: httpx.AsyncCl
         "bool-sender",
         "text-metadata",
         "list-metadata",
+        "number-input-channel",
+        "list-input-channel",
     ],
 )
 async def test_a_message_or_sender_of_the_wrong_type_is_a_400(
@@ -300,7 +313,9 @@ async def test_a_message_or_sender_of_the_wrong_type_is_a_400(
 ) -> None:
     """Before, a 200: `[]` for a message that is no string (the message silently dropped), and
     a conversation named `{'a': 1}` for an object as sender; metadata that is no object was
-    dropped without a word (Rasa fails such a turn and answers `[]`)."""
+    dropped without a word (Rasa fails such a turn and answers `[]`), and so was an
+    `input_channel` that is no string: the turn was stored as `rest` (Rasa stores the number
+    or list as the conversation's channel)."""
     for stream in ("", "?stream=true"):
         answer = await client.post("/webhooks/rest/webhook" + stream, json=body)
         assert answer.status_code == 400
@@ -310,6 +325,7 @@ async def test_a_message_or_sender_of_the_wrong_type_is_a_400(
             "The 'message' must be a string.",
             "The 'sender' must be a string or a number.",
             "The 'metadata' must be a JSON object.",
+            "The 'input_channel' must be a string.",
         )
 
 

@@ -361,12 +361,14 @@ def test_train_a_project_with_nothing_to_train_is_an_error(
 
 def test_train_validates_the_project_first_as_rasa_does(run_cli, starter_copy: Path) -> None:
     stories = starter_copy / "data" / "stories.yml"
-    stories.write_text(stories.read_text().replace("intent: deny", "intent: denny", 1))
+    stories.write_text(
+        stories.read_text().replace("action: utter_goodbye", "action: action_goodbye", 1)
+    )
     models = sorted((starter_copy / "models").iterdir())
 
     refused = run_cli("train", "--force", cwd=starter_copy)
     assert refused.code == 1
-    assert "stories.yml:11: intent 'denny'" in refused.err
+    assert "stories.yml:12: action 'action_goodbye'" in refused.err
     assert "Project validation completed with errors" in refused.err
     assert sorted((starter_copy / "models").iterdir()) == models  # nothing trained
 
@@ -441,12 +443,65 @@ def test_data_validate_broken_project(run_cli, starter_copy: Path) -> None:
     stories = starter_copy / "data" / "stories.yml"
     stories.write_text(
         stories.read_text()
-        + "\n- story: broken\n  steps:\n  - intent: no_such_intent\n  - action: utter_nothing\n"
+        + "\n- story: broken\n  steps:\n  - intent: no_such_intent\n  - action: action_nothing\n"
     )
     result = run_cli("data", "validate", cwd=starter_copy)
     assert result.code == 1
     assert "no_such_intent" in result.out
+    assert "error: data/stories.yml:41: action 'action_nothing'" in result.out
     assert "Validation failed" in result.out
+
+
+def _story_naming(starter_copy: Path, *steps: str) -> None:
+    stories = starter_copy / "data" / "stories.yml"
+    stories.write_text(
+        stories.read_text()
+        + "\n- story: odd one\n  steps:\n"
+        + "".join(f"  - {step}\n" for step in steps)
+    )
+
+
+@pytest.mark.parametrize(
+    "step",
+    ["intent: no_such_intent", "action: utter_nothing"],
+)
+def test_a_story_intent_or_response_the_domain_lacks_is_a_warning_as_in_rasa(
+    run_cli, starter_copy: Path, step: str
+) -> None:
+    """Rasa 3.6's `verify_intents_in_stories` and `verify_utterances_in_stories` warn of
+    these and fail only with --fail-on-warnings. Before, exit 1 either way."""
+    _story_naming(starter_copy, "intent: thanks", step)
+    name = step.split(": ")[1]
+    assert any(
+        line.startswith("warning: data/stories.yml:") and f"'{name}'" in line
+        for line in _only_warned(run_cli, starter_copy)
+    )
+
+
+def test_a_story_action_the_domain_lacks_is_an_error_as_in_rasa(
+    run_cli, starter_copy: Path
+) -> None:
+    # Rasa's `verify_actions_in_stories_rules` fails on an `action_` name without the flag.
+    _story_naming(starter_copy, "intent: thanks", "action: action_nothing")
+    result = run_cli("data", "validate", cwd=starter_copy)
+    assert result.code == 1
+    assert "error: data/stories.yml:" in result.out
+    assert "action 'action_nothing'" in result.out
+
+
+def test_what_rasas_validator_does_not_check_never_fails_it(run_cli, starter_copy: Path) -> None:
+    """A slot, or an action named without `action_`/`utter_`, that the domain lacks: Rasa's
+    validator says nothing and passes, --fail-on-warnings too. botserver warns of them and
+    passes. Before, exit 1 either way."""
+    _story_naming(
+        starter_copy, "intent: thanks", "slot_was_set:\n    - no_slot: 1", "action: nothing"
+    )
+    for flags in ([], ["--fail-on-warnings"]):
+        result = run_cli("data", "validate", *flags, cwd=starter_copy)
+        assert result.code == 0, result.out
+        assert "slot 'no_slot'" in result.out
+        assert "action 'nothing'" in result.out
+    assert "does not fail on the 2 that Rasa's validator does not give" in result.out
 
 
 def _only_warned(run_cli, project: Path) -> list[str]:

@@ -94,12 +94,15 @@ def make_agent(
     output_channels: dict[str, Callable[[], OutputChannel | None]] | None = None,
     action_timeout: float = 5.0,
     transport: httpx.AsyncBaseTransport | None = None,
+    **action_endpoint: Any,
 ) -> Agent:
     """An agent on in-memory tracker and lock stores, with an action server when given (a URL,
-    or a transport such as `SdkTransport` that serves the actions in-process)."""
+    or a transport such as `SdkTransport` that serves the actions in-process); other keywords
+    are more `action_endpoint` keys (`enable_selective_domain=True`)."""
     client = None
     if action_url or transport:
         config = {"url": action_url or "http://actions.test/webhook", "timeout": action_timeout}
+        config.update(action_endpoint)
         client = ActionServerClient(config, transport=transport)
     processor = Processor(
         TrackerRepository(create_tracker_store({"type": "in_memory"})),

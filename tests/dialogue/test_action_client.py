@@ -609,3 +609,80 @@ def test_a_url_no_call_can_use_fails_at_startup(url: str, message: str, client_c
     with pytest.raises(InvalidConfig, match=message) as raised:
         client_class({"url": url})
     assert "secret" not in str(raised.value)
+
+
+async def test_a_numeric_basic_auth_password_is_sent_as_rasa_sends_it(
+    broken_server: BrokenActionServer,
+) -> None:
+    """`password: 1234` in endpoints.yml is a number to YAML; Rasa's aiohttp sends it as
+    text. Before, botserver refused to start: "basic_auth needs 'username' and 'password'"."""
+    auth = {"username": "bot", "password": 1234}
+    client = ActionServerClient({"url": _url(broken_server, "/ok"), "basic_auth": auth})
+    assert (await client.run("action_x", "u1", {}, None))["responses"] == [{"text": "ok"}]
+    await client.aclose()
+    assert broken_server.headers[-1]["Authorization"] == "Basic Ym90OjEyMzQ="  # bot:1234
+
+
+@pytest.mark.parametrize(
+    ("basic_auth", "message"),
+    [
+        ({"username": "bot"}, "'basic_auth' needs a 'password'"),
+        ({"password": "s3c"}, "'basic_auth' needs a 'username'"),
+        ({"username": "bot", "password": None}, "'basic_auth' needs a 'password'"),
+        ({"username": "bot", "password": ["s3c"]}, "'basic_auth' 'password' must be text"),
+        ({"username": "bot", "password": True}, "'basic_auth' 'password' must be text"),
+        ({"username": "a:b", "password": "s3c"}, "'username' cannot hold a ':'"),
+        ("bot:s3c", "'basic_auth' must be a mapping with 'username' and 'password'"),
+    ],
+)
+@pytest.mark.parametrize("client_class", [ActionServerClient, NLGClient])
+def test_basic_auth_no_request_can_carry_fails_at_startup(
+    basic_auth: Any, message: str, client_class: type
+) -> None:
+    with pytest.raises(InvalidConfig, match=message) as raised:
+        client_class({"url": "https://actions.example/webhook", "basic_auth": basic_auth})
+    assert "s3c" not in str(raised.value)
+
+
+async def test_an_empty_token_is_not_sent_as_in_rasa(broken_server: BrokenActionServer) -> None:
+    """`token: ${ACTION_TOKEN}` with the variable set empty: Rasa sends no token. Before,
+    botserver sent `?token=` (a gateway checking tokens refused it)."""
+    client = ActionServerClient({"url": _url(broken_server, "/ok"), "token": ""})
+    await client.run("action_x", "u1", {}, None)
+    await client.aclose()
+    assert broken_server.requests[-1][0] == "/ok"
+
+
+@pytest.mark.parametrize("client_class", [ActionServerClient, NLGClient])
+async def test_a_query_in_the_url_is_sent_beside_the_token_and_params(
+    broken_server: BrokenActionServer, client_class: type
+) -> None:
+    """An Azure Function's `?code=` or a gateway's `?apikey=` in `url:` reaches the server
+    with the token and params added, as Rasa's aiohttp sends them. Before, httpx replaced the
+    URL's query with them: the key was never sent, and every call was refused."""
+    url = _url(broken_server, "/ok?code=fn-key")
+    await _call(client_class({"url": url, "token": "s3cret", "params": {"team": "a"}}))
+    assert broken_server.requests[-1][0] == "/ok?code=fn-key&team=a&token=s3cret"
+
+
+@pytest.mark.parametrize("client_class", [ActionServerClient, NLGClient])
+async def test_a_cookie_the_server_sets_is_not_sent_back(
+    broken_server: BrokenActionServer, client_class: type
+) -> None:
+    """Rasa opens a session per call, so it never sends a cookie back. Before, the pooled
+    client kept every cookie an answer set and sent it with every later call, for every
+    conversation: state one user's call left went along with another's."""
+    await _call(client_class({"url": _url(broken_server, "/cookie")}), times=2)
+    assert "Cookie" not in broken_server.headers[-1]
+
+
+async def _call(client: ActionServerClient | NLGClient, times: int = 1) -> None:
+    """Calls the server `times` times (an action, or a response), then closes the client."""
+    try:
+        for _ in range(times):
+            if isinstance(client, NLGClient):
+                await client.generate("utter_greet", {}, "rest")
+            else:
+                await client.run("action_x", "u1", {}, None)
+    finally:
+        await client.aclose()

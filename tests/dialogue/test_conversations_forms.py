@@ -15,6 +15,7 @@ from server.dialogue.agent import Agent
 from server.trackers.events import ActionExecuted
 from server.trackers.events import SlotSet as SlotSetEvent
 from tests.action_servers.fixtures import ActionServers
+from tests.action_servers.formbot.actions import ValidateRestaurantForm
 from tests.dialogue.conversation_fixtures import BotModels, Conversation, make_agent
 from tests.dialogue.sdk_transport import SdkTransport
 
@@ -189,3 +190,19 @@ async def test_a_slot_set_on_an_unhappy_path_is_not_validated_as_the_form_resume
     assert [m.get("text") for m in sent] == ["How many people?"]
     assert tracker.get_slot("cuisine") == "afghan"
     assert tracker.get_slot("requested_slot") == "num_people"
+
+
+async def test_with_selective_domain_the_form_validation_action_still_gets_the_domain(
+    bot_models: BotModels,
+) -> None:
+    """As in Rasa, an action named `validate_...` listed in the domain gets the domain even
+    with `enable_selective_domain: true`: rasa-sdk's form validation reads the form's slots
+    from it. Before, it got none, and rasa-sdk 3.6 validated nothing: any cuisine was taken."""
+    transport = SdkTransport(ValidateRestaurantForm, domain_cache=False)
+    agent = make_agent(bot_models["formbot"], transport=transport, enable_selective_domain=True)
+    conversation = await start_form(agent, "selective-domain")
+
+    turn = await conversation.say("afghan food")
+
+    assert turn.responses == ["utter_wrong_cuisine", "utter_ask_cuisine"]
+    assert (await conversation.tracker()).get_slot("cuisine") is None

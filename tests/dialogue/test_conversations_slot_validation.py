@@ -454,3 +454,19 @@ async def test_a_trigger_intent_mapping_fills_a_slot_of_the_active_form(tmp_path
 
     assert (await conversation.tracker()).get_slot("mode") == "train"
     assert turn.texts == ["Which city?"]
+
+
+async def test_with_selective_domain_action_validate_slot_mappings_still_checks_slots(
+    trip_bot: DialogueModel,
+) -> None:
+    """rasa-sdk's `ValidationAction` reads the slots to check from the domain. Rasa 3.6 sends
+    it none under `enable_selective_domain` (only `validate_...` names get one unasked), so
+    rasa-sdk 3.6 checked nothing: "atlantis" was kept. botserver sends it the domain."""
+    transport = SdkTransport(_KnownCities, domain_cache=False)
+    agent = make_agent(trip_bot, transport=transport, enable_selective_domain=True)
+    conversation = Conversation(agent, "selective")
+
+    turn = await conversation.say('/inform{"city": "atlantis"}')
+
+    assert turn.texts == ["No such city.", "Hi"]
+    assert (await conversation.tracker()).get_slot("city") is None

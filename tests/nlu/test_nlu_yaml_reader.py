@@ -165,6 +165,59 @@ def test_json_synonyms_of_a_number_as_rasa_writes_them_read(tmp_path: Path):
     assert read_nlu_json(path).synonyms == {"five": "5", "2,5": "2.5"}
 
 
+def _json_annotating(tmp_path: Path, *annotations: tuple[str, str], synonyms=()) -> Path:
+    """A JSON NLU file of one example "to <text>" per (text, value) annotated "city"."""
+    examples = [
+        {
+            "text": f"to {text}",
+            "intent": "go",
+            "entities": [{"entity": "city", "start": 3, "end": 3 + len(text), "value": value}],
+        }
+        for text, value in annotations
+    ]
+    path = tmp_path / "nlu.json"
+    document = {"common_examples": examples, "entity_synonyms": list(synonyms)}
+    path.write_text(json.dumps({"rasa_nlu_data": document}))
+    return path
+
+
+def test_conflicting_json_annotations_warn_as_yaml_ones_do(tmp_path: Path, caplog):
+    """Rasa's synonym mapper warns of them at training ("Found conflicting synonym
+    definitions"); the YAML reader says it with both places. Before, JSON data said nothing."""
+    path = _json_annotating(tmp_path, ("NYC", "New York"), ("LA", "Los Angeles"), ("nyc", "NY"))
+    with caplog.at_level("WARNING"):
+        read_nlu_json(path)
+    assert (
+        f"{path}:common_examples[2]: found inconsistent entity synonyms: 'nyc' maps to "
+        f"'New York' ({path}:common_examples[0]) and to 'NY'; using 'NY', the last one read"
+    ) in caplog.text
+    assert caplog.text.count("inconsistent") == 1
+
+
+def test_a_json_annotation_against_the_files_entity_synonyms_warns(tmp_path: Path, caplog):
+    synonyms = [{"value": "Newark", "synonyms": ["NYC"]}, {"value": "New York", "synonyms": ["NY"]}]
+    path = _json_annotating(tmp_path, ("nyc", "New York"), ("ny", "New York"), synonyms=synonyms)
+    with caplog.at_level("WARNING"):
+        assert read_nlu_json(path).synonyms == {"nyc": "Newark", "ny": "New York"}
+    assert (
+        f"{path}:entity_synonyms[0]: found inconsistent entity synonyms: 'NYC' maps to "
+        f"'New York' ({path}:common_examples[0]) and to 'Newark'; using 'Newark', the last one "
+        "read"
+    ) in caplog.text
+    assert caplog.text.count("inconsistent") == 1
+
+
+def test_a_synonym_named_by_an_unquoted_number_says_to_quote_it():
+    """Refused, as by Rasa's schema (a synonym's name is text); the message said
+    "such as 'synonym: my_synonym'", which is no synonym's value."""
+    with pytest.raises(InvalidProjectFile) as refused:
+        read_nlu_yaml("nlu:\n- synonym: 12\n  examples: |\n    - twelve\n", "data/nlu.yml")
+    assert str(refused.value) == (
+        "data/nlu.yml:2: 'synonym' must be text, the value its examples map to, not 12: "
+        'quote it (synonym: "12"), as Rasa\'s schema takes only text'
+    )
+
+
 @pytest.mark.parametrize("value", [None, True, ["a"]])
 def test_a_json_synonyms_value_must_be_text_or_a_number(tmp_path: Path, value: object):
     path = tmp_path / "nlu.json"

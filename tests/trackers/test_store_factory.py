@@ -241,8 +241,13 @@ async def test_store_type_is_read_as_type(tmp_path: Path) -> None:
     assert isinstance(create_tracker_store(sections["tracker_store"]), RedisTrackerStore)
     assert isinstance(create_lock_store(sections["lock_store"]), RedisLockStore)
     assert isinstance(create_event_broker(sections["event_broker"]), SqlEventBroker)
-    with pytest.raises(InvalidConfig, match="'type: sql' and 'store_type: redis' disagree"):
-        create_tracker_store({"type": "sql", "store_type": "redis"})
+    with pytest.raises(InvalidConfig) as raised:
+        create_tracker_store({"type": "sql", "store_type": "redis"}, "prod-endpoints.yml")
+    # Before: "prod-endpoints.yml, section 'tracker_store': endpoints.yml, section ..."
+    assert str(raised.value) == (
+        "prod-endpoints.yml, section 'tracker_store': 'type: sql' and 'store_type: redis' "
+        "disagree; keep one of them"
+    )
 
 
 @pytest.mark.parametrize("prefix", ["my_bot", "bot-1", "bot.eu"])

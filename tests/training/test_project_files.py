@@ -133,12 +133,12 @@ def test_validate_command_exit_codes(tmp_path: Path) -> None:
     broken = tmp_path / "data"
     broken.mkdir()
     (broken / "stories.yml").write_text(
-        "stories:\n- story: s\n  steps:\n  - intent: greet\n  - action: utter_nope\n"
+        "stories:\n- story: s\n  steps:\n  - intent: greet\n  - action: action_nope\n"
     )
     out = io.StringIO()
     args.data = [str(broken)]
     assert run_validate(args, out) == 1
-    assert f"{broken / 'stories.yml'}:5: action 'utter_nope'" in out.getvalue()
+    assert f"{broken / 'stories.yml'}:5: action 'action_nope'" in out.getvalue()
 
 
 def test_validate_shows_trains_config_warnings_without_failing_on_them(tmp_path: Path) -> None:

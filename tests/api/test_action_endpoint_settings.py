@@ -1,0 +1,55 @@
+"""`action_endpoint:` and `nlg:` settings botserver does not read are named at start: Rasa
+ignores them without a word, so a misspelt key silently did nothing."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.api.conftest import MEMORY_STORE
+
+
+async def test_a_misspelt_endpoint_setting_is_warned_about(
+    make_client: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, `enable_selective_domains: true` sent the whole domain at every call, and a
+    `header:` holding the action server's API key was never sent, without a word."""
+    endpoints = {
+        **MEMORY_STORE,
+        "action_endpoint": {
+            "url": "http://127.0.0.1:9/webhook",
+            "enable_selective_domains": True,
+            "header": {"X-Api-Key": "s3cret"},
+        },
+        "nlg": {"url": "http://127.0.0.1:9/nlg", "colour": "red"},
+    }
+    with caplog.at_level(logging.WARNING, logger="server.api.server"):
+        await make_client(endpoints=endpoints)
+    warned = [r.getMessage() for r in caplog.records if r.name == "server.api.server"]
+    assert warned == [
+        "endpoints.yml: action_endpoint: the option 'enable_selective_domains' is unknown and "
+        "ignored; did you mean 'enable_selective_domain'?",
+        "endpoints.yml: action_endpoint: the option 'header' is unknown and ignored; did you "
+        "mean 'headers'?",
+        "endpoints.yml: nlg: the option 'colour' is unknown and ignored (known: basic_auth, "
+        "cafile, headers, max_response_bytes, params, store_type, timeout, token, token_name, "
+        "type, url).",
+    ]
+    assert "s3cret" not in caplog.text
+
+
+async def test_an_action_endpoint_without_a_url_is_warned_about(
+    make_client: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """`url: ${ACTION_SERVER_URL}` with the variable empty: every custom action fails
+    ("no action_endpoint is configured"). Before, the start said nothing of it."""
+    endpoints = {**MEMORY_STORE, "action_endpoint": {"url": "", "token": "s3cret"}}
+    with caplog.at_level(logging.WARNING, logger="server.api.server"):
+        await make_client(endpoints=endpoints)
+    warned = [r.getMessage() for r in caplog.records if r.name == "server.api.server"]
+    assert warned == [
+        "endpoints.yml: action_endpoint has no 'url': custom actions fail until one is set"
+    ]
