@@ -164,6 +164,12 @@ async def _stored(store: TrackerStore, sender_id: str) -> list[dict[str, Any]] |
     """The conversation's stored events; None when the store holds none (or could not
     hold one of this id)."""
     try:
+        # Lone surrogates (bytes the locale could not decode, given on the command line):
+        # no store can hold such an id, and SQLite, Redis and PostgreSQL raise on it.
+        sender_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    try:
         return await store.load_all(sender_id) or None
     except InvalidConversationId:
         return None

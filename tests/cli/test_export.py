@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shlex
 import socket
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -115,6 +118,30 @@ def test_time_range_and_conversation_ids_choose_the_events(run_cli, project: Pat
     assert result.code == 0, result.err
     assert "Not in the tracker store: conversations zed" in result.err
     assert _broker_rows(project) == [{"sender_id": "ana", **_action("utter_greet", 12.0)}]
+
+
+def test_a_conversation_id_the_terminal_could_not_decode_is_named_missing(project: Path) -> None:
+    """Bytes that are no text in the locale's encoding (`café` typed in a Latin-1 terminal)
+    reach Python as lone surrogates, which no store can hold: the id is named missing and
+    the others are exported. Before (with the ids read one by one), the SQLite store's
+    UnicodeEncodeError was a traceback, and nothing was exported. A subprocess: the bytes
+    go through the command line as a shell passes them."""
+    repo = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        # (os.fsdecode: the bytes go to the process as they are)
+        [sys.executable, str(repo / "cli.py"), "export", "--conversation-ids"]
+        + [os.fsdecode(b"ana,caf\xe9")],
+        cwd=project,
+        env={**os.environ, "PYTHONPATH": str(repo), "LC_ALL": "C.UTF-8"},
+        capture_output=True,
+        text=True,
+        errors="backslashreplace",
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-800:]
+    assert "Not in the tracker store: conversations caf\\udce9" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert [row["sender_id"] for row in _broker_rows(project)] == ["ana"] * 3
 
 
 @pytest.mark.parametrize(
