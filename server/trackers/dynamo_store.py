@@ -58,6 +58,9 @@ _BUSY_CODES = {
     "LimitExceededException",
     "TransactionConflictException",
 }
+# The most bytes (UTF-8) of a partition key: DynamoDB refuses a longer key with a
+# ValidationException.
+KEY_LIMIT_BYTES = 2048
 # The table names DynamoDB takes, and a table's ARN (which it takes in their place).
 _TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 _TABLE_ARN = re.compile(r"arn:[a-z-]+:dynamodb:[^:]*:[0-9]*:table/[A-Za-z0-9_.-]{3,255}")
@@ -510,6 +513,14 @@ class DynamoTrackerStore:
 def _key(sender_id: str) -> dict[str, Any]:
     if not sender_id:  # before, DynamoDB's ValidationException: a 500
         raise InvalidConversationId("The conversation id is empty: DynamoDB cannot hold it.")
+    if (
+        len(sender_id) > KEY_LIMIT_BYTES // 4  # (at most 4 bytes a character)
+        and len(sender_id.encode("utf-8", "surrogatepass")) > KEY_LIMIT_BYTES
+    ):
+        # (the server refuses longer ids before; `botserver export --conversation-ids` not)
+        raise InvalidConversationId(
+            f"The conversation id takes more than {KEY_LIMIT_BYTES} bytes: DynamoDB cannot hold it."
+        )
     return {"sender_id": {"S": sender_id}}
 
 

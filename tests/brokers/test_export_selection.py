@@ -206,3 +206,19 @@ async def test_every_conversation_of_a_dynamodb_table_is_read_in_one_scan(
     assert [(m.sender_id, m.event["timestamp"]) for m in selection.messages] == [
         ("c0", 0.0), ("c1", 0.0), ("c2", 0.0), ("c0", 10.0), ("c1", 10.0), ("c2", 10.0)
     ]  # fmt: skip
+
+
+async def test_a_conversation_id_longer_than_dynamodb_keys_is_named_missing(
+    dynamo: tuple[DynamoTrackerStore, list[str]],
+) -> None:
+    """DynamoDB refuses a partition key over 2,048 bytes (a ValidationException: the whole
+    export failed). Such an id in `--conversation-ids` is no conversation of the table: it
+    is named missing, with no request, as before the ids were read one by one."""
+    store, requests = dynamo
+    await store.append("c1", [_user(0, 1.0)])
+    requests.clear()
+    too_long = ["x" * 2049, "é" * 1025]  # 2,049 and 2,050 bytes of UTF-8
+    selection = await select_events(store, ["c1", "x" * 2048, *too_long])
+    assert selection.conversations == ["c1"]
+    assert selection.missing == sorted(["x" * 2048, *too_long])
+    assert requests == ["GetItem", "GetItem"]  # c1, and the longest key DynamoDB takes
