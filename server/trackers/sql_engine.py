@@ -269,9 +269,7 @@ def create_engine(
         _run_on_connect(engine, postgres_lock_timeout())
         _guard_sockets(engine, tcp_options())
     if collation is not None:
-        # After SQLAlchemy's own `SET NAMES <charset>` on each new connection, which resets
-        # the collation PyMySQL set (Rasa's `collation` changed nothing for that reason).
-        _run_on_mysql_connect(engine, f"SET collation_connection = {collation}")
+        _set_collation_on_connect(engine, collation)
     return engine
 
 
@@ -690,12 +688,16 @@ def _run_on_connect(engine: AsyncEngine, statement: str) -> None:
         dbapi_connection.run_async(lambda connection: connection.execute(statement))
 
 
-def _run_on_mysql_connect(engine: AsyncEngine, statement: str) -> None:
-    """`statement` (a MySQL session setting, which no rollback undoes) on each new
-    connection, after SQLAlchemy's own set-up of it."""
+def _set_collation_on_connect(engine: AsyncEngine, collation: str) -> None:
+    """PyMySQL's `SET NAMES <charset> COLLATE <collation>` on each new connection, after
+    SQLAlchemy's own `SET NAMES <charset>`, which resets the collation (Rasa's `collation`
+    changed nothing for that reason). The server refuses a collation of another charset,
+    naming both, as it refuses PyMySQL's."""
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        charset = dbapi_connection.character_set_name()
+        statement = f"SET NAMES {charset} COLLATE {collation}"
         dbapi_connection.run_async(lambda connection: connection.query(statement))
 
 

@@ -42,6 +42,18 @@ async def test_collation_is_the_connections_as_pymysql_sets_it(mariadb: dict[str
         await engine.dispose()
 
 
+async def test_a_collation_not_of_the_charset_fails_naming_both(mariadb: dict[str, Any]) -> None:
+    """PyMySQL sends `SET NAMES latin1 COLLATE utf8mb4_bin`, which the server refuses, naming
+    both. Before, the connection was made half as asked: utf8mb4 for its statements' text,
+    latin1 for what it sent and read, without a word."""
+    engine = await _engine(mariadb, {"charset": "latin1", "collation": "utf8mb4_bin"})
+    try:
+        with pytest.raises(OperationalError, match="'utf8mb4_bin' is not valid for .* 'latin1'"):
+            await _one(engine, "SELECT @@character_set_connection")
+    finally:
+        await engine.dispose()
+
+
 def test_a_collation_that_is_no_name_stops_the_start() -> None:
     with pytest.raises(InvalidConfig, match="collation"):
         create_tracker_store(
