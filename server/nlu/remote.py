@@ -55,7 +55,7 @@ class RemoteNLU:
             raise InvalidConfig(f"endpoints 'nlu': {e}") from None
         self._client = sync_client(
             timeout=timeout,
-            cookies=cookie_jar_keeping_none(),  # none sent back, as Rasa's session per call
+            cookies=cookie_jar_keeping_none(),  # none sent back (Rasa's one session sends them)
             headers={
                 "Accept-Encoding": ACCEPT_ENCODING,
                 **{str(k): str(v) for k, v in headers.items()},

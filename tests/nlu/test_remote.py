@@ -68,9 +68,9 @@ def test_a_size_limit_that_is_no_positive_number_stops_the_start(value: object) 
 def test_a_cookie_the_nlu_server_sets_is_not_sent_back(
     broken_server: BrokenActionServer,
 ) -> None:
-    """Rasa opens a session per call to the NLU server, so it never sends a cookie back.
-    Before, the pooled client kept one an answer set and sent it with every later message,
-    whoever sent it."""
+    """Before, the pooled client kept a cookie an answer set and sent it with every later
+    message, whoever sent it (as Rasa 3.6.21's one session for the server's life does: a
+    documented difference)."""
     nlu = RemoteNLU({"url": _url(broken_server, "/cookie")})
     nlu.parse("hello")
     nlu.parse("hello again")
