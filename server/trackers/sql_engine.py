@@ -486,16 +486,33 @@ async def _open_mysql(
         async def _read_bytes(self, num_bytes: int) -> bytes:
             if read_timeout is None:
                 return await super()._read_bytes(num_bytes)
-            try:
-                async with asyncio.timeout(read_timeout):
-                    return await super()._read_bytes(num_bytes)
-            except TimeoutError:  # as PyMySQL: the connection is lost, and closed
-                self.close()
-                raise aiomysql.OperationalError(
-                    _CR_SERVER_LOST,
-                    "Lost connection to MySQL server during query (timed out: no answer in "
-                    f"{read_timeout:g} s, query: read_timeout)",
-                ) from None
+            # As PyMySQL's socket timeout: each wait for data, not the whole packet (a big
+            # row arriving slowly is read while it keeps arriving).
+            chunks: list[bytes] = []
+            while num_bytes:
+                try:
+                    async with asyncio.timeout(read_timeout):
+                        chunk = await self._reader.read(num_bytes)
+                except TimeoutError:  # as PyMySQL: the connection is lost, and closed
+                    self.close()
+                    raise aiomysql.OperationalError(
+                        _CR_SERVER_LOST,
+                        "Lost connection to MySQL server during query (timed out: no "
+                        f"answer in {read_timeout:g} s, query: read_timeout)",
+                    ) from None
+                except OSError as e:
+                    self.close()
+                    raise aiomysql.OperationalError(
+                        _CR_SERVER_LOST, f"Lost connection to MySQL server during query ({e})"
+                    ) from e
+                if not chunk:
+                    self.close()
+                    raise aiomysql.OperationalError(
+                        _CR_SERVER_LOST, "Lost connection to MySQL server during query"
+                    )
+                chunks.append(chunk)
+                num_bytes -= len(chunk)
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     connection = PyMySQLLike(*args, **kwargs)
     await connection._connect()

@@ -3,6 +3,7 @@ each is honoured as PyMySQL honours it, against the shared MariaDB, or refused b
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -74,6 +75,44 @@ async def test_read_timeout_ends_a_statement_the_server_does_not_answer_in_time(
         assert await _one(engine, "SELECT 1") == 1  # a new connection replaces the lost one
     finally:
         await engine.dispose()
+
+
+async def _trickle(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, chunk: int, pause: float
+) -> None:
+    try:
+        while data := await reader.read(chunk):
+            writer.write(data)
+            await writer.drain()
+            await asyncio.sleep(pause)
+    finally:
+        writer.close()
+
+
+async def test_read_timeout_bounds_each_wait_for_data_not_a_whole_row_as_pymysqls(
+    mariadb: dict[str, Any],
+) -> None:
+    """PyMySQL's `read_timeout` bounds each wait for data (its socket's timeout): a row
+    bigger than what arrives in that time is read while it keeps arriving. Before, a row
+    (one MySQL packet) had to arrive whole within `read_timeout`: over a slow link a big
+    event failed each load of its conversation ("timed out"), where Rasa's was read."""
+
+    async def relay(client: asyncio.StreamReader, to_client: asyncio.StreamWriter) -> None:
+        server, to_server = await asyncio.open_connection(mariadb["url"], mariadb["port"])
+        # From the server 64 KB each 0.1 s: a 1 MB row takes 1.6 s, each wait 0.1 s.
+        await asyncio.gather(
+            _trickle(client, to_server, 65536, 0), _trickle(server, to_client, 65536, 0.1)
+        )
+
+    relay_server = await asyncio.start_server(relay, "127.0.0.1", 0)
+    port = relay_server.sockets[0].getsockname()[1]
+    engine = await _engine({**mariadb, "port": port}, {"read_timeout": 1})
+    try:
+        assert await _one(engine, "SELECT LENGTH(REPEAT('x', 1048576))") == 1048576
+        assert len(await _one(engine, "SELECT REPEAT('x', 1048576)")) == 1048576
+    finally:
+        await engine.dispose()
+        relay_server.close()
 
 
 async def test_write_timeout_bounds_how_long_sent_data_may_go_unacknowledged(
