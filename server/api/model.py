@@ -70,6 +70,7 @@ from server.errors import (
 )
 from server.http_clients import async_client_off_loop, safe_url
 from server.json_values import OFF_LOOP_JSON_BYTES, key_given_twice
+from server.long_jobs import run_long_job
 from server.models.archive import read_archive
 from server.models.loading import load_model
 from server.models.local import resolve_local_model
@@ -278,7 +279,9 @@ def _merge_yaml_strings(document: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _train_sync(document: dict[str, Any], out_dir: Path, force: bool) -> Path:
+def _train_sync(
+    document: dict[str, Any], out_dir: Path, force: bool, augmentation: int | None
+) -> Path:
     """Train the request's project into `out_dir`. The archive is unsigned: a server holds at
     most the public key that verifies archives (`--verify-key`), never one that signs."""
     from server.training.train import train
@@ -287,7 +290,15 @@ def _train_sync(document: dict[str, Any], out_dir: Path, force: bool) -> Path:
         directory = Path(tmp)
         config_path, domain_path, data_dir = _write_project(document, directory)
         try:
-            result = train(config_path, domain_path, [data_dir], out_dir, force=force, env=False)
+            result = train(
+                config_path,
+                domain_path,
+                [data_dir],
+                out_dir,
+                force=force,
+                env=False,
+                augmentation=augmentation,
+            )
         except NothingToTrain:
             raise ApiError(
                 400,
@@ -303,7 +314,12 @@ def _train_sync(document: dict[str, Any], out_dir: Path, force: bool) -> Path:
 
 
 async def _train_off_loop(
-    services: Services, document: dict[str, Any], out_dir: Path, force: bool, temporary: bool
+    services: Services,
+    document: dict[str, Any],
+    out_dir: Path,
+    force: bool,
+    augmentation: int | None,
+    temporary: bool,
 ) -> Path:
     """Train in a worker thread, counted in /status's `num_active_training_jobs`.
 
@@ -312,7 +328,7 @@ async def _train_off_loop(
     counted until it ends, and a `temporary` out_dir is removed then. Before, the folder
     stayed behind at every failure (empty) and every timeout (with the trained archive).
     """
-    training = services.spawn(_counted_training(services, document, out_dir, force))
+    training = services.spawn(_counted_training(services, document, out_dir, force, augmentation))
     try:
         return await asyncio.shield(training)
     except asyncio.CancelledError:
@@ -327,10 +343,14 @@ async def _train_off_loop(
 
 
 async def _counted_training(
-    services: Services, document: dict[str, Any], out_dir: Path, force: bool
+    services: Services,
+    document: dict[str, Any],
+    out_dir: Path,
+    force: bool,
+    augmentation: int | None,
 ) -> Path:
     with services.holder.training_job():
-        return await asyncio.to_thread(_train_sync, document, out_dir, force)
+        return await run_long_job("training", _train_sync, document, out_dir, force, augmentation)
 
 
 def _abandoned_training(
@@ -433,6 +453,18 @@ def _callback_url(value: str | None) -> str | None:
             "query",
         )
     return value
+
+
+def _augmentation_factor(value: str | None) -> int | None:
+    """`?augmentation=N`: the ML policy's `augmentation_factor`, as `botserver train
+    --augmentation N` (None: config.yml's or the policy's default). Not an integer: the
+    default, with a warning, as in Rasa; below 0 a 400, as the command line refuses it."""
+    factor = int_arg("augmentation", value)
+    if factor is not None and factor < 0:
+        raise bad_request(
+            f"'augmentation' must be 0 or more, not {factor}.", "augmentation", "query"
+        )
+    return factor
 
 
 def _training_failure(exc: Exception) -> ApiError:
@@ -841,6 +873,7 @@ def model_router() -> APIRouter:
             "save_to_default_model_directory", save_to_default_model_directory, default=True
         )
         force = bool_arg("force_training", force_training)
+        augmentation_factor = _augmentation_factor(augmentation)
 
         async def run() -> Response:
             out_dir = (
@@ -849,7 +882,9 @@ def model_router() -> APIRouter:
                 else Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="botserver-trained-"))
             )
             try:
-                path = await _train_off_loop(services, document, out_dir, force, not in_default_dir)
+                path = await _train_off_loop(
+                    services, document, out_dir, force, augmentation_factor, not in_default_dir
+                )
             except TrainingError as exc:
                 # Training stops on data or configuration that cannot give a model: the
                 # client's mistake, so a 400 (Rasa answers 500).
@@ -897,8 +932,13 @@ def model_router() -> APIRouter:
         raw = await request.body()
         if not raw.strip():
             raise ApiError(400, "BadRequest", "No test stories given in the request body.")
-        result = await asyncio.to_thread(
-            _evaluate_stories_sync, raw, _content_type(request), model, bool_arg("e2e", e2e)
+        result = await run_long_job(
+            "story evaluation",
+            _evaluate_stories_sync,
+            raw,
+            _content_type(request),
+            model,
+            bool_arg("e2e", e2e),
         )
         return await asyncio.to_thread(JSONResponse, result)
 
@@ -1005,15 +1045,17 @@ def model_router() -> APIRouter:
             if folds is None:
                 if model:
                     try:
-                        evaluated = await asyncio.to_thread(_load_model_file, Path(model), services)
+                        evaluated = await run_long_job(
+                            "model load for evaluation", _load_model_file, Path(model), services
+                        )
                     except ModelNotFound as exc:
                         raise bad_request(str(exc), "model", "query") from None
                 else:
                     evaluated = _model_of(services)
                 if own_nlu(evaluated) is None:
                     raise bad_request("The model has no NLU pipeline to evaluate.")
-            result = await asyncio.to_thread(
-                _evaluate_intents_sync, evaluated, data, folds, document
+            result = await run_long_job(
+                "intent evaluation", _evaluate_intents_sync, evaluated, data, folds, document
             )
             # One prediction per example: a large answer is rendered off the loop as well.
             return await asyncio.to_thread(JSONResponse, result)

@@ -1707,3 +1707,72 @@ async def test_a_json_body_with_a_key_given_twice_is_looked_at_again_off_the_eve
     message = check(rasa_spec, response, "/model/train", "post", 400)["message"]
     assert message.startswith("request body:2: the key 'rasa_nlu_data' is given twice"), message
     assert hold.loop_busiest < 0.05 * hold.slowness, hold.loop_busiest
+
+
+async def test_trainings_running_at_once_hold_up_no_other_request(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each training runs on a thread of its own, as in Rasa. Before, trainings took threads
+    of the pool every request's short off-loop work shares (`os.cpu_count() + 4` of them, 6
+    on 2 cores): with that many running, a parse waited for one to end, minutes perhaps."""
+    import server.api.model as model_routes
+
+    train = model_routes._train_sync
+    started: list[int] = []
+    released = threading.Event()
+
+    def held_train(*args: Any) -> Path:
+        started.append(1)
+        released.wait(60)  # until the test lets it go
+        return train(*args)
+
+    monkeypatch.setattr(model_routes, "_train_sync", held_train)
+    pool_size = min(32, (os.cpu_count() or 1) + 4)  # asyncio's default executor's
+    query = "/model/train?save_to_default_model_directory=false"
+    trainings = [
+        asyncio.create_task(client.post(query, content=TRAINING_YAML)) for _ in range(pool_size)
+    ]
+    try:
+        for _ in range(300):
+            if len(started) == pool_size:
+                break
+            await asyncio.sleep(0.1)
+        assert len(started) == pool_size
+        parsed = await asyncio.wait_for(client.post("/model/parse", json={"text": "hello"}), 20)
+        assert parsed.json()["intent"]["name"] == "greet"
+    finally:
+        released.set()
+    results = await asyncio.gather(*trainings)
+    assert [r.status_code for r in results] == [200] * pool_size
+
+
+@pytest.mark.parametrize(
+    ("query", "factor"),
+    [("", None), ("&augmentation=0", 0), ("&augmentation=7", 7), ("&augmentation=many", None)],
+    ids=["absent", "none", "seven", "not-a-number"],
+)
+async def test_train_takes_the_augmentation_factor_as_rasa(
+    client: httpx.AsyncClient, tmp_path: Path, query: str, factor: int | None
+) -> None:
+    """`?augmentation=N` is the ML policy's `augmentation_factor`, as `botserver train
+    --augmentation N` sets it (Rasa: TEDPolicy's); a value that is no integer is the default,
+    with a warning, as in Rasa. Before, it was accepted and ignored."""
+    body = TRAINING_YAML.replace("- name: RulePolicy", "- name: RulePolicy\n- name: TEDPolicy")
+    response = await client.post(
+        f"/model/train?save_to_default_model_directory=false{query}", content=body
+    )
+    assert response.status_code == 200, response.text
+    archive = tmp_path / response.headers["filename"]
+    archive.write_bytes(response.content)
+    policies = read_archive(archive, tmp_path / "model")["policies"]
+    assert [p.get("augmentation_factor") for p in policies] == [None, factor]
+
+
+async def test_train_refuses_a_negative_augmentation_factor(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    """As `botserver train --augmentation -1` refuses it, before anything is trained."""
+    response = await client.post("/model/train?augmentation=-1", content=TRAINING_YAML)
+    error = check(rasa_spec, response, "/model/train", "post", 400)
+    assert error["details"] == {"parameter": "augmentation", "in": "query"}
+    assert (await client.get("/status")).json()["num_active_training_jobs"] == 0
