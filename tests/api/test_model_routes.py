@@ -1256,8 +1256,8 @@ async def test_a_bad_component_parameter_in_a_training_body_is_a_400_naming_it(
     response = await client.post("/model/train", content=content)
     # Before: a 500 "Training failed unexpectedly" and a ValueError traceback in the log.
     body = check(rasa_spec, response, "/model/train", "post", 400)
-    assert body["message"] == (
-        "request body: config.yml: FallbackClassifier: 'threshold' must be a number, not 'high'"
+    assert body["message"] == (  # the component's line in the body
+        "request body:6: FallbackClassifier: 'threshold' must be a number, not 'high'"
     )
 
 
@@ -1270,7 +1270,36 @@ async def test_a_training_body_error_gives_no_line_of_a_file_the_client_never_se
     content = "\nlanguage: en\npipeline: []\npolicies: [{name: RulePolicy}]\nintents: greet\n"
     response = await client.post("/model/train", content=content)
     body = check(rasa_spec, response, "/model/train", "post", 400)
-    assert body["message"] == "request body: domain.yml: 'intents' must be a list"
+    assert body["message"] == "request body:5: 'intents' must be a list"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "marker", "json_marker"),
+    [
+        ("- goodbye\nresponses", "- goodbye\nslots: 3\nresponses", "slots: 3", '"slots": 3'),
+        ('  - text: "Bye"', '  - txt: "Bye"', 'txt: "Bye"', '"txt": "Bye"'),
+        ("  - action: utter_goodbye", "  - action: utter_goodbye\n  - foo: bar", "foo", '"foo"'),
+        ("- intent: goodbye\n  examples: |", "- intent: goodbye\n  exampels: |", "exa", '"exa'),
+    ],
+    ids=["domain-section", "response", "rule-step", "nlu-item"],
+)
+async def test_a_training_body_error_names_its_line_in_the_body(
+    client: httpx.AsyncClient,
+    rasa_spec: RasaSpec,
+    old: str,
+    new: str,
+    marker: str,
+    json_marker: str,
+) -> None:
+    """As Rasa's schema errors name the body's line, in YAML or JSON. Before, the error named
+    only the part (`request body: domain.yml: ...`) of a body the client never split."""
+    content = TRAINING_YAML.replace(old, new)
+    as_json = json.dumps(yaml.safe_load(content), indent=1)
+    for sent, at in ((content, marker), (as_json, json_marker)):
+        line = sent[: sent.rindex(at)].count("\n") + 1
+        response = await client.post("/model/train", content=sent)
+        body = check(rasa_spec, response, "/model/train", "post", 400)
+        assert body["message"].startswith(f"request body:{line}: "), (line, body["message"])
 
 
 async def test_a_training_body_cannot_read_the_servers_environment(
@@ -1489,7 +1518,7 @@ async def test_a_training_body_that_imports_server_folders_is_a_400(
     body = "importers:\n- name: MultiProjectImporter\nimports:\n- /etc\n" + TRAINING_YAML
     response = await client.post("/model/train", content=body)
     error = check(rasa_spec, response, "/model/train", "post", 400)
-    assert error["message"].startswith("request body: config.yml: ")
+    assert error["message"].startswith("request body:3: ")  # the line of `imports:`
     assert "'imports' of the MultiProjectImporter name folders on the server" in error["message"]
     unknown = "importers:\n- name: my.CustomImporter\n" + TRAINING_YAML
     response = await client.post("/model/train", content=unknown)
@@ -1628,7 +1657,7 @@ async def test_an_entity_annotation_nested_deep_is_a_400_naming_the_data_part(
         body = TRAINING_YAML.replace("    - hey\n", f"    - hey [Paris]{markup}\n")
         train = await client.post("/model/train", content=body)
         message = check(rasa_spec, train, "/model/train", "post", 400)["message"]
-        assert message.startswith("request body: data/data.yml:")
+        assert message.startswith("request body:16: ")  # its examples, the entry in error
         assert message.endswith("nests more than 100 levels deep")
 
 
