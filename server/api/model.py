@@ -197,7 +197,8 @@ async def _body_document(request: Request, empty_message: str, what: str) -> Any
     content_type = _content_type(request)
     # Off the loop whatever its size, as a training body is read in any case: a key given
     # twice is looked for by a second JSON parse, and its line by YAML's, 40 times slower.
-    if content_type == "application/json":
+    # Labelled JSON but not opening as JSON: YAML, as Rasa reads every training body.
+    if content_type == "application/json" and _opens_as_json(raw):
         return await asyncio.to_thread(_json_document, raw)
     return await asyncio.to_thread(_sniffed_document, raw, what, content_type)
 

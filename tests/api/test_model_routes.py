@@ -676,6 +676,26 @@ async def test_train_reads_json_without_its_content_type_that_yaml_cannot(
     assert response.content[:2] == b"\x1f\x8b"
 
 
+async def test_train_reads_yaml_labelled_json_as_rasa(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    """Rasa reads every training body as YAML, whatever its type: a YAML project sent as
+    `application/json` trains. Before: a 400 "Failed when parsing body as json". A body that
+    opens as JSON still gets JSON's error."""
+    response = await client.post(
+        "/model/train?save_to_default_model_directory=false",
+        content=TRAINING_YAML,
+        headers={"Content-Type": "application/json; charset=utf-8"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.content[:2] == b"\x1f\x8b"
+    broken = await client.post(
+        "/model/train", content='{"nlu": [}', headers={"Content-Type": "application/json"}
+    )
+    error = check(rasa_spec, broken, "/model/train", "post", 400)
+    assert error["message"].startswith("Failed when parsing body as json"), error
+
+
 async def test_test_intents_evaluates_the_response_selector(
     make_client: Any, rasa_spec: RasaSpec, tmp_path: Path
 ) -> None:
