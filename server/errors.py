@@ -92,6 +92,10 @@ class ModelNotFound(ModelError):
     """No model archive exists where one was asked for."""
 
 
+class StorageNotFound(ModelNotFound):
+    """The remote storage's bucket or container that should hold the model does not exist."""
+
+
 class ModelUnavailable(ModelError):
     """A model's source (remote storage) cannot be reached, or did not answer in time."""
 
