@@ -1,51 +1,47 @@
-"""Long blocking jobs (a training, an evaluation), each on a thread of its own.
+"""Long blocking jobs (a training, an evaluation), on a pool of their own.
 
 `asyncio.to_thread` shares the loop's default pool, `os.cpu_count() + 4` threads, with
-every request's short off-loop work: jobs of minutes filling it held up every parse.
+every request's short off-loop work: jobs of minutes filling it held up every parse. Their
+own pool is as large, and no larger: a hundred trainings asked at once run six at a time on
+2 cores (the others wait their turn), not a hundred threads each holding its training's
+memory on two cores.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
+# Long jobs running at once, as many as asyncio's default pool has threads.
+MAX_RUNNING = min(32, (os.cpu_count() or 1) + 4)
+_POOL = ThreadPoolExecutor(max_workers=MAX_RUNNING, thread_name_prefix="long-job")
+
 
 async def run_long_job(name: str, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-    """`func(*args, **kwargs)` on a new thread named `name`, its result (or error) awaited.
+    """`func(*args, **kwargs)` on a thread of the long jobs' pool, named `name` meanwhile; its
+    result (or error) awaited. Past `MAX_RUNNING` jobs, it waits for one to end.
 
-    As with `asyncio.to_thread`, the thread sees the caller's context variables, and a
-    cancelled wait does not stop it: it runs to its end, and the interpreter waits for it
-    before it exits (the archive a training writes is never cut short)."""
+    As with `asyncio.to_thread`, the thread sees the caller's context variables. A wait
+    cancelled before the job starts drops it; once started, it runs to its end, and the
+    interpreter waits for it before it exits (the archive a training writes is never cut
+    short)."""
     loop = asyncio.get_running_loop()
-    done: asyncio.Future[T] = loop.create_future()
     context = contextvars.copy_context()
 
-    def work() -> None:
-        result: T | None = None
-        error: BaseException | None = None
+    def work() -> T:
+        thread = threading.current_thread()
+        idle_name, thread.name = thread.name, name
         try:
-            result = context.run(func, *args, **kwargs)
-        except BaseException as exc:  # raised again where the job is awaited
-            error = exc
-        try:
-            loop.call_soon_threadsafe(_settle, done, result, error)
-        except RuntimeError:  # the loop closed meanwhile: no one awaits the job any more
-            pass
+            return context.run(func, *args, **kwargs)
+        finally:
+            thread.name = idle_name
 
-    threading.Thread(target=work, name=name).start()
-    return await done
-
-
-def _settle(done: asyncio.Future[T], result: T | None, error: BaseException | None) -> None:
-    if done.cancelled():
-        return
-    if error is not None:
-        done.set_exception(error)
-    else:
-        done.set_result(result)  # type: ignore[arg-type]
+    return await loop.run_in_executor(_POOL, work)

@@ -40,3 +40,38 @@ async def test_a_job_runs_while_the_loops_pool_is_full() -> None:
     finally:
         released.set()
         await asyncio.gather(*holders)
+
+
+async def test_jobs_past_the_limit_wait_for_a_running_one_to_end() -> None:
+    """At most `MAX_RUNNING` jobs at once (asyncio's own pool size: 6 on 2 cores); others wait
+    their turn. Before, a hundred POST /model/train at once ran a hundred trainings side by
+    side: a hundred threads, each holding its training's memory, sharing two cores."""
+    from server.long_jobs import MAX_RUNNING
+
+    released = threading.Event()
+    running: list[int] = []
+    most = 0
+    lock = threading.Lock()
+
+    def job(n: int) -> int:
+        nonlocal most
+        with lock:
+            running.append(n)
+            most = max(most, len(running))
+        released.wait(30)
+        with lock:
+            running.remove(n)
+        return n
+
+    jobs = [asyncio.create_task(run_long_job("job", job, n)) for n in range(MAX_RUNNING + 3)]
+    try:
+        for _ in range(100):
+            if len(running) >= MAX_RUNNING:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # room for any job past the limit to start
+        assert most == MAX_RUNNING
+    finally:
+        released.set()
+    assert await asyncio.gather(*jobs) == list(range(MAX_RUNNING + 3))
+    assert most == MAX_RUNNING
