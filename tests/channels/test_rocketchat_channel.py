@@ -360,6 +360,19 @@ def test_a_custom_message_naming_a_room_id_is_posted_there() -> None:
     assert rocketchat_messages("R1", {"custom": both}) == [{"channel": "#alerts", "text": "x"}]
 
 
+def test_a_custom_message_names_one_room_as_rocketchat_7_4_requires() -> None:
+    """Rocket.Chat 7.4 and later refuse a `chat.postMessage` naming both `channel` and
+    `roomId`, or holding a key it does not know. Before, a custom message holding both (or an
+    empty `channel`, which Rasa takes for none) was sent so and refused: the message was lost."""
+    both = {"text": "x", "channel": "#alerts", "roomId": "OpsRoom"}
+    assert rocketchat_messages("R1", {"custom": both}) == [{"channel": "#alerts", "text": "x"}]
+    empty = {"text": "x", "channel": "", "room_id": "OpsRoom"}
+    assert rocketchat_messages("R1", {"custom": empty}) == [{"roomId": "OpsRoom", "text": "x"}]
+    assert rocketchat_messages("R1", {"custom": {"text": "x", "channel": None}}) == [
+        {"roomId": "R1", "text": "x"}
+    ]
+
+
 def test_a_custom_message_that_is_no_object_is_logged_as_lost(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
