@@ -80,6 +80,8 @@ class RocketChatAPI:
         data = result.get("data") if answer.status_code == 200 else None
         if not isinstance(data, dict) or not data.get("authToken") or not data.get("userId"):
             detail = _detail(result)
+            if result.get("error") == "totp-required":
+                detail += ": turn two-factor authentication off for the bot user (it has no code)"
             # Unavailable: each post of the turn would try again, and Rocket.Chat blocks a
             # user (by default 10 failures, for 5 minutes) whose logins keep failing.
             raise RocketChatUnavailable(

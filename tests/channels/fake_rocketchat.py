@@ -38,6 +38,8 @@ class FakeRocketChat:
         self.tokens: set[str] = set()
         self.logins = 0
         self.login_calls = 0  # logins tried, refused ones too
+        # When set, the bot user has two-factor authentication on: a login needs a code.
+        self.two_factor = False
         self.unauthorized = 0
         self.posted: list[dict[str, Any]] = []
         self.post_calls = 0  # chat.postMessage calls, answered or not
@@ -63,6 +65,16 @@ class FakeRocketChat:
         ):
             return JSONResponse(
                 {"status": "error", "error": "Unauthorized", "message": "Unauthorized"}, 401
+            )
+        if self.two_factor and not body.get("code"):
+            return JSONResponse(
+                {
+                    "status": "error",
+                    "error": "totp-required",
+                    "message": "TOTP Required",
+                    "details": {"method": "email", "availableMethods": ["email"]},
+                },
+                401,
             )
         self.logins += 1
         token = secrets.token_urlsafe(16)

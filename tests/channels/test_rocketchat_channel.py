@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from server.channels.rocketchat import RecentMessageIds, RocketChatInput, rocketchat_messages
+from server.channels.rocketchat_api import RocketChatAPI, RocketChatError
 from tests.channels.conftest import concertbot_server
 from tests.channels.fake_rocketchat import FakeRocketChat
 from tests.serving import serving
@@ -68,7 +69,11 @@ async def _tracker(bot_url: str, conversation: str) -> dict[str, Any]:
 
 
 async def test_a_user_message_gets_the_bots_reply_in_the_room(wired) -> None:  # noqa: ANN001
-    rocket, webhook, _ = wired
+    rocket, webhook, bot_url = wired
+    async with httpx.AsyncClient() as client:
+        for path in ("/webhooks/rocketchat/", "/webhooks/rocketchat"):  # Rasa's health route
+            health = await client.get(bot_url + path)
+            assert (health.status_code, health.json()) == (200, {"status": "ok"}), path
     payload = rocket.outgoing_payload(
         token=HOOK_TOKEN, user_id="AliceId", user_name="alice", text="search concerts"
     )
@@ -658,3 +663,19 @@ def test_a_huge_message_id_is_remembered_in_a_bounded_size() -> None:
     edited = ids(huge_a, "hello", isEdited=True)[0]
     assert edited is not None and len(edited) <= 100 and edited != first
     assert ids("Gs7ZPXrLkdN9kH3oP") == ["Gs7ZPXrLkdN9kH3oP"] * 2  # Rocket.Chat's own: as sent
+
+
+async def test_a_refused_login_says_why() -> None:
+    """Before, only the status: a wrong password and two-factor authentication on the bot
+    user (e-mail codes are on by default for a user with a verified address) read alike."""
+    rocket = FakeRocketChat(BOT, PASSWORD)
+    async with serving(rocket.app) as rocket_url:
+        wrong = RocketChatAPI(rocket_url, BOT, "wrong")
+        with pytest.raises(RocketChatError, match=r"'concertbot' \(HTTP 401 Unauthorized\)"):
+            await wrong.login()
+        rocket.two_factor = True
+        api = RocketChatAPI(rocket_url, BOT, PASSWORD)
+        with pytest.raises(RocketChatError, match=r"\(HTTP 401 totp-required: turn two-factor"):
+            await api.login()
+        await wrong.aclose()
+        await api.aclose()
