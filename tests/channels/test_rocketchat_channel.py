@@ -404,6 +404,18 @@ def test_long_texts_are_cut_at_line_breaks_or_spaces() -> None:
     assert "attachments" not in parts[0] and parts[2]["attachments"][0]["actions"]
 
 
+def test_an_empty_text_is_not_posted() -> None:
+    """Before, as in Rasa, a reply of blanks, or an empty paragraph between two blank lines
+    too many, was posted as an empty message."""
+    assert rocketchat_messages("R1", {"text": "Foo\n\n\n\nBar"}) == [
+        {"roomId": "R1", "text": "Foo"},
+        {"roomId": "R1", "text": "Bar"},
+    ]
+    assert rocketchat_messages("R1", {"text": " \n "}) == []
+    buttons = [{"title": "Yes", "payload": "/affirm"}]  # with buttons, the text may be empty
+    assert rocketchat_messages("R1", {"text": "", "buttons": buttons})[0]["text"] == ""
+
+
 async def test_a_retried_webhook_call_is_not_recorded_twice(wired) -> None:  # noqa: ANN001
     import asyncio
 
