@@ -75,9 +75,10 @@ def rocketchat_messages(
         elif "text" in part:
             text = part["text"]
             pieces = text_pieces(text, max_length) if isinstance(text, str) else [text]
-            # An empty text (a blank-only reply, or between two blank lines too many) would
-            # be an empty bubble in the room; Rasa posts it.
-            bodies.extend({"roomId": room_id, "text": piece} for piece in pieces if piece != "")
+            # An empty text (a blank-only reply, or a paragraph of nothing or of spaces
+            # between blank lines) would be an empty bubble in the room; Rasa posts it.
+            kept = [p for p in pieces if not isinstance(p, str) or p.strip()]
+            bodies.extend({"roomId": room_id, "text": piece} for piece in kept)
         elif "image" in part:
             attachment = {"image_url": part["image"], "collapsed": False}
             bodies.append({"roomId": room_id, "attachments": [attachment]})

@@ -412,6 +412,11 @@ def test_an_empty_text_is_not_posted() -> None:
         {"roomId": "R1", "text": "Bar"},
     ]
     assert rocketchat_messages("R1", {"text": " \n "}) == []
+    # a paragraph of spaces alone is as empty a bubble (Rasa's split keeps it)
+    assert rocketchat_messages("R1", {"text": "Foo\n\n  \n\nBar"}) == [
+        {"roomId": "R1", "text": "Foo"},
+        {"roomId": "R1", "text": "Bar"},
+    ]
     buttons = [{"title": "Yes", "payload": "/affirm"}]  # with buttons, the text may be empty
     assert rocketchat_messages("R1", {"text": "", "buttons": buttons})[0]["text"] == ""
 
