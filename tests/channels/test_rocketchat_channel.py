@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from server.channels.rocketchat import RecentMessageIds, RocketChatInput, rocketchat_messages
-from server.channels.rocketchat_api import RocketChatAPI, RocketChatError
+from server.channels.rocketchat_api import RocketChatAPI, RocketChatError, RocketChatUnavailable
 from tests.channels.conftest import concertbot_server
 from tests.channels.fake_rocketchat import FakeRocketChat
 from tests.serving import serving
@@ -696,3 +696,35 @@ async def test_a_refused_login_says_why() -> None:
             await api.login()
         await wrong.aclose()
         await api.aclose()
+
+
+async def test_an_answer_trickling_in_is_bounded_by_the_timeout_as_a_whole() -> None:
+    """httpx bounds each read by `timeout`: an answer sent a few bytes at a time, each piece
+    within it, held the post (and the conversation's lock) as long as it trickled."""
+    import asyncio
+
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse, StreamingResponse
+
+    app = FastAPI()
+
+    async def login() -> JSONResponse:
+        return JSONResponse({"status": "success", "data": {"authToken": "t", "userId": "B"}})
+
+    async def post_message() -> StreamingResponse:
+        async def trickle() -> Any:
+            for piece in ('{"success"', ": ", "true", "}"):
+                await asyncio.sleep(0.25)
+                yield piece.encode()
+
+        return StreamingResponse(trickle(), media_type="application/json")
+
+    app.add_api_route("/api/v1/login", login, methods=["POST"])
+    app.add_api_route("/api/v1/chat.postMessage", post_message, methods=["POST"])
+    async with serving(app) as url:
+        api = RocketChatAPI(url, BOT, PASSWORD, timeout=0.6)
+        try:
+            with pytest.raises(RocketChatUnavailable, match="did not answer within 0.6 s"):
+                await api.post_message({"roomId": "R1", "text": "hi"})
+        finally:
+            await api.aclose()
