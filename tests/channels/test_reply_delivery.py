@@ -193,3 +193,38 @@ async def test_a_refused_login_is_tried_once_a_turn(
     lost = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert "refused the login of bot user 'concertbot' (HTTP 401 Unauthorized)" in lost[0]
     assert lost[1].startswith("rocketchat: 2 more bot messages to room GENERAL not sent")
+
+
+async def test_a_turn_that_gave_up_on_rocketchat_does_not_cost_later_turns_their_posts(
+    concertbot_model: Path,
+) -> None:
+    """The give-up is the turn's own: once Rocket.Chat answers again, the next turns (in
+    another room and thread, or in the same room) post their whole reply."""
+    rocket = FakeRocketChat(BOT, PASSWORD)
+    rocket.stall = 3.0
+    async with serving(rocket.app) as rocket_url, action_server({"text": THREE_PARTS}) as url:
+        settings = {"user": BOT, "password": PASSWORD, "server_url": rocket_url, "timeout": 1}
+        credentials = {"rocketchat": settings}
+        async with concertbot_server(concertbot_model, url, credentials) as bot_url:
+            webhook = f"{bot_url}/webhooks/rocketchat/webhook"
+
+            async def say(room: str, thread: str | None = None) -> None:
+                payload = rocket.outgoing_payload(
+                    token="",
+                    user_id="AliceId",
+                    user_name="alice",
+                    text="search concerts",
+                    room_id=room,
+                    thread=thread,
+                )
+                assert (await rocket.send(webhook, payload)).status_code == 200
+
+            await say("GENERAL")
+            assert rocket.post_calls == 1  # the turn gave up after its first post
+            rocket.stall = None
+            await say("R2", thread="T1")
+            await say("GENERAL")
+    parts = THREE_PARTS.split("\n\n")
+    in_r2 = [p for p in rocket.posted if p.get("roomId") == "R2"]
+    assert [(p["text"], p.get("tmid")) for p in in_r2] == [(text, "T1") for text in parts]
+    assert rocket.texts_in("GENERAL")[-3:] == parts
