@@ -141,12 +141,24 @@ async def _three_part_reply_to_rocketchat(
             "rocketchat": {"user": BOT, "password": PASSWORD, "server_url": rocket_url, **settings}
         }
         async with concertbot_server(model, url, credentials) as bot_url:
-            payload = rocket.outgoing_payload(
-                token="", user_id="AliceId", user_name="alice", text="search concerts"
-            )
-            answer = await rocket.send(f"{bot_url}/webhooks/rocketchat/webhook", payload)
-            assert answer.status_code == 200
+            await _search_concerts(rocket, bot_url)
             return await _user_texts(bot_url, "GENERAL:AliceId")
+
+
+async def _search_concerts(
+    rocket: FakeRocketChat, bot_url: str, room: str = "GENERAL", thread: str | None = None
+) -> None:
+    """Alice asks the bot in `room` (in `thread`) through the outgoing webhook."""
+    payload = rocket.outgoing_payload(
+        token="",
+        user_id="AliceId",
+        user_name="alice",
+        text="search concerts",
+        room_id=room,
+        thread=thread,
+    )
+    answer = await rocket.send(f"{bot_url}/webhooks/rocketchat/webhook", payload)
+    assert answer.status_code == 200
 
 
 THREE_PARTS = "Foo Fighters\n\nKaty Perry\n\nThe Beatles"
@@ -206,24 +218,11 @@ async def test_a_turn_that_gave_up_on_rocketchat_does_not_cost_later_turns_their
         settings = {"user": BOT, "password": PASSWORD, "server_url": rocket_url, "timeout": 1}
         credentials = {"rocketchat": settings}
         async with concertbot_server(concertbot_model, url, credentials) as bot_url:
-            webhook = f"{bot_url}/webhooks/rocketchat/webhook"
-
-            async def say(room: str, thread: str | None = None) -> None:
-                payload = rocket.outgoing_payload(
-                    token="",
-                    user_id="AliceId",
-                    user_name="alice",
-                    text="search concerts",
-                    room_id=room,
-                    thread=thread,
-                )
-                assert (await rocket.send(webhook, payload)).status_code == 200
-
-            await say("GENERAL")
+            await _search_concerts(rocket, bot_url)
             assert rocket.post_calls == 1  # the turn gave up after its first post
             rocket.stall = None
-            await say("R2", thread="T1")
-            await say("GENERAL")
+            await _search_concerts(rocket, bot_url, "R2", thread="T1")
+            await _search_concerts(rocket, bot_url)
     parts = THREE_PARTS.split("\n\n")
     in_r2 = [p for p in rocket.posted if p.get("roomId") == "R2"]
     assert [(p["text"], p.get("tmid")) for p in in_r2] == [(text, "T1") for text in parts]
