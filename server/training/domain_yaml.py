@@ -380,11 +380,22 @@ class DomainReader:
                 filename,
                 line_of(spec, "initial_value", line),
             )
-        if normalized == "categorical" and not isinstance(spec.get("values"), list):
+        values = spec.get("values")
+        if normalized == "categorical" and values is not None and not isinstance(values, list):
             raise InvalidProjectFile(
-                f"categorical slot '{name}' needs a list of 'values'", filename, line
+                f"'values' of categorical slot '{name}' must be a list",
+                filename,
+                line_of(spec, "values", line),
             )
-        if normalized == "categorical" and None in spec["values"]:
+        if normalized == "categorical" and not [v for v in values or () if v is not None]:
+            # Rasa trains it (its schema does not ask for `values`): every value is `__other__`.
+            self.warn(
+                f"categorical slot '{name}' lists no values: every value it takes reads to the "
+                "policies as `__other__` (as in Rasa), so they only see whether it is set",
+                filename,
+                line,
+            )
+        if normalized == "categorical" and values and None in values:
             # Rasa's warning too: the slot keeps its values without it.
             self.warn(
                 f"categorical slot '{name}' lists null among its values: null is the value of "

@@ -422,11 +422,13 @@ def test_a_models_response_condition_naming_no_slot_still_loads() -> None:
 
 def test_domain_semantic_error_points_at_the_slot(tmp_path: Path) -> None:
     path = tmp_path / "domain.yml"
-    path.write_text("version: '3.1'\nslots:\n  s:\n    type: categorical\n    mappings: []\n")
+    path.write_text(
+        "version: '3.1'\nslots:\n  s:\n    type: categorical\n    values: large\n    mappings: []\n"
+    )
     with pytest.raises(InvalidProjectFile) as info:
         read_domain(path)
-    assert (info.value.filename, info.value.line) == (str(path), 3)
-    assert "values" in str(info.value)
+    assert (info.value.filename, info.value.line) == (str(path), 5)
+    assert info.value.reason == "'values' of categorical slot 's' must be a list"
 
 
 MAPPING = "type: text\n    mappings:\n    - "
