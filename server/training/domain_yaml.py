@@ -69,6 +69,12 @@ _RESPONSE_KEYS = frozenset(
 _RESPONSE_STRINGS = frozenset({"id", "text", "image", "button_type", "channel"})
 _RESPONSE_MAPS = frozenset({"custom", "attachment"})
 _RESPONSE_LISTS = frozenset({"buttons", "quick_replies", "elements", "condition"})
+# The keys every Rasa slot class takes (`value_reset_delay` too, which it does not apply),
+# and those of one type only.
+_SLOT_KEYS = frozenset(
+    {"type", "initial_value", "influence_conversation", "mappings", "value_reset_delay"}
+)
+_TYPED_SLOT_KEYS = {"values": "categorical", "min_value": "float", "max_value": "float"}
 _MAPPING_KEYS = frozenset(
     {"type", "intent", "not_intent", "entity", "role", "group", "value", "action", "conditions"}
 )
@@ -325,6 +331,8 @@ class DomainReader:
                     f"use one of {', '.join(SLOT_TYPES)}"
                 )
             raise InvalidProjectFile(message, filename, type_line)
+        if not self._from_archive:  # a model trained before this check still loads
+            self._check_slot_keys(name, spec, str(normalized), filename, line)
         if "influence_conversation" in spec and not isinstance(
             spec["influence_conversation"], bool
         ):
@@ -435,6 +443,36 @@ class DomainReader:
         for index, mapping in enumerate(mappings):
             mapping_line = line_of(mappings, index, line)
             self.check_mapping(name, mapping, filename, mapping_line)
+
+    def _check_slot_keys(
+        self, name: str, spec: dict[str, Any], kind: str, filename: str, line: int | None
+    ) -> None:
+        """Rasa's slot classes take only their own keys: any other is a TypeError there."""
+        for key in spec:
+            if key in _SLOT_KEYS:
+                continue
+            where = line_of(spec, key, line)
+            owner = _TYPED_SLOT_KEYS.get(key)
+            if owner == kind:
+                continue
+            if key == "auto_fill":
+                # Rasa 2's: named so `data validate` goes on to the form it also reports.
+                self.warn(
+                    f"slot '{name}' has Rasa 2's 'auto_fill', which Rasa 3 refuses and "
+                    "botserver ignores: `botserver data migrate` turns it into a mapping",
+                    filename,
+                    where,
+                )
+                continue
+            if owner is not None:
+                message = f"'{key}' is a key of {owner} slots, and slot '{name}' is of type {kind}"
+            else:
+                message = (
+                    f"unknown key '{key}' in slot '{name}'; a slot has type, initial_value, "
+                    "influence_conversation, mappings (values for a categorical slot, "
+                    "min_value and max_value for a float one)"
+                )
+            raise InvalidProjectFile(message, filename, where)
 
     def check_mapping(self, slot: str, mapping: Any, filename: str, line: int | None) -> None:
         if not isinstance(mapping, dict):
