@@ -152,3 +152,41 @@ async def test_a_categorical_slot_without_values_trains_and_reads_as_other(
     assert (await conversation.say('/inform{"size": "small"}')).texts == ["Noted."]
     assert (await conversation.tracker()).get_slot("size") == "small"
     assert (await Conversation(make_agent(model), "none").say("/inform")).texts == ["Which size?"]
+
+
+VALUELESS_RULES_BOT = {
+    "config.yml": "language: en\npolicies:\n  - name: RulePolicy\n",
+    "domain.yml": """
+version: "3.1"
+intents: [greet]
+slots:
+  size:
+    type: categorical
+    mappings: [{type: custom}]
+responses:
+  utter_noted: [{text: "Noted."}]
+  utter_which: [{text: "Which size?"}]
+""",
+    "data/rules.yml": """
+version: "3.1"
+rules:
+- rule: a size was given
+  condition: [{slot_was_set: [{size: large}]}]
+  steps: [{intent: greet}, {action: utter_noted}]
+- rule: no size yet
+  condition: [{slot_was_set: [{size: null}]}]
+  steps: [{intent: greet}, {action: utter_which}]
+""",
+}
+
+
+async def test_every_value_of_a_categorical_slot_without_values_reads_alike(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # Rasa's one-hot of such a slot has one place, `__other__`: a rule on `size: large`
+    # applies to any value the slot holds ("small" here), and not to the unset slot.
+    model = train_files(VALUELESS_RULES_BOT, tmp_path_factory.mktemp("valueless-rules"))
+    agent = make_agent(model)
+    await agent.append_events("sized", [SlotSet("size", "small")])
+    assert (await Conversation(agent, "sized").say("/greet")).texts == ["Noted."]
+    assert (await Conversation(agent, "unsized").say("/greet")).texts == ["Which size?"]
