@@ -96,12 +96,17 @@ class DomainReader:
         # A trained model's domain: what older versions trained is still loaded.
         self._from_archive = from_archive
         self.warnings = warnings if warnings is not None else []
+        # Those of `warnings` Rasa says nothing of (its validator passes them): shown by
+        # `data validate`, never failing --fail-on-warnings.
+        self.unchecked: list[str] = []
         # Where each slot / form / response / intent was defined, for semantic errors.
         self.origins: dict[str, tuple[str, int | None]] = {}
 
-    def warn(self, message: str, filename: str, line: int | None) -> None:
+    def warn(self, message: str, filename: str, line: int | None, unchecked: bool = False) -> None:
         text = f"{filename}:{line}: {message}" if line else f"{filename}: {message}"
         self.warnings.append(text)
+        if unchecked:
+            self.unchecked.append(text)
         if not self._collected:
             logger.warning("%s", text)
 
@@ -402,6 +407,7 @@ class DomainReader:
                 "policies as `__other__` (as in Rasa), so they only see whether it is set",
                 filename,
                 line,
+                unchecked=True,
             )
         if normalized == "categorical" and values and None in values:
             # Rasa's warning too: the slot keeps its values without it.
