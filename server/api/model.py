@@ -13,6 +13,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -22,6 +23,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.background import BackgroundTask
 
+from server.api.body_lines import line_in_body
 from server.api.conversations import check_events
 from server.api.errors import ApiError, bad_request, response_for
 from server.api.openapi import (
@@ -70,6 +72,7 @@ from server.errors import (
 )
 from server.http_clients import async_client_off_loop, safe_url
 from server.json_values import OFF_LOOP_JSON_BYTES, key_given_twice
+from server.long_jobs import run_long_job
 from server.models.archive import read_archive
 from server.models.loading import load_model
 from server.models.local import resolve_local_model
@@ -194,7 +197,8 @@ async def _body_document(request: Request, empty_message: str, what: str) -> Any
     content_type = _content_type(request)
     # Off the loop whatever its size, as a training body is read in any case: a key given
     # twice is looked for by a second JSON parse, and its line by YAML's, 40 times slower.
-    if content_type == "application/json":
+    # Labelled JSON but not opening as JSON: YAML, as Rasa reads every training body.
+    if content_type == "application/json" and _opens_as_json(raw):
         return await asyncio.to_thread(_json_document, raw)
     return await asyncio.to_thread(_sniffed_document, raw, what, content_type)
 
@@ -209,12 +213,34 @@ def _dump_yaml(data: Any, path: Path) -> Path:
     return path
 
 
-def _project_error(exc: InvalidProjectFile, directory: Path) -> ApiError:
-    """The error naming the part of the body (`config.yml`, `domain.yml`, `data/data.yml`).
-    Without a line: it would be one of the files `_write_project` wrote, not of the body."""
-    where = exc.filename.replace(str(directory) + "/", "") + ": " if exc.filename else ""
+@dataclass(frozen=True)
+class _TrainingJob:
+    """What one POST /model/train trains, and how."""
+
+    document: dict[str, Any]
+    # The body the document was read from, for the lines of its errors; None when it was
+    # put together from parts (Rasa 2's JSON of YAML strings).
+    body: bytes | None
+    force: bool
+    augmentation: int | None
+
+
+def _project_error(exc: InvalidProjectFile, directory: Path, body: bytes | None) -> ApiError:
+    """The error naming its line in the body (`request body:12: ...`), or else the part of
+    the body (`config.yml`, `domain.yml`, `data/data.yml`): never a line of the files
+    `_write_project` wrote, which the client never saw."""
     reason = exc.reason.replace(str(directory) + "/", "")
-    message = f"request body: {where}{reason}"
+    line = None
+    if body is not None and exc.filename and exc.line is not None:
+        written = Path(exc.filename)
+        if written.is_relative_to(directory) and written.is_file():
+            text = body.decode("utf-8", "replace")  # JSON in UTF-16 then reads as no YAML
+            line = line_in_body(text, written.read_text(encoding="utf-8"), exc.line)
+    if line is not None:
+        message = f"request body:{line}: {reason}"
+    else:
+        where = exc.filename.replace(str(directory) + "/", "") + ": " if exc.filename else ""
+        message = f"request body: {where}{reason}"
     return ApiError(400, "BadRequest", message, {"in": "body"}, HELP_TRAINING_DATA)
 
 
@@ -278,16 +304,24 @@ def _merge_yaml_strings(document: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _train_sync(document: dict[str, Any], out_dir: Path, force: bool) -> Path:
+def _train_sync(job: _TrainingJob, out_dir: Path) -> Path:
     """Train the request's project into `out_dir`. The archive is unsigned: a server holds at
     most the public key that verifies archives (`--verify-key`), never one that signs."""
     from server.training.train import train
 
     with tempfile.TemporaryDirectory(prefix="botserver-train-request-") as tmp:
         directory = Path(tmp)
-        config_path, domain_path, data_dir = _write_project(document, directory)
+        config_path, domain_path, data_dir = _write_project(job.document, directory)
         try:
-            result = train(config_path, domain_path, [data_dir], out_dir, force=force, env=False)
+            result = train(
+                config_path,
+                domain_path,
+                [data_dir],
+                out_dir,
+                force=job.force,
+                env=False,
+                augmentation=job.augmentation,
+            )
         except NothingToTrain:
             raise ApiError(
                 400,
@@ -298,21 +332,21 @@ def _train_sync(document: dict[str, Any], out_dir: Path, force: bool) -> Path:
                 HELP_TRAINING_DATA,
             ) from None
         except InvalidProjectFile as exc:
-            raise _project_error(exc, directory) from None
+            raise _project_error(exc, directory, job.body) from None
     return result.path
 
 
 async def _train_off_loop(
-    services: Services, document: dict[str, Any], out_dir: Path, force: bool, temporary: bool
+    services: Services, job: _TrainingJob, out_dir: Path, temporary: bool
 ) -> Path:
-    """Train in a worker thread, counted in /status's `num_active_training_jobs`.
+    """Train on a thread of its own, counted in /status's `num_active_training_jobs`.
 
     A `temporary` out_dir is removed when the training fails. A request cancelled meanwhile
     (its response timeout, the server stopping) cannot stop the thread: the training stays
     counted until it ends, and a `temporary` out_dir is removed then. Before, the folder
     stayed behind at every failure (empty) and every timeout (with the trained archive).
     """
-    training = services.spawn(_counted_training(services, document, out_dir, force))
+    training = services.spawn(_counted_training(services, job, out_dir))
     try:
         return await asyncio.shield(training)
     except asyncio.CancelledError:
@@ -326,11 +360,9 @@ async def _train_off_loop(
         raise
 
 
-async def _counted_training(
-    services: Services, document: dict[str, Any], out_dir: Path, force: bool
-) -> Path:
+async def _counted_training(services: Services, job: _TrainingJob, out_dir: Path) -> Path:
     with services.holder.training_job():
-        return await asyncio.to_thread(_train_sync, document, out_dir, force)
+        return await run_long_job("training", _train_sync, job, out_dir)
 
 
 def _abandoned_training(
@@ -433,6 +465,18 @@ def _callback_url(value: str | None) -> str | None:
             "query",
         )
     return value
+
+
+def _augmentation_factor(value: str | None) -> int | None:
+    """`?augmentation=N`: the ML policy's `augmentation_factor`, as `botserver train
+    --augmentation N` (None: config.yml's or the policy's default). Not an integer: the
+    default, with a warning, as in Rasa; below 0 a 400, as the command line refuses it."""
+    factor = int_arg("augmentation", value)
+    if factor is not None and factor < 0:
+        raise bad_request(
+            f"'augmentation' must be 0 or more, not {factor}.", "augmentation", "query"
+        )
+    return factor
 
 
 def _training_failure(exc: Exception) -> ApiError:
@@ -823,8 +867,10 @@ def model_router() -> APIRouter:
                 {"in": "body"},
                 HELP_TRAINING_DATA,
             )
+        body: bytes | None = await request.body()  # read once, kept by the request
         if _is_of_yaml_strings(document):
             document = await asyncio.to_thread(_merge_yaml_strings, document)
+            body = None  # its lines are not the merged document's
         if not document.keys() & _TRAINABLE_KEYS:
             # `{}` (or config alone) trained an empty model and answered 200 with it; Rasa
             # finds no training data and answers 500.
@@ -841,6 +887,7 @@ def model_router() -> APIRouter:
             "save_to_default_model_directory", save_to_default_model_directory, default=True
         )
         force = bool_arg("force_training", force_training)
+        augmentation_factor = _augmentation_factor(augmentation)
 
         async def run() -> Response:
             out_dir = (
@@ -849,7 +896,8 @@ def model_router() -> APIRouter:
                 else Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="botserver-trained-"))
             )
             try:
-                path = await _train_off_loop(services, document, out_dir, force, not in_default_dir)
+                job = _TrainingJob(document, body, force, augmentation_factor)
+                path = await _train_off_loop(services, job, out_dir, not in_default_dir)
             except TrainingError as exc:
                 # Training stops on data or configuration that cannot give a model: the
                 # client's mistake, so a 400 (Rasa answers 500).
@@ -897,8 +945,13 @@ def model_router() -> APIRouter:
         raw = await request.body()
         if not raw.strip():
             raise ApiError(400, "BadRequest", "No test stories given in the request body.")
-        result = await asyncio.to_thread(
-            _evaluate_stories_sync, raw, _content_type(request), model, bool_arg("e2e", e2e)
+        result = await run_long_job(
+            "story evaluation",
+            _evaluate_stories_sync,
+            raw,
+            _content_type(request),
+            model,
+            bool_arg("e2e", e2e),
         )
         return await asyncio.to_thread(JSONResponse, result)
 
@@ -1005,15 +1058,17 @@ def model_router() -> APIRouter:
             if folds is None:
                 if model:
                     try:
-                        evaluated = await asyncio.to_thread(_load_model_file, Path(model), services)
+                        evaluated = await run_long_job(
+                            "model load for evaluation", _load_model_file, Path(model), services
+                        )
                     except ModelNotFound as exc:
                         raise bad_request(str(exc), "model", "query") from None
                 else:
                     evaluated = _model_of(services)
                 if own_nlu(evaluated) is None:
                     raise bad_request("The model has no NLU pipeline to evaluate.")
-            result = await asyncio.to_thread(
-                _evaluate_intents_sync, evaluated, data, folds, document
+            result = await run_long_job(
+                "intent evaluation", _evaluate_intents_sync, evaluated, data, folds, document
             )
             # One prediction per example: a large answer is rendered off the loop as well.
             return await asyncio.to_thread(JSONResponse, result)

@@ -71,7 +71,8 @@ _QUERY_PARAMETERS: dict[str, dict[str, Any]] = {
     ),
     "force_training": _flag("Train even if the training data did not change."),
     "augmentation": {
-        "description": "Accepted for compatibility; our trainers ignore it.",
+        "description": "The ML policy's `augmentation_factor` (how many stories glued "
+        "together it learns from); absent: config.yml's, else 20.",
         "schema": {"type": "string"},
     },
     "num_threads": {

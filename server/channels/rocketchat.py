@@ -26,7 +26,7 @@ from server.channels.channel import (
     refused_as_too_long,
     reply_choices,
 )
-from server.channels.rocketchat_api import RocketChatAPI, RocketChatError
+from server.channels.rocketchat_api import RocketChatAPI, RocketChatError, RocketChatUnavailable
 from server.dialogue.messages import UserMessage, split_message
 from server.errors import InvalidConfig, InvalidConversationId, LockTimeout, StoreError
 from server.json_values import loads_untrusted
@@ -75,7 +75,10 @@ def rocketchat_messages(
         elif "text" in part:
             text = part["text"]
             pieces = text_pieces(text, max_length) if isinstance(text, str) else [text]
-            bodies.extend({"roomId": room_id, "text": piece} for piece in pieces)
+            # An empty text (a blank-only reply, or a paragraph of nothing or of spaces
+            # between blank lines) would be an empty bubble in the room; Rasa posts it.
+            kept = [p for p in pieces if not isinstance(p, str) or p.strip()]
+            bodies.extend({"roomId": room_id, "text": piece} for piece in kept)
         elif "image" in part:
             attachment = {"image_url": part["image"], "collapsed": False}
             bodies.append({"roomId": room_id, "attachments": [attachment]})
@@ -89,7 +92,11 @@ def rocketchat_messages(
             # message naming a `channel` goes there, else to its `room_id`, else to the
             # conversation's room.
             named_room = custom.pop("room_id", None)
-            if "channel" not in custom:
+            if custom.get("channel"):
+                # Rocket.Chat 7.4 and later refuse a post naming both (`invalid-params`).
+                custom.pop("roomId", None)
+            else:  # an empty `channel` names no room, in Rasa neither
+                custom.pop("channel", None)
                 custom.setdefault("roomId", named_room or room_id)
             bodies.append(custom)
         elif "custom" in part:
@@ -153,7 +160,13 @@ def _fitting_prefix(text: str, max_length: int) -> int:
 
 
 class RocketChatOutput:
-    """Posts the bot's messages to the conversation's room as the bot user."""
+    """Posts the bot's messages to the conversation's room as the bot user.
+
+    An output serves one turn (or one pushed message). Once Rocket.Chat did not answer in
+    time, could not be reached or rate-limited the bot user, the output's other posts are
+    not tried: each would wait the timeout again, under the conversation's lock, or be
+    refused the same way.
+    """
 
     name = "rocketchat"
 
@@ -163,6 +176,7 @@ class RocketChatOutput:
         self.api = api
         self.room_id = room_id
         self.thread = thread  # the thread the user wrote in, where the replies go
+        self._unavailable: str | None = None  # why the output gave up, once it did
 
     async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
         room_id = self.room_id or room_of(recipient_id)
@@ -171,13 +185,28 @@ class RocketChatOutput:
         except Exception as e:  # a failed reply must not fail the turn: it would not be stored
             logger.error("rocketchat: a bot message to room %s was lost: %r", room_id, e)
             return
+        skipped = 0
         for body in bodies:
+            if self._unavailable is not None:
+                skipped += 1
+                continue
             try:
                 await self.api.post_message(body)
+            except RocketChatUnavailable as e:
+                self._unavailable = str(e)
+                logger.error("rocketchat: a bot message to room %s was lost: %s", room_id, e)
             except RocketChatError as e:
                 logger.error("rocketchat: a bot message to room %s was lost: %s", room_id, e)
             except Exception as e:  # as above
                 logger.error("rocketchat: a bot message to room %s was lost: %r", room_id, e)
+        if skipped:
+            logger.error(
+                "rocketchat: %d more bot message%s to room %s not sent: %s",
+                skipped,
+                "" if skipped == 1 else "s",
+                room_id,
+                self._unavailable,
+            )
 
 
 class RecentMessageIds:

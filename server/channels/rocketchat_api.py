@@ -1,7 +1,7 @@
 """The slice of Rocket.Chat's REST API the bot needs: log in as the bot user, post messages.
 
 Logs in once, keeps the auth token, and logs in again when a call answers 401 (token
-expired or revoked). One pooled HTTP client.
+expired or revoked). One pooled HTTP client; each call bounded as a whole by `timeout`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,19 @@ logger = logging.getLogger(__name__)
 
 class RocketChatError(Exception):
     """Rocket.Chat refused a call or could not be reached."""
+
+
+class RocketChatUnavailable(RocketChatError):
+    """Rocket.Chat takes no call for now (down, too slow, or rate-limiting the bot user): the
+    next ones would fail the same way, each after its wait."""
+
+
+# What Rocket.Chat's API rate limiter answers (429) a user without the api-bypass-rate-limit
+# permission, which its `bot` role has: the user's calls to the method are refused until then.
+RATE_LIMITED = (
+    "the bot user '{user}' is rate-limited ({detail}); give it Rocket.Chat's `bot` role (or "
+    "the api-bypass-rate-limit permission), which lifts the limit"
+)
 
 
 class RocketChatAPI:
@@ -60,20 +73,20 @@ class RocketChatAPI:
         return self._client
 
     async def login(self) -> None:
-        """Logs in as the bot user; raises RocketChatError when Rocket.Chat refuses."""
-        try:
-            answer = await (await self._http()).post(
-                "/api/v1/login", json={"user": self.user, "password": self._password}
-            )
-        except httpx.HTTPError as e:
-            raise RocketChatError(
-                f"cannot reach Rocket.Chat at {safe_url(self.server_url)}: {type(e).__name__}"
-            ) from None
-        data = _json(answer).get("data") if answer.status_code == 200 else None
+        """Logs in as the bot user; raises RocketChatUnavailable when Rocket.Chat refuses."""
+        credentials = {"user": self.user, "password": self._password}
+        answer = await self._send("/api/v1/login", credentials, {})
+        result = _json(answer)
+        data = result.get("data") if answer.status_code == 200 else None
         if not isinstance(data, dict) or not data.get("authToken") or not data.get("userId"):
-            raise RocketChatError(
+            detail = _detail(result)
+            if result.get("error") == "totp-required":
+                detail += ": turn two-factor authentication off for the bot user (it has no code)"
+            # Unavailable: each post of the turn would try again, and Rocket.Chat blocks a
+            # user (by default 10 failures, for 5 minutes) whose logins keep failing.
+            raise RocketChatUnavailable(
                 f"Rocket.Chat refused the login of bot user '{self.user}' "
-                f"(HTTP {answer.status_code})"
+                f"(HTTP {answer.status_code}{' ' + detail if detail else ''})"
             )
         self._auth = {"X-Auth-Token": str(data["authToken"]), "X-User-Id": str(data["userId"])}
         self.user_id = str(data["userId"])
@@ -94,24 +107,41 @@ class RocketChatAPI:
     async def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POSTs to an authenticated REST method, logging in again once on a 401."""
         auth = self._auth or await self._ensure_login()
-        answer = await self._post(path, body, auth)
+        answer = await self._send(path, body, auth)
         if answer.status_code == 401:
             logger.info("rocketchat: the login expired; logging in again")
             auth = await self._ensure_login(stale=auth)
-            answer = await self._post(path, body, auth)
+            answer = await self._send(path, body, auth)
         result = _json(answer)
+        if answer.status_code == 429:
+            detail = _detail(result) or "HTTP 429"
+            raise RocketChatUnavailable(
+                f"Rocket.Chat refused {path}: " + RATE_LIMITED.format(user=self.user, detail=detail)
+            )
         if answer.status_code >= 400 or result.get("success") is False:
-            detail = result.get("error") or result.get("message") or ""
-            raise RocketChatError(f"Rocket.Chat {path} failed: HTTP {answer.status_code} {detail}")
+            raise RocketChatError(
+                f"Rocket.Chat {path} failed: HTTP {answer.status_code} {_detail(result)}"
+            )
         return result
 
-    async def _post(self, path: str, body: dict[str, Any], auth: dict[str, str]) -> httpx.Response:
+    async def _send(self, path: str, body: dict[str, Any], auth: dict[str, str]) -> httpx.Response:
+        """POSTs `body`, the whole exchange bounded by `timeout` (httpx's bounds each read, which
+        an answer trickling in never reaches)."""
+        where = safe_url(self.server_url)
         try:
-            return await (await self._http()).post(path, json=body, headers=auth)
-        except httpx.HTTPError as e:
-            raise RocketChatError(
-                f"cannot reach Rocket.Chat at {safe_url(self.server_url)}: {type(e).__name__}"
+            client = await self._http()
+            return await asyncio.wait_for(client.post(path, json=body, headers=auth), self._timeout)
+        except (TimeoutError, httpx.TimeoutException):
+            raise RocketChatUnavailable(
+                f"Rocket.Chat at {where} did not answer within {self._timeout:g} s"
             ) from None
+        except httpx.ConnectError as e:
+            raise RocketChatUnavailable(
+                f"cannot reach Rocket.Chat at {where}: {type(e).__name__}"
+            ) from None
+        except httpx.HTTPError as e:
+            reason = type(e).__name__
+            raise RocketChatError(f"cannot reach Rocket.Chat at {where}: {reason}") from None
 
     async def post_message(self, message: dict[str, Any]) -> dict[str, Any]:
         """`chat.postMessage` with `roomId` or `channel`, `text` and `attachments`."""
@@ -121,6 +151,12 @@ class RocketChatAPI:
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
+
+
+def _detail(result: dict[str, Any]) -> str:
+    """What Rocket.Chat said of a refusal, on one line."""
+    detail = result.get("error") or result.get("message") or ""
+    return " ".join(str(detail).split())[:300]
 
 
 def _json(answer: httpx.Response) -> dict[str, Any]:

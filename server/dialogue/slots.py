@@ -128,8 +128,6 @@ class Slot:
         if kind == "categorical":
             # As Rasa keeps them: as lower-case text, without `null` (the unset slot's value).
             values = [str(v).lower() for v in values if v is not None]
-        if kind == "categorical" and not values:
-            raise InvalidProjectFile(f"categorical slot '{name}' needs 'values'")
         return cls(
             name=name,
             type=kind,

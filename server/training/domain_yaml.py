@@ -69,6 +69,12 @@ _RESPONSE_KEYS = frozenset(
 _RESPONSE_STRINGS = frozenset({"id", "text", "image", "button_type", "channel"})
 _RESPONSE_MAPS = frozenset({"custom", "attachment"})
 _RESPONSE_LISTS = frozenset({"buttons", "quick_replies", "elements", "condition"})
+# The keys every Rasa slot class takes (`value_reset_delay` too, which it does not apply),
+# and those of one type only.
+_SLOT_KEYS = frozenset(
+    {"type", "initial_value", "influence_conversation", "mappings", "value_reset_delay"}
+)
+_TYPED_SLOT_KEYS = {"values": "categorical", "min_value": "float", "max_value": "float"}
 _MAPPING_KEYS = frozenset(
     {"type", "intent", "not_intent", "entity", "role", "group", "value", "action", "conditions"}
 )
@@ -90,12 +96,17 @@ class DomainReader:
         # A trained model's domain: what older versions trained is still loaded.
         self._from_archive = from_archive
         self.warnings = warnings if warnings is not None else []
+        # Those of `warnings` Rasa says nothing of (its validator passes them): shown by
+        # `data validate`, never failing --fail-on-warnings.
+        self.unchecked: list[str] = []
         # Where each slot / form / response / intent was defined, for semantic errors.
         self.origins: dict[str, tuple[str, int | None]] = {}
 
-    def warn(self, message: str, filename: str, line: int | None) -> None:
+    def warn(self, message: str, filename: str, line: int | None, unchecked: bool = False) -> None:
         text = f"{filename}:{line}: {message}" if line else f"{filename}: {message}"
         self.warnings.append(text)
+        if unchecked:
+            self.unchecked.append(text)
         if not self._collected:
             logger.warning("%s", text)
 
@@ -325,6 +336,8 @@ class DomainReader:
                     f"use one of {', '.join(SLOT_TYPES)}"
                 )
             raise InvalidProjectFile(message, filename, type_line)
+        if not self._from_archive:  # a model trained before this check still loads
+            self._check_slot_keys(name, spec, str(normalized), filename, line)
         if "influence_conversation" in spec and not isinstance(
             spec["influence_conversation"], bool
         ):
@@ -380,11 +393,23 @@ class DomainReader:
                 filename,
                 line_of(spec, "initial_value", line),
             )
-        if normalized == "categorical" and not isinstance(spec.get("values"), list):
+        values = spec.get("values")
+        if normalized == "categorical" and values is not None and not isinstance(values, list):
             raise InvalidProjectFile(
-                f"categorical slot '{name}' needs a list of 'values'", filename, line
+                f"'values' of categorical slot '{name}' must be a list",
+                filename,
+                line_of(spec, "values", line),
             )
-        if normalized == "categorical" and None in spec["values"]:
+        if normalized == "categorical" and not [v for v in values or () if v is not None]:
+            # Rasa trains it (its schema does not ask for `values`): every value is `__other__`.
+            self.warn(
+                f"categorical slot '{name}' lists no values: every value it takes reads to the "
+                "policies as `__other__` (as in Rasa), so they only see whether it is set",
+                filename,
+                line,
+                unchecked=True,
+            )
+        if normalized == "categorical" and values and None in values:
             # Rasa's warning too: the slot keeps its values without it.
             self.warn(
                 f"categorical slot '{name}' lists null among its values: null is the value of "
@@ -424,6 +449,36 @@ class DomainReader:
         for index, mapping in enumerate(mappings):
             mapping_line = line_of(mappings, index, line)
             self.check_mapping(name, mapping, filename, mapping_line)
+
+    def _check_slot_keys(
+        self, name: str, spec: dict[str, Any], kind: str, filename: str, line: int | None
+    ) -> None:
+        """Rasa's slot classes take only their own keys: any other is a TypeError there."""
+        for key in spec:
+            if key in _SLOT_KEYS:
+                continue
+            where = line_of(spec, key, line)
+            owner = _TYPED_SLOT_KEYS.get(key)
+            if owner == kind:
+                continue
+            if key == "auto_fill":
+                # Rasa 2's: named so `data validate` goes on to the form it also reports.
+                self.warn(
+                    f"slot '{name}' has Rasa 2's 'auto_fill', which Rasa 3 refuses and "
+                    "botserver ignores: `botserver data migrate` turns it into a mapping",
+                    filename,
+                    where,
+                )
+                continue
+            if owner is not None:
+                message = f"'{key}' is a key of {owner} slots, and slot '{name}' is of type {kind}"
+            else:
+                message = (
+                    f"unknown key '{key}' in slot '{name}'; a slot has type, initial_value, "
+                    "influence_conversation, mappings (values for a categorical slot, "
+                    "min_value and max_value for a float one)"
+                )
+            raise InvalidProjectFile(message, filename, where)
 
     def check_mapping(self, slot: str, mapping: Any, filename: str, line: int | None) -> None:
         if not isinstance(mapping, dict):

@@ -50,6 +50,8 @@ class Project:
     # Where each domain item was defined (`intents:greet`, `responses:utter_greet`): its file
     # and line, for the warnings about it.
     origins: dict[str, tuple[str, int | None]] = field(default_factory=dict)
+    # Those of `warnings` Rasa's validator does not give: never failing --fail-on-warnings.
+    unchecked_warnings: list[str] = field(default_factory=list)
 
     def training_stories(self) -> list[TrainingStory]:
         return generate_training_stories(self.stories, self.domain)
@@ -193,6 +195,7 @@ def load_project(
         files + json_files + nlu.lookup_files,
         warnings,
         domain_reader.origins,
+        domain_reader.unchecked,
     )
 
 

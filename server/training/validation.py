@@ -90,7 +90,8 @@ def validate_project(
             "entity, slot, response, action or form)"
         )
         return report
-    report.warnings.extend(project.warnings)
+    report.warnings.extend(w for w in project.warnings if w not in project.unchecked_warnings)
+    report.unchecked_warnings.extend(project.unchecked_warnings)
     try:
         report.config_warnings += check_config(
             project.config, with_nlu=bool(project.nlu.examples), project=project

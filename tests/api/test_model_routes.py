@@ -676,6 +676,26 @@ async def test_train_reads_json_without_its_content_type_that_yaml_cannot(
     assert response.content[:2] == b"\x1f\x8b"
 
 
+async def test_train_reads_yaml_labelled_json_as_rasa(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    """Rasa reads every training body as YAML, whatever its type: a YAML project sent as
+    `application/json` trains. Before: a 400 "Failed when parsing body as json". A body that
+    opens as JSON still gets JSON's error."""
+    response = await client.post(
+        "/model/train?save_to_default_model_directory=false",
+        content=TRAINING_YAML,
+        headers={"Content-Type": "application/json; charset=utf-8"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.content[:2] == b"\x1f\x8b"
+    broken = await client.post(
+        "/model/train", content='{"nlu": [}', headers={"Content-Type": "application/json"}
+    )
+    error = check(rasa_spec, broken, "/model/train", "post", 400)
+    assert error["message"].startswith("Failed when parsing body as json"), error
+
+
 async def test_test_intents_evaluates_the_response_selector(
     make_client: Any, rasa_spec: RasaSpec, tmp_path: Path
 ) -> None:
@@ -1256,8 +1276,8 @@ async def test_a_bad_component_parameter_in_a_training_body_is_a_400_naming_it(
     response = await client.post("/model/train", content=content)
     # Before: a 500 "Training failed unexpectedly" and a ValueError traceback in the log.
     body = check(rasa_spec, response, "/model/train", "post", 400)
-    assert body["message"] == (
-        "request body: config.yml: FallbackClassifier: 'threshold' must be a number, not 'high'"
+    assert body["message"] == (  # the component's line in the body
+        "request body:6: FallbackClassifier: 'threshold' must be a number, not 'high'"
     )
 
 
@@ -1270,7 +1290,36 @@ async def test_a_training_body_error_gives_no_line_of_a_file_the_client_never_se
     content = "\nlanguage: en\npipeline: []\npolicies: [{name: RulePolicy}]\nintents: greet\n"
     response = await client.post("/model/train", content=content)
     body = check(rasa_spec, response, "/model/train", "post", 400)
-    assert body["message"] == "request body: domain.yml: 'intents' must be a list"
+    assert body["message"] == "request body:5: 'intents' must be a list"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "marker", "json_marker"),
+    [
+        ("- goodbye\nresponses", "- goodbye\nslots: 3\nresponses", "slots: 3", '"slots": 3'),
+        ('  - text: "Bye"', '  - txt: "Bye"', 'txt: "Bye"', '"txt": "Bye"'),
+        ("  - action: utter_goodbye", "  - action: utter_goodbye\n  - foo: bar", "foo", '"foo"'),
+        ("- intent: goodbye\n  examples: |", "- intent: goodbye\n  exampels: |", "exa", '"exa'),
+    ],
+    ids=["domain-section", "response", "rule-step", "nlu-item"],
+)
+async def test_a_training_body_error_names_its_line_in_the_body(
+    client: httpx.AsyncClient,
+    rasa_spec: RasaSpec,
+    old: str,
+    new: str,
+    marker: str,
+    json_marker: str,
+) -> None:
+    """As Rasa's schema errors name the body's line, in YAML or JSON. Before, the error named
+    only the part (`request body: domain.yml: ...`) of a body the client never split."""
+    content = TRAINING_YAML.replace(old, new)
+    as_json = json.dumps(yaml.safe_load(content), indent=1)
+    for sent, at in ((content, marker), (as_json, json_marker)):
+        line = sent[: sent.rindex(at)].count("\n") + 1
+        response = await client.post("/model/train", content=sent)
+        body = check(rasa_spec, response, "/model/train", "post", 400)
+        assert body["message"].startswith(f"request body:{line}: "), (line, body["message"])
 
 
 async def test_a_training_body_cannot_read_the_servers_environment(
@@ -1489,7 +1538,7 @@ async def test_a_training_body_that_imports_server_folders_is_a_400(
     body = "importers:\n- name: MultiProjectImporter\nimports:\n- /etc\n" + TRAINING_YAML
     response = await client.post("/model/train", content=body)
     error = check(rasa_spec, response, "/model/train", "post", 400)
-    assert error["message"].startswith("request body: config.yml: ")
+    assert error["message"].startswith("request body:3: ")  # the line of `imports:`
     assert "'imports' of the MultiProjectImporter name folders on the server" in error["message"]
     unknown = "importers:\n- name: my.CustomImporter\n" + TRAINING_YAML
     response = await client.post("/model/train", content=unknown)
@@ -1628,7 +1677,7 @@ async def test_an_entity_annotation_nested_deep_is_a_400_naming_the_data_part(
         body = TRAINING_YAML.replace("    - hey\n", f"    - hey [Paris]{markup}\n")
         train = await client.post("/model/train", content=body)
         message = check(rasa_spec, train, "/model/train", "post", 400)["message"]
-        assert message.startswith("request body: data/data.yml:")
+        assert message.startswith("request body:16: ")  # its examples, the entry in error
         assert message.endswith("nests more than 100 levels deep")
 
 
@@ -1707,3 +1756,72 @@ async def test_a_json_body_with_a_key_given_twice_is_looked_at_again_off_the_eve
     message = check(rasa_spec, response, "/model/train", "post", 400)["message"]
     assert message.startswith("request body:2: the key 'rasa_nlu_data' is given twice"), message
     assert hold.loop_busiest < 0.05 * hold.slowness, hold.loop_busiest
+
+
+async def test_trainings_running_at_once_hold_up_no_other_request(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each training runs on a thread of its own, as in Rasa. Before, trainings took threads
+    of the pool every request's short off-loop work shares (`os.cpu_count() + 4` of them, 6
+    on 2 cores): with that many running, a parse waited for one to end, minutes perhaps."""
+    import server.api.model as model_routes
+
+    train = model_routes._train_sync
+    started: list[int] = []
+    released = threading.Event()
+
+    def held_train(*args: Any) -> Path:
+        started.append(1)
+        released.wait(60)  # until the test lets it go
+        return train(*args)
+
+    monkeypatch.setattr(model_routes, "_train_sync", held_train)
+    pool_size = min(32, (os.cpu_count() or 1) + 4)  # asyncio's default executor's
+    query = "/model/train?save_to_default_model_directory=false"
+    trainings = [
+        asyncio.create_task(client.post(query, content=TRAINING_YAML)) for _ in range(pool_size)
+    ]
+    try:
+        for _ in range(300):
+            if len(started) == pool_size:
+                break
+            await asyncio.sleep(0.1)
+        assert len(started) == pool_size
+        parsed = await asyncio.wait_for(client.post("/model/parse", json={"text": "hello"}), 20)
+        assert parsed.json()["intent"]["name"] == "greet"
+    finally:
+        released.set()
+    results = await asyncio.gather(*trainings)
+    assert [r.status_code for r in results] == [200] * pool_size
+
+
+@pytest.mark.parametrize(
+    ("query", "factor"),
+    [("", None), ("&augmentation=0", 0), ("&augmentation=7", 7), ("&augmentation=many", None)],
+    ids=["absent", "none", "seven", "not-a-number"],
+)
+async def test_train_takes_the_augmentation_factor_as_rasa(
+    client: httpx.AsyncClient, tmp_path: Path, query: str, factor: int | None
+) -> None:
+    """`?augmentation=N` is the ML policy's `augmentation_factor`, as `botserver train
+    --augmentation N` sets it (Rasa: TEDPolicy's); a value that is no integer is the default,
+    with a warning, as in Rasa. Before, it was accepted and ignored."""
+    body = TRAINING_YAML.replace("- name: RulePolicy", "- name: RulePolicy\n- name: TEDPolicy")
+    response = await client.post(
+        f"/model/train?save_to_default_model_directory=false{query}", content=body
+    )
+    assert response.status_code == 200, response.text
+    archive = tmp_path / response.headers["filename"]
+    archive.write_bytes(response.content)
+    policies = read_archive(archive, tmp_path / "model")["policies"]
+    assert [p.get("augmentation_factor") for p in policies] == [None, factor]
+
+
+async def test_train_refuses_a_negative_augmentation_factor(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    """As `botserver train --augmentation -1` refuses it, before anything is trained."""
+    response = await client.post("/model/train?augmentation=-1", content=TRAINING_YAML)
+    error = check(rasa_spec, response, "/model/train", "post", 400)
+    assert error["details"] == {"parameter": "augmentation", "in": "query"}
+    assert (await client.get("/status")).json()["num_active_training_jobs"] == 0

@@ -6,7 +6,9 @@ builds outgoing-webhook and livechat payloads with the fields Rocket.Chat sends.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +17,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 NOT_LOGGED_IN = {"status": "error", "message": "You must be logged in to do this."}
+# The keys chat.postMessage takes since Rocket.Chat 7.4, which refuses any other
+# (`additionalProperties: false`); `tmid` only with `roomId`, and never both room keys.
+POST_MESSAGE_KEYS = {"text", "alias", "emoji", "avatar", "attachments", "customFields", "parseUrls"}
+TOO_MANY_REQUESTS = (
+    "Error, too many requests. Please slow down. You must wait {} seconds before trying this "
+    "endpoint again. [error-too-many-requests]"
+)
 
 
 class FakeRocketChat:
@@ -28,8 +37,17 @@ class FakeRocketChat:
         self.site_url = site_url
         self.tokens: set[str] = set()
         self.logins = 0
+        self.login_calls = 0  # logins tried, refused ones too
+        # When set, the bot user has two-factor authentication on: a login needs a code.
+        self.two_factor = False
         self.unauthorized = 0
         self.posted: list[dict[str, Any]] = []
+        self.post_calls = 0  # chat.postMessage calls, answered or not
+        # When set, chat.postMessage waits this long before answering, as a server in trouble.
+        self.stall: float | None = None
+        # When set, the posts allowed a minute, as Rocket.Chat's API rate limiter for a user
+        # without the `api-bypass-rate-limit` permission (the `bot` role has it).
+        self.posts_per_minute: int | None = None
         # When set, chat.postMessage answers this (status, HTML body), as a proxy in trouble.
         self.failure: tuple[int, str] | None = None
         self.max_message_size = 5000  # Rocket.Chat's Message_MaxAllowedSize default
@@ -39,6 +57,7 @@ class FakeRocketChat:
 
     # -- Rocket.Chat's REST API ----------------------------------------------------------------
     async def login(self, request: Request) -> JSONResponse:
+        self.login_calls += 1
         body = await request.json()
         # Rocket.Chat takes the user name or the e-mail address.
         if body.get("user") not in (self.bot_user, self.bot_email) or (
@@ -46,6 +65,16 @@ class FakeRocketChat:
         ):
             return JSONResponse(
                 {"status": "error", "error": "Unauthorized", "message": "Unauthorized"}, 401
+            )
+        if self.two_factor and not body.get("code"):
+            return JSONResponse(
+                {
+                    "status": "error",
+                    "error": "totp-required",
+                    "message": "TOTP Required",
+                    "details": {"method": "email", "availableMethods": ["email"]},
+                },
+                401,
             )
         self.logins += 1
         token = secrets.token_urlsafe(16)
@@ -62,6 +91,9 @@ class FakeRocketChat:
         )
 
     async def post_message(self, request: Request) -> Response:
+        self.post_calls += 1
+        if self.stall is not None:
+            await asyncio.sleep(self.stall)
         if self.failure is not None:
             status, body = self.failure
             return HTMLResponse(body, status)
@@ -69,7 +101,29 @@ class FakeRocketChat:
         if token not in self.tokens or request.headers.get("X-User-Id") != self.bot_id:
             self.unauthorized += 1
             return JSONResponse(NOT_LOGGED_IN, 401)
+        if self.posts_per_minute is not None and len(self.posted) >= self.posts_per_minute:
+            reset = int(time.time() * 1000) + 42_000
+            return JSONResponse(
+                {"success": False, "error": TOO_MANY_REQUESTS.format(42)},
+                429,
+                headers={
+                    "X-RateLimit-Limit": str(self.posts_per_minute),
+                    "X-RateLimit-Remaining": "0",
+                    "X-RateLimit-Reset": str(reset),
+                },
+            )
         body = await request.json()
+        room_key = "channel" if "channel" in body else "roomId"
+        allowed = POST_MESSAGE_KEYS | {room_key} | ({"tmid"} if room_key == "roomId" else set())
+        if set(body) - allowed:
+            return JSONResponse(
+                {
+                    "success": False,
+                    "error": "must NOT have additional properties [invalid-params]",
+                    "errorType": "invalid-params",
+                },
+                400,
+            )
         if not body.get("roomId") and not body.get("channel"):
             return JSONResponse(
                 {"success": False, "error": "[invalid-channel]", "errorType": "invalid-channel"},

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import socketio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -129,3 +130,100 @@ async def test_a_reply_longer_than_rocketchat_takes_arrives_in_pieces(
     assert len(texts) == 4
     assert all(len(text.encode("utf-16-le")) // 2 <= 5000 for text in texts)
     assert " ".join(texts).split() == long_text.split()
+
+
+async def _three_part_reply_to_rocketchat(
+    rocket: FakeRocketChat, model: Path, **settings: Any
+) -> list[str]:
+    """A turn whose reply is three posts; returns the user texts the conversation holds."""
+    async with serving(rocket.app) as rocket_url, action_server({"text": THREE_PARTS}) as url:
+        credentials = {
+            "rocketchat": {"user": BOT, "password": PASSWORD, "server_url": rocket_url, **settings}
+        }
+        async with concertbot_server(model, url, credentials) as bot_url:
+            await _search_concerts(rocket, bot_url)
+            return await _user_texts(bot_url, "GENERAL:AliceId")
+
+
+async def _search_concerts(
+    rocket: FakeRocketChat, bot_url: str, room: str = "GENERAL", thread: str | None = None
+) -> None:
+    """Alice asks the bot in `room` (in `thread`) through the outgoing webhook."""
+    payload = rocket.outgoing_payload(
+        token="",
+        user_id="AliceId",
+        user_name="alice",
+        text="search concerts",
+        room_id=room,
+        thread=thread,
+    )
+    answer = await rocket.send(f"{bot_url}/webhooks/rocketchat/webhook", payload)
+    assert answer.status_code == 200
+
+
+THREE_PARTS = "Foo Fighters\n\nKaty Perry\n\nThe Beatles"
+
+
+async def test_a_rocketchat_that_does_not_answer_is_waited_for_once_a_turn(
+    concertbot_model: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rocket = FakeRocketChat(BOT, PASSWORD)
+    rocket.stall = 1.5
+    texts = await _three_part_reply_to_rocketchat(rocket, concertbot_model, timeout=0.3)
+    assert texts == ["search concerts"]
+    # Before: each of the three posts waited the timeout in turn, holding the conversation.
+    assert rocket.post_calls == 1
+    lost = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert "did not answer within 0.3 s" in lost[0]
+    assert lost[1].startswith("rocketchat: 2 more bot messages to room GENERAL not sent")
+
+
+async def test_a_rate_limited_bot_user_is_told_how_to_lift_the_limit(
+    concertbot_model: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rocket = FakeRocketChat(BOT, PASSWORD)
+    rocket.posts_per_minute = 1  # a bot user without the `bot` role, near its limit
+    await _three_part_reply_to_rocketchat(rocket, concertbot_model)
+    assert rocket.texts_in("GENERAL") == ["Foo Fighters"]
+    # Before: the third post was tried too, refused as the second, and the log said why not.
+    assert rocket.post_calls == 2
+    lost = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert "the bot user 'concertbot' is rate-limited" in lost[0]
+    assert "You must wait 42 seconds" in lost[0] and "`bot` role" in lost[0]
+    assert lost[1].startswith("rocketchat: 1 more bot message to room GENERAL not sent")
+
+
+async def test_a_refused_login_is_tried_once_a_turn(
+    concertbot_model: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rocket = FakeRocketChat(BOT, "the-password-was-changed")
+    texts = await _three_part_reply_to_rocketchat(rocket, concertbot_model)
+    assert texts == ["search concerts"]
+    # The webhook's login to learn the bot's id, then the first post's. Before: one more
+    # for each other post, each a failure Rocket.Chat counts towards blocking the user.
+    assert rocket.login_calls == 2
+    lost = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert "refused the login of bot user 'concertbot' (HTTP 401 Unauthorized)" in lost[0]
+    assert lost[1].startswith("rocketchat: 2 more bot messages to room GENERAL not sent")
+
+
+async def test_a_turn_that_gave_up_on_rocketchat_does_not_cost_later_turns_their_posts(
+    concertbot_model: Path,
+) -> None:
+    """The give-up is the turn's own: once Rocket.Chat answers again, the next turns (in
+    another room and thread, or in the same room) post their whole reply."""
+    rocket = FakeRocketChat(BOT, PASSWORD)
+    rocket.stall = 3.0
+    async with serving(rocket.app) as rocket_url, action_server({"text": THREE_PARTS}) as url:
+        settings = {"user": BOT, "password": PASSWORD, "server_url": rocket_url, "timeout": 1}
+        credentials = {"rocketchat": settings}
+        async with concertbot_server(concertbot_model, url, credentials) as bot_url:
+            await _search_concerts(rocket, bot_url)
+            assert rocket.post_calls == 1  # the turn gave up after its first post
+            rocket.stall = None
+            await _search_concerts(rocket, bot_url, "R2", thread="T1")
+            await _search_concerts(rocket, bot_url)
+    parts = THREE_PARTS.split("\n\n")
+    in_r2 = [p for p in rocket.posted if p.get("roomId") == "R2"]
+    assert [(p["text"], p.get("tmid")) for p in in_r2] == [(text, "T1") for text in parts]
+    assert rocket.texts_in("GENERAL")[-3:] == parts

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from server.channels.rocketchat import RecentMessageIds, RocketChatInput, rocketchat_messages
+from server.channels.rocketchat_api import RocketChatAPI, RocketChatError, RocketChatUnavailable
 from tests.channels.conftest import concertbot_server
 from tests.channels.fake_rocketchat import FakeRocketChat
 from tests.serving import serving
@@ -68,7 +69,11 @@ async def _tracker(bot_url: str, conversation: str) -> dict[str, Any]:
 
 
 async def test_a_user_message_gets_the_bots_reply_in_the_room(wired) -> None:  # noqa: ANN001
-    rocket, webhook, _ = wired
+    rocket, webhook, bot_url = wired
+    async with httpx.AsyncClient() as client:
+        for path in ("/webhooks/rocketchat/", "/webhooks/rocketchat"):  # Rasa's health route
+            health = await client.get(bot_url + path)
+            assert (health.status_code, health.json()) == (200, {"status": "ok"}), path
     payload = rocket.outgoing_payload(
         token=HOOK_TOKEN, user_id="AliceId", user_name="alice", text="search concerts"
     )
@@ -360,6 +365,19 @@ def test_a_custom_message_naming_a_room_id_is_posted_there() -> None:
     assert rocketchat_messages("R1", {"custom": both}) == [{"channel": "#alerts", "text": "x"}]
 
 
+def test_a_custom_message_names_one_room_as_rocketchat_7_4_requires() -> None:
+    """Rocket.Chat 7.4 and later refuse a `chat.postMessage` naming both `channel` and
+    `roomId`, or holding a key it does not know. Before, a custom message holding both (or an
+    empty `channel`, which Rasa takes for none) was sent so and refused: the message was lost."""
+    both = {"text": "x", "channel": "#alerts", "roomId": "OpsRoom"}
+    assert rocketchat_messages("R1", {"custom": both}) == [{"channel": "#alerts", "text": "x"}]
+    empty = {"text": "x", "channel": "", "room_id": "OpsRoom"}
+    assert rocketchat_messages("R1", {"custom": empty}) == [{"roomId": "OpsRoom", "text": "x"}]
+    assert rocketchat_messages("R1", {"custom": {"text": "x", "channel": None}}) == [
+        {"roomId": "R1", "text": "x"}
+    ]
+
+
 def test_a_custom_message_that_is_no_object_is_logged_as_lost(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -384,6 +402,23 @@ def test_long_texts_are_cut_at_line_breaks_or_spaces() -> None:
     parts = rocketchat_messages("R1", {"text": "b" * 250, "buttons": buttons}, max_length=100)
     assert [p["text"] for p in parts] == ["b" * 100, "b" * 100, "b" * 50]
     assert "attachments" not in parts[0] and parts[2]["attachments"][0]["actions"]
+
+
+def test_an_empty_text_is_not_posted() -> None:
+    """Before, as in Rasa, a reply of blanks, or an empty paragraph between two blank lines
+    too many, was posted as an empty message."""
+    assert rocketchat_messages("R1", {"text": "Foo\n\n\n\nBar"}) == [
+        {"roomId": "R1", "text": "Foo"},
+        {"roomId": "R1", "text": "Bar"},
+    ]
+    assert rocketchat_messages("R1", {"text": " \n "}) == []
+    # a paragraph of spaces alone is as empty a bubble (Rasa's split keeps it)
+    assert rocketchat_messages("R1", {"text": "Foo\n\n  \n\nBar"}) == [
+        {"roomId": "R1", "text": "Foo"},
+        {"roomId": "R1", "text": "Bar"},
+    ]
+    buttons = [{"title": "Yes", "payload": "/affirm"}]  # with buttons, the text may be empty
+    assert rocketchat_messages("R1", {"text": "", "buttons": buttons})[0]["text"] == ""
 
 
 async def test_a_retried_webhook_call_is_not_recorded_twice(wired) -> None:  # noqa: ANN001
@@ -665,3 +700,51 @@ async def test_a_server_url_with_a_line_break_or_a_space_before_it_is_read_as_ra
         finally:
             await channel.api.aclose()
     assert rocket.logins == 1
+
+
+async def test_a_refused_login_says_why() -> None:
+    """Before, only the status: a wrong password and two-factor authentication on the bot
+    user (e-mail codes are on by default for a user with a verified address) read alike."""
+    rocket = FakeRocketChat(BOT, PASSWORD)
+    async with serving(rocket.app) as rocket_url:
+        wrong = RocketChatAPI(rocket_url, BOT, "wrong")
+        with pytest.raises(RocketChatError, match=r"'concertbot' \(HTTP 401 Unauthorized\)"):
+            await wrong.login()
+        rocket.two_factor = True
+        api = RocketChatAPI(rocket_url, BOT, PASSWORD)
+        with pytest.raises(RocketChatError, match=r"\(HTTP 401 totp-required: turn two-factor"):
+            await api.login()
+        await wrong.aclose()
+        await api.aclose()
+
+
+async def test_an_answer_trickling_in_is_bounded_by_the_timeout_as_a_whole() -> None:
+    """httpx bounds each read by `timeout`: an answer sent a few bytes at a time, each piece
+    within it, held the post (and the conversation's lock) as long as it trickled."""
+    import asyncio
+
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse, StreamingResponse
+
+    app = FastAPI()
+
+    async def login() -> JSONResponse:
+        return JSONResponse({"status": "success", "data": {"authToken": "t", "userId": "B"}})
+
+    async def post_message() -> StreamingResponse:
+        async def trickle() -> Any:
+            for piece in ('{"success"', ": ", "true", "}"):
+                await asyncio.sleep(0.25)
+                yield piece.encode()
+
+        return StreamingResponse(trickle(), media_type="application/json")
+
+    app.add_api_route("/api/v1/login", login, methods=["POST"])
+    app.add_api_route("/api/v1/chat.postMessage", post_message, methods=["POST"])
+    async with serving(app) as url:
+        api = RocketChatAPI(url, BOT, PASSWORD, timeout=0.6)
+        try:
+            with pytest.raises(RocketChatUnavailable, match="did not answer within 0.6 s"):
+                await api.post_message({"roomId": "R1", "text": "hi"})
+        finally:
+            await api.aclose()

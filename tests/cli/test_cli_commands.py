@@ -1086,3 +1086,20 @@ async def test_a_model_with_a_dialogue_checks_intent_messages_against_its_domain
     known, _ = await _parse_and_turn(archive, '/order_drink{"drink": "tea", "topping": "x"}')
     assert known["intent"] == {"name": "order_drink", "confidence": 1.0}
     assert [e["entity"] for e in known["entities"]] == ["drink"]
+
+
+def test_a_categorical_slot_without_values_never_fails_validation(
+    run_cli, starter_copy: Path
+) -> None:
+    """Rasa trains such a slot and its validator says nothing of it, --fail-on-warnings
+    too: botserver warns and passes. Before, exit 1 with --fail-on-warnings."""
+    domain = starter_copy / "domain.yml"
+    domain.write_text(
+        domain.read_text().replace(
+            "slots:\n", "slots:\n  size:\n    type: categorical\n    mappings: [{type: custom}]\n"
+        )
+    )
+    result = run_cli("data", "validate", "--fail-on-warnings", cwd=starter_copy)
+    assert result.code == 0, result.out
+    assert "warning: domain.yml:17: categorical slot 'size' lists no values" in result.out
+    assert "does not fail on the 1 that Rasa's validator does not give" in result.out

@@ -6,7 +6,14 @@ import pytest
 
 from server.dialogue.processor import DialogueModel
 from server.trackers.events import SlotSet
-from tests.dialogue.conversation_fixtures import Conversation, make_agent, train_files
+from server.training.domain_yaml import read_domain
+from tests.dialogue.conversation_fixtures import (
+    Conversation,
+    make_agent,
+    train_files,
+    train_project,
+    write_files,
+)
 
 LIST_BOT = {
     "config.yml": "language: en\npolicies:\n  - name: RulePolicy\n",
@@ -93,3 +100,93 @@ def test_slot_defaults_are_unequal_to_what_is_no_dict() -> None:
     assert defaults != None and not defaults == None  # noqa: E711
     assert defaults != 5 and defaults != "toppings"
     assert defaults == {"toppings": None} and {"toppings": None} == defaults
+
+
+VALUELESS_CATEGORICAL_BOT = {
+    "config.yml": "language: en\npolicies:\n  - name: MemoizationPolicy\n",
+    "domain.yml": """
+version: "3.1"
+intents: [inform]
+entities: [size]
+slots:
+  size:
+    type: categorical
+    mappings: [{type: from_entity, entity: size}]
+responses:
+  utter_noted: [{text: "Noted."}]
+  utter_which: [{text: "Which size?"}]
+""",
+    "data/stories.yml": """
+version: "3.1"
+stories:
+- story: a size
+  steps:
+  - intent: inform
+    entities: [{size: large}]
+  - action: utter_noted
+- story: no size
+  steps:
+  - intent: inform
+  - action: utter_which
+""",
+}
+
+
+async def test_a_categorical_slot_without_values_trains_and_reads_as_other(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # Before: "categorical slot 'size' needs a list of 'values'" and nothing trained. Rasa
+    # trains such a slot (its domain schema does not ask for `values`); every value it holds
+    # reads as `__other__`, so the slot tells the policies whether it is set.
+    warnings: list[str] = []
+    folder = write_files(VALUELESS_CATEGORICAL_BOT, tmp_path_factory.mktemp("valueless"))
+    read_domain(folder / "domain.yml", warnings=warnings)
+    assert warnings == [
+        f"{folder / 'domain.yml'}:6: categorical slot 'size' lists no values: every value it "
+        "takes reads to the policies as `__other__` (as in Rasa), so they only see whether "
+        "it is set"
+    ]
+    model = train_project(folder, folder / "models")
+    conversation = Conversation(make_agent(model), "valueless")
+
+    assert (await conversation.say('/inform{"size": "small"}')).texts == ["Noted."]
+    assert (await conversation.tracker()).get_slot("size") == "small"
+    assert (await Conversation(make_agent(model), "none").say("/inform")).texts == ["Which size?"]
+
+
+VALUELESS_RULES_BOT = {
+    "config.yml": "language: en\npolicies:\n  - name: RulePolicy\n",
+    "domain.yml": """
+version: "3.1"
+intents: [greet]
+slots:
+  size:
+    type: categorical
+    mappings: [{type: custom}]
+responses:
+  utter_noted: [{text: "Noted."}]
+  utter_which: [{text: "Which size?"}]
+""",
+    "data/rules.yml": """
+version: "3.1"
+rules:
+- rule: a size was given
+  condition: [{slot_was_set: [{size: large}]}]
+  steps: [{intent: greet}, {action: utter_noted}]
+- rule: no size yet
+  condition: [{slot_was_set: [{size: null}]}]
+  steps: [{intent: greet}, {action: utter_which}]
+""",
+}
+
+
+async def test_every_value_of_a_categorical_slot_without_values_reads_alike(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # Rasa's one-hot of such a slot has one place, `__other__`: a rule on `size: large`
+    # applies to any value the slot holds ("small" here), and not to the unset slot.
+    model = train_files(VALUELESS_RULES_BOT, tmp_path_factory.mktemp("valueless-rules"))
+    agent = make_agent(model)
+    await agent.append_events("sized", [SlotSet("size", "small")])
+    assert (await Conversation(agent, "sized").say("/greet")).texts == ["Noted."]
+    assert (await Conversation(agent, "unsized").say("/greet")).texts == ["Which size?"]

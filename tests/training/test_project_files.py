@@ -422,11 +422,13 @@ def test_a_models_response_condition_naming_no_slot_still_loads() -> None:
 
 def test_domain_semantic_error_points_at_the_slot(tmp_path: Path) -> None:
     path = tmp_path / "domain.yml"
-    path.write_text("version: '3.1'\nslots:\n  s:\n    type: categorical\n    mappings: []\n")
+    path.write_text(
+        "version: '3.1'\nslots:\n  s:\n    type: categorical\n    values: large\n    mappings: []\n"
+    )
     with pytest.raises(InvalidProjectFile) as info:
         read_domain(path)
-    assert (info.value.filename, info.value.line) == (str(path), 3)
-    assert "values" in str(info.value)
+    assert (info.value.filename, info.value.line) == (str(path), 5)
+    assert info.value.reason == "'values' of categorical slot 's' must be a list"
 
 
 MAPPING = "type: text\n    mappings:\n    - "
@@ -458,6 +460,25 @@ FLOAT = "type: float\n    mappings: []\n    "
         (FLOAT + "max_value: .nan", 6, "'max_value' of slot 's' must be a number"),
         # Before: it trained, and the slot counted as 0.0 on every turn.
         (FLOAT + "initial_value: x", 6, "'initial_value' of float slot 's' must be a number"),
+        # Keys Rasa's slot classes do not take (a TypeError in Rasa 3.6); before, ignored,
+        # so the misspelt slot still influenced the conversation.
+        (
+            "type: text\n    influence_conversaton: false\n    mappings: []",
+            5,
+            "unknown key 'influence_conversaton' in slot 's'; a slot has type, initial_value, "
+            "influence_conversation, mappings (values for a categorical slot, min_value and "
+            "max_value for a float one)",
+        ),
+        (
+            "type: text\n    values: [a, b]\n    mappings: []",
+            5,
+            "'values' is a key of categorical slots, and slot 's' is of type text",
+        ),
+        (
+            "type: bool\n    max_value: 5\n    mappings: []",
+            5,
+            "'max_value' is a key of float slots, and slot 's' is of type bool",
+        ),
     ],
 )
 def test_a_slot_key_of_the_wrong_type_or_range_names_file_and_line(
@@ -1379,3 +1400,24 @@ def test_json_in_the_data_folder_nested_too_deep_is_refused_or_skipped(tmp_path:
         with pytest.raises(InvalidProjectFile, match="nests more than 100 levels deep") as info:
             load_project(None, tmp_path / "domain.yml", [data])
         assert info.value.filename == str(data / "nlu.json")
+
+
+def test_a_models_slot_with_a_key_rasa_does_not_take_still_loads() -> None:
+    # Trained before training refused it: the model keeps serving, the key ignored.
+    domain: dict[str, Any] = {"slots": {"s": {"type": "text", "values": ["a"], "mappings": []}}}
+    reader = DomainReader(warnings=[], from_archive=True)
+    reader.check(domain, "domain.json")
+    assert reader.build(domain, "domain.json").slots_by_name["s"].type == "text"
+    with pytest.raises(InvalidProjectFile, match="'values' is a key of categorical slots"):
+        DomainReader(warnings=[]).check(domain, "domain.yml")
+
+
+def test_rasa_2s_auto_fill_is_a_warning_pointing_to_data_migrate(tmp_path: Path) -> None:
+    path = tmp_path / "domain.yml"
+    path.write_text("version: '3.1'\nslots:\n  s:\n    type: text\n    auto_fill: false\n")
+    warnings: list[str] = []
+    read_domain(path, warnings=warnings)
+    assert (
+        f"{path}:5: slot 's' has Rasa 2's 'auto_fill', which Rasa 3 refuses and botserver "
+        "ignores: `botserver data migrate` turns it into a mapping"
+    ) in warnings
