@@ -14,6 +14,7 @@ import os
 import re
 import ssl
 import unicodedata
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -88,6 +89,27 @@ def async_client(*, verify: Any = True, **options: Any) -> httpx.AsyncClient:
 def sync_client(*, verify: Any = True, **options: Any) -> httpx.Client:
     """An `httpx.Client` that takes no proxy from the environment."""
     return httpx.Client(trust_env=False, verify=_verify(verify), **options)
+
+
+def cookie_jar_keeping_none() -> CookieJar:
+    """A client's cookie jar that keeps no cookie. Rasa opens a session per call to an
+    action server, NLG server, callback, model server or Duckling, so a cookie an answer
+    sets is never sent back; a pooled client would send it with every later call, whatever
+    the conversation. (Rasa's NLU server client keeps one session, cookies and all: not
+    followed, see docs/differences-from-rasa.md.)"""
+    return CookieJar(DefaultCookiePolicy(allowed_domains=[]))
+
+
+# What urlsplit strips before a URL and drops inside it (the URL standard's rules).
+_C0_OR_SPACE = "".join(map(chr, range(0x21)))
+_TAB_OR_LINE_BREAK = str.maketrans("", "", "\t\r\n")
+
+
+def url_as_rasa_reads(url: str) -> str:
+    """`url` as urlsplit reads it, and so Rasa's aiohttp (yarl): without a tab or line break
+    (`${URL}` from a file ending in one), and without what precedes the scheme (spaces). httpx
+    refuses the one and reads the other as a path."""
+    return url.lstrip(_C0_OR_SPACE).translate(_TAB_OR_LINE_BREAK)
 
 
 # A header's name: a token (RFC 9110 section 5.6.2).

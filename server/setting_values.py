@@ -60,11 +60,14 @@ def seconds(settings: dict[str, Any], key: str, default: float) -> float:
 
 
 def http_url(settings: dict[str, Any], key: str) -> str:
-    """A required http:// or https:// URL with a host."""
+    """A required http:// or https:// URL with a host, as Rasa reads it (`url_as_rasa_reads`:
+    without a line break, nor spaces before it)."""
     value = text(settings, key)
     if value is None:
         raise InvalidConfig(f"'{key}' is required")
-    from server.http_clients import safe_url  # (httpx: imported when a URL is read)
+    from server.http_clients import safe_url, url_as_rasa_reads  # (httpx: imported when read)
+
+    value = url_as_rasa_reads(value)
 
     why = ""
     try:

@@ -10,7 +10,6 @@ import asyncio
 import json
 import ssl
 from dataclasses import dataclass
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,7 +23,14 @@ from server.http_bodies import (
     max_response_bytes,
     read_within,
 )
-from server.http_clients import async_client, async_client_off_loop, header_values, safe_url
+from server.http_clients import (
+    async_client,
+    async_client_off_loop,
+    cookie_jar_keeping_none,
+    header_values,
+    safe_url,
+    url_as_rasa_reads,
+)
 from server.json_values import OFF_LOOP_JSON_BYTES, loads_untrusted
 
 DEFAULT_TIMEOUT = 10.0
@@ -102,11 +108,6 @@ def error_reason(error: Exception) -> str:
     return text.splitlines()[0][:200] if text else type(error).__name__
 
 
-# What urlsplit strips before a URL and drops inside it (the URL standard's rules).
-_C0_OR_SPACE = "".join(map(chr, range(0x21)))
-_TAB_OR_LINE_BREAK = str.maketrans("", "", "\t\r\n")
-
-
 def one_line(text: str) -> str:
     """`text` on one line, at most 200 long: what a server said, fit for a log line."""
     return " ".join(text[:1000].split())[:200]
@@ -134,7 +135,7 @@ class HttpEndpoint:
         # Read as urlsplit reads it (and so Rasa's aiohttp, and our checks and log lines): a
         # tab or line break dropped (`${URL}` from a file ending in one), and what precedes
         # the scheme. httpx refused the one and read the other as a path: every call failed.
-        url = url.lstrip(_C0_OR_SPACE).translate(_TAB_OR_LINE_BREAK)
+        url = url_as_rasa_reads(url)
         try:
             self.safe_url = safe_url(url)
             parts = urlsplit(url)
@@ -251,9 +252,7 @@ class HttpEndpoint:
             ),
             "transport": self._transport,
             "follow_redirects": False,
-            # Rasa opens a session per call and never sends a cookie back; the pooled client
-            # would keep one an answer sets and send it with every conversation's calls.
-            "cookies": CookieJar(DefaultCookiePolicy(allowed_domains=[])),
+            "cookies": cookie_jar_keeping_none(),  # none sent back, as Rasa's session per call
         }
 
     async def post_json(self, body: Any) -> Answer:

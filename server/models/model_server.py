@@ -33,7 +33,13 @@ from server.errors import (
     UnsupportedModel,
 )
 from server.http_bodies import Inflater
-from server.http_clients import async_client, header_values, safe_url
+from server.http_clients import (
+    async_client,
+    cookie_jar_keeping_none,
+    header_values,
+    safe_url,
+    url_as_rasa_reads,
+)
 from server.models.holder import ModelHolder, is_disk_full
 from server.models.shared_pulls import SharedPulls, shared_pulls
 from server.tasks import stop
@@ -79,7 +85,9 @@ class ModelServerConfig:
     def from_endpoint(cls, config: dict[str, Any]) -> ModelServerConfig:
         """The config of a `models:` section (or a PUT /model body); InvalidConfig if unusable."""
         url = config.get("url")
-        if not isinstance(url, str) or not re.match(r"^https?://[^/\s]+", url):
+        if isinstance(url, str):  # `${URL}` from a file ending in a line break: as Rasa
+            url = url_as_rasa_reads(url)
+        if not isinstance(url, str) or not re.match(r"^https?://[^/\s]+", url, re.IGNORECASE):
             shown = safe_url(url, tolerant=True) if isinstance(url, str) else url
             raise InvalidConfig(f"models.url must be an http(s) URL, got {shown!r}")
         try:
@@ -160,7 +168,8 @@ class ModelServerPoller:
         self.ticket = holder.ticket() if ticket is None else ticket
         self.superseded = False
         self.config = config
-        self._client = client or async_client()
+        # Keeping no cookie: Rasa opens a session per pull and never sends one back.
+        self._client = client or async_client(cookies=cookie_jar_keeping_none())
         self._owns_client = client is None
         self._task: asyncio.Task[None] | None = None
         # The failure of the latest pull (None once one works), when it happened and since

@@ -13,7 +13,12 @@ import httpx
 
 from server.errors import InvalidConfig, ResponseTooLarge
 from server.http_bodies import ACCEPT_ENCODING, DEFAULT_MAX_RESPONSE_BYTES, read_within_sync
-from server.http_clients import safe_url, sync_client
+from server.http_clients import (
+    cookie_jar_keeping_none,
+    safe_url,
+    sync_client,
+    url_as_rasa_reads,
+)
 from server.json_values import loads_untrusted
 from server.nlu.message import Message
 from server.nlu.params import number
@@ -43,7 +48,9 @@ class DucklingEntityExtractor:
     ):
         self.config = config
         self.name = name
-        self.url = str(config.get("url") or "http://localhost:8000").rstrip("/")
+        # As Rasa's requests reads it: `${DUCKLING_URL}` from a file ending in a line break.
+        url = url_as_rasa_reads(str(config.get("url") or "http://localhost:8000"))
+        self.url = url.rstrip("/")
         # As the log shows it: no password, no query (a token).
         self.safe_url = safe_url(self.url, tolerant=True)
         dimensions = config.get("dimensions")
@@ -67,7 +74,9 @@ class DucklingEntityExtractor:
     def _http(self) -> httpx.Client:
         if self._client is None:
             self._client = sync_client(
-                timeout=self.timeout, headers={"Accept-Encoding": ACCEPT_ENCODING}
+                timeout=self.timeout,
+                headers={"Accept-Encoding": ACCEPT_ENCODING},
+                cookies=cookie_jar_keeping_none(),  # none sent back, as Rasa's session per call
             )
         return self._client
 

@@ -12,7 +12,12 @@ import httpx
 
 from server.errors import InvalidConfig, ResponseTooLarge
 from server.http_bodies import ACCEPT_ENCODING, max_response_bytes, read_within_sync
-from server.http_clients import safe_url, sync_client
+from server.http_clients import (
+    cookie_jar_keeping_none,
+    safe_url,
+    sync_client,
+    url_as_rasa_reads,
+)
 from server.json_values import loads_untrusted
 
 logger = logging.getLogger(__name__)
@@ -34,7 +39,8 @@ class RemoteNLU:
         url = config.get("url")
         if not isinstance(url, str) or not url.strip():
             raise InvalidConfig("endpoints 'nlu' needs a 'url'")
-        self.url = url.rstrip("/") + "/model/parse"
+        # As Rasa's aiohttp reads it: `${NLU_URL}` from a file ending in a line break.
+        self.url = url_as_rasa_reads(url).rstrip("/") + "/model/parse"
         try:
             self.safe_url = safe_url(self.url)
         except ValueError as e:  # a port out of range, an unclosed bracket
@@ -55,6 +61,7 @@ class RemoteNLU:
             raise InvalidConfig(f"endpoints 'nlu': {e}") from None
         self._client = sync_client(
             timeout=timeout,
+            cookies=cookie_jar_keeping_none(),  # none sent back (Rasa's one session sends them)
             headers={
                 "Accept-Encoding": ACCEPT_ENCODING,
                 **{str(k): str(v) for k, v in headers.items()},

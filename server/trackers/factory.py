@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -80,8 +81,13 @@ def _create_tracker_store(config: dict[str, Any], create_missing: bool) -> Track
 
         return SqlTrackerStore.from_config(config)
     if kind == "redis":
+        from server.trackers.redis_client import ENDPOINT_SETTINGS
         from server.trackers.redis_store import RedisTrackerStore
 
+        # `cache_size`: the former name of `cache_events`.
+        _warn_of_unknown_keys(
+            config, RedisTrackerStore.SETTINGS, ENDPOINT_SETTINGS | {"cache_size"}
+        )
         return RedisTrackerStore(config)
     if kind == "dynamo":
         from server.trackers.dynamo_store import DynamoTrackerStore
@@ -96,6 +102,23 @@ def _create_tracker_store(config: dict[str, Any], create_missing: bool) -> Track
         f"tracker_store type '{config['type']}' is unknown (custom store classes are not "
         "loaded); use sql, redis, dynamo or in_memory"
     )
+
+
+def _warn_of_unknown_keys(
+    config: dict[str, Any], known: frozenset[str], quiet: Iterable[str] = ()
+) -> None:
+    """A warning for each `tracker_store:` key the store neither reads nor takes `quiet`ly,
+    with the key meant when it is a near miss of one: Rasa's store takes any key and ignores
+    it without a word, and a misspelt `key_prefix` read and wrote another bot's
+    conversations."""
+    for key in config:
+        if key == "type" or key in known or key in quiet or key in _KEYS_RASA_3_IGNORES:
+            continue
+        close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.8)
+        hint = f"did you mean '{close[0]}'?" if close else f"it reads {', '.join(sorted(known))}"
+        logger.warning(
+            "tracker_store: unknown setting '%s' is not read (nor by Rasa); %s", key, hint
+        )
 
 
 def create_lock_store(config: dict[str, Any] | None, source: str = "endpoints.yml") -> LockStore:

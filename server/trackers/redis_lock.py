@@ -29,6 +29,7 @@ from server.tasks import stop
 from server.trackers.memory_lock import timeout_message, wait_timeout_setting
 from server.trackers.redis_batch import CommandBatch
 from server.trackers.redis_client import (
+    ENDPOINT_SETTINGS,
     READINESS_SCRIPT,
     REDIS_ERRORS,
     create_client,
@@ -258,8 +259,6 @@ SETTINGS = frozenset(
     | {"ssl_keyfile", "ssl_ca_certs", "key_prefix", "socket_timeout"}
     | {"lock_lifetime", "wait_timeout"}
 )
-# What Rasa's endpoint config takes from any section: its lock store never sees them.
-_ENDPOINT_SETTINGS = frozenset({"params", "headers", "basic_auth", "token", "token_name", "cafile"})
 
 
 class RedisLockStore:
@@ -268,7 +267,7 @@ class RedisLockStore:
     process_local = False
 
     def __init__(self, config: dict[str, Any]) -> None:
-        unknown = [str(key) for key in config if key not in SETTINGS | _ENDPOINT_SETTINGS]
+        unknown = [str(key) for key in config if key not in SETTINGS | ENDPOINT_SETTINGS]
         if unknown:  # (before, ignored: a misspelt key_prefix shared another bot's locks)
             raise InvalidConfig(
                 f"unknown setting '{unknown[0]}' (Rasa refuses it too); the Redis lock store "

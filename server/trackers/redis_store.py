@@ -208,6 +208,14 @@ class RedisTrackerStore:
 
     process_local = False
 
+    # The `tracker_store:` keys read: Rasa's RedisTrackerStore arguments, and ours (`host`,
+    # `socket_timeout`, `cache_events`).
+    SETTINGS = frozenset(
+        {"url", "host", "port", "db", "username", "password", "use_ssl", "ssl_keyfile"}
+        | {"ssl_certfile", "ssl_ca_certs", "key_prefix", "record_exp", "socket_timeout"}
+        | {"cache_events"}
+    )
+
     def __init__(self, config: dict[str, Any]) -> None:
         self._redis = create_client(config, default_db=0)
         self.cache_events = cache_events_setting(config)  # hot trackers over this store

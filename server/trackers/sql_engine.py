@@ -9,10 +9,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import os
+import re
+import socket
 import ssl
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event, text
@@ -243,8 +247,9 @@ def create_engine(
         }
     extra: dict[str, Any] = {}
     statements = _Statements(prepared)
+    collation = None
     if backend == "mysql":
-        extra["async_creator"] = _mysql_connector(url, connect_args)
+        extra["async_creator"], collation = _mysql_connector(url, connect_args)
     elif backend == "postgresql":
         extra["creator"] = _postgres_creator(url, connect_args, statements, lambda: engine)
     engine = create_async_engine(
@@ -263,6 +268,8 @@ def create_engine(
         _STATEMENTS[engine.sync_engine] = statements
         _run_on_connect(engine, postgres_lock_timeout())
         _guard_sockets(engine, tcp_options())
+    if collation is not None:
+        _set_collation_on_connect(engine, collation)
     return engine
 
 
@@ -392,28 +399,38 @@ def _postgres_connector(url: URL, connect_args: dict[str, Any]) -> Callable[[], 
     return connect
 
 
-def _mysql_connector(url: URL, connect_args: dict[str, Any]) -> Callable[[], Awaitable[Any]]:
+def _mysql_connector(
+    url: URL, connect_args: dict[str, Any]
+) -> tuple[Callable[[], Awaitable[Any]], str | None]:
     """Opens an aiomysql connection, handshake included, within the connect timeout:
     aiomysql bounds only the TCP connect, so a server that took the connection and never
-    greeted (hung, or a proxy in front of a dead one) held the request for ever."""
+    greeted (hung, or a proxy in front of a dead one) held the request for ever. With the
+    collation the URL's `query:` asks for (set once SQLAlchemy has set its charset)."""
     from sqlalchemy.dialects.mysql.aiomysql import dialect
 
     args, kwargs = dialect().create_connect_args(url)
     kwargs.update(connect_args)
     tls = _pymysql_tls_options(kwargs)
+    session = _pymysql_session_options(kwargs)
     _refuse_what_aiomysql_cannot_take(kwargs)
     if tls.pop("disabled", False):
         kwargs.pop("ssl", None)
     elif tls or isinstance(kwargs.get("ssl"), dict):
         kwargs["ssl"] = mysql_ssl_context({**(kwargs.get("ssl") or {}), **tls})
     options = tcp_options()
+    if session.write_timeout is not None and hasattr(socket, "TCP_USER_TIMEOUT"):
+        # aiomysql never waits on a send (PyMySQL's write_timeout bounds that wait): data the
+        # server leaves unacknowledged that long closes the connection instead.
+        unacknowledged = max(1, round(session.write_timeout * 1000))
+        user_timeout = options.get(socket.TCP_USER_TIMEOUT, unacknowledged)
+        options[socket.TCP_USER_TIMEOUT] = min(user_timeout, unacknowledged)
 
     async def connect() -> Any:
         import aiomysql
 
         try:
             connection = await asyncio.wait_for(
-                _open_mysql(aiomysql, args, kwargs), CONNECT_TIMEOUT_SECONDS
+                _open_mysql(aiomysql, args, kwargs, session), CONNECT_TIMEOUT_SECONDS
             )
         except TimeoutError:  # (no text: the 503 said only "TimeoutError (no answer)")
             raise TimeoutError(
@@ -423,7 +440,7 @@ def _mysql_connector(url: URL, connect_args: dict[str, Any]) -> Callable[[], Awa
         guard_driver_connection(connection, options)
         return connection
 
-    return connect
+    return connect, session.collation
 
 
 # PyMySQL's `connect()` TLS keys that SQLAlchemy leaves out of its `ssl` dict, and aiomysql
@@ -441,18 +458,24 @@ _TRUTHS |= {"false": False, "0": False, "no": False, "off": False}
 # MySQL's capability flag of a server offering TLS, and its client error for a TLS failure.
 _CLIENT_SSL = 0x800
 _CR_SSL_CONNECTION_ERROR = 2026
+_CR_SERVER_LOST = 2013
 
 
-async def _open_mysql(aiomysql: Any, args: Any, kwargs: Mapping[str, Any]) -> Any:
-    """aiomysql's connection; with TLS asked for (`ssl_*` keys), one that refuses a server
-    not offering it before the login goes out, as PyMySQL 1.2 refuses ("SSL is required but
-    the server doesn't support it"). aiomysql logged in and sent everything in the clear."""
-    if kwargs.get("ssl") is None:
+async def _open_mysql(
+    aiomysql: Any, args: Any, kwargs: Mapping[str, Any], session: _PyMySQLSession
+) -> Any:
+    """aiomysql's connection, with what PyMySQL does and aiomysql does not: with TLS asked
+    for (`ssl_*` keys), it refuses a server not offering it before the login goes out, as
+    PyMySQL 1.2 refuses ("SSL is required but the server doesn't support it"; aiomysql
+    logged in and sent everything in the clear); each read waits `read_timeout` at most."""
+    tls_required = kwargs.get("ssl") is not None
+    read_timeout = session.read_timeout
+    if not tls_required and read_timeout is None:
         return await aiomysql.connect(*args, **kwargs)
 
-    class TLSRequired(aiomysql.Connection):  # type: ignore[misc,name-defined]
+    class PyMySQLLike(aiomysql.Connection):  # type: ignore[misc,name-defined]
         async def _request_authentication(self) -> None:
-            if not self.server_capabilities & _CLIENT_SSL:
+            if tls_required and not self.server_capabilities & _CLIENT_SSL:
                 raise aiomysql.OperationalError(
                     _CR_SSL_CONNECTION_ERROR,
                     "TLS is asked for (query: ssl_*) but the server does not offer it; "
@@ -460,9 +483,90 @@ async def _open_mysql(aiomysql: Any, args: Any, kwargs: Mapping[str, Any]) -> An
                 )
             await super()._request_authentication()
 
-    connection = TLSRequired(*args, **kwargs)
+        async def _read_bytes(self, num_bytes: int) -> bytes:
+            if read_timeout is None:
+                return await super()._read_bytes(num_bytes)
+            # As PyMySQL's socket timeout: each wait for data, not the whole packet (a big
+            # row arriving slowly is read while it keeps arriving).
+            chunks: list[bytes] = []
+            while num_bytes:
+                try:
+                    async with asyncio.timeout(read_timeout):
+                        chunk = await self._reader.read(num_bytes)
+                except TimeoutError:  # as PyMySQL: the connection is lost, and closed
+                    self.close()
+                    raise aiomysql.OperationalError(
+                        _CR_SERVER_LOST,
+                        "Lost connection to MySQL server during query (timed out: no "
+                        f"answer in {read_timeout:g} s, query: read_timeout)",
+                    ) from None
+                except OSError as e:
+                    self.close()
+                    raise aiomysql.OperationalError(
+                        _CR_SERVER_LOST, f"Lost connection to MySQL server during query ({e})"
+                    ) from e
+                if not chunk:
+                    self.close()
+                    raise aiomysql.OperationalError(
+                        _CR_SERVER_LOST, "Lost connection to MySQL server during query"
+                    )
+                chunks.append(chunk)
+                num_bytes -= len(chunk)
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    connection = PyMySQLLike(*args, **kwargs)
     await connection._connect()
     return connection
+
+
+# PyMySQL's `connect()` keys aiomysql does not take, and no TLS: those honoured here. A
+# collation is a name (it goes into SET NAMES as written).
+_COLLATION = re.compile(r"[A-Za-z0-9_]+")
+
+
+@dataclass
+class _PyMySQLSession:
+    collation: str | None = None
+    read_timeout: float | None = None
+    write_timeout: float | None = None
+
+
+def _pymysql_session_options(kwargs: MutableMapping[str, Any]) -> _PyMySQLSession:
+    """Takes PyMySQL's `collation`, `read_timeout` and `write_timeout` out of `kwargs`, and
+    the keys that change nothing here: `max_allowed_packet` (PyMySQL sizes LOAD DATA LOCAL
+    chunks by it, which the store never sends) and `binary_prefix` (aiomysql always marks
+    bytes `_binary`). `bind_address` cannot be honoured (aiomysql opens its socket itself)
+    and is refused, named."""
+    if "bind_address" in kwargs:
+        raise InvalidConfig(
+            "MySQL query: 'bind_address' cannot be honoured: botserver's MySQL driver "
+            "(aiomysql) opens its socket itself and cannot bind it to a local address; "
+            "remove it (the system's routing then picks the address)"
+        )
+    kwargs.pop("max_allowed_packet", None)
+    kwargs.pop("binary_prefix", None)
+    session = _PyMySQLSession()
+    collation = kwargs.pop("collation", None)
+    if collation is not None:
+        if not _COLLATION.fullmatch(str(collation)):
+            raise InvalidConfig(
+                f"MySQL query: collation: {str(collation)[:80]!r} is no collation name "
+                "(letters, digits and _, such as utf8mb4_bin)"
+            )
+        session.collation = str(collation)
+    for key in ("read_timeout", "write_timeout"):
+        if key in kwargs:
+            value = kwargs.pop(key)
+            try:
+                seconds = float(value)
+            except (TypeError, ValueError):
+                seconds = math.nan
+            if isinstance(value, bool) or not 0 < seconds < math.inf:
+                raise InvalidConfig(
+                    f"MySQL query: {key}: {str(value)[:40]!r} is no positive number of seconds"
+                )
+            setattr(session, key, seconds)
+    return session
 
 
 def _pymysql_tls_options(kwargs: MutableMapping[str, Any]) -> dict[str, Any]:
@@ -500,9 +604,10 @@ def _refuse_what_aiomysql_cannot_take(kwargs: Mapping[str, Any]) -> None:
     if unknown:
         raise InvalidConfig(
             f"MySQL query: {', '.join(repr(key) for key in unknown)} is not a key botserver's "
-            "MySQL driver (aiomysql) takes; TLS: ssl_ca, ssl_capath, ssl_cert, ssl_key, "
-            "ssl_key_password, ssl_cipher, ssl_check_hostname, ssl_verify_cert, "
-            "ssl_verify_identity, ssl_disabled"
+            "MySQL driver (aiomysql) takes; PyMySQL's read too: collation, read_timeout, "
+            "write_timeout, max_allowed_packet, binary_prefix; TLS: ssl_ca, ssl_capath, "
+            "ssl_cert, ssl_key, ssl_key_password, ssl_cipher, ssl_check_hostname, "
+            "ssl_verify_cert, ssl_verify_identity, ssl_disabled"
         )
 
 
@@ -550,7 +655,7 @@ def mysql_ssl_context(options: dict[str, Any]) -> ssl.SSLContext:
 
 def mysql_connects(url: URL) -> Callable[[], Awaitable[None]]:
     """A new connection, outside the pool, logs in and is closed (see SilenceWatch)."""
-    connect = _mysql_connector(url, {"connect_timeout": CONNECT_TIMEOUT_SECONDS})
+    connect, _ = _mysql_connector(url, {"connect_timeout": CONNECT_TIMEOUT_SECONDS})
 
     async def connects() -> None:
         # COM_QUIT first: a connection dropped is an "Aborted connection" line in its log.
@@ -598,6 +703,19 @@ def _run_on_connect(engine: AsyncEngine, statement: str) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.run_async(lambda connection: connection.execute(statement))
+
+
+def _set_collation_on_connect(engine: AsyncEngine, collation: str) -> None:
+    """PyMySQL's `SET NAMES <charset> COLLATE <collation>` on each new connection, after
+    SQLAlchemy's own `SET NAMES <charset>`, which resets the collation (Rasa's `collation`
+    changed nothing for that reason). The server refuses a collation of another charset,
+    naming both, as it refuses PyMySQL's."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        charset = dbapi_connection.character_set_name()
+        statement = f"SET NAMES {charset} COLLATE {collation}"
+        dbapi_connection.run_async(lambda connection: connection.query(statement))
 
 
 def _guard_sockets(engine: AsyncEngine, options: dict[int, int]) -> None:

@@ -682,6 +682,26 @@ def test_a_huge_message_id_is_remembered_in_a_bounded_size() -> None:
     assert ids("Gs7ZPXrLkdN9kH3oP") == ["Gs7ZPXrLkdN9kH3oP"] * 2  # Rocket.Chat's own: as sent
 
 
+@pytest.mark.parametrize("written", ["{url}\n", "  {url}", "\t{url}"])
+async def test_a_server_url_with_a_line_break_or_a_space_before_it_is_read_as_rasa_reads_it(
+    written: str,
+) -> None:
+    """A URL from an environment variable or a file often ends with a line break: Rasa's
+    Rocket.Chat client (requests) logs in all the same. Before, every login failed (httpx
+    refused the line break; a space before the scheme was read as a path)."""
+    rocket = FakeRocketChat(BOT, PASSWORD)
+    async with serving(rocket.app) as rocket_url:
+        url = written.format(url=rocket_url)
+        channel = RocketChatInput.from_credentials(
+            {"user": BOT, "password": PASSWORD, "server_url": url}
+        )
+        try:
+            await channel.api.login()
+        finally:
+            await channel.api.aclose()
+    assert rocket.logins == 1
+
+
 async def test_a_refused_login_says_why() -> None:
     """Before, only the status: a wrong password and two-factor authentication on the bot
     user (e-mail codes are on by default for a user with a verified address) read alike."""

@@ -55,6 +55,7 @@ class Behaviour:
     body: bytes = b""
     etag: str = '"v1"'
     content_encoding: str | None = None  # sent as the body's Content-Encoding
+    cookie: str | None = None  # sent as Set-Cookie with each answer
     requests: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -96,6 +97,8 @@ class ModelServer:
                 if behaviour.content_encoding is not None:
                     self.send_header("Content-Encoding", behaviour.content_encoding)
                 self.send_header("filename", "served-model.tar.gz")
+                if behaviour.cookie is not None:
+                    self.send_header("Set-Cookie", behaviour.cookie)
                 declared = {"huge": 10**12, "truncated": len(body) + 1000}.get(mode, len(body))
                 if mode not in ("unsized", "endless-members", "endless-blocks"):
                     self.send_header("Content-Length", str(declared))
@@ -730,6 +733,48 @@ async def test_a_query_in_the_url_is_sent_beside_the_token(
     config = ModelServerConfig.from_endpoint({"url": model_server.url + "?sig=s1"})
     await ModelServerPoller(holder, config, client).pull_once()
     assert model_server.behaviour.requests[-1]["query"] == {"sig": ["s1"]}
+
+
+async def test_a_cookie_the_model_server_sets_is_not_sent_back(
+    model_server, holder, archive_factory
+):
+    """Rasa opens a session per pull, so it never sends a cookie back. Before, the poller's
+    client kept one an answer set (a load balancer's, a login page's) and sent it with every
+    later pull."""
+    model_server.behaviour.body = archive_factory("one").read_bytes()
+    model_server.behaviour.cookie = "session=pull-1; Path=/"
+    poller = ModelServerPoller(holder, ModelServerConfig.from_endpoint({"url": model_server.url}))
+    try:
+        assert await poller.pull_once() is True
+        assert await poller.pull_once() is False  # (a 304)
+    finally:
+        await poller.stop()
+    assert len(model_server.behaviour.requests) == 2
+    assert "Cookie" not in model_server.behaviour.requests[-1]["headers"]
+
+
+@pytest.mark.parametrize("written", ["{url}\n", "{url}\r\n", "  {url}", "\t{url}"])
+async def test_a_url_with_a_line_break_or_a_space_before_it_is_read_as_rasa_reads_it(
+    model_server, holder, client, archive_factory, written
+):
+    """A URL from an environment variable or a file often ends with a line break: Rasa
+    (yarl, as urlsplit) drops a tab or line break and what precedes the scheme, and pulls.
+    Before, the start was refused ("models.url must be an http(s) URL")."""
+    model_server.behaviour.body = archive_factory("one").read_bytes()
+    config = ModelServerConfig.from_endpoint({"url": written.format(url=model_server.url)})
+    assert config.url == model_server.url
+    assert await ModelServerPoller(holder, config, client).pull_once() is True
+    assert model_server.behaviour.requests[0]["path"] == "/models/default@latest"
+
+
+async def test_a_url_whose_scheme_is_in_capitals_is_pulled(
+    model_server, holder, client, archive_factory
+):
+    """A scheme is read whatever its case, by Rasa's yarl too. Before, `HTTP://...` stopped
+    the start ("models.url must be an http(s) URL")."""
+    model_server.behaviour.body = archive_factory("one").read_bytes()
+    config = ModelServerConfig.from_endpoint({"url": "HTTP" + model_server.url[4:]})
+    assert await ModelServerPoller(holder, config, client).pull_once() is True
 
 
 async def test_scheduled_pulls_pick_up_a_new_model(model_server, holder, client, archive_factory):

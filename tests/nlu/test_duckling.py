@@ -65,3 +65,16 @@ def test_a_url_httpx_cannot_read_is_a_warning_without_its_password(
     assert message.entities == []
     assert "Duckling at http://bot failed (its url is not a URL" in caplog.text
     assert "pa55w0rd" not in caplog.text
+
+
+def test_a_cookie_duckling_sets_is_not_sent_back(
+    broken_server: BrokenActionServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rasa opens a session per call to Duckling, so it never sends a cookie back. Before,
+    the pooled client kept one an answer set and sent it with every later message."""
+    monkeypatch.setattr("server.nlu.duckling._RETRY_AFTER_SECONDS", 0)  # asked again at once
+    duckling = DucklingEntityExtractor({"url": _url(broken_server, "/cookie")})
+    duckling.process(Message("at 5"))
+    duckling.process(Message("at 6"))
+    assert len(broken_server.headers) == 2
+    assert "Cookie" not in broken_server.headers[-1]

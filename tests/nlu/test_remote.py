@@ -63,3 +63,16 @@ def test_gzip_members_and_raw_deflate_are_read_as_the_action_server_reads_them(
 def test_a_size_limit_that_is_no_positive_number_stops_the_start(value: object) -> None:
     with pytest.raises(InvalidConfig, match="'max_response_bytes' must be a positive number"):
         RemoteNLU({"url": "http://127.0.0.1:9", "max_response_bytes": value})
+
+
+def test_a_cookie_the_nlu_server_sets_is_not_sent_back(
+    broken_server: BrokenActionServer,
+) -> None:
+    """Before, the pooled client kept a cookie an answer set and sent it with every later
+    message, whoever sent it (as Rasa 3.6.21's one session for the server's life does: a
+    documented difference)."""
+    nlu = RemoteNLU({"url": _url(broken_server, "/cookie")})
+    nlu.parse("hello")
+    nlu.parse("hello again")
+    assert len(broken_server.headers) == 2
+    assert "Cookie" not in broken_server.headers[-1]

@@ -116,6 +116,42 @@ async def test_rasas_own_store_classes_by_module_path_are_its_types(tmp_path: Pa
 
 
 @pytest.mark.parametrize(
+    ("key", "said"),
+    [
+        ("key_prefx", "did you mean 'key_prefix'?"),
+        ("recrod_exp", "did you mean 'record_exp'?"),
+        ("expire_after", "it reads cache_events, db, host, key_prefix"),
+    ],
+)
+async def test_a_misspelt_redis_tracker_store_key_is_named_at_start(
+    key: str, said: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rasa's RedisTrackerStore takes any key and ignores the ones it does not know, and so
+    did botserver: a misspelt `key_prefix` silently read and wrote another bot's
+    conversations, a misspelt `record_exp` kept them for ever. The start now names it."""
+    store = create_tracker_store({"type": "redis", "url": "127.0.0.1", key: "bot1"})
+    await store.close()
+    (line,) = [r.getMessage() for r in caplog.records if f"'{key}'" in r.getMessage()]
+    assert line.startswith(f"tracker_store: unknown setting '{key}' is not read (nor by Rasa)")
+    assert said in line
+
+
+async def test_the_keys_rasa_reads_for_any_endpoint_are_not_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every section is read by Rasa's EndpointConfig first, which takes these: a section
+    holding them (written for another store, or left from a template) starts as in Rasa."""
+    config: dict[str, Any] = {"store_type": "redis", "url": "127.0.0.1", "port": 6379}
+    config |= {"db": 0, "username": "u", "password": "p", "use_ssl": False, "key_prefix": "a"}
+    config |= {"record_exp": 60, "ssl_keyfile": None, "ssl_certfile": None, "ssl_ca_certs": None}
+    config |= {"params": {}, "headers": {}, "basic_auth": None, "token": None}
+    config |= {"token_name": "t", "cafile": None, "socket_timeout": 5, "cache_events": 100}
+    store = create_tracker_store(config)
+    await store.close()
+    assert "unknown setting" not in caplog.text
+
+
+@pytest.mark.parametrize(
     "key", ["retrieve_events_from_previous_conversation_sessions", "max_event_history", "schema"]
 )
 async def test_a_tracker_store_key_rasa_3_does_not_read_is_warned_about(
