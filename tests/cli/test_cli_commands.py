@@ -1103,3 +1103,25 @@ def test_a_categorical_slot_without_values_never_fails_validation(
     assert result.code == 0, result.out
     assert "warning: domain.yml:17: categorical slot 'size' lists no values" in result.out
     assert "does not fail on the 1 that Rasa's validator does not give" in result.out
+
+
+def test_a_slot_mapping_naming_an_unlisted_entity_never_fails_validation(
+    run_cli, starter_copy: Path
+) -> None:
+    """Rasa's validator says nothing of a mapping naming an entity or intent the domain does
+    not list (it skips the mapping at each message), --fail-on-warnings too: botserver warns
+    and passes. Before, exit 1 with --fail-on-warnings."""
+    domain = starter_copy / "domain.yml"
+    domain.write_text(
+        domain.read_text().replace(
+            "slots:\n",
+            "slots:\n  city:\n    type: text\n    mappings:\n"
+            "    - {type: from_entity, entity: citty}\n"
+            "    - {type: from_intent, intent: infrom, value: x}\n",
+        )
+    )
+    result = run_cli("data", "validate", "--fail-on-warnings", cwd=starter_copy)
+    assert result.code == 0, result.out
+    assert "from_entity mapping for the entity 'citty'" in result.out
+    assert "from_intent mapping for the intent 'infrom'" in result.out
+    assert "does not fail on the 2 that Rasa's validator does not give" in result.out
