@@ -56,6 +56,9 @@ class ValidationReport:
     # What Rasa's validator does not check (a slot, or an action named without `action_` or
     # `utter_`, that stories use and the domain lacks): shown, never failing, as with Rasa.
     unchecked_warnings: list[str] = field(default_factory=list)
+    # An error training meets too (a file it cannot read, a component config.yml cannot
+    # have): `train --skip-validation` does not get past it.
+    training_stops: bool = False
 
     @property
     def ok(self) -> bool:
@@ -80,6 +83,7 @@ def validate_project(
         project = load_project(config, domain, list(data))
     except BotServerError as exc:
         report.errors.append(str(exc))
+        report.training_stops = True
         return report
     if stories_only:
         report.warnings.extend(_conflicts(project, max_history))
@@ -98,6 +102,7 @@ def validate_project(
         )
     except BotServerError as exc:
         report.errors.append(str(exc))
+        report.training_stops = True
     check_project(project, report, max_history)
     return report
 

@@ -371,11 +371,36 @@ def test_train_validates_the_project_first_as_rasa_does(run_cli, starter_copy: P
     assert refused.code == 1
     assert "stories.yml:12: action 'action_goodbye'" in refused.err
     assert "Project validation completed with errors" in refused.err
+    assert "train anyway with --skip-validation" in refused.err
     assert sorted((starter_copy / "models").iterdir()) == models  # nothing trained
 
     anyway = run_cli("train", "--force", "--skip-validation", cwd=starter_copy)
     assert anyway.code == 0, anyway.err
     assert len(list((starter_copy / "models").iterdir())) == len(models) + 1
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new"),
+    [
+        ("domain.yml", "responses:", "responses:\n  utter_broken: hello"),
+        ("config.yml", "pipeline:", "pipeline:\n  - name: NoSuchComponent"),
+    ],
+)
+def test_train_offers_no_skip_validation_for_a_file_it_cannot_read(
+    run_cli, starter_copy: Path, file: str, old: str, new: str
+) -> None:
+    """A domain that cannot be read, or a config.yml naming a component there is not,
+    stops `--skip-validation` training too: the refusal no longer sends the user there.
+    Before, it said "train anyway with --skip-validation", which then failed the same."""
+    path = starter_copy / file
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new, 1))
+    refused = run_cli("train", "--force", cwd=starter_copy)
+    assert refused.code == 1
+    assert "Project validation completed with errors" in refused.err
+    assert "skip-validation" not in refused.err
+    anyway = run_cli("train", "--force", "--skip-validation", cwd=starter_copy)
+    assert anyway.code == 1
 
 
 def test_rasas_own_rules_example_trains_despite_its_warnings_as_in_rasa(
