@@ -18,8 +18,10 @@ DEFAULT_CACHE_EVENTS = 10_000
 
 
 # What Rasa's EndpointConfig takes from any section before a store sees the rest: its stores
-# never read them, and Rasa starts with them.
-ENDPOINT_SETTINGS = frozenset({"params", "headers", "basic_auth", "token", "token_name", "cafile"})
+# never read them (`url` aside, which some read as their host), and Rasa starts with them.
+ENDPOINT_SETTINGS = frozenset(
+    {"url", "params", "headers", "basic_auth", "token", "token_name", "cafile"}
+)
 
 
 def cache_events_setting(config: dict[str, Any]) -> int:

@@ -192,7 +192,7 @@ async def test_the_keys_rasa_reads_for_sql_and_dynamo_are_not_warned_about(
     assert isinstance(store, SqlTrackerStore)
     await store.close()
     dynamo: dict[str, Any] = {"type": "dynamo", "table_name": "bots", "region": "eu-west-3"}
-    dynamo |= {"endpoint_url": None, "socket_timeout": 5, "cache_events": 100}
+    dynamo |= {"endpoint_url": None, "socket_timeout": 5, "cache_events": 100, "url": None}
     create_tracker_store(dynamo | endpoint | {"cache_size": 100})
     assert "unknown setting" not in caplog.text
 
