@@ -169,6 +169,25 @@ def _finite_number(text: str) -> float:
     return value
 
 
+# The largest `--offset-timestamps-by-seconds`, either way: about 31,700 years (before, a
+# larger one than datetime shows was an OverflowError with a traceback).
+MAX_OFFSET_SECONDS = 10**12
+
+
+def _offset_seconds(text: str) -> int:
+    """An argparse type: a whole number of seconds, at most MAX_OFFSET_SECONDS either way."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if abs(value) > MAX_OFFSET_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"must be between {-MAX_OFFSET_SECONDS} and {MAX_OFFSET_SECONDS} seconds "
+            f"(about 31,700 years), not {text}"
+        )
+    return value
+
+
 def _fraction(text: str) -> float:
     """An argparse type: a number strictly between 0 and 1."""
     try:
@@ -907,7 +926,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--offset-timestamps-by-seconds",
-        type=int,
+        type=_offset_seconds,
         help="move the timestamps of the published events by this many seconds (the range "
         "above is of the stored ones; the tracker store is unchanged)",
     )
@@ -957,7 +976,9 @@ def _train_dry_run(args: argparse.Namespace) -> int:
     )
 
     config, domain, data = _train_inputs(args)
-    project = load_project(config, domain, data)
+    # A missing domain is read as the training reads it: an error unless validation is
+    # skipped, then an empty domain (an NLU-only model).
+    project = load_project(config, domain, data, missing_domain_is_empty=args.skip_validation)
     check_training_data(project, data)  # as `rasa train --dry-run`: no code, an error
     set_augmentation(project, args.augmentation)
     code, existing = dry_run(project, Path(args.out), args.fixed_model_name, args.force)
@@ -983,7 +1004,9 @@ def _valid_for_training(args: argparse.Namespace) -> bool:
     from server.training.validation import validate_project
 
     config, domain, data = _train_inputs(args)
-    report = validate_project(config, domain, data, args.validation_max_history)
+    report = validate_project(
+        config, domain, data, args.validation_max_history, empty_domain_stops=True
+    )
     strict = args.fail_on_validation_warnings
     if not (report.errors or report.failing_warnings or (strict and report.warnings)):
         return True
@@ -1286,7 +1309,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         # The serving processes' locks, when they are shared (an in-memory lock is not).
         locks = create_lock_store(endpoints.get("lock_store"), args.endpoints)
         shared = None if locks.process_local else locks
-        store = create_tracker_store(config, args.endpoints)
+        store = create_tracker_store(config, args.endpoints, create_missing=False)
         try:
             return await delete_conversations_older_than(
                 store, args.older_than_days * 86400, shared
@@ -1340,7 +1363,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         ids = [i.strip() for i in args.conversation_ids.split(",") if i.strip()]
 
     async def export() -> int:
-        store = create_tracker_store(endpoints["tracker_store"], args.endpoints)
+        store = create_tracker_store(
+            endpoints["tracker_store"], args.endpoints, create_missing=False
+        )
         broker = create_event_broker(endpoints["event_broker"], args.endpoints)
         assert broker is not None  # the section is there
         try:
@@ -1350,10 +1375,10 @@ def cmd_export(args: argparse.Namespace) -> int:
                     "Not in the tracker store: conversations %s", ", ".join(selection.missing)
                 )
             print(
-                f"Selected {len(selection.messages)} events of "
+                f"Selected {len(selection.selected)} events of "
                 f"{len(selection.conversations)} conversations for publishing."
             )
-            return await publish_events(broker, selection.messages, selection.stored_timestamps)
+            return await publish_events(broker, selection)
         finally:
             await broker.close()
             await store.close()

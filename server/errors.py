@@ -92,6 +92,10 @@ class ModelNotFound(ModelError):
     """No model archive exists where one was asked for."""
 
 
+class StorageNotFound(ModelNotFound):
+    """The remote storage's bucket or container that should hold the model does not exist."""
+
+
 class ModelUnavailable(ModelError):
     """A model's source (remote storage) cannot be reached, or did not answer in time."""
 
@@ -123,6 +127,10 @@ class SignatureError(ModelError):
 
 class NoModelLoaded(BotServerError):
     """A request needs a model and none is loaded."""
+
+
+class NoDialogueModel(BotServerError):
+    """A request needs the next action predicted and the model is NLU-only."""
 
 
 class TrainingError(BotServerError):

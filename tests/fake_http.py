@@ -1,5 +1,5 @@
 """Servers for tests that face a third party (Duckling, an NLU server, cloud storage): a tiny
-JSON HTTP server whose POSTs are answered by a function of their path and body, and one that
+JSON HTTP server whose requests are answered by a function of their path and body, and one that
 takes connections and never answers. Each runs in a thread on a free port."""
 
 from __future__ import annotations
@@ -12,24 +12,34 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-# (path with query, raw body) -> (status, JSON answer)
+# (path with query, raw body) -> (status, JSON answer, or bytes sent as they are)
 Respond = Callable[[str, bytes], tuple[int, Any]]
 
 
 @contextmanager
 def serve_json(respond: Respond) -> Iterator[str]:
-    """Yields the base URL of a server whose POSTs are answered by `respond`."""
+    """Yields the base URL of a server whose POSTs, GETs and HEADs are answered by
+    `respond` (a HEAD with its status alone, as S3 answers one that fails)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
             length = int(self.headers.get("Content-Length") or 0)
             status, answer = respond(self.path, self.rfile.read(length))
-            body = json.dumps(answer).encode()
+            raw = isinstance(answer, bytes)  # sent as it is (an XML error, as S3's)
+            body = answer if raw else json.dumps(answer).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", "application/xml" if raw else "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+
+        do_GET = do_POST  # noqa: N815
+
+        def do_HEAD(self) -> None:  # noqa: N802 (the status and headers alone)
+            status, _ = respond(self.path, b"")
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
 
         def log_message(self, format: str, *args: object) -> None:
             pass

@@ -139,6 +139,7 @@ ERROR_STATUSES: dict[type[BaseException], ErrorStatus] = {
         "No agent loaded. To continue processing, a model of a trained agent needs to be loaded.",
         HELP_HTTP_API,
     ),
+    e.NoDialogueModel: ErrorStatus(409, "Conflict", help_url=HELP_HTTP_API),
     e.InvalidEvent: ErrorStatus(400, "BadRequest", help_url=HELP_EVENTS),
     e.InvalidConversationId: ErrorStatus(400, "BadRequest"),
     e.MessageTooLong: ErrorStatus(400, "BadRequest"),

@@ -893,6 +893,7 @@ def model_router() -> APIRouter:
         services: Services = Depends(services_of),
     ) -> JSONResponse:
         model = _model_of(services)
+        model.check_predicts()  # an NLU-only model: no dialogue to test
         raw = await request.body()
         if not raw.strip():
             raise ApiError(400, "BadRequest", "No test stories given in the request body.")

@@ -318,7 +318,8 @@ def check_model_source(args: argparse.Namespace) -> None:
         raise InvalidConfig(f"--verify-key {args.verify_key}: no such file")
     # A missing or unreadable model is not checked before the start: the start-up load says
     # why, and the server what follows (once each; a check here said it a second time).
-    if args.remote_storage and args.remote_storage not in STORAGES:
+    # An empty one too: `--remote-storage "$STORAGE"` with STORAGE unset loaded the local -m.
+    if args.remote_storage is not None and args.remote_storage not in STORAGES:
         raise InvalidConfig(
             f"--remote-storage {args.remote_storage!r} is not supported: use one of "
             f"{', '.join(STORAGES)}"

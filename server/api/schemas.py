@@ -220,6 +220,10 @@ class Status(_Open):
     model_id: str | None = Field(description="The loaded model's id.")
     num_active_training_jobs: int = Field(description="Trainings running right now.")
     fingerprint: Any = _may_be_absent("Fingerprint of the model's training inputs.")
+    training_type: Literal["both", "nlu", "core"] = _may_be_absent(
+        "What the model holds: NLU and dialogue, the NLU alone (it predicts no action) or "
+        "the dialogue alone (it parses only `/intent` messages)."
+    )
     last_load_error: LoadError = _may_be_absent(
         "Why the latest request for a model failed, until a request as new or newer is served."
     )

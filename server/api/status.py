@@ -38,6 +38,9 @@ class ModelInfoLike(Protocol):
     @property
     def fingerprint(self) -> Any: ...
 
+    @property
+    def training_type(self) -> str: ...
+
 
 class ModelStatusSource(Protocol):
     """What GET /status needs; `server.models.holder.ModelHolder` provides it."""
@@ -143,6 +146,7 @@ def status_router(source: ModelStatusSource, pulls: PullStatusSource | None = No
             "model_id": info.model_id,
             "num_active_training_jobs": source.num_active_training_jobs,
             "fingerprint": info.fingerprint,
+            "training_type": info.training_type,
         }
         return {**body, **problems}
 

@@ -3,16 +3,71 @@ first, as Rasa's `rasa export` publishes them."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import deque
-from dataclasses import dataclass, field, replace
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, overload
 
 from server.brokers.broker import EventBroker
-from server.brokers.delivery import Outgoing, outgoing
-from server.errors import ExportInterrupted, NothingToExport
+from server.brokers.delivery import Outgoing
+from server.brokers.ordering import chain_ids
+from server.errors import (
+    ExportInterrupted,
+    InvalidConversationId,
+    NothingToExport,
+    first_line,
+)
 from server.trackers.events import left_out_by_rasa
-from server.trackers.store import TrackerStore
+from server.trackers.store import ReadsEverything, TrackerStore
+
+# Messages handed to the broker at a time (each made, its event parsed, only then).
+PUBLISH_CHUNK = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Selected:
+    """One event to publish, kept as JSON text until then: with every event of a store held
+    as a dict, an export took 5 to 9 times the events' JSON in memory (now that JSON and
+    about 240 bytes more an event: 1.6 times for user messages, up to 4 for short events)."""
+
+    stamp: float  # the event's timestamp in the tracker store (an offset moves the body's)
+    sender_id: str
+    message_id: str  # the id the live broker gives the same event
+    previous_id: str | None  # the conversation's event before it in this export
+    text: str  # the event as published, compact JSON (ASCII: one byte a character)
+
+    def outgoing(self, export_process_id: str | None = None) -> Outgoing:
+        event = json.loads(self.text)
+        return Outgoing(
+            self.sender_id,
+            event,
+            self.message_id,
+            self.previous_id,
+            export_process_id=export_process_id,
+        )
+
+
+class _Messages(Sequence[Outgoing]):
+    """The selection's messages, each made when read."""
+
+    def __init__(self, selected: list[Selected]) -> None:
+        self._selected = selected
+
+    def __len__(self) -> int:
+        return len(self._selected)
+
+    @overload
+    def __getitem__(self, index: int) -> Outgoing: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Outgoing]: ...
+
+    def __getitem__(self, index: int | slice) -> Outgoing | list[Outgoing]:
+        if isinstance(index, slice):
+            return [item.outgoing() for item in self._selected[index]]
+        return self._selected[index].outgoing()
 
 
 @dataclass
@@ -20,12 +75,14 @@ class Selection:
     """The events to publish, in timestamp order, and what the selection found."""
 
     conversations: list[str]  # those with events selected
-    messages: list[Outgoing]
-    # Each message's event's timestamp in the tracker store (with an offset, the message's
-    # is moved): where an interrupted export goes on from.
-    stored_timestamps: list[float]
+    selected: list[Selected]
     # Requested conversation ids the tracker store does not hold.
     missing: list[str] = field(default_factory=list)
+
+    @property
+    def messages(self) -> Sequence[Outgoing]:
+        """The messages as the broker gets them (without the export's run id)."""
+        return _Messages(self.selected)
 
 
 def _timestamp(event: dict[str, Any]) -> float:
@@ -46,28 +103,15 @@ async def select_events(
     a consumer can drop what it already has, and names the one before it in its conversation
     among those selected (the first names none). `offset_seconds` moves the timestamps of
     the messages (Rasa's `--offset-timestamps-by-seconds`), not those the range is of."""
-    stored = set(await store.keys())
-    if not stored:
-        raise NothingToExport("the tracker store holds no conversation: nothing to export")
     missing: list[str] = []
-    if conversation_ids:
-        requested = set(conversation_ids)
-        missing = sorted(requested - stored)
-        chosen = sorted(requested & stored)
-        if not chosen:
-            raise NothingToExport(
-                "none of the conversations of --conversation-ids is in the tracker store: "
-                + ", ".join(missing)
-            )
-    else:
-        chosen = sorted(stored)
-    selected: list[tuple[float, Outgoing]] = []
-    for sender_id in chosen:
-        loaded = await store.load_all(sender_id) or []
+    selected: list[Selected] = []
+
+    def select(sender_id: str, loaded: list[dict[str, Any]]) -> None:
         events = [event for event in loaded if not left_out_by_rasa(event)]
         previous: str | None = None  # the conversation's last event selected
         published = [_moved(event, offset_seconds) for event in events]
-        for event, item in zip(events, outgoing(sender_id, published, None), strict=True):
+        ids = chain_ids(sender_id, published, None)
+        for event, body, (message_id, _) in zip(events, published, ids, strict=True):
             stamp = _timestamp(event)
             if minimum_timestamp is not None and stamp < minimum_timestamp:
                 continue
@@ -75,14 +119,60 @@ async def select_events(
                 continue
             # Linked to the event before it in this export: one left out is not coming, and
             # a consumer restoring the order would wait for it for ever.
-            selected.append((stamp, replace(item, previous_id=previous)))
-            previous = item.message_id
+            text = json.dumps(body, separators=(",", ":"))
+            selected.append(Selected(stamp, sender_id, message_id, previous, text))
+            previous = message_id
+
+    if conversation_ids:
+        # Read alone: listing the store's conversations reads all of them on DynamoDB.
+        chosen = sorted(set(conversation_ids))
+        for sender_id in chosen:
+            loaded = await _stored(store, sender_id)
+            if loaded is None:
+                missing.append(sender_id)
+            else:
+                select(sender_id, loaded)
+    elif isinstance(store, ReadsEverything):
+        found = 0
+        async for sender_id, loaded in store.each_conversation():
+            found += 1
+            select(sender_id, loaded)
+        if not found:
+            raise NothingToExport("the tracker store holds no conversation: nothing to export")
+    else:
+        chosen = sorted(set(await store.keys()))
+        if not chosen:
+            raise NothingToExport("the tracker store holds no conversation: nothing to export")
+        for sender_id in chosen:
+            loaded = await _stored(store, sender_id)
+            if loaded is not None:  # (else deleted since it was listed)
+                select(sender_id, loaded)
+    if conversation_ids and len(missing) == len(chosen):
+        raise NothingToExport(
+            "none of the conversations of --conversation-ids is in the tracker store: "
+            + ", ".join(missing)
+        )
     if not selected:
         raise NothingToExport("no event of these conversations is within the requested time range")
-    selected.sort(key=lambda pair: pair[0])
-    messages = [item for _, item in selected]
-    conversations = sorted({item.sender_id for item in messages})
-    return Selection(conversations, messages, [stamp for stamp, _ in selected], missing)
+    # (A conversation's events keep their order among equal timestamps.)
+    selected.sort(key=lambda item: (item.stamp, item.sender_id))
+    conversations = sorted({item.sender_id for item in selected})
+    return Selection(conversations, selected, missing)
+
+
+async def _stored(store: TrackerStore, sender_id: str) -> list[dict[str, Any]] | None:
+    """The conversation's stored events; None when the store holds none (or could not
+    hold one of this id)."""
+    try:
+        # Lone surrogates (bytes the locale could not decode, given on the command line):
+        # no store can hold such an id, and SQLite, Redis and PostgreSQL raise on it.
+        sender_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    try:
+        return await store.load_all(sender_id) or None
+    except InvalidConversationId:
+        return None
 
 
 def _moved(event: dict[str, Any], offset_seconds: int) -> dict[str, Any]:
@@ -93,24 +183,29 @@ def _moved(event: dict[str, Any], offset_seconds: int) -> dict[str, Any]:
     return {**event, "timestamp": stamp + offset_seconds}
 
 
-async def publish_events(
-    broker: EventBroker, messages: list[Outgoing], stored_timestamps: list[float] | None = None
-) -> int:
-    """Publishes the messages in order; how many. A broker failure stops at once with
-    ExportInterrupted, naming the timestamp of the first message not published (its
-    `stored_timestamps` entry when given: the tracker store's, before an offset)."""
+async def publish_events(broker: EventBroker, selection: Selection) -> int:
+    """Publishes the selected events in order, PUBLISH_CHUNK at a time; how many. A broker
+    failure stops at once with ExportInterrupted, naming the tracker store's timestamp
+    (before an offset) of the first event not published."""
     run = uuid.uuid4().hex  # as Rasa's: one per run, on each RabbitMQ message
-    pending = deque(replace(message, export_process_id=run) for message in messages)
-    try:
-        await broker.deliver(pending)
-    except Exception as exc:
-        if not pending:
-            raise
-        published = len(messages) - len(pending)
-        done = f"after {published} of {len(messages)} events" if published else "nothing published"
-        raise ExportInterrupted(
-            f"the event broker failed ({done}): {exc}",
-            published,
-            stored_timestamps[published] if stored_timestamps else _timestamp(pending[0].event),
-        ) from exc
-    return len(messages)
+    selected, published = selection.selected, 0
+    while published < len(selected):
+        chunk = selected[published : published + PUBLISH_CHUNK]
+        pending = deque(item.outgoing(run) for item in chunk)
+        try:
+            await broker.deliver(pending)
+        except Exception as exc:
+            if not pending:
+                raise
+            published += len(chunk) - len(pending)
+            total = len(selected)
+            done = f"after {published} of {total} events" if published else "nothing published"
+            raise ExportInterrupted(
+                # (An error without text, a timeout's, ended the line with a bare colon.)
+                f"the event broker failed ({done}): "
+                + first_line(exc, limit=None, default=f"{type(exc).__name__} (no answer)"),
+                published,
+                selected[published].stamp,
+            ) from exc
+        published += len(chunk)
+    return published

@@ -245,8 +245,9 @@ class Agent:
         is long) before another turn can change it. None for an unknown conversation unless
         `create` (its one load, under the lock, tells). The prediction runs on the loop, as
         a turn's do (tens of microseconds); a long conversation's states are folded in a
-        thread first, as for a turn."""
+        thread first, as for a turn. NoDialogueModel on an NLU-only model."""
         model = self.model()
+        model.check_predicts()
         processor = self.processor
         async with processor.lock_store.lock(sender_id):
             defaults = model.domain.kept_slot_defaults
@@ -312,6 +313,7 @@ class Agent:
         """`predict`'s body without its tracker, for a conversation stored nowhere (POST
         /model/predict)."""
         model = self.model()
+        model.check_predicts()
         return _scores(model, self.processor.predict_next(tracker, model))
 
 

@@ -58,7 +58,13 @@ from server.dialogue.slot_extraction import (
     extract_slots,
 )
 from server.dialogue.slots import SESSION_STARTED_METADATA
-from server.errors import ActionError, ActionRejected, BotServerError, UnknownConversation
+from server.errors import (
+    ActionError,
+    ActionRejected,
+    BotServerError,
+    NoDialogueModel,
+    UnknownConversation,
+)
 from server.outages import RepeatsCounted
 from server.trackers.events import (
     ACTION_LISTEN,
@@ -133,6 +139,33 @@ class DialogueModel:
         default_factory=lambda: Memo(PARSE_MEMO_SIZE), repr=False, compare=False
     )
     parse_candidates: set[int] = field(default_factory=set, repr=False, compare=False)
+    # Trained without stories or rules (`training_type` "nlu"): as Rasa's, it understands
+    # and logs messages and predicts no action. Said once per model (`tell_nlu_only`).
+    nlu_only: bool = field(init=False, repr=False, compare=False)
+    told_nlu_only: bool = field(default=False, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.nlu_only = self.metadata.get("training_type") == "nlu"
+
+    def check_predicts(self) -> None:
+        """NoDialogueModel for an NLU-only model, asked for a prediction."""
+        if self.nlu_only:
+            raise NoDialogueModel(
+                "The loaded model is NLU-only (trained without stories or rules, or by "
+                "`botserver train nlu`): it predicts no action. Train a model with stories or "
+                "rules to predict actions."
+            )
+
+    def tell_nlu_only(self) -> None:
+        """The warning of a turn on an NLU-only model, once per model (Rasa's warning
+        filter shows its own once per process)."""
+        if not self.told_nlu_only:
+            self.told_nlu_only = True
+            logger.warning(
+                "No dialogue model (an NLU-only model): messages are understood and logged, "
+                "no action is predicted or run. Train a model with stories or rules for the "
+                "bot to answer."
+            )
 
 
 @dataclass
@@ -501,7 +534,11 @@ class Processor:
                     turn_log.log_message(sender_id, message.text, parse_data)
                 if message.text:  # as in Rasa, a message without text kills no reminder
                     self.reminders.user_spoke(tracker.sender_id)
-                actions = await self.predict_and_run(tracker, model, output, debugging)
+                if model.nlu_only:  # as Rasa's processor: the message is logged, no more
+                    model.tell_nlu_only()
+                    actions = []
+                else:
+                    actions = await self.predict_and_run(tracker, model, output, debugging)
                 new_events = tracker.events[start:]
                 if self.broker is None and len(new_events) <= OFF_LOOP_EVENTS:
                     # `save` inline for the usual turn (no broker, a few events): two
@@ -554,7 +591,9 @@ class Processor:
     ) -> tuple[Tracker, list[dict[str, Any]]]:
         """Appends an external user message with `intent` and runs the turn it starts; for a
         `reminder`, only while the conversation still holds it (see `_reminder_holds`).
-        `output_for`, when given, picks the channel from the tracker loaded under the lock."""
+        `output_for`, when given, picks the channel from the tracker loaded under the lock.
+        NoDialogueModel on an NLU-only model, before anything changes."""
+        model.check_predicts()
         async with self.lock_store.lock(sender_id):
             tracker = await self.tracker_for(sender_id, model)
             if output_for is not None:
@@ -963,8 +1002,13 @@ class Processor:
         self, sender_id: str, reminder: ReminderScheduled, output_channel: str | None
     ) -> None:
         model = self.model_provider() if self.model_provider else None
-        if model is None:
-            logger.warning("reminder '%s' for %s dropped: no model", reminder.name, sender_id)
+        if model is None or model.nlu_only:
+            logger.warning(
+                "reminder '%s' for %s dropped: %s",
+                reminder.name,
+                sender_id,
+                "no model" if model is None else "the model is NLU-only, it runs no action",
+            )
             return
         output_for = None
         to = self.output_for_reminders

@@ -48,6 +48,12 @@ class ModelInfo:
     metadata: dict[str, Any] = field(repr=False)
     source: str = "local"
 
+    @property
+    def training_type(self) -> str:
+        """What the model holds: "both" (NLU and dialogue), "nlu" or "core"."""
+        kind = self.metadata.get("training_type")
+        return kind if kind in ("nlu", "core") else "both"
+
 
 @dataclass(frozen=True)
 class LoadedModel(Generic[T]):

@@ -12,12 +12,13 @@ import base64
 import binascii
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from server.errors import (
     BotServerError,
@@ -26,6 +27,8 @@ from server.errors import (
     ModelNotFound,
     ModelStorageFull,
     ModelUnavailable,
+    StorageNotFound,
+    UnsafeArchive,
 )
 from server.http_clients import safe_url
 from server.models.archive import ARCHIVE_SUFFIX
@@ -66,6 +69,9 @@ def check_storage_settings(storage: str) -> None:
     download could work with (InvalidConfig). Unset variables and the storage's answers are
     the start-up load's to report."""
     storage_timeout()
+    bucket = os.environ.get("BUCKET_NAME")
+    if storage in ("aws", "gcs") and bucket:
+        _check_bucket_name(bucket, storage)
     endpoint = os.environ.get("AWS_ENDPOINT_URL")
     if storage == "aws" and endpoint:
         shown = _storage_address("AWS_ENDPOINT_URL", endpoint, _S3_SERVICE)
@@ -78,8 +84,98 @@ def check_storage_settings(storage: str) -> None:
     account_url = os.environ.get("AZURE_ACCOUNT_URL")
     if storage == "azure" and account_url:
         _storage_address("AZURE_ACCOUNT_URL", account_url, _BLOB_SERVICE)
+    container = os.environ.get("AZURE_CONTAINER")
+    if storage == "azure" and container:
+        _check_container_name(container)
     if storage == "azure" and os.environ.get("AZURE_ACCOUNT_KEY"):
         _azure_account_key()
+
+
+# What botocore takes for an S3 bucket's name (else "Parameter validation failed").
+_S3_BUCKET = re.compile(r"[a-zA-Z0-9.\-_]{1,255}")
+
+
+def _bucket_name(storage: str) -> str:
+    """BUCKET_NAME, if it can name a bucket of `storage` (InvalidConfig otherwise)."""
+    bucket = _env("BUCKET_NAME", storage)
+    _check_bucket_name(bucket, storage)
+    return bucket
+
+
+def _check_bucket_name(bucket: str, storage: str) -> None:
+    """InvalidConfig for a BUCKET_NAME that names more than a bucket (`s3://models`,
+    `models/prod`: the storage answered "no such model" for them, or botocore with its
+    regexes), or, for S3, a name botocore refuses."""
+    if storage == "aws" and bucket.startswith("arn:"):  # an access point's
+        return
+    _check_name_alone("BUCKET_NAME", bucket, "bucket")
+    if storage == "aws" and not _S3_BUCKET.fullmatch(bucket):
+        raise InvalidConfig(
+            f"BUCKET_NAME {bucket!r} is no bucket name: S3 takes letters, digits, '.', '-' "
+            "and '_', or an access point's ARN"
+        )
+
+
+# Azure's container names, and its three special containers.
+_AZURE_CONTAINER = re.compile(r"\$root|\$web|\$logs|(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
+
+
+def _container_name() -> str:
+    """AZURE_CONTAINER, if Azure takes it for a container's name (InvalidConfig otherwise:
+    Azure answered InvalidResourceName at the first download)."""
+    container = _env("AZURE_CONTAINER", "azure")
+    _check_container_name(container)
+    return container
+
+
+def _check_container_name(container: str) -> None:
+    _check_name_alone("AZURE_CONTAINER", container, "container")
+    if not _AZURE_CONTAINER.fullmatch(container):
+        raise InvalidConfig(
+            f"AZURE_CONTAINER {container!r} is no container name: Azure takes 3 to 63 "
+            "lowercase letters, digits and '-' (not first, last, nor two in a row)"
+        )
+
+
+def _check_name_alone(variable: str, value: str, what: str) -> None:
+    """InvalidConfig for a bucket or container name given as a URL or with a folder: the
+    folder belongs in -m. A URL is shown without user, password and query (a presigned
+    URL's session token, a SAS URL's signature)."""
+    if "/" not in value:
+        return
+    scheme, url, rest = value.partition("://")
+    if url:
+        shown = safe_url(value, tolerant=True)
+        name, folder = _name_in_url(scheme, rest, what)
+        advice = f"give the {what}'s name alone" + (f", such as {name!r}" if name else "")
+    else:
+        shown = value
+        name, _, folder = value.lstrip("/").partition("/")  # `/models`: the bucket
+        advice = f"the {what} is {name!r}"
+    if folder.strip("/"):
+        advice += f"; a folder in the {what} goes into -m (-m {folder.strip('/')}/my-model)"
+    raise InvalidConfig(f"{variable} {shown!r} is no {what} name: {advice}")
+
+
+# A virtual-hosted bucket's host: the bucket's name, then the service's.
+_BUCKET_HOST = re.compile(r"(.+?)\.(?:s3[.-]|storage\.googleapis\.com$)")
+
+
+def _name_in_url(scheme: str, rest: str, what: str) -> tuple[str, str]:
+    """The bucket or container a URL (after its `scheme://`) names, and the folder in it:
+    `s3://bucket/folder`, Hadoop's `wasbs://container@account...`, an https URL,
+    virtual-hosted (`bucket.s3.amazonaws.com`) or path-style (Azure's, MinIO's, Azurite's
+    after the account)."""
+    host, _, path = rest.partition("#")[0].partition("?")[0].partition("/")
+    if scheme.lower() not in ("http", "https"):
+        return host.partition("@")[0], path
+    virtual = _BUCKET_HOST.match(host.rpartition("@")[2].lower())
+    if virtual:
+        return virtual.group(1), path
+    name, _, folder = path.partition("/")
+    if what == "container" and name and name == os.environ.get("AZURE_ACCOUNT_NAME"):
+        name, _, folder = folder.partition("/")  # Azurite's: the account, then the container
+    return name, folder
 
 
 def _check_botocore_host(endpoint: str, shown: str) -> None:
@@ -145,7 +241,10 @@ async def download_model(
         await asyncio.to_thread(shutil.rmtree, directory, True)
         if is_disk_full(exc):  # the server's problem, not the model's
             raise ModelStorageFull(f"no space left on the server to download '{key}'") from exc
-        if isinstance(exc, ModelNotFound) and (model_name == "models" or key.endswith("/.tar.gz")):
+        missing_model = isinstance(exc, ModelNotFound) and not isinstance(exc, StorageNotFound)
+        if missing_model and "://" in model_name:
+            raise ModelNotFound(f"{exc}. {_key_not_url(storage, model_name)}") from exc
+        if missing_model and (model_name == "models" or key.endswith("/.tar.gz")):
             # Rasa's default -m, or a prefix: the storage holds models, but under other keys.
             raise ModelNotFound(
                 f"{exc}. -m names one object, its key with '.tar.gz' added if missing (without "
@@ -165,6 +264,24 @@ async def download_model(
             _hide_addresses(exc)
         raise
     return target
+
+
+def _key_not_url(storage: str, url: str) -> str:
+    """What to give -m instead of the object's URL (`s3://bucket/key`, `gs://...`, an https
+    URL, virtual-hosted, path-style or presigned, Azure's
+    `https://account.blob.core.windows.net/container/key`): the key alone."""
+    scheme, _, rest = url.partition("://")
+    web = scheme.lower() in ("http", "https")
+    if web:  # the path is the key, percent-encoded; no query (a signature) nor fragment
+        rest = unquote(rest.partition("#")[0].partition("?")[0])
+    host, _, key = rest.partition("/")  # without the bucket (s3://, gs://), or the host
+    place, setting = "bucket (BUCKET_NAME)", "BUCKET_NAME"
+    if storage == "azure":
+        place, setting = "container (AZURE_CONTAINER)", "AZURE_CONTAINER"
+    named, _, after = key.partition("/")
+    if web and named == os.environ.get(setting) and not host.startswith(f"{named}."):
+        key = after  # the bucket or container before the key (path-style)
+    return f"-m names the object's key in the {place}, not a URL: give -m {key or 'prod/my-model'}"
 
 
 # The addresses a storage is configured with: an SDK's error may quote them as given.
@@ -236,8 +353,9 @@ def _transport_failure(where: str, key: str, timeout: float, exc: BaseException)
 
 
 def _too_large(key: str, size: int | None, max_bytes: int) -> None:
+    # The archive's fault, as a model server's too large answer is: refused as unsafe.
     if size is not None and size > max_bytes:
-        raise ModelError(f"Remote model '{key}' is {size} bytes, more than {max_bytes}")
+        raise UnsafeArchive(f"Remote model '{key}' is {size} bytes, more than {max_bytes}")
 
 
 class _CappedFile:
@@ -256,7 +374,7 @@ class _CappedFile:
     def write(self, data: bytes) -> int:
         self._size += len(data)
         if self._size > self._max_bytes:
-            raise ModelError(
+            raise UnsafeArchive(
                 f"Remote model '{self._key}' grew past {self._max_bytes} bytes while it was "
                 "downloaded (replaced by a larger one, or the storage's size was wrong)"
             )
@@ -285,16 +403,16 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
             ClientError,
             CredentialRetrievalError,
             EndpointResolutionError,
+            NoCredentialsError,
         )
     except ImportError as exc:
         raise InvalidConfig(
             "Remote storage 'aws' needs boto3: pip install 'botserver[aws]'"
         ) from exc
-    bucket = _env("BUCKET_NAME", "aws")
+    bucket = _bucket_name("aws")
     endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
-    where = f"S3 bucket '{bucket}'"
-    if endpoint:
-        where += f" at {_storage_address('AWS_ENDPOINT_URL', endpoint, _S3_SERVICE)}"
+    at = f" at {_storage_address('AWS_ENDPOINT_URL', endpoint, _S3_SERVICE)}" if endpoint else ""
+    where = f"S3 bucket '{bucket}'{at}"
     config = Config(
         connect_timeout=timeout,
         read_timeout=timeout,
@@ -331,11 +449,50 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         with body, _CappedFile(target, key, max_bytes) as handle:
             for chunk in body.iter_chunks(_CHUNK_BYTES):
                 handle.write(chunk)
-    except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound"):
-            raise ModelNotFound(f"No model '{key}' in S3 bucket '{bucket}'") from exc
-        raise ModelError(f"Cannot download '{key}' from {where}: {exc}") from exc
+    except ClientError as answer:
+        error = answer
+        if _s3_code(error) in ("400", "403") and error.operation_name == "HeadObject":
+            # A HEAD's 400 or 403 has no body to say why (an expired session token, a bucket
+            # name the storage refuses, an object encrypted with a customer's key, a key
+            # that is no key, a clock that is off): a GET's does.
+            error = _s3_get_refusal(client, bucket, key) or error
+        code = _s3_code(error)
+        if code == "InvalidBucketName":
+            message = error.response.get("Error", {}).get("Message") or "not valid"
+            raise InvalidConfig(
+                f"BUCKET_NAME {bucket!r} is no bucket name the storage{at} takes ({code}: "
+                f"{message}): S3's are 3 to 63 lowercase letters, digits, '.' and '-'"
+            ) from None
+        if code == "NoSuchBucket" or (
+            code in _S3_MISSING and not _s3_bucket_exists(client, bucket)
+        ):
+            raise StorageNotFound(f"{where} does not exist ({_NEVER_CREATED})") from error
+        if code in _S3_MISSING:
+            raise ModelNotFound(f"No model '{key}' in S3 bucket '{bucket}'") from error
+        if code in ("403", "AccessDenied"):
+            raise InvalidConfig(
+                f"{where} refused to give '{key}' ({code}): check the credentials "
+                "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or AWS_PROFILE) and that they may "
+                "read it (s3:GetObject; without s3:ListBucket S3 answers so for a missing "
+                "object too)"
+            ) from None
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            raise InvalidConfig(
+                f"{where} refused the credentials for '{key}' ({code}): check "
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
+            ) from None
+        if code in _S3_TOKEN_REFUSED:
+            raise InvalidConfig(
+                f"{where} refused the credentials for '{key}' ({code}): a session token "
+                "(AWS_SESSION_TOKEN, or a role's) that expired or is not valid: renew the "
+                "credentials"
+            ) from None
+        raise ModelError(f"Cannot download '{key}' from {where}: {error}") from error
+    except NoCredentialsError:
+        raise InvalidConfig(
+            "Remote storage 'aws' found no credentials: set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run where an IAM role gives them"
+        ) from None
     except EndpointResolutionError as exc:
         # Settings botocore cannot make the S3 address from, found at the first request
         # (an AWS_ENDPOINT_URL with a query: "Custom endpoint `...` was not a valid URI").
@@ -347,6 +504,45 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         ) from None
     except BotoCoreError as exc:
         raise _transport_failure(where, key, timeout, exc) from exc
+
+
+_NEVER_CREATED = "BUCKET_NAME; botserver never creates buckets"
+# S3's codes for no such object (a HEAD's answer has no body: its status alone).
+_S3_MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
+# A session token refused (a HEAD's 400: botocore follows a wrong region's on its own).
+_S3_TOKEN_REFUSED = frozenset({"400", "ExpiredToken", "InvalidToken", "TokenRefreshRequired"})
+
+
+def _s3_code(exc: Any) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _s3_get_refusal(client: Any, bucket: str, key: str) -> Any:
+    """The error S3 answers a GET of the object's first byte with (its body names the
+    code), or None when the GET answers no S3 error."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        client.get_object(Bucket=bucket, Key=key, Range="bytes=0-0")["Body"].close()
+    except ClientError as exc:
+        return exc
+    except BotoCoreError:
+        pass
+    return None
+
+
+def _s3_bucket_exists(client: Any, bucket: str) -> bool:
+    """False only when S3 says `bucket` does not exist (a HEAD of a missing object and of
+    an object in a missing bucket answer the same 404)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        return _s3_code(exc) not in ("404", "NoSuchBucket")
+    except BotoCoreError:
+        pass  # the object's 404 stands
+    return True
 
 
 def _unusable_endpoint(endpoint: str, exc: Exception) -> InvalidConfig:
@@ -378,6 +574,10 @@ def _storage_address(variable: str, url: str, service: str) -> str:
     return shown
 
 
+# The request google-api-core puts before the storage's reason ("GET https://...: ").
+_REQUEST = re.compile(r"^[A-Z]+ \S+: ")
+
+
 def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> None:
     try:
         import requests  # google-cloud-storage's transport
@@ -390,7 +590,7 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         raise InvalidConfig(
             "Remote storage 'gcs' needs google-cloud-storage: pip install google-cloud-storage"
         ) from exc
-    bucket_name = _env("BUCKET_NAME", "gcs")
+    bucket_name = _bucket_name("gcs")
     where = f"GCS bucket '{bucket_name}'"
     # (connect, read) per request; the retries end once ATTEMPTS timeouts have passed.
     bounds: dict[str, Any] = {
@@ -398,8 +598,17 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         "retry": DEFAULT_RETRY.with_timeout(ATTEMPTS * timeout),
     }
     try:
-        blob = storage.Client().bucket(bucket_name).get_blob(key, **bounds)
+        bucket = storage.Client().bucket(bucket_name)
+        blob = bucket.get_blob(key, **bounds)
         if blob is None:
+            # The same 404 for an object in a missing bucket: told apart (a 403 for the
+            # bucket, credentials that may read objects alone: it stands).
+            try:
+                missing = not bucket.exists(**bounds)
+            except gexc.Forbidden:
+                missing = False
+            if missing:
+                raise StorageNotFound(f"{where} does not exist ({_NEVER_CREATED})")
             raise ModelNotFound(f"No model '{key}' in GCS bucket '{bucket_name}'")
         _too_large(key, blob.size, max_bytes)
         with _CappedFile(target, key, max_bytes) as handle:
@@ -410,6 +619,12 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
             )
     except gexc.NotFound as exc:
         raise ModelNotFound(f"No model '{key}' in GCS bucket '{bucket_name}'") from exc
+    except (gexc.Forbidden, gexc.Unauthorized) as exc:
+        raise InvalidConfig(
+            f"{where} refused to give '{key}' ({exc.code}: {_REQUEST.sub('', exc.message)}): "
+            "check the credentials (GOOGLE_APPLICATION_CREDENTIALS) and that they may read "
+            "it (storage.objects.get)"
+        ) from None
     except gexc.RetryError as exc:  # the retries' time ran out: why the last one failed
         raise _transport_failure(where, key, timeout, exc.cause or exc) from exc
     except gexc.GoogleAPIError as exc:
@@ -430,13 +645,17 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
 def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> None:
     try:
         from azure.core import MatchConditions
-        from azure.core.exceptions import AzureError, ResourceNotFoundError
+        from azure.core.exceptions import (
+            AzureError,
+            HttpResponseError,
+            ResourceNotFoundError,
+        )
         from azure.storage.blob import BlobServiceClient, LinearRetry
     except ImportError as exc:
         raise InvalidConfig(
             "Remote storage 'azure' needs azure-storage-blob: pip install azure-storage-blob"
         ) from exc
-    container = _env("AZURE_CONTAINER", "azure")
+    container = _container_name()
     account = _env("AZURE_ACCOUNT_NAME", "azure")
     account_key = _azure_account_key()
     # AZURE_ACCOUNT_URL (our addition) points at Azurite or a sovereign cloud.
@@ -469,8 +688,29 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
             for chunk in download.chunks():
                 handle.write(chunk)
     except ResourceNotFoundError as exc:
+        # (error_code: the storage SDK's addition to azure-core's exception)
+        if getattr(exc, "error_code", None) == "ContainerNotFound":
+            raise StorageNotFound(
+                f"Azure container '{container}' at {shown} does not exist (AZURE_CONTAINER; "
+                "botserver never creates containers)"
+            ) from exc
         raise ModelNotFound(f"No model '{key}' in Azure container '{container}'") from exc
     except AzureError as exc:
+        if isinstance(exc, HttpResponseError) and exc.status_code in (401, 403):
+            named = getattr(exc, "error_code", None)
+            code = getattr(named, "value", named) or exc.status_code
+            advice = "check AZURE_ACCOUNT_NAME and AZURE_ACCOUNT_KEY"
+            if code != "AuthenticationFailed":  # Azure's for a key that signs wrong alone
+                # AuthorizationFailure: a firewall's refusal too (and Azurite's for a key);
+                # KeyBasedAuthenticationNotPermitted: an account without shared keys.
+                advice += (
+                    ", and that the account lets this server in (its firewall: networks "
+                    "allowed) and allows shared key access"
+                )
+            raise InvalidConfig(
+                f"Azure storage at {shown} refused the credentials of account '{account}' "
+                f"({code}): {advice}"
+            ) from None
         raise _transport_failure(
             f"Azure container '{container}' at {shown}", key, timeout, exc
         ) from exc

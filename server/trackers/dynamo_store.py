@@ -12,8 +12,9 @@ import decimal
 import json
 import logging
 import os
+import re
 import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -57,6 +58,12 @@ _BUSY_CODES = {
     "LimitExceededException",
     "TransactionConflictException",
 }
+# The most bytes (UTF-8) of a partition key: DynamoDB refuses a longer key with a
+# ValidationException.
+KEY_LIMIT_BYTES = 2048
+# The table names DynamoDB takes, and a table's ARN (which it takes in their place).
+_TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
+_TABLE_ARN = re.compile(r"arn:[a-z-]+:dynamodb:[^:]*:[0-9]*:table/[A-Za-z0-9_.-]{3,255}")
 # The attribute names, as placeholders: `name` is one of DynamoDB's reserved words.
 _NAMES = {"#events": "events", "#name": "name", "#append": "botserver_append"}
 
@@ -64,11 +71,12 @@ T = TypeVar("T")
 
 
 class DynamoTrackerStore:
-    """Tracker store on a DynamoDB table (created, with on-demand billing, if missing)."""
+    """Tracker store on a DynamoDB table (created, with on-demand billing, if missing and
+    `create_table`)."""
 
     process_local = False
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], create_table: bool = True) -> None:
         try:
             import boto3
             from botocore.config import Config
@@ -78,6 +86,12 @@ class DynamoTrackerStore:
             ) from exc
         self.cache_events = cache_events_setting(config)  # hot trackers over this store
         self.table = str(config.get("table_name") or DEFAULT_TABLE)
+        if not _TABLE_NAME.fullmatch(self.table) and not _TABLE_ARN.fullmatch(self.table):
+            # Before, taken: every request then failed with DynamoDB's ValidationException.
+            raise InvalidConfig(
+                f"table_name {self.table!r} is no DynamoDB table name: 3 to 255 letters, "
+                "digits, '_', '-' or '.' (or the table's ARN)"
+            )
         self.region = str(config.get("region") or DEFAULT_REGION)
         self.endpoint = (
             config.get("endpoint_url")
@@ -96,6 +110,8 @@ class DynamoTrackerStore:
             retries={"total_max_attempts": 2, "mode": "standard"},
             max_pool_connections=32,
         )
+        from botocore.exceptions import InvalidRegionError
+
         try:
             self._client = boto3.session.Session().client(
                 "dynamodb",
@@ -103,8 +119,13 @@ class DynamoTrackerStore:
                 endpoint_url=self.endpoint,
                 config=client_config,
             )
+        except InvalidRegionError:  # (a ValueError, once blamed on endpoint_url below)
+            raise InvalidConfig(
+                f"region {self.region!r} is no AWS region name (such as us-east-1)"
+            ) from None
         except ValueError as exc:  # botocore's "Invalid endpoint"
             raise InvalidConfig(f"endpoint_url {self.endpoint!r} is not usable: {exc}") from None
+        self._create_table = create_table  # False: a missing table is StoreFailed
         self._ready = False
         self._ready_lock = asyncio.Lock()
         # The conversations this process read or wrote last, least recently used first,
@@ -131,6 +152,11 @@ class DynamoTrackerStore:
         try:
             table = self._client.describe_table(TableName=self.table)["Table"]
         except errors.ResourceNotFoundException:
+            if not self._create_table:
+                raise StoreFailed(
+                    f"The tracker store's {self.describe()} does not exist: check table_name "
+                    "and region (botserver run creates it)"
+                ) from None
             logger.info("Creating the %s for the tracker store", self.describe())
             try:
                 self._client.create_table(
@@ -249,6 +275,32 @@ class DynamoTrackerStore:
         for page in self._pages(projection):
             items += page
         return items
+
+    async def each_conversation(self) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+        """Every conversation with its events, a Scan page (up to 1 MB) at a time: one
+        pass over the table (eventually consistent, as `keys()` reads it), where `keys()` and
+        then a consistent GetItem of each took three times the read units."""
+        await self._ensure_ready()
+        pages = self._pages("sender_id, #events")
+        while (page := await self._run(partial(self._next_conversations, pages))) is not None:
+            for conversation in page:
+                yield conversation
+
+    @staticmethod
+    def _next_conversations(
+        pages: Iterator[list[dict[str, Any]]],
+    ) -> list[tuple[str, list[dict[str, Any]]]] | None:
+        """The conversations of the next scan page that have events (None after the last)."""
+        page = next(pages, None)
+        if page is None:
+            return None
+        conversations = []
+        for item in page:
+            sender_id = item["sender_id"]["S"]
+            events = [_event(sender_id, value) for value in item.get("events", {}).get("L", [])]
+            if events:
+                conversations.append((sender_id, events))
+        return conversations
 
     def _pages(self, projection: str) -> Iterator[list[dict[str, Any]]]:
         paginator = self._client.get_paginator("scan")
@@ -461,6 +513,14 @@ class DynamoTrackerStore:
 def _key(sender_id: str) -> dict[str, Any]:
     if not sender_id:  # before, DynamoDB's ValidationException: a 500
         raise InvalidConversationId("The conversation id is empty: DynamoDB cannot hold it.")
+    if (
+        len(sender_id) > KEY_LIMIT_BYTES // 4  # (at most 4 bytes a character)
+        and len(sender_id.encode("utf-8", "surrogatepass")) > KEY_LIMIT_BYTES
+    ):
+        # (the server refuses longer ids before; `botserver export --conversation-ids` not)
+        raise InvalidConversationId(
+            f"The conversation id takes more than {KEY_LIMIT_BYTES} bytes: DynamoDB cannot hold it."
+        )
     return {"sender_id": {"S": sender_id}}
 
 

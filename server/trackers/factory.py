@@ -58,15 +58,16 @@ def reading_section(section: str, source: str = "endpoints.yml") -> Iterator[Non
 
 
 def create_tracker_store(
-    config: dict[str, Any] | None, source: str = "endpoints.yml"
+    config: dict[str, Any] | None, source: str = "endpoints.yml", *, create_missing: bool = True
 ) -> TrackerStore:
     """The tracker store for a `tracker_store:` section (None or no type: in memory) of the
-    endpoints file `source`."""
+    endpoints file `source`. Without `create_missing` (commands that read or prune what is
+    stored), a DynamoDB table that is not there is an error, not made."""
     with reading_section("tracker_store", source):
-        return _create_tracker_store(dict(config or {}))
+        return _create_tracker_store(dict(config or {}), create_missing)
 
 
-def _create_tracker_store(config: dict[str, Any]) -> TrackerStore:
+def _create_tracker_store(config: dict[str, Any], create_missing: bool) -> TrackerStore:
     kind = section_type(config)
     kind = _RASA_TRACKER_CLASSES.get(kind or "", kind)
     for key, instead in _KEYS_RASA_3_IGNORES.items():
@@ -85,7 +86,7 @@ def _create_tracker_store(config: dict[str, Any]) -> TrackerStore:
     if kind == "dynamo":
         from server.trackers.dynamo_store import DynamoTrackerStore
 
-        return DynamoTrackerStore(config)
+        return DynamoTrackerStore(config, create_table=create_missing)
     if kind in _UNSUPPORTED_TRACKER_TYPES:
         raise InvalidConfig(
             f"tracker_store type '{config['type']}' is not supported; "

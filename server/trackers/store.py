@@ -7,9 +7,9 @@ read-only. `load` may return a `Snapshot` of the cache instead of a copy.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from server.errors import CorruptConversation, InvalidConversationId
 
@@ -79,6 +79,16 @@ def check_conversation_id(sender_id: str) -> None:
             raise InvalidConversationId(
                 "The conversation id holds a lone surrogate, which is no Unicode text."
             ) from None
+
+
+@runtime_checkable
+class ReadsEverything(Protocol):
+    """A store that reads all its conversations in one pass for less than `keys()` and a
+    `load_all()` of each (DynamoDB, where listing the keys reads every item whole)."""
+
+    def each_conversation(self) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+        """Every conversation that has events, with all of them (`load_all`'s)."""
+        ...
 
 
 class TrackerStore(Protocol):

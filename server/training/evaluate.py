@@ -199,15 +199,21 @@ def _parts_to_test(model: DialogueModel, what: str | None, path: str) -> tuple[b
     core, nlu = what in (None, "core") and lacks != "core", what in (None, "nlu") and lacks != "nlu"
     if lacks is None:
         return core, nlu
-    missing = (
-        "no dialogue (it was trained with `botserver train nlu`)"
+    missing, needs = (
+        (
+            "no dialogue (it was trained without stories or rules, or by `botserver train nlu`)",
+            "stories or rules",
+        )
         if lacks == "core"
-        else "no NLU (it was trained with `botserver train core`)"
+        else (
+            "no NLU (it was trained without NLU examples, or by `botserver train core`)",
+            "NLU examples",
+        )
     )
     if what == lacks:
         raise ModelError(
             f"{path}: the model has {missing}: there is nothing for `botserver test {what}` "
-            "to test; train the whole model with `botserver train`"
+            f"to test; train the whole model with `botserver train` on a project with {needs}"
         )
     if what is None:
         print(

@@ -104,13 +104,16 @@ def load_project(
     domain: str | Path,
     data: Iterable[str | Path],
     env: bool = True,
+    missing_domain_is_empty: bool = False,
 ) -> Project:
-    """Reads and checks every project file; the first mistake raises InvalidProjectFile."""
+    """Reads and checks every project file; the first mistake raises InvalidProjectFile.
+    `missing_domain_is_empty`: a domain file that does not exist is an empty domain (as
+    Rasa's training reads it), not that error."""
     warnings: list[str] = []
     project_config = read_config(config, env)
     imported = imported_files(config, env)
     domain_reader = DomainReader(warnings)
-    if imported.domain and not Path(domain).exists():
+    if (imported.domain or missing_domain_is_empty) and not Path(domain).exists():
         domain_dict: dict[str, Any] = {}  # the sub-projects' domains are the whole domain
     else:
         domain_dict = domain_reader.read(domain)

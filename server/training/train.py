@@ -94,12 +94,30 @@ def set_augmentation(project: Project, factor: int | None) -> None:
     project.config.policies = policies
 
 
+def model_kind(project: Project) -> str:
+    """The `training_type` `botserver train` gives a project's model, as Rasa 3.6 decides it:
+    "nlu" without a domain or without stories and rules, "core" without NLU examples (no
+    NLU is trained), else "both"."""
+    if not project.stories or project.domain.is_empty:
+        return "nlu"
+    return "both" if project.nlu.examples else "core"
+
+
+def _marker(project: Project, core_only: bool) -> str | None:
+    """The model kind the fingerprint names: a `train core` model, or an NLU-only one, is
+    another model than the full one of the same files (`botserver train` after `train core`,
+    or after an older botserver trained the stories-less project whole, trains again)."""
+    if core_only:
+        return "core"
+    return "nlu" if model_kind(project) == "nlu" else None
+
+
 def _fingerprint(
-    project: Project, core_only: bool = False, training_format: int = TRAINING_FORMAT
+    project: Project, marker: str | None = None, training_format: int = TRAINING_FORMAT
 ) -> str:
     # The domain as read (a response's new text must retrain, a comment need not), and the
-    # training format: a newer botserver may train the same files differently. A dialogue-only
-    # model is another model: `botserver train` after `train core` must not take it for its own.
+    # training format: a newer botserver may train the same files differently. `marker`:
+    # see `_marker`.
     config: dict[str, object] = {
         "language": project.config.language,
         "pipeline": project.config.pipeline,
@@ -108,8 +126,8 @@ def _fingerprint(
         "domain": project.domain.as_dict(full=True),
         "botserver": __version__,
     }
-    if core_only:
-        config["training_type"] = "core"
+    if marker is not None:
+        config["training_type"] = marker
     return fingerprint_inputs(
         sorted(set(project.files)), with_training_format(config, training_format)
     )
@@ -156,12 +174,13 @@ def dry_run(
 ) -> tuple[int, Path | None]:
     """Trains nothing: Rasa's dry-run code for a loaded project, and the archive that is up to
     date (if any)."""
-    existing = _up_to_date_archive(_fingerprint(project), Path(out), fixed_model_name)
+    marker = _marker(project, core_only=False)
+    existing = _up_to_date_archive(_fingerprint(project, marker), Path(out), fixed_model_name)
     if force:
         return DRY_RUN_FORCED, existing
     if existing is None:
         _say_if_other_format(
-            Path(out), lambda made_in: _fingerprint(project, False, made_in), dry=True
+            Path(out), lambda made_in: _fingerprint(project, marker, made_in), dry=True
         )
     return (DRY_RUN_UP_TO_DATE if existing else DRY_RUN_NEEDS_TRAINING), existing
 
@@ -186,7 +205,9 @@ def train(
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
     say("reading the project")
-    project = load_project(config, domain, data, env)
+    # As Rasa's: without its domain file (validation, unless skipped, stops on it first) the
+    # NLU is trained alone (`model_kind`), saying so.
+    project = load_project(config, domain, data, env, missing_domain_is_empty=True)
     check_training_data(project, data)
     set_augmentation(project, augmentation)
     return _train_project(
@@ -196,11 +217,19 @@ def train(
 
 def check_training_data(project: Project, data: Iterable[Path]) -> None:
     """NothingToTrain when the project has no stories or rules and no NLU data (examples,
-    synonyms, regexes, lookup tables), as Rasa 3.6 refuses it ("No training data given").
-    Before, such a project trained a model that knew nothing."""
+    synonyms, regexes, lookup tables), as Rasa 3.6 refuses it ("No training data given"),
+    or stories without NLU data and an empty domain (only the NLU would be trained). Before,
+    such a project trained a model that knew nothing."""
     nlu = project.nlu
-    if project.stories or nlu.examples or nlu.synonyms or nlu.regexes or nlu.lookups:
+    has_nlu = bool(nlu.examples or nlu.synonyms or nlu.regexes or nlu.lookups)
+    if has_nlu or (project.stories and model_kind(project) != "nlu"):
         return
+    if project.stories:  # an empty domain: only the NLU would be trained
+        raise NothingToTrain(
+            "the domain is empty, so only the NLU would be trained, and there is no NLU data: "
+            "nothing to train (give the domain with --domain)",
+            ", ".join(map(str, data)) or None,
+        )
     raise NothingToTrain(
         "no training data: no stories, rules or NLU examples, nothing to train",
         ", ".join(map(str, data)) or None,
@@ -268,26 +297,31 @@ def _train_project(
     started: float,
     core_only: bool,
 ) -> TrainResult:
-    """Trains a loaded project (its NLU too unless `core_only`), or finds it trained."""
-    fingerprint = _fingerprint(project, core_only)
-    with_nlu = bool(project.nlu.examples) and not core_only
+    """Trains a loaded project (its NLU too unless `core_only`; its dialogue unless it is
+    NLU-only, see `model_kind`), or finds it trained."""
+    kind = "core" if core_only else model_kind(project)
+    marker = _marker(project, core_only)
+    fingerprint = _fingerprint(project, marker)
+    with_nlu = kind != "core"
     if not force:
         existing = _up_to_date_archive(fingerprint, out, fixed_model_name)
         if existing is not None:
             # An older botserver may have trained it from settings this one refuses.
-            check_config(project.config, with_nlu)
+            check_config(project.config, with_nlu, with_policies=kind != "nlu")
             return TrainResult(existing, skipped=True, seconds=time.perf_counter() - started)
-        _say_if_other_format(out, lambda made_in: _fingerprint(project, core_only, made_in))
+        _say_if_other_format(out, lambda made_in: _fingerprint(project, marker, made_in))
     # What Rasa warns about in the domain and the files, said before the training starts;
     # then the components' own warnings (the NLU pipeline logs its own as it trains).
     assistant_id, assistant_warning = assistant_id_for(project.config)
-    warnings: list[str] = [
-        *project.warnings,
-        *assistant_warning,
-        *checkpoint_warnings(project.stories),
-        *story_reference_warnings(project),
-        *missing_response_warnings(project),
-    ]
+    warnings: list[str] = [*project.warnings, *assistant_warning]
+    if not core_only:
+        warnings += _kind_warnings(project, kind)
+    if kind != "nlu":  # an NLU-only model learns nothing from the stories
+        warnings += [
+            *checkpoint_warnings(project.stories),
+            *story_reference_warnings(project),
+            *missing_response_warnings(project),
+        ]
     for warning in warnings:
         logger.warning(warning)
     logged = len(warnings)
@@ -305,21 +339,26 @@ def _train_project(
             nlu.persist(content / NLU_DIR)
             warnings += nlu.warnings
             logged = len(warnings)
-        say(f"training dialogue on {len(project.stories)} stories and rules")
-        stories = project.training_stories()
-        with naming_config_items(project.config):
-            ensemble = PolicyEnsemble.train(project.config.policies, stories, project.domain)
+        if kind == "nlu":
+            # No policy runs on it (the processor predicts nothing); the archive keeps the
+            # layout every botserver reads.
+            ensemble = PolicyEnsemble.train([{"name": "RulePolicy"}], [], project.domain)
+        else:
+            say(f"training dialogue on {len(project.stories)} stories and rules")
+            stories = project.training_stories()
+            with naming_config_items(project.config):
+                ensemble = PolicyEnsemble.train(project.config.policies, stories, project.domain)
+            warnings += ensemble.warnings
         ensemble.persist(content / POLICIES_DIR)
-        warnings += ensemble.warnings
         say("writing the model archive")
         metadata = {
             "fingerprint": fingerprint,
             "assistant_id": assistant_id,
             "language": project.config.language,
             "pipeline": [] if core_only else project.config.pipeline,
-            "policies": project.config.policies,
+            "policies": [] if kind == "nlu" else project.config.policies,
             "domain": project.domain.as_dict(),
-            "training_type": "both" if with_nlu else "core",
+            "training_type": kind,
             "warnings": warnings,
             **TRAINED_AS_TODAY,
         }
@@ -330,11 +369,26 @@ def _train_project(
             out,
             fixed_model_name,
             signing_key,
-            prefix=CORE_PREFIX if core_only else "",
+            prefix={"core": CORE_PREFIX, "nlu": NLU_PREFIX}.get(kind, ""),
         )
     for warning in warnings[logged:]:
         logger.warning(warning)
     return TrainResult(path, seconds=time.perf_counter() - started, warnings=warnings)
+
+
+def _kind_warnings(project: Project, kind: str) -> list[str]:
+    """Rasa's words when `botserver train` trains one part alone (see `model_kind`)."""
+    if kind == "nlu" and project.domain.is_empty:
+        return [
+            "Core training was skipped because no valid domain file was found: only an NLU "
+            "model is trained. Give a domain with --domain, or check that the domain file "
+            "exists."
+        ]
+    if kind == "nlu":
+        return ["No stories present. Just a Rasa NLU model will be trained."]
+    if kind == "core":
+        return ["No NLU data present. Just a Rasa Core model will be trained."]
+    return []
 
 
 def _retrieval_responses(

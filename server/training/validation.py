@@ -118,11 +118,15 @@ def placeholder_assistant_id(config: ProjectConfig) -> str | None:
 
 
 def check_config(
-    config: ProjectConfig, with_nlu: bool = True, project: Project | None = None
+    config: ProjectConfig,
+    with_nlu: bool = True,
+    project: Project | None = None,
+    with_policies: bool = True,
 ) -> list[str]:
-    """The checks `train` makes of config.yml's pipeline (`with_nlu`) and policies, without
-    training: InvalidProjectFile naming config.yml and the item's line if one is refused,
-    else the warnings `train` gives about them (with `project`'s data, its synonyms)."""
+    """The checks `train` makes of config.yml's pipeline (`with_nlu`) and policies
+    (`with_policies`: an NLU-only model trains none), without training: InvalidProjectFile
+    naming config.yml and the item's line if one is refused, else the warnings `train`
+    gives about them (with `project`'s data, its synonyms)."""
     warnings = []
     if not config.assistant_id:
         warnings.append(
@@ -137,7 +141,8 @@ def check_config(
         if with_nlu:
             data = project.nlu if project is not None else None
             warnings += NLUPipeline.check(config.pipeline, config.language, data)
-        warnings += PolicyEnsemble.from_config(config.policies).warnings
+        if with_policies:
+            warnings += PolicyEnsemble.from_config(config.policies).warnings
     return warnings
 
 

@@ -24,6 +24,7 @@ class Info:
     model_file: str
     model_id: str | None
     fingerprint: str
+    training_type: str = "both"
 
 
 @dataclass
@@ -69,6 +70,7 @@ async def test_status_of_a_loaded_model() -> None:
         "model_id": "feb0aa8e",
         "num_active_training_jobs": 1,
         "fingerprint": "sha256:ab",
+        "training_type": "both",
     }
 
 

@@ -1523,6 +1523,10 @@ nlu:
 - intent: greet
   examples: |
     - hi
+stories:
+- story: a greeting
+  steps:
+  - intent: greet
 policies:
 - name: NoSuchPolicy
 """

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from server import RASA_COMPAT_VERSION, __version__
+from tests.cli.model_client import model_client
 
 COMMANDS = [
     ["init"],
@@ -1036,25 +1037,9 @@ def test_train_nlu_on_synonyms_regexes_or_lookups_alone_trains(
 async def _parse_and_turn(archive: Path, text: str) -> tuple[dict, int]:
     """`text` parsed by POST /model/parse of a server with `archive`, and the status of a
     REST turn with it."""
-    import httpx
-
-    from server.api.server import ServerOptions, build_app
-
-    app = build_app(
-        ServerOptions(
-            model_path=archive,
-            enable_api=True,
-            endpoints={"tracker_store": {"type": "in_memory"}},
-            models_dir=archive.parent,
-        )
-    )
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            parsed = (await client.post("/model/parse", json={"text": text})).json()
-            turn = await client.post(
-                "/webhooks/rest/webhook", json={"sender": "a", "message": text}
-            )
+    async with model_client(archive) as client:
+        parsed = (await client.post("/model/parse", json={"text": text})).json()
+        turn = await client.post("/webhooks/rest/webhook", json={"sender": "a", "message": text})
     return parsed, turn.status_code
 
 

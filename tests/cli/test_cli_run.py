@@ -41,7 +41,11 @@ def test_endpoints_section_that_is_not_a_mapping(run_cli, tmp_path: Path) -> Non
     ("section", "settings", "says"),
     [
         ("tracker_store", "type: sql\n  cache_events: lots", "a setting has the wrong type"),
-        ("tracker_store", "type: redis\n  port: six", "a setting has the wrong type"),
+        (
+            "tracker_store",
+            "type: redis\n  port: six",
+            "Redis port must be a whole number, got 'six'",
+        ),
         ("lock_store", "type: redis\n  lock_lifetime: long", "a setting has the wrong type"),
         ("lock_store", "type: in_memory\n  wait_timeout: [1]", "a setting has the wrong type"),
         (
@@ -184,6 +188,18 @@ def test_an_unknown_remote_storage_is_refused_at_start(run_cli, tmp_path: Path) 
     assert "--remote-storage 's4' is not supported: use one of aws, gcs, azure" in result.err
 
 
+def test_an_empty_remote_storage_is_refused_rather_than_serving_the_local_model(
+    run_cli, moodbot_model: Path, tmp_path: Path
+) -> None:
+    # `--remote-storage "$STORAGE"` with STORAGE unset: before, the server loaded the local
+    # -m (a model baked into the image, say) as if no storage had been named.
+    result = _run_on_a_busy_port(
+        run_cli, tmp_path, "--remote-storage", "", "-m", str(moodbot_model), "--enable-api"
+    )
+    assert result.code == 1
+    assert "--remote-storage '' is not supported: use one of aws, gcs, azure" in result.err
+
+
 @pytest.mark.parametrize(
     ("storage", "variable", "value", "said"),
     [
@@ -191,6 +207,11 @@ def test_an_unknown_remote_storage_is_refused_at_start(run_cli, tmp_path: Path) 
         # Before: the server started, logged "Cannot download ...: Incorrect padding" and
         # served without a model.
         ("azure", "AZURE_ACCOUNT_KEY", "not-the-key", "AZURE_ACCOUNT_KEY is not base64"),
+        # Before: the server started, logged "No model 'bot.tar.gz' in GCS bucket
+        # 'gs://models'" (or botocore's regexes) and served without a model.
+        ("gcs", "BUCKET_NAME", "gs://models", "BUCKET_NAME 'gs://models' is no bucket name"),
+        ("aws", "BUCKET_NAME", "models/prod", "-m prod/my-model"),
+        ("azure", "AZURE_CONTAINER", "Models", "AZURE_CONTAINER 'Models' is no container name"),
     ],
 )
 def test_an_unusable_remote_storage_setting_is_refused_at_start(

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shlex
+import socket
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +24,14 @@ from bench.tcp_proxy import free_port
 from server.brokers.ordering import PREVIOUS_ID_HEADER, ConversationOrderer
 from server.trackers.factory import create_tracker_store
 from tests.brokers.test_rabbitmq_broker import AMQP_URL, consume
-from tests.trackers.persistence_fixtures import RABBITMQ, require_service, unique_name
+from tests.trackers.persistence_fixtures import (
+    RABBITMQ,
+    delete_dynamo_table,
+    moto_credentials,
+    moto_endpoint,
+    require_service,
+    unique_name,
+)
 
 TRACKERS = "trackers.db"
 
@@ -106,6 +118,30 @@ def test_time_range_and_conversation_ids_choose_the_events(run_cli, project: Pat
     assert result.code == 0, result.err
     assert "Not in the tracker store: conversations zed" in result.err
     assert _broker_rows(project) == [{"sender_id": "ana", **_action("utter_greet", 12.0)}]
+
+
+def test_a_conversation_id_the_terminal_could_not_decode_is_named_missing(project: Path) -> None:
+    """Bytes that are no text in the locale's encoding (`café` typed in a Latin-1 terminal)
+    reach Python as lone surrogates, which no store can hold: the id is named missing and
+    the others are exported. Before (with the ids read one by one), the SQLite store's
+    UnicodeEncodeError was a traceback, and nothing was exported. A subprocess: the bytes
+    go through the command line as a shell passes them."""
+    repo = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        # (os.fsdecode: the bytes go to the process as they are)
+        [sys.executable, str(repo / "cli.py"), "export", "--conversation-ids"]
+        + [os.fsdecode(b"ana,caf\xe9")],
+        cwd=project,
+        env={**os.environ, "PYTHONPATH": str(repo), "LC_ALL": "C.UTF-8"},
+        capture_output=True,
+        text=True,
+        errors="backslashreplace",
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-800:]
+    assert "Not in the tracker store: conversations caf\\udce9" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert [row["sender_id"] for row in _broker_rows(project)] == ["ana"] * 3
 
 
 @pytest.mark.parametrize(
@@ -196,6 +232,20 @@ def test_an_offset_that_is_no_integer_is_refused_as_rasa(run_cli, project: Path)
     result = run_cli("export", "--offset-timestamps-by-seconds", "1.5", cwd=project)
     assert result.code == 2
     assert "argument --offset-timestamps-by-seconds: invalid int value: '1.5'" in result.err
+
+
+@pytest.mark.parametrize("offset", ["99999999999999999999999", "-1000000000001"])
+def test_an_offset_beyond_any_date_is_refused(run_cli, project: Path, offset: str) -> None:
+    """Before, an OverflowError with a traceback (as in Rasa, whose start line fails the
+    same way)."""
+    result = run_cli("export", "--offset-timestamps-by-seconds", offset, cwd=project)
+    assert result.code == 2
+    assert (
+        "argument --offset-timestamps-by-seconds: must be between -1000000000000 and "
+        f"1000000000000 seconds (about 31,700 years), not {offset}"
+    ) in result.err
+    assert "Traceback" not in result.err
+    assert not (project / "events.db").exists()
 
 
 # -- RabbitMQ ---------------------------------------------------------------------------------
@@ -295,14 +345,31 @@ def test_an_unreachable_rabbitmq_is_an_error_and_exit_1(
     assert "Traceback" not in result.err
 
 
+def test_a_rabbitmq_that_never_answers_is_named_as_such(
+    run_cli, project: Path, queue: dict[str, str]
+) -> None:
+    """A host that takes the connection and says nothing (a hung broker, a firewall that
+    lets the handshake through). Before, the error line ended with an empty reason: `the
+    event broker failed (nothing published): `."""
+    with socket.socket() as silent:  # the kernel takes connections; nothing answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        _endpoints(project, _pika(queue, port=silent.getsockname()[1]))
+        result = run_cli("export", cwd=project)
+    assert result.code == 1
+    [error] = [line for line in result.err.splitlines() if line.startswith("error:")]
+    assert error == "error: the event broker failed (nothing published): TimeoutError (no answer)"
+
+
 @pytest.mark.parametrize("offset", [None, 3600])
 def test_a_broker_failing_midway_says_how_to_go_on(
     run_cli, tmp_path: Path, queue: dict[str, str], offset: int | None
 ) -> None:
     """RabbitMQ refuses messages past a queue's length limit; the export stops there and names
-    the command that publishes the rest."""
+    the command that publishes the rest, of both conversations (Rasa's, going conversation
+    by conversation, would skip the older events of the one it had not reached)."""
     events = [_action("action_listen", float(i)) for i in range(400)]
-    _seed(tmp_path, {"ana": events})
+    _seed(tmp_path, {"ana": events[0::2], "bob": events[1::2]})
     _endpoints(tmp_path, _pika(queue))
 
     async def limited_queue() -> None:
@@ -383,3 +450,72 @@ def test_a_stored_event_that_is_not_a_json_object_is_an_error_and_exit_1(
     assert result.err.startswith("error: Conversation 'ann' holds a stored event that is not")
     assert len(result.err.strip().splitlines()) == 1, result.err
     assert not (tmp_path / "events.db").exists() or not _broker_rows(tmp_path)
+
+
+# -- DynamoDB ---------------------------------------------------------------------------------
+@pytest.fixture
+def dynamo_table() -> Iterator[tuple[str, str]]:
+    """(endpoint, table name) of a table on moto's server (none is made here)."""
+    pytest.importorskip("boto3")
+    endpoint, table = moto_endpoint(), unique_name("bs_export")
+    with moto_credentials():
+        yield endpoint, table
+    delete_dynamo_table(endpoint, table)
+
+
+def _dynamo_tables(endpoint: str, region: str = "us-east-1") -> list[str]:
+    import boto3
+
+    client = boto3.client("dynamodb", region_name=region, endpoint_url=endpoint)
+    return client.list_tables()["TableNames"]
+
+
+def _dynamo_endpoints(tmp_path: Path, endpoint: str, table: str, region: str) -> None:
+    (tmp_path / "endpoints.yml").write_text(
+        f"tracker_store:\n  type: dynamo\n  table_name: {table}\n  region: {region}\n"
+        f"  endpoint_url: {endpoint}\n{SQL_BROKER}"
+    )
+
+
+def test_a_rasa_dynamodb_table_is_exported_in_time_order(
+    run_cli, tmp_path: Path, dynamo_table: tuple[str, str]
+) -> None:
+    """Items as Rasa 3 puts them (the whole dialogue, floats as Decimal) go out as Rasa's
+    export sends them."""
+    import boto3
+
+    endpoint, table = dynamo_table
+    _dynamo_endpoints(tmp_path, endpoint, table, "us-east-1")
+    store = create_tracker_store({"type": "dynamo", "table_name": table, "endpoint_url": endpoint})
+    asyncio.run(store.ping())  # the table, made as botserver run makes it
+    asyncio.run(store.close())
+    resource = boto3.resource("dynamodb", region_name="us-east-1", endpoint_url=endpoint)
+    for sender_id, events in CONVERSATIONS.items():
+        stored = json.loads(json.dumps(events), parse_float=Decimal)
+        resource.Table(table).put_item(
+            Item={"sender_id": sender_id, "name": sender_id, "events": stored}
+        )
+    result = run_cli("export", cwd=tmp_path)
+    assert result.code == 0, result.err
+    assert "Published 6 events." in result.out
+    assert _broker_rows(tmp_path) == _in_time_order(CONVERSATIONS)
+
+
+@pytest.mark.parametrize("command", [["export"], ["prune", "--older-than-days", "1"]])
+def test_a_dynamodb_table_that_is_not_there_is_named_not_created(
+    run_cli, tmp_path: Path, dynamo_table: tuple[str, str], command: list[str]
+) -> None:
+    """A table_name or region mistyped in the endpoints file: `botserver export` and
+    `prune` say which table they found missing, and make none. Before, each created an
+    empty table (in the user's AWS account, in that region) and found nothing in it."""
+    endpoint, table = dynamo_table
+    _dynamo_endpoints(tmp_path, endpoint, table, "eu-west-3")
+    result = run_cli(*command, cwd=tmp_path)
+    assert result.code == 1
+    assert result.err.startswith(
+        f"error: The tracker store's DynamoDB table '{table}' in eu-west-3 at {endpoint} "
+        "does not exist: check table_name and region (botserver run creates it)"
+    ), result.err
+    assert len(result.err.strip().splitlines()) == 1, result.err
+    assert table not in _dynamo_tables(endpoint, "eu-west-3")
+    assert not (tmp_path / "events.db").exists()

@@ -17,7 +17,7 @@ import pytest
 
 from server.errors import InvalidConfig, ModelNotFound
 from server.models import ModelHolder, ModelSource
-from server.models.remote_storage import download_model
+from server.models.remote_storage import check_storage_settings, download_model
 
 blob = pytest.importorskip("azure.storage.blob")
 
@@ -111,3 +111,106 @@ async def test_an_unusable_account_url_is_a_configuration_error(url, monkeypatch
     monkeypatch.setenv("AZURE_ACCOUNT_URL", url)
     with pytest.raises(InvalidConfig, match="AZURE_ACCOUNT_URL .* is not usable"):
         await download_model("azure", "prod")
+
+
+async def test_a_missing_container_is_named_as_the_container_not_the_model(
+    container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: "No model 'prod.tar.gz' in Azure container 'modles'", for a typo.
+    monkeypatch.setenv("AZURE_CONTAINER", "modles")
+
+    with pytest.raises(ModelNotFound) as caught:
+        await download_model("azure", "prod")
+
+    assert str(caught.value) == (
+        f"Azure container 'modles' at {os.environ['AZURE_ACCOUNT_URL']} does not exist "
+        "(AZURE_CONTAINER; botserver never creates containers)"
+    )
+
+
+@pytest.mark.parametrize("variable", ["AZURE_ACCOUNT_KEY", "AZURE_ACCOUNT_NAME"])
+async def test_refused_credentials_are_a_configuration_error(
+    container, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    # Before: a ModelError over two lines, "... Operation returned an invalid status 'Server
+    # failed to authenticate the request. ...'\nErrorCode:AuthorizationFailure" (a 500).
+    # Azurite refuses a wrong key so; Azure refuses so a server its firewall keeps out, and
+    # an account that allows no shared key (a wrong key there is AuthenticationFailed).
+    container.upload_blob("prod.tar.gz", b"x", overwrite=True)
+    monkeypatch.setenv(variable, "A" * 86 + "==" if variable == "AZURE_ACCOUNT_KEY" else "other")
+
+    with pytest.raises(InvalidConfig) as caught:
+        await download_model("azure", "prod")
+
+    assert str(caught.value) == (
+        f"Azure storage at {os.environ['AZURE_ACCOUNT_URL']} refused the credentials of "
+        f"account '{os.environ['AZURE_ACCOUNT_NAME']}' (AuthorizationFailure): check "
+        "AZURE_ACCOUNT_NAME and AZURE_ACCOUNT_KEY, and that the account lets this server in "
+        "(its firewall: networks allowed) and allows shared key access"
+    )
+    assert "A" * 86 not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("Models", "lowercase letters, digits and '-'"),
+        ("models/prod", "the container is 'models'; a folder in the container goes into -m"),
+    ],
+)
+async def test_a_container_name_azure_refuses_is_a_configuration_error(
+    container, monkeypatch: pytest.MonkeyPatch, name: str, why: str
+) -> None:
+    # Before: a ModelError with Azure's InvalidResourceName, after the server had started.
+    monkeypatch.setenv("AZURE_CONTAINER", name)
+
+    with pytest.raises(InvalidConfig, match=f"AZURE_CONTAINER '{name}' is no container name"):
+        await download_model("azure", "prod")
+    with pytest.raises(InvalidConfig, match=why):
+        check_storage_settings("azure")  # `botserver run` stops before it starts
+
+
+async def test_a_model_name_given_as_the_blobs_url_says_that_m_names_the_key(container) -> None:
+    # Before: "No model 'https://...' in Azure container 'models'", nothing more.
+    url = f"https://{ACCOUNT}.blob.core.windows.net/models/prod/bot.tar.gz"
+
+    with pytest.raises(ModelNotFound) as caught:
+        await download_model("azure", url)
+
+    assert str(caught.value).endswith(
+        "-m names the object's key in the container (AZURE_CONTAINER), not a URL: give "
+        "-m prod/bot.tar.gz"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (
+            f"https://{ACCOUNT}.blob.core.windows.net/models?sp=r&se=2027&sig=SECRET%3D",
+            f"https://{ACCOUNT}.blob.core.windows.net/models",
+        ),
+        (f"http://127.0.0.1:10000/{ACCOUNT}/models", f"http://127.0.0.1:10000/{ACCOUNT}/models"),
+        (
+            f"wasbs://models@{ACCOUNT}.blob.core.windows.net/",
+            f"wasbs://{ACCOUNT}.blob.core.windows.net/",
+        ),
+    ],
+    ids=["sas-url", "azurite", "wasbs"],
+)
+def test_a_container_given_as_its_url_is_named_without_the_sas_signature(
+    monkeypatch: pytest.MonkeyPatch, value: str, shown: str
+) -> None:
+    # The portal's "Blob SAS URL" of a container, pasted as AZURE_CONTAINER. Before:
+    # "... such as 'acct.blob.core.windows.net'; a folder in the container goes into -m
+    # (-m models?sp=r&se=2027&sig=SECRET%3D/my-model)", the signature printed twice.
+    monkeypatch.setenv("AZURE_ACCOUNT_NAME", ACCOUNT)
+    monkeypatch.setenv("AZURE_CONTAINER", value)
+
+    with pytest.raises(InvalidConfig) as caught:
+        check_storage_settings("azure")
+
+    assert str(caught.value) == (
+        f"AZURE_CONTAINER '{shown}' is no container name: give the container's name alone, "
+        "such as 'models'"
+    )

@@ -10,7 +10,9 @@ import pytest
 
 from server.errors import InvalidConfig, ModelNotFound
 from server.models import ModelHolder, ModelSource
-from server.models.remote_storage import download_model
+from server.models.remote_storage import check_storage_settings, download_model
+from tests.fake_http import serve_json
+from tests.models.conftest import gcs_at
 
 storage = pytest.importorskip("google.cloud.storage")
 emulator = pytest.importorskip("gcp_storage_emulator.server")
@@ -79,3 +81,81 @@ async def test_an_unusable_emulator_host_is_a_configuration_error(
 
     with pytest.raises(InvalidConfig, match="STORAGE_EMULATOR_HOST .* is not usable"):
         await download_model("gcs", "prod")
+
+
+async def test_a_missing_bucket_is_named_as_the_bucket_not_the_model(
+    bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: "No model 'prod.tar.gz' in GCS bucket 'modles'", for a typo in BUCKET_NAME.
+    monkeypatch.setenv("BUCKET_NAME", "modles")
+
+    with pytest.raises(ModelNotFound) as caught:
+        await download_model("gcs", "prod")
+
+    assert str(caught.value) == (
+        "GCS bucket 'modles' does not exist (BUCKET_NAME; botserver never creates buckets)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "advice"),
+    [
+        ("gs://models/prod/", "give the bucket's name alone, such as 'models'; a folder in "
+         "the bucket goes into -m (-m prod/my-model)"),
+        ("models/prod", "the bucket is 'models'; a folder in the bucket goes into -m "
+         "(-m prod/my-model)"),
+    ],
+    ids=["url", "folder"],
+)  # fmt: skip
+async def test_a_bucket_name_that_is_a_url_or_a_path_is_a_configuration_error(
+    bucket, monkeypatch: pytest.MonkeyPatch, name: str, advice: str
+) -> None:
+    # Before: "No model 'prod.tar.gz' in GCS bucket 'gs://models/prod/'", the bucket there.
+    bucket.blob("prod/prod.tar.gz").upload_from_string(b"x")
+    monkeypatch.setenv("BUCKET_NAME", name)
+
+    with pytest.raises(InvalidConfig) as caught:
+        await download_model("gcs", "prod")
+    assert str(caught.value) == f"BUCKET_NAME '{name}' is no bucket name: {advice}"
+    with pytest.raises(InvalidConfig, match="is no bucket name"):
+        check_storage_settings("gcs")  # `botserver run` stops before it starts
+
+
+async def test_refused_credentials_are_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GCS's answer to credentials that may not read the bucket. Before: a ModelError
+    # "Cannot download ... 403 GET ...", a 500 from PUT /model that did not say what to check.
+    denied = {"error": {"code": 403, "message": "robot@p.iam has no storage.objects.get"}}
+    with serve_json(lambda path, body: (403, denied)) as url:
+        gcs_at(url, monkeypatch)
+        monkeypatch.setenv("BUCKET_NAME", "models")
+
+        with pytest.raises(InvalidConfig) as caught:
+            await download_model("gcs", "prod")
+
+    assert str(caught.value) == (
+        "GCS bucket 'models' refused to give 'prod.tar.gz' (403: robot@p.iam has no "
+        "storage.objects.get): check the credentials (GOOGLE_APPLICATION_CREDENTIALS) and "
+        "that they may read it (storage.objects.get)"
+    )
+
+
+async def test_a_missing_object_is_not_taken_for_a_missing_bucket_the_credentials_cannot_see(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Credentials that may read objects (storage.objects.get) but not the bucket's metadata
+    # (storage.buckets.get, as roles/storage.objectViewer): the object's 404 stands.
+    def respond(path: str, body: bytes) -> tuple[int, object]:
+        if "/o/" in path:
+            return 404, {"error": {"code": 404, "message": "No such object: models/prod.tar.gz"}}
+        return 403, {"error": {"code": 403, "message": "robot@p.iam has no storage.buckets.get"}}
+
+    with serve_json(respond) as url:
+        gcs_at(url, monkeypatch)
+        monkeypatch.setenv("BUCKET_NAME", "models")
+
+        with pytest.raises(ModelNotFound) as caught:
+            await download_model("gcs", "prod")
+
+    assert str(caught.value) == "No model 'prod.tar.gz' in GCS bucket 'models'"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,9 +11,17 @@ from typing import Any
 import pytest
 
 from bench.tcp_proxy import free_port
-from server.errors import CorruptArchive, InvalidConfig, ModelNotFound, ModelStorageFull
+from server.errors import (
+    BotServerError,
+    CorruptArchive,
+    InvalidConfig,
+    ModelError,
+    ModelNotFound,
+    ModelStorageFull,
+)
 from server.models import ModelHolder, ModelSource
-from server.models.remote_storage import download_model, object_name
+from server.models.remote_storage import check_storage_settings, download_model, object_name
+from tests.fake_http import serve_json
 from tests.models.conftest import greeting_loader
 from tests.small_disk import temp_files_on_a_small_disk
 
@@ -198,3 +207,266 @@ async def test_a_download_on_a_full_disk_is_the_servers_problem(
         with pytest.raises(ModelStorageFull, match="no space left on the server"):
             await download_model("aws", "big")
         assert os.listdir(disk) == []
+
+
+@pytest.mark.parametrize("name", ["prod", "models", "prod/"], ids=["name", "default", "prefix"])
+async def test_a_missing_bucket_is_named_as_the_bucket_not_the_model(
+    s3_env, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    # Before: "No model 'prod.tar.gz' in S3 bucket 'modles'", for a typo in BUCKET_NAME
+    # (and for -m's default, advice on what -m names).
+    monkeypatch.setenv("BUCKET_NAME", "modles")
+
+    with pytest.raises(ModelNotFound) as caught:
+        await download_model("aws", name)
+
+    assert re.fullmatch(
+        r"S3 bucket 'modles' at http://127\.0\.0\.1:\d+ does not exist "
+        r"\(BUCKET_NAME; botserver never creates buckets\)",
+        str(caught.value),
+    )
+
+
+@pytest.mark.parametrize(
+    ("bucket", "advice"),
+    [
+        ("s3://models-bucket", "give the bucket's name alone, such as 'models-bucket'"),
+        ("models-bucket/prod", "a folder in the bucket goes into -m (-m prod/my-model)"),
+        ("/models-bucket", "no bucket name: the bucket is 'models-bucket'"),  # was: is ''
+        ("models bucket", "S3 takes letters, digits, '.', '-' and '_', or an access point's ARN"),
+    ],
+    ids=["url", "folder", "leading-slash", "space"],
+)
+async def test_a_bucket_name_that_is_a_url_or_a_path_is_a_configuration_error(
+    s3_env, monkeypatch: pytest.MonkeyPatch, bucket: str, advice: str
+) -> None:
+    # Before: a ModelError quoting botocore's regexes (a 500 from PUT /model), after the
+    # server had started without a model.
+    monkeypatch.setenv("BUCKET_NAME", bucket)
+
+    with pytest.raises(InvalidConfig, match=f"BUCKET_NAME '{bucket}' is no bucket name") as caught:
+        await download_model("aws", "prod")
+    assert advice in str(caught.value)
+    with pytest.raises(InvalidConfig, match=f"BUCKET_NAME '{bucket}' is no bucket name"):
+        check_storage_settings("aws")  # `botserver run` stops before it starts
+
+
+@pytest.mark.parametrize(
+    ("bucket", "shown"),
+    [
+        (
+            "https://models-bucket.s3.us-east-1.amazonaws.com/prod?X-Amz-Security-Token=SECRET",
+            "https://models-bucket.s3.us-east-1.amazonaws.com/prod",
+        ),
+        (
+            "https://s3.amazonaws.com/models-bucket/prod/",
+            "https://s3.amazonaws.com/models-bucket/prod/",
+        ),
+        ("http://minio:9000/models-bucket/prod", "http://minio:9000/models-bucket/prod"),
+    ],
+    ids=["virtual-hosted-presigned", "path-style", "minio"],
+)
+def test_a_bucket_given_as_its_https_url_is_named_without_the_urls_secrets(
+    monkeypatch: pytest.MonkeyPatch, bucket: str, shown: str
+) -> None:
+    # Before: "... such as 'models-bucket.s3.us-east-1.amazonaws.com'; a folder in the
+    # bucket goes into -m (-m prod?X-Amz-Security-Token=SECRET/my-model)", the session
+    # token printed twice; for path-style, "such as 's3.amazonaws.com'".
+    monkeypatch.setenv("BUCKET_NAME", bucket)
+
+    with pytest.raises(InvalidConfig) as caught:
+        check_storage_settings("aws")
+
+    assert str(caught.value) == (
+        f"BUCKET_NAME '{shown}' is no bucket name: give the bucket's name alone, such as "
+        "'models-bucket'; a folder in the bucket goes into -m (-m prod/my-model)"
+    )
+
+
+def test_an_access_point_arn_passes_the_bucket_name_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BUCKET_NAME", "arn:aws:s3:us-east-1:123456789012:accesspoint/models")
+    check_storage_settings("aws")
+
+
+async def test_missing_credentials_are_a_configuration_error(
+    s3_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: a ModelError "Cannot download ...: Unable to locate credentials" (a 500).
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+    with pytest.raises(InvalidConfig, match="Remote storage 'aws' found no credentials"):
+        await download_model("aws", "prod")
+
+
+async def _refused_by_a_fake_s3(
+    monkeypatch: pytest.MonkeyPatch, code: str, message: str, status: int = 400
+) -> tuple[str, BaseException]:
+    """The storage's URL and the download's error when S3 answers a HEAD `status` with no
+    body and a GET `status` with `code` and `message` (as S3 and MinIO answer)."""
+    refusal = (
+        '<?xml version="1.0" encoding="UTF-8"?><Error>'
+        f"<Code>{code}</Code><Message>{message}</Message></Error>"
+    ).encode()
+    with serve_json(lambda path, body: (status, refusal)) as url:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+        with pytest.raises(BotServerError) as caught:
+            await download_model("aws", "prod")
+    return url, caught.value
+
+
+@pytest.mark.parametrize("bucket_status", [403, 400, 405])
+async def test_a_missing_object_is_not_taken_for_a_missing_bucket_unless_s3_says_so(
+    s3_env, monkeypatch: pytest.MonkeyPatch, bucket_status: int
+) -> None:
+    # Credentials that may list the bucket's objects (a missing one's HEAD is a 404) but not
+    # HEAD the bucket (403), or a storage that does not answer HeadBucket: the 404 stands.
+    answers = {"/models-bucket/prod.tar.gz": 404, "/models-bucket": bucket_status}
+    with serve_json(lambda path, body: (answers.get(path, 500), None)) as url:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+
+        with pytest.raises(ModelNotFound) as caught:
+            await download_model("aws", "prod")
+
+    assert str(caught.value) == "No model 'prod.tar.gz' in S3 bucket 'models-bucket'"
+
+
+async def test_refused_credentials_are_a_configuration_error(
+    s3_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # moto checks signatures once its no-auth allowance is spent: the keys 'testing' are
+    # no IAM user's. Before: a ModelError "... (403) when calling the HeadObject operation:
+    # Forbidden", a 500 from PUT /model that did not say what to check; then "(403): check
+    # the credentials ... and that they may read it", for keys that are no keys at all.
+    monkeypatch.setattr("moto.settings.INITIAL_NO_AUTH_ACTION_COUNT", 0)
+
+    with pytest.raises(InvalidConfig) as caught:
+        await download_model("aws", "prod")
+
+    assert re.fullmatch(
+        r"S3 bucket 'models-bucket' at http://127\.0\.0\.1:\d+ refused the credentials for "
+        r"'prod\.tar\.gz' \(InvalidAccessKeyId\): check AWS_ACCESS_KEY_ID and "
+        r"AWS_SECRET_ACCESS_KEY, or AWS_PROFILE",
+        str(caught.value),
+    )
+
+
+async def test_access_denied_says_what_the_credentials_may_need(
+    s3_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, error = await _refused_by_a_fake_s3(monkeypatch, "AccessDenied", "Access Denied", 403)
+
+    assert isinstance(error, InvalidConfig) and str(error) == (
+        f"S3 bucket 'models-bucket' at {url} refused to give 'prod.tar.gz' (AccessDenied): "
+        "check the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or AWS_PROFILE) and "
+        "that they may read it (s3:GetObject; without s3:ListBucket S3 answers so for a "
+        "missing object too)"
+    )
+
+
+async def test_a_clock_that_is_off_is_not_taken_for_refused_credentials(
+    s3_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # S3 answers a HEAD signed by a clock 15 minutes off 403, with no body. Before: "check
+    # the credentials", a 400 from PUT /model, for the server's clock.
+    _, error = await _refused_by_a_fake_s3(
+        monkeypatch,
+        "RequestTimeTooSkewed",
+        "The difference between the request time and the current time is too large.",
+        403,
+    )
+
+    assert isinstance(error, ModelError) and not isinstance(error, InvalidConfig)
+    assert str(error).endswith(
+        "(RequestTimeTooSkewed) when calling the GetObject operation: The difference between "
+        "the request time and the current time is too large."
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "s3://models-bucket/prod/bot.tar.gz",
+        # Path-style and presigned (before: "give -m models-bucket/prod/bot.tar.gz", and
+        # "give -m prod/bot.tar.gz?X-Amz-Signature=...#top": neither is the key).
+        "https://s3.us-east-1.amazonaws.com/models-bucket/prod/bot.tar.gz",
+        "https://models-bucket.s3.amazonaws.com/prod/bot.tar.gz?X-Amz-Signature=0a1b#top",
+    ],
+    ids=["s3", "path-style", "presigned"],
+)
+async def test_a_model_name_given_as_a_url_says_that_m_names_the_key(
+    s3_env, archive_factory, url: str
+) -> None:
+    # Before: "No model 's3://models-bucket/prod/bot.tar.gz' in S3 bucket 'models-bucket'",
+    # with the object there under 'prod/bot.tar.gz'.
+    s3_env.put_object(Bucket="models-bucket", Key="prod/bot.tar.gz", Body=b"x")
+
+    with pytest.raises(ModelNotFound) as caught:
+        await download_model("aws", url)
+
+    assert str(caught.value).endswith(
+        "in S3 bucket 'models-bucket'. -m names the object's key in the bucket (BUCKET_NAME), "
+        "not a URL: give -m prod/bot.tar.gz"
+    )
+
+
+async def test_an_expired_session_token_is_a_configuration_error(
+    s3_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # S3 answers a HEAD signed with an expired session token 400, with no body to name it.
+    # Before: a ModelError "... An error occurred (400) when calling the HeadObject
+    # operation: Bad Request", a 500 from PUT /model.
+    with serve_json(lambda path, body: (400, None)) as url:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+        monkeypatch.setenv("AWS_SESSION_TOKEN", "expired")
+
+        with pytest.raises(InvalidConfig) as caught:
+            await download_model("aws", "prod")
+
+    assert str(caught.value) == (
+        f"S3 bucket 'models-bucket' at {url} refused the credentials for 'prod.tar.gz' (400): "
+        "a session token (AWS_SESSION_TOKEN, or a role's) that expired or is not valid: "
+        "renew the credentials"
+    )
+
+
+async def test_a_bucket_name_the_storage_refuses_is_named_not_taken_for_a_session_token(
+    s3_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MinIO (and S3 for a name it never takes) answers a HEAD on 'Models' 400 with no
+    # body; a GET's body names why. Before: "refused the credentials ... a session token
+    # that expired or is not valid: renew the credentials", with no session token at all.
+    monkeypatch.setenv("BUCKET_NAME", "Models")
+
+    url, error = await _refused_by_a_fake_s3(
+        monkeypatch, "InvalidBucketName", "The specified bucket is not valid."
+    )
+
+    assert isinstance(error, InvalidConfig) and str(error) == (
+        f"BUCKET_NAME 'Models' is no bucket name the storage at {url} takes "
+        "(InvalidBucketName: The specified bucket is not valid.): S3's are 3 to 63 lowercase "
+        "letters, digits, '.' and '-'"
+    )
+
+
+async def test_an_object_a_head_cannot_read_says_why_as_a_get_is_told(
+    s3_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An object encrypted with a customer's key (SSE-C): S3 answers a HEAD without the key
+    # 400, with no body. Before: taken for an expired session token (renew the credentials).
+    _, error = await _refused_by_a_fake_s3(
+        monkeypatch,
+        "InvalidRequest",
+        "The object was stored using a form of Server Side Encryption.",
+    )
+
+    assert isinstance(error, ModelError) and not isinstance(error, InvalidConfig)
+    assert str(error).endswith(
+        "(InvalidRequest) when calling the GetObject operation: The object was stored using "
+        "a form of Server Side Encryption."
+    )

@@ -14,7 +14,13 @@ from typing import Any
 import pytest
 
 from bench.tcp_proxy import SilentProxy, free_port
-from server.errors import CorruptConversation, StoreFailed, StoreRefusedData, StoreUnavailable
+from server.errors import (
+    CorruptConversation,
+    InvalidConfig,
+    StoreFailed,
+    StoreRefusedData,
+    StoreUnavailable,
+)
 from server.trackers import dynamo_store
 from server.trackers.dynamo_store import DynamoTrackerStore
 from server.trackers.factory import create_tracker_store
@@ -203,6 +209,34 @@ def test_rasas_defaults_name_the_table_states_in_us_east_1(endpoint: str) -> Non
     store = create_tracker_store({"type": "dynamo", "endpoint_url": endpoint})
     assert isinstance(store, DynamoTrackerStore)
     assert (store.table, store.region) == ("states", "us-east-1")
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"region": "us east"}, "region 'us east' is no AWS region name"),
+        ({"region": 5}, "region '5' is no AWS region name"),
+        ({"table_name": "my bot"}, "table_name 'my bot' is no DynamoDB table name"),
+        ({"table_name": "ab"}, "table_name 'ab' is no DynamoDB table name"),
+        ({"table_name": "x" * 256}, "table_name .x{256}. is no DynamoDB table name"),
+    ],
+    ids=["region-space", "region-number", "table-space", "table-short", "table-long"],
+)
+def test_a_region_or_table_name_dynamodb_refuses_is_named_at_start(
+    endpoint: str, setting: dict[str, Any], message: str
+) -> None:
+    """Before, a bad region was blamed on endpoint_url ("endpoint_url 'http://...' is not
+    usable: Provided region_name..."), and a table name DynamoDB refuses (AWS allows 3-255
+    letters, digits, '_', '-', '.') was taken, each request then failing with a 500."""
+    with pytest.raises(InvalidConfig, match=f"section 'tracker_store': {message}") as raised:
+        create_tracker_store({"type": "dynamo", "endpoint_url": endpoint, **setting})
+    assert "endpoint_url" not in str(raised.value)
+
+
+def test_a_table_named_by_its_arn_is_taken(endpoint: str) -> None:
+    arn = "arn:aws:dynamodb:us-east-1:123456789012:table/states"
+    store = create_tracker_store({"type": "dynamo", "endpoint_url": endpoint, "table_name": arn})
+    assert isinstance(store, DynamoTrackerStore) and store.table == arn
 
 
 async def test_a_table_with_another_key_is_refused_with_what_to_do(
