@@ -384,19 +384,26 @@ def _pick_best(predictions: list[PolicyPrediction]) -> PolicyPrediction:
     return best.with_events(events)
 
 
-def _check_against_data(
-    specs: list[dict[str, Any]], stories: list[TrainingStory], domain: Domain
-) -> list[str]:
-    """Rasa's checks of the policies against the domain and data: forms without a RulePolicy
-    fail training; no RulePolicy, policies sharing a priority, and rules without a policy
-    for them (or the reverse) are warnings."""
-    names = [_short_name(spec.get("name")) for spec in specs]
+def check_forms_have_rule_policy(specs: list[dict[str, Any]] | None, domain: Domain) -> None:
+    """As Rasa, before anything trains: a domain with forms needs the RulePolicy, which alone
+    runs a form's happy path."""
+    names = [_short_name(spec.get("name")) for spec in specs or DEFAULT_POLICIES]
     if domain.forms and "RulePolicy" not in names:
         raise TrainingError(
             "You have defined a form action, but have not added the 'RulePolicy' to your "
             "policy ensemble. Either remove all forms from your domain or add the "
             "'RulePolicy' to your policy configuration."
         )
+
+
+def _check_against_data(
+    specs: list[dict[str, Any]], stories: list[TrainingStory], domain: Domain
+) -> list[str]:
+    """Rasa's checks of the policies against the domain and data: forms without a RulePolicy
+    fail training; no RulePolicy, policies sharing a priority, and rules without a policy
+    for them (or the reverse) are warnings."""
+    check_forms_have_rule_policy(specs, domain)
+    names = [_short_name(spec.get("name")) for spec in specs]
     warnings: list[str] = []
     if "RulePolicy" not in names:
         warnings.append(
