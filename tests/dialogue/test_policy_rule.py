@@ -708,19 +708,31 @@ def test_a_story_whose_form_takes_an_answer_a_rule_handles_in_the_form_trains() 
         is_rule=True,
         condition=[ActiveLoop(name="f_form")],
     )
-    taken = story(
-        "form takes bye",
-        user("request"),
-        action("f_form"),
-        ActiveLoop(name="f_form"),
-        user("bye"),
-        action("f_form"),
-        ActiveLoop(name=None),
-        action("utter_done"),
-    )
     policy = RulePolicy("RulePolicy")
-    policy.train([ACTIVATE, bye_in_form, taken], FORM)
+    policy.train([ACTIVATE, bye_in_form, _form_taking("bye")], FORM)
     asked = [listen(), user("request"), action("f_form"), ActiveLoop(name="f_form"), listen()]
     assert predict(policy, FORM, *asked, user("bye")).action_name == "f_form"
     rejected = [*asked, user("bye"), ActionExecutionRejected(action_name="f_form")]
     assert predict(policy, FORM, *rejected).action_name == "utter_other"
+
+
+def test_a_story_whose_form_takes_a_default_intent_as_its_answer_trains() -> None:
+    # As Rasa, a form's happy path reads as one run: the answer it takes is no turn of its
+    # own, so a rule restarting on `restart` does not contradict the form taking `restart`
+    # as an answer (training failed, naming Rasa's default action behaviour).
+    restarts = story("restart", user("restart"), action("action_restart"), is_rule=True)
+    RulePolicy("RulePolicy").train([ACTIVATE, restarts, _form_taking("restart")], FORM)
+
+
+def _form_taking(answer: str) -> TrainingStory:
+    """A story whose form takes `answer` as its only slot's value, then is done."""
+    return story(
+        f"form takes {answer}",
+        user("request"),
+        action("f_form"),
+        ActiveLoop(name="f_form"),
+        user(answer),
+        action("f_form"),
+        ActiveLoop(name=None),
+        action("utter_done"),
+    )

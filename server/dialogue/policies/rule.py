@@ -46,7 +46,7 @@ from server.trackers.events import (
     SlotSet,
     UserUttered,
 )
-from server.trackers.tracker import Tracker
+from server.trackers.tracker import Tracker, collapse_loop_happy_paths
 
 # Rasa 3.6's priorities: RulePolicy 4, MemoizationPolicy 3, UnexpecTEDIntentPolicy 2, TED 1.
 RULE_PRIORITY = 4
@@ -442,10 +442,12 @@ class RulePolicy(Policy):
         self, name: str, events: list[Event], domain: Domain
     ) -> Iterator[tuple[str, str | None, str]]:
         """(the action taken, the action predicted, its source) at every
-        predictable action of a rule or story: not its first, nor one after a `...`."""
+        predictable action of a rule or story: not its first, nor one after a `...`. As
+        Rasa, a loop's happy path reads as one run: the answers it takes, and its runs on
+        them, are not predicted (a story's form taking `restart` contradicts no rule)."""
         running = Tracker(name, domain.slot_defaults())
         unpredictable = True
-        for event in events:
+        for event in collapse_loop_happy_paths(events):
             if isinstance(event, ActionExecuted):
                 if event.action_name == RULE_SNIPPET_ACTION or unpredictable:
                     unpredictable = event.action_name == RULE_SNIPPET_ACTION
