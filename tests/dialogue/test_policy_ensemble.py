@@ -11,7 +11,7 @@ import pytest
 
 from server.dialogue.domain import Domain
 from server.dialogue.policies.ensemble import PolicyEnsemble
-from server.errors import InvalidConfig
+from server.errors import InvalidConfig, TrainingError
 from server.trackers.events import ActionExecutionRejected, ActiveLoop, LoopInterrupted
 from tests.dialogue.policy_fixtures import action, bot, listen, replay, story, tracker, user
 
@@ -153,7 +153,8 @@ def test_empty_policies_use_rasas_defaults() -> None:
     ensemble = PolicyEnsemble.train([], [story("g", user("greet"), action("utter_greet"))], DOMAIN)
     assert [p.name for p in ensemble.policies] == ["MemoizationPolicy", "RulePolicy", "TEDPolicy"]
     assert [p.priority for p in ensemble.policies] == [3, 4, 1]
-    assert len(ensemble.warnings) == 2
+    # TED mapped, UnexpecTEDIntentPolicy left out, a RulePolicy without rules
+    assert len(ensemble.warnings) == 3
 
 
 def test_unknown_policy_is_an_error_naming_it() -> None:
@@ -247,3 +248,46 @@ def test_use_nlu_confidence_as_score_gives_rules_and_memory_the_intents_confiden
     assert said("greet", 0.6) == ("utter_greet", "RulePolicy", 0.6)
     assert said("greet", 0.8) == ("utter_greet", "RulePolicy", 0.8)
     assert said("affirm", 0.6) == ("utter_ok", "MemoizationPolicy", 0.6)
+
+
+def test_forms_without_a_rule_policy_stop_training_as_in_rasa() -> None:
+    # Without the RulePolicy no form ever runs its happy path: Rasa refuses to train.
+    domain = Domain.from_dict(
+        {
+            "intents": ["greet"],
+            "slots": {"c": {"type": "text", "mappings": [{"type": "from_text"}]}},
+            "forms": {"f_form": {"required_slots": ["c"]}},
+            "responses": {"utter_ask_c": [{"text": "c?"}]},
+        }
+    )
+    with pytest.raises(TrainingError, match="have not added the 'RulePolicy'"):
+        PolicyEnsemble.train([{"name": "MemoizationPolicy"}, {"name": "TEDPolicy"}], [], domain)
+
+
+def test_rasas_warnings_on_the_policies_against_the_data() -> None:
+    greet = story("g", user("greet"), action("utter_greet"))
+    rule = story("r", user("affirm"), action("utter_ok"), is_rule=True)
+    no_rules = PolicyEnsemble.train([{"name": "MemoizationPolicy"}], [greet, rule], DOMAIN)
+    assert no_rules.warnings == [
+        "'RulePolicy' is not included in the model's policy configuration. Default intents "
+        "such as 'restart' and 'back' will not trigger actions 'action_restart' and "
+        "'action_back'.",
+        "Found rule-based training data but no policy supporting rule-based data. Please add "
+        "`RulePolicy` or another rule-supporting policy to the `policies` section in "
+        "`config.yml`.",
+    ]
+    same = [{"name": "MemoizationPolicy"}, {"name": "AugmentedMemoizationPolicy"}]
+    shared = PolicyEnsemble.train([*same, {"name": "RulePolicy"}], [greet], DOMAIN)
+    assert shared.warnings == [
+        "Found policies MemoizationPolicy, AugmentedMemoizationPolicy with same priority 3 in "
+        "PolicyEnsemble. When personalizing priorities, be sure to give all policies "
+        "different priorities.",
+        "Found a rule-based policy in your configuration but no rule-based training data. "
+        "Please add rule-based stories to your training data or remove the rule-based policy "
+        "(`RulePolicy`) from your configuration.",
+    ]
+    apart: list[dict[str, Any]] = [
+        {"name": "MemoizationPolicy", "priority": 5},
+        {"name": "RulePolicy"},
+    ]
+    assert PolicyEnsemble.train(apart, [greet, rule], DOMAIN).warnings == []

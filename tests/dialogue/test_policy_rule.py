@@ -644,3 +644,95 @@ def test_a_rules_listen_a_story_goes_on_from_is_dropped_and_the_other_rules_stil
     asked = [*menu, listen(), user("ask")]
     assert predict(policy, domain, *asked).action_name == "utter_after_menu"
     assert predict(policy, domain, gold, *asked).action_name == "utter_gold"
+
+
+FORM = Domain.from_dict(
+    {
+        "intents": ["request", "inform", "bye", "restart"],
+        "slots": {"cuisine": {"type": "text", "mappings": [{"type": "from_text"}]}},
+        "forms": {"f_form": {"required_slots": ["cuisine"]}},
+        "responses": {
+            "utter_ask_cuisine": [{"text": "which?"}],
+            "utter_done": [{"text": "done"}],
+            "utter_other": [{"text": "other"}],
+        },
+    }
+)
+ACTIVATE = story(
+    "activate", user("request"), action("f_form"), ActiveLoop(name="f_form"), is_rule=True
+)
+
+
+def test_a_story_going_on_while_a_form_asks_contradicts_the_forms_happy_path() -> None:
+    # The form asked and listens: a story saying otherwise is never followed. Rasa names
+    # the form's own rule; we used to train it without a word.
+    going_on = story(
+        "no listen",
+        user("request"),
+        action("f_form"),
+        ActiveLoop(name="f_form"),
+        action("utter_other"),
+    )
+    with pytest.raises(TrainingError) as info:
+        RulePolicy("RulePolicy").train([ACTIVATE, going_on], FORM)
+    assert (
+        "- the prediction of the action 'utter_other' in story 'no listen' is contradicting "
+        "with rule(s) 'handling active loops and forms - f_form - action_listen' which "
+        "predicted action 'action_listen'."
+    ) in str(info.value)
+
+
+def test_a_story_answering_restart_otherwise_contradicts_a_rule_that_restarts() -> None:
+    restarts = story("restart", user("restart"), action("action_restart"), is_rule=True)
+    otherwise = story("no restart", user("restart"), action("utter_other"))
+    with pytest.raises(TrainingError) as info:
+        RulePolicy("RulePolicy").train([restarts, otherwise], FORM)
+    assert (
+        "- the prediction of the action 'utter_other' in story 'no restart' is contradicting "
+        "with rule(s) 'predicting default action with intent restart' which predicted action "
+        "'action_restart'."
+    ) in str(info.value)
+    # As Rasa, without a rule taking the default action the story is not checked.
+    RulePolicy("RulePolicy").train([otherwise], FORM)
+
+
+def test_a_story_whose_form_takes_an_answer_a_rule_handles_in_the_form_trains() -> None:
+    # The form runs first and takes "bye" as its answer: no contradiction with the rule
+    # for when it does not (training used to fail, naming the rule).
+    bye_in_form = story(
+        "bye in form",
+        user("bye"),
+        action("utter_other"),
+        action("f_form"),
+        ActiveLoop(name="f_form"),
+        is_rule=True,
+        condition=[ActiveLoop(name="f_form")],
+    )
+    policy = RulePolicy("RulePolicy")
+    policy.train([ACTIVATE, bye_in_form, _form_taking("bye")], FORM)
+    asked = [listen(), user("request"), action("f_form"), ActiveLoop(name="f_form"), listen()]
+    assert predict(policy, FORM, *asked, user("bye")).action_name == "f_form"
+    rejected = [*asked, user("bye"), ActionExecutionRejected(action_name="f_form")]
+    assert predict(policy, FORM, *rejected).action_name == "utter_other"
+
+
+def test_a_story_whose_form_takes_a_default_intent_as_its_answer_trains() -> None:
+    # As Rasa, a form's happy path reads as one run: the answer it takes is no turn of its
+    # own, so a rule restarting on `restart` does not contradict the form taking `restart`
+    # as an answer (training failed, naming Rasa's default action behaviour).
+    restarts = story("restart", user("restart"), action("action_restart"), is_rule=True)
+    RulePolicy("RulePolicy").train([ACTIVATE, restarts, _form_taking("restart")], FORM)
+
+
+def _form_taking(answer: str) -> TrainingStory:
+    """A story whose form takes `answer` as its only slot's value, then is done."""
+    return story(
+        f"form takes {answer}",
+        user("request"),
+        action("f_form"),
+        ActiveLoop(name="f_form"),
+        user(answer),
+        action("f_form"),
+        ActiveLoop(name=None),
+        action("utter_done"),
+    )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from server.errors import TrainingError
 from server.models.archive import read_metadata
 from server.training.train import train
 
@@ -107,3 +108,29 @@ def test_a_config_without_assistant_id_trains_a_model_with_a_random_one(
     placeholder = train(tmp_path / "config.yml", tmp_path / "domain.yml", [stories], tmp_path / "p")
     assert read_metadata(placeholder.path)["assistant_id"] == "placeholder_default"
     assert any("still the placeholder 'placeholder_default'" in w for w in placeholder.warnings)
+
+
+def test_forms_without_a_rule_policy_stop_training_before_the_nlu_trains(tmp_path: Path) -> None:
+    # As Rasa, which checks the policies against the domain before training anything: the
+    # error came only once the NLU pipeline had trained (minutes on a large project).
+    (tmp_path / "domain.yml").write_text(DOMAIN + "forms:\n  f_form:\n    required_slots: []\n")
+    (tmp_path / "config.yml").write_text(
+        "pipeline:\n- name: WhitespaceTokenizer\n- name: CountVectorsFeaturizer\n"
+        "- name: IntentClassifier\npolicies:\n- name: MemoizationPolicy\n"
+    )
+    data = tmp_path / "data.yml"
+    data.write_text(
+        STORIES + "nlu:\n- intent: greet\n  examples: |\n    - hi\n    - hello\n"
+        "- intent: bye\n  examples: |\n    - bye\n    - ciao\n"
+    )
+    said: list[str] = []
+    with pytest.raises(TrainingError, match="have not added the 'RulePolicy'"):
+        train(
+            tmp_path / "config.yml",
+            tmp_path / "domain.yml",
+            [data],
+            tmp_path / "m",
+            progress=said.append,
+        )
+    assert not any(message.startswith("training NLU") for message in said), said
+    assert not (tmp_path / "m").exists()

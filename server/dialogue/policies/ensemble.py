@@ -29,7 +29,13 @@ from server.dialogue.policies.policy import Policy
 from server.dialogue.policies.prediction import PolicyPrediction, prediction_from, zeros
 from server.dialogue.policies.rule import RulePolicy
 from server.dialogue.story_steps import TrainingStory
-from server.errors import BotServerError, InvalidConfig, ModelError, about_config_item
+from server.errors import (
+    BotServerError,
+    InvalidConfig,
+    ModelError,
+    TrainingError,
+    about_config_item,
+)
 from server.nlu.state_files import loads_state
 from server.trackers.events import Event
 from server.trackers.tracker import Tracker
@@ -55,6 +61,8 @@ DEFAULT_POLICIES: list[dict[str, Any]] = [
     {"name": "UnexpecTEDIntentPolicy", "max_history": 5, "epochs": 100},
     {"name": "TEDPolicy", "max_history": 5, "epochs": 100, "constrain_similarities": True},
 ]
+# Rasa 3.6's priority of the policy we leave out.
+IGNORED_PRIORITY = 2
 ENSEMBLE_FILE = "ensemble.json"
 # Distinct inputs (window of states, latest intent and action, ...) whose winner the
 # ensemble remembers: about 1 KB each.
@@ -174,6 +182,7 @@ class PolicyEnsemble:
         cls, policies: list[dict[str, Any]], stories: list[TrainingStory], domain: Domain
     ) -> PolicyEnsemble:
         ensemble = cls.from_config(policies)
+        ensemble.warnings.extend(_check_against_data(policies or DEFAULT_POLICIES, stories, domain))
         for policy in ensemble.policies:
             policy.train(stories, domain)
             ensemble.warnings.extend(policy.warnings)
@@ -373,6 +382,63 @@ def _pick_best(predictions: list[PolicyPrediction]) -> PolicyPrediction:
             best_score, best = score, prediction
     assert best is not None
     return best.with_events(events)
+
+
+def check_forms_have_rule_policy(specs: list[dict[str, Any]] | None, domain: Domain) -> None:
+    """As Rasa, before anything trains: a domain with forms needs the RulePolicy, which alone
+    runs a form's happy path."""
+    names = [_short_name(spec.get("name")) for spec in specs or DEFAULT_POLICIES]
+    if domain.forms and "RulePolicy" not in names:
+        raise TrainingError(
+            "You have defined a form action, but have not added the 'RulePolicy' to your "
+            "policy ensemble. Either remove all forms from your domain or add the "
+            "'RulePolicy' to your policy configuration."
+        )
+
+
+def _check_against_data(
+    specs: list[dict[str, Any]], stories: list[TrainingStory], domain: Domain
+) -> list[str]:
+    """Rasa's checks of the policies against the domain and data: forms without a RulePolicy
+    fail training; no RulePolicy, policies sharing a priority, and rules without a policy
+    for them (or the reverse) are warnings."""
+    check_forms_have_rule_policy(specs, domain)
+    names = [_short_name(spec.get("name")) for spec in specs]
+    warnings: list[str] = []
+    if "RulePolicy" not in names:
+        warnings.append(
+            "'RulePolicy' is not included in the model's policy configuration. Default "
+            "intents such as 'restart' and 'back' will not trigger actions 'action_restart' "
+            "and 'action_back'."
+        )
+    by_priority: dict[Any, list[str]] = {}
+    for spec, name in zip(specs, names, strict=True):
+        policy_cls = POLICY_CLASSES.get(MAPPED_POLICIES.get(name, name))
+        default = policy_cls.default_priority if policy_cls else IGNORED_PRIORITY
+        priority = spec.get("priority", default)
+        by_priority.setdefault(priority, []).append(name)
+    for priority, sharing in by_priority.items():
+        if len(sharing) > 1:
+            warnings.append(
+                f"Found policies {', '.join(sharing)} with same priority {priority} in "
+                "PolicyEnsemble. When personalizing priorities, be sure to give all policies "
+                "different priorities."
+            )
+    if stories:
+        has_rules = any(story.is_rule for story in stories)
+        if "RulePolicy" in names and not has_rules:
+            warnings.append(
+                "Found a rule-based policy in your configuration but no rule-based training "
+                "data. Please add rule-based stories to your training data or remove the "
+                "rule-based policy (`RulePolicy`) from your configuration."
+            )
+        elif "RulePolicy" not in names and has_rules:
+            warnings.append(
+                "Found rule-based training data but no policy supporting rule-based data. "
+                "Please add `RulePolicy` or another rule-supporting policy to the `policies` "
+                "section in `config.yml`."
+            )
+    return warnings
 
 
 def _unknown_options(

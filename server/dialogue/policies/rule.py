@@ -8,7 +8,7 @@ end of the conversation. Contradictions between rules and stories fail training.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ from server.trackers.events import (
     SlotSet,
     UserUttered,
 )
-from server.trackers.tracker import Tracker
+from server.trackers.tracker import Tracker, collapse_loop_happy_paths
 
 # Rasa 3.6's priorities: RulePolicy 4, MemoizationPolicy 3, UnexpecTEDIntentPolicy 2, TED 1.
 RULE_PRIORITY = 4
@@ -375,49 +375,57 @@ class RulePolicy(Policy):
         in_stories: set[str],
     ) -> list[str]:
         """The contradictions between rules and stories; adds to `in_stories` the sources of
-        the rule predictions the stories follow."""
+        the rule predictions the stories follow.
+
+        As Rasa, in two passes: the rules first, to learn what each source (a rule's key, a
+        default intent's action, a form's happy path) predicts in them, then every rule and
+        story against that, so a story going against a form's happy path or a default
+        intent's action that a rule also takes is named too."""
+        predicted_by: dict[str, dict[str, str]] = {}  # source -> {rule or behaviour: action}
+        for rule, events in rules:
+            for gold, predicted, source in self._predictions(rule.name, events, domain):
+                if predicted is None or not source:
+                    continue
+                if source in self.rules_.entries:
+                    predicted_by.setdefault(source, {}).setdefault(rule.name, gold)
+                else:
+                    predicted_by.setdefault(source, {})[_behaviour(source)] = predicted
         errors: list[str] = []
         used: set[str] = set()
         trackers: list[tuple[str, str, list[Event]]] = [
             ("rule", rule.name, events) for rule, events in rules
         ] + [("story", story.name, story.events) for story in stories]
         for kind, name, events in trackers:
-            running = Tracker(name, domain.slot_defaults())
-            unpredictable = True
-            for event in events:
-                if not isinstance(event, ActionExecuted):
-                    running.update(event)
-                    continue
-                if event.action_name == RULE_SNIPPET_ACTION or unpredictable:
-                    unpredictable = event.action_name == RULE_SNIPPET_ACTION
-                    running.update(event)
-                    continue
-                gold = label_of(event)
-                predicted, source = self._check_prediction(running, domain)
+            for gold, predicted, source in self._predictions(name, events, domain):
                 if source in self.rules_.entries:
                     used.add(source)
                 if kind == "story" and predicted == gold:
                     in_stories.add(source)
-                if predicted is not None and predicted != gold and source in self.rules_.entries:
-                    if (
-                        kind == "story"
-                        and predicted == ACTION_LISTEN
-                        and source.count(PREV_ACTION) == 1
-                        and self._continued(source)
-                    ):
-                        # a rule's implicit "listen after this action", where another
-                        # rule goes on from the same state: stories may go on
-                        self._forget(source)
-                    else:
-                        message = (
-                            f"- the prediction of the action '{gold}' in {kind} '{name}' is "
-                            f"contradicting with rule(s) "
-                            f"'{', '.join(self.rule_sources_.get(source, []))}'"
-                        )
-                        if predicted != self.option("core_fallback_action_name"):
-                            message += f" which predicted action '{predicted}'"
-                        errors.append(message + ".")
-                running.update(event)
+                if predicted is None or predicted == gold or not source:
+                    continue
+                if (
+                    kind == "story"
+                    and predicted == ACTION_LISTEN
+                    and source in self.rules_.entries
+                    and source.count(PREV_ACTION) <= 1
+                    and self._continued(source)
+                ):
+                    # a rule's implicit "listen after this action", where another
+                    # rule goes on from the same state: stories may go on
+                    self._forget(source)
+                    continue
+                against = [n for n, act in predicted_by.get(source, {}).items() if act != gold]
+                if self.rules_.entries.get(source, gold) != gold:
+                    against.extend(self.rule_sources_.get(source, []))
+                if not against:
+                    continue
+                message = (
+                    f"- the prediction of the action '{gold}' in {kind} '{name}' is "
+                    f"contradicting with rule(s) '{', '.join(dict.fromkeys(against))}'"
+                )
+                if predicted != self.option("core_fallback_action_name"):
+                    message += f" which predicted action '{predicted}'"
+                errors.append(message + ".")
         unused = [
             name
             for name in dict.fromkeys(r.name for r, _ in rules)
@@ -430,6 +438,25 @@ class RulePolicy(Policy):
             )
         return errors
 
+    def _predictions(
+        self, name: str, events: list[Event], domain: Domain
+    ) -> Iterator[tuple[str, str | None, str]]:
+        """(the action taken, the action predicted, its source) at every
+        predictable action of a rule or story: not its first, nor one after a `...`. As
+        Rasa, a loop's happy path reads as one run: the answers it takes, and its runs on
+        them, are not predicted (a story's form taking `restart` contradicts no rule)."""
+        running = Tracker(name, domain.slot_defaults())
+        unpredictable = True
+        for event in collapse_loop_happy_paths(events):
+            if isinstance(event, ActionExecuted):
+                if event.action_name == RULE_SNIPPET_ACTION or unpredictable:
+                    unpredictable = event.action_name == RULE_SNIPPET_ACTION
+                else:
+                    gold = label_of(event)
+                    predicted, source = self._check_prediction(running, domain, gold)
+                    yield gold, predicted, source
+            running.update(event)
+
     def _continued(self, key: str) -> bool:
         """Whether another rule's states begin as `key`'s single state does (Rasa's test:
         only then is a story going on after the rule's listen no contradiction)."""
@@ -440,12 +467,15 @@ class RulePolicy(Policy):
         self.rules_ = self.rules_.without(key)
         self.rule_sources_.pop(key, None)
 
-    def _check_prediction(self, running: Tracker, domain: Domain) -> tuple[str | None, str]:
+    def _check_prediction(
+        self, running: Tracker, domain: Domain, gold: str
+    ) -> tuple[str | None, str]:
         conversation = ConversationStates(running, domain)
         action, source, _, _ = self._find_action(conversation)
         loop = _active_loop(running, domain)
-        if loop and action == loop:
-            # inside a loop the rules speak only once the loop has rejected the input
+        if loop and action == loop and gold != loop:
+            # inside a loop the rules speak only once the loop has rejected the input (as
+            # Rasa: only where the conversation does not run the loop itself)
             running.update(ActionExecutionRejected(action_name=loop, timestamp=0.0))
             action, source, _, _ = self._find_action(ConversationStates(running, domain))
         return action, source
@@ -560,6 +590,17 @@ class RulePolicy(Policy):
         slots = frozenset(str(n) for n in state.get("rule_only_slots", []))
         loops = frozenset(str(n) for n in state.get("rule_only_loops", []))
         self.rule_only_ = RuleOnly(slots, loops) if slots or loops else NO_RULE_ONLY
+
+
+def _behaviour(source: str) -> str:
+    """How Rasa names a prediction source that is no rule: a default intent's action, or a
+    form's happy path (its run, or the listen after it)."""
+    if source.startswith(SOURCE_DEFAULT):
+        return "predicting default action with intent " + source[len(SOURCE_DEFAULT) :]
+    loop = source[len(SOURCE_LOOP) :]
+    if loop.endswith(LOOP_LISTEN):
+        return f"handling active loops and forms - {loop[: -len(LOOP_LISTEN)]} - {ACTION_LISTEN}"
+    return f"handling active loops and forms - {loop}"
 
 
 def _active_loop(tracker: Tracker, domain: Domain) -> str | None:
