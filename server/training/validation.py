@@ -79,11 +79,12 @@ def validate_project(
     `empty_domain_stops`: a domain that declares nothing is the one error, as in
     `rasa data validate`."""
     report = ValidationReport()
+    data = list(data)
     try:
-        project = load_project(config, domain, list(data))
+        project = load_project(config, domain, data)
     except BotServerError as exc:
         report.errors.append(str(exc))
-        report.training_stops = True
+        report.training_stops = not _trains_without_domain(config, domain, data)
         return report
     if stories_only:
         report.warnings.extend(_conflicts(project, max_history))
@@ -105,6 +106,21 @@ def validate_project(
         report.training_stops = True
     check_project(project, report, max_history)
     return report
+
+
+def _trains_without_domain(
+    config: str | Path | None, domain: str | Path, data: list[str | Path]
+) -> bool:
+    """Whether a project validation could not read is read by `train --skip-validation`:
+    when the domain file is missing, which training takes as an empty domain (an NLU-only
+    model, as Rasa's training does), and the other files are read."""
+    if Path(domain).exists():
+        return False
+    try:
+        load_project(config, domain, data, missing_domain_is_empty=True)
+    except BotServerError:
+        return False
+    return True
 
 
 # The assistant_id of every project `rasa init` makes (Rasa warns while it is left as is).

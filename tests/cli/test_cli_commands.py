@@ -403,6 +403,20 @@ def test_train_offers_no_skip_validation_for_a_file_it_cannot_read(
     assert anyway.code == 1
 
 
+def test_train_without_a_domain_still_offers_skip_validation(run_cli, starter_copy: Path) -> None:
+    """`--skip-validation` reads a missing domain as an empty one and trains an NLU-only
+    model, as Rasa does: the refusal still says so. Before, the hint was dropped for every
+    file validation could not read, this one too."""
+    (starter_copy / "domain.yml").unlink()
+    refused = run_cli("train", "--force", cwd=starter_copy)
+    assert refused.code == 1
+    assert "domain file not found" in refused.err
+    assert "train anyway with --skip-validation" in refused.err
+    anyway = run_cli("train", "--force", "--skip-validation", cwd=starter_copy)
+    assert anyway.code == 0, anyway.err
+    assert any(p.name.startswith("nlu-") for p in (starter_copy / "models").iterdir())
+
+
 def test_rasas_own_rules_example_trains_despite_its_warnings_as_in_rasa(
     run_cli, tmp_path: Path
 ) -> None:
