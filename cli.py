@@ -1025,9 +1025,11 @@ def _valid_for_training(args: argparse.Namespace) -> bool:
     reasons = [f"{len(report.errors)} error(s)"] if report.errors else []
     if strict and report.warnings:
         reasons.append(f"{len(report.warnings)} warning(s) with --fail-on-validation-warnings")
+    # (--skip-validation trains past the checks, not past a file training cannot read)
+    anyway = "" if report.training_stops else ", or train anyway with --skip-validation"
     print(
         f"error: Project validation completed with errors ({'; '.join(reasons)}): nothing "
-        "was trained. Correct them, or train anyway with --skip-validation.",
+        f"was trained. Correct them{anyway}.",
         file=sys.stderr,
     )
     return False

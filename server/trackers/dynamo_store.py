@@ -76,6 +76,9 @@ class DynamoTrackerStore:
 
     process_local = False
 
+    # The `tracker_store:` keys read: Rasa's DynamoTrackerStore arguments, and ours.
+    SETTINGS = frozenset({"table_name", "region", "endpoint_url", "socket_timeout", "cache_events"})
+
     def __init__(self, config: dict[str, Any], create_table: bool = True) -> None:
         try:
             import boto3

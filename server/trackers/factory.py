@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -12,7 +12,7 @@ from server.errors import InvalidConfig
 from server.trackers.lock import LockStore
 from server.trackers.memory_lock import InMemoryLockStore, wait_timeout_setting
 from server.trackers.memory_store import InMemoryTrackerStore
-from server.trackers.store import TrackerStore, cache_events_setting
+from server.trackers.store import ENDPOINT_SETTINGS, TrackerStore, cache_events_setting
 
 logger = logging.getLogger(__name__)
 
@@ -79,19 +79,17 @@ def _create_tracker_store(config: dict[str, Any], create_missing: bool) -> Track
     if kind == "sql":
         from server.trackers.sql_store import SqlTrackerStore
 
+        _warn_of_unknown_keys(config, SqlTrackerStore.SETTINGS)
         return SqlTrackerStore.from_config(config)
     if kind == "redis":
-        from server.trackers.redis_client import ENDPOINT_SETTINGS
         from server.trackers.redis_store import RedisTrackerStore
 
-        # `cache_size`: the former name of `cache_events`.
-        _warn_of_unknown_keys(
-            config, RedisTrackerStore.SETTINGS, ENDPOINT_SETTINGS | {"cache_size"}
-        )
+        _warn_of_unknown_keys(config, RedisTrackerStore.SETTINGS)
         return RedisTrackerStore(config)
     if kind == "dynamo":
         from server.trackers.dynamo_store import DynamoTrackerStore
 
+        _warn_of_unknown_keys(config, DynamoTrackerStore.SETTINGS)
         return DynamoTrackerStore(config, create_table=create_missing)
     if kind in _UNSUPPORTED_TRACKER_TYPES:
         raise InvalidConfig(
@@ -104,15 +102,18 @@ def _create_tracker_store(config: dict[str, Any], create_missing: bool) -> Track
     )
 
 
-def _warn_of_unknown_keys(
-    config: dict[str, Any], known: frozenset[str], quiet: Iterable[str] = ()
-) -> None:
-    """A warning for each `tracker_store:` key the store neither reads nor takes `quiet`ly,
-    with the key meant when it is a near miss of one: Rasa's store takes any key and ignores
+# Taken from every `tracker_store:` section without a word: Rasa's EndpointConfig keys, and
+# `cache_size`, the former name of `cache_events`.
+_QUIET_KEYS = ENDPOINT_SETTINGS | {"type", "cache_size"}
+
+
+def _warn_of_unknown_keys(config: dict[str, Any], known: frozenset[str]) -> None:
+    """A warning for each `tracker_store:` key the store does not read (nor any section),
+    with the key meant when it is a near miss of one: Rasa's stores take any key and ignore
     it without a word, and a misspelt `key_prefix` read and wrote another bot's
-    conversations."""
+    conversations, a misspelt `dialect` wrote them to a SQLite file."""
     for key in config:
-        if key == "type" or key in known or key in quiet or key in _KEYS_RASA_3_IGNORES:
+        if key in known or key in _QUIET_KEYS or key in _KEYS_RASA_3_IGNORES:
             continue
         close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.8)
         hint = f"did you mean '{close[0]}'?" if close else f"it reads {', '.join(sorted(known))}"

@@ -27,11 +27,6 @@ logger = logging.getLogger(__name__)
 _PREFIX = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
-# What Rasa's EndpointConfig takes from any section before a store sees the rest: its Redis
-# stores never read them, and Rasa starts with them.
-ENDPOINT_SETTINGS = frozenset({"params", "headers", "basic_auth", "token", "token_name", "cafile"})
-
-
 def create_client(config: dict[str, Any], default_db: int, subscriber: bool = False) -> Redis:
     """A client for `url`/`host`, `port`, `db`, `username`, `password`, `use_ssl`...
 

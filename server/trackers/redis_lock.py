@@ -29,7 +29,6 @@ from server.tasks import stop
 from server.trackers.memory_lock import timeout_message, wait_timeout_setting
 from server.trackers.redis_batch import CommandBatch
 from server.trackers.redis_client import (
-    ENDPOINT_SETTINGS,
     READINESS_SCRIPT,
     REDIS_ERRORS,
     create_client,
@@ -39,6 +38,7 @@ from server.trackers.redis_client import (
     store_error,
     store_errors_as,
 )
+from server.trackers.store import ENDPOINT_SETTINGS
 
 logger = logging.getLogger(__name__)
 

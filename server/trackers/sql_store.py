@@ -287,6 +287,12 @@ class SqlTrackerStore:
         # waits behind one): done once its insert is over.
         self._queued: dict[str, asyncio.Future[None]] = {}
 
+    # The `tracker_store:` keys read: Rasa's SQLTrackerStore arguments, and `cache_events`.
+    SETTINGS = frozenset(
+        {"dialect", "url", "host", "port", "db", "username", "password", "login_db", "query"}
+        | {"cache_events"}
+    )
+
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> SqlTrackerStore:
         """From a Rasa `tracker_store:` section of `type: sql`."""

@@ -17,6 +17,13 @@ from server.errors import CorruptConversation, InvalidConversationId
 DEFAULT_CACHE_EVENTS = 10_000
 
 
+# What Rasa's EndpointConfig takes from any section before a store sees the rest: its stores
+# never read them (`url` aside, which some read as their host), and Rasa starts with them.
+ENDPOINT_SETTINGS = frozenset(
+    {"url", "params", "headers", "basic_auth", "token", "token_name", "cafile"}
+)
+
+
 def cache_events_setting(config: dict[str, Any]) -> int:
     """`cache_events` of a `tracker_store:` section (`cache_size` is its former name)."""
     return int(config.get("cache_events") or config.get("cache_size") or DEFAULT_CACHE_EVENTS)

@@ -56,6 +56,9 @@ class ValidationReport:
     # What Rasa's validator does not check (a slot, or an action named without `action_` or
     # `utter_`, that stories use and the domain lacks): shown, never failing, as with Rasa.
     unchecked_warnings: list[str] = field(default_factory=list)
+    # An error training meets too (a file it cannot read, a component config.yml cannot
+    # have): `train --skip-validation` does not get past it.
+    training_stops: bool = False
 
     @property
     def ok(self) -> bool:
@@ -76,10 +79,12 @@ def validate_project(
     `empty_domain_stops`: a domain that declares nothing is the one error, as in
     `rasa data validate`."""
     report = ValidationReport()
+    data = list(data)
     try:
-        project = load_project(config, domain, list(data))
+        project = load_project(config, domain, data)
     except BotServerError as exc:
         report.errors.append(str(exc))
+        report.training_stops = not _trains_without_domain(config, domain, data)
         return report
     if stories_only:
         report.warnings.extend(_conflicts(project, max_history))
@@ -98,8 +103,24 @@ def validate_project(
         )
     except BotServerError as exc:
         report.errors.append(str(exc))
+        report.training_stops = True
     check_project(project, report, max_history)
     return report
+
+
+def _trains_without_domain(
+    config: str | Path | None, domain: str | Path, data: list[str | Path]
+) -> bool:
+    """Whether a project validation could not read is read by `train --skip-validation`:
+    when the domain file is missing, which training takes as an empty domain (an NLU-only
+    model, as Rasa's training does), and the other files are read."""
+    if Path(domain).exists():
+        return False
+    try:
+        load_project(config, domain, data, missing_domain_is_empty=True)
+    except BotServerError:
+        return False
+    return True
 
 
 # The assistant_id of every project `rasa init` makes (Rasa warns while it is left as is).

@@ -371,11 +371,50 @@ def test_train_validates_the_project_first_as_rasa_does(run_cli, starter_copy: P
     assert refused.code == 1
     assert "stories.yml:12: action 'action_goodbye'" in refused.err
     assert "Project validation completed with errors" in refused.err
+    assert "train anyway with --skip-validation" in refused.err
     assert sorted((starter_copy / "models").iterdir()) == models  # nothing trained
 
     anyway = run_cli("train", "--force", "--skip-validation", cwd=starter_copy)
     assert anyway.code == 0, anyway.err
     assert len(list((starter_copy / "models").iterdir())) == len(models) + 1
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new"),
+    [
+        ("domain.yml", "responses:", "responses:\n  utter_broken: hello"),
+        ("config.yml", "pipeline:", "pipeline:\n  - name: NoSuchComponent"),
+    ],
+)
+def test_train_offers_no_skip_validation_for_a_file_it_cannot_read(
+    run_cli, starter_copy: Path, file: str, old: str, new: str
+) -> None:
+    """A domain that cannot be read, or a config.yml naming a component there is not,
+    stops `--skip-validation` training too: the refusal no longer sends the user there.
+    Before, it said "train anyway with --skip-validation", which then failed the same."""
+    path = starter_copy / file
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new, 1))
+    refused = run_cli("train", "--force", cwd=starter_copy)
+    assert refused.code == 1
+    assert "Project validation completed with errors" in refused.err
+    assert "skip-validation" not in refused.err
+    anyway = run_cli("train", "--force", "--skip-validation", cwd=starter_copy)
+    assert anyway.code == 1
+
+
+def test_train_without_a_domain_still_offers_skip_validation(run_cli, starter_copy: Path) -> None:
+    """`--skip-validation` reads a missing domain as an empty one and trains an NLU-only
+    model, as Rasa does: the refusal still says so. Before, the hint was dropped for every
+    file validation could not read, this one too."""
+    (starter_copy / "domain.yml").unlink()
+    refused = run_cli("train", "--force", cwd=starter_copy)
+    assert refused.code == 1
+    assert "domain file not found" in refused.err
+    assert "train anyway with --skip-validation" in refused.err
+    anyway = run_cli("train", "--force", "--skip-validation", cwd=starter_copy)
+    assert anyway.code == 0, anyway.err
+    assert any(p.name.startswith("nlu-") for p in (starter_copy / "models").iterdir())
 
 
 def test_rasas_own_rules_example_trains_despite_its_warnings_as_in_rasa(
@@ -1103,3 +1142,25 @@ def test_a_categorical_slot_without_values_never_fails_validation(
     assert result.code == 0, result.out
     assert "warning: domain.yml:17: categorical slot 'size' lists no values" in result.out
     assert "does not fail on the 1 that Rasa's validator does not give" in result.out
+
+
+def test_a_slot_mapping_naming_an_unlisted_entity_never_fails_validation(
+    run_cli, starter_copy: Path
+) -> None:
+    """Rasa's validator says nothing of a mapping naming an entity or intent the domain does
+    not list (it skips the mapping at each message), --fail-on-warnings too: botserver warns
+    and passes. Before, exit 1 with --fail-on-warnings."""
+    domain = starter_copy / "domain.yml"
+    domain.write_text(
+        domain.read_text().replace(
+            "slots:\n",
+            "slots:\n  city:\n    type: text\n    mappings:\n"
+            "    - {type: from_entity, entity: citty}\n"
+            "    - {type: from_intent, intent: infrom, value: x}\n",
+        )
+    )
+    result = run_cli("data", "validate", "--fail-on-warnings", cwd=starter_copy)
+    assert result.code == 0, result.out
+    assert "from_entity mapping for the entity 'citty'" in result.out
+    assert "from_intent mapping for the intent 'infrom'" in result.out
+    assert "does not fail on the 2 that Rasa's validator does not give" in result.out

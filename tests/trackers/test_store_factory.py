@@ -152,6 +152,52 @@ async def test_the_keys_rasa_reads_for_any_endpoint_are_not_warned_about(
 
 
 @pytest.mark.parametrize(
+    ("kind", "key", "said"),
+    [
+        ("sql", "dilect", "did you mean 'dialect'?"),
+        ("sql", "usernme", "did you mean 'username'?"),
+        ("sql", "login_database", "it reads cache_events, db, dialect, host, login_db"),
+        ("dynamo", "tabel_name", "did you mean 'table_name'?"),
+        ("dynamo", "regoin", "did you mean 'region'?"),
+        ("dynamo", "aws_access_key_id", "it reads cache_events, endpoint_url, region"),
+    ],
+)
+async def test_a_misspelt_sql_or_dynamo_tracker_store_key_is_named_at_start(
+    kind: str, key: str, said: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rasa's SQLTrackerStore and DynamoTrackerStore take any key and ignore the ones they
+    do not know, and so did botserver: a misspelt `dialect` silently stored the
+    conversations in a SQLite file, a misspelt `table_name` in the table `states`. The
+    start now names it, as for Redis."""
+    where = {"db": str(tmp_path / "rasa.db")} if kind == "sql" else {}
+    store = create_tracker_store({"type": kind, **where, key: "x"})
+    if isinstance(store, SqlTrackerStore):
+        await store.close()
+    (line,) = [r.getMessage() for r in caplog.records if f"'{key}'" in r.getMessage()]
+    assert line.startswith(f"tracker_store: unknown setting '{key}' is not read (nor by Rasa)")
+    assert said in line
+
+
+async def test_the_keys_rasa_reads_for_sql_and_dynamo_are_not_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The keys Rasa's SQL and DynamoDB stores read, ours, and those Rasa's EndpointConfig
+    takes from every section start without a warning."""
+    endpoint: dict[str, Any] = {"params": {}, "headers": {}, "basic_auth": None, "token": None}
+    endpoint |= {"token_name": "t", "cafile": None}
+    sql: dict[str, Any] = {"type": "sql", "dialect": "sqlite", "url": None, "host": None}
+    sql |= {"port": None, "db": str(tmp_path / "rasa.db"), "username": "u", "password": "p"}
+    sql |= {"login_db": None, "query": {}, "cache_events": 100, "cache_size": 100}
+    store = create_tracker_store(sql | endpoint)
+    assert isinstance(store, SqlTrackerStore)
+    await store.close()
+    dynamo: dict[str, Any] = {"type": "dynamo", "table_name": "bots", "region": "eu-west-3"}
+    dynamo |= {"endpoint_url": None, "socket_timeout": 5, "cache_events": 100, "url": None}
+    create_tracker_store(dynamo | endpoint | {"cache_size": 100})
+    assert "unknown setting" not in caplog.text
+
+
+@pytest.mark.parametrize(
     "key", ["retrieve_events_from_previous_conversation_sessions", "max_event_history", "schema"]
 )
 async def test_a_tracker_store_key_rasa_3_does_not_read_is_warned_about(
