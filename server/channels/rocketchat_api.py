@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from server.dialogue.http_endpoint import safe_url
+from server.dialogue.http_endpoint import error_reason, safe_url
 from server.http_clients import async_client_off_loop
 
 logger = logging.getLogger(__name__)
@@ -135,12 +135,12 @@ class RocketChatAPI:
             raise RocketChatUnavailable(
                 f"Rocket.Chat at {where} did not answer within {self._timeout:g} s"
             ) from None
-        except httpx.ConnectError as e:
+        except httpx.ConnectError as e:  # down, or its TLS certificate not trusted: say which
             raise RocketChatUnavailable(
-                f"cannot reach Rocket.Chat at {where}: {type(e).__name__}"
+                f"cannot reach Rocket.Chat at {where}: {error_reason(e)}"
             ) from None
         except httpx.HTTPError as e:
-            reason = type(e).__name__
+            reason = error_reason(e)
             raise RocketChatError(f"cannot reach Rocket.Chat at {where}: {reason}") from None
 
     async def post_message(self, message: dict[str, Any]) -> dict[str, Any]:
