@@ -17,7 +17,7 @@ from server import setting_values as settings
 from server.auth.log_redaction import keep_endpoint_secrets_out_of_logs
 from server.channels.channel import InputChannel, OnNewMessage, health_router, log_failed_turn
 from server.channels.rest import message_from_rest_body, read_json_object
-from server.dialogue.http_endpoint import HttpEndpoint, error_reason
+from server.dialogue.http_endpoint import HttpEndpoint
 from server.dialogue.messages import check_text_length, split_message
 from server.errors import (
     InvalidConfig,
@@ -26,6 +26,7 @@ from server.errors import (
     NoModelLoaded,
     StoreError,
 )
+from server.http_clients import error_reason
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,7 @@ from typing import Any
 
 import httpx
 
-from server.dialogue.http_endpoint import error_reason, safe_url
-from server.http_clients import async_client_off_loop
+from server.http_clients import async_client_off_loop, error_reason, safe_url
 
 logger = logging.getLogger(__name__)
 

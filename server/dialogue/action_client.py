@@ -14,9 +14,10 @@ from typing import Any
 
 import httpx
 
-from server.dialogue.http_endpoint import Answer, HttpEndpoint, error_reason, one_line
+from server.dialogue.http_endpoint import Answer, HttpEndpoint, one_line
 from server.dialogue.nlg import message_problem
 from server.errors import ActionError, ActionRejected, InvalidEvent, ResponseTooLarge
+from server.http_clients import error_reason
 from server.trackers.events import BotUttered, event_from_dict
 from server.trackers.incoming import check_incoming_events
 
