@@ -101,14 +101,6 @@ def cookie_jar_keeping_none() -> CookieJar:
     return CookieJar(DefaultCookiePolicy(allowed_domains=[]))
 
 
-def error_reason(error: Exception) -> str:
-    """Why a call failed, for a log line: the first line of the error's text (at most 200
-    long; `[SSL: CERTIFICATE_VERIFY_FAILED] ...`, `All connection attempts failed`), else
-    its type's name."""
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__
-
-
 # What urlsplit strips before a URL and drops inside it (the URL standard's rules).
 _C0_OR_SPACE = "".join(map(chr, range(0x21)))
 _TAB_OR_LINE_BREAK = str.maketrans("", "", "\t\r\n")

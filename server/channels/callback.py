@@ -25,8 +25,8 @@ from server.errors import (
     LockTimeout,
     NoModelLoaded,
     StoreError,
+    first_line,
 )
-from server.http_clients import error_reason
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class CallbackOutput:
             answer = await asyncio.wait_for(self.endpoint.post_json(body), timeout)
         except (TimeoutError, httpx.TimeoutException, httpx.ConnectError) as e:
             if isinstance(e, httpx.ConnectError):  # down, or its TLS certificate not trusted
-                self._unreachable = f"cannot be reached ({error_reason(e)})"
+                self._unreachable = f"cannot be reached ({first_line(e, limit=200)})"
             else:
                 self._unreachable = f"did not answer within {timeout:g} s"
             logger.error(
@@ -158,7 +158,7 @@ class CallbackOutput:
             )
             return
         except Exception as e:  # any failure: the turn's other messages go on
-            reason, name = error_reason(e), type(e).__name__
+            reason, name = first_line(e, limit=200), type(e).__name__
             logger.error(
                 "callback: could not deliver a message to %s: %s",
                 self.endpoint.safe_url,

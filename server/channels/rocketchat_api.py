@@ -12,7 +12,8 @@ from typing import Any
 
 import httpx
 
-from server.http_clients import async_client_off_loop, error_reason, safe_url
+from server.errors import first_line
+from server.http_clients import async_client_off_loop, safe_url
 
 logger = logging.getLogger(__name__)
 
@@ -136,10 +137,10 @@ class RocketChatAPI:
             ) from None
         except httpx.ConnectError as e:  # down, or its TLS certificate not trusted: say which
             raise RocketChatUnavailable(
-                f"cannot reach Rocket.Chat at {where}: {error_reason(e)}"
+                f"cannot reach Rocket.Chat at {where}: {first_line(e, limit=200)}"
             ) from None
         except httpx.HTTPError as e:
-            reason = error_reason(e)
+            reason = first_line(e, limit=200)
             raise RocketChatError(f"cannot reach Rocket.Chat at {where}: {reason}") from None
 
     async def post_message(self, message: dict[str, Any]) -> dict[str, Any]:
