@@ -1,4 +1,5 @@
-"""The outgoing HTTP clients (action server, NLG, callback, Rocket.Chat, model server, Duckling).
+"""The outgoing HTTP clients (action server, NLG, callback, Rocket.Chat, model server, NLU server,
+Duckling, socket.io workers).
 
 Built here so that each ignores the proxy settings of the environment (`HTTP_PROXY`,
 `HTTPS_PROXY`, `ALL_PROXY`), as Rasa's aiohttp clients do: an endpoint's token travels in its

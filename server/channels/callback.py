@@ -17,7 +17,7 @@ from server import setting_values as settings
 from server.auth.log_redaction import keep_endpoint_secrets_out_of_logs
 from server.channels.channel import InputChannel, OnNewMessage, health_router, log_failed_turn
 from server.channels.rest import message_from_rest_body, read_json_object
-from server.dialogue.http_endpoint import HttpEndpoint, error_reason
+from server.dialogue.http_endpoint import HttpEndpoint
 from server.dialogue.messages import check_text_length, split_message
 from server.errors import (
     InvalidConfig,
@@ -25,6 +25,7 @@ from server.errors import (
     LockTimeout,
     NoModelLoaded,
     StoreError,
+    first_line,
 )
 
 logger = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ class CallbackOutput:
             answer = await asyncio.wait_for(self.endpoint.post_json(body), timeout)
         except (TimeoutError, httpx.TimeoutException, httpx.ConnectError) as e:
             if isinstance(e, httpx.ConnectError):  # down, or its TLS certificate not trusted
-                self._unreachable = f"cannot be reached ({error_reason(e)})"
+                self._unreachable = f"cannot be reached ({first_line(e, limit=200)})"
             else:
                 self._unreachable = f"did not answer within {timeout:g} s"
             logger.error(
@@ -157,7 +158,7 @@ class CallbackOutput:
             )
             return
         except Exception as e:  # any failure: the turn's other messages go on
-            reason, name = error_reason(e), type(e).__name__
+            reason, name = first_line(e, limit=200), type(e).__name__
             logger.error(
                 "callback: could not deliver a message to %s: %s",
                 self.endpoint.safe_url,

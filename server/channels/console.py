@@ -172,7 +172,7 @@ async def run_shell(
                 file=sys.stderr,
             )
             return 1
-        if nlu_only or agent.model().metadata.get("training_type") == "nlu":
+        if nlu_only or agent.model().nlu_only:
             print(
                 "NLU model loaded. Type a message and press enter to see how it is parsed "
                 f"(use '{STOP_COMMAND}' to exit).",

@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 
-from server.dialogue.http_endpoint import safe_url
-from server.http_clients import async_client_off_loop
+from server.errors import first_line
+from server.http_clients import async_client_off_loop, safe_url
 
 logger = logging.getLogger(__name__)
 
@@ -135,12 +135,12 @@ class RocketChatAPI:
             raise RocketChatUnavailable(
                 f"Rocket.Chat at {where} did not answer within {self._timeout:g} s"
             ) from None
-        except httpx.ConnectError as e:
+        except httpx.ConnectError as e:  # down, or its TLS certificate not trusted: say which
             raise RocketChatUnavailable(
-                f"cannot reach Rocket.Chat at {where}: {type(e).__name__}"
+                f"cannot reach Rocket.Chat at {where}: {first_line(e, limit=200)}"
             ) from None
         except httpx.HTTPError as e:
-            reason = type(e).__name__
+            reason = first_line(e, limit=200)
             raise RocketChatError(f"cannot reach Rocket.Chat at {where}: {reason}") from None
 
     async def post_message(self, message: dict[str, Any]) -> dict[str, Any]:

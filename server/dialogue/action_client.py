@@ -14,9 +14,15 @@ from typing import Any
 
 import httpx
 
-from server.dialogue.http_endpoint import Answer, HttpEndpoint, error_reason, one_line
+from server.dialogue.http_endpoint import Answer, HttpEndpoint, one_line
 from server.dialogue.nlg import message_problem
-from server.errors import ActionError, ActionRejected, InvalidEvent, ResponseTooLarge
+from server.errors import (
+    ActionError,
+    ActionRejected,
+    InvalidEvent,
+    ResponseTooLarge,
+    first_line,
+)
 from server.trackers.events import BotUttered, event_from_dict
 from server.trackers.incoming import check_incoming_events
 
@@ -185,12 +191,12 @@ class ActionServerClient:
         except httpx.ConnectError as e:
             raise ActionError(
                 f"Custom action '{action_name}': cannot reach the action server at {where} "
-                f"({error_reason(e)})"
+                f"({first_line(e, limit=200)})"
             ) from None
         except httpx.HTTPError as e:
             raise ActionError(
                 f"Custom action '{action_name}': request to the action server at {where} "
-                f"failed ({error_reason(e)})"
+                f"failed ({first_line(e, limit=200)})"
             ) from None
         except ResponseTooLarge as e:
             raise ActionError(
@@ -222,7 +228,7 @@ class ActionServerClient:
         except ValueError as e:
             raise ActionError(
                 f"Custom action '{action_name}': the action server at {where} answered "
-                f"something that is not JSON ({error_reason(e)})"
+                f"something that is not JSON ({first_line(e, limit=200)})"
             ) from None
         return validate_action_result(action_name, result)
 

@@ -100,14 +100,6 @@ class Answer:
         return one_line(json.dumps(body))
 
 
-def error_reason(error: Exception) -> str:
-    """Why a call failed, for a log line: the first line of the error's text (at most 200
-    long; `[SSL: CERTIFICATE_VERIFY_FAILED] ...`, `All connection attempts failed`), else
-    its type's name."""
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__
-
-
 def one_line(text: str) -> str:
     """`text` on one line, at most 200 long: what a server said, fit for a log line."""
     return " ".join(text[:1000].split())[:200]

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from server.errors import InvalidConfig, ResponseTooLarge
+from server.errors import InvalidConfig, ResponseTooLarge, first_line
 from server.http_bodies import ACCEPT_ENCODING, DEFAULT_MAX_RESPONSE_BYTES, read_within_sync
 from server.http_clients import (
     cookie_jar_keeping_none,
@@ -106,7 +106,7 @@ class DucklingEntityExtractor:
                 raise ValueError("Duckling did not answer a list")
         except (httpx.HTTPError, ValueError, ResponseTooLarge) as e:
             # Its text is ours or the socket's, or httpx's naming a scheme: never the URL.
-            self._failed(str(e).strip() or type(e).__name__)
+            self._failed(first_line(e, limit=200))
             return
         except httpx.InvalidURL:  # its text may quote a password holding a '/' as the port
             self._failed("its url is not a URL httpx can read")

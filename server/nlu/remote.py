@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from server.errors import InvalidConfig, ResponseTooLarge
+from server.errors import InvalidConfig, ResponseTooLarge, first_line
 from server.http_bodies import ACCEPT_ENCODING, max_response_bytes, read_within_sync
 from server.http_clients import (
     cookie_jar_keeping_none,
@@ -92,6 +92,9 @@ class RemoteNLU:
                 raise ValueError("the answer is no parse result (no 'intent' object)")
         except httpx.DecodingError as e:  # ours: an encoding not read, its text names it
             self._warn(str(e)[:200])
+            return _unparsed(text)
+        except httpx.ConnectError as e:  # down, or its TLS certificate not trusted: say which
+            self._warn(f"{type(e).__name__}: {first_line(e, limit=200)}")
             return _unparsed(text)
         except httpx.HTTPError as e:  # its text may hold the URL, token and all
             self._warn(type(e).__name__)

@@ -748,3 +748,22 @@ async def test_an_answer_trickling_in_is_bounded_by_the_timeout_as_a_whole() -> 
                 await api.post_message({"roomId": "R1", "text": "hi"})
         finally:
             await api.aclose()
+
+
+async def test_a_rocketchat_whose_certificate_is_not_trusted_is_logged_as_such(
+    tmp_path: Path,
+) -> None:
+    """Before, `cannot reach Rocket.Chat at ...: ConnectError`, as for one that is down: nothing
+    said that TLS verification failed (as the callback channel now says)."""
+    from tests.tls_certificates import self_signed
+
+    rocket = FakeRocketChat(BOT, PASSWORD)
+    cert, key = self_signed(tmp_path)
+    async with serving(rocket.app, ssl_certfile=str(cert), ssl_keyfile=str(key)) as url:
+        api = RocketChatAPI(url, BOT, PASSWORD)
+        try:
+            with pytest.raises(RocketChatUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+                await api.login()
+        finally:
+            await api.aclose()
+    assert rocket.logins == 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +78,23 @@ def test_a_cookie_the_nlu_server_sets_is_not_sent_back(
     nlu.parse("hello again")
     assert len(broken_server.headers) == 2
     assert "Cookie" not in broken_server.headers[-1]
+
+
+async def test_an_nlu_server_whose_certificate_is_not_trusted_is_logged_as_such(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, `(ConnectError)`, as for a server that is down: nothing said that TLS
+    verification failed (as the action server, NLG, callback and Rocket.Chat clients say)."""
+    from fastapi import FastAPI
+
+    from tests.serving import serving
+    from tests.tls_certificates import self_signed
+
+    caplog.set_level(logging.ERROR)
+    cert, key = self_signed(tmp_path)
+    async with serving(FastAPI(), ssl_certfile=str(cert), ssl_keyfile=str(key)) as url:
+        nlu = RemoteNLU({"url": url, "token": "secret-token"})
+        parsed = await asyncio.to_thread(nlu.parse, "hello")
+    assert parsed["intent"] == {"name": None, "confidence": 0.0}
+    assert "CERTIFICATE_VERIFY_FAILED" in caplog.text
+    assert "secret-token" not in caplog.text
