@@ -6,7 +6,7 @@ from typing import Any
 
 from server.brokers.broker import EventBroker
 from server.errors import InvalidConfig
-from server.trackers.factory import reading_section, section_type
+from server.trackers.factory import reading_section, section_type, warn_of_unknown_keys
 
 _RABBITMQ_TYPES = {None, "", "pika", "rabbitmq", "rabbit", "amqp"}
 
@@ -30,6 +30,7 @@ def _create_event_broker(config: dict[str, Any]) -> EventBroker:
     if kind in _RABBITMQ_TYPES:
         from server.brokers.rabbitmq import RabbitMQEventBroker
 
+        warn_of_unknown_keys(config, RabbitMQEventBroker.SETTINGS, "event_broker")
         return RabbitMQEventBroker(config)
     if kind == "sql":
         from server.brokers.sql import SqlEventBroker
