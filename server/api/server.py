@@ -149,12 +149,14 @@ def _clause(exc: Exception) -> str:
 
 
 async def _check_lock_store(lock_store: Any) -> None:
-    """One PING of a shared (Redis) lock store while the server starts, so the log says at
-    once what every turn would meet: before, a lock store Redis refuses (a `db` beyond its
-    databases, a user without permission) started without a word and every turn answered
-    500. Never raises: Redis may come back, or be fixed, while the server runs. With
-    `--workers N`, the first worker to start checks for all: they share the one Redis, and N
-    identical lines said no more than one."""
+    """One readiness check of a shared (Redis) lock store while the server starts (its
+    `ping`: a write that changes nothing, which a read-only replica or a full Redis refuses
+    as it refuses the turns' leases), so the log says at once what every turn would meet:
+    before, a lock store Redis refuses (a `db` beyond its databases, a user without
+    permission) started without a word and every turn answered 500. Never raises: Redis
+    may come back, or be fixed, while the server runs. With `--workers N`, the first worker
+    to start checks for all: they share the one Redis, and N identical lines said no more
+    than one."""
     ping = getattr(lock_store, "ping", None)
     if ping is None or not first_to_claim("lock-store-check"):
         return
