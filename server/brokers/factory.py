@@ -9,6 +9,9 @@ from server.errors import InvalidConfig
 from server.trackers.factory import reading_section, section_type, warn_of_unknown_keys
 
 _RABBITMQ_TYPES = {None, "", "pika", "rabbitmq", "rabbit", "amqp"}
+# Rasa's SQL and file brokers take no key they do not know: its start stops, a TypeError.
+# A warning here, as for every other section, so that a file Rasa starts with starts.
+_RASA_REFUSES = "Rasa stops on it"
 
 
 def create_event_broker(
@@ -35,10 +38,12 @@ def _create_event_broker(config: dict[str, Any]) -> EventBroker:
     if kind == "sql":
         from server.brokers.sql import SqlEventBroker
 
+        warn_of_unknown_keys(config, SqlEventBroker.SETTINGS, "event_broker", rasa=_RASA_REFUSES)
         return SqlEventBroker(config)
     if kind == "file":
         from server.brokers.file import FileEventBroker
 
+        warn_of_unknown_keys(config, FileEventBroker.SETTINGS, "event_broker", rasa=_RASA_REFUSES)
         return FileEventBroker(config)
     raise InvalidConfig(
         f"event_broker type '{config['type']}' is not supported; use pika (RabbitMQ), sql or file"
