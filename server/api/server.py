@@ -93,6 +93,11 @@ class ServerOptions:
 # The keys of `action_endpoint:` and `nlg:` botserver reads (Rasa ignores any other).
 _ACTION_ENDPOINT_KEYS = HttpEndpoint.SETTINGS_KEYS | {"enable_selective_domain"}
 _NLG_KEYS = HttpEndpoint.SETTINGS_KEYS | {"type", "store_type"}
+# And of `models:` (`ModelServerConfig.from_endpoint`).
+_MODELS_KEYS = frozenset(
+    {"url", "token", "token_name", "params", "headers", "basic_auth"}
+    | {"wait_time_between_pulls", "timeout", "read_timeout"}
+)
 
 
 def _action_client(config: dict[str, Any] | None, source: str) -> Any:
@@ -144,12 +149,14 @@ def _clause(exc: Exception) -> str:
 
 
 async def _check_lock_store(lock_store: Any) -> None:
-    """One PING of a shared (Redis) lock store while the server starts, so the log says at
-    once what every turn would meet: before, a lock store Redis refuses (a `db` beyond its
-    databases, a user without permission) started without a word and every turn answered
-    500. Never raises: Redis may come back, or be fixed, while the server runs. With
-    `--workers N`, the first worker to start checks for all: they share the one Redis, and N
-    identical lines said no more than one."""
+    """One readiness check of a shared (Redis) lock store while the server starts (its
+    `ping`: a write that changes nothing, which a read-only replica or a full Redis refuses
+    as it refuses the turns' leases), so the log says at once what every turn would meet:
+    before, a lock store Redis refuses (a `db` beyond its databases, a user without
+    permission) started without a word and every turn answered 500. Never raises: Redis
+    may come back, or be fixed, while the server runs. With `--workers N`, the first worker
+    to start checks for all: they share the one Redis, and N identical lines said no more
+    than one."""
     ping = getattr(lock_store, "ping", None)
     if ping is None or not first_to_claim("lock-store-check"):
         return
@@ -218,6 +225,9 @@ def build_app(options: ServerOptions) -> FastAPI:
 
         _warn_unknown_settings(endpoints.get("nlg") or {}, _NLG_KEYS, f"{endpoints_file}: nlg")
         nlg_client = nlg_client_for(endpoints.get("nlg"))
+    models_endpoint = endpoints.get("models") or None
+    if isinstance(models_endpoint, dict):
+        _warn_unknown_settings(models_endpoint, _MODELS_KEYS, f"{endpoints_file}: models")
 
     loader: Callable[[Path, dict[str, Any]], DialogueModel] = load_model
     if endpoints.get("nlu"):
@@ -243,7 +253,7 @@ def build_app(options: ServerOptions) -> FastAPI:
         holder=holder,
         source=source,
         models_dir=Path(options.models_dir),
-        models_endpoint=endpoints.get("models") or None,
+        models_endpoint=models_endpoint,
     )
 
     for endpoint in (
@@ -258,9 +268,7 @@ def build_app(options: ServerOptions) -> FastAPI:
         if start_broker is not None:  # says at once whether it is reachable; bounded
             await start_broker()
         await _check_lock_store(lock_store)
-        await source.load_initial(
-            options.model_path, endpoints.get("models") or None, options.remote_storage
-        )
+        await source.load_initial(options.model_path, models_endpoint, options.remote_storage)
         await asyncio.to_thread(prepare_routes, app)
         if options.freeze_after_load:
             # Imports and the model live as long as the process: out of the collector's

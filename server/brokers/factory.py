@@ -6,9 +6,12 @@ from typing import Any
 
 from server.brokers.broker import EventBroker
 from server.errors import InvalidConfig
-from server.trackers.factory import reading_section, section_type
+from server.trackers.factory import reading_section, section_type, warn_of_unknown_keys
 
 _RABBITMQ_TYPES = {None, "", "pika", "rabbitmq", "rabbit", "amqp"}
+# Rasa's SQL and file brokers take no key they do not know: its start stops, a TypeError.
+# A warning here, as for every other section, so that a file Rasa starts with starts.
+_RASA_REFUSES = "Rasa stops on it"
 
 
 def create_event_broker(
@@ -30,14 +33,17 @@ def _create_event_broker(config: dict[str, Any]) -> EventBroker:
     if kind in _RABBITMQ_TYPES:
         from server.brokers.rabbitmq import RabbitMQEventBroker
 
+        warn_of_unknown_keys(config, RabbitMQEventBroker.SETTINGS, "event_broker")
         return RabbitMQEventBroker(config)
     if kind == "sql":
         from server.brokers.sql import SqlEventBroker
 
+        warn_of_unknown_keys(config, SqlEventBroker.SETTINGS, "event_broker", rasa=_RASA_REFUSES)
         return SqlEventBroker(config)
     if kind == "file":
         from server.brokers.file import FileEventBroker
 
+        warn_of_unknown_keys(config, FileEventBroker.SETTINGS, "event_broker", rasa=_RASA_REFUSES)
         return FileEventBroker(config)
     raise InvalidConfig(
         f"event_broker type '{config['type']}' is not supported; use pika (RabbitMQ), sql or file"

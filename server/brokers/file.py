@@ -21,6 +21,9 @@ BATCH_SIZE = 500
 class FileEventBroker(QueuedBroker):
     """Appends events to a file, in order, off the event loop."""
 
+    # The `event_broker:` keys read: Rasa's FileEventBroker's `path`, and ours.
+    SETTINGS = frozenset({"path", "retry_delay_in_seconds"})
+
     def __init__(self, config: dict[str, Any]) -> None:
         self.path = Path(str(config.get("path") or DEFAULT_PATH))
         # As Rasa's broker, which opens its file when it is made: a path that cannot be

@@ -78,6 +78,14 @@ _TOO_LARGE = re.compile(r"message size (\d+) is larger than configured max size 
 class RabbitMQEventBroker(QueuedBroker):
     """Publishes events to a RabbitMQ fanout exchange bound to the configured queues."""
 
+    # The `event_broker:` keys read: Rasa's PikaEventBroker arguments, and `queue` (Rasa 2's
+    # name of `queues`, still read).
+    SETTINGS = frozenset(
+        {"url", "host", "port", "username", "password", "queues", "queue", "exchange_name"}
+        | {"connection_attempts", "retry_delay_in_seconds", "raise_on_failure"}
+        | {"should_keep_unpublished_messages"}
+    )
+
     def __init__(self, config: dict[str, Any]) -> None:
         self.url = amqp_url(config)
         # As the log shows it: no user, password or query (the client key's path).

@@ -76,6 +76,13 @@ SQLITE_CHECKPOINT_EVENTS = 1_000
 class SqlEventBroker(QueuedBroker):
     """Writes `{"sender_id": ..., **event}` JSON rows, in order, from a background task."""
 
+    # The `event_broker:` keys read: Rasa's SQLEventBroker arguments (the database's, as the
+    # SQL tracker store's), and ours.
+    SETTINGS = frozenset(
+        {"dialect", "url", "host", "port", "db", "username", "password", "query"}
+        | {"table_name", "retry_delay_in_seconds"}
+    )
+
     def __init__(self, config: dict[str, Any]) -> None:
         self.url = async_url(config, default_db="events.db")
         # SQLite: no commit of the broker checkpoints; it checkpoints between its batches,

@@ -102,24 +102,40 @@ def _create_tracker_store(config: dict[str, Any], create_missing: bool) -> Track
     )
 
 
-# Taken from every `tracker_store:` section without a word: Rasa's EndpointConfig keys, and
-# `cache_size`, the former name of `cache_events`.
-_QUIET_KEYS = ENDPOINT_SETTINGS | {"type", "cache_size"}
+# Taken from every `tracker_store:` section without a word besides the keys every section
+# takes (`warn_of_unknown_keys`): `cache_size`, the former name of `cache_events`, and those
+# Rasa 3 no longer reads (warned about on their own).
+_TRACKER_STORE_QUIET_KEYS = frozenset({"cache_size", *_KEYS_RASA_3_IGNORES})
 
 
 def _warn_of_unknown_keys(config: dict[str, Any], known: frozenset[str]) -> None:
-    """A warning for each `tracker_store:` key the store does not read (nor any section),
-    with the key meant when it is a near miss of one: Rasa's stores take any key and ignore
-    it without a word, and a misspelt `key_prefix` read and wrote another bot's
-    conversations, a misspelt `dialect` wrote them to a SQLite file."""
+    warn_of_unknown_keys(config, known, "tracker_store", _TRACKER_STORE_QUIET_KEYS)
+
+
+def warn_of_unknown_keys(
+    config: dict[str, Any],
+    known: frozenset[str],
+    section: str,
+    quiet: frozenset[str] = frozenset(),
+    rasa: str = "nor by Rasa",
+) -> None:
+    """A warning for each key of the endpoints section `section` that its store or broker
+    does not read (`known`), nor any section (Rasa's EndpointConfig keys, `type`), nor
+    `quiet`, with the key meant when it is a near miss of one: Rasa's tracker stores and
+    RabbitMQ broker take any key and ignore it without a word, and a misspelt `key_prefix`
+    read and wrote another bot's conversations, a misspelt `dialect` wrote them to a SQLite
+    file, a misspelt `exchange_name` published to another exchange. `rasa`: what Rasa does
+    with such a key, in the warning's brackets."""
     for key in config:
-        if key in known or key in _QUIET_KEYS or key in _KEYS_RASA_3_IGNORES:
+        if key in known or key in _QUIET_KEYS or key in quiet:
             continue
         close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.8)
         hint = f"did you mean '{close[0]}'?" if close else f"it reads {', '.join(sorted(known))}"
-        logger.warning(
-            "tracker_store: unknown setting '%s' is not read (nor by Rasa); %s", key, hint
-        )
+        logger.warning("%s: unknown setting '%s' is not read (%s); %s", section, key, rasa, hint)
+
+
+# Taken from every section without a word: Rasa's EndpointConfig keys, and its type.
+_QUIET_KEYS = ENDPOINT_SETTINGS | {"type"}
 
 
 def create_lock_store(config: dict[str, Any] | None, source: str = "endpoints.yml") -> LockStore:

@@ -53,3 +53,22 @@ async def test_an_action_endpoint_without_a_url_is_warned_about(
     assert warned == [
         "endpoints.yml: action_endpoint has no 'url': custom actions fail until one is set"
     ]
+
+
+async def test_a_misspelt_models_setting_is_warned_about(
+    make_client: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rasa ignores a `models:` key it does not read, and so did botserver: a misspelt
+    `wait_time_between_pulls` silently pulled every 100 s, a misspelt `token` pulled without
+    it. The start now names it, as for `action_endpoint:` and `nlg:`."""
+    models = {"url": "http://127.0.0.1:9/model", "wait_time_between_pull": 5, "tokn": "s3cret"}
+    endpoints = {**MEMORY_STORE, "models": models}
+    with caplog.at_level(logging.WARNING, logger="server.api.server"):
+        await make_client(endpoints=endpoints)
+    warned = [r.getMessage() for r in caplog.records if r.name == "server.api.server"]
+    assert warned == [
+        "endpoints.yml: models: the option 'wait_time_between_pull' is unknown and ignored; "
+        "did you mean 'wait_time_between_pulls'?",
+        "endpoints.yml: models: the option 'tokn' is unknown and ignored; did you mean 'token'?",
+    ]
+    assert "s3cret" not in caplog.text

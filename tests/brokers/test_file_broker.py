@@ -70,3 +70,26 @@ async def test_a_log_moved_away_is_made_again_at_its_path(tmp_path: Path) -> Non
 
     assert [json.loads(line)["event"] for line in path.read_text().splitlines()] == ["resume"]
     assert "resume" not in (tmp_path / "events.log.1").read_text()
+
+
+@pytest.mark.parametrize(
+    ("kind", "key", "said"),
+    [
+        ("file", "pth", "did you mean 'path'?"),
+        ("sql", "dilect", "did you mean 'dialect'?"),
+        ("sql", "tabel_name", "did you mean 'table_name'?"),
+    ],
+)
+async def test_a_misspelt_file_or_sql_event_broker_key_is_named_at_start(
+    kind: str, key: str, said: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rasa's file and SQL brokers stop the start on a key they do not take; botserver
+    dropped it without a word (a misspelt `path` wrote the events to `rasa_event.log`, a
+    misspelt `dialect` to a SQLite file). The start now names it, as for RabbitMQ."""
+    where = {"path": str(tmp_path / "e.log")} if kind == "file" else {"db": str(tmp_path / "e.db")}
+    broker = create_event_broker({"type": kind, **where, key: "x"})
+    assert broker is not None
+    await broker.close()
+    (line,) = [r.getMessage() for r in caplog.records if f"'{key}'" in r.getMessage()]
+    assert line.startswith(f"event_broker: unknown setting '{key}' is not read")
+    assert said in line

@@ -619,3 +619,44 @@ async def test_a_url_without_a_port_names_rabbitmqs_port_in_the_delivery_warning
     finally:
         await broker.close()
     assert f"RabbitMQ event broker at {RABBITMQ[0]}:5672: delivery failed" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("key", "said"),
+    [
+        ("exchange_nmae", "did you mean 'exchange_name'?"),
+        ("queus", "did you mean 'queues'?"),
+        ("routing_key", "it reads connection_attempts, exchange_name, host"),
+    ],
+)
+async def test_a_misspelt_rabbitmq_event_broker_key_is_named_at_start(
+    key: str, said: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rasa's PikaEventBroker takes any key and ignores the ones it does not know, and so did
+    botserver: a misspelt `exchange_name` silently published to the default exchange, a
+    misspelt `queues` to the default queue. The start now names it, as for tracker stores."""
+    broker = create_event_broker({"type": "pika", "url": "127.0.0.1", "queues": ["q"], key: "x"})
+    assert broker is not None
+    await broker.close()
+    (line,) = [r.getMessage() for r in caplog.records if f"'{key}'" in r.getMessage()]
+    assert line.startswith(f"event_broker: unknown setting '{key}' is not read (nor by Rasa)")
+    assert said in line
+
+
+async def test_the_keys_rasa_reads_for_rabbitmq_are_not_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The keys Rasa's PikaEventBroker reads, ours (`queue`), and those Rasa's
+    EndpointConfig takes from any section start without a warning."""
+    config: dict[str, Any] = {"type": "pika", "url": "127.0.0.1", "port": 5672}
+    config |= {"username": "u", "password": "p", "queues": ["q"], "exchange_name": "x"}
+    config |= {"connection_attempts": 3, "retry_delay_in_seconds": 5, "raise_on_failure": False}
+    config |= {"should_keep_unpublished_messages": True, "params": {}, "headers": {}}
+    config |= {"basic_auth": None, "token": None, "token_name": "t", "cafile": None}
+    broker = create_event_broker(config)
+    assert broker is not None
+    await broker.close()
+    broker = create_event_broker({"type": "pika", "host": "127.0.0.1", "queue": "q"})
+    assert broker is not None
+    await broker.close()
+    assert "unknown setting" not in caplog.text
