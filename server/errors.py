@@ -223,6 +223,12 @@ class Forbidden(Refused):
     """Credentials are valid but do not allow this request (HTTP 403)."""
 
 
+def clause(reason: object) -> str:
+    """An error's text (or a reason) to go on after in one sentence ("...; turns answer
+    503"): without the full stop it may end in, as redis-py's do (lines read "refused.;")."""
+    return str(reason).rstrip(".")
+
+
 def first_line(exc: BaseException, limit: int | None = 300, default: str | None = None) -> str:
     """An error's own words for one log line or message: the first line of its text, at most
     `limit` characters, or `default` (its class name unless given) when it has no text, as

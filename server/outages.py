@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from server.errors import clause
+
 logger = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60.0
@@ -52,7 +54,7 @@ class Outages:
     def refused(self, dependency: str, reason: str, answer: str) -> None:
         """A request was answered `answer` ("503 ServiceUnavailable") because `dependency`
         could not be reached, for `reason` (the driver's own words)."""
-        reason = reason.rstrip(".")  # (redis-py's end in one: the line read "refused..")
+        reason = clause(reason)
         now = self._clock()
         outage = self._away.get(dependency)
         if outage is None:

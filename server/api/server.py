@@ -34,7 +34,7 @@ from server.channels import InputChannel, load_channels
 from server.dialogue.agent import Agent, OutputFactory
 from server.dialogue.http_endpoint import HttpEndpoint
 from server.dialogue.processor import DialogueModel, Processor
-from server.errors import InvalidConfig, StoreFailed, StoreUnavailable
+from server.errors import InvalidConfig, StoreFailed, StoreUnavailable, clause
 from server.http_clients import check_environment_bundle
 from server.models.holder import ModelHolder
 from server.models.loading import load_model, with_remote_nlu
@@ -143,11 +143,6 @@ def _load_channels(options: ServerOptions) -> list[InputChannel]:
 LOCK_STORE_CHECK_SECONDS = 3.0
 
 
-def _clause(exc: Exception) -> str:
-    """An error's text to go on after: redis-py's end in a full stop ("refused.; turns")."""
-    return str(exc).rstrip(".")
-
-
 async def _check_lock_store(lock_store: Any) -> None:
     """One readiness check of a shared (Redis) lock store while the server starts (its
     `ping`: a write that changes nothing, which a read-only replica or a full Redis refuses
@@ -163,7 +158,7 @@ async def _check_lock_store(lock_store: Any) -> None:
     try:
         await asyncio.wait_for(ping(), LOCK_STORE_CHECK_SECONDS)
     except StoreFailed as exc:  # (its text names the lock store and its Redis)
-        logger.error("%s; every turn fails (500) until this is fixed", _clause(exc))
+        logger.error("%s; every turn fails (500) until this is fixed", clause(exc))
     except StoreUnavailable as exc:
         from server.trackers.redis_client import (  # (only Redis's pings)
             CANNOT_TAKE_COMMANDS,
@@ -171,11 +166,11 @@ async def _check_lock_store(lock_store: Any) -> None:
         )
 
         if login_refused(exc.__cause__):  # waiting does not mend it
-            logger.error("%s; turns answer 503 until this is fixed", _clause(exc))
+            logger.error("%s; turns answer 503 until this is fixed", clause(exc))
         elif CANNOT_TAKE_COMMANDS in exc.reason:  # (a read-only replica, say)
-            logger.warning("%s; turns answer 503 until it takes them", _clause(exc))
+            logger.warning("%s; turns answer 503 until it takes them", clause(exc))
         else:
-            logger.warning("%s; turns answer 503 until it is reachable", _clause(exc))
+            logger.warning("%s; turns answer 503 until it is reachable", clause(exc))
     except TimeoutError:
         logger.warning(
             "The lock store gave no answer within %g s; turns answer 503 while it does not",

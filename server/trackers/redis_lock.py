@@ -23,7 +23,7 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
-from server.errors import InvalidConfig, LockTimeout, StoreUnavailable
+from server.errors import InvalidConfig, LockTimeout, StoreUnavailable, clause
 from server.outages import OUTAGES, WINDOW_SECONDS, RepeatsCounted
 from server.tasks import stop
 from server.trackers.memory_lock import timeout_message, wait_timeout_setting
@@ -388,7 +388,7 @@ class RedisLockStore:
                 "failures to renew are counted in one line a minute",
                 conversation_id,
                 describe(self._redis),
-                str(exc).rstrip("."),  # (redis-py's end in one: "failed.; retried")
+                clause(exc),
                 self.lock_lifetime / 6,
             )
             if token in self._held:  # tried again a sixth of the lifetime later
@@ -551,7 +551,7 @@ class RedisLockStore:
     def _release_failed(self, what: str, exc: BaseException, until: str = "its lease ends") -> None:
         """One warning an outage, then counted; each conversation named at DEBUG (the others
         stay locked until a retry gets through, or their lease ends)."""
-        where, reason = describe(self._redis), str(exc).rstrip(".")
+        where, reason = describe(self._redis), clause(exc)
         logged = _RELEASES_FAILED.log(
             f"could not release the locks of ended turns ({where})",
             "Could not release %s (%s): %s; retrying until %s, further failures to release "
