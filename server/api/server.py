@@ -38,6 +38,7 @@ from server.errors import InvalidConfig, StoreFailed, StoreUnavailable, clause
 from server.http_clients import check_environment_bundle
 from server.models.holder import ModelHolder
 from server.models.loading import load_model, with_remote_nlu
+from server.models.model_server import ModelServerConfig
 from server.models.source import ModelSource
 from server.nlu.remote import RemoteNLU
 from server.trackers.factory import (
@@ -93,11 +94,6 @@ class ServerOptions:
 # The keys of `action_endpoint:` and `nlg:` botserver reads (Rasa ignores any other).
 _ACTION_ENDPOINT_KEYS = HttpEndpoint.SETTINGS_KEYS | {"enable_selective_domain"}
 _NLG_KEYS = HttpEndpoint.SETTINGS_KEYS | {"type", "store_type"}
-# And of `models:` (`ModelServerConfig.from_endpoint`).
-_MODELS_KEYS = frozenset(
-    {"url", "token", "token_name", "params", "headers", "basic_auth"}
-    | {"wait_time_between_pulls", "timeout", "read_timeout"}
-)
 
 
 def _action_client(config: dict[str, Any] | None, source: str) -> Any:
@@ -222,7 +218,9 @@ def build_app(options: ServerOptions) -> FastAPI:
         nlg_client = nlg_client_for(endpoints.get("nlg"))
     models_endpoint = endpoints.get("models") or None
     if isinstance(models_endpoint, dict):
-        _warn_unknown_settings(models_endpoint, _MODELS_KEYS, f"{endpoints_file}: models")
+        _warn_unknown_settings(
+            models_endpoint, ModelServerConfig.SETTINGS_KEYS, f"{endpoints_file}: models"
+        )
 
     loader: Callable[[Path, dict[str, Any]], DialogueModel] = load_model
     if endpoints.get("nlu"):

@@ -75,6 +75,12 @@ class ModelServerConfig:
     # Seconds without a byte (connecting included), at most `timeout`.
     read_timeout: float = DEFAULT_READ_TIMEOUT
 
+    # The keys `from_endpoint` reads.
+    SETTINGS_KEYS = frozenset(
+        {"url", "token", "token_name", "params", "headers", "basic_auth"}
+        | {"wait_time_between_pulls", "timeout", "read_timeout"}
+    )
+
     @property
     def shown_url(self) -> str:
         """`url` as errors, the log and /status show it: no user, password, query (a token,
