@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 import uuid
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import Any
 
 from server.brokers.broker import EventBroker
 from server.brokers.delivery import Outgoing
@@ -49,27 +48,6 @@ class Selected:
         )
 
 
-class _Messages(Sequence[Outgoing]):
-    """The selection's messages, each made when read."""
-
-    def __init__(self, selected: list[Selected]) -> None:
-        self._selected = selected
-
-    def __len__(self) -> int:
-        return len(self._selected)
-
-    @overload
-    def __getitem__(self, index: int) -> Outgoing: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[Outgoing]: ...
-
-    def __getitem__(self, index: int | slice) -> Outgoing | list[Outgoing]:
-        if isinstance(index, slice):
-            return [item.outgoing() for item in self._selected[index]]
-        return self._selected[index].outgoing()
-
-
 @dataclass
 class Selection:
     """The events to publish, in timestamp order, and what the selection found."""
@@ -80,9 +58,10 @@ class Selection:
     missing: list[str] = field(default_factory=list)
 
     @property
-    def messages(self) -> Sequence[Outgoing]:
-        """The messages as the broker gets them (without the export's run id)."""
-        return _Messages(self.selected)
+    def messages(self) -> list[Outgoing]:
+        """The messages as the broker gets them (without the export's run id), all made at
+        once: `publish_events` makes them a chunk at a time."""
+        return [item.outgoing() for item in self.selected]
 
 
 def _timestamp(event: dict[str, Any]) -> float:
