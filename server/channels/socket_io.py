@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import uuid
+from collections import OrderedDict
 from typing import Any
 
 import jwt
@@ -75,6 +76,38 @@ _SESSION_ROOM = "session:"
 def session_room(session_id: str) -> str:
     """The socket.io room of the sockets in session `session_id`."""
     return _SESSION_ROOM + session_id
+
+
+class SocketSessions:
+    """The sessions each connected socket is in, at most `limit` per socket: a gateway
+    relaying many users over one long-lived socket would otherwise hold a room for every
+    user it ever relayed. Past the limit, the session the socket used least recently is left.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._of: dict[str, OrderedDict[str, None]] = {}  # socket id: its sessions, oldest first
+
+    def __len__(self) -> int:
+        """How many (socket, session) pairs are held."""
+        return sum(len(sessions) for sessions in self._of.values())
+
+    def use(self, sid: str, session_id: str) -> tuple[bool, list[str]]:
+        """Socket `sid` uses `session_id` now: whether it is new to the socket, and the
+        sessions the socket leaves to stay within the limit."""
+        sessions = self._of.setdefault(sid, OrderedDict())
+        if session_id in sessions:
+            sessions.move_to_end(session_id)
+            return False, []
+        sessions[session_id] = None
+        left = []
+        while len(sessions) > self.limit:
+            left.append(sessions.popitem(last=False)[0])
+        return True, left
+
+    def forget(self, sid: str) -> None:
+        """Socket `sid` is gone (python-socketio takes it out of its rooms itself)."""
+        self._of.pop(sid, None)
 
 
 def socketio_payloads(message: dict[str, Any]) -> list[dict[str, Any]]:
@@ -193,6 +226,7 @@ class SocketIOInput(InputChannel):
             "metadata_key",
             "cors_allowed_origins",
             "rooms_redis",
+            "sessions_per_socket",
         )
     )
 
@@ -208,6 +242,7 @@ class SocketIOInput(InputChannel):
         metadata_key: str = "metadata",
         cors_allowed_origins: str | list[str] | None = None,
         rooms_redis: dict[str, Any] | bool | None = None,
+        sessions_per_socket: int = 1000,
     ) -> None:
         self.user_message_evt = user_message_evt
         self.bot_message_evt = bot_message_evt
@@ -224,6 +259,7 @@ class SocketIOInput(InputChannel):
             else None
         )
         self.metadata_key = metadata_key
+        self.socket_sessions = SocketSessions(sessions_per_socket)
         # Rasa turns the origin check off ([]); a list or "*" here turns it on.
         options: dict[str, Any] = {
             "async_mode": "asgi",
@@ -272,6 +308,7 @@ class SocketIOInput(InputChannel):
             metadata_key=settings.text(c, "metadata_key", "metadata") or "",
             cors_allowed_origins=_origins(c.get("cors_allowed_origins")),
             rooms_redis=rooms_redis_setting(c.get("rooms_redis")),
+            sessions_per_socket=settings.count(c, "sessions_per_socket", 1000),
         )
 
     def use_endpoints(self, endpoints: dict[str, Any]) -> None:
@@ -360,15 +397,20 @@ class SocketIOInput(InputChannel):
             return False
 
         async def disconnect(sid: str, *args: Any) -> None:
-            return None
+            self.socket_sessions.forget(sid)
 
         async def join(sid: str, session_id: str) -> bool:
-            """Puts the socket in the session's room (at once if it is there already); False
-            when it has left meanwhile (its event and its disconnect came in one long-polling
+            """Puts the socket in the session's room (at once if it is there already), and
+            out of its least recently used session past `sessions_per_socket`; False when it
+            has left meanwhile (its event and its disconnect came in one long-polling
             request: the handler runs after both)."""
             if not sio.manager.is_connected(sid, ns or "/"):
                 return False
-            await sio.enter_room(sid, session_room(session_id), namespace=ns)
+            joined, left = self.socket_sessions.use(sid, session_id)
+            if joined:
+                await sio.enter_room(sid, session_room(session_id), namespace=ns)
+            for old in left:
+                await sio.leave_room(sid, session_room(old), namespace=ns)
             return True
 
         # `*_`: arguments after the first, which some clients send, are ignored rather than

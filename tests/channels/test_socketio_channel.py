@@ -316,10 +316,12 @@ async def test_a_refused_connection_is_logged_with_client_and_reason_and_bounded
 
 
 @contextlib.asynccontextmanager
-async def in_session(session_id: str) -> AsyncIterator[tuple[Client, SocketIOInput]]:
-    """A client in session `session_id` of the echo bot (session_persistence on); yields it
-    and the channel, whose output pushes to sessions."""
-    (channel,) = load_channels({"socketio": {"session_persistence": True}})
+async def in_session(
+    session_id: str, **settings: Any
+) -> AsyncIterator[tuple[Client, SocketIOInput]]:
+    """A client in session `session_id` of the echo bot (session_persistence on, and these
+    other `settings`); yields it and the channel, whose output pushes to sessions."""
+    (channel,) = load_channels({"socketio": {"session_persistence": True, **settings}})
     assert isinstance(channel, SocketIOInput)
     app = create_app()
     attach_channels(app, [channel], echo)
@@ -1122,3 +1124,48 @@ async def test_a_socket_that_requested_two_sessions_gets_the_replies_of_both() -
         assert await client.next() == [("bot_uttered", {"text": "to user-a"})]
         assert await client.next() == [("bot_uttered", {"text": "to user-b"})]
         await client.sio.disconnect()
+
+
+async def test_a_gateway_socket_stays_in_its_latest_sessions_only() -> None:
+    """A backend gateway relays many users over one socket that stays connected for weeks,
+    requesting a session per user. The socket is kept in the `sessions_per_socket` sessions
+    it used last; before, it stayed in every session it ever named (a room each, about
+    300 bytes), so the server's memory grew with every user the gateway had ever relayed."""
+    async with in_session("user-0", sessions_per_socket=3) as (client, channel):
+        sid = client.sio.get_sid()
+        for user in range(1, 6):
+            await client.sio.emit("session_request", {"session_id": f"user-{user}"})
+        confirmed = await client.next(5)
+        held = sorted(channel.sio.manager.get_rooms(sid, "/"))
+        output = channel.get_output_channel()
+        # A push to a session the socket left reaches nobody; one to a kept session arrives.
+        await output.send_response("user-0", {"text": "to user-0"})
+        await output.send_response("user-5", {"text": "to user-5"})
+        (pushed,) = await client.next()
+        # A message of a session it left joins it again (the oldest kept one is left) and
+        # is answered, as a message of a session never requested is.
+        await client.sio.emit("user_uttered", {"message": "hi", "session_id": "user-0"})
+        replies = await client.next(2)
+        held_after = sorted(channel.sio.manager.get_rooms(sid, "/"))
+        await client.sio.disconnect()
+        # The server forgets the socket's sessions when it handles the disconnect.
+        for _ in range(200):
+            kept_after_disconnect = len(channel.socket_sessions)
+            if kept_after_disconnect == 0:
+                break
+            await asyncio.sleep(0.01)
+    assert confirmed == [("session_confirm", f"user-{user}") for user in range(1, 6)]
+    assert held == sorted([sid, "session:user-3", "session:user-4", "session:user-5"])
+    assert pushed == ("bot_uttered", {"text": "to user-5"})
+    assert replies[1] == ("bot_uttered", {"text": "from user-0 via socketio"})
+    assert held_after == sorted([sid, "session:user-4", "session:user-5", "session:user-0"])
+    assert kept_after_disconnect == 0
+
+
+def test_sessions_per_socket_is_a_positive_whole_number_and_1000_by_default() -> None:
+    (channel,) = load_channels({"socketio": {"session_persistence": True}})
+    assert isinstance(channel, SocketIOInput)
+    assert channel.socket_sessions.limit == 1000
+    for wrong in (0, -1, 2.5, "many", True):
+        with pytest.raises(InvalidConfig, match="'sessions_per_socket' must be"):
+            load_channels({"socketio": {"sessions_per_socket": wrong}})
