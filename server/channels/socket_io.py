@@ -117,7 +117,11 @@ def socketio_payloads(message: dict[str, Any]) -> list[dict[str, Any]]:
         choices = reply_choices(part)
         if choices is not None:
             # As Rasa: the text's paragraphs one by one, the choices with the last of them.
+            # Choices without a text (rasa-sdk's `text: null`) come with an empty one:
+            # rasa-webchat would show "null" (Rasa fails the turn).
             text = part.get("text")
+            if text is None:
+                text = ""
             pieces = text.strip().split("\n\n") if isinstance(text, str) else [text]
             payloads.extend({"text": piece, "quick_replies": []} for piece in pieces[:-1])
             payloads.append(

@@ -186,6 +186,21 @@ def test_a_link_button_reaches_the_widget_as_a_link() -> None:
     ]
 
 
+@pytest.mark.parametrize("key", ["buttons", "quick_replies"])
+def test_choices_without_a_text_come_with_an_empty_text(key: str) -> None:
+    """rasa-sdk's `dispatcher.utter_message(buttons=...)` (or a response of buttons only) sends
+    `text: null`. rasa-webchat shows the text of a message with choices as `String(text)`:
+    before, a bubble saying "null" above the buttons (Rasa fails the turn on it)."""
+    message = {"text": None, key: [{"title": "Yes", "payload": "/affirm"}], "image": None}
+    assert socketio_payloads(message) == [
+        {
+            "text": "",
+            "quick_replies": [{"content_type": "text", "title": "Yes", "payload": "/affirm"}],
+        }
+    ]
+    assert socketio_payloads({key: [{"title": "No", "payload": "/deny"}]})[0]["text"] == ""
+
+
 async def test_session_persistence_keeps_the_conversation_across_sockets() -> None:
     settings = {
         "session_persistence": True,
