@@ -331,16 +331,28 @@ async def test_a_refused_connection_is_logged_with_client_and_reason_and_bounded
 
 
 @contextlib.asynccontextmanager
-async def in_session(
-    session_id: str, **settings: Any
-) -> AsyncIterator[tuple[Client, SocketIOInput]]:
-    """A client in session `session_id` of the echo bot (session_persistence on, and these
-    other `settings`); yields it and the channel, whose output pushes to sessions."""
+async def persistent_bot(
+    ping_seconds: float | None = None, **settings: Any
+) -> AsyncIterator[tuple[str, SocketIOInput]]:
+    """The echo bot with session_persistence on (and these other `settings`); yields its URL
+    and its channel. `ping_seconds`: engine.io's ping interval and timeout (25 s and 20 s)."""
     (channel,) = load_channels({"socketio": {"session_persistence": True, **settings}})
     assert isinstance(channel, SocketIOInput)
+    if ping_seconds is not None:
+        channel.sio.eio.ping_interval = channel.sio.eio.ping_timeout = ping_seconds
     app = create_app()
     attach_channels(app, [channel], echo)
     async with serving(app) as url:
+        yield url, channel
+
+
+@contextlib.asynccontextmanager
+async def in_session(
+    session_id: str, ping_seconds: float | None = None, **settings: Any
+) -> AsyncIterator[tuple[Client, SocketIOInput]]:
+    """A client in session `session_id` of the echo bot (session_persistence on, and these
+    other `settings`); yields it and the channel, whose output pushes to sessions."""
+    async with persistent_bot(ping_seconds, **settings) as (url, channel):
         client = Client()
         await client.sio.connect(url, transports=["websocket"])
         await client.sio.emit("session_request", {"session_id": session_id})
@@ -1184,3 +1196,26 @@ def test_sessions_per_socket_is_a_positive_whole_number_and_1000_by_default() ->
     for wrong in (0, -1, 2.5, "many", True):
         with pytest.raises(InvalidConfig, match="'sessions_per_socket' must be"):
             load_channels({"socketio": {"sessions_per_socket": wrong}})
+
+
+async def test_the_sessions_of_a_client_that_vanished_are_dropped() -> None:
+    """Visitors whose browser went away without a word (long-polling, no more requests):
+    engine.io drops each socket when its ping goes unanswered, and with it every entry the
+    channel held for it, so a server running for months does not hold their sessions."""
+    async with persistent_bot(ping_seconds=0.5) as (url, channel):
+        async with httpx.AsyncClient(base_url=url) as http:
+            polling = "/socket.io/?EIO=4&transport=polling"
+            for visitor in range(3):
+                sid = json.loads((await http.get(polling)).text[1:])["sid"]
+                await http.post(f"{polling}&sid={sid}", content="40")
+                await http.get(f"{polling}&sid={sid}")
+                request = ["session_request", {"session_id": f"gone-{visitor}"}]
+                await http.post(f"{polling}&sid={sid}", content="42" + json.dumps(request))
+                # Confirmed: the socket is in its session.
+                assert "gone-" in (await http.get(f"{polling}&sid={sid}")).text
+        for _ in range(500):  # bounded: at most 5 s (engine.io's own wait is 45 s)
+            if not channel.sio.eio.sockets and not channel.socket_sessions:
+                break
+            await asyncio.sleep(0.01)
+        left = (len(channel.socket_sessions), channel.sio.manager.rooms)
+    assert left == (0, {})
