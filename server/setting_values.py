@@ -64,8 +64,11 @@ def count(settings: dict[str, Any], key: str, default: int) -> int:
     value = settings.get(key)
     if value is None:
         return default
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            pass
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InvalidConfig(
             f"'{key}' must be a whole number of 1 or more, not {_shown(value)}{_quoted_var(value)}"

@@ -73,6 +73,10 @@ INVALID_SESSION = (
 _SESSION_ROOM = "session:"
 
 
+# The most sessions a socket stays in, by default (`sessions_per_socket`).
+SESSIONS_PER_SOCKET = 1000
+
+
 def session_room(session_id: str) -> str:
     """The socket.io room of the sockets in session `session_id`."""
     return _SESSION_ROOM + session_id
@@ -246,7 +250,7 @@ class SocketIOInput(InputChannel):
         metadata_key: str = "metadata",
         cors_allowed_origins: str | list[str] | None = None,
         rooms_redis: dict[str, Any] | bool | None = None,
-        sessions_per_socket: int = 1000,
+        sessions_per_socket: int = SESSIONS_PER_SOCKET,
     ) -> None:
         self.user_message_evt = user_message_evt
         self.bot_message_evt = bot_message_evt
@@ -312,7 +316,7 @@ class SocketIOInput(InputChannel):
             metadata_key=settings.text(c, "metadata_key", "metadata") or "",
             cors_allowed_origins=_origins(c.get("cors_allowed_origins")),
             rooms_redis=rooms_redis_setting(c.get("rooms_redis")),
-            sessions_per_socket=settings.count(c, "sessions_per_socket", 1000),
+            sessions_per_socket=settings.count(c, "sessions_per_socket", SESSIONS_PER_SOCKET),
         )
 
     def use_endpoints(self, endpoints: dict[str, Any]) -> None:

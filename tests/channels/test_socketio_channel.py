@@ -1193,7 +1193,9 @@ def test_sessions_per_socket_is_a_positive_whole_number_and_1000_by_default() ->
     (channel,) = load_channels({"socketio": {"session_persistence": True}})
     assert isinstance(channel, SocketIOInput)
     assert channel.socket_sessions.limit == 1000
-    for wrong in (0, -1, 2.5, "many", True):
+    (from_text,) = load_channels({"socketio": {"sessions_per_socket": "50"}})  # a ${VAR}
+    assert isinstance(from_text, SocketIOInput) and from_text.socket_sessions.limit == 50
+    for wrong in (0, -1, 2.5, "many", "\u00b2", True):
         with pytest.raises(InvalidConfig, match="'sessions_per_socket' must be"):
             load_channels({"socketio": {"sessions_per_socket": wrong}})
 
