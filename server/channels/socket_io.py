@@ -10,6 +10,7 @@ import logging
 import sys
 import uuid
 from collections import OrderedDict
+from itertools import islice
 from typing import Any
 
 import jwt
@@ -85,29 +86,47 @@ def session_room(session_id: str) -> str:
 class SocketSessions:
     """The sessions each connected socket is in, at most `limit` per socket: a gateway
     relaying many users over one long-lived socket would otherwise hold a room for every
-    user it ever relayed. Past the limit, the session the socket used least recently is left.
+    user it ever relayed. Past the limit, the session the socket used least recently is left,
+    unless a turn of it is being answered: its reply must reach the socket.
     """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._of: dict[str, OrderedDict[str, None]] = {}  # socket id: its sessions, oldest first
+        self._answering: dict[tuple[str, str], int] = {}  # (socket, session): turns running
 
     def __len__(self) -> int:
         """How many (socket, session) pairs are held."""
         return sum(len(sessions) for sessions in self._of.values())
 
-    def use(self, sid: str, session_id: str) -> tuple[bool, list[str]]:
-        """Socket `sid` uses `session_id` now: whether it is new to the socket, and the
-        sessions the socket leaves to stay within the limit."""
+    def use(self, sid: str, session_id: str, turn: bool = False) -> tuple[bool, list[str]]:
+        """Socket `sid` uses `session_id` now (for a `turn`, kept until `answered`): whether
+        it is new to the socket, and the sessions the socket leaves to stay within the limit."""
+        if turn:
+            key = (sid, session_id)
+            self._answering[key] = self._answering.get(key, 0) + 1
         sessions = self._of.setdefault(sid, OrderedDict())
-        if session_id in sessions:
-            sessions.move_to_end(session_id)
-            return False, []
+        new = session_id not in sessions
         sessions[session_id] = None
-        left = []
-        while len(sessions) > self.limit:
-            left.append(sessions.popitem(last=False)[0])
-        return True, left
+        sessions.move_to_end(session_id)
+        return new, self._trim(sid, sessions)
+
+    def answered(self, sid: str, session_id: str) -> list[str]:
+        """A turn of `session_id` from socket `sid` is over: the sessions the socket leaves."""
+        key = (sid, session_id)
+        self._answering[key] -= 1
+        if not self._answering[key]:
+            del self._answering[key]
+        sessions = self._of.get(sid)
+        return self._trim(sid, sessions) if sessions is not None else []
+
+    def _trim(self, sid: str, sessions: OrderedDict[str, None]) -> list[str]:
+        """Leaves the sessions older than the socket's `limit` latest, but those answering."""
+        older = list(islice(sessions, max(len(sessions) - self.limit, 0)))
+        left = [session for session in older if (sid, session) not in self._answering]
+        for session in left:
+            del sessions[session]
+        return left
 
     def forget(self, sid: str) -> None:
         """Socket `sid` is gone (python-socketio takes it out of its rooms itself)."""
@@ -387,11 +406,13 @@ class SocketIOInput(InputChannel):
         if not isinstance(token, str):
             return "no token (a client connects with an auth object whose token is 'Bearer <jwt>')"
         try:
-            jwt.decode(
+            claims = jwt.decode(
                 token.removeprefix("Bearer "), self._verification_key, algorithms=[self.jwt_method]
             )
         except jwt.PyJWTError as exc:
             return f"JWT rejected: {type(exc).__name__}"
+        if not claims:  # as Rasa, which lets a socket in only when the claims are not empty
+            return "JWT rejected: no claims"
         return None
 
     def _register_handlers(self, on_new_message: OnNewMessage) -> None:
@@ -407,19 +428,23 @@ class SocketIOInput(InputChannel):
         async def disconnect(sid: str, *args: Any) -> None:
             self.socket_sessions.forget(sid)
 
-        async def join(sid: str, session_id: str) -> bool:
+        async def join(sid: str, session_id: str, turn: bool = False) -> bool:
             """Puts the socket in the session's room (at once if it is there already), and
-            out of its least recently used session past `sessions_per_socket`; False when it
-            has left meanwhile (its event and its disconnect came in one long-polling
-            request: the handler runs after both)."""
+            out of its least recently used session past `sessions_per_socket` (for a `turn`,
+            the session stays until `answered`); False when it has left meanwhile (its event
+            and its disconnect came in one long-polling request: the handler runs after
+            both)."""
             if not sio.manager.is_connected(sid, ns or "/"):
                 return False
-            joined, left = self.socket_sessions.use(sid, session_id)
+            joined, left = self.socket_sessions.use(sid, session_id, turn)
             if joined:
                 await sio.enter_room(sid, session_room(session_id), namespace=ns)
-            for old in left:
-                await sio.leave_room(sid, session_room(old), namespace=ns)
+            await leave(sid, left)
             return True
+
+        async def leave(sid: str, sessions: list[str]) -> None:
+            for session_id in sessions:
+                await sio.leave_room(sid, session_room(session_id), namespace=ns)
 
         # `*_`: arguments after the first, which some clients send, are ignored rather than
         # failing the handler (and losing the message).
@@ -437,40 +462,8 @@ class SocketIOInput(InputChannel):
                 return  # the socket has left: nobody to confirm it to
             await sio.emit("session_confirm", session_id, room=sid, namespace=ns)
 
-        async def user_message(sid: str, data: Any = None, *_: Any) -> None:
-            data = _event_data(data)
-            if data is None:
-                logger.warning(
-                    "socketio: a %s whose data is not an object (or a JSON text of one) "
-                    "was dropped",
-                    self.user_message_evt,
-                )
-                return
-            if self.session_persistence:
-                sender = _session_id(data.get("session_id"))
-                if sender is None:
-                    logger.warning(
-                        "socketio: a message without a session_id was dropped; the client "
-                        "must send session_request first when session_persistence is on"
-                    )
-                    return
-                if not _can_be_stored(sender):
-                    # Refused before the turn, which would fail on it: the socket is told
-                    # itself, as it can join no session of that id.
-                    logger.warning(
-                        "socketio: a message for a session_id no store can hold was refused"
-                    )
-                    await sio.emit(
-                        self.bot_message_evt, {"text": INVALID_SESSION}, room=sid, namespace=ns
-                    )
-                    return
-                # A client that sends its session id without a session_request on this
-                # socket (a backend client, a widget after a server restart) gets the replies
-                # too; knowing the id lets it request the session anyway. A socket that
-                # could not join (it left) has its turn run all the same.
-                await join(sid, sender)
-            else:
-                sender = sid
+        async def answer(sender: str, data: dict[str, Any]) -> None:
+            """Runs the turn of message `data` of conversation `sender`."""
             text = data.get("message")
             if text is None:
                 # rasa-webchat sends its init payload when a session starts, without a
@@ -535,6 +528,46 @@ class SocketIOInput(InputChannel):
                 await output.send_response(sender, {"text": SEND_AGAIN})
             except Exception as e:
                 log_failed_turn(logger, "socketio", sender, e)
+
+        async def user_message(sid: str, data: Any = None, *_: Any) -> None:
+            data = _event_data(data)
+            if data is None:
+                logger.warning(
+                    "socketio: a %s whose data is not an object (or a JSON text of one) "
+                    "was dropped",
+                    self.user_message_evt,
+                )
+                return
+            if self.session_persistence:
+                sender = _session_id(data.get("session_id"))
+                if sender is None:
+                    logger.warning(
+                        "socketio: a message without a session_id was dropped; the client "
+                        "must send session_request first when session_persistence is on"
+                    )
+                    return
+                if not _can_be_stored(sender):
+                    # Refused before the turn, which would fail on it: the socket is told
+                    # itself, as it can join no session of that id.
+                    logger.warning(
+                        "socketio: a message for a session_id no store can hold was refused"
+                    )
+                    await sio.emit(
+                        self.bot_message_evt, {"text": INVALID_SESSION}, room=sid, namespace=ns
+                    )
+                    return
+                # A client that sends its session id without a session_request on this
+                # socket (a backend client, a widget after a server restart) gets the replies
+                # too; knowing the id lets it request the session anyway. A socket that
+                # could not join (it left) has its turn run all the same.
+                joined = await join(sid, sender, turn=True)
+            else:
+                sender, joined = sid, False
+            try:
+                await answer(sender, data)
+            finally:
+                if joined:  # the session was kept for the turn's reply; now it may go
+                    await leave(sid, self.socket_sessions.answered(sid, sender))
 
         sio.on("connect", connect, namespace=ns)
         sio.on("disconnect", disconnect, namespace=ns)

@@ -255,6 +255,20 @@ async def test_jwt_protects_the_connection() -> None:
     assert reply == ("bot_uttered", {"text": "echo: hi"})
 
 
+async def test_a_jwt_without_claims_is_refused_as_rasa_refuses_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Rasa lets a socket connect only when its token's claims are not empty: a token signed
+    over `{}` is refused there. Before, it connected here."""
+    key = "socket-secret-of-at-least-32-bytes!"
+    caplog.set_level(logging.INFO)
+    async with bot({"jwt_key": key, "jwt_method": "HS256"}) as url:
+        empty = jwt.encode({}, key, algorithm="HS256")
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await Client().sio.connect(url, transports=["websocket"], auth={"token": empty})
+    assert any("JWT rejected: no claims" in r.getMessage() for r in caplog.records)
+
+
 @pytest.mark.parametrize("key_kind", ["public", "private"])
 async def test_rs256_jwt_key_verifies_with_the_public_key_given_either_half(key_kind: str) -> None:
     # Before, a private key PEM (what some guides put there) failed every connection with
@@ -1157,7 +1171,7 @@ async def test_a_gateway_socket_stays_in_its_latest_sessions_only() -> None:
     """A backend gateway relays many users over one socket that stays connected for weeks,
     requesting a session per user. The socket is kept in the `sessions_per_socket` sessions
     it used last; before, it stayed in every session it ever named (a room each, about
-    300 bytes), so the server's memory grew with every user the gateway had ever relayed."""
+    600 bytes), so the server's memory grew with every user the gateway had ever relayed."""
     async with in_session("user-0", sessions_per_socket=3) as (client, channel):
         sid = client.sio.get_sid()
         for user in range(1, 6):
@@ -1221,3 +1235,43 @@ async def test_the_sessions_of_a_client_that_vanished_are_dropped() -> None:
             await asyncio.sleep(0.01)
         left = (len(channel.socket_sessions), channel.sio.manager.rooms)
     assert left == (0, {})
+
+
+async def test_a_session_answering_a_turn_is_kept_past_sessions_per_socket() -> None:
+    """A gateway's socket sends a message of session A, whose turn waits (on an action
+    server, say); meanwhile the gateway relays more users than `sessions_per_socket`. A is
+    the socket's least recently used session, but its turn's reply must still reach it:
+    before, the socket had left A's room and the reply was lost."""
+    answer = asyncio.Event()
+
+    async def slow(message: UserMessage) -> None:
+        if message.sender_id == "user-a":
+            await answer.wait()
+        await echo(message)
+
+    settings = {"session_persistence": True, "sessions_per_socket": 2}
+    (channel,) = load_channels({"socketio": settings})
+    assert isinstance(channel, SocketIOInput)
+    app = create_app()
+    attach_channels(app, [channel], slow)
+    async with serving(app) as url:
+        client = Client()
+        await client.sio.connect(url, transports=["websocket"])
+        sid = client.sio.get_sid()
+        await client.sio.emit("user_uttered", {"message": "hi", "session_id": "user-a"})
+        for user in "bcd":
+            await client.sio.emit("session_request", {"session_id": f"user-{user}"})
+        confirmed = await client.next(3)
+        held_during_turn = sorted(channel.sio.manager.get_rooms(sid, "/"))
+        answer.set()
+        replies = await client.next(2)
+        # Once the turn is answered, the socket is back within its two sessions.
+        held_after = sorted(channel.sio.manager.get_rooms(sid, "/"))
+        await client.sio.disconnect()
+    assert confirmed == [("session_confirm", f"user-{user}") for user in "bcd"]
+    assert held_during_turn == sorted([sid, "session:user-a", "session:user-c", "session:user-d"])
+    assert replies == [
+        ("bot_uttered", {"text": "echo: hi"}),
+        ("bot_uttered", {"text": "from user-a via socketio"}),
+    ]
+    assert held_after == sorted([sid, "session:user-c", "session:user-d"])
