@@ -59,8 +59,8 @@ def seconds(settings: dict[str, Any], key: str, default: float) -> float:
     return number
 
 
-def count(settings: dict[str, Any], key: str, default: int) -> int:
-    """A whole number of 1 or more (its digits as a string too)."""
+def count(settings: dict[str, Any], key: str, default: int, least: int = 1) -> int:
+    """A whole number of `least` or more (its digits as a string too)."""
     value = settings.get(key)
     if value is None:
         return default
@@ -69,9 +69,10 @@ def count(settings: dict[str, Any], key: str, default: int) -> int:
             value = int(value)
         except ValueError:
             pass
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
         raise InvalidConfig(
-            f"'{key}' must be a whole number of 1 or more, not {_shown(value)}{_quoted_var(value)}"
+            f"'{key}' must be a whole number of {least} or more, not {_shown(value)}"
+            + _quoted_var(value)
         )
     return value
 
