@@ -94,6 +94,7 @@ class SocketSessions:
         self.limit = limit
         self._of: dict[str, OrderedDict[str, None]] = {}  # socket id: its sessions, oldest first
         self._answering: dict[tuple[str, str], int] = {}  # (socket, session): turns running
+        self._told: set[str] = set()  # sockets that have left a session: logged once each
 
     def __len__(self) -> int:
         """How many (socket, session) pairs are held."""
@@ -126,11 +127,20 @@ class SocketSessions:
         left = [session for session in older if (sid, session) not in self._answering]
         for session in left:
             del sessions[session]
+        if left and sid not in self._told:
+            self._told.add(sid)
+            logger.warning(
+                "socketio: socket %s is in %d sessions (sessions_per_socket): it leaves the "
+                "one it used least recently, whose pushes no longer reach it (once per socket)",
+                sid,
+                self.limit,
+            )
         return left
 
     def forget(self, sid: str) -> None:
         """Socket `sid` is gone (python-socketio takes it out of its rooms itself)."""
         self._of.pop(sid, None)
+        self._told.discard(sid)
 
 
 def socketio_payloads(message: dict[str, Any]) -> list[dict[str, Any]]:

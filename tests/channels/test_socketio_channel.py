@@ -1167,7 +1167,9 @@ async def test_a_socket_that_requested_two_sessions_gets_the_replies_of_both() -
         await client.sio.disconnect()
 
 
-async def test_a_gateway_socket_stays_in_its_latest_sessions_only() -> None:
+async def test_a_gateway_socket_stays_in_its_latest_sessions_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """A backend gateway relays many users over one socket that stays connected for weeks,
     requesting a session per user. The socket is kept in the `sessions_per_socket` sessions
     it used last; before, it stayed in every session it ever named (a room each, about
@@ -1201,6 +1203,11 @@ async def test_a_gateway_socket_stays_in_its_latest_sessions_only() -> None:
     assert replies[1] == ("bot_uttered", {"text": "from user-0 via socketio"})
     assert held_after == sorted([sid, "session:user-4", "session:user-5", "session:user-0"])
     assert kept_after_disconnect == 0
+    # Pushes to the sessions left are lost without a word: the operator is told once per
+    # socket (three sessions left here) which setting to raise.
+    warnings = [r.getMessage() for r in caplog.records if "sessions_per_socket" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert f"socketio: socket {sid} is in 3 sessions" in warnings[0]
 
 
 def test_sessions_per_socket_is_a_positive_whole_number_and_1000_by_default() -> None:
