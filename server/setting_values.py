@@ -59,6 +59,24 @@ def seconds(settings: dict[str, Any], key: str, default: float) -> float:
     return number
 
 
+def count(settings: dict[str, Any], key: str, default: int, least: int = 1) -> int:
+    """A whole number of `least` or more (its digits as a string too)."""
+    value = settings.get(key)
+    if value is None:
+        return default
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise InvalidConfig(
+            f"'{key}' must be a whole number of {least} or more, not {_shown(value)}"
+            + _quoted_var(value)
+        )
+    return value
+
+
 def http_url(settings: dict[str, Any], key: str) -> str:
     """A required http:// or https:// URL with a host, as Rasa reads it (`url_as_rasa_reads`:
     without a line break, nor spaces before it)."""

@@ -160,6 +160,8 @@ RSA_PUBLIC_PEM = (
         ("rocketchat", {**ROCKET, "server_url": "http://[::1"}, "'server_url' must be an"),
         ("rocketchat", {**ROCKET, "password": ["pw"]}, "'password' must be a string, not a list"),
         ("rocketchat", {**ROCKET, "max_message_length": "big"}, "'max_message_length' must be"),
+        # Digits int() cannot read: before, "ValueError: invalid literal for int()".
+        ("rocketchat", {**ROCKET, "max_message_length": "\u00b2"}, "'max_message_length' must"),
         ("socketio", {"socketio_path": 5.5j}, "'socketio_path' must be a string"),
         ("socketio", {"socketio_path": "/"}, "'socketio_path' must be a path"),
         ("socketio", {"session_persistence": "maybe"}, "'session_persistence' must be true or"),
