@@ -232,6 +232,7 @@ async def download_model(
         key.encode("utf-8")  # what every storage's keys are
     except UnicodeEncodeError:  # a lone surrogate: a JSON escape, or argv bytes not UTF-8
         raise InvalidConfig(f"Remote model name {model_name!r} is not UTF-8 text") from None
+    _check_key_length(storage, key)
     directory = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="botserver-remote-"))
     name = model_file_name(model_name)
     target = directory / (name if _fits_a_file_name(name) else "model.tar.gz")
@@ -264,6 +265,36 @@ async def download_model(
             _hide_addresses(exc)
         raise
     return target
+
+
+# The longest key each storage takes, as it counts: S3 and GCS in UTF-8 bytes, Azure in UTF-16
+# code units (an emoji is two), in at most 254 '/'-separated parts. Past these the storage
+# answers a 400 that names no limit (Azure's OutOfRangeInput, S3's KeyTooLongError); Azurite
+# and moto take any length.
+MAX_KEY_LENGTH = 1024
+MAX_AZURE_PARTS = 254
+_KEY_NAMES = {"aws": "S3 takes object keys", "gcs": "GCS takes object names"}
+
+
+def _check_key_length(storage: str, key: str) -> None:
+    """InvalidConfig, naming the limit, for a key longer than `storage` takes."""
+    if storage == "azure":
+        measures = [
+            (len(key.encode("utf-16-le")) // 2, MAX_KEY_LENGTH, "characters ('.tar.gz' included)"),
+            (key.count("/") + 1, MAX_AZURE_PARTS, "'/'-separated parts"),
+        ]
+        rule = "Azure takes blob names"
+    else:
+        measures = [
+            (len(key.encode("utf-8")), MAX_KEY_LENGTH, "bytes in UTF-8 ('.tar.gz' included)")
+        ]
+        rule = _KEY_NAMES[storage]
+    for length, limit, unit in measures:
+        if length > limit:
+            raise InvalidConfig(
+                f"Remote model name '{key[:40]}...' is too long: {rule} of at most {limit} "
+                f"{unit}; this one has {length}"
+            )
 
 
 def _key_not_url(storage: str, url: str) -> str:
@@ -459,9 +490,8 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         code = _s3_code(error)
         if code == "InvalidBucketName":
             message = error.response.get("Error", {}).get("Message") or "not valid"
-            raise InvalidConfig(
-                f"BUCKET_NAME {bucket!r} is no bucket name the storage{at} takes ({code}: "
-                f"{message}): S3's are 3 to 63 lowercase letters, digits, '.' and '-'"
+            raise _bucket_name_refused(
+                bucket, f"the storage{at}", f"{code}: {message}", _S3_BUCKET_RULE
             ) from None
         if code == "NoSuchBucket" or (
             code in _S3_MISSING and not _s3_bucket_exists(client, bucket)
@@ -507,6 +537,21 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
 
 
 _NEVER_CREATED = "BUCKET_NAME; botserver never creates buckets"
+# The names a storage takes for a bucket, told when it refuses one.
+_S3_BUCKET_RULE = "S3's are 3 to 63 lowercase letters, digits, '.' and '-'"
+_GCS_BUCKET_RULE = (
+    "GCS's are 3 to 63 lowercase letters, digits, '-', '_' and '.' (222 with dots), without "
+    "'goog' first nor 'google'"
+)
+
+
+def _bucket_name_refused(bucket: str, storage: str, answer: str, rule: str) -> InvalidConfig:
+    """The error for a BUCKET_NAME the storage refused with `answer`: a setting to fix."""
+    return InvalidConfig(
+        f"BUCKET_NAME {bucket!r} is no bucket name {storage} takes ({answer}): {rule}"
+    )
+
+
 # S3's codes for no such object (a HEAD's answer has no body: its status alone).
 _S3_MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
 # A session token refused (a HEAD's 400: botocore follows a wrong region's on its own).
@@ -625,6 +670,15 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
             "check the credentials (GOOGLE_APPLICATION_CREDENTIALS) and that they may read "
             "it (storage.objects.get)"
         ) from None
+    except gexc.BadRequest as exc:
+        # A request GCS never serves: a bucket name it refuses (a 500 before), a
+        # requester-pays bucket read without a billing project.
+        reason = _REQUEST.sub("", exc.message)
+        if "bucket name" in reason.lower():
+            raise _bucket_name_refused(
+                bucket_name, "GCS", f"400: {reason}", _GCS_BUCKET_RULE
+            ) from None
+        raise InvalidConfig(f"{where} refused the request for '{key}' (400: {reason})") from None
     except gexc.RetryError as exc:  # the retries' time ran out: why the last one failed
         raise _transport_failure(where, key, timeout, exc.cause or exc) from exc
     except gexc.GoogleAPIError as exc:
@@ -696,9 +750,16 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
             ) from exc
         raise ModelNotFound(f"No model '{key}' in Azure container '{container}'") from exc
     except AzureError as exc:
-        if isinstance(exc, HttpResponseError) and exc.status_code in (401, 403):
-            named = getattr(exc, "error_code", None)
-            code = getattr(named, "value", named) or exc.status_code
+        status = exc.status_code if isinstance(exc, HttpResponseError) else None
+        # (error_code: the storage SDK's addition to azure-core's exception)
+        named = getattr(exc, "error_code", None)
+        code = getattr(named, "value", named) or status
+        if status == 400:  # a request Azure never serves (InvalidUri, OutOfRangeInput...)
+            raise InvalidConfig(
+                f"Azure container '{container}' at {shown} refused the request for '{key}' "
+                f"({code}: {getattr(exc, 'reason', None) or 'Bad Request'})"
+            ) from None
+        if status in (401, 403):
             advice = "check AZURE_ACCOUNT_NAME and AZURE_ACCOUNT_KEY"
             if code != "AuthenticationFailed":  # Azure's for a key that signs wrong alone
                 # AuthorizationFailure: a firewall's refusal too (and Azurite's for a key);

@@ -18,6 +18,8 @@ import pytest
 from server.errors import InvalidConfig, ModelNotFound
 from server.models import ModelHolder, ModelSource
 from server.models.remote_storage import check_storage_settings, download_model
+from tests.fake_http import serve_json
+from tests.models.conftest import azure_at
 
 blob = pytest.importorskip("azure.storage.blob")
 
@@ -213,4 +215,23 @@ def test_a_container_given_as_its_url_is_named_without_the_sas_signature(
     assert str(caught.value) == (
         f"AZURE_CONTAINER '{shown}' is no container name: give the container's name alone, "
         "such as 'models'"
+    )
+
+
+async def test_a_request_azure_refuses_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Azure's 400 (OutOfRangeInput, InvalidUri...): a request it never serves, whatever the
+    # retries. Before: a ModelError "Operation returned an invalid status 'Bad Request'", a
+    # 500 from PUT /model as if the storage had failed.
+    with serve_json(lambda path, body: (400, None)) as url:
+        azure_at(url, monkeypatch)
+        monkeypatch.setenv("AZURE_ACCOUNT_KEY", KEY)
+
+        with pytest.raises(InvalidConfig) as caught:
+            await download_model("azure", "prod")
+
+    assert str(caught.value) == (
+        f"Azure container 'models' at {url}/{ACCOUNT} refused the request for 'prod.tar.gz' "
+        "(400: Bad Request)"
     )
