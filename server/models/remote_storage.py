@@ -352,6 +352,14 @@ def _downloader(storage: str) -> Callable[[str, Path, int, float], None]:
         ) from None
 
 
+def _needs(storage: str, package: str) -> InvalidConfig:
+    """The error for a storage whose client library is not installed: the extra of the same
+    name installs it, at the version botserver is tested with."""
+    return InvalidConfig(
+        f"Remote storage '{storage}' needs {package}: pip install 'botserver[{storage}]'"
+    )
+
+
 def _env(name: str, storage: str) -> str:
     value = os.environ.get(name)
     if not value:
@@ -437,9 +445,7 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
             NoCredentialsError,
         )
     except ImportError as exc:
-        raise InvalidConfig(
-            "Remote storage 'aws' needs boto3: pip install 'botserver[aws]'"
-        ) from exc
+        raise _needs("aws", "boto3") from exc
     bucket = _bucket_name("aws")
     endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
     at = f" at {_storage_address('AWS_ENDPOINT_URL', endpoint, _S3_SERVICE)}" if endpoint else ""
@@ -632,9 +638,7 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         from google.cloud import storage
         from google.cloud.storage.retry import DEFAULT_RETRY
     except ImportError as exc:
-        raise InvalidConfig(
-            "Remote storage 'gcs' needs google-cloud-storage: pip install google-cloud-storage"
-        ) from exc
+        raise _needs("gcs", "google-cloud-storage") from exc
     bucket_name = _bucket_name("gcs")
     where = f"GCS bucket '{bucket_name}'"
     # (connect, read) per request; the retries end once ATTEMPTS timeouts have passed.
@@ -706,9 +710,7 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
         )
         from azure.storage.blob import BlobServiceClient, LinearRetry
     except ImportError as exc:
-        raise InvalidConfig(
-            "Remote storage 'azure' needs azure-storage-blob: pip install azure-storage-blob"
-        ) from exc
+        raise _needs("azure", "azure-storage-blob") from exc
     container = _container_name()
     account = _env("AZURE_ACCOUNT_NAME", "azure")
     account_key = _azure_account_key()

@@ -6,6 +6,7 @@ naming the storage and the model, never the SDK's bare exception (a traceback at
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import pytest
@@ -279,3 +280,26 @@ async def test_a_model_name_longer_than_the_storage_takes_names_the_limit(
     assert message.startswith(f"Remote model name '{name[:40]}...' is too long: "), message
     assert message.endswith(why)
     assert len(message) < 300  # the name is not printed whole
+
+
+@pytest.mark.parametrize(
+    ("storage", "module", "package"),
+    [
+        ("aws", "boto3", "boto3"),
+        ("gcs", "google.cloud.storage", "google-cloud-storage"),
+        ("azure", "azure.storage.blob", "azure-storage-blob"),
+    ],
+)
+async def test_a_missing_client_library_says_which_extra_installs_it(
+    monkeypatch: pytest.MonkeyPatch, storage: str, module: str, package: str
+) -> None:
+    # Before, each storage had its own wording, and GCS and Azure named a bare package
+    # rather than the extra, which pins the version botserver is tested with.
+    monkeypatch.setitem(sys.modules, module, None)  # its import fails, as when not installed
+
+    with pytest.raises(InvalidConfig) as caught:
+        await download_model(storage, "prod")
+
+    assert str(caught.value) == (
+        f"Remote storage '{storage}' needs {package}: pip install 'botserver[{storage}]'"
+    )
