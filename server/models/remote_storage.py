@@ -143,10 +143,9 @@ def _check_name_alone(variable: str, value: str, what: str) -> None:
     URL's session token, a SAS URL's signature)."""
     if "/" not in value:
         return
-    scheme, url, rest = value.partition("://")
-    if url:
+    if "://" in value:
         shown = safe_url(value, tolerant=True)
-        name, folder = _name_in_url(scheme, rest, what)
+        name, folder = _split_url(value, what)
         advice = f"give the {what}'s name alone" + (f", such as {name!r}" if name else "")
     else:
         shown = value
@@ -161,21 +160,34 @@ def _check_name_alone(variable: str, value: str, what: str) -> None:
 _BUCKET_HOST = re.compile(r"(.+?)\.(?:s3[.-]|storage\.googleapis\.com$)")
 
 
-def _name_in_url(scheme: str, rest: str, what: str) -> tuple[str, str]:
-    """The bucket or container a URL (after its `scheme://`) names, and the folder in it:
-    `s3://bucket/folder`, Hadoop's `wasbs://container@account...`, an https URL,
-    virtual-hosted (`bucket.s3.amazonaws.com`) or path-style (Azure's, MinIO's, Azurite's
-    after the account)."""
-    host, _, path = rest.partition("#")[0].partition("?")[0].partition("/")
-    if scheme.lower() not in ("http", "https"):
-        return host.partition("@")[0], path
-    virtual = _BUCKET_HOST.match(host.rpartition("@")[2].lower())
+def _split_url(url: str, what: str, named: str | None = None) -> tuple[str, str]:
+    """The bucket or container a storage URL names, and the path after it (an object's key,
+    a folder): `s3://bucket/key`, `gs://...`, Hadoop's `wasbs://container@account.../key`,
+    an http(s) URL, virtual-hosted (`bucket.s3.amazonaws.com/key`) or path-style
+    (`host/bucket/key`: Azure's, MinIO's, Azurite's after the account). An http(s) URL's
+    query (a signature) and fragment are no part of it, and its path is percent-decoded.
+
+    With `named`, the configured bucket or container, a path-style URL whose path does not
+    start with it names none (a custom domain in front of the bucket): ("", its path)."""
+    scheme, _, rest = url.partition("://")
+    web = scheme.lower() in ("http", "https")
+    if web:
+        rest = unquote(rest.partition("#")[0].partition("?")[0])
+    host, _, path = rest.partition("/")
+    if not web:
+        return re.split("[@?#]", host, maxsplit=1)[0], path
+    host = host.rpartition("@")[2].lower()
+    virtual = _BUCKET_HOST.match(host)
     if virtual:
         return virtual.group(1), path
-    name, _, folder = path.partition("/")
+    if named and host.startswith(f"{named}."):
+        return named, path
+    name, _, after = path.partition("/")
     if what == "container" and name and name == os.environ.get("AZURE_ACCOUNT_NAME"):
-        name, _, folder = folder.partition("/")  # Azurite's: the account, then the container
-    return name, folder
+        name, _, after = after.partition("/")  # Azurite's: the account, then the container
+    if named is not None and name != named:
+        return "", path
+    return name, after
 
 
 def _check_botocore_host(endpoint: str, shown: str) -> None:
@@ -301,17 +313,10 @@ def _key_not_url(storage: str, url: str) -> str:
     """What to give -m instead of the object's URL (`s3://bucket/key`, `gs://...`, an https
     URL, virtual-hosted, path-style or presigned, Azure's
     `https://account.blob.core.windows.net/container/key`): the key alone."""
-    scheme, _, rest = url.partition("://")
-    web = scheme.lower() in ("http", "https")
-    if web:  # the path is the key, percent-encoded; no query (a signature) nor fragment
-        rest = unquote(rest.partition("#")[0].partition("?")[0])
-    host, _, key = rest.partition("/")  # without the bucket (s3://, gs://), or the host
-    place, setting = "bucket (BUCKET_NAME)", "BUCKET_NAME"
+    place, setting, what = "bucket (BUCKET_NAME)", "BUCKET_NAME", "bucket"
     if storage == "azure":
-        place, setting = "container (AZURE_CONTAINER)", "AZURE_CONTAINER"
-    named, _, after = key.partition("/")
-    if web and named == os.environ.get(setting) and not host.startswith(f"{named}."):
-        key = after  # the bucket or container before the key (path-style)
+        place, setting, what = "container (AZURE_CONTAINER)", "AZURE_CONTAINER", "container"
+    _, key = _split_url(url, what, named=os.environ.get(setting, ""))
     return f"-m names the object's key in the {place}, not a URL: give -m {key or 'prod/my-model'}"
 
 

@@ -172,10 +172,20 @@ async def test_a_container_name_azure_refuses_is_a_configuration_error(
         check_storage_settings("azure")  # `botserver run` stops before it starts
 
 
-async def test_a_model_name_given_as_the_blobs_url_says_that_m_names_the_key(container) -> None:
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"https://{ACCOUNT}.blob.core.windows.net/models/prod/bot.tar.gz",
+        # Azurite's, the account before the container. Before: "give -m
+        # devstoreaccount1/models/prod/bot.tar.gz", the account and container in the key.
+        f"http://127.0.0.1:10000/{ACCOUNT}/models/prod/bot.tar.gz",
+    ],
+    ids=["azure", "azurite"],
+)
+async def test_a_model_name_given_as_the_blobs_url_says_that_m_names_the_key(
+    container, url: str
+) -> None:
     # Before: "No model 'https://...' in Azure container 'models'", nothing more.
-    url = f"https://{ACCOUNT}.blob.core.windows.net/models/prod/bot.tar.gz"
-
     with pytest.raises(ModelNotFound) as caught:
         await download_model("azure", url)
 

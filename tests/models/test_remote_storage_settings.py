@@ -286,7 +286,7 @@ async def test_a_model_name_longer_than_the_storage_takes_names_the_limit(
     ("storage", "module", "package"),
     [
         ("aws", "boto3", "boto3"),
-        ("gcs", "google.cloud.storage", "google-cloud-storage"),
+        ("gcs", "google.cloud", "google-cloud-storage"),
         ("azure", "azure.storage.blob", "azure-storage-blob"),
     ],
 )
