@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import shutil
+import ssl
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -383,8 +384,10 @@ def _transport_failure(where: str, key: str, timeout: float, exc: BaseException)
     for _ in range(20):  # a chain is short; never loop on a cycle
         if seen is None:
             break
-        # (urllib3's failure to connect is a kind of its connect timeout: asked first.)
-        if isinstance(seen, (ConnectionRefusedError, urllib3.exceptions.NewConnectionError)):
+        # (urllib3's failure to connect is a kind of its connect timeout: asked first.) A
+        # TLS handshake that fails, and a connection closed unanswered (a proxy without a
+        # backend), reach no storage either: a model server failing so is one too.
+        if isinstance(seen, (ConnectionError, ssl.SSLError, urllib3.exceptions.NewConnectionError)):
             return ModelUnavailable(f"Cannot reach {where} for '{key}': {seen}")
         if isinstance(seen, (TimeoutError, urllib3.exceptions.TimeoutError)):
             return ModelUnavailable(

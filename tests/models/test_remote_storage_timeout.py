@@ -17,7 +17,7 @@ import pytest
 from server.errors import InvalidConfig, ModelUnavailable
 from server.models import ModelHolder, ModelSource
 from server.models.remote_storage import download_model
-from tests.fake_http import silent_server
+from tests.fake_http import closing_server, serve_json, silent_server
 from tests.loop_lag import paced
 from tests.models.conftest import STORAGES_AT, azure_at, greeting_loader, s3_at
 from tests.models.test_remote_storage_lying import LyingStorage
@@ -190,3 +190,28 @@ async def test_the_storage_address_is_named_without_its_credentials(
 
     assert "http://127.0.0.1:9" in str(caught.value)
     assert "pa55word" not in str(caught.value) and "S3CRET" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("storage", "failure"),
+    [*((storage, "tls") for storage in STORAGES_AT), ("azure", "closed")],  # the fastest to retry
+)
+async def test_a_storage_the_exchange_fails_with_is_one_that_cannot_be_reached(
+    monkeypatch: pytest.MonkeyPatch, storage: str, failure: str
+) -> None:
+    # An https address whose TLS fails (here: an http port; a certificate that does not
+    # verify), or a host that closes the connection unanswered. Before: a ModelError with the
+    # SDK's words, a 500 from PUT /model, where a model server failing so is a 400.
+    monkeypatch.setenv("BUCKET_NAME", "models")
+    monkeypatch.setenv("REMOTE_STORAGE_TIMEOUT", f"{TIMEOUT:g}")
+    with serve_json(lambda path, body: (200, {})) if failure == "tls" else closing_server() as url:
+        if failure == "tls":
+            url = url.replace("http://", "https://")
+        STORAGES_AT[storage](url, monkeypatch)
+
+        with pytest.raises(ModelUnavailable) as caught:
+            await download_model(storage, "prod")
+
+    message = str(caught.value)
+    assert message.startswith("Cannot reach "), message
+    assert ("SSL" if failure == "tls" else "closed") in message, message
