@@ -373,11 +373,15 @@ def _env(name: str, storage: str) -> str:
     return value
 
 
+# The request google-api-core puts before the storage's reason ("GET https://...: ").
+_REQUEST = re.compile(r"^[A-Z]+ \S+: ")
+
+
 def _transport_failure(where: str, key: str, timeout: float, exc: BaseException) -> ModelError:
-    """The error for a request to `where` that failed on its way, not by the storage's
-    answer: ModelUnavailable when the storage did not answer in time or could not be
-    reached (each SDK wraps these differently: found in the chain of causes), else a
-    ModelError that names the storage and the SDK's reason."""
+    """The error for a request to `where` that failed on its way, or with a failure of the
+    storage's own: ModelUnavailable when the storage did not answer in time, could not be
+    reached (each SDK wraps these differently: found in the chain of causes) or answered a
+    5xx, else a ModelError that names the storage and the SDK's reason."""
     import urllib3  # the transport under every storage SDK
 
     seen: BaseException | None = exc
@@ -396,7 +400,20 @@ def _transport_failure(where: str, key: str, timeout: float, exc: BaseException)
             )
         # Azure keeps the transport's error aside rather than as the cause.
         seen = seen.__cause__ or seen.__context__ or getattr(seen, "inner_exception", None)
+    status = getattr(exc, "status_code", None) or getattr(exc, "code", None)  # Azure's, GCS's
+    if isinstance(status, int) and status >= 500:
+        reason = getattr(exc, "reason", None) or _REQUEST.sub("", getattr(exc, "message", ""))
+        return _storage_failed(where, key, status, reason)
     return ModelError(f"Cannot download '{key}' from {where}: {exc}")
+
+
+def _storage_failed(where: str, key: str, status: int, reason: str) -> ModelUnavailable:
+    """The error for a storage that answered a failure of its own (a 5xx: an outage, S3's
+    SlowDown) after the SDK's retries: unavailable for now, as a model server's 5xx is."""
+    return ModelUnavailable(
+        f"{where} failed to answer for '{key}' ({status}: {reason}); each request tried "
+        f"{ATTEMPTS} times at most"
+    )
 
 
 def _too_large(key: str, size: int | None, max_bytes: int) -> None:
@@ -531,6 +548,10 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
                 "(AWS_SESSION_TOKEN, or a role's) that expired or is not valid: renew the "
                 "credentials"
             ) from None
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if isinstance(status, int) and status >= 500:
+            reason = error.response.get("Error", {}).get("Message") or code
+            raise _storage_failed(where, key, status, reason) from error
         raise ModelError(f"Cannot download '{key}' from {where}: {error}") from error
     except NoCredentialsError:
         raise InvalidConfig(
@@ -631,10 +652,6 @@ def _storage_address(variable: str, url: str, service: str) -> str:
             f"http(s) URL of {service}"
         )
     return shown
-
-
-# The request google-api-core puts before the storage's reason ("GET https://...: ").
-_REQUEST = re.compile(r"^[A-Z]+ \S+: ")
 
 
 def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> None:

@@ -215,3 +215,25 @@ async def test_a_storage_the_exchange_fails_with_is_one_that_cannot_be_reached(
     message = str(caught.value)
     assert message.startswith("Cannot reach "), message
     assert ("SSL" if failure == "tls" else "closed") in message, message
+
+
+@pytest.mark.parametrize("storage", STORAGES_AT)
+async def test_a_storage_failing_with_a_5xx_is_unavailable_for_now(
+    monkeypatch: pytest.MonkeyPatch, storage: str
+) -> None:
+    # A 503 (S3's SlowDown, an outage) after the SDK's retries. Before: a ModelError, a 500
+    # from PUT /model as if botserver had failed (Azure's over two lines), where a model
+    # server's 5xx is a 400 "could not be loaded".
+    failed = {"error": {"code": 503, "message": "Service Unavailable"}}
+    monkeypatch.setenv("BUCKET_NAME", "models")
+    monkeypatch.setenv("REMOTE_STORAGE_TIMEOUT", f"{TIMEOUT:g}")
+    with serve_json(lambda path, body: (503, failed)) as url:
+        STORAGES_AT[storage](url, monkeypatch)
+
+        with pytest.raises(ModelUnavailable) as caught:
+            await download_model(storage, "prod")
+
+    assert str(caught.value).endswith(
+        "failed to answer for 'prod.tar.gz' (503: Service Unavailable); each request tried 2 "
+        "times at most"
+    )
