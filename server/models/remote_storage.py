@@ -778,7 +778,6 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
         raise ModelNotFound(f"No model '{key}' in Azure container '{container}'") from exc
     except AzureError as exc:
         status = exc.status_code if isinstance(exc, HttpResponseError) else None
-        # (error_code: the storage SDK's addition to azure-core's exception)
         named = getattr(exc, "error_code", None)
         code = getattr(named, "value", named) or status
         if status == 400:  # a request Azure never serves (InvalidUri, OutOfRangeInput...)
