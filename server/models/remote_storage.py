@@ -548,6 +548,12 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
                 "(AWS_SESSION_TOKEN, or a role's) that expired or is not valid: renew the "
                 "credentials"
             ) from None
+        if code == "AuthorizationHeaderMalformed":  # MinIO's, of a region not its own
+            message = error.response.get("Error", {}).get("Message") or "a region not its own"
+            raise InvalidConfig(
+                f"{where} refused the region the request was signed for ({code}: {message}): "
+                "set AWS_DEFAULT_REGION to the storage's"
+            ) from None
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if isinstance(status, int) and status >= 500:
             reason = error.response.get("Error", {}).get("Message") or code

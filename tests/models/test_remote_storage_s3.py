@@ -470,3 +470,23 @@ async def test_an_object_a_head_cannot_read_says_why_as_a_get_is_told(
         "(InvalidRequest) when calling the GetObject operation: The object was stored using "
         "a form of Server Side Encryption."
     )
+
+
+async def test_a_region_the_storage_refuses_is_a_configuration_error_naming_the_region_setting(
+    s3_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MinIO set to a region of its own, AWS_DEFAULT_REGION another: it refuses the signature's
+    # region (botocore follows AWS's own answer, not an endpoint's). Before: a ModelError with
+    # S3's words, a 500 from PUT /model.
+    url, error = await _refused_by_a_fake_s3(
+        monkeypatch,
+        "AuthorizationHeaderMalformed",
+        "The authorization header is malformed; the region 'us-east-1' is wrong; expecting "
+        "'eu-west-1'",
+    )
+
+    assert isinstance(error, InvalidConfig) and str(error) == (
+        f"S3 bucket 'models-bucket' at {url} refused the region the request was signed for "
+        "(AuthorizationHeaderMalformed: The authorization header is malformed; the region "
+        "'us-east-1' is wrong; expecting 'eu-west-1'): set AWS_DEFAULT_REGION to the storage's"
+    )
