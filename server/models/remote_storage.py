@@ -30,6 +30,7 @@ from server.errors import (
     ModelUnavailable,
     StorageNotFound,
     UnsafeArchive,
+    needs_extra,
 )
 from server.http_clients import safe_url
 from server.models.archive import ARCHIVE_SUFFIX
@@ -360,10 +361,8 @@ def _downloader(storage: str) -> Callable[[str, Path, int, float], None]:
 
 def _needs(storage: str, package: str) -> InvalidConfig:
     """The error for a storage whose client library is not installed: the extra of the same
-    name installs it, at the version botserver is tested with."""
-    return InvalidConfig(
-        f"Remote storage '{storage}' needs {package}: pip install 'botserver[{storage}]'"
-    )
+    name installs it."""
+    return needs_extra(f"Remote storage '{storage}'", package, storage)
 
 
 def _env(name: str, storage: str) -> str:
