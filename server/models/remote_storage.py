@@ -182,10 +182,11 @@ def _split_url(url: str, what: str, named: str | None = None) -> tuple[str, str]
     virtual = _BUCKET_HOST.match(host)
     if virtual:
         return virtual.group(1), path
-    if named and host.startswith(f"{named}."):
-        return named, path
+    if what == "bucket" and named and host.startswith(f"{named}."):
+        return named, path  # a custom domain, the bucket's name first
     name, _, after = path.partition("/")
-    if what == "container" and name and name == os.environ.get("AZURE_ACCOUNT_NAME"):
+    account = os.environ.get("AZURE_ACCOUNT_NAME")
+    if what == "container" and name and name == account and not host.startswith(f"{account}."):
         name, _, after = after.partition("/")  # Azurite's: the account, then the container
     if named is not None and name != named:
         return "", path

@@ -245,3 +245,21 @@ async def test_a_request_azure_refuses_is_a_configuration_error(
         f"Azure container 'models' at {url}/{ACCOUNT} refused the request for 'prod.tar.gz' "
         "(400: Bad Request)"
     )
+
+
+async def test_a_blobs_url_is_read_right_for_a_container_named_as_its_account(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Account and container both 'models': the host's name is the account, not a
+    # virtual-hosted container, nor is the path's first part Azurite's account. Before:
+    # "give -m models/prod/bot.tar.gz", the container in the key.
+    url = "https://models.blob.core.windows.net/models/prod/bot.tar.gz"
+    with serve_json(lambda path, body: (404, None)) as address:
+        azure_at(address, monkeypatch)
+        monkeypatch.setenv("AZURE_ACCOUNT_NAME", "models")
+        monkeypatch.setenv("AZURE_ACCOUNT_KEY", KEY)
+
+        with pytest.raises(ModelNotFound) as caught:
+            await download_model("azure", url)
+
+    assert str(caught.value).endswith("not a URL: give -m prod/bot.tar.gz"), caught.value
