@@ -407,6 +407,13 @@ def _transport_failure(where: str, key: str, timeout: float, exc: BaseException)
     return ModelError(f"Cannot download '{key}' from {where}: {exc}")
 
 
+def _refused_request(where: str, key: str, answer: str) -> InvalidConfig:
+    """The error for a request the storage answered 400 that no case above names: one it
+    never serves as sent (no retry, nor a fix of botserver's, helps), the settings' or the
+    object's to change. `answer`: the storage's code and reason."""
+    return InvalidConfig(f"{where} refused the request for '{key}' ({answer})")
+
+
 def _storage_failed(where: str, key: str, status: int, reason: str) -> ModelUnavailable:
     """The error for a storage that answered a failure of its own (a 5xx: an outage, S3's
     SlowDown) after the SDK's retries: unavailable for now, as a model server's 5xx is."""
@@ -555,6 +562,9 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
                 "set AWS_DEFAULT_REGION to the storage's"
             ) from None
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if status == 400:  # a request S3 never serves (an object with a customer's key: SSE-C)
+            message = error.response.get("Error", {}).get("Message") or "Bad Request"
+            raise _refused_request(where, key, f"{code}: {message}") from None
         if isinstance(status, int) and status >= 500:
             reason = error.response.get("Error", {}).get("Message") or code
             raise _storage_failed(where, key, status, reason) from error
@@ -713,7 +723,7 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
             raise _bucket_name_refused(
                 bucket_name, "GCS", f"400: {reason}", _GCS_BUCKET_RULE
             ) from None
-        raise InvalidConfig(f"{where} refused the request for '{key}' (400: {reason})") from None
+        raise _refused_request(where, key, f"400: {reason}") from None
     except gexc.RetryError as exc:  # the retries' time ran out: why the last one failed
         raise _transport_failure(where, key, timeout, exc.cause or exc) from exc
     except gexc.GoogleAPIError as exc:
@@ -748,6 +758,7 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
     # AZURE_ACCOUNT_URL (our addition) points at Azurite or a sovereign cloud.
     url = os.environ.get("AZURE_ACCOUNT_URL") or f"https://{account}.blob.core.windows.net/"
     shown = _storage_address("AZURE_ACCOUNT_URL", url, _BLOB_SERVICE)
+    where = f"Azure container '{container}' at {shown}"
     try:
         service = BlobServiceClient(
             account_url=url,
@@ -778,8 +789,7 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
         # (error_code: the storage SDK's addition to azure-core's exception)
         if getattr(exc, "error_code", None) == "ContainerNotFound":
             raise StorageNotFound(
-                f"Azure container '{container}' at {shown} does not exist (AZURE_CONTAINER; "
-                "botserver never creates containers)"
+                f"{where} does not exist (AZURE_CONTAINER; botserver never creates containers)"
             ) from exc
         raise ModelNotFound(f"No model '{key}' in Azure container '{container}'") from exc
     except AzureError as exc:
@@ -787,10 +797,8 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
         named = getattr(exc, "error_code", None)
         code = getattr(named, "value", named) or status
         if status == 400:  # a request Azure never serves (InvalidUri, OutOfRangeInput...)
-            raise InvalidConfig(
-                f"Azure container '{container}' at {shown} refused the request for '{key}' "
-                f"({code}: {getattr(exc, 'reason', None) or 'Bad Request'})"
-            ) from None
+            reason = getattr(exc, "reason", None) or "Bad Request"
+            raise _refused_request(where, key, f"{code}: {reason}") from None
         if status in (401, 403):
             advice = "check AZURE_ACCOUNT_NAME and AZURE_ACCOUNT_KEY"
             if code != "AuthenticationFailed":  # Azure's for a key that signs wrong alone
@@ -804,6 +812,4 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
                 f"Azure storage at {shown} refused the credentials of account '{account}' "
                 f"({code}): {advice}"
             ) from None
-        raise _transport_failure(
-            f"Azure container '{container}' at {shown}", key, timeout, exc
-        ) from exc
+        raise _transport_failure(where, key, timeout, exc) from exc
