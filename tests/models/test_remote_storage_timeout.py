@@ -192,18 +192,36 @@ async def test_the_storage_address_is_named_without_its_credentials(
     assert "pa55word" not in str(caught.value) and "S3CRET" not in str(caught.value)
 
 
+@pytest.fixture
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Failures that come at once, tried again without the waits between tries: GCS's
+    retries end once twice the timeout has passed (here 1 s, not 2), boto's and Azure's
+    wait up to 1 and 2 s before the second try (here not at all). Nothing here waits for
+    the timeout itself."""
+    monkeypatch.setenv("BUCKET_NAME", "models")
+    monkeypatch.setenv("REMOTE_STORAGE_TIMEOUT", f"{TIMEOUT / 2:g}")
+    waits = {
+        "botocore.retries.standard.ExponentialBackoff.delay_amount": lambda self, context: 0.0,
+        "azure.storage.blob.LinearRetry.get_backoff_time": lambda self, settings: 0.0,
+    }
+    for target, no_wait in waits.items():
+        try:
+            monkeypatch.setattr(target, no_wait)
+        except ImportError:  # the SDK is not installed: its storage's tests skip
+            pass
+
+
 @pytest.mark.parametrize(
     ("storage", "failure"),
     [*((storage, "tls") for storage in STORAGES_AT), ("azure", "closed")],  # the fastest to retry
 )
+@pytest.mark.usefixtures("quick_retries")
 async def test_a_storage_the_exchange_fails_with_is_one_that_cannot_be_reached(
     monkeypatch: pytest.MonkeyPatch, storage: str, failure: str
 ) -> None:
     # An https address whose TLS fails (here: an http port; a certificate that does not
     # verify), or a host that closes the connection unanswered. Before: a ModelError with the
     # SDK's words, a 500 from PUT /model, where a model server failing so is a 400.
-    monkeypatch.setenv("BUCKET_NAME", "models")
-    monkeypatch.setenv("REMOTE_STORAGE_TIMEOUT", f"{TIMEOUT:g}")
     with serve_json(lambda path, body: (200, {})) if failure == "tls" else closing_server() as url:
         if failure == "tls":
             url = url.replace("http://", "https://")
@@ -218,6 +236,7 @@ async def test_a_storage_the_exchange_fails_with_is_one_that_cannot_be_reached(
 
 
 @pytest.mark.parametrize("storage", STORAGES_AT)
+@pytest.mark.usefixtures("quick_retries")
 async def test_a_storage_failing_with_a_5xx_is_unavailable_for_now(
     monkeypatch: pytest.MonkeyPatch, storage: str
 ) -> None:
@@ -225,8 +244,6 @@ async def test_a_storage_failing_with_a_5xx_is_unavailable_for_now(
     # from PUT /model as if botserver had failed (Azure's over two lines), where a model
     # server's 5xx is a 400 "could not be loaded".
     failed = {"error": {"code": 503, "message": "Service Unavailable"}}
-    monkeypatch.setenv("BUCKET_NAME", "models")
-    monkeypatch.setenv("REMOTE_STORAGE_TIMEOUT", f"{TIMEOUT:g}")
     with serve_json(lambda path, body: (503, failed)) as url:
         STORAGES_AT[storage](url, monkeypatch)
 
