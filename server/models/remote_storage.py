@@ -688,7 +688,14 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         "retry": DEFAULT_RETRY.with_timeout(ATTEMPTS * timeout),
     }
     try:
-        bucket = storage.Client().bucket(bucket_name)
+        client = storage.Client()
+        # google-cloud-storage 3.17 fetches the bucket's metadata, for tracing, in a thread
+        # of its own at the first request: a request more per download (storage.buckets.get,
+        # refused to credentials that may read objects alone), tried again for up to 120 s
+        # when the storage fails, past the download's end. None turns it off.
+        if getattr(client, "_bucket_metadata_cache", None) is not None:
+            client._bucket_metadata_cache = None
+        bucket = client.bucket(bucket_name)
         blob = bucket.get_blob(key, **bounds)
         if blob is None:
             # The same 404 for an object in a missing bucket: told apart (a 403 for the

@@ -19,7 +19,7 @@ from server.models import ModelHolder, ModelSource
 from server.models.remote_storage import download_model
 from tests.fake_http import closing_server, serve_json, silent_server
 from tests.loop_lag import paced
-from tests.models.conftest import STORAGES_AT, azure_at, greeting_loader, s3_at
+from tests.models.conftest import STORAGES_AT, azure_at, gcs_at, greeting_loader, s3_at
 from tests.models.test_remote_storage_lying import LyingStorage
 
 TIMEOUT = 1.0
@@ -254,3 +254,26 @@ async def test_a_storage_failing_with_a_5xx_is_unavailable_for_now(
         "failed to answer for 'prod.tar.gz' (503: Service Unavailable); each request tried 2 "
         "times at most"
     )
+
+
+@pytest.mark.usefixtures("quick_retries")
+async def test_a_gcs_download_asks_for_nothing_beyond_the_object(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # google-cloud-storage 3.17 fetches the bucket's metadata (for tracing) in a thread of its
+    # own at a client's first request: one more request per download (storage.buckets.get,
+    # refused to credentials that may read objects alone), tried again for up to 120 s
+    # against a storage failing so, past REMOTE_STORAGE_TIMEOUT and the download's end.
+    asked: list[str] = []
+
+    def failing(path: str, body: object) -> tuple[int, object]:
+        asked.append(path.partition("?")[0])
+        return 503, {"error": {"code": 503, "message": "Service Unavailable"}}
+
+    with serve_json(failing) as url:
+        gcs_at(url, monkeypatch)
+
+        with pytest.raises(ModelUnavailable):
+            await download_model("gcs", "prod")
+
+    assert asked and set(asked) == {"/storage/v1/b/models/o/prod.tar.gz"}, asked
