@@ -19,6 +19,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
+from functools import partial
 from typing import Any
 
 from redis import exceptions as redis_errors
@@ -252,6 +253,10 @@ _LEASES_LOST = RepeatsCounted(logger, WINDOW_SECONDS)
 # A conversation's lease, queue and tickets keys (`RedisLockStore._keys`).
 _Keys = tuple[bytes, bytes, bytes]
 
+# A release sent (`RedisLockStore._give_back_soon`): keys, token, conversation, whether the
+# turn held the lease to its end, since when its renewals failed.
+_Release = tuple[_Keys, str, str, bool, float | None]
+
 
 # The `lock_store:` settings read: Rasa's RedisLockStore arguments, and ours.
 SETTINGS = frozenset(
@@ -313,8 +318,9 @@ class RedisLockStore:
         # Waiters of this process by token: a release that finds one first in line wakes it
         # at once instead of at its next poll.
         self._waiters: dict[str, asyncio.Future[None]] = {}
-        # Releases of leases (or tickets) whose turn was cancelled or gave up waiting.
-        self._returns: set[asyncio.Task[None]] = set()
+        # Releases of leases (or tickets) sent and not answered yet.
+        self._releases: set[asyncio.Future[Any]] = set()
+        self._closing = False
         # Releases retried after Redis could not be reached (cancelled on close).
         self._retries: set[asyncio.Task[None]] = set()
         # Leases held by this process's turns: token -> (key, conversation, renewal due).
@@ -524,29 +530,90 @@ class RedisLockStore:
             timer.cancel()
             del self._waiters[token]
 
-    def _give_back_soon(self, keys: _Keys, token: str, conversation_id: str) -> None:
-        task = asyncio.ensure_future(self._give_back(keys, token, conversation_id))
-        self._returns.add(task)
-        task.add_done_callback(self._returns.discard)
+    def _give_back_soon(
+        self,
+        keys: _Keys,
+        token: str,
+        conversation_id: str,
+        held: bool = False,
+        unrenewed_since: float | None = None,
+    ) -> None:
+        """Releases our lease (or leaves the line) without waiting for Redis's reply: the
+        release goes out with the next batch, before anything asked after it, and its reply
+        is seen to by `_given_back` (it wakes the next waiter if it is ours). `held`: a lease
+        the turn held to its end (`unrenewed_since`: since when its renewals failed), whose
+        absence is said. A bot's reply waited for it before: a Redis that took the release
+        and never answered delayed it by the client's socket_timeout (10 s), for a lease
+        that runs out by itself."""
+        self._send_release(
+            (
+                "EVALSHA",
+                *self._release_head,
+                *keys,
+                token.encode(),
+                self._wake_prefix,
+            ),
+            (keys, token, conversation_id, held, unrenewed_since),
+        )
 
-    async def _give_back(self, keys: _Keys, token: str, conversation_id: str) -> Any:
-        """Releases our lease (or leaves the line) and wakes the next waiter if it is ours.
-        Returns the release's reply (0: neither lease nor ticket was there), None when it
-        failed."""
-        try:
-            following = await self._release_batched(keys, token)
-        except asyncio.CancelledError:
-            # The release goes out all the same (kept); should it need its script loaded
-            # (after a SCRIPT FLUSH), the retry gives the lease back.
-            self._release_in_background(keys, token)
-            raise
-        except (redis_errors.RedisError, OSError) as exc:
-            self._release_failed(f"the lock of '{conversation_id}'", exc)
+    def _send_release(self, command: tuple[Any, ...], release: _Release) -> None:
+        reply = self._batch.call(*command, keep=True)
+        self._releases.add(reply)
+        reply.add_done_callback(partial(self._given_back, release))
+
+    def _given_back(self, release: _Release, reply: asyncio.Future[Any]) -> None:
+        """The reply to a release (a done callback: no task a turn)."""
+        self._releases.discard(reply)
+        keys, token, conversation_id, held, unrenewed_since = release
+        if reply.cancelled():  # (the batch's task was cancelled)
             self._release_in_background(keys, token)
             return
-        if following.__class__ is str and (waker := self._waiters.get(following)) is not None:
-            _wake(waker)
-        return following
+        error = reply.exception()
+        if isinstance(error, redis_errors.NoScriptError):  # after a Redis restart or a SCRIPT
+            # FLUSH: the script itself, which Redis keeps for the next EVALSHA
+            command = ("EVAL", _RELEASE, b"3", *keys, token.encode(), self._wake_prefix)
+            self._send_release(command, release)
+            return
+        if error is not None:
+            self._release_failed(f"the lock of '{conversation_id}'", error)
+            self._release_in_background(keys, token)
+            return
+        following = reply.result()
+        if following.__class__ is str:
+            if (waker := self._waiters.get(following)) is not None:
+                _wake(waker)
+        elif following == 0 and held:
+            self._lease_was_gone(conversation_id, unrenewed_since, self._batch.resent(reply))
+
+    def _lease_was_gone(
+        self, conversation_id: str, unrenewed_since: float | None, resent: bool
+    ) -> None:
+        """A turn's release found no lease of ours."""
+        if resent:
+            # Almost always the release's first send deleted it, Redis having run it before
+            # the connection broke. (Before, the warning below: another turn may have run.)
+            # A Redis that restarted closed the connection before the release went out,
+            # which the batch finds before sending: that release went out once.
+            logger.debug(
+                "The release of the lock of conversation '%s' was sent again after the "
+                "connection to Redis broke, and found no lease: its first send had most "
+                "likely released it",
+                conversation_id,
+            )
+            return
+        if unrenewed_since is None:
+            cause = _LEASE_LOST % self.lock_lifetime
+        else:  # (before, blamed on Redis losing its data, or a stall)
+            unrenewed = asyncio.get_running_loop().time() - unrenewed_since
+            cause = _LEASE_UNRENEWED % unrenewed
+        _LEASES_LOST.log(
+            f"the locks of ended turns were gone ({describe(self._redis)})",
+            "The lock of conversation '%s' was gone when its turn ended: %s; another "
+            "turn of the conversation may have run at the same time. Further such turns "
+            "are counted in one line a minute",
+            conversation_id,
+            cause,
+        )
 
     def _release_failed(self, what: str, exc: BaseException, until: str = "its lease ends") -> None:
         """One warning an outage, then counted; each conversation named at DEBUG (the others
@@ -566,15 +633,9 @@ class RedisLockStore:
                 "Could not release %s (%s): %s; retrying until %s", what, where, reason, until
             )
 
-    async def _release_batched(self, keys: _Keys, token: str) -> Any:
-        try:
-            return await self._batch.call(
-                "EVALSHA", *self._release_head, *keys, token.encode(), self._wake_prefix, keep=True
-            )
-        except redis_errors.NoScriptError:  # after a Redis restart or a SCRIPT FLUSH
-            return await self._release(keys=keys, args=[token, self._wake_prefix])
-
     def _release_in_background(self, keys: _Keys, token: str) -> None:
+        if self._closing:  # (the retries are stopped: the lease runs out by itself)
+            return
         task = asyncio.ensure_future(self._release_later(keys, token))
         self._retries.add(task)
         task.add_done_callback(self._retries.discard)
@@ -618,13 +679,19 @@ class RedisLockStore:
             with suppress(redis_errors.RedisError, OSError):
                 await pubsub.aclose()
 
+    async def wait_for_releases(self) -> None:
+        """Until the releases sent so far are answered, or have failed (within the client's
+        socket_timeout): a turn's end does not wait for its release."""
+        while self._releases:  # (a release may send another: after a SCRIPT FLUSH)
+            await asyncio.wait(list(self._releases))
+
     async def close(self) -> None:
         if self._renewer is not None:
             await stop(self._renewer)
         if self._listener is not None:
             await stop(self._listener)
-        if self._returns:  # their releases go through the batch: before it closes
-            await asyncio.wait(self._returns)
+        await self.wait_for_releases()  # they go through the batch: before it closes
+        self._closing = True
         await self._batch.close()
         for task in list(self._retries):  # their leases run out by themselves
             await stop(task)
@@ -670,18 +737,6 @@ class _Lease:
         store = self._store
         renewing = store._held.pop(self._token, None)  # (None: its renewal found it gone)
         unrenewed_since = store._unrenewed.pop(self._token, None)
-        reply = await store._give_back(self._keys, self._token, self._conversation_id)
-        if reply == 0 and renewing is not None:
-            if unrenewed_since is None:
-                cause = _LEASE_LOST % store.lock_lifetime
-            else:  # (before, blamed on Redis losing its data, or a stall)
-                unrenewed = asyncio.get_running_loop().time() - unrenewed_since
-                cause = _LEASE_UNRENEWED % unrenewed
-            _LEASES_LOST.log(
-                f"the locks of ended turns were gone ({describe(store._redis)})",
-                "The lock of conversation '%s' was gone when its turn ended: %s; another "
-                "turn of the conversation may have run at the same time. Further such turns "
-                "are counted in one line a minute",
-                self._conversation_id,
-                cause,
-            )
+        store._give_back_soon(
+            self._keys, self._token, self._conversation_id, renewing is not None, unrenewed_since
+        )

@@ -27,17 +27,7 @@ from server.trackers.redis_lock import RedisLockStore
 from tests.trackers.persistence_fixtures import (
     REDIS,
     delete_redis_keys,
-    require_service,
-    unique_name,
 )
-
-
-@pytest.fixture
-async def redis_config() -> AsyncIterator[dict[str, Any]]:
-    require_service("Redis", REDIS)
-    prefix = unique_name("bslock")
-    yield {"type": "redis", "url": REDIS[0], "port": REDIS[1], "db": 1, "key_prefix": prefix}
-    await delete_redis_keys(prefix, db=1)
 
 
 async def run_turns(stores: list[LockStore], turns: int) -> list[tuple[str, int]]:
@@ -184,6 +174,7 @@ async def test_release_of_an_expired_lease_keeps_the_new_owners_key(
         async with first.lock("conv"):
             await client.delete(key)  # the lease ran out while the turn was running
             await client.set(key, "someone-else")  # and another process took the lock
+        await first.wait_for_releases()
         assert await client.get(key) == "someone-else"
     finally:
         await client.aclose()
@@ -289,6 +280,7 @@ async def test_releases_redis_could_not_take_are_one_warning(
     async with through_proxy(redis_config, TcpProxy(REDIS)) as (store, other, proxy):
         async with store.lock("ana"), store.lock("bob"), store.lock("eve"):
             await proxy.cut()
+        await store.wait_for_releases()  # (sent after the turns' end: failed)
         await proxy.restore()
         for conversation in ("ana", "bob", "eve"):  # each release retried once Redis is back
             async with other.lock(conversation, wait_timeout=3):
@@ -311,10 +303,12 @@ async def test_releases_redis_could_not_take_are_counted_and_the_next_outage_log
         where = describe(store._redis)
         async with store.lock("ana"), store.lock("bob"), store.lock("eve"):
             await proxy.cut()
+        await store.wait_for_releases()  # (sent after the turns' end: failed)
         await proxy.restore()
         await asyncio.sleep(0.5)  # the window ends
         async with store.lock("zoe"):
             await proxy.cut()
+        await store.wait_for_releases()
         await proxy.restore()
         for conversation in ("ana", "bob", "eve", "zoe"):  # each release retried
             async with other.lock(conversation, wait_timeout=3):
@@ -496,6 +490,7 @@ async def test_a_lock_left_by_a_rasa_process_that_died_is_taken(
     try:
         async with store.lock("ana", wait_timeout=1):
             assert await client.pttl(key) > 0  # our lease now, with its lifetime
+        await store.wait_for_releases()
         assert await client.exists(key) == 0
     finally:
         await store.close()
