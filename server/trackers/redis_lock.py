@@ -342,6 +342,25 @@ class RedisLockStore:
         with store_errors_as("lock store", self._redis):
             await self._readiness(keys=[lease])
 
+    async def eviction_risk(self) -> str | None:
+        """Why Redis may evict the lease of a running turn, or None: `maxmemory` set with a
+        policy that evicts keys when full (`volatile-*` ones evict keys with a lifetime first,
+        and every lease has one; Rasa's lock key has none). For the start-up check; None too
+        when Redis does not say (a user not allowed INFO)."""
+        try:
+            memory = await self._redis.info("memory")
+        except REDIS_ERRORS:
+            return None
+        policy = memory.get("maxmemory_policy", "noeviction")
+        if not memory.get("maxmemory") or policy == "noeviction":
+            return None
+        return (
+            f"The lock store ({describe(self._redis)}) may evict the lease of a running turn "
+            f"when full (maxmemory {memory.get('maxmemory_human', memory['maxmemory'])}, "
+            f"maxmemory-policy {policy}): two turns of a conversation may run at once then. "
+            "Set maxmemory-policy noeviction, or give the locks a Redis of their own"
+        )
+
     def _keys(self, conversation_id: str) -> _Keys:
         """The lease, the queue and the tickets of a conversation, as bytes: redis-py sends
         bytes as they are, a str it tests and encodes again on every call."""
