@@ -166,8 +166,8 @@ return head
 """
 
 # The prune's batches: every free key nobody waits for taken (SET NX PX) in one call, and
-# given back (a stale one of Rasa's too). KEYS: the leases, then their queues. ARGV: token,
-# lease in ms. 1/0 per lease.
+# given back (a stale one of Rasa's too). KEYS: the leases, then their queues. ARGV: lease in
+# ms, then a token per lease. 1/0 per lease.
 _TAKE_FREE = (
     _STALE_LEASE
     + """
@@ -181,12 +181,12 @@ local taken = {}
 for i = 1, count do
   taken[i] = 0
   if redis.call('EXISTS', KEYS[count + i]) == 0 then
-    if redis.call('SET', KEYS[i], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    if redis.call('SET', KEYS[i], ARGV[1 + i], 'NX', 'PX', ARGV[1]) then
       taken[i] = 1
     else
       local holder = redis.call('GET', KEYS[i])
       if holder and stale(KEYS[i], holder, now) then
-        redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
+        redis.call('SET', KEYS[i], ARGV[1 + i], 'PX', ARGV[1])
         taken[i] = 1
       end
     end
@@ -196,9 +196,10 @@ return taken
 """
 )
 
+# KEYS: leases; ARGV: their tokens. Deletes each lease that still holds its token.
 _RELEASE_ALL = """
-for _, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[1] then
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[i] then
     redis.call('DEL', key)
   end
 end
@@ -447,30 +448,39 @@ class RedisLockStore:
 
     @asynccontextmanager
     async def hold_idle(self, conversation_ids: Sequence[str]) -> AsyncIterator[list[str]]:
-        """Two scripts a batch: one takes every free key nobody waits for (one token for
-        them all), one gives them back (compare-and-delete)."""
+        """Two scripts a batch: one takes every free key nobody waits for (a token each),
+        one gives them back (compare-and-delete). Held, they are renewed as a turn's lease
+        is: before, a batch that took longer than lock_lifetime let turns in while it
+        deleted their conversations."""
         free_here = list(dict.fromkeys(conversation_ids))
-        token = secrets.token_hex(16)
+        tokens = [f"{self._process}{next(self._serial):016x}" for _ in free_here]
         lifetime_ms = int(self.lock_lifetime * 1000)
         keys = [self._prefix + c for c in free_here] + [self._queue_prefix + c for c in free_here]
         with store_errors_as("lock store", self._redis):
-            taken = await self._take_free(keys=keys, args=[token, lifetime_ms]) if keys else []
-        held = [c for c, ok in zip(free_here, taken, strict=True) if ok]
+            taken = await self._take_free(keys=keys, args=[lifetime_ms, *tokens]) if keys else []
+        now = asyncio.get_running_loop().time()
+        held = [(c, t) for c, t, ok in zip(free_here, tokens, taken, strict=True) if ok]
+        for conversation_id, token in held:
+            self._hold(token, (self._prefix + conversation_id).encode(), conversation_id, now)
         try:
-            yield held
+            yield [conversation_id for conversation_id, _ in held]
         finally:
-            await self._give_back_all(held, token)
+            for _, token in held:
+                self._held.pop(token, None)
+                self._unrenewed.pop(token, None)
+            await self._give_back_all(held)
 
-    async def _give_back_all(self, conversation_ids: list[str], token: str) -> None:
-        if not conversation_ids:
+    async def _give_back_all(self, held: list[tuple[str, str]]) -> None:
+        """Gives back the leases of `held` (conversation, token)."""
+        if not held:
             return
         try:
-            await self._release_all(keys=[self._prefix + c for c in conversation_ids], args=[token])
-        except (redis_errors.RedisError, OSError) as exc:
-            self._release_failed(
-                f"{len(conversation_ids)} conversation locks", exc, "their leases end"
+            await self._release_all(
+                keys=[self._prefix + c for c, _ in held], args=[t for _, t in held]
             )
-            for conversation_id in conversation_ids:
+        except (redis_errors.RedisError, OSError) as exc:
+            self._release_failed(f"{len(held)} conversation locks", exc, "their leases end")
+            for conversation_id, token in held:
                 self._release_in_background(self._keys(conversation_id), token)
 
     async def _acquire(

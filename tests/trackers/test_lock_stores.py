@@ -648,3 +648,26 @@ def test_a_custom_lock_store_class_is_refused_and_never_imported(
     with pytest.raises(InvalidConfig, match="'audit56_locks.MyLockStore' is unknown .*custom"):
         create_lock_store({"type": "audit56_locks.MyLockStore", "url": "localhost"})
     assert "audit56_locks" not in sys.modules
+
+
+async def test_the_prune_keeps_its_locks_while_a_batch_takes_longer_than_their_lifetime(
+    redis_config: dict[str, Any],
+) -> None:
+    """A prune batch held longer than `lock_lifetime` (a slow delete, a short lifetime): its
+    leases are renewed as a turn's are, so a message to one of its conversations waits
+    until the batch is done. Before, they ran out: the message's turn loaded the
+    conversation the prune was deleting, beside it."""
+    pruning = RedisLockStore({**redis_config, "lock_lifetime": 0.3})
+    other = RedisLockStore(redis_config)
+    try:
+        async with pruning.hold_idle(["ana", "bob"]) as held:
+            assert held == ["ana", "bob"]
+            await asyncio.sleep(1.0)  # three lifetimes
+            with pytest.raises(LockTimeout):
+                async with other.lock("ana", wait_timeout=0.2):
+                    pass
+        async with other.lock("ana", wait_timeout=1), other.lock("bob", wait_timeout=1):
+            pass  # given back
+    finally:
+        await pruning.close()
+        await other.close()
