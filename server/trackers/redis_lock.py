@@ -7,7 +7,7 @@ takes a ticket: its token in the conversation's queue in Redis, with an expiry e
 polls extends. The lease goes to the first live ticket of the queue, whichever process it
 is in; a release wakes that waiter (in another process through pub/sub). Acquires and
 releases are one script each; those of one event loop pass share a pipeline
-(redis_batch.CommandBatch).
+(redis_batch.CommandBatch). A turn's end sends its release and does not wait for the reply.
 """
 
 from __future__ import annotations
