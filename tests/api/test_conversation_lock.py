@@ -25,15 +25,14 @@ from tests.trackers.persistence_fixtures import (
 WEBHOOK = "/webhooks/rest/webhook"
 
 
-def in_memory_app(model: Path, models_dir: Path) -> Any:
-    """The server on `model` with an in-memory tracker store and lock store."""
+def in_memory_app(model: Path, models_dir: Path, lock_store: dict[str, Any] | None = None) -> Any:
+    """The server on `model` with an in-memory tracker store, and lock store unless
+    `lock_store` is given."""
+    endpoints: dict[str, Any] = {"tracker_store": {"type": "in_memory"}}
+    if lock_store is not None:
+        endpoints["lock_store"] = lock_store
     return build_app(
-        ServerOptions(
-            model_path=model,
-            enable_api=True,
-            endpoints={"tracker_store": {"type": "in_memory"}},
-            models_dir=models_dir,
-        )
+        ServerOptions(model_path=model, enable_api=True, endpoints=endpoints, models_dir=models_dir)
     )
 
 
@@ -91,14 +90,7 @@ async def test_a_client_gone_while_another_process_held_the_redis_lock_is_not_ha
     require_service("Redis", REDIS)
     prefix = unique_name("lead_gone")
     lock_config = {"type": "redis", "url": REDIS[0], "port": REDIS[1], "key_prefix": prefix}
-    app = build_app(
-        ServerOptions(
-            model_path=moodbot_model,
-            enable_api=True,
-            endpoints={"tracker_store": {"type": "in_memory"}, "lock_store": lock_config},
-            models_dir=tmp_path,
-        )
-    )
+    app = in_memory_app(moodbot_model, tmp_path, lock_config)
     other_process = create_lock_store(lock_config)
     try:
         async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
@@ -287,14 +279,7 @@ async def test_the_reply_does_not_wait_for_a_lock_release_redis_does_not_answer(
         "key_prefix": prefix,
         "socket_timeout": 30,
     }
-    app = build_app(
-        ServerOptions(
-            model_path=moodbot_model,
-            enable_api=True,
-            endpoints={"tracker_store": {"type": "in_memory"}, "lock_store": lock_store},
-            models_dir=tmp_path,
-        )
-    )
+    app = in_memory_app(moodbot_model, tmp_path, lock_store)
     store = app.state.tracker_store
     append = store.append
 
