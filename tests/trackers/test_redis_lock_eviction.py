@@ -4,11 +4,14 @@ one still running. The start says so."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 from redis import exceptions as redis_errors
+from redis.asyncio import Redis
 
+from server.api.server import ServerOptions, build_app
 from server.trackers.redis_lock import RedisLockStore
 from tests.trackers.test_redis_refusals import private_redis, start_line
 
@@ -54,3 +57,30 @@ async def test_a_redis_that_evicts_no_lease_is_no_risk(
             assert await store.eviction_risk() is None
         finally:
             await store.close()
+
+
+async def test_a_user_not_allowed_info_starts_without_a_word(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Redis user allowed the locks' commands but not INFO (an ACL, a managed Redis that
+    hides it): the start asks, is refused, and says nothing of the lock store, neither a
+    warning it cannot back nor an error; the server starts."""
+    policy = ("--maxmemory", "2mb", "--maxmemory-policy", "allkeys-lru")
+    async with private_redis(tmp_path, *policy) as (client, port):
+        await client.execute_command(
+            "ACL", "SETUSER", "bot", "on", ">pw", "~*", "&*", "+@all", "-info"
+        )
+        lock_store = {"type": "redis", "url": "127.0.0.1", "port": port}
+        lock_store |= {"username": "bot", "password": "pw"}
+        endpoints = {"tracker_store": {"type": "in_memory"}, "lock_store": lock_store}
+        app = build_app(ServerOptions(model_path=None, enable_api=True, endpoints=endpoints))
+        with caplog.at_level(logging.INFO):
+            async with app.router.lifespan_context(app):
+                pass
+        bot = Redis(port=port, username="bot", password="pw")
+        try:
+            with pytest.raises(redis_errors.NoPermissionError):  # (refused, not just unsaid)
+                await bot.info("memory")
+        finally:
+            await bot.aclose()
+    assert not [r for r in caplog.records if "lock store" in r.getMessage()], caplog.text
