@@ -161,3 +161,33 @@ async def test_a_turn_in_this_process_right_after_another_takes_the_lease_at_onc
     finally:
         await store.close()
         await client.aclose()
+
+
+async def test_a_release_retried_after_its_lease_ran_out_leaves_the_next_turns_lease(
+    redis_config: dict[str, Any],
+) -> None:
+    """Redis unreachable from this process as a turn ends: its release fails and is retried
+    in the background. Its lease runs out meanwhile and another process's turn takes the
+    conversation; the retry that gets through then must not free that turn's lease (two
+    turns of the conversation at once)."""
+    proxy = TcpProxy(REDIS)
+    await proxy.restore()
+    store = RedisLockStore({**redis_config, "port": proxy.port, "lock_lifetime": 0.5})
+    other = RedisLockStore(redis_config)
+    client = Redis(host=REDIS[0], port=REDIS[1], db=1)
+    key = f"{redis_config['key_prefix']}:lock:conv"
+    try:
+        async with store.lock("conv"):
+            await proxy.cut()
+        await store.wait_for_releases()  # failed: retried in the background
+        assert store._retries
+        async with other.lock("conv", wait_timeout=3):  # once the first lease ran out
+            holder = await client.get(key)
+            await proxy.restore()
+            await asyncio.wait(store._retries)  # the retry got through
+            assert await client.get(key) == holder
+    finally:
+        await store.close()
+        await other.close()
+        await client.aclose()
+        await proxy.cut()
