@@ -45,8 +45,12 @@ async def test_a_redis_that_evicts_leases_lets_a_second_turn_in_and_is_said_at_s
 
 @pytest.mark.parametrize(
     "options",
-    [(), ("--maxmemory", "2mb", "--maxmemory-policy", "noeviction")],
-    ids=["no maxmemory", "noeviction"],
+    [
+        (),
+        ("--maxmemory-policy", "allkeys-lru"),
+        ("--maxmemory", "2mb", "--maxmemory-policy", "noeviction"),
+    ],
+    ids=["no maxmemory", "an evicting policy without maxmemory", "noeviction"],
 )
 async def test_a_redis_that_evicts_no_lease_is_no_risk(
     tmp_path: Path, options: tuple[str, ...]
