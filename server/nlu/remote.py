@@ -79,9 +79,9 @@ class RemoteNLU:
         self, text: str, message_id: str | None = None, metadata: dict | None = None
     ) -> dict[str, Any]:
         # Rasa puts the token in the body only, which a server run with --auth-token refuses:
-        # the query carries it too.
+        # the query carries it too (an empty one is not sent, as no endpoint's is).
         body = {"token": self.token, "text": text, "message_id": message_id}
-        params = {"token": self.token} if self.token is not None else None
+        params = {"token": self.token} if self.token else None
         try:
             with self._client.stream("POST", self.url, json=body, params=params) as response:
                 if response.status_code != 200:
