@@ -14,7 +14,7 @@ from typing import Any
 
 from server import __version__
 from server.dialogue.domain import Domain
-from server.dialogue.policies.ensemble import PolicyEnsemble, check_forms_have_rule_policy
+from server.dialogue.policies.ensemble import PolicyEnsemble
 from server.dialogue.story_steps import checkpoint_warnings
 from server.errors import BotServerError, InvalidProjectFile, NothingToTrain
 from server.models.archive import check_archive_target, random_name, write_archive
@@ -325,11 +325,11 @@ def _train_project(
     for warning in warnings:
         logger.warning(warning)
     logged = len(warnings)
+    planned = None
     if kind != "nlu":
         # As Rasa's, the policies are checked against the domain before anything trains.
         with naming_config_items(project.config):
-            PolicyEnsemble.from_config(project.config.policies)  # an unknown policy first
-            check_forms_have_rule_policy(project.config.policies, project.domain)
+            planned = PolicyEnsemble.for_domain(project.config.policies, project.domain)
     with tempfile.TemporaryDirectory(prefix="botserver-train-") as tmp:
         content = Path(tmp)
         (content / DOMAIN_FILE).write_text(
@@ -351,8 +351,9 @@ def _train_project(
         else:
             say(f"training dialogue on {len(project.stories)} stories and rules")
             stories = project.training_stories()
+            assert planned is not None
             with naming_config_items(project.config):
-                ensemble = PolicyEnsemble.train(project.config.policies, stories, project.domain)
+                ensemble = planned.fit(stories, project.domain)
             warnings += ensemble.warnings
         ensemble.persist(content / POLICIES_DIR)
         say("writing the model archive")

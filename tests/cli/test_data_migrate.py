@@ -120,12 +120,19 @@ def test_a_rasa_2_domain_becomes_one_rasa_3_trains(run_cli, tmp_path: Path) -> N
     assert slots["search_results"] == {"type": "any", "mappings": [{"type": "custom"}]}
 
     # The migrated domain is one botserver (and Rasa 3) trains from.
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "rules.yml").write_text(
-        'version: "3.1"\nrules:\n- rule: form\n  steps:\n  - intent: request_restaurant\n'
-        "  - action: restaurant_form\n  - active_loop: restaurant_form\n"
+    _assert_trains(
+        run_cli,
+        tmp_path,
+        "rules:\n- rule: form\n  steps:\n  - intent: request_restaurant\n"
+        "  - action: restaurant_form\n  - active_loop: restaurant_form\n",
     )
-    trained = run_cli("train", "core", "-d", "new.yml", cwd=tmp_path)
+
+
+def _assert_trains(run_cli, project: Path, data: str) -> None:
+    """The migrated `new.yml` trains a dialogue model with the stories or rules `data`."""
+    (project / "data").mkdir()
+    (project / "data" / "data.yml").write_text('version: "3.1"\n' + data)
+    trained = run_cli("train", "core", "-d", "new.yml", cwd=project)
     assert trained.code == 0, trained.err
 
 
@@ -252,10 +259,8 @@ def test_an_unfeaturized_slot_becomes_one_rasa_3_trains(run_cli, tmp_path: Path)
         "initial_value": "hello",
         "mappings": [{"type": "custom"}],
     }
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "stories.yml").write_text(
-        'version: "3.1"\nstories:\n- story: hi\n  steps:\n  - intent: greet\n'
-        "  - action: utter_greet\n"
+    _assert_trains(
+        run_cli,
+        tmp_path,
+        "stories:\n- story: hi\n  steps:\n  - intent: greet\n  - action: utter_greet\n",
     )
-    trained = run_cli("train", "core", "-d", "new.yml", cwd=tmp_path)
-    assert trained.code == 0, trained.err

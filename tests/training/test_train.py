@@ -5,12 +5,16 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from server.dialogue.policies import ensemble
+from server.dialogue.policies.ensemble import PolicyEnsemble
 from server.errors import TrainingError
 from server.models.archive import read_metadata
-from server.training.train import train
+from server.training import train as train_module
+from server.training.train import train, train_core
 
 DOMAIN = """
 version: "3.1"
@@ -134,3 +138,33 @@ def test_forms_without_a_rule_policy_stop_training_before_the_nlu_trains(tmp_pat
         )
     assert not any(message.startswith("training NLU") for message in said), said
     assert not (tmp_path / "m").exists()
+
+
+def test_a_training_builds_and_checks_the_policies_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the policies were built and checked against the domain's forms before the
+    NLU trained, then built and checked again when they trained."""
+    calls: list[str] = []
+    check = ensemble.check_forms_have_rule_policy
+    build = PolicyEnsemble.from_config.__func__  # type: ignore[attr-defined]
+
+    def counted_check(*args: Any) -> None:
+        calls.append("check")
+        check(*args)
+
+    def counted_build(cls: type[PolicyEnsemble], *args: Any) -> PolicyEnsemble:
+        calls.append("build")
+        return build(cls, *args)
+
+    for module in (ensemble, train_module):
+        monkeypatch.setattr(module, "check_forms_have_rule_policy", counted_check, raising=False)
+    monkeypatch.setattr(PolicyEnsemble, "from_config", classmethod(counted_build))
+    (tmp_path / "domain.yml").write_text(DOMAIN + "forms:\n  f_form:\n    required_slots: []\n")
+    (tmp_path / "config.yml").write_text("policies:\n- name: RulePolicy\n")
+    (tmp_path / "stories.yml").write_text(STORIES)
+    result = train_core(
+        tmp_path / "config.yml", tmp_path / "domain.yml", [tmp_path / "stories.yml"], tmp_path
+    )
+    assert result.path.exists()
+    assert sorted(calls) == ["build", "check"]
