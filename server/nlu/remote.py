@@ -34,6 +34,9 @@ class RemoteNLU:
     blocking = True
     # The model's own pipeline: what `POST /model/test/intents` evaluates, as in Rasa.
     own: Any = None
+    # The keys of `nlu:` read (Rasa 3.6 reads `url` and `token` only; its NLU client sends no
+    # `headers`, `basic_auth` or `params`).
+    SETTINGS_KEYS = frozenset({"url", "token", "headers", "timeout", "max_response_bytes"})
 
     def __init__(self, config: dict[str, Any]) -> None:
         url = config.get("url")

@@ -132,7 +132,9 @@ async def test_a_misspelt_redis_tracker_store_key_is_named_at_start(
     store = create_tracker_store({"type": "redis", "url": "127.0.0.1", key: "bot1"})
     await store.close()
     (line,) = [r.getMessage() for r in caplog.records if f"'{key}'" in r.getMessage()]
-    assert line.startswith(f"tracker_store: unknown setting '{key}' is not read (nor by Rasa)")
+    assert line.startswith(
+        f"endpoints.yml: tracker_store: unknown setting '{key}' is not read (nor by Rasa)"
+    )
     assert said in line
 
 
@@ -174,7 +176,9 @@ async def test_a_misspelt_sql_or_dynamo_tracker_store_key_is_named_at_start(
     if isinstance(store, SqlTrackerStore):
         await store.close()
     (line,) = [r.getMessage() for r in caplog.records if f"'{key}'" in r.getMessage()]
-    assert line.startswith(f"tracker_store: unknown setting '{key}' is not read (nor by Rasa)")
+    assert line.startswith(
+        f"endpoints.yml: tracker_store: unknown setting '{key}' is not read (nor by Rasa)"
+    )
     assert said in line
 
 
