@@ -313,7 +313,7 @@ def _train_project(
     # What Rasa warns about in the domain and the files, said before the training starts;
     # then the components' own warnings (the NLU pipeline logs its own as it trains).
     assistant_id, assistant_warning = assistant_id_for(project.config)
-    warnings: list[str] = [*project.warnings, *assistant_warning]
+    warnings: list[str] = [*project.config.warnings, *project.warnings, *assistant_warning]
     if not core_only:
         warnings += _kind_warnings(project, kind)
     if kind != "nlu":  # an NLU-only model learns nothing from the stories
@@ -487,7 +487,7 @@ def train_nlu(
             out, lambda made_in: fingerprint_inputs(files, with_training_format(inputs, made_in))
         )
     assistant_id, assistant_warning = assistant_id_for(project_config)
-    for warning in assistant_warning:
+    for warning in [*project_config.warnings, *assistant_warning]:
         logger.warning(warning)
     intents = sorted({e.intent for e in data.examples if e.intent})
     entities = sorted({a.entity for e in data.examples for a in e.entities})

@@ -149,7 +149,7 @@ def check_config(
     (`with_policies`: an NLU-only model trains none), without training: InvalidProjectFile
     naming config.yml and the item's line if one is refused, else the warnings `train`
     gives about them (with `project`'s data, its synonyms)."""
-    warnings = []
+    warnings = list(config.warnings)
     if not config.assistant_id:
         warnings.append(
             f"{config.filename or 'config.yml'}: the 'assistant_id' key is missing; each "

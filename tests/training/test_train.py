@@ -14,7 +14,9 @@ from server.dialogue.policies.ensemble import PolicyEnsemble
 from server.errors import TrainingError
 from server.models.archive import read_metadata
 from server.training import train as train_module
+from server.training.config_yaml import config_from_dict
 from server.training.train import train, train_core
+from server.training.validation import check_config
 
 DOMAIN = """
 version: "3.1"
@@ -168,3 +170,34 @@ def test_a_training_builds_and_checks_the_policies_once(
     )
     assert result.path.exists()
     assert sorted(calls) == ["build", "check"]
+
+
+def test_a_misspelt_config_section_is_named_at_training(tmp_path: Path) -> None:
+    """Rasa's config schema takes any top-level key, and so did botserver: `polices:` trained
+    the default policies without a word. A near miss of a key read is now a warning."""
+    (tmp_path / "domain.yml").write_text(DOMAIN)
+    (tmp_path / "config.yml").write_text(
+        "assistant_id: bot\nlanguage: en\npipeline:\n- name: WhitespaceTokenizer\n"
+        "- name: CountVectorsFeaturizer\n- name: IntentClassifier\n"
+        "polices:\n- name: RulePolicy\nmy_own_key: 1\n"
+    )
+    data = tmp_path / "data.yml"
+    data.write_text(
+        STORIES + "nlu:\n- intent: greet\n  examples: |\n    - hi\n    - hello\n"
+        "- intent: bye\n  examples: |\n    - bye\n    - ciao\n"
+    )
+    result = train(tmp_path / "config.yml", tmp_path / "domain.yml", [data], tmp_path / "m")
+    config = tmp_path / "config.yml"
+    said = [w for w in result.warnings if "unknown key" in w]
+    assert said == [
+        f"{config}:7: unknown key 'polices' is not read (nor by Rasa); did you mean "
+        "'policies'? Without it, the default policies are trained",
+    ]
+
+
+def test_data_validate_names_a_misspelt_config_section_as_training_does() -> None:
+    config = config_from_dict({"langauge": "de", "policies": [{"name": "RulePolicy"}]}, "c.yml")
+    assert check_config(config, with_nlu=False)[0] == (
+        "c.yml: unknown key 'langauge' is not read (nor by Rasa); did you mean 'language'? "
+        "Without it, the language is English"
+    )
