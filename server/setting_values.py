@@ -167,14 +167,16 @@ def warn_of_unknown_keys(
     *,
     quiet: Iterable[str] = (),
     rasa: str = "nor by Rasa",
+    what: str = "setting",
 ) -> None:
     """A warning for each key of the section `owner` (`endpoints.yml: tracker_store`,
     `credentials.yml: channel 'rest'`) that is not `known` nor `quiet`, with the key meant
     when it is a near miss of one, else the keys read: Rasa ignores most such keys without a
     word, and a misspelt `key_prefix` read and wrote another bot's conversations, a misspelt
     `header:` never sent the action server's API key. `rasa`: what Rasa does with such a key,
-    in the warning's brackets. The one wording of every endpoints.yml and credentials.yml
-    section; the value is never shown (it may be a password)."""
+    in the warning's brackets; `what` a key is (a `section` of the file itself). The one
+    wording of every endpoints.yml and credentials.yml section; the value is never shown
+    (it may be a password)."""
     read = sorted(known)
     skipped = set(read) | set(quiet)
     for key in settings:
@@ -182,4 +184,4 @@ def warn_of_unknown_keys(
             continue
         close = difflib.get_close_matches(str(key), read, n=1, cutoff=0.8)
         hint = f"did you mean '{close[0]}'?" if close else f"it reads {', '.join(read) or 'none'}"
-        logger.warning("%s: unknown setting '%s' is not read (%s); %s", owner, key, rasa, hint)
+        logger.warning("%s: unknown %s '%s' is not read (%s); %s", owner, what, key, rasa, hint)
