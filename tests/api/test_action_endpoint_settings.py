@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -74,7 +75,7 @@ async def test_a_misspelt_models_setting_is_warned_about(
 
 
 async def test_every_section_names_its_unknown_settings_in_one_wording_with_the_file(
-    make_client: Callable[..., Any], caplog: pytest.LogCaptureFixture
+    make_client: Callable[..., Any], caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     """Before, the stores and broker said "tracker_store: unknown setting ..." without the
     file --endpoints named, the other sections "the option ... is unknown and ignored", and
@@ -82,14 +83,14 @@ async def test_every_section_names_its_unknown_settings_in_one_wording_with_the_
     misspelt `timeout` were dropped without a word."""
     endpoints = {
         "tracker_store": {"type": "in_memory", "cache_events": 10},
-        "event_broker": {"type": "file", "pth": "events.log"},
+        "event_broker": {"type": "sql", "db": str(tmp_path / "e.db"), "tabel_name": "e"},
         "nlu": {"url": "http://127.0.0.1:9", "timout": 3, "basic_auth": {"username": "u"}},
     }
     with caplog.at_level(logging.WARNING):
         await make_client(endpoints=endpoints, endpoints_file="prod-endpoints.yml")
     assert _unknown_settings(caplog) == [
-        "prod-endpoints.yml: event_broker: unknown setting 'pth' is not read (Rasa stops "
-        "on it); did you mean 'path'?",
+        "prod-endpoints.yml: event_broker: unknown setting 'tabel_name' is not read (Rasa "
+        "stops on it); did you mean 'table_name'?",
         "prod-endpoints.yml: nlu: unknown setting 'timout' is not read (nor by Rasa); did you "
         "mean 'timeout'?",
         "prod-endpoints.yml: nlu: unknown setting 'basic_auth' is not read (nor by Rasa); it "
