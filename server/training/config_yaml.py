@@ -33,7 +33,7 @@ class ProjectConfig:
     raw: dict[str, Any] = field(default_factory=dict)
     # The line of each item of 'pipeline' and 'policies' in the file (none for defaults).
     item_lines: dict[str, list[int | None]] = field(default_factory=dict)
-    # What training says of the file's top level (`misspelt_key_warnings`).
+    # What training says of the file's top level (`_misspelt_key_warnings`).
     warnings: list[str] = field(default_factory=list)
 
     def line_of_item(self, item: tuple[str, int] | None) -> int | None:
@@ -80,7 +80,7 @@ _DEFAULTED = {
 }
 
 
-def misspelt_key_warnings(
+def _misspelt_key_warnings(
     data: dict[Any, Any], filename: str | None, defaulted: list[str]
 ) -> list[str]:
     """A warning for each top-level key that is a near miss of one Rasa reads (`polices:`):
@@ -189,7 +189,7 @@ def config_from_dict(data: Any, filename: str | None = None) -> ProjectConfig:
         defaulted=defaulted,
         raw=_plain(data),
         item_lines=item_lines,
-        warnings=misspelt_key_warnings(data, filename, defaulted),
+        warnings=_misspelt_key_warnings(data, filename, defaulted),
     )
 
 
