@@ -77,6 +77,14 @@ def _create_tracker_store(
         if key in config:
             logger.warning("tracker_store: '%s' is not read (nor by Rasa 3): %s", key, instead)
     if kind in _MEMORY_TYPES:
+        if not kind:
+            _warn_untyped(
+                config,
+                {"cache_events", "cache_size", *_KEYS_RASA_3_IGNORES},
+                f"{source}: tracker_store has no 'type', so conversations are kept in memory "
+                "(as in Rasa), lost at a restart",
+                "give 'type: sql', 'redis' or 'dynamo'",
+            )
         return InMemoryTrackerStore(cache_events_setting(config))
     if kind == "sql":
         from server.trackers.sql_store import SqlTrackerStore
@@ -122,12 +130,20 @@ def create_lock_store(config: dict[str, Any] | None, source: str = "endpoints.ym
     """The lock store for a `lock_store:` section (None or no type: in memory) of the
     endpoints file `source`."""
     with reading_section("lock_store", source):
-        return _create_lock_store(dict(config or {}))
+        return _create_lock_store(dict(config or {}), source)
 
 
-def _create_lock_store(config: dict[str, Any]) -> LockStore:
+def _create_lock_store(config: dict[str, Any], source: str) -> LockStore:
     kind = section_type(config)
     if kind in _MEMORY_TYPES:
+        if not kind:
+            _warn_untyped(
+                config,
+                {"wait_timeout"},
+                f"{source}: lock_store has no 'type', so locks are held in this process only "
+                "(as in Rasa)",
+                "give 'type: redis'",
+            )
         return InMemoryLockStore(wait_timeout_setting(config))
     if kind == "redis":
         from server.trackers.redis_lock import RedisLockStore
@@ -137,6 +153,15 @@ def _create_lock_store(config: dict[str, Any]) -> LockStore:
         f"lock_store type '{config['type']}' is unknown (custom lock classes are not "
         "loaded); use redis or in_memory"
     )
+
+
+def _warn_untyped(config: dict[str, Any], read: set[str], what: str, fix: str) -> None:
+    """A section without a `type` (or an empty one, `${STORE_TYPE}` unset) is in memory, as
+    in Rasa, which says nothing: the settings it holds for another backend are named, not
+    read (a `url` and `db` without `type: sql` lost every conversation at a restart)."""
+    unread = [f"'{key}'" for key in config if key != "type" and key not in read]
+    if unread:
+        logger.warning("%s: %s not read; %s", what, ", ".join(unread), fix)
 
 
 def section_type(config: dict[str, Any]) -> str | None:
