@@ -273,6 +273,7 @@ async def test_timeout_keeps_the_model(model_server, holder, client, archive_fac
     assert holder.current.answer() == "one"
 
 
+@pytest.mark.timing
 async def test_a_body_that_drips_times_out_as_a_whole(
     model_server, holder, client, archive_factory
 ):
@@ -288,6 +289,7 @@ async def test_a_body_that_drips_times_out_as_a_whole(
     assert holder.current.answer() == "one"
 
 
+@pytest.mark.timing
 async def test_a_silent_model_server_fails_after_the_read_timeout_not_the_whole_exchange(
     holder, client
 ):
@@ -338,6 +340,7 @@ def test_basic_auth_is_read_as_every_endpoint_reads_it(basic_auth: Any, message:
     assert config.basic_auth == ("bot", "1234")
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("mode", ["huge", "unsized"])
 async def test_a_body_too_large_is_refused_early_without_the_token(
     model_server, client, loader, archive_factory, mode
