@@ -145,7 +145,7 @@ class HttpEndpoint:
         self.timeout = float(timeout)
         self.max_response_bytes = max_response_bytes
         query = _query_params(params)
-        if token is not None and token != "":  # an empty one is not sent, as in Rasa
+        if token:  # as Rasa's `if self.token`: an empty one (or 0, false) is not sent
             query[token_name or "token"] = str(token)
         # Added to the URL's own query (as Rasa's aiohttp does): a client's `params` would
         # replace it, and a key in the URL (`?code=...`) was dropped once a token was set.

@@ -51,6 +51,8 @@ class RemoteNLU:
             raise InvalidConfig(f"endpoints 'nlu': url '{shown}' is not a URL: {e}") from None
         token = config.get("token")
         self.token = None if token is None else str(token)
+        # In the query only when it is truthy, as every endpoint's token (Rasa's `if token`).
+        self._query = {"token": str(token)} if token else None
         headers = config.get("headers") or {}
         if not isinstance(headers, dict):
             raise InvalidConfig("endpoints 'nlu': 'headers' must be a mapping")
@@ -84,9 +86,8 @@ class RemoteNLU:
         # Rasa puts the token in the body only, which a server run with --auth-token refuses:
         # the query carries it too (an empty one is not sent, as no endpoint's is).
         body = {"token": self.token, "text": text, "message_id": message_id}
-        params = {"token": self.token} if self.token else None
         try:
-            with self._client.stream("POST", self.url, json=body, params=params) as response:
+            with self._client.stream("POST", self.url, json=body, params=self._query) as response:
                 if response.status_code != 200:
                     raise ValueError(f"HTTP {response.status_code}")
                 content = read_within_sync(response, self.max_response_bytes)
