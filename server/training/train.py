@@ -33,6 +33,7 @@ from server.training.config_yaml import ProjectConfig, naming_config_items
 from server.training.project import Project, load_project
 from server.training.validation import (
     check_config,
+    missing_assistant_id,
     missing_response_warnings,
     placeholder_assistant_id,
     story_reference_warnings,
@@ -68,11 +69,7 @@ def assistant_id_for(config: ProjectConfig) -> tuple[str, list[str]]:
     if config.assistant_id:
         return config.assistant_id, []
     made_up = random_name()
-    return made_up, [
-        f"{config.filename or 'config.yml'}: the 'assistant_id' key is missing; this model "
-        f"gets the random assistant_id '{made_up}', a new one at each training. Add a unique "
-        "'assistant_id' to config.yml to identify this assistant's events."
-    ]
+    return made_up, [missing_assistant_id(config, made_up)]
 
 
 # The policies learning from stories glued together (Rasa's augmented trackers): TEDPolicy's
