@@ -214,6 +214,10 @@ def build_app(options: ServerOptions) -> FastAPI:
         warn_of_unknown_keys(
             models_endpoint, ModelServerConfig.SETTINGS_KEYS, f"{endpoints_file}: models"
         )
+        # A section no pull can use stops the start, as an action_endpoint's does: before,
+        # the server started without a model and never pulled one.
+        with reading_section("models", endpoints_file):
+            ModelServerConfig.from_endpoint(models_endpoint)
 
     loader: Callable[[Path, dict[str, Any]], DialogueModel] = load_model
     if endpoints.get("nlu"):

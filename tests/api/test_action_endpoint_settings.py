@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from server.errors import InvalidConfig
 from tests.api.conftest import MEMORY_STORE
 
 
@@ -72,6 +73,26 @@ async def test_a_misspelt_models_setting_is_warned_about(
         "'token'?",
     ]
     assert "s3cret" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("models", "said"),
+    [
+        ({"basic_auth": {"username": "bot", "password": None}}, "'basic_auth' needs a 'password'"),
+        ({"basic_auth": {"username": "a:b", "password": "s3c"}}, "cannot hold a ':'"),
+        ({"read_timeout": "soon"}, "models.read_timeout must be seconds"),
+    ],
+)
+async def test_a_models_section_no_pull_can_use_stops_the_start(
+    make_client: Callable[..., Any], models: dict[str, Any], said: str
+) -> None:
+    """As an unusable `action_endpoint:` or `nlg:` does. Before, the server started without
+    a model and never pulled one, its one error line followed by a warning that blamed
+    `wait_time_between_pulls` ("the model server is asked once")."""
+    endpoints = {**MEMORY_STORE, "models": {"url": "http://127.0.0.1:9/model", **models}}
+    with pytest.raises(InvalidConfig, match="prod.yml, section 'models': ") as raised:
+        await make_client(endpoints=endpoints, endpoints_file="prod.yml")
+    assert said in str(raised.value) and "s3c" not in str(raised.value)
 
 
 async def test_every_section_names_its_unknown_settings_in_one_wording_with_the_file(
