@@ -135,7 +135,7 @@ class PolicyEnsemble:
         self._memo_reads_text = True
         # What the RulePolicy learned only rules mention (taken with the window).
         self._rule_only: RuleOnly = NO_RULE_ONLY
-        # The config.yml items the policies were built from (`for_domain`), for `fit`.
+        # The config.yml items the policies were built from (`from_config`), for `fit`.
         self._specs: list[dict[str, Any]] = []
 
     @property
@@ -177,7 +177,9 @@ class PolicyEnsemble:
             )
         if sum(isinstance(p, RulePolicy) for p in built) > 1:
             raise InvalidConfig("config.yml lists the RulePolicy more than once")
-        return cls(built, warnings)
+        ensemble = cls(built, warnings)
+        ensemble._specs = specs
+        return ensemble
 
     @classmethod
     def for_domain(cls, policies: list[dict[str, Any]] | None, domain: Domain) -> PolicyEnsemble:
@@ -185,7 +187,6 @@ class PolicyEnsemble:
         as Rasa checks them before anything trains (forms need the RulePolicy)."""
         ensemble = cls.from_config(policies)
         check_forms_have_rule_policy(policies, domain)
-        ensemble._specs = policies or DEFAULT_POLICIES
         return ensemble
 
     def fit(self, stories: list[TrainingStory], domain: Domain) -> PolicyEnsemble:
