@@ -398,13 +398,15 @@ def test_a_misspelt_channel_setting_is_warned_about(caplog: pytest.LogCaptureFix
     with caplog.at_level(logging.WARNING):
         load_channels(credentials)
     assert [r.getMessage() for r in caplog.records] == [
-        "credentials.yml: channel 'rest' takes no settings: 'port' is ignored",
-        "credentials.yml: channel 'callback': the option 'header' is unknown and ignored; "
-        "did you mean 'headers'?",
-        "credentials.yml: channel 'socketio': the option 'session_persistance' is unknown "
-        "and ignored; did you mean 'session_persistence'?",
-        "credentials.yml: channel 'rocketchat': the option 'colour' is unknown and ignored "
-        "(known: max_message_length, password, server_url, ssl, timeout, user, webhook_token).",
+        "credentials.yml: channel 'rest': unknown setting 'port' is not read (nor by Rasa); "
+        "it reads none",
+        "credentials.yml: channel 'callback': unknown setting 'header' is not read (nor by "
+        "Rasa); did you mean 'headers'?",
+        "credentials.yml: channel 'socketio': unknown setting 'session_persistance' is not "
+        "read (nor by Rasa); did you mean 'session_persistence'?",
+        "credentials.yml: channel 'rocketchat': unknown setting 'colour' is not read (nor by "
+        "Rasa); it reads max_message_length, password, server_url, ssl, timeout, user, "
+        "webhook_token",
     ]
 
 
