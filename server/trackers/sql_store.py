@@ -42,6 +42,7 @@ from server.trackers.snapshot import Snapshot
 from server.trackers.sql_engine import (
     SQLITE_BUSY_TIMEOUT_MS,
     async_url,
+    check_sqlite_file,
     check_sqlite_folder,
     create_engine,
     dependency,
@@ -250,8 +251,14 @@ class SqlTrackerStore:
     process_local = False
 
     def __init__(
-        self, url: URL, login_db: str | None = None, cache_events: int = DEFAULT_CACHE_EVENTS
+        self,
+        url: URL,
+        login_db: str | None = None,
+        cache_events: int = DEFAULT_CACHE_EVENTS,
+        create_missing: bool = True,
     ) -> None:
+        """`create_missing`: a SQLite file that is not there is made (at the server's first
+        start); without it (commands that read or prune what is stored) it is an error."""
         self.url = url
         self._dependency = dependency(url, "the tracker store")
         self._login_db = login_db
@@ -265,6 +272,8 @@ class SqlTrackerStore:
         self._unreachable_errors: tuple[type[BaseException], ...] = ()
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             check_sqlite_folder(str(url.database))
+            if not create_missing:
+                check_sqlite_file(str(url.database))
             self._db = SqliteDatabase(
                 str(url.database), SQLITE_BUSY_TIMEOUT_MS, sqlite_synchronous()
             )
@@ -294,14 +303,14 @@ class SqlTrackerStore:
     )
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> SqlTrackerStore:
+    def from_config(cls, config: dict[str, Any], create_missing: bool = True) -> SqlTrackerStore:
         """From a Rasa `tracker_store:` section of `type: sql`."""
         url = async_url(config, default_db="rasa.db")
         login_db = config.get("login_db")
         if login_db and url.get_backend_name() != "postgresql":
             logger.warning("tracker_store.login_db is only used with PostgreSQL; ignoring it")
             login_db = None
-        return cls(url, login_db=login_db, cache_events=cache_events_setting(config))
+        return cls(url, login_db, cache_events_setting(config), create_missing)
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -191,6 +191,7 @@ def test_what_cannot_be_exported_is_one_error_line_and_exit_1(
     elif setup == "yaml":
         endpoints.write_text("tracker_store:\n  type: [sql\n")
     elif setup == "empty-store":
+        (project / "empty.db").touch()  # (a database without a table yet)
         endpoints.write_text(endpoints.read_text().replace(TRACKERS, "empty.db"))
     elif setup == "":
         endpoints.write_text(SQL_BROKER)
@@ -519,3 +520,24 @@ def test_a_dynamodb_table_that_is_not_there_is_named_not_created(
     assert len(result.err.strip().splitlines()) == 1, result.err
     assert table not in _dynamo_tables(endpoint, "eu-west-3")
     assert not (tmp_path / "events.db").exists()
+
+
+@pytest.mark.parametrize("command", [["export"], ["prune", "--older-than-days", "1"]])
+def test_a_sqlite_file_that_is_not_there_is_named_not_created(
+    run_cli, project: Path, command: list[str]
+) -> None:
+    """A `db:` mistyped in the endpoints file: `botserver export` and `prune` name the file
+    they did not find, and make none. Before, each created an empty database there (as
+    Rasa's `rasa export` does), found nothing in it, and the next run found that empty file
+    instead of an error."""
+    endpoints = project / "endpoints.yml"
+    endpoints.write_text(endpoints.read_text().replace(TRACKERS, "trakers.db"))
+    result = run_cli(*command, cwd=project)
+    assert result.code == 1
+    assert result.err.startswith(
+        "error: endpoints.yml, section 'tracker_store': SQLite database 'trakers.db' "
+        f"({project / 'trakers.db'}) does not exist: check db (botserver run creates it)"
+    ), result.err
+    assert len(result.err.strip().splitlines()) == 1, result.err
+    assert not (project / "trakers.db").exists()
+    assert not (project / "events.db").exists()
