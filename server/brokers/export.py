@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,10 +20,12 @@ from server.errors import (
     first_line,
 )
 from server.trackers.events import left_out_by_rasa
-from server.trackers.store import ReadsEverything, TrackerStore
+from server.trackers.store import ReadsEverything, ReadsInBatches, TrackerStore
 
 # Messages handed to the broker at a time (each made, its event parsed, only then).
 PUBLISH_CHUNK = 1000
+# Conversations read in one round trip from a store that reads in batches (SQL, Redis).
+EXPORT_BATCH = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +108,7 @@ async def select_events(
     if conversation_ids:
         # Read alone: listing the store's conversations reads all of them on DynamoDB.
         chosen = sorted(set(conversation_ids))
-        for sender_id in chosen:
-            loaded = await _stored(store, sender_id)
+        async for sender_id, loaded in _each_stored(store, chosen):
             if loaded is None:
                 missing.append(sender_id)
             else:
@@ -122,8 +124,7 @@ async def select_events(
         chosen = sorted(set(await store.keys()))
         if not chosen:
             raise NothingToExport("the tracker store holds no conversation: nothing to export")
-        for sender_id in chosen:
-            loaded = await _stored(store, sender_id)
+        async for sender_id, loaded in _each_stored(store, chosen):
             if loaded is not None:  # (else deleted since it was listed)
                 select(sender_id, loaded)
     if conversation_ids and len(missing) == len(chosen):
@@ -139,14 +140,36 @@ async def select_events(
     return Selection(conversations, selected, missing)
 
 
+async def _each_stored(
+    store: TrackerStore, sender_ids: list[str]
+) -> AsyncIterator[tuple[str, list[dict[str, Any]] | None]]:
+    """Each conversation of `sender_ids`, in that order, with its stored events (None: the
+    store holds none); EXPORT_BATCH in one round trip where the store reads in batches."""
+    if not isinstance(store, ReadsInBatches):
+        for sender_id in sender_ids:
+            yield sender_id, await _stored(store, sender_id)
+        return
+    for start in range(0, len(sender_ids), EXPORT_BATCH):
+        batch = sender_ids[start : start + EXPORT_BATCH]
+        loaded = await store.load_all_of([i for i in batch if _storable(i)])
+        for sender_id in batch:
+            yield sender_id, loaded.pop(sender_id, None)
+
+
+def _storable(sender_id: str) -> bool:
+    """False for an id with lone surrogates (bytes the locale could not decode, given on
+    the command line): no store can hold one, and SQLite, Redis and PostgreSQL raise on it."""
+    try:
+        sender_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 async def _stored(store: TrackerStore, sender_id: str) -> list[dict[str, Any]] | None:
     """The conversation's stored events; None when the store holds none (or could not
     hold one of this id)."""
-    try:
-        # Lone surrogates (bytes the locale could not decode, given on the command line):
-        # no store can hold such an id, and SQLite, Redis and PostgreSQL raise on it.
-        sender_id.encode("utf-8")
-    except UnicodeEncodeError:
+    if not _storable(sender_id):
         return None
     try:
         return await store.load_all(sender_id) or None

@@ -367,6 +367,28 @@ class RedisTrackerStore:
         await free_off_loop(raw)
         return events or None
 
+    async def load_all_of(self, sender_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """The lists in one pipeline; a conversation in Rasa's layout (converted), or whose
+        value is not UTF-8 text (named), is then read alone, as `load_all` reads it."""
+        with self._errors():
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for sender_id in sender_ids:
+                        pipe.lrange(self._prefix + sender_id, 0, -1)
+                    answers = await pipe.execute(raise_on_error=False)
+            except UnicodeDecodeError:
+                answers = [None] * len(sender_ids)
+        found: dict[str, list[dict[str, Any]]] = {}
+        for sender_id, raw in zip(sender_ids, answers, strict=True):
+            if isinstance(raw, list):
+                events: list[dict[str, Any]] | None = await _events_of(sender_id, raw)
+            else:
+                events = await self.load_all(sender_id)
+            if events:
+                found[sender_id] = events
+        await free_off_loop(answers)
+        return found
+
     async def replace(self, sender_id: str, events: list[dict[str, Any]]) -> None:
         self._sessions.forget(sender_id)
         with self._errors():

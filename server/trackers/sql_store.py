@@ -98,6 +98,7 @@ class _Database(Protocol):
     async def rows_from(self, sender_id: str, first_id: int) -> list[IdData]: ...
     async def session_rows(self, sender_id: str) -> list[IdData]: ...
     async def all_data(self, sender_id: str) -> list[str]: ...
+    async def all_data_of(self, sender_ids: Sequence[str]) -> list[tuple[str, str]]: ...
     async def senders(self) -> list[str]: ...
     async def senders_older_than(
         self, cutoff_timestamp: float, after: str | None, limit: int
@@ -466,6 +467,21 @@ class SqlTrackerStore:
         await free_off_loop(data)
         return events
 
+    async def load_all_of(self, sender_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        await self._ensure_ready()
+        with self._map_errors():
+            rows = await self._db.all_data_of(sender_ids)
+        texts: dict[str, list[str]] = {sender_id: [] for sender_id in sender_ids}
+        for sender_id, data in rows:
+            # (A case-insensitive MySQL collation also matches ids that differ in case.)
+            if sender_id in texts:
+                texts[sender_id].append(data)
+        found = {
+            sender_id: await _parse(sender_id, data) for sender_id, data in texts.items() if data
+        }
+        await free_off_loop(rows)
+        return found
+
     async def load(self, sender_id: str) -> Sequence[dict[str, Any]] | None:
         if not self._ready:
             await self._ensure_ready()
@@ -795,6 +811,14 @@ class _AsyncDatabase:
         )
         return await self._run(lambda conn: _first_column(conn, query))
 
+    async def all_data_of(self, sender_ids: Sequence[str]) -> list[tuple[str, str]]:
+        query = (
+            select(_C.sender_id, _C.data)
+            .where(_C.sender_id.in_(list(sender_ids)))
+            .order_by(_C.sender_id, _C.id)  # (ix_events_sender_id_id's order: no sort)
+        )
+        return await self._run(lambda conn: _rows_of(conn, query))
+
     async def senders(self) -> list[str]:
         query = select(events_table.c.sender_id).distinct()
         return await self._run(lambda conn: _first_column(conn, query), bounded=False)
@@ -818,6 +842,10 @@ class _AsyncDatabase:
 async def _id_data(conn: AsyncConnection, query: Any, params: dict[str, Any]) -> list[IdData]:
     result = await conn.execute(query, params)
     return [(row[0], row[1]) for row in result]
+
+
+async def _rows_of(conn: AsyncConnection, query: Any) -> list[tuple[str, str]]:
+    return [(row[0], row[1]) for row in await conn.execute(query)]
 
 
 async def _first_column(conn: AsyncConnection, query: Any) -> list[Any]:

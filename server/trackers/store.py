@@ -98,6 +98,17 @@ class ReadsEverything(Protocol):
         ...
 
 
+@runtime_checkable
+class ReadsInBatches(Protocol):
+    """A store that reads several whole conversations in one round trip (SQL, Redis), where
+    a `load_all()` of each took one a conversation."""
+
+    async def load_all_of(self, sender_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """Every event of each of `sender_ids` that has any (`load_all`'s); the others are
+        left out."""
+        ...
+
+
 class TrackerStore(Protocol):
     """Append-only event storage per conversation (`sender_id`)."""
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from server.brokers import export
 from server.brokers.export import PUBLISH_CHUNK, publish_events, select_events
 from server.errors import ExportInterrupted
 from server.trackers.dynamo_store import DynamoTrackerStore
@@ -19,6 +20,7 @@ from tests.trackers.persistence_fixtures import (
     delete_dynamo_table,
     moto_credentials,
     moto_endpoint,
+    tracker_store_config,
     unique_name,
 )
 
@@ -222,3 +224,97 @@ async def test_a_conversation_id_longer_than_dynamodb_keys_is_named_missing(
     assert selection.conversations == ["c1"]
     assert selection.missing == sorted(["x" * 2048, *too_long])
     assert requests == ["GetItem", "GetItem"]  # c1, and the longest key DynamoDB takes
+
+
+def _counting_round_trips(store: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What the store sends its database: a SQL store's statements (one awaited call of its
+    database object each), a Redis store's sends (a pipeline is one)."""
+    sent: list[str] = []
+    if hasattr(store, "_db"):
+        for name in ("senders", "all_data", "all_data_of"):
+            if hasattr(store._db, name):
+                method = getattr(store._db, name)
+
+                async def counted(*args: Any, _m: Any = method, _n: str = name) -> Any:
+                    sent.append(_n)
+                    return await _m(*args)
+
+                monkeypatch.setattr(store._db, name, counted)
+    else:
+        from redis.asyncio.connection import AbstractConnection
+
+        send = AbstractConnection.send_packed_command
+
+        async def counted_send(self: Any, command: Any, check_health: bool = True) -> None:
+            packed = command if isinstance(command, bytes) else b"".join(command)
+            sent.append("senders" if b"\r\nSCAN\r\n" in packed[:20] else "read")
+            await send(self, command, check_health)
+
+        monkeypatch.setattr(AbstractConnection, "send_packed_command", counted_send)
+    return sent
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres", "mariadb", "redis"])
+async def test_conversations_are_read_a_batch_at_a_time(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store of 100 conversations in batches of 40: the listing, then three reads (on
+    Redis, a pipeline of the batch's reads each), every event selected. Before, one round
+    trip a conversation after the listing: 101 (a store of a million conversations, a
+    million round trips)."""
+    monkeypatch.setattr(export, "EXPORT_BATCH", 40)
+    async with tracker_store_config(kind, tmp_path) as config:
+        store = create_tracker_store(config)
+        try:
+            for c in range(100):
+                await store.append(f"c{c:03}", [_user(c, 1000.0 + c), _slot(c, 2000.0 - c)])
+            await store.keys()  # (connected, the schema made)
+            sent = _counting_round_trips(store, monkeypatch)
+            selection = await select_events(store)
+            listing, reads = sent.count("senders"), len(sent) - sent.count("senders")
+            del sent[:]
+            chosen = await select_events(store, [f"c{c:03}" for c in range(0, 100, 2)] + ["zed"])
+            chosen_trips = list(sent)
+        finally:
+            await store.close()
+    assert len(selection.messages) == 200
+    assert [m.event["timestamp"] for m in selection.messages][:3] == [1000.0, 1001.0, 1002.0]
+    # (Redis: a SCAN page a step over the whole database, which other keys may share.)
+    assert listing == 1 or (kind == "redis" and listing >= 1)
+    assert reads == 3, sent
+    assert (len(chosen.conversations), chosen.missing) == (50, ["zed"])
+    assert len(chosen_trips) == 2, chosen_trips  # 51 ids, in two batches, and no listing
+
+
+async def test_a_redis_batch_reads_rasas_layout_and_names_a_value_that_is_not_utf8() -> None:
+    """In a batch's pipeline, a conversation in Rasa's layout (one JSON string) is read as
+    `load_all` reads it, and one holding bytes that are no UTF-8 text is named, as a read
+    of it alone names it: the pipeline's answer alone was a WRONGTYPE, or a decoding error
+    naming no conversation."""
+    from redis.asyncio import Redis
+
+    from server.errors import CorruptConversation
+    from tests.trackers.persistence_fixtures import REDIS, delete_redis_keys, require_service
+
+    require_service("Redis", REDIS)
+    prefix = unique_name("left24batch")
+    store = create_tracker_store(
+        {"type": "redis", "url": REDIS[0], "port": REDIS[1], "key_prefix": prefix}
+    )
+    raw = Redis(host=REDIS[0], port=REDIS[1])
+    try:
+        await store.append("ann", [_user(1, 1.0)])
+        rasas = {"sender_id": "bob", "events": [_slot(2, 2.0)]}
+        await raw.set(f"{prefix}:tracker:bob", json.dumps(rasas))
+        selection = await select_events(store)
+        assert [(m.sender_id, m.event["timestamp"]) for m in selection.messages] == [
+            ("ann", 1.0),
+            ("bob", 2.0),
+        ]
+        await raw.rpush(f"{prefix}:tracker:dee", b"\xff\xfe")
+        with pytest.raises(CorruptConversation, match="'dee' holds a value that is not UTF-8"):
+            await select_events(store)
+    finally:
+        await store.close()
+        await raw.aclose()
+        await delete_redis_keys(prefix)
