@@ -933,8 +933,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--conversation-ids", help="comma-separated conversation ids (default: every one)"
     )
+    p.add_argument(
+        "--resume-from",
+        type=_resume_point,
+        metavar="ID@TIMESTAMP",
+        help="go on with an interrupted export: from this conversation (those before it are "
+        "done) and its events from this stored time (the error line of the export names it)",
+    )
     _add_log_flags(p)
     return parser
+
+
+def _resume_point(value: str) -> Any:
+    """`--resume-from ID@TIMESTAMP` (an id may hold `@`: the last one splits)."""
+    from server.brokers.export import ResumePoint
+
+    sender_id, at, stamp = value.rpartition("@")
+    try:
+        timestamp = _finite_number(stamp) if at else None
+    except argparse.ArgumentTypeError:
+        timestamp = None
+    if timestamp is None:
+        raise argparse.ArgumentTypeError(
+            f"must be a conversation id, '@' and a Unix time (ana@1700000256.1), not {value!r}"
+        )
+    return ResumePoint(sender_id, timestamp)
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -1325,7 +1348,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from server.brokers.export import publish_events, select_events
+    from server.brokers.export import Found, publish_events, selected_events
     from server.brokers.factory import create_event_broker
     from server.config import read_endpoints
     from server.errors import ExportInterrupted
@@ -1363,6 +1386,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     ids = None
     if args.conversation_ids is not None:
         ids = [i.strip() for i in args.conversation_ids.split(",") if i.strip()]
+    found = Found()
 
     async def export() -> int:
         store = create_tracker_store(
@@ -1371,17 +1395,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         broker = create_event_broker(endpoints["event_broker"], args.endpoints)
         assert broker is not None  # the section is there
         try:
-            selection = await select_events(store, ids, low, high, offset or 0)
-            if selection.missing:
-                logger.warning(
-                    "Not in the tracker store: conversations %s", ", ".join(selection.missing)
-                )
-            print(
-                f"Selected {len(selection.selected)} events of "
-                f"{len(selection.conversations)} conversations for publishing."
-            )
-            return await publish_events(broker, selection)
+            selected = selected_events(store, ids, low, high, offset or 0, args.resume_from, found)
+            return await publish_events(broker, selected)
         finally:
+            if found.missing and ids and len(found.missing) < len(set(ids)):
+                logger.warning(
+                    "Not in the tracker store: conversations %s", ", ".join(found.missing)
+                )
             await broker.close()
             await store.close()
 
@@ -1391,26 +1411,29 @@ def cmd_export(args: argparse.Namespace) -> int:
         if not exc.published:
             raise
         raise ExportInterrupted(
-            f"{exc}; to go on from there: {_export_resume_command(args, exc.resume_timestamp)}",
+            f"{exc}; to go on from there: {_export_resume_command(args, exc)}",
             exc.published,
             exc.resume_timestamp,
+            exc.resume_sender_id,
         ) from None
-    print(f"Published {published} events.")
+    print(f"Published {published} events of {found.conversations} conversations.")
     return 0
 
 
-def _export_resume_command(args: argparse.Namespace, timestamp: float) -> str:
+def _export_resume_command(args: argparse.Namespace, stopped: Any) -> str:
     """The `botserver export` that publishes what an interrupted one did not."""
     import shlex
 
     words = ["botserver", "export", "--endpoints", args.endpoints]
-    words += ["--minimum-timestamp", repr(timestamp)]
+    if args.minimum_timestamp is not None:
+        words += ["--minimum-timestamp", repr(args.minimum_timestamp)]
     if args.maximum_timestamp is not None:
         words += ["--maximum-timestamp", repr(args.maximum_timestamp)]
     if args.conversation_ids is not None:
         words += ["--conversation-ids", args.conversation_ids]
     if args.offset_timestamps_by_seconds is not None:
         words += ["--offset-timestamps-by-seconds", str(args.offset_timestamps_by_seconds)]
+    words.append(f"--resume-from={stopped.resume_sender_id}@{stopped.resume_timestamp!r}")
     return shlex.join(words)
 
 

@@ -174,11 +174,15 @@ class NothingToExport(BotServerError):
 
 class ExportInterrupted(BotServerError):
     """The event broker failed during `botserver export`: `published` events went out, and
-    `resume_timestamp` is the timestamp of the first one that did not."""
+    `resume_timestamp` and `resume_sender_id` are the timestamp and conversation of the first
+    one that did not."""
 
-    def __init__(self, message: str, published: int, resume_timestamp: float) -> None:
+    def __init__(
+        self, message: str, published: int, resume_timestamp: float, resume_sender_id: str
+    ) -> None:
         self.published = published
         self.resume_timestamp = resume_timestamp
+        self.resume_sender_id = resume_sender_id
         super().__init__(message)
 
 

@@ -51,9 +51,27 @@ class Selected:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ResumePoint:
+    """Where an interrupted export goes on: conversations before `sender_id` in the export's
+    order are done, and so are its events before `timestamp` (as stored, before an offset)."""
+
+    sender_id: str
+    timestamp: float
+
+
+@dataclass
+class Found:
+    """What an export found, filled in as it goes."""
+
+    conversations: int = 0  # those with events selected
+    # Requested conversation ids the tracker store does not hold.
+    missing: list[str] = field(default_factory=list)
+
+
 @dataclass
 class Selection:
-    """The events to publish, in timestamp order, and what the selection found."""
+    """The events to publish, in the order they go out, and what the selection found."""
 
     conversations: list[str]  # those with events selected
     selected: list[Selected]
@@ -78,66 +96,122 @@ async def select_events(
     minimum_timestamp: float | None = None,
     maximum_timestamp: float | None = None,
     offset_seconds: int = 0,
+    resume: ResumePoint | None = None,
 ) -> Selection:
+    """`selected_events` all at once (tests, and a look at what an export would send)."""
+    found = Found()
+    selected = [
+        item
+        async for item in selected_events(
+            store, conversation_ids, minimum_timestamp, maximum_timestamp, offset_seconds,
+            resume, found,
+        )
+    ]  # fmt: skip
+    conversations = sorted({item.sender_id for item in selected})
+    return Selection(conversations, selected, found.missing)
+
+
+async def selected_events(
+    store: TrackerStore,
+    conversation_ids: list[str] | None = None,
+    minimum_timestamp: float | None = None,
+    maximum_timestamp: float | None = None,
+    offset_seconds: int = 0,
+    resume: ResumePoint | None = None,
+    found: Found | None = None,
+) -> AsyncIterator[Selected]:
     """Every event of the chosen conversations (all sessions) with `minimum_timestamp <=
-    timestamp < maximum_timestamp`, sorted by timestamp (a conversation's events keep their
-    order among equal ones). Each message has the id the live broker gives the same event, so
+    timestamp < maximum_timestamp`, conversation after conversation as Rasa's `rasa export`
+    publishes them (by id; DynamoDB: in the table's scan order), each one's by timestamp
+    (its events keep their stored order among equal ones): one conversation is held at a
+    time, not the store. Each message has the id the live broker gives the same event, so
     a consumer can drop what it already has, and names the one before it in its conversation
     among those selected (the first names none). `offset_seconds` moves the timestamps of
-    the messages (Rasa's `--offset-timestamps-by-seconds`), not those the range is of."""
-    missing: list[str] = []
-    selected: list[Selected] = []
+    the messages (Rasa's `--offset-timestamps-by-seconds`), not those the range is of.
+    `resume`: only what an interrupted export did not publish. `found` is filled in."""
+    found = found if found is not None else Found()
+    chosen: list[str] = []
+    selected_any = False
 
-    def select(sender_id: str, loaded: list[dict[str, Any]]) -> None:
+    def select(sender_id: str, loaded: list[dict[str, Any]]) -> list[Selected]:
         events = [event for event in loaded if not left_out_by_rasa(event)]
         previous: str | None = None  # the conversation's last event selected
         published = [_moved(event, offset_seconds) for event in events]
         ids = chain_ids(sender_id, published, None)
+        low = minimum_timestamp
+        if resume is not None and sender_id == resume.sender_id:
+            low = resume.timestamp if low is None else max(low, resume.timestamp)
+        items: list[Selected] = []
         for event, body, (message_id, _) in zip(events, published, ids, strict=True):
             stamp = _timestamp(event)
-            if minimum_timestamp is not None and stamp < minimum_timestamp:
+            if low is not None and stamp < low:
                 continue
             if maximum_timestamp is not None and stamp >= maximum_timestamp:
                 continue
             # Linked to the event before it in this export: one left out is not coming, and
             # a consumer restoring the order would wait for it for ever.
             text = json.dumps(body, separators=(",", ":"))
-            selected.append(Selected(stamp, sender_id, message_id, previous, text))
+            items.append(Selected(stamp, sender_id, message_id, previous, text))
             previous = message_id
+        items.sort(key=lambda item: item.stamp)  # (stable: stored order among equal ones)
+        return items
 
+    conversations: AsyncIterator[tuple[str, list[dict[str, Any]] | None]]
     if conversation_ids:
         # Read alone: listing the store's conversations reads all of them on DynamoDB.
         chosen = sorted(set(conversation_ids))
-        async for sender_id, loaded in _each_stored(store, chosen):
-            if loaded is None:
-                missing.append(sender_id)
-            else:
-                select(sender_id, loaded)
+        conversations = _each_stored(store, _from_resume(chosen, resume))
     elif isinstance(store, ReadsEverything):
-        found = 0
-        async for sender_id, loaded in store.each_conversation():
-            found += 1
-            select(sender_id, loaded)
-        if not found:
-            raise NothingToExport("the tracker store holds no conversation: nothing to export")
+        conversations = _after_resume(store.each_conversation(), resume)
     else:
         chosen = sorted(set(await store.keys()))
         if not chosen:
             raise NothingToExport("the tracker store holds no conversation: nothing to export")
-        async for sender_id, loaded in _each_stored(store, chosen):
-            if loaded is not None:  # (else deleted since it was listed)
-                select(sender_id, loaded)
-    if conversation_ids and len(missing) == len(chosen):
+        conversations = _each_stored(store, _from_resume(chosen, resume))
+    seen = False
+    async for sender_id, loaded in conversations:
+        seen = True
+        if loaded is None:
+            if conversation_ids:
+                found.missing.append(sender_id)
+            continue  # (else deleted since it was listed)
+        items = select(sender_id, loaded)
+        del loaded
+        if items:
+            found.conversations += 1
+            selected_any = True
+        for item in items:
+            yield item
+    if not seen and not conversation_ids and resume is None:
+        raise NothingToExport("the tracker store holds no conversation: nothing to export")
+    if conversation_ids and chosen and len(found.missing) == len(chosen):
         raise NothingToExport(
             "none of the conversations of --conversation-ids is in the tracker store: "
-            + ", ".join(missing)
+            + ", ".join(found.missing)
         )
-    if not selected:
+    if not selected_any and resume is not None and not seen:
+        raise NothingToExport(
+            f"--resume-from: conversation '{resume.sender_id}' and those after it are no "
+            "longer in the tracker store: nothing left to publish"
+        )
+    if not selected_any:
         raise NothingToExport("no event of these conversations is within the requested time range")
-    # (A conversation's events keep their order among equal timestamps.)
-    selected.sort(key=lambda item: (item.stamp, item.sender_id))
-    conversations = sorted({item.sender_id for item in selected})
-    return Selection(conversations, selected, missing)
+
+
+def _from_resume(sender_ids: list[str], resume: ResumePoint | None) -> list[str]:
+    """The ids (sorted) an export resumed at `resume` has yet to go through."""
+    return sender_ids if resume is None else [i for i in sender_ids if i >= resume.sender_id]
+
+
+async def _after_resume(
+    conversations: AsyncIterator[tuple[str, list[dict[str, Any]]]], resume: ResumePoint | None
+) -> AsyncIterator[tuple[str, list[dict[str, Any]] | None]]:
+    """A store's own order (DynamoDB's scan): from `resume`'s conversation on."""
+    going = resume is None
+    async for sender_id, events in conversations:
+        going = going or (resume is not None and sender_id == resume.sender_id)
+        if going:
+            yield sender_id, events
 
 
 async def _each_stored(
@@ -151,9 +225,14 @@ async def _each_stored(
         return
     for start in range(0, len(sender_ids), EXPORT_BATCH):
         batch = sender_ids[start : start + EXPORT_BATCH]
-        loaded = await store.load_all_of([i for i in batch if _storable(i)])
+        loaded = store.load_all_of([i for i in batch if _storable(i)])
+        ahead = await anext(loaded, None)
         for sender_id in batch:
-            yield sender_id, loaded.pop(sender_id, None)
+            if ahead is not None and ahead[0] == sender_id:
+                yield ahead
+                ahead = await anext(loaded, None)
+            else:
+                yield sender_id, None
 
 
 def _storable(sender_id: str) -> bool:
@@ -185,14 +264,15 @@ def _moved(event: dict[str, Any], offset_seconds: int) -> dict[str, Any]:
     return {**event, "timestamp": stamp + offset_seconds}
 
 
-async def publish_events(broker: EventBroker, selection: Selection) -> int:
+async def publish_events(broker: EventBroker, selected: Selection | AsyncIterator[Selected]) -> int:
     """Publishes the selected events in order, PUBLISH_CHUNK at a time; how many. A broker
-    failure stops at once with ExportInterrupted, naming the tracker store's timestamp
-    (before an offset) of the first event not published."""
+    failure stops at once with ExportInterrupted, naming the conversation and the tracker
+    store's timestamp (before an offset) of the first event not published."""
     run = uuid.uuid4().hex  # as Rasa's: one per run, on each RabbitMQ message
-    selected, published = selection.selected, 0
-    while published < len(selected):
-        chunk = selected[published : published + PUBLISH_CHUNK]
+    published = 0
+
+    async def deliver(chunk: list[Selected]) -> None:
+        nonlocal published
         pending = deque(item.outgoing(run) for item in chunk)
         try:
             await broker.deliver(pending)
@@ -200,14 +280,35 @@ async def publish_events(broker: EventBroker, selection: Selection) -> int:
             if not pending:
                 raise
             published += len(chunk) - len(pending)
-            total = len(selected)
-            done = f"after {published} of {total} events" if published else "nothing published"
+            done = f"after {published} events" if published else "nothing published"
+            first = chunk[len(chunk) - len(pending)]
             raise ExportInterrupted(
                 # (An error without text, a timeout's, ended the line with a bare colon.)
                 f"the event broker failed ({done}): "
                 + first_line(exc, limit=None, default=f"{type(exc).__name__} (no answer)"),
                 published,
-                selected[published].stamp,
+                first.stamp,
+                first.sender_id,
             ) from exc
         published += len(chunk)
+
+    items = _each(selected.selected) if isinstance(selected, Selection) else selected
+    chunk: list[Selected] = []
+    async for item in items:
+        chunk.append(item)
+        if len(chunk) == PUBLISH_CHUNK:
+            await deliver(chunk)
+            chunk = []
+    if chunk:
+        await deliver(chunk)
     return published
+
+
+async def _each(items: list[Selected]) -> AsyncIterator[Selected]:
+    for item in items:
+        yield item
+
+
+async def export_events(broker: EventBroker, store: TrackerStore) -> int:
+    """Every event of `store` published to `broker` (`selected_events`, `publish_events`)."""
+    return await publish_events(broker, selected_events(store))

@@ -14,7 +14,7 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -367,7 +367,9 @@ class RedisTrackerStore:
         await free_off_loop(raw)
         return events or None
 
-    async def load_all_of(self, sender_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    async def load_all_of(
+        self, sender_ids: Sequence[str]
+    ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
         """The lists in one pipeline; a conversation in Rasa's layout (converted), or whose
         value is not UTF-8 text (named), is then read alone, as `load_all` reads it."""
         with self._errors():
@@ -378,16 +380,14 @@ class RedisTrackerStore:
                     answers = await pipe.execute(raise_on_error=False)
             except UnicodeDecodeError:
                 answers = [None] * len(sender_ids)
-        found: dict[str, list[dict[str, Any]]] = {}
-        for sender_id, raw in zip(sender_ids, answers, strict=True):
+        for index, sender_id in enumerate(sender_ids):
+            raw, answers[index] = answers[index], None  # (each list let go once parsed)
             if isinstance(raw, list):
                 events: list[dict[str, Any]] | None = await _events_of(sender_id, raw)
             else:
                 events = await self.load_all(sender_id)
             if events:
-                found[sender_id] = events
-        await free_off_loop(answers)
-        return found
+                yield sender_id, events
 
     async def replace(self, sender_id: str, events: list[dict[str, Any]]) -> None:
         self._sessions.forget(sender_id)

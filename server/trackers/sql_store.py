@@ -10,7 +10,7 @@ import asyncio
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol, TypeVar
@@ -467,20 +467,22 @@ class SqlTrackerStore:
         await free_off_loop(data)
         return events
 
-    async def load_all_of(self, sender_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    async def load_all_of(
+        self, sender_ids: Sequence[str]
+    ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
         await self._ensure_ready()
         with self._map_errors():
             rows = await self._db.all_data_of(sender_ids)
         texts: dict[str, list[str]] = {sender_id: [] for sender_id in sender_ids}
-        for sender_id, data in rows:
+        for sender_id, row_data in rows:
             # (A case-insensitive MySQL collation also matches ids that differ in case.)
             if sender_id in texts:
-                texts[sender_id].append(data)
-        found = {
-            sender_id: await _parse(sender_id, data) for sender_id, data in texts.items() if data
-        }
-        await free_off_loop(rows)
-        return found
+                texts[sender_id].append(row_data)
+        del rows
+        for sender_id in sender_ids:
+            data = texts.pop(sender_id, None)
+            if data:
+                yield sender_id, await _parse(sender_id, data)
 
     async def load(self, sender_id: str) -> Sequence[dict[str, Any]] | None:
         if not self._ready:

@@ -103,9 +103,11 @@ class ReadsInBatches(Protocol):
     """A store that reads several whole conversations in one round trip (SQL, Redis), where
     a `load_all()` of each took one a conversation."""
 
-    async def load_all_of(self, sender_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-        """Every event of each of `sender_ids` that has any (`load_all`'s); the others are
-        left out."""
+    def load_all_of(
+        self, sender_ids: Sequence[str]
+    ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+        """Each of `sender_ids` that has events, in that order, with every one of them
+        (`load_all`'s): read together, each parsed only as it is handed on."""
         ...
 
 

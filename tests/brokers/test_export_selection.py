@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from server.brokers import export
-from server.brokers.export import PUBLISH_CHUNK, publish_events, select_events
+from server.brokers.export import PUBLISH_CHUNK, ResumePoint, publish_events, select_events
 from server.errors import ExportInterrupted
 from server.trackers.dynamo_store import DynamoTrackerStore
 from server.trackers.factory import create_tracker_store
@@ -46,36 +46,6 @@ def _user(number: int, at: float) -> dict[str, Any]:
 
 def _slot(number: int, at: float) -> dict[str, Any]:
     return {"event": "slot", "timestamp": at, "name": "city", "value": f"Paris {number}"}
-
-
-@pytest.mark.parametrize(
-    ("event", "times"),
-    [(_user, 2), (_slot, 5)],
-    ids=["user-messages", "short-slot-events"],
-)
-async def test_a_large_store_is_selected_in_a_few_times_its_json(
-    tmp_path: Path, event: Any, times: float
-) -> None:
-    """The selection keeps each event as its JSON text until it is published, with about
-    240 bytes more an event (its timestamp, conversation, message id): 1.6 times the JSON of
-    user messages with their parse data, 4 times that of a short slot event. Before, it held
-    every selected event as Python dicts until the end: 7.5 times (279 MB for 100,000 user
-    messages, 37 MB of JSON), 9 times for slot events, so a store of a few million events
-    could not be exported on a host of a few GB."""
-    store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "t.db")})
-    conversations, each = 20, 500
-    for c in range(conversations):
-        await store.append(f"c{c}", [event(i, 1e9 + 10 * i + c / 100) for i in range(each)])
-    json_bytes = conversations * sum(len(json.dumps(event(i, 1e9))) for i in range(each))
-    tracemalloc.start()
-    try:
-        selection = await select_events(store)
-        held, _ = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-        await store.close()
-    assert len(selection.messages) == conversations * each
-    assert held < times * json_bytes, f"{held / json_bytes:.1f} times the events' JSON"
 
 
 class _Collecting:
@@ -131,9 +101,9 @@ async def test_an_export_stopped_at_a_batch_boundary_goes_on_without_a_gap(
     tmp_path: Path, allowed: int
 ) -> None:
     """The events go to the broker a batch at a time; a failure around a batch's edge names
-    the count and timestamp of the first event not published, so the command to go on from
-    there publishes every other one (again only those sharing its timestamp, which span the
-    edge and the conversations here)."""
+    the count, conversation and timestamp of the first event not published, so the export
+    resumed there publishes every other one (again only those of that conversation sharing
+    its timestamp)."""
     store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "t.db")})
     for c in range(3):
         await store.append(f"c{c}", [_user(i, float(i // 3)) for i in range(c, 2500, 3)])
@@ -142,14 +112,19 @@ async def test_an_export_stopped_at_a_batch_boundary_goes_on_without_a_gap(
     with pytest.raises(ExportInterrupted) as raised:
         await publish_events(failing, await select_events(store))  # type: ignore[arg-type]
     assert raised.value.published == allowed
-    resume = raised.value.resume_timestamp
-    assert json.loads(everything[allowed])["timestamp"] == resume
+    stopped = raised.value
+    first_left = json.loads(everything[allowed])
+    assert (first_left["sender_id"], first_left["timestamp"]) == (
+        stopped.resume_sender_id,
+        stopped.resume_timestamp,
+    )
     rest = _Collecting()
-    await publish_events(rest, await select_events(store, minimum_timestamp=resume))  # type: ignore[arg-type]
+    resume = ResumePoint(stopped.resume_sender_id, stopped.resume_timestamp)
+    await publish_events(rest, await select_events(store, resume=resume))  # type: ignore[arg-type]
     await store.close()
     first, second = [json.dumps(b) for b in failing.bodies], [json.dumps(b) for b in rest.bodies]
     assert first == everything[:allowed]
-    assert second == [body for body in everything if json.loads(body)["timestamp"] >= resume]
+    assert second == everything[allowed:]  # (no event of c1 shares another's timestamp)
     assert sorted(set(first + second)) == sorted(everything)
 
 
@@ -204,10 +179,10 @@ async def test_every_conversation_of_a_dynamodb_table_is_read_in_one_scan(
     selection = await select_events(store)
     assert requests == ["Scan"]
     assert selection.conversations == ["c0", "c1", "c2"]
-    # Equal timestamps across conversations: by conversation id, as from the other stores.
-    assert [(m.sender_id, m.event["timestamp"]) for m in selection.messages] == [
-        ("c0", 0.0), ("c1", 0.0), ("c2", 0.0), ("c0", 10.0), ("c1", 10.0), ("c2", 10.0)
-    ]  # fmt: skip
+    # Conversation after conversation (in the table's scan order), each by timestamp.
+    sent = [(m.sender_id, m.event["timestamp"]) for m in selection.messages]
+    order = list(dict.fromkeys(sender_id for sender_id, _ in sent))
+    assert sent == [(sender_id, at) for sender_id in order for at in (0.0, 10.0)]
 
 
 async def test_a_conversation_id_longer_than_dynamodb_keys_is_named_missing(
@@ -278,7 +253,10 @@ async def test_conversations_are_read_a_batch_at_a_time(
         finally:
             await store.close()
     assert len(selection.messages) == 200
-    assert [m.event["timestamp"] for m in selection.messages][:3] == [1000.0, 1001.0, 1002.0]
+    # Conversation after conversation, by id, each one's events by timestamp.
+    stamps = [m.event["timestamp"] for m in selection.messages]
+    assert stamps[:4] == [1000.0, 2000.0, 1001.0, 1999.0]
+    assert [m.sender_id for m in selection.messages][::2] == [f"c{c:03}" for c in range(100)]
     # (Redis: a SCAN page a step over the whole database, which other keys may share.)
     assert listing == 1 or (kind == "redis" and listing >= 1)
     assert reads == 3, sent
@@ -318,3 +296,52 @@ async def test_a_redis_batch_reads_rasas_layout_and_names_a_value_that_is_not_ut
         await store.close()
         await raw.aclose()
         await delete_redis_keys(prefix)
+
+
+class _Counting:
+    """A broker that counts what it is handed and keeps nothing."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def deliver(self, items: Any) -> None:
+        while items:
+            items.popleft()
+            self.count += 1
+
+
+async def _export_peak(tmp_path: Path, conversations: int, each: int) -> tuple[int, int]:
+    """The peak of memory taken while a SQLite store of these many conversations of `each`
+    user messages is exported, and its JSON."""
+    store = create_tracker_store(
+        {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / f"{conversations}.db")}
+    )
+    for c in range(conversations):
+        await store.append(f"c{c:02}", [_user(i, 1e9 + 10 * i + c / 100) for i in range(each)])
+    json_bytes = conversations * sum(len(json.dumps(_user(i, 1e9))) for i in range(each))
+    broker = _Counting()
+    tracemalloc.start()
+    try:
+        published = await export.export_events(broker, store)  # type: ignore[arg-type]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        await store.close()
+    assert published == broker.count == conversations * each
+    return peak, json_bytes
+
+
+async def test_an_export_holds_one_conversation_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The events go out conversation after conversation, as Rasa's `rasa export` sends
+    them, so an export holds a conversation (with a batch of conversations' JSON as read,
+    and a chunk for the broker), not the store: three times the conversations, the same
+    peak. Before, every selected event was held until the end to sort them across
+    conversations: the peak grew with the store, 1.6 times its JSON and more."""
+    monkeypatch.setattr(export, "EXPORT_BATCH", 2)
+    monkeypatch.setattr(export, "PUBLISH_CHUNK", 50)
+    await _export_peak(tmp_path, 1, 1)  # (what the first export imports, out of the way)
+    small, _ = await _export_peak(tmp_path, 10, 100)
+    large, _ = await _export_peak(tmp_path, 40, 100)
+    assert large < 1.2 * small, f"{small} bytes for 10 conversations, {large} for 40"
