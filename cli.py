@@ -1357,6 +1357,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     low, high = args.minimum_timestamp, args.maximum_timestamp
     if low is not None and high is not None and high < low:
         raise InvalidConfig(f"--maximum-timestamp {high} is smaller than --minimum-timestamp {low}")
+    if low is not None and high == low:
+        # (Rasa reads the whole store to find nothing in it.)
+        raise InvalidConfig(
+            f"--maximum-timestamp {high} is not above --minimum-timestamp {low}: no time is in "
+            "that range (the maximum is left out)"
+        )
+    ids = None
+    if args.conversation_ids is not None:
+        ids = [i.strip() for i in args.conversation_ids.split(",") if i.strip()]
+        if not ids:
+            # An empty variable (`--conversation-ids "$IDS"`) exported every conversation, as
+            # Rasa's does.
+            raise InvalidConfig(
+                f"--conversation-ids {args.conversation_ids!r} names no conversation (without "
+                "the flag, every one is exported)"
+            )
     _refuse_a_directory_as_endpoints(args.endpoints)
     if not Path(args.endpoints).is_file():
         raise InvalidConfig(
@@ -1383,9 +1399,6 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"Event timestamps are offset by {offset} s "
             f"({datetime.timedelta(seconds=abs(offset))} {later}) in what is published."
         )
-    ids = None
-    if args.conversation_ids is not None:
-        ids = [i.strip() for i in args.conversation_ids.split(",") if i.strip()]
     found = Found()
 
     async def export() -> int:

@@ -172,6 +172,18 @@ def test_a_conversation_id_the_terminal_could_not_decode_is_named_missing(projec
             "yan, zed",
         ),
         ("empty-store", [], "error: the tracker store holds no conversation: nothing to export"),
+        (
+            SQL_BROKER,
+            ["--minimum-timestamp", "12", "--maximum-timestamp", "12"],
+            "error: --maximum-timestamp 12.0 is not above --minimum-timestamp 12.0: no time is "
+            "in that range (the maximum is left out)",
+        ),
+        (
+            SQL_BROKER,
+            ["--conversation-ids", " , "],
+            "error: --conversation-ids ' , ' names no conversation (without the flag, every "
+            "one is exported)",
+        ),
     ],
     ids=[
         "no-endpoints",
@@ -182,6 +194,8 @@ def test_a_conversation_id_the_terminal_could_not_decode_is_named_missing(projec
         "nothing-in-range",
         "unknown-ids",
         "empty-store",
+        "empty-range",
+        "no-ids",
     ],
 )
 def test_what_cannot_be_exported_is_one_error_line_and_exit_1(
