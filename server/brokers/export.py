@@ -14,6 +14,7 @@ from server.brokers.broker import EventBroker
 from server.brokers.delivery import Outgoing
 from server.brokers.ordering import chain_ids
 from server.errors import (
+    BotServerError,
     ExportInterrupted,
     InvalidConversationId,
     NothingToExport,
@@ -294,11 +295,26 @@ async def publish_events(broker: EventBroker, selected: Selection | AsyncIterato
 
     items = _each(selected.selected) if isinstance(selected, Selection) else selected
     chunk: list[Selected] = []
-    async for item in items:
-        chunk.append(item)
-        if len(chunk) == PUBLISH_CHUNK:
-            await deliver(chunk)
-            chunk = []
+    last: Selected | None = None  # the last one handed to the broker
+    try:
+        async for item in items:
+            chunk.append(item)
+            if len(chunk) == PUBLISH_CHUNK:
+                await deliver(chunk)
+                last, chunk = chunk[-1], []
+    except BotServerError as exc:
+        # The store failed reading on (events are read as they are published): say what went
+        # out and where to go on, as for a broker failure. (Before anything went out, or
+        # a broker failure: as it is.)
+        if isinstance(exc, ExportInterrupted) or last is None:
+            raise
+        first = chunk[0] if chunk else last  # (`last` again: no event after it is lost)
+        raise ExportInterrupted(
+            f"the tracker store failed (after {published} events): {first_line(exc, limit=None)}",
+            published,
+            first.stamp,
+            first.sender_id,
+        ) from exc
     if chunk:
         await deliver(chunk)
     return published

@@ -345,3 +345,46 @@ async def test_an_export_holds_one_conversation_at_a_time(
     small, _ = await _export_peak(tmp_path, 10, 100)
     large, _ = await _export_peak(tmp_path, 40, 100)
     assert large < 1.2 * small, f"{small} bytes for 10 conversations, {large} for 40"
+
+
+async def test_a_tracker_store_failing_midway_names_what_went_out_and_where_to_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The export reads as it publishes: a tracker store lost after some events went out
+    says how many, and where to go on from, as a broker failure does; the export resumed
+    there publishes the rest. Before (with reading and publishing interleaved), the store's
+    error alone: nothing said that events were out, nor how to go on."""
+    from server.errors import StoreUnavailable
+
+    monkeypatch.setattr(export, "EXPORT_BATCH", 2)
+    monkeypatch.setattr(export, "PUBLISH_CHUNK", 3)
+    store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "t.db")})
+    for c in range(5):
+        await store.append(f"c{c}", [_user(i, 10.0 * i + c) for i in range(2)])
+    everything = [json.dumps(m.body()) for m in (await select_events(store)).messages]
+    reads = store.load_all_of  # type: ignore[attr-defined]
+    calls: list[int] = []
+
+    def failing_second(sender_ids: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise StoreUnavailable("the tracker store is unavailable", "SQLite", "gone")
+        return reads(sender_ids)
+
+    monkeypatch.setattr(store, "load_all_of", failing_second)
+    first = _Collecting()
+    with pytest.raises(ExportInterrupted) as raised:
+        await publish_events(first, export.selected_events(store))  # type: ignore[arg-type]
+    assert str(raised.value).startswith(
+        "the tracker store failed (after 3 events): the tracker store is unavailable"
+    )
+    assert len(first.bodies) == raised.value.published == 3
+    # c0's two events and c1's first went out: c1's second is the first not out.
+    stopped = ResumePoint(raised.value.resume_sender_id, raised.value.resume_timestamp)
+    assert stopped == ResumePoint("c1", 11.0)
+    monkeypatch.setattr(store, "load_all_of", reads)
+    rest = _Collecting()
+    await publish_events(rest, await select_events(store, resume=stopped))  # type: ignore[arg-type]
+    await store.close()
+    sent = [json.dumps(b) for b in first.bodies + rest.bodies]
+    assert sorted(set(sent)) == sorted(everything)
