@@ -1319,16 +1319,23 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     from server.config import read_endpoints
-    from server.trackers.factory import create_lock_store, create_tracker_store
+    from server.trackers.factory import (
+        DEFAULT_TRACKER_STORE,
+        create_lock_store,
+        create_tracker_store,
+    )
     from server.trackers.retention import delete_conversations_older_than
 
     _check_endpoints_file(args, needed=True)
     endpoints = read_endpoints(args.endpoints)
-    config = endpoints.get("tracker_store") or {
-        "type": "sql",
-        "dialect": "sqlite",
-        "db": "botserver.db",
-    }
+    config = endpoints.get("tracker_store") or DEFAULT_TRACKER_STORE
+    if config is DEFAULT_TRACKER_STORE and not Path(config["db"]).exists():
+        # (Else the store's own error names a section of a file that may not be there.)
+        raise InvalidConfig(
+            f"SQLite database '{config['db']}' ({Path(config['db']).absolute()}) does not "
+            "exist: without a tracker_store section in endpoints.yml, the prune is of the "
+            "botserver.db of the working directory, which botserver run makes there"
+        )
 
     async def prune() -> int:
         # The serving processes' locks, when they are shared (an in-memory lock is not).
