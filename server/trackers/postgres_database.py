@@ -696,7 +696,8 @@ class PostgresDatabase:
             "SELECT sender_id, data FROM events WHERE sender_id = ANY($1::text[]) "
             "ORDER BY sender_id, id"
         )
-        records = await self._run(lambda conn: conn.fetch(sql, list(sender_ids)))
+        # (Unbounded, as the listings: a batch of long conversations may take a while.)
+        records = await self._run(lambda conn: conn.fetch(sql, list(sender_ids)), bounded=False)
         return [(record[0], record[1]) for record in records]
 
     async def senders(self) -> list[str]:

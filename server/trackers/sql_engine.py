@@ -177,7 +177,8 @@ def statement_timeout_seconds() -> float:
     by default. A database host that stops answering without closing its connections (hung,
     powered off, packets dropped) held every such turn, and its conversation's lock, until
     the kernel gave the connection up (about 15 minutes). Listing every conversation
-    (`keys()`, prune) and migrations are not bounded: on a large table they may take longer."""
+    (`keys()`, prune), the export's batch reads and migrations are not bounded: on a large
+    table they may take longer."""
     return env_seconds("SQL_STATEMENT_TIMEOUT", 30.0)
 
 

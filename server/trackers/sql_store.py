@@ -819,7 +819,8 @@ class _AsyncDatabase:
             .where(_C.sender_id.in_(list(sender_ids)))
             .order_by(_C.sender_id, _C.id)  # (ix_events_sender_id_id's order: no sort)
         )
-        return await self._run(lambda conn: _rows_of(conn, query))
+        # (Unbounded, as the listings: a batch of long conversations may take a while.)
+        return await self._run(lambda conn: _rows_of(conn, query), bounded=False)
 
     async def senders(self) -> list[str]:
         query = select(events_table.c.sender_id).distinct()
