@@ -388,3 +388,24 @@ async def test_a_tracker_store_failing_midway_names_what_went_out_and_where_to_g
     await store.close()
     sent = [json.dumps(b) for b in first.bodies + rest.bodies]
     assert sorted(set(sent)) == sorted(everything)
+
+
+@pytest.mark.parametrize("kind", ["postgres", "mariadb"])
+async def test_a_batch_read_is_not_cut_short_by_the_statement_timeout(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`SQL_STATEMENT_TIMEOUT` bounds a turn's statements; the export's batch reads, as the
+    listing of every conversation, are not bounded by it (a batch of 100 long conversations
+    may take longer than one turn's read), a database gone silent still ending them. Here
+    a timeout no read meets: the export goes through."""
+    async with tracker_store_config(kind, tmp_path) as config:
+        writer = create_tracker_store(config)
+        await writer.append("ann", [_user(1, 1.0)])
+        await writer.close()
+        monkeypatch.setenv("SQL_STATEMENT_TIMEOUT", "0.000001")
+        store = create_tracker_store(config)
+        try:
+            selection = await select_events(store)
+        finally:
+            await store.close()
+    assert [m.sender_id for m in selection.messages] == ["ann"]
