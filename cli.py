@@ -1355,7 +1355,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from server.brokers.export import Found, publish_events, selected_events
+    from server.brokers import export as exporting
+    from server.brokers.export import Found, Progress, selected_events
     from server.brokers.factory import create_event_broker
     from server.config import read_endpoints
     from server.errors import ExportInterrupted
@@ -1406,7 +1407,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"Event timestamps are offset by {offset} s "
             f"({datetime.timedelta(seconds=abs(offset))} {later}) in what is published."
         )
-    found = Found()
+    found, progress = Found(), Progress()
 
     async def export() -> int:
         store = create_tracker_store(
@@ -1416,7 +1417,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         assert broker is not None  # the section is there
         try:
             selected = selected_events(store, ids, low, high, offset or 0, args.resume_from, found)
-            return await publish_events(broker, selected)
+            return await exporting.publish_events(broker, selected, progress)
         finally:
             if found.missing and ids and len(found.missing) < len(set(ids)):
                 logger.warning(
@@ -1430,17 +1431,27 @@ def cmd_export(args: argparse.Namespace) -> int:
     except ExportInterrupted as exc:
         if not exc.published:
             raise
+        go_on = _export_resume_command(args, exc.resume_sender_id, exc.resume_timestamp)
         raise ExportInterrupted(
-            f"{exc}; to go on from there: {_export_resume_command(args, exc)}",
+            f"{exc}; to go on from there: {go_on}",
             exc.published,
             exc.resume_timestamp,
             exc.resume_sender_id,
         ) from None
+    except KeyboardInterrupt:
+        if progress.published and progress.resume is not None:
+            resume = progress.resume
+            go_on = _export_resume_command(args, resume.sender_id, resume.timestamp)
+            print(
+                f"error: stopped (after {progress.published} events); to go on from there: {go_on}",
+                file=sys.stderr,
+            )
+        raise
     print(f"Published {published} events of {found.conversations} conversations.")
     return 0
 
 
-def _export_resume_command(args: argparse.Namespace, stopped: Any) -> str:
+def _export_resume_command(args: argparse.Namespace, sender_id: str, timestamp: float) -> str:
     """The `botserver export` that publishes what an interrupted one did not."""
     import shlex
 
@@ -1453,7 +1464,7 @@ def _export_resume_command(args: argparse.Namespace, stopped: Any) -> str:
         words += ["--conversation-ids", args.conversation_ids]
     if args.offset_timestamps_by_seconds is not None:
         words += ["--offset-timestamps-by-seconds", str(args.offset_timestamps_by_seconds)]
-    words.append(f"--resume-from={stopped.resume_sender_id}@{stopped.resume_timestamp!r}")
+    words.append(f"--resume-from={sender_id}@{timestamp!r}")
     return shlex.join(words)
 
 

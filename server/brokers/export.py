@@ -62,6 +62,15 @@ class ResumePoint:
 
 
 @dataclass
+class Progress:
+    """How far `publish_events` got, kept up to date as it goes (for the line an export
+    stopped by hand ends with): events the broker took, and where to go on."""
+
+    published: int = 0
+    resume: ResumePoint | None = None  # the first event not published (None: none yet)
+
+
+@dataclass
 class Found:
     """What an export found, filled in as it goes."""
 
@@ -265,59 +274,84 @@ def _moved(event: dict[str, Any], offset_seconds: int) -> dict[str, Any]:
     return {**event, "timestamp": stamp + offset_seconds}
 
 
-async def publish_events(broker: EventBroker, selected: Selection | AsyncIterator[Selected]) -> int:
+async def publish_events(
+    broker: EventBroker,
+    selected: Selection | AsyncIterator[Selected],
+    progress: Progress | None = None,
+) -> int:
     """Publishes the selected events in order, PUBLISH_CHUNK at a time; how many. A broker
     failure stops at once with ExportInterrupted, naming the conversation and the tracker
-    store's timestamp (before an offset) of the first event not published."""
+    store's timestamp (before an offset) of the first event not published; so does the
+    tracker store failing once some went out. `progress` is kept up to date (a cancelled
+    export is cancelled as it is: it says how far it got)."""
     run = uuid.uuid4().hex  # as Rasa's: one per run, on each RabbitMQ message
-    published = 0
+    progress = progress if progress is not None else Progress()
+    chunk: list[Selected] = []
+    last: Selected | None = None  # the last one the broker took
 
-    async def deliver(chunk: list[Selected]) -> None:
-        nonlocal published
+    def stopped_at(pending: int) -> Selected | None:
+        """The first event not published, with `pending` of the chunk left (or `last`
+        again, when the chunk was not begun: no event after it is lost)."""
+        nonlocal last
+        taken = len(chunk) - pending
+        progress.published += taken
+        if taken:
+            last = chunk[taken - 1]
+        first = chunk[taken] if pending else last
+        if first is not None:
+            progress.resume = ResumePoint(first.sender_id, first.stamp)
+        return first
+
+    async def deliver() -> None:
         pending = deque(item.outgoing(run) for item in chunk)
         try:
             await broker.deliver(pending)
-        except Exception as exc:
-            if not pending:
+        except BaseException as exc:
+            first = stopped_at(len(pending))
+            chunk.clear()  # (accounted for)
+            if not isinstance(exc, Exception) or not pending or first is None:
                 raise
-            published += len(chunk) - len(pending)
-            done = f"after {published} events" if published else "nothing published"
-            first = chunk[len(chunk) - len(pending)]
+            done = (
+                f"after {progress.published} events" if progress.published else "nothing published"
+            )
             raise ExportInterrupted(
                 # (An error without text, a timeout's, ended the line with a bare colon.)
                 f"the event broker failed ({done}): "
                 + first_line(exc, limit=None, default=f"{type(exc).__name__} (no answer)"),
-                published,
+                progress.published,
                 first.stamp,
                 first.sender_id,
             ) from exc
-        published += len(chunk)
+        stopped_at(0)
+        chunk.clear()
 
     items = _each(selected.selected) if isinstance(selected, Selection) else selected
-    chunk: list[Selected] = []
-    last: Selected | None = None  # the last one handed to the broker
     try:
         async for item in items:
             chunk.append(item)
             if len(chunk) == PUBLISH_CHUNK:
-                await deliver(chunk)
-                last, chunk = chunk[-1], []
+                await deliver()
     except BotServerError as exc:
         # The store failed reading on (events are read as they are published): say what went
         # out and where to go on, as for a broker failure. (Before anything went out, or
         # a broker failure: as it is.)
         if isinstance(exc, ExportInterrupted) or last is None:
             raise
-        first = chunk[0] if chunk else last  # (`last` again: no event after it is lost)
+        first = chunk[0] if chunk else last
         raise ExportInterrupted(
-            f"the tracker store failed (after {published} events): {first_line(exc, limit=None)}",
-            published,
+            f"the tracker store failed (after {progress.published} events): "
+            + first_line(exc, limit=None),
+            progress.published,
             first.stamp,
             first.sender_id,
         ) from exc
+    except BaseException:  # (cancelled while reading: from the chunk not yet handed on)
+        if chunk and last is not None:
+            progress.resume = ResumePoint(chunk[0].sender_id, chunk[0].stamp)
+        raise
     if chunk:
-        await deliver(chunk)
-    return published
+        await deliver()
+    return progress.published
 
 
 async def _each(items: list[Selected]) -> AsyncIterator[Selected]:

@@ -3,6 +3,7 @@ publishes: every event exactly as stored, and a bounded footprint in memory."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tracemalloc
 from collections.abc import AsyncIterator
@@ -81,16 +82,18 @@ async def test_events_go_out_exactly_as_stored(tmp_path: Path) -> None:
 
 
 class _FailingAfter(_Collecting):
-    """Takes `allowed` messages, then fails as a broker that lost its connection."""
+    """Takes `allowed` messages, then fails as a broker that lost its connection (or with
+    `error`: a CancelledError is the export stopped by hand)."""
 
-    def __init__(self, allowed: int) -> None:
+    def __init__(self, allowed: int, error: BaseException | None = None) -> None:
         super().__init__()
         self.allowed = allowed
+        self.error = error or ConnectionError("connection reset")
 
     async def deliver(self, items: Any) -> None:
         while items:
             if len(self.bodies) == self.allowed:
-                raise ConnectionError("connection reset")
+                raise self.error
             self.bodies.append(items.popleft().body())
 
 
@@ -409,3 +412,22 @@ async def test_a_batch_read_is_not_cut_short_by_the_statement_timeout(
         finally:
             await store.close()
     assert [m.sender_id for m in selection.messages] == ["ann"]
+
+
+async def test_an_export_stopped_by_hand_says_where_it_got_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C on a long export: it stops at once (the cancellation is not swallowed), and
+    what it published, and the first event it did not, is known for the line it ends with.
+    Before, nothing said how far it got (nor does Rasa's)."""
+    monkeypatch.setattr(export, "PUBLISH_CHUNK", 4)
+    store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "t.db")})
+    for c in range(3):
+        await store.append(f"c{c}", [_user(i, 10.0 * i + c) for i in range(3)])
+    progress = export.Progress()
+    broker = _FailingAfter(6, asyncio.CancelledError())
+    with pytest.raises(asyncio.CancelledError):
+        await publish_events(broker, export.selected_events(store), progress)  # type: ignore[arg-type]
+    await store.close()
+    assert progress.published == len(broker.bodies) == 6
+    assert progress.resume == ResumePoint("c2", 2.0)  # c0's and c1's three went out

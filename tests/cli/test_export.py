@@ -245,6 +245,27 @@ def test_a_resume_point_without_a_time_is_refused(run_cli, project: Path, value:
     assert not (project / "events.db").exists()
 
 
+def test_an_export_stopped_by_hand_ends_with_how_to_go_on(
+    run_cli, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C after some events went out: the line says how many, and the command that
+    publishes the rest. Before, exit 130 without a word."""
+    from server.brokers import export
+
+    async def stopped_by_hand(broker: Any, selected: Any, progress: Any) -> int:
+        progress.published = 3
+        progress.resume = export.ResumePoint("bob", 11.0)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "publish_events", stopped_by_hand)
+    result = run_cli("export", "--minimum-timestamp", "5", cwd=project)
+    assert result.code == 130
+    assert result.err.strip().splitlines()[-1] == (
+        "error: stopped (after 3 events); to go on from there: botserver export --endpoints "
+        "endpoints.yml --minimum-timestamp 5.0 --resume-from=bob@11.0"
+    )
+
+
 def test_a_timestamp_that_is_not_a_number_is_refused(run_cli, project: Path) -> None:
     result = run_cli("export", "--minimum-timestamp", "yesterday", cwd=project)
     assert result.code == 2
