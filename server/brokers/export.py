@@ -1,5 +1,5 @@
-"""`botserver export`: a tracker store's stored events published to an event broker, oldest
-first, as Rasa's `rasa export` publishes them."""
+"""`botserver export`: a tracker store's stored events published to an event broker,
+conversation after conversation, each one's oldest first, as Rasa's `rasa export` does."""
 
 from __future__ import annotations
 
