@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from tests.loop_lag import loop_hold
 
 
+@pytest.mark.timing
 async def test_the_first_request_after_startup_does_not_hold_the_loop(
     make_client: Callable[..., Any],
 ) -> None:
