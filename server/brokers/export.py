@@ -100,12 +100,20 @@ def _timestamp(event: dict[str, Any]) -> float:
     return float(value) if isinstance(value, (int, float)) else 0.0
 
 
-async def select_events(store: TrackerStore, *args: Any, **kwargs: Any) -> Selection:
-    """`selected_events(store, *args, **kwargs)` all at once (tests, and a look at what an
-    export would send)."""
+async def select_events(
+    store: TrackerStore,
+    conversation_ids: list[str] | None = None,
+    minimum_timestamp: float | None = None,
+    maximum_timestamp: float | None = None,
+    offset_seconds: int = 0,
+    resume: ResumePoint | None = None,
+) -> Selection:
+    """`selected_events` all at once (tests, and a look at what an export would send)."""
     found = Found()
-    kwargs["found"] = found
-    selected = [item async for item in selected_events(store, *args, **kwargs)]
+    chosen = selected_events(
+        store, conversation_ids, minimum_timestamp, maximum_timestamp, offset_seconds, resume, found
+    )
+    selected = [item async for item in chosen]
     conversations = sorted({item.sender_id for item in selected})
     return Selection(conversations, selected, found.missing)
 
