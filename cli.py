@@ -13,10 +13,13 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from server import __version__
 from server.errors import BotServerError, InvalidConfig
+
+if TYPE_CHECKING:
+    from server.brokers.export import ResumePoint
 
 logger = logging.getLogger("botserver")
 
@@ -936,28 +939,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume-from",
         type=_resume_point,
-        metavar="ID@TIMESTAMP",
+        metavar="ID@TIMESTAMP[#N]",
         help="go on with an interrupted export: from this conversation (those before it are "
-        "done) and its events from this stored time (the error line of the export names it)",
+        "done) and its events from this stored time, but the first N of that time (the error "
+        "line of the export names it)",
     )
     _add_log_flags(p)
     return parser
 
 
 def _resume_point(value: str) -> Any:
-    """`--resume-from ID@TIMESTAMP` (an id may hold `@`: the last one splits)."""
+    """`--resume-from ID@TIMESTAMP[#N]` (an id may hold `@`: the last one splits; `#N`: the
+    first N events of that time are done)."""
     from server.brokers.export import ResumePoint
 
-    sender_id, at, stamp = value.rpartition("@")
+    sender_id, at, point = value.rpartition("@")
+    stamp, hash_sign, skipped = point.partition("#")
     try:
         timestamp = _finite_number(stamp) if at else None
     except argparse.ArgumentTypeError:
         timestamp = None
-    if timestamp is None:
+    skip = int(skipped) if skipped.isdigit() and skipped.isascii() else None
+    if timestamp is None or (hash_sign and skip is None):
         raise argparse.ArgumentTypeError(
-            f"must be a conversation id, '@' and a Unix time (ana@1700000256.1), not {value!r}"
+            "must be a conversation id, '@' and a Unix time, then '#' and a count of its events "
+            f"done if some were (ana@1700000256.1, ana@1700000256.1#2), not {value!r}"
         )
-    return ResumePoint(sender_id, timestamp)
+    return ResumePoint(sender_id, timestamp, skip or 0)
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -1431,17 +1439,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     except ExportInterrupted as exc:
         if not exc.published:
             raise
-        go_on = _export_resume_command(args, exc.resume_sender_id, exc.resume_timestamp)
+        stopped_at = exporting.ResumePoint(
+            exc.resume_sender_id, exc.resume_timestamp, exc.resume_skip
+        )
+        go_on = _export_resume_command(args, stopped_at)
         raise ExportInterrupted(
             f"{exc}; to go on from there: {go_on}",
             exc.published,
             exc.resume_timestamp,
             exc.resume_sender_id,
+            exc.resume_skip,
         ) from None
     except KeyboardInterrupt:
         if progress.published and progress.resume is not None:
-            resume = progress.resume
-            go_on = _export_resume_command(args, resume.sender_id, resume.timestamp)
+            go_on = _export_resume_command(args, progress.resume)
             print(
                 f"error: stopped (after {progress.published} events); to go on from there: {go_on}",
                 file=sys.stderr,
@@ -1451,7 +1462,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_resume_command(args: argparse.Namespace, sender_id: str, timestamp: float) -> str:
+def _export_resume_command(args: argparse.Namespace, resume: ResumePoint) -> str:
     """The `botserver export` that publishes what an interrupted one did not."""
     import shlex
 
@@ -1464,7 +1475,8 @@ def _export_resume_command(args: argparse.Namespace, sender_id: str, timestamp: 
         words += ["--conversation-ids", args.conversation_ids]
     if args.offset_timestamps_by_seconds is not None:
         words += ["--offset-timestamps-by-seconds", str(args.offset_timestamps_by_seconds)]
-    words.append(f"--resume-from={sender_id}@{timestamp!r}")
+    skip = f"#{resume.skip}" if resume.skip else ""
+    words.append(f"--resume-from={resume.sender_id}@{resume.timestamp!r}{skip}")
     return shlex.join(words)
 
 

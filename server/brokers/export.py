@@ -40,6 +40,16 @@ class Selected:
     message_id: str  # the id the live broker gives the same event
     previous_id: str | None  # the conversation's event before it in this export
     text: str  # the event as published, compact JSON (ASCII: one byte a character)
+    # How many events of its conversation with its timestamp go out before it (0: none).
+    rank: int = 0
+
+    def resume_here(self) -> ResumePoint:
+        """The point an export goes on from to publish this event and those after it."""
+        return ResumePoint(self.sender_id, self.stamp, self.rank)
+
+    def resume_after(self) -> ResumePoint:
+        """The point an export goes on from to publish what comes after this event."""
+        return ResumePoint(self.sender_id, self.stamp, self.rank + 1)
 
     def outgoing(self, export_process_id: str | None = None) -> Outgoing:
         event = json.loads(self.text)
@@ -55,10 +65,12 @@ class Selected:
 @dataclass(frozen=True, slots=True)
 class ResumePoint:
     """Where an interrupted export goes on: conversations before `sender_id` in the export's
-    order are done, and so are its events before `timestamp` (as stored, before an offset)."""
+    order are done, and so are its events before `timestamp` (as stored, before an offset)
+    and the first `skip` of those at `timestamp` (in the order they go out in)."""
 
     sender_id: str
     timestamp: float
+    skip: int = 0
 
 
 @dataclass
@@ -135,33 +147,53 @@ async def selected_events(
     a consumer can drop what it already has, and names the one before it in its conversation
     among those selected (the first names none). `offset_seconds` moves the timestamps of
     the messages (Rasa's `--offset-timestamps-by-seconds`), not those the range is of.
-    `resume`: only what an interrupted export did not publish. `found` is filled in."""
+    `resume`: only what an interrupted export did not publish (each event has its `rank`
+    among those of its conversation and time, which a resume point counts). `found` is
+    filled in."""
     found = found if found is not None else Found()
     chosen: list[str] = []
     selected_any = False
 
     def select(sender_id: str, loaded: list[dict[str, Any]]) -> list[Selected]:
         events = [event for event in loaded if not left_out_by_rasa(event)]
-        previous: str | None = None  # the conversation's last event selected
         published = [_moved(event, offset_seconds) for event in events]
         ids = chain_ids(sender_id, published, None)
-        low = minimum_timestamp
+        low, skip = minimum_timestamp, 0
         if resume is not None and sender_id == resume.sender_id:
             low = resume.timestamp if low is None else max(low, resume.timestamp)
-        items: list[Selected] = []
-        for event, body, (message_id, _) in zip(events, published, ids, strict=True):
-            stamp = _timestamp(event)
-            if low is not None and stamp < low:
-                continue
-            if maximum_timestamp is not None and stamp >= maximum_timestamp:
-                continue
-            # Linked to the event before it in this export: one left out is not coming, and
-            # a consumer restoring the order would wait for it for ever.
-            text = json.dumps(body, separators=(",", ":"))
-            items.append(Selected(stamp, sender_id, message_id, previous, text))
-            previous = message_id
-        items.sort(key=lambda item: item.stamp)  # (stable: stored order among equal ones)
-        return items
+            skip = resume.skip
+        in_range = [
+            (stamp, index)
+            for index, stamp in enumerate(_timestamp(event) for event in events)
+            if (low is None or stamp >= low)
+            and (maximum_timestamp is None or stamp < maximum_timestamp)
+        ]
+        in_range.sort(key=lambda pair: pair[0])  # (stable: stored order among equal ones)
+        going: list[tuple[int, int]] = []  # (index, rank) in the order they go out
+        rank, before = 0, None
+        for stamp, index in in_range:
+            rank = rank + 1 if stamp == before else 0
+            before = stamp
+            # (Those of the resumed timestamp an interrupted export published already.)
+            if not (skip and stamp == low and rank < skip):
+                going.append((index, rank))
+        # Each linked to the event before it in this export, in stored order: one left out is
+        # not coming, and a consumer restoring the order would wait for it for ever.
+        previous: dict[int, str | None] = {}
+        last: str | None = None
+        for index in sorted(index for index, _ in going):
+            previous[index], last = last, ids[index][0]
+        return [
+            Selected(
+                _timestamp(events[index]),
+                sender_id,
+                ids[index][0],
+                previous[index],
+                json.dumps(published[index], separators=(",", ":")),
+                rank,
+            )
+            for index, rank in going
+        ]
 
     conversations: AsyncIterator[tuple[str, list[dict[str, Any]] | None]]
     if conversation_ids:
@@ -286,27 +318,27 @@ async def publish_events(
     chunk: list[Selected] = []
     last: Selected | None = None  # the last one the broker took
 
-    def stopped_at(pending: int) -> Selected | None:
-        """The first event not published, with `pending` of the chunk left (or `last`
-        again, when the chunk was not begun: no event after it is lost)."""
+    def stopped_at(pending: int) -> None:
+        """Counts the chunk's events published, with `pending` of them left, and where to go
+        on: at the first one left, or after the last one out (the next one is not read)."""
         nonlocal last
         taken = len(chunk) - pending
         progress.published += taken
         if taken:
             last = chunk[taken - 1]
-        first = chunk[taken] if pending else last
-        if first is not None:
-            progress.resume = ResumePoint(first.sender_id, first.stamp)
-        return first
+        if pending:
+            progress.resume = chunk[taken].resume_here()
+        elif last is not None:
+            progress.resume = last.resume_after()
 
     async def deliver() -> None:
         pending = deque(item.outgoing(run) for item in chunk)
         try:
             await broker.deliver(pending)
         except BaseException as exc:
-            first = stopped_at(len(pending))
+            stopped_at(len(pending))
             chunk.clear()  # (accounted for)
-            if not isinstance(exc, Exception) or not pending or first is None:
+            if not isinstance(exc, Exception) or not pending or progress.resume is None:
                 raise
             done = (
                 f"after {progress.published} events" if progress.published else "nothing published"
@@ -316,8 +348,9 @@ async def publish_events(
                 f"the event broker failed ({done}): "
                 + first_line(exc, limit=None, default=f"{type(exc).__name__} (no answer)"),
                 progress.published,
-                first.stamp,
-                first.sender_id,
+                progress.resume.timestamp,
+                progress.resume.sender_id,
+                progress.resume.skip,
             ) from exc
         stopped_at(0)
         chunk.clear()
@@ -334,17 +367,19 @@ async def publish_events(
         # a broker failure: as it is.)
         if isinstance(exc, ExportInterrupted) or last is None:
             raise
-        first = chunk[0] if chunk else last
+        resume = chunk[0].resume_here() if chunk else last.resume_after()
+        progress.resume = resume
         raise ExportInterrupted(
             f"the tracker store failed (after {progress.published} events): "
             + first_line(exc, limit=None),
             progress.published,
-            first.stamp,
-            first.sender_id,
+            resume.timestamp,
+            resume.sender_id,
+            resume.skip,
         ) from exc
     except BaseException:  # (cancelled while reading: from the chunk not yet handed on)
         if chunk and last is not None:
-            progress.resume = ResumePoint(chunk[0].sender_id, chunk[0].stamp)
+            progress.resume = chunk[0].resume_here()
         raise
     if chunk:
         await deliver()

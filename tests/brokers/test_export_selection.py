@@ -431,3 +431,31 @@ async def test_an_export_stopped_by_hand_says_where_it_got_to(
     await store.close()
     assert progress.published == len(broker.bodies) == 6
     assert progress.resume == ResumePoint("c2", 2.0)  # c0's and c1's three went out
+
+
+@pytest.mark.parametrize("allowed", [2, 4, 5])
+async def test_an_export_resumed_within_one_timestamp_sends_each_event_once(
+    tmp_path: Path, allowed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Five events of one conversation share a timestamp (a client's import, a form's slots):
+    a broker failure among them names how many of them went out, and the export resumed
+    there sends each other event once, and none twice, also after a second failure. Before,
+    the resumed export sent again those of that timestamp already out."""
+    monkeypatch.setattr(export, "PUBLISH_CHUNK", 2)
+    store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "t.db")})
+    await store.append("ann", [_slot(i, 1.0) for i in range(3)])
+    await store.append("bob", [_slot(i, 5.0) for i in range(5)] + [_slot(9, 6.0)])
+    everything = [json.dumps(m.body()) for m in (await select_events(store)).messages]
+    sent: list[str] = []
+    resume: ResumePoint | None = None
+    for limit in (allowed, 1, len(everything)):  # a failure, another, then through
+        broker = _FailingAfter(limit)
+        try:
+            await publish_events(broker, export.selected_events(store, resume=resume))  # type: ignore[arg-type]
+        except ExportInterrupted as stopped:
+            resume = ResumePoint(
+                stopped.resume_sender_id, stopped.resume_timestamp, stopped.resume_skip
+            )
+        sent += [json.dumps(body) for body in broker.bodies]
+    await store.close()
+    assert sent == everything

@@ -234,13 +234,33 @@ def test_resume_from_skips_the_conversations_before_and_the_events_before(
     ]
 
 
-@pytest.mark.parametrize("value", ["bob", "bob@", "bob@soon", "bob@nan"])
+def test_resume_from_skips_the_events_of_its_time_already_published(
+    run_cli, tmp_path: Path
+) -> None:
+    """`#N` after the time: the first N events of that conversation with that time went out
+    (a failure among events of one timestamp); the id holds an `@` of its own. Before, all
+    of that time were published again."""
+    _seed(tmp_path, {"a@b": [_action(f"utter_{i}", 5.0) for i in range(4)] + [_user("x", 6.0)]})
+    _endpoints(tmp_path, SQL_BROKER)
+    result = run_cli("export", "--resume-from=a@b@5.0#3", cwd=tmp_path)
+    assert result.code == 0, result.err
+    assert "Published 2 events of 1 conversations." in result.out
+    assert _broker_rows(tmp_path) == [
+        {"sender_id": "a@b", **_action("utter_3", 5.0)},
+        {"sender_id": "a@b", **_user("x", 6.0)},
+    ]
+
+
+@pytest.mark.parametrize(
+    "value", ["bob", "bob@", "bob@soon", "bob@nan", "bob@13#", "bob@13#two", "bob@13#-1"]
+)
 def test_a_resume_point_without_a_time_is_refused(run_cli, project: Path, value: str) -> None:
     result = run_cli("export", f"--resume-from={value}", cwd=project)
     assert result.code == 2
     assert (
-        "argument --resume-from: must be a conversation id, '@' and a Unix time "
-        f"(ana@1700000256.1), not '{value}'"
+        "argument --resume-from: must be a conversation id, '@' and a Unix time, then '#' and "
+        "a count of its events done if some were (ana@1700000256.1, ana@1700000256.1#2), "
+        f"not '{value}'"
     ) in result.err
     assert not (project / "events.db").exists()
 
