@@ -1341,7 +1341,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         # (Else the store's own error names a section of a file that may not be there.)
         raise InvalidConfig(
             f"SQLite database '{config['db']}' ({Path(config['db']).absolute()}) does not "
-            "exist: without a tracker_store section in endpoints.yml, the prune is of the "
+            f"exist: without a tracker_store section in {args.endpoints}, the prune is of the "
             "botserver.db of the working directory, which botserver run makes there"
         )
 

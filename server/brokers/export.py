@@ -158,10 +158,10 @@ async def selected_events(
         events = [event for event in loaded if not left_out_by_rasa(event)]
         published = [_moved(event, offset_seconds) for event in events]
         ids = chain_ids(sender_id, published, None)
-        low, skip = minimum_timestamp, 0
+        low, skip, skip_at = minimum_timestamp, 0, None
         if resume is not None and sender_id == resume.sender_id:
             low = resume.timestamp if low is None else max(low, resume.timestamp)
-            skip = resume.skip
+            skip, skip_at = resume.skip, resume.timestamp
         in_range = [
             (stamp, index)
             for index, stamp in enumerate(_timestamp(event) for event in events)
@@ -175,7 +175,7 @@ async def selected_events(
             rank = rank + 1 if stamp == before else 0
             before = stamp
             # (Those of the resumed timestamp an interrupted export published already.)
-            if not (skip and stamp == low and rank < skip):
+            if not (skip and stamp == skip_at and rank < skip):
                 going.append((index, rank))
         # Each linked to the event before it in this export, in stored order: one left out is
         # not coming, and a consumer restoring the order would wait for it for ever.

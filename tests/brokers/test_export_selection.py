@@ -459,3 +459,17 @@ async def test_an_export_resumed_within_one_timestamp_sends_each_event_once(
         sent += [json.dumps(body) for body in broker.bodies]
     await store.close()
     assert sent == everything
+
+
+async def test_a_resume_point_before_the_minimum_timestamp_skips_nothing_at_the_minimum(
+    tmp_path: Path,
+) -> None:
+    """`--minimum-timestamp 10 --resume-from=bob@5.0#1` (written by hand): no event of bob
+    at 5.0 is selected, so none is skipped; bob's first at 10.0 goes out."""
+    store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "t.db")})
+    await store.append("bob", [_slot(i, 10.0) for i in range(2)])
+    selection = await select_events(
+        store, minimum_timestamp=10.0, resume=ResumePoint("bob", 5.0, 1)
+    )
+    await store.close()
+    assert [m.event["value"] for m in selection.messages] == ["Paris 0", "Paris 1"]

@@ -998,6 +998,22 @@ def test_prune_without_a_tracker_store_or_botserver_db_says_where_it_looked(
     assert not (tmp_path / "botserver.db").exists()
 
 
+def test_prune_of_an_endpoints_file_without_a_tracker_store_names_that_file(
+    run_cli, tmp_path: Path
+) -> None:
+    """`--endpoints prod.yml` holding no tracker_store section: the error names prod.yml,
+    where it named an endpoints.yml that may not be there."""
+    (tmp_path / "prod.yml").write_text("action_endpoint:\n  url: http://localhost:5055/webhook\n")
+    result = run_cli("prune", "--older-than-days", "5", "--endpoints", "prod.yml", cwd=tmp_path)
+    assert result.code == 1
+    assert result.err.strip().endswith(
+        f"error: SQLite database 'botserver.db' ({tmp_path / 'botserver.db'}) does not exist: "
+        "without a tracker_store section in prod.yml, the prune is of the botserver.db of "
+        "the working directory, which botserver run makes there"
+    ), result.err
+    assert not (tmp_path / "botserver.db").exists()
+
+
 def test_shell_with_a_named_endpoints_file_that_is_missing_warns(
     run_cli, moodbot_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
