@@ -141,7 +141,8 @@ async def selected_events(
 ) -> AsyncIterator[Selected]:
     """Every event of the chosen conversations (all sessions) with `minimum_timestamp <=
     timestamp < maximum_timestamp`, conversation after conversation as Rasa's `rasa export`
-    publishes them (by id; DynamoDB: in the table's scan order), each one's by timestamp
+    publishes them (here by id, Rasa's in a set's order; DynamoDB: in the table's scan
+    order), each one's by timestamp
     (its events keep their stored order among equal ones): one conversation is held at a
     time, not the store. Each message has the id the live broker gives the same event, so
     a consumer can drop what it already has, and names the one before it in its conversation
