@@ -475,7 +475,8 @@ class SqlTrackerStore:
             rows = await self._db.all_data_of(sender_ids)
         texts: dict[str, list[str]] = {sender_id: [] for sender_id in sender_ids}
         for sender_id, row_data in rows:
-            # (A case-insensitive MySQL collation also matches ids that differ in case.)
+            # (Where migration 0003 found no binary collation that pads nothing, MySQL's
+            # utf8mb4_bin also matches ids that differ in trailing spaces.)
             if sender_id in texts:
                 texts[sender_id].append(row_data)
         del rows
