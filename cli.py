@@ -13,10 +13,13 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from server import __version__
 from server.errors import BotServerError, InvalidConfig
+
+if TYPE_CHECKING:
+    from server.brokers.export import ResumePoint
 
 logger = logging.getLogger("botserver")
 
@@ -933,8 +936,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--conversation-ids", help="comma-separated conversation ids (default: every one)"
     )
+    p.add_argument(
+        "--resume-from",
+        type=_resume_point,
+        metavar="ID@TIMESTAMP[#N]",
+        help="go on with an interrupted export: from this conversation (those before it are "
+        "done) and its events from this stored time, but the first N of that time (the error "
+        "line of the export names it)",
+    )
     _add_log_flags(p)
     return parser
+
+
+def _resume_point(value: str) -> Any:
+    """`--resume-from ID@TIMESTAMP[#N]` (an id may hold `@`: the last one splits; `#N`: the
+    first N events of that time are done)."""
+    from server.brokers.export import ResumePoint
+
+    sender_id, at, point = value.rpartition("@")
+    stamp, hash_sign, skipped = point.partition("#")
+    try:
+        timestamp = _finite_number(stamp) if at else None
+    except argparse.ArgumentTypeError:
+        timestamp = None
+    skip = int(skipped) if skipped.isdigit() and skipped.isascii() else None
+    if timestamp is None or (hash_sign and skip is None):
+        raise argparse.ArgumentTypeError(
+            "must be a conversation id, '@' and a Unix time, then '#' and a count of its events "
+            f"done if some were (ana@1700000256.1, ana@1700000256.1#2), not {value!r}"
+        )
+    return ResumePoint(sender_id, timestamp, skip or 0)
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -1296,16 +1327,23 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     from server.config import read_endpoints
-    from server.trackers.factory import create_lock_store, create_tracker_store
+    from server.trackers.factory import (
+        DEFAULT_TRACKER_STORE,
+        create_lock_store,
+        create_tracker_store,
+    )
     from server.trackers.retention import delete_conversations_older_than
 
     _check_endpoints_file(args, needed=True)
     endpoints = read_endpoints(args.endpoints)
-    config = endpoints.get("tracker_store") or {
-        "type": "sql",
-        "dialect": "sqlite",
-        "db": "botserver.db",
-    }
+    config = endpoints.get("tracker_store") or DEFAULT_TRACKER_STORE
+    if config is DEFAULT_TRACKER_STORE and not Path(config["db"]).exists():
+        # (Else the store's own error names a section of a file that may not be there.)
+        raise InvalidConfig(
+            f"SQLite database '{config['db']}' ({Path(config['db']).absolute()}) does not "
+            f"exist: without a tracker_store section in {args.endpoints}, the prune is of the "
+            "botserver.db of the working directory, which botserver run makes there"
+        )
 
     async def prune() -> int:
         # The serving processes' locks, when they are shared (an in-memory lock is not).
@@ -1325,7 +1363,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from server.brokers.export import publish_events, select_events
+    from server.brokers import export as exporting
+    from server.brokers.export import Found, Progress, selected_events
     from server.brokers.factory import create_event_broker
     from server.config import read_endpoints
     from server.errors import ExportInterrupted
@@ -1334,6 +1373,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     low, high = args.minimum_timestamp, args.maximum_timestamp
     if low is not None and high is not None and high < low:
         raise InvalidConfig(f"--maximum-timestamp {high} is smaller than --minimum-timestamp {low}")
+    if low is not None and high == low:
+        # (Rasa reads the whole store to find nothing in it.)
+        raise InvalidConfig(
+            f"--maximum-timestamp {high} is not above --minimum-timestamp {low}: no time is in "
+            "that range (the maximum is left out)"
+        )
+    ids = None
+    if args.conversation_ids is not None:
+        ids = [i.strip() for i in args.conversation_ids.split(",") if i.strip()]
+        if not ids:
+            # An empty variable (`--conversation-ids "$IDS"`) exported every conversation, as
+            # Rasa's does.
+            raise InvalidConfig(
+                f"--conversation-ids {args.conversation_ids!r} names no conversation (without "
+                "the flag, every one is exported)"
+            )
     _refuse_a_directory_as_endpoints(args.endpoints)
     if not Path(args.endpoints).is_file():
         raise InvalidConfig(
@@ -1360,9 +1415,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"Event timestamps are offset by {offset} s "
             f"({datetime.timedelta(seconds=abs(offset))} {later}) in what is published."
         )
-    ids = None
-    if args.conversation_ids is not None:
-        ids = [i.strip() for i in args.conversation_ids.split(",") if i.strip()]
+    found, progress = Found(), Progress()
 
     async def export() -> int:
         store = create_tracker_store(
@@ -1371,17 +1424,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         broker = create_event_broker(endpoints["event_broker"], args.endpoints)
         assert broker is not None  # the section is there
         try:
-            selection = await select_events(store, ids, low, high, offset or 0)
-            if selection.missing:
-                logger.warning(
-                    "Not in the tracker store: conversations %s", ", ".join(selection.missing)
-                )
-            print(
-                f"Selected {len(selection.selected)} events of "
-                f"{len(selection.conversations)} conversations for publishing."
-            )
-            return await publish_events(broker, selection)
+            selected = selected_events(store, ids, low, high, offset or 0, args.resume_from, found)
+            return await exporting.publish_events(broker, selected, progress)
         finally:
+            if found.missing and ids and len(found.missing) < len(set(ids)):
+                logger.warning(
+                    "Not in the tracker store: conversations %s", ", ".join(found.missing)
+                )
             await broker.close()
             await store.close()
 
@@ -1390,27 +1439,44 @@ def cmd_export(args: argparse.Namespace) -> int:
     except ExportInterrupted as exc:
         if not exc.published:
             raise
+        stopped_at = exporting.ResumePoint(
+            exc.resume_sender_id, exc.resume_timestamp, exc.resume_skip
+        )
+        go_on = _export_resume_command(args, stopped_at)
         raise ExportInterrupted(
-            f"{exc}; to go on from there: {_export_resume_command(args, exc.resume_timestamp)}",
+            f"{exc}; to go on from there: {go_on}",
             exc.published,
             exc.resume_timestamp,
+            exc.resume_sender_id,
+            exc.resume_skip,
         ) from None
-    print(f"Published {published} events.")
+    except KeyboardInterrupt:
+        if progress.published and progress.resume is not None:
+            go_on = _export_resume_command(args, progress.resume)
+            print(
+                f"error: stopped (after {progress.published} events); to go on from there: {go_on}",
+                file=sys.stderr,
+            )
+        raise
+    print(f"Published {published} events of {found.conversations} conversations.")
     return 0
 
 
-def _export_resume_command(args: argparse.Namespace, timestamp: float) -> str:
+def _export_resume_command(args: argparse.Namespace, resume: ResumePoint) -> str:
     """The `botserver export` that publishes what an interrupted one did not."""
     import shlex
 
     words = ["botserver", "export", "--endpoints", args.endpoints]
-    words += ["--minimum-timestamp", repr(timestamp)]
+    if args.minimum_timestamp is not None:
+        words += ["--minimum-timestamp", repr(args.minimum_timestamp)]
     if args.maximum_timestamp is not None:
         words += ["--maximum-timestamp", repr(args.maximum_timestamp)]
     if args.conversation_ids is not None:
         words += ["--conversation-ids", args.conversation_ids]
     if args.offset_timestamps_by_seconds is not None:
         words += ["--offset-timestamps-by-seconds", str(args.offset_timestamps_by_seconds)]
+    skip = f"#{resume.skip}" if resume.skip else ""
+    words.append(f"--resume-from={resume.sender_id}@{resume.timestamp!r}{skip}")
     return shlex.join(words)
 
 

@@ -174,11 +174,21 @@ class NothingToExport(BotServerError):
 
 class ExportInterrupted(BotServerError):
     """The event broker failed during `botserver export`: `published` events went out, and
-    `resume_timestamp` is the timestamp of the first one that did not."""
+    `resume_timestamp` and `resume_sender_id` are the timestamp and conversation of the first
+    one that did not, after `resume_skip` of that conversation with that timestamp."""
 
-    def __init__(self, message: str, published: int, resume_timestamp: float) -> None:
+    def __init__(
+        self,
+        message: str,
+        published: int,
+        resume_timestamp: float,
+        resume_sender_id: str,
+        resume_skip: int = 0,
+    ) -> None:
         self.published = published
         self.resume_timestamp = resume_timestamp
+        self.resume_sender_id = resume_sender_id
+        self.resume_skip = resume_skip
         super().__init__(message)
 
 

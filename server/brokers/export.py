@@ -1,11 +1,12 @@
-"""`botserver export`: a tracker store's stored events published to an event broker, oldest
-first, as Rasa's `rasa export` publishes them."""
+"""`botserver export`: a tracker store's stored events published to an event broker,
+conversation after conversation, each one's oldest first, as Rasa's `rasa export` does."""
 
 from __future__ import annotations
 
 import json
 import uuid
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,16 +14,19 @@ from server.brokers.broker import EventBroker
 from server.brokers.delivery import Outgoing
 from server.brokers.ordering import chain_ids
 from server.errors import (
+    BotServerError,
     ExportInterrupted,
     InvalidConversationId,
     NothingToExport,
     first_line,
 )
 from server.trackers.events import left_out_by_rasa
-from server.trackers.store import ReadsEverything, TrackerStore
+from server.trackers.store import ReadsEverything, ReadsInBatches, TrackerStore
 
 # Messages handed to the broker at a time (each made, its event parsed, only then).
 PUBLISH_CHUNK = 1000
+# Conversations read in one round trip from a store that reads in batches (SQL, Redis).
+EXPORT_BATCH = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +40,16 @@ class Selected:
     message_id: str  # the id the live broker gives the same event
     previous_id: str | None  # the conversation's event before it in this export
     text: str  # the event as published, compact JSON (ASCII: one byte a character)
+    # How many events of its conversation with its timestamp go out before it (0: none).
+    rank: int = 0
+
+    def resume_here(self) -> ResumePoint:
+        """The point an export goes on from to publish this event and those after it."""
+        return ResumePoint(self.sender_id, self.stamp, self.rank)
+
+    def resume_after(self) -> ResumePoint:
+        """The point an export goes on from to publish what comes after this event."""
+        return ResumePoint(self.sender_id, self.stamp, self.rank + 1)
 
     def outgoing(self, export_process_id: str | None = None) -> Outgoing:
         event = json.loads(self.text)
@@ -48,9 +62,38 @@ class Selected:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ResumePoint:
+    """Where an interrupted export goes on: conversations before `sender_id` in the export's
+    order are done, and so are its events before `timestamp` (as stored, before an offset)
+    and the first `skip` of those at `timestamp` (in the order they go out in)."""
+
+    sender_id: str
+    timestamp: float
+    skip: int = 0
+
+
+@dataclass
+class Progress:
+    """How far `publish_events` got, kept up to date as it goes (for the line an export
+    stopped by hand ends with): events the broker took, and where to go on."""
+
+    published: int = 0
+    resume: ResumePoint | None = None  # the first event not published (None: none yet)
+
+
+@dataclass
+class Found:
+    """What an export found, filled in as it goes."""
+
+    conversations: int = 0  # those with events selected
+    # Requested conversation ids the tracker store does not hold.
+    missing: list[str] = field(default_factory=list)
+
+
 @dataclass
 class Selection:
-    """The events to publish, in timestamp order, and what the selection found."""
+    """The events to publish, in the order they go out, and what the selection found."""
 
     conversations: list[str]  # those with events selected
     selected: list[Selected]
@@ -75,78 +118,176 @@ async def select_events(
     minimum_timestamp: float | None = None,
     maximum_timestamp: float | None = None,
     offset_seconds: int = 0,
+    resume: ResumePoint | None = None,
 ) -> Selection:
+    """`selected_events` all at once (tests, and a look at what an export would send)."""
+    found = Found()
+    chosen = selected_events(
+        store, conversation_ids, minimum_timestamp, maximum_timestamp, offset_seconds, resume, found
+    )
+    selected = [item async for item in chosen]
+    conversations = sorted({item.sender_id for item in selected})
+    return Selection(conversations, selected, found.missing)
+
+
+async def selected_events(
+    store: TrackerStore,
+    conversation_ids: list[str] | None = None,
+    minimum_timestamp: float | None = None,
+    maximum_timestamp: float | None = None,
+    offset_seconds: int = 0,
+    resume: ResumePoint | None = None,
+    found: Found | None = None,
+) -> AsyncIterator[Selected]:
     """Every event of the chosen conversations (all sessions) with `minimum_timestamp <=
-    timestamp < maximum_timestamp`, sorted by timestamp (a conversation's events keep their
-    order among equal ones). Each message has the id the live broker gives the same event, so
+    timestamp < maximum_timestamp`, conversation after conversation as Rasa's `rasa export`
+    publishes them (here by id, Rasa's in a set's order; DynamoDB: in the table's scan
+    order), each one's by timestamp (its events keep their stored order among equal ones):
+    one conversation is held at a time, not the store. Each message has the id the live broker gives the same event, so
     a consumer can drop what it already has, and names the one before it in its conversation
     among those selected (the first names none). `offset_seconds` moves the timestamps of
-    the messages (Rasa's `--offset-timestamps-by-seconds`), not those the range is of."""
-    missing: list[str] = []
-    selected: list[Selected] = []
+    the messages (Rasa's `--offset-timestamps-by-seconds`), not those the range is of.
+    `resume`: only what an interrupted export did not publish (each event has its `rank`
+    among those of its conversation and time, which a resume point counts). `found` is
+    filled in."""
+    found = found if found is not None else Found()
+    chosen: list[str] = []
+    selected_any = False
 
-    def select(sender_id: str, loaded: list[dict[str, Any]]) -> None:
+    def select(sender_id: str, loaded: list[dict[str, Any]]) -> list[Selected]:
         events = [event for event in loaded if not left_out_by_rasa(event)]
-        previous: str | None = None  # the conversation's last event selected
         published = [_moved(event, offset_seconds) for event in events]
         ids = chain_ids(sender_id, published, None)
-        for event, body, (message_id, _) in zip(events, published, ids, strict=True):
-            stamp = _timestamp(event)
-            if minimum_timestamp is not None and stamp < minimum_timestamp:
-                continue
-            if maximum_timestamp is not None and stamp >= maximum_timestamp:
-                continue
-            # Linked to the event before it in this export: one left out is not coming, and
-            # a consumer restoring the order would wait for it for ever.
-            text = json.dumps(body, separators=(",", ":"))
-            selected.append(Selected(stamp, sender_id, message_id, previous, text))
-            previous = message_id
+        low, skip, skip_at = minimum_timestamp, 0, None
+        if resume is not None and sender_id == resume.sender_id:
+            low = resume.timestamp if low is None else max(low, resume.timestamp)
+            skip, skip_at = resume.skip, resume.timestamp
+        in_range = [
+            (stamp, index)
+            for index, stamp in enumerate(_timestamp(event) for event in events)
+            if (low is None or stamp >= low)
+            and (maximum_timestamp is None or stamp < maximum_timestamp)
+        ]
+        in_range.sort(key=lambda pair: pair[0])  # (stable: stored order among equal ones)
+        going: list[tuple[int, int]] = []  # (index, rank) in the order they go out
+        rank, before = 0, None
+        for stamp, index in in_range:
+            rank = rank + 1 if stamp == before else 0
+            before = stamp
+            # (Those of the resumed timestamp an interrupted export published already.)
+            if not (skip and stamp == skip_at and rank < skip):
+                going.append((index, rank))
+        # Each linked to the event before it in this export, in stored order: one left out is
+        # not coming, and a consumer restoring the order would wait for it for ever.
+        previous: dict[int, str | None] = {}
+        last: str | None = None
+        for index in sorted(index for index, _ in going):
+            previous[index], last = last, ids[index][0]
+        return [
+            Selected(
+                _timestamp(events[index]),
+                sender_id,
+                ids[index][0],
+                previous[index],
+                json.dumps(published[index], separators=(",", ":")),
+                rank,
+            )
+            for index, rank in going
+        ]
 
+    conversations: AsyncIterator[tuple[str, list[dict[str, Any]] | None]]
     if conversation_ids:
         # Read alone: listing the store's conversations reads all of them on DynamoDB.
         chosen = sorted(set(conversation_ids))
-        for sender_id in chosen:
-            loaded = await _stored(store, sender_id)
-            if loaded is None:
-                missing.append(sender_id)
-            else:
-                select(sender_id, loaded)
+        conversations = _each_stored(store, _from_resume(chosen, resume))
     elif isinstance(store, ReadsEverything):
-        found = 0
-        async for sender_id, loaded in store.each_conversation():
-            found += 1
-            select(sender_id, loaded)
-        if not found:
-            raise NothingToExport("the tracker store holds no conversation: nothing to export")
+        conversations = _after_resume(store.each_conversation(), resume)
     else:
         chosen = sorted(set(await store.keys()))
         if not chosen:
             raise NothingToExport("the tracker store holds no conversation: nothing to export")
-        for sender_id in chosen:
-            loaded = await _stored(store, sender_id)
-            if loaded is not None:  # (else deleted since it was listed)
-                select(sender_id, loaded)
-    if conversation_ids and len(missing) == len(chosen):
+        conversations = _each_stored(store, _from_resume(chosen, resume))
+    seen = False
+    async for sender_id, loaded in conversations:
+        seen = True
+        if loaded is None:
+            if conversation_ids:
+                found.missing.append(sender_id)
+            continue  # (else deleted since it was listed)
+        items = select(sender_id, loaded)
+        del loaded
+        if items:
+            found.conversations += 1
+            selected_any = True
+        for item in items:
+            yield item
+    if not seen and not conversation_ids and resume is None:
+        raise NothingToExport("the tracker store holds no conversation: nothing to export")
+    if conversation_ids and chosen and len(found.missing) == len(chosen):
         raise NothingToExport(
             "none of the conversations of --conversation-ids is in the tracker store: "
-            + ", ".join(missing)
+            + ", ".join(found.missing)
         )
-    if not selected:
+    if not selected_any and resume is not None and not seen:
+        raise NothingToExport(
+            f"--resume-from: conversation '{resume.sender_id}' and those after it are no "
+            "longer in the tracker store: nothing left to publish"
+        )
+    if not selected_any:
         raise NothingToExport("no event of these conversations is within the requested time range")
-    # (A conversation's events keep their order among equal timestamps.)
-    selected.sort(key=lambda item: (item.stamp, item.sender_id))
-    conversations = sorted({item.sender_id for item in selected})
-    return Selection(conversations, selected, missing)
+
+
+def _from_resume(sender_ids: list[str], resume: ResumePoint | None) -> list[str]:
+    """The ids (sorted) an export resumed at `resume` has yet to go through."""
+    return sender_ids if resume is None else [i for i in sender_ids if i >= resume.sender_id]
+
+
+async def _after_resume(
+    conversations: AsyncIterator[tuple[str, list[dict[str, Any]]]], resume: ResumePoint | None
+) -> AsyncIterator[tuple[str, list[dict[str, Any]] | None]]:
+    """A store's own order (DynamoDB's scan): from `resume`'s conversation on."""
+    going = resume is None
+    async for sender_id, events in conversations:
+        going = going or (resume is not None and sender_id == resume.sender_id)
+        if going:
+            yield sender_id, events
+
+
+async def _each_stored(
+    store: TrackerStore, sender_ids: list[str]
+) -> AsyncIterator[tuple[str, list[dict[str, Any]] | None]]:
+    """Each conversation of `sender_ids`, in that order, with its stored events (None: the
+    store holds none); EXPORT_BATCH in one round trip where the store reads in batches."""
+    if not isinstance(store, ReadsInBatches):
+        for sender_id in sender_ids:
+            yield sender_id, await _stored(store, sender_id)
+        return
+    for start in range(0, len(sender_ids), EXPORT_BATCH):
+        batch = sender_ids[start : start + EXPORT_BATCH]
+        loaded = store.load_all_of([i for i in batch if _storable(i)])
+        ahead = await anext(loaded, None)
+        for sender_id in batch:
+            if ahead is not None and ahead[0] == sender_id:
+                yield ahead
+                ahead = await anext(loaded, None)
+            else:
+                yield sender_id, None
+
+
+def _storable(sender_id: str) -> bool:
+    """False for an id with lone surrogates (bytes the locale could not decode, given on
+    the command line): no store can hold one, and SQLite, Redis and PostgreSQL raise on it."""
+    try:
+        sender_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 async def _stored(store: TrackerStore, sender_id: str) -> list[dict[str, Any]] | None:
     """The conversation's stored events; None when the store holds none (or could not
     hold one of this id)."""
-    try:
-        # Lone surrogates (bytes the locale could not decode, given on the command line):
-        # no store can hold such an id, and SQLite, Redis and PostgreSQL raise on it.
-        sender_id.encode("utf-8")
-    except UnicodeEncodeError:
+    if not _storable(sender_id):
         return None
     try:
         return await store.load_all(sender_id) or None
@@ -162,29 +303,94 @@ def _moved(event: dict[str, Any], offset_seconds: int) -> dict[str, Any]:
     return {**event, "timestamp": stamp + offset_seconds}
 
 
-async def publish_events(broker: EventBroker, selection: Selection) -> int:
+async def publish_events(
+    broker: EventBroker,
+    selected: Selection | AsyncIterator[Selected],
+    progress: Progress | None = None,
+) -> int:
     """Publishes the selected events in order, PUBLISH_CHUNK at a time; how many. A broker
-    failure stops at once with ExportInterrupted, naming the tracker store's timestamp
-    (before an offset) of the first event not published."""
+    failure stops at once with ExportInterrupted, naming the conversation and the tracker
+    store's timestamp (before an offset) of the first event not published; so does the
+    tracker store failing once some went out. `progress` is kept up to date (a cancelled
+    export is cancelled as it is: it says how far it got)."""
     run = uuid.uuid4().hex  # as Rasa's: one per run, on each RabbitMQ message
-    selected, published = selection.selected, 0
-    while published < len(selected):
-        chunk = selected[published : published + PUBLISH_CHUNK]
+    progress = progress if progress is not None else Progress()
+    chunk: list[Selected] = []
+    last: Selected | None = None  # the last one the broker took
+
+    def stopped_at(pending: int) -> None:
+        """Counts the chunk's events published, with `pending` of them left, and where to go
+        on: at the first one left, or after the last one out (the next one is not read)."""
+        nonlocal last
+        taken = len(chunk) - pending
+        progress.published += taken
+        if taken:
+            last = chunk[taken - 1]
+        if pending:
+            progress.resume = chunk[taken].resume_here()
+        elif last is not None:
+            progress.resume = last.resume_after()
+
+    async def deliver() -> None:
         pending = deque(item.outgoing(run) for item in chunk)
         try:
             await broker.deliver(pending)
-        except Exception as exc:
-            if not pending:
+        except BaseException as exc:
+            stopped_at(len(pending))
+            chunk.clear()  # (accounted for)
+            if not isinstance(exc, Exception) or not pending or progress.resume is None:
                 raise
-            published += len(chunk) - len(pending)
-            total = len(selected)
-            done = f"after {published} of {total} events" if published else "nothing published"
+            done = (
+                f"after {progress.published} events" if progress.published else "nothing published"
+            )
             raise ExportInterrupted(
                 # (An error without text, a timeout's, ended the line with a bare colon.)
                 f"the event broker failed ({done}): "
                 + first_line(exc, limit=None, default=f"{type(exc).__name__} (no answer)"),
-                published,
-                selected[published].stamp,
+                progress.published,
+                progress.resume.timestamp,
+                progress.resume.sender_id,
+                progress.resume.skip,
             ) from exc
-        published += len(chunk)
-    return published
+        stopped_at(0)
+        chunk.clear()
+
+    items = _each(selected.selected) if isinstance(selected, Selection) else selected
+    try:
+        async for item in items:
+            chunk.append(item)
+            if len(chunk) == PUBLISH_CHUNK:
+                await deliver()
+    except BotServerError as exc:
+        # The store failed reading on (events are read as they are published): say what went
+        # out and where to go on, as for a broker failure. (Before anything went out, or
+        # a broker failure: as it is.)
+        if isinstance(exc, ExportInterrupted) or last is None:
+            raise
+        resume = chunk[0].resume_here() if chunk else last.resume_after()
+        progress.resume = resume
+        raise ExportInterrupted(
+            f"the tracker store failed (after {progress.published} events): "
+            + first_line(exc, limit=None),
+            progress.published,
+            resume.timestamp,
+            resume.sender_id,
+            resume.skip,
+        ) from exc
+    except BaseException:  # (cancelled while reading: from the chunk not yet handed on)
+        if chunk and last is not None:
+            progress.resume = chunk[0].resume_here()
+        raise
+    if chunk:
+        await deliver()
+    return progress.published
+
+
+async def _each(items: list[Selected]) -> AsyncIterator[Selected]:
+    for item in items:
+        yield item
+
+
+async def export_events(broker: EventBroker, store: TrackerStore) -> int:
+    """Every event of `store` published to `broker` (`selected_events`, `publish_events`)."""
+    return await publish_events(broker, selected_events(store))

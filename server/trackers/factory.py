@@ -63,7 +63,7 @@ def create_tracker_store(
 ) -> TrackerStore:
     """The tracker store for a `tracker_store:` section (None or no type: in memory) of the
     endpoints file `source`. Without `create_missing` (commands that read or prune what is
-    stored), a DynamoDB table that is not there is an error, not made."""
+    stored), a DynamoDB table or SQLite file that is not there is an error, not made."""
     with reading_section("tracker_store", source):
         return _create_tracker_store(dict(config or {}), source, create_missing)
 
@@ -90,7 +90,7 @@ def _create_tracker_store(
         from server.trackers.sql_store import SqlTrackerStore
 
         _warn_of_unknown_keys(config, SqlTrackerStore.SETTINGS, source)
-        return SqlTrackerStore.from_config(config)
+        return SqlTrackerStore.from_config(config, create_missing)
     if kind == "redis":
         from server.trackers.redis_store import RedisTrackerStore
 

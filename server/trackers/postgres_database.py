@@ -691,6 +691,15 @@ class PostgresDatabase:
         records = await self._run(lambda conn: conn.fetch(sql, sender_id))
         return [record[0] for record in records]
 
+    async def all_data_of(self, sender_ids: Sequence[str]) -> list[tuple[str, str]]:
+        sql = (
+            "SELECT sender_id, data FROM events WHERE sender_id = ANY($1::text[]) "
+            "ORDER BY sender_id, id"
+        )
+        # (Unbounded, as the listings: a batch of long conversations may take a while.)
+        records = await self._run(lambda conn: conn.fetch(sql, list(sender_ids)), bounded=False)
+        return [(record[0], record[1]) for record in records]
+
     async def senders(self) -> list[str]:
         records = await self._run(
             lambda conn: conn.fetch("SELECT DISTINCT sender_id FROM events"), bounded=False

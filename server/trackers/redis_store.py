@@ -14,7 +14,7 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -366,6 +366,28 @@ class RedisTrackerStore:
         events = await _events_of(sender_id, raw)
         await free_off_loop(raw)
         return events or None
+
+    async def load_all_of(
+        self, sender_ids: Sequence[str]
+    ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+        """The lists in one pipeline; a conversation in Rasa's layout (converted), or whose
+        value is not UTF-8 text (named), is then read alone, as `load_all` reads it."""
+        with self._errors():
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for sender_id in sender_ids:
+                        pipe.lrange(self._prefix + sender_id, 0, -1)
+                    answers = await pipe.execute(raise_on_error=False)
+            except UnicodeDecodeError:
+                answers = [None] * len(sender_ids)
+        for index, sender_id in enumerate(sender_ids):
+            raw, answers[index] = answers[index], None  # (each list let go once parsed)
+            if isinstance(raw, list):
+                events: list[dict[str, Any]] | None = await _events_of(sender_id, raw)
+            else:
+                events = await self.load_all(sender_id)
+            if events:
+                yield sender_id, events
 
     async def replace(self, sender_id: str, events: list[dict[str, Any]]) -> None:
         self._sessions.forget(sender_id)

@@ -106,6 +106,17 @@ def check_sqlite_folder(sqlite_file: str) -> None:
     )
 
 
+def check_sqlite_file(sqlite_file: str) -> None:
+    """Refuses a SQLite file that is not there where it is to be read, not written (`botserver
+    export`, `prune`): a mistyped `db:` made an empty database there (as Rasa's `rasa export`
+    does), nothing was found in it, and the next run found that empty file, not an error."""
+    if not os.path.exists(sqlite_file):
+        raise InvalidConfig(
+            f"SQLite database '{sqlite_file}' ({os.path.abspath(sqlite_file)}) does not exist: "
+            "check db (botserver run creates it)"
+        )
+
+
 def _async_driver(drivername: str) -> str:
     backend = drivername.split("+", 1)[0].lower()
     if backend not in _ASYNC_DRIVERS:
@@ -166,7 +177,8 @@ def statement_timeout_seconds() -> float:
     by default. A database host that stops answering without closing its connections (hung,
     powered off, packets dropped) held every such turn, and its conversation's lock, until
     the kernel gave the connection up (about 15 minutes). Listing every conversation
-    (`keys()`, prune) and migrations are not bounded: on a large table they may take longer."""
+    (`keys()`, prune), the export's batch reads and migrations are not bounded: on a large
+    table they may take longer."""
     return env_seconds("SQL_STATEMENT_TIMEOUT", 30.0)
 
 

@@ -10,7 +10,7 @@ import asyncio
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol, TypeVar
@@ -42,6 +42,7 @@ from server.trackers.snapshot import Snapshot
 from server.trackers.sql_engine import (
     SQLITE_BUSY_TIMEOUT_MS,
     async_url,
+    check_sqlite_file,
     check_sqlite_folder,
     create_engine,
     dependency,
@@ -97,6 +98,7 @@ class _Database(Protocol):
     async def rows_from(self, sender_id: str, first_id: int) -> list[IdData]: ...
     async def session_rows(self, sender_id: str) -> list[IdData]: ...
     async def all_data(self, sender_id: str) -> list[str]: ...
+    async def all_data_of(self, sender_ids: Sequence[str]) -> list[tuple[str, str]]: ...
     async def senders(self) -> list[str]: ...
     async def senders_older_than(
         self, cutoff_timestamp: float, after: str | None, limit: int
@@ -250,8 +252,14 @@ class SqlTrackerStore:
     process_local = False
 
     def __init__(
-        self, url: URL, login_db: str | None = None, cache_events: int = DEFAULT_CACHE_EVENTS
+        self,
+        url: URL,
+        login_db: str | None = None,
+        cache_events: int = DEFAULT_CACHE_EVENTS,
+        create_missing: bool = True,
     ) -> None:
+        """`create_missing`: a SQLite file that is not there is made (at the server's first
+        start); without it (commands that read or prune what is stored) it is an error."""
         self.url = url
         self._dependency = dependency(url, "the tracker store")
         self._login_db = login_db
@@ -265,6 +273,8 @@ class SqlTrackerStore:
         self._unreachable_errors: tuple[type[BaseException], ...] = ()
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             check_sqlite_folder(str(url.database))
+            if not create_missing:
+                check_sqlite_file(str(url.database))
             self._db = SqliteDatabase(
                 str(url.database), SQLITE_BUSY_TIMEOUT_MS, sqlite_synchronous()
             )
@@ -294,14 +304,14 @@ class SqlTrackerStore:
     )
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> SqlTrackerStore:
+    def from_config(cls, config: dict[str, Any], create_missing: bool = True) -> SqlTrackerStore:
         """From a Rasa `tracker_store:` section of `type: sql`."""
         url = async_url(config, default_db="rasa.db")
         login_db = config.get("login_db")
         if login_db and url.get_backend_name() != "postgresql":
             logger.warning("tracker_store.login_db is only used with PostgreSQL; ignoring it")
             login_db = None
-        return cls(url, login_db=login_db, cache_events=cache_events_setting(config))
+        return cls(url, login_db, cache_events_setting(config), create_missing)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -456,6 +466,24 @@ class SqlTrackerStore:
         events = await _parse(sender_id, data)
         await free_off_loop(data)
         return events
+
+    async def load_all_of(
+        self, sender_ids: Sequence[str]
+    ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+        await self._ensure_ready()
+        with self._map_errors():
+            rows = await self._db.all_data_of(sender_ids)
+        texts: dict[str, list[str]] = {sender_id: [] for sender_id in sender_ids}
+        for sender_id, row_data in rows:
+            # (Where migration 0003 found no binary collation that pads nothing, MySQL's
+            # utf8mb4_bin also matches ids that differ in trailing spaces.)
+            if sender_id in texts:
+                texts[sender_id].append(row_data)
+        del rows
+        for sender_id in sender_ids:
+            data = texts.pop(sender_id, None)
+            if data:
+                yield sender_id, await _parse(sender_id, data)
 
     async def load(self, sender_id: str) -> Sequence[dict[str, Any]] | None:
         if not self._ready:
@@ -786,6 +814,15 @@ class _AsyncDatabase:
         )
         return await self._run(lambda conn: _first_column(conn, query))
 
+    async def all_data_of(self, sender_ids: Sequence[str]) -> list[tuple[str, str]]:
+        query = (
+            select(_C.sender_id, _C.data)
+            .where(_C.sender_id.in_(list(sender_ids)))
+            .order_by(_C.sender_id, _C.id)  # (ix_events_sender_id_id's order: no sort)
+        )
+        # (Unbounded, as the listings: a batch of long conversations may take a while.)
+        return await self._run(lambda conn: _rows_of(conn, query), bounded=False)
+
     async def senders(self) -> list[str]:
         query = select(events_table.c.sender_id).distinct()
         return await self._run(lambda conn: _first_column(conn, query), bounded=False)
@@ -809,6 +846,10 @@ class _AsyncDatabase:
 async def _id_data(conn: AsyncConnection, query: Any, params: dict[str, Any]) -> list[IdData]:
     result = await conn.execute(query, params)
     return [(row[0], row[1]) for row in result]
+
+
+async def _rows_of(conn: AsyncConnection, query: Any) -> list[tuple[str, str]]:
+    return [(row[0], row[1]) for row in await conn.execute(query)]
 
 
 async def _first_column(conn: AsyncConnection, query: Any) -> list[Any]:

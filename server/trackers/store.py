@@ -98,6 +98,19 @@ class ReadsEverything(Protocol):
         ...
 
 
+@runtime_checkable
+class ReadsInBatches(Protocol):
+    """A store that reads several whole conversations in one round trip (SQL, Redis), where
+    a `load_all()` of each took one a conversation."""
+
+    def load_all_of(
+        self, sender_ids: Sequence[str]
+    ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+        """Each of `sender_ids` that has events, in that order, with every one of them
+        (`load_all`'s): read together, each parsed only as it is handed on."""
+        ...
+
+
 class TrackerStore(Protocol):
     """Append-only event storage per conversation (`sender_id`)."""
 

@@ -982,6 +982,31 @@ def test_prune_with_a_named_endpoints_file_that_is_missing_deletes_nothing(
     assert not (tmp_path / "botserver.db").exists()
 
 
+@pytest.mark.parametrize("endpoints", ["endpoints.yml", "prod.yml"])
+def test_prune_without_a_tracker_store_or_botserver_db_says_where_it_looked(
+    run_cli, tmp_path: Path, endpoints: str
+) -> None:
+    """No endpoints.yml, and no botserver.db in the working directory (a cron job started
+    elsewhere): before, it made an empty botserver.db there and said "Deleted 0
+    conversations."; then, an error naming a section of an endpoints.yml that is not there.
+    `--endpoints prod.yml` holding no tracker_store section: the error names prod.yml (it
+    named endpoints.yml)."""
+    flags = []
+    if endpoints != "endpoints.yml":
+        (tmp_path / endpoints).write_text(
+            "action_endpoint:\n  url: http://localhost:5055/webhook\n"
+        )
+        flags = ["--endpoints", endpoints]
+    result = run_cli("prune", "--older-than-days", "5", *flags, cwd=tmp_path)
+    assert result.code == 1
+    assert result.err.strip().endswith(
+        f"error: SQLite database 'botserver.db' ({tmp_path / 'botserver.db'}) does not exist: "
+        f"without a tracker_store section in {endpoints}, the prune is of the botserver.db "
+        "of the working directory, which botserver run makes there"
+    ), result.err
+    assert not (tmp_path / "botserver.db").exists()
+
+
 def test_shell_with_a_named_endpoints_file_that_is_missing_warns(
     run_cli, moodbot_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

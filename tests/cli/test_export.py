@@ -57,9 +57,11 @@ CONVERSATIONS = {
 }
 
 
-def _in_time_order(conversations: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+def _in_order(conversations: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The order `rasa export` publishes in: conversation after conversation (by id, here),
+    each one's events by timestamp."""
     bodies = [{"sender_id": s, **e} for s, events in conversations.items() for e in events]
-    return sorted(bodies, key=lambda body: body["timestamp"])
+    return sorted(bodies, key=lambda body: (body["sender_id"], body["timestamp"]))
 
 
 def _seed(project: Path, conversations: dict[str, list[dict[str, Any]]]) -> None:
@@ -98,13 +100,15 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_every_stored_event_is_published_in_time_order(run_cli, project: Path) -> None:
-    """Before, `botserver export` was "invalid choice: 'export'" (exit 2)."""
+def test_every_stored_event_is_published_conversation_after_conversation(
+    run_cli, project: Path
+) -> None:
+    """Before, `botserver export` was "invalid choice: 'export'" (exit 2); then it sorted
+    every event of the store by timestamp, which held them all in memory until the end."""
     result = run_cli("export", cwd=project)
     assert result.code == 0, result.err
-    assert "Selected 6 events of 3 conversations for publishing." in result.out
-    assert "Published 6 events." in result.out
-    assert _broker_rows(project) == _in_time_order(CONVERSATIONS)
+    assert "Published 6 events of 3 conversations." in result.out
+    assert _broker_rows(project) == _in_order(CONVERSATIONS)
 
 
 def test_time_range_and_conversation_ids_choose_the_events(run_cli, project: Path) -> None:
@@ -168,6 +172,18 @@ def test_a_conversation_id_the_terminal_could_not_decode_is_named_missing(projec
             "yan, zed",
         ),
         ("empty-store", [], "error: the tracker store holds no conversation: nothing to export"),
+        (
+            SQL_BROKER,
+            ["--minimum-timestamp", "12", "--maximum-timestamp", "12"],
+            "error: --maximum-timestamp 12.0 is not above --minimum-timestamp 12.0: no time is "
+            "in that range (the maximum is left out)",
+        ),
+        (
+            SQL_BROKER,
+            ["--conversation-ids", " , "],
+            "error: --conversation-ids ' , ' names no conversation (without the flag, every "
+            "one is exported)",
+        ),
     ],
     ids=[
         "no-endpoints",
@@ -178,6 +194,8 @@ def test_a_conversation_id_the_terminal_could_not_decode_is_named_missing(projec
         "nothing-in-range",
         "unknown-ids",
         "empty-store",
+        "empty-range",
+        "no-ids",
     ],
 )
 def test_what_cannot_be_exported_is_one_error_line_and_exit_1(
@@ -191,6 +209,7 @@ def test_what_cannot_be_exported_is_one_error_line_and_exit_1(
     elif setup == "yaml":
         endpoints.write_text("tracker_store:\n  type: [sql\n")
     elif setup == "empty-store":
+        (project / "empty.db").touch()  # (a database without a table yet)
         endpoints.write_text(endpoints.read_text().replace(TRACKERS, "empty.db"))
     elif setup == "":
         endpoints.write_text(SQL_BROKER)
@@ -200,6 +219,71 @@ def test_what_cannot_be_exported_is_one_error_line_and_exit_1(
     assert len(result.err.strip().splitlines()) == 1, result.err
     assert "Traceback" not in result.err
     assert not (project / "events.db").exists()  # nothing published
+
+
+def test_resume_from_skips_the_conversations_before_and_the_events_before(
+    run_cli, project: Path
+) -> None:
+    """`--resume-from ID@TIMESTAMP`, as an interrupted export's error line gives it: the
+    conversations before ID (by id) are done, and ID's events before TIMESTAMP."""
+    result = run_cli("export", "--resume-from=bob@13", cwd=project)
+    assert result.code == 0, result.err
+    assert _broker_rows(project) == [
+        {"sender_id": "bob", **_action("utter_greet", 13.0)},
+        {"sender_id": "carl", **_action("action_listen", 20.0)},
+    ]
+
+
+def test_resume_from_skips_the_events_of_its_time_already_published(
+    run_cli, tmp_path: Path
+) -> None:
+    """`#N` after the time: the first N events of that conversation with that time went out
+    (a failure among events of one timestamp); the id holds an `@` of its own. Before, all
+    of that time were published again."""
+    _seed(tmp_path, {"a@b": [_action(f"utter_{i}", 5.0) for i in range(4)] + [_user("x", 6.0)]})
+    _endpoints(tmp_path, SQL_BROKER)
+    result = run_cli("export", "--resume-from=a@b@5.0#3", cwd=tmp_path)
+    assert result.code == 0, result.err
+    assert "Published 2 events of 1 conversations." in result.out
+    assert _broker_rows(tmp_path) == [
+        {"sender_id": "a@b", **_action("utter_3", 5.0)},
+        {"sender_id": "a@b", **_user("x", 6.0)},
+    ]
+
+
+@pytest.mark.parametrize(
+    "value", ["bob", "bob@", "bob@soon", "bob@nan", "bob@13#", "bob@13#two", "bob@13#-1"]
+)
+def test_a_resume_point_without_a_time_is_refused(run_cli, project: Path, value: str) -> None:
+    result = run_cli("export", f"--resume-from={value}", cwd=project)
+    assert result.code == 2
+    assert (
+        "argument --resume-from: must be a conversation id, '@' and a Unix time, then '#' and "
+        "a count of its events done if some were (ana@1700000256.1, ana@1700000256.1#2), "
+        f"not '{value}'"
+    ) in result.err
+    assert not (project / "events.db").exists()
+
+
+def test_an_export_stopped_by_hand_ends_with_how_to_go_on(
+    run_cli, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C after some events went out: the line says how many, and the command that
+    publishes the rest. Before, exit 130 without a word."""
+    from server.brokers import export
+
+    async def stopped_by_hand(broker: Any, selected: Any, progress: Any) -> int:
+        progress.published = 3
+        progress.resume = export.ResumePoint("bob", 11.0)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "publish_events", stopped_by_hand)
+    result = run_cli("export", "--minimum-timestamp", "5", cwd=project)
+    assert result.code == 130
+    assert result.err.strip().splitlines()[-1] == (
+        "error: stopped (after 3 events); to go on from there: botserver export --endpoints "
+        "endpoints.yml --minimum-timestamp 5.0 --resume-from=bob@11.0"
+    )
 
 
 def test_a_timestamp_that_is_not_a_number_is_refused(run_cli, project: Path) -> None:
@@ -221,11 +305,11 @@ def test_offset_timestamps_shifts_what_is_published_not_what_is_stored(
     assert "Event timestamps are offset by -10 s (0:00:10 earlier) in what is published" in (
         result.out
     )
-    stored = [e for e in _in_time_order(CONVERSATIONS) if e["timestamp"] >= 12]
+    stored = [e for e in _in_order(CONVERSATIONS) if e["timestamp"] >= 12]
     assert _broker_rows(project) == [{**e, "timestamp": e["timestamp"] - 10} for e in stored]
     (project / "events.db").unlink()
     assert run_cli("export", cwd=project).code == 0
-    assert _broker_rows(project) == _in_time_order(CONVERSATIONS)  # the store is unchanged
+    assert _broker_rows(project) == _in_order(CONVERSATIONS)  # the store is unchanged
 
 
 def test_an_offset_that_is_no_integer_is_refused_as_rasa(run_cli, project: Path) -> None:
@@ -278,14 +362,14 @@ def _received(names: dict[str, str], expected: int) -> list[dict[str, Any]]:
     return [json.loads(message.body) for message in messages]
 
 
-def test_rabbitmq_receives_the_events_in_time_order(
+def test_rabbitmq_receives_the_events_in_order(
     run_cli, project: Path, queue: dict[str, str]
 ) -> None:
     _endpoints(project, _pika(queue))
     result = run_cli("export", cwd=project)
     assert result.code == 0, result.err
-    assert "Published 6 events." in result.out
-    assert _received(queue, 6) == _in_time_order(CONVERSATIONS)
+    assert "Published 6 events of 3 conversations." in result.out
+    assert _received(queue, 6) == _in_order(CONVERSATIONS)
 
 
 def test_each_export_marks_its_rabbitmq_messages_with_rasas_export_header(
@@ -327,7 +411,7 @@ def test_a_consumer_restoring_the_order_gets_an_export_from_a_minimum_timestamp_
         previous = (message.headers or {}).get(PREVIOUS_ID_HEADER)
         handed += orderer.add(message.message_id, previous, json.loads(message.body))
     assert orderer.waiting == 0
-    assert handed == [e for e in _in_time_order(CONVERSATIONS) if e["timestamp"] >= 12]
+    assert handed == [e for e in _in_order(CONVERSATIONS) if e["timestamp"] >= 12]
     # Within the export, each conversation's events are still linked in their order.
     ana = [m for m in messages if json.loads(m.body)["sender_id"] == "ana"]
     assert ana[1].headers[PREVIOUS_ID_HEADER] == ana[0].message_id
@@ -366,10 +450,11 @@ def test_a_broker_failing_midway_says_how_to_go_on(
     run_cli, tmp_path: Path, queue: dict[str, str], offset: int | None
 ) -> None:
     """RabbitMQ refuses messages past a queue's length limit; the export stops there and names
-    the command that publishes the rest, of both conversations (Rasa's, going conversation
-    by conversation, would skip the older events of the one it had not reached)."""
+    the command that publishes the rest: of the conversation it stopped in, and of those it
+    had not reached (Rasa's, a `--minimum-timestamp` of the last event published, skips the
+    older events of the conversations it had not reached)."""
     events = [_action("action_listen", float(i)) for i in range(400)]
-    _seed(tmp_path, {"ana": events[0::2], "bob": events[1::2]})
+    _seed(tmp_path, {"ana": events[0::2], "bob": events[1::2], "carl": events[:50]})
     _endpoints(tmp_path, _pika(queue))
 
     async def limited_queue() -> None:
@@ -391,21 +476,23 @@ def test_a_broker_failing_midway_says_how_to_go_on(
     stopped = run_cli("export", *shift, cwd=tmp_path)
     assert stopped.code == 1
     [error] = [line for line in stopped.err.splitlines() if line.startswith("error:")]
-    assert "the event broker failed (after 256 of 400 events)" in error
+    assert "the event broker failed (after 256 events)" in error
     resume = error.split("to go on from there: ")[1]
-    # The stored timestamp to go on from, and the same offset.
+    # ana's 200 went out, and bob's first 56: bob's from the stored time of his 57th on.
     assert resume == " ".join(
-        ["botserver export --endpoints endpoints.yml --minimum-timestamp 256.0", *shift]
+        ["botserver export --endpoints endpoints.yml", *shift, "--resume-from=bob@113.0"]
     )
     first = _received(queue, 300)  # what the queue took, emptying it
 
     went_on = run_cli(*shlex.split(resume)[1:], cwd=tmp_path)
     assert went_on.code == 0, went_on.err
-    assert "Published 144 events." in went_on.out
-    second = _received(queue, 144)
+    assert "Published 194 events of 2 conversations." in went_on.out
+    second = _received(queue, 194)
     moved = offset or 0
-    assert [b["timestamp"] for b in second] == [float(i + moved) for i in range(256, 400)]
-    assert {b["timestamp"] for b in first + second} == {e["timestamp"] + moved for e in events}
+    assert [(b["sender_id"], b["timestamp"]) for b in second] == [
+        ("bob", float(i + moved)) for i in range(113, 400, 2)
+    ] + [("carl", float(i + moved)) for i in range(50)]
+    assert len({(b["sender_id"], b["timestamp"]) for b in first + second}) == 450
 
 
 def test_an_unreachable_tracker_store_is_an_error_and_exit_1(run_cli, tmp_path: Path) -> None:
@@ -477,7 +564,7 @@ def _dynamo_endpoints(tmp_path: Path, endpoint: str, table: str, region: str) ->
     )
 
 
-def test_a_rasa_dynamodb_table_is_exported_in_time_order(
+def test_a_rasa_dynamodb_table_is_exported_in_order(
     run_cli, tmp_path: Path, dynamo_table: tuple[str, str]
 ) -> None:
     """Items as Rasa 3 puts them (the whole dialogue, floats as Decimal) go out as Rasa's
@@ -497,8 +584,8 @@ def test_a_rasa_dynamodb_table_is_exported_in_time_order(
         )
     result = run_cli("export", cwd=tmp_path)
     assert result.code == 0, result.err
-    assert "Published 6 events." in result.out
-    assert _broker_rows(tmp_path) == _in_time_order(CONVERSATIONS)
+    assert "Published 6 events of 3 conversations." in result.out
+    assert _broker_rows(tmp_path) == _in_order(CONVERSATIONS)
 
 
 @pytest.mark.parametrize("command", [["export"], ["prune", "--older-than-days", "1"]])
@@ -519,3 +606,24 @@ def test_a_dynamodb_table_that_is_not_there_is_named_not_created(
     assert len(result.err.strip().splitlines()) == 1, result.err
     assert table not in _dynamo_tables(endpoint, "eu-west-3")
     assert not (tmp_path / "events.db").exists()
+
+
+@pytest.mark.parametrize("command", [["export"], ["prune", "--older-than-days", "1"]])
+def test_a_sqlite_file_that_is_not_there_is_named_not_created(
+    run_cli, project: Path, command: list[str]
+) -> None:
+    """A `db:` mistyped in the endpoints file: `botserver export` and `prune` name the file
+    they did not find, and make none. Before, each created an empty database there (as
+    Rasa's `rasa export` does), found nothing in it, and the next run found that empty file
+    instead of an error."""
+    endpoints = project / "endpoints.yml"
+    endpoints.write_text(endpoints.read_text().replace(TRACKERS, "trakers.db"))
+    result = run_cli(*command, cwd=project)
+    assert result.code == 1
+    assert result.err.startswith(
+        "error: endpoints.yml, section 'tracker_store': SQLite database 'trakers.db' "
+        f"({project / 'trakers.db'}) does not exist: check db (botserver run creates it)"
+    ), result.err
+    assert len(result.err.strip().splitlines()) == 1, result.err
+    assert not (project / "trakers.db").exists()
+    assert not (project / "events.db").exists()
