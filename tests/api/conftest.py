@@ -35,26 +35,32 @@ def rasa_spec() -> RasaSpec:
 AppFactory = Callable[..., Any]
 
 
+async def open_client(
+    stack: AsyncExitStack, moodbot_model: Path, folder: Path, **overrides: Any
+) -> httpx.AsyncClient:
+    """An httpx client on a started app (lifespan run) serving moodbot from the memory store,
+    with `overrides` of its `ServerOptions`; both closed with `stack`."""
+    options: dict[str, Any] = {
+        "model_path": moodbot_model,
+        "enable_api": True,
+        "endpoints": MEMORY_STORE,
+        "models_dir": folder / "models",
+    }
+    options.update(overrides)
+    app: FastAPI = build_app(ServerOptions(**options))
+    await stack.enter_async_context(app.router.lifespan_context(app))
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+    await stack.enter_async_context(client)
+    return client
+
+
 @pytest.fixture
 async def make_client(moodbot_model: Path, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     """`await make_client(**options)`: an httpx client on a started app (lifespan run)."""
     async with AsyncExitStack() as stack:
 
         async def make(**overrides: Any) -> httpx.AsyncClient:
-            options: dict[str, Any] = {
-                "model_path": moodbot_model,
-                "enable_api": True,
-                "endpoints": MEMORY_STORE,
-                "models_dir": tmp_path / "models",
-            }
-            options.update(overrides)
-            app: FastAPI = build_app(ServerOptions(**options))
-            await stack.enter_async_context(app.router.lifespan_context(app))
-            client = httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-            )
-            await stack.enter_async_context(client)
-            return client
+            return await open_client(stack, moodbot_model, tmp_path, **overrides)
 
         yield make
 

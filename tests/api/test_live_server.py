@@ -127,7 +127,9 @@ def test_malformed_events_never_make_later_answers_break_the_schema(
     `parse_data.text` that was an object was stored, and every later answer broke it."""
     spec = write_spec(tmp_path / "rasa-openapi.yml")
     command = schemathesis_command(spec, live_server, admin_jwt())
-    command[command.index("--max-examples") + 1] = "60"
+    # The coverage phase's edge values find what it is about: with 20 examples, it fails with
+    # either check undone (60 before, for nothing more).
+    command[command.index("--max-examples") + 1] = "20"
     command[command.index("--phases") + 1] = "examples,coverage,fuzzing"
     command += ["--include-path-regex", "^/conversations/|^/model/predict$"]
     run_schemathesis(command, tmp_path)
@@ -141,7 +143,8 @@ def test_schemathesis_finds_our_openapi_document_true(live_server: str, tmp_path
     command = schemathesis_command(
         f"{live_server}/openapi.json", live_server, admin_jwt(), OUR_DOCUMENT_CHECKS
     )
-    command[command.index("--max-examples") + 1] = "15"
+    # 5 examples (15 before): the coverage phase still sends the list for `response_selector`.
+    command[command.index("--max-examples") + 1] = "5"
     command[command.index("--phases") + 1] = "examples,coverage,fuzzing"
     # Training has its own tests, and fuzzed bodies would train a model each time.
     command += ["--exclude-operation-id", "trainModel"]

@@ -180,7 +180,7 @@ def first_streamed_line_then_leave(server: ServerProcess, sender: str) -> dict[s
         return json.loads(next(response.iter_lines()))
 
 
-def test_sigterm_lets_the_turn_in_flight_finish(slow_bot: SlowBot) -> None:
+def test_sigterm_lets_the_turn_in_flight_finish_saying_each_line_once(slow_bot: SlowBot) -> None:
     server, database, action_calls = slow_bot
     turn, replies = post_in_background(server, "slow")
     # The turn waits for the action server. Before, a fixed 0.8 s sleep: on a loaded machine
@@ -192,6 +192,18 @@ def test_sigterm_lets_the_turn_in_flight_finish(slow_bot: SlowBot) -> None:
     assert replies and replies[0].status_code == 200, server.text()
     assert [reply["text"] for reply in replies[0].json()] == ["hello there", "finished slowly"]
     assert "action_slow" in stored_actions(database)
+    each_start_up_and_stop_line_appears_once(server.text())
+
+
+def each_start_up_and_stop_line_appears_once(text: str) -> None:
+    """stdout and stderr in one file, as in Docker's log or `> out.log 2>&1` (checked in the
+    stop above: one start serves both). Before, "is up on" and "Model loaded" came twice
+    (printed, then logged), and the stop said nothing."""
+    lines = text.splitlines()
+    assert len([line for line in lines if "is up on http://127.0.0.1:" in line]) == 1, lines
+    assert len([line for line in lines if "model_id" in line]) == 1, lines  # which model
+    assert len([line for line in lines if "Stopping: new connections are refused" in line]) == 1
+    assert len([line for line in lines if "Stopped: " in line]) == 1, lines
 
 
 def test_sighup_stops_as_gracefully_as_sigterm(slow_bot: SlowBot) -> None:
@@ -205,20 +217,6 @@ def test_sighup_stops_as_gracefully_as_sigterm(slow_bot: SlowBot) -> None:
     assert server.process.wait(timeout=30) == 0, server.text()
     assert replies and replies[0].status_code == 200, server.text()
     assert "action_slow" in stored_actions(database)
-
-
-def test_each_start_up_and_stop_line_appears_once_in_a_combined_output(
-    slow_bot: SlowBot,
-) -> None:
-    """stdout and stderr in one file, as in Docker's log or `> out.log 2>&1`. Before, "is up
-    on" and "Model loaded" came twice (printed, then logged), and the stop said nothing."""
-    server, _, _ = slow_bot
-    assert server.stop() == 0
-    lines = server.text().splitlines()
-    assert len([line for line in lines if "is up on http://127.0.0.1:" in line]) == 1, lines
-    assert len([line for line in lines if "model_id" in line]) == 1, lines  # which model
-    assert len([line for line in lines if "Stopping: new connections are refused" in line]) == 1
-    assert len([line for line in lines if "Stopped: " in line]) == 1, lines
 
 
 def cpu_seconds(pid: int) -> float:
