@@ -139,17 +139,16 @@ async def selected_events(
     resume: ResumePoint | None = None,
     found: Found | None = None,
 ) -> AsyncIterator[Selected]:
-    """Every event of the chosen conversations (all sessions) with `minimum_timestamp <=
-    timestamp < maximum_timestamp`, conversation after conversation as Rasa's `rasa export`
-    publishes them (here by id, Rasa's in a set's order; DynamoDB: in the table's scan
-    order), each one's by timestamp (its events keep their stored order among equal ones):
-    one conversation is held at a time, not the store. Each message has the id the live broker gives the same event, so
-    a consumer can drop what it already has, and names the one before it in its conversation
-    among those selected (the first names none). `offset_seconds` moves the timestamps of
-    the messages (Rasa's `--offset-timestamps-by-seconds`), not those the range is of.
-    `resume`: only what an interrupted export did not publish (each event has its `rank`
-    among those of its conversation and time, which a resume point counts). `found` is
-    filled in."""
+    """Every event of the chosen conversations (all sessions) with `minimum_timestamp <= timestamp
+    < maximum_timestamp`, conversation after conversation as Rasa's `rasa export` publishes them
+    (here by id, Rasa's in a set's order; DynamoDB: in the table's scan order), each one's by
+    timestamp (its events keep their stored order among equal ones): one conversation is held at
+    a time, not the store. Each message has the id the live broker gives the same event, so a
+    consumer can drop what it already has, and names the one before it in its conversation among
+    those selected (the first names none). `offset_seconds` moves the timestamps of the messages
+    (Rasa's `--offset-timestamps-by-seconds`), not those the range is of. `resume`: only what an
+    interrupted export did not publish (each event has its `rank` among those of its
+    conversation and time, which a resume point counts). `found` is filled in."""
     found = found if found is not None else Found()
     chosen: list[str] = []
     selected_any = False
