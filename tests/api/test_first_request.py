@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from tests.api.cold_start_probe import FIRST_REQUESTS
 from tests.loop_lag import loop_hold
 
 
@@ -24,3 +30,26 @@ async def test_the_first_request_after_startup_does_not_hold_the_loop(
     assert hold.loop_busiest < 0.009 * hold.slowness, (
         hold.loop_busiest
     )  # 19 ms before; now 2.6-2.9 ms
+
+
+def test_no_first_request_imports_a_module_on_the_event_loop(
+    moodbot_model: Path, tmp_path: Path
+) -> None:
+    """In a fresh process, as after a restart: the first turn, parse, message, tracker,
+    status and readiness probe import nothing on the loop's thread (a count, whatever the
+    host's speed). Before, the first turn imported 20 modules there (SQLAlchemy's MySQL
+    dialect, for the SQL store's migrations: 35-40 ms of the loop's CPU with the rest of
+    Alembic's work), and the first /model/parse 13 (anyio's thread pool, for a dependency
+    FastAPI ran in a thread)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.api.cold_start_probe", str(moodbot_model), "t.db"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    imported = json.loads(out.stdout.strip().splitlines()[-1])
+    assert list(imported) == [f"{method} {path}" for method, path, _ in FIRST_REQUESTS]
+    assert {request: names for request, names in imported.items() if names} == {}
