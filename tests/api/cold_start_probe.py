@@ -1,6 +1,8 @@
 """Run in a fresh process (`python -m tests.api.cold_start_probe MODEL DB`): the app
 `botserver run` serves, on a SQLite tracker store, and the first request of each route a
-client hits first; prints, as JSON, the modules each one imported on the event loop's thread."""
+client hits first, then a second one; prints, as JSON, what each first one did on the event
+loop's thread that a process does once (modules imported, FIRST_USE_WORK), and the Python
+calls each made there (first, second)."""
 
 from __future__ import annotations
 
@@ -42,7 +44,41 @@ class _LoopImports(importlib.abc.MetaPathFinder):
         return None
 
 
-async def first_requests(model: Path, database: Path) -> dict[str, list[str]]:
+# Work a process does once, seen by the function doing it: compiling a regular expression,
+# reading a module's source (FastAPI 0.165 finds each endpoint's line for its error messages).
+FIRST_USE_WORK = {
+    ("re/_compiler.py", "compile"): "a regex compiled",
+    ("inspect.py", "getsourcelines"): "source code read",
+}
+
+
+class _Calls:
+    """Counts the Python functions called on this thread (a profile hook) while active, and
+    notes the FIRST_USE_WORK among them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first_use: list[str] = []
+
+    def __enter__(self) -> _Calls:
+        sys.setprofile(self._called)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sys.setprofile(None)
+
+    def _called(self, frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            self.count += 1
+            code = frame.f_code
+            if code.co_name in ("compile", "getsourcelines"):
+                where = "/".join(code.co_filename.split("/")[-2:]).removeprefix("python3.11/")
+                for (file, name), what in FIRST_USE_WORK.items():
+                    if code.co_name == name and where.endswith(file):
+                        self.first_use.append(what)
+
+
+async def first_requests(model: Path, database: Path) -> dict[str, Any]:
     options = ServerOptions(
         model_path=model,
         enable_api=True,
@@ -50,23 +86,30 @@ async def first_requests(model: Path, database: Path) -> dict[str, list[str]]:
         models_dir=model.parent,
     )
     app = server_app(options)
-    imported: dict[str, list[str]] = {}
+    first_use: dict[str, list[str]] = {}
+    calls: dict[str, list[int]] = {}
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://probe") as client:
             # The test client's own first-use imports are not the server's.
-            await client.get("/version")
+            await client.get("/no-such-path")
             watch = _LoopImports(threading.get_ident())
             sys.meta_path.insert(0, watch)
             try:
                 for method, path, body in FIRST_REQUESTS:
                     watch.names = []
-                    response = await client.request(method, path, json=body)
-                    response.raise_for_status()
-                    imported[f"{method} {path}"] = watch.names
+                    counts = []
+                    for _ in range(2):
+                        with _Calls() as called:
+                            response = await client.request(method, path, json=body)
+                        response.raise_for_status()
+                        counts.append(called.count)
+                        if not counts[1:]:
+                            first_use[f"{method} {path}"] = watch.names + called.first_use
+                    calls[f"{method} {path}"] = counts
             finally:
                 sys.meta_path.remove(watch)
-    return imported
+    return {"first_use": first_use, "calls": calls}
 
 
 if __name__ == "__main__":
