@@ -47,8 +47,8 @@ class _LoopImports(importlib.abc.MetaPathFinder):
 # Work a process does once, seen by the function doing it: compiling a regular expression,
 # reading a module's source (FastAPI 0.165 finds each endpoint's line for its error messages).
 FIRST_USE_WORK = {
-    ("re/_compiler.py", "compile"): "a regex compiled",
-    ("inspect.py", "getsourcelines"): "source code read",
+    ("/re/_compiler.py", "compile"): "a regex compiled",
+    ("/inspect.py", "getsourcelines"): "source code read",
 }
 
 
@@ -71,11 +71,9 @@ class _Calls:
         if event == "call":
             self.count += 1
             code = frame.f_code
-            if code.co_name in ("compile", "getsourcelines"):
-                where = "/".join(code.co_filename.split("/")[-2:]).removeprefix("python3.11/")
-                for (file, name), what in FIRST_USE_WORK.items():
-                    if code.co_name == name and where.endswith(file):
-                        self.first_use.append(what)
+            for (file, name), what in FIRST_USE_WORK.items():
+                if code.co_name == name and code.co_filename.endswith(file):
+                    self.first_use.append(what)
 
 
 async def first_requests(model: Path, database: Path) -> dict[str, Any]:
