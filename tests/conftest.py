@@ -55,6 +55,22 @@ def _private_folder(path: Path) -> bool:
 
 _children_keep_their_bytecode()
 
+# A timing test that fails runs again, up to this many more times, before its failure counts.
+TIMING_RERUNS = 2
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test marked `timing` bounds how long our code holds the event loop or takes, read off
+    a host whose other jobs (the suite's other workers, the rest of the machine) slow it by
+    more than a bound's allowance for a few milliseconds at a time: 5-8 % over a bound, once a
+    run, in a different test each time (CI, 2026-12-06). A hold our code causes is there at
+    every run, a burst on the host is not: such a test runs again (pytest-rerunfailures) when
+    an assertion fails, and fails only if every run does. The reruns are counted in pytest's
+    summary line ("1 rerun"). Any other error (a crash, a timeout) fails it at once."""
+    for item in items:
+        if item.get_closest_marker("timing") is not None:
+            item.add_marker(pytest.mark.flaky(reruns=TIMING_RERUNS, only_rerun=["AssertionError"]))
+
 
 @pytest.fixture(autouse=True)
 def _logging_as_it_was() -> Iterator[None]:

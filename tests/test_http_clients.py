@@ -109,6 +109,7 @@ def test_every_outgoing_client_is_built_by_http_clients() -> None:
 REFUSED = "http://127.0.0.1:1"
 
 
+@pytest.mark.timing
 async def test_outgoing_clients_made_while_serving_do_not_hold_the_event_loop(
     tmp_path: Path,
 ) -> None:

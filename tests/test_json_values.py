@@ -12,6 +12,7 @@ from tests.api.test_long_conversations import greetings
 from tests.loop_lag import loop_hold
 
 
+@pytest.mark.timing
 async def test_200000_events_are_read_in_a_thread_without_holding_the_loop() -> None:
     """Before, orjson read a 20 MB body of 200,000 events in one call, which holds the GIL:
     0.15-0.2 s in which no other conversation nor /health was answered, though the parse ran
@@ -45,6 +46,7 @@ def test_a_long_list_that_is_not_json_is_refused_as_before() -> None:
         raise AssertionError("an unclosed list was read")
 
 
+@pytest.mark.timing
 async def test_a_long_list_with_surrogate_escapes_is_checked_without_holding_the_loop() -> None:
     """Before, a body holding a `\\uD83D\\uDE00` escape was written out whole to check its
     surrogates were paired: one C call holding the GIL, 60-70 ms for 6 MB of events though in a

@@ -28,6 +28,7 @@ def _held(calls: int) -> float:
     return time.thread_time() - started
 
 
+@pytest.mark.timing
 async def test_a_thread_holding_the_gil_in_one_c_call_is_counted_whole() -> None:
     async with loop_hold() as hold:
         held = await asyncio.to_thread(_held, 10_000_000)
@@ -128,6 +129,7 @@ def test_the_wait_for_a_core_is_read_from_the_scheduler() -> None:
     assert 0.08 < waits[0] < 0.4, waits
 
 
+@pytest.mark.timing
 async def test_the_collection_after_the_body_is_not_counted_as_its_hold() -> None:
     """The collector is off while the body runs; its first collection afterwards walks all the
     body made (43 ms here for 1,000,000 objects, 0.41 s in CI on a slow host) and ran in the
@@ -143,6 +145,7 @@ async def test_the_collection_after_the_body_is_not_counted_as_its_hold() -> Non
     assert hold.busiest_iteration < 0.01 * hold.slowness, hold.busiest_iteration
 
 
+@pytest.mark.timing
 def test_a_slow_host_is_told_by_the_reference_work(monkeypatch: pytest.MonkeyPatch) -> None:
     """Bounds scale with the host's pace: the same work against a reference a fifth as long
     reads as a host five times slower; at its own reference a host is never "faster" than 1.
@@ -157,6 +160,7 @@ def test_a_slow_host_is_told_by_the_reference_work(monkeypatch: pytest.MonkeyPat
     assert 4.0 <= host_slowness() / pace <= 6.25
 
 
+@pytest.mark.timing
 def test_a_bound_on_our_own_work_follows_the_hosts_pace_below_what_it_rules_out(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -177,6 +181,7 @@ _BARE_BOUND = re.compile(
 )
 
 
+@pytest.mark.timing
 def test_every_wall_clock_bound_on_our_own_work_follows_the_hosts_pace() -> None:
     """Before, a dozen asserts such as `elapsed < 2` bounded our own work in seconds fixed
     for a host in its usual phase: on one three times slower (seen in CI), correct code
@@ -191,6 +196,7 @@ def test_every_wall_clock_bound_on_our_own_work_follows_the_hosts_pace() -> None
     assert not bare, "\n".join(bare)
 
 
+@pytest.mark.timing
 def test_a_crowded_core_widens_the_paced_bounds() -> None:
     """Bounds on wall-clock time widen with the waits for a core (a CI host crowded by other
     jobs), which the CPU-time pace leaves out; alone on a core they do not."""

@@ -266,6 +266,7 @@ async def test_the_event_after_a_repeat_names_the_repeats_own_id_as_export_does(
     }
 
 
+@pytest.mark.timing
 async def test_a_failed_repeat_of_an_older_event_is_not_published_for_its_stored_twin(
     make_client: Callable[..., Any], tmp_path: Path
 ) -> None:

@@ -53,6 +53,7 @@ async def test_a_conversation_is_kept_in_dynamodb(
     assert again["events"] == tracker["events"]
 
 
+@pytest.mark.timing
 async def test_an_unreachable_dynamodb_is_a_503_with_one_log_line(
     make_client: Callable[..., Any], caplog: pytest.LogCaptureFixture
 ) -> None:

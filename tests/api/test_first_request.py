@@ -10,10 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.api.cold_start_probe import FIRST_REQUESTS
 from tests.loop_lag import loop_hold
 
 
+@pytest.mark.timing
 async def test_the_first_request_after_startup_does_not_hold_the_loop(
     make_client: Callable[..., Any],
 ) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.loop_lag import loop_hold
 
@@ -54,6 +55,7 @@ async def put_long(client: httpx.AsyncClient, conversation_id: str) -> None:
     assert response.status_code == 200
 
 
+@pytest.mark.timing
 async def test_a_tracker_of_100000_events_is_written_out_off_the_loop(
     client: httpx.AsyncClient,
 ) -> None:
@@ -71,6 +73,7 @@ async def test_a_tracker_of_100000_events_is_written_out_off_the_loop(
     assert state["sender_id"] == "long" and state["latest_message"]["text"] == "/greet"
 
 
+@pytest.mark.timing
 async def test_the_story_of_100000_events_is_written_off_the_loop(
     client: httpx.AsyncClient,
 ) -> None:
@@ -83,6 +86,7 @@ async def test_the_story_of_100000_events_is_written_off_the_loop(
     assert response.text.count("- intent: greet") == 25_000
 
 
+@pytest.mark.timing
 async def test_the_first_turn_of_a_long_conversation_predicts_without_holding_the_loop(
     client: httpx.AsyncClient,
 ) -> None:
@@ -100,6 +104,7 @@ async def test_the_first_turn_of_a_long_conversation_predicts_without_holding_th
         assert response.status_code == 200 and response.json()
 
 
+@pytest.mark.timing
 async def test_the_prediction_for_a_long_conversation_is_written_out_off_the_loop(
     client: httpx.AsyncClient,
 ) -> None:
@@ -115,6 +120,7 @@ async def test_the_prediction_for_a_long_conversation_is_written_out_off_the_loo
     assert len(body["tracker"]["events"]) == 100_000
 
 
+@pytest.mark.timing
 async def test_a_prediction_for_100000_posted_events_is_made_off_the_loop(
     client: httpx.AsyncClient,
 ) -> None:
@@ -137,6 +143,7 @@ async def test_a_prediction_for_100000_posted_events_is_made_off_the_loop(
     assert result["tracker"]["latest_message"]["text"] == "/greet"
 
 
+@pytest.mark.timing
 async def test_a_prediction_for_100000_posted_events_frees_them_off_the_loop(
     client: httpx.AsyncClient,
 ) -> None:
@@ -154,6 +161,7 @@ async def test_a_prediction_for_100000_posted_events_frees_them_off_the_loop(
     assert len(response.json()["tracker"]["events"]) == 100_000
 
 
+@pytest.mark.timing
 async def test_a_put_of_100000_events_frees_them_and_finds_the_session_off_the_loop(
     client: httpx.AsyncClient,
 ) -> None:
@@ -173,6 +181,7 @@ async def test_a_put_of_100000_events_frees_them_and_finds_the_session_off_the_l
     assert len(response.json()["events"]) == 100_000
 
 
+@pytest.mark.timing
 async def test_the_whole_history_of_100000_events_is_freed_off_the_loop(
     make_client: Callable[..., Any], tmp_path: Path
 ) -> None:
@@ -198,6 +207,7 @@ async def test_the_whole_history_of_100000_events_is_freed_off_the_loop(
         )  # 29-36 ms before (the loop thread's own CPU)
 
 
+@pytest.mark.timing
 async def test_a_post_of_100000_events_folds_and_stores_them_off_the_loop(
     make_client: Callable[..., Any], tmp_path: Path
 ) -> None:
@@ -227,6 +237,7 @@ async def test_a_post_of_100000_events_folds_and_stores_them_off_the_loop(
     assert response.json()["slots"]["session_started_metadata"] == {"mood": "great"}
 
 
+@pytest.mark.timing
 async def test_a_post_of_100000_events_with_an_event_broker_publishes_them_off_the_loop(
     make_client: Callable[..., Any], tmp_path: Path
 ) -> None:
@@ -254,6 +265,7 @@ async def test_a_post_of_100000_events_with_an_event_broker_publishes_them_off_t
     assert events[3]["event"] == "slot" and events[-1]["event"] == "action"
 
 
+@pytest.mark.timing
 async def test_a_long_conversation_dropped_from_the_caches_is_freed_off_the_loop(
     make_client: Callable[..., Any], tmp_path: Path
 ) -> None:
@@ -276,6 +288,7 @@ async def test_a_long_conversation_dropped_from_the_caches_is_freed_off_the_loop
     assert response.json()["latest_message"]["text"] == "hello"
 
 
+@pytest.mark.timing
 async def test_a_put_over_a_long_conversation_frees_the_old_one_off_the_loop(
     client: httpx.AsyncClient,
 ) -> None:

@@ -26,6 +26,7 @@ def s3_env(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
     return lambda url: s3_at(url, monkeypatch)
 
 
+@pytest.mark.timing
 async def test_put_model_from_a_storage_that_never_answers_is_a_400_within_the_timeout(
     client: httpx.AsyncClient, rasa_spec: RasaSpec, s3_env: Callable[[str], None]
 ) -> None:

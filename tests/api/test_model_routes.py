@@ -134,6 +134,7 @@ async def test_parse_errors_are_400(
     check(rasa_spec, response, "/model/parse", "post", 400)
 
 
+@pytest.mark.timing
 async def test_a_text_too_long_to_be_a_message_is_refused_without_holding_the_loop(
     client: httpx.AsyncClient, rasa_spec: RasaSpec
 ) -> None:
@@ -1417,6 +1418,7 @@ async def test_parse_answers_in_the_format_of_the_emulated_service(
     }
 
 
+@pytest.mark.timing
 async def test_a_large_json_intent_test_set_is_read_off_the_event_loop(
     client: httpx.AsyncClient, rasa_spec: RasaSpec
 ) -> None:
@@ -1436,6 +1438,7 @@ async def test_a_large_json_intent_test_set_is_read_off_the_event_loop(
     assert hold.loop_busiest < 0.15 * hold.slowness, hold.loop_busiest
 
 
+@pytest.mark.timing
 async def test_a_large_json_training_body_is_parsed_off_the_event_loop(
     client: httpx.AsyncClient, rasa_spec: RasaSpec
 ) -> None:
@@ -1739,6 +1742,7 @@ async def test_a_put_while_endpoints_has_a_model_server_pulls_anew_and_is_a_400_
     assert kept is loaded  # the same ETag throughout: never loaded again
 
 
+@pytest.mark.timing
 async def test_a_json_body_with_a_key_given_twice_is_looked_at_again_off_the_event_loop(
     client: httpx.AsyncClient, rasa_spec: RasaSpec
 ) -> None:

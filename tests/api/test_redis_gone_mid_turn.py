@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -23,6 +24,7 @@ from tests.trackers.persistence_fixtures import (
 )
 
 
+@pytest.mark.timing
 async def test_a_turn_redis_left_midway_is_a_503_and_the_next_one_goes_on_at_once(
     make_client: Callable[..., Any],
 ) -> None:

@@ -168,6 +168,7 @@ async def test_closing_gives_the_read_back_and_the_queue_five_seconds_in_all() -
             await proxy.cut()
 
 
+@pytest.mark.timing
 async def test_a_failed_save_after_a_long_run_is_read_back_and_published_off_the_loop(
     tmp_path: Path,
 ) -> None:

@@ -158,6 +158,7 @@ async def test_a_failed_save_of_a_repeated_event_that_committed_keeps_its_own_id
     assert second.headers == {"previous_message_id": first.message_id}
 
 
+@pytest.mark.timing
 async def test_a_bulk_append_is_published_without_holding_the_loop(
     names: dict[str, str],
 ) -> None:
@@ -192,6 +193,7 @@ async def test_a_bulk_append_is_published_without_holding_the_loop(
     assert by_conversation(messages)["long"] == events
 
 
+@pytest.mark.timing
 async def test_publishing_while_rabbitmq_is_unreachable_neither_blocks_nor_raises(
     names: dict[str, str],
 ) -> None:
@@ -243,6 +245,7 @@ async def test_a_broker_outage_during_load_loses_nothing_and_keeps_order(
     assert by_conversation(unique) == expected
 
 
+@pytest.mark.timing
 async def test_the_first_event_after_rabbitmq_restarted_goes_out_at_once_without_a_warning(
     names: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -295,6 +298,7 @@ async def test_closing_as_a_background_connect_fails_still_returns(
         await proxy.cut()
 
 
+@pytest.mark.timing
 async def test_a_dropped_connection_is_taken_again_without_waiting_for_an_event(
     names: dict[str, str],
 ) -> None:
@@ -352,6 +356,7 @@ async def test_connections_rabbitmq_keeps_dropping_are_taken_again_less_and_less
     assert proxy.opened <= 8, proxy.opened  # waits of 0.1, 0.2, 0.4, 0.8, 1.6, 3.2 s
 
 
+@pytest.mark.timing
 async def test_closing_delivers_what_waited_for_a_retry_once_rabbitmq_is_back(
     names: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -380,6 +385,7 @@ async def test_closing_delivers_what_waited_for_a_retry_once_rabbitmq_is_back(
     assert by_conversation(await consume(names["queue"], expected=3)) == {"alice": events}
 
 
+@pytest.mark.timing
 async def test_closing_while_rabbitmq_is_silent_takes_the_5_s_documented(
     names: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -152,6 +152,7 @@ async def test_without_table_name_events_go_on_where_a_rasa_broker_wrote_them(
         assert written == ["old", "alice", "bob", "bob"]
 
 
+@pytest.mark.timing
 async def test_sql_broker_retries_until_the_database_is_back() -> None:
     async with postgres_database() as config:
         proxy = TcpProxy(POSTGRES)
@@ -398,6 +399,7 @@ async def broker_behind(
         await proxy.cut()
 
 
+@pytest.mark.timing
 async def test_closing_with_the_database_down_says_why_it_waits_and_what_is_lost(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

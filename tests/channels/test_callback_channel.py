@@ -265,6 +265,7 @@ async def test_a_redirect_is_not_followed_and_is_logged_as_not_delivered(
     ) in caplog.text
 
 
+@pytest.mark.timing
 async def test_a_callback_that_trickles_its_answer_is_cut_at_the_timeout() -> None:
     async def trickle(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -53,6 +53,7 @@ def test_deployments_on_two_databases_of_one_redis_have_their_own_rooms(
     assert second.rooms.channel == "socketio:rooms:2"
 
 
+@pytest.mark.timing
 async def test_a_silent_redis_holds_bot_messages_3_s_once_then_not_at_all(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

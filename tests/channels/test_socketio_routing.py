@@ -60,6 +60,7 @@ def test_a_sid_naming_no_worker_is_served_here(query: bytes) -> None:
     assert route_of(query) is None
 
 
+@pytest.mark.timing
 async def test_a_session_of_a_worker_that_died_gets_engineio_s_400_at_once(
     tmp_path: Path,
 ) -> None:
@@ -148,6 +149,7 @@ async def test_the_clients_of_the_other_workers_are_closed_when_the_server_stops
         await asyncio.wait_for(other.closed.wait(), 5)
 
 
+@pytest.mark.timing
 async def test_a_push_for_a_session_of_a_worker_that_is_gone_logs_one_warning(
     this_worker: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

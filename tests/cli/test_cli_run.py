@@ -294,6 +294,7 @@ def test_no_model_without_the_api_stops_the_start_as_rasa(run_cli, tmp_path: Pat
 
 
 # -- a real server process -------------------------------------------------------------------
+@pytest.mark.timing
 def test_a_silent_remote_storage_starts_the_server_without_a_model_and_says_so_once(
     start_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

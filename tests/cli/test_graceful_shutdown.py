@@ -232,6 +232,7 @@ def exited(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
 
 
+@pytest.mark.timing
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads /proc")
 @pytest.mark.parametrize("slow_bot", [1, 2], indirect=True, ids=["1 worker", "2 workers"])
 def test_a_stopped_server_with_nothing_in_flight_exits_promptly(slow_bot: SlowBot) -> None:
@@ -302,6 +303,7 @@ def test_sigterm_lets_a_socketio_turn_finish(slow_bot: SlowBot) -> None:
     assert stored_actions(database)[-2:] == ["action_slow", "action_listen"], server.text()
 
 
+@pytest.mark.timing
 def test_a_long_polling_socketio_visitor_does_not_hold_the_stop(
     slow_bot: SlowBot,
 ) -> None:

@@ -157,6 +157,7 @@ async def test_a_tracker_store_outage_is_two_lines_in_the_log(
     assert SECRET not in log
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("kind", ["postgres", "mariadb"])
 async def test_a_silent_database_is_one_line_within_seconds(
     kind: str, moodbot_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -200,6 +200,7 @@ def _url(server: ThreadingHTTPServer, path: str) -> str:
     return f"http://127.0.0.1:{server.server_address[1]}{path}"
 
 
+@pytest.mark.timing
 async def test_a_server_that_is_down_fails_fast_and_clearly() -> None:
     client = ActionServerClient({"url": f"http://127.0.0.1:{free_port()}/webhook"})
     started = time.monotonic()
@@ -209,6 +210,7 @@ async def test_a_server_that_is_down_fails_fast_and_clearly() -> None:
     await client.aclose()
 
 
+@pytest.mark.timing
 async def test_a_slow_server_times_out(broken_server: BrokenActionServer) -> None:
     client = ActionServerClient({"url": _url(broken_server, "/slow"), "timeout": 0.5})
     started = time.monotonic()
@@ -292,6 +294,7 @@ def test_a_legacy_topic_event_is_ignored_as_in_rasa(caplog: pytest.LogCaptureFix
     assert "'topic' event" in caplog.text and "ignored" in caplog.text
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize(
     ("path", "message"),
     [

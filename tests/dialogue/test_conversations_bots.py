@@ -228,6 +228,7 @@ async def test_knowledgebasebot_answers_about_the_second_object_it_listed(
     )
 
 
+@pytest.mark.timing
 def test_moodbot_trains_end_to_end_in_under_five_seconds(tmp_path: Path) -> None:
     # CPU seconds (every thread of the process): wall-clock time also counts the other
     # xdist worker and whatever else shares the host's cores.

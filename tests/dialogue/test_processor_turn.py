@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 from rasa_sdk import Action, ActionExecutionRejection, Tracker
 from rasa_sdk.events import FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
@@ -447,6 +448,7 @@ async def test_each_action_of_a_turn_sees_the_tracker_it_runs_on() -> None:
     assert any(e is second_last for e in third.events)
 
 
+@pytest.mark.timing
 async def test_a_long_conversation_is_written_out_for_the_action_server_off_the_loop() -> None:
     """Before, each action call wrote a 100,000-event session out as JSON on the event loop
     (the stdlib's encoder): every other conversation waited about 0.4 s. Now the tracker is
@@ -464,6 +466,7 @@ async def test_a_long_conversation_is_written_out_for_the_action_server_off_the_
     assert hold.busiest < 0.2 * hold.slowness
 
 
+@pytest.mark.timing
 async def test_the_first_load_of_a_long_conversation_is_folded_off_the_loop() -> None:
     """Before, the first turn after a PUT of 100,000 events (or a process start) rebuilt the
     conversation on the event loop: every other conversation and /health waited 1-2 s.

@@ -273,6 +273,7 @@ async def test_timeout_keeps_the_model(model_server, holder, client, archive_fac
     assert holder.current.answer() == "one"
 
 
+@pytest.mark.timing
 async def test_a_body_that_drips_times_out_as_a_whole(
     model_server, holder, client, archive_factory
 ):
@@ -288,6 +289,7 @@ async def test_a_body_that_drips_times_out_as_a_whole(
     assert holder.current.answer() == "one"
 
 
+@pytest.mark.timing
 async def test_a_silent_model_server_fails_after_the_read_timeout_not_the_whole_exchange(
     holder, client
 ):
@@ -315,6 +317,7 @@ def test_the_read_timeout_is_30_s_unless_set_and_never_past_the_timeout() -> Non
         ModelServerConfig.from_endpoint({**url, "read_timeout": "soon"})
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("mode", ["huge", "unsized"])
 async def test_a_body_too_large_is_refused_early_without_the_token(
     model_server, client, loader, archive_factory, mode

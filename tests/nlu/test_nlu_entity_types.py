@@ -352,6 +352,7 @@ def _running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
+@pytest.mark.timing
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="the parent's death signal is Linux's")
 def test_an_sgd_training_ends_with_the_process_that_started_it():

@@ -310,6 +310,7 @@ def test_a_model_put_on_one_worker_is_loaded_by_every_worker(
     assert within(follow, lambda: ready_statuses(two_workers), {503}) == {503}
 
 
+@pytest.mark.timing
 def test_a_worker_that_cannot_start_stops_the_server_with_an_error(tmp_path: Path) -> None:
     """Restarting it would fail the same way for ever: the supervisor stops and says so."""
     script = (

@@ -48,6 +48,7 @@ async def timed(operation: Any) -> tuple[Any, float]:
     return result, time.monotonic() - started
 
 
+@pytest.mark.timing
 @pytest.mark.usefixtures("short_timeouts")
 @pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
 async def test_turns_go_on_when_the_network_drops_a_connection_in_use(dialect: str) -> None:

@@ -347,6 +347,7 @@ async def test_an_append_botocore_sends_again_is_stored_once(store: DynamoTracke
     assert await store.load_all("frank") == events + events
 
 
+@pytest.mark.timing
 async def test_an_unreachable_endpoint_is_unavailable_at_once(endpoint: str) -> None:
     """Nothing listens at the endpoint: 503 at once, naming the table and region."""
     store = create_tracker_store(
@@ -362,6 +363,7 @@ async def test_an_unreachable_endpoint_is_unavailable_at_once(endpoint: str) -> 
         await store.close()
 
 
+@pytest.mark.timing
 async def test_a_silent_endpoint_is_unavailable_after_its_socket_timeout(
     store: DynamoTrackerStore, endpoint: str, table: str
 ) -> None:

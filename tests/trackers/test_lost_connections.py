@@ -154,6 +154,7 @@ class LosesTheCommitsAnswer(TcpProxy):
         return await super().forward(data, writer, upstream)
 
 
+@pytest.mark.timing
 async def test_an_append_whose_commit_answer_is_lost_is_a_503_and_not_written_twice() -> None:
     """MySQL/MariaDB: the commit may have happened (here it did), so it is not sent again."""
     async with mariadb_database() as config:

@@ -143,6 +143,7 @@ async def test_loads_made_together_each_see_their_own_newer_rows() -> None:
             assert events == turn(sender, 1.0) + [e for t in later_turns for e in t]
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("alone", [False, True])
 async def test_an_append_cancelled_before_its_group_goes_out_is_not_written(alone: bool) -> None:
     async with postgres_database() as config:

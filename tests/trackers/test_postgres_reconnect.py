@@ -51,6 +51,7 @@ async def test_append_returns_rows_in_order_and_the_cache_follows() -> None:
             await store.close()
 
 
+@pytest.mark.timing
 async def test_a_connection_left_idle_is_not_used_once_the_network_may_have_dropped_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -191,6 +191,7 @@ async def test_a_turn_costs_the_lock_few_python_calls(prefix: str) -> None:
         await store.close()
 
 
+@pytest.mark.timing
 async def test_a_silent_redis_fails_a_batch_after_one_socket_timeout(prefix: str) -> None:
     """The batch's connection has no per-reply timeout: the client's socket timeout bounds
     the whole batch, and the next batch reconnects once Redis answers again."""

@@ -20,6 +20,7 @@ from tests.trackers.persistence_fixtures import (
 )
 
 
+@pytest.mark.timing
 async def test_a_refused_redis_connection_fails_at_once() -> None:
     """Before, the store and the lock store each took ~3.5 s (redis-py's default retries
     backing off 1 to 4 s) to say that Redis was down."""
@@ -42,6 +43,7 @@ async def test_a_refused_redis_connection_fails_at_once() -> None:
         await locks.close()
 
 
+@pytest.mark.timing
 async def test_a_silent_redis_is_unavailable_after_one_socket_timeout() -> None:
     """A Redis that takes connections but stops answering: 503 after `socket_timeout`.
     Before, the command was sent again after the timeout, and the 503 came after twice it."""

@@ -123,6 +123,7 @@ def conversation_keys(config: dict[str, Any], sender: str) -> list[str]:
     ]
 
 
+@pytest.mark.timing
 async def test_a_conversation_of_100000_events_is_written_and_read_off_the_loop(
     config: dict[str, Any],
 ) -> None:
@@ -154,6 +155,7 @@ async def test_a_conversation_of_100000_events_is_written_and_read_off_the_loop(
         await reader.close()
 
 
+@pytest.mark.timing
 async def test_rasas_string_of_100000_events_is_parsed_off_the_loop(
     config: dict[str, Any], client: Redis
 ) -> None:
@@ -178,6 +180,7 @@ async def test_rasas_string_of_100000_events_is_parsed_off_the_loop(
         await store.close()
 
 
+@pytest.mark.timing
 async def test_a_replace_of_100000_events_pushes_them_a_piece_at_a_time(
     config: dict[str, Any], client: Redis
 ) -> None:
@@ -202,6 +205,7 @@ async def test_a_replace_of_100000_events_pushes_them_a_piece_at_a_time(
         await reader.close()
 
 
+@pytest.mark.timing
 async def test_an_append_of_100000_events_holds_neither_the_loop_nor_redis(
     config: dict[str, Any], client: Redis
 ) -> None:
@@ -309,6 +313,7 @@ async def test_a_long_conversation_rasa_stored_is_converted_whole(
         await store.close()
 
 
+@pytest.mark.timing
 async def test_a_long_session_the_cache_lets_go_of_is_freed_off_the_loop(
     config: dict[str, Any],
 ) -> None:

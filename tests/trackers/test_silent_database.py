@@ -82,6 +82,7 @@ async def test_a_database_that_never_answers_is_unavailable(
             await store.close()
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
 async def test_a_database_that_stops_answering_mid_conversation(
     dialect: str, monkeypatch: pytest.MonkeyPatch

@@ -421,6 +421,7 @@ async def test_an_append_made_while_a_bulk_append_builds_its_rows_comes_after_it
         await store.close()
 
 
+@pytest.mark.timing
 async def test_a_first_load_of_200000_events_after_a_restart_holds_the_loop_briefly(
     tmp_path: Path,
 ) -> None:
@@ -454,6 +455,7 @@ async def test_a_first_load_of_200000_events_after_a_restart_holds_the_loop_brie
         await reader.close()
 
 
+@pytest.mark.timing
 async def test_reading_a_whole_conversation_of_100000_events_holds_the_loop_briefly(
     tmp_path: Path,
 ) -> None:

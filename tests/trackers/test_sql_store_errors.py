@@ -93,6 +93,7 @@ async def test_an_event_larger_than_mysql_takes_is_refused_not_an_outage(tmp_pat
             await store.close()
 
 
+@pytest.mark.timing
 async def test_every_pooled_connection_in_use_is_a_503_within_seconds(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -124,6 +125,7 @@ async def test_every_pooled_connection_in_use_is_a_503_within_seconds(
             await store.close()
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("kind", ["postgresql", "mariadb"])
 async def test_a_table_locked_by_another_session_is_a_503_not_a_hang(
     kind: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
