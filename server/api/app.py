@@ -7,6 +7,7 @@ and the app can be assembled with fakes in tests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -150,8 +151,11 @@ def prepare_routes(app: FastAPI) -> None:
         route.matches(dict(scope))
     endpoint_context = getattr(fastapi.routing, "_extract_endpoint_context", None)
     if endpoint_context is not None:
-        for endpoint in _endpoints(app.router.routes):
-            endpoint_context(endpoint)
+        # A FastAPI release whose helper takes other arguments must not stop the server
+        # from starting (the first requests then do that work themselves).
+        with contextlib.suppress(Exception):
+            for endpoint in _endpoints(app.router.routes):
+                endpoint_context(endpoint)
 
 
 def _endpoints(routes: Iterable[BaseRoute]) -> Iterator[Callable[..., Any]]:

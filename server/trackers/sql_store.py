@@ -266,6 +266,7 @@ class SqlTrackerStore:
         self._engine = self._schema_engine()
         self._ready = False
         self._ready_lock = asyncio.Lock()
+        self._migration: asyncio.Future[None] | None = None
         self._db: _Database
         # The driver's own "cannot reach the server" errors, beside SQLAlchemy's and OSError.
         self._unreachable_errors: tuple[type[BaseException], ...] = ()
@@ -318,10 +319,27 @@ class SqlTrackerStore:
                 try:
                     if self._login_db:
                         await ensure_postgres_database(self.url, self._login_db)
-                    await migrate(self._schema_engine)
+                    await self._migrated()
                 except RuntimeError as exc:  # the database holds another `events` table
                     raise StoreFailed(f"{describe(self.url)}: {exc}") from exc
             self._ready = True
+
+    async def _migrated(self) -> None:
+        """The schema's migration, which runs in a thread: a caller that gives up (a
+        readiness probe's timeout) does not stop it, so the next caller joins the attempt
+        under way instead of queueing another behind it (one at a time per process): on a
+        database host that never answers, each probe given up added a connect timeout to the
+        wait of the next turn."""
+        migration = self._migration
+        if (
+            migration is None
+            or migration.done()
+            or migration.get_loop() is not asyncio.get_running_loop()
+        ):
+            migration = self._migration = asyncio.ensure_future(migrate(self._schema_engine))
+            # The error of an attempt whose callers all gave up is not logged at its end.
+            migration.add_done_callback(lambda done: done.cancelled() or done.exception())
+        await asyncio.shield(migration)
 
     async def ping(self) -> None:
         await self._ensure_ready()

@@ -10,8 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import fastapi.routing
 import pytest
+from fastapi import FastAPI
 
+from server.api.app import prepare_routes
 from tests.api.cold_start_probe import FIRST_REQUESTS
 from tests.loop_lag import loop_hold
 
@@ -58,3 +61,23 @@ def test_no_first_request_imports_reads_source_or_compiles_on_the_event_loop(
     first_use = json.loads(out.stdout.strip().splitlines()[-1])["first_use"]
     assert list(first_use) == [f"{method} {path}" for method, path, _ in FIRST_REQUESTS]
     assert {request: work for request, work in first_use.items() if work} == {}
+
+
+def test_startup_survives_a_fastapi_whose_private_endpoint_helper_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """prepare_routes warms FastAPI's private `_extract_endpoint_context` (fastapi>=0.110 is
+    not pinned). Before, a release where it takes other arguments stopped every server at
+    startup (its TypeError); now its first requests just do that work themselves."""
+
+    def changed(dependant: object, scope: object) -> None:
+        raise AssertionError("not called this way")
+
+    monkeypatch.setattr(fastapi.routing, "_extract_endpoint_context", changed)
+    app = FastAPI()
+
+    @app.get("/ping")
+    async def ping() -> str:
+        return "pong"
+
+    prepare_routes(app)
