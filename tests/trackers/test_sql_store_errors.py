@@ -178,7 +178,8 @@ async def test_probes_given_up_during_a_hung_migration_queue_no_more_attempts(
     one such attempt queued behind the others (one migration at a time per process): 5
     probes, then a turn's own attempt waited for 5 connect timeouts, one after another (and
     held 5 threads of the loop's pool meanwhile). Now a caller joins the attempt under way."""
-    monkeypatch.setattr(sql_engine, "CONNECT_TIMEOUT_SECONDS", 0.5)
+    # Long beside the probes' 5 x 10 ms, even on a slow host: they all meet one attempt.
+    monkeypatch.setattr(sql_engine, "CONNECT_TIMEOUT_SECONDS", 1.0)
     connections: list[asyncio.StreamWriter] = []
 
     async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -193,7 +194,7 @@ async def test_probes_given_up_during_a_hung_migration_queue_no_more_attempts(
     try:
         for _ in range(5):
             with pytest.raises(TimeoutError):
-                await asyncio.wait_for(store.ping(), 0.02)
+                await asyncio.wait_for(store.ping(), 0.01)
         with pytest.raises(StoreUnavailable, match="tracker store"):
             await store.load("alice")
         assert len(connections) == 1
