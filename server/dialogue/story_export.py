@@ -1,8 +1,9 @@
 """A conversation as Rasa's YAML test story (GET /conversations/{id}/story).
 
-Only the applied events of each session are written: user turns (intent and annotated text;
-the text alone for a message answered from its text, as Rasa),
-actions other than `action_listen` and session starts, slots that were set, and active loops.
+Each session is written from its events as logged, as Rasa's `tracker.as_story` (a form's
+answers, a restart and a rewound turn stay): user turns (intent and annotated text; the text
+alone for a message answered from its text), actions other than `action_listen` and session
+starts, slots that were set, and active loops.
 """
 
 from __future__ import annotations
@@ -96,12 +97,19 @@ def _read_by_text(events: Iterable[Event]) -> set[int]:
     return by_text
 
 
+def _story_intent(event: UserUttered) -> str | None:
+    """The intent as Rasa's stories name it: a retrieval intent with its response key
+    (`faq/ask_name`) when the parse gave one."""
+    full_name = event.intent.get("full_retrieval_intent_name")
+    return full_name if isinstance(full_name, str) and full_name else event.intent_name
+
+
 def _step_lines(event: Event, by_text: set[int]) -> list[str]:
     if isinstance(event, UserUttered):
         lines: list[str] = []
         first = "  - "
         if event.intent_name and (id(event) not in by_text or not event.text):
-            lines.append(f"{first}intent: {yaml_scalar(event.intent_name)}")
+            lines.append(f"{first}intent: {yaml_scalar(_story_intent(event))}")
             first = "    "
         if event.text:
             lines.extend(_text("user", message_markup(event.text, event.entities), first))
@@ -122,7 +130,7 @@ def _step_lines(event: Event, by_text: set[int]) -> list[str]:
 
 
 def stories_yaml(stories: Iterable[tuple[str, Sequence[Event]]]) -> str:
-    """Rasa's YAML test stories file for `(story name, applied events)` pairs."""
+    """Rasa's YAML test stories file for `(story name, events)` pairs."""
     lines = [f'version: "{STORY_FORMAT_VERSION}"']
     body: list[str] = []
     for name, events in stories:
@@ -159,5 +167,5 @@ def conversation_story(
     stories: list[tuple[str, Sequence[Event]]] = []
     for index, session in enumerate(trackers, start=1):
         name = f"{tracker.sender_id}, story {index}" if numbered else tracker.sender_id
-        stories.append((name, session.applied_events()))
+        stories.append((name, session.events))
     return stories_yaml(stories)
