@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from server.errors import InvalidConfig
+from server.setting_values import warn_of_unknown_keys
 from server.training.yaml_io import read_yaml_file
 
 logger = logging.getLogger(__name__)
@@ -46,11 +47,9 @@ def _read_sections(path: str | Path | None, what: str) -> dict[str, Any]:
 
 
 def read_endpoints(path: str | Path | None) -> dict[str, Any]:
-    """The sections of endpoints.yml; unknown sections are kept but logged."""
+    """The sections of endpoints.yml; an unknown one is named in a warning and dropped."""
     sections = _read_sections(path, "endpoints")
-    for name in sections:
-        if name not in ENDPOINT_SECTIONS:
-            logger.warning("endpoints file %s: unknown section '%s' is ignored", path, name)
+    warn_of_unknown_keys(sections, ENDPOINT_SECTIONS, str(path), what="section")
     return {k: v for k, v in sections.items() if k in ENDPOINT_SECTIONS}
 
 

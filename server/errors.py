@@ -237,3 +237,14 @@ def first_line(exc: BaseException, limit: int | None = 300, default: str | None 
     if not lines:
         return type(exc).__name__ if default is None else default
     return lines[0] if limit is None else lines[0][:limit]
+
+
+def install_extra(extra: str) -> str:
+    """The command that installs botserver's optional `extra` (its packages at the versions
+    botserver is tested with), for errors about a package that is missing."""
+    return f"pip install 'botserver[{extra}]'"
+
+
+def needs_extra(what: str, package: str, extra: str) -> InvalidConfig:
+    """The error for `what`, which needs the optional `package`, where it is not installed."""
+    return InvalidConfig(f"{what} needs {package}: {install_extra(extra)}")

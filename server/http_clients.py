@@ -147,6 +147,28 @@ def header_values(headers: dict[str, Any], key: str) -> dict[str, bytes]:
     return values
 
 
+def basic_auth_credentials(basic_auth: Any) -> tuple[str, str] | None:
+    """An endpoint's `basic_auth:` (user name, password), read for every endpoint as Rasa's
+    aiohttp reads it: a number is sent as its text (YAML reads `password: 1234` as one);
+    what no request can carry stops the start (the value unsaid)."""
+    if not basic_auth:
+        return None
+    if not isinstance(basic_auth, dict):
+        raise InvalidConfig("'basic_auth' must be a mapping with 'username' and 'password'")
+    credentials = []
+    for key in ("username", "password"):
+        value = basic_auth.get(key)
+        if value is None:
+            raise InvalidConfig(f"'basic_auth' needs a '{key}'")
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise InvalidConfig(f"'basic_auth' '{key}' must be text (quote it in YAML)")
+        credentials.append(str(value))
+    if ":" in credentials[0]:
+        # The server splits `username:password` at the first ':': the login would be wrong.
+        raise InvalidConfig("'basic_auth' 'username' cannot hold a ':'")
+    return credentials[0], credentials[1]
+
+
 def safe_url(url: str, tolerant: bool = False) -> str:
     """`url` as errors and the log may show it: scheme, host, port and path, without user,
     password, query (a token, a SAS signature, a presigned URL's X-Amz-/X-Goog- signature and

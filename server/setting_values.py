@@ -6,8 +6,10 @@ read from strings too (`session_persistence: ${PERSIST}` with PERSIST=false is o
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -57,6 +59,24 @@ def seconds(settings: dict[str, Any], key: str, default: float) -> float:
     if not number > 0 or number == float("inf"):
         raise InvalidConfig(f"'{key}' must be a positive number of seconds, not {_shown(value)}")
     return number
+
+
+def count(settings: dict[str, Any], key: str, default: int, least: int = 1) -> int:
+    """A whole number of `least` or more (its digits as a string too)."""
+    value = settings.get(key)
+    if value is None:
+        return default
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise InvalidConfig(
+            f"'{key}' must be a whole number of {least} or more, not {_shown(value)}"
+            + _quoted_var(value)
+        )
+    return value
 
 
 def http_url(settings: dict[str, Any], key: str) -> str:
@@ -156,3 +176,30 @@ def host_and_port(host: Any, port: Any, service: str) -> tuple[Any, int | None]:
         # Rasa takes the url's port; before, the host was 'db:5433' whole, found by no resolver.
         logger.warning("%s: the port %d in url is used, not `port` %s", service, number, port_key)
     return host, number
+
+
+def warn_of_unknown_keys(
+    settings: dict[str, Any],
+    known: Iterable[str],
+    owner: str,
+    *,
+    quiet: Iterable[str] = (),
+    rasa: str = "nor by Rasa",
+    what: str = "setting",
+) -> None:
+    """A warning for each key of the section `owner` (`endpoints.yml: tracker_store`,
+    `credentials.yml: channel 'rest'`) that is not `known` nor `quiet`, with the key meant
+    when it is a near miss of one, else the keys read: Rasa ignores most such keys without a
+    word, and a misspelt `key_prefix` read and wrote another bot's conversations, a misspelt
+    `header:` never sent the action server's API key. `rasa`: what Rasa does with such a key,
+    in the warning's brackets; `what` a key is (a `section` of the file itself). The one
+    wording of every endpoints.yml and credentials.yml section; the value is never shown
+    (it may be a password)."""
+    read = sorted(known)
+    skipped = set(read) | set(quiet)
+    for key in settings:
+        if key in skipped:
+            continue
+        close = difflib.get_close_matches(str(key), read, n=1, cutoff=0.8)
+        hint = f"did you mean '{close[0]}'?" if close else f"it reads {', '.join(read) or 'none'}"
+        logger.warning("%s: unknown %s '%s' is not read (%s); %s", owner, what, key, rasa, hint)

@@ -1,6 +1,7 @@
 """Servers for tests that face a third party (Duckling, an NLU server, cloud storage): a tiny
 JSON HTTP server whose requests are answered by a function of their path and body, and one that
-takes connections and never answers. Each runs in a thread on a free port."""
+takes connections and never answers, or closes them unanswered. Each runs in a thread on a free
+port."""
 
 from __future__ import annotations
 
@@ -55,19 +56,16 @@ def serve_json(respond: Respond) -> Iterator[str]:
 
 
 @contextmanager
-def silent_server() -> Iterator[str]:
-    """Yields the base URL of a host that accepts every connection and never sends a byte (a
-    hung server, a dead backend behind a load balancer). On exit its connections are closed,
-    so a client still waiting on one fails at once."""
+def _accepting(take: Callable[[socket.socket], None]) -> Iterator[str]:
+    """Yields the base URL of a host that hands each connection it accepts to `take`."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.05)
-    held: list[socket.socket] = []
     done = threading.Event()
 
     def accept() -> None:
         while not done.is_set():
             try:
-                held.append(listener.accept()[0])
+                take(listener.accept()[0])
             except TimeoutError:
                 continue
             except OSError:
@@ -81,5 +79,34 @@ def silent_server() -> Iterator[str]:
         done.set()
         thread.join()
         listener.close()
+
+
+@contextmanager
+def silent_server() -> Iterator[str]:
+    """Yields the base URL of a host that accepts every connection and never sends a byte (a
+    hung server, a dead backend behind a load balancer). On exit its connections are closed,
+    so a client still waiting on one fails at once."""
+    held: list[socket.socket] = []
+    try:
+        with _accepting(held.append) as url:
+            yield url
+    finally:
         for connection in held:
             connection.close()
+
+
+@contextmanager
+def closing_server() -> Iterator[str]:
+    """Yields the base URL of a host that reads each request and closes the connection
+    without an answer (a proxy with no backend, another service on the port)."""
+
+    def hang_up(connection: socket.socket) -> None:
+        with connection:
+            connection.settimeout(1)
+            try:
+                connection.recv(65536)
+            except OSError:
+                pass
+
+    with _accepting(hang_up) as url:
+        yield url

@@ -12,7 +12,7 @@ import gc
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from server.models.loading import load_model, with_remote_nlu
 from server.models.model_server import ModelServerConfig
 from server.models.source import ModelSource
 from server.nlu.remote import RemoteNLU
+from server.setting_values import warn_of_unknown_keys
 from server.trackers.factory import (
     DEFAULT_TRACKER_STORE,
     create_lock_store,
@@ -48,7 +49,6 @@ from server.trackers.factory import (
     reading_section,
 )
 from server.trackers.repository import TrackerRepository
-from server.training.unknown_options import unknown_option_warning
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ _NLG_KEYS = HttpEndpoint.SETTINGS_KEYS | {"type", "store_type"}
 def _action_client(config: dict[str, Any] | None, source: str) -> Any:
     if not config:
         return None
-    _warn_unknown_settings(config, _ACTION_ENDPOINT_KEYS, f"{source}: action_endpoint")
+    warn_of_unknown_keys(config, _ACTION_ENDPOINT_KEYS, f"{source}: action_endpoint")
     if not config.get("url"):
         # `url: ${ACTION_SERVER_URL}` with the variable empty, say.
         logger.warning(
@@ -109,13 +109,6 @@ def _action_client(config: dict[str, Any] | None, source: str) -> Any:
     from server.dialogue.action_client import ActionServerClient
 
     return ActionServerClient(config)
-
-
-def _warn_unknown_settings(config: dict[str, Any], known: frozenset[str], owner: str) -> None:
-    """A warning for each key of an endpoint section that is not read (its value unsaid)."""
-    for key in config:
-        if key not in known:
-            logger.warning(unknown_option_warning(owner, key, sorted(known), list_known=True))
 
 
 def _load_channels(options: ServerOptions) -> list[InputChannel]:
@@ -172,6 +165,13 @@ async def _check_lock_store(lock_store: Any) -> None:
             "The lock store gave no answer within %g s; turns answer 503 while it does not",
             LOCK_STORE_CHECK_SECONDS,
         )
+    else:  # (before, a Redis evicting leases said nothing: two turns at once)
+        evicts = getattr(lock_store, "eviction_risk", None)
+        if evicts is not None:
+            with suppress(TimeoutError):
+                risk = await asyncio.wait_for(evicts(), LOCK_STORE_CHECK_SECONDS)
+                if risk:
+                    logger.warning("%s", risk)
 
 
 async def _close(what: str, close: Callable[[], Awaitable[Any]] | None) -> None:
@@ -214,16 +214,24 @@ def build_app(options: ServerOptions) -> FastAPI:
     with reading_section("nlg", endpoints_file):
         from server.dialogue.nlg_client import nlg_client_for
 
-        _warn_unknown_settings(endpoints.get("nlg") or {}, _NLG_KEYS, f"{endpoints_file}: nlg")
+        warn_of_unknown_keys(endpoints.get("nlg") or {}, _NLG_KEYS, f"{endpoints_file}: nlg")
         nlg_client = nlg_client_for(endpoints.get("nlg"))
     models_endpoint = endpoints.get("models") or None
     if isinstance(models_endpoint, dict):
-        _warn_unknown_settings(
+        warn_of_unknown_keys(
             models_endpoint, ModelServerConfig.SETTINGS_KEYS, f"{endpoints_file}: models"
         )
+        # A section no pull can use stops the start, as an action_endpoint's does: before,
+        # the server started without a model and never pulled one.
+        with reading_section("models", endpoints_file):
+            ModelServerConfig.from_endpoint(models_endpoint)
 
     loader: Callable[[Path, dict[str, Any]], DialogueModel] = load_model
     if endpoints.get("nlu"):
+        if isinstance(endpoints["nlu"], dict):
+            warn_of_unknown_keys(
+                endpoints["nlu"], RemoteNLU.SETTINGS_KEYS, f"{endpoints_file}: nlu"
+            )
         loader = with_remote_nlu(load_model, RemoteNLU(endpoints["nlu"]))
     holder: ModelHolder[DialogueModel] = ModelHolder(loader, verify_key=options.verify_key)
     source = ModelSource(holder)

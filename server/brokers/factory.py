@@ -6,7 +6,8 @@ from typing import Any
 
 from server.brokers.broker import EventBroker
 from server.errors import InvalidConfig
-from server.trackers.factory import reading_section, section_type, warn_of_unknown_keys
+from server.setting_values import warn_of_unknown_keys
+from server.trackers.factory import SECTION_KEYS, reading_section, section_type
 
 _RABBITMQ_TYPES = {None, "", "pika", "rabbitmq", "rabbit", "amqp"}
 # Rasa's SQL and file brokers take no key they do not know: its start stops, a TypeError.
@@ -25,25 +26,29 @@ def create_event_broker(
     if not config:
         return None
     with reading_section("event_broker", source):
-        return _create_event_broker(dict(config))
+        return _create_event_broker(dict(config), f"{source}: event_broker")
 
 
-def _create_event_broker(config: dict[str, Any]) -> EventBroker:
+def _create_event_broker(config: dict[str, Any], owner: str) -> EventBroker:
     kind = section_type(config)
     if kind in _RABBITMQ_TYPES:
         from server.brokers.rabbitmq import RabbitMQEventBroker
 
-        warn_of_unknown_keys(config, RabbitMQEventBroker.SETTINGS, "event_broker")
+        warn_of_unknown_keys(config, RabbitMQEventBroker.SETTINGS, owner, quiet=SECTION_KEYS)
         return RabbitMQEventBroker(config)
     if kind == "sql":
         from server.brokers.sql import SqlEventBroker
 
-        warn_of_unknown_keys(config, SqlEventBroker.SETTINGS, "event_broker", rasa=_RASA_REFUSES)
+        warn_of_unknown_keys(
+            config, SqlEventBroker.SETTINGS, owner, quiet=SECTION_KEYS, rasa=_RASA_REFUSES
+        )
         return SqlEventBroker(config)
     if kind == "file":
         from server.brokers.file import FileEventBroker
 
-        warn_of_unknown_keys(config, FileEventBroker.SETTINGS, "event_broker", rasa=_RASA_REFUSES)
+        warn_of_unknown_keys(
+            config, FileEventBroker.SETTINGS, owner, quiet=SECTION_KEYS, rasa=_RASA_REFUSES
+        )
         return FileEventBroker(config)
     raise InvalidConfig(
         f"event_broker type '{config['type']}' is not supported; use pika (RabbitMQ), sql or file"

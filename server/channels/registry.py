@@ -12,7 +12,7 @@ from typing import Any
 
 from server.channels.channel import InputChannel
 from server.errors import InvalidConfig
-from server.training.unknown_options import unknown_option_warning
+from server.setting_values import warn_of_unknown_keys
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def load_channels(
             raise InvalidConfig(f"{origin}: {e}") from None
         channel = _build(cls, name, settings, source)
         if name in CHANNELS and settings:
-            _warn_unknown_keys(settings, cls.settings_keys, f"{source}: channel '{name}'")
+            warn_of_unknown_keys(settings, cls.settings_keys, f"{source}: channel '{name}'")
         _check_name(channel.name, name, keys, origin)
         channels.append(channel)
     # Only a channel with an output channel of its own can push a conversation's reminders:
@@ -140,15 +140,6 @@ def load_channels(
     for channel in channels:
         channel.served_with(pushing - {channel.name})
     return channels
-
-
-def _warn_unknown_keys(settings: dict[str, Any], known: frozenset[str], owner: str) -> None:
-    """A warning for each key a built-in channel does not read."""
-    for key in settings:
-        if not known:
-            logger.warning("%s takes no settings: '%s' is ignored", owner, key)
-        elif key not in known:
-            logger.warning(unknown_option_warning(owner, key, sorted(known), list_known=True))
 
 
 def _check_name(channel_name: str, key: str, keys: dict[str, str], origin: str) -> None:

@@ -269,7 +269,9 @@ class RocketChatInput(InputChannel):
             settings.text(c, "password") or "",
             timeout=settings.seconds(c, "timeout", 10.0),
         )
-        api.max_message_length = _max_message_length(c)
+        api.max_message_length = settings.count(
+            c, "max_message_length", MAX_MESSAGE_LENGTH, least=100
+        )
         token = settings.text(c, "webhook_token")
         if token is None:
             logger.warning(
@@ -504,14 +506,3 @@ def _id(value: Any) -> str | None:
 
 def _as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
-
-
-def _max_message_length(settings: dict[str, Any]) -> int:
-    value = settings.get("max_message_length", MAX_MESSAGE_LENGTH)
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 100:
-        raise InvalidConfig(
-            f"'max_message_length' must be a whole number of 100 or more, not {value!r}"
-        )
-    return value

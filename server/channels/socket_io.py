@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import sys
 import uuid
+from collections import OrderedDict
+from itertools import islice
 from typing import Any
 
 import jwt
@@ -72,9 +74,73 @@ INVALID_SESSION = (
 _SESSION_ROOM = "session:"
 
 
+# The most sessions a socket stays in, by default (`sessions_per_socket`).
+SESSIONS_PER_SOCKET = 1000
+
+
 def session_room(session_id: str) -> str:
     """The socket.io room of the sockets in session `session_id`."""
     return _SESSION_ROOM + session_id
+
+
+class SocketSessions:
+    """The sessions each connected socket is in, at most `limit` per socket: a gateway
+    relaying many users over one long-lived socket would otherwise hold a room for every
+    user it ever relayed. Past the limit, the session the socket used least recently is left,
+    unless a turn of it is being answered: its reply must reach the socket.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._of: dict[str, OrderedDict[str, None]] = {}  # socket id: its sessions, oldest first
+        self._answering: dict[tuple[str, str], int] = {}  # (socket, session): turns running
+        self._told: set[str] = set()  # sockets that have left a session: logged once each
+
+    def __len__(self) -> int:
+        """How many (socket, session) pairs are held."""
+        return sum(len(sessions) for sessions in self._of.values())
+
+    def use(self, sid: str, session_id: str, turn: bool = False) -> tuple[bool, list[str]]:
+        """Socket `sid` uses `session_id` now (for a `turn`, kept until `answered`): whether
+        it is new to the socket, and the sessions the socket leaves to stay within the limit."""
+        if turn:
+            key = (sid, session_id)
+            self._answering[key] = self._answering.get(key, 0) + 1
+        sessions = self._of.setdefault(sid, OrderedDict())
+        new = session_id not in sessions
+        sessions[session_id] = None
+        sessions.move_to_end(session_id)
+        return new, self._trim(sid, sessions)
+
+    def answered(self, sid: str, session_id: str) -> list[str]:
+        """A turn of `session_id` from socket `sid` is over: the sessions the socket leaves."""
+        key = (sid, session_id)
+        self._answering[key] -= 1
+        if not self._answering[key]:
+            del self._answering[key]
+        sessions = self._of.get(sid)
+        return self._trim(sid, sessions) if sessions is not None else []
+
+    def _trim(self, sid: str, sessions: OrderedDict[str, None]) -> list[str]:
+        """Leaves the sessions older than the socket's `limit` latest, but those answering."""
+        older = list(islice(sessions, max(len(sessions) - self.limit, 0)))
+        left = [session for session in older if (sid, session) not in self._answering]
+        for session in left:
+            del sessions[session]
+        if left and sid not in self._told:
+            self._told.add(sid)
+            logger.warning(
+                "socketio: socket %s is in %d sessions (sessions_per_socket): it leaves the "
+                "one it used least recently, whose pushes no longer reach it (once per socket)",
+                sid,
+                self.limit,
+            )
+        return left
+
+    def forget(self, sid: str) -> None:
+        """Socket `sid` is gone (python-socketio takes it out of its rooms itself)."""
+        self._of.pop(sid, None)
+        self._told.discard(sid)
 
 
 def socketio_payloads(message: dict[str, Any]) -> list[dict[str, Any]]:
@@ -84,7 +150,11 @@ def socketio_payloads(message: dict[str, Any]) -> list[dict[str, Any]]:
         choices = reply_choices(part)
         if choices is not None:
             # As Rasa: the text's paragraphs one by one, the choices with the last of them.
+            # Choices without a text (rasa-sdk's `text: null`) come with an empty one:
+            # rasa-webchat would show "null" (Rasa fails the turn).
             text = part.get("text")
+            if text is None:
+                text = ""
             pieces = text.strip().split("\n\n") if isinstance(text, str) else [text]
             payloads.extend({"text": piece, "quick_replies": []} for piece in pieces[:-1])
             payloads.append(
@@ -193,6 +263,7 @@ class SocketIOInput(InputChannel):
             "metadata_key",
             "cors_allowed_origins",
             "rooms_redis",
+            "sessions_per_socket",
         )
     )
 
@@ -208,6 +279,7 @@ class SocketIOInput(InputChannel):
         metadata_key: str = "metadata",
         cors_allowed_origins: str | list[str] | None = None,
         rooms_redis: dict[str, Any] | bool | None = None,
+        sessions_per_socket: int = SESSIONS_PER_SOCKET,
     ) -> None:
         self.user_message_evt = user_message_evt
         self.bot_message_evt = bot_message_evt
@@ -224,6 +296,7 @@ class SocketIOInput(InputChannel):
             else None
         )
         self.metadata_key = metadata_key
+        self.socket_sessions = SocketSessions(sessions_per_socket)
         # Rasa turns the origin check off ([]); a list or "*" here turns it on.
         options: dict[str, Any] = {
             "async_mode": "asgi",
@@ -272,6 +345,7 @@ class SocketIOInput(InputChannel):
             metadata_key=settings.text(c, "metadata_key", "metadata") or "",
             cors_allowed_origins=_origins(c.get("cors_allowed_origins")),
             rooms_redis=rooms_redis_setting(c.get("rooms_redis")),
+            sessions_per_socket=settings.count(c, "sessions_per_socket", SESSIONS_PER_SOCKET),
         )
 
     def use_endpoints(self, endpoints: dict[str, Any]) -> None:
@@ -342,11 +416,13 @@ class SocketIOInput(InputChannel):
         if not isinstance(token, str):
             return "no token (a client connects with an auth object whose token is 'Bearer <jwt>')"
         try:
-            jwt.decode(
+            claims = jwt.decode(
                 token.removeprefix("Bearer "), self._verification_key, algorithms=[self.jwt_method]
             )
         except jwt.PyJWTError as exc:
             return f"JWT rejected: {type(exc).__name__}"
+        if not claims:  # as Rasa, which lets a socket in only when the claims are not empty
+            return "JWT rejected: no claims"
         return None
 
     def _register_handlers(self, on_new_message: OnNewMessage) -> None:
@@ -360,16 +436,25 @@ class SocketIOInput(InputChannel):
             return False
 
         async def disconnect(sid: str, *args: Any) -> None:
-            return None
+            self.socket_sessions.forget(sid)
 
-        async def join(sid: str, session_id: str) -> bool:
-            """Puts the socket in the session's room (at once if it is there already); False
-            when it has left meanwhile (its event and its disconnect came in one long-polling
-            request: the handler runs after both)."""
+        async def join(sid: str, session_id: str, turn: bool = False) -> bool:
+            """Puts the socket in the session's room (at once if it is there already), and
+            out of its least recently used session past `sessions_per_socket` (for a `turn`,
+            the session stays until `answered`); False when it has left meanwhile (its event
+            and its disconnect came in one long-polling request: the handler runs after
+            both)."""
             if not sio.manager.is_connected(sid, ns or "/"):
                 return False
-            await sio.enter_room(sid, session_room(session_id), namespace=ns)
+            joined, left = self.socket_sessions.use(sid, session_id, turn)
+            if joined:
+                await sio.enter_room(sid, session_room(session_id), namespace=ns)
+            await leave(sid, left)
             return True
+
+        async def leave(sid: str, sessions: list[str]) -> None:
+            for session_id in sessions:
+                await sio.leave_room(sid, session_room(session_id), namespace=ns)
 
         # `*_`: arguments after the first, which some clients send, are ignored rather than
         # failing the handler (and losing the message).
@@ -387,40 +472,8 @@ class SocketIOInput(InputChannel):
                 return  # the socket has left: nobody to confirm it to
             await sio.emit("session_confirm", session_id, room=sid, namespace=ns)
 
-        async def user_message(sid: str, data: Any = None, *_: Any) -> None:
-            data = _event_data(data)
-            if data is None:
-                logger.warning(
-                    "socketio: a %s whose data is not an object (or a JSON text of one) "
-                    "was dropped",
-                    self.user_message_evt,
-                )
-                return
-            if self.session_persistence:
-                sender = _session_id(data.get("session_id"))
-                if sender is None:
-                    logger.warning(
-                        "socketio: a message without a session_id was dropped; the client "
-                        "must send session_request first when session_persistence is on"
-                    )
-                    return
-                if not _can_be_stored(sender):
-                    # Refused before the turn, which would fail on it: the socket is told
-                    # itself, as it can join no session of that id.
-                    logger.warning(
-                        "socketio: a message for a session_id no store can hold was refused"
-                    )
-                    await sio.emit(
-                        self.bot_message_evt, {"text": INVALID_SESSION}, room=sid, namespace=ns
-                    )
-                    return
-                # A client that sends its session id without a session_request on this
-                # socket (a backend client, a widget after a server restart) gets the replies
-                # too; knowing the id lets it request the session anyway. A socket that
-                # could not join (it left) has its turn run all the same.
-                await join(sid, sender)
-            else:
-                sender = sid
+        async def answer(sender: str, data: dict[str, Any]) -> None:
+            """Runs the turn of message `data` of conversation `sender`."""
             text = data.get("message")
             if text is None:
                 # rasa-webchat sends its init payload when a session starts, without a
@@ -485,6 +538,46 @@ class SocketIOInput(InputChannel):
                 await output.send_response(sender, {"text": SEND_AGAIN})
             except Exception as e:
                 log_failed_turn(logger, "socketio", sender, e)
+
+        async def user_message(sid: str, data: Any = None, *_: Any) -> None:
+            data = _event_data(data)
+            if data is None:
+                logger.warning(
+                    "socketio: a %s whose data is not an object (or a JSON text of one) "
+                    "was dropped",
+                    self.user_message_evt,
+                )
+                return
+            if self.session_persistence:
+                sender = _session_id(data.get("session_id"))
+                if sender is None:
+                    logger.warning(
+                        "socketio: a message without a session_id was dropped; the client "
+                        "must send session_request first when session_persistence is on"
+                    )
+                    return
+                if not _can_be_stored(sender):
+                    # Refused before the turn, which would fail on it: the socket is told
+                    # itself, as it can join no session of that id.
+                    logger.warning(
+                        "socketio: a message for a session_id no store can hold was refused"
+                    )
+                    await sio.emit(
+                        self.bot_message_evt, {"text": INVALID_SESSION}, room=sid, namespace=ns
+                    )
+                    return
+                # A client that sends its session id without a session_request on this
+                # socket (a backend client, a widget after a server restart) gets the replies
+                # too; knowing the id lets it request the session anyway. A socket that
+                # could not join (it left) has its turn run all the same.
+                joined = await join(sid, sender, turn=True)
+            else:
+                sender, joined = sid, False
+            try:
+                await answer(sender, data)
+            finally:
+                if joined:  # the session was kept for the turn's reply; now it may go
+                    await leave(sid, self.socket_sessions.answered(sid, sender))
 
         sio.on("connect", connect, namespace=ns)
         sio.on("disconnect", disconnect, namespace=ns)

@@ -26,6 +26,7 @@ from server.http_bodies import (
 from server.http_clients import (
     async_client,
     async_client_off_loop,
+    basic_auth_credentials,
     cookie_jar_keeping_none,
     header_values,
     safe_url,
@@ -144,7 +145,7 @@ class HttpEndpoint:
         self.timeout = float(timeout)
         self.max_response_bytes = max_response_bytes
         query = _query_params(params)
-        if token is not None and token != "":  # an empty one is not sent, as in Rasa
+        if token:  # as Rasa's `if self.token`: an empty one (or 0, false) is not sent
             query[token_name or "token"] = str(token)
         # Added to the URL's own query (as Rasa's aiohttp does): a client's `params` would
         # replace it, and a key in the URL (`?code=...`) was dropped once a token was set.
@@ -156,7 +157,8 @@ class HttpEndpoint:
         # A `Content-Type` in `headers` is sent as configured, as Rasa sends it.
         own_type = any(name.lower() == "content-type" for name in self._headers)
         self._content_type = None if own_type else {"Content-Type": "application/json"}
-        self._auth = _basic_auth(basic_auth)
+        credentials = basic_auth_credentials(basic_auth)
+        self._auth = httpx.BasicAuth(*credentials) if credentials else None
         # Read now: a CA file that is missing or holds no certificate fails at startup, not
         # on every call (where it used to escape as an OSError and lose the user's message).
         self._verify = _verification(cafile)
@@ -284,27 +286,6 @@ def _mapping(value: Any, key: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidConfig(f"'{key}' must be a mapping of names to values")
     return value
-
-
-def _basic_auth(basic_auth: Any) -> httpx.BasicAuth | None:
-    """`basic_auth:` as Rasa's aiohttp reads it: a number is sent as its text (YAML reads
-    `password: 1234` as one); what no request can carry stops the start (the value unsaid)."""
-    if not basic_auth:
-        return None
-    if not isinstance(basic_auth, dict):
-        raise InvalidConfig("'basic_auth' must be a mapping with 'username' and 'password'")
-    credentials = []
-    for key in ("username", "password"):
-        value = basic_auth.get(key)
-        if value is None:
-            raise InvalidConfig(f"'basic_auth' needs a '{key}'")
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise InvalidConfig(f"'basic_auth' '{key}' must be text (quote it in YAML)")
-        credentials.append(str(value))
-    if ":" in credentials[0]:
-        # The server splits `username:password` at the first ':': the login would be wrong.
-        raise InvalidConfig("'basic_auth' 'username' cannot hold a ':'")
-    return httpx.BasicAuth(*credentials)
 
 
 def _query_params(params: Any) -> dict[str, str]:

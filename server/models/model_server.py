@@ -35,6 +35,7 @@ from server.errors import (
 from server.http_bodies import Inflater
 from server.http_clients import (
     async_client,
+    basic_auth_credentials,
     cookie_jar_keeping_none,
     header_values,
     safe_url,
@@ -102,12 +103,10 @@ class ModelServerConfig:
             raise InvalidConfig(
                 f"models.url is not a valid URL ({exc}): {safe_url(url, tolerant=True)!r}"
             ) from None
-        auth = config.get("basic_auth")
-        basic_auth = None
-        if auth:
-            if not isinstance(auth, dict) or "username" not in auth or "password" not in auth:
-                raise InvalidConfig("models.basic_auth needs 'username' and 'password'")
-            basic_auth = (str(auth["username"]), str(auth["password"]))
+        try:
+            basic_auth = basic_auth_credentials(config.get("basic_auth"))
+        except InvalidConfig as exc:
+            raise InvalidConfig(f"models: {exc}") from None
         wait = _seconds(config, "wait_time_between_pulls", DEFAULT_WAIT_TIME_BETWEEN_PULLS)
         timeout = _seconds(config, "timeout", DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT
         read_timeout = _seconds(config, "read_timeout", DEFAULT_READ_TIMEOUT)

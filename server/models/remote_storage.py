@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import shutil
+import ssl
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,7 @@ from server.errors import (
     ModelUnavailable,
     StorageNotFound,
     UnsafeArchive,
+    needs_extra,
 )
 from server.http_clients import safe_url
 from server.models.archive import ARCHIVE_SUFFIX
@@ -143,10 +145,9 @@ def _check_name_alone(variable: str, value: str, what: str) -> None:
     URL's session token, a SAS URL's signature)."""
     if "/" not in value:
         return
-    scheme, url, rest = value.partition("://")
-    if url:
+    if "://" in value:
         shown = safe_url(value, tolerant=True)
-        name, folder = _name_in_url(scheme, rest, what)
+        name, folder = _split_url(value, what)
         advice = f"give the {what}'s name alone" + (f", such as {name!r}" if name else "")
     else:
         shown = value
@@ -161,21 +162,35 @@ def _check_name_alone(variable: str, value: str, what: str) -> None:
 _BUCKET_HOST = re.compile(r"(.+?)\.(?:s3[.-]|storage\.googleapis\.com$)")
 
 
-def _name_in_url(scheme: str, rest: str, what: str) -> tuple[str, str]:
-    """The bucket or container a URL (after its `scheme://`) names, and the folder in it:
-    `s3://bucket/folder`, Hadoop's `wasbs://container@account...`, an https URL,
-    virtual-hosted (`bucket.s3.amazonaws.com`) or path-style (Azure's, MinIO's, Azurite's
-    after the account)."""
-    host, _, path = rest.partition("#")[0].partition("?")[0].partition("/")
-    if scheme.lower() not in ("http", "https"):
-        return host.partition("@")[0], path
-    virtual = _BUCKET_HOST.match(host.rpartition("@")[2].lower())
+def _split_url(url: str, what: str, named: str | None = None) -> tuple[str, str]:
+    """The bucket or container a storage URL names, and the path after it (an object's key,
+    a folder): `s3://bucket/key`, `gs://...`, Hadoop's `wasbs://container@account.../key`,
+    an http(s) URL, virtual-hosted (`bucket.s3.amazonaws.com/key`) or path-style
+    (`host/bucket/key`: Azure's, MinIO's, Azurite's after the account). An http(s) URL's
+    query (a signature) and fragment are no part of it, and its path is percent-decoded.
+
+    With `named`, the configured bucket or container, a path-style URL whose path does not
+    start with it names none (a custom domain in front of the bucket): ("", its path)."""
+    scheme, _, rest = url.partition("://")
+    web = scheme.lower() in ("http", "https")
+    if web:
+        rest = unquote(rest.partition("#")[0].partition("?")[0])
+    host, _, path = rest.partition("/")
+    if not web:
+        return re.split("[@?#]", host, maxsplit=1)[0], path
+    host = host.rpartition("@")[2].lower()
+    virtual = _BUCKET_HOST.match(host)
     if virtual:
         return virtual.group(1), path
-    name, _, folder = path.partition("/")
-    if what == "container" and name and name == os.environ.get("AZURE_ACCOUNT_NAME"):
-        name, _, folder = folder.partition("/")  # Azurite's: the account, then the container
-    return name, folder
+    if what == "bucket" and named and host.startswith(f"{named}."):
+        return named, path  # a custom domain, the bucket's name first
+    name, _, after = path.partition("/")
+    account = os.environ.get("AZURE_ACCOUNT_NAME")
+    if what == "container" and name and name == account and not host.startswith(f"{account}."):
+        name, _, after = after.partition("/")  # Azurite's: the account, then the container
+    if named is not None and name != named:
+        return "", path
+    return name, after
 
 
 def _check_botocore_host(endpoint: str, shown: str) -> None:
@@ -232,6 +247,7 @@ async def download_model(
         key.encode("utf-8")  # what every storage's keys are
     except UnicodeEncodeError:  # a lone surrogate: a JSON escape, or argv bytes not UTF-8
         raise InvalidConfig(f"Remote model name {model_name!r} is not UTF-8 text") from None
+    _check_key_length(storage, key)
     directory = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="botserver-remote-"))
     name = model_file_name(model_name)
     target = directory / (name if _fits_a_file_name(name) else "model.tar.gz")
@@ -266,21 +282,44 @@ async def download_model(
     return target
 
 
+# The longest key each storage takes, as it counts: S3 and GCS in UTF-8 bytes, Azure in UTF-16
+# code units (an emoji is two), in at most 254 '/'-separated parts. Past these the storage
+# answers a 400 that names no limit (Azure's OutOfRangeInput, S3's KeyTooLongError); Azurite
+# and moto take any length.
+MAX_KEY_LENGTH = 1024
+MAX_AZURE_PARTS = 254
+_KEY_NAMES = {"aws": "S3 takes object keys", "gcs": "GCS takes object names"}
+
+
+def _check_key_length(storage: str, key: str) -> None:
+    """InvalidConfig, naming the limit, for a key longer than `storage` takes."""
+    if storage == "azure":
+        measures = [
+            (len(key.encode("utf-16-le")) // 2, MAX_KEY_LENGTH, "characters ('.tar.gz' included)"),
+            (key.count("/") + 1, MAX_AZURE_PARTS, "'/'-separated parts"),
+        ]
+        rule = "Azure takes blob names"
+    else:
+        measures = [
+            (len(key.encode("utf-8")), MAX_KEY_LENGTH, "bytes in UTF-8 ('.tar.gz' included)")
+        ]
+        rule = _KEY_NAMES[storage]
+    for length, limit, unit in measures:
+        if length > limit:
+            raise InvalidConfig(
+                f"Remote model name '{key[:40]}...' is too long: {rule} of at most {limit} "
+                f"{unit}; this one has {length}"
+            )
+
+
 def _key_not_url(storage: str, url: str) -> str:
     """What to give -m instead of the object's URL (`s3://bucket/key`, `gs://...`, an https
     URL, virtual-hosted, path-style or presigned, Azure's
     `https://account.blob.core.windows.net/container/key`): the key alone."""
-    scheme, _, rest = url.partition("://")
-    web = scheme.lower() in ("http", "https")
-    if web:  # the path is the key, percent-encoded; no query (a signature) nor fragment
-        rest = unquote(rest.partition("#")[0].partition("?")[0])
-    host, _, key = rest.partition("/")  # without the bucket (s3://, gs://), or the host
-    place, setting = "bucket (BUCKET_NAME)", "BUCKET_NAME"
+    place, setting, what = "bucket (BUCKET_NAME)", "BUCKET_NAME", "bucket"
     if storage == "azure":
-        place, setting = "container (AZURE_CONTAINER)", "AZURE_CONTAINER"
-    named, _, after = key.partition("/")
-    if web and named == os.environ.get(setting) and not host.startswith(f"{named}."):
-        key = after  # the bucket or container before the key (path-style)
+        place, setting, what = "container (AZURE_CONTAINER)", "AZURE_CONTAINER", "container"
+    _, key = _split_url(url, what, named=os.environ.get(setting, ""))
     return f"-m names the object's key in the {place}, not a URL: give -m {key or 'prod/my-model'}"
 
 
@@ -321,6 +360,12 @@ def _downloader(storage: str) -> Callable[[str, Path, int, float], None]:
         ) from None
 
 
+def _needs(storage: str, package: str) -> InvalidConfig:
+    """The error for a storage whose client library is not installed: the extra of the same
+    name installs it."""
+    return needs_extra(f"Remote storage '{storage}'", package, storage)
+
+
 def _env(name: str, storage: str) -> str:
     value = os.environ.get(name)
     if not value:
@@ -328,19 +373,25 @@ def _env(name: str, storage: str) -> str:
     return value
 
 
+# The request google-api-core puts before the storage's reason ("GET https://...: ").
+_REQUEST = re.compile(r"^[A-Z]+ \S+: ")
+
+
 def _transport_failure(where: str, key: str, timeout: float, exc: BaseException) -> ModelError:
-    """The error for a request to `where` that failed on its way, not by the storage's
-    answer: ModelUnavailable when the storage did not answer in time or could not be
-    reached (each SDK wraps these differently: found in the chain of causes), else a
-    ModelError that names the storage and the SDK's reason."""
+    """The error for a request to `where` that failed on its way, or with a failure of the
+    storage's own: ModelUnavailable when the storage did not answer in time, could not be
+    reached (each SDK wraps these differently: found in the chain of causes) or answered a
+    5xx, else a ModelError that names the storage and the SDK's reason."""
     import urllib3  # the transport under every storage SDK
 
     seen: BaseException | None = exc
     for _ in range(20):  # a chain is short; never loop on a cycle
         if seen is None:
             break
-        # (urllib3's failure to connect is a kind of its connect timeout: asked first.)
-        if isinstance(seen, (ConnectionRefusedError, urllib3.exceptions.NewConnectionError)):
+        # (urllib3's failure to connect is a kind of its connect timeout: asked first.) A
+        # TLS handshake that fails, and a connection closed unanswered (a proxy without a
+        # backend), reach no storage either: a model server failing so is one too.
+        if isinstance(seen, (ConnectionError, ssl.SSLError, urllib3.exceptions.NewConnectionError)):
             return ModelUnavailable(f"Cannot reach {where} for '{key}': {seen}")
         if isinstance(seen, (TimeoutError, urllib3.exceptions.TimeoutError)):
             return ModelUnavailable(
@@ -349,7 +400,27 @@ def _transport_failure(where: str, key: str, timeout: float, exc: BaseException)
             )
         # Azure keeps the transport's error aside rather than as the cause.
         seen = seen.__cause__ or seen.__context__ or getattr(seen, "inner_exception", None)
+    status = getattr(exc, "status_code", None) or getattr(exc, "code", None)  # Azure's, GCS's
+    if isinstance(status, int) and status >= 500:
+        reason = getattr(exc, "reason", None) or _REQUEST.sub("", getattr(exc, "message", ""))
+        return _storage_failed(where, key, status, reason)
     return ModelError(f"Cannot download '{key}' from {where}: {exc}")
+
+
+def _refused_request(where: str, key: str, answer: str) -> InvalidConfig:
+    """The error for a request the storage answered 400 that no case above names: one it
+    never serves as sent (no retry, nor a fix of botserver's, helps), the settings' or the
+    object's to change. `answer`: the storage's code and reason."""
+    return InvalidConfig(f"{where} refused the request for '{key}' ({answer})")
+
+
+def _storage_failed(where: str, key: str, status: int, reason: str) -> ModelUnavailable:
+    """The error for a storage that answered a failure of its own (a 5xx: an outage, S3's
+    SlowDown) after the SDK's retries: unavailable for now, as a model server's 5xx is."""
+    return ModelUnavailable(
+        f"{where} failed to answer for '{key}' ({status}: {reason}); each request tried "
+        f"{ATTEMPTS} times at most"
+    )
 
 
 def _too_large(key: str, size: int | None, max_bytes: int) -> None:
@@ -406,9 +477,7 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
             NoCredentialsError,
         )
     except ImportError as exc:
-        raise InvalidConfig(
-            "Remote storage 'aws' needs boto3: pip install 'botserver[aws]'"
-        ) from exc
+        raise _needs("aws", "boto3") from exc
     bucket = _bucket_name("aws")
     endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
     at = f" at {_storage_address('AWS_ENDPOINT_URL', endpoint, _S3_SERVICE)}" if endpoint else ""
@@ -459,9 +528,8 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         code = _s3_code(error)
         if code == "InvalidBucketName":
             message = error.response.get("Error", {}).get("Message") or "not valid"
-            raise InvalidConfig(
-                f"BUCKET_NAME {bucket!r} is no bucket name the storage{at} takes ({code}: "
-                f"{message}): S3's are 3 to 63 lowercase letters, digits, '.' and '-'"
+            raise _bucket_name_refused(
+                bucket, f"the storage{at}", f"{code}: {message}", _S3_BUCKET_RULE
             ) from None
         if code == "NoSuchBucket" or (
             code in _S3_MISSING and not _s3_bucket_exists(client, bucket)
@@ -487,6 +555,19 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
                 "(AWS_SESSION_TOKEN, or a role's) that expired or is not valid: renew the "
                 "credentials"
             ) from None
+        if code == "AuthorizationHeaderMalformed":  # MinIO's, of a region not its own
+            message = error.response.get("Error", {}).get("Message") or "a region not its own"
+            raise InvalidConfig(
+                f"{where} refused the region the request was signed for ({code}: {message}): "
+                "set AWS_DEFAULT_REGION to the storage's"
+            ) from None
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if status == 400:  # a request S3 never serves (an object with a customer's key: SSE-C)
+            message = error.response.get("Error", {}).get("Message") or "Bad Request"
+            raise _refused_request(where, key, f"{code}: {message}") from None
+        if isinstance(status, int) and status >= 500:
+            reason = error.response.get("Error", {}).get("Message") or code
+            raise _storage_failed(where, key, status, reason) from error
         raise ModelError(f"Cannot download '{key}' from {where}: {error}") from error
     except NoCredentialsError:
         raise InvalidConfig(
@@ -507,6 +588,21 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
 
 
 _NEVER_CREATED = "BUCKET_NAME; botserver never creates buckets"
+# The names a storage takes for a bucket, told when it refuses one.
+_S3_BUCKET_RULE = "S3's are 3 to 63 lowercase letters, digits, '.' and '-'"
+_GCS_BUCKET_RULE = (
+    "GCS's are 3 to 63 lowercase letters, digits, '-', '_' and '.' (222 with dots), without "
+    "'goog' first nor 'google'"
+)
+
+
+def _bucket_name_refused(bucket: str, storage: str, answer: str, rule: str) -> InvalidConfig:
+    """The error for a BUCKET_NAME the storage refused with `answer`: a setting to fix."""
+    return InvalidConfig(
+        f"BUCKET_NAME {bucket!r} is no bucket name {storage} takes ({answer}): {rule}"
+    )
+
+
 # S3's codes for no such object (a HEAD's answer has no body: its status alone).
 _S3_MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
 # A session token refused (a HEAD's 400: botocore follows a wrong region's on its own).
@@ -574,10 +670,6 @@ def _storage_address(variable: str, url: str, service: str) -> str:
     return shown
 
 
-# The request google-api-core puts before the storage's reason ("GET https://...: ").
-_REQUEST = re.compile(r"^[A-Z]+ \S+: ")
-
-
 def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> None:
     try:
         import requests  # google-cloud-storage's transport
@@ -587,9 +679,7 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         from google.cloud import storage
         from google.cloud.storage.retry import DEFAULT_RETRY
     except ImportError as exc:
-        raise InvalidConfig(
-            "Remote storage 'gcs' needs google-cloud-storage: pip install google-cloud-storage"
-        ) from exc
+        raise _needs("gcs", "google-cloud-storage") from exc
     bucket_name = _bucket_name("gcs")
     where = f"GCS bucket '{bucket_name}'"
     # (connect, read) per request; the retries end once ATTEMPTS timeouts have passed.
@@ -598,7 +688,14 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         "retry": DEFAULT_RETRY.with_timeout(ATTEMPTS * timeout),
     }
     try:
-        bucket = storage.Client().bucket(bucket_name)
+        client = storage.Client()
+        # google-cloud-storage 3.17 fetches the bucket's metadata, for tracing, in a thread
+        # of its own at the first request: a request more per download (storage.buckets.get,
+        # refused to credentials that may read objects alone), tried again for up to 120 s
+        # when the storage fails, past the download's end. None turns it off.
+        if getattr(client, "_bucket_metadata_cache", None) is not None:
+            client._bucket_metadata_cache = None
+        bucket = client.bucket(bucket_name)
         blob = bucket.get_blob(key, **bounds)
         if blob is None:
             # The same 404 for an object in a missing bucket: told apart (a 403 for the
@@ -625,6 +722,15 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
             "check the credentials (GOOGLE_APPLICATION_CREDENTIALS) and that they may read "
             "it (storage.objects.get)"
         ) from None
+    except gexc.BadRequest as exc:
+        # A request GCS never serves: a bucket name it refuses (a 500 before), a
+        # requester-pays bucket read without a billing project.
+        reason = _REQUEST.sub("", exc.message)
+        if "bucket name" in reason.lower():
+            raise _bucket_name_refused(
+                bucket_name, "GCS", f"400: {reason}", _GCS_BUCKET_RULE
+            ) from None
+        raise _refused_request(where, key, f"400: {reason}") from None
     except gexc.RetryError as exc:  # the retries' time ran out: why the last one failed
         raise _transport_failure(where, key, timeout, exc.cause or exc) from exc
     except gexc.GoogleAPIError as exc:
@@ -652,15 +758,14 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
         )
         from azure.storage.blob import BlobServiceClient, LinearRetry
     except ImportError as exc:
-        raise InvalidConfig(
-            "Remote storage 'azure' needs azure-storage-blob: pip install azure-storage-blob"
-        ) from exc
+        raise _needs("azure", "azure-storage-blob") from exc
     container = _container_name()
     account = _env("AZURE_ACCOUNT_NAME", "azure")
     account_key = _azure_account_key()
     # AZURE_ACCOUNT_URL (our addition) points at Azurite or a sovereign cloud.
     url = os.environ.get("AZURE_ACCOUNT_URL") or f"https://{account}.blob.core.windows.net/"
     shown = _storage_address("AZURE_ACCOUNT_URL", url, _BLOB_SERVICE)
+    where = f"Azure container '{container}' at {shown}"
     try:
         service = BlobServiceClient(
             account_url=url,
@@ -691,14 +796,17 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
         # (error_code: the storage SDK's addition to azure-core's exception)
         if getattr(exc, "error_code", None) == "ContainerNotFound":
             raise StorageNotFound(
-                f"Azure container '{container}' at {shown} does not exist (AZURE_CONTAINER; "
-                "botserver never creates containers)"
+                f"{where} does not exist (AZURE_CONTAINER; botserver never creates containers)"
             ) from exc
         raise ModelNotFound(f"No model '{key}' in Azure container '{container}'") from exc
     except AzureError as exc:
-        if isinstance(exc, HttpResponseError) and exc.status_code in (401, 403):
-            named = getattr(exc, "error_code", None)
-            code = getattr(named, "value", named) or exc.status_code
+        status = exc.status_code if isinstance(exc, HttpResponseError) else None
+        named = getattr(exc, "error_code", None)
+        code = getattr(named, "value", named) or status
+        if status == 400:  # a request Azure never serves (InvalidUri, OutOfRangeInput...)
+            reason = getattr(exc, "reason", None) or "Bad Request"
+            raise _refused_request(where, key, f"{code}: {reason}") from None
+        if status in (401, 403):
             advice = "check AZURE_ACCOUNT_NAME and AZURE_ACCOUNT_KEY"
             if code != "AuthenticationFailed":  # Azure's for a key that signs wrong alone
                 # AuthorizationFailure: a firewall's refusal too (and Azurite's for a key);
@@ -711,6 +819,4 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
                 f"Azure storage at {shown} refused the credentials of account '{account}' "
                 f"({code}): {advice}"
             ) from None
-        raise _transport_failure(
-            f"Azure container '{container}' at {shown}", key, timeout, exc
-        ) from exc
+        raise _transport_failure(where, key, timeout, exc) from exc

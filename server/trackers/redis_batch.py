@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,7 +31,10 @@ class CommandBatch:
     batches (as the PostgreSQL group commit does). A caller that stops waiting does not
     unsend its command: one still queued is dropped unless queued with `keep`, one already
     sent runs. A connection that breaks is reconnected and the batch sent again, once (the
-    client's retry policy), as redis-py does for a command or a pipeline.
+    client's retry policy), as redis-py does for a command or a pipeline; `resent` tells
+    the replies of such a second send. A connection Redis closed (a restart) is found
+    before a batch is sent on it, as redis-py's pool finds it, and replaced: the batch then
+    goes out once.
     """
 
     def __init__(self, client: Redis) -> None:
@@ -45,6 +49,10 @@ class CommandBatch:
         # For tests and stats: round trips made and the commands they carried.
         self.round_trips = 0
         self.commands = 0
+        # The sends of the round trip out (two when the connection broke after the first).
+        self._sends = 0
+        # Replies of batches sent a second time (`resent`): only those.
+        self._resent: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()
 
     def call(self, *args: Any, keep: bool = False) -> asyncio.Future[Any]:
         """Queues a command (`"SET", key, value, "NX"`); its reply, parsed as redis-py's
@@ -57,6 +65,11 @@ class CommandBatch:
             # Its first step runs after the callbacks already scheduled for this pass.
             self._sending = loop.create_task(self._send())
         return future
+
+    def resent(self, reply: asyncio.Future[Any]) -> bool:
+        """Whether `reply` came from its batch's second send: the connection broke after the
+        first went out, so Redis may have run the command twice, the first reply lost."""
+        return reply in self._resent
 
     async def _send(self) -> None:
         try:
@@ -74,6 +87,7 @@ class CommandBatch:
         self.round_trips += 1
         self.commands += len(batch)
         commands = [args for args, _, _ in batch]
+        self._sends = 0
         try:
             connection = self._connection or self._connect()
             results = await connection.retry.call_with_retry(
@@ -88,6 +102,8 @@ class CommandBatch:
             for _, reply, _ in batch:
                 reply.cancel()
             raise
+        if self._sends > 1:
+            self._resent.update(reply for _, reply, _ in batch)
         for (_, reply, _), result in zip(batch, results, strict=True):
             if reply.done():
                 continue
@@ -118,7 +134,9 @@ class CommandBatch:
         callbacks = self._callbacks
         try:
             async with asyncio.timeout(self._timeout):
-                await connection.send_packed_command(packed)
+                await _drop_if_closed(connection)
+                await connection.send_packed_command(packed)  # (connects when not connected)
+                self._sends += 1  # sent: from here on, Redis may run the commands
                 for args in commands:
                     try:
                         result = await connection.read_response()
@@ -146,6 +164,26 @@ class CommandBatch:
         if self._connection is not None:
             connection, self._connection = self._connection, None
             await connection.disconnect()
+
+
+# Whether a connection has data to read, or raise if Redis closed it (redis-py 8's name; 5 to
+# 7 call it can_read_destructive, which 8 deprecates).
+_CAN_READ = "can_read" if hasattr(AbstractConnection, "can_read") else "can_read_destructive"
+
+
+async def _drop_if_closed(connection: AbstractConnection) -> None:
+    """Disconnects a connection Redis closed (restarted, dropped its clients), or left unread
+    data on, before a batch goes out on it, as redis-py's pool checks one it hands out: the
+    batch then goes out once, on a new one. Before, it went out on the closed one, failed at
+    its reply and was sent again, as after a reply that was lost."""
+    if not connection.is_connected:
+        return
+    try:
+        if not await getattr(connection, _CAN_READ)():
+            return
+    except (redis_errors.ConnectionError, OSError):
+        pass
+    await connection.disconnect()
 
 
 def _UNKNOWN(result: Any) -> Any:  # a callback not looked up yet

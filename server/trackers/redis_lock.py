@@ -7,7 +7,7 @@ takes a ticket: its token in the conversation's queue in Redis, with an expiry e
 polls extends. The lease goes to the first live ticket of the queue, whichever process it
 is in; a release wakes that waiter (in another process through pub/sub). Acquires and
 releases are one script each; those of one event loop pass share a pipeline
-(redis_batch.CommandBatch).
+(redis_batch.CommandBatch). A turn's end sends its release and does not wait for the reply.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
+from functools import partial
 from typing import Any
 
 from redis import exceptions as redis_errors
@@ -165,8 +166,8 @@ return head
 """
 
 # The prune's batches: every free key nobody waits for taken (SET NX PX) in one call, and
-# given back (a stale one of Rasa's too). KEYS: the leases, then their queues. ARGV: token,
-# lease in ms. 1/0 per lease.
+# given back (a stale one of Rasa's too). KEYS: the leases, then their queues. ARGV: lease in
+# ms, then a token per lease. 1/0 per lease.
 _TAKE_FREE = (
     _STALE_LEASE
     + """
@@ -180,12 +181,12 @@ local taken = {}
 for i = 1, count do
   taken[i] = 0
   if redis.call('EXISTS', KEYS[count + i]) == 0 then
-    if redis.call('SET', KEYS[i], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    if redis.call('SET', KEYS[i], ARGV[1 + i], 'NX', 'PX', ARGV[1]) then
       taken[i] = 1
     else
       local holder = redis.call('GET', KEYS[i])
       if holder and stale(KEYS[i], holder, now) then
-        redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
+        redis.call('SET', KEYS[i], ARGV[1 + i], 'PX', ARGV[1])
         taken[i] = 1
       end
     end
@@ -195,9 +196,10 @@ return taken
 """
 )
 
+# KEYS: leases; ARGV: their tokens. Deletes each lease that still holds its token.
 _RELEASE_ALL = """
-for _, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[1] then
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[i] then
     redis.call('DEL', key)
   end
 end
@@ -251,6 +253,10 @@ _LEASES_LOST = RepeatsCounted(logger, WINDOW_SECONDS)
 
 # A conversation's lease, queue and tickets keys (`RedisLockStore._keys`).
 _Keys = tuple[bytes, bytes, bytes]
+
+# A release sent (`RedisLockStore._give_back_soon`): keys, token, conversation, whether the
+# turn held the lease to its end, since when its renewals failed.
+_Release = tuple[_Keys, str, str, bool, float | None]
 
 
 # The `lock_store:` settings read: Rasa's RedisLockStore arguments, and ours.
@@ -313,8 +319,9 @@ class RedisLockStore:
         # Waiters of this process by token: a release that finds one first in line wakes it
         # at once instead of at its next poll.
         self._waiters: dict[str, asyncio.Future[None]] = {}
-        # Releases of leases (or tickets) whose turn was cancelled or gave up waiting.
-        self._returns: set[asyncio.Task[None]] = set()
+        # Releases of leases (or tickets) sent and not answered yet.
+        self._releases: set[asyncio.Future[Any]] = set()
+        self._closing = False
         # Releases retried after Redis could not be reached (cancelled on close).
         self._retries: set[asyncio.Task[None]] = set()
         # Leases held by this process's turns: token -> (key, conversation, renewal due).
@@ -335,6 +342,25 @@ class RedisLockStore:
         lease, _, _ = self._keys(secrets.token_hex(16))
         with store_errors_as("lock store", self._redis):
             await self._readiness(keys=[lease])
+
+    async def eviction_risk(self) -> str | None:
+        """Why Redis may evict the lease of a running turn, or None: `maxmemory` set with a
+        policy that evicts keys when full (`volatile-*` ones evict keys with a lifetime first,
+        and every lease has one; Rasa's lock key has none). For the start-up check; None too
+        when Redis does not say (a user not allowed INFO)."""
+        try:
+            memory = await self._redis.info("memory")
+        except REDIS_ERRORS:
+            return None
+        policy = memory.get("maxmemory_policy", "noeviction")
+        if not memory.get("maxmemory") or policy == "noeviction":
+            return None
+        return (
+            f"The lock store ({describe(self._redis)}) may evict the lease of a running turn "
+            f"when full (maxmemory {memory.get('maxmemory_human', memory['maxmemory'])}, "
+            f"maxmemory-policy {policy}): two turns of a conversation may run at once then. "
+            "Set maxmemory-policy noeviction, or give the locks a Redis of their own"
+        )
 
     def _keys(self, conversation_id: str) -> _Keys:
         """The lease, the queue and the tickets of a conversation, as bytes: redis-py sends
@@ -422,30 +448,39 @@ class RedisLockStore:
 
     @asynccontextmanager
     async def hold_idle(self, conversation_ids: Sequence[str]) -> AsyncIterator[list[str]]:
-        """Two scripts a batch: one takes every free key nobody waits for (one token for
-        them all), one gives them back (compare-and-delete)."""
+        """Two scripts a batch: one takes every free key nobody waits for (a token each),
+        one gives them back (compare-and-delete). Held, they are renewed as a turn's lease
+        is: before, a batch that took longer than lock_lifetime let turns in while it
+        deleted their conversations."""
         free_here = list(dict.fromkeys(conversation_ids))
-        token = secrets.token_hex(16)
+        tokens = [f"{self._process}{next(self._serial):016x}" for _ in free_here]
         lifetime_ms = int(self.lock_lifetime * 1000)
         keys = [self._prefix + c for c in free_here] + [self._queue_prefix + c for c in free_here]
         with store_errors_as("lock store", self._redis):
-            taken = await self._take_free(keys=keys, args=[token, lifetime_ms]) if keys else []
-        held = [c for c, ok in zip(free_here, taken, strict=True) if ok]
+            taken = await self._take_free(keys=keys, args=[lifetime_ms, *tokens]) if keys else []
+        now = asyncio.get_running_loop().time()
+        held = [(c, t) for c, t, ok in zip(free_here, tokens, taken, strict=True) if ok]
+        for conversation_id, token in held:
+            self._hold(token, (self._prefix + conversation_id).encode(), conversation_id, now)
         try:
-            yield held
+            yield [conversation_id for conversation_id, _ in held]
         finally:
-            await self._give_back_all(held, token)
+            for _, token in held:
+                self._held.pop(token, None)
+                self._unrenewed.pop(token, None)
+            await self._give_back_all(held)
 
-    async def _give_back_all(self, conversation_ids: list[str], token: str) -> None:
-        if not conversation_ids:
+    async def _give_back_all(self, held: list[tuple[str, str]]) -> None:
+        """Gives back the leases of `held` (conversation, token)."""
+        if not held:
             return
         try:
-            await self._release_all(keys=[self._prefix + c for c in conversation_ids], args=[token])
-        except (redis_errors.RedisError, OSError) as exc:
-            self._release_failed(
-                f"{len(conversation_ids)} conversation locks", exc, "their leases end"
+            await self._release_all(
+                keys=[self._prefix + c for c, _ in held], args=[t for _, t in held]
             )
-            for conversation_id in conversation_ids:
+        except (redis_errors.RedisError, OSError) as exc:
+            self._release_failed(f"{len(held)} conversation locks", exc, "their leases end")
+            for conversation_id, token in held:
                 self._release_in_background(self._keys(conversation_id), token)
 
     async def _acquire(
@@ -524,29 +559,90 @@ class RedisLockStore:
             timer.cancel()
             del self._waiters[token]
 
-    def _give_back_soon(self, keys: _Keys, token: str, conversation_id: str) -> None:
-        task = asyncio.ensure_future(self._give_back(keys, token, conversation_id))
-        self._returns.add(task)
-        task.add_done_callback(self._returns.discard)
+    def _give_back_soon(
+        self,
+        keys: _Keys,
+        token: str,
+        conversation_id: str,
+        held: bool = False,
+        unrenewed_since: float | None = None,
+    ) -> None:
+        """Releases our lease (or leaves the line) without waiting for Redis's reply: the
+        release goes out with the next batch, before anything asked after it, and its reply
+        is seen to by `_given_back` (it wakes the next waiter if it is ours). `held`: a lease
+        the turn held to its end (`unrenewed_since`: since when its renewals failed), whose
+        absence is said. A bot's reply waited for it before: a Redis that took the release
+        and never answered delayed it by the client's socket_timeout (10 s), for a lease
+        that runs out by itself."""
+        self._send_release(
+            (
+                "EVALSHA",
+                *self._release_head,
+                *keys,
+                token.encode(),
+                self._wake_prefix,
+            ),
+            (keys, token, conversation_id, held, unrenewed_since),
+        )
 
-    async def _give_back(self, keys: _Keys, token: str, conversation_id: str) -> Any:
-        """Releases our lease (or leaves the line) and wakes the next waiter if it is ours.
-        Returns the release's reply (0: neither lease nor ticket was there), None when it
-        failed."""
-        try:
-            following = await self._release_batched(keys, token)
-        except asyncio.CancelledError:
-            # The release goes out all the same (kept); should it need its script loaded
-            # (after a SCRIPT FLUSH), the retry gives the lease back.
-            self._release_in_background(keys, token)
-            raise
-        except (redis_errors.RedisError, OSError) as exc:
-            self._release_failed(f"the lock of '{conversation_id}'", exc)
+    def _send_release(self, command: tuple[Any, ...], release: _Release) -> None:
+        reply = self._batch.call(*command, keep=True)
+        self._releases.add(reply)
+        reply.add_done_callback(partial(self._given_back, release))
+
+    def _given_back(self, release: _Release, reply: asyncio.Future[Any]) -> None:
+        """The reply to a release (a done callback: no task a turn)."""
+        self._releases.discard(reply)
+        keys, token, conversation_id, held, unrenewed_since = release
+        if reply.cancelled():  # (the batch's task was cancelled)
             self._release_in_background(keys, token)
             return
-        if following.__class__ is str and (waker := self._waiters.get(following)) is not None:
-            _wake(waker)
-        return following
+        error = reply.exception()
+        if isinstance(error, redis_errors.NoScriptError):  # after a Redis restart or a SCRIPT
+            # FLUSH: the script itself, which Redis keeps for the next EVALSHA
+            command = ("EVAL", _RELEASE, b"3", *keys, token.encode(), self._wake_prefix)
+            self._send_release(command, release)
+            return
+        if error is not None:
+            self._release_failed(f"the lock of '{conversation_id}'", error)
+            self._release_in_background(keys, token)
+            return
+        following = reply.result()
+        if following.__class__ is str:
+            if (waker := self._waiters.get(following)) is not None:
+                _wake(waker)
+        elif following == 0 and held:
+            self._lease_was_gone(conversation_id, unrenewed_since, self._batch.resent(reply))
+
+    def _lease_was_gone(
+        self, conversation_id: str, unrenewed_since: float | None, resent: bool
+    ) -> None:
+        """A turn's release found no lease of ours."""
+        if resent:
+            # Almost always the release's first send deleted it, Redis having run it before
+            # the connection broke. (Before, the warning below: another turn may have run.)
+            # A Redis that restarted closed the connection before the release went out,
+            # which the batch finds before sending: that release went out once.
+            logger.debug(
+                "The release of the lock of conversation '%s' was sent again after the "
+                "connection to Redis broke, and found no lease: its first send had most "
+                "likely released it",
+                conversation_id,
+            )
+            return
+        if unrenewed_since is None:
+            cause = _LEASE_LOST % self.lock_lifetime
+        else:  # (before, blamed on Redis losing its data, or a stall)
+            unrenewed = asyncio.get_running_loop().time() - unrenewed_since
+            cause = _LEASE_UNRENEWED % unrenewed
+        _LEASES_LOST.log(
+            f"the locks of ended turns were gone ({describe(self._redis)})",
+            "The lock of conversation '%s' was gone when its turn ended: %s; another "
+            "turn of the conversation may have run at the same time. Further such turns "
+            "are counted in one line a minute",
+            conversation_id,
+            cause,
+        )
 
     def _release_failed(self, what: str, exc: BaseException, until: str = "its lease ends") -> None:
         """One warning an outage, then counted; each conversation named at DEBUG (the others
@@ -566,15 +662,9 @@ class RedisLockStore:
                 "Could not release %s (%s): %s; retrying until %s", what, where, reason, until
             )
 
-    async def _release_batched(self, keys: _Keys, token: str) -> Any:
-        try:
-            return await self._batch.call(
-                "EVALSHA", *self._release_head, *keys, token.encode(), self._wake_prefix, keep=True
-            )
-        except redis_errors.NoScriptError:  # after a Redis restart or a SCRIPT FLUSH
-            return await self._release(keys=keys, args=[token, self._wake_prefix])
-
     def _release_in_background(self, keys: _Keys, token: str) -> None:
+        if self._closing:  # (the retries are stopped: the lease runs out by itself)
+            return
         task = asyncio.ensure_future(self._release_later(keys, token))
         self._retries.add(task)
         task.add_done_callback(self._retries.discard)
@@ -618,13 +708,19 @@ class RedisLockStore:
             with suppress(redis_errors.RedisError, OSError):
                 await pubsub.aclose()
 
+    async def wait_for_releases(self) -> None:
+        """Until the releases sent so far are answered, or have failed (within the client's
+        socket_timeout): a turn's end does not wait for its release."""
+        while self._releases:  # (a release may send another: after a SCRIPT FLUSH)
+            await asyncio.wait(list(self._releases))
+
     async def close(self) -> None:
         if self._renewer is not None:
             await stop(self._renewer)
         if self._listener is not None:
             await stop(self._listener)
-        if self._returns:  # their releases go through the batch: before it closes
-            await asyncio.wait(self._returns)
+        await self.wait_for_releases()  # they go through the batch: before it closes
+        self._closing = True
         await self._batch.close()
         for task in list(self._retries):  # their leases run out by themselves
             await stop(task)
@@ -670,18 +766,6 @@ class _Lease:
         store = self._store
         renewing = store._held.pop(self._token, None)  # (None: its renewal found it gone)
         unrenewed_since = store._unrenewed.pop(self._token, None)
-        reply = await store._give_back(self._keys, self._token, self._conversation_id)
-        if reply == 0 and renewing is not None:
-            if unrenewed_since is None:
-                cause = _LEASE_LOST % store.lock_lifetime
-            else:  # (before, blamed on Redis losing its data, or a stall)
-                unrenewed = asyncio.get_running_loop().time() - unrenewed_since
-                cause = _LEASE_UNRENEWED % unrenewed
-            _LEASES_LOST.log(
-                f"the locks of ended turns were gone ({describe(store._redis)})",
-                "The lock of conversation '%s' was gone when its turn ended: %s; another "
-                "turn of the conversation may have run at the same time. Further such turns "
-                "are counted in one line a minute",
-                self._conversation_id,
-                cause,
-            )
+        store._give_back_soon(
+            self._keys, self._token, self._conversation_id, renewing is not None, unrenewed_since
+        )

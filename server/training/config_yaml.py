@@ -4,6 +4,7 @@ Rasa's defaults for empty sections and `${VAR}` substitution."""
 from __future__ import annotations
 
 import copy
+import difflib
 import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,8 @@ class ProjectConfig:
     raw: dict[str, Any] = field(default_factory=dict)
     # The line of each item of 'pipeline' and 'policies' in the file (none for defaults).
     item_lines: dict[str, list[int | None]] = field(default_factory=dict)
+    # What training says of the file's top level (`_misspelt_key_warnings`).
+    warnings: list[str] = field(default_factory=list)
 
     def line_of_item(self, item: tuple[str, int] | None) -> int | None:
         """The line of config.yml's `item` (section, index), if it was read from the file."""
@@ -68,6 +71,37 @@ def naming_config_items(config: ProjectConfig) -> Iterator[None]:
 
 
 _KNOWN_KEYS = frozenset({"recipe", "language", "assistant_id", "pipeline", "policies"})
+# The other top-level keys Rasa reads: its schema's, and its importers'.
+_RASA_KEYS = _KNOWN_KEYS | {"version", "spaces", "importers", "imports"}
+_DEFAULTED = {
+    "language": "the language is English",
+    "pipeline": "the default pipeline is trained",
+    "policies": "the default policies are trained",
+}
+
+
+def _misspelt_key_warnings(
+    data: dict[Any, Any], filename: str | None, defaulted: list[str]
+) -> list[str]:
+    """A warning for each top-level key that is a near miss of one Rasa reads (`polices:`):
+    Rasa takes any key (an importer may read its own), so the default policies were trained
+    without a word. Other keys say nothing."""
+    warnings = []
+    for key in data:
+        if key in _RASA_KEYS:
+            continue
+        close = difflib.get_close_matches(str(key), sorted(_RASA_KEYS), n=1, cutoff=0.8)
+        if not close:
+            continue
+        line = line_of(data, key)
+        where = f"{filename or 'config.yml'}{'' if line is None else f':{line}'}"
+        warning = (
+            f"{where}: unknown key '{key}' is not read (nor by Rasa); did you mean '{close[0]}'?"
+        )
+        if close[0] in defaulted:
+            warning += f" Without it, {_DEFAULTED[close[0]]}"
+        warnings.append(warning)
+    return warnings
 
 
 @functools.cache
@@ -155,6 +189,7 @@ def config_from_dict(data: Any, filename: str | None = None) -> ProjectConfig:
         defaulted=defaulted,
         raw=_plain(data),
         item_lines=item_lines,
+        warnings=_misspelt_key_warnings(data, filename, defaulted),
     )
 
 

@@ -250,7 +250,10 @@ def _migrate_slots(
     slots: dict[str, Any], entities: set[str], file: Path | None, warnings: list[str]
 ) -> dict[str, Any]:
     """`auto_fill` (true by default in Rasa 2) of a slot named as an entity becomes a
-    `from_entity` mapping; a slot still without mappings gets a `custom` one, as Rasa's."""
+    `from_entity` mapping; a slot still without mappings gets a `custom` one, as Rasa's.
+    Rasa 2's `unfeaturized` type, which Rasa 3 no longer has, becomes `any` that does not
+    influence the conversation (what it was): Rasa's migration kept it, and the domain
+    did not train."""
     new_slots: dict[str, Any] = {}
     for slot, properties in slots.items():
         slot = str(slot)
@@ -261,6 +264,9 @@ def _migrate_slots(
                 line_of(slots, slot),
             )
         properties = dict(properties)
+        if str(properties.get("type")).lower() == "unfeaturized":
+            properties["type"] = "any"
+            properties["influence_conversation"] = False
         mappings = list(properties.get("mappings") or [])
         if slot in entities and properties.get("auto_fill", True) is True:
             from_entity = {"type": "from_entity", "entity": slot}

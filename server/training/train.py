@@ -14,7 +14,7 @@ from typing import Any
 
 from server import __version__
 from server.dialogue.domain import Domain
-from server.dialogue.policies.ensemble import PolicyEnsemble, check_forms_have_rule_policy
+from server.dialogue.policies.ensemble import PolicyEnsemble
 from server.dialogue.story_steps import checkpoint_warnings
 from server.errors import BotServerError, InvalidProjectFile, NothingToTrain
 from server.models.archive import check_archive_target, random_name, write_archive
@@ -33,6 +33,7 @@ from server.training.config_yaml import ProjectConfig, naming_config_items
 from server.training.project import Project, load_project
 from server.training.validation import (
     check_config,
+    missing_assistant_id,
     missing_response_warnings,
     placeholder_assistant_id,
     story_reference_warnings,
@@ -68,11 +69,7 @@ def assistant_id_for(config: ProjectConfig) -> tuple[str, list[str]]:
     if config.assistant_id:
         return config.assistant_id, []
     made_up = random_name()
-    return made_up, [
-        f"{config.filename or 'config.yml'}: the 'assistant_id' key is missing; this model "
-        f"gets the random assistant_id '{made_up}', a new one at each training. Add a unique "
-        "'assistant_id' to config.yml to identify this assistant's events."
-    ]
+    return made_up, [missing_assistant_id(config, made_up)]
 
 
 # The policies learning from stories glued together (Rasa's augmented trackers): TEDPolicy's
@@ -313,7 +310,7 @@ def _train_project(
     # What Rasa warns about in the domain and the files, said before the training starts;
     # then the components' own warnings (the NLU pipeline logs its own as it trains).
     assistant_id, assistant_warning = assistant_id_for(project.config)
-    warnings: list[str] = [*project.warnings, *assistant_warning]
+    warnings: list[str] = [*project.config.warnings, *project.warnings, *assistant_warning]
     if not core_only:
         warnings += _kind_warnings(project, kind)
     if kind != "nlu":  # an NLU-only model learns nothing from the stories
@@ -325,11 +322,11 @@ def _train_project(
     for warning in warnings:
         logger.warning(warning)
     logged = len(warnings)
+    planned = None
     if kind != "nlu":
         # As Rasa's, the policies are checked against the domain before anything trains.
         with naming_config_items(project.config):
-            PolicyEnsemble.from_config(project.config.policies)  # an unknown policy first
-            check_forms_have_rule_policy(project.config.policies, project.domain)
+            planned = PolicyEnsemble.for_domain(project.config.policies, project.domain)
     with tempfile.TemporaryDirectory(prefix="botserver-train-") as tmp:
         content = Path(tmp)
         (content / DOMAIN_FILE).write_text(
@@ -351,8 +348,9 @@ def _train_project(
         else:
             say(f"training dialogue on {len(project.stories)} stories and rules")
             stories = project.training_stories()
+            assert planned is not None
             with naming_config_items(project.config):
-                ensemble = PolicyEnsemble.train(project.config.policies, stories, project.domain)
+                ensemble = planned.fit(stories, project.domain)
             warnings += ensemble.warnings
         ensemble.persist(content / POLICIES_DIR)
         say("writing the model archive")
@@ -486,7 +484,7 @@ def train_nlu(
             out, lambda made_in: fingerprint_inputs(files, with_training_format(inputs, made_in))
         )
     assistant_id, assistant_warning = assistant_id_for(project_config)
-    for warning in assistant_warning:
+    for warning in [*project_config.warnings, *assistant_warning]:
         logger.warning(warning)
     intents = sorted({e.intent for e in data.examples if e.intent})
     entities = sorted({a.entity for e in data.examples for a in e.entities})

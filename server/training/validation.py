@@ -139,6 +139,17 @@ def placeholder_assistant_id(config: ProjectConfig) -> str | None:
     )
 
 
+def missing_assistant_id(config: ProjectConfig, made_up: str | None = None) -> str:
+    """The warning for a config.yml without `assistant_id`, by training (naming the random
+    one it `made_up`) and `data validate` alike."""
+    this_time = f" ('{made_up}' this time)" if made_up else ""
+    return (
+        f"{config.filename or 'config.yml'}: the 'assistant_id' key is missing; each "
+        f"training gives the model a new random assistant_id{this_time}. Add a unique "
+        "'assistant_id' to config.yml to identify this assistant's events."
+    )
+
+
 def check_config(
     config: ProjectConfig,
     with_nlu: bool = True,
@@ -149,13 +160,9 @@ def check_config(
     (`with_policies`: an NLU-only model trains none), without training: InvalidProjectFile
     naming config.yml and the item's line if one is refused, else the warnings `train`
     gives about them (with `project`'s data, its synonyms)."""
-    warnings = []
+    warnings = list(config.warnings)
     if not config.assistant_id:
-        warnings.append(
-            f"{config.filename or 'config.yml'}: the 'assistant_id' key is missing; each "
-            "training gives the model a new random assistant_id. Add a unique "
-            "'assistant_id' to config.yml to identify this assistant's events."
-        )
+        warnings.append(missing_assistant_id(config))
     placeholder = placeholder_assistant_id(config)
     if placeholder is not None:
         warnings.append(placeholder)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from server.errors import InvalidConfig
 from tests.api.conftest import MEMORY_STORE
 
 
@@ -26,17 +28,16 @@ async def test_a_misspelt_endpoint_setting_is_warned_about(
         },
         "nlg": {"url": "http://127.0.0.1:9/nlg", "colour": "red"},
     }
-    with caplog.at_level(logging.WARNING, logger="server.api.server"):
+    with caplog.at_level(logging.WARNING):
         await make_client(endpoints=endpoints)
-    warned = [r.getMessage() for r in caplog.records if r.name == "server.api.server"]
-    assert warned == [
-        "endpoints.yml: action_endpoint: the option 'enable_selective_domains' is unknown and "
-        "ignored; did you mean 'enable_selective_domain'?",
-        "endpoints.yml: action_endpoint: the option 'header' is unknown and ignored; did you "
-        "mean 'headers'?",
-        "endpoints.yml: nlg: the option 'colour' is unknown and ignored (known: basic_auth, "
-        "cafile, headers, max_response_bytes, params, store_type, timeout, token, token_name, "
-        "type, url).",
+    assert _unknown_settings(caplog) == [
+        "endpoints.yml: action_endpoint: unknown setting 'enable_selective_domains' is not "
+        "read (nor by Rasa); did you mean 'enable_selective_domain'?",
+        "endpoints.yml: action_endpoint: unknown setting 'header' is not read (nor by Rasa); "
+        "did you mean 'headers'?",
+        "endpoints.yml: nlg: unknown setting 'colour' is not read (nor by Rasa); it reads "
+        "basic_auth, cafile, headers, max_response_bytes, params, store_type, timeout, token, "
+        "token_name, type, url",
     ]
     assert "s3cret" not in caplog.text
 
@@ -63,12 +64,60 @@ async def test_a_misspelt_models_setting_is_warned_about(
     it. The start now names it, as for `action_endpoint:` and `nlg:`."""
     models = {"url": "http://127.0.0.1:9/model", "wait_time_between_pull": 5, "tokn": "s3cret"}
     endpoints = {**MEMORY_STORE, "models": models}
-    with caplog.at_level(logging.WARNING, logger="server.api.server"):
+    with caplog.at_level(logging.WARNING):
         await make_client(endpoints=endpoints)
-    warned = [r.getMessage() for r in caplog.records if r.name == "server.api.server"]
-    assert warned == [
-        "endpoints.yml: models: the option 'wait_time_between_pull' is unknown and ignored; "
-        "did you mean 'wait_time_between_pulls'?",
-        "endpoints.yml: models: the option 'tokn' is unknown and ignored; did you mean 'token'?",
+    assert _unknown_settings(caplog) == [
+        "endpoints.yml: models: unknown setting 'wait_time_between_pull' is not read (nor by "
+        "Rasa); did you mean 'wait_time_between_pulls'?",
+        "endpoints.yml: models: unknown setting 'tokn' is not read (nor by Rasa); did you mean "
+        "'token'?",
     ]
     assert "s3cret" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("models", "said"),
+    [
+        ({"basic_auth": {"username": "bot", "password": None}}, "'basic_auth' needs a 'password'"),
+        ({"basic_auth": {"username": "a:b", "password": "s3c"}}, "cannot hold a ':'"),
+        ({"read_timeout": "soon"}, "models.read_timeout must be seconds"),
+    ],
+)
+async def test_a_models_section_no_pull_can_use_stops_the_start(
+    make_client: Callable[..., Any], models: dict[str, Any], said: str
+) -> None:
+    """As an unusable `action_endpoint:` or `nlg:` does. Before, the server started without
+    a model and never pulled one, its one error line followed by a warning that blamed
+    `wait_time_between_pulls` ("the model server is asked once")."""
+    endpoints = {**MEMORY_STORE, "models": {"url": "http://127.0.0.1:9/model", **models}}
+    with pytest.raises(InvalidConfig, match="prod.yml, section 'models': ") as raised:
+        await make_client(endpoints=endpoints, endpoints_file="prod.yml")
+    assert said in str(raised.value) and "s3c" not in str(raised.value)
+
+
+async def test_every_section_names_its_unknown_settings_in_one_wording_with_the_file(
+    make_client: Callable[..., Any], caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """Before, the stores and broker said "tracker_store: unknown setting ..." without the
+    file --endpoints named, the other sections "the option ... is unknown and ignored", and
+    `nlu:` nothing: its `basic_auth` (which neither Rasa's NLU client nor ours sends) and a
+    misspelt `timeout` were dropped without a word."""
+    endpoints = {
+        "tracker_store": {"type": "in_memory", "cache_events": 10},
+        "event_broker": {"type": "sql", "db": str(tmp_path / "e.db"), "tabel_name": "e"},
+        "nlu": {"url": "http://127.0.0.1:9", "timout": 3, "basic_auth": {"username": "u"}},
+    }
+    with caplog.at_level(logging.WARNING):
+        await make_client(endpoints=endpoints, endpoints_file="prod-endpoints.yml")
+    assert _unknown_settings(caplog) == [
+        "prod-endpoints.yml: event_broker: unknown setting 'tabel_name' is not read (Rasa "
+        "stops on it); did you mean 'table_name'?",
+        "prod-endpoints.yml: nlu: unknown setting 'timout' is not read (nor by Rasa); did you "
+        "mean 'timeout'?",
+        "prod-endpoints.yml: nlu: unknown setting 'basic_auth' is not read (nor by Rasa); it "
+        "reads headers, max_response_bytes, timeout, token, url",
+    ]
+
+
+def _unknown_settings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "unknown setting" in r.getMessage()]

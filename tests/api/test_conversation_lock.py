@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.tcp_proxy import TcpProxy
+from bench.tcp_proxy import SilentProxy, TcpProxy
 from server.api.server import ServerOptions, build_app
 from server.dialogue.processor import CLIENT_GONE_KEY
 from server.trackers.factory import create_lock_store
@@ -25,15 +25,14 @@ from tests.trackers.persistence_fixtures import (
 WEBHOOK = "/webhooks/rest/webhook"
 
 
-def in_memory_app(model: Path, models_dir: Path) -> Any:
-    """The server on `model` with an in-memory tracker store and lock store."""
+def in_memory_app(model: Path, models_dir: Path, lock_store: dict[str, Any] | None = None) -> Any:
+    """The server on `model` with an in-memory tracker store, and lock store unless
+    `lock_store` is given."""
+    endpoints: dict[str, Any] = {"tracker_store": {"type": "in_memory"}}
+    if lock_store is not None:
+        endpoints["lock_store"] = lock_store
     return build_app(
-        ServerOptions(
-            model_path=model,
-            enable_api=True,
-            endpoints={"tracker_store": {"type": "in_memory"}},
-            models_dir=models_dir,
-        )
+        ServerOptions(model_path=model, enable_api=True, endpoints=endpoints, models_dir=models_dir)
     )
 
 
@@ -91,14 +90,7 @@ async def test_a_client_gone_while_another_process_held_the_redis_lock_is_not_ha
     require_service("Redis", REDIS)
     prefix = unique_name("lead_gone")
     lock_config = {"type": "redis", "url": REDIS[0], "port": REDIS[1], "key_prefix": prefix}
-    app = build_app(
-        ServerOptions(
-            model_path=moodbot_model,
-            enable_api=True,
-            endpoints={"tracker_store": {"type": "in_memory"}, "lock_store": lock_config},
-            models_dir=tmp_path,
-        )
-    )
+    app = in_memory_app(moodbot_model, tmp_path, lock_config)
     other_process = create_lock_store(lock_config)
     try:
         async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
@@ -267,3 +259,43 @@ async def test_the_count_of_lock_releases_failed_as_the_server_stops_is_logged(
         said[1]
         == f"2 more times in the last 60 s: could not release the locks of ended turns ({where})"
     )
+
+
+async def test_the_reply_does_not_wait_for_a_lock_release_redis_does_not_answer(
+    moodbot_model: Path, tmp_path: Path
+) -> None:
+    """Redis (the lock store) stops answering after the turn took its lock (hung, a dead
+    host behind a load balancer). Before, the bot's reply came a `socket_timeout` late (30 s
+    here, 10 s by default): the turn's end waited for the release's answer, for a lease that
+    runs out by itself."""
+    require_service("Redis", REDIS)
+    proxy = SilentProxy(REDIS)
+    await proxy.restore()
+    prefix = unique_name("bs_hung_release")
+    lock_store = {
+        "type": "redis",
+        "url": REDIS[0],
+        "port": proxy.port,
+        "key_prefix": prefix,
+        "socket_timeout": 30,
+    }
+    app = in_memory_app(moodbot_model, tmp_path, lock_store)
+    store = app.state.tracker_store
+    append = store.append
+
+    async def append_as_redis_hangs(sender_id: str, events: Any) -> Any:
+        proxy.silent = True  # the lease is taken; its release will not be answered
+        return await append(sender_id, events)
+
+    store.append = append_as_redis_hangs
+    try:
+        async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
+            answer = await client.post(
+                WEBHOOK, json={"sender": "u1", "message": "bye"}, timeout=5
+            )  # (before: ReadTimeout)
+            assert answer.json() == [{"recipient_id": "u1", "text": "Bye"}]
+            proxy.silent = False
+    finally:
+        proxy.silent = False
+        await proxy.cut()
+        await delete_redis_keys(prefix)

@@ -91,5 +91,5 @@ async def test_a_misspelt_file_or_sql_event_broker_key_is_named_at_start(
     assert broker is not None
     await broker.close()
     (line,) = [r.getMessage() for r in caplog.records if f"'{key}'" in r.getMessage()]
-    assert line.startswith(f"event_broker: unknown setting '{key}' is not read")
+    assert line.startswith(f"endpoints.yml: event_broker: unknown setting '{key}' is not read")
     assert said in line

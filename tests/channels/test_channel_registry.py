@@ -160,6 +160,8 @@ RSA_PUBLIC_PEM = (
         ("rocketchat", {**ROCKET, "server_url": "http://[::1"}, "'server_url' must be an"),
         ("rocketchat", {**ROCKET, "password": ["pw"]}, "'password' must be a string, not a list"),
         ("rocketchat", {**ROCKET, "max_message_length": "big"}, "'max_message_length' must be"),
+        # Digits int() cannot read: before, "ValueError: invalid literal for int()".
+        ("rocketchat", {**ROCKET, "max_message_length": "\u00b2"}, "'max_message_length' must"),
         ("socketio", {"socketio_path": 5.5j}, "'socketio_path' must be a string"),
         ("socketio", {"socketio_path": "/"}, "'socketio_path' must be a path"),
         ("socketio", {"session_persistence": "maybe"}, "'session_persistence' must be true or"),
@@ -396,13 +398,15 @@ def test_a_misspelt_channel_setting_is_warned_about(caplog: pytest.LogCaptureFix
     with caplog.at_level(logging.WARNING):
         load_channels(credentials)
     assert [r.getMessage() for r in caplog.records] == [
-        "credentials.yml: channel 'rest' takes no settings: 'port' is ignored",
-        "credentials.yml: channel 'callback': the option 'header' is unknown and ignored; "
-        "did you mean 'headers'?",
-        "credentials.yml: channel 'socketio': the option 'session_persistance' is unknown "
-        "and ignored; did you mean 'session_persistence'?",
-        "credentials.yml: channel 'rocketchat': the option 'colour' is unknown and ignored "
-        "(known: max_message_length, password, server_url, ssl, timeout, user, webhook_token).",
+        "credentials.yml: channel 'rest': unknown setting 'port' is not read (nor by Rasa); "
+        "it reads none",
+        "credentials.yml: channel 'callback': unknown setting 'header' is not read (nor by "
+        "Rasa); did you mean 'headers'?",
+        "credentials.yml: channel 'socketio': unknown setting 'session_persistance' is not "
+        "read (nor by Rasa); did you mean 'session_persistence'?",
+        "credentials.yml: channel 'rocketchat': unknown setting 'colour' is not read (nor by "
+        "Rasa); it reads max_message_length, password, server_url, ssl, timeout, user, "
+        "webhook_token",
     ]
 
 

@@ -186,6 +186,21 @@ def test_a_link_button_reaches_the_widget_as_a_link() -> None:
     ]
 
 
+@pytest.mark.parametrize("key", ["buttons", "quick_replies"])
+def test_choices_without_a_text_come_with_an_empty_text(key: str) -> None:
+    """rasa-sdk's `dispatcher.utter_message(buttons=...)` (or a response of buttons only) sends
+    `text: null`. rasa-webchat shows the text of a message with choices as `String(text)`:
+    before, a bubble saying "null" above the buttons (Rasa fails the turn on it)."""
+    message = {"text": None, key: [{"title": "Yes", "payload": "/affirm"}], "image": None}
+    assert socketio_payloads(message) == [
+        {
+            "text": "",
+            "quick_replies": [{"content_type": "text", "title": "Yes", "payload": "/affirm"}],
+        }
+    ]
+    assert socketio_payloads({key: [{"title": "No", "payload": "/deny"}]})[0]["text"] == ""
+
+
 async def test_session_persistence_keeps_the_conversation_across_sockets() -> None:
     settings = {
         "session_persistence": True,
@@ -238,6 +253,20 @@ async def test_jwt_protects_the_connection() -> None:
         (reply,) = await allowed.next()
         await allowed.sio.disconnect()
     assert reply == ("bot_uttered", {"text": "echo: hi"})
+
+
+async def test_a_jwt_without_claims_is_refused_as_rasa_refuses_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Rasa lets a socket connect only when its token's claims are not empty: a token signed
+    over `{}` is refused there. Before, it connected here."""
+    key = "socket-secret-of-at-least-32-bytes!"
+    caplog.set_level(logging.INFO)
+    async with bot({"jwt_key": key, "jwt_method": "HS256"}) as url:
+        empty = jwt.encode({}, key, algorithm="HS256")
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await Client().sio.connect(url, transports=["websocket"], auth={"token": empty})
+    assert any("JWT rejected: no claims" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize("key_kind", ["public", "private"])
@@ -316,14 +345,28 @@ async def test_a_refused_connection_is_logged_with_client_and_reason_and_bounded
 
 
 @contextlib.asynccontextmanager
-async def in_session(session_id: str) -> AsyncIterator[tuple[Client, SocketIOInput]]:
-    """A client in session `session_id` of the echo bot (session_persistence on); yields it
-    and the channel, whose output pushes to sessions."""
-    (channel,) = load_channels({"socketio": {"session_persistence": True}})
+async def persistent_bot(
+    ping_seconds: float | None = None, **settings: Any
+) -> AsyncIterator[tuple[str, SocketIOInput]]:
+    """The echo bot with session_persistence on (and these other `settings`); yields its URL
+    and its channel. `ping_seconds`: engine.io's ping interval and timeout (25 s and 20 s)."""
+    (channel,) = load_channels({"socketio": {"session_persistence": True, **settings}})
     assert isinstance(channel, SocketIOInput)
+    if ping_seconds is not None:
+        channel.sio.eio.ping_interval = channel.sio.eio.ping_timeout = ping_seconds
     app = create_app()
     attach_channels(app, [channel], echo)
     async with serving(app) as url:
+        yield url, channel
+
+
+@contextlib.asynccontextmanager
+async def in_session(
+    session_id: str, ping_seconds: float | None = None, **settings: Any
+) -> AsyncIterator[tuple[Client, SocketIOInput]]:
+    """A client in session `session_id` of the echo bot (session_persistence on, and these
+    other `settings`); yields it and the channel, whose output pushes to sessions."""
+    async with persistent_bot(ping_seconds, **settings) as (url, channel):
         client = Client()
         await client.sio.connect(url, transports=["websocket"])
         await client.sio.emit("session_request", {"session_id": session_id})
@@ -1122,3 +1165,120 @@ async def test_a_socket_that_requested_two_sessions_gets_the_replies_of_both() -
         assert await client.next() == [("bot_uttered", {"text": "to user-a"})]
         assert await client.next() == [("bot_uttered", {"text": "to user-b"})]
         await client.sio.disconnect()
+
+
+async def test_a_gateway_socket_stays_in_its_latest_sessions_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A backend gateway relays many users over one socket that stays connected for weeks,
+    requesting a session per user. The socket is kept in the `sessions_per_socket` sessions
+    it used last; before, it stayed in every session it ever named (a room each, about
+    600 bytes), so the server's memory grew with every user the gateway had ever relayed."""
+    async with in_session("user-0", sessions_per_socket=3) as (client, channel):
+        sid = client.sio.get_sid()
+        for user in range(1, 6):
+            await client.sio.emit("session_request", {"session_id": f"user-{user}"})
+        confirmed = await client.next(5)
+        held = sorted(channel.sio.manager.get_rooms(sid, "/"))
+        output = channel.get_output_channel()
+        # A push to a session the socket left reaches nobody; one to a kept session arrives.
+        await output.send_response("user-0", {"text": "to user-0"})
+        await output.send_response("user-5", {"text": "to user-5"})
+        (pushed,) = await client.next()
+        # A message of a session it left joins it again (the oldest kept one is left) and
+        # is answered, as a message of a session never requested is.
+        await client.sio.emit("user_uttered", {"message": "hi", "session_id": "user-0"})
+        replies = await client.next(2)
+        held_after = sorted(channel.sio.manager.get_rooms(sid, "/"))
+        await client.sio.disconnect()
+        # The server forgets the socket's sessions when it handles the disconnect.
+        for _ in range(200):
+            kept_after_disconnect = len(channel.socket_sessions)
+            if kept_after_disconnect == 0:
+                break
+            await asyncio.sleep(0.01)
+    assert confirmed == [("session_confirm", f"user-{user}") for user in range(1, 6)]
+    assert held == sorted([sid, "session:user-3", "session:user-4", "session:user-5"])
+    assert pushed == ("bot_uttered", {"text": "to user-5"})
+    assert replies[1] == ("bot_uttered", {"text": "from user-0 via socketio"})
+    assert held_after == sorted([sid, "session:user-4", "session:user-5", "session:user-0"])
+    assert kept_after_disconnect == 0
+    # Pushes to the sessions left are lost without a word: the operator is told once per
+    # socket (three sessions left here) which setting to raise.
+    warnings = [r.getMessage() for r in caplog.records if "sessions_per_socket" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert f"socketio: socket {sid} is in 3 sessions" in warnings[0]
+
+
+def test_sessions_per_socket_is_a_positive_whole_number_and_1000_by_default() -> None:
+    (channel,) = load_channels({"socketio": {"session_persistence": True}})
+    assert isinstance(channel, SocketIOInput)
+    assert channel.socket_sessions.limit == 1000
+    (from_text,) = load_channels({"socketio": {"sessions_per_socket": "50"}})  # a ${VAR}
+    assert isinstance(from_text, SocketIOInput) and from_text.socket_sessions.limit == 50
+    for wrong in (0, -1, 2.5, "many", "\u00b2", True):
+        with pytest.raises(InvalidConfig, match="'sessions_per_socket' must be"):
+            load_channels({"socketio": {"sessions_per_socket": wrong}})
+
+
+async def test_the_sessions_of_a_client_that_vanished_are_dropped() -> None:
+    """Visitors whose browser went away without a word (long-polling, no more requests):
+    engine.io drops each socket when its ping goes unanswered, and with it every entry the
+    channel held for it, so a server running for months does not hold their sessions."""
+    async with persistent_bot(ping_seconds=0.5) as (url, channel):
+        async with httpx.AsyncClient(base_url=url) as http:
+            polling = "/socket.io/?EIO=4&transport=polling"
+            for visitor in range(3):
+                sid = json.loads((await http.get(polling)).text[1:])["sid"]
+                await http.post(f"{polling}&sid={sid}", content="40")
+                await http.get(f"{polling}&sid={sid}")
+                request = ["session_request", {"session_id": f"gone-{visitor}"}]
+                await http.post(f"{polling}&sid={sid}", content="42" + json.dumps(request))
+                # Confirmed: the socket is in its session.
+                assert "gone-" in (await http.get(f"{polling}&sid={sid}")).text
+        for _ in range(500):  # bounded: at most 5 s (engine.io's own wait is 45 s)
+            if not channel.sio.eio.sockets and not channel.socket_sessions:
+                break
+            await asyncio.sleep(0.01)
+        left = (len(channel.socket_sessions), channel.sio.manager.rooms)
+    assert left == (0, {})
+
+
+async def test_a_session_answering_a_turn_is_kept_past_sessions_per_socket() -> None:
+    """A gateway's socket sends a message of session A, whose turn waits (on an action
+    server, say); meanwhile the gateway relays more users than `sessions_per_socket`. A is
+    the socket's least recently used session, but its turn's reply must still reach it:
+    before, the socket had left A's room and the reply was lost."""
+    answer = asyncio.Event()
+
+    async def slow(message: UserMessage) -> None:
+        if message.sender_id == "user-a":
+            await answer.wait()
+        await echo(message)
+
+    settings = {"session_persistence": True, "sessions_per_socket": 2}
+    (channel,) = load_channels({"socketio": settings})
+    assert isinstance(channel, SocketIOInput)
+    app = create_app()
+    attach_channels(app, [channel], slow)
+    async with serving(app) as url:
+        client = Client()
+        await client.sio.connect(url, transports=["websocket"])
+        sid = client.sio.get_sid()
+        await client.sio.emit("user_uttered", {"message": "hi", "session_id": "user-a"})
+        for user in "bcd":
+            await client.sio.emit("session_request", {"session_id": f"user-{user}"})
+        confirmed = await client.next(3)
+        held_during_turn = sorted(channel.sio.manager.get_rooms(sid, "/"))
+        answer.set()
+        replies = await client.next(2)
+        # Once the turn is answered, the socket is back within its two sessions.
+        held_after = sorted(channel.sio.manager.get_rooms(sid, "/"))
+        await client.sio.disconnect()
+    assert confirmed == [("session_confirm", f"user-{user}") for user in "bcd"]
+    assert held_during_turn == sorted([sid, "session:user-a", "session:user-c", "session:user-d"])
+    assert replies == [
+        ("bot_uttered", {"text": "echo: hi"}),
+        ("bot_uttered", {"text": "from user-a via socketio"}),
+    ]
+    assert held_after == sorted([sid, "session:user-c", "session:user-d"])

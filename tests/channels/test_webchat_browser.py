@@ -81,6 +81,8 @@ RICH: dict[str, dict[str, Any]] = {
         ]
     },
     "video": {"attachment": {"type": "video", "payload": {"src": "https://example.test/tour.mp4"}}},
+    # rasa-sdk's `dispatcher.utter_message(buttons=...)`: `text` is null.
+    "choose": {"text": None, "buttons": [{"title": "Maybe", "payload": "/maybe"}]},
     "links": {
         "text": "Where to?",
         "buttons": [
@@ -274,6 +276,12 @@ def test_webchat_shows_links_paragraphs_a_carousel_and_a_video(rich_bot_url: str
         expect(page.locator(".rw-videoFrame")).to_have_attribute(
             "src", "https://example.test/tour.mp4", timeout=10_000
         )
+
+        # Buttons without a text: before, the widget showed "null" above them.
+        box.fill("choose")
+        box.press("Enter")
+        expect(page.locator(".rw-reply", has_text="Maybe")).to_be_visible(timeout=10_000)
+        expect(responses.last).to_have_text("")
 
 
 def test_webchat_visitors_get_their_replies_from_two_workers(moodbot: Path, tmp_path: Path) -> None:

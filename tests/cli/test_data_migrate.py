@@ -120,12 +120,19 @@ def test_a_rasa_2_domain_becomes_one_rasa_3_trains(run_cli, tmp_path: Path) -> N
     assert slots["search_results"] == {"type": "any", "mappings": [{"type": "custom"}]}
 
     # The migrated domain is one botserver (and Rasa 3) trains from.
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "rules.yml").write_text(
-        'version: "3.1"\nrules:\n- rule: form\n  steps:\n  - intent: request_restaurant\n'
-        "  - action: restaurant_form\n  - active_loop: restaurant_form\n"
+    _assert_trains(
+        run_cli,
+        tmp_path,
+        "rules:\n- rule: form\n  steps:\n  - intent: request_restaurant\n"
+        "  - action: restaurant_form\n  - active_loop: restaurant_form\n",
     )
-    trained = run_cli("train", "core", "-d", "new.yml", cwd=tmp_path)
+
+
+def _assert_trains(run_cli, project: Path, data: str) -> None:
+    """The migrated `new.yml` trains a dialogue model with the stories or rules `data`."""
+    (project / "data").mkdir()
+    (project / "data" / "data.yml").write_text('version: "3.1"\n' + data)
+    trained = run_cli("train", "core", "-d", "new.yml", cwd=project)
     assert trained.code == 0, trained.err
 
 
@@ -228,3 +235,32 @@ def test_bad_input_is_one_error_line_and_nothing_written(
     assert result.err.startswith(message), result.err
     assert len(result.err.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files)
+
+
+def test_an_unfeaturized_slot_becomes_one_rasa_3_trains(run_cli, tmp_path: Path) -> None:
+    """Rasa 2's `unfeaturized` slot type is gone in Rasa 3: before, it was kept and the
+    migrated domain did not train ("unknown type 'unfeaturized'")."""
+    (tmp_path / "domain.yml").write_text(
+        'version: "2.0"\nintents:\n  - greet\nentities:\n  - name\nslots:\n'
+        "  name:\n    type: unfeaturized\n  note:\n    type: unfeaturized\n"
+        "    influence_conversation: false\n    initial_value: hello\n"
+        "responses:\n  utter_greet:\n    - text: Hi\n"
+    )
+    assert run_cli("data", "migrate", "--out", "new.yml", cwd=tmp_path).code == 0
+    slots = yaml.safe_load((tmp_path / "new.yml").read_text())["slots"]
+    assert slots["name"] == {
+        "type": "any",
+        "influence_conversation": False,
+        "mappings": [{"type": "from_entity", "entity": "name"}],
+    }
+    assert slots["note"] == {
+        "type": "any",
+        "influence_conversation": False,
+        "initial_value": "hello",
+        "mappings": [{"type": "custom"}],
+    }
+    _assert_trains(
+        run_cli,
+        tmp_path,
+        "stories:\n- story: hi\n  steps:\n  - intent: greet\n  - action: utter_greet\n",
+    )

@@ -650,10 +650,15 @@ def test_basic_auth_no_request_can_carry_fails_at_startup(
     assert "s3c" not in str(raised.value)
 
 
-async def test_an_empty_token_is_not_sent_as_in_rasa(broken_server: BrokenActionServer) -> None:
+@pytest.mark.parametrize("token", ["", 0, False])
+async def test_an_empty_token_is_not_sent_as_in_rasa(
+    broken_server: BrokenActionServer, token: object
+) -> None:
     """`token: ${ACTION_TOKEN}` with the variable set empty: Rasa sends no token. Before,
-    botserver sent `?token=` (a gateway checking tokens refused it)."""
-    client = ActionServerClient({"url": _url(broken_server, "/ok"), "token": ""})
+    botserver sent `?token=` (a gateway checking tokens refused it). Nor `token: 0` or
+    `false` (Rasa sends a token only when it is truthy; before, `?token=0` and
+    `?token=False`), as the model server's and the NLU server's."""
+    client = ActionServerClient({"url": _url(broken_server, "/ok"), "token": token})
     await client.run("action_x", "u1", {}, None)
     await client.aclose()
     assert broken_server.requests[-1][0] == "/ok"

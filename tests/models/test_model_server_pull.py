@@ -317,6 +317,29 @@ def test_the_read_timeout_is_30_s_unless_set_and_never_past_the_timeout() -> Non
         ModelServerConfig.from_endpoint({**url, "read_timeout": "soon"})
 
 
+@pytest.mark.parametrize(
+    ("basic_auth", "message"),
+    [
+        ({"username": "bot", "password": None}, "'basic_auth' needs a 'password'"),
+        ({"username": None, "password": "s3c"}, "'basic_auth' needs a 'username'"),
+        ({"username": "bot", "password": ["s3c"]}, "'basic_auth' 'password' must be text"),
+        ({"username": "bot", "password": True}, "'basic_auth' 'password' must be text"),
+        ({"username": "a:b", "password": "s3c"}, "'basic_auth' 'username' cannot hold"),
+        ("bot:s3c", "'basic_auth' must be a mapping with 'username' and 'password'"),
+    ],
+)
+def test_basic_auth_is_read_as_every_endpoint_reads_it(basic_auth: Any, message: str) -> None:
+    """As the action server's and NLG's (and Rasa's aiohttp, which refuses a null and a
+    ':' in the user name): before, `password: null` sent the password "None", `True` sent
+    "True", and a user name with a ':' logged in as another user."""
+    with pytest.raises(InvalidConfig, match=f"models: {message}") as raised:
+        ModelServerConfig.from_endpoint({"url": "http://m.example/m", "basic_auth": basic_auth})
+    assert "s3c" not in str(raised.value)
+    numeric = {"username": "bot", "password": 1234}  # a number to YAML, sent as its text
+    config = ModelServerConfig.from_endpoint({"url": "http://m.example/m", "basic_auth": numeric})
+    assert config.basic_auth == ("bot", "1234")
+
+
 @pytest.mark.timing
 @pytest.mark.parametrize("mode", ["huge", "unsized"])
 async def test_a_body_too_large_is_refused_early_without_the_token(

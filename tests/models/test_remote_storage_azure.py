@@ -18,6 +18,8 @@ import pytest
 from server.errors import InvalidConfig, ModelNotFound
 from server.models import ModelHolder, ModelSource
 from server.models.remote_storage import check_storage_settings, download_model
+from tests.fake_http import serve_json
+from tests.models.conftest import azure_at
 
 blob = pytest.importorskip("azure.storage.blob")
 
@@ -170,10 +172,20 @@ async def test_a_container_name_azure_refuses_is_a_configuration_error(
         check_storage_settings("azure")  # `botserver run` stops before it starts
 
 
-async def test_a_model_name_given_as_the_blobs_url_says_that_m_names_the_key(container) -> None:
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"https://{ACCOUNT}.blob.core.windows.net/models/prod/bot.tar.gz",
+        # Azurite's, the account before the container. Before: "give -m
+        # devstoreaccount1/models/prod/bot.tar.gz", the account and container in the key.
+        f"http://127.0.0.1:10000/{ACCOUNT}/models/prod/bot.tar.gz",
+    ],
+    ids=["azure", "azurite"],
+)
+async def test_a_model_name_given_as_the_blobs_url_says_that_m_names_the_key(
+    container, url: str
+) -> None:
     # Before: "No model 'https://...' in Azure container 'models'", nothing more.
-    url = f"https://{ACCOUNT}.blob.core.windows.net/models/prod/bot.tar.gz"
-
     with pytest.raises(ModelNotFound) as caught:
         await download_model("azure", url)
 
@@ -214,3 +226,40 @@ def test_a_container_given_as_its_url_is_named_without_the_sas_signature(
         f"AZURE_CONTAINER '{shown}' is no container name: give the container's name alone, "
         "such as 'models'"
     )
+
+
+async def test_a_request_azure_refuses_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Azure's 400 (OutOfRangeInput, InvalidUri...): a request it never serves, whatever the
+    # retries. Before: a ModelError "Operation returned an invalid status 'Bad Request'", a
+    # 500 from PUT /model as if the storage had failed.
+    with serve_json(lambda path, body: (400, None)) as url:
+        azure_at(url, monkeypatch)
+        monkeypatch.setenv("AZURE_ACCOUNT_KEY", KEY)
+
+        with pytest.raises(InvalidConfig) as caught:
+            await download_model("azure", "prod")
+
+    assert str(caught.value) == (
+        f"Azure container 'models' at {url}/{ACCOUNT} refused the request for 'prod.tar.gz' "
+        "(400: Bad Request)"
+    )
+
+
+async def test_a_blobs_url_is_read_right_for_a_container_named_as_its_account(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Account and container both 'models': the host's name is the account, not a
+    # virtual-hosted container, nor is the path's first part Azurite's account. Before:
+    # "give -m models/prod/bot.tar.gz", the container in the key.
+    url = "https://models.blob.core.windows.net/models/prod/bot.tar.gz"
+    with serve_json(lambda path, body: (404, None)) as address:
+        azure_at(address, monkeypatch)
+        monkeypatch.setenv("AZURE_ACCOUNT_NAME", "models")
+        monkeypatch.setenv("AZURE_ACCOUNT_KEY", KEY)
+
+        with pytest.raises(ModelNotFound) as caught:
+            await download_model("azure", url)
+
+    assert str(caught.value).endswith("not a URL: give -m prod/bot.tar.gz"), caught.value

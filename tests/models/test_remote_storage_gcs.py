@@ -159,3 +159,34 @@ async def test_a_missing_object_is_not_taken_for_a_missing_bucket_the_credential
             await download_model("gcs", "prod")
 
     assert str(caught.value) == "No model 'prod.tar.gz' in GCS bucket 'models'"
+
+
+@pytest.mark.parametrize(
+    ("bucket_name", "reason", "expected"),
+    [
+        # A name GCS never takes (here: one holding "google").
+        ("my-google-models", "Invalid bucket name: 'my-google-models'",
+         "BUCKET_NAME 'my-google-models' is no bucket name GCS takes (400: Invalid bucket "
+         "name: 'my-google-models'): GCS's are 3 to 63 lowercase letters, digits, '-', '_' "
+         "and '.' (222 with dots), without 'goog' first nor 'google'"),
+        # A requester-pays bucket read without a billing project.
+        ("models", "Bucket is a requester pays bucket but no user project provided.",
+         "GCS bucket 'models' refused the request for 'prod.tar.gz' (400: Bucket is a "
+         "requester pays bucket but no user project provided.)"),
+    ],
+    ids=["bucket-name", "requester-pays"],
+)  # fmt: skip
+async def test_a_request_gcs_refuses_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, bucket_name: str, reason: str, expected: str
+) -> None:
+    # GCS's 400. Before: a ModelError "Cannot download ... 400 GET ...: <reason>", a 500
+    # from PUT /model, as if the storage had failed.
+    refused = {"error": {"code": 400, "message": reason}}
+    with serve_json(lambda path, body: (400, refused)) as url:
+        gcs_at(url, monkeypatch)
+        monkeypatch.setenv("BUCKET_NAME", bucket_name)
+
+        with pytest.raises(InvalidConfig) as caught:
+            await download_model("gcs", "prod")
+
+    assert str(caught.value) == expected

@@ -458,15 +458,36 @@ async def test_an_object_a_head_cannot_read_says_why_as_a_get_is_told(
     s3_env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # An object encrypted with a customer's key (SSE-C): S3 answers a HEAD without the key
-    # 400, with no body. Before: taken for an expired session token (renew the credentials).
-    _, error = await _refused_by_a_fake_s3(
+    # 400, with no body. Before: taken for an expired session token (renew the credentials);
+    # then a ModelError with S3's words, a 500 from PUT /model, where GCS's and Azure's 400s
+    # are a request the storage refuses (a 400): no retry, nor a fix of botserver's, serves it.
+    url, error = await _refused_by_a_fake_s3(
         monkeypatch,
         "InvalidRequest",
         "The object was stored using a form of Server Side Encryption.",
     )
 
-    assert isinstance(error, ModelError) and not isinstance(error, InvalidConfig)
-    assert str(error).endswith(
-        "(InvalidRequest) when calling the GetObject operation: The object was stored using "
-        "a form of Server Side Encryption."
+    assert isinstance(error, InvalidConfig) and str(error) == (
+        f"S3 bucket 'models-bucket' at {url} refused the request for 'prod.tar.gz' "
+        "(InvalidRequest: The object was stored using a form of Server Side Encryption.)"
+    )
+
+
+async def test_a_region_the_storage_refuses_is_a_configuration_error_naming_the_region_setting(
+    s3_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MinIO set to a region of its own, AWS_DEFAULT_REGION another: it refuses the signature's
+    # region (botocore follows AWS's own answer, not an endpoint's). Before: a ModelError with
+    # S3's words, a 500 from PUT /model.
+    url, error = await _refused_by_a_fake_s3(
+        monkeypatch,
+        "AuthorizationHeaderMalformed",
+        "The authorization header is malformed; the region 'us-east-1' is wrong; expecting "
+        "'eu-west-1'",
+    )
+
+    assert isinstance(error, InvalidConfig) and str(error) == (
+        f"S3 bucket 'models-bucket' at {url} refused the region the request was signed for "
+        "(AuthorizationHeaderMalformed: The authorization header is malformed; the region "
+        "'us-east-1' is wrong; expecting 'eu-west-1'): set AWS_DEFAULT_REGION to the storage's"
     )

@@ -6,6 +6,7 @@ naming the storage and the model, never the SDK's bare exception (a traceback at
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from server.errors import BotServerError, InvalidConfig, ModelError, ModelUnavailable
 from server.models import ModelHolder, ModelSource
 from server.models.remote_storage import check_storage_settings, download_model
-from tests.models.conftest import azure_at, greeting_loader, s3_at
+from tests.models.conftest import STORAGES_AT, azure_at, greeting_loader, s3_at
 
 
 @pytest.mark.parametrize("key", ["not base64!!", "abcdef", "ab"])
@@ -245,3 +246,60 @@ def test_the_s3_endpoints_people_use_pass_the_check(
 ) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", address)
     check_storage_settings("aws")
+
+
+@pytest.mark.parametrize(
+    ("storage", "name", "why"),
+    [
+        # Azure counts UTF-16 code units: 509 emoji and '.tar.gz' are 1,025.
+        ("azure", "\N{GRINNING FACE}" * 509, "Azure takes blob names of at most 1024 "
+         "characters ('.tar.gz' included); this one has 1025"),
+        ("azure", "a/" * 254 + "m", "Azure takes blob names of at most 254 '/'-separated "
+         "parts; this one has 255"),
+        # S3 and GCS count UTF-8 bytes: 509 'é' and '.tar.gz' are 1,025.
+        ("aws", "\N{LATIN SMALL LETTER E WITH ACUTE}" * 509, "S3 takes object keys of at "
+         "most 1024 bytes in UTF-8 ('.tar.gz' included); this one has 1025"),
+        ("gcs", "m" * 1018, "GCS takes object names of at most 1024 bytes in UTF-8 "
+         "('.tar.gz' included); this one has 1025"),
+    ],
+    ids=["azure-length", "azure-parts", "aws-length", "gcs-length"],
+)  # fmt: skip
+async def test_a_model_name_longer_than_the_storage_takes_names_the_limit(
+    monkeypatch: pytest.MonkeyPatch, storage: str, name: str, why: str
+) -> None:
+    # Azure answers such a name 400 OutOfRangeInput, S3 KeyTooLongError: before, a
+    # ModelError with the SDK's words (a 500 from PUT /model, naming no limit); against
+    # Azurite, which takes any length, "No model ...". Refused before any request.
+    monkeypatch.setenv("BUCKET_NAME", "models")
+    STORAGES_AT[storage]("http://127.0.0.1:9", monkeypatch)
+
+    with pytest.raises(InvalidConfig) as caught:
+        await download_model(storage, name)
+
+    message = str(caught.value)
+    assert message.startswith(f"Remote model name '{name[:40]}...' is too long: "), message
+    assert message.endswith(why)
+    assert len(message) < 300  # the name is not printed whole
+
+
+@pytest.mark.parametrize(
+    ("storage", "module", "package"),
+    [
+        ("aws", "boto3", "boto3"),
+        ("gcs", "google.cloud", "google-cloud-storage"),
+        ("azure", "azure.storage.blob", "azure-storage-blob"),
+    ],
+)
+async def test_a_missing_client_library_says_which_extra_installs_it(
+    monkeypatch: pytest.MonkeyPatch, storage: str, module: str, package: str
+) -> None:
+    # Before, each storage had its own wording, and GCS and Azure named a bare package
+    # rather than the extra, which pins the version botserver is tested with.
+    monkeypatch.setitem(sys.modules, module, None)  # its import fails, as when not installed
+
+    with pytest.raises(InvalidConfig) as caught:
+        await download_model(storage, "prod")
+
+    assert str(caught.value) == (
+        f"Remote storage '{storage}' needs {package}: pip install 'botserver[{storage}]'"
+    )

@@ -17,9 +17,9 @@ import pytest
 from server.errors import InvalidConfig, ModelUnavailable
 from server.models import ModelHolder, ModelSource
 from server.models.remote_storage import download_model
-from tests.fake_http import silent_server
+from tests.fake_http import closing_server, serve_json, silent_server
 from tests.loop_lag import paced
-from tests.models.conftest import STORAGES_AT, azure_at, greeting_loader, s3_at
+from tests.models.conftest import STORAGES_AT, azure_at, gcs_at, greeting_loader, s3_at
 from tests.models.test_remote_storage_lying import LyingStorage
 
 TIMEOUT = 1.0
@@ -190,3 +190,90 @@ async def test_the_storage_address_is_named_without_its_credentials(
 
     assert "http://127.0.0.1:9" in str(caught.value)
     assert "pa55word" not in str(caught.value) and "S3CRET" not in str(caught.value)
+
+
+@pytest.fixture
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Failures that come at once, tried again without the waits between tries: GCS's
+    retries end once twice the timeout has passed (here 1 s, not 2), boto's and Azure's
+    wait up to 1 and 2 s before the second try (here not at all). Nothing here waits for
+    the timeout itself."""
+    monkeypatch.setenv("BUCKET_NAME", "models")
+    monkeypatch.setenv("REMOTE_STORAGE_TIMEOUT", f"{TIMEOUT / 2:g}")
+    waits = {
+        "botocore.retries.standard.ExponentialBackoff.delay_amount": lambda self, context: 0.0,
+        "azure.storage.blob.LinearRetry.get_backoff_time": lambda self, settings: 0.0,
+    }
+    for target, no_wait in waits.items():
+        try:
+            monkeypatch.setattr(target, no_wait)
+        except ImportError:  # the SDK is not installed: its storage's tests skip
+            pass
+
+
+@pytest.mark.parametrize(
+    ("storage", "failure"),
+    [*((storage, "tls") for storage in STORAGES_AT), ("azure", "closed")],  # the fastest to retry
+)
+@pytest.mark.usefixtures("quick_retries")
+async def test_a_storage_the_exchange_fails_with_is_one_that_cannot_be_reached(
+    monkeypatch: pytest.MonkeyPatch, storage: str, failure: str
+) -> None:
+    # An https address whose TLS fails (here: an http port; a certificate that does not
+    # verify), or a host that closes the connection unanswered. Before: a ModelError with the
+    # SDK's words, a 500 from PUT /model, where a model server failing so is a 400.
+    with serve_json(lambda path, body: (200, {})) if failure == "tls" else closing_server() as url:
+        if failure == "tls":
+            url = url.replace("http://", "https://")
+        STORAGES_AT[storage](url, monkeypatch)
+
+        with pytest.raises(ModelUnavailable) as caught:
+            await download_model(storage, "prod")
+
+    message = str(caught.value)
+    assert message.startswith("Cannot reach "), message
+    assert ("SSL" if failure == "tls" else "closed") in message, message
+
+
+@pytest.mark.parametrize("storage", STORAGES_AT)
+@pytest.mark.usefixtures("quick_retries")
+async def test_a_storage_failing_with_a_5xx_is_unavailable_for_now(
+    monkeypatch: pytest.MonkeyPatch, storage: str
+) -> None:
+    # A 503 (S3's SlowDown, an outage) after the SDK's retries. Before: a ModelError, a 500
+    # from PUT /model as if botserver had failed (Azure's over two lines), where a model
+    # server's 5xx is a 400 "could not be loaded".
+    failed = {"error": {"code": 503, "message": "Service Unavailable"}}
+    with serve_json(lambda path, body: (503, failed)) as url:
+        STORAGES_AT[storage](url, monkeypatch)
+
+        with pytest.raises(ModelUnavailable) as caught:
+            await download_model(storage, "prod")
+
+    assert str(caught.value).endswith(
+        "failed to answer for 'prod.tar.gz' (503: Service Unavailable); each request tried 2 "
+        "times at most"
+    )
+
+
+@pytest.mark.usefixtures("quick_retries")
+async def test_a_gcs_download_asks_for_nothing_beyond_the_object(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # google-cloud-storage 3.17 fetches the bucket's metadata (for tracing) in a thread of its
+    # own at a client's first request: one more request per download (storage.buckets.get,
+    # refused to credentials that may read objects alone), tried again for up to 120 s
+    # against a storage failing so, past REMOTE_STORAGE_TIMEOUT and the download's end.
+    asked: list[str] = []
+
+    def failing(path: str, body: object) -> tuple[int, object]:
+        asked.append(path.partition("?")[0])
+        return 503, {"error": {"code": 503, "message": "Service Unavailable"}}
+
+    with serve_json(failing) as url:
+        gcs_at(url, monkeypatch)
+
+        with pytest.raises(ModelUnavailable):
+            await download_model("gcs", "prod")
+
+    assert asked and set(asked) == {"/storage/v1/b/models/o/prod.tar.gz"}, asked

@@ -98,3 +98,17 @@ async def test_an_nlu_server_whose_certificate_is_not_trusted_is_logged_as_such(
     assert parsed["intent"] == {"name": None, "confidence": 0.0}
     assert "CERTIFICATE_VERIFY_FAILED" in caplog.text
     assert "secret-token" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("token", "query"),
+    [(None, ""), ("", ""), (0, ""), (False, ""), ("abc", "?token=abc"), (123, "?token=123")],
+)
+def test_the_token_is_in_the_query_only_when_one_is_set(
+    broken_server: BrokenActionServer, token: object, query: str
+) -> None:
+    """Before, `token: ""` (say, `${NLU_TOKEN}` with the variable empty) sent `?token=`, as no
+    other endpoint does (an empty token is not sent, as in Rasa); nor `token: 0` or `false`
+    (Rasa sends an endpoint's token only when it is truthy; before, `?token=0`)."""
+    RemoteNLU({"url": _url(broken_server, "/nlu"), "token": token}).parse("hello")
+    assert broken_server.requests[-1][0] == f"/nlu/model/parse{query}"

@@ -133,15 +133,18 @@ async def mariadb_database() -> AsyncIterator[dict[str, Any]]:
         admin.close()
 
 
-async def delete_redis_keys(prefix: str, db: int = 0) -> None:
+async def delete_redis_keys(prefix: str, db: int | None = None) -> None:
+    """Deletes the keys under `prefix` in `db`; by default in db 0 (trackers) and db 1 (the
+    lock store's default): before, a test whose Redis lock store wrote db 1 cleaned db 0."""
     from redis.asyncio import Redis
 
-    client = Redis(host=REDIS[0], port=REDIS[1], db=db)
-    try:
-        async for key in client.scan_iter(match=f"{prefix}:*"):
-            await client.delete(key)
-    finally:
-        await client.aclose()
+    for number in (0, 1) if db is None else (db,):
+        client = Redis(host=REDIS[0], port=REDIS[1], db=number)
+        try:
+            async for key in client.scan_iter(match=f"{prefix}:*"):
+                await client.delete(key)
+        finally:
+            await client.aclose()
 
 
 _moto: dict[str, str] = {}

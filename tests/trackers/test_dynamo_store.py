@@ -6,6 +6,7 @@ The contract every store keeps runs in test_tracker_stores.py."""
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
@@ -462,3 +463,17 @@ async def test_a_known_conversation_is_read_again_only_when_another_writer_chang
     assert await store.load("hana") == [{"event": "restart"}]
     rasa.Table(table).delete_item(Key={"sender_id": "hana"})
     assert await store.load("hana") is None
+
+
+def test_without_boto3_the_error_names_the_extra_that_installs_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One wording with the remote storages' (server.errors.needs_extra).
+    monkeypatch.setitem(sys.modules, "boto3", None)  # its import fails, as when not installed
+
+    with pytest.raises(InvalidConfig) as caught:
+        DynamoTrackerStore({"table_name": "states"})
+
+    assert str(caught.value) == (
+        "tracker_store type 'dynamo' needs boto3: pip install 'botserver[aws]'"
+    )

@@ -27,17 +27,7 @@ from server.trackers.redis_lock import RedisLockStore
 from tests.trackers.persistence_fixtures import (
     REDIS,
     delete_redis_keys,
-    require_service,
-    unique_name,
 )
-
-
-@pytest.fixture
-async def redis_config() -> AsyncIterator[dict[str, Any]]:
-    require_service("Redis", REDIS)
-    prefix = unique_name("bslock")
-    yield {"type": "redis", "url": REDIS[0], "port": REDIS[1], "db": 1, "key_prefix": prefix}
-    await delete_redis_keys(prefix, db=1)
 
 
 async def run_turns(stores: list[LockStore], turns: int) -> list[tuple[str, int]]:
@@ -184,6 +174,7 @@ async def test_release_of_an_expired_lease_keeps_the_new_owners_key(
         async with first.lock("conv"):
             await client.delete(key)  # the lease ran out while the turn was running
             await client.set(key, "someone-else")  # and another process took the lock
+        await first.wait_for_releases()
         assert await client.get(key) == "someone-else"
     finally:
         await client.aclose()
@@ -289,6 +280,7 @@ async def test_releases_redis_could_not_take_are_one_warning(
     async with through_proxy(redis_config, TcpProxy(REDIS)) as (store, other, proxy):
         async with store.lock("ana"), store.lock("bob"), store.lock("eve"):
             await proxy.cut()
+        await store.wait_for_releases()  # (sent after the turns' end: failed)
         await proxy.restore()
         for conversation in ("ana", "bob", "eve"):  # each release retried once Redis is back
             async with other.lock(conversation, wait_timeout=3):
@@ -311,10 +303,12 @@ async def test_releases_redis_could_not_take_are_counted_and_the_next_outage_log
         where = describe(store._redis)
         async with store.lock("ana"), store.lock("bob"), store.lock("eve"):
             await proxy.cut()
+        await store.wait_for_releases()  # (sent after the turns' end: failed)
         await proxy.restore()
         await asyncio.sleep(0.5)  # the window ends
         async with store.lock("zoe"):
             await proxy.cut()
+        await store.wait_for_releases()
         await proxy.restore()
         for conversation in ("ana", "bob", "eve", "zoe"):  # each release retried
             async with other.lock(conversation, wait_timeout=3):
@@ -496,6 +490,7 @@ async def test_a_lock_left_by_a_rasa_process_that_died_is_taken(
     try:
         async with store.lock("ana", wait_timeout=1):
             assert await client.pttl(key) > 0  # our lease now, with its lifetime
+        await store.wait_for_releases()
         assert await client.exists(key) == 0
     finally:
         await store.close()
@@ -653,3 +648,26 @@ def test_a_custom_lock_store_class_is_refused_and_never_imported(
     with pytest.raises(InvalidConfig, match="'audit56_locks.MyLockStore' is unknown .*custom"):
         create_lock_store({"type": "audit56_locks.MyLockStore", "url": "localhost"})
     assert "audit56_locks" not in sys.modules
+
+
+async def test_the_prune_keeps_its_locks_while_a_batch_takes_longer_than_their_lifetime(
+    redis_config: dict[str, Any],
+) -> None:
+    """A prune batch held longer than `lock_lifetime` (a slow delete, a short lifetime): its
+    leases are renewed as a turn's are, so a message to one of its conversations waits
+    until the batch is done. Before, they ran out: the message's turn loaded the
+    conversation the prune was deleting, beside it."""
+    pruning = RedisLockStore({**redis_config, "lock_lifetime": 0.3})
+    other = RedisLockStore(redis_config)
+    try:
+        async with pruning.hold_idle(["ana", "bob"]) as held:
+            assert held == ["ana", "bob"]
+            await asyncio.sleep(1.0)  # three lifetimes
+            with pytest.raises(LockTimeout):
+                async with other.lock("ana", wait_timeout=0.2):
+                    pass
+        async with other.lock("ana", wait_timeout=1), other.lock("bob", wait_timeout=1):
+            pass  # given back
+    finally:
+        await pruning.close()
+        await other.close()

@@ -149,6 +149,7 @@ async def test_a_turn_cancelled_while_acquiring_gives_the_lease_back(
         # Without the give-back, the next turn would wait out the 60 s lease.
         async with other.lock("conv", wait_timeout=2):
             pass
+        await other.wait_for_releases()
         assert await client.exists(f"{prefix}:lock:conv") == 0
     finally:
         await store.close()
@@ -162,6 +163,7 @@ async def test_release_works_after_redis_flushed_its_scripts(client: Redis, pref
         async with store.lock("conv"):
             assert await client.exists(key) == 1
             await client.script_flush()  # as after a Redis restart
+        await store.wait_for_releases()  # (a turn's end does not wait for its release)
         assert await client.exists(key) == 0
     finally:
         await store.close()

@@ -277,6 +277,7 @@ async def test_a_conversation_id_beyond_ascii_locks_its_own_utf8_key(
             with pytest.raises(LockTimeout):
                 async with locks.lock(name, wait_timeout=0.05):
                     pass
+        await locks.wait_for_releases()
         assert await raw.exists(key) == 0
         async with locks.lock(name, wait_timeout=5):  # the line is empty again
             pass

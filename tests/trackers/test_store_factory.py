@@ -132,7 +132,9 @@ async def test_a_misspelt_redis_tracker_store_key_is_named_at_start(
     store = create_tracker_store({"type": "redis", "url": "127.0.0.1", key: "bot1"})
     await store.close()
     (line,) = [r.getMessage() for r in caplog.records if f"'{key}'" in r.getMessage()]
-    assert line.startswith(f"tracker_store: unknown setting '{key}' is not read (nor by Rasa)")
+    assert line.startswith(
+        f"endpoints.yml: tracker_store: unknown setting '{key}' is not read (nor by Rasa)"
+    )
     assert said in line
 
 
@@ -174,7 +176,9 @@ async def test_a_misspelt_sql_or_dynamo_tracker_store_key_is_named_at_start(
     if isinstance(store, SqlTrackerStore):
         await store.close()
     (line,) = [r.getMessage() for r in caplog.records if f"'{key}'" in r.getMessage()]
-    assert line.startswith(f"tracker_store: unknown setting '{key}' is not read (nor by Rasa)")
+    assert line.startswith(
+        f"endpoints.yml: tracker_store: unknown setting '{key}' is not read (nor by Rasa)"
+    )
     assert said in line
 
 
@@ -568,3 +572,23 @@ def test_a_sqlite_path_from_the_home_folder_says_its_tilde_is_not_expanded(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(InvalidConfig, match=r"folder '.*/~/bot' does not exist \(a `~`"):
         create_tracker_store({"type": "sql", "dialect": "sqlite", "db": "~/bot/rasa.db"})
+
+
+async def test_a_section_with_settings_but_no_type_says_it_is_in_memory(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """As in Rasa, a section without `type` is in memory, and Rasa says nothing: `url` and
+    `db` written without `type: sql` lost every conversation at the next restart, and a
+    lock store's `url` without `type: redis` let two processes run one conversation's turns
+    at once. The start now says which settings are not read."""
+    assert isinstance(create_tracker_store({"url": "db.local", "db": "bot"}), InMemoryTrackerStore)
+    assert isinstance(create_lock_store({"type": "", "url": "redis.local"}), InMemoryLockStore)
+    create_tracker_store({"type": "in_memory", "cache_events": 10})
+    create_lock_store({"wait_timeout": 5})
+    assert [r.getMessage() for r in caplog.records] == [
+        "endpoints.yml: tracker_store has no 'type', so conversations are kept in memory (as "
+        "in Rasa), lost at a restart: 'url', 'db' not read; give 'type: sql', 'redis' or "
+        "'dynamo'",
+        "endpoints.yml: lock_store has no 'type', so locks are held in this process only (as "
+        "in Rasa): 'url' not read; give 'type: redis'",
+    ]

@@ -5,12 +5,18 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from server.dialogue.policies import ensemble
+from server.dialogue.policies.ensemble import PolicyEnsemble
 from server.errors import TrainingError
 from server.models.archive import read_metadata
-from server.training.train import train
+from server.training import train as train_module
+from server.training.config_yaml import config_from_dict, read_config
+from server.training.train import train, train_core
+from server.training.validation import check_config
 
 DOMAIN = """
 version: "3.1"
@@ -95,7 +101,12 @@ def test_a_config_without_assistant_id_trains_a_model_with_a_random_one(
     made_up = read_metadata(result.path)["assistant_id"]
     assert re.fullmatch(r"[a-z]+-[a-z]+", made_up)
     warning = next(w for w in result.warnings if "'assistant_id' key is missing" in w)
-    assert f"random assistant_id '{made_up}'" in warning and warning in caplog.text
+    assert warning in caplog.text
+    # `data validate` says it in the same words, without the name it cannot know.
+    (validated,) = [
+        w for w in check_config(read_config(tmp_path / "config.yml")) if "assistant_id" in w
+    ]
+    assert warning == validated.replace("assistant_id.", f"assistant_id ('{made_up}' this time).")
 
     (tmp_path / "config.yml").write_text("assistant_id: shop-bot\npolicies:\n- name: RulePolicy\n")
     named = train(tmp_path / "config.yml", tmp_path / "domain.yml", [stories], tmp_path / "n")
@@ -134,3 +145,64 @@ def test_forms_without_a_rule_policy_stop_training_before_the_nlu_trains(tmp_pat
         )
     assert not any(message.startswith("training NLU") for message in said), said
     assert not (tmp_path / "m").exists()
+
+
+def test_a_training_builds_and_checks_the_policies_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the policies were built and checked against the domain's forms before the
+    NLU trained, then built and checked again when they trained."""
+    calls: list[str] = []
+    check = ensemble.check_forms_have_rule_policy
+    build = PolicyEnsemble.from_config.__func__  # type: ignore[attr-defined]
+
+    def counted_check(*args: Any) -> None:
+        calls.append("check")
+        check(*args)
+
+    def counted_build(cls: type[PolicyEnsemble], *args: Any) -> PolicyEnsemble:
+        calls.append("build")
+        return build(cls, *args)
+
+    for module in (ensemble, train_module):
+        monkeypatch.setattr(module, "check_forms_have_rule_policy", counted_check, raising=False)
+    monkeypatch.setattr(PolicyEnsemble, "from_config", classmethod(counted_build))
+    (tmp_path / "domain.yml").write_text(DOMAIN + "forms:\n  f_form:\n    required_slots: []\n")
+    (tmp_path / "config.yml").write_text("policies:\n- name: RulePolicy\n")
+    (tmp_path / "stories.yml").write_text(STORIES)
+    result = train_core(
+        tmp_path / "config.yml", tmp_path / "domain.yml", [tmp_path / "stories.yml"], tmp_path
+    )
+    assert result.path.exists()
+    assert sorted(calls) == ["build", "check"]
+
+
+def test_a_misspelt_config_section_is_named_at_training(tmp_path: Path) -> None:
+    """Rasa's config schema takes any top-level key, and so did botserver: `polices:` trained
+    the default policies without a word. A near miss of a key read is now a warning."""
+    (tmp_path / "domain.yml").write_text(DOMAIN)
+    (tmp_path / "config.yml").write_text(
+        "assistant_id: bot\nlanguage: en\npipeline:\n- name: WhitespaceTokenizer\n"
+        "- name: CountVectorsFeaturizer\n- name: IntentClassifier\n"
+        "polices:\n- name: RulePolicy\nmy_own_key: 1\n"
+    )
+    data = tmp_path / "data.yml"
+    data.write_text(
+        STORIES + "nlu:\n- intent: greet\n  examples: |\n    - hi\n    - hello\n"
+        "- intent: bye\n  examples: |\n    - bye\n    - ciao\n"
+    )
+    result = train(tmp_path / "config.yml", tmp_path / "domain.yml", [data], tmp_path / "m")
+    config = tmp_path / "config.yml"
+    said = [w for w in result.warnings if "unknown key" in w]
+    assert said == [
+        f"{config}:7: unknown key 'polices' is not read (nor by Rasa); did you mean "
+        "'policies'? Without it, the default policies are trained",
+    ]
+
+
+def test_data_validate_names_a_misspelt_config_section_as_training_does() -> None:
+    config = config_from_dict({"langauge": "de", "policies": [{"name": "RulePolicy"}]}, "c.yml")
+    assert check_config(config, with_nlu=False)[0] == (
+        "c.yml: unknown key 'langauge' is not read (nor by Rasa); did you mean 'language'? "
+        "Without it, the language is English"
+    )

@@ -135,6 +135,8 @@ class PolicyEnsemble:
         self._memo_reads_text = True
         # What the RulePolicy learned only rules mention (taken with the window).
         self._rule_only: RuleOnly = NO_RULE_ONLY
+        # The config.yml items the policies were built from (`from_config`), for `fit`.
+        self._specs: list[dict[str, Any]] = []
 
     @property
     def rule_only(self) -> RuleOnly:
@@ -175,18 +177,32 @@ class PolicyEnsemble:
             )
         if sum(isinstance(p, RulePolicy) for p in built) > 1:
             raise InvalidConfig("config.yml lists the RulePolicy more than once")
-        return cls(built, warnings)
+        ensemble = cls(built, warnings)
+        ensemble._specs = specs
+        return ensemble
+
+    @classmethod
+    def for_domain(cls, policies: list[dict[str, Any]] | None, domain: Domain) -> PolicyEnsemble:
+        """Untrained policies for a config.yml `policies:` list, checked against the domain
+        as Rasa checks them before anything trains (forms need the RulePolicy)."""
+        ensemble = cls.from_config(policies)
+        check_forms_have_rule_policy(policies, domain)
+        return ensemble
+
+    def fit(self, stories: list[TrainingStory], domain: Domain) -> PolicyEnsemble:
+        """Trains the policies `for_domain` built, after Rasa's warnings about them and the
+        stories and rules."""
+        self.warnings.extend(_check_against_data(self._specs, stories))
+        for policy in self.policies:
+            policy.train(stories, domain)
+            self.warnings.extend(policy.warnings)
+        return self
 
     @classmethod
     def train(
         cls, policies: list[dict[str, Any]], stories: list[TrainingStory], domain: Domain
     ) -> PolicyEnsemble:
-        ensemble = cls.from_config(policies)
-        ensemble.warnings.extend(_check_against_data(policies or DEFAULT_POLICIES, stories, domain))
-        for policy in ensemble.policies:
-            policy.train(stories, domain)
-            ensemble.warnings.extend(policy.warnings)
-        return ensemble
+        return cls.for_domain(policies, domain).fit(stories, domain)
 
     # -- persistence -------------------------------------------------------------------------
     def persist(self, directory: Path) -> None:
@@ -396,13 +412,9 @@ def check_forms_have_rule_policy(specs: list[dict[str, Any]] | None, domain: Dom
         )
 
 
-def _check_against_data(
-    specs: list[dict[str, Any]], stories: list[TrainingStory], domain: Domain
-) -> list[str]:
-    """Rasa's checks of the policies against the domain and data: forms without a RulePolicy
-    fail training; no RulePolicy, policies sharing a priority, and rules without a policy
-    for them (or the reverse) are warnings."""
-    check_forms_have_rule_policy(specs, domain)
+def _check_against_data(specs: list[dict[str, Any]], stories: list[TrainingStory]) -> list[str]:
+    """Rasa's warnings about the policies and the data: no RulePolicy, policies sharing a
+    priority, and rules without a policy for them (or the reverse)."""
     names = [_short_name(spec.get("name")) for spec in specs]
     warnings: list[str] = []
     if "RulePolicy" not in names:

@@ -1,0 +1,193 @@
+"""The Redis lock's release at a turn's end: off the reply's path, still done when Redis answers
+late, and a warning that a lease was gone only when it was."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from bench.tcp_proxy import SilentProxy, TcpProxy
+from server.outages import RepeatsCounted
+from server.trackers import redis_lock
+from server.trackers.redis_lock import RedisLockStore
+from tests.scale.test_commit_answer_lost import AnswerLosingProxy
+from tests.trackers.persistence_fixtures import (
+    REDIS,
+    delete_redis_keys,
+)
+
+
+@pytest.fixture(autouse=True)
+def own_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows of their own: another test of this process may have opened the module's."""
+    for name in ("_LEASES_LOST", "_RELEASES_FAILED"):
+        monkeypatch.setattr(redis_lock, name, RepeatsCounted(redis_lock.logger, 60))
+
+
+def store_tasks() -> set[asyncio.Task[Any]]:
+    """The tasks running now, but for the test's own and the proxy's."""
+    return {
+        task
+        for task in asyncio.all_tasks()
+        if task is not asyncio.current_task()
+        and not task.get_coro().__qualname__.startswith("TcpProxy.")  # type: ignore[union-attr]
+    }
+
+
+async def test_a_turn_ends_without_waiting_for_a_release_redis_does_not_answer(
+    redis_config: dict[str, Any],
+) -> None:
+    """Redis takes the release and stops answering (hung, a dead host behind a load balancer).
+    Before, the turn's end, and with it the bot's reply, waited the client's `socket_timeout`
+    (10 s by default; 30 s here) for the release's answer. The lease ends by itself anyway;
+    the release still goes through once Redis answers: the next turn need not wait it out."""
+    proxy = SilentProxy(REDIS)
+    await proxy.restore()
+    silent = {**redis_config, "port": proxy.port, "lock_lifetime": 30, "socket_timeout": 30}
+    store, other = RedisLockStore(silent), RedisLockStore(redis_config)
+
+    async def turn() -> None:
+        async with store.lock("conv"):
+            proxy.silent = True
+
+    try:
+        await asyncio.wait_for(turn(), 5)  # (before: TimeoutError, the exit still waiting)
+        proxy.silent = False
+        async with other.lock("conv", wait_timeout=5):  # not the 30 s lease
+            pass
+    finally:
+        proxy.silent = False
+        await store.close()
+        await other.close()
+        await proxy.cut()
+
+
+async def test_stopping_while_a_release_is_unanswered_waits_one_socket_timeout_and_leaves_no_task(
+    redis_config: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The release of a turn that ended while Redis hung is still out when the server stops:
+    the stop waits for it no longer than the client's `socket_timeout`, says once that it
+    could not be released, and leaves no task of the lock store running."""
+    proxy = SilentProxy(REDIS)
+    await proxy.restore()
+    before = store_tasks()
+    store = RedisLockStore({**redis_config, "port": proxy.port, "socket_timeout": 0.5})
+    try:
+        async with store.lock("ana"), store.lock("bob"):
+            proxy.silent = True
+        await asyncio.wait_for(store.close(), 5)
+        assert store_tasks() <= before, store_tasks() - before
+    finally:
+        proxy.silent = False
+        await proxy.cut()
+    said = [r for r in caplog.records if "release" in r.getMessage()]
+    assert [r.levelname for r in said] == ["WARNING"], caplog.text
+    assert said[0].getMessage().startswith("Could not release the lock of 'bob' (redis at ")
+
+
+async def test_a_release_whose_reply_was_lost_and_was_sent_again_warns_of_nothing(
+    redis_config: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The connection breaks after Redis ran the release, before its reply came back: the
+    release goes out again on a new connection and finds no lease, the first send having
+    deleted it. Before, that was a warning that the lease was gone when the turn ended and
+    that another turn may have run at the same time, neither of which happened."""
+    proxy = AnswerLosingProxy(REDIS)
+    await proxy.restore()
+    store = RedisLockStore({**redis_config, "port": proxy.port, "lock_lifetime": 30})
+    other = RedisLockStore(redis_config)
+    try:
+        async with store.lock("conv"):
+            # (only the release names the wake-up channels)
+            proxy.lose_answer_to = f"{redis_config['key_prefix']}:lock_wake:".encode()
+        await store.wait_for_releases()
+        assert proxy.lose_answer_to is None  # the reply was lost
+        async with other.lock("conv", wait_timeout=2):  # released (not the 30 s lease)
+            pass
+    finally:
+        await store.close()
+        await other.close()
+        await proxy.cut()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+async def test_a_lease_redis_lost_in_a_restart_is_still_said_when_the_turn_ends(
+    redis_config: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis restarts without its data in the middle of a turn (every connection closed, the
+    keys gone) and another process takes the conversation meanwhile: the turn's end still
+    warns that another turn may have run beside it. Its release goes out on a new connection
+    once, not as a release sent again after a reply that was lost."""
+    proxy = TcpProxy(REDIS)
+    await proxy.restore()
+    store = RedisLockStore({**redis_config, "port": proxy.port})
+    other = RedisLockStore(redis_config)
+    try:
+        async with store.lock("conv"):
+            await proxy.cut()  # the restart
+            await delete_redis_keys(redis_config["key_prefix"], db=1)
+            await proxy.restore()
+            async with other.lock("conv", wait_timeout=0.5):  # taken at once, meanwhile
+                pass
+        await store.wait_for_releases()
+    finally:
+        await store.close()
+        await other.close()
+        await proxy.cut()
+    gone = [r.getMessage() for r in caplog.records if "was gone" in r.getMessage()]
+    assert len(gone) == 1, caplog.text
+    assert gone[0].startswith("The lock of conversation 'conv' was gone when its turn ended")
+
+
+async def test_a_turn_in_this_process_right_after_another_takes_the_lease_at_once(
+    redis_config: dict[str, Any],
+) -> None:
+    """The turn's end does not wait for its release, yet the release goes out before
+    anything asked after it: the conversation's next turn in this process takes the lease
+    with one acquire, as when the end waited, without a ticket, a wake-up and a poll more."""
+    store = RedisLockStore(redis_config)
+    client = Redis(host=REDIS[0], port=REDIS[1], db=1)
+    try:
+        async with store.lock("conv"):
+            pass
+        async with store.lock("conv", wait_timeout=1):
+            assert store._batch.commands == 3  # acquire, release, acquire
+        await store.wait_for_releases()
+        assert await client.exists(f"{redis_config['key_prefix']}:lock:conv") == 0
+    finally:
+        await store.close()
+        await client.aclose()
+
+
+async def test_a_release_retried_after_its_lease_ran_out_leaves_the_next_turns_lease(
+    redis_config: dict[str, Any],
+) -> None:
+    """Redis unreachable from this process as a turn ends: its release fails and is retried
+    in the background. Its lease runs out meanwhile and another process's turn takes the
+    conversation; the retry that gets through then must not free that turn's lease (two
+    turns of the conversation at once)."""
+    proxy = TcpProxy(REDIS)
+    await proxy.restore()
+    store = RedisLockStore({**redis_config, "port": proxy.port, "lock_lifetime": 0.5})
+    other = RedisLockStore(redis_config)
+    client = Redis(host=REDIS[0], port=REDIS[1], db=1)
+    key = f"{redis_config['key_prefix']}:lock:conv"
+    try:
+        async with store.lock("conv"):
+            await proxy.cut()
+        await store.wait_for_releases()  # failed: retried in the background
+        assert store._retries
+        async with other.lock("conv", wait_timeout=3):  # once the first lease ran out
+            holder = await client.get(key)
+            await proxy.restore()
+            await asyncio.wait(store._retries)  # the retry got through
+            assert await client.get(key) == holder
+    finally:
+        await store.close()
+        await other.close()
+        await client.aclose()
+        await proxy.cut()
