@@ -100,7 +100,7 @@ def _read_by_text(events: Iterable[Event]) -> set[int]:
     return by_text
 
 
-def _story_intent(event: UserUttered) -> str | None:
+def story_intent(event: UserUttered) -> str | None:
     """The intent as Rasa's stories name it: a retrieval intent with its response key
     (`faq/ask_name`) when the parse gave one."""
     full_name = event.intent.get("full_retrieval_intent_name")
@@ -130,7 +130,7 @@ def _step_lines(event: Event, by_text: set[int]) -> list[str]:
         first = "  - "
         text = _user_markup(event.text, event.entities) if event.text else None
         if event.intent_name and (id(event) not in by_text or not text):
-            lines.append(f"{first}intent: {yaml_scalar(_story_intent(event))}")
+            lines.append(f"{first}intent: {yaml_scalar(story_intent(event))}")
             first = "    "
         if text:
             lines.extend(_text("user", text, first))
