@@ -691,7 +691,7 @@ async def test_a_lease_given_back_while_its_renewal_is_due_stops_no_other_renewa
             given_back.append(pruning._held.pop(token)[1])
         return await renew(keys=keys, args=args)
 
-    pruning._renew = renew_as_another_is_given_back  # type: ignore[method-assign]
+    pruning._renew = renew_as_another_is_given_back  # type: ignore[assignment]
     try:
         async with pruning.hold_idle(["ana", "bob"]) as held:
             assert held == ["ana", "bob"]
