@@ -393,6 +393,43 @@ async def test_a_tracker_store_failing_midway_names_what_went_out_and_where_to_g
     assert sorted(set(sent)) == sorted(everything)
 
 
+async def test_a_tracker_store_failing_right_after_a_chunk_went_out_resumes_without_resending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store fails reading the next conversation just as a whole chunk went out (here
+    c0's two events): the resume point is after the last one out, and the export resumed
+    there sends every other event once, none twice (counted, not deduplicated)."""
+    from server.errors import StoreUnavailable
+
+    monkeypatch.setattr(export, "EXPORT_BATCH", 1)
+    monkeypatch.setattr(export, "PUBLISH_CHUNK", 2)
+    store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "t.db")})
+    for c in range(2):
+        await store.append(f"c{c}", [_user(i, 10.0 * i + c) for i in range(2)])
+    everything = [json.dumps(m.body()) for m in (await select_events(store)).messages]
+    reads = store.load_all_of  # type: ignore[attr-defined]
+    calls: list[int] = []
+
+    def failing_second(sender_ids: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise StoreUnavailable("the tracker store is unavailable", "SQLite", "gone")
+        return reads(sender_ids)
+
+    monkeypatch.setattr(store, "load_all_of", failing_second)
+    first = _Collecting()
+    with pytest.raises(ExportInterrupted) as raised:
+        await publish_events(first, export.selected_events(store))  # type: ignore[arg-type]
+    stopped = raised.value
+    assert len(first.bodies) == stopped.published == 2
+    monkeypatch.setattr(store, "load_all_of", reads)
+    resume = ResumePoint(stopped.resume_sender_id, stopped.resume_timestamp, stopped.resume_skip)
+    rest = _Collecting()
+    await publish_events(rest, export.selected_events(store, resume=resume))  # type: ignore[arg-type]
+    await store.close()
+    assert [json.dumps(b) for b in first.bodies + rest.bodies] == everything
+
+
 @pytest.mark.parametrize("kind", ["postgres", "mariadb"])
 async def test_a_batch_read_is_not_cut_short_by_the_statement_timeout(
     kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
