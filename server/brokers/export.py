@@ -152,6 +152,7 @@ async def selected_events(
     found = found if found is not None else Found()
     chosen: list[str] = []
     selected_any = False
+    scanned = False  # in the store's own order (DynamoDB's scan), not by id
 
     def select(sender_id: str, loaded: list[dict[str, Any]]) -> list[Selected]:
         events = [event for event in loaded if not left_out_by_rasa(event)]
@@ -201,6 +202,7 @@ async def selected_events(
         conversations = _each_stored(store, _from_resume(chosen, resume))
     elif isinstance(store, ReadsEverything):
         conversations = _after_resume(store.each_conversation(), resume)
+        scanned = True
     else:
         chosen = sorted(set(await store.keys()))
         if not chosen:
@@ -226,6 +228,13 @@ async def selected_events(
         raise NothingToExport(
             "none of the conversations of --conversation-ids is in the tracker store: "
             + ", ".join(found.missing)
+        )
+    if resume is not None and not seen and scanned:
+        raise NothingToExport(
+            f"--resume-from: conversation '{resume.sender_id}' is no longer in the tracker "
+            "store, and without it the conversations after it in the table's scan order "
+            "cannot be told from those before: export again without --resume-from (a "
+            "consumer drops what it already has by message id)"
         )
     if not selected_any and resume is not None and not seen:
         raise NothingToExport(

@@ -402,7 +402,10 @@ class RedisLockStore:
             self._renewer = None
 
     async def _renew_one(self, token: str, now: float) -> None:
-        key, conversation_id, _ = self._held[token]
+        held = self._held.get(token)
+        if held is None:  # given back after it was found due (before, a KeyError ended the
+            return  # renewer, and the other leases held ran out)
+        key, conversation_id, _ = held
         try:
             renewed = await self._renew(keys=[key], args=[token, int(self.lock_lifetime * 1000)])
         except (redis_errors.RedisError, OSError) as exc:

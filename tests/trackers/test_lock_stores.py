@@ -671,3 +671,36 @@ async def test_the_prune_keeps_its_locks_while_a_batch_takes_longer_than_their_l
     finally:
         await pruning.close()
         await other.close()
+
+
+async def test_a_lease_given_back_while_its_renewal_is_due_stops_no_other_renewal(
+    redis_config: dict[str, Any],
+) -> None:
+    """Two leases due for renewal at once (a prune batch's are taken together), one given
+    back after the renewer found it due and before its renewal started (its turn or batch
+    ended in between): the other is still renewed. Before, the renewal of the one given back
+    failed with a KeyError, which ended the renewer: the other lease ran out while held."""
+    pruning = RedisLockStore({**redis_config, "lock_lifetime": 0.3})
+    other = RedisLockStore(redis_config)
+    renew = pruning._renew
+    given_back: list[str] = []
+
+    async def renew_as_another_is_given_back(*, keys: Any, args: Any) -> Any:
+        if not given_back:  # the first renewal: the other lease is given back meanwhile
+            token = next(t for t in pruning._held if t != args[0])
+            given_back.append(pruning._held.pop(token)[1])
+        return await renew(keys=keys, args=args)
+
+    pruning._renew = renew_as_another_is_given_back  # type: ignore[assignment]
+    try:
+        async with pruning.hold_idle(["ana", "bob"]) as held:
+            assert held == ["ana", "bob"]
+            await asyncio.sleep(1.0)  # three lifetimes
+            assert len(given_back) == 1
+            kept = "bob" if given_back == ["ana"] else "ana"
+            with pytest.raises(LockTimeout):
+                async with other.lock(kept, wait_timeout=0.2):
+                    pass
+    finally:
+        await pruning.close()
+        await other.close()
