@@ -1358,7 +1358,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
             await store.close()
             await locks.close()
 
-    print(f"Deleted {asyncio.run(prune())} conversations.")
+    print(f"Deleted {_how_many(asyncio.run(prune()), 'conversation')}.")
     return 0
 
 
@@ -1458,8 +1458,16 @@ def cmd_export(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         raise
-    print(f"Published {published} events of {found.conversations} conversations.")
+    print(
+        f"Published {_how_many(published, 'event')} of "
+        f"{_how_many(found.conversations, 'conversation')}."
+    )
     return 0
+
+
+def _how_many(count: int, noun: str) -> str:
+    """`count` `noun`s, in the singular for one."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _export_resume_command(args: argparse.Namespace, resume: ResumePoint) -> str:
