@@ -439,8 +439,7 @@ def test_a_redis_db_that_is_no_number_is_refused_naming_the_key(url: str) -> Non
         create_lock_store({"type": "redis", "url": url, "db": "abc"})
 
     assert str(caught.value) == (
-        "endpoints.yml, section 'lock_store': 'db' must be a whole number of 0 or more, "
-        "not 'abc'"
+        "endpoints.yml, section 'lock_store': 'db' must be a whole number of 0 or more, not 'abc'"
     )
 
 
