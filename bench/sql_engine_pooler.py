@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 import uuid
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -52,10 +53,9 @@ async def migrate_cpu(rounds: int) -> None:
         cpu: dict[bool, list[float]] = {kind: [] for kind in kinds}
         for _ in range(rounds):
             for kind in kinds:
-                engine = create_engine(url, prepared=kind) if takes_prepared else create_engine(url)
+                options = {"prepared": kind} if takes_prepared else {}
                 started = time.process_time()
-                await migrate(engine)
-                await engine.dispose()
+                await migrate(partial(create_engine, url, **options))  # disposed of there
                 cpu[kind].append(time.process_time() - started)
         for kind, times in cpu.items():
             times.sort()

@@ -51,8 +51,10 @@ class Services:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def services_of(request: Request) -> Services:
-    """FastAPI dependency: the services of the app serving `request`."""
+async def services_of(request: Request) -> Services:
+    """FastAPI dependency: the services of the app serving `request`. A coroutine, so FastAPI
+    calls it on the loop rather than sending it to a thread of anyio's pool (a thread hop
+    per request, and anyio's pool imported on the loop by the first one)."""
     services = getattr(request.app.state, APP_STATE_KEY, None)
     if not isinstance(services, Services):
         raise RuntimeError("app.state.services is not set; build the app with build_app")

@@ -15,7 +15,7 @@ from typing import Any
 
 from server.dialogue.processor import DialogueModel, note_text_featurization, predict_next_action
 from server.dialogue.slot_extraction import extract_slots
-from server.dialogue.story_export import yaml_scalar
+from server.dialogue.story_export import story_intent, yaml_scalar
 from server.dialogue.story_steps import StoryStep
 from server.nlu.evaluation import labels_report
 from server.nlu.training_data import message_markup
@@ -264,9 +264,9 @@ def _step_lines(event: Event, failure: tuple[str, str] | None) -> list[str]:
         out = []
         if event.text:
             out.append(f"  - user: {json.dumps(event.text)}")
-            out.append(f"    intent: {event.intent_name}{note}")
+            out.append(f"    intent: {story_intent(event)}{note}")
         else:
-            out.append(f"  - intent: {event.intent_name}{note}")
+            out.append(f"  - intent: {story_intent(event)}{note}")
         return out
     if isinstance(event, ActionExecuted):
         if event.action_name:

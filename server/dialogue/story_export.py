@@ -1,19 +1,22 @@
 """A conversation as Rasa's YAML test story (GET /conversations/{id}/story).
 
-Only the applied events of each session are written: user turns (intent and annotated text;
-the text alone for a message answered from its text, as Rasa),
-actions other than `action_listen` and session starts, slots that were set, and active loops.
+Each session is written from its events as logged, as Rasa's `tracker.as_story` (a form's
+answers, a restart and a rewound turn stay): user turns (intent and annotated text; the text
+alone for a message answered from its text), actions other than `action_listen` and session
+starts, slots that were set, and active loops.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import yaml
 
-from server.nlu.training_data import message_markup
+from server.errors import InvalidProjectFile
+from server.nlu.training_data import annotations_of, message_markup
 from server.trackers.events import (
     ACTION_LISTEN,
     ACTION_SESSION_START,
@@ -26,6 +29,7 @@ from server.trackers.events import (
     UserUttered,
 )
 from server.trackers.tracker import Tracker
+from server.training.nlu_yaml import parse_annotated_text
 from server.yaml_scalars import SafeDumper12
 
 STORY_FORMAT_VERSION = "3.1"
@@ -96,15 +100,40 @@ def _read_by_text(events: Iterable[Event]) -> set[int]:
     return by_text
 
 
+def story_intent(event: UserUttered) -> str | None:
+    """The intent as Rasa's stories name it: a retrieval intent with its response key
+    (`faq/ask_name`) when the parse gave one."""
+    full_name = event.intent.get("full_retrieval_intent_name")
+    return full_name if isinstance(full_name, str) and full_name else event.intent_name
+
+
+def _user_markup(text: str, entities: list[Any]) -> str | None:
+    """The user's text in entity markup, as a story reads it back; None when it cannot be
+    written: text that looks like markup but is not (`[a]{c}`), which a story reader refuses
+    (Rasa's writer fails on it). A text with no entities whose brackets read as markup is
+    written as Rasa writes it, with that markup taken off (`see [this](link)`: `see this`):
+    as it is, it would read back as another text with an entity the message never had."""
+    written = message_markup(text, entities)
+    try:
+        plain, _ = parse_annotated_text(written)
+        if written != plain and written == text and not annotations_of(entities):
+            written = plain
+            parse_annotated_text(written)
+    except InvalidProjectFile:
+        return None
+    return written
+
+
 def _step_lines(event: Event, by_text: set[int]) -> list[str]:
     if isinstance(event, UserUttered):
         lines: list[str] = []
         first = "  - "
-        if event.intent_name and (id(event) not in by_text or not event.text):
-            lines.append(f"{first}intent: {yaml_scalar(event.intent_name)}")
+        text = _user_markup(event.text, event.entities) if event.text else None
+        if event.intent_name and (id(event) not in by_text or not text):
+            lines.append(f"{first}intent: {yaml_scalar(story_intent(event))}")
             first = "    "
-        if event.text:
-            lines.extend(_text("user", message_markup(event.text, event.entities), first))
+        if text:
+            lines.extend(_text("user", text, first))
         return lines
     if isinstance(event, ActionExecuted):
         if event.action_name:
@@ -122,7 +151,7 @@ def _step_lines(event: Event, by_text: set[int]) -> list[str]:
 
 
 def stories_yaml(stories: Iterable[tuple[str, Sequence[Event]]]) -> str:
-    """Rasa's YAML test stories file for `(story name, applied events)` pairs."""
+    """Rasa's YAML test stories file for `(story name, events)` pairs."""
     lines = [f'version: "{STORY_FORMAT_VERSION}"']
     body: list[str] = []
     for name, events in stories:
@@ -152,12 +181,14 @@ def conversation_story(
     sessions = split_sessions(tracker.events)
     if not all_sessions:
         sessions = sessions[-1:]
-    trackers = [Tracker(tracker.sender_id, tracker.slot_defaults, s) for s in sessions]
     if until is not None:
-        trackers = [t for t in (t.until(until) for t in trackers) if t.events]
-    numbered = len(trackers) > 1
+        # The events as logged (no tracker replayed: its applied events, which the story does
+        # not use, cost a walk back over the session at each restart, rewind or form run).
+        cut = (list(itertools.takewhile(lambda e: e.timestamp <= until, s)) for s in sessions)
+        sessions = [s for s in cut if s]
+    numbered = len(sessions) > 1
     stories: list[tuple[str, Sequence[Event]]] = []
-    for index, session in enumerate(trackers, start=1):
+    for index, session in enumerate(sessions, start=1):
         name = f"{tracker.sender_id}, story {index}" if numbered else tracker.sender_id
-        stories.append((name, session.applied_events()))
+        stories.append((name, session))
     return stories_yaml(stories)

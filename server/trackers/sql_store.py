@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import orjson
@@ -263,11 +264,17 @@ class SqlTrackerStore:
         self.url = url
         self._dependency = dependency(url, "the tracker store")
         self._login_db = login_db
-        # PostgreSQL: the engine runs the schema's set-up once, unprepared (a pooler in
-        # transaction mode carries it); the store's own pool runs the turns.
-        self._engine = create_engine(url, prepared=url.get_backend_name() != "postgresql")
+        # The schema's set-up gets an engine of its own, in its thread (`migrate`);
+        # PostgreSQL's runs unprepared (a pooler in transaction mode carries it), and the
+        # store's own pool runs the turns. MySQL's turns run on this one; made for every
+        # database, so its settings are checked at start.
+        self._schema_engine = partial(
+            create_engine, url, prepared=url.get_backend_name() != "postgresql"
+        )
+        self._engine = self._schema_engine()
         self._ready = False
         self._ready_lock = asyncio.Lock()
+        self._migration: asyncio.Future[None] | None = None
         self._db: _Database
         # The driver's own "cannot reach the server" errors, beside SQLAlchemy's and OSError.
         self._unreachable_errors: tuple[type[BaseException], ...] = ()
@@ -278,17 +285,14 @@ class SqlTrackerStore:
             self._db = SqliteDatabase(
                 str(url.database), SQLITE_BUSY_TIMEOUT_MS, sqlite_synchronous()
             )
-            self._migrations_only = True
         elif url.get_backend_name() == "postgresql":
             # asyncpg (about 12 MB) only for a PostgreSQL store.
             from server.trackers.postgres_database import UNAVAILABLE_ERRORS, PostgresDatabase
 
             self._db = PostgresDatabase(url)
             self._unreachable_errors = UNAVAILABLE_ERRORS
-            self._migrations_only = True
         else:
             self._db = _AsyncDatabase(self._engine)
-            self._migrations_only = False
         self.cache_events = cache_events
         self._cache = _SessionCache(cache_events)  # about 1 KB per event
         # Appends under way per conversation: a read meanwhile may miss their rows.
@@ -325,12 +329,27 @@ class SqlTrackerStore:
                 try:
                     if self._login_db:
                         await ensure_postgres_database(self.url, self._login_db)
-                    await migrate(self._engine)
+                    await self._migrated()
                 except RuntimeError as exc:  # the database holds another `events` table
                     raise StoreFailed(f"{describe(self.url)}: {exc}") from exc
-                if self._migrations_only:
-                    await self._engine.dispose()
             self._ready = True
+
+    async def _migrated(self) -> None:
+        """The schema's migration, which runs in a thread: a caller that gives up (a
+        readiness probe's timeout) does not stop it, so the next caller joins the attempt
+        under way instead of queueing another behind it (one at a time per process): on a
+        database host that never answers, each probe given up added a connect timeout to the
+        wait of the next turn."""
+        migration = self._migration
+        if (
+            migration is None
+            or migration.done()
+            or migration.get_loop() is not asyncio.get_running_loop()
+        ):
+            migration = self._migration = asyncio.ensure_future(migrate(self._schema_engine))
+            # The error of an attempt whose callers all gave up is not logged at its end.
+            migration.add_done_callback(lambda done: done.cancelled() or done.exception())
+        await asyncio.shield(migration)
 
     async def ping(self) -> None:
         await self._ensure_ready()

@@ -6,6 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from server.dialogue.evaluation import StoryResult, write_story_reports
+from server.training.stories_yaml import read_story_data
+from server.training.yaml_io import parse_yaml
+
 SUMMARY_KEYS = {"accuracy", "micro avg", "macro avg", "weighted avg"}
 
 
@@ -125,3 +129,22 @@ def test_test_data_of_one_intent_gets_no_intent_report_as_in_rasa(
     assert not (starter_copy / "results" / "intent_report.json").exists()
     assert "None" not in result.out
     assert "intents not evaluated: the test data has 1 intent" in result.out
+
+
+def test_a_failed_story_keeps_a_retrieval_intents_response_key_as_rasa(tmp_path: Path) -> None:
+    """failed_test_stories.yml writes `intent: faq/ask_name` as the test story has it, as
+    Rasa's story writer does. Before: `intent: faq`, a story that no longer says which
+    answer was expected."""
+    story = """version: "3.1"
+stories:
+- story: asks
+  steps:
+  - user: who are you
+    intent: faq/ask_name
+  - action: utter_faq
+"""
+    [step] = read_story_data(parse_yaml(story), "test.yml")
+    result = StoryResult(step, failures=[(2, "utter_faq", "action_listen")])
+    write_story_reports([result], tmp_path, plot=False)
+    failed = (tmp_path / "failed_test_stories.yml").read_text()
+    assert "    intent: faq/ask_name\n" in failed, failed

@@ -3,6 +3,7 @@ action server checks each slot, chitchat interrupts the form, and "stop" can end
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,8 +13,10 @@ from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from server.dialogue.agent import Agent
+from server.dialogue.story_export import conversation_story
 from server.trackers.events import ActionExecuted
 from server.trackers.events import SlotSet as SlotSetEvent
+from server.training.evaluate import test_core as evaluate_core
 from tests.action_servers.fixtures import ActionServers
 from tests.action_servers.formbot.actions import ValidateRestaurantForm
 from tests.dialogue.conversation_fixtures import BotModels, Conversation, make_agent
@@ -206,3 +209,23 @@ async def test_with_selective_domain_the_form_validation_action_still_gets_the_d
 
     assert turn.responses == ["utter_wrong_cuisine", "utter_ask_cuisine"]
     assert (await conversation.tracker()).get_slot("cuisine") is None
+
+
+async def test_a_form_conversations_story_replays_through_botserver_test(
+    agent: Agent, bot_models: BotModels, tmp_path: Path
+) -> None:
+    """`GET …/story` of a filled form holds each answer and the form's run after it, as
+    Rasa writes it, and `botserver test` predicts every turn of it again. Before, the story
+    (written from the applied events, where the form's later runs are collapsed into its
+    first) read as if the form had taken every slot from the first message."""
+    conversation = await start_form(agent, "exported")
+    for text in ["greek food", "2 people", "i want to seat outside", "no", "my feedback is great"]:
+        await conversation.say(text)
+    tracker = await agent.stored_tracker("exported")
+    assert tracker is not None
+    story = tmp_path / "exported.yml"
+    story.write_text(conversation_story(tracker), encoding="utf-8")
+    assert story.read_text().count("  - action: restaurant_form\n") == 6  # one per answer
+
+    report = evaluate_core(bot_models["formbot"], [story], tmp_path / "results")
+    assert report["conversation_accuracy"]["correct"] == 1, story.read_text()

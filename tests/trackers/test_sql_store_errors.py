@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from server.errors import StoreFailed, StoreRefusedData, StoreUnavailable
+from server.trackers import sql_engine
 from server.trackers.factory import create_tracker_store
 from server.trackers.sql_engine import async_url
 from tests.loop_lag import paced
@@ -166,3 +167,39 @@ async def table_locked(config: dict[str, Any]) -> AsyncIterator[None]:
                     await conn.execute(text("UNLOCK TABLES"))
     finally:
         await engine.dispose()
+
+
+async def test_probes_given_up_during_a_hung_migration_queue_no_more_attempts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A database host that takes the connection and never answers (dead behind a load
+    balancer): each readiness probe gives the store's set-up up after its timeout, but the
+    migration runs in a thread that does not stop with it. Before, each probe given up left
+    one such attempt queued behind the others (one migration at a time per process): 5
+    probes, then a turn's own attempt waited for 5 connect timeouts, one after another (and
+    held 5 threads of the loop's pool meanwhile). Now a caller joins the attempt under way."""
+    # Long beside the probes' 5 x 10 ms, even on a slow host: they all meet one attempt.
+    monkeypatch.setattr(sql_engine, "CONNECT_TIMEOUT_SECONDS", 1.0)
+    connections: list[asyncio.StreamWriter] = []
+
+    async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+
+    silent = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    store = create_tracker_store(
+        {"type": "sql", "dialect": "postgresql", "host": "127.0.0.1", "port": port}
+        | {"db": "x", "username": "u", "password": "p"}
+    )
+    try:
+        for _ in range(5):
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(store.ping(), 0.01)
+        with pytest.raises(StoreUnavailable, match="tracker store"):
+            await store.load("alice")
+        assert len(connections) == 1
+    finally:
+        await store.close()
+        silent.close()
+        for writer in connections:
+            writer.close()
