@@ -671,6 +671,21 @@ def _storage_address(variable: str, url: str, service: str) -> str:
     return shown
 
 
+def _gcs_retry_rule() -> Callable[[Exception], bool]:
+    """Which failures a GCS request tries again: google-cloud-storage's own rule (its
+    DEFAULT_RETRY's, a private function); a release without it falls back to google-api-core's
+    public `if_transient_error` (a 429, 500 or 503, a connection that fails), rather than be
+    told as the gcs extra missing (before: its import failed beside the package's own)."""
+    from google.cloud.storage import retry as gcs_retry
+
+    rule = getattr(gcs_retry, "_should_retry", None)
+    if callable(rule):
+        return rule  # type: ignore[no-any-return]
+    from google.api_core.retry import if_transient_error
+
+    return if_transient_error
+
+
 def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> None:
     try:
         import requests  # google-cloud-storage's transport
@@ -678,9 +693,10 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         from google.api_core import exceptions as gexc
         from google.auth.exceptions import GoogleAuthError
         from google.cloud import storage
-        from google.cloud.storage.retry import DEFAULT_RETRY, _should_retry
+        from google.cloud.storage.retry import DEFAULT_RETRY
     except ImportError as exc:
         raise _needs("gcs", "google-cloud-storage") from exc
+    should_retry = _gcs_retry_rule()
     bucket_name = _bucket_name("gcs")
     where = f"GCS bucket '{bucket_name}'"
 
@@ -692,7 +708,7 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         failures = itertools.count(1)
 
         def retried(exc: Exception) -> bool:
-            return bool(_should_retry(exc)) and next(failures) < ATTEMPTS
+            return bool(should_retry(exc)) and next(failures) < ATTEMPTS
 
         retry = DEFAULT_RETRY.with_timeout(ATTEMPTS * timeout).with_predicate(retried)
         return {"timeout": (timeout, timeout), "retry": retry}
