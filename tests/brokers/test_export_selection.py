@@ -473,3 +473,31 @@ async def test_a_resume_point_before_the_minimum_timestamp_skips_nothing_at_the_
     )
     await store.close()
     assert [m.event["value"] for m in selection.messages] == ["Paris 0", "Paris 1"]
+
+
+async def test_a_failure_after_one_event_says_one_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: "after 1 events", where export's last line says "Published 1 event".
+    from server.errors import StoreUnavailable
+
+    monkeypatch.setattr(export, "EXPORT_BATCH", 1)
+    monkeypatch.setattr(export, "PUBLISH_CHUNK", 1)
+    store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "t.db")})
+    for c in range(2):
+        await store.append(f"c{c}", [_user(0, 10.0 + c)])
+    reads = store.load_all_of  # type: ignore[attr-defined]
+    calls: list[int] = []
+
+    def failing_second(sender_ids: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise StoreUnavailable("the tracker store is unavailable", "SQLite", "gone")
+        return reads(sender_ids)
+
+    monkeypatch.setattr(store, "load_all_of", failing_second)
+    with pytest.raises(ExportInterrupted) as raised:
+        await publish_events(_Collecting(), export.selected_events(store))  # type: ignore[arg-type]
+    await store.close()
+    assert raised.value.published == 1
+    assert str(raised.value).startswith("the tracker store failed (after 1 event): ")
