@@ -350,22 +350,11 @@ async def test_an_export_holds_one_conversation_at_a_time(
     assert large < 1.2 * small, f"{small} bytes for 10 conversations, {large} for 40"
 
 
-async def test_a_tracker_store_failing_midway_names_what_went_out_and_where_to_go_on(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The export reads as it publishes: a tracker store lost after some events went out
-    says how many, and where to go on from, as a broker failure does; the export resumed
-    there publishes the rest. Before (with reading and publishing interleaved), the store's
-    error alone: nothing said that events were out, nor how to go on."""
+def _failing_at_the_second_read(store: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Makes the store's second batch read fail (unavailable); returns its own read."""
     from server.errors import StoreUnavailable
 
-    monkeypatch.setattr(export, "EXPORT_BATCH", 2)
-    monkeypatch.setattr(export, "PUBLISH_CHUNK", 3)
-    store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "t.db")})
-    for c in range(5):
-        await store.append(f"c{c}", [_user(i, 10.0 * i + c) for i in range(2)])
-    everything = [json.dumps(m.body()) for m in (await select_events(store)).messages]
-    reads = store.load_all_of  # type: ignore[attr-defined]
+    reads = store.load_all_of
     calls: list[int] = []
 
     def failing_second(sender_ids: Any) -> Any:
@@ -375,6 +364,23 @@ async def test_a_tracker_store_failing_midway_names_what_went_out_and_where_to_g
         return reads(sender_ids)
 
     monkeypatch.setattr(store, "load_all_of", failing_second)
+    return reads
+
+
+async def test_a_tracker_store_failing_midway_names_what_went_out_and_where_to_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The export reads as it publishes: a tracker store lost after some events went out
+    says how many, and where to go on from, as a broker failure does; the export resumed
+    there publishes the rest. Before (with reading and publishing interleaved), the store's
+    error alone: nothing said that events were out, nor how to go on."""
+    monkeypatch.setattr(export, "EXPORT_BATCH", 2)
+    monkeypatch.setattr(export, "PUBLISH_CHUNK", 3)
+    store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "t.db")})
+    for c in range(5):
+        await store.append(f"c{c}", [_user(i, 10.0 * i + c) for i in range(2)])
+    everything = [json.dumps(m.body()) for m in (await select_events(store)).messages]
+    reads = _failing_at_the_second_read(store, monkeypatch)
     first = _Collecting()
     with pytest.raises(ExportInterrupted) as raised:
         await publish_events(first, export.selected_events(store))  # type: ignore[arg-type]
@@ -479,23 +485,12 @@ async def test_a_failure_after_one_event_says_one_event(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Before: "after 1 events", where export's last line says "Published 1 event".
-    from server.errors import StoreUnavailable
-
     monkeypatch.setattr(export, "EXPORT_BATCH", 1)
     monkeypatch.setattr(export, "PUBLISH_CHUNK", 1)
     store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "t.db")})
     for c in range(2):
         await store.append(f"c{c}", [_user(0, 10.0 + c)])
-    reads = store.load_all_of  # type: ignore[attr-defined]
-    calls: list[int] = []
-
-    def failing_second(sender_ids: Any) -> Any:
-        calls.append(1)
-        if len(calls) == 2:
-            raise StoreUnavailable("the tracker store is unavailable", "SQLite", "gone")
-        return reads(sender_ids)
-
-    monkeypatch.setattr(store, "load_all_of", failing_second)
+    _failing_at_the_second_read(store, monkeypatch)
     with pytest.raises(ExportInterrupted) as raised:
         await publish_events(_Collecting(), export.selected_events(store))  # type: ignore[arg-type]
     await store.close()
