@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from server import __version__
-from server.errors import BotServerError, InvalidConfig
+from server.errors import BotServerError, InvalidConfig, how_many
 
 if TYPE_CHECKING:
     from server.brokers.export import ResumePoint
@@ -1358,7 +1358,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
             await store.close()
             await locks.close()
 
-    print(f"Deleted {asyncio.run(prune())} conversations.")
+    print(f"Deleted {how_many(asyncio.run(prune()), 'conversation')}.")
     return 0
 
 
@@ -1454,11 +1454,15 @@ def cmd_export(args: argparse.Namespace) -> int:
         if progress.published and progress.resume is not None:
             go_on = _export_resume_command(args, progress.resume)
             print(
-                f"error: stopped (after {progress.published} events); to go on from there: {go_on}",
+                f"error: stopped (after {how_many(progress.published, 'event')}); to go on "
+                f"from there: {go_on}",
                 file=sys.stderr,
             )
         raise
-    print(f"Published {published} events of {found.conversations} conversations.")
+    print(
+        f"Published {how_many(published, 'event')} of "
+        f"{how_many(found.conversations, 'conversation')}."
+    )
     return 0
 
 

@@ -239,6 +239,11 @@ def clause(reason: object) -> str:
     return str(reason).rstrip(".")
 
 
+def how_many(count: int, noun: str) -> str:
+    """`count` `noun`s, in the singular for one ("1 event", "2 events")."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def first_line(exc: BaseException, limit: int | None = 300, default: str | None = None) -> str:
     """An error's own words for one log line or message: the first line of its text, at most
     `limit` characters, or `default` (its class name unless given) when it has no text, as

@@ -19,6 +19,7 @@ from server.errors import (
     InvalidConversationId,
     NothingToExport,
     first_line,
+    how_many,
 )
 from server.trackers.events import left_out_by_rasa
 from server.trackers.store import ReadsEverything, ReadsInBatches, TrackerStore
@@ -349,7 +350,9 @@ async def publish_events(
             if not isinstance(exc, Exception) or not pending or progress.resume is None:
                 raise
             done = (
-                f"after {progress.published} events" if progress.published else "nothing published"
+                f"after {how_many(progress.published, 'event')}"
+                if progress.published
+                else "nothing published"
             )
             raise ExportInterrupted(
                 # (An error without text, a timeout's, ended the line with a bare colon.)
@@ -378,7 +381,7 @@ async def publish_events(
         resume = chunk[0].resume_here() if chunk else last.resume_after()
         progress.resume = resume
         raise ExportInterrupted(
-            f"the tracker store failed (after {progress.published} events): "
+            f"the tracker store failed (after {how_many(progress.published, 'event')}): "
             + first_line(exc, limit=None),
             progress.published,
             resume.timestamp,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import itertools
 import logging
 import os
 import re
@@ -670,6 +671,21 @@ def _storage_address(variable: str, url: str, service: str) -> str:
     return shown
 
 
+def _gcs_retry_rule() -> Callable[[Exception], bool]:
+    """Which failures a GCS request tries again: google-cloud-storage's own rule (its
+    DEFAULT_RETRY's, a private function); a release without it falls back to google-api-core's
+    public `if_transient_error` (a 429, 500 or 503, a connection that fails), rather than be
+    told as the gcs extra missing (before: its import failed beside the package's own)."""
+    from google.cloud.storage import retry as gcs_retry
+
+    rule = getattr(gcs_retry, "_should_retry", None)
+    if callable(rule):
+        return rule  # type: ignore[no-any-return]
+    from google.api_core.retry import if_transient_error
+
+    return if_transient_error
+
+
 def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> None:
     try:
         import requests  # google-cloud-storage's transport
@@ -680,13 +696,23 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         from google.cloud.storage.retry import DEFAULT_RETRY
     except ImportError as exc:
         raise _needs("gcs", "google-cloud-storage") from exc
+    should_retry = _gcs_retry_rule()
     bucket_name = _bucket_name("gcs")
     where = f"GCS bucket '{bucket_name}'"
-    # (connect, read) per request; the retries end once ATTEMPTS timeouts have passed.
-    bounds: dict[str, Any] = {
-        "timeout": (timeout, timeout),
-        "retry": DEFAULT_RETRY.with_timeout(ATTEMPTS * timeout),
-    }
+
+    def bounds() -> dict[str, Any]:
+        """One request's (connect, read) timeouts and retries: ATTEMPTS tries at most, as
+        S3's and Azure's (google-api-core counts no tries: its retries end at a deadline
+        alone, so a refused connection, failing at once, was tried with back-off until
+        ATTEMPTS timeouts had passed: a minute by default)."""
+        failures = itertools.count(1)
+
+        def retried(exc: Exception) -> bool:
+            return bool(should_retry(exc)) and next(failures) < ATTEMPTS
+
+        retry = DEFAULT_RETRY.with_timeout(ATTEMPTS * timeout).with_predicate(retried)
+        return {"timeout": (timeout, timeout), "retry": retry}
+
     try:
         client = storage.Client()
         # google-cloud-storage 3.17 fetches the bucket's metadata, for tracing, in a thread
@@ -696,12 +722,12 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         if getattr(client, "_bucket_metadata_cache", None) is not None:
             client._bucket_metadata_cache = None
         bucket = client.bucket(bucket_name)
-        blob = bucket.get_blob(key, **bounds)
+        blob = bucket.get_blob(key, **bounds())
         if blob is None:
             # The same 404 for an object in a missing bucket: told apart (a 403 for the
             # bucket, credentials that may read objects alone: it stands).
             try:
-                missing = not bucket.exists(**bounds)
+                missing = not bucket.exists(**bounds())
             except gexc.Forbidden:
                 missing = False
             if missing:
@@ -712,7 +738,7 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
             # The bytes as stored: an archive is compressed already, and an object stored
             # with `contentEncoding: gzip` would be decompressed (a gzip bomb on the disk).
             blob.download_to_file(
-                handle, if_generation_match=blob.generation, raw_download=True, **bounds
+                handle, if_generation_match=blob.generation, raw_download=True, **bounds()
             )
     except gexc.NotFound as exc:
         raise ModelNotFound(f"No model '{key}' in GCS bucket '{bucket_name}'") from exc

@@ -51,7 +51,10 @@ def reading_section(section: str, source: str = "endpoints.yml") -> Iterator[Non
     try:
         yield
     except InvalidConfig as exc:
-        raise InvalidConfig(f"{source}, section '{section}': {exc}") from exc
+        # (A message that names its section already, as the models: checks do for a PUT
+        # /model body too: named once.)
+        said = str(exc).removeprefix(f"{section}: ")
+        raise InvalidConfig(f"{source}, section '{section}': {said}") from exc
     except (ValueError, TypeError, OverflowError) as exc:  # (an integer no float holds)
         raise InvalidConfig(
             f"{source}, section '{section}': a setting has the wrong type: {exc}"

@@ -18,7 +18,7 @@ from redis.backoff import NoBackoff
 
 from server.errors import InvalidConfig, StoreFailed, StoreUnavailable
 from server.outages import OUTAGES
-from server.setting_values import flag, host_and_port
+from server.setting_values import count, flag, host_and_port
 from server.trackers.sql_engine import dead_connection_timeout
 from server.trackers.tcp_keepalive import tcp_options
 
@@ -70,7 +70,7 @@ def create_client(config: dict[str, Any], default_db: int, subscriber: bool = Fa
         # wins): before, they were dropped without a word, and `db: 3` wrote to database 0.
         given = {key: config[key] for key in ("username", "password") if config.get(key)}
         if config.get("db") is not None:
-            given["db"] = int(config["db"])
+            given["db"] = count(config, "db", 0, least=0)
         if use_ssl and host.lower().startswith("redis://"):
             host = "rediss://" + host[len("redis://") :]  # (was plain text, without a word)
         if host.lower().startswith("rediss://"):
@@ -82,7 +82,7 @@ def create_client(config: dict[str, Any], default_db: int, subscriber: bool = Fa
     return Redis(
         host=host,
         port=6379 if port is None else port,
-        db=int(config.get("db", default_db)),
+        db=count(config, "db", default_db, least=0),
         username=config.get("username"),
         password=config.get("password"),
         ssl=use_ssl,

@@ -327,6 +327,8 @@ class RedisLockStore:
         # Leases held by this process's turns: token -> (key, conversation, renewal due).
         self._held: dict[str, tuple[bytes, str, float]] = {}
         self._renewer: asyncio.Task[None] | None = None
+        # Those of them a prune holds (`hold_idle`), told apart when one is lost.
+        self._held_by_prune: set[str] = set()
         # Held leases whose renewal failed (Redis unreachable): token -> since when.
         self._unrenewed: dict[str, float] = {}
         # Tokens: this process's id and a serial number (unique, and no urandom per turn).
@@ -431,22 +433,31 @@ class RedisLockStore:
             self._held[token] = (key, conversation_id, now + self.lock_lifetime / 3)
             return
         del self._held[token]
+        # (A prune's lease: before, told as a turn's.)
+        if token in self._held_by_prune:
+            holder = "a prune held it"
+            risk = "a turn of the conversation may have run while the prune deleted it"
+        else:
+            holder = "its turn was still running"
+            risk = "another turn of the conversation may have run at the same time"
         if failed_since is not None:  # (before, this too advised raising lock_lifetime)
             logger.error(
-                "The lock of conversation '%s' expired while its turn was still running: %s; "
-                "another turn of the conversation may have started meanwhile.",
+                "The lock of conversation '%s' expired while %s: %s; %s.",
                 conversation_id,
+                holder,
                 _LEASE_UNRENEWED % (now - failed_since),
+                risk,
             )
             return
         # Renewed every third of its lifetime, a lease runs out only if this process stalled
         # for the rest of it; more often Redis lost it (before, the advice was to raise
         # lock_lifetime "if turns take longer", which renewals already allow).
         logger.error(
-            "The lock of conversation '%s' was gone while its turn was still running: %s; "
-            "another turn of the conversation may have run at the same time.",
+            "The lock of conversation '%s' was gone while %s: %s; %s.",
             conversation_id,
+            holder,
             _LEASE_LOST % self.lock_lifetime,
+            risk,
         )
 
     @asynccontextmanager
@@ -465,12 +476,14 @@ class RedisLockStore:
         held = [(c, t) for c, t, ok in zip(free_here, tokens, taken, strict=True) if ok]
         for conversation_id, token in held:
             self._hold(token, (self._prefix + conversation_id).encode(), conversation_id, now)
+            self._held_by_prune.add(token)
         try:
             yield [conversation_id for conversation_id, _ in held]
         finally:
             for _, token in held:
                 self._held.pop(token, None)
                 self._unrenewed.pop(token, None)
+                self._held_by_prune.discard(token)
             await self._give_back_all(held)
 
     async def _give_back_all(self, held: list[tuple[str, str]]) -> None:

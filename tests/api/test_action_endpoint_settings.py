@@ -93,6 +93,8 @@ async def test_a_models_section_no_pull_can_use_stops_the_start(
     with pytest.raises(InvalidConfig, match="prod.yml, section 'models': ") as raised:
         await make_client(endpoints=endpoints, endpoints_file="prod.yml")
     assert said in str(raised.value) and "s3c" not in str(raised.value)
+    # The section named once: before, "section 'models': models: 'basic_auth' ...".
+    assert "models: " not in str(raised.value)
 
 
 async def test_every_section_names_its_unknown_settings_in_one_wording_with_the_file(

@@ -350,6 +350,23 @@ async def test_an_export_holds_one_conversation_at_a_time(
     assert large < 1.2 * small, f"{small} bytes for 10 conversations, {large} for 40"
 
 
+def _failing_at_the_second_read(store: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Makes the store's second batch read fail (unavailable); returns its own read."""
+    from server.errors import StoreUnavailable
+
+    reads = store.load_all_of
+    calls: list[int] = []
+
+    def failing_second(sender_ids: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise StoreUnavailable("the tracker store is unavailable", "SQLite", "gone")
+        return reads(sender_ids)
+
+    monkeypatch.setattr(store, "load_all_of", failing_second)
+    return reads
+
+
 @pytest.mark.parametrize(
     ("batch", "chunk", "conversations", "published", "resume"),
     [
@@ -374,7 +391,6 @@ async def test_a_tracker_store_failing_midway_names_what_went_out_and_where_to_g
     the export resumed there publishes the rest, each event once (counted: none sent twice).
     Before (with reading and publishing interleaved), the store's error alone: nothing said
     that events were out, nor how to go on."""
-    from server.errors import StoreUnavailable
 
     monkeypatch.setattr(export, "EXPORT_BATCH", batch)
     monkeypatch.setattr(export, "PUBLISH_CHUNK", chunk)
@@ -382,16 +398,7 @@ async def test_a_tracker_store_failing_midway_names_what_went_out_and_where_to_g
     for c in range(conversations):
         await store.append(f"c{c}", [_user(i, 10.0 * i + c) for i in range(2)])
     everything = [json.dumps(m.body()) for m in (await select_events(store)).messages]
-    reads = store.load_all_of  # type: ignore[attr-defined]
-    calls: list[int] = []
-
-    def failing_second(sender_ids: Any) -> Any:
-        calls.append(1)
-        if len(calls) == 2:
-            raise StoreUnavailable("the tracker store is unavailable", "SQLite", "gone")
-        return reads(sender_ids)
-
-    monkeypatch.setattr(store, "load_all_of", failing_second)
+    reads = _failing_at_the_second_read(store, monkeypatch)
     first = _Collecting()
     with pytest.raises(ExportInterrupted) as raised:
         await publish_events(first, export.selected_events(store))  # type: ignore[arg-type]
@@ -513,3 +520,20 @@ async def test_a_resume_point_whose_conversation_left_a_scanned_table_says_to_st
     message = str(raised.value)
     assert "nothing left to publish" not in message, message
     assert "without --resume-from" in message, message
+
+
+async def test_a_failure_after_one_event_says_one_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: "after 1 events", where export's last line says "Published 1 event".
+    monkeypatch.setattr(export, "EXPORT_BATCH", 1)
+    monkeypatch.setattr(export, "PUBLISH_CHUNK", 1)
+    store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "t.db")})
+    for c in range(2):
+        await store.append(f"c{c}", [_user(0, 10.0 + c)])
+    _failing_at_the_second_read(store, monkeypatch)
+    with pytest.raises(ExportInterrupted) as raised:
+        await publish_events(_Collecting(), export.selected_events(store))  # type: ignore[arg-type]
+    await store.close()
+    assert raised.value.published == 1
+    assert str(raised.value).startswith("the tracker store failed (after 1 event): ")

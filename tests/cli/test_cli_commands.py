@@ -969,7 +969,7 @@ def test_prune_deletes_old_conversations(run_cli, tmp_path: Path) -> None:
     asyncio.run(seed())
     result = run_cli("prune", "--older-than-days", "5", cwd=tmp_path)
     assert result.code == 0, result.err
-    assert "Deleted 1 conversations." in result.out
+    assert "Deleted 1 conversation." in result.out  # (was "conversations")
 
 
 def test_prune_with_a_named_endpoints_file_that_is_missing_deletes_nothing(

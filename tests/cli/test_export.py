@@ -244,7 +244,7 @@ def test_resume_from_skips_the_events_of_its_time_already_published(
     _endpoints(tmp_path, SQL_BROKER)
     result = run_cli("export", "--resume-from=a@b@5.0#3", cwd=tmp_path)
     assert result.code == 0, result.err
-    assert "Published 2 events of 1 conversations." in result.out
+    assert "Published 2 events of 1 conversation." in result.out  # (was "conversations")
     assert _broker_rows(tmp_path) == [
         {"sender_id": "a@b", **_action("utter_3", 5.0)},
         {"sender_id": "a@b", **_user("x", 6.0)},

@@ -603,6 +603,33 @@ async def test_a_lease_its_renewal_finds_gone_is_one_error_not_advice_to_raise_t
     assert "Redis lost it" in gone[0] and "raise lock_lifetime" not in gone[0]
 
 
+async def test_a_prune_lease_its_renewal_finds_gone_is_told_as_the_prune_s(
+    redis_config: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """`botserver prune` holds the conversations it deletes: before, the loss of such a
+    lease said "while its turn was still running", though no turn held it."""
+    store = RedisLockStore({**redis_config, "lock_lifetime": 0.06})
+    told = asyncio.Event()
+
+    def tell(record: logging.LogRecord) -> bool:
+        if "gone" in record.getMessage():
+            told.set()
+        return True
+
+    caplog.handler.addFilter(tell)
+    try:
+        async with store.hold_idle(["ana"]) as held:
+            assert held == ["ana"]
+            await delete_redis_keys(redis_config["key_prefix"], db=1)
+            await asyncio.wait_for(told.wait(), 5)  # the renewal, a third of a lifetime on
+    finally:
+        await store.close()
+    gone = [r.getMessage() for r in caplog.records if "gone" in r.getMessage()]
+    assert len(gone) == 1, gone
+    assert gone[0].startswith("The lock of conversation 'ana' was gone while a prune held it"), gone
+    assert "turn was still running" not in gone[0]
+
+
 async def test_a_redis_url_with_its_port_reaches_that_port(redis_config: dict[str, Any]) -> None:
     """`url: host:port`, as the SQL store and the RabbitMQ broker read it. Before, the lock
     store (and the Redis tracker store) looked up a host named '127.0.0.1:6379' (as Rasa

@@ -431,6 +431,18 @@ def test_use_ssl_that_is_neither_true_nor_false_is_refused_at_start_up() -> None
         create_lock_store({"type": "redis", "use_ssl": "maybe"})
 
 
+@pytest.mark.parametrize("url", ["redis.example", "redis://redis.example:6379"])
+def test_a_redis_db_that_is_no_number_is_refused_naming_the_key(url: str) -> None:
+    # Before: "a setting has the wrong type: invalid literal for int() with base 10: 'abc'",
+    # which named no key (and a bare ValueError from the socket.io rooms' Redis).
+    with pytest.raises(InvalidConfig) as caught:
+        create_lock_store({"type": "redis", "url": url, "db": "abc"})
+
+    assert str(caught.value) == (
+        "endpoints.yml, section 'lock_store': 'db' must be a whole number of 0 or more, not 'abc'"
+    )
+
+
 @pytest.mark.parametrize("prefix", [0, False, 7, True])
 async def test_a_key_prefix_yaml_reads_as_no_text_finds_the_conversations_where_rasa_kept_them(
     prefix: object,
