@@ -15,7 +15,7 @@ from typing import Any
 
 from server.dialogue.processor import DialogueModel, note_text_featurization, predict_next_action
 from server.dialogue.slot_extraction import extract_slots
-from server.dialogue.story_export import story_intent, yaml_scalar
+from server.dialogue.story_export import story_intent, user_markup, yaml_scalar
 from server.dialogue.story_steps import StoryStep
 from server.nlu.evaluation import labels_report
 from server.nlu.training_data import message_markup
@@ -262,8 +262,10 @@ def _step_lines(event: Event, failure: tuple[str, str] | None) -> list[str]:
     note = f"  # predicted: {failure[1]}" if failure else ""
     if isinstance(event, UserUttered):
         out = []
-        if event.text:
-            out.append(f"  - user: {json.dumps(event.text)}")
+        # The text marked up with the step's entities: read back, it expects them again.
+        text = user_markup(event.text, event.entities) if event.text else None
+        if text:
+            out.append(f"  - user: {json.dumps(text)}")
             out.append(f"    intent: {story_intent(event)}{note}")
         else:
             out.append(f"  - intent: {story_intent(event)}{note}")

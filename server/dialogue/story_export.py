@@ -107,7 +107,7 @@ def story_intent(event: UserUttered) -> str | None:
     return full_name if isinstance(full_name, str) and full_name else event.intent_name
 
 
-def _user_markup(text: str, entities: list[Any]) -> str | None:
+def user_markup(text: str, entities: list[Any]) -> str | None:
     """The user's text in entity markup, as a story reads it back; None when it cannot be
     written: text that looks like markup but is not (`[a]{c}`), which a story reader refuses
     (Rasa's writer fails on it). A text with no entities whose brackets read as markup is
@@ -128,7 +128,7 @@ def _step_lines(event: Event, by_text: set[int]) -> list[str]:
     if isinstance(event, UserUttered):
         lines: list[str] = []
         first = "  - "
-        text = _user_markup(event.text, event.entities) if event.text else None
+        text = user_markup(event.text, event.entities) if event.text else None
         if event.intent_name and (id(event) not in by_text or not text):
             lines.append(f"{first}intent: {yaml_scalar(story_intent(event))}")
             first = "    "
@@ -175,8 +175,8 @@ def conversation_story(
     """The test story of a conversation: its last session, or one story per session.
 
     As Rasa's `get_test_stories`: with `until`, each session is cut at its first event
-    after that time (`Tracker.until`) and the sessions left empty are dropped; the stories
-    are numbered when more than one is left.
+    after that time (as `Tracker.until` cuts a tracker) and the sessions left empty are
+    dropped; the stories are numbered when more than one is left.
     """
     sessions = split_sessions(tracker.events)
     if not all_sessions:

@@ -339,8 +339,11 @@ class SqlTrackerStore:
         readiness probe's timeout) does not stop it, so the next caller joins the attempt
         under way instead of queueing another behind it (one at a time per process): on a
         database host that never answers, each probe given up added a connect timeout to the
-        wait of the next turn."""
+        wait of the next turn. One that succeeded after its callers gave up is not run again."""
         migration = self._migration
+        if migration is not None and migration.done() and not migration.cancelled():
+            if migration.exception() is None:
+                return  # it succeeded after its callers gave up on it
         if (
             migration is None
             or migration.done()

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from server.dialogue.evaluation import StoryResult, write_story_reports
+from server.trackers.events import UserUttered
 from server.training.stories_yaml import read_story_data
 from server.training.yaml_io import parse_yaml
 
@@ -148,3 +149,27 @@ stories:
     write_story_reports([result], tmp_path, plot=False)
     failed = (tmp_path / "failed_test_stories.yml").read_text()
     assert "    intent: faq/ask_name\n" in failed, failed
+
+
+def test_a_failed_story_keeps_the_entities_its_user_step_was_annotated_with(
+    tmp_path: Path,
+) -> None:
+    """failed_test_stories.yml, read back as test stories, expects the entities the test
+    story did. Before: the user step was written as its plain text (`I live in Berlin`), so
+    running the failed stories again expected no entity, and counted the one found wrong."""
+    story = """version: "3.1"
+stories:
+- story: lives
+  steps:
+  - user: I live in [Berlin](city)
+    intent: inform
+  - action: utter_noted
+"""
+    [step] = read_story_data(parse_yaml(story), "test.yml")
+    result = StoryResult(step, failures=[(2, "utter_noted", "action_listen")])
+    write_story_reports([result], tmp_path, plot=False)
+    failed = (tmp_path / "failed_test_stories.yml").read_text()
+    [again] = read_story_data(parse_yaml(failed), "failed_test_stories.yml")
+    said, annotated = again.events[0], step.events[0]
+    assert isinstance(said, UserUttered) and isinstance(annotated, UserUttered)
+    assert (said.text, said.entities) == (annotated.text, annotated.entities), failed

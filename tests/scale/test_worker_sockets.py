@@ -283,6 +283,7 @@ def ready_statuses(server: ServerProcess, times: int = 8) -> set[int]:
     return found
 
 
+@pytest.mark.timing
 def test_a_model_put_on_one_worker_is_loaded_by_every_worker(
     two_workers: ServerProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

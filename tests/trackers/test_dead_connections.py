@@ -97,6 +97,7 @@ async def test_a_mysql_connection_older_than_a_nat_keeps_one_is_not_reused(
             await store.close()
 
 
+@pytest.mark.timing
 @pytest.mark.usefixtures("short_timeouts")
 async def test_redis_turns_go_on_when_the_network_drops_a_connection() -> None:
     """Before: a command on the forgotten connection waited for `socket_timeout` and the

@@ -16,9 +16,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from server.errors import StoreFailed, StoreRefusedData, StoreUnavailable
-from server.trackers import sql_engine
+from server.trackers import sql_engine, sql_store
 from server.trackers.factory import create_tracker_store
 from server.trackers.sql_engine import async_url
+from server.trackers.sql_schema import migrate
 from tests.loop_lag import paced
 from tests.trackers.test_sql_tracker_store import sql_config
 from tests.trackers.test_tracker_stores import bot
@@ -203,3 +204,31 @@ async def test_probes_given_up_during_a_hung_migration_queue_no_more_attempts(
         silent.close()
         for writer in connections:
             writer.close()
+
+
+async def test_a_migration_its_caller_gave_up_on_is_not_run_again_once_it_succeeded(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A readiness probe gives the store's set-up up (its 2 s) while the migration goes on
+    in its thread and succeeds. Before, the next request ran Alembic over again (its imports,
+    its revision scripts, a connection), as if that migration had failed; now it is done."""
+    attempts: list[None] = []
+    go_on, migrated = asyncio.Event(), asyncio.Event()
+
+    async def slow_migration(make_engine: Any) -> None:
+        attempts.append(None)
+        await go_on.wait()
+        await migrate(make_engine)
+        migrated.set()
+
+    monkeypatch.setattr(sql_store, "migrate", slow_migration)
+    store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "t.db")})
+    try:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(store.ping(), 0.01)  # the probe gives up
+        go_on.set()
+        await migrated.wait()
+        await store.ping()
+        assert len(attempts) == 1
+    finally:
+        await store.close()
