@@ -102,6 +102,9 @@ def test_a_wrong_setting_names_the_endpoints_file_given_and_its_section(
     """Before, the error said `endpoints.yml` whatever file --endpoints named, and an
     action_endpoint or nlg setting named neither the file nor the section."""
     (tmp_path / "prod-endpoints.yml").write_text(f"{section}:\n  {settings}\n")
+    # prune reads a store that is there (without a tracker_store section, the working
+    # directory's botserver.db, which it refuses to make: an empty file is an empty database)
+    (tmp_path / "botserver.db").touch()
     extra = ["-p", str(free_port())] if command == "run" else ["--older-than-days", "30"]
     result = run_cli(command, "--endpoints", "prod-endpoints.yml", *extra, cwd=tmp_path)
     assert result.code == 1
