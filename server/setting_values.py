@@ -178,6 +178,13 @@ def host_and_port(host: Any, port: Any, service: str) -> tuple[Any, int | None]:
     return host, number
 
 
+def near_miss(key: object, known: Iterable[str]) -> str | None:
+    """The one of `known` that `key` is a near miss of (a typo: `polices`, `key_prefx`), if
+    any: the one measure of every "did you mean" about a setting or option."""
+    close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.8)
+    return close[0] if close else None
+
+
 def warn_of_unknown_keys(
     settings: dict[str, Any],
     known: Iterable[str],
@@ -200,6 +207,6 @@ def warn_of_unknown_keys(
     for key in settings:
         if key in skipped:
             continue
-        close = difflib.get_close_matches(str(key), read, n=1, cutoff=0.8)
-        hint = f"did you mean '{close[0]}'?" if close else f"it reads {', '.join(read) or 'none'}"
+        meant = near_miss(key, read)
+        hint = f"did you mean '{meant}'?" if meant else f"it reads {', '.join(read) or 'none'}"
         logger.warning("%s: unknown %s '%s' is not read (%s); %s", owner, what, key, rasa, hint)

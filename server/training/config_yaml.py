@@ -4,7 +4,6 @@ Rasa's defaults for empty sections and `${VAR}` substitution."""
 from __future__ import annotations
 
 import copy
-import difflib
 import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from server.errors import InvalidConfig, InvalidProjectFile
+from server.setting_values import near_miss
 from server.training.yaml_io import brief, line_of, parse_yaml, read_yaml_file
 
 DEFAULT_RECIPE = "default.v1"
@@ -90,16 +90,14 @@ def _misspelt_key_warnings(
     for key in data:
         if key in _RASA_KEYS:
             continue
-        close = difflib.get_close_matches(str(key), sorted(_RASA_KEYS), n=1, cutoff=0.8)
-        if not close:
+        meant = near_miss(key, sorted(_RASA_KEYS))
+        if meant is None:
             continue
         line = line_of(data, key)
         where = f"{filename or 'config.yml'}{'' if line is None else f':{line}'}"
-        warning = (
-            f"{where}: unknown key '{key}' is not read (nor by Rasa); did you mean '{close[0]}'?"
-        )
-        if close[0] in defaulted:
-            warning += f" Without it, {_DEFAULTED[close[0]]}"
+        warning = f"{where}: unknown key '{key}' is not read (nor by Rasa); did you mean '{meant}'?"
+        if meant in defaulted:
+            warning += f" Without it, {_DEFAULTED[meant]}"
         warnings.append(warning)
     return warnings
 

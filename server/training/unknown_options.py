@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Iterator
 from typing import Any
+
+from server.setting_values import near_miss
 
 
 def unknown_option_warning(
@@ -15,9 +16,9 @@ def unknown_option_warning(
     `key` is a near-miss of a known one, else (when `list_known`) with the known options, else
     none (an option of Rasa's own component that changes nothing in its stand-in)."""
     known = list(known)
-    close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.8)
-    if close:
-        return f"{owner}: the option '{key}' is unknown and ignored; did you mean '{close[0]}'?"
+    meant = near_miss(key, known)
+    if meant:
+        return f"{owner}: the option '{key}' is unknown and ignored; did you mean '{meant}'?"
     if list_known:
         return f"{owner}: the option '{key}' is unknown and ignored (known: {', '.join(known)})."
     return None
