@@ -1419,7 +1419,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     async def export() -> int:
         store = create_tracker_store(
-            endpoints["tracker_store"], args.endpoints, create_missing=False
+            endpoints["tracker_store"], args.endpoints, create_missing=False, read_only=True
         )
         broker = create_event_broker(endpoints["event_broker"], args.endpoints)
         assert broker is not None  # the section is there

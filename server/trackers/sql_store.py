@@ -17,7 +17,7 @@ from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import orjson
-from sqlalchemy import bindparam, delete, func, insert, select, text
+from sqlalchemy import bindparam, delete, func, insert, literal_column, select, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -62,7 +62,9 @@ from server.trackers.sql_schema import (
     SESSION_START_WHERE,
     SESSION_STARTED_WHERE,
     events_table,
+    inspect_events,
     migrate,
+    readable_as_it_is,
 )
 from server.trackers.sqlite_database import SqliteDatabase
 from server.trackers.store import (
@@ -258,10 +260,15 @@ class SqlTrackerStore:
         login_db: str | None = None,
         cache_events: int = DEFAULT_CACHE_EVENTS,
         create_missing: bool = True,
+        read_only: bool = False,
     ) -> None:
         """`create_missing`: a SQLite file that is not there is made (at the server's first
-        start); without it (commands that read or prune what is stored) it is an error."""
+        start); without it (commands that read or prune what is stored) it is an error.
+        `read_only` (`botserver export`): the schema is read as it is, never created nor
+        migrated (nor a PostgreSQL `login_db`'s database created); a database without an
+        `events` table holds no conversation."""
         self.url = url
+        self.read_only = read_only
         self._dependency = dependency(url, "the tracker store")
         self._login_db = login_db
         # The schema's set-up gets an engine of its own, in its thread (`migrate`);
@@ -283,7 +290,10 @@ class SqlTrackerStore:
             if not create_missing:
                 check_sqlite_file(str(url.database))
             self._db = SqliteDatabase(
-                str(url.database), SQLITE_BUSY_TIMEOUT_MS, sqlite_synchronous()
+                str(url.database),
+                SQLITE_BUSY_TIMEOUT_MS,
+                sqlite_synchronous(),
+                read_only=read_only,
             )
         elif url.get_backend_name() == "postgresql":
             # asyncpg (about 12 MB) only for a PostgreSQL store.
@@ -292,7 +302,8 @@ class SqlTrackerStore:
             self._db = PostgresDatabase(url)
             self._unreachable_errors = UNAVAILABLE_ERRORS
         else:
-            self._db = _AsyncDatabase(self._engine)
+            self._db = _AsyncDatabase(self._engine, exact_senders=read_only)
+        self._no_table = False  # read-only, and the database holds no `events` table
         self.cache_events = cache_events
         self._cache = _SessionCache(cache_events)  # about 1 KB per event
         # Appends under way per conversation: a read meanwhile may miss their rows.
@@ -308,14 +319,16 @@ class SqlTrackerStore:
     )
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], create_missing: bool = True) -> SqlTrackerStore:
+    def from_config(
+        cls, config: dict[str, Any], create_missing: bool = True, read_only: bool = False
+    ) -> SqlTrackerStore:
         """From a Rasa `tracker_store:` section of `type: sql`."""
         url = async_url(config, default_db="rasa.db")
         login_db = config.get("login_db")
         if login_db and url.get_backend_name() != "postgresql":
             logger.warning("tracker_store.login_db is only used with PostgreSQL; ignoring it")
             login_db = None
-        return cls(url, login_db, cache_events_setting(config), create_missing)
+        return cls(url, login_db, cache_events_setting(config), create_missing, read_only)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -327,12 +340,27 @@ class SqlTrackerStore:
                 return
             with self._map_errors():
                 try:
+                    if self.read_only:
+                        self._no_table = not readable_as_it_is(*await self._events_schema())
+                        self._ready = True
+                        return
                     if self._login_db:
                         await ensure_postgres_database(self.url, self._login_db)
                     await self._migrated()
                 except RuntimeError as exc:  # the database holds another `events` table
                     raise StoreFailed(f"{describe(self.url)}: {exc}") from exc
             self._ready = True
+
+    async def _events_schema(self) -> tuple[set[str] | None, str | None]:
+        """The `events` table's columns and the schema's revision, read without writing."""
+        if isinstance(self._db, SqliteDatabase):
+            return await self._db.events_schema()
+        engine = self._schema_engine()
+        try:
+            async with engine.connect() as conn:
+                return await conn.run_sync(inspect_events)
+        finally:
+            await engine.dispose()
 
     async def _migrated(self) -> None:
         """The schema's migration, which runs in a thread: a caller that gives up (a
@@ -476,11 +504,15 @@ class SqlTrackerStore:
 
     async def keys(self) -> list[str]:
         await self._ensure_ready()
+        if self._no_table:
+            return []
         with self._map_errors():
             return await self._db.senders()
 
     async def load_all(self, sender_id: str) -> list[dict[str, Any]] | None:
         await self._ensure_ready()
+        if self._no_table:
+            return None
         with self._map_errors():
             data = await self._db.all_data(sender_id)
         if not data:
@@ -493,6 +525,8 @@ class SqlTrackerStore:
         self, sender_ids: Sequence[str]
     ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
         await self._ensure_ready()
+        if self._no_table:
+            return
         with self._map_errors():
             rows = await self._db.all_data_of(sender_ids)
         texts: dict[str, list[str]] = {sender_id: [] for sender_id in sender_ids}
@@ -634,11 +668,15 @@ class _AsyncDatabase:
     rolls an uncommitted transaction back with its connection, so the rows cannot be
     written twice). One lost during the COMMIT is not retried: it may have committed."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, exact_senders: bool = False) -> None:
+        """`exact_senders`: the listing tells ids apart by their bytes, as the table's
+        collation may not (Rasa's MySQL table, which a read-only store does not migrate,
+        holds `Ana` and `ana` as one id, and `ana ` too)."""
         self._engine = engine
         dialect = engine.dialect
         self._returning = bool(dialect.insert_returning and dialect.use_insertmanyvalues)
         self._mysql = dialect.name == "mysql"
+        self._exact_senders = exact_senders
         self._max_packet: int | None = None  # MySQL's, read on the first write
         # (plain, returning) INSERTs, set on the first write: on MariaDB, Rasa's `events_seq`
         # gives the ids where Rasa made the table (see _ids_from_rasas_sequence).
@@ -847,6 +885,10 @@ class _AsyncDatabase:
 
     async def senders(self) -> list[str]:
         query = select(events_table.c.sender_id).distinct()
+        if self._exact_senders:
+            # (The column grouped on too: allowed under ONLY_FULL_GROUP_BY.)
+            exactly = literal_column("CAST(sender_id AS BINARY)") if self._mysql else _C.sender_id
+            query = select(_C.sender_id).group_by(_C.sender_id, exactly)
         return await self._run(lambda conn: _first_column(conn, query), bounded=False)
 
     async def senders_older_than(

@@ -33,7 +33,7 @@ from typing import Any, ClassVar, TypeVar
 
 from server.trackers.events import EVENT_TYPES, OFF_LOOP_EVENTS
 from server.trackers.session_start import ACTION_SESSION_START
-from server.trackers.sql_schema import SESSION_START_WHERE
+from server.trackers.sql_schema import SESSION_START_WHERE, VERSION_TABLE
 
 T = TypeVar("T")
 
@@ -80,8 +80,12 @@ class SqliteDatabase:
         busy_timeout_ms: int,
         synchronous: str,
         checkpoint_frames: int = CHECKPOINT_FRAMES,
+        read_only: bool = False,
     ) -> None:
+        """`read_only`: the file is opened read-only, its journal mode left as it is (a
+        command that reads, as `botserver export`, changes nothing in it)."""
         self.path = path
+        self.read_only = read_only
         self.checkpoint_frames = checkpoint_frames
         self.checkpoint_after = _FIRST_CHECKPOINT_AFTER  # commits
         self._busy_timeout_ms = busy_timeout_ms
@@ -150,6 +154,11 @@ class SqliteDatabase:
         return function(conn)
 
     def _connect(self) -> sqlite3.Connection:
+        if self.read_only:
+            uri = f"{pathlib.Path(self.path).absolute().as_uri()}?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+            conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+            return conn
         conn = sqlite3.connect(
             self.path,
             timeout=self._busy_timeout_ms / 1000,
@@ -669,6 +678,24 @@ class SqliteDatabase:
             "ORDER BY sender_id, id"  # (ix_events_sender_id_id's order: no sort)
         )
         return await self.run(lambda conn: conn.execute(sql, tuple(sender_ids)).fetchall())
+
+    async def events_schema(self) -> tuple[set[str] | None, str | None]:
+        """The `events` table's columns (None: no such table) and the schema's revision
+        (None: never migrated by botserver), read without writing."""
+
+        def read(conn: sqlite3.Connection) -> tuple[set[str] | None, str | None]:
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+            if not columns:
+                return None, None
+            versions = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (VERSION_TABLE,)
+            ).fetchone()
+            if versions is None:
+                return columns, None
+            row = conn.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchone()
+            return columns, None if row is None else row[0]
+
+        return await self.run(read)
 
     async def senders(self) -> list[str]:
         rows = await self.run(

@@ -8,8 +8,7 @@ from alembic import context
 from sqlalchemy import text
 
 from server.errors import StoreUnavailable
-
-VERSION_TABLE = "botserver_alembic_version"
+from server.trackers.sql_schema import VERSION_TABLE
 
 connection = context.config.attributes["connection"]
 lock_seconds = context.config.attributes.get("mysql_lock_seconds", 60)

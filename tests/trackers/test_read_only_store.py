@@ -1,0 +1,147 @@
+"""A read-only SQL tracker store (`botserver export`'s): it reads Rasa's table, or one an
+older botserver migrated, as it is, and changes nothing in the database."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from server.brokers.export import select_events
+from server.errors import NothingToExport, StoreFailed
+from server.trackers.factory import create_tracker_store
+from server.trackers.sql_engine import async_url
+from tests.trackers.persistence_fixtures import mariadb_database, postgres_database
+from tests.trackers.test_mariadb_rasa_sequence import RasaEvent, _RasaBase, listen, rasa_row
+
+# Ids that differ only in case and a trailing space: Rasa's MySQL collation takes them as one.
+SENDERS = ["Ana", "ana", "ana ", "bob"]
+
+
+@contextlib.asynccontextmanager
+async def rasas_database(dialect: str, tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
+    """A database as Rasa 3.6 left it (its table, four conversations of two events each)."""
+    holder: contextlib.AbstractAsyncContextManager[dict[str, Any]]
+    if dialect == "sqlite":
+        holder = contextlib.nullcontext(
+            {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "rasa.db")}
+        )
+    elif dialect == "postgresql":
+        holder = postgres_database()
+    else:
+        holder = mariadb_database()
+    async with holder as config:
+        engine = create_async_engine(async_url(config, default_db="rasa"))
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(_RasaBase.metadata.create_all)
+                rows = [rasa_row(s, listen(t)) for s in SENDERS for t in (1.0, 2.0)]
+                await conn.execute(sa.insert(RasaEvent), rows)
+        finally:
+            await engine.dispose()
+        yield config
+
+
+def _schema(sync_connection: Any) -> dict[str, Any]:
+    """Everything a migration could change: tables, columns and types, indexes, sequences,
+    and SQLite's journal mode."""
+    inspector = sa.inspect(sync_connection)
+    tables = sorted(inspector.get_table_names())
+    shape: dict[str, Any] = {
+        table: (
+            [(c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(table)],
+            sorted(str(sorted(index.items())) for index in inspector.get_indexes(table)),
+        )
+        for table in tables
+    }
+    dialect = sync_connection.dialect.name
+    if dialect == "sqlite":
+        shape["journal"] = sync_connection.exec_driver_sql("PRAGMA journal_mode").scalar()
+    if dialect == "mysql":
+        shape["create"] = sync_connection.exec_driver_sql("SHOW CREATE TABLE events").all()
+        shape["sequences"] = inspector.get_sequence_names()
+    return shape
+
+
+async def _schema_of(config: dict[str, Any]) -> dict[str, Any]:
+    engine = create_async_engine(async_url(config, default_db="rasa"))
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(_schema)
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql", "mysql"])
+async def test_export_reads_rasas_table_and_changes_nothing(dialect: str, tmp_path: Path) -> None:
+    """Before, the export's store migrated the schema first: it added botserver's version
+    table and indexes, set SQLite's WAL mode, and on MySQL/MariaDB rebuilt the `events`
+    table (collation, LONGTEXT), which took a lock on a large table for as long as it ran.
+    Ids Rasa's MySQL collation takes for one are exported as the distinct ids they are."""
+    async with rasas_database(dialect, tmp_path) as config:
+        before = await _schema_of(config)
+        store = create_tracker_store(config, create_missing=False, read_only=True)
+        try:
+            selection = await select_events(store)
+        finally:
+            await store.close()
+        assert await _schema_of(config) == before
+    assert "botserver_alembic_version" not in before
+    assert selection.conversations == sorted(SENDERS)
+    assert [item.sender_id for item in selection.selected] == [
+        s for s in sorted(SENDERS) for _ in "12"
+    ]
+
+
+async def test_a_database_without_the_table_has_nothing_to_export(tmp_path: Path) -> None:
+    """Before, the export created the table (and botserver's version table) in it."""
+    sqlite3.connect(tmp_path / "empty.db").close()
+    config = {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "empty.db")}
+    store = create_tracker_store(config, create_missing=False, read_only=True)
+    try:
+        with pytest.raises(NothingToExport, match="holds no conversation"):
+            await select_events(store)
+    finally:
+        await store.close()
+    with sqlite3.connect(tmp_path / "empty.db") as db:
+        assert db.execute("SELECT name FROM sqlite_master").fetchall() == []
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        (
+            "CREATE TABLE events (id INTEGER PRIMARY KEY, name TEXT)",
+            "an 'events' table that is not a tracker store's (no column sender_id, timestamp, "
+            "data)",
+        ),
+        (
+            "CREATE TABLE events (id INTEGER PRIMARY KEY, sender_id TEXT, type_name TEXT, "
+            "timestamp REAL, data TEXT); CREATE TABLE botserver_alembic_version "
+            "(version_num TEXT); INSERT INTO botserver_alembic_version VALUES ('0042')",
+            "schema is at revision 0042, which a newer botserver made",
+        ),
+    ],
+    ids=["another-table", "newer-revision"],
+)
+async def test_a_schema_it_cannot_read_is_refused_untouched(
+    tmp_path: Path, table: str, message: str
+) -> None:
+    with sqlite3.connect(tmp_path / "other.db") as db:
+        db.executescript(table)
+    config = {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "other.db")}
+    before = await _schema_of(config)
+    store = create_tracker_store(config, create_missing=False, read_only=True)
+    try:
+        with pytest.raises(StoreFailed, match=re.escape(message)):
+            await store.keys()
+    finally:
+        await store.close()
+    assert await _schema_of(config) == before
