@@ -214,6 +214,9 @@ def _check_output_dir(path: Path, flag: str) -> None:
 
 
 DEFAULT_ENDPOINTS = "endpoints.yml"
+# `botserver export --skip-unreadable`'s exit code when it passed over a conversation (1: it
+# stopped), so that a script tells a complete export from one with holes.
+EXIT_SKIPPED = 3
 
 
 def _refuse_a_directory_as_endpoints(path: str) -> None:
@@ -944,6 +947,13 @@ def build_parser() -> argparse.ArgumentParser:
         "done) and its events from this stored time, but the first N of that time (the error "
         "line of the export names it)",
     )
+    p.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="pass over a conversation the tracker store cannot read (not JSON, not a "
+        "tracker), naming each, and publish the others; the exit code is then "
+        f"{EXIT_SKIPPED} (default: the export stops at it)",
+    )
     _add_log_flags(p)
     return parser
 
@@ -1367,7 +1377,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from server.brokers.export import Found, Progress, selected_events
     from server.brokers.factory import create_event_broker
     from server.config import read_endpoints
-    from server.errors import ExportInterrupted
+    from server.errors import CorruptConversation, ExportInterrupted
     from server.trackers.factory import create_tracker_store
 
     low, high = args.minimum_timestamp, args.maximum_timestamp
@@ -1424,7 +1434,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         broker = create_event_broker(endpoints["event_broker"], args.endpoints)
         assert broker is not None  # the section is there
         try:
-            selected = selected_events(store, ids, low, high, offset or 0, args.resume_from, found)
+            selected = selected_events(
+                store, ids, low, high, offset or 0, args.resume_from, found, args.skip_unreadable
+            )
             return await exporting.publish_events(broker, selected, progress)
         finally:
             if found.missing and ids and len(found.missing) < len(set(ids)):
@@ -1434,8 +1446,11 @@ def cmd_export(args: argparse.Namespace) -> int:
             await broker.close()
             await store.close()
 
+    skip_hint = "" if args.skip_unreadable else _SKIP_UNREADABLE_HINT
     try:
         published = asyncio.run(export())
+    except CorruptConversation as exc:  # (before any event went out)
+        raise CorruptConversation(f"{exc}{skip_hint}") from exc
     except ExportInterrupted as exc:
         if not exc.published:
             raise
@@ -1443,8 +1458,10 @@ def cmd_export(args: argparse.Namespace) -> int:
             exc.resume_sender_id, exc.resume_timestamp, exc.resume_skip
         )
         go_on = _export_resume_command(args, stopped_at)
+        if not isinstance(exc.__cause__, CorruptConversation):
+            skip_hint = ""
         raise ExportInterrupted(
-            f"{exc}; to go on from there: {go_on}",
+            f"{exc}; to go on from there: {go_on}{skip_hint}",
             exc.published,
             exc.resume_timestamp,
             exc.resume_sender_id,
@@ -1459,11 +1476,20 @@ def cmd_export(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         raise
-    print(
-        f"Published {how_many(published, 'event')} of "
-        f"{how_many(found.conversations, 'conversation')}."
-    )
+    conversations = how_many(found.conversations, "conversation")
+    done = f"Published {how_many(published, 'event')} of {conversations}"
+    if found.unreadable:
+        skipped = how_many(len(found.unreadable), "conversation")
+        print(f"{done}; skipped {skipped} that could not be read: {', '.join(found.unreadable)}.")
+        return EXIT_SKIPPED
+    print(f"{done}.")
     return 0
+
+
+_SKIP_UNREADABLE_HINT = (
+    " (with --skip-unreadable the export passes over such a conversation, naming it, and "
+    "publishes the others)"
+)
 
 
 def _export_resume_command(args: argparse.Namespace, resume: ResumePoint) -> str:
@@ -1479,6 +1505,8 @@ def _export_resume_command(args: argparse.Namespace, resume: ResumePoint) -> str
         words += ["--conversation-ids", args.conversation_ids]
     if args.offset_timestamps_by_seconds is not None:
         words += ["--offset-timestamps-by-seconds", str(args.offset_timestamps_by_seconds)]
+    if args.skip_unreadable:
+        words.append("--skip-unreadable")
     skip = f"#{resume.skip}" if resume.skip else ""
     words.append(f"--resume-from={resume.sender_id}@{resume.timestamp!r}{skip}")
     return shlex.join(words)

@@ -93,8 +93,12 @@ class ReadsEverything(Protocol):
     """A store that reads all its conversations in one pass for less than `keys()` and a
     `load_all()` of each (DynamoDB, where listing the keys reads every item whole)."""
 
-    def each_conversation(self) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
-        """Every conversation that has events, with all of them (`load_all`'s)."""
+    def each_conversation(
+        self, unreadable: Callable[[str, CorruptConversation], None] | None = None
+    ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+        """Every conversation that has events, with all of them (`load_all`'s). One that
+        cannot be read is CorruptConversation, which ends the pass; with `unreadable`, it is
+        handed to it instead and the pass goes on."""
         ...
 
 

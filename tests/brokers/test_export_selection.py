@@ -13,8 +13,15 @@ from typing import Any
 import pytest
 
 from server.brokers import export
-from server.brokers.export import PUBLISH_CHUNK, ResumePoint, publish_events, select_events
-from server.errors import ExportInterrupted, NothingToExport
+from server.brokers.export import (
+    PUBLISH_CHUNK,
+    Found,
+    ResumePoint,
+    publish_events,
+    select_events,
+    selected_events,
+)
+from server.errors import CorruptConversation, ExportInterrupted, NothingToExport
 from server.trackers.dynamo_store import DynamoTrackerStore
 from server.trackers.factory import create_tracker_store
 from tests.trackers.persistence_fixtures import (
@@ -186,6 +193,27 @@ async def test_every_conversation_of_a_dynamodb_table_is_read_in_one_scan(
     sent = [(m.sender_id, m.event["timestamp"]) for m in selection.messages]
     order = list(dict.fromkeys(sender_id for sender_id, _ in sent))
     assert sent == [(sender_id, at) for sender_id in order for at in (0.0, 10.0)]
+
+
+async def test_an_unreadable_dynamodb_item_is_skipped_and_the_scan_goes_on(
+    dynamo: tuple[DynamoTrackerStore, list[str]],
+) -> None:
+    """An item whose event is text that is not JSON ended the table's one Scan pass, on every
+    run: with `skip_unreadable` it is named and the scan goes on past it."""
+    store, _ = dynamo
+    for c in range(3):
+        await store.append(f"c{c}", [_user(0, 1.0)])
+    store._client.put_item(
+        TableName=store.table,
+        Item={"sender_id": {"S": "bad"}, "events": {"L": [{"S": "{not json"}]}},
+    )
+    with pytest.raises(CorruptConversation, match="'bad'"):
+        await select_events(store)
+    found = Found()
+    chosen = selected_events(store, found=found, skip_unreadable=True)
+    sent = [item.sender_id async for item in chosen]
+    assert sorted(sent) == ["c0", "c1", "c2"]
+    assert (found.conversations, found.unreadable) == (3, ["bad"])
 
 
 async def test_a_conversation_id_longer_than_dynamodb_keys_is_named_missing(
@@ -504,7 +532,7 @@ class _Scanned:
     def __init__(self, conversations: dict[str, list[dict[str, Any]]]) -> None:
         self.conversations = conversations
 
-    async def each_conversation(self) -> Any:
+    async def each_conversation(self, unreadable: Any = None) -> Any:
         for sender_id, events in self.conversations.items():
             yield sender_id, events
 
