@@ -28,10 +28,15 @@ from server.trackers.store import ReadsEverything, ReadsInBatches, TrackerStore
 
 logger = logging.getLogger(__name__)
 
-# Messages handed to the broker at a time (each made, its event parsed, only then).
+# Messages handed to the broker at a time (each made, its event parsed, only then), and
+# about the most of their JSON (fewer where 1,000 of them hold more: long user messages).
 PUBLISH_CHUNK = 1000
-# Conversations read in one round trip from a store that reads in batches (SQL, Redis).
+PUBLISH_CHUNK_BYTES = 8_000_000
+# Conversations read in one round trip from a store that reads in batches (SQL, Redis),
+# and about the most of their stored JSON held at a time (more round trips where 100 hold
+# more; a conversation larger than it is still read whole).
 EXPORT_BATCH = 100
+EXPORT_BATCH_BYTES = 8_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +305,7 @@ async def _each_stored(
     for start in range(0, len(sender_ids), EXPORT_BATCH):
         batch = sender_ids[start : start + EXPORT_BATCH]
         done = 0  # of the batch, handed on
-        loaded = store.load_all_of([i for i in batch if _storable(i)])
+        loaded = store.load_all_of([i for i in batch if _storable(i)], EXPORT_BATCH_BYTES)
         try:
             ahead = await anext(loaded, None)
             for sender_id in batch:
@@ -376,6 +381,7 @@ async def publish_events(
     run = uuid.uuid4().hex  # as Rasa's: one per run, on each RabbitMQ message
     progress = progress if progress is not None else Progress()
     chunk: list[Selected] = []
+    chunk_bytes = 0
     last: Selected | None = None  # the last one the broker took
 
     def stopped_at(pending: int) -> None:
@@ -421,8 +427,10 @@ async def publish_events(
     try:
         async for item in items:
             chunk.append(item)
-            if len(chunk) == PUBLISH_CHUNK:
+            chunk_bytes += len(item.text)
+            if len(chunk) == PUBLISH_CHUNK or chunk_bytes >= PUBLISH_CHUNK_BYTES:
                 await deliver()
+                chunk_bytes = 0
     except BotServerError as exc:
         # The store failed reading on (events are read as they are published): say what went
         # out and where to go on, as for a broker failure. (Before anything went out, or

@@ -368,10 +368,28 @@ class RedisTrackerStore:
         return events or None
 
     async def load_all_of(
+        self, sender_ids: Sequence[str], max_bytes: int | None = None
+    ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+        """The lists in one pipeline, or with `max_bytes` in as many as keep each under it
+        (by Redis's `MEMORY USAGE` of the keys, read first in one pipeline); a conversation
+        in Rasa's layout (converted), or whose value is not UTF-8 text (named), is then read
+        alone, as `load_all` reads it."""
+        if max_bytes is None:
+            groups = [list(sender_ids)]
+        else:
+            with self._errors():
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for sender_id in sender_ids:
+                        pipe.memory_usage(self._prefix + sender_id, samples=0)
+                    sizes = await pipe.execute(raise_on_error=False)
+            groups = _within(sender_ids, sizes, max_bytes)
+        for group in groups:
+            async for conversation in self._load_group(group):
+                yield conversation
+
+    async def _load_group(
         self, sender_ids: Sequence[str]
     ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
-        """The lists in one pipeline; a conversation in Rasa's layout (converted), or whose
-        value is not UTF-8 text (named), is then read alone, as `load_all` reads it."""
         with self._errors():
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
@@ -649,6 +667,21 @@ async def _off_loop_if_long(convert: Callable[[Sequence[Any]], T], items: Sequen
 def _encoded(events: Sequence[dict[str, Any]]) -> tuple[int | None, list[str]]:
     """Where the events' last session starts, and their JSON items."""
     return latest_session_start(events), [json.dumps(event) for event in events]
+
+
+def _within(sender_ids: Sequence[str], sizes: list[Any], max_bytes: int) -> list[list[str]]:
+    """`sender_ids` in groups, in order, of at most `max_bytes` by their keys' sizes (one
+    larger alone; a size Redis did not give, as none)."""
+    groups: list[list[str]] = [[]]
+    held = 0
+    for sender_id, size in zip(sender_ids, sizes, strict=True):
+        size = size if isinstance(size, int) else 0
+        if groups[-1] and held + size > max_bytes:
+            groups.append([])
+            held = 0
+        groups[-1].append(sender_id)
+        held += size
+    return groups
 
 
 class _NotAnObject(Exception):

@@ -17,7 +17,17 @@ from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import orjson
-from sqlalchemy import bindparam, delete, func, insert, literal_column, select, text
+from sqlalchemy import (
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+    text,
+    tuple_,
+)
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -71,6 +81,7 @@ from server.trackers.store import (
     DEFAULT_CACHE_EVENTS,
     NAME_COLUMN_LENGTH,
     Hold,
+    RowBudget,
     cache_events_setting,
     holding,
     stored_events,
@@ -101,7 +112,13 @@ class _Database(Protocol):
     async def rows_from(self, sender_id: str, first_id: int) -> list[IdData]: ...
     async def session_rows(self, sender_id: str) -> list[IdData]: ...
     async def all_data(self, sender_id: str) -> list[str]: ...
-    async def all_data_of(self, sender_ids: Sequence[str]) -> list[tuple[str, str]]: ...
+    async def all_data_of(
+        self, sender_ids: Sequence[str], max_bytes: int | None = None
+    ) -> tuple[list[tuple[str, str]], bool]:
+        """The conversations' rows, each one's together and in id order, conversations in
+        code point order, until `max_bytes` (RowBudget); and whether all of them came."""
+        ...
+
     async def senders(self) -> list[str]: ...
     async def senders_older_than(
         self, cutoff_timestamp: float, after: str | None, limit: int
@@ -522,24 +539,31 @@ class SqlTrackerStore:
         return events
 
     async def load_all_of(
-        self, sender_ids: Sequence[str]
+        self, sender_ids: Sequence[str], max_bytes: int | None = None
     ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
         await self._ensure_ready()
         if self._no_table:
             return
-        with self._map_errors():
-            rows = await self._db.all_data_of(sender_ids)
-        texts: dict[str, list[str]] = {sender_id: [] for sender_id in sender_ids}
-        for sender_id, row_data in rows:
-            # (Where migration 0003 found no binary collation that pads nothing, MySQL's
-            # utf8mb4_bin also matches ids that differ in trailing spaces.)
-            if sender_id in texts:
-                texts[sender_id].append(row_data)
-        del rows
-        for sender_id in sender_ids:
-            data = texts.pop(sender_id, None)
-            if data:
-                yield sender_id, await _parse(sender_id, data)
+        rest = sorted(sender_ids)
+        while rest:
+            with self._map_errors():
+                rows, complete = await self._db.all_data_of(rest, max_bytes)
+            texts: dict[str, list[str]] = {sender_id: [] for sender_id in rest}
+            for sender_id, row_data in rows:
+                # (Where migration 0003 found no binary collation that pads nothing, MySQL's
+                # utf8mb4_bin also matches ids that differ in trailing spaces.)
+                if sender_id in texts:
+                    texts[sender_id].append(row_data)
+            # Cut short: the ids up to the last one read are done (in the rows' order).
+            last = None if complete or not rows else max(sender_id for sender_id, _ in rows)
+            del rows
+            done = rest if last is None else [i for i in rest if i <= last]
+            rest = [] if last is None else rest[len(done) :]
+            for sender_id in done:
+                data = texts.pop(sender_id, None)
+                if data:
+                    yield sender_id, await _parse(sender_id, data)
+            del texts
 
     async def load(self, sender_id: str) -> Sequence[dict[str, Any]] | None:
         if not self._ready:
@@ -874,14 +898,38 @@ class _AsyncDatabase:
         )
         return await self._run(lambda conn: _first_column(conn, query))
 
-    async def all_data_of(self, sender_ids: Sequence[str]) -> list[tuple[str, str]]:
-        query = (
-            select(_C.sender_id, _C.data)
-            .where(_C.sender_id.in_(list(sender_ids)))
-            .order_by(_C.sender_id, _C.id)  # (ix_events_sender_id_id's order: no sort)
+    async def all_data_of(
+        self, sender_ids: Sequence[str], max_bytes: int | None = None
+    ) -> tuple[list[tuple[str, str]], bool]:
+        # (ix_events_sender_id_id's order, no sort, where the column compares bytes, as
+        # migration 0003 makes it; else by bytes, so that ids one in the collation are apart.)
+        key: Any = (
+            literal_column("CAST(sender_id AS BINARY)") if self._exact_senders else _C.sender_id
         )
+        query = (
+            select(_C.sender_id, _C.data, _C.id)
+            .where(_C.sender_id.in_(list(sender_ids)))
+            .order_by(key, _C.id)
+        )
+
+        async def read(conn: AsyncConnection) -> tuple[list[tuple[str, str]], bool]:
+            # A page at a time, each after the last row read: a streamed result cut short
+            # is read to its end off the wire by the driver (or its connection dropped).
+            budget = RowBudget(max_bytes)
+            page = query
+            while True:
+                size = budget.rows_to_fetch()
+                rows = (await conn.execute(page.limit(size))).all()
+                for sender_id, data, _ in rows:
+                    if not budget.take(sender_id, data):
+                        return budget.rows, False
+                if len(rows) < size:
+                    return budget.rows, True
+                after = tuple_(key, _C.id) > tuple_(literal(rows[-1][0]), literal(rows[-1][2]))
+                page = query.where(after)
+
         # (Unbounded, as the listings: a batch of long conversations may take a while.)
-        return await self._run(lambda conn: _rows_of(conn, query), bounded=False)
+        return await self._run(read, bounded=False)
 
     async def senders(self) -> list[str]:
         query = select(events_table.c.sender_id).distinct()
@@ -910,10 +958,6 @@ class _AsyncDatabase:
 async def _id_data(conn: AsyncConnection, query: Any, params: dict[str, Any]) -> list[IdData]:
     result = await conn.execute(query, params)
     return [(row[0], row[1]) for row in result]
-
-
-async def _rows_of(conn: AsyncConnection, query: Any) -> list[tuple[str, str]]:
-    return [(row[0], row[1]) for row in await conn.execute(query)]
 
 
 async def _first_column(conn: AsyncConnection, query: Any) -> list[Any]:

@@ -34,6 +34,7 @@ from typing import Any, ClassVar, TypeVar
 from server.trackers.events import EVENT_TYPES, OFF_LOOP_EVENTS
 from server.trackers.session_start import ACTION_SESSION_START
 from server.trackers.sql_schema import SESSION_START_WHERE, VERSION_TABLE
+from server.trackers.store import RowBudget
 
 T = TypeVar("T")
 
@@ -671,13 +672,27 @@ class SqliteDatabase:
         # the event loop held it 7-10 ms at every read of a whole conversation.
         return await self.run(lambda conn: [row[0] for row in conn.execute(sql, (sender_id,))])
 
-    async def all_data_of(self, sender_ids: Sequence[str]) -> list[tuple[str, str]]:
+    async def all_data_of(
+        self, sender_ids: Sequence[str], max_bytes: int | None = None
+    ) -> tuple[list[tuple[str, str]], bool]:
         marks = ", ".join("?" * len(sender_ids))
         sql = (
             f"SELECT sender_id, data FROM events WHERE sender_id IN ({marks}) "
             "ORDER BY sender_id, id"  # (ix_events_sender_id_id's order: no sort)
         )
-        return await self.run(lambda conn: conn.execute(sql, tuple(sender_ids)).fetchall())
+
+        def read(conn: sqlite3.Connection) -> tuple[list[tuple[str, str]], bool]:
+            budget = RowBudget(max_bytes)
+            cursor = conn.execute(sql, tuple(sender_ids))
+            try:
+                for sender_id, data in cursor:  # (a row at a time: no round trip to save)
+                    if not budget.take(sender_id, data):
+                        return budget.rows, False
+                return budget.rows, True
+            finally:
+                cursor.close()
+
+        return await self.run(read)
 
     async def events_schema(self) -> tuple[set[str] | None, str | None]:
         """The `events` table's columns (None: no such table) and the schema's revision
