@@ -1337,6 +1337,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     from server.config import read_endpoints
+    from server.errors import StoreFailed
     from server.trackers.factory import (
         DEFAULT_TRACKER_STORE,
         create_lock_store,
@@ -1362,13 +1363,30 @@ def cmd_prune(args: argparse.Namespace) -> int:
         store = create_tracker_store(config, args.endpoints, create_missing=False)
         try:
             return await delete_conversations_older_than(
-                store, args.older_than_days * 86400, shared
+                store, args.older_than_days * 86400, shared, gone.append
             )
         finally:
             await store.close()
             await locks.close()
 
-    print(f"Deleted {how_many(asyncio.run(prune()), 'conversation')}.")
+    gone: list[int] = []  # each batch's deletions, as they are made
+    # (Those deleted stay deleted: the same command goes on with the rest.)
+    so_far = "; botserver prune again deletes the rest"
+    try:
+        deleted = asyncio.run(prune())
+    except KeyboardInterrupt:
+        print(
+            f"error: stopped (after deleting {how_many(sum(gone), 'conversation')}){so_far}",
+            file=sys.stderr,
+        )
+        raise
+    except BotServerError as exc:
+        if not sum(gone):
+            raise
+        raise StoreFailed(
+            f"{exc} (after deleting {how_many(sum(gone), 'conversation')}){so_far}"
+        ) from exc
+    print(f"Deleted {how_many(deleted, 'conversation')}.")
     return 0
 
 

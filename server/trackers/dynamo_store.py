@@ -428,7 +428,12 @@ class DynamoTrackerStore:
         self._known.forget(sender_id)
         await self._run(lambda: self._client.delete_item(TableName=self.table, Key=_key(sender_id)))
 
-    async def delete_older_than(self, cutoff_timestamp: float, hold: Hold | None = None) -> int:
+    async def delete_older_than(
+        self,
+        cutoff_timestamp: float,
+        hold: Hold | None = None,
+        deleted_some: Callable[[int], None] | None = None,
+    ) -> int:
         await self._ensure_ready()
         pages = self._pages("sender_id, #events")
         deleted = 0
@@ -443,6 +448,8 @@ class DynamoTrackerStore:
                         if await self._run(gone):
                             self._known.forget(sender_id)
                             deleted += 1
+                            if deleted_some is not None:
+                                deleted_some(1)
 
     def _next_stale(
         self, pages: Iterator[list[dict[str, Any]]], cutoff_timestamp: float

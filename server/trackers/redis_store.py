@@ -511,7 +511,12 @@ class RedisTrackerStore:
         with self._errors():
             await self._redis.delete(*self._keys(sender_id))
 
-    async def delete_older_than(self, cutoff_timestamp: float, hold: Hold | None = None) -> int:
+    async def delete_older_than(
+        self,
+        cutoff_timestamp: float,
+        hold: Hold | None = None,
+        deleted_some: Callable[[int], None] | None = None,
+    ) -> int:
         # A SCAN page at a time: memory stays bounded however many conversations there are.
         deleted, cursor = 0, 0
         while True:
@@ -519,7 +524,10 @@ class RedisTrackerStore:
             if sender_ids:
                 async with holding(hold, sender_ids) as idle:
                     if idle:
-                        deleted += await self._prune(idle, cutoff_timestamp)
+                        gone = await self._prune(idle, cutoff_timestamp)
+                        deleted += gone
+                        if deleted_some is not None:
+                            deleted_some(gone)
             if cursor == 0:
                 return deleted
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from server.trackers.lock import LockStore
@@ -11,7 +11,10 @@ from server.trackers.store import TrackerStore
 
 
 async def delete_conversations_older_than(
-    store: TrackerStore, max_age_seconds: float, locks: LockStore | None = None
+    store: TrackerStore,
+    max_age_seconds: float,
+    locks: LockStore | None = None,
+    deleted_some: Callable[[int], None] | None = None,
 ) -> int:
     """Delete conversations whose latest event is older than `max_age_seconds`; how many.
 
@@ -22,7 +25,7 @@ async def delete_conversations_older_than(
     if max_age_seconds <= 0:
         raise ValueError("max_age_seconds must be positive")
     hold = None if locks is None else locks.hold_idle
-    return await store.delete_older_than(time.time() - max_age_seconds, hold)
+    return await store.delete_older_than(time.time() - max_age_seconds, hold, deleted_some)
 
 
 def latest_timestamp(events: Sequence[dict[str, Any]]) -> float:

@@ -498,7 +498,12 @@ class SqlTrackerStore:
             await self._db.delete_senders([sender_id])
         self._cache.pop(sender_id)
 
-    async def delete_older_than(self, cutoff_timestamp: float, hold: Hold | None = None) -> int:
+    async def delete_older_than(
+        self,
+        cutoff_timestamp: float,
+        hold: Hold | None = None,
+        deleted_some: Callable[[int], None] | None = None,
+    ) -> int:
         await self._ensure_ready()
         deleted, after = 0, None  # not "": an empty sender id sorts first
         while True:
@@ -511,7 +516,10 @@ class SqlTrackerStore:
             async with holding(hold, batch) as idle:
                 if idle:
                     with self._map_errors():
-                        deleted += await self._db.delete_stale(idle, cutoff_timestamp)
+                        gone = await self._db.delete_stale(idle, cutoff_timestamp)
+                    deleted += gone
+                    if deleted_some is not None:
+                        deleted_some(gone)
             for sender_id in batch:
                 self._cache.pop(sender_id)
             after = batch[-1]

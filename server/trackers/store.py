@@ -177,11 +177,17 @@ class TrackerStore(Protocol):
     async def delete(self, sender_id: str) -> None:
         """Delete the conversation (no error if it does not exist)."""
 
-    async def delete_older_than(self, cutoff_timestamp: float, hold: Hold | None = None) -> int:
+    async def delete_older_than(
+        self,
+        cutoff_timestamp: float,
+        hold: Hold | None = None,
+        deleted_some: Callable[[int], None] | None = None,
+    ) -> int:
         """Delete conversations whose latest event is older than the cutoff; how many.
 
         With `hold`, each batch is deleted under the conversations' locks, and those whose
-        lock a turn holds are skipped (their turn makes them recent).
+        lock a turn holds are skipped (their turn makes them recent). `deleted_some` is told
+        each batch's count as it is deleted (for what a prune stopped midway says).
         """
 
     async def ping(self) -> None:

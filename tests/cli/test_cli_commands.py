@@ -1189,3 +1189,47 @@ def test_a_slot_mapping_naming_an_unlisted_entity_never_fails_validation(
     assert "from_entity mapping for the entity 'citty'" in result.out
     assert "from_intent mapping for the intent 'infrom'" in result.out
     assert "does not fail on the 2 that Rasa's validator does not give" in result.out
+
+
+def test_prune_stopped_midway_says_how_many_it_deleted(
+    run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database refuses to delete the third conversation (a trigger): the two before it
+    are gone. Before, the error alone: nothing said that some were deleted, nor that running
+    it again goes on."""
+    import asyncio
+    import sqlite3
+
+    from server.trackers import sql_store
+    from server.trackers.factory import create_tracker_store
+
+    monkeypatch.setattr(sql_store, "DELETE_BATCH", 1)
+    db = tmp_path / "trackers.db"
+    (tmp_path / "endpoints.yml").write_text(
+        f"tracker_store:\n  type: sql\n  dialect: sqlite\n  db: {db}\n"
+    )
+
+    async def seed() -> None:
+        store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(db)})
+        old = time.time() - 10 * 86400
+        for sender_id in ("c1", "c2", "c3", "c4"):
+            await store.append(
+                sender_id, [{"event": "action", "name": "action_listen", "timestamp": old}]
+            )
+        await store.close()
+
+    asyncio.run(seed())
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "CREATE TRIGGER keep_c3 BEFORE DELETE ON events WHEN old.sender_id = 'c3' "
+            "BEGIN SELECT RAISE(ABORT, 'c3 is kept'); END"
+        )
+    result = run_cli("prune", "--older-than-days", "5", cwd=tmp_path)
+    assert result.code == 1
+    [error] = [line for line in result.err.splitlines() if line.startswith("error:")]
+    assert error.endswith(
+        "(after deleting 2 conversations); botserver prune again deletes the rest"
+    ), error
+    with sqlite3.connect(db) as conn:
+        left = conn.execute("SELECT DISTINCT sender_id FROM events ORDER BY 1").fetchall()
+    assert left == [("c3",), ("c4",)]
