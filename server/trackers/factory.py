@@ -103,7 +103,7 @@ def _create_tracker_store(
         from server.trackers.redis_store import RedisTrackerStore
 
         _warn_of_unknown_keys(config, RedisTrackerStore.SETTINGS, source)
-        return RedisTrackerStore(config)
+        return RedisTrackerStore(config, read_only)
     if kind == "dynamo":
         from server.trackers.dynamo_store import DynamoTrackerStore
 

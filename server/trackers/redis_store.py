@@ -216,7 +216,10 @@ class RedisTrackerStore:
         | {"cache_events"}
     )
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], read_only: bool = False) -> None:
+        """`read_only` (`botserver export`): a conversation in Rasa's layout is read as it
+        is, not converted to ours (a Rasa server sharing the database reads it still)."""
+        self.read_only = read_only
         self._redis = create_client(config, default_db=0)
         self.cache_events = cache_events_setting(config)  # hot trackers over this store
         self._prefix = key_prefix(config, "tracker")
@@ -361,6 +364,8 @@ class RedisTrackerStore:
 
     async def load_all(self, sender_id: str) -> list[dict[str, Any]] | None:
         key = self._prefix + sender_id
+        if self.read_only:
+            return await self._load_all_as_stored(sender_id) or None
         with self._errors():
             raw = await self._with_rasa_layout(sender_id, lambda: self._redis.lrange(key, 0, -1))
         events = await _events_of(sender_id, raw)
@@ -460,6 +465,20 @@ class RedisTrackerStore:
                     await self._redis.delete(staged)
             raise
         await free_off_loop(items)
+
+    async def _load_all_as_stored(self, sender_id: str) -> list[dict[str, Any]]:
+        """`load_all` writing nothing: Rasa's layout is read where it is."""
+        key = self._prefix + sender_id
+        with self._errors(), _utf8_text(sender_id):
+            try:
+                raw = await self._redis.lrange(key, 0, -1)
+            except redis_errors.ResponseError as exc:
+                if "WRONGTYPE" not in str(exc):
+                    raise
+                return await _rasa_events(sender_id, await self._redis.get(key))
+        events = await _events_of(sender_id, raw)
+        await free_off_loop(raw)
+        return events
 
     async def _with_rasa_layout(self, sender_id: str, operation: Any) -> Any:
         """Run `operation`; if the key holds Rasa's JSON string, convert it and run again.

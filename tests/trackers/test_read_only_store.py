@@ -145,3 +145,38 @@ async def test_a_schema_it_cannot_read_is_refused_untouched(
     finally:
         await store.close()
     assert await _schema_of(config) == before
+
+
+async def test_export_reads_rasas_redis_layout_where_it_is() -> None:
+    """Rasa keeps a conversation as one JSON string of its tracker; the server converts it
+    to its list at the first read, and so did the export: the Rasa servers sharing that
+    Redis then failed on it (WRONGTYPE). The export now reads the string as it is."""
+    import json
+
+    from redis.asyncio import Redis
+
+    from tests.trackers.persistence_fixtures import (
+        REDIS,
+        delete_redis_keys,
+        require_service,
+        unique_name,
+    )
+
+    require_service("Redis", REDIS)
+    prefix = unique_name("bsro").replace("_", "")
+    config = {"type": "redis", "url": REDIS[0], "port": REDIS[1], "key_prefix": prefix}
+    tracker = json.dumps({"sender_id": "ana", "events": [listen(1.0), listen(2.0)]})
+    client = Redis(host=REDIS[0], port=REDIS[1])
+    try:
+        await client.set(f"{prefix}:tracker:ana", tracker)
+        store = create_tracker_store(config, create_missing=False, read_only=True)
+        try:
+            selection = await select_events(store)
+        finally:
+            await store.close()
+        assert await client.type(f"{prefix}:tracker:ana") == b"string"
+        assert await client.get(f"{prefix}:tracker:ana") == tracker.encode()
+        assert [item.stamp for item in selection.selected] == [1.0, 2.0]
+    finally:
+        await client.aclose()
+        await delete_redis_keys(prefix, db=0)
