@@ -26,6 +26,7 @@ from redis import exceptions as redis_errors
 
 from server.errors import InvalidConfig, LockTimeout, StoreUnavailable, clause
 from server.outages import OUTAGES, WINDOW_SECONDS, RepeatsCounted
+from server.setting_values import near_miss
 from server.tasks import stop
 from server.trackers.memory_lock import timeout_message, wait_timeout_setting
 from server.trackers.redis_batch import CommandBatch
@@ -275,10 +276,14 @@ class RedisLockStore:
     def __init__(self, config: dict[str, Any]) -> None:
         unknown = [str(key) for key in config if key not in SETTINGS | ENDPOINT_SETTINGS]
         if unknown:  # (before, ignored: a misspelt key_prefix shared another bot's locks)
-            raise InvalidConfig(
-                f"unknown setting '{unknown[0]}' (Rasa refuses it too); the Redis lock store "
-                f"reads {', '.join(sorted(SETTINGS - {'type'}))}"
+            read = sorted(SETTINGS - {"type"})
+            meant = near_miss(unknown[0], read)
+            hint = (
+                f"did you mean '{meant}'?"
+                if meant
+                else f"the Redis lock store reads {', '.join(read)}"
             )
+            raise InvalidConfig(f"unknown setting '{unknown[0]}' (Rasa refuses it too); {hint}")
         self._redis = create_client(config, default_db=1)
         self._prefix = key_prefix(config, "lock")
         self._queue_prefix = key_prefix(config, "lock_queue", quiet=True)
