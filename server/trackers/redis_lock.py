@@ -247,6 +247,11 @@ _LEASE_LOST = (
 )
 # Why a held lease ran out when its renewals failed (with for how long).
 _LEASE_UNRENEWED = "it could not be renewed for %.1f s (Redis unreachable)"
+# Why a held lease ran out when no renewal went out (with for how long, and lock_lifetime).
+_LEASE_OVERDUE = (
+    "it ran out, not renewed for %.1f s (lock_lifetime %g s): this process stalled (its event "
+    "loop blocked)"
+)
 # Turns whose lease was gone when they ended: the first logged, then counted (a Redis that
 # restarted without its data took the leases of every turn in flight at once).
 _LEASES_LOST = RepeatsCounted(logger, WINDOW_SECONDS)
@@ -256,8 +261,14 @@ _LEASES_LOST = RepeatsCounted(logger, WINDOW_SECONDS)
 _Keys = tuple[bytes, bytes, bytes]
 
 # A release sent (`RedisLockStore._give_back_soon`): keys, token, conversation, whether the
-# turn held the lease to its end, since when its renewals failed.
-_Release = tuple[_Keys, str, str, bool, float | None]
+# turn held the lease to its end, since when its renewals failed, for how long it had not
+# been renewed when the turn ended if that is longer than lock_lifetime (else None).
+_Release = tuple[_Keys, str, str, bool, float | None, float | None]
+
+# A lease held by this process (`RedisLockStore._held`): its key, conversation, when its
+# renewal is due, and when it runs out at the latest (its last renewal's reply plus
+# lock_lifetime).
+_Held = tuple[bytes, str, float, float]
 
 
 # The `lock_store:` settings read: Rasa's RedisLockStore arguments, and ours.
@@ -329,8 +340,8 @@ class RedisLockStore:
         self._closing = False
         # Releases retried after Redis could not be reached (cancelled on close).
         self._retries: set[asyncio.Task[None]] = set()
-        # Leases held by this process's turns: token -> (key, conversation, renewal due).
-        self._held: dict[str, tuple[bytes, str, float]] = {}
+        # Leases held by this process's turns, by token.
+        self._held: dict[str, _Held] = {}
         self._renewer: asyncio.Task[None] | None = None
         # Those of them a prune holds (`hold_idle`), told apart when one is lost.
         self._held_by_prune: set[str] = set()
@@ -386,8 +397,9 @@ class RedisLockStore:
     def _hold(self, token: str, key: bytes, conversation_id: str, now: float) -> None:
         """Keeps the lease renewed while held: every lease held for a third of its lifetime
         is renewed by one task per process (no timer or task per turn; most turns end long
-        before)."""
-        self._held[token] = (key, conversation_id, now + self.lock_lifetime / 3)
+        before). `now`: at or after the reply that took it."""
+        lifetime = self.lock_lifetime
+        self._held[token] = (key, conversation_id, now + lifetime / 3, now + lifetime)
         if self._renewer is None:
             self._renewer = asyncio.ensure_future(self._renew_held())
 
@@ -412,7 +424,7 @@ class RedisLockStore:
         held = self._held.get(token)
         if held is None:  # given back after it was found due (before, a KeyError ended the
             return  # renewer, and the other leases held ran out)
-        key, conversation_id, _ = held
+        key, conversation_id, _, runs_out = held
         try:
             renewed = await self._renew(keys=[key], args=[token, int(self.lock_lifetime * 1000)])
         except (redis_errors.RedisError, OSError) as exc:
@@ -428,14 +440,17 @@ class RedisLockStore:
                 self.lock_lifetime / 6,
             )
             if token in self._held:  # tried again a sixth of the lifetime later
-                self._held[token] = (key, conversation_id, now + self.lock_lifetime / 6)
+                due = now + self.lock_lifetime / 6
+                self._held[token] = (key, conversation_id, due, runs_out)
                 self._unrenewed.setdefault(token, now)
             return
         if token not in self._held:  # released meanwhile: nothing to renew
             return
         failed_since = self._unrenewed.pop(token, None)
         if renewed:
-            self._held[token] = (key, conversation_id, now + self.lock_lifetime / 3)
+            answered = asyncio.get_running_loop().time()
+            due = now + self.lock_lifetime / 3
+            self._held[token] = (key, conversation_id, due, answered + self.lock_lifetime)
             return
         del self._held[token]
         # (A prune's lease: before, told as a turn's.)
@@ -512,11 +527,10 @@ class RedisLockStore:
         conversation_id: str,
         timeout: float,
         on_wait: Callable[[], None] | None = None,
-    ) -> bool:
-        """True when the lease was not free at once."""
+    ) -> None:
+        """Takes the lease, waiting in line until `deadline` (then LockTimeout)."""
         loop = asyncio.get_running_loop()
         pause = _FIRST_POLL
-        waited = False
         while True:
             sent = OUTAGES.opened
             try:
@@ -532,7 +546,7 @@ class RedisLockStore:
             if OUTAGES.any_away():  # Redis answered: the end of its outage, if it had one
                 OUTAGES.reached(dependency(self._redis, "lock store"), sent)
             if place == 1:
-                return waited
+                return
             if self._listener is None:  # the first wait of this process
                 self._listener = asyncio.ensure_future(self._listen())
             try:
@@ -541,7 +555,6 @@ class RedisLockStore:
                     raise LockTimeout(timeout_message(conversation_id, timeout))
                 if on_wait is not None:
                     on_wait()
-                waited = True
                 await self._nap(token, min(pause, remaining))
             except BaseException:  # timed out or cancelled: out of the line at once
                 self._give_back_soon(keys, token, conversation_id)
@@ -587,12 +600,14 @@ class RedisLockStore:
         conversation_id: str,
         held: bool = False,
         unrenewed_since: float | None = None,
+        overdue: float | None = None,
     ) -> None:
         """Releases our lease (or leaves the line) without waiting for Redis's reply: the
         release goes out with the next batch, before anything asked after it, and its reply
         is seen to by `_given_back` (it wakes the next waiter if it is ours). `held`: a lease
-        the turn held to its end (`unrenewed_since`: since when its renewals failed), whose
-        absence is said. A bot's reply waited for it before: a Redis that took the release
+        the turn held to its end (`unrenewed_since`: since when its renewals failed;
+        `overdue`: for how long it had not been renewed, past its lifetime), whose absence
+        is said. A bot's reply waited for it before: a Redis that took the release
         and never answered delayed it by the client's socket_timeout (10 s), for a lease
         that runs out by itself."""
         self._send_release(
@@ -603,7 +618,7 @@ class RedisLockStore:
                 token.encode(),
                 self._wake_prefix,
             ),
-            (keys, token, conversation_id, held, unrenewed_since),
+            (keys, token, conversation_id, held, unrenewed_since, overdue),
         )
 
     def _send_release(self, command: tuple[Any, ...], release: _Release) -> None:
@@ -614,7 +629,7 @@ class RedisLockStore:
     def _given_back(self, release: _Release, reply: asyncio.Future[Any]) -> None:
         """The reply to a release (a done callback: no task a turn)."""
         self._releases.discard(reply)
-        keys, token, conversation_id, held, unrenewed_since = release
+        keys, token, conversation_id, held, unrenewed_since, overdue = release
         if reply.cancelled():  # (the batch's task was cancelled)
             self._release_in_background(keys, token)
             return
@@ -633,17 +648,24 @@ class RedisLockStore:
             if (waker := self._waiters.get(following)) is not None:
                 _wake(waker)
         elif following == 0 and held:
-            self._lease_was_gone(conversation_id, unrenewed_since, self._batch.resent(reply))
+            resent = self._batch.resent(reply)
+            self._lease_was_gone(conversation_id, unrenewed_since, resent, overdue)
 
     def _lease_was_gone(
-        self, conversation_id: str, unrenewed_since: float | None, resent: bool
+        self,
+        conversation_id: str,
+        unrenewed_since: float | None,
+        resent: bool,
+        overdue: float | None,
     ) -> None:
         """A turn's release found no lease of ours."""
-        if resent:
+        if resent and overdue is None:
             # Almost always the release's first send deleted it, Redis having run it before
             # the connection broke. (Before, the warning below: another turn may have run.)
             # A Redis that restarted closed the connection before the release went out,
-            # which the batch finds before sending: that release went out once.
+            # which the batch finds before sending: that release went out once. (A lease
+            # that had run out before the turn ended is said below, resent or not: before,
+            # this line took it for one the first send had deleted.)
             logger.debug(
                 "The release of the lock of conversation '%s' was sent again after the "
                 "connection to Redis broke, and found no lease: its first send had most "
@@ -651,7 +673,9 @@ class RedisLockStore:
                 conversation_id,
             )
             return
-        if unrenewed_since is None:
+        if unrenewed_since is None and overdue is not None:
+            cause = _LEASE_OVERDUE % (overdue, self.lock_lifetime)
+        elif unrenewed_since is None:
             cause = _LEASE_LOST % self.lock_lifetime
         else:  # (before, blamed on Redis losing its data, or a stall)
             unrenewed = asyncio.get_running_loop().time() - unrenewed_since
@@ -778,15 +802,27 @@ class _Lease:
         now = loop.time()
         keys = self._keys = store._keys(self._conversation_id)
         token = self._token = f"{store._process}{next(store._serial):016x}"
-        waited = await store._acquire(
+        await store._acquire(
             keys, token, now + timeout, self._conversation_id, timeout, self._on_wait
         )
-        store._hold(token, keys[0], self._conversation_id, loop.time() if waited else now)
+        store._hold(token, keys[0], self._conversation_id, loop.time())
 
     async def __aexit__(self, *exc_info: object) -> None:
         store = self._store
         renewing = store._held.pop(self._token, None)  # (None: its renewal found it gone)
         unrenewed_since = store._unrenewed.pop(self._token, None)
+        overdue = None
+        if renewing is not None:
+            # Past the time it runs out at the latest, the lease is surely gone, whatever
+            # the release finds (sent twice after a reply that was lost too).
+            late = asyncio.get_running_loop().time() - renewing[3]
+            if late > 0:
+                overdue = late + store.lock_lifetime
         store._give_back_soon(
-            self._keys, self._token, self._conversation_id, renewing is not None, unrenewed_since
+            self._keys,
+            self._token,
+            self._conversation_id,
+            renewing is not None,
+            unrenewed_since,
+            overdue,
         )

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import time
 from typing import Any
 
 import pytest
@@ -113,6 +115,36 @@ async def test_a_release_whose_reply_was_lost_and_was_sent_again_warns_of_nothin
         await other.close()
         await proxy.cut()
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+async def test_a_lease_that_ran_out_in_a_turn_is_said_when_its_release_was_sent_again(
+    redis_config: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The turn outlived its lease (its process stalled past `lock_lifetime`, no renewal
+    went out) and the release's reply was lost: the release sent again found no lease, which
+    no first send can have deleted. Before, a DEBUG line took it for a release the first send
+    had done: nothing told a user of two processes that two turns may have overlapped."""
+    proxy = AnswerLosingProxy(REDIS)
+    await proxy.restore()
+    store = RedisLockStore({**redis_config, "port": proxy.port, "lock_lifetime": 0.3})
+    try:
+        async with store.lock("conv"):
+            # The stall itself: the event loop (and with it the renewals) held past the lease.
+            time.sleep(0.5)  # noqa: ASYNC251
+            proxy.lose_answer_to = f"{redis_config['key_prefix']}:lock_wake:".encode()
+        await store.wait_for_releases()
+        assert proxy.lose_answer_to is None  # the reply was lost
+    finally:
+        await store.close()
+        await proxy.cut()
+    (gone,) = [r for r in caplog.records if "was gone" in r.getMessage()]
+    assert gone.levelname == "WARNING"
+    assert re.match(
+        r"The lock of conversation 'conv' was gone when its turn ended: it ran out, not renewed "
+        r"for 0\.[5-9] s \(lock_lifetime 0\.3 s\): this process stalled",
+        gone.getMessage(),
+    ), gone.getMessage()
+    assert "another turn of the conversation may have run at the same time" in gone.getMessage()
 
 
 async def test_a_lease_redis_lost_in_a_restart_is_still_said_when_the_turn_ends(
