@@ -28,6 +28,7 @@ from server.errors import InvalidConfig, LockTimeout, StoreUnavailable, clause
 from server.outages import OUTAGES, WINDOW_SECONDS, RepeatsCounted
 from server.setting_values import near_miss
 from server.tasks import stop
+from server.trackers.lock import IdleLocks
 from server.trackers.memory_lock import timeout_message, wait_timeout_setting
 from server.trackers.redis_batch import CommandBatch
 from server.trackers.redis_client import (
@@ -343,8 +344,8 @@ class RedisLockStore:
         # Leases held by this process's turns, by token.
         self._held: dict[str, _Held] = {}
         self._renewer: asyncio.Task[None] | None = None
-        # Those of them a prune holds (`hold_idle`), told apart when one is lost.
-        self._held_by_prune: set[str] = set()
+        # Those of them a prune holds (`hold_idle`): a lost one is let go of there.
+        self._held_by_prune: dict[str, IdleLocks] = {}
         # Held leases whose renewal failed (Redis unreachable): token -> since when.
         self._unrenewed: dict[str, float] = {}
         # Tokens: this process's id and a serial number (unique, and no urandom per turn).
@@ -453,10 +454,14 @@ class RedisLockStore:
             self._held[token] = (key, conversation_id, due, answered + self.lock_lifetime)
             return
         del self._held[token]
-        # (A prune's lease: before, told as a turn's.)
-        if token in self._held_by_prune:
+        # (A prune's lease: before, told as a turn's, and the prune went on to delete it.)
+        if (idle := self._held_by_prune.get(token)) is not None:
+            idle.lose(conversation_id)
             holder = "a prune held it"
-            risk = "a turn of the conversation may have run while the prune deleted it"
+            risk = (
+                "the prune leaves the conversation alone (another process may be in a turn "
+                "there), unless it had already deleted it beside such a turn"
+            )
         else:
             holder = "its turn was still running"
             risk = "another turn of the conversation may have run at the same time"
@@ -481,7 +486,7 @@ class RedisLockStore:
         )
 
     @asynccontextmanager
-    async def hold_idle(self, conversation_ids: Sequence[str]) -> AsyncIterator[list[str]]:
+    async def hold_idle(self, conversation_ids: Sequence[str]) -> AsyncIterator[IdleLocks]:
         """Two scripts a batch: one takes every free key nobody waits for (a token each),
         one gives them back (compare-and-delete). Held, they are renewed as a turn's lease
         is: before, a batch that took longer than lock_lifetime let turns in while it
@@ -494,16 +499,17 @@ class RedisLockStore:
             taken = await self._take_free(keys=keys, args=[lifetime_ms, *tokens]) if keys else []
         now = asyncio.get_running_loop().time()
         held = [(c, t) for c, t, ok in zip(free_here, tokens, taken, strict=True) if ok]
+        idle = IdleLocks(conversation_id for conversation_id, _ in held)
         for conversation_id, token in held:
             self._hold(token, (self._prefix + conversation_id).encode(), conversation_id, now)
-            self._held_by_prune.add(token)
+            self._held_by_prune[token] = idle
         try:
-            yield [conversation_id for conversation_id, _ in held]
+            yield idle
         finally:
             for _, token in held:
                 self._held.pop(token, None)
                 self._unrenewed.pop(token, None)
-                self._held_by_prune.discard(token)
+                self._held_by_prune.pop(token, None)
             await self._give_back_all(held)
 
     async def _give_back_all(self, held: list[tuple[str, str]]) -> None:

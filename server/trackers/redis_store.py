@@ -500,8 +500,8 @@ class RedisTrackerStore:
             cursor, sender_ids = await self._scan_page(cursor)
             if sender_ids:
                 async with holding(hold, sender_ids) as idle:
-                    if idle:
-                        deleted += await self._prune(idle, cutoff_timestamp)
+                    if held := idle.ids():
+                        deleted += await self._prune(held, cutoff_timestamp)
             if cursor == 0:
                 return deleted
 

@@ -4,8 +4,10 @@ life while the prune runs keeps its new turn."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +67,7 @@ async def test_a_turn_stored_while_prune_runs_is_not_deleted(
                 await serving.append("returning", [bot("welcome back", now)])
 
             run_after_listing(pruning, user_comes_back, monkeypatch)
-            deleted = await delete_conversations_older_than(pruning, 90 * DAY)
+            deleted = (await delete_conversations_older_than(pruning, 90 * DAY)).deleted
 
             assert deleted == 1
             assert sorted(await serving.keys()) == ["recent", "returning"]
@@ -96,7 +98,7 @@ async def test_redis_prune_reads_conversations_rasa_wrote(tmp_path: Path) -> Non
                 )
             await store.append("ours", [bot("hi", now - 200 * DAY)])
 
-            assert await delete_conversations_older_than(store, 90 * DAY) == 2
+            assert (await delete_conversations_older_than(store, 90 * DAY)).deleted == 2
             assert await store.keys() == ["new"]
             assert await store.load_all("new") == [bot("hi", now)]
         finally:
@@ -122,7 +124,7 @@ async def test_prune_goes_through_every_batch(kind: str, tmp_path: Path) -> None
                     )
                 )
 
-            deleted = await delete_conversations_older_than(store, 90 * DAY)
+            deleted = (await delete_conversations_older_than(store, 90 * DAY)).deleted
 
             assert deleted == len(names) - len(fresh)
             assert sorted(await store.keys()) == sorted(fresh)
@@ -169,6 +171,81 @@ async def test_prune_leaves_a_conversation_in_the_middle_of_a_turn(
             await delete_redis_keys(locks_config["key_prefix"], db=1)
 
 
+class _Told(logging.Handler):
+    """Sets `event` at a log line saying a lock was gone."""
+
+    def __init__(self, event: asyncio.Event) -> None:
+        super().__init__()
+        self.event = event
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "was gone" in record.getMessage():
+            self.event.set()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+async def test_prune_leaves_a_conversation_whose_lock_it_lost_and_exits_1(
+    kind: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Redis loses the lease of a conversation the prune holds (restarted without its data)
+    and the lease's renewal finds it gone: another process may now be in a turn there. The
+    prune leaves it alone, names it, and exits 1 for the cron job (the other is deleted).
+    Before, the prune went on and deleted it, and exited 0."""
+    import yaml
+    from redis.asyncio import Redis
+
+    import cli
+    from server.trackers.redis_lock import RedisLockStore
+
+    now = time.time()
+    async with tracker_store_config(kind, tmp_path) as config:
+        locks_config = {**await _redis_lock_config(), "lock_lifetime": 0.3}
+        endpoints = tmp_path / "endpoints.yml"
+        endpoints.write_text(yaml.safe_dump({"tracker_store": config, "lock_store": locks_config}))
+        serving = create_tracker_store(config)
+        hold_idle = RedisLockStore.hold_idle
+
+        @contextlib.asynccontextmanager
+        async def losing_ana(self: RedisLockStore, ids: list[str]) -> AsyncIterator[Any]:
+            async with hold_idle(self, ids) as idle:
+                told = asyncio.Event()
+                handler = _Told(told)
+                logging.getLogger("server.trackers.redis_lock").addHandler(handler)
+                client = Redis(host=REDIS[0], port=REDIS[1], db=1)
+                try:
+                    await client.delete(f"{locks_config['key_prefix']}:lock:ana")
+                    await asyncio.wait_for(told.wait(), 5)  # its renewal, 0.1 s on
+                finally:
+                    await client.aclose()
+                    logging.getLogger("server.trackers.redis_lock").removeHandler(handler)
+                yield idle
+
+        monkeypatch.setattr(RedisLockStore, "hold_idle", losing_ana)
+        try:
+            await serving.append("ana", [bot("long ago", now - 200 * DAY)])
+            await serving.append("bob", [bot("long ago", now - 200 * DAY)])
+            prune = ["prune", "--older-than-days", "90", "--endpoints", str(endpoints)]
+            code = await asyncio.to_thread(cli.main, prune)
+
+            assert await serving.keys() == ["ana"]
+            assert code == 1
+            out, err = capsys.readouterr()
+            assert out == "Deleted 1 conversation.\n"
+            said = err.splitlines()
+            assert "was gone while a prune held it" in err  # the renewal's ERROR
+            assert said[-1].startswith(
+                "error: 1 conversation's lock was found lost while the prune held it, and the "
+                "prune left it alone from then on (another process may be in a turn there): "
+                "'ana'"
+            ), err
+        finally:
+            await serving.close()
+            await delete_redis_keys(locks_config["key_prefix"], db=1)
+
+
 async def _redis_lock_config() -> dict[str, Any]:
     require_service("Redis", REDIS)
     prefix = unique_name("bstest_locks")
@@ -193,7 +270,7 @@ async def test_prune_goes_by_the_newest_event_not_the_last_one(kind: str, tmp_pa
             await store.append("stale", [bot("hi", now - 300 * DAY), bot("bye", now - 200 * DAY)])
             await store.append("long-ago-stale", old)
 
-            deleted = await delete_conversations_older_than(store, 90 * DAY)
+            deleted = (await delete_conversations_older_than(store, 90 * DAY)).deleted
 
             assert deleted == 2
             assert sorted(await store.keys()) == ["long-ago-yesterday", "yesterday"]
@@ -232,7 +309,7 @@ async def test_redis_keeps_a_long_conversation_replaced_while_the_prune_reads_it
 
             monkeypatch.setattr(client, "lrange", read_then_a_replace)
 
-            assert await delete_conversations_older_than(pruning, 90 * DAY) == 0
+            assert (await delete_conversations_older_than(pruning, 90 * DAY)).deleted == 0
             assert await serving.load_all("returning") == restored
         finally:
             await pruning.close()
