@@ -169,7 +169,9 @@ return head
 
 # The prune's batches: every free key nobody waits for taken (SET NX PX) in one call, and
 # given back (a stale one of Rasa's too). KEYS: the leases, then their queues. ARGV: lease in
-# ms, then a token per lease. 1/0 per lease.
+# ms, then a token per lease. 1/0 per lease: 1 also for a lease that holds its token already
+# (the call sent again after its reply was lost; before, 0: a lease nobody renewed or gave
+# back, which held the conversation for lock_lifetime).
 _TAKE_FREE = (
     _STALE_LEASE
     + """
@@ -187,7 +189,9 @@ for i = 1, count do
       taken[i] = 1
     else
       local holder = redis.call('GET', KEYS[i])
-      if holder and stale(KEYS[i], holder, now) then
+      if holder == ARGV[1 + i] then
+        taken[i] = 1
+      elseif holder and stale(KEYS[i], holder, now) then
         redis.call('SET', KEYS[i], ARGV[1 + i], 'PX', ARGV[1])
         taken[i] = 1
       end

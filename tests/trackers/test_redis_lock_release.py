@@ -223,3 +223,30 @@ async def test_a_release_retried_after_its_lease_ran_out_leaves_the_next_turns_l
         await other.close()
         await client.aclose()
         await proxy.cut()
+
+
+async def test_a_prune_whose_take_reply_was_lost_holds_and_gives_back_its_locks(
+    redis_config: dict[str, Any],
+) -> None:
+    """The connection breaks after Redis ran the prune's take of a batch's locks, before its
+    reply came back: the take goes out again and finds the locks its first send took. Before,
+    it counted them as held by turns: the prune skipped those conversations and never gave
+    their locks back, so their next messages waited out `lock_lifetime` (30 s here; a
+    `wait_timeout` shorter than it: a 503)."""
+    proxy = AnswerLosingProxy(REDIS)
+    await proxy.restore()
+    pruning = RedisLockStore({**redis_config, "port": proxy.port, "lock_lifetime": 30})
+    other = RedisLockStore(redis_config)
+    try:
+        async with pruning.hold_idle(["warm-up"]):
+            pass  # (the script loaded: the next take is one EVALSHA)
+        proxy.lose_answer_to = pruning._take_free.sha.encode()
+        async with pruning.hold_idle(["ana", "bob"]) as held:
+            assert proxy.lose_answer_to is None  # the reply was lost
+            assert held.ids() == ["ana", "bob"]
+        async with other.lock("ana", wait_timeout=2), other.lock("bob", wait_timeout=2):
+            pass  # given back (not the 30 s lease)
+    finally:
+        await pruning.close()
+        await other.close()
+        await proxy.cut()
