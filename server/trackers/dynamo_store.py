@@ -425,7 +425,7 @@ class DynamoTrackerStore:
                 return deleted
             if stale:
                 async with holding(hold, list(stale)) as idle:
-                    for sender_id in idle.ids():
+                    for sender_id in await idle.still_held():
                         if sender_id not in idle:  # its lock was lost meanwhile
                             continue
                         gone = partial(self._delete_if, sender_id, stale[sender_id])

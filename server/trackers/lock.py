@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
@@ -10,16 +10,28 @@ from typing import Protocol
 class IdleLocks:
     """The conversations whose locks a prune holds (`LockStore.hold_idle`). One whose lock
     is found lost meanwhile (Redis lost it, the prune stalled past its lifetime) is let go
-    of at once: no longer held, listed in `lost`, never touched again by the prune."""
+    of at once: no longer held, listed in `lost`, never touched again by the prune.
+    `check`: asks the lock store which are still held (`still_held`)."""
 
-    __slots__ = ("_held", "lost")
+    __slots__ = ("_held", "lost", "_check")
 
-    def __init__(self, conversation_ids: Iterable[str]) -> None:
+    def __init__(
+        self,
+        conversation_ids: Iterable[str],
+        check: Callable[[IdleLocks], Awaitable[None]] | None = None,
+    ) -> None:
         self._held = dict.fromkeys(conversation_ids)
         self.lost: list[str] = []
+        self._check = check
 
     def ids(self) -> list[str]:
         """Those still held, in the order given."""
+        return list(self._held)
+
+    async def still_held(self) -> list[str]:
+        """Those still held, asked of the lock store (for a delete about to go out)."""
+        if self._check is not None and self._held:
+            await self._check(self)
         return list(self._held)
 
     def __contains__(self, conversation_id: object) -> bool:

@@ -202,6 +202,19 @@ return taken
 """
 )
 
+# KEYS: leases; ARGV: lease in ms, then their tokens. Renews each lease that still holds its
+# token (1), else 0: the prune's look before a delete.
+_RENEW_ALL = """
+local renewed = {}
+for i, key in ipairs(KEYS) do
+  renewed[i] = 0
+  if redis.call('GET', key) == ARGV[1 + i] then
+    renewed[i] = redis.call('PEXPIRE', key, ARGV[1])
+  end
+end
+return renewed
+"""
+
 # KEYS: leases; ARGV: their tokens. Deletes each lease that still holds its token.
 _RELEASE_ALL = """
 for i, key in ipairs(KEYS) do
@@ -327,6 +340,7 @@ class RedisLockStore:
         self._release = self._redis.register_script(_RELEASE)
         self._take_free = self._redis.register_script(_TAKE_FREE)
         self._release_all = self._redis.register_script(_RELEASE_ALL)
+        self._renew_all = self._redis.register_script(_RENEW_ALL)
         self._readiness = self._redis.register_script(READINESS_SCRIPT)
         self._batch = CommandBatch(self._redis)
         # The scripts' constant arguments, packed once: redis-py encodes each str or int
@@ -458,6 +472,12 @@ class RedisLockStore:
             self._held[token] = (key, conversation_id, due, answered + self.lock_lifetime)
             return
         del self._held[token]
+        self._lease_found_gone(token, conversation_id, failed_since, now)
+
+    def _lease_found_gone(
+        self, token: str, conversation_id: str, failed_since: float | None, now: float
+    ) -> None:
+        """A held lease that its renewal found gone: said, and let go of by its prune."""
         # (A prune's lease: before, told as a turn's, and the prune went on to delete it.)
         if (idle := self._held_by_prune.get(token)) is not None:
             idle.lose(conversation_id)
@@ -503,7 +523,10 @@ class RedisLockStore:
             taken = await self._take_free(keys=keys, args=[lifetime_ms, *tokens]) if keys else []
         now = asyncio.get_running_loop().time()
         held = [(c, t) for c, t, ok in zip(free_here, tokens, taken, strict=True) if ok]
-        idle = IdleLocks(conversation_id for conversation_id, _ in held)
+        idle = IdleLocks(
+            (conversation_id for conversation_id, _ in held),
+            partial(self._check_idle, dict(held)),
+        )
         for conversation_id, token in held:
             self._hold(token, (self._prefix + conversation_id).encode(), conversation_id, now)
             self._held_by_prune[token] = idle
@@ -515,6 +538,30 @@ class RedisLockStore:
                 self._unrenewed.pop(token, None)
                 self._held_by_prune.pop(token, None)
             await self._give_back_all(held)
+
+    async def _check_idle(self, tokens: dict[str, str], idle: IdleLocks) -> None:
+        """Renews, in one script, the leases `idle` still holds (`tokens`: by conversation),
+        before a delete goes out: one gone since the take (a Redis restarted without its
+        data; no renewal due yet would have seen it) is let go of, and said. Before, the
+        delete went out for it, beside any turn another process began there meanwhile."""
+        ids = idle.ids()
+        keys = [self._prefix + conversation_id for conversation_id in ids]
+        args: list[int | str] = [int(self.lock_lifetime * 1000), *(tokens[c] for c in ids)]
+        with store_errors_as("lock store", self._redis):
+            renewed = await self._renew_all(keys=keys, args=args)
+        now = asyncio.get_running_loop().time()
+        for conversation_id, ok in zip(ids, renewed, strict=True):
+            token = tokens[conversation_id]
+            held = self._held.get(token)
+            if held is None:  # (its renewal found it gone meanwhile, and said so)
+                continue
+            failed_since = self._unrenewed.pop(token, None)
+            if ok:
+                due, runs_out = now + self.lock_lifetime / 3, now + self.lock_lifetime
+                self._held[token] = (held[0], conversation_id, due, runs_out)
+            else:
+                del self._held[token]
+                self._lease_found_gone(token, conversation_id, failed_since, now)
 
     async def _give_back_all(self, held: list[tuple[str, str]]) -> None:
         """Gives back the leases of `held` (conversation, token)."""

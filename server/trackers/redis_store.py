@@ -500,7 +500,7 @@ class RedisTrackerStore:
             cursor, sender_ids = await self._scan_page(cursor)
             if sender_ids:
                 async with holding(hold, sender_ids) as idle:
-                    if held := idle.ids():
+                    if held := await idle.still_held():
                         deleted += await self._prune(held, cutoff_timestamp)
             if cursor == 0:
                 return deleted

@@ -464,7 +464,7 @@ class SqlTrackerStore:
                 break
             # Looked at again as they are deleted: a turn may have come since the listing.
             async with holding(hold, batch) as idle:
-                if held := idle.ids():
+                if held := await idle.still_held():
                     with self._map_errors():
                         deleted += await self._db.delete_stale(held, cutoff_timestamp)
             for sender_id in batch:

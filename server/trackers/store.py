@@ -61,8 +61,8 @@ Hold = Callable[[list[str]], AbstractAsyncContextManager[IdleLocks]]
 
 def holding(hold: Hold | None, sender_ids: list[str]) -> AbstractAsyncContextManager[IdleLocks]:
     """The conversations of `sender_ids` a prune may delete now: with no lock store, all.
-    Only those still held (`IdleLocks.ids`, or `in` it) as each delete goes out: a lock
-    found lost meanwhile leaves its conversation alone."""
+    Only those still held as a delete goes out (`IdleLocks.still_held`, then `in` it): a
+    lock found lost meanwhile leaves its conversation alone."""
     return nullcontext(IdleLocks(sender_ids)) if hold is None else hold(sender_ids)
 
 
