@@ -170,8 +170,9 @@ return head
 # The prune's batches: every free key nobody waits for taken (SET NX PX) in one call, and
 # given back (a stale one of Rasa's too). KEYS: the leases, then their queues. ARGV: lease in
 # ms, then a token per lease. 1/0 per lease: 1 also for a lease that holds its token already
-# (the call sent again after its reply was lost; before, 0: a lease nobody renewed or gave
-# back, which held the conversation for lock_lifetime).
+# (the call sent again after its reply was lost, a turn perhaps in line behind it since;
+# before, 0: a lease nobody renewed or gave back, which held the conversation for
+# lock_lifetime).
 _TAKE_FREE = (
     _STALE_LEASE
     + """
@@ -184,17 +185,13 @@ local count = #KEYS / 2
 local taken = {}
 for i = 1, count do
   taken[i] = 0
-  if redis.call('EXISTS', KEYS[count + i]) == 0 then
-    if redis.call('SET', KEYS[i], ARGV[1 + i], 'NX', 'PX', ARGV[1]) then
+  local holder = redis.call('GET', KEYS[i])
+  if holder == ARGV[1 + i] then
+    taken[i] = 1
+  elseif redis.call('EXISTS', KEYS[count + i]) == 0 then
+    if not holder or stale(KEYS[i], holder, now) then
+      redis.call('SET', KEYS[i], ARGV[1 + i], 'PX', ARGV[1])
       taken[i] = 1
-    else
-      local holder = redis.call('GET', KEYS[i])
-      if holder == ARGV[1 + i] then
-        taken[i] = 1
-      elseif holder and stale(KEYS[i], holder, now) then
-        redis.call('SET', KEYS[i], ARGV[1 + i], 'PX', ARGV[1])
-        taken[i] = 1
-      end
     end
   end
 end

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -247,6 +248,60 @@ async def test_a_prune_whose_take_reply_was_lost_holds_and_gives_back_its_locks(
         async with other.lock("ana", wait_timeout=2), other.lock("bob", wait_timeout=2):
             pass  # given back (not the 30 s lease)
     finally:
+        await pruning.close()
+        await other.close()
+        await proxy.cut()
+
+
+class _QueueingProxy(AnswerLosingProxy):
+    """An AnswerLosingProxy that runs `before_cut` once the lost answer is back from Redis,
+    before it breaks the connection (what others do in that gap)."""
+
+    before_cut: Callable[[], Awaitable[None]] | None = None
+
+    async def forward(self, data: bytes, writer: asyncio.StreamWriter, upstream: bool) -> bool:
+        if not upstream and self._answered is not None and self.before_cut is not None:
+            before_cut, self.before_cut = self.before_cut, None
+            await before_cut()
+        return await super().forward(data, writer, upstream)
+
+
+async def test_a_prune_whose_take_reply_was_lost_holds_a_lock_a_turn_lined_up_for_meanwhile(
+    redis_config: dict[str, Any],
+) -> None:
+    """The take's reply is lost, and before it goes out again a turn of another process lines
+    up behind the lease its first send took. Before, the take sent again saw the line, counted
+    the lease as not taken: the prune never renewed nor gave it back, and the turn waited out
+    `lock_lifetime` (30 s here: a 503 after its `wait_timeout`)."""
+    proxy = _QueueingProxy(REDIS)
+    await proxy.restore()
+    pruning = RedisLockStore({**redis_config, "port": proxy.port, "lock_lifetime": 30})
+    other = RedisLockStore(redis_config)
+    lined_up = asyncio.Event()
+
+    async def turn() -> None:
+        async with other.lock("ana", wait_timeout=5, on_wait=lined_up.set):
+            pass
+
+    turns: list[asyncio.Task[None]] = []
+
+    async def a_turn_lines_up() -> None:
+        turns.append(asyncio.ensure_future(turn()))
+        await lined_up.wait()
+
+    try:
+        async with pruning.hold_idle(["warm-up"]):
+            pass  # (the script loaded: the next take is one EVALSHA)
+        proxy.before_cut = a_turn_lines_up
+        proxy.lose_answer_to = pruning._take_free.sha.encode()
+        async with pruning.hold_idle(["ana", "bob"]) as held:
+            assert proxy.lose_answer_to is None  # the reply was lost
+            assert lined_up.is_set()
+            assert held.ids() == ["ana", "bob"]  # (before: ["bob"])
+        await turns[0]  # the lease given back: the turn's (before: LockTimeout)
+    finally:
+        for task in turns:
+            task.cancel()
         await pruning.close()
         await other.close()
         await proxy.cut()
