@@ -1367,10 +1367,16 @@ def cmd_prune(args: argparse.Namespace) -> int:
     shown = ", ".join(f"'{conversation_id}'" for conversation_id in pruned.lost[:10])
     more = f" and {len(pruned.lost) - 10} more" if len(pruned.lost) > 10 else ""
     lost = how_many(len(pruned.lost), "conversation")
+    # (A lock found lost while its batch's delete ran was found too late to skip it.)
+    if len(pruned.lost) == 1:
+        said = f"the lock of {lost} was found lost while the prune held it; the prune left it"
+        whose = "its"
+    else:
+        said = f"the locks of {lost} were found lost while the prune held them; the prune left them"
+        whose = "their"
     print(
-        f"error: {lost}'s lock was found lost while the prune held it, and the prune left it "
-        f"alone from then on (another process may be in a turn there): {shown}{more}; see the "
-        "log above",
+        f"error: {said} alone from then on, unless {whose} delete had gone out already (another "
+        f"process may be in a turn there): {shown}{more}; see the log above",
         file=sys.stderr,
     )
     return 1
