@@ -206,7 +206,7 @@ async def test_prune_leaves_a_conversation_whose_lock_it_lost_and_exits_1(
 
     now = time.time()
     async with tracker_store_config(kind, tmp_path) as config:
-        lifetime = 0.3 if found_by == "renewal" else 60
+        lifetime = 1.0 if found_by == "renewal" else 60  # (1 s: two leases kept at load)
         lost = ["ana"] if found_by == "renewal" else ["ana", "cy"]
         locks_config = {**await _redis_lock_config(), "lock_lifetime": lifetime}
         endpoints = tmp_path / "endpoints.yml"
@@ -224,7 +224,7 @@ async def test_prune_leaves_a_conversation_whose_lock_it_lost_and_exits_1(
                 try:
                     await client.delete(*(f"{locks_config['key_prefix']}:lock:{c}" for c in lost))
                     if found_by == "renewal":
-                        await asyncio.wait_for(told.wait(), 5)  # 0.1 s on
+                        await asyncio.wait_for(told.wait(), 5)  # a third of a second on
                 finally:
                     await client.aclose()
                     logging.getLogger("server.trackers.redis_lock").removeHandler(handler)
