@@ -1343,7 +1343,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         create_lock_store,
         create_tracker_store,
     )
-    from server.trackers.retention import delete_conversations_older_than
+    from server.trackers.retention import Pruned, delete_conversations_older_than
 
     _check_endpoints_file(args, needed=True)
     endpoints = read_endpoints(args.endpoints)
@@ -1356,7 +1356,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
             "botserver.db of the working directory, which botserver run makes there"
         )
 
-    async def prune() -> int:
+    async def prune() -> Pruned:
         # The serving processes' locks, when they are shared (an in-memory lock is not).
         locks = create_lock_store(endpoints.get("lock_store"), args.endpoints)
         shared = None if locks.process_local else locks
@@ -1373,7 +1373,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     # (Those deleted stay deleted: the same command goes on with the rest.)
     so_far = "; botserver prune again deletes the rest"
     try:
-        deleted = asyncio.run(prune())
+        pruned = asyncio.run(prune())
     except KeyboardInterrupt:
         print(
             f"error: stopped (after deleting {how_many(sum(gone), 'conversation')}){so_far}",
@@ -1386,8 +1386,27 @@ def cmd_prune(args: argparse.Namespace) -> int:
         raise StoreFailed(
             f"{exc} (after deleting {how_many(sum(gone), 'conversation')}){so_far}"
         ) from exc
-    print(f"Deleted {how_many(deleted, 'conversation')}.")
-    return 0
+    print(f"Deleted {how_many(pruned.deleted, 'conversation')}.")
+    if not pruned.lost:
+        return 0
+    # Exit code 1: a lock lost while held means Redis lost its data or the prune stalled for
+    # lock_lifetime, which a cron job's owner should look at. The prune is safe to run again.
+    shown = ", ".join(f"'{conversation_id}'" for conversation_id in pruned.lost[:10])
+    more = f" and {len(pruned.lost) - 10} more" if len(pruned.lost) > 10 else ""
+    lost = how_many(len(pruned.lost), "conversation")
+    # (A lock found lost while its batch's delete ran was found too late to skip it.)
+    if len(pruned.lost) == 1:
+        said = f"the lock of {lost} was found lost while the prune held it; the prune left it"
+        whose = "its"
+    else:
+        said = f"the locks of {lost} were found lost while the prune held them; the prune left them"
+        whose = "their"
+    print(
+        f"error: {said} alone from then on, unless {whose} delete had gone out already (another "
+        f"process may be in a turn there): {shown}{more}; see the log above",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def cmd_export(args: argparse.Namespace) -> int:

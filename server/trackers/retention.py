@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
-from server.trackers.lock import LockStore
+from server.trackers.lock import IdleLocks, LockStore
 from server.trackers.store import TrackerStore
+
+
+@dataclass
+class Pruned:
+    """What a prune did: how many conversations it deleted, and those whose lock was found
+    lost while it held them (left alone from then on: another process may be in a turn)."""
+
+    deleted: int = 0
+    lost: list[str] = field(default_factory=list)
 
 
 async def delete_conversations_older_than(
@@ -15,8 +26,8 @@ async def delete_conversations_older_than(
     max_age_seconds: float,
     locks: LockStore | None = None,
     deleted_some: Callable[[int], None] | None = None,
-) -> int:
-    """Delete conversations whose latest event is older than `max_age_seconds`; how many.
+) -> Pruned:
+    """Delete conversations whose latest event is older than `max_age_seconds`.
 
     With the serving processes' lock store, each conversation is deleted under its lock and
     one in the middle of a turn is skipped (the turn makes it recent). Without it, a turn
@@ -24,8 +35,25 @@ async def delete_conversations_older_than(
     """
     if max_age_seconds <= 0:
         raise ValueError("max_age_seconds must be positive")
-    hold = None if locks is None else locks.hold_idle
-    return await store.delete_older_than(time.time() - max_age_seconds, hold, deleted_some)
+    pruned = Pruned()
+    if locks is None:
+        pruned.deleted = await store.delete_older_than(
+            time.time() - max_age_seconds, None, deleted_some
+        )
+        return pruned
+
+    @asynccontextmanager
+    async def hold(conversation_ids: list[str]) -> AsyncIterator[IdleLocks]:
+        async with locks.hold_idle(conversation_ids) as idle:
+            try:
+                yield idle
+            finally:
+                pruned.lost.extend(idle.lost)
+
+    pruned.deleted = await store.delete_older_than(
+        time.time() - max_age_seconds, hold, deleted_some
+    )
+    return pruned
 
 
 def latest_timestamp(events: Sequence[dict[str, Any]]) -> float:

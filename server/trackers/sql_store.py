@@ -514,9 +514,9 @@ class SqlTrackerStore:
                 break
             # Looked at again as they are deleted: a turn may have come since the listing.
             async with holding(hold, batch) as idle:
-                if idle:
+                if held := await idle.still_held():
                     with self._map_errors():
-                        gone = await self._db.delete_stale(idle, cutoff_timestamp)
+                        gone = await self._db.delete_stale(held, cutoff_timestamp)
                     deleted += gone
                     if deleted_some is not None:
                         deleted_some(gone)
