@@ -708,7 +708,7 @@ class _AsyncDatabase:
         dialect = engine.dialect
         self._returning = bool(dialect.insert_returning and dialect.use_insertmanyvalues)
         self._mysql = dialect.name == "mysql"
-        self._exact_senders = exact_senders
+        self._exact_senders = exact_senders and self._mysql  # (CAST AS BINARY: MySQL's)
         self._max_packet: int | None = None  # MySQL's, read on the first write
         # (plain, returning) INSERTs, set on the first write: on MariaDB, Rasa's `events_seq`
         # gives the ids where Rasa made the table (see _ids_from_rasas_sequence).
@@ -899,11 +899,10 @@ class _AsyncDatabase:
         return await self._run(session_rows)
 
     async def all_data(self, sender_id: str) -> list[str]:
-        query = (
-            select(events_table.c.data)
-            .where(events_table.c.sender_id == sender_id)
-            .order_by(events_table.c.id)
-        )
+        chosen = events_table.c.sender_id == sender_id
+        if self._exact_senders:
+            chosen = chosen & (_BINARY_SENDER_ID == sender_id)  # (see all_data_of)
+        query = select(events_table.c.data).where(chosen).order_by(events_table.c.id)
         return await self._run(lambda conn: _first_column(conn, query))
 
     async def all_data_of(
@@ -911,14 +910,13 @@ class _AsyncDatabase:
     ) -> tuple[list[tuple[str, str]], bool]:
         # (ix_events_sender_id_id's order, no sort, where the column compares bytes, as
         # migration 0003 makes it; else by bytes, so that ids one in the collation are apart.)
-        key: Any = (
-            literal_column("CAST(sender_id AS BINARY)") if self._exact_senders else _C.sender_id
-        )
-        query = (
-            select(_C.sender_id, _C.data, _C.id)
-            .where(_C.sender_id.in_(list(sender_ids)))
-            .order_by(key, _C.id)
-        )
+        key: Any = _BINARY_SENDER_ID if self._exact_senders else _C.sender_id
+        chosen = _C.sender_id.in_(list(sender_ids))  # (by the index)
+        if self._exact_senders:
+            # Only theirs: the collation's match of `ana` holds `Ana`'s and `ana `'s rows,
+            # which took the budget (and a read of `ana` alone went round for ever).
+            chosen = chosen & key.in_(list(sender_ids))
+        query = select(_C.sender_id, _C.data, _C.id).where(chosen).order_by(key, _C.id)
 
         async def read(conn: AsyncConnection) -> tuple[list[tuple[str, str]], bool]:
             # A page at a time, each after the last row read: a streamed result cut short
@@ -943,7 +941,7 @@ class _AsyncDatabase:
         query = select(events_table.c.sender_id).distinct()
         if self._exact_senders:
             # (The column grouped on too: allowed under ONLY_FULL_GROUP_BY.)
-            exactly = literal_column("CAST(sender_id AS BINARY)") if self._mysql else _C.sender_id
+            exactly = _BINARY_SENDER_ID
             query = select(_C.sender_id).group_by(_C.sender_id, exactly)
         return await self._run(lambda conn: _first_column(conn, query), bounded=False)
 
@@ -974,6 +972,9 @@ async def _first_column(conn: AsyncConnection, query: Any) -> list[Any]:
 
 # Statements of the hot path, built once.
 _C = events_table.c
+# The id as its bytes: Rasa's MySQL table, which a read-only store does not migrate, compares
+# ids by a collation that takes `Ana`, `ana` and `ana ` for one.
+_BINARY_SENDER_ID: Any = literal_column("CAST(sender_id AS BINARY)")
 _COLUMNS = ("sender_id", "type_name", "timestamp", "intent_name", "action_name", "data")
 _INSERT = insert(events_table)
 _INSERT_RETURNING = insert(events_table).returning(_C.id, sort_by_parameter_order=True)

@@ -3,6 +3,7 @@ older botserver migrated, as it is, and changes nothing in the database."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import sqlite3
@@ -14,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from server.brokers import export
 from server.brokers.export import select_events
 from server.errors import NothingToExport, StoreFailed
 from server.trackers.factory import create_tracker_store
@@ -180,3 +182,45 @@ async def test_export_reads_rasas_redis_layout_where_it_is() -> None:
     finally:
         await client.aclose()
         await delete_redis_keys(prefix, db=0)
+
+
+@pytest.mark.timing
+async def test_chosen_ids_of_rasas_mysql_table_are_read_within_the_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rasa's MySQL collation matches `ana` to `Ana` and `ana ` too: before, their rows came
+    with `ana`'s and took the budget, and the read of `ana` went round for ever."""
+    monkeypatch.setattr(export, "EXPORT_BATCH_BYTES", 1)
+    async with rasas_database("mysql", tmp_path) as config:
+        store = create_tracker_store(config, create_missing=False, read_only=True)
+        try:
+            selection = await asyncio.wait_for(select_events(store, ["ana", "bob"]), 30)
+        finally:
+            await store.close()
+    assert [item.sender_id for item in selection.selected] == ["ana", "ana", "bob", "bob"]
+
+
+async def test_skipping_one_of_rasas_mysql_ids_skips_it_alone(tmp_path: Path) -> None:
+    """After an unreadable conversation, the rest of its batch is read one at a time: before,
+    Rasa's MySQL collation gave `ana` the rows of `Ana` and `ana ` too (the unreadable one's
+    among them), so those were skipped as well, or exported merged."""
+    async with rasas_database("mysql", tmp_path) as config:
+        engine = create_async_engine(async_url(config, default_db="rasa"))
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    sa.text("UPDATE events SET data = 'not JSON' WHERE BINARY sender_id = 'Ana'")
+                )
+        finally:
+            await engine.dispose()
+        store = create_tracker_store(config, create_missing=False, read_only=True)
+        found = export.Found()
+        try:
+            selected = [
+                item.sender_id
+                async for item in export.selected_events(store, found=found, skip_unreadable=True)
+            ]
+        finally:
+            await store.close()
+    assert found.unreadable == ["Ana"]
+    assert selected == ["ana", "ana", "ana ", "ana ", "bob", "bob"]
