@@ -22,11 +22,9 @@ from sqlalchemy import (
     delete,
     func,
     insert,
-    literal,
     literal_column,
     select,
     text,
-    tuple_,
 )
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
@@ -81,7 +79,6 @@ from server.trackers.store import (
     DEFAULT_CACHE_EVENTS,
     NAME_COLUMN_LENGTH,
     Hold,
-    RowBudget,
     cache_events_setting,
     holding,
     stored_events,
@@ -116,7 +113,8 @@ class _Database(Protocol):
         self, sender_ids: Sequence[str], max_bytes: int | None = None
     ) -> tuple[list[tuple[str, str]], bool]:
         """The conversations' rows, each one's together and in id order, conversations in
-        code point order, until `max_bytes` (RowBudget); and whether all of them came."""
+        code point order, until about `max_bytes` (RowBudget; on MySQL, whole groups of
+        conversations); and whether all of them came."""
         ...
 
     async def senders(self) -> list[str]: ...
@@ -911,28 +909,38 @@ class _AsyncDatabase:
         # (ix_events_sender_id_id's order, no sort, where the column compares bytes, as
         # migration 0003 makes it; else by bytes, so that ids one in the collation are apart.)
         key: Any = _BINARY_SENDER_ID if self._exact_senders else _C.sender_id
-        chosen = _C.sender_id.in_(list(sender_ids))  # (by the index)
-        if self._exact_senders:
-            # Only theirs: the collation's match of `ana` holds `Ana`'s and `ana `'s rows,
-            # which took the budget (and a read of `ana` alone went round for ever).
-            chosen = chosen & key.in_(list(sender_ids))
-        query = select(_C.sender_id, _C.data, _C.id).where(chosen).order_by(key, _C.id)
+
+        def of(group: list[str]) -> Any:
+            chosen = _C.sender_id.in_(group)  # (by the index)
+            if self._exact_senders:
+                # Only theirs: the collation's match of `ana` holds `Ana`'s and `ana `'s
+                # rows, which took the budget (and a read of `ana` alone went round for ever).
+                chosen = chosen & key.in_(group)
+            return select(_C.sender_id, _C.data).where(chosen).order_by(key, _C.id)
 
         async def read(conn: AsyncConnection) -> tuple[list[tuple[str, str]], bool]:
-            # A page at a time, each after the last row read: a streamed result cut short
-            # is read to its end off the wire by the driver (or its connection dropped).
-            budget = RowBudget(max_bytes)
-            page = query
-            while True:
-                size = budget.rows_to_fetch()
-                rows = (await conn.execute(page.limit(size))).all()
-                for sender_id, data, _ in rows:
-                    if not budget.take(sender_id, data):
-                        return budget.rows, False
-                if len(rows) < size:
-                    return budget.rows, True
-                after = tuple_(key, _C.id) > tuple_(literal(rows[-1][0]), literal(rows[-1][2]))
-                page = query.where(after)
+            # Whole conversations a query, as many as the budget has room for at their mean
+            # size so far (one first): each row is gone through once. (Pages of rows, each
+            # after the last row read, went through the batch's rows again each page.)
+            rest = sorted(sender_ids)  # (the key's order: code points, as bytes)
+            rows: list[tuple[str, str]] = []
+            size = conversations = count = 0
+            while rest:
+                if max_bytes is None:
+                    count = len(rest)
+                elif rows and size >= max_bytes:
+                    return rows, False
+                elif not rows:  # (none of those asked for had rows: twice as many)
+                    count = max(1, 2 * count)
+                else:
+                    count = max(1, (max_bytes - size) * conversations // max(1, size))
+                group, rest = rest[:count], rest[count:]
+                for sender_id, data in await conn.execute(of(group)):
+                    if not rows or rows[-1][0] != sender_id:
+                        conversations += 1
+                    rows.append((sender_id, data))
+                    size += len(data)
+            return rows, True
 
         # (Unbounded, as the listings: a batch of long conversations may take a while.)
         return await self._run(read, bounded=False)
