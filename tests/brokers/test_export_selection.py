@@ -589,3 +589,32 @@ async def test_a_failure_after_one_event_says_one_event(
     await store.close()
     assert raised.value.published == 1
     assert str(raised.value).startswith("the tracker store failed (after 1 event): ")
+
+
+class _Chunks:
+    """A broker that keeps how many bytes of messages each hand-over held."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    async def deliver(self, items: Any) -> None:
+        size = 0
+        while items:
+            size += len(json.dumps(items.popleft().body()))
+        self.sizes.append(size)
+
+
+async def test_the_broker_gets_a_bounded_number_of_bytes_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Up to 1,000 messages went to the broker at a time whatever their size: 1,000 long
+    user messages (40,000 characters each) were 40 MB made at once. Now a chunk ends at
+    about PUBLISH_CHUNK_BYTES (here three messages' worth)."""
+    monkeypatch.setattr(export, "PUBLISH_CHUNK_BYTES", 25_000)
+    store = create_tracker_store(None)
+    long = [{**_user(i, 1e9 + i), "text": "x" * 10_000} for i in range(30)]
+    await store.append("ann", long)
+    broker = _Chunks()
+    published = await export.export_events(broker, store)  # type: ignore[arg-type]
+    assert published == 30
+    assert max(broker.sizes) < 25_000 + 11_000, broker.sizes
