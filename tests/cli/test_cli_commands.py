@@ -1233,3 +1233,45 @@ def test_prune_stopped_midway_says_how_many_it_deleted(
     with sqlite3.connect(db) as conn:
         left = conn.execute("SELECT DISTINCT sender_id FROM events ORDER BY 1").fetchall()
     assert left == [("c3",), ("c4",)]
+
+
+def test_prune_stopped_by_ctrl_c_says_how_many_it_deleted(
+    run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C as the third conversation's delete goes out: the two before it are gone, the
+    prune says so and how to go on, exit 130. (No test failed with that line taken out.)"""
+    import asyncio
+
+    from server.trackers import sql_store, sqlite_database
+    from server.trackers.factory import create_tracker_store
+
+    monkeypatch.setattr(sql_store, "DELETE_BATCH", 1)
+    db = tmp_path / "trackers.db"
+    (tmp_path / "endpoints.yml").write_text(
+        f"tracker_store:\n  type: sql\n  dialect: sqlite\n  db: {db}\n"
+    )
+
+    async def seed() -> None:
+        store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(db)})
+        old = time.time() - 10 * 86400
+        for sender_id in ("c1", "c2", "c3", "c4"):
+            await store.append(
+                sender_id, [{"event": "action", "name": "action_listen", "timestamp": old}]
+            )
+        await store.close()
+
+    asyncio.run(seed())
+    delete_stale = sqlite_database.SqliteDatabase.delete_stale
+
+    async def interrupted_at_c3(self: object, sender_ids: list[str], cutoff: float) -> int:
+        if "c3" in sender_ids:
+            raise KeyboardInterrupt
+        return await delete_stale(self, sender_ids, cutoff)
+
+    monkeypatch.setattr(sqlite_database.SqliteDatabase, "delete_stale", interrupted_at_c3)
+    result = run_cli("prune", "--older-than-days", "5", cwd=tmp_path)
+    assert result.code == 130
+    [error] = [line for line in result.err.splitlines() if line.startswith("error:")]
+    assert error == (
+        "error: stopped (after deleting 2 conversations); botserver prune again deletes the rest"
+    )
