@@ -1263,7 +1263,9 @@ def test_prune_stopped_by_ctrl_c_says_how_many_it_deleted(
     asyncio.run(seed())
     delete_stale = sqlite_database.SqliteDatabase.delete_stale
 
-    async def interrupted_at_c3(self: object, sender_ids: list[str], cutoff: float) -> int:
+    async def interrupted_at_c3(
+        self: sqlite_database.SqliteDatabase, sender_ids: list[str], cutoff: float
+    ) -> int:
         if "c3" in sender_ids:
             raise KeyboardInterrupt
         return await delete_stale(self, sender_ids, cutoff)
