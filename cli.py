@@ -19,7 +19,7 @@ from server import __version__
 from server.errors import BotServerError, InvalidConfig, how_many
 
 if TYPE_CHECKING:
-    from server.brokers.export import ResumePoint
+    from server.brokers.export import Found, ResumePoint
 
 logger = logging.getLogger("botserver")
 
@@ -1498,7 +1498,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         if not isinstance(exc.__cause__, CorruptConversation):
             skip_hint = ""
         raise ExportInterrupted(
-            f"{exc}; to go on from there: {go_on}{skip_hint}",
+            f"{exc}{_skipped(found)}; to go on from there: {go_on}{skip_hint}",
             exc.published,
             exc.resume_timestamp,
             exc.resume_sender_id,
@@ -1508,19 +1508,27 @@ def cmd_export(args: argparse.Namespace) -> int:
         if progress.published and progress.resume is not None:
             go_on = _export_resume_command(args, progress.resume)
             print(
-                f"error: stopped (after {how_many(progress.published, 'event')}); to go on "
-                f"from there: {go_on}",
+                f"error: stopped (after {how_many(progress.published, 'event')})"
+                f"{_skipped(found)}; to go on from there: {go_on}",
                 file=sys.stderr,
             )
         raise
     conversations = how_many(found.conversations, "conversation")
     done = f"Published {how_many(published, 'event')} of {conversations}"
     if found.unreadable:
-        skipped = how_many(len(found.unreadable), "conversation")
-        print(f"{done}; skipped {skipped} that could not be read: {', '.join(found.unreadable)}.")
+        print(f"{done}; {_skipped(found)[2:-1]}.")
         return EXIT_SKIPPED
     print(f"{done}.")
     return 0
+
+
+def _skipped(found: Found) -> str:
+    """` (skipped N conversations that could not be read: a, b)`, or "" where none was: an
+    export stopped after a skip names them, as the run that goes on after them does not."""
+    if not found.unreadable:
+        return ""
+    skipped = how_many(len(found.unreadable), "conversation")
+    return f" (skipped {skipped} that could not be read: {', '.join(found.unreadable)})"
 
 
 _SKIP_UNREADABLE_HINT = (

@@ -696,3 +696,36 @@ def test_an_unreadable_conversation_can_be_skipped_named_and_counted(
     published = [body["sender_id"] for body in _broker_rows(tmp_path)]
     assert published == ["ana", "ana", "bob", "bob", "cid", "cid"]
     assert "Traceback" not in stopped.err + skipped.err
+
+
+def test_an_export_stopped_after_a_skip_names_what_it_skipped(
+    run_cli, tmp_path: Path, redis_with_unreadable: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tracker store fails at the third batch (`cid`), after `bad1` and `bad2` were
+    skipped: the command to go on starts after `bob`, so the run that goes on neither reads
+    nor names them (and exits 0). Before, the error line did not name them either: only
+    warnings above said the export has holes."""
+    from server.brokers import export
+    from server.errors import StoreUnavailable
+    from server.trackers.redis_store import RedisTrackerStore
+
+    monkeypatch.setattr(export, "EXPORT_BATCH", 2)
+    monkeypatch.setattr(export, "PUBLISH_CHUNK", 1)
+    reads = RedisTrackerStore.load_all_of
+    calls: list[int] = []
+
+    def failing_third(self: Any, sender_ids: Any, max_bytes: int | None = None) -> Any:
+        calls.append(1)
+        if len(calls) == 3:
+            raise StoreUnavailable("the tracker store is unavailable", "Redis", "gone")
+        return reads(self, sender_ids, max_bytes)
+
+    monkeypatch.setattr(RedisTrackerStore, "load_all_of", failing_third)
+    stopped = run_cli("export", "--skip-unreadable", cwd=tmp_path)
+    assert stopped.code == 1
+    [error] = [line for line in stopped.err.splitlines() if line.startswith("error:")]
+    assert (
+        "(skipped 2 conversations that could not be read: bad1, bad2); to go on from there: "
+        in error
+    ), error
+    assert error.endswith("--skip-unreadable '--resume-from=bob@2.0#1'"), error
