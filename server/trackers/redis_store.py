@@ -552,10 +552,7 @@ class RedisTrackerStore:
             if sender_ids:
                 async with holding(hold, sender_ids) as idle:
                     if held := await idle.still_held():
-                        gone = await self._prune(held, cutoff_timestamp, idle)
-                        deleted += gone
-                        if deleted_some is not None:
-                            deleted_some(gone)
+                        deleted += await self._prune(held, cutoff_timestamp, idle, deleted_some)
             if cursor == 0:
                 return deleted
 
@@ -587,11 +584,19 @@ class RedisTrackerStore:
             sender_ids.append(name[len(self._prefix) :])
         return int(cursor), sender_ids
 
-    async def _prune(self, batch: list[str], cutoff_timestamp: float, idle: IdleLocks) -> int:
+    async def _prune(
+        self,
+        batch: list[str],
+        cutoff_timestamp: float,
+        idle: IdleLocks,
+        deleted_some: Callable[[int], None] | None = None,
+    ) -> int:
         """Deletes those of `batch` whose newest event is older than the cutoff; how many.
         `idle`: their locks, looked at again before those deleted one at a time after the
         pipeline (a long list, Rasa's layout): one lost meanwhile is left alone. Before, no
-        renewal due yet, it was deleted all the same."""
+        renewal due yet, it was deleted all the same. `deleted_some` is told each deletion as
+        it is counted: the pipeline deletes the batch's short ones at once, so one failing
+        after them (before: the batch's count lost with it) still has them said."""
         deleted = 0
         with self._errors():
             async with self._redis.pipeline(transaction=False) as pipe:
@@ -600,9 +605,22 @@ class RedisTrackerStore:
                         keys=self._keys(sender_id), args=[cutoff_timestamp], client=pipe
                     )
                 outcomes = await pipe.execute(raise_on_error=False)
+
+            def gone(sender_id: str) -> None:
+                nonlocal deleted
+                self._sessions.forget(sender_id)
+                deleted += 1
+                if deleted_some is not None:
+                    deleted_some(1)
+
+            for sender_id, outcome in zip(batch, outcomes, strict=True):
+                if outcome == 1:  # (deleted by the pipeline: said before any failure after)
+                    gone(sender_id)
             if any(map(_one_at_a_time, outcomes)):
                 await idle.still_held()
             for sender_id, outcome in zip(batch, outcomes, strict=True):
+                if outcome == 1:
+                    continue  # (counted)
                 if _one_at_a_time(outcome) and sender_id not in idle:
                     continue  # its lock was lost
                 try:
@@ -625,8 +643,7 @@ class RedisTrackerStore:
                     logger.warning("%s; retention keeps it.", exc)
                     continue
                 if outcome == 1:
-                    self._sessions.forget(sender_id)
-                    deleted += 1
+                    gone(sender_id)
         return deleted
 
     async def _prune_long(self, sender_id: str, length: int, cutoff_timestamp: float) -> int:

@@ -1277,3 +1277,53 @@ def test_prune_stopped_by_ctrl_c_says_how_many_it_deleted(
     assert error == (
         "error: stopped (after deleting 2 conversations); botserver prune again deletes the rest"
     )
+
+
+def test_prune_of_redis_failing_midway_counts_what_the_batch_deleted(
+    run_cli, tmp_path: Path
+) -> None:
+    """A SCAN page's short conversations are deleted by one pipeline; a key after them that
+    fails (here another program's hash under the prefix) stopped the prune with the error
+    alone: the page's count was lost with it, though the three were gone."""
+    import asyncio
+
+    from redis.asyncio import Redis
+
+    from server.trackers.factory import create_tracker_store
+    from tests.trackers.persistence_fixtures import (
+        REDIS,
+        delete_redis_keys,
+        require_service,
+        unique_name,
+    )
+
+    require_service("Redis", REDIS)
+    prefix = unique_name("bsprune").replace("_", "")
+    config = {"type": "redis", "url": REDIS[0], "port": REDIS[1], "key_prefix": prefix}
+    (tmp_path / "endpoints.yml").write_text(
+        f"tracker_store:\n  type: redis\n  url: {REDIS[0]}\n  port: {REDIS[1]}\n"
+        f"  key_prefix: {prefix}\n"
+    )
+
+    async def seed() -> None:
+        store = create_tracker_store(config)
+        old = time.time() - 10 * 86400
+        for sender_id in ("c1", "c2", "c3"):
+            await store.append(
+                sender_id, [{"event": "action", "name": "action_listen", "timestamp": old}]
+            )
+        await store.close()
+        client = Redis(host=REDIS[0], port=REDIS[1])
+        await client.hset(f"{prefix}:tracker:other", "field", "value")
+        await client.aclose()
+
+    asyncio.run(seed())
+    try:
+        result = run_cli("prune", "--older-than-days", "5", cwd=tmp_path)
+    finally:
+        asyncio.run(delete_redis_keys(prefix, db=0))
+    assert result.code == 1
+    [error] = [line for line in result.err.splitlines() if line.startswith("error:")]
+    assert error.endswith(
+        "(after deleting 3 conversations); botserver prune again deletes the rest"
+    ), error
