@@ -1280,16 +1280,20 @@ def test_prune_stopped_by_ctrl_c_says_how_many_it_deleted(
 
 
 def test_prune_of_redis_failing_midway_counts_what_the_batch_deleted(
-    run_cli, tmp_path: Path
+    run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A SCAN page's short conversations are deleted by one pipeline; a key after them that
-    fails (here another program's hash under the prefix) stopped the prune with the error
-    alone: the page's count was lost with it, though the three were gone."""
+    fails (here Redis dropping the connection as Rasa's layout of `rasa` is converted)
+    stopped the prune with the error alone: the page's count was lost with it, though the
+    three were gone."""
     import asyncio
+    import json
 
+    from redis import exceptions as redis_errors
     from redis.asyncio import Redis
 
     from server.trackers.factory import create_tracker_store
+    from server.trackers.redis_store import RedisTrackerStore
     from tests.trackers.persistence_fixtures import (
         REDIS,
         delete_redis_keys,
@@ -1314,10 +1318,15 @@ def test_prune_of_redis_failing_midway_counts_what_the_batch_deleted(
             )
         await store.close()
         client = Redis(host=REDIS[0], port=REDIS[1])
-        await client.hset(f"{prefix}:tracker:other", "field", "value")
+        tracker = {"events": [{"event": "action", "name": "action_listen", "timestamp": old}]}
+        await client.set(f"{prefix}:tracker:rasa", json.dumps(tracker))
         await client.aclose()
 
+    async def dropped(self: RedisTrackerStore, sender_id: str) -> None:
+        raise redis_errors.ConnectionError("Connection closed by server.")
+
     asyncio.run(seed())
+    monkeypatch.setattr(RedisTrackerStore, "_convert_rasa_layout", dropped)
     try:
         result = run_cli("prune", "--older-than-days", "5", cwd=tmp_path)
     finally:
