@@ -484,6 +484,9 @@ class RedisTrackerStore:
             except redis_errors.ResponseError as exc:
                 if "WRONGTYPE" not in str(exc):
                     raise
+                kind = await self._redis.type(key)
+                if kind != "string":
+                    raise _neither(sender_id, kind) from None
                 return await _rasa_events(sender_id, await self._redis.get(key))
         events = await _events_of(sender_id, raw)
         await free_off_loop(raw)
@@ -516,7 +519,10 @@ class RedisTrackerStore:
             try:
                 async with watched(self._redis, key) as pipe:
                     # (A connection dropped from here on fails the read too, as a WatchError.)
-                    if await pipe.type(key) != "string":
+                    kind = await pipe.type(key)
+                    if kind not in ("string", "list", "none"):
+                        raise _neither(sender_id, kind)
+                    if kind != "string":
                         return  # converted (or deleted) since the operation failed
                     events = await _rasa_events(sender_id, await pipe.get(key))
                     await self._write_all(sender_id, events, watching=pipe)
@@ -763,6 +769,18 @@ def _utf8_text(sender_id: str) -> Iterator[None]:
         raise CorruptConversation(
             f"Conversation '{sender_id}' holds a value that is not UTF-8 text ({exc})"
         ) from exc
+
+
+def _neither(sender_id: str, kind: str | bytes) -> CorruptConversation:
+    """A key under the tracker prefix that is neither our list nor Rasa's string (another
+    program's): before, `WRONGTYPE`, the store failing, which stopped every export (with
+    `--skip-unreadable` too) and every prune at it."""
+    if isinstance(kind, bytes):
+        kind = kind.decode()
+    return CorruptConversation(
+        f"Conversation '{sender_id}' is a Redis {kind}, neither botserver's list nor Rasa's "
+        "string (another program's key under the tracker prefix?)"
+    )
 
 
 async def _rasa_events(sender_id: str, stored: str | bytes | None) -> list[Any]:

@@ -1336,3 +1336,59 @@ def test_prune_of_redis_failing_midway_counts_what_the_batch_deleted(
     assert error.endswith(
         "(after deleting 3 conversations); botserver prune again deletes the rest"
     ), error
+
+
+def test_prune_of_redis_leaves_another_programs_key_and_deletes_the_rest(
+    run_cli, tmp_path: Path
+) -> None:
+    """A hash under the tracker prefix (another program's) stopped every prune at it
+    (`WRONGTYPE`, the store failing): now a warning names it, it is kept, the rest go."""
+    import asyncio
+
+    from redis.asyncio import Redis
+
+    from server.trackers.factory import create_tracker_store
+    from tests.trackers.persistence_fixtures import (
+        REDIS,
+        delete_redis_keys,
+        require_service,
+        unique_name,
+    )
+
+    require_service("Redis", REDIS)
+    prefix = unique_name("bsprune").replace("_", "")
+    config = {"type": "redis", "url": REDIS[0], "port": REDIS[1], "key_prefix": prefix}
+    (tmp_path / "endpoints.yml").write_text(
+        f"tracker_store:\n  type: redis\n  url: {REDIS[0]}\n  port: {REDIS[1]}\n"
+        f"  key_prefix: {prefix}\n"
+    )
+
+    async def seed() -> None:
+        store = create_tracker_store(config)
+        old = time.time() - 10 * 86400
+        for sender_id in ("c1", "c2"):
+            await store.append(
+                sender_id, [{"event": "action", "name": "action_listen", "timestamp": old}]
+            )
+        await store.close()
+        client = Redis(host=REDIS[0], port=REDIS[1])
+        await client.hset(f"{prefix}:tracker:cache", "field", "value")
+        await client.aclose()
+
+    async def left() -> list[str]:
+        client = Redis(host=REDIS[0], port=REDIS[1], decode_responses=True)
+        try:
+            return sorted(str(key) for key in await client.keys(f"{prefix}:tracker:*"))
+        finally:
+            await client.aclose()
+
+    asyncio.run(seed())
+    try:
+        result = run_cli("prune", "--older-than-days", "5", cwd=tmp_path)
+        kept = asyncio.run(left())
+    finally:
+        asyncio.run(delete_redis_keys(prefix, db=0))
+    assert result.code == 0, result.err
+    assert "Deleted 2 conversations." in result.out
+    assert "Conversation 'cache' is a Redis hash" in result.err
+    assert kept == [f"{prefix}:tracker:cache"]

@@ -729,3 +729,28 @@ def test_an_export_stopped_after_a_skip_names_what_it_skipped(
         in error
     ), error
     assert error.endswith("--skip-unreadable '--resume-from=bob@2.0#1'"), error
+
+
+def test_another_programs_key_under_the_prefix_can_be_skipped(
+    run_cli, tmp_path: Path, redis_with_unreadable: str
+) -> None:
+    """A hash under the tracker prefix (another program's) is no conversation: before, it
+    stopped every export, `--skip-unreadable` or not (`WRONGTYPE`, the store failing)."""
+    from redis.asyncio import Redis
+
+    from tests.trackers.persistence_fixtures import REDIS
+
+    async def other() -> None:
+        client = Redis(host=REDIS[0], port=REDIS[1])
+        await client.hset(f"{redis_with_unreadable}:tracker:cache", "field", "value")
+        await client.aclose()
+
+    asyncio.run(other())
+    skipped = run_cli("export", "--skip-unreadable", cwd=tmp_path)
+    assert skipped.code == 3, skipped.err
+    assert (
+        "Published 6 events of 3 conversations; skipped 3 conversations that could not be "
+        "read: bad1, bad2, cache." in skipped.out
+    )
+    warned = [line for line in skipped.err.splitlines() if "'cache'" in line]
+    assert warned and "a Redis hash" in warned[0], skipped.err
