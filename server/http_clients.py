@@ -94,10 +94,10 @@ def sync_client(*, verify: Any = True, **options: Any) -> httpx.Client:
 
 def cookie_jar_keeping_none() -> CookieJar:
     """A client's cookie jar that keeps no cookie. Rasa opens a session per call to an
-    action server, NLG server, callback, model server or Duckling, so a cookie an answer
-    sets is never sent back; a pooled client would send it with every later call, whatever
-    the conversation. (Rasa's NLU server client keeps one session, cookies and all: not
-    followed, see docs/differences-from-rasa.md.)"""
+    action server, NLG server, callback, model server or Duckling (its Rocket.Chat client
+    uses none), so a cookie an answer sets is never sent back; a pooled client would send
+    it with every later call, whatever the conversation. (Rasa's NLU server client keeps
+    one session, cookies and all: not followed, see docs/differences-from-rasa.md.)"""
     return CookieJar(DefaultCookiePolicy(allowed_domains=[]))
 
 

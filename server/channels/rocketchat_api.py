@@ -1,7 +1,8 @@
 """The slice of Rocket.Chat's REST API the bot needs: log in as the bot user, post messages.
 
 Logs in once, keeps the auth token, and logs in again when a call answers 401 (token
-expired or revoked). One pooled HTTP client; each call bounded as a whole by `timeout`.
+expired or revoked). One pooled HTTP client, keeping no cookie; each call bounded as a whole
+by `timeout`, and not tried again after it (a post may have been made: see `_send`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import httpx
 
 from server.errors import first_line
-from server.http_clients import async_client_off_loop, safe_url
+from server.http_clients import async_client_off_loop, cookie_jar_keeping_none, safe_url
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,12 @@ class RocketChatAPI:
         of CPU: the first login held every conversation that long)."""
         if self._client is None:
             client = await async_client_off_loop(
-                base_url=self.server_url, timeout=self._timeout, transport=self._transport
+                base_url=self.server_url,
+                timeout=self._timeout,
+                transport=self._transport,
+                # Rasa's client (requests, no session) sends none back; kept, the first
+                # answer's (a load balancer's, a proxy's session) went with every later post.
+                cookies=cookie_jar_keeping_none(),
             )
             if self._client is None:
                 self._client = client

@@ -767,3 +767,20 @@ async def test_a_rocketchat_whose_certificate_is_not_trusted_is_logged_as_such(
         finally:
             await api.aclose()
     assert rocket.logins == 0
+
+
+async def test_a_cookie_an_answer_sets_is_not_sent_back() -> None:
+    """Rasa's Rocket.Chat client (requests, no session) never sends a cookie back. Before, the
+    pooled client kept the cookie the login's or a post's answer set (a load balancer's, a
+    proxy's session) and sent it with every later post, whatever the conversation."""
+    rocket = FakeRocketChat(BOT, PASSWORD)
+    rocket.set_cookie = "session=alice-room-R1"
+    async with serving(rocket.app) as url:
+        api = RocketChatAPI(url, BOT, PASSWORD)
+        try:
+            await api.post_message({"roomId": "R1", "text": "for alice"})
+            await api.post_message({"roomId": "R2", "text": "for bob"})
+        finally:
+            await api.aclose()
+    assert rocket.texts_in("R2") == ["for bob"]
+    assert rocket.cookies_sent == [None, None]
