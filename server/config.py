@@ -13,7 +13,7 @@ from typing import Any
 
 from server.errors import InvalidConfig
 from server.setting_values import warn_of_unknown_keys
-from server.training.yaml_io import read_yaml_file
+from server.training.yaml_io import LineDict, read_yaml_file
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,10 @@ def _read_sections(path: str | Path | None, what: str) -> dict[str, Any]:
     for name, section in data.items():
         if section is not None and not isinstance(section, dict):
             raise InvalidConfig(f"{path}: section '{name}' must be a mapping of settings")
-    return {str(k): (dict(v) if v is not None else None) for k, v in data.items()}
+    # Each section as read (a LineDict): a warning about one of its keys names the key's line.
+    sections = LineDict((str(k), v) for k, v in data.items())
+    sections.key_lines = {str(k): n for k, n in getattr(data, "key_lines", {}).items()}
+    return sections
 
 
 def read_endpoints(path: str | Path | None) -> dict[str, Any]:

@@ -24,8 +24,8 @@ def test_a_misspelt_endpoints_section_is_named_with_the_one_meant(
         sections = read_endpoints(path)
     assert list(sections) == ["tracker_store"]
     assert [r.getMessage() for r in caplog.records] == [
-        f"{path}: unknown section 'action_endpoints' is not read (nor by Rasa); did you mean "
-        "'action_endpoint'?",
-        f"{path}: unknown section 'metrics' is not read (nor by Rasa); it reads "
+        f"{path}: unknown section 'action_endpoints' on line 1 is not read (nor by Rasa); did "
+        "you mean 'action_endpoint'?",
+        f"{path}: unknown section 'metrics' on line 5 is not read (nor by Rasa); it reads "
         "action_endpoint, event_broker, lock_store, models, nlg, nlu, tracker_store",
     ]

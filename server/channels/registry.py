@@ -129,9 +129,12 @@ def load_channels(
             cls = channel_class(name)
         except InvalidConfig as e:
             raise InvalidConfig(f"{origin}: {e}") from None
-        channel = _build(cls, name, settings, source)
         if name in CHANNELS and settings:
+            # Before building: a misspelt required key (`pasword`) is named beside the error
+            # saying it is missing.
             warn_of_unknown_keys(settings, cls.settings_keys, f"{source}: channel '{name}'")
+        line = (getattr(credentials, "key_lines", None) or {}).get(name)
+        channel = _build(cls, name, settings, f"{source}:{line}" if line else source)
         _check_name(channel.name, name, keys, origin)
         channels.append(channel)
     # Only a channel with an output channel of its own can push a conversation's reminders:
