@@ -56,6 +56,8 @@ class RocketChatAPI:
         self._client: httpx.AsyncClient | None = None
         self._auth: dict[str, str] | None = None
         self._login_lock = asyncio.Lock()
+        self._logins_ended = 0
+        self._login_failure: RocketChatError | None = None  # of the last login tried
         self.user_id: str | None = None
         # Rocket.Chat's Message_MaxAllowedSize; longer bot texts are sent in pieces.
         self.max_message_length = 5000
@@ -103,10 +105,29 @@ class RocketChatAPI:
         await self._ensure_login()
 
     async def _ensure_login(self, stale: dict[str, str] | None = None) -> dict[str, str]:
+        ended = self._logins_ended
         async with self._login_lock:
             # Another task may have logged in while this one waited.
-            if self._auth is None or self._auth is stale:
+            if self._auth is not None and self._auth is not stale:
+                return self._auth
+            failure = self._login_failure
+            if failure is not None and self._logins_ended != ended:
+                # A login tried while this call waited failed: its answer is this call's too.
+                # Each waiting call tried one of its own before, in turn: the last of many
+                # conversations waited as many timeouts, and each refusal counted towards
+                # Rocket.Chat's block of the user.
+                raise type(failure)(str(failure))
+            try:
                 await self.login()
+                self._login_failure = None
+            except RocketChatError as e:
+                self._login_failure = e
+                raise
+            except BaseException:  # cancelled: no answer to share, the next waiter tries
+                self._login_failure = None
+                raise
+            finally:
+                self._logins_ended += 1
             assert self._auth is not None
             return self._auth
 

@@ -43,8 +43,10 @@ class FakeRocketChat:
         self.unauthorized = 0
         self.posted: list[dict[str, Any]] = []
         self.post_calls = 0  # chat.postMessage calls, answered or not
-        # When set, chat.postMessage waits this long before answering, as a server in trouble.
+        # When set, chat.postMessage waits this long before answering, as a server in trouble;
+        # `login_stall` the same for logins.
         self.stall: float | None = None
+        self.login_stall: float | None = None
         # When set, the posts allowed a minute, as Rocket.Chat's API rate limiter for a user
         # without the `api-bypass-rate-limit` permission (the `bot` role has it).
         self.posts_per_minute: int | None = None
@@ -62,6 +64,8 @@ class FakeRocketChat:
     # -- Rocket.Chat's REST API ----------------------------------------------------------------
     async def login(self, request: Request) -> JSONResponse:
         self.login_calls += 1
+        if self.login_stall is not None:
+            await asyncio.sleep(self.login_stall)
         body = await request.json()
         # Rocket.Chat takes the user name or the e-mail address.
         if body.get("user") not in (self.bot_user, self.bot_email) or (

@@ -784,3 +784,31 @@ async def test_a_cookie_an_answer_sets_is_not_sent_back() -> None:
             await api.aclose()
     assert rocket.texts_in("R2") == ["for bob"]
     assert rocket.cookies_sent == [None, None]
+
+
+@pytest.mark.parametrize("trouble", ["slow", "refused"])
+async def test_turns_waiting_for_a_login_that_fails_share_its_failure(trouble: str) -> None:
+    """Many users at once while Rocket.Chat does not answer the login (or refuses it): the
+    posts that waited for the login in flight are answered by its failure. Before, each
+    tried a login of its own once the last had failed, one after another: the fifth user's
+    turn held its conversation five timeouts, and each refusal counted towards Rocket.Chat
+    blocking the bot user."""
+    rocket = FakeRocketChat(BOT, PASSWORD)
+    password = PASSWORD
+    if trouble == "slow":
+        rocket.login_stall = 5.0
+    else:
+        rocket.login_stall, password = 0.2, "the-password-was-changed"
+    async with serving(rocket.app) as url:
+        api = RocketChatAPI(url, BOT, password, timeout=0.5)
+        try:
+            posts = [api.post_message({"roomId": f"R{n}", "text": "hi"}) for n in range(5)]
+            outcomes = await asyncio.gather(*posts, return_exceptions=True)
+            assert all(isinstance(o, RocketChatUnavailable) for o in outcomes), outcomes
+            assert rocket.login_calls == 1
+            # The login is tried again by the next post, once the failed one is over.
+            with pytest.raises(RocketChatUnavailable):
+                await api.post_message({"roomId": "R1", "text": "again"})
+            assert rocket.login_calls == 2
+        finally:
+            await api.aclose()
