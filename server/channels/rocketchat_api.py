@@ -149,6 +149,13 @@ class RocketChatAPI:
             raise RocketChatError(
                 f"Rocket.Chat {path} failed: HTTP {answer.status_code} {_detail(result)}"
             )
+        if result.get("success") is not True:
+            # Rocket.Chat says `"success": true` of every call it made; this is another's
+            # answer (a proxy's maintenance or login page), and the call was not made.
+            raise RocketChatError(
+                f"Rocket.Chat {path} failed: HTTP {answer.status_code} without Rocket.Chat's "
+                f"success (a proxy's answer?): {_body_start(answer)}"
+            )
         return result
 
     async def _send(self, path: str, body: dict[str, Any], auth: dict[str, str]) -> httpx.Response:
@@ -184,6 +191,11 @@ def _detail(result: dict[str, Any]) -> str:
     """What Rocket.Chat said of a refusal, on one line."""
     detail = result.get("error") or result.get("message") or ""
     return " ".join(str(detail).split())[:300]
+
+
+def _body_start(answer: httpx.Response) -> str:
+    """The start of an answer's body, on one line."""
+    return " ".join(answer.text[:200].split()) or "an empty body"
 
 
 def _json(answer: httpx.Response) -> dict[str, Any]:

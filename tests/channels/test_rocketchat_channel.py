@@ -812,3 +812,20 @@ async def test_turns_waiting_for_a_login_that_fails_share_its_failure(trouble: s
             assert rocket.login_calls == 2
         finally:
             await api.aclose()
+
+
+async def test_a_200_that_is_not_rocketchats_answer_is_a_lost_post() -> None:
+    """A proxy's page answered 200 (a maintenance page, a login portal) for a post that never
+    reached Rocket.Chat. Before, the post counted as made: the reply was lost without a line
+    in the log. Rocket.Chat answers every post it made with `"success": true`."""
+    rocket = FakeRocketChat(BOT, PASSWORD)
+    async with serving(rocket.app) as url:
+        api = RocketChatAPI(url, BOT, PASSWORD)
+        try:
+            await api.post_message({"roomId": "R1", "text": "first"})
+            rocket.failure = (200, "<html>Down for maintenance</html>")
+            with pytest.raises(RocketChatError, match=r"HTTP 200 without Rocket.Chat's success"):
+                await api.post_message({"roomId": "R1", "text": "lost"})
+        finally:
+            await api.aclose()
+    assert rocket.texts_in("R1") == ["first"]
