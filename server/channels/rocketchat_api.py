@@ -8,12 +8,14 @@ by `timeout`, and not tried again after it (a post may have been made: see `_sen
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
-from server.errors import first_line
+from server.errors import ResponseTooLarge, first_line
+from server.http_bodies import ACCEPT_ENCODING, DEFAULT_MAX_RESPONSE_BYTES, read_within
 from server.http_clients import async_client_off_loop, cookie_jar_keeping_none, safe_url
 
 logger = logging.getLogger(__name__)
@@ -34,6 +36,13 @@ RATE_LIMITED = (
     "the bot user '{user}' is rate-limited ({detail}); give it Rocket.Chat's `bot` role (or "
     "the api-bypass-rate-limit permission), which lifts the limit"
 )
+
+
+class Answer(NamedTuple):
+    """Rocket.Chat's answer to a call: its status and body (decompressed, bounded)."""
+
+    status_code: int
+    content: bytes
 
 
 class RocketChatAPI:
@@ -73,6 +82,7 @@ class RocketChatAPI:
                 # Rasa's client (requests, no session) sends none back; kept, the first
                 # answer's (a load balancer's, a proxy's session) went with every later post.
                 cookies=cookie_jar_keeping_none(),
+                headers={"Accept-Encoding": ACCEPT_ENCODING},  # what `read_within` decodes
             )
             if self._client is None:
                 self._client = client
@@ -158,13 +168,16 @@ class RocketChatAPI:
             )
         return result
 
-    async def _send(self, path: str, body: dict[str, Any], auth: dict[str, str]) -> httpx.Response:
+    async def _send(self, path: str, body: dict[str, Any], auth: dict[str, str]) -> Answer:
         """POSTs `body`, the whole exchange bounded by `timeout` (httpx's bounds each read, which
-        an answer trickling in never reaches)."""
+        an answer trickling in never reaches), the answer read up to 10 MB decompressed (as
+        every outgoing client's: httpx inflated a gzip bomb whole)."""
         where = safe_url(self.server_url)
         try:
             client = await self._http()
-            return await asyncio.wait_for(client.post(path, json=body, headers=auth), self._timeout)
+            return await asyncio.wait_for(self._exchange(client, path, body, auth), self._timeout)
+        except ResponseTooLarge as e:
+            raise RocketChatError(f"Rocket.Chat at {where} answered {path}: {e}") from None
         except (TimeoutError, httpx.TimeoutException):
             raise RocketChatUnavailable(
                 f"Rocket.Chat at {where} did not answer within {self._timeout:g} s"
@@ -176,6 +189,14 @@ class RocketChatAPI:
         except httpx.HTTPError as e:
             reason = first_line(e, limit=200)
             raise RocketChatError(f"cannot reach Rocket.Chat at {where}: {reason}") from None
+
+    @staticmethod
+    async def _exchange(
+        client: httpx.AsyncClient, path: str, body: dict[str, Any], auth: dict[str, str]
+    ) -> Answer:
+        async with client.stream("POST", path, json=body, headers=auth) as response:
+            content = await read_within(response, DEFAULT_MAX_RESPONSE_BYTES)
+            return Answer(response.status_code, content)
 
     async def post_message(self, message: dict[str, Any]) -> dict[str, Any]:
         """`chat.postMessage` with `roomId` or `channel`, `text` and `attachments`."""
@@ -193,14 +214,15 @@ def _detail(result: dict[str, Any]) -> str:
     return " ".join(str(detail).split())[:300]
 
 
-def _body_start(answer: httpx.Response) -> str:
+def _body_start(answer: Answer) -> str:
     """The start of an answer's body, on one line."""
-    return " ".join(answer.text[:200].split()) or "an empty body"
+    text = answer.content[:200].decode("utf-8", "replace")
+    return " ".join(text.split()) or "an empty body"
 
 
-def _json(answer: httpx.Response) -> dict[str, Any]:
+def _json(answer: Answer) -> dict[str, Any]:
     try:
-        body = answer.json()
+        body = json.loads(answer.content)
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}

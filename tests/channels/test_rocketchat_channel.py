@@ -829,3 +829,34 @@ async def test_a_200_that_is_not_rocketchats_answer_is_a_lost_post() -> None:
         finally:
             await api.aclose()
     assert rocket.texts_in("R1") == ["first"]
+
+
+async def test_an_answer_inflating_past_the_limit_is_not_read_whole() -> None:
+    """20 KB of gzip inflating to 20 MB, as a broken proxy or a hostile `server_url` may
+    answer: read up to the limit every other outgoing client keeps (10 MB, decompressed),
+    then refused. Before, inflated whole into memory, however large, each post."""
+    import gzip
+
+    from fastapi import FastAPI, Response
+
+    huge = b'{"success": true, "pad": "' + b"a" * 20_000_000 + b'"}'
+    bomb = gzip.compress(huge)
+    assert len(bomb) < 100_000
+    app = FastAPI()
+
+    async def login() -> dict[str, Any]:
+        return {"status": "success", "data": {"authToken": "t", "userId": "B"}}
+
+    async def post_message() -> Response:
+        headers = {"content-encoding": "gzip"}
+        return Response(bomb, media_type="application/json", headers=headers)
+
+    app.add_api_route("/api/v1/login", login, methods=["POST"])
+    app.add_api_route("/api/v1/chat.postMessage", post_message, methods=["POST"])
+    async with serving(app) as url:
+        api = RocketChatAPI(url, BOT, PASSWORD)
+        try:
+            with pytest.raises(RocketChatError, match="more than 10485760 bytes"):
+                await api.post_message({"roomId": "R1", "text": "hi"})
+        finally:
+            await api.aclose()
