@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 from typing import Any, NamedTuple
+from urllib.parse import urljoin
 
 import httpx
 
@@ -43,6 +44,7 @@ class Answer(NamedTuple):
 
     status_code: int
     content: bytes
+    location: str | None = None  # where a redirect leads (not followed), made absolute
 
 
 class RocketChatAPI:
@@ -100,6 +102,8 @@ class RocketChatAPI:
             detail = _detail(result)
             if result.get("error") == "totp-required":
                 detail += ": turn two-factor authentication off for the bot user (it has no code)"
+            if 300 <= answer.status_code < 400 and answer.location:
+                detail = _redirect(answer.location)
             # Unavailable: each post of the turn would try again, and Rocket.Chat blocks a
             # user (by default 10 failures, for 5 minutes) whose logins keep failing.
             raise RocketChatUnavailable(
@@ -196,7 +200,10 @@ class RocketChatAPI:
     ) -> Answer:
         async with client.stream("POST", path, json=body, headers=auth) as response:
             content = await read_within(response, DEFAULT_MAX_RESPONSE_BYTES)
-            return Answer(response.status_code, content)
+            location = response.headers.get("location")
+            if location is not None:
+                location = urljoin(str(response.url), location)
+            return Answer(response.status_code, content, location)
 
     async def post_message(self, message: dict[str, Any]) -> dict[str, Any]:
         """`chat.postMessage` with `roomId` or `channel`, `text` and `attachments`."""
@@ -212,6 +219,15 @@ def _detail(result: dict[str, Any]) -> str:
     """What Rocket.Chat said of a refusal, on one line."""
     detail = result.get("error") or result.get("message") or ""
     return " ".join(str(detail).split())[:300]
+
+
+def _redirect(location: str) -> str:
+    """What a login's redirect says: where it leads, and the server_url that would reach it
+    (the password is not sent on to wherever a redirect leads)."""
+    shown = safe_url(location, tolerant=True)
+    base = shown.removesuffix("/api/v1/login")
+    meant = f", {base}" if base != shown else ""
+    return f"redirecting to {shown}, not followed: set server_url to where it leads{meant}"
 
 
 def _body_start(answer: Answer) -> str:

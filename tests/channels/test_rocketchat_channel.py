@@ -860,3 +860,31 @@ async def test_an_answer_inflating_past_the_limit_is_not_read_whole() -> None:
                 await api.post_message({"roomId": "R1", "text": "hi"})
         finally:
             await api.aclose()
+
+
+async def test_a_login_redirected_elsewhere_says_where_to() -> None:
+    """A proxy sending `http://` on to `https://` (or another path): the redirect is not
+    followed (the password would go wherever it leads), and the refusal says where it leads.
+    Before, "refused the login of bot user 'concertbot' (HTTP 308)", read as a wrong
+    password."""
+    from fastapi import FastAPI
+    from fastapi.responses import RedirectResponse
+
+    app = FastAPI()
+
+    async def moved() -> RedirectResponse:
+        return RedirectResponse("https://chat.example.test/api/v1/login", 308)
+
+    app.add_api_route("/api/v1/login", moved, methods=["POST"])
+    async with serving(app) as url:
+        api = RocketChatAPI(url, BOT, PASSWORD)
+        try:
+            with pytest.raises(RocketChatError) as raised:
+                await api.login()
+        finally:
+            await api.aclose()
+    assert str(raised.value) == (
+        "Rocket.Chat refused the login of bot user 'concertbot' (HTTP 308 redirecting to "
+        "https://chat.example.test/api/v1/login, not followed: set server_url to where it "
+        "leads, https://chat.example.test)"
+    )
