@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import threading
+import time
 from collections.abc import AsyncIterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -888,3 +892,54 @@ async def test_a_login_redirected_elsewhere_says_where_to() -> None:
         "https://chat.example.test/api/v1/login, not followed: set server_url to where it "
         "leads, https://chat.example.test)"
     )
+
+
+class _ClosingIdleConnections(BaseHTTPRequestHandler):
+    """Rocket.Chat's login and post, on a server whose keep-alive timeout (here 1.2 s) fires
+    as a request arrives on the connection it is closing: no answer, the connection closed.
+    Rocket.Chat's own (Node) closes idle connections after 5 s, httpx's default kept them 5 s."""
+
+    protocol_version = "HTTP/1.1"
+    posted: list[str] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+        idle = time.monotonic() - getattr(self, "answered_at", time.monotonic())
+        if idle > 1.2:
+            self.close_connection = True
+            return
+        answer: dict[str, Any]
+        if self.path == "/api/v1/login":
+            answer = {"status": "success", "data": {"authToken": "t", "userId": "B"}}
+        else:
+            self.posted.append(body["text"])
+            answer = {"success": True}
+        sent = json.dumps(answer).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(sent)))
+        self.end_headers()
+        self.wfile.write(sent)
+        self.answered_at = time.monotonic()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+async def test_a_post_after_a_quiet_moment_does_not_meet_a_closing_connection() -> None:
+    """Before, the pooled client kept an idle connection 5 s, as long as Rocket.Chat's Node
+    keeps it: a post as Rocket.Chat closed it got no answer and was lost ("Server
+    disconnected without sending a response"). Now kept 1 s, as the other outgoing clients'."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ClosingIdleConnections)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    api = RocketChatAPI(f"http://127.0.0.1:{server.server_port}", BOT, PASSWORD)
+    try:
+        await api.post_message({"roomId": "R1", "text": "first"})
+        await asyncio.sleep(1.5)  # the quiet moment itself, not a wait for something
+        await api.post_message({"roomId": "R1", "text": "after a quiet moment"})
+    finally:
+        await api.aclose()
+        server.shutdown()
+        server.server_close()
+    assert _ClosingIdleConnections.posted == ["first", "after a quiet moment"]
