@@ -436,6 +436,22 @@ def test_a_credentials_file_mistake_names_the_line_of_the_key_or_channel(
     ]
 
 
+def test_a_misspelt_channel_name_is_named_with_its_line_and_the_channel_meant(
+    tmp_path: Path,
+) -> None:
+    """Before: "credentials.yml: Unknown channel 'callbak'. Built-in channels: ...", without
+    the line or the channel meant."""
+    from server.config import read_credentials
+
+    path = tmp_path / "credentials.yml"
+    path.write_text("rest:\n\ncallbak:\n  url: http://127.0.0.1:9/bot\n")
+    with pytest.raises(InvalidConfig) as raised:
+        load_channels(read_credentials(path), source=str(path))
+    assert str(raised.value).startswith(
+        f"{path}:3: Unknown channel 'callbak' (did you mean 'callback'?). Built-in channels: "
+    )
+
+
 @pytest.mark.parametrize(
     ("ssl", "server_url", "warned"),
     [
