@@ -2,7 +2,8 @@
 
 Logs in once, keeps the auth token, and logs in again when a call answers 401 (token
 expired or revoked). One pooled HTTP client, keeping no cookie; each call bounded as a whole
-by `timeout`, and not tried again after it (a post may have been made: see `_send`).
+by `timeout`, and not tried again after it: `chat.postMessage` is not idempotent, and a post
+that was only slow would show twice.
 """
 
 from __future__ import annotations
