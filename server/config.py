@@ -59,3 +59,39 @@ def read_endpoints(path: str | Path | None) -> dict[str, Any]:
 def read_credentials(path: str | Path | None) -> dict[str, Any]:
     """The channel sections of credentials.yml (channel name or class path → settings)."""
     return _read_sections(path, "credentials")
+
+
+def setting_lines(sections: dict[str, Any] | None) -> dict[str, Any]:
+    """The lines of the sections' keys and of their settings' keys, as JSON-able values: the
+    sections reach a worker (`--workers N`) through JSON, which keeps no lines."""
+    sections = sections or {}
+    return {
+        "sections": _lines_as_json(sections),
+        "settings": {
+            name: _lines_as_json(section)
+            for name, section in sections.items()
+            if isinstance(section, dict)
+        },
+    }
+
+
+def with_setting_lines(sections: dict[str, Any], lines: dict[str, Any]) -> dict[str, Any]:
+    """`sections` come through JSON, with the lines `setting_lines` gave of them again: a
+    worker's warning about a key named no line, and so was said again, not being word for
+    word the parent's (`server.logs.SaidAtStart`)."""
+    settings = lines.get("settings") or {}
+    result = _with_lines(sections, lines.get("sections") or {})
+    for name, section in sections.items():
+        if isinstance(section, dict):
+            result[name] = _with_lines(section, settings.get(name) or {})
+    return result
+
+
+def _lines_as_json(mapping: dict[Any, Any]) -> dict[str, int]:
+    return {str(key): n for key, n in (getattr(mapping, "key_lines", None) or {}).items()}
+
+
+def _with_lines(mapping: dict[Any, Any], lines: dict[str, int]) -> LineDict:
+    result = LineDict(mapping)
+    result.key_lines = {key: lines[str(key)] for key in mapping if str(key) in lines}
+    return result
