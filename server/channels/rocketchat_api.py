@@ -16,7 +16,6 @@ from urllib.parse import urljoin
 
 import httpx
 
-from server.dialogue.http_endpoint import KEEPALIVE_SECONDS
 from server.errors import ResponseTooLarge, first_line
 from server.http_bodies import ACCEPT_ENCODING, DEFAULT_MAX_RESPONSE_BYTES, read_within
 from server.http_clients import async_client_off_loop, cookie_jar_keeping_none, safe_url
@@ -87,13 +86,6 @@ class RocketChatAPI:
                 # answer's (a load balancer's, a proxy's session) went with every later post.
                 cookies=cookie_jar_keeping_none(),
                 headers={"Accept-Encoding": ACCEPT_ENCODING},  # what `read_within` decodes
-                # An idle connection kept 1 s: httpx's 5 s met Rocket.Chat's (Node's) own
-                # keep-alive timeout, and a post as it closed the connection was lost.
-                limits=httpx.Limits(
-                    max_connections=100,  # httpx's own limits otherwise
-                    max_keepalive_connections=20,
-                    keepalive_expiry=KEEPALIVE_SECONDS,
-                ),
             )
             if self._client is None:
                 self._client = client
