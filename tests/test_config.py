@@ -56,3 +56,20 @@ def test_a_misspelt_store_or_broker_setting_is_named_with_its_line(
         f"{path}: event_broker: unknown setting 'pth' on line 8 is not read (Rasa stops on it); "
         "did you mean 'path'?",
     ]
+
+
+def test_a_misspelt_redis_lock_store_setting_stops_the_start_naming_its_line(
+    tmp_path: Path,
+) -> None:
+    """Refused (as Rasa refuses it): before, without the line."""
+    from server.errors import InvalidConfig
+    from server.trackers.factory import create_lock_store
+
+    path = tmp_path / "endpoints.yml"
+    path.write_text("lock_store:\n  type: redis\n  url: localhost\n  key_prefx: bot1\n")
+    with pytest.raises(InvalidConfig) as raised:
+        create_lock_store(read_endpoints(path)["lock_store"], str(path))
+    assert str(raised.value).startswith(
+        f"{path}, section 'lock_store': unknown setting 'key_prefx' on line 4 (Rasa refuses "
+        "it too); the Redis lock store reads "
+    )

@@ -273,10 +273,12 @@ class RedisLockStore:
     process_local = False
 
     def __init__(self, config: dict[str, Any]) -> None:
-        unknown = [str(key) for key in config if key not in SETTINGS | ENDPOINT_SETTINGS]
+        unknown = [key for key in config if key not in SETTINGS | ENDPOINT_SETTINGS]
         if unknown:  # (before, ignored: a misspelt key_prefix shared another bot's locks)
+            line = (getattr(config, "key_lines", None) or {}).get(unknown[0])
             raise InvalidConfig(
-                f"unknown setting '{unknown[0]}' (Rasa refuses it too); the Redis lock store "
+                f"unknown setting '{unknown[0]}'{f' on line {line}' if line else ''} (Rasa "
+                "refuses it too); the Redis lock store "
                 f"reads {', '.join(sorted(SETTINGS - {'type'}))}"
             )
         self._redis = create_client(config, default_db=1)
