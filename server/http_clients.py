@@ -23,6 +23,17 @@ import httpx
 
 from server.errors import InvalidConfig
 
+# How long an idle connection is kept for the next call: less than common servers' own
+# keep-alive timeout (gunicorn 2 s; uvicorn, Node, Sanic, Apache 5 s). httpx's 5 s met
+# theirs, and a call as the server closed the connection got no answer (1 in 40 a second
+# apart, against 1 s): a post lost, a message left without an intent, a worker's push lost.
+KEEPALIVE_SECONDS = 1.0
+# httpx's own limits of connections, with that shorter life for an idle one: every outgoing
+# client's, unless it gives its own.
+DEFAULT_LIMITS = httpx.Limits(
+    max_connections=100, max_keepalive_connections=20, keepalive_expiry=KEEPALIVE_SECONDS
+)
+
 
 def _verify(verify: Any) -> Any:
     """`verify=True` as httpx reads it with `trust_env`: the CA bundle the environment names
@@ -83,21 +94,25 @@ async def async_client_off_loop(*, verify: Any = True, **options: Any) -> httpx.
 
 def async_client(*, verify: Any = True, **options: Any) -> httpx.AsyncClient:
     """An `httpx.AsyncClient` that takes no proxy from the environment (to be used on the
-    event loop's thread only: its SSL context is shared)."""
+    event loop's thread only: its SSL context is shared), keeping an idle connection
+    `KEEPALIVE_SECONDS` unless `limits` say otherwise."""
+    options.setdefault("limits", DEFAULT_LIMITS)
     return httpx.AsyncClient(trust_env=False, verify=_verify_on_loop(verify), **options)
 
 
 def sync_client(*, verify: Any = True, **options: Any) -> httpx.Client:
-    """An `httpx.Client` that takes no proxy from the environment."""
+    """An `httpx.Client` that takes no proxy from the environment, keeping an idle connection
+    `KEEPALIVE_SECONDS` unless `limits` say otherwise."""
+    options.setdefault("limits", DEFAULT_LIMITS)
     return httpx.Client(trust_env=False, verify=_verify(verify), **options)
 
 
 def cookie_jar_keeping_none() -> CookieJar:
     """A client's cookie jar that keeps no cookie. Rasa opens a session per call to an
-    action server, NLG server, callback, model server or Duckling, so a cookie an answer
-    sets is never sent back; a pooled client would send it with every later call, whatever
-    the conversation. (Rasa's NLU server client keeps one session, cookies and all: not
-    followed, see docs/differences-from-rasa.md.)"""
+    action server, NLG server, callback, model server or Duckling (its Rocket.Chat client
+    uses none), so a cookie an answer sets is never sent back; a pooled client would send
+    it with every later call, whatever the conversation. (Rasa's NLU server client keeps
+    one session, cookies and all: not followed, see docs/differences-from-rasa.md.)"""
     return CookieJar(DefaultCookiePolicy(allowed_domains=[]))
 
 

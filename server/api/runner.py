@@ -42,7 +42,12 @@ from server.api.tls import ssl_options
 from server.api.worker_files import run_beside
 from server.auth import AuthConfig, install_log_redaction
 from server.auth.config import jwt_audience
-from server.config import read_credentials, read_endpoints
+from server.config import (
+    read_credentials,
+    read_endpoints,
+    setting_lines,
+    with_setting_lines,
+)
 from server.errors import BotServerError, InvalidConfig, ModelNotFound
 from server.logs import SaidAtStart, announce, configure_logging, saying_once
 from server.models.local import resolve_local_model
@@ -158,7 +163,12 @@ def app_from_environment() -> FastAPI:
     raw = os.environ.get(SPEC_ENV)
     if not raw:
         raise RuntimeError(f"{SPEC_ENV} is not set: start workers with `botserver run`")
-    spec = RunSpec(**json.loads(raw))
+    fields = json.loads(raw)
+    lines = fields.pop("setting_lines", None) or {}
+    spec = RunSpec(**fields)
+    spec.endpoints = with_setting_lines(spec.endpoints, lines.get("endpoints") or {})
+    if spec.credentials is not None:
+        spec.credentials = with_setting_lines(spec.credentials, lines.get("credentials") or {})
 
     # A list once through JSON.
     syslog = (spec.syslog[0], int(spec.syslog[1]), spec.syslog[2]) if spec.syslog else None
@@ -513,7 +523,13 @@ def run_server(args: argparse.Namespace) -> int:
         with saying_once(said):
             build_app(spec.options())
         _check_a_model_can_come(spec)
-        os.environ[SPEC_ENV] = json.dumps(asdict(spec), default=str)
+        fields = asdict(spec)
+        # Beside the settings, their lines, which JSON does not keep (warnings name them).
+        fields["setting_lines"] = {
+            "endpoints": setting_lines(spec.endpoints),
+            "credentials": setting_lines(spec.credentials),
+        }
+        os.environ[SPEC_ENV] = json.dumps(fields, default=str)
         os.environ[SAID_ENV] = json.dumps(sorted(said.said))
         inspector = f" (inspector: {spec.listen_url}/inspect)" if spec.enable_api else ""
         logger.info("botserver %s is starting %d workers", __version__, args.workers)
