@@ -69,7 +69,7 @@ def test_a_misspelt_redis_lock_store_setting_stops_the_start_naming_its_line(
     path.write_text("lock_store:\n  type: redis\n  url: localhost\n  key_prefx: bot1\n")
     with pytest.raises(InvalidConfig) as raised:
         create_lock_store(read_endpoints(path)["lock_store"], str(path))
-    assert str(raised.value).startswith(
+    assert str(raised.value) == (
         f"{path}, section 'lock_store': unknown setting 'key_prefx' on line 4 (Rasa refuses "
-        "it too); the Redis lock store reads "
+        "it too); did you mean 'key_prefix'?"
     )
