@@ -359,7 +359,29 @@ class SqlTrackerStore:
         with self._map_errors():
             await self._db.ping()
 
+    async def setup_done(self, timeout: float) -> bool:
+        migration = self._migration
+        if migration is None or migration.done():
+            return True
+        logger.info("Waiting up to %.0f s for %s", timeout, self._migration_name())
+        await asyncio.wait([migration], timeout=timeout)
+        return migration.done()
+
+    def _migration_name(self) -> str:
+        return f"the schema migration of {self._dependency}"
+
     async def close(self) -> None:
+        migration = self._migration
+        if migration is not None and not migration.done():
+            # Its connection is dropped: PostgreSQL and SQLite undo it whole (one
+            # transaction); every revision looks before it changes anything, so MySQL's,
+            # whose changes commit one by one, goes on from where it stopped.
+            logger.warning(
+                "Stopping with %s unfinished: it is given up, and the next start runs it "
+                "again",
+                self._migration_name(),
+            )
+            migration.cancel()
         await self._db.close()
         await self._engine.dispose()
 

@@ -485,3 +485,53 @@ async def test_processes_starting_together_on_an_earlier_sqlite_table_all_serve(
             assert process.returncode == 0, err.decode()[-800:]
             assert int(out) == len(SESSION_SHAPES)
         await load_every_shape(config)
+
+
+async def test_a_postgres_migration_cut_short_by_a_silent_network_is_undone_by_the_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The database fell silent in the middle of the first-use migration, and the process
+    gave it up (its stop). Before, PostgreSQL kept the half-done migration's session, idle in
+    its transaction, for as long as the connection stayed open (hours through a silent
+    network): its lock held every later start's migration. Now the server ends it after
+    MIGRATION_IDLE_SECONDS (1 s here), undoing it, and the next start migrates."""
+    import asyncpg
+
+    from bench.tcp_proxy import SilentFrom
+    from server.trackers import sql_schema
+    from tests.loop_lag import paced
+    from tests.trackers.persistence_fixtures import POSTGRES, postgres_database
+
+    monkeypatch.setattr(sql_schema, "MIGRATION_IDLE_SECONDS", 1)
+    async with postgres_database() as config:
+        proxy = SilentFrom(POSTGRES, b"ix_events_session_start_action")  # in revision 0002
+        await proxy.restore()
+        cut_short = create_tracker_store({**config, "url": "127.0.0.1", "port": proxy.port})
+        admin = await asyncpg.connect(host=POSTGRES[0], port=POSTGRES[1], user="postgres")
+        try:
+            first_use = asyncio.create_task(cut_short.ping())
+            await asyncio.wait_for(proxy.triggered.wait(), 30)
+            await cut_short.close()
+            in_transaction = (
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND state LIKE "
+                "'idle in transaction%'"
+            )
+            deadline = time.monotonic() + 1 + paced(5, below=30)
+            while await admin.fetchval(in_transaction, config["db"]):
+                assert time.monotonic() < deadline, "the half-done migration's session stayed"
+                await asyncio.sleep(0.1)
+            restarted = create_tracker_store(config)
+            try:
+                await restarted.append("s", [user("hi", 1.0)])
+                assert [e["text"] for e in await restarted.load("s") or []] == ["hi"]
+            finally:
+                await restarted.close()
+            async with connect(config) as conn:
+                names = await conn.run_sync(lambda c: inspect(c).get_indexes("events"))
+            assert PARTIAL <= {index["name"] for index in names}
+        finally:
+            proxy.silent = False
+            await proxy.cut()
+            await admin.close()
+            with contextlib.suppress(BaseException):
+                await first_use

@@ -13,6 +13,7 @@ VERSION_TABLE = "botserver_alembic_version"
 
 connection = context.config.attributes["connection"]
 lock_seconds = context.config.attributes.get("mysql_lock_seconds", 60)
+idle_seconds = context.config.attributes.get("idle_seconds", 60)
 context.configure(connection=connection, version_table=VERSION_TABLE)
 
 with context.begin_transaction():
@@ -22,6 +23,12 @@ with context.begin_transaction():
         # Before, both read the old revision and the second failed to record the new one.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
     if connection.dialect.name == "postgresql":
+        # A migration whose client fell silent mid-way (the network, a process stopped
+        # meanwhile) is ended by the server, undone, and its lock below released: it held
+        # the next start's migration for as long as the server kept the session.
+        connection.execute(
+            text(f"SET LOCAL idle_in_transaction_session_timeout = {round(idle_seconds * 1000)}")
+        )
         # Two processes starting together must not both create the table.
         connection.execute(text("SELECT pg_advisory_xact_lock(7314206)"))
         if connection.execute(text("SELECT current_schema()")).scalar() is None:
