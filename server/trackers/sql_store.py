@@ -625,6 +625,11 @@ def _raise_mapped(
     exc: BaseException, url: URL, driver_errors: tuple[type[BaseException], ...], dependency: str
 ) -> None:
     """Raises ours for a database error `exc` (from it); returns for any other exception."""
+    where = f"The tracker store ({describe(url)})"
+    if isinstance(exc, StoreUnavailable) and not exc.dependency:
+        # Raised where the store is not known (a migration's lock): said as the others are.
+        reason = str(exc)
+        raise StoreUnavailable(f"{where} is unavailable: {reason}", dependency, reason) from exc
     if isinstance(exc, BotServerError):
         return
     if isinstance(exc, driver_errors):
@@ -638,7 +643,6 @@ def _raise_mapped(
     reason = first_line(
         getattr(exc, "orig", None) or exc, default=f"{type(exc).__name__} (no answer)"
     )
-    where = f"The tracker store ({describe(url)})"
     if kind is UNAVAILABLE:
         raise StoreUnavailable(f"{where} is unavailable: {reason}", dependency, reason) from exc
     if kind is REFUSED_DATA:

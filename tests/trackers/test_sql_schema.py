@@ -428,6 +428,39 @@ async def test_a_mysql_migration_that_cannot_get_the_lock_fails_instead_of_runni
             await store.close()
 
 
+async def test_a_postgres_migration_that_cannot_get_the_lock_says_which_lock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another session holds the migration lock past SQL_LOCK_TIMEOUT (a migration left
+    mid-way, until PostgreSQL ends it). Before, the request answered `canceling statement
+    due to lock timeout`, after three attempts (30 s by default)."""
+    import asyncpg
+
+    from server.errors import StoreUnavailable
+    from tests.trackers.persistence_fixtures import POSTGRES, postgres_database
+
+    monkeypatch.setenv("SQL_LOCK_TIMEOUT", "1")
+    async with postgres_database() as config:
+        holder = await asyncpg.connect(
+            host=POSTGRES[0], port=POSTGRES[1], user="postgres", database=config["db"]
+        )
+        store = create_tracker_store(config)
+        try:
+            async with holder.transaction():
+                await holder.execute("SELECT pg_advisory_xact_lock(7314206)")
+                with pytest.raises(StoreUnavailable) as refused:
+                    await store.ping()
+            assert refused.value.reason.startswith(
+                "another session held the schema migration lock (pg_advisory_xact_lock"
+                "(7314206)) for 1 s (SQL_LOCK_TIMEOUT)"
+            ), refused.value
+            assert str(refused.value).startswith("The tracker store (postgresql at ")
+            await store.ping()  # the next request migrates
+        finally:
+            await holder.close()
+            await store.close()
+
+
 # A serving process: opens the store at the agreed moment, then lists its conversations.
 # With a pause, it waits that long after alembic has read the schema's revision (the
 # moment another process's migration can slip in).

@@ -6,8 +6,10 @@ import os
 
 from alembic import context
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from server.errors import StoreUnavailable
+from server.trackers.sql_engine import lock_timeout_seconds
 
 VERSION_TABLE = "botserver_alembic_version"
 
@@ -30,7 +32,18 @@ with context.begin_transaction():
             text(f"SET LOCAL idle_in_transaction_session_timeout = {round(idle_seconds * 1000)}")
         )
         # Two processes starting together must not both create the table.
-        connection.execute(text("SELECT pg_advisory_xact_lock(7314206)"))
+        try:
+            connection.execute(text("SELECT pg_advisory_xact_lock(7314206)"))
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_timeout: not another
+                raise
+            # Said as MySQL's, and not retried: the next request tries again.
+            raise StoreUnavailable(
+                f"another session held the schema migration lock (pg_advisory_xact_lock"
+                f"(7314206)) for {lock_timeout_seconds():g} s (SQL_LOCK_TIMEOUT): another "
+                f"process's migration, or one a process left mid-way, which PostgreSQL ends "
+                f"{idle_seconds:g} s after it went quiet"
+            ) from None
         if connection.execute(text("SELECT current_schema()")).scalar() is None:
             # No schema of the search path exists: say which, as Rasa does, rather than
             # PostgreSQL's "no schema has been selected to create in".
