@@ -377,8 +377,7 @@ class SqlTrackerStore:
             # transaction); every revision looks before it changes anything, so MySQL's,
             # whose changes commit one by one, goes on from where it stopped.
             logger.warning(
-                "Stopping with %s unfinished: it is given up, and the next start runs it "
-                "again",
+                "Stopping with %s unfinished: it is given up, and the next start runs it again",
                 self._migration_name(),
             )
             migration.cancel()
