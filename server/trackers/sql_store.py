@@ -264,7 +264,7 @@ class SqlTrackerStore:
         self.url = url
         self._dependency = dependency(url, "the tracker store")
         self._login_db = login_db
-        # The schema's set-up gets an engine of its own, in its thread (`migrate`);
+        # The schema's set-up gets an engine of its own, on the set-up loop (`migrate`);
         # PostgreSQL's runs unprepared (a pooler in transaction mode carries it), and the
         # store's own pool runs the turns. MySQL's turns run on this one; made for every
         # database, so its settings are checked at start.
@@ -335,7 +335,7 @@ class SqlTrackerStore:
             self._ready = True
 
     async def _migrated(self) -> None:
-        """The schema's migration, which runs in a thread: a caller that gives up (a
+        """The schema's migration, which runs on the set-up loop: a caller that gives up (a
         readiness probe's timeout) does not stop it, so the next caller joins the attempt
         under way instead of queueing another behind it (one at a time per process): on a
         database host that never answers, each probe given up added a connect timeout to the
