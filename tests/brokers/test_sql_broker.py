@@ -523,6 +523,42 @@ async def test_a_postgres_broker_on_a_direct_connection_keeps_its_prepared_state
     assert not [r for r in caplog.records if "pooler" in r.getMessage()]
 
 
+async def test_a_postgres_broker_whose_statement_is_gone_from_the_backend_moves_to_unprepared(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Behind a pooler in transaction mode, the broker's insert, prepared by name on one
+    server backend, is sent to another, where PostgreSQL knows no statement of that name
+    (26000). Staged on a direct connection: the statements gone (DEALLOCATE ALL, as on
+    another backend). The events go out at once, unprepared, the log saying so once; before
+    the pooler's answer was handled, they waited for the delivery's retry (30 s here)."""
+    caplog.set_level(logging.WARNING)
+    async with postgres_database() as config:
+        broker = SqlEventBroker({**config, "table_name": "my_events", "retry_delay_in_seconds": 30})
+        try:
+            await broker.publish("alice", events(1))
+            assert await broker.flush(timeout=5)
+            async with broker._engine.connect() as conn:
+                assert await conn.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE 'INSERT%'"
+                    )
+                )
+                await conn.execute(text("DEALLOCATE ALL"))
+            await broker.publish("bob", events(2))
+            assert await broker.flush(timeout=paced(5, below=20))
+            assert [row["sender_id"] for row in await stored_rows(broker)] == [
+                "alice",
+                "bob",
+                "bob",
+            ]
+        finally:
+            await broker.close()
+    assert not [r.getMessage() for r in caplog.records if "delivery failed" in r.getMessage()]
+    said = [r.getMessage() for r in caplog.records if "through a pooler" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "HINT" not in said[0] and "sqlalche.me" not in said[0]
+
+
 async def test_a_postgres_brokers_connections_keep_their_lock_timeout(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
