@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.trackers.session_start import ACTION_SESSION_START
 from server.trackers.setup_loop import on_setup_loop
+from server.trackers.silence import SilenceWatch
+from server.trackers.sql_engine import connects
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -49,10 +51,10 @@ SESSION_START_WHERE = f"({SESSION_STARTED_WHERE} OR ({SESSION_ACTION_WHERE}))"
 MYSQL_MIGRATION_LOCK_SECONDS = 60
 
 
-# How long a PostgreSQL migration's session may sit idle inside its transaction before the
-# server ends it (and undoes it): its client stopped mid-way (a silent network, a process
-# stopped without a word). Its locks held the next start's migration until then; a live
-# migration is idle only between its statements, for milliseconds.
+# How long a migration's session may sit idle before the server ends it (PostgreSQL's in its
+# transaction, and undoes it; MySQL's wait_timeout): its client stopped mid-way (a silent
+# network, a process stopped without a word). Its locks held the next start's migration until
+# then; a live migration is idle only between its statements, for milliseconds.
 MIGRATION_IDLE_SECONDS = 60
 
 
@@ -91,11 +93,17 @@ async def _migrate_one_at_a_time(make_engine: Callable[[], AsyncEngine], attempt
 
 
 async def _migrate(engine: AsyncEngine, attempts: int) -> None:
+    # Watched as the store's statements are: a database that stops answering mid-way gives
+    # the migration up (DatabaseSilent, a 503 that says so) rather than hold the request,
+    # and every turn behind it, until the network drops the connection; one only slow (an
+    # index on a large table, another process's migration holding the lock) goes on.
+    silence = SilenceWatch(connects(engine.url))
     try:
         for attempt in range(attempts):
             try:
-                async with engine.begin() as conn:
-                    await conn.run_sync(_upgrade)
+                with silence():
+                    async with engine.begin() as conn:
+                        await conn.run_sync(_upgrade)
                 return
             except DBAPIError as exc:
                 # Another process may have created the table between our check and our CREATE.
@@ -103,6 +111,7 @@ async def _migrate(engine: AsyncEngine, attempts: int) -> None:
                     raise
                 await asyncio.sleep(0.2 * (attempt + 1))
     finally:
+        silence.close()
         await engine.dispose()
 
 

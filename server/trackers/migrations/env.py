@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 from alembic import context
@@ -56,6 +57,10 @@ with context.begin_transaction():
                 else f"no schema of the search_path ({path}) exists in the database"
             )
     if connection.dialect.name == "mysql":
+        # As PostgreSQL's above: a session whose client fell silent mid-way is ended by the
+        # server, and its lock released (its default wait_timeout is 8 hours). The engine is
+        # the migration's own, disposed of after it: the setting goes with its sessions.
+        connection.execute(text(f"SET SESSION wait_timeout = {max(1, math.ceil(idle_seconds))}"))
         got = connection.execute(
             text("SELECT GET_LOCK('botserver_migrations', :seconds)"), {"seconds": lock_seconds}
         ).scalar()
@@ -69,5 +74,8 @@ with context.begin_transaction():
     try:
         context.run_migrations()
     finally:
-        if connection.dialect.name == "mysql":
+        # (Not on a connection given up mid-way, a silent database's: the lock goes with it,
+        # and the statement's error, "Can't reconnect until invalid transaction is rolled
+        # back", took the place of the reason.)
+        if connection.dialect.name == "mysql" and not connection.invalidated:
             connection.execute(text("SELECT RELEASE_LOCK('botserver_migrations')"))
