@@ -553,12 +553,7 @@ async def test_a_postgres_migration_cut_short_by_a_silent_network_is_undone_by_t
             while await admin.fetchval(in_transaction, config["db"]):
                 assert time.monotonic() < deadline, "the half-done migration's session stayed"
                 await asyncio.sleep(0.1)
-            restarted = create_tracker_store(config)
-            try:
-                await restarted.append("s", [user("hi", 1.0)])
-                assert [e["text"] for e in await restarted.load("s") or []] == ["hi"]
-            finally:
-                await restarted.close()
+            await a_new_start_serves(config)
             async with connect(config) as conn:
                 names = await conn.run_sync(lambda c: inspect(c).get_indexes("events"))
             assert PARTIAL <= {index["name"] for index in names}
@@ -651,15 +646,20 @@ async def test_a_mysql_migration_cut_short_by_a_silent_network_frees_its_lock(
                     break
                 assert time.monotonic() < deadline, "the half-done migration kept its lock"
                 await asyncio.sleep(0.1)
-            restarted = create_tracker_store(config)
-            try:
-                await restarted.append("s", [user("hi", 1.0)])
-                assert [e["text"] for e in await restarted.load("s") or []] == ["hi"]
-            finally:
-                await restarted.close()
+            await a_new_start_serves(config)
         finally:
             proxy.silent = False
             await proxy.cut()
             admin.close()
             with contextlib.suppress(BaseException):
                 await first_use
+
+
+async def a_new_start_serves(config: dict[str, Any]) -> None:
+    """A new store on `config` (the next start) migrates, stores and loads."""
+    restarted = create_tracker_store(config)
+    try:
+        await restarted.append("s", [user("hi", 1.0)])
+        assert [e["text"] for e in await restarted.load("s") or []] == ["hi"]
+    finally:
+        await restarted.close()
