@@ -89,7 +89,19 @@ async def async_client_off_loop(*, verify: Any = True, **options: Any) -> httpx.
     """`async_client`, built in a thread: the first client of a process loads the CA bundle,
     27-42 ms of CPU that would hold every conversation if a client made while serving (a
     callback, the first call to an action server or Rocket.Chat) were built on the loop."""
-    return await asyncio.to_thread(async_client, verify=verify, **options)
+    return await asyncio.to_thread(_async_client_and_backend, verify=verify, **options)
+
+
+def _async_client_and_backend(**options: Any) -> httpx.AsyncClient:
+    """`async_client`, and the network backend httpcore imports at a process's first
+    connection (anyio's asyncio backend, its sockets and TLS streams: 13 modules, which the
+    first call to an action server imported on the loop, 5,300 calls there)."""
+    import anyio._backends._asyncio  # noqa: F401
+    import anyio._core._sockets  # noqa: F401
+    import anyio.streams.tls  # noqa: F401
+    import httpcore._backends.anyio  # noqa: F401
+
+    return async_client(**options)
 
 
 def async_client(*, verify: Any = True, **options: Any) -> httpx.AsyncClient:

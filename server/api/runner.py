@@ -54,6 +54,7 @@ from server.models.local import resolve_local_model
 from server.models.remote_storage import STORAGES, check_storage_settings
 from server.outages import flush_repeats
 from server.trackers.factory import DEFAULT_TRACKER_STORE, create_lock_store, create_tracker_store
+from server.trackers.store import SetsUpOnFirstUse
 from server.training.yaml_io import read_yaml_file
 from server.worker_claims import first_to_say, mark_stopped
 
@@ -233,6 +234,9 @@ def _serve_lifecycle(app: FastAPI, listen_url: str, options: ServerOptions) -> N
                 )
             yield state
             await _finish_turns(turns)
+            store = app.state.tracker_store
+            if isinstance(store, SetsUpOnFirstUse):  # what is left of the period, if any
+                await store.setup_done(seconds_left(GRACEFUL_SHUTDOWN_SECONDS))
             flush_repeats()  # the last windows' counts (busy conversations, clients gone)
         # And those of what failed as the stores closed: background turns cancelled, their
         # locks' releases (before, with Redis away, lost after the first line).
