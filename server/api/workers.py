@@ -48,7 +48,8 @@ STOP_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
 )
 _PR_SET_PDEATHSIG = 1
-# A worker that dies this soon after its start counts as a quick death (restart_delay).
+# A worker that dies this soon after its start, or before it serves, counts as a quick death
+# (restart_delay).
 STABLE_SECONDS = 10.0
 MAX_RESTART_DELAY = 30.0
 SPREADS_CONNECTIONS = sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
@@ -175,7 +176,8 @@ class Supervisor:
         self.workers: list[BaseProcess] = []
         self.ready: list[Event] = []
         self.started_at: list[float] = []
-        self.quick_deaths: list[int] = []  # in a row, each within STABLE_SECONDS of its start
+        # In a row, each before it served or within STABLE_SECONDS of its start.
+        self.quick_deaths: list[int] = []
         self.restart_at: list[float | None] = []  # a replacement waiting out its back-off
         self.stopping = threading.Event()
 
@@ -259,7 +261,9 @@ class Supervisor:
                     worker.exitcode,
                 )
                 return True
-            quick = now - self.started_at[slot] < STABLE_SECONDS
+            # One that never served died starting, however long its start took (a slow host,
+            # a big model): counted from its start alone, such deaths never began the back-off.
+            quick = not self.ready[slot].is_set() or now - self.started_at[slot] < STABLE_SECONDS
             self.quick_deaths[slot] = self.quick_deaths[slot] + 1 if quick else 0
             delay = restart_delay(self.quick_deaths[slot])
             logger.warning(
@@ -267,8 +271,8 @@ class Supervisor:
                 slot,
                 worker.pid,
                 worker.exitcode,
-                f" in {delay:g} s ({self.quick_deaths[slot]} deaths in a row, each within "
-                f"{STABLE_SECONDS:g} s of its start)"
+                f" in {delay:g} s ({self.quick_deaths[slot]} deaths in a row, each before it "
+                f"served or within {STABLE_SECONDS:g} s of its start)"
                 if delay
                 else "",
             )
