@@ -370,7 +370,7 @@ def test_a_worker_killed_at_every_start_is_restarted_with_a_back_off(tmp_path: P
     reader.start()
     # Waited for, not slept for: on a loaded machine a start took long enough that only 3
     # fitted in a fixed 6 s.
-    grown_in_time = grown.wait(60)
+    grown_in_time = grown.wait(120)
     starts = len((tmp_path / "starts").read_text())
     server.send_signal(signal.SIGTERM)
     server.wait(timeout=15)
