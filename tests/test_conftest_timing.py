@@ -128,7 +128,8 @@ def _read(path: Path) -> tuple[ast.Module, _Source]:
             helpers[node.name] = node
             for decorator in node.decorator_list:
                 text = ast.unparse(decorator)
-                if "fixture" not in text:
+                called = decorator.func if isinstance(decorator, ast.Call) else decorator
+                if not ast.unparse(called).endswith("fixture"):  # not usefixtures
                     continue
                 name = node.name
                 if isinstance(decorator, ast.Call):
