@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import io
+import re
 import subprocess
 import sys
 import tokenize
@@ -104,6 +105,23 @@ def test_only_a_timing_test_s_failed_assertion_runs_again(tmp_path: Path) -> Non
 # What bounds a time in a test (tests/loop_lag.py): a loop hold, or a wall-clock bound at the
 # host's pace.
 _TIME_BOUNDS = {"loop_hold", "paced", "host_slowness", "host_crowding"}
+# A bare wall-clock bound: `assert <a time> < 5` (or <=), the time read off a clock or named
+# in seconds (a report's "first_200_after_restore_s"), the bound a number.
+_A_TIME = re.compile(r"monotonic|perf_counter|seconds|elapsed|_s\b")
+
+
+def _bare_bound(node: ast.AST) -> bool:
+    if not (isinstance(node, ast.Assert) and isinstance(node.test, ast.Compare)):
+        return False
+    compare = node.test
+    return (
+        all(isinstance(op, (ast.Lt, ast.LtE)) for op in compare.ops)
+        and all(
+            isinstance(bound, ast.Constant) and type(bound.value) in (int, float)
+            for bound in compare.comparators
+        )
+        and _A_TIME.search(ast.unparse(compare.left)) is not None
+    )
 
 
 @dataclass
@@ -159,8 +177,10 @@ def _calls(node: ast.AST) -> Iterator[str]:
 
 def _bounds_a_time(node: ast.AST, source: _Source, seen: set[str]) -> bool:
     """Whether `node` bounds a time: calls a bound of tests/loop_lag.py, or a helper of its
-    module that does, or holds a comment saying its bound is not paced."""
+    module that does, holds a comment saying its bound is not paced, or a bare bound."""
     if any(node.lineno <= line <= (node.end_lineno or 0) for line in source.unpaced):  # type: ignore[attr-defined]
+        return True
+    if any(_bare_bound(inner) for inner in ast.walk(node)):
         return True
     for name in _calls(node):
         if name in _TIME_BOUNDS:
@@ -313,4 +333,36 @@ def test_a_time_bounded_in_a_fixture_asks_for_the_mark_too(tmp_path: Path) -> No
         "test_asks_for_a_bounding_fixture: not marked",
         "test_asks_for_one_that_asks_for_one: not marked",
         "test_uses_a_bounding_fixture_of_its_module: not marked",
+    ], wrong
+
+
+BARE_BOUNDS = """
+import time
+
+
+def test_a_report_s_time(report: dict) -> None:
+    assert report["outage"]["first_200_after_restore_s"] < 5
+
+
+def test_a_clock(started: float) -> None:
+    assert time.monotonic() - started <= 2.5
+
+
+def test_a_count_is_no_time(report: dict) -> None:
+    assert len(report["errors"]) < 5
+    assert report["seconds_waited"] == 0
+"""
+
+
+def test_a_bare_wall_clock_bound_asks_for_the_mark(tmp_path: Path) -> None:
+    """A time bounded by a bare number fails on a burst of load as any other: before, the
+    check saw only the bounds of tests/loop_lag.py and "not paced" comments, and four such
+    bounds in tests/scale/test_outages_under_load.py were neither paced nor marked."""
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    (tests / "test_bare.py").write_text(BARE_BOUNDS)
+    wrong = misplaced_timing_marks(tests)
+    assert [line.split(" ", 1)[1] for line in wrong] == [
+        "test_a_report_s_time: not marked",
+        "test_a_clock: not marked",
     ], wrong
