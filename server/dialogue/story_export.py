@@ -11,12 +11,18 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import yaml
 
 from server.errors import InvalidProjectFile
-from server.nlu.training_data import annotations_of, message_markup
+from server.nlu.training_data import (
+    EntityAnnotation,
+    annotated_text,
+    annotations_of,
+    message_markup,
+)
 from server.trackers.events import (
     ACTION_LISTEN,
     ACTION_SESSION_START,
@@ -29,7 +35,7 @@ from server.trackers.events import (
     UserUttered,
 )
 from server.trackers.tracker import Tracker
-from server.training.nlu_yaml import parse_annotated_text
+from server.training.nlu_yaml import markup_cuts, parse_annotated_text
 from server.yaml_scalars import SafeDumper12
 
 STORY_FORMAT_VERSION = "3.1"
@@ -110,18 +116,40 @@ def story_intent(event: UserUttered) -> str | None:
 def user_markup(text: str, entities: list[Any]) -> str | None:
     """The user's text in entity markup, as a story reads it back; None when it cannot be
     written: text that looks like markup but is not (`[a]{c}`), which a story reader refuses
-    (Rasa's writer fails on it). A text with no entities whose brackets read as markup is
-    written as Rasa writes it, with that markup taken off (`see [this](link)`: `see this`):
-    as it is, it would read back as another text with an entity the message never had."""
+    (Rasa's writer fails on it). Brackets that read as markup the message's entities did not
+    give are taken off, as Rasa writes a text without entities (`see [this](link)`: `see
+    this`), and the entities marked up on the text left: as it is, it would read back as
+    another text with an entity the message never had (no escape exists)."""
     written = message_markup(text, entities)
+    if written == text and text.lstrip().startswith("/"):
+        return written
+    annotations = annotations_of(entities)
     try:
-        plain, _ = parse_annotated_text(written)
-        if written != plain and written == text and not annotations_of(entities):
-            written = plain
-            parse_annotated_text(written)
-    except InvalidProjectFile:
+        cuts = markup_cuts(text)
+        if cuts:
+            parse_annotated_text(text)  # refuses what is no markup either (`[a]{c}`)
+            text, annotations = _markup_taken_off(text, cuts, annotations)
+            written = annotated_text(text, annotations)
+        plain, found = parse_annotated_text(written)
+    except (InvalidProjectFile, ValueError):
         return None
-    return written
+    return written if plain == text and len(found) <= len(annotations) else None
+
+
+def _markup_taken_off(
+    text: str, cuts: list[tuple[int, int]], annotations: list[EntityAnnotation]
+) -> tuple[str, list[EntityAnnotation]]:
+    """`text` without its `cuts`, and `annotations` moved onto the text left; ValueError when
+    one overlaps a cut (its span would lose some of its text)."""
+    moved: list[EntityAnnotation] = []
+    for entity in annotations:
+        if any(start < entity.end and entity.start < end for start, end in cuts):
+            raise ValueError(f"entity {entity.entity!r} overlaps look-alike markup")
+        shift = sum(end - start for start, end in cuts if end <= entity.start)
+        moved.append(replace(entity, start=entity.start - shift, end=entity.end - shift))
+    kept_from = [0, *(end for _, end in cuts)]
+    kept_to = [*(start for start, _ in cuts), len(text)]
+    return "".join(text[a:b] for a, b in zip(kept_from, kept_to, strict=True)), moved
 
 
 def _step_lines(event: Event, by_text: set[int]) -> list[str]:

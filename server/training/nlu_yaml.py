@@ -355,6 +355,16 @@ def parse_annotated_text(
     return "".join(pieces), entities
 
 
+def markup_cuts(raw: str) -> list[tuple[int, int]]:
+    """The stretches of `raw` that `parse_annotated_text` takes off, in order: each
+    annotation's `[` and its `](...)`, `]{...}` or `][...]`."""
+    return [
+        cut
+        for opening, closing, match in _annotations(raw)
+        for cut in ((opening, opening + 1), (closing, match.end()))
+    ]
+
+
 def _annotations(raw: str) -> Iterator[tuple[int, int, re.Match[str]]]:
     """Each annotation's `[` and `]` and its markup, as `\\[[^\\]]+\\]` and `_MARKUP` would
     find them (the leftmost first), in time linear in `raw`'s length: that regex searched the

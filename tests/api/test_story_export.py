@@ -376,3 +376,21 @@ def test_a_story_until_a_time_is_each_session_as_it_was_then_as_in_rasa() -> Non
     assert (
         yaml.safe_load(conversation_story(lone, all_sessions=True))["stories"][0]["story"] == "u1"
     )
+
+
+def test_a_text_with_markup_like_brackets_and_entities_reads_back_with_its_entities() -> None:
+    """A message with real entities whose text also holds brackets that read as markup is
+    written as one without entities is (the look-alike markup taken off, `see this`), its
+    entities marked up on the text left. Before, the look-alike was written as it was and
+    read back as one more entity (`link`), which the message never had."""
+    text = "see [this](link) in Berlin"
+    city = {"entity": "city", "start": 20, "end": 26, "value": "Berlin"}
+    parse_data = {"intent": {"name": "inform"}, "entities": [city]}
+    events = [ActionExecuted(action_name="action_listen"), UserUttered(text, parse_data)]
+    story = conversation_story(Tracker("u1", {}, events))
+    [step] = read_story_data(parse_yaml(story), "story.yml")
+    [read] = [e for e in step.events if isinstance(e, UserUttered)]
+    assert read.text == "see this in Berlin"
+    assert [(e["entity"], e["value"], read.text[e["start"] : e["end"]]) for e in read.entities] == [
+        ("city", "Berlin", "Berlin")
+    ]
