@@ -394,3 +394,18 @@ def test_a_text_with_markup_like_brackets_and_entities_reads_back_with_its_entit
     assert [(e["entity"], e["value"], read.text[e["start"] : e["end"]]) for e in read.entities] == [
         ("city", "Berlin", "Berlin")
     ]
+
+
+def test_a_lone_session_started_begins_a_story_where_the_tracker_begins_its_session() -> None:
+    """A `session_started` with no `action_session_start` before it (as `POST
+    …/tracker/events` may append) begins a session for every part of botserver (the
+    tracker, the action server, the stores), and so a story. Rasa splits `all_sessions`
+    only at `action_session_start`, while its SQL store's last session begins at the
+    `session_started`: in botserver both views agree (docs/differences-from-rasa.md)."""
+    after = UserUttered(text="again", parse_data={"intent": {"name": "greet"}}, timestamp=300.0)
+    tracker = Tracker("u1", {}, [*_session(100.0, "hi"), SessionStarted(timestamp=299.0), after])
+    last = yaml.safe_load(conversation_story(tracker))["stories"]
+    assert last == [{"story": "u1", "steps": [{"intent": "greet", "user": "again"}]}]
+    assert tracker.current_session_events()[0] == SessionStarted(timestamp=299.0)
+    every = yaml.safe_load(conversation_story(tracker, all_sessions=True))["stories"]
+    assert [s["story"] for s in every] == ["u1, story 1", "u1, story 2"]
