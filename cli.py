@@ -1208,7 +1208,7 @@ def cmd_convert_nlu(args: argparse.Namespace) -> int:
     out = Path(args.out)
     _check_output_dir(output_path(out, Path(args.data[0]), args.format).parent, "--out")
     converted = convert_nlu(args.data, out, args.format)
-    print(f"Wrote {converted.examples} examples to {converted.path}.")
+    print(f"Wrote {how_many(converted.examples, 'example')} to {converted.path}.")
     return 0
 
 
@@ -1321,7 +1321,8 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     drawn = graph_dot(graph) if out.suffix.lower() == ".dot" else graph_html(graph)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(drawn, encoding="utf-8")
-    print(f"Wrote the graph of {len(graph.nodes)} nodes and {len(graph.edges)} edges to {out}.")
+    nodes, edges = how_many(len(graph.nodes), "node"), how_many(len(graph.edges), "edge")
+    print(f"Wrote the graph of {nodes} and {edges} to {out}.")
     return 0
 
 

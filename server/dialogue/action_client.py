@@ -22,6 +22,7 @@ from server.errors import (
     InvalidEvent,
     ResponseTooLarge,
     first_line,
+    how_many,
 )
 from server.trackers.events import BotUttered, event_from_dict
 from server.trackers.incoming import check_incoming_events
@@ -57,9 +58,9 @@ def validate_action_result(action_name: str, result: Any) -> dict[str, list[dict
         raise ActionError(f"Custom action '{action_name}': 'events' and 'responses' must be lists")
     if len(events) > MAX_ANSWER_ITEMS or len(responses) > MAX_ANSWER_ITEMS:
         raise ActionError(
-            f"Custom action '{action_name}': the action server answered {len(events)} events "
-            f"and {len(responses)} responses, more than the {MAX_ANSWER_ITEMS} of each a turn "
-            f"takes"
+            f"Custom action '{action_name}': the action server answered "
+            f"{how_many(len(events), 'event')} and {how_many(len(responses), 'response')}, "
+            f"more than the {MAX_ANSWER_ITEMS} of each a turn takes"
         )
     if any(isinstance(event, dict) and event.get("event") == "topic" for event in events):
         # Rasa 1's TopicSet: Rasa reads a stored one as nothing, with a warning (from an

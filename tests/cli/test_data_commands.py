@@ -193,6 +193,18 @@ def test_convert_writes_texts_ending_in_a_line_break_as_they_read_back(
     ]
 
 
+def test_convert_counts_the_examples_left_out_in_good_english(run_cli, tmp_path: Path) -> None:
+    """An example without an intent has no place in Rasa 3 YAML; the warning counts them.
+    Before: "1 examples have no intent"."""
+    examples = [{"text": "hello", "intent": "greet"}, {"text": "what"}]
+    (tmp_path / "in.json").write_text(json.dumps({"rasa_nlu_data": {"common_examples": examples}}))
+    result = run_cli("data", "convert", "nlu", "--data", "in.json", "--out", "out.yml",
+                     cwd=tmp_path)  # fmt: skip
+    assert result.code == 0, result.err
+    assert "1 example has no intent: Rasa 3 YAML has no place for it; left out" in result.err
+    assert "Wrote 1 example to out.yml." in result.out  # before: "1 examples"
+
+
 def test_convert_keeps_metadata_roles_and_lookups(run_cli, tmp_path: Path) -> None:
     source = {
         "rasa_nlu_data": {

@@ -271,6 +271,8 @@ async def test_a_call_asked_again_for_the_domain_still_ends_within_the_timeout(
         ("/raw/bot-event-text", "event 0 is a bot message whose 'text' has the wrong type"),
         # Before, taken: 100,000 of them held the event loop for over a second.
         ("/raw/many-responses", "0 events and 1001 responses, more than the 1000 of each"),
+        # Before: "1001 events and 1 responses".
+        ("/raw/many-events", "1001 events and 1 response, more than the 1000 of each"),
         # Before, stored; the reminder then failed when it fired.
         ("/raw/reminder-entities", "event 0 is invalid: 'entities' must be a list of objects"),
     ],
