@@ -426,7 +426,8 @@ class DomainReader:
         mappings = spec.get("mappings")
         if "mappings" not in spec:
             self.warn(
-                f"slot '{name}' has no 'mappings' (Rasa 3 wants them); it is only set by actions "
+                f"slot '{name}' has no 'mappings', which Rasa 3 requires (Rasa refuses this "
+                "domain); botserver reads it as `mappings: []`: only actions set it, no message "
                 "(`botserver data migrate` turns a Rasa 2 domain's auto_fill and form mappings "
                 "into slot mappings)",
                 filename,
