@@ -52,10 +52,9 @@ def validate_action_result(action_name: str, result: Any) -> dict[str, list[dict
             f"Custom action '{action_name}': the action server answered "
             f"{type(result).__name__}, not a JSON object with 'events' and 'responses'"
         )
-    events = result.get("events") or []
-    responses = result.get("responses") or []
-    if not isinstance(events, list) or not isinstance(responses, list):
-        raise ActionError(f"Custom action '{action_name}': 'events' and 'responses' must be lists")
+    # null is none, as from rasa-sdk's clients; an empty object, false or 0 is a mistake
+    events = _listed(action_name, result, "events")
+    responses = _listed(action_name, result, "responses")
     if len(events) > MAX_ANSWER_ITEMS or len(responses) > MAX_ANSWER_ITEMS:
         raise ActionError(
             f"Custom action '{action_name}': the action server answered "
@@ -91,6 +90,18 @@ def validate_action_result(action_name: str, result: Any) -> dict[str, list[dict
         if problem is not None:
             raise ActionError(f"Custom action '{action_name}': response {index} is {problem}")
     return {"events": events, "responses": responses}
+
+
+def _listed(action_name: str, result: dict[str, Any], key: str) -> list[Any]:
+    """The answer's list under `key`: none when it is missing or null."""
+    value = result.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ActionError(
+            f"Custom action '{action_name}': '{key}' must be a list, not {type(value).__name__}"
+        )
+    return value
 
 
 def _response_problem(response: Any) -> str | None:

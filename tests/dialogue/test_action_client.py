@@ -287,6 +287,29 @@ async def test_garbage_is_an_action_error(
     await client.aclose()
 
 
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        ({"events": {}}, "'events' must be a list, not dict"),
+        ({"events": False, "responses": [{"text": "hi"}]}, "'events' must be a list, not bool"),
+        ({"responses": 0}, "'responses' must be a list, not int"),
+        ({"responses": "hi"}, "'responses' must be a list, not str"),
+    ],
+)
+def test_events_or_responses_of_another_type_are_an_action_error(
+    answer: dict, message: str
+) -> None:
+    """As Rasa's answer schema, `events` and `responses` are lists (null is read as none, as
+    rasa-sdk's clients expect). Before, an empty object, false or 0 was taken as no events,
+    and the action ran as if it had answered nothing."""
+    with pytest.raises(ActionError, match=f"Custom action 'action_x': {message}$"):
+        validate_action_result("action_x", answer)
+    assert validate_action_result("action_x", {"events": None, "responses": None}) == {
+        "events": [],
+        "responses": [],
+    }
+
+
 def test_a_legacy_topic_event_is_ignored_as_in_rasa(caplog: pytest.LogCaptureFixture) -> None:
     # Rasa reads Rasa 1's `topic` event as nothing, with a warning; before, the whole action
     # failed and the user got the fallback.
