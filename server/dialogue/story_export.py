@@ -121,19 +121,22 @@ def user_markup(text: str, entities: list[Any]) -> str | None:
     this`), and the entities marked up on the text left: as it is, it would read back as
     another text with an entity the message never had (no escape exists)."""
     written = message_markup(text, entities)
-    if written == text and text.lstrip().startswith("/"):
+    if text.lstrip().startswith("/"):
         return written
     annotations = annotations_of(entities)
+    left_out: list[EntityAnnotation] = []
     try:
         cuts = markup_cuts(text)
         if cuts:
             parse_annotated_text(text)  # refuses what is no markup either (`[a]{c}`)
             text, annotations = _markup_taken_off(text, cuts, annotations)
-            written = annotated_text(text, annotations)
+        written = annotated_text(text, annotations, left_out)
         plain, found = parse_annotated_text(written)
     except (InvalidProjectFile, ValueError):
         return None
-    return written if plain == text and len(found) <= len(annotations) else None
+    # (a bracket of the text beside an entity's markup, `[x` or `a]b`, reads back otherwise)
+    kept = sorted((a for a in annotations if a not in left_out), key=lambda a: (a.start, a.end))
+    return written if plain == text and found == kept else None
 
 
 def _markup_taken_off(
@@ -156,7 +159,9 @@ def _step_lines(event: Event, by_text: set[int]) -> list[str]:
     if isinstance(event, UserUttered):
         lines: list[str] = []
         first = "  - "
-        text = user_markup(event.text, event.entities) if event.text else None
+        text = None
+        if event.text and event.text.strip():  # (blanks are no `user:` a story reads)
+            text = user_markup(event.text, event.entities)
         if event.intent_name and (id(event) not in by_text or not text):
             lines.append(f"{first}intent: {yaml_scalar(story_intent(event))}")
             first = "    "
@@ -168,7 +173,7 @@ def _step_lines(event: Event, by_text: set[int]) -> list[str]:
             if event.action_name in _SKIPPED_ACTIONS:
                 return []
             return [f"  - action: {yaml_scalar(event.action_name)}"]
-        if event.action_text:
+        if event.action_text and event.action_text.strip():
             return _text("bot", event.action_text, "  - ")
         return []
     if isinstance(event, SlotSet):

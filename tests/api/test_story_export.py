@@ -409,3 +409,22 @@ def test_a_lone_session_started_begins_a_story_where_the_tracker_begins_its_sess
     assert tracker.current_session_events()[0] == SessionStarted(timestamp=299.0)
     every = yaml.safe_load(conversation_story(tracker, all_sessions=True))["stories"]
     assert [s["story"] for s in every] == ["u1, story 1", "u1, story 2"]
+
+
+def test_a_story_of_blank_texts_and_stray_brackets_reads_back() -> None:
+    """A message of blanks is written by its intent (a story's `user:` needs a text), a bot
+    text of blanks not at all, and a message whose bracket beside an entity would change
+    the entity's span (`[x`, entity on `x`) by its intent alone. Before, the first two made
+    the story unreadable ("'user' needs the text the user says") and the last read back
+    with the entity over `[x`."""
+    x = {"entity": "e", "value": "x", "start": 1, "end": 2}
+    events: list[Event] = [
+        ActionExecuted(action_name="action_listen"),
+        UserUttered(text="   ", parse_data={"intent": {"name": "inform"}}),
+        ActionExecuted(action_name=None, action_text="  "),
+        UserUttered(text="[x", parse_data={"intent": {"name": "inform"}, "entities": [x]}),
+    ]
+    story = conversation_story(Tracker("u1", {}, events))
+    [step] = read_story_data(parse_yaml(story), "story.yml")
+    read = [e for e in step.events if isinstance(e, UserUttered)]
+    assert [(e.text, e.intent_name) for e in read] == [(None, "inform"), (None, "inform")]
