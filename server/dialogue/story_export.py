@@ -9,6 +9,7 @@ starts, slots that were set, and active loops.
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
@@ -155,6 +156,30 @@ def _markup_taken_off(
     return "".join(text[a:b] for a, b in zip(kept_from, kept_to, strict=True)), moved
 
 
+def _entity_lines(entities: list[Any]) -> list[str]:
+    """A step's `entities:` (`- city: Berlin`, its role and group below), for a message
+    written without its text: a story reads a step's entities from there then. An entity
+    named `role` or `group` cannot be listed (it reads as the one before's role)."""
+    lines = []
+    for entity in entities:
+        if not isinstance(entity, dict) or entity.get("entity") in (None, "role", "group"):
+            continue
+        if isinstance(entity["entity"], str):
+            lines.append(f"    - {_one_line(entity['entity'])}: {_one_line(entity.get('value'))}")
+            lines.extend(
+                f"      {key}: {_one_line(entity[key])}"
+                for key in ("role", "group")
+                if entity.get(key) is not None
+            )
+    return ["    entities:", *lines] if lines else []
+
+
+def _one_line(value: Any) -> str:
+    """`value` as YAML on one line: as JSON (escapes and all) when YAML would break it."""
+    written = yaml_scalar(value)
+    return json.dumps(value) if "\n" in written else written
+
+
 def _step_lines(event: Event, by_text: set[int]) -> list[str]:
     if isinstance(event, UserUttered):
         lines: list[str] = []
@@ -165,6 +190,8 @@ def _step_lines(event: Event, by_text: set[int]) -> list[str]:
         if event.intent_name and (id(event) not in by_text or not text):
             lines.append(f"{first}intent: {yaml_scalar(story_intent(event))}")
             first = "    "
+            if not text:
+                lines.extend(_entity_lines(event.entities))
         if text:
             lines.extend(_text("user", text, first))
         return lines

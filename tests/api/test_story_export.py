@@ -428,3 +428,25 @@ def test_a_story_of_blank_texts_and_stray_brackets_reads_back() -> None:
     [step] = read_story_data(parse_yaml(story), "story.yml")
     read = [e for e in step.events if isinstance(e, UserUttered)]
     assert [(e.text, e.intent_name) for e in read] == [(None, "inform"), (None, "inform")]
+    assert [(e["entity"], e["value"]) for e in read[1].entities] == [("e", "x")]
+
+
+def test_a_message_written_by_its_intent_keeps_its_entities() -> None:
+    """A step written without its text (no story can hold the text: `[a]{c}`; or a message
+    with no text, as `trigger_intent` logs) lists its entities, as a story step without
+    `user:` does, so the story trains and tests on them. Before, they were left out."""
+    to = {"entity": "city", "value": "Berlin", "role": "to", "start": 0, "end": 1}
+    count = {"entity": "count", "value": 2, "start": 1, "end": 2}
+    parse_data = {"intent": {"name": "book"}, "entities": [to, count]}
+    events: list[Event] = [
+        UserUttered(text="[a]{c}", parse_data=parse_data),
+        UserUttered(text=None, parse_data={"intent": {"name": "book"}, "entities": [count]}),
+    ]
+    story = conversation_story(Tracker("u1", {}, events))
+    assert "  - intent: book\n    entities:\n    - city: Berlin\n      role: to\n" in story
+    [step] = read_story_data(parse_yaml(story), "story.yml")
+    read = [e for e in step.events if isinstance(e, UserUttered)]
+    assert [[(e["entity"], e["value"], e.get("role")) for e in r.entities] for r in read] == [
+        [("city", "Berlin", "to"), ("count", 2, None)],
+        [("count", 2, None)],
+    ]
