@@ -1053,9 +1053,10 @@ def _valid_for_training(args: argparse.Namespace) -> bool:
             file=sys.stderr,
         )
         return True
-    reasons = [f"{len(report.errors)} error(s)"] if report.errors else []
+    reasons = [how_many(len(report.errors), "error")] if report.errors else []
     if strict and report.warnings:
-        reasons.append(f"{len(report.warnings)} warning(s) with --fail-on-validation-warnings")
+        warnings = how_many(len(report.warnings), "warning")
+        reasons.append(f"{warnings} with --fail-on-validation-warnings")
     # (--skip-validation trains past the checks, not past a file training cannot read)
     anyway = "" if report.training_stops else ", or train anyway with --skip-validation"
     print(

@@ -550,7 +550,7 @@ def _only_warned(run_cli, project: Path) -> list[str]:
     result = run_cli("data", "validate", cwd=project)
     strict = run_cli("data", "validate", "--fail-on-warnings", cwd=project)
     assert (result.code, strict.code) == (0, 1), result.out
-    assert "Validation failed: 0 error(s)," in strict.out
+    assert "Validation failed: 0 errors," in strict.out
     return result.out.splitlines()
 
 
