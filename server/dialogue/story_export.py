@@ -121,9 +121,8 @@ def user_markup(text: str, entities: list[Any]) -> str | None:
     give are taken off, as Rasa writes a text without entities (`see [this](link)`: `see
     this`), and the entities marked up on the text left: as it is, it would read back as
     another text with an entity the message never had (no escape exists)."""
-    written = message_markup(text, entities)
     if text.lstrip().startswith("/"):
-        return written
+        return message_markup(text, entities)  # a `/intent{...}` message, as it is
     annotations = annotations_of(entities)
     left_out: list[EntityAnnotation] = []
     try:
