@@ -9,7 +9,6 @@ starts, slots that were set, and active loops.
 from __future__ import annotations
 
 import itertools
-import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
@@ -64,11 +63,30 @@ def split_sessions(events: Sequence[Event]) -> list[list[Event]]:
 
 
 def yaml_scalar(value: Any) -> str:
-    """`value` as one line of YAML (flow style): plain when that reads back the same."""
+    """`value` as one line of YAML (flow style): plain when that reads back the same; one
+    holding a text YAML would break over lines (a newline, CR, NEL, LS or PS in it) in double
+    quotes, its line breaks escaped (in single quotes, NEL read back as a space and LS broke
+    the line)."""
+    dumped = _dumped(value)
+    if _LINE_BREAK.search(dumped):
+        return _dumped(value, style='"')
+    return dumped
+
+
+def _dumped(value: Any, style: str | None = None) -> str:
     dumped = yaml.dump(
-        value, Dumper=SafeDumper12, default_flow_style=True, allow_unicode=True, width=1_000_000
+        value,
+        Dumper=SafeDumper12,
+        default_style=style,
+        default_flow_style=True,
+        allow_unicode=True,
+        width=1_000_000,
     ).rstrip("\n")
     return dumped[: -len("\n...")] if dumped.endswith("\n...") else dumped
+
+
+# What YAML reads as a line break.
+_LINE_BREAK = re.compile("[\n\r\x85\u2028\u2029]")
 
 
 def _text(key: str, text: str, first: str) -> list[str]:
@@ -122,7 +140,13 @@ def user_markup(text: str, entities: list[Any]) -> str | None:
     this`), and the entities marked up on the text left: as it is, it would read back as
     another text with an entity the message never had (no escape exists)."""
     if text.lstrip().startswith("/"):
-        return message_markup(text, entities)  # a `/intent{...}` message, as it is
+        # a `/intent{...}` message, as it is, when it reads back as itself (its JSON gives
+        # the entities; brackets that read as markup would give others)
+        try:
+            plain, _ = parse_annotated_text(text)
+        except InvalidProjectFile:
+            return None
+        return message_markup(text, entities) if plain == text else None
     annotations = annotations_of(entities)
     left_out: list[EntityAnnotation] = []
     try:
@@ -164,19 +188,15 @@ def _entity_lines(entities: list[Any]) -> list[str]:
         if not isinstance(entity, dict) or entity.get("entity") in (None, "role", "group"):
             continue
         if isinstance(entity["entity"], str):
-            lines.append(f"    - {_one_line(entity['entity'])}: {_one_line(entity.get('value'))}")
+            lines.append(
+                f"    - {yaml_scalar(entity['entity'])}: {yaml_scalar(entity.get('value'))}"
+            )
             lines.extend(
-                f"      {key}: {_one_line(entity[key])}"
+                f"      {key}: {yaml_scalar(entity[key])}"
                 for key in ("role", "group")
                 if entity.get(key) is not None
             )
     return ["    entities:", *lines] if lines else []
-
-
-def _one_line(value: Any) -> str:
-    """`value` as YAML on one line: as JSON (escapes and all) when YAML would break it."""
-    written = yaml_scalar(value)
-    return json.dumps(value) if "\n" in written else written
 
 
 def _step_lines(event: Event, by_text: set[int]) -> list[str]:

@@ -450,3 +450,43 @@ def test_a_message_written_by_its_intent_keeps_its_entities() -> None:
         [("city", "Berlin", "to"), ("count", 2, None)],
         [("count", 2, None)],
     ]
+
+
+def test_a_slash_message_whose_brackets_read_as_markup_is_written_by_its_intent() -> None:
+    """A message starting with `/` is written as it is only when it reads back as itself: a
+    `/` text holding `[a]{c}` (no story can hold it) or `[a](b)` (it reads back as another
+    text, with an entity) is written by its intent and entities. Before, the first made a
+    story the reader refused ("invalid entity JSON '{c}'") and the second read back with
+    an entity the message never had."""
+    count = {"entity": "count", "value": 5, "start": 7, "end": 19}
+    events: list[Event] = []
+    for text, entities in [("/inform [a]{c}", []), ('/inform{"count": "[5](n)"}', [count])]:
+        parse_data = {"intent": {"name": "inform"}, "entities": entities}
+        events += [UserUttered(text=text, parse_data=parse_data), ActionExecuted("utter_ok")]
+    story = conversation_story(Tracker("u1", {}, events))
+    [step] = read_story_data(parse_yaml(story), "story.yml")
+    read = [e for e in step.events if isinstance(e, UserUttered)]
+    assert [(e.text, e.intent_name) for e in read] == [(None, "inform"), (None, "inform")]
+    assert [[(e["entity"], e["value"]) for e in r.entities] for r in read] == [
+        [],
+        [("count", 5)],
+    ]
+
+
+@pytest.mark.parametrize("breaking", ["\x85", "\u2028", "\u2029", "\r", "\n"])
+def test_a_value_holding_a_line_break_reads_back_as_it_was(breaking: str) -> None:
+    """An entity's or a slot's value, or an entity's name, holding a character YAML reads
+    as a line break (NEL, LS, PS, CR, newline: pasted text) is written escaped, in double
+    quotes. Before, NEL was written as it is and read back as a space (`a b`), and an
+    entity's name holding LS or PS made a story the reader refused."""
+    value = f"a{breaking}b"
+    entity = {"entity": f"note{breaking}", "value": value}
+    events: list[Event] = [
+        UserUttered(text=None, parse_data={"intent": {"name": "inform"}, "entities": [entity]}),
+        SlotSet("note", value),
+    ]
+    story = conversation_story(Tracker("u1", {}, events))
+    [step] = read_story_data(parse_yaml(story), "story.yml")
+    [read] = [e for e in step.events if isinstance(e, UserUttered)]
+    assert read.entities == [entity]
+    assert [(e.key, e.value) for e in step.events if isinstance(e, SlotSet)] == [("note", value)]
