@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from server.errors import InvalidProjectFile
+from server.nlu.entity_markup import markup_cuts, parse_annotated_text
 from server.nlu.training_data import (
     EntityAnnotation,
     annotated_text,
@@ -35,7 +36,6 @@ from server.trackers.events import (
     UserUttered,
 )
 from server.trackers.tracker import Tracker
-from server.training.nlu_yaml import markup_cuts, parse_annotated_text
 from server.yaml_scalars import SafeDumper12
 
 STORY_FORMAT_VERSION = "3.1"

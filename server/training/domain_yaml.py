@@ -12,9 +12,8 @@ from typing import Any
 
 from server.dialogue.domain import DEFAULT_ACTIONS, Domain, finite_number
 from server.dialogue.slots import BUILT_IN_SLOTS, MAPPING_TYPES, SLOT_TYPES
-from server.errors import InvalidProjectFile
+from server.errors import InvalidProjectFile, brief
 from server.training.yaml_io import (
-    brief,
     check_json_values,
     check_version,
     folder_files,

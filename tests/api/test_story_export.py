@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from server.dialogue.story_export import conversation_story
+from server.nlu.entity_markup import parse_annotated_text
 from server.nlu.regex_message import parse_regex_message
 from server.nlu.training_data import EntityAnnotation, annotated_text, annotations_of
 from server.trackers.events import (
@@ -21,7 +22,6 @@ from server.trackers.events import (
     UserUttered,
 )
 from server.trackers.tracker import Tracker
-from server.training.nlu_yaml import parse_annotated_text
 from server.training.stories_yaml import read_story_data
 from server.training.yaml_io import parse_yaml
 
