@@ -294,6 +294,15 @@ async def test_garbage_is_an_action_error(
         ({"events": False, "responses": [{"text": "hi"}]}, "'events' must be a list, not bool"),
         ({"responses": 0}, "'responses' must be a list, not int"),
         ({"responses": "hi"}, "'responses' must be a list, not str"),
+        # Before, an empty list, false or 0 was taken as no metadata.
+        (
+            {"events": [{"event": "slot", "name": "x", "value": 1, "metadata": []}]},
+            "event 0 is invalid: an event's 'metadata' must be an object",
+        ),
+        (
+            {"events": [{"event": "bot", "text": "hi", "metadata": False}]},
+            "event 0 is invalid: an event's 'metadata' must be an object",
+        ),
     ],
 )
 def test_events_or_responses_of_another_type_are_an_action_error(
