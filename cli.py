@@ -1047,7 +1047,8 @@ def _valid_for_training(args: argparse.Namespace) -> bool:
         print(f"error: {error}", file=sys.stderr)
     if not report.errors and not strict:
         print(
-            f"warning: {len(report.failing_warnings)} of these warnings make `rasa train` "
+            f"warning: {len(report.failing_warnings)} of these warnings "
+            f"{'makes' if len(report.failing_warnings) == 1 else 'make'} `rasa train` "
             '(3.5+) stop with "Project validation completed with errors."; botserver '
             "trains (--fail-on-validation-warnings stops, as Rasa does).",
             file=sys.stderr,

@@ -1189,3 +1189,20 @@ def test_a_slot_mapping_naming_an_unlisted_entity_never_fails_validation(
     assert "from_entity mapping for the entity 'citty'" in result.out
     assert "from_intent mapping for the intent 'infrom'" in result.out
     assert "does not fail on the 2 that Rasa's validator does not give" in result.out
+
+
+def test_train_past_a_warning_rasa_fails_on_counts_it_in_good_english(
+    run_cli, starter_copy: Path
+) -> None:
+    """One warning that makes `rasa train` stop (Rasa 2's intent `triggers`) is counted as
+    one. Before: "1 of these warnings make `rasa train` ... stop"."""
+    domain = starter_copy / "domain.yml"
+    domain.write_text(
+        domain.read_text().replace(
+            "  - goodbye\n", "  - goodbye:\n      triggers: utter_goodbye\n", 1
+        )
+    )
+    result = run_cli("train", "--force", cwd=starter_copy)
+    assert result.code == 0, result.err
+    assert "The intent goodbye in the domain file is using the MappingPolicy" in result.err
+    assert "warning: 1 of these warnings makes `rasa train` (3.5+) stop" in result.err
