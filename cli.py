@@ -1198,7 +1198,8 @@ def cmd_split_stories(args: argparse.Namespace) -> int:
     for split in splits:
         split.write()
         print(
-            f"{split.source}: {len(split.train)} stories to {split.train_path}, "
+            f"{split.source}: {how_many(len(split.train), 'story', 'stories')} to "
+            f"{split.train_path}, "
             f"{len(split.test)} to {split.test_path}."
         )
     return 0

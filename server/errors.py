@@ -254,9 +254,10 @@ def brief(value: Any) -> str:
     return _BRIEF.repr(value)
 
 
-def how_many(count: int, noun: str) -> str:
-    """`count` `noun`s, in the singular for one ("1 event", "2 events")."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+def how_many(count: int, noun: str, plural: str | None = None) -> str:
+    """`count` `noun`s, in the singular for one ("1 event", "2 events"; "1 story", "2
+    stories" given the `plural`)."""
+    return f"{count} {noun}" if count == 1 else f"{count} {plural or noun + 's'}"
 
 
 def first_line(exc: BaseException, limit: int | None = 300, default: str | None = None) -> str:

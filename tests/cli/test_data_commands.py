@@ -28,6 +28,13 @@ def _more_stories(project: Path, count: int) -> list[str]:
     return [story["story"] for story in yaml.safe_load(text)["stories"]]
 
 
+def test_split_stories_counts_one_story_in_good_english(run_cli, starter_copy: Path) -> None:
+    """Before: "data/stories.yml: 1 stories to ..."."""
+    result = run_cli("data", "split", "stories", "--training-fraction", "0.5", cwd=starter_copy)
+    assert result.code == 0, result.err
+    assert "data/stories.yml: 1 story to train_test_split/train_stories.yml, 2 to" in result.out
+
+
 def _names(path: Path) -> list[str]:
     return [story["story"] for story in yaml.safe_load(path.read_text())["stories"]]
 
