@@ -52,7 +52,7 @@ def validate_action_result(action_name: str, result: Any) -> dict[str, list[dict
             f"Custom action '{action_name}': the action server answered "
             f"{type(result).__name__}, not a JSON object with 'events' and 'responses'"
         )
-    # null is none, as from rasa-sdk's clients; an empty object, false or 0 is a mistake
+    # null is none, as a missing key is (Rasa's schema refuses it); {}, false or 0 is a mistake
     events = _listed(action_name, result, "events")
     responses = _listed(action_name, result, "responses")
     if len(events) > MAX_ANSWER_ITEMS or len(responses) > MAX_ANSWER_ITEMS:

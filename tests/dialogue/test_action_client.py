@@ -308,9 +308,10 @@ async def test_garbage_is_an_action_error(
 def test_events_or_responses_of_another_type_are_an_action_error(
     answer: dict, message: str
 ) -> None:
-    """As Rasa's answer schema, `events` and `responses` are lists (null is read as none, as
-    rasa-sdk's clients expect). Before, an empty object, false or 0 was taken as no events,
-    and the action ran as if it had answered nothing."""
+    """As Rasa's answer schema, `events` and `responses` are lists, and an event's
+    `metadata` an object (null is read as none, as a missing key is; Rasa's schema refuses
+    null for the lists). Before, an empty object, false or 0 was taken as none, and the
+    action ran as if it had answered nothing."""
     with pytest.raises(ActionError, match=f"Custom action 'action_x': {message}$"):
         validate_action_result("action_x", answer)
     assert validate_action_result("action_x", {"events": None, "responses": None}) == {
