@@ -179,7 +179,7 @@ def _markup_taken_off(
     return "".join(text[a:b] for a, b in zip(kept_from, kept_to, strict=True)), moved
 
 
-def _entity_lines(entities: list[Any]) -> list[str]:
+def entity_lines(entities: list[Any]) -> list[str]:
     """A step's `entities:` (`- city: Berlin`, its role and group below), for a message
     written without its text: a story reads a step's entities from there then. An entity
     named `role` or `group` cannot be listed (it reads as the one before's role)."""
@@ -210,7 +210,7 @@ def _step_lines(event: Event, by_text: set[int]) -> list[str]:
             lines.append(f"{first}intent: {yaml_scalar(story_intent(event))}")
             first = "    "
             if not text:
-                lines.extend(_entity_lines(event.entities))
+                lines.extend(entity_lines(event.entities))
         if text:
             lines.extend(_text("user", text, first))
         return lines

@@ -173,3 +173,34 @@ stories:
     said, annotated = again.events[0], step.events[0]
     assert isinstance(said, UserUttered) and isinstance(annotated, UserUttered)
     assert (said.text, said.entities) == (annotated.text, annotated.entities), failed
+
+
+def test_a_failed_story_reads_back_with_its_emoji_and_its_intent_steps_entities(
+    tmp_path: Path,
+) -> None:
+    """failed_test_stories.yml reads back as the test story it came from: a text or slot
+    value beyond the BMP (an emoji), and a step written by its intent with its `entities:`.
+    Before, the emoji was written as JSON's surrogate pair (`"\\ud83d\\ude00"`), which the
+    story reader refused ("invalid Unicode character escape code"), and the step's entities
+    were left out, so running the failed stories again set no slot from them."""
+    story = """version: "3.1"
+stories:
+- story: cheers
+  steps:
+  - user: cheers 😀
+    intent: thanks
+  - bot: you're welcome 🙂
+  - slot_was_set:
+    - mood: 😀
+  - intent: inform
+    entities:
+    - city: Berlin
+      role: to
+  - action: utter_noted
+"""
+    [step] = read_story_data(parse_yaml(story), "test.yml")
+    result = StoryResult(step, failures=[(4, "utter_noted", "action_listen")])
+    write_story_reports([result], tmp_path, plot=False)
+    failed = (tmp_path / "failed_test_stories.yml").read_text()
+    [again] = read_story_data(parse_yaml(failed), "failed_test_stories.yml")
+    assert [e.as_dict() for e in again.events] == [e.as_dict() for e in step.events], failed
