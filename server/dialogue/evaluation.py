@@ -15,7 +15,13 @@ from typing import Any
 
 from server.dialogue.processor import DialogueModel, note_text_featurization, predict_next_action
 from server.dialogue.slot_extraction import extract_slots
-from server.dialogue.story_export import entity_lines, story_intent, user_markup, yaml_scalar
+from server.dialogue.story_export import (
+    LINE_BREAK,
+    entity_lines,
+    story_intent,
+    user_markup,
+    yaml_scalar,
+)
 from server.dialogue.story_steps import StoryStep
 from server.nlu.evaluation import labels_report
 from server.nlu.training_data import message_markup
@@ -259,7 +265,8 @@ def _write_stories(results: list[StoryResult], path: Path, if_none: str) -> None
 
 
 def _step_lines(event: Event, failure: tuple[str, str] | None) -> list[str]:
-    note = f"  # predicted: {failure[1]}" if failure else ""
+    # (a comment ends at a line break: the text's own are written escaped, `\n`)
+    note = f"  # predicted: {_one_line(failure[1])}" if failure else ""
     if isinstance(event, UserUttered):
         out = []
         # The text marked up with the step's entities: read back, it expects them again.
@@ -282,6 +289,11 @@ def _step_lines(event: Event, failure: tuple[str, str] | None) -> list[str]:
     if d["event"] == "active_loop":
         return [f"  - active_loop: {yaml_scalar(d['name'] or None)}"]
     return []
+
+
+def _one_line(text: str) -> str:
+    """`text` with each character YAML reads as a line break escaped (`\\n`, `\\u2028`)."""
+    return LINE_BREAK.sub(lambda found: repr(found.group())[1:-1], text)
 
 
 def _confusion_matrix(gold: list[str], predicted: list[str], path: Path) -> None:

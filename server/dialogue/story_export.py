@@ -68,7 +68,7 @@ def yaml_scalar(value: Any) -> str:
     quotes, its line breaks escaped (in single quotes, NEL read back as a space and LS broke
     the line)."""
     dumped = _dumped(value)
-    if _LINE_BREAK.search(dumped):
+    if LINE_BREAK.search(dumped):
         return _dumped(value, style='"')
     return dumped
 
@@ -86,7 +86,7 @@ def _dumped(value: Any, style: str | None = None) -> str:
 
 
 # What YAML reads as a line break.
-_LINE_BREAK = re.compile("[\n\r\x85\u2028\u2029]")
+LINE_BREAK = re.compile("[\n\r\x85\u2028\u2029]")
 
 
 def _text(key: str, text: str, first: str) -> list[str]:

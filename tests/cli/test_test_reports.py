@@ -204,3 +204,26 @@ stories:
     failed = (tmp_path / "failed_test_stories.yml").read_text()
     [again] = read_story_data(parse_yaml(failed), "failed_test_stories.yml")
     assert [e.as_dict() for e in again.events] == [e.as_dict() for e in step.events], failed
+
+
+def test_a_failed_steps_note_of_a_text_over_two_lines_stays_on_its_line(tmp_path: Path) -> None:
+    """The `# predicted:` note of an end-to-end step whose text holds a line break (a
+    `user: |` block) writes the break escaped (`\\n`). Before, the text's second line
+    landed outside the comment and the file was no longer YAML."""
+    story = """version: "3.1"
+stories:
+- story: two lines
+  steps:
+  - user: |
+      hello
+      - action: x
+    intent: greet
+  - action: utter_greet
+"""
+    [step] = read_story_data(parse_yaml(story), "test.yml")
+    result = StoryResult(step, failures=[(0, "greet", "deny: hello\n- action: x")])
+    write_story_reports([result], tmp_path, plot=False)
+    failed = (tmp_path / "failed_test_stories.yml").read_text()
+    assert "    intent: greet  # predicted: deny: hello\\n- action: x\n" in failed, failed
+    [again] = read_story_data(parse_yaml(failed), "failed_test_stories.yml")
+    assert [e.as_dict() for e in again.events] == [e.as_dict() for e in step.events], failed
