@@ -1206,3 +1206,15 @@ def test_train_past_a_warning_rasa_fails_on_counts_it_in_good_english(
     assert result.code == 0, result.err
     assert "The intent goodbye in the domain file is using the MappingPolicy" in result.err
     assert "warning: 1 of these warnings makes `rasa train` (3.5+) stop" in result.err
+
+
+def test_training_on_one_story_says_so_in_good_english(run_cli, starter_copy: Path) -> None:
+    """Before: "training dialogue on 1 stories and rules"."""
+    (starter_copy / "data" / "rules.yml").unlink()
+    (starter_copy / "data" / "stories.yml").write_text(
+        'version: "3.1"\nstories:\n- story: hi\n  steps:\n  - intent: greet\n'
+        "  - action: utter_greet\n"
+    )
+    trained = run_cli("train", "core", "--force", "--out", "core_models", cwd=starter_copy)
+    assert trained.code == 0, trained.err
+    assert "training dialogue on 1 story or rule" in trained.out + trained.err
