@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from server.dialogue.evaluation import StoryResult, write_story_reports
+from server.dialogue.story_steps import StoryStep
 from server.trackers.events import UserUttered
 from server.training.stories_yaml import read_story_data
 from server.training.yaml_io import parse_yaml
@@ -175,6 +176,18 @@ stories:
     assert (said.text, said.entities) == (annotated.text, annotated.entities), failed
 
 
+def _failed_and_read_back(
+    story: str, failure: tuple[int, str, str], tmp_path: Path
+) -> tuple[StoryStep, str, StoryStep]:
+    """The test story's step, the failed_test_stories.yml written for it, and that file read
+    back as test stories."""
+    [step] = read_story_data(parse_yaml(story), "test.yml")
+    write_story_reports([StoryResult(step, failures=[failure])], tmp_path, plot=False)
+    failed = (tmp_path / "failed_test_stories.yml").read_text()
+    [again] = read_story_data(parse_yaml(failed), "failed_test_stories.yml")
+    return step, failed, again
+
+
 def test_a_failed_story_reads_back_with_its_emoji_and_its_intent_steps_entities(
     tmp_path: Path,
 ) -> None:
@@ -198,11 +211,9 @@ stories:
       role: to
   - action: utter_noted
 """
-    [step] = read_story_data(parse_yaml(story), "test.yml")
-    result = StoryResult(step, failures=[(4, "utter_noted", "action_listen")])
-    write_story_reports([result], tmp_path, plot=False)
-    failed = (tmp_path / "failed_test_stories.yml").read_text()
-    [again] = read_story_data(parse_yaml(failed), "failed_test_stories.yml")
+    step, failed, again = _failed_and_read_back(
+        story, (4, "utter_noted", "action_listen"), tmp_path
+    )
     assert [e.as_dict() for e in again.events] == [e.as_dict() for e in step.events], failed
 
 
@@ -220,10 +231,8 @@ stories:
     intent: greet
   - action: utter_greet
 """
-    [step] = read_story_data(parse_yaml(story), "test.yml")
-    result = StoryResult(step, failures=[(0, "greet", "deny: hello\n- action: x")])
-    write_story_reports([result], tmp_path, plot=False)
-    failed = (tmp_path / "failed_test_stories.yml").read_text()
+    step, failed, again = _failed_and_read_back(
+        story, (0, "greet", "deny: hello\n- action: x"), tmp_path
+    )
     assert "    intent: greet  # predicted: deny: hello\\n- action: x\n" in failed, failed
-    [again] = read_story_data(parse_yaml(failed), "failed_test_stories.yml")
     assert [e.as_dict() for e in again.events] == [e.as_dict() for e in step.events], failed
