@@ -48,7 +48,7 @@ from server.config import (
     setting_lines,
     with_setting_lines,
 )
-from server.errors import BotServerError, InvalidConfig, ModelNotFound
+from server.errors import BotServerError, InvalidConfig, ModelNotFound, how_many
 from server.logs import SaidAtStart, announce, configure_logging, saying_once
 from server.models.local import resolve_local_model
 from server.models.remote_storage import STORAGES, check_storage_settings
@@ -253,19 +253,21 @@ async def _finish_turns(turns: TurnsInFlight) -> None:
     left = 0
     if turns.count:
         seconds = seconds_left(GRACEFUL_SHUTDOWN_SECONDS)
-        logger.info("Waiting up to %.0f s for %d turn(s) in flight to finish", seconds, turns.count)
+        in_flight = how_many(turns.count, "turn")
+        logger.info("Waiting up to %.0f s for %s in flight to finish", seconds, in_flight)
         left = await turns.drain(seconds)
     requests = take_cancelled_requests()  # said here in place of uvicorn's ERROR line
     if left or requests:
         logger.warning(
             "%s still running at the end of the graceful shutdown period "
-            "(BOTSERVER_GRACEFUL_SHUTDOWN_SECONDS=%g) were cancelled%s",
+            "(BOTSERVER_GRACEFUL_SHUTDOWN_SECONDS=%g) %s cancelled%s",
             " and ".join(
-                f"{count} {what}(s)"
+                how_many(count, what)
                 for count, what in ((left, "turn"), (requests, "request"))
                 if count
             ),
             GRACEFUL_SHUTDOWN_SECONDS,
+            "was" if left + requests == 1 else "were",
             ": their messages are not stored." if left else ".",
         )
 
