@@ -9,13 +9,27 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from server.errors import InvalidConfig
 
 logger = logging.getLogger(__name__)
+
+
+def copy_with_lines(mapping: Mapping[Any, Any]) -> dict[Any, Any]:
+    """A shallow copy of a settings section that keeps the lines it was read on, when it was
+    (a copy by `dict(...)` keeps none: a warning about one of its keys then named no line).
+    The copy is of the section's own class (the YAML reader's line-keeping dict), so the
+    stores and brokers copying it need not import the reader."""
+    if not hasattr(mapping, "key_lines"):
+        return dict(mapping)
+    copy: Any = type(mapping)(mapping)  # type: ignore[call-arg]
+    copy.line = getattr(mapping, "line", None)
+    copy.key_lines = dict(mapping.key_lines or {})
+    return copy
+
 
 _TRUE = frozenset({"true", "yes", "on", "1"})
 _FALSE = frozenset({"false", "no", "off", "0", ""})

@@ -6,9 +6,8 @@ from typing import Any
 
 from server.brokers.broker import EventBroker
 from server.errors import InvalidConfig
-from server.setting_values import warn_of_unknown_keys
+from server.setting_values import copy_with_lines, warn_of_unknown_keys
 from server.trackers.factory import SECTION_KEYS, reading_section, section_type
-from server.training.yaml_io import copy_with_lines
 
 _RABBITMQ_TYPES = {None, "", "pika", "rabbitmq", "rabbit", "amqp"}
 # Rasa's SQL and file brokers take no key they do not know: its start stops, a TypeError.

@@ -8,12 +8,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from server.errors import InvalidConfig
-from server.setting_values import warn_of_unknown_keys
+from server.setting_values import copy_with_lines, warn_of_unknown_keys
 from server.trackers.lock import LockStore
 from server.trackers.memory_lock import InMemoryLockStore, wait_timeout_setting
 from server.trackers.memory_store import InMemoryTrackerStore
 from server.trackers.store import ENDPOINT_SETTINGS, TrackerStore, cache_events_setting
-from server.training.yaml_io import copy_with_lines
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,6 @@ import logging
 import math
 import os
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +37,6 @@ class LineList(list):
 
     line: int | None = None
     item_lines: list[int]
-
-
-def copy_with_lines(mapping: Mapping[Any, Any]) -> dict[Any, Any]:
-    """A shallow copy of `mapping` that keeps the lines it was read on, when it was (a copy
-    by `dict(...)` keeps none: a warning about one of its keys then named no line)."""
-    copy = LineDict(mapping)
-    copy.line = getattr(mapping, "line", None)
-    copy.key_lines = dict(getattr(mapping, "key_lines", None) or {})
-    return copy
 
 
 def line_of(obj: Any, key: Any = None, default: int | None = None) -> int | None:

@@ -523,6 +523,7 @@ async def test_a_postgres_broker_on_a_direct_connection_keeps_its_prepared_state
     assert not [r for r in caplog.records if "pooler" in r.getMessage()]
 
 
+@pytest.mark.timing
 async def test_a_postgres_broker_whose_statement_is_gone_from_the_backend_moves_to_unprepared(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -520,6 +520,7 @@ async def test_processes_starting_together_on_an_earlier_sqlite_table_all_serve(
         await load_every_shape(config)
 
 
+@pytest.mark.timing
 async def test_a_postgres_migration_cut_short_by_a_silent_network_is_undone_by_the_server(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -612,6 +613,7 @@ async def test_a_migration_on_a_database_that_falls_silent_gives_up_and_says_why
             await proxy.cut()
 
 
+@pytest.mark.timing
 async def test_a_mysql_migration_cut_short_by_a_silent_network_frees_its_lock(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
