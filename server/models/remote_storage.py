@@ -253,7 +253,7 @@ async def download_model(
     name = model_file_name(model_name)
     target = directory / (name if _fits_a_file_name(name) else "model.tar.gz")
     try:
-        await asyncio.to_thread(downloader, key, target, max_bytes, timeout)
+        await _download_pinned(downloader, key, target, max_bytes, timeout)
     except BaseException as exc:
         await asyncio.to_thread(shutil.rmtree, directory, True)
         if is_disk_full(exc):  # the server's problem, not the model's
@@ -281,6 +281,51 @@ async def download_model(
             _hide_addresses(exc)
         raise
     return target
+
+
+# A download that finds its object replaced is started over this many times in all.
+DOWNLOADS_OF_A_REPLACED_OBJECT = 2
+
+
+class _Replaced(Exception):
+    """The object changed between the request that sized it and the read pinned to that
+    version: the storage answered `answer` (a 412 to the If-Match or ifGenerationMatch, or
+    GCS's 404 for the generation gone) from `where`."""
+
+    def __init__(self, where: str, answer: str) -> None:
+        super().__init__(where, answer)
+        self.where = where
+        self.answer = answer
+
+
+async def _download_pinned(
+    downloader: Callable[[str, Path, int, float], None],
+    key: str,
+    target: Path,
+    max_bytes: int,
+    timeout: float,
+) -> None:
+    """Run `downloader` in a worker thread; if the object was replaced while it was read
+    (an upload ending just then), start over with the new version, once: a second
+    replacement in a row is ModelUnavailable (an object that keeps changing, or a storage
+    that never honours its own version tag), to be tried again later."""
+    for attempt in range(1, DOWNLOADS_OF_A_REPLACED_OBJECT + 1):
+        try:
+            await asyncio.to_thread(downloader, key, target, max_bytes, timeout)
+            return
+        except _Replaced as replaced:
+            if attempt == DOWNLOADS_OF_A_REPLACED_OBJECT:
+                raise ModelUnavailable(
+                    f"'{key}' in {replaced.where} was replaced while it was downloaded, "
+                    f"{attempt} times in a row ({replaced.answer} to a read of the version "
+                    "sized): try again once the upload that replaces it is done"
+                ) from None
+            logger.info(
+                "'%s' in %s was replaced while it was downloaded (%s): downloading the new version",
+                key,
+                replaced.where,
+                replaced.answer,
+            )
 
 
 # The longest key each storage takes, as it counts: S3 and GCS in UTF-8 bytes, Azure in UTF-16
@@ -378,11 +423,14 @@ def _env(name: str, storage: str) -> str:
 _REQUEST = re.compile(r"^[A-Z]+ \S+: ")
 
 
-def _transport_failure(where: str, key: str, timeout: float, exc: BaseException) -> ModelError:
+def _transport_failure(
+    storage: str, where: str, key: str, timeout: float, exc: BaseException
+) -> BotServerError:
     """The error for a request to `where` that failed on its way, or with a failure of the
     storage's own: ModelUnavailable when the storage did not answer in time, could not be
     reached (each SDK wraps these differently: found in the chain of causes) or answered a
-    5xx, else a ModelError that names the storage and the SDK's reason."""
+    5xx (a 501 is _storage_failed's), else a ModelError that names the storage and the
+    SDK's reason."""
     import urllib3  # the transport under every storage SDK
 
     seen: BaseException | None = exc
@@ -404,7 +452,7 @@ def _transport_failure(where: str, key: str, timeout: float, exc: BaseException)
     status = getattr(exc, "status_code", None) or getattr(exc, "code", None)  # Azure's, GCS's
     if isinstance(status, int) and status >= 500:
         reason = getattr(exc, "reason", None) or _REQUEST.sub("", getattr(exc, "message", ""))
-        return _storage_failed(where, key, status, reason)
+        return _storage_failed(storage, where, key, status, reason)
     return ModelError(f"Cannot download '{key}' from {where}: {exc}")
 
 
@@ -415,9 +463,36 @@ def _refused_request(where: str, key: str, answer: str) -> InvalidConfig:
     return InvalidConfig(f"{where} refused the request for '{key}' ({answer})")
 
 
-def _storage_failed(where: str, key: str, status: int, reason: str) -> ModelUnavailable:
+# What a storage that answers 501 Not Implemented refuses, and what to change.
+_NOT_IMPLEMENTED = {
+    "aws": (
+        "botserver reads the object with HeadObject, then GetObject with If-Match (the ETag "
+        "read) and boto3's x-amz-checksum-mode. For a storage without S3's checksums (asked "
+        "for by boto3 since 1.36) set AWS_RESPONSE_CHECKSUM_VALIDATION=when_required; else "
+        "upgrade the storage, or point AWS_ENDPOINT_URL at one that serves these"
+    ),
+    "gcs": (
+        "botserver reads the object's metadata, then its media with ifGenerationMatch (JSON "
+        "API): upgrade the emulator (STORAGE_EMULATOR_HOST), or use one that serves these"
+    ),
+    "azure": (
+        "botserver reads the blob's properties, then the blob in ranges with If-Match (its "
+        "ETag): upgrade the storage or emulator, or point AZURE_ACCOUNT_URL at one that "
+        "serves these"
+    ),
+}
+
+
+def _storage_failed(storage: str, where: str, key: str, status: int, reason: str) -> BotServerError:
     """The error for a storage that answered a failure of its own (a 5xx: an outage, S3's
-    SlowDown) after the SDK's retries: unavailable for now, as a model server's 5xx is."""
+    SlowDown) after the SDK's retries: unavailable for now, as a model server's 5xx is.
+    A 501 is no outage but a feature the storage refuses (MinIO's NotImplemented for a
+    header it lacks): a configuration error saying what botserver asks for."""
+    if status == 501:
+        return InvalidConfig(
+            f"{where} does not implement a request botserver made for '{key}' ({status}: "
+            f"{reason}); this is a refusal, not an outage: {_NOT_IMPLEMENTED[storage]}"
+        )
     return ModelUnavailable(
         f"{where} failed to answer for '{key}' ({status}: {reason}); each request tried "
         f"{ATTEMPTS} times at most"
@@ -521,6 +596,8 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
                 handle.write(chunk)
     except ClientError as answer:
         error = answer
+        if _s3_code(error) == "PreconditionFailed":  # the If-Match: replaced since the HEAD
+            raise _Replaced(where, "PreconditionFailed") from None
         if _s3_code(error) in ("400", "403") and error.operation_name == "HeadObject":
             # A HEAD's 400 or 403 has no body to say why (an expired session token, a bucket
             # name the storage refuses, an object encrypted with a customer's key, a key
@@ -568,7 +645,8 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
             raise _refused_request(where, key, f"{code}: {message}") from None
         if isinstance(status, int) and status >= 500:
             reason = error.response.get("Error", {}).get("Message") or code
-            raise _storage_failed(where, key, status, reason) from error
+            reason = f"{error.operation_name}: {code}: {reason}" if status == 501 else reason
+            raise _storage_failed("aws", where, key, status, reason) from error
         raise ModelError(f"Cannot download '{key}' from {where}: {error}") from error
     except NoCredentialsError:
         raise InvalidConfig(
@@ -585,7 +663,9 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
             "AWS_ENDPOINT_URL, AWS_DEFAULT_REGION and BUCKET_NAME)"
         ) from None
     except BotoCoreError as exc:
-        raise _transport_failure(where, key, timeout, exc) from exc
+        raise _transport_failure("aws", where, key, timeout, exc) from exc
+    finally:
+        client.close()  # its connections, else kept past the load
 
 
 _NEVER_CREATED = "BUCKET_NAME; botserver never creates buckets"
@@ -673,17 +753,62 @@ def _storage_address(variable: str, url: str, service: str) -> str:
 
 def _gcs_retry_rule() -> Callable[[Exception], bool]:
     """Which failures a GCS request tries again: google-cloud-storage's own rule (its
-    DEFAULT_RETRY's, a private function); a release without it falls back to google-api-core's
-    public `if_transient_error` (a 429, 500 or 503, a connection that fails), rather than be
-    told as the gcs extra missing (before: its import failed beside the package's own)."""
+    DEFAULT_RETRY's, a private function, checked against 3.17), else, in a release without
+    it or where it fails, _gcs_transient: the same rule in public terms (before, google-api-core's
+    `if_transient_error`, which tried no download again: a media read's 503 is the
+    resumable-media InvalidResponse it does not know)."""
     from google.cloud.storage import retry as gcs_retry
 
-    rule = getattr(gcs_retry, "_should_retry", None)
-    if callable(rule):
-        return rule  # type: ignore[no-any-return]
-    from google.api_core.retry import if_transient_error
+    sdk_rule = getattr(gcs_retry, "_should_retry", None)
+    if not callable(sdk_rule):
+        return _gcs_transient
 
-    return if_transient_error
+    def rule(exc: Exception) -> bool:
+        try:
+            return bool(sdk_rule(exc))
+        except Exception:  # a private function whose signature changed
+            return _gcs_transient(exc)
+
+    return rule
+
+
+# The statuses google-cloud-storage tries again (and S3's and Azure's SDKs).
+_GCS_RETRIED_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def _gcs_transient(exc: Exception) -> bool:
+    """A GCS failure worth one more try: a connection that failed, dropped or timed out, a
+    body cut short, or a status in _GCS_RETRIED_STATUSES, whether google-api-core's error
+    (metadata) or the InvalidResponse of a media download (`.response.status_code`)."""
+    import http.client
+
+    import requests
+    import urllib3
+    from google.api_core import exceptions as gexc
+    from google.auth.exceptions import TransportError
+
+    if isinstance(exc, TransportError) and exc.args and isinstance(exc.args[0], Exception):
+        exc = exc.args[0]  # google-auth's wrapper of the transport's failure
+    transient = (
+        ConnectionError,
+        TimeoutError,
+        requests.exceptions.ConnectionError,
+        requests.exceptions.ChunkedEncodingError,
+        requests.exceptions.Timeout,
+        http.client.IncompleteRead,
+        http.client.BadStatusLine,
+        http.client.ResponseNotReady,
+        urllib3.exceptions.ProtocolError,
+        urllib3.exceptions.SSLError,
+        urllib3.exceptions.TimeoutError,
+        urllib3.exceptions.PoolError,
+    )
+    if isinstance(exc, transient):
+        return True
+    if isinstance(exc, gexc.GoogleAPICallError):
+        return exc.code in _GCS_RETRIED_STATUSES
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    return status in _GCS_RETRIED_STATUSES
 
 
 def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> None:
@@ -713,6 +838,7 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         retry = DEFAULT_RETRY.with_timeout(ATTEMPTS * timeout).with_predicate(retried)
         return {"timeout": (timeout, timeout), "retry": retry}
 
+    client = None
     try:
         client = storage.Client()
         # google-cloud-storage 3.17 fetches the bucket's metadata, for tracing, in a thread
@@ -737,9 +863,14 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         with _CappedFile(target, key, max_bytes) as handle:
             # The bytes as stored: an archive is compressed already, and an object stored
             # with `contentEncoding: gzip` would be decompressed (a gzip bomb on the disk).
-            blob.download_to_file(
-                handle, if_generation_match=blob.generation, raw_download=True, **bounds()
-            )
+            try:
+                blob.download_to_file(
+                    handle, if_generation_match=blob.generation, raw_download=True, **bounds()
+                )
+            except (gexc.NotFound, gexc.PreconditionFailed) as exc:
+                # The generation sized is gone (a 404, the bucket keeping no versions) or no
+                # longer the live one (a 412): replaced since (a deleted one: "No model").
+                raise _Replaced(where, str(exc.code)) from None
     except gexc.NotFound as exc:
         raise ModelNotFound(f"No model '{key}' in GCS bucket '{bucket_name}'") from exc
     except (gexc.Forbidden, gexc.Unauthorized) as exc:
@@ -758,9 +889,9 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
             ) from None
         raise _refused_request(where, key, f"400: {reason}") from None
     except gexc.RetryError as exc:  # the retries' time ran out: why the last one failed
-        raise _transport_failure(where, key, timeout, exc.cause or exc) from exc
+        raise _transport_failure("gcs", where, key, timeout, exc.cause or exc) from exc
     except gexc.GoogleAPIError as exc:
-        raise _transport_failure(where, key, timeout, exc) from exc
+        raise _transport_failure("gcs", where, key, timeout, exc) from exc
     except GoogleAuthError as exc:  # no credentials, or unusable ones
         raise InvalidConfig(f"Remote storage 'gcs' cannot authenticate: {exc}") from None
     except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
@@ -771,7 +902,10 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
             "http URL, such as http://127.0.0.1:9023"
         ) from None
     except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
-        raise _transport_failure(where, key, timeout, exc) from exc
+        raise _transport_failure("gcs", where, key, timeout, exc) from exc
+    finally:
+        if client is not None:  # its HTTP session and connections, else kept past the load
+            client.close()
 
 
 def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> None:
@@ -780,6 +914,7 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
         from azure.core.exceptions import (
             AzureError,
             HttpResponseError,
+            ResourceModifiedError,
             ResourceNotFoundError,
         )
         from azure.storage.blob import BlobServiceClient, LinearRetry
@@ -818,6 +953,9 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
         with _CappedFile(target, key, max_bytes) as handle:
             for chunk in download.chunks():
                 handle.write(chunk)
+    except ResourceModifiedError as exc:  # the If-Match of a read: replaced since it was sized
+        code = getattr(exc, "error_code", None)
+        raise _Replaced(where, str(getattr(code, "value", code) or exc.status_code)) from None
     except ResourceNotFoundError as exc:
         # (error_code: the storage SDK's addition to azure-core's exception)
         if getattr(exc, "error_code", None) == "ContainerNotFound":
@@ -845,4 +983,6 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
                 f"Azure storage at {shown} refused the credentials of account '{account}' "
                 f"({code}): {advice}"
             ) from None
-        raise _transport_failure(where, key, timeout, exc) from exc
+        raise _transport_failure("azure", where, key, timeout, exc) from exc
+    finally:
+        service.close()  # its HTTP session and connections, else kept past the load

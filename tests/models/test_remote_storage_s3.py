@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from shutil import rmtree
 from typing import Any
 
 import pytest
@@ -18,11 +21,13 @@ from server.errors import (
     ModelError,
     ModelNotFound,
     ModelStorageFull,
+    ModelUnavailable,
 )
 from server.models import ModelHolder, ModelSource
 from server.models.remote_storage import check_storage_settings, download_model, object_name
 from tests.fake_http import serve_json
-from tests.models.conftest import greeting_loader
+from tests.models.conftest import greeting_loader, s3_at
+from tests.models.test_remote_storage_replaced import REPLACED, downloaded
 from tests.small_disk import temp_files_on_a_small_disk
 
 boto3 = pytest.importorskip("boto3")
@@ -491,3 +496,123 @@ async def test_a_region_the_storage_refuses_is_a_configuration_error_naming_the_
         "(AuthorizationHeaderMalformed: The authorization header is malformed; the region "
         "'us-east-1' is wrong; expecting 'eu-west-1'): set AWS_DEFAULT_REGION to the storage's"
     )
+
+
+class StorageWithoutChecksums(BaseHTTPRequestHandler):
+    """An S3-compatible storage older than S3's checksums: its GET refuses boto3's
+    `x-amz-checksum-mode` (asked for since boto3 1.36) with a 501 NotImplemented, in MinIO's
+    words."""
+
+    protocol_version = "HTTP/1.1"
+    stored = b"an archive"
+
+    def do_HEAD(self) -> None:  # noqa: N802 (http.server's naming)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.stored)))
+        self.send_header("ETag", '"e1"')
+        self.end_headers()
+
+    def do_GET(self) -> None:  # noqa: N802
+        status, body = 200, self.stored
+        if "x-amz-checksum-mode" in self.headers:
+            status, body = (
+                501,
+                (
+                    b"<Error><Code>NotImplemented</Code><Message>A header you provided implies "
+                    b"functionality that is not implemented</Message></Error>"
+                ),
+            )
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("ETag", '"e1"')
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def storage_without_checksums(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), StorageWithoutChecksums)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("BUCKET_NAME", "models")
+    s3_at(url, monkeypatch)
+    yield url
+    server.shutdown()
+    server.server_close()
+
+
+async def test_a_storage_refusing_checksums_names_the_setting_that_turns_them_off(
+    storage_without_checksums: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: "S3 bucket 'models' at ... failed to answer for 'prod.tar.gz' (501: A header
+    # you provided implies ...); each request tried 2 times at most": an outage, for a
+    # feature the storage lacks.
+    with pytest.raises(InvalidConfig) as caught:
+        await download_model("aws", "prod")
+
+    assert str(caught.value).startswith(
+        f"S3 bucket 'models' at {storage_without_checksums} does not implement a request "
+        "botserver made for 'prod.tar.gz' (501: GetObject: NotImplemented: A header you "
+        "provided implies functionality that is not implemented); this is a refusal, not an "
+        "outage"
+    )
+    assert "set AWS_RESPONSE_CHECKSUM_VALIDATION=when_required" in str(caught.value)
+
+    monkeypatch.setenv("AWS_RESPONSE_CHECKSUM_VALIDATION", "when_required")  # as it says
+    path = await download_model("aws", "prod")
+    try:
+        assert path.read_bytes() == StorageWithoutChecksums.stored
+    finally:
+        rmtree(path.parent, ignore_errors=True)
+
+
+def _replace_s3_before_each_get(
+    monkeypatch: pytest.MonkeyPatch, client: Any, times: int
+) -> list[bytes]:
+    """Before each of botserver's first `times` GETs of the object (after its HEAD sized it),
+    another uploader replaces it: version 2, 3... Returns the versions uploaded."""
+    import botocore.session
+
+    uploaded: list[bytes] = []
+    get_session = botocore.session.get_session
+
+    def replace(**_: Any) -> None:
+        if len(uploaded) < times:
+            uploaded.append(f"version {len(uploaded) + 2}".encode())
+            client.put_object(Bucket="models-bucket", Key="prod.tar.gz", Body=uploaded[-1])
+
+    def hooked() -> Any:
+        session = get_session()
+        session.register("before-send.s3.GetObject", replace)
+        return session
+
+    monkeypatch.setattr(botocore.session, "get_session", hooked)
+    return uploaded
+
+
+async def test_s3_starts_over_once_with_the_version_that_replaced_the_one_sized(
+    s3_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: a ModelError with botocore's words (PreconditionFailed), a 500 from PUT /model.
+    s3_env.put_object(Bucket="models-bucket", Key="prod.tar.gz", Body=b"version 1")
+    uploaded = _replace_s3_before_each_get(monkeypatch, s3_env, times=1)
+
+    assert await downloaded("aws") == b"version 2"
+    assert uploaded == [b"version 2"]
+
+
+async def test_s3_object_replaced_twice_in_a_row_is_a_clear_error(
+    s3_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3_env.put_object(Bucket="models-bucket", Key="prod.tar.gz", Body=b"version 1")
+    _replace_s3_before_each_get(monkeypatch, s3_env, times=2)
+
+    with pytest.raises(ModelUnavailable) as caught:
+        await download_model("aws", "prod")
+
+    assert str(caught.value).startswith("'prod.tar.gz' in S3 bucket 'models-bucket' at http")
+    assert REPLACED in str(caught.value)
