@@ -17,7 +17,7 @@ import re
 import shutil
 import ssl
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -430,13 +430,14 @@ def _transport_failure(
     storage's own: ModelUnavailable when the storage did not answer in time, could not be
     reached (each SDK wraps these differently: found in the chain of causes) or answered a
     5xx (a 501 is _storage_failed's), else a ModelError that names the storage and the
-    SDK's reason."""
+    SDK's reason. A connection that broke while the object came (fewer bytes than its
+    Content-Length, a chunk cut short) is ModelUnavailable too."""
+    import http.client
+
     import urllib3  # the transport under every storage SDK
 
-    seen: BaseException | None = exc
-    for _ in range(20):  # a chain is short; never loop on a cycle
-        if seen is None:
-            break
+    causes = list(_causes(exc))
+    for seen in causes:
         # (urllib3's failure to connect is a kind of its connect timeout: asked first.) A
         # TLS handshake that fails, and a connection closed unanswered (a proxy without a
         # backend), reach no storage either: a model server failing so is one too.
@@ -447,13 +448,29 @@ def _transport_failure(
                 f"{where} did not answer within {timeout:g} s for '{key}' ({TIMEOUT_SETTING}; "
                 f"each request tried {ATTEMPTS} times at most)"
             )
-        # Azure keeps the transport's error aside rather than as the cause.
-        seen = seen.__cause__ or seen.__context__ or getattr(seen, "inner_exception", None)
+    for seen in causes:
+        # urllib3's "Connection broken: IncompleteRead(10 bytes read, 990 more expected)".
+        if isinstance(seen, (http.client.IncompleteRead, urllib3.exceptions.ProtocolError)):
+            detail = next((arg for arg in seen.args if isinstance(arg, Exception)), seen)
+            return ModelUnavailable(
+                f"{where} broke off the download of '{key}' before its end: {detail!r}"
+            )
     status = getattr(exc, "status_code", None) or getattr(exc, "code", None)  # Azure's, GCS's
     if isinstance(status, int) and status >= 500:
         reason = getattr(exc, "reason", None) or _REQUEST.sub("", getattr(exc, "message", ""))
         return _storage_failed(storage, where, key, status, reason)
     return ModelError(f"Cannot download '{key}' from {where}: {exc}")
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc`, then what caused it, as far as the chain goes (each SDK wraps a transport's
+    failure its own way; Azure keeps it aside rather than as the cause)."""
+    seen: BaseException | None = exc
+    for _ in range(20):  # a chain is short; never loop on a cycle
+        if seen is None:
+            return
+        yield seen
+        seen = seen.__cause__ or seen.__context__ or getattr(seen, "inner_exception", None)
 
 
 def _refused_request(where: str, key: str, answer: str) -> InvalidConfig:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from server.errors import ModelError
+from server.errors import ModelError, ModelUnavailable
 from server.models.remote_storage import download_model
 from tests.models.conftest import STORAGES_AT
 
@@ -27,6 +27,8 @@ class LyingStorage(BaseHTTPRequestHandler):
     """States a 10-byte object, then sends SENT bytes."""
 
     protocol_version = "HTTP/1.1"
+    stated = 10
+    sent = SENT
 
     def _headers(self, length: int) -> None:
         self.send_header("Content-Length", str(length))
@@ -39,14 +41,14 @@ class LyingStorage(BaseHTTPRequestHandler):
 
     def do_HEAD(self) -> None:  # noqa: N802  (S3 head_object, Azure get_blob_properties)
         self.send_response(200)
-        self._headers(10)
+        self._headers(self.stated)
 
     def do_GET(self) -> None:  # noqa: N802
         if self.path.startswith("/storage/v1/b/"):  # GCS object metadata
             key = self.path.split("/o/", 1)[1].split("?", 1)[0]
             body = json.dumps(
-                {"kind": "storage#object", "name": key, "bucket": "models", "size": "10",
-                 "generation": "1", "metageneration": "1"}
+                {"kind": "storage#object", "name": key, "bucket": "models",
+                 "size": str(self.stated), "generation": "1", "metageneration": "1"}
             ).encode()  # fmt: skip
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -57,21 +59,40 @@ class LyingStorage(BaseHTTPRequestHandler):
         ranged = "x-ms-range" in self.headers  # Azure asks for the first chunk
         self.send_response(206 if ranged else 200)
         if ranged:
-            self.send_header("Content-Range", f"bytes 0-{SENT - 1}/{SENT}")
-        self._headers(SENT)
+            self.send_header("Content-Range", f"bytes 0-{self.stated - 1}/{self.stated}")
+        self._headers(max(self.stated, self.sent))
         try:
-            for _ in range(SENT // 4096):
-                self.wfile.write(b"x" * 4096)
+            for start in range(0, self.sent, 4096):
+                self.wfile.write(b"x" * min(4096, self.sent - start))
         except (BrokenPipeError, ConnectionResetError):
             pass
+        self.close_connection = True  # what it sent is all there is
 
     def log_message(self, *args: Any) -> None:
         pass
 
 
+class TruncatingStorage(LyingStorage):
+    """States a 1,000-byte object, then sends 10 bytes and closes the connection."""
+
+    stated = 1000
+    sent = 10
+
+
 @pytest.fixture
 def lying_storage(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), LyingStorage)
+    yield from _serving(LyingStorage, monkeypatch)
+
+
+@pytest.fixture
+def truncating_storage(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    yield from _serving(TruncatingStorage, monkeypatch)
+
+
+def _serving(
+    handler: type[BaseHTTPRequestHandler], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
@@ -89,6 +110,25 @@ async def test_an_object_larger_than_it_said_stops_at_the_limit(
 
     with pytest.raises(ModelError, match=f"grew past {LIMIT} bytes"):
         await download_model(storage, "prod", max_bytes=LIMIT)
+
+
+@pytest.mark.parametrize(("storage", "setup"), STORAGES_AT.items())
+async def test_an_object_cut_short_is_unavailable_for_now(
+    truncating_storage: str, monkeypatch: pytest.MonkeyPatch, storage: str, setup: Any
+) -> None:
+    # The connection breaks after 10 of the 1,000 bytes stated (a storage restarting, a
+    # proxy's timeout). Before: a ModelError with urllib3's words, a 500 from PUT /model,
+    # where a storage that cannot be reached is a 400 "could not be loaded".
+    setup(truncating_storage, monkeypatch)
+    monkeypatch.setenv("REMOTE_STORAGE_TIMEOUT", "2")
+
+    with pytest.raises(ModelUnavailable) as caught:
+        await download_model(storage, "prod")
+
+    assert str(caught.value).endswith(
+        "broke off the download of 'prod.tar.gz' before its end: "
+        "IncompleteRead(10 bytes read, 990 more expected)"
+    )
 
 
 class GzipEncodedStorage(BaseHTTPRequestHandler):
