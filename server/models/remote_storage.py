@@ -462,6 +462,29 @@ def _transport_failure(
     return ModelError(f"Cannot download '{key}' from {where}: {exc}")
 
 
+# The setting that holds each storage's address, for errors that say to change it.
+_ADDRESS_SETTING = {
+    "aws": "AWS_ENDPOINT_URL",
+    "gcs": "STORAGE_EMULATOR_HOST",
+    "azure": "AZURE_ACCOUNT_URL",
+}
+
+
+def _redirected(
+    storage: str, where: str, key: str, status: int, location: str | None
+) -> InvalidConfig:
+    """The error for a storage that answered with a redirect (a proxy, an http address
+    redirected to https, a host taken over): never followed, so no model comes from a host
+    that is not configured, and no request is signed for another one."""
+    shown = safe_url(location, tolerant=True) if location else "an address it did not give"
+    return InvalidConfig(
+        f"{where} answered '{key}' with a redirect ({status}) to {shown}: botserver follows "
+        "no storage's redirects (the model would come from a host not configured); if that "
+        f"address is the storage's own (an http address redirected to https), set "
+        f"{_ADDRESS_SETTING[storage]} to it"
+    )
+
+
 def _causes(exc: BaseException) -> Iterator[BaseException]:
     """`exc`, then what caused it, as far as the chain goes (each SDK wraps a transport's
     failure its own way; Azure keeps it aside rather than as the cause)."""
@@ -615,6 +638,12 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         error = answer
         if _s3_code(error) == "PreconditionFailed":  # the If-Match: replaced since the HEAD
             raise _Replaced(where, "PreconditionFailed") from None
+        metadata = error.response.get("ResponseMetadata", {})
+        status = metadata.get("HTTPStatusCode")
+        if isinstance(status, int) and 300 <= status < 400:  # botocore follows none
+            location = metadata.get("HTTPHeaders", {}).get("location")
+            location = location or error.response.get("Error", {}).get("Endpoint")
+            raise _redirected("aws", where, key, status, location) from None
         if _s3_code(error) in ("400", "403") and error.operation_name == "HeadObject":
             # A HEAD's 400 or 403 has no body to say why (an expired session token, a bucket
             # name the storage refuses, an object encrypted with a customer's key, a key
@@ -864,6 +893,8 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         # when the storage fails, past the download's end. None turns it off.
         if getattr(client, "_bucket_metadata_cache", None) is not None:
             client._bucket_metadata_cache = None
+        # requests follows redirects, to any host: S3's and Azure's clients are told not to.
+        client._http.max_redirects = 0
         bucket = client.bucket(bucket_name)
         blob = bucket.get_blob(key, **bounds())
         if blob is None:
@@ -911,6 +942,11 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         raise _transport_failure("gcs", where, key, timeout, exc) from exc
     except GoogleAuthError as exc:  # no credentials, or unusable ones
         raise InvalidConfig(f"Remote storage 'gcs' cannot authenticate: {exc}") from None
+    except requests.exceptions.TooManyRedirects as exc:  # the first: none is followed
+        answer = exc.response
+        status = answer.status_code if answer is not None else 300
+        location = answer.headers.get("Location") if answer is not None else None
+        raise _redirected("gcs", where, key, status, location) from None
     except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
         # Only an emulator's address can make the client's URLs unusable.
         host = os.environ.get("STORAGE_EMULATOR_HOST")
@@ -952,6 +988,7 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
             read_timeout=timeout,
             # Its default waits 15 s, then 45, then 135 before its three retries.
             retry_policy=LinearRetry(backoff=1, random_jitter_range=1, retry_total=ATTEMPTS - 1),
+            permit_redirects=False,  # else followed to any host
         )
     except ValueError as exc:  # azure's: a URL no request could go to
         raise InvalidConfig(
@@ -984,6 +1021,10 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
         status = exc.status_code if isinstance(exc, HttpResponseError) else None
         named = getattr(exc, "error_code", None)
         code = getattr(named, "value", named) or status
+        if status is not None and 300 <= status < 400:
+            response = getattr(exc, "response", None)
+            location = response.headers.get("Location") if response is not None else None
+            raise _redirected("azure", where, key, status, location) from None
         if status == 400:  # a request Azure never serves (InvalidUri, OutOfRangeInput...)
             reason = getattr(exc, "reason", None) or "Bad Request"
             raise _refused_request(where, key, f"{code}: {reason}") from None

@@ -10,13 +10,15 @@ import json
 import shutil
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
-from server.errors import ModelError, ModelUnavailable
+from server.errors import InvalidConfig, ModelError, ModelUnavailable
 from server.models.remote_storage import download_model
+from tests.fake_http import serve_json
 from tests.models.conftest import STORAGES_AT
 
 LIMIT = 64 * 1024
@@ -81,25 +83,29 @@ class TruncatingStorage(LyingStorage):
 
 @pytest.fixture
 def lying_storage(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    yield from _serving(LyingStorage, monkeypatch)
+    with _serving(LyingStorage, monkeypatch) as url:
+        yield url
 
 
 @pytest.fixture
 def truncating_storage(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    yield from _serving(TruncatingStorage, monkeypatch)
+    with _serving(TruncatingStorage, monkeypatch) as url:
+        yield url
 
 
+@contextmanager
 def _serving(
     handler: type[BaseHTTPRequestHandler], monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
     monkeypatch.setenv("BUCKET_NAME", "models")
-    yield url
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.mark.parametrize(("storage", "setup"), STORAGES_AT.items())
@@ -129,6 +135,53 @@ async def test_an_object_cut_short_is_unavailable_for_now(
         "broke off the download of 'prod.tar.gz' before its end: "
         "IncompleteRead(10 bytes read, 990 more expected)"
     )
+
+
+class RedirectingStorage(LyingStorage):
+    """Sizes a 10-byte object, then answers its read with a 307 to another host (a proxy,
+    an http address redirected to https, a host taken over) whose address is in `elsewhere`."""
+
+    elsewhere = ""
+
+    def do_GET(self) -> None:  # noqa: N802
+        if self.path.startswith("/storage/v1/b/"):  # GCS object metadata: as LyingStorage's
+            super().do_GET()
+            return
+        self.send_response(307)
+        self.send_header("Location", f"{self.elsewhere}/devstoreaccount1/models/x?sig=secret")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+@pytest.mark.parametrize(("storage", "setup"), STORAGES_AT.items())
+async def test_a_storage_redirecting_the_read_elsewhere_is_not_followed(
+    monkeypatch: pytest.MonkeyPatch, storage: str, setup: Any
+) -> None:
+    # Before: GCS's client followed it and loaded what the other host sent as the model;
+    # Azure's followed it (a 500: "Required Content-Range response header is missing"); S3's
+    # was a 500 "An error occurred (307) ... Temporary Redirect".
+    asked: list[str] = []
+
+    def elsewhere(path: str, body: bytes) -> tuple[int, bytes]:
+        asked.append(path)
+        return 200, b"elsewhere"
+
+    with serve_json(elsewhere) as other:
+        handler = type("Handler", (RedirectingStorage,), {"elsewhere": other})
+        with _serving(handler, monkeypatch) as url:
+            setup(url, monkeypatch)
+
+            with pytest.raises(InvalidConfig) as caught:
+                await download_model(storage, "prod")
+
+    assert asked == []
+    message = str(caught.value)
+    assert (
+        f"answered 'prod.tar.gz' with a redirect (307) to {other}/devstoreaccount1/models/x:"
+        in (message)
+    )
+    assert "secret" not in message
+    assert "botserver follows no storage's redirects" in message
 
 
 class GzipEncodedStorage(BaseHTTPRequestHandler):
