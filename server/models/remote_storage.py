@@ -423,6 +423,16 @@ def _env(name: str, storage: str) -> str:
 _REQUEST = re.compile(r"^[A-Z]+ \S+: ")
 
 
+def _api_message(exc: BaseException) -> str:
+    """A google-api-core error's reason: the message of GCS's JSON error, else its text
+    without the request before it (a media download's holds the whole body, then
+    resumable media's "('Request failed with status code', 503, 'Expected one of', ...)")."""
+    try:
+        return str(exc.response.json()["error"]["message"])  # type: ignore[attr-defined]
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return _REQUEST.sub("", getattr(exc, "message", "") or str(exc))
+
+
 def _transport_failure(
     storage: str, where: str, key: str, timeout: float, exc: BaseException
 ) -> BotServerError:
@@ -457,7 +467,7 @@ def _transport_failure(
             )
     status = getattr(exc, "status_code", None) or getattr(exc, "code", None)  # Azure's, GCS's
     if isinstance(status, int) and status >= 500:
-        reason = getattr(exc, "reason", None) or _REQUEST.sub("", getattr(exc, "message", ""))
+        reason = getattr(exc, "reason", None) or _api_message(exc)
         return _storage_failed(storage, where, key, status, reason)
     return ModelError(f"Cannot download '{key}' from {where}: {exc}")
 
@@ -923,14 +933,14 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         raise ModelNotFound(f"No model '{key}' in GCS bucket '{bucket_name}'") from exc
     except (gexc.Forbidden, gexc.Unauthorized) as exc:
         raise InvalidConfig(
-            f"{where} refused to give '{key}' ({exc.code}: {_REQUEST.sub('', exc.message)}): "
+            f"{where} refused to give '{key}' ({exc.code}: {_api_message(exc)}): "
             "check the credentials (GOOGLE_APPLICATION_CREDENTIALS) and that they may read "
             "it (storage.objects.get)"
         ) from None
     except gexc.BadRequest as exc:
         # A request GCS never serves: a bucket name it refuses (a 500 before), a
         # requester-pays bucket read without a billing project.
-        reason = _REQUEST.sub("", exc.message)
+        reason = _api_message(exc)
         if "bucket name" in reason.lower():
             raise _bucket_name_refused(
                 bucket_name, "GCS", f"400: {reason}", _GCS_BUCKET_RULE

@@ -276,6 +276,29 @@ async def test_a_storage_failing_with_a_5xx_is_unavailable_for_now(
     )
 
 
+@pytest.mark.usefixtures("quick_retries")
+async def test_a_gcs_download_failing_with_a_5xx_gives_gcs_s_reason_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The media read's failure. Before: "(503: {"error": {"code": 503, "message": "Service
+    # Unavailable"}}: ('Request failed with status code', 503, 'Expected one of', ...))".
+    def storage(path: str, body: bytes) -> tuple[int, Any]:
+        if path.startswith("/download/"):
+            return 503, {"error": {"code": 503, "message": "Service Unavailable"}}
+        return 200, {"name": "prod.tar.gz", "bucket": "models", "size": "10", "generation": "1"}
+
+    with serve_json(storage) as url:
+        gcs_at(url, monkeypatch)
+
+        with pytest.raises(ModelUnavailable) as caught:
+            await download_model("gcs", "prod")
+
+    assert str(caught.value) == (
+        "GCS bucket 'models' failed to answer for 'prod.tar.gz' (503: Service Unavailable); "
+        "each request tried 2 times at most"
+    )
+
+
 @pytest.mark.parametrize("storage", STORAGES_AT)
 @pytest.mark.usefixtures("quick_retries")
 async def test_a_storage_answering_501_not_implemented_is_a_setting_to_change(
