@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -616,3 +617,27 @@ async def test_s3_object_replaced_twice_in_a_row_is_a_clear_error(
 
     assert str(caught.value).startswith("'prod.tar.gz' in S3 bucket 'models-bucket' at http")
     assert REPLACED in str(caught.value)
+
+
+async def test_startup_with_an_object_replaced_twice_logs_one_clear_line(
+    s3_env: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before: "Could not load a model at startup: Cannot download 'prod.tar.gz' from S3
+    # bucket ...: An error occurred (PreconditionFailed) when calling the GetObject operation:
+    # At least one of the pre-conditions you specified did not hold".
+    s3_env.put_object(Bucket="models-bucket", Key="prod.tar.gz", Body=b"version 1")
+    _replace_s3_before_each_get(monkeypatch, s3_env, times=2)
+    holder = ModelHolder(greeting_loader)
+    caplog.set_level(logging.INFO, logger="server.models")
+
+    assert await ModelSource(holder).load_initial("prod", remote_storage="aws") is None
+
+    ours = [r for r in caplog.records if r.name.startswith("server.")]
+    errors = [r.getMessage() for r in ours if r.levelname == "ERROR"]
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(
+        "Could not load a model at startup: 'prod.tar.gz' in S3 bucket 'models-bucket' at http"
+    )
+    assert REPLACED in errors[0]
+    replaced_once = [r.getMessage() for r in ours if r.levelname == "INFO"]
+    assert any("downloading the new version" in line for line in replaced_once), replaced_once
