@@ -600,6 +600,7 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
             ClientError,
             CredentialRetrievalError,
             EndpointResolutionError,
+            FlexibleChecksumError,
             NoCredentialsError,
         )
     except ImportError as exc:
@@ -717,6 +718,11 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         raise InvalidConfig(
             f"Remote storage 'aws' cannot address S3 bucket '{bucket}': {exc} (check "
             "AWS_ENDPOINT_URL, AWS_DEFAULT_REGION and BUCKET_NAME)"
+        ) from None
+    except FlexibleChecksumError as exc:  # botocore checks what S3 states, at the end
+        raise ModelUnavailable(
+            f"{where} sent '{key}' with bytes that do not match its checksum ({exc}): changed "
+            "on the way or in the storage; nothing was loaded"
         ) from None
     except BotoCoreError as exc:
         raise _transport_failure("aws", where, key, timeout, exc) from exc

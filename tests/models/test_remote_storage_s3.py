@@ -7,6 +7,7 @@ import os
 import re
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from shutil import rmtree
@@ -533,17 +534,40 @@ class StorageWithoutChecksums(BaseHTTPRequestHandler):
         pass
 
 
+class StorageWithAWrongChecksum(StorageWithoutChecksums):
+    """Sends the object with a CRC32 that is not its own (bytes changed on the way, or in
+    the storage)."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.stored)))
+        self.send_header("ETag", '"e1"')
+        self.send_header("x-amz-checksum-crc32", "AAAAAA==")
+        self.end_headers()
+        self.wfile.write(self.stored)
+
+
 @pytest.fixture
 def storage_without_checksums(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), StorageWithoutChecksums)
+    with _serve_s3(StorageWithoutChecksums, monkeypatch) as url:
+        yield url
+
+
+@contextmanager
+def _serve_s3(
+    handler: type[BaseHTTPRequestHandler], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
     monkeypatch.setenv("BUCKET_NAME", "models")
     s3_at(url, monkeypatch)
-    yield url
-    server.shutdown()
-    server.server_close()
+    try:
+        yield url
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 async def test_a_storage_refusing_checksums_names_the_setting_that_turns_them_off(
@@ -641,3 +665,19 @@ async def test_startup_with_an_object_replaced_twice_logs_one_clear_line(
     assert REPLACED in errors[0]
     replaced_once = [r.getMessage() for r in ours if r.levelname == "INFO"]
     assert any("downloading the new version" in line for line in replaced_once), replaced_once
+
+
+async def test_an_object_whose_checksum_does_not_match_is_unavailable_for_now(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Before: a 500 from PUT /model, "Cannot download 'prod.tar.gz' from S3 bucket ...:
+    # Expected checksum AAAAAA== did not match calculated checksum: ...", as if botserver
+    # had failed.
+    with _serve_s3(StorageWithAWrongChecksum, monkeypatch) as url:
+        with pytest.raises(ModelUnavailable) as caught:
+            await download_model("aws", "prod")
+
+        assert str(caught.value).startswith(
+            f"S3 bucket 'models' at {url} sent 'prod.tar.gz' with bytes that do not match its "
+            "checksum (Expected checksum AAAAAA== did not match calculated checksum: "
+        )
