@@ -1332,7 +1332,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         create_lock_store,
         create_tracker_store,
     )
-    from server.trackers.retention import delete_conversations_older_than
+    from server.trackers.retention import Pruned, delete_conversations_older_than
 
     _check_endpoints_file(args, needed=True)
     endpoints = read_endpoints(args.endpoints)
@@ -1345,7 +1345,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
             "botserver.db of the working directory, which botserver run makes there"
         )
 
-    async def prune() -> int:
+    async def prune() -> Pruned:
         # The serving processes' locks, when they are shared (an in-memory lock is not).
         locks = create_lock_store(endpoints.get("lock_store"), args.endpoints)
         shared = None if locks.process_local else locks
@@ -1358,8 +1358,28 @@ def cmd_prune(args: argparse.Namespace) -> int:
             await store.close()
             await locks.close()
 
-    print(f"Deleted {how_many(asyncio.run(prune()), 'conversation')}.")
-    return 0
+    pruned = asyncio.run(prune())
+    print(f"Deleted {how_many(pruned.deleted, 'conversation')}.")
+    if not pruned.lost:
+        return 0
+    # Exit code 1: a lock lost while held means Redis lost its data or the prune stalled for
+    # lock_lifetime, which a cron job's owner should look at. The prune is safe to run again.
+    shown = ", ".join(f"'{conversation_id}'" for conversation_id in pruned.lost[:10])
+    more = f" and {len(pruned.lost) - 10} more" if len(pruned.lost) > 10 else ""
+    lost = how_many(len(pruned.lost), "conversation")
+    # (A lock found lost while its batch's delete ran was found too late to skip it.)
+    if len(pruned.lost) == 1:
+        said = f"the lock of {lost} was found lost while the prune held it; the prune left it"
+        whose = "its"
+    else:
+        said = f"the locks of {lost} were found lost while the prune held them; the prune left them"
+        whose = "their"
+    print(
+        f"error: {said} alone from then on, unless {whose} delete had gone out already (another "
+        f"process may be in a turn there): {shown}{more}; see the log above",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -425,7 +425,9 @@ class DynamoTrackerStore:
                 return deleted
             if stale:
                 async with holding(hold, list(stale)) as idle:
-                    for sender_id in idle:
+                    for sender_id in await idle.still_held():
+                        if sender_id not in idle:  # its lock was lost meanwhile
+                            continue
                         gone = partial(self._delete_if, sender_id, stale[sender_id])
                         if await self._run(gone):
                             self._known.forget(sender_id)

@@ -2,9 +2,46 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
+
+
+class IdleLocks:
+    """The conversations whose locks a prune holds (`LockStore.hold_idle`). One whose lock
+    is found lost meanwhile (Redis lost it, the prune stalled past its lifetime) is let go
+    of at once: no longer held, listed in `lost`, never touched again by the prune.
+    `check`: asks the lock store which are still held (`still_held`)."""
+
+    __slots__ = ("_held", "lost", "_check")
+
+    def __init__(
+        self,
+        conversation_ids: Iterable[str],
+        check: Callable[[IdleLocks], Awaitable[None]] | None = None,
+    ) -> None:
+        self._held = dict.fromkeys(conversation_ids)
+        self.lost: list[str] = []
+        self._check = check
+
+    def ids(self) -> list[str]:
+        """Those still held, in the order given."""
+        return list(self._held)
+
+    async def still_held(self) -> list[str]:
+        """Those still held, asked of the lock store (for a delete about to go out)."""
+        if self._check is not None and self._held:
+            await self._check(self)
+        return list(self._held)
+
+    def __contains__(self, conversation_id: object) -> bool:
+        return conversation_id in self._held
+
+    def lose(self, conversation_id: str) -> None:
+        """Its lock was found lost."""
+        if conversation_id in self._held:
+            del self._held[conversation_id]
+            self.lost.append(conversation_id)
 
 
 class LockStore(Protocol):
@@ -28,10 +65,11 @@ class LockStore(Protocol):
         """
         ...
 
-    def hold_idle(self, conversation_ids: Sequence[str]) -> AbstractAsyncContextManager[list[str]]:
+    def hold_idle(self, conversation_ids: Sequence[str]) -> AbstractAsyncContextManager[IdleLocks]:
         """Takes, without waiting, the locks of those conversations no turn holds or waits
-        for, and yields their ids; the locks are released after the block (the prune).
-        Raises `StoreUnavailable` when the store cannot be reached."""
+        for, and yields them; the locks are released after the block (the prune). A lock
+        found lost meanwhile is let go of (`IdleLocks.lose`). Raises `StoreUnavailable` when
+        the store cannot be reached."""
         ...
 
     async def close(self) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.errors import InvalidConfig, LockTimeout
+from server.trackers.lock import IdleLocks
 
 DEFAULT_WAIT_TIMEOUT = 60.0
 
@@ -41,7 +42,7 @@ class InMemoryLockStore:
         return _Held(self, conversation_id, wait_timeout, on_wait)
 
     @asynccontextmanager
-    async def hold_idle(self, conversation_ids: Sequence[str]) -> AsyncIterator[list[str]]:
+    async def hold_idle(self, conversation_ids: Sequence[str]) -> AsyncIterator[IdleLocks]:
         held = []
         for conversation_id in dict.fromkeys(conversation_ids):
             if conversation_id not in self._queues:
@@ -49,7 +50,7 @@ class InMemoryLockStore:
                 await turn.__aenter__()  # free: taken at once
                 held.append(turn)
         try:
-            yield [turn._id for turn in held]
+            yield IdleLocks(turn._id for turn in held)
         finally:
             for turn in held:
                 await turn.__aexit__(None, None, None)

@@ -72,7 +72,8 @@ class InMemoryTrackerStore:
         ]
         deleted = 0
         async with holding(hold, stale) as idle:
-            for sender_id in idle:  # looked at again: a turn may have come meanwhile
+            # Looked at again: a turn may have come meanwhile.
+            for sender_id in await idle.still_held():
                 conversation = self._conversations.get(sender_id)
                 if conversation and latest_timestamp(conversation.events) < cutoff_timestamp:
                     _let_go(self._conversations.pop(sender_id))

@@ -26,7 +26,9 @@ from redis import exceptions as redis_errors
 
 from server.errors import InvalidConfig, LockTimeout, StoreUnavailable, clause
 from server.outages import OUTAGES, WINDOW_SECONDS, RepeatsCounted
+from server.setting_values import near_miss
 from server.tasks import stop
+from server.trackers.lock import IdleLocks
 from server.trackers.memory_lock import timeout_message, wait_timeout_setting
 from server.trackers.redis_batch import CommandBatch
 from server.trackers.redis_client import (
@@ -167,7 +169,10 @@ return head
 
 # The prune's batches: every free key nobody waits for taken (SET NX PX) in one call, and
 # given back (a stale one of Rasa's too). KEYS: the leases, then their queues. ARGV: lease in
-# ms, then a token per lease. 1/0 per lease.
+# ms, then a token per lease. 1/0 per lease: 1 also for a lease that holds its token already
+# (the call sent again after its reply was lost, a turn perhaps in line behind it since;
+# before, 0: a lease nobody renewed or gave back, which held the conversation for
+# lock_lifetime).
 _TAKE_FREE = (
     _STALE_LEASE
     + """
@@ -180,21 +185,32 @@ local count = #KEYS / 2
 local taken = {}
 for i = 1, count do
   taken[i] = 0
-  if redis.call('EXISTS', KEYS[count + i]) == 0 then
-    if redis.call('SET', KEYS[i], ARGV[1 + i], 'NX', 'PX', ARGV[1]) then
+  local holder = redis.call('GET', KEYS[i])
+  if holder == ARGV[1 + i] then
+    taken[i] = 1
+  elseif redis.call('EXISTS', KEYS[count + i]) == 0 then
+    if not holder or stale(KEYS[i], holder, now) then
+      redis.call('SET', KEYS[i], ARGV[1 + i], 'PX', ARGV[1])
       taken[i] = 1
-    else
-      local holder = redis.call('GET', KEYS[i])
-      if holder and stale(KEYS[i], holder, now) then
-        redis.call('SET', KEYS[i], ARGV[1 + i], 'PX', ARGV[1])
-        taken[i] = 1
-      end
     end
   end
 end
 return taken
 """
 )
+
+# KEYS: leases; ARGV: lease in ms, then their tokens. Renews each lease that still holds its
+# token (1), else 0: the prune's look before a delete.
+_RENEW_ALL = """
+local renewed = {}
+for i, key in ipairs(KEYS) do
+  renewed[i] = 0
+  if redis.call('GET', key) == ARGV[1 + i] then
+    renewed[i] = redis.call('PEXPIRE', key, ARGV[1])
+  end
+end
+return renewed
+"""
 
 # KEYS: leases; ARGV: their tokens. Deletes each lease that still holds its token.
 _RELEASE_ALL = """
@@ -246,6 +262,11 @@ _LEASE_LOST = (
 )
 # Why a held lease ran out when its renewals failed (with for how long).
 _LEASE_UNRENEWED = "it could not be renewed for %.1f s (Redis unreachable)"
+# Why a held lease ran out when no renewal went out (with for how long, and lock_lifetime).
+_LEASE_OVERDUE = (
+    "it ran out, not renewed for %.1f s (lock_lifetime %g s): this process stalled (its event "
+    "loop blocked)"
+)
 # Turns whose lease was gone when they ended: the first logged, then counted (a Redis that
 # restarted without its data took the leases of every turn in flight at once).
 _LEASES_LOST = RepeatsCounted(logger, WINDOW_SECONDS)
@@ -255,8 +276,14 @@ _LEASES_LOST = RepeatsCounted(logger, WINDOW_SECONDS)
 _Keys = tuple[bytes, bytes, bytes]
 
 # A release sent (`RedisLockStore._give_back_soon`): keys, token, conversation, whether the
-# turn held the lease to its end, since when its renewals failed.
-_Release = tuple[_Keys, str, str, bool, float | None]
+# turn held the lease to its end, since when its renewals failed, for how long it had not
+# been renewed when the turn ended if that is longer than lock_lifetime (else None).
+_Release = tuple[_Keys, str, str, bool, float | None, float | None]
+
+# A lease held by this process (`RedisLockStore._held`): its key, conversation, when its
+# renewal is due, and when it runs out at the latest (its last renewal's reply plus
+# lock_lifetime).
+_Held = tuple[bytes, str, float, float]
 
 
 # The `lock_store:` settings read: Rasa's RedisLockStore arguments, and ours.
@@ -275,10 +302,14 @@ class RedisLockStore:
     def __init__(self, config: dict[str, Any]) -> None:
         unknown = [str(key) for key in config if key not in SETTINGS | ENDPOINT_SETTINGS]
         if unknown:  # (before, ignored: a misspelt key_prefix shared another bot's locks)
-            raise InvalidConfig(
-                f"unknown setting '{unknown[0]}' (Rasa refuses it too); the Redis lock store "
-                f"reads {', '.join(sorted(SETTINGS - {'type'}))}"
+            read = sorted(SETTINGS - {"type"})
+            meant = near_miss(unknown[0], read)
+            hint = (
+                f"did you mean '{meant}'?"
+                if meant
+                else f"the Redis lock store reads {', '.join(read)}"
             )
+            raise InvalidConfig(f"unknown setting '{unknown[0]}' (Rasa refuses it too); {hint}")
         self._redis = create_client(config, default_db=1)
         self._prefix = key_prefix(config, "lock")
         self._queue_prefix = key_prefix(config, "lock_queue", quiet=True)
@@ -306,6 +337,7 @@ class RedisLockStore:
         self._release = self._redis.register_script(_RELEASE)
         self._take_free = self._redis.register_script(_TAKE_FREE)
         self._release_all = self._redis.register_script(_RELEASE_ALL)
+        self._renew_all = self._redis.register_script(_RENEW_ALL)
         self._readiness = self._redis.register_script(READINESS_SCRIPT)
         self._batch = CommandBatch(self._redis)
         # The scripts' constant arguments, packed once: redis-py encodes each str or int
@@ -324,11 +356,11 @@ class RedisLockStore:
         self._closing = False
         # Releases retried after Redis could not be reached (cancelled on close).
         self._retries: set[asyncio.Task[None]] = set()
-        # Leases held by this process's turns: token -> (key, conversation, renewal due).
-        self._held: dict[str, tuple[bytes, str, float]] = {}
+        # Leases held by this process's turns, by token.
+        self._held: dict[str, _Held] = {}
         self._renewer: asyncio.Task[None] | None = None
-        # Those of them a prune holds (`hold_idle`), told apart when one is lost.
-        self._held_by_prune: set[str] = set()
+        # Those of them a prune holds (`hold_idle`): a lost one is let go of there.
+        self._held_by_prune: dict[str, IdleLocks] = {}
         # Held leases whose renewal failed (Redis unreachable): token -> since when.
         self._unrenewed: dict[str, float] = {}
         # Tokens: this process's id and a serial number (unique, and no urandom per turn).
@@ -381,8 +413,9 @@ class RedisLockStore:
     def _hold(self, token: str, key: bytes, conversation_id: str, now: float) -> None:
         """Keeps the lease renewed while held: every lease held for a third of its lifetime
         is renewed by one task per process (no timer or task per turn; most turns end long
-        before)."""
-        self._held[token] = (key, conversation_id, now + self.lock_lifetime / 3)
+        before). `now`: at or after the reply that took it."""
+        lifetime = self.lock_lifetime
+        self._held[token] = (key, conversation_id, now + lifetime / 3, now + lifetime)
         if self._renewer is None:
             self._renewer = asyncio.ensure_future(self._renew_held())
 
@@ -407,7 +440,7 @@ class RedisLockStore:
         held = self._held.get(token)
         if held is None:  # given back after it was found due (before, a KeyError ended the
             return  # renewer, and the other leases held ran out)
-        key, conversation_id, _ = held
+        key, conversation_id, _, runs_out = held
         try:
             renewed = await self._renew(keys=[key], args=[token, int(self.lock_lifetime * 1000)])
         except (redis_errors.RedisError, OSError) as exc:
@@ -423,20 +456,33 @@ class RedisLockStore:
                 self.lock_lifetime / 6,
             )
             if token in self._held:  # tried again a sixth of the lifetime later
-                self._held[token] = (key, conversation_id, now + self.lock_lifetime / 6)
+                due = now + self.lock_lifetime / 6
+                self._held[token] = (key, conversation_id, due, runs_out)
                 self._unrenewed.setdefault(token, now)
             return
         if token not in self._held:  # released meanwhile: nothing to renew
             return
         failed_since = self._unrenewed.pop(token, None)
         if renewed:
-            self._held[token] = (key, conversation_id, now + self.lock_lifetime / 3)
+            answered = asyncio.get_running_loop().time()
+            due = now + self.lock_lifetime / 3
+            self._held[token] = (key, conversation_id, due, answered + self.lock_lifetime)
             return
         del self._held[token]
-        # (A prune's lease: before, told as a turn's.)
-        if token in self._held_by_prune:
+        self._lease_found_gone(token, conversation_id, failed_since, now)
+
+    def _lease_found_gone(
+        self, token: str, conversation_id: str, failed_since: float | None, now: float
+    ) -> None:
+        """A held lease that its renewal found gone: said, and let go of by its prune."""
+        # (A prune's lease: before, told as a turn's, and the prune went on to delete it.)
+        if (idle := self._held_by_prune.get(token)) is not None:
+            idle.lose(conversation_id)
             holder = "a prune held it"
-            risk = "a turn of the conversation may have run while the prune deleted it"
+            risk = (
+                "the prune leaves the conversation alone (another process may be in a turn "
+                "there), unless it had already deleted it beside such a turn"
+            )
         else:
             holder = "its turn was still running"
             risk = "another turn of the conversation may have run at the same time"
@@ -461,7 +507,7 @@ class RedisLockStore:
         )
 
     @asynccontextmanager
-    async def hold_idle(self, conversation_ids: Sequence[str]) -> AsyncIterator[list[str]]:
+    async def hold_idle(self, conversation_ids: Sequence[str]) -> AsyncIterator[IdleLocks]:
         """Two scripts a batch: one takes every free key nobody waits for (a token each),
         one gives them back (compare-and-delete). Held, they are renewed as a turn's lease
         is: before, a batch that took longer than lock_lifetime let turns in while it
@@ -474,17 +520,45 @@ class RedisLockStore:
             taken = await self._take_free(keys=keys, args=[lifetime_ms, *tokens]) if keys else []
         now = asyncio.get_running_loop().time()
         held = [(c, t) for c, t, ok in zip(free_here, tokens, taken, strict=True) if ok]
+        idle = IdleLocks(
+            (conversation_id for conversation_id, _ in held),
+            partial(self._check_idle, dict(held)),
+        )
         for conversation_id, token in held:
             self._hold(token, (self._prefix + conversation_id).encode(), conversation_id, now)
-            self._held_by_prune.add(token)
+            self._held_by_prune[token] = idle
         try:
-            yield [conversation_id for conversation_id, _ in held]
+            yield idle
         finally:
             for _, token in held:
                 self._held.pop(token, None)
                 self._unrenewed.pop(token, None)
-                self._held_by_prune.discard(token)
+                self._held_by_prune.pop(token, None)
             await self._give_back_all(held)
+
+    async def _check_idle(self, tokens: dict[str, str], idle: IdleLocks) -> None:
+        """Renews, in one script, the leases `idle` still holds (`tokens`: by conversation),
+        before a delete goes out: one gone since the take (a Redis restarted without its
+        data; no renewal due yet would have seen it) is let go of, and said. Before, the
+        delete went out for it, beside any turn another process began there meanwhile."""
+        ids = idle.ids()
+        keys = [self._prefix + conversation_id for conversation_id in ids]
+        args: list[int | str] = [int(self.lock_lifetime * 1000), *(tokens[c] for c in ids)]
+        with store_errors_as("lock store", self._redis):
+            renewed = await self._renew_all(keys=keys, args=args)
+        now = asyncio.get_running_loop().time()
+        for conversation_id, ok in zip(ids, renewed, strict=True):
+            token = tokens[conversation_id]
+            held = self._held.get(token)
+            if held is None:  # (its renewal found it gone meanwhile, and said so)
+                continue
+            failed_since = self._unrenewed.pop(token, None)
+            if ok:
+                due, runs_out = now + self.lock_lifetime / 3, now + self.lock_lifetime
+                self._held[token] = (held[0], conversation_id, due, runs_out)
+            else:
+                del self._held[token]
+                self._lease_found_gone(token, conversation_id, failed_since, now)
 
     async def _give_back_all(self, held: list[tuple[str, str]]) -> None:
         """Gives back the leases of `held` (conversation, token)."""
@@ -507,11 +581,10 @@ class RedisLockStore:
         conversation_id: str,
         timeout: float,
         on_wait: Callable[[], None] | None = None,
-    ) -> bool:
-        """True when the lease was not free at once."""
+    ) -> None:
+        """Takes the lease, waiting in line until `deadline` (then LockTimeout)."""
         loop = asyncio.get_running_loop()
         pause = _FIRST_POLL
-        waited = False
         while True:
             sent = OUTAGES.opened
             try:
@@ -527,7 +600,7 @@ class RedisLockStore:
             if OUTAGES.any_away():  # Redis answered: the end of its outage, if it had one
                 OUTAGES.reached(dependency(self._redis, "lock store"), sent)
             if place == 1:
-                return waited
+                return
             if self._listener is None:  # the first wait of this process
                 self._listener = asyncio.ensure_future(self._listen())
             try:
@@ -536,7 +609,6 @@ class RedisLockStore:
                     raise LockTimeout(timeout_message(conversation_id, timeout))
                 if on_wait is not None:
                     on_wait()
-                waited = True
                 await self._nap(token, min(pause, remaining))
             except BaseException:  # timed out or cancelled: out of the line at once
                 self._give_back_soon(keys, token, conversation_id)
@@ -582,12 +654,14 @@ class RedisLockStore:
         conversation_id: str,
         held: bool = False,
         unrenewed_since: float | None = None,
+        overdue: float | None = None,
     ) -> None:
         """Releases our lease (or leaves the line) without waiting for Redis's reply: the
         release goes out with the next batch, before anything asked after it, and its reply
         is seen to by `_given_back` (it wakes the next waiter if it is ours). `held`: a lease
-        the turn held to its end (`unrenewed_since`: since when its renewals failed), whose
-        absence is said. A bot's reply waited for it before: a Redis that took the release
+        the turn held to its end (`unrenewed_since`: since when its renewals failed;
+        `overdue`: for how long it had not been renewed, past its lifetime), whose absence
+        is said. A bot's reply waited for it before: a Redis that took the release
         and never answered delayed it by the client's socket_timeout (10 s), for a lease
         that runs out by itself."""
         self._send_release(
@@ -598,7 +672,7 @@ class RedisLockStore:
                 token.encode(),
                 self._wake_prefix,
             ),
-            (keys, token, conversation_id, held, unrenewed_since),
+            (keys, token, conversation_id, held, unrenewed_since, overdue),
         )
 
     def _send_release(self, command: tuple[Any, ...], release: _Release) -> None:
@@ -609,7 +683,7 @@ class RedisLockStore:
     def _given_back(self, release: _Release, reply: asyncio.Future[Any]) -> None:
         """The reply to a release (a done callback: no task a turn)."""
         self._releases.discard(reply)
-        keys, token, conversation_id, held, unrenewed_since = release
+        keys, token, conversation_id, held, unrenewed_since, overdue = release
         if reply.cancelled():  # (the batch's task was cancelled)
             self._release_in_background(keys, token)
             return
@@ -628,17 +702,24 @@ class RedisLockStore:
             if (waker := self._waiters.get(following)) is not None:
                 _wake(waker)
         elif following == 0 and held:
-            self._lease_was_gone(conversation_id, unrenewed_since, self._batch.resent(reply))
+            resent = self._batch.resent(reply)
+            self._lease_was_gone(conversation_id, unrenewed_since, resent, overdue)
 
     def _lease_was_gone(
-        self, conversation_id: str, unrenewed_since: float | None, resent: bool
+        self,
+        conversation_id: str,
+        unrenewed_since: float | None,
+        resent: bool,
+        overdue: float | None,
     ) -> None:
         """A turn's release found no lease of ours."""
-        if resent:
+        if resent and overdue is None:
             # Almost always the release's first send deleted it, Redis having run it before
             # the connection broke. (Before, the warning below: another turn may have run.)
             # A Redis that restarted closed the connection before the release went out,
-            # which the batch finds before sending: that release went out once.
+            # which the batch finds before sending: that release went out once. (A lease
+            # that had run out before the turn ended is said below, resent or not: before,
+            # this line took it for one the first send had deleted.)
             logger.debug(
                 "The release of the lock of conversation '%s' was sent again after the "
                 "connection to Redis broke, and found no lease: its first send had most "
@@ -646,7 +727,9 @@ class RedisLockStore:
                 conversation_id,
             )
             return
-        if unrenewed_since is None:
+        if unrenewed_since is None and overdue is not None:
+            cause = _LEASE_OVERDUE % (overdue, self.lock_lifetime)
+        elif unrenewed_since is None:
             cause = _LEASE_LOST % self.lock_lifetime
         else:  # (before, blamed on Redis losing its data, or a stall)
             unrenewed = asyncio.get_running_loop().time() - unrenewed_since
@@ -773,15 +856,27 @@ class _Lease:
         now = loop.time()
         keys = self._keys = store._keys(self._conversation_id)
         token = self._token = f"{store._process}{next(store._serial):016x}"
-        waited = await store._acquire(
+        await store._acquire(
             keys, token, now + timeout, self._conversation_id, timeout, self._on_wait
         )
-        store._hold(token, keys[0], self._conversation_id, loop.time() if waited else now)
+        store._hold(token, keys[0], self._conversation_id, loop.time())
 
     async def __aexit__(self, *exc_info: object) -> None:
         store = self._store
         renewing = store._held.pop(self._token, None)  # (None: its renewal found it gone)
         unrenewed_since = store._unrenewed.pop(self._token, None)
+        overdue = None
+        if renewing is not None:
+            # Past the time it runs out at the latest, the lease is surely gone, whatever
+            # the release finds (sent twice after a reply that was lost too).
+            late = asyncio.get_running_loop().time() - renewing[3]
+            if late > 0:
+                overdue = late + store.lock_lifetime
         store._give_back_soon(
-            self._keys, self._token, self._conversation_id, renewing is not None, unrenewed_since
+            self._keys,
+            self._token,
+            self._conversation_id,
+            renewing is not None,
+            unrenewed_since,
+            overdue,
         )

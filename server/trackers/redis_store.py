@@ -27,6 +27,7 @@ from server.json_values import OFF_LOOP_JSON_BYTES
 from server.trackers.events import OFF_LOOP_EVENTS
 from server.trackers.freeing import free_off_loop
 from server.trackers.known_sessions import KnownSessions
+from server.trackers.lock import IdleLocks
 from server.trackers.redis_client import (
     READINESS_SCRIPT,
     create_client,
@@ -192,6 +193,14 @@ return 1
 """.replace("READ_HERE", str(_PRUNE_READ_HERE))
 # Conversations looked at per round trip by delete_older_than.
 _PRUNE_BATCH = 500
+
+
+def _one_at_a_time(outcome: object) -> bool:
+    """Whether the prune script left the conversation to its caller, to be read and deleted
+    on its own: too long for it (minus its length), or in Rasa's layout (WRONGTYPE)."""
+    if isinstance(outcome, redis_errors.ResponseError):
+        return "WRONGTYPE" in str(outcome)
+    return isinstance(outcome, int) and outcome < 0
 
 
 @dataclass
@@ -500,8 +509,8 @@ class RedisTrackerStore:
             cursor, sender_ids = await self._scan_page(cursor)
             if sender_ids:
                 async with holding(hold, sender_ids) as idle:
-                    if idle:
-                        deleted += await self._prune(idle, cutoff_timestamp)
+                    if held := await idle.still_held():
+                        deleted += await self._prune(held, cutoff_timestamp, idle)
             if cursor == 0:
                 return deleted
 
@@ -533,8 +542,11 @@ class RedisTrackerStore:
             sender_ids.append(name[len(self._prefix) :])
         return int(cursor), sender_ids
 
-    async def _prune(self, batch: list[str], cutoff_timestamp: float) -> int:
-        """Deletes those of `batch` whose newest event is older than the cutoff; how many."""
+    async def _prune(self, batch: list[str], cutoff_timestamp: float, idle: IdleLocks) -> int:
+        """Deletes those of `batch` whose newest event is older than the cutoff; how many.
+        `idle`: their locks, looked at again before those deleted one at a time after the
+        pipeline (a long list, Rasa's layout): one lost meanwhile is left alone. Before, no
+        renewal due yet, it was deleted all the same."""
         deleted = 0
         with self._errors():
             async with self._redis.pipeline(transaction=False) as pipe:
@@ -543,7 +555,11 @@ class RedisTrackerStore:
                         keys=self._keys(sender_id), args=[cutoff_timestamp], client=pipe
                     )
                 outcomes = await pipe.execute(raise_on_error=False)
+            if any(map(_one_at_a_time, outcomes)):
+                await idle.still_held()
             for sender_id, outcome in zip(batch, outcomes, strict=True):
+                if _one_at_a_time(outcome) and sender_id not in idle:
+                    continue  # its lock was lost
                 try:
                     if isinstance(outcome, redis_errors.ResponseError) and (
                         "WRONGTYPE" in str(outcome)

@@ -464,9 +464,9 @@ class SqlTrackerStore:
                 break
             # Looked at again as they are deleted: a turn may have come since the listing.
             async with holding(hold, batch) as idle:
-                if idle:
+                if held := await idle.still_held():
                     with self._map_errors():
-                        deleted += await self._db.delete_stale(idle, cutoff_timestamp)
+                        deleted += await self._db.delete_stale(held, cutoff_timestamp)
             for sender_id in batch:
                 self._cache.pop(sender_id)
             after = batch[-1]

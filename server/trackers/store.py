@@ -12,6 +12,7 @@ from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any, Protocol, runtime_checkable
 
 from server.errors import CorruptConversation, InvalidConversationId
+from server.trackers.lock import IdleLocks
 
 # Events of current sessions a process keeps hot by default (`cache_events`).
 DEFAULT_CACHE_EVENTS = 10_000
@@ -53,14 +54,16 @@ def stored_events(
     return events
 
 
-# Takes, without waiting, the locks of those conversations no turn holds; yields their ids
-# and releases the locks after the block (`LockStore.hold_idle`).
-Hold = Callable[[list[str]], AbstractAsyncContextManager[list[str]]]
+# Takes, without waiting, the locks of those conversations no turn holds; yields them and
+# releases the locks after the block (`LockStore.hold_idle`).
+Hold = Callable[[list[str]], AbstractAsyncContextManager[IdleLocks]]
 
 
-def holding(hold: Hold | None, sender_ids: list[str]) -> AbstractAsyncContextManager[list[str]]:
-    """The conversations of `sender_ids` a prune may delete now: with no lock store, all."""
-    return nullcontext(sender_ids) if hold is None else hold(sender_ids)
+def holding(hold: Hold | None, sender_ids: list[str]) -> AbstractAsyncContextManager[IdleLocks]:
+    """The conversations of `sender_ids` a prune may delete now: with no lock store, all.
+    Only those still held as a delete goes out (`IdleLocks.still_held`, then `in` it): a
+    lock found lost meanwhile leaves its conversation alone."""
+    return nullcontext(IdleLocks(sender_ids)) if hold is None else hold(sender_ids)
 
 
 # Rasa's `sender_id`, `intent_name` and `action_name` columns hold 255 characters

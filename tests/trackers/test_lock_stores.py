@@ -334,7 +334,7 @@ async def test_idle_locks_redis_could_not_give_back_are_one_warning_saying_their
     until its lease ends"), and both given back once Redis is back."""
     async with through_proxy(redis_config, TcpProxy(REDIS)) as (store, other, proxy):
         async with store.hold_idle(["ana", "bob"]) as held:
-            assert held == ["ana", "bob"]
+            assert held.ids() == ["ana", "bob"]
             await proxy.cut()
         await proxy.restore()
         for conversation in ("ana", "bob"):
@@ -549,7 +549,7 @@ async def test_the_prune_takes_a_lock_left_by_a_rasa_process_that_died(
     store = RedisLockStore(config)
     try:
         async with store.hold_idle(["ana", "bob", "cyd"]) as held:
-            assert held == ["ana", "cyd"]
+            assert held.ids() == ["ana", "cyd"]
     finally:
         await store.close()
     assert await client.exists(f"{prefix}:lock:ana") == 0
@@ -619,7 +619,7 @@ async def test_a_prune_lease_its_renewal_finds_gone_is_told_as_the_prune_s(
     caplog.handler.addFilter(tell)
     try:
         async with store.hold_idle(["ana"]) as held:
-            assert held == ["ana"]
+            assert held.ids() == ["ana"]
             await delete_redis_keys(redis_config["key_prefix"], db=1)
             await asyncio.wait_for(told.wait(), 5)  # the renewal, a third of a lifetime on
     finally:
@@ -658,6 +658,49 @@ def test_a_setting_the_redis_lock_store_does_not_read_is_refused_naming_it(key: 
         create_lock_store({"type": "redis", "url": REDIS[0], key: "x"})
 
 
+@pytest.mark.parametrize(
+    ("key", "meant"), [("key_prefx", "key_prefix"), ("lock_lifetim", "lock_lifetime")]
+)
+def test_a_misspelt_lock_store_setting_is_refused_with_the_setting_meant(
+    key: str, meant: str
+) -> None:
+    """The one "did you mean" of every endpoints.yml section (`near_miss`): before, the
+    error listed every setting the store reads and left the reader to find the one meant."""
+    with pytest.raises(InvalidConfig) as refused:
+        create_lock_store({"type": "redis", "url": REDIS[0], key: "x"})
+    assert str(refused.value).endswith(
+        f"unknown setting '{key}' (Rasa refuses it too); did you mean '{meant}'?"
+    )
+
+
+def test_a_lock_store_setting_near_none_is_refused_with_the_settings_read() -> None:
+    with pytest.raises(InvalidConfig, match="'colour' .*; the Redis lock store reads db, "):
+        create_lock_store({"type": "redis", "url": REDIS[0], "colour": "x"})
+
+
+async def test_a_redis_lock_store_db_left_empty_is_database_1(
+    redis_config: dict[str, Any],
+) -> None:
+    """`db:` with no value (YAML's null) is the default database, 1, as if not written
+    (Rasa's `int(None)` stops its start with a TypeError naming no key)."""
+    store = create_lock_store({**redis_config, "db": None})
+    client = Redis(host=REDIS[0], port=REDIS[1], db=1)
+    try:
+        async with store.lock("ana", wait_timeout=1):
+            assert await client.exists(f"{redis_config['key_prefix']}:lock:ana") == 1
+    finally:
+        await store.close()
+        await client.aclose()
+
+
+@pytest.mark.parametrize("db", [1.5, True, "1.5"])
+def test_a_redis_lock_store_db_that_is_no_whole_number_is_refused(db: object) -> None:
+    """Rasa reads `db: 1.5` (and `true`) as database 1 without a word: another database
+    than the one written, perhaps another bot's locks."""
+    with pytest.raises(InvalidConfig, match="'db' must be a whole number of 0 or more"):
+        create_lock_store({"type": "redis", "url": REDIS[0], "db": db})
+
+
 def test_the_endpoint_settings_rasa_reads_for_every_section_are_not_refused() -> None:
     """Rasa's endpoint config takes these from any section and its lock store never sees
     them: an endpoints.yml Rasa started with starts here too."""
@@ -688,7 +731,7 @@ async def test_the_prune_keeps_its_locks_while_a_batch_takes_longer_than_their_l
     other = RedisLockStore(redis_config)
     try:
         async with pruning.hold_idle(["ana", "bob"]) as held:
-            assert held == ["ana", "bob"]
+            assert held.ids() == ["ana", "bob"]
             await asyncio.sleep(1.0)  # three lifetimes
             with pytest.raises(LockTimeout):
                 async with other.lock("ana", wait_timeout=0.2):
@@ -721,7 +764,7 @@ async def test_a_lease_given_back_while_its_renewal_is_due_stops_no_other_renewa
     pruning._renew = renew_as_another_is_given_back  # type: ignore[assignment]
     try:
         async with pruning.hold_idle(["ana", "bob"]) as held:
-            assert held == ["ana", "bob"]
+            assert held.ids() == ["ana", "bob"]
             await asyncio.sleep(1.0)  # three lifetimes
             assert len(given_back) == 1
             kept = "bob" if given_back == ["ana"] else "ana"

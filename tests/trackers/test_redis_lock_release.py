@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -115,6 +118,36 @@ async def test_a_release_whose_reply_was_lost_and_was_sent_again_warns_of_nothin
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
 
+async def test_a_lease_that_ran_out_in_a_turn_is_said_when_its_release_was_sent_again(
+    redis_config: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The turn outlived its lease (its process stalled past `lock_lifetime`, no renewal
+    went out) and the release's reply was lost: the release sent again found no lease, which
+    no first send can have deleted. Before, a DEBUG line took it for a release the first send
+    had done: nothing told a user of two processes that two turns may have overlapped."""
+    proxy = AnswerLosingProxy(REDIS)
+    await proxy.restore()
+    store = RedisLockStore({**redis_config, "port": proxy.port, "lock_lifetime": 0.3})
+    try:
+        async with store.lock("conv"):
+            # The stall itself: the event loop (and with it the renewals) held past the lease.
+            time.sleep(0.5)  # noqa: ASYNC251
+            proxy.lose_answer_to = f"{redis_config['key_prefix']}:lock_wake:".encode()
+        await store.wait_for_releases()
+        assert proxy.lose_answer_to is None  # the reply was lost
+    finally:
+        await store.close()
+        await proxy.cut()
+    (gone,) = [r for r in caplog.records if "was gone" in r.getMessage()]
+    assert gone.levelname == "WARNING"
+    assert re.match(
+        r"The lock of conversation 'conv' was gone when its turn ended: it ran out, not renewed "
+        r"for 0\.[5-9] s \(lock_lifetime 0\.3 s\): this process stalled",
+        gone.getMessage(),
+    ), gone.getMessage()
+    assert "another turn of the conversation may have run at the same time" in gone.getMessage()
+
+
 async def test_a_lease_redis_lost_in_a_restart_is_still_said_when_the_turn_ends(
     redis_config: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -190,4 +223,85 @@ async def test_a_release_retried_after_its_lease_ran_out_leaves_the_next_turns_l
         await store.close()
         await other.close()
         await client.aclose()
+        await proxy.cut()
+
+
+async def test_a_prune_whose_take_reply_was_lost_holds_and_gives_back_its_locks(
+    redis_config: dict[str, Any],
+) -> None:
+    """The connection breaks after Redis ran the prune's take of a batch's locks, before its
+    reply came back: the take goes out again and finds the locks its first send took. Before,
+    it counted them as held by turns: the prune skipped those conversations and never gave
+    their locks back, so their next messages waited out `lock_lifetime` (30 s here; a
+    `wait_timeout` shorter than it: a 503)."""
+    proxy = AnswerLosingProxy(REDIS)
+    await proxy.restore()
+    pruning = RedisLockStore({**redis_config, "port": proxy.port, "lock_lifetime": 30})
+    other = RedisLockStore(redis_config)
+    try:
+        async with pruning.hold_idle(["warm-up"]):
+            pass  # (the script loaded: the next take is one EVALSHA)
+        proxy.lose_answer_to = pruning._take_free.sha.encode()
+        async with pruning.hold_idle(["ana", "bob"]) as held:
+            assert proxy.lose_answer_to is None  # the reply was lost
+            assert held.ids() == ["ana", "bob"]
+        async with other.lock("ana", wait_timeout=2), other.lock("bob", wait_timeout=2):
+            pass  # given back (not the 30 s lease)
+    finally:
+        await pruning.close()
+        await other.close()
+        await proxy.cut()
+
+
+class _QueueingProxy(AnswerLosingProxy):
+    """An AnswerLosingProxy that runs `before_cut` once the lost answer is back from Redis,
+    before it breaks the connection (what others do in that gap)."""
+
+    before_cut: Callable[[], Awaitable[None]] | None = None
+
+    async def forward(self, data: bytes, writer: asyncio.StreamWriter, upstream: bool) -> bool:
+        if not upstream and self._answered is not None and self.before_cut is not None:
+            before_cut, self.before_cut = self.before_cut, None
+            await before_cut()
+        return await super().forward(data, writer, upstream)
+
+
+async def test_a_prune_whose_take_reply_was_lost_holds_a_lock_a_turn_lined_up_for_meanwhile(
+    redis_config: dict[str, Any],
+) -> None:
+    """The take's reply is lost, and before it goes out again a turn of another process lines
+    up behind the lease its first send took. Before, the take sent again saw the line, counted
+    the lease as not taken: the prune never renewed nor gave it back, and the turn waited out
+    `lock_lifetime` (30 s here: a 503 after its `wait_timeout`)."""
+    proxy = _QueueingProxy(REDIS)
+    await proxy.restore()
+    pruning = RedisLockStore({**redis_config, "port": proxy.port, "lock_lifetime": 30})
+    other = RedisLockStore(redis_config)
+    lined_up = asyncio.Event()
+
+    async def turn() -> None:
+        async with other.lock("ana", wait_timeout=5, on_wait=lined_up.set):
+            pass
+
+    turns: list[asyncio.Task[None]] = []
+
+    async def a_turn_lines_up() -> None:
+        turns.append(asyncio.ensure_future(turn()))
+        await lined_up.wait()
+
+    try:
+        async with pruning.hold_idle(["warm-up"]):
+            pass  # (the script loaded: the next take is one EVALSHA)
+        proxy.before_cut = a_turn_lines_up
+        proxy.lose_answer_to = pruning._take_free.sha.encode()
+        async with pruning.hold_idle(["ana", "bob"]) as held:
+            assert proxy.lose_answer_to is None  # the reply was lost
+            assert lined_up.is_set()
+            assert held.ids() == ["ana", "bob"]  # (before: ["bob"])
+        await turns[0]  # the lease given back: the turn's (before: LockTimeout)
+    finally:
+        for task in turns:
+            task.cancel()
+        await pruning.close()
+        await other.close()
         await proxy.cut()

@@ -4,8 +4,10 @@ life while the prune runs keeps its new turn."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +67,7 @@ async def test_a_turn_stored_while_prune_runs_is_not_deleted(
                 await serving.append("returning", [bot("welcome back", now)])
 
             run_after_listing(pruning, user_comes_back, monkeypatch)
-            deleted = await delete_conversations_older_than(pruning, 90 * DAY)
+            deleted = (await delete_conversations_older_than(pruning, 90 * DAY)).deleted
 
             assert deleted == 1
             assert sorted(await serving.keys()) == ["recent", "returning"]
@@ -96,7 +98,7 @@ async def test_redis_prune_reads_conversations_rasa_wrote(tmp_path: Path) -> Non
                 )
             await store.append("ours", [bot("hi", now - 200 * DAY)])
 
-            assert await delete_conversations_older_than(store, 90 * DAY) == 2
+            assert (await delete_conversations_older_than(store, 90 * DAY)).deleted == 2
             assert await store.keys() == ["new"]
             assert await store.load_all("new") == [bot("hi", now)]
         finally:
@@ -122,7 +124,7 @@ async def test_prune_goes_through_every_batch(kind: str, tmp_path: Path) -> None
                     )
                 )
 
-            deleted = await delete_conversations_older_than(store, 90 * DAY)
+            deleted = (await delete_conversations_older_than(store, 90 * DAY)).deleted
 
             assert deleted == len(names) - len(fresh)
             assert sorted(await store.keys()) == sorted(fresh)
@@ -169,6 +171,140 @@ async def test_prune_leaves_a_conversation_in_the_middle_of_a_turn(
             await delete_redis_keys(locks_config["key_prefix"], db=1)
 
 
+class _Told(logging.Handler):
+    """Sets `event` at a log line saying a lock was gone."""
+
+    def __init__(self, event: asyncio.Event) -> None:
+        super().__init__()
+        self.event = event
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "was gone" in record.getMessage():
+            self.event.set()
+
+
+@pytest.mark.parametrize("found_by", ["renewal", "look before the delete"])
+@pytest.mark.parametrize("kind", ["sqlite", "redis", "dynamo"])
+async def test_prune_leaves_a_conversation_whose_lock_it_lost_and_exits_1(
+    kind: str,
+    found_by: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Redis loses the lease of a conversation the prune holds (restarted without its data):
+    another process may now be in a turn there. Found gone by the lease's renewal, or by the
+    look at the batch's leases before its delete goes out (a renewal is due only a third of
+    `lock_lifetime` on: 20 s by default), the prune leaves it alone, names it, and exits 1
+    for the cron job (the other is deleted). Before, the prune went on and deleted it, and
+    exited 0. Two lost are said as two (before: "2 conversations's lock ... left it")."""
+    import yaml
+    from redis.asyncio import Redis
+
+    import cli
+    from server.trackers.redis_lock import RedisLockStore
+
+    now = time.time()
+    async with tracker_store_config(kind, tmp_path) as config:
+        lifetime = 1.0 if found_by == "renewal" else 60  # (1 s: two leases kept at load)
+        lost = ["ana"] if found_by == "renewal" else ["ana", "cy"]
+        locks_config = {**await _redis_lock_config(), "lock_lifetime": lifetime}
+        endpoints = tmp_path / "endpoints.yml"
+        endpoints.write_text(yaml.safe_dump({"tracker_store": config, "lock_store": locks_config}))
+        serving = create_tracker_store(config)
+        hold_idle = RedisLockStore.hold_idle
+
+        @contextlib.asynccontextmanager
+        async def losing_them(self: RedisLockStore, ids: list[str]) -> AsyncIterator[Any]:
+            async with hold_idle(self, ids) as idle:
+                told = asyncio.Event()
+                handler = _Told(told)
+                logging.getLogger("server.trackers.redis_lock").addHandler(handler)
+                client = Redis(host=REDIS[0], port=REDIS[1], db=1)
+                try:
+                    await client.delete(*(f"{locks_config['key_prefix']}:lock:{c}" for c in lost))
+                    if found_by == "renewal":
+                        await asyncio.wait_for(told.wait(), 5)  # a third of a second on
+                finally:
+                    await client.aclose()
+                    logging.getLogger("server.trackers.redis_lock").removeHandler(handler)
+                yield idle
+
+        monkeypatch.setattr(RedisLockStore, "hold_idle", losing_them)
+        try:
+            await serving.append("ana", [bot("long ago", now - 200 * DAY)])
+            await serving.append("bob", [bot("long ago", now - 200 * DAY)])
+            await serving.append("cy", [bot("long ago", now - 200 * DAY)])
+            prune = ["prune", "--older-than-days", "90", "--endpoints", str(endpoints)]
+            code = await asyncio.to_thread(cli.main, prune)
+
+            assert sorted(await serving.keys()) == lost
+            assert code == 1
+            out, err = capsys.readouterr()
+            assert out == (
+                "Deleted 2 conversations.\n" if len(lost) == 1 else "Deleted 1 conversation.\n"
+            )
+            assert "was gone while a prune held it" in err  # the renewal's ERROR
+            # (Not the last line: moto's server logs on stderr too.)
+            (said,) = [line for line in err.splitlines() if line.startswith("error:")]
+            if found_by == "renewal":
+                assert said == (
+                    "error: the lock of 1 conversation was found lost while the prune held it; "
+                    "the prune left it alone from then on, unless its delete had gone out "
+                    "already (another process may be in a turn there): 'ana'; see the log above"
+                )
+            else:
+                assert said in (
+                    "error: the locks of 2 conversations were found lost while the prune held "
+                    "them; the prune left them alone from then on, unless their delete had gone "
+                    f"out already (another process may be in a turn there): {names}; see the "
+                    "log above"
+                    for names in ("'ana', 'cy'", "'cy', 'ana'")  # (Redis's SCAN: any order)
+                )
+        finally:
+            await serving.close()
+            await delete_redis_keys(locks_config["key_prefix"], db=1)
+
+
+async def test_redis_prune_leaves_a_long_conversation_whose_lock_was_lost_after_the_look(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A conversation of more than 100 events is read, and deleted, after its batch's
+    pipeline, one at a time (a chunk of 1,000 events a round trip). Redis loses its lease
+    after the look before that pipeline (restarted without its data): the prune looks again
+    before those deletes, and leaves it alone. Before, it was deleted all the same, while
+    the prune said nothing and exited 0 (no renewal due for 20 s to find the lease gone)."""
+    from redis.asyncio import Redis
+
+    from server.trackers.redis_lock import RedisLockStore
+
+    now = time.time()
+    async with tracker_store_config("redis", tmp_path) as config:
+        locks_config = await _redis_lock_config()
+        store, locks = create_tracker_store(config), RedisLockStore(locks_config)
+        client = Redis(host=REDIS[0], port=REDIS[1], db=1)
+        look = RedisLockStore._check_idle
+
+        async def look_then_lose_long(self: RedisLockStore, tokens: Any, idle: Any) -> None:
+            await look(self, tokens, idle)
+            await client.delete(f"{locks_config['key_prefix']}:lock:long")
+
+        monkeypatch.setattr(RedisLockStore, "_check_idle", look_then_lose_long)
+        try:
+            await store.append("long", [bot(f"{n}", now - 200 * DAY + n) for n in range(150)])
+            await store.append("short", [bot("long ago", now - 200 * DAY)])
+
+            pruned = await delete_conversations_older_than(store, 90 * DAY, locks)
+
+            assert await store.keys() == ["long"]
+            assert (pruned.deleted, pruned.lost) == (1, ["long"])
+        finally:
+            await store.close()
+            await locks.close()
+            await client.aclose()
+            await delete_redis_keys(locks_config["key_prefix"], db=1)
+
+
 async def _redis_lock_config() -> dict[str, Any]:
     require_service("Redis", REDIS)
     prefix = unique_name("bstest_locks")
@@ -193,7 +329,7 @@ async def test_prune_goes_by_the_newest_event_not_the_last_one(kind: str, tmp_pa
             await store.append("stale", [bot("hi", now - 300 * DAY), bot("bye", now - 200 * DAY)])
             await store.append("long-ago-stale", old)
 
-            deleted = await delete_conversations_older_than(store, 90 * DAY)
+            deleted = (await delete_conversations_older_than(store, 90 * DAY)).deleted
 
             assert deleted == 2
             assert sorted(await store.keys()) == ["long-ago-yesterday", "yesterday"]
@@ -232,7 +368,7 @@ async def test_redis_keeps_a_long_conversation_replaced_while_the_prune_reads_it
 
             monkeypatch.setattr(client, "lrange", read_then_a_replace)
 
-            assert await delete_conversations_older_than(pruning, 90 * DAY) == 0
+            assert (await delete_conversations_older_than(pruning, 90 * DAY)).deleted == 0
             assert await serving.load_all("returning") == restored
         finally:
             await pruning.close()

@@ -216,7 +216,7 @@ async def test_retention_deletes_only_conversations_whose_latest_event_is_old(
     await store.append("stale", [user("hi", now - 10 * 86400), bot("bye", now - 9 * 86400)])
     await store.append("active", [user("hi", now - 10 * 86400), user("still here", now - 60)])
 
-    deleted = await delete_conversations_older_than(store, max_age_seconds=86400)
+    deleted = (await delete_conversations_older_than(store, max_age_seconds=86400)).deleted
 
     assert deleted == 1
     assert await store.keys() == ["active"]
