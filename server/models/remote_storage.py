@@ -637,6 +637,7 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         ) from None
     except ValueError as exc:  # botocore's "Invalid endpoint"
         raise _unusable_endpoint(endpoint or "", exc) from None
+    client.meta.events.register_first("needs-retry.s3", _refuse_s3_redirect)
     try:
         head = client.head_object(Bucket=bucket, Key=key)
         _too_large(key, head.get("ContentLength"), max_bytes)
@@ -719,6 +720,8 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
             f"Remote storage 'aws' cannot address S3 bucket '{bucket}': {exc} (check "
             "AWS_ENDPOINT_URL, AWS_DEFAULT_REGION and BUCKET_NAME)"
         ) from None
+    except _S3Redirect as redirect:
+        raise _redirected("aws", where, key, redirect.status, redirect.location) from None
     except FlexibleChecksumError as exc:  # botocore checks what S3 states, at the end
         raise ModelUnavailable(
             f"{where} sent '{key}' with bytes that do not match its checksum ({exc}): changed "
@@ -728,6 +731,31 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         raise _transport_failure("aws", where, key, timeout, exc) from exc
     finally:
         client.close()  # its connections, else kept past the load
+
+
+class _S3Redirect(Exception):
+    """A redirect that names no region, raised from botocore's retry hook."""
+
+    def __init__(self, status: int, location: str | None) -> None:
+        super().__init__(status, location)
+        self.status = status
+        self.location = location
+
+
+def _refuse_s3_redirect(response: Any = None, **_: Any) -> None:
+    """botocore's hook before its region redirector: a redirect that names no region (no
+    x-amz-bucket-region, as S3's own carry) is no region's, and ends the request. Else the
+    redirector asks the bucket's region with a HEAD of the bucket, redirected too, and so on
+    until a RecursionError, hundreds of requests later."""
+    if response is None or response[0] is None:  # a transport's failure
+        return
+    answer, parsed = response
+    if not 300 <= answer.status_code < 400 or "x-amz-bucket-region" in answer.headers:
+        return
+    if parsed.get("Error", {}).get("Region"):
+        return
+    location = answer.headers.get("location") or parsed.get("Error", {}).get("Endpoint")
+    raise _S3Redirect(answer.status_code, location)
 
 
 _NEVER_CREATED = "BUCKET_NAME; botserver never creates buckets"

@@ -184,6 +184,50 @@ async def test_a_storage_redirecting_the_read_elsewhere_is_not_followed(
     assert "botserver follows no storage's redirects" in message
 
 
+class RedirectingEverything(LyingStorage):
+    """Answers every request, the one that sizes the object too, with a redirect to another
+    host, giving no region (an http address redirected to https, a proxy moved)."""
+
+    status = 301
+    asked = 0
+
+    def _redirect(self) -> None:
+        type(self).asked += 1
+        self.send_response(self.status)
+        self.send_header("Location", "https://elsewhere.example/models/prod.tar.gz?sig=secret")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_HEAD = do_GET = _redirect  # noqa: N815
+
+
+@pytest.mark.parametrize("status", [301, 307])
+@pytest.mark.parametrize(("storage", "setup"), STORAGES_AT.items())
+async def test_a_storage_redirecting_every_request_is_asked_once(
+    monkeypatch: pytest.MonkeyPatch, storage: str, setup: Any, status: int
+) -> None:
+    # Before, for S3: botocore took the HEAD's redirect for one to another region, and asked
+    # the bucket's region with a HEAD of the bucket, redirected too, and so on: hundreds of
+    # requests, then a 500 "Cannot download ...: RecursionError: maximum recursion depth
+    # exceeded".
+    class Handler(RedirectingEverything):
+        pass
+
+    Handler.status, handler = status, Handler
+    with _serving(handler, monkeypatch) as url:
+        setup(url, monkeypatch)
+
+        with pytest.raises(InvalidConfig) as caught:
+            await download_model(storage, "prod")
+
+    assert (
+        f"answered 'prod.tar.gz' with a redirect ({status}) to "
+        "https://elsewhere.example/models/prod.tar.gz: botserver follows no storage's "
+        "redirects"
+    ) in str(caught.value)
+    assert handler.asked == 1
+
+
 class GzipEncodedStorage(BaseHTTPRequestHandler):
     """One object stored with a gzip content encoding (`gsutil cp -Z`, or a blob's
     `Content-Encoding` set), sent as stored with `Content-Encoding: gzip`, which the GCS and

@@ -681,3 +681,60 @@ async def test_an_object_whose_checksum_does_not_match_is_unavailable_for_now(
             f"S3 bucket 'models' at {url} sent 'prod.tar.gz' with bytes that do not match its "
             "checksum (Expected checksum AAAAAA== did not match calculated checksum: "
         )
+
+
+class StorageInAnotherRegion(BaseHTTPRequestHandler):
+    """A bucket in eu-west-1: a request signed for another region is answered as S3 answers
+    it, a 301 naming the bucket's region (x-amz-bucket-region); `signed_for` records each
+    request's region."""
+
+    protocol_version = "HTTP/1.1"
+    stored = b"an archive"
+    signed_for: list[str] = []
+
+    def _in_region(self) -> bool:
+        scope = re.search(r"Credential=[^/]+/\d+/([^/]+)/", self.headers["Authorization"])
+        region = scope.group(1) if scope else ""
+        self.signed_for.append(region)
+        if region == "eu-west-1":
+            return True
+        body = b"" if self.command == "HEAD" else b"<Error><Code>PermanentRedirect</Code></Error>"
+        self.send_response(301)
+        self.send_header("x-amz-bucket-region", "eu-west-1")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        return False
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        if self._in_region():
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(self.stored)))
+            self.send_header("ETag", '"e1"')
+            self.end_headers()
+
+    def do_GET(self) -> None:  # noqa: N802
+        if self._in_region():
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(self.stored)))
+            self.send_header("ETag", '"e1"')
+            self.end_headers()
+            self.wfile.write(self.stored)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+async def test_a_bucket_in_another_region_is_still_found_through_s3_s_redirect(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # botserver follows no storage's redirects, but S3's 301 naming the bucket's region is
+    # botocore's to follow (a bucket outside AWS_DEFAULT_REGION), as for Rasa.
+    class Handler(StorageInAnotherRegion):
+        signed_for: list[str] = []
+
+    handler = Handler
+    with _serve_s3(handler, monkeypatch):
+        assert await downloaded("aws") == StorageInAnotherRegion.stored
+
+    assert handler.signed_for == ["us-east-1", "eu-west-1", "eu-west-1"]
