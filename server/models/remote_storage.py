@@ -290,12 +290,24 @@ DOWNLOADS_OF_A_REPLACED_OBJECT = 2
 class _Replaced(Exception):
     """The object changed between the request that sized it and the read pinned to that
     version: the storage answered `answer` (a 412 to the If-Match or ifGenerationMatch, or
-    GCS's 404 for the generation gone) from `where`."""
+    GCS's 404 for the generation gone) from `where`. `version`: the ETag or generation
+    sized, which `storage` refused to read."""
 
-    def __init__(self, where: str, answer: str) -> None:
+    def __init__(self, storage: str, where: str, answer: str, version: object) -> None:
         super().__init__(where, answer)
+        self.storage = storage
         self.where = where
         self.answer = answer
+        self.version = str(version)
+
+
+# How each storage pins a read to the version sized: what a storage that refuses the
+# version it has just stated does not honour.
+_PINNED_BY = {
+    "aws": "If-Match with the ETag its HeadObject gave",
+    "gcs": "ifGenerationMatch with the generation its metadata gave",
+    "azure": "If-Match with the ETag its blob properties gave",
+}
 
 
 async def _download_pinned(
@@ -309,11 +321,24 @@ async def _download_pinned(
     (an upload ending just then), start over with the new version, once: a second
     replacement in a row is ModelUnavailable (an object that keeps changing, or a storage
     that never honours its own version tag), to be tried again later."""
+    refused: set[str] = set()  # the versions sized, then refused
     for attempt in range(1, DOWNLOADS_OF_A_REPLACED_OBJECT + 1):
         try:
             await asyncio.to_thread(downloader, key, target, max_bytes, timeout)
             return
         except _Replaced as replaced:
+            refused.add(replaced.version)
+            if attempt == DOWNLOADS_OF_A_REPLACED_OBJECT and len(refused) == 1:
+                # The same version each time: nothing replaced it (an upload makes a new
+                # one); the storage, or a proxy before it, refuses its own version tag.
+                raise InvalidConfig(
+                    f"{replaced.where} refused, {attempt} times in a row, to read the version "
+                    f"it had just stated for '{key}' ({replaced.answer} to "
+                    f"{_PINNED_BY[replaced.storage]}: {replaced.version}): it does not honour "
+                    "its own version tag (botserver pins its read to it, so that what it reads "
+                    "is the object it sized); use a storage that does, or point "
+                    f"{_ADDRESS_SETTING[replaced.storage]} at one"
+                ) from None
             if attempt == DOWNLOADS_OF_A_REPLACED_OBJECT:
                 raise ModelUnavailable(
                     f"'{key}' in {replaced.where} was replaced while it was downloaded, "
@@ -638,6 +663,7 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
     except ValueError as exc:  # botocore's "Invalid endpoint"
         raise _unusable_endpoint(endpoint or "", exc) from None
     client.meta.events.register_first("needs-retry.s3", _refuse_s3_redirect)
+    pinned: dict[str, str] = {}
     try:
         head = client.head_object(Bucket=bucket, Key=key)
         _too_large(key, head.get("ContentLength"), max_bytes)
@@ -649,7 +675,7 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
     except ClientError as answer:
         error = answer
         if _s3_code(error) == "PreconditionFailed":  # the If-Match: replaced since the HEAD
-            raise _Replaced(where, "PreconditionFailed") from None
+            raise _Replaced("aws", where, "PreconditionFailed", pinned.get("IfMatch")) from None
         metadata = error.response.get("ResponseMetadata", {})
         status = metadata.get("HTTPStatusCode")
         if isinstance(status, int) and 300 <= status < 400:  # botocore follows none
@@ -962,7 +988,7 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
             except (gexc.NotFound, gexc.PreconditionFailed) as exc:
                 # The generation sized is gone (a 404, the bucket keeping no versions) or no
                 # longer the live one (a 412): replaced since (a deleted one: "No model").
-                raise _Replaced(where, str(exc.code)) from None
+                raise _Replaced("gcs", where, str(exc.code), blob.generation) from None
     except gexc.NotFound as exc:
         raise ModelNotFound(f"No model '{key}' in GCS bucket '{bucket_name}'") from exc
     except (gexc.Forbidden, gexc.Unauthorized) as exc:
@@ -1039,9 +1065,11 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
             f"AZURE_ACCOUNT_URL {shown!r} is not usable: {exc}; give the http(s) URL of "
             + _BLOB_SERVICE
         ) from None
+    etag = None  # the version sized
     try:
         blob = service.get_blob_client(container=container, blob=key)
         properties = blob.get_blob_properties()
+        etag = properties.etag
         _too_large(key, properties.size, max_bytes)
         download = blob.download_blob(  # the blob that was sized, or an error
             etag=properties.etag,
@@ -1053,7 +1081,8 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
                 handle.write(chunk)
     except ResourceModifiedError as exc:  # the If-Match of a read: replaced since it was sized
         code = getattr(exc, "error_code", None)
-        raise _Replaced(where, str(getattr(code, "value", code) or exc.status_code)) from None
+        answer = str(getattr(code, "value", code) or exc.status_code)
+        raise _Replaced("azure", where, answer, etag) from None
     except ResourceNotFoundError as exc:
         # (error_code: the storage SDK's addition to azure-core's exception)
         if getattr(exc, "error_code", None) == "ContainerNotFound":

@@ -6,15 +6,18 @@ Azurite in their own test files."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
-from server.errors import ModelUnavailable
+from server.errors import InvalidConfig, ModelUnavailable
 from server.models.remote_storage import download_model
 from tests.fake_http import serve_json
-from tests.models.conftest import gcs_at
+from tests.models.conftest import STORAGES_AT, gcs_at
 
 REPLACED = "was replaced while it was downloaded, 2 times in a row"
 
@@ -94,3 +97,69 @@ async def test_gcs_object_replaced_twice_in_a_row_is_a_clear_error(
     assert str(caught.value).startswith("'prod.tar.gz' in GCS bucket 'models' " + REPLACED)
     media = [path for path in storage.asked if path.startswith("/download/")]
     assert len(media) == 2, storage.asked
+
+
+class RefusingItsOwnVersion(BaseHTTPRequestHandler):
+    """Sizes one object, version "e1" (generation 1), then refuses each read pinned to it
+    with a 412, in S3's, GCS's and Azure's words: a storage (or a proxy before it) that does
+    not honour its own version tag. Counts the reads."""
+
+    protocol_version = "HTTP/1.1"
+    reads = 0
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for name, value in {**headers, "Content-Length": str(len(body))}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_HEAD(self) -> None:  # noqa: N802  (S3 head_object, Azure get_blob_properties)
+        self._send(200, b"x" * 10, {"ETag": '"e1"', "x-ms-blob-type": "BlockBlob"})
+
+    def do_GET(self) -> None:  # noqa: N802
+        if self.path.startswith("/storage/v1/b/"):  # GCS object metadata
+            stated = {"name": "prod.tar.gz", "bucket": "models", "size": "10", "generation": "1"}
+            self._send(200, json.dumps(stated).encode(), {"Content-Type": "application/json"})
+            return
+        type(self).reads += 1
+        if self.path.startswith("/download/"):  # GCS media
+            refused = {"error": {"code": 412, "message": "Precondition Failed"}}
+            self._send(412, json.dumps(refused).encode(), {"Content-Type": "application/json"})
+        elif self.path.startswith("/devstoreaccount1/"):  # Azure
+            self._send(412, b"", {"x-ms-error-code": "ConditionNotMet"})
+        else:  # S3
+            self._send(412, b"<Error><Code>PreconditionFailed</Code></Error>", {})
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("storage", "setup"), STORAGES_AT.items())
+async def test_a_storage_refusing_the_version_it_stated_is_told_apart_from_a_replacement(
+    monkeypatch: pytest.MonkeyPatch, storage: str, setup: Any
+) -> None:
+    # The same version sized twice, refused twice: nothing was replaced, the storage does
+    # not honour its version tag. Before: "was replaced while it was downloaded, 2 times in
+    # a row ...: try again once the upload that replaces it is done", which never helps.
+    class Handler(RefusingItsOwnVersion):
+        reads = 0
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}).start()
+    monkeypatch.setenv("BUCKET_NAME", "models")
+    try:
+        setup(f"http://127.0.0.1:{server.server_address[1]}", monkeypatch)
+        with pytest.raises(InvalidConfig) as caught:
+            await download_model(storage, "prod")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    message = str(caught.value)
+    assert "refused, 2 times in a row, to read the version it had just stated" in message
+    assert "does not honour its own version tag" in message
+    assert "upload" not in message
+    assert Handler.reads == 2
