@@ -314,3 +314,23 @@ async def test_azure_blob_replaced_twice_in_a_row_is_a_clear_error(
     assert str(caught.value).startswith("'prod.tar.gz' in Azure container 'models' at http")
     assert REPLACED in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+async def test_azure_blob_deleted_while_downloaded_is_no_model(
+    azure_blob: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Deleted between the request that sized it and the read: gone, not replaced.
+    from azure.storage.blob import BlobClient
+
+    download_blob = BlobClient.download_blob
+
+    def deleted_first(self: Any, *args: Any, **kwargs: Any) -> Any:
+        azure_blob.delete_blob("prod.tar.gz")
+        return download_blob(self, *args, **kwargs)
+
+    monkeypatch.setattr(BlobClient, "download_blob", deleted_first)
+
+    with pytest.raises(ModelNotFound) as caught:
+        await download_model("azure", "prod")
+
+    assert str(caught.value).startswith("No model 'prod.tar.gz' in Azure container 'models'")

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from server.errors import InvalidConfig, ModelUnavailable
+from server.errors import InvalidConfig, ModelNotFound, ModelUnavailable
 from server.models.remote_storage import download_model
 from tests.fake_http import serve_json
 from tests.models.conftest import STORAGES_AT, gcs_at
@@ -37,6 +37,7 @@ class FakeGcsObject:
     (a bucket without versioning), or a 412 for `ifGenerationMatch` (`gone_as`)."""
 
     def __init__(self, replaced: int, gone_as: int = 404) -> None:
+        self.deleted = False
         self.generation = 1
         self.replaced = replaced
         self.gone_as = gone_as
@@ -44,6 +45,10 @@ class FakeGcsObject:
 
     def __call__(self, path: str, body: bytes) -> tuple[int, Any]:
         self.asked.append(path.partition("?")[0])
+        if path.partition("?")[0] == "/storage/v1/b/models":  # the bucket
+            return 200, {"kind": "storage#bucket", "name": "models"}
+        if self.deleted:
+            return 404, {"error": {"code": 404, "message": "No such object"}}
         if path.startswith("/storage/v1/b/models/o/prod.tar.gz"):
             data = self.data()
             return 200, {
@@ -163,3 +168,25 @@ async def test_a_storage_refusing_the_version_it_stated_is_told_apart_from_a_rep
     assert "does not honour its own version tag" in message
     assert "upload" not in message
     assert Handler.reads == 2
+
+
+async def test_gcs_object_deleted_while_downloaded_is_no_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Its generation's 404 is taken for a replacement first; the download that starts over
+    # finds no object: gone, not replaced.
+    monkeypatch.setenv("BUCKET_NAME", "models")
+    storage = FakeGcsObject(replaced=0)
+
+    def deleting(path: str, body: bytes) -> tuple[int, Any]:
+        if path.startswith("/download/"):  # deleted just before the read
+            storage.deleted = True
+        return storage(path, body)
+
+    with serve_json(deleting) as url:
+        gcs_at(url, monkeypatch)
+
+        with pytest.raises(ModelNotFound) as caught:
+            await download_model("gcs", "prod")
+
+    assert str(caught.value) == "No model 'prod.tar.gz' in GCS bucket 'models'"

@@ -738,3 +738,28 @@ async def test_a_bucket_in_another_region_is_still_found_through_s3_s_redirect(
         assert await downloaded("aws") == StorageInAnotherRegion.stored
 
     assert handler.signed_for == ["us-east-1", "eu-west-1", "eu-west-1"]
+
+
+async def test_an_object_deleted_while_downloaded_is_no_model(
+    s3_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Deleted between the HEAD that sized it and the read: gone, not replaced.
+    import botocore.session
+
+    s3_env.put_object(Bucket="models-bucket", Key="prod.tar.gz", Body=b"version 1")
+    get_session = botocore.session.get_session
+
+    def delete(**_: Any) -> None:  # (a hook that returns an answer is sent none)
+        s3_env.delete_object(Bucket="models-bucket", Key="prod.tar.gz")
+
+    def hooked() -> Any:
+        session = get_session()
+        session.register("before-send.s3.GetObject", delete)
+        return session
+
+    monkeypatch.setattr(botocore.session, "get_session", hooked)
+
+    with pytest.raises(ModelNotFound) as caught:
+        await download_model("aws", "prod")
+
+    assert str(caught.value) == "No model 'prod.tar.gz' in S3 bucket 'models-bucket'"
