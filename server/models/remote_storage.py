@@ -756,6 +756,7 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
     except BotoCoreError as exc:
         raise _transport_failure("aws", where, key, timeout, exc) from exc
     finally:
+        _close_pools(getattr(getattr(client, "_endpoint", None), "http_session", None))
         client.close()  # its connections, else kept past the load
 
 
@@ -865,6 +866,25 @@ def _storage_address(variable: str, url: str, service: str) -> str:
             f"http(s) URL of {service}"
         )
     return shown
+
+
+def _close_pools(session: Any) -> None:
+    """Close the connections an HTTP session keeps (requests', or botocore's own): closing it
+    only lets go of its pools (urllib3 2's PoolManager.clear()), whose connections close when
+    a pool is collected, and an SDK's error that holds a response, in a cycle of references,
+    holds its pool and connection until a garbage collection."""
+    managers = [
+        getattr(adapter, "poolmanager", None)
+        for adapter in getattr(session, "adapters", {}).values()
+    ]
+    managers.append(getattr(session, "_manager", None))  # botocore's URLLib3Session
+    managers.extend(getattr(session, "_proxy_managers", {}).values())
+    for manager in managers:
+        pools: Any = getattr(manager, "pools", None)
+        for key in list(pools.keys()) if pools is not None else []:
+            pool = pools.get(key)
+            if pool is not None:
+                pool.close()
 
 
 def _gcs_retry_rule() -> Callable[[Exception], bool]:
@@ -1028,6 +1048,7 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         raise _transport_failure("gcs", where, key, timeout, exc) from exc
     finally:
         if client is not None:  # its HTTP session and connections, else kept past the load
+            _close_pools(client._http)
             client.close()
 
 
@@ -1116,4 +1137,6 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
             ) from None
         raise _transport_failure("azure", where, key, timeout, exc) from exc
     finally:
+        transport = getattr(getattr(service, "_pipeline", None), "_transport", None)
+        _close_pools(getattr(transport, "session", None))
         service.close()  # its HTTP session and connections, else kept past the load
