@@ -18,7 +18,7 @@ import pytest
 
 from server.errors import InvalidConfig, ModelError, ModelUnavailable
 from server.models.remote_storage import download_model
-from tests.fake_http import serve_json
+from tests.fake_http import serve_handler, serve_json
 from tests.models.conftest import STORAGES_AT
 
 LIMIT = 64 * 1024
@@ -97,15 +97,9 @@ def truncating_storage(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 def _serving(
     handler: type[BaseHTTPRequestHandler], monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}).start()
     monkeypatch.setenv("BUCKET_NAME", "models")
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_handler(handler) as url:
+        yield url
 
 
 @pytest.mark.parametrize(("storage", "setup"), STORAGES_AT.items())

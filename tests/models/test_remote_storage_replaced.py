@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 
 from server.errors import InvalidConfig, ModelNotFound, ModelUnavailable
 from server.models.remote_storage import download_model
-from tests.fake_http import serve_json
+from tests.fake_http import serve_handler, serve_json
 from tests.models.conftest import STORAGES_AT, gcs_at
 
 REPLACED = "was replaced while it was downloaded, 2 times in a row"
@@ -151,17 +150,11 @@ async def test_a_storage_refusing_the_version_it_stated_is_told_apart_from_a_rep
     class Handler(RefusingItsOwnVersion):
         reads = 0
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}).start()
     monkeypatch.setenv("BUCKET_NAME", "models")
-    try:
-        setup(f"http://127.0.0.1:{server.server_address[1]}", monkeypatch)
+    with serve_handler(Handler) as url:
+        setup(url, monkeypatch)
         with pytest.raises(InvalidConfig) as caught:
             await download_model(storage, "prod")
-    finally:
-        server.shutdown()
-        server.server_close()
 
     message = str(caught.value)
     assert "refused, 2 times in a row, to read the version it had just stated" in message

@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import re
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from shutil import rmtree
 from typing import Any
@@ -27,7 +26,7 @@ from server.errors import (
 )
 from server.models import ModelHolder, ModelSource
 from server.models.remote_storage import check_storage_settings, download_model, object_name
-from tests.fake_http import serve_json
+from tests.fake_http import serve_handler, serve_json
 from tests.models.conftest import greeting_loader, s3_at
 from tests.models.test_remote_storage_replaced import REPLACED, downloaded
 from tests.small_disk import temp_files_on_a_small_disk
@@ -557,17 +556,10 @@ def storage_without_checksums(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 def _serve_s3(
     handler: type[BaseHTTPRequestHandler], monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
     monkeypatch.setenv("BUCKET_NAME", "models")
-    s3_at(url, monkeypatch)
-    try:
+    with serve_handler(handler) as url:
+        s3_at(url, monkeypatch)
         yield url
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 async def test_a_storage_refusing_checksums_names_the_setting_that_turns_them_off(
