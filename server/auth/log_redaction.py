@@ -267,12 +267,21 @@ def keep_endpoint_secrets_out_of_logs(
     _merge()
 
 
+# The query names the first pattern knows, for their percent-encoded spellings (`?%74oken=`,
+# which a server reads as `?token=`, and lets in with the token).
+_SECRET_QUERY_NAMES = frozenset(
+    ("access_token", "token", "key", "apikey", "api_key", "api-key", "sig", "signature")
+    + ("x-amz-signature", "x-goog-signature", "x-amz-credential", "x-goog-credential")
+)
+
+
 def _hide_configured_query_values(text: str) -> str:
-    if not _query_names or "=" not in text:
+    names = _query_names | _SECRET_QUERY_NAMES if "%" in text else _query_names
+    if not names or "=" not in text:
         return text
 
     def hidden(pair: re.Match[str]) -> str:
-        if unquote_plus(pair[2]).lower() not in _query_names:
+        if unquote_plus(pair[2]).lower() not in names:
             return pair[0]
         return f"{pair[1]}{pair[2]}={REDACTED}"
 
