@@ -201,12 +201,17 @@ def warn_of_unknown_keys(
     `header:` never sent the action server's API key. `rasa`: what Rasa does with such a key,
     in the warning's brackets; `what` a key is (a `section` of the file itself). The one
     wording of every endpoints.yml and credentials.yml section; the value is never shown
-    (it may be a password)."""
+    (it may be a password). Settings read from a file (`config.read_endpoints`,
+    `read_credentials`) know each key's line, which the warning names."""
     read = sorted(known)
     skipped = set(read) | set(quiet)
+    lines = getattr(settings, "key_lines", None) or {}
     for key in settings:
         if key in skipped:
             continue
         meant = near_miss(key, read)
         hint = f"did you mean '{meant}'?" if meant else f"it reads {', '.join(read) or 'none'}"
-        logger.warning("%s: unknown %s '%s' is not read (%s); %s", owner, what, key, rasa, hint)
+        at = f" on line {lines[key]}" if key in lines else ""
+        logger.warning(
+            "%s: unknown %s '%s'%s is not read (%s); %s", owner, what, key, at, rasa, hint
+        )

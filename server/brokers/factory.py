@@ -8,6 +8,7 @@ from server.brokers.broker import EventBroker
 from server.errors import InvalidConfig
 from server.setting_values import warn_of_unknown_keys
 from server.trackers.factory import SECTION_KEYS, reading_section, section_type
+from server.training.yaml_io import copy_with_lines
 
 _RABBITMQ_TYPES = {None, "", "pika", "rabbitmq", "rabbit", "amqp"}
 # Rasa's SQL and file brokers take no key they do not know: its start stops, a TypeError.
@@ -26,7 +27,7 @@ def create_event_broker(
     if not config:
         return None
     with reading_section("event_broker", source):
-        return _create_event_broker(dict(config), f"{source}: event_broker")
+        return _create_event_broker(copy_with_lines(config), f"{source}: event_broker")
 
 
 def _create_event_broker(config: dict[str, Any], owner: str) -> EventBroker:

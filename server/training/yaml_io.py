@@ -12,6 +12,7 @@ import math
 import os
 import re
 import reprlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,15 @@ class LineList(list):
 
     line: int | None = None
     item_lines: list[int]
+
+
+def copy_with_lines(mapping: Mapping[Any, Any]) -> dict[Any, Any]:
+    """A shallow copy of `mapping` that keeps the lines it was read on, when it was (a copy
+    by `dict(...)` keeps none: a warning about one of its keys then named no line)."""
+    copy = LineDict(mapping)
+    copy.line = getattr(mapping, "line", None)
+    copy.key_lines = dict(getattr(mapping, "key_lines", None) or {})
+    return copy
 
 
 # Error messages quote the offending value in brief: YAML aliases let a 1 KB file hold a list
