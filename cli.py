@@ -19,7 +19,7 @@ from server import __version__
 from server.errors import BotServerError, InvalidConfig, how_many
 
 if TYPE_CHECKING:
-    from server.brokers.export import ResumePoint
+    from server.brokers.export import Found, ResumePoint
 
 logger = logging.getLogger("botserver")
 
@@ -214,6 +214,9 @@ def _check_output_dir(path: Path, flag: str) -> None:
 
 
 DEFAULT_ENDPOINTS = "endpoints.yml"
+# `botserver export --skip-unreadable`'s exit code when it passed over a conversation (1: it
+# stopped), so that a script tells a complete export from one with holes.
+EXIT_SKIPPED = 3
 
 
 def _refuse_a_directory_as_endpoints(path: str) -> None:
@@ -944,6 +947,13 @@ def build_parser() -> argparse.ArgumentParser:
         "done) and its events from this stored time, but the first N of that time (the error "
         "line of the export names it)",
     )
+    p.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="pass over a conversation the tracker store cannot read (not JSON, not a "
+        "tracker), naming each, and publish the others; the exit code is then "
+        f"{EXIT_SKIPPED} (default: the export stops at it)",
+    )
     _add_log_flags(p)
     return parser
 
@@ -1331,6 +1341,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     from server.config import read_endpoints
+    from server.errors import StoreFailed
     from server.trackers.factory import (
         DEFAULT_TRACKER_STORE,
         create_lock_store,
@@ -1356,13 +1367,29 @@ def cmd_prune(args: argparse.Namespace) -> int:
         store = create_tracker_store(config, args.endpoints, create_missing=False)
         try:
             return await delete_conversations_older_than(
-                store, args.older_than_days * 86400, shared
+                store, args.older_than_days * 86400, shared, gone.append
             )
         finally:
             await store.close()
             await locks.close()
 
-    pruned = asyncio.run(prune())
+    gone: list[int] = []  # each batch's deletions, as they are made
+    # (Those deleted stay deleted: the same command goes on with the rest.)
+    so_far = "; botserver prune again deletes the rest"
+    try:
+        pruned = asyncio.run(prune())
+    except KeyboardInterrupt:
+        print(
+            f"error: stopped (after deleting {how_many(sum(gone), 'conversation')}){so_far}",
+            file=sys.stderr,
+        )
+        raise
+    except BotServerError as exc:
+        if not sum(gone):
+            raise
+        raise StoreFailed(
+            f"{exc} (after deleting {how_many(sum(gone), 'conversation')}){so_far}"
+        ) from exc
     print(f"Deleted {how_many(pruned.deleted, 'conversation')}.")
     if not pruned.lost:
         return 0
@@ -1391,7 +1418,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from server.brokers.export import Found, Progress, selected_events
     from server.brokers.factory import create_event_broker
     from server.config import read_endpoints
-    from server.errors import ExportInterrupted
+    from server.errors import CorruptConversation, ExportInterrupted
     from server.trackers.factory import create_tracker_store
 
     low, high = args.minimum_timestamp, args.maximum_timestamp
@@ -1443,12 +1470,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     async def export() -> int:
         store = create_tracker_store(
-            endpoints["tracker_store"], args.endpoints, create_missing=False
+            endpoints["tracker_store"], args.endpoints, create_missing=False, read_only=True
         )
         broker = create_event_broker(endpoints["event_broker"], args.endpoints)
         assert broker is not None  # the section is there
         try:
-            selected = selected_events(store, ids, low, high, offset or 0, args.resume_from, found)
+            selected = selected_events(
+                store, ids, low, high, offset or 0, args.resume_from, found, args.skip_unreadable
+            )
             return await exporting.publish_events(broker, selected, progress)
         finally:
             if found.missing and ids and len(found.missing) < len(set(ids)):
@@ -1458,8 +1487,11 @@ def cmd_export(args: argparse.Namespace) -> int:
             await broker.close()
             await store.close()
 
+    skip_hint = "" if args.skip_unreadable else _SKIP_UNREADABLE_HINT
     try:
         published = asyncio.run(export())
+    except CorruptConversation as exc:  # (before any event went out)
+        raise CorruptConversation(f"{exc}{skip_hint}") from exc
     except ExportInterrupted as exc:
         if not exc.published:
             raise
@@ -1467,8 +1499,10 @@ def cmd_export(args: argparse.Namespace) -> int:
             exc.resume_sender_id, exc.resume_timestamp, exc.resume_skip
         )
         go_on = _export_resume_command(args, stopped_at)
+        if not isinstance(exc.__cause__, CorruptConversation):
+            skip_hint = ""
         raise ExportInterrupted(
-            f"{exc}; to go on from there: {go_on}",
+            f"{exc}{_skipped(found)}; to go on from there: {go_on}{skip_hint}",
             exc.published,
             exc.resume_timestamp,
             exc.resume_sender_id,
@@ -1478,16 +1512,33 @@ def cmd_export(args: argparse.Namespace) -> int:
         if progress.published and progress.resume is not None:
             go_on = _export_resume_command(args, progress.resume)
             print(
-                f"error: stopped (after {how_many(progress.published, 'event')}); to go on "
-                f"from there: {go_on}",
+                f"error: stopped (after {how_many(progress.published, 'event')})"
+                f"{_skipped(found)}; to go on from there: {go_on}",
                 file=sys.stderr,
             )
         raise
-    print(
-        f"Published {how_many(published, 'event')} of "
-        f"{how_many(found.conversations, 'conversation')}."
-    )
+    conversations = how_many(found.conversations, "conversation")
+    done = f"Published {how_many(published, 'event')} of {conversations}"
+    if found.unreadable:
+        print(f"{done}; {_skipped(found)[2:-1]}.")
+        return EXIT_SKIPPED
+    print(f"{done}.")
     return 0
+
+
+def _skipped(found: Found) -> str:
+    """` (skipped N conversations that could not be read: a, b)`, or "" where none was: an
+    export stopped after a skip names them, as the run that goes on after them does not."""
+    if not found.unreadable:
+        return ""
+    skipped = how_many(len(found.unreadable), "conversation")
+    return f" (skipped {skipped} that could not be read: {', '.join(found.unreadable)})"
+
+
+_SKIP_UNREADABLE_HINT = (
+    " (with --skip-unreadable the export passes over such a conversation, naming it, and "
+    "publishes the others)"
+)
 
 
 def _export_resume_command(args: argparse.Namespace, resume: ResumePoint) -> str:
@@ -1503,6 +1554,8 @@ def _export_resume_command(args: argparse.Namespace, resume: ResumePoint) -> str
         words += ["--conversation-ids", args.conversation_ids]
     if args.offset_timestamps_by_seconds is not None:
         words += ["--offset-timestamps-by-seconds", str(args.offset_timestamps_by_seconds)]
+    if args.skip_unreadable:
+        words.append("--skip-unreadable")
     skip = f"#{resume.skip}" if resume.skip else ""
     words.append(f"--resume-from={resume.sender_id}@{resume.timestamp!r}{skip}")
     return shlex.join(words)

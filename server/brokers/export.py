@@ -4,9 +4,10 @@ conversation after conversation, each one's oldest first, as Rasa's `rasa export
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ from server.brokers.delivery import Outgoing
 from server.brokers.ordering import chain_ids
 from server.errors import (
     BotServerError,
+    CorruptConversation,
     ExportInterrupted,
     InvalidConversationId,
     NothingToExport,
@@ -24,10 +26,17 @@ from server.errors import (
 from server.trackers.events import left_out_by_rasa
 from server.trackers.store import ReadsEverything, ReadsInBatches, TrackerStore
 
-# Messages handed to the broker at a time (each made, its event parsed, only then).
+logger = logging.getLogger(__name__)
+
+# Messages handed to the broker at a time (each made, its event parsed, only then), and
+# about the most of their JSON (fewer where 1,000 of them hold more: long user messages).
 PUBLISH_CHUNK = 1000
-# Conversations read in one round trip from a store that reads in batches (SQL, Redis).
+PUBLISH_CHUNK_BYTES = 8_000_000
+# Conversations read in one round trip from a store that reads in batches (SQL, Redis),
+# and about the most of their stored JSON held at a time (more round trips where 100 hold
+# more; a conversation larger than it is still read whole).
 EXPORT_BATCH = 100
+EXPORT_BATCH_BYTES = 8_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +99,8 @@ class Found:
     conversations: int = 0  # those with events selected
     # Requested conversation ids the tracker store does not hold.
     missing: list[str] = field(default_factory=list)
+    # Conversations skipped as unreadable (`skip_unreadable`), in the order met.
+    unreadable: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -139,6 +150,7 @@ async def selected_events(
     offset_seconds: int = 0,
     resume: ResumePoint | None = None,
     found: Found | None = None,
+    skip_unreadable: bool = False,
 ) -> AsyncIterator[Selected]:
     """Every event of the chosen conversations (all sessions) with `minimum_timestamp <= timestamp
     < maximum_timestamp`, conversation after conversation as Rasa's `rasa export` publishes them
@@ -149,8 +161,17 @@ async def selected_events(
     those selected (the first names none). `offset_seconds` moves the timestamps of the messages
     (Rasa's `--offset-timestamps-by-seconds`), not those the range is of. `resume`: only what an
     interrupted export did not publish (each event has its `rank` among those of its
-    conversation and time, which a resume point counts). `found` is filled in."""
+    conversation and time, which a resume point counts). `found` is filled in. A conversation
+    the store cannot read (CorruptConversation) stops the selection, or with `skip_unreadable`
+    is logged, named in `found.unreadable` and passed over."""
     found = found if found is not None else Found()
+    unreadable: Callable[[str, CorruptConversation], None] | None = None
+    if skip_unreadable:
+
+        def unreadable(sender_id: str, exc: CorruptConversation) -> None:
+            found.unreadable.append(sender_id)
+            logger.warning("Skipped (it cannot be read): %s", first_line(exc, limit=None))
+
     chosen: list[str] = []
     selected_any = False
     scanned = False  # in the store's own order (DynamoDB's scan), not by id
@@ -200,20 +221,21 @@ async def selected_events(
     if conversation_ids:
         # Read alone: listing the store's conversations reads all of them on DynamoDB.
         chosen = sorted(set(conversation_ids))
-        conversations = _each_stored(store, _from_resume(chosen, resume))
+        conversations = _each_stored(store, _from_resume(chosen, resume), unreadable)
     elif isinstance(store, ReadsEverything):
-        conversations = _after_resume(store.each_conversation(), resume)
+        conversations = _after_resume(store.each_conversation(unreadable), resume)
         scanned = True
     else:
         chosen = sorted(set(await store.keys()))
         if not chosen:
             raise NothingToExport("the tracker store holds no conversation: nothing to export")
-        conversations = _each_stored(store, _from_resume(chosen, resume))
+        conversations = _each_stored(store, _from_resume(chosen, resume), unreadable)
     seen = False
     async for sender_id, loaded in conversations:
         seen = True
         if loaded is None:
-            if conversation_ids:
+            skipped = bool(found.unreadable) and found.unreadable[-1] == sender_id
+            if conversation_ids and not skipped:
                 found.missing.append(sender_id)
             continue  # (else deleted since it was listed)
         items = select(sender_id, loaded)
@@ -223,6 +245,11 @@ async def selected_events(
             selected_any = True
         for item in items:
             yield item
+    if not selected_any and found.unreadable:
+        raise NothingToExport(
+            f"nothing to publish: {how_many(len(found.unreadable), 'conversation')} could not "
+            "be read (" + ", ".join(found.unreadable) + "), and no other has events to export"
+        )
     if not seen and not conversation_ids and resume is None:
         raise NothingToExport("the tracker store holds no conversation: nothing to export")
     if conversation_ids and chosen and len(found.missing) == len(chosen):
@@ -263,24 +290,53 @@ async def _after_resume(
 
 
 async def _each_stored(
-    store: TrackerStore, sender_ids: list[str]
+    store: TrackerStore,
+    sender_ids: list[str],
+    unreadable: Callable[[str, CorruptConversation], None] | None = None,
 ) -> AsyncIterator[tuple[str, list[dict[str, Any]] | None]]:
     """Each conversation of `sender_ids`, in that order, with its stored events (None: the
-    store holds none); EXPORT_BATCH in one round trip where the store reads in batches."""
+    store holds none); EXPORT_BATCH in one round trip where the store reads in batches. One
+    the store cannot read goes to `unreadable` where given (None in its place), the rest of
+    its batch then read one at a time; else its CorruptConversation ends the export."""
     if not isinstance(store, ReadsInBatches):
         for sender_id in sender_ids:
-            yield sender_id, await _stored(store, sender_id)
+            yield sender_id, await _readable(store, sender_id, unreadable)
         return
     for start in range(0, len(sender_ids), EXPORT_BATCH):
         batch = sender_ids[start : start + EXPORT_BATCH]
-        loaded = store.load_all_of([i for i in batch if _storable(i)])
-        ahead = await anext(loaded, None)
-        for sender_id in batch:
-            if ahead is not None and ahead[0] == sender_id:
-                yield ahead
-                ahead = await anext(loaded, None)
-            else:
-                yield sender_id, None
+        done = 0  # of the batch, handed on
+        loaded = store.load_all_of([i for i in batch if _storable(i)], EXPORT_BATCH_BYTES)
+        try:
+            ahead = await anext(loaded, None)
+            for sender_id in batch:
+                if ahead is not None and ahead[0] == sender_id:
+                    yield ahead
+                    done += 1
+                    ahead = await anext(loaded, None)
+                else:
+                    yield sender_id, None
+                    done += 1
+        except CorruptConversation:
+            if unreadable is None:
+                raise
+            # (The batch's read cannot go on past the conversation it failed on.)
+            for sender_id in batch[done:]:
+                yield sender_id, await _readable(store, sender_id, unreadable)
+
+
+async def _readable(
+    store: TrackerStore,
+    sender_id: str,
+    unreadable: Callable[[str, CorruptConversation], None] | None,
+) -> list[dict[str, Any]] | None:
+    """`_stored`, where a conversation that cannot be read goes to `unreadable` (None)."""
+    try:
+        return await _stored(store, sender_id)
+    except CorruptConversation as exc:
+        if unreadable is None:
+            raise
+        unreadable(sender_id, exc)
+        return None
 
 
 def _storable(sender_id: str) -> bool:
@@ -325,6 +381,7 @@ async def publish_events(
     run = uuid.uuid4().hex  # as Rasa's: one per run, on each RabbitMQ message
     progress = progress if progress is not None else Progress()
     chunk: list[Selected] = []
+    chunk_bytes = 0
     last: Selected | None = None  # the last one the broker took
 
     def stopped_at(pending: int) -> None:
@@ -370,8 +427,10 @@ async def publish_events(
     try:
         async for item in items:
             chunk.append(item)
-            if len(chunk) == PUBLISH_CHUNK:
+            chunk_bytes += len(item.text)
+            if len(chunk) == PUBLISH_CHUNK or chunk_bytes >= PUBLISH_CHUNK_BYTES:
                 await deliver()
+                chunk_bytes = 0
     except BotServerError as exc:
         # The store failed reading on (events are read as they are published): say what went
         # out and where to go on, as for a broker failure. (Before anything went out, or

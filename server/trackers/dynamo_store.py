@@ -278,28 +278,41 @@ class DynamoTrackerStore:
             items += page
         return items
 
-    async def each_conversation(self) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    async def each_conversation(
+        self, unreadable: Callable[[str, CorruptConversation], None] | None = None
+    ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
         """Every conversation with its events, a Scan page (up to 1 MB) at a time: one
         pass over the table (eventually consistent, as `keys()` reads it), where `keys()` and
-        then a consistent GetItem of each took three times the read units."""
+        then a consistent GetItem of each took three times the read units. One that cannot
+        be read goes to `unreadable` where given (else it ends the pass)."""
         await self._ensure_ready()
         pages = self._pages("sender_id, #events")
         while (page := await self._run(partial(self._next_conversations, pages))) is not None:
-            for conversation in page:
-                yield conversation
+            for sender_id, events in page:
+                if isinstance(events, CorruptConversation):
+                    if unreadable is None:
+                        raise events
+                    unreadable(sender_id, events)
+                else:
+                    yield sender_id, events
 
     @staticmethod
     def _next_conversations(
         pages: Iterator[list[dict[str, Any]]],
-    ) -> list[tuple[str, list[dict[str, Any]]]] | None:
-        """The conversations of the next scan page that have events (None after the last)."""
+    ) -> list[tuple[str, list[dict[str, Any]] | CorruptConversation]] | None:
+        """The conversations of the next scan page that have events, or the error of one
+        that cannot be read (None after the last page)."""
         page = next(pages, None)
         if page is None:
             return None
-        conversations = []
+        conversations: list[tuple[str, list[dict[str, Any]] | CorruptConversation]] = []
         for item in page:
             sender_id = item["sender_id"]["S"]
-            events = [_event(sender_id, value) for value in item.get("events", {}).get("L", [])]
+            try:
+                events = [_event(sender_id, value) for value in item.get("events", {}).get("L", [])]
+            except CorruptConversation as exc:
+                conversations.append((sender_id, exc))
+                continue
             if events:
                 conversations.append((sender_id, events))
         return conversations
@@ -415,7 +428,12 @@ class DynamoTrackerStore:
         self._known.forget(sender_id)
         await self._run(lambda: self._client.delete_item(TableName=self.table, Key=_key(sender_id)))
 
-    async def delete_older_than(self, cutoff_timestamp: float, hold: Hold | None = None) -> int:
+    async def delete_older_than(
+        self,
+        cutoff_timestamp: float,
+        hold: Hold | None = None,
+        deleted_some: Callable[[int], None] | None = None,
+    ) -> int:
         await self._ensure_ready()
         pages = self._pages("sender_id, #events")
         deleted = 0
@@ -432,6 +450,8 @@ class DynamoTrackerStore:
                         if await self._run(gone):
                             self._known.forget(sender_id)
                             deleted += 1
+                            if deleted_some is not None:
+                                deleted_some(1)
 
     def _next_stale(
         self, pages: Iterator[list[dict[str, Any]]], cutoff_timestamp: float

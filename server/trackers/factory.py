@@ -62,17 +62,24 @@ def reading_section(section: str, source: str = "endpoints.yml") -> Iterator[Non
 
 
 def create_tracker_store(
-    config: dict[str, Any] | None, source: str = "endpoints.yml", *, create_missing: bool = True
+    config: dict[str, Any] | None,
+    source: str = "endpoints.yml",
+    *,
+    create_missing: bool = True,
+    read_only: bool = False,
 ) -> TrackerStore:
     """The tracker store for a `tracker_store:` section (None or no type: in memory) of the
     endpoints file `source`. Without `create_missing` (commands that read or prune what is
-    stored), a DynamoDB table or SQLite file that is not there is an error, not made."""
+    stored), a DynamoDB table or SQLite file that is not there is an error, not made.
+    `read_only` (`botserver export`): a SQL store's schema is read as it is, not migrated."""
     with reading_section("tracker_store", source):
-        return _create_tracker_store(copy_with_lines(config or {}), source, create_missing)
+        return _create_tracker_store(
+            copy_with_lines(config or {}), source, create_missing, read_only
+        )
 
 
 def _create_tracker_store(
-    config: dict[str, Any], source: str, create_missing: bool
+    config: dict[str, Any], source: str, create_missing: bool, read_only: bool = False
 ) -> TrackerStore:
     kind = section_type(config)
     kind = _RASA_TRACKER_CLASSES.get(kind or "", kind)
@@ -93,12 +100,12 @@ def _create_tracker_store(
         from server.trackers.sql_store import SqlTrackerStore
 
         _warn_of_unknown_keys(config, SqlTrackerStore.SETTINGS, source)
-        return SqlTrackerStore.from_config(config, create_missing)
+        return SqlTrackerStore.from_config(config, create_missing, read_only)
     if kind == "redis":
         from server.trackers.redis_store import RedisTrackerStore
 
         _warn_of_unknown_keys(config, RedisTrackerStore.SETTINGS, source)
-        return RedisTrackerStore(config)
+        return RedisTrackerStore(config, read_only)
     if kind == "dynamo":
         from server.trackers.dynamo_store import DynamoTrackerStore
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,7 +64,12 @@ class InMemoryTrackerStore:
     async def delete(self, sender_id: str) -> None:
         _let_go(self._conversations.pop(sender_id, None))
 
-    async def delete_older_than(self, cutoff_timestamp: float, hold: Hold | None = None) -> int:
+    async def delete_older_than(
+        self,
+        cutoff_timestamp: float,
+        hold: Hold | None = None,
+        deleted_some: Callable[[int], None] | None = None,
+    ) -> int:
         stale = [
             sender_id
             for sender_id, conversation in self._conversations.items()
@@ -78,6 +83,8 @@ class InMemoryTrackerStore:
                 if conversation and latest_timestamp(conversation.events) < cutoff_timestamp:
                     _let_go(self._conversations.pop(sender_id))
                     deleted += 1
+                    if deleted_some is not None:
+                        deleted_some(1)
         return deleted
 
     async def ping(self) -> None:

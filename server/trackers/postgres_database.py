@@ -38,6 +38,7 @@ from server.trackers.sql_engine import (
     transaction_pooled,
 )
 from server.trackers.sql_schema import SESSION_ACTION_WHERE, SESSION_STARTED_WHERE
+from server.trackers.store import RowBudget
 from server.trackers.tcp_keepalive import guard_driver_connection
 
 T = TypeVar("T")
@@ -691,14 +692,27 @@ class PostgresDatabase:
         records = await self._run(lambda conn: conn.fetch(sql, sender_id))
         return [record[0] for record in records]
 
-    async def all_data_of(self, sender_ids: Sequence[str]) -> list[tuple[str, str]]:
+    async def all_data_of(
+        self, sender_ids: Sequence[str], max_bytes: int | None = None
+    ) -> tuple[list[tuple[str, str]], bool]:
+        # (In code point order, whatever the database's collation: see RowBudget.)
         sql = (
             "SELECT sender_id, data FROM events WHERE sender_id = ANY($1::text[]) "
-            "ORDER BY sender_id, id"
+            'ORDER BY sender_id COLLATE "C", id'
         )
+
+        async def read(conn: asyncpg.Connection) -> tuple[list[tuple[str, str]], bool]:
+            budget = RowBudget(max_bytes)
+            async with conn.transaction(readonly=True):  # (a cursor's)
+                cursor = await conn.cursor(sql, list(sender_ids))
+                while records := await cursor.fetch(budget.rows_to_fetch()):
+                    for record in records:
+                        if not budget.take(record[0], record[1]):
+                            return budget.rows, False
+            return budget.rows, True
+
         # (Unbounded, as the listings: a batch of long conversations may take a while.)
-        records = await self._run(lambda conn: conn.fetch(sql, list(sender_ids)), bounded=False)
-        return [(record[0], record[1]) for record in records]
+        return await self._run(read, bounded=False)
 
     async def senders(self) -> list[str]:
         records = await self._run(

@@ -225,7 +225,10 @@ class RedisTrackerStore:
         | {"cache_events"}
     )
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], read_only: bool = False) -> None:
+        """`read_only` (`botserver export`): a conversation in Rasa's layout is read as it
+        is, not converted to ours (a Rasa server sharing the database reads it still)."""
+        self.read_only = read_only
         self._redis = create_client(config, default_db=0)
         self.cache_events = cache_events_setting(config)  # hot trackers over this store
         self._prefix = key_prefix(config, "tracker")
@@ -370,6 +373,8 @@ class RedisTrackerStore:
 
     async def load_all(self, sender_id: str) -> list[dict[str, Any]] | None:
         key = self._prefix + sender_id
+        if self.read_only:
+            return await self._load_all_as_stored(sender_id) or None
         with self._errors():
             raw = await self._with_rasa_layout(sender_id, lambda: self._redis.lrange(key, 0, -1))
         events = await _events_of(sender_id, raw)
@@ -377,10 +382,28 @@ class RedisTrackerStore:
         return events or None
 
     async def load_all_of(
+        self, sender_ids: Sequence[str], max_bytes: int | None = None
+    ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+        """The lists in one pipeline, or with `max_bytes` in as many as keep each under it
+        (by Redis's `MEMORY USAGE` of the keys, read first in one pipeline); a conversation
+        in Rasa's layout (converted), or whose value is not UTF-8 text (named), is then read
+        alone, as `load_all` reads it."""
+        if max_bytes is None:
+            groups = [list(sender_ids)]
+        else:
+            with self._errors():
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for sender_id in sender_ids:
+                        pipe.memory_usage(self._prefix + sender_id, samples=0)
+                    sizes = await pipe.execute(raise_on_error=False)
+            groups = _within(sender_ids, sizes, max_bytes)
+        for group in groups:
+            async for conversation in self._load_group(group):
+                yield conversation
+
+    async def _load_group(
         self, sender_ids: Sequence[str]
     ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
-        """The lists in one pipeline; a conversation in Rasa's layout (converted), or whose
-        value is not UTF-8 text (named), is then read alone, as `load_all` reads it."""
         with self._errors():
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
@@ -452,6 +475,23 @@ class RedisTrackerStore:
             raise
         await free_off_loop(items)
 
+    async def _load_all_as_stored(self, sender_id: str) -> list[dict[str, Any]]:
+        """`load_all` writing nothing: Rasa's layout is read where it is."""
+        key = self._prefix + sender_id
+        with self._errors(), _utf8_text(sender_id):
+            try:
+                raw = await self._redis.lrange(key, 0, -1)
+            except redis_errors.ResponseError as exc:
+                if "WRONGTYPE" not in str(exc):
+                    raise
+                kind = await self._redis.type(key)
+                if kind != "string":
+                    raise _neither(sender_id, kind) from None
+                return await _rasa_events(sender_id, await self._redis.get(key))
+        events = await _events_of(sender_id, raw)
+        await free_off_loop(raw)
+        return events
+
     async def _with_rasa_layout(self, sender_id: str, operation: Any) -> Any:
         """Run `operation`; if the key holds Rasa's JSON string, convert it and run again.
         A value that is not UTF-8 text is CorruptConversation (before: the UnicodeDecodeError
@@ -479,7 +519,10 @@ class RedisTrackerStore:
             try:
                 async with watched(self._redis, key) as pipe:
                     # (A connection dropped from here on fails the read too, as a WatchError.)
-                    if await pipe.type(key) != "string":
+                    kind = await pipe.type(key)
+                    if kind not in ("string", "list", "none"):
+                        raise _neither(sender_id, kind)
+                    if kind != "string":
                         return  # converted (or deleted) since the operation failed
                     events = await _rasa_events(sender_id, await pipe.get(key))
                     await self._write_all(sender_id, events, watching=pipe)
@@ -502,7 +545,12 @@ class RedisTrackerStore:
         with self._errors():
             await self._redis.delete(*self._keys(sender_id))
 
-    async def delete_older_than(self, cutoff_timestamp: float, hold: Hold | None = None) -> int:
+    async def delete_older_than(
+        self,
+        cutoff_timestamp: float,
+        hold: Hold | None = None,
+        deleted_some: Callable[[int], None] | None = None,
+    ) -> int:
         # A SCAN page at a time: memory stays bounded however many conversations there are.
         deleted, cursor = 0, 0
         while True:
@@ -510,7 +558,7 @@ class RedisTrackerStore:
             if sender_ids:
                 async with holding(hold, sender_ids) as idle:
                     if held := await idle.still_held():
-                        deleted += await self._prune(held, cutoff_timestamp, idle)
+                        deleted += await self._prune(held, cutoff_timestamp, idle, deleted_some)
             if cursor == 0:
                 return deleted
 
@@ -542,11 +590,19 @@ class RedisTrackerStore:
             sender_ids.append(name[len(self._prefix) :])
         return int(cursor), sender_ids
 
-    async def _prune(self, batch: list[str], cutoff_timestamp: float, idle: IdleLocks) -> int:
+    async def _prune(
+        self,
+        batch: list[str],
+        cutoff_timestamp: float,
+        idle: IdleLocks,
+        deleted_some: Callable[[int], None] | None = None,
+    ) -> int:
         """Deletes those of `batch` whose newest event is older than the cutoff; how many.
         `idle`: their locks, looked at again before those deleted one at a time after the
         pipeline (a long list, Rasa's layout): one lost meanwhile is left alone. Before, no
-        renewal due yet, it was deleted all the same."""
+        renewal due yet, it was deleted all the same. `deleted_some` is told each deletion as
+        it is counted: the pipeline deletes the batch's short ones at once, so one failing
+        after them (before: the batch's count lost with it) still has them said."""
         deleted = 0
         with self._errors():
             async with self._redis.pipeline(transaction=False) as pipe:
@@ -555,9 +611,22 @@ class RedisTrackerStore:
                         keys=self._keys(sender_id), args=[cutoff_timestamp], client=pipe
                     )
                 outcomes = await pipe.execute(raise_on_error=False)
+
+            def gone(sender_id: str) -> None:
+                nonlocal deleted
+                self._sessions.forget(sender_id)
+                deleted += 1
+                if deleted_some is not None:
+                    deleted_some(1)
+
+            for sender_id, outcome in zip(batch, outcomes, strict=True):
+                if outcome == 1:  # (deleted by the pipeline: said before any failure after)
+                    gone(sender_id)
             if any(map(_one_at_a_time, outcomes)):
                 await idle.still_held()
             for sender_id, outcome in zip(batch, outcomes, strict=True):
+                if outcome == 1:
+                    continue  # (counted)
                 if _one_at_a_time(outcome) and sender_id not in idle:
                     continue  # its lock was lost
                 try:
@@ -580,8 +649,7 @@ class RedisTrackerStore:
                     logger.warning("%s; retention keeps it.", exc)
                     continue
                 if outcome == 1:
-                    self._sessions.forget(sender_id)
-                    deleted += 1
+                    gone(sender_id)
         return deleted
 
     async def _prune_long(self, sender_id: str, length: int, cutoff_timestamp: float) -> int:
@@ -667,6 +735,21 @@ def _encoded(events: Sequence[dict[str, Any]]) -> tuple[int | None, list[str]]:
     return latest_session_start(events), [json.dumps(event) for event in events]
 
 
+def _within(sender_ids: Sequence[str], sizes: list[Any], max_bytes: int) -> list[list[str]]:
+    """`sender_ids` in groups, in order, of at most `max_bytes` by their keys' sizes (one
+    larger alone; a size Redis did not give, as none)."""
+    groups: list[list[str]] = [[]]
+    held = 0
+    for sender_id, size in zip(sender_ids, sizes, strict=True):
+        size = size if isinstance(size, int) else 0
+        if groups[-1] and held + size > max_bytes:
+            groups.append([])
+            held = 0
+        groups[-1].append(sender_id)
+        held += size
+    return groups
+
+
 class _NotAnObject(Exception):
     """Rasa's stored tracker, or one of its events, that is JSON but not an object."""
 
@@ -686,6 +769,18 @@ def _utf8_text(sender_id: str) -> Iterator[None]:
         raise CorruptConversation(
             f"Conversation '{sender_id}' holds a value that is not UTF-8 text ({exc})"
         ) from exc
+
+
+def _neither(sender_id: str, kind: str | bytes) -> CorruptConversation:
+    """A key under the tracker prefix that is neither our list nor Rasa's string (another
+    program's): before, `WRONGTYPE`, the store failing, which stopped every export (with
+    `--skip-unreadable` too) and every prune at it."""
+    if isinstance(kind, bytes):
+        kind = kind.decode()
+    return CorruptConversation(
+        f"Conversation '{sender_id}' is a Redis {kind}, neither botserver's list nor Rasa's "
+        "string (another program's key under the tracker prefix?)"
+    )
 
 
 async def _rasa_events(sender_id: str, stored: str | bytes | None) -> list[Any]:

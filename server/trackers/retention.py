@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +22,10 @@ class Pruned:
 
 
 async def delete_conversations_older_than(
-    store: TrackerStore, max_age_seconds: float, locks: LockStore | None = None
+    store: TrackerStore,
+    max_age_seconds: float,
+    locks: LockStore | None = None,
+    deleted_some: Callable[[int], None] | None = None,
 ) -> Pruned:
     """Delete conversations whose latest event is older than `max_age_seconds`.
 
@@ -34,7 +37,9 @@ async def delete_conversations_older_than(
         raise ValueError("max_age_seconds must be positive")
     pruned = Pruned()
     if locks is None:
-        pruned.deleted = await store.delete_older_than(time.time() - max_age_seconds)
+        pruned.deleted = await store.delete_older_than(
+            time.time() - max_age_seconds, None, deleted_some
+        )
         return pruned
 
     @asynccontextmanager
@@ -45,7 +50,9 @@ async def delete_conversations_older_than(
             finally:
                 pruned.lost.extend(idle.lost)
 
-    pruned.deleted = await store.delete_older_than(time.time() - max_age_seconds, hold)
+    pruned.deleted = await store.delete_older_than(
+        time.time() - max_age_seconds, hold, deleted_some
+    )
     return pruned
 
 

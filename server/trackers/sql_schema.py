@@ -117,3 +117,53 @@ async def _migrate(engine: AsyncEngine, attempts: int) -> None:
 
 def _is_unreachable(exc: DBAPIError) -> bool:
     return isinstance(exc.orig, OSError | ConnectionError)
+
+
+# The columns a read-only store reads (Rasa's table has had them from its first version).
+READ_COLUMNS = ("id", "sender_id", "timestamp", "data")
+VERSION_TABLE = "botserver_alembic_version"
+
+
+def known_revisions() -> set[str]:
+    """This botserver's schema revisions (the migrations' file names start with them)."""
+    return {path.name[:4] for path in (MIGRATIONS_DIR / "versions").glob("[0-9]*.py")}
+
+
+def readable_as_it_is(columns: set[str] | None, revision: str | None) -> bool:
+    """Whether an `events` table with `columns` (None: no such table) at schema `revision`
+    (None: botserver never migrated it, Rasa's) is read without migrating it: False when
+    there is no table, which holds no conversation. A table that is not a tracker store's,
+    or one a newer botserver migrated, is refused (RuntimeError) rather than read wrong."""
+    if columns is None:
+        return False
+    missing = [name for name in READ_COLUMNS if name not in columns]
+    if missing:
+        raise RuntimeError(
+            "the database holds an 'events' table that is not a tracker store's (no column "
+            + ", ".join(missing)
+            + ")"
+        )
+    if revision is not None and revision not in known_revisions():
+        newest = max(known_revisions())
+        raise RuntimeError(
+            f"the tracker store's schema is at revision {revision}, which a newer botserver "
+            f"made (this one knows up to {newest}): read it with that version"
+        )
+    return True
+
+
+def inspect_events(sync_connection: Any) -> tuple[set[str] | None, str | None]:
+    """The `events` table's columns (None: no such table) and the schema's revision (None:
+    never migrated by botserver), through an inspector: nothing is written."""
+    from sqlalchemy import inspect, text
+
+    inspector = inspect(sync_connection)
+    if not inspector.has_table("events"):
+        return None, None
+    columns = {column["name"] for column in inspector.get_columns("events")}
+    revision = None
+    if inspector.has_table(VERSION_TABLE):
+        revision = sync_connection.execute(
+            text(f"SELECT version_num FROM {VERSION_TABLE}")
+        ).scalar()
+    return columns, revision

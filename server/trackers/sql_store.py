@@ -17,7 +17,15 @@ from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import orjson
-from sqlalchemy import bindparam, delete, func, insert, select, text
+from sqlalchemy import (
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+    text,
+)
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -62,7 +70,9 @@ from server.trackers.sql_schema import (
     SESSION_START_WHERE,
     SESSION_STARTED_WHERE,
     events_table,
+    inspect_events,
     migrate,
+    readable_as_it_is,
 )
 from server.trackers.sqlite_database import SqliteDatabase
 from server.trackers.store import (
@@ -99,7 +109,14 @@ class _Database(Protocol):
     async def rows_from(self, sender_id: str, first_id: int) -> list[IdData]: ...
     async def session_rows(self, sender_id: str) -> list[IdData]: ...
     async def all_data(self, sender_id: str) -> list[str]: ...
-    async def all_data_of(self, sender_ids: Sequence[str]) -> list[tuple[str, str]]: ...
+    async def all_data_of(
+        self, sender_ids: Sequence[str], max_bytes: int | None = None
+    ) -> tuple[list[tuple[str, str]], bool]:
+        """The conversations' rows, each one's together and in id order, conversations in
+        code point order, until about `max_bytes` (RowBudget; on MySQL, whole groups of
+        conversations); and whether all of them came."""
+        ...
+
     async def senders(self) -> list[str]: ...
     async def senders_older_than(
         self, cutoff_timestamp: float, after: str | None, limit: int
@@ -258,10 +275,15 @@ class SqlTrackerStore:
         login_db: str | None = None,
         cache_events: int = DEFAULT_CACHE_EVENTS,
         create_missing: bool = True,
+        read_only: bool = False,
     ) -> None:
         """`create_missing`: a SQLite file that is not there is made (at the server's first
-        start); without it (commands that read or prune what is stored) it is an error."""
+        start); without it (commands that read or prune what is stored) it is an error.
+        `read_only` (`botserver export`): the schema is read as it is, never created nor
+        migrated (nor a PostgreSQL `login_db`'s database created); a database without an
+        `events` table holds no conversation."""
         self.url = url
+        self.read_only = read_only
         self._dependency = dependency(url, "the tracker store")
         self._login_db = login_db
         # The schema's set-up gets an engine of its own, on the set-up loop (`migrate`);
@@ -283,7 +305,10 @@ class SqlTrackerStore:
             if not create_missing:
                 check_sqlite_file(str(url.database))
             self._db = SqliteDatabase(
-                str(url.database), SQLITE_BUSY_TIMEOUT_MS, sqlite_synchronous()
+                str(url.database),
+                SQLITE_BUSY_TIMEOUT_MS,
+                sqlite_synchronous(),
+                read_only=read_only,
             )
         elif url.get_backend_name() == "postgresql":
             # asyncpg (about 12 MB) only for a PostgreSQL store.
@@ -292,7 +317,8 @@ class SqlTrackerStore:
             self._db = PostgresDatabase(url)
             self._unreachable_errors = UNAVAILABLE_ERRORS
         else:
-            self._db = _AsyncDatabase(self._engine)
+            self._db = _AsyncDatabase(self._engine, exact_senders=read_only)
+        self._no_table = False  # read-only, and the database holds no `events` table
         self.cache_events = cache_events
         self._cache = _SessionCache(cache_events)  # about 1 KB per event
         # Appends under way per conversation: a read meanwhile may miss their rows.
@@ -308,14 +334,16 @@ class SqlTrackerStore:
     )
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], create_missing: bool = True) -> SqlTrackerStore:
+    def from_config(
+        cls, config: dict[str, Any], create_missing: bool = True, read_only: bool = False
+    ) -> SqlTrackerStore:
         """From a Rasa `tracker_store:` section of `type: sql`."""
         url = async_url(config, default_db="rasa.db")
         login_db = config.get("login_db")
         if login_db and url.get_backend_name() != "postgresql":
             logger.warning("tracker_store.login_db is only used with PostgreSQL; ignoring it")
             login_db = None
-        return cls(url, login_db, cache_events_setting(config), create_missing)
+        return cls(url, login_db, cache_events_setting(config), create_missing, read_only)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -327,12 +355,27 @@ class SqlTrackerStore:
                 return
             with self._map_errors():
                 try:
+                    if self.read_only:
+                        self._no_table = not readable_as_it_is(*await self._events_schema())
+                        self._ready = True
+                        return
                     if self._login_db:
                         await ensure_postgres_database(self.url, self._login_db)
                     await self._migrated()
                 except RuntimeError as exc:  # the database holds another `events` table
                     raise StoreFailed(f"{describe(self.url)}: {exc}") from exc
             self._ready = True
+
+    async def _events_schema(self) -> tuple[set[str] | None, str | None]:
+        """The `events` table's columns and the schema's revision, read without writing."""
+        if isinstance(self._db, SqliteDatabase):
+            return await self._db.events_schema()
+        engine = self._schema_engine()
+        try:
+            async with engine.connect() as conn:
+                return await conn.run_sync(inspect_events)
+        finally:
+            await engine.dispose()
 
     async def _migrated(self) -> None:
         """The schema's migration, which runs on the set-up loop: a caller that gives up (a
@@ -474,7 +517,12 @@ class SqlTrackerStore:
             await self._db.delete_senders([sender_id])
         self._cache.pop(sender_id)
 
-    async def delete_older_than(self, cutoff_timestamp: float, hold: Hold | None = None) -> int:
+    async def delete_older_than(
+        self,
+        cutoff_timestamp: float,
+        hold: Hold | None = None,
+        deleted_some: Callable[[int], None] | None = None,
+    ) -> int:
         await self._ensure_ready()
         deleted, after = 0, None  # not "": an empty sender id sorts first
         while True:
@@ -487,7 +535,10 @@ class SqlTrackerStore:
             async with holding(hold, batch) as idle:
                 if held := await idle.still_held():
                     with self._map_errors():
-                        deleted += await self._db.delete_stale(held, cutoff_timestamp)
+                        gone = await self._db.delete_stale(held, cutoff_timestamp)
+                    deleted += gone
+                    if deleted_some is not None:
+                        deleted_some(gone)
             for sender_id in batch:
                 self._cache.pop(sender_id)
             after = batch[-1]
@@ -497,11 +548,15 @@ class SqlTrackerStore:
 
     async def keys(self) -> list[str]:
         await self._ensure_ready()
+        if self._no_table:
+            return []
         with self._map_errors():
             return await self._db.senders()
 
     async def load_all(self, sender_id: str) -> list[dict[str, Any]] | None:
         await self._ensure_ready()
+        if self._no_table:
+            return None
         with self._map_errors():
             data = await self._db.all_data(sender_id)
         if not data:
@@ -511,22 +566,31 @@ class SqlTrackerStore:
         return events
 
     async def load_all_of(
-        self, sender_ids: Sequence[str]
+        self, sender_ids: Sequence[str], max_bytes: int | None = None
     ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
         await self._ensure_ready()
-        with self._map_errors():
-            rows = await self._db.all_data_of(sender_ids)
-        texts: dict[str, list[str]] = {sender_id: [] for sender_id in sender_ids}
-        for sender_id, row_data in rows:
-            # (Where migration 0003 found no binary collation that pads nothing, MySQL's
-            # utf8mb4_bin also matches ids that differ in trailing spaces.)
-            if sender_id in texts:
-                texts[sender_id].append(row_data)
-        del rows
-        for sender_id in sender_ids:
-            data = texts.pop(sender_id, None)
-            if data:
-                yield sender_id, await _parse(sender_id, data)
+        if self._no_table:
+            return
+        rest = sorted(sender_ids)
+        while rest:
+            with self._map_errors():
+                rows, complete = await self._db.all_data_of(rest, max_bytes)
+            texts: dict[str, list[str]] = {sender_id: [] for sender_id in rest}
+            for sender_id, row_data in rows:
+                # (Where migration 0003 found no binary collation that pads nothing, MySQL's
+                # utf8mb4_bin also matches ids that differ in trailing spaces.)
+                if sender_id in texts:
+                    texts[sender_id].append(row_data)
+            # Cut short: the ids up to the last one read are done (in the rows' order).
+            last = None if complete or not rows else max(sender_id for sender_id, _ in rows)
+            del rows
+            done = rest if last is None else [i for i in rest if i <= last]
+            rest = [] if last is None else rest[len(done) :]
+            for sender_id in done:
+                data = texts.pop(sender_id, None)
+                if data:
+                    yield sender_id, await _parse(sender_id, data)
+            del texts
 
     async def load(self, sender_id: str) -> Sequence[dict[str, Any]] | None:
         if not self._ready:
@@ -659,11 +723,15 @@ class _AsyncDatabase:
     rolls an uncommitted transaction back with its connection, so the rows cannot be
     written twice). One lost during the COMMIT is not retried: it may have committed."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, exact_senders: bool = False) -> None:
+        """`exact_senders`: the listing tells ids apart by their bytes, as the table's
+        collation may not (Rasa's MySQL table, which a read-only store does not migrate,
+        holds `Ana` and `ana` as one id, and `ana ` too)."""
         self._engine = engine
         dialect = engine.dialect
         self._returning = bool(dialect.insert_returning and dialect.use_insertmanyvalues)
         self._mysql = dialect.name == "mysql"
+        self._exact_senders = exact_senders and self._mysql  # (CAST AS BINARY: MySQL's)
         self._max_packet: int | None = None  # MySQL's, read on the first write
         # (plain, returning) INSERTs, set on the first write: on MariaDB, Rasa's `events_seq`
         # gives the ids where Rasa made the table (see _ids_from_rasas_sequence).
@@ -854,24 +922,60 @@ class _AsyncDatabase:
         return await self._run(session_rows)
 
     async def all_data(self, sender_id: str) -> list[str]:
-        query = (
-            select(events_table.c.data)
-            .where(events_table.c.sender_id == sender_id)
-            .order_by(events_table.c.id)
-        )
+        chosen = events_table.c.sender_id == sender_id
+        if self._exact_senders:
+            chosen = chosen & (_BINARY_SENDER_ID == sender_id)  # (see all_data_of)
+        query = select(events_table.c.data).where(chosen).order_by(events_table.c.id)
         return await self._run(lambda conn: _first_column(conn, query))
 
-    async def all_data_of(self, sender_ids: Sequence[str]) -> list[tuple[str, str]]:
-        query = (
-            select(_C.sender_id, _C.data)
-            .where(_C.sender_id.in_(list(sender_ids)))
-            .order_by(_C.sender_id, _C.id)  # (ix_events_sender_id_id's order: no sort)
-        )
+    async def all_data_of(
+        self, sender_ids: Sequence[str], max_bytes: int | None = None
+    ) -> tuple[list[tuple[str, str]], bool]:
+        # (ix_events_sender_id_id's order, no sort, where the column compares bytes, as
+        # migration 0003 makes it; else by bytes, so that ids one in the collation are apart.)
+        key: Any = _BINARY_SENDER_ID if self._exact_senders else _C.sender_id
+
+        def of(group: list[str]) -> Any:
+            chosen = _C.sender_id.in_(group)  # (by the index)
+            if self._exact_senders:
+                # Only theirs: the collation's match of `ana` holds `Ana`'s and `ana `'s
+                # rows, which took the budget (and a read of `ana` alone went round for ever).
+                chosen = chosen & key.in_(group)
+            return select(_C.sender_id, _C.data).where(chosen).order_by(key, _C.id)
+
+        async def read(conn: AsyncConnection) -> tuple[list[tuple[str, str]], bool]:
+            # Whole conversations a query, as many as the budget has room for at their mean
+            # size so far (one first): each row is gone through once. (Pages of rows, each
+            # after the last row read, went through the batch's rows again each page.)
+            rest = sorted(sender_ids)  # (the key's order: code points, as bytes)
+            rows: list[tuple[str, str]] = []
+            size = conversations = count = 0
+            while rest:
+                if max_bytes is None:
+                    count = len(rest)
+                elif rows and size >= max_bytes:
+                    return rows, False
+                elif not rows:  # (none of those asked for had rows: twice as many)
+                    count = max(1, 2 * count)
+                else:
+                    count = max(1, (max_bytes - size) * conversations // max(1, size))
+                group, rest = rest[:count], rest[count:]
+                for sender_id, data in await conn.execute(of(group)):
+                    if not rows or rows[-1][0] != sender_id:
+                        conversations += 1
+                    rows.append((sender_id, data))
+                    size += len(data)
+            return rows, True
+
         # (Unbounded, as the listings: a batch of long conversations may take a while.)
-        return await self._run(lambda conn: _rows_of(conn, query), bounded=False)
+        return await self._run(read, bounded=False)
 
     async def senders(self) -> list[str]:
         query = select(events_table.c.sender_id).distinct()
+        if self._exact_senders:
+            # (The column grouped on too: allowed under ONLY_FULL_GROUP_BY.)
+            exactly = _BINARY_SENDER_ID
+            query = select(_C.sender_id).group_by(_C.sender_id, exactly)
         return await self._run(lambda conn: _first_column(conn, query), bounded=False)
 
     async def senders_older_than(
@@ -895,16 +999,15 @@ async def _id_data(conn: AsyncConnection, query: Any, params: dict[str, Any]) ->
     return [(row[0], row[1]) for row in result]
 
 
-async def _rows_of(conn: AsyncConnection, query: Any) -> list[tuple[str, str]]:
-    return [(row[0], row[1]) for row in await conn.execute(query)]
-
-
 async def _first_column(conn: AsyncConnection, query: Any) -> list[Any]:
     return [row[0] for row in await conn.execute(query)]
 
 
 # Statements of the hot path, built once.
 _C = events_table.c
+# The id as its bytes: Rasa's MySQL table, which a read-only store does not migrate, compares
+# ids by a collation that takes `Ana`, `ana` and `ana ` for one.
+_BINARY_SENDER_ID: Any = literal_column("CAST(sender_id AS BINARY)")
 _COLUMNS = ("sender_id", "type_name", "timestamp", "intent_name", "action_name", "data")
 _INSERT = insert(events_table)
 _INSERT_RETURNING = insert(events_table).returning(_C.id, sort_by_parameter_order=True)

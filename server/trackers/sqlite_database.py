@@ -33,7 +33,8 @@ from typing import Any, ClassVar, TypeVar
 
 from server.trackers.events import EVENT_TYPES, OFF_LOOP_EVENTS
 from server.trackers.session_start import ACTION_SESSION_START
-from server.trackers.sql_schema import SESSION_START_WHERE
+from server.trackers.sql_schema import SESSION_START_WHERE, VERSION_TABLE
+from server.trackers.store import RowBudget
 
 T = TypeVar("T")
 
@@ -80,8 +81,12 @@ class SqliteDatabase:
         busy_timeout_ms: int,
         synchronous: str,
         checkpoint_frames: int = CHECKPOINT_FRAMES,
+        read_only: bool = False,
     ) -> None:
+        """`read_only`: the file is opened read-only, its journal mode left as it is (a
+        command that reads, as `botserver export`, changes nothing in it)."""
         self.path = path
+        self.read_only = read_only
         self.checkpoint_frames = checkpoint_frames
         self.checkpoint_after = _FIRST_CHECKPOINT_AFTER  # commits
         self._busy_timeout_ms = busy_timeout_ms
@@ -150,6 +155,11 @@ class SqliteDatabase:
         return function(conn)
 
     def _connect(self) -> sqlite3.Connection:
+        if self.read_only:
+            uri = f"{pathlib.Path(self.path).absolute().as_uri()}?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+            conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+            return conn
         conn = sqlite3.connect(
             self.path,
             timeout=self._busy_timeout_ms / 1000,
@@ -662,13 +672,45 @@ class SqliteDatabase:
         # the event loop held it 7-10 ms at every read of a whole conversation.
         return await self.run(lambda conn: [row[0] for row in conn.execute(sql, (sender_id,))])
 
-    async def all_data_of(self, sender_ids: Sequence[str]) -> list[tuple[str, str]]:
+    async def all_data_of(
+        self, sender_ids: Sequence[str], max_bytes: int | None = None
+    ) -> tuple[list[tuple[str, str]], bool]:
         marks = ", ".join("?" * len(sender_ids))
         sql = (
             f"SELECT sender_id, data FROM events WHERE sender_id IN ({marks}) "
             "ORDER BY sender_id, id"  # (ix_events_sender_id_id's order: no sort)
         )
-        return await self.run(lambda conn: conn.execute(sql, tuple(sender_ids)).fetchall())
+
+        def read(conn: sqlite3.Connection) -> tuple[list[tuple[str, str]], bool]:
+            budget = RowBudget(max_bytes)
+            cursor = conn.execute(sql, tuple(sender_ids))
+            try:
+                for sender_id, data in cursor:  # (a row at a time: no round trip to save)
+                    if not budget.take(sender_id, data):
+                        return budget.rows, False
+                return budget.rows, True
+            finally:
+                cursor.close()
+
+        return await self.run(read)
+
+    async def events_schema(self) -> tuple[set[str] | None, str | None]:
+        """The `events` table's columns (None: no such table) and the schema's revision
+        (None: never migrated by botserver), read without writing."""
+
+        def read(conn: sqlite3.Connection) -> tuple[set[str] | None, str | None]:
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+            if not columns:
+                return None, None
+            versions = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (VERSION_TABLE,)
+            ).fetchone()
+            if versions is None:
+                return columns, None
+            row = conn.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchone()
+            return columns, None if row is None else row[0]
+
+        return await self.run(read)
 
     async def senders(self) -> list[str]:
         rows = await self.run(

@@ -91,13 +91,49 @@ def check_conversation_id(sender_id: str) -> None:
             ) from None
 
 
+class RowBudget:
+    """A batch read's rows (`(sender_id, data)`, each conversation's together, conversations
+    in code point order) until `max_bytes` of data is taken (None: all): a conversation
+    begun is always finished, so one larger than the budget still comes whole."""
+
+    def __init__(self, max_bytes: int | None) -> None:
+        self.max_bytes = max_bytes
+        self.rows: list[tuple[str, str]] = []
+        self.size = 0
+        self._seen: set[str] = set()
+
+    def rows_to_fetch(self) -> int:
+        """How many rows to ask the database for next: what the budget has room for at the
+        rows' mean size so far (16 to 4,096; 64 first), so that a fetch of long rows does not
+        take far more than the budget, nor one of short rows a round trip each few."""
+        if not self.rows or self.max_bytes is None:
+            return 64 if not self.rows else 4096
+        mean = max(1, self.size // len(self.rows))
+        return min(4096, max(16, (self.max_bytes - self.size) // mean))
+
+    def take(self, sender_id: str, data: str) -> bool:
+        """Keeps the row; False (not kept) when the budget is spent and the row begins a
+        conversation not met yet: the read stops there."""
+        if sender_id not in self._seen:
+            if self.max_bytes is not None and self.size >= self.max_bytes:
+                return False
+            self._seen.add(sender_id)
+        self.rows.append((sender_id, data))
+        self.size += len(data)
+        return True
+
+
 @runtime_checkable
 class ReadsEverything(Protocol):
     """A store that reads all its conversations in one pass for less than `keys()` and a
     `load_all()` of each (DynamoDB, where listing the keys reads every item whole)."""
 
-    def each_conversation(self) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
-        """Every conversation that has events, with all of them (`load_all`'s)."""
+    def each_conversation(
+        self, unreadable: Callable[[str, CorruptConversation], None] | None = None
+    ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+        """Every conversation that has events, with all of them (`load_all`'s). One that
+        cannot be read is CorruptConversation, which ends the pass; with `unreadable`, it is
+        handed to it instead and the pass goes on."""
         ...
 
 
@@ -107,10 +143,12 @@ class ReadsInBatches(Protocol):
     a `load_all()` of each took one a conversation."""
 
     def load_all_of(
-        self, sender_ids: Sequence[str]
+        self, sender_ids: Sequence[str], max_bytes: int | None = None
     ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
-        """Each of `sender_ids` that has events, in that order, with every one of them
-        (`load_all`'s): read together, each parsed only as it is handed on."""
+        """Each of `sender_ids` (sorted) that has events, in that order, with every one of
+        them (`load_all`'s): read together, each parsed only as it is handed on. `max_bytes`:
+        about that much of their stored JSON is held at a time (read in several round trips
+        where the conversations hold more; one larger than it is read whole)."""
         ...
 
 
@@ -153,11 +191,17 @@ class TrackerStore(Protocol):
     async def delete(self, sender_id: str) -> None:
         """Delete the conversation (no error if it does not exist)."""
 
-    async def delete_older_than(self, cutoff_timestamp: float, hold: Hold | None = None) -> int:
+    async def delete_older_than(
+        self,
+        cutoff_timestamp: float,
+        hold: Hold | None = None,
+        deleted_some: Callable[[int], None] | None = None,
+    ) -> int:
         """Delete conversations whose latest event is older than the cutoff; how many.
 
         With `hold`, each batch is deleted under the conversations' locks, and those whose
-        lock a turn holds are skipped (their turn makes them recent).
+        lock a turn holds are skipped (their turn makes them recent). `deleted_some` is told
+        each batch's count as it is deleted (for what a prune stopped midway says).
         """
 
     async def ping(self) -> None:

@@ -13,8 +13,15 @@ from typing import Any
 import pytest
 
 from server.brokers import export
-from server.brokers.export import PUBLISH_CHUNK, ResumePoint, publish_events, select_events
-from server.errors import ExportInterrupted, NothingToExport
+from server.brokers.export import (
+    PUBLISH_CHUNK,
+    Found,
+    ResumePoint,
+    publish_events,
+    select_events,
+    selected_events,
+)
+from server.errors import CorruptConversation, ExportInterrupted, NothingToExport
 from server.trackers.dynamo_store import DynamoTrackerStore
 from server.trackers.factory import create_tracker_store
 from tests.trackers.persistence_fixtures import (
@@ -188,6 +195,27 @@ async def test_every_conversation_of_a_dynamodb_table_is_read_in_one_scan(
     assert sent == [(sender_id, at) for sender_id in order for at in (0.0, 10.0)]
 
 
+async def test_an_unreadable_dynamodb_item_is_skipped_and_the_scan_goes_on(
+    dynamo: tuple[DynamoTrackerStore, list[str]],
+) -> None:
+    """An item whose event is text that is not JSON ended the table's one Scan pass, on every
+    run: with `skip_unreadable` it is named and the scan goes on past it."""
+    store, _ = dynamo
+    for c in range(3):
+        await store.append(f"c{c}", [_user(0, 1.0)])
+    store._client.put_item(
+        TableName=store.table,
+        Item={"sender_id": {"S": "bad"}, "events": {"L": [{"S": "{not json"}]}},
+    )
+    with pytest.raises(CorruptConversation, match="'bad'"):
+        await select_events(store)
+    found = Found()
+    chosen = selected_events(store, found=found, skip_unreadable=True)
+    sent = [item.sender_id async for item in chosen]
+    assert sorted(sent) == ["c0", "c1", "c2"]
+    assert (found.conversations, found.unreadable) == (3, ["bad"])
+
+
 async def test_a_conversation_id_longer_than_dynamodb_keys_is_named_missing(
     dynamo: tuple[DynamoTrackerStore, list[str]],
 ) -> None:
@@ -237,9 +265,9 @@ async def test_conversations_are_read_a_batch_at_a_time(
     kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A store of 100 conversations in batches of 40: the listing, then three reads (on
-    Redis, a pipeline of the batch's reads each), every event selected. Before, one round
-    trip a conversation after the listing: 101 (a store of a million conversations, a
-    million round trips)."""
+    Redis, two pipelines each: the keys' sizes, for the byte budget, then the batch's
+    reads), every event selected. Before, one round trip a conversation after the listing:
+    101 (a store of a million conversations, a million round trips)."""
     monkeypatch.setattr(export, "EXPORT_BATCH", 40)
     async with tracker_store_config(kind, tmp_path) as config:
         store = create_tracker_store(config)
@@ -262,9 +290,11 @@ async def test_conversations_are_read_a_batch_at_a_time(
     assert [m.sender_id for m in selection.messages][::2] == [f"c{c:03}" for c in range(100)]
     # (Redis: a SCAN page a step over the whole database, which other keys may share.)
     assert listing == 1 or (kind == "redis" and listing >= 1)
-    assert reads == 3, sent
+    per_batch = 2 if kind == "redis" else 1
+    assert reads == 3 * per_batch, sent
     assert (len(chosen.conversations), chosen.missing) == (50, ["zed"])
-    assert len(chosen_trips) == 2, chosen_trips  # 51 ids, in two batches, and no listing
+    # 51 ids, in two batches, and no listing
+    assert len(chosen_trips) == 2 * per_batch, chosen_trips
 
 
 async def test_a_redis_batch_reads_rasas_layout_and_names_a_value_that_is_not_utf8() -> None:
@@ -313,23 +343,28 @@ class _Counting:
             self.count += 1
 
 
-async def _export_peak(tmp_path: Path, conversations: int, each: int) -> tuple[int, int]:
-    """The peak of memory taken while a SQLite store of these many conversations of `each`
-    user messages is exported, and its JSON."""
-    store = create_tracker_store(
-        {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / f"{conversations}.db")}
-    )
-    for c in range(conversations):
-        await store.append(f"c{c:02}", [_user(i, 1e9 + 10 * i + c / 100) for i in range(each)])
-    json_bytes = conversations * sum(len(json.dumps(_user(i, 1e9))) for i in range(each))
-    broker = _Counting()
-    tracemalloc.start()
-    try:
-        published = await export.export_events(broker, store)  # type: ignore[arg-type]
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+async def _export_peak(
+    tmp_path: Path, conversations: int, each: int, kind: str = "sqlite"
+) -> tuple[int, int]:
+    """The peak of memory taken while a store (`tracker_store_config`'s kind) of these many
+    conversations of `each` user messages is exported, and its JSON."""
+    folder = tmp_path / f"{kind}{conversations}"
+    folder.mkdir()
+    async with tracker_store_config(kind, folder) as config:
+        store = create_tracker_store(config)
+        for c in range(conversations):
+            await store.append(f"c{c:02}", [_user(i, 1e9 + 10 * i + c / 100) for i in range(each)])
         await store.close()
+        json_bytes = conversations * sum(len(json.dumps(_user(i, 1e9))) for i in range(each))
+        store = create_tracker_store(config, create_missing=False, read_only=True)
+        broker = _Counting()
+        tracemalloc.start()
+        try:
+            published = await export.export_events(broker, store)  # type: ignore[arg-type]
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+            await store.close()
     assert published == broker.count == conversations * each
     return peak, json_bytes
 
@@ -350,6 +385,23 @@ async def test_an_export_holds_one_conversation_at_a_time(
     assert large < 1.2 * small, f"{small} bytes for 10 conversations, {large} for 40"
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "postgres", "mariadb", "redis"])
+async def test_a_batch_of_large_conversations_is_read_within_a_byte_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """A batch is up to 100 conversations; their stored JSON was read all at once, so 100
+    long conversations took 100 times one of them in memory. Now a batch holds about
+    EXPORT_BATCH_BYTES of it (here two conversations' worth): four times the conversations
+    in one batch, the same peak. Every event still goes out once, in order."""
+    each = 60
+    _, one = await _export_peak(tmp_path, 1, each, kind)  # (the imports out of the way)
+    monkeypatch.setattr(export, "EXPORT_BATCH_BYTES", 2 * one)
+    monkeypatch.setattr(export, "PUBLISH_CHUNK", 50)  # (the broker's chunk: small, as ever)
+    small, _ = await _export_peak(tmp_path, 10, each, kind)
+    large, _ = await _export_peak(tmp_path, 40, each, kind)
+    assert large < 1.3 * small, f"{small} bytes for 10 conversations, {large} for 40"
+
+
 def _failing_at_the_second_read(store: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     """Makes the store's second batch read fail (unavailable); returns its own read."""
     from server.errors import StoreUnavailable
@@ -357,11 +409,11 @@ def _failing_at_the_second_read(store: Any, monkeypatch: pytest.MonkeyPatch) -> 
     reads = store.load_all_of
     calls: list[int] = []
 
-    def failing_second(sender_ids: Any) -> Any:
+    def failing_second(sender_ids: Any, max_bytes: int | None = None) -> Any:
         calls.append(1)
         if len(calls) == 2:
             raise StoreUnavailable("the tracker store is unavailable", "SQLite", "gone")
-        return reads(sender_ids)
+        return reads(sender_ids, max_bytes)
 
     monkeypatch.setattr(store, "load_all_of", failing_second)
     return reads
@@ -504,7 +556,7 @@ class _Scanned:
     def __init__(self, conversations: dict[str, list[dict[str, Any]]]) -> None:
         self.conversations = conversations
 
-    async def each_conversation(self) -> Any:
+    async def each_conversation(self, unreadable: Any = None) -> Any:
         for sender_id, events in self.conversations.items():
             yield sender_id, events
 
@@ -537,3 +589,32 @@ async def test_a_failure_after_one_event_says_one_event(
     await store.close()
     assert raised.value.published == 1
     assert str(raised.value).startswith("the tracker store failed (after 1 event): ")
+
+
+class _Chunks:
+    """A broker that keeps how many bytes of messages each hand-over held."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    async def deliver(self, items: Any) -> None:
+        size = 0
+        while items:
+            size += len(json.dumps(items.popleft().body()))
+        self.sizes.append(size)
+
+
+async def test_the_broker_gets_a_bounded_number_of_bytes_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Up to 1,000 messages went to the broker at a time whatever their size: 1,000 long
+    user messages (40,000 characters each) were 40 MB made at once. Now a chunk ends at
+    about PUBLISH_CHUNK_BYTES (here three messages' worth)."""
+    monkeypatch.setattr(export, "PUBLISH_CHUNK_BYTES", 25_000)
+    store = create_tracker_store(None)
+    long = [{**_user(i, 1e9 + i), "text": "x" * 10_000} for i in range(30)]
+    await store.append("ann", long)
+    broker = _Chunks()
+    published = await export.export_events(broker, store)  # type: ignore[arg-type]
+    assert published == 30
+    assert max(broker.sizes) < 25_000 + 11_000, broker.sizes

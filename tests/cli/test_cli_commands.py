@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -1189,6 +1192,192 @@ def test_a_slot_mapping_naming_an_unlisted_entity_never_fails_validation(
     assert "from_entity mapping for the entity 'citty'" in result.out
     assert "from_intent mapping for the intent 'infrom'" in result.out
     assert "does not fail on the 2 that Rasa's validator does not give" in result.out
+
+
+def _old_conversations(config: dict[str, Any], sender_ids: tuple[str, ...]) -> None:
+    """Conversations of one event ten days old in the tracker store of `config`."""
+    import asyncio
+
+    from server.trackers.factory import create_tracker_store
+
+    async def seed() -> None:
+        store = create_tracker_store(config)
+        old = time.time() - 10 * 86400
+        for sender_id in sender_ids:
+            await store.append(
+                sender_id, [{"event": "action", "name": "action_listen", "timestamp": old}]
+            )
+        await store.close()
+
+    asyncio.run(seed())
+
+
+def _sqlite_prune_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project whose SQLite tracker store holds four old conversations, c1 to c4, pruned
+    one a batch; its database file."""
+    from server.trackers import sql_store
+
+    monkeypatch.setattr(sql_store, "DELETE_BATCH", 1)
+    db = tmp_path / "trackers.db"
+    (tmp_path / "endpoints.yml").write_text(
+        f"tracker_store:\n  type: sql\n  dialect: sqlite\n  db: {db}\n"
+    )
+    _old_conversations(
+        {"type": "sql", "dialect": "sqlite", "db": str(db)}, ("c1", "c2", "c3", "c4")
+    )
+    return db
+
+
+def _the_error(result: Any) -> str:
+    [error] = [line for line in result.err.splitlines() if line.startswith("error:")]
+    return error
+
+
+def test_prune_stopped_midway_says_how_many_it_deleted(
+    run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database refuses to delete the third conversation (a trigger): the two before it
+    are gone. Before, the error alone: nothing said that some were deleted, nor that running
+    it again goes on."""
+    import sqlite3
+
+    db = _sqlite_prune_project(tmp_path, monkeypatch)
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "CREATE TRIGGER keep_c3 BEFORE DELETE ON events WHEN old.sender_id = 'c3' "
+            "BEGIN SELECT RAISE(ABORT, 'c3 is kept'); END"
+        )
+    result = run_cli("prune", "--older-than-days", "5", cwd=tmp_path)
+    assert result.code == 1
+    error = _the_error(result)
+    assert error.endswith(
+        "(after deleting 2 conversations); botserver prune again deletes the rest"
+    ), error
+    with sqlite3.connect(db) as conn:
+        left = conn.execute("SELECT DISTINCT sender_id FROM events ORDER BY 1").fetchall()
+    assert left == [("c3",), ("c4",)]
+
+
+def test_prune_stopped_by_ctrl_c_says_how_many_it_deleted(
+    run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C as the third conversation's delete goes out: the two before it are gone, the
+    prune says so and how to go on, exit 130. (No test failed with that line taken out.)"""
+    from server.trackers import sqlite_database
+
+    _sqlite_prune_project(tmp_path, monkeypatch)
+    delete_stale = sqlite_database.SqliteDatabase.delete_stale
+
+    async def interrupted_at_c3(
+        self: sqlite_database.SqliteDatabase, sender_ids: list[str], cutoff: float
+    ) -> int:
+        if "c3" in sender_ids:
+            raise KeyboardInterrupt
+        return await delete_stale(self, sender_ids, cutoff)
+
+    monkeypatch.setattr(sqlite_database.SqliteDatabase, "delete_stale", interrupted_at_c3)
+    result = run_cli("prune", "--older-than-days", "5", cwd=tmp_path)
+    assert result.code == 130
+    assert _the_error(result) == (
+        "error: stopped (after deleting 2 conversations); botserver prune again deletes the rest"
+    )
+
+
+@contextlib.contextmanager
+def _redis_prune_project(tmp_path: Path, other: Any) -> Iterator[str]:
+    """A project whose Redis tracker store (a prefix of its own) holds c1 to c3, old, and
+    what `other(client, prefix)` writes beside them; its key prefix."""
+    import asyncio
+
+    from redis.asyncio import Redis
+
+    from tests.trackers.persistence_fixtures import (
+        REDIS,
+        delete_redis_keys,
+        require_service,
+        unique_name,
+    )
+
+    require_service("Redis", REDIS)
+    prefix = unique_name("bsprune").replace("_", "")
+    (tmp_path / "endpoints.yml").write_text(
+        f"tracker_store:\n  type: redis\n  url: {REDIS[0]}\n  port: {REDIS[1]}\n"
+        f"  key_prefix: {prefix}\n"
+    )
+    config = {"type": "redis", "url": REDIS[0], "port": REDIS[1], "key_prefix": prefix}
+    _old_conversations(config, ("c1", "c2", "c3"))
+
+    async def write_other() -> None:
+        client = Redis(host=REDIS[0], port=REDIS[1], decode_responses=True)
+        try:
+            await other(client, prefix)
+        finally:
+            await client.aclose()
+
+    asyncio.run(write_other())
+    try:
+        yield prefix
+    finally:
+        asyncio.run(delete_redis_keys(prefix, db=0))
+
+
+def test_prune_of_redis_failing_midway_counts_what_the_batch_deleted(
+    run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SCAN page's short conversations are deleted by one pipeline; a key after them that
+    fails (here Redis dropping the connection as Rasa's layout of `rasa` is converted)
+    stopped the prune with the error alone: the page's count was lost with it, though the
+    three were gone."""
+    from redis import exceptions as redis_errors
+
+    from server.trackers.redis_store import RedisTrackerStore
+
+    async def rasas_layout(client: Any, prefix: str) -> None:
+        old = time.time() - 10 * 86400
+        tracker = {"events": [{"event": "action", "name": "action_listen", "timestamp": old}]}
+        await client.set(f"{prefix}:tracker:rasa", json.dumps(tracker))
+
+    async def dropped(self: RedisTrackerStore, sender_id: str) -> None:
+        raise redis_errors.ConnectionError("Connection closed by server.")
+
+    with _redis_prune_project(tmp_path, rasas_layout):
+        monkeypatch.setattr(RedisTrackerStore, "_convert_rasa_layout", dropped)
+        result = run_cli("prune", "--older-than-days", "5", cwd=tmp_path)
+    assert result.code == 1
+    error = _the_error(result)
+    assert error.endswith(
+        "(after deleting 3 conversations); botserver prune again deletes the rest"
+    ), error
+
+
+def test_prune_of_redis_leaves_another_programs_key_and_deletes_the_rest(
+    run_cli, tmp_path: Path
+) -> None:
+    """A hash under the tracker prefix (another program's) stopped every prune at it
+    (`WRONGTYPE`, the store failing): now a warning names it, it is kept, the rest go."""
+    import asyncio
+
+    from redis.asyncio import Redis
+
+    from tests.trackers.persistence_fixtures import REDIS
+
+    async def a_hash(client: Any, prefix: str) -> None:
+        await client.hset(f"{prefix}:tracker:cache", "field", "value")
+
+    async def left(prefix: str) -> list[str]:
+        client = Redis(host=REDIS[0], port=REDIS[1], decode_responses=True)
+        try:
+            return sorted(str(key) for key in await client.keys(f"{prefix}:tracker:*"))
+        finally:
+            await client.aclose()
+
+    with _redis_prune_project(tmp_path, a_hash) as prefix:
+        result = run_cli("prune", "--older-than-days", "5", cwd=tmp_path)
+        kept = asyncio.run(left(prefix))
+    assert result.code == 0, result.err
+    assert "Deleted 3 conversations." in result.out
+    assert "Conversation 'cache' is a Redis hash" in result.err
+    assert kept == [f"{prefix}:tracker:cache"]
 
 
 def test_train_past_a_warning_rasa_fails_on_counts_it_in_good_english(

@@ -627,3 +627,130 @@ def test_a_sqlite_file_that_is_not_there_is_named_not_created(
     assert len(result.err.strip().splitlines()) == 1, result.err
     assert not (project / "trakers.db").exists()
     assert not (project / "events.db").exists()
+
+
+@pytest.fixture
+def redis_with_unreadable(tmp_path: Path) -> Iterator[str]:
+    """A Redis tracker store of five conversations, two of which cannot be read: `bad1`
+    holds Rasa's layout (one string) that is not JSON, `bad2` a list item that is not."""
+    from redis.asyncio import Redis
+
+    from tests.trackers.persistence_fixtures import REDIS, delete_redis_keys
+
+    require_service("Redis", REDIS)
+    prefix = unique_name("bsexport").replace("_", "")  # (letters and digits, as Rasa takes)
+    config = {"type": "redis", "url": REDIS[0], "port": REDIS[1], "key_prefix": prefix}
+
+    async def seed() -> None:
+        store = create_tracker_store(config)
+        for sender_id in ("ana", "bob", "cid"):
+            await store.append(sender_id, [_action("action_listen", 1.0), _user("hi", 2.0)])
+        await store.close()
+        client = Redis(host=REDIS[0], port=REDIS[1])
+        await client.set(f"{prefix}:tracker:bad1", "{not json")
+        await client.rpush(f"{prefix}:tracker:bad2", json.dumps(_user("x", 1.0)), "[1, 2")
+        await client.aclose()
+
+    asyncio.run(seed())
+    (tmp_path / "endpoints.yml").write_text(
+        f"tracker_store:\n  type: redis\n  url: {REDIS[0]}\n  port: {REDIS[1]}\n"
+        f"  key_prefix: {prefix}\n{SQL_BROKER}"
+    )
+    yield prefix
+    asyncio.run(delete_redis_keys(prefix, db=0))
+
+
+def test_an_unreadable_conversation_can_be_skipped_named_and_counted(
+    run_cli, tmp_path: Path, redis_with_unreadable: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, a conversation whose stored value is not JSON stopped every export at the same
+    place, the command to go on included: there was no way past it but to delete it. Now the
+    error says how (`--skip-unreadable`), which publishes the others, names and counts each
+    one skipped, and exits 3 (not 0: the export has holes). Batches of two: an unreadable
+    conversation in the middle of a batch does not lose the others of it."""
+    from server.brokers import export
+
+    monkeypatch.setattr(export, "EXPORT_BATCH", 2)
+    monkeypatch.setattr(export, "PUBLISH_CHUNK", 1)
+    stopped = run_cli("export", cwd=tmp_path)
+    assert stopped.code == 1
+    [error] = [line for line in stopped.err.splitlines() if line.startswith("error:")]
+    assert "the tracker store failed (after 2 events): Conversation 'bad1'" in error
+    resume, hint = error.split("to go on from there: ")[1].split(" (with ")
+    # (After ana's last event, which went out: bad1 is next.)
+    assert resume == "botserver export --endpoints endpoints.yml '--resume-from=ana@2.0#1'"
+    assert hint == (
+        "--skip-unreadable the export passes over such a conversation, naming it, and "
+        "publishes the others)"
+    )
+
+    skipped = run_cli(*shlex.split(resume)[1:], "--skip-unreadable", cwd=tmp_path)
+    assert skipped.code == 3, skipped.err
+    assert (
+        "Published 4 events of 2 conversations; skipped 2 conversations that could not be "
+        "read: bad1, bad2." in skipped.out
+    )
+    warned = [line for line in skipped.err.splitlines() if "Skipped (it cannot be read)" in line]
+    assert len(warned) == 2
+    assert "'bad1'" in warned[0] and "'bad2'" in warned[1]
+    published = [body["sender_id"] for body in _broker_rows(tmp_path)]
+    assert published == ["ana", "ana", "bob", "bob", "cid", "cid"]
+    assert "Traceback" not in stopped.err + skipped.err
+
+
+def test_an_export_stopped_after_a_skip_names_what_it_skipped(
+    run_cli, tmp_path: Path, redis_with_unreadable: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tracker store fails at the third batch (`cid`), after `bad1` and `bad2` were
+    skipped: the command to go on starts after `bob`, so the run that goes on neither reads
+    nor names them (and exits 0). Before, the error line did not name them either: only
+    warnings above said the export has holes."""
+    from server.brokers import export
+    from server.errors import StoreUnavailable
+    from server.trackers.redis_store import RedisTrackerStore
+
+    monkeypatch.setattr(export, "EXPORT_BATCH", 2)
+    monkeypatch.setattr(export, "PUBLISH_CHUNK", 1)
+    reads = RedisTrackerStore.load_all_of
+    calls: list[int] = []
+
+    def failing_third(self: Any, sender_ids: Any, max_bytes: int | None = None) -> Any:
+        calls.append(1)
+        if len(calls) == 3:
+            raise StoreUnavailable("the tracker store is unavailable", "Redis", "gone")
+        return reads(self, sender_ids, max_bytes)
+
+    monkeypatch.setattr(RedisTrackerStore, "load_all_of", failing_third)
+    stopped = run_cli("export", "--skip-unreadable", cwd=tmp_path)
+    assert stopped.code == 1
+    [error] = [line for line in stopped.err.splitlines() if line.startswith("error:")]
+    assert (
+        "(skipped 2 conversations that could not be read: bad1, bad2); to go on from there: "
+        in error
+    ), error
+    assert error.endswith("--skip-unreadable '--resume-from=bob@2.0#1'"), error
+
+
+def test_another_programs_key_under_the_prefix_can_be_skipped(
+    run_cli, tmp_path: Path, redis_with_unreadable: str
+) -> None:
+    """A hash under the tracker prefix (another program's) is no conversation: before, it
+    stopped every export, `--skip-unreadable` or not (`WRONGTYPE`, the store failing)."""
+    from redis.asyncio import Redis
+
+    from tests.trackers.persistence_fixtures import REDIS
+
+    async def other() -> None:
+        client = Redis(host=REDIS[0], port=REDIS[1])
+        await client.hset(f"{redis_with_unreadable}:tracker:cache", "field", "value")
+        await client.aclose()
+
+    asyncio.run(other())
+    skipped = run_cli("export", "--skip-unreadable", cwd=tmp_path)
+    assert skipped.code == 3, skipped.err
+    assert (
+        "Published 6 events of 3 conversations; skipped 3 conversations that could not be "
+        "read: bad1, bad2, cache." in skipped.out
+    )
+    warned = [line for line in skipped.err.splitlines() if "'cache'" in line]
+    assert warned and "a Redis hash" in warned[0], skipped.err

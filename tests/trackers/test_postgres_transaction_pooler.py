@@ -302,3 +302,26 @@ async def test_another_clients_statements_never_run_under_our_names(
         )
     assert await direct_store.load_all("alice") == [event(0)]
     assert await direct_store.load_all("alice") == [event(0)]
+
+
+async def test_an_export_reads_its_batches_through_pgbouncer_in_transaction_mode(
+    pgbouncer: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The export reads a batch through a cursor, in a read-only transaction, a fetch at a
+    time within its byte budget (here about two conversations): a pooler in transaction
+    mode keeps the cursor's fetches on one server connection."""
+    from server.brokers import export
+
+    monkeypatch.setattr(export, "EXPORT_BATCH_BYTES", 2 * len(json.dumps(event(0))) * ROUNDS)
+    async with postgres_database() as config:
+        store = create_tracker_store({**config, "port": pgbouncer})
+        for c in range(10):
+            await store.append(f"user{c}", [event(n) for n in range(ROUNDS)])
+        await store.close()
+        store = create_tracker_store({**config, "port": pgbouncer}, read_only=True)
+        try:
+            selection = await export.select_events(store)
+        finally:
+            await store.close()
+    assert selection.conversations == [f"user{c}" for c in range(10)]
+    assert len(selection.selected) == 10 * ROUNDS

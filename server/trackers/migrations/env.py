@@ -11,8 +11,7 @@ from sqlalchemy.exc import DBAPIError
 
 from server.errors import StoreUnavailable
 from server.trackers.sql_engine import lock_timeout_seconds
-
-VERSION_TABLE = "botserver_alembic_version"
+from server.trackers.sql_schema import VERSION_TABLE
 
 connection = context.config.attributes["connection"]
 lock_seconds = context.config.attributes.get("mysql_lock_seconds", 60)
