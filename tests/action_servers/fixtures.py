@@ -161,6 +161,8 @@ RAW_ANSWERS = {
     "many-responses": b'{"responses": [' + b",".join([b'{"text": "hi"}'] * 1001) + b"]}",
     "reminder-entities": b'{"events": [{"event": "reminder", "intent": "greet", '
     b'"date_time": "2030-01-01T00:00:00", "entities": "Berlin"}]}',
+    "reminder-name-list": b'{"events": [{"event": "reminder", "intent": "greet", '
+    b'"date_time": "2030-01-01T00:00:00", "name": ["call"]}]}',
 }
 
 

@@ -367,6 +367,22 @@ async def test_entities_with_no_action_before_them_are_ignored_as_in_rasa(
     assert response.json()["latest_message"]["entities"] == []
 
 
+@pytest.mark.parametrize("name", [["call"], {"who": "Ada"}], ids=["list", "object"])
+async def test_a_reminder_named_by_a_list_or_an_object_is_a_400(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, name: Any
+) -> None:
+    # Before, posted with its side effects it was a 500 (the scheduler keys reminders by name)
+    # after the event was appended; Rasa fails there too (it hashes the name).
+    reminder = {"event": "reminder", "intent": "greet", "date_time": "2030-01-01", "name": name}
+    for query in ("?execute_side_effects=true", ""):
+        url = EVENTS.format(conversation_id="named") + query
+        response = await client.post(url, json=[reminder])
+        body = check(rasa_spec, response, EVENTS, "post", 400)
+        assert body["message"] == "a reminder's 'name' must be a string, not a list or an object"
+    events = (await client.get("/conversations/named/tracker")).json()["events"]
+    assert [e for e in events if e["event"] == "reminder"] == []
+
+
 async def test_a_reminders_date_time_is_written_as_rasa_writes_it(
     client: httpx.AsyncClient,
 ) -> None:
