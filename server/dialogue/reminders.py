@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from server.trackers.events import Event, ReminderCancelled, ReminderScheduled
 
@@ -83,8 +83,14 @@ def cancels(cancel: ReminderCancelled, reminder: ReminderScheduled) -> bool:
 
 def _delay_seconds(date_time: str) -> float:
     when = datetime.fromisoformat(date_time)
-    now = datetime.now(when.tzinfo) if when.tzinfo else datetime.now()
-    return max(0.0, (when - now).total_seconds())
+    if when.tzinfo is None:
+        # The server's local time, with the offset of that day, as Rasa's scheduler reads it:
+        # today's would be an hour off past a change to or from summer time.
+        try:
+            when = when.astimezone()
+        except (ValueError, OverflowError, OSError):  # the calendar's first or last day
+            return max(0.0, (when - datetime.now()).total_seconds())
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 # A reminder's timer, the reminder, and the output channel named when it was set.

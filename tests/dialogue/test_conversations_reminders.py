@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import time
+import zoneinfo
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -619,3 +622,55 @@ async def test_a_reminder_goes_to_the_output_channel_named_when_it_was_set(
 
     assert await callback.texts_within(5) == ["Remember to call Ada!"]
     assert rocket.messages == []
+
+
+@pytest.fixture
+def berlin_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's local time is Berlin's (summer time from March to October)."""
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+async def test_a_local_time_past_a_change_of_summer_time_is_that_days_time(
+    berlin_time: None,
+) -> None:
+    """rasa-sdk's reminders carry the local time without an offset; Rasa's scheduler reads it
+    with the offset of its own day. Before, the offset of today was used: a reminder set in
+    winter for 12:00 on a summer day fired at 13:00, one set in summer for a winter day at 11:00."""
+    berlin = zoneinfo.ZoneInfo("Europe/Berlin")
+    now = datetime.datetime.now(berlin)
+    year = now.year + 1
+    # Noon on a day of next year whose offset is not today's.
+    day = next(
+        datetime.datetime(year, month, 15, 12, tzinfo=berlin)
+        for month in (1, 7)
+        if datetime.datetime(year, month, 15, 12, tzinfo=berlin).utcoffset() != now.utcoffset()
+    )
+    reminder = ServerReminder(
+        intent="greet", trigger_date_time=day.replace(tzinfo=None).isoformat(), name="noon"
+    )
+    scheduler = ReminderScheduler()
+    scheduler.schedule("ana", reminder, no_turn)
+    try:
+        timer = scheduler._jobs["ana"]["noon"][0]
+        loop = asyncio.get_running_loop()
+        fires_at = time.time() + (timer.when() - loop.time())
+        assert abs(fires_at - day.timestamp()) < 60
+    finally:
+        scheduler.cancel_all()
+
+
+@pytest.mark.parametrize("date_time", ["0001-01-01T00:00:00", "9999-12-31T23:59:59"])
+async def test_a_local_time_at_the_ends_of_the_calendar_is_still_timed(
+    berlin_time: None, date_time: str
+) -> None:
+    """No offset can be found for them (it would move them out of the calendar)."""
+    scheduler = ReminderScheduler()
+    scheduler.schedule("ana", ServerReminder(intent="greet", trigger_date_time=date_time), no_turn)
+    try:
+        assert len(scheduler.pending("ana")) == 1
+    finally:
+        scheduler.cancel_all()
