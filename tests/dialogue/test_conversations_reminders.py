@@ -273,6 +273,26 @@ async def test_a_message_to_another_process_kills_a_kill_on_user_msg_reminder(
     assert await callback.texts_within(DELAY + 0.5) == []
 
 
+async def test_a_message_the_other_process_rewound_still_kills_a_kill_on_user_msg_reminder(
+    bot_models: BotModels,
+) -> None:
+    """The other process answers the user's message with the default fallback, which takes the
+    message back (`rewind`). It was still said, and Rasa reads every event for it, rewound or
+    not; so did this process's own timer. Before, the tracker's check skipped rewound messages
+    and the reminder fired."""
+    agent, callback = reminderbot(bot_models, KillableQuickReminder)
+    other = Agent(
+        Processor(agent.processor.trackers, agent.processor.lock_store),
+        agent.model_provider,
+    )
+    await Conversation(agent, "rewound").say('/ask_remind_call{"PERSON": "Ada"}')
+
+    turn = await Conversation(other, "rewound").say("/EXT_reminder")
+    assert turn.actions == ["action_default_fallback"]
+
+    assert await callback.texts_within(DELAY + 0.5) == []
+
+
 def my_reminder_in_ten_minutes(person: str) -> dict[str, Any]:
     """A `reminder` event's JSON: `my_reminder` again, to call `person` in ten minutes."""
     later = datetime.datetime.now() + datetime.timedelta(minutes=10)
