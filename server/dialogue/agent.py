@@ -79,11 +79,19 @@ class Agent:
 
     def output_channel(self, name: str | None, tracker: Tracker | None = None) -> OutputChannel:
         """Rasa's `output_channel` query: a channel name, `latest`, or collect the replies."""
+        channel = self._pushing_channel(name, tracker)
+        return channel if channel is not None else CollectingOutputChannel()
+
+    def pushes_to(self, name: str | None, tracker: Tracker) -> bool:
+        """Whether Rasa's `output_channel` query names a channel that pushes the bot's
+        messages (else they are collected for the answer)."""
+        return self._pushing_channel(name, tracker) is not None
+
+    def _pushing_channel(self, name: str | None, tracker: Tracker | None) -> OutputChannel | None:
         if name == "latest" and tracker is not None:
             name = tracker.latest_input_channel()
         factory = self.output_channels.get(name or "")
-        channel = factory() if factory is not None else None
-        return channel if channel is not None else CollectingOutputChannel()
+        return factory() if factory is not None else None
 
     def _reminder_output(
         self, sender_id: str, named: str | None, channel: str | None

@@ -903,7 +903,8 @@ async def test_output_channel_latest_reaches_the_users_channel(
 ) -> None:
     """`?output_channel=latest` is the channel of the conversation's last user message, as in
     Rasa. Before, execute and trigger_intent never resolved it: the bot's message came back
-    in the answer and the user, on the callback channel, never saw it."""
+    in the answer and the user, on the callback channel, never saw it. Then the message went
+    to both."""
     receiver = _CallbackReceiver()
     async with serving(receiver.app) as url:
         client = await make_client(credentials={"callback": {"url": f"{url}/bot"}, "rest": None})
@@ -918,6 +919,9 @@ async def test_output_channel_latest_reaches_the_users_channel(
     assert response.status_code == 200
     assert [m["text"] for m in receiver.received[before:]] == ["Hey! How are you?"]
     assert receiver.received[before]["recipient_id"] == "cb1"
+    # As in Rasa, the answer carries no messages when they were pushed to a channel: a
+    # client showing those of the answer too showed the bot's message twice (before).
+    assert list(response.json()) == ["tracker"]
 
 
 @pytest.mark.parametrize(
