@@ -293,6 +293,23 @@ async def test_a_message_the_other_process_rewound_still_kills_a_kill_on_user_ms
     assert await callback.texts_within(DELAY + 0.5) == []
 
 
+async def test_a_reminder_of_a_conversation_deleted_meanwhile_writes_nothing(
+    bot_models: BotModels,
+) -> None:
+    """`botserver prune` (or a store's own expiry) deleted the conversation while its reminder
+    waited: the reminder is not among its events any more, so it is dropped, as in Rasa, and
+    the conversation is not written again (the process's hot copy is forgotten)."""
+    agent, callback = reminderbot(bot_models, QuickReminder)
+    await Conversation(agent, "deleted").say('/ask_remind_call{"PERSON": "Ada"}')
+    store = agent.processor.trackers.store
+
+    await store.delete("deleted")
+
+    assert await callback.texts_within(DELAY + 0.5) == []
+    await settled(agent)
+    assert await store.load("deleted") is None
+
+
 def my_reminder_in_ten_minutes(person: str) -> dict[str, Any]:
     """A `reminder` event's JSON: `my_reminder` again, to call `person` in ten minutes."""
     later = datetime.datetime.now() + datetime.timedelta(minutes=10)
