@@ -1047,15 +1047,17 @@ def _valid_for_training(args: argparse.Namespace) -> bool:
         print(f"error: {error}", file=sys.stderr)
     if not report.errors and not strict:
         print(
-            f"warning: {len(report.failing_warnings)} of these warnings make `rasa train` "
+            f"warning: {len(report.failing_warnings)} of these warnings "
+            f"{'makes' if len(report.failing_warnings) == 1 else 'make'} `rasa train` "
             '(3.5+) stop with "Project validation completed with errors."; botserver '
             "trains (--fail-on-validation-warnings stops, as Rasa does).",
             file=sys.stderr,
         )
         return True
-    reasons = [f"{len(report.errors)} error(s)"] if report.errors else []
+    reasons = [how_many(len(report.errors), "error")] if report.errors else []
     if strict and report.warnings:
-        reasons.append(f"{len(report.warnings)} warning(s) with --fail-on-validation-warnings")
+        warnings = how_many(len(report.warnings), "warning")
+        reasons.append(f"{warnings} with --fail-on-validation-warnings")
     # (--skip-validation trains past the checks, not past a file training cannot read)
     anyway = "" if report.training_stops else ", or train anyway with --skip-validation"
     print(
@@ -1196,7 +1198,8 @@ def cmd_split_stories(args: argparse.Namespace) -> int:
     for split in splits:
         split.write()
         print(
-            f"{split.source}: {len(split.train)} stories to {split.train_path}, "
+            f"{split.source}: {how_many(len(split.train), 'story', 'stories')} to "
+            f"{split.train_path}, "
             f"{len(split.test)} to {split.test_path}."
         )
     return 0
@@ -1208,7 +1211,7 @@ def cmd_convert_nlu(args: argparse.Namespace) -> int:
     out = Path(args.out)
     _check_output_dir(output_path(out, Path(args.data[0]), args.format).parent, "--out")
     converted = convert_nlu(args.data, out, args.format)
-    print(f"Wrote {converted.examples} examples to {converted.path}.")
+    print(f"Wrote {how_many(converted.examples, 'example')} to {converted.path}.")
     return 0
 
 
@@ -1321,7 +1324,8 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     drawn = graph_dot(graph) if out.suffix.lower() == ".dot" else graph_html(graph)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(drawn, encoding="utf-8")
-    print(f"Wrote the graph of {len(graph.nodes)} nodes and {len(graph.edges)} edges to {out}.")
+    nodes, edges = how_many(len(graph.nodes), "node"), how_many(len(graph.edges), "edge")
+    print(f"Wrote the graph of {nodes} and {edges} to {out}.")
     return 0
 
 

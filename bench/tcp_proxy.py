@@ -158,3 +158,19 @@ class SilentProxy(TcpProxy):
     async def forward(self, data: bytes, writer: asyncio.StreamWriter, upstream: bool) -> bool:
         await self._answering.wait()
         return await super().forward(data, writer, upstream)
+
+
+class SilentFrom(SilentProxy):
+    """A SilentProxy that falls silent by itself once a client sends `trigger` (which is not
+    passed on): a database that stops answering in the middle of a given piece of work."""
+
+    def __init__(self, target: tuple[str, int], trigger: bytes) -> None:
+        super().__init__(target)
+        self.trigger = trigger
+        self.triggered = asyncio.Event()
+
+    async def forward(self, data: bytes, writer: asyncio.StreamWriter, upstream: bool) -> bool:
+        if upstream and self.trigger in data:
+            self.silent = True
+            self.triggered.set()
+        return await super().forward(data, writer, upstream)

@@ -13,7 +13,7 @@ from typing import Any
 
 from server.errors import InvalidConfig
 from server.setting_values import warn_of_unknown_keys
-from server.training.yaml_io import read_yaml_file
+from server.training.yaml_io import LineDict, read_yaml_file
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,10 @@ def _read_sections(path: str | Path | None, what: str) -> dict[str, Any]:
     for name, section in data.items():
         if section is not None and not isinstance(section, dict):
             raise InvalidConfig(f"{path}: section '{name}' must be a mapping of settings")
-    return {str(k): (dict(v) if v is not None else None) for k, v in data.items()}
+    # Each section as read (a LineDict): a warning about one of its keys names the key's line.
+    sections = LineDict((str(k), v) for k, v in data.items())
+    sections.key_lines = {str(k): n for k, n in getattr(data, "key_lines", {}).items()}
+    return sections
 
 
 def read_endpoints(path: str | Path | None) -> dict[str, Any]:
@@ -56,3 +59,39 @@ def read_endpoints(path: str | Path | None) -> dict[str, Any]:
 def read_credentials(path: str | Path | None) -> dict[str, Any]:
     """The channel sections of credentials.yml (channel name or class path → settings)."""
     return _read_sections(path, "credentials")
+
+
+def setting_lines(sections: dict[str, Any] | None) -> dict[str, Any]:
+    """The lines of the sections' keys and of their settings' keys, as JSON-able values: the
+    sections reach a worker (`--workers N`) through JSON, which keeps no lines."""
+    sections = sections or {}
+    return {
+        "sections": _lines_as_json(sections),
+        "settings": {
+            name: _lines_as_json(section)
+            for name, section in sections.items()
+            if isinstance(section, dict)
+        },
+    }
+
+
+def with_setting_lines(sections: dict[str, Any], lines: dict[str, Any]) -> dict[str, Any]:
+    """`sections` come through JSON, with the lines `setting_lines` gave of them again: a
+    worker's warning about a key named no line, and so was said again, not being word for
+    word the parent's (`server.logs.SaidAtStart`)."""
+    settings = lines.get("settings") or {}
+    result = _with_lines(sections, lines.get("sections") or {})
+    for name, section in sections.items():
+        if isinstance(section, dict):
+            result[name] = _with_lines(section, settings.get(name) or {})
+    return result
+
+
+def _lines_as_json(mapping: dict[Any, Any]) -> dict[str, int]:
+    return {str(key): n for key, n in (getattr(mapping, "key_lines", None) or {}).items()}
+
+
+def _with_lines(mapping: dict[Any, Any], lines: dict[str, int]) -> LineDict:
+    result = LineDict(mapping)
+    result.key_lines = {key: lines[str(key)] for key in mapping if str(key) in lines}
+    return result

@@ -6,8 +6,10 @@ The API layer maps these to Rasa's error body and an HTTP status in one place
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 
 class BotServerError(Exception):
@@ -239,9 +241,23 @@ def clause(reason: object) -> str:
     return str(reason).rstrip(".")
 
 
-def how_many(count: int, noun: str) -> str:
-    """`count` `noun`s, in the singular for one ("1 event", "2 events")."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+# Error messages quote the offending value in brief: YAML aliases let a 1 KB file hold a list
+# of millions of items (a "billion laughs"), whose full repr made a 312 MB error in 6 s.
+_BRIEF = reprlib.Repr()
+_BRIEF.maxlevel, _BRIEF.maxlist, _BRIEF.maxtuple, _BRIEF.maxdict = 3, 6, 6, 6
+_BRIEF.maxset, _BRIEF.maxfrozenset, _BRIEF.maxstring, _BRIEF.maxother = 6, 6, 120, 120
+_BRIEF.maxlong = 40
+
+
+def brief(value: Any) -> str:
+    """`repr(value)`, cut to a few hundred characters whatever the value's size."""
+    return _BRIEF.repr(value)
+
+
+def how_many(count: int, noun: str, plural: str | None = None) -> str:
+    """`count` `noun`s, in the singular for one ("1 event", "2 events"; "1 story", "2
+    stories" given the `plural`)."""
+    return f"{count} {noun}" if count == 1 else f"{count} {plural or noun + 's'}"
 
 
 def first_line(exc: BaseException, limit: int | None = 300, default: str | None = None) -> str:

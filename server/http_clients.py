@@ -23,6 +23,17 @@ import httpx
 
 from server.errors import InvalidConfig
 
+# How long an idle connection is kept for the next call: less than common servers' own
+# keep-alive timeout (gunicorn 2 s; uvicorn, Node, Sanic, Apache 5 s). httpx's 5 s met
+# theirs, and a call as the server closed the connection got no answer (1 in 40 a second
+# apart, against 1 s): a post lost, a message left without an intent, a worker's push lost.
+KEEPALIVE_SECONDS = 1.0
+# httpx's own limits of connections, with that shorter life for an idle one: every outgoing
+# client's, unless it gives its own.
+DEFAULT_LIMITS = httpx.Limits(
+    max_connections=100, max_keepalive_connections=20, keepalive_expiry=KEEPALIVE_SECONDS
+)
+
 
 def _verify(verify: Any) -> Any:
     """`verify=True` as httpx reads it with `trust_env`: the CA bundle the environment names
@@ -78,26 +89,42 @@ async def async_client_off_loop(*, verify: Any = True, **options: Any) -> httpx.
     """`async_client`, built in a thread: the first client of a process loads the CA bundle,
     27-42 ms of CPU that would hold every conversation if a client made while serving (a
     callback, the first call to an action server or Rocket.Chat) were built on the loop."""
-    return await asyncio.to_thread(async_client, verify=verify, **options)
+    return await asyncio.to_thread(_async_client_and_backend, verify=verify, **options)
+
+
+def _async_client_and_backend(**options: Any) -> httpx.AsyncClient:
+    """`async_client`, and the network backend httpcore imports at a process's first
+    connection (anyio's asyncio backend, its sockets and TLS streams: 13 modules, which the
+    first call to an action server imported on the loop, 5,300 calls there)."""
+    import anyio._backends._asyncio  # noqa: F401
+    import anyio._core._sockets  # noqa: F401
+    import anyio.streams.tls  # noqa: F401
+    import httpcore._backends.anyio  # noqa: F401
+
+    return async_client(**options)
 
 
 def async_client(*, verify: Any = True, **options: Any) -> httpx.AsyncClient:
     """An `httpx.AsyncClient` that takes no proxy from the environment (to be used on the
-    event loop's thread only: its SSL context is shared)."""
+    event loop's thread only: its SSL context is shared), keeping an idle connection
+    `KEEPALIVE_SECONDS` unless `limits` say otherwise."""
+    options.setdefault("limits", DEFAULT_LIMITS)
     return httpx.AsyncClient(trust_env=False, verify=_verify_on_loop(verify), **options)
 
 
 def sync_client(*, verify: Any = True, **options: Any) -> httpx.Client:
-    """An `httpx.Client` that takes no proxy from the environment."""
+    """An `httpx.Client` that takes no proxy from the environment, keeping an idle connection
+    `KEEPALIVE_SECONDS` unless `limits` say otherwise."""
+    options.setdefault("limits", DEFAULT_LIMITS)
     return httpx.Client(trust_env=False, verify=_verify(verify), **options)
 
 
 def cookie_jar_keeping_none() -> CookieJar:
     """A client's cookie jar that keeps no cookie. Rasa opens a session per call to an
-    action server, NLG server, callback, model server or Duckling, so a cookie an answer
-    sets is never sent back; a pooled client would send it with every later call, whatever
-    the conversation. (Rasa's NLU server client keeps one session, cookies and all: not
-    followed, see docs/differences-from-rasa.md.)"""
+    action server, NLG server, callback, model server or Duckling (its Rocket.Chat client
+    uses none), so a cookie an answer sets is never sent back; a pooled client would send
+    it with every later call, whatever the conversation. (Rasa's NLU server client keeps
+    one session, cookies and all: not followed, see docs/differences-from-rasa.md.)"""
     return CookieJar(DefaultCookiePolicy(allowed_domains=[]))
 
 

@@ -9,13 +9,27 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from server.errors import InvalidConfig
 
 logger = logging.getLogger(__name__)
+
+
+def copy_with_lines(mapping: Mapping[Any, Any]) -> dict[Any, Any]:
+    """A shallow copy of a settings section that keeps the lines it was read on, when it was
+    (a copy by `dict(...)` keeps none: a warning about one of its keys then named no line).
+    The copy is of the section's own class (the YAML reader's line-keeping dict), so the
+    stores and brokers copying it need not import the reader."""
+    if not hasattr(mapping, "key_lines"):
+        return dict(mapping)
+    copy: Any = type(mapping)(mapping)  # type: ignore[call-arg]
+    copy.line = getattr(mapping, "line", None)
+    copy.key_lines = dict(mapping.key_lines or {})
+    return copy
+
 
 _TRUE = frozenset({"true", "yes", "on", "1"})
 _FALSE = frozenset({"false", "no", "off", "0", ""})
@@ -201,12 +215,17 @@ def warn_of_unknown_keys(
     `header:` never sent the action server's API key. `rasa`: what Rasa does with such a key,
     in the warning's brackets; `what` a key is (a `section` of the file itself). The one
     wording of every endpoints.yml and credentials.yml section; the value is never shown
-    (it may be a password)."""
+    (it may be a password). Settings read from a file (`config.read_endpoints`,
+    `read_credentials`) know each key's line, which the warning names."""
     read = sorted(known)
     skipped = set(read) | set(quiet)
+    lines = getattr(settings, "key_lines", None) or {}
     for key in settings:
         if key in skipped:
             continue
         meant = near_miss(key, read)
         hint = f"did you mean '{meant}'?" if meant else f"it reads {', '.join(read) or 'none'}"
-        logger.warning("%s: unknown %s '%s' is not read (%s); %s", owner, what, key, rasa, hint)
+        at = f" on line {lines[key]}" if key in lines else ""
+        logger.warning(
+            "%s: unknown %s '%s'%s is not read (%s); %s", owner, what, key, at, rasa, hint
+        )

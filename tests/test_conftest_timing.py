@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import ast
 import io
+import re
 import subprocess
 import sys
 import tokenize
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.conftest import TIMING_RERUNS
@@ -34,6 +36,16 @@ def run(name: str) -> int:
 @pytest.mark.timing
 def test_slow_once() -> None:
     assert run("slow_once") > 1
+
+
+@pytest.fixture
+def started_slowly_once() -> None:
+    assert run("fixture_slow_once") > 1
+
+
+@pytest.mark.timing
+def test_bound_in_a_fixture(started_slowly_once: None) -> None:
+    pass
 
 
 @pytest.mark.timing
@@ -81,17 +93,76 @@ def test_only_a_timing_test_s_failed_assertion_runs_again(tmp_path: Path) -> Non
     runs = {path.name: len(path.read_text()) for path in (tmp_path / "runs").iterdir()}
     assert runs == {
         "slow_once": 2,  # passed at its second run
+        "fixture_slow_once": 2,  # its fixture's bound too
         "slow_always": 1 + TIMING_RERUNS,  # failed at every run: fails
         "crashes": 1,  # not an assertion: fails at once
         "not_timing": 1,  # not marked
     }, done.stdout
     assert done.returncode == 1
-    assert "3 failed, 1 passed" in done.stdout and "rerun" in done.stdout, done.stdout
+    assert "3 failed, 2 passed" in done.stdout and "rerun" in done.stdout, done.stdout
 
 
 # What bounds a time in a test (tests/loop_lag.py): a loop hold, or a wall-clock bound at the
 # host's pace.
 _TIME_BOUNDS = {"loop_hold", "paced", "host_slowness", "host_crowding"}
+# A bare wall-clock bound: `assert <a time> < 5` (or <=), the time read off a clock or named
+# in seconds (a report's "first_200_after_restore_s"), the bound a number.
+_A_TIME = re.compile(r"monotonic|perf_counter|seconds|elapsed|_s\b")
+
+
+def _bare_bound(node: ast.AST) -> bool:
+    if not (isinstance(node, ast.Assert) and isinstance(node.test, ast.Compare)):
+        return False
+    compare = node.test
+    return (
+        all(isinstance(op, (ast.Lt, ast.LtE)) for op in compare.ops)
+        and all(
+            isinstance(bound, ast.Constant) and type(bound.value) in (int, float)
+            for bound in compare.comparators
+        )
+        and _A_TIME.search(ast.unparse(compare.left)) is not None
+    )
+
+
+@dataclass
+class _Source:
+    """A test module or conftest.py as the check reads it: its functions by name, its fixtures
+    by the name tests ask for them, the lines of its comments saying a bound is not paced."""
+
+    helpers: dict[str, ast.AST]
+    fixtures: dict[str, ast.AST]
+    autouse: list[str]
+    unpaced: set[int]
+
+
+def _read(path: Path) -> tuple[ast.Module, _Source]:
+    source = path.read_text(encoding="utf-8")
+    tree = ast.parse(source)
+    helpers: dict[str, ast.AST] = {}
+    fixtures: dict[str, ast.AST] = {}
+    autouse = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            helpers[node.name] = node
+            for decorator in node.decorator_list:
+                text = ast.unparse(decorator)
+                called = decorator.func if isinstance(decorator, ast.Call) else decorator
+                if not ast.unparse(called).endswith("fixture"):  # not usefixtures
+                    continue
+                name = node.name
+                if isinstance(decorator, ast.Call):
+                    for keyword in decorator.keywords:
+                        if keyword.arg == "name" and isinstance(keyword.value, ast.Constant):
+                            name = str(keyword.value.value)
+                fixtures[name] = node
+                if "autouse=True" in text:
+                    autouse.append(name)
+    unpaced = {
+        token.start[0]
+        for token in tokenize.generate_tokens(io.StringIO(source).readline)
+        if token.type == tokenize.COMMENT and "not paced" in token.string
+    }
+    return tree, _Source(helpers, fixtures, autouse, unpaced)
 
 
 def _calls(node: ast.AST) -> Iterator[str]:
@@ -104,42 +175,69 @@ def _calls(node: ast.AST) -> Iterator[str]:
                 yield function.attr
 
 
-def _bounds_a_time(
-    node: ast.AST, unpaced: set[int], helpers: dict[str, ast.AST], seen: set[str]
-) -> bool:
+def _bounds_a_time(node: ast.AST, source: _Source, seen: set[str]) -> bool:
     """Whether `node` bounds a time: calls a bound of tests/loop_lag.py, or a helper of its
-    module that does, or holds a comment saying its bound is not paced (lines `unpaced`)."""
-    if any(node.lineno <= line <= (node.end_lineno or 0) for line in unpaced):  # type: ignore[attr-defined]
+    module that does, holds a comment saying its bound is not paced, or a bare bound."""
+    if any(node.lineno <= line <= (node.end_lineno or 0) for line in source.unpaced):  # type: ignore[attr-defined]
+        return True
+    if any(_bare_bound(inner) for inner in ast.walk(node)):
         return True
     for name in _calls(node):
         if name in _TIME_BOUNDS:
             return True
-        if name in helpers and name not in seen:
+        if name in source.helpers and name not in seen:
             seen.add(name)
-            if _bounds_a_time(helpers[name], unpaced, helpers, seen):
+            if _bounds_a_time(source.helpers[name], source, seen):
                 return True
     return False
 
 
-def test_every_test_that_bounds_a_time_is_marked_timing_and_only_those() -> None:
-    """A test that bounds a time and is not marked fails on a burst of load the marked ones
-    ride out; a marked one that bounds none runs a real failure three times. Before, five
-    remote-storage timeouts, a multi-worker model reload and a Redis reconnect were not
-    marked, and a scan of the tests' source was."""
+def _fixtures_asked(node: ast.AST) -> Iterator[str]:
+    """The fixtures a test or fixture asks for: its parameters and its usefixtures marks."""
+    assert isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+    for parameter in [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]:
+        yield parameter.arg
+    for decorator in node.decorator_list:
+        if isinstance(decorator, ast.Call) and "usefixtures" in ast.unparse(decorator.func):
+            for argument in decorator.args:
+                if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
+                    yield argument.value
+
+
+def _test_bounds_a_time(test: ast.AST, visible: list[_Source]) -> bool:
+    """Whether the test, or a fixture it uses (asked for, or autouse, at any depth), bounds a
+    time. `visible`: the test's module, then the conftest.py files from its folder up."""
+    if _bounds_a_time(test, visible[0], {test.name}):  # type: ignore[attr-defined]
+        return True
+    wanted = [*_fixtures_asked(test), *(name for source in visible for name in source.autouse)]
+    done: set[str] = set()
+    while wanted:
+        name = wanted.pop()
+        if name in done:
+            continue
+        done.add(name)
+        # The closest definition is the one pytest gives (a module's overrides a conftest's).
+        found = next((source for source in visible if name in source.fixtures), None)
+        if found is None:
+            continue  # pytest's own, or a plugin's
+        fixture = found.fixtures[name]
+        if _bounds_a_time(fixture, found, {name}):
+            return True
+        wanted.extend(_fixtures_asked(fixture))
+    return False
+
+
+def misplaced_timing_marks(tests: Path) -> list[str]:
+    """Each test under `tests` that bounds a time (itself, or in a fixture it uses) and is not
+    marked `timing`, or is marked and bounds none: "path:line name: not marked"."""
+    conftests: dict[Path, _Source] = {}
+    for path in sorted(tests.rglob("conftest.py")):
+        conftests[path.parent] = _read(path)[1]
     wrong = []
-    for path in sorted((ROOT / "tests").rglob("test_*.py")):
-        source = path.read_text(encoding="utf-8")
-        tree = ast.parse(source)
-        unpaced = {
-            token.start[0]
-            for token in tokenize.generate_tokens(io.StringIO(source).readline)
-            if token.type == tokenize.COMMENT and "not paced" in token.string
-        }
-        helpers: dict[str, ast.AST] = {
-            node.name: node
-            for node in ast.walk(tree)
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-        }
+    for path in sorted(tests.rglob("test_*.py")):
+        tree, source = _read(path)
+        folders = [path.parent, *path.parent.parents]
+        visible = [source, *(conftests[f] for f in folders if f in conftests)]
         module_marked = any(
             isinstance(node, ast.Assign)
             and any(isinstance(t, ast.Name) and t.id == "pytestmark" for t in node.targets)
@@ -153,7 +251,118 @@ def test_every_test_that_bounds_a_time_is_marked_timing_and_only_those() -> None
                 marked = module_marked or any(
                     "mark.timing" in ast.unparse(d) for d in node.decorator_list
                 )
-                if marked != _bounds_a_time(node, unpaced, helpers, {node.name}):
-                    where = f"{path.relative_to(ROOT)}:{node.lineno} {node.name}"
+                if marked != _test_bounds_a_time(node, visible):
+                    where = f"{path.relative_to(tests.parent)}:{node.lineno} {node.name}"
                     wrong.append(f"{where}: {'marked' if marked else 'not marked'}")
+    return wrong
+
+
+def test_every_test_that_bounds_a_time_is_marked_timing_and_only_those() -> None:
+    """A test that bounds a time and is not marked fails on a burst of load the marked ones
+    ride out; a marked one that bounds none runs a real failure three times. Before, five
+    remote-storage timeouts, a multi-worker model reload and a Redis reconnect were not
+    marked, and a scan of the tests' source was. A bound in a fixture counts for the tests
+    that use it."""
+    wrong = misplaced_timing_marks(ROOT / "tests")
     assert not wrong, "\n".join(wrong)
+
+
+FIXTURE_BOUNDS = {
+    "conftest.py": """
+import pytest
+
+from tests.loop_lag import paced
+
+
+@pytest.fixture
+def started_in_time() -> None:
+    assert 0.1 < paced(5)
+
+
+@pytest.fixture
+def served(started_in_time: None) -> None:
+    pass
+
+
+@pytest.fixture
+def plain() -> None:
+    pass
+""",
+    "test_fixtures.py": """
+import pytest
+
+
+@pytest.fixture(name="bounded_here")
+def _bounded_here() -> None:
+    assert 0.1 < host_crowding()
+
+
+def test_asks_for_a_bounding_fixture(started_in_time: None) -> None:
+    pass
+
+
+def test_asks_for_one_that_asks_for_one(served: None) -> None:
+    pass
+
+
+@pytest.mark.usefixtures("bounded_here")
+def test_uses_a_bounding_fixture_of_its_module() -> None:
+    pass
+
+
+def test_asks_for_a_plain_fixture(plain: None) -> None:
+    pass
+
+
+@pytest.mark.timing
+def test_marked_for_its_fixture(served: None) -> None:
+    pass
+""",
+}
+
+
+def test_a_time_bounded_in_a_fixture_asks_for_the_mark_too(tmp_path: Path) -> None:
+    """A bound in a fixture a test uses (at any depth; a conftest.py's, or its module's) fails
+    that test on a burst of load as surely as one in its body: the test is marked."""
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    for name, text in FIXTURE_BOUNDS.items():
+        (tests / name).write_text(text)
+    wrong = misplaced_timing_marks(tests)
+    assert [line.split(" ", 1)[1] for line in wrong] == [
+        "test_asks_for_a_bounding_fixture: not marked",
+        "test_asks_for_one_that_asks_for_one: not marked",
+        "test_uses_a_bounding_fixture_of_its_module: not marked",
+    ], wrong
+
+
+BARE_BOUNDS = """
+import time
+
+
+def test_a_report_s_time(report: dict) -> None:
+    assert report["outage"]["first_200_after_restore_s"] < 5
+
+
+def test_a_clock(started: float) -> None:
+    assert time.monotonic() - started <= 2.5
+
+
+def test_a_count_is_no_time(report: dict) -> None:
+    assert len(report["errors"]) < 5
+    assert report["seconds_waited"] == 0
+"""
+
+
+def test_a_bare_wall_clock_bound_asks_for_the_mark(tmp_path: Path) -> None:
+    """A time bounded by a bare number fails on a burst of load as any other: before, the
+    check saw only the bounds of tests/loop_lag.py and "not paced" comments, and four such
+    bounds in tests/scale/test_outages_under_load.py were neither paced nor marked."""
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    (tests / "test_bare.py").write_text(BARE_BOUNDS)
+    wrong = misplaced_timing_marks(tests)
+    assert [line.split(" ", 1)[1] for line in wrong] == [
+        "test_a_report_s_time: not marked",
+        "test_a_clock: not marked",
+    ], wrong

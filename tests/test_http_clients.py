@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -107,6 +111,45 @@ def test_every_outgoing_client_is_built_by_http_clients() -> None:
 
 # Nothing listens there: a connection is refused at once.
 REFUSED = "http://127.0.0.1:1"
+
+# A fresh process's first call to an action server; prints the modules imported on the
+# event loop's thread meanwhile (tests.api.cold_start_probe's watch).
+_FIRST_ACTION_CALL = """
+import asyncio, json, sys, threading
+from server.dialogue.action_client import ActionServerClient
+from tests.api.cold_start_probe import _LoopImports
+from tests.fake_http import serve_json
+
+async def first_call(url):
+    client = ActionServerClient({"url": url})
+    watch = _LoopImports(threading.get_ident())
+    sys.meta_path.insert(0, watch)
+    try:
+        await client.run("action_hello", "alice", {"sender_id": "alice", "events": []}, None)
+    finally:
+        sys.meta_path.remove(watch)
+        await client.aclose()
+    return watch.names
+
+with serve_json(lambda path, body: (200, {"events": [], "responses": []})) as url:
+    print(json.dumps(asyncio.run(first_call(url + "/webhook"))))
+"""
+
+
+def test_a_process_first_call_to_an_action_server_imports_nothing_on_the_event_loop() -> None:
+    """Before, httpcore imported anyio's asyncio backend, sockets and TLS streams (13
+    modules) at the first connection, on the loop: every conversation waited (5,300 of the
+    8,100 calls of a process's first turn that called an action)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _FIRST_ACTION_CALL],
+        cwd=SERVER.parent,
+        env={**os.environ, "PYTHONPATH": str(SERVER.parent)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == []
 
 
 @pytest.mark.timing

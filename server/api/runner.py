@@ -42,13 +42,19 @@ from server.api.tls import ssl_options
 from server.api.worker_files import run_beside
 from server.auth import AuthConfig, install_log_redaction
 from server.auth.config import jwt_audience
-from server.config import read_credentials, read_endpoints
-from server.errors import BotServerError, InvalidConfig, ModelNotFound
+from server.config import (
+    read_credentials,
+    read_endpoints,
+    setting_lines,
+    with_setting_lines,
+)
+from server.errors import BotServerError, InvalidConfig, ModelNotFound, how_many
 from server.logs import SaidAtStart, announce, configure_logging, saying_once
 from server.models.local import resolve_local_model
 from server.models.remote_storage import STORAGES, check_storage_settings
 from server.outages import flush_repeats
 from server.trackers.factory import DEFAULT_TRACKER_STORE, create_lock_store, create_tracker_store
+from server.trackers.store import SetsUpOnFirstUse
 from server.training.yaml_io import read_yaml_file
 from server.worker_claims import first_to_say, mark_stopped
 
@@ -158,7 +164,12 @@ def app_from_environment() -> FastAPI:
     raw = os.environ.get(SPEC_ENV)
     if not raw:
         raise RuntimeError(f"{SPEC_ENV} is not set: start workers with `botserver run`")
-    spec = RunSpec(**json.loads(raw))
+    fields = json.loads(raw)
+    lines = fields.pop("setting_lines", None) or {}
+    spec = RunSpec(**fields)
+    spec.endpoints = with_setting_lines(spec.endpoints, lines.get("endpoints") or {})
+    if spec.credentials is not None:
+        spec.credentials = with_setting_lines(spec.credentials, lines.get("credentials") or {})
 
     # A list once through JSON.
     syslog = (spec.syslog[0], int(spec.syslog[1]), spec.syslog[2]) if spec.syslog else None
@@ -223,6 +234,9 @@ def _serve_lifecycle(app: FastAPI, listen_url: str, options: ServerOptions) -> N
                 )
             yield state
             await _finish_turns(turns)
+            store = app.state.tracker_store
+            if isinstance(store, SetsUpOnFirstUse):  # what is left of the period, if any
+                await store.setup_done(seconds_left(GRACEFUL_SHUTDOWN_SECONDS))
             flush_repeats()  # the last windows' counts (busy conversations, clients gone)
         # And those of what failed as the stores closed: background turns cancelled, their
         # locks' releases (before, with Redis away, lost after the first line).
@@ -239,19 +253,21 @@ async def _finish_turns(turns: TurnsInFlight) -> None:
     left = 0
     if turns.count:
         seconds = seconds_left(GRACEFUL_SHUTDOWN_SECONDS)
-        logger.info("Waiting up to %.0f s for %d turn(s) in flight to finish", seconds, turns.count)
+        in_flight = how_many(turns.count, "turn")
+        logger.info("Waiting up to %.0f s for %s in flight to finish", seconds, in_flight)
         left = await turns.drain(seconds)
     requests = take_cancelled_requests()  # said here in place of uvicorn's ERROR line
     if left or requests:
         logger.warning(
             "%s still running at the end of the graceful shutdown period "
-            "(BOTSERVER_GRACEFUL_SHUTDOWN_SECONDS=%g) were cancelled%s",
+            "(BOTSERVER_GRACEFUL_SHUTDOWN_SECONDS=%g) %s cancelled%s",
             " and ".join(
-                f"{count} {what}(s)"
+                how_many(count, what)
                 for count, what in ((left, "turn"), (requests, "request"))
                 if count
             ),
             GRACEFUL_SHUTDOWN_SECONDS,
+            "was" if left + requests == 1 else "were",
             ": their messages are not stored." if left else ".",
         )
 
@@ -513,7 +529,13 @@ def run_server(args: argparse.Namespace) -> int:
         with saying_once(said):
             build_app(spec.options())
         _check_a_model_can_come(spec)
-        os.environ[SPEC_ENV] = json.dumps(asdict(spec), default=str)
+        fields = asdict(spec)
+        # Beside the settings, their lines, which JSON does not keep (warnings name them).
+        fields["setting_lines"] = {
+            "endpoints": setting_lines(spec.endpoints),
+            "credentials": setting_lines(spec.credentials),
+        }
+        os.environ[SPEC_ENV] = json.dumps(fields, default=str)
         os.environ[SAID_ENV] = json.dumps(sorted(said.said))
         inspector = f" (inspector: {spec.listen_url}/inspect)" if spec.enable_api else ""
         logger.info("botserver %s is starting %d workers", __version__, args.workers)

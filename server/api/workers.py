@@ -48,7 +48,8 @@ STOP_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
 )
 _PR_SET_PDEATHSIG = 1
-# A worker that dies this soon after its start counts as a quick death (restart_delay).
+# A worker that dies before it serves, or this soon after it began to serve, counts as a quick
+# death (restart_delay).
 STABLE_SECONDS = 10.0
 MAX_RESTART_DELAY = 30.0
 SPREADS_CONNECTIONS = sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
@@ -174,8 +175,10 @@ class Supervisor:
         self.context = multiprocessing.get_context("spawn")
         self.workers: list[BaseProcess] = []
         self.ready: list[Event] = []
-        self.started_at: list[float] = []
-        self.quick_deaths: list[int] = []  # in a row, each within STABLE_SECONDS of its start
+        # When the supervisor saw the worker serve (None: not yet), to half a second.
+        self.served_at: list[float | None] = []
+        # In a row, each before it served or within STABLE_SECONDS of serving.
+        self.quick_deaths: list[int] = []
         self.restart_at: list[float | None] = []  # a replacement waiting out its back-off
         self.stopping = threading.Event()
 
@@ -190,12 +193,12 @@ class Supervisor:
         if slot == len(self.workers):
             self.workers.append(process)
             self.ready.append(ready)
-            self.started_at.append(time.monotonic())
+            self.served_at.append(None)
             self.quick_deaths.append(0)
             self.restart_at.append(None)
         else:
             self.workers[slot], self.ready[slot] = process, ready
-            self.started_at[slot], self.restart_at[slot] = time.monotonic(), None
+            self.served_at[slot], self.restart_at[slot] = None, None
 
     def _on_signal(self, _signum: int, _frame: FrameType | None) -> None:
         self.stopping.set()
@@ -237,9 +240,14 @@ class Supervisor:
 
     def _replace_dead(self) -> bool:
         """Start a worker in place of each one that died (after a back-off when it keeps
-        dying soon after its start); True when one exited before it served (a new one would
-        fail the same way)."""
+        dying before it serves or soon after); True when one exited before it served (a new
+        one would fail the same way)."""
         now = time.monotonic()
+        for slot, ready in enumerate(self.ready):
+            # Seen here, at most half a second late (_wait): one that served and died since
+            # the last look served just now.
+            if self.served_at[slot] is None and ready.is_set():
+                self.served_at[slot] = now
         for slot, worker in enumerate(self.workers):
             due = self.restart_at[slot]
             if due is not None:
@@ -259,7 +267,11 @@ class Supervisor:
                     worker.exitcode,
                 )
                 return True
-            quick = now - self.started_at[slot] < STABLE_SECONDS
+            # Counted from when it served, not from its start: a start as long as
+            # STABLE_SECONDS (a slow host, a big model) made a worker killed while starting,
+            # or at its first request, never begin the back-off.
+            served = self.served_at[slot]
+            quick = served is None or now - served < STABLE_SECONDS
             self.quick_deaths[slot] = self.quick_deaths[slot] + 1 if quick else 0
             delay = restart_delay(self.quick_deaths[slot])
             logger.warning(
@@ -267,8 +279,8 @@ class Supervisor:
                 slot,
                 worker.pid,
                 worker.exitcode,
-                f" in {delay:g} s ({self.quick_deaths[slot]} deaths in a row, each within "
-                f"{STABLE_SECONDS:g} s of its start)"
+                f" in {delay:g} s ({self.quick_deaths[slot]} deaths in a row, each before it "
+                f"served or within {STABLE_SECONDS:g} s of serving)"
                 if delay
                 else "",
             )

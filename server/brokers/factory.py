@@ -6,7 +6,7 @@ from typing import Any
 
 from server.brokers.broker import EventBroker
 from server.errors import InvalidConfig
-from server.setting_values import warn_of_unknown_keys
+from server.setting_values import copy_with_lines, warn_of_unknown_keys
 from server.trackers.factory import SECTION_KEYS, reading_section, section_type
 
 _RABBITMQ_TYPES = {None, "", "pika", "rabbitmq", "rabbit", "amqp"}
@@ -26,7 +26,7 @@ def create_event_broker(
     if not config:
         return None
     with reading_section("event_broker", source):
-        return _create_event_broker(dict(config), f"{source}: event_broker")
+        return _create_event_broker(copy_with_lines(config), f"{source}: event_broker")
 
 
 def _create_event_broker(config: dict[str, Any], owner: str) -> EventBroker:

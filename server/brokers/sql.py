@@ -36,10 +36,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.brokers.delivery import BackgroundDelivery, Outgoing, QueuedBroker
 from server.errors import first_line
+from server.trackers.setup_loop import on_setup_loop
 from server.trackers.silence import SilenceWatch
 from server.trackers.sql_engine import (
     SQLITE_BUSY_TIMEOUT_MS,
@@ -132,34 +133,30 @@ class SqlEventBroker(QueuedBroker):
                 raise
             await self._send_pending(pending)
 
-    async def _make_table(self, conn: AsyncConnection) -> None:
-        if self._table_name is None:
-            self.table = _broker_table(await conn.run_sync(_default_table))
-        await conn.run_sync(self.table.metadata.create_all)
-        await conn.run_sync(_add_key_column, self.table)
-        # A table of an earlier version, in a latin1 database: one event with an emoji in its
-        # sender id held up every later event.
-        await conn.run_sync(ensure_mysql_utf8mb4, self.table.name)
-        if conn.dialect.name == "mysql":
-            self._max_packet = await mysql_max_packet(conn)
+    async def _set_up_table(self) -> tuple[Table, int | None]:
+        """The broker's table, made if missing, and MySQL's max_allowed_packet. SQLAlchemy's
+        reflection and DDL are 2-3 ms of CPU: they run on the set-up loop, on an engine of
+        their own, watched for silence as the deliveries are (a database that stops
+        answering gives them up, DatabaseSilent, then retried by the delivery). An in-memory
+        SQLite database is the engine's own: its table is made on it, here."""
+        if self.url.get_backend_name() == "sqlite" and self._sqlite_file is None:
+            return await _make_table(self._engine, self._silence, self._table_name)
+        return await on_setup_loop(self._set_up_table_on_own_engine)
+
+    async def _set_up_table_on_own_engine(self) -> tuple[Table, int | None]:
+        engine = create_engine(
+            self.url, sqlite_autocheckpoint=False, prepared=False, postgres_schema=False
+        )
+        silence = SilenceWatch(connects(self.url))
+        try:
+            return await _make_table(engine, silence, self._table_name)
+        finally:
+            silence.close()
+            await engine.dispose()
 
     async def _send_pending(self, pending: deque[Outgoing]) -> None:
         if not self._table_ready:
-            async with self._transaction() as conn:
-                # Brokers starting together on a new database must not both create the table:
-                # the loser's CREATE failed (PostgreSQL: a duplicate key in pg_type; MySQL:
-                # "table already exists"), and its events waited for the delivery's retry.
-                dialect = conn.dialect.name
-                if dialect == "postgresql":
-                    await conn.execute(text("SELECT pg_advisory_xact_lock(7314207)"))
-                elif dialect == "mysql":  # (its DDL commits: a session lock, released below)
-                    await conn.execute(text(f"SELECT GET_LOCK({_TABLE_LOCK}, 10)"))
-                try:
-                    await self._make_table(conn)
-                finally:
-                    if dialect == "mysql":
-                        with suppress(DBAPIError):
-                            await conn.execute(text(f"SELECT RELEASE_LOCK({_TABLE_LOCK})"))
+            self.table, self._max_packet = await self._set_up_table()
             self._table_ready = True
         while pending:
             batch = list(islice(pending, BATCH_SIZE))
@@ -258,6 +255,36 @@ class SqlEventBroker(QueuedBroker):
             await asyncio.to_thread(self._close_checkpointer)
         # The last connection to close checkpoints the WAL and removes it.
         await self._engine.dispose()
+
+
+async def _make_table(
+    engine: AsyncEngine, silence: SilenceWatch, table_name: str | None
+) -> tuple[Table, int | None]:
+    """See SqlEventBroker._set_up_table."""
+    with silence():
+        async with engine.begin() as conn:
+            # Brokers starting together on a new database must not both create the table:
+            # the loser's CREATE failed (PostgreSQL: a duplicate key in pg_type; MySQL:
+            # "table already exists"), and its events waited for the delivery's retry.
+            dialect = conn.dialect.name
+            if dialect == "postgresql":
+                await conn.execute(text("SELECT pg_advisory_xact_lock(7314207)"))
+            elif dialect == "mysql":  # (its DDL commits: a session lock, released below)
+                await conn.execute(text(f"SELECT GET_LOCK({_TABLE_LOCK}, 10)"))
+            try:
+                if table_name is None:
+                    table_name = await conn.run_sync(_default_table)
+                table = _broker_table(table_name)
+                await conn.run_sync(table.metadata.create_all)
+                await conn.run_sync(_add_key_column, table)
+                # A table of an earlier version, in a latin1 database: one event with an
+                # emoji in its sender id held up every later event.
+                await conn.run_sync(ensure_mysql_utf8mb4, table.name)
+                return table, await mysql_max_packet(conn) if dialect == "mysql" else None
+            finally:
+                if dialect == "mysql":
+                    with suppress(DBAPIError):
+                        await conn.execute(text(f"SELECT RELEASE_LOCK({_TABLE_LOCK})"))
 
 
 def _broker_table(name: str) -> Table:

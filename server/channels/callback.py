@@ -26,6 +26,7 @@ from server.errors import (
     NoModelLoaded,
     StoreError,
     first_line,
+    how_many,
 )
 
 logger = logging.getLogger(__name__)
@@ -65,9 +66,9 @@ class Deliveries:
             delivery.cancel()
         if late:
             logger.error(
-                "callback: the bot messages of %d conversation(s) were still being posted at "
+                "callback: the bot messages of %s were still being posted at "
                 "shutdown and are not delivered",
-                len(late),
+                how_many(len(late), "conversation"),
             )
 
 

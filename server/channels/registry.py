@@ -12,7 +12,7 @@ from typing import Any
 
 from server.channels.channel import InputChannel
 from server.errors import InvalidConfig
-from server.setting_values import warn_of_unknown_keys
+from server.setting_values import near_miss, warn_of_unknown_keys
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +48,10 @@ def channel_class(name: str) -> type[InputChannel]:
         builtin: type[InputChannel] = getattr(importlib.import_module(module_name), class_name)
         return builtin
     if "." not in name:
+        meant = near_miss(name, CHANNELS)
         raise InvalidConfig(
-            f"Unknown channel '{name}'. Built-in channels: "
+            f"Unknown channel '{name}'{f' (did you mean {meant!r}?)' if meant else ''}. "
+            "Built-in channels: "
             f"{', '.join(sorted(CHANNELS))}; a custom channel is a dotted class path."
         )
     module_name, _, class_name = name.rpartition(".")
@@ -125,13 +127,17 @@ def load_channels(
         settings = (credentials or {}).get(name)
         if settings is not None and not isinstance(settings, dict):
             raise InvalidConfig(f"{source}: '{name}' must hold a mapping of settings")
+        line = (getattr(credentials, "key_lines", None) or {}).get(name)
+        at = f"{source}:{line}" if line else source  # the file and the channel's line
         try:
             cls = channel_class(name)
         except InvalidConfig as e:
-            raise InvalidConfig(f"{origin}: {e}") from None
-        channel = _build(cls, name, settings, source)
+            raise InvalidConfig(f"{origin if connector else at}: {e}") from None
         if name in CHANNELS and settings:
+            # Before building: a misspelt required key (`pasword`) is named beside the error
+            # saying it is missing.
             warn_of_unknown_keys(settings, cls.settings_keys, f"{source}: channel '{name}'")
+        channel = _build(cls, name, settings, at)
         _check_name(channel.name, name, keys, origin)
         channels.append(channel)
     # Only a channel with an output channel of its own can push a conversation's reminders:

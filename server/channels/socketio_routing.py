@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.api.worker_files import RELAYED_HEADER
 from server.channels.socketio_engine import Engine, Server, session_of
-from server.http_clients import async_client_off_loop
+from server.http_clients import KEEPALIVE_SECONDS, async_client_off_loop
 
 logger = logging.getLogger(__name__)
 
@@ -114,10 +114,20 @@ class Workers:
             # in a thread (a client loads the CA bundle, 27-42 ms of CPU; the transport
             # another, unless told there is no TLS: plain HTTP over a local socket).
             client = await async_client_off_loop(
-                transport=httpx.AsyncHTTPTransport(uds=str(path), verify=False),
+                transport=httpx.AsyncHTTPTransport(
+                    uds=str(path),
+                    verify=False,
+                    # One connection per long-poll in flight: as many as this worker has
+                    # clients. An idle one kept less long than the other worker's uvicorn
+                    # keeps it (5 s): httpx's own 5 s met it, and a push as it closed the
+                    # connection was lost. (A client's `limits` are not its transport's.)
+                    limits=httpx.Limits(
+                        max_connections=None,
+                        max_keepalive_connections=32,
+                        keepalive_expiry=KEEPALIVE_SECONDS,
+                    ),
+                ),
                 timeout=self.timeout,
-                # One connection per long-poll in flight: as many as this worker has clients.
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),
             )
             made = self._clients.setdefault(target, client)  # or by another request meanwhile
             if made is not client:

@@ -22,6 +22,7 @@ from server.errors import (
     InvalidEvent,
     ResponseTooLarge,
     first_line,
+    how_many,
 )
 from server.trackers.events import BotUttered, event_from_dict
 from server.trackers.incoming import check_incoming_events
@@ -51,15 +52,14 @@ def validate_action_result(action_name: str, result: Any) -> dict[str, list[dict
             f"Custom action '{action_name}': the action server answered "
             f"{type(result).__name__}, not a JSON object with 'events' and 'responses'"
         )
-    events = result.get("events") or []
-    responses = result.get("responses") or []
-    if not isinstance(events, list) or not isinstance(responses, list):
-        raise ActionError(f"Custom action '{action_name}': 'events' and 'responses' must be lists")
+    # null is none, as a missing key is (Rasa's schema refuses it); {}, false or 0 is a mistake
+    events = _listed(action_name, result, "events")
+    responses = _listed(action_name, result, "responses")
     if len(events) > MAX_ANSWER_ITEMS or len(responses) > MAX_ANSWER_ITEMS:
         raise ActionError(
-            f"Custom action '{action_name}': the action server answered {len(events)} events "
-            f"and {len(responses)} responses, more than the {MAX_ANSWER_ITEMS} of each a turn "
-            f"takes"
+            f"Custom action '{action_name}': the action server answered "
+            f"{how_many(len(events), 'event')} and {how_many(len(responses), 'response')}, "
+            f"more than the {MAX_ANSWER_ITEMS} of each a turn takes"
         )
     if any(isinstance(event, dict) and event.get("event") == "topic" for event in events):
         # Rasa 1's TopicSet: Rasa reads a stored one as nothing, with a warning (from an
@@ -90,6 +90,18 @@ def validate_action_result(action_name: str, result: Any) -> dict[str, list[dict
         if problem is not None:
             raise ActionError(f"Custom action '{action_name}': response {index} is {problem}")
     return {"events": events, "responses": responses}
+
+
+def _listed(action_name: str, result: dict[str, Any], key: str) -> list[Any]:
+    """The answer's list under `key`: none when it is missing or null."""
+    value = result.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ActionError(
+            f"Custom action '{action_name}': '{key}' must be a list, not {type(value).__name__}"
+        )
+    return value
 
 
 def _response_problem(response: Any) -> str | None:

@@ -15,7 +15,13 @@ from typing import Any
 
 from server.dialogue.processor import DialogueModel, note_text_featurization, predict_next_action
 from server.dialogue.slot_extraction import extract_slots
-from server.dialogue.story_export import story_intent, user_markup, yaml_scalar
+from server.dialogue.story_export import (
+    LINE_BREAK,
+    entity_lines,
+    story_intent,
+    user_markup,
+    yaml_scalar,
+)
 from server.dialogue.story_steps import StoryStep
 from server.nlu.evaluation import labels_report
 from server.nlu.training_data import message_markup
@@ -259,27 +265,35 @@ def _write_stories(results: list[StoryResult], path: Path, if_none: str) -> None
 
 
 def _step_lines(event: Event, failure: tuple[str, str] | None) -> list[str]:
-    note = f"  # predicted: {failure[1]}" if failure else ""
+    # (a comment ends at a line break: the text's own are written escaped, `\n`)
+    note = f"  # predicted: {_one_line(failure[1])}" if failure else ""
     if isinstance(event, UserUttered):
         out = []
         # The text marked up with the step's entities: read back, it expects them again.
+        # (in YAML's own escapes: JSON's surrogate pairs for an emoji do not read back)
         text = user_markup(event.text, event.entities) if event.text else None
         if text:
-            out.append(f"  - user: {json.dumps(text)}")
-            out.append(f"    intent: {story_intent(event)}{note}")
-        else:
-            out.append(f"  - intent: {story_intent(event)}{note}")
+            out.append(f"  - user: {yaml_scalar(text)}")
+            out.append(f"    intent: {yaml_scalar(story_intent(event))}{note}")
+        else:  # written by its intent: its entities are listed, as the story had them
+            out.append(f"  - intent: {yaml_scalar(story_intent(event))}{note}")
+            out.extend(entity_lines(event.entities))
         return out
     if isinstance(event, ActionExecuted):
         if event.action_name:
-            return [f"  - action: {event.action_name}{note}"]
-        return [f"  - bot: {json.dumps(event.action_text)}{note}"]
+            return [f"  - action: {yaml_scalar(event.action_name)}{note}"]
+        return [f"  - bot: {yaml_scalar(event.action_text)}{note}"]
     d = event.as_dict()
     if d["event"] == "slot":
-        return ["  - slot_was_set:", f"    - {d['name']}: {json.dumps(d['value'])}"]
+        return ["  - slot_was_set:", f"    - {yaml_scalar(d['name'])}: {yaml_scalar(d['value'])}"]
     if d["event"] == "active_loop":
-        return [f"  - active_loop: {d['name'] if d['name'] else 'null'}"]
+        return [f"  - active_loop: {yaml_scalar(d['name'] or None)}"]
     return []
+
+
+def _one_line(text: str) -> str:
+    """`text` with each character YAML reads as a line break escaped (`\\n`, `\\u2028`)."""
+    return LINE_BREAK.sub(lambda found: repr(found.group())[1:-1], text)
 
 
 def _confusion_matrix(gold: list[str], predicted: list[str], path: Path) -> None:

@@ -35,10 +35,6 @@ from server.http_clients import (
 from server.json_values import OFF_LOOP_JSON_BYTES, loads_untrusted
 
 DEFAULT_TIMEOUT = 10.0
-# How long an idle connection is kept for the next call: less than common servers' own
-# keep-alive timeout (gunicorn 2 s; uvicorn, Node, Apache 5 s). httpx's 5 s met theirs, and
-# a call as the server closed the connection failed (1 in 40 a second apart, against 1 s).
-KEEPALIVE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -238,12 +234,6 @@ class HttpEndpoint:
             "auth": self._auth,
             "verify": self._verify,
             "timeout": httpx.Timeout(self.timeout),
-            # httpx's own limits of connections, with a shorter life for an idle one.
-            "limits": httpx.Limits(
-                max_connections=100,
-                max_keepalive_connections=20,
-                keepalive_expiry=KEEPALIVE_SECONDS,
-            ),
             "transport": self._transport,
             "follow_redirects": False,
             "cookies": cookie_jar_keeping_none(),  # none sent back, as Rasa's session per call

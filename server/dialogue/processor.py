@@ -64,6 +64,7 @@ from server.errors import (
     BotServerError,
     NoDialogueModel,
     UnknownConversation,
+    how_many,
 )
 from server.outages import RepeatsCounted
 from server.trackers.events import (
@@ -714,9 +715,9 @@ class Processor:
             if not keep_going:
                 return ran
         logger.warning(
-            "conversation %s: stopped after %d predictions (MAX_NUMBER_OF_PREDICTIONS)",
+            "conversation %s: stopped after %s (MAX_NUMBER_OF_PREDICTIONS)",
             tracker.sender_id,
-            self.max_predictions,
+            how_many(self.max_predictions, "prediction"),
         )
         tracker.update(ActionExecuted(action_name=ACTION_LISTEN))
         return ran

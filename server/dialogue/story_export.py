@@ -11,12 +11,19 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import yaml
 
 from server.errors import InvalidProjectFile
-from server.nlu.training_data import annotations_of, message_markup
+from server.nlu.entity_markup import markup_cuts, parse_annotated_text
+from server.nlu.training_data import (
+    EntityAnnotation,
+    annotated_text,
+    annotations_of,
+    message_markup,
+)
 from server.trackers.events import (
     ACTION_LISTEN,
     ACTION_SESSION_START,
@@ -29,7 +36,6 @@ from server.trackers.events import (
     UserUttered,
 )
 from server.trackers.tracker import Tracker
-from server.training.nlu_yaml import parse_annotated_text
 from server.yaml_scalars import SafeDumper12
 
 STORY_FORMAT_VERSION = "3.1"
@@ -57,11 +63,30 @@ def split_sessions(events: Sequence[Event]) -> list[list[Event]]:
 
 
 def yaml_scalar(value: Any) -> str:
-    """`value` as one line of YAML (flow style): plain when that reads back the same."""
+    """`value` as one line of YAML (flow style): plain when that reads back the same; one
+    holding a text YAML would break over lines (a newline, CR, NEL, LS or PS in it) in double
+    quotes, its line breaks escaped (in single quotes, NEL read back as a space and LS broke
+    the line)."""
+    dumped = _dumped(value)
+    if LINE_BREAK.search(dumped):
+        return _dumped(value, style='"')
+    return dumped
+
+
+def _dumped(value: Any, style: str | None = None) -> str:
     dumped = yaml.dump(
-        value, Dumper=SafeDumper12, default_flow_style=True, allow_unicode=True, width=1_000_000
+        value,
+        Dumper=SafeDumper12,
+        default_style=style,
+        default_flow_style=True,
+        allow_unicode=True,
+        width=1_000_000,
     ).rstrip("\n")
     return dumped[: -len("\n...")] if dumped.endswith("\n...") else dumped
+
+
+# What YAML reads as a line break.
+LINE_BREAK = re.compile("[\n\r\x85\u2028\u2029]")
 
 
 def _text(key: str, text: str, first: str) -> list[str]:
@@ -110,28 +135,82 @@ def story_intent(event: UserUttered) -> str | None:
 def user_markup(text: str, entities: list[Any]) -> str | None:
     """The user's text in entity markup, as a story reads it back; None when it cannot be
     written: text that looks like markup but is not (`[a]{c}`), which a story reader refuses
-    (Rasa's writer fails on it). A text with no entities whose brackets read as markup is
-    written as Rasa writes it, with that markup taken off (`see [this](link)`: `see this`):
-    as it is, it would read back as another text with an entity the message never had."""
-    written = message_markup(text, entities)
+    (Rasa's writer fails on it). Brackets that read as markup the message's entities did not
+    give are taken off, as Rasa writes a text without entities (`see [this](link)`: `see
+    this`), and the entities marked up on the text left: as it is, it would read back as
+    another text with an entity the message never had (no escape exists)."""
+    if text.lstrip().startswith("/"):
+        # a `/intent{...}` message, as it is, when it reads back as itself (its JSON gives
+        # the entities; brackets that read as markup would give others)
+        try:
+            plain, _ = parse_annotated_text(text)
+        except InvalidProjectFile:
+            return None
+        return message_markup(text, entities) if plain == text else None
+    annotations = annotations_of(entities)
+    left_out: list[EntityAnnotation] = []
     try:
-        plain, _ = parse_annotated_text(written)
-        if written != plain and written == text and not annotations_of(entities):
-            written = plain
-            parse_annotated_text(written)
-    except InvalidProjectFile:
+        cuts = markup_cuts(text)
+        if cuts:
+            parse_annotated_text(text)  # refuses what is no markup either (`[a]{c}`)
+            text, annotations = _markup_taken_off(text, cuts, annotations)
+        written = annotated_text(text, annotations, left_out)
+        plain, found = parse_annotated_text(written)
+    except (InvalidProjectFile, ValueError):
         return None
-    return written
+    # (a bracket of the text beside an entity's markup, `[x` or `a]b`, reads back otherwise)
+    kept = sorted((a for a in annotations if a not in left_out), key=lambda a: (a.start, a.end))
+    return written if plain == text and found == kept else None
+
+
+def _markup_taken_off(
+    text: str, cuts: list[tuple[int, int]], annotations: list[EntityAnnotation]
+) -> tuple[str, list[EntityAnnotation]]:
+    """`text` without its `cuts`, and `annotations` moved onto the text left; ValueError when
+    one overlaps a cut (its span would lose some of its text)."""
+    moved: list[EntityAnnotation] = []
+    for entity in annotations:
+        if any(start < entity.end and entity.start < end for start, end in cuts):
+            raise ValueError(f"entity {entity.entity!r} overlaps look-alike markup")
+        shift = sum(end - start for start, end in cuts if end <= entity.start)
+        moved.append(replace(entity, start=entity.start - shift, end=entity.end - shift))
+    kept_from = [0, *(end for _, end in cuts)]
+    kept_to = [*(start for start, _ in cuts), len(text)]
+    return "".join(text[a:b] for a, b in zip(kept_from, kept_to, strict=True)), moved
+
+
+def entity_lines(entities: list[Any]) -> list[str]:
+    """A step's `entities:` (`- city: Berlin`, its role and group below), for a message
+    written without its text: a story reads a step's entities from there then. An entity
+    named `role` or `group` cannot be listed (it reads as the one before's role)."""
+    lines = []
+    for entity in entities:
+        if not isinstance(entity, dict) or entity.get("entity") in (None, "role", "group"):
+            continue
+        if isinstance(entity["entity"], str):
+            lines.append(
+                f"    - {yaml_scalar(entity['entity'])}: {yaml_scalar(entity.get('value'))}"
+            )
+            lines.extend(
+                f"      {key}: {yaml_scalar(entity[key])}"
+                for key in ("role", "group")
+                if entity.get(key) is not None
+            )
+    return ["    entities:", *lines] if lines else []
 
 
 def _step_lines(event: Event, by_text: set[int]) -> list[str]:
     if isinstance(event, UserUttered):
         lines: list[str] = []
         first = "  - "
-        text = user_markup(event.text, event.entities) if event.text else None
+        text = None
+        if event.text and event.text.strip():  # (blanks are no `user:` a story reads)
+            text = user_markup(event.text, event.entities)
         if event.intent_name and (id(event) not in by_text or not text):
             lines.append(f"{first}intent: {yaml_scalar(story_intent(event))}")
             first = "    "
+            if not text:
+                lines.extend(entity_lines(event.entities))
         if text:
             lines.extend(_text("user", text, first))
         return lines
@@ -140,7 +219,7 @@ def _step_lines(event: Event, by_text: set[int]) -> list[str]:
             if event.action_name in _SKIPPED_ACTIONS:
                 return []
             return [f"  - action: {yaml_scalar(event.action_name)}"]
-        if event.action_text:
+        if event.action_text and event.action_text.strip():
             return _text("bot", event.action_text, "  - ")
         return []
     if isinstance(event, SlotSet):

@@ -22,7 +22,7 @@ from server.nlu.registry import (
 from server.nlu.response_selector import DEFAULT_SELECTOR
 from server.nlu.state_files import read_json
 from server.nlu.training_data import NLUTrainingData
-from server.training.unknown_options import ReadKeys
+from server.unknown_options import ReadKeys
 
 logger = logging.getLogger(__name__)
 

@@ -632,8 +632,10 @@ def event_from_dict(d: Any) -> Event:
         timestamp = time.time()
     elif not isinstance(timestamp, (int, float)) or isinstance(timestamp, bool):
         raise InvalidEvent("an event's 'timestamp' must be a number")
-    metadata = d.get("metadata") or {}
-    if not isinstance(metadata, dict):
+    metadata = d.get("metadata")
+    if metadata is None:  # (null is none, as in Rasa's event schema; [], false or 0 is not)
+        metadata = {}
+    elif not isinstance(metadata, dict):
         raise InvalidEvent("an event's 'metadata' must be an object")
     return cls(timestamp=timestamp, metadata=dict(metadata), **cls._from_fields(d))
 

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from server.errors import InvalidConfig
-from server.setting_values import warn_of_unknown_keys
+from server.setting_values import copy_with_lines, warn_of_unknown_keys
 from server.trackers.lock import LockStore
 from server.trackers.memory_lock import InMemoryLockStore, wait_timeout_setting
 from server.trackers.memory_store import InMemoryTrackerStore
@@ -68,7 +68,7 @@ def create_tracker_store(
     endpoints file `source`. Without `create_missing` (commands that read or prune what is
     stored), a DynamoDB table or SQLite file that is not there is an error, not made."""
     with reading_section("tracker_store", source):
-        return _create_tracker_store(dict(config or {}), source, create_missing)
+        return _create_tracker_store(copy_with_lines(config or {}), source, create_missing)
 
 
 def _create_tracker_store(
@@ -133,7 +133,7 @@ def create_lock_store(config: dict[str, Any] | None, source: str = "endpoints.ym
     """The lock store for a `lock_store:` section (None or no type: in memory) of the
     endpoints file `source`."""
     with reading_section("lock_store", source):
-        return _create_lock_store(dict(config or {}), source)
+        return _create_lock_store(copy_with_lines(config or {}), source)
 
 
 def _create_lock_store(config: dict[str, Any], source: str) -> LockStore:

@@ -300,16 +300,20 @@ class RedisLockStore:
     process_local = False
 
     def __init__(self, config: dict[str, Any]) -> None:
-        unknown = [str(key) for key in config if key not in SETTINGS | ENDPOINT_SETTINGS]
+        unknown = [key for key in config if key not in SETTINGS | ENDPOINT_SETTINGS]
         if unknown:  # (before, ignored: a misspelt key_prefix shared another bot's locks)
             read = sorted(SETTINGS - {"type"})
-            meant = near_miss(unknown[0], read)
+            meant = near_miss(str(unknown[0]), read)
             hint = (
                 f"did you mean '{meant}'?"
                 if meant
                 else f"the Redis lock store reads {', '.join(read)}"
             )
-            raise InvalidConfig(f"unknown setting '{unknown[0]}' (Rasa refuses it too); {hint}")
+            line = (getattr(config, "key_lines", None) or {}).get(unknown[0])
+            raise InvalidConfig(
+                f"unknown setting '{unknown[0]}'{f' on line {line}' if line else ''} "
+                f"(Rasa refuses it too); {hint}"
+            )
         self._redis = create_client(config, default_db=1)
         self._prefix = key_prefix(config, "lock")
         self._queue_prefix = key_prefix(config, "lock_queue", quiet=True)

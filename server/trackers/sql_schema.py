@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import atexit
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.trackers.session_start import ACTION_SESSION_START
+from server.trackers.setup_loop import on_setup_loop
+from server.trackers.silence import SilenceWatch
+from server.trackers.sql_engine import connects
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -50,47 +51,59 @@ SESSION_START_WHERE = f"({SESSION_STARTED_WHERE} OR ({SESSION_ACTION_WHERE}))"
 MYSQL_MIGRATION_LOCK_SECONDS = 60
 
 
+# How long a migration's session may sit idle before the server ends it (PostgreSQL's in its
+# transaction, and undoes it; MySQL's wait_timeout): its client stopped mid-way (a silent
+# network, a process stopped without a word). Its locks held the next start's migration until
+# then; a live migration is idle only between its statements, for milliseconds.
+MIGRATION_IDLE_SECONDS = 60
+
+
 def _upgrade(sync_connection: Any) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["connection"] = sync_connection
     config.attributes["mysql_lock_seconds"] = MYSQL_MIGRATION_LOCK_SECONDS
+    config.attributes["idle_seconds"] = MIGRATION_IDLE_SECONDS
     command.upgrade(config, "head")
 
 
-# Alembic keeps its context in module globals: one migration at a time in the process. They
-# run on a loop of their own, closed at exit only: aiosqlite delivers a failed connection's stop to
-# its loop after the connect has raised, an error in its thread if that loop is closed.
-_migrating = threading.Lock()
-_migration_loop: asyncio.AbstractEventLoop | None = None
+# Alembic keeps its context in module globals: one migration at a time in the process (all
+# run on the set-up loop).
+_migrating: asyncio.Lock | None = None
 
 
 async def migrate(make_engine: Callable[[], AsyncEngine], attempts: int = 3) -> None:
     """Bring the schema to the latest revision (idempotent; safe from several processes).
 
-    Runs in a thread, on an engine `make_engine` makes there (and disposes of): Alembic's
-    own work (reading the revision scripts, its imports, comparing revisions) is 10 ms of
-    CPU with nothing to do and 35-40 ms in a fresh process, which held the event loop
-    during the first turn after every restart (an async engine's `run_sync` runs on the
-    loop's thread)."""
-    await asyncio.to_thread(_migrate_in_thread, make_engine, attempts)
+    Runs on the set-up loop (server.trackers.setup_loop), on an engine `make_engine` makes
+    there (and disposes of): Alembic's own work (reading the revision scripts, its imports,
+    comparing revisions) is 10 ms of CPU with nothing to do and 35-40 ms in a fresh process,
+    which held the event loop during the first turn after every restart (an async engine's
+    `run_sync` runs on the loop's thread). Cancelling the caller stops the migration (its
+    connection dropped: PostgreSQL and SQLite undo it)."""
+    await on_setup_loop(lambda: _migrate_one_at_a_time(make_engine, attempts))
 
 
-def _migrate_in_thread(make_engine: Callable[[], AsyncEngine], attempts: int) -> None:
-    global _migration_loop
-    with _migrating:
-        if _migration_loop is None:
-            _migration_loop = asyncio.new_event_loop()
-            atexit.register(_migration_loop.close)
-        _migration_loop.run_until_complete(_migrate(make_engine(), attempts))
+async def _migrate_one_at_a_time(make_engine: Callable[[], AsyncEngine], attempts: int) -> None:
+    global _migrating
+    if _migrating is None:
+        _migrating = asyncio.Lock()
+    async with _migrating:
+        await _migrate(make_engine(), attempts)
 
 
 async def _migrate(engine: AsyncEngine, attempts: int) -> None:
+    # Watched as the store's statements are: a database that stops answering mid-way gives
+    # the migration up (DatabaseSilent, a 503 that says so) rather than hold the request,
+    # and every turn behind it, until the network drops the connection; one only slow (an
+    # index on a large table, another process's migration holding the lock) goes on.
+    silence = SilenceWatch(connects(engine.url))
     try:
         for attempt in range(attempts):
             try:
-                async with engine.begin() as conn:
-                    await conn.run_sync(_upgrade)
+                with silence():
+                    async with engine.begin() as conn:
+                        await conn.run_sync(_upgrade)
                 return
             except DBAPIError as exc:
                 # Another process may have created the table between our check and our CREATE.
@@ -98,6 +111,7 @@ async def _migrate(engine: AsyncEngine, attempts: int) -> None:
                     raise
                 await asyncio.sleep(0.2 * (attempt + 1))
     finally:
+        silence.close()
         await engine.dispose()
 
 

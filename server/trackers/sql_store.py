@@ -264,7 +264,7 @@ class SqlTrackerStore:
         self.url = url
         self._dependency = dependency(url, "the tracker store")
         self._login_db = login_db
-        # The schema's set-up gets an engine of its own, in its thread (`migrate`);
+        # The schema's set-up gets an engine of its own, on the set-up loop (`migrate`);
         # PostgreSQL's runs unprepared (a pooler in transaction mode carries it), and the
         # store's own pool runs the turns. MySQL's turns run on this one; made for every
         # database, so its settings are checked at start.
@@ -335,7 +335,7 @@ class SqlTrackerStore:
             self._ready = True
 
     async def _migrated(self) -> None:
-        """The schema's migration, which runs in a thread: a caller that gives up (a
+        """The schema's migration, which runs on the set-up loop: a caller that gives up (a
         readiness probe's timeout) does not stop it, so the next caller joins the attempt
         under way instead of queueing another behind it (one at a time per process): on a
         database host that never answers, each probe given up added a connect timeout to the
@@ -359,7 +359,28 @@ class SqlTrackerStore:
         with self._map_errors():
             await self._db.ping()
 
+    async def setup_done(self, timeout: float) -> bool:
+        migration = self._migration
+        if migration is None or migration.done():
+            return True
+        logger.info("Waiting up to %.0f s for %s", timeout, self._migration_name())
+        await asyncio.wait([migration], timeout=timeout)
+        return migration.done()
+
+    def _migration_name(self) -> str:
+        return f"the schema migration of {self._dependency}"
+
     async def close(self) -> None:
+        migration = self._migration
+        if migration is not None and not migration.done():
+            # Its connection is dropped: PostgreSQL and SQLite undo it whole (one
+            # transaction); every revision looks before it changes anything, so MySQL's,
+            # whose changes commit one by one, goes on from where it stopped.
+            logger.warning(
+                "Stopping with %s unfinished: it is given up, and the next start runs it again",
+                self._migration_name(),
+            )
+            migration.cancel()
         await self._db.close()
         await self._engine.dispose()
 
@@ -603,6 +624,11 @@ def _raise_mapped(
     exc: BaseException, url: URL, driver_errors: tuple[type[BaseException], ...], dependency: str
 ) -> None:
     """Raises ours for a database error `exc` (from it); returns for any other exception."""
+    where = f"The tracker store ({describe(url)})"
+    if isinstance(exc, StoreUnavailable) and not exc.dependency:
+        # Raised where the store is not known (a migration's lock): said as the others are.
+        reason = str(exc)
+        raise StoreUnavailable(f"{where} is unavailable: {reason}", dependency, reason) from exc
     if isinstance(exc, BotServerError):
         return
     if isinstance(exc, driver_errors):
@@ -616,7 +642,6 @@ def _raise_mapped(
     reason = first_line(
         getattr(exc, "orig", None) or exc, default=f"{type(exc).__name__} (no answer)"
     )
-    where = f"The tracker store ({describe(url)})"
     if kind is UNAVAILABLE:
         raise StoreUnavailable(f"{where} is unavailable: {reason}", dependency, reason) from exc
     if kind is REFUSED_DATA:

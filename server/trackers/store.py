@@ -114,6 +114,17 @@ class ReadsInBatches(Protocol):
         ...
 
 
+@runtime_checkable
+class SetsUpOnFirstUse(Protocol):
+    """A store that sets itself up on its first use, in the background (the SQL store
+    migrates its schema): a stop gives a set-up under way what is left of its graceful
+    period, and `close()` gives up one still running, saying so."""
+
+    async def setup_done(self, timeout: float) -> bool:
+        """Waits up to `timeout` seconds for the set-up under way; whether none is left."""
+        ...
+
+
 class TrackerStore(Protocol):
     """Append-only event storage per conversation (`sender_id`)."""
 

@@ -12,9 +12,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from server.errors import InvalidConfig, InvalidProjectFile
+from server.errors import InvalidConfig, InvalidProjectFile, brief
 from server.setting_values import near_miss
-from server.training.yaml_io import brief, line_of, parse_yaml, read_yaml_file
+from server.training.yaml_io import line_of, parse_yaml, read_yaml_file
 
 DEFAULT_RECIPE = "default.v1"
 

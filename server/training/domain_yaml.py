@@ -12,9 +12,8 @@ from typing import Any
 
 from server.dialogue.domain import DEFAULT_ACTIONS, Domain, finite_number
 from server.dialogue.slots import BUILT_IN_SLOTS, MAPPING_TYPES, SLOT_TYPES
-from server.errors import InvalidProjectFile
+from server.errors import InvalidProjectFile, brief
 from server.training.yaml_io import (
-    brief,
     check_json_values,
     check_version,
     folder_files,
@@ -426,7 +425,8 @@ class DomainReader:
         mappings = spec.get("mappings")
         if "mappings" not in spec:
             self.warn(
-                f"slot '{name}' has no 'mappings' (Rasa 3 wants them); it is only set by actions "
+                f"slot '{name}' has no 'mappings', which Rasa 3 requires (Rasa refuses this "
+                "domain); botserver reads it as `mappings: []`: only actions set it, no message "
                 "(`botserver data migrate` turns a Rasa 2 domain's auto_fill and form mappings "
                 "into slot mappings)",
                 filename,

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server.errors import InvalidProjectFile
+from server.errors import InvalidProjectFile, brief
 from server.training.domain_yaml import TRAINING_DATA_KEYS, is_domain_data
-from server.training.yaml_io import brief, folder_files, line_of, read_yaml_file
+from server.training.yaml_io import folder_files, line_of, read_yaml_file
 
 MULTI_PROJECT = "MultiProjectImporter"
 # RasaFileImporter is Rasa's default: the files given on the command line, as we read them.

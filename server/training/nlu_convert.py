@@ -86,10 +86,12 @@ def convert_nlu(paths: list[str], out: Path, output_format: str) -> Converted:
     if output_format == "yaml":
         without_intent = sum(1 for e in data.examples if not e.intent)
         if without_intent:
-            logger.warning(
-                "%d examples have no intent: Rasa 3 YAML has no place for them; left out",
-                without_intent,
+            left_out = (
+                "1 example has no intent: Rasa 3 YAML has no place for it"
+                if without_intent == 1
+                else f"{without_intent} examples have no intent: Rasa 3 YAML has no place for them"
             )
+            logger.warning("%s; left out", left_out)
         if not data.intent_examples:
             raise InvalidProjectFile("no example has an intent: nothing to write", paths[0])
         text = nlu_yaml(data)

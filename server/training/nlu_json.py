@@ -8,16 +8,16 @@ import re
 from pathlib import Path
 from typing import Any
 
-from server.errors import InvalidProjectFile
+from server.errors import InvalidProjectFile, brief
 from server.json_values import MAX_DEPTH, TooDeep, loads_untrusted
+from server.nlu.entity_markup import entity_field_problem, is_entity_value
 from server.nlu.training_data import (
     EntityAnnotation,
     Example,
     NLUTrainingData,
     warn_inconsistent_synonym,
 )
-from server.training.nlu_yaml import entity_field_problem, is_entity_value
-from server.training.yaml_io import brief, read_project_text
+from server.training.yaml_io import read_project_text
 
 ROOT_KEY = "rasa_nlu_data"
 # What other tools' exports hold at their top level, to say what a file is when it is not ours.

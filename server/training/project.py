@@ -11,7 +11,7 @@ from typing import Any
 
 from server.dialogue.domain import Domain
 from server.dialogue.story_steps import StoryStep, TrainingStory, generate_training_stories
-from server.errors import InvalidProjectFile
+from server.errors import InvalidProjectFile, brief
 from server.json_values import loads_untrusted
 from server.nlu.training_data import NLUTrainingData
 from server.trackers.events import ActionExecuted
@@ -28,7 +28,6 @@ from server.training.nlu_yaml import read_nlu_file
 from server.training.stories_yaml import read_story_data
 from server.training.yaml_io import (
     YAML_SUFFIXES,
-    brief,
     check_json_values,
     check_version,
     folder_files,

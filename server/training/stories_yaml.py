@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from server.dialogue.story_steps import STORY_START, StoryStep
-from server.errors import InvalidProjectFile
+from server.errors import InvalidProjectFile, brief
 from server.json_values import loads_untrusted
+from server.nlu.entity_markup import parse_annotated_text
 from server.trackers.events import (
     ActionExecuted,
     ActionReverted,
@@ -30,8 +31,7 @@ from server.trackers.events import (
     UserUtteranceReverted,
     UserUttered,
 )
-from server.training.nlu_yaml import parse_annotated_text
-from server.training.yaml_io import LineDict, brief, check_version, line_of, read_yaml_file
+from server.training.yaml_io import LineDict, check_version, line_of, read_yaml_file
 
 logger = logging.getLogger(__name__)
 

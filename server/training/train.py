@@ -16,7 +16,7 @@ from server import __version__
 from server.dialogue.domain import Domain
 from server.dialogue.policies.ensemble import PolicyEnsemble
 from server.dialogue.story_steps import checkpoint_warnings
-from server.errors import BotServerError, InvalidProjectFile, NothingToTrain
+from server.errors import BotServerError, InvalidProjectFile, NothingToTrain, how_many
 from server.models.archive import check_archive_target, random_name, write_archive
 from server.models.fingerprint import (
     find_archive_with_fingerprint,
@@ -333,7 +333,7 @@ def _train_project(
             json.dumps(project.domain.as_dict(full=True), ensure_ascii=False), encoding="utf-8"
         )
         if with_nlu:
-            say(f"training NLU on {len(project.nlu.examples)} examples")
+            say(f"training NLU on {how_many(len(project.nlu.examples), 'example')}")
             with naming_config_items(project.config):
                 nlu = NLUPipeline.train(
                     project.nlu, project.config.pipeline, project.config.language
@@ -346,7 +346,8 @@ def _train_project(
             # layout every botserver reads.
             ensemble = PolicyEnsemble.train([{"name": "RulePolicy"}], [], project.domain)
         else:
-            say(f"training dialogue on {len(project.stories)} stories and rules")
+            stories_and_rules = how_many(len(project.stories), "story or rule", "stories and rules")
+            say(f"training dialogue on {stories_and_rules}")
             stories = project.training_stories()
             assert planned is not None
             with naming_config_items(project.config):
@@ -492,7 +493,7 @@ def train_nlu(
     with tempfile.TemporaryDirectory(prefix="botserver-train-") as tmp:
         content = Path(tmp)
         (content / DOMAIN_FILE).write_text(json.dumps(domain.as_dict(full=True)), "utf-8")
-        say(f"training NLU on {len(data.examples)} examples")
+        say(f"training NLU on {how_many(len(data.examples), 'example')}")
         nlu = NLUPipeline.train(data, project_config.pipeline, project_config.language)
         nlu.persist(content / NLU_DIR)
         ensemble = PolicyEnsemble.train([{"name": "RulePolicy"}], [], domain)

@@ -26,7 +26,7 @@ from server.dialogue.story_steps import (
     checkpoint_warnings,
     generate_training_stories,
 )
-from server.errors import BotServerError
+from server.errors import BotServerError, how_many
 from server.nlu.pipeline import NLUPipeline
 from server.trackers.events import (
     ACTION_LISTEN,
@@ -535,7 +535,8 @@ def run_validate(
     fail_on_warnings = bool(getattr(args, "fail_on_warnings", False))
     count = len(never_failing) + len(report.warnings)
     if report.errors or report.failing_warnings or (fail_on_warnings and report.warnings):
-        print(f"Validation failed: {len(report.errors)} error(s), {count} warning(s).", file=out)
+        errors, warnings = how_many(len(report.errors), "error"), how_many(count, "warning")
+        print(f"Validation failed: {errors}, {warnings}.", file=out)
         return 1
     let_pass = [
         f"the {n} {what}"
@@ -550,5 +551,5 @@ def run_validate(
         if fail_on_warnings and let_pass
         else ""
     )
-    print(f"The project is valid ({count} warning(s){settled}).", file=out)
+    print(f"The project is valid ({how_many(count, 'warning')}{settled}).", file=out)
     return 0

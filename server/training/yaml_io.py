@@ -11,13 +11,12 @@ import logging
 import math
 import os
 import re
-import reprlib
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from server.errors import InvalidProjectFile, MissingEnvironmentVariable
+from server.errors import InvalidProjectFile, MissingEnvironmentVariable, brief
 from server.yaml_scalars import SafeDumper12, construct_int_1_2, resolvers_1_2
 
 logger = logging.getLogger(__name__)
@@ -38,19 +37,6 @@ class LineList(list):
 
     line: int | None = None
     item_lines: list[int]
-
-
-# Error messages quote the offending value in brief: YAML aliases let a 1 KB file hold a list
-# of millions of items (a "billion laughs"), whose full repr made a 312 MB error in 6 s.
-_BRIEF = reprlib.Repr()
-_BRIEF.maxlevel, _BRIEF.maxlist, _BRIEF.maxtuple, _BRIEF.maxdict = 3, 6, 6, 6
-_BRIEF.maxset, _BRIEF.maxfrozenset, _BRIEF.maxstring, _BRIEF.maxother = 6, 6, 120, 120
-_BRIEF.maxlong = 40
-
-
-def brief(value: Any) -> str:
-    """`repr(value)`, cut to a few hundred characters whatever the value's size."""
-    return _BRIEF.repr(value)
 
 
 def line_of(obj: Any, key: Any = None, default: int | None = None) -> int | None:

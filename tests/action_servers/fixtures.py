@@ -159,6 +159,9 @@ RAW_ANSWERS = {
     "template-arguments": b'{"responses": [{"response": "utter_greet", "self": 1, '
     b'"domain": 2, "slots": 3, "channel": 4}]}',
     "many-responses": b'{"responses": [' + b",".join([b'{"text": "hi"}'] * 1001) + b"]}",
+    "many-events": b'{"events": ['
+    + b",".join([b'{"event": "slot", "name": "concerts", "value": 1}'] * 1001)
+    + b'], "responses": [{"text": "hi"}]}',
     "reminder-entities": b'{"events": [{"event": "reminder", "intent": "greet", '
     b'"date_time": "2030-01-01T00:00:00", "entities": "Berlin"}]}',
     "reminder-name-list": b'{"events": [{"event": "reminder", "intent": "greet", '

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from server.dialogue.story_export import conversation_story
+from server.nlu.entity_markup import parse_annotated_text
 from server.nlu.regex_message import parse_regex_message
 from server.nlu.training_data import EntityAnnotation, annotated_text, annotations_of
 from server.trackers.events import (
@@ -21,7 +22,6 @@ from server.trackers.events import (
     UserUttered,
 )
 from server.trackers.tracker import Tracker
-from server.training.nlu_yaml import parse_annotated_text
 from server.training.stories_yaml import read_story_data
 from server.training.yaml_io import parse_yaml
 
@@ -376,3 +376,117 @@ def test_a_story_until_a_time_is_each_session_as_it_was_then_as_in_rasa() -> Non
     assert (
         yaml.safe_load(conversation_story(lone, all_sessions=True))["stories"][0]["story"] == "u1"
     )
+
+
+def test_a_text_with_markup_like_brackets_and_entities_reads_back_with_its_entities() -> None:
+    """A message with real entities whose text also holds brackets that read as markup is
+    written as one without entities is (the look-alike markup taken off, `see this`), its
+    entities marked up on the text left. Before, the look-alike was written as it was and
+    read back as one more entity (`link`), which the message never had."""
+    text = "see [this](link) in Berlin"
+    city = {"entity": "city", "start": 20, "end": 26, "value": "Berlin"}
+    parse_data = {"intent": {"name": "inform"}, "entities": [city]}
+    events = [ActionExecuted(action_name="action_listen"), UserUttered(text, parse_data)]
+    story = conversation_story(Tracker("u1", {}, events))
+    [step] = read_story_data(parse_yaml(story), "story.yml")
+    [read] = [e for e in step.events if isinstance(e, UserUttered)]
+    assert read.text == "see this in Berlin"
+    assert [(e["entity"], e["value"], read.text[e["start"] : e["end"]]) for e in read.entities] == [
+        ("city", "Berlin", "Berlin")
+    ]
+
+
+def test_a_lone_session_started_begins_a_story_where_the_tracker_begins_its_session() -> None:
+    """A `session_started` with no `action_session_start` before it (as `POST
+    …/tracker/events` may append) begins a session for every part of botserver (the
+    tracker, the action server, the stores), and so a story. Rasa splits `all_sessions`
+    only at `action_session_start`, while its SQL store's last session begins at the
+    `session_started`: in botserver both views agree (docs/differences-from-rasa.md)."""
+    after = UserUttered(text="again", parse_data={"intent": {"name": "greet"}}, timestamp=300.0)
+    tracker = Tracker("u1", {}, [*_session(100.0, "hi"), SessionStarted(timestamp=299.0), after])
+    last = yaml.safe_load(conversation_story(tracker))["stories"]
+    assert last == [{"story": "u1", "steps": [{"intent": "greet", "user": "again"}]}]
+    assert tracker.current_session_events()[0] == SessionStarted(timestamp=299.0)
+    every = yaml.safe_load(conversation_story(tracker, all_sessions=True))["stories"]
+    assert [s["story"] for s in every] == ["u1, story 1", "u1, story 2"]
+
+
+def test_a_story_of_blank_texts_and_stray_brackets_reads_back() -> None:
+    """A message of blanks is written by its intent (a story's `user:` needs a text), a bot
+    text of blanks not at all, and a message whose bracket beside an entity would change
+    the entity's span (`[x`, entity on `x`) by its intent alone. Before, the first two made
+    the story unreadable ("'user' needs the text the user says") and the last read back
+    with the entity over `[x`."""
+    x = {"entity": "e", "value": "x", "start": 1, "end": 2}
+    events: list[Event] = [
+        ActionExecuted(action_name="action_listen"),
+        UserUttered(text="   ", parse_data={"intent": {"name": "inform"}}),
+        ActionExecuted(action_name=None, action_text="  "),
+        UserUttered(text="[x", parse_data={"intent": {"name": "inform"}, "entities": [x]}),
+    ]
+    story = conversation_story(Tracker("u1", {}, events))
+    [step] = read_story_data(parse_yaml(story), "story.yml")
+    read = [e for e in step.events if isinstance(e, UserUttered)]
+    assert [(e.text, e.intent_name) for e in read] == [(None, "inform"), (None, "inform")]
+    assert [(e["entity"], e["value"]) for e in read[1].entities] == [("e", "x")]
+
+
+def test_a_message_written_by_its_intent_keeps_its_entities() -> None:
+    """A step written without its text (no story can hold the text: `[a]{c}`; or a message
+    with no text, as `trigger_intent` logs) lists its entities, as a story step without
+    `user:` does, so the story trains and tests on them. Before, they were left out."""
+    to = {"entity": "city", "value": "Berlin", "role": "to", "start": 0, "end": 1}
+    count = {"entity": "count", "value": 2, "start": 1, "end": 2}
+    parse_data = {"intent": {"name": "book"}, "entities": [to, count]}
+    events: list[Event] = [
+        UserUttered(text="[a]{c}", parse_data=parse_data),
+        UserUttered(text=None, parse_data={"intent": {"name": "book"}, "entities": [count]}),
+    ]
+    story = conversation_story(Tracker("u1", {}, events))
+    assert "  - intent: book\n    entities:\n    - city: Berlin\n      role: to\n" in story
+    [step] = read_story_data(parse_yaml(story), "story.yml")
+    read = [e for e in step.events if isinstance(e, UserUttered)]
+    assert [[(e["entity"], e["value"], e.get("role")) for e in r.entities] for r in read] == [
+        [("city", "Berlin", "to"), ("count", 2, None)],
+        [("count", 2, None)],
+    ]
+
+
+def test_a_slash_message_whose_brackets_read_as_markup_is_written_by_its_intent() -> None:
+    """A message starting with `/` is written as it is only when it reads back as itself: a
+    `/` text holding `[a]{c}` (no story can hold it) or `[a](b)` (it reads back as another
+    text, with an entity) is written by its intent and entities. Before, the first made a
+    story the reader refused ("invalid entity JSON '{c}'") and the second read back with
+    an entity the message never had."""
+    count = {"entity": "count", "value": 5, "start": 7, "end": 19}
+    events: list[Event] = []
+    for text, entities in [("/inform [a]{c}", []), ('/inform{"count": "[5](n)"}', [count])]:
+        parse_data = {"intent": {"name": "inform"}, "entities": entities}
+        events += [UserUttered(text=text, parse_data=parse_data), ActionExecuted("utter_ok")]
+    story = conversation_story(Tracker("u1", {}, events))
+    [step] = read_story_data(parse_yaml(story), "story.yml")
+    read = [e for e in step.events if isinstance(e, UserUttered)]
+    assert [(e.text, e.intent_name) for e in read] == [(None, "inform"), (None, "inform")]
+    assert [[(e["entity"], e["value"]) for e in r.entities] for r in read] == [
+        [],
+        [("count", 5)],
+    ]
+
+
+@pytest.mark.parametrize("breaking", ["\x85", "\u2028", "\u2029", "\r", "\n"])
+def test_a_value_holding_a_line_break_reads_back_as_it_was(breaking: str) -> None:
+    """An entity's or a slot's value, or an entity's name, holding a character YAML reads
+    as a line break (NEL, LS, PS, CR, newline: pasted text) is written escaped, in double
+    quotes. Before, NEL was written as it is and read back as a space (`a b`), and an
+    entity's name holding LS or PS made a story the reader refused."""
+    value = f"a{breaking}b"
+    entity = {"entity": f"note{breaking}", "value": value}
+    events: list[Event] = [
+        UserUttered(text=None, parse_data={"intent": {"name": "inform"}, "entities": [entity]}),
+        SlotSet("note", value),
+    ]
+    story = conversation_story(Tracker("u1", {}, events))
+    [step] = read_story_data(parse_yaml(story), "story.yml")
+    [read] = [e for e in step.events if isinstance(e, UserUttered)]
+    assert read.entities == [entity]
+    assert [(e.key, e.value) for e in step.events if isinstance(e, SlotSet)] == [("note", value)]

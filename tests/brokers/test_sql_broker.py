@@ -152,6 +152,55 @@ async def test_without_table_name_events_go_on_where_a_rasa_broker_wrote_them(
         assert written == ["old", "alice", "bob", "bob"]
 
 
+# SQLAlchemy's part of a table's set-up: looking at what is there, and the DDL.
+SET_UP_CODE = ("/sqlalchemy/engine/reflection.py", "/sqlalchemy/sql/ddl.py")
+
+
+class SetUpCalls:
+    """Counts the calls into SET_UP_CODE made on this thread (a profile hook) while active."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __enter__(self) -> SetUpCalls:
+        sys.setprofile(self._called)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sys.setprofile(None)
+
+    def _called(self, frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code.co_filename.endswith(SET_UP_CODE):
+            self.count += 1
+
+
+@asynccontextmanager
+async def database_of(dialect: str, tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
+    if dialect == "sqlite":
+        yield {"dialect": "sqlite", "db": str(tmp_path / "events.db")}
+        return
+    async with postgres_database() as config:
+        yield config
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+async def test_the_first_publish_makes_the_table_off_the_event_loop(
+    dialect: str, tmp_path: Path
+) -> None:
+    """Before, SQLAlchemy's reflection and DDL ran on the loop's thread (`run_sync`), 2-3 ms
+    of CPU the loop served nothing else, at the first publish; counted here in calls."""
+    async with database_of(dialect, tmp_path) as config:
+        broker = SqlEventBroker(config)
+        try:
+            with SetUpCalls() as on_the_loop:
+                await broker.publish("alice", events(2))
+                assert await broker.flush(timeout=10)
+            assert [row["sender_id"] for row in await stored_rows(broker)] == ["alice"] * 2
+        finally:
+            await broker.close()
+    assert on_the_loop.count == 0
+
+
 @pytest.mark.timing
 async def test_sql_broker_retries_until_the_database_is_back() -> None:
     async with postgres_database() as config:
@@ -314,12 +363,14 @@ async def test_a_retry_delay_of_zero_does_not_spin_while_the_database_is_down(
     assert 1 <= len(attempts) <= 10
 
 
+@pytest.mark.parametrize("first", [False, True], ids=["after-the-first-event", "first-event"])
 @pytest.mark.parametrize(
     ("database", "address"), [(postgres_database, POSTGRES), (mariadb_database, MARIADB)]
 )
 async def test_a_silent_database_is_told_in_the_log_and_gets_the_events_once_it_answers(
     database: Any,
     address: tuple[str, int],
+    first: bool,
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -328,12 +379,13 @@ async def test_a_silent_database_is_told_in_the_log_and_gets_the_events_once_it_
     (until the kernel gave the connection up, about 15 minutes), and a stop meanwhile lost
     the events. Now the tracker store's silence check gives it up after
     SQL_SILENCE_CHECK_AFTER + SQL_SILENCE_CHECK_TIMEOUT (0.5 s + 0.5 s here; 2 + 3 s by
-    default), the log says why, and the delivery retries until the database answers."""
+    default), the log says why, and the delivery retries until the database answers.
+    `first`: silent from the first event on, while the table is set up (off the loop)."""
     monkeypatch.setenv("SQL_SILENCE_CHECK_AFTER", "0.5")
     monkeypatch.setenv("SQL_SILENCE_CHECK_TIMEOUT", "0.5")
     async with (
         database() as config,
-        broker_behind(SilentProxy(address), config) as (
+        broker_behind(SilentProxy(address), config, first_event=not first) as (
             proxy,
             broker,
         ),
@@ -352,7 +404,7 @@ async def test_a_silent_database_is_told_in_the_log_and_gets_the_events_once_it_
             rows = await stored_rows(broker)
         finally:
             proxy.silent = False
-    assert [row["sender_id"] for row in rows] == ["alice", "bob", "bob"]
+    assert [row["sender_id"] for row in rows] == ["alice"] * (not first) + ["bob", "bob"]
 
 
 @pytest.mark.parametrize(
@@ -382,17 +434,18 @@ async def test_events_go_out_when_the_network_drops_the_brokers_connection(
 
 @asynccontextmanager
 async def broker_behind(
-    proxy: P, config: dict[str, Any]
+    proxy: P, config: dict[str, Any], first_event: bool = True
 ) -> AsyncIterator[tuple[P, SqlEventBroker]]:
-    """A broker on the database behind `proxy`, its first event ("alice") delivered; closed,
-    and the proxy cut, at the end."""
+    """A broker on the database behind `proxy`, its first event ("alice") delivered (unless
+    not `first_event`); closed, and the proxy cut, at the end."""
     await proxy.restore()
     broker = SqlEventBroker(
         {**config, "url": "127.0.0.1", "port": proxy.port, "retry_delay_in_seconds": 0.1}
     )
     try:
-        await broker.publish("alice", events(1))
-        assert await broker.flush(timeout=10)
+        if first_event:
+            await broker.publish("alice", events(1))
+            assert await broker.flush(timeout=10)
         yield proxy, broker
     finally:
         await broker.close()
@@ -468,6 +521,43 @@ async def test_a_postgres_broker_on_a_direct_connection_keeps_its_prepared_state
             await broker.close()
     assert prepared == 1
     assert not [r for r in caplog.records if "pooler" in r.getMessage()]
+
+
+@pytest.mark.timing
+async def test_a_postgres_broker_whose_statement_is_gone_from_the_backend_moves_to_unprepared(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Behind a pooler in transaction mode, the broker's insert, prepared by name on one
+    server backend, is sent to another, where PostgreSQL knows no statement of that name
+    (26000). Staged on a direct connection: the statements gone (DEALLOCATE ALL, as on
+    another backend). The events go out at once, unprepared, the log saying so once; before
+    the pooler's answer was handled, they waited for the delivery's retry (30 s here)."""
+    caplog.set_level(logging.WARNING)
+    async with postgres_database() as config:
+        broker = SqlEventBroker({**config, "table_name": "my_events", "retry_delay_in_seconds": 30})
+        try:
+            await broker.publish("alice", events(1))
+            assert await broker.flush(timeout=5)
+            async with broker._engine.connect() as conn:
+                assert await conn.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE 'INSERT%'"
+                    )
+                )
+                await conn.execute(text("DEALLOCATE ALL"))
+            await broker.publish("bob", events(2))
+            assert await broker.flush(timeout=paced(5, below=20))
+            assert [row["sender_id"] for row in await stored_rows(broker)] == [
+                "alice",
+                "bob",
+                "bob",
+            ]
+        finally:
+            await broker.close()
+    assert not [r.getMessage() for r in caplog.records if "delivery failed" in r.getMessage()]
+    said = [r.getMessage() for r in caplog.records if "through a pooler" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "HINT" not in said[0] and "sqlalche.me" not in said[0]
 
 
 async def test_a_postgres_brokers_connections_keep_their_lock_timeout(

@@ -43,14 +43,20 @@ class FakeRocketChat:
         self.unauthorized = 0
         self.posted: list[dict[str, Any]] = []
         self.post_calls = 0  # chat.postMessage calls, answered or not
-        # When set, chat.postMessage waits this long before answering, as a server in trouble.
+        # When set, chat.postMessage waits this long before answering, as a server in trouble;
+        # `login_stall` the same for logins.
         self.stall: float | None = None
+        self.login_stall: float | None = None
         # When set, the posts allowed a minute, as Rocket.Chat's API rate limiter for a user
         # without the `api-bypass-rate-limit` permission (the `bot` role has it).
         self.posts_per_minute: int | None = None
         # When set, chat.postMessage answers this (status, HTML body), as a proxy in trouble.
         self.failure: tuple[int, str] | None = None
         self.max_message_size = 5000  # Rocket.Chat's Message_MaxAllowedSize default
+        # When set, every answer sets this cookie (`name=value`), as a load balancer's sticky
+        # session does; `cookies_sent`: the Cookie header of each chat.postMessage call.
+        self.set_cookie: str | None = None
+        self.cookies_sent: list[str | None] = []
         self.app = FastAPI()
         self.app.add_api_route("/api/v1/login", self.login, methods=["POST"])
         self.app.add_api_route("/api/v1/chat.postMessage", self.post_message, methods=["POST"])
@@ -58,6 +64,8 @@ class FakeRocketChat:
     # -- Rocket.Chat's REST API ----------------------------------------------------------------
     async def login(self, request: Request) -> JSONResponse:
         self.login_calls += 1
+        if self.login_stall is not None:
+            await asyncio.sleep(self.login_stall)
         body = await request.json()
         # Rocket.Chat takes the user name or the e-mail address.
         if body.get("user") not in (self.bot_user, self.bot_email) or (
@@ -79,7 +87,7 @@ class FakeRocketChat:
         self.logins += 1
         token = secrets.token_urlsafe(16)
         self.tokens.add(token)
-        return JSONResponse(
+        return self._with_cookie(
             {
                 "status": "success",
                 "data": {
@@ -90,8 +98,15 @@ class FakeRocketChat:
             }
         )
 
+    def _with_cookie(self, body: dict[str, Any]) -> JSONResponse:
+        answer = JSONResponse(body)
+        if self.set_cookie is not None:
+            answer.headers["set-cookie"] = f"{self.set_cookie}; Path=/"
+        return answer
+
     async def post_message(self, request: Request) -> Response:
         self.post_calls += 1
+        self.cookies_sent.append(request.headers.get("cookie"))
         if self.stall is not None:
             await asyncio.sleep(self.stall)
         if self.failure is not None:
@@ -139,7 +154,7 @@ class FakeRocketChat:
             "u": {"_id": self.bot_id, "username": self.bot_user},
             "ts": _now(),
         }
-        return JSONResponse(
+        return self._with_cookie(
             {"ts": 1, "channel": message["rid"], "message": message, "success": True}
         )
 

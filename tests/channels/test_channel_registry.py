@@ -410,6 +410,48 @@ def test_a_misspelt_channel_setting_is_warned_about(caplog: pytest.LogCaptureFix
     ]
 
 
+def test_a_credentials_file_mistake_names_the_line_of_the_key_or_channel(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, a misspelt key was named without its line, and not at all when the key it
+    was meant for is required: the start stopped on "missing password" alone, while the
+    file held a `pasword`."""
+    from server.config import read_credentials
+
+    path = tmp_path / "credentials.yml"
+    path.write_text(
+        "rest:\n\ncallback:\n  url: http://127.0.0.1:9/bot\n  timout: 3\n\n"
+        "rocketchat:\n  user: bot\n  pasword: pw\n  server_url: http://127.0.0.1:9\n"
+    )
+    with caplog.at_level(logging.WARNING), pytest.raises(InvalidConfig) as raised:
+        load_channels(read_credentials(path), source=str(path))
+    assert str(raised.value) == (
+        f"{path}:7: channel 'rocketchat': needs the bot user's Rocket.Chat login: missing password"
+    )
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: channel 'callback': unknown setting 'timout' on line 5 is not read (nor by "
+        "Rasa); did you mean 'timeout'?",
+        f"{path}: channel 'rocketchat': unknown setting 'pasword' on line 9 is not read (nor "
+        "by Rasa); did you mean 'password'?",
+    ]
+
+
+def test_a_misspelt_channel_name_is_named_with_its_line_and_the_channel_meant(
+    tmp_path: Path,
+) -> None:
+    """Before: "credentials.yml: Unknown channel 'callbak'. Built-in channels: ...", without
+    the line or the channel meant."""
+    from server.config import read_credentials
+
+    path = tmp_path / "credentials.yml"
+    path.write_text("rest:\n\ncallbak:\n  url: http://127.0.0.1:9/bot\n")
+    with pytest.raises(InvalidConfig) as raised:
+        load_channels(read_credentials(path), source=str(path))
+    assert str(raised.value).startswith(
+        f"{path}:3: Unknown channel 'callbak' (did you mean 'callback'?). Built-in channels: "
+    )
+
+
 @pytest.mark.parametrize(
     ("ssl", "server_url", "warned"),
     [

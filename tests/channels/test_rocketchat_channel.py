@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import threading
+import time
 from collections.abc import AsyncIterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -767,3 +771,175 @@ async def test_a_rocketchat_whose_certificate_is_not_trusted_is_logged_as_such(
         finally:
             await api.aclose()
     assert rocket.logins == 0
+
+
+async def test_a_cookie_an_answer_sets_is_not_sent_back() -> None:
+    """Rasa's Rocket.Chat client (requests, no session) never sends a cookie back. Before, the
+    pooled client kept the cookie the login's or a post's answer set (a load balancer's, a
+    proxy's session) and sent it with every later post, whatever the conversation."""
+    rocket = FakeRocketChat(BOT, PASSWORD)
+    rocket.set_cookie = "session=alice-room-R1"
+    async with serving(rocket.app) as url:
+        api = RocketChatAPI(url, BOT, PASSWORD)
+        try:
+            await api.post_message({"roomId": "R1", "text": "for alice"})
+            await api.post_message({"roomId": "R2", "text": "for bob"})
+        finally:
+            await api.aclose()
+    assert rocket.texts_in("R2") == ["for bob"]
+    assert rocket.cookies_sent == [None, None]
+
+
+@pytest.mark.parametrize("trouble", ["slow", "refused"])
+async def test_turns_waiting_for_a_login_that_fails_share_its_failure(trouble: str) -> None:
+    """Many users at once while Rocket.Chat does not answer the login (or refuses it): the
+    posts that waited for the login in flight are answered by its failure. Before, each
+    tried a login of its own once the last had failed, one after another: the fifth user's
+    turn held its conversation five timeouts, and each refusal counted towards Rocket.Chat
+    blocking the bot user."""
+    rocket = FakeRocketChat(BOT, PASSWORD)
+    password = PASSWORD
+    if trouble == "slow":
+        rocket.login_stall = 5.0
+    else:
+        rocket.login_stall, password = 0.2, "the-password-was-changed"
+    async with serving(rocket.app) as url:
+        api = RocketChatAPI(url, BOT, password, timeout=0.5)
+        try:
+            posts = [api.post_message({"roomId": f"R{n}", "text": "hi"}) for n in range(5)]
+            outcomes = await asyncio.gather(*posts, return_exceptions=True)
+            assert all(isinstance(o, RocketChatUnavailable) for o in outcomes), outcomes
+            assert rocket.login_calls == 1
+            # The login is tried again by the next post, once the failed one is over.
+            with pytest.raises(RocketChatUnavailable):
+                await api.post_message({"roomId": "R1", "text": "again"})
+            assert rocket.login_calls == 2
+        finally:
+            await api.aclose()
+
+
+async def test_a_200_that_is_not_rocketchats_answer_is_a_lost_post() -> None:
+    """A proxy's page answered 200 (a maintenance page, a login portal) for a post that never
+    reached Rocket.Chat. Before, the post counted as made: the reply was lost without a line
+    in the log. Rocket.Chat answers every post it made with `"success": true`."""
+    rocket = FakeRocketChat(BOT, PASSWORD)
+    async with serving(rocket.app) as url:
+        api = RocketChatAPI(url, BOT, PASSWORD)
+        try:
+            await api.post_message({"roomId": "R1", "text": "first"})
+            rocket.failure = (200, "<html>Down for maintenance</html>")
+            with pytest.raises(RocketChatError, match=r"HTTP 200 without Rocket.Chat's success"):
+                await api.post_message({"roomId": "R1", "text": "lost"})
+        finally:
+            await api.aclose()
+    assert rocket.texts_in("R1") == ["first"]
+
+
+async def test_an_answer_inflating_past_the_limit_is_not_read_whole() -> None:
+    """20 KB of gzip inflating to 20 MB, as a broken proxy or a hostile `server_url` may
+    answer: read up to the limit every other outgoing client keeps (10 MB, decompressed),
+    then refused. Before, inflated whole into memory, however large, each post."""
+    import gzip
+
+    from fastapi import FastAPI, Response
+
+    huge = b'{"success": true, "pad": "' + b"a" * 20_000_000 + b'"}'
+    bomb = gzip.compress(huge)
+    assert len(bomb) < 100_000
+    app = FastAPI()
+
+    async def login() -> dict[str, Any]:
+        return {"status": "success", "data": {"authToken": "t", "userId": "B"}}
+
+    async def post_message() -> Response:
+        headers = {"content-encoding": "gzip"}
+        return Response(bomb, media_type="application/json", headers=headers)
+
+    app.add_api_route("/api/v1/login", login, methods=["POST"])
+    app.add_api_route("/api/v1/chat.postMessage", post_message, methods=["POST"])
+    async with serving(app) as url:
+        api = RocketChatAPI(url, BOT, PASSWORD)
+        try:
+            with pytest.raises(RocketChatError, match="more than 10485760 bytes"):
+                await api.post_message({"roomId": "R1", "text": "hi"})
+        finally:
+            await api.aclose()
+
+
+async def test_a_login_redirected_elsewhere_says_where_to() -> None:
+    """A proxy sending `http://` on to `https://` (or another path): the redirect is not
+    followed (the password would go wherever it leads), and the refusal says where it leads.
+    Before, "refused the login of bot user 'concertbot' (HTTP 308)", read as a wrong
+    password."""
+    from fastapi import FastAPI
+    from fastapi.responses import RedirectResponse
+
+    app = FastAPI()
+
+    async def moved() -> RedirectResponse:
+        return RedirectResponse("https://chat.example.test/api/v1/login", 308)
+
+    app.add_api_route("/api/v1/login", moved, methods=["POST"])
+    async with serving(app) as url:
+        api = RocketChatAPI(url, BOT, PASSWORD)
+        try:
+            with pytest.raises(RocketChatError) as raised:
+                await api.login()
+        finally:
+            await api.aclose()
+    assert str(raised.value) == (
+        "Rocket.Chat refused the login of bot user 'concertbot' (HTTP 308 redirecting to "
+        "https://chat.example.test/api/v1/login, not followed: set server_url to where it "
+        "leads, https://chat.example.test)"
+    )
+
+
+class _ClosingIdleConnections(BaseHTTPRequestHandler):
+    """Rocket.Chat's login and post, on a server whose keep-alive timeout (here 1.2 s) fires
+    as a request arrives on the connection it is closing: no answer, the connection closed.
+    Rocket.Chat's own (Node) closes idle connections after 5 s, httpx's default kept them 5 s."""
+
+    protocol_version = "HTTP/1.1"
+    posted: list[str] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+        idle = time.monotonic() - getattr(self, "answered_at", time.monotonic())
+        if idle > 1.2:
+            self.close_connection = True
+            return
+        answer: dict[str, Any]
+        if self.path == "/api/v1/login":
+            answer = {"status": "success", "data": {"authToken": "t", "userId": "B"}}
+        else:
+            self.posted.append(body["text"])
+            answer = {"success": True}
+        sent = json.dumps(answer).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(sent)))
+        self.end_headers()
+        self.wfile.write(sent)
+        self.answered_at = time.monotonic()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+async def test_a_post_after_a_quiet_moment_does_not_meet_a_closing_connection() -> None:
+    """Before, the pooled client kept an idle connection 5 s, as long as Rocket.Chat's Node
+    keeps it: a post as Rocket.Chat closed it got no answer and was lost ("Server
+    disconnected without sending a response"). Now kept 1 s, as the other outgoing clients'."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ClosingIdleConnections)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    api = RocketChatAPI(f"http://127.0.0.1:{server.server_port}", BOT, PASSWORD)
+    try:
+        await api.post_message({"roomId": "R1", "text": "first"})
+        await asyncio.sleep(1.5)  # the quiet moment itself, not a wait for something
+        await api.post_message({"roomId": "R1", "text": "after a quiet moment"})
+    finally:
+        await api.aclose()
+        server.shutdown()
+        server.server_close()
+    assert _ClosingIdleConnections.posted == ["first", "after a quiet moment"]

@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -34,6 +35,7 @@ from server.channels.socketio_routing import (
     routed_server,
 )
 from server.dialogue.messages import UserMessage
+from tests.closing_idle_server import QUIET_SECONDS, ClosingIdleServer
 from tests.loop_lag import paced
 
 # Passed as loggers: without them python-engineio and python-socketio set the levels of their
@@ -294,3 +296,83 @@ async def test_looking_for_another_worker_s_socket_does_not_hold_the_event_loop(
     await opened
     # Before: the look-up ran on the loop, the task could not run, and it waited its 3 s out.
     assert released == [True]
+
+
+async def test_a_push_after_a_quiet_moment_reaches_the_other_worker(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, a worker kept its idle connection to another 5 s, as long as that worker's
+    uvicorn (5 s keep-alive) keeps it: a bot message pushed as uvicorn closed the connection
+    got no answer, was lost, and the other worker's sockets were skipped for 30 s. Now kept
+    1 s, as every outgoing client's."""
+    other = ClosingIdleServer(b"{}")
+    listening = await asyncio.start_unix_server(other.handle, str(tmp_path / "feedf00d.sock"))
+    sio = routed_server("0123abcd", async_mode="asgi", **QUIET)
+    workers = Workers("0123abcd", tmp_path, 45)
+    try:
+        with caplog.at_level(logging.WARNING):
+            await workers.emit(sio, "bot_uttered", {"text": "one"}, "feedf00d.abc", "/")
+            await asyncio.sleep(QUIET_SECONDS)  # the quiet moment itself
+            await workers.emit(sio, "bot_uttered", {"text": "two"}, "feedf00d.abc", "/")
+    finally:
+        await workers.aclose()
+        listening.close()
+    assert [json.loads(body)["data"]["text"] for body in other.served] == ["one", "two"]
+    assert not caplog.records
+
+
+class HoldingWorker:
+    """Another worker's private socket holding each request (a long-poll) until `release`."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.held = 0
+        self.all_held = asyncio.Event()  # once `expected` are held at once
+        self.release = asyncio.Event()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            self.held += 1
+            if self.held == self.expected:
+                self.all_held.set()
+            await self.release.wait()
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def test_more_than_a_hundred_long_polls_are_relayed_to_another_worker_at_once(
+    this_worker: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One connection per long-poll in flight, as many as there are clients. Before, the
+    limits were given to the client, which does not pass them to a transport of its own:
+    httpx's 100 connections held, the 101st long-poll waited 2 s for one, was taken for a
+    worker that does not answer, and the client was closed, cutting the 100 others."""
+    polls = 101
+    other = HoldingWorker(polls)
+    server = await asyncio.start_unix_server(other.handle, path=str(this_worker / "feedf00d.sock"))
+    channel, app = mounted_channel()
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with server, httpx.AsyncClient(transport=transport, base_url="http://bot") as client:
+            answers: asyncio.Future[list[httpx.Response]] = asyncio.gather(
+                *(
+                    client.get(f"/?EIO=4&transport=polling&sid=feedf00d.s{n}", timeout=30)
+                    for n in range(polls)
+                )
+            )
+            held = asyncio.ensure_future(other.all_held.wait())
+            either: list[asyncio.Future[Any]] = [held, answers]
+            # Until every long-poll is held there (before: until the 101st was answered here).
+            await asyncio.wait(either, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+            held.cancel()
+            other.release.set()
+            texts = [answer.text for answer in await answers]
+    finally:
+        await channel.aclose()
+    assert texts == ["ok"] * polls
+    assert not [r for r in caplog.records if "did not answer" in r.getMessage()]

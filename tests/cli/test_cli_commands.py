@@ -550,7 +550,7 @@ def _only_warned(run_cli, project: Path) -> list[str]:
     result = run_cli("data", "validate", cwd=project)
     strict = run_cli("data", "validate", "--fail-on-warnings", cwd=project)
     assert (result.code, strict.code) == (0, 1), result.out
-    assert "Validation failed: 0 error(s)," in strict.out
+    assert "Validation failed: 0 errors," in strict.out
     return result.out.splitlines()
 
 
@@ -1189,3 +1189,32 @@ def test_a_slot_mapping_naming_an_unlisted_entity_never_fails_validation(
     assert "from_entity mapping for the entity 'citty'" in result.out
     assert "from_intent mapping for the intent 'infrom'" in result.out
     assert "does not fail on the 2 that Rasa's validator does not give" in result.out
+
+
+def test_train_past_a_warning_rasa_fails_on_counts_it_in_good_english(
+    run_cli, starter_copy: Path
+) -> None:
+    """One warning that makes `rasa train` stop (Rasa 2's intent `triggers`) is counted as
+    one. Before: "1 of these warnings make `rasa train` ... stop"."""
+    domain = starter_copy / "domain.yml"
+    domain.write_text(
+        domain.read_text().replace(
+            "  - goodbye\n", "  - goodbye:\n      triggers: utter_goodbye\n", 1
+        )
+    )
+    result = run_cli("train", "--force", cwd=starter_copy)
+    assert result.code == 0, result.err
+    assert "The intent goodbye in the domain file is using the MappingPolicy" in result.err
+    assert "warning: 1 of these warnings makes `rasa train` (3.5+) stop" in result.err
+
+
+def test_training_on_one_story_says_so_in_good_english(run_cli, starter_copy: Path) -> None:
+    """Before: "training dialogue on 1 stories and rules"."""
+    (starter_copy / "data" / "rules.yml").unlink()
+    (starter_copy / "data" / "stories.yml").write_text(
+        'version: "3.1"\nstories:\n- story: hi\n  steps:\n  - intent: greet\n'
+        "  - action: utter_greet\n"
+    )
+    trained = run_cli("train", "core", "--force", "--out", "core_models", cwd=starter_copy)
+    assert trained.code == 0, trained.err
+    assert "training dialogue on 1 story or rule" in trained.out + trained.err

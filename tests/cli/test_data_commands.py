@@ -28,6 +28,13 @@ def _more_stories(project: Path, count: int) -> list[str]:
     return [story["story"] for story in yaml.safe_load(text)["stories"]]
 
 
+def test_split_stories_counts_one_story_in_good_english(run_cli, starter_copy: Path) -> None:
+    """Before: "data/stories.yml: 1 stories to ..."."""
+    result = run_cli("data", "split", "stories", "--training-fraction", "0.5", cwd=starter_copy)
+    assert result.code == 0, result.err
+    assert "data/stories.yml: 1 story to train_test_split/train_stories.yml, 2 to" in result.out
+
+
 def _names(path: Path) -> list[str]:
     return [story["story"] for story in yaml.safe_load(path.read_text())["stories"]]
 
@@ -193,6 +200,18 @@ def test_convert_writes_texts_ending_in_a_line_break_as_they_read_back(
     ]
 
 
+def test_convert_counts_the_examples_left_out_in_good_english(run_cli, tmp_path: Path) -> None:
+    """An example without an intent has no place in Rasa 3 YAML; the warning counts them.
+    Before: "1 examples have no intent"."""
+    examples = [{"text": "hello", "intent": "greet"}, {"text": "what"}]
+    (tmp_path / "in.json").write_text(json.dumps({"rasa_nlu_data": {"common_examples": examples}}))
+    result = run_cli("data", "convert", "nlu", "--data", "in.json", "--out", "out.yml",
+                     cwd=tmp_path)  # fmt: skip
+    assert result.code == 0, result.err
+    assert "1 example has no intent: Rasa 3 YAML has no place for it; left out" in result.err
+    assert "Wrote 1 example to out.yml." in result.out  # before: "1 examples"
+
+
 def test_convert_keeps_metadata_roles_and_lookups(run_cli, tmp_path: Path) -> None:
     source = {
         "rasa_nlu_data": {
@@ -346,7 +365,7 @@ def test_validate_stories_checks_only_the_story_structure(run_cli, starter_copy:
     assert run_cli("data", "validate", "--fail-on-warnings", cwd=starter_copy).code == 1
     clean = run_cli("data", "validate", "stories", "--fail-on-warnings", cwd=starter_copy)
     assert clean.code == 0, clean.out
-    assert "The project is valid (0 warning(s))." in clean.out
+    assert "The project is valid (0 warnings)." in clean.out
 
     stories = starter_copy / "data" / "stories.yml"
     stories.write_text(stories.read_text() + CONFLICT)
@@ -359,7 +378,7 @@ def test_validate_stories_checks_only_the_story_structure(run_cli, starter_copy:
         cwd=starter_copy,
     )  # fmt: skip
     assert strict.code == 1
-    assert "Validation failed: 0 error(s), 1 warning(s)." in strict.out
+    assert "Validation failed: 0 errors, 1 warning." in strict.out  # was "1 warning(s)"
 
 
 def test_validate_stories_on_a_broken_file_names_file_and_line(run_cli, starter_copy: Path) -> None:

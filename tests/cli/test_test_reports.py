@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from server.dialogue.evaluation import StoryResult, write_story_reports
+from server.dialogue.story_steps import StoryStep
 from server.trackers.events import UserUttered
 from server.training.stories_yaml import read_story_data
 from server.training.yaml_io import parse_yaml
@@ -173,3 +174,65 @@ stories:
     said, annotated = again.events[0], step.events[0]
     assert isinstance(said, UserUttered) and isinstance(annotated, UserUttered)
     assert (said.text, said.entities) == (annotated.text, annotated.entities), failed
+
+
+def _failed_and_read_back(
+    story: str, failure: tuple[int, str, str], tmp_path: Path
+) -> tuple[StoryStep, str, StoryStep]:
+    """The test story's step, the failed_test_stories.yml written for it, and that file read
+    back as test stories."""
+    [step] = read_story_data(parse_yaml(story), "test.yml")
+    write_story_reports([StoryResult(step, failures=[failure])], tmp_path, plot=False)
+    failed = (tmp_path / "failed_test_stories.yml").read_text()
+    [again] = read_story_data(parse_yaml(failed), "failed_test_stories.yml")
+    return step, failed, again
+
+
+def test_a_failed_story_reads_back_with_its_emoji_and_its_intent_steps_entities(
+    tmp_path: Path,
+) -> None:
+    """failed_test_stories.yml reads back as the test story it came from: a text or slot
+    value beyond the BMP (an emoji), and a step written by its intent with its `entities:`.
+    Before, the emoji was written as JSON's surrogate pair (`"\\ud83d\\ude00"`), which the
+    story reader refused ("invalid Unicode character escape code"), and the step's entities
+    were left out, so running the failed stories again set no slot from them."""
+    story = """version: "3.1"
+stories:
+- story: cheers
+  steps:
+  - user: cheers 😀
+    intent: thanks
+  - bot: you're welcome 🙂
+  - slot_was_set:
+    - mood: 😀
+  - intent: inform
+    entities:
+    - city: Berlin
+      role: to
+  - action: utter_noted
+"""
+    step, failed, again = _failed_and_read_back(
+        story, (4, "utter_noted", "action_listen"), tmp_path
+    )
+    assert [e.as_dict() for e in again.events] == [e.as_dict() for e in step.events], failed
+
+
+def test_a_failed_steps_note_of_a_text_over_two_lines_stays_on_its_line(tmp_path: Path) -> None:
+    """The `# predicted:` note of an end-to-end step whose text holds a line break (a
+    `user: |` block) writes the break escaped (`\\n`). Before, the text's second line
+    landed outside the comment and the file was no longer YAML."""
+    story = """version: "3.1"
+stories:
+- story: two lines
+  steps:
+  - user: |
+      hello
+      - action: x
+    intent: greet
+  - action: utter_greet
+"""
+    step, failed, again = _failed_and_read_back(
+        story, (0, "greet", "deny: hello\n- action: x"), tmp_path
+    )
+    assert "    intent: greet  # predicted: deny: hello\\n- action: x\n" in failed, failed
+    assert [e.as_dict() for e in again.events] == [e.as_dict() for e in step.events], failed

@@ -95,3 +95,26 @@ def test_a_warning_about_the_endpoints_file_is_said_once_for_all_workers(
     ignored = "tracker_store: 'max_event_history' is not read"
     log = _two_workers_log(start_server, tmp_path, "none", "", "  max_event_history: 5\n")
     assert len([line for line in log if ignored in line]) == 1, log
+
+
+def test_a_misspelt_key_is_said_once_for_all_workers_with_its_line(
+    start_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """The warning names the key's line in the parent; each worker got the files' settings
+    through JSON, without their lines, said it again without one, and so not word for word:
+    before, three lines for a misspelt key, two without its line."""
+    (tmp_path / "credentials.yml").write_text("rest:\nsocketio:\n  user_message_evnt: u\n")
+    server = _two_workers(
+        start_server,
+        tmp_path,
+        "none",
+        "",
+        "--credentials",
+        str(tmp_path / "credentials.yml"),
+        trackers="  dilect: sqlite\n",
+    )
+    log = server.text().splitlines()
+    for key, line in (("dilect", 5), ("user_message_evnt", 3)):
+        said = [entry for entry in log if f"unknown setting '{key}'" in entry]
+        assert len(said) == 1, log
+        assert f"'{key}' on line {line} is not read" in said[0], said

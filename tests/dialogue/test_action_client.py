@@ -271,6 +271,8 @@ async def test_a_call_asked_again_for_the_domain_still_ends_within_the_timeout(
         ("/raw/bot-event-text", "event 0 is a bot message whose 'text' has the wrong type"),
         # Before, taken: 100,000 of them held the event loop for over a second.
         ("/raw/many-responses", "0 events and 1001 responses, more than the 1000 of each"),
+        # Before: "1001 events and 1 responses".
+        ("/raw/many-events", "1001 events and 1 response, more than the 1000 of each"),
         # Before, stored; the reminder then failed when it fired.
         ("/raw/reminder-entities", "event 0 is invalid: 'entities' must be a list of objects"),
         # Before, taken: scheduling it raised a TypeError in the middle of the turn.
@@ -285,6 +287,39 @@ async def test_garbage_is_an_action_error(
         await client.run("action_x", "u1", {}, None)
     assert not isinstance(raised.value, ActionRejected)
     await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        ({"events": {}}, "'events' must be a list, not dict"),
+        ({"events": False, "responses": [{"text": "hi"}]}, "'events' must be a list, not bool"),
+        ({"responses": 0}, "'responses' must be a list, not int"),
+        ({"responses": "hi"}, "'responses' must be a list, not str"),
+        # Before, an empty list, false or 0 was taken as no metadata.
+        (
+            {"events": [{"event": "slot", "name": "x", "value": 1, "metadata": []}]},
+            "event 0 is invalid: an event's 'metadata' must be an object",
+        ),
+        (
+            {"events": [{"event": "bot", "text": "hi", "metadata": False}]},
+            "event 0 is invalid: an event's 'metadata' must be an object",
+        ),
+    ],
+)
+def test_events_or_responses_of_another_type_are_an_action_error(
+    answer: dict, message: str
+) -> None:
+    """As Rasa's answer schema, `events` and `responses` are lists, and an event's
+    `metadata` an object (null is read as none, as a missing key is; Rasa's schema refuses
+    null for the lists). Before, an empty object, false or 0 was taken as none, and the
+    action ran as if it had answered nothing."""
+    with pytest.raises(ActionError, match=f"Custom action 'action_x': {message}$"):
+        validate_action_result("action_x", answer)
+    assert validate_action_result("action_x", {"events": None, "responses": None}) == {
+        "events": [],
+        "responses": [],
+    }
 
 
 def test_a_legacy_topic_event_is_ignored_as_in_rasa(caplog: pytest.LogCaptureFixture) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from server.errors import InvalidConfig
 from server.nlu.remote import RemoteNLU
 from tests.action_servers.fixtures import BrokenActionServer, bomb_refusal, peak_memory_of
+from tests.closing_idle_server import QUIET_SECONDS, ClosingIdleServer
 
 
 def _url(server: BrokenActionServer, path: str) -> str:
@@ -112,3 +114,22 @@ def test_the_token_is_in_the_query_only_when_one_is_set(
     (Rasa sends an endpoint's token only when it is truthy; before, `?token=0`)."""
     RemoteNLU({"url": _url(broken_server, "/nlu"), "token": token}).parse("hello")
     assert broken_server.requests[-1][0] == f"/nlu/model/parse{query}"
+
+
+async def test_a_message_after_a_quiet_moment_is_parsed() -> None:
+    """Before, the client kept an idle connection 5 s, as long as the NLU server (Rasa's
+    Sanic: 5 s) keeps it: a message as the server closed the connection got no answer, and
+    was left without an intent. Now kept 1 s, as every outgoing client's."""
+    parse = {"intent": {"name": "greet", "confidence": 1.0}, "entities": []}
+    server = ClosingIdleServer(json.dumps(parse).encode())
+    listening = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+    port = listening.sockets[0].getsockname()[1]
+    nlu = RemoteNLU({"url": f"http://127.0.0.1:{port}"})
+    try:
+        first = await asyncio.to_thread(nlu.parse, "hello")
+        await asyncio.sleep(QUIET_SECONDS)  # the quiet moment itself, not a wait for something
+        second = await asyncio.to_thread(nlu.parse, "hello again")
+    finally:
+        listening.close()
+    assert [first["intent"]["name"], second["intent"]["name"]] == ["greet", "greet"]
+    assert len(server.served) == 2

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from bench.concurrency import Scenario, format_report, run
+from tests.loop_lag import paced
 from tests.scale.scale_services import require
 
 pytestmark = pytest.mark.timeout(150)
@@ -33,27 +34,33 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return result
 
 
+# The bounds below are paced: the report's times were taken on a host that the suite's other
+# workers and jobs may crowd. A marked test's rerun reads the same report (the fixture is the
+# module's), so it measures the host's pace again, not the outage.
+@pytest.mark.timing
 def test_servers_start_without_the_database_and_are_not_ready(report: dict[str, Any]) -> None:
     startup = report["startup_without_db"]
     assert startup["ready_while_db_down"] == [503, 503]
     assert startup["webhook_while_db_down"]["status"] == 503
-    assert startup["ready_seconds_after_db_returned"] < 10
+    assert startup["ready_seconds_after_db_returned"] < paced(10)
 
 
+@pytest.mark.timing
 def test_database_outage_answers_503_with_rasas_body(report: dict[str, Any]) -> None:
     outage = report["database_outage"]
     assert set(outage["answers_during"]) <= {"200", "503"}, outage
     assert outage["answers_during"].get("503", 0) > 0
-    assert outage["slowest_answer_during_s"] < 10
+    assert outage["slowest_answer_during_s"] < paced(10)
     assert set(report["errors"]) == {"503 ServiceUnavailable"}
     body = report["startup_without_db"]["webhook_while_db_down"]["body"]
     assert set(body) == {"version", "status", "message", "reason", "details", "help", "code"}
     assert (body["status"], body["reason"], body["code"]) == ("failure", "ServiceUnavailable", 503)
 
 
+@pytest.mark.timing
 def test_answers_resume_within_seconds(report: dict[str, Any]) -> None:
-    assert report["database_outage"]["first_200_after_restore_s"] < 5
-    assert report["broker_outage"]["first_200_after_restore_s"] < 5
+    assert report["database_outage"]["first_200_after_restore_s"] < paced(5)
+    assert report["broker_outage"]["first_200_after_restore_s"] < paced(5)
 
 
 def test_no_acknowledged_message_is_lost(report: dict[str, Any]) -> None:

@@ -166,7 +166,11 @@ async def test_three_sql_brokers_through_pgbouncer_deliver_every_event_at_once(
         ]
     assert not [r.getMessage() for r in caplog.records if "delivery failed" in r.getMessage()]
     said = [r.getMessage() for r in caplog.records if "through a pooler" in r.getMessage()]
-    assert 1 <= len(said) <= 3  # once a broker at most, and plainly
+    # Once a broker at most, and plainly. Not always at all: the table is set up on an
+    # engine of its own now, and the brokers' few inserts may each find their statement on
+    # the server connection that prepared it. The move to unprepared statements, forced:
+    # tests/brokers/test_sql_broker.py (..._statement_is_gone_from_the_backend_...).
+    assert len(said) <= 3
     assert all("HINT" not in message and "sqlalche.me" not in message for message in said)
 
 

@@ -428,6 +428,39 @@ async def test_a_mysql_migration_that_cannot_get_the_lock_fails_instead_of_runni
             await store.close()
 
 
+async def test_a_postgres_migration_that_cannot_get_the_lock_says_which_lock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another session holds the migration lock past SQL_LOCK_TIMEOUT (a migration left
+    mid-way, until PostgreSQL ends it). Before, the request answered `canceling statement
+    due to lock timeout`, after three attempts (30 s by default)."""
+    import asyncpg
+
+    from server.errors import StoreUnavailable
+    from tests.trackers.persistence_fixtures import POSTGRES, postgres_database
+
+    monkeypatch.setenv("SQL_LOCK_TIMEOUT", "1")
+    async with postgres_database() as config:
+        holder = await asyncpg.connect(
+            host=POSTGRES[0], port=POSTGRES[1], user="postgres", database=config["db"]
+        )
+        store = create_tracker_store(config)
+        try:
+            async with holder.transaction():
+                await holder.execute("SELECT pg_advisory_xact_lock(7314206)")
+                with pytest.raises(StoreUnavailable) as refused:
+                    await store.ping()
+            assert refused.value.reason.startswith(
+                "another session held the schema migration lock (pg_advisory_xact_lock"
+                "(7314206)) for 1 s (SQL_LOCK_TIMEOUT)"
+            ), refused.value
+            assert str(refused.value).startswith("The tracker store (postgresql at ")
+            await store.ping()  # the next request migrates
+        finally:
+            await holder.close()
+            await store.close()
+
+
 # A serving process: opens the store at the agreed moment, then lists its conversations.
 # With a pause, it waits that long after alembic has read the schema's revision (the
 # moment another process's migration can slip in).
@@ -485,3 +518,150 @@ async def test_processes_starting_together_on_an_earlier_sqlite_table_all_serve(
             assert process.returncode == 0, err.decode()[-800:]
             assert int(out) == len(SESSION_SHAPES)
         await load_every_shape(config)
+
+
+@pytest.mark.timing
+async def test_a_postgres_migration_cut_short_by_a_silent_network_is_undone_by_the_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The database fell silent in the middle of the first-use migration, and the process
+    gave it up (its stop). Before, PostgreSQL kept the half-done migration's session, idle in
+    its transaction, for as long as the connection stayed open (hours through a silent
+    network): its lock held every later start's migration. Now the server ends it after
+    MIGRATION_IDLE_SECONDS (1 s here), undoing it, and the next start migrates."""
+    import asyncpg
+
+    from bench.tcp_proxy import SilentFrom
+    from server.trackers import sql_schema
+    from tests.loop_lag import paced
+    from tests.trackers.persistence_fixtures import POSTGRES, postgres_database
+
+    monkeypatch.setattr(sql_schema, "MIGRATION_IDLE_SECONDS", 1)
+    async with postgres_database() as config:
+        proxy = SilentFrom(POSTGRES, b"ix_events_session_start_action")  # in revision 0002
+        await proxy.restore()
+        cut_short = create_tracker_store({**config, "url": "127.0.0.1", "port": proxy.port})
+        admin = await asyncpg.connect(host=POSTGRES[0], port=POSTGRES[1], user="postgres")
+        try:
+            first_use = asyncio.create_task(cut_short.ping())
+            await asyncio.wait_for(proxy.triggered.wait(), 30)
+            await cut_short.close()
+            in_transaction = (
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND state LIKE "
+                "'idle in transaction%'"
+            )
+            deadline = time.monotonic() + 1 + paced(5, below=30)
+            while await admin.fetchval(in_transaction, config["db"]):
+                assert time.monotonic() < deadline, "the half-done migration's session stayed"
+                await asyncio.sleep(0.1)
+            await a_new_start_serves(config)
+            async with connect(config) as conn:
+                names = await conn.run_sync(lambda c: inspect(c).get_indexes("events"))
+            assert PARTIAL <= {index["name"] for index in names}
+        finally:
+            proxy.silent = False
+            await proxy.cut()
+            await admin.close()
+            with contextlib.suppress(BaseException):
+                await first_use
+
+
+@pytest.mark.timing
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
+async def test_a_migration_on_a_database_that_falls_silent_gives_up_and_says_why(
+    dialect: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database stops answering in the middle of the first-use migration. Before, the
+    request that set it up waited for as long as the network kept the connection (about 15
+    minutes), and every turn behind it: only the client's timeout ended the wait. Now the
+    store's silence check gives it up after SQL_SILENCE_CHECK_AFTER + SQL_SILENCE_CHECK_TIMEOUT
+    (0.5 s + 0.5 s here), a 503 that says why, and the next request migrates."""
+    from bench.tcp_proxy import SilentFrom
+    from server.errors import StoreUnavailable
+    from tests.loop_lag import paced
+    from tests.trackers.persistence_fixtures import (
+        MARIADB,
+        POSTGRES,
+        mariadb_database,
+        postgres_database,
+    )
+
+    monkeypatch.setenv("SQL_SILENCE_CHECK_AFTER", "0.5")
+    monkeypatch.setenv("SQL_SILENCE_CHECK_TIMEOUT", "0.5")
+    # Each a statement of revision 0002.
+    database, address, mid_migration = {
+        "postgresql": (postgres_database, POSTGRES, b"ix_events_session_start_action"),
+        "mysql": (mariadb_database, MARIADB, b"CREATE INDEX ix_events_session_start "),
+    }[dialect]
+    async with database() as config:
+        proxy = SilentFrom(address, mid_migration)
+        await proxy.restore()
+        store = create_tracker_store({**config, "url": "127.0.0.1", "port": proxy.port})
+        try:
+            began = time.monotonic()
+            with pytest.raises(StoreUnavailable) as refused:
+                await asyncio.wait_for(store.ping(), 1 + paced(10, below=60))
+            assert time.monotonic() - began < 1 + paced(5, below=30)
+            assert "it stopped answering" in str(refused.value), refused.value
+            proxy.silent = False
+            proxy.trigger = b"(no longer)"
+            await store.append("s", [user("hi", 1.0)])
+            assert [e["text"] for e in await store.load("s") or []] == ["hi"]
+        finally:
+            proxy.silent = False
+            await store.close()
+            await proxy.cut()
+
+
+@pytest.mark.timing
+async def test_a_mysql_migration_cut_short_by_a_silent_network_frees_its_lock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """MySQL's twin of the PostgreSQL test above: the migration's session lock
+    ('botserver_migrations') stayed with the half-done migration's session, which the server
+    keeps for wait_timeout (8 hours by default) through a silent network: every later
+    start's migration waited 60 s for it, then answered 503. Now the server ends the
+    session after MIGRATION_IDLE_SECONDS (1 s here), and the next start migrates."""
+    import aiomysql
+
+    from bench.tcp_proxy import SilentFrom
+    from server.trackers import sql_schema
+    from tests.loop_lag import paced
+    from tests.trackers.persistence_fixtures import MARIADB, mariadb_database
+
+    monkeypatch.setattr(sql_schema, "MIGRATION_IDLE_SECONDS", 1)
+    async with mariadb_database() as config:
+        proxy = SilentFrom(MARIADB, b"CREATE INDEX ix_events_session_start ")  # revision 0002
+        await proxy.restore()
+        cut_short = create_tracker_store({**config, "url": "127.0.0.1", "port": proxy.port})
+        admin = await aiomysql.connect(host=MARIADB[0], port=MARIADB[1], user="root", password="")
+        try:
+            first_use = asyncio.create_task(cut_short.ping())
+            await asyncio.wait_for(proxy.triggered.wait(), 30)
+            await cut_short.close()
+            deadline = time.monotonic() + 1 + paced(5, below=30)
+            while True:
+                async with admin.cursor() as cursor:
+                    await cursor.execute("SELECT IS_USED_LOCK('botserver_migrations')")
+                    (holder,) = await cursor.fetchone()
+                if holder is None:
+                    break
+                assert time.monotonic() < deadline, "the half-done migration kept its lock"
+                await asyncio.sleep(0.1)
+            await a_new_start_serves(config)
+        finally:
+            proxy.silent = False
+            await proxy.cut()
+            admin.close()
+            with contextlib.suppress(BaseException):
+                await first_use
+
+
+async def a_new_start_serves(config: dict[str, Any]) -> None:
+    """A new store on `config` (the next start) migrates, stores and loads."""
+    restarted = create_tracker_store(config)
+    try:
+        await restarted.append("s", [user("hi", 1.0)])
+        assert [e["text"] for e in await restarted.load("s") or []] == ["hi"]
+    finally:
+        await restarted.close()

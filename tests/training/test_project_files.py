@@ -14,7 +14,10 @@ from typing import Any
 
 import pytest
 
+from server.dialogue.slot_extraction import extract_slots
 from server.errors import InvalidProjectFile
+from server.trackers.events import UserUttered
+from server.trackers.tracker import Tracker
 from server.training import yaml_io
 from server.training.config_yaml import config_from_dict, read_config
 from server.training.domain_yaml import DomainReader, is_domain_data, read_domain
@@ -741,6 +744,30 @@ def test_training_shows_the_domains_warnings_with_file_and_line(
         assert any(w.startswith(expected) for w in result.warnings), result.warnings
         logged = [r for r in caplog.records if r.getMessage().startswith(expected)]
         assert [r.levelno for r in logged] == [logging.WARNING]  # once
+
+
+def test_a_slot_without_mappings_is_a_warning_saying_rasa_refuses_it(tmp_path: Path) -> None:
+    """Rasa 3.6's domain schema requires `mappings` on every slot and refuses the file;
+    botserver reads the slot as `mappings: []` (only actions set it, as Rasa 3 would with
+    `- type: custom`) and says so with the file and line, and that Rasa refuses it: a Rasa 2
+    domain's slot, once filled from its entity of the same name, is filled by no message now.
+    Before, the warning did not say Rasa refuses the file."""
+    domain_file = tmp_path / "domain.yml"
+    domain_file.write_text(
+        'version: "3.1"\nintents: [inform]\nentities: [city]\nslots:\n  city:\n    type: text\n'
+    )
+    warnings: list[str] = []
+    domain = read_domain(domain_file, warnings=warnings)
+    assert warnings == [
+        f"{domain_file}:5: slot 'city' has no 'mappings', which Rasa 3 requires (Rasa refuses "
+        "this domain); botserver reads it as `mappings: []`: only actions set it, no message "
+        "(`botserver data migrate` turns a Rasa 2 domain's auto_fill and form mappings into "
+        "slot mappings)"
+    ]
+    tracker = Tracker("u", domain.slot_defaults())
+    berlin = {"entity": "city", "value": "Berlin", "start": 0, "end": 6}
+    tracker.update(UserUttered("Berlin", {"intent": {"name": "inform"}, "entities": [berlin]}))
+    assert extract_slots(tracker, domain) == []
 
 
 def test_a_domain_directory_file_with_nlu_and_responses_is_part_of_the_domain(

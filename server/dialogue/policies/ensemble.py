@@ -39,7 +39,7 @@ from server.errors import (
 from server.nlu.state_files import loads_state
 from server.trackers.events import Event
 from server.trackers.tracker import Tracker
-from server.training.unknown_options import unknown_option_warning
+from server.unknown_options import unknown_option_warning
 
 __all__ = ["PolicyEnsemble", "PolicyPrediction", "POLICY_CLASSES", "DEFAULT_POLICIES"]
 

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 from alembic import context
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from server.errors import StoreUnavailable
+from server.trackers.sql_engine import lock_timeout_seconds
 
 VERSION_TABLE = "botserver_alembic_version"
 
 connection = context.config.attributes["connection"]
 lock_seconds = context.config.attributes.get("mysql_lock_seconds", 60)
+idle_seconds = context.config.attributes.get("idle_seconds", 60)
 context.configure(connection=connection, version_table=VERSION_TABLE)
 
 with context.begin_transaction():
@@ -22,8 +26,25 @@ with context.begin_transaction():
         # Before, both read the old revision and the second failed to record the new one.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
     if connection.dialect.name == "postgresql":
+        # A migration whose client fell silent mid-way (the network, a process stopped
+        # meanwhile) is ended by the server, undone, and its lock below released: it held
+        # the next start's migration for as long as the server kept the session.
+        connection.execute(
+            text(f"SET LOCAL idle_in_transaction_session_timeout = {round(idle_seconds * 1000)}")
+        )
         # Two processes starting together must not both create the table.
-        connection.execute(text("SELECT pg_advisory_xact_lock(7314206)"))
+        try:
+            connection.execute(text("SELECT pg_advisory_xact_lock(7314206)"))
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_timeout: not another
+                raise
+            # Said as MySQL's, and not retried: the next request tries again.
+            raise StoreUnavailable(
+                f"another session held the schema migration lock (pg_advisory_xact_lock"
+                f"(7314206)) for {lock_timeout_seconds():g} s (SQL_LOCK_TIMEOUT): another "
+                f"process's migration, or one a process left mid-way, which PostgreSQL ends "
+                f"{idle_seconds:g} s after it went quiet"
+            ) from None
         if connection.execute(text("SELECT current_schema()")).scalar() is None:
             # No schema of the search path exists: say which, as Rasa does, rather than
             # PostgreSQL's "no schema has been selected to create in".
@@ -36,6 +57,10 @@ with context.begin_transaction():
                 else f"no schema of the search_path ({path}) exists in the database"
             )
     if connection.dialect.name == "mysql":
+        # As PostgreSQL's above: a session whose client fell silent mid-way is ended by the
+        # server, and its lock released (its default wait_timeout is 8 hours). The engine is
+        # the migration's own, disposed of after it: the setting goes with its sessions.
+        connection.execute(text(f"SET SESSION wait_timeout = {max(1, math.ceil(idle_seconds))}"))
         got = connection.execute(
             text("SELECT GET_LOCK('botserver_migrations', :seconds)"), {"seconds": lock_seconds}
         ).scalar()
@@ -49,5 +74,8 @@ with context.begin_transaction():
     try:
         context.run_migrations()
     finally:
-        if connection.dialect.name == "mysql":
+        # (Not on a connection given up mid-way, a silent database's: the lock goes with it,
+        # and the statement's error, "Can't reconnect until invalid transaction is rolled
+        # back", took the place of the reason.)
+        if connection.dialect.name == "mysql" and not connection.invalidated:
             connection.execute(text("SELECT RELEASE_LOCK('botserver_migrations')"))
