@@ -77,11 +77,11 @@ def _turn_answer(
     messages: list[dict[str, Any]],
 ) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """The body of an `execute` or `trigger_intent` answer around the tracker's state: with
-    the bot's messages only when they were collected for it, as in Rasa; not when they were
-    pushed to the channel `output_channel` names (a client would show them twice)."""
-    if agent.pushes_to(output_channel, tracker):
-        return lambda state: {"tracker": state}
-    return lambda state: {"tracker": state, "messages": messages}
+    the bot's messages when they were collected, as in Rasa; not when the channel
+    `output_channel` names only pushed them (a client would show them twice)."""
+    if agent.answers_messages(output_channel, tracker):
+        return lambda state: {"tracker": state, "messages": messages}
+    return lambda state: {"tracker": state}
 
 
 def parse_events(body: Any, allow_single: bool = True) -> list[Event]:

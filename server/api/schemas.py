@@ -177,7 +177,7 @@ class ConversationUpdate(BaseModel):
     messages: list[BotMessage] = Field(
         default_factory=list,
         description="What the bot said during the turn; absent when `output_channel` named "
-        "a channel that sent it.",
+        "a channel that only pushes it (socketio, rocketchat), as in Rasa.",
     )
 
 

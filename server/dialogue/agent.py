@@ -82,10 +82,13 @@ class Agent:
         channel = self._pushing_channel(name, tracker)
         return channel if channel is not None else CollectingOutputChannel()
 
-    def pushes_to(self, name: str | None, tracker: Tracker) -> bool:
-        """Whether Rasa's `output_channel` query names a channel that pushes the bot's
-        messages (else they are collected for the answer)."""
-        return self._pushing_channel(name, tracker) is not None
+    def answers_messages(self, name: str | None, tracker: Tracker) -> bool:
+        """Whether the bot's messages, sent to Rasa's `output_channel` query, come in the API's
+        answer too: as in Rasa, unless the channel named only pushes them. Collected ones
+        (no channel, one that cannot push such as `rest`) come, and so do the callback
+        channel's, whose output in Rasa collects what it POSTs."""
+        channel = self._pushing_channel(name, tracker)
+        return channel is None or getattr(channel, "collects", False)
 
     def _pushing_channel(self, name: str | None, tracker: Tracker | None) -> OutputChannel | None:
         if name == "latest" and tracker is not None:

@@ -919,9 +919,44 @@ async def test_output_channel_latest_reaches_the_users_channel(
     assert response.status_code == 200
     assert [m["text"] for m in receiver.received[before:]] == ["Hey! How are you?"]
     assert receiver.received[before]["recipient_id"] == "cb1"
-    # As in Rasa, the answer carries no messages when they were pushed to a channel: a
-    # client showing those of the answer too showed the bot's message twice (before).
-    assert list(response.json()) == ["tracker"]
+    # As in Rasa, whose callback output collects what it sends: the answer has them too.
+    assert [m["text"] for m in response.json()["messages"]] == ["Hey! How are you?"]
+
+
+@pytest.mark.parametrize(
+    ("output_channel", "answered"),
+    [("socketio", False), ("callback", True), ("rest", True), ("nowhere", True)],
+)
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [("trigger_intent", {"name": "greet"}), ("execute", {"name": "utter_greet"})],
+)
+async def test_the_answer_has_the_messages_unless_a_channel_pushed_them_alone(
+    make_client: Callable[..., Any],
+    route: str,
+    body: dict[str, Any],
+    output_channel: str,
+    answered: bool,
+) -> None:
+    """Rasa answers `messages` when its output channel collects them: with no channel (or
+    one that cannot push, such as `rest`), and with `callback`, whose output POSTs each
+    message and collects it too. Socket.io only emits them: the answer has the tracker
+    alone (a client showing both showed them twice). Before, callback's were left out."""
+    receiver = _CallbackReceiver()
+    async with serving(receiver.app) as url:
+        credentials = {"callback": {"url": f"{url}/bot"}, "rest": None, "socketio": None}
+        client = await make_client(credentials=credentials)
+        listen = {"event": "action", "name": "action_listen"}
+        assert (await client.post("/conversations/pushed/tracker/events", json=listen)).is_success
+        response = await client.post(
+            f"/conversations/pushed/{route}?output_channel={output_channel}", json=body
+        )
+
+    assert response.status_code == 200, response.text
+    if answered:
+        assert [m["text"] for m in response.json()["messages"]] == ["Hey! How are you?"]
+    else:
+        assert list(response.json()) == ["tracker"]
 
 
 @pytest.mark.parametrize(
