@@ -59,15 +59,14 @@ def was_scheduled(event: ReminderScheduled) -> bool:
 
 def applied_cancel(event: ReminderCancelled) -> ReminderCancelled | None:
     """The stored `event` as the process that applied it read it, with its filters; None for
-    one only recorded (it cancels nothing, as in Rasa)."""
+    one only recorded (it cancels nothing, as in Rasa). The filters are taken as they were
+    (`cancels` only compares them): a name that is a number names that reminder alone, as
+    in the process that applied it; read as no name, it cancelled every reminder."""
     filters = event.metadata.get(CANCELLED)
     if not isinstance(filters, dict):
         return None
-    name, intent = filters.get("name"), filters.get("intent")
     return ReminderCancelled(
-        name=name if isinstance(name, str) else None,
-        intent=intent if isinstance(intent, str) else None,
-        entities=filters.get("entities"),
+        name=filters.get("name"), intent=filters.get("intent"), entities=filters.get("entities")
     )
 
 

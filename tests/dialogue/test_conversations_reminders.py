@@ -398,6 +398,21 @@ async def test_a_cancel_for_another_reminder_in_the_same_process_lets_it_fire(
     assert await callback.texts_within(5) == ["Remember to call Ada!"]
 
 
+async def test_a_cancel_of_a_reminder_named_by_a_number_lets_the_others_fire(
+    bot_models: BotModels,
+) -> None:
+    """A reminder's name may be a number, as in Rasa (`"name": 5`); a cancel naming it stops
+    that one alone. Before, the firing reminder read the stored cancel's filters as if it
+    had no name, took it for a cancel of every reminder, and did not fire."""
+    agent, callback = reminderbot(bot_models, QuickReminder)
+    await Conversation(agent, "numbered").say('/ask_remind_call{"PERSON": "Ada"}')
+
+    number_five = {"event": "cancel_reminder", "name": 5}
+    await agent.append_events("numbered", [event_from_dict(number_five)], execute_side_effects=True)
+
+    assert await callback.texts_within(5) == ["Remember to call Ada!"]
+
+
 async def test_a_cancel_posted_without_its_side_effects_cancels_nothing_as_in_rasa(
     bot_models: BotModels,
 ) -> None:
