@@ -1291,3 +1291,71 @@ async def test_replaced_events_are_stored_as_given_and_appended_ones_get_the_mod
     stored = (await client.get(TRACKER.format(conversation_id="ids1"))).json()["events"]
     assert stored[-1]["metadata"]["page"] == "home"
     assert {"model_id", "assistant_id"} <= set(stored[-1]["metadata"])
+
+
+_OWN_OUTPUTS = """
+from fastapi import APIRouter
+from server.channels import InputChannel
+from server.dialogue.messages import CollectingOutputChannel
+
+
+class Pusher:
+    name = "pusher"
+    sent = []
+
+    async def send_response(self, recipient_id, message):
+        self.sent.append(message)
+
+
+class Collector(CollectingOutputChannel):
+    name = "collector_too"
+
+
+class PushingChannel(InputChannel):
+    name = "pusher"
+
+    def router(self, on_new_message):
+        return APIRouter(prefix=self.url_prefix())
+
+    def get_output_channel(self):
+        return Pusher()
+
+
+class CollectingChannel(PushingChannel):
+    name = "collector_too"
+
+    def get_output_channel(self):
+        return Collector()
+"""
+
+
+@pytest.mark.parametrize(
+    ("output_channel", "answered"), [("pusher", False), ("collector_too", True)]
+)
+async def test_a_custom_channels_output_answers_the_messages_when_it_collects_them(
+    make_client: Callable[..., Any],
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    output_channel: str,
+    answered: bool,
+) -> None:
+    """As in Rasa: a channel's output built on `CollectingOutputChannel` collects what it
+    sends, so `trigger_intent` answers the messages too; one that only pushes them, not."""
+    (tmp_path / "review121_outputs.py").write_text(_OWN_OUTPUTS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    credentials = {
+        "review121_outputs.PushingChannel": None,
+        "review121_outputs.CollectingChannel": None,
+    }
+    client = await make_client(credentials=credentials)
+    listen = {"event": "action", "name": "action_listen"}
+    assert (await client.post("/conversations/own/tracker/events", json=listen)).is_success
+
+    response = await client.post(
+        f"/conversations/own/trigger_intent?output_channel={output_channel}",
+        json={"name": "greet"},
+    )
+
+    assert response.status_code == 200, response.text
+    messages = response.json().get("messages")
+    assert (messages is not None) is answered, response.text
