@@ -401,9 +401,10 @@ async def test_a_cancel_for_another_reminder_in_the_same_process_lets_it_fire(
 async def test_a_cancel_of_a_reminder_named_by_a_number_lets_the_others_fire(
     bot_models: BotModels,
 ) -> None:
-    """A reminder's name may be a number, as in Rasa (`"name": 5`); a cancel naming it stops
-    that one alone. Before, the firing reminder read the stored cancel's filters as if it
-    had no name, took it for a cancel of every reminder, and did not fire."""
+    """A reminder's name may be a number here (`"name": 5`; Rasa's scheduler refuses it); a
+    cancel naming it stops that one alone, and in Rasa, too, stops none of the others.
+    Before, the firing reminder read the stored cancel's filters as if it had no name, took
+    it for a cancel of every reminder, and did not fire."""
     agent, callback = reminderbot(bot_models, QuickReminder)
     await Conversation(agent, "numbered").say('/ask_remind_call{"PERSON": "Ada"}')
 
