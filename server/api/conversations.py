@@ -8,6 +8,7 @@ model is loaded (409), then that the conversation exists where Rasa requires it 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -46,6 +47,7 @@ from server.trackers.incoming import check_entities, check_incoming_events
 from server.trackers.incoming import check_parse_data as check_nlu_parse_data
 from server.trackers.store import check_conversation_id
 from server.trackers.tracker import EventVerbosity
+from server.trackers.tracker import Tracker as Conversation
 
 
 class AnyTextConvertor(PathConvertor):
@@ -66,6 +68,20 @@ _EVENTS_FORMAT_ERROR = (
 
 _TRACKER_DOC = json_response(Tracker, "The conversation's tracker.")
 _TURN_DOC = json_response(ConversationUpdate, "The tracker after the turn and the bot messages.")
+
+
+def _turn_answer(
+    agent: Agent,
+    output_channel: str | None,
+    tracker: Conversation,
+    messages: list[dict[str, Any]],
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The body of an `execute` or `trigger_intent` answer around the tracker's state: with
+    the bot's messages when they were collected, as in Rasa; not when the channel
+    `output_channel` names only pushed them (a client would show them twice)."""
+    if agent.answers_messages(output_channel, tracker):
+        return lambda state: {"tracker": state, "messages": messages}
+    return lambda state: {"tracker": state}
 
 
 def parse_events(body: Any, allow_single: bool = True) -> list[Event]:
@@ -362,7 +378,7 @@ def conversations_router() -> APIRouter:
         except UnknownConversation:
             raise _conversation_not_found() from None
         return await tracker_response(
-            tracker, verbosity, lambda state: {"tracker": state, "messages": messages}
+            tracker, verbosity, _turn_answer(agent, output_channel, tracker, messages)
         )
 
     @router.post(
@@ -404,7 +420,7 @@ def conversations_router() -> APIRouter:
             conversation_id, name, entities, output_channel=output_channel
         )
         return await tracker_response(
-            tracker, verbosity, lambda state: {"tracker": state, "messages": messages}
+            tracker, verbosity, _turn_answer(agent, output_channel, tracker, messages)
         )
 
     @router.post(

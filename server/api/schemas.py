@@ -174,7 +174,11 @@ class ConversationUpdate(BaseModel):
     """The result of running an action or injecting an intent."""
 
     tracker: Tracker = Field(description="The conversation after the turn.")
-    messages: list[BotMessage] = Field(description="What the bot said during the turn.")
+    messages: list[BotMessage] = Field(
+        default_factory=list,
+        description="What the bot said during the turn; absent when `output_channel` named "
+        "a channel that only pushes it (socketio, rocketchat), as in Rasa.",
+    )
 
 
 class ActionScore(_Open):

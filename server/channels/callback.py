@@ -93,6 +93,9 @@ class CallbackOutput:
     """
 
     name = "callback"
+    # It collects what it sends, as Rasa's: `execute` and `trigger_intent` answer the
+    # messages too (see `Agent.answers_messages`).
+    collects = True
 
     def __init__(
         self, endpoint: HttpEndpoint, deliveries: Deliveries, in_webhook: bool = False

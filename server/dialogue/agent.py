@@ -79,11 +79,22 @@ class Agent:
 
     def output_channel(self, name: str | None, tracker: Tracker | None = None) -> OutputChannel:
         """Rasa's `output_channel` query: a channel name, `latest`, or collect the replies."""
+        channel = self._pushing_channel(name, tracker)
+        return channel if channel is not None else CollectingOutputChannel()
+
+    def answers_messages(self, name: str | None, tracker: Tracker) -> bool:
+        """Whether the bot's messages, sent to Rasa's `output_channel` query, come in the API's
+        answer too: as in Rasa, unless the channel named only pushes them. Collected ones
+        (no channel, one that cannot push such as `rest`) come, and so do the callback
+        channel's, whose output in Rasa collects what it POSTs."""
+        channel = self._pushing_channel(name, tracker)
+        return channel is None or getattr(channel, "collects", False)
+
+    def _pushing_channel(self, name: str | None, tracker: Tracker | None) -> OutputChannel | None:
         if name == "latest" and tracker is not None:
             name = tracker.latest_input_channel()
         factory = self.output_channels.get(name or "")
-        channel = factory() if factory is not None else None
-        return channel if channel is not None else CollectingOutputChannel()
+        return factory() if factory is not None else None
 
     def _reminder_output(
         self, sender_id: str, named: str | None, channel: str | None

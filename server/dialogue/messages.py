@@ -72,6 +72,9 @@ class CollectingOutputChannel:
     __slots__ = ("messages", "context")
 
     name = "collector"
+    # A custom channel's output built on it collects too: `execute` and `trigger_intent`
+    # answer its messages, as in Rasa (see `Agent.answers_messages`).
+    collects = True
 
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []

@@ -1107,11 +1107,11 @@ def _stamped_now(events: list[Event]) -> list[Event]:
 def _reminder_holds(tracker: Tracker, reminder: ReminderScheduled) -> bool:
     """Whether `reminder` may fire, as Rasa decides: it is among the applied events (no
     restart or new session since), and, if killed by a user message, none with text came
-    after it. The tracker decides, not this process's timers: the user may have spoken to
-    another, or another may have scheduled a reminder of the same name since (which replaces
-    this one) or cancelled reminders. Reminder events only recorded (posted without their side
-    effects) neither replace nor cancel, as in Rasa; those applied carry what they did in
-    their metadata (see `reminders.mark_applied`)."""
+    after it (a rewound one too). The tracker decides, not this process's timers: the user
+    may have spoken to another, or another may have scheduled a reminder of the same name
+    since (which replaces this one) or cancelled reminders. Reminder events only recorded
+    (posted without their side effects) neither replace nor cancel, as in Rasa; those
+    applied carry what they did in their metadata (see `reminders.mark_applied`)."""
     applied = tracker.applied_events()
     for index in range(len(applied) - 1, -1, -1):
         event = applied[index]
@@ -1128,10 +1128,20 @@ def _reminder_holds(tracker: Tracker, reminder: ReminderScheduled) -> bool:
                     cancel = applied_cancel(e)
                     if cancel is not None and cancels(cancel, reminder):
                         return False
-            return not reminder.kill_on_user_message or not any(
-                isinstance(e, UserUttered) and e.text for e in later
-            )
+            return not reminder.kill_on_user_message or not _spoken_after(tracker.events, event)
     return False
+
+
+def _spoken_after(events: list[Event], reminder: ReminderScheduled) -> bool:
+    """Whether a user message with text follows `reminder` among `events`: rewound ones too
+    (the default fallback takes its message back, yet the user spoke), as Rasa reads them."""
+    for index in range(len(events) - 1, -1, -1):
+        event = events[index]
+        if event is reminder:
+            return False
+        if isinstance(event, UserUttered) and event.text:
+            return True
+    return True
 
 
 def _same_reminder(a: ReminderScheduled, b: ReminderScheduled) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from server.trackers.events import Event, ReminderCancelled, ReminderScheduled
 
@@ -59,15 +59,14 @@ def was_scheduled(event: ReminderScheduled) -> bool:
 
 def applied_cancel(event: ReminderCancelled) -> ReminderCancelled | None:
     """The stored `event` as the process that applied it read it, with its filters; None for
-    one only recorded (it cancels nothing, as in Rasa)."""
+    one only recorded (it cancels nothing, as in Rasa). The filters are taken as they were
+    (`cancels` only compares them): a name that is a number names that reminder alone, as
+    in the process that applied it; read as no name, it cancelled every reminder."""
     filters = event.metadata.get(CANCELLED)
     if not isinstance(filters, dict):
         return None
-    name, intent = filters.get("name"), filters.get("intent")
     return ReminderCancelled(
-        name=name if isinstance(name, str) else None,
-        intent=intent if isinstance(intent, str) else None,
-        entities=filters.get("entities"),
+        name=filters.get("name"), intent=filters.get("intent"), entities=filters.get("entities")
     )
 
 
@@ -83,8 +82,14 @@ def cancels(cancel: ReminderCancelled, reminder: ReminderScheduled) -> bool:
 
 def _delay_seconds(date_time: str) -> float:
     when = datetime.fromisoformat(date_time)
-    now = datetime.now(when.tzinfo) if when.tzinfo else datetime.now()
-    return max(0.0, (when - now).total_seconds())
+    if when.tzinfo is None:
+        # The server's local time, with the offset of that day, as Rasa's scheduler reads it:
+        # today's would be an hour off past a change to or from summer time.
+        try:
+            when = when.astimezone()
+        except (ValueError, OverflowError, OSError):  # the calendar's first or last day
+            return max(0.0, (when - datetime.now()).total_seconds())
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 # A reminder's timer, the reminder, and the output channel named when it was set.

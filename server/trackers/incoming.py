@@ -24,8 +24,8 @@ from server.trackers.store import NAME_COLUMN_LENGTH
 
 
 def check_incoming_events(events: list[Event]) -> None:
-    """The NLU data of these events (user messages, added entities), reminders' dates and
-    entities, and actions' confidences."""
+    """The NLU data of these events (user messages, added entities), reminders' dates, names
+    and entities, and actions' confidences."""
     for event in events:
         if isinstance(event, UserUttered):
             check_parse_data(event.parse_data)
@@ -40,6 +40,12 @@ def check_incoming_events(events: list[Event]) -> None:
                     f"{event.trigger_date_time[:60]!r}",
                     "date_time",
                 ) from None
+            # A process keys its reminders by name (Rasa hashes it): a list or an object
+            # would fail there, after the event was stored.
+            if isinstance(event.name, (list, dict)):
+                raise InvalidNluData(
+                    "a reminder's 'name' must be a string, not a list or an object", "name"
+                )
             # They become the entities of the user message the reminder triggers.
             if not isinstance(event.entities, dict):
                 check_entities(event.entities, "entities", "entities")

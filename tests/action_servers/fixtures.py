@@ -164,6 +164,8 @@ RAW_ANSWERS = {
     + b'], "responses": [{"text": "hi"}]}',
     "reminder-entities": b'{"events": [{"event": "reminder", "intent": "greet", '
     b'"date_time": "2030-01-01T00:00:00", "entities": "Berlin"}]}',
+    "reminder-name-list": b'{"events": [{"event": "reminder", "intent": "greet", '
+    b'"date_time": "2030-01-01T00:00:00", "name": ["call"]}]}',
 }
 
 

@@ -367,6 +367,22 @@ async def test_entities_with_no_action_before_them_are_ignored_as_in_rasa(
     assert response.json()["latest_message"]["entities"] == []
 
 
+@pytest.mark.parametrize("name", [["call"], {"who": "Ada"}], ids=["list", "object"])
+async def test_a_reminder_named_by_a_list_or_an_object_is_a_400(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, name: Any
+) -> None:
+    # Before, posted with its side effects it was a 500 (the scheduler keys reminders by name)
+    # after the event was appended; Rasa fails there too (it hashes the name).
+    reminder = {"event": "reminder", "intent": "greet", "date_time": "2030-01-01", "name": name}
+    for query in ("?execute_side_effects=true", ""):
+        url = EVENTS.format(conversation_id="named") + query
+        response = await client.post(url, json=[reminder])
+        body = check(rasa_spec, response, EVENTS, "post", 400)
+        assert body["message"] == "a reminder's 'name' must be a string, not a list or an object"
+    events = (await client.get("/conversations/named/tracker")).json()["events"]
+    assert [e for e in events if e["event"] == "reminder"] == []
+
+
 async def test_a_reminders_date_time_is_written_as_rasa_writes_it(
     client: httpx.AsyncClient,
 ) -> None:
@@ -887,7 +903,8 @@ async def test_output_channel_latest_reaches_the_users_channel(
 ) -> None:
     """`?output_channel=latest` is the channel of the conversation's last user message, as in
     Rasa. Before, execute and trigger_intent never resolved it: the bot's message came back
-    in the answer and the user, on the callback channel, never saw it."""
+    in the answer and the user, on the callback channel, never saw it. Then the message went
+    to both."""
     receiver = _CallbackReceiver()
     async with serving(receiver.app) as url:
         client = await make_client(credentials={"callback": {"url": f"{url}/bot"}, "rest": None})
@@ -902,6 +919,44 @@ async def test_output_channel_latest_reaches_the_users_channel(
     assert response.status_code == 200
     assert [m["text"] for m in receiver.received[before:]] == ["Hey! How are you?"]
     assert receiver.received[before]["recipient_id"] == "cb1"
+    # As in Rasa, whose callback output collects what it sends: the answer has them too.
+    assert [m["text"] for m in response.json()["messages"]] == ["Hey! How are you?"]
+
+
+@pytest.mark.parametrize(
+    ("output_channel", "answered"),
+    [("socketio", False), ("callback", True), ("rest", True), ("nowhere", True)],
+)
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [("trigger_intent", {"name": "greet"}), ("execute", {"name": "utter_greet"})],
+)
+async def test_the_answer_has_the_messages_unless_a_channel_pushed_them_alone(
+    make_client: Callable[..., Any],
+    route: str,
+    body: dict[str, Any],
+    output_channel: str,
+    answered: bool,
+) -> None:
+    """Rasa answers `messages` when its output channel collects them: with no channel (or
+    one that cannot push, such as `rest`), and with `callback`, whose output POSTs each
+    message and collects it too. Socket.io only emits them: the answer has the tracker
+    alone (a client showing both showed them twice). Before, callback's were left out."""
+    receiver = _CallbackReceiver()
+    async with serving(receiver.app) as url:
+        credentials = {"callback": {"url": f"{url}/bot"}, "rest": None, "socketio": None}
+        client = await make_client(credentials=credentials)
+        listen = {"event": "action", "name": "action_listen"}
+        assert (await client.post("/conversations/pushed/tracker/events", json=listen)).is_success
+        response = await client.post(
+            f"/conversations/pushed/{route}?output_channel={output_channel}", json=body
+        )
+
+    assert response.status_code == 200, response.text
+    if answered:
+        assert [m["text"] for m in response.json()["messages"]] == ["Hey! How are you?"]
+    else:
+        assert list(response.json()) == ["tracker"]
 
 
 @pytest.mark.parametrize(
@@ -1236,3 +1291,71 @@ async def test_replaced_events_are_stored_as_given_and_appended_ones_get_the_mod
     stored = (await client.get(TRACKER.format(conversation_id="ids1"))).json()["events"]
     assert stored[-1]["metadata"]["page"] == "home"
     assert {"model_id", "assistant_id"} <= set(stored[-1]["metadata"])
+
+
+_OWN_OUTPUTS = """
+from fastapi import APIRouter
+from server.channels import InputChannel
+from server.dialogue.messages import CollectingOutputChannel
+
+
+class Pusher:
+    name = "pusher"
+    sent = []
+
+    async def send_response(self, recipient_id, message):
+        self.sent.append(message)
+
+
+class Collector(CollectingOutputChannel):
+    name = "collector_too"
+
+
+class PushingChannel(InputChannel):
+    name = "pusher"
+
+    def router(self, on_new_message):
+        return APIRouter(prefix=self.url_prefix())
+
+    def get_output_channel(self):
+        return Pusher()
+
+
+class CollectingChannel(PushingChannel):
+    name = "collector_too"
+
+    def get_output_channel(self):
+        return Collector()
+"""
+
+
+@pytest.mark.parametrize(
+    ("output_channel", "answered"), [("pusher", False), ("collector_too", True)]
+)
+async def test_a_custom_channels_output_answers_the_messages_when_it_collects_them(
+    make_client: Callable[..., Any],
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    output_channel: str,
+    answered: bool,
+) -> None:
+    """As in Rasa: a channel's output built on `CollectingOutputChannel` collects what it
+    sends, so `trigger_intent` answers the messages too; one that only pushes them, not."""
+    (tmp_path / "review121_outputs.py").write_text(_OWN_OUTPUTS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    credentials = {
+        "review121_outputs.PushingChannel": None,
+        "review121_outputs.CollectingChannel": None,
+    }
+    client = await make_client(credentials=credentials)
+    listen = {"event": "action", "name": "action_listen"}
+    assert (await client.post("/conversations/own/tracker/events", json=listen)).is_success
+
+    response = await client.post(
+        f"/conversations/own/trigger_intent?output_channel={output_channel}",
+        json={"name": "greet"},
+    )
+
+    assert response.status_code == 200, response.text
+    messages = response.json().get("messages")
+    assert (messages is not None) is answered, response.text

@@ -275,6 +275,8 @@ async def test_a_call_asked_again_for_the_domain_still_ends_within_the_timeout(
         ("/raw/many-events", "1001 events and 1 response, more than the 1000 of each"),
         # Before, stored; the reminder then failed when it fired.
         ("/raw/reminder-entities", "event 0 is invalid: 'entities' must be a list of objects"),
+        # Before, taken: scheduling it raised a TypeError in the middle of the turn.
+        ("/raw/reminder-name-list", "event 0 is invalid: a reminder's 'name' must be a string"),
     ],
 )
 async def test_garbage_is_an_action_error(

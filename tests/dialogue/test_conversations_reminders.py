@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import time
+import zoneinfo
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -270,6 +273,43 @@ async def test_a_message_to_another_process_kills_a_kill_on_user_msg_reminder(
     assert await callback.texts_within(DELAY + 0.5) == []
 
 
+async def test_a_message_the_other_process_rewound_still_kills_a_kill_on_user_msg_reminder(
+    bot_models: BotModels,
+) -> None:
+    """The other process answers the user's message with the default fallback, which takes the
+    message back (`rewind`). It was still said, and Rasa reads every event for it, rewound or
+    not; so did this process's own timer. Before, the tracker's check skipped rewound messages
+    and the reminder fired."""
+    agent, callback = reminderbot(bot_models, KillableQuickReminder)
+    other = Agent(
+        Processor(agent.processor.trackers, agent.processor.lock_store),
+        agent.model_provider,
+    )
+    await Conversation(agent, "rewound").say('/ask_remind_call{"PERSON": "Ada"}')
+
+    turn = await Conversation(other, "rewound").say("/EXT_reminder")
+    assert turn.actions == ["action_default_fallback"]
+
+    assert await callback.texts_within(DELAY + 0.5) == []
+
+
+async def test_a_reminder_of_a_conversation_deleted_meanwhile_writes_nothing(
+    bot_models: BotModels,
+) -> None:
+    """`botserver prune` (or a store's own expiry) deleted the conversation while its reminder
+    waited: the reminder is not among its events any more, so it is dropped, as in Rasa, and
+    the conversation is not written again (the process's hot copy is forgotten)."""
+    agent, callback = reminderbot(bot_models, QuickReminder)
+    await Conversation(agent, "deleted").say('/ask_remind_call{"PERSON": "Ada"}')
+    store = agent.processor.trackers.store
+
+    await store.delete("deleted")
+
+    assert await callback.texts_within(DELAY + 0.5) == []
+    await settled(agent)
+    assert await store.load("deleted") is None
+
+
 def my_reminder_in_ten_minutes(person: str) -> dict[str, Any]:
     """A `reminder` event's JSON: `my_reminder` again, to call `person` in ten minutes."""
     later = datetime.datetime.now() + datetime.timedelta(minutes=10)
@@ -354,6 +394,22 @@ async def test_a_cancel_for_another_reminder_in_the_same_process_lets_it_fire(
 
     other_one = {"event": "cancel_reminder", "name": "another_reminder"}
     await agent.append_events("kept", [event_from_dict(other_one)], execute_side_effects=True)
+
+    assert await callback.texts_within(5) == ["Remember to call Ada!"]
+
+
+async def test_a_cancel_of_a_reminder_named_by_a_number_lets_the_others_fire(
+    bot_models: BotModels,
+) -> None:
+    """A reminder's name may be a number here (`"name": 5`; Rasa's scheduler refuses it); a
+    cancel naming it stops that one alone, and in Rasa, too, stops none of the others.
+    Before, the firing reminder read the stored cancel's filters as if it had no name, took
+    it for a cancel of every reminder, and did not fire."""
+    agent, callback = reminderbot(bot_models, QuickReminder)
+    await Conversation(agent, "numbered").say('/ask_remind_call{"PERSON": "Ada"}')
+
+    number_five = {"event": "cancel_reminder", "name": 5}
+    await agent.append_events("numbered", [event_from_dict(number_five)], execute_side_effects=True)
 
     assert await callback.texts_within(5) == ["Remember to call Ada!"]
 
@@ -619,3 +675,55 @@ async def test_a_reminder_goes_to_the_output_channel_named_when_it_was_set(
 
     assert await callback.texts_within(5) == ["Remember to call Ada!"]
     assert rocket.messages == []
+
+
+@pytest.fixture
+def berlin_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's local time is Berlin's (summer time from March to October)."""
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+async def test_a_local_time_past_a_change_of_summer_time_is_that_days_time(
+    berlin_time: None,
+) -> None:
+    """rasa-sdk's reminders carry the local time without an offset; Rasa's scheduler reads it
+    with the offset of its own day. Before, the offset of today was used: a reminder set in
+    winter for 12:00 on a summer day fired at 13:00, one set in summer for a winter day at 11:00."""
+    berlin = zoneinfo.ZoneInfo("Europe/Berlin")
+    now = datetime.datetime.now(berlin)
+    year = now.year + 1
+    # Noon on a day of next year whose offset is not today's.
+    day = next(
+        datetime.datetime(year, month, 15, 12, tzinfo=berlin)
+        for month in (1, 7)
+        if datetime.datetime(year, month, 15, 12, tzinfo=berlin).utcoffset() != now.utcoffset()
+    )
+    reminder = ServerReminder(
+        intent="greet", trigger_date_time=day.replace(tzinfo=None).isoformat(), name="noon"
+    )
+    scheduler = ReminderScheduler()
+    scheduler.schedule("ana", reminder, no_turn)
+    try:
+        timer = scheduler._jobs["ana"]["noon"][0]
+        loop = asyncio.get_running_loop()
+        fires_at = time.time() + (timer.when() - loop.time())
+        assert abs(fires_at - day.timestamp()) < 60
+    finally:
+        scheduler.cancel_all()
+
+
+@pytest.mark.parametrize("date_time", ["0001-01-01T00:00:00", "9999-12-31T23:59:59"])
+async def test_a_local_time_at_the_ends_of_the_calendar_is_still_timed(
+    berlin_time: None, date_time: str
+) -> None:
+    """No offset can be found for them (it would move them out of the calendar)."""
+    scheduler = ReminderScheduler()
+    scheduler.schedule("ana", ServerReminder(intent="greet", trigger_date_time=date_time), no_turn)
+    try:
+        assert len(scheduler.pending("ana")) == 1
+    finally:
+        scheduler.cancel_all()
