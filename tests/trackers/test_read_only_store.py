@@ -184,7 +184,6 @@ async def test_export_reads_rasas_redis_layout_where_it_is() -> None:
         await delete_redis_keys(prefix, db=0)
 
 
-@pytest.mark.timing
 async def test_chosen_ids_of_rasas_mysql_table_are_read_within_the_budget(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
