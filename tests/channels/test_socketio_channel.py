@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -267,6 +268,23 @@ async def test_a_jwt_without_claims_is_refused_as_rasa_refuses_it(
         with pytest.raises(socketio.exceptions.ConnectionError):
             await Client().sio.connect(url, transports=["websocket"], auth={"token": empty})
     assert any("JWT rejected: no claims" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_jwt_with_an_audience_or_just_expired_is_refused_as_in_rasa(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """As docs/channels.md says: `jwt_key` takes no audience and no leeway (Rasa's neither)."""
+    key = "socket-secret-of-at-least-32-bytes!"
+    caplog.set_level(logging.INFO)
+    audience = jwt.encode({"user": "u1", "aud": "bot"}, key, algorithm="HS256")
+    expired = jwt.encode({"user": "u1", "exp": int(time.time()) - 2}, key, algorithm="HS256")
+    async with bot({"jwt_key": key, "jwt_method": "HS256"}) as url:
+        for token in (audience, expired):
+            with pytest.raises(socketio.exceptions.ConnectionError):
+                await Client().sio.connect(url, transports=["websocket"], auth={"token": token})
+    said = [r.getMessage() for r in caplog.records]
+    assert any("JWT rejected: InvalidAudienceError" in m for m in said), said
+    assert any("JWT rejected: ExpiredSignatureError" in m for m in said), said
 
 
 @pytest.mark.parametrize("key_kind", ["public", "private"])
