@@ -56,6 +56,20 @@ def serve_json(respond: Respond) -> Iterator[str]:
 
 
 @contextmanager
+def serve_handler(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Yields the base URL of a server whose requests `handler` answers (a fake speaking a
+    storage's protocol itself)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
 def _accepting(take: Callable[[socket.socket], None]) -> Iterator[str]:
     """Yields the base URL of a host that hands each connection it accepts to `take`."""
     listener = socket.create_server(("127.0.0.1", 0))

@@ -1,9 +1,10 @@
 """GET /inspect: a plain page with a web chat and the live tracker of any conversation.
 
 The page holds no data; everything it shows comes from the API with the caller's
-credentials. With `--auth-token` the page itself needs `?token=` (which it carries to its API
-calls). With JWT only, a browser cannot send the Bearer header when it navigates, so the page
-loads and asks for the JWT, and every API call it makes is checked as usual.
+credentials. With `--auth-token` alone the page itself needs `?token=` (which it carries to its
+API calls). With a JWT secret (alone or with the token), a browser cannot send the Bearer
+header when it navigates, so the page loads and asks for the JWT (or takes `?token=`), and
+every API call it makes is checked as usual.
 """
 
 from __future__ import annotations
@@ -66,8 +67,10 @@ def inspect_router() -> APIRouter:
         include_in_schema=False,
     )
     async def inspect(request: Request) -> HTMLResponse:
-        authenticator = authenticator_of(request)
-        if authenticator.config.uses_token:
+        config = authenticator_of(request).config
+        # With a JWT secret too, the page loads as with JWT alone: a browser cannot send the
+        # Bearer header as it opens it.
+        if config.uses_token and not config.uses_jwt:
             authenticate_request(request)
         page, headers = _page()
         return HTMLResponse(page, headers=headers)

@@ -40,7 +40,7 @@ from server.api.shutdown import (
 )
 from server.api.tls import ssl_options
 from server.api.worker_files import run_beside
-from server.auth import AuthConfig, install_log_redaction
+from server.auth import AuthConfig, install_log_redaction, redact_also
 from server.auth.config import jwt_audience
 from server.config import (
     read_credentials,
@@ -178,6 +178,7 @@ def app_from_environment() -> FastAPI:
         spec.verbosity, spec.log_file, spec.log_format, spec.logging_config_file, syslog
     )
     install_log_redaction()
+    redact_also(spec.token)
     with saying_once(SaidAtStart(json.loads(os.environ.get(SAID_ENV) or "[]"))):
         return server_app(spec.options(), spec.metrics, "")
 
@@ -510,6 +511,8 @@ def run_server(args: argparse.Namespace) -> int:
     tls = ssl_options(args.ssl_certificate, args.ssl_keyfile, args.ssl_ca_file, args.ssl_password)
     check_port_free(args.interface, args.port)
     install_log_redaction()
+    # Wherever a client puts it (`?tokn=`, a header of its own), the token stays out of the logs.
+    redact_also(spec.token)
     common: dict[str, Any] = {
         "host": args.interface,
         "port": args.port,

@@ -11,7 +11,7 @@ import logging
 import re
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import parse_qsl, unquote_plus, urlsplit
+from urllib.parse import parse_qsl, quote, unquote_plus, urlsplit
 
 REDACTED = "***"
 
@@ -203,7 +203,7 @@ MAX_TRANSIENT_ENDPOINTS = 8
 _transient: dict[tuple[frozenset[str], frozenset[str]], None] = {}
 # What `redact` reads, both kinds together: replaced whole, never changed while a thread
 # (a log record's) reads them.
-_literals: frozenset[str] = frozenset()
+_literals: tuple[str, ...] = ()
 _query_names: frozenset[str] = frozenset()
 # A query's `name=value`: each name read from a `?`, `&` or `;` up to the next, once.
 _QUERY_PAIR = re.compile(r"([?&;])([^=&;?#\s\"']+)=([^&\s\"';#)]*)")
@@ -216,13 +216,31 @@ def _merge() -> None:
     for transient_literals, transient_names in _transient:
         literals |= transient_literals
         names |= transient_names
-    _literals, _query_names = frozenset(literals), frozenset(names)
+    # The longest first: one holding another is hidden whole.
+    _literals = tuple(sorted(literals, key=len, reverse=True))
+    _query_names = frozenset(names)
+
+
+_HEX = re.compile(r"%[0-9A-F]{2}")
+
+
+def _spellings(secret: str) -> set[str]:
+    """`secret` as written, and percent-encoded as a URL's query carries it (a base64
+    token's `+/=`): every character but letters, digits and `-._~` (httpx, a browser's
+    encodeURIComponent), or all but `/` too (yarl), in upper or lower case hex. Before,
+    an access log line showed a token so spelt."""
+    spelt = {secret}
+    for safe in ("", "/"):
+        encoded = quote(secret, safe=safe)
+        spelt |= {encoded, _HEX.sub(lambda code: code[0].lower(), encoded)}
+    return spelt
 
 
 def redact_also(secret: str | None) -> None:
-    """Redact `secret` itself wherever it appears in a log record from now on."""
+    """Redact `secret` itself (and its percent-encoded spellings) wherever it appears in a
+    log record from now on."""
     if secret and len(secret) >= MIN_LITERAL_LENGTH and secret not in _pinned_literals:
-        _pinned_literals.add(secret)
+        _pinned_literals.update(_spellings(secret))
         _merge()
 
 
@@ -241,7 +259,7 @@ def keep_endpoint_secrets_out_of_logs(
     token = config.get("token")
     if token:
         if len(str(token)) >= MIN_LITERAL_LENGTH:
-            literals.add(str(token))
+            literals |= _spellings(str(token))
         names.add(str(config.get("token_name") or "token").lower())
     url = config.get("url")
     if isinstance(url, str):
@@ -267,12 +285,21 @@ def keep_endpoint_secrets_out_of_logs(
     _merge()
 
 
+# The query names the first pattern knows, for their percent-encoded spellings (`?%74oken=`,
+# which a server reads as `?token=`, and lets in with the token).
+_SECRET_QUERY_NAMES = frozenset(
+    ("access_token", "token", "key", "apikey", "api_key", "api-key", "sig", "signature")
+    + ("x-amz-signature", "x-goog-signature", "x-amz-credential", "x-goog-credential")
+)
+
+
 def _hide_configured_query_values(text: str) -> str:
-    if not _query_names or "=" not in text:
+    names = _query_names | _SECRET_QUERY_NAMES if "%" in text else _query_names
+    if not names or "=" not in text:
         return text
 
     def hidden(pair: re.Match[str]) -> str:
-        if unquote_plus(pair[2]).lower() not in _query_names:
+        if unquote_plus(pair[2]).lower() not in names:
             return pair[0]
         return f"{pair[1]}{pair[2]}={REDACTED}"
 

@@ -17,7 +17,7 @@ import re
 import shutil
 import ssl
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -253,7 +253,7 @@ async def download_model(
     name = model_file_name(model_name)
     target = directory / (name if _fits_a_file_name(name) else "model.tar.gz")
     try:
-        await asyncio.to_thread(downloader, key, target, max_bytes, timeout)
+        await _download_pinned(downloader, key, target, max_bytes, timeout)
     except BaseException as exc:
         await asyncio.to_thread(shutil.rmtree, directory, True)
         if is_disk_full(exc):  # the server's problem, not the model's
@@ -281,6 +281,76 @@ async def download_model(
             _hide_addresses(exc)
         raise
     return target
+
+
+# A download that finds its object replaced is started over this many times in all.
+DOWNLOADS_OF_A_REPLACED_OBJECT = 2
+
+
+class _Replaced(Exception):
+    """The object changed between the request that sized it and the read pinned to that
+    version: the storage answered `answer` (a 412 to the If-Match or ifGenerationMatch, or
+    GCS's 404 for the generation gone) from `where`. `version`: the ETag or generation
+    sized, which `storage` refused to read."""
+
+    def __init__(self, storage: str, where: str, answer: str, version: object) -> None:
+        super().__init__(where, answer)
+        self.storage = storage
+        self.where = where
+        self.answer = answer
+        self.version = str(version)
+
+
+# How each storage pins a read to the version sized: what a storage that refuses the
+# version it has just stated does not honour.
+_PINNED_BY = {
+    "aws": "If-Match with the ETag its HeadObject gave",
+    "gcs": "ifGenerationMatch with the generation its metadata gave",
+    "azure": "If-Match with the ETag its blob properties gave",
+}
+
+
+async def _download_pinned(
+    downloader: Callable[[str, Path, int, float], None],
+    key: str,
+    target: Path,
+    max_bytes: int,
+    timeout: float,
+) -> None:
+    """Run `downloader` in a worker thread; if the object was replaced while it was read
+    (an upload ending just then), start over with the new version, once: a second
+    replacement in a row is ModelUnavailable (an object that keeps changing, or a storage
+    that never honours its own version tag), to be tried again later."""
+    refused: set[str] = set()  # the versions sized, then refused
+    for attempt in range(1, DOWNLOADS_OF_A_REPLACED_OBJECT + 1):
+        try:
+            await asyncio.to_thread(downloader, key, target, max_bytes, timeout)
+            return
+        except _Replaced as replaced:
+            refused.add(replaced.version)
+            if attempt == DOWNLOADS_OF_A_REPLACED_OBJECT and len(refused) == 1:
+                # The same version each time: nothing replaced it (an upload makes a new
+                # one); the storage, or a proxy before it, refuses its own version tag.
+                raise InvalidConfig(
+                    f"{replaced.where} refused, {attempt} times in a row, to read the version "
+                    f"it had just stated for '{key}' ({replaced.answer} to "
+                    f"{_PINNED_BY[replaced.storage]}: {replaced.version}): it does not honour "
+                    "its own version tag (botserver pins its read to it, so that what it reads "
+                    "is the object it sized); use a storage that does, or point "
+                    f"{_ADDRESS_SETTING[replaced.storage]} at one"
+                ) from None
+            if attempt == DOWNLOADS_OF_A_REPLACED_OBJECT:
+                raise ModelUnavailable(
+                    f"'{key}' in {replaced.where} was replaced while it was downloaded, "
+                    f"{attempt} times in a row ({replaced.answer} to a read of the version "
+                    "sized): try again once the upload that replaces it is done"
+                ) from None
+            logger.info(
+                "'%s' in %s was replaced while it was downloaded (%s): downloading the new version",
+                key,
+                replaced.where,
+                replaced.answer,
+            )
 
 
 # The longest key each storage takes, as it counts: S3 and GCS in UTF-8 bytes, Azure in UTF-16
@@ -378,17 +448,31 @@ def _env(name: str, storage: str) -> str:
 _REQUEST = re.compile(r"^[A-Z]+ \S+: ")
 
 
-def _transport_failure(where: str, key: str, timeout: float, exc: BaseException) -> ModelError:
+def _api_message(exc: BaseException) -> str:
+    """A google-api-core error's reason: the message of GCS's JSON error, else its text
+    without the request before it (a media download's holds the whole body, then
+    resumable media's "('Request failed with status code', 503, 'Expected one of', ...)")."""
+    try:
+        return str(exc.response.json()["error"]["message"])  # type: ignore[attr-defined]
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return _REQUEST.sub("", getattr(exc, "message", "") or str(exc))
+
+
+def _transport_failure(
+    storage: str, where: str, key: str, timeout: float, exc: BaseException
+) -> BotServerError:
     """The error for a request to `where` that failed on its way, or with a failure of the
     storage's own: ModelUnavailable when the storage did not answer in time, could not be
     reached (each SDK wraps these differently: found in the chain of causes) or answered a
-    5xx, else a ModelError that names the storage and the SDK's reason."""
+    5xx (a 501 is _storage_failed's), else a ModelError that names the storage and the
+    SDK's reason. A connection that broke while the object came (fewer bytes than its
+    Content-Length, a chunk cut short) is ModelUnavailable too."""
+    import http.client
+
     import urllib3  # the transport under every storage SDK
 
-    seen: BaseException | None = exc
-    for _ in range(20):  # a chain is short; never loop on a cycle
-        if seen is None:
-            break
+    causes = list(_causes(exc))
+    for seen in causes:
         # (urllib3's failure to connect is a kind of its connect timeout: asked first.) A
         # TLS handshake that fails, and a connection closed unanswered (a proxy without a
         # backend), reach no storage either: a model server failing so is one too.
@@ -399,13 +483,52 @@ def _transport_failure(where: str, key: str, timeout: float, exc: BaseException)
                 f"{where} did not answer within {timeout:g} s for '{key}' ({TIMEOUT_SETTING}; "
                 f"each request tried {ATTEMPTS} times at most)"
             )
-        # Azure keeps the transport's error aside rather than as the cause.
-        seen = seen.__cause__ or seen.__context__ or getattr(seen, "inner_exception", None)
+    for seen in causes:
+        # urllib3's "Connection broken: IncompleteRead(10 bytes read, 990 more expected)".
+        if isinstance(seen, (http.client.IncompleteRead, urllib3.exceptions.ProtocolError)):
+            detail = next((arg for arg in seen.args if isinstance(arg, Exception)), seen)
+            return ModelUnavailable(
+                f"{where} broke off the download of '{key}' before its end: {detail!r}"
+            )
     status = getattr(exc, "status_code", None) or getattr(exc, "code", None)  # Azure's, GCS's
     if isinstance(status, int) and status >= 500:
-        reason = getattr(exc, "reason", None) or _REQUEST.sub("", getattr(exc, "message", ""))
-        return _storage_failed(where, key, status, reason)
+        reason = getattr(exc, "reason", None) or _api_message(exc)
+        return _storage_failed(storage, where, key, status, reason)
     return ModelError(f"Cannot download '{key}' from {where}: {exc}")
+
+
+# The setting that holds each storage's address, for errors that say to change it.
+_ADDRESS_SETTING = {
+    "aws": "AWS_ENDPOINT_URL",
+    "gcs": "STORAGE_EMULATOR_HOST",
+    "azure": "AZURE_ACCOUNT_URL",
+}
+
+
+def _redirected(
+    storage: str, where: str, key: str, status: int, location: str | None
+) -> InvalidConfig:
+    """The error for a storage that answered with a redirect (a proxy, an http address
+    redirected to https, a host taken over): never followed, so no model comes from a host
+    that is not configured, and no request is signed for another one."""
+    shown = safe_url(location, tolerant=True) if location else "an address it did not give"
+    return InvalidConfig(
+        f"{where} answered '{key}' with a redirect ({status}) to {shown}: botserver follows "
+        "no storage's redirects (the model would come from a host not configured); if that "
+        f"address is the storage's own (an http address redirected to https), set "
+        f"{_ADDRESS_SETTING[storage]} to it"
+    )
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc`, then what caused it, as far as the chain goes (each SDK wraps a transport's
+    failure its own way; Azure keeps it aside rather than as the cause)."""
+    seen: BaseException | None = exc
+    for _ in range(20):  # a chain is short; never loop on a cycle
+        if seen is None:
+            return
+        yield seen
+        seen = seen.__cause__ or seen.__context__ or getattr(seen, "inner_exception", None)
 
 
 def _refused_request(where: str, key: str, answer: str) -> InvalidConfig:
@@ -415,9 +538,36 @@ def _refused_request(where: str, key: str, answer: str) -> InvalidConfig:
     return InvalidConfig(f"{where} refused the request for '{key}' ({answer})")
 
 
-def _storage_failed(where: str, key: str, status: int, reason: str) -> ModelUnavailable:
+# What a storage that answers 501 Not Implemented refuses, and what to change.
+_NOT_IMPLEMENTED = {
+    "aws": (
+        "botserver reads the object with HeadObject, then GetObject with If-Match (the ETag "
+        "read) and boto3's x-amz-checksum-mode. For a storage without S3's checksums (asked "
+        "for by boto3 since 1.36) set AWS_RESPONSE_CHECKSUM_VALIDATION=when_required; else "
+        "upgrade the storage, or point AWS_ENDPOINT_URL at one that serves these"
+    ),
+    "gcs": (
+        "botserver reads the object's metadata, then its media with ifGenerationMatch (JSON "
+        "API): upgrade the emulator (STORAGE_EMULATOR_HOST), or use one that serves these"
+    ),
+    "azure": (
+        "botserver reads the blob's properties, then the blob in ranges with If-Match (its "
+        "ETag): upgrade the storage or emulator, or point AZURE_ACCOUNT_URL at one that "
+        "serves these"
+    ),
+}
+
+
+def _storage_failed(storage: str, where: str, key: str, status: int, reason: str) -> BotServerError:
     """The error for a storage that answered a failure of its own (a 5xx: an outage, S3's
-    SlowDown) after the SDK's retries: unavailable for now, as a model server's 5xx is."""
+    SlowDown) after the SDK's retries: unavailable for now, as a model server's 5xx is.
+    A 501 is no outage but a feature the storage refuses (MinIO's NotImplemented for a
+    header it lacks): a configuration error saying what botserver asks for."""
+    if status == 501:
+        return InvalidConfig(
+            f"{where} does not implement a request botserver made for '{key}' ({status}: "
+            f"{reason}); this is a refusal, not an outage: {_NOT_IMPLEMENTED[storage]}"
+        )
     return ModelUnavailable(
         f"{where} failed to answer for '{key}' ({status}: {reason}); each request tried "
         f"{ATTEMPTS} times at most"
@@ -475,6 +625,7 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
             ClientError,
             CredentialRetrievalError,
             EndpointResolutionError,
+            FlexibleChecksumError,
             NoCredentialsError,
         )
     except ImportError as exc:
@@ -511,6 +662,8 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         ) from None
     except ValueError as exc:  # botocore's "Invalid endpoint"
         raise _unusable_endpoint(endpoint or "", exc) from None
+    client.meta.events.register_first("needs-retry.s3", _refuse_s3_redirect)
+    pinned: dict[str, str] = {}
     try:
         head = client.head_object(Bucket=bucket, Key=key)
         _too_large(key, head.get("ContentLength"), max_bytes)
@@ -521,6 +674,14 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
                 handle.write(chunk)
     except ClientError as answer:
         error = answer
+        if _s3_code(error) == "PreconditionFailed":  # the If-Match: replaced since the HEAD
+            raise _Replaced("aws", where, "PreconditionFailed", pinned.get("IfMatch")) from None
+        metadata = error.response.get("ResponseMetadata", {})
+        status = metadata.get("HTTPStatusCode")
+        if isinstance(status, int) and 300 <= status < 400:  # botocore follows none
+            location = metadata.get("HTTPHeaders", {}).get("location")
+            location = location or error.response.get("Error", {}).get("Endpoint")
+            raise _redirected("aws", where, key, status, location) from None
         if _s3_code(error) in ("400", "403") and error.operation_name == "HeadObject":
             # A HEAD's 400 or 403 has no body to say why (an expired session token, a bucket
             # name the storage refuses, an object encrypted with a customer's key, a key
@@ -568,7 +729,8 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
             raise _refused_request(where, key, f"{code}: {message}") from None
         if isinstance(status, int) and status >= 500:
             reason = error.response.get("Error", {}).get("Message") or code
-            raise _storage_failed(where, key, status, reason) from error
+            reason = f"{error.operation_name}: {code}: {reason}" if status == 501 else reason
+            raise _storage_failed("aws", where, key, status, reason) from error
         raise ModelError(f"Cannot download '{key}' from {where}: {error}") from error
     except NoCredentialsError:
         raise InvalidConfig(
@@ -584,8 +746,43 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
             f"Remote storage 'aws' cannot address S3 bucket '{bucket}': {exc} (check "
             "AWS_ENDPOINT_URL, AWS_DEFAULT_REGION and BUCKET_NAME)"
         ) from None
+    except _S3Redirect as redirect:
+        raise _redirected("aws", where, key, redirect.status, redirect.location) from None
+    except FlexibleChecksumError as exc:  # botocore checks what S3 states, at the end
+        raise ModelUnavailable(
+            f"{where} sent '{key}' with bytes that do not match its checksum ({exc}): changed "
+            "on the way or in the storage; nothing was loaded"
+        ) from None
     except BotoCoreError as exc:
-        raise _transport_failure(where, key, timeout, exc) from exc
+        raise _transport_failure("aws", where, key, timeout, exc) from exc
+    finally:
+        _close_pools(getattr(getattr(client, "_endpoint", None), "http_session", None))
+        client.close()  # its connections, else kept past the load
+
+
+class _S3Redirect(Exception):
+    """A redirect that names no region, raised from botocore's retry hook."""
+
+    def __init__(self, status: int, location: str | None) -> None:
+        super().__init__(status, location)
+        self.status = status
+        self.location = location
+
+
+def _refuse_s3_redirect(response: Any = None, **_: Any) -> None:
+    """botocore's hook before its region redirector: a redirect that names no region (no
+    x-amz-bucket-region, as S3's own carry) is no region's, and ends the request. Else the
+    redirector asks the bucket's region with a HEAD of the bucket, redirected too, and so on
+    until a RecursionError, hundreds of requests later."""
+    if response is None or response[0] is None:  # a transport's failure
+        return
+    answer, parsed = response
+    if not 300 <= answer.status_code < 400 or "x-amz-bucket-region" in answer.headers:
+        return
+    if parsed.get("Error", {}).get("Region"):
+        return
+    location = answer.headers.get("location") or parsed.get("Error", {}).get("Endpoint")
+    raise _S3Redirect(answer.status_code, location)
 
 
 _NEVER_CREATED = "BUCKET_NAME; botserver never creates buckets"
@@ -671,19 +868,83 @@ def _storage_address(variable: str, url: str, service: str) -> str:
     return shown
 
 
+def _close_pools(session: Any) -> None:
+    """Close the connections an HTTP session keeps (requests', or botocore's own): closing it
+    only lets go of its pools (urllib3 2's PoolManager.clear()), whose connections close when
+    a pool is collected, and an SDK's error that holds a response, in a cycle of references,
+    holds its pool and connection until a garbage collection."""
+    managers = [
+        getattr(adapter, "poolmanager", None)
+        for adapter in getattr(session, "adapters", {}).values()
+    ]
+    managers.append(getattr(session, "_manager", None))  # botocore's URLLib3Session
+    managers.extend(getattr(session, "_proxy_managers", {}).values())
+    for manager in managers:
+        pools: Any = getattr(manager, "pools", None)
+        for key in list(pools.keys()) if pools is not None else []:
+            pool = pools.get(key)
+            if pool is not None:
+                pool.close()
+
+
 def _gcs_retry_rule() -> Callable[[Exception], bool]:
     """Which failures a GCS request tries again: google-cloud-storage's own rule (its
-    DEFAULT_RETRY's, a private function); a release without it falls back to google-api-core's
-    public `if_transient_error` (a 429, 500 or 503, a connection that fails), rather than be
-    told as the gcs extra missing (before: its import failed beside the package's own)."""
+    DEFAULT_RETRY's, a private function, checked against 3.17), else, in a release without
+    it or where it fails, _gcs_transient: the same rule in public terms (before, google-api-core's
+    `if_transient_error`, which tried no download again: a media read's 503 is the
+    resumable-media InvalidResponse it does not know)."""
     from google.cloud.storage import retry as gcs_retry
 
-    rule = getattr(gcs_retry, "_should_retry", None)
-    if callable(rule):
-        return rule  # type: ignore[no-any-return]
-    from google.api_core.retry import if_transient_error
+    sdk_rule = getattr(gcs_retry, "_should_retry", None)
+    if not callable(sdk_rule):
+        return _gcs_transient
 
-    return if_transient_error
+    def rule(exc: Exception) -> bool:
+        try:
+            return bool(sdk_rule(exc))
+        except Exception:  # a private function whose signature changed
+            return _gcs_transient(exc)
+
+    return rule
+
+
+# The statuses google-cloud-storage tries again (and S3's and Azure's SDKs).
+_GCS_RETRIED_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def _gcs_transient(exc: Exception) -> bool:
+    """A GCS failure worth one more try: a connection that failed, dropped or timed out, a
+    body cut short, or a status in _GCS_RETRIED_STATUSES, whether google-api-core's error
+    (metadata) or the InvalidResponse of a media download (`.response.status_code`)."""
+    import http.client
+
+    import requests
+    import urllib3
+    from google.api_core import exceptions as gexc
+    from google.auth.exceptions import TransportError
+
+    if isinstance(exc, TransportError) and exc.args and isinstance(exc.args[0], Exception):
+        exc = exc.args[0]  # google-auth's wrapper of the transport's failure
+    transient = (
+        ConnectionError,
+        TimeoutError,
+        requests.exceptions.ConnectionError,
+        requests.exceptions.ChunkedEncodingError,
+        requests.exceptions.Timeout,
+        http.client.IncompleteRead,
+        http.client.BadStatusLine,
+        http.client.ResponseNotReady,
+        urllib3.exceptions.ProtocolError,
+        urllib3.exceptions.SSLError,
+        urllib3.exceptions.TimeoutError,
+        urllib3.exceptions.PoolError,
+    )
+    if isinstance(exc, transient):
+        return True
+    if isinstance(exc, gexc.GoogleAPICallError):
+        return exc.code in _GCS_RETRIED_STATUSES
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    return status in _GCS_RETRIED_STATUSES
 
 
 def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> None:
@@ -713,6 +974,7 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         retry = DEFAULT_RETRY.with_timeout(ATTEMPTS * timeout).with_predicate(retried)
         return {"timeout": (timeout, timeout), "retry": retry}
 
+    client = None
     try:
         client = storage.Client()
         # google-cloud-storage 3.17 fetches the bucket's metadata, for tracing, in a thread
@@ -721,6 +983,8 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         # when the storage fails, past the download's end. None turns it off.
         if getattr(client, "_bucket_metadata_cache", None) is not None:
             client._bucket_metadata_cache = None
+        # requests follows redirects, to any host: S3's and Azure's clients are told not to.
+        client._http.max_redirects = 0
         bucket = client.bucket(bucket_name)
         blob = bucket.get_blob(key, **bounds())
         if blob is None:
@@ -737,32 +1001,42 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
         with _CappedFile(target, key, max_bytes) as handle:
             # The bytes as stored: an archive is compressed already, and an object stored
             # with `contentEncoding: gzip` would be decompressed (a gzip bomb on the disk).
-            blob.download_to_file(
-                handle, if_generation_match=blob.generation, raw_download=True, **bounds()
-            )
+            try:
+                blob.download_to_file(
+                    handle, if_generation_match=blob.generation, raw_download=True, **bounds()
+                )
+            except (gexc.NotFound, gexc.PreconditionFailed) as exc:
+                # The generation sized is gone (a 404, the bucket keeping no versions) or no
+                # longer the live one (a 412): replaced since (a deleted one: "No model").
+                raise _Replaced("gcs", where, str(exc.code), blob.generation) from None
     except gexc.NotFound as exc:
         raise ModelNotFound(f"No model '{key}' in GCS bucket '{bucket_name}'") from exc
     except (gexc.Forbidden, gexc.Unauthorized) as exc:
         raise InvalidConfig(
-            f"{where} refused to give '{key}' ({exc.code}: {_REQUEST.sub('', exc.message)}): "
+            f"{where} refused to give '{key}' ({exc.code}: {_api_message(exc)}): "
             "check the credentials (GOOGLE_APPLICATION_CREDENTIALS) and that they may read "
             "it (storage.objects.get)"
         ) from None
     except gexc.BadRequest as exc:
         # A request GCS never serves: a bucket name it refuses (a 500 before), a
         # requester-pays bucket read without a billing project.
-        reason = _REQUEST.sub("", exc.message)
+        reason = _api_message(exc)
         if "bucket name" in reason.lower():
             raise _bucket_name_refused(
                 bucket_name, "GCS", f"400: {reason}", _GCS_BUCKET_RULE
             ) from None
         raise _refused_request(where, key, f"400: {reason}") from None
     except gexc.RetryError as exc:  # the retries' time ran out: why the last one failed
-        raise _transport_failure(where, key, timeout, exc.cause or exc) from exc
+        raise _transport_failure("gcs", where, key, timeout, exc.cause or exc) from exc
     except gexc.GoogleAPIError as exc:
-        raise _transport_failure(where, key, timeout, exc) from exc
+        raise _transport_failure("gcs", where, key, timeout, exc) from exc
     except GoogleAuthError as exc:  # no credentials, or unusable ones
         raise InvalidConfig(f"Remote storage 'gcs' cannot authenticate: {exc}") from None
+    except requests.exceptions.TooManyRedirects as exc:  # the first: none is followed
+        answer = exc.response
+        status = answer.status_code if answer is not None else 300
+        location = answer.headers.get("Location") if answer is not None else None
+        raise _redirected("gcs", where, key, status, location) from None
     except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
         # Only an emulator's address can make the client's URLs unusable.
         host = os.environ.get("STORAGE_EMULATOR_HOST")
@@ -771,7 +1045,11 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
             "http URL, such as http://127.0.0.1:9023"
         ) from None
     except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
-        raise _transport_failure(where, key, timeout, exc) from exc
+        raise _transport_failure("gcs", where, key, timeout, exc) from exc
+    finally:
+        if client is not None:  # its HTTP session and connections, else kept past the load
+            _close_pools(client._http)
+            client.close()
 
 
 def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> None:
@@ -780,6 +1058,7 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
         from azure.core.exceptions import (
             AzureError,
             HttpResponseError,
+            ResourceModifiedError,
             ResourceNotFoundError,
         )
         from azure.storage.blob import BlobServiceClient, LinearRetry
@@ -800,15 +1079,18 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
             read_timeout=timeout,
             # Its default waits 15 s, then 45, then 135 before its three retries.
             retry_policy=LinearRetry(backoff=1, random_jitter_range=1, retry_total=ATTEMPTS - 1),
+            permit_redirects=False,  # else followed to any host
         )
     except ValueError as exc:  # azure's: a URL no request could go to
         raise InvalidConfig(
             f"AZURE_ACCOUNT_URL {shown!r} is not usable: {exc}; give the http(s) URL of "
             + _BLOB_SERVICE
         ) from None
+    etag = None  # the version sized
     try:
         blob = service.get_blob_client(container=container, blob=key)
         properties = blob.get_blob_properties()
+        etag = properties.etag
         _too_large(key, properties.size, max_bytes)
         download = blob.download_blob(  # the blob that was sized, or an error
             etag=properties.etag,
@@ -818,6 +1100,10 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
         with _CappedFile(target, key, max_bytes) as handle:
             for chunk in download.chunks():
                 handle.write(chunk)
+    except ResourceModifiedError as exc:  # the If-Match of a read: replaced since it was sized
+        code = getattr(exc, "error_code", None)
+        answer = str(getattr(code, "value", code) or exc.status_code)
+        raise _Replaced("azure", where, answer, etag) from None
     except ResourceNotFoundError as exc:
         # (error_code: the storage SDK's addition to azure-core's exception)
         if getattr(exc, "error_code", None) == "ContainerNotFound":
@@ -829,6 +1115,10 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
         status = exc.status_code if isinstance(exc, HttpResponseError) else None
         named = getattr(exc, "error_code", None)
         code = getattr(named, "value", named) or status
+        if status is not None and 300 <= status < 400:
+            response = getattr(exc, "response", None)
+            location = response.headers.get("Location") if response is not None else None
+            raise _redirected("azure", where, key, status, location) from None
         if status == 400:  # a request Azure never serves (InvalidUri, OutOfRangeInput...)
             reason = getattr(exc, "reason", None) or "Bad Request"
             raise _refused_request(where, key, f"{code}: {reason}") from None
@@ -845,4 +1135,8 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
                 f"Azure storage at {shown} refused the credentials of account '{account}' "
                 f"({code}): {advice}"
             ) from None
-        raise _transport_failure(where, key, timeout, exc) from exc
+        raise _transport_failure("azure", where, key, timeout, exc) from exc
+    finally:
+        transport = getattr(getattr(service, "_pipeline", None), "_transport", None)
+        _close_pools(getattr(transport, "session", None))
+        service.close()  # its HTTP session and connections, else kept past the load

@@ -12,6 +12,7 @@ import httpx
 from server.api.app import create_app
 from server.api.inspect import inspect_router
 from server.api.settings import ApiSettings
+from server.auth import AuthConfig
 
 
 async def _inspect() -> httpx.Response:
@@ -49,3 +50,15 @@ async def test_the_policy_allows_no_inline_code_but_the_pages_own() -> None:
     assert not re.search(r"\sstyle\s*=|\son[a-z]+\s*=", page.replace(scripts[0], ""))
     assert not re.search(r"\bstyle\s*:|setAttribute\(\s*[\"']style", scripts[0])
     assert policy["img-src"] == ["'self'", "https:", "data:"]
+
+
+async def test_with_a_token_and_a_jwt_secret_a_browser_opens_the_page_without_the_token() -> None:
+    """A browser cannot send a Bearer header as it opens a page: with --jwt-secret too, the
+    page loads without `?token=` and asks for the JWT, as with --jwt-secret alone (it holds
+    no data; each API call it makes is checked). Before, a JWT user got a 401 for good."""
+    both = AuthConfig(token="t0ken-of-the-admin", jwt_secret="a-jwt-secret-long-enough-for-hs256")
+    for auth, status in ((both, 200), (AuthConfig(token="t0ken-of-the-admin"), 401)):
+        app = create_app(ApiSettings(auth=auth), [inspect_router()])
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            assert (await client.get("/inspect")).status_code == status

@@ -15,6 +15,7 @@ from tests.api.test_model_routes import check
 from tests.fake_http import serve_json, silent_server
 from tests.loop_lag import paced
 from tests.models.conftest import azure_at, gcs_at, s3_at
+from tests.models.test_remote_storage_replaced import FakeGcsObject
 
 PUT_PROD = {"remote_storage": "aws", "model_file": "prod"}
 
@@ -139,3 +140,28 @@ async def test_put_model_named_by_a_presigned_url_shows_no_session_token(
     assert "not a URL" in status["last_load_error"]["message"]
     for shown in (body["message"], status["last_load_error"]["message"], caplog.text):
         assert token not in shown
+
+
+async def test_put_model_of_an_object_replaced_while_downloaded_is_a_400_naming_it(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The object's generation sized is gone at each read (replaced twice over: an upload
+    # loop). Before: GCS's 404 for it was "No model 'prod.tar.gz'" for an object that was
+    # there, its 412 (and S3's, Azure's) a 500 LoadingError with the SDK's words.
+    before = (await client.get("/status")).json()
+    storage = FakeGcsObject(replaced=2, gone_as=412)
+    with serve_json(storage) as url:
+        gcs_at(url, monkeypatch)
+        monkeypatch.setenv("BUCKET_NAME", "models")
+
+        response = await client.put("/model", json={"remote_storage": "gcs", "model_file": "prod"})
+
+    body = check(rasa_spec, response, "/model", "put", 400)
+    assert body["message"] == (
+        "Agent with name 'prod' could not be loaded. 'prod.tar.gz' in GCS bucket 'models' was "
+        "replaced while it was downloaded, 2 times in a row (412 to a read of the version "
+        "sized): try again once the upload that replaces it is done"
+    )
+    status = (await client.get("/status")).json()
+    assert status["model_id"] == before["model_id"]
+    assert "was replaced while it was downloaded" in status["last_load_error"]["message"]

@@ -409,6 +409,9 @@ def test_starter_project_served_with_json_logs_and_no_secret_in_them(
     assert reply.json(), "the starter bot answers a greeting"
     denied = httpx.get(server.url + "/conversations/bo/tracker")
     assert denied.status_code == 401
+    # A client's misspelt parameter carries the token under a name no pattern knows.
+    misspelt = httpx.get(server.url + f"/conversations/bo/tracker?tokn={token}")
+    assert misspelt.status_code == 401
     tracker = httpx.get(server.url + f"/conversations/bo/tracker?token={token}").json()
     assert [e["event"] for e in tracker["events"]].count("user") == 1
     metrics = httpx.get(server.url + "/metrics").text

@@ -6,6 +6,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
+import pytest
+
 from tests.cli.botserver_process import ServerProcess
 from tests.trackers.persistence_fixtures import REDIS, require_service, unique_name
 
@@ -118,3 +121,18 @@ def test_a_misspelt_key_is_said_once_for_all_workers_with_its_line(
         said = [entry for entry in log if f"unknown setting '{key}'" in entry]
         assert len(said) == 1, log
         assert f"'{key}' on line {line} is not read" in said[0], said
+
+
+def test_a_worker_keeps_the_auth_token_out_of_its_access_log(
+    start_server: Callable[..., ServerProcess], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each worker serves and logs the requests, so each hides the --auth-token (here from
+    the environment) wherever a client puts it: a misspelt `?tokn=`, percent-encoded."""
+    token = "Zm9v+wkTok/Qz9x=="
+    monkeypatch.setenv("BOTSERVER_AUTH_TOKEN", token)
+    server = _two_workers(start_server, tmp_path, "none", "", "-v")
+    assert httpx.get(server.url + "/status", params={"tokn": token}).status_code == 401
+    assert httpx.get(server.url + "/status", params={"token": token}).status_code != 401
+    assert server.stop() == 0, server.text()
+    assert "/status?tokn=*** " in server.text(), server.text()
+    assert "wkTok" not in server.text(), server.text()

@@ -12,14 +12,16 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from server.errors import InvalidConfig, ModelNotFound
+from server.errors import InvalidConfig, ModelNotFound, ModelUnavailable
 from server.models import ModelHolder, ModelSource
 from server.models.remote_storage import check_storage_settings, download_model
 from tests.fake_http import serve_json
 from tests.models.conftest import azure_at
+from tests.models.test_remote_storage_replaced import REPLACED, downloaded
 
 blob = pytest.importorskip("azure.storage.blob")
 
@@ -263,3 +265,72 @@ async def test_a_blobs_url_is_read_right_for_a_container_named_as_its_account(
             await download_model("azure", url)
 
     assert str(caught.value).endswith("not a URL: give -m prod/bot.tar.gz"), caught.value
+
+
+def _replace_azure_before_each_download(
+    monkeypatch: pytest.MonkeyPatch, container: Any, times: int
+) -> list[bytes]:
+    """Before each of botserver's first `times` reads of the blob (after its properties sized
+    it), another uploader replaces it."""
+    from azure.storage.blob import BlobClient
+
+    uploaded: list[bytes] = []
+    download_blob = BlobClient.download_blob
+
+    def replaced_first(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if len(uploaded) < times:
+            uploaded.append(f"version {len(uploaded) + 2}".encode())
+            container.upload_blob("prod.tar.gz", uploaded[-1], overwrite=True)
+        return download_blob(self, *args, **kwargs)
+
+    monkeypatch.setattr(BlobClient, "download_blob", replaced_first)
+    return uploaded
+
+
+@pytest.fixture
+def azure_blob(container: Any) -> Any:
+    container.upload_blob("prod.tar.gz", b"version 1", overwrite=True)
+    return container
+
+
+async def test_azure_starts_over_once_with_the_version_that_replaced_the_one_sized(
+    azure_blob: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uploaded = _replace_azure_before_each_download(monkeypatch, azure_blob, times=1)
+
+    assert await downloaded("azure") == b"version 2"
+    assert uploaded == [b"version 2"]
+
+
+async def test_azure_blob_replaced_twice_in_a_row_is_a_clear_error(
+    azure_blob: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: a ModelError over two lines (ConditionNotMet), a 500 from PUT /model.
+    _replace_azure_before_each_download(monkeypatch, azure_blob, times=2)
+
+    with pytest.raises(ModelUnavailable) as caught:
+        await download_model("azure", "prod")
+
+    assert str(caught.value).startswith("'prod.tar.gz' in Azure container 'models' at http")
+    assert REPLACED in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+async def test_azure_blob_deleted_while_downloaded_is_no_model(
+    azure_blob: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Deleted between the request that sized it and the read: gone, not replaced.
+    from azure.storage.blob import BlobClient
+
+    download_blob = BlobClient.download_blob
+
+    def deleted_first(self: Any, *args: Any, **kwargs: Any) -> Any:
+        azure_blob.delete_blob("prod.tar.gz")
+        return download_blob(self, *args, **kwargs)
+
+    monkeypatch.setattr(BlobClient, "download_blob", deleted_first)
+
+    with pytest.raises(ModelNotFound) as caught:
+        await download_model("azure", "prod")
+
+    assert str(caught.value).startswith("No model 'prod.tar.gz' in Azure container 'models'")

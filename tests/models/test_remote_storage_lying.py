@@ -10,13 +10,15 @@ import json
 import shutil
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
-from server.errors import ModelError
+from server.errors import InvalidConfig, ModelError, ModelUnavailable
 from server.models.remote_storage import download_model
+from tests.fake_http import serve_handler, serve_json
 from tests.models.conftest import STORAGES_AT
 
 LIMIT = 64 * 1024
@@ -27,6 +29,8 @@ class LyingStorage(BaseHTTPRequestHandler):
     """States a 10-byte object, then sends SENT bytes."""
 
     protocol_version = "HTTP/1.1"
+    stated = 10
+    sent = SENT
 
     def _headers(self, length: int) -> None:
         self.send_header("Content-Length", str(length))
@@ -39,14 +43,14 @@ class LyingStorage(BaseHTTPRequestHandler):
 
     def do_HEAD(self) -> None:  # noqa: N802  (S3 head_object, Azure get_blob_properties)
         self.send_response(200)
-        self._headers(10)
+        self._headers(self.stated)
 
     def do_GET(self) -> None:  # noqa: N802
         if self.path.startswith("/storage/v1/b/"):  # GCS object metadata
             key = self.path.split("/o/", 1)[1].split("?", 1)[0]
             body = json.dumps(
-                {"kind": "storage#object", "name": key, "bucket": "models", "size": "10",
-                 "generation": "1", "metageneration": "1"}
+                {"kind": "storage#object", "name": key, "bucket": "models",
+                 "size": str(self.stated), "generation": "1", "metageneration": "1"}
             ).encode()  # fmt: skip
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -57,28 +61,45 @@ class LyingStorage(BaseHTTPRequestHandler):
         ranged = "x-ms-range" in self.headers  # Azure asks for the first chunk
         self.send_response(206 if ranged else 200)
         if ranged:
-            self.send_header("Content-Range", f"bytes 0-{SENT - 1}/{SENT}")
-        self._headers(SENT)
+            self.send_header("Content-Range", f"bytes 0-{self.stated - 1}/{self.stated}")
+        self._headers(max(self.stated, self.sent))
         try:
-            for _ in range(SENT // 4096):
-                self.wfile.write(b"x" * 4096)
+            for start in range(0, self.sent, 4096):
+                self.wfile.write(b"x" * min(4096, self.sent - start))
         except (BrokenPipeError, ConnectionResetError):
             pass
+        self.close_connection = True  # what it sent is all there is
 
     def log_message(self, *args: Any) -> None:
         pass
 
 
+class TruncatingStorage(LyingStorage):
+    """States a 1,000-byte object, then sends 10 bytes and closes the connection."""
+
+    stated = 1000
+    sent = 10
+
+
 @pytest.fixture
 def lying_storage(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), LyingStorage)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
+    with _serving(LyingStorage, monkeypatch) as url:
+        yield url
+
+
+@pytest.fixture
+def truncating_storage(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    with _serving(TruncatingStorage, monkeypatch) as url:
+        yield url
+
+
+@contextmanager
+def _serving(
+    handler: type[BaseHTTPRequestHandler], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
     monkeypatch.setenv("BUCKET_NAME", "models")
-    yield url
-    server.shutdown()
-    server.server_close()
+    with serve_handler(handler) as url:
+        yield url
 
 
 @pytest.mark.parametrize(("storage", "setup"), STORAGES_AT.items())
@@ -89,6 +110,116 @@ async def test_an_object_larger_than_it_said_stops_at_the_limit(
 
     with pytest.raises(ModelError, match=f"grew past {LIMIT} bytes"):
         await download_model(storage, "prod", max_bytes=LIMIT)
+
+
+@pytest.mark.parametrize(("storage", "setup"), STORAGES_AT.items())
+async def test_an_object_cut_short_is_unavailable_for_now(
+    truncating_storage: str, monkeypatch: pytest.MonkeyPatch, storage: str, setup: Any
+) -> None:
+    # The connection breaks after 10 of the 1,000 bytes stated (a storage restarting, a
+    # proxy's timeout). Before: a ModelError with urllib3's words, a 500 from PUT /model,
+    # where a storage that cannot be reached is a 400 "could not be loaded".
+    setup(truncating_storage, monkeypatch)
+    monkeypatch.setenv("REMOTE_STORAGE_TIMEOUT", "2")
+
+    with pytest.raises(ModelUnavailable) as caught:
+        await download_model(storage, "prod")
+
+    assert str(caught.value).endswith(
+        "broke off the download of 'prod.tar.gz' before its end: "
+        "IncompleteRead(10 bytes read, 990 more expected)"
+    )
+
+
+class RedirectingStorage(LyingStorage):
+    """Sizes a 10-byte object, then answers its read with a 307 to another host (a proxy,
+    an http address redirected to https, a host taken over) whose address is in `elsewhere`."""
+
+    elsewhere = ""
+
+    def do_GET(self) -> None:  # noqa: N802
+        if self.path.startswith("/storage/v1/b/"):  # GCS object metadata: as LyingStorage's
+            super().do_GET()
+            return
+        self.send_response(307)
+        self.send_header("Location", f"{self.elsewhere}/devstoreaccount1/models/x?sig=secret")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+@pytest.mark.parametrize(("storage", "setup"), STORAGES_AT.items())
+async def test_a_storage_redirecting_the_read_elsewhere_is_not_followed(
+    monkeypatch: pytest.MonkeyPatch, storage: str, setup: Any
+) -> None:
+    # Before: GCS's client followed it and loaded what the other host sent as the model;
+    # Azure's followed it (a 500: "Required Content-Range response header is missing"); S3's
+    # was a 500 "An error occurred (307) ... Temporary Redirect".
+    asked: list[str] = []
+
+    def elsewhere(path: str, body: bytes) -> tuple[int, bytes]:
+        asked.append(path)
+        return 200, b"elsewhere"
+
+    with serve_json(elsewhere) as other:
+        handler = type("Handler", (RedirectingStorage,), {"elsewhere": other})
+        with _serving(handler, monkeypatch) as url:
+            setup(url, monkeypatch)
+
+            with pytest.raises(InvalidConfig) as caught:
+                await download_model(storage, "prod")
+
+    assert asked == []
+    message = str(caught.value)
+    assert (
+        f"answered 'prod.tar.gz' with a redirect (307) to {other}/devstoreaccount1/models/x:"
+        in (message)
+    )
+    assert "secret" not in message
+    assert "botserver follows no storage's redirects" in message
+
+
+class RedirectingEverything(LyingStorage):
+    """Answers every request, the one that sizes the object too, with a redirect to another
+    host, giving no region (an http address redirected to https, a proxy moved)."""
+
+    status = 301
+    asked = 0
+
+    def _redirect(self) -> None:
+        type(self).asked += 1
+        self.send_response(self.status)
+        self.send_header("Location", "https://elsewhere.example/models/prod.tar.gz?sig=secret")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_HEAD = do_GET = _redirect  # noqa: N815
+
+
+@pytest.mark.parametrize("status", [301, 307])
+@pytest.mark.parametrize(("storage", "setup"), STORAGES_AT.items())
+async def test_a_storage_redirecting_every_request_is_asked_once(
+    monkeypatch: pytest.MonkeyPatch, storage: str, setup: Any, status: int
+) -> None:
+    # Before, for S3: botocore took the HEAD's redirect for one to another region, and asked
+    # the bucket's region with a HEAD of the bucket, redirected too, and so on: hundreds of
+    # requests, then a 500 "Cannot download ...: RecursionError: maximum recursion depth
+    # exceeded".
+    class Handler(RedirectingEverything):
+        pass
+
+    Handler.status, handler = status, Handler
+    with _serving(handler, monkeypatch) as url:
+        setup(url, monkeypatch)
+
+        with pytest.raises(InvalidConfig) as caught:
+            await download_model(storage, "prod")
+
+    assert (
+        f"answered 'prod.tar.gz' with a redirect ({status}) to "
+        "https://elsewhere.example/models/prod.tar.gz: botserver follows no storage's "
+        "redirects"
+    ) in str(caught.value)
+    assert handler.asked == 1
 
 
 class GzipEncodedStorage(BaseHTTPRequestHandler):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from shutil import rmtree
 from typing import Any
 
 import pytest
@@ -18,11 +22,13 @@ from server.errors import (
     ModelError,
     ModelNotFound,
     ModelStorageFull,
+    ModelUnavailable,
 )
 from server.models import ModelHolder, ModelSource
 from server.models.remote_storage import check_storage_settings, download_model, object_name
-from tests.fake_http import serve_json
-from tests.models.conftest import greeting_loader
+from tests.fake_http import serve_handler, serve_json
+from tests.models.conftest import greeting_loader, s3_at
+from tests.models.test_remote_storage_replaced import REPLACED, downloaded
 from tests.small_disk import temp_files_on_a_small_disk
 
 boto3 = pytest.importorskip("boto3")
@@ -491,3 +497,261 @@ async def test_a_region_the_storage_refuses_is_a_configuration_error_naming_the_
         "(AuthorizationHeaderMalformed: The authorization header is malformed; the region "
         "'us-east-1' is wrong; expecting 'eu-west-1'): set AWS_DEFAULT_REGION to the storage's"
     )
+
+
+class StorageWithoutChecksums(BaseHTTPRequestHandler):
+    """An S3-compatible storage older than S3's checksums: its GET refuses boto3's
+    `x-amz-checksum-mode` (asked for since boto3 1.36) with a 501 NotImplemented, in MinIO's
+    words."""
+
+    protocol_version = "HTTP/1.1"
+    stored = b"an archive"
+
+    def do_HEAD(self) -> None:  # noqa: N802 (http.server's naming)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.stored)))
+        self.send_header("ETag", '"e1"')
+        self.end_headers()
+
+    def do_GET(self) -> None:  # noqa: N802
+        status, body = 200, self.stored
+        if "x-amz-checksum-mode" in self.headers:
+            status, body = (
+                501,
+                (
+                    b"<Error><Code>NotImplemented</Code><Message>A header you provided implies "
+                    b"functionality that is not implemented</Message></Error>"
+                ),
+            )
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("ETag", '"e1"')
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class StorageWithAWrongChecksum(StorageWithoutChecksums):
+    """Sends the object with a CRC32 that is not its own (bytes changed on the way, or in
+    the storage)."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.stored)))
+        self.send_header("ETag", '"e1"')
+        self.send_header("x-amz-checksum-crc32", "AAAAAA==")
+        self.end_headers()
+        self.wfile.write(self.stored)
+
+
+@pytest.fixture
+def storage_without_checksums(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    with _serve_s3(StorageWithoutChecksums, monkeypatch) as url:
+        yield url
+
+
+@contextmanager
+def _serve_s3(
+    handler: type[BaseHTTPRequestHandler], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    monkeypatch.setenv("BUCKET_NAME", "models")
+    with serve_handler(handler) as url:
+        s3_at(url, monkeypatch)
+        yield url
+
+
+async def test_a_storage_refusing_checksums_names_the_setting_that_turns_them_off(
+    storage_without_checksums: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: "S3 bucket 'models' at ... failed to answer for 'prod.tar.gz' (501: A header
+    # you provided implies ...); each request tried 2 times at most": an outage, for a
+    # feature the storage lacks.
+    with pytest.raises(InvalidConfig) as caught:
+        await download_model("aws", "prod")
+
+    assert str(caught.value).startswith(
+        f"S3 bucket 'models' at {storage_without_checksums} does not implement a request "
+        "botserver made for 'prod.tar.gz' (501: GetObject: NotImplemented: A header you "
+        "provided implies functionality that is not implemented); this is a refusal, not an "
+        "outage"
+    )
+    assert "set AWS_RESPONSE_CHECKSUM_VALIDATION=when_required" in str(caught.value)
+
+    monkeypatch.setenv("AWS_RESPONSE_CHECKSUM_VALIDATION", "when_required")  # as it says
+    path = await download_model("aws", "prod")
+    try:
+        assert path.read_bytes() == StorageWithoutChecksums.stored
+    finally:
+        rmtree(path.parent, ignore_errors=True)
+
+
+def _replace_s3_before_each_get(
+    monkeypatch: pytest.MonkeyPatch, client: Any, times: int
+) -> list[bytes]:
+    """Before each of botserver's first `times` GETs of the object (after its HEAD sized it),
+    another uploader replaces it: version 2, 3... Returns the versions uploaded."""
+    import botocore.session
+
+    uploaded: list[bytes] = []
+    get_session = botocore.session.get_session
+
+    def replace(**_: Any) -> None:
+        if len(uploaded) < times:
+            uploaded.append(f"version {len(uploaded) + 2}".encode())
+            client.put_object(Bucket="models-bucket", Key="prod.tar.gz", Body=uploaded[-1])
+
+    def hooked() -> Any:
+        session = get_session()
+        session.register("before-send.s3.GetObject", replace)
+        return session
+
+    monkeypatch.setattr(botocore.session, "get_session", hooked)
+    return uploaded
+
+
+async def test_s3_starts_over_once_with_the_version_that_replaced_the_one_sized(
+    s3_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: a ModelError with botocore's words (PreconditionFailed), a 500 from PUT /model.
+    s3_env.put_object(Bucket="models-bucket", Key="prod.tar.gz", Body=b"version 1")
+    uploaded = _replace_s3_before_each_get(monkeypatch, s3_env, times=1)
+
+    assert await downloaded("aws") == b"version 2"
+    assert uploaded == [b"version 2"]
+
+
+async def test_s3_object_replaced_twice_in_a_row_is_a_clear_error(
+    s3_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3_env.put_object(Bucket="models-bucket", Key="prod.tar.gz", Body=b"version 1")
+    _replace_s3_before_each_get(monkeypatch, s3_env, times=2)
+
+    with pytest.raises(ModelUnavailable) as caught:
+        await download_model("aws", "prod")
+
+    assert str(caught.value).startswith("'prod.tar.gz' in S3 bucket 'models-bucket' at http")
+    assert REPLACED in str(caught.value)
+
+
+async def test_startup_with_an_object_replaced_twice_logs_one_clear_line(
+    s3_env: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before: "Could not load a model at startup: Cannot download 'prod.tar.gz' from S3
+    # bucket ...: An error occurred (PreconditionFailed) when calling the GetObject operation:
+    # At least one of the pre-conditions you specified did not hold".
+    s3_env.put_object(Bucket="models-bucket", Key="prod.tar.gz", Body=b"version 1")
+    _replace_s3_before_each_get(monkeypatch, s3_env, times=2)
+    holder = ModelHolder(greeting_loader)
+    caplog.set_level(logging.INFO, logger="server.models")
+
+    assert await ModelSource(holder).load_initial("prod", remote_storage="aws") is None
+
+    ours = [r for r in caplog.records if r.name.startswith("server.")]
+    errors = [r.getMessage() for r in ours if r.levelname == "ERROR"]
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(
+        "Could not load a model at startup: 'prod.tar.gz' in S3 bucket 'models-bucket' at http"
+    )
+    assert REPLACED in errors[0]
+    replaced_once = [r.getMessage() for r in ours if r.levelname == "INFO"]
+    assert any("downloading the new version" in line for line in replaced_once), replaced_once
+
+
+async def test_an_object_whose_checksum_does_not_match_is_unavailable_for_now(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Before: a 500 from PUT /model, "Cannot download 'prod.tar.gz' from S3 bucket ...:
+    # Expected checksum AAAAAA== did not match calculated checksum: ...", as if botserver
+    # had failed.
+    with _serve_s3(StorageWithAWrongChecksum, monkeypatch) as url:
+        with pytest.raises(ModelUnavailable) as caught:
+            await download_model("aws", "prod")
+
+        assert str(caught.value).startswith(
+            f"S3 bucket 'models' at {url} sent 'prod.tar.gz' with bytes that do not match its "
+            "checksum (Expected checksum AAAAAA== did not match calculated checksum: "
+        )
+
+
+class StorageInAnotherRegion(BaseHTTPRequestHandler):
+    """A bucket in eu-west-1: a request signed for another region is answered as S3 answers
+    it, a 301 naming the bucket's region (x-amz-bucket-region); `signed_for` records each
+    request's region."""
+
+    protocol_version = "HTTP/1.1"
+    stored = b"an archive"
+    signed_for: list[str] = []
+
+    def _in_region(self) -> bool:
+        scope = re.search(r"Credential=[^/]+/\d+/([^/]+)/", self.headers["Authorization"])
+        region = scope.group(1) if scope else ""
+        self.signed_for.append(region)
+        if region == "eu-west-1":
+            return True
+        body = b"" if self.command == "HEAD" else b"<Error><Code>PermanentRedirect</Code></Error>"
+        self.send_response(301)
+        self.send_header("x-amz-bucket-region", "eu-west-1")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        return False
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        if self._in_region():
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(self.stored)))
+            self.send_header("ETag", '"e1"')
+            self.end_headers()
+
+    def do_GET(self) -> None:  # noqa: N802
+        if self._in_region():
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(self.stored)))
+            self.send_header("ETag", '"e1"')
+            self.end_headers()
+            self.wfile.write(self.stored)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+async def test_a_bucket_in_another_region_is_still_found_through_s3_s_redirect(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # botserver follows no storage's redirects, but S3's 301 naming the bucket's region is
+    # botocore's to follow (a bucket outside AWS_DEFAULT_REGION), as for Rasa.
+    class Handler(StorageInAnotherRegion):
+        signed_for: list[str] = []
+
+    handler = Handler
+    with _serve_s3(handler, monkeypatch):
+        assert await downloaded("aws") == StorageInAnotherRegion.stored
+
+    assert handler.signed_for == ["us-east-1", "eu-west-1", "eu-west-1"]
+
+
+async def test_an_object_deleted_while_downloaded_is_no_model(
+    s3_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Deleted between the HEAD that sized it and the read: gone, not replaced.
+    import botocore.session
+
+    s3_env.put_object(Bucket="models-bucket", Key="prod.tar.gz", Body=b"version 1")
+    get_session = botocore.session.get_session
+
+    def delete(**_: Any) -> None:  # (a hook that returns an answer is sent none)
+        s3_env.delete_object(Bucket="models-bucket", Key="prod.tar.gz")
+
+    def hooked() -> Any:
+        session = get_session()
+        session.register("before-send.s3.GetObject", delete)
+        return session
+
+    monkeypatch.setattr(botocore.session, "get_session", hooked)
+
+    with pytest.raises(ModelNotFound) as caught:
+        await download_model("aws", "prod")
+
+    assert str(caught.value) == "No model 'prod.tar.gz' in S3 bucket 'models-bucket'"

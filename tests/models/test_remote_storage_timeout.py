@@ -5,6 +5,7 @@ naming the setting, rather than after the SDKs' own minutes of timeouts and retr
 from __future__ import annotations
 
 import asyncio
+import shutil
 import threading
 import time
 from collections.abc import Awaitable, Iterator
@@ -275,6 +276,51 @@ async def test_a_storage_failing_with_a_5xx_is_unavailable_for_now(
     )
 
 
+@pytest.mark.usefixtures("quick_retries")
+async def test_a_gcs_download_failing_with_a_5xx_gives_gcs_s_reason_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The media read's failure. Before: "(503: {"error": {"code": 503, "message": "Service
+    # Unavailable"}}: ('Request failed with status code', 503, 'Expected one of', ...))".
+    def storage(path: str, body: bytes) -> tuple[int, Any]:
+        if path.startswith("/download/"):
+            return 503, {"error": {"code": 503, "message": "Service Unavailable"}}
+        return 200, {"name": "prod.tar.gz", "bucket": "models", "size": "10", "generation": "1"}
+
+    with serve_json(storage) as url:
+        gcs_at(url, monkeypatch)
+
+        with pytest.raises(ModelUnavailable) as caught:
+            await download_model("gcs", "prod")
+
+    assert str(caught.value) == (
+        "GCS bucket 'models' failed to answer for 'prod.tar.gz' (503: Service Unavailable); "
+        "each request tried 2 times at most"
+    )
+
+
+@pytest.mark.parametrize("storage", STORAGES_AT)
+@pytest.mark.usefixtures("quick_retries")
+async def test_a_storage_answering_501_not_implemented_is_a_setting_to_change(
+    monkeypatch: pytest.MonkeyPatch, storage: str
+) -> None:
+    # A 501 (MinIO's NotImplemented: "A header you provided implies functionality that is
+    # not implemented") refuses a feature; no retry or wait helps. Before: "failed to answer
+    # ... (501: Not Implemented)", unavailable for now, as if the storage were down.
+    refused = {"error": {"code": 501, "message": "Not Implemented"}}
+    with serve_json(lambda path, body: (501, refused)) as url:
+        STORAGES_AT[storage](url, monkeypatch)
+
+        with pytest.raises(InvalidConfig) as caught:
+            await download_model(storage, "prod")
+
+    message = str(caught.value)
+    assert "does not implement a request botserver made for 'prod.tar.gz' (501: " in message
+    assert "this is a refusal, not an outage: botserver reads " in message
+    setting = {"aws": "AWS_ENDPOINT_URL", "gcs": "STORAGE_EMULATOR_HOST"}
+    assert setting.get(storage, "AZURE_ACCOUNT_URL") in message
+
+
 @pytest.fixture
 def connections(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     """The connections the SDKs open, to a port nothing listens on (a storage down, a wrong
@@ -321,6 +367,39 @@ async def test_gcs_without_the_sdk_s_private_retry_rule_still_downloads_and_trie
         await download_model("gcs", "prod")
 
     assert len(connections) == 2, connections
+
+
+@pytest.mark.parametrize("sdk_rule", ["present", "absent", "failing"])
+@pytest.mark.usefixtures("quick_retries")
+async def test_a_gcs_download_answered_503_once_is_tried_again(
+    monkeypatch: pytest.MonkeyPatch, sdk_rule: str
+) -> None:
+    # A media read's 503 is resumable-media's InvalidResponse, which google-api-core's public
+    # `if_transient_error` (the fallback before) does not know: without the SDK's private rule
+    # the download failed at once ("failed to answer ... (503 ...)") instead of trying again.
+    if sdk_rule == "absent":
+        monkeypatch.delattr("google.cloud.storage.retry._should_retry")
+    if sdk_rule == "failing":  # a release whose private rule takes other arguments
+        monkeypatch.setattr("google.cloud.storage.retry._should_retry", lambda exc, _: False)
+    media: list[str] = []
+
+    def storage(path: str, body: bytes) -> tuple[int, Any]:
+        if path.startswith("/download/"):
+            media.append(path)
+            if len(media) == 1:
+                return 503, {"error": {"code": 503, "message": "Service Unavailable"}}
+            return 200, b"an archive"
+        return 200, {"name": "prod.tar.gz", "bucket": "models", "size": "10", "generation": "1"}
+
+    with serve_json(storage) as url:
+        gcs_at(url, monkeypatch)
+        path = await download_model("gcs", "prod")
+
+    try:
+        assert path.read_bytes() == b"an archive"
+    finally:
+        shutil.rmtree(path.parent, ignore_errors=True)
+    assert len(media) == 2, media
 
 
 @pytest.mark.usefixtures("quick_retries")
