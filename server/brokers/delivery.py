@@ -155,11 +155,11 @@ class BackgroundDelivery:
                 self._last_error = None
                 if failures:
                     logger.warning(
-                        "%s: reachable again after %.1f s (%d attempts); the events that "
+                        "%s: reachable again after %.1f s (%s failed); the events that "
                         "waited are delivered, in order",
                         self.name,
                         time.monotonic() - down_since,
-                        failures,
+                        how_many(failures, "attempt"),
                     )
                 failures = 0
             except asyncio.CancelledError:

@@ -25,6 +25,7 @@ from server.channels.socket_io import (
     INVALID_SESSION,
     SEND_AGAIN,
     SocketIOInput,
+    SocketSessions,
     socketio_payloads,
 )
 from server.dialogue.messages import UserMessage
@@ -1226,6 +1227,17 @@ async def test_a_gateway_socket_stays_in_its_latest_sessions_only(
     warnings = [r.getMessage() for r in caplog.records if "sessions_per_socket" in r.getMessage()]
     assert len(warnings) == 1, warnings
     assert f"socketio: socket {sid} is in 3 sessions" in warnings[0]
+
+
+def test_a_socket_past_one_session_per_socket_is_said_to_be_in_1_session(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before: "is in 1 sessions"."""
+    sessions = SocketSessions(1)
+    sessions.use("sid-1", "user-1")
+    assert sessions.use("sid-1", "user-2") == (True, ["user-1"])
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert said.startswith("socketio: socket sid-1 is in 1 session (sessions_per_socket): ")
 
 
 def test_sessions_per_socket_is_a_positive_whole_number_and_1000_by_default() -> None:
