@@ -75,6 +75,17 @@ def setting_lines(sections: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
+def with_text_keys(value: Any) -> Any:
+    """`value` with every mapping's keys as their text, as a warning names them: YAML reads
+    `2001-01-01:` as a date and `1:` as a number, keys JSON refuses or writes otherwise
+    (`true`, `null`), and the sections reach a worker (`--workers N`) through JSON."""
+    if isinstance(value, dict):
+        return {str(key): with_text_keys(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [with_text_keys(item) for item in value]
+    return value
+
+
 def with_setting_lines(sections: dict[str, Any], lines: dict[str, Any]) -> dict[str, Any]:
     """`sections` come through JSON, with the lines `setting_lines` gave of them again: a
     worker's warning about a key named no line, and so was said again, not being word for

@@ -194,9 +194,11 @@ def host_and_port(host: Any, port: Any, service: str) -> tuple[Any, int | None]:
 
 def near_miss(key: object, known: Iterable[str]) -> str | None:
     """The one of `known` that `key` is a near miss of (a typo: `polices`, `key_prefx`), if
-    any: the one measure of every "did you mean" about a setting or option."""
-    close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.8)
-    return close[0] if close else None
+    any, in whatever case it is written (`KEY_PREFIX`): the one measure of every "did you
+    mean" about a setting or option."""
+    by_lower = {name.lower(): name for name in known}
+    close = difflib.get_close_matches(str(key).lower(), list(by_lower), n=1, cutoff=0.8)
+    return by_lower[close[0]] if close else None
 
 
 def warn_of_unknown_keys(

@@ -73,3 +73,22 @@ def test_a_misspelt_redis_lock_store_setting_stops_the_start_naming_its_line(
         f"{path}, section 'lock_store': unknown setting 'key_prefx' on line 4 (Rasa refuses "
         "it too); did you mean 'key_prefix'?"
     )
+
+
+async def test_a_setting_in_capitals_is_named_with_the_one_meant(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Keys are read as written, in lower case: `KEY_PREFIX` is not read, and its warning now
+    says which key was meant (before, it listed every key read, `key_prefix` among them)."""
+    from server.trackers.factory import create_tracker_store
+
+    path = tmp_path / "endpoints.yml"
+    path.write_text("tracker_store:\n  type: redis\n  url: 127.0.0.1\n  KEY_PREFIX: bot1\n")
+    with caplog.at_level(logging.WARNING):
+        store = create_tracker_store(read_endpoints(path)["tracker_store"], str(path))
+    await store.close()
+    said = [r.getMessage() for r in caplog.records if "unknown setting" in r.getMessage()]
+    assert said == [
+        f"{path}: tracker_store: unknown setting 'KEY_PREFIX' on line 4 is not read "
+        "(nor by Rasa); did you mean 'key_prefix'?"
+    ]

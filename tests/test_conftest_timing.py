@@ -106,8 +106,25 @@ def test_only_a_timing_test_s_failed_assertion_runs_again(tmp_path: Path) -> Non
 # host's pace.
 _TIME_BOUNDS = {"loop_hold", "paced", "host_slowness", "host_crowding"}
 # A bare wall-clock bound: `assert <a time> < 5` (or <=), the time read off a clock or named
-# in seconds (a report's "first_200_after_restore_s"), the bound a number.
-_A_TIME = re.compile(r"monotonic|perf_counter|seconds|elapsed|_s\b")
+# in seconds or as what a step `took` (a report's "first_200_after_restore_s"), the bound a
+# number: written, or a module's named constant and arithmetic on it (`STATEMENT_TIMEOUT / 2`,
+# `TIMEOUT + 4`, `float(DEAD_AFTER)`). A bound on a lower-case name (`deadline`, a time
+# measured in the same test) is not seen: give it a "not paced" comment, or pace it.
+_A_TIME = re.compile(r"monotonic|perf_counter|seconds|elapsed|_s\b|\btook\b")
+
+
+def _a_number(node: ast.AST) -> bool:
+    """Whether `node` is a number fixed before the test runs: written, or a named constant."""
+    if isinstance(node, ast.Constant):
+        return type(node.value) in (int, float)
+    if isinstance(node, (ast.Name, ast.Attribute)):
+        name = node.id if isinstance(node, ast.Name) else node.attr
+        return name.isupper()
+    if isinstance(node, ast.BinOp):
+        return _a_number(node.left) and _a_number(node.right)
+    if isinstance(node, ast.Call) and ast.unparse(node.func) in ("float", "int"):
+        return len(node.args) == 1 and _a_number(node.args[0])
+    return False
 
 
 def _bare_bound(node: ast.AST) -> bool:
@@ -116,10 +133,7 @@ def _bare_bound(node: ast.AST) -> bool:
     compare = node.test
     return (
         all(isinstance(op, (ast.Lt, ast.LtE)) for op in compare.ops)
-        and all(
-            isinstance(bound, ast.Constant) and type(bound.value) in (int, float)
-            for bound in compare.comparators
-        )
+        and all(_a_number(bound) for bound in compare.comparators)
         and _A_TIME.search(ast.unparse(compare.left)) is not None
     )
 
@@ -348,16 +362,31 @@ def test_a_clock(started: float) -> None:
     assert time.monotonic() - started <= 2.5
 
 
+def test_a_named_timeout(started: float) -> None:
+    took = time.monotonic() - started
+    assert took < STATEMENT_TIMEOUT / 2
+
+
+def test_a_timeout_and_slack(started: float) -> None:
+    assert time.perf_counter() - started < float(TIMEOUT) + 4
+
+
 def test_a_count_is_no_time(report: dict) -> None:
     assert len(report["errors"]) < 5
     assert report["seconds_waited"] == 0
+    assert len(report["lines"]) <= LINES_PER_WINDOW + 1
+
+
+def test_a_deadline_is_a_wait_not_a_bound(deadline: float) -> None:
+    assert time.monotonic() < deadline
 """
 
 
 def test_a_bare_wall_clock_bound_asks_for_the_mark(tmp_path: Path) -> None:
     """A time bounded by a bare number fails on a burst of load as any other: before, the
     check saw only the bounds of tests/loop_lag.py and "not paced" comments, and four such
-    bounds in tests/scale/test_outages_under_load.py were neither paced nor marked."""
+    bounds in tests/scale/test_outages_under_load.py were neither paced nor marked. Nor did it
+    see a bound named (`took < STATEMENT_TIMEOUT / 2`): seven such tests were not marked."""
     tests = tmp_path / "tests"
     tests.mkdir()
     (tests / "test_bare.py").write_text(BARE_BOUNDS)
@@ -365,4 +394,6 @@ def test_a_bare_wall_clock_bound_asks_for_the_mark(tmp_path: Path) -> None:
     assert [line.split(" ", 1)[1] for line in wrong] == [
         "test_a_report_s_time: not marked",
         "test_a_clock: not marked",
+        "test_a_named_timeout: not marked",
+        "test_a_timeout_and_slack: not marked",
     ], wrong

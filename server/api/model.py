@@ -69,6 +69,7 @@ from server.errors import (
     ModelUnavailable,
     NothingToTrain,
     TrainingError,
+    how_many,
 )
 from server.http_clients import async_client_off_loop, safe_url
 from server.json_values import OFF_LOOP_JSON_BYTES, key_given_twice
@@ -1048,7 +1049,7 @@ def model_router() -> APIRouter:
         if folds is not None and folds > len(data.examples):
             raise bad_request(
                 f"cannot cross-validate in {folds} folds: the NLU data has "
-                f"{len(data.examples)} examples, fewer than the folds",
+                f"{how_many(len(data.examples), 'example')}, fewer than the folds",
                 "cross_validation_folds",
                 "query",
             )

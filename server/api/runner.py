@@ -47,6 +47,7 @@ from server.config import (
     read_endpoints,
     setting_lines,
     with_setting_lines,
+    with_text_keys,
 )
 from server.errors import BotServerError, InvalidConfig, ModelNotFound, how_many
 from server.logs import SaidAtStart, announce, configure_logging, saying_once
@@ -532,8 +533,9 @@ def run_server(args: argparse.Namespace) -> int:
         with saying_once(said):
             build_app(spec.options())
         _check_a_model_can_come(spec)
-        fields = asdict(spec)
-        # Beside the settings, their lines, which JSON does not keep (warnings name them).
+        # Keys as text, beside their lines, which JSON does not keep (warnings name them).
+        fields = {**asdict(spec), "endpoints": with_text_keys(spec.endpoints)}
+        fields["credentials"] = with_text_keys(spec.credentials)
         fields["setting_lines"] = {
             "endpoints": setting_lines(spec.endpoints),
             "credentials": setting_lines(spec.credentials),

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from server.errors import how_many
 from server.tasks import stop
 from server.trackers.events import OFF_LOOP_EVENTS
 from server.trackers.store import TrackerStore
@@ -104,11 +105,11 @@ class InDoubtEvents:
         self._stores[sender_id] = store
         self._add(sender_id, _Batch(events, previous_event, committed=False, before=before))
         logger.warning(
-            "%s: the save of conversation %s failed; its %d events wait until the tracker "
-            "store shows whether they were committed",
+            "%s: the save of conversation %s failed; its %s until the tracker "
+            "store shows whether the save was committed",
             self.name,
             sender_id,
-            len(events),
+            "event waits" if len(events) == 1 else f"{len(events)} events wait",
         )
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name=f"{self.name} in-doubt events")
@@ -164,10 +165,10 @@ class InDoubtEvents:
                 self._kept -= _size(oldest)
             self._dropped += len(oldest.events)
             logger.error(
-                "%s: %d events of conversation %s dropped from the in-doubt events (over %d "
+                "%s: %s of conversation %s dropped from the in-doubt events (over %d "
                 "held): not published (%d dropped in all)",
                 self.name,
-                len(oldest.events),
+                how_many(len(oldest.events), "event"),
                 sender_id,
                 self._max_events,
                 self._dropped,
@@ -202,11 +203,11 @@ class InDoubtEvents:
                 failures += 1
                 delay = min(self._retry_delay * 2 ** min(failures - 1, 16), self._max_retry_delay)
                 logger.warning(
-                    "%s: %d events of %d conversations wait to be read back (attempt %d), "
-                    "retrying in %.1f s: %s",
+                    "%s: %s of %s to be read back (attempt %d), retrying in %.1f s: %s",
                     self.name,
-                    self._events,
-                    len(self._held),
+                    how_many(self._events, "event"),
+                    how_many(len(self._held), "conversation")
+                    + (" waits" if self._events == 1 else " wait"),
                     failures,
                     delay,
                     error,
@@ -232,11 +233,12 @@ class InDoubtEvents:
             for batch, committed in zip(in_doubt, found, strict=True):
                 batch.committed = committed
                 logger.warning(
-                    "%s: the failed save of conversation %s %s: its %d events are %s",
+                    "%s: the failed save of conversation %s %s: its %s %s %s",
                     self.name,
                     sender_id,
                     "had committed" if committed else "was not committed",
-                    len(batch.events),
+                    how_many(len(batch.events), "event"),
+                    "is" if len(batch.events) == 1 else "are",
                     "published" if committed else "dropped",
                 )
                 if not committed:  # never stored: never published
@@ -285,10 +287,10 @@ class InDoubtEvents:
             logger.debug("%s: last read-back failed: %s", self.name, exc)
         if self._held:
             logger.error(
-                "%s: closing with %d events of %d conversations not read back (not published)",
+                "%s: closing with %s of %s not read back (not published)",
                 self.name,
-                self._events,
-                len(self._held),
+                how_many(self._events, "event"),
+                how_many(len(self._held), "conversation"),
             )
 
 

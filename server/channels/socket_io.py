@@ -50,6 +50,7 @@ from server.errors import (
     LockTimeout,
     NoModelLoaded,
     StoreError,
+    how_many,
 )
 from server.json_values import json_can_hold, loads_untrusted, nests_deeper_than
 from server.trackers.store import check_conversation_id
@@ -130,10 +131,10 @@ class SocketSessions:
         if left and sid not in self._told:
             self._told.add(sid)
             logger.warning(
-                "socketio: socket %s is in %d sessions (sessions_per_socket): it leaves the "
-                "one it used least recently, whose pushes no longer reach it (once per socket)",
+                "socketio: socket %s is in %s (sessions_per_socket): it leaves the one it "
+                "used least recently, whose pushes no longer reach it (once per socket)",
                 sid,
-                self.limit,
+                how_many(self.limit, "session"),
             )
         return left
 

@@ -95,6 +95,8 @@ def _create_tracker_store(
                 "(as in Rasa), lost at a restart",
                 "give 'type: sql', 'redis' or 'dynamo'",
             )
+        else:  # named as every other store's (Rasa's in-memory store takes any key silently)
+            _warn_of_unknown_keys(config, frozenset({"cache_events"}), source)
         return InMemoryTrackerStore(cache_events_setting(config))
     if kind == "sql":
         from server.trackers.sql_store import SqlTrackerStore
@@ -153,6 +155,10 @@ def _create_lock_store(config: dict[str, Any], source: str) -> LockStore:
                 f"{source}: lock_store has no 'type', so locks are held in this process only "
                 "(as in Rasa)",
                 "give 'type: redis'",
+            )
+        else:
+            warn_of_unknown_keys(
+                config, {"wait_timeout"}, f"{source}: lock_store", quiet=SECTION_KEYS
             )
         return InMemoryLockStore(wait_timeout_setting(config))
     if kind == "redis":

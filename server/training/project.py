@@ -210,8 +210,9 @@ def _warn_unknown_sections(content: dict[Any, Any], filename: str, warnings: lis
     for key in content:
         if not isinstance(key, str) or key in _DATA_SECTIONS or key in DOMAIN_KEYS:
             continue
-        near = _SINGULARS.get(key) or next(
-            iter(difflib.get_close_matches(key, _DATA_SECTIONS, 1, cutoff=0.75)), None
+        # In whatever case it is written (`NLU:`, `Story:`): keys are read in lower case.
+        near = _SINGULARS.get(key.lower()) or next(
+            iter(difflib.get_close_matches(key.lower(), _DATA_SECTIONS, 1, cutoff=0.75)), None
         )
         if near:
             line = line_of(content, key)

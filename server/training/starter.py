@@ -17,7 +17,8 @@ def write_starter_project(target: Path) -> list[Path]:
     clashes = [p for p in clashes if p.exists()]
     if clashes:
         names = ", ".join(str(p) for p in clashes[:5])
-        raise BotServerError(f"{names} already exist(s); choose an empty --init-dir")
+        exist = "already exists" if len(clashes) == 1 else "already exist"
+        raise BotServerError(f"{names} {exist}; choose an empty --init-dir")
     written = []
     for source in sources:
         dest = target / source.relative_to(STARTER_DIR)

@@ -118,6 +118,27 @@ async def test_a_failed_save_repeating_a_stored_event_is_not_published_unless_st
         await store.close()
 
 
+async def test_one_in_doubt_event_is_told_of_in_the_singular(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: "its 1 events wait until ...", "its 1 events are dropped"."""
+    store = create_tracker_store({"type": "sql", "db": str(tmp_path / "trackers.db")})
+    broker = SqlEventBroker({"type": "sql", "db": str(tmp_path / "events.db")})
+    try:
+        with caplog.at_level(logging.WARNING):
+            broker.publish_in_doubt("alice", turn(1)[:1], None, store)  # never stored
+            assert await broker.flush(timeout=10)
+    finally:
+        await broker.close()
+        await store.close()
+    said = [r.getMessage().split(": ", 1)[1] for r in caplog.records]
+    assert said == [
+        "the save of conversation alice failed; its event waits until the tracker store "
+        "shows whether the save was committed",
+        "the failed save of conversation alice was not committed: its 1 event is dropped",
+    ]
+
+
 async def test_in_doubt_events_wait_until_the_database_answers(tmp_path: Path) -> None:
     async with postgres_database() as config:
         writer = create_tracker_store(config)

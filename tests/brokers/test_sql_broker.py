@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import sqlite3
 import sys
 import time
@@ -405,6 +406,10 @@ async def test_a_silent_database_is_told_in_the_log_and_gets_the_events_once_it_
         finally:
             proxy.silent = False
     assert [row["sender_id"] for row in rows] == ["alice"] * (not first) + ["bob", "bob"]
+    # Before: "(1 attempts)".
+    assert re.search(
+        r"SQL event broker: reachable again after [\d.]+ s \(1 attempt failed\)", caplog.text
+    ), caplog.text
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from server.channels.socket_io import (
     INVALID_SESSION,
     SEND_AGAIN,
     SocketIOInput,
+    SocketSessions,
     socketio_payloads,
 )
 from server.dialogue.messages import UserMessage
@@ -267,6 +269,23 @@ async def test_a_jwt_without_claims_is_refused_as_rasa_refuses_it(
         with pytest.raises(socketio.exceptions.ConnectionError):
             await Client().sio.connect(url, transports=["websocket"], auth={"token": empty})
     assert any("JWT rejected: no claims" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_jwt_with_an_audience_or_just_expired_is_refused_as_in_rasa(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """As docs/channels.md says: `jwt_key` takes no audience and no leeway (Rasa's neither)."""
+    key = "socket-secret-of-at-least-32-bytes!"
+    caplog.set_level(logging.INFO)
+    audience = jwt.encode({"user": "u1", "aud": "bot"}, key, algorithm="HS256")
+    expired = jwt.encode({"user": "u1", "exp": int(time.time()) - 2}, key, algorithm="HS256")
+    async with bot({"jwt_key": key, "jwt_method": "HS256"}) as url:
+        for token in (audience, expired):
+            with pytest.raises(socketio.exceptions.ConnectionError):
+                await Client().sio.connect(url, transports=["websocket"], auth={"token": token})
+    said = [r.getMessage() for r in caplog.records]
+    assert any("JWT rejected: InvalidAudienceError" in m for m in said), said
+    assert any("JWT rejected: ExpiredSignatureError" in m for m in said), said
 
 
 @pytest.mark.parametrize("key_kind", ["public", "private"])
@@ -1208,6 +1227,17 @@ async def test_a_gateway_socket_stays_in_its_latest_sessions_only(
     warnings = [r.getMessage() for r in caplog.records if "sessions_per_socket" in r.getMessage()]
     assert len(warnings) == 1, warnings
     assert f"socketio: socket {sid} is in 3 sessions" in warnings[0]
+
+
+def test_a_socket_past_one_session_per_socket_is_said_to_be_in_1_session(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before: "is in 1 sessions"."""
+    sessions = SocketSessions(1)
+    sessions.use("sid-1", "user-1")
+    assert sessions.use("sid-1", "user-2") == (True, ["user-1"])
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert said.startswith("socketio: socket sid-1 is in 1 session (sessions_per_socket): ")
 
 
 def test_sessions_per_socket_is_a_positive_whole_number_and_1000_by_default() -> None:

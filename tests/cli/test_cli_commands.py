@@ -260,6 +260,15 @@ def test_init_writes_a_project_and_trains_it(run_cli, tmp_path: Path) -> None:
     assert "botserver run --enable-api" in result.out
 
 
+def test_init_into_a_project_names_the_file_it_would_overwrite(run_cli, tmp_path: Path) -> None:
+    """Before: "config.yml already exist(s)"."""
+    (tmp_path / "mybot").mkdir()
+    (tmp_path / "mybot" / "config.yml").write_text("language: en\n")
+    result = run_cli("init", "--no-prompt", "--init-dir", "mybot", cwd=tmp_path)
+    assert result.code == 1
+    assert "error: mybot/config.yml already exists; choose an empty --init-dir" in result.err
+
+
 def test_train_skips_unchanged_project_and_force_retrains(run_cli, starter_copy: Path) -> None:
     before = sorted((starter_copy / "models").glob("*.tar.gz"))
     skipped = run_cli("train", cwd=starter_copy)

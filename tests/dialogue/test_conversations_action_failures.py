@@ -135,6 +135,7 @@ async def test_template_arguments_may_have_any_name(
     assert turn.texts == ["Hey there!"]
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize(
     "failure", ["down", "slow", "not JSON", "invalid event", "not an object", "HTTP 500"]
 )

@@ -72,6 +72,7 @@ async def test_turns_go_on_when_the_network_drops_a_connection_in_use(dialect: s
             await store.close()
 
 
+@pytest.mark.timing
 async def test_a_mysql_connection_older_than_a_nat_keeps_one_is_not_reused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -165,6 +166,7 @@ def test_a_wrong_dead_connection_timeout_is_a_clear_error_at_start(
         create_tracker_store(config)
 
 
+@pytest.mark.timing
 @pytest.mark.usefixtures("short_timeouts")
 async def test_a_read_whose_connection_is_dropped_while_the_server_works_on_it_goes_on() -> None:
     """The statement reached the server (its bytes acknowledged), then the network dropped
@@ -189,6 +191,7 @@ async def test_a_read_whose_connection_is_dropped_while_the_server_works_on_it_g
             await store.close()
 
 
+@pytest.mark.timing
 @pytest.mark.usefixtures("short_timeouts")
 async def test_after_a_postgres_append_lost_with_its_connection_the_next_one_is_answered() -> None:
     """An append sent on a connection the network dropped may have reached the server, so it

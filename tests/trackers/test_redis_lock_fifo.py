@@ -173,6 +173,7 @@ async def test_a_waiter_whose_process_died_holds_the_line_only_until_its_ticket_
     assert [event["text"] for event in events or []] == ["message 1"]
 
 
+@pytest.mark.timing
 async def test_a_waiter_that_timed_out_leaves_the_line_at_once(
     configs: tuple[dict[str, Any], dict[str, Any]],
 ) -> None:

@@ -604,3 +604,21 @@ async def test_a_section_with_settings_but_no_type_says_it_is_in_memory(
         "endpoints.yml: lock_store has no 'type', so locks are held in this process only (as "
         "in Rasa): 'url' not read; give 'type: redis'",
     ]
+
+
+async def test_a_misspelt_in_memory_store_setting_is_named_at_start(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`type: in_memory` took any key without a word (Rasa's in-memory stores do too), where
+    every other store names it: a misspelt `cache_events` silently kept the default, and a
+    `db` left from a template was never said to be unread."""
+    create_tracker_store({"type": "in_memory", "cache_evnets": 10, "db": "bot"})
+    create_lock_store({"type": "in_memory", "wait_timout": 5, "url": "redis.local"})
+    assert [r.getMessage() for r in caplog.records] == [
+        "endpoints.yml: tracker_store: unknown setting 'cache_evnets' is not read (nor by "
+        "Rasa); did you mean 'cache_events'?",
+        "endpoints.yml: tracker_store: unknown setting 'db' is not read (nor by Rasa); it "
+        "reads cache_events",
+        "endpoints.yml: lock_store: unknown setting 'wait_timout' is not read (nor by Rasa); "
+        "did you mean 'wait_timeout'?",
+    ]

@@ -1338,6 +1338,23 @@ def test_a_data_files_misspelt_section_is_a_warning_naming_file_and_line(tmp_pat
     ]
 
 
+def test_a_data_section_written_in_capitals_is_a_warning_naming_the_one_meant(
+    tmp_path: Path,
+) -> None:
+    """Before: `NLU:` or `Stories:` skipped the file's examples or stories without a word (a
+    misspelling in lower case was named; keys are read as written, in lower case)."""
+    (tmp_path / "domain.yml").write_text('version: "3.1"\nintents: [greet]\n')
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "nlu.yml").write_text("NLU:\n- intent: greet\n  examples: |\n    - hi\n")
+    (data / "stories.yml").write_text("Story:\n- story: s\n  steps: [{intent: greet}]\n")
+    project = load_project(None, tmp_path / "domain.yml", [data])
+    assert sorted(project.warnings) == [
+        f"{data / 'nlu.yml'}:1: unknown section 'NLU' is ignored (did you mean 'nlu'?)",
+        f"{data / 'stories.yml'}:1: unknown section 'Story' is ignored (did you mean 'stories'?)",
+    ]
+
+
 def test_a_linked_folder_in_the_data_or_domain_folder_is_read_as_rasa_reads_it(
     tmp_path: Path,
 ) -> None:
