@@ -14,7 +14,7 @@ from typing import Any
 
 from server.brokers.in_doubt import InDoubtEvents
 from server.brokers.ordering import chain_ids
-from server.errors import first_line
+from server.errors import first_line, how_many
 from server.tasks import stop
 from server.trackers.events import OFF_LOOP_EVENTS
 from server.trackers.store import TrackerStore
@@ -126,9 +126,9 @@ class BackgroundDelivery:
                 self._pending.popleft()
             self._dropped += overflow
             logger.error(
-                "%s: %d events dropped (the broker has been down too long; %d queued at most)",
+                "%s: %s dropped (the broker has been down too long; %d queued at most)",
                 self.name,
-                self._dropped,
+                how_many(self._dropped, "event"),
                 self._max_pending,
             )
         if self._pending:
@@ -172,11 +172,11 @@ class BackgroundDelivery:
                 if failures == 1:
                     down_since = reported = now
                     logger.warning(
-                        "%s: delivery failed (attempt 1, %d events queued), retrying in %.1f s: "
+                        "%s: delivery failed (attempt 1, %s queued), retrying in %.1f s: "
                         "%s. Clients are answered as usual; events wait in memory (%d at most) "
                         "and go out when it is back; the log says how it goes every %g s.",
                         self.name,
-                        len(self._pending),
+                        how_many(len(self._pending), "event"),
                         delay,
                         first_line(exc, limit=None),
                         self._max_pending,
@@ -186,22 +186,21 @@ class BackgroundDelivery:
                     reported = now
                     log = logger.error if failures >= self._warn_after else logger.warning
                     log(
-                        "%s: delivery still failing after %.0f s (attempt %d, %d events "
+                        "%s: delivery still failing after %.0f s (attempt %d, %s "
                         "queued), retrying in %.1f s: %s",
                         self.name,
                         now - down_since,
                         failures,
-                        len(self._pending),
+                        how_many(len(self._pending), "event"),
                         delay,
                         first_line(exc, limit=None),
                     )
                 else:
                     logger.debug(
-                        "%s: delivery failed (attempt %d, %d events queued), retrying in "
-                        "%.1f s: %s",
+                        "%s: delivery failed (attempt %d, %s queued), retrying in %.1f s: %s",
                         self.name,
                         failures,
-                        len(self._pending),
+                        how_many(len(self._pending), "event"),
                         delay,
                         first_line(exc, limit=None),
                     )
@@ -249,18 +248,19 @@ class BackgroundDelivery:
         if self._pending and self._last_error is not None:
             # Said before the wait: after Ctrl-C, a silent pause reads as a hang.
             logger.warning(
-                "%s: closing: %d events still queued, retrying for up to %.0f s (the last "
+                "%s: closing: %s still queued, retrying for up to %.0f s (the last "
                 "attempt failed: %s)",
                 self.name,
-                len(self._pending),
+                how_many(len(self._pending), "event"),
                 timeout,
                 self._last_error,
             )
         if not await self.flush(timeout):
             logger.error(
-                "%s: closing with %d events not delivered; they are lost%s",
+                "%s: closing with %s not delivered; %s lost%s",
                 self.name,
-                len(self._pending),
+                how_many(len(self._pending), "event"),
+                "it is" if len(self._pending) == 1 else "they are",
                 self._why_not_delivered(),
             )
         await stop(self._task)

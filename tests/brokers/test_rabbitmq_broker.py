@@ -409,7 +409,7 @@ async def test_closing_while_rabbitmq_is_silent_takes_the_5_s_documented(
         assert time.monotonic() - started < CLOSE_SECONDS + paced(0.5, below=1.9)
         # Why, although no attempt failed yet: before, "they are lost" and nothing more.
         assert re.search(
-            r"1 events not delivered; they are lost \(an attempt under way for "
+            r"1 event not delivered; it is lost \(an attempt under way for "
             r"[\d.]+ s had not ended\)",
             caplog.text,
         ), caplog.text
