@@ -10,7 +10,9 @@ URL, and a proxy set for other programs is not one the operator chose for botser
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import importlib
 import os
 import re
 import ssl
@@ -96,12 +98,20 @@ def _async_client_and_backend(**options: Any) -> httpx.AsyncClient:
     """`async_client`, and the network backend httpcore imports at a process's first
     connection (anyio's asyncio backend, its sockets and TLS streams: 13 modules, which the
     first call to an action server imported on the loop, 5,300 calls there)."""
-    import anyio._backends._asyncio  # noqa: F401
-    import anyio._core._sockets  # noqa: F401
-    import anyio.streams.tls  # noqa: F401
-    import httpcore._backends.anyio  # noqa: F401
-
+    for module in _BACKEND_MODULES:
+        # Private names, imported early only to spare the loop: a release that renames one
+        # costs that saving, never the call (its library imports what it needs, as before).
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
     return async_client(**options)
+
+
+_BACKEND_MODULES = (
+    "anyio._backends._asyncio",
+    "anyio._core._sockets",
+    "anyio.streams.tls",
+    "httpcore._backends.anyio",
+)
 
 
 def async_client(*, verify: Any = True, **options: Any) -> httpx.AsyncClient:

@@ -140,8 +140,14 @@ def test_a_process_first_call_to_an_action_server_imports_nothing_on_the_event_l
     """Before, httpcore imported anyio's asyncio backend, sockets and TLS streams (13
     modules) at the first connection, on the loop: every conversation waited (5,300 of the
     8,100 calls of a process's first turn that called an action)."""
+    done = _in_a_fresh_process(_FIRST_ACTION_CALL)
+    assert json.loads(done.stdout.splitlines()[-1]) == []
+
+
+def _in_a_fresh_process(script: str) -> subprocess.CompletedProcess[str]:
+    """`script` run by a new interpreter importing this tree; it must exit 0."""
     done = subprocess.run(
-        [sys.executable, "-c", _FIRST_ACTION_CALL],
+        [sys.executable, "-c", script],
         cwd=SERVER.parent,
         env={**os.environ, "PYTHONPATH": str(SERVER.parent)},
         capture_output=True,
@@ -149,7 +155,43 @@ def test_a_process_first_call_to_an_action_server_imports_nothing_on_the_event_l
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout.splitlines()[-1]) == []
+    return done
+
+
+# A fresh process where the name of httpcore's backend module that server.http_clients
+# imports ahead of use, in the thread that builds the first client, is not found there (as
+# after a release that renamed it); httpcore's own import of it, on the loop, still is.
+_RENAMED_BACKEND = """
+import asyncio, sys, threading
+from server.dialogue.action_client import ActionServerClient
+from tests.fake_http import serve_json
+
+class Renamed:
+    def find_spec(self, name, path=None, target=None):
+        ahead = threading.current_thread() is not threading.main_thread()
+        if name == "httpcore._backends.anyio" and ahead:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+async def first_call(url):
+    client = ActionServerClient({"url": url})
+    try:
+        return await client.run("action_hello", "alice", {"sender_id": "alice", "events": []}, None)
+    finally:
+        await client.aclose()
+
+sys.meta_path.insert(0, Renamed())
+with serve_json(lambda path, body: (200, {"events": [], "responses": [{"text": "hi"}]})) as url:
+    print(asyncio.run(first_call(url + "/webhook")))
+"""
+
+
+def test_an_action_server_is_called_whatever_httpcore_names_its_backend_modules() -> None:
+    """The first client's thread imports httpcore's and anyio's private backend modules by
+    name ahead of their use, only to spare the loop: an upgrade that renames one must cost
+    that saving, never the call. Before, every call to an action server (and every other
+    outgoing client's) failed with the ModuleNotFoundError."""
+    done = _in_a_fresh_process(_RENAMED_BACKEND)
+    assert "'text': 'hi'" in done.stdout, done.stdout
 
 
 @pytest.mark.timing

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote_plus, urlsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote_plus, urlsplit
 
 REDACTED = "***"
 
@@ -224,14 +225,27 @@ def _merge() -> None:
 _HEX = re.compile(r"%[0-9A-F]{2}")
 
 
+# How clients percent-encode a query's value, each keeping its own characters as they are
+# (besides letters, digits and `_.-`): Python's `quote` (curl too) keeps `~`; httpx,
+# requests and `urlencode` write a space as `+`; a browser's encodeURIComponent keeps
+# `!'()*~`; its URLSearchParams (the /inspect page's) keeps `*` and writes `~` as `%7E`, a
+# space as `+`; yarl (aiohttp) keeps `!$'()*,/:@?`, a space as `+`.
+_CLIENT_SPELLINGS: tuple[Callable[[str], str], ...] = (
+    partial(quote, safe=""),
+    partial(quote_plus, safe=""),
+    partial(quote, safe="!'()*"),
+    lambda secret: quote_plus(secret, safe="*").replace("~", "%7E"),
+    partial(quote_plus, safe="!$'()*,/:@?"),
+)
+
+
 def _spellings(secret: str) -> set[str]:
-    """`secret` as written, and percent-encoded as a URL's query carries it (a base64
-    token's `+/=`): every character but letters, digits and `-._~` (httpx, a browser's
-    encodeURIComponent), or all but `/` too (yarl), in upper or lower case hex. Before,
-    an access log line showed a token so spelt."""
+    """`secret` as written, and percent-encoded as each client carries it in a URL's query
+    (`_CLIENT_SPELLINGS`; a base64 token's `+/=`), in upper or lower case hex. Before, an
+    access log line showed a token so spelt."""
     spelt = {secret}
-    for safe in ("", "/"):
-        encoded = quote(secret, safe=safe)
+    for spell in _CLIENT_SPELLINGS:
+        encoded = spell(secret)
         spelt |= {encoded, _HEX.sub(lambda code: code[0].lower(), encoded)}
     return spelt
 

@@ -92,7 +92,14 @@ async def _migrate_one_at_a_time(make_engine: Callable[[], AsyncEngine], attempt
         await _migrate(make_engine(), attempts)
 
 
-async def _migrate(engine: AsyncEngine, attempts: int) -> None:
+async def migrate_in_place(engine: AsyncEngine) -> None:
+    """`migrate` on `engine` itself, on the caller's loop, and kept: an in-memory SQLite
+    database is its engine's own (the schema migrated on another engine was another
+    database's). No network, no wait: its few ms of CPU on the loop, once."""
+    await _migrate(engine, attempts=1, dispose=False)
+
+
+async def _migrate(engine: AsyncEngine, attempts: int, dispose: bool = True) -> None:
     # Watched as the store's statements are: a database that stops answering mid-way gives
     # the migration up (DatabaseSilent, a 503 that says so) rather than hold the request,
     # and every turn behind it, until the network drops the connection; one only slow (an
@@ -112,7 +119,8 @@ async def _migrate(engine: AsyncEngine, attempts: int) -> None:
                 await asyncio.sleep(0.2 * (attempt + 1))
     finally:
         silence.close()
-        await engine.dispose()
+        if dispose:
+            await engine.dispose()
 
 
 def _is_unreachable(exc: DBAPIError) -> bool:

@@ -72,6 +72,7 @@ from server.trackers.sql_schema import (
     events_table,
     inspect_events,
     migrate,
+    migrate_in_place,
     readable_as_it_is,
 )
 from server.trackers.sqlite_database import SqliteDatabase
@@ -300,7 +301,13 @@ class SqlTrackerStore:
         self._db: _Database
         # The driver's own "cannot reach the server" errors, beside SQLAlchemy's and OSError.
         self._unreachable_errors: tuple[type[BaseException], ...] = ()
-        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        # An in-memory SQLite database is its engine's own: migrated on it (`_migrated`).
+        self._in_memory = url.get_backend_name() == "sqlite" and url.database in (
+            None,
+            "",
+            ":memory:",
+        )
+        if url.get_backend_name() == "sqlite" and not self._in_memory:
             check_sqlite_folder(str(url.database))
             if not create_missing:
                 check_sqlite_file(str(url.database))
@@ -392,7 +399,10 @@ class SqlTrackerStore:
             or migration.done()
             or migration.get_loop() is not asyncio.get_running_loop()
         ):
-            migration = self._migration = asyncio.ensure_future(migrate(self._schema_engine))
+            migrating = (
+                migrate_in_place(self._engine) if self._in_memory else migrate(self._schema_engine)
+            )
+            migration = self._migration = asyncio.ensure_future(migrating)
             # The error of an attempt whose callers all gave up is not logged at its end.
             migration.add_done_callback(lambda done: done.cancelled() or done.exception())
         await asyncio.shield(migration)

@@ -16,6 +16,7 @@ from unittest import mock
 import httpx
 import jwt
 import pytest
+import yarl
 from fastapi import APIRouter, Depends, FastAPI, Response
 
 from server.api.app import create_app
@@ -102,6 +103,26 @@ async def test_a_registered_token_is_hidden_percent_encoded_too(
     assert any("/status?tokn=*** " in line for line in access), access
     assert "Zm9v%2BYmFy" not in caplog.text
     assert redact("?t=Zm9v%2BYmFy/YmF6Qk%3D%3D&u=Zm9v%2bYmFy%2fYmF6Qk%3d%3d") == "?t=***&u=***"
+
+
+def test_a_registered_token_is_hidden_as_each_client_percent_encodes_it() -> None:
+    """Clients spell a token's `!$'()*~` and spaces each their own way in a query: a
+    browser's encodeURIComponent keeps `!'()*~`, its URLSearchParams (the /inspect page's)
+    writes `~` as `%7E` and a space as `+`, yarl (aiohttp) keeps `$!'()*`, httpx and
+    requests write a space as `+`. Before, only Python's `quote` spelling was hidden: a
+    client's misspelt `?tokn=` showed the token so spelt in the access log."""
+    token = "s3cr3t!Pa$$(w0rd)*~x y"
+    log_redaction.redact_also(token)
+    spelt = {
+        "encodeURIComponent": "s3cr3t!Pa%24%24(w0rd)*~x%20y",
+        "URLSearchParams": "s3cr3t%21Pa%24%24%28w0rd%29*%7Ex+y",
+        "yarl": yarl.URL("/status").with_query({"tokn": token}).raw_query_string[5:],
+        "httpx": httpx.URL("/status", params={"tokn": token}).query.decode()[5:],
+    }
+    shown = {
+        client: redact(f"GET /status?tokn={value} HTTP/1.1") for client, value in spelt.items()
+    }
+    assert shown == dict.fromkeys(spelt, "GET /status?tokn=*** HTTP/1.1")
 
 
 def test_secret_query_names_are_known_percent_encoded() -> None:

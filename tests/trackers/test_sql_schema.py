@@ -665,3 +665,17 @@ async def a_new_start_serves(config: dict[str, Any]) -> None:
         assert [e["text"] for e in await restarted.load("s") or []] == ["hi"]
     finally:
         await restarted.close()
+
+
+async def test_an_in_memory_sqlite_store_keeps_its_conversations() -> None:
+    """`db: ":memory:"`, which Rasa's SQL store takes (one database for the process's life):
+    before, the schema was migrated on an engine of its own, whose in-memory database is
+    another one, and every turn failed with 'no such table: events'."""
+    store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": ":memory:"})
+    try:
+        await store.append("alice", [{"event": "action", "name": "action_listen"}])
+        loaded = await store.load("alice")
+        assert [event["event"] for event in loaded or []] == ["action"]
+        assert await store.keys() == ["alice"]
+    finally:
+        await store.close()
