@@ -32,7 +32,9 @@ class LoopHold:
     C call keeps the GIL however soon the loop thread asks, and the loop thread, waiting on
     the GIL 5 ms at a time, wakes every 5 ms of the hold and on a busy host waits for a core
     each time (90 runs and 200 ms of wait in a 125 ms hold, seen at load 5 on 2 cores); before,
-    all of that wait was left out and such a hold read as 1-40 ms.
+    all of that wait was left out and such a hold read as 1-40 ms. What is left out still grows
+    with the host's load, not with the hold: three runs' wait, 5-40 ms at load 10 on 2 cores, so
+    a bound on `busiest` holds for a hold well past that.
 
     Tests bound `busiest` (work in a thread holding the GIL in long C calls), `loop_busiest`
     (work beside threads that run without the GIL: SQLite) or `busiest_iteration`, never
