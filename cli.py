@@ -1574,8 +1574,9 @@ COMMANDS = {
 
 
 def _unrecognized(parser: argparse.ArgumentParser, unknown: list[str]) -> str:
-    """`unrecognized arguments: ...`, with the closest flag of `parser` for a typo."""
-    import difflib
+    """`unrecognized arguments: ...`, with the closest flag of `parser` for a typo (in any
+    case: `--Enable-Api`)."""
+    from server.setting_values import near_miss
 
     if parser.prog.endswith(" shell"):
         # `rasa shell` takes them: it serves the bot over HTTP and talks to it through that.
@@ -1594,9 +1595,10 @@ def _unrecognized(parser: argparse.ArgumentParser, unknown: list[str]) -> str:
     known = [o for action in parser._actions for o in action.option_strings]
     for arg in unknown:
         if arg.startswith("-"):
-            close = difflib.get_close_matches(arg.split("=")[0], known, n=1)
+            # difflib's default measure, as before: a flag is short, one slip weighs more
+            close = near_miss(arg.split("=")[0], known, cutoff=0.6)
             if close:
-                return message + f" (did you mean {close[0]}?)"
+                return message + f" (did you mean {close}?)"
     return message
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from server.errors import clause
+from server.errors import clause, how_many
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +73,10 @@ class Outages:
         outage.refused_unlogged += 1
         if now - outage.reported >= self.window:
             logger.error(
-                "%s still unreachable after %.0f s: %d more requests answered %s (%d in all); "
-                "last reason: %s",
+                "%s still unreachable after %.0f s: %s answered %s (%d in all); last reason: %s",
                 dependency,
                 now - outage.started,
-                outage.refused_unlogged,
+                how_many(outage.refused_unlogged, "more request"),
                 answer,
                 outage.refused,
                 reason,
@@ -93,11 +92,10 @@ class Outages:
         if outage is not None and outage.number <= sent:
             del self._away[dependency]
             logger.warning(
-                "%s reachable again after %.1f s, %d request%s refused meanwhile",
+                "%s reachable again after %.1f s, %s refused meanwhile",
                 dependency,
                 self._clock() - outage.started,
-                outage.refused,
-                "" if outage.refused == 1 else "s",
+                how_many(outage.refused, "request"),
             )
 
     def any_away(self) -> bool:
@@ -149,9 +147,8 @@ class RepeatsCounted:
         if count:
             self.logger.log(
                 self.level,
-                "%d more time%s in the last %g s: %s",
-                count,
-                "" if count == 1 else "s",
+                "%s in the last %g s: %s",
+                how_many(count, "more time"),
                 self.window,
                 key,
             )

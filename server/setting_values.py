@@ -192,12 +192,12 @@ def host_and_port(host: Any, port: Any, service: str) -> tuple[Any, int | None]:
     return host, number
 
 
-def near_miss(key: object, known: Iterable[str]) -> str | None:
+def near_miss(key: object, known: Iterable[str], cutoff: float = 0.8) -> str | None:
     """The one of `known` that `key` is a near miss of (a typo: `polices`, `key_prefx`), if
     any, in whatever case it is written (`KEY_PREFIX`): the one measure of every "did you
-    mean" about a setting or option."""
+    mean" about a setting or option (`cutoff`: how alike, 0 to 1)."""
     by_lower = {name.lower(): name for name in known}
-    close = difflib.get_close_matches(str(key).lower(), list(by_lower), n=1, cutoff=0.8)
+    close = difflib.get_close_matches(str(key).lower(), list(by_lower), n=1, cutoff=cutoff)
     return by_lower[close[0]] if close else None
 
 

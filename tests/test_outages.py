@@ -90,3 +90,19 @@ def test_a_reason_that_ends_its_own_sentence_gets_no_second_full_stop(
     assert lines[1].endswith(
         "last reason: Error 111 connecting to 127.0.0.1:6379. Connection refused"
     ), lines
+
+
+def test_counts_of_one_read_in_the_singular(caplog: pytest.LogCaptureFixture) -> None:
+    """Before: "1 more requests answered ...", and a burst of one repeat counted with %d."""
+    now = [0.0]
+    outages = Outages(window=60.0, clock=lambda: now[0])
+    outages.refused(DB, "refused", "503")
+    now[0] = 61.0
+    outages.refused(DB, "refused", "503")
+    outages.reached(DB, outages.opened)
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines[1] == (
+        f"{DB} still unreachable after 61 s: 1 more request answered 503 (2 in all); "
+        "last reason: refused"
+    )
+    assert lines[2] == f"{DB} reachable again after 61.0 s, 2 requests refused meanwhile"

@@ -7,6 +7,8 @@ import logging
 import time
 from collections.abc import Callable
 
+from server.errors import how_many
+
 logger = logging.getLogger(__name__)
 
 LINES_PER_WINDOW = 20
@@ -38,8 +40,9 @@ class RefusalLog:
         if self.window_started is None or now - self.window_started >= self.window_seconds:
             if self._unlogged:
                 logger.warning(
-                    "%d more requests were refused in %g s without a line each",
-                    self._unlogged,
+                    "%s %s refused in %g s without a line each",
+                    how_many(self._unlogged, "more request"),
+                    "was" if self._unlogged == 1 else "were",
                     now - (self.window_started or now),
                 )
             self.window_started, self._logged, self._unlogged = now, 0, 0
@@ -52,8 +55,8 @@ class RefusalLog:
         logger.info("Refused %s from %s: %s", what, client, why)
         if self._logged == self.lines_per_window:
             logger.warning(
-                "%d requests refused within %g s; the next ones until then are counted, "
+                "%s refused within %g s; the next ones until then are counted, "
                 "not logged one by one",
-                self._logged,
+                how_many(self._logged, "request"),
                 self.window_seconds,
             )

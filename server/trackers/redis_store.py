@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from redis import exceptions as redis_errors
 from redis.asyncio.client import Pipeline
 
-from server.errors import CorruptConversation
+from server.errors import CorruptConversation, first_line, how_many
 from server.json_values import OFF_LOOP_JSON_BYTES
 from server.trackers.events import OFF_LOOP_EVENTS
 from server.trackers.freeing import free_off_loop
@@ -245,6 +245,8 @@ class RedisTrackerStore:
         self._load_script = self._redis.register_script(_LOAD)
         self._prune_script = self._redis.register_script(_PRUNE)
         self._ping_script = self._redis.register_script(READINESS_SCRIPT)
+        # Said once: without MEMORY USAGE (an ACL), `load_all_of` reads batches whole.
+        self._memory_usage_refused = False
         # The sessions this process read, least recently used first, bounded in events.
         self._sessions: KnownSessions[_Session] = KnownSessions(self.cache_events)
 
@@ -396,6 +398,18 @@ class RedisTrackerStore:
                     for sender_id in sender_ids:
                         pipe.memory_usage(self._prefix + sender_id, samples=0)
                     sizes = await pipe.execute(raise_on_error=False)
+            refused = next((s for s in sizes if isinstance(s, redis_errors.ResponseError)), None)
+            if refused is not None and not self._memory_usage_refused:
+                self._memory_usage_refused = True
+                logger.warning(
+                    "Redis refused MEMORY USAGE (%s): each read of up to %s is made whole, "
+                    "not in parts of at most %d bytes, and a batch of long conversations "
+                    "takes as much memory here. Grant the command to the user: "
+                    "ACL SETUSER <user> +memory|usage",
+                    first_line(refused),
+                    how_many(len(sender_ids), "conversation"),
+                    max_bytes,
+                )
             groups = _within(sender_ids, sizes, max_bytes)
         for group in groups:
             async for conversation in self._load_group(group):

@@ -416,6 +416,12 @@ class SqlTrackerStore:
         migration = self._migration
         if migration is None or migration.done():
             return True
+        if timeout < 0.5:  # the turns used the graceful period: "up to 0 s" would say less
+            logger.info(
+                "No time left of the graceful period for %s: it is given up at once",
+                self._migration_name(),
+            )
+            return False
         logger.info("Waiting up to %.0f s for %s", timeout, self._migration_name())
         await asyncio.wait([migration], timeout=timeout)
         return migration.done()

@@ -143,6 +143,24 @@ async def test_a_flood_of_refusals_logs_a_bounded_number_of_lines_then_a_count(
     assert any(f"{unlogged} more requests were refused" in line for line in server_lines(caplog))
 
 
+async def test_counts_of_one_refusal_read_in_the_singular(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before: "1 requests refused within 60 s", "1 more requests were refused in ..."."""
+    caplog.set_level(logging.INFO, logger="server")
+    app = make_app()
+    async with client(app) as c:
+        refusals = app.state.authenticator.refusals
+        refusals.lines_per_window = 1
+        for _ in range(2):  # one logged, one counted
+            assert (await c.get("/conversations/x/tracker?token=guess")).status_code == 401
+        assert server_lines(caplog)[1].startswith("1 request refused within 60 s; ")
+        refusals.window_started = time.monotonic() - refusals.window_seconds - 1
+        caplog.clear()
+        assert (await c.get("/conversations/x/tracker")).status_code == 401
+    assert server_lines(caplog)[0].startswith("1 more request was refused in 6"), caplog.text
+
+
 @pytest.mark.parametrize("admin_first", [True, False], ids=["admin-first", "admin-last"])
 async def test_two_authorization_headers_are_refused_whichever_comes_first(
     caplog: pytest.LogCaptureFixture, admin_first: bool

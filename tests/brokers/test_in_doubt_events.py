@@ -416,3 +416,35 @@ async def test_published_in_doubt_events_are_freed(tmp_path: Path) -> None:
     finally:
         await broker.close()
         await store.close()
+
+
+async def test_the_read_back_s_retry_counts_events_and_conversations_in_agreement(
+    tmp_path: Path,
+) -> None:
+    """Before: "3 events of 1 conversations wait to be read back"."""
+    from bench.tcp_proxy import free_port
+
+    # A Redis store where nothing listens: each read-back fails at once.
+    store = create_tracker_store({"type": "redis", "url": "127.0.0.1", "port": free_port()})
+    broker = SqlEventBroker({"type": "sql", "db": str(tmp_path / "events.db")})
+    retried = asyncio.Event()
+    said: list[str] = []
+
+    class Retries(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "to be read back" in record.getMessage():
+                said.append(record.getMessage())
+                retried.set()
+
+    handler = Retries()
+    logging.getLogger("server.brokers.in_doubt").addHandler(handler)
+    try:
+        broker.publish_in_doubt("alice", turn(1), None, store)  # its store cannot be read
+        await asyncio.wait_for(retried.wait(), 10)
+    finally:
+        logging.getLogger("server.brokers.in_doubt").removeHandler(handler)
+        await broker.close()
+        await store.close()
+    assert (
+        ": 3 events of 1 conversation wait to be read back (attempt 1), retrying in " in (said[0])
+    ), said

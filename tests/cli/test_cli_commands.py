@@ -87,6 +87,13 @@ def test_unknown_flag_fails_before_anything_starts(run_cli) -> None:
     assert "did you mean --enable-api?" in result.err
 
 
+def test_a_flag_in_the_wrong_case_is_told_the_flag_meant(run_cli) -> None:
+    """Before: `unrecognized arguments: --ENABLE-API` and no "did you mean"."""
+    result = run_cli("run", "--ENABLE-API")
+    assert result.code == 2
+    assert "unrecognized arguments: --ENABLE-API (did you mean --enable-api?)" in result.err
+
+
 @pytest.mark.parametrize(
     ("argv", "unknown"),
     [

@@ -23,6 +23,7 @@ from bench.tcp_proxy import free_port
 from server.api.server import ServerOptions, build_app
 from server.errors import StoreUnavailable
 from server.trackers.factory import create_lock_store, create_tracker_store
+from server.trackers.redis_store import RedisTrackerStore
 from tests.tls_certificates import self_signed
 
 
@@ -208,3 +209,44 @@ async def test_a_tracker_store_on_a_read_only_replica_is_not_ready(tmp_path: Pat
                 await store.ping()  # type: ignore[attr-defined]  # (the readiness probe's)
         finally:
             await store.close()
+
+
+async def test_an_export_read_without_memory_usage_says_so_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A user whose ACL lacks MEMORY: the export's reads (`load_all_of` with a byte budget)
+    go on, whole batches at a time, and one warning says so and what to grant. Before, the
+    budget was dropped without a word."""
+    async with private_redis(tmp_path) as (client, port):
+        await client.acl_setuser(
+            "exporter",
+            enabled=True,
+            passwords=["+exporter-pw-7c1"],
+            keys=["~*"],
+            commands=["+@all", "-memory"],
+        )
+        store = create_tracker_store(
+            {
+                "type": "redis",
+                "url": "127.0.0.1",
+                "port": port,
+                "username": "exporter",
+                "password": "exporter-pw-7c1",
+            }
+        )
+        assert isinstance(store, RedisTrackerStore)
+        try:
+            for sender_id in ("ana", "bob"):
+                await store.append(sender_id, [{"event": "bot", "timestamp": 1.0, "text": "hi"}])
+            with caplog.at_level(logging.WARNING, logger="server.trackers.redis_store"):
+                for _ in range(2):  # two batches of an export
+                    read = [s async for s, _ in store.load_all_of(["ana", "bob"], max_bytes=10)]
+                    assert read == ["ana", "bob"]
+        finally:
+            await store.close()
+    said = [r.getMessage() for r in caplog.records if r.name == "server.trackers.redis_store"]
+    assert len(said) == 1, said
+    assert said[0].startswith("Redis refused MEMORY USAGE (") and said[0].endswith(
+        "not in parts of at most 10 bytes, and a batch of long conversations takes as much "
+        "memory here. Grant the command to the user: ACL SETUSER <user> +memory|usage"
+    ), said

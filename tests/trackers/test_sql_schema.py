@@ -679,3 +679,32 @@ async def test_an_in_memory_sqlite_store_keeps_its_conversations() -> None:
         assert await store.keys() == ["alice"]
     finally:
         await store.close()
+
+
+async def test_a_stop_with_no_time_left_gives_a_migration_under_way_up_at_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The turns used the whole graceful period. Before: "Waiting up to 0 s for the schema
+    migration of ...", a wait that was none."""
+    path = tmp_path / "trackers.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # the migration waits for this write lock
+    store = create_tracker_store({"type": "sql", "db": str(path)})
+    assert isinstance(store, SqlTrackerStore)
+    first_use = asyncio.ensure_future(store.ping())
+    try:
+        # The first use starts it, a few steps on; nothing marks that step but the attribute.
+        while store._migration is None:  # noqa: ASYNC110
+            await asyncio.sleep(0)
+        with caplog.at_level("INFO", logger="server.trackers.sql_store"):
+            assert not await store.setup_done(0.0)
+    finally:
+        holder.rollback()
+        holder.close()
+        await first_use
+        await store.close()
+    said = [r.getMessage() for r in caplog.records if r.name == "server.trackers.sql_store"]
+    assert said == [
+        "No time left of the graceful period for the schema migration of SQLite database "
+        f"'{path}' (the tracker store): it is given up at once"
+    ], said
