@@ -677,7 +677,19 @@ def _event(sender_id: str, value: dict[str, Any]) -> dict[str, Any]:
             f"Conversation '{sender_id}' holds a stored event that is not a JSON object "
             f"(a DynamoDB {'/'.join(value) or 'empty'} value, not a map)"
         )
-    return dict(_plain(value))
+    try:
+        return dict(_plain(value))
+    except _NoJson as exc:
+        # (Before review123: a StoreFailed naming no conversation, which stopped a prune
+        # and `botserver export --skip-unreadable`.)
+        raise CorruptConversation(
+            f"Conversation '{sender_id}' holds a stored event with a DynamoDB {exc} value, "
+            "which no JSON (and no Rasa event) holds"
+        ) from None
+
+
+class _NoJson(Exception):
+    """A DynamoDB value JSON has no counterpart for (a set, binary): its type's name."""
 
 
 def _plain(value: dict[str, Any]) -> Any:
@@ -700,6 +712,4 @@ def _plain(value: dict[str, Any]) -> Any:
         return bool(item)
     if kind == "NULL":
         return None
-    raise StoreFailed(
-        f"The tracker store read a {kind} value in an event, which no Rasa event holds"
-    )
+    raise _NoJson(kind)

@@ -195,17 +195,25 @@ async def test_every_conversation_of_a_dynamodb_table_is_read_in_one_scan(
     assert sent == [(sender_id, at) for sender_id in order for at in (0.0, 10.0)]
 
 
+@pytest.mark.parametrize(
+    "event",
+    [{"S": "{not json"}, {"M": {"event": {"S": "user"}, "tags": {"SS": ["a"]}}}],
+    ids=["text not JSON", "a string set in it"],
+)
 async def test_an_unreadable_dynamodb_item_is_skipped_and_the_scan_goes_on(
+    event: dict[str, Any],
     dynamo: tuple[DynamoTrackerStore, list[str]],
 ) -> None:
     """An item whose event is text that is not JSON ended the table's one Scan pass, on every
-    run: with `skip_unreadable` it is named and the scan goes on past it."""
+    run: with `skip_unreadable` it is named and the scan goes on past it. Until review123, an
+    event holding a value JSON has none of (another program's string set) ended it even with
+    `skip_unreadable`, as a StoreFailed naming no conversation."""
     store, _ = dynamo
     for c in range(3):
         await store.append(f"c{c}", [_user(0, 1.0)])
     store._client.put_item(
         TableName=store.table,
-        Item={"sender_id": {"S": "bad"}, "events": {"L": [{"S": "{not json"}]}},
+        Item={"sender_id": {"S": "bad"}, "events": {"L": [event]}},
     )
     with pytest.raises(CorruptConversation, match="'bad'"):
         await select_events(store)
