@@ -224,6 +224,39 @@ async def test_an_unreadable_dynamodb_item_is_skipped_and_the_scan_goes_on(
     assert (found.conversations, found.unreadable) == (3, ["bad"])
 
 
+async def test_a_resumed_dynamodb_export_leaves_an_unreadable_item_before_its_point_alone(
+    dynamo: tuple[DynamoTrackerStore, list[str]],
+) -> None:
+    """`--resume-from` on DynamoDB: the conversations before the resume point in the scan's
+    order were done by the export resumed, as on SQL or Redis. Before, an unreadable item
+    among them stopped the resumed export (without --skip-unreadable), or (with it) was named
+    as skipped again and made the exit status 3, though this export had nothing of it to
+    publish."""
+    store, _ = dynamo
+    for c in range(6):
+        await store.append(f"c{c}", [_user(0, 1.0)])
+    store._client.put_item(
+        TableName=store.table,
+        Item={"sender_id": {"S": "bad"}, "events": {"L": [{"S": "{not json"}]}},
+    )
+    found = Found()
+    order = [
+        item.sender_id async for item in selected_events(store, found=found, skip_unreadable=True)
+    ]
+    assert found.unreadable == ["bad"]
+    scan = [item["sender_id"]["S"] for item in store._scan_all()]  # the table's order
+    after = scan[scan.index("bad") + 1 :]
+    assert after, scan  # (moto scans in key order: "bad" before the c's)
+    resume = ResumePoint(after[0], 0.0)
+    selection = await select_events(store, resume=resume)
+    assert selection.conversations == sorted(after)
+    found = Found()
+    resumed = selected_events(store, resume=resume, found=found, skip_unreadable=True)
+    assert [item.sender_id async for item in resumed] == after
+    assert found.unreadable == []
+    assert order[-len(after) :] == after
+
+
 async def test_a_conversation_id_longer_than_dynamodb_keys_is_named_missing(
     dynamo: tuple[DynamoTrackerStore, list[str]],
 ) -> None:
