@@ -49,6 +49,10 @@ WARN_AT_BYTES = int(ITEM_LIMIT_BYTES * WARN_AT_SHARE)
 # Conversations warned of (a bound on memory; past it, each is warned of at every sighting).
 MAX_WARNED = 10_000
 
+# The most conversations a prune holds the locks of at a time (IdleLocks), deleting them
+# one request each: a turn on one of them waits for up to that many deletes.
+DELETE_HELD = 50
+
 # Error codes after which the same request may succeed later: a 503, not a 500.
 _BUSY_CODES = {
     "ProvisionedThroughputExceededException",
@@ -441,8 +445,10 @@ class DynamoTrackerStore:
             stale = await self._run(partial(self._next_stale, pages, cutoff_timestamp))
             if stale is None:
                 return deleted
-            if stale:
-                async with holding(hold, list(stale)) as idle:
+            listed = list(stale)
+            for start in range(0, len(listed), DELETE_HELD):
+                # (Before review123, the whole page's: a turn on one waited for all.)
+                async with holding(hold, listed[start : start + DELETE_HELD]) as idle:
                     for sender_id in await idle.still_held():
                         if sender_id not in idle:  # its lock was lost meanwhile
                             continue

@@ -5,6 +5,7 @@ The contract every store keeps runs in test_tracker_stores.py."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
@@ -483,3 +484,39 @@ def test_without_boto3_the_error_names_the_extra_that_installs_it(
     assert str(caught.value) == (
         "tracker_store type 'dynamo' needs boto3: pip install 'botserver[aws]'"
     )
+
+
+async def test_a_turn_on_a_pruned_conversation_waits_for_a_few_deletes_not_a_whole_page(
+    store: DynamoTrackerStore,
+) -> None:
+    """`botserver prune` with the lock store (IdleLocks) took the locks of every old
+    conversation of a Scan page (up to 1 MB: thousands of small ones) and deleted them one
+    request at a time before it let any go: a turn on the first of them waited for every
+    delete of the page (here 250, each a round trip), near the lock's 60 s wait on AWS. Now
+    the locks are held DELETE_HELD at a time, as SQL and Redis prune 500 rows at a time."""
+    from server.trackers.memory_lock import InMemoryLockStore
+    from server.trackers.retention import delete_conversations_older_than
+
+    for c in range(250):
+        await store.append(f"c{c:03}", [user("hi", 1.0)])
+    locks = InMemoryLockStore()
+    loop = asyncio.get_running_loop()
+    deletes: list[str] = []
+    waited: list[int] = []  # the deletes made when the turn got its lock
+    turn: list[asyncio.Task[None]] = []
+
+    async def a_turn(sender_id: str) -> None:
+        async with locks.lock(sender_id):
+            waited.append(len(deletes))
+
+    def deleting(params: dict[str, Any], **_: Any) -> None:
+        deletes.append(params["Key"]["sender_id"]["S"])
+        if len(deletes) == 1:  # its lock held by the prune: a turn comes
+            loop.call_soon_threadsafe(lambda: turn.append(loop.create_task(a_turn(deletes[0]))))
+
+    store._client.meta.events.register("provide-client-params.dynamodb.DeleteItem", deleting)
+    pruned = await delete_conversations_older_than(store, 60, locks)
+    await asyncio.gather(*turn)
+    assert pruned.deleted == 250
+    # (+ 1: the next hold's first delete may set out, in its thread, as the turn is let in.)
+    assert len(waited) == 1 and waited[0] <= dynamo_store.DELETE_HELD + 1 < 250, waited
