@@ -265,8 +265,7 @@ class DynamoTrackerStore:
         item = response.get("Item")
         if item is None:
             return None
-        values = item.get("events", {}).get("L", [])
-        events = [_event(sender_id, value) for value in values]
+        events = [_event(sender_id, value) for value in _values(sender_id, item)]
         if not events:
             return None
         size, bound = _size(sender_id, response)
@@ -313,7 +312,7 @@ class DynamoTrackerStore:
         for item in page:
             sender_id = item["sender_id"]["S"]
             try:
-                events = [_event(sender_id, value) for value in item.get("events", {}).get("L", [])]
+                events = [_event(sender_id, value) for value in _values(sender_id, item)]
             except CorruptConversation as exc:
                 conversations.append((sender_id, exc))
                 continue
@@ -469,8 +468,9 @@ class DynamoTrackerStore:
             return None
         stale = {}
         for item in page:
-            sender_id, events = item["sender_id"]["S"], item.get("events", {}).get("L", [])
+            sender_id = item["sender_id"]["S"]
             try:
+                events = _values(sender_id, item)
                 latest = _latest(sender_id, events)
             except CorruptConversation as exc:
                 # Kept, for someone to look at; before, it stopped the prune.
@@ -671,6 +671,23 @@ def _latest(sender_id: str, values: list[dict[str, Any]]) -> float:
         raise CorruptConversation(
             f"Conversation '{sender_id}' holds an event whose timestamp is not a number ({exc})"
         ) from exc
+
+
+def _values(sender_id: str, item: dict[str, Any]) -> list[dict[str, Any]]:
+    """An item's stored events (none without an `events` attribute); CorruptConversation
+    when it is no list (another program's item: before review123, read as no conversation,
+    which `botserver export` left out saying nothing)."""
+    events = item.get("events")
+    if events is None:
+        return []
+    if "L" not in events:
+        raise CorruptConversation(
+            f"Conversation '{sender_id}' is an item whose events are a DynamoDB "
+            f"{'/'.join(events) or 'empty'} value, not a list (Rasa's layout; another "
+            "program's item?)"
+        )
+    values: list[dict[str, Any]] = events["L"]
+    return values
 
 
 def _event(sender_id: str, value: dict[str, Any]) -> dict[str, Any]:

@@ -520,3 +520,36 @@ async def test_a_turn_on_a_pruned_conversation_waits_for_a_few_deletes_not_a_who
     assert pruned.deleted == 250
     # (+ 1: the next hold's first delete may set out, in its thread, as the turn is let in.)
     assert len(waited) == 1 and waited[0] <= dynamo_store.DELETE_HELD + 1 < 250, waited
+
+
+@pytest.mark.parametrize("events", [{"S": "[]"}, {"M": {"0": {"S": "x"}}}], ids=["text", "map"])
+async def test_an_item_whose_events_are_no_list_is_named_unreadable(
+    events: dict[str, Any],
+    store: DynamoTrackerStore,
+    endpoint: str,
+    table: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Another program's item in the table, its `events` no list (Rasa's layout holds a
+    list): before review123 it read as no conversation at all, so `botserver export` left it
+    out saying nothing (exit 0, where --skip-unreadable names what it passes over), and a
+    turn on it found an empty tracker, then a 400 on its first message. Now it is
+    CorruptConversation naming it, as a Redis key that is no list is; the prune keeps it."""
+    from server.brokers.export import Found, selected_events
+
+    await store.ping()
+    raw = raw_client(endpoint)
+    raw.put_item(TableName=table, Item={"sender_id": {"S": "bob"}, "events": events})
+    await store.append("ann", [user("hi", 1.0)])
+    for load in (store.load, store.load_all):
+        with pytest.raises(CorruptConversation, match="Conversation 'bob' .* not a list"):
+            await load("bob")
+    found = Found()
+    sent = [
+        item.sender_id async for item in selected_events(store, found=found, skip_unreadable=True)
+    ]
+    assert (sent, found.unreadable) == (["ann"], ["bob"])
+    with caplog.at_level(logging.WARNING):
+        assert await store.delete_older_than(time.time()) == 1
+    assert await store.keys() == ["bob"]
+    assert any("'bob'" in r.getMessage() for r in caplog.records)
