@@ -223,7 +223,7 @@ async def selected_events(
         chosen = sorted(set(conversation_ids))
         conversations = _each_stored(store, _from_resume(chosen, resume), unreadable)
     elif isinstance(store, ReadsEverything):
-        conversations = _after_resume(store.each_conversation(unreadable), resume)
+        conversations = _after_resume(store, resume, unreadable)
         scanned = True
     else:
         chosen = sorted(set(await store.keys()))
@@ -279,11 +279,25 @@ def _from_resume(sender_ids: list[str], resume: ResumePoint | None) -> list[str]
 
 
 async def _after_resume(
-    conversations: AsyncIterator[tuple[str, list[dict[str, Any]]]], resume: ResumePoint | None
+    store: ReadsEverything,
+    resume: ResumePoint | None,
+    unreadable: Callable[[str, CorruptConversation], None] | None,
 ) -> AsyncIterator[tuple[str, list[dict[str, Any]] | None]]:
-    """A store's own order (DynamoDB's scan): from `resume`'s conversation on."""
+    """A store's own order (DynamoDB's scan): from `resume`'s conversation on. One that
+    cannot be read before it is passed over: the export resumed went through it already
+    (before review123, it stopped this one, or was named as skipped again)."""
     going = resume is None
-    async for sender_id, events in conversations:
+
+    def passed_over(sender_id: str, exc: CorruptConversation) -> None:
+        nonlocal going
+        going = going or (resume is not None and sender_id == resume.sender_id)
+        if not going:
+            return
+        if unreadable is None:
+            raise exc
+        unreadable(sender_id, exc)
+
+    async for sender_id, events in store.each_conversation(passed_over):
         going = going or (resume is not None and sender_id == resume.sender_id)
         if going:
             yield sender_id, events

@@ -49,6 +49,10 @@ WARN_AT_BYTES = int(ITEM_LIMIT_BYTES * WARN_AT_SHARE)
 # Conversations warned of (a bound on memory; past it, each is warned of at every sighting).
 MAX_WARNED = 10_000
 
+# The most conversations a prune holds the locks of at a time (IdleLocks), deleting them
+# one request each: a turn on one of them waits for up to that many deletes.
+DELETE_HELD = 50
+
 # Error codes after which the same request may succeed later: a 503, not a 500.
 _BUSY_CODES = {
     "ProvisionedThroughputExceededException",
@@ -261,8 +265,7 @@ class DynamoTrackerStore:
         item = response.get("Item")
         if item is None:
             return None
-        values = item.get("events", {}).get("L", [])
-        events = [_event(sender_id, value) for value in values]
+        events = [_event(sender_id, value) for value in _values(sender_id, item)]
         if not events:
             return None
         size, bound = _size(sender_id, response)
@@ -309,7 +312,7 @@ class DynamoTrackerStore:
         for item in page:
             sender_id = item["sender_id"]["S"]
             try:
-                events = [_event(sender_id, value) for value in item.get("events", {}).get("L", [])]
+                events = [_event(sender_id, value) for value in _values(sender_id, item)]
             except CorruptConversation as exc:
                 conversations.append((sender_id, exc))
                 continue
@@ -441,8 +444,10 @@ class DynamoTrackerStore:
             stale = await self._run(partial(self._next_stale, pages, cutoff_timestamp))
             if stale is None:
                 return deleted
-            if stale:
-                async with holding(hold, list(stale)) as idle:
+            listed = list(stale)
+            for start in range(0, len(listed), DELETE_HELD):
+                # (Before review123, the whole page's: a turn on one waited for all.)
+                async with holding(hold, listed[start : start + DELETE_HELD]) as idle:
                     for sender_id in await idle.still_held():
                         if sender_id not in idle:  # its lock was lost meanwhile
                             continue
@@ -463,8 +468,9 @@ class DynamoTrackerStore:
             return None
         stale = {}
         for item in page:
-            sender_id, events = item["sender_id"]["S"], item.get("events", {}).get("L", [])
+            sender_id = item["sender_id"]["S"]
             try:
+                events = _values(sender_id, item)
                 latest = _latest(sender_id, events)
             except CorruptConversation as exc:
                 # Kept, for someone to look at; before, it stopped the prune.
@@ -667,6 +673,23 @@ def _latest(sender_id: str, values: list[dict[str, Any]]) -> float:
         ) from exc
 
 
+def _values(sender_id: str, item: dict[str, Any]) -> list[dict[str, Any]]:
+    """An item's stored events (none without an `events` attribute); CorruptConversation
+    when it is no list (another program's item: before review123, read as no conversation,
+    which `botserver export` left out saying nothing)."""
+    events = item.get("events")
+    if events is None:
+        return []
+    if "L" not in events:
+        raise CorruptConversation(
+            f"Conversation '{sender_id}' is an item whose events are a DynamoDB "
+            f"{'/'.join(events) or 'empty'} value, not a list (Rasa's layout; another "
+            "program's item?)"
+        )
+    values: list[dict[str, Any]] = events["L"]
+    return values
+
+
 def _event(sender_id: str, value: dict[str, Any]) -> dict[str, Any]:
     """One stored event; one kept as text that is not JSON is CorruptConversation naming the
     conversation (before: a JSONDecodeError, a 500 with a traceback)."""
@@ -677,7 +700,19 @@ def _event(sender_id: str, value: dict[str, Any]) -> dict[str, Any]:
             f"Conversation '{sender_id}' holds a stored event that is not a JSON object "
             f"(a DynamoDB {'/'.join(value) or 'empty'} value, not a map)"
         )
-    return dict(_plain(value))
+    try:
+        return dict(_plain(value))
+    except _NoJson as exc:
+        # (Before review123: a StoreFailed naming no conversation, which stopped a prune
+        # and `botserver export --skip-unreadable`.)
+        raise CorruptConversation(
+            f"Conversation '{sender_id}' holds a stored event with a DynamoDB {exc} value, "
+            "which no JSON (and no Rasa event) holds"
+        ) from None
+
+
+class _NoJson(Exception):
+    """A DynamoDB value JSON has no counterpart for (a set, binary): its type's name."""
 
 
 def _plain(value: dict[str, Any]) -> Any:
@@ -700,6 +735,4 @@ def _plain(value: dict[str, Any]) -> Any:
         return bool(item)
     if kind == "NULL":
         return None
-    raise StoreFailed(
-        f"The tracker store read a {kind} value in an event, which no Rasa event holds"
-    )
+    raise _NoJson(kind)

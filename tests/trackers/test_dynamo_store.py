@@ -5,6 +5,7 @@ The contract every store keeps runs in test_tracker_stores.py."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
@@ -127,13 +128,16 @@ async def test_a_conversation_rasa_stored_loads(
 
 
 # Stored events no store of ours or Rasa's writes: text that is not JSON, or not a JSON
-# object, and a value that is not a map (a number, a list, a null).
+# object, a value that is not a map (a number, a list, a null), and a map holding a value
+# JSON has no counterpart for (another program's string set or binary).
 _BROKEN_EVENTS = {
     "text not JSON": {"S": "{oops"},
     "text not an object": {"S": "[1]"},
     "a number": {"N": "5"},
     "a list": {"L": [{"S": "action"}]},
     "a null": {"NULL": True},
+    "a string set in it": {"M": {"event": {"S": "user"}, "tags": {"SS": ["a", "b"]}}},
+    "binary in it": {"M": {"event": {"S": "user"}, "raw": {"L": [{"B": b"\x00"}]}}},
 }
 
 
@@ -149,7 +153,9 @@ async def test_an_event_kept_as_text_that_is_not_json_names_its_conversation(
     an event that is no map at all: its loads are CorruptConversation (a 500, logged without
     a traceback) naming it, and the prune keeps it with a warning and deletes the other old
     ones. Before: a JSONDecodeError (a 500 with a traceback) that also stopped the prune;
-    until review73, for an event that is no map, a TypeError likewise."""
+    until review73, for an event that is no map, a TypeError likewise; until review123, for
+    a string set or binary in an event, a StoreFailed naming no conversation that stopped
+    the prune (and `botserver export --skip-unreadable`)."""
     await store.ping()
     raw = raw_client(endpoint)
     old = {"M": {"event": {"S": "action"}, "timestamp": {"N": "1.0"}}}
@@ -157,7 +163,8 @@ async def test_an_event_kept_as_text_that_is_not_json_names_its_conversation(
     raw.put_item(TableName=table, Item={"sender_id": {"S": "bob"}, "events": broken})
     await store.append("ann", [user("hi", 1.0)])
     for load in (store.load, store.load_all):
-        with pytest.raises(CorruptConversation, match="Conversation 'bob' .* not (JSON|a JSON ob)"):
+        named = "Conversation 'bob' .* (not JSON|not a JSON ob|no JSON)"
+        with pytest.raises(CorruptConversation, match=named):
             await load("bob")
     with caplog.at_level(logging.WARNING):
         assert await store.delete_older_than(time.time()) == 1
@@ -477,3 +484,72 @@ def test_without_boto3_the_error_names_the_extra_that_installs_it(
     assert str(caught.value) == (
         "tracker_store type 'dynamo' needs boto3: pip install 'botserver[aws]'"
     )
+
+
+async def test_a_turn_on_a_pruned_conversation_waits_for_a_few_deletes_not_a_whole_page(
+    store: DynamoTrackerStore,
+) -> None:
+    """`botserver prune` with the lock store (IdleLocks) took the locks of every old
+    conversation of a Scan page (up to 1 MB: thousands of small ones) and deleted them one
+    request at a time before it let any go: a turn on the first of them waited for every
+    delete of the page (here 250, each a round trip), near the lock's 60 s wait on AWS. Now
+    the locks are held DELETE_HELD at a time, as SQL and Redis prune 500 rows at a time."""
+    from server.trackers.memory_lock import InMemoryLockStore
+    from server.trackers.retention import delete_conversations_older_than
+
+    for c in range(250):
+        await store.append(f"c{c:03}", [user("hi", 1.0)])
+    locks = InMemoryLockStore()
+    loop = asyncio.get_running_loop()
+    deletes: list[str] = []
+    waited: list[int] = []  # the deletes made when the turn got its lock
+    turn: list[asyncio.Task[None]] = []
+
+    async def a_turn(sender_id: str) -> None:
+        async with locks.lock(sender_id):
+            waited.append(len(deletes))
+
+    def deleting(params: dict[str, Any], **_: Any) -> None:
+        deletes.append(params["Key"]["sender_id"]["S"])
+        if len(deletes) == 1:  # its lock held by the prune: a turn comes
+            loop.call_soon_threadsafe(lambda: turn.append(loop.create_task(a_turn(deletes[0]))))
+
+    store._client.meta.events.register("provide-client-params.dynamodb.DeleteItem", deleting)
+    pruned = await delete_conversations_older_than(store, 60, locks)
+    await asyncio.gather(*turn)
+    assert pruned.deleted == 250
+    # (+ 1: the next hold's first delete may set out, in its thread, as the turn is let in.)
+    assert len(waited) == 1 and waited[0] <= dynamo_store.DELETE_HELD + 1 < 250, waited
+
+
+@pytest.mark.parametrize("events", [{"S": "[]"}, {"M": {"0": {"S": "x"}}}], ids=["text", "map"])
+async def test_an_item_whose_events_are_no_list_is_named_unreadable(
+    events: dict[str, Any],
+    store: DynamoTrackerStore,
+    endpoint: str,
+    table: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Another program's item in the table, its `events` no list (Rasa's layout holds a
+    list): before review123 it read as no conversation at all, so `botserver export` left it
+    out saying nothing (exit 0, where --skip-unreadable names what it passes over), and a
+    turn on it found an empty tracker, then a 400 on its first message. Now it is
+    CorruptConversation naming it, as a Redis key that is no list is; the prune keeps it."""
+    from server.brokers.export import Found, selected_events
+
+    await store.ping()
+    raw = raw_client(endpoint)
+    raw.put_item(TableName=table, Item={"sender_id": {"S": "bob"}, "events": events})
+    await store.append("ann", [user("hi", 1.0)])
+    for load in (store.load, store.load_all):
+        with pytest.raises(CorruptConversation, match="Conversation 'bob' .* not a list"):
+            await load("bob")
+    found = Found()
+    sent = [
+        item.sender_id async for item in selected_events(store, found=found, skip_unreadable=True)
+    ]
+    assert (sent, found.unreadable) == (["ann"], ["bob"])
+    with caplog.at_level(logging.WARNING):
+        assert await store.delete_older_than(time.time()) == 1
+    assert await store.keys() == ["bob"]
+    assert any("'bob'" in r.getMessage() for r in caplog.records)
