@@ -285,7 +285,7 @@ async def _after_resume(
 ) -> AsyncIterator[tuple[str, list[dict[str, Any]] | None]]:
     """A store's own order (DynamoDB's scan): from `resume`'s conversation on. One that
     cannot be read before it is passed over: the export resumed went through it already
-    (before review123, it stopped this one, or was named as skipped again)."""
+    (before, it stopped this one, or was named as skipped again)."""
     going = resume is None
 
     def passed_over(sender_id: str, exc: CorruptConversation) -> None:

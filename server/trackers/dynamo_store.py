@@ -446,7 +446,7 @@ class DynamoTrackerStore:
                 return deleted
             listed = list(stale)
             for start in range(0, len(listed), DELETE_HELD):
-                # (Before review123, the whole page's: a turn on one waited for all.)
+                # (Before, the whole page's: a turn on one waited for all.)
                 async with holding(hold, listed[start : start + DELETE_HELD]) as idle:
                     for sender_id in await idle.still_held():
                         if sender_id not in idle:  # its lock was lost meanwhile
@@ -675,7 +675,7 @@ def _latest(sender_id: str, values: list[dict[str, Any]]) -> float:
 
 def _values(sender_id: str, item: dict[str, Any]) -> list[dict[str, Any]]:
     """An item's stored events (none without an `events` attribute); CorruptConversation
-    when it is no list (another program's item: before review123, read as no conversation,
+    when it is no list (another program's item: before, read as no conversation,
     which `botserver export` left out saying nothing)."""
     events = item.get("events")
     if events is None:
@@ -703,7 +703,7 @@ def _event(sender_id: str, value: dict[str, Any]) -> dict[str, Any]:
     try:
         return dict(_plain(value))
     except _NoJson as exc:
-        # (Before review123: a StoreFailed naming no conversation, which stopped a prune
+        # (Before: a StoreFailed naming no conversation, which stopped a prune
         # and `botserver export --skip-unreadable`.)
         raise CorruptConversation(
             f"Conversation '{sender_id}' holds a stored event with a DynamoDB {exc} value, "
