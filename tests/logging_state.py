@@ -14,7 +14,7 @@ from server.auth import log_redaction
 def logging_restored() -> Iterator[None]:
     """The root logger's handlers and level, every logger's level and `disabled` flag, and
     the log filter's registered secrets, as they were. Left changed, they hid later tests'
-    log records from caplog in the same process (with `-n 3`, whichever tests xdist put
+    log records from caplog in the same process (with `-n 4`, whichever tests xdist put
     after them)."""
     root = logging.getLogger()
     root_handlers, level = list(root.handlers), root.level
