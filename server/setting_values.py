@@ -192,6 +192,14 @@ def host_and_port(host: Any, port: Any, service: str) -> tuple[Any, int | None]:
     return host, number
 
 
+def key_line(settings: object, key: object) -> int | None:
+    """The line `key` of `settings` was read on, when the section came from a file
+    (`config.read_endpoints`, `read_credentials`: a line-keeping dict); else None."""
+    lines = getattr(settings, "key_lines", None) or {}
+    line: int | None = lines.get(key)
+    return line
+
+
 def near_miss(key: object, known: Iterable[str], cutoff: float = 0.8) -> str | None:
     """The one of `known` that `key` is a near miss of (a typo: `polices`, `key_prefx`), if
     any, in whatever case it is written (`KEY_PREFIX`): the one measure of every "did you
@@ -221,13 +229,13 @@ def warn_of_unknown_keys(
     `read_credentials`) know each key's line, which the warning names."""
     read = sorted(known)
     skipped = set(read) | set(quiet)
-    lines = getattr(settings, "key_lines", None) or {}
     for key in settings:
         if key in skipped:
             continue
         meant = near_miss(key, read)
         hint = f"did you mean '{meant}'?" if meant else f"it reads {', '.join(read) or 'none'}"
-        at = f" on line {lines[key]}" if key in lines else ""
+        line = key_line(settings, key)
+        at = f" on line {line}" if line else ""
         logger.warning(
             "%s: unknown %s '%s'%s is not read (%s); %s", owner, what, key, at, rasa, hint
         )

@@ -12,7 +12,7 @@ from typing import Any
 
 from server.channels.channel import InputChannel
 from server.errors import InvalidConfig
-from server.setting_values import near_miss, warn_of_unknown_keys
+from server.setting_values import key_line, near_miss, warn_of_unknown_keys
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def load_channels(
         settings = (credentials or {}).get(name)
         if settings is not None and not isinstance(settings, dict):
             raise InvalidConfig(f"{source}: '{name}' must hold a mapping of settings")
-        line = (getattr(credentials, "key_lines", None) or {}).get(name)
+        line = key_line(credentials, name)
         at = f"{source}:{line}" if line else source  # the file and the channel's line
         try:
             cls = channel_class(name)

@@ -26,7 +26,7 @@ from redis import exceptions as redis_errors
 
 from server.errors import InvalidConfig, LockTimeout, StoreUnavailable, clause
 from server.outages import OUTAGES, WINDOW_SECONDS, RepeatsCounted
-from server.setting_values import near_miss
+from server.setting_values import key_line, near_miss
 from server.tasks import stop
 from server.trackers.lock import IdleLocks
 from server.trackers.memory_lock import timeout_message, wait_timeout_setting
@@ -309,7 +309,7 @@ class RedisLockStore:
                 if meant
                 else f"the Redis lock store reads {', '.join(read)}"
             )
-            line = (getattr(config, "key_lines", None) or {}).get(unknown[0])
+            line = key_line(config, unknown[0])
             raise InvalidConfig(
                 f"unknown setting '{unknown[0]}'{f' on line {line}' if line else ''} "
                 f"(Rasa refuses it too); {hint}"
