@@ -222,6 +222,12 @@ end
 return 0
 """
 
+# The prune's take sets this lifetime (lock_lifetime when shorter), and its look before the
+# batch's delete (`IdleLocks.still_held`), right after, renews the leases to lock_lifetime: a
+# take whose reply never came (the connection broke, its retry failed too) leaves leases
+# nobody renews or gives back for this long. Before, for lock_lifetime (60 s by default).
+_TAKEN_LIFETIME = 3.0
+
 _FIRST_POLL = 0.002
 # The first in line polls more often: the lease may be free for it, no one else may take it.
 # (A release wakes it at once: the polls are for a wake-up that was lost.) The others poll
@@ -414,11 +420,19 @@ class RedisLockStore:
     ) -> _Lease:
         return _Lease(self, conversation_id, wait_timeout, on_wait)
 
-    def _hold(self, token: str, key: bytes, conversation_id: str, now: float) -> None:
+    def _hold(
+        self,
+        token: str,
+        key: bytes,
+        conversation_id: str,
+        now: float,
+        lifetime: float | None = None,
+    ) -> None:
         """Keeps the lease renewed while held: every lease held for a third of its lifetime
         is renewed by one task per process (no timer or task per turn; most turns end long
-        before). `now`: at or after the reply that took it."""
-        lifetime = self.lock_lifetime
+        before). `now`: at or after the reply that took it; `lifetime`: the one it was taken
+        with, if not lock_lifetime."""
+        lifetime = self.lock_lifetime if lifetime is None else lifetime
         self._held[token] = (key, conversation_id, now + lifetime / 3, now + lifetime)
         if self._renewer is None:
             self._renewer = asyncio.ensure_future(self._renew_held())
@@ -513,15 +527,17 @@ class RedisLockStore:
     @asynccontextmanager
     async def hold_idle(self, conversation_ids: Sequence[str]) -> AsyncIterator[IdleLocks]:
         """Two scripts a batch: one takes every free key nobody waits for (a token each),
-        one gives them back (compare-and-delete). Held, they are renewed as a turn's lease
-        is: before, a batch that took longer than lock_lifetime let turns in while it
-        deleted their conversations."""
+        one gives them back (compare-and-delete). Taken for a few seconds (`_TAKEN_LIFETIME`),
+        then renewed as a turn's lease is (the look before the delete, at once): before, a
+        batch that took longer than lock_lifetime let turns in while it deleted their
+        conversations."""
         free_here = list(dict.fromkeys(conversation_ids))
         tokens = [f"{self._process}{next(self._serial):016x}" for _ in free_here]
-        lifetime_ms = int(self.lock_lifetime * 1000)
+        lifetime = min(self.lock_lifetime, _TAKEN_LIFETIME)
         keys = [self._prefix + c for c in free_here] + [self._queue_prefix + c for c in free_here]
         with store_errors_as("lock store", self._redis):
-            taken = await self._take_free(keys=keys, args=[lifetime_ms, *tokens]) if keys else []
+            args: list[int | str] = [int(lifetime * 1000), *tokens]
+            taken = await self._take_free(keys=keys, args=args) if keys else []
         now = asyncio.get_running_loop().time()
         held = [(c, t) for c, t, ok in zip(free_here, tokens, taken, strict=True) if ok]
         idle = IdleLocks(
@@ -529,7 +545,8 @@ class RedisLockStore:
             partial(self._check_idle, dict(held)),
         )
         for conversation_id, token in held:
-            self._hold(token, (self._prefix + conversation_id).encode(), conversation_id, now)
+            key = (self._prefix + conversation_id).encode()
+            self._hold(token, key, conversation_id, now, lifetime)
             self._held_by_prune[token] = idle
         try:
             yield idle

@@ -630,6 +630,36 @@ async def test_a_prune_lease_its_renewal_finds_gone_is_told_as_the_prune_s(
     assert "turn was still running" not in gone[0]
 
 
+async def test_a_prune_gives_back_only_its_own_leases_not_a_turn_s_taken_after_it_lost_one(
+    redis_config: dict[str, Any],
+) -> None:
+    """Redis lost a lease the prune held (restarted without its data), and a turn of another
+    process took the conversation's lock meanwhile: the prune's give-back at the end of the
+    batch leaves that turn's lease (a compare-and-delete per key), so a third message still
+    waits for the turn."""
+    pruning, other, third = (RedisLockStore(redis_config) for _ in range(3))
+    lease = f"{redis_config['key_prefix']}:lock:ana"
+    client = Redis(host=REDIS[0], port=REDIS[1], db=1)
+    turn = other.lock("ana", wait_timeout=1)
+    try:
+        async with pruning.hold_idle(["ana", "bob"]) as held:
+            assert held.ids() == ["ana", "bob"]
+            await client.delete(lease)  # lost
+            await turn.__aenter__()  # taken by a turn meanwhile
+            turns_token = await client.get(lease)
+        assert await client.get(lease) == turns_token  # (before a compare: deleted)
+        with pytest.raises(LockTimeout):
+            async with third.lock("ana", wait_timeout=0.2):
+                pass
+        async with third.lock("bob", wait_timeout=1):
+            pass  # the prune's own lease, given back
+    finally:
+        await turn.__aexit__(None, None, None)
+        for store in (pruning, other, third):
+            await store.close()
+        await client.aclose()
+
+
 async def test_a_redis_url_with_its_port_reaches_that_port(redis_config: dict[str, Any]) -> None:
     """`url: host:port`, as the SQL store and the RabbitMQ broker read it. Before, the lock
     store (and the Redis tracker store) looked up a host named '127.0.0.1:6379' (as Rasa
