@@ -41,6 +41,7 @@ from server.trackers.redis_client import (
     store_error,
     store_errors_as,
 )
+from server.trackers.redis_leases import RedisLeases, database_of, server_of
 from server.trackers.store import ENDPOINT_SETTINGS
 
 logger = logging.getLogger(__name__)
@@ -540,9 +541,16 @@ class RedisLockStore:
             taken = await self._take_free(keys=keys, args=args) if keys else []
         now = asyncio.get_running_loop().time()
         held = [(c, t) for c, t, ok in zip(free_here, tokens, taken, strict=True) if ok]
+        leases = RedisLeases(
+            server_of(self._redis),
+            database_of(self._redis),
+            {conversation_id: (self._prefix + conversation_id, t) for conversation_id, t in held},
+            partial(self._lost_at_delete, dict(held)),
+        )
         idle = IdleLocks(
             (conversation_id for conversation_id, _ in held),
             partial(self._check_idle, dict(held)),
+            leases,
         )
         for conversation_id, token in held:
             key = (self._prefix + conversation_id).encode()
@@ -573,13 +581,22 @@ class RedisLockStore:
             held = self._held.get(token)
             if held is None:  # (its renewal found it gone meanwhile, and said so)
                 continue
-            failed_since = self._unrenewed.pop(token, None)
             if ok:
+                self._unrenewed.pop(token, None)
                 due, runs_out = now + self.lock_lifetime / 3, now + self.lock_lifetime
                 self._held[token] = (held[0], conversation_id, due, runs_out)
             else:
-                del self._held[token]
-                self._lease_found_gone(token, conversation_id, failed_since, now)
+                self._lost_at_delete(tokens, conversation_id)
+
+    def _lost_at_delete(self, tokens: dict[str, str], conversation_id: str) -> None:
+        """A prune's lease found gone by the look before a delete, or by the delete's own
+        script (`RedisLeases.gone`): said, and let go of."""
+        token = tokens[conversation_id]
+        if self._held.pop(token, None) is None:  # (its renewal found it gone, and said so)
+            return
+        failed_since = self._unrenewed.pop(token, None)
+        now = asyncio.get_running_loop().time()
+        self._lease_found_gone(token, conversation_id, failed_since, now)
 
     async def _give_back_all(self, held: list[tuple[str, str]]) -> None:
         """Gives back the leases of `held` (conversation, token)."""

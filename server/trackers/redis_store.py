@@ -35,6 +35,7 @@ from server.trackers.redis_client import (
     store_errors_as,
     watched,
 )
+from server.trackers.redis_leases import database_of
 from server.trackers.session_start import latest_session_start
 from server.trackers.snapshot import Snapshot
 from server.trackers.store import Hold, cache_events_setting, holding, stored_events
@@ -161,8 +162,11 @@ return {1, start, redis.call('LRANGE', KEYS[1], start, -1)}
 # The longest list the prune script reads itself, and the chunk its caller reads a longer one in.
 _PRUNE_READ_HERE = 100
 _PRUNE_READ_CHUNK = 1_000
-# KEYS: list, session index. ARGV: the cutoff; when the caller read a long list itself, its
-# length and last item (the list is deleted only if they are still those). Deletes the
+# KEYS: list, session index, and the prune's lease when the lock store is on this server.
+# ARGV: the cutoff; when the caller read a long list itself, its length and last item (the
+# list is deleted only if they are still those; else ''); with the lease, its token, its
+# database and this store's. A lease that no longer holds the token leaves the conversation
+# alone ('lost'): the look at the lease and the delete are one step. Deletes the
 # conversation when its newest event is older than the cutoff (an event without a timestamp
 # counts as oldest), looked at and deleted in one step, so a turn appended meanwhile is never
 # deleted; returns 1 if deleted. Events may be out of timestamp order (appended with old
@@ -171,6 +175,13 @@ _PRUNE_READ_CHUNK = 1_000
 # (returns minus its length), so no script holds Redis for long (100,000 events took 2.6 s).
 _PRUNE = """
 local cutoff = tonumber(ARGV[1])
+if KEYS[3] then
+  local apart = ARGV[5] ~= ARGV[6]
+  if apart then redis.call('SELECT', ARGV[5]) end
+  local holder = redis.call('GET', KEYS[3])
+  if apart then redis.call('SELECT', ARGV[6]) end
+  if holder ~= ARGV[4] then return 'lost' end
+end
 local function at(item)
   local ok, event = pcall(cjson.decode, item)
   return ok and type(event) == 'table' and tonumber(event['timestamp']) or 0
@@ -179,7 +190,7 @@ local last = redis.call('LINDEX', KEYS[1], -1)
 if not last then return 0 end
 if at(last) >= cutoff then return 0 end
 local length = redis.call('LLEN', KEYS[1])
-if ARGV[2] then
+if ARGV[2] ~= '' then
   if length ~= tonumber(ARGV[2]) or last ~= ARGV[3] then return 0 end
 else
   if length > READ_HERE then return -length end
@@ -191,6 +202,8 @@ end
 redis.call('DEL', KEYS[1], KEYS[2])
 return 1
 """.replace("READ_HERE", str(_PRUNE_READ_HERE))
+# The prune script's answer for a conversation whose lease it found gone.
+_LEASE_LOST = "lost"
 # Conversations looked at per round trip by delete_older_than.
 _PRUNE_BATCH = 500
 
@@ -621,9 +634,8 @@ class RedisTrackerStore:
         with self._errors():
             async with self._redis.pipeline(transaction=False) as pipe:
                 for sender_id in batch:
-                    await self._prune_script(
-                        keys=self._keys(sender_id), args=[cutoff_timestamp], client=pipe
-                    )
+                    keys, args = self._prune_arguments(sender_id, cutoff_timestamp, idle)
+                    await self._prune_script(keys=keys, args=args, client=pipe)
                 outcomes = await pipe.execute(raise_on_error=False)
 
             def gone(sender_id: str) -> None:
@@ -636,44 +648,78 @@ class RedisTrackerStore:
             for sender_id, outcome in zip(batch, outcomes, strict=True):
                 if outcome == 1:  # (deleted by the pipeline: said before any failure after)
                     gone(sender_id)
+                elif outcome == _LEASE_LOST:
+                    self._lease_lost(sender_id, idle)
             if any(map(_one_at_a_time, outcomes)):
                 await idle.still_held()
             for sender_id, outcome in zip(batch, outcomes, strict=True):
-                if outcome == 1:
-                    continue  # (counted)
+                if outcome == 1 or outcome == _LEASE_LOST:
+                    continue  # (counted, or said)
                 if _one_at_a_time(outcome) and sender_id not in idle:
                     continue  # its lock was lost
                 try:
                     if isinstance(outcome, redis_errors.ResponseError) and (
                         "WRONGTYPE" in str(outcome)
                     ):
-                        keys = self._keys(sender_id)
+                        keys, args = self._prune_arguments(sender_id, cutoff_timestamp, idle)
                         with self._errors():
                             outcome = await self._with_rasa_layout(
                                 sender_id,
-                                lambda k=keys: self._prune_script(keys=k, args=[cutoff_timestamp]),
+                                lambda k=keys, a=args: self._prune_script(keys=k, args=a),
                             )
                     if isinstance(outcome, Exception):
                         with self._errors():
                             raise outcome
                     if isinstance(outcome, int) and outcome < 0:  # too long for the script
-                        outcome = await self._prune_long(sender_id, -outcome, cutoff_timestamp)
+                        outcome = await self._prune_long(
+                            sender_id, -outcome, cutoff_timestamp, idle
+                        )
                 except CorruptConversation as exc:
                     # Kept, for someone to look at; before, it stopped the prune.
                     logger.warning("%s; retention keeps it.", exc)
                     continue
                 if outcome == 1:
                     gone(sender_id)
+                elif outcome == _LEASE_LOST:
+                    self._lease_lost(sender_id, idle)
         return deleted
 
-    async def _prune_long(self, sender_id: str, length: int, cutoff_timestamp: float) -> int:
+    def _prune_arguments(
+        self,
+        sender_id: str,
+        cutoff_timestamp: float,
+        idle: IdleLocks,
+        length: int | str = "",
+        last: bytes | str = "",
+    ) -> tuple[list[str], list[Any]]:
+        """The prune script's keys and arguments: with the conversation's lease when the
+        lock store is on this Redis server (as the same user), which the script checks in
+        the step that deletes. Before, a lease lost after the look before the delete (a
+        failover) was too late to skip."""
+        keys, args = self._keys(sender_id), [cutoff_timestamp, length, last]
+        lease = idle.leases.lease_of(self._redis, sender_id) if idle.leases else None
+        if lease is not None and idle.leases is not None:
+            keys.append(lease[0])
+            args += [lease[1], idle.leases.db, database_of(self._redis)]
+        return keys, args
+
+    @staticmethod
+    def _lease_lost(sender_id: str, idle: IdleLocks) -> None:
+        """The prune script found the conversation's lease gone, and left it alone."""
+        if idle.leases is not None:
+            idle.leases.gone(sender_id)
+        idle.lose(sender_id)  # (said by the lock store: this only if it had not been)
+
+    async def _prune_long(
+        self, sender_id: str, length: int, cutoff_timestamp: float, idle: IdleLocks
+    ) -> int | str:
         """A conversation too long for the prune script to read: read back from its end here,
         a chunk at a time, until an event as new as the cutoff keeps it; deleted (1) only if
         none is and the list is unchanged since it was read (an append or a replace since
         keeps it). The list is watched before it is read: before, only its length and last
         item were compared, and a replace by a list as long, of the same last item, with a
         recent event elsewhere was deleted."""
-        key, session_key = keys = self._keys(sender_id)
+        key, session_key = self._keys(sender_id)
         last: bytes | str = b""  # the list's last item, from the first chunk read
         with self._errors(), _utf8_text(sender_id):
             async with watched(self._redis, key, session_key) as pipe:
@@ -690,14 +736,13 @@ class RedisTrackerStore:
                     stop = start - 1
                 pipe.multi()
                 # (The script checks the length: the list may have grown before the watch.)
-                await self._prune_script(
-                    keys=keys, args=[cutoff_timestamp, length, last], client=pipe
-                )
+                call = self._prune_arguments(sender_id, cutoff_timestamp, idle, length, last)
+                await self._prune_script(keys=call[0], args=call[1], client=pipe)
                 try:
                     (outcome,) = await pipe.execute()
                 except redis_errors.WatchError:  # written meanwhile
                     return 0
-        return int(outcome)
+        return outcome if outcome == _LEASE_LOST else int(outcome)
 
     async def ping(self) -> None:
         """For /health/ready: `READINESS_SCRIPT` on a key nobody has, so that a Redis refusing

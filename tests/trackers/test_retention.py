@@ -305,6 +305,47 @@ async def test_redis_prune_leaves_a_long_conversation_whose_lock_was_lost_after_
             await delete_redis_keys(locks_config["key_prefix"], db=1)
 
 
+@pytest.mark.parametrize("lock_db", [1, 0])
+async def test_redis_prune_leaves_a_conversation_whose_lock_was_lost_during_its_delete(
+    lock_db: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis loses a lease between the look before the batch's delete and the delete itself
+    (restarted without its data, a failover): with the lock store on the same Redis server,
+    the script that deletes a conversation checks its lease in the same step (in a database
+    of its own, the lock store's default 1, or in the tracker store's), and leaves it alone,
+    named. Before, that window was too late to skip: it was deleted, the prune said nothing
+    and exited 0."""
+    from redis.asyncio import Redis
+
+    from server.trackers.redis_lock import RedisLockStore
+
+    now = time.time()
+    async with tracker_store_config("redis", tmp_path) as config:
+        locks_config = {**await _redis_lock_config(), "db": lock_db}
+        store, locks = create_tracker_store(config), RedisLockStore(locks_config)
+        client = Redis(host=REDIS[0], port=REDIS[1], db=lock_db)
+        look = RedisLockStore._check_idle
+
+        async def look_then_lose_ana(self: RedisLockStore, tokens: Any, idle: Any) -> None:
+            await look(self, tokens, idle)
+            await client.delete(f"{locks_config['key_prefix']}:lock:ana")
+
+        monkeypatch.setattr(RedisLockStore, "_check_idle", look_then_lose_ana)
+        try:
+            await store.append("ana", [bot("long ago", now - 200 * DAY)])
+            await store.append("bob", [bot("long ago", now - 200 * DAY)])
+
+            pruned = await delete_conversations_older_than(store, 90 * DAY, locks)
+
+            assert await store.keys() == ["ana"]
+            assert (pruned.deleted, pruned.lost) == (1, ["ana"])
+        finally:
+            await store.close()
+            await locks.close()
+            await client.aclose()
+            await delete_redis_keys(locks_config["key_prefix"], db=lock_db)
+
+
 async def _redis_lock_config() -> dict[str, Any]:
     require_service("Redis", REDIS)
     prefix = unique_name("bstest_locks")
