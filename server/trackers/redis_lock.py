@@ -559,11 +559,13 @@ class RedisLockStore:
         try:
             yield idle
         finally:
+            runs_out = now
             for _, token in held:
-                self._held.pop(token, None)
+                if (lease := self._held.pop(token, None)) is not None:
+                    runs_out = max(runs_out, lease[3])
                 self._unrenewed.pop(token, None)
                 self._held_by_prune.pop(token, None)
-            await self._give_back_all(held)
+            await self._give_back_all(held, runs_out)
 
     async def _check_idle(self, tokens: dict[str, str], idle: IdleLocks) -> None:
         """Renews, in one script, the leases `idle` still holds (`tokens`: by conversation),
@@ -598,18 +600,35 @@ class RedisLockStore:
         now = asyncio.get_running_loop().time()
         self._lease_found_gone(token, conversation_id, failed_since, now)
 
-    async def _give_back_all(self, held: list[tuple[str, str]]) -> None:
-        """Gives back the leases of `held` (conversation, token)."""
+    async def _give_back_all(self, held: list[tuple[str, str]], runs_out: float) -> None:
+        """Gives back the leases of `held` (conversation, token), retried while Redis cannot
+        be reached until they have run out (`runs_out`, at the latest): the prune's process
+        closes its lock store and exits next, which stops a retry in the background (before:
+        the conversations' messages then waited out lock_lifetime once Redis was back). In
+        the background when the prune is being stopped (Ctrl-C), as a turn's release is."""
         if not held:
             return
-        try:
-            await self._release_all(
-                keys=[self._prefix + c for c, _ in held], args=[t for _, t in held]
-            )
-        except (redis_errors.RedisError, OSError) as exc:
-            self._release_failed(f"{len(held)} conversation locks", exc, "their leases end")
-            for conversation_id, token in held:
-                self._release_in_background(self._keys(conversation_id), token)
+        keys, tokens = [self._prefix + c for c, _ in held], [t for _, t in held]
+        loop = asyncio.get_running_loop()
+        pause = _FIRST_RELEASE_RETRY
+        failed = False
+        while True:
+            try:
+                await self._release_all(keys=keys, args=tokens)
+                return
+            except (redis_errors.RedisError, OSError) as exc:
+                if not failed:
+                    self._release_failed(f"{len(held)} conversation locks", exc, "their leases end")
+                    failed = True
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                for conversation_id, token in held:
+                    self._release_in_background(self._keys(conversation_id), token)
+                return
+            if loop.time() + pause >= runs_out:  # they will have run out
+                return
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _MAX_RELEASE_RETRY)
 
     async def _acquire(
         self,

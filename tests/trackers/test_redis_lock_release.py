@@ -23,6 +23,7 @@ from tests.trackers.persistence_fixtures import (
     REDIS,
     delete_redis_keys,
 )
+from tests.trackers.test_lock_stores import through_proxy
 
 
 @pytest.fixture(autouse=True)
@@ -236,10 +237,7 @@ async def test_a_prune_whose_take_reply_was_lost_holds_and_gives_back_its_locks(
     their locks back, so their next messages waited out `lock_lifetime` (30 s here; a
     `wait_timeout` shorter than it: a 503)."""
     proxy = AnswerLosingProxy(REDIS)
-    await proxy.restore()
-    pruning = RedisLockStore({**redis_config, "port": proxy.port, "lock_lifetime": 30})
-    other = RedisLockStore(redis_config)
-    try:
+    async with through_proxy(redis_config, proxy) as (pruning, other, _):
         async with pruning.hold_idle(["warm-up"]):
             pass  # (the script loaded: the next take is one EVALSHA)
         proxy.lose_answer_to = pruning._take_free.sha.encode()
@@ -248,10 +246,6 @@ async def test_a_prune_whose_take_reply_was_lost_holds_and_gives_back_its_locks(
             assert held.ids() == ["ana", "bob"]
         async with other.lock("ana", wait_timeout=2), other.lock("bob", wait_timeout=2):
             pass  # given back (not the 30 s lease)
-    finally:
-        await pruning.close()
-        await other.close()
-        await proxy.cut()
 
 
 class _QueueingProxy(AnswerLosingProxy):
@@ -328,10 +322,7 @@ async def test_a_prune_whose_take_and_its_retry_both_failed_blocks_no_turn_for_i
     first send took were nobody's to renew or give back: the conversations' next messages
     waited out `lock_lifetime` (30 s here: a 503 after their 5 s `wait_timeout`)."""
     proxy = _GoingAwayProxy(REDIS)
-    await proxy.restore()
-    pruning = RedisLockStore({**redis_config, "port": proxy.port, "lock_lifetime": 30})
-    other = RedisLockStore(redis_config)
-    try:
+    async with through_proxy(redis_config, proxy) as (pruning, other, _):
         async with pruning.hold_idle(["warm-up"]):
             pass  # (the script loaded: the next take is one EVALSHA)
         proxy.lose_answer_to = pruning._take_free.sha.encode()
@@ -342,10 +333,6 @@ async def test_a_prune_whose_take_and_its_retry_both_failed_blocks_no_turn_for_i
         await proxy.restore()
         async with other.lock("ana", wait_timeout=5), other.lock("bob", wait_timeout=5):
             pass
-    finally:
-        await pruning.close()
-        await other.close()
-        await proxy.cut()
 
 
 async def test_a_turn_whose_acquire_and_its_retry_both_failed_leaves_no_lease_once_redis_is_back(
@@ -355,10 +342,7 @@ async def test_a_turn_whose_acquire_and_its_retry_both_failed_leaves_no_lease_on
     retry could not connect (503). The lease it took is given back in the background once
     Redis answers: the next message waits for Redis, not for `lock_lifetime` (30 s)."""
     proxy = _GoingAwayProxy(REDIS)
-    await proxy.restore()
-    store = RedisLockStore({**redis_config, "port": proxy.port, "lock_lifetime": 30})
-    other = RedisLockStore(redis_config)
-    try:
+    async with through_proxy(redis_config, proxy) as (store, other, _):
         proxy.lose_answer_to = f"{redis_config['key_prefix']}:lock:ana".encode()
         with pytest.raises(StoreUnavailable):
             async with store.lock("ana", wait_timeout=2):
@@ -367,7 +351,3 @@ async def test_a_turn_whose_acquire_and_its_retry_both_failed_leaves_no_lease_on
         await proxy.restore()
         async with other.lock("ana", wait_timeout=5):
             pass
-    finally:
-        await store.close()
-        await other.close()
-        await proxy.cut()
