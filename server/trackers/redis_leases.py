@@ -45,6 +45,10 @@ class RedisLeases:
     def lease_of(self, client: Redis, conversation_id: str) -> tuple[str, str] | None:
         """The lease key and token a script of `client` checks before it deletes the
         conversation, or None when `client` is not on this server as the same user."""
-        if server_of(client) != self.server:
+        if not self.on_server_of(client):
             return None
         return self.held.get(conversation_id)
+
+    def on_server_of(self, client: Redis) -> bool:
+        """Whether `client` reaches these leases' server as the same user."""
+        return server_of(client) == self.server

@@ -31,6 +31,7 @@ from server.trackers.lock import IdleLocks
 from server.trackers.redis_client import (
     READINESS_SCRIPT,
     create_client,
+    describe,
     key_prefix,
     store_errors_as,
     watched,
@@ -260,6 +261,9 @@ class RedisTrackerStore:
         self._ping_script = self._redis.register_script(READINESS_SCRIPT)
         # Said once: without MEMORY USAGE (an ACL), `load_all_of` reads batches whole.
         self._memory_usage_refused = False
+        # Said once: a server that refuses the prune script's SELECT of the lock store's
+        # database (Dragonfly, an ACL) has the lease checked before the delete only.
+        self._lease_select_refused = False
         # The sessions this process read, least recently used first, bounded in events.
         self._sessions: KnownSessions[_Session] = KnownSessions(self.cache_events)
 
@@ -658,6 +662,10 @@ class RedisTrackerStore:
                 if _one_at_a_time(outcome) and sender_id not in idle:
                     continue  # its lock was lost
                 try:
+                    if isinstance(outcome, redis_errors.ResponseError) and self._selects(idle):
+                        outcome = await self._prune_without_select(
+                            sender_id, cutoff_timestamp, idle, outcome
+                        )
                     if isinstance(outcome, redis_errors.ResponseError) and (
                         "WRONGTYPE" in str(outcome)
                     ):
@@ -698,10 +706,56 @@ class RedisTrackerStore:
         failover) was too late to skip."""
         keys, args = self._keys(sender_id), [cutoff_timestamp, length, last]
         lease = idle.leases.lease_of(self._redis, sender_id) if idle.leases else None
+        if self._lease_select_refused and self._selects(idle):
+            lease = None
         if lease is not None and idle.leases is not None:
             keys.append(lease[0])
             args += [lease[1], idle.leases.db, database_of(self._redis)]
         return keys, args
+
+    def _selects(self, idle: IdleLocks) -> bool:
+        """Whether the prune script checks `idle`'s leases in another database (a SELECT)."""
+        leases = idle.leases
+        return (
+            leases is not None
+            and leases.on_server_of(self._redis)
+            and leases.db != database_of(self._redis)
+        )
+
+    async def _prune_without_select(
+        self,
+        sender_id: str,
+        cutoff_timestamp: float,
+        idle: IdleLocks,
+        refused: redis_errors.ResponseError,
+    ) -> Any:
+        """The prune script failed with its SELECT of the lock store's database: sent again
+        without the lease. If that works, the server refuses SELECT inside a script (Dragonfly
+        with declared keys, an ACL): said once, and from then on the look just before the
+        delete is the last one, as with a lock store on another server. Before, every
+        conversation's script failed and the prune stopped on a script error. If it fails
+        too, `refused` stands."""
+        first = not self._lease_select_refused
+        self._lease_select_refused = True
+        keys, args = self._prune_arguments(sender_id, cutoff_timestamp, idle)
+        try:
+            outcome = await self._prune_script(keys=keys, args=args)
+        except redis_errors.ResponseError as exc:
+            if "WRONGTYPE" not in str(exc):
+                self._lease_select_refused = not first
+                return refused
+            outcome = exc
+        if not first:
+            return outcome
+        logger.warning(
+            "The tracker store (%s) refused the prune script's SELECT of the lock store's "
+            "database %s (%s): each lock is checked just before the delete instead, not in "
+            "the same step. Put both stores in one database (their `db`) for that check.",
+            describe(self._redis),
+            idle.leases.db if idle.leases is not None else "?",
+            refused,
+        )
+        return outcome
 
     @staticmethod
     def _lease_lost(sender_id: str, idle: IdleLocks) -> None:
