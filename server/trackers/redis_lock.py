@@ -267,6 +267,13 @@ _LEASE_LOST = (
     "Redis lost it (restarted without its data, a failover to a replica that did not have "
     "it), or this process stalled for most of lock_lifetime (%g s)"
 )
+# Why a prune's lease ran out before the look after its take renewed it (with the lifetime it
+# was taken for): before, the cause said was `_LEASE_LOST`'s stall of most of lock_lifetime.
+_TAKE_ANSWERED_LATE = (
+    "Redis answered the prune's take of the lock, or the look after it, more than %g s after "
+    "it ran (a busy Redis, a slow network), or Redis lost it (restarted without its data, a "
+    "failover to a replica that did not have it)"
+)
 # Why a held lease ran out when its renewals failed (with for how long).
 _LEASE_UNRENEWED = "it could not be renewed for %.1f s (Redis unreachable)"
 # Why a held lease ran out when no renewal went out (with for how long, and lock_lifetime).
@@ -372,6 +379,8 @@ class RedisLockStore:
         self._renewer: asyncio.Task[None] | None = None
         # Those of them a prune holds (`hold_idle`): a lost one is let go of there.
         self._held_by_prune: dict[str, IdleLocks] = {}
+        # Those of them not renewed yet since their take, by the lifetime they were taken for.
+        self._taken_for: dict[str, float] = {}
         # Held leases whose renewal failed (Redis unreachable): token -> since when.
         self._unrenewed: dict[str, float] = {}
         # Tokens: this process's id and a serial number (unique, and no urandom per turn).
@@ -483,6 +492,7 @@ class RedisLockStore:
             return
         failed_since = self._unrenewed.pop(token, None)
         if renewed:
+            self._taken_for.pop(token, None)
             answered = asyncio.get_running_loop().time()
             due = now + self.lock_lifetime / 3
             self._held[token] = (key, conversation_id, due, answered + self.lock_lifetime)
@@ -505,6 +515,7 @@ class RedisLockStore:
         else:
             holder = "its turn was still running"
             risk = "another turn of the conversation may have run at the same time"
+        taken_for = self._taken_for.pop(token, None)
         if failed_since is not None:  # (before, this too advised raising lock_lifetime)
             logger.error(
                 "The lock of conversation '%s' expired while %s: %s; %s.",
@@ -521,7 +532,9 @@ class RedisLockStore:
             "The lock of conversation '%s' was gone while %s: %s; %s.",
             conversation_id,
             holder,
-            _LEASE_LOST % self.lock_lifetime,
+            _LEASE_LOST % self.lock_lifetime
+            if taken_for is None
+            else _TAKE_ANSWERED_LATE % taken_for,
             risk,
         )
 
@@ -556,6 +569,8 @@ class RedisLockStore:
             key = (self._prefix + conversation_id).encode()
             self._hold(token, key, conversation_id, now, lifetime)
             self._held_by_prune[token] = idle
+            if lifetime < self.lock_lifetime:
+                self._taken_for[token] = lifetime
         try:
             yield idle
         finally:
@@ -565,6 +580,7 @@ class RedisLockStore:
                     runs_out = max(runs_out, lease[3])
                 self._unrenewed.pop(token, None)
                 self._held_by_prune.pop(token, None)
+                self._taken_for.pop(token, None)
             await self._give_back_all(held, runs_out)
 
     async def _check_idle(self, tokens: dict[str, str], idle: IdleLocks) -> None:
@@ -585,6 +601,7 @@ class RedisLockStore:
                 continue
             if ok:
                 self._unrenewed.pop(token, None)
+                self._taken_for.pop(token, None)
                 due, runs_out = now + self.lock_lifetime / 3, now + self.lock_lifetime
                 self._held[token] = (held[0], conversation_id, due, runs_out)
             else:

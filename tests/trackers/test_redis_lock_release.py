@@ -351,3 +351,42 @@ async def test_a_turn_whose_acquire_and_its_retry_both_failed_leaves_no_lease_on
         await proxy.restore()
         async with other.lock("ana", wait_timeout=5):
             pass
+
+
+class _SlowAnswersProxy(TcpProxy):
+    """Redis's answers arrive `delay` seconds late (a busy Redis, a loaded network)."""
+
+    delay = 0.0
+
+    async def forward(self, data: bytes, writer: asyncio.StreamWriter, upstream: bool) -> bool:
+        if not upstream and self.delay:
+            await asyncio.sleep(self.delay)
+        return await super().forward(data, writer, upstream)
+
+
+async def test_a_prune_whose_take_redis_answered_after_its_3_s_says_so_not_lock_lifetime(
+    redis_config: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis answers the prune's take 3.2 s late (under its 10 s socket timeout): the leases,
+    taken for 3 s, ran out before the look after the take. The conversation is left alone,
+    and the ERROR says why. Before, it blamed a stall of "most of lock_lifetime (30 s)",
+    where the prune had waited 3 s."""
+    proxy = _SlowAnswersProxy(REDIS)
+    async with through_proxy(redis_config, proxy) as (pruning, _, _):
+        async with pruning.hold_idle(["warm-up"]):
+            pass  # (the script loaded: the next take is one EVALSHA)
+        proxy.delay = 3.2
+        with caplog.at_level(logging.ERROR):
+            async with pruning.hold_idle(["ana"]) as held:
+                proxy.delay = 0
+                assert await held.still_held() == []
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(said) == 1, said
+    assert said[0].startswith("The lock of conversation 'ana' was gone while a prune held it: "), (
+        said
+    )
+    assert "30 s" not in said[0], said
+    assert (
+        "Redis answered the prune's take of the lock, or the look after it, more than 3 s"
+        in said[0]
+    ), said
