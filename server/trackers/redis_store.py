@@ -20,9 +20,10 @@ from functools import partial
 from typing import Any, TypeVar
 
 from redis import exceptions as redis_errors
+from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from server.errors import CorruptConversation, first_line, how_many
+from server.errors import CorruptConversation, StoreFailed, first_line, how_many
 from server.json_values import OFF_LOOP_JSON_BYTES
 from server.trackers.events import OFF_LOOP_EVENTS
 from server.trackers.freeing import free_off_loop
@@ -33,6 +34,7 @@ from server.trackers.redis_client import (
     create_client,
     describe,
     key_prefix,
+    store_error,
     store_errors_as,
     watched,
 )
@@ -203,6 +205,16 @@ end
 redis.call('DEL', KEYS[1], KEYS[2])
 return 1
 """.replace("READ_HERE", str(_PRUNE_READ_HERE))
+
+
+def _refusal(client: Redis, outcome: object) -> bool:
+    """Whether a script's `outcome` is Redis refusing it (an ACL, a server's rule), not
+    Redis unable to take commands for a while (BUSY, LOADING, out of memory)."""
+    return isinstance(outcome, redis_errors.ResponseError) and isinstance(
+        store_error("tracker store", client, outcome), StoreFailed
+    )
+
+
 # The prune script's answer for a conversation whose lease it found gone.
 _LEASE_LOST = "lost"
 # Conversations looked at per round trip by delete_older_than.
@@ -662,7 +674,7 @@ class RedisTrackerStore:
                 if _one_at_a_time(outcome) and sender_id not in idle:
                     continue  # its lock was lost
                 try:
-                    if isinstance(outcome, redis_errors.ResponseError) and self._selects(idle):
+                    if self._selects(idle) and _refusal(self._redis, outcome):
                         outcome = await self._prune_without_select(
                             sender_id, cutoff_timestamp, idle, outcome
                         )
