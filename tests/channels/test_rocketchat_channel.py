@@ -17,7 +17,12 @@ from typing import Any
 import httpx
 import pytest
 
-from server.channels.rocketchat import RecentMessageIds, RocketChatInput, rocketchat_messages
+from server.channels.rocketchat import (
+    RecentMessageIds,
+    RocketChatInput,
+    rocketchat_messages,
+    text_pieces,
+)
 from server.channels.rocketchat_api import RocketChatAPI, RocketChatError, RocketChatUnavailable
 from tests.channels.conftest import concertbot_server
 from tests.channels.fake_rocketchat import FakeRocketChat
@@ -406,6 +411,33 @@ def test_long_texts_are_cut_at_line_breaks_or_spaces() -> None:
     parts = rocketchat_messages("R1", {"text": "b" * 250, "buttons": buttons}, max_length=100)
     assert [p["text"] for p in parts] == ["b" * 100, "b" * 100, "b" * 50]
     assert "attachments" not in parts[0] and parts[2]["attachments"][0]["actions"]
+
+
+def test_a_long_text_is_never_cut_inside_a_character_people_see_as_one() -> None:
+    """An emoji with a skin tone, a family joined by ZWJs, a flag, a letter with a combining
+    accent: each is several code points, and was cut between them where the size limit fell
+    (a thumb and a loose skin-tone swatch, a family in pieces, "FR" as two letters). Now cut
+    between the characters a reader sees (grapheme clusters)."""
+    import regex  # type: ignore[import-untyped]
+
+    graphemes = [
+        "\U0001f44d\U0001f3fd",
+        "\U0001f468\u200d\U0001f469\u200d\U0001f467",
+        "\U0001f1eb\U0001f1f7",
+        "e\u0301",
+    ]
+    text = "".join(graphemes * 40)  # no space nor line break to cut at
+    for max_length in range(100, 112):
+        pieces = [p["text"] for p in rocketchat_messages("R1", {"text": text}, max_length)]
+        assert "".join(pieces) == text
+        for piece in pieces:
+            assert len(piece.encode("utf-16-le")) // 2 <= max_length
+            assert regex.findall(r"\X", piece)[0] in graphemes, (max_length, piece[:3])
+            assert regex.findall(r"\X", piece)[-1] in graphemes, (max_length, piece[-3:])
+    # One character longer than the limit (a letter under 150 accents) is still cut: no
+    # post may pass Rocket.Chat's limit.
+    zalgo = "a" + "\u0301" * 150
+    assert [len(p) for p in text_pieces(zalgo, 100)] == [100, 51]
 
 
 def test_an_empty_text_is_not_posted() -> None:
