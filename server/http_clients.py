@@ -13,17 +13,22 @@ import asyncio
 import contextlib
 import functools
 import importlib
+import logging
 import os
 import re
 import ssl
 import unicodedata
+from collections.abc import Awaitable, Callable, Sequence
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from server.errors import InvalidConfig
+from server.errors import InvalidConfig, first_line
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # How long an idle connection is kept for the next call: less than common servers' own
 # keep-alive timeout (gunicorn 2 s; uvicorn, Node, Sanic, Apache 5 s). httpx's 5 s met
@@ -136,6 +141,48 @@ def cookie_jar_keeping_none() -> CookieJar:
     it with every later call, whatever the conversation. (Rasa's NLU server client keeps
     one session, cookies and all: not followed, see docs/differences-from-rasa.md.)"""
     return CookieJar(DefaultCookiePolicy(allowed_domains=[]))
+
+
+# The waits before each new try of a connection that could not be made (refused, reset
+# during the handshake, a name that did not resolve): a server restarting, a load balancer
+# swapping it. Short: the caller may hold a conversation's lock meanwhile.
+CONNECT_RETRY_DELAYS = (0.25, 1.0)
+_pause = asyncio.sleep
+
+
+async def retrying_connect_failures(
+    call: Callable[[], Awaitable[T]], *, what: str, delays: Sequence[float] = CONNECT_RETRY_DELAYS
+) -> T:
+    """`call()`, tried again after each of `delays` while it fails to connect. httpx raises
+    ConnectError before any byte of the request was sent, so a retry cannot make a POST that
+    is not idempotent (a chat message, a callback) twice; a failure once the request went out
+    (a timeout, a connection closed without an answer) is raised at once, and so is a
+    certificate not trusted, which no retry will trust. `what`: the log lines' prefix."""
+    for delay in delays:
+        try:
+            return await call()
+        except httpx.ConnectError as e:
+            if _certificate_refused(e):
+                raise
+            logger.info(
+                "%s: cannot connect (%s); trying again in %g s",
+                what,
+                first_line(e, limit=200),
+                delay,
+            )
+        await _pause(delay)
+    return await call()
+
+
+def _certificate_refused(error: BaseException) -> bool:
+    seen: BaseException | None = error
+    for _ in range(10):  # httpx's error, httpcore's, the ssl module's
+        if seen is None:
+            break
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(error)
 
 
 # What urlsplit strips before a URL and drops inside it (the URL standard's rules).

@@ -28,6 +28,7 @@ from server.errors import (
     first_line,
     how_many,
 )
+from server.http_clients import retrying_connect_failures
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +88,10 @@ class CallbackOutput:
     lock: the turn goes on while they are under way, and the webhook answers `success` once
     its turn's POSTs were made (as in Rasa, where they are made under the lock). Each is
     bounded as a whole by the endpoint's `timeout` (httpx's is per read, which a trickling
-    answer never reaches), and once one timed out or could not connect, the rest of the
-    output's messages are not tried: each would wait the timeout again. An output serves one
+    answer never reaches); one that could not connect (nothing was sent) is tried again
+    after a short back-off, never one that went out. Once one timed out or could not
+    connect, the rest of the output's messages are not tried: each would wait the timeout
+    again. An output serves one
     turn (or one pushed message).
     """
 
@@ -149,7 +152,10 @@ class CallbackOutput:
         body = {"recipient_id": recipient_id, **part}
         timeout = self.endpoint.timeout
         try:
-            answer = await asyncio.wait_for(self.endpoint.post_json(body), timeout)
+            answer = await retrying_connect_failures(
+                lambda: asyncio.wait_for(self.endpoint.post_json(body), timeout),
+                what=f"callback: a bot message to {recipient_id} at {self.endpoint.safe_url}",
+            )
         except (TimeoutError, httpx.TimeoutException, httpx.ConnectError) as e:
             if isinstance(e, httpx.ConnectError):  # down, or its TLS certificate not trusted
                 self._unreachable = f"cannot be reached ({first_line(e, limit=200)})"

@@ -20,7 +20,7 @@ from server.channels import attach_channels, load_channels
 from server.errors import InvalidConfig
 from tests.channels.conftest import concertbot_server, echo, modelless_app
 from tests.loop_lag import paced
-from tests.serving import serving
+from tests.serving import serving, serving_from_the_first_retry
 from tests.tls_certificates import self_signed
 
 
@@ -222,6 +222,40 @@ async def test_a_receiver_that_is_down_does_not_fail_the_webhook() -> None:
 
     answer = await _say_hello({"url": f"http://127.0.0.1:{free_port()}/bot"}, "c3")
     assert answer.text == "success"
+
+
+async def test_a_reply_that_could_not_connect_is_posted_once_the_receiver_listens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The receiver restarting, its port refusing connections for a moment: nothing of the
+    POST was sent, so it is tried again after a short back-off, and each reply arrives
+    once. Before, the turn's replies were lost at the first refused connection."""
+    r = Receiver()
+    async with serving_from_the_first_retry(r.app, monkeypatch) as (url, pauses):
+        answer = await _say_hello({"url": f"{url}/bot"}, "c13")
+    assert answer.text == "success"
+    assert pauses == [0.25]
+    assert [body["text"] for body, _ in r.received] == ["echo: hello", "from c13 via callback"]
+
+
+async def test_a_reply_that_reached_the_receiver_is_not_posted_again() -> None:
+    """The receiver took the POST and closed the connection without an answer: it may have
+    shown the reply, so it is not tried again (a retry could show it twice)."""
+    received: list[str] = []
+
+    async def hanging_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append((await reader.readuntil(b"\r\n")).decode())
+        writer.close()
+
+    server = await asyncio.start_server(hanging_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        answer = await _say_hello({"url": f"http://127.0.0.1:{port}/bot"}, "c14")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert answer.text == "success"
+    assert received == ["POST /bot HTTP/1.1\r\n"] * 2  # each of the two replies, once
 
 
 async def test_a_receiver_whose_certificate_is_not_trusted_is_logged_as_such(

@@ -26,7 +26,7 @@ from server.channels.rocketchat import (
 from server.channels.rocketchat_api import RocketChatAPI, RocketChatError, RocketChatUnavailable
 from tests.channels.conftest import concertbot_server
 from tests.channels.fake_rocketchat import FakeRocketChat
-from tests.serving import serving
+from tests.serving import serving, serving_from_the_first_retry
 from tests.trackers.persistence_fixtures import (
     REDIS,
     delete_redis_keys,
@@ -975,3 +975,85 @@ async def test_a_post_after_a_quiet_moment_does_not_meet_a_closing_connection() 
         server.shutdown()
         server.server_close()
     assert _ClosingIdleConnections.posted == ["first", "after a quiet moment"]
+
+
+async def test_a_post_that_could_not_connect_is_tried_again_once_rocketchat_listens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rocket.Chat restarting, its port refusing connections for a moment: nothing of the
+    call was sent, so it is tried again after a short back-off, and the reply shows once.
+    Before, lost at the first refused connection."""
+    rocket = FakeRocketChat(BOT, PASSWORD)
+    async with serving_from_the_first_retry(rocket.app, monkeypatch) as (url, pauses):
+        api = RocketChatAPI(url, BOT, PASSWORD)
+        try:
+            await api.post_message({"roomId": "R1", "text": "hi"})
+        finally:
+            await api.aclose()
+    assert pauses == [0.25]  # the login's connection; the post's went through
+    assert rocket.texts_in("R1") == ["hi"]
+
+
+async def test_a_rocketchat_that_stays_down_is_given_up_after_two_more_tries(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from bench.tcp_proxy import free_port
+    from server import http_clients
+
+    pauses: list[float] = []
+
+    async def pause(delay: float) -> None:
+        pauses.append(delay)
+
+    monkeypatch.setattr(http_clients, "_pause", pause, raising=False)
+    caplog.set_level(logging.INFO)
+    url = f"http://127.0.0.1:{free_port()}"
+    api = RocketChatAPI(url, BOT, PASSWORD)
+    try:
+        with pytest.raises(RocketChatUnavailable, match=f"cannot reach Rocket.Chat at {url}"):
+            await api.post_message({"roomId": "R1", "text": "hi"})
+    finally:
+        await api.aclose()
+    assert pauses == [0.25, 1.0]
+    assert f"rocketchat: /api/v1/login at {url}: cannot connect (" in caplog.text
+
+
+class _HangingUpOnPosts(BaseHTTPRequestHandler):
+    """Rocket.Chat's login; a post is read whole, then the connection closed without an
+    answer (a proxy restarting as the post went through): it may have been posted."""
+
+    protocol_version = "HTTP/1.1"
+    posted: list[str] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+        if self.path != "/api/v1/login":
+            self.posted.append(body["text"])
+            self.close_connection = True
+            return
+        sent = json.dumps({"status": "success", "data": {"authToken": "t", "userId": "B"}})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(sent)))
+        self.end_headers()
+        self.wfile.write(sent.encode())
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+async def test_a_post_that_went_out_is_not_tried_again() -> None:
+    """`chat.postMessage` is not idempotent: a post that reached the server and got no
+    answer may be in the room already, and a retry would show it twice."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _HangingUpOnPosts)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    api = RocketChatAPI(f"http://127.0.0.1:{server.server_port}", BOT, PASSWORD)
+    try:
+        with pytest.raises(RocketChatError, match="disconnected without sending a response"):
+            await api.post_message({"roomId": "R1", "text": "once"})
+    finally:
+        await api.aclose()
+        server.shutdown()
+        server.server_close()
+    assert _HangingUpOnPosts.posted == ["once"]
