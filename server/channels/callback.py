@@ -28,9 +28,20 @@ from server.errors import (
     first_line,
     how_many,
 )
-from server.http_clients import retrying_connect_failures
+from server.http_clients import DEFAULT_LIMITS, retrying_connect_failures
 
 logger = logging.getLogger(__name__)
+
+# No cap on the connections to the callback URL. A conversation's POSTs go one after another
+# (`Deliveries`), so each holds one at most, for `timeout` at most: the connections are at
+# most the conversations being answered at once. Under httpx's cap (100, one host), a
+# receiver hanging for 100 conversations held every other conversation's replies, each
+# waiting for a connection, its wait counted against its own timeout.
+UNCAPPED = httpx.Limits(
+    max_connections=None,
+    max_keepalive_connections=DEFAULT_LIMITS.max_keepalive_connections,
+    keepalive_expiry=DEFAULT_LIMITS.keepalive_expiry,
+)
 
 
 class Deliveries:
@@ -162,7 +173,8 @@ class CallbackOutput:
             else:
                 self._unreachable = f"did not answer within {timeout:g} s"
             logger.error(
-                "callback: could not deliver a message to %s: it %s",
+                "callback: could not deliver a bot message to %s at %s: it %s",
+                recipient_id,
                 self.endpoint.safe_url,
                 self._unreachable,
             )
@@ -170,7 +182,8 @@ class CallbackOutput:
         except Exception as e:  # any failure: the turn's other messages go on
             reason, name = first_line(e, limit=200), type(e).__name__
             logger.error(
-                "callback: could not deliver a message to %s: %s",
+                "callback: could not deliver a bot message to %s at %s: %s",
+                recipient_id,
                 self.endpoint.safe_url,
                 name if reason == name else f"{name}: {reason}",
             )
@@ -184,9 +197,10 @@ class CallbackOutput:
                 detail = await answer.error_detail()
                 outcome = "which was not delivered" + (f": {detail}" if detail else "")
             logger.error(
-                "callback: %s answered HTTP %s to a bot message, %s",
+                "callback: %s answered HTTP %s to a bot message to %s, %s",
                 self.endpoint.safe_url,
                 answer.status_code,
+                recipient_id,
                 outcome,
             )
 
@@ -212,7 +226,7 @@ class CallbackInput(InputChannel):
         if cafile is not None and not Path(cafile).is_file():
             # Found out at the first reply otherwise, and every reply would fail.
             raise InvalidConfig(f"'cafile' {cafile}: no such file")
-        endpoint = HttpEndpoint.from_config(credentials)
+        endpoint = HttpEndpoint.from_config(credentials, limits=UNCAPPED)
         keep_endpoint_secrets_out_of_logs(credentials)
         return cls(endpoint)
 

@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from server.api.app import create_app
 from server.channels import attach_channels, load_channels
+from server.channels.callback import CallbackInput
 from server.errors import InvalidConfig
 from tests.channels.conftest import concertbot_server, echo, modelless_app
 from tests.loop_lag import paced
@@ -212,7 +213,7 @@ async def test_an_error_answer_is_logged_with_what_the_receiver_said(
     answer = await _say_hello({"url": url}, "c10")
     assert answer.text == "success"
     assert (
-        f"callback: {url} answered HTTP 422 to a bot message, which was not delivered: "
+        f"callback: {url} answered HTTP 422 to a bot message to c10, which was not delivered: "
         "unknown recipient c10"
     ) in caplog.text
 
@@ -270,7 +271,9 @@ async def test_a_receiver_whose_certificate_is_not_trusted_is_logged_as_such(
     assert answer.text == "success"
     assert r.received == []
     [line] = [m for m in caplog.messages if "could not deliver" in m]
-    assert line.startswith(f"callback: could not deliver a message to {url}/bot: it cannot be")
+    assert line.startswith(
+        f"callback: could not deliver a bot message to c12 at {url}/bot: it cannot be"
+    )
     assert "CERTIFICATE_VERIFY_FAILED" in line
 
 
@@ -294,7 +297,7 @@ async def test_a_redirect_is_not_followed_and_is_logged_as_not_delivered(
     assert answer.text == "success"
     # Before: a 3xx answer was taken as delivered, without a word; then, without where to.
     assert (
-        "answered HTTP 307 to a bot message, a redirect to https://elsewhere.example/bot, "
+        "answered HTTP 307 to a bot message to c5, a redirect to https://elsewhere.example/bot, "
         "which is not followed: the message was not delivered"
     ) in caplog.text
 
@@ -342,6 +345,8 @@ async def test_after_a_timeout_the_rest_of_the_turn_is_not_sent_to_wait_again(
     assert answer.text == "success"
     assert len(arrived) == 1
     assert "1 more bot message to c7 not sent: the callback URL" in caplog.text
+    # the lost message's line names its conversation (before, the URL alone)
+    assert f"could not deliver a bot message to c7 at {url}/bot: it did not answer" in caplog.text
 
 
 async def test_a_slow_callback_url_does_not_hold_the_conversations_next_message(
@@ -393,6 +398,53 @@ async def test_a_slow_callback_url_does_not_hold_the_conversations_next_message(
             answers = [await first, await second]
     assert [answer.text for answer in answers] == ["success", "success"]
     assert received == ["Hey there!", "Goodbye :("]
+
+
+async def test_receivers_that_hang_for_many_conversations_do_not_hold_the_others_replies(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The callback URL hangs for 100 conversations (a receiver whose backend for them is
+    stuck), within its timeout. Before, their POSTs held the client's 100 connections: the
+    reply to any other conversation waited for one, its wait counted against its own
+    timeout, and it was lost, logged as the URL not answering, naming no conversation."""
+    stuck_arrived: list[str] = []
+    release = asyncio.Event()
+    delivered: list[str] = []
+
+    async def receiver(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        recipient = json.loads((await receive())["body"])["recipient_id"]
+        if recipient.startswith("stuck"):
+            stuck_arrived.append(recipient)
+            await release.wait()
+        else:
+            delivered.append(recipient)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async with serving(receiver) as url:
+        channel = CallbackInput.from_credentials({"url": f"{url}/bot", "timeout": 8})
+        stuck = [
+            asyncio.create_task(
+                channel.get_output_channel().send_response(f"stuck{n}", {"text": "hi"})
+            )
+            for n in range(100)
+        ]
+        try:
+            for _ in range(400):  # up to 4 s for the 100 POSTs to arrive
+                if len(stuck_arrived) == 100:
+                    break
+                await asyncio.sleep(0.01)
+            assert len(stuck_arrived) == 100
+            await channel.get_output_channel().send_response("fine", {"text": "hi"})
+            assert delivered == ["fine"]
+            assert not any(task.done() for task in stuck)  # all 100 still held meanwhile
+        finally:
+            release.set()
+            await asyncio.gather(*stuck)
+            await channel.aclose()
+    assert not [m for m in caplog.messages if "could not deliver" in m]
 
 
 async def test_a_message_while_no_model_is_loaded_is_a_409_as_a_streamed_rest_message(
