@@ -787,11 +787,20 @@ async def test_an_answer_trickling_in_is_bounded_by_the_timeout_as_a_whole() -> 
 
 
 async def test_a_rocketchat_whose_certificate_is_not_trusted_is_logged_as_such(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Before, `cannot reach Rocket.Chat at ...: ConnectError`, as for one that is down: nothing
-    said that TLS verification failed (as the callback channel now says)."""
+    said that TLS verification failed (as the callback channel now says). Not tried again, as
+    a connection refused is: no retry will trust the certificate."""
+    from server import http_clients
     from tests.tls_certificates import self_signed
+
+    pauses: list[float] = []
+
+    async def pause(delay: float) -> None:
+        pauses.append(delay)
+
+    monkeypatch.setattr(http_clients, "_pause", pause)
 
     rocket = FakeRocketChat(BOT, PASSWORD)
     cert, key = self_signed(tmp_path)
@@ -803,6 +812,7 @@ async def test_a_rocketchat_whose_certificate_is_not_trusted_is_logged_as_such(
         finally:
             await api.aclose()
     assert rocket.logins == 0
+    assert pauses == []
 
 
 async def test_a_cookie_an_answer_sets_is_not_sent_back() -> None:
