@@ -102,8 +102,7 @@ class CallbackOutput:
     answer never reaches); one that could not connect (nothing was sent) is tried again
     after a short back-off, never one that went out. Once one timed out or could not
     connect, the rest of the output's messages are not tried: each would wait the timeout
-    again. An output serves one
-    turn (or one pushed message).
+    again. An output serves one turn (or one pushed message).
     """
 
     name = "callback"
