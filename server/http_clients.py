@@ -151,18 +151,27 @@ _pause = asyncio.sleep
 
 
 async def retrying_connect_failures(
-    call: Callable[[], Awaitable[T]], *, what: str, delays: Sequence[float] = CONNECT_RETRY_DELAYS
+    call: Callable[[], Awaitable[T]],
+    *,
+    timeout: float,
+    what: str,
+    delays: Sequence[float] = CONNECT_RETRY_DELAYS,
 ) -> T:
-    """`call()`, tried again after each of `delays` while it fails to connect. httpx raises
-    ConnectError before any byte of the request was sent, so a retry cannot make a POST that
-    is not idempotent (a chat message, a callback) twice; a failure once the request went out
-    (a timeout, a connection closed without an answer) is raised at once, and so is a
-    certificate not trusted, which no retry will trust. `what`: the log lines' prefix."""
+    """`call()`, bounded as a whole by `timeout`, tried again after each of `delays` while it
+    fails to connect and the pause leaves time. httpx raises ConnectError before any byte of
+    the request was sent, so a retry cannot make a POST that is not idempotent (a chat
+    message, a callback) twice; a failure once the request went out (a timeout, a connection
+    closed without an answer) is raised at once, and so is a certificate not trusted, which
+    no retry will trust. `what`: the log lines' prefix. Raises TimeoutError past `timeout`:
+    its tries and pauses together, never `timeout` a try (a connection failing slowly, a
+    name the resolver gives up on, cost three)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     for delay in delays:
         try:
-            return await call()
+            return await asyncio.wait_for(call(), deadline - loop.time())
         except httpx.ConnectError as e:
-            if _certificate_refused(e):
+            if _certificate_refused(e) or loop.time() + delay >= deadline:
                 raise
             logger.info(
                 "%s: cannot connect (%s); trying again in %g s",
@@ -171,7 +180,7 @@ async def retrying_connect_failures(
                 delay,
             )
         await _pause(delay)
-    return await call()
+    return await asyncio.wait_for(call(), deadline - loop.time())
 
 
 def _certificate_refused(error: BaseException) -> bool:

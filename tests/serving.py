@@ -63,3 +63,24 @@ async def serving_from_the_first_retry(
     monkeypatch.setattr(http_clients, "_pause", back_during, raising=False)
     async with listening:
         yield f"http://127.0.0.1:{port}", pauses
+
+
+@contextlib.asynccontextmanager
+async def failing_handshakes(after: float) -> AsyncIterator[tuple[str, list[float]]]:
+    """An https base URL whose server takes each connection and closes it `after` seconds,
+    before any TLS handshake (a TLS proxy whose backend is down): the client's ConnectError
+    comes only then. Yields (URL, the loop time of each connection taken)."""
+    taken: list[float] = []
+
+    async def close_later(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        taken.append(asyncio.get_running_loop().time())
+        await asyncio.sleep(after)
+        writer.close()
+
+    server = await asyncio.start_server(close_later, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"https://127.0.0.1:{port}", taken
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -100,9 +100,9 @@ class CallbackOutput:
     its turn's POSTs were made (as in Rasa, where they are made under the lock). Each is
     bounded as a whole by the endpoint's `timeout` (httpx's is per read, which a trickling
     answer never reaches); one that could not connect (nothing was sent) is tried again
-    after a short back-off, never one that went out. Once one timed out or could not
-    connect, the rest of the output's messages are not tried: each would wait the timeout
-    again. An output serves one turn (or one pushed message).
+    after a short back-off, within the same timeout, never one that went out. Once one timed
+    out or could not connect, the rest of the output's messages are not tried: each would
+    wait the timeout again. An output serves one turn (or one pushed message).
     """
 
     name = "callback"
@@ -163,7 +163,8 @@ class CallbackOutput:
         timeout = self.endpoint.timeout
         try:
             answer = await retrying_connect_failures(
-                lambda: asyncio.wait_for(self.endpoint.post_json(body), timeout),
+                lambda: self.endpoint.post_json(body),
+                timeout=timeout,
                 what=f"callback: a bot message to {recipient_id} at {self.endpoint.safe_url}",
             )
         except (TimeoutError, httpx.TimeoutException, httpx.ConnectError) as e:

@@ -4,7 +4,7 @@ Logs in once, keeps the auth token, and logs in again when a call answers 401 (t
 expired or revoked). One pooled HTTP client, keeping no cookie; each call bounded as a whole
 by `timeout`, and not tried again after it: `chat.postMessage` is not idempotent, and a post
 that was only slow would show twice. A call that could not connect (nothing was sent) is
-tried again, twice, after a short back-off.
+tried again, twice, after a short back-off, within the same `timeout`.
 """
 
 from __future__ import annotations
@@ -187,7 +187,8 @@ class RocketChatAPI:
         try:
             client = await self._http()
             return await retrying_connect_failures(
-                lambda: asyncio.wait_for(self._exchange(client, path, body, auth), self._timeout),
+                lambda: self._exchange(client, path, body, auth),
+                timeout=self._timeout,
                 what=f"rocketchat: {path} at {where}",
             )
         except ResponseTooLarge as e:

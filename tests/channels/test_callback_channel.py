@@ -21,7 +21,7 @@ from server.channels.callback import CallbackInput
 from server.errors import InvalidConfig
 from tests.channels.conftest import concertbot_server, echo, modelless_app
 from tests.loop_lag import paced
-from tests.serving import serving, serving_from_the_first_retry
+from tests.serving import failing_handshakes, serving, serving_from_the_first_retry
 from tests.tls_certificates import self_signed
 
 
@@ -237,6 +237,25 @@ async def test_a_reply_that_could_not_connect_is_posted_once_the_receiver_listen
     assert answer.text == "success"
     assert pauses == [0.25]
     assert [body["text"] for body, _ in r.received] == ["echo: hello", "from c13 via callback"]
+
+
+async def test_tries_of_a_post_that_could_not_connect_stay_within_the_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A connection that fails slowly (a TLS proxy closing it after 0.6 s: the receiver behind
+    it is down) is not tried again past `timeout`, which bounds a POST as a whole, retries
+    and their pauses included (a pushed message or reminder waits for it under the
+    conversation's lock; shutdown waits `timeout` for it). Before, each try had a `timeout`
+    of its own: three tries and 1.25 s of pauses for a 1 s timeout."""
+    async with failing_handshakes(after=0.6) as (url, taken):
+        channel = CallbackInput.from_credentials({"url": f"{url}/bot", "timeout": 1})
+        try:
+            await channel.get_output_channel().send_response("c15", {"text": "hi"})
+        finally:
+            await channel.aclose()
+    # One try, or two when the pause leaves time; never the third (0.6 + 0.25 + 0.6 s).
+    assert 1 <= len(taken) < 3
+    assert "could not deliver a bot message to c15 at https://" in caplog.text
 
 
 async def test_a_reply_that_reached_the_receiver_is_not_posted_again() -> None:

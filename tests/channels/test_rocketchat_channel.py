@@ -26,7 +26,7 @@ from server.channels.rocketchat import (
 from server.channels.rocketchat_api import RocketChatAPI, RocketChatError, RocketChatUnavailable
 from tests.channels.conftest import concertbot_server
 from tests.channels.fake_rocketchat import FakeRocketChat
-from tests.serving import serving, serving_from_the_first_retry
+from tests.serving import failing_handshakes, serving, serving_from_the_first_retry
 from tests.trackers.persistence_fixtures import (
     REDIS,
     delete_redis_keys,
@@ -1067,3 +1067,20 @@ async def test_a_post_that_went_out_is_not_tried_again() -> None:
         server.shutdown()
         server.server_close()
     assert _HangingUpOnPosts.posted == ["once"]
+
+
+async def test_tries_of_a_call_that_could_not_connect_stay_within_the_timeout() -> None:
+    """A connection that fails slowly (a TLS proxy closing it after 0.6 s: its backend is
+    down) is not tried again past `timeout`, which bounds the call as a whole, retries and
+    their pauses included: the conversation's lock is held that long at most. Before, each
+    try had a `timeout` of its own: three tries and 1.25 s of pauses, 3.05 s for a 1 s
+    timeout (3 × timeout + 1.25 s at most)."""
+    async with failing_handshakes(after=0.6) as (url, taken):
+        api = RocketChatAPI(url, BOT, PASSWORD, timeout=1.0)
+        try:
+            with pytest.raises(RocketChatUnavailable, match=f"Rocket.Chat at {url}"):
+                await api.post_message({"roomId": "R1", "text": "hi"})
+        finally:
+            await api.aclose()
+    # One try, or two when the pause leaves time; never the third (0.6 + 0.25 + 0.6 s).
+    assert 1 <= len(taken) < 3
