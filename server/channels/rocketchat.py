@@ -142,8 +142,9 @@ def text_pieces(text: str, max_length: int) -> list[str]:
         cut = max(text.rfind("\n", 0, end), text.rfind(" ", 0, end))
         if cut <= 0:
             cut = end
-        pieces.append(text[:cut])
-        text = text[cut:].lstrip(" \n")
+        # CR LF is one line break (one cluster): the CR goes with it.
+        pieces.append(text[:cut].removesuffix("\r") if text[cut] == "\n" else text[:cut])
+        text = text[cut:].lstrip(" \r\n")
     pieces.append(text)
     return pieces
 

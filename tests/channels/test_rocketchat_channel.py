@@ -440,6 +440,19 @@ def test_a_long_text_is_never_cut_inside_a_character_people_see_as_one() -> None
     assert [len(p) for p in text_pieces(zalgo, 100)] == [100, 51]
 
 
+def test_a_long_text_with_windows_line_breaks_is_cut_before_them() -> None:
+    """A text whose lines end in CR LF (a response written on Windows): CR LF is one line
+    break (one grapheme cluster), dropped whole at a cut. Before, a piece was cut between
+    the two and ended in a stray CR, or the next began with the line break, an empty
+    first line."""
+    for width in range(95, 101):
+        text = "a" * width + "\r\n" + "b" * 50
+        assert text_pieces(text, 100) == ["a" * width, "b" * 50], width
+    lines = "\r\n".join(["word " * 5] * 40)
+    for piece in text_pieces(lines, 100):
+        assert not piece.endswith(("\r", "\n")) and not piece.startswith(("\r", "\n"))
+
+
 def test_an_empty_text_is_not_posted() -> None:
     """Before, as in Rasa, a reply of blanks, or an empty paragraph between two blank lines
     too many, was posted as an empty message."""
