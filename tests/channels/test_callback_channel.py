@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -464,6 +466,80 @@ async def test_receivers_that_hang_for_many_conversations_do_not_hold_the_others
             await asyncio.gather(*stuck)
             await channel.aclose()
     assert not [m for m in caplog.messages if "could not deliver" in m]
+
+
+# Pushes 300 replies (300 conversations' reminders due at once) to a callback URL that hangs,
+# in a process allowed 256 files, then opens 20 files once its open files stop growing.
+_PUSHING_TO_A_HUNG_URL = """
+import asyncio, os, resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+from server.channels.callback import CallbackInput
+
+async def main():
+    channel = CallbackInput.from_credentials({"url": sys.argv[1], "timeout": 60})
+    pushes = [
+        asyncio.ensure_future(channel.get_output_channel().send_response(f"c{n}", {"text": "hi"}))
+        for n in range(300)
+    ]
+    last, steady = -1, 0
+    for _ in range(200):
+        await asyncio.sleep(0.1)
+        try:
+            now = len(os.listdir("/proc/self/fd"))
+        except OSError:
+            break  # no file left even for that
+        steady = steady + 1 if now == last else 0
+        last = now
+        if steady == 10 and now > 50:
+            break
+    try:
+        files = [open(os.devnull) for _ in range(20)]
+        print("opened", len(files), flush=True)
+    except OSError as e:
+        print("refused:", e, flush=True)
+    os._exit(0)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files in /proc")
+async def test_replies_to_a_url_that_hangs_leave_the_server_files_to_open() -> None:
+    """300 conversations' replies pushed at once (their reminders due at the same minute) to
+    a callback URL that hangs, in a server allowed 256 open files (systemd's default soft
+    limit is 1024): the POSTs hold 100 connections at most (a quarter of the files the
+    process may open, at least httpx's 100), the others wait for one, and the server can
+    still open files, sockets, database connections. Before (no cap), they took every
+    file: each new connection, webhook call and store connection failed ("Too many open
+    files")."""
+    arrived: list[str] = []
+    release = asyncio.Event()
+
+    async def hanging(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        arrived.append(scope["path"])
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async with serving(hanging, timeout_graceful_shutdown=0) as url:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _PUSHING_TO_A_HUNG_URL,
+            f"{url}/bot",
+            stdout=asyncio.subprocess.PIPE,
+        )
+        try:
+            out, _ = await asyncio.wait_for(process.communicate(), 120)
+        finally:
+            release.set()
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert out.decode().strip() == "opened 20"
+    assert 0 < len(arrived) <= 100
 
 
 async def test_a_message_while_no_model_is_loaded_is_a_409_as_a_streamed_rest_message(
