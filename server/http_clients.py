@@ -42,6 +42,31 @@ DEFAULT_LIMITS = httpx.Limits(
 )
 
 
+def per_conversation_limits() -> httpx.Limits:
+    """The connection limits of a client that each conversation calls one call at a time
+    (action server, NLG server, callback URL, Rocket.Chat): a cap of a quarter of the files
+    this process may open (its soft RLIMIT_NOFILE, read now), at least httpx's 100. Under
+    httpx's 100 (one host), a server hanging for 100 conversations (a custom action whose
+    backend is stuck, a callback receiver stuck for some users) held every other
+    conversation's calls, each waiting for a connection, its wait counted against its own
+    timeout. Without a cap, calls made at once (reminders of many conversations due at the
+    same minute) to a server that hangs took every file the process may open, and the
+    server could accept no call nor reach its stores."""
+    cap: int | None = DEFAULT_LIMITS.max_connections
+    try:
+        import resource  # not on Windows: httpx's 100 there
+    except ImportError:
+        pass
+    else:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        cap = None if soft == resource.RLIM_INFINITY else max(cap or 0, soft // 4)
+    return httpx.Limits(
+        max_connections=cap,
+        max_keepalive_connections=DEFAULT_LIMITS.max_keepalive_connections,
+        keepalive_expiry=DEFAULT_LIMITS.keepalive_expiry,
+    )
+
+
 def _verify(verify: Any) -> Any:
     """`verify=True` as httpx reads it with `trust_env`: the CA bundle the environment names
     (loaded again for each client: a sync client is used from threads, see `_trusted`)."""

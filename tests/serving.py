@@ -84,3 +84,13 @@ async def failing_handshakes(after: float) -> AsyncIterator[tuple[str, list[floa
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def until_arrived(arrived: list[Any], count: int, within: float = 4.0) -> None:
+    """Waits, up to `within` seconds, until `arrived` (what a test server appends to) holds
+    `count` entries; fails saying how many came."""
+    for _ in range(int(within / 0.01)):
+        if len(arrived) >= count:
+            return
+        await asyncio.sleep(0.01)
+    assert len(arrived) == count, f"{len(arrived)} of {count} arrived within {within:g} s"

@@ -28,36 +28,9 @@ from server.errors import (
     first_line,
     how_many,
 )
-from server.http_clients import DEFAULT_LIMITS, retrying_connect_failures
+from server.http_clients import retrying_connect_failures
 
 logger = logging.getLogger(__name__)
-
-
-def connection_limits() -> httpx.Limits:
-    """The callback client's connections: a quarter of the files this process may open (its
-    soft RLIMIT_NOFILE, read now), at least httpx's 100. A conversation's POSTs go one after
-    another (`Deliveries`), so each holds one connection at most, for `timeout` at most:
-    under httpx's 100 (one host), a receiver hanging for 100 conversations held every other
-    conversation's replies, each waiting for a connection, its wait counted against its own
-    timeout. Without a cap, pushed replies (reminders due at once, `trigger_intent`) to a
-    receiver that hangs took every file the process may open, and the server could accept
-    no call nor reach its stores."""
-    cap: int | None = DEFAULT_LIMITS.max_connections
-    try:
-        import resource  # not on Windows: httpx's 100 there
-    except ImportError:
-        pass
-    else:
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft == resource.RLIM_INFINITY:
-            cap = None
-        else:
-            cap = max(cap or 0, soft // 4)
-    return httpx.Limits(
-        max_connections=cap,
-        max_keepalive_connections=DEFAULT_LIMITS.max_keepalive_connections,
-        keepalive_expiry=DEFAULT_LIMITS.keepalive_expiry,
-    )
 
 
 class Deliveries:
@@ -242,7 +215,7 @@ class CallbackInput(InputChannel):
         if cafile is not None and not Path(cafile).is_file():
             # Found out at the first reply otherwise, and every reply would fail.
             raise InvalidConfig(f"'cafile' {cafile}: no such file")
-        endpoint = HttpEndpoint.from_config(credentials, limits=connection_limits())
+        endpoint = HttpEndpoint.from_config(credentials)
         keep_endpoint_secrets_out_of_logs(credentials)
         return cls(endpoint)
 

@@ -22,6 +22,7 @@ from server.http_bodies import ACCEPT_ENCODING, DEFAULT_MAX_RESPONSE_BYTES, read
 from server.http_clients import (
     async_client_off_loop,
     cookie_jar_keeping_none,
+    per_conversation_limits,
     retrying_connect_failures,
     safe_url,
 )
@@ -88,6 +89,7 @@ class RocketChatAPI:
                 base_url=self.server_url,
                 timeout=self._timeout,
                 transport=self._transport,
+                limits=per_conversation_limits(),  # each conversation posts in turn
                 # Rasa's client (requests, no session) sends none back; kept, the first
                 # answer's (a load balancer's, a proxy's session) went with every later post.
                 cookies=cookie_jar_keeping_none(),

@@ -29,6 +29,7 @@ from server.http_clients import (
     basic_auth_credentials,
     cookie_jar_keeping_none,
     header_values,
+    per_conversation_limits,
     safe_url,
     url_as_rasa_reads,
 )
@@ -118,7 +119,6 @@ class HttpEndpoint:
         timeout: float = DEFAULT_TIMEOUT,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
-        limits: httpx.Limits | None = None,
     ) -> None:
         if not url or not isinstance(url, str):
             raise InvalidConfig("an endpoint needs a 'url'")
@@ -160,7 +160,6 @@ class HttpEndpoint:
         # on every call (where it used to escape as an OSError and lose the user's message).
         self._verify = _verification(cafile)
         self._transport = transport
-        self._limits = limits  # the outgoing clients' own (`DEFAULT_LIMITS`) when None
         self._client: httpx.AsyncClient | None = None
 
     # The keys `from_config` reads.
@@ -185,7 +184,6 @@ class HttpEndpoint:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
-        limits: httpx.Limits | None = None,
     ) -> HttpEndpoint:
         """Builds an endpoint from Rasa's keys: url, token, token_name, params, headers..."""
         try:
@@ -206,7 +204,6 @@ class HttpEndpoint:
             timeout=timeout,
             max_response_bytes=max_bytes,
             transport=transport,
-            limits=limits,
         )
 
     def client(self) -> httpx.AsyncClient:
@@ -233,9 +230,9 @@ class HttpEndpoint:
         headers: dict[str, str | bytes] = {}
         if not any(name.lower() == "accept-encoding" for name in self._headers):
             headers["Accept-Encoding"] = ACCEPT_ENCODING
-        limits = {"limits": self._limits} if self._limits is not None else {}
         return {
-            **limits,
+            # A conversation makes one call at a time: a cap from the files it may open.
+            "limits": per_conversation_limits(),
             "headers": {**headers, **self._headers},
             "auth": self._auth,
             "verify": self._verify,

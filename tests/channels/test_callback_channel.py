@@ -23,7 +23,12 @@ from server.channels.callback import CallbackInput
 from server.errors import InvalidConfig
 from tests.channels.conftest import concertbot_server, echo, modelless_app
 from tests.loop_lag import paced
-from tests.serving import failing_handshakes, serving, serving_from_the_first_retry
+from tests.serving import (
+    failing_handshakes,
+    serving,
+    serving_from_the_first_retry,
+    until_arrived,
+)
 from tests.tls_certificates import self_signed
 
 
@@ -453,11 +458,7 @@ async def test_receivers_that_hang_for_many_conversations_do_not_hold_the_others
             for n in range(100)
         ]
         try:
-            for _ in range(400):  # up to 4 s for the 100 POSTs to arrive
-                if len(stuck_arrived) == 100:
-                    break
-                await asyncio.sleep(0.01)
-            assert len(stuck_arrived) == 100
+            await until_arrived(stuck_arrived, 100)
             await channel.get_output_channel().send_response("fine", {"text": "hi"})
             assert delivered == ["fine"]
             assert not any(task.done() for task in stuck)  # all 100 still held meanwhile
