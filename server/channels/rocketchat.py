@@ -159,11 +159,14 @@ _GRAPHEME = regex.compile(r"\X")
 
 def _grapheme_start(text: str, end: int) -> int:
     """The start of the grapheme cluster of `text` that holds index `end` (`end` itself when
-    it starts one, or when that cluster starts the text: longer than any piece, it is cut)."""
-    for grapheme in _GRAPHEME.finditer(text):
-        if grapheme.end() > end:
-            return grapheme.start() or end
-    return end
+    it starts one, or when that cluster starts the text: longer than any piece, it is cut).
+    Read up to `end` only: whether a cluster ends before a character depends on that one and
+    those before it, never on those after (a text's rest read again for each piece took
+    time growing with the square of one endless cluster's length)."""
+    start = 0
+    for grapheme in _GRAPHEME.finditer(text[: end + 1]):
+        start = grapheme.start()
+    return start or end
 
 
 def _fitting_prefix(text: str, max_length: int) -> int:

@@ -9,7 +9,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -451,6 +451,33 @@ def test_a_long_text_with_windows_line_breaks_is_cut_before_them() -> None:
     lines = "\r\n".join(["word " * 5] * 40)
     for piece in text_pieces(lines, 100):
         assert not piece.endswith(("\r", "\n")) and not piece.startswith(("\r", "\n"))
+
+
+def test_a_text_of_one_endless_character_is_cut_in_time_linear_in_its_length(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A letter under 200,000 combining accents (an echo of what a user typed, a broken
+    action server): one grapheme cluster, cut at the limit. The clusters are read up to each
+    cut only: before, the text's whole rest was read again for each piece (0.9 s of the
+    event loop for 100,000 accents cut in pieces of 100, growing with the square)."""
+    from server.channels import rocketchat
+
+    read: list[int] = []
+
+    class Counting:
+        def __init__(self, pattern: Any) -> None:
+            self.pattern = pattern
+
+        def finditer(self, text: str, *args: Any) -> Iterator[Any]:
+            for match in self.pattern.finditer(text, *args):
+                read.append(match.end() - match.start())
+                yield match
+
+    monkeypatch.setattr(rocketchat, "_GRAPHEME", Counting(rocketchat._GRAPHEME))
+    text = "a" + "\u0301" * 200_000
+    pieces = text_pieces(text, 100)
+    assert "".join(pieces) == text and len(pieces) == 2001
+    assert sum(read) <= 2 * len(text)  # before: 200 million
 
 
 def test_an_empty_text_is_not_posted() -> None:
