@@ -7,9 +7,11 @@ and each test reads only the lines of its problem."""
 
 from __future__ import annotations
 
+import fcntl
+import json
+import os
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import httpx
 import pytest
@@ -71,7 +73,24 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """What the one start showed. Under pytest-xdist the tests here may run on several of its
+    workers (`--dist worksteal` hands a module's tail to an idle one): the first to get here
+    starts the server, and the others read what it showed from a file of the run's."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return _start(tmp_path_factory)
+    # The run's own temp folder, shared by its xdist workers (theirs are in it).
+    shared = tmp_path_factory.getbasetemp().parent / "workers-start-lines.json"
+    with shared.with_suffix(".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when closed, or when its holder dies
+        if shared.exists():
+            return Run(**json.loads(shared.read_text()))
+        found = _start(tmp_path_factory)
+        shared.write_text(json.dumps(asdict(found)))
+        return found
+
+
+def _start(tmp_path_factory: pytest.TempPathFactory) -> Run:
     """Two workers (SQLite trackers and a Redis lock store), each file holding a problem:
     - the tracker store: a misspelt key (`dilect`, line 5), a key Rasa 3 ignores
       (`max_event_history`), keys YAML reads as a date and a number (lines 7 and 8);
@@ -104,11 +123,12 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         assert "is up on" in server.text()
         misspelt = httpx.get(server.url + "/status", params={"tokn": TOKEN}).status_code
         token = httpx.get(server.url + "/status", params={"token": TOKEN}).status_code
-    except AssertionError:  # it never served: each test fails on its own lines in the log
+    # It never served, or stopped serving: each test fails on its own lines in the log.
+    except (AssertionError, httpx.HTTPError):
         pass
     finally:
         code = server.stop()
-    yield Run(server.text().splitlines(), code, misspelt, token)
+    return Run(server.text().splitlines(), code, misspelt, token)
 
 
 def test_each_start_up_problem_is_said_once_for_all_workers(run: Run) -> None:
