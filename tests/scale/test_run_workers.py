@@ -55,7 +55,7 @@ def test_two_workers_with_redis_locks_and_postgresql(
     tmp_path: Path, moodbot_copy: Callable[[str], Path]
 ) -> None:
     require("PostgreSQL", "Redis")
-    scenario = Scenario(clients=6, conversations=3, messages=10, servers=1, workers=2)
+    scenario = Scenario(clients=6, conversations=2, messages=10, servers=1, workers=2)
     # The process's moodbot: the run's own training cost 2.3 s of CPU.
     report = asyncio.run(run(scenario, tmp_path, moodbot_copy("workers-model")))
     print(format_report(report))
@@ -63,6 +63,10 @@ def test_two_workers_with_redis_locks_and_postgresql(
     checks = report["checks"]
     assert checks["lost"] == checks["duplicated"] == checks["interleaved"] == 0
     assert checks["reply_mismatch"] == checks["out_of_order"] == 0
+    # Three clients a conversation, starting together: without the Redis lock their turns
+    # ran at once (in one worker or across both), each appending whole, none interleaved,
+    # and their first turns each started a session.
+    assert checks["overlapped"] == 0, format_report(report)
 
 
 def test_workers_on_sqlite_start_with_a_warning_to_use_postgresql(
