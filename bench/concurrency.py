@@ -831,7 +831,15 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).write_text(json.dumps(report, indent=2))
     checks = report["checks"]
     ok = not any(
-        checks[k] for k in ("lost", "duplicated", "interleaved", "reply_mismatch", "out_of_order")
+        checks[k]
+        for k in (
+            "lost",
+            "duplicated",
+            "interleaved",
+            "overlapped",
+            "reply_mismatch",
+            "out_of_order",
+        )
     )
     return 0 if ok else 1
 
