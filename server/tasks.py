@@ -1,4 +1,4 @@
-"""Stopping background tasks at shutdown."""
+"""Stopping background tasks at shutdown, and saying how long the stop waits for what runs."""
 
 from __future__ import annotations
 
@@ -13,6 +13,21 @@ logger = logging.getLogger(__name__)
 RECANCEL_SECONDS = 0.1
 # ...and gives up on one still running this long after, with a warning.
 GIVE_UP_SECONDS = 5.0
+# Less than this left of the graceful period is none: "up to %.0f s" would print "up to 0 s".
+NO_TIME_SECONDS = 0.5
+
+
+def waits_in_grace(
+    log: logging.Logger, seconds: float, what: str, given_up: str, until: str = ""
+) -> bool:
+    """Says whether the stop waits for `what` in the `seconds` left of the graceful period:
+    "Waiting up to N s for `what``until`", or, with under half a second left, "No time left
+    of the graceful period for `what`: `given_up`" (and there is no wait)."""
+    if seconds < NO_TIME_SECONDS:
+        log.info("No time left of the graceful period for %s: %s", what, given_up)
+        return False
+    log.info("Waiting up to %.0f s for %s%s", seconds, what, until)
+    return True
 
 
 async def stop(task: asyncio.Task[Any], give_up_after: float = GIVE_UP_SECONDS) -> None:
