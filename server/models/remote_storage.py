@@ -520,6 +520,29 @@ def _redirected(
     )
 
 
+# An AWS region's name, as S3 gives it in x-amz-bucket-region ("eu-west-1", "us-gov-west-1").
+_REGION = re.compile(r"[a-z]{2}(-[a-z0-9]+){2,3}")
+
+
+def _redirected_to_region(
+    where: str, key: str, status: int, region: str, endpoint: str | None
+) -> InvalidConfig:
+    """The error for S3's redirect to the bucket's region that came again once botocore
+    asked there (it follows one): the region is the setting to change, and an endpoint
+    given is an address that does not serve that region."""
+    advice = (
+        "AWS_ENDPOINT_URL is an address that does not serve it. For AWS, set "
+        f"AWS_DEFAULT_REGION={region} and leave AWS_ENDPOINT_URL unset (or set it to an "
+        f"address of {region})"
+        if endpoint
+        else f"set AWS_DEFAULT_REGION={region}"
+    )
+    return InvalidConfig(
+        f"{where} answered '{key}' with a redirect ({status}) to the bucket's region, {region} "
+        f"(x-amz-bucket-region), and again when asked in that region: {advice}"
+    )
+
+
 def _causes(exc: BaseException) -> Iterator[BaseException]:
     """`exc`, then what caused it, as far as the chain goes (each SDK wraps a transport's
     failure its own way; Azure keeps it aside rather than as the cause)."""
@@ -678,9 +701,12 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
             raise _Replaced("aws", where, "PreconditionFailed", pinned.get("IfMatch")) from None
         metadata = error.response.get("ResponseMetadata", {})
         status = metadata.get("HTTPStatusCode")
-        if isinstance(status, int) and 300 <= status < 400:  # botocore follows none
-            location = metadata.get("HTTPHeaders", {}).get("location")
-            location = location or error.response.get("Error", {}).get("Endpoint")
+        if isinstance(status, int) and 300 <= status < 400:  # botocore follows a region's, once
+            headers, said = metadata.get("HTTPHeaders", {}), error.response.get("Error", {})
+            region = headers.get("x-amz-bucket-region") or said.get("Region")
+            if isinstance(region, str) and _REGION.fullmatch(region):
+                raise _redirected_to_region(where, key, status, region, endpoint) from None
+            location = headers.get("location") or said.get("Endpoint")
             raise _redirected("aws", where, key, status, location) from None
         if _s3_code(error) in ("400", "403") and error.operation_name == "HeadObject":
             # A HEAD's 400 or 403 has no body to say why (an expired session token, a bucket
