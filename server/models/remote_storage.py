@@ -898,7 +898,10 @@ def _close_pools(session: Any) -> None:
     """Close the connections an HTTP session keeps (requests', or botocore's own): closing it
     only lets go of its pools (urllib3 2's PoolManager.clear()), whose connections close when
     a pool is collected, and an SDK's error that holds a response, in a cycle of references,
-    holds its pool and connection until a garbage collection."""
+    holds its pool and connection until a garbage collection. The clients' public close()
+    (boto3's, GCS's, Azure's) is that clearing; requests' session and urllib3's pools are
+    public, botocore's session and its managers are not (nor GCS's client `_http`): no public
+    name reaches them in boto3 1.43 or google-cloud-storage 3."""
     managers = [
         getattr(adapter, "poolmanager", None)
         for adapter in getattr(session, "adapters", {}).values()
@@ -1078,6 +1081,11 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
             client.close()
 
 
+# The size of the reads of a blob's body: azure-storage-blob's own (256 KiB), which it gives
+# the transport it makes (azure-core's default is 4 KiB).
+_AZURE_READ_BLOCK = 256 * 1024
+
+
 def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> None:
     try:
         from azure.core import MatchConditions
@@ -1087,6 +1095,7 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
             ResourceModifiedError,
             ResourceNotFoundError,
         )
+        from azure.core.pipeline.transport import RequestsTransport
         from azure.storage.blob import BlobServiceClient, LinearRetry
     except ImportError as exc:
         raise _needs("azure", "azure-storage-blob") from exc
@@ -1097,12 +1106,18 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
     url = os.environ.get("AZURE_ACCOUNT_URL") or f"https://{account}.blob.core.windows.net/"
     shown = _storage_address("AZURE_ACCOUNT_URL", url, _BLOB_SERVICE)
     where = f"Azure container '{container}' at {shown}"
+    # Made here, not by the client (which gives it what follows), so that its session is ours
+    # to close the connections of, through no private attribute.
+    transport = RequestsTransport(
+        connection_timeout=timeout,
+        read_timeout=timeout,
+        connection_data_block_size=_AZURE_READ_BLOCK,
+    )
     try:
         service = BlobServiceClient(
             account_url=url,
             credential={"account_name": account, "account_key": account_key},
-            connection_timeout=timeout,
-            read_timeout=timeout,
+            transport=transport,
             # Its default waits 15 s, then 45, then 135 before its three retries.
             retry_policy=LinearRetry(backoff=1, random_jitter_range=1, retry_total=ATTEMPTS - 1),
             permit_redirects=False,  # else followed to any host
@@ -1163,6 +1178,5 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
             ) from None
         raise _transport_failure("azure", where, key, timeout, exc) from exc
     finally:
-        transport = getattr(getattr(service, "_pipeline", None), "_transport", None)
-        _close_pools(getattr(transport, "session", None))
+        _close_pools(transport.session)  # None once closed: read before
         service.close()  # its HTTP session and connections, else kept past the load
