@@ -13,20 +13,20 @@ logger = logging.getLogger(__name__)
 RECANCEL_SECONDS = 0.1
 # ...and gives up on one still running this long after, with a warning.
 GIVE_UP_SECONDS = 5.0
-# Less than this left of the graceful period is none: "up to %.0f s" would print "up to 0 s".
-NO_TIME_SECONDS = 0.5
 
 
 def waits_in_grace(
     log: logging.Logger, seconds: float, what: str, given_up: str, until: str = ""
 ) -> bool:
     """Says whether the stop waits for `what` in the `seconds` left of the graceful period:
-    "Waiting up to N s for `what``until`", or, with under half a second left, "No time left
-    of the graceful period for `what`: `given_up`" (and there is no wait)."""
-    if seconds < NO_TIME_SECONDS:
+    "Waiting up to N s for `what``until`" (in ms under half a second, where "%.0f s" said
+    "up to 0 s"), or, with none left, "No time left of the graceful period for `what`:
+    `given_up`" (and there is no wait)."""
+    if seconds <= 0:
         log.info("No time left of the graceful period for %s: %s", what, given_up)
         return False
-    log.info("Waiting up to %.0f s for %s%s", seconds, what, until)
+    left = f"{seconds:.0f} s" if seconds >= 0.5 else f"{max(1, round(seconds * 1000))} ms"
+    log.info("Waiting up to %s for %s%s", left, what, until)
     return True
 
 

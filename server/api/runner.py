@@ -258,8 +258,8 @@ async def _finish_turns(turns: TurnsInFlight) -> None:
         seconds = seconds_left(GRACEFUL_SHUTDOWN_SECONDS)
         in_flight = f"{how_many(turns.count, 'turn')} in flight"
         cancelled = "it is cancelled" if turns.count == 1 else "they are cancelled"
-        waits = waits_in_grace(logger, seconds, in_flight, cancelled, until=" to finish")
-        left = await turns.drain(seconds if waits else 0.0)
+        waits_in_grace(logger, seconds, in_flight, cancelled, until=" to finish")
+        left = await turns.drain(seconds)
     requests = take_cancelled_requests()  # said here in place of uvicorn's ERROR line
     if left or requests:
         logger.warning(
