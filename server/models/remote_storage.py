@@ -520,8 +520,10 @@ def _redirected(
     )
 
 
-# An AWS region's name, as S3 gives it in x-amz-bucket-region ("eu-west-1", "us-gov-west-1").
-_REGION = re.compile(r"[a-z]{2}(-[a-z0-9]+){2,3}")
+# An AWS region's name, as S3 gives it in x-amz-bucket-region ("eu-west-1", "us-gov-west-1",
+# the European Sovereign Cloud's "eusc-de-east-1"), some 40 characters at most: a value
+# that is none (a line break, 80 kB) is neither asked nor quoted.
+_REGION = re.compile(r"[a-z]{2,4}(-[a-z0-9]{1,12}){2,3}")
 
 
 def _redirected_to_region(
@@ -799,13 +801,17 @@ def _refuse_s3_redirect(response: Any = None, **_: Any) -> None:
     """botocore's hook before its region redirector: a redirect that names no region (no
     x-amz-bucket-region, as S3's own carry) is no region's, and ends the request. Else the
     redirector asks the bucket's region with a HEAD of the bucket, redirected too, and so on
-    until a RecursionError, hundreds of requests later."""
+    until a RecursionError, hundreds of requests later. One that names what is no region's
+    name ends it too: botocore's error quoted the value whole (a line break, 80 kB)."""
     if response is None or response[0] is None:  # a transport's failure
         return
     answer, parsed = response
-    if not 300 <= answer.status_code < 400 or "x-amz-bucket-region" in answer.headers:
+    if not 300 <= answer.status_code < 400:
         return
-    if parsed.get("Error", {}).get("Region"):
+    # botocore's redirector reads the header first, then the body's <Region>.
+    region = answer.headers.get("x-amz-bucket-region")
+    region = parsed.get("Error", {}).get("Region") if region is None else region
+    if isinstance(region, str) and _REGION.fullmatch(region):
         return
     location = answer.headers.get("location") or parsed.get("Error", {}).get("Endpoint")
     raise _S3Redirect(answer.status_code, location)

@@ -766,11 +766,9 @@ async def test_a_redirect_to_the_bucket_s_region_twice_advises_the_region(
     assert Handler.signed_for == ["us-east-1", "eu-west-1"]
 
 
-async def test_without_an_endpoint_a_redirect_to_the_bucket_s_region_twice_advises_the_region(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # AWS itself, reached through botocore's send hook (no network): every request answered
-    # with a 301 to eu-west-1, the one botocore sends there too.
+def aws_redirecting_to(region: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """AWS itself, reached through botocore's send hook (no network): every request answered
+    with a 301 to `region`, the one botocore sends there too. The hosts asked, in order."""
     import botocore.session
     from botocore.awsrequest import AWSResponse
 
@@ -778,11 +776,11 @@ async def test_without_an_endpoint_a_redirect_to_the_bucket_s_region_twice_advis
         def stream(self) -> Iterator[bytes]:
             yield b""
 
-    regions: list[str] = []
+    hosts: list[str] = []
 
     def answer(request: Any, **_: Any) -> AWSResponse:
-        regions.append(request.url.split("/")[2])
-        headers = {"x-amz-bucket-region": "eu-west-1", "Content-Length": "0"}
+        hosts.append(request.url.split("/")[2])
+        headers = {"x-amz-bucket-region": region, "Content-Length": "0"}
         return AWSResponse(request.url, 301, headers, Empty())
 
     get_session = botocore.session.get_session
@@ -795,13 +793,52 @@ async def test_without_an_endpoint_a_redirect_to_the_bucket_s_region_twice_advis
     monkeypatch.setattr(botocore.session, "get_session", hooked)
     s3_at(None, monkeypatch)
     monkeypatch.setenv("BUCKET_NAME", "models")
+    return hosts
+
+
+@pytest.mark.parametrize(
+    ("region", "host"),
+    [
+        ("eu-west-1", "models.s3.eu-west-1.amazonaws.com"),
+        # The European Sovereign Cloud's (before, "... to an address it did not give").
+        ("eusc-de-east-1", "models.s3.eusc-de-east-1.amazonaws.eu"),
+    ],
+)
+async def test_without_an_endpoint_a_redirect_to_the_bucket_s_region_twice_advises_the_region(
+    monkeypatch: pytest.MonkeyPatch, region: str, host: str
+) -> None:
+    hosts = aws_redirecting_to(region, monkeypatch)
     with pytest.raises(InvalidConfig) as caught:
         await download_model("aws", "prod")
-    assert regions == ["models.s3.amazonaws.com", "models.s3.eu-west-1.amazonaws.com"]
+    assert hosts == ["models.s3.amazonaws.com", host]
     assert str(caught.value) == (
         "S3 bucket 'models' answered 'prod.tar.gz' with a redirect (301) to the bucket's "
-        "region, eu-west-1 (x-amz-bucket-region), and again when asked in that region: set "
-        "AWS_DEFAULT_REGION=eu-west-1"
+        f"region, {region} (x-amz-bucket-region), and again when asked in that region: set "
+        f"AWS_DEFAULT_REGION={region}"
+    )
+
+
+@pytest.mark.parametrize(
+    "region",
+    ["eu-west-1\r\nX-Injected: 1", "eu-west-1\x1b[2J", "eu-" + "west" * 20_000 + "-1", ""],
+    ids=["newline", "escape", "80-kb", "empty"],
+)
+async def test_a_redirect_to_a_region_that_is_no_region_name_is_not_followed_nor_quoted(
+    monkeypatch: pytest.MonkeyPatch, region: str
+) -> None:
+    # Before: botocore took it for the region to ask, and its error quoted it whole ("Cannot
+    # download 'prod.tar.gz' from S3 bucket 'models': Provided region_name 'eu-west-1\r\n
+    # X-Injected: 1' doesn't match a supported format", 80 kB for the long one) into the
+    # log and the status; the 80 kB one was taken for a region's name, and quoted so too.
+    hosts = aws_redirecting_to(region, monkeypatch)
+    with pytest.raises(InvalidConfig) as caught:
+        await download_model("aws", "prod")
+    assert hosts == ["models.s3.amazonaws.com"]
+    assert str(caught.value) == (
+        "S3 bucket 'models' answered 'prod.tar.gz' with a redirect (301) to an address it did "
+        "not give: botserver follows no storage's redirects (the model would come from a host "
+        "not configured); if that address is the storage's own (an http address redirected to "
+        "https), set AWS_ENDPOINT_URL to it"
     )
 
 
