@@ -15,18 +15,22 @@ RECANCEL_SECONDS = 0.1
 GIVE_UP_SECONDS = 5.0
 
 
+def time_left(seconds: float) -> str:
+    """A wait of `seconds` (more than none) as a log line says it: "12 s", or in ms up to
+    half a second ("300 ms"), where "%.0f s" said "0 s" (0.5 too: it rounds to even)."""
+    return f"{seconds:.0f} s" if seconds > 0.5 else f"{max(1, round(seconds * 1000))} ms"
+
+
 def waits_in_grace(
     log: logging.Logger, seconds: float, what: str, given_up: str, until: str = ""
 ) -> bool:
     """Says whether the stop waits for `what` in the `seconds` left of the graceful period:
-    "Waiting up to N s for `what``until`" (in ms under half a second, where "%.0f s" said
-    "up to 0 s"), or, with none left, "No time left of the graceful period for `what`:
-    `given_up`" (and there is no wait)."""
+    "Waiting up to N s for `what``until`" (`time_left`), or, with none left, "No time left
+    of the graceful period for `what`: `given_up`" (and there is no wait)."""
     if seconds <= 0:
         log.info("No time left of the graceful period for %s: %s", what, given_up)
         return False
-    left = f"{seconds:.0f} s" if seconds >= 0.5 else f"{max(1, round(seconds * 1000))} ms"
-    log.info("Waiting up to %s for %s%s", left, what, until)
+    log.info("Waiting up to %s for %s%s", time_left(seconds), what, until)
     return True
 
 

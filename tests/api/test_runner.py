@@ -66,3 +66,12 @@ async def test_turns_get_what_is_left_of_the_period_under_a_second_too(
     monkeypatch.setattr(runner, "GRACEFUL_SHUTDOWN_SECONDS", 0.3)
     said = await finish_turns(Turns(seconds=0.05), caplog)
     assert said == ["Waiting up to 300 ms for 2 turns in flight to finish"], said
+
+
+async def test_half_a_second_left_is_said_in_ms_not_as_0_s(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ "%.0f" rounds 0.5 to even: before, "Waiting up to 0 s" for the half second left."""
+    monkeypatch.setattr(runner, "GRACEFUL_SHUTDOWN_SECONDS", 0.5)
+    said = await finish_turns(Turns(seconds=0.05), caplog)
+    assert said == ["Waiting up to 500 ms for 2 turns in flight to finish"], said
