@@ -96,7 +96,7 @@ class CallbackOutput:
 
     name = "callback"
     # It collects what it sends, as Rasa's: `execute` and `trigger_intent` answer the
-    # messages too (see `Agent.answers_messages`).
+    # messages too (see `OutputChoice`).
     collects = True
 
     def __init__(
