@@ -457,8 +457,11 @@ def percentile(values: list[float], q: float) -> float:
 
 
 # -- one run -----------------------------------------------------------------------------------
-async def run(scenario: Scenario, workdir: Path | None = None) -> dict[str, Any]:
-    """Run the scenario end to end; returns the report (see `format_report`)."""
+async def run(
+    scenario: Scenario, workdir: Path | None = None, model: Path | None = None
+) -> dict[str, Any]:
+    """Run the scenario end to end, serving `model` (default: moodbot, trained here); returns
+    the report (see `format_report`)."""
     for name, address in (("PostgreSQL", POSTGRES), ("Redis", REDIS)) + (
         (("RabbitMQ", RABBITMQ),) if scenario.rabbitmq else ()
     ):
@@ -467,7 +470,8 @@ async def run(scenario: Scenario, workdir: Path | None = None) -> dict[str, Any]
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bs_conc_")))
-        model = await asyncio.to_thread(train_moodbot, workdir / "models")
+        if model is None:
+            model = await asyncio.to_thread(train_moodbot, workdir / "models")
         async with fresh_postgres_database() as database:
             return await _run_with_database(scenario, workdir, model, database)
     raise AssertionError("unreachable")
