@@ -1,6 +1,7 @@
 """Runs the whole benchmark suite (under 10 minutes), or its smoke version (seconds, for CI).
 
     python bench/run_all.py [--smoke] [--only http_turns,train_bots] [--results DIR]
+        [--model ARCHIVE]
 
 Each benchmark runs as its own process and writes its JSON to `--results` (default
 bench/results/; the smoke run defaults to a temporary directory so it never overwrites real
@@ -121,13 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated benchmark names")
     parser.add_argument("--results", type=Path)
     parser.add_argument("--timeout", type=float, help="seconds per benchmark")
+    parser.add_argument(
+        "--model", type=Path, help="the moodbot archive the benchmarks serve (default: train one)"
+    )
     args = parser.parse_args(argv)
     timeout = args.timeout or (60 if args.smoke else 600)
 
     with tempfile.TemporaryDirectory(prefix="bench-all-") as tmp:
         results = args.results or (Path(tmp) / "results" if args.smoke else BENCH / "results")
         results.mkdir(parents=True, exist_ok=True)
-        archive = train_moodbot(Path(tmp) / "models")
+        archive = args.model or train_moodbot(Path(tmp) / "models")
         plan = steps(args.smoke, results, archive)
         if args.only:
             wanted = set(args.only.split(","))

@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,14 +20,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.timeout(120)
 @pytest.mark.skipif(not MOODBOT.exists(), reason="the shared bots are not on this machine")
-def test_the_smoke_suite_runs_each_benchmark_asked_for(tmp_path: Path) -> None:
+def test_the_smoke_suite_runs_each_benchmark_asked_for(
+    tmp_path: Path, moodbot_copy: Callable[[str], Path]
+) -> None:
+    # The session's moodbot model is served: train_bots trains one, which is enough.
     # The concurrency step (two servers on PostgreSQL and Redis, 200 messages: a third of
     # this test's time) is run with its smoke command line, RabbitMQ added, and its report
     # checked by tests/scale/test_concurrency_smoke.py.
     others = "http_turns,train_bots,model_load,long_conversation"
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench/run_all.py"), "--smoke", "--only", others]
-        + ["--results", str(tmp_path)],
+        + ["--results", str(tmp_path), "--model", str(moodbot_copy("bench-model"))],
         capture_output=True,
         text=True,
         timeout=110,
