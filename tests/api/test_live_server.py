@@ -118,7 +118,7 @@ phases.coverage.enabled = false
 """
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(300)
 def test_schemathesis_finds_no_server_errors_and_no_schema_breaks(
     live_server: str, tmp_path: Path
 ) -> None:
@@ -139,7 +139,7 @@ def test_schemathesis_finds_no_server_errors_and_no_schema_breaks(
     # failures; a parse_data.text object: 11).
     command[command.index("--phases") + 1] = "examples,coverage,fuzzing"
     command[1:1] = ["--config-file", str(config)]
-    run_schemathesis(command, tmp_path, timeout=230)
+    run_schemathesis(command, tmp_path, timeout=280)
 
 
 @pytest.mark.timeout(180)
