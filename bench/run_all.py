@@ -21,6 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 MOODBOT = Path("/work/shared/bots/moodbot")
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.http_turns import model_archive  # noqa: E402
 
 
 def steps(smoke: bool, results: Path, archive: Path) -> dict[str, list[str]]:
@@ -107,7 +111,6 @@ def steps(smoke: bool, results: Path, archive: Path) -> dict[str, list[str]]:
 
 
 def train_moodbot(out: Path) -> Path:
-    sys.path.insert(0, str(ROOT))
     from server.training.train import train
 
     result = train(
@@ -123,7 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path)
     parser.add_argument("--timeout", type=float, help="seconds per benchmark")
     parser.add_argument(
-        "--model", type=Path, help="the moodbot archive the benchmarks serve (default: train one)"
+        "--model",
+        type=model_archive,
+        help="the moodbot archive the benchmarks serve (default: train one; train_bots "
+        "still trains, as it measures training)",
     )
     args = parser.parse_args(argv)
     timeout = args.timeout or (60 if args.smoke else 600)

@@ -28,13 +28,17 @@ def test_the_smoke_suite_runs_each_benchmark_asked_for(
     # this test's time) is run with its smoke command line, RabbitMQ added, and its report
     # checked by tests/scale/test_concurrency_smoke.py.
     others = "http_turns,train_bots,model_load,long_conversation"
+    model = moodbot_copy("bench-model")
+    # `--model` relative to where run_all is started from, not to the repository (the
+    # benchmarks' own working directory).
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench/run_all.py"), "--smoke", "--only", others]
-        + ["--results", str(tmp_path), "--model", str(moodbot_copy("bench-model"))],
+        + ["--results", str(tmp_path), "--model", model.name],
         capture_output=True,
         text=True,
         timeout=110,
         check=False,
+        cwd=model.parent,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     steps = json.loads((tmp_path / "run_all.json").read_text())["steps"]
@@ -51,6 +55,39 @@ def test_the_smoke_suite_runs_each_benchmark_asked_for(
 
     trained = json.loads((tmp_path / "train_bots.json").read_text())
     assert trained["bots"]["moodbot"]["total_s_median"] > 0
+
+
+@pytest.mark.parametrize(
+    ("script", "content", "said"),
+    [
+        ("run_all.py", None, "does not exist"),
+        ("run_all.py", b"not a model", "corrupt or not a gzip-compressed tar"),
+        ("http_turns.py", None, "does not exist"),
+    ],
+)
+def test_a_model_the_benchmarks_cannot_serve_is_refused_before_any_runs(
+    tmp_path: Path, script: str, content: bytes | None, said: str
+) -> None:
+    """Before, run_all ran every step on a missing or corrupt `--model` (http_turns then
+    measured a server without a model, its numbers 'ok'; model_load failed); exit 2 now,
+    naming the archive and what is wrong with it, with nothing measured."""
+    model = tmp_path / "moodbot.tar.gz"
+    if content is not None:
+        model.write_bytes(content)
+    only = ["--only", "model_load", "--results"] if script == "run_all.py" else ["--out"]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), "--smoke", "--model", str(model)]
+        + [*only, str(tmp_path / "results")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "argument --model: " in done.stderr and said in done.stderr, done.stderr
+    assert model.name in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
 
 
 def test_the_python_load_generator_measures_a_live_server(tmp_path: Path) -> None:
