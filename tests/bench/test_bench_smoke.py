@@ -63,6 +63,9 @@ def test_the_smoke_suite_runs_each_benchmark_asked_for(
         ("run_all.py", None, "does not exist"),
         ("run_all.py", b"not a model", "corrupt or not a gzip-compressed tar"),
         ("http_turns.py", None, "does not exist"),
+        ("turn_profile.py", None, "does not exist"),
+        ("http_callgrind.py", b"not a model", "corrupt"),
+        ("outage_log.py", None, "does not exist"),
     ],
 )
 def test_a_model_the_benchmarks_cannot_serve_is_refused_before_any_runs(
@@ -74,10 +77,14 @@ def test_a_model_the_benchmarks_cannot_serve_is_refused_before_any_runs(
     model = tmp_path / "moodbot.tar.gz"
     if content is not None:
         model.write_bytes(content)
-    only = ["--only", "model_load", "--results"] if script == "run_all.py" else ["--out"]
+    results = str(tmp_path / "results")
+    others = {
+        "run_all.py": ["--smoke", "--only", "model_load", "--results", results],
+        "http_turns.py": ["--smoke", "--out", results],
+    }
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / script), "--smoke", "--model", str(model)]
-        + [*only, str(tmp_path / "results")],
+        [sys.executable, str(ROOT / "bench" / script), "--model", str(model)]
+        + others.get(script, []),
         capture_output=True,
         text=True,
         timeout=60,
