@@ -440,6 +440,10 @@ class SqlTrackerStore:
                 self._migration_name(),
             )
             migration.cancel()
+            if migration.get_loop() is asyncio.get_running_loop():
+                # Until its connection is gone (up to setup_loop.CLEAN_UP_SECONDS): before,
+                # it outlived the close, its session still waiting for (or holding) the lock.
+                await asyncio.wait([migration])
         await self._db.close()
         await self._engine.dispose()
 
