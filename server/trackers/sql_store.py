@@ -944,7 +944,7 @@ class _AsyncDatabase:
     async def all_data(self, sender_id: str) -> list[str]:
         chosen = events_table.c.sender_id == sender_id
         if self._exact_senders:
-            chosen = chosen & (_BINARY_SENDER_ID == sender_id)  # (see all_data_of)
+            chosen = chosen & (_HEX_SENDER_ID == _utf8_hex(sender_id))  # (see all_data_of)
         query = select(events_table.c.data).where(chosen).order_by(events_table.c.id)
         return await self._run(lambda conn: _first_column(conn, query))
 
@@ -960,7 +960,7 @@ class _AsyncDatabase:
             if self._exact_senders:
                 # Only theirs: the collation's match of `ana` holds `Ana`'s and `ana `'s
                 # rows, which took the budget (and a read of `ana` alone went round for ever).
-                chosen = chosen & key.in_(group)
+                chosen = chosen & _HEX_SENDER_ID.in_([_utf8_hex(i) for i in group])
             return select(_C.sender_id, _C.data).where(chosen).order_by(key, _C.id)
 
         async def read(conn: AsyncConnection) -> tuple[list[tuple[str, str]], bool]:
@@ -1025,9 +1025,20 @@ async def _first_column(conn: AsyncConnection, query: Any) -> list[Any]:
 
 # Statements of the hot path, built once.
 _C = events_table.c
-# The id as its bytes: Rasa's MySQL table, which a read-only store does not migrate, compares
-# ids by a collation that takes `Ana`, `ana` and `ana ` for one.
-_BINARY_SENDER_ID: Any = literal_column("CAST(sender_id AS BINARY)")
+# The id as its UTF-8 bytes (in the order Python sorts ids in), whatever the column's
+# charset: Rasa's MySQL table, which a read-only store does not migrate, compares ids by a
+# collation that takes `Ana`, `ana` and `ana ` for one. Matched in hex (`_utf8_hex`: the same
+# text in any connection charset): as the column's own bytes, a latin1 table's `é` (E9)
+# matched no id sent (C3 A9), and its conversation was left out of an export without a word.
+_BINARY_SENDER_ID: Any = literal_column("CAST(CONVERT(sender_id USING utf8mb4) AS BINARY)")
+_HEX_SENDER_ID: Any = literal_column("HEX(CONVERT(sender_id USING utf8mb4))")
+
+
+def _utf8_hex(sender_id: str) -> str:
+    """An id as `_HEX_SENDER_ID` holds it."""
+    return sender_id.encode("utf-8").hex().upper()
+
+
 _COLUMNS = ("sender_id", "type_name", "timestamp", "intent_name", "action_name", "data")
 _INSERT = insert(events_table)
 _INSERT_RETURNING = insert(events_table).returning(_C.id, sort_by_parameter_order=True)

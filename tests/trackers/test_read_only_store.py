@@ -260,3 +260,39 @@ async def test_an_export_of_mariadb_reads_each_row_once(tmp_path: Path) -> None:
             await store.close()
     assert len(selection.selected) == 10_000
     assert read < 22_000, f"{read} rows gone through for 10,000 (and the listing's 10,000)"
+
+
+# Ids in code point order; a latin1 (cp1252) column's bytes put the last four first (0x80,
+# 0x8C, 0x9A, 0x9F), and its collation takes `e` and `é`, `y` and `ÿ` for one.
+LATIN1_SENDERS = ["e", "y", "z", "é", "ÿ", "Œ", "š", "Ÿ", "€"]
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 100])
+async def test_a_latin1_rasa_table_exports_each_conversation_once(
+    batch: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rasa's table in a latin1 database (MySQL 5.7's default), read in small batches and
+    byte budgets: every conversation goes out once, whole, in the export's order."""
+    monkeypatch.setattr(export, "EXPORT_BATCH", batch)
+    monkeypatch.setattr(export, "EXPORT_BATCH_BYTES", 100)  # (about one conversation)
+    async with mariadb_database() as config:
+        engine = create_async_engine(async_url(config, default_db="rasa"))
+        try:
+            async with engine.begin() as conn:
+                await conn.exec_driver_sql(
+                    f"ALTER DATABASE `{config['db']}` CHARACTER SET latin1 COLLATE "
+                    "latin1_swedish_ci"
+                )
+                await conn.run_sync(_RasaBase.metadata.create_all)
+                rows = [rasa_row(s, listen(t)) for s in LATIN1_SENDERS for t in (1.0, 2.0)]
+                await conn.execute(sa.insert(RasaEvent), rows)
+        finally:
+            await engine.dispose()
+        store = create_tracker_store(config, create_missing=False, read_only=True)
+        try:
+            selection = await select_events(store)
+        finally:
+            await store.close()
+    assert [item.sender_id for item in selection.selected] == [
+        s for s in sorted(LATIN1_SENDERS) for _ in "12"
+    ]
