@@ -60,6 +60,8 @@ logger = logging.getLogger(__name__)
 # MySQL/MariaDB's named lock (server-wide: named after the database) held while one broker
 # creates the table (see _send_pending).
 _TABLE_LOCK = "CONCAT('botserver_broker_table:', LEFT(DATABASE(), 40))"
+# How long a broker waits for that lock before it makes the table without it.
+TABLE_LOCK_SECONDS = 10
 
 RASA_TABLE = "events"
 # Beside a tracker store's `events` in the same database (and the name before 0.x took Rasa's).
@@ -260,7 +262,37 @@ class SqlEventBroker(QueuedBroker):
 async def _make_table(
     engine: AsyncEngine, silence: SilenceWatch, table_name: str | None
 ) -> tuple[Table, int | None]:
-    """See SqlEventBroker._set_up_table."""
+    """See SqlEventBroker._set_up_table. A MySQL broker that waited TABLE_LOCK_SECONDS for
+    the table lock in vain goes on without it (its holder may be a session left behind,
+    which keeps it for hours), saying so: where that races another broker's set-up (the
+    table, its column or index made meanwhile), each step, which looks first, runs again.
+    Before, the race's "Table ... already exists" was logged as a failed delivery of a
+    database said to be unreachable, and the events waited for the delivery's retry."""
+    for attempt in range(_UNLOCKED_ATTEMPTS):
+        locked = [True]
+        try:
+            return await _make_table_once(engine, silence, table_name, locked)
+        except DBAPIError as exc:
+            unreachable = exc.connection_invalidated or isinstance(exc.orig, OSError)
+            if locked[0] or unreachable or attempt == _UNLOCKED_ATTEMPTS - 1:
+                raise
+            logger.info(
+                "SQL event broker: setting up the table without the lock met another "
+                "broker's set-up (%s); looking again",
+                first_line(exc.orig or exc),
+            )
+            await asyncio.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")  # (the loop returns or raises)
+
+
+# Set-up attempts of a broker that went on without the table lock (a race with another's).
+_UNLOCKED_ATTEMPTS = 3
+
+
+async def _make_table_once(
+    engine: AsyncEngine, silence: SilenceWatch, table_name: str | None, locked: list[bool]
+) -> tuple[Table, int | None]:
+    """One attempt of `_make_table`; `locked[0]` is set False when MySQL's lock was not had."""
     with silence():
         async with engine.begin() as conn:
             # Brokers starting together on a new database must not both create the table:
@@ -270,7 +302,16 @@ async def _make_table(
             if dialect == "postgresql":
                 await conn.execute(text("SELECT pg_advisory_xact_lock(7314207)"))
             elif dialect == "mysql":  # (its DDL commits: a session lock, released below)
-                await conn.execute(text(f"SELECT GET_LOCK({_TABLE_LOCK}, 10)"))
+                seconds = int(TABLE_LOCK_SECONDS)
+                got = await conn.scalar(text(f"SELECT GET_LOCK({_TABLE_LOCK}, {seconds})"))
+                if got != 1:
+                    locked[0] = False
+                    logger.warning(
+                        "SQL event broker: another session has held the table set-up lock "
+                        "(GET_LOCK %s) for %d s; setting the table up without it",
+                        _TABLE_LOCK,
+                        seconds,
+                    )
             try:
                 if table_name is None:
                     table_name = await conn.run_sync(_default_table)
@@ -282,7 +323,7 @@ async def _make_table(
                 await conn.run_sync(ensure_mysql_utf8mb4, table.name)
                 return table, await mysql_max_packet(conn) if dialect == "mysql" else None
             finally:
-                if dialect == "mysql":
+                if dialect == "mysql" and locked[0]:
                     with suppress(DBAPIError):
                         await conn.execute(text(f"SELECT RELEASE_LOCK({_TABLE_LOCK})"))
 

@@ -619,3 +619,45 @@ async def test_a_postgres_broker_writes_where_rasas_did_whatever_postgresql_sche
     assert [json.loads(row["data"]) for row in rows] == [
         {"sender_id": "alice", **event} for event in events(2)
     ]
+
+
+async def test_brokers_that_wait_in_vain_for_the_table_lock_all_deliver_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another session holds the table set-up lock (a broker stuck mid-way, a session left
+    behind): after TABLE_LOCK_SECONDS (1 s here) each broker makes the table without it,
+    three at once on a new database. They race on CREATE TABLE, ADD COLUMN and CREATE INDEX;
+    every event is stored once."""
+    import aiomysql
+
+    monkeypatch.setattr(sql_broker, "TABLE_LOCK_SECONDS", 1)
+    caplog.set_level(logging.INFO, logger="server.brokers")
+    async with mariadb_database() as config:
+        holder = await aiomysql.connect(
+            host=MARIADB[0], port=MARIADB[1], user="root", password="", db=config["db"]
+        )
+        brokers = [
+            SqlEventBroker({**config, "table_name": "my_events", "retry_delay_in_seconds": 0.1})
+            for _ in range(3)
+        ]
+        try:
+            async with holder.cursor() as cursor:
+                await cursor.execute(f"SELECT GET_LOCK({sql_broker._TABLE_LOCK}, 0)")
+                assert (await cursor.fetchone())[0] == 1
+            for b, broker in enumerate(brokers):
+                await broker.publish(f"sender{b}", events(2))
+            for broker in brokers:
+                assert await broker.flush(timeout=paced(15, below=60))
+            rows = await stored_rows(brokers[0])
+        finally:
+            for broker in brokers:
+                await broker.close()
+            holder.close()
+    assert sorted(row["sender_id"] for row in rows) == [
+        f"sender{b}" for b in range(3) for _ in "12"
+    ]
+    # Before, the race was told as a database that could not be reached: "delivery failed
+    # ... Table 'my_events' already exists ... events wait in memory", then "reachable again".
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [line for line in said if "delivery failed" in line or "reachable" in line]
+    assert len([line for line in said if "setting the table up without it" in line]) == 3
