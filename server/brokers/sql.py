@@ -268,9 +268,10 @@ async def _make_table(
     table, its column or index made meanwhile), each step, which looks first, runs again.
     Before, the race's "Table ... already exists" was logged as a failed delivery of a
     database said to be unreachable, and the events waited for the delivery's retry."""
+    locked = [True]
     for attempt in range(_UNLOCKED_ATTEMPTS):
-        locked = [True]
         try:
+            # (The lock waited for once: a look again goes without it.)
             return await _make_table_once(engine, silence, table_name, locked)
         except DBAPIError as exc:
             unreachable = exc.connection_invalidated or isinstance(exc.orig, OSError)
@@ -292,7 +293,8 @@ _UNLOCKED_ATTEMPTS = 3
 async def _make_table_once(
     engine: AsyncEngine, silence: SilenceWatch, table_name: str | None, locked: list[bool]
 ) -> tuple[Table, int | None]:
-    """One attempt of `_make_table`; `locked[0]` is set False when MySQL's lock was not had."""
+    """One attempt of `_make_table`; `locked[0]` is set False when MySQL's lock was not had
+    (and, False, it is not asked for)."""
     with silence():
         async with engine.begin() as conn:
             # Brokers starting together on a new database must not both create the table:
@@ -301,15 +303,15 @@ async def _make_table_once(
             dialect = conn.dialect.name
             if dialect == "postgresql":
                 await conn.execute(text("SELECT pg_advisory_xact_lock(7314207)"))
-            elif dialect == "mysql":  # (its DDL commits: a session lock, released below)
+            elif dialect == "mysql" and locked[0]:  # (DDL commits: a session lock)
                 seconds = int(TABLE_LOCK_SECONDS)
                 got = await conn.scalar(text(f"SELECT GET_LOCK({_TABLE_LOCK}, {seconds})"))
                 if got != 1:
                     locked[0] = False
                     logger.warning(
-                        "SQL event broker: another session has held the table set-up lock "
-                        "(GET_LOCK %s) for %d s; setting the table up without it",
-                        _TABLE_LOCK,
+                        "SQL event broker: another session has held the table set-up lock of "
+                        "database '%s' for %d s; setting the table up without it",
+                        engine.url.database,
                         seconds,
                     )
             try:
