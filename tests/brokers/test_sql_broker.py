@@ -621,6 +621,7 @@ async def test_a_postgres_broker_writes_where_rasas_did_whatever_postgresql_sche
     ]
 
 
+@pytest.mark.timing
 async def test_brokers_that_wait_in_vain_for_the_table_lock_all_deliver_once(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
