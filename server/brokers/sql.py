@@ -39,7 +39,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.brokers.delivery import BackgroundDelivery, Outgoing, QueuedBroker
-from server.errors import first_line
+from server.errors import InvalidConfig, first_line
 from server.trackers.setup_loop import on_setup_loop
 from server.trackers.silence import SilenceWatch
 from server.trackers.sql_engine import (
@@ -66,7 +66,8 @@ TABLE_LOCK_SECONDS = 10
 RASA_TABLE = "events"
 # Beside a tracker store's `events` in the same database (and the name before 0.x took Rasa's).
 SHARED_DATABASE_TABLE = "broker_events"
-_BROKER_COLUMNS = {"id", "sender_id", "data"}
+_EVENT_COLUMNS = ("id", "sender_id", "data")
+_BROKER_COLUMNS = set(_EVENT_COLUMNS)
 # Outgoing.delivery_id, unique to one publish of one event: NULL in rows another writer
 # (Rasa) made.
 KEY_COLUMN = "event_key"
@@ -319,6 +320,7 @@ async def _make_table_once(
                     table_name = await conn.run_sync(_default_table)
                 table = _broker_table(table_name)
                 await conn.run_sync(table.metadata.create_all)
+                await conn.run_sync(_check_columns, table)
                 await conn.run_sync(_add_key_column, table)
                 # A table of an earlier version, in a latin1 database: one event with an
                 # emoji in its sender id held up every later event.
@@ -341,6 +343,19 @@ def _broker_table(name: str) -> Table:
         Index(f"uq_{name[:40]}_{KEY_COLUMN}", KEY_COLUMN, unique=True),  # MySQL: 64 at most
         mysql_charset="utf8mb4",
     )
+
+
+def _check_columns(conn: Connection, table: Table) -> None:
+    """InvalidConfig when the table (there before) has none of the columns events go in:
+    another program's, which is left as it is. Before, it was given the `event_key` column
+    and its index, then every delivery failed on a missing column, told as an outage."""
+    columns = [column["name"] for column in inspect(conn).get_columns(table.name)]
+    if not _BROKER_COLUMNS <= set(columns):
+        raise InvalidConfig(
+            f"table '{table.name}' is not an event table (its columns: {', '.join(columns)}; "
+            f"an event table has {', '.join(_EVENT_COLUMNS)}): set the SQL event broker's "
+            "table_name to another"
+        )
 
 
 def _add_key_column(conn: Connection, table: Table) -> None:
