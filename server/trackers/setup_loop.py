@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -33,13 +34,30 @@ def _setup_loop() -> asyncio.AbstractEventLoop:
 # connection closed, its locks released with it): milliseconds on a database that answers;
 # one fallen silent is not waited for longer (the process's stop is not held).
 CLEAN_UP_SECONDS = 2.0
+# When the process's stop must be over (time.monotonic()), set by the stop: the wait above
+# is no longer than what is left (none, once its graceful period is used up).
+_stop_by: float | None = None
+
+
+def stop_by(deadline: float | None) -> None:
+    """Clean-ups of given-up set-ups are waited for until `deadline` at most (None: up to
+    CLEAN_UP_SECONDS each)."""
+    global _stop_by
+    _stop_by = deadline
+
+
+def _clean_up_seconds() -> float:
+    if _stop_by is None:
+        return CLEAN_UP_SECONDS
+    return max(0.0, min(CLEAN_UP_SECONDS, _stop_by - time.monotonic()))
 
 
 async def on_setup_loop(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """What `work()` returns, run on the set-up loop; cancelling the caller cancels it there
     (SQLAlchemy then drops the connection rather than wait on it), and waits for it to end,
-    up to CLEAN_UP_SECONDS: before, the caller went on at once, and its connection (a
-    migration's session, waiting for or holding its lock) outlived the store's `close()`."""
+    up to CLEAN_UP_SECONDS (less when the stop has less left, `stop_by`): before, the caller
+    went on at once, and its connection (a migration's session, waiting for or holding its
+    lock) outlived the store's `close()`."""
     caller = asyncio.get_running_loop()
     setup = _setup_loop()
     ended: asyncio.Future[T] = caller.create_future()
@@ -71,7 +89,8 @@ async def on_setup_loop(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return await asyncio.shield(ended)
     except asyncio.CancelledError:
         setup.call_soon_threadsafe(cancel)  # (after `start`: calls run in order)
-        await asyncio.wait([ended], timeout=CLEAN_UP_SECONDS)
+        if seconds := _clean_up_seconds():
+            await asyncio.wait([ended], timeout=seconds)
         raise
 
 
