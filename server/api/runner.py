@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
@@ -56,6 +57,7 @@ from server.models.remote_storage import STORAGES, check_storage_settings
 from server.outages import flush_repeats
 from server.tasks import waits_in_grace
 from server.trackers.factory import DEFAULT_TRACKER_STORE, create_lock_store, create_tracker_store
+from server.trackers.setup_loop import stop_by
 from server.trackers.store import SetsUpOnFirstUse
 from server.training.yaml_io import read_yaml_file
 from server.worker_claims import first_to_say, mark_stopped
@@ -237,10 +239,14 @@ def _serve_lifecycle(app: FastAPI, listen_url: str, options: ServerOptions) -> N
                 )
             yield state
             await _finish_turns(turns)
+            # The clean-ups of set-ups given up as the stores close wait no longer than the
+            # period has left (a process made again in this one, a test's, starts afresh).
+            stop_by(time.monotonic() + seconds_left(GRACEFUL_SHUTDOWN_SECONDS))
             store = app.state.tracker_store
             if isinstance(store, SetsUpOnFirstUse):  # what is left of the period, if any
                 await store.setup_done(seconds_left(GRACEFUL_SHUTDOWN_SECONDS))
             flush_repeats()  # the last windows' counts (busy conversations, clients gone)
+        stop_by(None)
         # And those of what failed as the stores closed: background turns cancelled, their
         # locks' releases (before, with Redis away, lost after the first line).
         flush_repeats()

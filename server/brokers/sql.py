@@ -39,7 +39,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.brokers.delivery import BackgroundDelivery, Outgoing, QueuedBroker
-from server.errors import first_line
+from server.errors import InvalidConfig, first_line
 from server.trackers.setup_loop import on_setup_loop
 from server.trackers.silence import SilenceWatch
 from server.trackers.sql_engine import (
@@ -60,11 +60,14 @@ logger = logging.getLogger(__name__)
 # MySQL/MariaDB's named lock (server-wide: named after the database) held while one broker
 # creates the table (see _send_pending).
 _TABLE_LOCK = "CONCAT('botserver_broker_table:', LEFT(DATABASE(), 40))"
+# How long a broker waits for that lock before it makes the table without it.
+TABLE_LOCK_SECONDS = 10
 
 RASA_TABLE = "events"
 # Beside a tracker store's `events` in the same database (and the name before 0.x took Rasa's).
 SHARED_DATABASE_TABLE = "broker_events"
-_BROKER_COLUMNS = {"id", "sender_id", "data"}
+_EVENT_COLUMNS = ("id", "sender_id", "data")
+_BROKER_COLUMNS = set(_EVENT_COLUMNS)
 # Outgoing.delivery_id, unique to one publish of one event: NULL in rows another writer
 # (Rasa) made.
 KEY_COLUMN = "event_key"
@@ -260,7 +263,39 @@ class SqlEventBroker(QueuedBroker):
 async def _make_table(
     engine: AsyncEngine, silence: SilenceWatch, table_name: str | None
 ) -> tuple[Table, int | None]:
-    """See SqlEventBroker._set_up_table."""
+    """See SqlEventBroker._set_up_table. A MySQL broker that waited TABLE_LOCK_SECONDS for
+    the table lock in vain goes on without it (its holder may be a session left behind,
+    which keeps it for hours), saying so: where that races another broker's set-up (the
+    table, its column or index made meanwhile), each step, which looks first, runs again.
+    Before, the race's "Table ... already exists" was logged as a failed delivery of a
+    database said to be unreachable, and the events waited for the delivery's retry."""
+    locked = [True]
+    for attempt in range(_UNLOCKED_ATTEMPTS):
+        try:
+            # (The lock waited for once: a look again goes without it.)
+            return await _make_table_once(engine, silence, table_name, locked)
+        except DBAPIError as exc:
+            unreachable = exc.connection_invalidated or isinstance(exc.orig, OSError)
+            if locked[0] or unreachable or attempt == _UNLOCKED_ATTEMPTS - 1:
+                raise
+            logger.info(
+                "SQL event broker: setting up the table without the lock met another "
+                "broker's set-up (%s); looking again",
+                first_line(exc.orig or exc),
+            )
+            await asyncio.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")  # (the loop returns or raises)
+
+
+# Set-up attempts of a broker that went on without the table lock (a race with another's).
+_UNLOCKED_ATTEMPTS = 3
+
+
+async def _make_table_once(
+    engine: AsyncEngine, silence: SilenceWatch, table_name: str | None, locked: list[bool]
+) -> tuple[Table, int | None]:
+    """One attempt of `_make_table`; `locked[0]` is set False when MySQL's lock was not had
+    (and, False, it is not asked for)."""
     with silence():
         async with engine.begin() as conn:
             # Brokers starting together on a new database must not both create the table:
@@ -269,20 +304,30 @@ async def _make_table(
             dialect = conn.dialect.name
             if dialect == "postgresql":
                 await conn.execute(text("SELECT pg_advisory_xact_lock(7314207)"))
-            elif dialect == "mysql":  # (its DDL commits: a session lock, released below)
-                await conn.execute(text(f"SELECT GET_LOCK({_TABLE_LOCK}, 10)"))
+            elif dialect == "mysql" and locked[0]:  # (DDL commits: a session lock)
+                seconds = int(TABLE_LOCK_SECONDS)
+                got = await conn.scalar(text(f"SELECT GET_LOCK({_TABLE_LOCK}, {seconds})"))
+                if got != 1:
+                    locked[0] = False
+                    logger.warning(
+                        "SQL event broker: another session has held the table set-up lock of "
+                        "database '%s' for %d s; setting the table up without it",
+                        engine.url.database,
+                        seconds,
+                    )
             try:
                 if table_name is None:
                     table_name = await conn.run_sync(_default_table)
                 table = _broker_table(table_name)
                 await conn.run_sync(table.metadata.create_all)
+                await conn.run_sync(_check_columns, table)
                 await conn.run_sync(_add_key_column, table)
                 # A table of an earlier version, in a latin1 database: one event with an
                 # emoji in its sender id held up every later event.
                 await conn.run_sync(ensure_mysql_utf8mb4, table.name)
                 return table, await mysql_max_packet(conn) if dialect == "mysql" else None
             finally:
-                if dialect == "mysql":
+                if dialect == "mysql" and locked[0]:
                     with suppress(DBAPIError):
                         await conn.execute(text(f"SELECT RELEASE_LOCK({_TABLE_LOCK})"))
 
@@ -298,6 +343,19 @@ def _broker_table(name: str) -> Table:
         Index(f"uq_{name[:40]}_{KEY_COLUMN}", KEY_COLUMN, unique=True),  # MySQL: 64 at most
         mysql_charset="utf8mb4",
     )
+
+
+def _check_columns(conn: Connection, table: Table) -> None:
+    """InvalidConfig when the table (there before) has none of the columns events go in:
+    another program's, which is left as it is. Before, it was given the `event_key` column
+    and its index, then every delivery failed on a missing column, told as an outage."""
+    columns = [column["name"] for column in inspect(conn).get_columns(table.name)]
+    if not _BROKER_COLUMNS <= set(columns):
+        raise InvalidConfig(
+            f"table '{table.name}' is not an event table (its columns: {', '.join(columns)}; "
+            f"an event table has {', '.join(_EVENT_COLUMNS)}): set the SQL event broker's "
+            "table_name to another"
+        )
 
 
 def _add_key_column(conn: Connection, table: Table) -> None:

@@ -674,12 +674,15 @@ def _latest(sender_id: str, values: list[dict[str, Any]]) -> float:
 
 
 def _values(sender_id: str, item: dict[str, Any]) -> list[dict[str, Any]]:
-    """An item's stored events (none without an `events` attribute); CorruptConversation
-    when it is no list (another program's item: before, read as no conversation,
-    which `botserver export` left out saying nothing)."""
+    """An item's stored events; CorruptConversation when it has no `events` attribute or
+    that is no list (another program's item: before, read as no conversation, which
+    `botserver export` left out saying nothing). botserver and Rasa write none such."""
     events = item.get("events")
     if events is None:
-        return []
+        raise CorruptConversation(
+            f"Conversation '{sender_id}' is an item without an `events` attribute (Rasa's "
+            "layout holds a list of the conversation's events; another program's item?)"
+        )
     if "L" not in events:
         raise CorruptConversation(
             f"Conversation '{sender_id}' is an item whose events are a DynamoDB "

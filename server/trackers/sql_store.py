@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -18,10 +19,13 @@ from typing import Any, Protocol, TypeVar
 
 import orjson
 from sqlalchemy import (
+    String,
     bindparam,
+    collate,
     delete,
     func,
     insert,
+    literal,
     literal_column,
     select,
     text,
@@ -437,6 +441,10 @@ class SqlTrackerStore:
                 self._migration_name(),
             )
             migration.cancel()
+            if migration.get_loop() is asyncio.get_running_loop():
+                # Until its connection is gone (up to setup_loop.CLEAN_UP_SECONDS): before,
+                # it outlived the close, its session still waiting for (or holding) the lock.
+                await asyncio.wait([migration])
         await self._db.close()
         await self._engine.dispose()
 
@@ -745,6 +753,8 @@ class _AsyncDatabase:
         self._returning = bool(dialect.insert_returning and dialect.use_insertmanyvalues)
         self._mysql = dialect.name == "mysql"
         self._exact_senders = exact_senders and self._mysql  # (CAST AS BINARY: MySQL's)
+        # The `sender_id` column's (character set, collation), read on the first exact read.
+        self._sender_collation: tuple[str, str] | None = None
         self._max_packet: int | None = None  # MySQL's, read on the first write
         # (plain, returning) INSERTs, set on the first write: on MariaDB, Rasa's `events_seq`
         # gives the ids where Rasa made the table (see _ids_from_rasas_sequence).
@@ -935,11 +945,35 @@ class _AsyncDatabase:
         return await self._run(session_rows)
 
     async def all_data(self, sender_id: str) -> list[str]:
-        chosen = events_table.c.sender_id == sender_id
-        if self._exact_senders:
-            chosen = chosen & (_BINARY_SENDER_ID == sender_id)  # (see all_data_of)
-        query = select(events_table.c.data).where(chosen).order_by(events_table.c.id)
-        return await self._run(lambda conn: _first_column(conn, query))
+        async def all_data(conn: AsyncConnection) -> list[str]:
+            chosen = events_table.c.sender_id == sender_id
+            if self._exact_senders:
+                (held,) = await self._as_column_holds(conn, [sender_id])
+                chosen = (_C.sender_id == held) & (_HEX_SENDER_ID == _utf8_hex(sender_id))
+            query = select(_C.data).where(chosen).order_by(_C.id)
+            return await _first_column(conn, query)
+
+        return await self._run(all_data)
+
+    async def _as_column_holds(self, conn: AsyncConnection, sender_ids: Sequence[str]) -> list[Any]:
+        """The ids, to match `sender_id` by its index, in the column's own character set
+        and collation (an id it cannot hold becomes one with `?`, which the exact match
+        then leaves out): Rasa's MySQL table in latin1 cannot hold `中`, and MySQL refused
+        a query comparing the column with it ('Illegal mix of collations'), which stopped
+        an export asking for it among others."""
+        if self._sender_collation is None:
+            row = (await conn.execute(_SENDER_COLLATION)).one_or_none()
+            named = row is not None and all(re.fullmatch(r"\w+", str(n)) for n in row)
+            self._sender_collation = (str(row[0]), str(row[1])) if named and row else ("", "")
+        charset, collation = self._sender_collation
+        if not charset:  # (a binary column, or none found: compared as given)
+            return [literal(i, String) for i in sender_ids]
+        return [
+            collate(
+                func.convert(literal(i, String).op("USING")(literal_column(charset))), collation
+            )
+            for i in sender_ids
+        ]
 
     async def all_data_of(
         self, sender_ids: Sequence[str], max_bytes: int | None = None
@@ -948,12 +982,13 @@ class _AsyncDatabase:
         # migration 0003 makes it; else by bytes, so that ids one in the collation are apart.)
         key: Any = _BINARY_SENDER_ID if self._exact_senders else _C.sender_id
 
-        def of(group: list[str]) -> Any:
+        async def of(conn: AsyncConnection, group: list[str]) -> Any:
             chosen = _C.sender_id.in_(group)  # (by the index)
             if self._exact_senders:
                 # Only theirs: the collation's match of `ana` holds `Ana`'s and `ana `'s
                 # rows, which took the budget (and a read of `ana` alone went round for ever).
-                chosen = chosen & key.in_(group)
+                held = await self._as_column_holds(conn, group)
+                chosen = _C.sender_id.in_(held) & _HEX_SENDER_ID.in_([_utf8_hex(i) for i in group])
             return select(_C.sender_id, _C.data).where(chosen).order_by(key, _C.id)
 
         async def read(conn: AsyncConnection) -> tuple[list[tuple[str, str]], bool]:
@@ -973,7 +1008,7 @@ class _AsyncDatabase:
                 else:
                     count = max(1, (max_bytes - size) * conversations // max(1, size))
                 group, rest = rest[:count], rest[count:]
-                for sender_id, data in await conn.execute(of(group)):
+                for sender_id, data in await conn.execute(await of(conn, group)):
                     if not rows or rows[-1][0] != sender_id:
                         conversations += 1
                     rows.append((sender_id, data))
@@ -1018,9 +1053,27 @@ async def _first_column(conn: AsyncConnection, query: Any) -> list[Any]:
 
 # Statements of the hot path, built once.
 _C = events_table.c
-# The id as its bytes: Rasa's MySQL table, which a read-only store does not migrate, compares
-# ids by a collation that takes `Ana`, `ana` and `ana ` for one.
-_BINARY_SENDER_ID: Any = literal_column("CAST(sender_id AS BINARY)")
+# The id as its UTF-8 bytes (in the order Python sorts ids in), whatever the column's
+# charset: Rasa's MySQL table, which a read-only store does not migrate, compares ids by a
+# collation that takes `Ana`, `ana` and `ana ` for one. Matched in hex (`_utf8_hex`: the same
+# text in any connection charset): as the column's own bytes, a latin1 table's `é` (E9)
+# matched no id sent (C3 A9), and its conversation was left out of an export without a word.
+_BINARY_SENDER_ID: Any = literal_column("CAST(CONVERT(sender_id USING utf8mb4) AS BINARY)")
+_HEX_SENDER_ID: Any = literal_column("HEX(CONVERT(sender_id USING utf8mb4))")
+
+
+# The character set and collation of the `sender_id` column (see _as_column_holds).
+_SENDER_COLLATION = text(
+    "SELECT CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLUMNS"
+    " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'events' AND COLUMN_NAME = 'sender_id'"
+)
+
+
+def _utf8_hex(sender_id: str) -> str:
+    """An id as `_HEX_SENDER_ID` holds it."""
+    return sender_id.encode("utf-8").hex().upper()
+
+
 _COLUMNS = ("sender_id", "type_name", "timestamp", "intent_name", "action_name", "data")
 _INSERT = insert(events_table)
 _INSERT_RETURNING = insert(events_table).returning(_C.id, sort_by_parameter_order=True)

@@ -9,7 +9,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,23 +52,7 @@ async def test_rasas_layout_holding_no_tracker_is_a_clear_500_that_keeps_it(
     await other.set(key, value)
     client = await make_client(endpoints={"tracker_store": redis})
     try:
-        for method, path, body in [
-            ("GET", "/conversations/ann/tracker", None),
-            ("POST", "/conversations/ann/messages", {"text": "hello", "sender": "user"}),
-            ("POST", "/webhooks/rest/webhook", {"sender": "ann", "message": "hello"}),
-        ]:
-            caplog.clear()
-            with caplog.at_level(logging.INFO):
-                response = await client.request(method, path, json=body)
-            assert response.status_code == 500, (path, response.text)
-            answer = response.json()
-            assert answer["reason"] == "ServerError" and answer["code"] == 500, answer
-            assert "Traceback" not in response.text
-            errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-            assert errors, path
-            assert not any(r.exc_info for r in errors), path
-            logged = "\n".join(r.getMessage() for r in errors)
-            assert "'ann'" in logged and "Rasa's layout" in logged, logged
+        async for _ in _turns_are_clear_500s(client, caplog, "'ann'", "Rasa's layout"):
             assert await other.get(key) == value  # nothing lost, nothing converted
     finally:
         await other.aclose()
@@ -123,6 +107,31 @@ async def test_retention_keeps_a_corrupt_conversation_and_prunes_the_others(
         await store.close()
         await other.aclose()
         await delete_redis_keys(prefix)
+
+
+async def _turns_are_clear_500s(
+    client: Any, caplog: pytest.LogCaptureFixture, *said: str
+) -> AsyncIterator[None]:
+    """Reading conversation `ann` and a turn on it (the API's and the REST channel's): each
+    a 500 with Rasa's body, nothing of the store in it, and an error line in the log, without
+    a traceback, holding each of `said`. Yields after each, for a look at what is stored."""
+    for method, path, body in [
+        ("GET", "/conversations/ann/tracker", None),
+        ("POST", "/conversations/ann/messages", {"text": "hello", "sender": "user"}),
+        ("POST", "/webhooks/rest/webhook", {"sender": "ann", "message": "hello"}),
+    ]:
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            response = await client.request(method, path, json=body)
+        assert response.status_code == 500, (path, response.text)
+        answer = response.json()
+        assert answer["reason"] == "ServerError" and answer["code"] == 500, answer
+        assert "Traceback" not in response.text and "events" not in response.text
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert errors and not any(r.exc_info for r in errors), path
+        logged = "\n".join(r.getMessage() for r in errors)
+        assert all(words in logged for words in said), logged
+        yield
 
 
 async def _reads_are_clear_500s(
@@ -255,3 +264,46 @@ async def test_a_key_name_that_is_not_utf8_is_skipped_by_prune_and_export(
         await store.close()
         await raw.aclose()
         await delete_redis_keys(prefix)
+
+
+@pytest.mark.parametrize(
+    "events", [None, {"S": "[]"}], ids=["no events attribute", "events that are no list"]
+)
+async def test_a_dynamodb_item_holding_no_event_list_is_a_clear_500_that_keeps_it(
+    events: dict[str, Any] | None,
+    make_client: Callable[..., Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Another program's DynamoDB item (or one whose events were removed by hand): a turn on
+    it answers as Redis's object without events does, a 500 with Rasa's body and a log line
+    naming it, and the item is left as it was. Before, an item without `events` read as an
+    empty conversation, and the turn's append wrote a new list into it."""
+    import boto3
+
+    from tests.trackers.persistence_fixtures import (
+        delete_dynamo_table,
+        moto_credentials,
+        moto_endpoint,
+    )
+
+    with moto_credentials():
+        endpoint = moto_endpoint()
+        table = unique_name("corruptdyn")
+        dynamo = {"type": "dynamo", "table_name": table, "endpoint_url": endpoint}
+        store = create_tracker_store(dynamo)
+        try:
+            await store.ping()  # (makes the table)
+        finally:
+            await store.close()
+        raw = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=endpoint)
+        item: dict[str, Any] = {"sender_id": {"S": "ann"}, "name": {"S": "ann"}}
+        if events is not None:
+            item["events"] = events
+        raw.put_item(TableName=table, Item=item)
+        client = await make_client(endpoints={"tracker_store": dynamo})
+        try:
+            async for _ in _turns_are_clear_500s(client, caplog, "Conversation 'ann'"):
+                kept = raw.get_item(TableName=table, Key={"sender_id": {"S": "ann"}})["Item"]
+                assert kept == item  # nothing lost, nothing written into it
+        finally:
+            delete_dynamo_table(endpoint, table)

@@ -619,3 +619,82 @@ async def test_a_postgres_broker_writes_where_rasas_did_whatever_postgresql_sche
     assert [json.loads(row["data"]) for row in rows] == [
         {"sender_id": "alice", **event} for event in events(2)
     ]
+
+
+@pytest.mark.timing
+async def test_brokers_that_wait_in_vain_for_the_table_lock_all_deliver_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another session holds the table set-up lock (a broker stuck mid-way, a session left
+    behind): after TABLE_LOCK_SECONDS (1 s here) each broker makes the table without it,
+    three at once on a new database. They race on CREATE TABLE, ADD COLUMN and CREATE INDEX;
+    every event is stored once."""
+    import aiomysql
+
+    monkeypatch.setattr(sql_broker, "TABLE_LOCK_SECONDS", 1)
+    caplog.set_level(logging.INFO, logger="server.brokers")
+    async with mariadb_database() as config:
+        holder = await aiomysql.connect(
+            host=MARIADB[0], port=MARIADB[1], user="root", password="", db=config["db"]
+        )
+        brokers = [
+            SqlEventBroker({**config, "table_name": "my_events", "retry_delay_in_seconds": 0.1})
+            for _ in range(3)
+        ]
+        try:
+            async with holder.cursor() as cursor:
+                await cursor.execute(f"SELECT GET_LOCK({sql_broker._TABLE_LOCK}, 0)")
+                assert (await cursor.fetchone())[0] == 1
+            for b, broker in enumerate(brokers):
+                await broker.publish(f"sender{b}", events(2))
+            for broker in brokers:
+                assert await broker.flush(timeout=paced(15, below=60))
+            rows = await stored_rows(brokers[0])
+        finally:
+            for broker in brokers:
+                await broker.close()
+            holder.close()
+    assert sorted(row["sender_id"] for row in rows) == [
+        f"sender{b}" for b in range(3) for _ in "12"
+    ]
+    # Before, the race was told as a database that could not be reached: "delivery failed
+    # ... Table 'my_events' already exists ... events wait in memory", then "reachable again".
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [line for line in said if "delivery failed" in line or "reachable" in line]
+    assert len([line for line in said if "setting the table up without it" in line]) == 3
+
+
+async def test_a_table_name_naming_another_programs_table_is_said_and_left_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`table_name` naming a table that holds no events (another program's, a typo of one):
+    before, the broker added its `event_key` column and unique index to it, then every
+    delivery failed on "no such column: sender_id", logged as a database that could not be
+    reached. Now the table is left as it was, and the delivery's warning says what is wrong
+    with it (the events wait: a table renamed meanwhile is written to)."""
+    db = tmp_path / "events.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE my_events (id INTEGER PRIMARY KEY, foo TEXT)")
+    broker = SqlEventBroker(
+        {
+            "dialect": "sqlite",
+            "db": str(db),
+            "table_name": "my_events",
+            "retry_delay_in_seconds": 0.1,
+        }
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger="server.brokers"):
+            await broker.publish("alice", events(1))
+            assert not await broker.flush(timeout=1)  # (never delivered)
+    finally:
+        await broker.close()
+    with sqlite3.connect(db) as conn:
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(my_events)")]
+        indexes = conn.execute("PRAGMA index_list(my_events)").fetchall()
+    assert (columns, indexes) == (["id", "foo"], [])
+    said = "\n".join(r.getMessage() for r in caplog.records)
+    assert (
+        "table 'my_events' is not an event table (its columns: id, foo; an event table has "
+        "id, sender_id, data): set the SQL event broker's table_name to another" in said
+    ), said

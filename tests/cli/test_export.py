@@ -588,6 +588,36 @@ def test_a_rasa_dynamodb_table_is_exported_in_order(
     assert _broker_rows(tmp_path) == _in_order(CONVERSATIONS)
 
 
+def test_a_dynamodb_item_without_events_is_skipped_by_name(
+    run_cli, tmp_path: Path, dynamo_table: tuple[str, str]
+) -> None:
+    """An item holding no `events` attribute (another program's, or one whose events were
+    removed by hand): before, it read as no conversation, so an export passed over it saying
+    nothing and exited 0. Now it is an unreadable conversation, as an item whose events are
+    no list: the export stops naming it, and `--skip-unreadable` names it, counts it and
+    exits 3."""
+    import boto3
+
+    endpoint, table = dynamo_table
+    _dynamo_endpoints(tmp_path, endpoint, table, "us-east-1")
+    store = create_tracker_store({"type": "dynamo", "table_name": table, "endpoint_url": endpoint})
+    asyncio.run(store.append("ann", [_action("action_listen", 1.0), _user("hi", 2.0)]))
+    asyncio.run(store.close())
+    client = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=endpoint)
+    client.put_item(TableName=table, Item={"sender_id": {"S": "bob"}, "name": {"S": "bob"}})
+
+    stopped = run_cli("export", cwd=tmp_path)
+    assert stopped.code == 1, stopped.err
+    assert "Conversation 'bob' is an item without an `events` attribute" in stopped.err
+    skipped = run_cli("export", "--skip-unreadable", cwd=tmp_path)
+    assert skipped.code == 3, skipped.err
+    assert (
+        "Published 2 events of 1 conversation; skipped 1 conversation that could not be "
+        "read: bob." in skipped.out
+    ), skipped.out
+    assert "Traceback" not in stopped.err + skipped.err
+
+
 @pytest.mark.parametrize("command", [["export"], ["prune", "--older-than-days", "1"]])
 def test_a_dynamodb_table_that_is_not_there_is_named_not_created(
     run_cli, tmp_path: Path, dynamo_table: tuple[str, str], command: list[str]

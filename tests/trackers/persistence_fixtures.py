@@ -7,6 +7,7 @@ at the same time on this machine do not see each other's data.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import uuid
@@ -169,6 +170,9 @@ def moto_endpoint() -> str:
         port = free_port()
         server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         server.start()
+        # Its request lines (INFO) went to the stderr of a command run in this process once
+        # the command set up logging, ahead of the line a test reads first.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         _moto["url"] = f"http://127.0.0.1:{port}"
     return _moto["url"]
 

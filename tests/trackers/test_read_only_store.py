@@ -28,8 +28,11 @@ SENDERS = ["Ana", "ana", "ana ", "bob"]
 
 
 @contextlib.asynccontextmanager
-async def rasas_database(dialect: str, tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
-    """A database as Rasa 3.6 left it (its table, four conversations of two events each)."""
+async def rasas_database(
+    dialect: str, tmp_path: Path, senders: list[str] = SENDERS, latin1: str | None = None
+) -> AsyncIterator[dict[str, Any]]:
+    """A database as Rasa 3.6 left it (its table, four conversations of two events each, or
+    of `senders`); on MariaDB, in latin1 (MySQL 5.7's default) by the collation `latin1`."""
     holder: contextlib.AbstractAsyncContextManager[dict[str, Any]]
     if dialect == "sqlite":
         holder = contextlib.nullcontext(
@@ -43,8 +46,12 @@ async def rasas_database(dialect: str, tmp_path: Path) -> AsyncIterator[dict[str
         engine = create_async_engine(async_url(config, default_db="rasa"))
         try:
             async with engine.begin() as conn:
+                if latin1:
+                    await conn.exec_driver_sql(
+                        f"ALTER DATABASE `{config['db']}` CHARACTER SET latin1 COLLATE {latin1}"
+                    )
                 await conn.run_sync(_RasaBase.metadata.create_all)
-                rows = [rasa_row(s, listen(t)) for s in SENDERS for t in (1.0, 2.0)]
+                rows = [rasa_row(s, listen(t)) for s in senders for t in (1.0, 2.0)]
                 await conn.execute(sa.insert(RasaEvent), rows)
         finally:
             await engine.dispose()
@@ -260,3 +267,46 @@ async def test_an_export_of_mariadb_reads_each_row_once(tmp_path: Path) -> None:
             await store.close()
     assert len(selection.selected) == 10_000
     assert read < 22_000, f"{read} rows gone through for 10,000 (and the listing's 10,000)"
+
+
+# Ids in code point order; a latin1 (cp1252) column's bytes put the last four first (0x80,
+# 0x8C, 0x9A, 0x9F), and its collation takes `e` and `é`, `y` and `ÿ` for one.
+LATIN1_SENDERS = ["e", "y", "z", "é", "ÿ", "Œ", "š", "Ÿ", "€"]
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 100])
+async def test_a_latin1_rasa_table_exports_each_conversation_once(
+    batch: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rasa's table in a latin1 database (MySQL 5.7's default), read in small batches and
+    byte budgets: every conversation goes out once, whole, in the export's order."""
+    monkeypatch.setattr(export, "EXPORT_BATCH", batch)
+    monkeypatch.setattr(export, "EXPORT_BATCH_BYTES", 100)  # (about one conversation)
+    async with rasas_database("mysql", tmp_path, LATIN1_SENDERS, "latin1_swedish_ci") as config:
+        store = create_tracker_store(config, create_missing=False, read_only=True)
+        try:
+            selection = await select_events(store)
+        finally:
+            await store.close()
+    assert [item.sender_id for item in selection.selected] == [
+        s for s in sorted(LATIN1_SENDERS) for _ in "12"
+    ]
+
+
+@pytest.mark.parametrize("collation", ["latin1_swedish_ci", "latin1_general_cs"])
+async def test_a_requested_id_a_latin1_table_cannot_hold_is_missing_not_a_failure(
+    collation: str, tmp_path: Path
+) -> None:
+    """`botserver export --conversation-ids` naming an id Rasa's latin1 table cannot hold
+    (`中`, an emoji: Rasa's own insert of it fails there): before, MySQL refused the whole
+    query, 'Illegal mix of collations', and the export stopped (exit 1) without the others
+    asked for. Now it is one the store does not hold, and the others go out."""
+    async with rasas_database("mysql", tmp_path, ["é", "e", "?"], collation) as config:
+        store = create_tracker_store(config, create_missing=False, read_only=True)
+        try:
+            selection = await select_events(store, conversation_ids=["中", "é", "😀"])
+            assert await store.load_all("中") is None
+        finally:
+            await store.close()
+    assert [item.sender_id for item in selection.selected] == ["é", "é"]
+    assert selection.missing == ["中", "😀"]

@@ -708,3 +708,48 @@ async def test_a_stop_with_no_time_left_gives_a_migration_under_way_up_at_once(
         "No time left of the graceful period for the schema migration of SQLite database "
         f"'{path}' (the tracker store): it is given up at once"
     ], said
+
+
+async def test_close_during_a_migration_leaves_no_connection_behind() -> None:
+    """The server stops while its first-use migration waits for another process's (the
+    migration lock held elsewhere). Before, `close()` cancelled the migration and returned at
+    once: its session was still connected (and would hold the lock once granted) while the
+    process went on as though the store were closed; a test, a reload or `botserver export`
+    in the same process found it there. Now `close()` returns once the migration's
+    connection is gone."""
+    import asyncpg
+
+    from tests.trackers.persistence_fixtures import POSTGRES, postgres_database
+
+    async with postgres_database() as config:
+        holder = await asyncpg.connect(
+            host=POSTGRES[0], port=POSTGRES[1], user="postgres", database=config["db"]
+        )
+        admin = await asyncpg.connect(
+            host=POSTGRES[0], port=POSTGRES[1], user="postgres", database="test"
+        )
+        others = (
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> $2"
+            " AND backend_type = 'client backend'"
+        )
+        store = create_tracker_store(config)
+        first_use = None
+        try:
+            await holder.execute("SELECT pg_advisory_lock(7314206)")  # the migration lock
+            first_use = asyncio.create_task(store.ping())
+            waiting = (
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1"
+                " AND wait_event_type = 'Lock'"
+            )
+            deadline = time.monotonic() + 30
+            while not await admin.fetchval(waiting, config["db"]):
+                assert time.monotonic() < deadline, "the migration never waited for the lock"
+                await asyncio.sleep(0.05)
+            await store.close()
+            assert await admin.fetchval(others, config["db"], holder.get_server_pid()) == 0
+        finally:
+            await holder.close()
+            await admin.close()
+            if first_use is not None:
+                with contextlib.suppress(BaseException):
+                    await first_use
