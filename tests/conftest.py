@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.compiled_code import fill
 from tests.logging_state import logging_restored
 from tests.shared_data import MOODBOT
 
@@ -54,6 +55,19 @@ def _private_folder(path: Path) -> bool:
 
 
 _children_keep_their_bytecode()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_setupnodes(config: pytest.Config, specs: list[object]) -> None:
+    """Before pytest-xdist starts its workers, which each collect the whole suite: the
+    project's compiled code and rewritten test modules are made once, on as many processes as
+    there are cores, rather than by every worker at once (tests/compiled_code.py)."""
+    if "PYTHONDONTWRITEBYTECODE" in os.environ or config.getoption("assertmode") != "rewrite":
+        return  # the workers write no compiled code, or rewrite no asserts
+    if config.getini("enable_assertion_pass_hook"):
+        return  # the rewritten code would differ from the fill's
+    fill(config.rootpath, config.getini("python_files"), min(len(specs), os.cpu_count() or 1))
+
 
 # A timing test that fails runs again, up to this many more times, before its failure counts.
 TIMING_RERUNS = 2
