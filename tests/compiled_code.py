@@ -9,6 +9,7 @@ import os
 import py_compile
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -65,8 +66,10 @@ def fill(root: Path, test_patterns: Sequence[str], shares: int) -> None:
 def _rewritten_plugins(root: Path) -> list[str]:
     """The files of the modules outside `root` whose asserts pytest rewrote in this process:
     pytest plugins from other packages, all of whose modules it rewrites."""
-    from _pytest.assertion.rewrite import AssertionRewritingHook
-
+    try:
+        from _pytest.assertion.rewrite import AssertionRewritingHook
+    except ImportError:
+        return []
     found = []
     for module in list(sys.modules.values()):
         spec = getattr(module, "__spec__", None)
@@ -87,12 +90,14 @@ def fill_share(
 ) -> None:
     """One process's share of `fill`: every `shares`-th file (and library folder), from the
     `share`-th. What is already compiled and up to date is left as it is."""
-    from _pytest.assertion.rewrite import PYC_TAIL, _rewrite_test, _write_pyc
-    from _pytest.pathlib import fnmatch_ex
+    try:
+        from _pytest.assertion.rewrite import PYC_TAIL
+        from _pytest.pathlib import fnmatch_ex
+    except ImportError:  # pytest's private names changed: the workers compile the tree, as
+        PYC_TAIL = ""  # before (the libraries are linked all the same)
 
-    class _Quiet:
-        def trace(self, message: str) -> None:
-            """pytest traces why a file could not be written: the worker will write it."""
+        def fnmatch_ex(pattern: str, path: str | os.PathLike[str]) -> bool:
+            return True
 
     for source in sorted({*_sources(root), *plugins})[share::shares]:
         path = Path(source)
@@ -102,24 +107,46 @@ def fill_share(
             or any(fnmatch_ex(p, path) for p in test_patterns)
         )
         target = cache_file(source, prefix, PYC_TAIL if rewritten else f".{TAG}.pyc")
+        if rewritten:
+            if PYC_TAIL and not _up_to_date(source, target):
+                _rewrite(path, target)
+            continue
         if _up_to_date(source, target):
             continue
         try:
-            if rewritten:
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                stat, code = _rewrite_test(path, None)  # type: ignore[arg-type]
-                _write_pyc(_Quiet(), code, stat, Path(target))  # type: ignore[arg-type]
-            else:
-                py_compile.compile(
-                    source,
-                    cfile=target,
-                    doraise=True,
-                    invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP,
-                )
+            py_compile.compile(
+                source,
+                cfile=target,
+                doraise=True,
+                invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP,
+            )
         except (SyntaxError, py_compile.PyCompileError, OSError, ValueError):
             continue  # the worker that imports it reports it, as without the fill
     if prefix:
         _link_libraries(prefix, root, shares, share)
+
+
+def _rewrite(path: Path, target: str) -> None:
+    """Writes the test module at `path` with its asserts rewritten, as pytest does, to
+    `target`; or leaves it to the worker that imports it, quietly: when pytest's private
+    functions are not as expected, or the rewrite warns (the worker shows that warning in its
+    report, as without the fill, and this process's would be stray output)."""
+
+    class _Quiet:
+        def trace(self, message: str) -> None:
+            """pytest traces why a file could not be written: the worker will write it."""
+
+    try:
+        from _pytest.assertion.rewrite import _rewrite_test, _write_pyc
+
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            stat, code = _rewrite_test(path, None)  # type: ignore[arg-type]
+        if not warned:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            _write_pyc(_Quiet(), code, stat, Path(target))  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - the worker that imports it reports it, as without the fill
+        return
 
 
 def _sources(root: Path) -> Iterator[str]:

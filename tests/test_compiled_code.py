@@ -7,12 +7,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
+import _pytest.assertion.rewrite
 import pytest
 from _pytest.assertion.rewrite import PYC_TAIL
 
-from tests.compiled_code import TAG, cache_file, fill
+from tests.compiled_code import TAG, cache_file, fill, fill_share
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,3 +71,33 @@ def test_workers_started_after_the_fill_compile_nothing(
         f"later.{TAG}.pyc",
     ]
     assert not {p for p in written if "json" in p.parts}
+
+
+def test_a_test_module_whose_rewrite_warns_is_left_to_the_worker(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """pytest warns of an assert that is always true while it rewrites the module: the worker
+    shows that warning in the run's report; made by the fill, it was stray output before the
+    workers started, and the worker, finding the module rewritten, warned of nothing."""
+    root = _project(tmp_path / "project")
+    (root / "test_always.py").write_text('def test_it():\n    assert (1 == 2, "why")\n')
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        fill_share(None, root, ["test_*.py"], [], shares=1, share=0)
+    assert not warned
+    assert capfd.readouterr() == ("", "")
+    assert not Path(cache_file(str(root / "test_always.py"), None, PYC_TAIL)).exists()
+    assert Path(cache_file(str(root / "test_shapes.py"), None, PYC_TAIL)).is_file()
+
+
+@pytest.mark.parametrize("gone", ["_rewrite_test", "_write_pyc", "PYC_TAIL"])
+def test_pytest_private_functions_gone_leave_the_rewrite_to_the_workers(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, gone: str
+) -> None:
+    """The fill uses pytest's private functions: a pytest without them leaves the test
+    modules to the workers, which rewrite them as before, with no error and no output."""
+    root = _project(tmp_path / "project")
+    monkeypatch.delattr(_pytest.assertion.rewrite, gone)
+    fill_share(None, root, ["test_*.py"], [], shares=1, share=0)
+    assert capfd.readouterr() == ("", "")
+    assert not list(root.rglob(f"*{PYC_TAIL}"))
