@@ -359,11 +359,19 @@ def check_conversation(events: list[dict[str, Any]], sent: list[Sent]) -> dict[s
     """Counts what went wrong in one conversation's stored events."""
     # A user message the bench did not send has no tag: None, kept apart from the tagged ones.
     positions: dict[str | None, list[int]] = defaultdict(list)
-    interleaved = mismatched = 0
+    interleaved = mismatched = overlapped = 0
     by_tag: dict[str | None, Sent] = {s.tag: s for s in sent}
     for i, event in enumerate(events):
         if event.get("event") != "user":
             continue
+        # Two turns at once, each appending its events whole, leave no user message inside
+        # the other's turn; but one that began before the last one ended has a user message
+        # older than that turn's end (seen only when both read the tracker at once: one
+        # that read it while the other wrote is not). Held one after the other (the lock
+        # store), a turn reads what the last one stored and so starts after it ended (one
+        # host's clock: the workers' and servers').
+        if i and event.get("timestamp", 0) < events[i - 1].get("timestamp", 0):
+            overlapped += 1
         tag = (event.get("metadata") or {}).get("bench")
         positions[tag].append(i)
         texts: list[str] = []
@@ -383,6 +391,11 @@ def check_conversation(events: list[dict[str, Any]], sent: list[Sent]) -> dict[s
         mine = by_tag.get(tag)
         if mine is not None and mine.acknowledged and mine.bot_texts != texts:
             mismatched += 1  # the HTTP reply is not what the stored turn says
+    # A conversation's first turns at once (its clients all start together) each found it
+    # new and started a session of their own: the sessions after the first.
+    starts = [e for e in events if e.get("event") == "action"]
+    starts = [e for e in starts if e.get("name") == "action_session_start"]
+    overlapped += max(0, len(starts) - 1)
     acked = [s for s in sent if s.acknowledged]
     lost = sum(1 for s in acked if s.tag not in positions)
     duplicated = sum(len(p) - 1 for p in positions.values() if len(p) > 1)
@@ -398,6 +411,7 @@ def check_conversation(events: list[dict[str, Any]], sent: list[Sent]) -> dict[s
         "lost": lost,
         "duplicated": duplicated,
         "interleaved": interleaved,
+        "overlapped": overlapped,
         "reply_mismatch": mismatched,
         "out_of_order": out_of_order,
         "unacknowledged_stored": unacknowledged_stored,
@@ -457,8 +471,11 @@ def percentile(values: list[float], q: float) -> float:
 
 
 # -- one run -----------------------------------------------------------------------------------
-async def run(scenario: Scenario, workdir: Path | None = None) -> dict[str, Any]:
-    """Run the scenario end to end; returns the report (see `format_report`)."""
+async def run(
+    scenario: Scenario, workdir: Path | None = None, model: Path | None = None
+) -> dict[str, Any]:
+    """Run the scenario end to end on `model` (by default the moodbot, trained for the run);
+    returns the report (see `format_report`)."""
     for name, address in (("PostgreSQL", POSTGRES), ("Redis", REDIS)) + (
         (("RabbitMQ", RABBITMQ),) if scenario.rabbitmq else ()
     ):
@@ -467,7 +484,8 @@ async def run(scenario: Scenario, workdir: Path | None = None) -> dict[str, Any]
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bs_conc_")))
-        model = await asyncio.to_thread(train_moodbot, workdir / "models")
+        if model is None:
+            model = await asyncio.to_thread(train_moodbot, workdir / "models")
         async with fresh_postgres_database() as database:
             return await _run_with_database(scenario, workdir, model, database)
     raise AssertionError("unreachable")
@@ -746,6 +764,7 @@ def format_report(report: dict[str, Any]) -> str:
         ("lost (answered 200, not stored)", checks.get("lost")),
         ("duplicated", checks.get("duplicated")),
         ("interleaved", checks.get("interleaved")),
+        ("overlapped (a turn began before the last one ended)", checks.get("overlapped")),
         ("reply differs from stored turn", checks.get("reply_mismatch")),
         ("out of order", checks.get("out_of_order")),
         ("not answered 200 but stored", checks.get("unacknowledged_stored")),
@@ -812,7 +831,15 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).write_text(json.dumps(report, indent=2))
     checks = report["checks"]
     ok = not any(
-        checks[k] for k in ("lost", "duplicated", "interleaved", "reply_mismatch", "out_of_order")
+        checks[k]
+        for k in (
+            "lost",
+            "duplicated",
+            "interleaved",
+            "overlapped",
+            "reply_mismatch",
+            "out_of_order",
+        )
     )
     return 0 if ok else 1
 

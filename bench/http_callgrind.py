@@ -42,6 +42,7 @@ from http_turns import (  # noqa: E402
     UVICORN_SETTINGS,
     WEBHOOK,
     free_port,
+    model_archive,
     train_moodbot,
 )
 
@@ -106,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         help="botserver's HTTP protocol (server/api/http_protocol.py, what `botserver run` "
         "serves with) or uvicorn's own httptools one (every count up to the twenty-first round)",
     )
-    parser.add_argument("--model", help="a moodbot archive (default: train one)")
+    parser.add_argument(
+        "--model", type=model_archive, help="a moodbot archive (default: train one)"
+    )
     parser.add_argument("--out", help="keep callgrind's output here (default: a temporary file)")
     parser.add_argument(
         "--start-timeout",
@@ -119,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="http-callgrind-") as tmp:
         workdir = Path(tmp)
-        model = Path(args.model) if args.model else train_moodbot(workdir / "models")
+        model = args.model or train_moodbot(workdir / "models")
         out = Path(args.out) if args.out else workdir / "callgrind.out"
         port = free_port()
         python_path = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p)

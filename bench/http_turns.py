@@ -395,6 +395,22 @@ SPARSE_PIPELINE = [
 ]
 
 
+def model_archive(text: str) -> Path:
+    """`--model`: an archive the benchmarks can serve, made absolute (they run from the
+    repository, not from where they were started). A missing or unreadable one is argparse's
+    error: a server started on it would serve without a model, and be measured."""
+    sys.path.insert(0, str(ROOT))
+    from server.errors import ModelError
+    from server.models.archive import read_metadata
+
+    path = Path(text).resolve()
+    try:
+        read_metadata(path)
+    except (ModelError, OSError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return path
+
+
 def train_moodbot(out: Path, pipeline: str = "moodbot") -> Path:
     """moodbot as shipped (its spaCy pipeline maps to sentence embeddings when the `dense`
     extra is installed), or with a sparse pipeline (`pipeline="sparse"`)."""
@@ -806,7 +822,9 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="alternate 1 and 2 workers this many times (medians)",
     )
-    parser.add_argument("--model", help="a moodbot archive (default: train one)")
+    parser.add_argument(
+        "--model", type=model_archive, help="a moodbot archive (default: train one)"
+    )
     parser.add_argument(
         "--pipeline",
         choices=("moodbot", "sparse"),
@@ -869,7 +887,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"client: {client}; {report['machine']['nproc']} cores, {report['machine']['cpu']}")
     with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
         workdir = Path(tmp)
-        model = Path(args.model) if args.model else train_moodbot(workdir / "models", args.pipeline)
+        model = args.model or train_moodbot(workdir / "models", args.pipeline)
         load = Load(client, args.duration, args.warmup, workdir)
         if args.workers_only:
             stores = []

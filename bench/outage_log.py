@@ -38,6 +38,7 @@ from bench.concurrency import (  # noqa: E402
     delete_redis_keys,
     train_moodbot,
 )
+from bench.http_turns import model_archive  # noqa: E402
 from bench.tcp_proxy import SilentProxy, TcpProxy  # noqa: E402
 from tests.trackers.persistence_fixtures import MARIADB, tracker_store_config  # noqa: E402
 
@@ -90,7 +91,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> str:
     }
     for proxy in proxies.values():
         await proxy.restore()
-    model = Path(args.model) if args.model else train_moodbot(workdir / "models")
+    model = args.model or train_moodbot(workdir / "models")
     queue, exchange = f"bs_outlog_{run_id}", f"bs-outlog-{run_id}"
     async with tracker_store(args.store, proxies["tracker"].port, workdir) as store:
         endpoints = {
@@ -177,7 +178,9 @@ def main() -> int:
     parser.add_argument("--before", type=float, default=2.0)
     parser.add_argument("--outage", type=float, default=4.0)
     parser.add_argument("--after", type=float, default=3.0)
-    parser.add_argument("--model", help="a trained moodbot archive (else trains one)")
+    parser.add_argument(
+        "--model", type=model_archive, help="a trained moodbot archive (else trains one)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bs_outlog_") as tmp:
         print(asyncio.run(run(args, Path(tmp))))

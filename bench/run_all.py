@@ -1,6 +1,7 @@
 """Runs the whole benchmark suite (under 10 minutes), or its smoke version (seconds, for CI).
 
     python bench/run_all.py [--smoke] [--only http_turns,train_bots] [--results DIR]
+        [--model ARCHIVE]
 
 Each benchmark runs as its own process and writes its JSON to `--results` (default
 bench/results/; the smoke run defaults to a temporary directory so it never overwrites real
@@ -20,6 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 MOODBOT = Path("/work/shared/bots/moodbot")
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.http_turns import model_archive  # noqa: E402
 
 
 def steps(smoke: bool, results: Path, archive: Path) -> dict[str, list[str]]:
@@ -106,7 +111,6 @@ def steps(smoke: bool, results: Path, archive: Path) -> dict[str, list[str]]:
 
 
 def train_moodbot(out: Path) -> Path:
-    sys.path.insert(0, str(ROOT))
     from server.training.train import train
 
     result = train(
@@ -121,13 +125,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated benchmark names")
     parser.add_argument("--results", type=Path)
     parser.add_argument("--timeout", type=float, help="seconds per benchmark")
+    parser.add_argument(
+        "--model",
+        type=model_archive,
+        help="the moodbot archive the benchmarks serve (default: train one; train_bots "
+        "still trains, as it measures training)",
+    )
     args = parser.parse_args(argv)
     timeout = args.timeout or (60 if args.smoke else 600)
 
     with tempfile.TemporaryDirectory(prefix="bench-all-") as tmp:
         results = args.results or (Path(tmp) / "results" if args.smoke else BENCH / "results")
         results.mkdir(parents=True, exist_ok=True)
-        archive = train_moodbot(Path(tmp) / "models")
+        archive = args.model or train_moodbot(Path(tmp) / "models")
         plan = steps(args.smoke, results, archive)
         if args.only:
             wanted = set(args.only.split(","))

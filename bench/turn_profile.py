@@ -53,6 +53,7 @@ from http_turns import (  # noqa: E402
     CONVERSATIONS,
     REDIS,
     WEBHOOK,
+    model_archive,
     percentile,
     rss_mb,
     train_moodbot,
@@ -499,7 +500,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2_000, help="turns before measuring")
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--unique", action="store_true", help="every message text once")
-    parser.add_argument("--model", help="a moodbot archive (default: train one)")
+    parser.add_argument(
+        "--model", type=model_archive, help="a moodbot archive (default: train one)"
+    )
     parser.add_argument("--no-uvloop", action="store_true", help="asyncio's own loop")
     parser.add_argument(
         "--no-gc", action="store_true", help="the collector off during the measured turns"
@@ -525,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="turn-profile-") as tmp:
         workdir = Path(tmp)
-        model = Path(args.model) if args.model else train_moodbot(workdir / "models")
+        model = args.model or train_moodbot(workdir / "models")
         moto = start_moto() if args.store == "dynamo" else None
         run = measure(args, model, workdir)
         try:

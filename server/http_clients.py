@@ -13,17 +13,22 @@ import asyncio
 import contextlib
 import functools
 import importlib
+import logging
 import os
 import re
 import ssl
 import unicodedata
+from collections.abc import Awaitable, Callable, Sequence
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from server.errors import InvalidConfig
+from server.errors import InvalidConfig, first_line
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # How long an idle connection is kept for the next call: less than common servers' own
 # keep-alive timeout (gunicorn 2 s; uvicorn, Node, Sanic, Apache 5 s). httpx's 5 s met
@@ -35,6 +40,31 @@ KEEPALIVE_SECONDS = 1.0
 DEFAULT_LIMITS = httpx.Limits(
     max_connections=100, max_keepalive_connections=20, keepalive_expiry=KEEPALIVE_SECONDS
 )
+
+
+def per_conversation_limits() -> httpx.Limits:
+    """The connection limits of a client that each conversation calls one call at a time
+    (action server, NLG server, callback URL, Rocket.Chat): a cap of a quarter of the files
+    this process may open (its soft RLIMIT_NOFILE, read now), at least httpx's 100. Under
+    httpx's 100 (one host), a server hanging for 100 conversations (a custom action whose
+    backend is stuck, a callback receiver stuck for some users) held every other
+    conversation's calls, each waiting for a connection, its wait counted against its own
+    timeout. Without a cap, calls made at once (reminders of many conversations due at the
+    same minute) to a server that hangs took every file the process may open, and the
+    server could accept no call nor reach its stores."""
+    cap: int | None = DEFAULT_LIMITS.max_connections
+    try:
+        import resource  # not on Windows: httpx's 100 there
+    except ImportError:
+        pass
+    else:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        cap = None if soft == resource.RLIM_INFINITY else max(cap or 0, soft // 4)
+    return httpx.Limits(
+        max_connections=cap,
+        max_keepalive_connections=DEFAULT_LIMITS.max_keepalive_connections,
+        keepalive_expiry=DEFAULT_LIMITS.keepalive_expiry,
+    )
 
 
 def _verify(verify: Any) -> Any:
@@ -136,6 +166,57 @@ def cookie_jar_keeping_none() -> CookieJar:
     it with every later call, whatever the conversation. (Rasa's NLU server client keeps
     one session, cookies and all: not followed, see docs/differences-from-rasa.md.)"""
     return CookieJar(DefaultCookiePolicy(allowed_domains=[]))
+
+
+# The waits before each new try of a connection that could not be made (refused, reset
+# during the handshake, a name that did not resolve): a server restarting, a load balancer
+# swapping it. Short: the caller may hold a conversation's lock meanwhile.
+CONNECT_RETRY_DELAYS = (0.25, 1.0)
+_pause = asyncio.sleep
+
+
+async def retrying_connect_failures(
+    call: Callable[[], Awaitable[T]],
+    *,
+    timeout: float,
+    what: str,
+    delays: Sequence[float] = CONNECT_RETRY_DELAYS,
+) -> T:
+    """`call()`, bounded as a whole by `timeout`, tried again after each of `delays` while it
+    fails to connect and the pause leaves time. httpx raises ConnectError before any byte of
+    the request was sent, so a retry cannot make a POST that is not idempotent (a chat
+    message, a callback) twice; a failure once the request went out (a timeout, a connection
+    closed without an answer) is raised at once, and so is a certificate not trusted, which
+    no retry will trust. `what`: the log lines' prefix. Raises TimeoutError past `timeout`:
+    its tries and pauses together, never `timeout` a try (a connection failing slowly, a
+    name the resolver gives up on, cost three)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    for delay in delays:
+        try:
+            return await asyncio.wait_for(call(), deadline - loop.time())
+        except httpx.ConnectError as e:
+            if _certificate_refused(e) or loop.time() + delay >= deadline:
+                raise
+            logger.info(
+                "%s: cannot connect (%s); trying again in %g s",
+                what,
+                first_line(e, limit=200),
+                delay,
+            )
+        await _pause(delay)
+    return await asyncio.wait_for(call(), deadline - loop.time())
+
+
+def _certificate_refused(error: BaseException) -> bool:
+    seen: BaseException | None = error
+    for _ in range(10):  # httpx's error, httpcore's, the ssl module's
+        if seen is None:
+            break
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(error)
 
 
 # What urlsplit strips before a URL and drops inside it (the URL standard's rules).

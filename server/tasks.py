@@ -1,4 +1,4 @@
-"""Stopping background tasks at shutdown."""
+"""Stopping background tasks at shutdown, and saying how long the stop waits for what runs."""
 
 from __future__ import annotations
 
@@ -13,6 +13,25 @@ logger = logging.getLogger(__name__)
 RECANCEL_SECONDS = 0.1
 # ...and gives up on one still running this long after, with a warning.
 GIVE_UP_SECONDS = 5.0
+
+
+def time_left(seconds: float) -> str:
+    """A wait of `seconds` (more than none) as a log line says it: "12 s", or in ms up to
+    half a second ("300 ms"), where "%.0f s" said "0 s" (0.5 too: it rounds to even)."""
+    return f"{seconds:.0f} s" if seconds > 0.5 else f"{max(1, round(seconds * 1000))} ms"
+
+
+def waits_in_grace(
+    log: logging.Logger, seconds: float, what: str, given_up: str, until: str = ""
+) -> bool:
+    """Says whether the stop waits for `what` in the `seconds` left of the graceful period:
+    "Waiting up to N s for `what``until`" (`time_left`), or, with none left, "No time left
+    of the graceful period for `what`: `given_up`" (and there is no wait)."""
+    if seconds <= 0:
+        log.info("No time left of the graceful period for %s: %s", what, given_up)
+        return False
+    log.info("Waiting up to %s for %s%s", time_left(seconds), what, until)
+    return True
 
 
 async def stop(task: asyncio.Task[Any], give_up_after: float = GIVE_UP_SECONDS) -> None:

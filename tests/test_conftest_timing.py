@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import ast
 import io
+import os
 import re
 import subprocess
 import sys
 import tokenize
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.conftest import TIMING_RERUNS
@@ -70,6 +71,8 @@ def test_only_a_timing_test_s_failed_assertion_runs_again(tmp_path: Path) -> Non
         "from tests.conftest import pytest_collection_modifyitems  # noqa: F401\n"
     )
     (tmp_path / "test_timings.py").write_text(TESTS)
+    # Only the plugin the mark needs: the installed ones (hypothesis, schemathesis...) took
+    # 4 s of CPU to import at each start, against 0.7 s without them.
     done = subprocess.run(
         [
             sys.executable,
@@ -79,12 +82,13 @@ def test_only_a_timing_test_s_failed_assertion_runs_again(tmp_path: Path) -> Non
             "-p",
             "no:cacheprovider",
             "-p",
-            "no:xdist",
+            "pytest_rerunfailures",
             "--rootdir",
             str(tmp_path),
             str(tmp_path),
         ],
         cwd=ROOT,
+        env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
         capture_output=True,
         text=True,
         timeout=120,
@@ -141,12 +145,16 @@ def _bare_bound(node: ast.AST) -> bool:
 @dataclass
 class _Source:
     """A test module or conftest.py as the check reads it: its functions by name, its fixtures
-    by the name tests ask for them, the lines of its comments saying a bound is not paced."""
+    by the name tests ask for them, the lines of its comments saying a bound is not paced, and
+    what each function it has looked at shows by itself (read once, however many tests reach
+    it: a conftest.py's fixtures are reached from hundreds)."""
 
     helpers: dict[str, ast.AST]
     fixtures: dict[str, ast.AST]
     autouse: list[str]
     unpaced: set[int]
+    functions: list[ast.FunctionDef | ast.AsyncFunctionDef]
+    own: dict[ast.AST, tuple[bool, tuple[str, ...]]] = field(default_factory=dict)
 
 
 def _read(path: Path) -> tuple[ast.Module, _Source]:
@@ -155,8 +163,10 @@ def _read(path: Path) -> tuple[ast.Module, _Source]:
     helpers: dict[str, ast.AST] = {}
     fixtures: dict[str, ast.AST] = {}
     autouse = []
+    functions = []
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            functions.append(node)
             helpers[node.name] = node
             for decorator in node.decorator_list:
                 text = ast.unparse(decorator)
@@ -171,32 +181,42 @@ def _read(path: Path) -> tuple[ast.Module, _Source]:
                 fixtures[name] = node
                 if "autouse=True" in text:
                     autouse.append(name)
-    unpaced = {
-        token.start[0]
-        for token in tokenize.generate_tokens(io.StringIO(source).readline)
-        if token.type == tokenize.COMMENT and "not paced" in token.string
-    }
-    return tree, _Source(helpers, fixtures, autouse, unpaced)
+    unpaced = set()
+    if "not paced" in source:  # tokenizing every file cost more than parsing it
+        unpaced = {
+            token.start[0]
+            for token in tokenize.generate_tokens(io.StringIO(source).readline)
+            if token.type == tokenize.COMMENT and "not paced" in token.string
+        }
+    return tree, _Source(helpers, fixtures, autouse, unpaced, functions)
 
 
-def _calls(node: ast.AST) -> Iterator[str]:
-    for call in ast.walk(node):
-        if isinstance(call, ast.Call):
-            function = call.func
-            if isinstance(function, ast.Name):
-                yield function.id
-            elif isinstance(function, ast.Attribute):
-                yield function.attr
+def _own(node: ast.AST, source: _Source) -> tuple[bool, tuple[str, ...]]:
+    """What `node` shows by itself: whether it holds a comment saying its bound is not paced
+    or a bare bound, and the names of the functions it calls."""
+    found = source.own.get(node)
+    if found is None:
+        first, last = node.lineno, node.end_lineno or 0  # type: ignore[attr-defined]
+        bounds = any(first <= line <= last for line in source.unpaced)
+        calls: dict[str, None] = {}
+        for inner in ast.walk(node):
+            bounds = bounds or _bare_bound(inner)
+            if isinstance(inner, ast.Call):
+                if isinstance(inner.func, ast.Name):
+                    calls[inner.func.id] = None
+                elif isinstance(inner.func, ast.Attribute):
+                    calls[inner.func.attr] = None
+        found = source.own[node] = (bounds, tuple(calls))
+    return found
 
 
 def _bounds_a_time(node: ast.AST, source: _Source, seen: set[str]) -> bool:
     """Whether `node` bounds a time: calls a bound of tests/loop_lag.py, or a helper of its
     module that does, holds a comment saying its bound is not paced, or a bare bound."""
-    if any(node.lineno <= line <= (node.end_lineno or 0) for line in source.unpaced):  # type: ignore[attr-defined]
+    bounds, calls = _own(node, source)
+    if bounds:
         return True
-    if any(_bare_bound(inner) for inner in ast.walk(node)):
-        return True
-    for name in _calls(node):
+    for name in calls:
         if name in _TIME_BOUNDS:
             return True
         if name in source.helpers and name not in seen:
@@ -258,10 +278,8 @@ def misplaced_timing_marks(tests: Path) -> list[str]:
             and "timing" in ast.unparse(node.value)
             for node in tree.body
         )
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith(
-                "test_"
-            ):
+        for node in source.functions:
+            if node.name.startswith("test_"):
                 marked = module_marked or any(
                     "mark.timing" in ast.unparse(d) for d in node.decorator_list
                 )
@@ -379,6 +397,11 @@ def test_a_count_is_no_time(report: dict) -> None:
 
 def test_a_deadline_is_a_wait_not_a_bound(deadline: float) -> None:
     assert time.monotonic() < deadline
+
+
+def test_a_bound_its_comment_says_is_not_paced(deadline: float) -> None:
+    # not paced: the deadline is the bound
+    assert time.monotonic() < deadline
 """
 
 
@@ -386,7 +409,8 @@ def test_a_bare_wall_clock_bound_asks_for_the_mark(tmp_path: Path) -> None:
     """A time bounded by a bare number fails on a burst of load as any other: before, the
     check saw only the bounds of tests/loop_lag.py and "not paced" comments, and four such
     bounds in tests/scale/test_outages_under_load.py were neither paced nor marked. Nor did it
-    see a bound named (`took < STATEMENT_TIMEOUT / 2`): seven such tests were not marked."""
+    see a bound named (`took < STATEMENT_TIMEOUT / 2`): seven such tests were not marked. A
+    bound on a time measured in the test counts once a comment says it is not paced."""
     tests = tmp_path / "tests"
     tests.mkdir()
     (tests / "test_bare.py").write_text(BARE_BOUNDS)
@@ -396,4 +420,5 @@ def test_a_bare_wall_clock_bound_asks_for_the_mark(tmp_path: Path) -> None:
         "test_a_clock: not marked",
         "test_a_named_timeout: not marked",
         "test_a_timeout_and_slack: not marked",
+        "test_a_bound_its_comment_says_is_not_paced: not marked",
     ], wrong

@@ -257,3 +257,20 @@ def test_a_ca_bundle_ssl_cert_file_names_that_cannot_be_read_stops_the_start(
     options = ServerOptions(endpoints={"tracker_store": {"type": "in_memory"}})
     with pytest.raises(InvalidConfig, match=f"^SSL_CERT_FILE {re.escape(str(bundle))}: "):
         build_app(options)
+
+
+@pytest.mark.parametrize(
+    ("soft", "cap"), [(1024, 256), (200, 100), (1_048_576, 262_144), (-1, None)]
+)
+def test_clients_called_once_a_conversation_are_capped_by_the_files_a_process_may_open(
+    monkeypatch: pytest.MonkeyPatch, soft: int, cap: int | None
+) -> None:
+    """A quarter of the soft `ulimit -n` (at least httpx's 100; none when unlimited): calls
+    to a server that hangs cannot take every file the process may open."""
+    import resource
+
+    from server.http_clients import per_conversation_limits
+
+    soft = resource.RLIM_INFINITY if soft == -1 else soft
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (soft, resource.RLIM_INFINITY))
+    assert per_conversation_limits().max_connections == cap

@@ -28,10 +28,24 @@ def _held(calls: int) -> float:
     return time.thread_time() - started
 
 
+def _calls_for(seconds: float) -> int:
+    """How many steps make `_held` last about `seconds` of CPU on this host (the quickest of
+    three samples: a hold that comes out longer, never shorter). A sample is taken as 1 ms at
+    least (4-15 ms seen): a thread clock too coarse to time it (one that read 0) makes a
+    hold of 250 ms at most 250,000,000 steps, 1-4 s, not 2,500,000,000."""
+    sample = 1_000_000
+    return int(sample * seconds / max(min(_held(sample) for _ in range(3)), 1e-3))
+
+
 @pytest.mark.timing
 async def test_a_thread_holding_the_gil_in_one_c_call_is_counted_whole() -> None:
+    """What `busiest` may leave out, the loop thread's wait for a core in at most three runs,
+    is 5-30 ms at load 10 on 2 cores, however long the hold. Before, the hold was 10,000,000
+    steps, 40-80 ms on a quick host: at load 10 it read as 12-56 ms and failed the bound 12
+    times in 20. Now it lasts some 250 ms on any host (it was 150-300 ms on a slow one)."""
+    calls = _calls_for(0.25)
     async with loop_hold() as hold:
-        held = await asyncio.to_thread(_held, 10_000_000)
+        held = await asyncio.to_thread(_held, calls)
     assert held > 0.02, held  # a hold worth measuring on this machine
     # Counted less only the time the loop thread waited for a core meanwhile: a few ms on a
     # busy machine, not the hold.

@@ -34,7 +34,7 @@ from server.api.schemas import (
 from server.api.services import Services, services_of
 from server.api.tracker_response import around_prediction, freed_after_sending, tracker_response
 from server.auth import require_auth
-from server.dialogue.agent import Agent
+from server.dialogue.agent import Agent, OutputChoice
 from server.dialogue.story_export import conversation_story
 from server.errors import (
     InvalidConversationId,
@@ -47,7 +47,6 @@ from server.trackers.incoming import check_entities, check_incoming_events
 from server.trackers.incoming import check_parse_data as check_nlu_parse_data
 from server.trackers.store import check_conversation_id
 from server.trackers.tracker import EventVerbosity
-from server.trackers.tracker import Tracker as Conversation
 
 
 class AnyTextConvertor(PathConvertor):
@@ -71,15 +70,12 @@ _TURN_DOC = json_response(ConversationUpdate, "The tracker after the turn and th
 
 
 def _turn_answer(
-    agent: Agent,
-    output_channel: str | None,
-    tracker: Conversation,
-    messages: list[dict[str, Any]],
+    output: OutputChoice, messages: list[dict[str, Any]]
 ) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """The body of an `execute` or `trigger_intent` answer around the tracker's state: with
-    the bot's messages when they were collected, as in Rasa; not when the channel
-    `output_channel` names only pushed them (a client would show them twice)."""
-    if agent.answers_messages(output_channel, tracker):
+    the bot's messages when they were collected, as in Rasa; not when the turn's channel only
+    pushed them (a client would show them twice)."""
+    if output.answers_messages:
         return lambda state: {"tracker": state, "messages": messages}
     return lambda state: {"tracker": state}
 
@@ -367,19 +363,18 @@ def conversations_router() -> APIRouter:
             raise
         try:
             # The one load, under the conversation's lock, tells an unknown conversation.
+            output = agent.output_choice(output_channel)
             tracker, messages = await agent.execute_action(
                 conversation_id,
                 name,
                 policy=policy,
                 confidence=confidence,
-                output_channel=output_channel,
+                output_channel=output,
                 create=False,
             )
         except UnknownConversation:
             raise _conversation_not_found() from None
-        return await tracker_response(
-            tracker, verbosity, _turn_answer(agent, output_channel, tracker, messages)
-        )
+        return await tracker_response(tracker, verbosity, _turn_answer(output, messages))
 
     @router.post(
         "/trigger_intent",
@@ -416,12 +411,11 @@ def conversations_router() -> APIRouter:
                 check_entities(entities, "entities", "entities")
             except InvalidNluData as exc:
                 raise bad_request(str(exc), "entities", "body") from None
+        output = agent.output_choice(output_channel)
         tracker, messages = await agent.trigger_intent(
-            conversation_id, name, entities, output_channel=output_channel
+            conversation_id, name, entities, output_channel=output
         )
-        return await tracker_response(
-            tracker, verbosity, _turn_answer(agent, output_channel, tracker, messages)
-        )
+        return await tracker_response(tracker, verbosity, _turn_answer(output, messages))
 
     @router.post(
         "/predict",

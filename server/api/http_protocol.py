@@ -20,6 +20,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from server.api.errors import error_body
+from server.errors import how_many
 
 # Counted from the second read of a head on: a head may be this plus one read (up to 256 KiB).
 MAX_HEAD_BYTES = 64 * 1024
@@ -208,8 +209,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._body_timer = self.loop.call_later(left, self._body_check)
             return
         self.logger.warning(
-            "A request body arrived too slowly (%d bytes in %.0f s)",
-            self._body_bytes,
+            "A request body arrived too slowly (%s in %.0f s)",
+            how_many(self._body_bytes, "byte"),
             self.loop.time() - self._body_started,
         )
         cycle = self.cycle

@@ -54,6 +54,7 @@ from server.logs import SaidAtStart, announce, configure_logging, saying_once
 from server.models.local import resolve_local_model
 from server.models.remote_storage import STORAGES, check_storage_settings
 from server.outages import flush_repeats
+from server.tasks import waits_in_grace
 from server.trackers.factory import DEFAULT_TRACKER_STORE, create_lock_store, create_tracker_store
 from server.trackers.store import SetsUpOnFirstUse
 from server.training.yaml_io import read_yaml_file
@@ -255,8 +256,9 @@ async def _finish_turns(turns: TurnsInFlight) -> None:
     left = 0
     if turns.count:
         seconds = seconds_left(GRACEFUL_SHUTDOWN_SECONDS)
-        in_flight = how_many(turns.count, "turn")
-        logger.info("Waiting up to %.0f s for %s in flight to finish", seconds, in_flight)
+        in_flight = f"{how_many(turns.count, 'turn')} in flight"
+        cancelled = "it is cancelled" if turns.count == 1 else "they are cancelled"
+        waits_in_grace(logger, seconds, in_flight, cancelled, until=" to finish")
         left = await turns.drain(seconds)
     requests = take_cancelled_requests()  # said here in place of uvicorn's ERROR line
     if left or requests:

@@ -15,7 +15,7 @@ from typing import Any
 from server.brokers.in_doubt import InDoubtEvents
 from server.brokers.ordering import chain_ids
 from server.errors import first_line, how_many
-from server.tasks import stop
+from server.tasks import stop, time_left
 from server.trackers.events import OFF_LOOP_EVENTS
 from server.trackers.store import TrackerStore
 
@@ -248,11 +248,13 @@ class BackgroundDelivery:
         if self._pending and self._last_error is not None:
             # Said before the wait: after Ctrl-C, a silent pause reads as a hang.
             logger.warning(
-                "%s: closing: %s still queued, retrying for up to %.0f s (the last "
-                "attempt failed: %s)",
+                "%s: closing: %s still queued, %s (the last attempt failed: %s)",
                 self.name,
                 how_many(len(self._pending), "event"),
-                timeout,
+                # None left: what the read-back of events in doubt took of the close's time.
+                f"retrying for up to {time_left(timeout)}"
+                if timeout > 0
+                else "no time left to retry them",
                 self._last_error,
             )
         if not await self.flush(timeout):

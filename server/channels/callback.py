@@ -28,6 +28,7 @@ from server.errors import (
     first_line,
     how_many,
 )
+from server.http_clients import retrying_connect_failures
 
 logger = logging.getLogger(__name__)
 
@@ -87,14 +88,15 @@ class CallbackOutput:
     lock: the turn goes on while they are under way, and the webhook answers `success` once
     its turn's POSTs were made (as in Rasa, where they are made under the lock). Each is
     bounded as a whole by the endpoint's `timeout` (httpx's is per read, which a trickling
-    answer never reaches), and once one timed out or could not connect, the rest of the
-    output's messages are not tried: each would wait the timeout again. An output serves one
-    turn (or one pushed message).
+    answer never reaches); one that could not connect (nothing was sent) is tried again
+    after a short back-off, within the same timeout, never one that went out. Once one timed
+    out or could not connect, the rest of the output's messages are not tried: each would
+    wait the timeout again. An output serves one turn (or one pushed message).
     """
 
     name = "callback"
     # It collects what it sends, as Rasa's: `execute` and `trigger_intent` answer the
-    # messages too (see `Agent.answers_messages`).
+    # messages too (see `OutputChoice`).
     collects = True
 
     def __init__(
@@ -149,14 +151,19 @@ class CallbackOutput:
         body = {"recipient_id": recipient_id, **part}
         timeout = self.endpoint.timeout
         try:
-            answer = await asyncio.wait_for(self.endpoint.post_json(body), timeout)
+            answer = await retrying_connect_failures(
+                lambda: self.endpoint.post_json(body),
+                timeout=timeout,
+                what=f"callback: a bot message to {recipient_id} at {self.endpoint.safe_url}",
+            )
         except (TimeoutError, httpx.TimeoutException, httpx.ConnectError) as e:
             if isinstance(e, httpx.ConnectError):  # down, or its TLS certificate not trusted
                 self._unreachable = f"cannot be reached ({first_line(e, limit=200)})"
             else:
                 self._unreachable = f"did not answer within {timeout:g} s"
             logger.error(
-                "callback: could not deliver a message to %s: it %s",
+                "callback: could not deliver a bot message to %s at %s: it %s",
+                recipient_id,
                 self.endpoint.safe_url,
                 self._unreachable,
             )
@@ -164,7 +171,8 @@ class CallbackOutput:
         except Exception as e:  # any failure: the turn's other messages go on
             reason, name = first_line(e, limit=200), type(e).__name__
             logger.error(
-                "callback: could not deliver a message to %s: %s",
+                "callback: could not deliver a bot message to %s at %s: %s",
+                recipient_id,
                 self.endpoint.safe_url,
                 name if reason == name else f"{name}: {reason}",
             )
@@ -178,9 +186,10 @@ class CallbackOutput:
                 detail = await answer.error_detail()
                 outcome = "which was not delivered" + (f": {detail}" if detail else "")
             logger.error(
-                "callback: %s answered HTTP %s to a bot message, %s",
+                "callback: %s answered HTTP %s to a bot message to %s, %s",
                 self.endpoint.safe_url,
                 answer.status_code,
+                recipient_id,
                 outcome,
             )
 

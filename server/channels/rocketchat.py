@@ -14,6 +14,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+import regex  # type: ignore[import-untyped]
 from fastapi import APIRouter, HTTPException, Request, Response
 
 from server import setting_values as settings
@@ -132,21 +133,40 @@ def _action_button(choice: dict[str, Any]) -> dict[str, Any]:
 
 def text_pieces(text: str, max_length: int) -> list[str]:
     """`text` in pieces of at most `max_length` UTF-16 units, cut after a line break or a
-    space when the piece has one (the whitespace at a cut is dropped)."""
+    space when the piece has one (the whitespace at a cut is dropped), else between two
+    characters as a reader sees them (grapheme clusters: an emoji with its skin tone, a ZWJ
+    family, a flag, a letter with its accents stay whole), unless one alone is too long."""
     pieces: list[str] = []
     while _utf16_length(text) > max_length:
-        end = _fitting_prefix(text, max_length)
+        end = _grapheme_start(text, _fitting_prefix(text, max_length))
         cut = max(text.rfind("\n", 0, end), text.rfind(" ", 0, end))
         if cut <= 0:
             cut = end
-        pieces.append(text[:cut])
-        text = text[cut:].lstrip(" \n")
+        # CR LF is one line break (one cluster): the CR goes with it.
+        pieces.append(text[:cut].removesuffix("\r") if text[cut] == "\n" else text[:cut])
+        text = text[cut:].lstrip(" \r\n")
     pieces.append(text)
     return pieces
 
 
 def _utf16_length(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
+
+
+# One user-perceived character (an extended grapheme cluster, Unicode's UAX #29).
+_GRAPHEME = regex.compile(r"\X")
+
+
+def _grapheme_start(text: str, end: int) -> int:
+    """The start of the grapheme cluster of `text` that holds index `end` (`end` itself when
+    it starts one, or when that cluster starts the text: longer than any piece, it is cut).
+    Read up to `end` only: whether a cluster ends before a character depends on that one and
+    those before it, never on those after (a text's rest read again for each piece took
+    time growing with the square of one endless cluster's length)."""
+    start = 0
+    for grapheme in _GRAPHEME.finditer(text[: end + 1]):
+        start = grapheme.start()
+    return start or end
 
 
 def _fitting_prefix(text: str, max_length: int) -> int:

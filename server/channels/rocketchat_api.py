@@ -3,7 +3,8 @@
 Logs in once, keeps the auth token, and logs in again when a call answers 401 (token
 expired or revoked). One pooled HTTP client, keeping no cookie; each call bounded as a whole
 by `timeout`, and not tried again after it: `chat.postMessage` is not idempotent, and a post
-that was only slow would show twice.
+that was only slow would show twice. A call that could not connect (nothing was sent) is
+tried again, twice, after a short back-off, within the same `timeout`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ import httpx
 
 from server.errors import ResponseTooLarge, first_line
 from server.http_bodies import ACCEPT_ENCODING, DEFAULT_MAX_RESPONSE_BYTES, read_within
-from server.http_clients import async_client_off_loop, cookie_jar_keeping_none, safe_url
+from server.http_clients import (
+    async_client_off_loop,
+    cookie_jar_keeping_none,
+    per_conversation_limits,
+    retrying_connect_failures,
+    safe_url,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +89,7 @@ class RocketChatAPI:
                 base_url=self.server_url,
                 timeout=self._timeout,
                 transport=self._transport,
+                limits=per_conversation_limits(),  # each conversation posts in turn
                 # Rasa's client (requests, no session) sends none back; kept, the first
                 # answer's (a load balancer's, a proxy's session) went with every later post.
                 cookies=cookie_jar_keeping_none(),
@@ -180,7 +188,11 @@ class RocketChatAPI:
         where = safe_url(self.server_url)
         try:
             client = await self._http()
-            return await asyncio.wait_for(self._exchange(client, path, body, auth), self._timeout)
+            return await retrying_connect_failures(
+                lambda: self._exchange(client, path, body, auth),
+                timeout=self._timeout,
+                what=f"rocketchat: {path} at {where}",
+            )
         except ResponseTooLarge as e:
             raise RocketChatError(f"Rocket.Chat at {where} answered {path}: {e}") from None
         except (TimeoutError, httpx.TimeoutException):

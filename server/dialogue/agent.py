@@ -38,6 +38,30 @@ from server.trackers.tracker import Tracker
 OutputFactory = Callable[[], OutputChannel | None]
 
 
+class OutputChoice:
+    """Rasa's `output_channel` query (a channel name, `latest`, or none: collect the replies)
+    resolved once, from the tracker loaded under the lock before the turn, as Rasa resolves
+    it: the channel the turn's messages go to, and whether the API's answer has them too."""
+
+    def __init__(
+        self,
+        pushing_channel: Callable[[str | None, Tracker | None], OutputChannel | None],
+        name: str | None,
+    ) -> None:
+        self._pushing_channel = pushing_channel
+        self._name = name
+        self.answers_messages = True
+
+    def __call__(self, tracker: Tracker) -> OutputChannel:
+        """The channel for the turn on `tracker`. The answer has its messages, as in Rasa,
+        unless the channel only pushes them: collected ones (no channel, one that cannot push
+        such as `rest`) come, and so do the callback channel's, whose output in Rasa collects
+        what it POSTs."""
+        channel = self._pushing_channel(self._name, tracker)
+        self.answers_messages = channel is None or getattr(channel, "collects", False)
+        return channel if channel is not None else CollectingOutputChannel()
+
+
 class Agent:
     """Runs conversations on whatever model is current when a request starts."""
 
@@ -82,13 +106,14 @@ class Agent:
         channel = self._pushing_channel(name, tracker)
         return channel if channel is not None else CollectingOutputChannel()
 
-    def answers_messages(self, name: str | None, tracker: Tracker) -> bool:
-        """Whether the bot's messages, sent to Rasa's `output_channel` query, come in the API's
-        answer too: as in Rasa, unless the channel named only pushes them. Collected ones
-        (no channel, one that cannot push such as `rest`) come, and so do the callback
-        channel's, whose output in Rasa collects what it POSTs."""
-        channel = self._pushing_channel(name, tracker)
-        return channel is None or getattr(channel, "collects", False)
+    def output_choice(self, name: str | None) -> OutputChoice:
+        """Rasa's `output_channel` query `name`, to resolve once for a turn (see OutputChoice)."""
+        return OutputChoice(self._pushing_channel, name)
+
+    def _choice(self, output_channel: str | OutputChoice | None) -> OutputChoice:
+        if isinstance(output_channel, OutputChoice):
+            return output_channel
+        return self.output_choice(output_channel)
 
     def _pushing_channel(self, name: str | None, tracker: Tracker | None) -> OutputChannel | None:
         if name == "latest" and tracker is not None:
@@ -281,7 +306,7 @@ class Agent:
         name: str,
         policy: str | None = None,
         confidence: float | None = None,
-        output_channel: str | None = None,
+        output_channel: str | OutputChoice | None = None,
         create: bool = True,
     ) -> tuple[Tracker, list[dict[str, Any]]]:
         """Runs the action; UnknownConversation unless `create` (told under the lock)."""
@@ -295,7 +320,7 @@ class Agent:
             None,
             policy,
             confidence,
-            output_for=lambda tracker: self.output_channel(output_channel, tracker),
+            output_for=self._choice(output_channel),
             create=create,
         )
 
@@ -304,7 +329,7 @@ class Agent:
         sender_id: str,
         intent: str,
         entities: Any = None,
-        output_channel: str | None = None,
+        output_channel: str | OutputChoice | None = None,
     ) -> tuple[Tracker, list[dict[str, Any]]]:
         model = self.model()
         if entities is None:
@@ -317,7 +342,7 @@ class Agent:
             entities,
             model,
             None,
-            output_for=lambda tracker: self.output_channel(output_channel, tracker),
+            output_for=self._choice(output_channel),
         )
 
     def scores_for(self, tracker: Tracker) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from server.http_clients import (
     basic_auth_credentials,
     cookie_jar_keeping_none,
     header_values,
+    per_conversation_limits,
     safe_url,
     url_as_rasa_reads,
 )
@@ -230,6 +231,8 @@ class HttpEndpoint:
         if not any(name.lower() == "accept-encoding" for name in self._headers):
             headers["Accept-Encoding"] = ACCEPT_ENCODING
         return {
+            # A conversation makes one call at a time: a cap from the files it may open.
+            "limits": per_conversation_limits(),
             "headers": {**headers, **self._headers},
             "auth": self._auth,
             "verify": self._verify,

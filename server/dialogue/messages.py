@@ -73,7 +73,7 @@ class CollectingOutputChannel:
 
     name = "collector"
     # A custom channel's output built on it collects too: `execute` and `trigger_intent`
-    # answer its messages, as in Rasa (see `Agent.answers_messages`).
+    # answer its messages, as in Rasa (see `OutputChoice`).
     collects = True
 
     def __init__(self) -> None:

@@ -520,6 +520,31 @@ def _redirected(
     )
 
 
+# An AWS region's name, as S3 gives it in x-amz-bucket-region ("eu-west-1", "us-gov-west-1",
+# the European Sovereign Cloud's "eusc-de-east-1"), some 40 characters at most: a value
+# that is none (a line break, 80 kB) is neither asked nor quoted.
+_REGION = re.compile(r"[a-z]{2,4}(-[a-z0-9]{1,12}){2,3}")
+
+
+def _redirected_to_region(
+    where: str, key: str, status: int, region: str, endpoint: str | None
+) -> InvalidConfig:
+    """The error for S3's redirect to the bucket's region that came again once botocore
+    asked there (it follows one): the region is the setting to change, and an endpoint
+    given is an address that does not serve that region."""
+    advice = (
+        "AWS_ENDPOINT_URL is an address that does not serve it. For AWS, set "
+        f"AWS_DEFAULT_REGION={region} and leave AWS_ENDPOINT_URL unset (or set it to an "
+        f"address of {region})"
+        if endpoint
+        else f"set AWS_DEFAULT_REGION={region}"
+    )
+    return InvalidConfig(
+        f"{where} answered '{key}' with a redirect ({status}) to the bucket's region, {region} "
+        f"(x-amz-bucket-region), and again when asked in that region: {advice}"
+    )
+
+
 def _causes(exc: BaseException) -> Iterator[BaseException]:
     """`exc`, then what caused it, as far as the chain goes (each SDK wraps a transport's
     failure its own way; Azure keeps it aside rather than as the cause)."""
@@ -678,9 +703,12 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
             raise _Replaced("aws", where, "PreconditionFailed", pinned.get("IfMatch")) from None
         metadata = error.response.get("ResponseMetadata", {})
         status = metadata.get("HTTPStatusCode")
-        if isinstance(status, int) and 300 <= status < 400:  # botocore follows none
-            location = metadata.get("HTTPHeaders", {}).get("location")
-            location = location or error.response.get("Error", {}).get("Endpoint")
+        if isinstance(status, int) and 300 <= status < 400:  # botocore follows a region's, once
+            headers, said = metadata.get("HTTPHeaders", {}), error.response.get("Error", {})
+            region = headers.get("x-amz-bucket-region") or said.get("Region")
+            if isinstance(region, str) and _REGION.fullmatch(region):
+                raise _redirected_to_region(where, key, status, region, endpoint) from None
+            location = headers.get("location") or said.get("Endpoint")
             raise _redirected("aws", where, key, status, location) from None
         if _s3_code(error) in ("400", "403") and error.operation_name == "HeadObject":
             # A HEAD's 400 or 403 has no body to say why (an expired session token, a bucket
@@ -773,13 +801,17 @@ def _refuse_s3_redirect(response: Any = None, **_: Any) -> None:
     """botocore's hook before its region redirector: a redirect that names no region (no
     x-amz-bucket-region, as S3's own carry) is no region's, and ends the request. Else the
     redirector asks the bucket's region with a HEAD of the bucket, redirected too, and so on
-    until a RecursionError, hundreds of requests later."""
+    until a RecursionError, hundreds of requests later. One that names what is no region's
+    name ends it too: botocore's error quoted the value whole (a line break, 80 kB)."""
     if response is None or response[0] is None:  # a transport's failure
         return
     answer, parsed = response
-    if not 300 <= answer.status_code < 400 or "x-amz-bucket-region" in answer.headers:
+    if not 300 <= answer.status_code < 400:
         return
-    if parsed.get("Error", {}).get("Region"):
+    # botocore's redirector reads the header first, then the body's <Region>.
+    region = answer.headers.get("x-amz-bucket-region")
+    region = parsed.get("Error", {}).get("Region") if region is None else region
+    if isinstance(region, str) and _REGION.fullmatch(region):
         return
     location = answer.headers.get("location") or parsed.get("Error", {}).get("Endpoint")
     raise _S3Redirect(answer.status_code, location)
@@ -872,7 +904,10 @@ def _close_pools(session: Any) -> None:
     """Close the connections an HTTP session keeps (requests', or botocore's own): closing it
     only lets go of its pools (urllib3 2's PoolManager.clear()), whose connections close when
     a pool is collected, and an SDK's error that holds a response, in a cycle of references,
-    holds its pool and connection until a garbage collection."""
+    holds its pool and connection until a garbage collection. The clients' public close()
+    (boto3's, GCS's, Azure's) is that clearing; requests' session and urllib3's pools are
+    public, botocore's session and its managers are not (nor GCS's client `_http`): no public
+    name reaches them in boto3 1.43 or google-cloud-storage 3."""
     managers = [
         getattr(adapter, "poolmanager", None)
         for adapter in getattr(session, "adapters", {}).values()
@@ -1052,6 +1087,11 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
             client.close()
 
 
+# The size of the reads of a blob's body: azure-storage-blob's own (256 KiB), which it gives
+# the transport it makes (azure-core's default is 4 KiB).
+_AZURE_READ_BLOCK = 256 * 1024
+
+
 def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> None:
     try:
         from azure.core import MatchConditions
@@ -1061,6 +1101,7 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
             ResourceModifiedError,
             ResourceNotFoundError,
         )
+        from azure.core.pipeline.transport import RequestsTransport
         from azure.storage.blob import BlobServiceClient, LinearRetry
     except ImportError as exc:
         raise _needs("azure", "azure-storage-blob") from exc
@@ -1071,12 +1112,18 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
     url = os.environ.get("AZURE_ACCOUNT_URL") or f"https://{account}.blob.core.windows.net/"
     shown = _storage_address("AZURE_ACCOUNT_URL", url, _BLOB_SERVICE)
     where = f"Azure container '{container}' at {shown}"
+    # Made here, not by the client (which gives it what follows), so that its session is ours
+    # to close the connections of, through no private attribute.
+    transport = RequestsTransport(
+        connection_timeout=timeout,
+        read_timeout=timeout,
+        connection_data_block_size=_AZURE_READ_BLOCK,
+    )
     try:
         service = BlobServiceClient(
             account_url=url,
             credential={"account_name": account, "account_key": account_key},
-            connection_timeout=timeout,
-            read_timeout=timeout,
+            transport=transport,
             # Its default waits 15 s, then 45, then 135 before its three retries.
             retry_policy=LinearRetry(backoff=1, random_jitter_range=1, retry_total=ATTEMPTS - 1),
             permit_redirects=False,  # else followed to any host
@@ -1137,6 +1184,5 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
             ) from None
         raise _transport_failure("azure", where, key, timeout, exc) from exc
     finally:
-        transport = getattr(getattr(service, "_pipeline", None), "_transport", None)
-        _close_pools(getattr(transport, "session", None))
+        _close_pools(transport.session)  # None once closed: read before
         service.close()  # its HTTP session and connections, else kept past the load

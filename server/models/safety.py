@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib import format as npy_format
 
-from server.errors import UnsafeArchive
+from server.errors import UnsafeArchive, how_many
 
 MiB = 1024 * 1024
 
@@ -192,7 +192,8 @@ def _check_npy_header(name: str, head: bytes, size: int) -> None:
     declared = math.prod(shape) * np.dtype(dtype).itemsize
     held = size - stream.tell()
     if declared != held:
+        holds = f"{how_many(held, 'byte')} of data" if held else "no data"
         raise UnsafeArchive(
             f"Archive member '{name}' declares a {shape} array of {np.dtype(dtype)} "
-            f"({declared} bytes) but holds {held} bytes of data"
+            f"({how_many(declared, 'byte')}) but holds {holds}"
         )

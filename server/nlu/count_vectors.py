@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from server.errors import InvalidConfig, ModelError
+from server.errors import InvalidConfig, ModelError, how_many
 from server.nlu.message import Message
 from server.nlu.params import flag, number
 from server.nlu.state_files import expect, read_array, read_json, write_array, write_json
@@ -153,7 +153,7 @@ class CountVectorsFeaturizer:
         if max_count < min_count:
             raise InvalidConfig(
                 f"{self.name}: 'max_df' ({self.max_df!r}) keeps fewer documents than "
-                f"'min_df' ({self.min_df!r}) on these {n_docs} examples"
+                f"'min_df' ({self.min_df!r}) on {how_many(len(messages), 'example')}"
             )
         kept = sorted(g for g, c in doc_freq.items() if min_count <= c <= max_count)
         if self.max_features is not None and len(kept) > self.max_features:

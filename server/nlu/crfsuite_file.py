@@ -12,7 +12,7 @@ import struct
 
 import numpy as np
 
-from server.errors import ModelError
+from server.errors import ModelError, how_many
 
 # An entity extractor's labels are its BIO tags; the tagger holds a labels x labels matrix.
 MAX_LABELS = 2048
@@ -107,7 +107,7 @@ def _check_cqdb(data: bytes, base: int, count: int, what: str) -> None:
     if any(buckets and not offset for offset, buckets in tables) or (
         sum(buckets // 2 for _, buckets in tables) != count
     ):
-        raise _Invalid(f"the {what} database does not hold {count} records")
+        raise _Invalid(f"the {what} database does not hold {how_many(count, 'record')}")
     for table_offset, buckets in tables:
         if not table_offset:
             continue

@@ -39,6 +39,7 @@ from server.errors import (
 )
 from server.json_values import loads_exact
 from server.outages import OUTAGES
+from server.tasks import waits_in_grace
 from server.trackers.events import OFF_LOOP_EVENTS
 from server.trackers.freeing import free_off_loop, release_off_loop
 from server.trackers.session_start import (
@@ -416,13 +417,9 @@ class SqlTrackerStore:
         migration = self._migration
         if migration is None or migration.done():
             return True
-        if timeout < 0.5:  # the turns used the graceful period: "up to 0 s" would say less
-            logger.info(
-                "No time left of the graceful period for %s: it is given up at once",
-                self._migration_name(),
-            )
+        name = self._migration_name()
+        if not waits_in_grace(logger, timeout, name, "it is given up at once"):
             return False
-        logger.info("Waiting up to %.0f s for %s", timeout, self._migration_name())
         await asyncio.wait([migration], timeout=timeout)
         return migration.done()
 

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from server.errors import InvalidProjectFile, brief
+from server.errors import InvalidProjectFile, brief, how_many
 from server.json_values import MAX_DEPTH, TooDeep, loads_untrusted
 from server.nlu.entity_markup import entity_field_problem, is_entity_value
 from server.nlu.training_data import (
@@ -210,9 +210,8 @@ class _Reader:
             or type(end) is not int
             or not 0 <= start < end <= len(text)
         ):
-            raise self.error(
-                where, f"'start' and 'end' must mark a part of the text ({len(text)} characters)"
-            )
+            length = how_many(len(text), "character")
+            raise self.error(where, f"'start' and 'end' must mark a part of the text ({length})")
         problem = entity_field_problem(entity)
         if problem:
             raise self.error(where, problem)

@@ -189,6 +189,20 @@ async def test_a_body_sent_a_byte_at_a_time_times_out_with_408() -> None:
     assert error_of(answer) == (408, "RequestTimeout")
 
 
+async def test_a_body_that_stops_after_one_byte_is_logged_in_the_singular(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before: "A request body arrived too slowly (1 bytes in 1 s)"."""
+    with caplog.at_level("WARNING"):
+        async with serving(read_body, http=QuickBodyTimeout) as url:
+            answer = await post_slowly(url, [b"x", b"y"], 3.0)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    said = [r.getMessage() for r in caplog.records if "too slowly" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("A request body arrived too slowly (1 byte in "), (
+        said
+    )
+
+
 async def test_a_body_arriving_at_a_fair_rate_may_take_longer_than_the_timeout() -> None:
     # 0.5 s allowed plus a second per 100,000 bytes: 10 chunks of 20 kB over 1 s pass.
     async with serving(read_body, http=QuickBodyTimeout) as url:

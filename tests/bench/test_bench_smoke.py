@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,18 +20,25 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.timeout(120)
 @pytest.mark.skipif(not MOODBOT.exists(), reason="the shared bots are not on this machine")
-def test_the_smoke_suite_runs_each_benchmark_asked_for(tmp_path: Path) -> None:
+def test_the_smoke_suite_runs_each_benchmark_asked_for(
+    tmp_path: Path, moodbot_copy: Callable[[str], Path]
+) -> None:
+    # The session's moodbot model is served: train_bots trains one, which is enough.
     # The concurrency step (two servers on PostgreSQL and Redis, 200 messages: a third of
     # this test's time) is run with its smoke command line, RabbitMQ added, and its report
     # checked by tests/scale/test_concurrency_smoke.py.
     others = "http_turns,train_bots,model_load,long_conversation"
+    model = moodbot_copy("bench-model")
+    # `--model` relative to where run_all is started from, not to the repository (the
+    # benchmarks' own working directory).
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench/run_all.py"), "--smoke", "--only", others]
-        + ["--results", str(tmp_path)],
+        + ["--results", str(tmp_path), "--model", model.name],
         capture_output=True,
         text=True,
         timeout=110,
         check=False,
+        cwd=model.parent,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     steps = json.loads((tmp_path / "run_all.json").read_text())["steps"]
@@ -48,6 +55,46 @@ def test_the_smoke_suite_runs_each_benchmark_asked_for(tmp_path: Path) -> None:
 
     trained = json.loads((tmp_path / "train_bots.json").read_text())
     assert trained["bots"]["moodbot"]["total_s_median"] > 0
+
+
+@pytest.mark.parametrize(
+    ("script", "content", "said"),
+    [
+        ("run_all.py", None, "does not exist"),
+        ("run_all.py", b"not a model", "corrupt or not a gzip-compressed tar"),
+        ("http_turns.py", None, "does not exist"),
+        ("turn_profile.py", None, "does not exist"),
+        ("http_callgrind.py", b"not a model", "corrupt"),
+        ("outage_log.py", None, "does not exist"),
+    ],
+)
+def test_a_model_the_benchmarks_cannot_serve_is_refused_before_any_runs(
+    tmp_path: Path, script: str, content: bytes | None, said: str
+) -> None:
+    """Before, run_all ran every step on a missing or corrupt `--model` (http_turns then
+    measured a server without a model, its numbers 'ok'; model_load failed); exit 2 now,
+    naming the archive and what is wrong with it, with nothing measured."""
+    model = tmp_path / "moodbot.tar.gz"
+    if content is not None:
+        model.write_bytes(content)
+    results = str(tmp_path / "results")
+    others = {
+        "run_all.py": ["--smoke", "--only", "model_load", "--results", results],
+        "http_turns.py": ["--smoke", "--out", results],
+    }
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), "--model", str(model)]
+        + others.get(script, []),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "argument --model: " in done.stderr and said in done.stderr, done.stderr
+    assert model.name in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
 
 
 def test_the_python_load_generator_measures_a_live_server(tmp_path: Path) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,10 +19,16 @@ from starlette.types import Receive, Scope, Send
 
 from server.api.app import create_app
 from server.channels import attach_channels, load_channels
+from server.channels.callback import CallbackInput
 from server.errors import InvalidConfig
 from tests.channels.conftest import concertbot_server, echo, modelless_app
 from tests.loop_lag import paced
-from tests.serving import serving
+from tests.serving import (
+    failing_handshakes,
+    serving,
+    serving_from_the_first_retry,
+    until_arrived,
+)
 from tests.tls_certificates import self_signed
 
 
@@ -212,7 +220,7 @@ async def test_an_error_answer_is_logged_with_what_the_receiver_said(
     answer = await _say_hello({"url": url}, "c10")
     assert answer.text == "success"
     assert (
-        f"callback: {url} answered HTTP 422 to a bot message, which was not delivered: "
+        f"callback: {url} answered HTTP 422 to a bot message to c10, which was not delivered: "
         "unknown recipient c10"
     ) in caplog.text
 
@@ -222,6 +230,59 @@ async def test_a_receiver_that_is_down_does_not_fail_the_webhook() -> None:
 
     answer = await _say_hello({"url": f"http://127.0.0.1:{free_port()}/bot"}, "c3")
     assert answer.text == "success"
+
+
+async def test_a_reply_that_could_not_connect_is_posted_once_the_receiver_listens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The receiver restarting, its port refusing connections for a moment: nothing of the
+    POST was sent, so it is tried again after a short back-off, and each reply arrives
+    once. Before, the turn's replies were lost at the first refused connection."""
+    r = Receiver()
+    async with serving_from_the_first_retry(r.app, monkeypatch) as (url, pauses):
+        answer = await _say_hello({"url": f"{url}/bot"}, "c13")
+    assert answer.text == "success"
+    assert pauses == [0.25]
+    assert [body["text"] for body, _ in r.received] == ["echo: hello", "from c13 via callback"]
+
+
+async def test_tries_of_a_post_that_could_not_connect_stay_within_the_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A connection that fails slowly (a TLS proxy closing it after 0.6 s: the receiver behind
+    it is down) is not tried again past `timeout`, which bounds a POST as a whole, retries
+    and their pauses included (a pushed message or reminder waits for it under the
+    conversation's lock; shutdown waits `timeout` for it). Before, each try had a `timeout`
+    of its own: three tries and 1.25 s of pauses for a 1 s timeout."""
+    async with failing_handshakes(after=0.6) as (url, taken):
+        channel = CallbackInput.from_credentials({"url": f"{url}/bot", "timeout": 1})
+        try:
+            await channel.get_output_channel().send_response("c15", {"text": "hi"})
+        finally:
+            await channel.aclose()
+    # One try, or two when the pause leaves time; never the third (0.6 + 0.25 + 0.6 s).
+    assert 1 <= len(taken) < 3
+    assert "could not deliver a bot message to c15 at https://" in caplog.text
+
+
+async def test_a_reply_that_reached_the_receiver_is_not_posted_again() -> None:
+    """The receiver took the POST and closed the connection without an answer: it may have
+    shown the reply, so it is not tried again (a retry could show it twice)."""
+    received: list[str] = []
+
+    async def hanging_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append((await reader.readuntil(b"\r\n")).decode())
+        writer.close()
+
+    server = await asyncio.start_server(hanging_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        answer = await _say_hello({"url": f"http://127.0.0.1:{port}/bot"}, "c14")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert answer.text == "success"
+    assert received == ["POST /bot HTTP/1.1\r\n"] * 2  # each of the two replies, once
 
 
 async def test_a_receiver_whose_certificate_is_not_trusted_is_logged_as_such(
@@ -236,7 +297,9 @@ async def test_a_receiver_whose_certificate_is_not_trusted_is_logged_as_such(
     assert answer.text == "success"
     assert r.received == []
     [line] = [m for m in caplog.messages if "could not deliver" in m]
-    assert line.startswith(f"callback: could not deliver a message to {url}/bot: it cannot be")
+    assert line.startswith(
+        f"callback: could not deliver a bot message to c12 at {url}/bot: it cannot be"
+    )
     assert "CERTIFICATE_VERIFY_FAILED" in line
 
 
@@ -260,7 +323,7 @@ async def test_a_redirect_is_not_followed_and_is_logged_as_not_delivered(
     assert answer.text == "success"
     # Before: a 3xx answer was taken as delivered, without a word; then, without where to.
     assert (
-        "answered HTTP 307 to a bot message, a redirect to https://elsewhere.example/bot, "
+        "answered HTTP 307 to a bot message to c5, a redirect to https://elsewhere.example/bot, "
         "which is not followed: the message was not delivered"
     ) in caplog.text
 
@@ -308,6 +371,8 @@ async def test_after_a_timeout_the_rest_of_the_turn_is_not_sent_to_wait_again(
     assert answer.text == "success"
     assert len(arrived) == 1
     assert "1 more bot message to c7 not sent: the callback URL" in caplog.text
+    # the lost message's line names its conversation (before, the URL alone)
+    assert f"could not deliver a bot message to c7 at {url}/bot: it did not answer" in caplog.text
 
 
 async def test_a_slow_callback_url_does_not_hold_the_conversations_next_message(
@@ -359,6 +424,123 @@ async def test_a_slow_callback_url_does_not_hold_the_conversations_next_message(
             answers = [await first, await second]
     assert [answer.text for answer in answers] == ["success", "success"]
     assert received == ["Hey there!", "Goodbye :("]
+
+
+async def test_receivers_that_hang_for_many_conversations_do_not_hold_the_others_replies(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The callback URL hangs for 100 conversations (a receiver whose backend for them is
+    stuck), within its timeout. Before, their POSTs held the client's 100 connections: the
+    reply to any other conversation waited for one, its wait counted against its own
+    timeout, and it was lost, logged as the URL not answering, naming no conversation."""
+    stuck_arrived: list[str] = []
+    release = asyncio.Event()
+    delivered: list[str] = []
+
+    async def receiver(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        recipient = json.loads((await receive())["body"])["recipient_id"]
+        if recipient.startswith("stuck"):
+            stuck_arrived.append(recipient)
+            await release.wait()
+        else:
+            delivered.append(recipient)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async with serving(receiver) as url:
+        channel = CallbackInput.from_credentials({"url": f"{url}/bot", "timeout": 8})
+        stuck = [
+            asyncio.create_task(
+                channel.get_output_channel().send_response(f"stuck{n}", {"text": "hi"})
+            )
+            for n in range(100)
+        ]
+        try:
+            await until_arrived(stuck_arrived, 100)
+            await channel.get_output_channel().send_response("fine", {"text": "hi"})
+            assert delivered == ["fine"]
+            assert not any(task.done() for task in stuck)  # all 100 still held meanwhile
+        finally:
+            release.set()
+            await asyncio.gather(*stuck)
+            await channel.aclose()
+    assert not [m for m in caplog.messages if "could not deliver" in m]
+
+
+# Pushes 300 replies (300 conversations' reminders due at once) to a callback URL that hangs,
+# in a process allowed 256 files, then opens 20 files once its open files stop growing.
+_PUSHING_TO_A_HUNG_URL = """
+import asyncio, os, resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+from server.channels.callback import CallbackInput
+
+async def main():
+    channel = CallbackInput.from_credentials({"url": sys.argv[1], "timeout": 60})
+    pushes = [
+        asyncio.ensure_future(channel.get_output_channel().send_response(f"c{n}", {"text": "hi"}))
+        for n in range(300)
+    ]
+    last, steady = -1, 0
+    for _ in range(200):
+        await asyncio.sleep(0.1)
+        try:
+            now = len(os.listdir("/proc/self/fd"))
+        except OSError:
+            break  # no file left even for that
+        steady = steady + 1 if now == last else 0
+        last = now
+        if steady == 10 and now > 50:
+            break
+    try:
+        files = [open(os.devnull) for _ in range(20)]
+        print("opened", len(files), flush=True)
+    except OSError as e:
+        print("refused:", e, flush=True)
+    os._exit(0)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files in /proc")
+async def test_replies_to_a_url_that_hangs_leave_the_server_files_to_open() -> None:
+    """300 conversations' replies pushed at once (their reminders due at the same minute) to
+    a callback URL that hangs, in a server allowed 256 open files (systemd's default soft
+    limit is 1024): the POSTs hold 100 connections at most (a quarter of the files the
+    process may open, at least httpx's 100), the others wait for one, and the server can
+    still open files, sockets, database connections. Before (no cap), they took every
+    file: each new connection, webhook call and store connection failed ("Too many open
+    files")."""
+    arrived: list[str] = []
+    release = asyncio.Event()
+
+    async def hanging(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        arrived.append(scope["path"])
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async with serving(hanging, timeout_graceful_shutdown=0) as url:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _PUSHING_TO_A_HUNG_URL,
+            f"{url}/bot",
+            stdout=asyncio.subprocess.PIPE,
+        )
+        try:
+            out, _ = await asyncio.wait_for(process.communicate(), 120)
+        finally:
+            release.set()
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert out.decode().strip() == "opened 20"
+    assert 0 < len(arrived) <= 100
 
 
 async def test_a_message_while_no_model_is_loaded_is_a_409_as_a_streamed_rest_message(

@@ -9,7 +9,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -17,11 +17,16 @@ from typing import Any
 import httpx
 import pytest
 
-from server.channels.rocketchat import RecentMessageIds, RocketChatInput, rocketchat_messages
+from server.channels.rocketchat import (
+    RecentMessageIds,
+    RocketChatInput,
+    rocketchat_messages,
+    text_pieces,
+)
 from server.channels.rocketchat_api import RocketChatAPI, RocketChatError, RocketChatUnavailable
 from tests.channels.conftest import concertbot_server
 from tests.channels.fake_rocketchat import FakeRocketChat
-from tests.serving import serving
+from tests.serving import failing_handshakes, serving, serving_from_the_first_retry
 from tests.trackers.persistence_fixtures import (
     REDIS,
     delete_redis_keys,
@@ -408,6 +413,73 @@ def test_long_texts_are_cut_at_line_breaks_or_spaces() -> None:
     assert "attachments" not in parts[0] and parts[2]["attachments"][0]["actions"]
 
 
+def test_a_long_text_is_never_cut_inside_a_character_people_see_as_one() -> None:
+    """An emoji with a skin tone, a family joined by ZWJs, a flag, a letter with a combining
+    accent: each is several code points, and was cut between them where the size limit fell
+    (a thumb and a loose skin-tone swatch, a family in pieces, "FR" as two letters). Now cut
+    between the characters a reader sees (grapheme clusters)."""
+    import regex  # type: ignore[import-untyped]
+
+    graphemes = [
+        "\U0001f44d\U0001f3fd",
+        "\U0001f468\u200d\U0001f469\u200d\U0001f467",
+        "\U0001f1eb\U0001f1f7",
+        "e\u0301",
+    ]
+    text = "".join(graphemes * 40)  # no space nor line break to cut at
+    for max_length in range(100, 112):
+        pieces = [p["text"] for p in rocketchat_messages("R1", {"text": text}, max_length)]
+        assert "".join(pieces) == text
+        for piece in pieces:
+            assert len(piece.encode("utf-16-le")) // 2 <= max_length
+            assert regex.findall(r"\X", piece)[0] in graphemes, (max_length, piece[:3])
+            assert regex.findall(r"\X", piece)[-1] in graphemes, (max_length, piece[-3:])
+    # One character longer than the limit (a letter under 150 accents) is still cut: no
+    # post may pass Rocket.Chat's limit.
+    zalgo = "a" + "\u0301" * 150
+    assert [len(p) for p in text_pieces(zalgo, 100)] == [100, 51]
+
+
+def test_a_long_text_with_windows_line_breaks_is_cut_before_them() -> None:
+    """A text whose lines end in CR LF (a response written on Windows): CR LF is one line
+    break (one grapheme cluster), dropped whole at a cut. Before, a piece was cut between
+    the two and ended in a stray CR, or the next began with the line break, an empty
+    first line."""
+    for width in range(95, 101):
+        text = "a" * width + "\r\n" + "b" * 50
+        assert text_pieces(text, 100) == ["a" * width, "b" * 50], width
+    lines = "\r\n".join(["word " * 5] * 40)
+    for piece in text_pieces(lines, 100):
+        assert not piece.endswith(("\r", "\n")) and not piece.startswith(("\r", "\n"))
+
+
+def test_a_text_of_one_endless_character_is_cut_in_time_linear_in_its_length(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A letter under 200,000 combining accents (an echo of what a user typed, a broken
+    action server): one grapheme cluster, cut at the limit. The clusters are read up to each
+    cut only: before, the text's whole rest was read again for each piece (0.9 s of the
+    event loop for 100,000 accents cut in pieces of 100, growing with the square)."""
+    from server.channels import rocketchat
+
+    read: list[int] = []
+
+    class Counting:
+        def __init__(self, pattern: Any) -> None:
+            self.pattern = pattern
+
+        def finditer(self, text: str, *args: Any) -> Iterator[Any]:
+            for match in self.pattern.finditer(text, *args):
+                read.append(match.end() - match.start())
+                yield match
+
+    monkeypatch.setattr(rocketchat, "_GRAPHEME", Counting(rocketchat._GRAPHEME))
+    text = "a" + "\u0301" * 200_000
+    pieces = text_pieces(text, 100)
+    assert "".join(pieces) == text and len(pieces) == 2001
+    assert sum(read) <= 2 * len(text)  # before: 200 million
+
+
 def test_an_empty_text_is_not_posted() -> None:
     """Before, as in Rasa, a reply of blanks, or an empty paragraph between two blank lines
     too many, was posted as an empty message."""
@@ -755,11 +827,20 @@ async def test_an_answer_trickling_in_is_bounded_by_the_timeout_as_a_whole() -> 
 
 
 async def test_a_rocketchat_whose_certificate_is_not_trusted_is_logged_as_such(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Before, `cannot reach Rocket.Chat at ...: ConnectError`, as for one that is down: nothing
-    said that TLS verification failed (as the callback channel now says)."""
+    said that TLS verification failed (as the callback channel now says). Not tried again, as
+    a connection refused is: no retry will trust the certificate."""
+    from server import http_clients
     from tests.tls_certificates import self_signed
+
+    pauses: list[float] = []
+
+    async def pause(delay: float) -> None:
+        pauses.append(delay)
+
+    monkeypatch.setattr(http_clients, "_pause", pause)
 
     rocket = FakeRocketChat(BOT, PASSWORD)
     cert, key = self_signed(tmp_path)
@@ -771,6 +852,7 @@ async def test_a_rocketchat_whose_certificate_is_not_trusted_is_logged_as_such(
         finally:
             await api.aclose()
     assert rocket.logins == 0
+    assert pauses == []
 
 
 async def test_a_cookie_an_answer_sets_is_not_sent_back() -> None:
@@ -943,3 +1025,102 @@ async def test_a_post_after_a_quiet_moment_does_not_meet_a_closing_connection() 
         server.shutdown()
         server.server_close()
     assert _ClosingIdleConnections.posted == ["first", "after a quiet moment"]
+
+
+async def test_a_post_that_could_not_connect_is_tried_again_once_rocketchat_listens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rocket.Chat restarting, its port refusing connections for a moment: nothing of the
+    call was sent, so it is tried again after a short back-off, and the reply shows once.
+    Before, lost at the first refused connection."""
+    rocket = FakeRocketChat(BOT, PASSWORD)
+    async with serving_from_the_first_retry(rocket.app, monkeypatch) as (url, pauses):
+        api = RocketChatAPI(url, BOT, PASSWORD)
+        try:
+            await api.post_message({"roomId": "R1", "text": "hi"})
+        finally:
+            await api.aclose()
+    assert pauses == [0.25]  # the login's connection; the post's went through
+    assert rocket.texts_in("R1") == ["hi"]
+
+
+async def test_a_rocketchat_that_stays_down_is_given_up_after_two_more_tries(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from bench.tcp_proxy import free_port
+    from server import http_clients
+
+    pauses: list[float] = []
+
+    async def pause(delay: float) -> None:
+        pauses.append(delay)
+
+    monkeypatch.setattr(http_clients, "_pause", pause, raising=False)
+    caplog.set_level(logging.INFO)
+    url = f"http://127.0.0.1:{free_port()}"
+    api = RocketChatAPI(url, BOT, PASSWORD)
+    try:
+        with pytest.raises(RocketChatUnavailable, match=f"cannot reach Rocket.Chat at {url}"):
+            await api.post_message({"roomId": "R1", "text": "hi"})
+    finally:
+        await api.aclose()
+    assert pauses == [0.25, 1.0]
+    assert f"rocketchat: /api/v1/login at {url}: cannot connect (" in caplog.text
+
+
+class _HangingUpOnPosts(BaseHTTPRequestHandler):
+    """Rocket.Chat's login; a post is read whole, then the connection closed without an
+    answer (a proxy restarting as the post went through): it may have been posted."""
+
+    protocol_version = "HTTP/1.1"
+    posted: list[str] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+        if self.path != "/api/v1/login":
+            self.posted.append(body["text"])
+            self.close_connection = True
+            return
+        sent = json.dumps({"status": "success", "data": {"authToken": "t", "userId": "B"}})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(sent)))
+        self.end_headers()
+        self.wfile.write(sent.encode())
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+async def test_a_post_that_went_out_is_not_tried_again() -> None:
+    """`chat.postMessage` is not idempotent: a post that reached the server and got no
+    answer may be in the room already, and a retry would show it twice."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _HangingUpOnPosts)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    api = RocketChatAPI(f"http://127.0.0.1:{server.server_port}", BOT, PASSWORD)
+    try:
+        with pytest.raises(RocketChatError, match="disconnected without sending a response"):
+            await api.post_message({"roomId": "R1", "text": "once"})
+    finally:
+        await api.aclose()
+        server.shutdown()
+        server.server_close()
+    assert _HangingUpOnPosts.posted == ["once"]
+
+
+async def test_tries_of_a_call_that_could_not_connect_stay_within_the_timeout() -> None:
+    """A connection that fails slowly (a TLS proxy closing it after 0.6 s: its backend is
+    down) is not tried again past `timeout`, which bounds the call as a whole, retries and
+    their pauses included: the conversation's lock is held that long at most. Before, each
+    try had a `timeout` of its own: three tries and 1.25 s of pauses, 3.05 s for a 1 s
+    timeout (3 × timeout + 1.25 s at most)."""
+    async with failing_handshakes(after=0.6) as (url, taken):
+        api = RocketChatAPI(url, BOT, PASSWORD, timeout=1.0)
+        try:
+            with pytest.raises(RocketChatUnavailable, match=f"Rocket.Chat at {url}"):
+                await api.post_message({"roomId": "R1", "text": "hi"})
+        finally:
+            await api.aclose()
+    # One try, or two when the pause leaves time; never the third (0.6 + 0.25 + 0.6 s).
+    assert 1 <= len(taken) < 3

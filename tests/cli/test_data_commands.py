@@ -292,12 +292,17 @@ def test_convert_warns_of_an_entity_overlapping_another(run_cli, tmp_path: Path)
             '"entities": [{"start": 0, "end": 9, "entity": "x"}]}]}}',
             "common_examples[0].entities[0]: 'start' and 'end' must mark a part of the text",
         ),
+        (  # before, "(1 characters)"
+            '{"rasa_nlu_data": {"common_examples": [{"text": "a", "intent": "greet", '
+            '"entities": [{"start": 0, "end": 2, "entity": "x"}]}]}}',
+            "'start' and 'end' must mark a part of the text (1 character)",
+        ),
         (
             '{"rasa_nlu_data": {"lookup_tables": [{"name": "city", "elements": "cities.txt"}]}}',
             "lookup_tables[0]: the lookup table file 'cities.txt' does not exist",
         ),
     ],
-    ids=["syntax", "luis", "no-text", "entity-span", "lookup-file"],
+    ids=["syntax", "luis", "no-text", "entity-span", "entity-span-one-character", "lookup-file"],
 )
 def test_convert_bad_input_is_one_error_line(
     run_cli, tmp_path: Path, text: str, message: str

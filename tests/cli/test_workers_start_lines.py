@@ -1,138 +1,192 @@
-"""`botserver run --workers N` says what it found at start once, not once a worker."""
+"""`botserver run --workers N` says what it found at start once, not once a worker, and each
+worker keeps the auth token out of its access log.
+
+One two-worker start serves every test here (each such start costs three processes' imports,
+17-20 s on a loaded host): its files hold one problem for each test, on lines of their own,
+and each test reads only the lines of its problem."""
 
 from __future__ import annotations
 
+import fcntl
+import json
+import os
 import time
-from collections.abc import Callable
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 import httpx
 import pytest
 
-from tests.cli.botserver_process import ServerProcess
+from tests.cli.botserver_process import start_botserver
 from tests.trackers.persistence_fixtures import REDIS, require_service, unique_name
 
+TOKEN = "Zm9v+wkTok/Qz9x=="
 
-def _two_workers_log(
-    start_server: Callable[..., ServerProcess],
-    cwd: Path,
-    model: str,
-    endpoints: str,
-    trackers: str = "",
-) -> list[str]:
-    """The log of a server of two workers (SQLite trackers with the settings `trackers`, a
-    Redis lock store, then `endpoints`) once both serve."""
-    return _two_workers(start_server, cwd, model, endpoints, trackers=trackers).text().splitlines()
+# The tests read the line numbers of the keys in these files off the warnings.
+TRACKER_STORE = """\
+tracker_store:
+  type: sql
+  dialect: sqlite
+  db: {db}
+  dilect: sqlite
+  max_event_history: 5
+  2001-01-01: x
+  1: y
+"""
+LOCK_STORE = """\
+lock_store:
+  type: redis
+  url: {host}
+  port: {port}
+  key_prefix: {prefix}
+  db: 99
+"""
+EVENT_BROKER = """\
+event_broker:
+  type: pika
+  url: 127.0.0.1
+  port: 1
+  username: u
+  password: p
+  queues: [{queue}]
+"""
+CREDENTIALS = """\
+rest:
+  2001-01-01: x
+socketio:
+  user_message_evnt: u
+"""
 
 
-def _two_workers(
-    start_server: Callable[..., ServerProcess],
-    cwd: Path,
-    model: str,
-    endpoints: str,
-    *options: str,
-    trackers: str = "",
-) -> ServerProcess:
-    """A server of two workers (SQLite trackers with the settings `trackers`, a Redis lock
-    store, then `endpoints`, and `options` on the command line), once both serve."""
+@dataclass
+class Run:
+    """What the start showed: its whole output (read after it stopped), its exit code, and
+    the statuses of GET /status with the token under a misspelt name and under its own
+    (None if it never served)."""
+
+    log: list[str]
+    code: int
+    misspelt_token: int | None
+    token: int | None
+
+    def said(self, text: str) -> list[str]:
+        return [line for line in self.log if text in line]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """What the one start showed. Under pytest-xdist the tests here may run on several of its
+    workers (`--dist worksteal` hands a module's tail to an idle one): the first to get here
+    starts the server, and the others read what it showed from a file of the run's."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return _start(tmp_path_factory)
+    # The run's own temp folder, shared by its xdist workers (theirs are in it).
+    shared = tmp_path_factory.getbasetemp().parent / "workers-start-lines.json"
+    with shared.with_suffix(".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when closed, or when its holder dies
+        if shared.exists():
+            return Run(**json.loads(shared.read_text()))
+        found = _start(tmp_path_factory)
+        shared.write_text(json.dumps(asdict(found)))
+        return found
+
+
+def _start(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """Two workers (SQLite trackers and a Redis lock store), each file holding a problem:
+    - the tracker store: a misspelt key (`dilect`, line 5), a key Rasa 3 ignores
+      (`max_event_history`), keys YAML reads as a date and a number (lines 7 and 8);
+    - the lock store: a Redis that refuses (`db: 99`, Redis has 16);
+    - a RabbitMQ nobody listens on, a corrupt model;
+    - credentials.yml: a date key for `rest` (line 2), a misspelt key for `socketio` (line 4);
+    - the --auth-token from the environment, sent once under a misspelt name (`?tokn=`).
+    Started at -v (uvicorn's shutdown lines), stopped by SIGTERM once both workers serve."""
     require_service("Redis", REDIS)
-    (cwd / "endpoints.yml").write_text(
-        f"tracker_store:\n  type: sql\n  dialect: sqlite\n  db: {cwd / 'trackers.db'}\n"
-        + trackers
-        + f"lock_store:\n  type: redis\n  url: {REDIS[0]}\n  port: {REDIS[1]}\n"
-        f"  key_prefix: {unique_name('workers-start')}\n" + endpoints
+    folder = tmp_path_factory.mktemp("workers-start")
+    (folder / "models.tar.gz").write_text("no gzip")
+    (folder / "endpoints.yml").write_text(
+        TRACKER_STORE.format(db=folder / "trackers.db")
+        + LOCK_STORE.format(host=REDIS[0], port=REDIS[1], prefix=unique_name("workers-start"))
+        + EVENT_BROKER.format(queue=unique_name("workers-start"))
     )
-    server = start_server("--enable-api", "-m", model, "--workers", "2", *options, cwd=cwd)
-    server.wait_until("/health/live")
-    for _ in range(300):  # until both workers serve (one answers the probe)
-        if "is up on" in server.text():
-            break
-        time.sleep(0.1)
-    assert "is up on" in server.text(), server.text()
-    return server
+    (folder / "credentials.yml").write_text(CREDENTIALS)
+    args = ["--enable-api", "-m", "models.tar.gz", "--workers", "2", "-v"]
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("BOTSERVER_AUTH_TOKEN", TOKEN)
+        server = start_botserver([*args, "--credentials", "credentials.yml"], folder, folder)
+    misspelt: int | None = None
+    token: int | None = None
+    try:
+        server.wait_until("/health/live")
+        for _ in range(300):  # until both workers serve (one answers the probe)
+            if "is up on" in server.text():
+                break
+            time.sleep(0.1)
+        assert "is up on" in server.text()
+        misspelt = httpx.get(server.url + "/status", params={"tokn": TOKEN}).status_code
+        token = httpx.get(server.url + "/status", params={"token": TOKEN}).status_code
+    # It never served, or stopped serving: each test fails on its own lines in the log.
+    except (AssertionError, httpx.HTTPError):
+        pass
+    finally:
+        code = server.stop()
+    return Run(server.text().splitlines(), code, misspelt, token)
 
 
-def test_each_start_up_problem_is_said_once_for_all_workers(
-    start_server: Callable[..., ServerProcess], tmp_path: Path
-) -> None:
-    """A Redis lock store that refuses (`db: 99`, Redis has 16), a corrupt model and a
-    RabbitMQ nobody listens on, in one two-worker start (each such start costs three
-    processes' imports): before, each worker said each problem itself, N identical lines
-    each (told apart by a pid only): the lock store's ERROR, "Could not load a model at
-    startup", "starts without a model" and "cannot reach"."""
-    (tmp_path / "models.tar.gz").write_text("no gzip")
-    problems = (
-        "  db: 99\n"
-        "event_broker:\n  type: pika\n  url: 127.0.0.1\n  port: 1\n  username: u\n"
-        f"  password: p\n  queues: [{unique_name('review43')}]\n"
-    )
-    log = _two_workers_log(start_server, tmp_path, "models.tar.gz", problems)
-    lines = [line for line in log if "DB index is out of range" in line]
-    assert len(lines) == 1, log
+def test_each_start_up_problem_is_said_once_for_all_workers(run: Run) -> None:
+    """A Redis lock store that refuses, a corrupt model and a RabbitMQ nobody listens on:
+    before, each worker said each problem itself, N identical lines each (told apart by a pid
+    only): the lock store's ERROR, "Could not load a model at startup", "starts without a
+    model" and "cannot reach"."""
+    lines = run.said("DB index is out of range")
+    assert len(lines) == 1, run.log
     assert "ERROR" in lines[0]
     for said in ("Could not load a model at startup", "starts without a model", "cannot reach"):
-        assert len([line for line in log if said in line]) == 1, (said, log)
+        assert len(run.said(said)) == 1, (said, run.log)
 
 
-def test_the_stopped_line_is_said_once_when_every_worker_has_stopped(
-    start_server: Callable[..., ServerProcess], tmp_path: Path
-) -> None:
+def test_the_stopped_line_is_said_once_when_every_worker_has_stopped(run: Run) -> None:
     """Said by the parent once every worker has closed its stores (uvicorn's "Application
     shutdown complete" of each, at -v). Before: once a worker, then by the first worker to
     be done closing, while the other still closed its own."""
-    server = _two_workers(start_server, tmp_path, "none", "", "-v")
-    assert server.stop() == 0, server.text()
-    log = server.text().splitlines()
-    [stopped] = [n for n, line in enumerate(log) if "Stopped: " in line]
-    assert "the 2 workers closed their channels, event broker and stores" in log[stopped]
-    closed = [n for n, line in enumerate(log) if "Application shutdown complete" in line]
-    assert len(closed) == 2 and max(closed) < stopped, log
+    assert run.code == 0, run.log
+    [stopped] = [n for n, line in enumerate(run.log) if "Stopped: " in line]
+    assert "the 2 workers closed their channels, event broker and stores" in run.log[stopped]
+    closed = [n for n, line in enumerate(run.log) if "Application shutdown complete" in line]
+    assert len(closed) == 2 and max(closed) < stopped, run.log
 
 
-def test_a_warning_about_the_endpoints_file_is_said_once_for_all_workers(
-    start_server: Callable[..., ServerProcess], tmp_path: Path
-) -> None:
+def test_a_warning_about_the_endpoints_file_is_said_once_for_all_workers(run: Run) -> None:
     """A tracker store setting Rasa 3 ignores, read as the parent checks the configuration and
     as each worker builds its app: before, said four times with two workers (the parent's
     checks, its trial build, then each worker), told apart by a pid only."""
-    ignored = "tracker_store: 'max_event_history' is not read"
-    log = _two_workers_log(start_server, tmp_path, "none", "", "  max_event_history: 5\n")
-    assert len([line for line in log if ignored in line]) == 1, log
+    assert len(run.said("tracker_store: 'max_event_history' is not read")) == 1, run.log
 
 
-def test_a_misspelt_key_is_said_once_for_all_workers_with_its_line(
-    start_server: Callable[..., ServerProcess], tmp_path: Path
-) -> None:
+def test_a_misspelt_key_is_said_once_for_all_workers_with_its_line(run: Run) -> None:
     """The warning names the key's line in the parent; each worker got the files' settings
     through JSON, without their lines, said it again without one, and so not word for word:
     before, three lines for a misspelt key, two without its line."""
-    (tmp_path / "credentials.yml").write_text("rest:\nsocketio:\n  user_message_evnt: u\n")
-    server = _two_workers(
-        start_server,
-        tmp_path,
-        "none",
-        "",
-        "--credentials",
-        str(tmp_path / "credentials.yml"),
-        trackers="  dilect: sqlite\n",
-    )
-    log = server.text().splitlines()
-    for key, line in (("dilect", 5), ("user_message_evnt", 3)):
-        said = [entry for entry in log if f"unknown setting '{key}'" in entry]
-        assert len(said) == 1, log
+    for key, line in (("dilect", 5), ("user_message_evnt", 4)):
+        said = run.said(f"unknown setting '{key}'")
+        assert len(said) == 1, run.log
         assert f"'{key}' on line {line} is not read" in said[0], said
 
 
-def test_a_worker_keeps_the_auth_token_out_of_its_access_log(
-    start_server: Callable[..., ServerProcess], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_workers_start_with_a_setting_yaml_reads_as_a_date_or_a_number(run: Run) -> None:
+    """Such a key reaches the workers as its text: they start and warn of it as one process
+    does, with its line, where `json.dumps` of the settings once ended `run` in a traceback."""
+    assert not run.said("Traceback"), run.log
+    for said in (
+        "tracker_store: unknown setting '2001-01-01' on line 7",
+        "tracker_store: unknown setting '1' on line 8",
+        "channel 'rest': unknown setting '2001-01-01' on line 2",
+    ):
+        assert len(run.said(said)) == 1, (said, run.log)
+
+
+def test_a_worker_keeps_the_auth_token_out_of_its_access_log(run: Run) -> None:
     """Each worker serves and logs the requests, so each hides the --auth-token (here from
     the environment) wherever a client puts it: a misspelt `?tokn=`, percent-encoded."""
-    token = "Zm9v+wkTok/Qz9x=="
-    monkeypatch.setenv("BOTSERVER_AUTH_TOKEN", token)
-    server = _two_workers(start_server, tmp_path, "none", "", "-v")
-    assert httpx.get(server.url + "/status", params={"tokn": token}).status_code == 401
-    assert httpx.get(server.url + "/status", params={"token": token}).status_code != 401
-    assert server.stop() == 0, server.text()
-    assert "/status?tokn=*** " in server.text(), server.text()
-    assert "wkTok" not in server.text(), server.text()
+    assert run.misspelt_token == 401, run.log
+    assert run.token not in (401, None), run.log
+    assert run.said("/status?tokn=*** "), run.log
+    assert not run.said("wkTok"), run.log

@@ -734,3 +734,47 @@ async def _call(client: ActionServerClient | NLGClient, times: int = 1) -> None:
                 await client.run("action_x", "u1", {}, None)
     finally:
         await client.aclose()
+
+
+async def test_an_action_that_hangs_for_many_conversations_does_not_hold_the_others() -> None:
+    """A custom action stuck for 100 conversations (the backend it calls hangs), within the
+    action `timeout`: every other conversation's actions still run. Before, the 100 calls
+    held the client's 100 connections (httpx's cap, one host): every other action waited for
+    one, its wait counted against its own timeout, and it failed as the action server not
+    answering. The callback channel's twin."""
+    import json
+
+    from starlette.types import Receive, Scope, Send
+
+    from tests.serving import serving, until_arrived
+
+    stuck: list[str] = []
+    release = asyncio.Event()
+
+    async def action_server(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        body = json.loads((await receive())["body"])
+        if body["next_action"] == "action_check_order":
+            stuck.append(body["sender_id"])
+            await release.wait()
+        answer = json.dumps({"events": [], "responses": [{"text": body["sender_id"]}]})
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": answer.encode()})
+
+    async with serving(action_server) as url:
+        client = ActionServerClient({"url": f"{url}/webhook", "timeout": 8})
+        slow = [
+            asyncio.create_task(client.run("action_check_order", f"s{n}", {}, None))
+            for n in range(100)
+        ]
+        try:
+            await until_arrived(stuck, 100)
+            result = await client.run("action_greet", "u1", {}, None)
+            assert result["responses"] == [{"text": "u1"}]
+            assert not any(task.done() for task in slow)  # all 100 still held meanwhile
+        finally:
+            release.set()
+            await asyncio.gather(*slow, return_exceptions=True)
+            await client.aclose()

@@ -70,13 +70,17 @@ def loader():
     return greeting_loader
 
 
-def s3_at(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Remote storage `aws` at `url` (BUCKET_NAME is the caller's)."""
+def s3_at(url: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remote storage `aws` at `url`, or AWS's own addresses for None (BUCKET_NAME is the
+    caller's)."""
     pytest.importorskip("boto3")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+    if url is None:
+        monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    else:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
 
 
 def gcs_at(url: str, monkeypatch: pytest.MonkeyPatch) -> None:

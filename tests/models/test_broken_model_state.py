@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from server.errors import ModelError
+from server.nlu.crfsuite_file import check_crfsuite_model
 from server.training.evaluate import load_model_file
 from server.training.train import train
 from tests.shared_data import BOTS
@@ -341,6 +342,22 @@ def test_a_broken_crfsuite_model_is_refused_instead_of_crashing_the_process(
     result = load_and_tag_in_a_subprocess(broken)
     assert result.returncode == 0, result.stderr[-500:]
     assert "DIETClassifier: invalid crfsuite model (" in result.stdout  # its entity part
+
+
+def test_a_crfsuite_model_counting_one_label_it_does_not_hold_says_so_in_the_singular(
+    archives: dict[str, Path],
+) -> None:
+    """Before: "the labels database does not hold 1 records"."""
+    with tarfile.open(archives["formbot"]) as archive:
+        handle = archive.extractfile(f"components/{CRF_MODEL}")
+        assert handle is not None
+        changed = bytearray(handle.read())
+    struct.pack_into("<I", changed, 20, 1)  # the header's count of labels
+    with pytest.raises(ModelError) as caught:
+        check_crfsuite_model(bytes(changed), "CRF")
+    assert str(caught.value) == (
+        "CRF: invalid crfsuite model (the labels database does not hold 1 record)"
+    )
 
 
 def test_the_untouched_crfsuite_model_loads_and_tags(

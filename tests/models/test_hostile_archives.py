@@ -287,6 +287,18 @@ CASES: dict[str, tuple[list[Member] | Callable[[Path], Path], type, str, Archive
         "(6 bytes) but holds 64 bytes",
         None,
     ),
+    "npy-declaring-one-byte": (  # before, "(1 bytes) but holds 0 bytes"
+        [metadata(), regular("components/w.npy", npy_claiming((1,), b""))],
+        UnsafeArchive,
+        "declares a (1,) array of uint8 (1 byte) but holds no data",
+        None,
+    ),
+    "npy-holding-one-byte": (
+        [metadata(), regular("components/w.npy", npy_claiming((2,), b"\0"))],
+        UnsafeArchive,
+        "(2 bytes) but holds 1 byte of data",
+        None,
+    ),
     "object-dtype-npy": (
         [metadata(), regular("components/w.npy", npy(np.array([1, None], dtype=object)))],
         UnsafeArchive,

@@ -334,3 +334,29 @@ async def test_azure_blob_deleted_while_downloaded_is_no_model(
         await download_model("azure", "prod")
 
     assert str(caught.value).startswith("No model 'prod.tar.gz' in Azure container 'models'")
+
+
+async def test_a_blob_is_read_in_azure_storage_blob_s_256_kib_pieces(
+    container: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The download's transport is botserver's (its session is closed through public names):
+    # it reads as the one azure-storage-blob makes, 256 KiB at a time, not in azure-core's
+    # 4 KiB (512 reads of 2 MiB, each a pass through urllib3 and requests).
+    import urllib3.response
+
+    stored = os.urandom(2 * 1024 * 1024)
+    container.upload_blob("prod.tar.gz", stored, overwrite=True)
+    reads: list[int | None] = []
+    read = urllib3.response.HTTPResponse.read
+
+    def counted(self: Any, amt: int | None = None, *args: Any, **kwargs: Any) -> Any:
+        reads.append(amt)
+        return read(self, amt, *args, **kwargs)
+
+    monkeypatch.setattr(urllib3.response.HTTPResponse, "read", counted)
+    path = await download_model("azure", "prod")
+    try:
+        assert path.read_bytes() == stored
+    finally:
+        shutil.rmtree(path.parent, ignore_errors=True)
+    assert 8 <= len(reads) <= 16, reads

@@ -732,6 +732,116 @@ async def test_a_bucket_in_another_region_is_still_found_through_s3_s_redirect(
     assert handler.signed_for == ["us-east-1", "eu-west-1", "eu-west-1"]
 
 
+class RegionalAddressOfAnotherRegion(StorageInAnotherRegion):
+    """AWS_ENDPOINT_URL pinned to a region's address (s3.us-east-1.amazonaws.com) for a bucket
+    in eu-west-1: every request is redirected, the one signed for the bucket's region too."""
+
+    def _in_region(self) -> bool:
+        super()._in_region()
+        self.send_response(301)
+        self.send_header("x-amz-bucket-region", "eu-west-1")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return False
+
+
+async def test_a_redirect_to_the_bucket_s_region_twice_advises_the_region(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Before: "... answered 'prod.tar.gz' with a redirect (301) to an address it did not
+    # give: ...; if that address is the storage's own ..., set AWS_ENDPOINT_URL to it", when
+    # the redirect named the bucket's region and the endpoint was the one to change.
+    class Handler(RegionalAddressOfAnotherRegion):
+        signed_for: list[str] = []
+
+    with _serve_s3(Handler, monkeypatch) as url, pytest.raises(InvalidConfig) as caught:
+        await download_model("aws", "prod")
+    assert str(caught.value) == (
+        f"S3 bucket 'models' at {url} answered 'prod.tar.gz' with a redirect (301) to the "
+        "bucket's region, eu-west-1 (x-amz-bucket-region), and again when asked in that "
+        "region: AWS_ENDPOINT_URL is an address that does not serve it. For AWS, set "
+        "AWS_DEFAULT_REGION=eu-west-1 and leave AWS_ENDPOINT_URL unset (or set it to an "
+        "address of eu-west-1)"
+    )
+    assert Handler.signed_for == ["us-east-1", "eu-west-1"]
+
+
+def aws_redirecting_to(region: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """AWS itself, reached through botocore's send hook (no network): every request answered
+    with a 301 to `region`, the one botocore sends there too. The hosts asked, in order."""
+    import botocore.session
+    from botocore.awsrequest import AWSResponse
+
+    class Empty:
+        def stream(self) -> Iterator[bytes]:
+            yield b""
+
+    hosts: list[str] = []
+
+    def answer(request: Any, **_: Any) -> AWSResponse:
+        hosts.append(request.url.split("/")[2])
+        headers = {"x-amz-bucket-region": region, "Content-Length": "0"}
+        return AWSResponse(request.url, 301, headers, Empty())
+
+    get_session = botocore.session.get_session
+
+    def hooked() -> Any:
+        session = get_session()
+        session.register("before-send.s3", answer)
+        return session
+
+    monkeypatch.setattr(botocore.session, "get_session", hooked)
+    s3_at(None, monkeypatch)
+    monkeypatch.setenv("BUCKET_NAME", "models")
+    return hosts
+
+
+@pytest.mark.parametrize(
+    ("region", "host"),
+    [
+        ("eu-west-1", "models.s3.eu-west-1.amazonaws.com"),
+        # The European Sovereign Cloud's (before, "... to an address it did not give").
+        ("eusc-de-east-1", "models.s3.eusc-de-east-1.amazonaws.eu"),
+    ],
+)
+async def test_without_an_endpoint_a_redirect_to_the_bucket_s_region_twice_advises_the_region(
+    monkeypatch: pytest.MonkeyPatch, region: str, host: str
+) -> None:
+    hosts = aws_redirecting_to(region, monkeypatch)
+    with pytest.raises(InvalidConfig) as caught:
+        await download_model("aws", "prod")
+    assert hosts == ["models.s3.amazonaws.com", host]
+    assert str(caught.value) == (
+        "S3 bucket 'models' answered 'prod.tar.gz' with a redirect (301) to the bucket's "
+        f"region, {region} (x-amz-bucket-region), and again when asked in that region: set "
+        f"AWS_DEFAULT_REGION={region}"
+    )
+
+
+@pytest.mark.parametrize(
+    "region",
+    ["eu-west-1\r\nX-Injected: 1", "eu-west-1\x1b[2J", "eu-" + "west" * 20_000 + "-1", ""],
+    ids=["newline", "escape", "80-kb", "empty"],
+)
+async def test_a_redirect_to_a_region_that_is_no_region_name_is_not_followed_nor_quoted(
+    monkeypatch: pytest.MonkeyPatch, region: str
+) -> None:
+    # Before: botocore took it for the region to ask, and its error quoted it whole ("Cannot
+    # download 'prod.tar.gz' from S3 bucket 'models': Provided region_name 'eu-west-1\r\n
+    # X-Injected: 1' doesn't match a supported format", 80 kB for the long one) into the
+    # log and the status; the 80 kB one was taken for a region's name, and quoted so too.
+    hosts = aws_redirecting_to(region, monkeypatch)
+    with pytest.raises(InvalidConfig) as caught:
+        await download_model("aws", "prod")
+    assert hosts == ["models.s3.amazonaws.com"]
+    assert str(caught.value) == (
+        "S3 bucket 'models' answered 'prod.tar.gz' with a redirect (301) to an address it did "
+        "not give: botserver follows no storage's redirects (the model would come from a host "
+        "not configured); if that address is the storage's own (an http address redirected to "
+        "https), set AWS_ENDPOINT_URL to it"
+    )
+
+
 async def test_an_object_deleted_while_downloaded_is_no_model(
     s3_env: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

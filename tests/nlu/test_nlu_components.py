@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from server.errors import InvalidConfig
 from server.nlu.count_vectors import CountVectorsFeaturizer
 from server.nlu.evaluation import cross_validate, evaluate
 from server.nlu.message import Message
@@ -41,6 +42,18 @@ def test_a_message_of_only_emoji_or_punctuation_is_one_token() -> None:
     assert parsed["intent"]["name"] == "affirm"
     assert [(t.text, t.start, t.end) for t in tokenize(" :) ")] == [(":)", 1, 3)]
     assert tokenize("  ") == []
+
+
+@pytest.mark.parametrize(("texts", "said"), [(["hi"], "on 1 example"), ([], "on 0 examples")])
+def test_count_vectors_limits_that_keep_nothing_count_the_examples(
+    texts: list[str], said: str
+) -> None:
+    """Before: "on these 1 examples", for none too; "on these 2 examples" is now "on 2
+    examples"."""
+    featurizer = CountVectorsFeaturizer({"max_df": 0.5, "min_df": 1})
+    with pytest.raises(InvalidConfig) as caught:
+        featurizer.train([Message(t, tokenize(t)) for t in texts], None)
+    assert str(caught.value).endswith(f"keeps fewer documents than 'min_df' (1) {said}")
 
 
 def test_count_vectors_char_wb_ngrams():

@@ -5,6 +5,8 @@ PostgreSQL is away while the servers start: no acknowledged message is lost, cli
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +19,9 @@ pytestmark = pytest.mark.timeout(150)
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def report(
+    tmp_path_factory: pytest.TempPathFactory, moodbot_copy: Callable[[str], Path]
+) -> dict[str, Any]:
     require("PostgreSQL", "Redis", "RabbitMQ")
     scenario = Scenario(
         clients=10,
@@ -29,7 +33,9 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         db_outage=(1.0, 2.0),
         broker_outage=(3.5, 2.0),
     )
-    result = asyncio.run(run(scenario, tmp_path_factory.mktemp("outages")))
+    workdir = tmp_path_factory.mktemp("outages")
+    # The session's moodbot model: a training fewer.
+    result = asyncio.run(run(scenario, workdir, moodbot_copy("outages-model")))
     print(format_report(result))
     return result
 

@@ -1,0 +1,38 @@
+"""The queue brokers deliver from (`server.brokers.delivery.BackgroundDelivery`): what its
+close says of the events still queued."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+import pytest
+
+from server.brokers.delivery import BackgroundDelivery, Outgoing
+
+
+async def refused(batch: deque[Outgoing]) -> None:
+    raise ConnectionRefusedError(111, "Connection refused")
+
+
+@pytest.mark.parametrize(("seconds", "said"), [(0.0, None), (0.3, "300 ms"), (5.0, "5 s")])
+async def test_closing_says_how_long_it_retries_the_events_queued(
+    caplog: pytest.LogCaptureFixture, seconds: float, said: str | None
+) -> None:
+    """A broker's close gets what its read-back of events in doubt left of its 5 s. Before,
+    none left (or under half a second) was "retrying for up to 0 s", a retry there was no
+    time for."""
+    delivery = BackgroundDelivery("test broker", refused, retry_delay=30)
+    delivery.enqueue([Outgoing("alice", {"event": "bot", "text": "hi"}) for _ in range(2)])
+    for _ in range(100):  # the first attempt fails
+        if "delivery failed" in caplog.text:
+            break
+        await asyncio.sleep(0.01)
+    caplog.clear()
+    await delivery.close(seconds)
+    (closing,) = [r.getMessage() for r in caplog.records if "still queued" in r.getMessage()]
+    wait = f"retrying for up to {said}" if said else "no time left to retry them"
+    assert closing == (
+        f"test broker: closing: 2 events still queued, {wait} (the last attempt failed: "
+        "[Errno 111] Connection refused)"
+    )
