@@ -40,6 +40,9 @@ def fill(root: Path, test_patterns: Sequence[str], shares: int) -> None:
     fill's processes start as this one was: they read the libraries' own compiled code."""
     environ = {k: v for k, v in os.environ.items() if k != "PYTHONPYCACHEPREFIX"}
     environ["PYTHONDONTWRITEBYTECODE"] = "1"
+    # This module runs in them as `tests.compiled_code` whatever `root` is (a test's project).
+    here = str(Path(__file__).resolve().parents[1])
+    environ["PYTHONPATH"] = os.pathsep.join(filter(None, [here, environ.get("PYTHONPATH")]))
     plan = {
         "prefix": os.environ.get("PYTHONPYCACHEPREFIX"),
         "root": str(root),
