@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from server.dialogue.messages import MAX_TEXT_CHARS
 from server.errors import InvalidProjectFile, MissingEnvironmentVariable, brief
 from server.yaml_scalars import SafeDumper12, construct_int_1_2, resolvers_1_2
 
@@ -372,6 +373,19 @@ def _refuse_for_json(value: Any, filename: str | None, line: int | None, what: s
         filename,
         line,
     )
+
+
+def check_example_length(text: str, filename: str | None, line: int | None) -> None:
+    """InvalidProjectFile naming the line of a training text longer than any message the
+    bot reads (MAX_TEXT_CHARS): featurizing held about 0.7 KB of memory per character, so
+    one example of 50 MB grew training past 14 GB."""
+    if len(text) > MAX_TEXT_CHARS:
+        raise InvalidProjectFile(
+            f"a training example is {len(text):,} characters long; at most {MAX_TEXT_CHARS:,} "
+            "are read, as of a user's message: shorten it or split it",
+            filename,
+            line,
+        )
 
 
 def read_project_text(path: str | Path) -> str:
