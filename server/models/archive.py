@@ -49,6 +49,7 @@ from server.models.safety import (
     check_file_name,
     check_member_type,
     checked_tarinfo_class,
+    member_byte_limit,
     safe_member_name,
 )
 
@@ -438,9 +439,9 @@ class _Extractor:
 
     def _stream_file(self, tar: tarfile.TarFile, member: tarfile.TarInfo, parts: tuple) -> None:
         name = "/".join(parts)
-        limit = self.limits.max_member_bytes
+        limit, which = member_byte_limit(parts, self.limits)
         if member.size > limit:
-            raise UnsafeArchive(f"Archive member '{name}' is {member.size} bytes; limit {limit}")
+            raise UnsafeArchive(f"Archive member '{name}' is {member.size} bytes; {which}")
         if self.total_bytes + member.size > self.limits.max_total_bytes:
             raise UnsafeArchive(
                 f"Archive content exceeds {self.limits.max_total_bytes} bytes in total"
@@ -459,7 +460,9 @@ class _Extractor:
                 written += len(chunk)
                 self.total_bytes += len(chunk)
                 if written > limit:
-                    raise UnsafeArchive(f"Archive member '{name}' streams more than {limit} bytes")
+                    raise UnsafeArchive(
+                        f"Archive member '{name}' streams more than {limit} bytes; {which}"
+                    )
                 if self.total_bytes > self.limits.max_total_bytes:
                     raise UnsafeArchive(
                         f"Archive content exceeds {self.limits.max_total_bytes} bytes in total"
