@@ -212,6 +212,14 @@ class DomainReader:
             value = data.get(key)
             if value is not None and not isinstance(value, dict):
                 raise InvalidProjectFile(f"'{key}' must be a mapping", filename, line_of(data, key))
+            if value is not None and key != "session_config" and None in value:
+                # `null:` or `~:` read as a key of None, which trained as a 'None' name
+                raise InvalidProjectFile(
+                    f"a name in '{key}' is YAML's null (`null:` or `~:`); quote it to keep it "
+                    "as text",
+                    filename,
+                    getattr(value, "key_lines", {}).get(None),
+                )
         for name, spec in (data.get("slots") or {}).items():
             self.check_slot(str(name), spec, filename, line_of(data["slots"], name))
         for name, variations in (data.get("responses") or {}).items():

@@ -12,6 +12,7 @@ import pytest
 
 from server.errors import InvalidProjectFile
 from server.nlu.training_data import NLUTrainingData
+from server.training.domain_yaml import read_domain
 from server.training.nlu_json import read_nlu_json
 from server.training.nlu_yaml import read_nlu_file
 from server.training.project import load_project
@@ -129,3 +130,22 @@ def test_an_example_as_long_as_a_message_may_be_still_loads(tmp_path: Path) -> N
     text = "hello " * 16_666 + "hi!!"  # 100,000 characters
     assert len(text) == 100_000
     _load(_project(tmp_path, nlu=f"    - {text}\n"))
+
+
+@pytest.mark.parametrize(
+    ("section", "entry"),
+    [
+        ("slots", "  a:\n    type: any\n  null:\n    type: any\n    mappings: []\n"),
+        ("responses", "  utter_a:\n  - text: a\n  ~:\n  - text: hi\n"),
+        ("forms", "  a_form:\n    required_slots: []\n  null:\n    required_slots: []\n"),
+    ],
+)
+def test_a_name_that_is_yamls_null_names_its_file_and_line(
+    tmp_path: Path, section: str, entry: str
+) -> None:
+    # Before: trained as a slot, response or form named 'None'.
+    path = tmp_path / "domain.yml"
+    path.write_text(f'version: "3.1"\nintents:\n- greet\n{section}:\n{entry}')
+    with pytest.raises(InvalidProjectFile, match="YAML's null") as error:
+        read_domain(path)
+    assert error.value.line == 7
