@@ -4,25 +4,31 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from server.trackers.redis_leases import RedisLeases
 
 
 class IdleLocks:
     """The conversations whose locks a prune holds (`LockStore.hold_idle`). One whose lock
     is found lost meanwhile (Redis lost it, the prune stalled past its lifetime) is let go
     of at once: no longer held, listed in `lost`, never touched again by the prune.
-    `check`: asks the lock store which are still held (`still_held`)."""
+    `check`: asks the lock store which are still held (`still_held`). `leases`: the Redis
+    lock store's leases, which a Redis tracker store's delete checks in the same step."""
 
-    __slots__ = ("_held", "lost", "_check")
+    __slots__ = ("_held", "lost", "_check", "leases")
 
     def __init__(
         self,
         conversation_ids: Iterable[str],
         check: Callable[[IdleLocks], Awaitable[None]] | None = None,
+        leases: RedisLeases | None = None,
     ) -> None:
         self._held = dict.fromkeys(conversation_ids)
         self.lost: list[str] = []
         self._check = check
+        self.leases = leases
 
     def ids(self) -> list[str]:
         """Those still held, in the order given."""

@@ -41,6 +41,7 @@ from server.trackers.redis_client import (
     store_error,
     store_errors_as,
 )
+from server.trackers.redis_leases import RedisLeases, database_of, server_of
 from server.trackers.store import ENDPOINT_SETTINGS
 
 logger = logging.getLogger(__name__)
@@ -222,6 +223,12 @@ end
 return 0
 """
 
+# The prune's take sets this lifetime (lock_lifetime when shorter), and its look before the
+# batch's delete (`IdleLocks.still_held`), right after, renews the leases to lock_lifetime: a
+# take whose reply never came (the connection broke, its retry failed too) leaves leases
+# nobody renews or gives back for this long. Before, for lock_lifetime (60 s by default).
+_TAKEN_LIFETIME = 3.0
+
 _FIRST_POLL = 0.002
 # The first in line polls more often: the lease may be free for it, no one else may take it.
 # (A release wakes it at once: the polls are for a wake-up that was lost.) The others poll
@@ -259,6 +266,13 @@ _RELEASES_FAILED = RepeatsCounted(logger, WINDOW_SECONDS)
 _LEASE_LOST = (
     "Redis lost it (restarted without its data, a failover to a replica that did not have "
     "it), or this process stalled for most of lock_lifetime (%g s)"
+)
+# Why a prune's lease ran out before the look after its take renewed it (with the lifetime it
+# was taken for): before, the cause said was `_LEASE_LOST`'s stall of most of lock_lifetime.
+_TAKE_ANSWERED_LATE = (
+    "Redis answered the prune's take of the lock, or the look after it, more than %g s after "
+    "it ran (a busy Redis, a slow network), or Redis lost it (restarted without its data, a "
+    "failover to a replica that did not have it)"
 )
 # Why a held lease ran out when its renewals failed (with for how long).
 _LEASE_UNRENEWED = "it could not be renewed for %.1f s (Redis unreachable)"
@@ -365,6 +379,8 @@ class RedisLockStore:
         self._renewer: asyncio.Task[None] | None = None
         # Those of them a prune holds (`hold_idle`): a lost one is let go of there.
         self._held_by_prune: dict[str, IdleLocks] = {}
+        # Those of them not renewed yet since their take, by the lifetime they were taken for.
+        self._taken_for: dict[str, float] = {}
         # Held leases whose renewal failed (Redis unreachable): token -> since when.
         self._unrenewed: dict[str, float] = {}
         # Tokens: this process's id and a serial number (unique, and no urandom per turn).
@@ -414,11 +430,19 @@ class RedisLockStore:
     ) -> _Lease:
         return _Lease(self, conversation_id, wait_timeout, on_wait)
 
-    def _hold(self, token: str, key: bytes, conversation_id: str, now: float) -> None:
+    def _hold(
+        self,
+        token: str,
+        key: bytes,
+        conversation_id: str,
+        now: float,
+        lifetime: float | None = None,
+    ) -> None:
         """Keeps the lease renewed while held: every lease held for a third of its lifetime
         is renewed by one task per process (no timer or task per turn; most turns end long
-        before). `now`: at or after the reply that took it."""
-        lifetime = self.lock_lifetime
+        before). `now`: at or after the reply that took it; `lifetime`: the one it was taken
+        with, if not lock_lifetime."""
+        lifetime = self.lock_lifetime if lifetime is None else lifetime
         self._held[token] = (key, conversation_id, now + lifetime / 3, now + lifetime)
         if self._renewer is None:
             self._renewer = asyncio.ensure_future(self._renew_held())
@@ -468,6 +492,7 @@ class RedisLockStore:
             return
         failed_since = self._unrenewed.pop(token, None)
         if renewed:
+            self._taken_for.pop(token, None)
             answered = asyncio.get_running_loop().time()
             due = now + self.lock_lifetime / 3
             self._held[token] = (key, conversation_id, due, answered + self.lock_lifetime)
@@ -490,6 +515,7 @@ class RedisLockStore:
         else:
             holder = "its turn was still running"
             risk = "another turn of the conversation may have run at the same time"
+        taken_for = self._taken_for.pop(token, None)
         if failed_since is not None:  # (before, this too advised raising lock_lifetime)
             logger.error(
                 "The lock of conversation '%s' expired while %s: %s; %s.",
@@ -506,39 +532,56 @@ class RedisLockStore:
             "The lock of conversation '%s' was gone while %s: %s; %s.",
             conversation_id,
             holder,
-            _LEASE_LOST % self.lock_lifetime,
+            _LEASE_LOST % self.lock_lifetime
+            if taken_for is None
+            else _TAKE_ANSWERED_LATE % taken_for,
             risk,
         )
 
     @asynccontextmanager
     async def hold_idle(self, conversation_ids: Sequence[str]) -> AsyncIterator[IdleLocks]:
         """Two scripts a batch: one takes every free key nobody waits for (a token each),
-        one gives them back (compare-and-delete). Held, they are renewed as a turn's lease
-        is: before, a batch that took longer than lock_lifetime let turns in while it
-        deleted their conversations."""
+        one gives them back (compare-and-delete). Taken for a few seconds (`_TAKEN_LIFETIME`),
+        then renewed as a turn's lease is (the look before the delete, at once): before, a
+        batch that took longer than lock_lifetime let turns in while it deleted their
+        conversations."""
         free_here = list(dict.fromkeys(conversation_ids))
         tokens = [f"{self._process}{next(self._serial):016x}" for _ in free_here]
-        lifetime_ms = int(self.lock_lifetime * 1000)
+        lifetime = min(self.lock_lifetime, _TAKEN_LIFETIME)
         keys = [self._prefix + c for c in free_here] + [self._queue_prefix + c for c in free_here]
         with store_errors_as("lock store", self._redis):
-            taken = await self._take_free(keys=keys, args=[lifetime_ms, *tokens]) if keys else []
+            args: list[int | str] = [int(lifetime * 1000), *tokens]
+            taken = await self._take_free(keys=keys, args=args) if keys else []
         now = asyncio.get_running_loop().time()
         held = [(c, t) for c, t, ok in zip(free_here, tokens, taken, strict=True) if ok]
+        leases = RedisLeases(
+            server_of(self._redis),
+            database_of(self._redis),
+            {conversation_id: (self._prefix + conversation_id, t) for conversation_id, t in held},
+            partial(self._lost_at_delete, dict(held)),
+        )
         idle = IdleLocks(
             (conversation_id for conversation_id, _ in held),
             partial(self._check_idle, dict(held)),
+            leases,
         )
         for conversation_id, token in held:
-            self._hold(token, (self._prefix + conversation_id).encode(), conversation_id, now)
+            key = (self._prefix + conversation_id).encode()
+            self._hold(token, key, conversation_id, now, lifetime)
             self._held_by_prune[token] = idle
+            if lifetime < self.lock_lifetime:
+                self._taken_for[token] = lifetime
         try:
             yield idle
         finally:
+            runs_out = now
             for _, token in held:
-                self._held.pop(token, None)
+                if (lease := self._held.pop(token, None)) is not None:
+                    runs_out = max(runs_out, lease[3])
                 self._unrenewed.pop(token, None)
                 self._held_by_prune.pop(token, None)
-            await self._give_back_all(held)
+                self._taken_for.pop(token, None)
+            await self._give_back_all(held, runs_out)
 
     async def _check_idle(self, tokens: dict[str, str], idle: IdleLocks) -> None:
         """Renews, in one script, the leases `idle` still holds (`tokens`: by conversation),
@@ -556,26 +599,53 @@ class RedisLockStore:
             held = self._held.get(token)
             if held is None:  # (its renewal found it gone meanwhile, and said so)
                 continue
-            failed_since = self._unrenewed.pop(token, None)
             if ok:
+                self._unrenewed.pop(token, None)
+                self._taken_for.pop(token, None)
                 due, runs_out = now + self.lock_lifetime / 3, now + self.lock_lifetime
                 self._held[token] = (held[0], conversation_id, due, runs_out)
             else:
-                del self._held[token]
-                self._lease_found_gone(token, conversation_id, failed_since, now)
+                self._lost_at_delete(tokens, conversation_id)
 
-    async def _give_back_all(self, held: list[tuple[str, str]]) -> None:
-        """Gives back the leases of `held` (conversation, token)."""
+    def _lost_at_delete(self, tokens: dict[str, str], conversation_id: str) -> None:
+        """A prune's lease found gone by the look before a delete, or by the delete's own
+        script (`RedisLeases.gone`): said, and let go of."""
+        token = tokens[conversation_id]
+        if self._held.pop(token, None) is None:  # (its renewal found it gone, and said so)
+            return
+        failed_since = self._unrenewed.pop(token, None)
+        now = asyncio.get_running_loop().time()
+        self._lease_found_gone(token, conversation_id, failed_since, now)
+
+    async def _give_back_all(self, held: list[tuple[str, str]], runs_out: float) -> None:
+        """Gives back the leases of `held` (conversation, token), retried while Redis cannot
+        be reached until they have run out (`runs_out`, at the latest): the prune's process
+        closes its lock store and exits next, which stops a retry in the background (before:
+        the conversations' messages then waited out lock_lifetime once Redis was back). In
+        the background when the prune is being stopped (Ctrl-C), as a turn's release is."""
         if not held:
             return
-        try:
-            await self._release_all(
-                keys=[self._prefix + c for c, _ in held], args=[t for _, t in held]
-            )
-        except (redis_errors.RedisError, OSError) as exc:
-            self._release_failed(f"{len(held)} conversation locks", exc, "their leases end")
-            for conversation_id, token in held:
-                self._release_in_background(self._keys(conversation_id), token)
+        keys, tokens = [self._prefix + c for c, _ in held], [t for _, t in held]
+        loop = asyncio.get_running_loop()
+        pause = _FIRST_RELEASE_RETRY
+        failed = False
+        while True:
+            try:
+                await self._release_all(keys=keys, args=tokens)
+                return
+            except (redis_errors.RedisError, OSError) as exc:
+                if not failed:
+                    self._release_failed(f"{len(held)} conversation locks", exc, "their leases end")
+                    failed = True
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                for conversation_id, token in held:
+                    self._release_in_background(self._keys(conversation_id), token)
+                return
+            if loop.time() + pause >= runs_out:  # they will have run out
+                return
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _MAX_RELEASE_RETRY)
 
     async def _acquire(
         self,

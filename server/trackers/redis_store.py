@@ -20,9 +20,10 @@ from functools import partial
 from typing import Any, TypeVar
 
 from redis import exceptions as redis_errors
+from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from server.errors import CorruptConversation, first_line, how_many
+from server.errors import CorruptConversation, StoreFailed, first_line, how_many
 from server.json_values import OFF_LOOP_JSON_BYTES
 from server.trackers.events import OFF_LOOP_EVENTS
 from server.trackers.freeing import free_off_loop
@@ -31,10 +32,13 @@ from server.trackers.lock import IdleLocks
 from server.trackers.redis_client import (
     READINESS_SCRIPT,
     create_client,
+    describe,
     key_prefix,
+    store_error,
     store_errors_as,
     watched,
 )
+from server.trackers.redis_leases import database_of
 from server.trackers.session_start import latest_session_start
 from server.trackers.snapshot import Snapshot
 from server.trackers.store import Hold, cache_events_setting, holding, stored_events
@@ -161,8 +165,11 @@ return {1, start, redis.call('LRANGE', KEYS[1], start, -1)}
 # The longest list the prune script reads itself, and the chunk its caller reads a longer one in.
 _PRUNE_READ_HERE = 100
 _PRUNE_READ_CHUNK = 1_000
-# KEYS: list, session index. ARGV: the cutoff; when the caller read a long list itself, its
-# length and last item (the list is deleted only if they are still those). Deletes the
+# KEYS: list, session index, and the prune's lease when the lock store is on this server.
+# ARGV: the cutoff; when the caller read a long list itself, its length and last item (the
+# list is deleted only if they are still those; else ''); with the lease, its token, its
+# database and this store's. A lease that no longer holds the token leaves the conversation
+# alone ('lost'): the look at the lease and the delete are one step. Deletes the
 # conversation when its newest event is older than the cutoff (an event without a timestamp
 # counts as oldest), looked at and deleted in one step, so a turn appended meanwhile is never
 # deleted; returns 1 if deleted. Events may be out of timestamp order (appended with old
@@ -171,6 +178,13 @@ _PRUNE_READ_CHUNK = 1_000
 # (returns minus its length), so no script holds Redis for long (100,000 events took 2.6 s).
 _PRUNE = """
 local cutoff = tonumber(ARGV[1])
+if KEYS[3] then
+  local apart = ARGV[5] ~= ARGV[6]
+  if apart then redis.call('SELECT', ARGV[5]) end
+  local holder = redis.call('GET', KEYS[3])
+  if apart then redis.call('SELECT', ARGV[6]) end
+  if holder ~= ARGV[4] then return 'lost' end
+end
 local function at(item)
   local ok, event = pcall(cjson.decode, item)
   return ok and type(event) == 'table' and tonumber(event['timestamp']) or 0
@@ -179,7 +193,7 @@ local last = redis.call('LINDEX', KEYS[1], -1)
 if not last then return 0 end
 if at(last) >= cutoff then return 0 end
 local length = redis.call('LLEN', KEYS[1])
-if ARGV[2] then
+if ARGV[2] ~= '' then
   if length ~= tonumber(ARGV[2]) or last ~= ARGV[3] then return 0 end
 else
   if length > READ_HERE then return -length end
@@ -191,6 +205,18 @@ end
 redis.call('DEL', KEYS[1], KEYS[2])
 return 1
 """.replace("READ_HERE", str(_PRUNE_READ_HERE))
+
+
+def _refusal(client: Redis, outcome: object) -> bool:
+    """Whether a script's `outcome` is Redis refusing it (an ACL, a server's rule), not
+    Redis unable to take commands for a while (BUSY, LOADING, out of memory)."""
+    return isinstance(outcome, redis_errors.ResponseError) and isinstance(
+        store_error("tracker store", client, outcome), StoreFailed
+    )
+
+
+# The prune script's answer for a conversation whose lease it found gone.
+_LEASE_LOST = "lost"
 # Conversations looked at per round trip by delete_older_than.
 _PRUNE_BATCH = 500
 
@@ -247,6 +273,9 @@ class RedisTrackerStore:
         self._ping_script = self._redis.register_script(READINESS_SCRIPT)
         # Said once: without MEMORY USAGE (an ACL), `load_all_of` reads batches whole.
         self._memory_usage_refused = False
+        # Said once: a server that refuses the prune script's SELECT of the lock store's
+        # database (Dragonfly, an ACL) has the lease checked before the delete only.
+        self._lease_select_refused = False
         # The sessions this process read, least recently used first, bounded in events.
         self._sessions: KnownSessions[_Session] = KnownSessions(self.cache_events)
 
@@ -621,9 +650,8 @@ class RedisTrackerStore:
         with self._errors():
             async with self._redis.pipeline(transaction=False) as pipe:
                 for sender_id in batch:
-                    await self._prune_script(
-                        keys=self._keys(sender_id), args=[cutoff_timestamp], client=pipe
-                    )
+                    keys, args = self._prune_arguments(sender_id, cutoff_timestamp, idle)
+                    await self._prune_script(keys=keys, args=args, client=pipe)
                 outcomes = await pipe.execute(raise_on_error=False)
 
             def gone(sender_id: str) -> None:
@@ -636,44 +664,128 @@ class RedisTrackerStore:
             for sender_id, outcome in zip(batch, outcomes, strict=True):
                 if outcome == 1:  # (deleted by the pipeline: said before any failure after)
                     gone(sender_id)
+                elif outcome == _LEASE_LOST:
+                    self._lease_lost(sender_id, idle)
             if any(map(_one_at_a_time, outcomes)):
                 await idle.still_held()
             for sender_id, outcome in zip(batch, outcomes, strict=True):
-                if outcome == 1:
-                    continue  # (counted)
+                if outcome == 1 or outcome == _LEASE_LOST:
+                    continue  # (counted, or said)
                 if _one_at_a_time(outcome) and sender_id not in idle:
                     continue  # its lock was lost
                 try:
+                    if self._selects(idle) and _refusal(self._redis, outcome):
+                        outcome = await self._prune_without_select(
+                            sender_id, cutoff_timestamp, idle, outcome
+                        )
                     if isinstance(outcome, redis_errors.ResponseError) and (
                         "WRONGTYPE" in str(outcome)
                     ):
-                        keys = self._keys(sender_id)
+                        keys, args = self._prune_arguments(sender_id, cutoff_timestamp, idle)
                         with self._errors():
                             outcome = await self._with_rasa_layout(
                                 sender_id,
-                                lambda k=keys: self._prune_script(keys=k, args=[cutoff_timestamp]),
+                                lambda k=keys, a=args: self._prune_script(keys=k, args=a),
                             )
                     if isinstance(outcome, Exception):
                         with self._errors():
                             raise outcome
                     if isinstance(outcome, int) and outcome < 0:  # too long for the script
-                        outcome = await self._prune_long(sender_id, -outcome, cutoff_timestamp)
+                        outcome = await self._prune_long(
+                            sender_id, -outcome, cutoff_timestamp, idle
+                        )
                 except CorruptConversation as exc:
                     # Kept, for someone to look at; before, it stopped the prune.
                     logger.warning("%s; retention keeps it.", exc)
                     continue
                 if outcome == 1:
                     gone(sender_id)
+                elif outcome == _LEASE_LOST:
+                    self._lease_lost(sender_id, idle)
         return deleted
 
-    async def _prune_long(self, sender_id: str, length: int, cutoff_timestamp: float) -> int:
+    def _prune_arguments(
+        self,
+        sender_id: str,
+        cutoff_timestamp: float,
+        idle: IdleLocks,
+        length: int | str = "",
+        last: bytes | str = "",
+    ) -> tuple[list[str], list[Any]]:
+        """The prune script's keys and arguments: with the conversation's lease when the
+        lock store is on this Redis server (as the same user), which the script checks in
+        the step that deletes. Before, a lease lost after the look before the delete (a
+        failover) was too late to skip."""
+        keys, args = self._keys(sender_id), [cutoff_timestamp, length, last]
+        lease = idle.leases.lease_of(self._redis, sender_id) if idle.leases else None
+        if self._lease_select_refused and self._selects(idle):
+            lease = None
+        if lease is not None and idle.leases is not None:
+            keys.append(lease[0])
+            args += [lease[1], idle.leases.db, database_of(self._redis)]
+        return keys, args
+
+    def _selects(self, idle: IdleLocks) -> bool:
+        """Whether the prune script checks `idle`'s leases in another database (a SELECT)."""
+        leases = idle.leases
+        return (
+            leases is not None
+            and leases.on_server_of(self._redis)
+            and leases.db != database_of(self._redis)
+        )
+
+    async def _prune_without_select(
+        self,
+        sender_id: str,
+        cutoff_timestamp: float,
+        idle: IdleLocks,
+        refused: redis_errors.ResponseError,
+    ) -> Any:
+        """The prune script failed with its SELECT of the lock store's database: sent again
+        without the lease. If that works, the server refuses SELECT inside a script (Dragonfly
+        with declared keys, an ACL): said once, and from then on the look just before the
+        delete is the last one, as with a lock store on another server. Before, every
+        conversation's script failed and the prune stopped on a script error. If it fails
+        too, `refused` stands."""
+        first = not self._lease_select_refused
+        self._lease_select_refused = True
+        keys, args = self._prune_arguments(sender_id, cutoff_timestamp, idle)
+        try:
+            outcome = await self._prune_script(keys=keys, args=args)
+        except redis_errors.ResponseError as exc:
+            if "WRONGTYPE" not in str(exc):
+                self._lease_select_refused = not first
+                return refused
+            outcome = exc
+        if not first:
+            return outcome
+        logger.warning(
+            "The tracker store (%s) refused the prune script's SELECT of the lock store's "
+            "database %s (%s): each lock is checked just before the delete instead, not in "
+            "the same step. Put both stores in one database (their `db`) for that check.",
+            describe(self._redis),
+            idle.leases.db if idle.leases is not None else "?",
+            refused,
+        )
+        return outcome
+
+    @staticmethod
+    def _lease_lost(sender_id: str, idle: IdleLocks) -> None:
+        """The prune script found the conversation's lease gone, and left it alone."""
+        if idle.leases is not None:
+            idle.leases.gone(sender_id)
+        idle.lose(sender_id)  # (said by the lock store: this only if it had not been)
+
+    async def _prune_long(
+        self, sender_id: str, length: int, cutoff_timestamp: float, idle: IdleLocks
+    ) -> int | str:
         """A conversation too long for the prune script to read: read back from its end here,
         a chunk at a time, until an event as new as the cutoff keeps it; deleted (1) only if
         none is and the list is unchanged since it was read (an append or a replace since
         keeps it). The list is watched before it is read: before, only its length and last
         item were compared, and a replace by a list as long, of the same last item, with a
         recent event elsewhere was deleted."""
-        key, session_key = keys = self._keys(sender_id)
+        key, session_key = self._keys(sender_id)
         last: bytes | str = b""  # the list's last item, from the first chunk read
         with self._errors(), _utf8_text(sender_id):
             async with watched(self._redis, key, session_key) as pipe:
@@ -690,14 +802,13 @@ class RedisTrackerStore:
                     stop = start - 1
                 pipe.multi()
                 # (The script checks the length: the list may have grown before the watch.)
-                await self._prune_script(
-                    keys=keys, args=[cutoff_timestamp, length, last], client=pipe
-                )
+                call = self._prune_arguments(sender_id, cutoff_timestamp, idle, length, last)
+                await self._prune_script(keys=call[0], args=call[1], client=pipe)
                 try:
                     (outcome,) = await pipe.execute()
                 except redis_errors.WatchError:  # written meanwhile
                     return 0
-        return int(outcome)
+        return outcome if outcome == _LEASE_LOST else int(outcome)
 
     async def ping(self) -> None:
         """For /health/ready: `READINESS_SCRIPT` on a key nobody has, so that a Redis refusing

@@ -326,17 +326,23 @@ async def test_releases_redis_could_not_take_are_counted_and_the_next_outage_log
     assert all(m.endswith("retrying until its lease ends") for m in named), named
 
 
-async def test_idle_locks_redis_could_not_give_back_are_one_warning_saying_their_leases(
+async def test_idle_locks_redis_could_not_give_back_are_given_back_once_it_is_back(
     redis_config: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A retention sweep's idle conversations, held at once, given back while Redis is away:
-    one warning for them all, in the plural (before: "... 2 conversation locks ...; retrying
-    until its lease ends"), and both given back once Redis is back."""
+    """Redis goes away while a prune batch holds its locks, and comes back 0.5 s later: one
+    warning for them all, in the plural (before: "... 2 conversation locks ...; retrying
+    until its lease ends"), and the give-back is retried until it gets through, before the
+    prune's process closes its lock store and exits. Before, the retries ran in the
+    background, which the close stopped: the conversations' next messages waited out
+    `lock_lifetime` (30 s here: a 503 after their 3 s `wait_timeout`)."""
     async with through_proxy(redis_config, TcpProxy(REDIS)) as (store, other, proxy):
         async with store.hold_idle(["ana", "bob"]) as held:
-            assert held.ids() == ["ana", "bob"]
+            assert await held.still_held() == ["ana", "bob"]  # (the look before a delete)
             await proxy.cut()
-        await proxy.restore()
+            asyncio.get_running_loop().call_later(
+                0.5, lambda: asyncio.ensure_future(proxy.restore())
+            )
+        await store.close()  # (as the prune command does at its end)
         for conversation in ("ana", "bob"):
             async with other.lock(conversation, wait_timeout=3):
                 pass
@@ -628,6 +634,36 @@ async def test_a_prune_lease_its_renewal_finds_gone_is_told_as_the_prune_s(
     assert len(gone) == 1, gone
     assert gone[0].startswith("The lock of conversation 'ana' was gone while a prune held it"), gone
     assert "turn was still running" not in gone[0]
+
+
+async def test_a_prune_gives_back_only_its_own_leases_not_a_turn_s_taken_after_it_lost_one(
+    redis_config: dict[str, Any],
+) -> None:
+    """Redis lost a lease the prune held (restarted without its data), and a turn of another
+    process took the conversation's lock meanwhile: the prune's give-back at the end of the
+    batch leaves that turn's lease (a compare-and-delete per key), so a third message still
+    waits for the turn."""
+    pruning, other, third = (RedisLockStore(redis_config) for _ in range(3))
+    lease = f"{redis_config['key_prefix']}:lock:ana"
+    client = Redis(host=REDIS[0], port=REDIS[1], db=1)
+    turn = other.lock("ana", wait_timeout=1)
+    try:
+        async with pruning.hold_idle(["ana", "bob"]) as held:
+            assert held.ids() == ["ana", "bob"]
+            await client.delete(lease)  # lost
+            await turn.__aenter__()  # taken by a turn meanwhile
+            turns_token = await client.get(lease)
+        assert await client.get(lease) == turns_token  # (before a compare: deleted)
+        with pytest.raises(LockTimeout):
+            async with third.lock("ana", wait_timeout=0.2):
+                pass
+        async with third.lock("bob", wait_timeout=1):
+            pass  # the prune's own lease, given back
+    finally:
+        await turn.__aexit__(None, None, None)
+        for store in (pruning, other, third):
+            await store.close()
+        await client.aclose()
 
 
 async def test_a_redis_url_with_its_port_reaches_that_port(redis_config: dict[str, Any]) -> None:

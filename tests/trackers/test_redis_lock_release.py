@@ -14,6 +14,7 @@ import pytest
 from redis.asyncio import Redis
 
 from bench.tcp_proxy import SilentProxy, TcpProxy
+from server.errors import StoreUnavailable
 from server.outages import RepeatsCounted
 from server.trackers import redis_lock
 from server.trackers.redis_lock import RedisLockStore
@@ -22,6 +23,7 @@ from tests.trackers.persistence_fixtures import (
     REDIS,
     delete_redis_keys,
 )
+from tests.trackers.test_lock_stores import through_proxy
 
 
 @pytest.fixture(autouse=True)
@@ -235,10 +237,7 @@ async def test_a_prune_whose_take_reply_was_lost_holds_and_gives_back_its_locks(
     their locks back, so their next messages waited out `lock_lifetime` (30 s here; a
     `wait_timeout` shorter than it: a 503)."""
     proxy = AnswerLosingProxy(REDIS)
-    await proxy.restore()
-    pruning = RedisLockStore({**redis_config, "port": proxy.port, "lock_lifetime": 30})
-    other = RedisLockStore(redis_config)
-    try:
+    async with through_proxy(redis_config, proxy) as (pruning, other, _):
         async with pruning.hold_idle(["warm-up"]):
             pass  # (the script loaded: the next take is one EVALSHA)
         proxy.lose_answer_to = pruning._take_free.sha.encode()
@@ -247,10 +246,6 @@ async def test_a_prune_whose_take_reply_was_lost_holds_and_gives_back_its_locks(
             assert held.ids() == ["ana", "bob"]
         async with other.lock("ana", wait_timeout=2), other.lock("bob", wait_timeout=2):
             pass  # given back (not the 30 s lease)
-    finally:
-        await pruning.close()
-        await other.close()
-        await proxy.cut()
 
 
 class _QueueingProxy(AnswerLosingProxy):
@@ -305,3 +300,93 @@ async def test_a_prune_whose_take_reply_was_lost_holds_a_lock_a_turn_lined_up_fo
         await pruning.close()
         await other.close()
         await proxy.cut()
+
+
+class _GoingAwayProxy(AnswerLosingProxy):
+    """An AnswerLosingProxy that also refuses new connections from the request whose answer
+    it loses on (until `restore`): the command's retry on a new connection fails too."""
+
+    async def forward(self, data: bytes, writer: asyncio.StreamWriter, upstream: bool) -> bool:
+        if upstream and self.lose_answer_to is not None and self.lose_answer_to in data:
+            if self._server is not None:
+                self._server.close()
+                self._server = None
+        return await super().forward(data, writer, upstream)
+
+
+async def test_a_prune_whose_take_and_its_retry_both_failed_blocks_no_turn_for_its_lifetime(
+    redis_config: dict[str, Any],
+) -> None:
+    """Redis runs the prune's take of a batch's locks, the connection breaks before the reply,
+    and the take sent again cannot connect: the prune stops (503). Before, the leases its
+    first send took were nobody's to renew or give back: the conversations' next messages
+    waited out `lock_lifetime` (30 s here: a 503 after their 5 s `wait_timeout`)."""
+    proxy = _GoingAwayProxy(REDIS)
+    async with through_proxy(redis_config, proxy) as (pruning, other, _):
+        async with pruning.hold_idle(["warm-up"]):
+            pass  # (the script loaded: the next take is one EVALSHA)
+        proxy.lose_answer_to = pruning._take_free.sha.encode()
+        with pytest.raises(StoreUnavailable):
+            async with pruning.hold_idle(["ana", "bob"]):
+                pytest.fail("the take failed: nothing is held")
+        assert proxy.lose_answer_to is None  # Redis ran it
+        await proxy.restore()
+        async with other.lock("ana", wait_timeout=5), other.lock("bob", wait_timeout=5):
+            pass
+
+
+async def test_a_turn_whose_acquire_and_its_retry_both_failed_leaves_no_lease_once_redis_is_back(
+    redis_config: dict[str, Any],
+) -> None:
+    """The turn's twin of the above: its acquire ran in Redis, the reply was lost and the
+    retry could not connect (503). The lease it took is given back in the background once
+    Redis answers: the next message waits for Redis, not for `lock_lifetime` (30 s)."""
+    proxy = _GoingAwayProxy(REDIS)
+    async with through_proxy(redis_config, proxy) as (store, other, _):
+        proxy.lose_answer_to = f"{redis_config['key_prefix']}:lock:ana".encode()
+        with pytest.raises(StoreUnavailable):
+            async with store.lock("ana", wait_timeout=2):
+                pytest.fail("the acquire failed: nothing is held")
+        assert proxy.lose_answer_to is None  # Redis ran it
+        await proxy.restore()
+        async with other.lock("ana", wait_timeout=5):
+            pass
+
+
+class _SlowAnswersProxy(TcpProxy):
+    """Redis's answers arrive `delay` seconds late (a busy Redis, a loaded network)."""
+
+    delay = 0.0
+
+    async def forward(self, data: bytes, writer: asyncio.StreamWriter, upstream: bool) -> bool:
+        if not upstream and self.delay:
+            await asyncio.sleep(self.delay)
+        return await super().forward(data, writer, upstream)
+
+
+async def test_a_prune_whose_take_redis_answered_after_its_3_s_says_so_not_lock_lifetime(
+    redis_config: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis answers the prune's take 3.2 s late (under its 10 s socket timeout): the leases,
+    taken for 3 s, ran out before the look after the take. The conversation is left alone,
+    and the ERROR says why. Before, it blamed a stall of "most of lock_lifetime (30 s)",
+    where the prune had waited 3 s."""
+    proxy = _SlowAnswersProxy(REDIS)
+    async with through_proxy(redis_config, proxy) as (pruning, _, _):
+        async with pruning.hold_idle(["warm-up"]):
+            pass  # (the script loaded: the next take is one EVALSHA)
+        proxy.delay = 3.2
+        with caplog.at_level(logging.ERROR):
+            async with pruning.hold_idle(["ana"]) as held:
+                proxy.delay = 0
+                assert await held.still_held() == []
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(said) == 1, said
+    assert said[0].startswith("The lock of conversation 'ana' was gone while a prune held it: "), (
+        said
+    )
+    assert "30 s" not in said[0], said
+    assert (
+        "Redis answered the prune's take of the lock, or the look after it, more than 3 s"
+        in said[0]
+    ), said

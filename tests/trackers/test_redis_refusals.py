@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -250,3 +251,45 @@ async def test_an_export_read_without_memory_usage_says_so_once(
         "not in parts of at most 10 bytes, and a batch of long conversations takes as much "
         "memory here. Grant the command to the user: ACL SETUSER <user> +memory|usage"
     ), said
+
+
+async def test_a_prune_on_a_redis_refusing_select_in_scripts_deletes_as_before_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The Redis tracker store's delete checks the prune's lease in the same script, with a
+    `SELECT` of the lock store's database (1 by default). A server refusing `SELECT` inside
+    a script (Dragonfly with declared keys; here an ACL changed after the stores connected)
+    answers each conversation's script with an error: the prune deletes as with a lock
+    store on another server (the look just before the delete is the last), saying so once.
+    Before, it stopped at the first batch on "The user executing the script can't run this
+    command", having deleted nothing."""
+    from server.trackers.retention import delete_conversations_older_than
+
+    now = time.time()
+    old = {"event": "bot", "timestamp": now - 200 * 86400, "text": "x", "data": {}}
+    async with private_redis(tmp_path) as (client, port):
+        store = create_tracker_store({"type": "redis", "url": "127.0.0.1", "port": port})
+        locks = create_lock_store({"type": "redis", "url": "127.0.0.1", "port": port, "db": 1})
+        try:
+            for name in ("ana", "al", "bob"):
+                await store.append(name, [dict(old, timestamp=now) if name == "bob" else old])
+            async with locks.lock("warm-up", wait_timeout=1):
+                pass  # (both connected: the lock store's connection selected its db)
+            await client.execute_command("ACL", "SETUSER", "default", "-select")
+            with caplog.at_level(logging.WARNING):
+                pruned = await delete_conversations_older_than(store, 90 * 86400, locks)
+            assert (pruned.deleted, pruned.lost) == (2, [])
+            assert await store.keys() == ["bob"]
+            await store.append("cleo", [old])
+            pruned = await delete_conversations_older_than(store, 90 * 86400, locks)
+            assert (pruned.deleted, pruned.lost) == (1, [])
+        finally:
+            await store.close()
+            await locks.close()
+    said = [r.getMessage() for r in caplog.records if "SELECT" in r.getMessage()]
+    assert len(said) == 1, said
+    assert said[0].startswith(
+        f"The tracker store (redis at 127.0.0.1:{port}/0) refused the prune script's SELECT "
+        "of the lock store's database 1 ("
+    ), said
+    assert said[0].endswith("Put both stores in one database (their `db`) for that check."), said

@@ -266,43 +266,49 @@ async def test_prune_leaves_a_conversation_whose_lock_it_lost_and_exits_1(
             await delete_redis_keys(locks_config["key_prefix"], db=1)
 
 
-async def test_redis_prune_leaves_a_long_conversation_whose_lock_was_lost_after_the_look(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("lost", "lock_db"), [("long", 1), ("short", 1), ("short", 0)])
+async def test_redis_prune_leaves_a_conversation_whose_lock_was_lost_after_the_look(
+    lost: str, lock_db: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A conversation of more than 100 events is read, and deleted, after its batch's
-    pipeline, one at a time (a chunk of 1,000 events a round trip). Redis loses its lease
-    after the look before that pipeline (restarted without its data): the prune looks again
-    before those deletes, and leaves it alone. Before, it was deleted all the same, while
-    the prune said nothing and exited 0 (no renewal due for 20 s to find the lease gone)."""
+    """Redis loses a lease after the look before the batch's delete (restarted without its
+    data, a failover): the conversation is left alone and named, the other deleted.
+
+    `long`, of more than 100 events, is read and deleted after the batch's pipeline, one at
+    a time: the prune looks again before those deletes. Before, it was deleted all the same,
+    the prune saying nothing and exiting 0 (no renewal due for 20 s to find the lease gone).
+    `short` is deleted by the pipeline itself: with the lock store on the same Redis server,
+    the script that deletes a conversation checks its lease in the same step (in a database
+    of its own, the lock store's default 1, or in the tracker store's). Before, that window
+    was too late to skip: it was deleted, and the prune exited 0."""
     from redis.asyncio import Redis
 
     from server.trackers.redis_lock import RedisLockStore
 
     now = time.time()
     async with tracker_store_config("redis", tmp_path) as config:
-        locks_config = await _redis_lock_config()
+        locks_config = {**await _redis_lock_config(), "db": lock_db}
         store, locks = create_tracker_store(config), RedisLockStore(locks_config)
-        client = Redis(host=REDIS[0], port=REDIS[1], db=1)
+        client = Redis(host=REDIS[0], port=REDIS[1], db=lock_db)
         look = RedisLockStore._check_idle
 
-        async def look_then_lose_long(self: RedisLockStore, tokens: Any, idle: Any) -> None:
+        async def look_then_lose_it(self: RedisLockStore, tokens: Any, idle: Any) -> None:
             await look(self, tokens, idle)
-            await client.delete(f"{locks_config['key_prefix']}:lock:long")
+            await client.delete(f"{locks_config['key_prefix']}:lock:{lost}")
 
-        monkeypatch.setattr(RedisLockStore, "_check_idle", look_then_lose_long)
+        monkeypatch.setattr(RedisLockStore, "_check_idle", look_then_lose_it)
         try:
             await store.append("long", [bot(f"{n}", now - 200 * DAY + n) for n in range(150)])
             await store.append("short", [bot("long ago", now - 200 * DAY)])
 
             pruned = await delete_conversations_older_than(store, 90 * DAY, locks)
 
-            assert await store.keys() == ["long"]
-            assert (pruned.deleted, pruned.lost) == (1, ["long"])
+            assert await store.keys() == [lost]
+            assert (pruned.deleted, pruned.lost) == (1, [lost])
         finally:
             await store.close()
             await locks.close()
             await client.aclose()
-            await delete_redis_keys(locks_config["key_prefix"], db=1)
+            await delete_redis_keys(locks_config["key_prefix"], db=lock_db)
 
 
 async def _redis_lock_config() -> dict[str, Any]:
