@@ -149,3 +149,23 @@ def test_a_name_that_is_yamls_null_names_its_file_and_line(
     with pytest.raises(InvalidProjectFile, match="YAML's null") as error:
         read_domain(path)
     assert error.value.line == 7
+
+
+@pytest.mark.parametrize(
+    ("section", "entry"),
+    [
+        ("intents", "- greet\n- bye\n- null:\n    use_entities: []\n"),
+        ("entities", "- city\n- bye\n- ~:\n    roles: [a]\n"),
+        ("actions", "- action_a\n- bye\n- null:\n    send_domain: true\n"),
+    ],
+)
+def test_a_listed_name_that_is_yamls_null_names_its_file_and_line(
+    tmp_path: Path, section: str, entry: str
+) -> None:
+    # Before: `- null:` with properties trained as an intent, entity or action named 'None'
+    # (a bare `- null` was refused already).
+    path = tmp_path / "domain.yml"
+    path.write_text(f'version: "3.1"\n{section}:\n{entry}')
+    with pytest.raises(InvalidProjectFile, match="YAML's null") as error:
+        read_domain(path)
+    assert error.value.line == 5
