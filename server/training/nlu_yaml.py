@@ -160,8 +160,9 @@ def _read_nlu_section(node: yaml.Node, filename: str, data: NLUTrainingData, tex
             _skipped_without_examples(kind, name, filename, _line(examples_node))
         elif kind == "intent":
             for raw, line, metadata in lines:
-                check_example_length(raw, filename, line)
+                check_example_length(raw, filename, line, markup=True)
                 text, entities = parse_annotated_text(raw, filename, line)
+                check_example_length(text, filename, line)
                 merged = _merge_metadata(item_metadata, metadata)
                 data.examples.append(Example(text, name, entities, merged))
                 # `[NYC](city:New York)` makes "NYC" a synonym of "New York", as in Rasa.

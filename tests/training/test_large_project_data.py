@@ -169,3 +169,25 @@ def test_a_listed_name_that_is_yamls_null_names_its_file_and_line(
     with pytest.raises(InvalidProjectFile, match="YAML's null") as error:
         read_domain(path)
     assert error.value.line == 5
+
+
+def test_entity_markup_does_not_count_toward_an_examples_length(tmp_path: Path) -> None:
+    # The limit is that of a user's message, which holds no markup: 99,990 characters of
+    # text with 2,000 characters of markup around its entities load, in NLU data as in a
+    # story (and as the same example in JSON, whose entities are given beside the text).
+    marked = '[Berlin]{"entity": "city"} ' * 80  # 27 characters each, 7 of them text
+    text = marked + "x" * (99_990 - 80 * 7)
+    assert len(text) > 100_000
+    stories = f"- story: long\n  steps:\n  - user: |\n      {text}\n  - action: utter_hi\n"
+    _load(_project(tmp_path, nlu=f"    - {text}\n", stories=stories))
+
+
+def test_an_example_with_megabytes_of_markup_is_refused_before_it_is_parsed(
+    tmp_path: Path,
+) -> None:
+    project = _project(tmp_path, nlu="    - " + "[a](b)" * 200_000 + "\n")
+    started = time.thread_time()
+    with pytest.raises(InvalidProjectFile, match="1,200,000 characters long") as error:
+        _load(project)
+    assert time.thread_time() - started < 2
+    assert error.value.line == 6
