@@ -28,6 +28,7 @@ from server.errors import (
     ModelError,
     ModelNotFound,
     SignatureError,
+    TrainingError,
     UnsafeArchive,
     UnsupportedModel,
 )
@@ -94,6 +95,7 @@ def write_archive(
     fixed_name: str | None = None,
     signing_key: bytes | Path | None = None,
     prefix: str = "",
+    limits: ArchiveLimits = DEFAULT_LIMITS,
 ) -> Path:
     """Pack `content_dir` as `components/` with `metadata.json`; return the archive path.
 
@@ -106,6 +108,7 @@ def write_archive(
     full_metadata = build_metadata(metadata)
     metadata_bytes = json.dumps(full_metadata, indent=2, ensure_ascii=False).encode()
     entries = list(_content_entries(content_dir))
+    _check_loadable(entries, limits)
 
     hashes = {METADATA_FILE: hashlib.sha256(metadata_bytes).hexdigest()}
     for relative, source in entries:
@@ -214,6 +217,22 @@ def _content_entries(content_dir: Path) -> Iterator[tuple[str, Path]]:
             with path.open("rb") as handle:
                 check_file_head(relative, handle.read(SNIFF_BYTES), path.lstat().st_size)
             yield relative, path
+
+
+def _check_loadable(entries: list[tuple[str, Path]], limits: ArchiveLimits) -> None:
+    """TrainingError for a file the loader would refuse for its size: an archive that
+    trained but never loads is written by no training."""
+    for relative, source in entries:
+        if source.is_file():
+            name = f"{COMPONENTS_DIR}/{relative}"
+            size = source.stat().st_size
+            limit, which = member_byte_limit(tuple(name.split("/")), limits)
+            if size > limit:
+                raise TrainingError(
+                    f"The model's file '{name}' is {size:,} bytes, more than a model may "
+                    f"hold ({which}): it would never load. The project is too big for one "
+                    "model."
+                )
 
 
 def file_sha256(path: Path) -> str:

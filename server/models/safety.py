@@ -37,7 +37,8 @@ class ArchiveLimits:
     max_member_bytes: int = 1024 * MiB
     # JSON, YAML and text members are parsed whole into Python values, about six bytes of
     # memory per byte; arrays (.npy) load at their size. The largest state training writes
-    # is a few tens of MB (a rule lookup of 24 MB).
+    # is a memoization lookup, about 570 bytes per turn window (21 MB for 2,000 stories
+    # of 10 turns); training refuses to write a file over it (write_archive).
     max_text_member_bytes: int = 256 * MiB
     max_total_bytes: int = 4096 * MiB
     max_metadata_bytes: int = 64 * MiB
