@@ -108,7 +108,7 @@ def write_archive(
     full_metadata = build_metadata(metadata)
     metadata_bytes = json.dumps(full_metadata, indent=2, ensure_ascii=False).encode()
     entries = list(_content_entries(content_dir))
-    _check_loadable(entries, limits)
+    _check_loadable(entries, len(metadata_bytes), limits)
 
     hashes = {METADATA_FILE: hashlib.sha256(metadata_bytes).hexdigest()}
     for relative, source in entries:
@@ -219,9 +219,24 @@ def _content_entries(content_dir: Path) -> Iterator[tuple[str, Path]]:
             yield relative, path
 
 
-def _check_loadable(entries: list[tuple[str, Path]], limits: ArchiveLimits) -> None:
-    """TrainingError for a file the loader would refuse for its size: an archive that
-    trained but never loads is written by no training."""
+def _check_loadable(
+    entries: list[tuple[str, Path]], metadata_size: int, limits: ArchiveLimits
+) -> None:
+    """TrainingError for a file the loader would refuse for its size, or too many files or
+    bytes in all: an archive that trained but never loads is written by no training."""
+    members = len(entries) + 3  # metadata.json, components/ and a signature
+    if members > limits.max_members:
+        raise TrainingError(
+            f"The model would hold {members:,} files and folders, more than a model may "
+            f"hold ({limits.max_members:,}): it would never load."
+        )
+    total = metadata_size + sum(s.stat().st_size for _, s in entries if s.is_file())
+    if total > limits.max_total_bytes:
+        raise TrainingError(
+            f"The model would hold {total:,} bytes in all, more than a model may hold "
+            f"({limits.max_total_bytes:,}): it would never load. The project is too big "
+            "for one model."
+        )
     for relative, source in entries:
         if source.is_file():
             name = f"{COMPONENTS_DIR}/{relative}"

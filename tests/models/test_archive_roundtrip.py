@@ -193,3 +193,22 @@ def test_training_never_writes_an_archive_the_loader_would_refuse(tmp_path: Path
     with pytest.raises(TrainingError, match=r"components/policies/policy\.json.*2,01\d bytes"):
         write_archive(content, {}, tmp_path / "models", limits=limits)
     assert not list((tmp_path / "models").glob("*"))
+
+
+@pytest.mark.parametrize(
+    ("limits", "message"),
+    [({"max_total_bytes": 3000}, "bytes in all"), ({"max_members": 2}, "files and folders")],
+)
+def test_training_never_writes_a_model_too_big_in_all_to_load(
+    tmp_path: Path, limits: dict, message: str
+) -> None:
+    from server.errors import TrainingError
+    from server.models.safety import ArchiveLimits
+
+    content = tmp_path / "content"
+    (content / "policies").mkdir(parents=True)
+    for index in range(2):
+        (content / "policies" / f"p{index}.json").write_text(json.dumps("x" * 2000))
+    with pytest.raises(TrainingError, match=message):
+        write_archive(content, {}, tmp_path / "models", limits=ArchiveLimits(**limits))
+    assert not list((tmp_path / "models").glob("*"))
