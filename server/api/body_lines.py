@@ -16,25 +16,50 @@ _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def line_in_body(body: str, written: str, line: int) -> int | None:
-    """The body's line (1-based) of the entry on `line` of the `written` file, or None when
-    no entry starts there or the body holds no such entry."""
-    written_lines = _entry_lines(written)
-    at_line = [path for path, start in written_lines.items() if start == line - 1]
+    """The body's line (1-based) of the entry on `line` of the `written` file, or of the line
+    of a string written over several lines (an `examples: |` block), or None when the body
+    holds no such entry."""
+    written_entries = _entries(written)
+    at_line = [path for path, (start, _) in written_entries.items() if start == line - 1]
     if not at_line:
-        return None
+        return _line_in_string(_entries(body), written_entries, line - 1)
     deepest = max(at_line, key=len)
-    start = _entry_lines(body).get(deepest)
-    return None if start is None else start + 1
+    entry = _entries(body).get(deepest)
+    return None if entry is None else entry[0] + 1
 
 
-def _entry_lines(text: str) -> dict[_Path, int]:
-    """Each entry's path and the line (0-based) where it starts: a mapping entry at its key,
-    a list item at the item. Empty when `text` does not read as YAML."""
+def _line_in_string(
+    body: dict[_Path, tuple[int, yaml.Node]], written: dict[_Path, tuple[int, yaml.Node]], line: int
+) -> int | None:
+    """The body's line (1-based) of the 0-based `line` of `written` inside a string, counted
+    as the training data reader counts it: a block (`|`, `>`) from the line after its
+    indicator, any other string from its first line, one line per line of its value."""
+    for path, (_, node) in written.items():
+        if not isinstance(node, yaml.ScalarNode):
+            continue
+        first = node.start_mark.line + (1 if node.style in ("|", ">") else 0)
+        if not 0 <= line - first <= node.value.count("\n") or line > node.end_mark.line:
+            continue
+        found = body.get(path)
+        sent = found[1] if found is not None else None
+        if not isinstance(sent, yaml.ScalarNode) or sent.value != node.value:
+            return None
+        if sent.start_mark.line == sent.end_mark.line:  # on one line: a JSON string, say
+            return sent.start_mark.line + 1
+        if sent.style != "|":  # folded: its lines are not those of its value
+            return None
+        return sent.start_mark.line + 2 + (line - first)
+    return None
+
+
+def _entries(text: str) -> dict[_Path, tuple[int, yaml.Node]]:
+    """Each entry's path, the line (0-based) where it starts (a mapping entry at its key, a
+    list item at the item) and its value. Empty when `text` does not read as YAML."""
     try:
         root = yaml.compose(text, Loader=_Loader)
     except (yaml.YAMLError, RecursionError):
         return {}
-    lines: dict[_Path, int] = {}
+    entries: dict[_Path, tuple[int, yaml.Node]] = {}
     pending: list[tuple[_Path, yaml.Node]] = [((), root)] if root is not None else []
     seen: set[int] = set()
     while pending:
@@ -45,10 +70,10 @@ def _entry_lines(text: str) -> dict[_Path, int]:
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 if isinstance(key, yaml.ScalarNode):
-                    lines.setdefault((*path, key.value), key.start_mark.line)
+                    entries.setdefault((*path, key.value), (key.start_mark.line, value))
                     pending.append(((*path, key.value), value))
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
-                lines.setdefault((*path, index), item.start_mark.line)
+                entries.setdefault((*path, index), (item.start_mark.line, item))
                 pending.append(((*path, index), item))
-    return lines
+    return entries

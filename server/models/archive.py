@@ -28,6 +28,7 @@ from server.errors import (
     ModelError,
     ModelNotFound,
     SignatureError,
+    TrainingError,
     UnsafeArchive,
     UnsupportedModel,
 )
@@ -49,6 +50,7 @@ from server.models.safety import (
     check_file_name,
     check_member_type,
     checked_tarinfo_class,
+    member_byte_limit,
     safe_member_name,
 )
 
@@ -93,6 +95,7 @@ def write_archive(
     fixed_name: str | None = None,
     signing_key: bytes | Path | None = None,
     prefix: str = "",
+    limits: ArchiveLimits = DEFAULT_LIMITS,
 ) -> Path:
     """Pack `content_dir` as `components/` with `metadata.json`; return the archive path.
 
@@ -105,6 +108,7 @@ def write_archive(
     full_metadata = build_metadata(metadata)
     metadata_bytes = json.dumps(full_metadata, indent=2, ensure_ascii=False).encode()
     entries = list(_content_entries(content_dir))
+    _check_loadable(entries, len(metadata_bytes), limits)
 
     hashes = {METADATA_FILE: hashlib.sha256(metadata_bytes).hexdigest()}
     for relative, source in entries:
@@ -213,6 +217,37 @@ def _content_entries(content_dir: Path) -> Iterator[tuple[str, Path]]:
             with path.open("rb") as handle:
                 check_file_head(relative, handle.read(SNIFF_BYTES), path.lstat().st_size)
             yield relative, path
+
+
+def _check_loadable(
+    entries: list[tuple[str, Path]], metadata_size: int, limits: ArchiveLimits
+) -> None:
+    """TrainingError for a file the loader would refuse for its size, or too many files or
+    bytes in all: an archive that trained but never loads is written by no training."""
+    members = len(entries) + 3  # metadata.json, components/ and a signature
+    if members > limits.max_members:
+        raise TrainingError(
+            f"The model would hold {members:,} files and folders, more than a model may "
+            f"hold ({limits.max_members:,}): it would never load."
+        )
+    total = metadata_size + sum(s.stat().st_size for _, s in entries if s.is_file())
+    if total > limits.max_total_bytes:
+        raise TrainingError(
+            f"The model would hold {total:,} bytes in all, more than a model may hold "
+            f"({limits.max_total_bytes:,}): it would never load. The project is too big "
+            "for one model."
+        )
+    for relative, source in entries:
+        if source.is_file():
+            name = f"{COMPONENTS_DIR}/{relative}"
+            size = source.stat().st_size
+            limit, which = member_byte_limit(tuple(name.split("/")), limits)
+            if size > limit:
+                raise TrainingError(
+                    f"The model's file '{name}' is {size:,} bytes, more than a model may "
+                    f"hold ({which}): it would never load. The project is too big for one "
+                    "model."
+                )
 
 
 def file_sha256(path: Path) -> str:
@@ -438,9 +473,9 @@ class _Extractor:
 
     def _stream_file(self, tar: tarfile.TarFile, member: tarfile.TarInfo, parts: tuple) -> None:
         name = "/".join(parts)
-        limit = self.limits.max_member_bytes
+        limit, which = member_byte_limit(parts, self.limits)
         if member.size > limit:
-            raise UnsafeArchive(f"Archive member '{name}' is {member.size} bytes; limit {limit}")
+            raise UnsafeArchive(f"Archive member '{name}' is {member.size} bytes; {which}")
         if self.total_bytes + member.size > self.limits.max_total_bytes:
             raise UnsafeArchive(
                 f"Archive content exceeds {self.limits.max_total_bytes} bytes in total"
@@ -459,7 +494,9 @@ class _Extractor:
                 written += len(chunk)
                 self.total_bytes += len(chunk)
                 if written > limit:
-                    raise UnsafeArchive(f"Archive member '{name}' streams more than {limit} bytes")
+                    raise UnsafeArchive(
+                        f"Archive member '{name}' streams more than {limit} bytes; {which}"
+                    )
                 if self.total_bytes > self.limits.max_total_bytes:
                     raise UnsafeArchive(
                         f"Archive content exceeds {self.limits.max_total_bytes} bytes in total"

@@ -35,6 +35,11 @@ class ArchiveLimits:
 
     max_members: int = 10_000
     max_member_bytes: int = 1024 * MiB
+    # JSON, YAML and text members are parsed whole into Python values, about six bytes of
+    # memory per byte; arrays (.npy) load at their size. The largest state training writes
+    # is a memoization lookup, about 570 bytes per turn window (21 MB for 2,000 stories
+    # of 10 turns); training refuses to write a file over it (write_archive).
+    max_text_member_bytes: int = 256 * MiB
     max_total_bytes: int = 4096 * MiB
     max_metadata_bytes: int = 64 * MiB
     max_name_length: int = 512
@@ -158,6 +163,18 @@ def check_file_name(parts: tuple[str, ...]) -> None:
     if not filename.endswith(ALLOWED_SUFFIXES):
         allowed = ", ".join(ALLOWED_SUFFIXES)
         raise UnsafeArchive(f"Archive member '{name}' is not an allowed data file ({allowed})")
+
+
+# Members read whole into Python values (not arrays): held at several times their size.
+TEXT_SUFFIXES = (".json", ".txt", ".yml", ".yaml")
+
+
+def member_byte_limit(parts: tuple[str, ...], limits: ArchiveLimits) -> tuple[int, str]:
+    """The most bytes the member may hold, and how a refusal names that limit."""
+    if parts[-1].lower().endswith(TEXT_SUFFIXES):
+        limit = min(limits.max_text_member_bytes, limits.max_member_bytes)
+        return limit, f"text and JSON files may hold at most {limit} bytes"
+    return limits.max_member_bytes, f"limit {limits.max_member_bytes}"
 
 
 def check_file_head(name: str, head: bytes, size: int) -> None:

@@ -86,6 +86,15 @@ TRAINING_DATA_KEYS = frozenset({"nlu", "stories", "rules"})
 _RENAMED = {"templates": "responses", "utter_templates": "responses"}
 
 
+def _null_name(section: str, filename: str, line: int | None) -> InvalidProjectFile:
+    """The error for a name in `section` that YAML read as null (`null:` or `~:`)."""
+    return InvalidProjectFile(
+        f"a name in '{section}' is YAML's null (`null:` or `~:`); quote it to keep it as text",
+        filename,
+        line,
+    )
+
+
 class DomainReader:
     """Reads and merges domain files; warnings (what Rasa accepts with a warning) go to
     `warnings` when given (the caller reports them), else to the log."""
@@ -212,6 +221,9 @@ class DomainReader:
             value = data.get(key)
             if value is not None and not isinstance(value, dict):
                 raise InvalidProjectFile(f"'{key}' must be a mapping", filename, line_of(data, key))
+            if value is not None and key != "session_config" and None in value:
+                # `null:` or `~:` read as a key of None, which trained as a 'None' name
+                raise _null_name(key, filename, getattr(value, "key_lines", {}).get(None))
         for name, spec in (data.get("slots") or {}).items():
             self.check_slot(str(name), spec, filename, line_of(data["slots"], name))
         for name, variations in (data.get("responses") or {}).items():
@@ -266,6 +278,8 @@ class DomainReader:
                     line,
                 )
             name, props = next(iter(item.items()))
+            if name is None:  # `- null:` or `- ~:`, which trained as a 'None' name
+                raise _null_name(key, filename, line)
             if props is not None and not isinstance(props, dict):
                 raise InvalidProjectFile(
                     f"the properties of '{name}' in '{key}' must be a mapping",

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from server.dialogue.messages import MAX_TEXT_CHARS
 from server.errors import InvalidProjectFile, brief, how_many
 from server.json_values import MAX_DEPTH, TooDeep, loads_untrusted
 from server.nlu.entity_markup import entity_field_problem, is_entity_value
@@ -176,14 +177,19 @@ class _Reader:
             name = item.get("name")
             if not isinstance(name, str):
                 raise self.error(where, "needs a 'name' string")
-            bucket = self.data.lookups.setdefault(name, [])
-            bucket.extend(e for e in self.lookup_elements(where, item) if e not in bucket)
+            self.data.add_lookup_elements(name, self.lookup_elements(where, item))
         return self.data
 
     def example(self, where: str, item: dict[str, Any]) -> Example:
         text, intent = item.get("text"), item.get("intent")
         if not isinstance(text, str) or not text.strip():
             raise self.error(where, "needs a 'text' string")
+        if len(text) > MAX_TEXT_CHARS:
+            raise self.error(
+                where,
+                f"has a text {len(text):,} characters long; at most {MAX_TEXT_CHARS:,} are "
+                "read, as of a user's message: shorten it or split it",
+            )
         if intent is not None and (not isinstance(intent, str) or not intent.strip()):
             raise self.error(where, f"'intent' must be a name, not {brief(intent)}")
         entities = item.get("entities") or []

@@ -16,6 +16,7 @@ from server.nlu.training_data import EntityAnnotation, Example, NLUTrainingData,
 from server.training.yaml_io import (
     SafeLoader12,
     check_depth,
+    check_example_length,
     dump_yaml,
     read_project_text,
 )
@@ -159,7 +160,9 @@ def _read_nlu_section(node: yaml.Node, filename: str, data: NLUTrainingData, tex
             _skipped_without_examples(kind, name, filename, _line(examples_node))
         elif kind == "intent":
             for raw, line, metadata in lines:
+                check_example_length(raw, filename, line, markup=True)
                 text, entities = parse_annotated_text(raw, filename, line)
+                check_example_length(text, filename, line)
                 merged = _merge_metadata(item_metadata, metadata)
                 data.examples.append(Example(text, name, entities, merged))
                 # `[NYC](city:New York)` makes "NYC" a synonym of "New York", as in Rasa.
@@ -178,8 +181,7 @@ def _read_nlu_section(node: yaml.Node, filename: str, data: NLUTrainingData, tex
                     ) from e
                 data.regexes.append((name, raw))
         else:
-            bucket = data.lookups.setdefault(name, [])
-            bucket.extend(raw for raw, _, _ in lines if raw not in bucket)
+            data.add_lookup_elements(name, (raw for raw, _, _ in lines))
 
 
 def _check_keys(node: yaml.MappingNode, allowed: set[str], what: str, filename: str) -> None:

@@ -31,7 +31,13 @@ from server.trackers.events import (
     UserUtteranceReverted,
     UserUttered,
 )
-from server.training.yaml_io import LineDict, check_version, line_of, read_yaml_file
+from server.training.yaml_io import (
+    LineDict,
+    check_example_length,
+    check_version,
+    line_of,
+    read_yaml_file,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -478,7 +484,9 @@ class _Reader:
         return UserUttered(text=text, parse_data=parse_data, timestamp=0.0)
 
     def annotated_text(self, raw: str, line: int | None) -> tuple[str, list[dict[str, Any]]]:
+        check_example_length(raw, self.filename, line, markup=True)
         plain, annotations = parse_annotated_text(raw, self.filename, line)
+        check_example_length(plain, self.filename, line)
         entities = [a.as_dict() for a in annotations]
         match = _INTENT_MESSAGE.match(plain)
         if match and match.group("entities"):

@@ -266,6 +266,29 @@ async def test_train_bad_data_is_400(
     check(rasa_spec, response, "/model/train", "post", 400)
 
 
+async def test_train_with_an_example_longer_than_a_message_is_a_400_naming_its_line(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    # Before: trained, about 0.7 KB of memory per character: a body within the 10 MiB limit
+    # held about 7 GB.
+    body = TRAINING_YAML.replace("    - hello\n", "    - hello\n    - " + "hello" * 30_000 + "\n")
+    response = await client.post("/model/train", content=body)
+    error = check(rasa_spec, response, "/model/train", "post", 400)
+    # The line of the body, inside its `examples: |` block (before: no line, only the
+    # part of the body, `data/data.yml`)
+    assert error["message"].startswith("request body:19: a training example is ")
+    assert "150,000 characters long" in error["message"]
+
+
+async def test_train_names_the_body_line_of_an_example_in_a_block(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    body = TRAINING_YAML.replace("    - bye\n", '    - bye\n    - [x]{"role": "a"}\n')
+    response = await client.post("/model/train", content=body)
+    error = check(rasa_spec, response, "/model/train", "post", 400)
+    assert error["message"].startswith("request body:22: "), error["message"]
+
+
 async def test_train_with_callback_answers_204_then_posts_the_model(
     make_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -176,3 +176,39 @@ def test_find_archive_with_fingerprint(tmp_path: Path, archive_factory):
 
     assert find_archive_with_fingerprint(tmp_path / "models", "fp-1") == archive
     assert find_archive_with_fingerprint(tmp_path / "models", "fp-3") is None
+
+
+def test_training_never_writes_an_archive_the_loader_would_refuse(tmp_path: Path) -> None:
+    # Before: a policy's JSON over the loader's limit (256 MiB; a memoization lookup of
+    # about 25,000 stories of 10 turns) was written, and then every load of the model was
+    # refused. Now the training fails naming the member and the limit, and writes nothing.
+    from server.errors import TrainingError
+    from server.models.safety import ArchiveLimits
+
+    limits = ArchiveLimits(max_text_member_bytes=1024)
+    content = tmp_path / "content"
+    (content / "policies").mkdir(parents=True)
+    (content / "policies" / "policy.json").write_text(json.dumps({"lookup": "x" * 2000}))
+    np.save(content / "weights.npy", np.zeros(500, np.float32))  # an array may hold more
+    with pytest.raises(TrainingError, match=r"components/policies/policy\.json.*2,01\d bytes"):
+        write_archive(content, {}, tmp_path / "models", limits=limits)
+    assert not list((tmp_path / "models").glob("*"))
+
+
+@pytest.mark.parametrize(
+    ("limits", "message"),
+    [({"max_total_bytes": 3000}, "bytes in all"), ({"max_members": 2}, "files and folders")],
+)
+def test_training_never_writes_a_model_too_big_in_all_to_load(
+    tmp_path: Path, limits: dict, message: str
+) -> None:
+    from server.errors import TrainingError
+    from server.models.safety import ArchiveLimits
+
+    content = tmp_path / "content"
+    (content / "policies").mkdir(parents=True)
+    for index in range(2):
+        (content / "policies" / f"p{index}.json").write_text(json.dumps("x" * 2000))
+    with pytest.raises(TrainingError, match=message):
+        write_archive(content, {}, tmp_path / "models", limits=ArchiveLimits(**limits))
+    assert not list((tmp_path / "models").glob("*"))

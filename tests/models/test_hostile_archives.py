@@ -65,10 +65,12 @@ def tar_gz(path: Path, members: list[Member]) -> Path:
     return path
 
 
-def huge_header_archive(path: Path) -> Path:
+def huge_header_archive(
+    path: Path, name: str = "components/huge.npy", size: int = 10 * 1024**3
+) -> Path:
     """A member whose header claims 10 GiB, followed by only a little data."""
-    info = tarfile.TarInfo("components/huge.npy")
-    info.size = 10 * 1024**3
+    info = tarfile.TarInfo(name)
+    info.size = size
     header = info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape")
     meta_info, meta_data = metadata()
     assert meta_data is not None
@@ -226,6 +228,21 @@ CASES: dict[str, tuple[list[Member] | Callable[[Path], Path], type, str, Archive
         None,
     ),
     "huge-member": (huge_header_archive, UnsafeArchive, "limit", None),
+    # 300 MiB of `[0,0,...` gzip to 300 KB, and JSON holds about six bytes of memory per
+    # byte read: before, such a member (within the 1 GiB a member may hold) was extracted
+    # and parsed, 100 MiB of it held 570 MB, 1 GiB about 6 GB, from an archive of 1 MB.
+    "huge-json-member": (
+        lambda path: huge_header_archive(path, "components/domain.json", 300 * 1024**2),
+        UnsafeArchive,
+        "text and JSON files may hold at most 268435456 bytes",
+        None,
+    ),
+    "huge-yaml-member": (
+        lambda path: huge_header_archive(path, "components/nlu/x.yml", 300 * 1024**2),
+        UnsafeArchive,
+        "text and JSON files may hold at most",
+        None,
+    ),
     "zip-bomb": (
         [metadata(), regular("components/zeros.npy", npy(np.zeros(2 * 1024 * 1024, np.uint8)))],
         UnsafeArchive,
