@@ -71,7 +71,8 @@ def rocketchat_messages(
             actions = [_action_button(choice) for choice in choices]
             text = part.get("text")
             *before, last = text_pieces(text, max_length) if isinstance(text, str) else [text]
-            bodies.extend({"roomId": room_id, "text": piece} for piece in before)
+            # (The buttons' post may have an empty text; a piece before it would be a bubble.)
+            bodies.extend({"roomId": room_id, "text": p} for p in before if p.strip())
             bodies.append({"roomId": room_id, "text": last, "attachments": [{"actions": actions}]})
         elif "text" in part:
             text = part["text"]
