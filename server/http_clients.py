@@ -189,14 +189,18 @@ async def retrying_connect_failures(
     closed without an answer) is raised at once, and so is a certificate not trusted, which
     no retry will trust. `what`: the log lines' prefix. Raises TimeoutError past `timeout`:
     its tries and pauses together, never `timeout` a try (a connection failing slowly, a
-    name the resolver gives up on, cost three)."""
+    name the resolver gives up on, cost three). A retry is made only if, after its pause, it
+    has at least the time the failed try took: else it would end as a TimeoutError, told as
+    a server that did not answer, where it could not be reached."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     for delay in delays:
+        began = loop.time()
         try:
-            return await asyncio.wait_for(call(), deadline - loop.time())
+            return await asyncio.wait_for(call(), deadline - began)
         except httpx.ConnectError as e:
-            if _certificate_refused(e) or loop.time() + delay >= deadline:
+            failed = loop.time()
+            if _certificate_refused(e) or failed + delay + (failed - began) >= deadline:
                 raise
             logger.info(
                 "%s: cannot connect (%s); trying again in %g s",

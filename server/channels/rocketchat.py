@@ -71,14 +71,15 @@ def rocketchat_messages(
             actions = [_action_button(choice) for choice in choices]
             text = part.get("text")
             *before, last = text_pieces(text, max_length) if isinstance(text, str) else [text]
-            bodies.extend({"roomId": room_id, "text": piece} for piece in before)
+            # (The buttons' post may have an empty text; a piece before it would be a bubble.)
+            bodies.extend({"roomId": room_id, "text": p} for p in before if _shown(p))
             bodies.append({"roomId": room_id, "text": last, "attachments": [{"actions": actions}]})
         elif "text" in part:
             text = part["text"]
             pieces = text_pieces(text, max_length) if isinstance(text, str) else [text]
             # An empty text (a blank-only reply, or a paragraph of nothing or of spaces
             # between blank lines) would be an empty bubble in the room; Rasa posts it.
-            kept = [p for p in pieces if not isinstance(p, str) or p.strip()]
+            kept = [p for p in pieces if _shown(p)]
             bodies.extend({"roomId": room_id, "text": piece} for piece in kept)
         elif "image" in part:
             attachment = {"image_url": part["image"], "collapsed": False}
@@ -129,6 +130,11 @@ def _action_button(choice: dict[str, Any]) -> dict[str, Any]:
     if url:
         action["url"] = url
     return action
+
+
+def _shown(piece: Any) -> bool:
+    """Whether a piece of a bot text shows as more than an empty bubble (a text of blanks)."""
+    return not isinstance(piece, str) or bool(piece.strip())
 
 
 def text_pieces(text: str, max_length: int) -> list[str]:

@@ -637,15 +637,25 @@ class RedisLockStore:
                 if not failed:
                     self._release_failed(f"{len(held)} conversation locks", exc, "their leases end")
                     failed = True
+            except asyncio.CancelledError:  # stopped during a try: its outcome is unknown
+                self._give_back_all_in_background(held)
+                raise
             task = asyncio.current_task()
             if task is not None and task.cancelling():
-                for conversation_id, token in held:
-                    self._release_in_background(self._keys(conversation_id), token)
+                self._give_back_all_in_background(held)
                 return
             if loop.time() + pause >= runs_out:  # they will have run out
                 return
-            await asyncio.sleep(pause)
+            try:
+                await asyncio.sleep(pause)
+            except asyncio.CancelledError:  # stopped between tries (before: left held)
+                self._give_back_all_in_background(held)
+                raise
             pause = min(pause * 2, _MAX_RELEASE_RETRY)
+
+    def _give_back_all_in_background(self, held: list[tuple[str, str]]) -> None:
+        for conversation_id, token in held:
+            self._release_in_background(self._keys(conversation_id), token)
 
     async def _acquire(
         self,

@@ -246,6 +246,16 @@ async def test_a_reply_that_could_not_connect_is_posted_once_the_receiver_listen
     assert [body["text"] for body, _ in r.received] == ["echo: hello", "from c13 via callback"]
 
 
+async def _post_within_1_s(url: str, sender: str) -> None:
+    """A bot message to `sender` pushed through a callback channel posting to `url`, whose
+    `timeout` is 1 s."""
+    channel = CallbackInput.from_credentials({"url": url, "timeout": 1})
+    try:
+        await channel.get_output_channel().send_response(sender, {"text": "hi"})
+    finally:
+        await channel.aclose()
+
+
 async def test_tries_of_a_post_that_could_not_connect_stay_within_the_timeout(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -255,14 +265,27 @@ async def test_tries_of_a_post_that_could_not_connect_stay_within_the_timeout(
     conversation's lock; shutdown waits `timeout` for it). Before, each try had a `timeout`
     of its own: three tries and 1.25 s of pauses for a 1 s timeout."""
     async with failing_handshakes(after=0.6) as (url, taken):
-        channel = CallbackInput.from_credentials({"url": f"{url}/bot", "timeout": 1})
-        try:
-            await channel.get_output_channel().send_response("c15", {"text": "hi"})
-        finally:
-            await channel.aclose()
+        await _post_within_1_s(f"{url}/bot", "c15")
     # One try, or two when the pause leaves time; never the third (0.6 + 0.25 + 0.6 s).
     assert 1 <= len(taken) < 3
     assert "could not deliver a bot message to c15 at https://" in caplog.text
+
+
+async def test_a_post_that_could_not_connect_is_logged_so_when_no_retry_has_the_time(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A connection that fails after 0.6 s (a TLS proxy whose receiver is down), with a 1 s
+    `timeout`: a retry after the 0.25 s pause would have 0.15 s, less than the try that just
+    failed took. The error says why the message was lost: the URL cannot be reached. Before,
+    that retry was made, timed out, and the line said the receiver "did not answer within
+    1 s", as for one that took the POST and hung."""
+    async with failing_handshakes(after=0.6) as (url, taken):
+        await _post_within_1_s(f"{url}/bot", "c16")
+    assert len(taken) == 1
+    [line] = [m for m in caplog.messages if "could not deliver" in m]
+    assert line.startswith(
+        f"callback: could not deliver a bot message to c16 at {url}/bot: it cannot be reached ("
+    ), line
 
 
 async def test_a_reply_that_reached_the_receiver_is_not_posted_again() -> None:

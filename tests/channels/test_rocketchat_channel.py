@@ -497,6 +497,16 @@ def test_an_empty_text_is_not_posted() -> None:
     assert rocketchat_messages("R1", {"text": "", "buttons": buttons})[0]["text"] == ""
 
 
+def test_a_long_text_with_buttons_posts_no_empty_piece_before_them() -> None:
+    """A text with buttons, too long for one post, that begins with a line break: its pieces
+    before the buttons' post skip the blank one, as a text without buttons does. Before, an
+    empty message was posted first (an empty bubble in the room)."""
+    buttons = [{"title": "Yes", "payload": "/affirm"}]
+    posted = rocketchat_messages("R1", {"text": "\r\n" + "a" * 8, "buttons": buttons}, 5)
+    assert [body["text"] for body in posted] == ["aaaaa", "aaa"]
+    assert "attachments" in posted[-1]
+
+
 async def test_a_retried_webhook_call_is_not_recorded_twice(wired) -> None:  # noqa: ANN001
     import asyncio
 

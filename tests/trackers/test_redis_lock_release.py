@@ -390,3 +390,40 @@ async def test_a_prune_whose_take_redis_answered_after_its_3_s_says_so_not_lock_
         "Redis answered the prune's take of the lock, or the look after it, more than 3 s"
         in said[0]
     ), said
+
+
+async def test_a_prune_stopped_while_it_retries_giving_back_its_locks_still_gives_them_back(
+    redis_config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The prune ends its batch while Redis cannot be reached: the give-back of its locks is
+    retried, and the prune is stopped (Ctrl-C) during a pause between tries. The locks are
+    still given back in the background once Redis answers, as when the stop comes before the
+    first retry. Before, the stop during the pause left them held: the conversations' next
+    messages waited out `lock_lifetime` (30 s here: a 503 after their 5 s `wait_timeout`)."""
+    proxy = TcpProxy(REDIS)
+    async with through_proxy(redis_config, proxy) as (pruning, other, _):
+        give_back_failed = asyncio.Event()
+        release_all = pruning._release_all
+
+        async def failing_release_all(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await release_all(*args, **kwargs)
+            finally:
+                give_back_failed.set()
+
+        monkeypatch.setattr(pruning, "_release_all", failing_release_all)
+
+        async def prune() -> None:
+            async with pruning.hold_idle(["ana", "bob"]) as held:
+                assert await held.still_held() == ["ana", "bob"]  # (renewed to 30 s)
+                await proxy.cut()
+
+        task = asyncio.ensure_future(prune())
+        await asyncio.wait_for(give_back_failed.wait(), 20)
+        await asyncio.sleep(0.05)  # (in the pause before the next try)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await proxy.restore()
+        async with other.lock("ana", wait_timeout=5), other.lock("bob", wait_timeout=5):
+            pass
