@@ -133,42 +133,34 @@ def test_an_example_as_long_as_a_message_may_be_still_loads(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize(
-    ("section", "entry"),
+    ("domain", "line"),
     [
-        ("slots", "  a:\n    type: any\n  null:\n    type: any\n    mappings: []\n"),
-        ("responses", "  utter_a:\n  - text: a\n  ~:\n  - text: hi\n"),
-        ("forms", "  a_form:\n    required_slots: []\n  null:\n    required_slots: []\n"),
+        (
+            "intents:\n- greet\nslots:\n  a:\n    type: any\n"
+            "  null:\n    type: any\n    mappings: []\n",
+            7,
+        ),
+        ("intents:\n- greet\nresponses:\n  utter_a:\n  - text: a\n  ~:\n  - text: hi\n", 7),
+        (
+            "intents:\n- greet\nforms:\n  a_form:\n    required_slots: []\n"
+            "  null:\n    required_slots: []\n",
+            7,
+        ),
+        # `- null:` with properties (a bare `- null` was refused already)
+        ("intents:\n- greet\n- bye\n- null:\n    use_entities: []\n", 5),
+        ("entities:\n- city\n- bye\n- ~:\n    roles: [a]\n", 5),
+        ("actions:\n- action_a\n- bye\n- null:\n    send_domain: true\n", 5),
     ],
 )
 def test_a_name_that_is_yamls_null_names_its_file_and_line(
-    tmp_path: Path, section: str, entry: str
+    tmp_path: Path, domain: str, line: int
 ) -> None:
-    # Before: trained as a slot, response or form named 'None'.
+    # Before: trained as a slot, response, form, intent, entity or action named 'None'.
     path = tmp_path / "domain.yml"
-    path.write_text(f'version: "3.1"\nintents:\n- greet\n{section}:\n{entry}')
+    path.write_text(f'version: "3.1"\n{domain}')
     with pytest.raises(InvalidProjectFile, match="YAML's null") as error:
         read_domain(path)
-    assert error.value.line == 7
-
-
-@pytest.mark.parametrize(
-    ("section", "entry"),
-    [
-        ("intents", "- greet\n- bye\n- null:\n    use_entities: []\n"),
-        ("entities", "- city\n- bye\n- ~:\n    roles: [a]\n"),
-        ("actions", "- action_a\n- bye\n- null:\n    send_domain: true\n"),
-    ],
-)
-def test_a_listed_name_that_is_yamls_null_names_its_file_and_line(
-    tmp_path: Path, section: str, entry: str
-) -> None:
-    # Before: `- null:` with properties trained as an intent, entity or action named 'None'
-    # (a bare `- null` was refused already).
-    path = tmp_path / "domain.yml"
-    path.write_text(f'version: "3.1"\n{section}:\n{entry}')
-    with pytest.raises(InvalidProjectFile, match="YAML's null") as error:
-        read_domain(path)
-    assert error.value.line == 5
+    assert error.value.line == line
 
 
 def test_entity_markup_does_not_count_toward_an_examples_length(tmp_path: Path) -> None:
