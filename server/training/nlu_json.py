@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-from server.dialogue.messages import MAX_TEXT_CHARS
 from server.errors import InvalidProjectFile, brief, how_many
 from server.json_values import MAX_DEPTH, TooDeep, loads_untrusted
 from server.nlu.entity_markup import entity_field_problem, is_entity_value
@@ -18,7 +17,7 @@ from server.nlu.training_data import (
     NLUTrainingData,
     warn_inconsistent_synonym,
 )
-from server.training.yaml_io import read_project_text
+from server.training.yaml_io import example_too_long, read_project_text
 
 ROOT_KEY = "rasa_nlu_data"
 # What other tools' exports hold at their top level, to say what a file is when it is not ours.
@@ -184,12 +183,8 @@ class _Reader:
         text, intent = item.get("text"), item.get("intent")
         if not isinstance(text, str) or not text.strip():
             raise self.error(where, "needs a 'text' string")
-        if len(text) > MAX_TEXT_CHARS:
-            raise self.error(
-                where,
-                f"has a text {len(text):,} characters long; at most {MAX_TEXT_CHARS:,} are "
-                "read, as of a user's message: shorten it or split it",
-            )
+        if (too_long := example_too_long(text)) is not None:
+            raise self.error(where, too_long)
         if intent is not None and (not isinstance(intent, str) or not intent.strip()):
             raise self.error(where, f"'intent' must be a name, not {brief(intent)}")
         entities = item.get("entities") or []

@@ -388,15 +388,20 @@ def check_example_length(
     out: featurizing held about 0.7 KB of memory per character, so one example of 50 MB
     grew training past 14 GB. `markup`: `text` still holds its markup, checked against
     MARKUP_ALLOWANCE times the limit before it is parsed."""
+    if (problem := example_too_long(text, markup)) is not None:
+        raise InvalidProjectFile(problem, filename, line)
+
+
+def example_too_long(text: str, markup: bool = False) -> str | None:
+    """What is wrong with a training text longer than `check_example_length` takes, or None."""
     limit = MAX_TEXT_CHARS * (MARKUP_ALLOWANCE if markup else 1)
-    if len(text) > limit:
-        counted = " with its entity markup" if markup else ""
-        raise InvalidProjectFile(
-            f"a training example is {len(text):,} characters long{counted}; at most "
-            f"{limit:,} are read, as of a user's message: shorten it or split it",
-            filename,
-            line,
-        )
+    if len(text) <= limit:
+        return None
+    counted = " with its entity markup" if markup else ""
+    return (
+        f"a training example is {len(text):,} characters long{counted}; at most "
+        f"{limit:,} are read, as of a user's message: shorten it or split it"
+    )
 
 
 def read_project_text(path: str | Path) -> str:
