@@ -101,10 +101,9 @@ class Agent:
         """
         return self.processor.handle_message(message, self.model())
 
-    def output_channel(self, name: str | None, tracker: Tracker | None = None) -> OutputChannel:
+    def output_channel(self, name: str | None, tracker: Tracker) -> OutputChannel:
         """Rasa's `output_channel` query: a channel name, `latest`, or collect the replies."""
-        channel = self._pushing_channel(name, tracker)
-        return channel if channel is not None else CollectingOutputChannel()
+        return self.output_choice(name)(tracker)
 
     def output_choice(self, name: str | None) -> OutputChoice:
         """Rasa's `output_channel` query `name`, to resolve once for a turn (see OutputChoice)."""
