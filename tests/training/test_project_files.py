@@ -302,6 +302,17 @@ _RESPONSE_CONDITION = "responses:\n  utter_a:\n  - text: a\n    condition:\n    
         (_RESPONSE_CONDITION + "name: 5\n", 6, "the name of a slot, not 5"),
         (_RESPONSE_CONDITION + "type: [slot]\n", 6, "'type' of a condition of response"),
         (_RESPONSE_CONDITION + "slot: city\n", 6, "unknown key 'slot' in a condition of"),
+        # A name YAML reads as a number. Before, a slot or form `1:` trained as '1', and an
+        # intent `- 1: {...}` as '1', where Rasa's schema refuses a slot or form name
+        # without a letter (quoted too) and Rasa's domain fails sorting an intent 1 among
+        # text names (a TypeError); `- 1` was refused already.
+        ("intents:\n- greet\n- 1\n", 3, "not 1; quote it ('- \"1\"')"),
+        ("intents:\n- greet\n- 1:\n    use_entities: []\n", 3, "'intents' is 1, a number"),
+        ("entities:\n- 2.5:\n    roles: [a]\n", 2, "'entities' is 2.5, a number"),
+        ("actions:\n- 7:\n    send_domain: true\n", 2, "'actions' is 7, a number"),
+        ("slots:\n  1:\n    type: text\n    mappings: []\n", 2, "slot name '1' has no letter"),
+        ("slots:\n  '42':\n    type: any\n    mappings: []\n", 2, "slot name '42' has no"),
+        ("forms:\n  1:\n    required_slots: []\n", 2, "form name '1' has no letter"),
     ],
 )
 def test_broken_domain_names_file_and_line(
