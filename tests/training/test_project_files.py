@@ -1476,3 +1476,31 @@ def test_rasa_2s_auto_fill_is_a_warning_pointing_to_data_migrate(tmp_path: Path)
         f"{path}:5: slot 's' has Rasa 2's 'auto_fill', which Rasa 3 refuses and botserver "
         "ignores: `botserver data migrate` turns it into a mapping"
     ) in warnings
+
+
+@pytest.mark.parametrize(
+    ("file", "text", "line"),
+    [
+        ("data/nlu.yml", 'version: "3.1"\nnlu:\n- intent: 1\n  examples: |\n    - one\n', 3),
+        (
+            "data/stories.yml",
+            'version: "3.1"\nstories:\n- story: s\n  steps:\n  - intent: 1\n  - action: utter_a\n',
+            5,
+        ),
+    ],
+)
+def test_an_intent_written_as_a_number_in_data_names_file_and_line(
+    tmp_path: Path, file: str, text: str, line: int
+) -> None:
+    """As Rasa's schema refuses `intent: 1` (not text); quoted, the intent `1` trains in
+    both, domain and data alike."""
+    quoted = text.replace("intent: 1", "intent: '1'")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "domain.yml").write_text("intents:\n- '1'\nresponses:\n  utter_a:\n  - text: a\n")
+    (tmp_path / file).write_text(quoted)
+    project = load_project(None, tmp_path / "domain.yml", [tmp_path / "data"])
+    assert "1" in project.domain.intents
+    (tmp_path / file).write_text(text)
+    with pytest.raises(InvalidProjectFile, match="not 1; quote it") as info:
+        load_project(None, tmp_path / "domain.yml", [tmp_path / "data"])
+    assert (info.value.filename, info.value.line) == (str(tmp_path / file), line)
