@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import tracemalloc
 import zlib
@@ -13,6 +14,10 @@ from typing import Any
 
 import pytest
 import yaml
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from server.dialogue.action_client import (
     DEFAULT_ACTION_TIMEOUT,
@@ -40,6 +45,7 @@ from tests.action_servers.fixtures import (  # noqa: F401
     twice_gzipped_bomb,
 )
 from tests.loop_lag import paced
+from tests.serving import serving_from_the_first_retry
 from tests.shared_data import BOTS
 
 
@@ -208,6 +214,45 @@ async def test_a_server_that_is_down_fails_fast_and_clearly() -> None:
         await client.run("action_x", "u1", {}, None)
     assert time.monotonic() - started < paced(2, below=DEFAULT_ACTION_TIMEOUT)
     await client.aclose()
+
+
+async def test_an_action_server_restarting_runs_the_action_once_it_listens(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its port refuses connections for a moment (a deploy, a crash restarted): nothing of
+    the call was sent, so it is tried again after 0.25 s, then 1 s, within the action's
+    `timeout`, and the action runs once. Before, the user got the fallback at once."""
+    calls: list[str] = []
+
+    async def webhook(request: Request) -> JSONResponse:
+        calls.append((await request.json())["next_action"])
+        return JSONResponse({"events": [], "responses": [{"text": "found it"}]})
+
+    caplog.set_level(logging.INFO)
+    app = Starlette(routes=[Route("/webhook", webhook, methods=["POST"])])
+    async with serving_from_the_first_retry(app, monkeypatch) as (url, pauses):
+        client = ActionServerClient({"url": f"{url}/webhook"})
+        try:
+            result = await client.run("action_search", "u1", {}, None)
+        finally:
+            await client.aclose()
+    assert result["responses"] == [{"text": "found it"}]
+    assert (calls, pauses) == (["action_search"], [0.25])
+    assert f"action server: action_search at {url}/webhook: cannot connect (" in caplog.text
+
+
+async def test_an_action_call_that_reached_the_server_is_not_made_again(
+    broken_server: BrokenActionServer,
+) -> None:
+    """The server read the call and closed the connection without an answer: the action may
+    have run (a booking made, a mail sent), so it is not called again."""
+    client = ActionServerClient({"url": _url(broken_server, "/hang-up")})
+    try:
+        with pytest.raises(ActionError, match="request to the action server at .* failed"):
+            await client.run("action_book", "u1", {}, None)
+    finally:
+        await client.aclose()
+    assert [path for path, _ in broken_server.requests].count("/hang-up") == 1
 
 
 @pytest.mark.timing
