@@ -16,7 +16,6 @@ import importlib
 import logging
 import os
 import re
-import socket
 import ssl
 import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
@@ -170,7 +169,7 @@ def cookie_jar_keeping_none() -> CookieJar:
 
 
 # The waits before each new try of a connection that could not be made (refused, reset
-# during the handshake, a resolver that did not answer): a server restarting, a load
+# during the handshake, a host name that did not resolve): a server restarting, a load
 # balancer swapping it. Short: the caller may hold a conversation's lock meanwhile.
 CONNECT_RETRY_DELAYS = (0.25, 1.0)
 _pause = asyncio.sleep
@@ -219,17 +218,16 @@ async def retrying_connect_failures(
 
 def connect_failure_is_permanent(error: BaseException) -> bool:
     """Whether a connection could not be made for a reason no retry mends: a TLS handshake
-    that failed (a certificate not trusted, https to a port that speaks plain HTTP), or a
-    host name the DNS says does not exist (EAI_NONAME). A connection refused or reset, a TLS
-    handshake cut short (a TLS proxy whose backend is down) and a resolver that did not
-    answer (EAI_AGAIN) may be mended by a server restarting, and are not."""
+    that failed (a certificate not trusted, https to a port that speaks plain HTTP). A
+    connection refused or reset, a TLS handshake cut short (a TLS proxy whose backend is
+    down) and a host name that did not resolve may be mended by a server restarting, and are
+    not: a name the DNS says does not exist (EAI_NONAME) is also a stopped container's under
+    Docker Compose, whose DNS drops the name until the container is started again."""
     seen: BaseException | None = error
-    for _ in range(10):  # httpx's error, httpcore's, anyio's, the ssl or socket module's
+    for _ in range(10):  # httpx's error, httpcore's, anyio's, the ssl module's
         if seen is None:
             break
         if isinstance(seen, ssl.SSLError) and not isinstance(seen, _TLS_CUT_SHORT):
-            return True
-        if isinstance(seen, socket.gaierror) and seen.errno == socket.EAI_NONAME:
             return True
         seen = seen.__cause__ or seen.__context__
     return "CERTIFICATE_VERIFY_FAILED" in str(error)
