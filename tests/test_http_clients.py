@@ -35,7 +35,7 @@ from server.models.holder import ModelHolder
 from server.models.source import ModelSource
 from tests.api.test_tls_options import PASSWORD
 from tests.loop_lag import loop_hold
-from tests.serving import failing_handshakes, serving
+from tests.serving import failing_handshakes, serving, serving_from_the_first_retry
 from tests.tls_certificates import self_signed
 
 SERVER = Path(__file__).resolve().parent.parent / "server"
@@ -368,3 +368,21 @@ async def test_a_connection_a_restart_may_mend_is_tried_twice_more(
         with pytest.raises(httpx.ConnectError):
             await _get_retrying(url)
     assert pauses == [0.25, 1.0]
+
+
+async def test_a_result_whose_callback_url_is_restarting_is_posted_once_it_listens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A training's model POSTed to a `callback_url` whose receiver refuses connections for
+    a moment (a deploy): nothing was sent, so it is tried again. Before, the result of a
+    training perhaps hours long went only to the server's log."""
+    received: list[bytes] = []
+
+    async def done(request: Request) -> JSONResponse:
+        received.append(await request.body())
+        return JSONResponse({})
+
+    app = Starlette(routes=[Route("/done", done, methods=["POST"])])
+    async with serving_from_the_first_retry(app, monkeypatch) as (url, pauses):
+        await _post_callback(url + "/done", b"model bytes", "application/octet-stream")
+    assert (received, pauses) == ([b"model bytes"], [0.25])
