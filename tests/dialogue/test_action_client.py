@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import socket
+import struct
 import time
 import tracemalloc
 import zlib
@@ -253,6 +256,45 @@ async def test_an_action_call_that_reached_the_server_is_not_made_again(
     finally:
         await client.aclose()
     assert [path for path, _ in broken_server.requests].count("/hang-up") == 1
+
+
+async def test_an_action_call_reset_on_a_reused_connection_is_not_made_again() -> None:
+    """The server answers a call on a kept-alive connection, then reads the next call on it
+    and resets the connection (a crash, a proxy dropping it): a failure on a connection
+    already made is no connect failure, whatever it says ("connection reset"), so the
+    action, which may have run, is not called again."""
+    calls: list[bytes] = []
+    connections: list[None] = []
+
+    async def answer_once_then_reset(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        connections.append(None)
+        while head := await reader.readuntil(b"\r\n\r\n"):
+            length = int(re.search(rb"(?i)content-length: *(\d+)", head)[1])  # type: ignore[index]
+            calls.append(await reader.readexactly(length))
+            if len(calls) > 1:
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.transport.abort()  # a reset, not a close
+                return
+            body = b'{"events": [], "responses": []}'
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+            writer.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+
+    server = await asyncio.start_server(answer_once_then_reset, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = ActionServerClient({"url": f"http://127.0.0.1:{port}/webhook"})
+    try:
+        await client.run("action_book", "u1", {}, None)
+        with pytest.raises(ActionError, match="request to the action server at .* failed"):
+            await client.run("action_book", "u1", {}, None)
+    finally:
+        await client.aclose()
+        server.close()
+        await server.wait_closed()
+    assert (len(calls), len(connections)) == (2, 1)
 
 
 @pytest.mark.timing
