@@ -3,6 +3,7 @@ against message text (shared by RegexFeaturizer and RegexEntityExtractor)."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 from collections.abc import Iterator
@@ -96,14 +97,16 @@ def compile_patterns(
 
 def _lookup_elements(source: str) -> list[str] | None:
     """A lookup pattern's elements, read back from the alternation `patterns_from_data` wrote
-    (`(?:a|b\\ c|...)`, each escaped); None for a pattern of another shape, compiled as a
-    regex instead."""
+    (`(?:a|b\\ c|...)`, each escaped, longest first); None for a pattern of another shape
+    (one whose first matching element may be a shorter one), compiled as a regex instead."""
     if not (source.startswith("(?:") and source.endswith(")")):
         return None
     body = source[3:-1]
     parts = _ESCAPED_ELEMENT.findall(body)
     elements = [_UNESCAPE.sub(r"\1", part) if "\\" in part else part for part in parts]
     if "|".join(parts) != body or "|".join(map(re.escape, elements)) != body:
+        return None
+    if any(len(a) < len(b) for a, b in itertools.pairwise(elements)):
         return None
     return elements
 

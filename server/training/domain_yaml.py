@@ -229,6 +229,17 @@ class DomainReader:
         for section in ("slots", "forms"):
             for name in data.get(section) or {}:
                 self.check_letter_in_name(section, name, filename, line_of(data[section], name))
+        for name in data.get("responses") or {}:
+            if _yaml_scalar(name):
+                # (It trained as the text; Rasa's domain sorts the names, a TypeError among
+                # text names, or reads the name as text, an AttributeError alone.)
+                shown = _yaml_text(name)
+                raise InvalidProjectFile(
+                    f"response name {shown} is a {_scalar_kind(name)} in YAML, not text, which "
+                    f"Rasa fails on; quote it ('\"{shown}\":') if it is meant as a name",
+                    filename,
+                    line_of(data["responses"], name),
+                )
         for name, spec in (data.get("slots") or {}).items():
             self.check_slot(str(name), spec, filename, line_of(data["slots"], name))
         for name, variations in (data.get("responses") or {}).items():
@@ -254,9 +265,9 @@ class DomainReader:
     def check_letter_in_name(
         self, section: str, name: Any, filename: str, line: int | None
     ) -> None:
-        """Refuses a slot or form name without a letter, as Rasa's domain schema does (its
-        key pattern, `[A-Za-z]+`): before, a slot or form `1:` trained as '1'. A model
-        trained before still loads."""
+        """Refuses a slot, form or action (one with properties) name without a letter, as
+        Rasa's domain schema does (its key pattern, `[A-Za-z]+`): before, a slot or form `1:`
+        trained as '1'. A model trained before still loads."""
         if self._from_archive or re.search(_NAME_LETTER, str(name)):
             return
         raise InvalidProjectFile(
@@ -291,7 +302,7 @@ class DomainReader:
             if isinstance(item, str) and item.strip():
                 continue
             if key == "e2e_actions" or not isinstance(item, dict) or len(item) != 1:
-                quote = f"; quote it ('- \"{item}\"')" if _yaml_scalar(item) else ""
+                quote = f"; quote it ('- \"{_yaml_text(item)}\"')" if _yaml_scalar(item) else ""
                 raise InvalidProjectFile(
                     f"each item of '{key}' must be a name or a mapping of one name to its "
                     f"properties, not {brief(item)}{quote}",
@@ -304,11 +315,13 @@ class DomainReader:
             if _yaml_scalar(name):
                 # (It trained as the text; Rasa's domain fails sorting it among text names.)
                 raise InvalidProjectFile(
-                    f"a name in '{key}' is {name}, a {_scalar_kind(name)} in YAML, not text; "
-                    f"quote it ('- \"{name}\":') if it is meant as a name",
+                    f"a name in '{key}' is {_yaml_text(name)}, a {_scalar_kind(name)} in YAML, "
+                    f"not text; quote it ('- \"{_yaml_text(name)}\":') if it is meant as a name",
                     filename,
                     line,
                 )
+            if key == "actions":
+                self.check_letter_in_name(key, name, filename, line)
             if props is not None and not isinstance(props, dict):
                 raise InvalidProjectFile(
                     f"the properties of '{name}' in '{key}' must be a mapping",
@@ -913,6 +926,11 @@ def _are_mappings(value: Any) -> bool:
 def _yaml_scalar(value: Any) -> bool:
     """Whether YAML read a name as a number or a boolean (`1`, `2.5`, `true`), not text."""
     return isinstance(value, (int, float))
+
+
+def _yaml_text(value: Any) -> str:
+    """A number or a boolean as YAML writes it (`true`, not Python's `True`)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _scalar_kind(value: Any) -> str:

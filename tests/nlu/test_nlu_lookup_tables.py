@@ -66,6 +66,10 @@ def test_a_lookup_pattern_of_another_shape_is_still_a_regex() -> None:
     pattern = Pattern("x", "(?:ab|c[d])", "lookup")
     ((_, matcher),) = compile_patterns([pattern], True, True)
     assert _spans(matcher, "ab cd c[d]") == [(0, 2, "ab"), (3, 5, "cd")]
+    # Escaped elements, but not longest first: the first that matches wins, as before.
+    pattern = Pattern("x", r"(?:new|new\ york)", "lookup")
+    ((_, matcher),) = compile_patterns([pattern], False, True)
+    assert _spans(matcher, "New York") == [(0, 3, "New")]
 
 
 def test_100000_lookup_elements_train_and_load_without_an_alternation_of_them(

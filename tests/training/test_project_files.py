@@ -313,6 +313,13 @@ _RESPONSE_CONDITION = "responses:\n  utter_a:\n  - text: a\n    condition:\n    
         ("slots:\n  1:\n    type: text\n    mappings: []\n", 2, "slot name '1' has no letter"),
         ("slots:\n  '42':\n    type: any\n    mappings: []\n", 2, "slot name '42' has no"),
         ("forms:\n  1:\n    required_slots: []\n", 2, "form name '1' has no letter"),
+        # Rasa's schema takes any response name, then its domain sorts the names (a
+        # TypeError for a number among text) or reads one as text (an AttributeError for a
+        # number alone); before, a response `1:` trained as '1'. Rasa's schema also refuses
+        # an action with properties whose name has no letter.
+        ("responses:\n  utter_a: [{text: a}]\n  1: [{text: b}]\n", 3, "response name 1 is"),
+        ("responses:\n  true: [{text: b}]\n", 2, "quote it ('\"true\":')"),
+        ("actions:\n- '42':\n    send_domain: true\n", 2, "action name '42' has no letter"),
     ],
 )
 def test_broken_domain_names_file_and_line(
