@@ -355,3 +355,39 @@ async def test_an_id_in_a_binary_column_that_is_not_utf8_is_named() -> None:
                 await select_events(store)
         finally:
             await store.close()
+
+
+async def test_a_binary_rasa_table_botserver_migrated_restarts_and_exports() -> None:
+    """In a database whose character set is `binary`, the schema revision botserver records
+    is bytes too: before, the store's next start failed (Alembic: "revision identifier
+    b'0007' is not a string") and the export said a newer botserver made the schema."""
+    async with rasas_database("mysql", Path(), BINARY_SENDERS, "binary") as config:
+        for _ in "12":  # (the first start creates the revision's table, the second reads it)
+            store = create_tracker_store(config, create_missing=False)
+            try:
+                assert sorted(await store.keys()) == sorted(BINARY_SENDERS)
+            finally:
+                await store.close()
+        # As a botserver before this one left it: the revision's column in binary.
+        engine = create_async_engine(async_url(config, default_db="rasa"))
+        try:
+            async with engine.begin() as conn:
+                await conn.exec_driver_sql(
+                    "ALTER TABLE botserver_alembic_version"
+                    " MODIFY version_num VARBINARY(32) NOT NULL"
+                )
+        finally:
+            await engine.dispose()
+        store = create_tracker_store(config, create_missing=False, read_only=True)
+        try:
+            everything = await select_events(store)
+        finally:
+            await store.close()
+        store = create_tracker_store(config, create_missing=False)
+        try:
+            assert sorted(await store.keys()) == sorted(BINARY_SENDERS)
+        finally:
+            await store.close()
+    assert [item.sender_id for item in everything.selected] == [
+        s for s in sorted(BINARY_SENDERS) for _ in "12"
+    ]
