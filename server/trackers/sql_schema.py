@@ -174,4 +174,6 @@ def inspect_events(sync_connection: Any) -> tuple[set[str] | None, str | None]:
         revision = sync_connection.execute(
             text(f"SELECT version_num FROM {VERSION_TABLE}")
         ).scalar()
+    if isinstance(revision, bytes):  # (a MySQL database in the `binary` character set)
+        revision = revision.decode("ascii", "replace")
     return columns, revision

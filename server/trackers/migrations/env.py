@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Any
 
 from alembic import context
 from sqlalchemy import text
@@ -12,6 +13,37 @@ from sqlalchemy.exc import DBAPIError
 from server.errors import StoreUnavailable
 from server.trackers.sql_engine import lock_timeout_seconds
 from server.trackers.sql_schema import VERSION_TABLE
+
+
+def _text_revision_column(connection: Any) -> None:
+    """In a MySQL/MariaDB database whose character set is `binary` (where Rasa's table may
+    be), the revision's column as text: Alembic's own would be VARBINARY, whose revision it
+    reads back as bytes and refuses ("revision identifier b'0007' is not a string"), which
+    stopped the store's every start after its first."""
+    charset = connection.execute(
+        text(
+            "SELECT DEFAULT_CHARACTER_SET_NAME FROM information_schema.SCHEMATA"
+            " WHERE SCHEMA_NAME = DATABASE()"
+        )
+    ).scalar()
+    column = connection.execute(
+        text(
+            "SELECT CHARACTER_SET_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA ="
+            " DATABASE() AND TABLE_NAME = :table AND COLUMN_NAME = 'version_num'"
+        ),
+        {"table": VERSION_TABLE},
+    ).one_or_none()
+    as_text = "VARCHAR(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL"
+    if column is None and charset == "binary":  # (Alembic's table, its column as text)
+        connection.execute(
+            text(
+                f"CREATE TABLE {VERSION_TABLE} (version_num {as_text},"
+                f" CONSTRAINT {VERSION_TABLE}_pkc PRIMARY KEY (version_num))"
+            )
+        )
+    elif column is not None and column[0] is None:  # (made by a botserver before this one)
+        connection.execute(text(f"ALTER TABLE {VERSION_TABLE} MODIFY version_num {as_text}"))
+
 
 connection = context.config.attributes["connection"]
 lock_seconds = context.config.attributes.get("mysql_lock_seconds", 60)
@@ -70,6 +102,7 @@ with context.begin_transaction():
                 f"another process held the schema migration lock ('botserver_migrations') "
                 f"for {lock_seconds} s; release it or wait for that migration to end"
             )
+        _text_revision_column(connection)
     try:
         context.run_migrations()
     finally:
