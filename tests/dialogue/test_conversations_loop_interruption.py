@@ -8,34 +8,7 @@ import pytest
 from server.dialogue.processor import DialogueModel
 from server.trackers.events import ActionExecuted, LoopInterrupted
 from tests.dialogue.conversation_fixtures import Conversation, make_agent, train_files
-
-BOOKING = {
-    "config.yml": "language: en\nassistant_id: booking\npolicies:\n  - name: RulePolicy\n",
-    "domain.yml": """
-version: "3.1"
-intents: [greet, book, inform]
-entities: [city]
-slots:
-  city:
-    type: text
-    mappings: [{type: from_entity, entity: city}]
-forms:
-  booking_form:
-    required_slots: [city]
-responses:
-  utter_greet: [{text: "Hi"}]
-  utter_chitchat: [{text: "Nice weather."}]
-  utter_ask_city: [{text: "Which city?"}]
-""",
-    "data/rules.yml": """
-version: "3.1"
-rules:
-- rule: greet
-  steps: [{intent: greet}, {action: utter_greet}]
-- rule: book
-  steps: [{intent: book}, {action: booking_form}, {active_loop: booking_form}]
-""",
-}
+from tests.dialogue.test_conversations_default_intents import BOOKING
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +26,10 @@ async def test_any_action_in_a_loop_ends_its_interruption(booking: DialogueModel
     conversation = Conversation(agent, "interrupted")
     assert (await conversation.say("/book")).texts == ["Which city?"]
     # An unhappy path that ends listening (as a custom action's events or the events API
-    # may log it): the form is interrupted by `utter_chitchat`, then the bot listens.
+    # may log it): the form is interrupted by `utter_greet`, then the bot listens.
     interruption = [
         LoopInterrupted(is_interrupted=True),
-        ActionExecuted(action_name="utter_chitchat"),
+        ActionExecuted(action_name="utter_greet"),
     ]
     tracker = await agent.append_events("interrupted", interruption)
     assert tracker.active_loop["is_interrupted"] is False
@@ -70,4 +43,4 @@ async def test_any_action_in_a_loop_ends_its_interruption(booking: DialogueModel
     # The form validated the answer, found no city and was rejected: the greeting's rule
     # answers, where the interrupted form used to ask again without looking at the answer.
     assert "action_execution_rejected" in [e.type_name for e in turn.events]
-    assert turn.texts[0] == "Hi"
+    assert turn.texts[0] == "Hi guest"
