@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl, quote, quote_plus, unquote_plus, urlsplit
@@ -256,6 +256,55 @@ def redact_also(secret: str | None) -> None:
     if secret and len(secret) >= MIN_LITERAL_LENGTH and secret not in _pinned_literals:
         _pinned_literals.update(_spellings(secret))
         _merge()
+
+
+# The keys of endpoints.yml and credentials.yml whose values are secrets: passwords (SQL,
+# Redis, RabbitMQ, Kafka's sasl_password, Rocket.Chat's), tokens (an action server's, a
+# channel's webhook token), secrets and keys (AWS's, a signing secret). `*_name` keys name a
+# secret's query parameter, and `key_prefix` a Redis key: no secrets.
+_SECRET_SETTING = re.compile(
+    r"token|pass(?:w(?:or)?d|phrase)?\b|passwd|pwd|secret|private[-_]?key|api[-_]?key"
+    r"|access[-_]?key|credential|signature",
+    re.IGNORECASE,
+)
+# Environment variables holding secrets the server's libraries read (boto3, redis-py's).
+SECRET_ENVIRONMENT = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "REDIS_PASSWORD")
+
+
+def keep_configured_secrets_out_of_logs(config: Any) -> None:
+    """Hides from now on, wherever a log line quotes them (a library's error message, a
+    dumped object), the values under secret-named keys of `config` (endpoints.yml or
+    credentials.yml, at any depth) and the password of each URL in it. Values shorter than
+    MIN_LITERAL_LENGTH are left to the patterns (`password: x`, `redis://:x@host`)."""
+    if isinstance(config, dict):
+        for key, value in config.items():
+            name = str(key)
+            if (
+                _SECRET_SETTING.search(name)
+                and not name.lower().endswith("_name")
+                and isinstance(value, (str, int))
+                and not isinstance(value, bool)
+            ):
+                redact_also(str(value))
+            else:
+                keep_configured_secrets_out_of_logs(value)
+    elif isinstance(config, list):
+        for item in config:
+            keep_configured_secrets_out_of_logs(item)
+    elif isinstance(config, str) and "@" in config and "://" in config:
+        try:
+            password = urlsplit(config.strip()).password
+        except ValueError:  # no URL: refused where it is used
+            password = None
+        if password:
+            redact_also(password)
+            redact_also(unquote_plus(password))
+
+
+def keep_environment_secrets_out_of_logs(environ: Mapping[str, str]) -> None:
+    """Hides the values of SECRET_ENVIRONMENT that `environ` sets."""
+    for variable in SECRET_ENVIRONMENT:
+        redact_also(environ.get(variable))
 
 
 def keep_endpoint_secrets_out_of_logs(

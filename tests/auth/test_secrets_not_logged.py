@@ -831,3 +831,21 @@ def test_a_record_is_redacted_once_whatever_the_filters_it_passes(
     assert [call.args for call in spy.call_args_list] == [
         ('127.0.0.1:5 - "GET /status HTTP/1.1" 200',)
     ]
+
+
+def test_configured_secrets_are_hidden_alone_and_the_names_beside_them_are_not() -> None:
+    """endpoints.yml's secrets are hidden wherever a line quotes them (a URL's password
+    percent-decoded too); a `token_name`, a `key_prefix` and a short value are not
+    registered: hiding those everywhere would garble every line holding the word."""
+    log_redaction.keep_configured_secrets_out_of_logs(
+        {
+            "models": {"url": "http://m/x", "token": "model-token-2", "token_name": "auth_2"},
+            "lock_store": {"type": "redis", "password": "lock-pass-2", "key_prefix": "prefix-2"},
+            "event_broker": {"url": "amqp://bot:rabbit%40pass-2@mq:5672/"},
+            "brokers": [{"sasl_password": "kafka-pass-2"}],
+            "tracker_store": {"password": "short"},
+        }
+    )
+    line = "model-token-2 lock-pass-2 rabbit@pass-2 rabbit%40pass-2 kafka-pass-2"
+    assert redact(line) == "*** *** *** *** ***"
+    assert redact("auth_2 prefix-2 short") == "auth_2 prefix-2 short"
