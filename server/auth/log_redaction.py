@@ -260,11 +260,11 @@ def redact_also(secret: str | None) -> None:
 
 # The keys of endpoints.yml and credentials.yml whose values are secrets: passwords (SQL,
 # Redis, RabbitMQ, Kafka's sasl_password, Rocket.Chat's), tokens (an action server's, a
-# channel's webhook token), secrets and keys (AWS's, a signing secret). `*_name` keys name a
-# secret's query parameter, and `key_prefix` a Redis key: no secrets.
+# channel's webhook token), secrets and keys (AWS's, a signing secret, socket.io's jwt_key).
+# `*_name` keys name a secret's query parameter, and `key_prefix` a Redis key: no secrets.
 _SECRET_SETTING = re.compile(
-    r"token|pass(?:w(?:or)?d|phrase)?\b|passwd|pwd|secret|private[-_]?key|api[-_]?key"
-    r"|access[-_]?key|credential|signature",
+    r"token|pass(?:w(?:or)?d|phrase)|(?<![a-z])pass\b|passwd|pwd|secret"
+    r"|private[-_]?key|api[-_]?key|access[-_]?key|jwt[-_]?key|signature",
     re.IGNORECASE,
 )
 # Environment variables holding secrets the server's libraries read (boto3, redis-py's).

@@ -843,9 +843,10 @@ def test_configured_secrets_are_hidden_alone_and_the_names_beside_them_are_not()
             "lock_store": {"type": "redis", "password": "lock-pass-2", "key_prefix": "prefix-2"},
             "event_broker": {"url": "amqp://bot:rabbit%40pass-2@mq:5672/"},
             "brokers": [{"sasl_password": "kafka-pass-2"}],
-            "tracker_store": {"password": "short"},
+            "tracker_store": {"password": "short", "bypass": "proxy-host-2"},
+            "socketio": {"jwt_key": "socket-jwt-key-2"},
         }
     )
-    line = "model-token-2 lock-pass-2 rabbit@pass-2 rabbit%40pass-2 kafka-pass-2"
-    assert redact(line) == "*** *** *** *** ***"
-    assert redact("auth_2 prefix-2 short") == "auth_2 prefix-2 short"
+    line = "model-token-2 lock-pass-2 rabbit@pass-2 rabbit%40pass-2 kafka-pass-2 socket-jwt-key-2"
+    assert redact(line) == "*** *** *** *** *** ***"
+    assert redact("auth_2 prefix-2 short proxy-host-2") == "auth_2 prefix-2 short proxy-host-2"
