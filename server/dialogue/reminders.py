@@ -4,12 +4,41 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+from server.errors import InvalidConfig
+from server.outages import RepeatsCounted
 from server.trackers.events import Event, ReminderCancelled, ReminderScheduled
 
 logger = logging.getLogger(__name__)
+
+# The pending reminders a conversation may hold in a process. Rasa sets no bound: a custom
+# action, or a client posting `reminder` events, that names each reminder anew (a reminder
+# of a pending one's name replaces it) held one timer more each time, without end.
+MAX_REMINDERS_ENV = "BOTSERVER_MAX_REMINDERS_PER_CONVERSATION"
+MAX_REMINDERS_PER_CONVERSATION = 100
+# A flood of refused reminders is one line a conversation a minute, and a count.
+_REFUSED = RepeatsCounted(logger, 60.0)
+
+
+def max_reminders_setting() -> int:
+    """MAX_REMINDERS_ENV's value: a whole number, 1 or more (MAX_REMINDERS_PER_CONVERSATION
+    when unset)."""
+    raw = os.environ.get(MAX_REMINDERS_ENV, "").strip()
+    if not raw:
+        return MAX_REMINDERS_PER_CONVERSATION
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise InvalidConfig(
+            f"{MAX_REMINDERS_ENV} must be a whole number of reminders, 1 or more, not {raw!r}"
+        )
+    return value
+
 
 # (conversation, reminder, the output channel named in the turn that set it, if any)
 Fire = Callable[[str, ReminderScheduled, str | None], Awaitable[None]]
@@ -99,7 +128,9 @@ _Job = tuple[asyncio.TimerHandle, ReminderScheduled, str | None]
 class ReminderScheduler:
     """In-process timers, one per (conversation, reminder name)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_per_conversation: int | None = None) -> None:
+        # A reminder of a new name past this many pending in its conversation is refused.
+        self.max_per_conversation = max_per_conversation or max_reminders_setting()
         # By conversation, then reminder name: a conversation's own are found without going
         # through every conversation's (a user message asks for them). With each reminder,
         # the output channel named in the turn that set it (None: the conversation's own).
@@ -115,11 +146,26 @@ class ReminderScheduler:
         output_channel: str | None = None,
     ) -> None:
         """Times `reminder` (replacing the conversation's reminder of its name) and marks it
-        scheduled (see `mark_applied`); its messages go to `output_channel` when named."""
+        scheduled (see `mark_applied`); its messages go to `output_channel` when named. One of
+        a new name is refused, with a warning, when the conversation holds
+        `max_per_conversation` already."""
         try:
             delay = _delay_seconds(reminder.trigger_date_time)
         except ValueError:
             logger.error("reminder '%s' has an invalid date_time", reminder.name)
+            return
+        jobs = self._jobs.get(sender_id, {})
+        if reminder.name not in jobs and len(jobs) >= self.max_per_conversation:
+            _REFUSED.log(
+                f"reminders of conversation {sender_id} refused",
+                "reminder '%s' of conversation %s is not scheduled: the conversation has %d "
+                "reminders pending, the most %s allows. Cancel some, reuse their names (a "
+                "reminder replaces the pending one of its name) or raise the setting",
+                reminder.name,
+                sender_id,
+                len(jobs),
+                MAX_REMINDERS_ENV,
+            )
             return
         mark_applied(reminder)
         key = (sender_id, reminder.name)
