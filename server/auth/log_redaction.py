@@ -267,8 +267,8 @@ _SECRET_SETTING = re.compile(
     r"|private[-_]?key|api[-_]?key|access[-_]?key|jwt[-_]?key|signature",
     re.IGNORECASE,
 )
-# Environment variables holding secrets the server's libraries read (boto3, redis-py's).
-SECRET_ENVIRONMENT = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "REDIS_PASSWORD")
+# Environment variables holding secrets of the remote storages (boto3's, Azure's).
+SECRET_ENVIRONMENT = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_ACCOUNT_KEY")
 
 
 def keep_configured_secrets_out_of_logs(config: Any) -> None:

@@ -46,6 +46,7 @@ SECRETS = [
     "rocketchat-password-1",
     "rocketchat-webhook-token-1",
     "aws-secret-access-key-1",
+    "YXp1cmUta2V5LTE+Lw==",  # an Azure account key, base64
 ]
 
 
@@ -61,6 +62,7 @@ def test_a_log_line_quoting_a_secret_the_server_was_started_with_hides_it(
     (tmp_path / "jwt.key").write_text(PRIVATE_KEY + "\n", encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret-access-key-1")
+    monkeypatch.setenv("AZURE_ACCOUNT_KEY", "YXp1cmUta2V5LTE+Lw==")
 
     async def quote_the_secrets_and_stop(server: uvicorn.Server) -> None:
         logging.getLogger("server").warning("quoting: %s", " ".join(SECRETS))
