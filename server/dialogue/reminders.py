@@ -69,13 +69,54 @@ def mark_recorded(event: ReminderScheduled | ReminderCancelled) -> None:
         event.metadata.pop(CANCELLED, None)
 
 
-def mark_posted(events: list[Event], applied: bool) -> None:
+class Admission:
+    """What a ReminderScheduler will do with the reminders posted to a conversation, read
+    from a copy of its pending ones taken on the event loop (a bulk POST's are marked in a
+    thread): a reminder of a new name past the cap is refused (see `refused`), one whose
+    time cannot be read too, and a cancel drops those it names."""
+
+    def __init__(self, pending: dict[str, ReminderScheduled], cap: int) -> None:
+        self.pending = pending
+        self.cap = cap
+        self.refused: list[ReminderScheduled] = []  # past the cap, to be logged on the loop
+
+    def admits(self, reminder: ReminderScheduled) -> bool:
+        try:
+            _delay_seconds(reminder.trigger_date_time)
+        except ValueError:
+            return False
+        if reminder.name not in self.pending and len(self.pending) >= self.cap:
+            self.refused.append(reminder)
+            return False
+        self.pending[reminder.name] = reminder
+        return True
+
+    def cancel(self, cancel: ReminderCancelled) -> None:
+        for name, reminder in list(self.pending.items()):
+            if cancels(cancel, reminder):
+                del self.pending[name]
+
+
+def mark_posted(events: list[Event], applied: bool, admission: Admission | None = None) -> None:
     """Marks the reminder events among `events` posted to a conversation: `applied` (posted
-    with their side effects) or only recorded (see `mark_applied`, `mark_recorded`)."""
-    mark = mark_applied if applied else mark_recorded
+    with their side effects) or only recorded (see `mark_applied`, `mark_recorded`). With an
+    `admission`, a reminder it refuses is marked only recorded: marked scheduled, another
+    process would read it as the replacement of its pending reminder of that name."""
+    if not applied:
+        for event in events:
+            if isinstance(event, _REMINDER_EVENTS):
+                mark_recorded(event)
+        return
     for event in events:
-        if isinstance(event, _REMINDER_EVENTS):
-            mark(event)
+        if isinstance(event, ReminderScheduled):
+            if admission is None or admission.admits(event):
+                mark_applied(event)
+            else:
+                mark_recorded(event)
+        elif isinstance(event, ReminderCancelled):
+            mark_applied(event)
+            if admission is not None:
+                admission.cancel(event)
 
 
 _REMINDER_EVENTS = (ReminderScheduled, ReminderCancelled)  # (a tuple: isinstance's fastest)
@@ -156,16 +197,7 @@ class ReminderScheduler:
             return
         jobs = self._jobs.get(sender_id, {})
         if reminder.name not in jobs and len(jobs) >= self.max_per_conversation:
-            _REFUSED.log(
-                f"reminders of conversation {sender_id} refused",
-                "reminder '%s' of conversation %s is not scheduled: the conversation has %d "
-                "reminders pending, the most %s allows. Cancel some, reuse their names (a "
-                "reminder replaces the pending one of its name) or raise the setting",
-                reminder.name,
-                sender_id,
-                len(jobs),
-                MAX_REMINDERS_ENV,
-            )
+            self.log_refused(sender_id, [reminder])
             return
         mark_applied(reminder)
         key = (sender_id, reminder.name)
@@ -173,6 +205,27 @@ class ReminderScheduler:
         loop = asyncio.get_running_loop()
         handle = loop.call_later(delay, self._start, key, fire)
         self._jobs.setdefault(sender_id, {})[reminder.name] = (handle, reminder, output_channel)
+
+    def admission(self, sender_id: str) -> Admission:
+        """What `schedule` will do with the reminders posted to `sender_id` now (see
+        `mark_posted`); read on the event loop, used in any thread."""
+        pending = {name: job[1] for name, job in self._jobs.get(sender_id, {}).items()}
+        return Admission(pending, self.max_per_conversation)
+
+    def log_refused(self, sender_id: str, refused: list[ReminderScheduled]) -> None:
+        """Warns of reminders refused past the cap: one line a conversation a minute, and a
+        count of the others."""
+        for reminder in refused:
+            _REFUSED.log(
+                f"reminders of conversation {sender_id} refused",
+                "reminder '%s' of conversation %s is not scheduled: the conversation has %d "
+                "reminders pending, the most %s allows. Cancel some, reuse their names (a "
+                "reminder replaces the pending one of its name) or raise the setting",
+                reminder.name,
+                sender_id,
+                self.max_per_conversation,
+                MAX_REMINDERS_ENV,
+            )
 
     def _start(self, key: tuple[str, str], fire: Fire) -> None:
         job = self._pop(key)

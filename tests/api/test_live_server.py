@@ -4,6 +4,7 @@ Rasa's OpenAPI spec (no 5xx, no response breaking the schema)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -109,13 +110,19 @@ FAILURE_LINE = re.compile(r"_{3,} [A-Z]+ /\S* _{3,}$|- ST\d+ ")
 def run_schemathesis(command: list[str], cwd: Path, timeout: float = 170, config: str = "") -> None:
     """Run `command` with `config` as its only configuration: without `--config-file`,
     schemathesis reads the first `schemathesis.toml` in the working directory or any parent
-    (/tmp included) up to a git root, so a stray one would change what the run sends."""
+    (/tmp included) up to a git root, and its SCHEMATHESIS_* environment variables, so a
+    stray one would change what the run sends."""
     if shutil.which("schemathesis") is None:
         pytest.skip("schemathesis is not installed (pip install -e '.[test]')")
     config_file = cwd / "schemathesis-run.toml"
     config_file.write_text(config, encoding="utf-8")
     command = [command[0], "--config-file", str(config_file), *command[1:]]
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    # Nor its settings from the environment (SCHEMATHESIS_HOOKS imports a module of hooks
+    # that may rewrite every case; SCHEMATHESIS_BASE_URL, SCHEMATHESIS_WAIT_FOR_SCHEMA...).
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SCHEMATHESIS_")}
+    result = subprocess.run(
+        command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout
+    )
     if result.returncode != 0:
         # Each failing operation and its checks first: the output's tail alone loses the
         # first ones when a run finds many (an ST101 500 on one route and nine ST108 schema
@@ -206,9 +213,12 @@ PING_SPEC = {
 
 
 @pytest.mark.timeout(120)
-def test_a_stray_schemathesis_config_is_not_read(tmp_path: Path) -> None:
+def test_a_stray_schemathesis_config_is_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A `schemathesis.toml` the run did not write (in its working directory, or a parent such
-    as /tmp) changes nothing: here it would switch the one operation off."""
+    as /tmp) changes nothing: here it would switch the one operation off. Nor does a
+    SCHEMATHESIS_* variable of the environment: here a module of hooks that stops the run."""
     requests: list[str] = []
 
     class Pong(BaseHTTPRequestHandler):
@@ -229,6 +239,8 @@ def test_a_stray_schemathesis_config_is_not_read(tmp_path: Path) -> None:
     cwd.mkdir()
     for directory in (tmp_path, cwd):
         (directory / "schemathesis.toml").write_text(hostile, encoding="utf-8")
+    (cwd / "stray_hooks.py").write_text("raise SystemExit('stray hooks ran')\n", encoding="utf-8")
+    monkeypatch.setenv("SCHEMATHESIS_HOOKS", "stray_hooks")
     spec = tmp_path / "ping.json"
     spec.write_text(json.dumps(PING_SPEC), encoding="utf-8")
     server = ThreadingHTTPServer(("127.0.0.1", 0), Pong)

@@ -13,7 +13,13 @@ import pytest
 from server.dialogue import reminders
 from server.dialogue.reminders import ReminderScheduler
 from server.errors import InvalidConfig
-from server.trackers.events import ReminderCancelled, ReminderScheduled, event_from_dict
+from server.outages import RepeatsCounted
+from server.trackers.events import (
+    OFF_LOOP_EVENTS,
+    ReminderCancelled,
+    ReminderScheduled,
+    event_from_dict,
+)
 from tests.dialogue.conversation_fixtures import BotModels, make_agent
 
 
@@ -68,25 +74,65 @@ def test_the_cap_is_read_from_the_environment_and_checked(
             ReminderScheduler()
 
 
+@pytest.mark.parametrize("count", [OFF_LOOP_EVENTS, OFF_LOOP_EVENTS + 1])
 async def test_reminders_posted_of_ever_new_names_stop_at_the_cap(
     bot_models: BotModels,
+    count: int,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """POST .../tracker/events with execute_side_effects: before, each of 1,000 reminders of
-    new names stayed pending (and so, without end, for a client that kept posting)."""
+    """POST .../tracker/events with execute_side_effects (on the loop, and a bulk POST's in a
+    thread): before, each of 1,000 reminders of new names stayed pending (and so, without
+    end, for a client that kept posting). Those refused are stored as only recorded: stored
+    as scheduled, another process's pending reminder of the same name read one as its
+    replacement, and did not fire."""
+    monkeypatch.setattr(reminders, "_REFUSED", RepeatsCounted(reminders.logger, 60.0))
     agent = make_agent(bot_models["reminderbot"])
+    cap = reminders.MAX_REMINDERS_PER_CONVERSATION
     posted = [
         event_from_dict(
             {"event": "reminder", "intent": "EXTERNAL_reminder", "date_time": tomorrow()}
-            | {"name": f"r{i}"}
+            | {"name": f"r{i % (count - 1)}"}  # the last one replaces the first
         )
-        for i in range(1_000)
+        for i in range(count)
     ]
     try:
         await agent.append_events("flood", posted, execute_side_effects=True)
         pending = agent.processor.reminders.pending("flood")
-        assert len(pending) == reminders.MAX_REMINDERS_PER_CONVERSATION
+        assert sorted(pending) == sorted(f"r{i}" for i in range(cap))
         # Nothing posted is lost: those refused are stored, not scheduled.
         tracker = await agent.tracker("flood")
-        assert sum(isinstance(e, ReminderScheduled) for e in tracker.events) == 1_000
+        stored = [e for e in tracker.events if isinstance(e, ReminderScheduled)]
+        assert len(stored) == count
+        scheduled = [e.name for e in stored if reminders.was_scheduled(e)]
+        assert scheduled == [f"r{i}" for i in range(cap)] + ["r0"]
+        warned = [r.getMessage() for r in caplog.records if r.name == reminders.logger.name]
+        assert len(warned) == 1, warned  # one line, the rest counted
+        assert f"reminder 'r{cap}' of conversation flood is not scheduled" in warned[0]
+    finally:
+        agent.processor.reminders.cancel_all()
+
+
+async def test_a_cancel_posted_before_a_reminder_makes_room_for_it(
+    bot_models: BotModels,
+) -> None:
+    """Posted in one request, a cancel frees its reminders' places for those after it, as
+    when applied one by one: the reminder after it is scheduled, and stored so."""
+    agent = make_agent(bot_models["reminderbot"])
+    agent.processor.reminders.max_per_conversation = 2
+    when = {"intent": "EXTERNAL_reminder", "date_time": tomorrow()}
+    posted = [
+        event_from_dict({"event": "reminder", "name": "a"} | when),
+        event_from_dict({"event": "reminder", "name": "b"} | when),
+        event_from_dict({"event": "cancel_reminder", "name": "a"}),
+        event_from_dict({"event": "reminder", "name": "c"} | when),
+        event_from_dict({"event": "reminder", "name": "d"} | when),
+    ]
+    try:
+        await agent.append_events("room", posted, execute_side_effects=True)
+        assert sorted(agent.processor.reminders.pending("room")) == ["b", "c"]
+        tracker = await agent.tracker("room")
+        stored = [e for e in tracker.events if isinstance(e, ReminderScheduled)]
+        assert [e.name for e in stored if reminders.was_scheduled(e)] == ["a", "b", "c"]
     finally:
         agent.processor.reminders.cancel_all()
