@@ -306,7 +306,18 @@ def keep_configured_secrets_out_of_logs(config: Any) -> None:
     """Hides from now on, wherever a log line quotes them (a library's error message, a
     dumped object), the values under secret-named keys of `config` (endpoints.yml or
     credentials.yml, at any depth) and the password of each URL in it. Values shorter than
-    MIN_LITERAL_LENGTH are left to the patterns (`password: x`, `redis://:x@host`)."""
+    MIN_LITERAL_LENGTH are left to the patterns (`password: x`, `redis://:x@host`), and so
+    is a secret that is also the value of a setting shown in the logs (a user name): hidden
+    alone, `postgres` garbled every `postgresql://postgres@db` line, and shows there anyway."""
+    secrets: list[str] = []
+    shown: set[str] = set()
+    _secrets_and_shown(config, secrets, shown)
+    for secret in secrets:
+        if secret not in shown:
+            redact_also(secret)
+
+
+def _secrets_and_shown(config: Any, secrets: list[str], shown: set[str]) -> None:
     if isinstance(config, dict):
         for key, value in config.items():
             name = str(key)
@@ -316,20 +327,24 @@ def keep_configured_secrets_out_of_logs(config: Any) -> None:
                 and isinstance(value, (str, int))
                 and not isinstance(value, bool)
             ):
-                redact_also(str(value))
+                secrets.append(str(value))
             else:
-                keep_configured_secrets_out_of_logs(value)
+                _secrets_and_shown(value, secrets, shown)
     elif isinstance(config, list):
         for item in config:
-            keep_configured_secrets_out_of_logs(item)
-    elif isinstance(config, str) and "@" in config and "://" in config:
-        try:
-            password = urlsplit(config.strip()).password
-        except ValueError:  # no URL: refused where it is used
-            password = None
-        if password:
-            redact_also(password)
-            redact_also(unquote_plus(password))
+            _secrets_and_shown(item, secrets, shown)
+    elif isinstance(config, str):
+        shown.add(config)
+        if "@" in config and "://" in config:
+            try:
+                parts = urlsplit(config.strip())
+                user, password = parts.username, parts.password
+            except ValueError:  # no URL: refused where it is used
+                user = password = None
+            if user:
+                shown.update((user, unquote_plus(user)))
+            if password:
+                secrets += (password, unquote_plus(password))
 
 
 def keep_environment_secrets_out_of_logs(environ: Mapping[str, str]) -> None:

@@ -877,3 +877,21 @@ def test_a_log_line_is_read_as_often_whatever_the_number_of_secrets() -> None:
     spelling (20 secrets, some 100 searches of each line). Now in one pass, as with one."""
     one = _scans_of_a_line(1)
     assert _scans_of_a_line(20) == one
+
+
+def test_a_configured_secret_that_is_also_a_shown_setting_does_not_garble_the_logs() -> None:
+    """A PostgreSQL of a development setup whose password is its user name (`postgres`):
+    hidden wherever a line quoted it alone, every `postgresql://postgres@db` line read
+    `***ql://***@db`, and the name shows there anyway. A password that is no other
+    setting's value is hidden alone as before."""
+    log_redaction.keep_configured_secrets_out_of_logs(
+        {
+            "tracker_store": {"dialect": "postgresql", "username": "postgres"}
+            | {"password": "postgres"},
+            "event_broker": {"url": "amqp://rabbit-user:rabbit-user@mq/", "password": "other-3"},
+            "lock_store": {"type": "redis", "password": "lock-pass-3"},
+        }
+    )
+    line = "connected to postgresql://postgres@db/rasa and amqp://rabbit-user@mq/"
+    assert redact(line) == line
+    assert redact("lock-pass-3 other-3") == "*** ***"
