@@ -84,6 +84,7 @@ class Admission:
         try:
             _delay_seconds(reminder.trigger_date_time)
         except ValueError:
+            logger.error("reminder '%s' has an invalid date_time", reminder.name)
             return False
         if reminder.name not in self.pending and len(self.pending) >= self.cap:
             self.refused.append(reminder)
@@ -194,9 +195,14 @@ class ReminderScheduler:
             delay = _delay_seconds(reminder.trigger_date_time)
         except ValueError:
             logger.error("reminder '%s' has an invalid date_time", reminder.name)
+            mark_recorded(reminder)
             return
         jobs = self._jobs.get(sender_id, {})
         if reminder.name not in jobs and len(jobs) >= self.max_per_conversation:
+            # Stored as only recorded, whatever marks it came with (an action's copy of a
+            # stored event): marked scheduled, another process would read it as the
+            # replacement of its pending reminder of that name.
+            mark_recorded(reminder)
             self.log_refused(sender_id, [reminder])
             return
         mark_applied(reminder)

@@ -47,6 +47,12 @@ async def test_a_reminder_past_the_cap_is_refused_with_a_warning_and_a_replaceme
         assert len(refused) == 1  # the second refusal is counted, not logged again
         assert "reminder 'r3' of conversation full is not scheduled" in refused[0]
         assert "MAX_REMINDERS_PER_CONVERSATION" in refused[0]
+        # One an action returned marked scheduled (copied from a stored event) is stored as
+        # only recorded when refused: marked, another process read it as a replacement.
+        copied = reminder("r5")
+        copied.metadata[reminders.SCHEDULED] = True
+        scheduler.schedule("full", copied, no_turn)
+        assert not reminders.was_scheduled(copied)
 
         again = reminder("r1")
         scheduler.schedule("full", again, no_turn)  # replaces: the count stays 3
