@@ -137,8 +137,9 @@ class RepeatsCounted:
             loop = None
         count = self._repeats.get(key)
         if count is not None:
-            if self._loops.get(key) is loop:
-                self._repeats[key] = count + 1
+            window_loop = self._loops.get(key)
+            if window_loop is None or window_loop is loop or window_loop.is_running():
+                self._repeats[key] = count + 1  # (from a thread too, while its loop runs)
                 return False
             self._end_window(key)  # its loop stopped before the window's end
         self.logger.log(self.level, message, *args)
