@@ -207,14 +207,18 @@ _transient: dict[tuple[frozenset[str], frozenset[str]], None] = {}
 _literals: tuple[str, ...] = ()
 _query_names: frozenset[str] = frozenset()
 # `_literals` as one pattern: a line is read once for them all, not once for each (20
-# secrets in their spellings were some 100 searches of every line).
+# secrets in their spellings were some 100 searches of every line). Those longer than
+# _LONG_LITERAL (a private key's text) are searched for one by one: in the pattern, one
+# key's spellings cost its compiling 30-70 ms, at each secret registered since.
 _literal_pattern: re.Pattern[str] | None = None
+_long_literals: tuple[str, ...] = ()
+_LONG_LITERAL = 100
 # A query's `name=value`: each name read from a `?`, `&` or `;` up to the next, once.
 _QUERY_PAIR = re.compile(r"([?&;])([^=&;?#\s\"']+)=([^&\s\"';#)]*)")
 
 
 def _merge() -> None:
-    global _literals, _query_names, _literal_pattern
+    global _literals, _query_names, _literal_pattern, _long_literals
     literals = set(_pinned_literals)
     names = set(_pinned_names)
     for transient_literals, transient_names in _transient:
@@ -222,7 +226,9 @@ def _merge() -> None:
         names |= transient_names
     _literals = tuple(sorted(literals, key=len, reverse=True))
     _query_names = frozenset(names)
-    _literal_pattern = re.compile(_alternatives(_literals)) if _literals else None
+    _long_literals = tuple(word for word in _literals if len(word) > _LONG_LITERAL)
+    short = [word for word in _literals if len(word) <= _LONG_LITERAL]
+    _literal_pattern = re.compile(_alternatives(short)) if short else None
 
 
 def _alternatives(words: Iterable[str]) -> str:
@@ -417,6 +423,9 @@ def _hide_configured_query_values(text: str) -> str:
 
 def redact(text: str) -> str:
     """`text` with every secret-looking value replaced by `***`."""
+    for literal in _long_literals:  # (the longest first: one holding another hidden whole)
+        if literal in text:
+            text = text.replace(literal, REDACTED)
     if _literal_pattern is not None:
         text = _literal_pattern.sub(REDACTED, text)
     for pattern, keep in _PATTERNS:

@@ -895,3 +895,12 @@ def test_a_configured_secret_that_is_also_a_shown_setting_does_not_garble_the_lo
     line = "connected to postgresql://postgres@db/rasa and amqp://rabbit-user@mq/"
     assert redact(line) == line
     assert redact("lock-pass-3 other-3") == "*** ***"
+
+
+def test_a_private_key_registered_is_hidden_whole() -> None:
+    """A private key's text (thousands of characters) is searched for on its own; a secret
+    it holds is hidden with it."""
+    key = "-----BEGIN PRIVATE KEY-----\n" + "k3y+/" * 400 + "\n-----END PRIVATE KEY-----"
+    log_redaction.redact_also(key)
+    log_redaction.redact_also("k3y+/k3y+/")
+    assert redact(f"loaded {key} and k3y+/k3y+/.") == "loaded *** and ***."
