@@ -996,11 +996,12 @@ class Processor:
     async def execute_side_effects(
         self, tracker: Tracker, events: list[Event], output: OutputChannel | None
     ) -> None:
-        """Sends posted bot messages and schedules posted reminders (tracker/events API)."""
+        """Sends posted bot messages and schedules posted reminders (tracker/events API): those
+        marked scheduled when posted (see `reminders.mark_posted`), as they are stored."""
         for event in events:
             if isinstance(event, BotUttered) and output is not None:
                 await output.send_response(tracker.sender_id, event.message())
-            elif isinstance(event, ReminderScheduled):
+            elif isinstance(event, ReminderScheduled) and was_scheduled(event):
                 self.reminders.schedule(
                     tracker.sender_id, event, self._fire_reminder, _pushes_to(output)
                 )
