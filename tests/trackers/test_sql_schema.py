@@ -21,9 +21,11 @@ from server.dialogue.messages import MAX_TEXT_CHARS
 from server.trackers.factory import create_tracker_store
 from server.trackers.sql_engine import async_url
 from server.trackers.sql_schema import (
+    MYSQL_SHARED_MIGRATION_LOCK,
     SESSION_ACTION_WHERE,
     SESSION_START_WHERE,
     SESSION_STARTED_WHERE,
+    mysql_migration_lock,
 )
 from server.trackers.sql_store import SqlTrackerStore
 from server.trackers.sqlite_database import SqliteDatabase
@@ -413,7 +415,8 @@ async def test_a_mysql_migration_that_cannot_get_the_lock_fails_instead_of_runni
         store = create_tracker_store(config)
         try:
             async with holder.cursor() as cursor:
-                # Another process migrating (the lock is the server's, so wait for others').
+                # An earlier version migrating: its one lock name, still taken for a new
+                # database.
                 await cursor.execute("SELECT GET_LOCK('botserver_migrations', 30)")
                 assert (await cursor.fetchone()) == (1,)
                 # Before: after the wait, the migration ran without the lock.
@@ -426,6 +429,67 @@ async def test_a_mysql_migration_that_cannot_get_the_lock_fails_instead_of_runni
         finally:
             holder.close()
             await store.close()
+
+
+async def test_a_mysql_migration_held_in_one_database_holds_up_no_other_on_the_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """MySQL's named locks are the server's. Before, every database on it shared one
+    migration lock: a migration left mid-way in database A (its client gone silent, until
+    the server ends its session) made every start in database B wait 60 s, then answer 503.
+    Now each database has its own; the same database is still one migration at a time."""
+    import aiomysql
+
+    from server.errors import StoreUnavailable
+    from server.trackers import sql_schema
+    from tests.trackers.persistence_fixtures import MARIADB, mariadb_database
+
+    monkeypatch.setattr(sql_schema, "MYSQL_MIGRATION_LOCK_SECONDS", 1)
+    async with mariadb_database() as other, mariadb_database() as config:
+        first = create_tracker_store(config)  # B: an existing deployment, at the latest revision
+        await first.ping()
+        await first.close()
+        holder = await aiomysql.connect(host=MARIADB[0], port=MARIADB[1], user="root")
+        try:
+            async with holder.cursor() as cursor:
+                # What a migration of the new database A holds while under way.
+                for name in (mysql_migration_lock(other["db"]), MYSQL_SHARED_MIGRATION_LOCK):
+                    await cursor.execute("SELECT GET_LOCK(%s, 30)", (name,))
+                    assert (await cursor.fetchone()) == (1,)
+                await a_new_start_serves(config)  # B's next start: was a 503 after the wait
+                async with mariadb_database() as fresh:  # a new database still waits for it
+                    waits = create_tracker_store(fresh)
+                    try:
+                        with pytest.raises(StoreUnavailable, match="'botserver_migrations'"):
+                            await waits.ping()
+                    finally:
+                        await waits.close()
+                await cursor.execute("SELECT RELEASE_LOCK(%s)", (MYSQL_SHARED_MIGRATION_LOCK,))
+                async with mariadb_database() as fresh:  # A's own lock alone: none
+                    await a_new_start_serves(fresh)
+                # B's own lock, held by another migration of B: B's start waits, then 503.
+                own = mysql_migration_lock(config["db"])
+                await cursor.execute("SELECT GET_LOCK(%s, 30)", (own,))
+                assert (await cursor.fetchone()) == (1,)
+                store = create_tracker_store(config)
+                try:
+                    with pytest.raises(StoreUnavailable, match=f"'{own}'"):
+                        await store.ping()
+                    await cursor.execute("SELECT RELEASE_LOCK(%s)", (own,))
+                    await store.ping()  # the next request migrates
+                finally:
+                    await store.close()
+        finally:
+            holder.close()
+
+
+def test_each_database_has_a_mysql_migration_lock_within_64_characters() -> None:
+    longest = "d" * 64
+    names = {mysql_migration_lock(db) for db in ("bots", "bots2", longest, longest[:-1] + "e")}
+    assert len(names) == 4  # alike in their first 30 characters: still two locks
+    assert max(len(name) for name in names) <= 64  # MySQL refuses a longer name
+    assert mysql_migration_lock("Bots") == mysql_migration_lock("bots")
+    assert mysql_migration_lock("bots").startswith("botserver_migrations:bots:")
 
 
 async def test_a_postgres_migration_that_cannot_get_the_lock_says_which_lock(
@@ -642,7 +706,9 @@ async def test_a_mysql_migration_cut_short_by_a_silent_network_frees_its_lock(
             deadline = time.monotonic() + 1 + paced(5, below=30)
             while True:
                 async with admin.cursor() as cursor:
-                    await cursor.execute("SELECT IS_USED_LOCK('botserver_migrations')")
+                    await cursor.execute(
+                        "SELECT IS_USED_LOCK(%s)", (mysql_migration_lock(config["db"]),)
+                    )
                     (holder,) = await cursor.fetchone()
                 if holder is None:
                     break
