@@ -702,13 +702,19 @@ async def test_a_mysql_migration_cut_short_by_a_silent_network_frees_its_lock(
         try:
             first_use = asyncio.create_task(cut_short.ping())
             await asyncio.wait_for(proxy.triggered.wait(), 30)
+            own = mysql_migration_lock(config["db"])
+            async with admin.cursor() as cursor:
+                # A new database's: the shared name too, which an earlier version waits for.
+                await cursor.execute(
+                    "SELECT IS_USED_LOCK(%s), IS_USED_LOCK(%s)", (own, MYSQL_SHARED_MIGRATION_LOCK)
+                )
+                (holder, shared_holder) = await cursor.fetchone()
+            assert holder is not None and holder == shared_holder
             await cut_short.close()
             deadline = time.monotonic() + 1 + paced(5, below=30)
             while True:
                 async with admin.cursor() as cursor:
-                    await cursor.execute(
-                        "SELECT IS_USED_LOCK(%s)", (mysql_migration_lock(config["db"]),)
-                    )
+                    await cursor.execute("SELECT IS_USED_LOCK(%s)", (own,))
                     (holder,) = await cursor.fetchone()
                 if holder is None:
                     break
