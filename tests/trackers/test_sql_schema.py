@@ -483,6 +483,103 @@ async def test_a_mysql_migration_held_in_one_database_holds_up_no_other_on_the_s
             holder.close()
 
 
+# An earlier version's process: one lock name, the server's, for every database. It takes
+# it, says so, and migrates once told to (on the same session: MySQL's named locks nest).
+_EARLIER_VERSION = """
+import asyncio, json, sys
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from server.trackers import sql_schema
+from server.trackers.sql_engine import async_url
+
+sql_schema.mysql_migration_lock = lambda database: sql_schema.MYSQL_SHARED_MIGRATION_LOCK
+
+async def main() -> None:
+    engine = create_async_engine(async_url(json.loads(sys.argv[1]), default_db="rasa.db"))
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("SELECT GET_LOCK('botserver_migrations', 30)"))
+            print("migrating", flush=True)
+            sys.stdin.readline()
+            await conn.run_sync(sql_schema._upgrade)
+    finally:
+        await engine.dispose()
+
+asyncio.run(main())
+"""
+
+
+async def test_a_mysql_migration_behind_an_earlier_versions_goes_on_from_where_it_ended() -> None:
+    """A rolling deploy on a database below the earlier version's latest revision: the
+    earlier version migrates, this one reads the old revision under its own lock, waits for
+    the shared one, then must see the revision the earlier one left. Before, it read it from
+    the snapshot of its first read (InnoDB's repeatable read) and ran the earlier one's
+    revisions again: "Online migration expected to match one row", an error for the start."""
+    import aiomysql
+    from alembic import command
+    from alembic.config import Config
+
+    from server.trackers.sql_schema import MIGRATIONS_DIR
+    from tests.trackers.persistence_fixtures import MARIADB, mariadb_database
+
+    def upgrade_to_0003(sync_connection: Any) -> None:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        config.attributes["connection"] = sync_connection
+        command.upgrade(config, "0003")
+
+    async with mariadb_database() as config:
+        engine = create_async_engine(async_url(config, default_db="rasa.db"))
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(upgrade_to_0003)
+        finally:
+            await engine.dispose()
+        earlier = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _EARLIER_VERSION,
+            json.dumps(config),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        admin = await aiomysql.connect(host=MARIADB[0], port=MARIADB[1], user="root")
+        store = create_tracker_store(config)
+        try:
+            assert earlier.stdout is not None and earlier.stdin is not None
+            assert await asyncio.wait_for(earlier.stdout.readline(), 60) == b"migrating\n"
+            first_use = asyncio.create_task(store.ping())
+            # Until this version's migration waits for the shared name (its own taken, the
+            # revision read).
+            own = mysql_migration_lock(config["db"])
+            deadline = time.monotonic() + 30
+            while True:
+                async with admin.cursor() as cursor:
+                    await cursor.execute(
+                        "SELECT COUNT(*) FROM information_schema.PROCESSLIST"
+                        " WHERE ID = IS_USED_LOCK(%s) AND STATE = 'User lock'",
+                        (own,),
+                    )
+                    (waiting,) = await cursor.fetchone()
+                if waiting or first_use.done() or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.05)
+            assert waiting, "this version's migration never waited for the shared lock"
+            earlier.stdin.write(b"\n")
+            _, err = await earlier.communicate()
+            assert earlier.returncode == 0, err.decode()[-800:]
+            await first_use  # before: alembic's CommandError
+            await store.append("s", [user("hi", 1.0)])
+            assert [e["text"] for e in await store.load("s") or []] == ["hi"]
+        finally:
+            if earlier.returncode is None:
+                earlier.kill()
+                await earlier.wait()
+            admin.close()
+            await store.close()
+
+
 def test_each_database_has_a_mysql_migration_lock_within_64_characters() -> None:
     longest = "d" * 64
     names = {mysql_migration_lock(db) for db in ("bots", "bots2", longest, longest[:-1] + "e")}

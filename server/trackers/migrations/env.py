@@ -97,6 +97,12 @@ with context.begin_transaction():
             # An earlier version, which knows only the shared name, could migrate this
             # database too (read under the lock above: no other of this version migrates).
             take_mysql_lock(MYSQL_SHARED_MIGRATION_LOCK)
+            # The revision was read before this lock, and InnoDB (repeatable read) answers
+            # every later read of the transaction from that first read's snapshot: an
+            # earlier version's migration, which held the lock meanwhile, would go unseen,
+            # and its revisions run again. A new snapshot (named locks outlive a COMMIT;
+            # MySQL's DDL commits anyway).
+            connection.exec_driver_sql("COMMIT")
     try:
         context.run_migrations()
     finally:
