@@ -922,3 +922,16 @@ async def test_close_during_a_migration_leaves_no_connection_behind() -> None:
             if first_use is not None:
                 with contextlib.suppress(BaseException):
                     await first_use
+
+
+def test_only_a_database_an_earlier_version_could_migrate_takes_the_shared_mysql_lock() -> None:
+    """Versions that knew only the shared lock name knew revisions up to 0007: they migrate
+    a database with none yet or below it, and refuse one past it. The bound stays 0007 as
+    revisions are added (a later revision is no earlier version's to migrate): moving it on
+    would make every restart at 0007 wait for other databases' new migrations again."""
+    from server.trackers.sql_schema import earlier_versions_may_migrate, known_revisions
+
+    assert earlier_versions_may_migrate(None)
+    for revision in sorted(known_revisions()):
+        assert earlier_versions_may_migrate(revision) == (revision < "0007"), revision
+    assert not earlier_versions_may_migrate("0010")  # (compared as 4 digits)
