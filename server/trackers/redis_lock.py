@@ -503,12 +503,6 @@ class RedisLockStore:
         del self._held[token]
         return token, conversation_id, failed_since
 
-    def _lease_found_gone(
-        self, token: str, conversation_id: str, failed_since: float | None, now: float
-    ) -> None:
-        """A held lease that its renewal found gone: said, and let go of by its prune."""
-        self._leases_found_gone([(token, conversation_id, failed_since)], now)
-
     def _leases_found_gone(self, gone: Sequence[tuple[str, str, float | None]], now: float) -> None:
         """Held leases found gone at once (token, conversation, since when their renewals
         failed): let go of by their prune, and said in one line for those of one cause.
@@ -606,15 +600,16 @@ class RedisLockStore:
                 gone.append((token, conversation_id, self._unrenewed.pop(token, None)))
         self._leases_found_gone(gone, now)
 
-    def _lost_at_delete(self, tokens: dict[str, str], conversation_id: str) -> None:
-        """A prune's lease found gone by the look before a delete, or by the delete's own
-        script (`RedisLeases.gone`): said, and let go of."""
-        token = tokens[conversation_id]
-        if self._held.pop(token, None) is None:  # (its renewal found it gone, and said so)
-            return
-        failed_since = self._unrenewed.pop(token, None)
-        now = asyncio.get_running_loop().time()
-        self._lease_found_gone(token, conversation_id, failed_since, now)
+    def _lost_at_delete(self, tokens: dict[str, str], conversation_ids: Sequence[str]) -> None:
+        """Prune leases the delete's scripts found gone (`RedisLeases.gone`): said, and let
+        go of."""
+        gone = []
+        for conversation_id in conversation_ids:
+            token = tokens[conversation_id]
+            if self._held.pop(token, None) is None:  # (its renewal found it gone, and said so)
+                continue
+            gone.append((token, conversation_id, self._unrenewed.pop(token, None)))
+        self._leases_found_gone(gone, asyncio.get_running_loop().time())
 
     async def _give_back_all(self, held: list[tuple[str, str]], runs_out: float) -> None:
         """Gives back the leases of `held` (conversation, token), retried while Redis cannot

@@ -664,8 +664,11 @@ class RedisTrackerStore:
             for sender_id, outcome in zip(batch, outcomes, strict=True):
                 if outcome == 1:  # (deleted by the pipeline: said before any failure after)
                     gone(sender_id)
-                elif outcome == _LEASE_LOST:
-                    self._lease_lost(sender_id, idle)
+            # (One line for them all: a failover loses every lease at once.)
+            self._leases_lost(
+                [c for c, outcome in zip(batch, outcomes, strict=True) if outcome == _LEASE_LOST],
+                idle,
+            )
             if any(map(_one_at_a_time, outcomes)):
                 await idle.still_held()
             for sender_id, outcome in zip(batch, outcomes, strict=True):
@@ -701,7 +704,7 @@ class RedisTrackerStore:
                 if outcome == 1:
                     gone(sender_id)
                 elif outcome == _LEASE_LOST:
-                    self._lease_lost(sender_id, idle)
+                    self._leases_lost([sender_id], idle)
         return deleted
 
     def _prune_arguments(
@@ -770,11 +773,14 @@ class RedisTrackerStore:
         return outcome
 
     @staticmethod
-    def _lease_lost(sender_id: str, idle: IdleLocks) -> None:
-        """The prune script found the conversation's lease gone, and left it alone."""
+    def _leases_lost(sender_ids: list[str], idle: IdleLocks) -> None:
+        """The prune script found these conversations' leases gone, and left them alone."""
+        if not sender_ids:
+            return
         if idle.leases is not None:
-            idle.leases.gone(sender_id)
-        idle.lose(sender_id)  # (said by the lock store: this only if it had not been)
+            idle.leases.gone(sender_ids)
+        for sender_id in sender_ids:
+            idle.lose(sender_id)  # (said by the lock store: this only if it had not been)
 
     async def _prune_long(
         self, sender_id: str, length: int, cutoff_timestamp: float, idle: IdleLocks
