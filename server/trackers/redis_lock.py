@@ -38,6 +38,7 @@ from server.trackers.redis_client import (
     dependency,
     describe,
     key_prefix,
+    refuse_a_cluster,
     store_error,
     store_errors_as,
 )
@@ -350,6 +351,8 @@ class RedisLockStore:
                 f"lock_store.lock_lifetime (or TICKET_LOCK_LIFETIME) must be from 0.001 to "
                 f"{MAX_LOCK_LIFETIME:g} seconds, not {self.lock_lifetime:g}"
             )
+        # Whether INFO said this Redis is no Cluster node (`ping`).
+        self._cluster_checked = False
         self._acquire_script = self._redis.register_script(_ACQUIRE)
         self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)
@@ -394,6 +397,8 @@ class RedisLockStore:
         such a Redis answers while every turn fails; then the release script, which a full
         Redis runs (it only deletes) while it refuses every lease."""
         lease, _, _ = self._keys(secrets.token_hex(16))
+        if not self._cluster_checked:  # (one key: a slot the node serves passed)
+            self._cluster_checked = await refuse_a_cluster("lock store", self._redis)
         with store_errors_as("lock store", self._redis):
             await self._readiness(keys=[lease])
 

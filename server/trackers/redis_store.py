@@ -34,6 +34,7 @@ from server.trackers.redis_client import (
     create_client,
     describe,
     key_prefix,
+    refuse_a_cluster,
     store_error,
     store_errors_as,
     watched,
@@ -264,6 +265,8 @@ class RedisTrackerStore:
         self._replacing_prefix = key_prefix(config, "tracker_replacing", quiet=True)
         record_exp = config.get("record_exp")
         self._ttl = int(record_exp) if record_exp else 0
+        # Whether INFO said this Redis is no Cluster node (`refuse_a_cluster`).
+        self._cluster_checked = False
         self._append_script = self._redis.register_script(_APPEND)
         self._append_staged_script = self._redis.register_script(_APPEND_STAGED)
         self._push_staged_script = self._redis.register_script(_PUSH_STAGED)
@@ -608,7 +611,11 @@ class RedisTrackerStore:
     async def _scan_page(self, cursor: int) -> tuple[int, list[str]]:
         """One SCAN step over the conversations: the next cursor (0: done) and their ids.
         The names come as bytes: one that is not UTF-8 (another program's key under the
-        prefix) is passed over with a warning, where decoding the answer failed the page."""
+        prefix) is passed over with a warning, where decoding the answer failed the page.
+        A Redis Cluster node is refused first: its SCAN sees its own keys only (a prune
+        said `Deleted 0 conversations.`)."""
+        if cursor == 0:
+            await self.refuse_a_cluster()
         with self._errors():
             cursor, keys = await self._redis.execute_command(
                 "SCAN",
@@ -820,8 +827,15 @@ class RedisTrackerStore:
         """For /health/ready: `READINESS_SCRIPT` on a key nobody has, so that a Redis refusing
         the appends' writes or scripts (a read-only replica, a full one, a user not allowed
         scripts) fails it. Before, a PING, which such a Redis answers."""
+        await self.refuse_a_cluster()
         with self._errors():
             await self._ping_script(keys=[self._prefix + secrets.token_hex(16)])
+
+    async def refuse_a_cluster(self) -> None:
+        """StoreFailed for a Redis Cluster node, which every turn would meet (the start-up
+        check, /health/ready, a prune's or an export's start); asked once (`INFO cluster`)."""
+        if not self._cluster_checked:
+            self._cluster_checked = await refuse_a_cluster("tracker store", self._redis)
 
     async def close(self) -> None:
         await self._redis.aclose()
