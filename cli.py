@@ -261,12 +261,16 @@ def _run_until_stopped(main: Coroutine[Any, Any, T]) -> T:
         finally:
             loop.remove_signal_handler(signal.SIGTERM)
 
+    before = signal.getsignal(signal.SIGTERM)
     try:
         return asyncio.run(run())
     except asyncio.CancelledError:
         if terminated:
             raise Terminated from None
         raise
+    finally:  # (asyncio leaves SIG_DFL: a handler of the caller's is its own again)
+        if before is not None:
+            signal.signal(signal.SIGTERM, before)
 
 
 def _by(stop: KeyboardInterrupt) -> str:
