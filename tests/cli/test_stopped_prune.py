@@ -9,6 +9,7 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 from redis.asyncio import Redis
 
 from bench.tcp_proxy import SilentFrom
@@ -25,6 +26,7 @@ from tests.trackers.persistence_fixtures import (
 LOCKS_DB = 1  # the lock store's own database (its default)
 
 
+@pytest.mark.timing
 async def test_sigterm_during_a_prune_gives_its_locks_back_and_says_how_far_it_got(
     tmp_path: Path,
 ) -> None:
