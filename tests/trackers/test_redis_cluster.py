@@ -54,7 +54,7 @@ async def test_the_start_up_checks_name_the_setting_to_change(
         with pytest.raises(StoreFailed) as tracker_refused:
             await tracker_store.ping()
         with pytest.raises(StoreFailed) as lock_refused:
-            await lock_store.ping()
+            await lock_store.ping()  # type: ignore[attr-defined]  # (the Redis lock store's)
     finally:
         await tracker_store.close()
         await lock_store.close()
@@ -87,7 +87,7 @@ async def test_the_lock_stores_default_db_on_a_cluster_node_says_what_it_is(
     lock_store = create_lock_store(cluster_node)
     try:
         with pytest.raises(StoreFailed) as refused:
-            await lock_store.ping()
+            await lock_store.ping()  # type: ignore[attr-defined]  # (the Redis lock store's)
     finally:
         await lock_store.close()
     assert "is a node of a Redis Cluster (Redis said: " in str(refused.value)
