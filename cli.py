@@ -237,6 +237,7 @@ def _run_until_stopped(main: Coroutine[Any, Any, T]) -> T:
     then Terminated. Before, SIGTERM ended the process at once. A second SIGTERM ends it at
     once, as a second Ctrl-C does."""
     terminated = False
+    handled: list[int] = []  # (SIGTERM, once its handler is set)
 
     async def run() -> T:
         nonlocal terminated
@@ -256,6 +257,7 @@ def _run_until_stopped(main: Coroutine[Any, Any, T]) -> T:
             loop.add_signal_handler(signal.SIGTERM, stop)
         except (NotImplementedError, RuntimeError):  # (Windows; not the main thread)
             return await main
+        handled.append(signal.SIGTERM)
         try:
             return await main
         finally:
@@ -269,7 +271,7 @@ def _run_until_stopped(main: Coroutine[Any, Any, T]) -> T:
             raise Terminated from None
         raise
     finally:  # (asyncio leaves SIG_DFL: a handler of the caller's is its own again)
-        if before is not None:
+        if handled and before is not None:
             signal.signal(signal.SIGTERM, before)
 
 
