@@ -185,7 +185,7 @@ async def _check_tracker_store_server(tracker_store: Any) -> None:
         await asyncio.wait_for(refuse(), LOCK_STORE_CHECK_SECONDS)
     except StoreFailed as exc:  # (its text names the setting to change)
         logger.error("%s; every turn fails (500) until this is fixed", clause(exc))
-    except TimeoutError:  # (a Redis that does not answer: the turns say so)
+    except (StoreUnavailable, TimeoutError):  # (a Redis away: the turns say so, as ever)
         pass
 
 

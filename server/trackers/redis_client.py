@@ -243,17 +243,20 @@ def cluster_refused(what: str, client: Redis, told_by: str) -> StoreFailed:
     )
 
 
-async def refuse_a_cluster(what: str, client: Redis) -> bool:
+async def refuse_a_cluster(what: str, client: Redis) -> None:
     """StoreFailed (`cluster_refused`) when `client`'s server says it runs in cluster mode;
-    whether it said (False: a user not allowed INFO, a Redis that cannot be reached, whose
-    next command says so)."""
-    try:
-        info = await client.info("cluster")
-    except REDIS_ERRORS:
-        return False
+    nothing when it does not, or will not say (a user not allowed INFO). Redis unreachable
+    or silent: `store_errors_as`'s error, at once (before the command it comes before, which
+    would wait as long again)."""
+    with store_errors_as(what, client):
+        try:
+            info = await client.info("cluster")
+        except redis_errors.ResponseError as exc:
+            if isinstance(exc, _CLUSTER_REPLIES) or _CLUSTER_REFUSAL in str(exc):
+                raise
+            return
     if str(info.get("cluster_enabled", 0)) == "1":
         raise cluster_refused(what, client, "cluster_enabled:1 in INFO cluster")
-    return True
 
 
 def store_error(what: str, client: Redis, exc: Exception) -> StoreUnavailable | StoreFailed:

@@ -398,7 +398,8 @@ class RedisLockStore:
         Redis runs (it only deletes) while it refuses every lease."""
         lease, _, _ = self._keys(secrets.token_hex(16))
         if not self._cluster_checked:  # (one key: a slot the node serves passed)
-            self._cluster_checked = await refuse_a_cluster("lock store", self._redis)
+            await refuse_a_cluster("lock store", self._redis)
+            self._cluster_checked = True
         with store_errors_as("lock store", self._redis):
             await self._readiness(keys=[lease])
 

@@ -835,7 +835,8 @@ class RedisTrackerStore:
         """StoreFailed for a Redis Cluster node, which every turn would meet (the start-up
         check, /health/ready, a prune's or an export's start); asked once (`INFO cluster`)."""
         if not self._cluster_checked:
-            self._cluster_checked = await refuse_a_cluster("tracker store", self._redis)
+            await refuse_a_cluster("tracker store", self._redis)
+            self._cluster_checked = True
 
     async def close(self) -> None:
         await self._redis.aclose()

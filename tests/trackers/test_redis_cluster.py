@@ -124,3 +124,16 @@ async def test_a_prune_on_a_cluster_node_is_refused(
     assert code == 1
     assert out == ""
     assert CLUSTER_SAID in err, err
+
+
+async def test_a_server_whose_redis_tracker_store_is_away_starts_as_before(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The start-up check of the tracker store's server leaves an unreachable Redis to the
+    turns (their 503s): the server starts, and nothing about a cluster is said."""
+    endpoints = {"tracker_store": {"type": "redis", "url": "127.0.0.1", "port": free_port()}}
+    app = build_app(ServerOptions(model_path=None, enable_api=True, endpoints=endpoints))
+    with caplog.at_level(logging.INFO):
+        async with app.router.lifespan_context(app):
+            pass
+    assert "Redis Cluster" not in caplog.text
