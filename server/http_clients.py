@@ -169,8 +169,8 @@ def cookie_jar_keeping_none() -> CookieJar:
 
 
 # The waits before each new try of a connection that could not be made (refused, reset
-# during the handshake, a name that did not resolve): a server restarting, a load balancer
-# swapping it. Short: the caller may hold a conversation's lock meanwhile.
+# during the handshake, a host name that did not resolve): a server restarting, a load
+# balancer swapping it. Short: the caller may hold a conversation's lock meanwhile.
 CONNECT_RETRY_DELAYS = (0.25, 1.0)
 _pause = asyncio.sleep
 
@@ -185,13 +185,14 @@ async def retrying_connect_failures(
     """`call()`, bounded as a whole by `timeout`, tried again after each of `delays` while it
     fails to connect and the pause leaves time. httpx raises ConnectError before any byte of
     the request was sent, so a retry cannot make a POST that is not idempotent (a chat
-    message, a callback) twice; a failure once the request went out (a timeout, a connection
-    closed without an answer) is raised at once, and so is a certificate not trusted, which
-    no retry will trust. `what`: the log lines' prefix. Raises TimeoutError past `timeout`:
-    its tries and pauses together, never `timeout` a try (a connection failing slowly, a
-    name the resolver gives up on, cost three). A retry is made only if, after its pause, it
-    has at least the time the failed try took: else it would end as a TimeoutError, told as
-    a server that did not answer, where it could not be reached."""
+    message, a callback, a custom action) twice; a failure once the request went out (a
+    timeout, a connection closed without an answer) is raised at once, and so is a failure
+    no retry mends (`connect_failure_is_permanent`). `what`: the log lines' prefix. Raises
+    TimeoutError past `timeout`: its tries and pauses together, never `timeout` a try (a
+    connection failing slowly, a name the resolver gives up on, cost three). A retry is made
+    only if, after its pause, it has at least the time the failed try took: else (the pause
+    foreseen too long, or overslept by a busy event loop) the ConnectError is raised, where
+    that retry would end as a TimeoutError, told as a server that did not answer."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     for delay in delays:
@@ -200,7 +201,8 @@ async def retrying_connect_failures(
             return await asyncio.wait_for(call(), deadline - began)
         except httpx.ConnectError as e:
             failed = loop.time()
-            if _certificate_refused(e) or failed + delay + (failed - began) >= deadline:
+            took = failed - began
+            if connect_failure_is_permanent(e) or failed + delay + took >= deadline:
                 raise
             logger.info(
                 "%s: cannot connect (%s); trying again in %g s",
@@ -208,19 +210,31 @@ async def retrying_connect_failures(
                 first_line(e, limit=200),
                 delay,
             )
-        await _pause(delay)
+            await _pause(delay)
+            if loop.time() + took >= deadline:
+                raise  # the pause ended later than planned: no time left for the retry
     return await asyncio.wait_for(call(), deadline - loop.time())
 
 
-def _certificate_refused(error: BaseException) -> bool:
+def connect_failure_is_permanent(error: BaseException) -> bool:
+    """Whether a connection could not be made for a reason no retry mends: a TLS handshake
+    that failed (a certificate not trusted, https to a port that speaks plain HTTP). A
+    connection refused or reset, a TLS handshake cut short (a TLS proxy whose backend is
+    down) and a host name that did not resolve may be mended by a server restarting, and are
+    not: a name the DNS says does not exist (EAI_NONAME) is also a stopped container's under
+    Docker Compose, whose DNS drops the name until the container is started again."""
     seen: BaseException | None = error
-    for _ in range(10):  # httpx's error, httpcore's, the ssl module's
+    for _ in range(10):  # httpx's error, httpcore's, anyio's, the ssl module's
         if seen is None:
             break
-        if isinstance(seen, ssl.SSLCertVerificationError):
+        if isinstance(seen, ssl.SSLError) and not isinstance(seen, _TLS_CUT_SHORT):
             return True
         seen = seen.__cause__ or seen.__context__
     return "CERTIFICATE_VERIFY_FAILED" in str(error)
+
+
+# The peer closed the connection, or the socket failed, during the handshake: no TLS error.
+_TLS_CUT_SHORT = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 
 
 # What urlsplit strips before a URL and drops inside it (the URL standard's rules).

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -22,12 +25,17 @@ from server.api.model import _post_callback
 from server.channels.rocketchat_api import RocketChatAPI, RocketChatError
 from server.channels.socketio_routing import Workers
 from server.dialogue.http_endpoint import HttpEndpoint
-from server.http_clients import _trusted, async_client, sync_client
+from server.http_clients import (
+    _trusted,
+    async_client,
+    retrying_connect_failures,
+    sync_client,
+)
 from server.models.holder import ModelHolder
 from server.models.source import ModelSource
 from tests.api.test_tls_options import PASSWORD
 from tests.loop_lag import loop_hold
-from tests.serving import serving
+from tests.serving import failing_handshakes, serving, serving_from_the_first_retry
 from tests.tls_certificates import self_signed
 
 SERVER = Path(__file__).resolve().parent.parent / "server"
@@ -274,3 +282,107 @@ def test_clients_called_once_a_conversation_are_capped_by_the_files_a_process_ma
     soft = resource.RLIM_INFINITY if soft == -1 else soft
     monkeypatch.setattr(resource, "getrlimit", lambda _: (soft, resource.RLIM_INFINITY))
     assert per_conversation_limits().max_connections == cap
+
+
+@pytest.fixture
+def pauses(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The back-offs of connect retries (`server.http_clients`), recorded, not waited."""
+    from server import http_clients
+
+    waited: list[float] = []
+
+    async def pause(delay: float) -> None:
+        waited.append(delay)
+
+    monkeypatch.setattr(http_clients, "_pause", pause)
+    return waited
+
+
+async def _get_retrying(url: str) -> None:
+    """A GET of `url`, tried again as the outgoing clients try a POST that could not connect."""
+    async with async_client() as client:
+        await retrying_connect_failures(lambda: client.get(url), timeout=10, what="test")
+
+
+@contextlib.asynccontextmanager
+async def _https_to_a_plain_port() -> AsyncIterator[str]:
+    """An https URL whose port serves plain HTTP (a wrong scheme in endpoints.yml)."""
+    async with serving(Starlette(routes=[Route("/", _answer)])) as url:
+        yield url.replace("http://", "https://") + "/"
+
+
+async def test_a_connection_no_retry_can_make_is_not_tried_again(pauses: list[float]) -> None:
+    """Before, it was tried again after 0.25 s and 1 s: every turn (a custom action, a
+    callback's reply, a Rocket.Chat post) lost 1.25 s, to fail the same way."""
+    async with _https_to_a_plain_port() as url:
+        with pytest.raises(httpx.ConnectError):
+            await _get_retrying(url)
+    assert pauses == []
+
+
+@contextlib.asynccontextmanager
+async def _refused() -> AsyncIterator[str]:
+    """A port nothing listens on (a server restarting)."""
+    from bench.tcp_proxy import free_port
+
+    yield f"http://127.0.0.1:{free_port()}/"
+
+
+@contextlib.asynccontextmanager
+async def _handshake_cut_short() -> AsyncIterator[str]:
+    """A TLS proxy that closes each connection before the handshake: its backend is down."""
+    async with failing_handshakes(after=0) as (url, _):
+        yield url + "/"
+
+
+@contextlib.asynccontextmanager
+async def _resolver_not_answering() -> AsyncIterator[str]:
+    """A host name whose lookup fails with EAI_AGAIN, "Temporary failure in name resolution"
+    (the DNS server did not answer: glibc's error for a resolver restarting)."""
+    real = socket.getaddrinfo
+
+    def lookup(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in ("dns-down.invalid", b"dns-down.invalid"):  # anyio passes it encoded
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real(host, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket, "getaddrinfo", lookup)
+        yield "http://dns-down.invalid/"
+
+
+@contextlib.asynccontextmanager
+async def _unknown_host() -> AsyncIterator[str]:
+    """A host name the DNS says does not exist (RFC 2606 keeps `.invalid` so; EAI_NONAME):
+    under Docker Compose, the name of a container stopped, restarting or being replaced."""
+    yield "http://no-such-action-server.invalid/"
+
+
+@pytest.mark.parametrize(
+    "where", [_refused, _handshake_cut_short, _resolver_not_answering, _unknown_host]
+)
+async def test_a_connection_a_restart_may_mend_is_tried_twice_more(
+    pauses: list[float], where: Callable[[], contextlib.AbstractAsyncContextManager[str]]
+) -> None:
+    async with where() as url:
+        with pytest.raises(httpx.ConnectError):
+            await _get_retrying(url)
+    assert pauses == [0.25, 1.0]
+
+
+async def test_a_result_whose_callback_url_is_restarting_is_posted_once_it_listens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A training's model POSTed to a `callback_url` whose receiver refuses connections for
+    a moment (a deploy): nothing was sent, so it is tried again. Before, the result of a
+    training perhaps hours long went only to the server's log."""
+    received: list[bytes] = []
+
+    async def done(request: Request) -> JSONResponse:
+        received.append(await request.body())
+        return JSONResponse({})
+
+    app = Starlette(routes=[Route("/done", done, methods=["POST"])])
+    async with serving_from_the_first_retry(app, monkeypatch) as (url, pauses):
+        await _post_callback(url + "/done", b"model bytes", "application/octet-stream")
+    assert (received, pauses) == ([b"model bytes"], [0.25])

@@ -10,6 +10,7 @@ import asyncio
 import functools
 import json
 import logging
+import math
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -71,7 +72,7 @@ from server.errors import (
     TrainingError,
     how_many,
 )
-from server.http_clients import async_client_off_loop, safe_url
+from server.http_clients import async_client_off_loop, retrying_connect_failures, safe_url
 from server.json_values import OFF_LOOP_JSON_BYTES, key_given_twice
 from server.long_jobs import run_long_job
 from server.models.archive import read_archive
@@ -386,8 +387,12 @@ async def _post_callback(url: str, content: bytes, content_type: str) -> None:
     try:
         # Built off the loop: a client loads the CA bundle (27-42 ms of CPU).
         async with await async_client_off_loop(timeout=60.0) as client:
-            response = await client.post(
-                url, content=content, headers={"Content-Type": content_type}
+            # Tried again when it could not connect (nothing was sent: a receiver
+            # restarting); httpx's 60 s a phase bounds each try, so no bound on the whole.
+            response = await retrying_connect_failures(
+                lambda: client.post(url, content=content, headers={"Content-Type": content_type}),
+                timeout=math.inf,
+                what=f"callback_url {safe_url(url, tolerant=True)}",
             )
             response.raise_for_status()
     except Exception as exc:  # a bad callback must never disturb the server

@@ -24,6 +24,7 @@ from server.errors import (
     first_line,
     how_many,
 )
+from server.http_clients import retrying_connect_failures
 from server.trackers.events import BotUttered, event_from_dict
 from server.trackers.incoming import check_incoming_events
 
@@ -192,9 +193,15 @@ class ActionServerClient:
         where = self.endpoint.safe_url
         timeout = self.endpoint.timeout
         try:
-            # httpx's timeout is per phase; this bounds the whole call, trickling bodies included.
+            # httpx's timeout is per phase; this bounds the whole call, trickling bodies
+            # included, and its tries when the server could not be reached (nothing was sent:
+            # the action does not run twice).
             left = max(0.0, deadline - asyncio.get_running_loop().time())
-            response = await asyncio.wait_for(self.endpoint.post_json(body), left)
+            response = await retrying_connect_failures(
+                lambda: self.endpoint.post_json(body),
+                timeout=left,
+                what=f"action server: {action_name} at {where}",
+            )
         except (TimeoutError, httpx.TimeoutException):
             raise ActionError(
                 f"Custom action '{action_name}': the action server at {where} "

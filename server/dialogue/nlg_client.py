@@ -5,7 +5,6 @@ A failure (down, slow, HTTP error, not a message) raises `ActionError`, like a f
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import httpx
@@ -13,6 +12,7 @@ import httpx
 from server.dialogue.http_endpoint import DEFAULT_TIMEOUT, HttpEndpoint
 from server.dialogue.nlg import message_problem
 from server.errors import ActionError, InvalidConfig, ResponseTooLarge, first_line
+from server.http_clients import retrying_connect_failures
 from server.trackers.factory import section_type
 
 
@@ -72,7 +72,12 @@ class NLGClient:
         body = nlg_request_body(response, tracker_state, output_channel, **kwargs)
         where = self.endpoint.safe_url
         try:
-            answer = await asyncio.wait_for(self.endpoint.post_json(body), self.endpoint.timeout)
+            # Tried again within `timeout` when it could not connect (a server restarting).
+            answer = await retrying_connect_failures(
+                lambda: self.endpoint.post_json(body),
+                timeout=self.endpoint.timeout,
+                what=f"NLG server: {response} at {where}",
+            )
         except (TimeoutError, httpx.TimeoutException):
             raise ActionError(
                 f"NLG for '{response}': the NLG server at {where} did not answer within "

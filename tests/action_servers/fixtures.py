@@ -228,13 +228,13 @@ ENCODED_ANSWERS = {
 
 class _Broken(BaseHTTPRequestHandler):
     """Answers by path: /slow sleeps (/domain-missing-slow, then asks for the domain),
-    /idle-close drops a connection idle for 1.2 s when the next request comes,
-    /garbage sends HTML, /shape sends the wrong JSON, /entity an event breaking Rasa's
-    schema, /raw/<name> one of `RAW_ANSWERS`; /bomb a gzip bomb (/bomb-twice one gzipped
-    twice), /encoded/<name> one of `ENCODED_ANSWERS` (/trickled/<name> a byte at a time),
-    /cookie sets a cookie, /brotli an encoding never asked for, /endless a body that never
-    ends, /huge 11 MB of JSON, /redirect a 302 elsewhere. A body that is no JSON (a form) is
-    kept as text."""
+    /idle-close drops a connection idle for 1.2 s when the next request comes, /hang-up
+    closes it without an answer, /garbage sends HTML, /shape sends the wrong JSON, /entity
+    an event breaking Rasa's schema, /raw/<name> one of `RAW_ANSWERS`; /bomb a gzip bomb
+    (/bomb-twice one gzipped twice), /encoded/<name> one of `ENCODED_ANSWERS`
+    (/trickled/<name> a byte at a time), /cookie sets a cookie, /brotli an encoding never
+    asked for, /endless a body that never ends, /huge 11 MB of JSON, /redirect a 302
+    elsewhere. A body that is no JSON (a form) is kept as text."""
 
     server: BrokenActionServer
     protocol_version = "HTTP/1.1"  # chunked answers
@@ -257,6 +257,8 @@ class _Broken(BaseHTTPRequestHandler):
                 return
             self._send(200, b'{"events": [], "responses": []}')
             self.answered_at = time.monotonic()
+        elif self.path.startswith("/hang-up"):  # the call read, no answer: the action ran?
+            self.close_connection = True
         elif self.path.startswith("/domain-missing-slow"):  # asks for the domain, both in 1.2 s
             time.sleep(1.2)
             if "domain" not in body:

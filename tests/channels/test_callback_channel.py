@@ -288,6 +288,28 @@ async def test_a_post_that_could_not_connect_is_logged_so_when_no_retry_has_the_
     ), line
 
 
+async def test_a_post_whose_retry_pause_ran_past_the_timeout_is_logged_as_unreachable(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The receiver refuses the connection; the 0.25 s pause before the retry ends after the
+    1 s `timeout` (an event loop held by other work). Before, the retry was made with no
+    time left, timed out at once, and the line said the receiver "did not answer within
+    1 s", as one that took the POST and hung."""
+    from bench.tcp_proxy import free_port
+    from server import http_clients
+
+    async def overslept(delay: float) -> None:
+        await asyncio.sleep(1.0)
+
+    monkeypatch.setattr(http_clients, "_pause", overslept)
+    url = f"http://127.0.0.1:{free_port()}/bot"
+    await _post_within_1_s(url, "c17")
+    [line] = [m for m in caplog.messages if "could not deliver" in m]
+    assert line.startswith(
+        f"callback: could not deliver a bot message to c17 at {url}: it cannot be reached ("
+    ), line
+
+
 async def test_a_reply_that_reached_the_receiver_is_not_posted_again() -> None:
     """The receiver took the POST and closed the connection without an answer: it may have
     shown the reply, so it is not tried again (a retry could show it twice)."""

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
+import socket
+import struct
 import time
 import tracemalloc
 import zlib
@@ -13,6 +17,10 @@ from typing import Any
 
 import pytest
 import yaml
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from server.dialogue.action_client import (
     DEFAULT_ACTION_TIMEOUT,
@@ -40,6 +48,7 @@ from tests.action_servers.fixtures import (  # noqa: F401
     twice_gzipped_bomb,
 )
 from tests.loop_lag import paced
+from tests.serving import serving_from_the_first_retry
 from tests.shared_data import BOTS
 
 
@@ -208,6 +217,84 @@ async def test_a_server_that_is_down_fails_fast_and_clearly() -> None:
         await client.run("action_x", "u1", {}, None)
     assert time.monotonic() - started < paced(2, below=DEFAULT_ACTION_TIMEOUT)
     await client.aclose()
+
+
+async def test_an_action_server_restarting_runs_the_action_once_it_listens(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its port refuses connections for a moment (a deploy, a crash restarted): nothing of
+    the call was sent, so it is tried again after 0.25 s, then 1 s, within the action's
+    `timeout`, and the action runs once. Before, the user got the fallback at once."""
+    calls: list[str] = []
+
+    async def webhook(request: Request) -> JSONResponse:
+        calls.append((await request.json())["next_action"])
+        return JSONResponse({"events": [], "responses": [{"text": "found it"}]})
+
+    caplog.set_level(logging.INFO)
+    app = Starlette(routes=[Route("/webhook", webhook, methods=["POST"])])
+    async with serving_from_the_first_retry(app, monkeypatch) as (url, pauses):
+        client = ActionServerClient({"url": f"{url}/webhook"})
+        try:
+            result = await client.run("action_search", "u1", {}, None)
+        finally:
+            await client.aclose()
+    assert result["responses"] == [{"text": "found it"}]
+    assert (calls, pauses) == (["action_search"], [0.25])
+    assert f"action server: action_search at {url}/webhook: cannot connect (" in caplog.text
+
+
+async def test_an_action_call_that_reached_the_server_is_not_made_again(
+    broken_server: BrokenActionServer,
+) -> None:
+    """The server read the call and closed the connection without an answer: the action may
+    have run (a booking made, a mail sent), so it is not called again."""
+    client = ActionServerClient({"url": _url(broken_server, "/hang-up")})
+    try:
+        with pytest.raises(ActionError, match="request to the action server at .* failed"):
+            await client.run("action_book", "u1", {}, None)
+    finally:
+        await client.aclose()
+    assert [path for path, _ in broken_server.requests].count("/hang-up") == 1
+
+
+async def test_an_action_call_reset_on_a_reused_connection_is_not_made_again() -> None:
+    """The server answers a call on a kept-alive connection, then reads the next call on it
+    and resets the connection (a crash, a proxy dropping it): a failure on a connection
+    already made is no connect failure, whatever it says ("connection reset"), so the
+    action, which may have run, is not called again."""
+    calls: list[bytes] = []
+    connections: list[None] = []
+
+    async def answer_once_then_reset(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        connections.append(None)
+        while head := await reader.readuntil(b"\r\n\r\n"):
+            length = int(re.search(rb"(?i)content-length: *(\d+)", head)[1])  # type: ignore[index]
+            calls.append(await reader.readexactly(length))
+            if len(calls) > 1:
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.transport.abort()  # a reset, not a close
+                return
+            body = b'{"events": [], "responses": []}'
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+            writer.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+
+    server = await asyncio.start_server(answer_once_then_reset, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = ActionServerClient({"url": f"http://127.0.0.1:{port}/webhook"})
+    try:
+        await client.run("action_book", "u1", {}, None)
+        with pytest.raises(ActionError, match="request to the action server at .* failed"):
+            await client.run("action_book", "u1", {}, None)
+    finally:
+        await client.aclose()
+        server.close()
+        await server.wait_closed()
+    assert (len(calls), len(connections)) == (2, 1)
 
 
 @pytest.mark.timing

@@ -26,7 +26,7 @@ from tests.dialogue.conversation_fixtures import (
     make_agent,
     train_files,
 )
-from tests.serving import serving
+from tests.serving import serving, serving_from_the_first_retry
 
 
 class NLGServer:
@@ -179,6 +179,25 @@ async def test_an_empty_answer_with_a_content_encoding_is_no_message(name: str) 
         client = NLGClient({"url": f"http://127.0.0.1:{server.server_address[1]}/encoded/{name}"})
         assert await client.generate("utter_nothing", {"sender_id": "u"}, "rest") is None
         await client.aclose()
+
+
+async def test_an_nlg_server_restarting_gives_the_message_once_it_listens(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its port refuses connections for a moment (a deploy): nothing was sent, so the call
+    is tried again after 0.25 s, then 1 s, within `timeout`. Before, the bot's message was
+    lost at once (the turn went on without it)."""
+    server = NLGServer()
+    caplog.set_level(logging.INFO)
+    async with serving_from_the_first_retry(server.app, monkeypatch) as (url, pauses):
+        client = NLGClient({"url": f"{url}/nlg"})
+        try:
+            message = await client.generate("utter_greet", {"sender_id": "u1"}, "rest")
+        finally:
+            await client.aclose()
+    assert message == {"text": "utter_greet for u1", "buttons": [], "custom": None}
+    assert (len(server.requests), pauses) == (1, [0.25])
+    assert f"NLG server: utter_greet at {url}/nlg: cannot connect (" in caplog.text
 
 
 async def test_a_server_that_is_down_is_an_action_error() -> None:
