@@ -275,8 +275,20 @@ _TAKE_ANSWERED_LATE = (
     "it ran (a busy Redis, a slow network), or Redis lost it (restarted without its data, a "
     "failover to a replica that did not have it)"
 )
+# The same causes, for the leases of several conversations found gone at once (a prune's
+# batch): one line for them all.
+_LOCKS_LOST = (
+    "Redis lost them (restarted without its data, a failover to a replica that did not have "
+    "them), or this process stalled for most of lock_lifetime (%g s)"
+)
+_LOCK_TAKES_ANSWERED_LATE = (
+    "Redis answered the prune's take of the locks, or the look after it, more than %g s "
+    "after it ran (a busy Redis, a slow network), or Redis lost them (restarted without its "
+    "data, a failover to a replica that did not have them)"
+)
 # Why a held lease ran out when its renewals failed (with for how long).
 _LEASE_UNRENEWED = "it could not be renewed for %.1f s (Redis unreachable)"
+_LOCKS_UNRENEWED = "they could not be renewed for up to %.1f s (Redis unreachable)"
 # Why a held lease ran out when no renewal went out (with for how long, and lock_lifetime).
 _LEASE_OVERDUE = (
     "it ran out, not renewed for %.1f s (lock_lifetime %g s): this process stalled (its event "
@@ -514,7 +526,8 @@ class RedisLockStore:
         failed): let go of by their prune, and said in one line for those of one cause.
         Before, one ERROR a conversation: a Redis answering a prune's take after the 3 s
         its leases are taken for logged one for each of the batch's 500."""
-        said: dict[tuple[bool, str, str], list[str]] = {}
+        # (pruned, how, lifetime taken for) -> [(conversation, for how long unrenewed)]
+        said: dict[tuple[bool, str, float | None], list[tuple[str, float]]] = {}
         for token, conversation_id, failed_since in gone:
             # (A prune's lease: before, told as a turn's, and the prune went on to delete it.)
             idle = self._held_by_prune.get(token)
@@ -522,17 +535,30 @@ class RedisLockStore:
                 idle.lose(conversation_id)
             taken_for = self._taken_for.pop(token, None)
             if failed_since is not None:  # (before, this too advised raising lock_lifetime)
-                how = "expired", _LEASE_UNRENEWED % (now - failed_since)
+                how, taken_for = "unrenewed", None
             elif taken_for is None:
                 # Renewed every third of its lifetime, a lease runs out only if this process
                 # stalled for the rest of it; more often Redis lost it (before, the advice was
                 # to raise lock_lifetime "if turns take longer", which renewals already allow).
-                how = "was gone", _LEASE_LOST % self.lock_lifetime
+                how = "lost"
             else:
-                how = "was gone", _TAKE_ANSWERED_LATE % taken_for
-            said.setdefault((idle is not None, how[0], how[1]), []).append(conversation_id)
-        for (pruned, verb, cause), conversation_ids in said.items():
-            _say_leases_gone(conversation_ids, pruned, verb, cause)
+                how = "late"
+            unrenewed = 0.0 if failed_since is None else now - failed_since
+            said.setdefault((idle is not None, how, taken_for), []).append(
+                (conversation_id, unrenewed)
+            )
+        for (pruned, how, taken_for), found in said.items():
+            one = len(found) == 1
+            if how == "unrenewed":  # (several: the longest)
+                longest = max(unrenewed for _, unrenewed in found)
+                verb, cause = "expired", (_LEASE_UNRENEWED if one else _LOCKS_UNRENEWED) % longest
+            elif how == "lost":
+                verb = "was gone"
+                cause = (_LEASE_LOST if one else _LOCKS_LOST) % self.lock_lifetime
+            else:
+                verb = "was gone"
+                cause = (_TAKE_ANSWERED_LATE if one else _LOCK_TAKES_ANSWERED_LATE) % taken_for
+            _say_leases_gone([c for c, _ in found], pruned, verb, cause)
 
     @asynccontextmanager
     async def hold_idle(self, conversation_ids: Sequence[str]) -> AsyncIterator[IdleLocks]:

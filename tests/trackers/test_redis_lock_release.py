@@ -415,11 +415,14 @@ async def test_a_batch_whose_take_redis_answered_late_is_said_in_one_line(
     assert said == [
         "The locks of 7 conversations ('ana', 'bob', 'cat', 'dan', 'eve' and 2 more) were gone "
         "while a prune held them: "
-        + redis_lock._TAKE_ANSWERED_LATE
+        + redis_lock._LOCK_TAKES_ANSWERED_LATE
         % 0.2
         + "; the prune leaves them alone (another process may be in a turn there), unless it "
         "had already deleted them beside such a turn."
     ], said
+    # (The cause in the plural too: before, "the prune's take of the lock ... Redis lost it".)
+    assert "the prune's take of the locks," in said[0], said
+    assert ", or Redis lost them (" in said[0], said
 
 
 async def test_a_prune_stopped_while_it_retries_giving_back_its_locks_still_gives_them_back(

@@ -351,7 +351,7 @@ async def test_redis_prune_says_the_leases_its_delete_found_lost_in_one_line(
     said = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(said) == 1, said
     assert said[0].startswith("The locks of 3 conversations ("), said
-    assert "were gone while a prune held them" in said[0], said
+    assert "were gone while a prune held them: Redis lost them (" in said[0], said
 
 
 async def _redis_lock_config() -> dict[str, Any]:
