@@ -422,3 +422,51 @@ async def test_redis_keeps_a_long_conversation_replaced_while_the_prune_reads_it
         finally:
             await pruning.close()
             await serving.close()
+
+
+async def test_redis_prune_whose_stop_a_redis_call_swallowed_takes_no_further_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prune stopped (SIGTERM, Ctrl-C: its task cancelled) at the moment a Redis command
+    went out: on Python 3.11 the client's `asyncio.wait_for` around the send returns the
+    send's result and drops the cancellation (half of the stops of a busy prune, measured).
+    The prune stops before its next batch takes its locks. Before, it went on to the end:
+    the stop was lost, and Kubernetes killed it later with its locks held."""
+    from redis.asyncio import Redis
+
+    from server.trackers import redis_store
+    from server.trackers.redis_lock import RedisLockStore
+
+    monkeypatch.setattr(redis_store, "_PRUNE_BATCH", 2)
+    now = time.time()
+    async with tracker_store_config("redis", tmp_path) as config:
+        locks_config = {**await _redis_lock_config(), "db": 0}
+        store, locks = create_tracker_store(config), RedisLockStore(locks_config)
+        client = Redis(host=REDIS[0], port=REDIS[1], db=0)
+        batches: list[int] = []
+
+        def stopped_after_the_first_batch(deleted: int) -> None:
+            batches.append(deleted)
+            if len(batches) == 1:  # (then a Redis command goes out: the cancel is dropped)
+                task = asyncio.current_task()
+                assert task is not None
+                task.cancel()
+
+        try:
+            for sender_id in ("ana", "bob", "cy", "dee", "eve", "fay"):
+                await store.append(sender_id, [bot("long ago", now - 200 * DAY)])
+            with pytest.raises(asyncio.CancelledError):
+                await delete_conversations_older_than(
+                    store, 90 * DAY, locks, stopped_after_the_first_batch
+                )
+            left = await client.keys(f"{locks_config['key_prefix']}:lock:*")
+            kept = await store.keys()
+        finally:
+            await store.close()
+            await locks.close()
+            await client.aclose()
+            await delete_redis_keys(locks_config["key_prefix"], db=0)
+    assert left == []
+    # (The batch the stop came in, and any the stop was dropped in, finished: no later one.)
+    assert sum(batches) + len(kept) == 6, (batches, kept)
+    assert len(kept) >= 2, (batches, kept)
