@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -92,3 +93,51 @@ async def test_sigterm_during_a_prune_gives_its_locks_back_and_says_how_far_it_g
     ) in said.splitlines(), said
     assert "Traceback" not in said, said
     assert out == b""
+
+
+_STOPPED_SLOWLY = """
+import asyncio, sys
+import cli
+
+async def main():
+    try:
+        print("running", flush=True)
+        await asyncio.sleep(600)
+    finally:  # (as a prune giving back its locks to a Redis that does not answer)
+        print("cleaning up", flush=True)
+        await asyncio.sleep(600)
+
+try:
+    cli._run_until_stopped(main())
+except cli.Terminated:
+    print("terminated", flush=True)
+"""
+
+
+async def test_a_second_sigterm_ends_the_command_at_once() -> None:
+    """The first SIGTERM lets the command clean up (its `finally` blocks run); a second one,
+    as a second Ctrl-C, ends it at once (exit -15, by the signal), not after the clean-up."""
+    command = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _STOPPED_SLOWLY,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert command.stdout is not None
+    try:
+        running = await asyncio.wait_for(command.stdout.readline(), paced(30, below=500))
+        assert running == b"running\n"  # (its SIGTERM handler set)
+        command.send_signal(signal.SIGTERM)
+        line = await asyncio.wait_for(command.stdout.readline(), paced(10, below=500))
+        assert line == b"cleaning up\n"
+        command.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(command.wait(), paced(10, below=500))
+        rest = await command.stdout.read()
+    finally:
+        if command.returncode is None:
+            command.kill()
+            await command.wait()
+    assert command.returncode == -signal.SIGTERM
+    assert rest == b""  # (not "terminated": the clean-up was cut short)
