@@ -137,3 +137,52 @@ async def test_a_server_whose_redis_tracker_store_is_away_starts_as_before(
         async with app.router.lifespan_context(app):
             pass
     assert "Redis Cluster" not in caplog.text
+
+
+async def test_a_user_not_allowed_info_is_not_refused() -> None:
+    """A standalone Redis whose ACL user may not run INFO (NOPERM), as a managed Redis's
+    restricted user: the stores' pings and a turn pass, nothing said about a cluster."""
+    from redis.asyncio import Redis
+    from redis.exceptions import NoPermissionError
+
+    from tests.trackers.persistence_fixtures import REDIS, require_service, unique_name
+
+    require_service("Redis", REDIS)
+    user, prefix = unique_name("bsnoinfo"), unique_name("bsnoinfo")
+    admin = Redis(host=REDIS[0], port=REDIS[1])
+    await admin.acl_setuser(
+        user,
+        enabled=True,
+        passwords=["+not-allowed-info"],
+        keys=[f"{prefix}*"],
+        channels=["*"],
+        commands=["+@all", "-info"],
+    )
+    settings = {
+        "type": "redis",
+        "url": REDIS[0],
+        "port": REDIS[1],
+        "db": 0,
+        "username": user,
+        "password": "not-allowed-info",
+        "key_prefix": prefix,
+    }
+    tracker_store, lock_store = create_tracker_store(settings), create_lock_store(settings)
+    try:
+        restricted = Redis(host=REDIS[0], port=REDIS[1], username=user, password="not-allowed-info")
+        try:
+            with pytest.raises(NoPermissionError):  # (the user is as meant)
+                await restricted.info("cluster")
+        finally:
+            await restricted.aclose()
+        await tracker_store.ping()
+        await lock_store.ping()  # type: ignore[attr-defined]  # (the Redis lock store's)
+        await tracker_store.append("ana", [{"event": "action", "name": "action_listen"}])
+        assert await tracker_store.load("ana")
+    finally:
+        await tracker_store.close()
+        await lock_store.close()
+        for key in await admin.keys(f"{prefix}*"):
+            await admin.delete(key)
+        await admin.acl_deluser(user)
+        await admin.aclose()
