@@ -114,6 +114,7 @@ except cli.Terminated:
 """
 
 
+@pytest.mark.timing
 async def test_a_second_sigterm_ends_the_command_at_once() -> None:
     """The first SIGTERM lets the command clean up (its `finally` blocks run); a second one,
     as a second Ctrl-C, ends it at once (exit -15, by the signal), not after the clean-up."""
