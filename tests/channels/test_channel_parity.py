@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from server.channels.socket_io import SocketIOOutput
 from server.dialogue.messages import UserMessage
 from tests.channels.test_rest_channel import recording_client as recording
 
@@ -36,3 +39,44 @@ async def test_callback_records_its_own_channel_name_whatever_the_body_says() ->
         health = await client.get("/webhooks/callback/")
         assert health.json() == {"status": "ok"}
     assert [(m.sender_id, m.input_channel) for m in handled] == [("u1", "callback")]
+
+
+class RecordingServer:
+    """python-socketio's `emit` as the socket.io output calls it, recorded."""
+
+    def __init__(self) -> None:
+        self.emitted: list[tuple[str, Any, str]] = []
+
+    async def emit(self, event: str, data: Any, room: str, namespace: str | None = None) -> None:
+        self.emitted.append((event, data, room))
+
+
+async def test_socketio_sends_each_kind_of_bot_message_as_rasa_does() -> None:
+    """socketio.py `SocketIOOutput`: text split on blank lines (`send_text_message`), the
+    buttons with the last paragraph (`send_text_with_buttons`), then, as `OutputChannel.
+    send_response` orders them, custom JSON emitted as its `data` to its `room` (default the
+    recipient), the image as an image attachment, the attachment as it is."""
+    sio = RecordingServer()
+    pdf = {"type": "file", "payload": {"src": "https://example.test/a.pdf"}}
+    output = SocketIOOutput(sio, "answer")  # type: ignore[arg-type]
+    await output.send_response(
+        "s1",
+        {
+            "text": "one\n\ntwo",
+            "quick_replies": [{"title": "Yes", "payload": "/affirm"}],
+            "custom": {"data": {"kind": "video"}, "room": "s2"},
+            "image": "https://example.test/a.png",
+            "attachment": pdf,
+        },
+    )
+    await output.send_response("s1", {"custom": {"data": [1, 2]}})
+    reply = {"content_type": "text", "title": "Yes", "payload": "/affirm"}
+    image = {"type": "image", "payload": {"src": "https://example.test/a.png"}}
+    assert sio.emitted == [
+        ("answer", {"text": "one", "quick_replies": []}, "s1"),
+        ("answer", {"text": "two", "quick_replies": [reply]}, "s1"),
+        ("answer", {"kind": "video"}, "s2"),
+        ("answer", {"attachment": image}, "s1"),
+        ("answer", {"attachment": pdf}, "s1"),
+        ("answer", [1, 2], "s1"),
+    ]
