@@ -8,6 +8,7 @@ from typing import Any
 from server.channels.socket_io import SocketIOOutput
 from server.dialogue.messages import UserMessage
 from tests.channels.test_rest_channel import recording_client as recording
+from tests.channels.test_socketio_channel import Client, bot
 
 
 async def test_rest_fields_reach_the_turn_as_in_rasa() -> None:
@@ -80,3 +81,21 @@ async def test_socketio_sends_each_kind_of_bot_message_as_rasa_does() -> None:
         ("answer", {"attachment": pdf}, "s1"),
         ("answer", [1, 2], "s1"),
     ]
+
+
+async def test_an_empty_session_id_is_given_a_new_one() -> None:
+    """socketio.py `session_request` confirms `""` (only a missing or null id gets a uuid),
+    and `handle_message` then drops every message of it (`not data.get("session_id")`): a
+    widget that stored an empty id never got a reply. Here it is confirmed a new id."""
+    async with bot({"session_persistence": True}) as url:
+        client = Client()
+        await client.sio.connect(url, transports=["websocket"])
+        try:
+            await client.sio.emit("session_request", {"session_id": ""})
+            ((_, session_id),) = await client.next()
+            await client.sio.emit("user_uttered", {"message": "hi", "session_id": session_id})
+            replies = await client.next(2)
+        finally:
+            await client.sio.disconnect()
+    assert isinstance(session_id, str) and len(session_id) == 32
+    assert replies[1] == ("bot_uttered", {"text": f"from {session_id} via socketio"})
