@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import httpx
 
 from server.channels.socket_io import SocketIOOutput
 from server.dialogue.messages import UserMessage
+from tests.channels.conftest import concertbot_server
 from tests.channels.test_rest_channel import recording_client as recording
 from tests.channels.test_socketio_channel import Client, bot
 
@@ -99,3 +103,25 @@ async def test_an_empty_session_id_is_given_a_new_one() -> None:
             await client.sio.disconnect()
     assert isinstance(session_id, str) and len(session_id) == 32
     assert replies[1] == ("bot_uttered", {"text": f"from {session_id} via socketio"})
+
+
+async def test_the_user_event_keeps_the_channel_and_metadata_as_rasa_stores_them(
+    concertbot_model: Path,
+) -> None:
+    """rest.py `receive` builds `UserMessage(..., input_channel=..., metadata=...)`, and the
+    processor logs them in the `user` event with its `message_id`; `GET /tracker` shows
+    them, `latest_message` the metadata too."""
+    async with concertbot_server(concertbot_model, "http://127.0.0.1:9/webhook") as url:
+        async with httpx.AsyncClient(base_url=url) as client:
+            body = {"sender": "m1", "message": "hi", "metadata": {"page": "/a"}}
+            body["input_channel"] = "mobile-app"
+            answer = await client.post("/webhooks/rest/webhook", json=body)
+            assert answer.status_code == 200
+            tracker = (await client.get("/conversations/m1/tracker")).json()
+    (user,) = [e for e in tracker["events"] if e["event"] == "user"]
+    # Rasa 3.6 adds the model's `model_id` and `assistant_id` to each event's metadata.
+    assert user["input_channel"] == "mobile-app"
+    assert user["metadata"]["page"] == "/a" and "model_id" in user["metadata"]
+    assert isinstance(user["message_id"], str) and len(user["message_id"]) == 32
+    assert tracker["latest_message"]["metadata"] == {"page": "/a"}
+    assert tracker["latest_input_channel"] == "mobile-app"
