@@ -118,6 +118,8 @@ async def test_the_user_event_keeps_the_channel_and_metadata_as_rasa_stores_them
             answer = await client.post("/webhooks/rest/webhook", json=body)
             assert answer.status_code == 200
             tracker = (await client.get("/conversations/m1/tracker")).json()
+            await client.post("/webhooks/rest/webhook", json={"sender": "m2", "message": "hi"})
+            plain = (await client.get("/conversations/m2/tracker")).json()
     (user,) = [e for e in tracker["events"] if e["event"] == "user"]
     # Rasa 3.6 adds the model's `model_id` and `assistant_id` to each event's metadata.
     assert user["input_channel"] == "mobile-app"
@@ -125,3 +127,6 @@ async def test_the_user_event_keeps_the_channel_and_metadata_as_rasa_stores_them
     assert isinstance(user["message_id"], str) and len(user["message_id"]) == 32
     assert tracker["latest_message"]["metadata"] == {"page": "/a"}
     assert tracker["latest_input_channel"] == "mobile-app"
+    # Without metadata: `{}` in the parse data, as Rasa's recorded answers show it.
+    assert plain["latest_message"]["metadata"] == {}
+    assert plain["latest_input_channel"] == "rest"
