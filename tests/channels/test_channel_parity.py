@@ -8,11 +8,14 @@ from typing import Any
 
 import httpx
 
+from server.api.app import create_app
+from server.channels import attach_channels, load_channels
 from server.channels.socket_io import SocketIOOutput
 from server.dialogue.messages import UserMessage
-from tests.channels.conftest import concertbot_server
+from tests.channels.conftest import concertbot_server, echo
 from tests.channels.test_rest_channel import recording_client as recording
 from tests.channels.test_socketio_channel import Client, bot
+from tests.serving import serving
 
 
 async def test_rest_fields_reach_the_turn_as_in_rasa() -> None:
@@ -130,3 +133,33 @@ async def test_the_user_event_keeps_the_channel_and_metadata_as_rasa_stores_them
     # Without metadata: `{}` in the parse data, as Rasa's recorded answers show it.
     assert plain["latest_message"]["metadata"] == {}
     assert plain["latest_input_channel"] == "rest"
+
+
+async def test_socketio_hands_the_turn_its_metadata_key_and_channel_name() -> None:
+    """socketio.py `handle_message`: the metadata under `metadata_key` (a JSON string of it
+    read as the object), the socket id as sender without session_persistence, and
+    `input_channel=self.name()`."""
+    handled: list[UserMessage] = []
+
+    async def record(message: UserMessage) -> None:
+        handled.append(message)
+        await echo(message)
+
+    app = create_app()
+    settings = {"metadata_key": "customData", "user_message_evt": "say"}
+    attach_channels(app, load_channels({"socketio": settings}), record)
+    async with serving(app) as url:
+        client = Client()
+        await client.sio.connect(url, transports=["websocket"])
+        try:
+            await client.sio.emit("say", {"message": "a", "customData": {"lang": "de"}})
+            await client.next(2)
+            await client.sio.emit("say", {"message": "b", "customData": '{"lang": "fr"}'})
+            await client.next(2)
+            sid = client.sio.get_sid()
+        finally:
+            await client.sio.disconnect()
+    assert [(m.text, m.sender_id, m.input_channel, m.metadata) for m in handled] == [
+        ("a", sid, "socketio", {"lang": "de"}),
+        ("b", sid, "socketio", {"lang": "fr"}),
+    ]
