@@ -1275,10 +1275,33 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn_about_rasas_sanic_settings(args: argparse.Namespace) -> None:
+    """Rasa's server reads SANIC_WORKERS and SANIC_BACKLOG; botserver's does not: said once
+    each, so that a Rasa deployment's `SANIC_WORKERS=4` does not run one process unnoticed."""
+    workers = os.environ.get("SANIC_WORKERS")
+    if workers is not None and workers.strip() not in ("1", str(args.workers)):
+        logger.warning(
+            "SANIC_WORKERS=%s is Rasa's (its Sanic server's) and not read here: botserver runs "
+            "%d server process(es), as --workers says; pass --workers %s for more (it needs a "
+            "shared lock store and tracker store)",
+            workers,
+            args.workers,
+            workers.strip(),
+        )
+    backlog = os.environ.get("SANIC_BACKLOG")
+    if backlog is not None:
+        logger.warning(
+            "SANIC_BACKLOG=%s is Rasa's (its Sanic server's) and not read here: botserver's "
+            "server keeps up to 2048 connections waiting to be accepted",
+            backlog,
+        )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from server.api.runner import run_server
 
     _check_endpoints_file(args, needed=False)
+    _warn_about_rasas_sanic_settings(args)
     return run_server(args)
 
 
@@ -1635,6 +1658,16 @@ def _rasa_flag_not_offered(parser: argparse.ArgumentParser, unknown: list[str]) 
                     f"{word} takes one config: {COMPARISON} is not offered ({unknown[0]} was "
                     f"read as a second config); {INSTEAD_OF_COMPARISON}"
                 )
+            if (
+                word in ("-m", "--model")
+                and parser.prog == "botserver test"
+                and words[index + 2] == unknown[0]
+            ):
+                return (
+                    f"{word} takes one model: Rasa's comparison mode (several models tested "
+                    f"side by side) is not offered ({unknown[0]} was read as a second model); "
+                    "test each with `botserver test -m MODEL --out DIR`"
+                )
     return None
 
 
@@ -1670,6 +1703,39 @@ def _logging_flags_after_the_command(words: list[str]) -> list[str]:
         return words
     end = rest.index("--") if "--" in rest else len(rest)
     return [*rest[:end], *moved, *rest[end:]]
+
+
+# Commands made of parts, whose logging flags Rasa reads between the words too.
+_GROUPS = (("data",), ("data", "split"), ("data", "convert"))
+
+
+def _logging_flags_after_the_parts(words: list[str]) -> list[str]:
+    """`botserver data -v validate`, `data split --quiet nlu`: the logging flags given between
+    a group's words, moved after the part, where its parser reads them (argparse's group
+    parser has none)."""
+    for group in _GROUPS:
+        if tuple(words[: len(group)]) == group:
+            rest = _logging_flags_after_the_command(words[len(group) :])
+            words = [*group, *rest]
+    return words
+
+
+# The parts of `shell`, never read as a model path.
+_SHELL_PARTS = ("nlu",)
+
+
+def _model_as_last_word(words: list[str]) -> list[str]:
+    """`botserver shell models/x.tar.gz` (and `shell nlu models/x.tar.gz`): an existing path
+    as the last word, not a flag's value, is the model, as `rasa shell` reads it."""
+    if (
+        len(words) >= 2
+        and words[0] == "shell"
+        and not words[-2].startswith("-")
+        and words[-1] not in _SHELL_PARTS
+        and Path(words[-1]).exists()
+    ):
+        return [*words[:-1], "--model", words[-1]]
+    return words
 
 
 # A command's parts, as (command words, parts, the flag of each part that reads the data `--data`
@@ -1765,6 +1831,10 @@ RASA_COMMANDS_NOT_OFFERED = {
 def _rasa_command_not_offered(parser: argparse.ArgumentParser, words: list[str]) -> None:
     """`botserver interactive`: said to be Rasa's, with what to use instead (argparse's
     `invalid choice` reads as a typo)."""
+    if words[:2] == ["telemetry", "disable"]:
+        # What a Dockerfile's `rasa telemetry disable` asks for holds: the build goes on.
+        print(f"botserver: {RASA_COMMANDS_NOT_OFFERED['telemetry']}.", file=sys.stderr)
+        parser.exit(0)
     if words and words[0] in RASA_COMMANDS_NOT_OFFERED:
         parser.error(
             f"`rasa {words[0]}` has no botserver equivalent: {RASA_COMMANDS_NOT_OFFERED[words[0]]}."
@@ -1773,6 +1843,7 @@ def _rasa_command_not_offered(parser: argparse.ArgumentParser, words: list[str])
 
 def main(argv: list[str] | None = None) -> int:
     words = _logging_flags_after_the_command(sys.argv[1:] if argv is None else argv)
+    words = _model_as_last_word(_logging_flags_after_the_parts(words))
     if words[:2] == ["run", "actions"]:
         return run_action_server(words[2:])
     parser = build_parser()

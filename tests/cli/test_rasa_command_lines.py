@@ -1,0 +1,129 @@
+"""Command lines a Rasa user types, as `rasa` reads them: the model as the last word of
+`shell`, the logging flags between `data`'s words, Rasa's Sanic settings in the environment,
+`telemetry disable` in a Dockerfile and several models given to `test`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+import cli
+
+
+@pytest.fixture
+def parsed(monkeypatch: pytest.MonkeyPatch) -> list[argparse.Namespace]:
+    """The arguments each command would have run with (the commands themselves do nothing)."""
+    seen: list[argparse.Namespace] = []
+
+    def record(args: argparse.Namespace) -> int:
+        seen.append(args)
+        return 0
+
+    for name in cli.COMMANDS:
+        monkeypatch.setitem(cli.COMMANDS, name, record)
+    for name in ("cmd_validate", "cmd_split_nlu", "cmd_split_stories", "cmd_convert_nlu"):
+        monkeypatch.setattr(cli, name, record)
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("before", "nlu_only"), [((), False), (("nlu",), True), (("--endpoints", "e.yml"), False)]
+)
+def test_shell_takes_the_model_as_its_last_word(
+    run_cli, parsed, tmp_path: Path, before: tuple[str, ...], nlu_only: bool
+) -> None:
+    """`rasa shell models/x.tar.gz` reads the archive as --model. Before, exit 2: `argument
+    what: invalid choice: 'models/x.tar.gz' (choose from 'nlu')`."""
+    archive = tmp_path / "models" / "x.tar.gz"
+    archive.parent.mkdir()
+    archive.write_bytes(b"")
+    result = run_cli("shell", *before, "models/x.tar.gz", cwd=tmp_path)
+    assert result.code == 0, result.err
+    [args] = parsed
+    assert (args.model, args.what == "nlu") == ("models/x.tar.gz", nlu_only)
+
+
+def test_shell_nlu_is_still_the_part_when_a_file_is_named_nlu(
+    run_cli, parsed, tmp_path: Path
+) -> None:
+    (tmp_path / "nlu").mkdir()
+    result = run_cli("shell", "nlu", cwd=tmp_path)
+    assert result.code == 0, result.err
+    [args] = parsed
+    assert (args.what, args.model) == ("nlu", cli.DEFAULT_MODELS)
+
+
+@pytest.mark.parametrize(
+    ("argv", "verbose", "quiet"),
+    [
+        (["data", "-v", "validate"], 1, False),
+        (["data", "--debug", "validate", "stories"], 2, False),
+        (["data", "split", "--quiet", "nlu"], 0, True),
+        (["data", "-vv", "split", "stories"], 2, False),
+        (["data", "convert", "-v", "nlu", "--data", "x.json"], 1, False),
+    ],
+)
+def test_logging_flags_may_come_between_the_words_of_data(
+    run_cli, parsed, argv: list[str], verbose: int, quiet: bool
+) -> None:
+    """Rasa reads them on every word of a command. Before, exit 2: `unrecognized arguments:
+    -v (did you mean -v?)`."""
+    result = run_cli(*argv)
+    assert result.code == 0, result.err
+    [args] = parsed
+    assert (args.verbose, args.quiet) == (verbose, quiet)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("SANIC_WORKERS", "4", "pass --workers 4"),
+        ("SANIC_BACKLOG", "200", "SANIC_BACKLOG"),
+    ],
+)
+def test_rasas_sanic_settings_are_said_to_do_nothing(
+    run_cli, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, said: str
+) -> None:
+    """A Rasa deployment's SANIC_WORKERS=4 ran one process here without a word."""
+    served: list[argparse.Namespace] = []
+    monkeypatch.setattr("server.api.runner.run_server", lambda args: served.append(args) or 0)
+    monkeypatch.setenv(variable, value)
+    result = run_cli("run")
+    assert result.code == 0, result.err
+    [warning] = [line for line in result.err.splitlines() if f"{variable}={value}" in line]
+    assert said in warning
+    assert served[0].workers == 1
+
+
+def test_sanic_workers_is_not_mentioned_when_it_asks_for_one_process(
+    run_cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("server.api.runner.run_server", lambda args: 0)
+    monkeypatch.setenv("SANIC_WORKERS", "1")
+    result = run_cli("run")
+    assert result.code == 0, result.err
+    assert "SANIC_WORKERS" not in result.err
+
+
+def test_telemetry_disable_succeeds_as_there_is_none(run_cli) -> None:
+    """`RUN rasa telemetry disable` in a Dockerfile. Before, exit 2 failed the image build."""
+    result = run_cli("telemetry", "disable")
+    assert result.code == 0
+    assert "sends no telemetry" in result.err
+
+
+def test_telemetry_enable_is_still_refused(run_cli) -> None:
+    result = run_cli("telemetry", "enable")
+    assert result.code == 2
+    assert "sends no telemetry" in result.err
+
+
+def test_several_models_to_test_are_said_to_be_rasas_comparison(run_cli, tmp_path: Path) -> None:
+    """`rasa test core -m a.tar.gz b.tar.gz` compares the models. Before: `unrecognized
+    arguments: b.tar.gz`, as if a typo."""
+    result = run_cli("test", "core", "-m", "a.tar.gz", "b.tar.gz", cwd=tmp_path)
+    assert result.code == 2
+    assert "-m takes one model" in result.err
+    assert "comparison mode" in result.err
