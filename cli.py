@@ -885,7 +885,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-f", "--format", choices=("yaml", "json"), default="yaml", help="the format to write"
     )
     pcn.add_argument(
-        "--data", action=_Paths, required=True, help="NLU data files or dirs (.json, .yml)"
+        "--data", action=_Paths, default=["data"], help="NLU data files or dirs (.json, .yml)"
     )
     pcn.add_argument(
         "--out",

@@ -127,3 +127,15 @@ def test_several_models_to_test_are_said_to_be_rasas_comparison(run_cli, tmp_pat
     assert result.code == 2
     assert "-m takes one model" in result.err
     assert "comparison mode" in result.err
+
+
+def test_data_convert_reads_the_data_directory_without_data(run_cli, tmp_path: Path) -> None:
+    """Rasa's `--data` defaults to `data` there too (its `required` is off with a default).
+    Before, exit 2: `the following arguments are required: --data`."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "nlu.yml").write_text(
+        'version: "3.1"\nnlu:\n- intent: greet\n  examples: |\n    - hi\n    - hello\n'
+    )
+    result = run_cli("data", "convert", "nlu", "-f", "json", cwd=tmp_path)
+    assert result.code == 0, result.err
+    assert "Wrote 2 examples to converted_data/data.json." in result.out
