@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,23 @@ def test_data_convert_reads_the_data_directory_without_data(run_cli, tmp_path: P
     result = run_cli("data", "convert", "nlu", "-f", "json", cwd=tmp_path)
     assert result.code == 0, result.err
     assert "Wrote 2 examples to converted_data/data.json." in result.out
+
+
+def test_debug_logs_leave_out_matplotlibs_unless_asked_as_in_rasa(
+    restore_logging: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`botserver test -vv` drew its plots under ~185 lines of matplotlib's font search
+    (`findfont: score(...)`); Rasa sets matplotlib's level from LOG_LEVEL_MATPLOTLIB, else
+    LOG_LEVEL_LIBRARIES."""
+    from server.logs import configure_logging
+
+    font_search = logging.getLogger("matplotlib.font_manager")
+    configure_logging(verbosity=2)
+    assert not font_search.isEnabledFor(logging.DEBUG)
+    assert font_search.isEnabledFor(logging.WARNING)
+    monkeypatch.setenv("LOG_LEVEL_LIBRARIES", "ERROR")
+    configure_logging(verbosity=2)
+    assert not font_search.isEnabledFor(logging.WARNING)
+    monkeypatch.setenv("LOG_LEVEL_MATPLOTLIB", "DEBUG")
+    configure_logging()
+    assert font_search.isEnabledFor(logging.DEBUG)
