@@ -1726,13 +1726,15 @@ _SHELL_PARTS = ("nlu",)
 
 def _model_as_last_word(words: list[str]) -> list[str]:
     """`botserver shell models/x.tar.gz` (and `shell nlu models/x.tar.gz`): an existing path
-    as the last word, not a flag's value, is the model, as `rasa shell` reads it."""
+    as the last word, not a flag's value, is the model, as `rasa shell` reads it; so is a
+    missing archive, which the model check then names."""
+    last = words[-1] if words else ""
     if (
         len(words) >= 2
         and words[0] == "shell"
         and not words[-2].startswith("-")
-        and words[-1] not in _SHELL_PARTS
-        and Path(words[-1]).exists()
+        and last not in _SHELL_PARTS
+        and (Path(last).exists() or last.endswith(".tar.gz"))
     ):
         return [*words[:-1], "--model", words[-1]]
     return words

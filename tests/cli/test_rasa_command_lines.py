@@ -160,3 +160,11 @@ def test_debug_logs_leave_out_matplotlibs_unless_asked_as_in_rasa(
     monkeypatch.setenv("LOG_LEVEL_MATPLOTLIB", "DEBUG")
     configure_logging()
     assert font_search.isEnabledFor(logging.DEBUG)
+
+
+def test_shell_names_a_missing_archive_given_as_its_last_word(run_cli, tmp_path: Path) -> None:
+    """Before: `argument what: invalid choice: 'models/old.tar.gz' (choose from 'nlu')`."""
+    result = run_cli("shell", "models/old.tar.gz", cwd=tmp_path)
+    assert result.code == 1
+    assert "error: no model could be loaded from 'models/old.tar.gz'" in result.err
+    assert "invalid choice" not in result.err
