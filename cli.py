@@ -248,6 +248,25 @@ def _check_endpoints_file(args: argparse.Namespace, needed: bool) -> None:
     )
 
 
+class _Louder(argparse.Action):
+    """-v (counted) and --debug (2): also undo a --quiet given before, as the last of Rasa's
+    level flags wins."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        count = getattr(namespace, self.dest, None)
+        louder = self.const if self.const is not None else (count or 0) + 1
+        setattr(namespace, self.dest, louder)
+        namespace.quiet = False
+
+
+class _Quiet(argparse.Action):
+    """--quiet: also undoes a -v or --debug given before."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        namespace.quiet = True
+        namespace.verbose = 0
+
+
 def _add_log_flags(p: argparse.ArgumentParser, inherited: bool = False) -> None:
     """The logging flags. `inherited`: a subcommand of a command that has them too (`train
     core`): no defaults of its own, so `botserver train -v core` keeps the `-v`."""
@@ -258,19 +277,27 @@ def _add_log_flags(p: argparse.ArgumentParser, inherited: bool = False) -> None:
     group.add_argument(
         "-v",
         "--verbose",
-        action="count",
+        action=_Louder,
+        nargs=0,
         default=argparse.SUPPRESS if inherited else 0,
         help="more logs (-v info, -vv debug, with one line per turn)",
     )
     group.add_argument(
         "--debug",
-        action="store_const",
+        action=_Louder,
+        nargs=0,
         dest="verbose",
         const=2,
         help="debug logs (as -vv)",
         **unset,
     )
-    group.add_argument("--quiet", action="store_true", help="only warnings and errors", **unset)
+    group.add_argument(
+        "--quiet",
+        action=_Quiet,
+        nargs=0,
+        default=argparse.SUPPRESS if inherited else False,
+        help="only warnings and errors (the last of -v, --debug and --quiet counts)",
+    )
     group.add_argument("--log-file", help="also write logs to this file", **unset)
     group.add_argument(
         "--logging-config-file",

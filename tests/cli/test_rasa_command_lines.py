@@ -168,3 +168,24 @@ def test_shell_names_a_missing_archive_given_as_its_last_word(run_cli, tmp_path:
     assert result.code == 1
     assert "error: no model could be loaded from 'models/old.tar.gz'" in result.err
     assert "invalid choice" not in result.err
+
+
+@pytest.mark.parametrize(
+    ("flags", "verbosity"),
+    [
+        (["-v", "--quiet"], -1),
+        (["--quiet", "-vv"], 2),
+        (["--quiet", "--debug"], 2),
+        (["--debug", "--quiet"], -1),
+        (["--quiet", "-v", "--quiet"], -1),
+    ],
+)
+def test_the_last_of_the_level_flags_wins_as_in_rasa(
+    run_cli, parsed, flags: list[str], verbosity: int
+) -> None:
+    """An entrypoint's `--quiet` with `--debug` appended to look into a problem. Before,
+    --quiet won wherever it stood."""
+    result = run_cli("data", "validate", *flags)
+    assert result.code == 0, result.err
+    [args] = parsed
+    assert (-1 if args.quiet else args.verbose) == verbosity
