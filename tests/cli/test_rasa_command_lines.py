@@ -89,7 +89,12 @@ def test_rasas_sanic_settings_are_said_to_do_nothing(
 ) -> None:
     """A Rasa deployment's SANIC_WORKERS=4 ran one process here without a word."""
     served: list[argparse.Namespace] = []
-    monkeypatch.setattr("server.api.runner.run_server", lambda args: served.append(args) or 0)
+
+    def run_server(args: argparse.Namespace) -> int:
+        served.append(args)
+        return 0
+
+    monkeypatch.setattr("server.api.runner.run_server", run_server)
     monkeypatch.setenv(variable, value)
     result = run_cli("run")
     assert result.code == 0, result.err
