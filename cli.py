@@ -137,6 +137,9 @@ CONFIG_HELP = f"pipeline and policies (default: {DEFAULT_CONFIG}, or Rasa's defa
 def _config_file(text: str) -> str:
     """An argparse type: a config file the user named must exist (a typo must not train
     with the default pipeline and policies)."""
+    if Path(text).is_dir():
+        # Rasa's `test nlu -c DIR` compares the configs in it: not offered here.
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory: name one config file in it")
     if not Path(text).is_file():
         raise argparse.ArgumentTypeError(f"no such file: {text!r}")
     return text

@@ -194,3 +194,15 @@ def test_the_last_of_the_level_flags_wins_as_in_rasa(
     assert result.code == 0, result.err
     [args] = parsed
     assert (-1 if args.quiet else args.verbose) == verbosity
+
+
+@pytest.mark.parametrize("command", [["train"], ["test", "nlu"], ["data", "validate"]])
+def test_a_directory_of_configs_is_named_as_such(
+    run_cli, tmp_path: Path, command: list[str]
+) -> None:
+    """`rasa test nlu -c configs/` compares the configs of a folder. Before: `no such file:
+    'configs'`, of a folder that is there."""
+    (tmp_path / "configs").mkdir()
+    result = run_cli(*command, "-c", "configs", cwd=tmp_path)
+    assert result.code == 2
+    assert "argument -c/--config: 'configs' is a directory: name one config file" in result.err
