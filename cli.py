@@ -1762,12 +1762,21 @@ def _model_as_last_word(words: list[str]) -> list[str]:
     if (
         len(words) >= 2
         and words[0] == "shell"
-        and not words[-2].startswith("-")
         and last not in _SHELL_PARTS
         and (Path(last).exists() or last.endswith(".tar.gz"))
+        and not _takes_the_next_word(words[-2])
     ):
         return [*words[:-1], "--model", words[-1]]
     return words
+
+
+def _takes_the_next_word(word: str) -> bool:
+    """Whether `word` is a flag of `shell` whose value is the word after it (`--endpoints`,
+    not `-vv`, `--debug` nor `--endpoints=e.yml`); an unknown flag is taken to have one."""
+    if not word.startswith("-") or "=" in word or re.fullmatch(r"-v+", word):
+        return False
+    action = _subcommand(build_parser(), "shell")._option_string_actions.get(word)
+    return action is None or action.nargs != 0
 
 
 # A command's parts, as (command words, parts, the flag of each part that reads the data `--data`

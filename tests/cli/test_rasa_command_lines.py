@@ -30,7 +30,15 @@ def parsed(monkeypatch: pytest.MonkeyPatch) -> list[argparse.Namespace]:
 
 
 @pytest.mark.parametrize(
-    ("before", "nlu_only"), [((), False), (("nlu",), True), (("--endpoints", "e.yml"), False)]
+    ("before", "nlu_only"),
+    [
+        ((), False),
+        (("nlu",), True),
+        (("--endpoints", "e.yml"), False),
+        (("--endpoints=e.yml",), False),
+        (("-vv",), False),
+        (("nlu", "--debug"), True),
+    ],
 )
 def test_shell_takes_the_model_as_its_last_word(
     run_cli, parsed, tmp_path: Path, before: tuple[str, ...], nlu_only: bool
