@@ -252,14 +252,19 @@ def _check_endpoints_file(args: argparse.Namespace, needed: bool) -> None:
 
 
 class _Louder(argparse.Action):
-    """-v (counted) and --debug (2): also undo a --quiet given before, as the last of Rasa's
-    level flags wins."""
+    """-v (counted: -vv) and --debug (2): the last of Rasa's level flags wins, so each undoes
+    a --quiet given before, and a -v after --debug means info again."""
 
     def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
-        count = getattr(namespace, self.dest, None)
+        count = getattr(namespace, self.dest, None) if _last_level_flag(namespace) == "-v" else 0
         louder = self.const if self.const is not None else (count or 0) + 1
         setattr(namespace, self.dest, louder)
         namespace.quiet = False
+        namespace.level_flag = "--debug" if self.const is not None else "-v"
+
+
+def _last_level_flag(namespace: Any) -> str | None:
+    return getattr(namespace, "level_flag", None)
 
 
 class _Quiet(argparse.Action):
@@ -268,6 +273,7 @@ class _Quiet(argparse.Action):
     def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
         namespace.quiet = True
         namespace.verbose = 0
+        namespace.level_flag = "--quiet"
 
 
 def _add_log_flags(p: argparse.ArgumentParser, inherited: bool = False) -> None:
@@ -1731,7 +1737,8 @@ def _logging_flags_after_the_command(words: list[str]) -> list[str]:
     rest = words[index:]
     if not moved or not rest:
         return words
-    end = rest.index("--") if "--" in rest else len(rest)
+    # Right after the command's words, before its own flags: the last level flag still wins.
+    end = next((at for at, word in enumerate(rest) if word.startswith("-")), len(rest))
     return [*rest[:end], *moved, *rest[end:]]
 
 

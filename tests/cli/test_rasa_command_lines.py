@@ -214,3 +214,26 @@ def test_a_directory_of_configs_is_named_as_such(
     result = run_cli(*command, "-c", "configs", cwd=tmp_path)
     assert result.code == 2
     assert "argument -c/--config: 'configs' is a directory: name one config file" in result.err
+
+
+@pytest.mark.parametrize(
+    ("argv", "verbosity"),
+    [
+        (["data", "-v", "validate", "--quiet"], -1),
+        (["data", "split", "-vv", "nlu", "--quiet"], -1),
+        (["-v", "data", "validate", "--quiet"], -1),
+        (["data", "--quiet", "validate", "-v"], 1),
+        (["data", "validate", "--debug", "-v"], 1),
+        (["data", "validate", "-v", "-v"], 2),
+    ],
+)
+def test_the_last_level_flag_wins_wherever_the_first_stood(
+    run_cli, parsed, argv: list[str], verbosity: int
+) -> None:
+    """`rasa data -v validate --quiet` logs warnings only; so does `--debug -v` log info, not
+    debug lines. Before, a flag between the words was read after the command's own, and -v
+    after --debug counted on from it."""
+    result = run_cli(*argv)
+    assert result.code == 0, result.err
+    [args] = parsed
+    assert (-1 if args.quiet else args.verbose) == verbosity
