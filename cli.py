@@ -685,7 +685,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ssl-ca-file", help="CA bundle client certificates are checked against")
     p.add_argument("--ssl-password", help="password of the encrypted --ssl-keyfile")
     p.add_argument(
-        "--workers", type=_int_at_least(1), default=1, help="server processes on one port"
+        "--workers",
+        type=_int_at_least(1),
+        default=None,
+        help="server processes on one port (default: Rasa's SANIC_WORKERS, else 1)",
     )
     p.add_argument("--verify-key", help="Ed25519 public key: refuse unsigned models")
     p.add_argument(
@@ -1311,19 +1314,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _warn_about_rasas_sanic_settings(args: argparse.Namespace) -> None:
-    """Rasa's server reads SANIC_WORKERS and SANIC_BACKLOG; botserver's does not: said once
-    each, so that a Rasa deployment's `SANIC_WORKERS=4` does not run one process unnoticed."""
-    workers = os.environ.get("SANIC_WORKERS")
-    if workers is not None and workers.strip() not in ("1", str(args.workers)):
-        logger.warning(
-            "SANIC_WORKERS=%s is Rasa's (its Sanic server's) and not read here: botserver runs "
-            "%d server process(es), as --workers says; pass --workers %s for more (it needs a "
-            "shared lock store and tracker store)",
-            workers,
-            args.workers,
-            workers.strip(),
-        )
+def _warn_about_rasas_sanic_backlog() -> None:
+    """Rasa's server reads SANIC_BACKLOG; botserver's does not: said once."""
     backlog = os.environ.get("SANIC_BACKLOG")
     if backlog is not None:
         logger.warning(
@@ -1337,7 +1329,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from server.api.runner import run_server
 
     _check_endpoints_file(args, needed=False)
-    _warn_about_rasas_sanic_settings(args)
+    _warn_about_rasas_sanic_backlog()
     return run_server(args)
 
 
@@ -1764,13 +1756,13 @@ _SHELL_PARTS = ("nlu",)
 def _model_as_last_word(words: list[str]) -> list[str]:
     """`botserver shell models/x.tar.gz` (and `shell nlu models/x.tar.gz`): an existing path
     as the last word, not a flag's value, is the model, as `rasa shell` reads it; so is a
-    missing archive, which the model check then names."""
+    missing archive or path (`models/old`), which the model check then names."""
     last = words[-1] if words else ""
     if (
         len(words) >= 2
         and words[0] == "shell"
         and last not in _SHELL_PARTS
-        and (Path(last).exists() or last.endswith(".tar.gz"))
+        and (Path(last).exists() or last.endswith(".tar.gz") or "/" in last)
         and not _takes_the_next_word(words[-2])
     ):
         return [*words[:-1], "--model", words[-1]]
@@ -1879,8 +1871,9 @@ RASA_COMMANDS_NOT_OFFERED = {
 def _rasa_command_not_offered(parser: argparse.ArgumentParser, words: list[str]) -> None:
     """`botserver interactive`: said to be Rasa's, with what to use instead (argparse's
     `invalid choice` reads as a typo)."""
-    if words[:2] == ["telemetry", "disable"]:
-        # What a Dockerfile's `rasa telemetry disable` asks for holds: the build goes on.
+    if words == ["telemetry"] or words[:2] == ["telemetry", "disable"]:
+        # What a Dockerfile's `rasa telemetry disable` asks for holds: the build goes on; and
+        # `rasa telemetry` alone says whether it is on (exit 0, as Rasa's).
         print(f"botserver: {RASA_COMMANDS_NOT_OFFERED['telemetry']}.", file=sys.stderr)
         parser.exit(0)
     if words and words[0] in RASA_COMMANDS_NOT_OFFERED:

@@ -85,45 +85,69 @@ def test_logging_flags_may_come_between_the_words_of_data(
     assert (args.verbose, args.quiet) == (verbose, quiet)
 
 
+def test_sanic_backlog_is_said_to_do_nothing(run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("server.api.runner.run_server", lambda args: 0)
+    monkeypatch.setenv("SANIC_BACKLOG", "200")
+    result = run_cli("run")
+    assert result.code == 0, result.err
+    [warning] = [line for line in result.err.splitlines() if "SANIC_BACKLOG=200" in line]
+    assert "not read here" in warning
+
+
+SHARED_STORES = (
+    "lock_store:\n  type: redis\n  url: localhost\n  port: 1\n"
+    "tracker_store:\n  type: sql\n  dialect: postgresql\n  url: localhost\n  port: 1\n"
+)
+
+
 @pytest.mark.parametrize(
-    ("variable", "value", "said"),
+    ("endpoints", "given", "value", "workers", "said"),
     [
-        ("SANIC_WORKERS", "4", "pass --workers 4"),
-        ("SANIC_BACKLOG", "200", "SANIC_BACKLOG"),
+        (SHARED_STORES, [], "4", 4, "SANIC_WORKERS=4: 4 server processes run"),
+        ("", [], "4", 1, "SANIC_WORKERS=4: one server process runs, as in Rasa: --workers 4 "),
+        (
+            "lock_store:\n  type: redis\n  url: localhost\ntracker_store:\n  type: in_memory\n",
+            [],
+            "3",
+            1,
+            "needs a tracker store",
+        ),
+        (SHARED_STORES, ["--workers", "2"], "4", 2, "--workers 2 was given and wins"),
+        (SHARED_STORES, [], "four", 1, "SANIC_WORKERS='four' is not a whole number"),
+        (SHARED_STORES, [], "1", 1, ""),
+        (SHARED_STORES, [], "0", 1, ""),
     ],
 )
-def test_rasas_sanic_settings_are_said_to_do_nothing(
-    run_cli, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, said: str
+def test_rasas_sanic_workers_runs_as_many_processes_as_rasa_would(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    endpoints: str,
+    given: list[str],
+    value: str,
+    workers: int,
+    said: str,
 ) -> None:
-    """A Rasa deployment's SANIC_WORKERS=4 ran one process here without a word."""
-    served: list[argparse.Namespace] = []
+    """A Rasa deployment's SANIC_WORKERS=4 with a shared lock store ran one process here, with
+    a warning to pass --workers 4; Rasa runs four (one without a shared lock store)."""
+    from server.api.runner import workers_to_run
 
-    def run_server(args: argparse.Namespace) -> int:
-        served.append(args)
-        return 0
-
-    monkeypatch.setattr("server.api.runner.run_server", run_server)
-    monkeypatch.setenv(variable, value)
-    result = run_cli("run")
-    assert result.code == 0, result.err
-    [warning] = [line for line in result.err.splitlines() if f"{variable}={value}" in line]
-    assert said in warning
-    assert served[0].workers == 1
-
-
-def test_sanic_workers_is_not_mentioned_when_it_asks_for_one_process(
-    run_cli, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("server.api.runner.run_server", lambda args: 0)
-    monkeypatch.setenv("SANIC_WORKERS", "1")
-    result = run_cli("run")
-    assert result.code == 0, result.err
-    assert "SANIC_WORKERS" not in result.err
+    (tmp_path / "endpoints.yml").write_text(endpoints)
+    monkeypatch.setenv("SANIC_WORKERS", value)
+    args = cli.build_parser().parse_args(
+        ["run", "--endpoints", str(tmp_path / "endpoints.yml"), *given]
+    )
+    with caplog.at_level(logging.INFO, logger="server"):
+        assert workers_to_run(args) == workers
+    told = [r.getMessage() for r in caplog.records if "SANIC_WORKERS" in r.getMessage()]
+    assert [said in line for line in told] == ([True] if said else [])
 
 
-def test_telemetry_disable_succeeds_as_there_is_none(run_cli) -> None:
-    """`RUN rasa telemetry disable` in a Dockerfile. Before, exit 2 failed the image build."""
-    result = run_cli("telemetry", "disable")
+@pytest.mark.parametrize("command", [["telemetry", "disable"], ["telemetry"]])
+def test_telemetry_disable_succeeds_as_there_is_none(run_cli, command: list[str]) -> None:
+    """`RUN rasa telemetry disable` in a Dockerfile. Before, exit 2 failed the image build.
+    `rasa telemetry` alone says whether it is on, with exit 0 (here exit 2 before)."""
+    result = run_cli(*command)
     assert result.code == 0
     assert "sends no telemetry" in result.err
 
@@ -175,11 +199,15 @@ def test_debug_logs_leave_out_matplotlibs_unless_asked_as_in_rasa(
     assert font_search.isEnabledFor(logging.DEBUG)
 
 
-def test_shell_names_a_missing_archive_given_as_its_last_word(run_cli, tmp_path: Path) -> None:
-    """Before: `argument what: invalid choice: 'models/old.tar.gz' (choose from 'nlu')`."""
-    result = run_cli("shell", "models/old.tar.gz", cwd=tmp_path)
+@pytest.mark.parametrize("path", ["models/old.tar.gz", "models/old", "./old"])
+def test_shell_names_a_missing_archive_given_as_its_last_word(
+    run_cli, tmp_path: Path, path: str
+) -> None:
+    """Before: `argument what: invalid choice: 'models/old.tar.gz' (choose from 'nlu')`, and
+    so for a folder's path with a typo."""
+    result = run_cli("shell", path, cwd=tmp_path)
     assert result.code == 1
-    assert "error: no model could be loaded from 'models/old.tar.gz'" in result.err
+    assert f"error: no model could be loaded from {str(Path(path))!r}" in result.err
     assert "invalid choice" not in result.err
 
 
