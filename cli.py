@@ -139,6 +139,9 @@ CONFIG_HELP = f"pipeline and policies (default: {DEFAULT_CONFIG}, or Rasa's defa
 def _config_file(text: str) -> str:
     """An argparse type: a config file the user named must exist (a typo must not train
     with the default pipeline and policies)."""
+    if Path(text).is_dir():
+        # Rasa's `test nlu -c DIR` compares the configs in it: not offered here.
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory: name one config file in it")
     if not Path(text).is_file():
         raise argparse.ArgumentTypeError(f"no such file: {text!r}")
     return text
@@ -309,6 +312,31 @@ def _check_endpoints_file(args: argparse.Namespace, needed: bool) -> None:
     )
 
 
+class _Louder(argparse.Action):
+    """-v (counted: -vv) and --debug (2): the last of Rasa's level flags wins, so each undoes
+    a --quiet given before, and a -v after --debug means info again."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        count = getattr(namespace, self.dest, None) if _last_level_flag(namespace) == "-v" else 0
+        louder = self.const if self.const is not None else (count or 0) + 1
+        setattr(namespace, self.dest, louder)
+        namespace.quiet = False
+        namespace.level_flag = "--debug" if self.const is not None else "-v"
+
+
+def _last_level_flag(namespace: Any) -> str | None:
+    return getattr(namespace, "level_flag", None)
+
+
+class _Quiet(argparse.Action):
+    """--quiet: also undoes a -v or --debug given before."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        namespace.quiet = True
+        namespace.verbose = 0
+        namespace.level_flag = "--quiet"
+
+
 def _add_log_flags(p: argparse.ArgumentParser, inherited: bool = False) -> None:
     """The logging flags. `inherited`: a subcommand of a command that has them too (`train
     core`): no defaults of its own, so `botserver train -v core` keeps the `-v`."""
@@ -319,19 +347,27 @@ def _add_log_flags(p: argparse.ArgumentParser, inherited: bool = False) -> None:
     group.add_argument(
         "-v",
         "--verbose",
-        action="count",
+        action=_Louder,
+        nargs=0,
         default=argparse.SUPPRESS if inherited else 0,
         help="more logs (-v info, -vv debug, with one line per turn)",
     )
     group.add_argument(
         "--debug",
-        action="store_const",
+        action=_Louder,
+        nargs=0,
         dest="verbose",
         const=2,
         help="debug logs (as -vv)",
         **unset,
     )
-    group.add_argument("--quiet", action="store_true", help="only warnings and errors", **unset)
+    group.add_argument(
+        "--quiet",
+        action=_Quiet,
+        nargs=0,
+        default=argparse.SUPPRESS if inherited else False,
+        help="only warnings and errors (the last of -v, --debug and --quiet counts)",
+    )
     group.add_argument("--log-file", help="also write logs to this file", **unset)
     group.add_argument(
         "--logging-config-file",
@@ -710,7 +746,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ssl-ca-file", help="CA bundle client certificates are checked against")
     p.add_argument("--ssl-password", help="password of the encrypted --ssl-keyfile")
     p.add_argument(
-        "--workers", type=_int_at_least(1), default=1, help="server processes on one port"
+        "--workers",
+        type=_int_at_least(1),
+        default=None,
+        help="server processes on one port (default: Rasa's SANIC_WORKERS, else 1)",
     )
     p.add_argument("--verify-key", help="Ed25519 public key: refuse unsigned models")
     p.add_argument(
@@ -946,7 +985,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-f", "--format", choices=("yaml", "json"), default="yaml", help="the format to write"
     )
     pcn.add_argument(
-        "--data", action=_Paths, required=True, help="NLU data files or dirs (.json, .yml)"
+        "--data", action=_Paths, default=["data"], help="NLU data files or dirs (.json, .yml)"
     )
     pcn.add_argument(
         "--out",
@@ -1336,10 +1375,22 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn_about_rasas_sanic_backlog() -> None:
+    """Rasa's server reads SANIC_BACKLOG; botserver's does not: said once."""
+    backlog = os.environ.get("SANIC_BACKLOG")
+    if backlog is not None:
+        logger.warning(
+            "SANIC_BACKLOG=%s is Rasa's (its Sanic server's) and not read here: botserver's "
+            "server keeps up to 2048 connections waiting to be accepted",
+            backlog,
+        )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from server.api.runner import run_server
 
     _check_endpoints_file(args, needed=False)
+    _warn_about_rasas_sanic_backlog()
     return run_server(args)
 
 
@@ -1697,6 +1748,16 @@ def _rasa_flag_not_offered(parser: argparse.ArgumentParser, unknown: list[str]) 
                     f"{word} takes one config: {COMPARISON} is not offered ({unknown[0]} was "
                     f"read as a second config); {INSTEAD_OF_COMPARISON}"
                 )
+            if (
+                word in ("-m", "--model")
+                and parser.prog == "botserver test"
+                and words[index + 2] == unknown[0]
+            ):
+                return (
+                    f"{word} takes one model: Rasa's comparison mode (several models tested "
+                    f"side by side) is not offered ({unknown[0]} was read as a second model); "
+                    "test each with `botserver test -m MODEL --out DIR`"
+                )
     return None
 
 
@@ -1730,8 +1791,53 @@ def _logging_flags_after_the_command(words: list[str]) -> list[str]:
     rest = words[index:]
     if not moved or not rest:
         return words
-    end = rest.index("--") if "--" in rest else len(rest)
+    # Right after the command's words, before its own flags: the last level flag still wins.
+    end = next((at for at, word in enumerate(rest) if word.startswith("-")), len(rest))
     return [*rest[:end], *moved, *rest[end:]]
+
+
+# Commands made of parts, whose logging flags Rasa reads between the words too.
+_GROUPS = (("data",), ("data", "split"), ("data", "convert"))
+
+
+def _logging_flags_after_the_parts(words: list[str]) -> list[str]:
+    """`botserver data -v validate`, `data split --quiet nlu`: the logging flags given between
+    a group's words, moved after the part, where its parser reads them (argparse's group
+    parser has none)."""
+    for group in _GROUPS:
+        if tuple(words[: len(group)]) == group:
+            rest = _logging_flags_after_the_command(words[len(group) :])
+            words = [*group, *rest]
+    return words
+
+
+# The parts of `shell`, never read as a model path.
+_SHELL_PARTS = ("nlu",)
+
+
+def _model_as_last_word(words: list[str]) -> list[str]:
+    """`botserver shell models/x.tar.gz` (and `shell nlu models/x.tar.gz`): an existing path
+    as the last word, not a flag's value, is the model, as `rasa shell` reads it; so is a
+    missing archive or path (`models/old`), which the model check then names."""
+    last = words[-1] if words else ""
+    if (
+        len(words) >= 2
+        and words[0] == "shell"
+        and last not in _SHELL_PARTS
+        and (Path(last).exists() or last.endswith(".tar.gz") or "/" in last)
+        and not _takes_the_next_word(words[-2])
+    ):
+        return [*words[:-1], "--model", words[-1]]
+    return words
+
+
+def _takes_the_next_word(word: str) -> bool:
+    """Whether `word` is a flag of `shell` whose value is the word after it (`--endpoints`,
+    not `-vv`, `--debug` nor `--endpoints=e.yml`); an unknown flag is taken to have one."""
+    if not word.startswith("-") or "=" in word or re.fullmatch(r"-v+", word):
+        return False
+    action = _subcommand(build_parser(), "shell")._option_string_actions.get(word)
+    return action is None or action.nargs != 0
 
 
 # A command's parts, as (command words, parts, the flag of each part that reads the data `--data`
@@ -1827,6 +1933,11 @@ RASA_COMMANDS_NOT_OFFERED = {
 def _rasa_command_not_offered(parser: argparse.ArgumentParser, words: list[str]) -> None:
     """`botserver interactive`: said to be Rasa's, with what to use instead (argparse's
     `invalid choice` reads as a typo)."""
+    if words == ["telemetry"] or words[:2] == ["telemetry", "disable"]:
+        # What a Dockerfile's `rasa telemetry disable` asks for holds: the build goes on; and
+        # `rasa telemetry` alone says whether it is on (exit 0, as Rasa's).
+        print(f"botserver: {RASA_COMMANDS_NOT_OFFERED['telemetry']}.", file=sys.stderr)
+        parser.exit(0)
     if words and words[0] in RASA_COMMANDS_NOT_OFFERED:
         parser.error(
             f"`rasa {words[0]}` has no botserver equivalent: {RASA_COMMANDS_NOT_OFFERED[words[0]]}."
@@ -1835,6 +1946,7 @@ def _rasa_command_not_offered(parser: argparse.ArgumentParser, words: list[str])
 
 def main(argv: list[str] | None = None) -> int:
     words = _logging_flags_after_the_command(sys.argv[1:] if argv is None else argv)
+    words = _model_as_last_word(_logging_flags_after_the_parts(words))
     if words[:2] == ["run", "actions"]:
         return run_action_server(words[2:])
     parser = build_parser()

@@ -336,7 +336,8 @@ def configure_logging(
     (host, port, "UDP" or "TCP") to send the log lines to as well, as Rasa's `--use-syslog`.
 
     At 0, `LOG_LEVEL` sets our loggers' level, else a `config_file` naming them (or `rasa`);
-    `LOG_LEVEL_LIBRARIES` and `LOG_LEVEL_RABBITMQ` set the libraries' (as in Rasa). Raises
+    `LOG_LEVEL_LIBRARIES`, `LOG_LEVEL_RABBITMQ` and `LOG_LEVEL_MATPLOTLIB` set the
+    libraries' (as in Rasa). Raises
     InvalidConfig for a level or config file that cannot be used.
     """
     own_env, libraries_env = _env_level("LOG_LEVEL"), _env_level("LOG_LEVEL_LIBRARIES")
@@ -378,6 +379,11 @@ def configure_logging(
         logging.getLogger(name).setLevel(default if libraries_env is None else libraries)
     for name in RABBITMQ_LOGGERS:
         logging.getLogger(name).setLevel(libraries if rabbitmq_env is None else rabbitmq_env)
+    # Not raised by -vv, as in Rasa: its font search is some 185 debug lines a plot.
+    matplotlib_env = _env_level("LOG_LEVEL_MATPLOTLIB")
+    if matplotlib_env is None:
+        matplotlib_env = logging.WARNING if libraries_env is None else libraries_env
+    logging.getLogger("matplotlib").setLevel(matplotlib_env)
     logging.getLogger("uvicorn.error").addFilter(_SAID_BY_US)  # once: a set
     if config_file:
         leveled = _apply_config_file(config_file)

@@ -384,25 +384,66 @@ def _check_a_model_can_come(spec: RunSpec) -> None:
         ) from None
 
 
+def _unshared_store(workers: int, endpoints: dict[str, Any], source: str) -> tuple[str, Any]:
+    """Why `workers` processes cannot share the stores endpoints.yml names ("" if they can),
+    and the tracker store (None when the lock store already rules them out)."""
+    lock_store = create_lock_store(endpoints.get("lock_store"), source)
+    if lock_store.process_local:
+        return (
+            f"--workers {workers} needs a lock store shared by the processes: with the "
+            "in-memory lock, two workers could run turns of one conversation at the same time. "
+            "Add `lock_store: {type: redis, url: ...}` to endpoints.yml, or use --workers 1."
+        ), None
+    store = create_tracker_store(endpoints.get("tracker_store") or DEFAULT_TRACKER_STORE, source)
+    if store.process_local:
+        return (
+            f"--workers {workers} needs a tracker store shared by the processes; the in-memory "
+            "store keeps each worker's conversations to itself. Use sql, redis or dynamo in "
+            "endpoints.yml, or --workers 1."
+        ), store
+    return "", store
+
+
+def workers_to_run(args: argparse.Namespace) -> int:
+    """--workers, else Rasa's SANIC_WORKERS, as Rasa reads it: more than one process only
+    with stores the processes share, else one, said in a warning (Rasa says it at debug)."""
+    if args.workers is not None:
+        if os.environ.get("SANIC_WORKERS", "1").strip() not in ("1", str(args.workers)):
+            logger.warning(
+                "SANIC_WORKERS=%s is not read: --workers %d was given and wins",
+                os.environ["SANIC_WORKERS"],
+                args.workers,
+            )
+        return int(args.workers)
+    value = os.environ.get("SANIC_WORKERS")
+    if value is None:
+        return 1
+    try:
+        wanted = int(value)
+    except ValueError:
+        logger.warning("SANIC_WORKERS=%r is not a whole number: one server process runs", value)
+        return 1
+    if wanted <= 1:
+        return 1
+    try:
+        why, _ = _unshared_store(wanted, read_endpoints(args.endpoints), args.endpoints)
+    except BotServerError:
+        return 1  # the start-up checks name the problem with the file
+    if why:
+        logger.warning("SANIC_WORKERS=%d: one server process runs, as in Rasa: %s", wanted, why)
+        return 1
+    logger.info("SANIC_WORKERS=%d: %d server processes run (as --workers %d)", *[wanted] * 3)
+    return wanted
+
+
 def _check_workers(workers: int, endpoints: dict[str, Any], source: str = "endpoints.yml") -> None:
     if workers < 1:
         raise InvalidConfig("--workers must be 1 or more")
     if workers == 1:
         return
-    lock_store = create_lock_store(endpoints.get("lock_store"), source)
-    if lock_store.process_local:
-        raise InvalidConfig(
-            f"--workers {workers} needs a lock store shared by the processes: with the "
-            "in-memory lock, two workers could run turns of one conversation at the same time. "
-            "Add `lock_store: {type: redis, url: ...}` to endpoints.yml, or use --workers 1."
-        )
-    store = create_tracker_store(endpoints.get("tracker_store") or DEFAULT_TRACKER_STORE, source)
-    if store.process_local:
-        raise InvalidConfig(
-            f"--workers {workers} needs a tracker store shared by the processes; the in-memory "
-            "store keeps each worker's conversations to itself. Use sql, redis or dynamo in "
-            "endpoints.yml, or --workers 1."
-        )
+    why, store = _unshared_store(workers, endpoints, source)
+    if why:
+        raise InvalidConfig(why)
     from server.trackers.sql_store import SqlTrackerStore  # loaded by now if the store is sql
 
     if isinstance(store, SqlTrackerStore) and store.url.get_backend_name() == "sqlite":
@@ -478,7 +519,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     if args.response_timeout is not None and args.response_timeout < 0:
         raise InvalidConfig("--response-timeout must be 0 (none) or more seconds")
     _check_secrets(args)
-    _check_workers(args.workers, endpoints, args.endpoints)
+    _check_workers(args.workers or 1, endpoints, args.endpoints)
     host = "localhost" if args.interface in ("0.0.0.0", "::") else args.interface
     scheme = "https" if args.ssl_certificate else "http"
     return RunSpec(
@@ -520,6 +561,7 @@ def run_server(args: argparse.Namespace) -> int:
 
     from server.api.http_protocol import BoundedHttpToolsProtocol
 
+    args.workers = workers_to_run(args)
     said = SaidAtStart(collect=True)  # (`--workers N`: the configuration's warnings once)
     with saying_once(said) if args.workers > 1 else nullcontext():
         spec = spec_from_args(args)

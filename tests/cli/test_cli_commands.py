@@ -150,7 +150,7 @@ def test_a_rasa_flag_botserver_lacks_says_so(
         (["interactive"], "GET /conversations/<id>/story"),
         (["interactive", "core", "-m", "models"], "GET /conversations/<id>/story"),
         (["x"], "/inspect"),
-        (["telemetry", "disable"], "sends no telemetry"),
+        (["telemetry", "enable"], "sends no telemetry"),
         (["evaluate", "markers", "all"], "not offered"),
     ],
     ids=["interactive", "interactive-core", "x", "telemetry", "evaluate"],

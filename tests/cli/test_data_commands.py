@@ -337,9 +337,10 @@ def test_convert_a_missing_file_or_no_data_flag(run_cli, tmp_path: Path) -> None
     missing = run_cli("data", "convert", "nlu", "--data", "nope.json", cwd=tmp_path)
     assert missing.code == 1
     assert "error: nope.json: NLU data not found" in missing.err
+    # without --data, Rasa's default: the data directory
     no_flag = run_cli("data", "convert", "nlu", cwd=tmp_path)
-    assert no_flag.code == 2
-    assert "the following arguments are required: --data" in no_flag.err
+    assert no_flag.code == 1
+    assert "error: data: NLU data not found" in no_flag.err
 
 
 def test_convert_out_under_a_file_fails_before_reading(run_cli, tmp_path: Path) -> None:

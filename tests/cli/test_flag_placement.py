@@ -47,7 +47,8 @@ def test_logging_flags_before_run_actions_reach_the_action_server(
     with pytest.raises(SystemExit):
         cli.main(["-v", "run", "actions", "-p", "5056"])
     [command] = started
-    assert command[command.index("rasa_sdk") + 1 :] == ["--actions", "actions", "-p", "5056", "-v"]
+    # In the order given: the last of the level flags wins there too.
+    assert command[command.index("rasa_sdk") + 1 :] == ["--actions", "actions", "-v", "-p", "5056"]
 
 
 def test_an_unknown_flag_before_the_command_is_still_refused(run_cli) -> None:
