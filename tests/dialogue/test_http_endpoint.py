@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -93,12 +94,13 @@ def long_tracker(events: int) -> dict[str, Any]:
 async def test_a_long_body_is_written_as_orjson_writes_it_whole(encodes: list[Any]) -> None:
     """A thread does not free the loop from orjson, which holds the GIL for a whole call:
     the events are written 500 a call."""
-    body = {"next_action": "x", "tracker": long_tracker(4_000), "domain": {"intents": ["a"]}}
+    tracker = long_tracker(4_000)
+    body = {"next_action": "x", "tracker": tracker, "domain": {"intents": ["a"]}}
     assert await json_content(body) == orjson.dumps(body)
     assert len(encodes) > 8
     assert max(len(piece) for piece in encodes if isinstance(piece, list)) == EVENTS_PER_PIECE
     # What orjson cannot write (an integer beyond 64 bits) is written by the stdlib.
-    body["tracker"]["events"][1234]["timestamp"] = 2**70
+    tracker["events"][1234]["timestamp"] = 2**70
     assert json.loads(await json_content(body)) == body
 
 
@@ -117,6 +119,7 @@ async def test_a_long_conversation_sent_to_a_server_leaves_the_loop_free(server:
 
     transport = httpx.MockTransport(answer)
     tracker = long_tracker(100_000)
+    call: Callable[[dict[str, Any]], Awaitable[Any]]
     if server == "action":
         client = ActionServerClient({"url": "http://actions.test/webhook"}, transport=transport)
         endpoint = client.endpoint
