@@ -124,25 +124,35 @@ class RepeatsCounted:
         self.level = level
         self.max_keys = max_keys  # a bound on memory; a key beyond it is logged every time
         self._repeats: dict[str, int] = {}
+        # The loop that ends each key's window: one that stopped first (a command's
+        # `asyncio.run`) never does, and its key's window ends at the key's next line.
+        self._loops: dict[str, asyncio.AbstractEventLoop] = {}
         _OPEN_WINDOWS.add(self)
 
     def log(self, key: str, message: str, *args: Any) -> bool:
         """Whether the line was logged (False: counted)."""
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # no loop to end the window: each one is logged
+            loop = None
         count = self._repeats.get(key)
         if count is not None:
-            self._repeats[key] = count + 1
-            return False
+            window_loop = self._loops.get(key)
+            if window_loop is None or window_loop is loop or window_loop.is_running():
+                self._repeats[key] = count + 1  # (from a thread too, while its loop runs)
+                return False
+            self._end_window(key)  # its loop stopped before the window's end
         self.logger.log(self.level, message, *args)
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no loop to end the window: each one is logged
-            return True
-        if len(self._repeats) < self.max_keys:
+        if loop is not None and len(self._repeats) < self.max_keys:
             self._repeats[key] = 0
-            loop.call_later(self.window, self._end_window, key)
+            self._loops[key] = loop
+            loop.call_later(self.window, self._end_window, key, loop)
         return True
 
-    def _end_window(self, key: str) -> None:
+    def _end_window(self, key: str, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        if loop is not None and self._loops.get(key) is not loop:
+            return  # a later window's, opened on another loop
+        self._loops.pop(key, None)
         count = self._repeats.pop(key, 0)
         if count:
             self.logger.log(

@@ -131,15 +131,23 @@ def _a_number(node: ast.AST) -> bool:
     return False
 
 
+def _a_time(node: ast.AST) -> bool:
+    return _A_TIME.search(ast.unparse(node)) is not None
+
+
 def _bare_bound(node: ast.AST) -> bool:
+    """Whether `node` asserts a time below a number, wherever the time sits in the comparison:
+    `took < 5`, `5 > took`, `0 < took < 5` (a bound from below alone fails on no load)."""
     if not (isinstance(node, ast.Assert) and isinstance(node.test, ast.Compare)):
         return False
     compare = node.test
-    return (
-        all(isinstance(op, (ast.Lt, ast.LtE)) for op in compare.ops)
-        and all(_a_number(bound) for bound in compare.comparators)
-        and _A_TIME.search(ast.unparse(compare.left)) is not None
-    )
+    operands = [compare.left, *compare.comparators]
+    for op, left, right in zip(compare.ops, operands[:-1], operands[1:], strict=True):
+        if isinstance(op, (ast.Lt, ast.LtE)) and _a_time(left) and _a_number(right):
+            return True
+        if isinstance(op, (ast.Gt, ast.GtE)) and _a_number(left) and _a_time(right):
+            return True
+    return False
 
 
 @dataclass
@@ -278,8 +286,9 @@ def misplaced_timing_marks(tests: Path) -> list[str]:
             and "timing" in ast.unparse(node.value)
             for node in tree.body
         )
+        fixtures = set(source.fixtures.values())  # a fixture named `test_*` is no test
         for node in source.functions:
-            if node.name.startswith("test_"):
+            if node.name.startswith("test_") and node not in fixtures:
                 marked = module_marked or any(
                     "mark.timing" in ast.unparse(d) for d in node.decorator_list
                 )
@@ -349,13 +358,25 @@ def test_asks_for_a_plain_fixture(plain: None) -> None:
 @pytest.mark.timing
 def test_marked_for_its_fixture(served: None) -> None:
     pass
+
+
+@pytest.fixture
+def test_clock() -> float:
+    assert 0.1 < loop_hold()
+    return 0.0
+
+
+@pytest.mark.timing
+def test_marked_for_a_fixture_named_like_a_test(test_clock: float) -> None:
+    pass
 """,
 }
 
 
 def test_a_time_bounded_in_a_fixture_asks_for_the_mark_too(tmp_path: Path) -> None:
     """A bound in a fixture a test uses (at any depth; a conftest.py's, or its module's) fails
-    that test on a burst of load as surely as one in its body: the test is marked."""
+    that test on a burst of load as surely as one in its body: the test is marked. A fixture
+    named `test_*` is no test (pytest does not collect it): before, the check reported it."""
     tests = tmp_path / "tests"
     tests.mkdir()
     for name, text in FIXTURE_BOUNDS.items():
@@ -395,6 +416,20 @@ def test_a_count_is_no_time(report: dict) -> None:
     assert len(report["lines"]) <= LINES_PER_WINDOW + 1
 
 
+def test_a_clock_between_two_bounds(started: float) -> None:
+    # not paced: a sample the timing-mark check reads, never run
+    assert 0 < time.monotonic() - started < 10
+
+
+def test_a_clock_on_the_right(started: float) -> None:
+    assert 10 >= time.monotonic() - started
+
+
+def test_a_lower_bound_is_no_limit(started: float) -> None:
+    assert 0.5 < time.monotonic() - started
+    assert time.monotonic() - started > 0.5
+
+
 def test_a_deadline_is_a_wait_not_a_bound(deadline: float) -> None:
     assert time.monotonic() < deadline
 
@@ -410,7 +445,8 @@ def test_a_bare_wall_clock_bound_asks_for_the_mark(tmp_path: Path) -> None:
     check saw only the bounds of tests/loop_lag.py and "not paced" comments, and four such
     bounds in tests/scale/test_outages_under_load.py were neither paced nor marked. Nor did it
     see a bound named (`took < STATEMENT_TIMEOUT / 2`): seven such tests were not marked. A
-    bound on a time measured in the test counts once a comment says it is not paced."""
+    bound on a time measured in the test counts once a comment says it is not paced. Nor did
+    it see a chained bound (`0 < took < 10`) or the clock on the right (`10 > took`)."""
     tests = tmp_path / "tests"
     tests.mkdir()
     (tests / "test_bare.py").write_text(BARE_BOUNDS)
@@ -420,5 +456,7 @@ def test_a_bare_wall_clock_bound_asks_for_the_mark(tmp_path: Path) -> None:
         "test_a_clock: not marked",
         "test_a_named_timeout: not marked",
         "test_a_timeout_and_slack: not marked",
+        "test_a_clock_between_two_bounds: not marked",
+        "test_a_clock_on_the_right: not marked",
         "test_a_bound_its_comment_says_is_not_paced: not marked",
     ], wrong

@@ -41,8 +41,12 @@ from server.api.shutdown import (
 )
 from server.api.tls import ssl_options
 from server.api.worker_files import run_beside
-from server.auth import AuthConfig, install_log_redaction, redact_also
-from server.auth.config import jwt_audience
+from server.auth import AuthConfig, install_log_redaction
+from server.auth.config import jwt_audience, keep_auth_secrets_out_of_logs
+from server.auth.log_redaction import (
+    keep_configured_secrets_out_of_logs,
+    keep_environment_secrets_out_of_logs,
+)
 from server.config import (
     read_credentials,
     read_endpoints,
@@ -109,6 +113,15 @@ class RunSpec:
     log_format: str = "text"
     logging_config_file: str | None = None
     syslog: tuple[str, int, str] | None = None
+
+    def keep_secrets_out_of_logs(self) -> None:
+        """Wherever a client or a library puts them (`?tokn=`, a header of its own, an error
+        message), the secrets of the flags, endpoints.yml, credentials.yml and the
+        environment stay out of the logs."""
+        keep_auth_secrets_out_of_logs(self.options().auth)
+        keep_configured_secrets_out_of_logs(self.endpoints)
+        keep_configured_secrets_out_of_logs(self.credentials)
+        keep_environment_secrets_out_of_logs(os.environ)
 
     def options(self) -> ServerOptions:
         return ServerOptions(
@@ -181,7 +194,7 @@ def app_from_environment() -> FastAPI:
         spec.verbosity, spec.log_file, spec.log_format, spec.logging_config_file, syslog
     )
     install_log_redaction()
-    redact_also(spec.token)
+    spec.keep_secrets_out_of_logs()
     with saying_once(SaidAtStart(json.loads(os.environ.get(SAID_ENV) or "[]"))):
         return server_app(spec.options(), spec.metrics, "")
 
@@ -519,8 +532,7 @@ def run_server(args: argparse.Namespace) -> int:
     tls = ssl_options(args.ssl_certificate, args.ssl_keyfile, args.ssl_ca_file, args.ssl_password)
     check_port_free(args.interface, args.port)
     install_log_redaction()
-    # Wherever a client puts it (`?tokn=`, a header of its own), the token stays out of the logs.
-    redact_also(spec.token)
+    spec.keep_secrets_out_of_logs()
     common: dict[str, Any] = {
         "host": args.interface,
         "port": args.port,

@@ -260,3 +260,23 @@ def prepared_key(raw: str, method: str, name: str) -> Any:
     if callable(public_key) and not hasattr(key, "verify"):
         key = public_key()
     return key
+
+
+def keep_auth_secrets_out_of_logs(config: AuthConfig) -> None:
+    """The token, an HS* method's secret and a private key stay out of every log line from
+    now on, wherever a client or a library puts them (`?tokn=`, an error message): the value
+    given, or the text of the key file it names (its path is no secret, and stays shown).
+    An asymmetric method's `jwt_secret` is a public key: no secret."""
+    from server.auth.log_redaction import redact_also
+
+    redact_also(config.token)
+    keys = [("--jwt-private-key", config.jwt_private_key)]
+    if config.jwt_method.upper().startswith("HS"):
+        keys.append(("--jwt-secret", config.jwt_secret))
+    for name, value in keys:
+        if not value:
+            continue
+        try:
+            redact_also(key_text(value, name))
+        except InvalidConfig:  # refused where it is used; if a secret after all, hidden
+            redact_also(value)

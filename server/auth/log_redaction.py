@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl, quote, quote_plus, unquote_plus, urlsplit
@@ -206,20 +206,57 @@ _transient: dict[tuple[frozenset[str], frozenset[str]], None] = {}
 # (a log record's) reads them.
 _literals: tuple[str, ...] = ()
 _query_names: frozenset[str] = frozenset()
+# `_literals` as one pattern: a line is read once for them all, not once for each (20
+# secrets in their spellings were some 100 searches of every line). Those longer than
+# _LONG_LITERAL (a private key's text) are searched for one by one: in the pattern, one
+# key's spellings cost its compiling 30-70 ms, at each secret registered since.
+_literal_pattern: re.Pattern[str] | None = None
+_long_literals: tuple[str, ...] = ()
+_LONG_LITERAL = 100
 # A query's `name=value`: each name read from a `?`, `&` or `;` up to the next, once.
 _QUERY_PAIR = re.compile(r"([?&;])([^=&;?#\s\"']+)=([^&\s\"';#)]*)")
 
 
 def _merge() -> None:
-    global _literals, _query_names
+    global _literals, _query_names, _literal_pattern, _long_literals
     literals = set(_pinned_literals)
     names = set(_pinned_names)
     for transient_literals, transient_names in _transient:
         literals |= transient_literals
         names |= transient_names
-    # The longest first: one holding another is hidden whole.
     _literals = tuple(sorted(literals, key=len, reverse=True))
     _query_names = frozenset(names)
+    _long_literals = tuple(word for word in _literals if len(word) > _LONG_LITERAL)
+    short = [word for word in _literals if len(word) <= _LONG_LITERAL]
+    _literal_pattern = re.compile(_alternatives(short)) if short else None
+
+
+def _alternatives(words: Iterable[str]) -> str:
+    """A pattern matching any of `words`, the longest where several start at one place (one
+    holding another is hidden whole), its alternatives sharing their common starts: the
+    spellings of a secret share most of theirs, and the engine tries each character of a
+    line against the first characters of all of them at once. Nested at branches only: a
+    private key's thousands of characters are one run."""
+    trie: dict[str, Any] = {}
+    for word in words:
+        node = trie
+        for char in word:
+            node = node.setdefault(char, {})
+        node[""] = {}  # a word ends here
+
+    def pattern(node: dict[str, Any]) -> str:
+        run = []
+        while len(node) == 1 and "" not in node:  # one way on: a run of plain characters
+            char, node = next(iter(node.items()))
+            run.append(re.escape(char))
+        branches = [re.escape(char) + pattern(child) for char, child in node.items() if char]
+        if not branches:
+            return "".join(run)
+        body = "(?:" + "|".join(branches) + ")"
+        # Optional where a word ends: the longer words are tried first, then the end.
+        return "".join(run) + (body + "?" if "" in node else body)
+
+    return pattern(trie)
 
 
 _HEX = re.compile(r"%[0-9A-F]{2}")
@@ -256,6 +293,70 @@ def redact_also(secret: str | None) -> None:
     if secret and len(secret) >= MIN_LITERAL_LENGTH and secret not in _pinned_literals:
         _pinned_literals.update(_spellings(secret))
         _merge()
+
+
+# The keys of endpoints.yml and credentials.yml whose values are secrets: passwords (SQL,
+# Redis, RabbitMQ, Kafka's sasl_password, Rocket.Chat's), tokens (an action server's, a
+# channel's webhook token), secrets and keys (AWS's, a signing secret, socket.io's jwt_key).
+# `*_name` keys name a secret's query parameter, and `key_prefix` a Redis key: no secrets.
+_SECRET_SETTING = re.compile(
+    r"token|pass(?:w(?:or)?d|phrase)|(?<![a-z])pass\b|passwd|pwd|secret"
+    r"|private[-_]?key|api[-_]?key|access[-_]?key|jwt[-_]?key|signature",
+    re.IGNORECASE,
+)
+# Environment variables holding secrets of the remote storages (boto3's, Azure's).
+SECRET_ENVIRONMENT = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_ACCOUNT_KEY")
+
+
+def keep_configured_secrets_out_of_logs(config: Any) -> None:
+    """Hides from now on, wherever a log line quotes them (a library's error message, a
+    dumped object), the values under secret-named keys of `config` (endpoints.yml or
+    credentials.yml, at any depth) and the password of each URL in it. Values shorter than
+    MIN_LITERAL_LENGTH are left to the patterns (`password: x`, `redis://:x@host`), and so
+    is a secret that is also the value of a setting shown in the logs (a user name): hidden
+    alone, `postgres` garbled every `postgresql://postgres@db` line, and shows there anyway."""
+    secrets: list[str] = []
+    shown: set[str] = set()
+    _secrets_and_shown(config, secrets, shown)
+    for secret in secrets:
+        if secret not in shown:
+            redact_also(secret)
+
+
+def _secrets_and_shown(config: Any, secrets: list[str], shown: set[str]) -> None:
+    if isinstance(config, dict):
+        for key, value in config.items():
+            name = str(key)
+            if (
+                _SECRET_SETTING.search(name)
+                and not name.lower().endswith("_name")
+                and isinstance(value, (str, int))
+                and not isinstance(value, bool)
+            ):
+                secrets.append(str(value))
+            else:
+                _secrets_and_shown(value, secrets, shown)
+    elif isinstance(config, list):
+        for item in config:
+            _secrets_and_shown(item, secrets, shown)
+    elif isinstance(config, str):
+        shown.add(config)
+        if "@" in config and "://" in config:
+            try:
+                parts = urlsplit(config.strip())
+                user, password = parts.username, parts.password
+            except ValueError:  # no URL: refused where it is used
+                user = password = None
+            if user:
+                shown.update((user, unquote_plus(user)))
+            if password:
+                secrets += (password, unquote_plus(password))
+
+
+def keep_environment_secrets_out_of_logs(environ: Mapping[str, str]) -> None:
+    """Hides the values of SECRET_ENVIRONMENT that `environ` sets."""
+    for variable in SECRET_ENVIRONMENT:
+        redact_also(environ.get(variable))
 
 
 def keep_endpoint_secrets_out_of_logs(
@@ -322,9 +423,11 @@ def _hide_configured_query_values(text: str) -> str:
 
 def redact(text: str) -> str:
     """`text` with every secret-looking value replaced by `***`."""
-    for literal in _literals:
+    for literal in _long_literals:  # (the longest first: one holding another hidden whole)
         if literal in text:
             text = text.replace(literal, REDACTED)
+    if _literal_pattern is not None:
+        text = _literal_pattern.sub(REDACTED, text)
     for pattern, keep in _PATTERNS:
         if pattern is None:
             text = keep(text)

@@ -198,7 +198,8 @@ class ActionSessionStart(Action):
 
     async def run(self, ctx: ActionContext) -> list[Event]:
         events: list[Event] = [SessionStarted()]
-        if ctx.domain.session_config.carry_over_slots_to_new_session:
+        carried = ctx.domain.session_config.carry_over_slots_to_new_session
+        if carried:
             for event in ctx.tracker.applied_events():
                 if isinstance(event, SlotSet) and event.key != SESSION_STARTED_METADATA:
                     # A metadata of its own: the model's ids stamped on this copy must not
@@ -206,10 +207,18 @@ class ActionSessionStart(Action):
                     metadata = dict(event.metadata)
                     events.append(SlotSet(key=event.key, value=event.value, metadata=metadata))
         metadata = ctx.tracker.get_slot(SESSION_STARTED_METADATA)
-        if metadata is not None:
+        if metadata is not None and (carried or _just_set(ctx.tracker)):
+            # The metadata of the message starting this session (unlike Rasa, kept when the
+            # slots are not carried over); an earlier session's only with the other slots.
             events.append(SlotSet(key=SESSION_STARTED_METADATA, value=metadata))
         events.append(ActionExecuted(action_name=ACTION_LISTEN))
         return events
+
+
+def _just_set(tracker: Tracker) -> bool:
+    """Whether the session's metadata was set for this start (the event before it)."""
+    last = tracker.events[-1] if tracker.events else None
+    return isinstance(last, SlotSet) and last.key == SESSION_STARTED_METADATA
 
 
 class ActionDefaultFallback(Action):

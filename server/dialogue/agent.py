@@ -22,7 +22,7 @@ from server.dialogue.processor import (
     fold_states_off_loop,
     stamp_model_ids,
 )
-from server.dialogue.reminders import mark_posted
+from server.dialogue.reminders import Admission, mark_posted
 from server.errors import InvalidEvent, NoModelLoaded
 from server.trackers.events import (
     ACTION_SESSION_START,
@@ -194,17 +194,20 @@ class Agent:
             # Reminder events stored as applied (see `mark_applied`): the timers of every
             # process obey them. Those only recorded neither schedule nor cancel, as in Rasa:
             # without the marks they may come with (copied from stored events).
+            # A reminder the cap refuses is stored as only recorded (see `Admission`).
+            admission = processor.reminders.admission(sender_id)
             if len(events) > OFF_LOOP_EVENTS:
                 # A bulk POST: marked (10-20 ms of CPU for 100,000 events) and folded onto a
                 # copy in a thread (100,000 events held the loop 30-40 ms), as the tracker may
                 # be the hot one other requests read meanwhile; the copy becomes the hot
                 # tracker when saved.
                 tracker = await asyncio.to_thread(
-                    _marked_and_folded, tracker, events, execute_side_effects
+                    _marked_and_folded, tracker, events, execute_side_effects, admission
                 )
             else:
-                mark_posted(events, execute_side_effects)
+                mark_posted(events, execute_side_effects, admission)
                 tracker.update_many(events)
+            processor.reminders.log_refused(sender_id, admission.refused)
             await processor.save(tracker, start, model)
             if execute_side_effects:
                 output = self.output_channel(output_channel, tracker)
@@ -368,8 +371,10 @@ def _scores(model: DialogueModel, prediction: Any) -> dict[str, Any]:
     }
 
 
-def _marked_and_folded(tracker: Tracker, events: list[Event], applied: bool) -> Tracker:
+def _marked_and_folded(
+    tracker: Tracker, events: list[Event], applied: bool, admission: Admission
+) -> Tracker:
     """A copy of `tracker` with `events` posted to it, their reminder events marked (see
     `mark_posted`): a bulk POST's, in a thread."""
-    mark_posted(events, applied)
+    mark_posted(events, applied, admission)
     return tracker.extended(events)

@@ -2,8 +2,8 @@
 
 One turn, under the conversation's lock: load the tracker (current session, incrementally),
 start or expire the session, append the user message, extract slots, then predict and run
-actions (at most `max_predictions`), append the new events in one transaction and publish
-them after the commit.
+actions (at most `max_predictions` run since the bot listened), append the new events in
+one transaction and publish them after the commit.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -102,6 +102,8 @@ CLIENTS_GONE = RepeatsCounted(logger, 60.0, level=logging.INFO)
 CLIENT_GONE_KEY = "clients went away while their messages waited: not handled"
 
 DEFAULT_MAX_PREDICTIONS = int(os.environ.get("MAX_NUMBER_OF_PREDICTIONS", "10"))
+# Predictions a turn makes at most, per action the limit allows (rejected ones included).
+_MOST_PREDICTIONS_PER_ACTION = 3
 # The policy name a followup action is logged with, as Rasa logs it.
 FOLLOWUP_POLICY = "followup_action"
 # The events after which a tracker has none applied (`session_expired`).
@@ -689,8 +691,13 @@ class Processor:
                     tracker.sender_id,
                     loop,
                 )
-        before = 0
-        for _ in range(self.max_predictions):
+        # As Rasa, the limit counts the actions logged since the bot last listened (or a
+        # session started), not the predictions: a rejected action logs none. A bound Rasa
+        # lacks on the predictions too: actions that keep rejecting would loop forever.
+        counted = _actions_since_listen(tracker.events, len(tracker.events), self.max_predictions)
+        for _ in range(_MOST_PREDICTIONS_PER_ACTION * self.max_predictions):
+            if counted >= self.max_predictions:
+                break
             if tracker.paused and not _asks_restart(tracker):
                 # As Rasa: a paused conversation (say, handed to a human) logs the user's
                 # messages and fills slots, but the bot says nothing until resumed.
@@ -698,8 +705,7 @@ class Processor:
             prediction = self.predict_next(tracker, model)
             featurization = featurization_of(tracker, model, prediction)
             action = self.action_for(prediction.action_name, model.domain)
-            if debugging:
-                before = len(tracker.events)
+            before = len(tracker.events)
             keep_going = await self.run_action(
                 action, tracker, model, output, prediction, featurization
             )
@@ -714,10 +720,13 @@ class Processor:
             ran.append(action.name)
             if not keep_going:
                 return ran
+            counted = _count_actions(tracker.events, before, counted)
         logger.warning(
-            "conversation %s: stopped after %s (MAX_NUMBER_OF_PREDICTIONS)",
+            "conversation %s: stopped after %s since the bot listened "
+            "(MAX_NUMBER_OF_PREDICTIONS is %s)",
             tracker.sender_id,
-            how_many(self.max_predictions, "prediction"),
+            how_many(counted, "action"),
+            self.max_predictions,
         )
         tracker.update(ActionExecuted(action_name=ACTION_LISTEN))
         return ran
@@ -987,11 +996,12 @@ class Processor:
     async def execute_side_effects(
         self, tracker: Tracker, events: list[Event], output: OutputChannel | None
     ) -> None:
-        """Sends posted bot messages and schedules posted reminders (tracker/events API)."""
+        """Sends posted bot messages and schedules posted reminders (tracker/events API): those
+        marked scheduled when posted (see `reminders.mark_posted`), as they are stored."""
         for event in events:
             if isinstance(event, BotUttered) and output is not None:
                 await output.send_response(tracker.sender_id, event.message())
-            elif isinstance(event, ReminderScheduled):
+            elif isinstance(event, ReminderScheduled) and was_scheduled(event):
                 self.reminders.schedule(
                     tracker.sender_id, event, self._fire_reminder, _pushes_to(output)
                 )
@@ -1087,6 +1097,34 @@ def _effects(events: list[Event]) -> tuple[bool, str | None]:
         elif cls is ActionExecutionRejected:
             rejects = True
     return rejects, said
+
+
+def _actions_since_listen(events: Sequence[Event], end: int, most: int) -> int:
+    """How many actions were logged before `end` since the bot last listened or a session
+    started, as Rasa's limit counts them (`ActionExecuted` events); `most` at most."""
+    counted = 0
+    for index in range(end - 1, -1, -1):
+        event = events[index]
+        if isinstance(event, ActionExecuted):
+            if event.action_name in (ACTION_LISTEN, ACTION_SESSION_START):
+                break
+            counted += 1
+            if counted >= most:
+                break
+    return counted
+
+
+def _count_actions(events: Sequence[Event], start: int, counted: int) -> int:
+    """`counted` with the actions logged from `start` on: a listen or session start (an
+    action's own events may log one) begins the count again."""
+    for index in range(start, len(events)):
+        event = events[index]
+        if isinstance(event, ActionExecuted):
+            if event.action_name in (ACTION_LISTEN, ACTION_SESSION_START):
+                counted = 0
+            else:
+                counted += 1
+    return counted
 
 
 def _asks_restart(tracker: Tracker) -> bool:

@@ -4,12 +4,41 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+from server.errors import InvalidConfig
+from server.outages import RepeatsCounted
 from server.trackers.events import Event, ReminderCancelled, ReminderScheduled
 
 logger = logging.getLogger(__name__)
+
+# The pending reminders a conversation may hold in a process. Rasa sets no bound: a custom
+# action, or a client posting `reminder` events, that names each reminder anew (a reminder
+# of a pending one's name replaces it) held one timer more each time, without end.
+MAX_REMINDERS_ENV = "BOTSERVER_MAX_REMINDERS_PER_CONVERSATION"
+MAX_REMINDERS_PER_CONVERSATION = 100
+# A flood of refused reminders is one line a conversation a minute, and a count.
+_REFUSED = RepeatsCounted(logger, 60.0)
+
+
+def max_reminders_setting() -> int:
+    """MAX_REMINDERS_ENV's value: a whole number, 1 or more (MAX_REMINDERS_PER_CONVERSATION
+    when unset)."""
+    raw = os.environ.get(MAX_REMINDERS_ENV, "").strip()
+    if not raw:
+        return MAX_REMINDERS_PER_CONVERSATION
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise InvalidConfig(
+            f"{MAX_REMINDERS_ENV} must be a whole number of reminders, 1 or more, not {raw!r}"
+        )
+    return value
+
 
 # (conversation, reminder, the output channel named in the turn that set it, if any)
 Fire = Callable[[str, ReminderScheduled, str | None], Awaitable[None]]
@@ -40,13 +69,55 @@ def mark_recorded(event: ReminderScheduled | ReminderCancelled) -> None:
         event.metadata.pop(CANCELLED, None)
 
 
-def mark_posted(events: list[Event], applied: bool) -> None:
+class Admission:
+    """What a ReminderScheduler will do with the reminders posted to a conversation, read
+    from a copy of its pending ones taken on the event loop (a bulk POST's are marked in a
+    thread): a reminder of a new name past the cap is refused (see `refused`), one whose
+    time cannot be read too, and a cancel drops those it names."""
+
+    def __init__(self, pending: dict[str, ReminderScheduled], cap: int) -> None:
+        self.pending = pending
+        self.cap = cap
+        self.refused: list[ReminderScheduled] = []  # past the cap, to be logged on the loop
+
+    def admits(self, reminder: ReminderScheduled) -> bool:
+        try:
+            _delay_seconds(reminder.trigger_date_time)
+        except ValueError:
+            logger.error("reminder '%s' has an invalid date_time", reminder.name)
+            return False
+        if reminder.name not in self.pending and len(self.pending) >= self.cap:
+            self.refused.append(reminder)
+            return False
+        self.pending[reminder.name] = reminder
+        return True
+
+    def cancel(self, cancel: ReminderCancelled) -> None:
+        for name, reminder in list(self.pending.items()):
+            if cancels(cancel, reminder):
+                del self.pending[name]
+
+
+def mark_posted(events: list[Event], applied: bool, admission: Admission | None = None) -> None:
     """Marks the reminder events among `events` posted to a conversation: `applied` (posted
-    with their side effects) or only recorded (see `mark_applied`, `mark_recorded`)."""
-    mark = mark_applied if applied else mark_recorded
+    with their side effects) or only recorded (see `mark_applied`, `mark_recorded`). With an
+    `admission`, a reminder it refuses is marked only recorded: marked scheduled, another
+    process would read it as the replacement of its pending reminder of that name."""
+    if not applied:
+        for event in events:
+            if isinstance(event, _REMINDER_EVENTS):
+                mark_recorded(event)
+        return
     for event in events:
-        if isinstance(event, _REMINDER_EVENTS):
-            mark(event)
+        if isinstance(event, ReminderScheduled):
+            if admission is None or admission.admits(event):
+                mark_applied(event)
+            else:
+                mark_recorded(event)
+        elif isinstance(event, ReminderCancelled):
+            mark_applied(event)
+            if admission is not None:
+                admission.cancel(event)
 
 
 _REMINDER_EVENTS = (ReminderScheduled, ReminderCancelled)  # (a tuple: isinstance's fastest)
@@ -99,7 +170,9 @@ _Job = tuple[asyncio.TimerHandle, ReminderScheduled, str | None]
 class ReminderScheduler:
     """In-process timers, one per (conversation, reminder name)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_per_conversation: int | None = None) -> None:
+        # A reminder of a new name past this many pending in its conversation is refused.
+        self.max_per_conversation = max_per_conversation or max_reminders_setting()
         # By conversation, then reminder name: a conversation's own are found without going
         # through every conversation's (a user message asks for them). With each reminder,
         # the output channel named in the turn that set it (None: the conversation's own).
@@ -115,11 +188,22 @@ class ReminderScheduler:
         output_channel: str | None = None,
     ) -> None:
         """Times `reminder` (replacing the conversation's reminder of its name) and marks it
-        scheduled (see `mark_applied`); its messages go to `output_channel` when named."""
+        scheduled (see `mark_applied`); its messages go to `output_channel` when named. One of
+        a new name is refused, with a warning, when the conversation holds
+        `max_per_conversation` already."""
         try:
             delay = _delay_seconds(reminder.trigger_date_time)
         except ValueError:
             logger.error("reminder '%s' has an invalid date_time", reminder.name)
+            mark_recorded(reminder)
+            return
+        jobs = self._jobs.get(sender_id, {})
+        if reminder.name not in jobs and len(jobs) >= self.max_per_conversation:
+            # Stored as only recorded, whatever marks it came with (an action's copy of a
+            # stored event): marked scheduled, another process would read it as the
+            # replacement of its pending reminder of that name.
+            mark_recorded(reminder)
+            self.log_refused(sender_id, [reminder])
             return
         mark_applied(reminder)
         key = (sender_id, reminder.name)
@@ -127,6 +211,27 @@ class ReminderScheduler:
         loop = asyncio.get_running_loop()
         handle = loop.call_later(delay, self._start, key, fire)
         self._jobs.setdefault(sender_id, {})[reminder.name] = (handle, reminder, output_channel)
+
+    def admission(self, sender_id: str) -> Admission:
+        """What `schedule` will do with the reminders posted to `sender_id` now (see
+        `mark_posted`); read on the event loop, used in any thread."""
+        pending = {name: job[1] for name, job in self._jobs.get(sender_id, {}).items()}
+        return Admission(pending, self.max_per_conversation)
+
+    def log_refused(self, sender_id: str, refused: list[ReminderScheduled]) -> None:
+        """Warns of reminders refused past the cap: one line a conversation a minute, and a
+        count of the others."""
+        for reminder in refused:
+            _REFUSED.log(
+                f"reminders of conversation {sender_id} refused",
+                "reminder '%s' of conversation %s is not scheduled: the conversation has %d "
+                "reminders pending, the most %s allows. Cancel some, reuse their names (a "
+                "reminder replaces the pending one of its name) or raise the setting",
+                reminder.name,
+                sender_id,
+                self.max_per_conversation,
+                MAX_REMINDERS_ENV,
+            )
 
     def _start(self, key: tuple[str, str], fire: Fire) -> None:
         job = self._pop(key)

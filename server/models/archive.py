@@ -225,6 +225,13 @@ def _check_loadable(
     """TrainingError for a file the loader would refuse for its size, or too many files or
     bytes in all: an archive that trained but never loads is written by no training."""
     members = len(entries) + 3  # metadata.json, components/ and a signature
+    if metadata_size > limits.max_metadata_bytes:
+        # (It holds the domain and the config: a domain of that many bytes of responses.)
+        raise TrainingError(
+            f"The model's {METADATA_FILE} is {metadata_size:,} bytes, more than a model may "
+            f"hold ({limits.max_metadata_bytes:,}; it holds the domain and the config): it "
+            "would never load. The domain is too big for one model."
+        )
     if members > limits.max_members:
         raise TrainingError(
             f"The model would hold {members:,} files and folders, more than a model may "

@@ -963,7 +963,10 @@ class _AsyncDatabase:
         an export asking for it among others."""
         if self._sender_collation is None:
             row = (await conn.execute(_SENDER_COLLATION)).one_or_none()
-            named = row is not None and all(re.fullmatch(r"\w+", str(n)) for n in row)
+            # (A binary column's are NULL: before, 'None' was taken for a character set.)
+            named = row is not None and all(
+                n is not None and re.fullmatch(r"\w+", str(n)) for n in row
+            )
             self._sender_collation = (str(row[0]), str(row[1])) if named and row else ("", "")
         charset, collation = self._sender_collation
         if not charset:  # (a binary column, or none found: compared as given)
@@ -1008,7 +1011,8 @@ class _AsyncDatabase:
                 else:
                     count = max(1, (max_bytes - size) * conversations // max(1, size))
                 group, rest = rest[:count], rest[count:]
-                for sender_id, data in await conn.execute(await of(conn, group)):
+                for held, data in await conn.execute(await of(conn, group)):
+                    sender_id = _id_text(held)
                     if not rows or rows[-1][0] != sender_id:
                         conversations += 1
                     rows.append((sender_id, data))
@@ -1024,7 +1028,8 @@ class _AsyncDatabase:
             # (The column grouped on too: allowed under ONLY_FULL_GROUP_BY.)
             exactly = _BINARY_SENDER_ID
             query = select(_C.sender_id).group_by(_C.sender_id, exactly)
-        return await self._run(lambda conn: _first_column(conn, query), bounded=False)
+        held = await self._run(lambda conn: _first_column(conn, query), bounded=False)
+        return [_id_text(i) for i in held]
 
     async def senders_older_than(
         self, cutoff_timestamp: float, after: str | None, limit: int
@@ -1067,6 +1072,21 @@ _SENDER_COLLATION = text(
     "SELECT CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLUMNS"
     " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'events' AND COLUMN_NAME = 'sender_id'"
 )
+
+
+def _id_text(held: str | bytes) -> str:
+    """An id as the column holds it, as text: one in the `binary` character set (VARBINARY)
+    gives its bytes, which Rasa's driver wrote as UTF-8. Bytes that are no UTF-8 are refused,
+    naming the column (before: an AttributeError on the bytes, a traceback)."""
+    if isinstance(held, str):
+        return held
+    try:
+        return held.decode("utf-8")
+    except UnicodeDecodeError:
+        raise StoreFailed(
+            f"events.sender_id holds an id that is not UTF-8 ({held[:60]!r}), which Rasa"
+            " never writes: the column's character set is binary, and its bytes are no text"
+        ) from None
 
 
 def _utf8_hex(sender_id: str) -> str:

@@ -289,9 +289,12 @@ class Tracker:
             self.latest_action = {"action_name": event.action_name}
         else:
             self.latest_action = {"action_text": event.action_text}
-        if self.active_loop and event.action_name == self.active_loop_name:
+        if self.active_loop:
+            # As Rasa: any action while a loop is active ends its interruption; only the
+            # loop's own action ends its rejection.
             self.active_loop["is_interrupted"] = False
-            self.active_loop["rejected"] = False
+            if event.action_name == self.active_loop_name:
+                self.active_loop["rejected"] = False
 
     def _change_loop_to(self, name: str | None) -> None:
         if name is None:

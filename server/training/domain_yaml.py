@@ -84,6 +84,8 @@ _VALUE_MAPPINGS = frozenset({"from_intent", "from_trigger_intent"})
 # Sections of a training data file, which may share a file with domain sections.
 TRAINING_DATA_KEYS = frozenset({"nlu", "stories", "rules"})
 _RENAMED = {"templates": "responses", "utter_templates": "responses"}
+# What Rasa's domain schema requires of a slot's or a form's name (searched, not matched).
+_NAME_LETTER = re.compile(r"[A-Za-z]")
 
 
 def _null_name(section: str, filename: str, line: int | None) -> InvalidProjectFile:
@@ -224,6 +226,20 @@ class DomainReader:
             if value is not None and key != "session_config" and None in value:
                 # `null:` or `~:` read as a key of None, which trained as a 'None' name
                 raise _null_name(key, filename, getattr(value, "key_lines", {}).get(None))
+        for section in ("slots", "forms"):
+            for name in data.get(section) or {}:
+                self.check_letter_in_name(section, name, filename, line_of(data[section], name))
+        for name in data.get("responses") or {}:
+            if _yaml_scalar(name):
+                # (It trained as the text; Rasa's domain sorts the names, a TypeError among
+                # text names, or reads the name as text, an AttributeError alone.)
+                shown = _yaml_text(name)
+                raise InvalidProjectFile(
+                    f"response name {shown} is a {_scalar_kind(name)} in YAML, not text, which "
+                    f"Rasa fails on; quote it ('\"{shown}\":') if it is meant as a name",
+                    filename,
+                    line_of(data["responses"], name),
+                )
         for name, spec in (data.get("slots") or {}).items():
             self.check_slot(str(name), spec, filename, line_of(data["slots"], name))
         for name, variations in (data.get("responses") or {}).items():
@@ -245,6 +261,21 @@ class DomainReader:
                 filename,
                 line_of(config, "store_entities_as_slots"),
             )
+
+    def check_letter_in_name(
+        self, section: str, name: Any, filename: str, line: int | None
+    ) -> None:
+        """Refuses a slot, form or action (one with properties) name without a letter, as
+        Rasa's domain schema does (its key pattern, `[A-Za-z]+`): before, a slot or form `1:`
+        trained as '1'. A model trained before still loads."""
+        if self._from_archive or re.search(_NAME_LETTER, str(name)):
+            return
+        raise InvalidProjectFile(
+            f"{section[:-1]} name '{name}' has no letter (A-Z or a-z): Rasa's domain schema "
+            "refuses such a name, quoted or not; give it a name with a letter",
+            filename,
+            line,
+        )
 
     def check_json_values(self, data: dict[str, Any], filename: str) -> None:
         """Refuses a value a model cannot keep (the domain is stored and sent as JSON): an
@@ -271,15 +302,26 @@ class DomainReader:
             if isinstance(item, str) and item.strip():
                 continue
             if key == "e2e_actions" or not isinstance(item, dict) or len(item) != 1:
+                quote = f"; quote it ('- \"{_yaml_text(item)}\"')" if _yaml_scalar(item) else ""
                 raise InvalidProjectFile(
                     f"each item of '{key}' must be a name or a mapping of one name to its "
-                    f"properties, not {brief(item)}",
+                    f"properties, not {brief(item)}{quote}",
                     filename,
                     line,
                 )
             name, props = next(iter(item.items()))
             if name is None:  # `- null:` or `- ~:`, which trained as a 'None' name
                 raise _null_name(key, filename, line)
+            if _yaml_scalar(name):
+                # (It trained as the text; Rasa's domain fails sorting it among text names.)
+                raise InvalidProjectFile(
+                    f"a name in '{key}' is {_yaml_text(name)}, a {_scalar_kind(name)} in YAML, "
+                    f"not text; quote it ('- \"{_yaml_text(name)}\":') if it is meant as a name",
+                    filename,
+                    line,
+                )
+            if key == "actions":
+                self.check_letter_in_name(key, name, filename, line)
             if props is not None and not isinstance(props, dict):
                 raise InvalidProjectFile(
                     f"the properties of '{name}' in '{key}' must be a mapping",
@@ -879,6 +921,20 @@ def _are_mappings(value: Any) -> bool:
         and bool(value)
         and all(isinstance(m, dict) and "type" in m for m in value)
     )
+
+
+def _yaml_scalar(value: Any) -> bool:
+    """Whether YAML read a name as a number or a boolean (`1`, `2.5`, `true`), not text."""
+    return isinstance(value, (int, float))
+
+
+def _yaml_text(value: Any) -> str:
+    """A number or a boolean as YAML writes it (`true`, not Python's `True`)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _scalar_kind(value: Any) -> str:
+    return "boolean" if isinstance(value, bool) else "number"
 
 
 def _is_number(value: Any) -> bool:

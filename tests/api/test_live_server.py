@@ -3,10 +3,14 @@ Rasa's OpenAPI spec (no 5xx, no response breaking the schema)."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -103,10 +107,22 @@ def schemathesis_command(
 FAILURE_LINE = re.compile(r"_{3,} [A-Z]+ /\S* _{3,}$|- ST\d+ ")
 
 
-def run_schemathesis(command: list[str], cwd: Path, timeout: float = 170) -> None:
+def run_schemathesis(command: list[str], cwd: Path, timeout: float = 170, config: str = "") -> None:
+    """Run `command` with `config` as its only configuration: without `--config-file`,
+    schemathesis reads the first `schemathesis.toml` in the working directory or any parent
+    (/tmp included) up to a git root, and its SCHEMATHESIS_* environment variables, so a
+    stray one would change what the run sends."""
     if shutil.which("schemathesis") is None:
         pytest.skip("schemathesis is not installed (pip install -e '.[test]')")
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    config_file = cwd / "schemathesis-run.toml"
+    config_file.write_text(config, encoding="utf-8")
+    command = [command[0], "--config-file", str(config_file), *command[1:]]
+    # Nor its settings from the environment (SCHEMATHESIS_HOOKS imports a module of hooks
+    # that may rewrite every case; SCHEMATHESIS_BASE_URL, SCHEMATHESIS_WAIT_FOR_SCHEMA...).
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SCHEMATHESIS_")}
+    result = subprocess.run(
+        command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout
+    )
     if result.returncode != 0:
         # Each failing operation and its checks first: the output's tail alone loses the
         # first ones when a run finds many (an ST101 500 on one route and nine ST108 schema
@@ -145,15 +161,12 @@ def test_schemathesis_finds_no_server_errors_and_no_schema_breaks(
     One run, not two: the conversation routes' examples and fuzzing were sent twice (2,342
     cases against 2,199), and schemathesis started and read the spec twice."""
     spec = write_spec(tmp_path / "rasa-openapi.yml")
-    config = tmp_path / "schemathesis.toml"
-    config.write_text(COVERAGE_ONLY_FOR_CONVERSATIONS, encoding="utf-8")
     command = schemathesis_command(spec, live_server, admin_jwt())
     # The coverage phase's edge values find what it is about: with the 5 examples an operation
     # of the fuzzing phase it fails with either check undone (an entity without 'value': 9
     # failures; a parse_data.text object: 11).
     command[command.index("--phases") + 1] = "examples,coverage,fuzzing"
-    command[1:1] = ["--config-file", str(config)]
-    run_schemathesis(command, tmp_path, timeout=280)
+    run_schemathesis(command, tmp_path, timeout=280, config=COVERAGE_ONLY_FOR_CONVERSATIONS)
 
 
 @pytest.mark.timeout(180)
@@ -178,3 +191,66 @@ async def test_an_endless_request_head_is_refused(live_server: str) -> None:
 
     answer = await send_endless_head(live_server, b"X-Filler: " + b"a" * 1000 + b"\r\n")
     assert answer.startswith(b"HTTP/1.1 431 "), answer
+
+
+PING_SPEC = {
+    "openapi": "3.0.2",
+    "info": {"title": "ping", "version": "1"},
+    "paths": {
+        "/ping": {
+            "get": {
+                "operationId": "ping",
+                "responses": {
+                    "200": {
+                        "description": "pong",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            }
+        }
+    },
+}
+
+
+@pytest.mark.timeout(120)
+def test_a_stray_schemathesis_config_is_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `schemathesis.toml` the run did not write (in its working directory, or a parent such
+    as /tmp) changes nothing: here it would switch the one operation off. Nor does a
+    SCHEMATHESIS_* variable of the environment: here a module of hooks that stops the run."""
+    requests: list[str] = []
+
+    class Pong(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            requests.append(self.path)
+            body = b"{}"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    hostile = '[[operations]]\ninclude-operation-id = "ping"\nenabled = false\n'
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    for directory in (tmp_path, cwd):
+        (directory / "schemathesis.toml").write_text(hostile, encoding="utf-8")
+    (cwd / "stray_hooks.py").write_text("raise SystemExit('stray hooks ran')\n", encoding="utf-8")
+    monkeypatch.setenv("SCHEMATHESIS_HOOKS", "stray_hooks")
+    spec = tmp_path / "ping.json"
+    spec.write_text(json.dumps(PING_SPEC), encoding="utf-8")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Pong)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        command = schemathesis_command(spec, url, admin_jwt(), checks="not_a_server_error")
+        run_schemathesis(command, cwd, timeout=100)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(requests) > 1, "schemathesis sent no request"

@@ -831,3 +831,76 @@ def test_a_record_is_redacted_once_whatever_the_filters_it_passes(
     assert [call.args for call in spy.call_args_list] == [
         ('127.0.0.1:5 - "GET /status HTTP/1.1" 200',)
     ]
+
+
+def test_configured_secrets_are_hidden_alone_and_the_names_beside_them_are_not() -> None:
+    """endpoints.yml's secrets are hidden wherever a line quotes them (a URL's password
+    percent-decoded too); a `token_name`, a `key_prefix` and a short value are not
+    registered: hiding those everywhere would garble every line holding the word."""
+    log_redaction.keep_configured_secrets_out_of_logs(
+        {
+            "models": {"url": "http://m/x", "token": "model-token-2", "token_name": "auth_2"},
+            "lock_store": {"type": "redis", "password": "lock-pass-2", "key_prefix": "prefix-2"},
+            "event_broker": {"url": "amqp://bot:rabbit%40pass-2@mq:5672/"},
+            "brokers": [{"sasl_password": "kafka-pass-2"}],
+            "tracker_store": {"password": "short", "bypass": "proxy-host-2"},
+            "socketio": {"jwt_key": "socket-jwt-key-2"},
+        }
+    )
+    line = "model-token-2 lock-pass-2 rabbit@pass-2 rabbit%40pass-2 kafka-pass-2 socket-jwt-key-2"
+    assert redact(line) == "*** *** *** *** *** ***"
+    assert redact("auth_2 prefix-2 short proxy-host-2") == "auth_2 prefix-2 short proxy-host-2"
+
+
+class _CountedScans(str):
+    """A log line that counts the searches made in it with `in`."""
+
+    scans = 0
+
+    def __contains__(self, part: object) -> bool:
+        _CountedScans.scans += 1
+        return super().__contains__(part)  # type: ignore[operator]
+
+
+def _scans_of_a_line(secrets: int) -> int:
+    for i in range(secrets):
+        log_redaction.redact_also(f"a-secret+of/{i:03d}=")  # 6 spellings each at least
+    _CountedScans.scans = 0
+    line = '127.0.0.1:5 - "GET /conversations/abc/tracker?include_events=ALL HTTP/1.1" 200'
+    assert log_redaction.redact(_CountedScans(line)) == line
+    return _CountedScans.scans
+
+
+def test_a_log_line_is_read_as_often_whatever_the_number_of_secrets() -> None:
+    """Every log line is searched for each secret registered (the flags', endpoints.yml's,
+    credentials.yml's, the environment's; each in several spellings): before, once per
+    spelling (20 secrets, some 100 searches of each line). Now in one pass, as with one."""
+    one = _scans_of_a_line(1)
+    assert _scans_of_a_line(20) == one
+
+
+def test_a_configured_secret_that_is_also_a_shown_setting_does_not_garble_the_logs() -> None:
+    """A PostgreSQL of a development setup whose password is its user name (`postgres`):
+    hidden wherever a line quoted it alone, every `postgresql://postgres@db` line read
+    `***ql://***@db`, and the name shows there anyway. A password that is no other
+    setting's value is hidden alone as before."""
+    log_redaction.keep_configured_secrets_out_of_logs(
+        {
+            "tracker_store": {"dialect": "postgresql", "username": "postgres"}
+            | {"password": "postgres"},
+            "event_broker": {"url": "amqp://rabbit-user:rabbit-user@mq/", "password": "other-3"},
+            "lock_store": {"type": "redis", "password": "lock-pass-3"},
+        }
+    )
+    line = "connected to postgresql://postgres@db/rasa and amqp://rabbit-user@mq/"
+    assert redact(line) == line
+    assert redact("lock-pass-3 other-3") == "*** ***"
+
+
+def test_a_private_key_registered_is_hidden_whole() -> None:
+    """A private key's text (thousands of characters) is searched for on its own; a secret
+    it holds is hidden with it."""
+    key = "-----BEGIN PRIVATE KEY-----\n" + "k3y+/" * 400 + "\n-----END PRIVATE KEY-----"
+    log_redaction.redact_also(key)
+    log_redaction.redact_also("k3y+/k3y+/")
+    assert redact(f"loaded {key} and k3y+/k3y+/.") == "loaded *** and ***."

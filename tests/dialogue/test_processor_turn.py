@@ -24,6 +24,7 @@ from server.dialogue.policies.prediction import PolicyPrediction
 from server.dialogue.processor import INLINE_PARSE_CHARS, DialogueModel
 from server.trackers.events import (
     ActionExecuted,
+    ActionExecutionRejected,
     BotUttered,
     Event,
     LoopInterrupted,
@@ -200,6 +201,22 @@ async def test_a_turn_stops_after_the_prediction_limit() -> None:
     assert tracker.latest_action_name == "action_listen"
     # The next message is handled normally.
     assert len((await conversation.say("/greet")).actions) == agent.processor.max_predictions
+
+
+class RejectsForever:
+    def predict(self, tracker: BotTracker, domain: Domain) -> PolicyPrediction:
+        return PolicyPrediction("action_reject", 1.0, "RejectsForever", [])
+
+
+async def test_a_turn_of_actions_that_keep_rejecting_ends() -> None:
+    # Rejected actions are not counted towards the limit (as in Rasa, whose turn would then
+    # never end): a bound on the predictions ends it, listening.
+    agent = agent_for(RejectsForever())
+    conversation = Conversation(agent, "rejecting")
+    turn = await conversation.say("/go")
+    rejected = [e for e in turn.events if isinstance(e, ActionExecutionRejected)]
+    assert 0 < len(rejected) <= 3 * agent.processor.max_predictions
+    assert (await conversation.tracker()).latest_action_name == "action_listen"
 
 
 async def test_a_followup_action_runs_next_whatever_the_policies_say() -> None:

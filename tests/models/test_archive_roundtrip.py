@@ -212,3 +212,20 @@ def test_training_never_writes_a_model_too_big_in_all_to_load(
     with pytest.raises(TrainingError, match=message):
         write_archive(content, {}, tmp_path / "models", limits=ArchiveLimits(**limits))
     assert not list((tmp_path / "models").glob("*"))
+
+
+def test_training_never_writes_a_metadata_file_the_loader_would_refuse(tmp_path: Path) -> None:
+    """metadata.json holds the domain and the config: before, one over the loader's limit
+    (64 MiB: a domain of that many bytes of responses) was written, and every load of the
+    model was then refused. Now the training fails naming the file and the limit."""
+    from server.errors import TrainingError
+    from server.models.safety import ArchiveLimits
+
+    content = tmp_path / "content"
+    content.mkdir()
+    metadata = {"domain": {"responses": {"utter_long": [{"text": "x" * 2000}]}}}
+    limits = ArchiveLimits(max_metadata_bytes=1024)
+    with pytest.raises(TrainingError, match=r"metadata\.json is 2,\d{3} bytes.*1,024"):
+        write_archive(content, metadata, tmp_path / "models", limits=limits)
+    assert not list((tmp_path / "models").glob("*"))
+    write_archive(content, metadata, tmp_path / "models")  # (under the default limit)

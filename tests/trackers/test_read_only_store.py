@@ -29,10 +29,11 @@ SENDERS = ["Ana", "ana", "ana ", "bob"]
 
 @contextlib.asynccontextmanager
 async def rasas_database(
-    dialect: str, tmp_path: Path, senders: list[str] = SENDERS, latin1: str | None = None
+    dialect: str, tmp_path: Path, senders: list[str] = SENDERS, collation: str | None = None
 ) -> AsyncIterator[dict[str, Any]]:
     """A database as Rasa 3.6 left it (its table, four conversations of two events each, or
-    of `senders`); on MariaDB, in latin1 (MySQL 5.7's default) by the collation `latin1`."""
+    of `senders`); on MariaDB, in the character set of `collation` where given (latin1,
+    MySQL 5.7's default; binary: VARBINARY ids and BLOB data)."""
     holder: contextlib.AbstractAsyncContextManager[dict[str, Any]]
     if dialect == "sqlite":
         holder = contextlib.nullcontext(
@@ -46,9 +47,11 @@ async def rasas_database(
         engine = create_async_engine(async_url(config, default_db="rasa"))
         try:
             async with engine.begin() as conn:
-                if latin1:
+                if collation:
+                    charset = collation.split("_")[0]
                     await conn.exec_driver_sql(
-                        f"ALTER DATABASE `{config['db']}` CHARACTER SET latin1 COLLATE {latin1}"
+                        f"ALTER DATABASE `{config['db']}`"
+                        f" CHARACTER SET {charset} COLLATE {collation}"
                     )
                 await conn.run_sync(_RasaBase.metadata.create_all)
                 rows = [rasa_row(s, listen(t)) for s in senders for t in (1.0, 2.0)]
@@ -310,3 +313,81 @@ async def test_a_requested_id_a_latin1_table_cannot_hold_is_missing_not_a_failur
             await store.close()
     assert [item.sender_id for item in selection.selected] == ["é", "é"]
     assert selection.missing == ["中", "😀"]
+
+
+# Ids a `binary` column holds as their UTF-8 bytes (as Rasa's driver sent them).
+BINARY_SENDERS = ["Ana", "ana", "ana ", "é", "中", "😀"]
+
+
+async def test_a_binary_rasa_table_exports_ids_as_the_text_rasa_wrote() -> None:
+    """Rasa's table in a database whose character set is `binary` (VARBINARY ids, BLOB
+    data): before, the listing gave the ids as bytes and the export stopped with an
+    AttributeError traceback. Now they are the ids Rasa was given (its UTF-8), each once."""
+    async with rasas_database("mysql", Path(), BINARY_SENDERS, "binary") as config:
+        store = create_tracker_store(config, create_missing=False, read_only=True)
+        try:
+            everything = await select_events(store)
+            asked = await select_events(store, conversation_ids=["中", "ana", "x"])
+        finally:
+            await store.close()
+    assert [item.sender_id for item in everything.selected] == [
+        s for s in sorted(BINARY_SENDERS) for _ in "12"
+    ]
+    assert [item.sender_id for item in asked.selected] == ["ana", "ana", "中", "中"]
+    assert asked.missing == ["x"]
+
+
+async def test_an_id_in_a_binary_column_that_is_not_utf8_is_named() -> None:
+    """An id of bytes that are no UTF-8 (Rasa never wrote one) stops the export with a
+    message naming the table and column, not a traceback."""
+    async with rasas_database("mysql", Path(), ["ok"], "binary") as config:
+        engine = create_async_engine(async_url(config, default_db="rasa"))
+        try:
+            async with engine.begin() as conn:
+                await conn.exec_driver_sql(
+                    "INSERT INTO events (sender_id, type_name, data) VALUES (X'E9', 'action', '{}')"
+                )
+        finally:
+            await engine.dispose()
+        store = create_tracker_store(config, create_missing=False, read_only=True)
+        try:
+            with pytest.raises(StoreFailed, match=r"events\.sender_id .*not UTF-8.*\\xe9"):
+                await select_events(store)
+        finally:
+            await store.close()
+
+
+async def test_a_binary_rasa_table_botserver_migrated_restarts_and_exports() -> None:
+    """In a database whose character set is `binary`, the schema revision botserver records
+    is bytes too: before, the store's next start failed (Alembic: "revision identifier
+    b'0007' is not a string") and the export said a newer botserver made the schema."""
+    async with rasas_database("mysql", Path(), BINARY_SENDERS, "binary") as config:
+        for _ in "12":  # (the first start creates the revision's table, the second reads it)
+            store = create_tracker_store(config, create_missing=False)
+            try:
+                assert sorted(await store.keys()) == sorted(BINARY_SENDERS)
+            finally:
+                await store.close()
+        # As a botserver before this one left it: the revision's column in binary.
+        engine = create_async_engine(async_url(config, default_db="rasa"))
+        try:
+            async with engine.begin() as conn:
+                await conn.exec_driver_sql(
+                    "ALTER TABLE botserver_alembic_version"
+                    " MODIFY version_num VARBINARY(32) NOT NULL"
+                )
+        finally:
+            await engine.dispose()
+        store = create_tracker_store(config, create_missing=False, read_only=True)
+        try:
+            everything = await select_events(store)
+        finally:
+            await store.close()
+        store = create_tracker_store(config, create_missing=False)
+        try:
+            assert sorted(await store.keys()) == sorted(BINARY_SENDERS)
+        finally:
+            await store.close()
+    assert [item.sender_id for item in everything.selected] == [
+        s for s in sorted(BINARY_SENDERS) for _ in "12"
+    ]

@@ -302,6 +302,24 @@ _RESPONSE_CONDITION = "responses:\n  utter_a:\n  - text: a\n    condition:\n    
         (_RESPONSE_CONDITION + "name: 5\n", 6, "the name of a slot, not 5"),
         (_RESPONSE_CONDITION + "type: [slot]\n", 6, "'type' of a condition of response"),
         (_RESPONSE_CONDITION + "slot: city\n", 6, "unknown key 'slot' in a condition of"),
+        # A name YAML reads as a number. Before, a slot or form `1:` trained as '1', and an
+        # intent `- 1: {...}` as '1', where Rasa's schema refuses a slot or form name
+        # without a letter (quoted too) and Rasa's domain fails sorting an intent 1 among
+        # text names (a TypeError); `- 1` was refused already.
+        ("intents:\n- greet\n- 1\n", 3, "not 1; quote it ('- \"1\"')"),
+        ("intents:\n- greet\n- 1:\n    use_entities: []\n", 3, "'intents' is 1, a number"),
+        ("entities:\n- 2.5:\n    roles: [a]\n", 2, "'entities' is 2.5, a number"),
+        ("actions:\n- 7:\n    send_domain: true\n", 2, "'actions' is 7, a number"),
+        ("slots:\n  1:\n    type: text\n    mappings: []\n", 2, "slot name '1' has no letter"),
+        ("slots:\n  '42':\n    type: any\n    mappings: []\n", 2, "slot name '42' has no"),
+        ("forms:\n  1:\n    required_slots: []\n", 2, "form name '1' has no letter"),
+        # Rasa's schema takes any response name, then its domain sorts the names (a
+        # TypeError for a number among text) or reads one as text (an AttributeError for a
+        # number alone); before, a response `1:` trained as '1'. Rasa's schema also refuses
+        # an action with properties whose name has no letter.
+        ("responses:\n  utter_a: [{text: a}]\n  1: [{text: b}]\n", 3, "response name 1 is"),
+        ("responses:\n  true: [{text: b}]\n", 2, "quote it ('\"true\":')"),
+        ("actions:\n- '42':\n    send_domain: true\n", 2, "action name '42' has no letter"),
     ],
 )
 def test_broken_domain_names_file_and_line(
@@ -1465,3 +1483,31 @@ def test_rasa_2s_auto_fill_is_a_warning_pointing_to_data_migrate(tmp_path: Path)
         f"{path}:5: slot 's' has Rasa 2's 'auto_fill', which Rasa 3 refuses and botserver "
         "ignores: `botserver data migrate` turns it into a mapping"
     ) in warnings
+
+
+@pytest.mark.parametrize(
+    ("file", "text", "line"),
+    [
+        ("data/nlu.yml", 'version: "3.1"\nnlu:\n- intent: 1\n  examples: |\n    - one\n', 3),
+        (
+            "data/stories.yml",
+            'version: "3.1"\nstories:\n- story: s\n  steps:\n  - intent: 1\n  - action: utter_a\n',
+            5,
+        ),
+    ],
+)
+def test_an_intent_written_as_a_number_in_data_names_file_and_line(
+    tmp_path: Path, file: str, text: str, line: int
+) -> None:
+    """As Rasa's schema refuses `intent: 1` (not text); quoted, the intent `1` trains in
+    both, domain and data alike."""
+    quoted = text.replace("intent: 1", "intent: '1'")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "domain.yml").write_text("intents:\n- '1'\nresponses:\n  utter_a:\n  - text: a\n")
+    (tmp_path / file).write_text(quoted)
+    project = load_project(None, tmp_path / "domain.yml", [tmp_path / "data"])
+    assert "1" in project.domain.intents
+    (tmp_path / file).write_text(text)
+    with pytest.raises(InvalidProjectFile, match="not 1; quote it") as info:
+        load_project(None, tmp_path / "domain.yml", [tmp_path / "data"])
+    assert (info.value.filename, info.value.line) == (str(tmp_path / file), line)
