@@ -11,9 +11,10 @@ import orjson
 import pytest
 
 from server import http_clients
+from server.channels.callback import CallbackOutput, Deliveries
 from server.dialogue import http_endpoint
 from server.dialogue.action_client import ActionServerClient
-from server.dialogue.http_endpoint import json_content
+from server.dialogue.http_endpoint import HttpEndpoint, json_content
 from server.dialogue.nlg_client import NLGClient
 from server.trackers.events import EVENTS_PER_PIECE
 from tests.loop_lag import loop_hold
@@ -78,6 +79,21 @@ async def test_an_nlg_call_tried_three_times_writes_its_json_once(encodes: list[
         await client.endpoint.aclose()
     assert message is not None and message["text"] == "hi"
     assert (transport.tries, len(encodes)) == (3, 1)
+
+
+async def test_a_callback_post_tried_three_times_writes_its_json_once(
+    encodes: list[Any],
+) -> None:
+    """The callback channel's POST of a bot message is tried again as the other clients'
+    calls are: its JSON is written once, whatever the tries."""
+    transport = RefusingTwice({})
+    endpoint = HttpEndpoint("http://receiver.test/bot", transport=transport)
+    try:
+        await CallbackOutput(endpoint, Deliveries()).send_response("u1", {"text": "hi"})
+    finally:
+        await endpoint.aclose()
+    assert (transport.tries, len(encodes)) == (3, 1)
+    assert json.loads(transport.bodies[0]) == {"recipient_id": "u1", "text": "hi"}
 
 
 def long_tracker(events: int) -> dict[str, Any]:
