@@ -293,7 +293,9 @@ def _longest_list(value: Any, depth: int) -> int:
 
 
 def _json_bytes_in_pieces(body: Any) -> bytes:
-    """`_json_bytes(body)`, a long list's items written EVENTS_PER_PIECE per call."""
+    """`_json_bytes(body)`, a long list's items written EVENTS_PER_PIECE per call: the same
+    bytes, but for a piece orjson cannot write (an integer beyond 64 bits), which the stdlib
+    writes alone, in ASCII, where the whole would all have been (the same JSON values)."""
     pieces: list[bytes] = []
     _write_in_pieces(body, pieces, _LIST_DEPTH)
     return b"".join(pieces)

@@ -118,6 +118,11 @@ async def test_a_long_body_is_written_as_orjson_writes_it_whole(encodes: list[An
     # What orjson cannot write (an integer beyond 64 bits) is written by the stdlib.
     tracker["events"][1234]["timestamp"] = 2**70
     assert json.loads(await json_content(body)) == body
+    # A key that is no string, beside the long list, is written
+    # as the stdlib writes it in the whole: the same JSON values, whatever the pieces.
+    odd: dict[Any, Any] = {7: {None: True}, **body}
+    whole = json.dumps(odd, separators=(",", ":"))
+    assert json.loads(await json_content(odd)) == json.loads(whole)
 
 
 @pytest.mark.timing
