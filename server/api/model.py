@@ -57,6 +57,7 @@ from server.api.schemas import (
 from server.api.services import Services, services_of
 from server.api.tracker_response import around_prediction, freed_after_sending, tracker_response
 from server.auth import keep_endpoint_secrets_out_of_logs, redact, require_auth
+from server.dialogue.http_endpoint import Answer
 from server.dialogue.messages import MAX_TEXT_CHARS
 from server.dialogue.processor import DialogueModel
 from server.errors import (
@@ -384,6 +385,8 @@ def _abandoned_training(
 
 
 async def _post_callback(url: str, content: bytes, content_type: str) -> None:
+    # Named in log lines without the credentials it may carry (user, password, query).
+    where = safe_url(url, tolerant=True)
     try:
         # Built off the loop: a client loads the CA bundle (27-42 ms of CPU).
         async with await async_client_off_loop(timeout=60.0) as client:
@@ -392,11 +395,16 @@ async def _post_callback(url: str, content: bytes, content_type: str) -> None:
             response = await retrying_connect_failures(
                 lambda: client.post(url, content=content, headers={"Content-Type": content_type}),
                 timeout=math.inf,
-                what=f"callback_url {safe_url(url, tolerant=True)}",
+                what=f"callback_url {where}",
             )
-            response.raise_for_status()
+        failure = None
+        if not response.is_success:  # (httpx's own error for it shows the whole URL)
+            location = response.headers.get("location")
+            failure = await Answer(response.status_code, response.content, location).failure()
     except Exception as exc:  # a bad callback must never disturb the server
-        logger.error("Could not deliver a result to the callback URL: %s", _first_line(exc))
+        failure = _first_line(exc)
+    if failure is not None:
+        logger.error("Could not deliver a result to the callback URL %s: %s", where, failure)
 
 
 async def _run_for_callback(url: str, work: Any) -> None:

@@ -17,7 +17,7 @@ from server import setting_values as settings
 from server.auth.log_redaction import keep_endpoint_secrets_out_of_logs
 from server.channels.channel import InputChannel, OnNewMessage, health_router, log_failed_turn
 from server.channels.rest import message_from_rest_body, read_json_object
-from server.dialogue.http_endpoint import HttpEndpoint
+from server.dialogue.http_endpoint import HttpEndpoint, json_content
 from server.dialogue.messages import check_text_length, split_message
 from server.errors import (
     InvalidConfig,
@@ -151,8 +151,9 @@ class CallbackOutput:
         body = {"recipient_id": recipient_id, **part}
         timeout = self.endpoint.timeout
         try:
+            content = await json_content(body)  # once, whatever the tries
             answer = await retrying_connect_failures(
-                lambda: self.endpoint.post_json(body),
+                lambda: self.endpoint.post(content),
                 timeout=timeout,
                 what=f"callback: a bot message to {recipient_id} at {self.endpoint.safe_url}",
             )

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from server.dialogue.http_endpoint import Answer, HttpEndpoint, one_line
+from server.dialogue.http_endpoint import Answer, HttpEndpoint, json_content, one_line
 from server.dialogue.nlg import message_problem
 from server.errors import (
     ActionError,
@@ -196,9 +196,10 @@ class ActionServerClient:
             # httpx's timeout is per phase; this bounds the whole call, trickling bodies
             # included, and its tries when the server could not be reached (nothing was sent:
             # the action does not run twice).
+            content = await json_content(body)  # once, whatever the tries
             left = max(0.0, deadline - asyncio.get_running_loop().time())
             response = await retrying_connect_failures(
-                lambda: self.endpoint.post_json(body),
+                lambda: self.endpoint.post(content),
                 timeout=left,
                 what=f"action server: {action_name} at {where}",
             )

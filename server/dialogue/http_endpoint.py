@@ -34,6 +34,7 @@ from server.http_clients import (
     url_as_rasa_reads,
 )
 from server.json_values import OFF_LOOP_JSON_BYTES, loads_untrusted
+from server.trackers.events import EVENTS_PER_PIECE, OFF_LOOP_EVENTS
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -243,12 +244,16 @@ class HttpEndpoint:
         }
 
     async def post_json(self, body: Any) -> Answer:
-        """POSTs `body` as JSON to the endpoint's URL and reads the answer.
+        """POSTs `body` as JSON (`json_content`) to the endpoint's URL and reads the answer.
+        A caller that tries again writes the body once and `post`s it at each try."""
+        return await self.post(await json_content(body))
+
+    async def post(self, content: bytes) -> Answer:
+        """POSTs `content`, JSON already written, to the endpoint's URL and reads the answer.
 
         httpx errors propagate to the caller; an answer over `max_response_bytes`
         (decompressed) raises ResponseTooLarge as soon as it passes the limit.
         """
-        content = _json_bytes(body)
         async with (await self._pooled()).stream(
             "POST", self._target, content=content, headers=self._content_type
         ) as response:
@@ -263,10 +268,63 @@ class HttpEndpoint:
             await client.aclose()
 
 
+async def json_content(body: Any) -> bytes:
+    """`body` as JSON. A body holding a long list (a tracker's events, within two objects) is
+    written in a thread, a piece of the list at a time: orjson holds the GIL for a whole call,
+    17 ms for 100,000 events, which held the loop even from a thread. A small one is written
+    here, where a thread would cost more than the writing."""
+    if _longest_list(body, _LIST_DEPTH) > OFF_LOOP_EVENTS:
+        return await asyncio.to_thread(_json_bytes_in_pieces, body)
+    return _json_bytes(body)
+
+
+# How many objects deep a long list is looked for: an action or NLG call's
+# `tracker.events`. The domain beside it is not walked through.
+_LIST_DEPTH = 2
+
+
+def _longest_list(value: Any, depth: int) -> int:
+    """The length of the longest list in `value`, in at most `depth` objects."""
+    if isinstance(value, list):
+        return len(value)
+    if isinstance(value, dict) and depth > 0:
+        return max((_longest_list(item, depth - 1) for item in value.values()), default=0)
+    return 0
+
+
+def _json_bytes_in_pieces(body: Any) -> bytes:
+    """`_json_bytes(body)`, a long list's items written EVENTS_PER_PIECE per call: the same
+    bytes, but for a piece orjson cannot write (an integer beyond 64 bits), which the stdlib
+    writes alone, in ASCII, where the whole would all have been (the same JSON values)."""
+    pieces: list[bytes] = []
+    _write_in_pieces(body, pieces, _LIST_DEPTH)
+    return b"".join(pieces)
+
+
+def _write_in_pieces(value: Any, pieces: list[bytes], depth: int) -> None:
+    if isinstance(value, list) and len(value) > EVENTS_PER_PIECE:
+        pieces.append(b"[")
+        for start in range(0, len(value), EVENTS_PER_PIECE):
+            if start:
+                pieces.append(b",")
+            pieces.append(_json_bytes(value[start : start + EVENTS_PER_PIECE])[1:-1])
+        pieces.append(b"]")
+    elif isinstance(value, dict) and _longest_list(value, depth) > EVENTS_PER_PIECE:
+        pieces.append(b"{")
+        for index, (key, item) in enumerate(value.items()):
+            if index:
+                pieces.append(b",")
+            pieces.append(_json_bytes({key: None})[1:-5])  # `"key":`, as the whole would be
+            _write_in_pieces(item, pieces, depth - 1)
+        pieces.append(b"}")
+    else:
+        pieces.append(_json_bytes(value))
+
+
 def _json_bytes(body: Any) -> bytes:
-    """`body` as JSON: orjson, 14 times faster than the stdlib for a long tracker (0.36 s for
-    100,000 events, on the event loop), which writes what orjson cannot (integers beyond 64
-    bits), in ASCII so that nothing fails to encode."""
+    """`body` as JSON: orjson, 14 times faster than the stdlib for a long tracker, which
+    writes what orjson cannot (integers beyond 64 bits), in ASCII so that nothing fails to
+    encode."""
     try:
         return orjson.dumps(body)
     except TypeError:

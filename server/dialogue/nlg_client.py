@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from server.dialogue.http_endpoint import DEFAULT_TIMEOUT, HttpEndpoint
+from server.dialogue.http_endpoint import DEFAULT_TIMEOUT, HttpEndpoint, json_content
 from server.dialogue.nlg import message_problem
 from server.errors import ActionError, InvalidConfig, ResponseTooLarge, first_line
 from server.http_clients import retrying_connect_failures
@@ -73,8 +73,9 @@ class NLGClient:
         where = self.endpoint.safe_url
         try:
             # Tried again within `timeout` when it could not connect (a server restarting).
+            content = await json_content(body)  # once, whatever the tries
             answer = await retrying_connect_failures(
-                lambda: self.endpoint.post_json(body),
+                lambda: self.endpoint.post(content),
                 timeout=self.endpoint.timeout,
                 what=f"NLG server: {response} at {where}",
             )

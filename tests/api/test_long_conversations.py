@@ -105,7 +105,8 @@ async def test_a_tracker_of_100000_events_is_written_out_off_the_loop(
     client = long_client
     async with loop_hold() as hold:
         response = await client.get("/conversations/long/tracker?include_events=ALL", timeout=60)
-    assert hold.busiest < 0.1 * hold.slowness
+    # 5-12 ms; 0.25 s with the events encoded at once, 33-52 ms 10,000 at a time.
+    assert hold.busiest < 0.035 * hold.slowness, hold
     assert response.status_code == 200
     state = response.json()
     assert len(state["events"]) == 100_000
@@ -122,7 +123,7 @@ async def test_the_story_of_100000_events_is_written_off_the_loop(
     client = long_client
     async with loop_hold() as hold:
         response = await client.get("/conversations/long/story", timeout=60)
-    assert hold.busiest < 0.1 * hold.slowness
+    assert hold.busiest < 0.035 * hold.slowness, hold  # 5-9 ms
     assert response.status_code == 200
     assert response.text.count("- intent: greet") == 25_000
 
@@ -141,7 +142,8 @@ async def test_the_first_turn_of_a_long_conversation_predicts_without_holding_th
             response = await client.post(
                 "/webhooks/rest/webhook", json={"sender": "long", "message": "hello"}, timeout=60
             )
-        assert hold.busiest < 0.1 * hold.slowness  # 0.14-0.19 s before, with the collector off
+        # 0.14-0.19 s before, with the collector off; 2-7 ms now.
+        assert hold.busiest < 0.035 * hold.slowness, hold
         assert response.status_code == 200 and response.json()
 
 
@@ -155,7 +157,7 @@ async def test_the_prediction_for_a_long_conversation_is_written_out_off_the_loo
     client = long_client
     async with loop_hold() as hold:
         response = await client.post("/conversations/long/predict", timeout=60)
-    assert hold.busiest < 0.1 * hold.slowness
+    assert hold.busiest < 0.035 * hold.slowness, hold  # 7-13 ms; 0.25 s encoded at once
     body = response.json()
     assert list(body) == ["scores", "policy", "confidence", "tracker"]
     assert body["scores"][0]["score"] >= body["scores"][-1]["score"]

@@ -319,6 +319,42 @@ async def test_train_with_callback_answers_204_then_posts_the_model(
     assert body[:2] == b"\x1f\x8b"
 
 
+async def test_a_result_the_callback_url_refuses_is_logged_with_the_url_named(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, the log said only 'Could not deliver a result to the callback URL: ...': with
+    several clients (or jobs) calling back, not whose. Now the URL is named, without the
+    credentials it may carry (user, password, query)."""
+    import server.api.model as model_routes
+
+    refusing = httpx.MockTransport(lambda request: httpx.Response(503))
+    real_client = model_routes.async_client_off_loop
+
+    async def to_receiver(**kwargs: Any) -> httpx.AsyncClient:
+        return await real_client(transport=refusing, **kwargs)
+
+    monkeypatch.setattr(model_routes, "async_client_off_loop", to_receiver)
+    url = "http://ci:s3cret@receiver.test:8080/results?token=t0ken"
+    examples = [{"text": "hi", "intent": "greet", "entities": []}]
+    with caplog.at_level(logging.ERROR, logger="server.api.model"):
+        response = await client.post(
+            "/model/test/intents",
+            params={"callback_url": url},
+            json={"rasa_nlu_data": {"common_examples": examples}},
+        )
+        assert response.status_code == 204
+        for _ in range(600):
+            if "Could not deliver" in caplog.text:
+                break
+            await asyncio.sleep(0.05)
+    assert (
+        "Could not deliver a result to the callback URL http://receiver.test:8080/results: "
+        in caplog.text
+    ), caplog.text
+    assert "503" in caplog.text
+    assert "s3cret" not in caplog.text and "t0ken" not in caplog.text
+
+
 async def test_test_stories(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
     stories = (MOODBOT / "data" / "stories.yml").read_text()
     response = await client.post("/model/test/stories", content=stories)
