@@ -233,34 +233,24 @@ def exited(pid: int) -> bool:
 @pytest.mark.timing
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads /proc")
 @pytest.mark.parametrize("slow_bot", [1, 2], indirect=True, ids=["1 worker", "2 workers"])
-def test_a_stopped_server_with_nothing_in_flight_exits_promptly(slow_bot: SlowBot) -> None:
-    """Before, a `--workers` parent spent 0.4-1.7 s of CPU after its workers had stopped
-    and its last line was logged: the interpreter's last collections walked every object it
-    held. Measured as the process's CPU from SIGTERM to its exit, which a host busy with
-    other work does not lengthen (its wall-clock time, it does)."""
-    server, _, _ = slow_bot
-    pid = server.process.pid
-    before = cpu_seconds(pid)
-    server.process.terminate()
-    deadline = time.monotonic() + 30
-    while not exited(pid):
-        assert time.monotonic() < deadline, server.text()
-        time.sleep(0.01)
-    spent = cpu_seconds(pid) - before
-    assert server.process.wait() == 0, server.text()
-    assert spent < 0.2 * host_slowness(), (spent, server.text())
-
-
-@pytest.mark.parametrize("slow_bot", [1, 2], indirect=True, ids=["1 worker", "2 workers"])
-def test_sigterm_lets_a_streamed_turn_finish_after_its_client_left(
+def test_sigterm_lets_a_streamed_turn_finish_after_its_client_left_and_exits_promptly(
     slow_bot: SlowBot,
 ) -> None:
     """Before, the turn ran on unattached to any request: uvicorn did not wait for it, the
     stores closed under it, and its user message and actions were lost. With workers, the
-    log now says when they all serve (before: only that they were starting)."""
+    log now says when they all serve (before: only that they were starting).
+
+    Then the process exits promptly: before, a `--workers` parent spent 0.4-1.7 s of CPU
+    after its workers had stopped and its last line was logged (the interpreter's last
+    collections walked every object it held). Measured as the process's CPU from SIGTERM to
+    its exit, which a host busy with other work does not lengthen (its wall-clock time, it
+    does). The turn it finishes meanwhile is part of it: 0.06-0.09 s in all, measured (one
+    start checks both)."""
     server, database, _ = slow_bot
     first = first_streamed_line_then_leave(server, "streamed")
     assert first["text"] == "hello there"  # the client left: the action runs on
+    pid = server.process.pid
+    before = cpu_seconds(pid)
     server.process.terminate()
     args = [str(arg) for arg in server.process.args]  # type: ignore[union-attr]
     workers = int(args[args.index("--workers") + 1])
@@ -270,10 +260,16 @@ def test_sigterm_lets_a_streamed_turn_finish_after_its_client_left(
         time.sleep(0.05)
     with pytest.raises(httpx.ConnectError):  # refused at once, not left hanging
         httpx.get(server.url + "/health/live", timeout=5)
-    assert server.process.wait(timeout=30) == 0, server.text()
+    deadline = time.monotonic() + 30
+    while not exited(pid):
+        assert time.monotonic() < deadline, server.text()
+        time.sleep(0.01)
+    spent = cpu_seconds(pid) - before
+    assert server.process.wait() == 0, server.text()
     assert stored_actions(database)[-2:] == ["action_slow", "action_listen"], server.text()
     assert "failed" not in server.text()
     assert server.text().count("is up on http://127.0.0.1:") == 1, server.text()
+    assert spent < 0.2 * host_slowness(), (spent, server.text())
 
 
 def test_sigterm_lets_a_socketio_turn_finish(slow_bot: SlowBot) -> None:
