@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,29 @@ SESSION_START_WHERE = f"({SESSION_STARTED_WHERE} OR ({SESSION_ACTION_WHERE}))"
 
 # How long a MySQL/MariaDB migration waits for another process's (GET_LOCK) before failing.
 MYSQL_MIGRATION_LOCK_SECONDS = 60
+
+# The one migration lock name of earlier versions. MySQL's named locks are the server's, not a
+# database's: every database on the server shared it. Still taken, besides the database's own,
+# by a migration of a database an earlier version could migrate too (below the revision
+# below), so the two versions exclude each other there.
+MYSQL_SHARED_MIGRATION_LOCK = "botserver_migrations"
+# The last revision earlier versions knew: they migrate no database at it or past it.
+MYSQL_SHARED_LOCK_BELOW = "0007"
+
+
+def mysql_migration_lock(database: str) -> str:
+    """The MySQL/MariaDB migration lock of `database`, within MySQL's 64 characters: the name,
+    cut to 30, for whoever reads the server's locks, then a hash of the whole name (two long
+    names alike in their first 30 characters get two locks). Lower case: on a server that
+    folds database names (lower_case_table_names) `Bots` and `bots` are one database."""
+    name = database.lower()
+    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+    return f"botserver_migrations:{name[:30]}:{digest}"
+
+
+def earlier_versions_may_migrate(revision: str | None) -> bool:
+    """Whether an earlier botserver could migrate a database at `revision` (None: none yet)."""
+    return revision is None or revision < MYSQL_SHARED_LOCK_BELOW
 
 
 # How long a migration's session may sit idle before the server ends it (PostgreSQL's in its

@@ -21,9 +21,11 @@ from server.dialogue.messages import MAX_TEXT_CHARS
 from server.trackers.factory import create_tracker_store
 from server.trackers.sql_engine import async_url
 from server.trackers.sql_schema import (
+    MYSQL_SHARED_MIGRATION_LOCK,
     SESSION_ACTION_WHERE,
     SESSION_START_WHERE,
     SESSION_STARTED_WHERE,
+    mysql_migration_lock,
 )
 from server.trackers.sql_store import SqlTrackerStore
 from server.trackers.sqlite_database import SqliteDatabase
@@ -413,7 +415,8 @@ async def test_a_mysql_migration_that_cannot_get_the_lock_fails_instead_of_runni
         store = create_tracker_store(config)
         try:
             async with holder.cursor() as cursor:
-                # Another process migrating (the lock is the server's, so wait for others').
+                # An earlier version migrating: its one lock name, still taken for a new
+                # database.
                 await cursor.execute("SELECT GET_LOCK('botserver_migrations', 30)")
                 assert (await cursor.fetchone()) == (1,)
                 # Before: after the wait, the migration ran without the lock.
@@ -426,6 +429,164 @@ async def test_a_mysql_migration_that_cannot_get_the_lock_fails_instead_of_runni
         finally:
             holder.close()
             await store.close()
+
+
+async def test_a_mysql_migration_held_in_one_database_holds_up_no_other_on_the_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """MySQL's named locks are the server's. Before, every database on it shared one
+    migration lock: a migration left mid-way in database A (its client gone silent, until
+    the server ends its session) made every start in database B wait 60 s, then answer 503.
+    Now each database has its own; the same database is still one migration at a time."""
+    import aiomysql
+
+    from server.errors import StoreUnavailable
+    from server.trackers import sql_schema
+    from tests.trackers.persistence_fixtures import MARIADB, mariadb_database
+
+    monkeypatch.setattr(sql_schema, "MYSQL_MIGRATION_LOCK_SECONDS", 1)
+    async with mariadb_database() as other, mariadb_database() as config:
+        first = create_tracker_store(config)  # B: an existing deployment, at the latest revision
+        await first.ping()
+        await first.close()
+        holder = await aiomysql.connect(host=MARIADB[0], port=MARIADB[1], user="root")
+        try:
+            async with holder.cursor() as cursor:
+                # What a migration of the new database A holds while under way.
+                for name in (mysql_migration_lock(other["db"]), MYSQL_SHARED_MIGRATION_LOCK):
+                    await cursor.execute("SELECT GET_LOCK(%s, 30)", (name,))
+                    assert (await cursor.fetchone()) == (1,)
+                await a_new_start_serves(config)  # B's next start: was a 503 after the wait
+                async with mariadb_database() as fresh:  # a new database still waits for it
+                    waits = create_tracker_store(fresh)
+                    try:
+                        with pytest.raises(StoreUnavailable, match="'botserver_migrations'"):
+                            await waits.ping()
+                    finally:
+                        await waits.close()
+                await cursor.execute("SELECT RELEASE_LOCK(%s)", (MYSQL_SHARED_MIGRATION_LOCK,))
+                async with mariadb_database() as fresh:  # A's own lock alone: none
+                    await a_new_start_serves(fresh)
+                # B's own lock, held by another migration of B: B's start waits, then 503.
+                own = mysql_migration_lock(config["db"])
+                await cursor.execute("SELECT GET_LOCK(%s, 30)", (own,))
+                assert (await cursor.fetchone()) == (1,)
+                store = create_tracker_store(config)
+                try:
+                    with pytest.raises(StoreUnavailable, match=f"'{own}'"):
+                        await store.ping()
+                    await cursor.execute("SELECT RELEASE_LOCK(%s)", (own,))
+                    await store.ping()  # the next request migrates
+                finally:
+                    await store.close()
+        finally:
+            holder.close()
+
+
+# An earlier version's process: one lock name, the server's, for every database. It takes
+# it, says so, and migrates once told to (on the same session: MySQL's named locks nest).
+_EARLIER_VERSION = """
+import asyncio, json, sys
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from server.trackers import sql_schema
+from server.trackers.sql_engine import async_url
+
+sql_schema.mysql_migration_lock = lambda database: sql_schema.MYSQL_SHARED_MIGRATION_LOCK
+
+async def main() -> None:
+    engine = create_async_engine(async_url(json.loads(sys.argv[1]), default_db="rasa.db"))
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("SELECT GET_LOCK('botserver_migrations', 30)"))
+            print("migrating", flush=True)
+            sys.stdin.readline()
+            await conn.run_sync(sql_schema._upgrade)
+    finally:
+        await engine.dispose()
+
+asyncio.run(main())
+"""
+
+
+async def test_a_mysql_migration_behind_an_earlier_versions_goes_on_from_where_it_ended() -> None:
+    """A rolling deploy on a database below the earlier version's latest revision: the
+    earlier version migrates, this one reads the old revision under its own lock, waits for
+    the shared one, then must see the revision the earlier one left. Before, it read it from
+    the snapshot of its first read (InnoDB's repeatable read) and ran the earlier one's
+    revisions again: "Online migration expected to match one row", an error for the start."""
+    import aiomysql
+    from alembic import command
+    from alembic.config import Config
+
+    from server.trackers.sql_schema import MIGRATIONS_DIR
+    from tests.trackers.persistence_fixtures import MARIADB, mariadb_database
+
+    def upgrade_to_0003(sync_connection: Any) -> None:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        config.attributes["connection"] = sync_connection
+        command.upgrade(config, "0003")
+
+    async with mariadb_database() as config:
+        engine = create_async_engine(async_url(config, default_db="rasa.db"))
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(upgrade_to_0003)
+        finally:
+            await engine.dispose()
+        earlier = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _EARLIER_VERSION,
+            json.dumps(config),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        admin = await aiomysql.connect(host=MARIADB[0], port=MARIADB[1], user="root")
+        store = create_tracker_store(config)
+        try:
+            assert earlier.stdout is not None and earlier.stdin is not None
+            assert await asyncio.wait_for(earlier.stdout.readline(), 60) == b"migrating\n"
+            first_use = asyncio.create_task(store.ping())
+            # Until this version's migration waits for the shared name (its own taken, the
+            # revision read).
+            own = mysql_migration_lock(config["db"])
+            deadline = time.monotonic() + 30
+            while True:
+                async with admin.cursor() as cursor:
+                    await cursor.execute(
+                        "SELECT COUNT(*) FROM information_schema.PROCESSLIST"
+                        " WHERE ID = IS_USED_LOCK(%s) AND STATE = 'User lock'",
+                        (own,),
+                    )
+                    (waiting,) = await cursor.fetchone()
+                if waiting or first_use.done() or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.05)
+            assert waiting, "this version's migration never waited for the shared lock"
+            earlier.stdin.write(b"\n")
+            _, err = await earlier.communicate()
+            assert earlier.returncode == 0, err.decode()[-800:]
+            await first_use  # before: alembic's CommandError
+            await store.append("s", [user("hi", 1.0)])
+            assert [e["text"] for e in await store.load("s") or []] == ["hi"]
+        finally:
+            if earlier.returncode is None:
+                earlier.kill()
+                await earlier.wait()
+            admin.close()
+            await store.close()
+
+
+def test_each_database_has_a_mysql_migration_lock_within_64_characters() -> None:
+    longest = "d" * 64
+    names = {mysql_migration_lock(db) for db in ("bots", "bots2", longest, longest[:-1] + "e")}
+    assert len(names) == 4  # alike in their first 30 characters: still two locks
+    assert max(len(name) for name in names) <= 64  # MySQL refuses a longer name
+    assert mysql_migration_lock("Bots") == mysql_migration_lock("bots")
+    assert mysql_migration_lock("bots").startswith("botserver_migrations:bots:")
 
 
 async def test_a_postgres_migration_that_cannot_get_the_lock_says_which_lock(
@@ -638,11 +799,19 @@ async def test_a_mysql_migration_cut_short_by_a_silent_network_frees_its_lock(
         try:
             first_use = asyncio.create_task(cut_short.ping())
             await asyncio.wait_for(proxy.triggered.wait(), 30)
+            own = mysql_migration_lock(config["db"])
+            async with admin.cursor() as cursor:
+                # A new database's: the shared name too, which an earlier version waits for.
+                await cursor.execute(
+                    "SELECT IS_USED_LOCK(%s), IS_USED_LOCK(%s)", (own, MYSQL_SHARED_MIGRATION_LOCK)
+                )
+                (holder, shared_holder) = await cursor.fetchone()
+            assert holder is not None and holder == shared_holder
             await cut_short.close()
             deadline = time.monotonic() + 1 + paced(5, below=30)
             while True:
                 async with admin.cursor() as cursor:
-                    await cursor.execute("SELECT IS_USED_LOCK('botserver_migrations')")
+                    await cursor.execute("SELECT IS_USED_LOCK(%s)", (own,))
                     (holder,) = await cursor.fetchone()
                 if holder is None:
                     break
@@ -753,3 +922,16 @@ async def test_close_during_a_migration_leaves_no_connection_behind() -> None:
             if first_use is not None:
                 with contextlib.suppress(BaseException):
                     await first_use
+
+
+def test_only_a_database_an_earlier_version_could_migrate_takes_the_shared_mysql_lock() -> None:
+    """Versions that knew only the shared lock name knew revisions up to 0007: they migrate
+    a database with none yet or below it, and refuse one past it. The bound stays 0007 as
+    revisions are added (a later revision is no earlier version's to migrate): moving it on
+    would make every restart at 0007 wait for other databases' new migrations again."""
+    from server.trackers.sql_schema import earlier_versions_may_migrate, known_revisions
+
+    assert earlier_versions_may_migrate(None)
+    for revision in sorted(known_revisions()):
+        assert earlier_versions_may_migrate(revision) == (revision < "0007"), revision
+    assert not earlier_versions_may_migrate("0010")  # (compared as 4 digits)

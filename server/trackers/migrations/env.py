@@ -12,7 +12,12 @@ from sqlalchemy.exc import DBAPIError
 
 from server.errors import StoreUnavailable
 from server.trackers.sql_engine import lock_timeout_seconds
-from server.trackers.sql_schema import VERSION_TABLE
+from server.trackers.sql_schema import (
+    MYSQL_SHARED_MIGRATION_LOCK,
+    VERSION_TABLE,
+    earlier_versions_may_migrate,
+    mysql_migration_lock,
+)
 
 
 def _text_revision_column(connection: Any) -> None:
@@ -49,6 +54,30 @@ connection = context.config.attributes["connection"]
 lock_seconds = context.config.attributes.get("mysql_lock_seconds", 60)
 idle_seconds = context.config.attributes.get("idle_seconds", 60)
 context.configure(connection=connection, version_table=VERSION_TABLE)
+mysql_locks: list[str] = []  # (MySQL's named locks taken, in order)
+
+
+def take_mysql_lock(name: str) -> None:
+    """Wait up to `lock_seconds` for MySQL's named lock `name`; StoreUnavailable (the
+    locks already taken released) when another session kept it."""
+    got = connection.execute(
+        text("SELECT GET_LOCK(:name, :seconds)"), {"name": name, "seconds": lock_seconds}
+    ).scalar()
+    if got != 1:  # 0: another session held it all along; NULL: an error
+        release_mysql_locks()
+        # Migrating without it could create the table twice or change it under another
+        # process's migration. The store is not ready; the next request tries again.
+        raise StoreUnavailable(
+            f"another process held the schema migration lock ('{name}') for {lock_seconds} s; "
+            f"release it or wait for that migration to end"
+        )
+    mysql_locks.append(name)
+
+
+def release_mysql_locks() -> None:
+    while mysql_locks and not connection.invalidated:
+        connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": mysql_locks.pop()})
+
 
 with context.begin_transaction():
     if connection.dialect.name == "sqlite":
@@ -92,22 +121,26 @@ with context.begin_transaction():
         # server, and its lock released (its default wait_timeout is 8 hours). The engine is
         # the migration's own, disposed of after it: the setting goes with its sessions.
         connection.execute(text(f"SET SESSION wait_timeout = {max(1, math.ceil(idle_seconds))}"))
-        got = connection.execute(
-            text("SELECT GET_LOCK('botserver_migrations', :seconds)"), {"seconds": lock_seconds}
-        ).scalar()
-        if got != 1:  # 0: another session held it all along; NULL: an error
-            # Migrating without it could create the table twice or change it under another
-            # process's migration. The store is not ready; the next request tries again.
-            raise StoreUnavailable(
-                f"another process held the schema migration lock ('botserver_migrations') "
-                f"for {lock_seconds} s; release it or wait for that migration to end"
-            )
-        _text_revision_column(connection)
+        # Named locks are the server's: a name of the database's own, so a migration left
+        # mid-way in another database on the server holds up none here.
+        database = connection.execute(text("SELECT DATABASE()")).scalar() or ""
+        take_mysql_lock(mysql_migration_lock(database))
+        _text_revision_column(connection)  # (before the revision is read: bytes otherwise)
+        if earlier_versions_may_migrate(context.get_context().get_current_revision()):
+            # An earlier version, which knows only the shared name, could migrate this
+            # database too (read under the lock above: no other of this version migrates).
+            take_mysql_lock(MYSQL_SHARED_MIGRATION_LOCK)
+            # The revision was read before this lock, and InnoDB (repeatable read) answers
+            # every later read of the transaction from that first read's snapshot: an
+            # earlier version's migration, which held the lock meanwhile, would go unseen,
+            # and its revisions run again. A new snapshot (named locks outlive a COMMIT;
+            # MySQL's DDL commits anyway).
+            connection.exec_driver_sql("COMMIT")
+            _text_revision_column(connection)  # (a table the earlier version made meanwhile)
     try:
         context.run_migrations()
     finally:
-        # (Not on a connection given up mid-way, a silent database's: the lock goes with it,
+        # (Not on a connection given up mid-way, a silent database's: the locks go with it,
         # and the statement's error, "Can't reconnect until invalid transaction is rolled
         # back", took the place of the reason.)
-        if connection.dialect.name == "mysql" and not connection.invalidated:
-            connection.execute(text("SELECT RELEASE_LOCK('botserver_migrations')"))
+        release_mysql_locks()
