@@ -21,6 +21,7 @@ import pytest
 import pytest_asyncio
 
 from tests.api.conftest import open_client
+from tests.conftest import checked_once
 from tests.loop_lag import loop_hold
 
 # The tests on the shared apps run on their module-wide event loop.
@@ -256,13 +257,15 @@ async def test_a_post_of_100000_events_folds_stores_and_publishes_them_off_the_l
     # The loop thread's own CPU: SQLite writes the rows in a thread without the GIL, whose
     # CPU fell within one gap of a loaded machine's loop (67 ms, though 3 ms on the loop).
     assert hold.loop_busiest < 0.035 * hold.slowness, hold.loop_busiest  # 83-96 ms before
-    assert response.status_code == 200
-    assert response.json()["latest_message"]["text"] == "/greet"
+    with checked_once():  # what was stored is checked once, the loop's bound run again
+        assert response.status_code == 200
+        assert response.json()["latest_message"]["text"] == "/greet"
     response = await client.get("/conversations/long/tracker?include_events=ALL", timeout=60)
     events = response.json()["events"]
-    assert len(events) == 100_004  # the session start (3), the slot, the events
-    assert events[3]["event"] == "slot" and events[-1]["name"] == "action_listen"
-    assert response.json()["slots"]["session_started_metadata"] == {"mood": "great"}
+    with checked_once():
+        assert len(events) == 100_004  # the session start (3), the slot, the events
+        assert events[3]["event"] == "slot" and events[-1]["name"] == "action_listen"
+        assert response.json()["slots"]["session_started_metadata"] == {"mood": "great"}
     for _ in range(100):  # delivered in the background
         lines = log.read_text().splitlines() if log.exists() else []
         if len(lines) >= 100_004:
