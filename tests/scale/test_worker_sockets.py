@@ -192,16 +192,16 @@ def test_a_burst_of_connections_is_spread_over_the_workers(
             client.close()
 
 
-def test_a_worker_that_dies_is_replaced_and_all_stop_when_the_parent_is_killed(
+def test_a_worker_that_dies_is_replaced_and_sighup_stops_the_replacement_too(
     moodbot: Path, tmp_path: Path
 ) -> None:
     """Connections waiting in a dead worker's socket are served by its replacement (the
-    parent keeps the socket), not reset with it. Then the parent is killed: the workers,
-    the replacement too, stop on their own (`the_workers_stop_with_their_killed_parent`;
-    one start serves both)."""
+    parent keeps the socket), not reset with it. Then SIGHUP stops them all, the replacement
+    too: by default it would end the parent alone, its workers serving on (one start serves
+    both)."""
     with serving(moodbot, tmp_path) as server:
         a_dead_worker_is_replaced(server)
-        the_workers_stop_with_their_killed_parent(server)
+        stop_with(server, signal.SIGHUP)
 
 
 def a_dead_worker_is_replaced(two_workers: ServerProcess) -> None:
@@ -279,15 +279,15 @@ def ready_statuses(server: ServerProcess, times: int = 8) -> set[int]:
 
 
 @pytest.mark.timing
-def test_a_model_put_on_one_worker_is_loaded_by_every_worker_and_sighup_stops_them(
+def test_a_model_put_on_one_worker_is_loaded_by_every_worker_and_they_stop_with_the_parent(
     moodbot: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """The workers follow PUT and DELETE /model. Then SIGHUP stops them all: by default it
-    would end the parent alone, its workers serving on (one start serves both)."""
+    """The workers follow PUT and DELETE /model. Then the parent is killed: the workers stop
+    on their own (`the_workers_stop_with_their_killed_parent`; one start serves both)."""
     with serving(moodbot, tmp_path) as server:
         every_worker_follows_the_model(server, tmp_path_factory)
         with checked_once():  # bounds no time: not run again
-            stop_with(server, signal.SIGHUP)
+            the_workers_stop_with_their_killed_parent(server)
 
 
 def every_worker_follows_the_model(
