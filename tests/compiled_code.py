@@ -30,14 +30,15 @@ def cache_file(source: str, prefix: str | None, tail: str = f".{TAG}.pyc") -> st
     return os.path.join(prefix, folder.lstrip(os.sep), stem + tail)
 
 
-def fill(root: Path, test_patterns: Sequence[str], shares: int) -> None:
+def fill(root: Path, test_patterns: Sequence[str], shares: int, project: bool = True) -> None:
     """Compiles the project's modules under `root` and rewrites its test modules (those
     `test_patterns`, pytest's `python_files`, match, and conftest files) into the cache the
     processes this one starts will read, in `shares` processes at once; so are the pytest
     plugins this process rewrote (a worker loads them too). With a cache folder of their own
     (PYTHONPYCACHEPREFIX), the libraries' compiled code is linked into it: such a process
     reads only that folder, and compiled every library module again without the links. The
-    fill's processes start as this one was: they read the libraries' own compiled code."""
+    fill's processes start as this one was: they read the libraries' own compiled code.
+    `project` False links the libraries only (the workers compile what they import)."""
     environ = {k: v for k, v in os.environ.items() if k != "PYTHONPYCACHEPREFIX"}
     environ["PYTHONDONTWRITEBYTECODE"] = "1"
     # This module runs in them as `tests.compiled_code` whatever `root` is (a test's project).
@@ -49,6 +50,7 @@ def fill(root: Path, test_patterns: Sequence[str], shares: int) -> None:
         "test_patterns": list(test_patterns),
         "plugins": _rewritten_plugins(root),
         "shares": shares,
+        "project": project,
     }
     fills = [
         subprocess.Popen(
@@ -90,6 +92,7 @@ def fill_share(
     plugins: Sequence[str],
     shares: int,
     share: int,
+    project: bool = True,
 ) -> None:
     """One process's share of `fill`: every `shares`-th file (and library folder), from the
     `share`-th. What is already compiled and up to date is left as it is."""
@@ -102,7 +105,7 @@ def fill_share(
         def fnmatch_ex(pattern: str, path: str | os.PathLike[str]) -> bool:
             return True
 
-    for source in sorted({*_sources(root), *plugins})[share::shares]:
+    for source in sorted({*_sources(root), *plugins})[share::shares] if project else ():
         path = Path(source)
         rewritten = (
             source in plugins

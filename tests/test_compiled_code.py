@@ -9,11 +9,13 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import _pytest.assertion.rewrite
 import pytest
 from _pytest.assertion.rewrite import PYC_TAIL
 
+import tests.conftest
 from tests.compiled_code import TAG, cache_file, fill, fill_share
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,10 +56,15 @@ def test_workers_started_after_the_fill_compile_nothing(
     made = _cached(cache)
     environ = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "TMPDIR": str(tmp_path)}
     environ.pop("PYTHONPYCACHEPREFIX")
+    # xdist alone of the installed plugins: each other one cost the run and its worker
+    # their imports (5.5 s of CPU with all of them, 1.1 s without), and no assert below
+    # reads their code.
+    plugins = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONPATH": str(ROOT)}
     test = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "1"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "xdist.plugin"]
+        + ["-n", "1"],
         cwd=root,
-        env={**environ, "PYTHONPATH": str(ROOT)},
+        env={**environ, **plugins},
         capture_output=True,
         text=True,
         timeout=120,
@@ -101,3 +108,40 @@ def test_pytest_private_functions_gone_leave_the_rewrite_to_the_workers(
     fill_share(None, root, ["test_*.py"], [], shares=1, share=0)
     assert capfd.readouterr() == ("", "")
     assert not list(root.rglob(f"*{PYC_TAIL}"))
+
+
+@pytest.mark.parametrize(
+    ("args", "filled"),
+    [
+        (["tests/test_compiled_code.py::test_it"], False),
+        (["tests/test_compiled_code.py", "tests/conftest.py"], False),
+        (["tests/test_compiled_code.py", "tests/conftest.py", "tests/loop_lag.py"], True),
+        (["tests"], True),
+        (["tests/test_compiled_code.py", "tests/trackers"], True),
+    ],
+    ids=["one test", "two files", "three files", "the suite", "a file and a folder"],
+)
+def test_the_project_is_compiled_when_the_workers_would_compile_more(
+    args: list[str], filled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On two workers, a run of a file or two leaves the project's compiling to its workers
+    (they compile only what those files import; the fill compiles the whole tree): before,
+    such a run on a cold cache spent more CPU on the fill than it saved."""
+    fills: list[bool] = []
+
+    def fill(*_: object, project: bool = True) -> None:
+        fills.append(project)
+
+    monkeypatch.setattr(tests.conftest, "fill", fill)
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+    options = {"assertmode": "rewrite"}
+    ini = {"enable_assertion_pass_hook": False, "python_files": ["test_*.py"]}
+    config = SimpleNamespace(
+        args=args,
+        invocation_params=SimpleNamespace(dir=ROOT),
+        rootpath=ROOT,
+        getoption=options.__getitem__,
+        getini=ini.__getitem__,
+    )
+    tests.conftest.pytest_xdist_setupnodes(config, [object(), object()])  # type: ignore[arg-type]
+    assert fills == [filled]  # the libraries are linked either way

@@ -1,5 +1,6 @@
 """Tests marked `timing` (tests/conftest.py) run again when an assertion fails: a burst of
-load on the host passes, a hold there at every run still fails; nothing else runs again."""
+load on the host passes, a hold there at every run still fails; nothing else runs again, nor
+an assertion inside `checked_once` (a check of what the code does)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ TESTS = '''
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import checked_once
 
 RUNS = Path(__file__).parent / "runs"
 
@@ -59,6 +62,13 @@ def test_slow_always() -> None:
 def test_crashes() -> None:
     run("crashes")
     raise ValueError("not a bound")
+
+
+@pytest.mark.timing
+def test_checked_once() -> None:
+    run("checked_once")
+    with checked_once():
+        assert False, "the turn was not stored"
 
 
 def test_not_timing() -> None:
@@ -100,10 +110,12 @@ def test_only_a_timing_test_s_failed_assertion_runs_again(tmp_path: Path) -> Non
         "fixture_slow_once": 2,  # its fixture's bound too
         "slow_always": 1 + TIMING_RERUNS,  # failed at every run: fails
         "crashes": 1,  # not an assertion: fails at once
+        "checked_once": 1,  # an assertion that bounds no time: fails at once
         "not_timing": 1,  # not marked
     }, done.stdout
     assert done.returncode == 1
-    assert "3 failed, 2 passed" in done.stdout and "rerun" in done.stdout, done.stdout
+    assert "4 failed, 2 passed" in done.stdout and "rerun" in done.stdout, done.stdout
+    assert "CheckFailed: the turn was not stored" in done.stdout, done.stdout
 
 
 # What bounds a time in a test (tests/loop_lag.py): a loop hold, or a wall-clock bound at the

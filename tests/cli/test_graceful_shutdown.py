@@ -22,6 +22,7 @@ import socketio
 
 from server.training.train import train
 from tests.cli.botserver_process import ServerProcess
+from tests.conftest import checked_once
 from tests.loop_lag import host_slowness, paced
 from tests.trackers.persistence_fixtures import REDIS, require_service, unique_name
 
@@ -233,34 +234,25 @@ def exited(pid: int) -> bool:
 @pytest.mark.timing
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads /proc")
 @pytest.mark.parametrize("slow_bot", [1, 2], indirect=True, ids=["1 worker", "2 workers"])
-def test_a_stopped_server_with_nothing_in_flight_exits_promptly(slow_bot: SlowBot) -> None:
-    """Before, a `--workers` parent spent 0.4-1.7 s of CPU after its workers had stopped
-    and its last line was logged: the interpreter's last collections walked every object it
-    held. Measured as the process's CPU from SIGTERM to its exit, which a host busy with
-    other work does not lengthen (its wall-clock time, it does)."""
-    server, _, _ = slow_bot
-    pid = server.process.pid
-    before = cpu_seconds(pid)
-    server.process.terminate()
-    deadline = time.monotonic() + 30
-    while not exited(pid):
-        assert time.monotonic() < deadline, server.text()
-        time.sleep(0.01)
-    spent = cpu_seconds(pid) - before
-    assert server.process.wait() == 0, server.text()
-    assert spent < 0.2 * host_slowness(), (spent, server.text())
-
-
-@pytest.mark.parametrize("slow_bot", [1, 2], indirect=True, ids=["1 worker", "2 workers"])
-def test_sigterm_lets_a_streamed_turn_finish_after_its_client_left(
+def test_sigterm_lets_a_streamed_turn_finish_after_its_client_left_and_exits_promptly(
     slow_bot: SlowBot,
 ) -> None:
     """Before, the turn ran on unattached to any request: uvicorn did not wait for it, the
     stores closed under it, and its user message and actions were lost. With workers, the
-    log now says when they all serve (before: only that they were starting)."""
+    log now says when they all serve (before: only that they were starting).
+
+    Then the process exits promptly: before, a `--workers` parent spent 0.4-1.7 s of CPU
+    after its workers had stopped and its last line was logged (the interpreter's last
+    collections walked every object it held). Measured as the process's CPU from SIGTERM to
+    its exit, which a host busy with other work does not lengthen (its wall-clock time, it
+    does). The turn it finishes meanwhile is part of it: 0.06-0.09 s in all, measured (one
+    start checks both)."""
     server, database, _ = slow_bot
     first = first_streamed_line_then_leave(server, "streamed")
-    assert first["text"] == "hello there"  # the client left: the action runs on
+    with checked_once():  # what the stop does is checked once, its CPU bound run again
+        assert first["text"] == "hello there"  # the client left: the action runs on
+    pid = server.process.pid
+    before = cpu_seconds(pid)
     server.process.terminate()
     args = [str(arg) for arg in server.process.args]  # type: ignore[union-attr]
     workers = int(args[args.index("--workers") + 1])
@@ -270,64 +262,67 @@ def test_sigterm_lets_a_streamed_turn_finish_after_its_client_left(
         time.sleep(0.05)
     with pytest.raises(httpx.ConnectError):  # refused at once, not left hanging
         httpx.get(server.url + "/health/live", timeout=5)
-    assert server.process.wait(timeout=30) == 0, server.text()
-    assert stored_actions(database)[-2:] == ["action_slow", "action_listen"], server.text()
-    assert "failed" not in server.text()
-    assert server.text().count("is up on http://127.0.0.1:") == 1, server.text()
-
-
-def test_sigterm_lets_a_socketio_turn_finish(slow_bot: SlowBot) -> None:
-    """Before, a socket.io turn was cut off by the closing stores ("cannot schedule new
-    futures after shutdown"): the message and its actions were lost."""
-    server, database, _ = slow_bot
-
-    async def greet_then_stop() -> list[Any]:
-        client = socketio.AsyncClient(reconnection=False)
-        said: asyncio.Queue[Any] = asyncio.Queue()
-        client.on("bot_uttered", said.put)
-        await client.connect(server.url, transports=["websocket"])
-        try:
-            await client.emit("user_uttered", {"message": "/greet"})
-            first = await asyncio.wait_for(said.get(), 30)
-            server.process.terminate()  # while the custom action runs
-            await asyncio.to_thread(server.process.wait, 30)
-            return [first]
-        finally:
-            await client.disconnect()
-
-    said = asyncio.run(greet_then_stop())
-    assert said == [{"text": "hello there"}]
-    assert server.process.returncode == 0, server.text()
-    assert stored_actions(database)[-2:] == ["action_slow", "action_listen"], server.text()
+    deadline = time.monotonic() + 30
+    while not exited(pid):
+        assert time.monotonic() < deadline, server.text()
+        time.sleep(0.01)
+    spent = cpu_seconds(pid) - before
+    with checked_once():
+        assert server.process.wait() == 0, server.text()
+        assert stored_actions(database)[-2:] == ["action_slow", "action_listen"], server.text()
+        assert "failed" not in server.text()
+        assert server.text().count("is up on http://127.0.0.1:") == 1, server.text()
+    assert spent < 0.2 * host_slowness(), (spent, server.text())
 
 
 @pytest.mark.timing
-def test_a_long_polling_socketio_visitor_does_not_hold_the_stop(
+def test_sigterm_lets_a_socketio_turn_finish_and_a_long_polling_visitor_does_not_hold_it(
     slow_bot: SlowBot,
 ) -> None:
-    """Before, the visitor's long-poll in flight held SIGTERM's stop until engine.io's ping
-    interval ended it: 26 s. Now the sessions are closed when the stop begins."""
-    server, _, _ = slow_bot
+    """Before, a socket.io turn was cut off by the closing stores ("cannot schedule new
+    futures after shutdown"): the message and its actions were lost. And a visitor's
+    long-poll in flight held SIGTERM's stop until engine.io's ping interval ended it: 26 s.
+    Now the sessions are closed when the stop begins, and the turn still finishes (one
+    start checks both: the long-poll closed at once leaves the turn to the stop's own wait)."""
+    server, database, _ = slow_bot
 
-    async def connect_then_stop() -> tuple[float, bool]:
+    async def greet_then_stop() -> tuple[Any, float, list[str]]:
         client = socketio.AsyncClient(reconnection=False)
+        said: asyncio.Queue[Any] = asyncio.Queue()
+        client.on("bot_uttered", said.put)
+        visitor = socketio.AsyncClient(reconnection=False)
         gone = asyncio.Event()
-        client.on("disconnect", lambda *_: gone.set())
-        await client.connect(server.url, transports=["polling"])
-        try:
-            await asyncio.sleep(0.3)  # the client's long-poll is in flight
-            started = time.monotonic()
-            server.process.terminate()
-            await asyncio.to_thread(server.process.wait, 30)
-            told = await asyncio.wait_for(gone.wait(), 5) if not gone.is_set() else True
-            return time.monotonic() - started, bool(told)
-        finally:
-            await client.eio.disconnect(abort=True)
+        why: list[str] = []  # the reason its session ended, as the visitor was told
 
-    seconds, told = asyncio.run(connect_then_stop())
-    assert server.process.returncode == 0, server.text()
+        def ended(*reason: str) -> None:
+            why.extend(reason)
+            gone.set()
+
+        visitor.on("disconnect", ended)
+        await client.connect(server.url, transports=["websocket"])
+        await visitor.connect(server.url, transports=["polling"])
+        try:
+            await client.emit("user_uttered", {"message": "/greet"})
+            first = await asyncio.wait_for(said.get(), 30)
+            await asyncio.sleep(0.3)  # the visitor's long-poll is in flight
+            started = time.monotonic()
+            server.process.terminate()  # while the custom action runs
+            await asyncio.to_thread(server.process.wait, 30)
+            await asyncio.wait_for(gone.wait(), 5)
+            return first, time.monotonic() - started, why
+        finally:
+            await client.disconnect()
+            await visitor.eio.disconnect(abort=True)
+
+    first, seconds, why = asyncio.run(greet_then_stop())
+    with checked_once():  # what the stop does is checked once, its time bound run again
+        assert first == {"text": "hello there"}
+        assert server.process.returncode == 0, server.text()
+        assert stored_actions(database)[-2:] == ["action_slow", "action_listen"], server.text()
+        # Closed by the server (before, a "transport error": the long-poll cut at its exit,
+        # 25 s on; the time bound alone let it pass on a host slow enough to cap it at 25 s).
+        assert why == ["server disconnect"], server.text()
     assert seconds < paced(8, below=25), server.text()  # before, 26 s
-    assert told  # the client saw its session end
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from server.api.metrics_sharing import PUBLISH_SECONDS
 from server.api.model_sync import FOLLOW_SECONDS
 from server.api.worker_files import WORKERS_DIR_ENV
 from server.api.workers import SPREADS_CONNECTIONS
+from tests.conftest import checked_once
 from tests.loop_lag import paced
 from tests.scale.scale_services import sqlite_and_redis_endpoints
 
@@ -81,42 +82,26 @@ def serving(moodbot: Path, tmp_path: Path) -> Iterator[ServerProcess]:
         asyncio.run(server.stop())
 
 
-@pytest.fixture
-def two_workers(moodbot: Path, tmp_path: Path) -> Iterator[ServerProcess]:
-    """Two workers of their own for a test that kills one or changes the model, stopped with
-    SIGTERM after the test."""
-    with serving(moodbot, tmp_path) as server:
-        yield server
-        stop_with(server, signal.SIGTERM)
-
-
-def test_sighup_stops_the_workers_too(moodbot: Path, tmp_path: Path) -> None:
-    """By default SIGHUP would end the parent alone, its workers serving on."""
-    with serving(moodbot, tmp_path) as server:
-        stop_with(server, signal.SIGHUP)
-
-
-def test_workers_stop_when_the_parent_is_killed(moodbot: Path, tmp_path: Path) -> None:
+def the_workers_stop_with_their_killed_parent(server: ServerProcess) -> None:
     """The workers stop, and the last one removes the directory they shared (before, every
     killed server left a /tmp/botserver-workers-* behind). Each says it has closed its
     stores, the parent that would have said it for all being gone (before, nobody did)."""
-    with serving(moodbot, tmp_path) as server:
-        workers = workers_of(server)
-        shared = shared_directory(workers[0])
-        assert shared.is_dir()
-        assert server.process is not None
-        server.process.kill()
-        server.process.wait(10)
-        deadline = time.monotonic() + 40
-        while alive := [pid for pid in workers if Path(f"/proc/{pid}").exists()]:
-            assert time.monotonic() < deadline, f"workers {alive} outlived their parent"
-            time.sleep(0.1)
-        with pytest.raises(OSError):
-            socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
-        assert not shared.exists()
-        log = server.log.read_text()
-        stopped = [line for line in log.splitlines() if "Stopped: " in line]
-        assert len(stopped) == 2, log[-3000:]
+    workers = workers_of(server)
+    shared = shared_directory(workers[0])
+    assert shared.is_dir()
+    assert server.process is not None
+    server.process.kill()
+    server.process.wait(10)
+    deadline = time.monotonic() + 40
+    while alive := [pid for pid in workers if Path(f"/proc/{pid}").exists()]:
+        assert time.monotonic() < deadline, f"workers {alive} outlived their parent"
+        time.sleep(0.1)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
+    assert not shared.exists()
+    log = server.log.read_text()
+    stopped = [line for line in log.splitlines() if "Stopped: " in line]
+    assert len(stopped) == 2, log[-3000:]
 
 
 def shared_directory(worker: int) -> Path:
@@ -207,11 +192,19 @@ def test_a_burst_of_connections_is_spread_over_the_workers(
             client.close()
 
 
-def test_a_worker_that_dies_is_replaced_and_its_waiting_connections_are_served(
-    two_workers: ServerProcess,
+def test_a_worker_that_dies_is_replaced_and_sighup_stops_the_replacement_too(
+    moodbot: Path, tmp_path: Path
 ) -> None:
     """Connections waiting in a dead worker's socket are served by its replacement (the
-    parent keeps the socket), not reset with it."""
+    parent keeps the socket), not reset with it. Then SIGHUP stops them all, the replacement
+    too: by default it would end the parent alone, its workers serving on (one start serves
+    both)."""
+    with serving(moodbot, tmp_path) as server:
+        a_dead_worker_is_replaced(server)
+        stop_with(server, signal.SIGHUP)
+
+
+def a_dead_worker_is_replaced(two_workers: ServerProcess) -> None:
     first, second = workers_of(two_workers)
     os.kill(first, signal.SIGSTOP)  # it accepts nothing more: its share of the burst waits
     clients = open_burst(two_workers.port)
@@ -286,7 +279,18 @@ def ready_statuses(server: ServerProcess, times: int = 8) -> set[int]:
 
 
 @pytest.mark.timing
-def test_a_model_put_on_one_worker_is_loaded_by_every_worker(
+def test_a_model_put_on_one_worker_is_loaded_by_every_worker_and_they_stop_with_the_parent(
+    moodbot: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The workers follow PUT and DELETE /model. Then the parent is killed: the workers stop
+    on their own (`the_workers_stop_with_their_killed_parent`; one start serves both)."""
+    with serving(moodbot, tmp_path) as server:
+        every_worker_follows_the_model(server, tmp_path_factory)
+        with checked_once():  # bounds no time: not run again
+            the_workers_stop_with_their_killed_parent(server)
+
+
+def every_worker_follows_the_model(
     two_workers: ServerProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     (first,) = statuses(two_workers)
