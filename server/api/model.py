@@ -389,12 +389,18 @@ async def _post_callback(url: str, content: bytes, content_type: str) -> None:
         async with await async_client_off_loop(timeout=60.0) as client:
             # Tried again when it could not connect (nothing was sent: a receiver
             # restarting); httpx's 60 s a phase bounds each try, so no bound on the whole.
-            response = await retrying_connect_failures(
-                lambda: client.post(url, content=content, headers={"Content-Type": content_type}),
-                timeout=math.inf,
-                what=f"callback_url {safe_url(url, tolerant=True)}",
+
+            async def post() -> None:
+                # Its status only: the answer's body is never read (closed unread, a
+                # receiver answering gigabytes cost their memory).
+                async with client.stream(
+                    "POST", url, content=content, headers={"Content-Type": content_type}
+                ) as response:
+                    response.raise_for_status()
+
+            await retrying_connect_failures(
+                post, timeout=math.inf, what=f"callback_url {safe_url(url, tolerant=True)}"
             )
-            response.raise_for_status()
     except Exception as exc:  # a bad callback must never disturb the server
         logger.error("Could not deliver a result to the callback URL: %s", _first_line(exc))
 
