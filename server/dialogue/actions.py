@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -202,10 +203,25 @@ class ActionSessionStart(Action):
         return events
 
 
+# The `slot` events a session start set from its message's metadata, until the session
+# start that follows reads them: a `slot` event for the metadata a client posted last (the
+# events API) is no start's, and is reset with the other slots, as in Rasa.
+_SET_FOR_A_START: weakref.WeakSet[SlotSet] = weakref.WeakSet()
+
+
+def session_metadata_event(metadata: dict[str, Any]) -> SlotSet:
+    """The `slot` event setting the metadata of the message that starts a session, logged
+    just before `action_session_start` runs."""
+    event = SlotSet(key=SESSION_STARTED_METADATA, value=metadata)
+    _SET_FOR_A_START.add(event)
+    return event
+
+
 def _just_set(tracker: Tracker) -> bool:
-    """Whether the session's metadata was set for this start (the event before it)."""
+    """Whether the session's metadata was set for this start (the event before it, set by
+    `session_metadata_event`)."""
     last = tracker.events[-1] if tracker.events else None
-    return isinstance(last, SlotSet) and last.key == SESSION_STARTED_METADATA
+    return last is not None and last in _SET_FOR_A_START
 
 
 class ActionDefaultFallback(Action):

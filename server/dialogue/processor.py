@@ -31,6 +31,7 @@ from server.dialogue.actions import (
     ResponseEndpoint,
     RetrievalAction,
     default_action,
+    session_metadata_event,
     slot_extraction_events,
 )
 from server.dialogue.domain import Domain
@@ -57,7 +58,6 @@ from server.dialogue.slot_extraction import (
     custom_mapping_actions,
     extract_slots,
 )
-from server.dialogue.slots import SESSION_STARTED_METADATA
 from server.errors import (
     ActionError,
     ActionRejected,
@@ -80,7 +80,6 @@ from server.trackers.events import (
     ReminderScheduled,
     Restarted,
     SessionStarted,
-    SlotSet,
     UserUtteranceReverted,
     UserUttered,
     left_out_by_rasa,
@@ -439,7 +438,7 @@ class Processor:
     ) -> None:
         """Runs action_session_start (after the session's metadata, if any, as a slot)."""
         if metadata:
-            tracker.update(SlotSet(key=SESSION_STARTED_METADATA, value=metadata))
+            tracker.update(session_metadata_event(metadata))
         action = self.action_for(ACTION_SESSION_START, model.domain)
         await self.run_action(action, tracker, model, output, Prediction(ACTION_SESSION_START, 1.0))
 
