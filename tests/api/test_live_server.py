@@ -251,6 +251,16 @@ def ping_server() -> Iterator[tuple[str, list[str]]]:
         server.server_close()
 
 
+def run_against_ping(spec: Path, cwd: Path) -> None:
+    """A schemathesis run (`run_schemathesis`, from `cwd`) of PING_SPEC, written to `spec`,
+    against `ping_server`: it must send requests, and they must all succeed."""
+    spec.write_text(json.dumps(PING_SPEC), encoding="utf-8")
+    with ping_server() as (url, requests):
+        command = schemathesis_command(spec, url, admin_jwt(), checks="not_a_server_error")
+        run_schemathesis(command, cwd, timeout=100)
+    assert len(requests) > 1, "schemathesis sent no request"
+
+
 @pytest.mark.timeout(120)
 def test_a_stray_schemathesis_config_is_not_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -265,12 +275,7 @@ def test_a_stray_schemathesis_config_is_not_read(
         (directory / "schemathesis.toml").write_text(hostile, encoding="utf-8")
     (cwd / "stray_hooks.py").write_text("raise SystemExit('stray hooks ran')\n", encoding="utf-8")
     monkeypatch.setenv("SCHEMATHESIS_HOOKS", "stray_hooks")
-    spec = tmp_path / "ping.json"
-    spec.write_text(json.dumps(PING_SPEC), encoding="utf-8")
-    with ping_server() as (url, requests):
-        command = schemathesis_command(spec, url, admin_jwt(), checks="not_a_server_error")
-        run_schemathesis(command, cwd, timeout=100)
-    assert len(requests) > 1, "schemathesis sent no request"
+    run_against_ping(tmp_path / "ping.json", cwd)
 
 
 @pytest.mark.timeout(120)
@@ -286,9 +291,4 @@ def test_a_proxy_of_the_environment_does_not_catch_the_runs_requests(
     monkeypatch.setenv(variable, f"http://127.0.0.1:{port}")
     monkeypatch.setenv("NO_PROXY", "")
     monkeypatch.setenv("no_proxy", "")
-    spec = tmp_path / "ping.json"
-    spec.write_text(json.dumps(PING_SPEC), encoding="utf-8")
-    with ping_server() as (url, requests):
-        command = schemathesis_command(spec, url, admin_jwt(), checks="not_a_server_error")
-        run_schemathesis(command, tmp_path, timeout=100)
-    assert len(requests) > 1, "schemathesis sent no request"
+    run_against_ping(tmp_path / "ping.json", tmp_path)

@@ -664,6 +664,7 @@ async def test_brokers_that_wait_in_vain_for_the_table_lock_all_deliver_once(
     assert len([line for line in said if "setting the table up without it" in line]) == 3
 
 
+@pytest.mark.timing
 async def test_a_table_lock_wait_ended_by_an_error_is_not_told_as_a_lock_held(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
