@@ -10,10 +10,11 @@ import logging
 import math
 import os
 import re
+import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from server import __version__
 from server.errors import BotServerError, InvalidConfig, how_many
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from server.brokers.export import Found, ResumePoint
 
 logger = logging.getLogger("botserver")
+T = TypeVar("T")
 
 DEFAULT_MODELS = "models"
 
@@ -217,6 +219,65 @@ DEFAULT_ENDPOINTS = "endpoints.yml"
 # `botserver export --skip-unreadable`'s exit code when it passed over a conversation (1: it
 # stopped), so that a script tells a complete export from one with holes.
 EXIT_SKIPPED = 3
+
+
+# The exit code of a command stopped by SIGTERM: 128 + 15, what a shell says (`$?`) and
+# Kubernetes records of a process SIGTERM ended (Ctrl-C: 130, 128 + 2).
+EXIT_TERMINATED = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM stopped the command (a CronJob past activeDeadlineSeconds, `kill`, `docker
+    stop`), as Ctrl-C does: handled where Ctrl-C is, then exit 143."""
+
+
+def _run_until_stopped(main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run(main)`, where SIGTERM stops `main` as Ctrl-C does: it is cancelled, its
+    `finally` blocks run (a prune gives its locks back, an export says where to go on),
+    then Terminated. Before, SIGTERM ended the process at once. A second SIGTERM ends it at
+    once, as a second Ctrl-C does."""
+    terminated = False
+    handled: list[int] = []  # (SIGTERM, once its handler is set)
+
+    async def run() -> T:
+        nonlocal terminated
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+
+        def stop() -> None:
+            nonlocal terminated
+            if terminated:
+                loop.remove_signal_handler(signal.SIGTERM)
+                signal.raise_signal(signal.SIGTERM)
+            terminated = True
+            task.cancel()
+
+        try:
+            loop.add_signal_handler(signal.SIGTERM, stop)
+        except (NotImplementedError, RuntimeError):  # (Windows; not the main thread)
+            return await main
+        handled.append(signal.SIGTERM)
+        try:
+            return await main
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        return asyncio.run(run())
+    except asyncio.CancelledError:
+        if terminated:
+            raise Terminated from None
+        raise
+    finally:  # (asyncio leaves SIG_DFL: a handler of the caller's is its own again)
+        if handled and before is not None:
+            signal.signal(signal.SIGTERM, before)
+
+
+def _by(stop: KeyboardInterrupt) -> str:
+    """` by SIGTERM` after `stopped`, for a stop that was no Ctrl-C."""
+    return " by SIGTERM" if isinstance(stop, Terminated) else ""
 
 
 def _refuse_a_directory_as_endpoints(path: str) -> None:
@@ -1377,10 +1438,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
     # (Those deleted stay deleted: the same command goes on with the rest.)
     so_far = "; botserver prune again deletes the rest"
     try:
-        pruned = asyncio.run(prune())
-    except KeyboardInterrupt:
+        pruned = _run_until_stopped(prune())
+    except KeyboardInterrupt as exc:
         print(
-            f"error: stopped (after deleting {how_many(sum(gone), 'conversation')}){so_far}",
+            f"error: stopped{_by(exc)} (after deleting {how_many(sum(gone), 'conversation')})"
+            f"{so_far}",
             file=sys.stderr,
         )
         raise
@@ -1489,7 +1551,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     skip_hint = "" if args.skip_unreadable else _SKIP_UNREADABLE_HINT
     try:
-        published = asyncio.run(export())
+        published = _run_until_stopped(export())
     except CorruptConversation as exc:  # (before any event went out)
         raise CorruptConversation(f"{exc}{skip_hint}") from exc
     except ExportInterrupted as exc:
@@ -1508,11 +1570,11 @@ def cmd_export(args: argparse.Namespace) -> int:
             exc.resume_sender_id,
             exc.resume_skip,
         ) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if progress.published and progress.resume is not None:
             go_on = _export_resume_command(args, progress.resume)
             print(
-                f"error: stopped (after {how_many(progress.published, 'event')})"
+                f"error: stopped{_by(exc)} (after {how_many(progress.published, 'event')})"
                 f"{_skipped(found)}; to go on from there: {go_on}",
                 file=sys.stderr,
             )
@@ -1836,6 +1898,8 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
+    except Terminated:
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         return 130
 

@@ -174,6 +174,21 @@ async def _check_lock_store(lock_store: Any) -> None:
                     logger.warning("%s", risk)
 
 
+async def _check_tracker_store_server(tracker_store: Any) -> None:
+    """The Redis tracker store's check of its server while the server starts: a Redis
+    Cluster node, where every turn would fail, said at once (its `refuse_a_cluster`). Never
+    raises, as `_check_lock_store`; the first worker checks for all."""
+    refuse = getattr(tracker_store, "refuse_a_cluster", None)
+    if refuse is None or not first_to_claim("tracker-store-check"):
+        return
+    try:
+        await asyncio.wait_for(refuse(), LOCK_STORE_CHECK_SECONDS)
+    except StoreFailed as exc:  # (its text names the setting to change)
+        logger.error("%s; every turn fails (500) until this is fixed", clause(exc))
+    except (StoreUnavailable, TimeoutError):  # (a Redis away: the turns say so, as ever)
+        pass
+
+
 async def _close(what: str, close: Callable[[], Awaitable[Any]] | None) -> None:
     if close is None:
         return
@@ -269,6 +284,7 @@ def build_app(options: ServerOptions) -> FastAPI:
         if start_broker is not None:  # says at once whether it is reachable; bounded
             await start_broker()
         await _check_lock_store(lock_store)
+        await _check_tracker_store_server(tracker_store)
         await source.load_initial(options.model_path, models_endpoint, options.remote_storage)
         await asyncio.to_thread(prepare_routes, app)
         if options.freeze_after_load:

@@ -139,7 +139,11 @@ def _element_texts(elements: Any) -> list[dict[str, Any]]:
         if not isinstance(element, dict):
             element = {"title": element}
         text = f"{element.get('title', '')} : {element.get('subtitle', '')}"
-        texts.append({"text": text, "buttons": element.get("buttons", [])})
+        part: dict[str, Any] = {"text": text}
+        buttons = element.get("buttons", [])
+        if buttons is not None:  # (null buttons: no key, as Rasa's message drops None values)
+            part["buttons"] = buttons
+        texts.append(part)
     return texts
 
 

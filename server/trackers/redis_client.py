@@ -220,8 +220,49 @@ READINESS_SCRIPT = "return redis.call('SET', KEYS[1], '', 'XX', 'PX', 1)"
 CANNOT_TAKE_COMMANDS = "cannot take commands now"
 
 
+# Replies only a Redis Cluster node gives (redis-py's classes of MOVED, ASK, CROSSSLOT,
+# CLUSTERDOWN, TRYAGAIN), and the text of its refusal of SELECT.
+_CLUSTER_REPLIES = (
+    redis_errors.MovedError,
+    redis_errors.AskError,
+    redis_errors.ClusterCrossSlotError,
+    redis_errors.ClusterDownError,
+    redis_errors.TryAgainError,
+)
+_CLUSTER_REFUSAL = "not allowed in cluster mode"
+
+
+def cluster_refused(what: str, client: Redis, told_by: str) -> StoreFailed:
+    """A Redis Cluster node as a store's server: its keys are spread over other nodes, and a
+    script's (a conversation's two, a batch's leases) over slots, which botserver's stores,
+    as Rasa's, cannot follow. `told_by`: the reply, or INFO, that showed it."""
+    return StoreFailed(
+        f"The {what} ({describe(client)}) is a node of a Redis Cluster ({told_by}), which "
+        f"the Redis {what} does not support (Rasa's neither): point "
+        f"{what.replace(' ', '_')}.url at a standalone Redis server"
+    )
+
+
+async def refuse_a_cluster(what: str, client: Redis) -> None:
+    """StoreFailed (`cluster_refused`) when `client`'s server says it runs in cluster mode;
+    nothing when it does not, or will not say (a user not allowed INFO). Redis unreachable
+    or silent: `store_errors_as`'s error, at once (before the command it comes before, which
+    would wait as long again)."""
+    with store_errors_as(what, client):
+        try:
+            info = await client.info("cluster")
+        except redis_errors.ResponseError as exc:
+            if isinstance(exc, _CLUSTER_REPLIES) or _CLUSTER_REFUSAL in str(exc):
+                raise
+            return
+    if str(info.get("cluster_enabled", 0)) == "1":
+        raise cluster_refused(what, client, "cluster_enabled:1 in INFO cluster")
+
+
 def store_error(what: str, client: Redis, exc: Exception) -> StoreUnavailable | StoreFailed:
     """One of `REDIS_ERRORS` as ours (see `store_errors_as`)."""
+    if isinstance(exc, _CLUSTER_REPLIES) or _CLUSTER_REFUSAL in str(exc):
+        return cluster_refused(what, client, f"Redis said: {exc}")
     refusal = login_refused(exc)
     if refusal:  # (a kind of ConnectionError)
         return StoreUnavailable(

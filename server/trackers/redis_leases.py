@@ -4,7 +4,7 @@ step)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -34,13 +34,13 @@ def database_of(client: Redis) -> int:
 @dataclass(frozen=True)
 class RedisLeases:
     """`IdleLocks.leases` of the Redis lock store: the server and database the leases are
-    in, each held conversation's lease key and token, and `gone`, told of a lease the
-    delete's script found gone (said, and let go of, as one its renewal finds gone)."""
+    in, each held conversation's lease key and token, and `gone`, told of the leases the
+    delete's scripts found gone (said, and let go of, as those its renewal finds gone)."""
 
     server: Server
     db: int
     held: dict[str, tuple[str, str]]
-    gone: Callable[[str], None]
+    gone: Callable[[Sequence[str]], None]
 
     def lease_of(self, client: Redis, conversation_id: str) -> tuple[str, str] | None:
         """The lease key and token a script of `client` checks before it deletes the

@@ -24,7 +24,7 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
-from server.errors import InvalidConfig, LockTimeout, StoreUnavailable, clause
+from server.errors import InvalidConfig, LockTimeout, StoreUnavailable, clause, how_many
 from server.outages import OUTAGES, WINDOW_SECONDS, RepeatsCounted
 from server.setting_values import key_line, near_miss
 from server.tasks import stop
@@ -38,6 +38,7 @@ from server.trackers.redis_client import (
     dependency,
     describe,
     key_prefix,
+    refuse_a_cluster,
     store_error,
     store_errors_as,
 )
@@ -274,8 +275,20 @@ _TAKE_ANSWERED_LATE = (
     "it ran (a busy Redis, a slow network), or Redis lost it (restarted without its data, a "
     "failover to a replica that did not have it)"
 )
+# The same causes, for the leases of several conversations found gone at once (a prune's
+# batch): one line for them all.
+_LOCKS_LOST = (
+    "Redis lost them (restarted without its data, a failover to a replica that did not have "
+    "them), or this process stalled for most of lock_lifetime (%g s)"
+)
+_LOCK_TAKES_ANSWERED_LATE = (
+    "Redis answered the prune's take of the locks, or the look after it, more than %g s "
+    "after it ran (a busy Redis, a slow network), or Redis lost them (restarted without its "
+    "data, a failover to a replica that did not have them)"
+)
 # Why a held lease ran out when its renewals failed (with for how long).
 _LEASE_UNRENEWED = "it could not be renewed for %.1f s (Redis unreachable)"
+_LOCKS_UNRENEWED = "they could not be renewed for up to %.1f s (Redis unreachable)"
 # Why a held lease ran out when no renewal went out (with for how long, and lock_lifetime).
 _LEASE_OVERDUE = (
     "it ran out, not renewed for %.1f s (lock_lifetime %g s): this process stalled (its event "
@@ -350,6 +363,8 @@ class RedisLockStore:
                 f"lock_store.lock_lifetime (or TICKET_LOCK_LIFETIME) must be from 0.001 to "
                 f"{MAX_LOCK_LIFETIME:g} seconds, not {self.lock_lifetime:g}"
             )
+        # Whether INFO said this Redis is no Cluster node (`ping`).
+        self._cluster_checked = False
         self._acquire_script = self._redis.register_script(_ACQUIRE)
         self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)
@@ -394,6 +409,9 @@ class RedisLockStore:
         such a Redis answers while every turn fails; then the release script, which a full
         Redis runs (it only deletes) while it refuses every lease."""
         lease, _, _ = self._keys(secrets.token_hex(16))
+        if not self._cluster_checked:  # (one key: a slot the node serves passed)
+            await refuse_a_cluster("lock store", self._redis)
+            self._cluster_checked = True
         with store_errors_as("lock store", self._redis):
             await self._readiness(keys=[lease])
 
@@ -460,14 +478,17 @@ class RedisLockStore:
                     await asyncio.sleep(first - now)
                     continue
                 due = [token for token, held in self._held.items() if held[2] <= now]
-                await asyncio.gather(*(self._renew_one(token, now) for token in due))
+                found = await asyncio.gather(*(self._renew_one(token, now) for token in due))
+                self._leases_found_gone([gone for gone in found if gone is not None], now)
         finally:
             self._renewer = None
 
-    async def _renew_one(self, token: str, now: float) -> None:
+    async def _renew_one(self, token: str, now: float) -> tuple[str, str, float | None] | None:
+        """Renews a held lease; one found gone is no longer held, and returned (its token,
+        conversation, since when its renewals failed) for the renewer to say."""
         held = self._held.get(token)
         if held is None:  # given back after it was found due (before, a KeyError ended the
-            return  # renewer, and the other leases held ran out)
+            return None  # renewer, and the other leases held ran out)
         key, conversation_id, _, runs_out = held
         try:
             renewed = await self._renew(keys=[key], args=[token, int(self.lock_lifetime * 1000)])
@@ -487,56 +508,57 @@ class RedisLockStore:
                 due = now + self.lock_lifetime / 6
                 self._held[token] = (key, conversation_id, due, runs_out)
                 self._unrenewed.setdefault(token, now)
-            return
+            return None
         if token not in self._held:  # released meanwhile: nothing to renew
-            return
+            return None
         failed_since = self._unrenewed.pop(token, None)
         if renewed:
             self._taken_for.pop(token, None)
             answered = asyncio.get_running_loop().time()
             due = now + self.lock_lifetime / 3
             self._held[token] = (key, conversation_id, due, answered + self.lock_lifetime)
-            return
+            return None
         del self._held[token]
-        self._lease_found_gone(token, conversation_id, failed_since, now)
+        return token, conversation_id, failed_since
 
-    def _lease_found_gone(
-        self, token: str, conversation_id: str, failed_since: float | None, now: float
-    ) -> None:
-        """A held lease that its renewal found gone: said, and let go of by its prune."""
-        # (A prune's lease: before, told as a turn's, and the prune went on to delete it.)
-        if (idle := self._held_by_prune.get(token)) is not None:
-            idle.lose(conversation_id)
-            holder = "a prune held it"
-            risk = (
-                "the prune leaves the conversation alone (another process may be in a turn "
-                "there), unless it had already deleted it beside such a turn"
+    def _leases_found_gone(self, gone: Sequence[tuple[str, str, float | None]], now: float) -> None:
+        """Held leases found gone at once (token, conversation, since when their renewals
+        failed): let go of by their prune, and said in one line for those of one cause.
+        Before, one ERROR a conversation: a Redis answering a prune's take after the 3 s
+        its leases are taken for logged one for each of the batch's 500."""
+        # (pruned, how, lifetime taken for) -> [(conversation, for how long unrenewed)]
+        said: dict[tuple[bool, str, float | None], list[tuple[str, float]]] = {}
+        for token, conversation_id, failed_since in gone:
+            # (A prune's lease: before, told as a turn's, and the prune went on to delete it.)
+            idle = self._held_by_prune.get(token)
+            if idle is not None:
+                idle.lose(conversation_id)
+            taken_for = self._taken_for.pop(token, None)
+            if failed_since is not None:  # (before, this too advised raising lock_lifetime)
+                how, taken_for = "unrenewed", None
+            elif taken_for is None:
+                # Renewed every third of its lifetime, a lease runs out only if this process
+                # stalled for the rest of it; more often Redis lost it (before, the advice was
+                # to raise lock_lifetime "if turns take longer", which renewals already allow).
+                how = "lost"
+            else:
+                how = "late"
+            unrenewed = 0.0 if failed_since is None else now - failed_since
+            said.setdefault((idle is not None, how, taken_for), []).append(
+                (conversation_id, unrenewed)
             )
-        else:
-            holder = "its turn was still running"
-            risk = "another turn of the conversation may have run at the same time"
-        taken_for = self._taken_for.pop(token, None)
-        if failed_since is not None:  # (before, this too advised raising lock_lifetime)
-            logger.error(
-                "The lock of conversation '%s' expired while %s: %s; %s.",
-                conversation_id,
-                holder,
-                _LEASE_UNRENEWED % (now - failed_since),
-                risk,
-            )
-            return
-        # Renewed every third of its lifetime, a lease runs out only if this process stalled
-        # for the rest of it; more often Redis lost it (before, the advice was to raise
-        # lock_lifetime "if turns take longer", which renewals already allow).
-        logger.error(
-            "The lock of conversation '%s' was gone while %s: %s; %s.",
-            conversation_id,
-            holder,
-            _LEASE_LOST % self.lock_lifetime
-            if taken_for is None
-            else _TAKE_ANSWERED_LATE % taken_for,
-            risk,
-        )
+        for (pruned, how, taken_for), found in said.items():
+            one = len(found) == 1
+            if how == "unrenewed":  # (several: the longest)
+                longest = max(unrenewed for _, unrenewed in found)
+                verb, cause = "expired", (_LEASE_UNRENEWED if one else _LOCKS_UNRENEWED) % longest
+            elif how == "lost":
+                verb = "was gone"
+                cause = (_LEASE_LOST if one else _LOCKS_LOST) % self.lock_lifetime
+            else:
+                verb = "was gone"
+                cause = (_TAKE_ANSWERED_LATE if one else _LOCK_TAKES_ANSWERED_LATE) % taken_for
+            _say_leases_gone([c for c, _ in found], pruned, verb, cause)
 
     @asynccontextmanager
     async def hold_idle(self, conversation_ids: Sequence[str]) -> AsyncIterator[IdleLocks]:
@@ -594,6 +616,7 @@ class RedisLockStore:
         with store_errors_as("lock store", self._redis):
             renewed = await self._renew_all(keys=keys, args=args)
         now = asyncio.get_running_loop().time()
+        gone: list[tuple[str, str, float | None]] = []
         for conversation_id, ok in zip(ids, renewed, strict=True):
             token = tokens[conversation_id]
             held = self._held.get(token)
@@ -605,17 +628,20 @@ class RedisLockStore:
                 due, runs_out = now + self.lock_lifetime / 3, now + self.lock_lifetime
                 self._held[token] = (held[0], conversation_id, due, runs_out)
             else:
-                self._lost_at_delete(tokens, conversation_id)
+                del self._held[token]
+                gone.append((token, conversation_id, self._unrenewed.pop(token, None)))
+        self._leases_found_gone(gone, now)
 
-    def _lost_at_delete(self, tokens: dict[str, str], conversation_id: str) -> None:
-        """A prune's lease found gone by the look before a delete, or by the delete's own
-        script (`RedisLeases.gone`): said, and let go of."""
-        token = tokens[conversation_id]
-        if self._held.pop(token, None) is None:  # (its renewal found it gone, and said so)
-            return
-        failed_since = self._unrenewed.pop(token, None)
-        now = asyncio.get_running_loop().time()
-        self._lease_found_gone(token, conversation_id, failed_since, now)
+    def _lost_at_delete(self, tokens: dict[str, str], conversation_ids: Sequence[str]) -> None:
+        """Prune leases the delete's scripts found gone (`RedisLeases.gone`): said, and let
+        go of."""
+        gone = []
+        for conversation_id in conversation_ids:
+            token = tokens[conversation_id]
+            if self._held.pop(token, None) is None:  # (its renewal found it gone, and said so)
+                continue
+            gone.append((token, conversation_id, self._unrenewed.pop(token, None)))
+        self._leases_found_gone(gone, asyncio.get_running_loop().time())
 
     async def _give_back_all(self, held: list[tuple[str, str]], runs_out: float) -> None:
         """Gives back the leases of `held` (conversation, token), retried while Redis cannot
@@ -908,6 +934,55 @@ class RedisLockStore:
         for task in list(self._retries):  # their leases run out by themselves
             await stop(task)
         await self._redis.aclose()
+
+
+# Conversations a line about leases gone names; the rest are counted.
+_NAMED = 5
+
+
+def _say_leases_gone(conversation_ids: list[str], pruned: bool, verb: str, cause: str) -> None:
+    """One ERROR for leases found gone at once for one cause (`verb`: `expired` or `was
+    gone`): the conversation, or how many and the first few."""
+    if len(conversation_ids) == 1:
+        if pruned:
+            holder = "a prune held it"
+            risk = (
+                "the prune leaves the conversation alone (another process may be in a turn "
+                "there), unless it had already deleted it beside such a turn"
+            )
+        else:
+            holder = "its turn was still running"
+            risk = "another turn of the conversation may have run at the same time"
+        logger.error(
+            "The lock of conversation '%s' %s while %s: %s; %s.",
+            conversation_ids[0],
+            verb,
+            holder,
+            cause,
+            risk,
+        )
+        return
+    if pruned:
+        holder = "a prune held them"
+        risk = (
+            "the prune leaves them alone (another process may be in a turn there), unless "
+            "it had already deleted them beside such a turn"
+        )
+    else:
+        holder = "their turns were still running"
+        risk = "another turn of each may have run at the same time"
+    named = ", ".join(f"'{conversation_id}'" for conversation_id in conversation_ids[:_NAMED])
+    if len(conversation_ids) > _NAMED:
+        named += f" and {len(conversation_ids) - _NAMED} more"
+    logger.error(
+        "The locks of %s (%s) %s while %s: %s; %s.",
+        how_many(len(conversation_ids), "conversation"),
+        named,
+        "were gone" if verb == "was gone" else verb,
+        holder,
+        cause,
+        risk,
+    )
 
 
 def _wake(waker: asyncio.Future[None]) -> None:

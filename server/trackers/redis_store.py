@@ -34,6 +34,7 @@ from server.trackers.redis_client import (
     create_client,
     describe,
     key_prefix,
+    refuse_a_cluster,
     store_error,
     store_errors_as,
     watched,
@@ -264,6 +265,8 @@ class RedisTrackerStore:
         self._replacing_prefix = key_prefix(config, "tracker_replacing", quiet=True)
         record_exp = config.get("record_exp")
         self._ttl = int(record_exp) if record_exp else 0
+        # Whether INFO said this Redis is no Cluster node (`refuse_a_cluster`).
+        self._cluster_checked = False
         self._append_script = self._redis.register_script(_APPEND)
         self._append_staged_script = self._redis.register_script(_APPEND_STAGED)
         self._push_staged_script = self._redis.register_script(_PUSH_STAGED)
@@ -608,7 +611,11 @@ class RedisTrackerStore:
     async def _scan_page(self, cursor: int) -> tuple[int, list[str]]:
         """One SCAN step over the conversations: the next cursor (0: done) and their ids.
         The names come as bytes: one that is not UTF-8 (another program's key under the
-        prefix) is passed over with a warning, where decoding the answer failed the page."""
+        prefix) is passed over with a warning, where decoding the answer failed the page.
+        A Redis Cluster node is refused first: its SCAN sees its own keys only (a prune
+        said `Deleted 0 conversations.`)."""
+        if cursor == 0:
+            await self.refuse_a_cluster()
         with self._errors():
             cursor, keys = await self._redis.execute_command(
                 "SCAN",
@@ -664,8 +671,11 @@ class RedisTrackerStore:
             for sender_id, outcome in zip(batch, outcomes, strict=True):
                 if outcome == 1:  # (deleted by the pipeline: said before any failure after)
                     gone(sender_id)
-                elif outcome == _LEASE_LOST:
-                    self._lease_lost(sender_id, idle)
+            # (One line for them all: a failover loses every lease at once.)
+            self._leases_lost(
+                [c for c, outcome in zip(batch, outcomes, strict=True) if outcome == _LEASE_LOST],
+                idle,
+            )
             if any(map(_one_at_a_time, outcomes)):
                 await idle.still_held()
             for sender_id, outcome in zip(batch, outcomes, strict=True):
@@ -701,7 +711,7 @@ class RedisTrackerStore:
                 if outcome == 1:
                     gone(sender_id)
                 elif outcome == _LEASE_LOST:
-                    self._lease_lost(sender_id, idle)
+                    self._leases_lost([sender_id], idle)
         return deleted
 
     def _prune_arguments(
@@ -770,11 +780,14 @@ class RedisTrackerStore:
         return outcome
 
     @staticmethod
-    def _lease_lost(sender_id: str, idle: IdleLocks) -> None:
-        """The prune script found the conversation's lease gone, and left it alone."""
+    def _leases_lost(sender_ids: list[str], idle: IdleLocks) -> None:
+        """The prune script found these conversations' leases gone, and left them alone."""
+        if not sender_ids:
+            return
         if idle.leases is not None:
-            idle.leases.gone(sender_id)
-        idle.lose(sender_id)  # (said by the lock store: this only if it had not been)
+            idle.leases.gone(sender_ids)
+        for sender_id in sender_ids:
+            idle.lose(sender_id)  # (said by the lock store: this only if it had not been)
 
     async def _prune_long(
         self, sender_id: str, length: int, cutoff_timestamp: float, idle: IdleLocks
@@ -814,8 +827,16 @@ class RedisTrackerStore:
         """For /health/ready: `READINESS_SCRIPT` on a key nobody has, so that a Redis refusing
         the appends' writes or scripts (a read-only replica, a full one, a user not allowed
         scripts) fails it. Before, a PING, which such a Redis answers."""
+        await self.refuse_a_cluster()
         with self._errors():
             await self._ping_script(keys=[self._prefix + secrets.token_hex(16)])
+
+    async def refuse_a_cluster(self) -> None:
+        """StoreFailed for a Redis Cluster node, which every turn would meet (the start-up
+        check, /health/ready, a prune's or an export's start); asked once (`INFO cluster`)."""
+        if not self._cluster_checked:
+            await refuse_a_cluster("tracker store", self._redis)
+            self._cluster_checked = True
 
     async def close(self) -> None:
         await self._redis.aclose()

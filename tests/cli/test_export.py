@@ -286,6 +286,42 @@ def test_an_export_stopped_by_hand_ends_with_how_to_go_on(
     )
 
 
+def test_an_export_stopped_by_sigterm_ends_with_how_to_go_on(
+    run_cli, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM (`kill`, a Kubernetes Job's deadline) after some events went out: as Ctrl-C,
+    the line says how many and how to go on; exit 143. Before, the process ended at once
+    without a word (here: the test's own handler, reached)."""
+    import asyncio
+    import os
+    import signal
+
+    from server.brokers import export
+
+    async def stopped_by_sigterm(broker: Any, selected: Any, progress: Any) -> int:
+        progress.published = 3
+        progress.resume = export.ResumePoint("bob", 11.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.sleep(60)
+        raise AssertionError("SIGTERM did not stop the export")
+
+    def reached(signum: int, frame: Any) -> None:
+        raise AssertionError("SIGTERM reached the process: the export did not handle it")
+
+    monkeypatch.setattr(export, "publish_events", stopped_by_sigterm)
+    previous = signal.signal(signal.SIGTERM, reached)
+    try:
+        result = run_cli("export", "--minimum-timestamp", "5", cwd=project)
+        assert signal.getsignal(signal.SIGTERM) is reached  # (given back after)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert result.code == 143
+    assert result.err.strip().splitlines()[-1] == (
+        "error: stopped by SIGTERM (after 3 events); to go on from there: botserver export "
+        "--endpoints endpoints.yml --minimum-timestamp 5.0 --resume-from=bob@11.0"
+    )
+
+
 def test_a_timestamp_that_is_not_a_number_is_refused(run_cli, project: Path) -> None:
     result = run_cli("export", "--minimum-timestamp", "yesterday", cwd=project)
     assert result.code == 2

@@ -392,6 +392,39 @@ async def test_a_prune_whose_take_redis_answered_after_its_3_s_says_so_not_lock_
     ), said
 
 
+async def test_a_batch_whose_take_redis_answered_late_is_said_in_one_line(
+    redis_config: dict[str, Any], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis answers the take of 7 locks later than the leases' lifetime (0.2 s here, 3 s
+    in a prune): every one of them is gone at the look after it. One ERROR names how many
+    and the first five, with the cause. Before, one ERROR a conversation: 500 lines a batch
+    of a prune on a slow Redis."""
+    monkeypatch.setattr(redis_lock, "_TAKEN_LIFETIME", 0.2)
+    proxy = _SlowAnswersProxy(REDIS)
+    batch = ["ana", "bob", "cat", "dan", "eve", "fay", "gus"]
+    async with through_proxy(redis_config, proxy) as (pruning, _, _):
+        async with pruning.hold_idle(["warm-up"]):
+            pass  # (the script loaded: the next take is one EVALSHA)
+        proxy.delay = 0.5
+        with caplog.at_level(logging.ERROR):
+            async with pruning.hold_idle(batch) as held:
+                proxy.delay = 0
+                assert await held.still_held() == []
+    assert held.lost == batch
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert said == [
+        "The locks of 7 conversations ('ana', 'bob', 'cat', 'dan', 'eve' and 2 more) were gone "
+        "while a prune held them: "
+        + redis_lock._LOCK_TAKES_ANSWERED_LATE
+        % 0.2
+        + "; the prune leaves them alone (another process may be in a turn there), unless it "
+        "had already deleted them beside such a turn."
+    ], said
+    # (The cause in the plural too: before, "the prune's take of the lock ... Redis lost it".)
+    assert "the prune's take of the locks," in said[0], said
+    assert ", or Redis lost them (" in said[0], said
+
+
 async def test_a_prune_stopped_while_it_retries_giving_back_its_locks_still_gives_them_back(
     redis_config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
