@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -184,6 +183,11 @@ class ActionSessionStart(Action):
 
     name = ACTION_SESSION_START
 
+    def __init__(self, message_metadata: dict[str, Any] | None = None) -> None:
+        # The metadata of the message that starts this session (the processor's start of
+        # an expired or new session); None when run otherwise (the execute API, say).
+        self.message_metadata = message_metadata
+
     async def run(self, ctx: ActionContext) -> list[Event]:
         events: list[Event] = [SessionStarted()]
         carried = ctx.domain.session_config.carry_over_slots_to_new_session
@@ -194,34 +198,16 @@ class ActionSessionStart(Action):
                     # reach the earlier session's event (stored without them).
                     metadata = dict(event.metadata)
                     events.append(SlotSet(key=event.key, value=event.value, metadata=metadata))
-        metadata = ctx.tracker.get_slot(SESSION_STARTED_METADATA)
-        if metadata is not None and (carried or _just_set(ctx.tracker)):
-            # The metadata of the message starting this session (unlike Rasa, kept when the
-            # slots are not carried over); an earlier session's only with the other slots.
+        # The metadata of the message starting this session (unlike Rasa, kept when the
+        # slots are not carried over); an earlier session's, or one a client set through
+        # the events API, only with the other slots.
+        metadata = ctx.tracker.get_slot(SESSION_STARTED_METADATA) if carried else None
+        if self.message_metadata:
+            metadata = self.message_metadata
+        if metadata is not None:
             events.append(SlotSet(key=SESSION_STARTED_METADATA, value=metadata))
         events.append(ActionExecuted(action_name=ACTION_LISTEN))
         return events
-
-
-# The `slot` events a session start set from its message's metadata, until the session
-# start that follows reads them: a `slot` event for the metadata a client posted last (the
-# events API) is no start's, and is reset with the other slots, as in Rasa.
-_SET_FOR_A_START: weakref.WeakSet[SlotSet] = weakref.WeakSet()
-
-
-def session_metadata_event(metadata: dict[str, Any]) -> SlotSet:
-    """The `slot` event setting the metadata of the message that starts a session, logged
-    just before `action_session_start` runs."""
-    event = SlotSet(key=SESSION_STARTED_METADATA, value=metadata)
-    _SET_FOR_A_START.add(event)
-    return event
-
-
-def _just_set(tracker: Tracker) -> bool:
-    """Whether the session's metadata was set for this start (the event before it, set by
-    `session_metadata_event`)."""
-    last = tracker.events[-1] if tracker.events else None
-    return last is not None and last in _SET_FOR_A_START
 
 
 class ActionDefaultFallback(Action):

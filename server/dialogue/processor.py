@@ -25,13 +25,13 @@ from server.dialogue.actions import (
     ActionContext,
     ActionListen,
     ActionServer,
+    ActionSessionStart,
     EndToEndAction,
     RemoteAction,
     ResponseAction,
     ResponseEndpoint,
     RetrievalAction,
     default_action,
-    session_metadata_event,
     slot_extraction_events,
 )
 from server.dialogue.domain import Domain
@@ -58,6 +58,7 @@ from server.dialogue.slot_extraction import (
     custom_mapping_actions,
     extract_slots,
 )
+from server.dialogue.slots import SESSION_STARTED_METADATA
 from server.errors import (
     ActionError,
     ActionRejected,
@@ -80,6 +81,7 @@ from server.trackers.events import (
     ReminderScheduled,
     Restarted,
     SessionStarted,
+    SlotSet,
     UserUtteranceReverted,
     UserUttered,
     left_out_by_rasa,
@@ -437,9 +439,11 @@ class Processor:
         metadata: dict[str, Any] | None = None,
     ) -> None:
         """Runs action_session_start (after the session's metadata, if any, as a slot)."""
-        if metadata:
-            tracker.update(session_metadata_event(metadata))
         action = self.action_for(ACTION_SESSION_START, model.domain)
+        if metadata:
+            tracker.update(SlotSet(key=SESSION_STARTED_METADATA, value=metadata))
+            if type(action) is ActionSessionStart:  # (not a project's own)
+                action = ActionSessionStart(metadata)
         await self.run_action(action, tracker, model, output, Prediction(ACTION_SESSION_START, 1.0))
 
     # -- a turn -----------------------------------------------------------------------------

@@ -686,7 +686,9 @@ async def test_a_table_lock_wait_ended_by_an_error_is_not_told_as_a_lock_held(
                 await cursor.execute(f"SELECT GET_LOCK({sql_broker._TABLE_LOCK}, 0)")
                 assert (await cursor.fetchone())[0] == 1
             await broker.publish("alice", events(2))
-            killed = await kill_waiting("SELECT GET_LOCK(CONCAT('botserver_broker_table:'")
+            killed = await kill_waiting(
+                "SELECT GET_LOCK(CONCAT('botserver_broker_table:'", config["db"]
+            )
             assert killed == 1
             assert await broker.flush(timeout=paced(15, below=60))
             rows = await stored_rows(broker)

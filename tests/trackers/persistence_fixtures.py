@@ -109,10 +109,11 @@ async def terminate_postgres_backends(database: str, condition: str = "true") ->
         await admin.close()
 
 
-async def kill_waiting(statement_start: str) -> int:
-    """KILL QUERY of the MariaDB sessions running a statement that starts with
-    `statement_start`, once one is (a GET_LOCK waiting then answers NULL, an error);
-    their count (0 if none ran within about 30 s)."""
+async def kill_waiting(statement_start: str, database: str) -> int:
+    """KILL QUERY of the MariaDB sessions of `database` running a statement that starts
+    with `statement_start`, once one is (a GET_LOCK waiting then answers NULL, an error);
+    their count (0 if none ran within about 30 s). Only `database`'s: a test running at the
+    same time on the server may wait on the same statement in its own database."""
     import aiomysql
 
     killer = await aiomysql.connect(host=MARIADB[0], port=MARIADB[1], user="root", password="")
@@ -120,8 +121,9 @@ async def kill_waiting(statement_start: str) -> int:
         async with killer.cursor() as cursor:
             for _ in range(600):  # until the statement has begun
                 await cursor.execute(
-                    "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE %s",
-                    (statement_start.replace("%", "\\%").replace("_", "\\_") + "%",),
+                    "SELECT ID FROM information_schema.PROCESSLIST"
+                    " WHERE DB = %s AND INFO LIKE %s AND ID != CONNECTION_ID()",
+                    (database, statement_start.replace("%", "\\%").replace("_", "\\_") + "%"),
                 )
                 sessions = [row[0] for row in await cursor.fetchall()]
                 for session in sessions:

@@ -449,7 +449,7 @@ async def test_a_mysql_migration_lock_wait_ended_by_an_error_says_so() -> None:
                 await cursor.execute("SELECT GET_LOCK(%s, 0)", (own,))
                 assert (await cursor.fetchone()) == (1,)
                 ping = asyncio.ensure_future(store.ping())
-                killed = await kill_waiting(f"SELECT GET_LOCK('{own}'")
+                killed = await kill_waiting(f"SELECT GET_LOCK('{own}'", config["db"])
                 with pytest.raises(StoreUnavailable) as raised:
                     await ping
                 assert killed == 1
