@@ -201,11 +201,11 @@ class ActionSessionStart(Action):
         # The metadata of the message starting this session (unlike Rasa, kept when the
         # slots are not carried over); an earlier session's, or one a client set through
         # the events API, only with the other slots.
-        metadata = ctx.tracker.get_slot(SESSION_STARTED_METADATA) if carried else None
+        started = ctx.tracker.get_slot(SESSION_STARTED_METADATA) if carried else None
         if self.message_metadata:
-            metadata = self.message_metadata
-        if metadata is not None:
-            events.append(SlotSet(key=SESSION_STARTED_METADATA, value=metadata))
+            started = self.message_metadata
+        if started is not None:
+            events.append(SlotSet(key=SESSION_STARTED_METADATA, value=started))
         events.append(ActionExecuted(action_name=ACTION_LISTEN))
         return events
 
