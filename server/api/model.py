@@ -384,6 +384,10 @@ def _abandoned_training(
         services.spawn(asyncio.to_thread(shutil.rmtree, temporary_dir, True))
 
 
+# Of a callback receiver's failed answer, what its log line may quote at most.
+CALLBACK_ANSWER_SHOWN_BYTES = 2048
+
+
 async def _post_callback(url: str, content: bytes, content_type: str) -> None:
     # Named in log lines without the credentials it may carry (user, password, query).
     where = safe_url(url, tolerant=True)
@@ -392,15 +396,29 @@ async def _post_callback(url: str, content: bytes, content_type: str) -> None:
         async with await async_client_off_loop(timeout=60.0) as client:
             # Tried again when it could not connect (nothing was sent: a receiver
             # restarting); httpx's 60 s a phase bounds each try, so no bound on the whole.
-            response = await retrying_connect_failures(
-                lambda: client.post(url, content=content, headers={"Content-Type": content_type}),
-                timeout=math.inf,
-                what=f"callback_url {where}",
+            async def post() -> str | None:
+                # Its status, and of a failure at most the start of what the receiver said:
+                # the rest of its answer is never read (a receiver answering gigabytes cost
+                # their memory).
+                async with client.stream(
+                    "POST", url, content=content, headers={"Content-Type": content_type}
+                ) as response:
+                    if response.is_success:  # (httpx's own error shows the whole URL)
+                        return None
+                    said = b""
+                    async for piece in response.aiter_bytes():
+                        said += piece
+                        if len(said) >= CALLBACK_ANSWER_SHOWN_BYTES:
+                            break
+                    location = response.headers.get("location")
+                    answer = Answer(
+                        response.status_code, said[:CALLBACK_ANSWER_SHOWN_BYTES], location
+                    )
+                    return await answer.failure()
+
+            failure = await retrying_connect_failures(
+                post, timeout=math.inf, what=f"callback_url {where}"
             )
-        failure = None
-        if not response.is_success:  # (httpx's own error for it shows the whole URL)
-            location = response.headers.get("location")
-            failure = await Answer(response.status_code, response.content, location).failure()
     except Exception as exc:  # a bad callback must never disturb the server
         failure = _first_line(exc)
     if failure is not None:

@@ -307,14 +307,23 @@ async def _make_table_once(
             elif dialect == "mysql" and locked[0]:  # (DDL commits: a session lock)
                 seconds = int(TABLE_LOCK_SECONDS)
                 got = await conn.scalar(text(f"SELECT GET_LOCK({_TABLE_LOCK}, {seconds})"))
-                if got != 1:
+                if got != 1:  # 0: another session held it all along; NULL: an error
                     locked[0] = False
-                    logger.warning(
-                        "SQL event broker: another session has held the table set-up lock of "
-                        "database '%s' for %d s; setting the table up without it",
-                        engine.url.database,
-                        seconds,
-                    )
+                    if got is None:
+                        logger.warning(
+                            "SQL event broker: waiting for the table set-up lock of database "
+                            "'%s' ended in an error (GET_LOCK answered NULL: the statement "
+                            "was killed, or the server found a deadlock or ran out of "
+                            "memory); setting the table up without it",
+                            engine.url.database,
+                        )
+                    else:
+                        logger.warning(
+                            "SQL event broker: another session has held the table set-up "
+                            "lock of database '%s' for %d s; setting the table up without it",
+                            engine.url.database,
+                            seconds,
+                        )
             try:
                 if table_name is None:
                     table_name = await conn.run_sync(_default_table)

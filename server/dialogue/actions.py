@@ -196,6 +196,11 @@ class ActionSessionStart(Action):
 
     name = ACTION_SESSION_START
 
+    def __init__(self, message_metadata: dict[str, Any] | None = None) -> None:
+        # The metadata of the message that starts this session (the processor's start of
+        # an expired or new session); None when run otherwise (the execute API, say).
+        self.message_metadata = message_metadata
+
     async def run(self, ctx: ActionContext) -> list[Event]:
         events: list[Event] = [SessionStarted()]
         carried = ctx.domain.session_config.carry_over_slots_to_new_session
@@ -206,19 +211,16 @@ class ActionSessionStart(Action):
                     # reach the earlier session's event (stored without them).
                     metadata = dict(event.metadata)
                     events.append(SlotSet(key=event.key, value=event.value, metadata=metadata))
-        metadata = ctx.tracker.get_slot(SESSION_STARTED_METADATA)
-        if metadata is not None and (carried or _just_set(ctx.tracker)):
-            # The metadata of the message starting this session (unlike Rasa, kept when the
-            # slots are not carried over); an earlier session's only with the other slots.
-            events.append(SlotSet(key=SESSION_STARTED_METADATA, value=metadata))
+        # The metadata of the message starting this session (unlike Rasa, kept when the
+        # slots are not carried over); an earlier session's, or one a client set through
+        # the events API, only with the other slots.
+        started = ctx.tracker.get_slot(SESSION_STARTED_METADATA) if carried else None
+        if self.message_metadata:
+            started = self.message_metadata
+        if started is not None:
+            events.append(SlotSet(key=SESSION_STARTED_METADATA, value=started))
         events.append(ActionExecuted(action_name=ACTION_LISTEN))
         return events
-
-
-def _just_set(tracker: Tracker) -> bool:
-    """Whether the session's metadata was set for this start (the event before it)."""
-    last = tracker.events[-1] if tracker.events else None
-    return isinstance(last, SlotSet) and last.key == SESSION_STARTED_METADATA
 
 
 class ActionDefaultFallback(Action):

@@ -25,6 +25,7 @@ from server.dialogue.actions import (
     ActionContext,
     ActionListen,
     ActionServer,
+    ActionSessionStart,
     EndToEndAction,
     RemoteAction,
     ResponseAction,
@@ -438,9 +439,11 @@ class Processor:
         metadata: dict[str, Any] | None = None,
     ) -> None:
         """Runs action_session_start (after the session's metadata, if any, as a slot)."""
+        action = self.action_for(ACTION_SESSION_START, model.domain)
         if metadata:
             tracker.update(SlotSet(key=SESSION_STARTED_METADATA, value=metadata))
-        action = self.action_for(ACTION_SESSION_START, model.domain)
+            if type(action) is ActionSessionStart:  # (not a project's own)
+                action = ActionSessionStart(metadata)
         await self.run_action(action, tracker, model, output, Prediction(ACTION_SESSION_START, 1.0))
 
     # -- a turn -----------------------------------------------------------------------------

@@ -7,9 +7,11 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -107,11 +109,14 @@ def schemathesis_command(
 FAILURE_LINE = re.compile(r"_{3,} [A-Z]+ /\S* _{3,}$|- ST\d+ ")
 
 
+PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy"})
+
+
 def run_schemathesis(command: list[str], cwd: Path, timeout: float = 170, config: str = "") -> None:
     """Run `command` with `config` as its only configuration: without `--config-file`,
     schemathesis reads the first `schemathesis.toml` in the working directory or any parent
     (/tmp included) up to a git root, and its SCHEMATHESIS_* environment variables, so a
-    stray one would change what the run sends."""
+    stray one would change what the run sends. Nor any proxy of the environment."""
     if shutil.which("schemathesis") is None:
         pytest.skip("schemathesis is not installed (pip install -e '.[test]')")
     config_file = cwd / "schemathesis-run.toml"
@@ -119,7 +124,13 @@ def run_schemathesis(command: list[str], cwd: Path, timeout: float = 170, config
     command = [command[0], "--config-file", str(config_file), *command[1:]]
     # Nor its settings from the environment (SCHEMATHESIS_HOOKS imports a module of hooks
     # that may rewrite every case; SCHEMATHESIS_BASE_URL, SCHEMATHESIS_WAIT_FOR_SCHEMA...).
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("SCHEMATHESIS_")}
+    # Nor a proxy (requests, its client, sends through one even to 127.0.0.1): the run's
+    # server is local, and a proxy on the machine would get, or fail, its requests.
+    environment = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SCHEMATHESIS_") and k.lower() not in PROXY_VARIABLES
+    }
     result = subprocess.run(
         command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout
     )
@@ -212,13 +223,9 @@ PING_SPEC = {
 }
 
 
-@pytest.mark.timeout(120)
-def test_a_stray_schemathesis_config_is_not_read(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A `schemathesis.toml` the run did not write (in its working directory, or a parent such
-    as /tmp) changes nothing: here it would switch the one operation off. Nor does a
-    SCHEMATHESIS_* variable of the environment: here a module of hooks that stops the run."""
+@contextmanager
+def ping_server() -> Iterator[tuple[str, list[str]]]:
+    """A local server answering PING_SPEC's one operation: its URL and the paths requested."""
     requests: list[str] = []
 
     class Pong(BaseHTTPRequestHandler):
@@ -234,6 +241,33 @@ def test_a_stray_schemathesis_config_is_not_read(
         def log_message(self, format: str, *args: object) -> None:
             pass
 
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Pong)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", requests
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def run_against_ping(spec: Path, cwd: Path) -> None:
+    """A schemathesis run (`run_schemathesis`, from `cwd`) of PING_SPEC, written to `spec`,
+    against `ping_server`: it must send requests, and they must all succeed."""
+    spec.write_text(json.dumps(PING_SPEC), encoding="utf-8")
+    with ping_server() as (url, requests):
+        command = schemathesis_command(spec, url, admin_jwt(), checks="not_a_server_error")
+        run_schemathesis(command, cwd, timeout=100)
+    assert len(requests) > 1, "schemathesis sent no request"
+
+
+@pytest.mark.timeout(120)
+def test_a_stray_schemathesis_config_is_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `schemathesis.toml` the run did not write (in its working directory, or a parent such
+    as /tmp) changes nothing: here it would switch the one operation off. Nor does a
+    SCHEMATHESIS_* variable of the environment: here a module of hooks that stops the run."""
     hostile = '[[operations]]\ninclude-operation-id = "ping"\nenabled = false\n'
     cwd = tmp_path / "cwd"
     cwd.mkdir()
@@ -241,16 +275,20 @@ def test_a_stray_schemathesis_config_is_not_read(
         (directory / "schemathesis.toml").write_text(hostile, encoding="utf-8")
     (cwd / "stray_hooks.py").write_text("raise SystemExit('stray hooks ran')\n", encoding="utf-8")
     monkeypatch.setenv("SCHEMATHESIS_HOOKS", "stray_hooks")
-    spec = tmp_path / "ping.json"
-    spec.write_text(json.dumps(PING_SPEC), encoding="utf-8")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Pong)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
-        command = schemathesis_command(spec, url, admin_jwt(), checks="not_a_server_error")
-        run_schemathesis(command, cwd, timeout=100)
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert len(requests) > 1, "schemathesis sent no request"
+    run_against_ping(tmp_path / "ping.json", cwd)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "all_proxy"])
+def test_a_proxy_of_the_environment_does_not_catch_the_runs_requests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    """The run's requests go to the local server, not through a proxy the environment names
+    (a proxy on the machine would get them, or, here, a closed port fail them all)."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv(variable, f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("NO_PROXY", "")
+    monkeypatch.setenv("no_proxy", "")
+    run_against_ping(tmp_path / "ping.json", tmp_path)

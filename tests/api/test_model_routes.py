@@ -355,6 +355,46 @@ async def test_a_result_the_callback_url_refuses_is_logged_with_the_url_named(
     assert "s3cret" not in caplog.text and "t0ken" not in caplog.text
 
 
+async def test_a_callback_receivers_endless_answer_is_not_read(client: httpx.AsyncClient) -> None:
+    """Before: the receiver's whole answer was read into memory (a receiver answering 256 MB
+    had all 256 MB taken); only its status is needed."""
+    total, piece = 256 * 1024 * 1024, b"x" * (1024 * 1024)
+    sent = 0
+    finished = asyncio.Event()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal sent
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = re.search(rb"(?i)content-length: *(\d+)", head)
+            await reader.readexactly(int(length.group(1)) if length else 0)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % total)
+            while sent < total:
+                writer.write(piece)
+                await writer.drain()
+                sent += len(piece)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the server closed the connection
+        finally:
+            writer.close()
+            finished.set()
+
+    receiver = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = receiver.sockets[0].getsockname()[1]
+    async with receiver:
+        nlu = (MOODBOT / "data" / "nlu.yml").read_text()
+        response = await client.post(
+            "/model/test/intents",
+            params={"callback_url": f"http://127.0.0.1:{port}/"},
+            content=nlu,
+            headers={"Content-Type": "application/x-yaml"},
+        )
+        assert response.status_code == 204
+        await asyncio.wait_for(finished.wait(), 60)
+    # What the sockets' buffers held at most (a few MB), not the whole answer.
+    assert sent < total // 4, f"{sent} bytes of the answer were sent"
+
+
 async def test_test_stories(client: httpx.AsyncClient, rasa_spec: RasaSpec) -> None:
     stories = (MOODBOT / "data" / "stories.yml").read_text()
     response = await client.post("/model/test/stories", content=stories)

@@ -664,6 +664,47 @@ async def test_brokers_that_wait_in_vain_for_the_table_lock_all_deliver_once(
     assert len([line for line in said if "setting the table up without it" in line]) == 3
 
 
+@pytest.mark.timing
+async def test_a_table_lock_wait_ended_by_an_error_is_not_told_as_a_lock_held(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """GET_LOCK answers NULL for an error (here the wait's statement killed): before, the
+    warning said another session had held the lock for 10 s. The table is set up without
+    it, and the events are stored."""
+    import aiomysql
+
+    from tests.trackers.persistence_fixtures import kill_waiting
+
+    caplog.set_level(logging.INFO, logger="server.brokers")
+    async with mariadb_database() as config:
+        holder = await aiomysql.connect(
+            host=MARIADB[0], port=MARIADB[1], user="root", password="", db=config["db"]
+        )
+        broker = SqlEventBroker({**config, "table_name": "my_events"})
+        try:
+            async with holder.cursor() as cursor:
+                await cursor.execute(f"SELECT GET_LOCK({sql_broker._TABLE_LOCK}, 0)")
+                assert (await cursor.fetchone())[0] == 1
+            await broker.publish("alice", events(2))
+            killed = await kill_waiting(
+                "SELECT GET_LOCK(CONCAT('botserver_broker_table:'", config["db"]
+            )
+            assert killed == 1
+            assert await broker.flush(timeout=paced(15, below=60))
+            rows = await stored_rows(broker)
+        finally:
+            await broker.close()
+            holder.close()
+    assert [row["sender_id"] for row in rows] == ["alice", "alice"]
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [line for line in said if "has held" in line], said
+    assert [line for line in said if "table set-up lock" in line] == [
+        f"SQL event broker: waiting for the table set-up lock of database '{config['db']}' "
+        "ended in an error (GET_LOCK answered NULL: the statement was killed, or the server "
+        "found a deadlock or ran out of memory); setting the table up without it"
+    ]
+
+
 async def test_a_table_name_naming_another_programs_table_is_said_and_left_alone(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

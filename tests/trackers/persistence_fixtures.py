@@ -6,6 +6,7 @@ at the same time on this machine do not see each other's data.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -106,6 +107,33 @@ async def terminate_postgres_backends(database: str, condition: str = "true") ->
         return len(killed)
     finally:
         await admin.close()
+
+
+async def kill_waiting(statement_start: str, database: str) -> int:
+    """KILL QUERY of the MariaDB sessions of `database` running a statement that starts
+    with `statement_start`, once one is (a GET_LOCK waiting then answers NULL, an error);
+    their count (0 if none ran within about 30 s). Only `database`'s: a test running at the
+    same time on the server may wait on the same statement in its own database."""
+    import aiomysql
+
+    killer = await aiomysql.connect(host=MARIADB[0], port=MARIADB[1], user="root", password="")
+    try:
+        async with killer.cursor() as cursor:
+            for _ in range(600):  # until the statement has begun
+                await cursor.execute(
+                    "SELECT ID FROM information_schema.PROCESSLIST"
+                    " WHERE DB = %s AND INFO LIKE %s AND ID != CONNECTION_ID()",
+                    (database, statement_start.replace("%", "\\%").replace("_", "\\_") + "%"),
+                )
+                sessions = [row[0] for row in await cursor.fetchall()]
+                for session in sessions:
+                    await cursor.execute(f"KILL QUERY {int(session)}")
+                if sessions:
+                    return len(sessions)
+                await asyncio.sleep(0.05)
+            return 0
+    finally:
+        killer.close()
 
 
 @contextlib.asynccontextmanager

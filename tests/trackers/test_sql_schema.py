@@ -431,6 +431,39 @@ async def test_a_mysql_migration_that_cannot_get_the_lock_fails_instead_of_runni
             await store.close()
 
 
+async def test_a_mysql_migration_lock_wait_ended_by_an_error_says_so() -> None:
+    """GET_LOCK answers NULL for an error (the statement killed, a deadlock found): before,
+    that was told as "another process held the schema migration lock for 60 s", sending
+    whoever read it after a migration that was not there."""
+    import aiomysql
+
+    from server.errors import StoreUnavailable
+    from tests.trackers.persistence_fixtures import MARIADB, kill_waiting, mariadb_database
+
+    async with mariadb_database() as config:
+        own = mysql_migration_lock(config["db"])
+        holder = await aiomysql.connect(host=MARIADB[0], port=MARIADB[1], user="root")
+        store = create_tracker_store(config)
+        try:
+            async with holder.cursor() as cursor:
+                await cursor.execute("SELECT GET_LOCK(%s, 0)", (own,))
+                assert (await cursor.fetchone()) == (1,)
+                ping = asyncio.ensure_future(store.ping())
+                killed = await kill_waiting(f"SELECT GET_LOCK('{own}'", config["db"])
+                with pytest.raises(StoreUnavailable) as raised:
+                    await ping
+                assert killed == 1
+                message = str(raised.value)
+                assert "held" not in message, message
+                assert f"waiting for the schema migration lock ('{own}')" in message, message
+                assert "ended in an error" in message, message
+                await cursor.execute("SELECT RELEASE_LOCK(%s)", (own,))
+            await store.ping()  # the next request migrates
+        finally:
+            holder.close()
+            await store.close()
+
+
 async def test_a_mysql_migration_held_in_one_database_holds_up_no_other_on_the_server(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

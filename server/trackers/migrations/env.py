@@ -67,6 +67,12 @@ def take_mysql_lock(name: str) -> None:
         release_mysql_locks()
         # Migrating without it could create the table twice or change it under another
         # process's migration. The store is not ready; the next request tries again.
+        if got is None:  # (told as a lock held, it sent whoever read it after a migration)
+            raise StoreUnavailable(
+                f"waiting for the schema migration lock ('{name}') ended in an error "
+                "(GET_LOCK answered NULL: the statement was killed, or the server found a "
+                "deadlock or ran out of memory); the next request tries again"
+            )
         raise StoreUnavailable(
             f"another process held the schema migration lock ('{name}') for {lock_seconds} s; "
             f"release it or wait for that migration to end"
