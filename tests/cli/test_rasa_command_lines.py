@@ -212,6 +212,24 @@ def test_shell_names_a_missing_archive_given_as_its_last_word(
 
 
 @pytest.mark.parametrize(
+    "words",
+    [
+        ["shell", "models/old.tar.gz", "-v"],
+        ["-v", "shell", "models/old.tar.gz"],
+        ["shell", "models/old.tar.gz", "--debug", "--conversation-id", "c"],
+        ["shell", "--quiet", "models/old.tar.gz", "--conversation-id", "c"],
+    ],
+)
+def test_shell_reads_its_model_before_other_flags_as_rasa(run_cli, tmp_path: Path, words) -> None:
+    """`rasa shell MODEL -v` reads MODEL wherever it stands among the flags. Before, only as
+    the last word: `invalid choice: 'models/old.tar.gz' (choose from 'nlu')`, and so with a
+    logging flag before `shell`, moved after the model."""
+    result = run_cli(*words, cwd=tmp_path)
+    assert result.code == 1, result.err
+    assert "error: no model could be loaded from 'models/old.tar.gz'" in result.err
+
+
+@pytest.mark.parametrize(
     ("flags", "verbosity"),
     [
         (["-v", "--quiet"], -1),
