@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 from pathlib import Path
 
 import pytest
@@ -141,6 +142,23 @@ def test_rasas_sanic_workers_runs_as_many_processes_as_rasa_would(
         assert workers_to_run(args) == workers
     told = [r.getMessage() for r in caplog.records if "SANIC_WORKERS" in r.getMessage()]
     assert [said in line for line in told] == ([True] if said else [])
+
+
+def test_sanic_workers_leaves_the_endpoints_warnings_said_once(
+    run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SANIC_WORKERS read endpoints.yml to choose how many processes run, and its warnings
+    were said a second time when the server then checked it."""
+    (tmp_path / "endpoints.yml").write_text("foo: {}\n")
+    monkeypatch.setenv("SANIC_WORKERS", "2")
+    with socket.socket() as busy:  # (the run stops at the port, after the checks)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        result = run_cli("run", "--endpoints", "endpoints.yml", "--port", port, cwd=tmp_path)
+    assert result.code == 1
+    assert "already in use" in result.err
+    assert result.err.count("unknown section 'foo'") == 1, result.err
 
 
 @pytest.mark.parametrize("command", [["telemetry", "disable"], ["telemetry"]])
