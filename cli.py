@@ -1815,19 +1815,24 @@ def _logging_flags_after_the_parts(words: list[str]) -> list[str]:
 _SHELL_PARTS = ("nlu",)
 
 
-def _model_as_last_word(words: list[str]) -> list[str]:
-    """`botserver shell models/x.tar.gz` (and `shell nlu models/x.tar.gz`): an existing path
-    as the last word, not a flag's value, is the model, as `rasa shell` reads it; so is a
-    missing archive or path (`models/old`), which the model check then names."""
-    last = words[-1] if words else ""
-    if (
-        len(words) >= 2
-        and words[0] == "shell"
-        and last not in _SHELL_PARTS
-        and (Path(last).exists() or last.endswith(".tar.gz") or "/" in last)
-        and not _takes_the_next_word(words[-2])
-    ):
-        return [*words[:-1], "--model", words[-1]]
+def _model_as_positional(words: list[str]) -> list[str]:
+    """`botserver shell models/x.tar.gz -v` (and `shell nlu models/x.tar.gz`): the first word
+    after `shell` that is an existing path, neither a flag nor a flag's value, is the model,
+    wherever it stands among the flags, as `rasa shell` reads it; so is a missing archive or
+    path (`models/old`), which the model check then names."""
+    if len(words) < 2 or words[0] != "shell":
+        return words
+    for index in range(1, len(words)):
+        word = words[index]
+        if word == "--":
+            break
+        if (
+            not word.startswith("-")
+            and word not in _SHELL_PARTS
+            and (Path(word).exists() or word.endswith(".tar.gz") or "/" in word)
+            and not _takes_the_next_word(words[index - 1])
+        ):
+            return [*words[:index], "--model", word, *words[index + 1 :]]
     return words
 
 
@@ -1946,7 +1951,7 @@ def _rasa_command_not_offered(parser: argparse.ArgumentParser, words: list[str])
 
 def main(argv: list[str] | None = None) -> int:
     words = _logging_flags_after_the_command(sys.argv[1:] if argv is None else argv)
-    words = _model_as_last_word(_logging_flags_after_the_parts(words))
+    words = _model_as_positional(_logging_flags_after_the_parts(words))
     if words[:2] == ["run", "actions"]:
         return run_action_server(words[2:])
     parser = build_parser()

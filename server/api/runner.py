@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -561,9 +561,11 @@ def run_server(args: argparse.Namespace) -> int:
 
     from server.api.http_protocol import BoundedHttpToolsProtocol
 
-    args.workers = workers_to_run(args)
-    said = SaidAtStart(collect=True)  # (`--workers N`: the configuration's warnings once)
-    with saying_once(said) if args.workers > 1 else nullcontext():
+    # The configuration's warnings once: SANIC_WORKERS reads endpoints.yml before the checks
+    # do (before, its warnings were said twice), and `--workers N`'s workers build from it.
+    said = SaidAtStart(collect=True)
+    with saying_once(said):
+        args.workers = workers_to_run(args)
         spec = spec_from_args(args)
     _warn_if_open(args)
     # At exit the interpreter's last collections walk every object the process still holds:

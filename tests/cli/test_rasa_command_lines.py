@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 from pathlib import Path
 
 import pytest
@@ -143,6 +144,23 @@ def test_rasas_sanic_workers_runs_as_many_processes_as_rasa_would(
     assert [said in line for line in told] == ([True] if said else [])
 
 
+def test_sanic_workers_leaves_the_endpoints_warnings_said_once(
+    run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SANIC_WORKERS read endpoints.yml to choose how many processes run, and its warnings
+    were said a second time when the server then checked it."""
+    (tmp_path / "endpoints.yml").write_text("foo: {}\n")
+    monkeypatch.setenv("SANIC_WORKERS", "2")
+    with socket.socket() as busy:  # (the run stops at the port, after the checks)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        result = run_cli("run", "--endpoints", "endpoints.yml", "--port", port, cwd=tmp_path)
+    assert result.code == 1
+    assert "already in use" in result.err
+    assert result.err.count("unknown section 'foo'") == 1, result.err
+
+
 @pytest.mark.parametrize("command", [["telemetry", "disable"], ["telemetry"]])
 def test_telemetry_disable_succeeds_as_there_is_none(run_cli, command: list[str]) -> None:
     """`RUN rasa telemetry disable` in a Dockerfile. Before, exit 2 failed the image build.
@@ -209,6 +227,24 @@ def test_shell_names_a_missing_archive_given_as_its_last_word(
     assert result.code == 1
     assert f"error: no model could be loaded from {str(Path(path))!r}" in result.err
     assert "invalid choice" not in result.err
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["shell", "models/old.tar.gz", "-v"],
+        ["-v", "shell", "models/old.tar.gz"],
+        ["shell", "models/old.tar.gz", "--debug", "--conversation-id", "c"],
+        ["shell", "--quiet", "models/old.tar.gz", "--conversation-id", "c"],
+    ],
+)
+def test_shell_reads_its_model_before_other_flags_as_rasa(run_cli, tmp_path: Path, words) -> None:
+    """`rasa shell MODEL -v` reads MODEL wherever it stands among the flags. Before, only as
+    the last word: `invalid choice: 'models/old.tar.gz' (choose from 'nlu')`, and so with a
+    logging flag before `shell`, moved after the model."""
+    result = run_cli(*words, cwd=tmp_path)
+    assert result.code == 1, result.err
+    assert "error: no model could be loaded from 'models/old.tar.gz'" in result.err
 
 
 @pytest.mark.parametrize(
