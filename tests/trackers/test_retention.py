@@ -470,3 +470,41 @@ async def test_redis_prune_whose_stop_a_redis_call_swallowed_takes_no_further_ba
     # (The batch the stop came in, and any the stop was dropped in, finished: no later one.)
     assert sum(batches) + len(kept) == 6, (batches, kept)
     assert len(kept) >= 2, (batches, kept)
+
+
+@pytest.mark.parametrize("kind", ["redis", "sqlite", "postgres", "mariadb", "dynamo"])
+async def test_a_prune_without_a_lock_store_whose_stop_was_swallowed_takes_no_further_batch(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the test above, without a lock store (each store's own loop): a stop that came as
+    a Redis command went out was dropped, and the prune went on to its end (`botserver
+    prune` carried on after Ctrl-C). It stops before its next batch."""
+    from server.trackers import dynamo_store, redis_store, sql_store
+
+    monkeypatch.setattr(redis_store, "_PRUNE_BATCH", 2)
+    monkeypatch.setattr(sql_store, "DELETE_BATCH", 2)
+    monkeypatch.setattr(dynamo_store, "DELETE_HELD", 2)
+    now = time.time()
+    async with tracker_store_config(kind, tmp_path) as config:
+        store = create_tracker_store(config)
+        batches: list[int] = []
+
+        def stopped_at_the_first_deletion(deleted: int) -> None:
+            batches.append(deleted)
+            if len(batches) == 1:  # (a Redis command may go out next: the cancel dropped)
+                task = asyncio.current_task()
+                assert task is not None
+                task.cancel()
+
+        try:
+            for sender_id in ("ana", "bob", "cy", "dee", "eve", "fay"):
+                await store.append(sender_id, [bot("long ago", now - 200 * DAY)])
+            with pytest.raises(asyncio.CancelledError):
+                await delete_conversations_older_than(
+                    store, 90 * DAY, deleted_some=stopped_at_the_first_deletion
+                )
+            kept = await store.keys()
+        finally:
+            await store.close()
+    # (At most the batch the stop came in: no later one.)
+    assert len(kept) >= 4, (batches, kept)
