@@ -424,6 +424,28 @@ async def test_redis_keeps_a_long_conversation_replaced_while_the_prune_reads_it
             await serving.close()
 
 
+async def _prune_stopped_at_the_first_deletion(
+    store: TrackerStore, now: float, locks: Any = None
+) -> list[int]:
+    """Six conversations 200 days old, pruned until the first deletion asks the prune's task
+    to stop (then a Redis command goes out: the cancel may be dropped); the counts the prune
+    told, one a call. The prune must end CancelledError."""
+    for sender_id in ("ana", "bob", "cy", "dee", "eve", "fay"):
+        await store.append(sender_id, [bot("long ago", now - 200 * DAY)])
+    batches: list[int] = []
+
+    def deleted_some(deleted: int) -> None:
+        batches.append(deleted)
+        if len(batches) == 1:
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await delete_conversations_older_than(store, 90 * DAY, locks, deleted_some)
+    return batches
+
+
 async def test_redis_prune_whose_stop_a_redis_call_swallowed_takes_no_further_batch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -443,22 +465,8 @@ async def test_redis_prune_whose_stop_a_redis_call_swallowed_takes_no_further_ba
         locks_config = {**await _redis_lock_config(), "db": 0}
         store, locks = create_tracker_store(config), RedisLockStore(locks_config)
         client = Redis(host=REDIS[0], port=REDIS[1], db=0)
-        batches: list[int] = []
-
-        def stopped_after_the_first_batch(deleted: int) -> None:
-            batches.append(deleted)
-            if len(batches) == 1:  # (then a Redis command goes out: the cancel is dropped)
-                task = asyncio.current_task()
-                assert task is not None
-                task.cancel()
-
         try:
-            for sender_id in ("ana", "bob", "cy", "dee", "eve", "fay"):
-                await store.append(sender_id, [bot("long ago", now - 200 * DAY)])
-            with pytest.raises(asyncio.CancelledError):
-                await delete_conversations_older_than(
-                    store, 90 * DAY, locks, stopped_after_the_first_batch
-                )
+            batches = await _prune_stopped_at_the_first_deletion(store, now, locks)
             left = await client.keys(f"{locks_config['key_prefix']}:lock:*")
             kept = await store.keys()
         finally:
@@ -487,22 +495,8 @@ async def test_a_prune_without_a_lock_store_whose_stop_was_swallowed_takes_no_fu
     now = time.time()
     async with tracker_store_config(kind, tmp_path) as config:
         store = create_tracker_store(config)
-        batches: list[int] = []
-
-        def stopped_at_the_first_deletion(deleted: int) -> None:
-            batches.append(deleted)
-            if len(batches) == 1:  # (a Redis command may go out next: the cancel dropped)
-                task = asyncio.current_task()
-                assert task is not None
-                task.cancel()
-
         try:
-            for sender_id in ("ana", "bob", "cy", "dee", "eve", "fay"):
-                await store.append(sender_id, [bot("long ago", now - 200 * DAY)])
-            with pytest.raises(asyncio.CancelledError):
-                await delete_conversations_older_than(
-                    store, 90 * DAY, deleted_some=stopped_at_the_first_deletion
-                )
+            batches = await _prune_stopped_at_the_first_deletion(store, now)
             kept = await store.keys()
         finally:
             await store.close()
