@@ -1,4 +1,5 @@
-"""Stopping background tasks at shutdown, and saying how long the stop waits for what runs."""
+"""Stopping background tasks at shutdown, and saying how long the stop waits for what runs;
+a long command stopping at its next batch once asked to."""
 
 from __future__ import annotations
 
@@ -57,3 +58,14 @@ async def stop(task: asyncio.Task[Any], give_up_after: float = GIVE_UP_SECONDS) 
         await asyncio.wait([task], timeout=min(RECANCEL_SECONDS, left))
     with suppress(asyncio.CancelledError):
         task.result()
+
+
+def stop_if_cancelled() -> None:
+    """CancelledError if the running task was asked to stop (SIGTERM, Ctrl-C) and went on:
+    on Python 3.11 `asyncio.wait_for` drops a cancellation that comes as its awaited call
+    ends, and the Redis client wraps each command's send in one (with socket_timeout). A
+    long command (a prune, an export) calls this between its batches; before, such a stop
+    was lost and the command went on to its end."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -23,6 +23,7 @@ from server.errors import (
     first_line,
     how_many,
 )
+from server.tasks import stop_if_cancelled
 from server.trackers.events import left_out_by_rasa
 from server.trackers.store import ReadsEverything, ReadsInBatches, TrackerStore
 
@@ -412,6 +413,8 @@ async def publish_events(
             progress.resume = last.resume_after()
 
     async def deliver() -> None:
+        # (A stop a Redis call or a broker's own wait dropped: before, the export went on.)
+        stop_if_cancelled()
         pending = deque(item.outgoing(run) for item in chunk)
         try:
             await broker.deliver(pending)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -45,7 +44,6 @@ async def delete_conversations_older_than(
 
     @asynccontextmanager
     async def hold(conversation_ids: list[str]) -> AsyncIterator[IdleLocks]:
-        _stop_if_cancelled()
         async with locks.hold_idle(conversation_ids) as idle:
             try:
                 yield idle
@@ -62,14 +60,3 @@ def latest_timestamp(events: Sequence[dict[str, Any]]) -> float:
     """When the conversation of these events last moved (an event without a timestamp counts
     as oldest): what retention compares with its cutoff."""
     return max((float(event.get("timestamp") or 0.0) for event in events), default=0.0)
-
-
-def _stop_if_cancelled() -> None:
-    """CancelledError if the prune's task was cancelled (SIGTERM, Ctrl-C) and went on: on
-    Python 3.11 `asyncio.wait_for` drops a cancellation that comes as its awaited call ends,
-    and the Redis client wraps each command's send in one (with socket_timeout). Checked
-    before a batch takes its locks; before, such a prune went on to its end, and Kubernetes
-    killed it with a batch's locks held."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError

@@ -12,6 +12,7 @@ from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any, Protocol, runtime_checkable
 
 from server.errors import CorruptConversation, InvalidConversationId
+from server.tasks import stop_if_cancelled
 from server.trackers.lock import IdleLocks
 
 # Events of current sessions a process keeps hot by default (`cache_events`).
@@ -62,7 +63,9 @@ Hold = Callable[[list[str]], AbstractAsyncContextManager[IdleLocks]]
 def holding(hold: Hold | None, sender_ids: list[str]) -> AbstractAsyncContextManager[IdleLocks]:
     """The conversations of `sender_ids` a prune may delete now: with no lock store, all.
     Only those still held as a delete goes out (`IdleLocks.still_held`, then `in` it): a
-    lock found lost meanwhile leaves its conversation alone."""
+    lock found lost meanwhile leaves its conversation alone. A prune asked to stop stops
+    here, before its next batch (`stop_if_cancelled`), with or without a lock store."""
+    stop_if_cancelled()
     return nullcontext(IdleLocks(sender_ids)) if hold is None else hold(sender_ids)
 
 

@@ -424,6 +424,28 @@ async def test_redis_keeps_a_long_conversation_replaced_while_the_prune_reads_it
             await serving.close()
 
 
+async def _prune_stopped_at_the_first_deletion(
+    store: TrackerStore, now: float, locks: Any = None
+) -> list[int]:
+    """Six conversations 200 days old, pruned until the first deletion asks the prune's task
+    to stop (then a Redis command goes out: the cancel may be dropped); the counts the prune
+    told, one a call. The prune must end CancelledError."""
+    for sender_id in ("ana", "bob", "cy", "dee", "eve", "fay"):
+        await store.append(sender_id, [bot("long ago", now - 200 * DAY)])
+    batches: list[int] = []
+
+    def deleted_some(deleted: int) -> None:
+        batches.append(deleted)
+        if len(batches) == 1:
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await delete_conversations_older_than(store, 90 * DAY, locks, deleted_some)
+    return batches
+
+
 async def test_redis_prune_whose_stop_a_redis_call_swallowed_takes_no_further_batch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -443,22 +465,8 @@ async def test_redis_prune_whose_stop_a_redis_call_swallowed_takes_no_further_ba
         locks_config = {**await _redis_lock_config(), "db": 0}
         store, locks = create_tracker_store(config), RedisLockStore(locks_config)
         client = Redis(host=REDIS[0], port=REDIS[1], db=0)
-        batches: list[int] = []
-
-        def stopped_after_the_first_batch(deleted: int) -> None:
-            batches.append(deleted)
-            if len(batches) == 1:  # (then a Redis command goes out: the cancel is dropped)
-                task = asyncio.current_task()
-                assert task is not None
-                task.cancel()
-
         try:
-            for sender_id in ("ana", "bob", "cy", "dee", "eve", "fay"):
-                await store.append(sender_id, [bot("long ago", now - 200 * DAY)])
-            with pytest.raises(asyncio.CancelledError):
-                await delete_conversations_older_than(
-                    store, 90 * DAY, locks, stopped_after_the_first_batch
-                )
+            batches = await _prune_stopped_at_the_first_deletion(store, now, locks)
             left = await client.keys(f"{locks_config['key_prefix']}:lock:*")
             kept = await store.keys()
         finally:
@@ -470,3 +478,27 @@ async def test_redis_prune_whose_stop_a_redis_call_swallowed_takes_no_further_ba
     # (The batch the stop came in, and any the stop was dropped in, finished: no later one.)
     assert sum(batches) + len(kept) == 6, (batches, kept)
     assert len(kept) >= 2, (batches, kept)
+
+
+@pytest.mark.parametrize("kind", ["redis", "sqlite", "postgres", "mariadb", "dynamo"])
+async def test_a_prune_without_a_lock_store_whose_stop_was_swallowed_takes_no_further_batch(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the test above, without a lock store (each store's own loop): a stop that came as
+    a Redis command went out was dropped, and the prune went on to its end (`botserver
+    prune` carried on after Ctrl-C). It stops before its next batch."""
+    from server.trackers import dynamo_store, redis_store, sql_store
+
+    monkeypatch.setattr(redis_store, "_PRUNE_BATCH", 2)
+    monkeypatch.setattr(sql_store, "DELETE_BATCH", 2)
+    monkeypatch.setattr(dynamo_store, "DELETE_HELD", 2)
+    now = time.time()
+    async with tracker_store_config(kind, tmp_path) as config:
+        store = create_tracker_store(config)
+        try:
+            batches = await _prune_stopped_at_the_first_deletion(store, now)
+            kept = await store.keys()
+        finally:
+            await store.close()
+    # (At most the batch the stop came in: no later one.)
+    assert len(kept) >= 4, (batches, kept)

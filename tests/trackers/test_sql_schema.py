@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from server.dialogue.messages import MAX_TEXT_CHARS
@@ -857,6 +858,44 @@ async def test_a_mysql_migration_cut_short_by_a_silent_network_frees_its_lock(
             admin.close()
             with contextlib.suppress(BaseException):
                 await first_use
+
+
+async def test_a_mysql_migration_that_fails_before_its_revisions_frees_its_lock() -> None:
+    """A start whose user may not CREATE (the version table of a `binary` database, made
+    before the revision is read) failed with both migration locks still taken: every other
+    process's migration of the database waited for them until that session closed."""
+    import aiomysql
+
+    from server.trackers.sql_schema import migrate_in_place
+    from tests.trackers.persistence_fixtures import MARIADB, mariadb_database, unique_name
+
+    async with mariadb_database() as config:
+        user_name = unique_name("bs_nocreate")
+        admin = await aiomysql.connect(host=MARIADB[0], port=MARIADB[1], user="root", password="")
+        engine = create_async_engine(
+            async_url({**config, "username": user_name, "password": "pw"}, default_db="rasa.db")
+        )
+        try:
+            async with admin.cursor() as cursor:
+                await cursor.execute(f"ALTER DATABASE `{config['db']}` CHARACTER SET binary")
+                await cursor.execute(f"CREATE USER '{user_name}'@'%' IDENTIFIED BY 'pw'")
+                await cursor.execute(
+                    "GRANT SELECT, INSERT, UPDATE, DELETE"
+                    f" ON `{config['db']}`.* TO '{user_name}'@'%'"
+                )
+            with pytest.raises(DBAPIError, match="CREATE command denied"):
+                await migrate_in_place(engine)  # (its session kept: the pool holds it)
+            async with admin.cursor() as cursor:
+                await cursor.execute(
+                    "SELECT IS_FREE_LOCK(%s), IS_FREE_LOCK(%s)",
+                    (mysql_migration_lock(config["db"]), MYSQL_SHARED_MIGRATION_LOCK),
+                )
+                assert (await cursor.fetchone()) == (1, 1)
+        finally:
+            await engine.dispose()
+            async with admin.cursor() as cursor:
+                await cursor.execute(f"DROP USER IF EXISTS '{user_name}'@'%'")
+            admin.close()
 
 
 async def a_new_start_serves(config: dict[str, Any]) -> None:

@@ -122,30 +122,35 @@ with context.begin_transaction():
                 if named
                 else f"no schema of the search_path ({path}) exists in the database"
             )
-    if connection.dialect.name == "mysql":
-        # As PostgreSQL's above: a session whose client fell silent mid-way is ended by the
-        # server, and its lock released (its default wait_timeout is 8 hours). The engine is
-        # the migration's own, disposed of after it: the setting goes with its sessions.
-        connection.execute(text(f"SET SESSION wait_timeout = {max(1, math.ceil(idle_seconds))}"))
-        # Named locks are the server's: a name of the database's own, so a migration left
-        # mid-way in another database on the server holds up none here.
-        database = connection.execute(text("SELECT DATABASE()")).scalar() or ""
-        take_mysql_lock(mysql_migration_lock(database))
-        _text_revision_column(connection)  # (before the revision is read: bytes otherwise)
-        if earlier_versions_may_migrate(context.get_context().get_current_revision()):
-            # An earlier version, which knows only the shared name, could migrate this
-            # database too (read under the lock above: no other of this version migrates).
-            take_mysql_lock(MYSQL_SHARED_MIGRATION_LOCK)
-            # The revision was read before this lock, and InnoDB (repeatable read) answers
-            # every later read of the transaction from that first read's snapshot: an
-            # earlier version's migration, which held the lock meanwhile, would go unseen,
-            # and its revisions run again. A new snapshot (named locks outlive a COMMIT;
-            # MySQL's DDL commits anyway).
-            connection.exec_driver_sql("COMMIT")
-            _text_revision_column(connection)  # (a table the earlier version made meanwhile)
     try:
+        if connection.dialect.name == "mysql":
+            # As PostgreSQL's above: a session whose client fell silent mid-way is ended by the
+            # server, and its lock released (its default wait_timeout is 8 hours). The engine is
+            # the migration's own, disposed of after it: the setting goes with its sessions.
+            connection.execute(
+                text(f"SET SESSION wait_timeout = {max(1, math.ceil(idle_seconds))}")
+            )
+            # Named locks are the server's: a name of the database's own, so a migration left
+            # mid-way in another database on the server holds up none here.
+            database = connection.execute(text("SELECT DATABASE()")).scalar() or ""
+            take_mysql_lock(mysql_migration_lock(database))
+            _text_revision_column(connection)  # (before the revision is read: bytes otherwise)
+            if earlier_versions_may_migrate(context.get_context().get_current_revision()):
+                # An earlier version, which knows only the shared name, could migrate this
+                # database too (read under the lock above: no other of this version migrates).
+                take_mysql_lock(MYSQL_SHARED_MIGRATION_LOCK)
+                # The revision was read before this lock, and InnoDB (repeatable read) answers
+                # every later read of the transaction from that first read's snapshot: an
+                # earlier version's migration, which held the lock meanwhile, would go unseen,
+                # and its revisions run again. A new snapshot (named locks outlive a COMMIT;
+                # MySQL's DDL commits anyway).
+                connection.exec_driver_sql("COMMIT")
+                _text_revision_column(connection)  # (a table the earlier version made meanwhile)
         context.run_migrations()
     finally:
+        # Every lock taken, whatever failed after it (a user who may not CREATE the version
+        # table, before the revisions run): they held every other start's migration until
+        # this session closed.
         # (Not on a connection given up mid-way, a silent database's: the locks go with it,
         # and the statement's error, "Can't reconnect until invalid transaction is rolled
         # back", took the place of the reason.)
