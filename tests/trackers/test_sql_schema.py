@@ -886,11 +886,15 @@ async def test_a_mysql_migration_that_fails_before_its_revisions_frees_its_lock(
             with pytest.raises(DBAPIError, match="CREATE command denied"):
                 await migrate_in_place(engine)  # (its session kept: the pool holds it)
             async with admin.cursor() as cursor:
+                # The shared name is the server's: another test's new database may hold it;
+                # none of this start's sessions (its user's) may.
                 await cursor.execute(
-                    "SELECT IS_FREE_LOCK(%s), IS_FREE_LOCK(%s)",
-                    (mysql_migration_lock(config["db"]), MYSQL_SHARED_MIGRATION_LOCK),
+                    "SELECT IS_FREE_LOCK(%s), COALESCE(IS_USED_LOCK(%s), 0) IN (SELECT ID FROM"
+                    " information_schema.PROCESSLIST WHERE USER = %s)",
+                    (mysql_migration_lock(config["db"]), MYSQL_SHARED_MIGRATION_LOCK, user_name),
                 )
-                assert (await cursor.fetchone()) == (1, 1)
+                free, shared_held_here = await cursor.fetchone()
+                assert (free, shared_held_here) == (1, 0)
         finally:
             await engine.dispose()
             async with admin.cursor() as cursor:
