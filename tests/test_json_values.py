@@ -211,7 +211,9 @@ def test_documents_read_in_pieces_are_read_as_whole(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(json_values, "_put_back", counted)
     rng = random.Random(46)
     for number in range(300):
-        value = {"events": _document(rng), "x": [_document(rng) for _ in range(20)]}
+        value: object = {"events": _document(rng), "x": [_document(rng) for _ in range(20)]}
+        if number % 5 == 0:
+            value = [{"k": _document(rng)} for _ in range(20)]  # a list at the top
         raw = json.dumps(value, ensure_ascii=rng.random() < 0.5).encode("utf-8", "surrogatepass")
         if number % 7 == 0:
             raw = raw.replace(b'"a"', b'"b"')  # keys given twice
