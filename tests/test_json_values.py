@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 
 import pytest
 
@@ -123,3 +124,105 @@ def test_a_key_given_twice_is_found_at_any_depth_and_only_within_one_object() ->
     assert key_given_twice(b'{"nlu": [], "a": {"b": 1, "b": 2}}') == "b"
     assert key_given_twice(b'[{"x": 1}, {"x": 2}, {"y": {"x": 3}}]') is None
     assert key_given_twice('{"\u00e9": 1,\n "\u00e9": 2}'.encode("utf-16")) == "\u00e9"
+
+
+_EXAMPLE = {"text": "book a table },{ for two", "intent": "book", "entities": []}
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"rasa_nlu_data": {"regex_features": [{"a": 1}], "common_examples": [_EXAMPLE] * 20_000}},
+        {"events": [_EXAMPLE] * 10_000, "responses": [_EXAMPLE] * 10_000},
+    ],
+)
+def test_long_lists_nested_in_an_object_are_read_in_pieces(
+    monkeypatch: pytest.MonkeyPatch, document: dict[str, object]
+) -> None:
+    """Before, only a list of events at the top was cut: 7 MB of NLU examples (or an action
+    server's events and responses) were read by orjson in one call holding the loop 31-120 ms.
+    Now the long lists inside objects are read a piece at a time too."""
+    import server.json_values as json_values
+
+    reads: list[int] = []
+    real = json_values.orjson.loads
+
+    def counted(data: bytes) -> object:
+        reads.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(json_values.orjson, "loads", counted)
+    body = json.dumps(document).encode()
+    assert loads_untrusted(body) == json.loads(body)
+    assert len(reads) >= len(body) // (512 * 1024)  # 1 before
+
+
+@pytest.mark.timing
+async def test_an_action_servers_long_answer_is_read_without_holding_the_loop() -> None:
+    """Before, 13 MB of events and responses were read by orjson in one call in a thread,
+    holding the loop 120 ms; now a piece of each list at a time."""
+    said = {"event": "bot", "text": "hello number 1, how are you", "metadata": {"a": [1, 2]}}
+    document = {"events": [said] * 150_000, "responses": [{"text": "hi"}] * 50_000}
+    body = json.dumps(document).encode()
+    async with loop_hold() as hold:
+        answer = await asyncio.to_thread(loads_untrusted, body)
+    assert hold.busiest < 0.06 * hold.slowness  # 120 ms before
+    assert len(answer["events"]) == 150_000 and answer["responses"][-1] == {"text": "hi"}
+
+
+def _document(rng: random.Random, depth: int = 0) -> object:
+    """A JSON-like value with strings that look like cuts, escapes and unicode."""
+    texts = ['},{"a": 1}', '"}, {"', "\\", '\\"', "é€😀", "]}],[{", "x"]
+    kind = rng.randrange(6 if depth < 4 else 3)
+    if rng.random() < 0.00005:
+        return rng.choice(["\ud83d", float("nan"), float("inf")])  # refused
+    if kind == 0:
+        return rng.choice(texts) * rng.randrange(1, 4)
+    if kind == 1:
+        return rng.choice([0, -1.5, 2**63, True, None])
+    if kind == 2:
+        return rng.randrange(-1000, 1000)
+    if kind == 3:
+        return {rng.choice(["a", "b", "c"]): _document(rng, depth + 1) for _ in range(3)}
+    if kind == 4:
+        return [{"k": _document(rng, depth + 1)} for _ in range(rng.randrange(0, 30))]
+    return [_document(rng, depth + 1) for _ in range(rng.randrange(0, 4))]
+
+
+def _outcome(raw: bytes) -> object:
+    try:
+        return ("read", loads_untrusted(raw))
+    except ValueError as exc:
+        return ("refused", type(exc))
+
+
+def test_documents_read_in_pieces_are_read_as_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every document, cut at places inside strings, nested lists and past a list's end,
+    reads (or is refused, with the same error) as when read whole."""
+    import server.json_values as json_values
+
+    put_back: list[object] = []
+    real = json_values._put_back
+
+    def counted(value: object, word: str, lists: list[list[object]]) -> object:
+        put_back.append(value)
+        return real(value, word, lists)
+
+    monkeypatch.setattr(json_values, "_put_back", counted)
+    rng = random.Random(46)
+    for number in range(300):
+        value: object = {"events": _document(rng), "x": [_document(rng) for _ in range(20)]}
+        if number % 5 == 0:
+            value = [{"k": _document(rng)} for _ in range(20)]  # a list at the top
+        raw = json.dumps(value, ensure_ascii=rng.random() < 0.5).encode("utf-8", "surrogatepass")
+        if number % 7 == 0:
+            raw = raw.replace(b'"a"', b'"b"')  # keys given twice
+        if number % 11 == 0:
+            raw = raw[: rng.randrange(len(raw))]  # not JSON
+        if number % 13 == 0:
+            raw = b'{"d": ' + b"[" * 120 + raw + b"]" * 120 + b"}"  # nested too deep
+        monkeypatch.setattr(json_values, "_PIECE_BYTES", 1 << 30)
+        whole = _outcome(raw)
+        monkeypatch.setattr(json_values, "_PIECE_BYTES", 8)
+        assert _outcome(raw) == whole, raw[:300]
+    assert len(put_back) > 150  # most were read in pieces, not by the whole-document fallback
