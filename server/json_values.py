@@ -75,8 +75,13 @@ def _orjson_in_pieces(raw: bytes) -> Any:
     if not lists:
         return orjson.loads(raw)
     rest.append(body[kept:])
-    outside = b"".join(rest)
-    return _put_back(orjson.loads(outside), word.decode(), lists)
+    try:
+        outside = orjson.loads(b"".join(rest))
+    except orjson.JSONDecodeError:
+        # A "list" found inside a string (a text holding `[{},{}...]`): its stand-in broke
+        # the string. Read whole, by orjson still (not the standard library's parser).
+        return orjson.loads(raw)
+    return _put_back(outside, word.decode(), lists)
 
 
 def _list_at(body: bytes, opening: int) -> tuple[list[Any], int] | None:

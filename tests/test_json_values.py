@@ -226,3 +226,20 @@ def test_documents_read_in_pieces_are_read_as_whole(monkeypatch: pytest.MonkeyPa
         monkeypatch.setattr(json_values, "_PIECE_BYTES", 8)
         assert _outcome(raw) == whole, raw[:300]
     assert len(put_back) > 150  # most were read in pieces, not by the whole-document fallback
+
+
+def test_a_long_list_written_inside_a_string_is_read_by_orjson_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A text holding `[{},{},...]` (a client's message, say) looks like a long list of
+    objects: its stand-in then breaks the string, and the document was read again by the
+    standard library's parser, several times slower under the GIL; now by orjson, whole."""
+    import server.json_values as json_values
+
+    def no_stdlib(*args: object, **kwargs: object) -> object:
+        raise AssertionError("read by the standard library")
+
+    monkeypatch.setattr(json_values.json, "loads", no_stdlib)
+    text = "[" + ",".join(["{}"] * 600_000) + "]"
+    document = {"text": text, "events": [{"event": "user", "text": "hi"}] * 3}
+    assert loads_exact(json.dumps(document).encode()) == document
