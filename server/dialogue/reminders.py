@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime
 
 from server.errors import InvalidConfig
@@ -81,13 +81,10 @@ class Admission:
         self.refused: list[ReminderScheduled] = []  # past the cap, to be logged on the loop
 
     def admits(self, reminder: ReminderScheduled) -> bool:
-        try:
-            _delay_seconds(reminder.trigger_date_time)
-        except ValueError:
-            logger.error("reminder '%s' has an invalid date_time", reminder.name)
-            return False
-        if reminder.name not in self.pending and len(self.pending) >= self.cap:
+        refusal = _refusal(reminder, self.pending, self.cap)
+        if refusal == _PAST_THE_CAP:
             self.refused.append(reminder)
+        if refusal is not None:
             return False
         self.pending[reminder.name] = reminder
         return True
@@ -151,6 +148,25 @@ def cancels(cancel: ReminderCancelled, reminder: ReminderScheduled) -> bool:
     )
 
 
+# Why `_refusal` refuses a reminder.
+_INVALID_TIME = "invalid date_time"
+_PAST_THE_CAP = "past the cap"
+
+
+def _refusal(reminder: ReminderScheduled, pending: Collection[str], cap: int) -> str | None:
+    """Why `reminder` is not scheduled, None when it is: its time cannot be read (logged), or
+    it has a new name and its conversation holds `cap` (its `pending` names) already. The
+    one rule of `schedule` and of `Admission`."""
+    try:
+        _delay_seconds(reminder.trigger_date_time)
+    except ValueError:
+        logger.error("reminder '%s' has an invalid date_time", reminder.name)
+        return _INVALID_TIME
+    if reminder.name not in pending and len(pending) >= cap:
+        return _PAST_THE_CAP
+    return None
+
+
 def _delay_seconds(date_time: str) -> float:
     when = datetime.fromisoformat(date_time)
     if when.tzinfo is None:
@@ -191,20 +207,16 @@ class ReminderScheduler:
         scheduled (see `mark_applied`); its messages go to `output_channel` when named. One of
         a new name is refused, with a warning, when the conversation holds
         `max_per_conversation` already."""
-        try:
-            delay = _delay_seconds(reminder.trigger_date_time)
-        except ValueError:
-            logger.error("reminder '%s' has an invalid date_time", reminder.name)
-            mark_recorded(reminder)
-            return
-        jobs = self._jobs.get(sender_id, {})
-        if reminder.name not in jobs and len(jobs) >= self.max_per_conversation:
+        refusal = _refusal(reminder, self._jobs.get(sender_id, {}), self.max_per_conversation)
+        if refusal is not None:
             # Stored as only recorded, whatever marks it came with (an action's copy of a
             # stored event): marked scheduled, another process would read it as the
             # replacement of its pending reminder of that name.
             mark_recorded(reminder)
-            self.log_refused(sender_id, [reminder])
+            if refusal == _PAST_THE_CAP:
+                self.log_refused(sender_id, [reminder])
             return
+        delay = _delay_seconds(reminder.trigger_date_time)
         mark_applied(reminder)
         key = (sender_id, reminder.name)
         self._drop(key)

@@ -142,3 +142,31 @@ async def test_a_cancel_posted_before_a_reminder_makes_room_for_it(
         assert [e.name for e in stored if reminders.was_scheduled(e)] == ["a", "b", "c"]
     finally:
         agent.processor.reminders.cancel_all()
+
+
+async def test_a_reminder_whose_time_cannot_be_read_is_refused_alike_when_set_or_posted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Set by an action (`schedule`) or posted (`Admission`), a reminder whose date_time is
+    no date is logged as such, left unscheduled and stored as only recorded; it takes no
+    place under the cap and is no refusal past it."""
+    scheduler = ReminderScheduler(max_per_conversation=1)
+    try:
+        bad = ReminderScheduled(intent="EXTERNAL_reminder", trigger_date_time="soon", name="b")
+        bad.metadata[reminders.SCHEDULED] = True
+        scheduler.schedule("c", bad, no_turn)
+        assert scheduler.pending("c") == []
+        assert not reminders.was_scheduled(bad)
+
+        posted = ReminderScheduled(intent="EXTERNAL_reminder", trigger_date_time="soon", name="p")
+        admission = scheduler.admission("c")
+        reminders.mark_posted([posted, reminder("ok")], True, admission)
+        assert not reminders.was_scheduled(posted)
+        assert admission.refused == []
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert errors == [
+            "reminder 'b' has an invalid date_time",
+            "reminder 'p' has an invalid date_time",
+        ]
+    finally:
+        scheduler.cancel_all()
