@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.service, pytest.mark.timeout(240)]
 ROUNDS = 3  # kills per store
 CONVERSATIONS = 6
 # Each server is killed once it has answered a random number of turns up to this: SQLite's
-# first checkpoint comes after 50 commits, and a group commit holds one to a few turns here.
+# first WAL checkpoint comes after 50 commits, and a group commit holds one to a few turns.
 KILL_WITHIN = 150
 # The lease of a killed turn's lock ends by itself after this long (Rasa's default, and ours,
 # is 60 s: `TICKET_LOCK_LIFETIME`); short here so the rounds stay short. A message waits for
@@ -291,7 +291,7 @@ def answered_events(stored: dict[str, list[dict[str, Any]]], load: Load) -> list
 async def unpublished(consumer: QueueConsumer, expected: list[str]) -> list[str]:
     """The expected bodies the consumer has not received after the running server had time
     to publish everything it holds."""
-    for _ in range(200):
+    for _ in range(100):
         got = {json.dumps(m["body"], sort_keys=True) for m in consumer.received}
         missing = [body for body in expected if body not in got]
         if not missing:
