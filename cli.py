@@ -82,7 +82,12 @@ def version_lines() -> list[str]:
 
 class _Version(argparse.Action):
     def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
-        print("\n".join(version_lines()))
+        try:
+            print("\n".join(version_lines()), flush=True)
+        except BrokenPipeError:
+            # The reader took what it wanted (`botserver --version | head -1`) and closed the
+            # pipe: no traceback, and nothing left for the exit to flush into it.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         parser.exit()
 
 
