@@ -54,7 +54,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the examples' layout and shows defaults."""
+    """Keeps the examples' layout and shows defaults, but for a flag whose help says its
+    default in words (`(default: config.yml, or Rasa's defaults without it)`), which argparse
+    followed with a second, wrong one (`(default: None)`)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if "(default: " in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def version_lines() -> list[str]:

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -86,6 +87,14 @@ def test_version_read_by_a_pipe_that_closes_early_ends_without_a_traceback(
     finally:
         os.close(write_end)
     assert (done.returncode, done.stderr.decode()) == (0, "")
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_help_says_each_default_once(run_cli, command: list[str]) -> None:
+    """Before, a flag whose help says its default in words got argparse's too: `--config`
+    read `(default: config.yml, or Rasa's defaults without it) (default: None)`."""
+    help_text = " ".join(run_cli(*command, "--help").out.split())
+    assert re.findall(r"\(default: [^)]*\) \(default: [^)]*\)", help_text) == []
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
