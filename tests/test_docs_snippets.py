@@ -215,6 +215,44 @@ def test_every_flag_in_the_configuration_reference_exists(
     assert sorted(flags - known) == []
 
 
+def bench_commands() -> list[tuple[str, str, list[str]]]:
+    """(page, script, flags) for every `bench/<script>.py --flag ...` the docs show."""
+    found = set()
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        prose = FENCE.sub("", text).replace("\n", " ")
+        pieces = re.findall(r"`([^`]+)`", prose)
+        pieces += [b.group(2).replace("\\\n", " ") for b in FENCE.finditer(text)]
+        for line in (line for piece in pieces for line in piece.splitlines()):
+            # (`bench/test_x.py` beside `api/test_y.py` names a test module under tests/)
+            for script, rest in re.findall(r"(?<![\w/])bench/((?!test_)\w+\.py)(.*)", line):
+                flags = re.findall(r"(?<![\w-])(--[a-z][\w-]*)", rest.split("bench/")[0])
+                found.add((page.name, script, tuple(flags)))
+    return [(page, script, list(flags)) for page, script, flags in sorted(found)]
+
+
+def flags_a_script_lacks(script: str, flags: list[str]) -> list[str]:
+    source = (ROOT / "bench" / script).read_text(encoding="utf-8")
+    return [f for f in flags if f'"{f}"' not in source and f"'{f}'" not in source]
+
+
+@pytest.mark.parametrize(
+    ("script", "flags"),
+    [
+        pytest.param(script, flags, id=f"{page}: {script} {' '.join(flags)}")
+        for page, script, flags in bench_commands()
+    ],
+)
+def test_a_benchmark_command_in_the_docs_names_flags_its_script_has(
+    script: str, flags: list[str]
+) -> None:
+    assert flags_a_script_lacks(script, flags) == []
+
+
+def test_a_flag_a_benchmark_script_lacks_is_found() -> None:
+    assert flags_a_script_lacks("retention.py", ["--store", "--stor"]) == ["--stor"]
+
+
 # -- keys -------------------------------------------------------------------------------------
 def keys_read() -> dict[str, frozenset[str]]:
     """Every key each endpoints.yml section and credentials.yml channel reads."""
