@@ -157,7 +157,7 @@ def unknown_flags(command: str) -> list[str]:
 
 # Shown on purpose as what is refused, or not botserver's to parse.
 NOT_BOTSERVERS = {
-    "botserver test --url x",  # Rasa's flag, refused with what to do instead
+    "botserver test --stories-dir x",  # how an unknown flag is refused
 }
 
 
