@@ -1,6 +1,7 @@
 """What README.md and docs/*.md show works as written: each endpoints.yml and credentials.yml
-example starts a server, each `botserver ...` command names flags its command has, and the
-configuration reference names every key a section or channel reads."""
+example (and those `botserver init` writes) starts a server, each `botserver ...` and
+`bench/...` command names flags its command has, and the configuration reference names every
+key a section or channel reads."""
 
 from __future__ import annotations
 
@@ -40,6 +41,13 @@ def marked_files() -> list[tuple[str, str, str]]:
                 found.append((f"{page.name}:{line}", mark.group(1), block.group(2)))
     deploy = ROOT / "deploy" / "endpoints.yml"
     found.append(("deploy/endpoints.yml", "endpoints", deploy.read_text(encoding="utf-8")))
+    # What `botserver init` writes, with the sections it leaves commented out for the user
+    # turned on (`# tracker_store:`, `#   type: SQL`; not the prose comments).
+    starter = ROOT / "server" / "training" / "starter_project"
+    for kind in ("endpoints", "credentials"):
+        text = (starter / f"{kind}.yml").read_text(encoding="utf-8")
+        text = re.sub(r"(?m)^# (?=\w+:(?:\s|$)|\s+\S)", "", text)
+        found.append((f"botserver init's {kind}.yml, commented sections on", kind, text))
     return found
 
 
