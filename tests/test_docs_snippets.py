@@ -115,6 +115,29 @@ def test_the_docs_mark_the_configuration_files_they_show() -> None:
     assert {"actions.md", "channels.md", "configuration.md"} <= marked
 
 
+def test_the_sub_projects_config_the_docs_show_imports_the_sub_projects_files(
+    tmp_path: Path,
+) -> None:
+    """docs/configuration.md's `importers:`/`imports:` example, beside a sub-project
+    (botserver init's starter project) where its `imports` points."""
+    import shutil
+
+    from server.training.imports import imported_files
+
+    text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    (example,) = [
+        b.group(2)
+        for b in FENCE.finditer(text)
+        if b.group(1) == "yaml" and b.group(2).startswith("# config.yml")
+    ]
+    (folder,) = re.findall(r"(?m)^- (\S+)\s+#", example)
+    shutil.copytree(ROOT / "server" / "training" / "starter_project", tmp_path / folder)
+    (tmp_path / "config.yml").write_text(example)
+    found = imported_files(tmp_path / "config.yml")
+    assert [p.name for p in found.domain] == ["domain.yml"]
+    assert {p.parent.name for p in found.data} == {"data"}
+
+
 # -- commands ---------------------------------------------------------------------------------
 def commands_in_docs() -> list[tuple[str, str]]:
     """(page, command) for every `botserver ...` in a code span or a fenced shell block."""
