@@ -273,7 +273,7 @@ def mutate_file(rng: random.Random, path: Path) -> str:
     is_json = path.suffix == ".json"
     try:  # (a file mutated before may no longer parse: its text is mutated then)
         doc = json.loads(text) if is_json else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError):
+    except (ValueError, RecursionError, yaml.YAMLError):
         doc = None
     if doc is not None and rng.random() < 0.55:
         mutated = mutate_document(rng, doc)
