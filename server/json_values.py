@@ -33,8 +33,11 @@ _PIECE_BYTES = 512 * 1024
 _JSON_SPACE = b" \t\r\n"
 # Where a list of objects opens (events, responses, NLU examples): a list that may be long.
 _LIST_OF_OBJECTS = re.compile(rb"\[[ \t\r\n]*\{")
-# Where one object of a list ends and the next begins: a place to cut.
-_BETWEEN_OBJECTS = re.compile(rb"\}[ \t\r\n]*,(?=[ \t\r\n]*\{)")
+# Where one object of a list ends and the next begins: a place to cut (at its start).
+_BETWEEN_OBJECTS = re.compile(rb"(?<=\})[ \t\r\n]*,(?=[ \t\r\n]*\{)")
+# Where a string, number, true, false or null of a list ends and another begins.
+_BETWEEN_SCALARS = re.compile(rb'(?<=["0-9el])[ \t\r\n]*,(?=[ \t\r\n]*["\-0-9tfn])')
+_BRACKETS = (b"[", b"]", b"{", b"}")
 # Cuts that did not read (inside a string, a nested list, or past the list's end) before the
 # rest of a list is read in one piece.
 _WRONG_CUTS = 4
@@ -47,7 +50,8 @@ _STAND_IN = b'[\n"%s %d"]'
 
 
 def _orjson_in_pieces(raw: bytes) -> Any:
-    """`orjson.loads(raw)`; a long list of objects, at any depth, is read a piece at a time.
+    """`orjson.loads(raw)`; a long list, at any depth, is read a piece at a time: a list of
+    objects, or of strings, numbers, true, false and null (`_scalar_lists_set_aside`).
 
     A cut is right when the piece before it reads as a list: the piece starts where an element
     starts, so a cut inside a string or a nested list leaves it unreadable (a string or a
@@ -56,6 +60,8 @@ def _orjson_in_pieces(raw: bytes) -> Any:
     body = raw.strip(_JSON_SPACE)
     lists: list[list[Any]] = []
     word = secrets.token_hex(16).encode()
+    body = _scalar_lists_set_aside(body, word, lists)
+    scalar_lists = len(lists)
     rest: list[bytes] = []
     kept, after, looked_at = 0, 0, 0  # the rest of the document from `kept`; look from `after`
     while looked_at < _LISTS_LOOKED_AT:
@@ -63,7 +69,7 @@ def _orjson_in_pieces(raw: bytes) -> Any:
         if opening is None:
             break
         looked_at += 1
-        read = _list_at(body, opening.start())
+        read = _list_at(body, opening.start(), _BETWEEN_OBJECTS)
         if read is None:
             break
         items, close = read
@@ -81,21 +87,56 @@ def _orjson_in_pieces(raw: bytes) -> Any:
         # A "list" found inside a string (a text holding `[{},{}...]`): its stand-in broke
         # the string. Read whole, by orjson still (not the standard library's parser).
         return orjson.loads(raw)
+    for long_list in lists[scalar_lists:] if scalar_lists else ():
+        # Lists of scalars set aside within the lists of objects.
+        _put_back(long_list, word.decode(), lists[:scalar_lists])
     return _put_back(outside, word.decode(), lists)
 
 
-def _list_at(body: bytes, opening: int) -> tuple[list[Any], int] | None:
+def _scalar_lists_set_aside(body: bytes, word: bytes, lists: list[list[Any]]) -> bytes:
+    """`body` with each long list of strings, numbers, true, false or null, at any depth,
+    read a piece at a time into `lists` and replaced by its stand-in. Such a list is found
+    where `2 * _PIECE_BYTES` bytes hold no bracket: its opening is the last `[` before them,
+    if no `]` closes it first. (A list of texts holding brackets is read whole, as before.)"""
+    rest: list[bytes] = []
+    kept, after = 0, 0
+    step = 2 * _PIECE_BYTES
+    window = after
+    while window + step < len(body):
+        if any(body.find(bracket, window, window + step) != -1 for bracket in _BRACKETS):
+            window += _PIECE_BYTES
+            continue
+        opening = body.rfind(b"[", after, window)
+        read = None
+        if opening != -1 and body.find(b"]", opening, window) == -1:
+            read = _list_at(body, opening, _BETWEEN_SCALARS)
+        if read is None:
+            window += step
+            continue
+        items, close = read
+        if close - opening > 2 * _PIECE_BYTES:
+            rest += [body[kept:opening], _STAND_IN % (word, len(lists))]
+            lists.append(items)
+            kept = close + 1
+        after = window = max(close + 1, window + step)
+    if not lists:
+        return body
+    rest.append(body[kept:])
+    return b"".join(rest)
+
+
+def _list_at(body: bytes, opening: int, between: re.Pattern[bytes]) -> tuple[list[Any], int] | None:
     """The elements of the list opening at `opening` and where its closing bracket is, read a
-    piece at a time; None when no list opens there."""
+    piece at a time, cut where `between` matches; None when no list opens there."""
     items: list[Any] = []
     start, wrong = opening + 1, 0
     search_from = start + _PIECE_BYTES
     while wrong < _WRONG_CUTS:
-        cut = _BETWEEN_OBJECTS.search(body, search_from)
+        cut = between.search(body, search_from)
         if cut is None:
             break
         try:
-            items.extend(orjson.loads(b"[" + body[start : cut.start() + 1] + b"]"))
+            items.extend(orjson.loads(b"[" + body[start : cut.start()] + b"]"))
         except orjson.JSONDecodeError:
             wrong += 1
             search_from = cut.end()
