@@ -110,8 +110,8 @@ def _scalar_lists_set_aside(body: bytes, word: bytes, lists: list[list[Any]]) ->
         read = None
         if opening != -1 and body.find(b"]", opening, window) == -1:
             read = _list_at(body, opening, _BETWEEN_SCALARS)
-        if read is None:
-            window += step
+        if read is None:  # (a long text, or a list holding lists first): none opens before
+            after = window = window + step
             continue
         items, close = read
         if close - opening > 2 * _PIECE_BYTES:
