@@ -946,3 +946,24 @@ async def test_a_big_error_answer_is_told_without_writing_it_out_on_the_loop(
     assert str(raised.value).endswith(f"answered HTTP 500: {shown}")
     assert released == [2]
     assert hold.loop_busiest < 0.012 * hold.slowness, hold
+
+
+async def test_a_big_message_an_nlg_server_gives_and_is_refused_is_freed_off_the_loop(
+    released: list[int],
+) -> None:
+    """As an action server's refused answer: handed to the releasing thread, not dropped on
+    the loop with the error."""
+    message = {"text": 5, "custom": {"items": [{"n": i} for i in range(50_000)]}}
+    body = orjson.dumps(message)
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=body))
+    nlg = NLGClient({"url": "http://nlg.test/nlg"}, transport=transport)
+    try:
+        with pytest.raises(ActionError, match="'text' has the wrong type"):
+            await nlg.generate("utter_greet", {"events": []}, "rest")
+        for _ in range(40):
+            if released:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await nlg.aclose()
+    assert released == [2]  # its text and its custom payload
