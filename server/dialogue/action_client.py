@@ -258,8 +258,10 @@ class ActionServerClient:
         try:
             return validate_action_result(action_name, result)
         except ActionError as e:
-            # Without the frames that hold the answer: it is freed off the loop instead.
+            # Without the frames that hold the answer (its own, and those of an error it
+            # was raised for, `from None`): the answer is freed off the loop instead.
             refused = e.with_traceback(None)
+            refused.__context__ = None
         response.let_go_of(result)
         del result
         raise refused

@@ -79,7 +79,12 @@ class Answer:
         """The body as JSON (`loads_untrusted`: NaN, infinities, unpaired surrogates and
         nesting too deep are refused); raises ValueError. A large body is read in a thread."""
         if len(self.content) > OFF_LOOP_JSON_BYTES:
-            return await asyncio.to_thread(loads_untrusted, self.content)
+            # Handed over in a list, not as the thread's result: the futures that carry a
+            # result held it until the loop ran their callbacks, often after `let_go_of`
+            # looked, and the value was then not the caller's alone to free off the loop.
+            read: list[Any] = []
+            await asyncio.to_thread(_read_into, read, self.content)
+            return read.pop()
         return loads_untrusted(self.content)
 
     def let_go_of(self, value: Any) -> None:
@@ -111,12 +116,19 @@ class Answer:
         return detail
 
 
+def _read_into(read: list[Any], raw: bytes) -> None:
+    read.append(loads_untrusted(raw))
+
+
 def _start_of_json(value: Any) -> str:
     """The first 1,000 characters (or a few more) of `json.dumps(value)`, written only so far:
     the whole of a big answer's JSON took the C encoder one call holding the GIL."""
     written: list[str] = []
     length = 0
-    for chunk in json.JSONEncoder().iterencode(value):
+    # Without the check for cycles (parsed JSON has none): its dict of the lists and
+    # objects being written lives in a cycle of the encoder's closures, which held the value
+    # until a garbage collection, and so from the thread that frees it a piece at a time.
+    for chunk in json.JSONEncoder(check_circular=False).iterencode(value):
         written.append(chunk)
         length += len(chunk)
         if length >= 1000:
