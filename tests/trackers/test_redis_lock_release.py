@@ -91,7 +91,11 @@ async def test_stopping_while_a_release_is_unanswered_waits_one_socket_timeout_a
         await proxy.cut()
     said = [r for r in caplog.records if "release" in r.getMessage()]
     assert [r.levelname for r in said] == ["WARNING"], caplog.text
-    assert said[0].getMessage().startswith("Could not release the lock of 'bob' (redis at ")
+    assert (
+        said[0]
+        .getMessage()
+        .startswith("Could not release the lock of conversation 'bob' (redis at ")
+    )
 
 
 async def test_a_release_whose_reply_was_lost_and_was_sent_again_warns_of_nothing(
