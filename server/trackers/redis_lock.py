@@ -27,7 +27,7 @@ from redis import exceptions as redis_errors
 from server.errors import InvalidConfig, LockTimeout, StoreUnavailable, clause, how_many
 from server.outages import OUTAGES, WINDOW_SECONDS, RepeatsCounted
 from server.setting_values import key_line, near_miss
-from server.tasks import stop
+from server.tasks import stop, stop_if_cancelled
 from server.trackers.lock import IdleLocks
 from server.trackers.memory_lock import timeout_message, wait_timeout_setting
 from server.trackers.redis_batch import CommandBatch
@@ -656,25 +656,21 @@ class RedisLockStore:
         pause = _FIRST_RELEASE_RETRY
         failed = False
         while True:
+            # Stopped during a try (its outcome unknown), as it failed (a stop the client's
+            # wait_for dropped), or between tries (before: left held): in the background.
             try:
-                await self._release_all(keys=keys, args=tokens)
-                return
-            except (redis_errors.RedisError, OSError) as exc:
-                if not failed:
-                    self._release_failed([c for c, _ in held], exc)
-                    failed = True
-            except asyncio.CancelledError:  # stopped during a try: its outcome is unknown
-                self._give_back_all_in_background(held)
-                raise
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                self._give_back_all_in_background(held)
-                return
-            if loop.time() + pause >= runs_out:  # they will have run out
-                return
-            try:
+                try:
+                    await self._release_all(keys=keys, args=tokens)
+                    return
+                except (redis_errors.RedisError, OSError) as exc:
+                    if not failed:
+                        self._release_failed([c for c, _ in held], exc)
+                        failed = True
+                stop_if_cancelled()
+                if loop.time() + pause >= runs_out:  # they will have run out
+                    return
                 await asyncio.sleep(pause)
-            except asyncio.CancelledError:  # stopped between tries (before: left held)
+            except asyncio.CancelledError:
                 self._give_back_all_in_background(held)
                 raise
             pause = min(pause * 2, _MAX_RELEASE_RETRY)
