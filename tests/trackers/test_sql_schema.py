@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy import inspect, text
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from server.dialogue.messages import MAX_TEXT_CHARS
@@ -870,6 +869,7 @@ async def test_a_mysql_migration_that_fails_before_its_revisions_frees_its_lock(
     process's migration of the database waited for them until that session closed."""
     import aiomysql
 
+    from server.errors import StoreFailed
     from server.trackers.sql_schema import migrate_in_place
     from tests.trackers.persistence_fixtures import MARIADB, mariadb_database, unique_name
 
@@ -887,7 +887,7 @@ async def test_a_mysql_migration_that_fails_before_its_revisions_frees_its_lock(
                     "GRANT SELECT, INSERT, UPDATE, DELETE"
                     f" ON `{config['db']}`.* TO '{user_name}'@'%'"
                 )
-            with pytest.raises(DBAPIError, match="CREATE command denied"):
+            with pytest.raises(StoreFailed, match="CREATE command denied"):
                 await migrate_in_place(engine)  # (its session kept: the pool holds it)
             async with admin.cursor() as cursor:
                 # The shared name is the server's: another test's new database may hold it;
@@ -1015,3 +1015,99 @@ def test_only_a_database_an_earlier_version_could_migrate_takes_the_shared_mysql
     for revision in sorted(known_revisions()):
         assert earlier_versions_may_migrate(revision) == (revision < "0007"), revision
     assert not earlier_versions_may_migrate("0010")  # (compared as 4 digits)
+
+
+async def test_a_postgres_user_that_may_not_create_tables_is_told_the_grant_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A database user without CREATE on the schema (PostgreSQL 15's default for all but the
+    database's owner): the set-up fails at its first try, naming the user and the grant to
+    give. Before, it was tried three times on the same connections, with pauses, then said
+    `permission denied for schema public` alone."""
+    import asyncpg
+
+    from server.errors import StoreFailed
+    from server.trackers import sql_schema
+    from tests.trackers.persistence_fixtures import POSTGRES, postgres_database, unique_name
+
+    tries = count_migration_tries(monkeypatch, sql_schema)
+    async with postgres_database() as config:
+        role = unique_name("bs_nocreate")
+        own = await asyncpg.connect(
+            host=POSTGRES[0], port=POSTGRES[1], user="postgres", database=config["db"]
+        )
+        store = create_tracker_store({**config, "username": role})
+        try:
+            await own.execute(f'CREATE ROLE "{role}" LOGIN')
+            with pytest.raises(StoreFailed) as failed:
+                await store.append("s", [user("hi", 1.0)])
+            assert len(tries) == 1
+            grant = f"GRANT USAGE, CREATE ON SCHEMA public TO {role}"
+            assert str(failed.value) == (
+                f"The tracker store (postgresql at {POSTGRES[0]}:{POSTGRES[1]}/{config['db']}) "
+                f"cannot set up its tables: permission denied for schema public. The database "
+                f"user '{role}' needs: {grant}"
+            )
+            await own.execute(grant)  # as told: the next request sets them up
+            await store.append("s", [user("hi", 1.0)])
+            assert [e["text"] for e in await store.load("s") or []] == ["hi"]
+        finally:
+            await store.close()
+            await own.execute(f'DROP OWNED BY "{role}"')
+            await own.execute(f'DROP ROLE IF EXISTS "{role}"')
+            await own.close()
+
+
+async def test_a_mysql_user_that_may_not_create_tables_is_told_the_grant_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As on PostgreSQL: `CREATE command denied` fails the set-up at its first try, naming
+    the account and the privileges the set-up and the turns need (before, three tries, then
+    the server's words alone)."""
+    import aiomysql
+
+    from server.errors import StoreFailed
+    from server.trackers import sql_schema
+    from tests.trackers.persistence_fixtures import MARIADB, mariadb_database, unique_name
+
+    tries = count_migration_tries(monkeypatch, sql_schema)
+    async with mariadb_database() as config:
+        name = unique_name("bs_nocreate")
+        admin = await aiomysql.connect(host=MARIADB[0], port=MARIADB[1], user="root", password="")
+        store = create_tracker_store({**config, "username": name, "password": "pw"})
+        try:
+            async with admin.cursor() as cursor:
+                await cursor.execute(f"CREATE USER '{name}'@'%' IDENTIFIED BY 'pw'")
+                await cursor.execute(f"GRANT SELECT, INSERT ON `{config['db']}`.* TO '{name}'@'%'")
+            with pytest.raises(StoreFailed) as failed:
+                await store.append("s", [user("hi", 1.0)])
+            assert len(tries) == 1
+            message = str(failed.value)
+            assert "cannot set up its tables: CREATE command denied to user" in message, message
+            grant = (
+                "GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, INDEX"
+                f" ON `{config['db']}`.* TO '{name}'@'%'"
+            )
+            assert message.endswith(f". The database user '{name}'@'%' needs: {grant}"), message
+            async with admin.cursor() as cursor:
+                await cursor.execute(grant)  # as told: the next request sets them up
+            await store.append("s", [user("hi", 1.0)])
+            assert [e["text"] for e in await store.load("s") or []] == ["hi"]
+        finally:
+            await store.close()
+            async with admin.cursor() as cursor:
+                await cursor.execute(f"DROP USER IF EXISTS '{name}'@'%'")
+            admin.close()
+
+
+def count_migration_tries(monkeypatch: pytest.MonkeyPatch, sql_schema: Any) -> list[None]:
+    """Each try of the schema's set-up, as it starts."""
+    tries: list[None] = []
+    upgrade = sql_schema._upgrade
+
+    def counted(connection: Any) -> None:
+        tries.append(None)
+        upgrade(connection)
+
+    monkeypatch.setattr(sql_schema, "_upgrade", counted)
+    return tries
