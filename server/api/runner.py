@@ -396,10 +396,17 @@ def _unshared_store(workers: int, lock_store: LockStore, tracker_store: TrackerS
             "Add `lock_store: {type: redis, url: ...}` to endpoints.yml, or use --workers 1."
         )
     if tracker_store.process_local:
+        from server.trackers.sql_store import SqlTrackerStore  # loaded by now if the store is sql
+
+        kept_by = (
+            "an in-memory SQLite database (db: ':memory:') is each worker's own, keeping"
+            if isinstance(tracker_store, SqlTrackerStore)
+            else "the in-memory store keeps"
+        )
         return (
-            f"--workers {workers} needs a tracker store shared by the processes; the in-memory "
-            "store keeps each worker's conversations to itself. Use sql, redis or dynamo in "
-            "endpoints.yml, or --workers 1."
+            f"--workers {workers} needs a tracker store shared by the processes; {kept_by} "
+            "each worker's conversations to itself. Use sql (on a file or a server), redis or "
+            "dynamo in endpoints.yml, or --workers 1."
         )
     return ""
 

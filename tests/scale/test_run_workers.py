@@ -141,3 +141,28 @@ def test_workers_build_each_store_once_in_the_parent(
         code = main([*args, "-i", "127.0.0.1", "-p", str(free_port()), "--quiet"])
     assert (code, started) == (0, [2])
     assert built == {"RedisLockStore": 1, "SqlTrackerStore": 1}
+
+
+def test_workers_refuse_an_in_memory_sqlite_tracker_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each worker gets a SQLite database of its own in memory: a conversation's turns in one
+    worker are not in the other's, as with the in-memory store."""
+    sqlite = {"type": "sql", "dialect": "sqlite", "db": ":memory:"}
+    endpoints = {"tracker_store": sqlite, "lock_store": {"type": "redis"}}
+    code, stderr = run_workers(tmp_path, endpoints, capsys)
+    assert code != 0
+    assert "--workers 2 needs a tracker store shared by the processes" in stderr
+    assert "in-memory SQLite database" in stderr
+
+
+def test_sanic_workers_run_one_process_on_an_in_memory_sqlite_tracker_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("SANIC_WORKERS", "2")
+    redis_lock = {"type": "redis", "url": "127.0.0.1", "port": 6379}
+    sqlite = {"type": "sql", "dialect": "sqlite", "db": ":memory:"}
+    with caplog.at_level("WARNING", logger="server.api.runner"):
+        assert workers_for(tmp_path, [], redis_lock, sqlite) == 1
+    assert "SANIC_WORKERS=2: one server process runs" in caplog.text
+    assert "in-memory SQLite database" in caplog.text
