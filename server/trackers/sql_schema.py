@@ -187,13 +187,20 @@ async def _set_up_denied(engine: AsyncEngine, exc: DBAPIError) -> str:
             if engine.dialect.name == "mysql":
                 account = str(await conn.scalar(text("SELECT CURRENT_USER()")))
                 name, _, host = account.rpartition("@")
-                who = f"'{name}'@'{host}'"
-                database = engine.url.database
+                # Quoted as MySQL reads them: the grant runs as given whatever the names.
+                who = f"'{_mysql_literal(name)}'@'{_mysql_literal(host)}'"
+                database = str(engine.url.database).replace("`", "``")
                 grant = f"GRANT {_MYSQL_PRIVILEGES} ON `{database}`.* TO {who}"
                 return f"{said}. The database user {who} needs: {grant}"
     except (DBAPIError, OSError):  # (the grant unknown: the database's words alone)
         pass
     return said
+
+
+def _mysql_literal(words: str) -> str:
+    """`words` inside a MySQL string literal's quotes: a quote doubled (a backslash, which
+    reads differently with NO_BACKSLASH_ESCAPES, is left as it is)."""
+    return words.replace("'", "''")
 
 
 # The columns a read-only store reads (Rasa's table has had them from its first version).

@@ -1058,12 +1058,14 @@ async def test_a_postgres_user_that_may_not_create_tables_is_told_the_grant_at_o
             await own.close()
 
 
+@pytest.mark.parametrize("quote", ["", "'"])
 async def test_a_mysql_user_that_may_not_create_tables_is_told_the_grant_at_once(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, quote: str
 ) -> None:
     """As on PostgreSQL: `CREATE command denied` fails the set-up at its first try, naming
     the account and the privileges the set-up and the turns need (before, three tries, then
-    the server's words alone)."""
+    the server's words alone). A quote in the account's name is doubled in the grant, which
+    runs as given (before, the grant said `'o'x'@'%'`, a syntax error)."""
     import aiomysql
 
     from server.errors import StoreFailed
@@ -1072,13 +1074,16 @@ async def test_a_mysql_user_that_may_not_create_tables_is_told_the_grant_at_once
 
     tries = count_migration_tries(monkeypatch, sql_schema)
     async with mariadb_database() as config:
-        name = unique_name("bs_nocreate")
+        name = unique_name(f"bs{quote}nocreate")
+        quoted = name.replace("'", "''")
         admin = await aiomysql.connect(host=MARIADB[0], port=MARIADB[1], user="root", password="")
         store = create_tracker_store({**config, "username": name, "password": "pw"})
         try:
             async with admin.cursor() as cursor:
-                await cursor.execute(f"CREATE USER '{name}'@'%' IDENTIFIED BY 'pw'")
-                await cursor.execute(f"GRANT SELECT, INSERT ON `{config['db']}`.* TO '{name}'@'%'")
+                await cursor.execute(f"CREATE USER '{quoted}'@'%' IDENTIFIED BY 'pw'")
+                await cursor.execute(
+                    f"GRANT SELECT, INSERT ON `{config['db']}`.* TO '{quoted}'@'%'"
+                )
             with pytest.raises(StoreFailed) as failed:
                 await store.append("s", [user("hi", 1.0)])
             assert len(tries) == 1
@@ -1086,9 +1091,9 @@ async def test_a_mysql_user_that_may_not_create_tables_is_told_the_grant_at_once
             assert "cannot set up its tables: CREATE command denied to user" in message, message
             grant = (
                 "GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, INDEX"
-                f" ON `{config['db']}`.* TO '{name}'@'%'"
+                f" ON `{config['db']}`.* TO '{quoted}'@'%'"
             )
-            assert message.endswith(f". The database user '{name}'@'%' needs: {grant}"), message
+            assert message.endswith(f". The database user '{quoted}'@'%' needs: {grant}"), message
             async with admin.cursor() as cursor:
                 await cursor.execute(grant)  # as told: the next request sets them up
             await store.append("s", [user("hi", 1.0)])
@@ -1096,7 +1101,7 @@ async def test_a_mysql_user_that_may_not_create_tables_is_told_the_grant_at_once
         finally:
             await store.close()
             async with admin.cursor() as cursor:
-                await cursor.execute(f"DROP USER IF EXISTS '{name}'@'%'")
+                await cursor.execute(f"DROP USER IF EXISTS '{quoted}'@'%'")
             admin.close()
 
 
