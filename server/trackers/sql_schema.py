@@ -171,6 +171,14 @@ async def _set_up_denied(engine: AsyncEngine, exc: DBAPIError) -> str:
     else:
         words = first_line(error)
     said = f"The tracker store ({describe(engine.url)}) cannot set up its tables: {words}"
+    if engine.dialect.name == "sqlite":
+        path = Path(str(engine.url.database))
+        if engine.url.query.get("uri") == "true":  # (a URI: file:<path>)
+            path = Path(str(path).removeprefix("file:"))
+        return (
+            f"{said}. The server's user needs to write to '{path}' and its folder "
+            f"'{path.parent}' (SQLite writes its journal beside the file)"
+        )
     try:
         async with engine.connect() as conn:
             if engine.dialect.name == "postgresql":

@@ -1116,3 +1116,28 @@ def count_migration_tries(monkeypatch: pytest.MonkeyPatch, sql_schema: Any) -> l
 
     monkeypatch.setattr(sql_schema, "_upgrade", counted)
     return tries
+
+
+async def test_a_sqlite_file_the_server_may_not_write_fails_the_set_up_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SQLite file the server may only read (a volume mounted read-only, a file of another
+    user): the set-up fails at its first try, saying the file must be writable. Before, it
+    was tried three times, with pauses, then said `attempt to write a readonly database`
+    alone. (Opened read-only by its URL here: root writes any file whatever its mode.)"""
+    from server.errors import StoreFailed
+    from server.trackers import sql_schema
+
+    tries = count_migration_tries(monkeypatch, sql_schema)
+    path = tmp_path / "bot.db"
+    sqlite3.connect(path).execute("CREATE TABLE other (a)").connection.close()
+    engine = create_async_engine(f"sqlite+aiosqlite:///file:{path}?mode=ro&uri=true")
+    with pytest.raises(StoreFailed) as failed:
+        await sql_schema._migrate(engine, attempts=3)
+    assert len(tries) == 1
+    message = str(failed.value)
+    assert "cannot set up its tables: attempt to write a readonly database" in message, message
+    assert message.endswith(
+        f". The server's user needs to write to '{path}' and its folder '{tmp_path}' "
+        "(SQLite writes its journal beside the file)"
+    ), message
