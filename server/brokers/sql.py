@@ -162,6 +162,15 @@ class SqlEventBroker(QueuedBroker):
         if not self._table_ready:
             self.table, self._max_packet = await self._set_up_table()
             self._table_ready = True
+            if self._table_name is None and self.table.name != RASA_TABLE:
+                # Said once the set-up is done: before, at each of its tries.
+                logger.info(
+                    "SQL event broker: writing to table '%s' (this database's 'events' is a "
+                    "tracker store's, or botserver wrote '%s' before); set table_name to "
+                    "choose",
+                    self.table.name,
+                    self.table.name,
+                )
         while pending:
             batch = list(islice(pending, BATCH_SIZE))
             rows = [_row(item) for item in batch]
@@ -402,12 +411,6 @@ def _default_table(conn: Connection) -> str:
         name = SHARED_DATABASE_TABLE
     else:
         return RASA_TABLE
-    logger.info(
-        "SQL event broker: writing to table '%s' (this database's 'events' is a tracker "
-        "store's, or botserver wrote '%s' before); set table_name to choose",
-        name,
-        name,
-    )
     return name
 
 
