@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import sqlite3
 import sys
+import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -400,6 +402,22 @@ async def test_a_rasa_table_on_mariadb_holds_the_longest_message_the_server_take
         await load_every_shape(config)
 
 
+@pytest.fixture
+def shared_mysql_lock_name_alone() -> Iterator[None]:
+    """The test holds MySQL's server-wide migration lock name (`botserver_migrations`), or
+    needs it free within a 1 s wait: one such test at a time across xdist's workers. Before,
+    one holding it failed another's wait (`another session held the schema migration lock
+    ('botserver_migrations') for 1 s`) when both ran at once."""
+    path = Path(tempfile.gettempdir()) / "botserver-tests-mysql-shared-migration-lock"
+    with path.open("a") as file:
+        fcntl.flock(file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(file, fcntl.LOCK_UN)
+
+
+@pytest.mark.usefixtures("shared_mysql_lock_name_alone")
 async def test_a_mysql_migration_that_cannot_get_the_lock_fails_instead_of_running(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -468,6 +486,7 @@ async def test_a_mysql_migration_lock_wait_ended_by_an_error_says_so() -> None:
             await store.close()
 
 
+@pytest.mark.usefixtures("shared_mysql_lock_name_alone")
 async def test_a_mysql_migration_held_in_one_database_holds_up_no_other_on_the_server(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -546,6 +565,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.usefixtures("shared_mysql_lock_name_alone")
 async def test_a_mysql_migration_behind_an_earlier_versions_goes_on_from_where_it_ended() -> None:
     """A rolling deploy on a database below the earlier version's latest revision: the
     earlier version migrates, this one reads the old revision under its own lock, waits for
