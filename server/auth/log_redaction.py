@@ -444,9 +444,10 @@ def _literal_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-# A run of a line that may be a URL or a query (and the quotes around it, which change
-# nothing to a search in it): a URL holds no space.
-_RUN = re.compile(r"\S+")
+# A run of a line that may be a URL or a query, holding a `%` or a `+` (and the quotes
+# around it, which change nothing to a search in it): a URL holds no space. Tried from a
+# run's start only, and read once (possessive).
+_ENCODED_RUN = re.compile(r"(?<!\S)[^\s%+]*+[%+]\S*+")
 _ESCAPES = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
 
 
@@ -478,11 +479,9 @@ def _encoded_literal_spans(text: str) -> list[tuple[int, int]]:
     """Where a registered secret is in `text` percent-encoded in any way (each byte or some,
     in upper or lower case hex, `+` for a space), as a client may write it in a URL."""
     spans: list[tuple[int, int]] = []
-    for run in _RUN.finditer(text):
+    for run in _ENCODED_RUN.finditer(text):
         raw = run[0]
-        if "%" not in raw and "+" not in raw:
-            continue
-        for plus in (False, True):
+        for plus in (False, True) if "+" in raw else (False,):
             quick = (unquote_plus if plus else unquote)(raw, errors="surrogateescape")
             if quick == raw or not _holds_literal(quick):
                 continue
@@ -500,6 +499,8 @@ def _hide_literals(text: str) -> str:
     overlap there (one inside, or running into, another), and in any percent-encoding in a
     URL: each stretch they cover becomes `***`. Again on the result, until no secret shows:
     text around a `***` could spell one. Each round shortens the text."""
+    if _literal_pattern is None and not _long_literals:
+        return text
     while True:
         spans = _literal_spans(text) if _holds_literal(text) else []
         if "%" in text or "+" in text:
