@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import Any
-from urllib.parse import parse_qsl, quote, quote_plus, unquote, unquote_plus, urlsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote_plus, urlsplit
 
 REDACTED = "***"
 
@@ -451,6 +451,10 @@ _ENCODED_RUN = re.compile(r"(?<!\S)[^\s%+]*+[%+]\S*+")
 _ESCAPES = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
 
 
+def _decoded_escapes(escapes: re.Match[str]) -> str:
+    return bytes.fromhex(escapes[0].replace("%", "")).decode("utf-8", "surrogateescape")
+
+
 def _decoded(run: str, plus: bool) -> tuple[str, list[int]]:
     """`run` percent-decoded (`+` as a space when `plus`), and where each character of the
     decoded text starts in `run` (then `len(run)`). Bytes that are no UTF-8 stay one
@@ -463,7 +467,7 @@ def _decoded(run: str, plus: bool) -> tuple[str, list[int]]:
             chars.append(" " if plus and run[at] == "+" else run[at])
             origins.append(at)
         at = escapes.start()
-        for char in bytes.fromhex(escapes[0].replace("%", "")).decode("utf-8", "surrogateescape"):
+        for char in _decoded_escapes(escapes):
             chars.append(char)
             origins.append(at)
             at += 3 if 0xDC80 <= ord(char) <= 0xDCFF else 3 * len(char.encode())
@@ -478,13 +482,13 @@ def _decoded(run: str, plus: bool) -> tuple[str, list[int]]:
 def _encoded_literal_spans(text: str) -> list[tuple[int, int]]:
     """Where a registered secret is in `text` percent-encoded in any way (each byte or some,
     in upper or lower case hex, `+` for a space), as a client may write it in a URL."""
+    # Most such lines hold none: the words split apart and decoded, without their places.
+    if not any(_holds_encoded_literal(word) for word in text.split() if "%" in word or "+" in word):
+        return []
     spans: list[tuple[int, int]] = []
     for run in _ENCODED_RUN.finditer(text):
         raw = run[0]
         for plus in (False, True) if "+" in raw else (False,):
-            quick = (unquote_plus if plus else unquote)(raw, errors="surrogateescape")
-            if quick == raw or not _holds_literal(quick):
-                continue
             decoded, origins = _decoded(raw, plus)
             offset = run.start()
             spans += [
@@ -492,6 +496,14 @@ def _encoded_literal_spans(text: str) -> list[tuple[int, int]]:
                 for start, end in _literal_spans(decoded)
             ]
     return spans
+
+
+def _holds_encoded_literal(word: str) -> bool:
+    for plus in (False, True) if "+" in word else (False,):
+        decoded = _ESCAPES.sub(_decoded_escapes, word.replace("+", " ") if plus else word)
+        if decoded != word and _holds_literal(decoded):
+            return True
+    return False
 
 
 def _hide_literals(text: str) -> str:
