@@ -506,14 +506,21 @@ def _holds_encoded_literal(word: str) -> bool:
     return False
 
 
+# Rounds of `_hide_literals`: one hides, the next finds nothing, but where a secret holding
+# `*` spells itself again around the `***` hiding it.
+_HIDING_ROUNDS = 4
+
+
 def _hide_literals(text: str) -> str:
     """`text` with every character of each registered secret hidden, however the secrets
     overlap there (one inside, or running into, another), and in any percent-encoding in a
     URL: each stretch they cover becomes `***`. Again on the result, until no secret shows:
-    text around a `***` could spell one. Each round shortens the text."""
+    text around a `***` could spell one holding `*`. After _HIDING_ROUNDS the text is hidden
+    whole: a line built for it (`x***yy` in `xx***yyyy`, ten thousand `x`s) would take a
+    round for each character."""
     if _literal_pattern is None and not _long_literals:
         return text
-    while True:
+    for _ in range(_HIDING_ROUNDS):
         spans = _literal_spans(text) if _holds_literal(text) else []
         if "%" in text or "+" in text:
             spans += _encoded_literal_spans(text)
@@ -527,6 +534,7 @@ def _hide_literals(text: str) -> str:
                 shown += (text[kept:start], REDACTED)
             kept = max(kept, end)
         text = "".join(shown) + text[kept:]
+    return text if not _holds_literal(text) and not _encoded_literal_spans(text) else REDACTED
 
 
 def redact(text: str) -> str:

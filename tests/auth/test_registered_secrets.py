@@ -144,3 +144,29 @@ def test_spellings_beyond_the_usual_are_hidden() -> None:
         assert redact(f"GET /x?t={spelt}&u=1 HTTP/1.1") == "GET /x?t=***&u=1 HTTP/1.1", spelt
     # Percent-encoded text that holds no secret is left as it is.
     assert redact("GET /caf%C3%A9?q=a+b%2Ec HTTP/1.1") == "GET /caf%C3%A9?q=a+b%2Ec HTTP/1.1"
+
+
+def test_a_secret_holding_stars_costs_a_few_searches_however_the_line_is_built() -> None:
+    """A secret holding `***` (`x***yy`) spells itself again around the `***` that hides it
+    in `xx***yyyy`: hidden a round at a time, a line of 10,000 `x`s around one took 10,000
+    searches of the line (1.6 s; seconds more for a longer one). After a few rounds the line
+    is hidden whole: no character of a secret shows, and the searches are few."""
+    searches = 0
+    holds = log_redaction._holds_literal
+
+    def counted(text: str) -> bool:
+        nonlocal searches
+        searches += 1
+        return holds(text)
+
+    with logging_restored():
+        log_redaction.redact_also("x***yy")
+        log_redaction._holds_literal = counted  # type: ignore[assignment]
+        try:
+            shown = redact("x" * 10_000 + "x***yy" + "y" * 20_000)
+        finally:
+            log_redaction._holds_literal = holds  # type: ignore[assignment]
+        assert "x***yy" not in shown and "x" not in shown and "y" not in shown
+        assert searches <= 8, searches
+        # A line where it shows once is hidden as any other.
+        assert redact("at x***yy: x***y") == "at ***: x***y"
