@@ -155,6 +155,11 @@ class RabbitMQEventBroker(QueuedBroker):
             headers=_headers(outgoing),
         )
 
+    def _holds_turns(self) -> bool:
+        """A turn's answer waits for RabbitMQ's confirm of its events while it is connected;
+        while it is not, turns are answered at once and the events wait in memory."""
+        return self.connected and self._delivery.holds_turns()
+
     @property
     def connected(self) -> bool:
         """Whether the connection, exchange and queues are up. A connection RabbitMQ dropped
@@ -363,8 +368,8 @@ def _warn_failure_settings(config: dict[str, Any]) -> None:
         if key in config and flag(config, key, default=ours) != ours:
             logger.warning(
                 "event_broker: '%s: %s' is not read: an event RabbitMQ did not take is kept "
-                "and sent again in order once it is reachable, and a turn never waits for "
-                "or fails because of the broker",
+                "and sent again in order once it is reachable, and a turn never fails "
+                "because of the broker (nor waits for it while it is unreachable)",
                 key,
                 config[key],
             )
@@ -417,22 +422,21 @@ async def _publish_in_steps(exchange: AbstractExchange, messages: list[aio_pika.
 def _drop_oversize(pending: deque[Outgoing], messages: list[aio_pika.Message], limit: int) -> None:
     """Drops, with an error log, the events at the front of `pending` (one per message)
     whose message is larger than RabbitMQ takes: before, RabbitMQ closed the channel on each
-    attempt, and that event and every later one waited for ever."""
-    kept = []
-    for message in messages:
-        outgoing = pending.popleft()
-        if len(message.body) <= limit:
-            kept.append(outgoing)
-            continue
+    attempt, and that event and every later one waited for ever. The others stay queued
+    where they are (a turn waiting for one is woken once it is confirmed, not before)."""
+    oversize = [index for index, message in enumerate(messages) if len(message.body) > limit]
+    for index in oversize:
+        outgoing = pending[index]
         logger.error(
             "RabbitMQ event broker: dropped a '%s' event of conversation %r: its message "
             "takes %s bytes, more than RabbitMQ's max_message_size (%s)",
             outgoing.event.get("event"),
             outgoing.sender_id[:100],
-            f"{len(message.body):,}",
+            f"{len(messages[index].body):,}",
             f"{limit:,}",
         )
-    pending.extendleft(reversed(kept))
+    for outgoing in [pending[index] for index in oversize]:
+        pending.remove(outgoing)  # (each has its own delivery_id: none equals another)
 
 
 def _vhost_refusal(exc: BaseException, url: URL) -> ConnectionError | None:

@@ -17,7 +17,7 @@ from aiormq.exceptions import AMQPConnectionError
 from yarl import URL
 
 from bench.tcp_proxy import SilentProxy, TcpProxy
-from server.brokers.delivery import CLOSE_SECONDS
+from server.brokers.delivery import CLOSE_SECONDS, CONFIRM_WAIT_SECONDS
 from server.brokers.factory import create_event_broker
 from server.brokers.rabbitmq import RabbitMQEventBroker
 from server.trackers.factory import create_tracker_store
@@ -216,6 +216,63 @@ async def test_publishing_while_rabbitmq_is_unreachable_neither_blocks_nor_raise
         await proxy.cut()
 
     assert by_conversation(await consume(names["queue"], expected=20)) == {"alice": events}
+
+
+async def test_a_publish_while_rabbitmq_is_connected_returns_once_it_confirmed_the_events(
+    names: dict[str, str],
+) -> None:
+    """What a turn's answer waits for: before, the events were still in memory when
+    `publish` returned, lost to a process killed then."""
+    broker = RabbitMQEventBroker(broker_config(names))
+    events = conversation("alice", 5)
+    try:
+        await broker.start(timeout=5)
+        assert broker.connected
+        await broker.publish("alice", events[:2])
+        assert broker.pending == 0
+        await broker.publish("alice", events[2:])
+        assert broker.pending == 0
+    finally:
+        await broker.close()
+    assert by_conversation(await consume(names["queue"], expected=5)) == {"alice": events}
+
+
+@pytest.mark.timing
+async def test_a_silent_rabbitmq_holds_one_turn_for_the_bound_and_the_next_ones_not_at_all(
+    names: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """RabbitMQ stops answering while connected (a hung node): the turn whose events await
+    its confirm is answered after CONFIRM_WAIT_SECONDS, the turns after it at once, with one
+    warning for the outage; once RabbitMQ answers again, every event goes out in order and
+    turns wait for its confirm again."""
+    proxy = SilentProxy(RABBITMQ)
+    await proxy.restore()
+    broker = RabbitMQEventBroker(broker_config(names, port=proxy.port))
+    events = conversation("alice", 21)
+    try:
+        await broker.start(timeout=5)
+        assert broker.connected
+        proxy.silent = True
+        started = time.monotonic()
+        await broker.publish("alice", events[:1])
+        assert time.monotonic() - started < CONFIRM_WAIT_SECONDS + paced(0.5)
+        started = time.monotonic()
+        for event in events[1:20]:
+            await broker.publish("alice", [event])
+        assert time.monotonic() - started < paced(0.1)
+        assert broker.pending == 20
+
+        proxy.silent = False
+        assert await broker.flush(timeout=10)
+        await broker.publish("alice", events[20:])
+        assert broker.pending == 0  # confirmed before the answer again
+    finally:
+        proxy.silent = False
+        await broker.close()
+        await proxy.cut()
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len([line for line in said if "were not taken within" in line]) == 1, said
+    assert by_conversation(await consume(names["queue"], expected=21)) == {"alice": events}
 
 
 async def test_a_broker_outage_during_load_loses_nothing_and_keeps_order(
