@@ -29,6 +29,19 @@ async def test_each_event_is_a_json_line_as_rasas_file_broker_writes_it(tmp_path
     assert lines[0].startswith('{"sender_id": "alice"')
 
 
+async def test_a_publish_returns_once_the_events_are_written(tmp_path: Path) -> None:
+    """What a turn's answer waits for: before, the lines were still in memory when
+    `publish` returned, lost to a process killed then."""
+    path = tmp_path / "events.log"
+    broker = create_event_broker({"type": "file", "path": str(path)})
+    assert broker is not None
+    try:
+        await broker.publish("alice", [{"event": "restart", "timestamp": 2.0}])
+        assert path.read_text().count("\n") == 1
+    finally:
+        await broker.close()
+
+
 async def test_the_default_path_is_rasas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     broker = create_event_broker({"type": "file"})

@@ -68,6 +68,19 @@ async def test_sql_broker_shares_a_database_with_the_tracker_store(tmp_path: Pat
         await trackers.close()
 
 
+async def test_a_publish_returns_once_the_events_are_committed(tmp_path: Path) -> None:
+    """What a turn's answer waits for while the database answers: before, the events were
+    still in memory when `publish` returned, lost to a process killed then."""
+    broker = create_event_broker({"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "e.db")})
+    assert isinstance(broker, SqlEventBroker)
+    try:
+        await broker.publish("alice", events(3))
+        assert broker.pending == 0
+        assert await stored_rows(broker) == [{"sender_id": "alice", **e} for e in events(3)]
+    finally:
+        await broker.close()
+
+
 def wal_frames_and_copied(db: Path) -> tuple[int, int]:
     """The WAL's frames (mxFrame) and those copied into the database file (nBackfill), from
     the WAL index in the -shm file (https://www.sqlite.org/walformat.html)."""
