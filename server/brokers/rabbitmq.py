@@ -64,7 +64,7 @@ PUBLISH_TIMEOUT_SECONDS = 10.0
 # The least time closing gives RabbitMQ to answer the close of the connection, when the
 # delivery took the broker's CLOSE_SECONDS.
 LAST_CLOSE_SECONDS = 0.25
-# How many messages may await RabbitMQ's confirm at once (one round trip per window).
+# How many messages may await RabbitMQ's confirm at once.
 CONFIRM_WINDOW = 256
 # How many of a window's publishes are started in one iteration of the event loop.
 _STARTED_AT_ONCE = 16
@@ -116,24 +116,42 @@ class RabbitMQEventBroker(QueuedBroker):
 
     async def _send(self, pending: deque[Outgoing]) -> None:
         exchange = await self._open()
+        # The publishes awaiting RabbitMQ's confirm, one per message at the front of
+        # `pending`, in order on one channel (up to CONFIRM_WINDOW). Each message is popped
+        # once it and those before it are confirmed, and the next ones are started as the
+        # first ones are confirmed: a turn's events wait for their own confirms, not for a
+        # whole window sent before them. A failure re-sends every message not popped:
+        # consumers drop the repeats by message_id (ConversationOrderer).
+        in_flight: deque[asyncio.Future[Any]] = deque()
         try:
             while pending:
-                # A window of messages in flight at once, in order on one channel; each is
-                # popped only once RabbitMQ confirmed the whole window. A failure re-sends the
-                # window: consumers drop the repeats by message_id (ConversationOrderer).
-                window = list(itertools.islice(pending, CONFIRM_WINDOW))
-                if len(window) > _STARTED_AT_ONCE:  # 256 messages' JSON: 3 ms on the loop
-                    messages = await asyncio.to_thread(self._messages, window)
-                else:
-                    messages = self._messages(window)
-                limit = self._max_message_size
-                if limit is not None and any(len(m.body) > limit for m in messages):
-                    _drop_oversize(pending, messages, limit)
-                    continue
-                await _publish_in_steps(exchange, messages)
-                for _ in window:
+                if len(in_flight) < min(len(pending), CONFIRM_WINDOW):
+                    batch = list(
+                        itertools.islice(pending, len(in_flight), min(len(pending), CONFIRM_WINDOW))
+                    )
+                    if len(batch) > _STARTED_AT_ONCE:  # 256 messages' JSON: 3 ms on the loop
+                        messages = await asyncio.to_thread(self._messages, batch)
+                    else:
+                        messages = self._messages(batch)
+                    limit = self._max_message_size
+                    if limit is not None and any(len(m.body) > limit for m in messages):
+                        await _confirmed(in_flight, pending)  # the batch first in `pending`
+                        _drop_oversize(pending, messages, limit)
+                        continue
+                    in_flight.extend(await _start_in_steps(exchange, messages))
+                await in_flight[0]
+                while in_flight and in_flight[0].done():
+                    in_flight.popleft().result()  # raises a failed publish's error
                     pending.popleft()
-        except Exception as exc:
+        except BaseException as exc:
+            for publish in in_flight:  # none is left running unawaited
+                if publish.done():
+                    if not publish.cancelled():
+                        publish.exception()  # seen: not "never retrieved"
+                else:
+                    publish.cancel()
+            if not isinstance(exc, Exception):
+                raise
             # A message no queue took (RabbitMQ returns it: the queues were deleted) raises
             # too; the next attempt declares them again and re-sends it.
             too_large = _TOO_LARGE.search(str(exc))
@@ -397,10 +415,12 @@ def _queues(config: dict[str, Any]) -> list[str]:
     return names
 
 
-async def _publish_in_steps(exchange: AbstractExchange, messages: list[aio_pika.Message]) -> None:
-    """Publishes `messages` at once, in order, started a few per iteration of the event loop:
-    each publish's first step (its frames, up to the channel's lock) runs in the iteration it
-    is started in, and a window of 256 started at once held the loop 11-13 ms."""
+async def _start_in_steps(
+    exchange: AbstractExchange, messages: list[aio_pika.Message]
+) -> list[asyncio.Future[Any]]:
+    """Starts publishing `messages`, in order, a few per iteration of the event loop: each
+    publish's first step (its frames, up to the channel's lock) runs in the iteration it is
+    started in, and a window of 256 started at once held the loop 11-13 ms."""
     publishes: list[asyncio.Future[Any]] = []
     try:
         for first in range(0, len(messages), _STARTED_AT_ONCE):
@@ -412,11 +432,20 @@ async def _publish_in_steps(exchange: AbstractExchange, messages: list[aio_pika.
                 )
                 for message in messages[first : first + _STARTED_AT_ONCE]
             ]
-        await asyncio.gather(*publishes)
     except BaseException:
         for publish in publishes:  # none is left running unawaited
             publish.cancel()
         raise
+    return publishes
+
+
+async def _confirmed(in_flight: deque[asyncio.Future[Any]], pending: deque[Outgoing]) -> None:
+    """Waits for every publish in flight, popping its message from `pending`; the first
+    failure raises."""
+    while in_flight:
+        await in_flight[0]
+        in_flight.popleft().result()
+        pending.popleft()
 
 
 def _drop_oversize(pending: deque[Outgoing], messages: list[aio_pika.Message], limit: int) -> None:

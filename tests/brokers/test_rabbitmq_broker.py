@@ -532,7 +532,8 @@ async def test_an_event_larger_than_rabbitmq_takes_is_dropped_not_retried_for_ev
         await broker.close()
 
     messages = await consume(names["queue"], expected=3)
-    # The window the refusal closed is re-sent: its repeats carry the same message_id.
+    # The messages in flight when the refusal closed the channel are re-sent: their repeats
+    # carry the same message_id.
     unique = list({m.message_id: m for m in messages}.values())
     assert by_conversation(unique) == {"alice": before, "bob": after}
     assert "dropped a 'bot' event of conversation 'alice'" in caplog.text
