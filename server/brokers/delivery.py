@@ -15,6 +15,7 @@ from typing import Any
 from server.brokers.in_doubt import InDoubtEvents
 from server.brokers.ordering import chain_ids
 from server.errors import first_line, how_many
+from server.setting_values import flag
 from server.tasks import stop, time_left
 from server.trackers.events import OFF_LOOP_EVENTS
 from server.trackers.store import TrackerStore
@@ -27,9 +28,12 @@ MIN_RETRY_DELAY = 0.05
 STILL_FAILING_WINDOW_SECONDS = 60.0
 # While closing, the longest pause between two attempts (the back-off reaches 30 s).
 CLOSING_RETRY_SECONDS = 0.5
-# How long a turn's answer waits for the broker to take its events (RabbitMQ's confirm, the
-# SQL broker's commit, the file's write); past it, turns are answered without waiting until
-# the broker takes events again.
+# The `event_broker:` key (of every type) that makes a turn's answer wait until the broker
+# took its events; off by default: answered at once, as in Rasa.
+WAIT_FOR_DELIVERY = "wait_for_delivery"
+# With it on, how long a turn's answer waits for the broker to take its events (RabbitMQ's
+# confirm, the SQL broker's commit, the file's write); past it, turns are answered without
+# waiting until the broker takes events again.
 CONFIRM_WAIT_SECONDS = 2.0
 # A turn waits only while no more than this many events are queued, its own included: behind
 # a bulk import's, or a backlog an outage left, it is answered as before.
@@ -85,6 +89,12 @@ async def _outgoing(
     if len(events) + len(before) > OFF_LOOP_EVENTS:
         return await asyncio.to_thread(outgoing, sender_id, events, previous_event, before)
     return outgoing(sender_id, events, previous_event, before)
+
+
+def waits_for_delivery(config: dict[str, Any]) -> bool:
+    """The section's `wait_for_delivery` (false when absent); anything but true or false
+    stops the start."""
+    return flag(config, WAIT_FOR_DELIVERY, default=False)
 
 
 class _Queue(deque[Outgoing]):
@@ -365,12 +375,15 @@ CLOSE_SECONDS = 5.0
 class QueuedBroker:
     """Base of brokers that queue events and deliver them from a background task.
 
-    A subclass sets `self._delivery` (a BackgroundDelivery around its own `_send`) and calls
-    `_close_delivery` from its `close`.
+    A subclass sets `self._delivery` (a BackgroundDelivery around its own `_send`) and
+    `self.waits_for_delivery` (`waits_for_delivery(config)`), and calls `_close_delivery`
+    from its `close`.
     """
 
     _delivery: BackgroundDelivery
     _in_doubt: InDoubtEvents | None = None  # made on the first save that fails
+    # `wait_for_delivery: true`: `publish` waits until the broker took the events.
+    waits_for_delivery = False
 
     @property
     def pending(self) -> int:
@@ -389,14 +402,15 @@ class QueuedBroker:
         previous_event: dict[str, Any] | None = None,
         before: Sequence[dict[str, Any]] = (),
     ) -> None:
-        """Queues the events and, while the broker works, waits until it has taken them
-        (CONFIRM_WAIT_SECONDS at most); never raises for an outage."""
+        """Queues the events and, with `wait_for_delivery` on and while the broker works,
+        waits until it has taken them (CONFIRM_WAIT_SECONDS at most); never raises for an
+        outage."""
         if self._in_doubt is not None and self._in_doubt.holds(sender_id):
             self._in_doubt.add_committed(sender_id, events, previous_event, before)
         else:
             items = await _outgoing(sender_id, events, previous_event, before)
             self._delivery.enqueue(items)
-            if items and self._holds_turns():
+            if items and self.waits_for_delivery and self._holds_turns():
                 await self._delivery.wait_taken(items[-1])
 
     def _holds_turns(self) -> bool:

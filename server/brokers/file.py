@@ -11,7 +11,13 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from server.brokers.delivery import BackgroundDelivery, Outgoing, QueuedBroker
+from server.brokers.delivery import (
+    WAIT_FOR_DELIVERY,
+    BackgroundDelivery,
+    Outgoing,
+    QueuedBroker,
+    waits_for_delivery,
+)
 from server.errors import InvalidConfig, first_line
 
 DEFAULT_PATH = "rasa_event.log"
@@ -22,9 +28,10 @@ class FileEventBroker(QueuedBroker):
     """Appends events to a file, in order, off the event loop."""
 
     # The `event_broker:` keys read: Rasa's FileEventBroker's `path`, and ours.
-    SETTINGS = frozenset({"path", "retry_delay_in_seconds"})
+    SETTINGS = frozenset({"path", "retry_delay_in_seconds", WAIT_FOR_DELIVERY})
 
     def __init__(self, config: dict[str, Any]) -> None:
+        self.waits_for_delivery = waits_for_delivery(config)
         self.path = Path(str(config.get("path") or DEFAULT_PATH))
         # As Rasa's broker, which opens its file when it is made: a path that cannot be
         # appended to stops the start, instead of every event's write failing later.

@@ -25,9 +25,11 @@ from yarl import URL
 from server.brokers.delivery import (
     CLOSE_SECONDS,
     MIN_RETRY_DELAY,
+    WAIT_FOR_DELIVERY,
     BackgroundDelivery,
     Outgoing,
     QueuedBroker,
+    waits_for_delivery,
 )
 from server.brokers.ordering import EXPORT_PROCESS_ID_HEADER, PREVIOUS_ID_HEADER
 from server.errors import InvalidConfig
@@ -83,10 +85,11 @@ class RabbitMQEventBroker(QueuedBroker):
     SETTINGS = frozenset(
         {"url", "host", "port", "username", "password", "queues", "queue", "exchange_name"}
         | {"connection_attempts", "retry_delay_in_seconds", "raise_on_failure"}
-        | {"should_keep_unpublished_messages"}
+        | {"should_keep_unpublished_messages", WAIT_FOR_DELIVERY}
     )
 
     def __init__(self, config: dict[str, Any]) -> None:
+        self.waits_for_delivery = waits_for_delivery(config)
         self.url = amqp_url(config)
         # As the log shows it: no user, password or query (the client key's path).
         self.shown_url = safe_url(self.url, tolerant=True)

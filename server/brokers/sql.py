@@ -38,7 +38,13 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from server.brokers.delivery import BackgroundDelivery, Outgoing, QueuedBroker
+from server.brokers.delivery import (
+    WAIT_FOR_DELIVERY,
+    BackgroundDelivery,
+    Outgoing,
+    QueuedBroker,
+    waits_for_delivery,
+)
 from server.errors import InvalidConfig, first_line
 from server.trackers.setup_loop import on_setup_loop
 from server.trackers.silence import SilenceWatch
@@ -84,10 +90,11 @@ class SqlEventBroker(QueuedBroker):
     # SQL tracker store's), and ours.
     SETTINGS = frozenset(
         {"dialect", "url", "host", "port", "db", "username", "password", "query"}
-        | {"table_name", "retry_delay_in_seconds"}
+        | {"table_name", "retry_delay_in_seconds", WAIT_FOR_DELIVERY}
     )
 
     def __init__(self, config: dict[str, Any]) -> None:
+        self.waits_for_delivery = waits_for_delivery(config)
         self.url = async_url(config, default_db="events.db")
         # SQLite: no commit of the broker checkpoints; it checkpoints between its batches,
         # from a connection of its own, in a thread (_checkpoint_sqlite).

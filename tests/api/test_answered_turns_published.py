@@ -1,5 +1,6 @@
-"""A turn answered while RabbitMQ is connected has its events in the queue already (RabbitMQ
-confirmed them): a process killed right after the answer loses none of them."""
+"""With `wait_for_delivery: true`, a turn answered while RabbitMQ is connected has its events
+in the queue already (RabbitMQ confirmed them): a process killed right after the answer loses
+none of them."""
 
 from __future__ import annotations
 
@@ -27,10 +28,13 @@ async def queued(queue: str) -> int:
 async def test_each_answered_turn_has_its_events_in_the_queue_when_it_is_answered(
     rabbitmq: dict[str, Any], make_client: Callable[..., Any]
 ) -> None:
-    """Before, the answer came first and the events went out after it, from memory: at the
-    moment of the answer the queue held none of the turn's events."""
+    """Without the setting, the answer comes first and the events go out after it, from
+    memory: at the moment of the answer the queue held none of the turn's events."""
     client = await make_client(
-        endpoints={"tracker_store": {"type": "in_memory"}, "event_broker": rabbitmq}
+        endpoints={
+            "tracker_store": {"type": "in_memory"},
+            "event_broker": {**rabbitmq, "wait_for_delivery": True},
+        }
     )
     for text in ["hello", "I am sad", "yes", "goodbye"]:
         said = {"sender": "ana", "message": text}

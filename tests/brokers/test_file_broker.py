@@ -30,10 +30,10 @@ async def test_each_event_is_a_json_line_as_rasas_file_broker_writes_it(tmp_path
 
 
 async def test_a_publish_returns_once_the_events_are_written(tmp_path: Path) -> None:
-    """What a turn's answer waits for: before, the lines were still in memory when
-    `publish` returned, lost to a process killed then."""
+    """What a turn's answer waits for with `wait_for_delivery: true`: without it, the lines
+    are still in memory when `publish` returns, lost to a process killed then."""
     path = tmp_path / "events.log"
-    broker = create_event_broker({"type": "file", "path": str(path)})
+    broker = create_event_broker({"type": "file", "path": str(path), "wait_for_delivery": True})
     assert broker is not None
     try:
         await broker.publish("alice", [{"event": "restart", "timestamp": 2.0}])

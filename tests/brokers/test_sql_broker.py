@@ -69,9 +69,13 @@ async def test_sql_broker_shares_a_database_with_the_tracker_store(tmp_path: Pat
 
 
 async def test_a_publish_returns_once_the_events_are_committed(tmp_path: Path) -> None:
-    """What a turn's answer waits for while the database answers: before, the events were
-    still in memory when `publish` returned, lost to a process killed then."""
-    broker = create_event_broker({"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "e.db")})
+    """What a turn's answer waits for with `wait_for_delivery: true`, while the database
+    answers: without it, the events are still in memory when `publish` returns, lost to a
+    process killed then."""
+    db = str(tmp_path / "e.db")
+    broker = create_event_broker(
+        {"type": "sql", "dialect": "sqlite", "db": db, "wait_for_delivery": True}
+    )
     assert isinstance(broker, SqlEventBroker)
     try:
         await broker.publish("alice", events(3))
