@@ -205,7 +205,8 @@ class BackgroundDelivery:
             logger.info("%s: takes events again; turns wait for it again", self.name)
 
     def _release_waiters(self) -> None:
-        """A failed attempt: the turns waiting are answered (their events stay queued)."""
+        """A failed attempt, or the close: the turns waiting are answered (their events stay
+        queued)."""
         self._overdue = False  # known down now: the failure's own warning says it
         waiters, self._pending.waiters = self._pending.waiters, {}
         for _, waiter in waiters.values():
@@ -365,6 +366,8 @@ class BackgroundDelivery:
         await stop(self._task)
         self._task = None
         self._closing = False
+        # The turns still waiting for their events are answered now, not at their bound.
+        self._release_waiters()
 
 
 # How long closing a broker may take to deliver what is still queued (after the graceful
