@@ -248,15 +248,14 @@ async def silenced(
     proxy = SilentProxy(RABBITMQ)
     await proxy.restore()
     broker = RabbitMQEventBroker(broker_config(names, port=proxy.port, **settings))
-    try:
+    async with contextlib.AsyncExitStack() as undo:  # run last first: heard, closed, cut
+        undo.push_async_callback(proxy.cut)
+        undo.push_async_callback(broker.close)
+        undo.callback(setattr, proxy, "silent", False)
         await broker.start(timeout=5)
         assert broker.connected
         proxy.silent = True
         yield broker, proxy
-    finally:
-        proxy.silent = False
-        await broker.close()
-        await proxy.cut()
 
 
 @pytest.mark.timing
