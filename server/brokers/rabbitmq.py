@@ -124,30 +124,31 @@ class RabbitMQEventBroker(QueuedBroker):
         # once it and those before it are confirmed, and the next ones are started as the
         # first ones are confirmed: a turn's events wait for their own confirms, not for a
         # whole window sent before them. A failure re-sends every message not popped:
-        # consumers drop the repeats by message_id (ConversationOrderer).
-        in_flight: deque[asyncio.Future[Any]] = deque()
+        # consumers drop the repeats by message_id (ConversationOrderer). A full queue drops its
+        # oldest messages for room, perhaps some in flight: a confirm pops its own message
+        # only, never the one after it.
+        in_flight: deque[tuple[asyncio.Future[Any], Outgoing]] = deque()
         try:
             while pending:
-                if len(in_flight) < min(len(pending), CONFIRM_WINDOW):
-                    batch = list(
-                        itertools.islice(pending, len(in_flight), min(len(pending), CONFIRM_WINDOW))
-                    )
+                sent = _still_queued(in_flight, pending)
+                if sent < min(len(pending), CONFIRM_WINDOW):
+                    batch = list(itertools.islice(pending, sent, min(len(pending), CONFIRM_WINDOW)))
                     if len(batch) > _STARTED_AT_ONCE:  # 256 messages' JSON: 3 ms on the loop
                         messages = await asyncio.to_thread(self._messages, batch)
                     else:
                         messages = self._messages(batch)
                     limit = self._max_message_size
                     if limit is not None and any(len(m.body) > limit for m in messages):
-                        await _confirmed(in_flight, pending)  # the batch first in `pending`
-                        _drop_oversize(pending, messages, limit)
+                        await _confirmed(in_flight, pending)
+                        _drop_oversize(pending, batch, messages, limit)
                         continue
-                    in_flight.extend(await _start_in_steps(exchange, messages))
-                await in_flight[0]
-                while in_flight and in_flight[0].done():
-                    in_flight.popleft().result()  # raises a failed publish's error
-                    pending.popleft()
+                    publishes = await _start_in_steps(exchange, messages)
+                    in_flight.extend(zip(publishes, batch, strict=True))
+                await in_flight[0][0]
+                while in_flight and in_flight[0][0].done():
+                    _pop_confirmed(in_flight, pending)
         except BaseException as exc:
-            for publish in in_flight:  # none is left running unawaited
+            for publish, _ in in_flight:  # none is left running unawaited
                 if publish.done():
                     if not publish.cancelled():
                         publish.exception()  # seen: not "never retrieved"
@@ -442,33 +443,60 @@ async def _start_in_steps(
     return publishes
 
 
-async def _confirmed(in_flight: deque[asyncio.Future[Any]], pending: deque[Outgoing]) -> None:
-    """Waits for every publish in flight, popping its message from `pending`; the first
-    failure raises."""
-    while in_flight:
-        await in_flight[0]
-        in_flight.popleft().result()
+InFlight = deque[tuple[asyncio.Future[Any], Outgoing]]
+
+
+def _still_queued(in_flight: InFlight, pending: deque[Outgoing]) -> int:
+    """How many of the messages in flight are still at the front of `pending`: all of them,
+    unless the queue dropped its oldest for room."""
+    if not in_flight or not pending:
+        return 0
+    first = pending[0]
+    for index, (_, outgoing) in enumerate(in_flight):
+        if outgoing is first:
+            return len(in_flight) - index
+    return 0
+
+
+def _pop_confirmed(in_flight: InFlight, pending: deque[Outgoing]) -> None:
+    """The first publish in flight, done: raises its error, or pops its message from
+    `pending` (unless the queue dropped it for room meanwhile)."""
+    publish, outgoing = in_flight.popleft()
+    publish.result()
+    if pending and pending[0] is outgoing:
         pending.popleft()
 
 
-def _drop_oversize(pending: deque[Outgoing], messages: list[aio_pika.Message], limit: int) -> None:
-    """Drops, with an error log, the events at the front of `pending` (one per message)
-    whose message is larger than RabbitMQ takes: before, RabbitMQ closed the channel on each
-    attempt, and that event and every later one waited for ever. The others stay queued
-    where they are (a turn waiting for one is woken once it is confirmed, not before)."""
-    oversize = [index for index, message in enumerate(messages) if len(message.body) > limit]
-    for index in oversize:
-        outgoing = pending[index]
+async def _confirmed(in_flight: InFlight, pending: deque[Outgoing]) -> None:
+    """Waits for every publish in flight, popping its message from `pending`; the first
+    failure raises."""
+    while in_flight:
+        await in_flight[0][0]
+        _pop_confirmed(in_flight, pending)
+
+
+def _drop_oversize(
+    pending: deque[Outgoing], batch: list[Outgoing], messages: list[aio_pika.Message], limit: int
+) -> None:
+    """Drops, with an error log, the events of `batch` (one per message) whose message is
+    larger than RabbitMQ takes: before, RabbitMQ closed the channel on each attempt, and that
+    event and every later one waited for ever. The others stay queued where they are (a turn
+    waiting for one is woken once it is confirmed, not before)."""
+    for outgoing, message in zip(batch, messages, strict=True):
+        if len(message.body) <= limit:
+            continue
         logger.error(
             "RabbitMQ event broker: dropped a '%s' event of conversation %r: its message "
             "takes %s bytes, more than RabbitMQ's max_message_size (%s)",
             outgoing.event.get("event"),
             outgoing.sender_id[:100],
-            f"{len(messages[index].body):,}",
+            f"{len(message.body):,}",
             f"{limit:,}",
         )
-    for outgoing in [pending[index] for index in oversize]:
-        pending.remove(outgoing)  # (each has its own delivery_id: none equals another)
+        # By identity (each has its own delivery_id: none equals another), unless the
+        # queue dropped it for room meanwhile.
+        if any(queued is outgoing for queued in pending):
+            pending.remove(outgoing)
 
 
 def _vhost_refusal(exc: BaseException, url: URL) -> ConnectionError | None:

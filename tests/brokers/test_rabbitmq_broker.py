@@ -805,3 +805,25 @@ async def test_the_keys_rasa_reads_for_rabbitmq_are_not_warned_about(
     assert broker is not None
     await broker.close()
     assert "unknown setting" not in caplog.text
+
+
+@pytest.mark.timing
+async def test_events_dropped_for_room_while_in_flight_take_no_later_event_with_them(
+    names: dict[str, str],
+) -> None:
+    """The queue is full (`max_pending`) while the oldest events await RabbitMQ's confirm: they
+    are the ones dropped for room. Before, their confirms then popped as many later events
+    from the queue, never sent, with no word of them."""
+    events = conversation("alice", 15)
+    async with silenced(names) as (broker, proxy):
+        broker._delivery._max_pending = 10
+        await broker.publish("alice", events[:5])
+        await asyncio.sleep(paced(0.2))  # sent, awaiting their confirm
+        await broker.publish("alice", events[5:])  # the first 5 dropped for room
+        assert broker.pending == 10
+        proxy.silent = False
+        assert await broker.flush(timeout=10)
+    received = await consume(names["queue"], expected=15, timeout=3)
+    unique = {m.message_id: m for m in received}.values()
+    got = [e["timestamp"] for e in by_conversation(list(unique))["alice"]]
+    assert got[-10:] == [e["timestamp"] for e in events[5:]], got
