@@ -91,6 +91,15 @@ async def _outgoing(
     return outgoing(sender_id, events, previous_event, before)
 
 
+def pop_delivered(pending: deque[Outgoing], delivered: Sequence[Outgoing]) -> None:
+    """Pops from the front of `pending` the messages of `delivered` (taken from its front,
+    in order) it still holds: a full queue drops its oldest for room, perhaps some being
+    delivered, and popping by count then took later messages, never delivered, with them."""
+    for item in delivered:
+        if pending and pending[0] is item:
+            pending.popleft()
+
+
 def waits_for_delivery(config: dict[str, Any]) -> bool:
     """The section's `wait_for_delivery` (false when absent); anything but true or false
     stops the start."""
@@ -385,6 +394,8 @@ class QueuedBroker:
 
     _delivery: BackgroundDelivery
     _in_doubt: InDoubtEvents | None = None  # made on the first save that fails
+    # The `event_broker:` keys every type reads.
+    SHARED_SETTINGS = frozenset({WAIT_FOR_DELIVERY})
     # `wait_for_delivery: true`: `publish` waits until the broker took the events.
     waits_for_delivery = False
 

@@ -25,10 +25,10 @@ from yarl import URL
 from server.brokers.delivery import (
     CLOSE_SECONDS,
     MIN_RETRY_DELAY,
-    WAIT_FOR_DELIVERY,
     BackgroundDelivery,
     Outgoing,
     QueuedBroker,
+    pop_delivered,
     waits_for_delivery,
 )
 from server.brokers.ordering import EXPORT_PROCESS_ID_HEADER, PREVIOUS_ID_HEADER
@@ -85,7 +85,8 @@ class RabbitMQEventBroker(QueuedBroker):
     SETTINGS = frozenset(
         {"url", "host", "port", "username", "password", "queues", "queue", "exchange_name"}
         | {"connection_attempts", "retry_delay_in_seconds", "raise_on_failure"}
-        | {"should_keep_unpublished_messages", WAIT_FOR_DELIVERY}
+        | {"should_keep_unpublished_messages"}
+        | QueuedBroker.SHARED_SETTINGS
     )
 
     def __init__(self, config: dict[str, Any]) -> None:
@@ -463,8 +464,7 @@ def _pop_confirmed(in_flight: InFlight, pending: deque[Outgoing]) -> None:
     `pending` (unless the queue dropped it for room meanwhile)."""
     publish, outgoing = in_flight.popleft()
     publish.result()
-    if pending and pending[0] is outgoing:
-        pending.popleft()
+    pop_delivered(pending, [outgoing])
 
 
 async def _confirmed(in_flight: InFlight, pending: deque[Outgoing]) -> None:
