@@ -756,3 +756,37 @@ async def test_a_table_name_naming_another_programs_table_is_said_and_left_alone
         "table 'my_events' is not an event table (its columns: id, foo; an event table has "
         "id, sender_id, data): set the SQL event broker's table_name to another" in said
     ), said
+
+
+async def test_events_dropped_for_room_while_being_committed_take_no_later_event_with_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The queue is full (`max_pending`) while its oldest events are being committed: they
+    are the ones dropped for room. Before, the end of their commit then popped as many later
+    events from the queue, never stored, with no word of them."""
+    broker = create_event_broker({"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "e.db")})
+    assert isinstance(broker, SqlEventBroker)
+    broker._delivery._max_pending = 10
+    committing, go_on = asyncio.Event(), asyncio.Event()
+    transaction = broker._transaction
+
+    @asynccontextmanager
+    async def slow_transaction() -> AsyncIterator[Any]:
+        committing.set()
+        await go_on.wait()
+        async with transaction() as conn:
+            yield conn
+
+    monkeypatch.setattr(broker, "_transaction", slow_transaction)
+    said = events(15)
+    try:
+        await broker.publish("alice", said[:5])
+        await asyncio.wait_for(committing.wait(), 10)
+        await broker.publish("alice", said[5:])  # the 5 being committed dropped for room
+        go_on.set()
+        assert await broker.flush(timeout=10)
+        stored = [row["timestamp"] for row in await stored_rows(broker)]
+    finally:
+        go_on.set()
+        await broker.close()
+    assert stored[-10:] == [float(i) for i in range(5, 15)], stored
