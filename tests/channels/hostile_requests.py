@@ -126,6 +126,18 @@ def mutated_fields(template: dict[str, Any], rng: random.Random) -> Iterator[dic
         for value in ODD_VALUES:
             if rng.random() < 0.5:  # half of them: the run stays bounded
                 yield {**template, key: value}
+    # One level down: the keys of an object, or of a list's first object (a livechat body's
+    # `visitor` and `messages`).
+    for key, inner in template.items():
+        in_list = isinstance(inner, list) and inner and isinstance(inner[0], dict)
+        nested = inner[0] if in_list else inner
+        if not isinstance(nested, dict):
+            continue
+        for inner_key in [*nested, "unknown_key"]:
+            for value in ODD_VALUES:
+                if rng.random() < 0.25:
+                    changed = {**nested, inner_key: value}
+                    yield {**template, key: [changed, *inner[1:]] if in_list else changed}
 
 
 def webhook_cases(
@@ -137,12 +149,17 @@ def webhook_cases(
     def case(label: str, body: bytes, headers: dict[str, str], method: str = "POST") -> HttpCase:
         return HttpCase(f"{name} {label}", method, path, body, headers, shape)
 
-    def fresh(label: str, **fields: Any) -> dict[str, Any]:
-        """The template with `fields`, and a message id of its own where it has one (a
+    def fresh(label: str, /, **fields: Any) -> dict[str, Any]:
+        """The template with `fields`, and message ids of its own where it has them (a
         Rocket.Chat message id seen before is a retry, ignored)."""
         body = {**template, **fields}
         if "message_id" in template and body["message_id"] == template["message_id"]:
             body["message_id"] = f"{template['message_id']}-{label}"
+        messages = body.get("messages")
+        if isinstance(messages, list) and messages and isinstance(messages[0], dict):
+            first = messages[0]
+            if first.get("_id") == template["messages"][0]["_id"]:  # a livechat body's
+                body["messages"] = [{**first, "_id": f"{first['_id']}-{label}"}, *messages[1:]]
         return body
 
     for i, body in enumerate(mutated_fields(template, rng)):
