@@ -144,7 +144,8 @@ def webhook_cases(
     path: str, template: dict[str, Any], rng: random.Random, shape: str = "rasa"
 ) -> Iterator[HttpCase]:
     """Hostile bodies, content types and methods for a JSON webhook at `path`."""
-    name = path.rsplit("/", 2)[-2]
+    route, _, query = path.partition("?")
+    name = route.rsplit("/", 2)[-2] + (f" ({query})" if "token=" not in query else "")
 
     def case(label: str, body: bytes, headers: dict[str, str], method: str = "POST") -> HttpCase:
         return HttpCase(f"{name} {label}", method, path, body, headers, shape)
@@ -368,8 +369,25 @@ def websocket_frames(rng: random.Random) -> list[str | bytes]:
         "4" + "z" * 1_100_000,
         bytes(rng.getrandbits(8) for _ in range(2048)),
     ]
+    # Messages of the socket's session (`SESSION`, requested first) with odd fields.
+    message: dict[str, Any] = {"message": "hi", "session_id": WEBSOCKET_SESSION}
+    for key in ("message", "session_id", "metadata", "customData"):
+        for value in ODD_VALUES:
+            if rng.random() < 0.4:
+                frames.append("42" + json.dumps(["user_uttered", {**message, key: value}]))
+    session = json.dumps(WEBSOCKET_SESSION)
+    for odd in ('{"x": NaN}', '{"x": [Infinity]}', '{"\\udc00": "\\ud800"}', "NaN"):
+        frames.append(
+            f'42["user_uttered", {{"message": "hi", "session_id": {session}, "customData": {odd}}}]'
+        )
+    frames.append(f'42["user_uttered", {{"message": "hi \\ud800", "session_id": {session}}}]')
+    frames.append("42" + json.dumps(["user_uttered", {**message, "metadata": '{"a": [1'}]))
     rng.shuffle(frames)
     return frames
+
+
+# The session a fuzzed websocket asks for before its frame.
+WEBSOCKET_SESSION = "ws-fuzz-session"
 
 
 def _dumps(value: Any) -> bytes:

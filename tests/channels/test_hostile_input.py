@@ -25,6 +25,7 @@ from fastapi import FastAPI, Request
 from tests.channels.fake_rocketchat import FakeRocketChat
 from tests.channels.hostile_requests import (
     RASA_ERROR_KEYS,
+    WEBSOCKET_SESSION,
     HttpCase,
     api_cases,
     engineio_poll_paths,
@@ -118,6 +119,7 @@ def write_settings(workdir: Path, callback_url: str, rocket_url: str) -> Path:
             "user_message_evt": "user_uttered",
             "bot_message_evt": "bot_uttered",
             "session_persistence": True,
+            "metadata_key": "customData",
         },
         "rocketchat": {
             "user": BOT,
@@ -243,6 +245,9 @@ async def engineio_websocket(base: str, rng: random.Random, findings: Findings) 
                 await asyncio.wait_for(ws.recv(), 5)  # engine.io's open packet
                 await ws.send("40")
                 await asyncio.wait_for(ws.recv(), 5)
+                request = {"session_id": WEBSOCKET_SESSION}
+                await ws.send("42" + json.dumps(["session_request", request]))
+                await asyncio.wait_for(ws.recv(), 5)  # session_confirm
                 await ws.send(frame)
                 with contextlib.suppress(asyncio.TimeoutError, websockets.ConnectionClosed):
                     said = await asyncio.wait_for(ws.recv(), 0.5)
@@ -474,6 +479,7 @@ async def test_hostile_input_on_every_channel_leaves_the_server_healthy(
             )
             cases = [
                 *webhook_cases("/webhooks/rest/webhook", {"sender": "f", "message": "hi"}, rng),
+                *webhook_cases("/webhooks/rest/webhook?stream=true", {"message": "hi"}, rng),
                 *webhook_cases("/webhooks/callback/webhook", {"sender": "c", "message": "hi"}, rng),
                 *webhook_cases("/webhooks/rocketchat/webhook", rocket_template, rng),
                 *webhook_cases("/webhooks/rocketchat/webhook", livechat_template(rocket), rng),
