@@ -54,7 +54,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the examples' layout and shows defaults."""
+    """Keeps the examples' layout and shows defaults, but for a flag whose help says its
+    default in words (`(default: config.yml, or Rasa's defaults without it)`), which argparse
+    followed with a second, wrong one (`(default: None)`)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if "(default: " in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def version_lines() -> list[str]:
@@ -82,7 +89,12 @@ def version_lines() -> list[str]:
 
 class _Version(argparse.Action):
     def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
-        print("\n".join(version_lines()))
+        try:
+            print("\n".join(version_lines()), flush=True)
+        except BrokenPipeError:
+            # The reader took what it wanted (`botserver --version | head -1`) and closed the
+            # pipe: no traceback, and nothing left for the exit to flush into it.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         parser.exit()
 
 

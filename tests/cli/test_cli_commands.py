@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -61,6 +62,39 @@ def test_version_is_laid_out_as_rasas(run_cli) -> None:
     assert lines[5] == f"Python Path       :         {sys.executable}"
     assert lines[6] == f"botserver Version :         {__version__}"
     assert len(lines) == 7
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""], ids=["PYTHONUNBUFFERED=1", "buffered"])
+def test_version_read_by_a_pipe_that_closes_early_ends_without_a_traceback(
+    unbuffered: str,
+) -> None:
+    """`botserver --version | head -1`, as docs/configuration.md shows it: `head` closes the
+    pipe after the first line. Before, with PYTHONUNBUFFERED=1 (the Dockerfile sets it), the
+    later lines met the closed pipe: a BrokenPipeError traceback and exit 1, one run in two.
+    Here the pipe is closed before anything is written, so every write meets it."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": unbuffered}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", "import sys, cli; sys.exit(cli.main(['--version']))"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=REPO,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr.decode()) == (0, "")
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_help_says_each_default_once(run_cli, command: list[str]) -> None:
+    """Before, a flag whose help says its default in words got argparse's too: `--config`
+    read `(default: config.yml, or Rasa's defaults without it) (default: None)`."""
+    help_text = " ".join(run_cli(*command, "--help").out.split())
+    assert re.findall(r"\(default: [^)]*\) \(default: [^)]*\)", help_text) == []
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
