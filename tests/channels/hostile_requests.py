@@ -145,7 +145,7 @@ def webhook_cases(
 ) -> Iterator[HttpCase]:
     """Hostile bodies, content types and methods for a JSON webhook at `path`."""
     route, _, query = path.partition("?")
-    name = route.rsplit("/", 2)[-2] + (f" ({query})" if "token=" not in query else "")
+    name = route.rsplit("/", 2)[-2] + (f" ({query})" if query and "token=" not in query else "")
 
     def case(label: str, body: bytes, headers: dict[str, str], method: str = "POST") -> HttpCase:
         return HttpCase(f"{name} {label}", method, path, body, headers, shape)

@@ -179,8 +179,11 @@ async def send_all(
                 answer = await client.request(
                     case.method, case.path, content=case.body, headers=headers
                 )
-            except httpx.TimeoutException:
-                findings.problems.append(f"{case.label}: no answer within the client's timeout")
+            except httpx.TimeoutException as e:
+                # Which wait ran out says whose it was: connecting or sending (the server
+                # not reading), the answer (the server's), or a connection of the pool.
+                kind = type(e).__name__
+                findings.problems.append(f"{case.label}: {kind} within the client's timeout")
                 continue
             except httpx.TransportError as e:
                 # The server may close a connection on a request it cannot read (an
@@ -216,18 +219,31 @@ async def engineio_polling(client: httpx.AsyncClient, findings: Findings) -> Non
             try:
                 answer = await client.request(method, path, content=case.body, timeout=5)
             except httpx.ReadTimeout:
-                continue  # a long-poll of a session that was opened: waits for a packet
+                # No path names a session that exists: each is answered at once (a new
+                # session, or a refusal), none is a long-poll.
+                findings.problems.append(f"{case.label}: no answer within 5 s")
+                continue
             findings.check(case, answer.status_code, answer.headers, answer.content)
     for i, body in enumerate(engineio_post_bodies()):
         sid = await polling_session(client)
         path = f"/socket.io/?EIO=4&transport=polling&sid={sid}"
+        connected = await client.get(path)  # socket.io's answer to the connect, taken
+        assert connected.content.startswith(b"40"), connected.content
         case = HttpCase(f"engine.io packet {i}", "POST", path, body, shape="engineio")
         answer = await client.post(path, content=body)
         findings.check(case, answer.status_code, answer.headers, answer.content)
-        # The next poll has what the session answered (or is refused: session closed).
+        # A message with an answer (or refused: session closed) after it: the next poll has
+        # what the session said to the packet at once, not after a wait. (A packet that
+        # announced binary attachments takes the message as one: the poll waits.)
+        probe = await client.post(path, content=PROBE)
+        findings.check(case, probe.status_code, probe.headers, probe.content)
         with contextlib.suppress(httpx.ReadTimeout):
             polled = await client.get(path, timeout=3)
             findings.check(case, polled.status_code, polled.headers, polled.content)
+
+
+# A socket.io message answered at once (`session_confirm`).
+PROBE = b'42["session_request", {"session_id": "engine-io-probe"}]'
 
 
 def ws_url(base: str, sid: str | None = None) -> str:
@@ -397,6 +413,9 @@ async def raw_connections(port: int, findings: Findings) -> None:
             findings.problems.append(f"raw {label}: traceback {received[:300]!r}")
         if half_close and not closed and not received:
             findings.problems.append(f"raw {label}: half-closed connection left open, unanswered")
+        if not half_close and not STATUS_LINE.match(received):
+            # A whole request (refused or not) is answered, never left waiting.
+            findings.problems.append(f"raw {label}: no answer: {received[:100]!r}")
     # Connections opened and dropped mid-request, many at once.
     for _ in range(50):
         findings.cases += 1
