@@ -181,9 +181,12 @@ async def send_all(
                 )
             except httpx.TimeoutException as e:
                 # Which wait ran out says whose it was: connecting or sending (the server
-                # not reading), the answer (the server's), or a connection of the pool.
-                kind = type(e).__name__
-                findings.problems.append(f"{case.label}: {kind} within the client's timeout")
+                # not reading), the answer (the server's), or a connection of the pool;
+                # the case sent again on a connection of its own, whether it replays.
+                again = await replayed(client, case)
+                findings.problems.append(
+                    f"{case.label}: {type(e).__name__} within the client's timeout; {again}"
+                )
                 continue
             except httpx.TransportError as e:
                 # The server may close a connection on a request it cannot read (an
@@ -195,6 +198,17 @@ async def send_all(
             findings.check(case, answer.status_code, answer.headers, answer.content)
 
     await asyncio.gather(*(worker() for _ in range(parallel)))
+
+
+async def replayed(client: httpx.AsyncClient, case: HttpCase) -> str:
+    """What the case gets when sent again alone, on a new connection."""
+    headers = [(k.encode(), v.encode("latin-1")) for k, v in case.headers.items()]
+    async with httpx.AsyncClient(base_url=client.base_url, timeout=client.timeout) as alone:
+        try:
+            answer = await alone.request(case.method, case.path, content=case.body, headers=headers)
+        except httpx.TransportError as e:
+            return f"sent again alone: {e!r}"
+    return f"sent again alone: {answer.status_code} {answer.content[:100]!r}"
 
 
 # -- engine.io and socket.io -------------------------------------------------------------------
