@@ -614,6 +614,12 @@ class _PeerErrorLog(logging.LoggerAdapter):  # type: ignore[type-arg]
         name = type(error).__name__
         self.warning("socketio: a malformed packet was ignored (%s: %s)", name, error)
 
+    def error(self, msg: object, *args: object, **kwargs: Any) -> None:
+        # engine.io logs an ERROR only the first time a client gets a request wrong (an old
+        # protocol version, an unknown session or transport), then INFO: a client's mistake,
+        # answered 400, which a port scanner would otherwise raise in a log watched for errors.
+        self.warning(msg, *args, **kwargs)
+
 
 # The first character of an Engine.IO text packet: its type (open ... noop), or `b` (base64).
 _EIO_PACKET_TYPES = frozenset("0123456b")

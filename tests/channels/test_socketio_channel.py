@@ -541,6 +541,24 @@ async def test_malformed_packets_are_ignored_in_one_log_line_each(
     assert len([r for r in caplog.records if "ignored" in r.getMessage()]) == len(malformed)
 
 
+async def test_requests_engine_io_refuses_are_warnings_not_errors(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A client's mistake that engine.io answers 400 (an old protocol version, an unknown
+    transport, a session that does not exist, a websocket request without its upgrade) is
+    logged as a warning: engine.io logs the first of each kind as an ERROR, which any port
+    scanner would set off in a log watched for errors."""
+    caplog.set_level(logging.INFO)
+    queries = ["EIO=3&transport=polling", "EIO=4&transport=flash", "EIO=4&transport=polling&sid=x"]
+    queries.append("EIO=4&transport=websocket")  # without the Upgrade header
+    async with bot(None) as url, httpx.AsyncClient(base_url=url, timeout=5) as client:
+        answers = [(await client.get(f"/socket.io/?{query}")).status_code for query in queries]
+    assert answers == [400, 400, 400, 400]
+    refusals = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.levelname for r in refusals] == ["WARNING"] * 4, [r.getMessage() for r in refusals]
+    assert "Invalid session x" in refusals[2].getMessage()
+
+
 @pytest.mark.parametrize(
     "body", ["0", "6", "4" + "x" * 1_000_000], ids=["open", "noop", "over-1-MB"]
 )
