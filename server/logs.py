@@ -76,9 +76,17 @@ class JsonFormatter(logging.Formatter):
             out["exception"] = record.exc_text
         elif record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
-        # U+2028/U+2029 are line breaks to some readers (JavaScript, Python's splitlines).
-        line = json.dumps(out, ensure_ascii=False)
-        return line.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+        # JSON escapes the C0 controls, not DEL and C1 (U+0085 is a line break to Python's
+        # splitlines, U+009B a terminal's CSI) nor U+2028/U+2029 (line breaks to JavaScript).
+        return _RAW_IN_JSON.sub(_json_escaped, json.dumps(out, ensure_ascii=False))
+
+
+# What `json.dumps(..., ensure_ascii=False)` leaves raw that may break or colour a line.
+_RAW_IN_JSON = re.compile("[\x7f-\x9f\u2028\u2029]")
+
+
+def _json_escaped(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
 
 
 # Characters that would let a client-controlled string (a sender id, a message text) forge
