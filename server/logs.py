@@ -138,16 +138,26 @@ def _indented(traceback: str) -> str:
     return "\n".join("  " + line for line in text.split("\n"))
 
 
-class OneLineFilter(logging.Filter):
-    """The escaping of `TextFormatter`, for handlers with formatters of their own (a
-    `--logging-config-file`): the message is formatted and escaped once, here."""
+class OneLineFormatter(logging.Formatter):
+    """The escaping of `TextFormatter` around a handler's own formatter (a
+    `--logging-config-file`'s format): the message escaped, a traceback indented, for this
+    handler only (the record is as it was for the next one)."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        escaped = _CONTROL.sub(_escaped, message)
-        if escaped != message or record.args:
-            record.msg, record.args = escaped, None
-        return True
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        msg, args, exc_text = record.msg, record.args, record.exc_text
+        record.msg, record.args = _CONTROL.sub(_escaped, record.getMessage()), None
+        if record.exc_info or exc_text:
+            # The redaction filter's text when it ran, else the inner formatter's own.
+            shown = exc_text or self.inner.formatException(record.exc_info)  # type: ignore[arg-type]
+            record.exc_text = _indented(shown)
+        try:
+            return self.inner.format(record)
+        finally:
+            record.msg, record.args, record.exc_text = msg, args, exc_text
 
 
 # Set on a start-up line `announce` has already printed on stdout.
@@ -399,11 +409,13 @@ def configure_logging(
             if name not in leveled or verbosity != 0 or own_env is not None:
                 ours = logging.getLogger(name)
                 ours.setLevel(own_env if verbosity == 0 and own_env is not None else level)
-        one_line = OneLineFilter()
         for logger in (root, *map(logging.getLogger, OWN_LOGGERS)):
             for handler in logger.handlers:
                 if handler not in handlers:
                     if one_line_errors is not None:
                         handler.addFilter(one_line_errors)
-                    handler.addFilter(one_line)
                     handler.addFilter(redact)
+                    # (once: `rasa`'s handlers are our loggers' too)
+                    inner = handler.formatter or logging.Formatter()
+                    if not isinstance(inner, (OneLineFormatter, TextFormatter, JsonFormatter)):
+                        handler.setFormatter(OneLineFormatter(inner))

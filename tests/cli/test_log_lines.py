@@ -172,6 +172,31 @@ def test_a_rasa_logging_config_file_sends_our_lines_where_it_sends_rasas(
     assert "server.channels.rest" not in capsys.readouterr().err  # propagate: 0, as asked
 
 
+def test_a_logging_config_files_handler_gets_one_line_a_record_too(
+    tmp_path: Path, restore_logging: None
+) -> None:
+    """A handler of a `--logging-config-file` formats with its own format; a client's text in
+    the message or in an exception's message stays on the record's line or in the indented
+    traceback. Before, `ValueError: <text>` went into its file with the text's newlines and
+    escapes as they were."""
+    config = tmp_path / "logging.yml"
+    config.write_text(RASA_LOGGING_CONFIG.replace("{path}", str(tmp_path / "rasa.log")))
+    configure_logging(config_file=str(config))
+    logger = logging.getLogger("server.api.errors")
+    logger.error("from %s", HOSTILE)
+    try:
+        raise ValueError(f"no conversation {HOSTILE}")
+    except ValueError:
+        logger.exception("Unhandled error in GET /x")
+    for handler in logging.getLogger("server").handlers:
+        handler.flush()
+    text = (tmp_path / "rasa.log").read_text(encoding="utf-8")
+    heads = [line for line in text.splitlines() if not line.startswith(" ")]
+    assert len(heads) == 2, heads
+    assert "\x1b" not in text and "\x00" not in text and "\u2028" not in text
+    assert "  ValueError: no conversation a\n  2026-12-04 00:00:00,000 ERROR" in text
+
+
 def test_a_logging_config_file_that_cannot_be_used_is_named(
     tmp_path: Path, restore_logging: None
 ) -> None:
