@@ -76,9 +76,17 @@ class JsonFormatter(logging.Formatter):
             out["exception"] = record.exc_text
         elif record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
-        # U+2028/U+2029 are line breaks to some readers (JavaScript, Python's splitlines).
-        line = json.dumps(out, ensure_ascii=False)
-        return line.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+        # JSON escapes the C0 controls, not DEL and C1 (U+0085 is a line break to Python's
+        # splitlines, U+009B a terminal's CSI) nor U+2028/U+2029 (line breaks to JavaScript).
+        return _RAW_IN_JSON.sub(_json_escaped, json.dumps(out, ensure_ascii=False))
+
+
+# What `json.dumps(..., ensure_ascii=False)` leaves raw that may break or colour a line.
+_RAW_IN_JSON = re.compile("[\x7f-\x9f\u2028\u2029]")
+
+
+def _json_escaped(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
 
 
 # Characters that would let a client-controlled string (a sender id, a message text) forge
@@ -130,16 +138,26 @@ def _indented(traceback: str) -> str:
     return "\n".join("  " + line for line in text.split("\n"))
 
 
-class OneLineFilter(logging.Filter):
-    """The escaping of `TextFormatter`, for handlers with formatters of their own (a
-    `--logging-config-file`): the message is formatted and escaped once, here."""
+class OneLineFormatter(logging.Formatter):
+    """The escaping of `TextFormatter` around a handler's own formatter (a
+    `--logging-config-file`'s format): the message escaped, a traceback indented, for this
+    handler only (the record is as it was for the next one)."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        escaped = _CONTROL.sub(_escaped, message)
-        if escaped != message or record.args:
-            record.msg, record.args = escaped, None
-        return True
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        msg, args, exc_text = record.msg, record.args, record.exc_text
+        record.msg, record.args = _CONTROL.sub(_escaped, record.getMessage()), None
+        if record.exc_info or exc_text:
+            # The redaction filter's text when it ran, else the inner formatter's own.
+            shown = exc_text or self.inner.formatException(record.exc_info)  # type: ignore[arg-type]
+            record.exc_text = _indented(shown)
+        try:
+            return self.inner.format(record)
+        finally:
+            record.msg, record.args, record.exc_text = msg, args, exc_text
 
 
 # Set on a start-up line `announce` has already printed on stdout.
@@ -391,11 +409,13 @@ def configure_logging(
             if name not in leveled or verbosity != 0 or own_env is not None:
                 ours = logging.getLogger(name)
                 ours.setLevel(own_env if verbosity == 0 and own_env is not None else level)
-        one_line = OneLineFilter()
         for logger in (root, *map(logging.getLogger, OWN_LOGGERS)):
             for handler in logger.handlers:
                 if handler not in handlers:
                     if one_line_errors is not None:
                         handler.addFilter(one_line_errors)
-                    handler.addFilter(one_line)
                     handler.addFilter(redact)
+                    # (once: `rasa`'s handlers are our loggers' too)
+                    inner = handler.formatter or logging.Formatter()
+                    if not isinstance(inner, (OneLineFormatter, TextFormatter, JsonFormatter)):
+                        handler.setFormatter(OneLineFormatter(inner))

@@ -579,12 +579,14 @@ class RedisTrackerStore:
         raise redis_errors.ConnectionError("converting Rasa's layout kept being interrupted")
 
     async def keys(self) -> list[str]:
-        found: list[str] = []
+        # SCAN may return a key twice (Redis rehashing between two pages): each one once,
+        # in the order first seen, as KEYS (Rasa's) gives them.
+        found: dict[str, None] = {}
         cursor = None
         while cursor != 0:
             cursor, sender_ids = await self._scan_page(cursor or 0)
-            found.extend(sender_ids)
-        return found
+            found.update(dict.fromkeys(sender_ids))
+        return list(found)
 
     async def delete(self, sender_id: str) -> None:
         self._sessions.forget(sender_id)

@@ -39,6 +39,28 @@ def test_a_client_string_cannot_forge_a_log_line(
         assert "\\n2026-12-04" in lines[0] and "\\x00\\x1b[2J\\u2028" in lines[0]
 
 
+def test_a_json_line_carries_no_raw_c1_control_or_del(
+    tmp_path: Path, restore_logging: None
+) -> None:
+    """JSON escapes the C0 controls itself, not DEL and the C1 controls: before, U+0085 (a line
+    break to Python's `splitlines` and some log readers) and U+009B (a terminal's CSI, as
+    `ESC [`) went into `--log-format json` lines raw."""
+    log_file = tmp_path / "out.log"
+    configure_logging(log_file=str(log_file), fmt="json")
+    hostile = "a\x85forged\x9b2J\x7f"
+    logger = logging.getLogger("server.channels.rest")
+    logger.error("rest: message from %s failed", hostile, extra={"sender_id": hostile})
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    text = log_file.read_text(encoding="utf-8")
+    assert not set(text) & {"\x85", "\x9b", "\x7f"}
+    assert "\\u0085forged\\u009b2J\\u007f" in text
+    (line,) = text.splitlines()
+    record = json.loads(line)
+    assert record["message"] == f"rest: message from {hostile} failed"
+    assert record["sender_id"] == hostile
+
+
 def test_the_log_file_goes_on_at_its_path_after_logrotate_moves_it(
     tmp_path: Path, restore_logging: None
 ) -> None:
@@ -148,6 +170,31 @@ def test_a_rasa_logging_config_file_sends_our_lines_where_it_sends_rasas(
     assert '"name": "[server.channels.rest]"' in lines[0]  # its own format
     assert "s3cr3t" not in lines[0] and "token=***" in lines[0]
     assert "server.channels.rest" not in capsys.readouterr().err  # propagate: 0, as asked
+
+
+def test_a_logging_config_files_handler_gets_one_line_a_record_too(
+    tmp_path: Path, restore_logging: None
+) -> None:
+    """A handler of a `--logging-config-file` formats with its own format; a client's text in
+    the message or in an exception's message stays on the record's line or in the indented
+    traceback. Before, `ValueError: <text>` went into its file with the text's newlines and
+    escapes as they were."""
+    config = tmp_path / "logging.yml"
+    config.write_text(RASA_LOGGING_CONFIG.replace("{path}", str(tmp_path / "rasa.log")))
+    configure_logging(config_file=str(config))
+    logger = logging.getLogger("server.api.errors")
+    logger.error("from %s", HOSTILE)
+    try:
+        raise ValueError(f"no conversation {HOSTILE}")
+    except ValueError:
+        logger.exception("Unhandled error in GET /x")
+    for handler in logging.getLogger("server").handlers:
+        handler.flush()
+    text = (tmp_path / "rasa.log").read_text(encoding="utf-8")
+    heads = [line for line in text.splitlines() if not line.startswith(" ")]
+    assert len(heads) == 2, heads
+    assert "\x1b" not in text and "\x00" not in text and "\u2028" not in text
+    assert "  ValueError: no conversation a\n  2026-12-04 00:00:00,000 ERROR" in text
 
 
 def test_a_logging_config_file_that_cannot_be_used_is_named(
@@ -386,3 +433,60 @@ def test_a_warning_said_at_start_reaches_every_handler_once_and_is_dropped_after
             "key_prefix 'my bot' may only hold letters",
             "something else",
         ]
+
+
+FORGING_SENDER = "a\n2026-12-07 00:00:00,000 ERROR   forged"
+ESCAPED_SENDER = "a\\n2026-12-07 00:00:00,000 ERROR   forged"
+
+
+@pytest.mark.slow
+async def test_a_sender_id_cannot_forge_a_line_in_the_log_file_of_botserver_run(
+    moodbot_model: Path, tmp_path: Path
+) -> None:
+    """`botserver run -vv --log-file`: a REST message's turn line and a conversation lock's
+    line (a turn that waited past the lock's wait_timeout) name a sender id holding a newline
+    and a forged record, each in one line with the newline escaped."""
+    import re
+
+    import httpx
+
+    from server.trackers.factory import create_lock_store
+    from tests.cli.botserver_process import start_botserver
+    from tests.trackers.persistence_fixtures import (
+        REDIS,
+        delete_redis_keys,
+        require_service,
+        unique_name,
+    )
+
+    require_service("Redis", REDIS)
+    prefix = unique_name("bslogline")
+    lock_store = {"type": "redis", "url": REDIS[0], "port": REDIS[1], "key_prefix": prefix}
+    (tmp_path / "endpoints.yml").write_text(
+        f"lock_store:\n  type: redis\n  url: {REDIS[0]}\n  port: {REDIS[1]}\n"
+        f"  key_prefix: {prefix}\n  wait_timeout: 0.5\n",
+        encoding="utf-8",
+    )
+    args = ["-m", str(moodbot_model.parent), "-vv", "--log-file", "out.log"]
+    server = start_botserver([*args, "--endpoints", "endpoints.yml"], tmp_path, tmp_path)
+    locks = create_lock_store(lock_store)
+    try:
+        server.wait_until("/", timeout=90)
+        webhook = server.url + "/webhooks/rest/webhook"
+        async with httpx.AsyncClient(timeout=30) as client:
+            body = {"sender": FORGING_SENDER, "message": "hello"}
+            assert (await client.post(webhook, json=body)).status_code == 200
+            async with locks.lock(FORGING_SENDER):  # the next turn waits, then gives up
+                assert (await client.post(webhook, json=body)).status_code == 503
+    finally:
+        server.stop()
+        await locks.close()
+        await delete_redis_keys(prefix)
+    lines = (tmp_path / "out.log").read_text(encoding="utf-8").splitlines()
+    record = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ +\S+ - ")
+    assert not [line for line in lines if line.startswith("2026-12-07 00:00:00,000 ERROR")]
+    strays = [line for line in lines if not (record.match(line) or line.startswith("  "))]
+    assert not strays, strays
+    turn = [line for line in lines if f"turn sender={ESCAPED_SENDER} intent=" in line]
+    busy = [line for line in lines if f"Could not lock conversation '{ESCAPED_SENDER}'" in line]
+    assert len(turn) == 1 and len(busy) == 1, lines
