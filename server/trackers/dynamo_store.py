@@ -35,6 +35,7 @@ from server.trackers.retention import latest_timestamp
 from server.trackers.session_start import latest_session_start
 from server.trackers.snapshot import Snapshot
 from server.trackers.store import Hold, cache_events_setting, holding, stored_events
+from server.trackers.weight import KIB
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +209,7 @@ class DynamoTrackerStore:
             assert known is not None
             if self._known.get(sender_id) is known:  # (not let go of meanwhile)
                 self._known.keep(sender_id, known, 0)
-            events = known.events
+            events, extra = known.events, known.extra
         elif fresh is None:
             self._known.forget(sender_id)
             return None
@@ -216,11 +217,11 @@ class DynamoTrackerStore:
             assert isinstance(fresh, _Known)
             self._known.forget(sender_id)
             if fresh.token is not None:
-                self._known.keep(sender_id, fresh, len(fresh.events))
+                self._known.keep(sender_id, fresh, len(fresh.events) + fresh.weigh())
             if fresh.size is not None:
                 self._near_limit(sender_id, fresh.size)
-            events = fresh.events
-        return Snapshot(events, latest_session_start(events) or 0)
+            events, extra = fresh.events, fresh.extra
+        return Snapshot(events, latest_session_start(events) or 0, extra=extra)
 
     def _near_limit(self, sender_id: str, size: int) -> None:
         """Warns, once per conversation, when its item passes WARN_AT_BYTES."""
@@ -345,15 +346,16 @@ class DynamoTrackerStore:
             if known.token == expected:  # no other append or load of it moved on meanwhile
                 known.events.extend(events)
                 known.token = token
-                self._known.keep(sender_id, known, len(events))
                 if known.size is not None:
                     known.size += added
                     self._near_limit(sender_id, known.size)
                 elif known.bound is not None and known.bound + added >= WARN_AT_BYTES:
                     # It may be near the limit: measured when it is next read, whole.
                     self._known.forget(sender_id)
+                    return
                 elif known.bound is not None:
                     known.bound += added
+                self._known.keep(sender_id, known, len(events) + known.weigh())
                 return
         self._known.forget(sender_id)
 
@@ -564,6 +566,17 @@ class _Known:
     # the length of the reply that read it, is more than that).
     size: int | None = None
     bound: int | None = None
+    # What its events weigh beyond 1 each (see weight.py), from the item's size: the whole
+    # item's KiB beyond one per event (events are not weighed one by one here).
+    extra: int = 0
+
+    def weigh(self) -> int:
+        """Weighs it again by its size (or half its reply's length, when not measured);
+        returns how much more it weighs."""
+        before = self.extra
+        size = self.size if self.size is not None else (self.bound or 0) // 2
+        self.extra = max(0, size // KIB - len(self.events))
+        return self.extra - before
 
 
 def _size(sender_id: str, response: dict[str, Any]) -> tuple[int | None, int | None]:

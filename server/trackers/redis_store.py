@@ -43,6 +43,7 @@ from server.trackers.redis_leases import database_of
 from server.trackers.session_start import latest_session_start
 from server.trackers.snapshot import Snapshot
 from server.trackers.store import Hold, cache_events_setting, holding, stored_events
+from server.trackers.weight import extra_of_texts
 
 logger = logging.getLogger(__name__)
 
@@ -237,6 +238,7 @@ class _Session:
     start: int  # its first item's index in the list
     events: list[dict[str, Any]]  # parsed; only ever grows at its end (see Snapshot)
     last: str  # the raw JSON of its last item
+    extra: int = 0  # what its events weigh beyond 1 each (see weight.py)
 
 
 class RedisTrackerStore:
@@ -384,7 +386,7 @@ class RedisTrackerStore:
                 sender_id, lambda: self._load_script(keys=self._keys(sender_id), args=args)
             )
         # Parsed before the check below: nothing may be awaited between it and the update.
-        events = await _events_of(sender_id, items)
+        events, extra = await _off_loop_if_long(partial(_weighed_events, sender_id), items)
         if not whole and (
             cached is not self._sessions.get(sender_id)
             or cached is None
@@ -395,15 +397,16 @@ class RedisTrackerStore:
             self._sessions.forget(sender_id)
             if not items:
                 return None
-            cached = _Session(int(start), events, items[-1])
-            self._sessions.keep(sender_id, cached, len(cached.events))
+            cached = _Session(int(start), events, items[-1], extra)
+            self._sessions.keep(sender_id, cached, len(events) + extra)
         else:
             assert cached is not None
             if items:
                 cached.events.extend(events)
                 cached.last = items[-1]
-            self._sessions.keep(sender_id, cached, len(items))
-        return Snapshot(cached.events)
+                cached.extra += extra
+            self._sessions.keep(sender_id, cached, len(items) + extra)
+        return Snapshot(cached.events, extra=cached.extra)
 
     async def load_all(self, sender_id: str) -> list[dict[str, Any]] | None:
         key = self._prefix + sender_id
@@ -898,6 +901,13 @@ def _within(sender_ids: Sequence[str], sizes: list[Any], max_bytes: int) -> list
 
 class _NotAnObject(Exception):
     """Rasa's stored tracker, or one of its events, that is JSON but not an object."""
+
+
+def _weighed_events(
+    sender_id: str, items: Sequence[str | bytes]
+) -> tuple[list[dict[str, Any]], int]:
+    """The stored items as event dicts, and what they weigh beyond 1 each."""
+    return stored_events(sender_id, items, what="an item"), extra_of_texts(items)
 
 
 async def _events_of(sender_id: str, items: Sequence[str | bytes]) -> list[dict[str, Any]]:
