@@ -7,6 +7,7 @@ import gc
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.serving import serving
 
@@ -19,6 +20,7 @@ def resident_bytes() -> int:
     raise AssertionError("no VmRSS")
 
 
+@pytest.mark.slow
 async def test_messages_with_300_kb_of_metadata_grow_memory_only_until_the_caches_fill(
     concertbot_model: Path, tmp_path: Path
 ) -> None:
