@@ -332,16 +332,31 @@ class DynamoTrackerStore:
 
     # -- writes ----------------------------------------------------------------------------
 
-    async def append(self, sender_id: str, events: list[dict[str, Any]]) -> None:
+    async def append(self, sender_id: str, events: list[dict[str, Any]]) -> int | None:
         if not events:
-            return
+            return 0
         await self._ensure_ready()
         known = self._known.get(sender_id)
         expected = None if known is None else known.token
         token = secrets.token_hex(8)
-        extended, added = await self._run(
+        extended, added, extra = await self._run(
             lambda: self._append(sender_id, events, token, expected), sender_id
         )
+        self._extend_known(sender_id, known, expected, token, events, extended, added)
+        return extra
+
+    def _extend_known(
+        self,
+        sender_id: str,
+        known: _Known | None,
+        expected: str | None,
+        token: str,
+        events: list[dict[str, Any]],
+        extended: bool,
+        added: int,
+    ) -> None:
+        """Follows an append in what the process knows of the conversation, when that was
+        current."""
         if extended and known is not None and self._known.get(sender_id) is known:
             if known.token == expected:  # no other append or load of it moved on meanwhile
                 known.events.extend(events)
@@ -361,14 +376,17 @@ class DynamoTrackerStore:
 
     def _append(
         self, sender_id: str, events: list[dict[str, Any]], token: str, expected: str | None
-    ) -> tuple[bool, int]:
+    ) -> tuple[bool, int, int]:
         """Adds the events to the item's list in place, with a new token; True when the
         item held `expected` before (so it is what this process knew, and these events),
-        and the bytes the events add to the item. The token also makes a request botocore
-        sends again (its reply lost) a no-op: the events were added already."""
+        the bytes the events add to the item, and what they weigh beyond 1 each (see
+        weight.py: by their bytes here). The token also makes a request botocore sends
+        again (its reply lost) a no-op: the events were added already."""
         new = [self._attribute(event) for event in events]
-        # (Only of use to extend what the process knows: about 20 us for a moodbot turn.)
-        added = sum(1 + _attribute_size(value) for value in new) if expected else 0
+        # (About 20 us for a moodbot turn, in the request's thread.)
+        sizes = [_attribute_size(value) for value in new]
+        added = len(sizes) + sum(sizes)
+        extra = sum([size // KIB for size in sizes])
         update: dict[str, Any] = {
             "TableName": self.table,
             "Key": _key(sender_id),
@@ -392,7 +410,7 @@ class DynamoTrackerStore:
                     **{**update, "ExpressionAttributeValues": values},
                     ConditionExpression="#append = :expected",
                 )
-                return True, added
+                return True, added, extra
             except failed:
                 pass  # written by someone else since, or this very update sent twice
         try:
@@ -401,7 +419,7 @@ class DynamoTrackerStore:
             )
         except failed:
             pass
-        return False, added
+        return False, added, extra
 
     @staticmethod
     def _attribute(event: dict[str, Any]) -> dict[str, Any]:

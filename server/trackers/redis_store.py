@@ -290,9 +290,9 @@ class RedisTrackerStore:
     def _errors(self) -> Any:
         return store_errors_as("tracker store", self._redis)
 
-    async def append(self, sender_id: str, events: list[dict[str, Any]]) -> None:
+    async def append(self, sender_id: str, events: list[dict[str, Any]]) -> int | None:
         if not events:
-            return
+            return 0
         start, items = await _off_loop_if_long(_encoded, events)
         check_previous = start == 0 and events[0].get("event") == "session_started"
         args = [self._ttl, -1 if start is None else start, "1" if check_previous else "0"]
@@ -302,10 +302,14 @@ class RedisTrackerStore:
             if len(items) > OFF_LOOP_EVENTS and await self._with_rasa_layout(
                 sender_id, lambda: self._append_staged(sender_id, keys, args, items)
             ):
-                return
+                return await asyncio.to_thread(extra_of_texts, items)
             await self._with_rasa_layout(
                 sender_id, lambda: self._append_script(keys=keys, args=[*args, *items])
             )
+        # What they weigh beyond 1 each, for the hot trackers (see weight.py).
+        if len(items) > OFF_LOOP_EVENTS:
+            return await asyncio.to_thread(extra_of_texts, items)
+        return extra_of_texts(items)
 
     async def _append_staged(
         self, sender_id: str, keys: list[str], args: list[Any], items: list[str]
