@@ -43,7 +43,7 @@ from server.trackers.redis_leases import database_of
 from server.trackers.session_start import latest_session_start
 from server.trackers.snapshot import Snapshot
 from server.trackers.store import Hold, cache_events_setting, holding, stored_events
-from server.trackers.weight import extra_of_texts
+from server.trackers.weight import KIB, extra_of_texts
 
 logger = logging.getLogger(__name__)
 
@@ -390,7 +390,7 @@ class RedisTrackerStore:
                 sender_id, lambda: self._load_script(keys=self._keys(sender_id), args=args)
             )
         # Parsed before the check below: nothing may be awaited between it and the update.
-        events, extra = await _off_loop_if_long(partial(_weighed_events, sender_id), items)
+        events, extra = await _weighed_events(sender_id, items)
         if not whole and (
             cached is not self._sessions.get(sender_id)
             or cached is None
@@ -907,10 +907,24 @@ class _NotAnObject(Exception):
     """Rasa's stored tracker, or one of its events, that is JSON but not an object."""
 
 
-def _weighed_events(
+async def _weighed_events(
     sender_id: str, items: Sequence[str | bytes]
 ) -> tuple[list[dict[str, Any]], int]:
-    """The stored items as event dicts, and what they weigh beyond 1 each."""
+    """The stored items as event dicts, and what they weigh beyond 1 each: many weighed and
+    parsed in a thread; a few weighed here, and parsed in a thread when big (a session
+    heavier than the cache is read at every load: before, each of its turns parsed it on
+    the event loop)."""
+    if len(items) > OFF_LOOP_EVENTS:
+        return await asyncio.to_thread(_events_and_extra, sender_id, items)
+    extra = extra_of_texts(items)
+    if extra > OFF_LOOP_JSON_BYTES // KIB:
+        return await asyncio.to_thread(stored_events, sender_id, items, what="an item"), extra
+    return stored_events(sender_id, items, what="an item"), extra
+
+
+def _events_and_extra(
+    sender_id: str, items: Sequence[str | bytes]
+) -> tuple[list[dict[str, Any]], int]:
     return stored_events(sender_id, items, what="an item"), extra_of_texts(items)
 
 

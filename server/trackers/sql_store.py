@@ -42,7 +42,7 @@ from server.errors import (
     StoreUnavailable,
     first_line,
 )
-from server.json_values import loads_exact
+from server.json_values import OFF_LOOP_JSON_BYTES, loads_exact
 from server.outages import OUTAGES
 from server.tasks import waits_in_grace
 from server.trackers.events import OFF_LOOP_EVENTS
@@ -103,6 +103,8 @@ Row = tuple[str, str | None, float | None, str | None, str | None, str]
 IdData = tuple[int, str]
 _ID_DATA = itemgetter(1)
 _KIB_LESS_ONE = KIB - 1
+# Rows holding more KiB of JSON than this are parsed in a thread, however few.
+_OFF_LOOP_KIB = OFF_LOOP_JSON_BYTES // KIB
 
 
 class _Database(Protocol):
@@ -1325,11 +1327,18 @@ def _load_json(data: str) -> Any:
 async def _parse_rows(
     sender_id: str, rows: Sequence[IdData]
 ) -> tuple[list[dict[str, Any]], Heavy | None]:
-    """The events of `rows`, and the heavy ones among them, weighed in the same thread as
-    they are parsed (weighed on the loop, a first load of 200,000 rows held it 9 ms)."""
+    """The events of `rows`, and the heavy ones among them: many rows weighed in the same
+    thread as they are parsed (weighed on the loop, a first load of 200,000 rows held it
+    9 ms); a few weighed here, and parsed in a thread when they are big (a session heavier
+    than the cache is read at every load: a 12 MB row parsed on the loop held it 39 ms, each
+    of its turns)."""
     if len(rows) > OFF_LOOP_EVENTS:
         return await asyncio.to_thread(_events_and_heavy, sender_id, rows)
-    return _events_and_heavy(sender_id, rows)
+    heavy = _heavy_id_data(rows)
+    if heavy is not None and extra_of(heavy) > _OFF_LOOP_KIB:
+        texts = list(map(_ID_DATA, rows))
+        return await asyncio.to_thread(stored_events, sender_id, texts, _load_json), heavy
+    return stored_events(sender_id, map(_ID_DATA, rows), _load_json), heavy
 
 
 def _events_and_heavy(

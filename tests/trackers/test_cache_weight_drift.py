@@ -7,12 +7,14 @@ appended as 1, and so kept heavy conversations far beyond `cache_events`."""
 from __future__ import annotations
 
 import random
+import threading
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from server.trackers import redis_store, sql_store
 from server.trackers.events import (
     ActionExecuted,
     BotUttered,
@@ -147,3 +149,39 @@ async def test_a_hot_tracker_weighs_the_heavy_events_its_turns_appended(
             assert 3 * 38 <= repository.weight <= 3 * 42
         finally:
             await store.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres", "redis"])
+async def test_a_session_heavier_than_the_bound_is_parsed_off_the_loop(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Such a session is read at every load: its few heavy rows or items (here 3 of 300 KiB;
+    a 12 MB one took 39 ms to parse) are parsed in a thread; before, on the event loop, at
+    each of its turns."""
+    module = redis_store if kind == "redis" else sql_store
+    on_loop: list[bool] = []
+    parse = module.stored_events
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        on_loop.append(threading.current_thread() is threading.main_thread())
+        return parse(*args, **kwargs)
+
+    monkeypatch.setattr(module, "stored_events", recording)
+    async with tracker_store_config(kind, tmp_path) as config:
+        store = create_tracker_store({**config, "cache_events": 50})
+        other = create_tracker_store(config)  # another process
+        try:
+            events = [
+                UserUttered(text=f"big {n}", metadata={"m": "x" * 150_000}).as_dict()
+                for n in range(3)
+            ]
+            await store.append("big", events)
+            for _ in range(2):
+                assert await store.load("big") == events
+            assert on_loop == [False, False]
+            await store.append("light", [events[0] | {"metadata": {}, "parse_data": {}}])
+            assert await other.load("light") is not None
+            assert on_loop == [False, False, True]  # (a few ordinary ones: on the loop)
+        finally:
+            await store.close()
+            await other.close()
