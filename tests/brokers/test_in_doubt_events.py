@@ -453,7 +453,7 @@ async def test_the_read_back_s_retry_counts_events_and_conversations_in_agreemen
 async def test_heavy_held_events_weigh_their_kib_against_the_cap(tmp_path: Path) -> None:
     """An event of 1 KiB of JSON or more counts 1 more per KiB toward the cap, as in the hot
     caches (`cache_events`): a store failing every save while clients send messages with
-    300 KB of metadata held up to 100,000 of them (30 GB) before; now about 330."""
+    300 KB of metadata held up to 100,000 of them (tens of GB) before; now a few hundred."""
     store = create_tracker_store({"type": "sql", "db": str(tmp_path / "trackers.db")})
     queued: list[Any] = []
     in_doubt = InDoubtEvents("test", _outgoing, queued.extend, max_events=100)
