@@ -38,14 +38,14 @@ class KnownSessions(Generic[K]):
     def keep(self, sender_id: str, entry: K, added: int) -> None:
         """`entry` is the conversation's, most recently used, weighing `added` more than
         when it was kept before (all its weight if new); the least recently used go while
-        the total passes `max_events`. The last one left stays if its events are all
-        ordinary, not if heavy ones put it over the bound alone."""
+        the total passes `max_events`. The last one left stays unless its heavy events
+        alone weigh more than the bound."""
         entries = self._entries
         entries[sender_id] = entry
         entries.move_to_end(sender_id)
         self.weight += added
         while self.weight > self.max_events and entries:
-            if len(entries) == 1 and not next(iter(entries.values())).extra:
+            if len(entries) == 1 and next(iter(entries.values())).extra <= self.max_events:
                 break
             _, evicted = entries.popitem(last=False)
             self.weight -= len(evicted.events) + evicted.extra

@@ -118,11 +118,12 @@ class TrackerRepository:
 
     def _evict(self) -> None:
         """The least recently used go while the weight is over the bound. The last one left
-        stays if its events are all ordinary (a long conversation's turns fold nothing
-        again), not if heavy ones put it over the bound (its loads then fold it anew)."""
+        stays unless its heavy events alone weigh more than the bound (a long conversation's
+        turns fold nothing again, a few events of a KiB in it or not); if they do, its loads
+        fold it anew."""
         hot = self._hot
         while self.weight > self.max_events and hot:
-            if len(hot) == 1 and not next(iter(hot.values()))[0].stored_extra:
+            if len(hot) == 1 and next(iter(hot.values()))[0].stored_extra <= self.max_events:
                 break
             _, evicted = hot.popitem(last=False)
             self.weight -= evicted[2]

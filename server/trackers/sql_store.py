@@ -285,11 +285,12 @@ class _SessionCache:
 
     def _evict(self) -> None:
         """The least recently used go while the weight is over the bound. The last one left
-        stays if its events are all ordinary (a long conversation's turns read no rows), not
-        if heavy ones put it over the bound (its loads then read the store)."""
+        stays unless its heavy events alone weigh more than the bound (a long conversation's
+        turns read no rows, a few events of a KiB in it or not); if they do, its loads read
+        the store."""
         sessions = self._sessions
         while self.weight > self.max_events and sessions:
-            if len(sessions) == 1 and not next(iter(sessions.values())).extra:
+            if len(sessions) == 1 and next(iter(sessions.values())).extra <= self.max_events:
                 break
             _, session = sessions.popitem(last=False)
             self.weight -= len(session.events) + session.extra

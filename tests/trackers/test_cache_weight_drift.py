@@ -73,9 +73,9 @@ def check_repository(repository: TrackerRepository, weighed: bool, exact: bool) 
         assert weight >= stored
         if exact:  # (DynamoDB's is an estimate from the item's size: see the test below)
             assert weight == truth, tracker.sender_id
-    if repository.weight > BOUND:  # only a long conversation of ordinary events, alone
+    if repository.weight > BOUND:  # only a long conversation, alone, not by heavy events
         assert len(hot) == 1
-        assert next(iter(hot.values()))[0].stored_extra == 0
+        assert next(iter(hot.values()))[0].stored_extra <= BOUND
 
 
 def check_store(store: TrackerStore, exact: bool) -> None:
@@ -88,8 +88,8 @@ def check_store(store: TrackerStore, exact: bool) -> None:
     if exact:
         for entry in entries.values():
             assert len(entry.events) + entry.extra == weight_of(entry.events)
-    if cache.weight > BOUND:
-        assert len(entries) == 1 and next(iter(entries.values())).extra == 0
+    if cache.weight > BOUND:  # only a long session, alone, not by heavy events
+        assert len(entries) == 1 and next(iter(entries.values())).extra <= BOUND
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite", "postgres", "mariadb", "redis", "dynamo"])
@@ -185,3 +185,28 @@ async def test_a_session_heavier_than_the_bound_is_parsed_off_the_loop(
         finally:
             await store.close()
             await other.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+async def test_a_long_session_with_a_few_events_of_a_kib_stays_hot_alone(
+    kind: str, tmp_path: Path
+) -> None:
+    """A session longer than `cache_events` stays hot alone (its turns read no rows and fold
+    nothing again) when a few of its events are of a KiB or more (a bot reply with buttons),
+    as long as those alone do not outweigh the bound. Before, one such event had it read
+    whole from the store at each turn, and folded again: 0.2-0.4 s at 25,000 events."""
+    async with tracker_store_config(kind, tmp_path) as config:
+        store = create_tracker_store({**config, "cache_events": 50})
+        repository = TrackerRepository(store)
+        try:
+            tracker = Tracker("long", {})
+            events: list[Event] = [BotUttered(text=f"hi {n}") for n in range(100)]
+            events.append(BotUttered(text="x" * 2_000))  # 1 KiB more
+            tracker.update_many(events)
+            await repository.save(tracker, events)
+            assert await repository.load("long", {}) is tracker
+            check_store(store, exact=True)
+            cache = getattr(store, "_cache", None) or store._sessions  # type: ignore[attr-defined]
+            assert cache.get("long") is not None
+        finally:
+            await store.close()
