@@ -41,7 +41,7 @@ def weight_of(dicts: list[dict[str, Any]]) -> int:
     return sum(1 + len(orjson.dumps(d)) // KIB for d in dicts)
 
 
-def random_events(rng: random.Random) -> list[Event]:
+def random_events(rng: random.Random, sizes: list[int]) -> list[Event]:
     events: list[Event] = []
     roll = rng.random()
     if roll < 0.1:
@@ -55,7 +55,7 @@ def random_events(rng: random.Random) -> list[Event]:
     elif roll < 0.2:
         events.append(UserUtteranceReverted())
     for _ in range(rng.randint(1, 3)):
-        size = rng.choice(SIZES)
+        size = rng.choice(sizes)
         if rng.random() < 0.6:
             events.append(UserUttered(text="hi", metadata={"m": "x" * size} if size else {}))
         else:
@@ -101,6 +101,8 @@ async def test_the_cache_weights_stay_what_they_hold(kind: str, tmp_path: Path) 
         repositories = [TrackerRepository(store) for store in stores]
         # DynamoDB weighs a whole item, not its events one by one (an approximation).
         exact = kind not in ("dynamo",)
+        # (A DynamoDB item holds 400 KB at most: a conversation of 20 KB events outgrows it.)
+        sizes = [size for size in SIZES if size < 10_000] if kind == "dynamo" else SIZES
         try:
             for _ in range(120 if kind in ("sqlite", "memory") else 60):
                 p = rng.randrange(processes)
@@ -109,7 +111,7 @@ async def test_the_cache_weights_stay_what_they_hold(kind: str, tmp_path: Path) 
                 roll = rng.random()
                 if roll < 0.8:
                     tracker = await repository.load(sender_id, {}) or Tracker(sender_id, {})
-                    events = random_events(rng)
+                    events = random_events(rng, sizes)
                     tracker.update_many(events)
                     await repository.save(tracker, events)
                 elif roll < 0.9:
