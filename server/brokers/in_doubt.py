@@ -6,16 +6,20 @@ the conversation's later events in this process.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from server.errors import how_many
 from server.tasks import stop
 from server.trackers.events import OFF_LOOP_EVENTS
 from server.trackers.store import TrackerStore
+from server.trackers.weight import KIB
 
 if TYPE_CHECKING:
     from server.brokers.delivery import Outgoing
@@ -41,6 +45,8 @@ class _Batch:
     committed: bool
     # The stored events up to `previous_event` sharing its timestamp (`same_time_run`).
     before: Sequence[dict[str, Any]] = ()
+    # What it counts toward the cap (`_weigh`), fixed as it is held.
+    weight: int = 0
 
 
 class InDoubtEvents:
@@ -127,6 +133,7 @@ class InDoubtEvents:
         self._wakeup.set()
 
     def _add(self, sender_id: str, batch: _Batch) -> None:
+        batch.weight = _weigh(batch)
         self._held.setdefault(sender_id, []).append(batch)
         self._order.append((sender_id, batch))
         self._batches += 1
@@ -244,7 +251,7 @@ class InDoubtEvents:
                 if not committed:  # never stored: never published
                     self._events -= len(batch.events)
                     self._kept -= _size(batch)
-                    batch.events, batch.before = [], ()
+                    batch.events, batch.before, batch.weight = [], (), 0
         done = 0
         for index, batch in enumerate(batches):
             if index >= checked and not batch.committed:
@@ -267,7 +274,7 @@ class InDoubtEvents:
         self._kept -= sum(_size(b) for b in published)
         del batches[:done]
         for batch in published:  # `_order` lists it until it reaches the front: not its events
-            batch.events, batch.previous_event, batch.before = [], None, ()
+            batch.events, batch.previous_event, batch.before, batch.weight = [], None, (), 0
         if not batches:
             del self._held[sender_id]
             del self._stores[sender_id]
@@ -295,8 +302,26 @@ class InDoubtEvents:
 
 
 def _size(batch: _Batch) -> int:
-    """What a held batch counts toward the cap: its events and the stored run it keeps."""
-    return len(batch.events) + len(batch.before)
+    """What a held batch counts toward the cap (see `_weigh`)."""
+    return batch.weight
+
+
+def _weigh(batch: _Batch) -> int:
+    """Its events and the stored run it keeps, an event of 1 KiB of JSON or more as 1 more
+    per KiB (as the hot caches weigh them: see weight.py). Written out only on this path (a
+    save that failed, or a later one held behind it); the events of a bulk save, and a long
+    stored run, count 1 each (writing them out would hold the event loop)."""
+    weight = len(batch.events) + len(batch.before)
+    if len(batch.events) <= OFF_LOOP_EVENTS:
+        weight += sum([len(_json(event)) // KIB for event in batch.events])
+    return weight
+
+
+def _json(event: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(event, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # what orjson refuses (integers over 64 bits)
+        return json.dumps(event, default=str).encode()
 
 
 async def _committed(store: TrackerStore, sender_id: str, batches: list[_Batch]) -> list[bool]:

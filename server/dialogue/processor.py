@@ -557,8 +557,8 @@ class Processor:
                     # commit resumes.
                     stamp_model_ids(new_events, model)
                     trackers = self.trackers
-                    await trackers.store.append(sender_id, _as_dicts(new_events))
-                    trackers.saved(tracker)
+                    extra = await trackers.store.append(sender_id, _as_dicts(new_events))
+                    trackers.saved(tracker, extra)
                 else:
                     await self.save(tracker, start, model)
                 if debugging:

@@ -35,6 +35,7 @@ from server.trackers.retention import latest_timestamp
 from server.trackers.session_start import latest_session_start
 from server.trackers.snapshot import Snapshot
 from server.trackers.store import Hold, cache_events_setting, holding, stored_events
+from server.trackers.weight import KIB
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +209,7 @@ class DynamoTrackerStore:
             assert known is not None
             if self._known.get(sender_id) is known:  # (not let go of meanwhile)
                 self._known.keep(sender_id, known, 0)
-            events = known.events
+            events, extra = known.events, known.extra
         elif fresh is None:
             self._known.forget(sender_id)
             return None
@@ -216,11 +217,11 @@ class DynamoTrackerStore:
             assert isinstance(fresh, _Known)
             self._known.forget(sender_id)
             if fresh.token is not None:
-                self._known.keep(sender_id, fresh, len(fresh.events))
+                self._known.keep(sender_id, fresh, len(fresh.events) + fresh.weigh())
             if fresh.size is not None:
                 self._near_limit(sender_id, fresh.size)
-            events = fresh.events
-        return Snapshot(events, latest_session_start(events) or 0)
+            events, extra = fresh.events, fresh.extra
+        return Snapshot(events, latest_session_start(events) or 0, extra=extra)
 
     def _near_limit(self, sender_id: str, size: int) -> None:
         """Warns, once per conversation, when its item passes WARN_AT_BYTES."""
@@ -331,42 +332,61 @@ class DynamoTrackerStore:
 
     # -- writes ----------------------------------------------------------------------------
 
-    async def append(self, sender_id: str, events: list[dict[str, Any]]) -> None:
+    async def append(self, sender_id: str, events: list[dict[str, Any]]) -> int | None:
         if not events:
-            return
+            return 0
         await self._ensure_ready()
         known = self._known.get(sender_id)
         expected = None if known is None else known.token
         token = secrets.token_hex(8)
-        extended, added = await self._run(
+        extended, added, extra = await self._run(
             lambda: self._append(sender_id, events, token, expected), sender_id
         )
+        self._extend_known(sender_id, known, expected, token, events, extended, added)
+        return extra
+
+    def _extend_known(
+        self,
+        sender_id: str,
+        known: _Known | None,
+        expected: str | None,
+        token: str,
+        events: list[dict[str, Any]],
+        extended: bool,
+        added: int,
+    ) -> None:
+        """Follows an append in what the process knows of the conversation, when that was
+        current."""
         if extended and known is not None and self._known.get(sender_id) is known:
             if known.token == expected:  # no other append or load of it moved on meanwhile
                 known.events.extend(events)
                 known.token = token
-                self._known.keep(sender_id, known, len(events))
                 if known.size is not None:
                     known.size += added
                     self._near_limit(sender_id, known.size)
                 elif known.bound is not None and known.bound + added >= WARN_AT_BYTES:
                     # It may be near the limit: measured when it is next read, whole.
                     self._known.forget(sender_id)
+                    return
                 elif known.bound is not None:
                     known.bound += added
+                self._known.keep(sender_id, known, len(events) + known.weigh())
                 return
         self._known.forget(sender_id)
 
     def _append(
         self, sender_id: str, events: list[dict[str, Any]], token: str, expected: str | None
-    ) -> tuple[bool, int]:
+    ) -> tuple[bool, int, int]:
         """Adds the events to the item's list in place, with a new token; True when the
         item held `expected` before (so it is what this process knew, and these events),
-        and the bytes the events add to the item. The token also makes a request botocore
-        sends again (its reply lost) a no-op: the events were added already."""
+        the bytes the events add to the item, and what they weigh beyond 1 each (see
+        weight.py: by their bytes here). The token also makes a request botocore sends
+        again (its reply lost) a no-op: the events were added already."""
         new = [self._attribute(event) for event in events]
-        # (Only of use to extend what the process knows: about 20 us for a moodbot turn.)
-        added = sum(1 + _attribute_size(value) for value in new) if expected else 0
+        # (About 20 us for a moodbot turn, in the request's thread.)
+        sizes = [_attribute_size(value) for value in new]
+        added = len(sizes) + sum(sizes)
+        extra = sum([size // KIB for size in sizes])
         update: dict[str, Any] = {
             "TableName": self.table,
             "Key": _key(sender_id),
@@ -390,7 +410,7 @@ class DynamoTrackerStore:
                     **{**update, "ExpressionAttributeValues": values},
                     ConditionExpression="#append = :expected",
                 )
-                return True, added
+                return True, added, extra
             except failed:
                 pass  # written by someone else since, or this very update sent twice
         try:
@@ -399,7 +419,7 @@ class DynamoTrackerStore:
             )
         except failed:
             pass
-        return False, added
+        return False, added, extra
 
     @staticmethod
     def _attribute(event: dict[str, Any]) -> dict[str, Any]:
@@ -572,6 +592,17 @@ class _Known:
     # the length of the reply that read it, is more than that).
     size: int | None = None
     bound: int | None = None
+    # What its events weigh beyond 1 each (see weight.py), from the item's size: the whole
+    # item's KiB beyond one per event (events are not weighed one by one here).
+    extra: int = 0
+
+    def weigh(self) -> int:
+        """Weighs it again by its size (or half its reply's length, when not measured);
+        returns how much more it weighs."""
+        before = self.extra
+        size = self.size if self.size is not None else (self.bound or 0) // 2
+        self.extra = max(0, size // KIB - len(self.events))
+        return self.extra - before
 
 
 def _size(sender_id: str, response: dict[str, Any]) -> tuple[int | None, int | None]:

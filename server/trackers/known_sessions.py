@@ -1,5 +1,5 @@
-"""The conversations a store's process read last, bounded in events, least recently used out
-first: what lets a store read only what changed since."""
+"""The conversations a store's process read last, bounded by their events' weight (see
+weight.py), least recently used out first: what lets a store read only what changed since."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from server.trackers.freeing import release_off_loop
 
 class _HoldsEvents(Protocol):
     events: list[dict[str, Any]]
+    extra: int  # what `events` weigh beyond 1 each
 
 
 K = TypeVar("K", bound=_HoldsEvents)
@@ -22,7 +23,7 @@ class KnownSessions(Generic[K]):
 
     def __init__(self, max_events: int) -> None:
         self.max_events = max_events
-        self.events = 0
+        self.weight = 0
         self._entries: OrderedDict[str, K] = OrderedDict()
 
     def __len__(self) -> int:
@@ -35,21 +36,25 @@ class KnownSessions(Generic[K]):
         return self._entries.get(sender_id)
 
     def keep(self, sender_id: str, entry: K, added: int) -> None:
-        """`entry` is the conversation's, most recently used, with `added` more events than
-        when it was kept before (all of them if new); the least recently used go while the
-        total passes `max_events`."""
-        self._entries[sender_id] = entry
-        self._entries.move_to_end(sender_id)
-        self.events += added
-        while self.events > self.max_events and len(self._entries) > 1:
-            _, evicted = self._entries.popitem(last=False)
-            self.events -= len(evicted.events)
+        """`entry` is the conversation's, most recently used, weighing `added` more than
+        when it was kept before (all its weight if new); the least recently used go while
+        the total passes `max_events`. The last one left stays unless its heavy events
+        alone weigh more than the bound."""
+        entries = self._entries
+        entries[sender_id] = entry
+        entries.move_to_end(sender_id)
+        self.weight += added
+        while self.weight > self.max_events and entries:
+            if len(entries) == 1 and next(iter(entries.values())).extra <= self.max_events:
+                break
+            _, evicted = entries.popitem(last=False)
+            self.weight -= len(evicted.events) + evicted.extra
             _let_go(evicted)
 
     def forget(self, sender_id: str) -> None:
         entry = self._entries.pop(sender_id, None)
         if entry is not None:
-            self.events -= len(entry.events)
+            self.weight -= len(entry.events) + entry.extra
             _let_go(entry)
 
 

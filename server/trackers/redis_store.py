@@ -43,6 +43,7 @@ from server.trackers.redis_leases import database_of
 from server.trackers.session_start import latest_session_start
 from server.trackers.snapshot import Snapshot
 from server.trackers.store import Hold, cache_events_setting, holding, stored_events
+from server.trackers.weight import KIB, extra_of_texts
 
 logger = logging.getLogger(__name__)
 
@@ -237,6 +238,7 @@ class _Session:
     start: int  # its first item's index in the list
     events: list[dict[str, Any]]  # parsed; only ever grows at its end (see Snapshot)
     last: str  # the raw JSON of its last item
+    extra: int = 0  # what its events weigh beyond 1 each (see weight.py)
 
 
 class RedisTrackerStore:
@@ -288,9 +290,9 @@ class RedisTrackerStore:
     def _errors(self) -> Any:
         return store_errors_as("tracker store", self._redis)
 
-    async def append(self, sender_id: str, events: list[dict[str, Any]]) -> None:
+    async def append(self, sender_id: str, events: list[dict[str, Any]]) -> int | None:
         if not events:
-            return
+            return 0
         start, items = await _off_loop_if_long(_encoded, events)
         check_previous = start == 0 and events[0].get("event") == "session_started"
         args = [self._ttl, -1 if start is None else start, "1" if check_previous else "0"]
@@ -300,10 +302,14 @@ class RedisTrackerStore:
             if len(items) > OFF_LOOP_EVENTS and await self._with_rasa_layout(
                 sender_id, lambda: self._append_staged(sender_id, keys, args, items)
             ):
-                return
+                return await asyncio.to_thread(extra_of_texts, items)
             await self._with_rasa_layout(
                 sender_id, lambda: self._append_script(keys=keys, args=[*args, *items])
             )
+        # What they weigh beyond 1 each, for the hot trackers (see weight.py).
+        if len(items) > OFF_LOOP_EVENTS:
+            return await asyncio.to_thread(extra_of_texts, items)
+        return extra_of_texts(items)
 
     async def _append_staged(
         self, sender_id: str, keys: list[str], args: list[Any], items: list[str]
@@ -384,7 +390,7 @@ class RedisTrackerStore:
                 sender_id, lambda: self._load_script(keys=self._keys(sender_id), args=args)
             )
         # Parsed before the check below: nothing may be awaited between it and the update.
-        events = await _events_of(sender_id, items)
+        events, extra = await _weighed_events(sender_id, items)
         if not whole and (
             cached is not self._sessions.get(sender_id)
             or cached is None
@@ -395,15 +401,16 @@ class RedisTrackerStore:
             self._sessions.forget(sender_id)
             if not items:
                 return None
-            cached = _Session(int(start), events, items[-1])
-            self._sessions.keep(sender_id, cached, len(cached.events))
+            cached = _Session(int(start), events, items[-1], extra)
+            self._sessions.keep(sender_id, cached, len(events) + extra)
         else:
             assert cached is not None
             if items:
                 cached.events.extend(events)
                 cached.last = items[-1]
-            self._sessions.keep(sender_id, cached, len(items))
-        return Snapshot(cached.events)
+                cached.extra += extra
+            self._sessions.keep(sender_id, cached, len(items) + extra)
+        return Snapshot(cached.events, extra=cached.extra)
 
     async def load_all(self, sender_id: str) -> list[dict[str, Any]] | None:
         key = self._prefix + sender_id
@@ -900,6 +907,27 @@ def _within(sender_ids: Sequence[str], sizes: list[Any], max_bytes: int) -> list
 
 class _NotAnObject(Exception):
     """Rasa's stored tracker, or one of its events, that is JSON but not an object."""
+
+
+async def _weighed_events(
+    sender_id: str, items: Sequence[str | bytes]
+) -> tuple[list[dict[str, Any]], int]:
+    """The stored items as event dicts, and what they weigh beyond 1 each: many weighed and
+    parsed in a thread; a few weighed here, and parsed in a thread when big (a session
+    heavier than the cache is read at every load: before, each of its turns parsed it on
+    the event loop)."""
+    if len(items) > OFF_LOOP_EVENTS:
+        return await asyncio.to_thread(_events_and_extra, sender_id, items)
+    extra = extra_of_texts(items)
+    if extra > OFF_LOOP_JSON_BYTES // KIB:
+        return await asyncio.to_thread(stored_events, sender_id, items, what="an item"), extra
+    return stored_events(sender_id, items, what="an item"), extra
+
+
+def _events_and_extra(
+    sender_id: str, items: Sequence[str | bytes]
+) -> tuple[list[dict[str, Any]], int]:
+    return stored_events(sender_id, items, what="an item"), extra_of_texts(items)
 
 
 async def _events_of(sender_id: str, items: Sequence[str | bytes]) -> list[dict[str, Any]]:

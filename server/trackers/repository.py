@@ -23,13 +23,15 @@ class TrackerRepository:
 
     def __init__(self, store: TrackerStore, max_events: int | None = None) -> None:
         self.store = store
-        # Hot trackers kept, counted in events (a few hundred bytes and objects each: the
-        # bound keeps memory and the garbage collector's full passes small); by default the
-        # store's `cache_events`.
+        # Hot trackers kept, weighed in events (a few hundred bytes and objects each: the
+        # bound keeps memory and the garbage collector's full passes small), an event of a
+        # KiB of JSON or more as one per KiB (see weight.py); by default the store's
+        # `cache_events`.
         self.max_events = store.cache_events if max_events is None else max_events
-        # sender_id -> (tracker, number of its events that came from / went to the store)
-        self._hot: OrderedDict[str, tuple[Tracker, int]] = OrderedDict()
-        self._events = 0
+        # sender_id -> (tracker, number of its events that came from / went to the store,
+        # its weight when kept)
+        self._hot: OrderedDict[str, tuple[Tracker, int, int]] = OrderedDict()
+        self.weight = 0
 
     async def load(self, sender_id: str, slot_defaults: dict[str, Any]) -> Tracker | None:
         """The current session's tracker, or None for an unknown conversation."""
@@ -39,7 +41,7 @@ class TrackerRepository:
             return None
         cached = self._hot.get(sender_id)
         if cached is not None:
-            tracker, stored = cached
+            tracker, stored, _ = cached
             count = len(dicts)
             if (
                 tracker.slot_defaults == slot_defaults
@@ -50,11 +52,13 @@ class TrackerRepository:
             ):
                 if count > stored:  # rows another process appended
                     tracker.update_from_dicts(dicts[stored:])
+                    tracker.stored_extra = getattr(dicts, "extra", tracker.stored_extra)
                     self._remember(sender_id, tracker, count)
                 else:
                     self._hot.move_to_end(sender_id)
                 return tracker
         tracker = await _fold(sender_id, dicts, slot_defaults)
+        tracker.stored_extra = getattr(dicts, "extra", 0)
         self._remember(sender_id, tracker, len(tracker.events) + tracker.left_out)
         return tracker
 
@@ -73,12 +77,16 @@ class TrackerRepository:
                 dicts = await asyncio.to_thread(_dicts, new_events)
             else:
                 dicts = _dicts(new_events)
-            await self.store.append(tracker.sender_id, dicts)
-        self.saved(tracker)
+            self.saved(tracker, await self.store.append(tracker.sender_id, dicts))
+        else:
+            self.saved(tracker)
 
-    def saved(self, tracker: Tracker) -> None:
+    def saved(self, tracker: Tracker, extra: int | None = None) -> None:
         """Keeps `tracker` as stored up to its last event: after its new events' append
-        committed (`save`, or a caller awaiting `store.append` itself)."""
+        committed (`save`, or a caller awaiting `store.append` itself, passing on what it
+        returned: what the new events weigh beyond 1 each)."""
+        if extra:
+            tracker.stored_extra += extra
         # Its events and the stored items it left out: the store's items it holds.
         self._remember(tracker.sender_id, tracker, len(tracker.events) + tracker.left_out)
 
@@ -91,26 +99,38 @@ class TrackerRepository:
     def forget(self, sender_id: str) -> None:
         entry = self._hot.pop(sender_id, None)
         if entry is not None:
-            self._events -= entry[1]
+            self.weight -= entry[2]
             _let_go(entry)
 
     def _remember(self, sender_id: str, tracker: Tracker, stored: int) -> None:
         entry = self._hot.get(sender_id)
         if entry is not None:
-            self._events -= entry[1]
+            self.weight -= entry[2]
             self._hot.move_to_end(sender_id)
-        self._hot[sender_id] = (tracker, stored)
-        self._events += stored
+        weight = stored + tracker.stored_extra
+        self._hot[sender_id] = (tracker, stored, weight)
+        self.weight += weight
         if entry is not None and entry[0] is not tracker:
             _let_go(entry)
         del entry
-        while self._events > self.max_events and len(self._hot) > 1:
-            _, evicted = self._hot.popitem(last=False)
-            self._events -= evicted[1]
+        if self.weight > self.max_events:  # (no call on most turns)
+            self._evict()
+
+    def _evict(self) -> None:
+        """The least recently used go while the weight is over the bound. The last one left
+        stays unless its heavy events alone weigh more than the bound (a long conversation's
+        turns fold nothing again, a few events of a KiB in it or not); if they do, its loads
+        fold it anew."""
+        hot = self._hot
+        while self.weight > self.max_events and hot:
+            if len(hot) == 1 and next(iter(hot.values()))[0].stored_extra <= self.max_events:
+                break
+            _, evicted = hot.popitem(last=False)
+            self.weight -= evicted[2]
             _let_go(evicted)
 
 
-def _let_go(entry: tuple[Tracker, int]) -> None:
+def _let_go(entry: tuple[Tracker, int, int]) -> None:
     """A hot tracker the cache no longer holds: a long one (and its state cache) is freed
     off the loop, unless another request still holds it."""
     if len(entry[0].events) > OFF_LOOP_EVENTS:

@@ -17,12 +17,16 @@ class Snapshot(Sequence[T]):
     """`items[start:stop]` as it is now, without copying. The owner may append to `items`
     later but must never change, insert or remove what is already there."""
 
-    __slots__ = ("_items", "_start", "_stop")
+    __slots__ = ("_items", "_start", "_stop", "extra")
 
-    def __init__(self, items: list[T], start: int = 0, stop: int | None = None) -> None:
+    def __init__(
+        self, items: list[T], start: int = 0, stop: int | None = None, extra: int = 0
+    ) -> None:
         self._items = items
         self._start = start
         self._stop = len(items) if stop is None else stop
+        # What the items weigh beyond 1 each, where the store weighs them (see weight.py).
+        self.extra = extra
 
     def __len__(self) -> int:
         return self._stop - self._start

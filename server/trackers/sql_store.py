@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from functools import partial
+from operator import itemgetter
 from typing import Any, Protocol, TypeVar
 
 import orjson
@@ -41,7 +42,7 @@ from server.errors import (
     StoreUnavailable,
     first_line,
 )
-from server.json_values import loads_exact
+from server.json_values import OFF_LOOP_JSON_BYTES, loads_exact
 from server.outages import OUTAGES
 from server.tasks import waits_in_grace
 from server.trackers.events import OFF_LOOP_EVENTS
@@ -89,6 +90,7 @@ from server.trackers.store import (
     holding,
     stored_events,
 )
+from server.trackers.weight import KIB, Heavy, after, extra_of
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +101,10 @@ DELETE_BATCH = 500
 
 Row = tuple[str, str | None, float | None, str | None, str | None, str]
 IdData = tuple[int, str]
+_ID_DATA = itemgetter(1)
+_KIB_LESS_ONE = KIB - 1
+# Rows holding more KiB of JSON than this are parsed in a thread, however few.
+_OFF_LOOP_KIB = OFF_LOOP_JSON_BYTES // KIB
 
 
 class _Database(Protocol):
@@ -148,6 +154,15 @@ class _CachedSession:
     # The database's epoch at which these were the session's rows (None: not known): while
     # it lasts, a load needs no read (see SqliteDatabase.epoch).
     synced: int | None = None
+    # Its events of 1 KiB of JSON or more, and their weight beyond 1 each (see weight.py).
+    heavy: Heavy | None = None
+    extra: int = 0
+
+    def weigh(self, heavy: Heavy | None) -> None:
+        """`heavy`: the heavy events among `events` (which it had none of before)."""
+        if heavy:
+            self.heavy = heavy
+            self.extra = extra_of(heavy)
 
 
 # How many conversations found without rows are kept for their first append.
@@ -155,11 +170,12 @@ _EMPTY_KEPT = 1024
 
 
 class _SessionCache:
-    """The current sessions this process saw last, bounded by their total number of events."""
+    """The current sessions this process saw last, bounded by their events' total weight
+    (an event weighs 1, plus 1 per KiB of its JSON: see weight.py)."""
 
     def __init__(self, max_events: int) -> None:
         self.max_events = max_events
-        self.events = 0
+        self.weight = 0
         self._sessions: OrderedDict[str, _CachedSession] = OrderedDict()
         # Conversations a load found without rows, and the epoch of that read: their first
         # append needs no SELECT for its previous row id while the epoch holds (a new
@@ -172,7 +188,7 @@ class _SessionCache:
     def put(self, sender_id: str, session: _CachedSession) -> None:
         self.pop(sender_id)
         self._sessions[sender_id] = session
-        self.events += len(session.events)
+        self.weight += len(session.events) + session.extra
         self._evict()
 
     def pop(self, sender_id: str, only: _CachedSession | None = None) -> None:
@@ -181,7 +197,7 @@ class _SessionCache:
         session = self._sessions.get(sender_id)
         if session is not None and (only is None or session is only):
             del self._sessions[sender_id]
-            self.events -= len(session.events)
+            self.weight -= len(session.events) + session.extra
             _let_go(session)
 
     def found_empty(self, sender_id: str, epoch: int) -> None:
@@ -206,10 +222,16 @@ class _SessionCache:
         events: list[dict[str, Any]],
         last: IdData,
         found: int | None | _Unknown = UNKNOWN,
+        heavy: Heavy | None = None,
     ) -> None:
         """Newer rows of a cached session (which may start a new session); `found`: where
-        a session starts among `events` alone, when it was looked for already."""
+        a session starts among `events` alone, when it was looked for already; `heavy`: the
+        heavy events among `events` (see weight.py)."""
         before = len(session.events)
+        weight = before + session.extra
+        if heavy:
+            heavy = [(before + position, extra) for position, extra in heavy]
+            session.weigh(session.heavy + heavy if session.heavy else heavy)
         session.events.extend(events)
         if found is UNKNOWN:
             start = latest_session_start(session.events, search_from=before)
@@ -221,11 +243,14 @@ class _SessionCache:
             if len(old) > OFF_LOOP_EVENTS:
                 release_off_loop(old)
             del old
+            if session.heavy:
+                session.heavy = after(session.heavy, start)
+                session.extra = extra_of(session.heavy)
         session.last_id, session.last_data = last
         if self._sessions.get(sender_id) is session:
-            self.events += len(session.events) - before
+            self.weight += len(session.events) + session.extra - weight
             self._sessions.move_to_end(sender_id)
-            if self.events > self.max_events:  # (no call on most turns)
+            if self.weight > self.max_events:  # (no call on most turns)
                 self._evict()
 
     def appended(
@@ -235,29 +260,40 @@ class _SessionCache:
         written: tuple[int | None, list[IdData] | None, int | None],
         synced: bool,
         found: int | None | _Unknown = UNKNOWN,
-    ) -> None:
+        heavy: Heavy | None = None,
+    ) -> int:
         """Rows this process just wrote: the cache follows when it was current. `synced`:
         no other append of the conversation is under way, so the epoch of this one holds.
-        `found`: where a session starts among `events`, when it was looked for already."""
+        `found`: where a session starts among `events`, when it was looked for already.
+        `heavy`: the heavy ones among `events` (see weight.py). Returns what `events`
+        weigh beyond 1 each."""
         previous, rows, epoch = written
         if not rows:
-            return
+            return extra_of(heavy) if heavy else 0
         session = self._sessions.get(sender_id)
         if session is not None and previous == session.last_id:
-            self.extend(sender_id, session, events, rows[-1], found)
+            self.extend(sender_id, session, events, rows[-1], found, heavy)
             session.synced = epoch if synced else None
         elif session is None and previous is None:
             start = (latest_session_start(events) if found is UNKNOWN else found) or 0
             last_id, last_data = rows[-1]
-            self.put(
-                sender_id,
-                _CachedSession(events[start:], last_id, last_data, epoch if synced else None),
-            )
+            session = _CachedSession(events[start:], last_id, last_data, epoch if synced else None)
+            if heavy:
+                session.weigh(after(heavy, start))
+            self.put(sender_id, session)
+        return extra_of(heavy) if heavy else 0
 
     def _evict(self) -> None:
-        while self.events > self.max_events and len(self._sessions) > 1:
-            _, session = self._sessions.popitem(last=False)
-            self.events -= len(session.events)
+        """The least recently used go while the weight is over the bound. The last one left
+        stays unless its heavy events alone weigh more than the bound (a long conversation's
+        turns read no rows, a few events of a KiB in it or not); if they do, its loads read
+        the store."""
+        sessions = self._sessions
+        while self.weight > self.max_events and sessions:
+            if len(sessions) == 1 and next(iter(sessions.values())).extra <= self.max_events:
+                break
+            _, session = sessions.popitem(last=False)
+            self.weight -= len(session.events) + session.extra
             _let_go(session)
 
 
@@ -334,7 +370,7 @@ class SqlTrackerStore:
             self._db = _AsyncDatabase(self._engine, exact_senders=read_only)
         self._no_table = False  # read-only, and the database holds no `events` table
         self.cache_events = cache_events
-        self._cache = _SessionCache(cache_events)  # about 1 KB per event
+        self._cache = _SessionCache(cache_events)
         # Appends under way per conversation: a read meanwhile may miss their rows.
         self._appending: dict[str, int] = {}
         # The last append of a conversation that is building its rows in a thread (or
@@ -452,17 +488,16 @@ class SqlTrackerStore:
 
     # -- writes ----------------------------------------------------------------------------
 
-    async def append(self, sender_id: str, events: list[dict[str, Any]]) -> None:
+    async def append(self, sender_id: str, events: list[dict[str, Any]]) -> int | None:
         if not events:
-            return
+            return 0
         ahead = self._queued.get(sender_id)
         if ahead is None and len(events) <= OFF_LOOP_EVENTS:
             # Converted here, with no await before the insert: a later append of the
             # conversation cannot overtake this one. The session start is found in the same
             # pass (the cache needs it), not by a second scan of the events.
-            rows, start = _rows_and_start(sender_id, events)
-            await self._insert(sender_id, events, rows, start)
-            return
+            rows, start, heavy = _rows_and_start(sender_id, events)
+            return await self._insert(sender_id, events, rows, start, heavy)
         # A bulk append builds its rows (and finds its session start) in a thread: 100,000
         # held the loop 50-60 ms. It takes its place in the conversation's queue first, so
         # that an append made meanwhile waits for its insert instead of overtaking it.
@@ -470,17 +505,18 @@ class SqlTrackerStore:
         self._queued[sender_id] = place
         try:
             if len(events) > OFF_LOOP_EVENTS:
-                rows, start = await asyncio.to_thread(_rows_and_start, sender_id, events)
+                rows, start, heavy = await asyncio.to_thread(_rows_and_start, sender_id, events)
             else:
-                rows, start = _rows_and_start(sender_id, events)
+                rows, start, heavy = _rows_and_start(sender_id, events)
             if ahead is not None:
                 await asyncio.wait([ahead])  # (its outcome is its own caller's)
-            await self._insert(sender_id, events, rows, start)
+            extra = await self._insert(sender_id, events, rows, start, heavy)
         finally:
             place.set_result(None)
             if self._queued.get(sender_id) is place:
                 del self._queued[sender_id]
         await free_off_loop(rows)
+        return extra
 
     async def _insert(
         self,
@@ -488,9 +524,11 @@ class SqlTrackerStore:
         events: list[dict[str, Any]],
         rows: list[Row],
         start: int | None | _Unknown,
-    ) -> None:
+        heavy: Heavy | None,
+    ) -> int:
         """Inserts the rows of `events`; `start`: where a session starts among them, when
-        it was looked for already."""
+        it was looked for already; `heavy`: the heavy ones among them (see weight.py).
+        Returns what they weigh beyond 1 each."""
         if not self._ready:  # (no coroutine once ready: two of these a turn)
             await self._ensure_ready()
         cached = self._cache.get(sender_id)
@@ -522,7 +560,7 @@ class SqlTrackerStore:
                 del appending[sender_id]
             else:
                 appending[sender_id] = left
-        self._cache.appended(sender_id, events, written, alone, start)
+        return self._cache.appended(sender_id, events, written, alone, start, heavy)
 
     async def replace(self, sender_id: str, events: list[dict[str, Any]]) -> None:
         rows = await asyncio.to_thread(_rows, sender_id, events)
@@ -623,7 +661,7 @@ class SqlTrackerStore:
             mark = self._db.read_mark()
             if mark is not None and cached.synced == mark[0]:  # nobody else wrote since
                 self._cache.touch(sender_id)  # no read, and no coroutine for one (most turns)
-                return Snapshot(cached.events)
+                return Snapshot(cached.events, extra=cached.extra)
             events = await self._load_newer(sender_id, cached, mark)
             if events is not None:
                 return events
@@ -644,12 +682,11 @@ class SqlTrackerStore:
         # Another load or append in this process may have advanced the cache meanwhile.
         new_rows = [row for row in rows if row[0] > cached.last_id]
         if new_rows:
-            self._cache.extend(
-                sender_id, cached, await _parse_rows(sender_id, new_rows), new_rows[-1]
-            )
+            events, heavy = await _parse_rows(sender_id, new_rows)
+            self._cache.extend(sender_id, cached, events, new_rows[-1], heavy=heavy)
         cached.synced = self._read_at(sender_id, mark)
         self._cache.touch(sender_id)
-        return Snapshot(cached.events)
+        return Snapshot(cached.events, extra=cached.extra)
 
     async def _load_session(self, sender_id: str) -> Sequence[dict[str, Any]] | None:
         mark = self._db.read_mark()
@@ -662,14 +699,16 @@ class SqlTrackerStore:
                 self._cache.found_empty(sender_id, synced)
             return None
         synced = self._read_at(sender_id, mark)
-        events = await _parse_rows(sender_id, rows)
+        events, heavy = await _parse_rows(sender_id, rows)
         last_id, last_data = rows[-1]
-        self._cache.put(sender_id, _CachedSession(events, last_id, last_data, synced))
+        session = _CachedSession(events, last_id, last_data, synced)
+        session.weigh(heavy)
+        self._cache.put(sender_id, session)
         if len(rows) > OFF_LOOP_EVENTS:
             # 200,000 rows (a tuple and a JSON string each) freed as this returned held the
             # loop at a conversation's first turn after a restart.
             release_off_loop(rows)
-        return Snapshot(events)
+        return Snapshot(events, extra=session.extra)
 
     def _read_at(self, sender_id: str, mark: tuple[int, int] | None) -> int | None:
         """The epoch of a read that started at `mark`: known if nobody, this store included,
@@ -1191,12 +1230,15 @@ def _rows(sender_id: str, events: list[dict[str, Any]]) -> list[Row]:
     return _rows_and_start(sender_id, events)[0]
 
 
-def _rows_and_start(sender_id: str, events: list[dict[str, Any]]) -> tuple[list[Row], int | None]:
-    """Rasa's row of each event (the columns it indexes, then the JSON), and where the last
-    session start among `events` is (`latest_session_start(events)`), in one pass: every
-    turn's append converts its five or so events here."""
+def _rows_and_start(
+    sender_id: str, events: list[dict[str, Any]]
+) -> tuple[list[Row], int | None, Heavy | None]:
+    """Rasa's row of each event (the columns it indexes, then the JSON), where the last
+    session start among `events` is (`latest_session_start(events)`), and the heavy events
+    (see weight.py), in one pass: every turn's append converts its five or so events here."""
     rows: list[Row] = []
     start: int | None = None
+    heavy: Heavy | None = None
     starts_before = False  # whether the event before is an action_session_start
     for index, event in enumerate(events):
         type_name = event.get("event")
@@ -1232,8 +1274,12 @@ def _rows_and_start(sender_id: str, events: list[dict[str, Any]]) -> tuple[list[
             data = orjson.dumps(event).decode()
         except TypeError:
             data = _event_json(event)
+        if data[_KIB_LESS_ONE:]:  # KIB characters or more (a slice: no call for the rest)
+            if heavy is None:
+                heavy = []
+            heavy.append((index, len(data) // KIB))
         rows.append((sender_id, type_name, timestamp, intent_name, name, data))
-    return rows, start
+    return rows, start, heavy
 
 
 def _column_timestamp(timestamp: Any) -> float | None:
@@ -1271,21 +1317,43 @@ def _event_json(event: dict[str, Any]) -> str:
         return json.dumps(event)
 
 
+def _heavy_id_data(rows: Sequence[IdData]) -> Heavy | None:
+    """The heavy events among `(id, data)` rows read (see weight.py)."""
+    heavy = [(i, len(data) // KIB) for i, (_, data) in enumerate(rows) if data[_KIB_LESS_ONE:]]
+    return heavy or None
+
+
 def _load_json(data: str) -> Any:
     return loads_exact(data, constants=True)
 
 
-async def _parse_rows(sender_id: str, rows: Sequence[IdData]) -> list[dict[str, Any]]:
-    """The events of `rows`; taken from the rows in the same thread as they are parsed."""
-    return await _parse(sender_id, rows, of_rows=True)
+async def _parse_rows(
+    sender_id: str, rows: Sequence[IdData]
+) -> tuple[list[dict[str, Any]], Heavy | None]:
+    """The events of `rows`, and the heavy ones among them: many rows weighed in the same
+    thread as they are parsed (weighed on the loop, a first load of 200,000 rows held it
+    9 ms); a few weighed here, and parsed in a thread when they are big (a session heavier
+    than the cache is read at every load: a 12 MB row parsed on the loop held it 39 ms, each
+    of its turns)."""
+    if len(rows) > OFF_LOOP_EVENTS:
+        return await asyncio.to_thread(_events_and_heavy, sender_id, rows)
+    heavy = _heavy_id_data(rows)
+    if heavy is not None and extra_of(heavy) > _OFF_LOOP_KIB:
+        texts = list(map(_ID_DATA, rows))
+        return await asyncio.to_thread(stored_events, sender_id, texts, _load_json), heavy
+    return stored_events(sender_id, map(_ID_DATA, rows), _load_json), heavy
 
 
-async def _parse(
-    sender_id: str, items: Sequence[Any], of_rows: bool = False
-) -> list[dict[str, Any]]:
-    """The events of a conversation's data (or of its `(id, data)` rows), parsed off the
-    event loop when they are many (see `stored_events`)."""
-    texts = (row[1] for row in items) if of_rows else items
-    if len(items) > OFF_LOOP_EVENTS:
+def _events_and_heavy(
+    sender_id: str, rows: Sequence[IdData]
+) -> tuple[list[dict[str, Any]], Heavy | None]:
+    events = stored_events(sender_id, map(_ID_DATA, rows), _load_json)
+    return events, _heavy_id_data(rows)
+
+
+async def _parse(sender_id: str, texts: Sequence[str]) -> list[dict[str, Any]]:
+    """The events of a conversation's data, parsed off the event loop when they are many
+    (see `stored_events`)."""
+    if len(texts) > OFF_LOOP_EVENTS:
         return await asyncio.to_thread(stored_events, sender_id, texts, _load_json)
     return stored_events(sender_id, texts, _load_json)

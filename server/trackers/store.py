@@ -175,8 +175,9 @@ class TrackerStore(Protocol):
     # one) and the hot trackers over it each hold at most this many.
     cache_events: int
 
-    async def append(self, sender_id: str, events: list[dict[str, Any]]) -> None:
-        """Append these new events, in one transaction."""
+    async def append(self, sender_id: str, events: list[dict[str, Any]]) -> int | None:
+        """Append these new events, in one transaction. Returns what they weigh beyond 1
+        each as stored (see weight.py), or None from a store that does not weigh them."""
 
     async def load(self, sender_id: str) -> Sequence[dict[str, Any]] | None:
         """The current session's events (a read-only sequence); None when the conversation

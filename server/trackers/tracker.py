@@ -124,6 +124,9 @@ class Tracker:
     # Stored items folded into this tracker but left out of its events (`stored_events`):
     # the store's items it has read are its events and these.
     left_out = 0
+    # What its stored items weigh beyond 1 each (see weight.py), as its store reported on
+    # loading and appending them: the hot trackers' bound counts it.
+    stored_extra = 0
 
     def __init__(
         self,

@@ -448,3 +448,23 @@ async def test_the_read_back_s_retry_counts_events_and_conversations_in_agreemen
     assert (
         ": 3 events of 1 conversation wait to be read back (attempt 1), retrying in " in (said[0])
     ), said
+
+
+async def test_heavy_held_events_weigh_their_kib_against_the_cap(tmp_path: Path) -> None:
+    """An event of 1 KiB of JSON or more counts 1 more per KiB toward the cap, as in the hot
+    caches (`cache_events`): a store failing every save while clients send messages with
+    300 KB of metadata held up to 100,000 of them (tens of GB) before; now a few hundred."""
+    store = create_tracker_store({"type": "sql", "db": str(tmp_path / "trackers.db")})
+    queued: list[Any] = []
+    in_doubt = InDoubtEvents("test", _outgoing, queued.extend, max_events=100)
+    heavy = [{**turn(1)[0], "metadata": {"blob": "x" * 30 * 1024}}]  # weighs 31
+    try:
+        for sender_id in ("a", "b", "c", "d"):  # no await between: none is read back yet
+            in_doubt.add_in_doubt(sender_id, heavy, None, store)
+        assert [s for s in ("a", "b", "c", "d") if in_doubt.holds(s)] == ["b", "c", "d"]
+        assert in_doubt.held == 3 and in_doubt.dropped == 1
+        in_doubt.add_in_doubt("e", turn(2), None, store)  # ordinary events weigh 1 each
+        assert in_doubt.holds("b") and in_doubt.held == 6
+    finally:
+        await in_doubt.settle(timeout=0)  # stops the read-back task
+        await store.close()

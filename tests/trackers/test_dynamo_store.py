@@ -588,3 +588,28 @@ async def test_a_prune_stopped_as_a_delete_goes_out_counts_that_delete(
     left = [s for s in ("c1", "c2", "c3") if await store.load(s)]
     assert len(left) == 1, (left, deletes)
     assert sum(counted) == 2, (counted, deletes)
+
+
+async def test_a_heavy_conversation_weighs_its_kib_and_is_not_kept_over_the_bound(
+    endpoint: str, table: str
+) -> None:
+    """A conversation weighs its item's KiB (when more than its events): one of ~200 KB
+    outweighs `cache_events: 60` alone, so it and the conversation used less recently go,
+    and it is read whole at each load."""
+    config = {"type": "dynamo", "table_name": table, "endpoint_url": endpoint}
+    store = create_tracker_store({**config, "cache_events": 60})
+    assert isinstance(store, DynamoTrackerStore)
+    try:
+        await store.append("light", [user("hi", 1.0)])
+        assert await store.load("light") == [user("hi", 1.0)]
+        assert "light" in store._known
+        heavy = user("big", 2.0) | {"metadata": {"blob": "x" * 200_000}}
+        await store.append("heavy", [heavy])
+        assert await store.load("heavy") == [heavy]
+
+        assert "light" not in store._known and "heavy" not in store._known
+        assert store._known.weight == 0
+        assert await store.load("light") == [user("hi", 1.0)]
+        assert await store.load("heavy") == [heavy]
+    finally:
+        await store.close()

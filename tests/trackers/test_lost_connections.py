@@ -99,6 +99,7 @@ async def killed_mid_statement(dialect: str, operation: str) -> tuple[Any, list[
         try:
             await store.append("c", [action(1.0)])
             async with locked(config["db"]) as release:
+                pending: asyncio.Future[Any]
                 if operation == "read":
                     pending = asyncio.ensure_future(store.load_all("c"))
                 else:

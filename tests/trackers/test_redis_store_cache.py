@@ -103,9 +103,54 @@ async def test_the_sessions_kept_stay_within_cache_events(config: dict[str, Any]
         for n in range(10):
             await store.append(f"c{n}", [*session_start(0.0), user(f"m{n}", 1.0)])
             assert len(await store.load(f"c{n}") or []) == 4
-        assert store._sessions.events <= 20
+        assert store._sessions.weight <= 20
         assert len(store._sessions) == 5  # the five most recent conversations
         assert (await store.load("c0") or [])[-1]["text"] == "m0"  # evicted: read whole
+    finally:
+        await store.close()
+
+
+def heavy_user(text: str, timestamp: float, kib: int) -> dict[str, Any]:
+    """A user event whose metadata makes its JSON `kib` KiB and a bit: it weighs 1 + kib."""
+    return user(text, timestamp) | {"metadata": {"blob": "x" * (kib * 1024)}}
+
+
+async def test_a_heavy_event_weighs_its_kib_and_evicts_the_least_recently_used(
+    config: dict[str, Any],
+) -> None:
+    store = redis_store({**config, "cache_events": 103})
+    try:
+        await store.append("light", [user("hi", 1.0), bot("hello", 2.0)])
+        await store.append("heavy", [heavy_user("big", 3.0, 40)])  # weighs 41
+        await store.append("heavier", [heavy_user("bigger", 4.0, 60)])  # weighs 61
+        for sender_id in ("light", "heavy"):
+            assert await store.load(sender_id)
+        assert store._sessions.weight == 2 + 41
+        assert await store.load("heavier") == [heavy_user("bigger", 4.0, 60)]  # 104 of 103
+
+        assert "light" not in store._sessions  # the least recently used went
+        assert "heavy" in store._sessions and "heavier" in store._sessions
+        assert store._sessions.weight == 41 + 61
+        await store.append("heavier", [heavy_user("more", 5.0, 30)])
+        assert len(await store.load("heavier") or []) == 2  # read on: 133, 'heavy' goes
+        assert "heavy" not in store._sessions
+        assert store._sessions.weight == 61 + 31
+        assert await store.load("light") == [user("hi", 1.0), bot("hello", 2.0)]
+    finally:
+        await store.close()
+
+
+async def test_a_session_heavier_than_the_bound_is_read_whole_each_time(
+    config: dict[str, Any],
+) -> None:
+    store = redis_store({**config, "cache_events": 50})
+    try:
+        for n in range(3):  # 30 KiB each: the session outweighs the cache from the second
+            await store.append("big", [heavy_user(f"big {n}", float(n), 30)])
+            assert await store.load("big") == [
+                heavy_user(f"big {i}", float(i), 30) for i in range(n + 1)
+            ]
+        assert "big" not in store._sessions and store._sessions.weight == 0
     finally:
         await store.close()
 

@@ -1,6 +1,8 @@
-"""Hot trackers are bounded by their events; evicted conversations reload whole."""
+"""Hot trackers are bounded by their events' weight; evicted conversations reload whole."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from server.trackers.events import ActionExecuted, Event, UserUttered
 from server.trackers.factory import create_tracker_store
@@ -82,3 +84,59 @@ async def test_a_conversation_holding_a_left_out_item_stays_hot_and_sees_other_a
     again = await repository.load("old", {})
     assert again is tracker
     assert [e.type_name for e in tracker.events] == ["action", "user", "bot"]
+
+
+def heavy_user(text: str, kib: int) -> UserUttered:
+    """A user message whose metadata makes its stored JSON `kib` KiB and a bit (its parse
+    data holds the metadata too)."""
+    return UserUttered(text=text, metadata={"blob": "x" * (kib * 512)})
+
+
+async def test_a_heavy_event_weighs_its_kib_and_evicts_the_least_recently_used(
+    tmp_path: Path,
+) -> None:
+    store = create_tracker_store({"type": "sql", "db": str(tmp_path / "r.db")})
+    repository = TrackerRepository(store, max_events=60)
+    try:
+        trackers = {}
+        for name, kib in (("light", 0), ("heavy", 30), ("heavier", 25)):
+            tracker = trackers[name] = Tracker(name, {})
+            event = UserUttered(text=name) if kib == 0 else heavy_user(name, kib)
+            tracker.update(event)
+            await repository.save(tracker, [event])
+        # 1 + 31 + 26: all three stay hot
+        assert repository.weight == 58
+        assert await repository.load("light", {}) is trackers["light"]
+
+        more = heavy_user("more", 5)  # 'heavy' now weighs 37: 64 of 60
+        trackers["heavy"].update(more)
+        await repository.save(trackers["heavy"], [more])
+
+        assert await repository.load("heavy", {}) is trackers["heavy"]
+        assert await repository.load("light", {}) is trackers["light"]
+        reloaded = await repository.load("heavier", {})  # the least recently used went
+        assert reloaded is not None and reloaded is not trackers["heavier"]
+        assert [getattr(e, "text", None) for e in reloaded.events] == ["heavier"]
+        assert reloaded.stored_extra == 25  # weighed again as read
+    finally:
+        await store.close()
+
+
+async def test_a_conversation_heavier_than_the_bound_is_folded_from_the_store(
+    tmp_path: Path,
+) -> None:
+    store = create_tracker_store({"type": "sql", "db": str(tmp_path / "o.db")})
+    repository = TrackerRepository(store, max_events=50)
+    try:
+        tracker = Tracker("big", {})
+        for n in range(3):  # 30 KiB each: over the bound from the second
+            event = heavy_user(f"big {n}", 30)
+            tracker.update(event)
+            await repository.save(tracker, [event])
+        assert repository.weight == 0
+        loaded = await repository.load("big", {})
+        assert loaded is not None and loaded is not tracker
+        assert [getattr(e, "text", None) for e in loaded.events] == ["big 0", "big 1", "big 2"]
+        assert repository.weight == 0
+    finally:
+        await store.close()

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from server.trackers.factory import create_tracker_store
+from server.trackers.sql_store import SqlTrackerStore
+from server.trackers.store import TrackerStore
 from tests.trackers.test_tracker_stores import bot, session_start, user
 
 
@@ -288,6 +290,8 @@ async def test_an_append_right_after_another_process_appended_keeps_the_cache_ex
 OTHER_PROCESS_TURNS = """
 import asyncio, json, sys
 from server.trackers.factory import create_tracker_store
+from server.trackers.sql_store import SqlTrackerStore
+from server.trackers.store import TrackerStore
 
 async def main():
     store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": sys.argv[1]})
@@ -348,7 +352,7 @@ async def test_a_session_read_while_this_store_appended_to_it_is_read_again_next
     store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "l.db")})
     try:
         await store.append("alice", session_start(1.0))
-        store._cache.pop("alice")  # type: ignore[attr-defined]  # as if evicted
+        session_cache(store).pop("alice")  # type: ignore[attr-defined]  # as if evicted
         database = store._db  # type: ignore[attr-defined]
         session_rows = database.session_rows
         read, appended = asyncio.Event(), asyncio.Event()
@@ -523,3 +527,90 @@ async def test_rows_another_process_appended_after_an_empty_load_come_before_thi
         assert await store.load("carol") == expected
     finally:
         await store.close()
+
+
+def session_cache(store: TrackerStore) -> Any:
+    assert isinstance(store, SqlTrackerStore)
+    return store._cache
+
+
+def heavy_user(text: str, timestamp: float, kib: int) -> dict[str, Any]:
+    """A user event whose metadata makes its JSON `kib` KiB and a bit: it weighs 1 + kib."""
+    return user(text, timestamp) | {"metadata": {"blob": "x" * (kib * 1024)}}
+
+
+async def test_a_heavy_event_weighs_its_kib_and_evicts_the_least_recently_used(
+    tmp_path: Path,
+) -> None:
+    store = create_tracker_store({"type": "sql", "db": str(tmp_path / "h.db"), "cache_events": 103})
+    try:
+        await store.append("light", [user("hi", 1.0), bot("hello", 2.0)])
+        await store.append("heavy", [heavy_user("big", 3.0, 40)])  # weighs 41
+        assert session_cache(store).get("light") is not None  # 43 of 103
+        await store.append("heavier", [heavy_user("bigger", 4.0, 60)])  # 104 of 103
+
+        assert session_cache(store).get("light") is None  # the least recently used went
+        assert session_cache(store).get("heavy") is not None
+        assert session_cache(store).weight == 41 + 61
+        assert await store.load("light") == [user("hi", 1.0), bot("hello", 2.0)]  # read again
+        assert session_cache(store).get("heavy") is None  # 104 again: the next least recently used
+        assert session_cache(store).get("heavier") is not None
+        assert session_cache(store).weight == 61 + 2
+        assert await store.load("heavy") == [heavy_user("big", 3.0, 40)]
+    finally:
+        await store.close()
+
+
+async def test_a_session_heavier_than_the_bound_is_read_from_the_database(
+    tmp_path: Path,
+) -> None:
+    store = create_tracker_store({"type": "sql", "db": str(tmp_path / "o.db"), "cache_events": 50})
+    try:
+        for n in range(3):  # 30 KiB each: the session outweighs the cache from the second
+            await store.append("big", [heavy_user(f"big {n}", float(n), 30)])
+            assert await store.load("big") == [
+                heavy_user(f"big {i}", float(i), 30) for i in range(n + 1)
+            ]
+        assert session_cache(store).get("big") is None
+        assert session_cache(store).weight == 0
+        await store.append("big", [bot("still here", 9.0)])
+        loaded = await store.load("big")
+        assert loaded is not None and len(loaded) == 4 and loaded[-1] == bot("still here", 9.0)
+    finally:
+        await store.close()
+
+
+async def test_a_long_session_of_ordinary_events_stays_cached_beyond_the_bound(
+    tmp_path: Path,
+) -> None:
+    """Ordinary events weigh 1: a conversation longer than `cache_events` is still kept,
+    alone (its turns read no rows), as before events were weighed."""
+    store = create_tracker_store({"type": "sql", "db": str(tmp_path / "l.db"), "cache_events": 5})
+    try:
+        await store.append("long", [user(f"hi {n}", float(n)) for n in range(20)])
+        assert session_cache(store).get("long") is not None
+        assert len(await store.load("long") or []) == 20
+    finally:
+        await store.close()
+
+
+async def test_heavy_rows_another_process_appended_are_weighed_when_read(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "r.db"
+    writer = create_tracker_store({"type": "sql", "db": str(path)})
+    reader = create_tracker_store({"type": "sql", "db": str(path), "cache_events": 100})
+    try:
+        await writer.append("a", [heavy_user("big", 1.0, 40)])
+        await writer.append("b", [user("hi", 1.0)])
+        assert await reader.load("a") == [heavy_user("big", 1.0, 40)]
+        assert await reader.load("b") == [user("hi", 1.0)]
+        assert session_cache(reader).weight == 41 + 1
+        await writer.append("b", [heavy_user("bigger", 2.0, 70)])
+        loaded = await reader.load("b")  # 'b' read on: 71 more, 'a' goes
+        assert loaded is not None and len(loaded) == 2
+        assert session_cache(reader).get("a") is None
+        assert session_cache(reader).weight == 1 + 71
+    finally:
+        await writer.close()
+        await reader.close()
