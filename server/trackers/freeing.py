@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -45,9 +46,38 @@ def release_off_loop(owner: Any) -> None:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # no loop: freed where it is dropped
         return
+    global _waiting
+    size = _events_of(owner)
+    with _waiting_lock:
+        if _waiting and _waiting + size > RELEASE_BACKLOG_EVENTS:
+            # The thread is behind (a loaded loop letting go of sessions every turn): this
+            # one is freed where it is dropped, as the backlog would grow without bound.
+            return
+        _waiting += size
     box = [owner]
     del owner
-    loop.call_soon(_to_thread, loop, box)
+    loop.call_soon(_to_thread, loop, box, size)
+
+
+# Events (list items) let go of and not freed yet: while the thread has this many to free,
+# more are freed where they are dropped, on the loop (about 0.3 ms per 1,000 events). One
+# owner of any size is always taken when nothing waits. 50,000 parsed events are about 75 MB.
+RELEASE_BACKLOG_EVENTS = 50_000
+_waiting = 0
+_waiting_lock = threading.Lock()
+
+
+def _events_of(owner: Any) -> int:
+    """The items of `owner`'s lists (its own, or those it keeps as attributes)."""
+    if type(owner) is list:
+        return len(owner)
+    return sum(len(value) for value in vars(owner).values() if type(value) is list)
+
+
+def _freed(size: int) -> None:
+    global _waiting
+    with _waiting_lock:
+        _waiting -= size
 
 
 # One thread frees what the caches let go of, whatever the number of loops: each thread busy
@@ -65,11 +95,19 @@ def _new_releaser() -> None:
 os.register_at_fork(after_in_child=_new_releaser)
 
 
-def _to_thread(loop: asyncio.AbstractEventLoop, box: list[Any]) -> None:
+def _to_thread(loop: asyncio.AbstractEventLoop, box: list[Any], size: int) -> None:
     try:
-        loop.run_in_executor(_RELEASER, _empty_if_unshared, box)
+        loop.run_in_executor(_RELEASER, _release, box, size)
     except RuntimeError:  # the executor is shut down: freed here
         box.clear()
+        _freed(size)
+
+
+def _release(box: list[Any], size: int) -> None:
+    try:
+        _empty_if_unshared(box)
+    finally:
+        _freed(size)
 
 
 def _empty_if_unshared(box: list[Any]) -> None:
@@ -94,6 +132,7 @@ def _empty_if_unshared(box: list[Any]) -> None:
             del value
             if _attribute_references(owner, name) == _ALONE_AS_ATTRIBUTE:
                 parts.append(getattr(owner, name))
+        value = None  # (the last attribute's would count as a holder below)
     del owner
     pairs = [
         (part, name)

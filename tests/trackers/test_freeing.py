@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import weakref
 from typing import Any
 
 import pytest
@@ -85,3 +87,41 @@ async def test_a_list_nobody_else_holds_is_emptied(emptied: list[int]) -> None:
     freeing.release_off_loop([{"event": "action"}] * 2_000)
     await _settled()
     assert emptied == [2_000]
+
+
+class _Session:
+    def __init__(self, events: list[Any]) -> None:
+        self.events = events
+
+
+async def test_what_waits_for_the_thread_is_bounded(emptied: list[int]) -> None:
+    """Caches that let go of long sessions faster than the one freeing thread empties them
+    (a loaded loop, conversations evicted and reloaded every turn) keep a bounded backlog:
+    the rest is freed where it is dropped. Before, every session waited, and a server's RSS
+    grew past 1 GB in a few thousand turns."""
+    busy = threading.Event()
+    freeing._RELEASER.submit(busy.wait)  # the thread behind on other work
+    released = []
+    try:
+        for _ in range(200):  # 2,000 events each: 400,000 in all
+            session = _Session([{"event": "action"}] * 2_000)
+            released.append(weakref.ref(session))
+            freeing.release_off_loop(session)
+            del session
+        await _settled()
+        waiting = sum(ref() is not None for ref in released)
+    finally:
+        busy.set()
+    assert waiting <= 25  # 50,000 events: about 75 MB of event dicts (was 200)
+    freeing._RELEASER.submit(lambda: None).result()
+    await _settled()
+    assert all(ref() is None for ref in released)
+    assert 1 <= len(emptied) <= 25
+
+
+async def test_one_long_session_goes_to_the_thread_whatever_its_size(
+    emptied: list[int],
+) -> None:
+    freeing.release_off_loop(_Session([{"event": "action"}] * 120_000))
+    await _settled()
+    assert emptied == [120_000]
