@@ -88,8 +88,11 @@ _RELEASER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="release")
 def _new_releaser() -> None:
     """A forked child has none of its parent's threads: a new executor, or what it lets go
     of would wait for ever."""
-    global _RELEASER
+    global _RELEASER, _waiting, _waiting_lock
     _RELEASER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="release")
+    # Nothing of the parent's waits here, and its thread may have held the lock.
+    _waiting = 0
+    _waiting_lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_new_releaser)

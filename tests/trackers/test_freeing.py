@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -125,3 +127,38 @@ async def test_one_long_session_goes_to_the_thread_whatever_its_size(
     freeing.release_off_loop(_Session([{"event": "action"}] * 120_000))
     await _settled()
     assert emptied == [120_000]
+
+
+async def test_a_forked_child_has_nothing_waiting_and_a_free_count(emptied: list[int]) -> None:
+    """A worker forked while the parent's thread had sessions to free (and may have held the
+    count's lock) starts with none: it has no such thread, and would otherwise free every
+    session on its loop, or wait for the lock for ever."""
+    busy = threading.Event()
+    freeing._RELEASER.submit(busy.wait)
+    try:
+        freeing.release_off_loop(_Session([{"event": "action"}] * 45_000))
+        await asyncio.sleep(0)
+        holder = threading.Thread(target=_hold_a_while, args=(freeing._waiting_lock,))
+        holder.start()
+        while not freeing._waiting_lock.locked():
+            await asyncio.sleep(0.001)
+        pid = os.fork()
+        if pid == 0:  # the child: exit code 0 if it can count a release of its own
+            code = 1
+            try:
+                acquired = freeing._waiting_lock.acquire(timeout=2)
+                if acquired:
+                    freeing._waiting_lock.release()
+                    code = 0 if freeing._waiting == 0 else 2
+            finally:
+                os._exit(code)
+        holder.join()
+        _, status = os.waitpid(pid, 0)
+    finally:
+        busy.set()
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def _hold_a_while(lock: Any) -> None:
+    with lock:
+        time.sleep(0.3)
