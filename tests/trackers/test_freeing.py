@@ -138,10 +138,10 @@ async def test_a_forked_child_has_nothing_waiting_and_a_free_count(emptied: list
     try:
         freeing.release_off_loop(_Session([{"event": "action"}] * 45_000))
         await asyncio.sleep(0)
-        holder = threading.Thread(target=_hold_a_while, args=(freeing._waiting_lock,))
+        held = threading.Event()
+        holder = threading.Thread(target=_hold_a_while, args=(freeing._waiting_lock, held))
         holder.start()
-        while not freeing._waiting_lock.locked():
-            await asyncio.sleep(0.001)
+        held.wait()
         pid = os.fork()
         if pid == 0:  # the child: exit code 0 if it can count a release of its own
             code = 1
@@ -153,12 +153,13 @@ async def test_a_forked_child_has_nothing_waiting_and_a_free_count(emptied: list
             finally:
                 os._exit(code)
         holder.join()
-        _, status = os.waitpid(pid, 0)
+        _, status = await asyncio.to_thread(os.waitpid, pid, 0)
     finally:
         busy.set()
     assert os.waitstatus_to_exitcode(status) == 0
 
 
-def _hold_a_while(lock: Any) -> None:
+def _hold_a_while(lock: Any, held: threading.Event) -> None:
     with lock:
+        held.set()
         time.sleep(0.3)
