@@ -46,24 +46,28 @@ def release_off_loop(owner: Any) -> None:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # no loop: freed where it is dropped
         return
-    global _waiting
+    global _waiting, _waiting_owners
     size = _events_of(owner)
     with _waiting_lock:
-        if _waiting and _waiting + size > RELEASE_BACKLOG_EVENTS:
+        if _waiting_owners >= RELEASE_BACKLOG_OWNERS and _waiting + size > RELEASE_BACKLOG_EVENTS:
             # The thread is behind (a loaded loop letting go of sessions every turn): this
             # one is freed where it is dropped, as the backlog would grow without bound.
             return
         _waiting += size
+        _waiting_owners += 1
     box = [owner]
     del owner
     loop.call_soon(_to_thread, loop, box, size)
 
 
 # Events (list items) let go of and not freed yet: while the thread has this many to free,
-# more are freed where they are dropped, on the loop (about 0.3 ms per 1,000 events). One
-# owner of any size is always taken when nothing waits. 50,000 parsed events are about 75 MB.
+# more are freed where they are dropped, on the loop (about 0.3 ms per 1,000 events). A few
+# owners of any size are always taken (a long conversation's hot tracker, cached session and
+# rows let go of together). 50,000 parsed events are about 75 MB.
 RELEASE_BACKLOG_EVENTS = 50_000
+RELEASE_BACKLOG_OWNERS = 3
 _waiting = 0
+_waiting_owners = 0
 _waiting_lock = threading.Lock()
 
 
@@ -75,9 +79,10 @@ def _events_of(owner: Any) -> int:
 
 
 def _freed(size: int) -> None:
-    global _waiting
+    global _waiting, _waiting_owners
     with _waiting_lock:
         _waiting -= size
+        _waiting_owners -= 1
 
 
 # One thread frees what the caches let go of, whatever the number of loops: each thread busy
@@ -88,10 +93,10 @@ _RELEASER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="release")
 def _new_releaser() -> None:
     """A forked child has none of its parent's threads: a new executor, or what it lets go
     of would wait for ever."""
-    global _RELEASER, _waiting, _waiting_lock
+    global _RELEASER, _waiting, _waiting_owners, _waiting_lock
     _RELEASER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="release")
     # Nothing of the parent's waits here, and its thread may have held the lock.
-    _waiting = 0
+    _waiting = _waiting_owners = 0
     _waiting_lock = threading.Lock()
 
 
