@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from server.errors import InvalidConfig
+from server.errors import InvalidConfig, brief
 from server.setting_values import warn_of_unknown_keys
 from server.training.yaml_io import LineDict, read_yaml_file
 
@@ -42,7 +42,12 @@ def _read_sections(path: str | Path | None, what: str) -> dict[str, Any]:
         raise InvalidConfig(f"{path}: {what} must be a mapping of section names to settings")
     for name, section in data.items():
         if section is not None and not isinstance(section, dict):
-            raise InvalidConfig(f"{path}: section '{name}' must be a mapping of settings")
+            line = getattr(data, "key_lines", {}).get(name)
+            where = f"{path}:{line}" if line is not None else str(path)
+            raise InvalidConfig(
+                f"{where}: section {brief(name)} must be a mapping of settings, "
+                f"not {brief(section)}"
+            )
     # Each section as read (a LineDict): a warning about one of its keys names the key's line.
     sections = LineDict((str(k), v) for k, v in data.items())
     sections.key_lines = {str(k): n for k, n in getattr(data, "key_lines", {}).items()}

@@ -92,3 +92,19 @@ async def test_a_setting_in_capitals_is_named_with_the_one_meant(
         f"{path}: tracker_store: unknown setting 'KEY_PREFIX' on line 4 is not read "
         "(nor by Rasa); did you mean 'key_prefix'?"
     ]
+
+
+@pytest.mark.parametrize("which", ["endpoints", "credentials"])
+def test_a_section_that_is_no_mapping_names_its_line(tmp_path: Path, which: str) -> None:
+    """Before: "<file>: section 'tracker_store' must be a mapping of settings", no line."""
+    from server.config import read_credentials
+    from server.errors import InvalidConfig
+
+    path = tmp_path / f"{which}.yml"
+    path.write_text("nlg:\n  url: http://127.0.0.1:5056/nlg\ntracker_store: [sql]\n")
+    reader = read_endpoints if which == "endpoints" else read_credentials
+    with pytest.raises(InvalidConfig) as error:
+        reader(path)
+    assert str(error.value) == (
+        f"{path}:3: section 'tracker_store' must be a mapping of settings, not ['sql']"
+    )

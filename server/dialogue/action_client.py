@@ -230,9 +230,14 @@ class ActionServerClient:
             body = await response.json_or_none()
             if isinstance(body, dict) and body.get("action_name"):
                 error = body.get("error")
-                raise ActionRejected(
+                rejected = ActionRejected(
                     one_line(str(body["action_name"])), one_line(str(error)) if error else None
                 )
+                response.let_go_of(body)
+                del body
+                raise rejected
+            response.let_go_of(body)
+            del body
         if response.status_code == 404:
             raise ActionError(
                 f"Custom action '{action_name}': the action server at {where} has no such "
@@ -250,7 +255,16 @@ class ActionServerClient:
                 f"Custom action '{action_name}': the action server at {where} answered "
                 f"something that is not JSON ({first_line(e, limit=200)})"
             ) from None
-        return validate_action_result(action_name, result)
+        try:
+            return validate_action_result(action_name, result)
+        except ActionError as e:
+            # Without the frames that hold the answer (its own, and those of an error it
+            # was raised for, `from None`): the answer is freed off the loop instead.
+            refused = e.with_traceback(None)
+            refused.__context__ = None
+        response.let_go_of(result)
+        del result
+        raise refused
 
     async def aclose(self) -> None:
         """Closes the pooled HTTP client."""

@@ -108,8 +108,16 @@ class NLGClient:
             ) from None
         if message is None:
             return None
-        _check_message(response, message)
-        return message
+        try:
+            _check_message(response, message)
+        except ActionError as e:
+            # Without the frames that hold the answer: it is freed off the loop instead.
+            refused = e.with_traceback(None)
+        else:
+            return message
+        answer.let_go_of(message)
+        del message
+        raise refused
 
     async def aclose(self) -> None:
         """Closes the pooled HTTP client."""

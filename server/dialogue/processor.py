@@ -368,16 +368,21 @@ class Processor:
         # The event before links this turn to the last one.
         previous = tracker.events[start - 1].as_dict() if start > 0 else None
         before = await self._run_before(tracker, start, previous)
+        # A bulk's dicts are made in a thread before the save: a failed save must hand them
+        # over at once, and would have made them on the loop (100,000: 65 ms of it).
+        dicts = await asyncio.to_thread(_as_dicts, new_events) if bulk else None
         try:
             await self.trackers.save(tracker, new_events)
         except BaseException:
             # The commit may have happened all the same (a connection cut after it): the
             # broker reads the store back and publishes them if so, before any later event.
+            in_doubt = _as_dicts(new_events) if dicts is None else dicts
             self.broker.publish_in_doubt(
-                tracker.sender_id, _as_dicts(new_events), previous, self.trackers.store, before
+                tracker.sender_id, in_doubt, previous, self.trackers.store, before
             )
             raise
-        dicts = await asyncio.to_thread(_as_dicts, new_events) if bulk else _as_dicts(new_events)
+        if dicts is None:
+            dicts = _as_dicts(new_events)
         await self.broker.publish(tracker.sender_id, dicts, previous, before)  # committed
         return new_events
 

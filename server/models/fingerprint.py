@@ -44,10 +44,32 @@ def fingerprint_inputs(files: list[Path], config: dict[str, Any]) -> str:
         for field in (relative, content):
             digest.update(len(field).to_bytes(8, "big"))
             digest.update(field)
-    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str).encode()
+    canonical = _canonical_json(config).encode()
     digest.update(len(canonical).to_bytes(8, "big"))
     digest.update(canonical)
     return digest.hexdigest()
+
+
+def _canonical_json(value: Any) -> str:
+    """`value` as JSON with sorted keys; a mapping whose keys YAML read as several types
+    (`1:` a number beside `a:` text, in a custom payload), which no sort orders, with its
+    keys as JSON writes them (text), as the model's domain and metadata hold them."""
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    except TypeError:
+        return json.dumps(_text_keys(value), sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _text_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {_text_key(k): _text_keys(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_text_keys(v) for v in value]
+    return value
+
+
+def _text_key(key: Any) -> str:
+    return key if isinstance(key, str) else json.dumps(key, default=str)
 
 
 def with_training_format(config: dict[str, Any], training_format: int) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -214,8 +215,31 @@ def _components(
             raise InvalidProjectFile(
                 f"a {what} in '{section}' needs a 'name'", filename, line_of(item, "name")
             )
+        for key in item:
+            if not isinstance(key, str):
+                raise InvalidProjectFile(
+                    f"the option {_as_written(key)} of {what} {brief(name)} is not a name "
+                    f"(YAML reads it as {_yaml_kind(key)}); an option's name is text such as "
+                    "'epochs'",
+                    filename,
+                    # (not line_of, which takes a None key for none)
+                    getattr(item, "key_lines", {}).get(key, item_line),
+                )
         components.append(_plain(item))
     return components
+
+
+def _as_written(key: Any) -> str:
+    """A key YAML read as a number, a boolean or null, as the file wrote it (`1`, `true`)."""
+    return json.dumps(key) if isinstance(key, int | float | bool | type(None)) else brief(key)
+
+
+def _yaml_kind(key: Any) -> str:
+    if isinstance(key, bool):
+        return "a boolean"
+    if key is None:
+        return "null"
+    return "a number" if isinstance(key, int | float) else f"a {type(key).__name__}"
 
 
 def _plain(value: Any) -> Any:

@@ -19,6 +19,7 @@ from server.training.yaml_io import (
     check_example_length,
     dump_yaml,
     read_project_text,
+    unreadable_character,
 )
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,9 @@ def read_nlu_yaml(text: str, filename: str = "<string>") -> NLUTrainingData:
     try:
         check_depth(text, filename)
         root = yaml.compose(text, Loader=_Loader)
+    except yaml.reader.ReaderError as e:
+        message, line = unreadable_character(e, text)
+        raise InvalidProjectFile(message, filename, line) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

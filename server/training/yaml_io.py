@@ -291,8 +291,22 @@ def parse_yaml(text: str, filename: str | None = None, env: bool = False) -> Any
         line = mark.line + 1 if mark is not None else None
         problem = " ".join(p for p in (exc.context, exc.problem) if p) or str(exc)
         raise InvalidProjectFile(f"invalid YAML: {problem}", filename, line) from None
+    except yaml.reader.ReaderError as exc:
+        message, line = unreadable_character(exc, text)
+        raise InvalidProjectFile(message, filename, line) from None
     except yaml.YAMLError as exc:
         raise InvalidProjectFile(f"invalid YAML: {exc}", filename) from None
+
+
+def unreadable_character(exc: yaml.reader.ReaderError, text: str) -> tuple[str, int | None]:
+    """What a character YAML takes in no file (a NUL, a control character) is, and the line of
+    its first: the reader's position counts what it has read, which differs between its C and
+    Python versions."""
+    if not isinstance(exc.character, int):
+        return f"invalid YAML: {exc.reason}", None
+    at = text.find(chr(exc.character))
+    line = text.count("\n", 0, at) + 1 if at >= 0 else None
+    return f"invalid YAML: unacceptable character #x{exc.character:04x}: {exc.reason}", line
 
 
 def _check_expansion(data: Any, filename: str | None) -> None:

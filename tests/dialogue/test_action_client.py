@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import socket
@@ -15,6 +16,8 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
+import orjson
 import pytest
 import yaml
 from starlette.applications import Starlette
@@ -31,6 +34,7 @@ from server.dialogue.action_client import (
 from server.dialogue.domain import Domain
 from server.dialogue.nlg_client import NLGClient
 from server.errors import ActionError, ActionRejected, InvalidConfig
+from server.trackers import freeing
 from server.trackers.events import (
     ActionExecuted,
     ActiveLoop,
@@ -47,7 +51,7 @@ from tests.action_servers.fixtures import (  # noqa: F401
     gzip_bomb,
     twice_gzipped_bomb,
 )
-from tests.loop_lag import paced
+from tests.loop_lag import loop_hold, paced
 from tests.serving import serving_from_the_first_retry
 from tests.shared_data import BOTS
 
@@ -865,3 +869,124 @@ async def test_an_action_that_hangs_for_many_conversations_does_not_hold_the_oth
             release.set()
             await asyncio.gather(*slow, return_exceptions=True)
             await client.aclose()
+
+
+def _answering(status: int, body: bytes) -> ActionServerClient:
+    transport = httpx.MockTransport(lambda request: httpx.Response(status, content=body))
+    config = {"url": "http://actions.test/webhook", "max_response_bytes": 40_000_000}
+    return ActionServerClient(config, transport=transport)
+
+
+def _many_events() -> bytes:
+    """17 MB: 120,000 bot events and 60,000 messages, more than an answer may hold."""
+    event = {"event": "bot", "text": "hi", "data": {"custom": {"k": list(range(20))}}}
+    message = {"text": "hello", "custom": {"a": [1, 2, 3]}}
+    return orjson.dumps(
+        {
+            "events": [{**event, "text": f"t{i}"} for i in range(120_000)],
+            "responses": [{**message, "text": f"m{i}"} for i in range(60_000)],
+        }
+    )
+
+
+@pytest.fixture
+def released(monkeypatch: pytest.MonkeyPatch) -> list[int | str]:
+    """How many values each document handed to the releasing thread held at its top, or
+    "held elsewhere" for one it could not empty (nothing freed a piece at a time)."""
+    freeing._RELEASER.submit(lambda: None).result()  # what earlier tests let go of
+    sizes: list[int | str] = []
+    empty = freeing.empty_json_in_pieces
+
+    def recording(items: list[Any]) -> None:
+        alone = freeing._item_references(items, 0) == freeing._ALONE_IN_LIST
+        sizes.append(len(items[0]) if alone else "held elsewhere")
+        empty(items)
+
+    monkeypatch.setattr(freeing, "empty_json_in_pieces", recording)
+    return sizes
+
+
+async def _handed_over(released: list[int | str]) -> None:
+    """Waits (up to 0.4 s) for the releasing thread to be handed a document."""
+    for _ in range(40):
+        if released:
+            return
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.timing
+async def test_a_big_answer_refused_is_freed_off_the_loop(released: list[int | str]) -> None:
+    """Before, an answer of more events than a turn takes was refused, and its 17 MB of
+    parsed JSON freed at once on the event loop, where the error was dropped or at a later
+    garbage collection: 37-42 ms of the loop thread's CPU (a probe with the collector off).
+    Now the answer is freed a piece at a time in a thread."""
+    client = _answering(200, _many_events())
+    said = ""
+    async with loop_hold() as hold:
+        try:  # the error dropped here, as a turn drops it
+            await client.run("action_many", "u1", {"events": []}, None)
+        except ActionError as e:
+            said = str(e)
+        await _handed_over(released)
+        freeing._RELEASER.submit(lambda: None).result()
+    await client.aclose()
+    assert "120000 events and 60000 responses" in said
+    assert released == [2]  # its events and its responses
+    assert hold.loop_busiest < 0.012 * hold.slowness, hold
+
+
+@pytest.mark.timing
+async def test_a_big_error_answer_is_told_without_writing_it_out_on_the_loop(
+    released: list[int | str],
+) -> None:
+    """An action server's error answer is told in the log as its JSON's first 200
+    characters. Before, a 17 MB one was written out whole as JSON on the event loop for them
+    (0.37-0.43 s of the loop thread's CPU); now only its start is written."""
+    body = _many_events()
+    client = _answering(500, body)
+    async with loop_hold() as hold:
+        with pytest.raises(ActionError) as raised:
+            await client.run("action_many", "u1", {"events": []}, None)
+        freeing._RELEASER.submit(lambda: None).result()
+    await client.aclose()
+    shown = " ".join(json.dumps(json.loads(body))[:1000].split())[:200]
+    assert str(raised.value).endswith(f"answered HTTP 500: {shown}")
+    assert released == [2]
+    assert hold.loop_busiest < 0.012 * hold.slowness, hold
+
+
+async def test_a_big_message_an_nlg_server_gives_and_is_refused_is_freed_off_the_loop(
+    released: list[int | str],
+) -> None:
+    """As an action server's refused answer: handed to the releasing thread, not dropped on
+    the loop with the error."""
+    message = {"text": 5, "custom": {"items": [{"n": i} for i in range(50_000)]}}
+    body = orjson.dumps(message)
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=body))
+    nlg = NLGClient({"url": "http://nlg.test/nlg"}, transport=transport)
+    try:
+        with pytest.raises(ActionError, match="'text' has the wrong type"):
+            await nlg.generate("utter_greet", {"events": []}, "rest")
+        await _handed_over(released)
+    finally:
+        await nlg.aclose()
+    assert released == [2]  # its text and its custom payload
+
+
+async def test_a_big_answer_with_an_invalid_event_is_freed_off_the_loop(
+    released: list[int | str],
+) -> None:
+    """An answer refused for an event it cannot read (found while reading each event) is
+    handed to the releasing thread too: the error's context held the reader's frames, and
+    so the answer, until the turn dropped the error on the loop."""
+    event = {"event": "bot", "text": "hi", "data": {"custom": {"k": list(range(2_000))}}}
+    body = orjson.dumps({"events": [event] * 999 + [{"event": "slot"}], "responses": []})
+    assert len(body) > 8_000_000
+    client = _answering(200, body)
+    try:
+        with pytest.raises(ActionError, match="event 999 is invalid"):
+            await client.run("action_many", "u1", {"events": []}, None)
+        await _handed_over(released)
+    finally:
+        await client.aclose()
+    assert released == [2]  # its events and its responses, nobody else holding them

@@ -165,3 +165,52 @@ def _hold_a_while(lock: Any, held: threading.Event) -> None:
     with lock:
         held.set()
         time.sleep(0.3)
+
+
+async def test_a_parsed_document_is_emptied_but_for_what_is_held_elsewhere() -> None:
+    """What an event kept from a big answer (a slot's value) stays whole; the rest of the
+    answer, at any depth, is emptied in the releasing thread."""
+    kept = [f"value {i}" for i in range(3_000)]
+    events: list[Any] = [
+        {"event": "bot", "data": {"custom": {"k": [i, [i]]}}} for i in range(3_000)
+    ]
+    document: dict[str, Any] = {
+        "events": [*events, {"event": "slot", "value": kept}],
+        "responses": [[1, 2]],
+    }
+    inner = events[5]["data"]["custom"]["k"]
+    del events
+    freeing.release_json_off_loop(document)
+    del document
+    await _settled()
+    freeing._RELEASER.submit(lambda: None).result()
+    assert len(kept) == 3_000 and kept[-1] == "value 2999"
+    assert inner == [5, [5]]  # held here: whole
+
+
+class _Leaf:
+    """A value whose freeing can be seen (through a weak reference)."""
+
+
+def test_a_parsed_document_nobody_else_holds_is_freed_a_piece_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """However deep its values: the GIL is offered after each few hundred of them freed
+    (freed whole, the 20,000 leaves went in one step)."""
+    leaves = [_Leaf() for _ in range(20_000)]
+    alive = [weakref.ref(leaf) for leaf in leaves]
+    # one list of 4 lists of 500 objects each holding 10 leaves two levels down
+    events = [
+        [{"data": {"k": leaves[start + i * 10 : start + i * 10 + 10]}} for i in range(500)]
+        for start in range(0, 20_000, 5_000)
+    ]
+    box: list[Any] = [{"events": events}]
+    del leaves, events
+    left: list[int] = []
+    monkeypatch.setattr(
+        freeing.time, "sleep", lambda seconds: left.append(sum(r() is not None for r in alive))
+    )
+    freeing.empty_json_in_pieces(box)
+    assert box == [] and all(r() is None for r in alive)
+    freed = [before - after for before, after in zip([20_000, *left], left, strict=False)]
+    assert len(left) > 10 and max(freed) <= freeing.EVENTS_PER_PIECE, freed

@@ -13,6 +13,7 @@ from server.models.archive import read_archive, write_archive
 from server.models.metadata import TRAINING_FINGERPRINT_KEY
 from server.training.project import load_project
 from server.training.train import TrainResult, _fingerprint, train
+from server.training.validation import validate_project
 
 DOMAIN = """
 version: "3.1"
@@ -266,3 +267,24 @@ def test_rasa_module_paths_of_rasa_components_train(tmp_path: Path) -> None:
         [{"name": "rasa.core.policies.rule_policy.RulePolicy"}],
     )
     assert len(list((tmp_path / "models").glob("*.tar.gz"))) == 1
+
+
+@pytest.mark.parametrize("key", ["1", "true", "null", "1.5"])
+@pytest.mark.parametrize("section", ["pipeline", "policies"])
+def test_an_option_named_by_no_text_names_config_and_line(
+    tmp_path: Path, section: str, key: str
+) -> None:
+    # Before: `data validate` and `train` stopped on a TypeError traceback ("keywords must be
+    # strings" for a policy, a sort of the fingerprint's keys for a component).
+    fillers = {"pipeline": "- name: WhitespaceTokenizer", "policies": "- name: RulePolicy"}
+    other = "policies" if section == "pipeline" else "pipeline"
+    config = (
+        f"language: en\n{other}:\n{fillers[other]}\n{section}:\n{fillers[section]}\n  {key}: x\n"
+    )
+    with pytest.raises(InvalidProjectFile) as error:
+        _train_config(tmp_path, config)
+    assert (error.value.filename, error.value.line) == (str(tmp_path / "config.yml"), 6)
+    assert f"the option {key} of " in error.value.reason
+    assert "is not a name" in error.value.reason
+    report = validate_project(tmp_path / "config.yml", tmp_path / "domain.yml", [tmp_path])
+    assert report.errors == [str(error.value)]

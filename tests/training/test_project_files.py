@@ -872,6 +872,18 @@ def test_a_file_that_is_not_utf8_names_the_line_of_the_first_bad_byte(
     assert "not UTF-8 text (byte 0xe9" in error.value.reason
 
 
+@pytest.mark.parametrize("character", ["\x00", "\x07", "\x1b"])
+def test_a_control_character_names_its_line(tmp_path: Path, character: str) -> None:
+    # Before: "invalid YAML: unacceptable character #x0007: control characters are not
+    # allowed" and no line (a NUL or a bell pasted into an example).
+    path = tmp_path / "nlu.yml"
+    path.write_text(f'version: "3.1"\nnlu:\n- intent: greet\n  examples: |\n    - hi{character}\n')
+    with pytest.raises(InvalidProjectFile) as error:
+        read_nlu_file(path)
+    assert (error.value.filename, error.value.line) == (str(path), 5)
+    assert f"unacceptable character #x{ord(character):04x}" in error.value.reason
+
+
 def test_a_quoted_variable_in_endpoints_is_said_at_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -206,3 +206,21 @@ def test_data_validate_names_a_misspelt_config_section_as_training_does() -> Non
         "c.yml: unknown key 'langauge' is not read (nor by Rasa); did you mean 'language'? "
         "Without it, the language is English"
     )
+
+
+def test_a_custom_payload_keyed_by_numbers_and_text_trains(tmp_path: Path) -> None:
+    # YAML reads `1:` as a number and `null:` as None; JSON (the model's domain, an action
+    # server, a channel) holds them as text. Before: a TypeError traceback from sorting the
+    # keys for the training fingerprint.
+    domain = (
+        DOMAIN + "  utter_card:\n  - custom:\n      1: one\n      a: letter\n      null: none\n"
+    )
+    (tmp_path / "domain.yml").write_text(domain)
+    (tmp_path / "config.yml").write_text("policies:\n- name: RulePolicy\n")
+    stories = tmp_path / "stories.yml"
+    stories.write_text(STORIES)
+    result = train(tmp_path / "config.yml", tmp_path / "domain.yml", [stories], tmp_path / "m")
+    card = read_metadata(result.path)["domain"]["responses"]["utter_card"]
+    assert card == [{"custom": {"1": "one", "a": "letter", "null": "none"}}]
+    again = train(tmp_path / "config.yml", tmp_path / "domain.yml", [stories], tmp_path / "m")
+    assert again.skipped
