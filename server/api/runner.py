@@ -76,10 +76,10 @@ WEBSOCKET_MAX_BYTES = 4 * 1_000_000
 # Seconds uvicorn waits for requests in flight (turns included) after SIGTERM/Ctrl-C before
 # it closes connections; the stores close only after that, in the app's lifespan.
 GRACEFUL_SHUTDOWN_SECONDS = float(os.environ.get("BOTSERVER_GRACEFUL_SHUTDOWN_SECONDS", "30"))
-# How the parent hands the run settings to worker processes (`--workers N`).
+# Under these names the parent hands worker processes (`--workers N`) the run settings and
+# the warnings it said as it checked the configuration, which the workers do not say again
+# (`server.logs.SaidAtStart`): in `server.api.workers.handed`, not in their environment.
 SPEC_ENV = "BOTSERVER_RUN_SPEC"
-# The warnings the parent said as it checked the configuration, which the workers do not
-# say again (`server.logs.SaidAtStart`).
 SAID_ENV = "BOTSERVER_SAID_AT_START"
 # Interfaces only this machine reaches: an open API there is not warned about.
 LOOPBACK_INTERFACES = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -180,8 +180,13 @@ def server_app(
 
 
 def app_from_environment() -> FastAPI:
-    """The uvicorn factory a worker process runs (`--workers N`)."""
-    raw = os.environ.get(SPEC_ENV)
+    """The uvicorn factory a worker process runs (`--workers N`), from what its parent handed
+    it (or, started otherwise, from the environment, whose variables are then unset: the
+    worker's children do not inherit the secrets)."""
+    from server.api.workers import handed
+
+    raw = handed.get(SPEC_ENV) or os.environ.pop(SPEC_ENV, None)
+    said = handed.get(SAID_ENV) or os.environ.pop(SAID_ENV, None)
     if not raw:
         raise RuntimeError(f"{SPEC_ENV} is not set: start workers with `botserver run`")
     fields = json.loads(raw)
@@ -198,7 +203,7 @@ def app_from_environment() -> FastAPI:
     )
     install_log_redaction()
     spec.keep_secrets_out_of_logs()
-    with saying_once(SaidAtStart(json.loads(os.environ.get(SAID_ENV) or "[]"))):
+    with saying_once(SaidAtStart(json.loads(said or "[]"))):
         return server_app(spec.options(), spec.metrics, "")
 
 
@@ -582,6 +587,10 @@ def run_server(args: argparse.Namespace) -> int:
         spec.keep_secrets_out_of_logs()
         args.workers, app = workers_to_run(args, spec)
     _warn_if_open(args)
+    # Read into `spec`: no process this one starts (a worker, a shell a component opens)
+    # inherits them.
+    for variable in SECRET_VARIABLES.values():
+        os.environ.pop(variable, None)
     # At exit the interpreter's last collections walk every object the process still holds:
     # 0.4-1.7 s of CPU after the last log line in a `--workers` parent, which never frees
     # its imports. Nothing left needs them: stores, broker and sockets are closed by then,
@@ -613,8 +622,10 @@ def run_server(args: argparse.Namespace) -> int:
             "endpoints": setting_lines(spec.endpoints),
             "credentials": setting_lines(spec.credentials),
         }
-        os.environ[SPEC_ENV] = json.dumps(fields, default=str)
-        os.environ[SAID_ENV] = json.dumps(sorted(said.said))
+        given = {
+            SPEC_ENV: json.dumps(fields, default=str),
+            SAID_ENV: json.dumps(sorted(said.said)),
+        }
         inspector = f" (inspector: {spec.listen_url}/inspect)" if spec.enable_api else ""
         logger.info("botserver %s is starting %d workers", __version__, args.workers)
         config = uvicorn.Config(
@@ -633,6 +644,7 @@ def run_server(args: argparse.Namespace) -> int:
                         f"botserver {__version__} is up on {spec.listen_url} with "
                         f"{args.workers} workers{inspector}",
                     ),
+                    given,
                 )
             finally:
                 del os.environ[WORKERS_DIR_ENV]

@@ -120,7 +120,7 @@ def test_workers_build_each_store_once_in_the_parent(
         monkeypatch.setattr(store, "__init__", counting)
     started: list[int] = []
 
-    def serve_workers(config: Any, _up: Any) -> int:
+    def serve_workers(config: Any, _up: Any, *_given: Any) -> int:
         started.append(config.workers)
         return 0
 
