@@ -50,9 +50,11 @@ def release_off_loop(owner: Any) -> None:
     global _waiting, _waiting_owners
     size = _events_of(owner)
     with _waiting_lock:
-        if _waiting_owners >= RELEASE_BACKLOG_OWNERS and _waiting + size > RELEASE_BACKLOG_EVENTS:
+        if _waiting_owners >= RELEASE_BACKLOG_OWNERS and _waiting >= RELEASE_BACKLOG_EVENTS:
             # The thread is behind (a loaded loop letting go of sessions every turn): this
             # one is freed where it is dropped, as the backlog would grow without bound.
+            # Below the bound one more of any size is taken: a long conversation let go of
+            # while a few shorter ones wait stays off the loop.
             return
         _waiting += size
         _waiting_owners += 1
@@ -64,7 +66,8 @@ def release_off_loop(owner: Any) -> None:
 # Events (list items) let go of and not freed yet: while the thread has this many to free,
 # more are freed where they are dropped, on the loop (about 0.3 ms per 1,000 events). A few
 # owners of any size are always taken (a long conversation's hot tracker, cached session and
-# rows let go of together). 50,000 parsed events are about 75 MB.
+# rows let go of together), and below the bound one more of any size: what waits is at most
+# this and the longest session. 50,000 parsed events are about 75 MB.
 RELEASE_BACKLOG_EVENTS = 50_000
 RELEASE_BACKLOG_OWNERS = 3
 _waiting = 0

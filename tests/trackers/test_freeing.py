@@ -131,6 +131,26 @@ async def test_a_long_conversation_let_go_of_goes_to_the_thread_whatever_its_siz
     assert emptied == [120_000] * 3
 
 
+async def test_a_long_conversation_goes_to_the_thread_while_a_few_shorter_ones_wait(
+    emptied: list[int],
+) -> None:
+    """Sessions of 1,500 events evicted now and then keep a few waiting for the thread; a
+    conversation of 100,000 let go of meanwhile still goes to it (freed on the loop, it held
+    it about 30 ms), as the thread is far from its bound."""
+    busy = threading.Event()
+    freeing._RELEASER.submit(busy.wait)
+    try:
+        for _ in range(4):
+            freeing.release_off_loop(_Session([{"event": "action"}] * 1_500))
+        freeing.release_off_loop(_Session([{"event": "action"}] * 100_000))
+        await asyncio.sleep(0)
+    finally:
+        busy.set()
+    await _settled()
+    freeing._RELEASER.submit(lambda: None).result()
+    assert sorted(emptied) == [1_500] * 4 + [100_000]  # (was: the four only)
+
+
 async def test_a_forked_child_has_nothing_waiting_and_a_free_count(emptied: list[int]) -> None:
     """A worker forked while the parent's thread had sessions to free (and may have held the
     count's lock) starts with none: it has no such thread, and would otherwise free every
