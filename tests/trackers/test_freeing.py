@@ -7,6 +7,7 @@ import os
 import threading
 import time
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -149,6 +150,31 @@ async def test_a_long_conversation_goes_to_the_thread_while_a_few_shorter_ones_w
     await _settled()
     freeing._RELEASER.submit(lambda: None).result()
     assert sorted(emptied) == [1_500] * 4 + [100_000]  # (was: the four only)
+
+
+async def test_a_release_that_fails_or_finds_the_thread_gone_is_no_longer_counted(
+    emptied: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counted as waiting for ever, a few such sessions would have every long one after
+    them freed on the loop."""
+
+    def failing(*lists: list[Any]) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(freeing, "empty_in_pieces", failing)
+    for _ in range(4):
+        freeing.release_off_loop(_Session([{"event": "action"}] * 30_000))
+    await _settled()
+    freeing._RELEASER.submit(lambda: None).result()
+    assert (freeing._waiting, freeing._waiting_owners) == (0, 0)
+
+    gone = ThreadPoolExecutor(max_workers=1)
+    gone.shutdown()
+    monkeypatch.setattr(freeing, "_RELEASER", gone)  # as at the interpreter's exit
+    for _ in range(4):
+        freeing.release_off_loop(_Session([{"event": "action"}] * 30_000))
+    await _settled()
+    assert (freeing._waiting, freeing._waiting_owners) == (0, 0)
 
 
 async def test_a_forked_child_has_nothing_waiting_and_a_free_count(emptied: list[int]) -> None:
