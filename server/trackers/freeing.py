@@ -47,17 +47,9 @@ def release_off_loop(owner: Any) -> None:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # no loop: freed where it is dropped
         return
-    global _waiting, _waiting_owners
     size = _events_of(owner)
-    with _waiting_lock:
-        if _waiting_owners >= RELEASE_BACKLOG_OWNERS and _waiting >= RELEASE_BACKLOG_EVENTS:
-            # The thread is behind (a loaded loop letting go of sessions every turn): this
-            # one is freed where it is dropped, as the backlog would grow without bound.
-            # Below the bound one more of any size is taken: a long conversation let go of
-            # while a few shorter ones wait stays off the loop.
-            return
-        _waiting += size
-        _waiting_owners += 1
+    if not _admitted(size):
+        return
     box = [owner]
     del owner
     loop.call_soon(_to_thread, loop, box, _empty_if_unshared, size)
@@ -75,11 +67,28 @@ _waiting_owners = 0
 _waiting_lock = threading.Lock()
 
 
+def _admitted(size: int) -> bool:
+    """Whether what holds `size` events is to wait for the thread, counted as waiting."""
+    global _waiting, _waiting_owners
+    with _waiting_lock:
+        if _waiting_owners >= RELEASE_BACKLOG_OWNERS and _waiting >= RELEASE_BACKLOG_EVENTS:
+            # The thread is behind (a loaded loop letting go of sessions every turn): this
+            # one is freed where it is dropped, as the backlog would grow without bound.
+            # Below the bound one more of any size is taken: a long conversation let go of
+            # while a few shorter ones wait stays off the loop.
+            return False
+        _waiting += size
+        _waiting_owners += 1
+        return True
+
+
 def _events_of(owner: Any) -> int:
-    """The items of `owner`'s lists (its own, or those it keeps as attributes)."""
+    """The items of `owner`'s lists (its own, or those it keeps as attributes or, for a
+    parsed JSON object, as values)."""
     if type(owner) is list:
         return len(owner)
-    return sum(len(value) for value in vars(owner).values() if type(value) is list)
+    values = owner.values() if type(owner) is dict else vars(owner).values()
+    return sum(len(value) for value in values if type(value) is list)
 
 
 def _freed(size: int) -> None:
@@ -112,16 +121,20 @@ def release_json_off_loop(value: Any) -> None:
     action or NLG server): its lists and objects that nobody else holds are emptied a piece
     at a time, at any depth; one still held elsewhere (an event's slot value kept in the
     tracker) is left whole. Freed at once, the 17 MB answer of 120,000 events an action server
-    may not give held the loop 40 ms."""
+    may not give held the loop 40 ms. It waits for the thread within the same bound as
+    sessions, counted by the items of its lists (an answer's events and responses)."""
     if type(value) is not dict and type(value) is not list:
         return
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return
+    size = _events_of(value)  # (the events of an action's answer)
+    if not _admitted(size):
+        return
     box = [value]
     del value
-    loop.call_soon(_to_thread, loop, box, empty_json_in_pieces, None)
+    loop.call_soon(_to_thread, loop, box, empty_json_in_pieces, size)
 
 
 def empty_json_in_pieces(items: list[Any]) -> None:
@@ -159,23 +172,21 @@ def _to_thread(
     loop: asyncio.AbstractEventLoop,
     box: list[Any],
     empty: Callable[[list[Any]], None],
-    size: int | None,
+    size: int,
 ) -> None:
-    """`size`: the events counted as waiting (None: not counted)."""
+    """`size`: the events counted as waiting."""
     try:
         loop.run_in_executor(_RELEASER, _release, box, empty, size)
     except RuntimeError:  # the executor is shut down: freed here
         box.clear()
-        if size is not None:
-            _freed(size)
+        _freed(size)
 
 
-def _release(box: list[Any], empty: Callable[[list[Any]], None], size: int | None) -> None:
+def _release(box: list[Any], empty: Callable[[list[Any]], None], size: int) -> None:
     try:
         empty(box)
     finally:
-        if size is not None:
-            _freed(size)
+        _freed(size)
 
 
 def _empty_if_unshared(box: list[Any]) -> None:

@@ -234,6 +234,32 @@ async def test_a_parsed_document_is_emptied_but_for_what_is_held_elsewhere() -> 
     assert inner == [5, [5]]  # held here: whole
 
 
+async def test_big_answers_waiting_for_the_thread_count_in_its_bound(
+    emptied: list[int],
+) -> None:
+    """Big action answers let go of faster than the thread frees them (every turn of a bot
+    whose action answers 300 KB, on a loaded loop) wait within the same bound as sessions:
+    the rest is freed where it is dropped. Before, every answer waited."""
+    busy = threading.Event()
+    freeing._RELEASER.submit(busy.wait)
+    released = []
+    try:
+        for _ in range(200):  # 2,000 events each: 400,000 in all
+            leaf = _Leaf()
+            released.append(weakref.ref(leaf))
+            freeing.release_json_off_loop({"events": [leaf, *[{"event": "bot"}] * 1_999]})
+            del leaf
+        await _settled()
+        waiting = sum(ref() is not None for ref in released)
+    finally:
+        busy.set()
+        freeing._RELEASER.submit(lambda: None).result()
+    assert waiting <= 26  # 50,000 events (was 200)
+    await _settled()
+    assert all(ref() is None for ref in released)
+    assert (freeing._waiting, freeing._waiting_owners) == (0, 0)
+
+
 class _Leaf:
     """A value whose freeing can be seen (through a weak reference)."""
 
