@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -46,9 +47,55 @@ def release_off_loop(owner: Any) -> None:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # no loop: freed where it is dropped
         return
+    size = _events_of(owner)
+    if not _admitted(size):
+        return
     box = [owner]
     del owner
-    loop.call_soon(_to_thread, loop, box, _empty_if_unshared)
+    loop.call_soon(_to_thread, loop, box, _empty_if_unshared, size)
+
+
+# Events (list items) let go of and not freed yet: while the thread has this many to free,
+# more are freed where they are dropped, on the loop (about 0.3 ms per 1,000 events). A few
+# owners of any size are always taken (a long conversation's hot tracker, cached session and
+# rows let go of together), and below the bound one more of any size: what waits is at most
+# this and the longest session. 50,000 parsed events are about 75 MB.
+RELEASE_BACKLOG_EVENTS = 50_000
+RELEASE_BACKLOG_OWNERS = 3
+_waiting = 0
+_waiting_owners = 0
+_waiting_lock = threading.Lock()
+
+
+def _admitted(size: int) -> bool:
+    """Whether what holds `size` events is to wait for the thread, counted as waiting."""
+    global _waiting, _waiting_owners
+    with _waiting_lock:
+        if _waiting_owners >= RELEASE_BACKLOG_OWNERS and _waiting >= RELEASE_BACKLOG_EVENTS:
+            # The thread is behind (a loaded loop letting go of sessions every turn): this
+            # one is freed where it is dropped, as the backlog would grow without bound.
+            # Below the bound one more of any size is taken: a long conversation let go of
+            # while a few shorter ones wait stays off the loop.
+            return False
+        _waiting += size
+        _waiting_owners += 1
+        return True
+
+
+def _events_of(owner: Any) -> int:
+    """The items of `owner`'s lists (its own, or those it keeps as attributes or, for a
+    parsed JSON object, as values)."""
+    if type(owner) is list:
+        return len(owner)
+    values = owner.values() if type(owner) is dict else vars(owner).values()
+    return sum(len(value) for value in values if type(value) is list)
+
+
+def _freed(size: int) -> None:
+    global _waiting, _waiting_owners
+    with _waiting_lock:
+        _waiting -= size
+        _waiting_owners -= 1
 
 
 # One thread frees what the caches let go of, whatever the number of loops: each thread busy
@@ -59,8 +106,11 @@ _RELEASER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="release")
 def _new_releaser() -> None:
     """A forked child has none of its parent's threads: a new executor, or what it lets go
     of would wait for ever."""
-    global _RELEASER
+    global _RELEASER, _waiting, _waiting_owners, _waiting_lock
     _RELEASER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="release")
+    # Nothing of the parent's waits here, and its thread may have held the lock.
+    _waiting = _waiting_owners = 0
+    _waiting_lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_new_releaser)
@@ -71,16 +121,20 @@ def release_json_off_loop(value: Any) -> None:
     action or NLG server): its lists and objects that nobody else holds are emptied a piece
     at a time, at any depth; one still held elsewhere (an event's slot value kept in the
     tracker) is left whole. Freed at once, the 17 MB answer of 120,000 events an action server
-    may not give held the loop 40 ms."""
+    may not give held the loop 40 ms. It waits for the thread within the same bound as
+    sessions, counted by the items of its lists (an answer's events and responses)."""
     if type(value) is not dict and type(value) is not list:
         return
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return
+    size = _events_of(value)  # (the events of an action's answer)
+    if not _admitted(size):
+        return
     box = [value]
     del value
-    loop.call_soon(_to_thread, loop, box, empty_json_in_pieces)
+    loop.call_soon(_to_thread, loop, box, empty_json_in_pieces, size)
 
 
 def empty_json_in_pieces(items: list[Any]) -> None:
@@ -118,11 +172,21 @@ def _to_thread(
     loop: asyncio.AbstractEventLoop,
     box: list[Any],
     empty: Callable[[list[Any]], None],
+    size: int,
 ) -> None:
+    """`size`: the events counted as waiting."""
     try:
-        loop.run_in_executor(_RELEASER, empty, box)
+        loop.run_in_executor(_RELEASER, _release, box, empty, size)
     except RuntimeError:  # the executor is shut down: freed here
         box.clear()
+        _freed(size)
+
+
+def _release(box: list[Any], empty: Callable[[list[Any]], None], size: int) -> None:
+    try:
+        empty(box)
+    finally:
+        _freed(size)
 
 
 def _empty_if_unshared(box: list[Any]) -> None:
@@ -147,6 +211,7 @@ def _empty_if_unshared(box: list[Any]) -> None:
             del value
             if _attribute_references(owner, name) == _ALONE_AS_ATTRIBUTE:
                 parts.append(getattr(owner, name))
+        value = None  # (the last attribute's would count as a holder below)
     del owner
     pairs = [
         (part, name)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
+import time
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -88,6 +92,127 @@ async def test_a_list_nobody_else_holds_is_emptied(emptied: list[int]) -> None:
     assert emptied == [2_000]
 
 
+class _Session:
+    def __init__(self, events: list[Any]) -> None:
+        self.events = events
+
+
+async def test_what_waits_for_the_thread_is_bounded(emptied: list[int]) -> None:
+    """Caches that let go of long sessions faster than the one freeing thread empties them
+    (a loaded loop, conversations evicted and reloaded every turn) keep a bounded backlog:
+    the rest is freed where it is dropped. Before, every session waited, and a server's RSS
+    grew past 1 GB in a few thousand turns."""
+    busy = threading.Event()
+    freeing._RELEASER.submit(busy.wait)  # the thread behind on other work
+    released = []
+    try:
+        for _ in range(200):  # 2,000 events each: 400,000 in all
+            session = _Session([{"event": "action"}] * 2_000)
+            released.append(weakref.ref(session))
+            freeing.release_off_loop(session)
+            del session
+        await _settled()
+        waiting = sum(ref() is not None for ref in released)
+    finally:
+        busy.set()
+    assert waiting <= 26  # 50,000 events, about 75 MB of event dicts, and one (was 200)
+    freeing._RELEASER.submit(lambda: None).result()
+    await _settled()
+    assert all(ref() is None for ref in released)
+    assert 1 <= len(emptied) <= 26
+
+
+async def test_a_long_conversation_let_go_of_goes_to_the_thread_whatever_its_size(
+    emptied: list[int],
+) -> None:
+    """Its hot tracker, cached session and rows, let go of together: none on the loop."""
+    for _ in range(3):
+        freeing.release_off_loop(_Session([{"event": "action"}] * 120_000))
+    await _settled()
+    assert emptied == [120_000] * 3
+
+
+async def test_a_long_conversation_goes_to_the_thread_while_a_few_shorter_ones_wait(
+    emptied: list[int],
+) -> None:
+    """Sessions of 1,500 events evicted now and then keep a few waiting for the thread; a
+    conversation of 100,000 let go of meanwhile still goes to it (freed on the loop, it held
+    it about 30 ms), as the thread is far from its bound."""
+    busy = threading.Event()
+    freeing._RELEASER.submit(busy.wait)
+    try:
+        for _ in range(4):
+            freeing.release_off_loop(_Session([{"event": "action"}] * 1_500))
+        freeing.release_off_loop(_Session([{"event": "action"}] * 100_000))
+        await asyncio.sleep(0)
+    finally:
+        busy.set()
+    await _settled()
+    freeing._RELEASER.submit(lambda: None).result()
+    assert sorted(emptied) == [1_500] * 4 + [100_000]  # (was: the four only)
+
+
+async def test_a_release_that_fails_or_finds_the_thread_gone_is_no_longer_counted(
+    emptied: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counted as waiting for ever, a few such sessions would have every long one after
+    them freed on the loop."""
+
+    def failing(*lists: list[Any]) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(freeing, "empty_in_pieces", failing)
+    for _ in range(4):
+        freeing.release_off_loop(_Session([{"event": "action"}] * 30_000))
+    await _settled()
+    freeing._RELEASER.submit(lambda: None).result()
+    assert (freeing._waiting, freeing._waiting_owners) == (0, 0)
+
+    gone = ThreadPoolExecutor(max_workers=1)
+    gone.shutdown()
+    monkeypatch.setattr(freeing, "_RELEASER", gone)  # as at the interpreter's exit
+    for _ in range(4):
+        freeing.release_off_loop(_Session([{"event": "action"}] * 30_000))
+    await _settled()
+    assert (freeing._waiting, freeing._waiting_owners) == (0, 0)
+
+
+async def test_a_forked_child_has_nothing_waiting_and_a_free_count(emptied: list[int]) -> None:
+    """A worker forked while the parent's thread had sessions to free (and may have held the
+    count's lock) starts with none: it has no such thread, and would otherwise free every
+    session on its loop, or wait for the lock for ever."""
+    busy = threading.Event()
+    freeing._RELEASER.submit(busy.wait)
+    try:
+        freeing.release_off_loop(_Session([{"event": "action"}] * 45_000))
+        await asyncio.sleep(0)
+        held = threading.Event()
+        holder = threading.Thread(target=_hold_a_while, args=(freeing._waiting_lock, held))
+        holder.start()
+        held.wait()
+        pid = os.fork()
+        if pid == 0:  # the child: exit code 0 if it can count a release of its own
+            code = 1
+            try:
+                acquired = freeing._waiting_lock.acquire(timeout=2)
+                if acquired:
+                    freeing._waiting_lock.release()
+                    code = 0 if freeing._waiting == 0 else 2
+            finally:
+                os._exit(code)
+        holder.join()
+        _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+    finally:
+        busy.set()
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def _hold_a_while(lock: Any, held: threading.Event) -> None:
+    with lock:
+        held.set()
+        time.sleep(0.3)
+
+
 async def test_a_parsed_document_is_emptied_but_for_what_is_held_elsewhere() -> None:
     """What an event kept from a big answer (a slot's value) stays whole; the rest of the
     answer, at any depth, is emptied in the releasing thread."""
@@ -107,6 +232,32 @@ async def test_a_parsed_document_is_emptied_but_for_what_is_held_elsewhere() -> 
     freeing._RELEASER.submit(lambda: None).result()
     assert len(kept) == 3_000 and kept[-1] == "value 2999"
     assert inner == [5, [5]]  # held here: whole
+
+
+async def test_big_answers_waiting_for_the_thread_count_in_its_bound(
+    emptied: list[int],
+) -> None:
+    """Big action answers let go of faster than the thread frees them (every turn of a bot
+    whose action answers 300 KB, on a loaded loop) wait within the same bound as sessions:
+    the rest is freed where it is dropped. Before, every answer waited."""
+    busy = threading.Event()
+    freeing._RELEASER.submit(busy.wait)
+    released = []
+    try:
+        for _ in range(200):  # 2,000 events each: 400,000 in all
+            leaf = _Leaf()
+            released.append(weakref.ref(leaf))
+            freeing.release_json_off_loop({"events": [leaf, *[{"event": "bot"}] * 1_999]})
+            del leaf
+        await _settled()
+        waiting = sum(ref() is not None for ref in released)
+    finally:
+        busy.set()
+        freeing._RELEASER.submit(lambda: None).result()
+    assert waiting <= 26  # 50,000 events (was 200)
+    await _settled()
+    assert all(ref() is None for ref in released)
+    assert (freeing._waiting, freeing._waiting_owners) == (0, 0)
 
 
 class _Leaf:
