@@ -190,14 +190,21 @@ def _add_referents(objects: dict[int, Any], key: int, queue: list[int]) -> list[
 
 
 def _walked(value: Any) -> bool:
+    """A list, a dict, or an object of this package's classes (a library's objects, a
+    client's connection pool say, may be finalized by code reading what they keep)."""
     kind = type(value)
     if kind is list or kind is dict:
         return True
     return (
-        hasattr(value, "__dict__")
+        kind.__module__.startswith(_OURS)
+        and hasattr(value, "__dict__")
         and not callable(value)
         and not isinstance(value, type | types.ModuleType)
     )
+
+
+# The packages whose objects `_walked` looks into.
+_OURS: tuple[str, ...] = (__name__.split(".")[0] + ".",)
 
 
 def release_values_in_pieces(attributes: dict[str, Any]) -> None:
