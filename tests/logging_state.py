@@ -53,6 +53,11 @@ def logging_restored() -> Iterator[None]:
                 # named it) goes back to a new logger's wiring: no handler, propagating.
                 handlers, propagate = wiring.get(name, ([], True))
                 each.handlers, each.propagate = list(handlers), propagate
+                if name not in levels:
+                    # ... and enabled: one made as the test began (a module `main()`
+                    # imported before it read a config file's `disable_existing_loggers:
+                    # true`) was left disabled, and a later test found alembic's silent.
+                    each.disabled = False
         # pytest's own handlers (caplog's, its report's) are its to add and remove at each
         # phase of a test: the ones found at the start may be gone, others in their place.
         for handler in list(root.handlers):

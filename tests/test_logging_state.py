@@ -34,3 +34,18 @@ def test_a_root_handler_removed_in_the_block_comes_back() -> None:
         assert kept in root.handlers
     finally:
         root.removeHandler(kept)
+
+
+def test_a_logger_made_and_disabled_in_the_block_is_enabled_after() -> None:
+    """A module imported as `botserver run` began (alembic's, say) made its logger, then a
+    logging config file's `disable_existing_loggers: true` disabled it: before, it stayed
+    disabled, and a later test in the same process found alembic's lines gone."""
+    import uuid
+
+    name = f"tests.logging_state.made_{uuid.uuid4().hex}"
+    with logging_restored():
+        made_here = logging.getLogger(name)
+        made_here.disabled = True  # as dictConfig's `disable_existing_loggers` does
+
+    assert not made_here.disabled
+    assert made_here.isEnabledFor(logging.WARNING)

@@ -60,9 +60,9 @@ from server.models.local import resolve_local_model
 from server.models.remote_storage import STORAGES, check_storage_settings
 from server.outages import flush_repeats
 from server.tasks import waits_in_grace
-from server.trackers.factory import DEFAULT_TRACKER_STORE, create_lock_store, create_tracker_store
+from server.trackers.lock import LockStore
 from server.trackers.setup_loop import stop_by
-from server.trackers.store import SetsUpOnFirstUse
+from server.trackers.store import SetsUpOnFirstUse, TrackerStore
 from server.training.yaml_io import read_yaml_file
 from server.worker_claims import first_to_say, mark_stopped
 
@@ -76,10 +76,10 @@ WEBSOCKET_MAX_BYTES = 4 * 1_000_000
 # Seconds uvicorn waits for requests in flight (turns included) after SIGTERM/Ctrl-C before
 # it closes connections; the stores close only after that, in the app's lifespan.
 GRACEFUL_SHUTDOWN_SECONDS = float(os.environ.get("BOTSERVER_GRACEFUL_SHUTDOWN_SECONDS", "30"))
-# How the parent hands the run settings to worker processes (`--workers N`).
+# Under these names the parent hands worker processes (`--workers N`) the run settings and
+# the warnings it said as it checked the configuration, which the workers do not say again
+# (`server.logs.SaidAtStart`): in `server.api.workers.handed`, not in their environment.
 SPEC_ENV = "BOTSERVER_RUN_SPEC"
-# The warnings the parent said as it checked the configuration, which the workers do not
-# say again (`server.logs.SaidAtStart`).
 SAID_ENV = "BOTSERVER_SAID_AT_START"
 # Interfaces only this machine reaches: an open API there is not warned about.
 LOOPBACK_INTERFACES = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -149,9 +149,12 @@ class RunSpec:
 
 
 # -- the app -----------------------------------------------------------------------------------
-def server_app(options: ServerOptions, metrics: bool = True, listen_url: str = "") -> FastAPI:
-    """`build_app` plus the operations routes: health probes, /metrics, and /inspect."""
-    app = build_app(options)
+def server_app(
+    options: ServerOptions, metrics: bool = True, listen_url: str = "", built: FastAPI | None = None
+) -> FastAPI:
+    """`build_app` (or the app it `built` already) plus the operations routes: health probes,
+    /metrics, and /inspect."""
+    app = build_app(options) if built is None else built
     state = app.state
     follow_other_workers(app, state.services)
     pings = {"tracker_store": state.tracker_store.ping}
@@ -177,8 +180,13 @@ def server_app(options: ServerOptions, metrics: bool = True, listen_url: str = "
 
 
 def app_from_environment() -> FastAPI:
-    """The uvicorn factory a worker process runs (`--workers N`)."""
-    raw = os.environ.get(SPEC_ENV)
+    """The uvicorn factory a worker process runs (`--workers N`), from what its parent handed
+    it (or, started otherwise, from the environment, whose variables are then unset: the
+    worker's children do not inherit the secrets)."""
+    from server.api.workers import handed
+
+    raw = handed.get(SPEC_ENV) or os.environ.pop(SPEC_ENV, None)
+    said = handed.get(SAID_ENV) or os.environ.pop(SAID_ENV, None)
     if not raw:
         raise RuntimeError(f"{SPEC_ENV} is not set: start workers with `botserver run`")
     fields = json.loads(raw)
@@ -195,7 +203,7 @@ def app_from_environment() -> FastAPI:
     )
     install_log_redaction()
     spec.keep_secrets_out_of_logs()
-    with saying_once(SaidAtStart(json.loads(os.environ.get(SAID_ENV) or "[]"))):
+    with saying_once(SaidAtStart(json.loads(said or "[]"))):
         return server_app(spec.options(), spec.metrics, "")
 
 
@@ -384,29 +392,32 @@ def _check_a_model_can_come(spec: RunSpec) -> None:
         ) from None
 
 
-def _unshared_store(workers: int, endpoints: dict[str, Any], source: str) -> tuple[str, Any]:
-    """Why `workers` processes cannot share the stores endpoints.yml names ("" if they can),
-    and the tracker store (None when the lock store already rules them out)."""
-    lock_store = create_lock_store(endpoints.get("lock_store"), source)
+def _unshared_store(workers: int, lock_store: LockStore, tracker_store: TrackerStore) -> str:
+    """Why `workers` processes cannot share these stores ("" if they can)."""
     if lock_store.process_local:
         return (
             f"--workers {workers} needs a lock store shared by the processes: with the "
             "in-memory lock, two workers could run turns of one conversation at the same time. "
             "Add `lock_store: {type: redis, url: ...}` to endpoints.yml, or use --workers 1."
-        ), None
-    store = create_tracker_store(endpoints.get("tracker_store") or DEFAULT_TRACKER_STORE, source)
-    if store.process_local:
+        )
+    if tracker_store.process_local:
+        from server.trackers.sql_store import SqlTrackerStore  # loaded by now if the store is sql
+
+        kept_by = (
+            "an in-memory SQLite database (db: ':memory:') is each worker's own, keeping"
+            if isinstance(tracker_store, SqlTrackerStore)
+            else "the in-memory store keeps"
+        )
         return (
-            f"--workers {workers} needs a tracker store shared by the processes; the in-memory "
-            "store keeps each worker's conversations to itself. Use sql, redis or dynamo in "
-            "endpoints.yml, or --workers 1."
-        ), store
-    return "", store
+            f"--workers {workers} needs a tracker store shared by the processes; {kept_by} "
+            "each worker's conversations to itself. Use sql (on a file or a server), redis or "
+            "dynamo in endpoints.yml, or --workers 1."
+        )
+    return ""
 
 
-def workers_to_run(args: argparse.Namespace) -> int:
-    """--workers, else Rasa's SANIC_WORKERS, as Rasa reads it: more than one process only
-    with stores the processes share, else one, said in a warning (Rasa says it at debug)."""
+def _workers_asked(args: argparse.Namespace) -> int:
+    """--workers, else Rasa's SANIC_WORKERS, read as Rasa reads it."""
     if args.workers is not None:
         if os.environ.get("SANIC_WORKERS", "1").strip() not in ("1", str(args.workers)):
             logger.warning(
@@ -419,34 +430,41 @@ def workers_to_run(args: argparse.Namespace) -> int:
     if value is None:
         return 1
     try:
-        wanted = int(value)
+        return max(int(value), 1)
     except ValueError:
         logger.warning("SANIC_WORKERS=%r is not a whole number: one server process runs", value)
         return 1
-    if wanted <= 1:
-        return 1
-    try:
-        why, _ = _unshared_store(wanted, read_endpoints(args.endpoints), args.endpoints)
-    except BotServerError:
-        return 1  # the start-up checks name the problem with the file
-    if why:
-        logger.warning("SANIC_WORKERS=%d: one server process runs, as in Rasa: %s", wanted, why)
-        return 1
-    logger.info("SANIC_WORKERS=%d: %d server processes run (as --workers %d)", *[wanted] * 3)
-    return wanted
 
 
-def _check_workers(workers: int, endpoints: dict[str, Any], source: str = "endpoints.yml") -> None:
-    if workers < 1:
-        raise InvalidConfig("--workers must be 1 or more")
-    if workers == 1:
-        return
-    why, store = _unshared_store(workers, endpoints, source)
-    if why:
+def workers_to_run(args: argparse.Namespace, spec: RunSpec) -> tuple[int, FastAPI | None]:
+    """How many server processes run, and for more than one asked, the app built to check
+    the stores: --workers N needs stores the processes share; Rasa's SANIC_WORKERS without
+    them runs one process, said in a warning (Rasa says it at debug). The app's stores are
+    the ones checked, built once (before, the check built them, then the app again)."""
+    asked = _workers_asked(args)
+    if asked == 1:
+        return 1, None
+    # Every setting is checked here, once, rather than in every worker.
+    app = build_app(spec.options())
+    why = _unshared_store(asked, app.state.lock_store, app.state.tracker_store)
+    if args.workers is None:
+        if why:
+            logger.warning("SANIC_WORKERS=%d: one server process runs, as in Rasa: %s", asked, why)
+            return 1, app
+        logger.info("SANIC_WORKERS=%d: %d server processes run (as --workers %d)", *[asked] * 3)
+    elif why:
         raise InvalidConfig(why)
+    _warn_of_workers_on_sqlite(asked, app.state.tracker_store)
+    return asked, app
+
+
+def _warn_of_workers_on_sqlite(workers: int, tracker_store: TrackerStore) -> None:
     from server.trackers.sql_store import SqlTrackerStore  # loaded by now if the store is sql
 
-    if isinstance(store, SqlTrackerStore) and store.url.get_backend_name() == "sqlite":
+    if (
+        isinstance(tracker_store, SqlTrackerStore)
+        and tracker_store.url.get_backend_name() == "sqlite"
+    ):
         logger.warning(
             "--workers %d with the SQLite tracker store works, but the workers take turns at "
             "SQLite's single write lock: expect no more turns per second than one worker gives "
@@ -519,7 +537,6 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     if args.response_timeout is not None and args.response_timeout < 0:
         raise InvalidConfig("--response-timeout must be 0 (none) or more seconds")
     _check_secrets(args)
-    _check_workers(args.workers or 1, endpoints, args.endpoints)
     host = "localhost" if args.interface in ("0.0.0.0", "::") else args.interface
     scheme = "https" if args.ssl_certificate else "http"
     return RunSpec(
@@ -561,13 +578,19 @@ def run_server(args: argparse.Namespace) -> int:
 
     from server.api.http_protocol import BoundedHttpToolsProtocol
 
-    # The configuration's warnings once: SANIC_WORKERS reads endpoints.yml before the checks
-    # do (before, its warnings were said twice), and `--workers N`'s workers build from it.
+    # The configuration's warnings once: the app the parent builds to check `--workers N`
+    # says them, and the workers, which build from the same files, do not again.
     said = SaidAtStart(collect=True)
     with saying_once(said):
-        args.workers = workers_to_run(args)
         spec = spec_from_args(args)
+        install_log_redaction()
+        spec.keep_secrets_out_of_logs()
+        args.workers, app = workers_to_run(args, spec)
     _warn_if_open(args)
+    # Read into `spec`: no process this one starts (a worker, a shell a component opens)
+    # inherits them.
+    for variable in SECRET_VARIABLES.values():
+        os.environ.pop(variable, None)
     # At exit the interpreter's last collections walk every object the process still holds:
     # 0.4-1.7 s of CPU after the last log line in a `--workers` parent, which never frees
     # its imports. Nothing left needs them: stores, broker and sockets are closed by then,
@@ -575,8 +598,6 @@ def run_server(args: argparse.Namespace) -> int:
     atexit.register(gc.freeze)
     tls = ssl_options(args.ssl_certificate, args.ssl_keyfile, args.ssl_ca_file, args.ssl_password)
     check_port_free(args.interface, args.port)
-    install_log_redaction()
-    spec.keep_secrets_out_of_logs()
     common: dict[str, Any] = {
         "host": args.interface,
         "port": args.port,
@@ -593,9 +614,6 @@ def run_server(args: argparse.Namespace) -> int:
         from server.api.worker_files import WORKERS_DIR_ENV
         from server.api.workers import serve_workers
 
-        # Fail here, once, rather than in every worker.
-        with saying_once(said):
-            build_app(spec.options())
         _check_a_model_can_come(spec)
         # Keys as text, beside their lines, which JSON does not keep (warnings name them).
         fields = {**asdict(spec), "endpoints": with_text_keys(spec.endpoints)}
@@ -604,8 +622,10 @@ def run_server(args: argparse.Namespace) -> int:
             "endpoints": setting_lines(spec.endpoints),
             "credentials": setting_lines(spec.credentials),
         }
-        os.environ[SPEC_ENV] = json.dumps(fields, default=str)
-        os.environ[SAID_ENV] = json.dumps(sorted(said.said))
+        given = {
+            SPEC_ENV: json.dumps(fields, default=str),
+            SAID_ENV: json.dumps(sorted(said.said)),
+        }
         inspector = f" (inspector: {spec.listen_url}/inspect)" if spec.enable_api else ""
         logger.info("botserver %s is starting %d workers", __version__, args.workers)
         config = uvicorn.Config(
@@ -624,6 +644,7 @@ def run_server(args: argparse.Namespace) -> int:
                         f"botserver {__version__} is up on {spec.listen_url} with "
                         f"{args.workers} workers{inspector}",
                     ),
+                    given,
                 )
             finally:
                 del os.environ[WORKERS_DIR_ENV]
@@ -631,7 +652,7 @@ def run_server(args: argparse.Namespace) -> int:
             print("error: a worker did not start; see the log above", file=sys.stderr)
             return 1
         return 0
-    app = server_app(spec.options(), spec.metrics, spec.listen_url)
+    app = server_app(spec.options(), spec.metrics, spec.listen_url, app)
     _check_a_model_can_come(spec)
     server = GracefulServer(uvicorn.Config(app, **common))
     # uvicorn handles SIGTERM (finishing requests in flight), then raises it again with the

@@ -53,6 +53,11 @@ _PR_SET_PDEATHSIG = 1
 STABLE_SECONDS = 10.0
 MAX_RESTART_DELAY = 30.0
 SPREADS_CONNECTIONS = sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
+# What the parent hands a worker besides uvicorn's config (the run's settings, secrets and
+# all), set before the worker builds its app. It travels in the pipe that starts the worker,
+# not in its environment: that one its user reads in /proc/<pid>/environ, and every process
+# the worker starts (a shell, an action server behind a wrapper) inherits it.
+handed: dict[str, str] = {}
 
 
 def listening_sockets(host: str, port: int, count: int, backlog: int) -> list[socket.socket]:
@@ -89,12 +94,19 @@ def _die_with(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _serve(config: uvicorn.Config, sock: socket.socket, ready: Event, parent: int) -> None:
+def _serve(
+    config: uvicorn.Config,
+    sock: socket.socket,
+    ready: Event,
+    parent: int,
+    given: dict[str, str] | None = None,
+) -> None:
     """A worker process: uvicorn serving on the socket it was given; `ready` is set once it
-    serves."""
+    serves. `given`: what the parent hands it (`handed`)."""
     from server.api.shutdown import GracefulServer
     from server.api.worker_files import hold_workers_dir, leave_workers_dir
 
+    handed.update(given or {})
     alive = hold_workers_dir()
 
     def stop(signum: int, _frame: FrameType | None) -> None:
@@ -168,8 +180,10 @@ class Supervisor:
         config: uvicorn.Config,
         sockets: list[socket.socket],
         on_ready: Callable[[], None] | None = None,
+        given: dict[str, str] | None = None,
     ) -> None:
         self.config = config
+        self.given = dict(given or {})  # handed to each worker as it starts
         self.sockets = sockets
         self.on_ready = on_ready  # called once, when every worker first serves
         self.context = multiprocessing.get_context("spawn")
@@ -186,7 +200,7 @@ class Supervisor:
         ready = self.context.Event()
         process = self.context.Process(
             target=_serve,
-            args=(self.config, self.sockets[slot], ready, os.getpid()),
+            args=(self.config, self.sockets[slot], ready, os.getpid(), self.given),
             name=f"botserver-worker-{slot}",
         )
         process.start()
@@ -327,12 +341,16 @@ def restart_delay(quick_deaths: int) -> float:
     return min(MAX_RESTART_DELAY, 0.5 * 2 ** (quick_deaths - 2))
 
 
-def serve_workers(config: uvicorn.Config, on_ready: Callable[[], None] | None = None) -> int:
+def serve_workers(
+    config: uvicorn.Config,
+    on_ready: Callable[[], None] | None = None,
+    given: dict[str, str] | None = None,
+) -> int:
     """Serve `config.workers` processes on config.host:config.port; the exit code.
-    `on_ready` is called once every worker serves."""
+    `on_ready` is called once every worker serves; `given` is each worker's `handed`."""
     try:
         sockets = listening_sockets(config.host, config.port, config.workers, config.backlog)
     except OSError as exc:
         where = f"{config.host}:{config.port}"
         raise InvalidConfig(f"cannot listen on {where}: {exc.strerror}") from None
-    return Supervisor(config, sockets, on_ready).run()
+    return Supervisor(config, sockets, on_ready, given).run()

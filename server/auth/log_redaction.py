@@ -211,6 +211,7 @@ _query_names: frozenset[str] = frozenset()
 # _LONG_LITERAL (a private key's text) are searched for one by one: in the pattern, one
 # key's spellings cost its compiling 30-70 ms, at each secret registered since.
 _literal_pattern: re.Pattern[str] | None = None
+_literal_starts: re.Pattern[str] | None = None
 _long_literals: tuple[str, ...] = ()
 _LONG_LITERAL = 100
 # A query's `name=value`: each name read from a `?`, `&` or `;` up to the next, once.
@@ -218,7 +219,7 @@ _QUERY_PAIR = re.compile(r"([?&;])([^=&;?#\s\"']+)=([^&\s\"';#)]*)")
 
 
 def _merge() -> None:
-    global _literals, _query_names, _literal_pattern, _long_literals
+    global _literals, _query_names, _literal_pattern, _literal_starts, _long_literals
     literals = set(_pinned_literals)
     names = set(_pinned_names)
     for transient_literals, transient_names in _transient:
@@ -228,7 +229,10 @@ def _merge() -> None:
     _query_names = frozenset(names)
     _long_literals = tuple(word for word in _literals if len(word) > _LONG_LITERAL)
     short = [word for word in _literals if len(word) <= _LONG_LITERAL]
-    _literal_pattern = re.compile(_alternatives(short)) if short else None
+    alternatives = _alternatives(short) if short else None
+    _literal_pattern = re.compile(alternatives) if alternatives else None
+    # Each place a secret starts, its longest there: one starting inside another is found too.
+    _literal_starts = re.compile(f"(?=({alternatives}))") if alternatives else None
 
 
 def _alternatives(words: Iterable[str]) -> str:
@@ -421,13 +425,121 @@ def _hide_configured_query_values(text: str) -> str:
     return _QUERY_PAIR.sub(hidden, text)
 
 
+def _holds_literal(text: str) -> bool:
+    if _literal_pattern is not None and _literal_pattern.search(text):
+        return True
+    return any(literal in text for literal in _long_literals)
+
+
+def _literal_spans(text: str) -> list[tuple[int, int]]:
+    """Where registered secrets are in `text`, each occurrence, overlapping ones too."""
+    spans = []
+    for literal in _long_literals:
+        at = text.find(literal)
+        while at >= 0:
+            spans.append((at, at + len(literal)))
+            at = text.find(literal, at + 1)
+    if _literal_starts is not None:
+        spans += [(found.start(), found.end(1)) for found in _literal_starts.finditer(text)]
+    return spans
+
+
+# A run of a line that may be a URL or a query, holding a `%` or a `+` (and the quotes
+# around it, which change nothing to a search in it): a URL holds no space. Tried from a
+# run's start only, and read once (possessive).
+_ENCODED_RUN = re.compile(r"(?<!\S)[^\s%+]*+[%+]\S*+")
+_ESCAPES = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
+
+
+def _decoded_escapes(escapes: re.Match[str]) -> str:
+    return bytes.fromhex(escapes[0].replace("%", "")).decode("utf-8", "surrogateescape")
+
+
+def _decoded(run: str, plus: bool) -> tuple[str, list[int]]:
+    """`run` percent-decoded (`+` as a space when `plus`), and where each character of the
+    decoded text starts in `run` (then `len(run)`). Bytes that are no UTF-8 stay one
+    character each (a surrogate)."""
+    chars: list[str] = []
+    origins: list[int] = []
+    done = 0
+    for escapes in _ESCAPES.finditer(run):
+        for at in range(done, escapes.start()):
+            chars.append(" " if plus and run[at] == "+" else run[at])
+            origins.append(at)
+        at = escapes.start()
+        for char in _decoded_escapes(escapes):
+            chars.append(char)
+            origins.append(at)
+            at += 3 if 0xDC80 <= ord(char) <= 0xDCFF else 3 * len(char.encode())
+        done = escapes.end()
+    for at in range(done, len(run)):
+        chars.append(" " if plus and run[at] == "+" else run[at])
+        origins.append(at)
+    origins.append(len(run))
+    return "".join(chars), origins
+
+
+def _encoded_literal_spans(text: str) -> list[tuple[int, int]]:
+    """Where a registered secret is in `text` percent-encoded in any way (each byte or some,
+    in upper or lower case hex, `+` for a space), as a client may write it in a URL."""
+    # Most such lines hold none: the words split apart and decoded, without their places.
+    if not any(_holds_encoded_literal(word) for word in text.split() if "%" in word or "+" in word):
+        return []
+    spans: list[tuple[int, int]] = []
+    for run in _ENCODED_RUN.finditer(text):
+        raw = run[0]
+        for plus in (False, True) if "+" in raw else (False,):
+            decoded, origins = _decoded(raw, plus)
+            offset = run.start()
+            spans += [
+                (offset + origins[start], offset + origins[end])
+                for start, end in _literal_spans(decoded)
+            ]
+    return spans
+
+
+def _holds_encoded_literal(word: str) -> bool:
+    for plus in (False, True) if "+" in word else (False,):
+        decoded = _ESCAPES.sub(_decoded_escapes, word.replace("+", " ") if plus else word)
+        if decoded != word and _holds_literal(decoded):
+            return True
+    return False
+
+
+# Rounds of `_hide_literals`: one hides, the next finds nothing, but where a secret holding
+# `*` spells itself again around the `***` hiding it.
+_HIDING_ROUNDS = 4
+
+
+def _hide_literals(text: str) -> str:
+    """`text` with every character of each registered secret hidden, however the secrets
+    overlap there (one inside, or running into, another), and in any percent-encoding in a
+    URL: each stretch they cover becomes `***`. Again on the result, until no secret shows:
+    text around a `***` could spell one holding `*`. After _HIDING_ROUNDS the text is hidden
+    whole: a line built for it (`x***yy` in `xx***yyyy`, ten thousand `x`s) would take a
+    round for each character."""
+    if _literal_pattern is None and not _long_literals:
+        return text
+    for _ in range(_HIDING_ROUNDS):
+        spans = _literal_spans(text) if _holds_literal(text) else []
+        if "%" in text or "+" in text:
+            spans += _encoded_literal_spans(text)
+        if not spans:
+            return text
+        spans.sort()
+        shown: list[str] = []
+        kept = 0  # what precedes is in `shown`, or hidden
+        for start, end in spans:
+            if start >= kept:
+                shown += (text[kept:start], REDACTED)
+            kept = max(kept, end)
+        text = "".join(shown) + text[kept:]
+    return text if not _holds_literal(text) and not _encoded_literal_spans(text) else REDACTED
+
+
 def redact(text: str) -> str:
     """`text` with every secret-looking value replaced by `***`."""
-    for literal in _long_literals:  # (the longest first: one holding another hidden whole)
-        if literal in text:
-            text = text.replace(literal, REDACTED)
-    if _literal_pattern is not None:
-        text = _literal_pattern.sub(REDACTED, text)
+    text = _hide_literals(text)
     for pattern, keep in _PATTERNS:
         if pattern is None:
             text = keep(text)

@@ -49,6 +49,7 @@ from server.trackers.sql_engine import (
     connects,
     create_engine,
     ensure_mysql_utf8mb4,
+    mysql_lock_not_had,
     mysql_max_packet,
     mysql_oversize,
     unprepared_from_now,
@@ -161,6 +162,15 @@ class SqlEventBroker(QueuedBroker):
         if not self._table_ready:
             self.table, self._max_packet = await self._set_up_table()
             self._table_ready = True
+            if self._table_name is None and self.table.name != RASA_TABLE:
+                # Said once the set-up is done: before, at each of its tries.
+                logger.info(
+                    "SQL event broker: writing to table '%s' (this database's 'events' is a "
+                    "tracker store's, or botserver wrote '%s' before); set table_name to "
+                    "choose",
+                    self.table.name,
+                    self.table.name,
+                )
         while pending:
             batch = list(islice(pending, BATCH_SIZE))
             rows = [_row(item) for item in batch]
@@ -309,21 +319,11 @@ async def _make_table_once(
                 got = await conn.scalar(text(f"SELECT GET_LOCK({_TABLE_LOCK}, {seconds})"))
                 if got != 1:  # 0: another session held it all along; NULL: an error
                     locked[0] = False
-                    if got is None:
-                        logger.warning(
-                            "SQL event broker: waiting for the table set-up lock of database "
-                            "'%s' ended in an error (GET_LOCK answered NULL: the statement "
-                            "was killed, or the server found a deadlock or ran out of "
-                            "memory); setting the table up without it",
-                            engine.url.database,
-                        )
-                    else:
-                        logger.warning(
-                            "SQL event broker: another session has held the table set-up "
-                            "lock of database '%s' for %d s; setting the table up without it",
-                            engine.url.database,
-                            seconds,
-                        )
+                    lock = f"the table set-up lock of database '{engine.url.database}'"
+                    logger.warning(
+                        "SQL event broker: %s; setting the table up without it",
+                        mysql_lock_not_had(got, lock, seconds),
+                    )
             try:
                 if table_name is None:
                     table_name = await conn.run_sync(_default_table)
@@ -411,12 +411,6 @@ def _default_table(conn: Connection) -> str:
         name = SHARED_DATABASE_TABLE
     else:
         return RASA_TABLE
-    logger.info(
-        "SQL event broker: writing to table '%s' (this database's 'events' is a tracker "
-        "store's, or botserver wrote '%s' before); set table_name to choose",
-        name,
-        name,
-    )
     return name
 
 

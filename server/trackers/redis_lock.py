@@ -27,7 +27,7 @@ from redis import exceptions as redis_errors
 from server.errors import InvalidConfig, LockTimeout, StoreUnavailable, clause, how_many
 from server.outages import OUTAGES, WINDOW_SECONDS, RepeatsCounted
 from server.setting_values import key_line, near_miss
-from server.tasks import stop
+from server.tasks import stop, stop_if_cancelled
 from server.trackers.lock import IdleLocks
 from server.trackers.memory_lock import timeout_message, wait_timeout_setting
 from server.trackers.redis_batch import CommandBatch
@@ -497,9 +497,9 @@ class RedisLockStore:
             # held lease logged a warning at every retry.
             _RENEWALS_FAILED.log(
                 f"could not renew the leases of running turns ({describe(self._redis)})",
-                "Could not renew the lock of '%s' (%s): %s; retried every %g s, further "
-                "failures to renew are counted in one line a minute",
-                conversation_id,
+                "Could not renew %s (%s): %s; retried every %g s, further failures to "
+                "renew are counted in one line a minute",
+                _locks_of([conversation_id]),
                 describe(self._redis),
                 clause(exc),
                 self.lock_lifetime / 6,
@@ -656,25 +656,21 @@ class RedisLockStore:
         pause = _FIRST_RELEASE_RETRY
         failed = False
         while True:
+            # Stopped during a try (its outcome unknown), as it failed (a stop the client's
+            # wait_for dropped), or between tries (before: left held): in the background.
             try:
-                await self._release_all(keys=keys, args=tokens)
-                return
-            except (redis_errors.RedisError, OSError) as exc:
-                if not failed:
-                    self._release_failed(f"{len(held)} conversation locks", exc, "their leases end")
-                    failed = True
-            except asyncio.CancelledError:  # stopped during a try: its outcome is unknown
-                self._give_back_all_in_background(held)
-                raise
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                self._give_back_all_in_background(held)
-                return
-            if loop.time() + pause >= runs_out:  # they will have run out
-                return
-            try:
+                try:
+                    await self._release_all(keys=keys, args=tokens)
+                    return
+                except (redis_errors.RedisError, OSError) as exc:
+                    if not failed:
+                        self._release_failed([c for c, _ in held], exc)
+                        failed = True
+                stop_if_cancelled()
+                if loop.time() + pause >= runs_out:  # they will have run out
+                    return
                 await asyncio.sleep(pause)
-            except asyncio.CancelledError:  # stopped between tries (before: left held)
+            except asyncio.CancelledError:
                 self._give_back_all_in_background(held)
                 raise
             pause = min(pause * 2, _MAX_RELEASE_RETRY)
@@ -804,7 +800,7 @@ class RedisLockStore:
             self._send_release(command, release)
             return
         if error is not None:
-            self._release_failed(f"the lock of '{conversation_id}'", error)
+            self._release_failed([conversation_id], error)
             self._release_in_background(keys, token)
             return
         following = reply.result()
@@ -846,17 +842,18 @@ class RedisLockStore:
             cause = _LEASE_UNRENEWED % unrenewed
         _LEASES_LOST.log(
             f"the locks of ended turns were gone ({describe(self._redis)})",
-            "The lock of conversation '%s' was gone when its turn ended: %s; another "
-            "turn of the conversation may have run at the same time. Further such turns "
-            "are counted in one line a minute",
-            conversation_id,
+            "%s was gone when its turn ended: %s; another turn of the conversation may "
+            "have run at the same time. Further such turns are counted in one line a minute",
+            _locks_of([conversation_id], opening=True),
             cause,
         )
 
-    def _release_failed(self, what: str, exc: BaseException, until: str = "its lease ends") -> None:
+    def _release_failed(self, conversation_ids: Sequence[str], exc: BaseException) -> None:
         """One warning an outage, then counted; each conversation named at DEBUG (the others
         stay locked until a retry gets through, or their lease ends)."""
         where, reason = describe(self._redis), clause(exc)
+        what = _locks_of(conversation_ids)
+        until = "its lease ends" if len(conversation_ids) == 1 else "their leases end"
         logged = _RELEASES_FAILED.log(
             f"could not release the locks of ended turns ({where})",
             "Could not release %s (%s): %s; retrying until %s, further failures to release "
@@ -936,53 +933,47 @@ class RedisLockStore:
         await self._redis.aclose()
 
 
-# Conversations a line about leases gone names; the rest are counted.
+# Conversations a line about several locks names; the rest are counted.
 _NAMED = 5
+
+
+def _locks_of(conversation_ids: Sequence[str], opening: bool = False) -> str:
+    """The locks of these conversations as a log line names them, in the singular for one:
+    "the lock of conversation 'ana'", "the locks of 7 conversations ('ana', 'bob', 'cat',
+    'dan', 'eve' and 2 more)" (with a capital T as the `opening` of a line)."""
+    the = "The" if opening else "the"
+    if len(conversation_ids) == 1:
+        return f"{the} lock of conversation '{conversation_ids[0]}'"
+    named = ", ".join(f"'{conversation_id}'" for conversation_id in conversation_ids[:_NAMED])
+    if len(conversation_ids) > _NAMED:
+        named += f" and {len(conversation_ids) - _NAMED} more"
+    return f"{the} locks of {how_many(len(conversation_ids), 'conversation')} ({named})"
 
 
 def _say_leases_gone(conversation_ids: list[str], pruned: bool, verb: str, cause: str) -> None:
     """One ERROR for leases found gone at once for one cause (`verb`: `expired` or `was
     gone`): the conversation, or how many and the first few."""
-    if len(conversation_ids) == 1:
-        if pruned:
-            holder = "a prune held it"
-            risk = (
-                "the prune leaves the conversation alone (another process may be in a turn "
-                "there), unless it had already deleted it beside such a turn"
-            )
-        else:
-            holder = "its turn was still running"
-            risk = "another turn of the conversation may have run at the same time"
-        logger.error(
-            "The lock of conversation '%s' %s while %s: %s; %s.",
-            conversation_ids[0],
-            verb,
-            holder,
-            cause,
-            risk,
-        )
-        return
+    one = len(conversation_ids) == 1
     if pruned:
-        holder = "a prune held them"
+        holder = "a prune held it" if one else "a prune held them"
         risk = (
-            "the prune leaves them alone (another process may be in a turn there), unless "
-            "it had already deleted them beside such a turn"
+            "the prune leaves the conversation alone (another process may be in a turn "
+            "there), unless it had already deleted it beside such a turn"
+            if one
+            else "the prune leaves them alone (another process may be in a turn there), "
+            "unless it had already deleted them beside such a turn"
         )
     else:
-        holder = "their turns were still running"
-        risk = "another turn of each may have run at the same time"
-    named = ", ".join(f"'{conversation_id}'" for conversation_id in conversation_ids[:_NAMED])
-    if len(conversation_ids) > _NAMED:
-        named += f" and {len(conversation_ids) - _NAMED} more"
-    logger.error(
-        "The locks of %s (%s) %s while %s: %s; %s.",
-        how_many(len(conversation_ids), "conversation"),
-        named,
-        "were gone" if verb == "was gone" else verb,
-        holder,
-        cause,
-        risk,
-    )
+        holder = "its turn was still running" if one else "their turns were still running"
+        risk = (
+            "another turn of the conversation may have run at the same time"
+            if one
+            else "another turn of each may have run at the same time"
+        )
+    if not one and verb == "was gone":
+        verb = "were gone"
+    locks = _locks_of(conversation_ids, opening=True)
+    logger.error("%s %s while %s: %s; %s.", locks, verb, holder, cause, risk)
 
 
 def _wake(waker: asyncio.Future[None]) -> None:

@@ -812,6 +812,18 @@ def ensure_mysql_utf8mb4(sync_connection: Any, table: str) -> None:
         sync_connection.execute(text(f"ALTER TABLE {quoted} CONVERT TO CHARACTER SET utf8mb4"))
 
 
+def mysql_lock_not_had(answer: Any, lock: str, seconds: float) -> str:
+    """Why MySQL's `GET_LOCK` did not give `lock` (described, as "the schema migration lock
+    ('x')") when it gave `answer` rather than 1: 0, another session held it for the wait's
+    `seconds`; NULL, an error, which no wait for that session would have cured."""
+    if answer is None:
+        return (
+            f"waiting for {lock} ended in an error (GET_LOCK answered NULL: the statement "
+            "was killed, or the server found a deadlock or ran out of memory)"
+        )
+    return f"another session held {lock} for {seconds:g} s"
+
+
 # Room in a MySQL statement for all but an event's JSON: the other columns (up to 255
 # characters each, escaped), the SQL around them.
 _MYSQL_STATEMENT_ROOM = 16 * 1024

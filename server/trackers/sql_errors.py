@@ -47,6 +47,32 @@ _SQLITE_FAILED = frozenset({1, 11, 17, 19, 20, 26})
 _SQLITE_TOOBIG = 18
 
 
+# A privilege the database user lacks: PostgreSQL's insufficient_privilege (also "must be
+# owner of table"); MySQL/MariaDB's "<command> command denied" for a table or a column, and
+# "you need (at least one of) the ... privilege".
+_POSTGRES_DENIED = "42501"
+_MYSQL_DENIED = frozenset({1142, 1143, 1227})
+# SQLite's: a file (or its folder) the process may only read.
+_SQLITE_READONLY = 8
+
+
+def privilege_denied(exc: BaseException) -> bool:
+    """Whether `exc` is the database refusing its user a privilege (SQLite: a file the
+    process may not write): trying again as the same user fails again, until an
+    administrator grants it."""
+    error = getattr(exc, "orig", None) or exc
+    for cause in (error, getattr(error, "__cause__", None)):
+        if getattr(cause, "sqlstate", None) == _POSTGRES_DENIED:
+            return True
+        args = getattr(cause, "args", ())
+        if args and args[0] in _MYSQL_DENIED and type(cause).__module__.startswith("pymysql"):
+            return True
+        code = getattr(cause, "sqlite_errorcode", None)
+        if isinstance(code, int) and code & 0xFF == _SQLITE_READONLY:  # (extended codes too)
+            return True
+    return False
+
+
 def sql_error_kind(exc: BaseException) -> SqlErrorKind | None:
     """What `exc` means, or None when it is not a database's error (then it is a bug)."""
     if isinstance(exc, DBAPIError):

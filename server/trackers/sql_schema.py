@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from server.errors import StoreFailed, first_line
 from server.trackers.session_start import ACTION_SESSION_START
 from server.trackers.setup_loop import on_setup_loop
 from server.trackers.silence import SilenceWatch
-from server.trackers.sql_engine import connects
+from server.trackers.sql_engine import connects, describe
+from server.trackers.sql_errors import privilege_denied
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -137,6 +140,8 @@ async def _migrate(engine: AsyncEngine, attempts: int, dispose: bool = True) -> 
                         await conn.run_sync(_upgrade)
                 return
             except DBAPIError as exc:
+                if privilege_denied(exc):  # (before: tried again, as the same user)
+                    raise StoreFailed(await _set_up_denied(engine, exc)) from exc
                 # Another process may have created the table between our check and our CREATE.
                 if attempt == attempts - 1 or exc.connection_invalidated or _is_unreachable(exc):
                     raise
@@ -149,6 +154,61 @@ async def _migrate(engine: AsyncEngine, attempts: int, dispose: bool = True) -> 
 
 def _is_unreachable(exc: DBAPIError) -> bool:
     return isinstance(exc.orig, OSError | ConnectionError)
+
+
+# What the turns and the schema's set-up do on MySQL/MariaDB: read and write rows; create the
+# tables, their indexes and the sequence (MariaDB); change a column's type.
+_MYSQL_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, INDEX"
+
+
+async def _set_up_denied(engine: AsyncEngine, exc: DBAPIError) -> str:
+    """Why the schema's set-up failed for a privilege its database user lacks: the user, as
+    the database knows it, and the grant to give."""
+    error = exc.orig or exc
+    args = error.args
+    if len(args) == 2 and isinstance(args[0], int) and isinstance(args[1], str):
+        words = args[1]  # (MySQL's: its number, then its words)
+    else:
+        words = first_line(error)
+    said = f"The tracker store ({describe(engine.url)}) cannot set up its tables: {words}"
+    if engine.dialect.name == "sqlite":
+        path = Path(str(engine.url.database))
+        if engine.url.query.get("uri") == "true":  # (a URI: file:<path>)
+            path = Path(str(path).removeprefix("file:"))
+        return (
+            f"{said}. The server's user needs to write to '{path}' and its folder "
+            f"'{path.parent}' (SQLite writes its journal beside the file)"
+        )
+    try:
+        async with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                row = (await conn.execute(text("SELECT current_user, current_schema()"))).one()
+                role, schema = str(row[0]), row[1] or "public"
+                quote = conn.dialect.identifier_preparer.quote
+                owned = re.search(r"must be owner of (?:table|relation|index) (\S+)", said)
+                grant = (
+                    f"ALTER TABLE {owned[1]} OWNER TO {quote(role)}"
+                    if owned
+                    else f"GRANT USAGE, CREATE ON SCHEMA {quote(schema)} TO {quote(role)}"
+                )
+                return f"{said}. The database user '{role}' needs: {grant}"
+            if engine.dialect.name == "mysql":
+                account = str(await conn.scalar(text("SELECT CURRENT_USER()")))
+                name, _, host = account.rpartition("@")
+                # Quoted as MySQL reads them: the grant runs as given whatever the names.
+                who = f"'{_mysql_literal(name)}'@'{_mysql_literal(host)}'"
+                database = str(engine.url.database).replace("`", "``")
+                grant = f"GRANT {_MYSQL_PRIVILEGES} ON `{database}`.* TO {who}"
+                return f"{said}. The database user {who} needs: {grant}"
+    except (DBAPIError, OSError):  # (the grant unknown: the database's words alone)
+        pass
+    return said
+
+
+def _mysql_literal(words: str) -> str:
+    """`words` inside a MySQL string literal's quotes: a quote doubled (a backslash, which
+    reads differently with NO_BACKSLASH_ESCAPES, is left as it is)."""
+    return words.replace("'", "''")
 
 
 # The columns a read-only store reads (Rasa's table has had them from its first version).

@@ -312,6 +312,8 @@ class SqlTrackerStore:
             "",
             ":memory:",
         )
+        # ... and so each process's own: `--workers N` refuses it as it does the in-memory store.
+        self.process_local = self._in_memory
         if url.get_backend_name() == "sqlite" and not self._in_memory:
             check_sqlite_folder(str(url.database))
             if not create_missing:

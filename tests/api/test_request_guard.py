@@ -117,19 +117,47 @@ async def test_a_timeout_applies_to_a_direct_route() -> None:
 
 
 async def test_only_the_request_past_its_deadline_times_out() -> None:
+    # The loop's clock is moved on by hand, half the timeout at a time, so the requests'
+    # deadlines lie where the test puts them, whatever the host's load. (Before: real sleeps
+    # against a timeout of 0.3 s; on a loaded host, a request that slept 0.05 s took longer
+    # and was answered 503.)
+    timeout = 3600.0
+    slow_in, fast_in, slow_cut = asyncio.Event(), asyncio.Semaphore(0), asyncio.Event()
+
     class SlowOnAsk(Echo):
         async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
             body = (await receive())["body"]
-            await asyncio.sleep(5 if body == b"slow" else 0.05)
+            if body == b"slow":
+                slow_in.set()
+                try:
+                    await asyncio.Event().wait()
+                finally:
+                    slow_cut.set()
+            elif body == b"fast":  # in flight when the slow one's deadline passes
+                fast_in.release()
+                await slow_cut.wait()
             await send({"type": "http.response.start", "status": 200, "headers": []})
             await send({"type": "http.response.body", "body": body})
 
-    async with client_for(SlowOnAsk(), response_timeout=0.3) as client:
-        slow = asyncio.create_task(client.post("/echo", content=b"slow"))
-        fast = [await client.post("/echo", content=b"fast") for _ in range(8)]  # 0.4 s
-        timed_out = await asyncio.wait_for(slow, 2)
-        after = await client.post("/echo", content=b"after")
-    assert [r.status_code for r in fast] == [200] * 8
+    loop = asyncio.get_running_loop()
+    clock = loop.time
+    skipped = 0.0
+    loop.time = lambda: clock() + skipped  # type: ignore[method-assign]
+    try:
+        async with client_for(SlowOnAsk(), response_timeout=timeout) as client:
+            slow = asyncio.create_task(client.post("/echo", content=b"slow"))
+            await slow_in.wait()
+            skipped += timeout / 2
+            fast = [asyncio.create_task(client.post("/echo", content=b"fast")) for _ in range(3)]
+            for _ in fast:
+                await fast_in.acquire()
+            skipped += timeout / 2 + 1  # past the slow one's deadline, half a timeout before theirs
+            timed_out = await slow
+            answers = [await request for request in fast]
+            after = await client.post("/echo", content=b"after")
+    finally:
+        del loop.time
+    assert [r.status_code for r in answers] == [200] * 3
     assert timed_out.status_code == 503
     assert timed_out.json()["reason"] == "ResponseTimeout"
     assert (after.status_code, after.content) == (200, b"after")

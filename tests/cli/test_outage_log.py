@@ -93,6 +93,28 @@ async def send_during(
     return statuses
 
 
+async def until_back(
+    server: ServerProcess, statuses: collections.Counter[str] | None = None, tries: int = 200
+) -> None:
+    """Until the log says a dependency is "reachable again" (or `tries` have passed): on a
+    loaded host the retry after the restore, or the first message that gets through, comes
+    seconds after `send_during` ends (the broker's line came after "Stopping", a second later;
+    every message of the silent lock store's run was refused). With `statuses`, one message
+    at a time is sent meanwhile, its answer counted: a store's outage ends on a request that
+    reaches it. Without, the log is read every 0.1 s (the broker retries by itself)."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        for _ in range(tries):
+            if " reachable again after " in server.text():
+                return
+            if statuses is None:
+                await asyncio.sleep(0.1)
+                continue
+            answer = await http.post(
+                "/webhooks/rest/webhook", json={"sender": "c0", "message": "hi"}
+            )
+            statuses[str(answer.status_code)] += 1
+
+
 @contextlib.asynccontextmanager
 async def serving(
     model: Path, tmp_path: Path, endpoints: dict[str, Any]
@@ -149,6 +171,7 @@ async def test_a_tracker_store_outage_is_two_lines_in_the_log(
                 moodbot_model, tmp_path, {"tracker_store": {**store, "port": proxy.port}}
             ) as server:
                 statuses = await send_during(server.url, proxy.set_away)
+                await until_back(server, statuses)
         finally:
             await proxy.cut()
     name = {"postgres": "PostgreSQL", "mariadb": "MySQL/MariaDB", "redis": "Redis"}[kind]
@@ -240,6 +263,7 @@ async def test_a_lock_store_outage_is_two_lines_in_the_log(
     try:
         async with serving(moodbot_model, tmp_path, {"lock_store": lock_store}) as server:
             statuses = await send_during(server.url, proxy.set_away)
+            await until_back(server, statuses)
     finally:
         await proxy.cut()
         await delete_redis_keys(prefix)
@@ -275,7 +299,7 @@ async def test_an_event_broker_outage_has_no_traceback_and_says_when_it_is_back(
     try:
         async with serving(moodbot_model, tmp_path, {"event_broker": broker}) as server:
             statuses = await send_during(server.url, proxy.set_away)
-            await asyncio.sleep(1.0)  # the retry after the restore
+            await until_back(server)  # the retry after the restore
     finally:
         await proxy.cut()
         connection = await aio_pika.connect(f"amqp://guest:guest@{RABBITMQ[0]}:{RABBITMQ[1]}/")

@@ -131,15 +131,16 @@ def test_rasas_sanic_workers_runs_as_many_processes_as_rasa_would(
 ) -> None:
     """A Rasa deployment's SANIC_WORKERS=4 with a shared lock store ran one process here, with
     a warning to pass --workers 4; Rasa runs four (one without a shared lock store)."""
-    from server.api.runner import workers_to_run
+    from server.api.runner import spec_from_args, workers_to_run
 
     (tmp_path / "endpoints.yml").write_text(endpoints)
     monkeypatch.setenv("SANIC_WORKERS", value)
+    monkeypatch.chdir(tmp_path)  # (the default tracker store: ./botserver.db)
     args = cli.build_parser().parse_args(
         ["run", "--endpoints", str(tmp_path / "endpoints.yml"), *given]
     )
     with caplog.at_level(logging.INFO, logger="server"):
-        assert workers_to_run(args) == workers
+        assert workers_to_run(args, spec_from_args(args))[0] == workers
     told = [r.getMessage() for r in caplog.records if "SANIC_WORKERS" in r.getMessage()]
     assert [said in line for line in told] == ([True] if said else [])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,8 @@ from typing import Any
 import pytest
 
 from bench.concurrency import Scenario, format_report, free_port, run
-from cli import main
-from server.api.runner import _check_workers
+from cli import build_parser, main
+from server.api.runner import SAID_ENV, SPEC_ENV, spec_from_args, workers_to_run
 from tests.logging_state import logging_restored
 from tests.scale.scale_services import require
 
@@ -77,12 +78,91 @@ def test_workers_on_sqlite_start_with_a_warning_to_use_postgresql(
     redis_lock = {"type": "redis", "url": "127.0.0.1", "port": 6379}
     sqlite = {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "t.db")}
     with caplog.at_level("WARNING", logger="server.api.runner"):
-        _check_workers(2, {"lock_store": redis_lock, "tracker_store": sqlite})
+        assert workers_for(tmp_path, ["--workers", "2"], redis_lock, sqlite) == 2
     assert "--workers 2 with the SQLite tracker store" in caplog.text
     assert "use PostgreSQL" in caplog.text
 
     caplog.clear()
     postgres = {"type": "sql", "dialect": "postgresql", "url": "127.0.0.1", "db": "test"}
     with caplog.at_level("WARNING", logger="server.api.runner"):
-        _check_workers(2, {"lock_store": redis_lock, "tracker_store": postgres})
+        assert workers_for(tmp_path, ["--workers", "2"], redis_lock, postgres) == 2
     assert caplog.text == ""
+
+
+def workers_for(tmp_path: Path, flags: list[str], lock: Any, tracker: Any) -> int:
+    """How many processes `botserver run <flags>` runs with these stores."""
+    path = tmp_path / "endpoints.yml"
+    path.write_text(json.dumps({"lock_store": lock, "tracker_store": tracker}))
+    args = build_parser().parse_args(["run", "--endpoints", str(path), *flags])
+    return workers_to_run(args, spec_from_args(args))[0]
+
+
+@pytest.mark.parametrize("asked_by", ["--workers", "SANIC_WORKERS"])
+def test_workers_build_each_store_once_in_the_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, asked_by: str
+) -> None:
+    """The parent of `--workers 2` (or SANIC_WORKERS=2) built its stores to check that the
+    workers can share them, then again to check every other setting: two or three Redis
+    clients, SQL engines or DynamoDB clients (boto3's take tens of milliseconds) where one
+    does, each saying its warnings again."""
+    from server.api import workers
+    from server.trackers.redis_lock import RedisLockStore
+    from server.trackers.sql_store import SqlTrackerStore
+
+    built: Counter[str] = Counter()
+    for store in (RedisLockStore, SqlTrackerStore):
+        made = store.__init__
+
+        def counting(self: Any, *args: Any, _made: Any = made, **kwargs: Any) -> None:
+            built[type(self).__name__] += 1
+            _made(self, *args, **kwargs)
+
+        monkeypatch.setattr(store, "__init__", counting)
+    started: list[int] = []
+
+    def serve_workers(config: Any, _up: Any, *_given: Any) -> int:
+        started.append(config.workers)
+        return 0
+
+    monkeypatch.setattr(workers, "serve_workers", serve_workers)
+    for name in (SPEC_ENV, SAID_ENV):  # set for the workers: gone after the test
+        monkeypatch.setenv(name, "")
+    endpoints = {
+        "lock_store": {"type": "redis", "url": "127.0.0.1", "port": 6379},
+        "tracker_store": {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "t.db")},
+    }
+    (tmp_path / "endpoints.yml").write_text(json.dumps(endpoints))
+    args = ["run", "--endpoints", str(tmp_path / "endpoints.yml"), "--enable-api"]
+    if asked_by == "--workers":
+        args += ["--workers", "2"]
+    else:
+        monkeypatch.setenv("SANIC_WORKERS", "2")
+    with logging_restored():
+        code = main([*args, "-i", "127.0.0.1", "-p", str(free_port()), "--quiet"])
+    assert (code, started) == (0, [2])
+    assert built == {"RedisLockStore": 1, "SqlTrackerStore": 1}
+
+
+def test_workers_refuse_an_in_memory_sqlite_tracker_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each worker gets a SQLite database of its own in memory: a conversation's turns in one
+    worker are not in the other's, as with the in-memory store."""
+    sqlite = {"type": "sql", "dialect": "sqlite", "db": ":memory:"}
+    endpoints = {"tracker_store": sqlite, "lock_store": {"type": "redis"}}
+    code, stderr = run_workers(tmp_path, endpoints, capsys)
+    assert code != 0
+    assert "--workers 2 needs a tracker store shared by the processes" in stderr
+    assert "in-memory SQLite database" in stderr
+
+
+def test_sanic_workers_run_one_process_on_an_in_memory_sqlite_tracker_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("SANIC_WORKERS", "2")
+    redis_lock = {"type": "redis", "url": "127.0.0.1", "port": 6379}
+    sqlite = {"type": "sql", "dialect": "sqlite", "db": ":memory:"}
+    with caplog.at_level("WARNING", logger="server.api.runner"):
+        assert workers_for(tmp_path, [], redis_lock, sqlite) == 1
+    assert "SANIC_WORKERS=2: one server process runs" in caplog.text
+    assert "in-memory SQLite database" in caplog.text

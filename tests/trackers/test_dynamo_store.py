@@ -553,3 +553,38 @@ async def test_an_item_whose_events_are_no_list_is_named_unreadable(
         assert await store.delete_older_than(time.time()) == 1
     assert await store.keys() == ["bob"]
     assert any("'bob'" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_prune_stopped_as_a_delete_goes_out_counts_that_delete(
+    store: DynamoTrackerStore, endpoint: str, table: str
+) -> None:
+    """SIGTERM or Ctrl-C as the prune's second delete is in flight: the delete, in its
+    thread, still goes through, and `botserver prune` says so in its `after deleting N`.
+    Before, the stop ended the wait for it uncounted: one fewer than were gone."""
+    import threading
+
+    for sender_id in ("c1", "c2", "c3"):
+        await store.append(sender_id, [user("hi", 1.0)])
+    loop = asyncio.get_running_loop()
+    deletes: list[str] = []
+    counted: list[int] = []
+    prune = asyncio.ensure_future(store.delete_older_than(60, None, counted.append))
+
+    def deleting(params: dict[str, Any], **_: Any) -> None:
+        deletes.append(params["Key"]["sender_id"]["S"])
+        if len(deletes) == 2:  # stopped as it goes out
+            stopped = threading.Event()
+
+            def stop() -> None:
+                prune.cancel()
+                stopped.set()
+
+            loop.call_soon_threadsafe(stop)
+            stopped.wait(30)
+
+    store._client.meta.events.register("provide-client-params.dynamodb.DeleteItem", deleting)
+    with pytest.raises(asyncio.CancelledError):
+        await prune
+    left = [s for s in ("c1", "c2", "c3") if await store.load(s)]
+    assert len(left) == 1, (left, deletes)
+    assert sum(counted) == 2, (counted, deletes)

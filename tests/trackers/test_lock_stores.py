@@ -290,7 +290,9 @@ async def test_releases_redis_could_not_take_are_one_warning(
                 pass
     releases = [r for r in caplog.records if "release" in r.getMessage()]
     assert len([r for r in releases if r.levelname == "WARNING"]) == 1, caplog.text
-    assert "Could not release the lock of 'eve'" in releases[0].getMessage(), caplog.text
+    assert "Could not release the lock of conversation 'eve'" in releases[0].getMessage(), (
+        caplog.text
+    )
 
 
 async def test_releases_redis_could_not_take_are_counted_and_the_next_outage_logs_again(
@@ -319,40 +321,56 @@ async def test_releases_redis_could_not_take_are_counted_and_the_next_outage_log
     said = [(r.levelname, r.getMessage()) for r in caplog.records if "release" in r.getMessage()]
     warnings = [message for level, message in said if level == "WARNING"]
     assert len(warnings) == 3, said
-    assert warnings[0].startswith(f"Could not release the lock of 'eve' ({where}): "), said
+    assert warnings[0].startswith(
+        f"Could not release the lock of conversation 'eve' ({where}): "
+    ), said
     assert warnings[1] == (
         f"2 more times in the last 0.3 s: could not release the locks of ended turns ({where})"
     )
-    assert warnings[2].startswith(f"Could not release the lock of 'zoe' ({where}): "), said
+    assert warnings[2].startswith(
+        f"Could not release the lock of conversation 'zoe' ({where}): "
+    ), said
     named = [message for level, message in said if level == "DEBUG"]
     assert [m.split("'")[1] for m in named] == ["bob", "ana"], said
     assert all(m.endswith("retrying until its lease ends") for m in named), named
 
 
+@pytest.mark.parametrize(
+    ("conversations", "released"),
+    [
+        (["ana"], "the lock of conversation 'ana' (redis at "),
+        (["ana", "bob"], "the locks of 2 conversations ('ana', 'bob') (redis at "),
+    ],
+)
 async def test_idle_locks_redis_could_not_give_back_are_given_back_once_it_is_back(
-    redis_config: dict[str, Any], caplog: pytest.LogCaptureFixture
+    redis_config: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+    conversations: list[str],
+    released: str,
 ) -> None:
     """Redis goes away while a prune batch holds its locks, and comes back 0.5 s later: one
-    warning for them all, in the plural (before: "... 2 conversation locks ...; retrying
-    until its lease ends"), and the give-back is retried until it gets through, before the
-    prune's process closes its lock store and exits. Before, the retries ran in the
-    background, which the close stopped: the conversations' next messages waited out
-    `lock_lifetime` (30 s here: a 503 after their 3 s `wait_timeout`)."""
+    warning for them all, in the singular for one lock and the plural for two (before: "... 1
+    conversation locks ...; retrying until their leases end"), and the give-back is retried
+    until it gets through, before the prune's process closes its lock store and exits.
+    Before, the retries ran in the background, which the close stopped: the conversations'
+    next messages waited out `lock_lifetime` (30 s here: a 503 after their 3 s
+    `wait_timeout`)."""
     async with through_proxy(redis_config, TcpProxy(REDIS)) as (store, other, proxy):
-        async with store.hold_idle(["ana", "bob"]) as held:
-            assert await held.still_held() == ["ana", "bob"]  # (the look before a delete)
+        async with store.hold_idle(conversations) as held:
+            assert await held.still_held() == conversations  # (the look before a delete)
             await proxy.cut()
             asyncio.get_running_loop().call_later(
                 0.5, lambda: asyncio.ensure_future(proxy.restore())
             )
         await store.close()  # (as the prune command does at its end)
-        for conversation in ("ana", "bob"):
+        for conversation in conversations:
             async with other.lock(conversation, wait_timeout=3):
                 pass
     said = [r.getMessage() for r in caplog.records if "release" in r.getMessage()]
     assert len(said) == 1, said
-    assert said[0].startswith("Could not release 2 conversation locks (redis at "), said
-    assert "; retrying until their leases end, further failures" in said[0], said
+    assert said[0].startswith(f"Could not release {released}"), said
+    until = "its lease ends" if len(conversations) == 1 else "their leases end"
+    assert f"; retrying until {until}, further failures" in said[0], said
 
 
 @contextlib.asynccontextmanager

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import sqlite3
 import sys
+import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import inspect, text
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from server.dialogue.messages import MAX_TEXT_CHARS
@@ -401,6 +402,22 @@ async def test_a_rasa_table_on_mariadb_holds_the_longest_message_the_server_take
         await load_every_shape(config)
 
 
+@pytest.fixture
+def shared_mysql_lock_name_alone() -> Iterator[None]:
+    """The test holds MySQL's server-wide migration lock name (`botserver_migrations`), or
+    needs it free within a 1 s wait: one such test at a time across xdist's workers. Before,
+    one holding it failed another's wait (`another session held the schema migration lock
+    ('botserver_migrations') for 1 s`) when both ran at once."""
+    path = Path(tempfile.gettempdir()) / "botserver-tests-mysql-shared-migration-lock"
+    with path.open("a") as file:
+        fcntl.flock(file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(file, fcntl.LOCK_UN)
+
+
+@pytest.mark.usefixtures("shared_mysql_lock_name_alone")
 async def test_a_mysql_migration_that_cannot_get_the_lock_fails_instead_of_running(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -421,7 +438,11 @@ async def test_a_mysql_migration_that_cannot_get_the_lock_fails_instead_of_runni
                 await cursor.execute("SELECT GET_LOCK('botserver_migrations', 30)")
                 assert (await cursor.fetchone()) == (1,)
                 # Before: after the wait, the migration ran without the lock.
-                with pytest.raises(StoreUnavailable, match="migration lock"):
+                held = (
+                    r"another session held the schema migration lock "
+                    r"\('botserver_migrations'\) for 1 s"
+                )
+                with pytest.raises(StoreUnavailable, match=held):
                     await store.ping()
                 await cursor.execute("SELECT RELEASE_LOCK('botserver_migrations')")
             await store.ping()  # the next request migrates
@@ -465,6 +486,7 @@ async def test_a_mysql_migration_lock_wait_ended_by_an_error_says_so() -> None:
             await store.close()
 
 
+@pytest.mark.usefixtures("shared_mysql_lock_name_alone")
 async def test_a_mysql_migration_held_in_one_database_holds_up_no_other_on_the_server(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -543,6 +565,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.usefixtures("shared_mysql_lock_name_alone")
 async def test_a_mysql_migration_behind_an_earlier_versions_goes_on_from_where_it_ended() -> None:
     """A rolling deploy on a database below the earlier version's latest revision: the
     earlier version migrates, this one reads the old revision under its own lock, waits for
@@ -866,6 +889,7 @@ async def test_a_mysql_migration_that_fails_before_its_revisions_frees_its_lock(
     process's migration of the database waited for them until that session closed."""
     import aiomysql
 
+    from server.errors import StoreFailed
     from server.trackers.sql_schema import migrate_in_place
     from tests.trackers.persistence_fixtures import MARIADB, mariadb_database, unique_name
 
@@ -883,7 +907,7 @@ async def test_a_mysql_migration_that_fails_before_its_revisions_frees_its_lock(
                     "GRANT SELECT, INSERT, UPDATE, DELETE"
                     f" ON `{config['db']}`.* TO '{user_name}'@'%'"
                 )
-            with pytest.raises(DBAPIError, match="CREATE command denied"):
+            with pytest.raises(StoreFailed, match="CREATE command denied"):
                 await migrate_in_place(engine)  # (its session kept: the pool holds it)
             async with admin.cursor() as cursor:
                 # The shared name is the server's: another test's new database may hold it;
@@ -1011,3 +1035,129 @@ def test_only_a_database_an_earlier_version_could_migrate_takes_the_shared_mysql
     for revision in sorted(known_revisions()):
         assert earlier_versions_may_migrate(revision) == (revision < "0007"), revision
     assert not earlier_versions_may_migrate("0010")  # (compared as 4 digits)
+
+
+async def test_a_postgres_user_that_may_not_create_tables_is_told_the_grant_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A database user without CREATE on the schema (PostgreSQL 15's default for all but the
+    database's owner): the set-up fails at its first try, naming the user and the grant to
+    give. Before, it was tried three times on the same connections, with pauses, then said
+    `permission denied for schema public` alone."""
+    import asyncpg
+
+    from server.errors import StoreFailed
+    from server.trackers import sql_schema
+    from tests.trackers.persistence_fixtures import POSTGRES, postgres_database, unique_name
+
+    tries = count_migration_tries(monkeypatch, sql_schema)
+    async with postgres_database() as config:
+        role = unique_name("bs_nocreate")
+        own = await asyncpg.connect(
+            host=POSTGRES[0], port=POSTGRES[1], user="postgres", database=config["db"]
+        )
+        store = create_tracker_store({**config, "username": role})
+        try:
+            await own.execute(f'CREATE ROLE "{role}" LOGIN')
+            with pytest.raises(StoreFailed) as failed:
+                await store.append("s", [user("hi", 1.0)])
+            assert len(tries) == 1
+            grant = f"GRANT USAGE, CREATE ON SCHEMA public TO {role}"
+            assert str(failed.value) == (
+                f"The tracker store (postgresql at {POSTGRES[0]}:{POSTGRES[1]}/{config['db']}) "
+                f"cannot set up its tables: permission denied for schema public. The database "
+                f"user '{role}' needs: {grant}"
+            )
+            await own.execute(grant)  # as told: the next request sets them up
+            await store.append("s", [user("hi", 1.0)])
+            assert [e["text"] for e in await store.load("s") or []] == ["hi"]
+        finally:
+            await store.close()
+            await own.execute(f'DROP OWNED BY "{role}"')
+            await own.execute(f'DROP ROLE IF EXISTS "{role}"')
+            await own.close()
+
+
+@pytest.mark.parametrize("quote", ["", "'"])
+async def test_a_mysql_user_that_may_not_create_tables_is_told_the_grant_at_once(
+    monkeypatch: pytest.MonkeyPatch, quote: str
+) -> None:
+    """As on PostgreSQL: `CREATE command denied` fails the set-up at its first try, naming
+    the account and the privileges the set-up and the turns need (before, three tries, then
+    the server's words alone). A quote in the account's name is doubled in the grant, which
+    runs as given (before, the grant said `'o'x'@'%'`, a syntax error)."""
+    import aiomysql
+
+    from server.errors import StoreFailed
+    from server.trackers import sql_schema
+    from tests.trackers.persistence_fixtures import MARIADB, mariadb_database, unique_name
+
+    tries = count_migration_tries(monkeypatch, sql_schema)
+    async with mariadb_database() as config:
+        name = unique_name(f"bs{quote}nocreate")
+        quoted = name.replace("'", "''")
+        admin = await aiomysql.connect(host=MARIADB[0], port=MARIADB[1], user="root", password="")
+        store = create_tracker_store({**config, "username": name, "password": "pw"})
+        try:
+            async with admin.cursor() as cursor:
+                await cursor.execute(f"CREATE USER '{quoted}'@'%' IDENTIFIED BY 'pw'")
+                await cursor.execute(
+                    f"GRANT SELECT, INSERT ON `{config['db']}`.* TO '{quoted}'@'%'"
+                )
+            with pytest.raises(StoreFailed) as failed:
+                await store.append("s", [user("hi", 1.0)])
+            assert len(tries) == 1
+            message = str(failed.value)
+            assert "cannot set up its tables: CREATE command denied to user" in message, message
+            grant = (
+                "GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, INDEX"
+                f" ON `{config['db']}`.* TO '{quoted}'@'%'"
+            )
+            assert message.endswith(f". The database user '{quoted}'@'%' needs: {grant}"), message
+            async with admin.cursor() as cursor:
+                await cursor.execute(grant)  # as told: the next request sets them up
+            await store.append("s", [user("hi", 1.0)])
+            assert [e["text"] for e in await store.load("s") or []] == ["hi"]
+        finally:
+            await store.close()
+            async with admin.cursor() as cursor:
+                await cursor.execute(f"DROP USER IF EXISTS '{quoted}'@'%'")
+            admin.close()
+
+
+def count_migration_tries(monkeypatch: pytest.MonkeyPatch, sql_schema: Any) -> list[None]:
+    """Each try of the schema's set-up, as it starts."""
+    tries: list[None] = []
+    upgrade = sql_schema._upgrade
+
+    def counted(connection: Any) -> None:
+        tries.append(None)
+        upgrade(connection)
+
+    monkeypatch.setattr(sql_schema, "_upgrade", counted)
+    return tries
+
+
+async def test_a_sqlite_file_the_server_may_not_write_fails_the_set_up_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SQLite file the server may only read (a volume mounted read-only, a file of another
+    user): the set-up fails at its first try, saying the file must be writable. Before, it
+    was tried three times, with pauses, then said `attempt to write a readonly database`
+    alone. (Opened read-only by its URL here: root writes any file whatever its mode.)"""
+    from server.errors import StoreFailed
+    from server.trackers import sql_schema
+
+    tries = count_migration_tries(monkeypatch, sql_schema)
+    path = tmp_path / "bot.db"
+    sqlite3.connect(path).execute("CREATE TABLE other (a)").connection.close()
+    engine = create_async_engine(f"sqlite+aiosqlite:///file:{path}?mode=ro&uri=true")
+    with pytest.raises(StoreFailed) as failed:
+        await sql_schema._migrate(engine, attempts=3)
+    assert len(tries) == 1
+    message = str(failed.value)
+    assert "cannot set up its tables: attempt to write a readonly database" in message, message
+    assert message.endswith(
+        f". The server's user needs to write to '{path}' and its folder '{tmp_path}' "
+        "(SQLite writes its journal beside the file)"
+    ), message

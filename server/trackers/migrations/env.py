@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from server.errors import StoreUnavailable
-from server.trackers.sql_engine import lock_timeout_seconds
+from server.trackers.sql_engine import lock_timeout_seconds, mysql_lock_not_had
 from server.trackers.sql_schema import (
     MYSQL_SHARED_MIGRATION_LOCK,
     VERSION_TABLE,
@@ -67,16 +67,12 @@ def take_mysql_lock(name: str) -> None:
         release_mysql_locks()
         # Migrating without it could create the table twice or change it under another
         # process's migration. The store is not ready; the next request tries again.
-        if got is None:  # (told as a lock held, it sent whoever read it after a migration)
-            raise StoreUnavailable(
-                f"waiting for the schema migration lock ('{name}') ended in an error "
-                "(GET_LOCK answered NULL: the statement was killed, or the server found a "
-                "deadlock or ran out of memory); the next request tries again"
-            )
-        raise StoreUnavailable(
-            f"another process held the schema migration lock ('{name}') for {lock_seconds} s; "
-            f"release it or wait for that migration to end"
-        )
+        # (An error told as a lock held sent whoever read it after a migration.)
+        what = "the next request tries again"
+        if got is not None:
+            what = "release it or wait for that migration to end"
+        why = mysql_lock_not_had(got, f"the schema migration lock ('{name}')", lock_seconds)
+        raise StoreUnavailable(f"{why}; {what}")
     mysql_locks.append(name)
 
 

@@ -1,0 +1,172 @@
+"""Registered secrets (flags, endpoints.yml, credentials.yml) are hidden whole in any log line:
+however they overlap there, and however a client percent-encodes them in a URL."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote, unquote_plus
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from server.auth import log_redaction, redact
+from tests.logging_state import logging_restored
+
+# Few letters, so that secrets overlap each other and the text around them often; none that
+# the patterns for secret-named keys, JWTs or URLs would read.
+_LETTERS = "abcxy"
+_SECRETS = st.lists(
+    st.text(alphabet="abc", min_size=log_redaction.MIN_LITERAL_LENGTH, max_size=12),
+    min_size=1,
+    max_size=4,
+)
+
+
+def _hidden_by_hand(text: str, secrets: list[str]) -> str:
+    """Each stretch of `text` that occurrences of `secrets` cover, as one `***`."""
+    covered = [False] * len(text)
+    for secret in secrets:
+        at = text.find(secret)
+        while at >= 0:
+            covered[at : at + len(secret)] = [True] * len(secret)
+            at = text.find(secret, at + 1)
+    marked = "".join("\x00" if hidden else char for char, hidden in zip(text, covered, strict=True))
+    return re.sub("\x00+", "***", marked)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    secrets=_SECRETS,
+    pieces=st.lists(
+        st.one_of(st.text(alphabet=_LETTERS + " ", max_size=8), st.integers(0, 3)), max_size=10
+    ),
+    cuts=st.lists(st.integers(0, 12), min_size=20, max_size=20),
+)
+def test_no_character_of_a_registered_secret_shows_however_they_overlap(
+    secrets: list[str], pieces: list[str | int], cuts: list[int]
+) -> None:
+    """Secrets one inside another, one running into the next (`abcdef` then `defghi` in
+    `abcdefghi`), side by side, partly written: each character of each is hidden, and the
+    text around them is kept. Before, one found first hid its own characters only: those of
+    one overlapping it showed (`***ghi`)."""
+    # A line of secrets, pieces of them (a secret's start or end glued to another) and text.
+    parts = []
+    for n, piece in enumerate(pieces):
+        if isinstance(piece, int):
+            secret = secrets[piece % len(secrets)]
+            start, end = sorted((cuts[2 * n % 20] % (len(secret) + 1), len(secret)))
+            parts.append(secret[start:] if n % 3 == 0 else secret[: end or len(secret)])
+            parts.append(secret)
+        else:
+            parts.append(piece)
+    line = "".join(parts)
+    with logging_restored():
+        for secret in secrets:
+            log_redaction.redact_also(secret)
+        shown = redact(line)
+    for secret in secrets:
+        assert secret not in shown, (line, shown)
+    # Side by side, two secrets are one `***` or two: the same to a reader.
+    assert re.sub(r"(\*\*\*)+", "***", shown) == _hidden_by_hand(line, secrets)
+
+
+def test_a_secret_starting_inside_another_is_hidden_whole() -> None:
+    log_redaction.redact_also("abcdefgh")
+    log_redaction.redact_also("efghijkl")
+    log_redaction.redact_also("0123456789")
+    log_redaction.redact_also("345678")
+    assert redact("user abcdefghijkl said") == "user *** said"
+    assert redact("ids 0123456789xyz and 3456789") == "ids ***xyz and ***9"
+
+
+def test_a_secret_longer_than_a_pattern_holds_is_hidden_whole_beside_a_short_one() -> None:
+    """Long secrets (a private key's text) are searched for apart from the short ones."""
+    key = "k" * 120 + "tail-of-the-key"
+    log_redaction.redact_also(key)
+    log_redaction.redact_also("the-key-and-more")
+    assert redact(f"key: {key}-and-more!") == "key: ***!"
+    assert redact(f"x {key[:-4]}") == f"x {key[:-4]}"
+
+
+# Characters a secret may hold: some a URL keeps as they are, some it must encode.
+_SECRET_CHARS = st.sampled_from(list("abcXYZ019.-_~ +/=!*'()$,:@?&#%é☃"))
+
+
+@st.composite
+def _spelt(draw: st.DrawFn) -> tuple[str, str]:
+    """A secret, and a spelling of it a client may send in a URL's query: each character as
+    it is (where a URL may hold it), or each byte as `%XX` in upper or lower case hex, a space
+    as `+` when the client writes spaces so (its `+` is `%2B` then)."""
+    secret = draw(st.text(_SECRET_CHARS, min_size=log_redaction.MIN_LITERAL_LENGTH, max_size=16))
+    plus_for_space = draw(st.booleans())
+    spelt = []
+    for char in secret:
+        raw_ok = char not in " &#%?" and not (plus_for_space and char == "+")
+        how = draw(st.sampled_from(["raw", "upper", "lower", "plus"]))
+        if how == "plus" and char == " " and plus_for_space:
+            spelt.append("+")
+        elif how == "raw" and raw_ok:
+            spelt.append(char)
+        else:
+            hexes = [f"{byte:02X}" for byte in char.encode()]
+            if how == "lower":
+                hexes = [h.lower() for h in hexes]
+            spelt.append("".join(f"%{h}" for h in hexes))
+    return secret, "".join(spelt)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spelling=_spelt(), name=st.sampled_from(["tokn", "q", "next"]))
+def test_a_registered_secret_percent_encoded_any_way_is_hidden_in_an_access_line(
+    spelling: tuple[str, str], name: str
+) -> None:
+    """uvicorn's access line shows the path and query as the client wrote them: `%2E` for a
+    `.`, lower case hex, every byte encoded, `+` for a space. Before, only the spellings of a
+    few clients were hidden, and a secret otherwise spelt showed in the log."""
+    secret, spelt = spelling
+    line = f'127.0.0.1:5000 - "GET /status?{name}={spelt}&page=2 HTTP/1.1" 401'
+    with logging_restored():
+        log_redaction.redact_also(secret)
+        shown = redact(line)
+    assert secret not in unquote(shown), (line, shown)
+    assert secret not in unquote_plus(shown), (line, shown)
+    assert shown == f'127.0.0.1:5000 - "GET /status?{name}=***&page=2 HTTP/1.1" 401'
+
+
+def test_spellings_beyond_the_usual_are_hidden() -> None:
+    log_redaction.redact_also("my.secret token~1")
+    for spelt in (
+        "my%2Esecret%20token~1",
+        "my%2esecret+token%7e1",
+        "%6D%79%2E%73%65%63%72%65%74%20%74%6F%6B%65%6E%7E%31",
+        "%6d%79%2E%73%65%63%72%65%74+%74%6F%6b%65%6e%7E%31",
+    ):
+        assert redact(f"GET /x?t={spelt}&u=1 HTTP/1.1") == "GET /x?t=***&u=1 HTTP/1.1", spelt
+    # Percent-encoded text that holds no secret is left as it is.
+    assert redact("GET /caf%C3%A9?q=a+b%2Ec HTTP/1.1") == "GET /caf%C3%A9?q=a+b%2Ec HTTP/1.1"
+
+
+def test_a_secret_holding_stars_costs_a_few_searches_however_the_line_is_built() -> None:
+    """A secret holding `***` (`x***yy`) spells itself again around the `***` that hides it
+    in `xx***yyyy`: hidden a round at a time, a line of 10,000 `x`s around one took 10,000
+    searches of the line (1.6 s; seconds more for a longer one). After a few rounds the line
+    is hidden whole: no character of a secret shows, and the searches are few."""
+    searches = 0
+    holds = log_redaction._holds_literal
+
+    def counted(text: str) -> bool:
+        nonlocal searches
+        searches += 1
+        return holds(text)
+
+    with logging_restored():
+        log_redaction.redact_also("x***yy")
+        log_redaction._holds_literal = counted  # type: ignore[assignment]
+        try:
+            shown = redact("x" * 10_000 + "x***yy" + "y" * 20_000)
+        finally:
+            log_redaction._holds_literal = holds  # type: ignore[assignment]
+        assert "x***yy" not in shown and "x" not in shown and "y" not in shown
+        assert searches <= 8, searches
+        # A line where it shows once is hidden as any other.
+        assert redact("at x***yy: x***y") == "at ***: x***y"
