@@ -182,3 +182,43 @@ async def test_a_swap_and_the_next_turn_hold_the_loop_briefly(
             assert said == [f"[{tag}] Bye"]
             assert swap.loop_busiest < 0.003 * swap.slowness, swap
             assert turn.loop_busiest < 0.007 * turn.slowness, turn
+
+
+async def test_a_turn_in_flight_across_a_swap_still_answers_from_its_model(
+    models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A turn waiting in an action (a slow custom action, say) when PUT /model replaces its
+    model reads that model's domain once it goes on: nothing of it is emptied meanwhile,
+    however long the releasing thread has had."""
+    app = _app(models, tmp_path)
+    processor = app.state.services.agent.processor
+    waiting, go = asyncio.Event(), asyncio.Event()
+    action_for = processor.action_for
+
+    def slow_goodbye(name: str, domain: Any) -> Any:
+        action = action_for(name, domain)
+        if name != "utter_goodbye" or go.is_set():
+            return action
+
+        class Slow:
+            async def run(self, ctx: Any) -> Any:
+                waiting.set()
+                await go.wait()
+                return await action.run(ctx)
+
+            def __getattr__(self, attribute: str) -> Any:
+                return getattr(action, attribute)
+
+        return Slow()
+
+    monkeypatch.setattr(processor, "action_for", slow_goodbye)
+    monkeypatch.setattr(freeing, "MODEL_RETRY_SECONDS", 0.01)
+    async with app.router.lifespan_context(app), _client(app) as client:
+        turn = asyncio.ensure_future(_say(client, "bye"))
+        await waiting.wait()
+        put = await client.put("/model", json={"model_file": str(models["B"])})
+        assert put.status_code == 204, put.text
+        await _settled()
+        go.set()
+        assert await turn == ["[A] Bye"]
+        assert await _say(client, "bye") == ["[B] Bye"]
