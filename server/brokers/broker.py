@@ -1,4 +1,6 @@
-"""The event broker contract: events go out after the tracker commit, never failing a turn."""
+"""The event broker contract: events go out after the tracker commit (with
+`wait_for_delivery: true`, before the turn's answer while the broker works), never failing a
+turn."""
 
 from __future__ import annotations
 
@@ -22,7 +24,10 @@ class EventBroker(Protocol):
         previous_event: dict[str, Any] | None = None,
         before: Sequence[dict[str, Any]] = (),
     ) -> None:
-        """Queue the events for delivery; returns at once and never raises for a broker outage.
+        """Queue the events for delivery; with `wait_for_delivery: true` and while the broker
+        works, wait (2 s at most) until it has taken them, so that a turn answered after it
+        is published. Never raises for a broker outage; returns at once by default, and
+        while the broker is known to be down.
 
         Call it after the events are committed to the tracker store, with the conversation's
         last event before them (None for a new conversation): it links the messages into a

@@ -15,6 +15,7 @@ from typing import Any
 from server.brokers.in_doubt import InDoubtEvents
 from server.brokers.ordering import chain_ids
 from server.errors import first_line, how_many
+from server.setting_values import flag
 from server.tasks import stop, time_left
 from server.trackers.events import OFF_LOOP_EVENTS
 from server.trackers.store import TrackerStore
@@ -27,6 +28,16 @@ MIN_RETRY_DELAY = 0.05
 STILL_FAILING_WINDOW_SECONDS = 60.0
 # While closing, the longest pause between two attempts (the back-off reaches 30 s).
 CLOSING_RETRY_SECONDS = 0.5
+# The `event_broker:` key (of every type) that makes a turn's answer wait until the broker
+# took its events; off by default: answered at once, as in Rasa.
+WAIT_FOR_DELIVERY = "wait_for_delivery"
+# With it on, how long a turn's answer waits for the broker to take its events (RabbitMQ's
+# confirm, the SQL broker's commit, the file's write); past it, turns are answered without
+# waiting until the broker takes events again.
+CONFIRM_WAIT_SECONDS = 2.0
+# A turn waits only while no more than this many events are queued, its own included: behind
+# a bulk import's, or a backlog an outage left, it is answered as before.
+HOLD_QUEUED_AT_MOST = 2_000
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,47 @@ async def _outgoing(
     return outgoing(sender_id, events, previous_event, before)
 
 
+def pop_delivered(pending: deque[Outgoing], delivered: Sequence[Outgoing]) -> None:
+    """Pops from the front of `pending` the messages of `delivered` (taken from its front,
+    in order) it still holds: a full queue drops its oldest for room, perhaps some being
+    delivered, and popping by count then took later messages, never delivered, with them."""
+    for item in delivered:
+        if pending and pending[0] is item:
+            pending.popleft()
+
+
+def waits_for_delivery(config: dict[str, Any]) -> bool:
+    """The section's `wait_for_delivery` (false when absent); anything but true or false
+    stops the start."""
+    return flag(config, WAIT_FOR_DELIVERY, default=False)
+
+
+class _Queue(deque[Outgoing]):
+    """The messages still to deliver; a waiter on one (`BackgroundDelivery.taken`) is woken
+    when it leaves the queue, delivered or dropped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # id of a queued message -> (the message, kept alive for its id; its waiter)
+        self.waiters: dict[int, tuple[Outgoing, asyncio.Future[None]]] = {}
+
+    def popleft(self) -> Outgoing:
+        item = super().popleft()
+        if self.waiters:
+            self._left(item)
+        return item
+
+    def remove(self, value: Outgoing, /) -> None:
+        super().remove(value)
+        if self.waiters:
+            self._left(value)
+
+    def _left(self, item: Outgoing) -> None:
+        waiter = self.waiters.pop(id(item), None)
+        if waiter is not None and not waiter[1].done():
+            waiter[1].set_result(None)
+
+
 class BackgroundDelivery:
     """One task drains the queue in order; failures wait (back-off) and retry forever."""
 
@@ -100,7 +152,7 @@ class BackgroundDelivery:
         self._max_retry_delay = max(max_retry_delay, retry_delay)
         self._warn_after = warn_after_attempts
         self._max_pending = max_pending
-        self._pending: deque[Outgoing] = deque()
+        self._pending = _Queue()
         self._wakeup = asyncio.Event()
         # Cuts a back-off pause short: closing retries at once what waits for the next attempt.
         self._retry_now = asyncio.Event()
@@ -111,10 +163,64 @@ class BackgroundDelivery:
         self._dropped = 0
         self._last_error: str | None = None  # why the latest attempt failed; None once one works
         self._attempt_since: float | None = None  # when the attempt under way began
+        # A turn's events were not taken within CONFIRM_WAIT_SECONDS: turns are answered
+        # without waiting until the broker takes one again.
+        self._overdue = False
 
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    def holds_turns(self) -> bool:
+        """Whether a turn waits for its events to be taken: not while the broker fails or is
+        overdue, nor behind a long queue."""
+        return (
+            self._last_error is None
+            and not self._overdue
+            and len(self._pending) <= HOLD_QUEUED_AT_MOST
+            and len(self._pending) < self._max_pending  # nothing queued was dropped
+        )
+
+    async def wait_taken(self, item: Outgoing, timeout: float = CONFIRM_WAIT_SECONDS) -> bool:
+        """Wait until `item`, queued, has left the queue (delivered, or dropped), at most
+        `timeout` seconds, or until a delivery attempt fails; True if it left. Past `timeout`,
+        `holds_turns` is False until the broker takes it, said once."""
+        queue = self._pending
+        waiter = asyncio.get_running_loop().create_future()
+        queue.waiters[id(item)] = (item, waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            if id(item) not in queue.waiters:  # it left as the time ran out
+                return True
+            resumed = asyncio.get_running_loop().create_future()
+            resumed.add_done_callback(self._taken_again)
+            queue.waiters[id(item)] = (item, resumed)
+            if not self._overdue:
+                self._overdue = True
+                logger.warning(
+                    "%s: a turn's events were not taken within %g s (%s queued); turns are "
+                    "answered without waiting for the broker until it takes them",
+                    self.name,
+                    timeout,
+                    how_many(len(queue), "event"),
+                )
+            return False
+        return True
+
+    def _taken_again(self, _: asyncio.Future[None]) -> None:
+        if self._overdue:
+            self._overdue = False
+            logger.info("%s: takes events again; turns wait for it again", self.name)
+
+    def _release_waiters(self) -> None:
+        """A failed attempt, or the close: the turns waiting are answered (their events stay
+        queued)."""
+        self._overdue = False  # known down now: the failure's own warning says it
+        waiters, self._pending.waiters = self._pending.waiters, {}
+        for _, waiter in waiters.values():
+            if not waiter.done():
+                waiter.set_result(None)
 
     def enqueue(self, items: list[Outgoing]) -> None:
         """Queues messages `outgoing` made (perhaps in a thread: a bulk append's 100,000
@@ -167,6 +273,7 @@ class BackgroundDelivery:
             except Exception as exc:
                 failures += 1
                 self._last_error = first_line(exc, limit=None)
+                self._release_waiters()
                 now = time.monotonic()
                 delay = min(self._retry_delay * 2 ** min(failures - 1, 16), self._max_retry_delay)
                 if failures == 1:
@@ -268,6 +375,8 @@ class BackgroundDelivery:
         await stop(self._task)
         self._task = None
         self._closing = False
+        # The turns still waiting for their events are answered now, not at their bound.
+        self._release_waiters()
 
 
 # How long closing a broker may take to deliver what is still queued (after the graceful
@@ -278,12 +387,17 @@ CLOSE_SECONDS = 5.0
 class QueuedBroker:
     """Base of brokers that queue events and deliver them from a background task.
 
-    A subclass sets `self._delivery` (a BackgroundDelivery around its own `_send`) and calls
-    `_close_delivery` from its `close`.
+    A subclass sets `self._delivery` (a BackgroundDelivery around its own `_send`) and
+    `self.waits_for_delivery` (`waits_for_delivery(config)`), and calls `_close_delivery`
+    from its `close`.
     """
 
     _delivery: BackgroundDelivery
     _in_doubt: InDoubtEvents | None = None  # made on the first save that fails
+    # The `event_broker:` keys every type reads.
+    SHARED_SETTINGS = frozenset({WAIT_FOR_DELIVERY})
+    # `wait_for_delivery: true`: `publish` waits until the broker took the events.
+    waits_for_delivery = False
 
     @property
     def pending(self) -> int:
@@ -302,11 +416,21 @@ class QueuedBroker:
         previous_event: dict[str, Any] | None = None,
         before: Sequence[dict[str, Any]] = (),
     ) -> None:
-        """Queues the events; never waits for the broker and never raises for an outage."""
+        """Queues the events and, with `wait_for_delivery` on and while the broker works,
+        waits until it has taken them (CONFIRM_WAIT_SECONDS at most); never raises for an
+        outage."""
         if self._in_doubt is not None and self._in_doubt.holds(sender_id):
             self._in_doubt.add_committed(sender_id, events, previous_event, before)
         else:
-            self._delivery.enqueue(await _outgoing(sender_id, events, previous_event, before))
+            items = await _outgoing(sender_id, events, previous_event, before)
+            self._delivery.enqueue(items)
+            if items and self.waits_for_delivery and self._holds_turns():
+                await self._delivery.wait_taken(items[-1])
+
+    def _holds_turns(self) -> bool:
+        """Whether `publish` waits (CONFIRM_WAIT_SECONDS at most) until the broker has taken
+        the events: while it is known to work."""
+        return self._delivery.holds_turns()
 
     async def deliver(self, items: deque[Outgoing]) -> None:
         """Delivers `items` now, in order, popping each once delivered; the first failure

@@ -11,7 +11,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from server.brokers.delivery import BackgroundDelivery, Outgoing, QueuedBroker
+from server.brokers.delivery import BackgroundDelivery, Outgoing, QueuedBroker, pop_delivered
+from server.brokers.delivery import waits_for_delivery as read_wait_setting
 from server.errors import InvalidConfig, first_line
 
 DEFAULT_PATH = "rasa_event.log"
@@ -22,9 +23,10 @@ class FileEventBroker(QueuedBroker):
     """Appends events to a file, in order, off the event loop."""
 
     # The `event_broker:` keys read: Rasa's FileEventBroker's `path`, and ours.
-    SETTINGS = frozenset({"path", "retry_delay_in_seconds"})
+    SETTINGS = frozenset({"path", "retry_delay_in_seconds"} | QueuedBroker.SHARED_SETTINGS)
 
     def __init__(self, config: dict[str, Any]) -> None:
+        self.waits_for_delivery = read_wait_setting(config)
         self.path = Path(str(config.get("path") or DEFAULT_PATH))
         # As Rasa's broker, which opens its file when it is made: a path that cannot be
         # appended to stops the start, instead of every event's write failing later.
@@ -45,8 +47,7 @@ class FileEventBroker(QueuedBroker):
         while pending:
             batch = list(islice(pending, BATCH_SIZE))
             await asyncio.to_thread(self._append_batch, batch)
-            for _ in batch:
-                pending.popleft()
+            pop_delivered(pending, batch)
 
     def _append_batch(self, batch: list[Outgoing]) -> None:
         """Written out (and turned into JSON: 20 ms a batch) off the event loop."""

@@ -28,6 +28,8 @@ from server.brokers.delivery import (
     BackgroundDelivery,
     Outgoing,
     QueuedBroker,
+    pop_delivered,
+    waits_for_delivery,
 )
 from server.brokers.ordering import EXPORT_PROCESS_ID_HEADER, PREVIOUS_ID_HEADER
 from server.errors import InvalidConfig
@@ -64,7 +66,7 @@ PUBLISH_TIMEOUT_SECONDS = 10.0
 # The least time closing gives RabbitMQ to answer the close of the connection, when the
 # delivery took the broker's CLOSE_SECONDS.
 LAST_CLOSE_SECONDS = 0.25
-# How many messages may await RabbitMQ's confirm at once (one round trip per window).
+# How many messages may await RabbitMQ's confirm at once.
 CONFIRM_WINDOW = 256
 # How many of a window's publishes are started in one iteration of the event loop.
 _STARTED_AT_ONCE = 16
@@ -84,9 +86,11 @@ class RabbitMQEventBroker(QueuedBroker):
         {"url", "host", "port", "username", "password", "queues", "queue", "exchange_name"}
         | {"connection_attempts", "retry_delay_in_seconds", "raise_on_failure"}
         | {"should_keep_unpublished_messages"}
+        | QueuedBroker.SHARED_SETTINGS
     )
 
     def __init__(self, config: dict[str, Any]) -> None:
+        self.waits_for_delivery = waits_for_delivery(config)
         self.url = amqp_url(config)
         # As the log shows it: no user, password or query (the client key's path).
         self.shown_url = safe_url(self.url, tolerant=True)
@@ -116,24 +120,43 @@ class RabbitMQEventBroker(QueuedBroker):
 
     async def _send(self, pending: deque[Outgoing]) -> None:
         exchange = await self._open()
+        # The publishes awaiting RabbitMQ's confirm, one per message at the front of
+        # `pending`, in order on one channel (up to CONFIRM_WINDOW). Each message is popped
+        # once it and those before it are confirmed, and the next ones are started as the
+        # first ones are confirmed: a turn's events wait for their own confirms, not for a
+        # whole window sent before them. A failure re-sends every message not popped:
+        # consumers drop the repeats by message_id (ConversationOrderer). A full queue drops its
+        # oldest messages for room, perhaps some in flight: a confirm pops its own message
+        # only, never the one after it.
+        in_flight: deque[tuple[asyncio.Future[Any], Outgoing]] = deque()
         try:
             while pending:
-                # A window of messages in flight at once, in order on one channel; each is
-                # popped only once RabbitMQ confirmed the whole window. A failure re-sends the
-                # window: consumers drop the repeats by message_id (ConversationOrderer).
-                window = list(itertools.islice(pending, CONFIRM_WINDOW))
-                if len(window) > _STARTED_AT_ONCE:  # 256 messages' JSON: 3 ms on the loop
-                    messages = await asyncio.to_thread(self._messages, window)
+                sent = _still_queued(in_flight, pending)
+                if sent < min(len(pending), CONFIRM_WINDOW):
+                    batch = list(itertools.islice(pending, sent, min(len(pending), CONFIRM_WINDOW)))
+                    if len(batch) > _STARTED_AT_ONCE:  # 256 messages' JSON: 3 ms on the loop
+                        messages = await asyncio.to_thread(self._messages, batch)
+                    else:
+                        messages = self._messages(batch)
+                    limit = self._max_message_size
+                    if limit is not None and any(len(m.body) > limit for m in messages):
+                        await _confirmed(in_flight, pending)
+                        _drop_oversize(pending, batch, messages, limit)
+                        continue
+                    publishes = await _start_in_steps(exchange, messages)
+                    in_flight.extend(zip(publishes, batch, strict=True))
+                await in_flight[0][0]
+                while in_flight and in_flight[0][0].done():
+                    _pop_confirmed(in_flight, pending)
+        except BaseException as exc:
+            for publish, _ in in_flight:  # none is left running unawaited
+                if publish.done():
+                    if not publish.cancelled():
+                        publish.exception()  # seen: not "never retrieved"
                 else:
-                    messages = self._messages(window)
-                limit = self._max_message_size
-                if limit is not None and any(len(m.body) > limit for m in messages):
-                    _drop_oversize(pending, messages, limit)
-                    continue
-                await _publish_in_steps(exchange, messages)
-                for _ in window:
-                    pending.popleft()
-        except Exception as exc:
+                    publish.cancel()
+            if not isinstance(exc, Exception):
+                raise
             # A message no queue took (RabbitMQ returns it: the queues were deleted) raises
             # too; the next attempt declares them again and re-sends it.
             too_large = _TOO_LARGE.search(str(exc))
@@ -154,6 +177,11 @@ class RabbitMQEventBroker(QueuedBroker):
             app_id=self._app_id,
             headers=_headers(outgoing),
         )
+
+    def _holds_turns(self) -> bool:
+        """A turn's answer waits for RabbitMQ's confirm of its events while it is connected;
+        while it is not, turns are answered at once and the events wait in memory."""
+        return self.connected and self._delivery.holds_turns()
 
     @property
     def connected(self) -> bool:
@@ -363,8 +391,8 @@ def _warn_failure_settings(config: dict[str, Any]) -> None:
         if key in config and flag(config, key, default=ours) != ours:
             logger.warning(
                 "event_broker: '%s: %s' is not read: an event RabbitMQ did not take is kept "
-                "and sent again in order once it is reachable, and a turn never waits for "
-                "or fails because of the broker",
+                "and sent again in order once it is reachable, and a turn never fails "
+                "because of the broker (nor waits for it while it is unreachable)",
                 key,
                 config[key],
             )
@@ -392,10 +420,12 @@ def _queues(config: dict[str, Any]) -> list[str]:
     return names
 
 
-async def _publish_in_steps(exchange: AbstractExchange, messages: list[aio_pika.Message]) -> None:
-    """Publishes `messages` at once, in order, started a few per iteration of the event loop:
-    each publish's first step (its frames, up to the channel's lock) runs in the iteration it
-    is started in, and a window of 256 started at once held the loop 11-13 ms."""
+async def _start_in_steps(
+    exchange: AbstractExchange, messages: list[aio_pika.Message]
+) -> list[asyncio.Future[Any]]:
+    """Starts publishing `messages`, in order, a few per iteration of the event loop: each
+    publish's first step (its frames, up to the channel's lock) runs in the iteration it is
+    started in, and a window of 256 started at once held the loop 11-13 ms."""
     publishes: list[asyncio.Future[Any]] = []
     try:
         for first in range(0, len(messages), _STARTED_AT_ONCE):
@@ -407,22 +437,53 @@ async def _publish_in_steps(exchange: AbstractExchange, messages: list[aio_pika.
                 )
                 for message in messages[first : first + _STARTED_AT_ONCE]
             ]
-        await asyncio.gather(*publishes)
     except BaseException:
         for publish in publishes:  # none is left running unawaited
             publish.cancel()
         raise
+    return publishes
 
 
-def _drop_oversize(pending: deque[Outgoing], messages: list[aio_pika.Message], limit: int) -> None:
-    """Drops, with an error log, the events at the front of `pending` (one per message)
-    whose message is larger than RabbitMQ takes: before, RabbitMQ closed the channel on each
-    attempt, and that event and every later one waited for ever."""
-    kept = []
-    for message in messages:
-        outgoing = pending.popleft()
+InFlight = deque[tuple[asyncio.Future[Any], Outgoing]]
+
+
+def _still_queued(in_flight: InFlight, pending: deque[Outgoing]) -> int:
+    """How many of the messages in flight are still at the front of `pending`: all of them,
+    unless the queue dropped its oldest for room."""
+    if not in_flight or not pending:
+        return 0
+    first = pending[0]
+    for index, (_, outgoing) in enumerate(in_flight):
+        if outgoing is first:
+            return len(in_flight) - index
+    return 0
+
+
+def _pop_confirmed(in_flight: InFlight, pending: deque[Outgoing]) -> None:
+    """The first publish in flight, done: raises its error, or pops its message from
+    `pending` (unless the queue dropped it for room meanwhile)."""
+    publish, outgoing = in_flight.popleft()
+    publish.result()
+    pop_delivered(pending, [outgoing])
+
+
+async def _confirmed(in_flight: InFlight, pending: deque[Outgoing]) -> None:
+    """Waits for every publish in flight, popping its message from `pending`; the first
+    failure raises."""
+    while in_flight:
+        await in_flight[0][0]
+        _pop_confirmed(in_flight, pending)
+
+
+def _drop_oversize(
+    pending: deque[Outgoing], batch: list[Outgoing], messages: list[aio_pika.Message], limit: int
+) -> None:
+    """Drops, with an error log, the events of `batch` (one per message) whose message is
+    larger than RabbitMQ takes: before, RabbitMQ closed the channel on each attempt, and that
+    event and every later one waited for ever. The others stay queued where they are (a turn
+    waiting for one is woken once it is confirmed, not before)."""
+    for outgoing, message in zip(batch, messages, strict=True):
         if len(message.body) <= limit:
-            kept.append(outgoing)
             continue
         logger.error(
             "RabbitMQ event broker: dropped a '%s' event of conversation %r: its message "
@@ -432,7 +493,10 @@ def _drop_oversize(pending: deque[Outgoing], messages: list[aio_pika.Message], l
             f"{len(message.body):,}",
             f"{limit:,}",
         )
-    pending.extendleft(reversed(kept))
+        # By identity (each has its own delivery_id: none equals another), unless the
+        # queue dropped it for room meanwhile.
+        if any(queued is outgoing for queued in pending):
+            pending.remove(outgoing)
 
 
 def _vhost_refusal(exc: BaseException, url: URL) -> ConnectionError | None:

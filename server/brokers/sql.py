@@ -38,7 +38,8 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from server.brokers.delivery import BackgroundDelivery, Outgoing, QueuedBroker
+from server.brokers.delivery import BackgroundDelivery, Outgoing, QueuedBroker, pop_delivered
+from server.brokers.delivery import waits_for_delivery as read_wait_setting
 from server.errors import InvalidConfig, first_line
 from server.trackers.setup_loop import on_setup_loop
 from server.trackers.silence import SilenceWatch
@@ -86,9 +87,11 @@ class SqlEventBroker(QueuedBroker):
     SETTINGS = frozenset(
         {"dialect", "url", "host", "port", "db", "username", "password", "query"}
         | {"table_name", "retry_delay_in_seconds"}
+        | QueuedBroker.SHARED_SETTINGS
     )
 
     def __init__(self, config: dict[str, Any]) -> None:
+        self.waits_for_delivery = read_wait_setting(config)
         self.url = async_url(config, default_db="events.db")
         # SQLite: no commit of the broker checkpoints; it checkpoints between its batches,
         # from a connection of its own, in a thread (_checkpoint_sqlite).
@@ -185,8 +188,7 @@ class SqlEventBroker(QueuedBroker):
                     raise
                 await self._send_one_by_one(pending, len(batch))
                 continue
-            for _ in batch:
-                pending.popleft()
+            pop_delivered(pending, batch)
             await self._written(len(batch))
 
     async def _written(self, events: int) -> None:
@@ -249,7 +251,7 @@ class SqlEventBroker(QueuedBroker):
                     item.sender_id[:100],
                     refusal,
                 )
-            pending.popleft()
+            pop_delivered(pending, [item])
 
     def _oversize(self, row: dict[str, Any]) -> str | None:
         """Why MySQL would not take this row: larger than a statement may be (it would drop

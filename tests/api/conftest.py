@@ -9,12 +9,15 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import httpx
 import pytest
 from fastapi import FastAPI
 
 from server.api.server import ServerOptions, build_app
 from tests.api.rasa_spec import RasaSpec
+from tests.brokers.test_rabbitmq_broker import AMQP_URL
+from tests.trackers.persistence_fixtures import RABBITMQ, require_service, unique_name
 
 MEMORY_STORE = {"tracker_store": {"type": "in_memory"}}
 
@@ -30,6 +33,28 @@ def moodbot_model(moodbot_copy: Callable[[str], Path]) -> Path:
 @pytest.fixture(scope="session")
 def rasa_spec() -> RasaSpec:
     return RasaSpec()
+
+
+@pytest.fixture
+async def rabbitmq() -> AsyncIterator[dict[str, Any]]:
+    """An `event_broker:` section for a queue and exchange of this test's own, deleted after
+    the app (set up first, so torn down last: name it before `make_client`)."""
+    require_service("RabbitMQ", RABBITMQ)
+    queue, exchange = unique_name("api_q"), unique_name("api_x")
+    yield {
+        "type": "pika",
+        "url": RABBITMQ[0],
+        "port": RABBITMQ[1],
+        "username": "guest",
+        "password": "guest",
+        "queues": [queue],
+        "exchange_name": exchange,
+    }
+    connection = await aio_pika.connect(AMQP_URL)
+    channel = await connection.channel()
+    await channel.queue_delete(queue)
+    await channel.exchange_delete(exchange)
+    await connection.close()
 
 
 AppFactory = Callable[..., Any]

@@ -23,11 +23,10 @@ from server.brokers.export import select_events
 from server.brokers.ordering import PREVIOUS_ID_HEADER, ConversationOrderer
 from server.trackers.factory import create_tracker_store
 from server.trackers.sql_store import SqlTrackerStore
-from tests.brokers.test_rabbitmq_broker import AMQP_URL, consume
+from tests.brokers.test_rabbitmq_broker import consume
 from tests.loop_lag import paced
 from tests.trackers.persistence_fixtures import (
     POSTGRES,
-    RABBITMQ,
     REDIS,
     postgres_database,
     require_service,
@@ -113,28 +112,6 @@ async def tracker_store() -> AsyncIterator[Callable[..., Any]]:
             return await stack.enter_async_context(tracker_store_config(kind, tmp_path))
 
         yield make
-
-
-@pytest.fixture
-async def rabbitmq() -> AsyncIterator[dict[str, Any]]:
-    """An `event_broker:` section for a queue and exchange of this test's own, deleted after
-    the app (set up first, so torn down last: name it before `make_client`)."""
-    require_service("RabbitMQ", RABBITMQ)
-    queue, exchange = unique_name("consumer_view_q"), unique_name("consumer_view_x")
-    yield {
-        "type": "pika",
-        "url": RABBITMQ[0],
-        "port": RABBITMQ[1],
-        "username": "guest",
-        "password": "guest",
-        "queues": [queue],
-        "exchange_name": exchange,
-    }
-    connection = await aio_pika.connect(AMQP_URL)
-    channel = await connection.channel()
-    await channel.queue_delete(queue)
-    await channel.exchange_delete(exchange)
-    await connection.close()
 
 
 async def test_a_rabbitmq_consumer_reads_the_whole_conversation_as_rasa_sends_it(

@@ -36,3 +36,20 @@ async def test_closing_says_how_long_it_retries_the_events_queued(
         f"test broker: closing: 2 events still queued, {wait} (the last attempt failed: "
         "[Errno 111] Connection refused)"
     )
+
+
+async def test_a_turn_waiting_for_its_events_is_answered_once_the_delivery_closed() -> None:
+    """A broker that stopped answering while a turn waits for it to take its events: the
+    close gives up on the queue and the turn is answered then. Before, it waited on its own
+    bound (2 s) past the close."""
+
+    async def silent(batch: deque[Outgoing]) -> None:
+        await asyncio.Event().wait()
+
+    delivery = BackgroundDelivery("test broker", silent)
+    item = Outgoing("alice", {"event": "bot", "text": "hi"})
+    delivery.enqueue([item])
+    turn = asyncio.create_task(delivery.wait_taken(item, timeout=60))
+    await asyncio.sleep(0.05)
+    await delivery.close(0.05)
+    await asyncio.wait_for(turn, 5)

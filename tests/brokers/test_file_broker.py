@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
 
+from server.brokers.delivery import Outgoing
 from server.brokers.factory import create_event_broker
 from server.brokers.file import FileEventBroker
 from server.errors import InvalidConfig
@@ -27,6 +30,19 @@ async def test_each_event_is_a_json_line_as_rasas_file_broker_writes_it(tmp_path
         {"sender_id": "bob", "event": "restart", "timestamp": 2.0},
     ]
     assert lines[0].startswith('{"sender_id": "alice"')
+
+
+async def test_a_publish_returns_once_the_events_are_written(tmp_path: Path) -> None:
+    """What a turn's answer waits for with `wait_for_delivery: true`: without it, the lines
+    are still in memory when `publish` returns, lost to a process killed then."""
+    path = tmp_path / "events.log"
+    broker = create_event_broker({"type": "file", "path": str(path), "wait_for_delivery": True})
+    assert broker is not None
+    try:
+        await broker.publish("alice", [{"event": "restart", "timestamp": 2.0}])
+        assert path.read_text().count("\n") == 1
+    finally:
+        await broker.close()
 
 
 async def test_the_default_path_is_rasas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -93,3 +109,36 @@ async def test_a_misspelt_file_or_sql_event_broker_key_is_named_at_start(
     (line,) = [r.getMessage() for r in caplog.records if f"'{key}'" in r.getMessage()]
     assert line.startswith(f"endpoints.yml: event_broker: unknown setting '{key}' is not read")
     assert said in line
+
+
+async def test_events_dropped_for_room_while_being_written_take_no_later_event_with_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The queue is full (`max_pending`) while its oldest events are being written: they are
+    the ones dropped for room. Before, the end of their write then popped as many later
+    events from the queue, never written, with no word of them."""
+    path = tmp_path / "events.log"
+    broker = create_event_broker({"type": "file", "path": str(path)})
+    assert isinstance(broker, FileEventBroker)
+    broker._delivery._max_pending = 10
+    writing, go_on = threading.Event(), threading.Event()
+    write = broker._append_batch
+
+    def slow_write(batch: list[Outgoing]) -> None:
+        writing.set()
+        go_on.wait(10)
+        write(batch)
+
+    monkeypatch.setattr(broker, "_append_batch", slow_write)
+    said = [{"event": "user", "timestamp": float(i), "text": str(i)} for i in range(15)]
+    try:
+        await broker.publish("alice", said[:5])
+        assert await asyncio.to_thread(writing.wait, 10)
+        await broker.publish("alice", said[5:])  # the 5 being written dropped for room
+        go_on.set()
+        assert await broker.flush(timeout=10)
+    finally:
+        go_on.set()
+        await broker.close()
+    written = [json.loads(line)["timestamp"] for line in path.read_text().splitlines()]
+    assert written[-10:] == [float(i) for i in range(5, 15)], written

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import ssl
@@ -17,9 +18,10 @@ from aiormq.exceptions import AMQPConnectionError
 from yarl import URL
 
 from bench.tcp_proxy import SilentProxy, TcpProxy
-from server.brokers.delivery import CLOSE_SECONDS
+from server.brokers.delivery import CLOSE_SECONDS, CONFIRM_WAIT_SECONDS, QueuedBroker
 from server.brokers.factory import create_event_broker
 from server.brokers.rabbitmq import RabbitMQEventBroker
+from server.errors import InvalidConfig
 from server.trackers.factory import create_tracker_store
 from tests.loop_lag import loop_hold, paced
 from tests.stop_races import StopRace, wait_for_swallows_a_cancel
@@ -216,6 +218,140 @@ async def test_publishing_while_rabbitmq_is_unreachable_neither_blocks_nor_raise
         await proxy.cut()
 
     assert by_conversation(await consume(names["queue"], expected=20)) == {"alice": events}
+
+
+async def test_a_publish_while_rabbitmq_is_connected_returns_once_it_confirmed_the_events(
+    names: dict[str, str],
+) -> None:
+    """What a turn's answer waits for with `wait_for_delivery: true`: without it, the events
+    are still in memory when `publish` returns, lost to a process killed then."""
+    broker = RabbitMQEventBroker(broker_config(names, wait_for_delivery=True))
+    events = conversation("alice", 5)
+    try:
+        await broker.start(timeout=5)
+        assert broker.connected
+        await broker.publish("alice", events[:2])
+        assert broker.pending == 0
+        await broker.publish("alice", events[2:])
+        assert broker.pending == 0
+    finally:
+        await broker.close()
+    assert by_conversation(await consume(names["queue"], expected=5)) == {"alice": events}
+
+
+@contextlib.asynccontextmanager
+async def silenced(
+    names: dict[str, str], **settings: Any
+) -> AsyncIterator[tuple[RabbitMQEventBroker, SilentProxy]]:
+    """A broker connected to RabbitMQ through a proxy that then stops passing bytes either
+    way (a hung node, the connection left open); closed, the proxy cut, on the way out."""
+    proxy = SilentProxy(RABBITMQ)
+    await proxy.restore()
+    broker = RabbitMQEventBroker(broker_config(names, port=proxy.port, **settings))
+    async with contextlib.AsyncExitStack() as undo:  # run last first: heard, closed, cut
+        undo.push_async_callback(proxy.cut)
+        undo.push_async_callback(broker.close)
+        undo.callback(setattr, proxy, "silent", False)
+        await broker.start(timeout=5)
+        assert broker.connected
+        proxy.silent = True
+        yield broker, proxy
+
+
+@pytest.mark.timing
+async def test_a_silent_rabbitmq_holds_one_turn_for_the_bound_and_the_next_ones_not_at_all(
+    names: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """With `wait_for_delivery: true`, RabbitMQ stops answering while connected (a hung
+    node): the turn whose events await its confirm is answered after CONFIRM_WAIT_SECONDS,
+    the turns after it at once, with one warning for the outage; once RabbitMQ answers
+    again, every event goes out in order and turns wait for its confirm again."""
+    events = conversation("alice", 21)
+    async with silenced(names, wait_for_delivery=True) as (broker, proxy):
+        started = time.monotonic()
+        await broker.publish("alice", events[:1])
+        assert time.monotonic() - started < CONFIRM_WAIT_SECONDS + paced(0.5)
+        started = time.monotonic()
+        for event in events[1:20]:
+            await broker.publish("alice", [event])
+        assert time.monotonic() - started < paced(0.1)
+        assert broker.pending == 20
+
+        proxy.silent = False
+        assert await broker.flush(timeout=10)
+        await broker.publish("alice", events[20:])
+        assert broker.pending == 0  # confirmed before the answer again
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len([line for line in said if "were not taken within" in line]) == 1, said
+    assert by_conversation(await consume(names["queue"], expected=21)) == {"alice": events}
+
+
+async def test_by_default_a_publish_returns_before_rabbitmq_confirmed_the_events(
+    names: dict[str, str],
+) -> None:
+    """As in Rasa, a turn's answer does not wait for the broker unless `wait_for_delivery`
+    is on: the events are queued when `publish` returns, and go out after it."""
+    broker = RabbitMQEventBroker(broker_config(names))
+    events = conversation("alice", 5)
+    try:
+        await broker.start(timeout=5)
+        assert broker.connected
+        await broker.publish("alice", events)
+        assert broker.pending == 5
+        assert await broker.flush(timeout=10)
+    finally:
+        await broker.close()
+    assert by_conversation(await consume(names["queue"], expected=5)) == {"alice": events}
+
+
+@pytest.mark.timing
+async def test_by_default_a_silent_rabbitmq_holds_no_turn(names: dict[str, str]) -> None:
+    """RabbitMQ stops answering while connected: without `wait_for_delivery`, every turn is
+    answered at once (none waits CONFIRM_WAIT_SECONDS for a confirm), and the events go out
+    in order once it answers again."""
+    events = conversation("alice", 20)
+    async with silenced(names) as (broker, proxy):
+        started = time.monotonic()
+        for event in events:
+            await broker.publish("alice", [event])
+        assert time.monotonic() - started < paced(0.1, below=CONFIRM_WAIT_SECONDS)
+        assert broker.pending == 20
+
+        proxy.silent = False
+        assert await broker.flush(timeout=10)
+    assert by_conversation(await consume(names["queue"], expected=20)) == {"alice": events}
+
+
+def section_of(kind: str, tmp_path: Path, **settings: Any) -> dict[str, Any]:
+    """An `event_broker:` section of type `kind` (its files in `tmp_path`)."""
+    if kind == "sql":
+        settings.update(dialect="sqlite", db=str(tmp_path / "events.db"))
+    if kind == "file":
+        settings["path"] = str(tmp_path / "events.log")
+    return {"type": kind, **settings}
+
+
+@pytest.mark.parametrize("kind", ["pika", "sql", "file"])
+@pytest.mark.parametrize("value", ["sometimes", 2, [True]])
+def test_wait_for_delivery_other_than_true_or_false_stops_the_start(
+    kind: str, value: Any, tmp_path: Path
+) -> None:
+    with pytest.raises(InvalidConfig) as refused:
+        create_event_broker(section_of(kind, tmp_path, wait_for_delivery=value))
+    said = str(refused.value)
+    assert "event_broker" in said and "'wait_for_delivery' must be true or false" in said, said
+
+
+@pytest.mark.parametrize("kind", ["pika", "sql", "file"])
+@pytest.mark.parametrize(("value", "waits"), [(None, False), (False, False), (True, True)])
+def test_every_broker_type_takes_wait_for_delivery_off_by_default(
+    kind: str, value: bool | None, waits: bool, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    given = {} if value is None else {"wait_for_delivery": value}
+    broker = create_event_broker(section_of(kind, tmp_path, **given))
+    assert isinstance(broker, QueuedBroker)
+    assert broker.waits_for_delivery is waits
+    assert "not read" not in caplog.text and "unknown" not in caplog.text.lower()
 
 
 async def test_a_broker_outage_during_load_loses_nothing_and_keeps_order(
@@ -475,7 +611,8 @@ async def test_an_event_larger_than_rabbitmq_takes_is_dropped_not_retried_for_ev
         await broker.close()
 
     messages = await consume(names["queue"], expected=3)
-    # The window the refusal closed is re-sent: its repeats carry the same message_id.
+    # The messages in flight when the refusal closed the channel are re-sent: their repeats
+    # carry the same message_id.
     unique = list({m.message_id: m for m in messages}.values())
     assert by_conversation(unique) == {"alice": before, "bob": after}
     assert "dropped a 'bot' event of conversation 'alice'" in caplog.text
@@ -668,3 +805,25 @@ async def test_the_keys_rasa_reads_for_rabbitmq_are_not_warned_about(
     assert broker is not None
     await broker.close()
     assert "unknown setting" not in caplog.text
+
+
+@pytest.mark.timing
+async def test_events_dropped_for_room_while_in_flight_take_no_later_event_with_them(
+    names: dict[str, str],
+) -> None:
+    """The queue is full (`max_pending`) while the oldest events await RabbitMQ's confirm: they
+    are the ones dropped for room. Before, their confirms then popped as many later events
+    from the queue, never sent, with no word of them."""
+    events = conversation("alice", 15)
+    async with silenced(names) as (broker, proxy):
+        broker._delivery._max_pending = 10
+        await broker.publish("alice", events[:5])
+        await asyncio.sleep(paced(0.2))  # sent, awaiting their confirm
+        await broker.publish("alice", events[5:])  # the first 5 dropped for room
+        assert broker.pending == 10
+        proxy.silent = False
+        assert await broker.flush(timeout=10)
+    received = await consume(names["queue"], expected=15, timeout=3)
+    unique = {m.message_id: m for m in received}.values()
+    got = [e["timestamp"] for e in by_conversation(list(unique))["alice"]]
+    assert got[-10:] == [e["timestamp"] for e in events[5:]], got

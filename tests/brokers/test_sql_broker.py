@@ -68,6 +68,23 @@ async def test_sql_broker_shares_a_database_with_the_tracker_store(tmp_path: Pat
         await trackers.close()
 
 
+async def test_a_publish_returns_once_the_events_are_committed(tmp_path: Path) -> None:
+    """What a turn's answer waits for with `wait_for_delivery: true`, while the database
+    answers: without it, the events are still in memory when `publish` returns, lost to a
+    process killed then."""
+    db = str(tmp_path / "e.db")
+    broker = create_event_broker(
+        {"type": "sql", "dialect": "sqlite", "db": db, "wait_for_delivery": True}
+    )
+    assert isinstance(broker, SqlEventBroker)
+    try:
+        await broker.publish("alice", events(3))
+        assert broker.pending == 0
+        assert await stored_rows(broker) == [{"sender_id": "alice", **e} for e in events(3)]
+    finally:
+        await broker.close()
+
+
 def wal_frames_and_copied(db: Path) -> tuple[int, int]:
     """The WAL's frames (mxFrame) and those copied into the database file (nBackfill), from
     the WAL index in the -shm file (https://www.sqlite.org/walformat.html)."""
@@ -780,3 +797,37 @@ async def test_the_table_a_broker_chose_is_said_once_however_many_tries_its_set_
             await own.execute(f'DROP OWNED BY "{role}"')
             await own.execute(f'DROP ROLE IF EXISTS "{role}"')
             await own.close()
+
+
+async def test_events_dropped_for_room_while_being_committed_take_no_later_event_with_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The queue is full (`max_pending`) while its oldest events are being committed: they
+    are the ones dropped for room. Before, the end of their commit then popped as many later
+    events from the queue, never stored, with no word of them."""
+    broker = create_event_broker({"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "e.db")})
+    assert isinstance(broker, SqlEventBroker)
+    broker._delivery._max_pending = 10
+    committing, go_on = asyncio.Event(), asyncio.Event()
+    transaction = broker._transaction
+
+    @asynccontextmanager
+    async def slow_transaction() -> AsyncIterator[Any]:
+        committing.set()
+        await go_on.wait()
+        async with transaction() as conn:
+            yield conn
+
+    monkeypatch.setattr(broker, "_transaction", slow_transaction)
+    said = events(15)
+    try:
+        await broker.publish("alice", said[:5])
+        await asyncio.wait_for(committing.wait(), 10)
+        await broker.publish("alice", said[5:])  # the 5 being committed dropped for room
+        go_on.set()
+        assert await broker.flush(timeout=10)
+        stored = [row["timestamp"] for row in await stored_rows(broker)]
+    finally:
+        go_on.set()
+        await broker.close()
+    assert stored[-10:] == [float(i) for i in range(5, 15)], stored
