@@ -263,6 +263,7 @@ def build_app(options: ServerOptions) -> FastAPI:
     output_channels: dict[str, OutputFactory] = {
         channel.name: channel.get_output_channel for channel in channels
     }
+    holder.on_replaced = processor.forget_model
     agent = Agent(processor, lambda: holder.current, output_channels)
     services = Services(
         agent=agent,

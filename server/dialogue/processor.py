@@ -310,6 +310,15 @@ class Processor:
         # The domain last warned about slot-mapping actions no action server runs.
         self._unserved_mappings_told: Domain | None = None
 
+    def forget_model(self, model: DialogueModel) -> None:
+        """Lets go of what the caches keep of a model just replaced or unloaded (its
+        domain), so that it is freed off the loop with the model, not in the next turn."""
+        if self._actions_domain is model.domain:
+            self._actions = {}
+            self._actions_domain = None
+        if self._unserved_mappings_told is model.domain:
+            self._unserved_mappings_told = None
+
     # -- parsing ----------------------------------------------------------------------------
     @staticmethod
     def parse(

@@ -30,6 +30,7 @@ from server.errors import (
 from server.models.archive import file_sha256, read_archive
 from server.models.extraction import extraction_directory
 from server.models.safety import DEFAULT_LIMITS, ArchiveLimits
+from server.trackers.freeing import release_model_off_loop
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,8 @@ class ModelHolder(Generic[T]):
         self.num_active_training_jobs = 0
         self._tickets = itertools.count(1)
         self._served_ticket = 0  # the ticket of the request the current model answers
+        # Told of a model replaced or unloaded, to let go of what a cache keeps of it.
+        self.on_replaced: Callable[[T], None] | None = None
 
     # ---------------------------------------------------------------------------- reading
 
@@ -196,10 +199,13 @@ class ModelHolder(Generic[T]):
                 raise ModelError(f"Could not load model '{path.name}': {exc}") from exc
             if self.superseded(ticket):
                 raise ModelSuperseded(f"'{path.name}': a newer model request was served first")
-            self._loaded = loaded
+            previous, self._loaded = self._loaded, loaded
             self._served_ticket = ticket
             if self._failure is not None and self._failure[2] <= ticket:
                 self._failure = None  # (a newer request's failure stays)
+        if previous is not None:
+            self._let_go(previous.model)
+        del previous
         logger.info(
             "Loaded model %s (model_id %s, fingerprint %s)",
             loaded.info.model_file,
@@ -232,6 +238,15 @@ class ModelHolder(Generic[T]):
             self._served_ticket = ticket
         if previous is not None:
             logger.info("Unloaded model %s", previous.info.model_file)
+            self._let_go(previous.model)
+
+    def _let_go(self, model: T) -> None:
+        """After `model` was replaced or unloaded: the caches told (`on_replaced`), then it
+        is freed in the releasing thread once no turn holds it (freed where its last
+        reference went, a model of 40,000 responses held the loop 9-11 ms)."""
+        if self.on_replaced is not None:
+            self.on_replaced(model)
+        release_model_off_loop(model)
 
     def _build(
         self, path: Path, fingerprint: str | None, model_file: str, source: str

@@ -286,3 +286,54 @@ def test_a_parsed_document_nobody_else_holds_is_freed_a_piece_at_a_time(
     assert box == [] and all(r() is None for r in alive)
     freed = [before - after for before, after in zip([20_000, *left], left, strict=False)]
     assert len(left) > 10 and max(freed) <= freeing.EVENTS_PER_PIECE, freed
+
+
+class _Part:
+    """Stands for a model's domain or policy: an object keeping a big dict."""
+
+    def __init__(self, size: int) -> None:
+        self.responses = {f"utter_{i}": [{"text": f"t{i}"}] for i in range(size)}
+
+
+class _Model:
+    def __init__(self, shared: _Part) -> None:
+        self.domain = _Part(4_000)
+        self.policies = [_Part(3_000)]
+        self.shared = shared  # kept by a cache too
+
+
+@pytest.fixture
+def emptied_containers(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The lengths of the lists and dicts a replaced model's release empties."""
+    freeing._RELEASER.submit(lambda: None).result()
+    lengths: list[int] = []
+    empty = freeing.empty_json_in_pieces
+
+    def recording(top: list[Any] | dict[Any, Any]) -> None:
+        lengths.append(len(top))
+        empty(top)
+
+    monkeypatch.setattr(freeing, "empty_json_in_pieces", recording)
+    monkeypatch.setattr(freeing, "MODEL_RETRY_SECONDS", 0.01)
+    monkeypatch.setattr(freeing, "_OURS", (*freeing._OURS, __name__))
+    return lengths
+
+
+async def test_a_replaced_model_is_emptied_once_no_turn_holds_it_but_for_what_others_hold(
+    emptied_containers: list[int],
+) -> None:
+    shared = _Part(2_000)
+    model = _Model(shared)
+    in_flight = model  # a turn still running on it
+    freeing.release_model_off_loop(model)
+    del model
+    await _settled()
+    assert emptied_containers == []  # not while a turn holds it
+    del in_flight
+    for _ in range(100):
+        if emptied_containers:
+            break
+        await asyncio.sleep(0.01)
+    await _settled()
+    assert sorted(emptied_containers) == [1, 3_000, 4_000]  # the policies' list too
+    assert len(shared.responses) == 2_000
