@@ -161,7 +161,7 @@ def release_model_off_loop(model: Any, tries: int = MODEL_TRIES) -> None:
         return
     box = [model]
     del model
-    loop.call_soon(_to_thread, loop, box, partial(_empty_model_if_unshared, loop, tries))
+    loop.call_soon(_to_thread, loop, box, partial(_empty_model_if_unshared, loop, tries), None)
 
 
 def _empty_model_if_unshared(loop: asyncio.AbstractEventLoop, tries: int, box: list[Any]) -> None:
@@ -175,6 +175,7 @@ def _empty_model_if_unshared(loop: asyncio.AbstractEventLoop, tries: int, box: l
                     loop,
                     box,
                     partial(_empty_model_if_unshared, loop, tries - 1),
+                    None,  # (a model is not counted among the events waiting)
                 )
                 return
         box.clear()
@@ -315,21 +316,23 @@ def _to_thread(
     loop: asyncio.AbstractEventLoop,
     box: list[Any],
     empty: Callable[[list[Any]], None],
-    size: int,
+    size: int | None,
 ) -> None:
-    """`size`: the events counted as waiting."""
+    """`size`: the events counted as waiting (None: not counted, a replaced model)."""
     try:
         loop.run_in_executor(_RELEASER, _release, box, empty, size)
     except RuntimeError:  # the executor is shut down: freed here
         box.clear()
-        _freed(size)
+        if size is not None:
+            _freed(size)
 
 
-def _release(box: list[Any], empty: Callable[[list[Any]], None], size: int) -> None:
+def _release(box: list[Any], empty: Callable[[list[Any]], None], size: int | None) -> None:
     try:
         empty(box)
     finally:
-        _freed(size)
+        if size is not None:
+            _freed(size)
 
 
 def _empty_if_unshared(box: list[Any]) -> None:

@@ -355,6 +355,12 @@ async def test_models_a_model_server_publishes_replace_each_other_between_turns(
                         serving = tag
                     swaps.append(Swap(started_at, time.monotonic(), 200, serving))
                     await asyncio.sleep(0.5)
+                # The next pull of the unchanged model (one a second; the swaps above come
+                # half a second after the pull that showed them, so may see none).
+                for _ in range(50):
+                    if 304 in published.answers:
+                        break
+                    await asyncio.sleep(0.1)
         finally:
             await server.stop()
     check_turns(load.turns, swaps, "A")
