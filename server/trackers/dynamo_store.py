@@ -359,15 +359,17 @@ class DynamoTrackerStore:
         current."""
         if extended and known is not None and self._known.get(sender_id) is known:
             if known.token == expected:  # no other append or load of it moved on meanwhile
+                bound = known.bound if known.size is None else None
+                if bound is not None and bound + added >= WARN_AT_BYTES:
+                    # It may be near the limit: measured when it is next read, whole. Let go
+                    # of as counted: before its new events, which are not counted yet.
+                    self._known.forget(sender_id)
+                    return
                 known.events.extend(events)
                 known.token = token
                 if known.size is not None:
                     known.size += added
                     self._near_limit(sender_id, known.size)
-                elif known.bound is not None and known.bound + added >= WARN_AT_BYTES:
-                    # It may be near the limit: measured when it is next read, whole.
-                    self._known.forget(sender_id)
-                    return
                 elif known.bound is not None:
                     known.bound += added
                 self._known.keep(sender_id, known, len(events) + known.weigh())

@@ -46,6 +46,13 @@ def release_off_loop(owner: Any) -> None:
     this loop iteration is over, if nobody else holds it any more (another request may),
     its long lists are emptied a piece at a time. A hot tracker of 100,000 events and its
     state cache freed at once held the loop 40 ms, a cached session of their dicts 14 ms."""
+    _hand_over(owner, _empty_if_unshared)
+
+
+def _hand_over(owner: Any, empty: Callable[[list[Any]], None]) -> None:
+    """`owner`, which its callers hold no more once they return, to `empty` in the releasing
+    thread after this loop iteration, counted as waiting (`_admitted`); freed where it is
+    dropped with no loop running, or past the bound."""
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # no loop: freed where it is dropped
@@ -55,7 +62,7 @@ def release_off_loop(owner: Any) -> None:
         return
     box = [owner]
     del owner
-    loop.call_soon(_to_thread, loop, box, _empty_if_unshared, size)
+    loop.call_soon(_to_thread, loop, box, empty, size)
 
 
 # Events (list items) let go of and not freed yet: while the thread has this many to free,
@@ -126,18 +133,8 @@ def release_json_off_loop(value: Any) -> None:
     tracker) is left whole. Freed at once, the 17 MB answer of 120,000 events an action server
     may not give held the loop 40 ms. It waits for the thread within the same bound as
     sessions, counted by the items of its lists (an answer's events and responses)."""
-    if type(value) is not dict and type(value) is not list:
-        return
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    size = _events_of(value)  # (the events of an action's answer)
-    if not _admitted(size):
-        return
-    box = [value]
-    del value
-    loop.call_soon(_to_thread, loop, box, empty_json_in_pieces, size)
+    if type(value) is dict or type(value) is list:
+        _hand_over(value, empty_json_in_pieces)  # (counted by an answer's events)
 
 
 # A replaced model a turn still holds is looked at again this often (seconds), at most this

@@ -613,3 +613,17 @@ async def test_a_heavy_conversation_weighs_its_kib_and_is_not_kept_over_the_boun
         assert await store.load("heavy") == [heavy]
     finally:
         await store.close()
+
+
+async def test_a_conversation_let_go_of_near_the_item_limit_leaves_the_cache_weight_right(
+    store: DynamoTrackerStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An append that takes a conversation near the item limit lets it go (read whole and
+    measured at its next load): the cache's weight is then what the conversations it keeps
+    weigh, not less by that append's events (which let later ones be kept over the bound)."""
+    monkeypatch.setattr(dynamo_store, "WARN_AT_BYTES", 150_000)
+    for turn in range(10):
+        await store.load("kim")
+        await store.append("kim", bot_texts(1, start=turn))
+        kept = list(store._known._entries.values())
+        assert store._known.weight == sum(len(k.events) + k.extra for k in kept), turn
