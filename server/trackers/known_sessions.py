@@ -8,6 +8,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from server.trackers.events import OFF_LOOP_EVENTS
 from server.trackers.freeing import release_off_loop
+from server.trackers.weight import evict_least_recent
 
 
 class _HoldsEvents(Protocol):
@@ -44,17 +45,15 @@ class KnownSessions(Generic[K]):
         entries[sender_id] = entry
         entries.move_to_end(sender_id)
         self.weight += added
-        while self.weight > self.max_events and entries:
-            if len(entries) == 1 and next(iter(entries.values())).extra <= self.max_events:
-                break
-            _, evicted = entries.popitem(last=False)
-            self.weight -= len(evicted.events) + evicted.extra
-            _let_go(evicted)
+        if self.weight > self.max_events:
+            self.weight = evict_least_recent(
+                entries, self.weight, self.max_events, _weight, _extra, _let_go
+            )
 
     def forget(self, sender_id: str) -> None:
         entry = self._entries.pop(sender_id, None)
         if entry is not None:
-            self.weight -= len(entry.events) + entry.extra
+            self.weight -= _weight(entry)
             _let_go(entry)
 
 
@@ -63,3 +62,11 @@ def _let_go(entry: _HoldsEvents) -> None:
     at once held it 50 ms), unless a snapshot of it is still read."""
     if len(entry.events) > OFF_LOOP_EVENTS:
         release_off_loop(entry)
+
+
+def _weight(entry: _HoldsEvents) -> int:
+    return len(entry.events) + entry.extra
+
+
+def _extra(entry: _HoldsEvents) -> int:
+    return entry.extra

@@ -16,6 +16,7 @@ from server.trackers.events import OFF_LOOP_EVENTS, Event
 from server.trackers.freeing import free_off_loop, release_off_loop
 from server.trackers.store import TrackerStore
 from server.trackers.tracker import Tracker
+from server.trackers.weight import evict_least_recent
 
 
 class TrackerRepository:
@@ -121,13 +122,9 @@ class TrackerRepository:
         stays unless its heavy events alone weigh more than the bound (a long conversation's
         turns fold nothing again, a few events of a KiB in it or not); if they do, its loads
         fold it anew."""
-        hot = self._hot
-        while self.weight > self.max_events and hot:
-            if len(hot) == 1 and next(iter(hot.values()))[0].stored_extra <= self.max_events:
-                break
-            _, evicted = hot.popitem(last=False)
-            self.weight -= evicted[2]
-            _let_go(evicted)
+        self.weight = evict_least_recent(
+            self._hot, self.weight, self.max_events, _weight, _extra, _let_go
+        )
 
 
 def _let_go(entry: tuple[Tracker, int, int]) -> None:
@@ -162,3 +159,11 @@ def _same_event(events: list[Event], d: dict[str, Any]) -> bool:
         return False
     event = events[-1]
     return event.type_name == d.get("event") and event.timestamp == d.get("timestamp")
+
+
+def _weight(entry: tuple[Tracker, int, int]) -> int:
+    return entry[2]
+
+
+def _extra(entry: tuple[Tracker, int, int]) -> int:
+    return entry[0].stored_extra

@@ -90,7 +90,7 @@ from server.trackers.store import (
     holding,
     stored_events,
 )
-from server.trackers.weight import KIB, Heavy, after, extra_of
+from server.trackers.weight import KIB, Heavy, after, evict_least_recent, extra_of
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ class _SessionCache:
     def put(self, sender_id: str, session: _CachedSession) -> None:
         self.pop(sender_id)
         self._sessions[sender_id] = session
-        self.weight += len(session.events) + session.extra
+        self.weight += _session_weight(session)
         self._evict()
 
     def pop(self, sender_id: str, only: _CachedSession | None = None) -> None:
@@ -197,7 +197,7 @@ class _SessionCache:
         session = self._sessions.get(sender_id)
         if session is not None and (only is None or session is only):
             del self._sessions[sender_id]
-            self.weight -= len(session.events) + session.extra
+            self.weight -= _session_weight(session)
             _let_go(session)
 
     def found_empty(self, sender_id: str, epoch: int) -> None:
@@ -248,7 +248,7 @@ class _SessionCache:
                 session.extra = extra_of(session.heavy)
         session.last_id, session.last_data = last
         if self._sessions.get(sender_id) is session:
-            self.weight += len(session.events) + session.extra - weight
+            self.weight += len(session.events) + session.extra - weight  # (inline: each turn)
             self._sessions.move_to_end(sender_id)
             if self.weight > self.max_events:  # (no call on most turns)
                 self._evict()
@@ -288,13 +288,17 @@ class _SessionCache:
         stays unless its heavy events alone weigh more than the bound (a long conversation's
         turns read no rows, a few events of a KiB in it or not); if they do, its loads read
         the store."""
-        sessions = self._sessions
-        while self.weight > self.max_events and sessions:
-            if len(sessions) == 1 and next(iter(sessions.values())).extra <= self.max_events:
-                break
-            _, session = sessions.popitem(last=False)
-            self.weight -= len(session.events) + session.extra
-            _let_go(session)
+        self.weight = evict_least_recent(
+            self._sessions, self.weight, self.max_events, _session_weight, _session_extra, _let_go
+        )
+
+
+def _session_weight(session: _CachedSession) -> int:
+    return len(session.events) + session.extra
+
+
+def _session_extra(session: _CachedSession) -> int:
+    return session.extra
 
 
 def _let_go(session: _CachedSession) -> None:

@@ -3,7 +3,9 @@ stored JSON, so that a few huge events bound a cache as many ordinary ones do.""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 # An event whose stored JSON is shorter than this weighs 1, as every event did before.
 KIB = 1024
@@ -25,3 +27,27 @@ def after(heavy: Heavy, start: int) -> Heavy:
 
 def extra_of(heavy: Heavy) -> int:
     return sum(extra for _, extra in heavy)
+
+
+E = TypeVar("E")
+
+
+def evict_least_recent(
+    entries: OrderedDict[str, E],
+    weight: int,
+    bound: int,
+    weight_of: Callable[[E], int],
+    extra_of_entry: Callable[[E], int],
+    let_go: Callable[[E], None],
+) -> int:
+    """Evicts from `entries` (least recently used first) while `weight`, their total, is over
+    `bound`, handing each to `let_go`; the last one left stays unless its heavy events alone
+    (`extra_of_entry`) weigh more than the bound: a long conversation of ordinary events, a
+    few of a KiB among them or not, stays cached alone. Returns the weight left."""
+    while weight > bound and entries:
+        if len(entries) == 1 and extra_of_entry(next(iter(entries.values()))) <= bound:
+            break
+        _, evicted = entries.popitem(last=False)
+        weight -= weight_of(evicted)
+        let_go(evicted)
+    return weight
