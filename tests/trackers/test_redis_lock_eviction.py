@@ -4,6 +4,7 @@ one still running. The start says so."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -27,11 +28,18 @@ async def test_a_redis_that_evicts_leases_lets_a_second_turn_in_and_is_said_at_s
         store, other = RedisLockStore(config), RedisLockStore(config)
         try:
             async with store.lock("ana"):
-                for n in range(1000):  # a cache fills the rest of memory
+                # Redis's LRU clock ticks once a second and eviction samples keys: a lease
+                # as fresh as the cache's keys was only evicted by chance (CI once kept it).
+                # A second later it is the least recently used key wherever it is sampled.
+                await asyncio.sleep(1.1)
+                for n in range(5000):  # a cache fills the rest of memory
                     try:
                         await client.set(f"cache:{n}", "x" * 10_000, ex=3600)
                     except redis_errors.OutOfMemoryError:
                         break
+                    if await client.pttl("lock:ana") == -2:  # (PTTL leaves the key untouched)
+                        break
+                assert await client.pttl("lock:ana") == -2, "the cache never evicted the lease"
                 async with other.lock("ana", wait_timeout=0.5):  # beside the first turn
                     pass
         finally:
