@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import Any
@@ -214,25 +215,44 @@ _literal_pattern: re.Pattern[str] | None = None
 _literal_starts: re.Pattern[str] | None = None
 _long_literals: tuple[str, ...] = ()
 _LONG_LITERAL = 100
+# Secrets registered since the above were built (`_merge`).
+_stale = False
+# Held to register secrets and to build the above: a log record's thread builds them, while
+# another may be registering.
+_registering = threading.Lock()
 # A query's `name=value`: each name read from a `?`, `&` or `;` up to the next, once.
 _QUERY_PAIR = re.compile(r"([?&;])([^=&;?#\s\"']+)=([^&\s\"';#)]*)")
 
 
 def _merge() -> None:
-    global _literals, _query_names, _literal_pattern, _literal_starts, _long_literals
-    literals = set(_pinned_literals)
-    names = set(_pinned_names)
-    for transient_literals, transient_names in _transient:
-        literals |= transient_literals
-        names |= transient_names
-    _literals = tuple(sorted(literals, key=len, reverse=True))
-    _query_names = frozenset(names)
-    _long_literals = tuple(word for word in _literals if len(word) > _LONG_LITERAL)
-    short = [word for word in _literals if len(word) <= _LONG_LITERAL]
-    alternatives = _alternatives(short) if short else None
-    _literal_pattern = re.compile(alternatives) if alternatives else None
-    # Each place a secret starts, its longest there: one starting inside another is found too.
-    _literal_starts = re.compile(f"(?=({alternatives}))") if alternatives else None
+    """Marks what `redact` reads as out of date: it is built again before the next line
+    is redacted, once however many secrets were registered since. Built at each, 200
+    secrets given at start (endpoints.yml, credentials.yml) cost 8 s of CPU."""
+    global _stale
+    _stale = True
+
+
+def _build() -> None:
+    global _literals, _query_names, _literal_pattern, _literal_starts, _long_literals, _stale
+    with _registering:
+        if not _stale:  # built by another thread while this one waited
+            return
+        literals = set(_pinned_literals)
+        names = set(_pinned_names)
+        for transient_literals, transient_names in _transient:
+            literals |= transient_literals
+            names |= transient_names
+        _literals = tuple(sorted(literals, key=len, reverse=True))
+        _query_names = frozenset(names)
+        _long_literals = tuple(word for word in _literals if len(word) > _LONG_LITERAL)
+        short = [word for word in _literals if len(word) <= _LONG_LITERAL]
+        alternatives = _alternatives(short) if short else None
+        _literal_pattern = re.compile(alternatives) if alternatives else None
+        # Each place a secret starts, its longest there: one starting inside another is
+        # found too.
+        _literal_starts = re.compile(f"(?=({alternatives}))") if alternatives else None
+        # Last: a thread that reads it false finds the new patterns in place.
+        _stale = False
 
 
 def _alternatives(words: Iterable[str]) -> str:
@@ -295,8 +315,10 @@ def redact_also(secret: str | None) -> None:
     """Redact `secret` itself (and its percent-encoded spellings) wherever it appears in a
     log record from now on."""
     if secret and len(secret) >= MIN_LITERAL_LENGTH and secret not in _pinned_literals:
-        _pinned_literals.update(_spellings(secret))
-        _merge()
+        spellings = _spellings(secret)
+        with _registering:
+            _pinned_literals.update(spellings)
+            _merge()
 
 
 # The keys of endpoints.yml and credentials.yml whose values are secrets: passwords (SQL,
@@ -390,18 +412,19 @@ def keep_endpoint_secrets_out_of_logs(
     params = config.get("params")
     if isinstance(params, dict):
         names.update(str(name).lower() for name in params)
-    if not transient:
-        if literals <= _pinned_literals and names <= _pinned_names:
-            return
-        _pinned_literals.update(literals)
-        _pinned_names.update(names)
-    else:
-        key = (frozenset(literals), frozenset(names))
-        _transient.pop(key, None)  # given again: the latest
-        _transient[key] = None
-        while len(_transient) > MAX_TRANSIENT_ENDPOINTS:
-            del _transient[next(iter(_transient))]
-    _merge()
+    with _registering:
+        if not transient:
+            if literals <= _pinned_literals and names <= _pinned_names:
+                return
+            _pinned_literals.update(literals)
+            _pinned_names.update(names)
+        else:
+            key = (frozenset(literals), frozenset(names))
+            _transient.pop(key, None)  # given again: the latest
+            _transient[key] = None
+            while len(_transient) > MAX_TRANSIENT_ENDPOINTS:
+                del _transient[next(iter(_transient))]
+        _merge()
 
 
 # The query names the first pattern knows, for their percent-encoded spellings (`?%74oken=`,
@@ -539,6 +562,8 @@ def _hide_literals(text: str) -> str:
 
 def redact(text: str) -> str:
     """`text` with every secret-looking value replaced by `***`."""
+    if _stale:
+        _build()
     text = _hide_literals(text)
     for pattern, keep in _PATTERNS:
         if pattern is None:
