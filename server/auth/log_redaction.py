@@ -472,6 +472,10 @@ def _literal_spans(text: str) -> list[tuple[int, int]]:
 # run's start only, and read once (possessive).
 _ENCODED_RUN = re.compile(r"(?<!\S)[^\s%+]*+[%+]\S*+")
 _ESCAPES = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
+# How many times over a secret may be percent-encoded and still be found: a URL encoded again
+# whole (`%` as `%25`: a client or a proxy quoting a URL it was given encoded) holds it
+# twice encoded, and a reader decodes it as easily.
+_ENCODINGS = 3
 
 
 def _decoded_escapes(escapes: re.Match[str]) -> str:
@@ -504,7 +508,8 @@ def _decoded(run: str, plus: bool) -> tuple[str, list[int]]:
 
 def _encoded_literal_spans(text: str) -> list[tuple[int, int]]:
     """Where a registered secret is in `text` percent-encoded in any way (each byte or some,
-    in upper or lower case hex, `+` for a space), as a client may write it in a URL."""
+    in upper or lower case hex, `+` for a space), as a client may write it in a URL, and
+    encoded again (`%252E`), up to _ENCODINGS times."""
     # Most such lines hold none: the words split apart and decoded, without their places.
     if not any(_holds_encoded_literal(word) for word in text.split() if "%" in word or "+" in word):
         return []
@@ -514,18 +519,31 @@ def _encoded_literal_spans(text: str) -> list[tuple[int, int]]:
         for plus in (False, True) if "+" in raw else (False,):
             decoded, origins = _decoded(raw, plus)
             offset = run.start()
-            spans += [
-                (offset + origins[start], offset + origins[end])
-                for start, end in _literal_spans(decoded)
-            ]
+            for encodings in range(1, _ENCODINGS + 1):
+                spans += [
+                    (offset + origins[start], offset + origins[end])
+                    for start, end in _literal_spans(decoded)
+                ]
+                if encodings == _ENCODINGS or not (
+                    _ESCAPES.search(decoded) or (plus and "+" in decoded)
+                ):
+                    break
+                again, places = _decoded(decoded, plus)
+                # Where each character of the text decoded again starts in `raw`.
+                decoded, origins = again, [origins[at] for at in places]
     return spans
 
 
 def _holds_encoded_literal(word: str) -> bool:
     for plus in (False, True) if "+" in word else (False,):
-        decoded = _ESCAPES.sub(_decoded_escapes, word.replace("+", " ") if plus else word)
-        if decoded != word and _holds_literal(decoded):
-            return True
+        decoded = word
+        for _ in range(_ENCODINGS):
+            again = _ESCAPES.sub(_decoded_escapes, decoded.replace("+", " ") if plus else decoded)
+            if again == decoded:
+                break
+            if _holds_literal(again):
+                return True
+            decoded = again
     return False
 
 

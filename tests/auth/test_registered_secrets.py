@@ -198,3 +198,22 @@ def test_registering_many_secrets_builds_their_pattern_once() -> None:
         assert shown == ["GET /x?a=***&b=***"] * len(secrets)
         assert later == "GET /x?a=***"
         assert len(built) == 2, built
+
+
+def test_a_registered_secret_encoded_twice_is_hidden_in_an_access_line() -> None:
+    """uvicorn's access line shows the path and query as the client sent them: a client or a
+    proxy that quotes a URL it was given encoded sends a secret encoded twice (`%` as `%25`),
+    which a reader of the log decodes as easily as once. Before, it showed; text encoded
+    twice that holds no secret is kept."""
+    with logging_restored():
+        log_redaction.redact_also("my.secret token~1")
+        for spelt in (
+            "my%252Esecret%2520token~1",
+            "my%252esecret%2Btoken%257e1",
+            "%256D%2579%252E%2573ecret%20token%7E1",
+            "my.secret%2Btoken~1",
+        ):
+            line = f'127.0.0.1:5000 - "GET /status?t={spelt}&page=2 HTTP/1.1" 401'
+            assert redact(line) == '127.0.0.1:5000 - "GET /status?t=***&page=2 HTTP/1.1" 401'
+        kept = '127.0.0.1:5000 - "GET /caf%25C3%25A9?q=a%252Eb HTTP/1.1" 200'
+        assert redact(kept) == kept
