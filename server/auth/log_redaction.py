@@ -525,7 +525,7 @@ def _encoded_literal_spans(text: str) -> list[tuple[int, int]]:
                     for start, end in _literal_spans(decoded)
                 ]
                 if encodings == _ENCODINGS or not (
-                    _ESCAPES.search(decoded) or (plus and "+" in decoded)
+                    ("%" in decoded and _ESCAPES.search(decoded)) or (plus and "+" in decoded)
                 ):
                     break
                 again, places = _decoded(decoded, plus)
@@ -543,6 +543,8 @@ def _holds_encoded_literal(word: str) -> bool:
                 break
             if _holds_literal(again):
                 return True
+            if "%" not in again and not (plus and "+" in again):  # nothing more to decode
+                break
             decoded = again
     return False
 
