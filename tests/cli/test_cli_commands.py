@@ -597,6 +597,21 @@ def test_what_rasas_validator_does_not_check_never_fails_it(run_cli, starter_cop
     assert "does not fail on the 2 that Rasa's validator does not give" in result.out
 
 
+def test_a_failed_validation_says_which_warnings_failed_it(run_cli, starter_copy: Path) -> None:
+    """A Rasa config (DIETClassifier) and one warning about the data: --fail-on-warnings fails
+    on the data's warning only, and the summary says so, where it used to read "0 errors, 2
+    warnings" as if the config's notice had failed the check too."""
+    config = starter_copy / "config.yml"
+    config.write_text(config.read_text().replace("IntentClassifier", "DIETClassifier"))
+    _story_naming(starter_copy, "intent: thanks", "action: utter_nothing")
+    strict = run_cli("data", "validate", "--fail-on-warnings", cwd=starter_copy)
+    assert strict.code == 1
+    assert strict.out.splitlines()[-1] == (
+        "Validation failed: 0 errors, 2 warnings; --fail-on-warnings fails on 1, "
+        "not on the 1 about config.yml."
+    )
+
+
 def _only_warned(run_cli, project: Path) -> list[str]:
     """`data validate`'s lines, having checked it passes, and fails with --fail-on-warnings
     (as Rasa's validator does on its warnings)."""
