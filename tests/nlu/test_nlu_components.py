@@ -260,6 +260,18 @@ def test_evaluate_reports_the_response_selector_as_rasa(tmp_path: Path, load_bot
 def test_cross_validation(tmp_path: Path, load_bot):
     summary = cross_validate(load_bot("moodbot"), [], 3, tmp_path)
     assert len(summary["fold_accuracies"]) == 3
+
+
+def test_cross_validation_measures_each_fold_of_the_response_selector(tmp_path: Path, load_bot):
+    """`rasa test nlu --cross-validation` on responseselectorbot also sums up the responses
+    chosen, fold by fold, as it does the intents."""
+    pipeline = [{"name": "DIETClassifier"}, {"name": "ResponseSelector"}]
+    summary = cross_validate(load_bot("responseselectorbot"), pipeline, 2, tmp_path)
+    assert set(summary["fold_metrics"]) == {"intent", "response"}
+    for metrics in summary["fold_metrics"].values():
+        assert set(metrics) == {"Accuracy", "F1-score", "Precision"}
+        assert all(len(values) == 2 for values in metrics.values())
+    assert summary["fold_metrics"]["intent"]["Accuracy"] == summary["fold_accuracies"]
     assert (tmp_path / "intent_report.json").exists()
 
 
