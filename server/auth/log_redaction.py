@@ -8,6 +8,7 @@ For text we do not compose; an address our code shows goes through `safe_url` in
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -215,11 +216,23 @@ _literal_pattern: re.Pattern[str] | None = None
 _literal_starts: re.Pattern[str] | None = None
 _long_literals: tuple[str, ...] = ()
 _LONG_LITERAL = 100
-# Secrets registered since the above were built (`_merge`).
-_stale = False
+# Registrations so far (`_merge`), and the one the above were built at: `redact` builds them
+# again when these differ.
+_registered = 0
+_built = 0
 # Held to register secrets and to build the above: a log record's thread builds them, while
-# another may be registering.
-_registering = threading.Lock()
+# another may be registering. Reentrant: a line may be logged on the thread building them (a
+# collected task's error, a signal handler's line), and its redaction builds them itself.
+_registering = threading.RLock()
+
+
+def _new_lock() -> None:
+    """A forked child has its parent's lock, maybe held, but not the thread holding it."""
+    global _registering
+    _registering = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_new_lock)
 # A query's `name=value`: each name read from a `?`, `&` or `;` up to the next, once.
 _QUERY_PAIR = re.compile(r"([?&;])([^=&;?#\s\"']+)=([^&\s\"';#)]*)")
 
@@ -228,31 +241,35 @@ def _merge() -> None:
     """Marks what `redact` reads as out of date: it is built again before the next line
     is redacted, once however many secrets were registered since. Built at each, 200
     secrets given at start (endpoints.yml, credentials.yml) cost 8 s of CPU."""
-    global _stale
-    _stale = True
+    global _registered
+    _registered += 1
 
 
 def _build() -> None:
-    global _literals, _query_names, _literal_pattern, _literal_starts, _long_literals, _stale
+    global _literals, _query_names, _literal_pattern, _literal_starts, _long_literals, _built
     with _registering:
-        if not _stale:  # built by another thread while this one waited
+        registered = _registered
+        if _built == registered:  # built by another thread while this one waited
             return
         literals = set(_pinned_literals)
         names = set(_pinned_names)
         for transient_literals, transient_names in _transient:
             literals |= transient_literals
             names |= transient_names
-        _literals = tuple(sorted(literals, key=len, reverse=True))
-        _query_names = frozenset(names)
-        _long_literals = tuple(word for word in _literals if len(word) > _LONG_LITERAL)
-        short = [word for word in _literals if len(word) <= _LONG_LITERAL]
+        ordered = tuple(sorted(literals, key=len, reverse=True))
+        short = [word for word in ordered if len(word) <= _LONG_LITERAL]
         alternatives = _alternatives(short) if short else None
-        _literal_pattern = re.compile(alternatives) if alternatives else None
+        pattern = re.compile(alternatives) if alternatives else None
         # Each place a secret starts, its longest there: one starting inside another is
         # found too.
-        _literal_starts = re.compile(f"(?=({alternatives}))") if alternatives else None
-        # Last: a thread that reads it false finds the new patterns in place.
-        _stale = False
+        starts = re.compile(f"(?=({alternatives}))") if alternatives else None
+        # Replaced together, once built: a thread reading them meanwhile finds the old ones.
+        _literals, _query_names = ordered, frozenset(names)
+        _long_literals = tuple(word for word in ordered if len(word) > _LONG_LITERAL)
+        _literal_pattern, _literal_starts = pattern, starts
+        # Last, and at the registration it read: one made meanwhile (by a line logged while
+        # these were built) is built at the next line.
+        _built = registered
 
 
 def _alternatives(words: Iterable[str]) -> str:
@@ -582,7 +599,7 @@ def _hide_literals(text: str) -> str:
 
 def redact(text: str) -> str:
     """`text` with every secret-looking value replaced by `***`."""
-    if _stale:
+    if _built != _registered:
         _build()
     text = _hide_literals(text)
     for pattern, keep in _PATTERNS:

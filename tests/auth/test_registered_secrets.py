@@ -3,7 +3,12 @@ however they overlap there, and however a client percent-encodes them in a URL."
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+import signal
+import threading
+import time
 from urllib.parse import unquote, unquote_plus
 
 from hypothesis import HealthCheck, given, settings
@@ -217,3 +222,86 @@ def test_a_registered_secret_encoded_twice_is_hidden_in_an_access_line() -> None
             assert redact(line) == '127.0.0.1:5000 - "GET /status?t=***&page=2 HTTP/1.1" 401'
         kept = '127.0.0.1:5000 - "GET /caf%25C3%25A9?q=a%252Eb HTTP/1.1" 200'
         assert redact(kept) == kept
+
+
+def test_a_line_logged_while_the_secrets_pattern_is_built_is_hidden_and_hangs_nothing() -> None:
+    """A line may be logged on the very thread building the pattern of the secrets registered
+    (a collected task's "Task was destroyed" error, a signal handler's line): it is redacted
+    with the secrets registered so far, and both lines are written. Before, that thread waited
+    for ever on the lock it held itself, and every thread logging after it too."""
+    logger = logging.getLogger("server.tests.nested-line")
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    redacting = log_redaction.RedactSecretsFilter()
+    alternatives = log_redaction._alternatives
+    nested: list[bool] = []
+
+    def logging_meanwhile(words: list[str]) -> str:
+        if not nested:  # once: the line's own redaction builds the pattern too
+            nested.append(True)
+            logger.error("collected: the-nested-secret-1 and the-outer-secret-2")
+        return alternatives(words)
+
+    with logging_restored():
+        logger.addHandler(handler)
+        logger.addFilter(redacting)
+        log_redaction._alternatives = logging_meanwhile  # type: ignore[assignment]
+        lock = log_redaction._registering
+        try:
+            log_redaction.redact_also("the-nested-secret-1")
+            log_redaction.redact_also("the-outer-secret-2")
+            thread = threading.Thread(
+                target=logger.warning, args=("outer: the-outer-secret-2",), daemon=True
+            )
+            thread.start()
+            thread.join(timeout=10)
+            hung = thread.is_alive()
+        finally:
+            log_redaction._alternatives = alternatives  # type: ignore[assignment]
+            logger.removeHandler(handler)
+            logger.removeFilter(redacting)
+            if log_redaction._registering is lock and thread.is_alive():
+                # The hung thread keeps its lock: later tests get a free one.
+                log_redaction._registering = threading.RLock()
+        assert not hung, "the thread logging while the pattern was built hangs"
+        assert lines == ["collected: *** and ***", "outer: ***"]
+
+
+def test_a_process_forked_while_secrets_are_registered_redacts_its_lines() -> None:
+    """A process forked while another thread registers secrets (a library's worker, a forked
+    test runner) has that thread's lock, not the thread: its first line after a registration
+    is redacted, not held for ever on a lock nobody in it will release."""
+    with logging_restored():
+        log_redaction.redact_also("the-forked-secret-1")
+        held, release = threading.Event(), threading.Event()
+
+        def registering() -> None:
+            with log_redaction._registering:
+                held.set()
+                release.wait(30)
+
+        thread = threading.Thread(target=registering, daemon=True)
+        thread.start()
+        try:
+            assert held.wait(30)
+            pid = os.fork()
+            if pid == 0:  # the child: its exit status says what its line became
+                status = 1
+                try:
+                    status = 0 if redact("child: the-forked-secret-1") == "child: ***" else 2
+                finally:
+                    os._exit(status)
+            for _ in range(1000):  # 10 s at most
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    break
+                time.sleep(0.01)
+            else:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        finally:
+            release.set()
+            thread.join()
+        assert done, "the forked process hangs on its first line"
+        assert os.waitstatus_to_exitcode(status) == 0
