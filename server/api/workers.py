@@ -319,9 +319,20 @@ class Supervisor:
         # Said here, once all have stopped: by a worker, it came while others still closed.
         closed = stopped_workers(worker.pid for worker in self.workers)
         count = len(self.workers)
+        # A worker stopped before it served (a replacement still loading the model when the
+        # stop came) had opened nothing it could close.
+        starting = sum(not ready.is_set() for ready in self.ready)
         if closed == count:
             logger.info(
                 "Stopped: the %d workers closed their channels, event broker and stores.", count
+            )
+        elif closed is not None and starting and closed == count - starting:
+            logger.info(
+                "Stopped: %d of the %d workers closed their channels, event broker and "
+                "stores; %d stopped while starting, before serving.",
+                closed,
+                count,
+                starting,
             )
         elif closed is not None:
             logger.warning(

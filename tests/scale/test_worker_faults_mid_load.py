@@ -23,6 +23,7 @@ import pytest
 from bench.concurrency import WEBHOOK, ServerProcess
 from server.api.runner import GRACEFUL_SHUTDOWN_SECONDS
 from server.api.workers import KILL_AFTER_SECONDS, SPREADS_CONNECTIONS
+from tests.scale.scale_services import sqlite_and_redis_endpoints
 from tests.scale.test_killed_mid_load import (
     TEXTS,
     Load,
@@ -280,3 +281,36 @@ async def test_a_worker_killed_then_the_server_stopped_mid_load(
         f"killed worker held {held[victim]} clients: {killed}; stopped {stopped_in:.1f} s "
         f"after SIGTERM; outcomes {dict(clients.outcomes)}"
     )
+
+
+async def test_a_stop_while_a_replacement_starts_warns_of_nothing(
+    moodbot: Path, tmp_path: Path
+) -> None:
+    """SIGTERM just after a worker was killed, its replacement still loading: the server
+    exits with 0 and says the replacement stopped while starting. Before, it warned that a
+    worker "did not" close its stores ("killed, or failed: see above"), with nothing above:
+    a replacement stopped before it served has opened nothing to close."""
+    endpoints = json.loads(sqlite_and_redis_endpoints(tmp_path).read_text())
+    server = await start_two_workers(moodbot, tmp_path, endpoints)
+    try:
+        workers = workers_of(server)
+        os.kill(workers[0], signal.SIGKILL)
+        await until(
+            lambda: len(now := workers_of(server)) == 2 and workers[0] not in now,
+            server,
+            "a replacement was started",
+        )
+        assert server.process is not None
+        server.process.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(server.process.wait, 60)
+    except BaseException:
+        await server.stop()
+        raise
+    log = server.log.read_text()
+    assert server.process.returncode == 0, log[-3000:]
+    stopped = [line for line in log.splitlines() if "Stopped: " in line]
+    assert len(stopped) == 1, log[-3000:]
+    # The replacement's start takes seconds (imports, the model): the signal came first.
+    assert "1 of the 2 workers closed" in stopped[0], stopped
+    assert "1 stopped while starting, before serving" in stopped[0], stopped
+    assert " WARNING " not in stopped[0], stopped
