@@ -26,6 +26,7 @@ from server.api.worker_files import (
     route_sockets,
     serve_privately,
 )
+from server.channels import socketio_routing
 from server.channels.socket_io import SocketIOInput
 from server.channels.socketio_routing import (
     PUSH_PATH,
@@ -167,8 +168,33 @@ async def test_a_push_for_a_session_of_a_worker_that_is_gone_logs_one_warning(
     assert time.monotonic() - started < paced(2)
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(lines) == 2, lines
-    assert "did not reach worker deadbeef (it did not answer: ConnectError)" in lines[0]
+    assert "did not reach worker deadbeef (it is gone: nothing listens" in lines[0]
     assert "did not reach worker feedf00d (it is gone)" in lines[1]
+
+
+async def test_a_killed_worker_s_socket_is_removed_at_the_first_push_that_finds_it_dead(
+    this_worker: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker SIGKILLed leaves its socket file behind. The first push to a named room
+    finds nothing listening there: one warning, and the file is removed. Before, the dead
+    worker was only skipped for a while (30 s): each push to a named room after that
+    tried it again and warned again, for as long as the server ran."""
+    monkeypatch.setattr(socketio_routing, "_SKIP_SECONDS", 0.0)  # the skip long over
+    monkeypatch.setattr(socketio_routing, "_LIST_SECONDS", 0.0)  # the directory read again
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(this_worker / "deadbeef.sock"))
+    stale.close()
+    channel = SocketIOInput()
+    output = channel.get_output_channel()
+    try:
+        for _ in range(3):
+            await output.send_response("a-session-id", {"text": "hi"})
+    finally:
+        await channel.aclose()
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1, lines
+    assert "did not reach worker deadbeef (it is gone" in lines[0]
+    assert not (this_worker / "deadbeef.sock").exists()
 
 
 async def test_a_push_to_a_named_room_goes_to_every_other_worker(this_worker: Path) -> None:
