@@ -259,10 +259,12 @@ class Workers:
 def _refused(exc: BaseException) -> bool:
     """Whether a connection to a Unix socket failed because nothing listens there (its
     worker died) rather than because the worker is slow."""
+    chain: list[BaseException] = []
     seen: BaseException | None = exc
-    while seen is not None:
+    while seen is not None and seen not in chain:  # a chain may loop back on itself
         if isinstance(seen, ConnectionRefusedError):
             return True
+        chain.append(seen)
         seen = seen.__cause__ or seen.__context__
     return False
 
