@@ -153,13 +153,18 @@ def _private_socket(backlog: int) -> tuple[Path, socket.socket] | None:
     route = secrets.token_hex(4)
     directory = route_sockets(shared)
     path = directory / f"{route}.sock"
+    # Bound under another name, and given its own once it listens: a socket file with nothing
+    # listening is a dead worker's to the others, who remove it (channels/socketio_routing).
+    binding = directory / f".{route}"  # no longer than the name it gets
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         directory.mkdir(exist_ok=True)
-        sock.bind(str(path))
+        sock.bind(str(binding))
         sock.listen(backlog)
+        binding.rename(path)
     except (OSError, ValueError) as exc:  # ValueError: a path longer than sun_path holds
         sock.close()
+        binding.unlink(missing_ok=True)
         logger.warning(
             "worker pid %d has no private socket (%s): socket.io clients on HTTP long-polling "
             "may lose their sessions",

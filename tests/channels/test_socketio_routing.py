@@ -18,6 +18,7 @@ import pytest
 import socketio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.api import workers
 from server.api.worker_files import (
     RELAYED_HEADER,
     WORKER_ROUTE_ENV,
@@ -195,6 +196,43 @@ async def test_a_killed_worker_s_socket_is_removed_at_the_first_push_that_finds_
     assert len(lines) == 1, lines
     assert "did not reach worker deadbeef (it is gone" in lines[0]
     assert not (this_worker / "deadbeef.sock").exists()
+
+
+def test_a_starting_worker_s_socket_file_appears_only_once_it_listens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A push that finds a worker's socket file with nothing listening takes the worker for
+    dead and removes the file. So the file must never be there before it listens: before,
+    it was there from the bind, and a push in the moment between the bind and the listen (a
+    moment longer on a loaded host) removed a live worker's socket, whose socket.io sessions
+    the other workers could no longer reach."""
+    refused: list[str] = []
+
+    class Watched(socket.socket):
+        def listen(self, *args: Any) -> None:
+            for path in route_sockets(tmp_path).glob("*.sock"):  # what a push finds now
+                probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    probe.connect(str(path))
+                except ConnectionRefusedError:
+                    refused.append(path.name)
+                finally:
+                    probe.close()
+            super().listen(*args)
+
+    monkeypatch.setenv(WORKERS_DIR_ENV, str(tmp_path))
+    monkeypatch.delenv(WORKER_ROUTE_ENV, raising=False)  # set by the worker's socket
+    monkeypatch.setattr(socket, "socket", Watched)
+    made = workers._private_socket(16)
+    assert made is not None
+    path, sock = made
+    try:
+        assert not refused
+        assert [p.name for p in path.parent.iterdir()] == [path.name]
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(str(path))  # and it listens under its name
+    finally:
+        sock.close()
 
 
 async def test_a_push_to_a_named_room_goes_to_every_other_worker(this_worker: Path) -> None:
