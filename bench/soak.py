@@ -50,6 +50,7 @@ class Soak:
     """The run's counts and samples."""
 
     turns: int
+    warm_up: float = WARM_UP  # of the turns
     answered: int = 0
     failed: dict[str, int] = field(default_factory=dict)
     conversations: set[str] = field(default_factory=set)
@@ -58,7 +59,7 @@ class Soak:
     def summary(self) -> dict[str, Any]:
         """The samples, and how much each measure grew from the first sample past the
         warm-up to the largest after it."""
-        warm = next(s for s in self.samples if s.turns >= self.turns * WARM_UP)
+        warm = next(s for s in self.samples if s.turns >= self.turns * self.warm_up)
         after = [s for s in self.samples if s.turns >= warm.turns]
         growth: dict[str, Any] = {
             "rss_mb": round(max(s.rss_mb for s in after) - warm.rss_mb, 1),
@@ -155,9 +156,16 @@ async def drive(
 
 
 async def soak_run(
-    model: Path, store: str, turns: int, every: int, clients: int, workdir: Path
+    model: Path,
+    store: str,
+    turns: int,
+    every: int,
+    clients: int,
+    workdir: Path,
+    warm_up: float = WARM_UP,
 ) -> dict[str, Any]:
-    """One server on a fresh store of `store` (sqlite, postgres), driven for `turns` turns."""
+    """One server on a fresh store of `store` (sqlite, postgres), driven for `turns` turns;
+    what grows after the first `warm_up` of them is reported."""
     async with tracker_store_config(store, workdir) as trackers:
         endpoints = workdir / "endpoints.yml"
         endpoints.write_text(json.dumps({"tracker_store": trackers}))  # JSON is YAML
@@ -165,7 +173,7 @@ async def soak_run(
         server.start()
         try:
             await server.wait_for("/health/ready", 200, timeout=120)
-            soak = Soak(turns)
+            soak = Soak(turns, warm_up)
             started = time.monotonic()
             db = trackers["db"] if store == "postgres" else None
             await drive(server, soak, every, clients, db)
