@@ -80,13 +80,26 @@ class Soak:
         }
 
 
-def process_usage(pid: int) -> tuple[float, int]:
-    """RSS (MB) and open file descriptors of a process."""
+def process_usage(pid: int, sqlite: str | None = None) -> tuple[float, int, int]:
+    """RSS (MB) of a process, its open file descriptors but those of the SQLite database
+    `sqlite` (its files, -wal and -shm too: its connection pool opens one more as the turns
+    in flight first need it, at any moment of a run), and how many of its connections have
+    that database open."""
     rss_kib = 0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             rss_kib = int(line.split()[1])
-    return round(rss_kib / 1024, 1), len(os.listdir(f"/proc/{pid}/fd"))
+    fds = connections = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:  # closed meanwhile
+            continue
+        if sqlite is None or not target.startswith(sqlite):
+            fds += 1
+        elif target == sqlite:
+            connections += 1
+    return round(rss_kib / 1024, 1), fds, connections
 
 
 async def db_connections(database: str) -> int:
@@ -106,10 +119,16 @@ async def db_connections(database: str) -> int:
 
 
 async def drive(
-    server: ServerProcess, soak: Soak, every: int, clients: int, db: str | None
+    server: ServerProcess,
+    soak: Soak,
+    every: int,
+    clients: int,
+    db: str | None,
+    sqlite: str | None = None,
 ) -> None:
     """`clients` clients, one connection each, until `soak.turns` turns were sent; a sample
-    every `every` answered turns (the clients wait for it: the server is idle meanwhile)."""
+    every `every` answered turns (the clients wait for it: the server is idle meanwhile).
+    Database connections: PostgreSQL's to database `db`, or those of SQLite file `sqlite`."""
     assert server.process is not None
     pid = server.process.pid
     numbers = itertools.count()
@@ -117,8 +136,8 @@ async def drive(
     sampled = asyncio.Lock()
 
     async def sample() -> None:
-        rss, fds = await asyncio.to_thread(process_usage, pid)
-        connections = await db_connections(db) if db else None
+        rss, fds, files = await asyncio.to_thread(process_usage, pid, sqlite)
+        connections = await db_connections(db) if db else files if sqlite else None
         seconds = round(time.monotonic() - started, 1)
         soak.samples.append(Sample(soak.answered, seconds, rss, fds, connections))
 
@@ -176,7 +195,8 @@ async def soak_run(
             soak = Soak(turns, warm_up)
             started = time.monotonic()
             db = trackers["db"] if store == "postgres" else None
-            await drive(server, soak, every, clients, db)
+            sqlite = trackers["db"] if store == "sqlite" else None
+            await drive(server, soak, every, clients, db, sqlite)
             result = soak.summary()
             result["seconds"] = round(time.monotonic() - started, 1)
             result["store"] = store
