@@ -258,7 +258,8 @@ def _has_long_digit_run(raw: bytes) -> bool:
     100,000 events held the GIL, so the event loop, 15 ms on a quiet machine and 45-80 ms
     beside other work."""
     if len(raw) <= 2 * _PIECE_BYTES:
-        return _integer_run(raw.translate(_BYTES_DIGITS))
+        digits = raw.translate(_BYTES_DIGITS)  # a turn's text mostly has no run: no call
+        return digits.find(_LONG_DIGIT_RUN) != -1 and _integer_run(digits)
     return any(
         _integer_run(piece.translate(_BYTES_DIGITS))
         for piece in _overlapping(raw, len(_LONG_DIGIT_RUN))
