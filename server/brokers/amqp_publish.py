@@ -83,36 +83,63 @@ async def publish(channel: Channel, messages: Sequence[Marshalled]) -> list[asyn
     future of each one's confirm: RabbitMQ's ack, or the error of a nack, of a return (no
     queue took it) or of the channel's close. Under the channel's lock, as aiormq's own
     publish takes delivery tags, so the tags match RabbitMQ's count."""
+    if not messages:
+        return []
     async with channel.lock:
         if channel.is_closed:
             raise ChannelInvalidStateError(f"{channel!r} closed")
+        loop = asyncio.get_running_loop()
         first_tag = channel.delivery_tag + 1
-        confirms: list[asyncio.Future[Any]] = []
+        tags = range(first_tag, first_tag + len(messages))
+        # Plain futures: one of the channel's own per message added four callbacks to each
+        # confirm (half the broker's event loop work). One of the channel's stands for the
+        # run: the channel's close fails it, and it fails those not confirmed yet.
+        confirms: list[asyncio.Future[Any]] = [loop.create_future() for _ in messages]
+        run = channel.create_future()
+        run.add_done_callback(functools.partial(_closed, confirms))
         returned = channel.message_id_delivery_tag
-        for tag, message in enumerate(messages, start=first_tag):
-            confirm = channel.create_future()  # the channel's close fails it
+        for tag, message, confirm in zip(tags, messages, confirms, strict=True):
             channel.confirmations[tag] = confirm
-            returned[message.message_id] = tag
-            confirm.add_done_callback(functools.partial(_forget, returned, message.message_id, tag))
-            confirms.append(confirm)
-        channel.delivery_tag = first_tag + len(messages) - 1
+            returned[message.message_id] = tag  # a return names the message by its id
+        # RabbitMQ confirms in order: once the last is, so are the others.
+        done = functools.partial(_run_done, run, returned, messages, tags)
+        confirms[-1].add_done_callback(done)
+        channel.delivery_tag = tags[-1]
         payload = b"".join(message.frames for message in messages)
         try:
             await channel.write_queue.put(ChannelFrame(payload=payload, should_close=False))
         except BaseException:
             # Not written: RabbitMQ counts none of these, so their tags are taken again.
             channel.delivery_tag = first_tag - 1
-            for tag, (message, confirm) in enumerate(
-                zip(messages, confirms, strict=True), start=first_tag
-            ):
+            for tag, confirm in zip(tags, confirms, strict=True):
                 channel.confirmations.pop(tag, None)
                 confirm.cancel()
-                _forget(returned, message.message_id, tag, confirm)
             raise
     return confirms
 
 
-def _forget(returned: dict[str, int], message_id: str, tag: int, _: object) -> None:
-    """A confirmed message's id no longer names its delivery tag (unless sent again since)."""
-    if returned.get(message_id) == tag:
-        del returned[message_id]
+def _closed(confirms: list[asyncio.Future[Any]], run: asyncio.Future[None]) -> None:
+    """The channel closed before the run was confirmed: its close error fails the rest."""
+    if run.cancelled():
+        error: BaseException = asyncio.CancelledError()
+    else:
+        error = run.exception() or ChannelInvalidStateError("channel closed")
+    for confirm in confirms:
+        if not confirm.done():
+            confirm.set_exception(error)
+
+
+def _run_done(
+    run: asyncio.Future[None],
+    returned: dict[str, int],
+    messages: Sequence[Marshalled],
+    tags: range,
+    _: object,
+) -> None:
+    """The run's last confirm came (or it failed): its ids no longer name their delivery tags
+    (unless sent again since), and the run leaves the channel's futures."""
+    for message, tag in zip(messages, tags, strict=True):
+        if returned.get(message.message_id) == tag:
+            del returned[message.message_id]
+    if not run.done():
+        run.set_result(None)

@@ -23,7 +23,7 @@ from yarl import URL
 from bench.tcp_proxy import SilentProxy, TcpProxy
 from server.brokers.delivery import CLOSE_SECONDS, CONFIRM_WAIT_SECONDS, QueuedBroker
 from server.brokers.factory import create_event_broker
-from server.brokers.rabbitmq import RabbitMQEventBroker
+from server.brokers.rabbitmq import PUBLISH_TIMEOUT_SECONDS, RabbitMQEventBroker
 from server.errors import InvalidConfig
 from server.trackers.factory import create_tracker_store
 from tests.loop_lag import loop_hold, paced
@@ -862,8 +862,9 @@ async def test_every_message_carries_the_body_and_properties_rasa_sends(
     assert first.headers == {} and second.headers == {"previous_message_id": first.message_id}
 
 
+@pytest.mark.timing
 async def test_a_connection_cut_in_the_middle_of_a_burst_loses_nothing(
-    names: dict[str, str],
+    names: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     """A bulk's windows go out many messages to a write; the connection breaks while some
     are written and not confirmed: those are sent again, and every event arrives, in order
@@ -878,8 +879,12 @@ async def test_a_connection_cut_in_the_middle_of_a_burst_loses_nothing(
         await broker.publish("bulk", events)
         while broker.pending > 2_000:  # noqa: ASYNC110 (some confirmed, more in flight)
             await asyncio.sleep(0.001)
+        cut = time.monotonic()
         await proxy.cut()
-        await asyncio.sleep(0.05)
+        while "delivery failed" not in caplog.text:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        # The messages in flight fail with the connection, not at their 10 s bound.
+        assert time.monotonic() - cut < PUBLISH_TIMEOUT_SECONDS / 2
         assert broker.pending > 0
         await proxy.restore()
         assert await broker.flush(60)
