@@ -100,7 +100,7 @@ def load_project_json(text: str, filename: str) -> Any:
         ) from None
     except TooDeep:
         raise InvalidProjectFile(
-            f"the JSON nests more than {MAX_DEPTH} levels deep", filename
+            f"the JSON nests more than {MAX_DEPTH} levels deep", filename, _too_deep_line(text)
         ) from None
     except ValueError as exc:
         raise InvalidProjectFile(f"invalid JSON: {exc}", filename) from None
@@ -156,6 +156,17 @@ def json_line(text: str, path: list[str | int]) -> int | None:
             if text[start : start + 1] != "]" and reached(start):
                 return best
     return best
+
+
+def _too_deep_line(text: str) -> int | None:
+    """The line where `text` opens its list or object MAX_DEPTH + 1 levels deep."""
+    depth = 0
+    for token in _JSON_TOKEN.finditer(text):
+        char = token.group()[0]
+        depth += 1 if char in "{[" else -1 if char in "}]" else 0
+        if depth > MAX_DEPTH:
+            return text.count("\n", 0, token.start()) + 1
+    return None
 
 
 def _path(where: str) -> list[str | int]:

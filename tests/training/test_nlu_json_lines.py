@@ -77,6 +77,13 @@ def test_a_file_without_its_section_names_the_top_level(tmp_path: Path) -> None:
     assert "needs a 'rasa_nlu_data' object" in error.reason
 
 
+def test_a_file_nested_too_deep_names_the_line_where_it_passes_the_limit(tmp_path: Path) -> None:
+    text = '{"rasa_nlu_data": {"common_examples": [\n' + "[" * 60 + "\n" + "[" * 60 + "\n"
+    error = _refusal(tmp_path, text + "]" * 120 + "]}}")
+    assert error.line == 3
+    assert error.reason == "the JSON nests more than 100 levels deep"
+
+
 def test_a_valid_file_still_loads_the_same(tmp_path: Path) -> None:
     path = tmp_path / "nlu.json"
     entity = {"start": 3, "end": 9, "value": "Berlin", "entity": "city"}
