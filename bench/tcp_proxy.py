@@ -9,14 +9,35 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import os
 import socket
 import struct
 
+# The ports `free_port` handed out in this process: none is handed out twice.
+_handed_out: set[int] = set()
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A local port nothing listens on now, for a server (or a proxy) to bind later.
+
+    The port is free only until someone binds it: a proxy holds none while it is cut, a
+    server none until it has started. Meanwhile the kernel could hand it out again, to this
+    process (a second server of the same test) or to another of pytest-xdist's workers,
+    whose server then took it: a restore failed "address in use", or a client meant to find
+    nothing there talked to another test's server. So a port is never handed out twice in a
+    process, and each of pytest-xdist's workers takes only ports of its own share (port // 2
+    modulo the number of workers: Linux gives bind() odd ports, connect() even ones)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    shares = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "") or 1)
+    share = int(worker[2:]) if worker[:2] == "gw" and worker[2:].isdigit() else 0
+    for _ in range(100 * shares):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if (port // 2) % shares == share % shares and port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise OSError(f"no free local port of share {share} of {shares} found")
 
 
 # SO_ATTACH_FILTER (Linux), and a classic BPF program of one instruction: "ret #0", keep

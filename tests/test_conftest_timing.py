@@ -121,12 +121,13 @@ def test_only_a_timing_test_s_failed_assertion_runs_again(tmp_path: Path) -> Non
 # What bounds a time in a test (tests/loop_lag.py): a loop hold, or a wall-clock bound at the
 # host's pace.
 _TIME_BOUNDS = {"loop_hold", "paced", "host_slowness", "host_crowding"}
-# A bare wall-clock bound: `assert <a time> < 5` (or <=), the time read off a clock or named
-# in seconds or as what a step `took` (a report's "first_200_after_restore_s"), the bound a
-# number: written, or a module's named constant and arithmetic on it (`STATEMENT_TIMEOUT / 2`,
-# `TIMEOUT + 4`, `float(DEAD_AFTER)`). A bound on a lower-case name (`deadline`, a time
-# measured in the same test) is not seen: give it a "not paced" comment, or pace it.
-_A_TIME = re.compile(r"monotonic|perf_counter|seconds|elapsed|_s\b|\btook\b")
+# A bare wall-clock bound: `assert <a time> < 5` (or <=), the time read off a clock (the
+# event loop's `.time()` too) or named in seconds or as what a step `took` (a report's
+# "first_200_after_restore_s"), the bound a number: written, or a module's named constant
+# and arithmetic on it (`STATEMENT_TIMEOUT / 2`, `TIMEOUT + 4`, `float(DEAD_AFTER)`). A
+# bound on a lower-case name (`deadline`, a time measured in the same test) is not seen:
+# give it a "not paced" comment, or pace it.
+_A_TIME = re.compile(r"monotonic|perf_counter|\.time\(\)|seconds|elapsed|_s\b|\btook\b")
 
 
 def _a_number(node: ast.AST) -> bool:
@@ -402,6 +403,7 @@ def test_a_time_bounded_in_a_fixture_asks_for_the_mark_too(tmp_path: Path) -> No
 
 
 BARE_BOUNDS = """
+import asyncio
 import time
 
 
@@ -437,6 +439,10 @@ def test_a_clock_on_the_right(started: float) -> None:
     assert 10 >= time.monotonic() - started
 
 
+async def test_the_event_loop_s_clock(began: float) -> None:
+    assert asyncio.get_running_loop().time() - began < 6.5
+
+
 def test_a_lower_bound_is_no_limit(started: float) -> None:
     assert 0.5 < time.monotonic() - started
     assert time.monotonic() - started > 0.5
@@ -458,7 +464,8 @@ def test_a_bare_wall_clock_bound_asks_for_the_mark(tmp_path: Path) -> None:
     bounds in tests/scale/test_outages_under_load.py were neither paced nor marked. Nor did it
     see a bound named (`took < STATEMENT_TIMEOUT / 2`): seven such tests were not marked. A
     bound on a time measured in the test counts once a comment says it is not paced. Nor did
-    it see a chained bound (`0 < took < 10`) or the clock on the right (`10 > took`)."""
+    it see a chained bound (`0 < took < 10`) or the clock on the right (`10 > took`), nor the
+    event loop's clock (`loop.time() - began < 6.5`, a stop's bound in the in-doubt tests)."""
     tests = tmp_path / "tests"
     tests.mkdir()
     (tests / "test_bare.py").write_text(BARE_BOUNDS)
@@ -470,5 +477,6 @@ def test_a_bare_wall_clock_bound_asks_for_the_mark(tmp_path: Path) -> None:
         "test_a_timeout_and_slack: not marked",
         "test_a_clock_between_two_bounds: not marked",
         "test_a_clock_on_the_right: not marked",
+        "test_the_event_loop_s_clock: not marked",
         "test_a_bound_its_comment_says_is_not_paced: not marked",
     ], wrong

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from server.errors import TrainingError
+from server.nlu.duckling import logger as duckling_logger
 from server.nlu.fallback import FALLBACK_INTENT
 from server.nlu.pipeline import NLUPipeline
 from server.nlu.pipeline import logger as pipeline_logger
@@ -550,7 +551,9 @@ def cross_validate(
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=42)
     combined = Predictions()
     fold_accuracies = []
-    with _each_said_once(pipeline_logger):
+    fold_metrics: dict[str, dict[str, list[float]]] = {}
+    # Each fold trains its own pipeline, which warns anew: an unreachable Duckling too.
+    with _each_said_once(pipeline_logger), _each_said_once(duckling_logger):
         for train_idx, test_idx in splitter.split(np.zeros(len(strata)), strata):
             train = _subset(data, train_idx)
             test = _subset(data, test_idx)
@@ -558,10 +561,47 @@ def cross_validate(
             fold = predict(model, test)
             hits = [e.base_intent == p for e, p in zip(fold.examples, fold.intents, strict=True)]
             fold_accuracies.append(float(np.mean(hits)) if hits else 0.0)
+            for evaluation, metrics in _fold_metrics(fold).items():
+                for name, value in metrics.items():
+                    fold_metrics.setdefault(evaluation, {}).setdefault(name, []).append(value)
             combined.extend(fold)
     summary = write_reports(combined, Path(out_dir), **files)
     summary["fold_accuracies"] = fold_accuracies
+    summary["fold_metrics"] = fold_metrics
     return summary
+
+
+def _fold_metrics(fold: Predictions) -> dict[str, dict[str, float]]:
+    """One fold's figures as `rasa test nlu --cross-validation` gives them (accuracy, and the
+    weighted F1-score and precision), for the intents, each entity extractor and the
+    responses chosen for retrieval intents."""
+
+    def figures(report: dict[str, Any]) -> dict[str, float]:
+        weighted = report.get("weighted avg", {})
+        return {
+            "Accuracy": float(report.get("accuracy", report["micro avg"]["f1-score"])),
+            "F1-score": float(weighted.get("f1-score", 0.0)),
+            "Precision": float(weighted.get("precision", 0.0)),
+        }
+
+    rows = [(e.base_intent, p) for e, p in zip(fold.examples, fold.intents, strict=True)]
+    intents = labels_report(
+        [t for t, _ in rows if t], [p for t, p in rows if t], confused_with=False
+    )
+    metrics = {"intent": figures(intents)} if intents else {}
+    chosen = [
+        (e.intent, r[0])
+        for e, r in zip(fold.examples, fold.responses, strict=True)
+        if r is not None and e.intent and "/" in e.intent
+    ]
+    responses = labels_report([t for t, _ in chosen], [p for _, p in chosen], confused_with=False)
+    if responses:
+        metrics["response"] = figures(responses)
+    for extractor in _active_extractors(fold):
+        report = entity_report(fold, extractor)
+        if report:
+            metrics[f"entity:{extractor}"] = figures(report)
+    return metrics
 
 
 @contextlib.contextmanager

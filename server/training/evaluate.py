@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
+from statistics import fmean, pstdev
 
 from server.dialogue.evaluation import (
     FAILED_STORIES_FILE,
@@ -187,7 +187,33 @@ def cross_validate_nlu(args: argparse.Namespace, out: Path) -> None:
     report = cross_validate(
         data, config.pipeline, args.folds, out, config.language, **report_files(args)
     )
-    print(json.dumps(report, indent=2)[:2000])
+    for line in cross_validation_lines(args.folds, report["fold_metrics"]):
+        print(line)
+    print(f"Reports in {out}/ (the held-out examples of every fold).")
+
+
+def cross_validation_lines(
+    folds: int, fold_metrics: dict[str, dict[str, list[float]]]
+) -> list[str]:
+    """Rasa's summary of a cross-validation: per evaluation, each metric's mean over the
+    folds and (its standard deviation). Rasa also gives the figures on the training folds;
+    only the held-out ones are measured here."""
+    lines = [f"CV evaluation (n={folds})"]
+    entities = [key for key in fold_metrics if key.startswith("entity:")]
+    for key in ["intent", *entities, "response"]:
+        if key not in fold_metrics:
+            continue
+        if key == "intent":
+            lines.append("Intent evaluation results")
+        elif key == "response":
+            lines.append("Response Selection evaluation results")
+        else:
+            if key == entities[0]:
+                lines.append("Entity evaluation results")
+            lines.append(f"Entity extractor: {key.removeprefix('entity:')}")
+        for name, values in fold_metrics[key].items():
+            lines.append(f"test {name}: {fmean(values):.3f} ({pstdev(values):.3f})")
+    return lines
 
 
 def _parts_to_test(model: DialogueModel, what: str | None, path: str) -> tuple[bool, bool]:

@@ -21,7 +21,7 @@ from server.brokers.in_doubt import InDoubtEvents
 from server.brokers.sql import SqlEventBroker
 from server.trackers.factory import create_tracker_store
 from server.trackers.store import TrackerStore
-from tests.loop_lag import loop_hold
+from tests.loop_lag import loop_hold, paced
 from tests.trackers.persistence_fixtures import POSTGRES, postgres_database
 
 
@@ -164,6 +164,7 @@ async def test_in_doubt_events_wait_until_the_database_answers(tmp_path: Path) -
             await proxy.cut()
 
 
+@pytest.mark.timing
 async def test_closing_gives_the_read_back_and_the_queue_five_seconds_in_all() -> None:
     """The tracker store's database silent, the broker's down: the stop waited 5 s for the
     read-back, then 5 s more for the queue (docs/deployment.md promises 5 s in all)."""
@@ -182,7 +183,9 @@ async def test_closing_gives_the_read_back_and_the_queue_five_seconds_in_all() -
             await asyncio.sleep(1.5)  # bob's first delivery has failed
             began = asyncio.get_running_loop().time()
             await asyncio.wait_for(broker.close(), 20)
-            assert asyncio.get_running_loop().time() - began < 6.5
+            took = asyncio.get_running_loop().time() - began
+            # The 5 s, and our own work at the host's pace; before, 10 s.
+            assert took < 5 + paced(1.5, below=4.5), took
         finally:
             proxy.silent = False
             await store.close()

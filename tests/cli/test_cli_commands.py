@@ -597,6 +597,21 @@ def test_what_rasas_validator_does_not_check_never_fails_it(run_cli, starter_cop
     assert "does not fail on the 2 that Rasa's validator does not give" in result.out
 
 
+def test_a_failed_validation_says_which_warnings_failed_it(run_cli, starter_copy: Path) -> None:
+    """A Rasa config (DIETClassifier) and one warning about the data: --fail-on-warnings fails
+    on the data's warning only, and the summary says so, where it used to read "0 errors, 2
+    warnings" as if the config's notice had failed the check too."""
+    config = starter_copy / "config.yml"
+    config.write_text(config.read_text().replace("IntentClassifier", "DIETClassifier"))
+    _story_naming(starter_copy, "intent: thanks", "action: utter_nothing")
+    strict = run_cli("data", "validate", "--fail-on-warnings", cwd=starter_copy)
+    assert strict.code == 1
+    assert strict.out.splitlines()[-1] == (
+        "Validation failed: 0 errors, 2 warnings; --fail-on-warnings fails on 1, "
+        "not on the 1 about config.yml."
+    )
+
+
 def _only_warned(run_cli, project: Path) -> list[str]:
     """`data validate`'s lines, having checked it passes, and fails with --fail-on-warnings
     (as Rasa's validator does on its warnings)."""
@@ -825,7 +840,26 @@ def test_cross_validation_without_nlu_cross_validates_the_nlu_part(
     result = run_cli("test", "--cross-validation", "-f", "2", "--no-plot", cwd=starter_copy)
     assert result.code == 0, result.err
     assert "Test stories:" in result.out
-    assert "fold_accuracies" in result.out
+    assert "CV evaluation (n=2)" in result.out
+
+
+def test_cross_validation_prints_each_metric_over_the_folds_as_rasa(
+    run_cli, starter_copy: Path
+) -> None:
+    """As `rasa test nlu --cross-validation`: per evaluation, each metric's mean over the
+    folds and (its standard deviation). Before: the summary's JSON, cut at 2,000 characters,
+    with only the accuracy per fold."""
+    result = run_cli("test", "nlu", "--cross-validation", "-f", "2", "--no-plot", cwd=starter_copy)
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    metric = r"test (Accuracy|F1-score|Precision): [01]\.\d{3} \([01]\.\d{3}\)"
+    assert lines[:2] == ["CV evaluation (n=2)", "Intent evaluation results"]
+    matches = [re.fullmatch(metric, line) for line in lines[2:5]]
+    assert [m[1] if m else None for m in matches] == ["Accuracy", "F1-score", "Precision"]
+    assert lines[5:7] == ["Entity evaluation results", "Entity extractor: CRFEntityExtractor"]
+    assert all(re.fullmatch(metric, line) for line in lines[7:10])
+    assert lines[10] == "Reports in results/ (the held-out examples of every fold)."
+    assert "{" not in result.out
 
 
 def _add_failing_test_story(project: Path) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import time
 from typing import Any
 
 import httpx
@@ -231,17 +230,26 @@ async def test_a_followup_action_runs_next_whatever_the_policies_say() -> None:
 
 
 class SlowNLU:
-    """An NLU that blocks its thread, as a CPU-heavy pipeline or a Duckling call does."""
+    """An NLU that blocks its thread, as a CPU-heavy pipeline or a Duckling call does: until
+    the event loop has run other work (`loop_ran`), which it never does if the parse holds
+    the loop's own thread (10 s at most, then `saw_the_loop_run` is False)."""
+
+    def __init__(self) -> None:
+        self.loop_ran = threading.Event()
+        self.saw_the_loop_run = False
 
     def parse(
         self, text: str, message_id: str | None = None, metadata: dict | None = None
     ) -> dict[str, Any]:
-        time.sleep(0.3)
+        self.saw_the_loop_run = self.loop_ran.wait(10)
         return {"text": text, "intent": {"name": "greet", "confidence": 1.0}, "entities": []}
 
 
 async def test_nlu_runs_off_the_event_loop() -> None:
-    agent = agent_for(Scripted("utter_greet"), nlu=SlowNLU())
+    """The loop ticks ten times while the parse is under way (before, a fixed 0.3 s parse had
+    to see ten ticks of 10 ms: a loaded host ticks slower)."""
+    nlu = SlowNLU()
+    agent = agent_for(Scripted("utter_greet"), nlu=nlu)
     ticks = 0
 
     async def tick() -> None:
@@ -249,6 +257,8 @@ async def test_nlu_runs_off_the_event_loop() -> None:
         while True:
             await asyncio.sleep(0.01)
             ticks += 1
+            if ticks == 10:
+                nlu.loop_ran.set()
 
     ticker = asyncio.create_task(tick())
     try:
@@ -256,7 +266,7 @@ async def test_nlu_runs_off_the_event_loop() -> None:
     finally:
         ticker.cancel()
     assert turn.texts == ["Hello!"]
-    assert ticks >= 10  # the loop kept running while the NLU worked
+    assert nlu.saw_the_loop_run  # the loop kept running while the NLU worked
 
 
 class QuickNLU:

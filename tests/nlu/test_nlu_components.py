@@ -1,5 +1,6 @@
 import json
 import logging
+import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -260,6 +261,18 @@ def test_evaluate_reports_the_response_selector_as_rasa(tmp_path: Path, load_bot
 def test_cross_validation(tmp_path: Path, load_bot):
     summary = cross_validate(load_bot("moodbot"), [], 3, tmp_path)
     assert len(summary["fold_accuracies"]) == 3
+
+
+def test_cross_validation_measures_each_fold_of_the_response_selector(tmp_path: Path, load_bot):
+    """`rasa test nlu --cross-validation` on responseselectorbot also sums up the responses
+    chosen, fold by fold, as it does the intents."""
+    pipeline = [{"name": "DIETClassifier"}, {"name": "ResponseSelector"}]
+    summary = cross_validate(load_bot("responseselectorbot"), pipeline, 2, tmp_path)
+    assert set(summary["fold_metrics"]) == {"intent", "response"}
+    for metrics in summary["fold_metrics"].values():
+        assert set(metrics) == {"Accuracy", "F1-score", "Precision"}
+        assert all(len(values) == 2 for values in metrics.values())
+    assert summary["fold_metrics"]["intent"]["Accuracy"] == summary["fold_accuracies"]
     assert (tmp_path / "intent_report.json").exists()
 
 
@@ -293,6 +306,21 @@ def test_cross_validation_says_the_pipelines_warnings_once(
     with caplog.at_level(logging.WARNING):  # and again in the next cross-validation
         cross_validate(load_bot("moodbot"), [{"name": "DIETClassifier"}], 2, tmp_path)
     assert [r for r in caplog.records if "run as botserver equivalents" in r.getMessage()]
+
+
+def test_cross_validation_says_an_unreachable_duckling_once(
+    tmp_path: Path, load_bot, caplog: pytest.LogCaptureFixture
+) -> None:
+    """formbot's `test nlu --cross-validation` without Duckling running: each fold's pipeline
+    said Duckling failed, once per fold."""
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    pipeline = [{"name": "DucklingEntityExtractor", "url": url, "dimensions": ["number"]}]
+    with caplog.at_level(logging.WARNING):
+        cross_validate(load_bot("moodbot"), pipeline, 3, tmp_path)
+    said = [r for r in caplog.records if "Duckling at" in r.getMessage()]
+    assert len(said) == 1
 
 
 def test_a_training_beside_a_cross_validation_still_says_its_warnings(

@@ -403,9 +403,15 @@ async def test_a_writer_in_another_process_sends_appends_to_the_thread_and_none_
         fallbacks_before = database.busy_fallbacks
 
         appends = asyncio.gather(*(store.append(f"c{n}", [user(f"m{n}", 2.0)]) for n in range(20)))
-        await asyncio.sleep(0.3)
-        assert not appends.done()  # waiting for the other process, off the event loop
+        # Until an append found the database locked (at once on a quiet host, later on a
+        # loaded one): then they wait for the other process, off the event loop.
+        for _ in range(600):
+            if database.busy_fallbacks > fallbacks_before:
+                break
+            await asyncio.sleep(0.05)
         assert database.busy_fallbacks > fallbacks_before
+        await asyncio.sleep(0.3)
+        assert not appends.done()
         writer.stdin.write(b"commit\n")
         assert await writer.stdout.readline() == b"committed\n"
         await appends
