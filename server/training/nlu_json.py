@@ -117,17 +117,19 @@ _WHERE_PART = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
 def json_line(text: str, path: list[str | int]) -> int | None:
     """The line (1-based) of the value at `path` (keys and list positions from the top) in
     the JSON `text`, at its key when it has one; the nearest enclosing value's line when the
-    text has no such value. Read only when an error names it: a valid file costs nothing."""
+    text has no such value. A key written twice in one object: the last, which is the one
+    read. Read only when an error names it: a valid file costs nothing."""
     best = 1 if text.strip(_JSON_SPACE) else None
     kinds: list[str] = []  # "{" or "[" of each open container
     at: list[str | int | None] = []  # the key or list position read in each
     expecting_key = False
 
-    def reached(position: int) -> bool:
+    def reached(position: int) -> None:
+        # Each part of `path` is reached once, or again where a key is written twice: the
+        # later one, read, replaces what was found under the earlier.
         nonlocal best
         if at == path[: len(at)]:
             best = text.count("\n", 0, position) + 1
-        return at == path
 
     for token in _JSON_TOKEN.finditer(text):
         char = token.group()[0]
@@ -145,16 +147,15 @@ def json_line(text: str, path: list[str | int]) -> int | None:
             expecting_key = True
         elif char == '"' and expecting_key:
             at[-1] = json.loads(token.group())
-            if reached(token.start()):
-                return best
+            reached(token.start())
             continue
         if char in "[," and kinds and kinds[-1] == "[":
             if char == ",":
                 at[-1] = int(at[-1] or 0) + 1
             item = _JSON_ITEM.search(text, token.end())
             start = item.start() if item else len(text)
-            if text[start : start + 1] != "]" and reached(start):
-                return best
+            if text[start : start + 1] != "]":
+                reached(start)
     return best
 
 

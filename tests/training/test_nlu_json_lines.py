@@ -106,3 +106,33 @@ def test_a_valid_file_still_loads_the_same(tmp_path: Path) -> None:
     assert data.examples[1].entities[0].value == "Berlin"
     assert data.regexes == [("zip", "[0-9]{5}")]
     assert data.synonyms == {"ber": "Berlin"}
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        # a section written twice: the second is the one read, and the one named
+        (
+            '{"rasa_nlu_data": {\n"common_examples": [\n{"text": "a", "intent": "b"}\n],\n'
+            '"common_examples": [\n{"text": 5, "intent": "b"}\n]}}',
+            6,
+        ),
+        # ... also when the mistake is a key the second one lacks: the line of its item
+        (
+            '{"rasa_nlu_data": {\n"common_examples": [\n{"text": "a",\n"intent": "b"}\n],\n'
+            '"common_examples": [\n{"intent": "b"}\n]}}',
+            7,
+        ),
+        # a key written twice in one example: the last is read
+        ('{"rasa_nlu_data": {"common_examples": [\n{"text": "ok",\n"text": 5}\n]}}', 3),
+        # keys written with escapes, and brackets and quotes inside the text
+        (
+            '{"rasa_nlu_data": {"common_examples": [\n{"te\\u0078t": "a \\" [ {", "intent": '
+            '"b"},\n{"text": "x\\"y",\n"\\u0069ntent": 4}\n]}}',
+            4,
+        ),
+    ],
+    ids=["section-twice", "section-twice-key-missing", "key-twice", "escapes"],
+)
+def test_a_key_written_twice_names_the_one_read(tmp_path: Path, text: str, line: int) -> None:
+    assert _refusal(tmp_path, text).line == line
