@@ -232,7 +232,7 @@ def expand_env(value: str, filename: str | None = None, line: int | None = None)
         if name not in os.environ:
             where = f"{filename}:{line}: " if filename else (f"line {line}: " if line else "")
             raise MissingEnvironmentVariable(
-                f"{where}environment variable '{name}' is not set (used in '{value}')"
+                f"{where}environment variable {brief(name)} is not set (used in {brief(value)})"
             )
         return os.environ[name]
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from server.config import read_endpoints
+from server.errors import MissingEnvironmentVariable
 from server.training.yaml_io import parse_yaml, read_yaml_file
 
 # A line of this many characters cost seconds of CPU before (its cost grew with the square
@@ -89,3 +90,18 @@ def test_variables_are_still_substituted(monkeypatch: pytest.MonkeyPatch, tmp_pa
     url = read_endpoints(path)["action_endpoint"]["url"]
     assert url == "http://actions$x:5055/webhook$ $1 ${PORT"
     assert "HOST" in os.environ
+
+
+def test_an_unset_variable_in_a_long_value_is_said_in_a_short_message(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Before: the message held the whole value and the whole name, 400 KB for this line.
+    monkeypatch.delenv("UNSET_HOST", raising=False)
+    path = tmp_path / "endpoints.yml"
+    filler = "x" * 200_000
+    path.write_text(f"action_endpoint:\n  url: http://${{UNSET_HOST}}/{filler}${{{filler}}}\n")
+    with pytest.raises(MissingEnvironmentVariable) as raised:
+        read_endpoints(path)
+    message = str(raised.value)
+    assert message.startswith(f"{path}: line 2: environment variable 'UNSET_HOST' is not set")
+    assert len(message) < 1_000
