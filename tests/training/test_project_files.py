@@ -665,6 +665,27 @@ def test_a_file_of_a_single_value_names_its_line(
     assert "holds the single value" in raised.value.reason
 
 
+def test_a_domain_folder_file_of_a_single_value_is_refused_and_an_empty_one_skipped(
+    tmp_path: Path,
+) -> None:
+    """A file of a domain folder that is one value (a `key: value` line without its colon)
+    was skipped without a word, and its intents or responses trained as absent; Rasa also
+    skips most of them (see differences-from-rasa.md). Empty, comment-only and `---` files
+    are still skipped."""
+    project = _project_of(tmp_path)
+    folder = project / "domain"
+    folder.mkdir()
+    (folder / "intents.yml").write_text('version: "3.1"\nintents:\n- greet\n')
+    for name, text in [("empty", ""), ("comment", "# later\n"), ("start", "---\n")]:
+        (folder / f"{name}.yml").write_text(text)
+    assert "greet" in read_domain(folder).intents
+    (folder / "responses.yml").write_text("# the bot's words\n\nresponses utter_greet\n")
+    with pytest.raises(InvalidProjectFile) as raised:
+        read_domain(folder)
+    assert (raised.value.filename, raised.value.line) == (str(folder / "responses.yml"), 3)
+    assert "holds the single value" in raised.value.reason
+
+
 def test_a_form_whose_ignored_intents_are_not_names_is_refused_naming_its_line(
     tmp_path: Path,
 ) -> None:
