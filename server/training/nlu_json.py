@@ -4,7 +4,9 @@ NLUTrainingData and written from it, for `botserver data convert nlu`."""
 from __future__ import annotations
 
 import json
+import math
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +105,8 @@ def load_project_json(text: str, filename: str) -> Any:
             f"the JSON nests more than {MAX_DEPTH} levels deep", filename, _too_deep_line(text)
         ) from None
     except ValueError as exc:
-        raise InvalidProjectFile(f"invalid JSON: {exc}", filename) from None
+        line = _unheld_value_line(text, surrogate="surrogate" in str(exc))
+        raise InvalidProjectFile(f"invalid JSON: {exc}", filename, line) from None
 
 
 # A string (escapes and all) or a character that opens, closes or separates: what
@@ -166,6 +169,32 @@ def _too_deep_line(text: str) -> int | None:
         char = token.group()[0]
         depth += 1 if char in "{[" else -1 if char in "}]" else 0
         if depth > MAX_DEPTH:
+            return text.count("\n", 0, token.start()) + 1
+    return None
+
+
+# A string, or what the reader takes for a number or a constant outside strings.
+_JSON_SCALAR = re.compile(r'"(?:[^"\\]|\\.)*"|NaN|-?Infinity|-?[0-9][0-9.eE+-]*')
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _unheld_value_line(text: str, surrogate: bool) -> int | None:
+    """The line of the first value of valid JSON `text` no JSON answer can hold: a string
+    with an unpaired surrogate (`surrogate`), else NaN, Infinity, a number beyond a double
+    or an integer of more digits than Python reads. Looked for on that error only."""
+    for token in _JSON_SCALAR.finditer(text):
+        value = token.group()
+        if value[0] == '"':
+            found = surrogate and _SURROGATE.search(json.loads(value)) is not None
+        elif surrogate:
+            continue
+        elif value[-1] in "yN":  # Infinity, NaN
+            found = True
+        elif value.lstrip("-").isdigit():  # an integer: read unless of too many digits
+            found = len(value.lstrip("-")) > (sys.get_int_max_str_digits() or len(value))
+        else:
+            found = not math.isfinite(float(value))
+        if found:
             return text.count("\n", 0, token.start()) + 1
     return None
 

@@ -136,3 +136,25 @@ def test_a_valid_file_still_loads_the_same(tmp_path: Path) -> None:
 )
 def test_a_key_written_twice_names_the_one_read(tmp_path: Path, text: str, line: int) -> None:
     assert _refusal(tmp_path, text).line == line
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ('"x\\ud800y"', "unpaired UTF-16 surrogate escape"),
+        ("1e999", "too large for a double"),
+        ("NaN", "NaN is not a JSON value"),
+        ("-Infinity", "Infinity is not a JSON value"),
+        ("1" + "0" * 5_000, "digits"),
+    ],
+    ids=["surrogate", "huge-float", "nan", "infinity", "long-integer"],
+)
+def test_a_value_json_cannot_hold_names_its_line(tmp_path: Path, value: str, reason: str) -> None:
+    # Before: the file alone (the reader refuses these after its syntax check).
+    text = (
+        '{"rasa_nlu_data": {"common_examples": [\n{"text": "1e999 NaN \\\\ud800",'
+        f' "intent": "b"}},\n{{"text": "a",\n"intent": "b", "metadata": {value}}}\n]}}}}'
+    )
+    error = _refusal(tmp_path, text)
+    assert reason in error.reason
+    assert error.line == 4
