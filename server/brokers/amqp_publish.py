@@ -101,8 +101,9 @@ async def publish(channel: Channel, messages: Sequence[Marshalled]) -> list[asyn
         for tag, message, confirm in zip(tags, messages, confirms, strict=True):
             channel.confirmations[tag] = confirm
             returned[message.message_id] = tag  # a return names the message by its id
-        # RabbitMQ confirms in order: once the last is, so are the others.
-        done = functools.partial(_run_done, run, returned, messages, tags)
+        # Watched from the last confirm, which is most often the last to come (not always:
+        # RabbitMQ acks a small persistent message before a large one written before it).
+        done = functools.partial(_run_done, run, returned, messages, tags, confirms)
         confirms[-1].add_done_callback(done)
         channel.delivery_tag = tags[-1]
         payload = b"".join(message.frames for message in messages)
@@ -120,6 +121,8 @@ async def publish(channel: Channel, messages: Sequence[Marshalled]) -> list[asyn
 
 def _closed(confirms: list[asyncio.Future[Any]], run: asyncio.Future[None]) -> None:
     """The channel closed before the run was confirmed: its close error fails the rest."""
+    if not run.cancelled() and run.exception() is None:
+        return  # every message of the run was confirmed (or failed) on its own
     if run.cancelled():
         error: BaseException = asyncio.CancelledError()
     else:
@@ -134,10 +137,17 @@ def _run_done(
     returned: dict[str, int],
     messages: Sequence[Marshalled],
     tags: range,
+    confirms: list[asyncio.Future[Any]],
     _: object,
 ) -> None:
-    """The run's last confirm came (or it failed): its ids no longer name their delivery tags
-    (unless sent again since), and the run leaves the channel's futures."""
+    """Once every confirm of the run came (or failed): its ids no longer name their delivery
+    tags (unless sent again since), and the run leaves the channel's futures."""
+    for confirm in confirms:
+        if not confirm.done():  # confirmed out of order: watch the first still awaited
+            confirm.add_done_callback(
+                functools.partial(_run_done, run, returned, messages, tags, confirms)
+            )
+            return
     for message, tag in zip(messages, tags, strict=True):
         if returned.get(message.message_id) == tag:
             del returned[message.message_id]
