@@ -1,14 +1,18 @@
 """Stopping background tasks at shutdown, and saying how long the stop waits for what runs;
-a long command stopping at its next batch once asked to."""
+a long command stopping at its next batch once asked to; work that runs on to its end when
+the request that started it is cut off."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from typing import Any
+from typing import Any, TypeVar
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # `stop` cancels a task again this often until it ends...
 RECANCEL_SECONDS = 0.1
@@ -69,3 +73,42 @@ def stop_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+# Work that went on past its caller's cancellation (`to_its_end`), held until it ends so
+# that none is collected before.
+_RUNNING_ON: set[asyncio.Future[Any]] = set()
+
+
+async def to_its_end(work: Awaitable[T], when_cut: Callable[[asyncio.Future[T]], None]) -> T:
+    """Awaits `work` in a task of its own, which the caller's cancellation (the response
+    timeout) does not cancel: it runs on to its end (a turn under its conversation's lock,
+    stored whole), and `when_cut` gets it then, to say how it ended (nobody awaits it any
+    more). The caller's cancellation goes on as it came."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        _RUNNING_ON.add(task)
+        task.add_done_callback(_RUNNING_ON.discard)
+        task.add_done_callback(when_cut)
+        raise
+
+
+def said_when_ended(
+    log: logging.Logger, failed: Callable[[Exception], None], what: str, *args: Any
+) -> Callable[[asyncio.Future[Any]], None]:
+    """A `when_cut` for `to_its_end` running a conversation's turn: one INFO line that the
+    turn (`what % args`) ended and was stored, or `failed(error)`; nothing when the server's
+    stop cancelled it."""
+
+    def ended(turn: asyncio.Future[Any]) -> None:
+        if turn.cancelled():
+            return
+        error = turn.exception()
+        if error is None:
+            log.info(f"{what}, cut off by the response timeout, ended and was stored", *args)
+        elif isinstance(error, Exception):
+            failed(error)
+
+    return ended
