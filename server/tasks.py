@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any, TypeVar
@@ -80,6 +81,16 @@ def stop_if_cancelled() -> None:
 _RUNNING_ON: set[asyncio.Future[Any]] = set()
 
 
+# The tasks (requests) whose cancellation left their work running on (`to_its_end`).
+_LEFT_RUNNING: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+
+
+def left_running(task: asyncio.Task[Any]) -> bool:
+    """Whether `task`, cancelled, left work running on to its end (`to_its_end`): the
+    response timeout's log line says so rather than "cancelled"."""
+    return task in _LEFT_RUNNING
+
+
 async def to_its_end(work: Awaitable[T], when_cut: Callable[[asyncio.Future[T]], None]) -> T:
     """Awaits `work` in a task of its own, which the caller's cancellation (the response
     timeout) does not cancel: it runs on to its end (a turn under its conversation's lock,
@@ -89,10 +100,44 @@ async def to_its_end(work: Awaitable[T], when_cut: Callable[[asyncio.Future[T]],
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
+        caller = asyncio.current_task()
+        if caller is not None:
+            _LEFT_RUNNING.add(caller)
         _RUNNING_ON.add(task)
         task.add_done_callback(_RUNNING_ON.discard)
         task.add_done_callback(when_cut)
         raise
+
+
+def running_on() -> int:
+    """How many of the works `to_its_end` let run on still run, not already cancelled (a
+    channel's turn that the stop's drain of turns in flight cancelled)."""
+    return len(_still_running())
+
+
+def _still_running() -> list[asyncio.Future[Any]]:
+    return [
+        work
+        for work in _RUNNING_ON
+        if not work.done() and not (isinstance(work, asyncio.Task) and work.cancelling())
+    ]
+
+
+async def finish_running_on(timeout: float, unwind: float = 1.0) -> int:
+    """At the server's stop: waits up to `timeout` seconds for the work `to_its_end` let run
+    on (a `trigger_intent` or `execute` cut off by the response timeout: no channel's turn
+    count holds them), then cancels what still runs (under its lock, stored at its end: a
+    cancelled one stores nothing) and gives it `unwind` seconds to let go of its lock;
+    returns how many were cancelled. Before, the stores and clients closed under them."""
+    running = _still_running()
+    if running and timeout > 0:
+        await asyncio.wait(running, timeout=timeout)
+    late = [task for task in running if not task.done()]
+    for task in late:
+        task.cancel()
+    if late:
+        await asyncio.wait(late, timeout=unwind)
+    return len(late)
 
 
 def said_when_ended(

@@ -60,7 +60,7 @@ from server.models.local import resolve_local_model
 from server.models.remote_storage import check_storage_settings
 from server.outages import flush_repeats
 from server.run_flags import DEFAULT_CREDENTIALS, check_run_flags
-from server.tasks import waits_in_grace
+from server.tasks import finish_running_on, running_on, waits_in_grace
 from server.trackers.lock import LockStore
 from server.trackers.setup_loop import stop_by
 from server.trackers.store import SetsUpOnFirstUse, TrackerStore
@@ -288,6 +288,12 @@ async def _finish_turns(turns: TurnsInFlight) -> None:
         cancelled = "it is cancelled" if turns.count == 1 else "they are cancelled"
         waits_in_grace(logger, seconds, in_flight, cancelled, until=" to finish")
         left = await turns.drain(seconds)
+    if running_on():  # cut off by the response timeout, outside the channels' turns
+        seconds = seconds_left(GRACEFUL_SHUTDOWN_SECONDS)
+        in_flight = f"{how_many(running_on(), 'turn')} cut off by the response timeout"
+        cancelled = "it is cancelled" if running_on() == 1 else "they are cancelled"
+        waits_in_grace(logger, seconds, in_flight, cancelled, until=" to finish")
+        left += await finish_running_on(seconds)
     requests = take_cancelled_requests()  # said here in place of uvicorn's ERROR line
     if left or requests:
         logger.warning(
