@@ -81,6 +81,9 @@ def stop_if_cancelled() -> None:
 _RUNNING_ON: set[asyncio.Future[Any]] = set()
 
 
+# At most this many run on at once; a turn cut off past it is cancelled (nothing stored).
+MOST_RUNNING_ON = 1000
+
 # The tasks (requests) whose cancellation left their work running on (`to_its_end`).
 _LEFT_RUNNING: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
 
@@ -100,6 +103,16 @@ async def to_its_end(work: Awaitable[T], when_cut: Callable[[asyncio.Future[T]],
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
+        if len(_RUNNING_ON) >= MOST_RUNNING_ON:
+            # A bound on what piles up (a stalled action server, clients sending again):
+            # cancelled as before, under its lock, so nothing of it is stored.
+            task.cancel()
+            logger.warning(
+                "%d turns cut off by the response timeout still run on: this one is "
+                "cancelled, nothing of it stored",
+                len(_RUNNING_ON),
+            )
+            raise
         caller = asyncio.current_task()
         if caller is not None:
             _LEFT_RUNNING.add(caller)

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from server import tasks
 from server.api import runner
 from server.api.server import ServerOptions, build_app
 from tests.api.conftest import open_client
@@ -187,3 +188,23 @@ async def test_the_stop_waits_for_a_triggered_intent_cut_off(
         "utter_greet",
         "action_listen",
     ]
+
+
+async def test_past_the_bound_of_turns_running_on_a_cut_off_turn_is_cancelled_whole(
+    make_client: Callable[..., Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Turns cut off by the response timeout pile up while an NLG or action server stalls:
+    past `MOST_RUNNING_ON` running on, one more is cancelled as before (503, nothing of it
+    stored, its lock released at once) with a warning. Before, there was no bound."""
+    monkeypatch.setattr(tasks, "MOST_RUNNING_ON", 0)
+    async with held_server(make_client, tmp_path, "memory") as (client, release):
+        cut = await client.post("/conversations/b/trigger_intent", json={"name": "greet"})
+        assert cut.status_code == 503, cut.text
+        release.set()
+        # Under the conversation's lock: a turn that ran on would be stored by then.
+        after = await client.post("/conversations/b/execute", json={"name": "utter_happy"})
+        assert after.status_code == 404, after.text  # nothing of the conversation stored
+    assert any("this one is cancelled, nothing of it stored" in m for m in caplog.messages)
