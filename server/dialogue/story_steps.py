@@ -148,12 +148,14 @@ def _join_stories(steps: list[StoryStep]) -> list[TrainingStory]:
 
     stories: list[TrainingStory] = []
     seen: set[tuple[str, ...]] = set()
-    # Depth-first walk over (step index, events so far, names so far, visits per step).
-    stack: list[tuple[int, list[Event], list[str], dict[int, int]]] = [
-        (i, [], [], {}) for i in reversed(starting.get(STORY_START, []))
+    # Depth-first walk over (step index, events so far, names so far, visits per step, slot
+    # values so far): the slot values of the events so far, walked again at each step, made
+    # a chain of checkpoints cost the square of its length.
+    stack: list[tuple[int, list[Event], list[str], dict[int, int], dict[str, Any]]] = [
+        (i, [], [], {}, {}) for i in reversed(starting.get(STORY_START, []))
     ]
     while stack:
-        index, prefix, names, visits = stack.pop()
+        index, prefix, names, visits, prefix_slots = stack.pop()
         step = steps[index]
         events = prefix + step.events
         path_names = names if names and names[-1] == step.name else names + [step.name]
@@ -178,7 +180,7 @@ def _join_stories(steps: list[StoryStep]) -> list[TrainingStory]:
                     return stories
             if not step.end_checkpoints:
                 continue
-        slots = _slot_values(events)
+        slots = _slot_values(step.events, prefix_slots)
         for checkpoint in step.end_checkpoints:
             for following in reversed(starting.get(checkpoint, [])):
                 if path_visits.get(following, 0) >= MAX_STEP_VISITS_PER_STORY:
@@ -186,7 +188,7 @@ def _join_stories(steps: list[StoryStep]) -> list[TrainingStory]:
                 conditions = steps[following].checkpoint_conditions.get(checkpoint, {})
                 if any(slots.get(k) != v for k, v in conditions.items()):
                     continue
-                stack.append((following, events, path_names, path_visits))
+                stack.append((following, events, path_names, path_visits, slots))
     return stories
 
 
@@ -221,8 +223,8 @@ def checkpoint_warnings(steps: list[StoryStep]) -> list[str]:
     return list(dict.fromkeys(warnings))
 
 
-def _slot_values(events: list[Event]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
+def _slot_values(events: list[Event], before: dict[str, Any]) -> dict[str, Any]:
+    values = dict(before)
     for event in events:
         if isinstance(event, SlotSet):
             values[event.key] = event.value

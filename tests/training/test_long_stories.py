@@ -108,3 +108,34 @@ def test_two_long_stories_parting_at_their_last_action_conflict() -> None:
     )
     # Within a window of turns, the stories' repeating turns conflict with each other too.
     assert len(story_conflicts(_training_stories(2_000, "utter_a"), DOMAIN, 3)) == 1
+
+
+def test_a_checkpoints_slot_condition_sees_slots_set_steps_before() -> None:
+    text = """stories:
+- story: sets
+  steps:
+  - intent: greet
+  - slot_was_set:
+    - mood: happy
+  - checkpoint: one
+- story: passes
+  steps:
+  - checkpoint: one
+  - action: utter_a
+  - checkpoint: two
+- story: happy
+  steps:
+  - checkpoint: two
+    slot_was_set:
+    - mood: happy
+  - action: utter_b
+- story: sad
+  steps:
+  - checkpoint: two
+    slot_was_set:
+    - mood: sad
+  - action: utter_a
+"""
+    steps = read_story_data(parse_yaml(text), "stories.yml")
+    names = [story.name for story in generate_training_stories(steps, DOMAIN)]
+    assert names == ["sets > passes > happy"]
