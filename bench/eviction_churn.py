@@ -18,6 +18,7 @@ import gc
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,26 @@ from server.trackers.tracker import Tracker  # noqa: E402
 
 CONVERSATIONS = 16
 MESSAGES = ("bye", "are you a bot?")
+
+
+async def talk(
+    client: httpx.AsyncClient,
+    sender: str,
+    stop: asyncio.Event,
+    turned: Callable[[], None],
+    pause: float = 0.0,
+) -> None:
+    """`sender` says MESSAGES in turn through the REST channel until `stop`, calling
+    `turned` after each answer, then waiting `pause` seconds."""
+    index = 0
+    while not stop.is_set():
+        body = {"sender": sender, "message": MESSAGES[index % 2]}
+        response = await client.post("/webhooks/rest/webhook", json=body)
+        assert response.status_code == 200, response.text
+        index += 1
+        turned()
+        if pause:
+            await asyncio.sleep(pause)
 
 
 def rss_kib() -> int:
@@ -67,16 +88,13 @@ async def run(model: Path, cache_events: int, rounds: int, every: float) -> None
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://b", timeout=60) as c:
 
-            async def talk(sender: str) -> None:
-                index = 0
-                while not stop.is_set():
-                    body = {"sender": sender, "message": MESSAGES[index % 2]}
-                    response = await c.post("/webhooks/rest/webhook", json=body)
-                    assert response.status_code == 200, response.text
-                    index += 1
-                    turns[0] += 1
+            def turned() -> None:
+                turns[0] += 1
 
-            tasks = [asyncio.create_task(talk(f"long-{i}")) for i in range(CONVERSATIONS)]
+            tasks = [
+                asyncio.create_task(talk(c, f"long-{i}", stop, turned))
+                for i in range(CONVERSATIONS)
+            ]
             print("round rss_kib turns cpu_s folds waiting_releases", flush=True)
             for round_ in range(rounds):
                 await asyncio.sleep(every)

@@ -5,6 +5,9 @@ callgrind, instructions.
     python bench/redaction_cost.py [--lines 1000000]
     valgrind --tool=callgrind python bench/redaction_cost.py --kind 0 --lines 10000
         (less the same with --lines 0, over 10,000: instructions a line)
+    python bench/redaction_cost.py --register 200
+        (CPU seconds to register 200 secrets, as endpoints.yml's may be, then to redact the
+        first line after them)
 
 PYTHONPATH=<tree> measures that tree's `server`.
 """
@@ -34,7 +37,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--kind", type=int, help="one line only (its index in LINES)")
+    parser.add_argument("--register", type=int, help="time registering this many secrets")
     args = parser.parse_args()
+    if args.register is not None:
+        start = time.process_time()
+        for i in range(args.register):
+            log_redaction.redact_also(f"registered-secret-{i:04d}.x~y")
+        registered = time.process_time()
+        log_redaction.redact(LINES["access line with an encoded secret"])
+        print(
+            f"{args.register} secrets: {registered - start:.3f} s to register, "
+            f"{time.process_time() - registered:.3f} s to redact the first line after them"
+        )
+        return
     for secret in SECRETS:
         log_redaction.redact_also(secret)
     redact = log_redaction.redact

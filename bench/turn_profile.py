@@ -3,7 +3,7 @@
     python bench/turn_profile.py [--store sqlite|memory|redis|postgresql|dynamo]
         [--lock memory|redis] [--turns 20000] [--concurrency 50] [--warmup 2000] [--unique]
         [--model ARCHIVE] [--no-uvloop] [--no-gc] [--cprofile OUT.prof] [--store-stats]
-        [--round-trips]
+        [--round-trips] [--broker none|pika|sql] [--wait-for-delivery]
         [--json] [--pg-url postgresql://postgres@127.0.0.1:5432/test]
 
 N concurrent moodbot conversations (the scripts of `bench/http_turns.py`) post to the REST
@@ -26,6 +26,11 @@ creates its own database through the `--pg-url` one and drops it after the run.
 item after 121 turns. `--round-trips` counts, client side, the measured turns' Redis round
 trips (writes to a socket) and commands, and their PostgreSQL statements (asyncpg calls); its
 wrappers add a few Python calls, so leave it out of runs that count calls (`--cprofile`).
+`--broker pika` publishes each turn's events to RabbitMQ (127.0.0.1:5672, guest/guest, a
+queue and exchange of the run's own, deleted after it), `--broker sql` to a SQLite event
+table in the run's directory; `--wait-for-delivery` sets `wait_for_delivery: true` (a turn
+answered once the broker took its events). The measured time ends once the broker took every
+event (CPU per turn counts the publishing either way); RabbitMQ's own CPU is not counted.
 """
 
 from __future__ import annotations
@@ -112,6 +117,48 @@ def drop_pg_database(url: str) -> None:
             await conn.close()
 
     asyncio.run(run())
+
+
+RABBITMQ = ("127.0.0.1", 5672)
+
+
+def rabbitmq_names() -> str:
+    """The run's queue and exchange name."""
+    return f"turnprofile{os.getpid()}"
+
+
+def delete_rabbitmq_names() -> None:
+    import aio_pika
+
+    async def run() -> None:
+        connection = await aio_pika.connect(f"amqp://guest:guest@{RABBITMQ[0]}:{RABBITMQ[1]}/")
+        try:
+            channel = await connection.channel()
+            await channel.queue_delete(rabbitmq_names())
+            await channel.exchange_delete(rabbitmq_names())
+        finally:
+            await connection.close()
+
+    asyncio.run(run())
+
+
+def event_broker(broker: str, wait: bool, workdir: Path) -> dict[str, Any] | None:
+    if broker == "pika":
+        host, port = RABBITMQ
+        name = rabbitmq_names()
+        return dict(type="pika", url=host, port=port, username="guest", password="guest") | {
+            "queues": [name],
+            "exchange_name": name,
+            "wait_for_delivery": wait,
+        }
+    if broker == "sql":
+        return {
+            "type": "sql",
+            "dialect": "sqlite",
+            "db": str(workdir / "events.db"),
+            "wait_for_delivery": wait,
+        }
+    return None
 
 
 def endpoints(store: str, lock: str, workdir: Path, pg_url: str) -> dict[str, Any]:
@@ -427,9 +474,11 @@ class StoreStats:
 
 async def measure(args: argparse.Namespace, model: Path, workdir: Path) -> dict[str, Any]:
     os.environ["BENCH_MODEL"] = str(model)
-    os.environ["BENCH_ENDPOINTS"] = json.dumps(
-        endpoints(args.store, args.lock, workdir, args.pg_url)
-    )
+    config = endpoints(args.store, args.lock, workdir, args.pg_url)
+    broker = event_broker(args.broker, args.wait_for_delivery, workdir)
+    if broker is not None:
+        config["event_broker"] = broker
+    os.environ["BENCH_ENDPOINTS"] = json.dumps(config)
     round_trips = RoundTrips() if args.round_trips else None
     from http_apps import server_app
 
@@ -446,11 +495,19 @@ async def measure(args: argparse.Namespace, model: Path, workdir: Path) -> dict[
         print("measuring", file=sys.stderr, flush=True)
         profiler = cProfile.Profile() if args.cprofile else None
         wall, cpu, loop_cpu = time.perf_counter(), time.process_time(), time.thread_time()
+        kernel = os.times().system
         if profiler is not None:
             profiler.enable()
         if round_trips is not None:
             round_trips.enabled = True
         await driver.run(args.turns)
+        answered = time.perf_counter()
+        if args.broker != "none":
+            # The events still queued are delivered inside the measured time: without the
+            # wait, the answers come first and the publishing after them.
+            if not await app.state.event_broker.flush(120):
+                raise SystemExit("the broker did not take the events within 120 s")
+        delivered_after = time.perf_counter() - answered
         if round_trips is not None:
             round_trips.enabled = False
         print("measured", file=sys.stderr, flush=True)
@@ -460,18 +517,25 @@ async def measure(args: argparse.Namespace, model: Path, workdir: Path) -> dict[
             profiler.disable()
         wall = time.perf_counter() - wall
         cpu, loop_cpu = time.process_time() - cpu, time.thread_time() - loop_cpu
+        kernel = os.times().system - kernel
         if profiler is not None:
             profiler.dump_stats(args.cprofile)
         turns = len(driver.latencies)
         result = {
             "store": args.store,
             "lock": args.lock,
+            "broker": args.broker,
+            "wait_for_delivery": args.wait_for_delivery,
             "concurrency": args.concurrency,
             "unique": args.unique,
             "turns": turns,
             "errors": driver.errors,
             "turns_per_s": round(turns / wall, 1),
             "cpu_ms_per_turn": round(cpu * 1000 / turns, 4),
+            # Of it, in the kernel (system calls: socket writes, the waits' epoll).
+            "system_cpu_ms_per_turn": round(kernel * 1000 / turns, 4),
+            # How long after the last answer the broker had taken every event.
+            "delivered_after_ms": round(delivered_after * 1000, 1),
             "loop_thread_cpu_ms_per_turn": round(loop_cpu * 1000 / turns, 4),
             "p50_ms": round(percentile(driver.latencies, 0.50) * 1000, 3),
             "p99_ms": round(percentile(driver.latencies, 0.99) * 1000, 3),
@@ -523,6 +587,12 @@ def main(argv: list[str] | None = None) -> int:
         default="postgresql://postgres@127.0.0.1:5432/test",
         help="the PostgreSQL database that creates the run's own (--store postgresql)",
     )
+    parser.add_argument("--broker", choices=("none", "pika", "sql"), default="none")
+    parser.add_argument(
+        "--wait-for-delivery",
+        action="store_true",
+        help="the broker's wait_for_delivery: true (a turn answered once its events are taken)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
 
@@ -543,6 +613,8 @@ def main(argv: list[str] | None = None) -> int:
                 delete_redis_keys()
             if args.store == "postgresql":
                 drop_pg_database(args.pg_url)
+            if args.broker == "pika":
+                delete_rabbitmq_names()
             if moto is not None:
                 moto.terminate()
                 moto.wait()
@@ -550,9 +622,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
     else:
         print(
-            f"{result['store']}/{result['lock']} c={result['concurrency']}"
+            f"{result['store']}/{result['lock']} broker {result['broker']}"
+            f"{' (wait_for_delivery)' if result['wait_for_delivery'] else ''}"
+            f" c={result['concurrency']}"
             f"{' unique' if result['unique'] else ''}: {result['turns']} turns, "
             f"{result['turns_per_s']:.0f} turns/s, CPU {result['cpu_ms_per_turn']:.3f} ms/turn "
+            f"(system {result['system_cpu_ms_per_turn']:.3f}) "
             f"(loop thread {result['loop_thread_cpu_ms_per_turn']:.3f}), "
             f"p50 {result['p50_ms']:.2f} / p99 {result['p99_ms']:.2f} ms, "
             f"errors {result['errors']}, RSS {result['rss_startup_mb']} / "

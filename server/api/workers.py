@@ -153,13 +153,18 @@ def _private_socket(backlog: int) -> tuple[Path, socket.socket] | None:
     route = secrets.token_hex(4)
     directory = route_sockets(shared)
     path = directory / f"{route}.sock"
+    # Bound under another name, and given its own once it listens: a socket file with nothing
+    # listening is a dead worker's to the others, who remove it (channels/socketio_routing).
+    binding = directory / f".{route}"  # no longer than the name it gets
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         directory.mkdir(exist_ok=True)
-        sock.bind(str(path))
+        sock.bind(str(binding))
         sock.listen(backlog)
+        binding.rename(path)
     except (OSError, ValueError) as exc:  # ValueError: a path longer than sun_path holds
         sock.close()
+        binding.unlink(missing_ok=True)
         logger.warning(
             "worker pid %d has no private socket (%s): socket.io clients on HTTP long-polling "
             "may lose their sessions",
@@ -319,9 +324,20 @@ class Supervisor:
         # Said here, once all have stopped: by a worker, it came while others still closed.
         closed = stopped_workers(worker.pid for worker in self.workers)
         count = len(self.workers)
+        # A worker stopped before it served (a replacement still loading the model when the
+        # stop came) had opened nothing it could close.
+        starting = sum(not ready.is_set() for ready in self.ready)
         if closed == count:
             logger.info(
                 "Stopped: the %d workers closed their channels, event broker and stores.", count
+            )
+        elif closed is not None and starting and closed == count - starting:
+            logger.info(
+                "Stopped: %d of the %d workers closed their channels, event broker and "
+                "stores; %d stopped while starting, before serving.",
+                closed,
+                count,
+                starting,
             )
         elif closed is not None:
             logger.warning(

@@ -8,7 +8,9 @@ For text we do not compose; an address our code shows goes through `safe_url` in
 from __future__ import annotations
 
 import logging
+import os
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import Any
@@ -214,25 +216,60 @@ _literal_pattern: re.Pattern[str] | None = None
 _literal_starts: re.Pattern[str] | None = None
 _long_literals: tuple[str, ...] = ()
 _LONG_LITERAL = 100
+# Registrations so far (`_merge`), and the one the above were built at: `redact` builds them
+# again when these differ.
+_registered = 0
+_built = 0
+# Held to register secrets and to build the above: a log record's thread builds them, while
+# another may be registering. Reentrant: a line may be logged on the thread building them (a
+# collected task's error, a signal handler's line), and its redaction builds them itself.
+_registering = threading.RLock()
+
+
+def _new_lock() -> None:
+    """A forked child has its parent's lock, maybe held, but not the thread holding it."""
+    global _registering
+    _registering = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_new_lock)
 # A query's `name=value`: each name read from a `?`, `&` or `;` up to the next, once.
 _QUERY_PAIR = re.compile(r"([?&;])([^=&;?#\s\"']+)=([^&\s\"';#)]*)")
 
 
 def _merge() -> None:
-    global _literals, _query_names, _literal_pattern, _literal_starts, _long_literals
-    literals = set(_pinned_literals)
-    names = set(_pinned_names)
-    for transient_literals, transient_names in _transient:
-        literals |= transient_literals
-        names |= transient_names
-    _literals = tuple(sorted(literals, key=len, reverse=True))
-    _query_names = frozenset(names)
-    _long_literals = tuple(word for word in _literals if len(word) > _LONG_LITERAL)
-    short = [word for word in _literals if len(word) <= _LONG_LITERAL]
-    alternatives = _alternatives(short) if short else None
-    _literal_pattern = re.compile(alternatives) if alternatives else None
-    # Each place a secret starts, its longest there: one starting inside another is found too.
-    _literal_starts = re.compile(f"(?=({alternatives}))") if alternatives else None
+    """Marks what `redact` reads as out of date: it is built again before the next line
+    is redacted, once however many secrets were registered since. Built at each, 200
+    secrets given at start (endpoints.yml, credentials.yml) cost 8 s of CPU."""
+    global _registered
+    _registered += 1
+
+
+def _build() -> None:
+    global _literals, _query_names, _literal_pattern, _literal_starts, _long_literals, _built
+    with _registering:
+        registered = _registered
+        if _built == registered:  # built by another thread while this one waited
+            return
+        literals = set(_pinned_literals)
+        names = set(_pinned_names)
+        for transient_literals, transient_names in _transient:
+            literals |= transient_literals
+            names |= transient_names
+        ordered = tuple(sorted(literals, key=len, reverse=True))
+        short = [word for word in ordered if len(word) <= _LONG_LITERAL]
+        alternatives = _alternatives(short) if short else None
+        pattern = re.compile(alternatives) if alternatives else None
+        # Each place a secret starts, its longest there: one starting inside another is
+        # found too.
+        starts = re.compile(f"(?=({alternatives}))") if alternatives else None
+        # Replaced together, once built: a thread reading them meanwhile finds the old ones.
+        _literals, _query_names = ordered, frozenset(names)
+        _long_literals = tuple(word for word in ordered if len(word) > _LONG_LITERAL)
+        _literal_pattern, _literal_starts = pattern, starts
+        # Last, and at the registration it read: one made meanwhile (by a line logged while
+        # these were built) is built at the next line.
+        _built = registered
 
 
 def _alternatives(words: Iterable[str]) -> str:
@@ -295,8 +332,10 @@ def redact_also(secret: str | None) -> None:
     """Redact `secret` itself (and its percent-encoded spellings) wherever it appears in a
     log record from now on."""
     if secret and len(secret) >= MIN_LITERAL_LENGTH and secret not in _pinned_literals:
-        _pinned_literals.update(_spellings(secret))
-        _merge()
+        spellings = _spellings(secret)
+        with _registering:
+            _pinned_literals.update(spellings)
+            _merge()
 
 
 # The keys of endpoints.yml and credentials.yml whose values are secrets: passwords (SQL,
@@ -390,18 +429,19 @@ def keep_endpoint_secrets_out_of_logs(
     params = config.get("params")
     if isinstance(params, dict):
         names.update(str(name).lower() for name in params)
-    if not transient:
-        if literals <= _pinned_literals and names <= _pinned_names:
-            return
-        _pinned_literals.update(literals)
-        _pinned_names.update(names)
-    else:
-        key = (frozenset(literals), frozenset(names))
-        _transient.pop(key, None)  # given again: the latest
-        _transient[key] = None
-        while len(_transient) > MAX_TRANSIENT_ENDPOINTS:
-            del _transient[next(iter(_transient))]
-    _merge()
+    with _registering:
+        if not transient:
+            if literals <= _pinned_literals and names <= _pinned_names:
+                return
+            _pinned_literals.update(literals)
+            _pinned_names.update(names)
+        else:
+            key = (frozenset(literals), frozenset(names))
+            _transient.pop(key, None)  # given again: the latest
+            _transient[key] = None
+            while len(_transient) > MAX_TRANSIENT_ENDPOINTS:
+                del _transient[next(iter(_transient))]
+        _merge()
 
 
 # The query names the first pattern knows, for their percent-encoded spellings (`?%74oken=`,
@@ -449,6 +489,10 @@ def _literal_spans(text: str) -> list[tuple[int, int]]:
 # run's start only, and read once (possessive).
 _ENCODED_RUN = re.compile(r"(?<!\S)[^\s%+]*+[%+]\S*+")
 _ESCAPES = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
+# How many times over a secret may be percent-encoded and still be found: a URL encoded again
+# whole (`%` as `%25`: a client or a proxy quoting a URL it was given encoded) holds it
+# twice encoded, and a reader decodes it as easily.
+_ENCODINGS = 3
 
 
 def _decoded_escapes(escapes: re.Match[str]) -> str:
@@ -481,7 +525,8 @@ def _decoded(run: str, plus: bool) -> tuple[str, list[int]]:
 
 def _encoded_literal_spans(text: str) -> list[tuple[int, int]]:
     """Where a registered secret is in `text` percent-encoded in any way (each byte or some,
-    in upper or lower case hex, `+` for a space), as a client may write it in a URL."""
+    in upper or lower case hex, `+` for a space), as a client may write it in a URL, and
+    encoded again (`%252E`), up to _ENCODINGS times."""
     # Most such lines hold none: the words split apart and decoded, without their places.
     if not any(_holds_encoded_literal(word) for word in text.split() if "%" in word or "+" in word):
         return []
@@ -491,18 +536,33 @@ def _encoded_literal_spans(text: str) -> list[tuple[int, int]]:
         for plus in (False, True) if "+" in raw else (False,):
             decoded, origins = _decoded(raw, plus)
             offset = run.start()
-            spans += [
-                (offset + origins[start], offset + origins[end])
-                for start, end in _literal_spans(decoded)
-            ]
+            for encodings in range(1, _ENCODINGS + 1):
+                spans += [
+                    (offset + origins[start], offset + origins[end])
+                    for start, end in _literal_spans(decoded)
+                ]
+                if encodings == _ENCODINGS or not (
+                    ("%" in decoded and _ESCAPES.search(decoded)) or (plus and "+" in decoded)
+                ):
+                    break
+                again, places = _decoded(decoded, plus)
+                # Where each character of the text decoded again starts in `raw`.
+                decoded, origins = again, [origins[at] for at in places]
     return spans
 
 
 def _holds_encoded_literal(word: str) -> bool:
     for plus in (False, True) if "+" in word else (False,):
-        decoded = _ESCAPES.sub(_decoded_escapes, word.replace("+", " ") if plus else word)
-        if decoded != word and _holds_literal(decoded):
-            return True
+        decoded = word
+        for _ in range(_ENCODINGS):
+            again = _ESCAPES.sub(_decoded_escapes, decoded.replace("+", " ") if plus else decoded)
+            if again == decoded:
+                break
+            if _holds_literal(again):
+                return True
+            if "%" not in again and not (plus and "+" in again):  # nothing more to decode
+                break
+            decoded = again
     return False
 
 
@@ -539,6 +599,8 @@ def _hide_literals(text: str) -> str:
 
 def redact(text: str) -> str:
     """`text` with every secret-looking value replaced by `***`."""
+    if _built != _registered:
+        _build()
     text = _hide_literals(text)
     for pattern, keep in _PATTERNS:
         if pattern is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import uuid
 from collections import deque
@@ -198,12 +199,16 @@ class BackgroundDelivery:
             queue.waiters[id(item)] = (item, resumed)
             if not self._overdue:
                 self._overdue = True
+                # Each process (`--workers N`) says it of its own queue: the process named,
+                # N such lines read as N processes, not as N outages.
                 logger.warning(
-                    "%s: a turn's events were not taken within %g s (%s queued); turns are "
-                    "answered without waiting for the broker until it takes them",
+                    "%s: a turn's events were not taken within %g s (%s queued in process "
+                    "%d); its turns are answered without waiting for the broker until it "
+                    "takes them",
                     self.name,
                     timeout,
                     how_many(len(queue), "event"),
+                    os.getpid(),
                 )
             return False
         return True
@@ -211,7 +216,11 @@ class BackgroundDelivery:
     def _taken_again(self, _: asyncio.Future[None]) -> None:
         if self._overdue:
             self._overdue = False
-            logger.info("%s: takes events again; turns wait for it again", self.name)
+            logger.info(
+                "%s: takes events again; the turns of process %d wait for it again",
+                self.name,
+                os.getpid(),
+            )
 
     def _release_waiters(self) -> None:
         """A failed attempt, or the close: the turns waiting are answered (their events stay

@@ -17,6 +17,7 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from functools import lru_cache
 from itertools import islice
 from typing import Any
 
@@ -389,7 +390,13 @@ def _add_key_column(conn: Connection, table: Table) -> None:
 def _insert_new(table: Table, conn: Any) -> Insert:
     """An insert that skips rows whose `event_key` is there already: a retry after a lost
     reply to COMMIT (the rows were committed) writes nothing twice."""
-    dialect = conn.dialect.name
+    return _insert_for(table, conn.dialect.name)
+
+
+# Built once per table and database kind: with `wait_for_delivery: true` each turn is a
+# batch of its own, and building the statement (and its cache key) again was part of it.
+@lru_cache(maxsize=16)
+def _insert_for(table: Table, dialect: str) -> Insert:
     if dialect == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing(index_elements=[KEY_COLUMN])
     if dialect == "sqlite":

@@ -215,6 +215,9 @@ class Workers:
             )
         except httpx.TransportError as exc:
             await self.drop(target, client)
+            if _refused(exc):
+                await self._forget(target, room)
+                return
             self._skip(target, room, f"it did not answer: {type(exc).__name__}")
             return
         if not answer.is_success:
@@ -224,6 +227,22 @@ class Workers:
                 room,
                 answer.status_code,
             )
+
+    async def _forget(self, target: str, room: str) -> None:
+        """Worker `target` is dead (killed: it could not remove its socket, and nothing
+        listens there): its socket is removed, so that no later push tries it. Before, every
+        push to a named room tried it again once the skip ended, with a warning each time,
+        for as long as the server ran."""
+        path = self.sockets / f"{target}.sock"
+        await asyncio.to_thread(path.unlink, missing_ok=True)
+        self._others = [route for route in self._others if route != target]
+        self._skipped[target] = time.monotonic() + _SKIP_SECONDS  # its sessions' pushes too
+        logger.warning(
+            "socketio: a bot message for %s did not reach worker %s (it is gone: nothing "
+            "listens on its socket, which is removed)",
+            room,
+            target,
+        )
 
     def _skip(self, target: str, room: str, why: str) -> None:
         self._skipped[target] = time.monotonic() + _SKIP_SECONDS
@@ -235,6 +254,19 @@ class Workers:
             why,
             _SKIP_SECONDS,
         )
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a connection to a Unix socket failed because nothing listens there (its
+    worker died) rather than because the worker is slow."""
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and seen not in chain:  # a chain may loop back on itself
+        if isinstance(seen, ConnectionRefusedError):
+            return True
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _holds(sio: socketio.AsyncServer, room: str, namespace: str | None) -> bool:

@@ -208,7 +208,7 @@ class DynamoTrackerStore:
         if fresh is _UNCHANGED:
             assert known is not None
             if self._known.get(sender_id) is known:  # (not let go of meanwhile)
-                self._known.keep(sender_id, known, 0)
+                self._known.keep(sender_id, known, 0, loaded=True)
             events, extra = known.events, known.extra
         elif fresh is None:
             self._known.forget(sender_id)
@@ -217,7 +217,7 @@ class DynamoTrackerStore:
             assert isinstance(fresh, _Known)
             self._known.forget(sender_id)
             if fresh.token is not None:
-                self._known.keep(sender_id, fresh, len(fresh.events) + fresh.weigh())
+                self._known.keep(sender_id, fresh, len(fresh.events) + fresh.weigh(), read=True)
             if fresh.size is not None:
                 self._near_limit(sender_id, fresh.size)
             events, extra = fresh.events, fresh.extra

@@ -402,14 +402,14 @@ class RedisTrackerStore:
             if not items:
                 return None
             cached = _Session(int(start), events, items[-1], extra)
-            self._sessions.keep(sender_id, cached, len(events) + extra)
+            self._sessions.keep(sender_id, cached, len(events) + extra, read=True)
         else:
             assert cached is not None
             if items:
                 cached.events.extend(events)
                 cached.last = items[-1]
                 cached.extra += extra
-            self._sessions.keep(sender_id, cached, len(items) + extra)
+            self._sessions.keep(sender_id, cached, len(items) + extra, loaded=True)
         return Snapshot(cached.events, extra=cached.extra)
 
     async def load_all(self, sender_id: str) -> list[dict[str, Any]] | None:

@@ -16,7 +16,7 @@ from server.trackers.events import OFF_LOOP_EVENTS, Event
 from server.trackers.freeing import free_off_loop, release_off_loop
 from server.trackers.store import TrackerStore
 from server.trackers.tracker import Tracker
-from server.trackers.weight import evict_least_recent
+from server.trackers.weight import Probation, evict_least_recent
 
 
 class TrackerRepository:
@@ -33,6 +33,8 @@ class TrackerRepository:
         # its weight when kept)
         self._hot: OrderedDict[str, tuple[Tracker, int, int]] = OrderedDict()
         self.weight = 0
+        # Those folded from the store and not loaded again since: they go first (weight.py).
+        self._probation = Probation()
 
     async def load(self, sender_id: str, slot_defaults: dict[str, Any]) -> Tracker | None:
         """The current session's tracker, or None for an unknown conversation."""
@@ -51,6 +53,8 @@ class TrackerRepository:
                 and count - stored <= OFF_LOOP_EVENTS  # else rebuilt below, in a thread
                 and (stored == 0 or _same_event(tracker.events, dicts[stored - 1]))
             ):
+                if sender_id in self._probation.read_once:
+                    self._probation.used(sender_id)
                 if count > stored:  # rows another process appended
                     tracker.update_from_dicts(dicts[stored:])
                     tracker.stored_extra = getattr(dicts, "extra", tracker.stored_extra)
@@ -60,7 +64,7 @@ class TrackerRepository:
                 return tracker
         tracker = await _fold(sender_id, dicts, slot_defaults)
         tracker.stored_extra = getattr(dicts, "extra", 0)
-        self._remember(sender_id, tracker, len(tracker.events) + tracker.left_out)
+        self._remember(sender_id, tracker, len(tracker.events) + tracker.left_out, read=True)
         return tracker
 
     async def load_all(self, sender_id: str, slot_defaults: dict[str, Any]) -> Tracker | None:
@@ -100,10 +104,13 @@ class TrackerRepository:
     def forget(self, sender_id: str) -> None:
         entry = self._hot.pop(sender_id, None)
         if entry is not None:
+            self._probation.used(sender_id)
             self.weight -= entry[2]
             _let_go(entry)
 
-    def _remember(self, sender_id: str, tracker: Tracker, stored: int) -> None:
+    def _remember(self, sender_id: str, tracker: Tracker, stored: int, read: bool = False) -> None:
+        """Keeps `tracker`, most recently used; `read`: just folded from the store (on
+        probation until loaded again, see weight.py)."""
         entry = self._hot.get(sender_id)
         if entry is not None:
             self.weight -= entry[2]
@@ -111,6 +118,8 @@ class TrackerRepository:
         weight = stored + tracker.stored_extra
         self._hot[sender_id] = (tracker, stored, weight)
         self.weight += weight
+        if read:
+            self._probation.read(sender_id, weight)
         if entry is not None and entry[0] is not tracker:
             _let_go(entry)
         del entry
@@ -123,7 +132,7 @@ class TrackerRepository:
         turns fold nothing again, a few events of a KiB in it or not); if they do, its loads
         fold it anew."""
         self.weight = evict_least_recent(
-            self._hot, self.weight, self.max_events, _weight, _extra, _let_go
+            self._hot, self.weight, self.max_events, _weight, _extra, _let_go, self._probation
         )
 
 

@@ -90,7 +90,7 @@ from server.trackers.store import (
     holding,
     stored_events,
 )
-from server.trackers.weight import KIB, Heavy, after, evict_least_recent, extra_of
+from server.trackers.weight import KIB, Heavy, Probation, after, evict_least_recent, extra_of
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +177,8 @@ class _SessionCache:
         self.max_events = max_events
         self.weight = 0
         self._sessions: OrderedDict[str, _CachedSession] = OrderedDict()
+        # Those read from the store and not loaded again since: they go first (weight.py).
+        self._probation = Probation()
         # Conversations a load found without rows, and the epoch of that read: their first
         # append needs no SELECT for its previous row id while the epoch holds (a new
         # conversation's first turn). Taken by that append; dropped with any pop.
@@ -185,10 +187,14 @@ class _SessionCache:
     def get(self, sender_id: str) -> _CachedSession | None:
         return self._sessions.get(sender_id)
 
-    def put(self, sender_id: str, session: _CachedSession) -> None:
+    def put(self, sender_id: str, session: _CachedSession, read: bool = False) -> None:
+        """Keeps `session`, most recently used; `read`: read from the store (on probation
+        until loaded again, see weight.py), not started by this process."""
         self.pop(sender_id)
         self._sessions[sender_id] = session
         self.weight += _session_weight(session)
+        if read:
+            self._probation.read(sender_id, _session_weight(session))
         self._evict()
 
     def pop(self, sender_id: str, only: _CachedSession | None = None) -> None:
@@ -197,6 +203,7 @@ class _SessionCache:
         session = self._sessions.get(sender_id)
         if session is not None and (only is None or session is only):
             del self._sessions[sender_id]
+            self._probation.used(sender_id)
             self.weight -= _session_weight(session)
             _let_go(session)
 
@@ -212,8 +219,11 @@ class _SessionCache:
         return self._empty.pop(sender_id, None) if self._empty else None
 
     def touch(self, sender_id: str) -> None:
+        """`sender_id` was loaded from the cache: most recently used, off probation."""
         if sender_id in self._sessions:
             self._sessions.move_to_end(sender_id)
+            if sender_id in self._probation.read_once:
+                self._probation.used(sender_id)
 
     def extend(
         self,
@@ -289,7 +299,13 @@ class _SessionCache:
         turns read no rows, a few events of a KiB in it or not); if they do, its loads read
         the store."""
         self.weight = evict_least_recent(
-            self._sessions, self.weight, self.max_events, _session_weight, _session_extra, _let_go
+            self._sessions,
+            self.weight,
+            self.max_events,
+            _session_weight,
+            _session_extra,
+            _let_go,
+            self._probation,
         )
 
 
@@ -707,7 +723,7 @@ class SqlTrackerStore:
         last_id, last_data = rows[-1]
         session = _CachedSession(events, last_id, last_data, synced)
         session.weigh(heavy)
-        self._cache.put(sender_id, session)
+        self._cache.put(sender_id, session, read=True)
         if len(rows) > OFF_LOOP_EVENTS:
             # 200,000 rows (a tuple and a JSON string each) freed as this returned held the
             # loop at a conversation's first turn after a restart.

@@ -4,7 +4,9 @@ NLUTrainingData and written from it, for `botserver data convert nlu`."""
 from __future__ import annotations
 
 import json
+import math
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +64,8 @@ def read_nlu_json(path: Path) -> NLUTrainingData:
     """Reads one Rasa NLU JSON file; a mistake is an InvalidProjectFile naming the file and
     the line (of a syntax error) or the item (`common_examples[3]`)."""
     filename = str(path)
-    document = load_project_json(read_project_text(path), filename)
+    text = read_project_text(path)
+    document = load_project_json(text, filename)
     if not isinstance(document, dict) or not isinstance(document.get(ROOT_KEY), dict):
         other = next(
             (
@@ -76,8 +79,9 @@ def read_nlu_json(path: Path) -> NLUTrainingData:
         raise InvalidProjectFile(
             f"Rasa's JSON NLU format needs a '{ROOT_KEY}' object at the top level{found}",
             filename,
+            json_line(text, [ROOT_KEY]) or json_line(text, []),
         )
-    return _Reader(filename, path.parent).read(document[ROOT_KEY])
+    return _Reader(filename, path.parent, text).read(document[ROOT_KEY])
 
 
 def read_nlu_json_examples(section: dict[str, Any], source: str) -> NLUTrainingData:
@@ -93,23 +97,126 @@ def load_project_json(text: str, filename: str) -> Any:
     try:
         return loads_untrusted(text.encode("utf-8", "surrogatepass"))
     except json.JSONDecodeError as exc:
-        raise InvalidProjectFile(f"invalid JSON: {exc.msg}", filename, exc.lineno) from None
+        raise InvalidProjectFile(
+            f"invalid JSON: {exc.msg} (column {exc.colno})", filename, exc.lineno
+        ) from None
     except TooDeep:
         raise InvalidProjectFile(
-            f"the JSON nests more than {MAX_DEPTH} levels deep", filename
+            f"the JSON nests more than {MAX_DEPTH} levels deep", filename, _too_deep_line(text)
         ) from None
     except ValueError as exc:
-        raise InvalidProjectFile(f"invalid JSON: {exc}", filename) from None
+        line = _unheld_value_line(text, surrogate="surrogate" in str(exc))
+        raise InvalidProjectFile(f"invalid JSON: {exc}", filename, line) from None
+
+
+# A string (escapes and all) or a character that opens, closes or separates: what
+# `json_line` steps through; numbers, true, false and null lie between them.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\],:]')
+_JSON_SPACE = " \t\r\n"
+_JSON_ITEM = re.compile(r"[^ \t\r\n]")  # where a list's item (or its end) starts
+_WHERE_PART = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
+
+
+def json_line(text: str, path: list[str | int]) -> int | None:
+    """The line (1-based) of the value at `path` (keys and list positions from the top) in
+    the JSON `text`, at its key when it has one; the nearest enclosing value's line when the
+    text has no such value. A key written twice in one object: the last, which is the one
+    read. Read only when an error names it: a valid file costs nothing."""
+    best = 1 if text.strip(_JSON_SPACE) else None
+    kinds: list[str] = []  # "{" or "[" of each open container
+    at: list[str | int | None] = []  # the key or list position read in each
+    expecting_key = False
+
+    def reached(position: int) -> None:
+        # Each part of `path` is reached once, or again where a key is written twice: the
+        # later one, read, replaces what was found under the earlier.
+        nonlocal best
+        if at == path[: len(at)]:
+            best = text.count("\n", 0, position) + 1
+
+    for token in _JSON_TOKEN.finditer(text):
+        char = token.group()[0]
+        if char in "{[":
+            kinds.append(char)
+            at.append(None if char == "{" else 0)
+            expecting_key = char == "{"
+        elif char in "}]":
+            kinds.pop()
+            at.pop()
+            expecting_key = False
+        elif char == ":":
+            expecting_key = False
+        elif char == "," and kinds and kinds[-1] == "{":
+            expecting_key = True
+        elif char == '"' and expecting_key:
+            at[-1] = json.loads(token.group())
+            reached(token.start())
+            continue
+        if char in "[," and kinds and kinds[-1] == "[":
+            if char == ",":
+                at[-1] = int(at[-1] or 0) + 1
+            item = _JSON_ITEM.search(text, token.end())
+            start = item.start() if item else len(text)
+            if text[start : start + 1] != "]":
+                reached(start)
+    return best
+
+
+def _too_deep_line(text: str) -> int | None:
+    """The line where `text` opens its list or object MAX_DEPTH + 1 levels deep."""
+    depth = 0
+    for token in _JSON_TOKEN.finditer(text):
+        char = token.group()[0]
+        depth += 1 if char in "{[" else -1 if char in "}]" else 0
+        if depth > MAX_DEPTH:
+            return text.count("\n", 0, token.start()) + 1
+    return None
+
+
+# A string, or what the reader takes for a number or a constant outside strings.
+_JSON_SCALAR = re.compile(r'"(?:[^"\\]|\\.)*"|NaN|-?Infinity|-?[0-9][0-9.eE+-]*')
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _unheld_value_line(text: str, surrogate: bool) -> int | None:
+    """The line of the first value of valid JSON `text` no JSON answer can hold: a string
+    with an unpaired surrogate (`surrogate`), else NaN, Infinity, a number beyond a double
+    or an integer of more digits than Python reads. Looked for on that error only."""
+    for token in _JSON_SCALAR.finditer(text):
+        value = token.group()
+        if value[0] == '"':
+            found = surrogate and _SURROGATE.search(json.loads(value)) is not None
+        elif surrogate:
+            continue
+        elif value[-1] in "yN":  # Infinity, NaN
+            found = True
+        elif value.lstrip("-").isdigit():  # an integer: read unless of too many digits
+            found = len(value.lstrip("-")) > (sys.get_int_max_str_digits() or len(value))
+        else:
+            found = not math.isfinite(float(value))
+        if found:
+            return text.count("\n", 0, token.start()) + 1
+    return None
+
+
+def _path(where: str) -> list[str | int]:
+    """`common_examples[3].entities[0]` as [ROOT_KEY, 'common_examples', 3, 'entities', 0]."""
+    return [ROOT_KEY] + [int(index) if index else key for index, key in _WHERE_PART.findall(where)]
 
 
 class _Reader:
-    def __init__(self, filename: str, directory: Path) -> None:
+    def __init__(self, filename: str, directory: Path, text: str | None = None) -> None:
         self.filename = filename
         self.directory = directory
+        self.text = text  # the file's, for the line of an error (none for a request's)
         self.data = NLUTrainingData()
 
-    def error(self, where: str, message: str) -> InvalidProjectFile:
-        return InvalidProjectFile(f"{ROOT_KEY}.{where}: {message}", self.filename)
+    def error(self, where: str, message: str, key: str | None = None) -> InvalidProjectFile:
+        """The error of the item at `where` (of its `key` when given), naming its line."""
+        line = None
+        if self.text is not None:
+            line = json_line(self.text, _path(where) + ([key] if key else []))
+        return InvalidProjectFile(f"{ROOT_KEY}.{where}: {message}", self.filename, line)
 
     def items(self, section: dict[str, Any], key: str) -> list[tuple[str, dict[str, Any]]]:
         value = section.get(key) or []
@@ -154,7 +261,9 @@ class _Reader:
             # its mapper maps to the number's text.
             if not is_entity_value(value) or not isinstance(synonyms, list):
                 raise self.error(
-                    where, "needs a 'value' (text or a number) and a list of 'synonyms'"
+                    where,
+                    "needs a 'value' (text or a number) and a list of 'synonyms'",
+                    "synonyms" if is_entity_value(value) else "value",
                 )
             source = f"{self.filename}:{where}"
             for synonym in synonyms:
@@ -166,36 +275,42 @@ class _Reader:
         for where, item in self.items(section, "regex_features"):
             name, pattern = item.get("name"), item.get("pattern")
             if not isinstance(name, str) or not isinstance(pattern, str):
-                raise self.error(where, "needs a 'name' and a 'pattern' string")
+                raise self.error(
+                    where,
+                    "needs a 'name' and a 'pattern' string",
+                    "pattern" if isinstance(name, str) else "name",
+                )
             try:
                 re.compile(pattern)
             except re.error as exc:
-                raise self.error(where, f"invalid pattern {brief(pattern)}: {exc}") from None
+                raise self.error(
+                    where, f"invalid pattern {brief(pattern)}: {exc}", "pattern"
+                ) from None
             self.data.regexes.append((name, pattern))
         for where, item in self.items(section, "lookup_tables"):
             name = item.get("name")
             if not isinstance(name, str):
-                raise self.error(where, "needs a 'name' string")
+                raise self.error(where, "needs a 'name' string", "name")
             self.data.add_lookup_elements(name, self.lookup_elements(where, item))
         return self.data
 
     def example(self, where: str, item: dict[str, Any]) -> Example:
         text, intent = item.get("text"), item.get("intent")
         if not isinstance(text, str) or not text.strip():
-            raise self.error(where, "needs a 'text' string")
+            raise self.error(where, "needs a 'text' string", "text")
         if (too_long := example_too_long(text)) is not None:
-            raise self.error(where, too_long)
+            raise self.error(where, too_long, "text")
         if intent is not None and (not isinstance(intent, str) or not intent.strip()):
-            raise self.error(where, f"'intent' must be a name, not {brief(intent)}")
+            raise self.error(where, f"'intent' must be a name, not {brief(intent)}", "intent")
         entities = item.get("entities") or []
         if not isinstance(entities, list):
-            raise self.error(where, "'entities' must be a list")
+            raise self.error(where, "'entities' must be a list", "entities")
         annotations = [
             self.entity(f"{where}.entities[{i}]", entity, text) for i, entity in enumerate(entities)
         ]
         metadata = item.get("metadata")
         if metadata is not None and not isinstance(metadata, dict):
-            raise self.error(where, "'metadata' must be an object")
+            raise self.error(where, "'metadata' must be an object", "metadata")
         if metadata and not set(metadata) <= {"intent", "example"}:
             metadata = {"example": metadata}  # an example's own, as Rasa's YAML keeps it
         return Example(text, intent.strip() if intent else None, annotations, metadata or None)
@@ -212,7 +327,9 @@ class _Reader:
             or not 0 <= start < end <= len(text)
         ):
             length = how_many(len(text), "character")
-            raise self.error(where, f"'start' and 'end' must mark a part of the text ({length})")
+            raise self.error(
+                where, f"'start' and 'end' must mark a part of the text ({length})", "start"
+            )
         problem = entity_field_problem(entity)
         if problem:
             raise self.error(where, problem)

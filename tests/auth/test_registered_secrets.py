@@ -3,7 +3,12 @@ however they overlap there, and however a client percent-encodes them in a URL."
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+import signal
+import threading
+import time
 from urllib.parse import unquote, unquote_plus
 
 from hypothesis import HealthCheck, given, settings
@@ -170,3 +175,133 @@ def test_a_secret_holding_stars_costs_a_few_searches_however_the_line_is_built()
         assert searches <= 8, searches
         # A line where it shows once is hidden as any other.
         assert redact("at x***yy: x***y") == "at ***: x***y"
+
+
+def test_registering_many_secrets_builds_their_pattern_once() -> None:
+    """Secrets registered one after another (200 in endpoints.yml and credentials.yml) are
+    put in one pattern when a line is next redacted, not again at each: before, each secret
+    built the pattern of all those before it anew (8 s of CPU at start for 200). A secret
+    registered after a line was redacted is hidden in the next."""
+    built: list[int] = []
+    alternatives = log_redaction._alternatives
+
+    def counted(words: list[str]) -> str:
+        built.append(len(words))
+        return alternatives(words)
+
+    secrets = [f"many-secrets-{i:03d}.x~y" for i in range(200)]
+    with logging_restored():
+        log_redaction._alternatives = counted  # type: ignore[assignment]
+        try:
+            for secret in secrets:
+                log_redaction.redact_also(secret)
+            shown = [redact(f"GET /x?a={s}&b={s.replace('-', '%2D')}") for s in secrets]
+            log_redaction.redact_also("registered-later")
+            later = redact("GET /x?a=registered-later")
+        finally:
+            log_redaction._alternatives = alternatives  # type: ignore[assignment]
+        assert shown == ["GET /x?a=***&b=***"] * len(secrets)
+        assert later == "GET /x?a=***"
+        assert len(built) == 2, built
+
+
+def test_a_registered_secret_encoded_twice_is_hidden_in_an_access_line() -> None:
+    """uvicorn's access line shows the path and query as the client sent them: a client or a
+    proxy that quotes a URL it was given encoded sends a secret encoded twice (`%` as `%25`),
+    which a reader of the log decodes as easily as once. Before, it showed; text encoded
+    twice that holds no secret is kept."""
+    with logging_restored():
+        log_redaction.redact_also("my.secret token~1")
+        for spelt in (
+            "my%252Esecret%2520token~1",
+            "my%252esecret%2Btoken%257e1",
+            "%256D%2579%252E%2573ecret%20token%7E1",
+            "my.secret%2Btoken~1",
+        ):
+            line = f'127.0.0.1:5000 - "GET /status?t={spelt}&page=2 HTTP/1.1" 401'
+            assert redact(line) == '127.0.0.1:5000 - "GET /status?t=***&page=2 HTTP/1.1" 401'
+        kept = '127.0.0.1:5000 - "GET /caf%25C3%25A9?q=a%252Eb HTTP/1.1" 200'
+        assert redact(kept) == kept
+
+
+def test_a_line_logged_while_the_secrets_pattern_is_built_is_hidden_and_hangs_nothing() -> None:
+    """A line may be logged on the very thread building the pattern of the secrets registered
+    (a collected task's "Task was destroyed" error, a signal handler's line): it is redacted
+    with the secrets registered so far, and both lines are written. Before, that thread waited
+    for ever on the lock it held itself, and every thread logging after it too."""
+    logger = logging.getLogger("server.tests.nested-line")
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    redacting = log_redaction.RedactSecretsFilter()
+    alternatives = log_redaction._alternatives
+    nested: list[bool] = []
+
+    def logging_meanwhile(words: list[str]) -> str:
+        if not nested:  # once: the line's own redaction builds the pattern too
+            nested.append(True)
+            logger.error("collected: the-nested-secret-1 and the-outer-secret-2")
+        return alternatives(words)
+
+    with logging_restored():
+        logger.addHandler(handler)
+        logger.addFilter(redacting)
+        log_redaction._alternatives = logging_meanwhile  # type: ignore[assignment]
+        lock = log_redaction._registering
+        try:
+            log_redaction.redact_also("the-nested-secret-1")
+            log_redaction.redact_also("the-outer-secret-2")
+            thread = threading.Thread(
+                target=logger.warning, args=("outer: the-outer-secret-2",), daemon=True
+            )
+            thread.start()
+            thread.join(timeout=10)
+            hung = thread.is_alive()
+        finally:
+            log_redaction._alternatives = alternatives  # type: ignore[assignment]
+            logger.removeHandler(handler)
+            logger.removeFilter(redacting)
+            if log_redaction._registering is lock and thread.is_alive():
+                # The hung thread keeps its lock: later tests get a free one.
+                log_redaction._registering = threading.RLock()
+        assert not hung, "the thread logging while the pattern was built hangs"
+        assert lines == ["collected: *** and ***", "outer: ***"]
+
+
+def test_a_process_forked_while_secrets_are_registered_redacts_its_lines() -> None:
+    """A process forked while another thread registers secrets (a library's worker, a forked
+    test runner) has that thread's lock, not the thread: its first line after a registration
+    is redacted, not held for ever on a lock nobody in it will release."""
+    with logging_restored():
+        log_redaction.redact_also("the-forked-secret-1")
+        held, release = threading.Event(), threading.Event()
+
+        def registering() -> None:
+            with log_redaction._registering:
+                held.set()
+                release.wait(30)
+
+        thread = threading.Thread(target=registering, daemon=True)
+        thread.start()
+        try:
+            assert held.wait(30)
+            pid = os.fork()
+            if pid == 0:  # the child: its exit status says what its line became
+                status = 1
+                try:
+                    status = 0 if redact("child: the-forked-secret-1") == "child: ***" else 2
+                finally:
+                    os._exit(status)
+            for _ in range(1000):  # 10 s at most
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    break
+                time.sleep(0.01)
+            else:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        finally:
+            release.set()
+            thread.join()
+        assert done, "the forked process hangs on its first line"
+        assert os.waitstatus_to_exitcode(status) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import ssl
 import time
@@ -282,7 +283,10 @@ async def test_a_silent_rabbitmq_holds_one_turn_for_the_bound_and_the_next_ones_
         await broker.publish("alice", events[20:])
         assert broker.pending == 0  # confirmed before the answer again
     said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert len([line for line in said if "were not taken within" in line]) == 1, said
+    overdue = [line for line in said if "were not taken within" in line]
+    assert len(overdue) == 1, said
+    # With `--workers N`, each process says it once: its line names it.
+    assert f"queued in process {os.getpid()})" in overdue[0], overdue
     assert by_conversation(await consume(names["queue"], expected=21)) == {"alice": events}
 
 

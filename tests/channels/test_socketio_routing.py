@@ -18,6 +18,7 @@ import pytest
 import socketio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.api import workers
 from server.api.worker_files import (
     RELAYED_HEADER,
     WORKER_ROUTE_ENV,
@@ -26,6 +27,7 @@ from server.api.worker_files import (
     route_sockets,
     serve_privately,
 )
+from server.channels import socketio_routing
 from server.channels.socket_io import SocketIOInput
 from server.channels.socketio_routing import (
     PUSH_PATH,
@@ -167,8 +169,70 @@ async def test_a_push_for_a_session_of_a_worker_that_is_gone_logs_one_warning(
     assert time.monotonic() - started < paced(2)
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(lines) == 2, lines
-    assert "did not reach worker deadbeef (it did not answer: ConnectError)" in lines[0]
+    assert "did not reach worker deadbeef (it is gone: nothing listens" in lines[0]
     assert "did not reach worker feedf00d (it is gone)" in lines[1]
+
+
+async def test_a_killed_worker_s_socket_is_removed_at_the_first_push_that_finds_it_dead(
+    this_worker: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker SIGKILLed leaves its socket file behind. The first push to a named room
+    finds nothing listening there: one warning, and the file is removed. Before, the dead
+    worker was only skipped for a while (30 s): each push to a named room after that
+    tried it again and warned again, for as long as the server ran."""
+    monkeypatch.setattr(socketio_routing, "_SKIP_SECONDS", 0.0)  # the skip long over
+    monkeypatch.setattr(socketio_routing, "_LIST_SECONDS", 0.0)  # the directory read again
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(this_worker / "deadbeef.sock"))
+    stale.close()
+    channel = SocketIOInput()
+    output = channel.get_output_channel()
+    try:
+        for _ in range(3):
+            await output.send_response("a-session-id", {"text": "hi"})
+    finally:
+        await channel.aclose()
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1, lines
+    assert "did not reach worker deadbeef (it is gone" in lines[0]
+    assert not (this_worker / "deadbeef.sock").exists()
+
+
+def test_a_starting_worker_s_socket_file_appears_only_once_it_listens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A push that finds a worker's socket file with nothing listening takes the worker for
+    dead and removes the file. So the file must never be there before it listens: before,
+    it was there from the bind, and a push in the moment between the bind and the listen (a
+    moment longer on a loaded host) removed a live worker's socket, whose socket.io sessions
+    the other workers could no longer reach."""
+    refused: list[str] = []
+
+    class Watched(socket.socket):
+        def listen(self, *args: Any) -> None:
+            for path in route_sockets(tmp_path).glob("*.sock"):  # what a push finds now
+                probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    probe.connect(str(path))
+                except ConnectionRefusedError:
+                    refused.append(path.name)
+                finally:
+                    probe.close()
+            super().listen(*args)
+
+    monkeypatch.setenv(WORKERS_DIR_ENV, str(tmp_path))
+    monkeypatch.delenv(WORKER_ROUTE_ENV, raising=False)  # set by the worker's socket
+    monkeypatch.setattr(socket, "socket", Watched)
+    made = workers._private_socket(16)
+    assert made is not None
+    path, sock = made
+    try:
+        assert not refused
+        assert [p.name for p in path.parent.iterdir()] == [path.name]
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(str(path))  # and it listens under its name
+    finally:
+        sock.close()
 
 
 async def test_a_push_to_a_named_room_goes_to_every_other_worker(this_worker: Path) -> None:

@@ -606,6 +606,86 @@ def test_a_document_of_too_many_values_without_aliases_is_not_said_to_use_them(
     assert parse_yaml("[" + "a, " * 998 + "a]") == ["a"] * 999  # (the list is a value too)
 
 
+def test_too_many_values_name_the_line_of_the_list_that_holds_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Before: the file only. The line is that of the first list or mapping past the limit
+    (for a bomb, the anchor whose aliases add up past it)."""
+    monkeypatch.setattr(yaml_io, "MAX_EXPANDED_VALUES", 1_000)
+    domain = tmp_path / "domain.yml"
+    domain.write_text(
+        'version: "3.1"\nintents:\n- greet\nslots:\n  s:\n    type: any\n'
+        "    initial_value: [" + "a, " * 1_001 + "a]\n    mappings: [{type: custom}]\n"
+    )
+    with pytest.raises(InvalidProjectFile) as raised:
+        read_domain(domain)
+    assert (raised.value.filename, raised.value.line) == (str(domain), 7)
+    bomb = "a: &a [" + ", ".join(["x"] * 10) + "]\nb: &b [" + ", ".join(["*a"] * 10) + "]\n"
+    bomb += "c: &c [" + ", ".join(["*b"] * 10) + "]\nd: [*c, *c]\n"
+    with pytest.raises(InvalidProjectFile, match="more than 1,000 values") as raised:
+        parse_yaml(bomb, "f.yml")
+    assert raised.value.line == 3  # c: 10 times b's 111 values
+
+
+def _project_of(root: Path) -> Path:
+    (root / "data").mkdir()
+    (root / "config.yml").write_text("recipe: default.v1\nlanguage: en\n")
+    (root / "domain.yml").write_text('version: "3.1"\nintents:\n- greet\n')
+    (root / "data" / "nlu.yml").write_text(
+        'version: "3.1"\nnlu:\n- intent: greet\n  examples: |\n    - hi\n'
+    )
+    return root
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "line"),
+    [
+        ("domain.yml", "# the bot's domain\n\nintents greet\n", 3),
+        ("config.yml", "---\n42\n", 2),
+        ("data/nlu.yml", "\n\n'nlu'\n", 3),
+        ("endpoints.yml", "\n  http://localhost:5055/webhook\n", 2),
+    ],
+)
+def test_a_file_of_a_single_value_names_its_line(
+    tmp_path: Path, name: str, text: str, line: int
+) -> None:
+    """Before: "a domain file must be a mapping ..." naming the file alone (a data file's
+    and a config's too; an endpoints file's also said nothing of where)."""
+    from server.config import read_endpoints
+
+    project = _project_of(tmp_path)
+    path = project / name
+    path.write_text(text)
+    with pytest.raises(InvalidProjectFile) as raised:
+        if name == "endpoints.yml":
+            read_endpoints(path)
+        else:
+            load_project(project / "config.yml", project / "domain.yml", [project / "data"])
+    assert (raised.value.filename, raised.value.line) == (str(path), line)
+    assert "holds the single value" in raised.value.reason
+
+
+def test_a_domain_folder_file_of_a_single_value_is_refused_and_an_empty_one_skipped(
+    tmp_path: Path,
+) -> None:
+    """A file of a domain folder that is one value (a `key: value` line without its colon)
+    was skipped without a word, and its intents or responses trained as absent; Rasa also
+    skips most of them (see differences-from-rasa.md). Empty, comment-only and `---` files
+    are still skipped."""
+    project = _project_of(tmp_path)
+    folder = project / "domain"
+    folder.mkdir()
+    (folder / "intents.yml").write_text('version: "3.1"\nintents:\n- greet\n')
+    for name, text in [("empty", ""), ("comment", "# later\n"), ("start", "---\n")]:
+        (folder / f"{name}.yml").write_text(text)
+    assert "greet" in read_domain(folder).intents
+    (folder / "responses.yml").write_text("# the bot's words\n\nresponses utter_greet\n")
+    with pytest.raises(InvalidProjectFile) as raised:
+        read_domain(folder)
+    assert (raised.value.filename, raised.value.line) == (str(folder / "responses.yml"), 3)
+    assert "holds the single value" in raised.value.reason
+
+
 def test_a_form_whose_ignored_intents_are_not_names_is_refused_naming_its_line(
     tmp_path: Path,
 ) -> None:
