@@ -139,3 +139,21 @@ def test_a_checkpoints_slot_condition_sees_slots_set_steps_before() -> None:
     steps = read_story_data(parse_yaml(text), "stories.yml")
     names = [story.name for story in generate_training_stories(steps, DOMAIN)]
     assert names == ["sets > passes > happy"]
+
+
+def _chain_steps(stories: int) -> list[Any]:
+    lines = ["stories:", "- story: s0", "  steps:", "  - intent: greet", "  - action: utter_a"]
+    for index in range(1, stories):
+        lines.append(f"  - checkpoint: c{index}")
+        lines += [f"- story: s{index}", "  steps:", f"  - checkpoint: c{index}"]
+        lines += ["  - intent: ask", "  - slot_was_set:", f"    - mood: m{index % 3}"]
+        lines.append(f"  - action: utter_{'ab'[index % 2]}")
+    return read_story_data(parse_yaml("\n".join(lines) + "\n"), "stories.yml")
+
+
+def test_a_chain_of_checkpoints_is_joined_in_time_growing_with_its_stories() -> None:
+    steps = {n: _chain_steps(n) for n in (500, 5_000)}
+    growth = _growth(lambda n: generate_training_stories(steps[n], DOMAIN), 500)
+    (story,) = generate_training_stories(steps[5_000], DOMAIN)
+    assert story.name.startswith("s0 > s1 > s2 > ") and story.name.endswith(" > s4999")
+    assert growth < GROWTH_BOUND
