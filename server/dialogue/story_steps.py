@@ -148,16 +148,44 @@ def _join_stories(steps: list[StoryStep]) -> list[TrainingStory]:
 
     stories: list[TrainingStory] = []
     seen: set[tuple[str, ...]] = set()
-    # Depth-first walk over (step index, events so far, names so far, visits per step).
-    stack: list[tuple[int, list[Event], list[str], dict[int, int]]] = [
-        (i, [], [], {}) for i in reversed(starting.get(STORY_START, []))
-    ]
+    # Depth-first walk keeping one path's events, names, visits per step and slot values,
+    # each step's changes undone when the walk leaves it: copying them at each step made a
+    # chain of checkpoints cost the square of its length. An entry is a step to enter
+    # (index) or, as ~index, one to leave.
+    events: list[Event] = []
+    names: list[str] = []
+    visits: dict[int, int] = defaultdict(int)
+    slots: dict[str, Any] = {}
+    undo: list[tuple[int, bool, list[tuple[str, bool, Any]]]] = []
+    stack = list(reversed(starting.get(STORY_START, [])))
     while stack:
-        index, prefix, names, visits = stack.pop()
+        entry = stack.pop()
+        if entry < 0:
+            length, named, previous = undo.pop()
+            del events[length:]
+            if named:
+                names.pop()
+            visits[~entry] -= 1
+            for key, was_set, value in reversed(previous):
+                if was_set:
+                    slots[key] = value
+                else:
+                    del slots[key]
+            continue
+        index = entry
         step = steps[index]
-        events = prefix + step.events
-        path_names = names if names and names[-1] == step.name else names + [step.name]
-        path_visits = {**visits, index: visits.get(index, 0) + 1}
+        named = not names or names[-1] != step.name
+        previous = []
+        for event in step.events:
+            if isinstance(event, SlotSet):
+                previous.append((event.key, event.key in slots, slots.get(event.key)))
+                slots[event.key] = event.value
+        undo.append((len(events), named, previous))
+        events.extend(step.events)
+        if named:
+            names.append(step.name)
+        visits[index] += 1
+        stack.append(~index)
         # A story ending at a checkpoint nothing starts from is a whole story (as in Rasa).
         if not step.end_checkpoints or any(c not in starting for c in step.end_checkpoints):
             key = _fingerprint(events)
@@ -165,7 +193,7 @@ def _join_stories(steps: list[StoryStep]) -> list[TrainingStory]:
                 seen.add(key)
                 stories.append(
                     TrainingStory(
-                        name=" > ".join(path_names),
+                        name=" > ".join(names),
                         is_rule=False,
                         events=_with_listens(events, final_listen=True),
                     )
@@ -178,15 +206,14 @@ def _join_stories(steps: list[StoryStep]) -> list[TrainingStory]:
                     return stories
             if not step.end_checkpoints:
                 continue
-        slots = _slot_values(events)
         for checkpoint in step.end_checkpoints:
             for following in reversed(starting.get(checkpoint, [])):
-                if path_visits.get(following, 0) >= MAX_STEP_VISITS_PER_STORY:
+                if visits[following] >= MAX_STEP_VISITS_PER_STORY:
                     continue
                 conditions = steps[following].checkpoint_conditions.get(checkpoint, {})
                 if any(slots.get(k) != v for k, v in conditions.items()):
                     continue
-                stack.append((following, events, path_names, path_visits))
+                stack.append(following)
     return stories
 
 
@@ -219,14 +246,6 @@ def checkpoint_warnings(steps: list[StoryStep]) -> list[str]:
                     "but no story ends with it (it is never reached, so not trained)"
                 )
     return list(dict.fromkeys(warnings))
-
-
-def _slot_values(events: list[Event]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for event in events:
-        if isinstance(event, SlotSet):
-            values[event.key] = event.value
-    return values
 
 
 def _fingerprint(events: list[Event]) -> tuple[str, ...]:

@@ -295,6 +295,14 @@ class _Reader:
                     "alternatives",
                     step_line,
                 )
+            if len(alternatives) == 1:
+                # Extended in place: copying the events so far at each step made a story's
+                # loading grow with the square of its steps.
+                (events,) = alternatives
+                for part in parts:
+                    part.events.extend(events)
+                    part.lines.extend([step_line] * len(events))
+                continue
             parts = [
                 _Part(
                     events=part.events + events,

@@ -17,8 +17,9 @@ from server.dialogue.policies.featurization import (
     PREV_ACTION,
     USER,
     State,
+    state_identity,
     state_key,
-    training_examples,
+    states_and_labels,
 )
 from server.dialogue.story_steps import (
     StoryStep,
@@ -478,14 +479,24 @@ def story_conflicts(
     The states are the ones the policies learn from (as Rasa's check uses its trackers'
     states): the latest user input stays in the states after the bot's first action.
     """
-    seen: dict[str, dict[str, str]] = defaultdict(dict)
-    last_states: dict[str, State] = {}
+    seen: dict[str | int, dict[str, str]] = defaultdict(dict)
+    last_states: dict[str | int, State] = {}
+    # Whole histories are told apart by a number per distinct history, given from the one
+    # before it and its last state: a text key of each history grew with the square of a
+    # story's length (a story of 10,000 steps took 40 s to check).
+    histories: dict[tuple[int, bytes | str], int] = {}
     for story in stories:
-        for states, action in training_examples(story.events, domain):
-            window = states if max_history is None else states[-max_history:]
-            key = state_key(window)
+        states, labels = states_and_labels(story.events, domain)
+        history = 0
+        for index, action in enumerate(labels):
+            key: str | int
+            if not max_history:  # 0 too, as `states[-0:]` was
+                step = (history, state_identity(states[index]))
+                history = key = histories.setdefault(step, len(histories) + 1)
+            else:
+                key = state_key(states[max(0, index + 1 - max_history) : index + 1])
             seen[key].setdefault(action, story.name)
-            last_states[key] = states[-1]
+            last_states[key] = states[index]
     conflicts = []
     for key, actions in seen.items():
         if len(actions) < 2:
