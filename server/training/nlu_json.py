@@ -173,8 +173,11 @@ def _too_deep_line(text: str) -> int | None:
     return None
 
 
-# A string, or what the reader takes for a number or a constant outside strings.
-_JSON_SCALAR = re.compile(r'"(?:[^"\\]|\\.)*"|NaN|-?Infinity|-?[0-9][0-9.eE+-]*')
+# A string, or what the reader takes for a number (JSON's grammar: the reader stops at the
+# first number it cannot hold, whatever is written right after it) or a constant.
+_JSON_SCALAR = re.compile(
+    r'"(?:[^"\\]|\\.)*"|NaN|-?Infinity|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?'
+)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 

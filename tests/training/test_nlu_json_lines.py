@@ -168,3 +168,15 @@ def test_a_value_json_cannot_hold_names_its_line(tmp_path: Path, value: str, rea
     error = _refusal(tmp_path, text)
     assert reason in error.reason
     assert error.line == 4
+
+
+@pytest.mark.parametrize("after", ["e5", "-1.5", ".5.5", "x"])
+def test_a_value_json_cannot_hold_followed_by_a_mistake_names_its_line(
+    tmp_path: Path, after: str
+) -> None:
+    # The reader stops at the number, before the mistake written right after it. Before: a
+    # ValueError of our own (`could not convert string to float: '1e999e5'`), no file, no line.
+    text = '{"rasa_nlu_data": {"common_examples": [\n{"text": "a", "intent": 1e999' + after
+    error = _refusal(tmp_path, text + "}]}}")
+    assert "too large for a double" in error.reason
+    assert error.line == 2
