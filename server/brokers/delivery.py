@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import time
@@ -41,6 +42,26 @@ CONFIRM_WAIT_SECONDS = 2.0
 HOLD_QUEUED_AT_MOST = 2_000
 
 
+class _DeliveryIds:
+    """Ids unique across processes and restarts: a random half, drawn once per process (again
+    in a forked child), and a count. A uuid4 per event cost 10 us, a tenth of the RabbitMQ
+    broker's CPU an event."""
+
+    def __init__(self) -> None:
+        self._fresh()
+        os.register_at_fork(after_in_child=self._fresh)
+
+    def _fresh(self) -> None:
+        self._prefix = uuid.uuid4().hex[:16]
+        self._count = itertools.count()
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._count):016x}"
+
+
+_delivery_ids = _DeliveryIds()
+
+
 @dataclass(frozen=True)
 class Outgoing:
     """One event on its way out; `message_id` stays the same across retries (and processes:
@@ -52,7 +73,7 @@ class Outgoing:
     previous_id: str | None = None
     # Unique to this one publish of this event, kept across its retries (the SQL broker's
     # `event_key`): a retry finds what a commit whose reply was lost wrote.
-    delivery_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    delivery_id: str = field(default_factory=_delivery_ids.next)
     # Set by `botserver export`, one per run: RabbitMQ's `rasa-export-process-id` header.
     export_process_id: str | None = None
 

@@ -18,10 +18,12 @@ from collections import deque
 from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, HeadersType
 from aiormq.exceptions import ChannelPreconditionFailed, InvalidFrameError
 from yarl import URL
 
+from server.brokers import amqp_publish
 from server.brokers.delivery import (
     CLOSE_SECONDS,
     MIN_RETRY_DELAY,
@@ -68,8 +70,8 @@ PUBLISH_TIMEOUT_SECONDS = 10.0
 LAST_CLOSE_SECONDS = 0.25
 # How many messages may await RabbitMQ's confirm at once.
 CONFIRM_WINDOW = 256
-# How many of a window's publishes are started in one iteration of the event loop.
-_STARTED_AT_ONCE = 16
+# Up to how many messages are made (JSON, frames) on the event loop; more, in a thread.
+_MARSHALLED_ON_LOOP = 16
 # How RabbitMQ refuses our declaration of an exchange Rasa declared (aio-pika's defaults: not
 # durable); the only difference, so nothing to warn about.
 _RASAS_EXCHANGE = re.compile(r"inequivalent arg 'durable' .*received 'true' but current is 'false'")
@@ -101,6 +103,8 @@ class RabbitMQEventBroker(QueuedBroker):
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
+        # The channel's aiormq side, which the messages are written to (`amqp_publish`).
+        self._amqp_channel: aiormq.Channel | None = None
         # RabbitMQ's max_message_size (128 MiB by default), once it refused a message.
         self._max_message_size: int | None = None
         self._opening = asyncio.Lock()  # one connection, whoever opens it
@@ -119,42 +123,51 @@ class RabbitMQEventBroker(QueuedBroker):
         )
 
     async def _send(self, pending: deque[Outgoing]) -> None:
-        exchange = await self._open()
+        await self._open()
+        channel = self._amqp_channel
+        assert channel is not None  # set with the exchange
+        on = amqp_publish.wire(channel, self.exchange_name)
         # The publishes awaiting RabbitMQ's confirm, one per message at the front of
         # `pending`, in order on one channel (up to CONFIRM_WINDOW). Each message is popped
-        # once it and those before it are confirmed, and the next ones are started as the
+        # once it and those before it are confirmed, and the next ones are sent as the
         # first ones are confirmed: a turn's events wait for their own confirms, not for a
         # whole window sent before them. A failure re-sends every message not popped:
         # consumers drop the repeats by message_id (ConversationOrderer). A full queue drops its
         # oldest messages for room, perhaps some in flight: a confirm pops its own message
         # only, never the one after it.
-        in_flight: deque[tuple[asyncio.Future[Any], Outgoing]] = deque()
+        in_flight: InFlight = deque()
         try:
             while pending:
                 sent = _still_queued(in_flight, pending)
                 if sent < min(len(pending), CONFIRM_WINDOW):
                     batch = list(itertools.islice(pending, sent, min(len(pending), CONFIRM_WINDOW)))
-                    if len(batch) > _STARTED_AT_ONCE:  # 256 messages' JSON: 3 ms on the loop
-                        messages = await asyncio.to_thread(self._messages, batch)
+                    if len(batch) > _MARSHALLED_ON_LOOP:  # 256 messages' JSON: 3 ms on the loop
+                        messages = await asyncio.to_thread(self._marshalled, on, batch)
                     else:
-                        messages = self._messages(batch)
+                        messages = self._marshalled(on, batch)
                     limit = self._max_message_size
-                    if limit is not None and any(len(m.body) > limit for m in messages):
+                    if limit is not None and any(m.body_size > limit for m in messages):
                         await _confirmed(in_flight, pending)
                         _drop_oversize(pending, batch, messages, limit)
                         continue
-                    publishes = await _start_in_steps(exchange, messages)
-                    in_flight.extend(zip(publishes, batch, strict=True))
-                await in_flight[0][0]
+                    async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
+                        confirms = await amqp_publish.publish(channel, messages)
+                    due = asyncio.get_running_loop().time() + PUBLISH_TIMEOUT_SECONDS
+                    in_flight.extend(
+                        (confirm, item, due) for confirm, item in zip(confirms, batch, strict=True)
+                    )
+                first, _, due = in_flight[0]
+                async with asyncio.timeout_at(due):  # RabbitMQ took it, or went silent
+                    await first
                 while in_flight and in_flight[0][0].done():
                     _pop_confirmed(in_flight, pending)
         except BaseException as exc:
-            for publish, _ in in_flight:  # none is left running unawaited
-                if publish.done():
-                    if not publish.cancelled():
-                        publish.exception()  # seen: not "never retrieved"
+            for confirm, _, _ in in_flight:  # none is left running unawaited
+                if confirm.done():
+                    if not confirm.cancelled():
+                        confirm.exception()  # seen: not "never retrieved"
                 else:
-                    publish.cancel()
+                    confirm.cancel()
             if not isinstance(exc, Exception):
                 raise
             # A message no queue took (RabbitMQ returns it: the queues were deleted) raises
@@ -165,18 +178,23 @@ class RabbitMQEventBroker(QueuedBroker):
             await self._disconnect()
             raise
 
-    def _messages(self, window: list[Outgoing]) -> list[aio_pika.Message]:
-        return [self._message(outgoing) for outgoing in window]
-
-    def _message(self, outgoing: Outgoing) -> aio_pika.Message:
-        return aio_pika.Message(
-            json.dumps(outgoing.body()).encode(),
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            content_type="application/json",
-            message_id=outgoing.message_id,
-            app_id=self._app_id,
-            headers=_headers(outgoing),
-        )
+    def _marshalled(
+        self, on: amqp_publish.Wire, window: list[Outgoing]
+    ) -> list[amqp_publish.Marshalled]:
+        """Each event's message as Rasa's broker sends it: `{"sender_id": ..., **event}` JSON,
+        persistent, application/json, the message_id and ordering headers, app_id from
+        RASA_ENVIRONMENT."""
+        app_id = self._app_id
+        return [
+            amqp_publish.marshal(
+                on,
+                json.dumps(outgoing.body()).encode(),
+                outgoing.message_id,
+                _headers(outgoing),
+                app_id,
+            )
+            for outgoing in window
+        ]
 
     def _holds_turns(self) -> bool:
         """A turn's answer waits for RabbitMQ's confirm of its events while it is connected;
@@ -260,6 +278,7 @@ class RabbitMQEventBroker(QueuedBroker):
         try:
             await connection.connect(timeout=CONNECT_TIMEOUT_SECONDS)
             channel, exchange = await self._declare(connection)
+            amqp_channel = await amqp_publish.underlay(channel)
         except BaseException as exc:  # a start-up attempt cut short (cancelled) too
             await connection.close()
             refused = _vhost_refusal(exc, URL(self.url))
@@ -267,6 +286,7 @@ class RabbitMQEventBroker(QueuedBroker):
                 raise refused from None
             raise
         self._connection, self._channel, self._exchange = connection, channel, exchange
+        self._amqp_channel = amqp_channel
         self._opened_at = time.monotonic()
         connection.close_callbacks.add(self._lost)
         logger.info(
@@ -313,7 +333,7 @@ class RabbitMQEventBroker(QueuedBroker):
 
     async def _disconnect(self, timeout: float | None = None) -> None:
         connection, self._connection = self._connection, None
-        self._channel = self._exchange = None
+        self._channel = self._exchange = self._amqp_channel = None
         if connection is not None and not connection.is_closed:
             try:
                 await asyncio.wait_for(connection.close(), timeout)
@@ -420,31 +440,9 @@ def _queues(config: dict[str, Any]) -> list[str]:
     return names
 
 
-async def _start_in_steps(
-    exchange: AbstractExchange, messages: list[aio_pika.Message]
-) -> list[asyncio.Future[Any]]:
-    """Starts publishing `messages`, in order, a few per iteration of the event loop: each
-    publish's first step (its frames, up to the channel's lock) runs in the iteration it is
-    started in, and a window of 256 started at once held the loop 11-13 ms."""
-    publishes: list[asyncio.Future[Any]] = []
-    try:
-        for first in range(0, len(messages), _STARTED_AT_ONCE):
-            if first:
-                await asyncio.sleep(0)
-            publishes += [
-                asyncio.ensure_future(
-                    exchange.publish(message, routing_key="", timeout=PUBLISH_TIMEOUT_SECONDS)
-                )
-                for message in messages[first : first + _STARTED_AT_ONCE]
-            ]
-    except BaseException:
-        for publish in publishes:  # none is left running unawaited
-            publish.cancel()
-        raise
-    return publishes
-
-
-InFlight = deque[tuple[asyncio.Future[Any], Outgoing]]
+# A publish awaiting RabbitMQ's confirm: its future, its message, when it is overdue (the
+# loop's clock).
+InFlight = deque[tuple[asyncio.Future[Any], Outgoing, float]]
 
 
 def _still_queued(in_flight: InFlight, pending: deque[Outgoing]) -> int:
@@ -453,7 +451,7 @@ def _still_queued(in_flight: InFlight, pending: deque[Outgoing]) -> int:
     if not in_flight or not pending:
         return 0
     first = pending[0]
-    for index, (_, outgoing) in enumerate(in_flight):
+    for index, (_, outgoing, _) in enumerate(in_flight):
         if outgoing is first:
             return len(in_flight) - index
     return 0
@@ -462,8 +460,8 @@ def _still_queued(in_flight: InFlight, pending: deque[Outgoing]) -> int:
 def _pop_confirmed(in_flight: InFlight, pending: deque[Outgoing]) -> None:
     """The first publish in flight, done: raises its error, or pops its message from
     `pending` (unless the queue dropped it for room meanwhile)."""
-    publish, outgoing = in_flight.popleft()
-    publish.result()
+    confirm, outgoing, _ = in_flight.popleft()
+    confirm.result()
     pop_delivered(pending, [outgoing])
 
 
@@ -471,26 +469,31 @@ async def _confirmed(in_flight: InFlight, pending: deque[Outgoing]) -> None:
     """Waits for every publish in flight, popping its message from `pending`; the first
     failure raises."""
     while in_flight:
-        await in_flight[0][0]
+        confirm, _, due = in_flight[0]
+        async with asyncio.timeout_at(due):
+            await confirm
         _pop_confirmed(in_flight, pending)
 
 
 def _drop_oversize(
-    pending: deque[Outgoing], batch: list[Outgoing], messages: list[aio_pika.Message], limit: int
+    pending: deque[Outgoing],
+    batch: list[Outgoing],
+    messages: list[amqp_publish.Marshalled],
+    limit: int,
 ) -> None:
     """Drops, with an error log, the events of `batch` (one per message) whose message is
     larger than RabbitMQ takes: before, RabbitMQ closed the channel on each attempt, and that
     event and every later one waited for ever. The others stay queued where they are (a turn
     waiting for one is woken once it is confirmed, not before)."""
     for outgoing, message in zip(batch, messages, strict=True):
-        if len(message.body) <= limit:
+        if message.body_size <= limit:
             continue
         logger.error(
             "RabbitMQ event broker: dropped a '%s' event of conversation %r: its message "
             "takes %s bytes, more than RabbitMQ's max_message_size (%s)",
             outgoing.event.get("event"),
             outgoing.sender_id[:100],
-            f"{len(message.body):,}",
+            f"{message.body_size:,}",
             f"{limit:,}",
         )
         # By identity (each has its own delivery_id: none equals another), unless the

@@ -4,7 +4,9 @@ close says of the events still queued."""
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 from collections import deque
+from multiprocessing.connection import Connection
 
 import pytest
 
@@ -53,3 +55,24 @@ async def test_a_turn_waiting_for_its_events_is_answered_once_the_delivery_close
     await asyncio.sleep(0.05)
     await delivery.close(0.05)
     await asyncio.wait_for(turn, 5)
+
+
+def child_delivery_id(pipe: Connection) -> None:
+    pipe.send(Outgoing("alice", {"event": "bot"}).delivery_id)
+
+
+def test_a_forked_worker_gives_its_events_delivery_ids_of_its_own() -> None:
+    """The SQL broker skips a row whose delivery id (`event_key`) it holds already: workers
+    forked from one process must not hand out the same ids. Each id is a random half drawn
+    once per process, and again in a forked child, and a count."""
+    before = Outgoing("alice", {"event": "bot"}).delivery_id
+    receiving, sending = multiprocessing.get_context("fork").Pipe(duplex=False)
+    child = multiprocessing.get_context("fork").Process(target=child_delivery_id, args=(sending,))
+    child.start()
+    in_child = receiving.recv()
+    child.join(10)
+    after = Outgoing("alice", {"event": "bot"}).delivery_id
+
+    assert len({before, in_child, after}) == 3
+    assert in_child[:16] != before[:16] == after[:16]  # the child drew its own half
+    assert all(len(key) == 32 for key in (before, in_child, after))

@@ -1,0 +1,102 @@
+"""What the RabbitMQ event broker sustains: a burst of turns' events published as fast as the
+loop can, until RabbitMQ confirmed them all. Prints events/s, the process's CPU a event, the
+most events queued at once, and (`--cprofile`) Python calls a event. Compare trees with
+`PYTHONPATH=<tree> python bench/rabbitmq_publish.py`; a queue and exchange of the run's own
+on the local RabbitMQ, deleted after it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import pstats
+import time
+import uuid
+from typing import Any
+
+import aio_pika
+
+from server.brokers.rabbitmq import RabbitMQEventBroker
+
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def turn(sender: str, number: int) -> list[dict[str, Any]]:
+    """A moodbot turn's six events, as the processor publishes them."""
+    stamp = time.time()
+    said = {"name": "greet", "confidence": 0.97}
+    parse = {"intent": said, "entities": [], "intent_ranking": [said], "text": "hello"}
+    return [
+        {"event": "user", "timestamp": stamp, "text": f"hello {number}", "parse_data": parse,
+         "input_channel": "rest", "message_id": uuid.uuid4().hex, "metadata": {}},
+        {"event": "user_featurization", "timestamp": stamp, "use_text_for_featurization": False},
+        {"event": "action", "timestamp": stamp, "name": "utter_greet", "policy": "RulePolicy",
+         "confidence": 1.0, "action_text": None, "hide_rule_turn": False},
+        {"event": "bot", "timestamp": stamp, "text": "Hey! How are you?",
+         "data": {"elements": None, "quick_replies": None, "buttons": None, "attachment": None,
+                  "image": None, "custom": None}, "metadata": {"utter_action": "utter_greet"}},
+        {"event": "action", "timestamp": stamp, "name": "action_listen", "policy": "RulePolicy",
+         "confidence": 1.0, "action_text": None, "hide_rule_turn": True},
+        {"event": "slot", "timestamp": stamp, "name": "turns", "value": number},
+    ]  # fmt: skip
+
+
+async def burst(turns: int, conversations: int, profile: cProfile.Profile | None) -> dict[str, Any]:
+    name = f"bench_publish_{uuid.uuid4().hex[:8]}"
+    broker = RabbitMQEventBroker(
+        {"url": AMQP_URL, "queues": [name], "exchange_name": name, "retry_delay_in_seconds": 0.05}
+    )
+    try:
+        await broker.start()
+        await broker.publish("warm", turn("warm", 0))
+        assert await broker.flush(30)
+        most = 0
+        began, cpu = time.perf_counter(), time.process_time()
+        if profile is not None:
+            profile.enable()
+        for number in range(turns):
+            await broker.publish(f"c{number % conversations}", turn("c", number))
+            most = max(most, broker.pending)
+            await asyncio.sleep(0)  # one turn a loop iteration, as the server takes them
+        flushed = await broker.flush(600)
+        if profile is not None:
+            profile.disable()
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - began
+    finally:
+        await broker.close()
+        connection = await aio_pika.connect(AMQP_URL)
+        channel = await connection.channel()
+        queue = await channel.declare_queue(name, passive=True)
+        received = queue.declaration_result.message_count or 0
+        await channel.queue_delete(name)
+        await channel.exchange_delete(name)
+        await connection.close()
+    events = turns * 6
+    result = {
+        "events": events,
+        "delivered": received - 6,  # less the warm-up turn's
+        "flushed": flushed,
+        "events_per_s": round(events / wall),
+        "cpu_ms_per_event": round(cpu * 1000 / events, 4),
+        "most_queued": most,
+    }
+    if profile is not None:
+        result["calls_per_event"] = round(pstats.Stats(profile).total_calls / events, 1)  # type: ignore[attr-defined]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--turns", type=int, default=2000)
+    parser.add_argument("--conversations", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--cprofile", action="store_true", help="count Python calls (slower)")
+    args = parser.parse_args()
+    for _ in range(args.repeat):
+        profile = cProfile.Profile() if args.cprofile else None
+        print(json.dumps(asyncio.run(burst(args.turns, args.conversations, profile))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+"""The RabbitMQ broker relies on aiormq's channel internals (`amqp_publish`): the installed
+aio-pika, aiormq and pamqp are within the ranges `botserver[rabbitmq]` pins, so the tests run
+against a version a user gets."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import tomllib
+from pathlib import Path
+
+from packaging.requirements import Requirement
+
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+
+
+def test_the_rabbitmq_extra_pins_the_aiormq_the_broker_writes_on() -> None:
+    extras = tomllib.loads(PYPROJECT.read_text())["project"]["optional-dependencies"]
+    pinned = {Requirement(line).name: Requirement(line) for line in extras["rabbitmq"]}
+
+    assert set(pinned) == {"aio-pika", "aiormq", "pamqp"}
+    for name, requirement in pinned.items():
+        assert requirement.specifier.filter([importlib.metadata.version(name)]), requirement
+        assert any(spec.operator == "<" for spec in requirement.specifier), requirement
