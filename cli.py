@@ -1399,18 +1399,25 @@ def _warn_about_rasas_sanic_backlog() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from server.api.runner import run_server
+    from server.run_flags import check_run_flags
 
     _check_endpoints_file(args, needed=False)
+    # Before the server's imports (some 2 s of CPU): a wrong value is said at once.
+    check_run_flags(args)
+    from server.api.runner import run_server
+
     _warn_about_rasas_sanic_backlog()
     return run_server(args)
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
+    from server.run_flags import check_run_flags
+
+    _check_endpoints_file(args, needed=False)
+    check_run_flags(args)  # before the server's imports, as `run`
     from server.api.runner import check_model_source
     from server.channels.console import run_shell
 
-    _check_endpoints_file(args, needed=False)
     check_model_source(args)
     return asyncio.run(
         run_shell(

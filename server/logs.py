@@ -26,20 +26,37 @@ __all__ = ["RepeatsCounted", "announce", "configure_logging"]
 
 # Our own loggers: what Rasa's `rasa` logger is to Rasa.
 OWN_LOGGERS = ("server", "botserver", "cli")
-# Libraries whose info lines are noise (LOG_LEVEL_LIBRARIES; -vv shows their debug lines).
+# Libraries whose info and debug lines are noise: at LOG_LEVEL_LIBRARIES (WARNING unset),
+# whatever -v/-vv say (as Rasa keeps its libraries at LOG_LEVEL_LIBRARIES). Before, -vv
+# opened them: a first start on a new SQLite file printed some 400 debug lines of aiosqlite
+# and SQLAlchemy ahead of the turns' lines.
 LIBRARY_LOGGERS = (
     "httpx",
     "httpcore",
-    "sqlalchemy.engine",
-    "alembic",
+    "sqlalchemy",
+    "aiosqlite",
+    "asyncpg",
+    "aiomysql",
+    "redis",
+    "botocore",
+    "boto3",
+    "s3transfer",
+    "urllib3",
+    "multipart",
+    "python_multipart",
+    "apscheduler",
+    "websockets",
     "asyncio",
-    "uvicorn.error",
     "socketio",
     "engineio",
     # "setup plugin alembic.autogenerate.schemas" and six more at each start with -v.
     "alembic.runtime.plugins",
 )
+# Libraries' lines about the server itself (uvicorn's start and stop, alembic's schema
+# migrations): they follow -v/-vv as the root does, unless LOG_LEVEL_LIBRARIES is set.
+SERVER_LIBRARY_LOGGERS = ("uvicorn.error", "alembic")
 RABBITMQ_LOGGERS = ("aio_pika", "aiormq")
+KAFKA_LOGGERS = ("kafka",)
 
 # Record attributes that are not extra fields; uvicorn's `color_message` is its message
 # template with terminal colours, for its own formatter.
@@ -354,12 +371,11 @@ def configure_logging(
     (host, port, "UDP" or "TCP") to send the log lines to as well, as Rasa's `--use-syslog`.
 
     At 0, `LOG_LEVEL` sets our loggers' level, else a `config_file` naming them (or `rasa`);
-    `LOG_LEVEL_LIBRARIES`, `LOG_LEVEL_RABBITMQ` and `LOG_LEVEL_MATPLOTLIB` set the
-    libraries' (as in Rasa). Raises
+    `LOG_LEVEL_LIBRARIES`, `LOG_LEVEL_RABBITMQ`, `LOG_LEVEL_KAFKA` and `LOG_LEVEL_MATPLOTLIB`
+    set the libraries' (as in Rasa; -v and -vv do not). Raises
     InvalidConfig for a level or config file that cannot be used.
     """
     own_env, libraries_env = _env_level("LOG_LEVEL"), _env_level("LOG_LEVEL_LIBRARIES")
-    rabbitmq_env = _env_level("LOG_LEVEL_RABBITMQ")
     level = {-1: logging.WARNING, 0: logging.INFO, 1: logging.INFO}.get(verbosity, logging.DEBUG)
     if fmt == "json":
         formatter: logging.Formatter = JsonFormatter()
@@ -389,19 +405,20 @@ def configure_logging(
         ours = logging.getLogger(name)
         ours.handlers, ours.propagate = [], True
         ours.setLevel(own_env if verbosity == 0 and own_env is not None else level)
-    noisy = logging.DEBUG if verbosity >= 2 else logging.WARNING
-    libraries = noisy if libraries_env is None else libraries_env
+    libraries = logging.WARNING if libraries_env is None else libraries_env
     for name in LIBRARY_LOGGERS:
-        # Unset, uvicorn and alembic follow the root (their info lines with -v).
-        default = logging.NOTSET if name in ("uvicorn.error", "alembic", "asyncio") else noisy
-        logging.getLogger(name).setLevel(default if libraries_env is None else libraries)
-    for name in RABBITMQ_LOGGERS:
-        logging.getLogger(name).setLevel(libraries if rabbitmq_env is None else rabbitmq_env)
-    # Not raised by -vv, as in Rasa: its font search is some 185 debug lines a plot.
-    matplotlib_env = _env_level("LOG_LEVEL_MATPLOTLIB")
-    if matplotlib_env is None:
-        matplotlib_env = logging.WARNING if libraries_env is None else libraries_env
-    logging.getLogger("matplotlib").setLevel(matplotlib_env)
+        logging.getLogger(name).setLevel(libraries)
+    for name in SERVER_LIBRARY_LOGGERS:
+        # Unset, they follow the root (their info lines with -v).
+        logging.getLogger(name).setLevel(logging.NOTSET if libraries_env is None else libraries)
+    for names, variable in (
+        (RABBITMQ_LOGGERS, "LOG_LEVEL_RABBITMQ"),
+        (KAFKA_LOGGERS, "LOG_LEVEL_KAFKA"),
+        (("matplotlib",), "LOG_LEVEL_MATPLOTLIB"),  # its font search: ~185 lines a plot
+    ):
+        own = _env_level(variable)
+        for name in names:
+            logging.getLogger(name).setLevel(libraries if own is None else own)
     logging.getLogger("uvicorn.error").addFilter(_SAID_BY_US)  # once: a set
     if config_file:
         leveled = _apply_config_file(config_file)

@@ -1,14 +1,19 @@
 """Stopping background tasks at shutdown, and saying how long the stop waits for what runs;
-a long command stopping at its next batch once asked to."""
+a long command stopping at its next batch once asked to; work that runs on to its end when
+the request that started it is cut off."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from typing import Any
+from typing import Any, TypeVar
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # `stop` cancels a task again this often until it ends...
 RECANCEL_SECONDS = 0.1
@@ -69,3 +74,99 @@ def stop_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+# Work that went on past its caller's cancellation (`to_its_end`), held until it ends so
+# that none is collected before.
+_RUNNING_ON: set[asyncio.Future[Any]] = set()
+
+
+# At most this many run on at once; a turn cut off past it is cancelled (nothing stored).
+MOST_RUNNING_ON = 1000
+
+# The tasks (requests) whose cancellation left their work running on (`to_its_end`).
+_LEFT_RUNNING: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+
+
+def left_running(task: asyncio.Task[Any]) -> bool:
+    """Whether `task`, cancelled, left work running on to its end (`to_its_end`): the
+    response timeout's log line says so rather than "cancelled"."""
+    return task in _LEFT_RUNNING
+
+
+async def to_its_end(work: Awaitable[T], when_cut: Callable[[asyncio.Future[T]], None]) -> T:
+    """Awaits `work` in a task of its own, which the caller's cancellation (the response
+    timeout) does not cancel: it runs on to its end (a turn under its conversation's lock,
+    stored whole), and `when_cut` gets it then, to say how it ended (nobody awaits it any
+    more). The caller's cancellation goes on as it came."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if len(_RUNNING_ON) >= MOST_RUNNING_ON:
+            # A bound on what piles up (a stalled action server, clients sending again):
+            # cancelled as before, under its lock, so nothing of it is stored.
+            task.cancel()
+            logger.warning(
+                "%d turns cut off by the response timeout still run on: this one is "
+                "cancelled, nothing of it stored",
+                len(_RUNNING_ON),
+            )
+            raise
+        caller = asyncio.current_task()
+        if caller is not None:
+            _LEFT_RUNNING.add(caller)
+        _RUNNING_ON.add(task)
+        task.add_done_callback(_RUNNING_ON.discard)
+        task.add_done_callback(when_cut)
+        raise
+
+
+def running_on() -> int:
+    """How many of the works `to_its_end` let run on still run, not already cancelled (a
+    channel's turn that the stop's drain of turns in flight cancelled)."""
+    return len(_still_running())
+
+
+def _still_running() -> list[asyncio.Future[Any]]:
+    return [
+        work
+        for work in _RUNNING_ON
+        if not work.done() and not (isinstance(work, asyncio.Task) and work.cancelling())
+    ]
+
+
+async def finish_running_on(timeout: float, unwind: float = 1.0) -> int:
+    """At the server's stop: waits up to `timeout` seconds for the work `to_its_end` let run
+    on (a `trigger_intent` or `execute` cut off by the response timeout: no channel's turn
+    count holds them), then cancels what still runs (under its lock, stored at its end: a
+    cancelled one stores nothing) and gives it `unwind` seconds to let go of its lock;
+    returns how many were cancelled. Before, the stores and clients closed under them."""
+    running = _still_running()
+    if running and timeout > 0:
+        await asyncio.wait(running, timeout=timeout)
+    late = [task for task in running if not task.done()]
+    for task in late:
+        task.cancel()
+    if late:
+        await asyncio.wait(late, timeout=unwind)
+    return len(late)
+
+
+def said_when_ended(
+    log: logging.Logger, failed: Callable[[Exception], None], what: str, *args: Any
+) -> Callable[[asyncio.Future[Any]], None]:
+    """A `when_cut` for `to_its_end` running a conversation's turn: one INFO line that the
+    turn (`what % args`) ended and was stored, or `failed(error)`; nothing when the server's
+    stop cancelled it."""
+
+    def ended(turn: asyncio.Future[Any]) -> None:
+        if turn.cancelled():
+            return
+        error = turn.exception()
+        if error is None:
+            log.info(f"{what}, cut off by the response timeout, ended and was stored", *args)
+        elif isinstance(error, Exception):
+            failed(error)
+
+    return ended

@@ -13,6 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #   server assembly, the channels and cli.py; a store or a broker gets its section as values.
 # - logs.py sets up logging (with auth's secret redaction) for cli.py and the API.
 # - long_jobs.py is the pool the HTTP API runs trainings and evaluations on.
+# - run_flags.py checks `run`'s flag values before cli.py imports the server, and holds the
+#   channel names the channel registry builds from.
 # - the rest import only one another and are imported from every layer, trackers included:
 #   errors, JSON and YAML values, setting values, outgoing HTTP clients and bodies, outage
 #   lines, background tasks, unknown options, worker claims, and the package's version.
@@ -22,6 +24,7 @@ LEVELS = {
     "server.config": 2,
     "server.logs": 2,
     "server.long_jobs": 2,
+    "server.run_flags": 2,
     "server.auth": 3,
     "server.training": 3,
     "server.models": 3,

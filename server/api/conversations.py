@@ -8,6 +8,7 @@ model is loaded (409), then that the conversation exists where Rasa requires it 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -42,6 +43,7 @@ from server.errors import (
     InvalidNluData,
     UnknownConversation,
 )
+from server.tasks import said_when_ended, to_its_end
 from server.trackers.events import OFF_LOOP_EVENTS, Event, events_from_list
 from server.trackers.incoming import check_entities, check_incoming_events
 from server.trackers.incoming import check_parse_data as check_nlu_parse_data
@@ -63,6 +65,25 @@ _EVENTS_FORMAT_ERROR = (
     "Failed to validate the events format. For more information about the format visit "
     "the docs. Error: "
 )
+
+
+logger = logging.getLogger(__name__)
+
+
+def _logged_at_end(route: str, conversation_id: str) -> Callable[[asyncio.Future[Any]], None]:
+    """Says how a turn ended that the response timeout had cut off (its client got 503)."""
+
+    def failed(error: Exception) -> None:
+        logger.error(
+            "%s of %s, cut off by the response timeout, failed: %s: %s",
+            route,
+            conversation_id,
+            type(error).__name__,
+            error,
+            exc_info=error,
+        )
+
+    return said_when_ended(logger, failed, "%s of %s", route, conversation_id)
 
 
 _TRACKER_DOC = json_response(Tracker, "The conversation's tracker.")
@@ -364,13 +385,17 @@ def conversations_router() -> APIRouter:
         try:
             # The one load, under the conversation's lock, tells an unknown conversation.
             output = agent.output_choice(output_channel)
-            tracker, messages = await agent.execute_action(
-                conversation_id,
-                name,
-                policy=policy,
-                confidence=confidence,
-                output_channel=output,
-                create=False,
+            # Cut off by the response timeout, the action runs on and is stored whole.
+            tracker, messages = await to_its_end(
+                agent.execute_action(
+                    conversation_id,
+                    name,
+                    policy=policy,
+                    confidence=confidence,
+                    output_channel=output,
+                    create=False,
+                ),
+                _logged_at_end("execute", conversation_id),
             )
         except UnknownConversation:
             raise _conversation_not_found() from None
@@ -412,8 +437,10 @@ def conversations_router() -> APIRouter:
             except InvalidNluData as exc:
                 raise bad_request(str(exc), "entities", "body") from None
         output = agent.output_choice(output_channel)
-        tracker, messages = await agent.trigger_intent(
-            conversation_id, name, entities, output_channel=output
+        # Cut off by the response timeout, the turn runs on and is stored whole.
+        tracker, messages = await to_its_end(
+            agent.trigger_intent(conversation_id, name, entities, output_channel=output),
+            _logged_at_end("trigger_intent", conversation_id),
         )
         return await tracker_response(tracker, verbosity, _turn_answer(output, messages))
 

@@ -79,6 +79,7 @@ from server.long_jobs import run_long_job
 from server.models.archive import read_archive
 from server.models.loading import load_model
 from server.models.local import resolve_local_model
+from server.run_flags import STORAGES
 from server.trackers.events import OFF_LOOP_EVENTS, events_from_list
 from server.trackers.freeing import free_off_loop
 from server.trackers.tracker import Tracker
@@ -92,7 +93,6 @@ HELP_TRAINING_DATA = "https://rasa.com/docs/rasa/training-data-format"
 _TRAINABLE_KEYS = frozenset(
     {"intents", "entities", "slots", "responses", "actions", "forms", "nlu", "stories", "rules"}
 )
-REMOTE_STORAGES = ("aws", "gcs", "azure")
 
 _CONFIG_KEYS = (
     "recipe",
@@ -725,9 +725,9 @@ async def apply_model_request(services: Services, body: dict[str, Any]) -> None:
             "model_server",
             "body",
         )
-    if remote_storage is not None and remote_storage not in REMOTE_STORAGES:
+    if remote_storage is not None and remote_storage not in STORAGES:
         raise bad_request(
-            f"'remote_storage' must be one of {', '.join(REMOTE_STORAGES)}.",
+            f"'remote_storage' must be one of {', '.join(STORAGES)}.",
             "remote_storage",
             "body",
         )

@@ -57,9 +57,10 @@ from server.config import (
 from server.errors import BotServerError, InvalidConfig, ModelNotFound, how_many
 from server.logs import SaidAtStart, announce, configure_logging, saying_once
 from server.models.local import resolve_local_model
-from server.models.remote_storage import STORAGES, check_storage_settings
+from server.models.remote_storage import check_storage_settings
 from server.outages import flush_repeats
-from server.tasks import waits_in_grace
+from server.run_flags import DEFAULT_CREDENTIALS, check_run_flags
+from server.tasks import finish_running_on, running_on, waits_in_grace
 from server.trackers.lock import LockStore
 from server.trackers.setup_loop import stop_by
 from server.trackers.store import SetsUpOnFirstUse, TrackerStore
@@ -287,6 +288,12 @@ async def _finish_turns(turns: TurnsInFlight) -> None:
         cancelled = "it is cancelled" if turns.count == 1 else "they are cancelled"
         waits_in_grace(logger, seconds, in_flight, cancelled, until=" to finish")
         left = await turns.drain(seconds)
+    if running_on():  # cut off by the response timeout, outside the channels' turns
+        seconds = seconds_left(GRACEFUL_SHUTDOWN_SECONDS)
+        in_flight = f"{how_many(running_on(), 'turn')} cut off by the response timeout"
+        cancelled = "it is cancelled" if running_on() == 1 else "they are cancelled"
+        waits_in_grace(logger, seconds, in_flight, cancelled, until=" to finish")
+        left += await finish_running_on(seconds)
     requests = take_cancelled_requests()  # said here in place of uvicorn's ERROR line
     if left or requests:
         logger.warning(
@@ -361,16 +368,9 @@ def _warn_if_open(args: argparse.Namespace) -> None:
 def check_model_source(args: argparse.Namespace) -> None:
     """--remote-storage names a storage we fetch from, --verify-key a file (`run` and
     `shell`)."""
-    if args.verify_key and not Path(args.verify_key).is_file():
-        raise InvalidConfig(f"--verify-key {args.verify_key}: no such file")
     # A missing or unreadable model is not checked before the start: the start-up load says
     # why, and the server what follows (once each; a check here said it a second time).
-    # An empty one too: `--remote-storage "$STORAGE"` with STORAGE unset loaded the local -m.
-    if args.remote_storage is not None and args.remote_storage not in STORAGES:
-        raise InvalidConfig(
-            f"--remote-storage {args.remote_storage!r} is not supported: use one of "
-            f"{', '.join(STORAGES)}"
-        )
+    check_run_flags(args)  # (made before the server's imports too: cli.py)
     if args.remote_storage:
         # An unusable REMOTE_STORAGE_TIMEOUT or AZURE_ACCOUNT_KEY stops the start, once.
         check_storage_settings(args.remote_storage)
@@ -474,10 +474,6 @@ def _warn_of_workers_on_sqlite(workers: int, tracker_store: TrackerStore) -> Non
         )
 
 
-# The credentials file Rasa reads without --credentials.
-DEFAULT_CREDENTIALS = "credentials.yml"
-
-
 def _say_unread_credentials() -> None:
     """Warns of channels a ./credentials.yml names that the server will not serve: Rasa reads
     the file without --credentials, we do not (a sample file, as Rasa's moodbot's, may hold
@@ -523,16 +519,15 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     if credentials_path is None and not args.connector:
         _say_unread_credentials()
     if credentials_path and not Path(credentials_path).exists():
-        if Path(credentials_path) != Path(DEFAULT_CREDENTIALS):
-            raise InvalidConfig(f"--credentials {credentials_path}: no such file")
-        # Rasa's own default name, as its guides spell out the command: Rasa serves the
-        # REST channel alone then, and so do we (a project without channels has no file).
+        # Rasa's own default name (any other is refused by `check_run_flags`), as its guides
+        # spell out the command: Rasa serves the REST channel alone then, and so do we (a
+        # project without channels has no file).
         logger.warning(
             "--credentials %s: no such file; serving the REST channel only", credentials_path
         )
         credentials_path = None
-    credentials = read_credentials(credentials_path) if credentials_path else None
     check_model_source(args)
+    credentials = read_credentials(credentials_path) if credentials_path else None
     check_origins(args.cors or ())
     if args.response_timeout is not None and args.response_timeout < 0:
         raise InvalidConfig("--response-timeout must be 0 (none) or more seconds")

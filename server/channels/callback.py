@@ -15,7 +15,13 @@ from fastapi.responses import PlainTextResponse
 
 from server import setting_values as settings
 from server.auth.log_redaction import keep_endpoint_secrets_out_of_logs
-from server.channels.channel import InputChannel, OnNewMessage, health_router, log_failed_turn
+from server.channels.channel import (
+    InputChannel,
+    OnNewMessage,
+    health_router,
+    log_failed_turn,
+    turn_to_its_end,
+)
 from server.channels.rest import message_from_rest_body, read_json_object
 from server.dialogue.http_endpoint import HttpEndpoint, json_content
 from server.dialogue.messages import check_text_length, split_message
@@ -238,7 +244,7 @@ class CallbackInput(InputChannel):
             output = CallbackOutput(self.endpoint, self.deliveries, in_webhook=True)
             message.output_channel = output  # this turn's own
             try:
-                await on_new_message(message)
+                await turn_to_its_end(logger, "callback", on_new_message, message)
             except (StoreError, LockTimeout, InvalidConversationId, NoModelLoaded):
                 # A 503, 500, 400 or 409, as the REST channel (streamed) and the API
                 # answer: not a message taken, which "success" would say.

@@ -17,6 +17,7 @@ from server.api.query import FirstValueRoute
 from server.dialogue.messages import OutputChannel, UserMessage, check_text_length
 from server.errors import BotServerError, MessageTooLong, StoreUnavailable
 from server.outages import OUTAGES
+from server.tasks import said_when_ended, to_its_end
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +111,24 @@ def log_failed_turn(logger: logging.Logger, channel: str, sender_id: Any, error:
         error,
         exc_info=None if isinstance(error, BotServerError) else error,
     )
+
+
+def turn_to_its_end(
+    logger: logging.Logger, channel: str, on_new_message: OnNewMessage, message: UserMessage
+) -> Awaitable[Any]:
+    """`on_new_message(message)` for a webhook: when the response timeout cuts the request
+    off (its client is answered 503), the turn runs on to its end under the conversation's
+    lock and is stored whole, and how it ended is logged then. Before, it was cancelled:
+    neither the message nor the bot's answer was stored."""
+    sender_id = message.sender_id
+    ended = said_when_ended(
+        logger,
+        lambda error: log_failed_turn(logger, channel, sender_id, error),
+        "%s: the turn of a message from %s",
+        channel,
+        sender_id,
+    )
+    return to_its_end(on_new_message(message), ended)
 
 
 def counted_in_outage(

@@ -1,7 +1,8 @@
 """Which channels exist (a dict from name to class) and building them from credentials.yml.
 
-A key of credentials.yml is a channel name below or the dotted path of a custom
-`InputChannel` subclass, imported as Rasa does (credentials are trusted local config).
+A key of credentials.yml is a built-in channel's name (`server.run_flags.CHANNELS`, kept
+beside the checks `botserver run` makes before the server's imports) or the dotted path of a
+custom `InputChannel` subclass, imported as Rasa does (credentials are trusted local config).
 """
 
 from __future__ import annotations
@@ -12,33 +13,15 @@ from typing import Any
 
 from server.channels.channel import InputChannel
 from server.errors import InvalidConfig
-from server.setting_values import key_line, near_miss, warn_of_unknown_keys
+from server.run_flags import (
+    CHANNELS,
+    RASA_CHANNELS_NOT_SUPPORTED,
+    check_channel_name,
+    check_connector,
+)
+from server.setting_values import key_line, warn_of_unknown_keys
 
 logger = logging.getLogger(__name__)
-
-# Built-in channels by credentials key, imported when a project names one: socket.io alone
-# brings python-socketio, aiohttp, redis and aio-pika into the process (about 40 MB).
-CHANNELS: dict[str, str] = {
-    "rest": "server.channels.rest.RestInput",
-    "callback": "server.channels.callback.CallbackInput",
-    "socketio": "server.channels.socket_io.SocketIOInput",
-    "rocketchat": "server.channels.rocketchat.RocketChatInput",
-}
-
-# Rasa's other built-in channels: skipped with a warning so a Rasa project still starts.
-RASA_CHANNELS_NOT_SUPPORTED = (
-    "rasa",
-    "facebook",
-    "slack",
-    "telegram",
-    "mattermost",
-    "twilio",
-    "twilio_voice",
-    "botframework",
-    "webexteams",
-    "hangouts",
-    "cmdline",
-)
 
 
 def channel_class(name: str) -> type[InputChannel]:
@@ -47,13 +30,7 @@ def channel_class(name: str) -> type[InputChannel]:
         module_name, _, class_name = CHANNELS[name].rpartition(".")
         builtin: type[InputChannel] = getattr(importlib.import_module(module_name), class_name)
         return builtin
-    if "." not in name:
-        meant = near_miss(name, CHANNELS)
-        raise InvalidConfig(
-            f"Unknown channel '{name}'{f' (did you mean {meant!r}?)' if meant else ''}. "
-            "Built-in channels: "
-            f"{', '.join(sorted(CHANNELS))}; a custom channel is a dotted class path."
-        )
+    check_channel_name(name)  # a dotted class path from here on
     module_name, _, class_name = name.rpartition(".")
     try:
         module = importlib.import_module(module_name)
@@ -118,10 +95,7 @@ def load_channels(
     for name in names:
         if name in RASA_CHANNELS_NOT_SUPPORTED:
             if connector:  # asked for by name: serving no channel at all would hide it
-                raise InvalidConfig(
-                    f"{origin}: Rasa's '{name}' channel is not supported by botserver. "
-                    f"Built-in channels: {', '.join(sorted(CHANNELS))}."
-                )
+                check_connector(connector)
             logger.warning("Channel '%s' from %s is not supported; skipped", name, source)
             continue
         settings = (credentials or {}).get(name)

@@ -20,7 +20,13 @@ from starlette.types import Message, Receive, Scope, Send
 
 from server.api.query import bool_arg
 from server.api.request_body import refuse_compressed
-from server.channels.channel import InputChannel, OnNewMessage, health_router, log_failed_turn
+from server.channels.channel import (
+    InputChannel,
+    OnNewMessage,
+    health_router,
+    log_failed_turn,
+    turn_to_its_end,
+)
 from server.dialogue.messages import (
     MAX_TEXT_CHARS,
     CollectingOutputChannel,
@@ -189,7 +195,7 @@ class RestWebhook:
         message.output_channel = collector
         message.receive = receive
         try:
-            await self.on_new_message(message)
+            await turn_to_its_end(logger, self.channel_name, self.on_new_message, message)
         except _NOT_RECORDED:
             raise
         except NoModelLoaded:

@@ -26,6 +26,7 @@ from server.channels.channel import (
     log_failed_turn,
     refused_as_too_long,
     reply_choices,
+    turn_to_its_end,
 )
 from server.channels.rocketchat_api import RocketChatAPI, RocketChatError, RocketChatUnavailable
 from server.dialogue.messages import UserMessage, split_message
@@ -340,7 +341,7 @@ class RocketChatInput(InputChannel):
                 if await refused_as_too_long(message):
                     continue
                 try:
-                    await on_new_message(message)
+                    await turn_to_its_end(logger, "rocketchat", on_new_message, message)
                 except (StoreError, LockTimeout, InvalidConversationId):
                     # A 503 (or 400), as the REST channel answers: Rocket.Chat retries a
                     # failed call, and a 200 would acknowledge a message that was lost.

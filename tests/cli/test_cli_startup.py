@@ -92,3 +92,38 @@ def test_a_server_without_jwt_settings_imports_no_jwt_library(tmp_path: Path) ->
     assert "jwt" not in _modules_after(code, tmp_path)
     with_jwt = code.replace("token='secret'", "jwt_secret='a' * 32, jwt_method='HS256'")
     assert "jwt" in _modules_after(with_jwt, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--credentials", "missing.yml"], "error: --credentials missing.yml: no such file"),
+        (["--remote-storage", "nope"], "error: --remote-storage 'nope' is not supported"),
+        (["--connector", "nope"], "error: --connector nope: Unknown channel 'nope'"),
+        (["--connector", "slack"], "error: --connector slack: Rasa's 'slack' channel is not"),
+        (["--verify-key", "nope.pem"], "error: --verify-key nope.pem: no such file"),
+    ],
+)
+def test_a_wrong_run_flag_is_said_before_the_server_is_imported(
+    tmp_path: Path, flags: list[str], said: str
+) -> None:
+    """Before, each took some 1.5-2 s of CPU (the web framework, the stores, NLU's libraries
+    imported) before its one line; now about what an argparse error takes."""
+    code = (
+        "import contextlib, io, cli\n"
+        "err = io.StringIO()\n"
+        "with contextlib.redirect_stderr(err):\n"
+        f"    code = cli.main(['run', *{flags!r}])\n"
+        "open('answer.txt', 'w').write(f'{code} {err.getvalue().strip()}')\n"
+    )
+    modules = _modules_after(code, tmp_path)
+    answer = (tmp_path / "answer.txt").read_text()
+    assert answer.startswith(f"1 {said}"), answer
+    assert not {"fastapi", "starlette", "sklearn", "numpy", "sqlalchemy"} & modules
+
+
+def test_the_storages_checked_before_the_imports_are_the_ones_served() -> None:
+    from server.models.remote_storage import STORAGES
+    from server.run_flags import STORAGES as CHECKED
+
+    assert CHECKED == STORAGES

@@ -298,7 +298,33 @@ def test_v_shows_migrations_but_not_alembics_plugin_set_up(restore_logging: None
     assert logging.getLogger("alembic.runtime.migration").isEnabledFor(logging.INFO)
     assert not logging.getLogger("alembic.runtime.plugins").isEnabledFor(logging.INFO)
     configure_logging(verbosity=2)
-    assert logging.getLogger("alembic.runtime.plugins").isEnabledFor(logging.DEBUG)
+    assert not logging.getLogger("alembic.runtime.plugins").isEnabledFor(logging.INFO)
+    assert logging.getLogger("alembic.runtime.migration").isEnabledFor(logging.DEBUG)
+
+
+def test_vv_opens_our_lines_not_the_libraries_as_in_rasa(
+    tmp_path: Path, restore_logging: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, -vv set the libraries to DEBUG too: a first start on a new SQLite file wrote
+    some 400 lines of aiosqlite and SQLAlchemy ahead of the turns' lines. They stay at
+    LOG_LEVEL_LIBRARIES (WARNING unset), as Rasa keeps its libraries."""
+    log_file = tmp_path / "out.log"
+    configure_logging(verbosity=2, log_file=str(log_file))
+    for name in ("aiosqlite", "sqlalchemy.engine.Engine", "asyncpg", "redis.asyncio", "asyncio"):
+        logging.getLogger(name).debug("a library's debug line")
+        logging.getLogger(name).info("a library's info line")
+    logging.getLogger("server.dialogue.processor").debug("turn sender=a")
+    logging.getLogger("uvicorn.error").info("Started server process [1]")
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    text = log_file.read_text()
+    assert "a library's" not in text
+    assert "turn sender=a" in text and "Started server process" in text
+    monkeypatch.setenv("LOG_LEVEL_LIBRARIES", "DEBUG")
+    monkeypatch.setenv("LOG_LEVEL_KAFKA", "ERROR")
+    configure_logging()
+    assert logging.getLogger("aiosqlite").isEnabledFor(logging.DEBUG)
+    assert not logging.getLogger("kafka.conn").isEnabledFor(logging.WARNING)
 
 
 async def test_v_says_once_that_the_server_is_up(

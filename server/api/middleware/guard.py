@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.api.errors import error_response, response_for
+from server.tasks import left_running
 
 logger = logging.getLogger(__name__)
 
@@ -178,10 +179,14 @@ class RequestGuardMiddleware:
             if task.uncancel() > cancelling:
                 raise
             logger.warning(
-                "%s %s took longer than the response timeout of %s s and was cancelled",
+                "%s %s took longer than the response timeout of %s s and %s",
                 scope.get("method"),
                 scope.get("path"),
                 self.timeout,
+                # A conversation's turn is not cancelled: the client gets 503 all the same.
+                "was answered 503; its turn runs on to its end and is stored"
+                if left_running(task)
+                else "was cancelled",
             )
             if started:
                 return  # part of the response is out; the server closes the connection

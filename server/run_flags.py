@@ -1,0 +1,94 @@
+"""The checks of `botserver run`'s flag values that need none of the server's imports (a
+missing file, a name no channel or storage has), and the channel names they are checked
+against: `cli.py` makes them before it imports the server, so a wrong value is said at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from server.errors import InvalidConfig
+from server.setting_values import near_miss
+
+# Built-in channels by credentials key, imported when a project names one: socket.io alone
+# brings python-socketio, aiohttp, redis and aio-pika into the process (about 40 MB).
+CHANNELS: dict[str, str] = {
+    "rest": "server.channels.rest.RestInput",
+    "callback": "server.channels.callback.CallbackInput",
+    "socketio": "server.channels.socket_io.SocketIOInput",
+    "rocketchat": "server.channels.rocketchat.RocketChatInput",
+}
+
+# Rasa's other built-in channels: skipped with a warning so a Rasa project still starts.
+RASA_CHANNELS_NOT_SUPPORTED = (
+    "rasa",
+    "facebook",
+    "slack",
+    "telegram",
+    "mattermost",
+    "twilio",
+    "twilio_voice",
+    "botframework",
+    "webexteams",
+    "hangouts",
+    "cmdline",
+)
+
+# The remote storages `--remote-storage` names (server.models.remote_storage serves them).
+STORAGES = ("aws", "gcs", "azure")
+
+# The credentials file Rasa reads without --credentials.
+DEFAULT_CREDENTIALS = "credentials.yml"
+
+
+def check_channel_name(name: str) -> None:
+    """InvalidConfig for a name that is neither a built-in channel nor a dotted class path."""
+    if name in CHANNELS or "." in name:
+        return
+    meant = near_miss(name, CHANNELS)
+    raise InvalidConfig(
+        f"Unknown channel '{name}'{f' (did you mean {meant!r}?)' if meant else ''}. "
+        f"Built-in channels: {', '.join(sorted(CHANNELS))}; a custom channel is a dotted "
+        "class path."
+    )
+
+
+def check_connector(connector: str) -> None:
+    """`--connector`: a channel botserver serves (asked for by name, a channel it lacks would
+    leave the server serving none)."""
+    if connector in RASA_CHANNELS_NOT_SUPPORTED:
+        raise InvalidConfig(
+            f"--connector {connector}: Rasa's '{connector}' channel is not supported by "
+            f"botserver. Built-in channels: {', '.join(sorted(CHANNELS))}."
+        )
+    try:
+        check_channel_name(connector)
+    except InvalidConfig as e:
+        raise InvalidConfig(f"--connector {connector}: {e}") from None
+
+
+def check_run_flags(args: argparse.Namespace) -> None:
+    """The flag values of `run` (`shell` shares the model source's) that are wrong on their
+    face: --credentials and --verify-key naming no file, --connector and --remote-storage
+    naming nothing there is. InvalidConfig saying which."""
+    credentials = getattr(args, "credentials", None)
+    if (
+        credentials
+        and not Path(credentials).exists()
+        # Rasa's own default name, as its guides spell out the command: the REST channel
+        # alone is served then, with a warning (a project without channels has no file).
+        and Path(credentials) != Path(DEFAULT_CREDENTIALS)
+    ):
+        raise InvalidConfig(f"--credentials {credentials}: no such file")
+    connector = getattr(args, "connector", None)
+    if connector:
+        check_connector(connector)
+    if args.verify_key and not Path(args.verify_key).is_file():
+        raise InvalidConfig(f"--verify-key {args.verify_key}: no such file")
+    # An empty one too: `--remote-storage "$STORAGE"` with STORAGE unset loaded the local -m.
+    if args.remote_storage is not None and args.remote_storage not in STORAGES:
+        raise InvalidConfig(
+            f"--remote-storage {args.remote_storage!r} is not supported: use one of "
+            f"{', '.join(STORAGES)}"
+        )
