@@ -127,7 +127,8 @@ async def drive(
     sqlite: str | None = None,
 ) -> None:
     """`clients` clients, one connection each, until `soak.turns` turns were sent; a sample
-    every `every` answered turns (the clients wait for it: the server is idle meanwhile).
+    every `every` answered turns (no client starts a turn meanwhile; those already sent, up
+    to `clients` - 1, may still be in flight).
     Database connections: PostgreSQL's to database `db`, or those of SQLite file `sqlite`."""
     assert server.process is not None
     pid = server.process.pid
@@ -154,7 +155,7 @@ async def drive(
                     conversation, left = short, left - 1
                 soak.conversations.add(conversation)
                 body = {"sender": conversation, "message": TEXTS[number % len(TEXTS)]}
-                async with sampled:  # no turn in flight while a sample is taken
+                async with sampled:  # no turn starts while a sample is taken
                     pass
                 try:
                     answer = await http.post(WEBHOOK, json=body)

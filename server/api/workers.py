@@ -155,7 +155,8 @@ def _private_socket(backlog: int) -> tuple[Path, socket.socket] | None:
     path = directory / f"{route}.sock"
     # Bound under another name, and given its own once it listens: a socket file with nothing
     # listening is a dead worker's to the others, who remove it (channels/socketio_routing).
-    binding = directory / f".{route}"  # no longer than the name it gets
+    # As long as the name it gets: a path too long for a socket fails the bind, as before.
+    binding = directory / f".{route}.tmp"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         directory.mkdir(exist_ok=True)

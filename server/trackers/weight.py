@@ -43,7 +43,7 @@ PROTECTED_SHARE = 0.75
 class Probation:
     """The conversations of a cache that were read from the store and not loaded again since,
     in the order they were read, with their weight then: they go first (`evict_least_recent`)
-    while the others weigh more than `PROTECTED_SHARE` of the bound. A conversation the
+    while the others weigh at most `PROTECTED_SHARE` of the bound. A conversation the
     process starts, or one loaded again while cached, is no longer on probation."""
 
     def __init__(self) -> None:
@@ -81,7 +81,7 @@ def evict_least_recent(
 ) -> int:
     """Evicts from `entries` (in recency order) while `weight`, their total, is over `bound`,
     handing each to `let_go`: first those on `probation` (read once, oldest first) while the
-    others weigh more than `PROTECTED_SHARE` of the bound, then the least recently used. The
+    others weigh at most `PROTECTED_SHARE` of the bound, else the least recently used. The
     last one left stays unless its heavy events alone (`extra_of_entry`) weigh more than the
     bound: a long conversation of ordinary events, a few of a KiB among them or not, stays
     cached alone. Returns the weight left."""

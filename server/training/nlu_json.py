@@ -79,7 +79,7 @@ def read_nlu_json(path: Path) -> NLUTrainingData:
         raise InvalidProjectFile(
             f"Rasa's JSON NLU format needs a '{ROOT_KEY}' object at the top level{found}",
             filename,
-            json_line(text, [ROOT_KEY]) or json_line(text, []),
+            json_line(text, [ROOT_KEY]),
         )
     return _Reader(filename, path.parent, text).read(document[ROOT_KEY])
 
@@ -112,7 +112,6 @@ def load_project_json(text: str, filename: str) -> Any:
 # A string (escapes and all) or a character that opens, closes or separates: what
 # `json_line` steps through; numbers, true, false and null lie between them.
 _JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\],:]')
-_JSON_SPACE = " \t\r\n"
 _JSON_ITEM = re.compile(r"[^ \t\r\n]")  # where a list's item (or its end) starts
 _WHERE_PART = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
 
@@ -122,7 +121,8 @@ def json_line(text: str, path: list[str | int]) -> int | None:
     the JSON `text`, at its key when it has one; the nearest enclosing value's line when the
     text has no such value. A key written twice in one object: the last, which is the one
     read. Read only when an error names it: a valid file costs nothing."""
-    best = 1 if text.strip(_JSON_SPACE) else None
+    top = _JSON_ITEM.search(text)  # where the top-level value starts
+    best = text.count("\n", 0, top.start()) + 1 if top else None
     kinds: list[str] = []  # "{" or "[" of each open container
     at: list[str | int | None] = []  # the key or list position read in each
     expecting_key = False
@@ -173,8 +173,11 @@ def _too_deep_line(text: str) -> int | None:
     return None
 
 
-# A string, or what the reader takes for a number or a constant outside strings.
-_JSON_SCALAR = re.compile(r'"(?:[^"\\]|\\.)*"|NaN|-?Infinity|-?[0-9][0-9.eE+-]*')
+# A string, or what the reader takes for a number (JSON's grammar: the reader stops at the
+# first number it cannot hold, whatever is written right after it) or a constant.
+_JSON_SCALAR = re.compile(
+    r'"(?:[^"\\]|\\.)*"|NaN|-?Infinity|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?'
+)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 

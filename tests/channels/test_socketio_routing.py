@@ -235,6 +235,29 @@ def test_a_starting_worker_s_socket_file_appears_only_once_it_listens(
         sock.close()
 
 
+@pytest.mark.parametrize("spare", [0, 1, 4])
+def test_a_worker_whose_socket_path_is_too_long_says_it_has_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, spare: int
+) -> None:
+    """A workers' directory so deep that `<route>.sock` passes what a Unix socket's path
+    holds (107 bytes), by `spare` bytes or fewer than its name's length: the worker says it
+    has no private socket, as it did when it bound that name. Bound under a shorter name and
+    renamed, its socket was at a path no other worker can connect to, without a word."""
+    name_length = len("0123abcd.sock")
+    room = 107 - len(str(route_sockets(tmp_path))) - len("/") - name_length + 1 + spare
+    deep = tmp_path / ("d" * (room - 1))  # its path one longer: `/` and `room - 1` letters
+    monkeypatch.setenv(WORKERS_DIR_ENV, str(deep))
+    monkeypatch.delenv(WORKER_ROUTE_ENV, raising=False)
+    deep.mkdir()
+    assert len(str(route_sockets(deep) / "0123abcd.sock")) == 108 + spare
+    made = workers._private_socket(16)
+    if made is not None:
+        made[1].close()
+    assert made is None
+    assert "has no private socket" in caplog.text
+    assert list(route_sockets(deep).iterdir()) == []
+
+
 async def test_a_push_to_a_named_room_goes_to_every_other_worker(this_worker: Path) -> None:
     """A session_id's room may have sockets on any worker: each other worker gets the message
     (and emits it to the sockets it holds). A message to a socket of this worker, or to a room

@@ -77,6 +77,16 @@ def test_a_file_without_its_section_names_the_top_level(tmp_path: Path) -> None:
     assert "needs a 'rasa_nlu_data' object" in error.reason
 
 
+@pytest.mark.parametrize("text", ['\n\n{"common_examples": []}\n', "\n\n\n[1, 2]\n"])
+def test_a_file_whose_section_is_missing_names_where_its_value_starts(
+    tmp_path: Path, text: str
+) -> None:
+    # Before: line 1, a blank line above the value.
+    error = _refusal(tmp_path, text)
+    assert error.line == len(text) - len(text.lstrip("\n")) + 1
+    assert "needs a 'rasa_nlu_data' object" in error.reason
+
+
 def test_a_file_nested_too_deep_names_the_line_where_it_passes_the_limit(tmp_path: Path) -> None:
     text = '{"rasa_nlu_data": {"common_examples": [\n' + "[" * 60 + "\n" + "[" * 60 + "\n"
     error = _refusal(tmp_path, text + "]" * 120 + "]}}")
@@ -158,3 +168,15 @@ def test_a_value_json_cannot_hold_names_its_line(tmp_path: Path, value: str, rea
     error = _refusal(tmp_path, text)
     assert reason in error.reason
     assert error.line == 4
+
+
+@pytest.mark.parametrize("after", ["e5", "-1.5", ".5.5", "x"])
+def test_a_value_json_cannot_hold_followed_by_a_mistake_names_its_line(
+    tmp_path: Path, after: str
+) -> None:
+    # The reader stops at the number, before the mistake written right after it. Before: a
+    # ValueError of our own (`could not convert string to float: '1e999e5'`), no file, no line.
+    text = '{"rasa_nlu_data": {"common_examples": [\n{"text": "a", "intent": 1e999' + after
+    error = _refusal(tmp_path, text + "}]}}")
+    assert "too large for a double" in error.reason
+    assert error.line == 2
