@@ -285,7 +285,7 @@ def test_convert_warns_of_an_entity_overlapping_another(run_cli, tmp_path: Path)
         (
             '{"rasa_nlu_data": {"common_examples": [{"text": "hi", "intent": "greet"}, '
             '{"intent": "greet"}]}}',
-            "in.json: rasa_nlu_data.common_examples[1]: needs a 'text' string",
+            "in.json:1: rasa_nlu_data.common_examples[1]: needs a 'text' string",
         ),
         (
             '{"rasa_nlu_data": {"common_examples": [{"text": "hi", "intent": "greet", '
