@@ -5,6 +5,7 @@ deploy) mid-load. What the clients see, and what the tracker keeps."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -182,29 +183,73 @@ def stored_problems(stored: dict[str, list[dict[str, Any]]], load: Load) -> list
     ]
 
 
+def children(server: ServerProcess) -> set[int]:
+    """The server's child processes."""
+    assert server.process is not None
+    pid = server.process.pid
+    return set(map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split()))
+
+
+def stopped_replacement(server: ServerProcess, before: set[int]) -> int:
+    """The worker the parent starts in place of one of `before`, SIGSTOPped as soon as it
+    runs Python of its own: a process not yet serving (its start is imports and the model,
+    seconds), out of the parent's hands (stopped before its exec, it would hold the parent,
+    which waits for the exec, and with it the stop)."""
+    deadline = time.monotonic() + 120
+    while True:
+        # The supervisor's own helpers (multiprocessing's resource tracker) start with the
+        # server, not now: a child new since `before` is the replacement.
+        for pid in children(server) - before:
+            with contextlib.suppress(FileNotFoundError):
+                if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.kill(pid, signal.SIGSTOP)
+                    return pid
+        assert time.monotonic() < deadline, server.log.read_text()[-3000:]
+        time.sleep(0.002)
+
+
+def sigterm_pending_or_gone(pid: int) -> bool:
+    """Whether a SIGTERM waits for the (stopped) process `pid`, or it already ended (a
+    SIGTERM at its default action ends even a stopped process)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    if fields["State"].startswith(("Z", "X")):
+        return True
+    bit = 1 << (signal.SIGTERM - 1)
+    return any(int(fields[name], 16) & bit for name in ("SigPnd", "ShdPnd"))
+
+
 async def stop_while_a_replacement_starts(server: ServerProcess) -> None:
     """SIGTERM just after a worker was killed: the server exits with 0, no worker left, and
-    one line says the replacement stopped before it served, not as a warning."""
-    workers = workers_of(server)
-    os.kill(workers[0], signal.SIGKILL)
-    await until(
-        lambda: len(now := workers_of(server)) == 2 and workers[0] not in now,
-        server,
-        "a replacement was started",
-    )
+    one line says the replacement stopped before it served, not as a warning.
+
+    The replacement is held (SIGSTOP) from its first moment until the stop has reached it:
+    it certainly gets the stop before it serves, however fast it starts."""
+    before = children(server)
     workers = workers_of(server)
     shared = shared_directory(workers[0])
+    os.kill(workers[0], signal.SIGKILL)
+    replacement = stopped_replacement(server, before)
     assert server.process is not None
-    server.process.send_signal(signal.SIGTERM)
+    try:
+        server.process.send_signal(signal.SIGTERM)
+        await until(lambda: sigterm_pending_or_gone(replacement), server, "the stop reached it")
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # ended by the SIGTERM, and reaped
+            os.kill(replacement, signal.SIGCONT)
     await asyncio.to_thread(
         server.process.wait, GRACEFUL_SHUTDOWN_SECONDS + KILL_AFTER_SECONDS + 60
     )
-    stops_cleanly(server, workers)
+    stops_cleanly(server, [workers[1], replacement])
     assert not shared.exists()
     log = server.log.read_text()
+    # The replacement stopped on the signal, not killed at the end of the graceful period.
+    assert "did not stop in time" not in log, log[-3000:]
     stopped = [line for line in log.splitlines() if "Stopped: " in line]
     assert len(stopped) == 1, log[-3000:]
-    # The replacement's start takes seconds (imports, the model): the signal came first.
     assert "1 of the 2 workers closed" in stopped[0], stopped
     assert "1 stopped while starting, before serving" in stopped[0], stopped
     assert " WARNING " not in stopped[0], stopped
