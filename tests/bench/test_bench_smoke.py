@@ -236,11 +236,22 @@ def _recording_endpoint(reply: bytes) -> Iterator[tuple[str, list[dict[str, str]
     port = server.sockets[0].getsockname()[1]
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
+
+    async def shut() -> None:
+        # Connections still open end here: a task left pending was reported at exit.
+        server.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     try:
         yield f"http://127.0.0.1:{port}", received
     finally:
+        asyncio.run_coroutine_threadsafe(shut(), loop).result(5)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
+        loop.close()
 
 
 @pytest.mark.timeout(60)
