@@ -63,7 +63,7 @@ class ActionServer:
             shutil.rmtree(self.directory, ignore_errors=True)
 
     def _stop_processes(self) -> None:
-        # Sanic runs the server in a worker process: stop the whole process group.
+        # Whatever the server started goes too: stop the whole process group.
         try:
             os.killpg(self.process.pid, signal.SIGTERM)
         except ProcessLookupError:
@@ -80,15 +80,14 @@ class ActionServer:
 
 
 def start_action_server(bot: str) -> ActionServer:
-    """Runs `python -m rasa_sdk --actions actions` in tests/action_servers/<bot>/."""
+    """Runs rasa-sdk's action server on the actions of tests/action_servers/<bot>/, as
+    `python -m rasa_sdk --actions actions` does, in one process (`serve.py`)."""
     port = free_port()
     directory = Path(tempfile.mkdtemp(prefix=f"action-server-{bot}-"))
-    env = dict(
-        os.environ, SANIC_HOST="127.0.0.1", ACTION_SERVER_SANIC_WORKERS="1", TMPDIR=str(directory)
-    )
+    env = dict(os.environ, SANIC_HOST="127.0.0.1", TMPDIR=str(directory))
     with (directory / "server.log").open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "rasa_sdk", "--actions", "actions", "--port", str(port)],
+            [sys.executable, str(HERE / "serve.py"), "--actions", "actions", "--port", str(port)],
             cwd=HERE / bot,
             env=env,
             stdout=log,

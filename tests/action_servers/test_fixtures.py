@@ -7,6 +7,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.action_servers.fixtures import start_action_server
@@ -29,3 +30,28 @@ def test_a_stopped_action_server_leaves_no_temporary_files(temp: Path) -> None:
     server = start_action_server("concertbot")
     server.stop()
     assert list(temp.iterdir()) == []
+
+
+def _processes_in_group(group: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+        except (OSError, ValueError):
+            continue  # not a process, or gone
+        if int(stat.rsplit(")", 1)[1].split()[2]) == group:
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_an_action_server_kept_for_the_whole_run_is_one_process(temp: Path) -> None:
+    """A bot's action server lives as long as the test run. Before, rasa-sdk's `run` started
+    Sanic's worker manager: four processes, twice the CPU to start, and a manager polling its
+    worker all run long (0.005 s of CPU a second, each bot, each pytest worker)."""
+    pytest.importorskip("rasa_sdk")
+    server = start_action_server("concertbot")
+    try:
+        assert _processes_in_group(server.process.pid) == [server.process.pid]
+        assert httpx.get(server.url.replace("/webhook", "/actions")).status_code == 200
+    finally:
+        server.stop()

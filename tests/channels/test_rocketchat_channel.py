@@ -133,7 +133,8 @@ async def test_a_flood_of_wrong_tokens_logs_a_bounded_number_of_lines(
     rocket, webhook, _ = wired
     wrong = rocket.outgoing_payload(token="guess", user_id="AliceId", user_name="alice", text="hi")
     caplog.set_level(logging.INFO)
-    for _ in range(60):
+    # 40 refusals (60 before: 25 ms of CPU each), twice the 20 lines a minute logs in full.
+    for _ in range(40):
         assert (await rocket.send(webhook, wrong)).status_code == 401
     lines = [r.getMessage() for r in caplog.records if "efused" in r.getMessage()]
     assert 1 <= len(lines) <= 25, len(lines)

@@ -36,6 +36,10 @@ CONVERSATIONS = 16
 FILLERS = 4000
 TURNS_A_CONVERSATION = 20
 MESSAGES = ("bye", "are you a bot?")
+# Time between a swap's answer and the next swap: the 16 conversations keep the server busy
+# (about 300 turns a second on 2 cores), so dozens of turns are sent in it.
+SETTLE_SECONDS = 0.1
+PULL_SECONDS = 0.5  # the model server is asked twice a second
 BOT = "I am a bot, powered by Rasa."
 # What each model answers to each message: any other reply mixes the two models.
 REPLIES = {
@@ -148,7 +152,7 @@ async def under_load(client: httpx.AsyncClient, prefix: str) -> AsyncIterator[Lo
         for i in range(CONVERSATIONS)
     ]
     try:
-        await asyncio.sleep(0.5)  # every conversation under way
+        await asyncio.sleep(0.2)  # every conversation under way
         yield load
     finally:
         load.stop.set()
@@ -248,17 +252,17 @@ async def test_put_model_with_a_path_swaps_between_turns_and_gives_memory_back(
                 shown = await status(client)
                 assert shown["model_file"] == f"model-{serving.lower()}.tar.gz", shown
                 rss.append(rss_kib(pid))
-                await asyncio.sleep(0.4)
+                await asyncio.sleep(SETTLE_SECONDS)
             started_at = time.monotonic()
             assert (await client.delete("/model")).status_code == 204
             swaps.append(Swap(started_at, time.monotonic(), 204, None))
             assert (await client.get("/status")).status_code == 409  # Rasa's: no model
-            await asyncio.sleep(0.4)
+            await asyncio.sleep(SETTLE_SECONDS)
             started_at = time.monotonic()
             response = await client.put("/model", json={"model_file": str(models["B"])})
             assert response.status_code == 204, response.text
             swaps.append(Swap(started_at, time.monotonic(), 204, "B"))
-            await asyncio.sleep(0.4)
+            await asyncio.sleep(SETTLE_SECONDS)
     check_turns(load.turns, swaps, "A")
     after_none = [
         t for t in load.turns if swaps[-2].answered < t.sent and t.answered < swaps[-1].started
@@ -326,14 +330,14 @@ def fingerprint(etag: str) -> Callable[[dict[str, Any]], bool]:
 async def test_models_a_model_server_publishes_replace_each_other_between_turns(
     models: dict[str, Path], server_dir: Path
 ) -> None:
-    """A model server pulled every second publishes A, B, A... and once a broken archive,
+    """A model server pulled twice a second publishes A, B, A... and once a broken archive,
     while 16 conversations run: a turn sent once /status shows the new ETag gets the new
     model, the broken one is refused once (the old model serves on), and an unchanged
     model is answered 304."""
     published = Published(models["A"], '"a-0"')
     with published.serving() as url:
         endpoints = json.loads((server_dir / "endpoints.yml").read_text())
-        endpoints["models"] = {"url": url, "wait_time_between_pulls": 1}
+        endpoints["models"] = {"url": url, "wait_time_between_pulls": PULL_SECONDS}
         (server_dir / "endpoints.yml").write_text(json.dumps(endpoints))
         server = await started(models["A"], server_dir, server_dir / "endpoints.yml")
         swaps: list[Swap] = []
@@ -349,14 +353,14 @@ async def test_models_a_model_server_publishes_replace_each_other_between_turns(
                         shown = await status_shows(client, lambda s: "last_pull_error" in s)
                         assert "corrupt" in shown["last_pull_error"]["message"], shown
                         assert shown["fingerprint"] == f'"{serving}-{n - 1}"'
-                        await asyncio.sleep(2.5)  # two more pulls: not downloaded again
+                        await asyncio.sleep(2.5 * PULL_SECONDS)  # two more pulls: not again
                     else:
                         await status_shows(client, fingerprint(etag))
                         serving = tag
                     swaps.append(Swap(started_at, time.monotonic(), 200, serving))
-                    await asyncio.sleep(0.5)
-                # The next pull of the unchanged model (one a second; the swaps above come
-                # half a second after the pull that showed them, so may see none).
+                    await asyncio.sleep(SETTLE_SECONDS)
+                # The next pull of the unchanged model (the swaps above come soon after the
+                # pull that showed them, so may see none).
                 for _ in range(50):
                     if 304 in published.answers:
                         break
