@@ -9,7 +9,8 @@ hop and the GIL hand-offs it saves were most of an append's cost. What may fsync
 store's thread: the checkpoints (the inline connection never checkpoints), a commit that would
 start the WAL file afresh (the thread starts it), synchronous=FULL. An inline transaction that
 cannot start at once (another connection or process is writing) goes to the thread, which
-waits its turn in SQLite's busy handler.
+waits its turn in SQLite's busy handler. The SQL event broker writes through `run` alone: each
+batch one hop to a thread of its own.
 """
 
 from __future__ import annotations
@@ -82,15 +83,19 @@ class SqliteDatabase:
         synchronous: str,
         checkpoint_frames: int = CHECKPOINT_FRAMES,
         read_only: bool = False,
+        autocheckpoint: bool = True,
     ) -> None:
         """`read_only`: the file is opened read-only, its journal mode left as it is (a
-        command that reads, as `botserver export`, changes nothing in it)."""
+        command that reads, as `botserver export`, changes nothing in it).
+        `autocheckpoint=False`: the thread's commits never checkpoint (the caller does, with
+        `checkpoint` through `run`)."""
         self.path = path
         self.read_only = read_only
         self.checkpoint_frames = checkpoint_frames
         self.checkpoint_after = _FIRST_CHECKPOINT_AFTER  # commits
         self._busy_timeout_ms = busy_timeout_ms
         self._synchronous = synchronous
+        self._autocheckpoint = autocheckpoint
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._local = threading.local()
         self._readers = threading.local()
@@ -171,6 +176,8 @@ class SqliteDatabase:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        if not self._autocheckpoint:
+            conn.execute("PRAGMA wal_autocheckpoint=0")
         return conn
 
     def _reader(self) -> sqlite3.Cursor:
@@ -610,12 +617,14 @@ class SqliteDatabase:
                     "DELETE FROM events WHERE sender_id = ? AND id <= ?", (sender_id, last)
                 )
 
-        await self.run(lambda conn: _write(conn, lambda: replace(conn)))
+        await self.run(lambda conn: write_transaction(conn, lambda: replace(conn)))
 
     async def delete_senders(self, sender_ids: Sequence[str]) -> None:
         marks = ", ".join("?" * len(sender_ids))
         sql = f"DELETE FROM events WHERE sender_id IN ({marks})"
-        await self.run(lambda conn: _write(conn, lambda: conn.execute(sql, tuple(sender_ids))))
+        await self.run(
+            lambda conn: write_transaction(conn, lambda: conn.execute(sql, tuple(sender_ids)))
+        )
 
     async def delete_stale(self, sender_ids: Sequence[str], cutoff_timestamp: float) -> int:
         """Deletes those of `sender_ids` whose newest event is still older than the cutoff;
@@ -633,7 +642,7 @@ class SqliteDatabase:
                 conn.execute(sql, stale)
             return len(stale)
 
-        return await self.run(lambda conn: _write(conn, lambda: delete_stale(conn)))
+        return await self.run(lambda conn: write_transaction(conn, lambda: delete_stale(conn)))
 
     async def rows_from(self, sender_id: str, first_id: int) -> list[tuple[int, str]]:
         """(id, data) of the conversation's rows with id >= first_id, in order.
@@ -733,7 +742,7 @@ class SqliteDatabase:
         return [row[0] for row in rows]
 
 
-def _write(conn: sqlite3.Connection, body: Callable[[], T]) -> T:
+def write_transaction(conn: sqlite3.Connection, body: Callable[[], T]) -> T:
     """`body` in one write transaction (taken at once, so it never upgrades and deadlocks)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -803,7 +812,7 @@ _Written = tuple[int | None, list[tuple[int, str]]]
 def _commit_group(
     group: Sequence[_Append], sequential_ids: bool, conn: sqlite3.Connection
 ) -> list[_Written | Exception]:
-    return _write(conn, lambda: _appends(conn, group, sequential_ids))
+    return write_transaction(conn, lambda: _appends(conn, group, sequential_ids))
 
 
 def _appends(
