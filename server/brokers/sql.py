@@ -107,8 +107,8 @@ class SqlEventBroker(QueuedBroker):
         )
         # A SQLite file's batches: each one hop to this thread and back, insert and commit in
         # one call. Through SQLAlchemy's asyncio layer and aiosqlite a transaction took five
-        # (cursor, insert, close, commit, the pool's reset), 2-3 ms of CPU a turn with
-        # `wait_for_delivery`, each turn a batch. No commit checkpoints: the broker does, on
+        # (cursor, insert, close, commit, the pool's reset) and three times the CPU: with
+        # `wait_for_delivery` each turn is one. No commit checkpoints: the broker does, on
         # this thread, between its batches (`_written`).
         self._sqlite: SqliteDatabase | None = None
         if self._sqlite_file is not None:

@@ -874,7 +874,7 @@ async def test_a_turn_waiting_for_a_sqlite_broker_costs_one_hop_to_its_thread(
     """With `wait_for_delivery` each turn's events are a transaction of their own: their
     insert and commit now go to the broker's thread in one call. Through SQLAlchemy's
     asyncio layer and aiosqlite that was five hops (cursor, insert, close, commit, the
-    pool's reset), 2.7-3.6 ms of CPU a turn."""
+    pool's reset), and three times the CPU (docs/benchmarks.md)."""
     db = tmp_path / "events.db"
     broker = sqlite_broker(db, wait_for_delivery=True)
     try:
