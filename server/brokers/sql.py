@@ -105,7 +105,7 @@ class SqlEventBroker(QueuedBroker):
             and self.url.database not in (None, "", ":memory:")
             else None
         )
-        # A SQLite file's batches: each one hop to this thread and back, insert and commit in
+        # A SQLite file's batches: each one hop to its own thread and back, insert and commit in
         # one call. Through SQLAlchemy's asyncio layer and aiosqlite a transaction took five
         # (cursor, insert, close, commit, the pool's reset) and three times the CPU: with
         # `wait_for_delivery` each turn is one. No commit checkpoints: the broker does, on
