@@ -743,14 +743,21 @@ class SqliteDatabase:
 
 
 def write_transaction(conn: sqlite3.Connection, body: Callable[[], T]) -> T:
-    """`body` in one write transaction (taken at once, so it never upgrades and deadlocks)."""
+    """`body` in one write transaction (taken at once, so it never upgrades and deadlocks),
+    rolled back if it or its COMMIT fails, and the error raised is theirs. SQLite may have
+    rolled it back already (a full disk met while the pages of a large transaction go to the
+    WAL file: a ROLLBACK then failed with "cannot rollback - no transaction is active", said
+    in its place); a COMMIT that fails may leave it open (the next BEGIN failed with "cannot
+    start a transaction within a transaction", the write lock kept meanwhile)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         result = body()
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
     return result
 
 
@@ -781,14 +788,12 @@ def _start_wal(conn: sqlite3.Connection) -> None:
     """The first commit into an empty or fully checkpointed WAL rewrites its header and
     fsyncs it: this thread does that commit (a page-1 write that changes nothing), so that
     the inline commits after it only add frames."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+
+    def rewrite_version() -> None:
         (version,) = conn.execute("PRAGMA user_version").fetchone()
         conn.execute(f"PRAGMA user_version={int(version)}")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+
+    write_transaction(conn, rewrite_version)
 
 
 class _Append:

@@ -950,27 +950,42 @@ async def test_a_locked_sqlite_file_is_told_and_its_events_go_out_once_it_is_fre
     assert texts == ["alice 0", "alice 0 reply", "alice 1", "alice 1 reply"]
 
 
+@pytest.mark.parametrize(
+    ("disk_size", "events", "text_size"),
+    [
+        # Within SQLite's page cache (2 MB): the commit fails.
+        ("1m", 2, 50_000),
+        # Larger: its pages go to the WAL file while it is inserted, and the insert fails;
+        # SQLite rolls the whole transaction back (the warning said "cannot rollback - no
+        # transaction is active", the rollback that followed).
+        ("16m", 120, 30_000),
+    ],
+)
 async def test_a_full_disk_is_told_and_the_events_go_out_once_there_is_room(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, disk_size: str, events: int, text_size: int
 ) -> None:
-    """The broker's SQLite file on a disk that fills up: its commit fails, the warning says
-    "database or disk is full" in SQLite's words, and the events wait, in order, until
-    there is room again."""
-    with small_disk(tmp_path, "1m") as disk:
+    """The broker's SQLite file on a disk that fills up: the warning says "database or disk
+    is full" in SQLite's words, and the events wait, in order, until there is room again;
+    each is written once."""
+    with small_disk(tmp_path, disk_size) as disk:
         db = disk / "events.db"
         broker = sqlite_broker(db, wait_for_delivery=True, retry_delay_in_seconds=0.1)
         try:
             await broker.publish("alice", turn("alice", 0))
             filler = fill(disk)
-            large = [{**event, "text": event["text"] + "x" * 50_000} for event in turn("alice", 1)]
+            large = [
+                {"event": "bot", "timestamp": 1.0, "text": f"{number} " + "x" * text_size}
+                for number in range(events)
+            ]
             await broker.publish("alice", large)
-            assert broker.pending == 2
+            assert broker.pending == events
             assert "retrying in 0.1 s: (sqlite3.OperationalError) database or disk is full" in (
                 caplog.text
             )
+            assert "cannot rollback" not in caplog.text
             filler.unlink()
             assert await broker.flush(timeout=10)
         finally:
             await broker.close()
-        texts = [data["text"][:13] for _, _, data, _ in table_rows(db)]
-    assert texts == ["alice 0", "alice 0 reply", "alice 1xxxxxx", "alice 1 reply"]
+        texts = [data["text"].split(" ")[0] for _, _, data, _ in table_rows(db)]
+    assert texts == ["alice", "alice"] + [str(number) for number in range(events)]
