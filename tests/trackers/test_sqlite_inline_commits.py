@@ -761,3 +761,28 @@ async def test_a_cancelled_checkpoint_leaves_no_hold_behind(
     finally:
         go_on.set()
         await store.close()
+
+
+def test_a_transaction_whose_commit_fails_is_rolled_back_and_the_next_one_starts(
+    tmp_path: Path,
+) -> None:
+    """A COMMIT SQLite refuses leaves its transaction open (here a deferred foreign key; in
+    a rollback journal, readers it waited for in vain): it is rolled back, its error raised,
+    and the connection's next write transaction starts (before: "cannot start a transaction
+    within a transaction", the write lock held against every other writer meanwhile)."""
+    with contextlib.closing(sqlite3.connect(tmp_path / "f.db", isolation_level=None)) as conn:
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+        conn.execute(
+            "CREATE TABLE child (parent REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
+        )
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+            sqlite_database.write_transaction(
+                conn, lambda: conn.execute("INSERT INTO child VALUES (1)")
+            )
+        assert not conn.in_transaction
+        sqlite_database.write_transaction(
+            conn, lambda: conn.execute("INSERT INTO parent VALUES (1)")
+        )
+        assert conn.execute("SELECT count(*) FROM child").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM parent").fetchone() == (1,)
