@@ -171,13 +171,19 @@ class SqliteDatabase:
             isolation_level=None,
             cached_statements=64,
         )
-        # WAL lets readers in other processes run while one process writes; in WAL mode
-        # synchronous=NORMAL never corrupts and survives a process crash.
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
-        conn.execute(f"PRAGMA synchronous={self._synchronous}")
-        if not self._autocheckpoint:
-            conn.execute("PRAGMA wal_autocheckpoint=0")
+        try:
+            # WAL lets readers in other processes run while one process writes; in WAL mode
+            # synchronous=NORMAL never corrupts and survives a process crash.
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            if not self._autocheckpoint:
+                conn.execute("PRAGMA wal_autocheckpoint=0")
+        except BaseException:
+            # "database is locked" (WAL cannot be set while another program reads in a
+            # rollback journal): the file stayed open, one descriptor more at each attempt.
+            conn.close()
+            raise
         return conn
 
     def _reader(self) -> sqlite3.Cursor:

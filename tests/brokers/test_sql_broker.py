@@ -27,6 +27,7 @@ from server.trackers.factory import create_tracker_store
 from server.trackers.sql_engine import async_url
 from tests.loop_lag import paced
 from tests.small_disk import fill, small_disk
+from tests.sqlite_reader import open_descriptors, reading_in_a_rollback_journal
 from tests.trackers.persistence_fixtures import (
     MARIADB,
     POSTGRES,
@@ -989,3 +990,30 @@ async def test_a_full_disk_is_told_and_the_events_go_out_once_there_is_room(
             await broker.close()
         texts = [data["text"].split(" ")[0] for _, _, data, _ in table_rows(db)]
     assert texts == ["alice", "alice"] + [str(number) for number in range(events)]
+
+
+async def test_a_sqlite_file_locked_at_the_set_up_leaves_no_file_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another program reads the file in a rollback journal: the broker cannot switch it to
+    WAL, said as "database is locked", and tries again. Once the events are in and the
+    broker closed, none of its attempts has the file open still (before: one descriptor
+    each, until the process ended)."""
+    from server.trackers import sql_engine
+
+    for module in (sql_engine, sql_broker):  # 10 s by default
+        monkeypatch.setattr(module, "SQLITE_BUSY_TIMEOUT_MS", 100)
+    db = tmp_path / "events.db"
+    broker = sqlite_broker(db, wait_for_delivery=True, retry_delay_in_seconds=0.05)
+    try:
+        with reading_in_a_rollback_journal(db):
+            await broker.publish("alice", turn("alice", 0))
+            assert broker.pending == 2
+            assert "(sqlite3.OperationalError) database is locked" in caplog.text
+            await asyncio.sleep(1)  # attempts after 0.05, 0.1, 0.2, 0.4 s
+        assert await broker.flush(timeout=10)
+    finally:
+        await broker.close()
+    assert open_descriptors(tmp_path) == []
+    texts = [data["text"] for _, _, data, _ in table_rows(db)]
+    assert texts == ["alice 0", "alice 0 reply"]

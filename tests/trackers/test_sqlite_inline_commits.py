@@ -19,6 +19,7 @@ from server.trackers import sqlite_database
 from server.trackers.factory import create_tracker_store
 from server.trackers.sql_store import SqlTrackerStore, _rows
 from server.trackers.sqlite_database import SqliteDatabase
+from tests.sqlite_reader import open_descriptors, reading_in_a_rollback_journal
 from tests.trackers.test_sql_tracker_store import create_rasa_sqlite_db
 from tests.trackers.test_tracker_stores import session_start, user
 
@@ -786,3 +787,23 @@ def test_a_transaction_whose_commit_fails_is_rolled_back_and_the_next_one_starts
         )
         assert conn.execute("SELECT count(*) FROM child").fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM parent").fetchone() == (1,)
+
+
+async def test_a_connection_refused_the_wal_by_another_program_leaves_no_file_open(
+    tmp_path: Path,
+) -> None:
+    """Another program reads the file in a rollback journal: a connection of the store's
+    thread cannot switch it to WAL ("database is locked"), and the next call tries again.
+    Once one works and the store is closed, none of the attempts has the file open still
+    (before: one descriptor each, until the process ended)."""
+    db = tmp_path / "t.db"
+    database = SqliteDatabase(str(db), 100, "NORMAL")
+    try:
+        with reading_in_a_rollback_journal(db):
+            for _ in range(3):
+                with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+                    await database.ping()
+        await database.ping()
+    finally:
+        await database.close()
+    assert open_descriptors(tmp_path) == []
