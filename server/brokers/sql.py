@@ -118,6 +118,7 @@ class SqlEventBroker(QueuedBroker):
                 SQLITE_BUSY_TIMEOUT_MS,
                 sqlite_synchronous(),
                 autocheckpoint=False,
+                thread_name="sql-event-broker",
             )
         self._events_since_checkpoint = 0
         self._table_name = str(config["table_name"]) if config.get("table_name") else None

@@ -84,11 +84,12 @@ class SqliteDatabase:
         checkpoint_frames: int = CHECKPOINT_FRAMES,
         read_only: bool = False,
         autocheckpoint: bool = True,
+        thread_name: str = "sqlite-store",
     ) -> None:
         """`read_only`: the file is opened read-only, its journal mode left as it is (a
         command that reads, as `botserver export`, changes nothing in it).
         `autocheckpoint=False`: the thread's commits never checkpoint (the caller does, with
-        `checkpoint` through `run`)."""
+        `checkpoint` through `run`). `thread_name`: its thread's, as a thread dump shows it."""
         self.path = path
         self.read_only = read_only
         self.checkpoint_frames = checkpoint_frames
@@ -96,7 +97,7 @@ class SqliteDatabase:
         self._busy_timeout_ms = busy_timeout_ms
         self._synchronous = synchronous
         self._autocheckpoint = autocheckpoint
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
         self._local = threading.local()
         self._readers = threading.local()
         self._reader_connections: list[sqlite3.Connection] = []

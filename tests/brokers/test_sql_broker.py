@@ -8,6 +8,7 @@ import logging
 import re
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, closing
@@ -885,6 +886,10 @@ async def test_a_turn_waiting_for_a_sqlite_broker_costs_one_hop_to_its_thread(
             await broker.publish("alice", turn("alice", number))
         assert broker.pending == 0
         assert len(hops) == 20
+        # Named in a thread dump (py-spy, faulthandler) for what it does: not the tracker
+        # store's thread, whose name it had.
+        names = [thread.name for thread in threading.enumerate()]
+        assert any(name.startswith("sql-event-broker") for name in names), names
     finally:
         monkeypatch.undo()
         await broker.close()
