@@ -4,7 +4,9 @@ Rasa's broker table has the name of the tracker store's; where that database hol
 store's `events` (or the `broker_events` of an earlier botserver), the broker writes to
 `broker_events` instead, so both can share a database. `table_name` names it outright. An extra
 nullable, unique `event_key` column (an id given to each event when it is queued) makes a
-retried insert whose commit did happen write nothing twice.
+retried insert whose commit did happen write nothing twice. On a SQLite file each batch is one
+hop to a thread of the broker's own (the stdlib driver, as the SQL tracker store's), its
+insert and commit in one call.
 """
 
 from __future__ import annotations
@@ -13,11 +15,10 @@ import asyncio
 import json
 import logging
 import sqlite3
-import threading
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from functools import lru_cache
+from functools import lru_cache, partial
 from itertools import islice
 from typing import Any
 
@@ -54,10 +55,11 @@ from server.trackers.sql_engine import (
     mysql_lock_not_had,
     mysql_max_packet,
     mysql_oversize,
+    sqlite_synchronous,
     unprepared_from_now,
 )
 from server.trackers.sql_errors import REFUSED_DATA, sql_error_kind
-from server.trackers.sqlite_database import checkpoint
+from server.trackers.sqlite_database import SqliteDatabase, checkpoint, write_transaction
 
 logger = logging.getLogger(__name__)
 # MySQL/MariaDB's named lock (server-wide: named after the database) held while one broker
@@ -94,8 +96,6 @@ class SqlEventBroker(QueuedBroker):
     def __init__(self, config: dict[str, Any]) -> None:
         self.waits_for_delivery = read_wait_setting(config)
         self.url = async_url(config, default_db="events.db")
-        # SQLite: no commit of the broker checkpoints; it checkpoints between its batches,
-        # from a connection of its own, in a thread (_checkpoint_sqlite).
         # Rasa's SQL broker writes to the database's default schema, whatever
         # POSTGRESQL_SCHEMA (its tracker store's) says: its consumers read there.
         self._engine = create_engine(self.url, sqlite_autocheckpoint=False, postgres_schema=False)
@@ -105,10 +105,21 @@ class SqlEventBroker(QueuedBroker):
             and self.url.database not in (None, "", ":memory:")
             else None
         )
+        # A SQLite file's batches: each one hop to its own thread and back, insert and commit in
+        # one call. Through SQLAlchemy's asyncio layer and aiosqlite a transaction took five
+        # (cursor, insert, close, commit, the pool's reset) and three times the CPU: with
+        # `wait_for_delivery` each turn is one. No commit checkpoints: the broker does, on
+        # this thread, between its batches (`_written`).
+        self._sqlite: SqliteDatabase | None = None
         if self._sqlite_file is not None:
             check_sqlite_folder(self._sqlite_file)
-        self._checkpointer: sqlite3.Connection | None = None
-        self._checkpointer_lock = threading.Lock()  # a checkpoint under way ends before close
+            self._sqlite = SqliteDatabase(
+                self._sqlite_file,
+                SQLITE_BUSY_TIMEOUT_MS,
+                sqlite_synchronous(),
+                autocheckpoint=False,
+                thread_name="sql-event-broker",
+            )
         self._events_since_checkpoint = 0
         self._table_name = str(config["table_name"]) if config.get("table_name") else None
         self.table = _broker_table(self._table_name or RASA_TABLE)
@@ -182,8 +193,7 @@ class SqlEventBroker(QueuedBroker):
                 await self._send_one_by_one(pending, len(batch))
                 continue
             try:
-                async with self._transaction() as conn:
-                    await conn.execute(_insert_new(self.table, conn), rows)
+                await self._insert(rows)
             except DBAPIError as exc:
                 if sql_error_kind(exc) is not REFUSED_DATA:
                     raise
@@ -192,39 +202,37 @@ class SqlEventBroker(QueuedBroker):
             pop_delivered(pending, batch)
             await self._written(len(batch))
 
+    async def _insert(self, rows: list[dict[str, Any]]) -> None:
+        """Commits `rows` in one transaction, in order."""
+        if self._sqlite is None:
+            async with self._transaction() as conn:
+                await conn.execute(_insert_new(self.table, conn), rows)
+            return
+        sql = _sqlite_insert(self.table)
+        try:
+            await self._sqlite.run(partial(_insert_sqlite, sql, rows))
+        except sqlite3.Error as error:
+            # Told and judged as through SQLAlchemy: "(sqlite3.OperationalError) database is
+            # locked" in the delivery's warning, a value too big dropped (REFUSED_DATA).
+            raise DBAPIError.instance(sql, None, error, sqlite3.Error) from error
+
     async def _written(self, events: int) -> None:
-        if self._sqlite_file is None:
+        """Copies the WAL into the database file and restarts it every
+        SQLITE_CHECKPOINT_EVENTS events (the first commit into the restarted WAL fsyncs its
+        header: made here, not left to a tracker store's commit on the event loop when the
+        two share the file). On the broker's thread; not inside one of its commits, as
+        SQLite's automatic checkpoint is."""
+        if self._sqlite is None:
             return
         self._events_since_checkpoint += events
         if self._events_since_checkpoint >= SQLITE_CHECKPOINT_EVENTS:
             self._events_since_checkpoint = 0
             try:
-                await asyncio.to_thread(self._checkpoint_sqlite)
+                await self._sqlite.run(checkpoint)
             except sqlite3.Error as error:  # the next one tries again; the events are in
                 logger.warning(
                     "SQL event broker: checkpoint of %s failed: %s", self._sqlite_file, error
                 )
-
-    def _checkpoint_sqlite(self) -> None:
-        """Copies the WAL into the database file and restarts it (the first commit into the
-        restarted WAL fsyncs its header: made here, not left to a tracker store's commit on
-        the event loop when the two share the file). Off the event loop; not inside one of
-        the broker's commits, as SQLite's automatic checkpoint is."""
-        with self._checkpointer_lock:
-            if self._checkpointer is None:
-                self._checkpointer = sqlite3.connect(
-                    str(self._sqlite_file),
-                    timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
-                    isolation_level=None,
-                    check_same_thread=False,
-                )
-            checkpoint(self._checkpointer)
-
-    def _close_checkpointer(self) -> None:
-        with self._checkpointer_lock:
-            if self._checkpointer is not None:
-                self._checkpointer.close()
-                self._checkpointer = None
 
     async def _send_one_by_one(self, pending: deque[Outgoing], count: int) -> None:
         """A batch the database refused for its data: each event alone, and one the database
@@ -238,8 +246,7 @@ class SqlEventBroker(QueuedBroker):
             refusal = self._oversize(row)
             if refusal is None:
                 try:
-                    async with self._transaction() as conn:
-                        await conn.execute(_insert_new(self.table, conn), [row])
+                    await self._insert([row])
                 except DBAPIError as exc:
                     if sql_error_kind(exc) is not REFUSED_DATA:
                         raise
@@ -267,9 +274,9 @@ class SqlEventBroker(QueuedBroker):
     async def close(self) -> None:
         await self._close_delivery()
         self._silence.close()
-        if self._checkpointer is not None:
-            await asyncio.to_thread(self._close_checkpointer)
         # The last connection to close checkpoints the WAL and removes it.
+        if self._sqlite is not None:
+            await self._sqlite.close()
         await self._engine.dispose()
 
 
@@ -407,6 +414,19 @@ def _insert_for(table: Table, dialect: str) -> Insert:
     return insert(table)
 
 
+@lru_cache(maxsize=16)
+def _sqlite_insert(table: Table) -> str:
+    """`_insert_for`'s SQLite statement as text, its parameters named after `_row`'s keys."""
+    statement = _insert_for(table, "sqlite")
+    dialect = sqlite.dialect(paramstyle="named")
+    return str(statement.compile(dialect=dialect, column_keys=list(_ROW_KEYS)))
+
+
+def _insert_sqlite(sql: str, rows: list[dict[str, Any]], conn: sqlite3.Connection) -> None:
+    """On the broker's SQLite thread: the rows in one write transaction."""
+    write_transaction(conn, lambda: conn.executemany(sql, rows))
+
+
 def _default_table(conn: Connection) -> str:
     """Rasa's `events`, unless this database's `events` is a tracker store's or an earlier
     botserver wrote `broker_events` here (its consumers read that)."""
@@ -421,6 +441,9 @@ def _default_table(conn: Connection) -> str:
     else:
         return RASA_TABLE
     return name
+
+
+_ROW_KEYS = ("sender_id", "data", KEY_COLUMN)
 
 
 def _row(item: Outgoing) -> dict[str, Any]:

@@ -7,6 +7,7 @@ Maps `dialect`/`url`/`host`/`port`/`db`/`username`/`password`/`query` to an asyn
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import math
@@ -742,18 +743,31 @@ def _set_sqlite_pragmas(engine: AsyncEngine, autocheckpoint: bool = True) -> Non
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
-        # WAL lets readers in other processes run while one process writes.
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        # In WAL mode NORMAL never corrupts and survives a process crash; only an OS crash or
-        # power loss can drop the last commits. It saves an fsync (4 ms here) per turn.
-        cursor.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
-        if not autocheckpoint:
-            # SQLite's automatic checkpoint runs inside the commit that crosses 1,000 WAL
-            # pages, and leaves the first commit into the restarted WAL (which fsyncs the
-            # WAL's header) to whichever writer comes next.
-            cursor.execute("PRAGMA wal_autocheckpoint=0")
+        try:
+            _sqlite_pragmas(cursor, autocheckpoint)
+        except BaseException:
+            # The pool drops a connection whose set-up failed ("database is locked": WAL
+            # cannot be set while another program reads in a rollback journal) with the
+            # statement still open on it: its file stayed open until the process ended.
+            with contextlib.suppress(Exception):
+                cursor.close()
+                dbapi_connection.close()
+            raise
         cursor.close()
+
+
+def _sqlite_pragmas(cursor: Any, autocheckpoint: bool) -> None:
+    # WAL lets readers in other processes run while one process writes.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    # In WAL mode NORMAL never corrupts and survives a process crash; only an OS crash or
+    # power loss can drop the last commits. It saves an fsync (4 ms here) per turn.
+    cursor.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
+    if not autocheckpoint:
+        # SQLite's automatic checkpoint runs inside the commit that crosses 1,000 WAL
+        # pages, and leaves the first commit into the restarted WAL (which fsyncs the
+        # WAL's header) to whichever writer comes next.
+        cursor.execute("PRAGMA wal_autocheckpoint=0")
 
 
 async def ensure_postgres_database(url: URL, login_db: str) -> None:

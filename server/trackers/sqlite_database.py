@@ -9,7 +9,8 @@ hop and the GIL hand-offs it saves were most of an append's cost. What may fsync
 store's thread: the checkpoints (the inline connection never checkpoints), a commit that would
 start the WAL file afresh (the thread starts it), synchronous=FULL. An inline transaction that
 cannot start at once (another connection or process is writing) goes to the thread, which
-waits its turn in SQLite's busy handler.
+waits its turn in SQLite's busy handler. The SQL event broker writes through `run` alone: each
+batch one hop to a thread of its own.
 """
 
 from __future__ import annotations
@@ -82,16 +83,21 @@ class SqliteDatabase:
         synchronous: str,
         checkpoint_frames: int = CHECKPOINT_FRAMES,
         read_only: bool = False,
+        autocheckpoint: bool = True,
+        thread_name: str = "sqlite-store",
     ) -> None:
         """`read_only`: the file is opened read-only, its journal mode left as it is (a
-        command that reads, as `botserver export`, changes nothing in it)."""
+        command that reads, as `botserver export`, changes nothing in it).
+        `autocheckpoint=False`: the thread's commits never checkpoint (the caller does, with
+        `checkpoint` through `run`). `thread_name`: its thread's, as a thread dump shows it."""
         self.path = path
         self.read_only = read_only
         self.checkpoint_frames = checkpoint_frames
         self.checkpoint_after = _FIRST_CHECKPOINT_AFTER  # commits
         self._busy_timeout_ms = busy_timeout_ms
         self._synchronous = synchronous
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        self._autocheckpoint = autocheckpoint
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
         self._local = threading.local()
         self._readers = threading.local()
         self._reader_connections: list[sqlite3.Connection] = []
@@ -166,11 +172,19 @@ class SqliteDatabase:
             isolation_level=None,
             cached_statements=64,
         )
-        # WAL lets readers in other processes run while one process writes; in WAL mode
-        # synchronous=NORMAL never corrupts and survives a process crash.
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
-        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        try:
+            # WAL lets readers in other processes run while one process writes; in WAL mode
+            # synchronous=NORMAL never corrupts and survives a process crash.
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            if not self._autocheckpoint:
+                conn.execute("PRAGMA wal_autocheckpoint=0")
+        except BaseException:
+            # "database is locked" (WAL cannot be set while another program reads in a
+            # rollback journal): the file stayed open, one descriptor more at each attempt.
+            conn.close()
+            raise
         return conn
 
     def _reader(self) -> sqlite3.Cursor:
@@ -610,12 +624,14 @@ class SqliteDatabase:
                     "DELETE FROM events WHERE sender_id = ? AND id <= ?", (sender_id, last)
                 )
 
-        await self.run(lambda conn: _write(conn, lambda: replace(conn)))
+        await self.run(lambda conn: write_transaction(conn, lambda: replace(conn)))
 
     async def delete_senders(self, sender_ids: Sequence[str]) -> None:
         marks = ", ".join("?" * len(sender_ids))
         sql = f"DELETE FROM events WHERE sender_id IN ({marks})"
-        await self.run(lambda conn: _write(conn, lambda: conn.execute(sql, tuple(sender_ids))))
+        await self.run(
+            lambda conn: write_transaction(conn, lambda: conn.execute(sql, tuple(sender_ids)))
+        )
 
     async def delete_stale(self, sender_ids: Sequence[str], cutoff_timestamp: float) -> int:
         """Deletes those of `sender_ids` whose newest event is still older than the cutoff;
@@ -633,7 +649,7 @@ class SqliteDatabase:
                 conn.execute(sql, stale)
             return len(stale)
 
-        return await self.run(lambda conn: _write(conn, lambda: delete_stale(conn)))
+        return await self.run(lambda conn: write_transaction(conn, lambda: delete_stale(conn)))
 
     async def rows_from(self, sender_id: str, first_id: int) -> list[tuple[int, str]]:
         """(id, data) of the conversation's rows with id >= first_id, in order.
@@ -733,15 +749,22 @@ class SqliteDatabase:
         return [row[0] for row in rows]
 
 
-def _write(conn: sqlite3.Connection, body: Callable[[], T]) -> T:
-    """`body` in one write transaction (taken at once, so it never upgrades and deadlocks)."""
+def write_transaction(conn: sqlite3.Connection, body: Callable[[], T]) -> T:
+    """`body` in one write transaction (taken at once, so it never upgrades and deadlocks),
+    rolled back if it or its COMMIT fails, and the error raised is theirs. SQLite may have
+    rolled it back already (a full disk met while the pages of a large transaction go to the
+    WAL file: a ROLLBACK then failed with "cannot rollback - no transaction is active", said
+    in its place); a COMMIT that fails may leave it open (the next BEGIN failed with "cannot
+    start a transaction within a transaction", the write lock kept meanwhile)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         result = body()
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
     return result
 
 
@@ -772,14 +795,12 @@ def _start_wal(conn: sqlite3.Connection) -> None:
     """The first commit into an empty or fully checkpointed WAL rewrites its header and
     fsyncs it: this thread does that commit (a page-1 write that changes nothing), so that
     the inline commits after it only add frames."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+
+    def rewrite_version() -> None:
         (version,) = conn.execute("PRAGMA user_version").fetchone()
         conn.execute(f"PRAGMA user_version={int(version)}")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+
+    write_transaction(conn, rewrite_version)
 
 
 class _Append:
@@ -803,7 +824,7 @@ _Written = tuple[int | None, list[tuple[int, str]]]
 def _commit_group(
     group: Sequence[_Append], sequential_ids: bool, conn: sqlite3.Connection
 ) -> list[_Written | Exception]:
-    return _write(conn, lambda: _appends(conn, group, sequential_ids))
+    return write_transaction(conn, lambda: _appends(conn, group, sequential_ids))
 
 
 def _appends(

@@ -8,9 +8,10 @@ import logging
 import re
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +27,8 @@ from server.errors import InvalidConfig
 from server.trackers.factory import create_tracker_store
 from server.trackers.sql_engine import async_url
 from tests.loop_lag import paced
+from tests.small_disk import fill, small_disk
+from tests.sqlite_reader import open_descriptors, reading_in_a_rollback_journal
 from tests.trackers.persistence_fixtures import (
     MARIADB,
     POSTGRES,
@@ -809,16 +812,14 @@ async def test_events_dropped_for_room_while_being_committed_take_no_later_event
     assert isinstance(broker, SqlEventBroker)
     broker._delivery._max_pending = 10
     committing, go_on = asyncio.Event(), asyncio.Event()
-    transaction = broker._transaction
+    insert = broker._insert
 
-    @asynccontextmanager
-    async def slow_transaction() -> AsyncIterator[Any]:
+    async def slow_insert(rows: list[dict[str, Any]]) -> None:
         committing.set()
         await go_on.wait()
-        async with transaction() as conn:
-            yield conn
+        await insert(rows)
 
-    monkeypatch.setattr(broker, "_transaction", slow_transaction)
+    monkeypatch.setattr(broker, "_insert", slow_insert)
     said = events(15)
     try:
         await broker.publish("alice", said[:5])
@@ -831,3 +832,193 @@ async def test_events_dropped_for_room_while_being_committed_take_no_later_event
         go_on.set()
         await broker.close()
     assert stored[-10:] == [float(i) for i in range(5, 15)], stored
+
+
+def sqlite_broker(db: Path, **settings: Any) -> SqlEventBroker:
+    broker = create_event_broker({"type": "sql", "dialect": "sqlite", "db": str(db), **settings})
+    assert isinstance(broker, SqlEventBroker)
+    return broker
+
+
+def turn(sender_id: str, number: int) -> list[dict[str, Any]]:
+    """A turn's events, their texts naming the conversation and the turn."""
+    return [
+        {"event": "user", "timestamp": float(number), "text": f"{sender_id} {number}"},
+        {"event": "bot", "timestamp": float(number), "text": f"{sender_id} {number} reply"},
+    ]
+
+
+def table_rows(db: Path) -> list[tuple[int, str, dict[str, Any], str | None]]:
+    """What a consumer reads from the broker's table: id, sender_id, data, event_key."""
+    with closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute("SELECT id, sender_id, data, event_key FROM events ORDER BY id")
+        return [(id_, sender, json.loads(data), key) for id_, sender, data, key in rows]
+
+
+def thread_hops(monkeypatch: pytest.MonkeyPatch) -> list[None]:
+    """One entry per result a thread hands back to the running event loop: per hop to a
+    thread and back (`run_in_executor`'s and aiosqlite's both come back this way)."""
+    loop = asyncio.get_running_loop()
+    hops: list[None] = []
+    hand_back = loop.call_soon_threadsafe
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        hops.append(None)
+        return hand_back(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_soon_threadsafe", counted)
+    return hops
+
+
+async def test_a_turn_waiting_for_a_sqlite_broker_costs_one_hop_to_its_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With `wait_for_delivery` each turn's events are a transaction of their own: their
+    insert and commit now go to the broker's thread in one call. Through SQLAlchemy's
+    asyncio layer and aiosqlite that was five hops (cursor, insert, close, commit, the
+    pool's reset), and three times the CPU (docs/benchmarks.md)."""
+    db = tmp_path / "events.db"
+    broker = sqlite_broker(db, wait_for_delivery=True)
+    try:
+        await broker.publish("alice", turn("alice", 0))  # the table made, the file opened
+        hops = thread_hops(monkeypatch)
+        for number in range(1, 21):
+            await broker.publish("alice", turn("alice", number))
+        assert broker.pending == 0
+        assert len(hops) == 20
+        # Named in a thread dump (py-spy, faulthandler) for what it does: not the tracker
+        # store's thread, whose name it had.
+        names = [thread.name for thread in threading.enumerate()]
+        assert any(name.startswith("sql-event-broker") for name in names), names
+    finally:
+        monkeypatch.undo()
+        await broker.close()
+    assert len(table_rows(db)) == 42
+
+
+async def test_the_events_of_concurrent_turns_are_rows_in_the_order_they_were_published(
+    tmp_path: Path,
+) -> None:
+    """Turns of 20 conversations at once, each waiting for its events to be committed: a
+    consumer reading the table by id reads every event once, in the order of the publishes
+    (so each conversation's in its own order), each row with its sender id, its JSON and a
+    key of its own."""
+    db = tmp_path / "events.db"
+    broker = sqlite_broker(db, wait_for_delivery=True)
+    published: list[tuple[str, str]] = []
+
+    async def conversation(sender_id: str) -> None:
+        for number in range(10):
+            said = turn(sender_id, number)
+            published.extend((sender_id, event["text"]) for event in said)
+            await broker.publish(sender_id, said)
+
+    try:
+        await asyncio.gather(*(conversation(f"c{n}") for n in range(20)))
+    finally:
+        await broker.close()
+    rows = table_rows(db)
+    assert [(sender, data["text"]) for _, sender, data, _ in rows] == published
+    assert [id_ for id_, *_ in rows] == list(range(1, 401))
+    assert all(data["sender_id"] == sender for _, sender, data, _ in rows)
+    keys = {key for *_, key in rows}
+    assert len(keys) == 400 and None not in keys
+
+
+async def test_a_locked_sqlite_file_is_told_and_its_events_go_out_once_it_is_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another program holds the file's write lock past the busy timeout: the delivery's
+    warning says so in SQLite's words, the turn is answered without waiting further, and
+    its events wait in order for the lock to be released."""
+    from server.trackers import sql_engine
+
+    for module in (sql_engine, sql_broker):  # 10 s by default
+        monkeypatch.setattr(module, "SQLITE_BUSY_TIMEOUT_MS", 100)
+    db = tmp_path / "events.db"
+    broker = sqlite_broker(db, wait_for_delivery=True, retry_delay_in_seconds=0.1)
+    try:
+        await broker.publish("alice", turn("alice", 0))
+        with closing(sqlite3.connect(db, isolation_level=None)) as holder:
+            holder.execute("BEGIN IMMEDIATE")
+            await broker.publish("alice", turn("alice", 1))
+            assert broker.pending == 2
+            assert (
+                "SQL event broker: delivery failed (attempt 1, 2 events queued), retrying in "
+                "0.1 s: (sqlite3.OperationalError) database is locked"
+            ) in caplog.text
+            holder.execute("ROLLBACK")
+        assert await broker.flush(timeout=10)
+        assert "SQL event broker: reachable again" in caplog.text
+    finally:
+        await broker.close()
+    texts = [data["text"] for _, _, data, _ in table_rows(db)]
+    assert texts == ["alice 0", "alice 0 reply", "alice 1", "alice 1 reply"]
+
+
+@pytest.mark.parametrize(
+    ("disk_size", "events", "text_size"),
+    [
+        # Within SQLite's page cache (2 MB): the commit fails.
+        ("1m", 2, 50_000),
+        # Larger: its pages go to the WAL file while it is inserted, and the insert fails;
+        # SQLite rolls the whole transaction back (the warning said "cannot rollback - no
+        # transaction is active", the rollback that followed).
+        ("16m", 120, 30_000),
+    ],
+)
+async def test_a_full_disk_is_told_and_the_events_go_out_once_there_is_room(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, disk_size: str, events: int, text_size: int
+) -> None:
+    """The broker's SQLite file on a disk that fills up: the warning says "database or disk
+    is full" in SQLite's words, and the events wait, in order, until there is room again;
+    each is written once."""
+    with small_disk(tmp_path, disk_size) as disk:
+        db = disk / "events.db"
+        broker = sqlite_broker(db, wait_for_delivery=True, retry_delay_in_seconds=0.1)
+        try:
+            await broker.publish("alice", turn("alice", 0))
+            filler = fill(disk)
+            large = [
+                {"event": "bot", "timestamp": 1.0, "text": f"{number} " + "x" * text_size}
+                for number in range(events)
+            ]
+            await broker.publish("alice", large)
+            assert broker.pending == events
+            assert "retrying in 0.1 s: (sqlite3.OperationalError) database or disk is full" in (
+                caplog.text
+            )
+            assert "cannot rollback" not in caplog.text
+            filler.unlink()
+            assert await broker.flush(timeout=10)
+        finally:
+            await broker.close()
+        texts = [data["text"].split(" ")[0] for _, _, data, _ in table_rows(db)]
+    assert texts == ["alice", "alice"] + [str(number) for number in range(events)]
+
+
+async def test_a_sqlite_file_locked_at_the_set_up_leaves_no_file_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another program reads the file in a rollback journal: the broker cannot switch it to
+    WAL, said as "database is locked", and tries again. Once the events are in and the
+    broker closed, none of its attempts has the file open still (before: one descriptor
+    each, until the process ended)."""
+    from server.trackers import sql_engine
+
+    for module in (sql_engine, sql_broker):  # 10 s by default
+        monkeypatch.setattr(module, "SQLITE_BUSY_TIMEOUT_MS", 100)
+    db = tmp_path / "events.db"
+    broker = sqlite_broker(db, wait_for_delivery=True, retry_delay_in_seconds=0.05)
+    try:
+        with reading_in_a_rollback_journal(db):
+            await broker.publish("alice", turn("alice", 0))
+            assert broker.pending == 2
+            assert "(sqlite3.OperationalError) database is locked" in caplog.text
+            await asyncio.sleep(1)  # attempts after 0.05, 0.1, 0.2, 0.4 s
+        assert await broker.flush(timeout=10)
+    finally:
+        await broker.close()
+    assert open_descriptors(tmp_path) == []
+    texts = [data["text"] for _, _, data, _ in table_rows(db)]
+    assert texts == ["alice 0", "alice 0 reply"]

@@ -21,6 +21,7 @@ from server.trackers.factory import create_tracker_store
 from server.trackers.sql_engine import async_url
 from server.trackers.sql_schema import migrate
 from tests.loop_lag import paced
+from tests.small_disk import fill, small_disk
 from tests.trackers.test_sql_tracker_store import sql_config
 from tests.trackers.test_tracker_stores import bot
 
@@ -232,3 +233,25 @@ async def test_a_migration_its_caller_gave_up_on_is_not_run_again_once_it_succee
         assert len(attempts) == 1
     finally:
         await store.close()
+
+
+async def test_a_full_disk_met_by_a_large_sqlite_append_is_a_503_saying_so(tmp_path: Path) -> None:
+    """A bulk append larger than SQLite's page cache (2 MB) goes to the WAL file while it is
+    inserted: the disk filling up fails the insert itself, and SQLite rolls the whole
+    transaction back. The store is unavailable, "database or disk is full" (before: the
+    server's failure, a 500, "cannot rollback - no transaction is active"); nothing of the
+    append is stored, and the same append goes in once there is room."""
+    with small_disk(tmp_path, "16m") as disk:
+        store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(disk / "t.db")})
+        try:
+            await store.append("alice", [bot("hello", 0.0)])
+            filler = fill(disk)
+            large = [bot(f"{number} " + "x" * 2_000, 1.0) for number in range(1_500)]
+            with pytest.raises(StoreUnavailable, match="database or disk is full"):
+                await store.append("alice", large)
+            assert await store.load("alice") == [bot("hello", 0.0)]
+            filler.unlink()
+            await store.append("alice", large)
+            assert await store.load("alice") == [bot("hello", 0.0), *large]
+        finally:
+            await store.close()

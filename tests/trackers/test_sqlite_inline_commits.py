@@ -19,6 +19,7 @@ from server.trackers import sqlite_database
 from server.trackers.factory import create_tracker_store
 from server.trackers.sql_store import SqlTrackerStore, _rows
 from server.trackers.sqlite_database import SqliteDatabase
+from tests.sqlite_reader import open_descriptors, reading_in_a_rollback_journal
 from tests.trackers.test_sql_tracker_store import create_rasa_sqlite_db
 from tests.trackers.test_tracker_stores import session_start, user
 
@@ -761,3 +762,48 @@ async def test_a_cancelled_checkpoint_leaves_no_hold_behind(
     finally:
         go_on.set()
         await store.close()
+
+
+def test_a_transaction_whose_commit_fails_is_rolled_back_and_the_next_one_starts(
+    tmp_path: Path,
+) -> None:
+    """A COMMIT SQLite refuses leaves its transaction open (here a deferred foreign key; in
+    a rollback journal, readers it waited for in vain): it is rolled back, its error raised,
+    and the connection's next write transaction starts (before: "cannot start a transaction
+    within a transaction", the write lock held against every other writer meanwhile)."""
+    with contextlib.closing(sqlite3.connect(tmp_path / "f.db", isolation_level=None)) as conn:
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+        conn.execute(
+            "CREATE TABLE child (parent REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
+        )
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+            sqlite_database.write_transaction(
+                conn, lambda: conn.execute("INSERT INTO child VALUES (1)")
+            )
+        assert not conn.in_transaction
+        sqlite_database.write_transaction(
+            conn, lambda: conn.execute("INSERT INTO parent VALUES (1)")
+        )
+        assert conn.execute("SELECT count(*) FROM child").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM parent").fetchone() == (1,)
+
+
+async def test_a_connection_refused_the_wal_by_another_program_leaves_no_file_open(
+    tmp_path: Path,
+) -> None:
+    """Another program reads the file in a rollback journal: a connection of the store's
+    thread cannot switch it to WAL ("database is locked"), and the next call tries again.
+    Once one works and the store is closed, none of the attempts has the file open still
+    (before: one descriptor each, until the process ended)."""
+    db = tmp_path / "t.db"
+    database = SqliteDatabase(str(db), 100, "NORMAL")
+    try:
+        with reading_in_a_rollback_journal(db):
+            for _ in range(3):
+                with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+                    await database.ping()
+        await database.ping()
+    finally:
+        await database.close()
+    assert open_descriptors(tmp_path) == []
