@@ -796,17 +796,24 @@ async def test_train_reads_yaml_labelled_json_as_rasa(
     assert error["message"].startswith("Failed when parsing body as json"), error
 
 
+@pytest.fixture(scope="module")
+def responseselector_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """responseselectorbot trained once for the module's tests that evaluate it."""
+    from server.training.train import train
+
+    bot = BOTS / "responseselectorbot"
+    folder = tmp_path_factory.mktemp("responseselectorbot")
+    return Path(train(bot / "config.yml", bot / "domain.yml", [bot / "data"], folder).path)
+
+
 async def test_test_intents_evaluates_the_response_selector(
-    make_client: Any, rasa_spec: RasaSpec, tmp_path: Path
+    make_client: Any, rasa_spec: RasaSpec, responseselector_model: Path
 ) -> None:
     """As Rasa: the examples of retrieval intents (`chitchat/ask_name`) are scored on the
     response selector's `intent_response_key`. Before, `response_selection_evaluation` was
     `{}` for a bot with a ResponseSelector."""
-    from server.training.train import train
-
     bot = BOTS / "responseselectorbot"
-    model = train(bot / "config.yml", bot / "domain.yml", [bot / "data"], tmp_path / "m").path
-    client = await make_client(model_path=model)
+    client = await make_client(model_path=responseselector_model)
     response = await client.post(
         "/model/test/intents",
         content=(bot / "data" / "nlu.yml").read_text(),
@@ -844,15 +851,11 @@ async def test_test_intents_evaluates_the_response_selector(
 
 
 async def test_test_intents_evaluates_the_response_selector_as_rasa(
-    client: httpx.AsyncClient, rasa_spec: RasaSpec, tmp_path: Path
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, responseselector_model: Path
 ) -> None:
-    from server.training.train import train
-
-    bot = BOTS / "responseselectorbot"
-    model = train(bot / "config.yml", bot / "domain.yml", [bot / "data"], tmp_path).path
-    nlu = (bot / "data" / "nlu.yml").read_text()
+    nlu = (BOTS / "responseselectorbot" / "data" / "nlu.yml").read_text()
     response = await client.post(
-        f"/model/test/intents?model={model}",
+        f"/model/test/intents?model={responseselector_model}",
         content=nlu,
         headers={"Content-Type": "application/x-yaml"},
     )
