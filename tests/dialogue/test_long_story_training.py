@@ -1,10 +1,10 @@
 """A long story trains in memory growing with its steps: each prediction point reads a view of
 the story's one list of states, not a copy of its prefix (a story of 8,000 steps held 250 MB
-of copies), and the policies learn the same as from the copies, file for file."""
+of copies), and the policies learn the same as from the copies, file for file. A policy's
+state is written as it is encoded, not held as text beside it."""
 
 from __future__ import annotations
 
-import tracemalloc
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from server.dialogue.policies.rule import RulePolicy
 from server.dialogue.story_steps import TrainingStory
 from server.trackers.events import Event
 from tests.dialogue.policy_fixtures import action, bot, story, user
+from tests.traced_peak import traced_peak
 
 DOMAIN = Domain.from_dict(
     {"intents": ["greet", "ask"], "responses": {f"utter_{a}": [{"text": a}] for a in "ab"}}
@@ -31,21 +32,11 @@ TURNS = 1_500
 PEAK_BOUND = 8 * 2**20
 
 
-def _long_story() -> TrainingStory:
+def _long_story(turns: int = TURNS) -> TrainingStory:
     events: list[Event] = []
-    for index in range(TURNS):
+    for index in range(turns):
         events += [user(("ask", "greet")[index % 2]), action(f"utter_{'ab'[index % 2]}")]
     return story("long", *events)
-
-
-def _peak_bytes(policy: Policy, stories: list[TrainingStory]) -> int:
-    """The peak of Python's allocations while `policy` trains on `stories`."""
-    tracemalloc.start()
-    try:
-        policy.train(stories, DOMAIN)
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 @pytest.mark.parametrize(
@@ -62,9 +53,20 @@ def test_a_long_story_trains_in_memory_growing_with_its_steps(make: Callable[[],
     stories = [_long_story()]
     make().train(stories, DOMAIN)  # modules a first training imports are not counted
     policy = make()
-    peak = _peak_bytes(policy, stories)
+    peak = traced_peak(lambda: policy.train(stories, DOMAIN))
     assert peak < PEAK_BOUND, f"{peak / 2**20:.1f} MB"
     assert policy.learned_state()  # it learned from the story
+
+
+def test_a_policy_writes_its_state_without_holding_its_text(tmp_path: Path) -> None:
+    # Whole histories (no max_history): a lookup growing with the square of the story.
+    policy = MemoizationPolicy("MemoizationPolicy")
+    policy.train([_long_story(200)], DOMAIN)
+    peak = traced_peak(lambda: policy.persist(tmp_path))
+    size = (tmp_path / "policy.json").stat().st_size
+    assert size > 2**20
+    # The text and its bytes, each as large as the file, were held at once.
+    assert peak < size / 4, (peak, size)
 
 
 def _prefixes(
