@@ -17,7 +17,6 @@ import sys
 import tempfile
 import threading
 import time
-import tracemalloc
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import httpx
 import pytest
 
 from bench.tcp_proxy import free_port
+from tests.traced_peak import traced_peak
 
 HERE = Path(__file__).parent
 STARTUP_SECONDS = 30.0
@@ -187,12 +187,7 @@ def peak_memory_of(work: Callable[[], object]) -> int:
     """The most memory Python held while `work()` ran, beyond what it held before (the
     bombs made first: a server's answers are not the client's memory)."""
     gzip_bomb(), twice_gzipped_bomb()
-    tracemalloc.start()
-    try:
-        work()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    return traced_peak(work)
 
 
 def bomb_refusal(path: str, limit: int) -> str:
