@@ -243,6 +243,11 @@ class BackgroundDelivery:
                 os.getpid(),
             )
 
+    def release_turns(self) -> None:
+        """The broker knows it cannot take events for now (RabbitMQ blocks publishing): the
+        turns waiting are answered (their events stay queued)."""
+        self._release_waiters()
+
     def _release_waiters(self) -> None:
         """A failed attempt, or the close: the turns waiting are answered (their events stay
         queued)."""

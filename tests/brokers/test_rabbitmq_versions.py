@@ -9,6 +9,9 @@ import tomllib
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+
+from server.brokers import amqp_publish
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
@@ -21,3 +24,13 @@ def test_the_rabbitmq_extra_pins_the_aiormq_the_broker_writes_on() -> None:
     for name, requirement in pinned.items():
         assert requirement.specifier.filter([importlib.metadata.version(name)]), requirement
         assert any(spec.operator == "<" for spec in requirement.specifier), requirement
+
+
+def test_the_broker_checks_at_connect_for_the_versions_the_extra_pins() -> None:
+    """With others, it publishes through aio-pika's public API (`amqp_publish.untested`)."""
+    extras = tomllib.loads(PYPROJECT.read_text())["project"]["optional-dependencies"]
+    pinned = {Requirement(line).name: Requirement(line) for line in extras["rabbitmq"]}
+
+    assert set(amqp_publish.TESTED_VERSIONS) == set(pinned)
+    for name, (low, below) in amqp_publish.TESTED_VERSIONS.items():
+        assert pinned[name].specifier == SpecifierSet(f">={low},<{below}"), name
