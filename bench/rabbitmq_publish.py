@@ -2,7 +2,8 @@
 loop can, until RabbitMQ confirmed them all. Prints events/s, the process's CPU a event, the
 most events queued at once, and (`--cprofile`) Python calls a event. `--text-bytes N` makes
 each user message's text N bytes of JSON and also prints the process's peak memory and the
-largest socket write of messages. Compare trees with
+largest socket write of messages; `--as-aiormq 7.3.0` publishes as with an aiormq outside
+botserver[rabbitmq]'s pins (through aio-pika's public publish). Compare trees with
 `PYTHONPATH=<tree> python bench/rabbitmq_publish.py`; a queue and exchange of the run's own
 on the local RabbitMQ, deleted after it."""
 
@@ -119,7 +120,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--cprofile", action="store_true", help="count Python calls (slower)")
     parser.add_argument("--text-bytes", type=int, default=0, help="each user text's JSON size")
+    parser.add_argument(
+        "--as-aiormq", help="the aiormq version the broker is told is installed (e.g. 7.3.0)"
+    )
     args = parser.parse_args()
+    if args.as_aiormq:  # outside the pins: published through aio-pika's Exchange.publish
+        installed = amqp_publish.installed_version
+        amqp_publish.installed_version = lambda name: (  # type: ignore[assignment]
+            args.as_aiormq if name == "aiormq" else installed(name)
+        )
     for _ in range(args.repeat):
         profile = cProfile.Profile() if args.cprofile else None
         print(
