@@ -2,7 +2,8 @@
 loop can, until RabbitMQ confirmed them all. Prints events/s, the process's CPU a event, the
 most events queued at once, and (`--cprofile`) Python calls a event. `--text-bytes N` makes
 each user message's text N bytes of JSON and also prints the process's peak memory and the
-largest socket write of messages; `--as-aiormq 7.3.0` publishes as with an aiormq outside
+largest socket write of messages (`--trace-memory`: the peak of the burst's Python
+allocations); `--as-aiormq 7.3.0` publishes as with an aiormq outside
 botserver[rabbitmq]'s pins (through aio-pika's public publish). Compare trees with
 `PYTHONPATH=<tree> python bench/rabbitmq_publish.py`; a queue and exchange of the run's own
 on the local RabbitMQ, deleted after it."""
@@ -16,6 +17,7 @@ import json
 import pstats
 import resource
 import time
+import tracemalloc
 import uuid
 from typing import Any
 
@@ -63,7 +65,11 @@ def recorded_writes() -> list[int]:
 
 
 async def burst(
-    turns: int, conversations: int, profile: cProfile.Profile | None, text_bytes: int = 0
+    turns: int,
+    conversations: int,
+    profile: cProfile.Profile | None,
+    text_bytes: int = 0,
+    trace_memory: bool = False,
 ) -> dict[str, Any]:
     name = f"bench_publish_{uuid.uuid4().hex[:8]}"
     broker = RabbitMQEventBroker(
@@ -78,11 +84,15 @@ async def burst(
         if profile is not None:
             profile.enable()
         writes = recorded_writes() if text_bytes else []
+        if trace_memory:  # the events made included
+            tracemalloc.start()
         for number in range(turns):
             await broker.publish(f"c{number % conversations}", turn("c", number, text_bytes))
             most = max(most, broker.pending)
             await asyncio.sleep(0)  # one turn a loop iteration, as the server takes them
         flushed = await broker.flush(600)
+        peak = tracemalloc.get_traced_memory()[1] if trace_memory else 0
+        tracemalloc.stop()
         if profile is not None:
             profile.disable()
         cpu, wall = time.process_time() - cpu, time.perf_counter() - began
@@ -108,6 +118,8 @@ async def burst(
         result["largest_write_bytes"] = max(writes, default=0)
         result["writes"] = len(writes)
         result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    if trace_memory:
+        result["peak_traced_mib"] = round(peak / 2**20, 1)
     if profile is not None:
         result["calls_per_event"] = round(pstats.Stats(profile).total_calls / events, 1)  # type: ignore[attr-defined]
     return result
@@ -121,6 +133,9 @@ def main() -> None:
     parser.add_argument("--cprofile", action="store_true", help="count Python calls (slower)")
     parser.add_argument("--text-bytes", type=int, default=0, help="each user text's JSON size")
     parser.add_argument(
+        "--trace-memory", action="store_true", help="peak of Python's allocations (tracemalloc)"
+    )
+    parser.add_argument(
         "--as-aiormq", help="the aiormq version the broker is told is installed (e.g. 7.3.0)"
     )
     args = parser.parse_args()
@@ -132,7 +147,13 @@ def main() -> None:
     for _ in range(args.repeat):
         profile = cProfile.Profile() if args.cprofile else None
         print(
-            json.dumps(asyncio.run(burst(args.turns, args.conversations, profile, args.text_bytes)))
+            json.dumps(
+                asyncio.run(
+                    burst(
+                        args.turns, args.conversations, profile, args.text_bytes, args.trace_memory
+                    )
+                )
+            )
         )
 
 
