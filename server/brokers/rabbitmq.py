@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import math
 import os
@@ -35,6 +34,7 @@ from server.brokers.delivery import (
     pop_delivered,
     waits_for_delivery,
 )
+from server.brokers.event_json import rasa_text
 from server.brokers.ordering import EXPORT_PROCESS_ID_HEADER, PREVIOUS_ID_HEADER
 from server.errors import InvalidConfig, how_many
 from server.http_clients import safe_url
@@ -280,7 +280,7 @@ class RabbitMQEventBroker(QueuedBroker):
             if spare is not None and spare[0] is outgoing:
                 message = spare[1]
             else:
-                body = json.dumps(outgoing.body()).encode()
+                body = rasa_text(outgoing.body()).encode()
                 message = publisher.make(body, outgoing.message_id, _headers(outgoing), app_id)
             spare = None
             size += message.size
