@@ -4,6 +4,8 @@ cost 130 Python calls a message."""
 
 from __future__ import annotations
 
+import cProfile
+import pstats
 from typing import Any
 
 import pamqp.frame
@@ -67,3 +69,16 @@ def test_a_property_longer_than_amqp_takes_fails_as_in_pamqp(message_id: str, ap
         pamqp_frames(b"{}", message_id, {}, app_id)
     with pytest.raises(TypeError):
         marshal(ON, b"{}", message_id, {}, app_id)
+
+
+def test_making_a_message_costs_a_few_python_calls() -> None:
+    """Counted (cProfile's calls, builtins included, which a loaded machine does not
+    change): 143 a message with pamqp's marshalling, now 34."""
+    profile = cProfile.Profile()
+    profile.enable()
+    for number in range(100):
+        marshal(ON, b'{"event": "user"}', f"{number:032x}", PREVIOUS, "production")
+    profile.disable()
+
+    calls = pstats.Stats(profile).total_calls / 100  # type: ignore[attr-defined]
+    assert calls < 50, calls
