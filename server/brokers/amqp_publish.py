@@ -127,7 +127,7 @@ class FrameWriter:
 
 class ExchangePublisher:
     """aio-pika's `Exchange.publish`, one message at a time (several under way at once):
-    only its public API, five times the CPU a message of `FrameWriter`'s."""
+    only its public API, five to seven times the CPU a message of `FrameWriter`'s."""
 
     def __init__(self, exchange: AbstractExchange, timeout: float) -> None:
         self.exchange = exchange

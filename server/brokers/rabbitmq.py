@@ -407,7 +407,7 @@ class RabbitMQEventBroker(QueuedBroker):
             self._untested_said = True
             logger.warning(
                 "RabbitMQ event broker: %s: publishing through aio-pika's Exchange.publish "
-                "instead of writing on aiormq's channel (the same messages, about five times "
+                "instead of writing on aiormq's channel (the same messages, several times "
                 "the CPU an event); install the versions botserver[rabbitmq] pins",
                 untested,
             )
