@@ -67,6 +67,8 @@ MAX_RETRY_DELAY = 30.0
 # one dropped sooner, twice as late as the one before (up to MAX_RETRY_DELAY).
 STEADY_CONNECTION_SECONDS = 30.0
 PUBLISH_TIMEOUT_SECONDS = 10.0
+# What kept the events while RabbitMQ blocks publishing, as a stop meanwhile says it.
+_BLOCKED = "RabbitMQ blocks publishing: connection.blocked, a memory or disk alarm"
 # The least time closing gives RabbitMQ to answer the close of the connection, when the
 # delivery took the broker's CLOSE_SECONDS.
 LAST_CLOSE_SECONDS = 0.25
@@ -232,7 +234,8 @@ class RabbitMQEventBroker(QueuedBroker):
                 "memory or disk alarm); %s queued, kept in order and sent once it lifts it",
                 how_many(queued, "event"),
             )
-            self._delivery.release_turns()  # a turn waiting for its events is answered
+            # A turn waiting for its events is answered; a stop meanwhile names the block.
+            self._delivery.release_turns(_BLOCKED)
         unblocked = asyncio.ensure_future(publisher.unblocked())
         try:
             waited = (unblocked,) if confirm is None else (unblocked, confirm)
@@ -249,6 +252,7 @@ class RabbitMQEventBroker(QueuedBroker):
                 self._unblocked_at - self._blocked_since,
             )
             self._blocked_since = None
+            self._delivery.resumed()
 
     async def _confirmed(
         self,
@@ -451,6 +455,7 @@ class RabbitMQEventBroker(QueuedBroker):
         connection, self._connection = self._connection, None
         self._channel = self._exchange = self._amqp_channel = self._publisher = None
         self._blocked_since = None  # a new connection's block is told again
+        self._delivery.resumed()
         if connection is not None and not connection.is_closed:
             try:
                 await asyncio.wait_for(connection.close(), timeout)

@@ -1193,3 +1193,79 @@ async def test_events_published_while_rabbitmq_blocks_publishing_go_out_once_it_
     blocked = [r for r in caplog.records if "RabbitMQ blocks publishing" in r.getMessage()]
     assert len(blocked) == 1 and blocked[0].levelname == "WARNING"
     assert "lifted its block" in caplog.text
+
+
+async def blocking_seen(broker: RabbitMQEventBroker) -> None:
+    """Waits until the broker's connection read RabbitMQ's connection.blocked."""
+    for _ in range(500):
+        if broker._publisher is not None and broker._publisher.blocked:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("connection.blocked not seen in 5 s")
+
+
+async def test_a_connection_lost_while_rabbitmq_blocks_publishing_is_opened_again(
+    names: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocked with nothing written yet, then the connection drops: the broker connects again
+    and every event goes out, in order; it does not wait on the dead connection's block, nor
+    spin on it."""
+    monkeypatch.setattr("server.brokers.rabbitmq.PUBLISH_TIMEOUT_SECONDS", 0.5)
+    proxy = BlockingProxy(RABBITMQ)
+    await proxy.restore()
+    broker = RabbitMQEventBroker(
+        broker_config(names, port=proxy.port, retry_delay_in_seconds=0.1)
+    )
+    events = conversation("ana", 20)
+    try:
+        await broker.publish("warm", conversation("warm", 1))
+        assert await broker.flush(10)
+        proxy.block()
+        await blocking_seen(broker)
+        await broker.publish("ana", events)
+        await asyncio.sleep(0.2)
+        cpu = time.process_time()
+        await proxy.cut()
+        proxy.unblock()  # the new connection is not blocked (no alarm now)
+        await proxy.restore()
+        assert await broker.flush(10)
+        cpu = time.process_time() - cpu
+    finally:
+        await broker.close()
+        await proxy.cut()
+
+    received = await consume(names["queue"], expected=21)
+
+    assert [json.loads(m.body)["text"] for m in received[1:]] == [e["text"] for e in events]
+    assert proxy.connections == 2
+    assert cpu < 0.5, f"{cpu:.2f} s of CPU to connect again"
+
+
+async def test_a_stop_while_rabbitmq_blocks_publishing_names_the_block(
+    names: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The events still queued at a stop during a block are lost, as at a stop during an
+    outage; the log says the block kept them (before: 'an attempt under way for 5.0 s had not
+    ended'), and says it before the close's wait, as for an outage."""
+    proxy = BlockingProxy(RABBITMQ)
+    await proxy.restore()
+    broker = RabbitMQEventBroker(broker_config(names, port=proxy.port))
+    try:
+        await broker.publish("warm", conversation("warm", 1))
+        assert await broker.flush(10)
+        proxy.block()
+        await blocking_seen(broker)
+        await broker.publish("ana", conversation("ana", 10))
+        await asyncio.sleep(0.1)
+        await broker._delivery.close(0.5)
+        await broker.close()
+    finally:
+        await proxy.cut()
+
+    said = [r.getMessage() for r in caplog.records if "closing" in r.getMessage()]
+    assert len(said) == 2, said
+    assert "10 events still queued, retrying for up to 500 ms (RabbitMQ blocks" in said[0]
+    assert said[1].endswith(
+        "closing with 10 events not delivered; they are lost (RabbitMQ blocks publishing: "
+        "connection.blocked, a memory or disk alarm)"
+    ), said[1]
