@@ -1213,9 +1213,7 @@ async def test_a_connection_lost_while_rabbitmq_blocks_publishing_is_opened_agai
     monkeypatch.setattr("server.brokers.rabbitmq.PUBLISH_TIMEOUT_SECONDS", 0.5)
     proxy = BlockingProxy(RABBITMQ)
     await proxy.restore()
-    broker = RabbitMQEventBroker(
-        broker_config(names, port=proxy.port, retry_delay_in_seconds=0.1)
-    )
+    broker = RabbitMQEventBroker(broker_config(names, port=proxy.port, retry_delay_in_seconds=0.1))
     events = conversation("ana", 20)
     try:
         await broker.publish("warm", conversation("warm", 1))
