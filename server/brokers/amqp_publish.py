@@ -199,8 +199,11 @@ def untested(channel: Channel) -> str | None:
     return None
 
 
+@functools.cache
 def installed_version(name: str) -> str:
-    """The installed version of the distribution `name` ("none" when it is not installed)."""
+    """The version of the distribution `name` installed when it was first asked ("none" when
+    it is not installed): the one this process loaded, read once (an upgrade in place under a
+    running server changes the files, not the code it runs; a read took 1 ms of CPU)."""
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
