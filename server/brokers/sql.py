@@ -10,7 +10,6 @@ retried insert whose commit did happen write nothing twice.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sqlite3
 import threading
@@ -41,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.brokers.delivery import BackgroundDelivery, Outgoing, QueuedBroker, pop_delivered
 from server.brokers.delivery import waits_for_delivery as read_wait_setting
+from server.brokers.event_json import rasa_text
 from server.errors import InvalidConfig, first_line
 from server.trackers.setup_loop import on_setup_loop
 from server.trackers.silence import SilenceWatch
@@ -426,6 +426,6 @@ def _default_table(conn: Connection) -> str:
 def _row(item: Outgoing) -> dict[str, Any]:
     return {
         "sender_id": item.sender_id,
-        "data": json.dumps(item.body()),
+        "data": rasa_text(item.body()),
         KEY_COLUMN: item.delivery_id,
     }

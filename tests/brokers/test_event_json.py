@@ -4,13 +4,19 @@ processes give the same events."""
 
 from __future__ import annotations
 
+import cProfile
 import datetime
 import json
+import pstats
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from server.brokers import sql
+from server.brokers.delivery import Outgoing
 from server.brokers.event_json import canonical_text, rasa_text
+from server.brokers.file import FileEventBroker
 
 EVENTS: list[Any] = [
     {"event": "user", "text": 'héllo 👋 \u2028 \x7f "quoted" \\', "timestamp": 1733580000.123},
@@ -45,3 +51,28 @@ def test_a_value_json_has_no_type_for_is_its_text_in_the_id_and_refused_in_the_b
         json.dumps(event)
     with pytest.raises(TypeError):
         rasa_text(event)
+
+
+def test_the_sql_and_file_brokers_json_costs_a_few_python_calls(tmp_path: Path) -> None:
+    """Counted (cProfile's calls, builtins included): `json.dumps` made its C encoder again
+    for each event, 8 calls an event with its body; 4 now. The lines and rows are the same
+    (`test_the_texts_are_json_dumps_byte_for_byte`)."""
+    items = [Outgoing(f"u{number}", {"event": "user", "text": "hi"}) for number in range(100)]
+    broker = FileEventBroker({"type": "file", "path": str(tmp_path / "events.log")})
+    profile = cProfile.Profile()
+    profile.enable()
+    rows = [sql._row(item) for item in items]
+    profile.disable()
+    sql_calls = pstats.Stats(profile).total_calls / 100  # type: ignore[attr-defined]
+    appended: list[str] = []
+    broker._append = appended.append  # type: ignore[method-assign,assignment]
+    profile = cProfile.Profile()
+    profile.enable()
+    broker._append_batch(items)
+    profile.disable()
+    file_calls = pstats.Stats(profile).total_calls / 100  # type: ignore[attr-defined]
+
+    assert [row["data"] for row in rows] == [json.dumps(item.body()) for item in items]
+    assert appended == ["".join(json.dumps(item.body()) + "\n" for item in items)]
+    assert sql_calls < 6, sql_calls
+    assert file_calls < 6, file_calls
