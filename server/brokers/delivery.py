@@ -185,6 +185,8 @@ class BackgroundDelivery:
         self._dropped = 0
         self._last_error: str | None = None  # why the latest attempt failed; None once one works
         self._attempt_since: float | None = None  # when the attempt under way began
+        # Why the broker takes no events for now, as it said (`release_turns`).
+        self._held_by: str | None = None
         # A turn's events were not taken within CONFIRM_WAIT_SECONDS: turns are answered
         # without waiting until the broker takes one again.
         self._overdue = False
@@ -242,6 +244,17 @@ class BackgroundDelivery:
                 self.name,
                 os.getpid(),
             )
+
+    def release_turns(self, why: str) -> None:
+        """The broker knows it cannot take events for now, `why` (RabbitMQ blocks
+        publishing): the turns waiting are answered (their events stay queued), and a close
+        meanwhile names it as what kept them (until `resumed`)."""
+        self._held_by = why
+        self._release_waiters()
+
+    def resumed(self) -> None:
+        """The broker takes events again (what `release_turns` said no longer holds)."""
+        self._held_by = None
 
     def _release_waiters(self) -> None:
         """A failed attempt, or the close: the turns waiting are answered (their events stay
@@ -352,6 +365,8 @@ class BackgroundDelivery:
         self._retry_now.clear()
 
     def _why_not_delivered(self) -> str:
+        if self._held_by is not None:
+            return f" ({self._held_by})"
         if self._last_error is not None:
             return f" (the last attempt failed: {self._last_error})"
         if self._attempt_since is not None:  # a broker that stopped answering: no error yet
@@ -382,17 +397,17 @@ class BackgroundDelivery:
         # without an attempt, and lost what it said it was retrying.
         self._closing = True
         self._retry_now.set()
-        if self._pending and self._last_error is not None:
+        if self._pending and (self._last_error is not None or self._held_by is not None):
             # Said before the wait: after Ctrl-C, a silent pause reads as a hang.
             logger.warning(
-                "%s: closing: %s still queued, %s (the last attempt failed: %s)",
+                "%s: closing: %s still queued, %s%s",
                 self.name,
                 how_many(len(self._pending), "event"),
                 # None left: what the read-back of events in doubt took of the close's time.
                 f"retrying for up to {time_left(timeout)}"
                 if timeout > 0
                 else "no time left to retry them",
-                self._last_error,
+                self._why_not_delivered(),
             )
         if not await self.flush(timeout):
             logger.error(

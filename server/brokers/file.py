@@ -4,7 +4,6 @@ event appended to `path` (`rasa_event.log` by default), written from a backgroun
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections import deque
 from itertools import islice
@@ -13,6 +12,7 @@ from typing import Any
 
 from server.brokers.delivery import BackgroundDelivery, Outgoing, QueuedBroker, pop_delivered
 from server.brokers.delivery import waits_for_delivery as read_wait_setting
+from server.brokers.event_json import rasa_text
 from server.errors import InvalidConfig, first_line
 
 DEFAULT_PATH = "rasa_event.log"
@@ -51,7 +51,7 @@ class FileEventBroker(QueuedBroker):
 
     def _append_batch(self, batch: list[Outgoing]) -> None:
         """Written out (and turned into JSON: 20 ms a batch) off the event loop."""
-        self._append("".join(json.dumps(item.body()) + "\n" for item in batch))
+        self._append("".join(rasa_text(item.body()) + "\n" for item in batch))
 
     def _append(self, lines: str) -> None:
         # One write of the whole batch to a file opened for appending: the lines of several

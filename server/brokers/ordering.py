@@ -10,10 +10,11 @@ event exactly once, in order per conversation, across processes and broker outag
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
+
+from server.brokers.event_json import canonical_text
 
 # AMQP header naming the message_id of the event before this one in its conversation.
 PREVIOUS_ID_HEADER = "previous_message_id"
@@ -25,9 +26,7 @@ T = TypeVar("T")
 
 def event_message_id(sender_id: str, event: dict[str, Any]) -> str:
     """The id of one event of one conversation: a hash of its JSON, keys sorted."""
-    canonical = json.dumps(
-        {"sender_id": sender_id, **event}, sort_keys=True, separators=(",", ":"), default=str
-    )
+    canonical = canonical_text({"sender_id": sender_id, **event})
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
+import math
 import os
 import re
 import time
@@ -24,6 +24,7 @@ from aiormq.exceptions import ChannelPreconditionFailed, InvalidFrameError
 from yarl import URL
 
 from server.brokers import amqp_publish
+from server.brokers.amqp_publish import WRITE_BYTES
 from server.brokers.delivery import (
     CLOSE_SECONDS,
     MIN_RETRY_DELAY,
@@ -33,8 +34,9 @@ from server.brokers.delivery import (
     pop_delivered,
     waits_for_delivery,
 )
+from server.brokers.event_json import rasa_text
 from server.brokers.ordering import EXPORT_PROCESS_ID_HEADER, PREVIOUS_ID_HEADER
-from server.errors import InvalidConfig
+from server.errors import InvalidConfig, how_many
 from server.http_clients import safe_url
 from server.setting_values import flag, host_and_port
 from server.tasks import stop
@@ -65,6 +67,8 @@ MAX_RETRY_DELAY = 30.0
 # one dropped sooner, twice as late as the one before (up to MAX_RETRY_DELAY).
 STEADY_CONNECTION_SECONDS = 30.0
 PUBLISH_TIMEOUT_SECONDS = 10.0
+# What kept the events while RabbitMQ blocks publishing, as a stop meanwhile says it.
+_BLOCKED = "RabbitMQ blocks publishing: connection.blocked, a memory or disk alarm"
 # The least time closing gives RabbitMQ to answer the close of the connection, when the
 # delivery took the broker's CLOSE_SECONDS.
 LAST_CLOSE_SECONDS = 0.25
@@ -105,6 +109,13 @@ class RabbitMQEventBroker(QueuedBroker):
         self._exchange: AbstractExchange | None = None
         # The channel's aiormq side, which the messages are written to (`amqp_publish`).
         self._amqp_channel: aiormq.Channel | None = None
+        # How messages are made and published on the channel: frames of our own, or, with an
+        # aiormq or pamqp other than botserver[rabbitmq] pins, aio-pika's publish.
+        self._publisher: amqp_publish.Publisher | None = None
+        self._untested_said = False
+        # Since when RabbitMQ blocks publishing (the loop's clock), and when it last lifted it.
+        self._blocked_since: float | None = None
+        self._unblocked_at = -math.inf
         # RabbitMQ's max_message_size (128 MiB by default), once it refused a message.
         self._max_message_size: int | None = None
         self._opening = asyncio.Lock()  # one connection, whoever opens it
@@ -124,9 +135,8 @@ class RabbitMQEventBroker(QueuedBroker):
 
     async def _send(self, pending: deque[Outgoing]) -> None:
         await self._open()
-        channel = self._amqp_channel
-        assert channel is not None  # set with the exchange
-        on = amqp_publish.wire(channel, self.exchange_name)
+        publisher = self._publisher
+        assert publisher is not None  # set with the exchange
         # The publishes awaiting RabbitMQ's confirm, one per message at the front of
         # `pending`, in order on one channel (up to CONFIRM_WINDOW). Each message is popped
         # once it and those before it are confirmed, and the next ones are sent as the
@@ -136,29 +146,37 @@ class RabbitMQEventBroker(QueuedBroker):
         # oldest messages for room, perhaps some in flight: a confirm pops its own message
         # only, never the one after it.
         in_flight: InFlight = deque()
+        # The message made for the next write, which did not fit in the last one (WRITE_BYTES).
+        spare: tuple[Outgoing, amqp_publish.Marshalled] | None = None
+        large = False  # the last write was cut by its bytes: make the next ones in a thread
         try:
             while pending:
                 sent = _still_queued(in_flight, pending)
-                if sent < min(len(pending), CONFIRM_WINDOW):
+                if sent < min(len(pending), CONFIRM_WINDOW) and not publisher.blocked:
                     batch = list(itertools.islice(pending, sent, min(len(pending), CONFIRM_WINDOW)))
-                    if len(batch) > _MARSHALLED_ON_LOOP:  # 256 messages' JSON: 3 ms on the loop
-                        messages = await asyncio.to_thread(self._marshalled, on, batch)
+                    # 256 messages' JSON: 3 ms on the loop
+                    if large or len(batch) > _MARSHALLED_ON_LOOP:
+                        made = await asyncio.to_thread(self._marshalled, publisher, batch, spare)
                     else:
-                        messages = self._marshalled(on, batch)
+                        made = self._marshalled(publisher, batch, spare)
+                    messages, spare = made
+                    large = spare is not None or messages[0].size >= WRITE_BYTES
+                    batch = batch[: len(messages)]
                     limit = self._max_message_size
                     if limit is not None and any(m.body_size > limit for m in messages):
-                        await _confirmed(in_flight, pending)
+                        await self._confirmed(publisher, in_flight, pending)
                         _drop_oversize(pending, batch, messages, limit)
                         continue
                     async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
-                        confirms = await amqp_publish.publish(channel, messages)
+                        confirms = await publisher.publish(messages)
                     due = asyncio.get_running_loop().time() + PUBLISH_TIMEOUT_SECONDS
                     in_flight.extend(
                         (confirm, item, due) for confirm, item in zip(confirms, batch, strict=True)
                     )
-                first, _, due = in_flight[0]
-                async with asyncio.timeout_at(due):  # RabbitMQ took it, or went silent
-                    await first
+                elif not in_flight:  # RabbitMQ blocks publishing: nothing more is written
+                    await self._through_block(publisher, None, len(pending))
+                    continue
+                await self._confirm(publisher, in_flight[0], len(pending))
                 while in_flight and in_flight[0][0].done():
                     _pop_confirmed(in_flight, pending)
         except BaseException as exc:
@@ -178,28 +196,111 @@ class RabbitMQEventBroker(QueuedBroker):
             await self._disconnect()
             raise
 
-    def _marshalled(
-        self, on: amqp_publish.Wire, window: list[Outgoing]
-    ) -> list[amqp_publish.Marshalled]:
-        """Each event's message as Rasa's broker sends it: `{"sender_id": ..., **event}` JSON,
-        persistent, application/json, the message_id and ordering headers, app_id from
-        RASA_ENVIRONMENT."""
-        app_id = self._app_id
-        return [
-            amqp_publish.marshal(
-                on,
-                json.dumps(outgoing.body()).encode(),
-                outgoing.message_id,
-                _headers(outgoing),
-                app_id,
+    async def _confirm(
+        self,
+        publisher: amqp_publish.Publisher,
+        publish: tuple[asyncio.Future[Any], Outgoing, float],
+        queued: int,
+    ) -> None:
+        """Waits for the confirm of one publish in flight: fails once it is overdue
+        (RabbitMQ went silent), but not while RabbitMQ blocks the connection (a resource
+        alarm), which it says: then it is due PUBLISH_TIMEOUT_SECONDS after the unblock. Never
+        cancels the confirm (it would be lost)."""
+        confirm, _, due = publish
+        loop = asyncio.get_running_loop()
+        while not confirm.done():
+            if publisher.blocked:
+                await self._through_block(publisher, confirm, queued)
+                continue
+            left = max(due, self._unblocked_at + PUBLISH_TIMEOUT_SECONDS) - loop.time()
+            if left <= 0:
+                raise TimeoutError(f"no confirm from RabbitMQ in {PUBLISH_TIMEOUT_SECONDS:g} s")
+            await asyncio.wait((confirm,), timeout=left)
+
+    async def _through_block(
+        self,
+        publisher: amqp_publish.Publisher,
+        confirm: asyncio.Future[Any] | None,
+        queued: int,
+    ) -> None:
+        """Waits while RabbitMQ blocks the connection, until it lifts the block (or the
+        connection closes, or `confirm` comes): nothing is written meanwhile, and the
+        events stay queued, in order."""
+        loop = asyncio.get_running_loop()
+        if self._blocked_since is None:
+            self._blocked_since = loop.time()
+            logger.warning(
+                "RabbitMQ event broker: RabbitMQ blocks publishing (connection.blocked: a "
+                "memory or disk alarm); %s queued, kept in order and sent once it lifts it",
+                how_many(queued, "event"),
             )
-            for outgoing in window
-        ]
+            # A turn waiting for its events is answered; a stop meanwhile names the block.
+            self._delivery.release_turns(_BLOCKED)
+        unblocked = asyncio.ensure_future(publisher.unblocked())
+        try:
+            waited = (unblocked,) if confirm is None else (unblocked, confirm)
+            await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            unblocked.cancel()
+        if not self.connected and (confirm is None or not confirm.done()):
+            raise ConnectionError("RabbitMQ closed the connection while it blocked publishing")
+        if not publisher.blocked:
+            self._unblocked_at = loop.time()
+            logger.info(
+                "RabbitMQ event broker: RabbitMQ lifted its block after %.1f s; sending the "
+                "events queued",
+                self._unblocked_at - self._blocked_since,
+            )
+            self._blocked_since = None
+            self._delivery.resumed()
+
+    async def _confirmed(
+        self,
+        publisher: amqp_publish.Publisher,
+        in_flight: InFlight,
+        pending: deque[Outgoing],
+    ) -> None:
+        """Waits for every publish in flight, popping its message from `pending`; the first
+        failure raises."""
+        while in_flight:
+            await self._confirm(publisher, in_flight[0], len(pending))
+            _pop_confirmed(in_flight, pending)
+
+    def _marshalled(
+        self,
+        publisher: amqp_publish.Publisher,
+        window: list[Outgoing],
+        spare: tuple[Outgoing, amqp_publish.Marshalled] | None,
+    ) -> tuple[list[amqp_publish.Marshalled], tuple[Outgoing, amqp_publish.Marshalled] | None]:
+        """The messages of the first events of `window` that fit in one write (WRITE_BYTES;
+        one at least), each as Rasa's broker sends it: `{"sender_id": ..., **event}` JSON,
+        persistent, application/json, the message_id and ordering headers, app_id from
+        RASA_ENVIRONMENT. And the next one, when it was made and did not fit (`spare`, the
+        next call's first)."""
+        app_id = self._app_id
+        messages: list[amqp_publish.Marshalled] = []
+        size = 0
+        for outgoing in window:
+            if spare is not None and spare[0] is outgoing:
+                message = spare[1]
+            else:
+                body = rasa_text(outgoing.body()).encode()
+                message = publisher.make(body, outgoing.message_id, _headers(outgoing), app_id)
+            spare = None
+            size += message.size
+            if messages and size > WRITE_BYTES:
+                return messages, (outgoing, message)
+            messages.append(message)
+            if size >= WRITE_BYTES:
+                break
+        return messages, None
 
     def _holds_turns(self) -> bool:
-        """A turn's answer waits for RabbitMQ's confirm of its events while it is connected;
-        while it is not, turns are answered at once and the events wait in memory."""
-        return self.connected and self._delivery.holds_turns()
+        """A turn's answer waits for RabbitMQ's confirm of its events while it is connected
+        (and does not block publishing); while it is not, turns are answered at once and the
+        events wait in memory."""
+        blocked = self._publisher is not None and self._publisher.blocked
+        return self.connected and not blocked and self._delivery.holds_turns()
 
     @property
     def connected(self) -> bool:
@@ -279,6 +380,7 @@ class RabbitMQEventBroker(QueuedBroker):
             await connection.connect(timeout=CONNECT_TIMEOUT_SECONDS)
             channel, exchange = await self._declare(connection)
             amqp_channel = await amqp_publish.underlay(channel)
+            publisher = self._publisher_on(amqp_channel, exchange)
         except BaseException as exc:  # a start-up attempt cut short (cancelled) too
             await connection.close()
             refused = _vhost_refusal(exc, URL(self.url))
@@ -286,7 +388,7 @@ class RabbitMQEventBroker(QueuedBroker):
                 raise refused from None
             raise
         self._connection, self._channel, self._exchange = connection, channel, exchange
-        self._amqp_channel = amqp_channel
+        self._amqp_channel, self._publisher = amqp_channel, publisher
         self._opened_at = time.monotonic()
         connection.close_callbacks.add(self._lost)
         logger.info(
@@ -296,6 +398,24 @@ class RabbitMQEventBroker(QueuedBroker):
             self.exchange_name,
         )
         return exchange
+
+    def _publisher_on(
+        self, channel: aiormq.Channel, exchange: AbstractExchange
+    ) -> amqp_publish.Publisher:
+        """Frames of our own on aiormq's channel; aio-pika's publish, with one warning, if
+        the aiormq or pamqp installed is not what that was tested with."""
+        untested = amqp_publish.untested(channel)
+        if untested is None:
+            return amqp_publish.FrameWriter(channel, self.exchange_name)
+        if not self._untested_said:
+            self._untested_said = True
+            logger.warning(
+                "RabbitMQ event broker: %s: publishing through aio-pika's Exchange.publish "
+                "instead of writing on aiormq's channel (the same messages, several times "
+                "the CPU an event); install the versions botserver[rabbitmq] pins",
+                untested,
+            )
+        return amqp_publish.ExchangePublisher(exchange, PUBLISH_TIMEOUT_SECONDS)
 
     async def _declare(
         self, connection: AbstractConnection
@@ -333,7 +453,9 @@ class RabbitMQEventBroker(QueuedBroker):
 
     async def _disconnect(self, timeout: float | None = None) -> None:
         connection, self._connection = self._connection, None
-        self._channel = self._exchange = self._amqp_channel = None
+        self._channel = self._exchange = self._amqp_channel = self._publisher = None
+        self._blocked_since = None  # a new connection's block is told again
+        self._delivery.resumed()
         if connection is not None and not connection.is_closed:
             try:
                 await asyncio.wait_for(connection.close(), timeout)
@@ -463,16 +585,6 @@ def _pop_confirmed(in_flight: InFlight, pending: deque[Outgoing]) -> None:
     confirm, outgoing, _ = in_flight.popleft()
     confirm.result()
     pop_delivered(pending, [outgoing])
-
-
-async def _confirmed(in_flight: InFlight, pending: deque[Outgoing]) -> None:
-    """Waits for every publish in flight, popping its message from `pending`; the first
-    failure raises."""
-    while in_flight:
-        confirm, _, due = in_flight[0]
-        async with asyncio.timeout_at(due):
-            await confirm
-        _pop_confirmed(in_flight, pending)
 
 
 def _drop_oversize(

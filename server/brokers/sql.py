@@ -12,7 +12,6 @@ insert and commit in one call.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sqlite3
 from collections import deque
@@ -42,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.brokers.delivery import BackgroundDelivery, Outgoing, QueuedBroker, pop_delivered
 from server.brokers.delivery import waits_for_delivery as read_wait_setting
+from server.brokers.event_json import rasa_text
 from server.errors import InvalidConfig, first_line
 from server.trackers.setup_loop import on_setup_loop
 from server.trackers.silence import SilenceWatch
@@ -449,6 +449,6 @@ _ROW_KEYS = ("sender_id", "data", KEY_COLUMN)
 def _row(item: Outgoing) -> dict[str, Any]:
     return {
         "sender_id": item.sender_id,
-        "data": json.dumps(item.body()),
+        "data": rasa_text(item.body()),
         KEY_COLUMN: item.delivery_id,
     }

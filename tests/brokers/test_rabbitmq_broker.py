@@ -6,16 +6,20 @@ import asyncio
 import contextlib
 import cProfile
 import json
+import logging
 import os
 import pstats
 import re
 import ssl
 import time
+import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aio_pika
+import pamqp.commands
+import pamqp.frame
 import pytest
 from aiormq import spec
 from aiormq.exceptions import AMQPConnectionError
@@ -23,6 +27,7 @@ from yarl import URL
 
 from bench.tcp_proxy import SilentProxy, TcpProxy
 from server.brokers import amqp_publish
+from server.brokers.amqp_publish import WRITE_BYTES
 from server.brokers.delivery import CLOSE_SECONDS, CONFIRM_WAIT_SECONDS, QueuedBroker
 from server.brokers.factory import create_event_broker
 from server.brokers.rabbitmq import PUBLISH_TIMEOUT_SECONDS, RabbitMQEventBroker
@@ -998,3 +1003,267 @@ async def test_a_run_confirmed_out_of_order_fails_none_of_its_messages(
 
     assert all(isinstance(ack, spec.Basic.Ack) for ack in acks), acks
     assert len(await consume(names["queue"], expected=3)) == 3
+
+
+def recorded_writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """(messages, bytes) of each write of frames the broker makes from now on."""
+    writes: list[tuple[int, int]] = []
+    write = amqp_publish.publish
+
+    async def recorded(channel: Any, messages: Any) -> Any:
+        writes.append((len(messages), sum(len(message.frames) for message in messages)))
+        return await write(channel, messages)
+
+    monkeypatch.setattr(amqp_publish, "publish", recorded)
+    return writes
+
+
+async def test_a_burst_of_megabyte_events_goes_out_whole_in_writes_of_a_mebibyte_at_most(
+    names: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write holds up to 256 messages, but not more than WRITE_BYTES of them (a larger
+    message alone, its body in frames of frame_max): before, 24 events of 1 MB went out as one
+    write of 24 MB, made (JSON, frames, the write joined) at once, three copies of it."""
+    writes = recorded_writes(monkeypatch)
+    broker = RabbitMQEventBroker(broker_config(names))
+    events = conversation("big", 24)
+    for event in events:  # 1 MB of JSON each: \u00e9 is 6 bytes
+        event["text"] = "é" * 100_000 + "x" * 400_000
+    try:
+        await broker.publish("warm", conversation("warm", 1))
+        assert await broker.flush(10)
+        writes.clear()
+        tracemalloc.start()
+        await broker.publish("big", events)
+        assert await broker.flush(60)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        await broker.close()
+
+    received = await consume(names["queue"], expected=25, timeout=30)
+
+    assert [m.body for m in received[1:]] == [
+        json.dumps({"sender_id": "big", **event}).encode() for event in events
+    ]
+    assert sum(count for count, _ in writes) == 24
+    assert all(size <= WRITE_BYTES or count == 1 for count, size in writes), writes
+    assert peak < 8 * WRITE_BYTES, f"{peak:,} bytes at most while publishing 24 MB"
+
+
+async def test_an_aiormq_other_than_the_pinned_one_publishes_through_aio_pika(
+    names: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broker writes on aiormq's channel only with the aiormq and pamqp it was tested
+    with: another one found at connect is named in one warning, and the events go out through
+    aio-pika's public publish, the same messages, every one, in order."""
+    installed = amqp_publish.installed_version
+    monkeypatch.setattr(
+        amqp_publish,
+        "installed_version",
+        lambda name: "7.3.0" if name == "aiormq" else installed(name),
+    )
+    writes = recorded_writes(monkeypatch)
+    broker = RabbitMQEventBroker(broker_config(names))
+    events = conversation("ana", 300)  # more than one window of confirms
+    await broker.publish("ana", events[:100])
+    await broker.publish("ana", events[100:])
+    assert await broker.flush(30)
+    await broker._disconnect()  # and connected again: said once
+    await broker.publish("ana", conversation("bob", 1))
+    assert await broker.flush(30)
+    await broker.close()
+
+    received = await consume(names["queue"], expected=301, timeout=30)
+
+    assert writes == []
+    assert [m.body for m in received[:300]] == [
+        json.dumps({"sender_id": "ana", **event}).encode() for event in events
+    ]
+    assert received[1].headers == {"previous_message_id": received[0].message_id}
+    assert all(m.delivery_mode == aio_pika.DeliveryMode.PERSISTENT for m in received)
+    said = [r for r in caplog.records if "aio-pika's Exchange.publish" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelname == "WARNING"
+    assert "aiormq 7.3.0 (tested: >=7.2.4,<7.3)" in said[0].getMessage()
+
+
+def test_an_aiormq_channel_without_an_internal_the_broker_writes_on_is_named() -> None:
+    class OlderChannel:  # what an aiormq that renamed its write queue would hand over
+        lock = delivery_tag = confirmations = message_id_delivery_tag = None
+        max_content_size = number = create_future = connection = None
+
+    said = amqp_publish.untested(OlderChannel())  # type: ignore[arg-type]
+
+    assert said is not None and "write_queue" in said and "blocked state" in said
+
+
+class BlockingProxy(TcpProxy):
+    """Plays RabbitMQ's part in a resource alarm (the shared RabbitMQ's alarms are not ours to
+    set): `block()` sends connection.blocked to the clients and, as RabbitMQ does with a
+    connection that publishes then, reads nothing more from them; `unblock()` passes on what
+    they wrote meanwhile and sends connection.unblocked. Frames from RabbitMQ are passed on
+    whole, so the two are sent between frames."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        super().__init__(target)
+        self.connections = 0
+        self._reading = asyncio.Event()
+        self._reading.set()
+        self._clients: dict[asyncio.StreamWriter, bytearray] = {}
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        await super()._handle(reader, writer)
+
+    def _tell(self, method: Any) -> None:
+        frame = pamqp.frame.marshal(method, 0)
+        for client in self._clients:
+            if not client.is_closing():
+                client.write(frame)
+
+    def block(self) -> None:
+        self._reading.clear()
+        self._tell(pamqp.commands.Connection.Blocked(reason="low on memory"))
+
+    def unblock(self) -> None:
+        self._reading.set()
+        self._tell(pamqp.commands.Connection.Unblocked())
+
+    async def forward(self, data: bytes, writer: asyncio.StreamWriter, upstream: bool) -> bool:
+        if upstream:
+            await self._reading.wait()
+            return await super().forward(data, writer, upstream)
+        partial = self._clients.setdefault(writer, bytearray())
+        partial += data
+        end = 0  # where the whole frames end: 7 bytes of header, the payload, 0xCE
+        while len(partial) - end >= 7:
+            size = int.from_bytes(partial[end + 3 : end + 7], "big")
+            if len(partial) - end < size + 8:
+                break
+            end += size + 8
+        whole = bytes(partial[:end])
+        del partial[:end]
+        return await super().forward(whole, writer, upstream) if whole else True
+
+
+async def test_events_published_while_rabbitmq_blocks_publishing_go_out_once_it_unblocks(
+    names: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RabbitMQ out of memory or disk says connection.blocked and reads no publish until it
+    says unblocked. Meanwhile the broker writes nothing, keeps the events in order, holds no
+    turn, and neither gives the connection up nor spins; once unblocked, every event goes
+    out, once. Before, the confirms ran out (10 s) while blocked: `delivery failed`, a new
+    connection (blocked in turn), and the messages written before were sent again."""
+    monkeypatch.setattr("server.brokers.rabbitmq.PUBLISH_TIMEOUT_SECONDS", 0.5)
+    caplog.set_level(logging.INFO, "server.brokers.rabbitmq")
+    proxy = BlockingProxy(RABBITMQ)
+    await proxy.restore()
+    broker = RabbitMQEventBroker(broker_config(names, port=proxy.port, wait_for_delivery=True))
+    writes = recorded_writes(monkeypatch)
+    events = conversation("ana", 20)
+    try:
+        await broker.publish("warm", conversation("warm", 1))
+        assert await broker.flush(10)
+        proxy.block()
+        await broker.publish("ana", events[:10])  # perhaps written before the block is seen
+        for _ in range(500):
+            if broker._publisher is not None and broker._publisher.blocked:
+                break
+            await asyncio.sleep(0.01)
+        writes.clear()
+        cpu = time.process_time()
+        await broker.publish("ana", events[10:])
+        await asyncio.sleep(2)  # four times the bound of a confirm
+        cpu = time.process_time() - cpu
+        assert writes == []
+        assert broker.pending == 20
+        assert "delivery failed" not in caplog.text
+        assert "were not taken within" not in caplog.text  # no turn held
+        assert cpu < 0.5, f"{cpu:.2f} s of CPU in 2 s of block"
+        proxy.unblock()
+        assert await broker.flush(10)
+    finally:
+        await broker.close()
+        await proxy.cut()
+
+    received = await consume(names["queue"], expected=21)
+
+    assert [json.loads(m.body)["text"] for m in received[1:]] == [e["text"] for e in events]
+    assert proxy.connections == 1
+    blocked = [r for r in caplog.records if "RabbitMQ blocks publishing" in r.getMessage()]
+    assert len(blocked) == 1 and blocked[0].levelname == "WARNING"
+    assert "lifted its block" in caplog.text
+
+
+async def blocking_seen(broker: RabbitMQEventBroker) -> None:
+    """Waits until the broker's connection read RabbitMQ's connection.blocked."""
+    for _ in range(500):
+        if broker._publisher is not None and broker._publisher.blocked:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("connection.blocked not seen in 5 s")
+
+
+async def test_a_connection_lost_while_rabbitmq_blocks_publishing_is_opened_again(
+    names: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocked with nothing written yet, then the connection drops: the broker connects again
+    and every event goes out, in order; it does not wait on the dead connection's block, nor
+    spin on it."""
+    monkeypatch.setattr("server.brokers.rabbitmq.PUBLISH_TIMEOUT_SECONDS", 0.5)
+    proxy = BlockingProxy(RABBITMQ)
+    await proxy.restore()
+    broker = RabbitMQEventBroker(broker_config(names, port=proxy.port, retry_delay_in_seconds=0.1))
+    events = conversation("ana", 20)
+    try:
+        await broker.publish("warm", conversation("warm", 1))
+        assert await broker.flush(10)
+        proxy.block()
+        await blocking_seen(broker)
+        await broker.publish("ana", events)
+        await asyncio.sleep(0.2)
+        cpu = time.process_time()
+        await proxy.cut()
+        proxy.unblock()  # the new connection is not blocked (no alarm now)
+        await proxy.restore()
+        assert await broker.flush(10)
+        cpu = time.process_time() - cpu
+    finally:
+        await broker.close()
+        await proxy.cut()
+
+    received = await consume(names["queue"], expected=21)
+
+    assert [json.loads(m.body)["text"] for m in received[1:]] == [e["text"] for e in events]
+    assert proxy.connections == 2
+    assert cpu < 0.5, f"{cpu:.2f} s of CPU to connect again"
+
+
+async def test_a_stop_while_rabbitmq_blocks_publishing_names_the_block(
+    names: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The events still queued at a stop during a block are lost, as at a stop during an
+    outage; the log says the block kept them (before: 'an attempt under way for 5.0 s had not
+    ended'), and says it before the close's wait, as for an outage."""
+    proxy = BlockingProxy(RABBITMQ)
+    await proxy.restore()
+    broker = RabbitMQEventBroker(broker_config(names, port=proxy.port))
+    try:
+        await broker.publish("warm", conversation("warm", 1))
+        assert await broker.flush(10)
+        proxy.block()
+        await blocking_seen(broker)
+        await broker.publish("ana", conversation("ana", 10))
+        await asyncio.sleep(0.1)
+        await broker._delivery.close(0.5)
+        await broker.close()
+    finally:
+        await proxy.cut()
+
+    said = [r.getMessage() for r in caplog.records if "closing" in r.getMessage()]
+    assert len(said) == 2, said
+    assert "10 events still queued, retrying for up to 500 ms (RabbitMQ blocks" in said[0]
+    assert said[1].endswith(
+        "closing with 10 events not delivered; they are lost (RabbitMQ blocks publishing: "
+        "connection.blocked, a memory or disk alarm)"
+    ), said[1]
