@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.botserver_process import REPO, start_botserver
+from tests.shared_data import MOODBOT
 
 
 def _modules_after(code: str, cwd: Path) -> set[str]:
@@ -123,3 +124,19 @@ def test_the_storages_checked_before_the_imports_are_the_ones_served() -> None:
     from server.run_flags import STORAGES as CHECKED
 
     assert CHECKED == STORAGES
+
+
+def test_data_validate_and_the_train_checks_import_no_numpy(tmp_path: Path) -> None:
+    """`botserver data validate` checks config.yml's pipeline and policies as `train` does,
+    building each component without training it; before, that imported NumPy (a third of the
+    command's CPU) through the modules of the components it built."""
+    code = (
+        "import cli\n"
+        f"code = cli.main(['data', 'validate', '-d', {str(MOODBOT / 'domain.yml')!r},"
+        f" '--data', {str(MOODBOT / 'data')!r}, '-c', {str(MOODBOT / 'config.yml')!r}])\n"
+        "open('answer.txt', 'w').write(str(code))\n"
+    )
+    modules = _modules_after(code, tmp_path)
+    assert (tmp_path / "answer.txt").read_text() == "0"
+    assert "yaml" in modules  # the check sees what the command does import
+    assert not {"numpy", "scipy", "sklearn", "pycrfsuite", "fastapi"} & modules
