@@ -129,7 +129,8 @@ def test_the_storages_checked_before_the_imports_are_the_ones_served() -> None:
 def test_data_validate_and_the_train_checks_import_no_numpy(tmp_path: Path) -> None:
     """`botserver data validate` checks config.yml's pipeline and policies as `train` does,
     building each component without training it; before, that imported NumPy (a third of the
-    command's CPU) through the modules of the components it built."""
+    command's CPU) through the modules of the components it built, and asyncio (through the
+    logging set-up and the domain's module) though it runs no event loop."""
     code = (
         "import cli\n"
         f"code = cli.main(['data', 'validate', '-d', {str(MOODBOT / 'domain.yml')!r},"
@@ -139,4 +140,21 @@ def test_data_validate_and_the_train_checks_import_no_numpy(tmp_path: Path) -> N
     modules = _modules_after(code, tmp_path)
     assert (tmp_path / "answer.txt").read_text() == "0"
     assert "yaml" in modules  # the check sees what the command does import
-    assert not {"numpy", "scipy", "sklearn", "pycrfsuite", "fastapi"} & modules
+    assert not {"numpy", "scipy", "sklearn", "pycrfsuite", "fastapi", "asyncio"} & modules
+
+
+@pytest.mark.parametrize("command", [["--help"], ["test", "nlu", "--help"]])
+def test_help_imports_no_event_loop_library(tmp_path: Path, command: list[str]) -> None:
+    """Before, every command, `--help` included, imported asyncio (some 40 % of `--help`'s
+    CPU); only the commands that run an event loop import it now."""
+    code = (
+        "import contextlib, io, cli\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):\n"
+        f"    cli.main({command!r})\n"
+        "open('answer.txt', 'w').write(out.getvalue())\n"
+    )
+    modules = _modules_after(code, tmp_path)
+    assert "usage: botserver" in (tmp_path / "answer.txt").read_text()
+    assert "argparse" in modules
+    assert "asyncio" not in modules
