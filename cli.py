@@ -4,7 +4,6 @@ visualize, data, export)."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import math
@@ -251,6 +250,8 @@ def _run_until_stopped(main: Coroutine[Any, Any, T]) -> T:
     `finally` blocks run (a prune gives its locks back, an export says where to go on),
     then Terminated. Before, SIGTERM ended the process at once. A second SIGTERM ends it at
     once, as a second Ctrl-C does."""
+    import asyncio  # here: `--help` and the data commands run no event loop
+
     terminated = False
     handled: list[int] = []  # (SIGTERM, once its handler is set)
 
@@ -1419,6 +1420,8 @@ def cmd_shell(args: argparse.Namespace) -> int:
     from server.channels.console import run_shell
 
     check_model_source(args)
+    import asyncio
+
     return asyncio.run(
         run_shell(
             args.model if args.remote_storage else Path(args.model),

@@ -4,15 +4,17 @@ stays so, one when it is back) and the repeats of one warning (counted in one li
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from server.errors import clause, how_many
+
+if TYPE_CHECKING:
+    import asyncio
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +133,8 @@ class RepeatsCounted:
 
     def log(self, key: str, message: str, *args: Any) -> bool:
         """Whether the line was logged (False: counted)."""
+        import asyncio  # here: a CLI command that logs none runs without it
+
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:  # no loop to end the window: each one is logged

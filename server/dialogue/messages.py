@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from server.errors import MessageTooLong
+
+if TYPE_CHECKING:
+    import asyncio
 
 # The longest user text a turn, POST /conversations/{id}/messages or POST /model/parse reads.
 # Tokenizing and featurizing hold the GIL in C calls, so the event loop, even from a thread:
@@ -38,6 +40,8 @@ class ClientWatch:
         self._task: asyncio.Future[Any] | None = None
 
     def start(self) -> None:
+        import asyncio
+
         if self._task is None:
             self._task = asyncio.ensure_future(self._receive())
 

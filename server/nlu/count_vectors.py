@@ -9,14 +9,15 @@ import math
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from server.errors import InvalidConfig, ModelError, how_many
 from server.nlu.message import Message
 from server.nlu.params import flag, number
 from server.nlu.state_files import expect, read_array, read_json, write_array, write_json
+
+if TYPE_CHECKING:
+    import numpy as np
 
 _ANALYZERS = ("word", "char", "char_wb")
 # Distinct words whose char_wb columns a featurizer remembers (a tuple of ints each), as
@@ -73,7 +74,8 @@ class CountVectorsFeaturizer:
                 f"{name}: 'OOV_words' must be a list of words such as [hmm, ehm], not {oov_words!r}"
             )
         self.vocabulary_: dict[str, int] = {}
-        self.idf_: np.ndarray = np.zeros(0, dtype=np.float32)
+        # None until trained: building one (as `data validate` does) needs no NumPy.
+        self.idf_: np.ndarray | None = None
         self._idf: list[float] = []
         # char_wb n-grams never cross a word: a word's columns are looked up once.
         self._word_columns = functools.lru_cache(WORD_CACHE_SIZE)(self._columns_of_word)
@@ -139,6 +141,8 @@ class CountVectorsFeaturizer:
         )
 
     def train(self, messages: list[Message], data: Any) -> None:
+        import numpy as np
+
         doc_freq: Counter[str] = Counter()
         all_grams = [self.ngrams(m) for m in messages]
         for grams in all_grams:
@@ -219,13 +223,18 @@ class CountVectorsFeaturizer:
 
     def state(self, directory: Path, prefix: str) -> dict[str, Any]:
         write_json(directory, f"{prefix}vocabulary.json", list(self.vocabulary_))
-        write_array(directory, f"{prefix}idf.npy", self.idf_)
+        import numpy as np
+
+        idf = self.idf_ if self.idf_ is not None else np.zeros(0, dtype=np.float32)
+        write_array(directory, f"{prefix}idf.npy", idf)
         return {}
 
     @classmethod
     def from_state(
         cls, config: dict[str, Any], state: dict[str, Any], directory: Path, prefix: str, name: str
     ) -> CountVectorsFeaturizer:
+        import numpy as np
+
         featurizer = cls(config, name)
         grams = expect(read_json(directory, f"{prefix}vocabulary.json"), list, "vocabulary")
         if not all(isinstance(g, str) for g in grams):

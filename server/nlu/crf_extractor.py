@@ -15,15 +15,16 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import pycrfsuite
+from typing import TYPE_CHECKING, Any
 
 from server.errors import InvalidConfig, ModelError, TrainingError
-from server.nlu.crfsuite_file import check_crfsuite_model
 from server.nlu.message import Message, Token
 from server.nlu.params import number
 from server.nlu.training_data import EntityAnnotation, NLUTrainingData
+
+if TYPE_CHECKING:
+    # Training and tagging only: building an extractor (as `data validate` does) needs neither.
+    import pycrfsuite
 
 # crfsuite's training algorithms offered, with each one's default number of passes:
 # L-BFGS (Rasa's, the default) and SGD with L2 regularisation, about 3x less CPU on SNIPS for
@@ -248,6 +249,8 @@ class CRFEntityExtractor:
         self._lock = threading.Lock()
 
     def train(self, messages: list[Message], data: NLUTrainingData) -> None:
+        import pycrfsuite
+
         params: dict[str, Any] = {
             "c2": self.c2,
             "max_iterations": self.max_iterations,
@@ -280,6 +283,8 @@ class CRFEntityExtractor:
             self._tagger = None
 
     def _open(self) -> None:
+        import pycrfsuite
+
         tagger = pycrfsuite.Tagger()
         try:
             tagger.open_inmemory(self.model_)
@@ -349,6 +354,8 @@ class CRFEntityExtractor:
     def from_state(
         cls, config: dict[str, Any], state: dict[str, Any], directory: Path, prefix: str, name: str
     ) -> CRFEntityExtractor:
+        from server.nlu.crfsuite_file import check_crfsuite_model  # (NumPy: loading only)
+
         extractor = cls(config, name)
         if state.get("trained"):
             try:

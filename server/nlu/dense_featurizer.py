@@ -8,13 +8,14 @@ import hashlib
 import importlib.util
 import threading
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from server.errors import InvalidConfig, ModelError, install_extra
 from server.nlu.message import Message
 from server.nlu.params import number
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
 WIDTH = 384
@@ -113,6 +114,8 @@ class SentenceEncoder:
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """(len(texts), WIDTH) float32 embeddings; batches group texts of similar length."""
+        import numpy as np
+
         if len(texts) == 1:  # a parse: no thread pool for one sentence
             encodings = [self._tokenizer.encode(texts[0])]
         else:
@@ -141,6 +144,8 @@ class SentenceEncoder:
     def token_vectors(self, token_ids: np.ndarray) -> np.ndarray:
         """(len(token_ids), WIDTH) float32: each WordPiece token run alone through the model
         as "[CLS] token [SEP]", its three output states averaged (model2vec-style)."""
+        import numpy as np
+
         out = np.zeros((len(token_ids), WIDTH), dtype=np.float32)
         cls_id, sep_id = self._tokenizer.token_to_id("[CLS]"), self._tokenizer.token_to_id("[SEP]")
         for first in range(0, len(token_ids), TOKEN_BATCH_SIZE):
@@ -162,6 +167,8 @@ class SentenceEncoder:
     def phrase_states(self, phrases: list[tuple[int, ...]]) -> list[np.ndarray]:
         """For each token-id sequence run as "[CLS] phrase [SEP]", the output states of its
         own tokens, (len(phrase), WIDTH) float32; short phrases, large length-sorted batches."""
+        import numpy as np
+
         out: list[np.ndarray] = [np.zeros((0, WIDTH), np.float32)] * len(phrases)
         cls_id, sep_id = self._tokenizer.token_to_id("[CLS]"), self._tokenizer.token_to_id("[SEP]")
         order = sorted(range(len(phrases)), key=lambda i: len(phrases[i]))

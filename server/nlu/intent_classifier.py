@@ -7,19 +7,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from server.errors import InvalidConfig, ModelError
-from server.nlu.class_spread import ClassSpread
 from server.nlu.linear_model import LinearModel, feature_matrix
 from server.nlu.message import Message
-from server.nlu.neighbours import MAX_BLEND_WEIGHT, Neighbours
-from server.nlu.params import flag, number
-from server.nlu.scenarios import Scenarios
+from server.nlu.params import MAX_BLEND_WEIGHT, flag, number
 from server.nlu.training_data import NLUTrainingData
 
 if TYPE_CHECKING:
+    import numpy as np
     import scipy.sparse as sp
+
+    # Training and loading only: building a classifier (as `data validate` does) imports none.
+    from server.nlu.class_spread import ClassSpread
+    from server.nlu.neighbours import Neighbours
+    from server.nlu.scenarios import Scenarios
 
 RANKING_LENGTH = 10
 # `feature_weighting`: "class_spread" (the default) or "none" (plain TF-IDF features).
@@ -98,6 +99,12 @@ class IntentClassifier:
         self.scenarios_: Scenarios | None = None
 
     def train(self, messages: list[Message], data: NLUTrainingData) -> None:
+        import numpy as np
+
+        from server.nlu.class_spread import ClassSpread
+        from server.nlu.neighbours import Neighbours
+        from server.nlu.scenarios import Scenarios
+
         if self.class_weight not in _CLASS_WEIGHTS:
             raise InvalidConfig(
                 f"{self.name}: class_weight must be null or 'balanced', not {self.class_weight!r}"
@@ -209,6 +216,9 @@ class IntentClassifier:
     def from_state(
         cls, config: dict[str, Any], state: dict[str, Any], directory: Path, prefix: str, name: str
     ) -> IntentClassifier:
+        from server.nlu.class_spread import ClassSpread
+        from server.nlu.scenarios import Scenarios
+
         classifier = cls(config, name)
         if state.get("trained"):
             model = classifier.model_ = LinearModel.read(directory, prefix, state)
@@ -241,6 +251,8 @@ def _read_neighbours(
     directory: Path, prefix: str, width: int, n_classes: int, state: dict[str, Any]
 ) -> Neighbours:
     """A nearest-sentence term from its arrays under `prefix` and its keys in `state`."""
+    from server.nlu.neighbours import Neighbours
+
     return Neighbours.read(
         directory,
         prefix,
@@ -261,6 +273,8 @@ def widths_of(message: Message) -> list[int]:
 def _dense_ranges(x: sp.csr_matrix, widths: list[int]) -> np.ndarray:
     """The [start, end) column ranges of the blocks with more than half their values set
     in the training rows `x` (a dense embedding's block; n-gram blocks are mostly zeros)."""
+    import numpy as np
+
     ends = np.cumsum(widths, dtype=np.int64)
     set_per_column = np.diff(x.tocsc().indptr)
     dense = [
@@ -273,6 +287,8 @@ def _dense_ranges(x: sp.csr_matrix, widths: list[int]) -> np.ndarray:
 
 def _ranges_without(skipped: list[int], widths: list[int]) -> np.ndarray:
     """The [start, end) column ranges of every block but the `skipped` ones."""
+    import numpy as np
+
     ends = np.cumsum(widths, dtype=np.int64)
     kept = [
         (int(end - width), int(end))

@@ -7,18 +7,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from server.errors import ModelError
 from server.nlu.message import Message
 from server.nlu.state_files import read_array, write_array
 
 if TYPE_CHECKING:
+    import numpy as np
     import scipy.sparse as sp
 
 
 def feature_matrix(messages: list[Message], width: int) -> sp.csr_matrix:
     """Stack the sparse sentence vectors of `messages` into a CSR matrix."""
+    import numpy as np
     import scipy.sparse as sp  # training only: SciPy is not imported to serve a model
 
     indptr = [0]
@@ -59,6 +59,7 @@ class LinearModel:
         max_iter: int = 2000,
         class_weight: str | None = None,
     ) -> LinearModel:
+        import numpy as np
         from sklearn.svm import LinearSVC
 
         classes = sorted(set(labels))
@@ -79,6 +80,8 @@ class LinearModel:
         return cls(weights, intercept[order], classes, temperature)
 
     def scores(self, indices: np.ndarray, values: np.ndarray) -> np.ndarray:
+        import numpy as np
+
         if len(indices) == 0:
             return self.bias.astype(np.float64)
         # In float64: a float32 sum of a crafted archive's finite weights (1e20 each)
@@ -86,9 +89,13 @@ class LinearModel:
         return np.asarray(values, np.float64) @ self.weights.take(indices, axis=0) + self.bias
 
     def batch_scores(self, x: sp.csr_matrix) -> np.ndarray:
+        import numpy as np
+
         return np.asarray(x @ self.weights) + self.bias
 
     def confidences(self, scores: np.ndarray) -> np.ndarray:
+        import numpy as np
+
         # Shifted before the temperature scales it: finite scores then give finite
         # confidences whatever the temperature (scores times 1e300 were inf - inf = NaN).
         scores = np.asarray(scores, np.float64)
@@ -103,6 +110,8 @@ class LinearModel:
 
     @classmethod
     def read(cls, directory: Path, prefix: str, state: dict) -> LinearModel:
+        import numpy as np
+
         classes = state.get("classes")
         temperature = state.get("temperature")
         if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class Token(NamedTuple):
@@ -40,6 +41,8 @@ class Message:
 
     def sparse_vector(self) -> tuple[np.ndarray, np.ndarray]:
         """All feature blocks as one sparse row: (column indices, values)."""
+        import numpy as np
+
         indices: list[int] = []
         values: list[float] = []
         offsets: list[int] = []

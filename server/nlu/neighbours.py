@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from server.errors import ModelError
+from server.nlu.params import MAX_BLEND_WEIGHT
 from server.nlu.state_files import read_array, write_array
 
 if TYPE_CHECKING:
@@ -461,11 +462,6 @@ class Neighbours:
             squeezed,
             compressor,
         )
-
-
-# Beyond this the blended term alone orders the intents anyway; far beyond it (1e308) the
-# blended scores overflow to inf and every parse answers NaN confidences.
-MAX_BLEND_WEIGHT = 1000.0
 
 
 def stored_blend_weight(weight: object, what: str) -> float:

@@ -9,6 +9,11 @@ from typing import Any
 
 from server.errors import InvalidConfig
 
+# The largest weight of a term blended into the intent scores (the nearest sentences, the
+# scenarios): beyond it the blended term alone orders the intents anyway; far beyond it
+# (1e308) the blended scores overflow to inf and every parse answers NaN confidences.
+MAX_BLEND_WEIGHT = 1000.0
+
 _TRUE = frozenset({"true", "yes", "on"})
 _FALSE = frozenset({"false", "no", "off"})
 

@@ -6,11 +6,12 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from server.errors import ModelError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -22,6 +23,8 @@ def _path(directory: Path, name: str) -> Path:
 
 
 def write_array(directory: Path, name: str, array: np.ndarray) -> None:
+    import numpy as np
+
     np.save(_path(directory, name), np.ascontiguousarray(array), allow_pickle=False)
 
 
@@ -29,6 +32,8 @@ def read_array(
     directory: Path, name: str, dtype: Any | None = None, ndim: int | None = None
 ) -> np.ndarray:
     """Load a .npy file refusing object arrays; check dtype kind and rank when asked."""
+    import numpy as np
+
     path = _path(directory, name)
     try:
         array = np.load(path, allow_pickle=False)
@@ -49,6 +54,8 @@ def _cast(array: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
     """`array` as `dtype`, refused unless every value survives: a float64 1e300 read as a
     float32 became inf (NaN confidences on every parse), an int64 2**32 + 1 read as an int32
     became 1 (an index that passed every bounds check)."""
+    import numpy as np
+
     with np.errstate(over="ignore", invalid="ignore"):
         cast = array.astype(dtype, copy=False)
     if cast is not array and (

@@ -8,7 +8,6 @@ between pieces.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import sys
@@ -18,9 +17,12 @@ import types
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from server.trackers.events import EVENTS_PER_PIECE, OFF_LOOP_EVENTS
+
+if TYPE_CHECKING:
+    import asyncio
 
 
 def empty_in_pieces(*lists: list[Any]) -> None:
@@ -36,6 +38,8 @@ def empty_in_pieces(*lists: list[Any]) -> None:
 async def free_off_loop(*lists: list[Any]) -> None:
     """`empty_in_pieces` in a thread when the lists are long; short ones are left to be
     freed wherever their last reference goes."""
+    import asyncio
+
     if sum(len(items) for items in lists) > OFF_LOOP_EVENTS:
         await asyncio.to_thread(empty_in_pieces, *lists)
 
@@ -53,6 +57,8 @@ def _hand_over(owner: Any, empty: Callable[[list[Any]], None]) -> None:
     """`owner`, which its callers hold no more once they return, to `empty` in the releasing
     thread after this loop iteration, counted as waiting (`_admitted`); freed where it is
     dropped with no loop running, or past the bound."""
+    import asyncio
+
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # no loop: freed where it is dropped
@@ -152,6 +158,8 @@ def release_model_off_loop(model: Any, tries: int = MODEL_TRIES) -> None:
     `MODEL_RETRY_SECONDS`), the lists and dicts nobody else holds, kept on it and on the
     objects only it holds (its domain, policies, NLU components), at any depth, are emptied
     a piece at a time. A model of 40,000 responses freed at once held the loop 9-11 ms."""
+    import asyncio
+
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
@@ -264,6 +272,8 @@ def release_values_in_pieces(attributes: dict[str, Any]) -> None:
     `__dict__`, emptied here: nothing reads them any more): its lists and dicts, and those
     in them that nobody else holds, are emptied a piece at a time, in the releasing thread
     when a loop runs in this one (`release_json_off_loop`), else here."""
+    import asyncio
+
     values = [value for value in attributes.values() if type(value) is dict or type(value) is list]
     attributes.clear()
     try:

@@ -10,10 +10,17 @@ from pathlib import Path
 import pytest
 
 from tests.cli.botserver_process import REPO, start_botserver
+from tests.shared_data import BOTS
 
 
 def _modules_after(code: str, cwd: Path) -> set[str]:
     """The top-level packages in sys.modules after `code` runs in a fresh interpreter."""
+    return set(_run(code, cwd).split("\n")[-2].split())
+
+
+def _run(code: str, cwd: Path) -> str:
+    """What `code` prints in a fresh interpreter, then a line of the top-level packages in
+    sys.modules."""
     tops = "{m.split('.')[0] for m in sys.modules}"
     script = f"{code}\nimport sys\nprint(' '.join(sorted({tops})))"
     result = subprocess.run(
@@ -25,7 +32,7 @@ def _modules_after(code: str, cwd: Path) -> set[str]:
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    return set(result.stdout.split("\n")[-2].split())
+    return result.stdout
 
 
 def _mapped_libraries(pid: int) -> str:
@@ -48,15 +55,21 @@ def test_serving_moodbot_loads_no_crf_library(moodbot_model: Path, tmp_path: Pat
 
 
 def test_a_pipeline_without_crf_does_not_import_it_and_one_with_crf_does(tmp_path: Path) -> None:
-    """Components are still found by their Rasa names; each module is imported on use."""
+    """Components are still found by their Rasa names; each module is imported on use, and
+    checking the CRF's options (as `data validate` does) builds it without python-crfsuite,
+    which only training and tagging load."""
     code = (
+        "import sys\n"
         "from server.nlu.pipeline import NLUPipeline\n"
         "NLUPipeline.check([{'name': 'WhitespaceTokenizer'}, {'name': 'RegexFeaturizer'}])\n"
+        "print('crf module', 'server.nlu.crf_extractor' in sys.modules)\n"
     )
-    assert "pycrfsuite" not in _modules_after(code, tmp_path)
+    without = _run(code, tmp_path)
+    assert "crf module False" in without
     crf = "{'name': 'CRFEntityExtractor'}"
-    with_crf = code.replace("'RegexFeaturizer'}", f"'RegexFeaturizer'}}, {crf}")
-    assert "pycrfsuite" in _modules_after(with_crf, tmp_path)
+    with_crf = _run(code.replace("'RegexFeaturizer'}", f"'RegexFeaturizer'}}, {crf}"), tmp_path)
+    assert "crf module True" in with_crf
+    assert "pycrfsuite" not in with_crf.split("\n")[-2].split()
 
 
 def test_logging_setup_of_a_cli_command_imports_no_web_framework(tmp_path: Path) -> None:
@@ -123,3 +136,40 @@ def test_the_storages_checked_before_the_imports_are_the_ones_served() -> None:
     from server.run_flags import STORAGES as CHECKED
 
     assert CHECKED == STORAGES
+
+
+@pytest.mark.parametrize("bot", ["moodbot", "concertbot"])
+def test_data_validate_and_the_train_checks_import_no_numpy(tmp_path: Path, bot: str) -> None:
+    """`botserver data validate` checks config.yml's pipeline and policies as `train` does,
+    building each component without training it; before, that imported NumPy (a third of the
+    command's CPU) through the modules of the components it built (and python-crfsuite for
+    concertbot's entity extraction), and asyncio (through the logging set-up and the domain's
+    module) though it runs no event loop."""
+    project = BOTS / bot
+    code = (
+        "import cli\n"
+        f"code = cli.main(['data', 'validate', '-d', {str(project / 'domain.yml')!r},"
+        f" '--data', {str(project / 'data')!r}, '-c', {str(project / 'config.yml')!r}])\n"
+        "open('answer.txt', 'w').write(str(code))\n"
+    )
+    modules = _modules_after(code, tmp_path)
+    assert (tmp_path / "answer.txt").read_text() == "0"
+    assert "yaml" in modules  # the check sees what the command does import
+    assert not {"numpy", "scipy", "sklearn", "pycrfsuite", "fastapi", "asyncio"} & modules
+
+
+@pytest.mark.parametrize("command", [["--help"], ["test", "nlu", "--help"]])
+def test_help_imports_no_event_loop_library(tmp_path: Path, command: list[str]) -> None:
+    """Before, every command, `--help` included, imported asyncio (some 40 % of `--help`'s
+    CPU); only the commands that run an event loop import it now."""
+    code = (
+        "import contextlib, io, cli\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):\n"
+        f"    cli.main({command!r})\n"
+        "open('answer.txt', 'w').write(out.getvalue())\n"
+    )
+    modules = _modules_after(code, tmp_path)
+    assert "usage: botserver" in (tmp_path / "answer.txt").read_text()
+    assert "argparse" in modules
+    assert "asyncio" not in modules

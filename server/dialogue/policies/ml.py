@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
-
 from server.dialogue.domain import Domain
 from server.dialogue.memo import Memo
 from server.dialogue.policies.featurization import (
@@ -38,6 +36,7 @@ from server.nlu.state_files import expect, read_array, read_json
 from server.trackers.events import ACTION_LISTEN, ActionExecuted, Event
 
 if TYPE_CHECKING:
+    import numpy as np
     from scipy.sparse import csr_matrix
 
 ML_PRIORITY = 1
@@ -145,6 +144,8 @@ class MLPolicy(Policy):
         return self.int_option("max_history") or 0
 
     def train(self, stories: list[TrainingStory], domain: Domain) -> None:
+        import numpy as np
+
         originals = [s.events for s in stories if not s.is_rule]
         factor = self.int_option("augmentation_factor") or 0
         rows: list[list[str]] = []
@@ -185,6 +186,7 @@ class MLPolicy(Policy):
         self._labels = [int(c) for c in classifier.classes_]
 
     def _matrix(self, rows: list[list[str]]) -> csr_matrix:
+        import numpy as np
         from scipy.sparse import csr_matrix  # training only: a served model scores in numpy
 
         indptr, indices, values = [0], [], []
@@ -239,6 +241,8 @@ class MLPolicy(Policy):
         """`predict_proba` of the classifier for one row, in plain numpy: scikit-learn's
         per-call input checks cost ten times the arithmetic (most of a turn's policy time).
         """
+        import numpy as np
+
         assert self.classifier_ is not None
         columns: dict[int, float] = {}
         for name in features:
@@ -290,6 +294,8 @@ class MLPolicy(Policy):
         return {"classes": self.classes_, "fitted": self.classifier_ is not None}
 
     def persist(self, directory: Path) -> None:
+        import numpy as np
+
         super().persist(directory)
         (directory / VOCABULARY_FILE).write_text(json.dumps(self.vocabulary_), encoding="utf-8")
         if self.classifier_ is not None:
@@ -299,6 +305,8 @@ class MLPolicy(Policy):
     def restore(self, state: dict[str, Any], directory: Path, domain: Domain) -> None:
         """The stored weights, checked against each other and the domain, so that a broken
         or hostile archive fails here and not in every turn's prediction."""
+        import numpy as np
+
         self._scores.clear()
         actions = len(domain.action_names_or_texts)
         self.classes_ = _action_indices(state.get("classes", []), actions, f"{self.name} classes")
