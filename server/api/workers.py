@@ -15,6 +15,7 @@ socket as with uvicorn.
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import multiprocessing
 import os
@@ -103,6 +104,7 @@ def _serve(
 ) -> None:
     """A worker process: uvicorn serving on the socket it was given; `ready` is set once it
     serves. `given`: what the parent hands it (`handed`)."""
+    gc.disable()  # until its model is loaded (server.api.collector), as `botserver run`
     from server.api.shutdown import GracefulServer
     from server.api.worker_files import hold_workers_dir, leave_workers_dir
 
