@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from bench.tcp_proxy import free_port
-from tests.cli.botserver_process import botserver_command
+from tests.cli.botserver_process import ServerProcess, botserver_command
 from tests.fake_http import silent_server
 from tests.loop_lag import paced
 from tests.models.conftest import s3_at
@@ -389,6 +389,8 @@ def test_missing_model_starts_not_ready_then_a_loaded_model_makes_it_ready(
 def test_starter_project_served_with_json_logs_and_no_secret_in_them(
     start_server, starter_copy: Path
 ) -> None:
+    """The starter project served with an auth token and JSON logs; one start also serves a
+    body the server must refuse without dying (a_deeply_nested_yaml_body_is_a_400)."""
     token = "s3cr3t-Token-Value"
     server = start_server(
         "--enable-api",
@@ -416,6 +418,7 @@ def test_starter_project_served_with_json_logs_and_no_secret_in_them(
     assert [e["event"] for e in tracker["events"]].count("user") == 1
     metrics = httpx.get(server.url + "/metrics").text
     assert "botserver_turns_total 1.0" in metrics
+    a_deeply_nested_yaml_body_is_a_400_and_the_server_lives_on(server, token)
     assert server.stop() == 0
 
     lines = (starter_copy / "out.log").read_text().splitlines()
@@ -427,16 +430,14 @@ def test_starter_project_served_with_json_logs_and_no_secret_in_them(
     assert token not in server.text()
 
 
-def test_a_deeply_nested_yaml_body_is_a_400_and_the_server_lives_on(
-    start_server, starter_copy: Path
+def a_deeply_nested_yaml_body_is_a_400_and_the_server_lives_on(
+    server: ServerProcess, token: str
 ) -> None:
     """Found by fuzzing: 50,000 nested lists (a 100 KB body) overflowed libyaml's C stack,
     and the server died of a segmentation fault after a minute of CPU."""
-    server = start_server("--enable-api", cwd=starter_copy)
-    server.wait_until("/health/ready")
     deep = "nlu:\n- " + "[" * 50_000 + "]" * 50_000 + "\n"
     reply = httpx.post(
-        server.url + "/model/test/intents",
+        server.url + f"/model/test/intents?token={token}",
         content=deep,
         headers={"Content-Type": "application/x-yaml"},
         timeout=120,
@@ -444,7 +445,6 @@ def test_a_deeply_nested_yaml_body_is_a_400_and_the_server_lives_on(
     assert reply.status_code == 400
     assert reply.json()["message"] == "request body:2: the document nests more than 100 levels deep"
     assert httpx.get(server.url + "/health/live").status_code == 200
-    assert server.stop() == 0
 
 
 def _port_free(port: int) -> bool:

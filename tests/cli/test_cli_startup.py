@@ -72,27 +72,23 @@ def test_logging_setup_of_a_cli_command_imports_no_web_framework(tmp_path: Path)
     assert "pydantic" not in modules
 
 
-def test_a_server_without_a_sql_store_imports_no_sqlalchemy(tmp_path: Path) -> None:
+def test_a_server_without_a_sql_store_or_jwt_settings_imports_neither_library(
+    tmp_path: Path,
+) -> None:
     """Before, the server module imported SQLAlchemy (through the remote model storages'
-    timeout setting) even with the in-memory tracker store."""
+    timeout setting) even with the in-memory tracker store, and PyJWT (and the cryptography
+    backends it loads) came with every server. (One interpreter checks both.)"""
     code = (
         "import server.api.runner\n"
         "from server.trackers.factory import create_tracker_store\n"
         "create_tracker_store({'type': 'in_memory'})\n"
+        "from server.auth import Authenticator, AuthConfig\n"
+        "Authenticator(AuthConfig(token='secret'))\n"
     )
     modules = _modules_after(code, tmp_path)
     assert "fastapi" in modules
     assert "sqlalchemy" not in modules
-
-
-def test_a_server_without_jwt_settings_imports_no_jwt_library(tmp_path: Path) -> None:
-    """Before, PyJWT (and the cryptography backends it loads) came with every server."""
-    code = (
-        "import server.api.runner\n"
-        "from server.auth import Authenticator, AuthConfig\n"
-        "Authenticator(AuthConfig(token='secret'))\n"
-    )
-    assert "jwt" not in _modules_after(code, tmp_path)
+    assert "jwt" not in modules
     with_jwt = code.replace("token='secret'", "jwt_secret='a' * 32, jwt_method='HS256'")
     assert "jwt" in _modules_after(with_jwt, tmp_path)
 

@@ -30,15 +30,12 @@ def moodbot(moodbot_copy: Callable[[str], Path]) -> Path:
     return moodbot_copy("moodbot")
 
 
-@pytest.fixture(scope="module", params=["endpoints", "credentials"])
-def two_hosts(
-    moodbot: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[list[str]]:
+@pytest.fixture(scope="module")
+def two_hosts(moodbot: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
     """Two server processes of one deployment with session_persistence, their Redis named by
     endpoints.yml (Redis locks under a key prefix of this run, so their rooms' channel is
-    this run's too), or by the socket.io channel's `rooms_redis` (the locks then in each
-    process's memory)."""
-    with started_hosts(moodbot, tmp_path_factory, request.param, session_persistence=True) as urls:
+    this run's too)."""
+    with started_hosts(moodbot, tmp_path_factory, "endpoints", session_persistence=True) as urls:
         yield urls
 
 
@@ -47,8 +44,10 @@ def two_hosts_of_socket_ids(
     moodbot: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[list[str]]:
     """Two server processes without session_persistence (Rasa's default: a conversation is a
-    socket id), their Redis named by endpoints.yml."""
-    with started_hosts(moodbot, tmp_path_factory, "endpoints", session_persistence=False) as urls:
+    socket id), their Redis named by the socket.io channel's `rooms_redis` (the locks then in
+    each process's memory): the rooms are the same whichever names the Redis, so each way
+    is started once."""
+    with started_hosts(moodbot, tmp_path_factory, "credentials", session_persistence=False) as urls:
         yield urls
 
 
