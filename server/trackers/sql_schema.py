@@ -101,8 +101,10 @@ def _upgrade(sync_connection: Any) -> None:
 
 def _sqlite_at_head(sync_connection: Any) -> bool:
     """Whether a SQLite database is at the latest revision, read under the write lock the
-    migration takes (BEGIN IMMEDIATE, as the migrations' env.py): a file the server may not
-    write still fails here, and another process's migration under way is waited for."""
+    migration takes (BEGIN IMMEDIATE, as the migrations' env.py): another process's
+    migration under way is waited for. SQLite grants that lock on a file opened read-only
+    too: such a file passes here at the latest revision, as it passed Alembic with nothing
+    to do, and fails in the migration when one is due."""
     sync_connection.exec_driver_sql("BEGIN IMMEDIATE")
     found = sync_connection.exec_driver_sql(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?", (VERSION_TABLE,)
