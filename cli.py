@@ -1405,10 +1405,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_endpoints_file(args, needed=False)
     # Before the server's imports (some 2 s of CPU): a wrong value is said at once.
     check_run_flags(args)
-    from server.api.runner import run_server
+    from server.api.collector import collected_once_at_start
 
-    _warn_about_rasas_sanic_backlog()
-    return run_server(args)
+    with collected_once_at_start():  # from the first of the server's imports
+        from server.api.runner import run_server
+
+        _warn_about_rasas_sanic_backlog()
+        return run_server(args)
 
 
 def cmd_shell(args: argparse.Namespace) -> int:

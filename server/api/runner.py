@@ -25,6 +25,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from server import __version__
+from server.api.collector import freeze_after_load
 from server.api.health import health_router
 from server.api.inspect import inspect_router
 from server.api.metrics import ServerMetrics
@@ -622,6 +623,9 @@ def run_server(args: argparse.Namespace) -> int:
             SAID_ENV: json.dumps(sorted(said.said)),
         }
         inspector = f" (inspector: {spec.listen_url}/inspect)" if spec.enable_api else ""
+        # The parent serves nothing: its imports and its checked app stay as they are while
+        # it supervises the workers.
+        freeze_after_load()
         logger.info("botserver %s is starting %d workers", __version__, args.workers)
         config = uvicorn.Config(
             "server.api.runner:app_from_environment",

@@ -8,9 +8,7 @@ loads the startup model and, on shutdown, closes everything in reverse order.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -20,6 +18,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 
 from server.api.app import create_app, prepare_routes
+from server.api.collector import freeze_after_load
 from server.api.conversations import conversations_router
 from server.api.domain import domain_router
 from server.api.middleware import DEFAULT_MAX_BODY_BYTES, DEFAULT_RESPONSE_TIMEOUT_SECONDS
@@ -51,13 +50,6 @@ from server.trackers.factory import (
 from server.trackers.repository import TrackerRepository
 
 logger = logging.getLogger(__name__)
-
-
-# A server's young objects mostly die within the request: collect them less often, and walk
-# the whole heap (about 0.5 µs per live object here) ten times less often than by default.
-GC_THRESHOLDS = tuple(
-    int(x) for x in os.environ.get("BOTSERVER_GC_THRESHOLDS", "5000,20,100").split(",")
-)
 
 
 @dataclass(frozen=True)
@@ -289,12 +281,7 @@ def build_app(options: ServerOptions) -> FastAPI:
         await source.load_initial(options.model_path, models_endpoint, options.remote_storage)
         await asyncio.to_thread(prepare_routes, app)
         if options.freeze_after_load:
-            # Imports and the model live as long as the process: out of the collector's
-            # sight, a full collection no longer walks them (110 ms per pass here, every few
-            # seconds under load).
-            gc.collect()
-            gc.freeze()
-            gc.set_threshold(*GC_THRESHOLDS)
+            freeze_after_load()
         try:
             yield
         finally:

@@ -32,6 +32,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from server.api.collector import collect_rarely_while_starting
 from server.errors import InvalidConfig
 from server.worker_claims import stopped_workers
 
@@ -103,6 +104,7 @@ def _serve(
 ) -> None:
     """A worker process: uvicorn serving on the socket it was given; `ready` is set once it
     serves. `given`: what the parent hands it (`handed`)."""
+    collect_rarely_while_starting()  # until its model is loaded, as `botserver run`
     from server.api.shutdown import GracefulServer
     from server.api.worker_files import hold_workers_dir, leave_workers_dir
 
