@@ -141,13 +141,57 @@ def _rule_story(step: StoryStep) -> TrainingStory:
 
 
 def _join_stories(steps: list[StoryStep]) -> list[TrainingStory]:
+    return [story for story, _ in _joined_paths(steps)]
+
+
+def join_test_stories(steps: list[StoryStep]) -> list[StoryStep]:
+    """Test stories as Rasa tests them: a story ending at a checkpoint goes on into each
+    story that starts from it, and each conversation so joined is tested as one (its name
+    the stories' names joined by ' > ', its place the first one's). Rules pass through."""
+    stories = [step for step in steps if not step.is_rule]
+    joined: list[StoryStep] = [step for step in steps if step.is_rule]
+    for _, path in _joined_paths(stories):
+        parts = [stories[index] for index in path]
+        if len(parts) == 1:
+            joined.append(parts[0])
+            continue
+        joined.append(
+            replace(
+                parts[0],
+                name=" > ".join(_distinct_names(parts)),
+                events=[event for part in parts for event in part.events],
+                end_checkpoints=list(parts[-1].end_checkpoints),
+                event_lines=[line for part in parts for line in _event_lines(part)],
+            )
+        )
+    return joined
+
+
+def _distinct_names(parts: list[StoryStep]) -> list[str]:
+    names: list[str] = []
+    for part in parts:
+        if not names or names[-1] != part.name:
+            names.append(part.name)
+    return names
+
+
+def _event_lines(step: StoryStep) -> list[int | None]:
+    """The file line of each of `step.events` (None where unknown)."""
+    lines = step.event_lines[len(step.condition) :]
+    return (lines + [None] * len(step.events))[: len(step.events)]
+
+
+def _joined_paths(steps: list[StoryStep]) -> list[tuple[TrainingStory, list[int]]]:
+    """Each whole conversation the story steps join into at their checkpoints, with the
+    indices of the steps it went through."""
     starting: dict[str, list[int]] = defaultdict(list)
     for index, step in enumerate(steps):
         for checkpoint in step.start_checkpoints:
             starting[checkpoint].append(index)
 
-    stories: list[TrainingStory] = []
+    stories: list[tuple[TrainingStory, list[int]]] = []
     seen: set[tuple[str, ...]] = set()
+    path: list[int] = []
     # Depth-first walk keeping one path's events, names, visits per step and slot values,
     # each step's changes undone when the walk leaves it: copying them at each step made a
     # chain of checkpoints cost the square of its length. An entry is a step to enter
@@ -165,6 +209,7 @@ def _join_stories(steps: list[StoryStep]) -> list[TrainingStory]:
             del events[length:]
             if named:
                 names.pop()
+            path.pop()
             visits[~entry] -= 1
             for key, was_set, value in reversed(previous):
                 if was_set:
@@ -184,6 +229,7 @@ def _join_stories(steps: list[StoryStep]) -> list[TrainingStory]:
         events.extend(step.events)
         if named:
             names.append(step.name)
+        path.append(index)
         visits[index] += 1
         stack.append(~index)
         # A story ending at a checkpoint nothing starts from is a whole story (as in Rasa).
@@ -191,13 +237,12 @@ def _join_stories(steps: list[StoryStep]) -> list[TrainingStory]:
             key = _fingerprint(events)
             if key not in seen:
                 seen.add(key)
-                stories.append(
-                    TrainingStory(
-                        name=" > ".join(names),
-                        is_rule=False,
-                        events=_with_listens(events, final_listen=True),
-                    )
+                story = TrainingStory(
+                    name=" > ".join(names),
+                    is_rule=False,
+                    events=_with_listens(events, final_listen=True),
                 )
+                stories.append((story, list(path)))
                 if len(stories) >= MAX_TRAINING_STORIES:
                     logger.warning(
                         "stopped joining checkpoints after %d training stories",
