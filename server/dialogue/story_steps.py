@@ -25,6 +25,10 @@ STORY_START = "STORY_START"
 # Bounds that keep checkpoint joins finite on cyclic or highly branching story graphs.
 MAX_STEP_VISITS_PER_STORY = 2
 MAX_TRAINING_STORIES = 20_000
+# Steps one join may enter: checkpoints that loop back with no story ending after them are
+# walked through without a story to show for it, so the count of stories alone did not stop
+# the walk (a loop of 10 stories took hours).
+MAX_JOIN_STEPS = 1_000_000
 
 
 @dataclass
@@ -141,16 +145,17 @@ def _rule_story(step: StoryStep) -> TrainingStory:
 
 
 def _join_stories(steps: list[StoryStep]) -> list[TrainingStory]:
-    return [story for story, _ in _joined_paths(steps)]
+    return [story for story, _ in _joined_paths(steps, distinct=True)]
 
 
 def join_test_stories(steps: list[StoryStep]) -> list[StoryStep]:
     """Test stories as Rasa tests them: a story ending at a checkpoint goes on into each
     story that starts from it, and each conversation so joined is tested as one (its name
-    the stories' names joined by ' > ', its place the first one's). Rules pass through."""
+    the stories' names joined by ' > ', its place the first one's). Rules pass through.
+    Every story the file holds is tested, a story written twice twice, as without checkpoints."""
     stories = [step for step in steps if not step.is_rule]
     joined: list[StoryStep] = [step for step in steps if step.is_rule]
-    for _, path in _joined_paths(stories):
+    for _, path in _joined_paths(stories, distinct=False):
         parts = [stories[index] for index in path]
         if len(parts) == 1:
             joined.append(parts[0])
@@ -181,9 +186,10 @@ def _event_lines(step: StoryStep) -> list[int | None]:
     return (lines + [None] * len(step.events))[: len(step.events)]
 
 
-def _joined_paths(steps: list[StoryStep]) -> list[tuple[TrainingStory, list[int]]]:
+def _joined_paths(steps: list[StoryStep], distinct: bool) -> list[tuple[TrainingStory, list[int]]]:
     """Each whole conversation the story steps join into at their checkpoints, with the
-    indices of the steps it went through."""
+    indices of the steps it went through; with `distinct`, once per list of events (training
+    learns nothing more from a copy), else once per path."""
     starting: dict[str, list[int]] = defaultdict(list)
     for index, step in enumerate(steps):
         for checkpoint in step.start_checkpoints:
@@ -202,6 +208,7 @@ def _joined_paths(steps: list[StoryStep]) -> list[tuple[TrainingStory, list[int]
     slots: dict[str, Any] = {}
     undo: list[tuple[int, bool, list[tuple[str, bool, Any]]]] = []
     stack = list(reversed(starting.get(STORY_START, [])))
+    entered = 0
     while stack:
         entry = stack.pop()
         if entry < 0:
@@ -217,6 +224,16 @@ def _joined_paths(steps: list[StoryStep]) -> list[tuple[TrainingStory, list[int]
                 else:
                     del slots[key]
             continue
+        entered += 1
+        if entered > MAX_JOIN_STEPS:
+            logger.warning(
+                "stopped joining checkpoints after going through %d story steps (%d %s "
+                "found): the checkpoints loop back or branch too much",
+                MAX_JOIN_STEPS,
+                len(stories),
+                "training stories" if distinct else "test conversations",
+            )
+            return stories
         index = entry
         step = steps[index]
         named = not names or names[-1] != step.name
@@ -234,19 +251,20 @@ def _joined_paths(steps: list[StoryStep]) -> list[tuple[TrainingStory, list[int]
         stack.append(~index)
         # A story ending at a checkpoint nothing starts from is a whole story (as in Rasa).
         if not step.end_checkpoints or any(c not in starting for c in step.end_checkpoints):
-            key = _fingerprint(events)
-            if key not in seen:
+            key = _fingerprint(events) if distinct else ()
+            if not distinct or key not in seen:
                 seen.add(key)
                 story = TrainingStory(
                     name=" > ".join(names),
                     is_rule=False,
-                    events=_with_listens(events, final_listen=True),
+                    events=_with_listens(events, final_listen=True) if distinct else [],
                 )
                 stories.append((story, list(path)))
                 if len(stories) >= MAX_TRAINING_STORIES:
                     logger.warning(
-                        "stopped joining checkpoints after %d training stories",
+                        "stopped joining checkpoints after %d %s",
                         MAX_TRAINING_STORIES,
+                        "training stories" if distinct else "test conversations",
                     )
                     return stories
             if not step.end_checkpoints:

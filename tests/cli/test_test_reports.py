@@ -266,3 +266,19 @@ def test_test_stories_joined_at_a_checkpoint_are_tested_as_one_conversation_as_i
     assert f"# {story}:3\n" in failed
     assert "  - intent: greet\n" in failed
     assert "  - action: utter_greet  # predicted: utter_goodbye\n" in failed
+
+
+def test_a_test_story_written_twice_is_tested_twice_as_before(run_cli, starter_copy: Path) -> None:
+    # Joining at checkpoints kept one of two stories with the same steps (as training
+    # does): the count of stories fell from 2 to 1 though the file has no checkpoint.
+    steps = (
+        "  steps:\n  - intent: greet\n  - action: utter_greet\n"
+        "  - intent: ask_opening_hours\n  - action: utter_opening_hours\n"
+        "  - action: utter_anything_else\n  - intent: deny\n  - action: utter_goodbye\n"
+    )
+    story = starter_copy / "twice.yml"
+    story.write_text(f'version: "3.1"\nstories:\n- story: one\n{steps}- story: two\n{steps}')
+
+    tested = run_cli("test", "core", "-s", str(story), "--no-plot", cwd=starter_copy)
+
+    assert "Test stories: 2/2 correct" in tested.out, (tested.out, tested.err)
