@@ -69,7 +69,7 @@ class ModelSource:
         try:
             archive = await asyncio.to_thread(resolve_local_model, path)
         except ModelNotFound as exc:  # shown in /status as a failed load would be
-            self.holder.record_failure(str(path), exc, ticket)
+            self.holder.record_failure(str(path), exc.reason, ticket)
             raise
         return await self.holder.load_archive(archive, source="local", ticket=ticket)
 

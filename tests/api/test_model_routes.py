@@ -1022,6 +1022,9 @@ async def test_put_model_says_in_the_log_and_status_why_a_file_was_not_loaded(
     status = (await client.get("/status")).json()
     assert status["model_file"] == moodbot_model.name
     assert why in status["last_load_error"]["message"]
+    # The command line's hint (train one, pass it with -m) is no help to an API caller.
+    assert not [m for m in caplog.messages if "with -m" in m]
+    assert "with -m" not in status["last_load_error"]["message"]
 
 
 async def test_put_model_does_not_echo_the_credentials_it_was_given(
