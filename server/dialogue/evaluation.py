@@ -176,10 +176,14 @@ def _form_might_reject(tracker: Tracker, model: DialogueModel, predicted: str) -
 
 
 def evaluate_stories(
-    stories: list[StoryStep], model: DialogueModel, e2e: bool = False
+    stories: list[StoryStep],
+    model: DialogueModel,
+    e2e: bool = False,
+    max_stories: int | None = None,
 ) -> list[StoryResult]:
-    """Each story, joined at its checkpoints as Rasa tests them (`join_test_stories`)."""
-    joined = join_test_stories(stories)
+    """Each story, joined at its checkpoints as Rasa tests them (`join_test_stories`); with
+    `max_stories`, the first so many of these conversations."""
+    joined = join_test_stories(stories, max_stories)
     return [evaluate_story(s, model, e2e) for s in joined if s.kind == "story"]
 
 

@@ -148,14 +148,15 @@ def _join_stories(steps: list[StoryStep]) -> list[TrainingStory]:
     return [story for story, _ in _joined_paths(steps, distinct=True)]
 
 
-def join_test_stories(steps: list[StoryStep]) -> list[StoryStep]:
+def join_test_stories(steps: list[StoryStep], limit: int | None = None) -> list[StoryStep]:
     """Test stories as Rasa tests them: a story ending at a checkpoint goes on into each
     story that starts from it, and each conversation so joined is tested as one (its name
     the stories' names joined by ' > ', its place the first one's). Rules pass through.
-    Every story the file holds is tested, a story written twice twice, as without checkpoints."""
+    Every story the file holds is tested, a story written twice twice, as without checkpoints.
+    With `limit`, the first so many conversations (`--max-stories`)."""
     stories = [step for step in steps if not step.is_rule]
     joined: list[StoryStep] = [step for step in steps if step.is_rule]
-    for _, path in _joined_paths(stories, distinct=False):
+    for _, path in _joined_paths(stories, distinct=False, limit=limit):
         parts = [stories[index] for index in path]
         if len(parts) == 1:
             joined.append(parts[0])
@@ -186,7 +187,9 @@ def _event_lines(step: StoryStep) -> list[int | None]:
     return (lines + [None] * len(step.events))[: len(step.events)]
 
 
-def _joined_paths(steps: list[StoryStep], distinct: bool) -> list[tuple[TrainingStory, list[int]]]:
+def _joined_paths(
+    steps: list[StoryStep], distinct: bool, limit: int | None = None
+) -> list[tuple[TrainingStory, list[int]]]:
     """Each whole conversation the story steps join into at their checkpoints, with the
     indices of the steps it went through; with `distinct`, once per list of events (training
     learns nothing more from a copy), else once per path."""
@@ -260,6 +263,8 @@ def _joined_paths(steps: list[StoryStep], distinct: bool) -> list[tuple[Training
                     events=_with_listens(events, final_listen=True) if distinct else [],
                 )
                 stories.append((story, list(path)))
+                if limit is not None and len(stories) >= limit:
+                    return stories
                 if len(stories) >= MAX_TRAINING_STORIES:
                     logger.warning(
                         "stopped joining checkpoints after %d %s",
