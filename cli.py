@@ -1988,7 +1988,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 1
-    from server.logs import configure_logging
+    from server.logs import configure_logging, log_failure
 
     log_file = getattr(args, "log_file", None)
     syslog = (
@@ -2032,18 +2032,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args)
     except BotServerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        failure = str(exc)
     except OSError as exc:
         # A file the command reads or writes, failing after the checks above (a full disk,
         # a permission changed meanwhile): the file and the reason, not a traceback.
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
-        return 1
+        failure = f"{where}{exc.strerror or exc}"
     except Terminated:
         return EXIT_TERMINATED
     except KeyboardInterrupt:
         return 130
+    print(f"error: {failure}", file=sys.stderr)
+    log_failure(failure)
+    return 1
 
 
 if __name__ == "__main__":

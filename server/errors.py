@@ -91,7 +91,12 @@ class ModelStorageFull(ModelError):
 
 
 class ModelNotFound(ModelError):
-    """No model archive exists where one was asked for."""
+    """No model archive exists where one was asked for. `reason` is the message without the
+    `hint` for the command line (train one, pass `-m`), which a PUT /model caller cannot use."""
+
+    def __init__(self, reason: str, hint: str = "") -> None:
+        super().__init__(f"{reason} {hint}" if hint else reason)
+        self.reason = reason
 
 
 class StorageNotFound(ModelNotFound):

@@ -22,7 +22,7 @@ from server.auth.log_redaction import RedactSecretsFilter, redact
 from server.errors import InvalidConfig
 from server.outages import RepeatsCounted
 
-__all__ = ["RepeatsCounted", "announce", "configure_logging"]
+__all__ = ["RepeatsCounted", "announce", "configure_logging", "log_failure"]
 
 # Our own loggers: what Rasa's `rasa` logger is to Rasa.
 OWN_LOGGERS = ("server", "botserver", "cli")
@@ -216,6 +216,25 @@ def _same_destination(one: Any, other: Any) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
+# Set on a command's `error:` line, which the command has printed on stderr itself.
+_ON_STDERR = "_printed_on_stderr"
+
+
+def log_failure(message: str) -> None:
+    """The `error:` line that ends a failed command, in the log too (`--log-file`, syslog, a
+    `--logging-config-file`'s handlers), as an ERROR record of `botserver`: a server started
+    by a service manager with `--log-file` says there why it stopped. The stderr handler
+    leaves it out: the line is printed there already, bare, as Rasa prints it."""
+    logging.getLogger("botserver").error(message, extra={_ON_STDERR: True})
+
+
+class _NotOnStderrAgain(logging.Filter):
+    """Keeps the stderr handler from writing a failure the command printed there itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, _ON_STDERR, False)
+
+
 class _PrintedAlready(logging.Filter):
     """Keeps the stderr handler from writing what `announce` printed on stdout, when both
     streams end in the same place (a terminal, one file)."""
@@ -382,6 +401,7 @@ def configure_logging(
     else:
         formatter = TextFormatter("%(asctime)s %(levelname)-7s %(name)s - %(message)s")
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    handlers[0].addFilter(_NotOnStderrAgain())
     if _same_destination(sys.stdout, sys.stderr):
         handlers[0].addFilter(_PrintedAlready())
     if log_file:
@@ -429,6 +449,10 @@ def configure_logging(
         for logger in (root, *map(logging.getLogger, OWN_LOGGERS)):
             for handler in logger.handlers:
                 if handler not in handlers:
+                    if isinstance(handler, logging.StreamHandler) and _same_destination(
+                        handler.stream, sys.stderr
+                    ):
+                        handler.addFilter(_NotOnStderrAgain())
                     if one_line_errors is not None:
                         handler.addFilter(one_line_errors)
                     handler.addFilter(redact)

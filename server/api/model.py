@@ -777,7 +777,9 @@ async def apply_model_request(services: Services, body: dict[str, Any]) -> None:
     elif model_file:
         try:
             await source.load_local(Path(model_file))
-        except ModelNotFound:
+        except ModelNotFound as exc:
+            # Rasa's body, word for word; why is in the log and /status (last_load_error).
+            logger.info("PUT /model: %s", exc.reason)
             raise not_loaded() from None
         except ModelSuperseded as exc:
             _superseded(exc)

@@ -22,7 +22,7 @@ from server.dialogue.story_export import (
     user_markup,
     yaml_scalar,
 )
-from server.dialogue.story_steps import StoryStep
+from server.dialogue.story_steps import StoryStep, join_test_stories
 from server.nlu.evaluation import labels_report
 from server.nlu.training_data import message_markup
 from server.trackers.events import (
@@ -176,9 +176,15 @@ def _form_might_reject(tracker: Tracker, model: DialogueModel, predicted: str) -
 
 
 def evaluate_stories(
-    stories: list[StoryStep], model: DialogueModel, e2e: bool = False
+    stories: list[StoryStep],
+    model: DialogueModel,
+    e2e: bool = False,
+    max_stories: int | None = None,
 ) -> list[StoryResult]:
-    return [evaluate_story(s, model, e2e) for s in stories if s.kind == "story"]
+    """Each story, joined at its checkpoints as Rasa tests them (`join_test_stories`); with
+    `max_stories`, the first so many of these conversations."""
+    joined = join_test_stories(stories, max_stories)
+    return [evaluate_story(s, model, e2e) for s in joined if s.kind == "story"]
 
 
 # The policies that answer from the training data itself (a remembered story or a rule).

@@ -25,6 +25,10 @@ STORY_START = "STORY_START"
 # Bounds that keep checkpoint joins finite on cyclic or highly branching story graphs.
 MAX_STEP_VISITS_PER_STORY = 2
 MAX_TRAINING_STORIES = 20_000
+# Steps one join may enter: checkpoints that loop back with no story ending after them are
+# walked through without a story to show for it, so the count of stories alone did not stop
+# the walk (a loop of 10 stories took hours).
+MAX_JOIN_STEPS = 1_000_000
 
 
 @dataclass
@@ -141,13 +145,62 @@ def _rule_story(step: StoryStep) -> TrainingStory:
 
 
 def _join_stories(steps: list[StoryStep]) -> list[TrainingStory]:
+    return [story for story, _ in _joined_paths(steps, distinct=True)]
+
+
+def join_test_stories(steps: list[StoryStep], limit: int | None = None) -> list[StoryStep]:
+    """Test stories as Rasa tests them: a story ending at a checkpoint goes on into each
+    story that starts from it, and each conversation so joined is tested as one (its name
+    the stories' names joined by ' > ', its place the first one's). Rules pass through.
+    Every story the file holds is tested, a story written twice twice, as without checkpoints.
+    With `limit`, the first so many conversations (`--max-stories`)."""
+    stories = [step for step in steps if not step.is_rule]
+    joined: list[StoryStep] = [step for step in steps if step.is_rule]
+    for _, path in _joined_paths(stories, distinct=False, limit=limit):
+        parts = [stories[index] for index in path]
+        if len(parts) == 1:
+            joined.append(parts[0])
+            continue
+        joined.append(
+            replace(
+                parts[0],
+                name=" > ".join(_distinct_names(parts)),
+                events=[event for part in parts for event in part.events],
+                end_checkpoints=list(parts[-1].end_checkpoints),
+                event_lines=[line for part in parts for line in _event_lines(part)],
+            )
+        )
+    return joined
+
+
+def _distinct_names(parts: list[StoryStep]) -> list[str]:
+    names: list[str] = []
+    for part in parts:
+        if not names or names[-1] != part.name:
+            names.append(part.name)
+    return names
+
+
+def _event_lines(step: StoryStep) -> list[int | None]:
+    """The file line of each of `step.events` (None where unknown)."""
+    lines = step.event_lines[len(step.condition) :]
+    return (lines + [None] * len(step.events))[: len(step.events)]
+
+
+def _joined_paths(
+    steps: list[StoryStep], distinct: bool, limit: int | None = None
+) -> list[tuple[TrainingStory, list[int]]]:
+    """Each whole conversation the story steps join into at their checkpoints, with the
+    indices of the steps it went through; with `distinct`, once per list of events (training
+    learns nothing more from a copy), else once per path."""
     starting: dict[str, list[int]] = defaultdict(list)
     for index, step in enumerate(steps):
         for checkpoint in step.start_checkpoints:
             starting[checkpoint].append(index)
 
-    stories: list[TrainingStory] = []
+    stories: list[tuple[TrainingStory, list[int]]] = []
     seen: set[tuple[str, ...]] = set()
+    path: list[int] = []
     # Depth-first walk keeping one path's events, names, visits per step and slot values,
     # each step's changes undone when the walk leaves it: copying them at each step made a
     # chain of checkpoints cost the square of its length. An entry is a step to enter
@@ -158,6 +211,7 @@ def _join_stories(steps: list[StoryStep]) -> list[TrainingStory]:
     slots: dict[str, Any] = {}
     undo: list[tuple[int, bool, list[tuple[str, bool, Any]]]] = []
     stack = list(reversed(starting.get(STORY_START, [])))
+    entered = 0
     while stack:
         entry = stack.pop()
         if entry < 0:
@@ -165,6 +219,7 @@ def _join_stories(steps: list[StoryStep]) -> list[TrainingStory]:
             del events[length:]
             if named:
                 names.pop()
+            path.pop()
             visits[~entry] -= 1
             for key, was_set, value in reversed(previous):
                 if was_set:
@@ -172,6 +227,16 @@ def _join_stories(steps: list[StoryStep]) -> list[TrainingStory]:
                 else:
                     del slots[key]
             continue
+        entered += 1
+        if entered > MAX_JOIN_STEPS:
+            logger.warning(
+                "stopped joining checkpoints after going through %d story steps (%d %s "
+                "found): the checkpoints loop back or branch too much",
+                MAX_JOIN_STEPS,
+                len(stories),
+                "training stories" if distinct else "test conversations",
+            )
+            return stories
         index = entry
         step = steps[index]
         named = not names or names[-1] != step.name
@@ -184,24 +249,27 @@ def _join_stories(steps: list[StoryStep]) -> list[TrainingStory]:
         events.extend(step.events)
         if named:
             names.append(step.name)
+        path.append(index)
         visits[index] += 1
         stack.append(~index)
         # A story ending at a checkpoint nothing starts from is a whole story (as in Rasa).
         if not step.end_checkpoints or any(c not in starting for c in step.end_checkpoints):
-            key = _fingerprint(events)
-            if key not in seen:
+            key = _fingerprint(events) if distinct else ()
+            if not distinct or key not in seen:
                 seen.add(key)
-                stories.append(
-                    TrainingStory(
-                        name=" > ".join(names),
-                        is_rule=False,
-                        events=_with_listens(events, final_listen=True),
-                    )
+                story = TrainingStory(
+                    name=" > ".join(names),
+                    is_rule=False,
+                    events=_with_listens(events, final_listen=True) if distinct else [],
                 )
+                stories.append((story, list(path)))
+                if limit is not None and len(stories) >= limit:
+                    return stories
                 if len(stories) >= MAX_TRAINING_STORIES:
                     logger.warning(
-                        "stopped joining checkpoints after %d training stories",
+                        "stopped joining checkpoints after %d %s",
                         MAX_TRAINING_STORIES,
+                        "training stories" if distinct else "test conversations",
                     )
                     return stories
             if not step.end_checkpoints:

@@ -270,7 +270,7 @@ class ModelHolder(Generic[T]):
         )
         return LoadedModel(model=model, info=info)
 
-    def record_failure(self, name: str, exc: BaseException, ticket: int) -> None:
+    def record_failure(self, name: str, exc: BaseException | str, ticket: int) -> None:
         """Keep why loading `name` for the request `ticket` failed, for /status
         (`last_load_error`); also for a failure before the archive reached the holder (a
         remote download). Not kept when a newer request has failed or been served since."""

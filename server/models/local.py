@@ -16,8 +16,8 @@ def resolve_local_model(path: Path) -> Path:
         mode = path.stat().st_mode
     except (OSError, ValueError) as exc:  # missing, a name too long, a NUL byte...
         raise ModelNotFound(
-            f"No model found at '{path}' ({getattr(exc, 'strerror', None) or exc}). Train one "
-            "with `botserver train` or pass an existing file or directory with -m."
+            f"No model found at '{path}' ({getattr(exc, 'strerror', None) or exc}).",
+            "Train one with `botserver train` or pass an existing file or directory with -m.",
         ) from None
     if stat.S_ISREG(mode):
         if not path.name.endswith(ARCHIVE_SUFFIX):
@@ -29,8 +29,8 @@ def resolve_local_model(path: Path) -> Path:
         archives = [p for p in path.iterdir() if p.name.endswith(ARCHIVE_SUFFIX) and p.is_file()]
         if not archives:
             raise ModelNotFound(
-                f"No model archive ({ARCHIVE_SUFFIX}) in '{path}'. "
-                "Train one with `botserver train` or pass a file with -m."
+                f"No model archive ({ARCHIVE_SUFFIX}) in '{path}'.",
+                "Train one with `botserver train` or pass a file with -m.",
             )
         return max(archives, key=lambda p: (p.stat().st_mtime, p.name))
     raise ModelNotFound(f"'{path}' is neither a model archive nor a directory of them")

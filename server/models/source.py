@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from server.errors import BotServerError, ModelSuperseded
+from server.errors import BotServerError, ModelNotFound, ModelSuperseded
 from server.models.holder import ModelHolder, ModelInfo
 from server.models.local import resolve_local_model
 from server.models.model_server import ModelServerConfig, ModelServerPoller
@@ -66,7 +66,11 @@ class ModelSource:
 
     async def load_local(self, path: Path) -> ModelInfo:
         ticket = self.holder.ticket()
-        archive = await asyncio.to_thread(resolve_local_model, path)
+        try:
+            archive = await asyncio.to_thread(resolve_local_model, path)
+        except ModelNotFound as exc:  # shown in /status as a failed load would be
+            self.holder.record_failure(str(path), exc.reason, ticket)
+            raise
         return await self.holder.load_archive(archive, source="local", ticket=ticket)
 
     async def load_from_remote_storage(self, storage: str, model_name: str) -> ModelInfo:

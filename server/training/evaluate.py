@@ -139,11 +139,12 @@ def test_core(
 ) -> dict:
     """Tests the stories of `story_files`, writes the reports to `out` and says how many
     stories were right; returns story_report.json's content."""
-    stories = load_test_stories(story_files, model.domain)[:max_stories]
+    stories = load_test_stories(story_files, model.domain)
     for problem in story_reference_problems(stories, model.domain):
         # As Rasa warns: such a step cannot be predicted, its story will fail.
         print(f"warning: {problem}", file=sys.stderr)
-    results = evaluate_stories(stories, model, e2e)
+    # The first stories as tested: whole conversations, joined at their checkpoints.
+    results = evaluate_stories(stories, model, e2e, max_stories)
     report = write_story_reports(results, out, warnings=warnings, **files)
     correct = sum(r.correct for r in results)
     accuracy = correct / len(results) if results else 0.0

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -993,6 +994,40 @@ async def test_put_model_missing_file_is_rasas_400(
     assert body["details"] == {"parameter": "model", "in": "query"}
     for bad in ({"model_server": "http://x"}, {"remote_storage": "ftp"}, {}):
         check(rasa_spec, await client.put("/model", json=bad), "/model", "put", 400)
+
+
+@pytest.mark.parametrize("name", ["nope.tar.gz", "model.tgz"])
+async def test_put_model_says_in_the_log_and_status_why_a_file_was_not_loaded(
+    client: httpx.AsyncClient,
+    rasa_spec: RasaSpec,
+    moodbot_model: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    name: str,
+) -> None:
+    """Rasa's 400 names the file alone; before, neither the log nor /status said more, so an
+    archive saved as `.tgz` read as a model that was not there."""
+    if name.endswith(".tgz"):
+        shutil.copy(moodbot_model, tmp_path / name)
+    given = str(tmp_path / name)
+    caplog.set_level(logging.INFO, logger="server")
+
+    response = await client.put("/model", json={"model_file": given})
+
+    body = check(rasa_spec, response, "/model", "put", 400)
+    assert body["message"] == f"Agent with name '{given}' could not be loaded."
+    why = (
+        "is not a model archive: model files end in .tar.gz"
+        if name.endswith(".tgz")
+        else "No model found at"
+    )
+    assert [m for m in caplog.messages if m.startswith("PUT /model: ") and why in m]
+    status = (await client.get("/status")).json()
+    assert status["model_file"] == moodbot_model.name
+    assert why in status["last_load_error"]["message"]
+    # The command line's hint (train one, pass it with -m) is no help to an API caller.
+    assert not [m for m in caplog.messages if "with -m" in m]
+    assert "with -m" not in status["last_load_error"]["message"]
 
 
 async def test_put_model_does_not_echo_the_credentials_it_was_given(

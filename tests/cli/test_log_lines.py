@@ -516,3 +516,54 @@ async def test_a_sender_id_cannot_forge_a_line_in_the_log_file_of_botserver_run(
     turn = [line for line in lines if f"turn sender={ESCAPED_SENDER} intent=" in line]
     busy = [line for line in lines if f"Could not lock conversation '{ESCAPED_SENDER}'" in line]
     assert len(turn) == 1 and len(busy) == 1, lines
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_the_error_that_ends_a_command_is_in_the_log_file_too(
+    fmt: str, run_cli, starter_copy: Path
+) -> None:
+    """A server run by a service manager with --log-file says there why it stopped: before,
+    the file held the warnings before the failure and not the failure itself."""
+    log_file = starter_copy / "out.log"
+
+    flags = ("--log-file", str(log_file), "--log-format", fmt)
+    result = run_cli("test", "core", "-s", "tset", *flags, cwd=starter_copy)
+
+    assert result.code == 1
+    said = "test stories not found at 'tset' (give them with --stories)"
+    # On stderr once, bare, as before (and as Rasa prints it).
+    assert result.err.count(said) == 1
+    assert f"error: {said}" in result.err
+    lines = log_file.read_text(encoding="utf-8").splitlines()
+    if fmt == "json":
+        records = [json.loads(line) for line in lines]
+        assert [r for r in records if r["level"] == "error"] == [
+            {"time": records[-1]["time"], "level": "error", "logger": "botserver", "message": said}
+        ]
+    else:
+        assert lines[-1].endswith(f"ERROR   botserver - {said}")
+        assert sum(said in line for line in lines) == 1
+
+
+def test_the_error_that_ends_a_command_goes_to_a_logging_config_files_handlers(
+    run_cli, starter_copy: Path
+) -> None:
+    """Its file gets the line; its handler on stderr does not print it a second time."""
+    config = starter_copy / "logging.yml"
+    config.write_text(
+        "version: 1\n"
+        "handlers:\n"
+        "  console: {class: logging.StreamHandler, stream: 'ext://sys.stderr'}\n"
+        f"  file: {{class: logging.FileHandler, filename: '{starter_copy / 'rasa.log'}'}}\n"
+        "loggers:\n"
+        "  rasa: {handlers: [console, file], propagate: false}\n"
+    )
+
+    result = run_cli(
+        "test", "core", "-s", "tset", "--logging-config-file", str(config), cwd=starter_copy
+    )
+
+    assert result.code == 1
+    said = "test stories not found at 'tset' (give them with --stories)"
+    assert result.err.count(said) == 1
+    assert (starter_copy / "rasa.log").read_text(encoding="utf-8").count(said) == 1

@@ -236,3 +236,70 @@ stories:
     )
     assert "    intent: greet  # predicted: deny: hello\\n- action: x\n" in failed, failed
     assert [e.as_dict() for e in again.events] == [e.as_dict() for e in step.events], failed
+
+
+# A story ending at a checkpoint two stories go on from: one right, one wrong on the starter.
+CHECKPOINT_STORIES = (
+    'version: "3.1"\nstories:\n'
+    "- story: hours asked\n  steps:\n"
+    "  - intent: greet\n  - action: utter_greet\n"
+    "  - intent: ask_opening_hours\n  - action: utter_opening_hours\n"
+    "  - action: utter_anything_else\n  - checkpoint: anything_else\n"
+    "- story: nothing else\n  steps:\n"
+    "  - checkpoint: anything_else\n  - intent: deny\n  - action: utter_goodbye\n"
+    "- story: wrong ending\n  steps:\n"
+    "  - checkpoint: anything_else\n  - intent: deny\n  - action: utter_greet\n"
+)
+
+
+def test_test_stories_joined_at_a_checkpoint_are_tested_as_one_conversation_as_in_rasa(
+    run_cli, starter_copy: Path
+) -> None:
+    # Before, each part was tested alone: the parts after the checkpoint, replayed from an
+    # empty conversation, could pass or fail on their own (2 of 3 right here, where Rasa tests
+    # 2 conversations, 1 right).
+    story = starter_copy / "checkpoints.yml"
+    story.write_text(CHECKPOINT_STORIES)
+
+    tested = run_cli("test", "core", "-s", str(story), "--no-plot", cwd=starter_copy)
+
+    assert "Test stories: 1/2 correct" in tested.out, tested.err
+    failed = (starter_copy / "results" / "failed_test_stories.yml").read_text()
+    # The whole conversation, named after its parts, placed at its first part.
+    assert "- story: hours asked > wrong ending\n" in failed
+    assert f"# {story}:3\n" in failed
+    assert "  - intent: greet\n" in failed
+    assert "  - action: utter_greet  # predicted: utter_goodbye\n" in failed
+
+
+def test_a_test_story_written_twice_is_tested_twice_as_before(run_cli, starter_copy: Path) -> None:
+    # Joining at checkpoints kept one of two stories with the same steps (as training
+    # does): the count of stories fell from 2 to 1 though the file has no checkpoint.
+    steps = (
+        "  steps:\n  - intent: greet\n  - action: utter_greet\n"
+        "  - intent: ask_opening_hours\n  - action: utter_opening_hours\n"
+        "  - action: utter_anything_else\n  - intent: deny\n  - action: utter_goodbye\n"
+    )
+    story = starter_copy / "twice.yml"
+    story.write_text(f'version: "3.1"\nstories:\n- story: one\n{steps}- story: two\n{steps}')
+
+    tested = run_cli("test", "core", "-s", str(story), "--no-plot", cwd=starter_copy)
+
+    assert "Test stories: 2/2 correct" in tested.out, (tested.out, tested.err)
+
+
+def test_max_stories_counts_the_conversations_joined_at_checkpoints(
+    run_cli, starter_copy: Path
+) -> None:
+    # Before, --max-stories cut the file's parts before joining them: `--max-stories 1`
+    # tested the part before the checkpoint alone, as a whole conversation.
+    story = starter_copy / "checkpoints.yml"
+    story.write_text(CHECKPOINT_STORIES)
+
+    flags = ("--no-plot", "--successes", "--max-stories", "1")
+    tested = run_cli("test", "core", "-s", str(story), *flags, cwd=starter_copy)
+
+    assert "Test stories: 1/1 correct" in tested.out, (tested.out, tested.err)
+    passed = (starter_copy / "results" / "successful_test_stories.yml").read_text()
+    assert "- story: hours asked > nothing else\n" in passed, passed
+    assert "  - action: utter_goodbye\n" in passed, passed

@@ -4,12 +4,15 @@ to read."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from server.dialogue.domain import Domain
-from server.dialogue.story_steps import generate_training_stories
+from server.dialogue.story_steps import generate_training_stories, join_test_stories
 from server.trackers.events import UserUttered
 from server.training.stories_yaml import read_story_data
 from server.training.validation import story_conflicts
@@ -158,3 +161,33 @@ def test_a_chain_of_checkpoints_is_joined_in_time_growing_with_its_stories() -> 
     (story,) = generate_training_stories(steps[2_500], DOMAIN)
     assert story.name.startswith("s0 > s1 > s2 > ") and story.name.endswith(" > s2499")
     assert growth < GROWTH_BOUND
+
+
+def _loop_steps(stories: int) -> list[Any]:
+    """A story starting a conversation, then `stories` stories each going on from the
+    checkpoint `more` and ending at it: a loop no story leaves."""
+    lines = ["stories:", "- story: s0", "  steps:", "  - intent: greet", "  - action: utter_a"]
+    lines.append("  - checkpoint: more")
+    for index in range(1, stories + 1):
+        lines += [f"- story: s{index}", "  steps:", "  - checkpoint: more"]
+        lines += [f"  - intent: {'greet' if index % 2 else 'ask'}", "  - action: utter_b"]
+        lines.append("  - checkpoint: more")
+    return read_story_data(parse_yaml("\n".join(lines) + "\n"), "stories.yml")
+
+
+# Before, the walk went through every order of the loop's stories (each up to twice), some
+# 10^13 paths for 10 of them: `botserver train` and `botserver test` never finished.
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("join", ["train", "test"])
+def test_a_loop_of_checkpoints_no_story_leaves_stops_with_a_warning(
+    join: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    steps = _loop_steps(10)
+    caplog.set_level(logging.WARNING, logger="server.dialogue.story_steps")
+
+    if join == "train":
+        assert generate_training_stories(steps, DOMAIN) == []
+    else:
+        assert join_test_stories(steps) == []
+
+    assert [m for m in caplog.messages if m.startswith("stopped joining checkpoints after")]
