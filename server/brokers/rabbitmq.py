@@ -67,6 +67,10 @@ MAX_RETRY_DELAY = 30.0
 # one dropped sooner, twice as late as the one before (up to MAX_RETRY_DELAY).
 STEADY_CONNECTION_SECONDS = 30.0
 PUBLISH_TIMEOUT_SECONDS = 10.0
+# How often a wait for a confirm looks whether RabbitMQ blocked the connection meanwhile
+# (aiormq tells no one: it clears an event): a turn waiting then is answered, not held until
+# CONFIRM_WAIT_SECONDS, and the block is said when it comes.
+BLOCK_CHECK_SECONDS = 0.1
 # What kept the events while RabbitMQ blocks publishing, as a stop meanwhile says it.
 _BLOCKED = "RabbitMQ blocks publishing: connection.blocked, a memory or disk alarm"
 # The least time closing gives RabbitMQ to answer the close of the connection, when the
@@ -204,8 +208,9 @@ class RabbitMQEventBroker(QueuedBroker):
     ) -> None:
         """Waits for the confirm of one publish in flight: fails once it is overdue
         (RabbitMQ went silent), but not while RabbitMQ blocks the connection (a resource
-        alarm), which it says: then it is due PUBLISH_TIMEOUT_SECONDS after the unblock. Never
-        cancels the confirm (it would be lost)."""
+        alarm), which it says within BLOCK_CHECK_SECONDS of the block: then it is due
+        PUBLISH_TIMEOUT_SECONDS after the unblock. Never cancels the confirm (it would be
+        lost)."""
         confirm, _, due = publish
         loop = asyncio.get_running_loop()
         while not confirm.done():
@@ -215,7 +220,7 @@ class RabbitMQEventBroker(QueuedBroker):
             left = max(due, self._unblocked_at + PUBLISH_TIMEOUT_SECONDS) - loop.time()
             if left <= 0:
                 raise TimeoutError(f"no confirm from RabbitMQ in {PUBLISH_TIMEOUT_SECONDS:g} s")
-            await asyncio.wait((confirm,), timeout=left)
+            await asyncio.wait((confirm,), timeout=min(left, BLOCK_CHECK_SECONDS))
 
     async def _through_block(
         self,

@@ -1122,8 +1122,12 @@ class BlockingProxy(TcpProxy):
                 client.write(frame)
 
     def block(self) -> None:
-        self._reading.clear()
+        self.stop_reading()
         self._tell(pamqp.commands.Connection.Blocked(reason="low on memory"))
+
+    def stop_reading(self) -> None:
+        """Reads nothing more from the clients, without telling them yet (`block` tells)."""
+        self._reading.clear()
 
     def unblock(self) -> None:
         self._reading.set()
@@ -1146,6 +1150,22 @@ class BlockingProxy(TcpProxy):
         return await super().forward(whole, writer, upstream) if whole else True
 
 
+async def warm_broker_behind(
+    proxy: BlockingProxy, names: dict[str, str], **config: Any
+) -> RabbitMQEventBroker:
+    """A broker connected through `proxy`, one event delivered through it already."""
+    await proxy.restore()
+    broker = RabbitMQEventBroker(broker_config(names, port=proxy.port, **config))
+    try:
+        await broker.publish("warm", conversation("warm", 1))
+        assert await broker.flush(10)
+    except BaseException:
+        await broker.close()
+        await proxy.cut()
+        raise
+    return broker
+
+
 async def test_events_published_while_rabbitmq_blocks_publishing_go_out_once_it_unblocks(
     names: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -1157,13 +1177,10 @@ async def test_events_published_while_rabbitmq_blocks_publishing_go_out_once_it_
     monkeypatch.setattr("server.brokers.rabbitmq.PUBLISH_TIMEOUT_SECONDS", 0.5)
     caplog.set_level(logging.INFO, "server.brokers.rabbitmq")
     proxy = BlockingProxy(RABBITMQ)
-    await proxy.restore()
-    broker = RabbitMQEventBroker(broker_config(names, port=proxy.port, wait_for_delivery=True))
+    broker = await warm_broker_behind(proxy, names, wait_for_delivery=True)
     writes = recorded_writes(monkeypatch)
     events = conversation("ana", 20)
     try:
-        await broker.publish("warm", conversation("warm", 1))
-        assert await broker.flush(10)
         proxy.block()
         await broker.publish("ana", events[:10])  # perhaps written before the block is seen
         for _ in range(500):
@@ -1237,6 +1254,42 @@ async def test_a_connection_lost_while_rabbitmq_blocks_publishing_is_opened_agai
     assert [json.loads(m.body)["text"] for m in received[1:]] == [e["text"] for e in events]
     assert proxy.connections == 2
     assert cpu < 0.5, f"{cpu:.2f} s of CPU to connect again"
+
+
+async def test_a_turn_waiting_for_its_confirm_when_rabbitmq_blocks_is_answered_then(
+    names: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The turn's events were written, then RabbitMQ stopped reading and said
+    connection.blocked: the turn is answered as the block is told, and the log says the block
+    then. Before, the wait for the confirm looked for a block only once its 10 s bound ran
+    out: the turn was held CONFIRM_WAIT_SECONDS ("not taken within"), the block said 10 s
+    late."""
+    events = conversation("ana", 3)
+    proxy = BlockingProxy(RABBITMQ)
+    broker = await warm_broker_behind(proxy, names, wait_for_delivery=True)
+    caplog.set_level(logging.INFO, "server.brokers")
+    writes = recorded_writes(monkeypatch)
+    try:
+        proxy.stop_reading()
+        turn = asyncio.ensure_future(broker.publish("ana", events))
+        for _ in range(500):  # written, not read by RabbitMQ
+            if writes:
+                break
+            await asyncio.sleep(0.01)
+        assert writes and not turn.done()
+        proxy.block()
+        await asyncio.wait_for(turn, CONFIRM_WAIT_SECONDS + 5)
+        told = [r.getMessage() for r in caplog.records]
+        proxy.unblock()
+        assert await broker.flush(10)
+    finally:
+        await broker.close()
+        await proxy.cut()
+
+    assert not any("were not taken within" in line for line in told), told
+    assert any("RabbitMQ blocks publishing" in line for line in told), told
+    received = await consume(names["queue"], expected=4)
+    assert [json.loads(m.body)["text"] for m in received[1:]] == [e["text"] for e in events]
 
 
 async def test_a_stop_while_rabbitmq_blocks_publishing_names_the_block(
