@@ -15,7 +15,7 @@ from typing import Any
 
 from server.errors import InvalidConfig, InvalidProjectFile, brief
 from server.setting_values import near_miss
-from server.training.yaml_io import line_of, parse_yaml, read_yaml_file
+from server.training.yaml_io import check_json_values, line_of, parse_yaml, read_yaml_file
 
 DEFAULT_RECIPE = "default.v1"
 
@@ -134,6 +134,9 @@ def config_from_dict(data: Any, filename: str | None = None) -> ProjectConfig:
             filename,
             line_of(data),
         )
+    # The model's metadata keeps the config as JSON: a date (`when: 2020-01-01` unquoted) or
+    # a set made that write fail with a traceback once training was done.
+    check_json_values(data, filename)
     defaults = _default_config_dict()
     defaulted: list[str] = []
 

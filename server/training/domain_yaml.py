@@ -284,12 +284,12 @@ class DomainReader:
             if key not in DOMAIN_KEYS:  # stories, NLU data or what Rasa ignores: not kept
                 continue
             if key != "slots":
-                check_json_values(section, filename, line_of(data, key))
+                check_json_values(section, filename, line_of(data, key), key)
                 continue
             for spec in (section or {}).values():
                 for field, value in spec.items():
                     if field != "values":
-                        check_json_values(value, filename, line_of(spec, field))
+                        check_json_values(value, filename, line_of(spec, field), field)
 
     def check_named_list(self, data: dict[str, Any], key: str, filename: str) -> None:
         value = data.get(key)

@@ -391,35 +391,43 @@ def _first_too_large(root: Any) -> Any:
     return None
 
 
-def check_json_values(value: Any, filename: str | None, line: int | None = None) -> None:
-    """InvalidProjectFile naming the line of the first value under `value` that a model
-    cannot hold: it stores its domain as JSON, and sends values on as JSON (an action server,
-    a channel), and JSON has no date (`2024-01-01` unquoted), set, bytes or infinity."""
+def check_json_values(
+    value: Any, filename: str | None, line: int | None = None, key: Any = None
+) -> None:
+    """InvalidProjectFile naming the line and key of the first value under `value` that a
+    model cannot hold: it stores its config and domain as JSON, and sends values on as JSON
+    (an action server, a channel), and JSON has no date (`2024-01-01` unquoted), set, bytes
+    or infinity. `key`: the key `value` is held under, named when `value` itself is refused."""
     seen: set[int] = set()  # an anchored list or mapping, however often aliased, once
-    stack: list[tuple[Any, int | None]] = [(value, line)]
+    # (value, its line, the key of the nearest mapping holding it)
+    stack: list[tuple[Any, int | None, Any]] = [(value, line, key)]
     while stack:
-        item, item_line = stack.pop()
+        item, item_line, item_key = stack.pop()
         if isinstance(item, dict | list):
             if id(item) in seen:
                 continue
             seen.add(id(item))
-            children: list[tuple[Any, int | None]] = []
+            children: list[tuple[Any, int | None, Any]] = []
             if isinstance(item, dict):
                 for key, child in item.items():
                     key_line = line_of(item, key, item_line)
                     if not isinstance(key, str | int | float | bool | type(None)):
                         _refuse_for_json(key, filename, key_line, "the key ")
-                    children.append((child, key_line))
+                    children.append((child, key_line, key))
             else:
-                children = [(child, line_of(item, i, item_line)) for i, child in enumerate(item)]
+                children = [
+                    (child, line_of(item, i, item_line), item_key) for i, child in enumerate(item)
+                ]
             stack.extend(reversed(children))  # the first in the file is named
         elif not isinstance(item, str | int | bool | type(None)) and not (
             isinstance(item, float) and math.isfinite(item)
         ):
-            _refuse_for_json(item, filename, item_line, "")
+            _refuse_for_json(item, filename, item_line, "", item_key)
 
 
-def _refuse_for_json(value: Any, filename: str | None, line: int | None, what: str) -> None:
+def _refuse_for_json(
+    value: Any, filename: str | None, line: int | None, what: str, key: Any = None
+) -> None:
     if isinstance(value, datetime.date):
         shown, kind = str(value), "read as a date"
     elif isinstance(value, float):
@@ -430,6 +438,8 @@ def _refuse_for_json(value: Any, filename: str | None, line: int | None, what: s
         shown, kind = brief(value), "bytes (!!binary)"
     else:
         shown, kind = brief(value), f"a {type(value).__name__}"
+    if key is not None:
+        what, shown = f"the value of {brief(key)} (", f"{shown})"
     raise InvalidProjectFile(
         f"{what}{shown} is {kind}, which a model cannot hold (no JSON holds it); quote it to "
         "keep it as text",

@@ -1290,6 +1290,21 @@ async def test_a_value_no_json_holds_in_a_training_request_is_a_400(
     assert "which a model cannot hold (no JSON holds it); quote it" in error["message"]
 
 
+@pytest.mark.parametrize("value", ["2024-01-01", ".inf", "!!set {a, b}"])
+async def test_a_config_value_no_json_holds_in_a_training_request_is_a_400(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, value: str
+) -> None:
+    """The model keeps its config as JSON: before, a date as a policy's option trained the
+    model, then writing its metadata raised a TypeError: a 500."""
+    policy = "- name: RulePolicy\n"
+    assert policy in TRAINING_YAML
+    body = TRAINING_YAML.replace(policy, f"{policy}  when: {value}\n", 1)
+    response = await client.post("/model/train", content=body)
+    error = check(rasa_spec, response, "/model/train", "post", 400)
+    assert "the value of 'when' (" in error["message"], error["message"]
+    assert "which a model cannot hold (no JSON holds it); quote it" in error["message"]
+
+
 async def test_text_yaml_1_2_reads_as_a_number_keeps_its_type_through_a_training_request(
     client: httpx.AsyncClient, tmp_path: Path
 ) -> None:

@@ -387,6 +387,42 @@ def test_train_on_a_broken_file_names_file_and_line(run_cli, starter_copy: Path)
     assert "Traceback" not in result.err
 
 
+# A value of config.yml or domain.yml that JSON cannot hold, the model keeping both as JSON.
+NOT_JSON = {
+    "config-date": ("config.yml", "  - name: RulePolicy\n", "    when: 2020-01-01\n", "when"),
+    "config-set": ("config.yml", "  - name: RulePolicy\n", "    tags: !!set {a, b}\n", "tags"),
+    "config-binary": ("config.yml", "  - name: RulePolicy\n", "    key: !!binary aGk=\n", "key"),
+    "slot-initial-value": (
+        "domain.yml",
+        "    influence_conversation: false\n",
+        "    initial_value: 2020-01-01\n",
+        "initial_value",
+    ),
+}
+
+
+@pytest.mark.parametrize(("file", "after", "line", "key"), NOT_JSON.values(), ids=NOT_JSON.keys())
+def test_train_on_a_value_json_cannot_hold_names_file_line_and_key(
+    run_cli, starter_copy: Path, file: str, after: str, line: str, key: str
+) -> None:
+    """Before, a date as a policy's option trained, then failed writing the model's metadata
+    with a traceback ("Object of type date is not JSON serializable") and exit 1."""
+    path = starter_copy / file
+    text = path.read_text()
+    assert after in text
+    text = text.replace(after, after + line, 1)
+    path.write_text(text)
+    line_number = text[: text.index(line)].count("\n") + 1
+    models_before = sorted((starter_copy / "models").iterdir())
+    result = run_cli("train", "--force", cwd=starter_copy)
+    assert result.code == 1, result.out
+    assert f"error: {file}:{line_number}: the value of '{key}' (" in result.err, result.err
+    assert "which a model cannot hold" in result.err
+    assert "Traceback" not in result.err
+    assert "Your model is trained" not in result.out
+    assert sorted((starter_copy / "models").iterdir()) == models_before
+
+
 NOTHING_TO_TRAIN = {
     "train": ("nlu: []", False),
     "dry-run": ("nlu: []", True),

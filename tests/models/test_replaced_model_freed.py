@@ -198,16 +198,19 @@ async def test_a_turn_in_flight_across_a_swap_still_answers_from_its_model(
     models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A turn waiting in an action (a slow custom action, say) when PUT /model replaces its
-    model reads that model's domain once it goes on: nothing of it is emptied meanwhile,
-    however long the releasing thread has had."""
+    model goes on with that model: its policies predict the turn's next action and its
+    domain gives that action's text, however long the releasing thread has had. The turn
+    holds the replaced model, and its policies only through it: emptied as if no turn held
+    the model, they predicted nothing more and the turn ended after its first action (a
+    turn in `utter_goodbye`, whose next action is to listen anyway, did not tell)."""
     app = _app(models, tmp_path)
     processor = app.state.services.agent.processor
     waiting, go = asyncio.Event(), asyncio.Event()
     action_for = processor.action_for
 
-    def slow_goodbye(name: str, domain: Any) -> Any:
+    def slow_cheer_up(name: str, domain: Any) -> Any:
         action = action_for(name, domain)
-        if name != "utter_goodbye" or go.is_set():
+        if name != "utter_cheer_up" or go.is_set():
             return action
 
         class Slow:
@@ -221,14 +224,24 @@ async def test_a_turn_in_flight_across_a_swap_still_answers_from_its_model(
 
         return Slow()
 
-    monkeypatch.setattr(processor, "action_for", slow_goodbye)
+    monkeypatch.setattr(processor, "action_for", slow_cheer_up)
     monkeypatch.setattr(freeing, "MODEL_RETRY_SECONDS", 0.01)
     async with app.router.lifespan_context(app), _client(app) as client:
-        turn = asyncio.ensure_future(_say(client, "bye"))
+        assert await _say(client, "hello") == ["[A] Hey! How are you?"]
+        turn = asyncio.ensure_future(
+            client.post("/webhooks/rest/webhook", json={"sender": "u", "message": "I am sad"})
+        )
         await waiting.wait()
         put = await client.put("/model", json={"model_file": str(models["B"])})
         assert put.status_code == 204, put.text
         await _settled()
         go.set()
-        assert await turn == ["[A] Bye"]
+        # The second action only the old model's policies predict (the memorized sad path).
+        answer = await turn
+        assert answer.status_code == 200, answer.text
+        assert [m.get("text") for m in answer.json()] == [
+            "[A] Here is something to cheer you up:",
+            None,  # (its image)
+            "[A] Did that help you?",
+        ]
         assert await _say(client, "bye") == ["[B] Bye"]
