@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterator
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from server.errors import InvalidConfig, ResponseTooLarge
+
+if TYPE_CHECKING:  # imported by the client that sent the request; here, for an error only
+    import httpx
 
 # The largest answer read, decompressed: an action server's events, a parse result or
 # Duckling's matches are far smaller; a bigger (or endless, or gzip-bomb) body would only
@@ -70,7 +71,7 @@ class BoundedBody:
         codings = [c for c in codings if c not in ("", "identity")]
         if len(codings) > 1 or (codings and codings[0] not in _WINDOW_BITS):
             shown = ", ".join(codings)[:80]
-            self._refused = httpx.DecodingError(
+            self._refused = _decoding_error(
                 f"its answer is encoded '{shown}': botserver reads one gzip or deflate "
                 "encoding, or none"
             )
@@ -174,7 +175,7 @@ class Inflater:
     def _next_member(self) -> None:
         self._members += 1
         if self._max_members is not None and self._members > self._max_members:
-            raise httpx.DecodingError(
+            raise _decoding_error(
                 f"its answer is more than {self._max_members} {self._coding} members one "
                 "after the other"
             )
@@ -185,7 +186,7 @@ class Inflater:
             piece: bytes = self._inflater.decompress(data, most)
         except zlib.error as e:
             if self._members > 1:
-                raise httpx.DecodingError(
+                raise _decoding_error(
                     f"its answer, said to be {self._coding}, goes on after its end with bytes "
                     f"that are not {self._coding} ({e})"
                 ) from None
@@ -193,4 +194,10 @@ class Inflater:
         return piece
 
     def _not_inflating(self, error: zlib.error) -> httpx.DecodingError:
-        return httpx.DecodingError(f"its answer, said to be {self._coding}, is not ({error})")
+        return _decoding_error(f"its answer, said to be {self._coding}, is not ({error})")
+
+
+def _decoding_error(text: str) -> httpx.DecodingError:
+    import httpx  # (a module read for its limits, as Duckling's, imports no HTTP client)
+
+    return httpx.DecodingError(text)

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from server.errors import InvalidConfig
+from server.urls import safe_url, url_as_rasa_reads
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +100,6 @@ def http_url(settings: dict[str, Any], key: str) -> str:
     value = text(settings, key)
     if value is None:
         raise InvalidConfig(f"'{key}' is required")
-    from server.http_clients import safe_url, url_as_rasa_reads  # (httpx: imported when read)
-
     value = url_as_rasa_reads(value)
 
     why = ""

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # - run_flags.py checks `run`'s flag values before cli.py imports the server, and holds the
 #   channel names the channel registry builds from.
 # - the rest import only one another and are imported from every layer, trackers included:
-#   errors, JSON and YAML values, setting values, outgoing HTTP clients and bodies, outage
+#   errors, JSON and YAML values, setting values, outgoing HTTP clients and bodies, URLs, outage
 #   lines, background tasks, unknown options, worker claims, and the package's version.
 LEVELS = {
     "server.api": 2,
@@ -38,6 +38,7 @@ LEVELS = {
     "server.setting_values": 7,
     "server.http_clients": 7,
     "server.http_bodies": 7,
+    "server.urls": 7,
     "server.outages": 7,
     "server.tasks": 7,
     "server.unknown_options": 7,

@@ -73,7 +73,7 @@ from server.errors import (
     TrainingError,
     how_many,
 )
-from server.http_clients import async_client_off_loop, retrying_connect_failures, safe_url
+from server.http_clients import async_client_off_loop, retrying_connect_failures
 from server.json_values import OFF_LOOP_JSON_BYTES, key_given_twice
 from server.long_jobs import run_long_job
 from server.models.archive import read_archive
@@ -84,6 +84,7 @@ from server.trackers.events import OFF_LOOP_EVENTS, events_from_list
 from server.trackers.freeing import free_off_loop
 from server.trackers.tracker import Tracker
 from server.training.yaml_io import load_plain_yaml
+from server.urls import safe_url
 from server.yaml_scalars import SafeDumper12
 
 logger = logging.getLogger(__name__)

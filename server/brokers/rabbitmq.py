@@ -37,9 +37,9 @@ from server.brokers.delivery import (
 from server.brokers.event_json import rasa_text
 from server.brokers.ordering import EXPORT_PROCESS_ID_HEADER, PREVIOUS_ID_HEADER
 from server.errors import InvalidConfig, how_many
-from server.http_clients import safe_url
 from server.setting_values import flag, host_and_port
 from server.tasks import stop
+from server.urls import safe_url
 from server.worker_claims import first_to_say
 
 logger = logging.getLogger(__name__)

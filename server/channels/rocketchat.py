@@ -32,6 +32,7 @@ from server.channels.rocketchat_api import RocketChatAPI, RocketChatError, Rocke
 from server.dialogue.messages import UserMessage, split_message
 from server.errors import InvalidConfig, InvalidConversationId, LockTimeout, StoreError
 from server.json_values import loads_untrusted
+from server.urls import safe_url
 
 logger = logging.getLogger(__name__)
 
@@ -455,8 +456,6 @@ def _server_url(c: dict[str, Any]) -> str:
             wants_tls = settings.flag(c, "ssl")
         except InvalidConfig:
             logger.warning("rocketchat: 'ssl' in credentials.yml is not read (nor by Rasa)")
-    from server.http_clients import safe_url
-
     try:
         url = settings.http_url(c, "server_url")
     except InvalidConfig as e:

@@ -24,8 +24,8 @@ from server.http_clients import (
     cookie_jar_keeping_none,
     per_conversation_limits,
     retrying_connect_failures,
-    safe_url,
 )
+from server.urls import safe_url
 
 logger = logging.getLogger(__name__)
 

@@ -30,12 +30,11 @@ from server.http_clients import (
     cookie_jar_keeping_none,
     header_values,
     per_conversation_limits,
-    safe_url,
-    url_as_rasa_reads,
 )
 from server.json_values import OFF_LOOP_JSON_BYTES, loads_untrusted
 from server.trackers.events import EVENTS_PER_PIECE, OFF_LOOP_EVENTS
 from server.trackers.freeing import release_json_off_loop
+from server.urls import safe_url, url_as_rasa_reads
 
 DEFAULT_TIMEOUT = 10.0
 

@@ -38,12 +38,11 @@ from server.http_clients import (
     basic_auth_credentials,
     cookie_jar_keeping_none,
     header_values,
-    safe_url,
-    url_as_rasa_reads,
 )
 from server.models.holder import ModelHolder, is_disk_full
 from server.models.shared_pulls import SharedPulls, shared_pulls
 from server.tasks import stop
+from server.urls import safe_url, url_as_rasa_reads
 from server.worker_claims import first_to_say
 
 logger = logging.getLogger(__name__)

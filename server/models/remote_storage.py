@@ -33,11 +33,11 @@ from server.errors import (
     UnsafeArchive,
     needs_extra,
 )
-from server.http_clients import safe_url
 from server.models.archive import ARCHIVE_SUFFIX
 from server.models.holder import is_disk_full
 from server.models.safety import DEFAULT_LIMITS
 from server.setting_values import env_seconds
+from server.urls import safe_url
 
 logger = logging.getLogger(__name__)
 

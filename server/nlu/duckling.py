@@ -7,21 +7,17 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from server.errors import InvalidConfig, ResponseTooLarge, first_line
 from server.http_bodies import ACCEPT_ENCODING, DEFAULT_MAX_RESPONSE_BYTES, read_within_sync
-from server.http_clients import (
-    cookie_jar_keeping_none,
-    safe_url,
-    sync_client,
-    url_as_rasa_reads,
-)
 from server.json_values import loads_untrusted
 from server.nlu.message import Message
 from server.nlu.params import number
+from server.urls import safe_url, url_as_rasa_reads
+
+if TYPE_CHECKING:
+    import httpx
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +69,10 @@ class DucklingEntityExtractor:
 
     def _http(self) -> httpx.Client:
         if self._client is None:
+            # httpx and the clients' module (asyncio) with the first parse: `data validate`
+            # builds the extractor, and sends nothing.
+            from server.http_clients import cookie_jar_keeping_none, sync_client
+
             self._client = sync_client(
                 timeout=self.timeout,
                 headers={"Accept-Encoding": ACCEPT_ENCODING},
@@ -97,6 +97,8 @@ class DucklingEntityExtractor:
             # As Rasa: Duckling parses only these, so a wider match of another dimension
             # ("at 5", a time) does not hide the one asked for (the number 5).
             payload["dims"] = json.dumps(sorted(self.dimensions))
+        import httpx  # (see `_http`)
+
         try:
             with self._http().stream("POST", f"{self.url}/parse", data=payload) as response:
                 if not response.is_success:

@@ -14,11 +14,10 @@ from server.errors import InvalidConfig, ResponseTooLarge, first_line
 from server.http_bodies import ACCEPT_ENCODING, max_response_bytes, read_within_sync
 from server.http_clients import (
     cookie_jar_keeping_none,
-    safe_url,
     sync_client,
-    url_as_rasa_reads,
 )
 from server.json_values import loads_untrusted
+from server.urls import safe_url, url_as_rasa_reads
 
 logger = logging.getLogger(__name__)
 

@@ -208,13 +208,14 @@ def test_the_storages_checked_before_the_imports_are_the_ones_served() -> None:
     assert CHECKED == STORAGES
 
 
-@pytest.mark.parametrize("bot", ["moodbot", "concertbot"])
+@pytest.mark.parametrize("bot", ["moodbot", "concertbot", "formbot"])
 def test_data_validate_and_the_train_checks_import_no_numpy(tmp_path: Path, bot: str) -> None:
     """`botserver data validate` checks config.yml's pipeline and policies as `train` does,
     building each component without training it; before, that imported NumPy (a third of the
     command's CPU) through the modules of the components it built (and python-crfsuite for
     concertbot's entity extraction), and asyncio (through the logging set-up and the domain's
-    module) though it runs no event loop."""
+    module) though it runs no event loop; formbot's Duckling extractor imported httpx and
+    asyncio with the outgoing clients' module, though it sends no request."""
     project = BOTS / bot
     code = (
         "import cli\n"
@@ -225,7 +226,7 @@ def test_data_validate_and_the_train_checks_import_no_numpy(tmp_path: Path, bot:
     modules = _modules_after(code, tmp_path)
     assert (tmp_path / "answer.txt").read_text() == "0"
     assert "yaml" in modules  # the check sees what the command does import
-    assert not {"numpy", "scipy", "sklearn", "pycrfsuite", "fastapi", "asyncio"} & modules
+    assert not {"numpy", "scipy", "sklearn", "pycrfsuite", "fastapi", "asyncio", "httpx"} & modules
 
 
 @pytest.mark.parametrize("command", [["--help"], ["test", "nlu", "--help"]])

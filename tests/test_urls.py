@@ -7,10 +7,10 @@ import pytest
 
 from server.dialogue.http_endpoint import HttpEndpoint
 from server.errors import InvalidConfig, ModelUnavailable
-from server.http_clients import safe_url
 from server.models.model_server import ModelServerConfig
 from server.models.remote_storage import download_model
 from server.setting_values import http_url
+from server.urls import safe_url
 from tests.models.conftest import s3_at
 
 
