@@ -165,6 +165,9 @@ class RabbitMQEventBroker(QueuedBroker):
                         made = self._marshalled(publisher, batch, spare)
                     messages, spare = made
                     large = spare is not None or messages[0].size >= WRITE_BYTES
+                    if publisher.blocked:  # told while they were made (in a thread)
+                        spare = (batch[0], messages[0])  # the rest is made again after
+                        continue
                     batch = batch[: len(messages)]
                     limit = self._max_message_size
                     if limit is not None and any(m.body_size > limit for m in messages):

@@ -1320,3 +1320,77 @@ async def test_a_stop_while_rabbitmq_blocks_publishing_names_the_block(
         "closing with 10 events not delivered; they are lost (RabbitMQ blocks publishing: "
         "connection.blocked, a memory or disk alarm)"
     ), said[1]
+
+
+@pytest.mark.parametrize("told", ["as a write goes out", "as a write is made"])
+async def test_a_block_in_the_middle_of_a_burst_of_megabyte_events_resends_nothing(
+    told: str,
+    names: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """RabbitMQ stops reading and says connection.blocked after three writes of a mebibyte,
+    as the third goes out (its confirm then never comes before the unblock) or as the fourth
+    is made (in a thread): as for a block between bursts, nothing more is written, no write or
+    confirm is given up, no turn is held, and once unblocked every event goes out once, in
+    order, on the same connection. Before, the write made then still went out."""
+    monkeypatch.setattr("server.brokers.rabbitmq.PUBLISH_TIMEOUT_SECONDS", 0.5)
+    caplog.set_level(logging.INFO, "server.brokers")
+    proxy = BlockingProxy(RABBITMQ)
+    broker = await warm_broker_behind(proxy, names)
+    writes = recorded_writes(monkeypatch)
+    events = conversation("big", 30)
+    for event in events:  # 1 MB of JSON each: \u00e9 is 6 bytes
+        event["text"] = f"{event['text']} " + "é" * 100_000 + "x" * 400_000
+    loop = asyncio.get_running_loop()
+    at_block: list[int] = []  # the messages written when the block was told
+
+    def block() -> None:
+        at_block.append(sum(count for count, _ in writes))
+        proxy.stop_reading()
+        proxy.block()
+
+    if told == "as a write goes out":
+        write = amqp_publish.publish
+
+        async def blocked_as_written(channel: Any, messages: Any) -> Any:
+            confirms = await write(channel, messages)  # in aiormq's queue, not yet sent
+            if len(writes) == 3:
+                block()
+            return confirms
+
+        monkeypatch.setattr(amqp_publish, "publish", blocked_as_written)
+    else:
+        make = broker._marshalled
+
+        def blocked_while_made(*args: Any) -> Any:
+            if len(writes) == 3 and not at_block:
+                loop.call_soon_threadsafe(block)
+                for _ in range(5000):  # until the broker's connection read it
+                    if broker._publisher is not None and broker._publisher.blocked:
+                        break
+                    time.sleep(0.001)
+            return make(*args)
+
+        monkeypatch.setattr(broker, "_marshalled", blocked_while_made)
+    try:
+        await asyncio.wait_for(broker.publish("big", events), 1)  # no turn held
+        await blocking_seen(broker)
+        await asyncio.sleep(2)  # four times the bound of a confirm
+        said = [r.getMessage() for r in caplog.records]
+        during = sum(count for count, _ in writes) - at_block[0]
+        proxy.unblock()
+        assert await broker.flush(30)
+    finally:
+        await broker.close()
+        await proxy.cut()
+
+    written = at_block[0]
+    assert 3 <= written < 30, writes
+    assert during == 0, writes  # nothing written while blocked
+    assert not any("delivery failed" in line for line in said), said
+    assert any("RabbitMQ blocks publishing" in line for line in said), said
+    assert sum(count for count, _ in writes) == 30, writes  # each message written once
+    received = await consume(names["queue"], expected=31, timeout=30)
+    assert [json.loads(m.body)["text"] for m in received[1:]] == [e["text"] for e in events]
+    assert proxy.connections == 1
