@@ -1183,10 +1183,11 @@ def _valid_for_training(args: argparse.Namespace) -> bool:
         reasons.append(f"{warnings} with --fail-on-validation-warnings")
     # (--skip-validation trains past the checks, not past a file training cannot read)
     anyway = "" if report.training_stops else ", or train anyway with --skip-validation"
-    print(
-        f"error: Project validation completed with errors ({'; '.join(reasons)}): nothing "
-        f"was trained. Correct them{anyway}.",
-        file=sys.stderr,
+    from server.logs import command_failed
+
+    command_failed(
+        f"Project validation completed with errors ({'; '.join(reasons)}): nothing "
+        f"was trained. Correct them{anyway}."
     )
     return False
 
@@ -1479,6 +1480,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 def cmd_prune(args: argparse.Namespace) -> int:
     from server.config import read_endpoints
     from server.errors import StoreFailed
+    from server.logs import command_failed
     from server.trackers.factory import (
         DEFAULT_TRACKER_STORE,
         create_lock_store,
@@ -1516,10 +1518,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     try:
         pruned = _run_until_stopped(prune())
     except KeyboardInterrupt as exc:
-        print(
-            f"error: stopped{_by(exc)} (after deleting {how_many(sum(gone), 'conversation')})"
-            f"{so_far}",
-            file=sys.stderr,
+        command_failed(
+            f"stopped{_by(exc)} (after deleting {how_many(sum(gone), 'conversation')}){so_far}"
         )
         raise
     except BotServerError as exc:
@@ -1543,10 +1543,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
     else:
         said = f"the locks of {lost} were found lost while the prune held them; the prune left them"
         whose = "their"
-    print(
-        f"error: {said} alone from then on, unless {whose} delete had gone out already (another "
-        f"process may be in a turn there): {shown}{more}; see the log above",
-        file=sys.stderr,
+    command_failed(
+        f"{said} alone from then on, unless {whose} delete had gone out already (another "
+        f"process may be in a turn there): {shown}{more}; see the log above"
     )
     return 1
 
@@ -1557,6 +1556,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from server.brokers.factory import create_event_broker
     from server.config import read_endpoints
     from server.errors import CorruptConversation, ExportInterrupted
+    from server.logs import command_failed
     from server.trackers.factory import create_tracker_store
 
     low, high = args.minimum_timestamp, args.maximum_timestamp
@@ -1649,10 +1649,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as exc:
         if progress.published and progress.resume is not None:
             go_on = _export_resume_command(args, progress.resume)
-            print(
-                f"error: stopped{_by(exc)} (after {how_many(progress.published, 'event')})"
-                f"{_skipped(found)}; to go on from there: {go_on}",
-                file=sys.stderr,
+            command_failed(
+                f"stopped{_by(exc)} (after {how_many(progress.published, 'event')})"
+                f"{_skipped(found)}; to go on from there: {go_on}"
             )
         raise
     conversations = how_many(found.conversations, "conversation")
@@ -1925,12 +1924,23 @@ def run_action_server(argv: list[str]) -> int:
     import importlib.util
 
     if importlib.util.find_spec(ACTION_SERVER_MODULE) is None:
-        print(
-            "error: `run actions` starts rasa-sdk's action server, which is not installed in "
+        # Its logging flags (rasa-sdk's too: --log-file, --logging-config-file, -v) say where
+        # the line goes besides stderr.
+        logging_flags = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+        _add_log_flags(logging_flags)
+        try:
+            given = logging_flags.parse_known_args(argv)[0]
+        except argparse.ArgumentError:  # (`--log-format xml`: rasa-sdk's to refuse)
+            given = argparse.Namespace()
+        if not _logging_configured(given):
+            return 1
+        from server.logs import command_failed
+
+        command_failed(
+            "`run actions` starts rasa-sdk's action server, which is not installed in "
             f"this Python ({sys.executable}): pip install rasa-sdk, then run it again (or "
             "`python -m rasa_sdk --actions actions`). botserver calls the action server that "
-            "endpoints.yml's action_endpoint names; it runs no custom action code itself.",
-            file=sys.stderr,
+            "endpoints.yml's action_endpoint names; it runs no custom action code itself."
         )
         return 1
     argv = [_in_rasa_sdks_spelling(arg) for arg in argv]
@@ -1974,21 +1984,9 @@ def _rasa_command_not_offered(parser: argparse.ArgumentParser, words: list[str])
         )
 
 
-def main(argv: list[str] | None = None) -> int:
-    words = _logging_flags_after_the_command(sys.argv[1:] if argv is None else argv)
-    words = _model_as_positional(_logging_flags_after_the_parts(words))
-    if words[:2] == ["run", "actions"]:
-        return run_action_server(words[2:])
-    parser = build_parser()
-    _rasa_command_not_offered(parser, words)
-    _part_read_as_data(parser, words)
-    args, unknown = parser.parse_known_args(words)
-    if unknown:
-        _unknown_arguments(getattr(args, "command_parser", None) or parser, unknown)
-    if args.command is None:
-        parser.print_help()
-        return 1
-    from server.logs import configure_logging, log_failure
+def _logging_configured(args: argparse.Namespace) -> bool:
+    """Logging as the command's flags ask; False, the reason printed, when it cannot be."""
+    from server.logs import configure_logging
 
     log_file = getattr(args, "log_file", None)
     syslog = (
@@ -2009,9 +2007,28 @@ def main(argv: list[str] | None = None) -> int:
         if syslog is not None and not (log_file and exc.filename == log_file):
             where = f"--use-syslog ({syslog[2]} {syslog[0]}:{syslog[1]})"
         print(f"error: {where}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+        return False
     except BotServerError as exc:  # a LOG_LEVEL or --logging-config-file we cannot use
         print(f"error: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    words = _logging_flags_after_the_command(sys.argv[1:] if argv is None else argv)
+    words = _model_as_positional(_logging_flags_after_the_parts(words))
+    if words[:2] == ["run", "actions"]:
+        return run_action_server(words[2:])
+    parser = build_parser()
+    _rasa_command_not_offered(parser, words)
+    _part_read_as_data(parser, words)
+    args, unknown = parser.parse_known_args(words)
+    if unknown:
+        _unknown_arguments(getattr(args, "command_parser", None) or parser, unknown)
+    if args.command is None:
+        parser.print_help()
+        return 1
+    if not _logging_configured(args):
         return 1
     if args.command == "data":
         if args.data_command == "split" and args.split_what == "nlu":
@@ -2042,8 +2059,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_TERMINATED
     except KeyboardInterrupt:
         return 130
-    print(f"error: {failure}", file=sys.stderr)
-    log_failure(failure)
+    from server.logs import command_failed
+
+    command_failed(failure)
     return 1
 
 

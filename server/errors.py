@@ -144,6 +144,10 @@ class TrainingError(BotServerError):
     """Training could not finish (bad data, bad configuration)."""
 
 
+class PredictionErrors(BotServerError):
+    """`botserver test --fail-on-prediction-errors`: test stories failed."""
+
+
 class StoreError(BotServerError):
     """A storage backend failed a request: a turn that meets one is not answered as handled."""
 

@@ -22,7 +22,7 @@ from server.auth.log_redaction import RedactSecretsFilter, redact
 from server.errors import InvalidConfig
 from server.outages import RepeatsCounted
 
-__all__ = ["RepeatsCounted", "announce", "configure_logging", "log_failure"]
+__all__ = ["RepeatsCounted", "announce", "command_failed", "configure_logging"]
 
 # Our own loggers: what Rasa's `rasa` logger is to Rasa.
 OWN_LOGGERS = ("server", "botserver", "cli")
@@ -220,11 +220,12 @@ def _same_destination(one: Any, other: Any) -> bool:
 _ON_STDERR = "_printed_on_stderr"
 
 
-def log_failure(message: str) -> None:
-    """The `error:` line that ends a failed command, in the log too (`--log-file`, syslog, a
-    `--logging-config-file`'s handlers), as an ERROR record of `botserver`: a server started
-    by a service manager with `--log-file` says there why it stopped. The stderr handler
-    leaves it out: the line is printed there already, bare, as Rasa prints it."""
+def command_failed(message: str) -> None:
+    """The `error:` line that ends a failed command: on stderr, bare, as Rasa prints it, and
+    in the log too (`--log-file`, syslog, a `--logging-config-file`'s handlers) as an ERROR
+    record of `botserver`, so a server started by a service manager with `--log-file` says
+    there why it stopped. The stderr handler leaves the record out: the line is there already."""
+    print(f"error: {message}", file=sys.stderr)
     logging.getLogger("botserver").error(message, extra={_ON_STDERR: True})
 
 

@@ -14,7 +14,7 @@ from server.dialogue.evaluation import (
     write_story_reports,
 )
 from server.dialogue.processor import DialogueModel
-from server.errors import InvalidConfig, ModelError
+from server.errors import InvalidConfig, ModelError, PredictionErrors
 from server.models.archive import read_archive
 from server.models.extraction import extraction_directory
 from server.models.loading import load_model
@@ -273,10 +273,9 @@ def run_test(args: argparse.Namespace) -> int:
     elif nlu:
         test_nlu(model, Path(args.nlu), out, **files)
     if failed and args.fail_on_prediction_errors:
-        print(
-            f"error: {failed} test stor{'y' if failed == 1 else 'ies'} failed "
-            f"(--fail-on-prediction-errors); see {out / FAILED_STORIES_FILE}",
-            file=sys.stderr,
+        # (An error the command ends with: printed and logged as any other.)
+        raise PredictionErrors(
+            f"{failed} test stor{'y' if failed == 1 else 'ies'} failed "
+            f"(--fail-on-prediction-errors); see {out / FAILED_STORIES_FILE}"
         )
-        return 1
     return 0

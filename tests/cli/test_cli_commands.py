@@ -1396,11 +1396,13 @@ def test_prune_stopped_by_ctrl_c_says_how_many_it_deleted(
         return await delete_stale(self, sender_ids, cutoff)
 
     monkeypatch.setattr(sqlite_database.SqliteDatabase, "delete_stale", interrupted_at_c3)
-    result = run_cli("prune", "--older-than-days", "5", cwd=tmp_path)
+    result = run_cli("prune", "--older-than-days", "5", "--log-file", "out.log", cwd=tmp_path)
     assert result.code == 130
-    assert _the_error(result) == (
-        "error: stopped (after deleting 2 conversations); botserver prune again deletes the rest"
-    )
+    said = "stopped (after deleting 2 conversations); botserver prune again deletes the rest"
+    assert _the_error(result) == f"error: {said}"
+    # The log file (a cron job's) ends with it too; before, with the lines before it.
+    last = (tmp_path / "out.log").read_text(encoding="utf-8").splitlines()[-1:]
+    assert last and last[0].endswith(f"ERROR   botserver - {said}"), last
 
 
 @contextlib.contextmanager

@@ -278,12 +278,17 @@ def test_an_export_stopped_by_hand_ends_with_how_to_go_on(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(export, "publish_events", stopped_by_hand)
-    result = run_cli("export", "--minimum-timestamp", "5", cwd=project)
+    result = run_cli("export", "--minimum-timestamp", "5", "--log-file", "out.log", cwd=project)
     assert result.code == 130
-    assert result.err.strip().splitlines()[-1] == (
-        "error: stopped (after 3 events); to go on from there: botserver export --endpoints "
+    said = (
+        "stopped (after 3 events); to go on from there: botserver export --endpoints "
         "endpoints.yml --minimum-timestamp 5.0 --resume-from=bob@11.0"
     )
+    assert result.err.strip().splitlines()[-1] == f"error: {said}"
+    assert result.err.count(said) == 1
+    # The log file ends with it too; before, with the lines before it.
+    last = (project / "out.log").read_text(encoding="utf-8").splitlines()[-1:]
+    assert last and last[0].endswith(f"ERROR   botserver - {said}"), last
 
 
 def test_an_export_stopped_by_sigterm_ends_with_how_to_go_on(

@@ -567,3 +567,88 @@ def test_the_error_that_ends_a_command_goes_to_a_logging_config_files_handlers(
     said = "test stories not found at 'tset' (give them with --stories)"
     assert result.err.count(said) == 1
     assert (starter_copy / "rasa.log").read_text(encoding="utf-8").count(said) == 1
+
+
+def _the_failure_logged_once(result, log_file: Path, said: str) -> None:
+    """`said` is the `error:` line on stderr, once and bare, and the log file's last record."""
+    assert result.err.count(said) == 1, result.err
+    assert f"error: {said}" in result.err
+    lines = log_file.read_text(encoding="utf-8").splitlines()
+    assert lines and lines[-1].endswith(f"ERROR   botserver - {said}"), lines
+    assert sum(said in line for line in lines) == 1
+
+
+def test_a_failed_test_run_under_fail_on_prediction_errors_says_so_in_the_log_file(
+    run_cli, starter_copy: Path
+) -> None:
+    """Before, the line was on stderr only: a CI job's log file ended with the test's lines."""
+    (starter_copy / "tests" / "test_wrong.yml").write_text(
+        'version: "3.1"\nstories:\n- story: wrong answer\n  steps:\n'
+        "  - intent: greet\n  - action: utter_goodbye\n"
+    )
+    log_file = starter_copy / "out.log"
+
+    result = run_cli(
+        "test", "core", "--fail-on-prediction-errors", "--log-file", str(log_file),
+        cwd=starter_copy,
+    )  # fmt: skip
+
+    assert result.code == 1
+    failed = starter_copy / "results" / "failed_test_stories.yml"
+    said = f"1 test story failed (--fail-on-prediction-errors); see {Path('results') / failed.name}"
+    _the_failure_logged_once(result, log_file, said)
+
+
+def test_train_refused_by_the_project_validation_says_so_in_the_log_file(
+    run_cli, starter_copy: Path
+) -> None:
+    stories = starter_copy / "data" / "stories.yml"
+    stories.write_text(
+        stories.read_text().replace("action: utter_goodbye", "action: action_goodbye", 1)
+    )
+    log_file = starter_copy / "out.log"
+
+    result = run_cli("train", "--force", "--log-file", str(log_file), cwd=starter_copy)
+
+    assert result.code == 1
+    said = (
+        "Project validation completed with errors (1 error): nothing was trained. Correct "
+        "them, or train anyway with --skip-validation."
+    )
+    _the_failure_logged_once(result, log_file, said)
+
+
+def test_run_actions_without_rasa_sdk_says_so_in_its_log_file(
+    run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rasa-sdk's --log-file (as `rasa run actions --log-file` writes it) gets the line too."""
+    import cli
+
+    monkeypatch.setattr(cli, "ACTION_SERVER_MODULE", "rasa_sdk_is_not_installed_here")
+    log_file = tmp_path / "actions.log"
+
+    result = run_cli("run", "actions", "-p", "5056", "--log-file", str(log_file), cwd=tmp_path)
+
+    assert result.code == 1
+    said = (
+        "`run actions` starts rasa-sdk's action server, which is not installed in this Python "
+        f"({sys.executable}): pip install rasa-sdk, then run it again"
+    )
+    assert result.err.count(said) == 1 and f"error: {said}" in result.err
+    (line,) = log_file.read_text(encoding="utf-8").splitlines()
+    assert f"ERROR   botserver - {said}" in line
+
+
+def test_run_actions_without_rasa_sdk_says_so_whatever_its_logging_flags(
+    run_cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A logging flag value botserver's parser refuses (rasa-sdk's own to judge) still gets
+    the line that rasa-sdk is missing, not a usage error of the logging flags."""
+    import cli
+
+    monkeypatch.setattr(cli, "ACTION_SERVER_MODULE", "rasa_sdk_is_not_installed_here")
+
+    result = run_cli("run", "actions", "--log-format", "xml")
+
+    assert result.code == 1
+    assert result.err.startswith("error: `run actions` starts rasa-sdk's action server")

@@ -238,7 +238,8 @@ async def test_prune_leaves_a_conversation_whose_lock_it_lost_and_exits_1(
             await serving.append("bob", [bot("long ago", now - 200 * DAY)])
             await serving.append("cy", [bot("long ago", now - 200 * DAY)])
             prune = ["prune", "--older-than-days", "90", "--endpoints", str(endpoints)]
-            code = await asyncio.to_thread(cli.main, prune)
+            log_file = tmp_path / "prune.log"
+            code = await asyncio.to_thread(cli.main, [*prune, "--log-file", str(log_file)])
 
             assert sorted(await serving.keys()) == lost
             assert code == 1
@@ -264,6 +265,9 @@ async def test_prune_leaves_a_conversation_whose_lock_it_lost_and_exits_1(
                     "log above"
                     for names in ("'ana', 'cy'", "'cy', 'ana'")  # (Redis's SCAN: any order)
                 )
+            # In the log file too (a cron job's), as the ERROR record that ends it.
+            logged = log_file.read_text(encoding="utf-8")
+            assert logged.count(f"ERROR   botserver - {said.removeprefix('error: ')}\n") == 1
         finally:
             await serving.close()
             await delete_redis_keys(locks_config["key_prefix"], db=1)
