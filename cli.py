@@ -1166,8 +1166,10 @@ def _valid_for_training(args: argparse.Namespace) -> bool:
         return True
     for warning in [*report.config_warnings, *report.unchecked_warnings, *report.warnings]:
         print(f"warning: {warning}", file=sys.stderr)
+    from server.logs import command_failed
+
     for error in report.errors:
-        print(f"error: {error}", file=sys.stderr)
+        command_failed(str(error))
     if not report.errors and not strict:
         print(
             f"warning: {len(report.failing_warnings)} of these warnings "
@@ -1183,8 +1185,6 @@ def _valid_for_training(args: argparse.Namespace) -> bool:
         reasons.append(f"{warnings} with --fail-on-validation-warnings")
     # (--skip-validation trains past the checks, not past a file training cannot read)
     anyway = "" if report.training_stops else ", or train anyway with --skip-validation"
-    from server.logs import command_failed
-
     command_failed(
         f"Project validation completed with errors ({'; '.join(reasons)}): nothing "
         f"was trained. Correct them{anyway}."
@@ -1287,10 +1287,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from server.logs import command_failed
     from server.training.validation import run_validate
 
     args.config = _config_path(args)
-    return run_validate(args, stories_only=getattr(args, "validate_what", None) == "stories")
+    stories_only = getattr(args, "validate_what", None) == "stories"
+    return run_validate(args, stories_only=stories_only, error=command_failed)
 
 
 def cmd_split_nlu(args: argparse.Namespace) -> int:

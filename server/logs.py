@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TextIO
 
 import yaml
 
@@ -220,12 +220,13 @@ def _same_destination(one: Any, other: Any) -> bool:
 _ON_STDERR = "_printed_on_stderr"
 
 
-def command_failed(message: str) -> None:
-    """The `error:` line that ends a failed command: on stderr, bare, as Rasa prints it, and
+def command_failed(message: str, out: TextIO | None = None) -> None:
+    """The `error:` line that ends a failed command (or says why it fails: `data validate`'s
+    and `train`'s validation errors): on stderr (or `out`), bare, as Rasa prints it, and
     in the log too (`--log-file`, syslog, a `--logging-config-file`'s handlers) as an ERROR
     record of `botserver`, so a server started by a service manager with `--log-file` says
     there why it stopped. The stderr handler leaves the record out: the line is there already."""
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {message}", file=out or sys.stderr)
     logging.getLogger("botserver").error(message, extra={_ON_STDERR: True})
 
 

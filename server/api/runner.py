@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -56,7 +55,7 @@ from server.config import (
     with_text_keys,
 )
 from server.errors import BotServerError, InvalidConfig, ModelNotFound, how_many
-from server.logs import SaidAtStart, announce, configure_logging, saying_once
+from server.logs import SaidAtStart, announce, command_failed, configure_logging, saying_once
 from server.models.local import resolve_local_model
 from server.models.remote_storage import check_storage_settings
 from server.outages import flush_repeats
@@ -648,7 +647,7 @@ def run_server(args: argparse.Namespace) -> int:
             finally:
                 del os.environ[WORKERS_DIR_ENV]
         if code != 0:
-            print("error: a worker did not start; see the log above", file=sys.stderr)
+            command_failed("a worker did not start; see the log above")
             return 1
         return 0
     app = server_app(spec.options(), spec.metrics, spec.listen_url, app)
@@ -657,8 +656,14 @@ def run_server(args: argparse.Namespace) -> int:
     # uvicorn handles SIGTERM (finishing requests in flight), then raises it again with the
     # handler found at start: make that one a no-op so a graceful stop exits with 0.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
-    server.run()
+    try:
+        server.run()
+    except SystemExit as exc:
+        # uvicorn's exit when the app's startup or its listening socket failed (a port taken
+        # since `check_port_free`, by a process started meanwhile): said above, then here.
+        if server.started or exc.code in (None, 0):
+            raise
     if not server.started:
-        print("error: the server did not start; see the log above", file=sys.stderr)
+        command_failed("the server did not start; see the log above")
         return 1
     return 0

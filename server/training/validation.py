@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -521,12 +521,16 @@ def _after(state: State) -> str:
 
 # -- command line ----------------------------------------------------------------------------
 def run_validate(
-    args: argparse.Namespace, out: TextIO | None = None, stories_only: bool = False
+    args: argparse.Namespace,
+    out: TextIO | None = None,
+    stories_only: bool = False,
+    error: Callable[[str, TextIO], None] | None = None,
 ) -> int:
     """`botserver data validate`: prints errors and warnings, returns the exit code.
 
     Reads `args.domain`, `args.data` (a path or a list), `args.config` (optional),
-    `args.max_history` and `args.fail_on_warnings` (both optional).
+    `args.max_history` and `args.fail_on_warnings` (both optional). Each error is given to
+    `error(text, out)` (the command's: printed and logged), else printed on `out`.
     """
     out = out or sys.stdout
     data = args.data if isinstance(args.data, (list, tuple)) else [args.data]
@@ -541,8 +545,11 @@ def run_validate(
     never_failing = [*report.config_warnings, *report.unchecked_warnings]
     for warning in [*never_failing, *report.warnings]:
         print(f"warning: {warning}", file=out)
-    for error in report.errors:
-        print(f"error: {error}", file=out)
+    for problem in report.errors:
+        if error is None:
+            print(f"error: {problem}", file=out)
+        else:
+            error(str(problem), out)
     fail_on_warnings = bool(getattr(args, "fail_on_warnings", False))
     count = len(never_failing) + len(report.warnings)
     let_pass = [

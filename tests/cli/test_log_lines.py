@@ -6,11 +6,14 @@ from __future__ import annotations
 import io
 import json
 import logging
+import socket
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
+from bench.tcp_proxy import free_port
 from cli import build_parser, main
 from server import __version__
 from server.api.runner import server_app
@@ -599,14 +602,19 @@ def test_a_failed_test_run_under_fail_on_prediction_errors_says_so_in_the_log_fi
     _the_failure_logged_once(result, log_file, said)
 
 
-def test_train_refused_by_the_project_validation_says_so_in_the_log_file(
-    run_cli, starter_copy: Path
-) -> None:
-    stories = starter_copy / "data" / "stories.yml"
+def _an_unknown_action_in_a_story(project: Path) -> Path:
+    """One validation error (a story's action the domain lacks); the log file to give."""
+    stories = project / "data" / "stories.yml"
     stories.write_text(
         stories.read_text().replace("action: utter_goodbye", "action: action_goodbye", 1)
     )
-    log_file = starter_copy / "out.log"
+    return project / "out.log"
+
+
+def test_train_refused_by_the_project_validation_says_so_in_the_log_file(
+    run_cli, starter_copy: Path
+) -> None:
+    log_file = _an_unknown_action_in_a_story(starter_copy)
 
     result = run_cli("train", "--force", "--log-file", str(log_file), cwd=starter_copy)
 
@@ -616,6 +624,33 @@ def test_train_refused_by_the_project_validation_says_so_in_the_log_file(
         "them, or train anyway with --skip-validation."
     )
     _the_failure_logged_once(result, log_file, said)
+    # Why, too: the validation error itself, before the summary (once on stderr as before).
+    why = _validation_error_logged_once(result.err, log_file)
+    assert "action_goodbye" in why
+
+
+def _validation_error_logged_once(shown: str, log_file: Path) -> str:
+    """The first `error:` line a validation printed in `shown`: its text, which the log file
+    holds once too, as an ERROR record of `botserver`."""
+    line = next(line for line in shown.splitlines() if line.startswith("error: "))
+    why = line.removeprefix("error: ")
+    logged = [line for line in log_file.read_text(encoding="utf-8").splitlines() if why in line]
+    assert len(logged) == 1 and logged[0].endswith(f"ERROR   botserver - {why}"), logged
+    assert shown.count(why) == 1, shown
+    return why
+
+
+def test_data_validate_says_its_errors_in_the_log_file_too(run_cli, starter_copy: Path) -> None:
+    """`data validate --log-file` in a CI job: before, the file held neither the errors nor
+    the verdict; the errors are there now (on stdout once, as before, not on stderr again)."""
+    log_file = _an_unknown_action_in_a_story(starter_copy)
+
+    result = run_cli("data", "validate", "--log-file", str(log_file), cwd=starter_copy)
+
+    assert result.code == 1
+    why = _validation_error_logged_once(result.out, log_file)
+    assert "action_goodbye" in why
+    assert why not in result.err
 
 
 def test_run_actions_without_rasa_sdk_says_so_in_its_log_file(
@@ -652,3 +687,47 @@ def test_run_actions_without_rasa_sdk_says_so_whatever_its_logging_flags(
 
     assert result.code == 1
     assert result.err.startswith("error: `run actions` starts rasa-sdk's action server")
+
+
+def test_a_port_taken_while_the_server_starts_says_so_in_the_log_file(
+    run_cli, tmp_path: Path
+) -> None:
+    """The port is free when `run` checks it and taken by another process while the server
+    starts (here, while it asks its model server): the process ends with exit 1 and the
+    `error:` line, on stderr and in --log-file. Before, uvicorn's exit (code 3) went past
+    the line: stderr and the file ended with uvicorn's "address already in use"."""
+    port = free_port()
+    taker = socket.socket()
+    asked = threading.Event()
+
+    def model_server(listener: socket.socket) -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            # Asked: the server is past its port check and not yet listening.
+            taker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            taker.bind(("127.0.0.1", port))
+            taker.listen()
+            asked.set()
+            conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+
+    with socket.socket() as listener, taker:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        thread = threading.Thread(target=model_server, args=(listener,), daemon=True)
+        thread.start()
+        models = f"http://127.0.0.1:{listener.getsockname()[1]}/model"
+        (tmp_path / "endpoints.yml").write_text(
+            f"models:\n  url: {models}\n  wait_time_between_pulls: null\n"
+        )
+        log_file = tmp_path / "out.log"
+
+        result = run_cli(
+            "run", "-i", "127.0.0.1", "-p", str(port), "--log-file", str(log_file), cwd=tmp_path
+        )
+        thread.join(5)
+
+    assert asked.is_set()
+    assert result.code == 1
+    assert "address already in use" in result.err
+    _the_failure_logged_once(result, log_file, "the server did not start; see the log above")
