@@ -11,7 +11,12 @@ from typing import Any
 import httpx
 
 from server.errors import InvalidConfig, ResponseTooLarge, first_line
-from server.http_bodies import ACCEPT_ENCODING, max_response_bytes, read_within_sync
+from server.http_bodies import (
+    ACCEPT_ENCODING,
+    deadline_after,
+    max_response_bytes,
+    read_within_sync,
+)
 from server.http_clients import (
     cookie_jar_keeping_none,
     sync_client,
@@ -59,6 +64,7 @@ class RemoteNLU:
             timeout = float(config.get("timeout", DEFAULT_TIMEOUT_SECONDS))
         except (TypeError, ValueError) as e:
             raise InvalidConfig(f"endpoints 'nlu': 'timeout' must be a number: {e}") from e
+        self.timeout = timeout
         try:
             self.max_response_bytes = max_response_bytes(config)
         except InvalidConfig as e:
@@ -86,10 +92,11 @@ class RemoteNLU:
         # the query carries it too (an empty one is not sent, as no endpoint's is).
         body = {"token": self.token, "text": text, "message_id": message_id}
         try:
+            deadline = deadline_after(self.timeout)
             with self._client.stream("POST", self.url, json=body, params=self._query) as response:
                 if response.status_code != 200:
                     raise ValueError(f"HTTP {response.status_code}")
-                content = read_within_sync(response, self.max_response_bytes)
+                content = read_within_sync(response, self.max_response_bytes, deadline)
             parsed = loads_untrusted(content)
             if not isinstance(parsed, dict) or not isinstance(parsed.get("intent"), dict):
                 raise ValueError("the answer is no parse result (no 'intent' object)")
@@ -98,6 +105,9 @@ class RemoteNLU:
             return _unparsed(text)
         except httpx.ConnectError as e:  # down, or its TLS certificate not trusted: say which
             self._warn(f"{type(e).__name__}: {first_line(e, limit=200)}")
+            return _unparsed(text)
+        except httpx.TimeoutException:
+            self._warn(f"no whole answer within {self.timeout:g} s")
             return _unparsed(text)
         except httpx.HTTPError as e:  # its text may hold the URL, token and all
             self._warn(type(e).__name__)
