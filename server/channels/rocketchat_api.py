@@ -252,6 +252,6 @@ def _body_start(answer: Answer) -> str:
 def _json(answer: Answer) -> dict[str, Any]:
     try:
         body = json.loads(answer.content)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deeply to read
         return {}
     return body if isinstance(body, dict) else {}
