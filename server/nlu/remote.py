@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from server.errors import InvalidConfig, ResponseTooLarge, first_line
+from server.errors import InvalidConfig, InvalidNluData, ResponseTooLarge, first_line
 from server.http_bodies import (
     ACCEPT_ENCODING,
     deadline_after,
@@ -22,6 +22,7 @@ from server.http_clients import (
     sync_client,
 )
 from server.json_values import loads_untrusted
+from server.trackers.incoming import check_parse_data
 from server.urls import safe_url, url_as_rasa_reads
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,9 @@ class RemoteNLU:
             parsed = loads_untrusted(content)
             if not isinstance(parsed, dict) or not isinstance(parsed.get("intent"), dict):
                 raise ValueError("the answer is no parse result (no 'intent' object)")
+            # As a message's parse data from a client is checked: an intent named by a list
+            # failed the turn (the message lost), a confidence that is text was stored.
+            check_parse_data(parsed, "answer")
         except httpx.DecodingError as e:  # ours: an encoding not read, its text names it
             self._warn(str(e)[:200])
             return _unparsed(text)
@@ -112,7 +116,7 @@ class RemoteNLU:
         except httpx.HTTPError as e:  # its text may hold the URL, token and all
             self._warn(type(e).__name__)
             return _unparsed(text)
-        except (ValueError, ResponseTooLarge) as e:
+        except (ValueError, ResponseTooLarge, InvalidNluData) as e:
             self._warn(str(e)[:200])
             return _unparsed(text)
         parsed.setdefault("entities", [])
