@@ -226,8 +226,8 @@ async def _check_own_recipients(
         who = getattr(principal, "username", None)
         raise forbid(
             request,
-            f"role 'user' of {who!r} may not send a bot message to {key} {brief(value)} "
-            f"(its conversation is {conversation_id!r})",
+            f"role 'user' of {brief(who)} may not send a bot message to {key} {brief(value)} "
+            f"(its conversation is {brief(conversation_id)})",
         )
 
 

@@ -14,7 +14,7 @@ from server.auth.config import AuthConfig
 from server.auth.refusals import RefusalLog
 from server.auth.roles import USER, Principal, may_access
 from server.auth.static_token import token_matches, warn_if_short
-from server.errors import AuthError, Forbidden
+from server.errors import AuthError, Forbidden, brief
 
 
 class Authenticator:
@@ -73,19 +73,19 @@ class Authenticator:
         if principal.role is None:
             why = "the JWT names no role (user.role)"
         elif principal.role != USER:
-            why = f"the JWT's role {principal.role!r} is neither 'admin' nor 'user'"
+            why = f"the JWT's role {brief(principal.role)} is neither 'admin' nor 'user'"
         elif conversation_id is None:
-            why = f"role 'user' of {principal.username!r} may reach only its own conversation"
+            why = f"role 'user' of {brief(principal.username)} may reach only its own conversation"
         else:
             why = (
-                f"role 'user' of {principal.username!r} may not reach conversation "
-                f"{conversation_id!r}"
+                f"role 'user' of {brief(principal.username)} may not reach conversation "
+                f"{brief(conversation_id)}"
             )
             if _same_text(principal.username, conversation_id):
                 # Printed alike; the operator needs to see why they are not equal.
                 why += (
-                    f" (they differ only in Unicode normalisation: {ascii(principal.username)} "
-                    f"and {ascii(conversation_id)})"
+                    " (they differ only in Unicode normalisation: "
+                    f"{_in_ascii(principal.username)} and {_in_ascii(conversation_id)})"
                 )
         raise Forbidden("User has insufficient permissions.", why)
 
@@ -95,3 +95,9 @@ def _same_text(username: str | None, conversation_id: str) -> bool:
     return username is not None and unicodedata.normalize("NFC", username) == unicodedata.normalize(
         "NFC", conversation_id
     )
+
+
+def _in_ascii(text: str | None) -> str:
+    """`ascii(text)`, its middle cut when long: a request head may be 64 KiB, a log line not."""
+    shown = ascii(text)
+    return shown if len(shown) <= 240 else f"{shown[:120]}...{shown[-120:]}"

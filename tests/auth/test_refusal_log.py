@@ -111,6 +111,21 @@ async def test_a_username_that_differs_only_in_unicode_form_is_refused_saying_so
     assert "differ only in Unicode normalisation" in line and "'Jose\\u0301'" in line, line
 
 
+async def test_a_refusal_line_quotes_long_ids_in_brief(caplog: pytest.LogCaptureFixture) -> None:
+    """A request head may be 64 KiB: before, a `user` JWT naming a 20,000-character username,
+    on a conversation id as long, wrote both whole, a 40 KB line at each refusal."""
+    caplog.set_level(logging.INFO, logger="server")
+    async with client(make_app()) as c:
+        response = await c.get(
+            "/conversations/" + "b" * 20_000 + "/tracker",
+            headers=bearer({"user": {"username": "a" * 20_000, "role": "user"}}),
+        )
+    assert response.status_code == 403
+    (line,) = server_lines(caplog)
+    assert len(line) < 1_000, len(line)
+    assert "role 'user' of 'aaa" in line and "may not reach conversation 'bbb" in line, line
+
+
 async def test_a_refusal_before_the_body_is_read_is_logged_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
