@@ -87,6 +87,11 @@ async def test_a_user_cannot_push_a_bot_message_into_another_conversation(
         ("rocketchat", _bot({**phishing, "channel": "#general"})),
         ("rocketchat", _bot({**phishing, "room_id": "GENERAL"})),
         ("rocketchat", _bot({**phishing, "roomId": "GENERAL"})),
+        # A bulk POST, whose events are read in a thread.
+        (
+            "socketio",
+            [{"event": "bot", "text": "hi"}] * 1_000 + [_bot({"data": phishing, "room": VICTIM})],
+        ),
     ]
     caplog.set_level(logging.INFO, logger="server.auth.refusals")
     alice = _bearer("alice", "user")
