@@ -36,6 +36,7 @@ from server.api.services import Services, services_of
 from server.api.tracker_response import around_prediction, freed_after_sending, tracker_response
 from server.auth import require_auth
 from server.auth.dependency import forbid
+from server.channels.rocketchat import room_of
 from server.dialogue.agent import Agent, OutputChoice
 from server.dialogue.story_export import conversation_story
 from server.errors import (
@@ -44,6 +45,7 @@ from server.errors import (
     InvalidNluData,
     UnknownConversation,
     brief,
+    told_apart,
 )
 from server.tasks import said_when_ended, to_its_end
 from server.trackers.events import OFF_LOOP_EVENTS, BotUttered, Event, events_from_list
@@ -205,6 +207,7 @@ def _prediction_of(body: dict[str, Any]) -> tuple[str | None, float | None]:
 # The keys by which a custom bot message names where a channel sends it, when not to its
 # conversation: socket.io's `room`, Rocket.Chat's `channel`, `room_id` and `roomId`.
 RECIPIENT_KEYS = ("room", "channel", "room_id", "roomId")
+ROCKETCHAT_KEYS = frozenset(("channel", "room_id", "roomId"))
 
 
 async def _check_own_recipients(
@@ -224,16 +227,21 @@ async def _check_own_recipients(
     if named is not None:
         key, value = named
         who = getattr(principal, "username", None)
-        raise forbid(
-            request,
+        why = (
             f"role 'user' of {brief(who)} may not send a bot message to {key} {brief(value)} "
-            f"(its conversation is {brief(conversation_id)})",
+            f"(its conversation is {brief(conversation_id)}"
         )
+        if isinstance(value, str) and brief(value) == brief(conversation_id):
+            why += f"; they differ: {told_apart(value, conversation_id)}"  # cut alike
+        raise forbid(request, why + ")")
 
 
 def _other_recipient(events: list[Event], conversation_id: str) -> tuple[str, Any] | None:
     """The first (key, value) by which a bot event's custom payload names a recipient other
     than `conversation_id`, else None."""
+    # A Rocket.Chat conversation (`<room id>:<user id>`) is sent to in its room, as its
+    # plain bot messages are.
+    own_room = room_of(conversation_id)
     for event in events:
         if not isinstance(event, BotUttered):
             continue
@@ -242,8 +250,11 @@ def _other_recipient(events: list[Event], conversation_id: str) -> tuple[str, An
             continue
         for key in RECIPIENT_KEYS:
             value = custom.get(key)
-            if value and value != conversation_id:
-                return key, value
+            if not value or value == conversation_id:
+                continue
+            if key in ROCKETCHAT_KEYS and value == own_room:
+                continue
+            return key, value
     return None
 
 

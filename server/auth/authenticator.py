@@ -14,7 +14,7 @@ from server.auth.config import AuthConfig
 from server.auth.refusals import RefusalLog
 from server.auth.roles import USER, Principal, may_access
 from server.auth.static_token import token_matches, warn_if_short
-from server.errors import AuthError, Forbidden, brief
+from server.errors import AuthError, Forbidden, brief, told_apart
 
 
 class Authenticator:
@@ -81,12 +81,14 @@ class Authenticator:
                 f"role 'user' of {brief(principal.username)} may not reach conversation "
                 f"{brief(conversation_id)}"
             )
-            if _same_text(principal.username, conversation_id):
-                # Printed alike; the operator needs to see why they are not equal.
-                why += (
-                    " (they differ only in Unicode normalisation: "
-                    f"{_in_ascii(principal.username)} and {_in_ascii(conversation_id)})"
-                )
+            # Printed alike (one text in two Unicode forms, or long ids cut alike): the
+            # operator needs to see why they are not equal.
+            username = principal.username or ""
+            if _same_text(username, conversation_id):
+                why += " (they differ only in Unicode normalisation: "
+                why += f"{told_apart(username, conversation_id)})"
+            elif brief(username) == brief(conversation_id):
+                why += f" (they differ: {told_apart(username, conversation_id)})"
         raise Forbidden("User has insufficient permissions.", why)
 
 
@@ -95,9 +97,3 @@ def _same_text(username: str | None, conversation_id: str) -> bool:
     return username is not None and unicodedata.normalize("NFC", username) == unicodedata.normalize(
         "NFC", conversation_id
     )
-
-
-def _in_ascii(text: str | None) -> str:
-    """`ascii(text)`, its middle cut when long: a request head may be 64 KiB, a log line not."""
-    shown = ascii(text)
-    return shown if len(shown) <= 240 else f"{shown[:120]}...{shown[-120:]}"

@@ -138,3 +138,53 @@ async def test_a_users_bot_message_to_its_own_conversation_and_an_admins_anywher
     assert received == [{"text": "own room"}, {"x": 1}]
     assert admin.status_code == 200, admin.text
     assert pushed == {"text": "from the admin"}
+
+
+async def test_a_rocketchat_users_bot_message_may_name_its_own_room(moodbot_model: Path) -> None:
+    """A Rocket.Chat conversation is `<room id>:<user id>`, and its bot messages go to that
+    room: a custom message naming the room (as `roomId`, `room_id` or `channel`) goes where a
+    plain one goes, and is sent; one naming another room stays refused. Before, every custom
+    message naming its own room was a 403 for such a user."""
+    own, other = "ROOM1", "GENERAL"
+    headers = _bearer(f"{own}:u1", "user")
+    customs = [
+        {"text": "a", "roomId": own},
+        {"text": "b", "room_id": own},
+        {"text": "c", "channel": own},
+    ]
+    async with server(moodbot_model) as (url, rocket), httpx.AsyncClient(base_url=url) as client:
+        sent = [
+            await client.post(
+                SIDE_EFFECTS.format(f"{own}:u1", "rocketchat"), json=_bot(c), headers=headers
+            )
+            for c in customs
+        ]
+        refused = await client.post(
+            SIDE_EFFECTS.format(f"{own}:u1", "rocketchat"),
+            json=_bot({"text": "d", "roomId": other}),
+            headers=headers,
+        )
+
+    assert [a.status_code for a in sent] == [200] * 3, sent[0].text
+    assert [p.get("roomId") or p.get("channel") for p in rocket.posted] == [own] * 3
+    assert [p["text"] for p in rocket.posted] == ["a", "b", "c"]
+    assert refused.status_code == 403
+
+
+async def test_a_refusal_line_tells_a_long_room_from_its_conversation(
+    moodbot_model: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A room and a conversation id over 120 characters that differ in their middle print
+    alike once cut: the line quotes them where they differ (before, two ids looking alike)."""
+    own, room = "a" * 100 + "X" + "a" * 100, "a" * 100 + "Y" + "a" * 100
+    caplog.set_level(logging.INFO, logger="server.auth.refusals")
+    async with server(moodbot_model) as (url, _), httpx.AsyncClient(base_url=url) as client:
+        refused = await client.post(
+            SIDE_EFFECTS.format(own, "socketio"),
+            json=_bot({"data": {"text": "hi"}, "room": room}),
+            headers=_bearer(own, "user"),
+        )
+    assert refused.status_code == 403
+    (line,) = [r.getMessage() for r in caplog.records if "bot message" in r.getMessage()]
+    assert len(line) < 1_000, len(line)
+    assert "'" + "a" * 20 + "Y" in line and "a" * 20 + "X" in line, line

@@ -126,6 +126,32 @@ async def test_a_refusal_line_quotes_long_ids_in_brief(caplog: pytest.LogCapture
     assert "role 'user' of 'aaa" in line and "may not reach conversation 'bbb" in line, line
 
 
+@pytest.mark.parametrize(
+    ("username", "conversation_id", "shown"),
+    [
+        ("a" * 200 + "X" + "a" * 200, "a" * 200 + "Y" + "a" * 200, ["'" + "a" * 20 + "X", "Y"]),
+        ("a" * 200 + "e\u0301" + "a" * 200, "a" * 200 + "\xe9" + "a" * 200, ["\\u0301", "\\xe9"]),
+    ],
+    ids=["differ-in-the-middle", "unicode-forms-in-the-middle"],
+)
+async def test_long_ids_cut_alike_are_told_apart(
+    caplog: pytest.LogCaptureFixture, username: str, conversation_id: str, shown: list[str]
+) -> None:
+    """Two long ids that differ only in their middle print alike once cut: the line quotes
+    them where they differ, so the operator sees why the user was refused (before, it named
+    two ids that looked the same, even with its Unicode hint, which was cut too)."""
+    caplog.set_level(logging.INFO, logger="server")
+    async with client(make_app()) as c:
+        response = await c.get(
+            f"/conversations/{conversation_id}/tracker",
+            headers=bearer({"user": {"username": username, "role": "user"}}),
+        )
+    assert response.status_code == 403
+    (line,) = server_lines(caplog)
+    assert len(line) < 1_000, len(line)
+    assert "from character 180" in line and all(part in line for part in shown), line
+
+
 async def test_a_refusal_before_the_body_is_read_is_logged_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
