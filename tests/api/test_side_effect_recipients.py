@@ -22,6 +22,7 @@ from tests.channels.fake_rocketchat import FakeRocketChat
 from tests.serving import serving
 
 SECRET = "a-jwt-secret-long-enough-for-hs256-keys!"
+TOKEN = "the-static-token-of-the-side-effects-tests"
 VICTIM = "victim-session"
 SIDE_EFFECTS = "/conversations/{}/tracker/events?execute_side_effects=true&output_channel={}"
 
@@ -52,7 +53,7 @@ async def server(model: Path) -> AsyncIterator[tuple[str, FakeRocketChat]]:
             endpoints={"tracker_store": {"type": "in_memory"}},
             credentials=credentials,
             models_dir=model.parent,
-            auth=AuthConfig(jwt_secret=SECRET),
+            auth=AuthConfig(token=TOKEN, jwt_secret=SECRET),
         )
         async with serving(build_app(options)) as url:
             yield url, rocket
@@ -72,6 +73,16 @@ async def session(url: str, session_id: str) -> AsyncIterator[asyncio.Queue[Any]
         yield inbox
     finally:
         await sio.disconnect()
+
+
+async def _received(inbox: asyncio.Queue[Any], count: int, seconds: float = 5) -> list[Any]:
+    """Up to `count` of what reaches `inbox` within `seconds`."""
+    got: list[Any] = []
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            while len(got) < count:
+                got.append(await inbox.get())
+    return got
 
 
 async def test_a_user_cannot_push_a_bot_message_into_another_conversation(
@@ -118,7 +129,7 @@ async def test_a_users_bot_message_to_its_own_conversation_and_an_admins_anywher
     moodbot_model: Path,
 ) -> None:
     """What stays as in Rasa: a custom payload naming the user's own conversation (or none)
-    is sent, and an admin's goes to the session it names."""
+    is sent, and an admin's (or the static token's) goes to the session it names."""
     async with server(moodbot_model) as (url, _), session(url, "alice") as own:
         async with session(url, VICTIM) as other, httpx.AsyncClient(base_url=url) as client:
             mine = await client.post(
@@ -131,13 +142,18 @@ async def test_a_users_bot_message_to_its_own_conversation_and_an_admins_anywher
                 json=_bot({"data": {"text": "from the admin"}, "room": VICTIM}),
                 headers=_bearer("ops", "admin"),
             )
-            pushed = await asyncio.wait_for(other.get(), 5)
+            by_token = await client.post(
+                SIDE_EFFECTS.format("ops", "socketio") + f"&token={TOKEN}",
+                json=_bot({"data": {"text": "with the token"}, "room": VICTIM}),
+            )
+            pushed = await _received(other, 2)
         received = [await asyncio.wait_for(own.get(), 5) for _ in range(2)]
 
     assert mine.status_code == 200, mine.text
     assert received == [{"text": "own room"}, {"x": 1}]
     assert admin.status_code == 200, admin.text
-    assert pushed == {"text": "from the admin"}
+    assert by_token.status_code == 200, by_token.text
+    assert pushed == [{"text": "from the admin"}, {"text": "with the token"}]
 
 
 async def test_a_rocketchat_users_bot_message_may_name_its_own_room(moodbot_model: Path) -> None:
