@@ -385,7 +385,8 @@ class _Reader:
                     f"'slot_was_set', not '{kind}'",
                     alt_line,
                 )
-        return result
+        # Only empty `slot_was_set`s: the step adds nothing (Rasa skips it), the story stays.
+        return result or [[]]
 
     def action(self, value: Any, line: int | None) -> Event:
         if not isinstance(value, str) or not value.strip():

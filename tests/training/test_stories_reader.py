@@ -191,6 +191,28 @@ stories:
     ]
 
 
+@pytest.mark.parametrize("kind", ["story", "rule"])
+def test_an_or_of_empty_slot_was_set_alone_keeps_the_story(tmp_path: Path, kind: str) -> None:
+    # No slot under the `or`: the step adds nothing and the story or rule is trained without
+    # it, as Rasa skips such a step (it once made no alternative at all, and the whole story
+    # was dropped without a word).
+    section = "stories" if kind == "story" else "rules"
+    path = write(
+        tmp_path,
+        f"""
+{section}:
+- {kind}: s
+  steps:
+  - intent: greet
+  - or:
+    - slot_was_set: []
+  - action: utter_greet
+""",
+    )
+    steps = read_story_file(path)
+    assert [names(s.events) for s in steps] == [["user:greet", "utter_greet"]]
+
+
 def test_checkpoints_split_and_join_stories() -> None:
     steps = read_story_file(YAML_STORIES / "stories.yml")
     show_it_all = [s for s in steps if s.name == "show_it_all"]
