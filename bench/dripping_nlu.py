@@ -1,14 +1,15 @@
 """Wall-clock time of one parse by Duckling and by an NLU server (`nlu:`), each with a
 `timeout` of 1 s, against a local server that answers 200 and then sends its body a byte
-every 0.5 s for 20 s, with the code on PYTHONPATH (run once with the base's, once with the
-head's):
+every 0.5 s for 20 s (with `--headers`: a header's value, before the body), with the code on
+PYTHONPATH (run once with the base's, once with the head's):
 
-    PYTHONPATH=<checkout> python bench/dripping_nlu.py
+    PYTHONPATH=<checkout> python bench/dripping_nlu.py [--headers]
 """
 
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 import time
 
@@ -18,6 +19,7 @@ from server.nlu.remote import RemoteNLU
 
 BYTES = 40
 EVERY = 0.5
+IN_HEADERS = "--headers" in sys.argv[1:]
 
 
 def _drip(listener: socket.socket) -> None:
@@ -25,12 +27,15 @@ def _drip(listener: socket.socket) -> None:
         connection, _ = listener.accept()
         with connection:
             connection.recv(65536)
-            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 99\r\n"
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            head += b"X-Slow: " if IN_HEADERS else b"Content-Length: 99\r\n\r\n"
             try:
-                connection.sendall(head + b"\r\n")
+                connection.sendall(head)
                 for _ in range(BYTES):
-                    connection.sendall(b" ")
+                    connection.sendall(b"a" if IN_HEADERS else b" ")
                     time.sleep(EVERY)
+                if IN_HEADERS:
+                    connection.sendall(b"\r\nContent-Length: 2\r\n\r\n{}")
             except OSError:  # the client hung up
                 pass
 

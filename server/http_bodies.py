@@ -44,9 +44,9 @@ async def read_within(response: httpx.Response, limit: int) -> bytes:
 
 def read_within_sync(response: httpx.Response, limit: int, deadline: float | None = None) -> bytes:
     """`read_within` for a response of a synchronous client; httpx.ReadTimeout once its body
-    is still arriving at `deadline` (a `time.monotonic()` time). A synchronous client's
-    timeout bounds each read only: a body of a byte every few seconds held the call (and the
-    worker thread parsing the message, and the conversation) as long as it dripped."""
+    is still arriving at `deadline` (a `time.monotonic()` time). Each wait of a client's
+    socket is cut by `http_clients.within`; this also gives up a body whose pieces keep
+    arriving in time, once the deadline has passed."""
     body = BoundedBody(response, limit)
     if not response.is_stream_consumed:
         for sent in response.iter_raw():
@@ -54,11 +54,6 @@ def read_within_sync(response: httpx.Response, limit: int, deadline: float | Non
                 raise _too_slow()
             body.add(sent)
     return body.read()
-
-
-def deadline_after(seconds: float) -> float:
-    """The `deadline` of a call of `seconds` starting now, for `read_within_sync`."""
-    return time.monotonic() + seconds
 
 
 def _too_slow() -> httpx.ReadTimeout:

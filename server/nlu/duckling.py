@@ -13,7 +13,6 @@ from server.errors import InvalidConfig, ResponseTooLarge, first_line
 from server.http_bodies import (
     ACCEPT_ENCODING,
     DEFAULT_MAX_RESPONSE_BYTES,
-    deadline_after,
     read_within_sync,
 )
 from server.json_values import loads_untrusted
@@ -134,15 +133,22 @@ class DucklingEntityExtractor:
             payload["dims"] = json.dumps(sorted(self.dimensions))
         import httpx  # (see `_http`)
 
+        from server.http_clients import within
+
         try:
-            deadline = deadline_after(self.timeout)
-            with self._http().stream("POST", f"{self.url}/parse", data=payload) as response:
+            with (
+                within(self.timeout) as deadline,
+                self._http().stream("POST", f"{self.url}/parse", data=payload) as response,
+            ):
                 if not response.is_success:
                     raise ValueError(f"HTTP {response.status_code}")
                 raw = read_within_sync(response, MAX_ANSWER_BYTES, deadline)
             matches = loads_untrusted(raw)
             if not isinstance(matches, list):
                 raise ValueError("Duckling did not answer a list")
+        except httpx.TimeoutException:
+            self._failed(f"no whole answer within {self.timeout:g} s")
+            return
         except (httpx.HTTPError, ValueError, ResponseTooLarge) as e:
             # Its text is ours or the socket's, or httpx's naming a scheme: never the URL.
             self._failed(first_line(e, limit=200))
@@ -178,7 +184,7 @@ class DucklingEntityExtractor:
         now = time.monotonic()
         if now - self._last_warning > _WARN_EVERY_SECONDS:
             self._last_warning = now
-            logger.warning("Duckling at %s %s", self.safe_url, what)
+            logger.warning("Duckling at %s %s", self.safe_url, what[:300])  # one short line
 
     def state(self, directory: Path, prefix: str) -> dict[str, Any]:
         return {"locale": self.locale}

@@ -13,13 +13,13 @@ import httpx
 from server.errors import InvalidConfig, InvalidNluData, ResponseTooLarge, first_line
 from server.http_bodies import (
     ACCEPT_ENCODING,
-    deadline_after,
     max_response_bytes,
     read_within_sync,
 )
 from server.http_clients import (
     cookie_jar_keeping_none,
     sync_client,
+    within,
 )
 from server.json_values import loads_untrusted
 from server.trackers.incoming import check_parse_data
@@ -93,8 +93,10 @@ class RemoteNLU:
         # the query carries it too (an empty one is not sent, as no endpoint's is).
         body = {"token": self.token, "text": text, "message_id": message_id}
         try:
-            deadline = deadline_after(self.timeout)
-            with self._client.stream("POST", self.url, json=body, params=self._query) as response:
+            with (
+                within(self.timeout) as deadline,
+                self._client.stream("POST", self.url, json=body, params=self._query) as response,
+            ):
                 if response.status_code != 200:
                     raise ValueError(f"HTTP {response.status_code}")
                 content = read_within_sync(response, self.max_response_bytes, deadline)

@@ -120,17 +120,35 @@ def test_a_match_not_of_ducklings_shape_is_left_out_with_a_warning(
     assert f"Duckling at {url} answered what is not Duckling's" in caplog.text
 
 
+@pytest.mark.parametrize("in_headers", [False, True], ids=["body", "headers"])
 def test_an_answer_dripping_past_the_timeout_is_given_up(
-    caplog: pytest.LogCaptureFixture,
+    in_headers: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     """`timeout` bounds the whole call: before, it bounded each read, and a Duckling sending
     a byte every 0.1 s held the parse (its worker thread and the conversation) until its
-    last byte, here 10 s for a 0.5 s timeout."""
-    with dripping_server(every=0.1) as (url, sent_before_hang_up):
+    last byte, here 10 s for a 0.5 s timeout; its headers so, even once the body was bounded."""
+    with dripping_server(every=0.1, in_headers=in_headers) as (url, sent_before_hang_up):
         duckling = DucklingEntityExtractor({"url": url, "timeout": 0.5})
         message = Message("at 5")
         duckling.process(message)
         sent = sent_before_hang_up()
     assert message.entities == []
-    assert sent < 100, "the whole body was read"
-    assert "its answer was still arriving at the call's time limit" in caplog.text
+    assert sent < 100, "all of it was read"
+    assert "failed (no whole answer within 0.5 s)" in caplog.text
+
+
+def test_the_warning_of_a_match_not_of_ducklings_shape_is_one_short_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A position is written into the warning: before, one of 4,000 digits (read as JSON
+    reads it) made a log line of 8,000 characters."""
+    huge = int("9" * 4000)
+    with serve_json(lambda path, body: (200, [{**FIVE, "start": huge, "end": huge}, FIVE])) as url:
+        pipeline = NLUPipeline.train(
+            NLUTrainingData(),
+            [{"name": "WhitespaceTokenizer"}, {"name": "DucklingEntityExtractor", "url": url}],
+        )
+        entities = pipeline.parse("table at 5")["entities"]
+    assert [e["value"] for e in entities] == [5]
+    [warning] = [r.getMessage() for r in caplog.records if "not Duckling's" in r.getMessage()]
+    assert len(warning) < 500, len(warning)
