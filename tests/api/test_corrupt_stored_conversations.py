@@ -331,3 +331,35 @@ async def test_a_dynamodb_item_holding_no_event_list_is_a_clear_500_that_keeps_i
                 assert kept == item  # nothing lost, nothing written into it
         finally:
             delete_dynamo_table(endpoint, table)
+
+
+async def test_a_stored_event_too_deep_to_write_as_a_story_is_a_clear_500(
+    make_client: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An event another process stored, readable as JSON but nested too deeply for the story
+    writer (a slot's value 900 lists deep). Before: a RecursionError, a generic 500 and a
+    traceback in the log. The tracker is still read, and the key keeps its items."""
+    require_service("Redis", REDIS)
+    prefix = unique_name("left10corrupt")
+    redis = {"type": "redis", "url": REDIS[0], "port": REDIS[1], "key_prefix": prefix}
+    other = Redis(host=REDIS[0], port=REDIS[1], decode_responses=True)
+    key = f"{prefix}:tracker:dee"
+    deep = '{"event": "slot", "name": "x", "timestamp": 2.0, "value": ' + "[" * 900 + "]" * 900
+    items = [json.dumps({"event": "action", "name": "action_listen", "timestamp": 1.0}), deep + "}"]
+    await other.rpush(key, *items)
+    client = await make_client(endpoints={"tracker_store": redis})
+    try:
+        assert (await client.get("/conversations/dee/tracker")).status_code == 200
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            response = await client.get("/conversations/dee/story")
+        assert response.status_code == 500, response.text
+        assert response.json()["reason"] == "ServerError"
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert errors and not any(r.exc_info for r in errors)
+        logged = "\n".join(r.getMessage() for r in errors)
+        assert "'dee'" in logged and "nested too deeply" in logged, logged
+        assert await other.lrange(key, 0, -1) == items
+    finally:
+        await other.aclose()
+        await delete_redis_keys(prefix)
