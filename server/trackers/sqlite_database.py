@@ -206,6 +206,11 @@ class SqliteDatabase:
     async def close(self) -> None:
         def close() -> None:
             if inline is not None:  # before the thread's, which checkpoints when last
+                # Its cursor first: a failed append's error (a full disk) holds it in a
+                # reference cycle until the collector runs, and SQLite keeps a connection
+                # with a statement alive open, its file descriptors with it.
+                if inline_cursor is not None:
+                    inline_cursor.close()
                 inline.close()
             for pin in self._pins:
                 pin.close()
@@ -228,7 +233,7 @@ class SqliteDatabase:
         self._closed = True
         self._wal_index = None
         inline, self._inline = self._inline, None
-        self._inline_cursor = None
+        inline_cursor, self._inline_cursor = self._inline_cursor, None
         for reader in self._reader_connections:
             # sqlite3 refuses to close another thread's connection; those end with the process.
             with contextlib.suppress(sqlite3.ProgrammingError):
@@ -842,7 +847,15 @@ def _appends(
     group was cancelled), so an append's `known` last row id of that epoch holds. `cursor`:
     the connection's cursor to run them with (default: one for the group)."""
     if cursor is None:
-        cursor = conn.cursor()
+        own = conn.cursor()
+        try:
+            return _appends(conn, group, sequential_ids, epoch, own)
+        except BaseException:
+            # The error's traceback holds this cursor, in a reference cycle through the
+            # group's futures until the collector runs: its statement would keep the
+            # connection open (file descriptors included) after the store's close.
+            own.close()
+            raise
     outcomes: list[_Written | Exception] = []
     for append in group:
         savepoint = len(append.rows) > _ROWS_PER_INSERT
