@@ -324,6 +324,16 @@ class RabbitMQEventBroker(QueuedBroker):
             and not self._channel.is_closed
         )
 
+    def health(self) -> str:
+        """What `/health/ready` shows of the broker: `ok`, `unavailable` (not connected) or
+        `blocked` (RabbitMQ blocks publishing, a resource alarm: events are queued, not
+        published, until it lifts it). None of them makes the server unready: turns are
+        answered meanwhile, and an alarm is RabbitMQ's, on every replica at once."""
+        if not self.connected:
+            return "unavailable"
+        publisher = self._publisher
+        return "blocked" if publisher is not None and publisher.blocked else "ok"
+
     async def start(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
         """Connect while the server starts, for at most `timeout` seconds, so the log says
         at once whether RabbitMQ is reachable; never raises. If it is not, events are queued
