@@ -193,8 +193,8 @@ class ExchangePublisher:
         next look and says not blocked. aiormq tells no one of a block, so it is seen at the
         first read BLOCK_SEEN_SECONDS after one that started a look: the broker reads every
         BLOCK_CHECK_SECONDS while it waits for a confirm."""
-        if self.connection is None:
-            return False
+        if self.connection is None or self.connection.is_closed:
+            return False  # (a look then would wait for ever: none cancels it)
         look = self._look
         if look is None or look.done():
             self._look_since = None

@@ -22,7 +22,7 @@ from server.api.runner import server_app
 from server.api.server import ServerOptions
 from server.errors import BotServerError
 from server.training.train import train
-from tests.brokers.test_rabbitmq_broker import BlockingProxy
+from tests.brokers.test_rabbitmq_broker import BlockingProxy, with_an_untested_aiormq
 from tests.shared_data import MOODBOT
 from tests.trackers.persistence_fixtures import RABBITMQ, require_service, unique_name
 
@@ -387,13 +387,21 @@ async def test_the_event_broker_connects_by_itself_once_rabbitmq_is_back(
         await proxy.cut()
 
 
+@pytest.mark.parametrize("aiormq", ["pinned", "untested (aio-pika's publish)"])
 async def test_ready_says_the_event_broker_is_blocked_while_rabbitmq_blocks_publishing(
-    serve, moodbot_archive: Path, rabbitmq_names: dict[str, str]
+    aiormq: str,
+    serve,
+    moodbot_archive: Path,
+    rabbitmq_names: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """RabbitMQ short of memory or disk says connection.blocked: events are queued, not
     published. The server stays ready (turns are answered; the alarm is RabbitMQ's, so every
     replica would turn unready at once) and `checks` says `blocked`, then `ok` once RabbitMQ
-    lifts it. Before, `ok` throughout: events were held and the probe said nothing."""
+    lifts it, with no event sent meanwhile. Before, `ok` throughout: events were held and the
+    probe said nothing."""
+    if aiormq != "pinned":
+        with_an_untested_aiormq(monkeypatch)
     proxy = BlockingProxy(RABBITMQ)
     await proxy.restore()
     try:

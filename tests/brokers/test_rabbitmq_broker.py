@@ -1051,18 +1051,24 @@ async def test_a_burst_of_megabyte_events_goes_out_whole_in_writes_of_a_mebibyte
     assert peak < 8 * WRITE_BYTES, f"{peak:,} bytes at most while publishing 24 MB"
 
 
-async def test_an_aiormq_other_than_the_pinned_one_publishes_through_aio_pika(
-    names: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    """The broker writes on aiormq's channel only with the aiormq and pamqp it was tested
-    with: another one found at connect is named in one warning, and the events go out through
-    aio-pika's public publish, the same messages, every one, in order."""
+def with_an_untested_aiormq(monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiormq 7.3.0 installed, as the broker reads it (outside botserver[rabbitmq]'s pins):
+    it publishes through aio-pika's public publish."""
     installed = amqp_publish.installed_version
     monkeypatch.setattr(
         amqp_publish,
         "installed_version",
         lambda name: "7.3.0" if name == "aiormq" else installed(name),
     )
+
+
+async def test_an_aiormq_other_than_the_pinned_one_publishes_through_aio_pika(
+    names: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broker writes on aiormq's channel only with the aiormq and pamqp it was tested
+    with: another one found at connect is named in one warning, and the events go out through
+    aio-pika's public publish, the same messages, every one, in order."""
+    with_an_untested_aiormq(monkeypatch)
     writes = recorded_writes(monkeypatch)
     broker = RabbitMQEventBroker(broker_config(names))
     events = conversation("ana", 300)  # more than one window of confirms
@@ -1222,12 +1228,7 @@ async def test_through_aio_pikas_publish_a_block_is_waited_out_as_on_the_main_pa
     block: `delivery failed`, the connection given up and opened again (blocked in turn),
     and the messages written before the block sent again."""
     monkeypatch.setattr("server.brokers.rabbitmq.PUBLISH_TIMEOUT_SECONDS", 0.5)
-    installed = amqp_publish.installed_version
-    monkeypatch.setattr(
-        amqp_publish,
-        "installed_version",
-        lambda name: "7.3.0" if name == "aiormq" else installed(name),
-    )
+    with_an_untested_aiormq(monkeypatch)
     caplog.set_level(logging.INFO, "server.brokers")
     proxy = BlockingProxy(RABBITMQ)
     broker = await warm_broker_behind(proxy, names, wait_for_delivery=True)
