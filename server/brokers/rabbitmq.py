@@ -291,7 +291,7 @@ class RabbitMQEventBroker(QueuedBroker):
         one, when it was made and did not fit, and those of `spare` after it (the next
         call's `spare`)."""
         app_id = self._app_id
-        kept = {id(outgoing): (outgoing, message) for outgoing, message in spare}
+        kept = {id(outgoing): (outgoing, message) for outgoing, message in spare} if spare else {}
         messages: list[amqp_publish.Marshalled] = []
         size = 0
         for index, outgoing in enumerate(window):

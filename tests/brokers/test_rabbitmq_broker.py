@@ -1259,6 +1259,33 @@ async def test_through_aio_pikas_publish_a_block_is_waited_out_as_on_the_main_pa
     assert "lifted its block" in caplog.text
 
 
+async def test_through_aio_pikas_publish_a_silent_rabbitmq_is_still_given_up_on(
+    names: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aio-pika's publishes carry no bound of their own (one ran out during a block): a
+    RabbitMQ gone silent without a block still fails the delivery once a confirm is overdue,
+    not taken for a block, and every event goes out once it answers again."""
+    monkeypatch.setattr("server.brokers.rabbitmq.PUBLISH_TIMEOUT_SECONDS", 0.5)
+    with_an_untested_aiormq(monkeypatch)
+    events = conversation("ana", 5)
+    async with silenced(names) as (broker, proxy):
+        await broker.publish("ana", events)
+        for _ in range(500):
+            if "delivery failed" in caplog.text:
+                break
+            await asyncio.sleep(0.01)
+        said = caplog.text
+        proxy.silent = False
+        assert await broker.flush(10)
+    assert "no confirm from RabbitMQ in 0.5 s" in said
+    assert "RabbitMQ blocks publishing" not in said
+    received = await consume(names["queue"], expected=5)
+    once: dict[str, str] = {}  # as a consumer drops repeats: by message_id
+    for message in received:
+        once.setdefault(str(message.message_id), json.loads(message.body)["text"])
+    assert list(once.values()) == [event["text"] for event in events]
+
+
 async def blocking_seen(broker: RabbitMQEventBroker) -> None:
     """Waits until the broker's connection read RabbitMQ's connection.blocked."""
     for _ in range(500):
