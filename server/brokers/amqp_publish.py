@@ -126,12 +126,25 @@ async def ready_or_closing(connection: AbstractConnection) -> None:
     """Returns once aiormq's `connection` is connected and not blocked (its public
     `ready()`), or closes."""
     ready = asyncio.ensure_future(connection.ready())
-    closing = connection.closing  # an observer of its own, cancelled after
+    closing, ours = closing_of(connection)
     try:
         await asyncio.wait((ready, closing), return_when=asyncio.FIRST_COMPLETED)
     finally:
         ready.cancel()
-        closing.cancel()
+        if ours:
+            closing.cancel()
+
+
+def closing_of(connection: AbstractConnection) -> tuple[asyncio.Future[Any], bool]:
+    """The future done when aiormq's `connection` closes, and whether it is ours to cancel:
+    aiormq 7.2.4 hands each caller an observer of its own; an older one (6.x, taken through
+    aio-pika's publish) its connection's own future, which a cancel marks closed (the
+    connection given up and opened again at each block, what it had not confirmed resent)."""
+    closing, again = connection.closing, connection.closing
+    if closing is again:
+        return closing, False
+    again.cancel()
+    return closing, True
 
 
 class ExchangePublisher:

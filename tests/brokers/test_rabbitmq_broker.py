@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+import aiormq.base
 import pamqp.commands
 import pamqp.frame
 import pytest
@@ -1218,17 +1219,25 @@ async def test_events_published_while_rabbitmq_blocks_publishing_go_out_once_it_
     assert "lifted its block" in caplog.text
 
 
+@pytest.mark.parametrize("closing", ["an observer (aiormq 7.2.4)", "its own future (aiormq 6)"])
 async def test_through_aio_pikas_publish_a_block_is_waited_out_as_on_the_main_path(
-    names: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    closing: str,
+    names: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """With an aiormq other than the pinned one the events go through aio-pika's publish,
     and the block is seen through aiormq's public `ready()`: nothing runs out while it lasts,
     no turn is held, the block is said, and once unblocked every event goes out once, in
     order, on the same connection. Before, each publish ran out after its bound during the
     block: `delivery failed`, the connection given up and opened again (blocked in turn),
-    and the messages written before the block sent again."""
+    and the messages written before the block sent again. An aiormq 6 hands out the
+    connection's own `closing` future, not an observer: before, the wait for the unblock
+    cancelled it, which marked the connection closed at each block (opened again, resent)."""
     monkeypatch.setattr("server.brokers.rabbitmq.PUBLISH_TIMEOUT_SECONDS", 0.5)
     with_an_untested_aiormq(monkeypatch)
+    if closing.startswith("its own"):
+        monkeypatch.setattr(aiormq.base.Base, "closing", property(lambda self: self._closing))
     caplog.set_level(logging.INFO, "server.brokers")
     proxy = BlockingProxy(RABBITMQ)
     broker = await warm_broker_behind(proxy, names, wait_for_delivery=True)
