@@ -100,7 +100,8 @@ class SqliteDatabase:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
         self._local = threading.local()
         self._readers = threading.local()
-        self._reader_connections: list[sqlite3.Connection] = []
+        # Each read-only connection with its cursor (closed first: see close()).
+        self._reader_connections: list[tuple[sqlite3.Connection, sqlite3.Cursor]] = []
         self._closed = False
         self._pending: list[_Append] = []  # appends waiting for the thread's next group
         # Conversations with an append pending or under way on the thread: their next append
@@ -200,7 +201,7 @@ class SqliteDatabase:
             conn = sqlite3.connect(uri, uri=True, timeout=0, isolation_level=None)
             conn.execute("PRAGMA busy_timeout=0")
             cursor = self._readers.cursor = conn.cursor()
-            self._reader_connections.append(conn)
+            self._reader_connections.append((conn, cursor))
         return cursor
 
     async def close(self) -> None:
@@ -234,9 +235,12 @@ class SqliteDatabase:
         self._wal_index = None
         inline, self._inline = self._inline, None
         inline_cursor, self._inline_cursor = self._inline_cursor, None
-        for reader in self._reader_connections:
+        for reader, reader_cursor in self._reader_connections:
             # sqlite3 refuses to close another thread's connection; those end with the process.
             with contextlib.suppress(sqlite3.ProgrammingError):
+                # Its cursor first: one whose last read failed (a damaged file) keeps its
+                # statement, and SQLite the connection open with it (four descriptors).
+                reader_cursor.close()
                 reader.close()
         loop = asyncio.get_running_loop()
         try:

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -302,5 +303,37 @@ async def test_a_store_closed_after_a_full_disk_leaves_no_file_open(
             left_open = open_descriptors(disk)
         finally:
             gc.enable()
+    assert left_open == []
+    assert met.value is not None  # held past the close, as a log handler or error tracker may
+
+
+async def test_a_store_closed_after_a_read_met_a_damaged_file_leaves_no_file_open(
+    tmp_path: Path,
+) -> None:
+    """A read of a damaged database fails (StoreFailed, saying so); the store's read-only connection
+    kept its cursor, whose failed statement SQLite holds on to: before, closing the store
+    left that connection's database, WAL and -shm open (six descriptors) for good, on the
+    file the user wanted to restore from a backup."""
+    path = tmp_path / "t.db"
+    gc.disable()  # what the collector would free, left to the store
+    try:
+        store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(path)})
+        try:
+            for number in range(5):
+                await store.append(f"s{number}", [bot("x" * 500, 0.0) for _ in range(200)])
+            assert len(await store.load("s0") or ()) == 200  # the read-only connection opened
+            with contextlib.closing(sqlite3.connect(path)) as other:
+                other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            with path.open("r+b") as damaged:  # every page but the first two, in part
+                for page in range(2, path.stat().st_size // 4096):
+                    damaged.seek(page * 4096 + 8)
+                    damaged.write(b"\xff" * 64)
+            with pytest.raises(StoreFailed, match="malformed") as met:
+                await store.load("s3")
+        finally:
+            await store.close()
+        left_open = open_descriptors(tmp_path)
+    finally:
+        gc.enable()
     assert left_open == []
     assert met.value is not None  # held past the close, as a log handler or error tracker may
