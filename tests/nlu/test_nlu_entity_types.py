@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -215,23 +215,31 @@ def test_a_crf_trained_by_sgd_twice_is_the_same_model_twice():
 def another_thread_drawing_from_rand() -> Iterator[None]:
     """A thread calling the C library's rand() in a loop, given the interpreter at each of
     crfsuite's log lines during a training (as onnxruntime's pool threads draw meanwhile)."""
-    rand = ctypes.CDLL(None).rand
-    stop = threading.Event()
-
-    def draw() -> None:
-        while not stop.is_set():
-            rand()
-
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)
-    drawer = threading.Thread(target=draw)
-    drawer.start()
+    try:
+        with called_in_a_thread(ctypes.CDLL(None).rand):
+            yield
+    finally:
+        sys.setswitchinterval(interval)
+
+
+@contextlib.contextmanager
+def called_in_a_thread(call: Callable[[], object]) -> Iterator[None]:
+    """`call()` again and again in a thread of its own while the block runs."""
+    stop = threading.Event()
+
+    def calling() -> None:
+        while not stop.is_set():
+            call()
+
+    caller = threading.Thread(target=calling)
+    caller.start()
     try:
         yield
     finally:
         stop.set()
-        drawer.join()
-        sys.setswitchinterval(interval)
+        caller.join()
 
 
 def test_a_crf_trained_by_sgd_is_the_same_while_another_thread_draws_from_rand():
@@ -268,20 +276,10 @@ def a_thread_inside_rand() -> Iterator[None]:
     compare = ctypes.cast(libc.rand, ctypes.c_void_p)
     elements = ctypes.create_string_buffer(1_000_000)
     key = ctypes.create_string_buffer(1)
-    stop = threading.Event()
-
-    def draw() -> None:
-        size = ctypes.c_size_t(len(elements))
-        while not stop.is_set():  # (ctypes lets go of the GIL for the call)
-            lfind(key, elements, ctypes.byref(size), 1, compare)
-
-    drawer = threading.Thread(target=draw)
-    drawer.start()
-    try:
+    size = ctypes.c_size_t(len(elements))
+    # (ctypes lets go of the GIL for the call)
+    with called_in_a_thread(lambda: lfind(key, elements, ctypes.byref(size), 1, compare)):
         yield
-    finally:
-        stop.set()
-        drawer.join()
 
 
 @pytest.mark.slow
