@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
@@ -66,6 +66,9 @@ from server.trackers.setup_loop import stop_by
 from server.trackers.store import SetsUpOnFirstUse, TrackerStore
 from server.training.yaml_io import read_yaml_file
 from server.worker_claims import first_to_say, mark_stopped
+
+if TYPE_CHECKING:
+    import uvicorn
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +154,7 @@ class RunSpec:
 
 # -- the app -----------------------------------------------------------------------------------
 def server_app(
-    options: ServerOptions, metrics: bool = True, listen_url: str = "", built: FastAPI | None = None
+    options: ServerOptions, metrics: bool = True, built: FastAPI | None = None
 ) -> FastAPI:
     """`build_app` (or the app it `built` already) plus the operations routes: health probes,
     /metrics, and /inspect."""
@@ -176,7 +179,7 @@ def server_app(
         share_between_workers(app, server_metrics)
     if options.enable_api:
         app.include_router(inspect_router())
-    _serve_lifecycle(app, listen_url, options)
+    _serve_lifecycle(app, options)
     return app
 
 
@@ -205,7 +208,7 @@ def app_from_environment() -> FastAPI:
     install_log_redaction()
     spec.keep_secrets_out_of_logs()
     with saying_once(SaidAtStart(json.loads(said or "[]"))):
-        return server_app(spec.options(), spec.metrics, "")
+        return server_app(spec.options(), spec.metrics)
 
 
 def _without_model(enable_api: bool, pulls_again: bool, model_server: bool) -> str:
@@ -232,9 +235,27 @@ def _without_model(enable_api: bool, pulls_again: bool, model_server: bool) -> s
     )
 
 
-def _serve_lifecycle(app: FastAPI, listen_url: str, options: ServerOptions) -> None:
-    """Say where the server is up once the lifespan has loaded the startup model (the model
-    holder logs which), and on shutdown let the turns in flight end before the stores close."""
+def _up_line(listen_url: str, enable_api: bool, workers: int = 1) -> str:
+    """The line that says where the server is up, said once its socket listens."""
+    return (
+        f"botserver {__version__} is up on {listen_url}"
+        + (f" with {workers} workers" if workers > 1 else "")
+        + (f" (inspector: {listen_url}/inspect)" if enable_api else "")
+    )
+
+
+def announcing_server(config: uvicorn.Config, listen_url: str, enable_api: bool) -> GracefulServer:
+    """The server of `botserver run` (one process), which says where it is up once its socket
+    listens: uvicorn binds it after the app's startup, and a port taken meanwhile ends the
+    start with its error, never after an "is up on" line."""
+    up = _up_line(listen_url, enable_api)
+    return GracefulServer(config, on_serving=lambda: announce(logger, up))
+
+
+def _serve_lifecycle(app: FastAPI, options: ServerOptions) -> None:
+    """Warn of a server without a model once the lifespan has tried to load the startup model
+    (the model holder logs which), and on shutdown let the turns in flight end before the
+    stores close."""
     inner = app.router.lifespan_context
     turns = TurnsInFlight()
     turns.track(app.state.processor)
@@ -253,12 +274,6 @@ def _serve_lifecycle(app: FastAPI, listen_url: str, options: ServerOptions) -> N
                 )
                 if first_to_say(without_model):  # once for all workers
                     logger.warning(without_model)
-            if listen_url:
-                announce(
-                    logger,
-                    f"botserver {__version__} is up on {listen_url}"
-                    + (f" (inspector: {listen_url}/inspect)" if options.enable_api else ""),
-                )
             yield state
             await _finish_turns(turns)
             # The clean-ups of set-ups given up as the stores close wait no longer than the
@@ -621,7 +636,6 @@ def run_server(args: argparse.Namespace) -> int:
             SPEC_ENV: json.dumps(fields, default=str),
             SAID_ENV: json.dumps(sorted(said.said)),
         }
-        inspector = f" (inspector: {spec.listen_url}/inspect)" if spec.enable_api else ""
         # The parent serves nothing: its imports and its checked app stay as they are while
         # it supervises the workers.
         freeze_after_load()
@@ -635,24 +649,18 @@ def run_server(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="botserver-workers-") as shared_dir:
             os.environ[WORKERS_DIR_ENV] = shared_dir
             try:
-                code = serve_workers(
-                    config,
-                    lambda: announce(
-                        logger,
-                        f"botserver {__version__} is up on {spec.listen_url} with "
-                        f"{args.workers} workers{inspector}",
-                    ),
-                    given,
-                )
+                # Once every worker serves, on the sockets this process listens on.
+                up = _up_line(spec.listen_url, spec.enable_api, args.workers)
+                code = serve_workers(config, lambda: announce(logger, up), given)
             finally:
                 del os.environ[WORKERS_DIR_ENV]
         if code != 0:
             command_failed("a worker did not start; see the log above")
             return 1
         return 0
-    app = server_app(spec.options(), spec.metrics, spec.listen_url, app)
+    app = server_app(spec.options(), spec.metrics, app)
     _check_a_model_can_come(spec)
-    server = GracefulServer(uvicorn.Config(app, **common))
+    server = announcing_server(uvicorn.Config(app, **common), spec.listen_url, spec.enable_api)
     # uvicorn handles SIGTERM (finishing requests in flight), then raises it again with the
     # handler found at start: make that one a no-op so a graceful stop exits with 0.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
