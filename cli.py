@@ -1408,8 +1408,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_endpoints_file(args, needed=False)
     # Before the server's imports (some 2 s of CPU): a wrong value is said at once.
     check_run_flags(args)
-    from server.api.collector import collected_once_at_start
+    from server.api.collector import collected_once_at_start, gc_thresholds
 
+    gc_thresholds()  # a wrong BOTSERVER_GC_THRESHOLDS too, rather than once a model loaded
     with collected_once_at_start():  # from the first of the server's imports
         from server.api.runner import run_server
 

@@ -296,6 +296,23 @@ def test_no_model_without_the_api_stops_the_start_as_rasa(run_cli, tmp_path: Pat
     assert not (tmp_path / "botserver.db").exists()
 
 
+@pytest.mark.parametrize("value", ["abc", "1,2", "-5,1,1", "5000,20,100,1", "1.5,10,10"])
+def test_wrong_gc_thresholds_stop_the_start_with_one_line(
+    run_cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, value: str
+) -> None:
+    # As a wrong LOG_LEVEL: exit 1 and the `error:` line, before anything is read or served.
+    # Before, "abc" was a traceback ending in int()'s ValueError, and "1,2", "-5,1,1" were
+    # taken without a word (Python's own thresholds kept for the others; a negative first
+    # one a collection at nearly every allocation).
+    monkeypatch.setenv("BOTSERVER_GC_THRESHOLDS", value)
+    result = run_cli("run", "-m", "no-models-here", "-p", str(free_port()), cwd=tmp_path)
+    assert result.code == 1
+    assert result.err.strip().splitlines() == [
+        "error: BOTSERVER_GC_THRESHOLDS must be three whole numbers, 0 or more, separated by "
+        f"commas (Python's gc thresholds; default 5000,20,100), not {value!r}"
+    ]
+
+
 # -- a real server process -------------------------------------------------------------------
 @pytest.mark.timing
 def test_a_silent_remote_storage_starts_the_server_without_a_model_and_says_so_once(
