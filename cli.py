@@ -1409,13 +1409,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Before the server's imports (some 2 s of CPU): a wrong value is said at once.
     check_run_flags(args)
     from server.api.collector import collected_once_at_start, gc_thresholds
+    from server.config import read_endpoints
+    from server.run_flags import check_a_model_can_come
 
     gc_thresholds()  # a wrong BOTSERVER_GC_THRESHOLDS too, rather than once a model loaded
+    # And a model that cannot come, as `rasa run` (the server's imports and stores: 0.8 s of
+    # CPU before the error, before).
+    endpoints = read_endpoints(args.endpoints)
+    check_a_model_can_come(args, endpoints)
     with collected_once_at_start():  # from the first of the server's imports
         from server.api.runner import run_server
 
         _warn_about_rasas_sanic_backlog()
-        return run_server(args)
+        return run_server(args, endpoints)
 
 
 def cmd_shell(args: argparse.Namespace) -> int:

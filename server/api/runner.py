@@ -54,12 +54,11 @@ from server.config import (
     with_setting_lines,
     with_text_keys,
 )
-from server.errors import BotServerError, InvalidConfig, ModelNotFound, how_many
+from server.errors import BotServerError, InvalidConfig, how_many
 from server.logs import SaidAtStart, announce, command_failed, configure_logging, saying_once
-from server.models.local import resolve_local_model
 from server.models.remote_storage import check_storage_settings
 from server.outages import flush_repeats
-from server.run_flags import DEFAULT_CREDENTIALS, check_run_flags
+from server.run_flags import DEFAULT_CREDENTIALS, check_run_flags, model_flag
 from server.tasks import finish_running_on, running_on, waits_in_grace
 from server.trackers.lock import LockStore
 from server.trackers.setup_loop import stop_by
@@ -391,22 +390,6 @@ def check_model_source(args: argparse.Namespace) -> None:
         check_storage_settings(args.remote_storage)
 
 
-def _check_a_model_can_come(spec: RunSpec) -> None:
-    """As `rasa run`: without --enable-api, a model server or remote storage, nothing could
-    ever load a model, so a missing local one stops the start (before: the server ran,
-    not ready, for good). A model that exists but fails to load still starts, as in Rasa."""
-    if spec.enable_api or spec.remote_storage or spec.endpoints.get("models"):
-        return
-    try:
-        resolve_local_model(Path(spec.model_path or "models"))
-    except ModelNotFound as exc:
-        raise InvalidConfig(
-            f"{exc} Without --enable-api, a model server (`models:` in endpoints.yml) or "
-            "--remote-storage, the server could never load one later (with --enable-api, "
-            "PUT /model loads one)."
-        ) from None
-
-
 def _unshared_store(workers: int, lock_store: LockStore, tracker_store: TrackerStore) -> str:
     """Why `workers` processes cannot share these stores ("" if they can)."""
     if lock_store.process_local:
@@ -517,19 +500,12 @@ def _say_unread_credentials() -> None:
         )
 
 
-def _model_flag(args: argparse.Namespace) -> str | None:
-    """`-m`, or the model named without it (`botserver run models/mybot.tar.gz`, as Rasa)."""
-    positional = getattr(args, "model_as_positional_argument", None)
-    if positional is None:
-        return args.model
-    if args.model not in (positional, "models"):  # "models": -m's default
-        raise InvalidConfig(f"two models given: -m {args.model} and {positional}")
-    return positional
-
-
-def spec_from_args(args: argparse.Namespace) -> RunSpec:
-    """Read and check the files the flags name; raises BotServerError with file and line."""
-    endpoints = read_endpoints(args.endpoints)
+def spec_from_args(args: argparse.Namespace, endpoints: dict[str, Any] | None = None) -> RunSpec:
+    """Read and check the files the flags name; raises BotServerError with file and line.
+    `endpoints`: the endpoints file as `cli.py` read it already (before the server's
+    imports, to check that a model can come: `check_a_model_can_come`)."""
+    if endpoints is None:
+        endpoints = read_endpoints(args.endpoints)
     credentials_path = args.credentials
     if credentials_path is None and not args.connector:
         _say_unread_credentials()
@@ -550,7 +526,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     host = "localhost" if args.interface in ("0.0.0.0", "::") else args.interface
     scheme = "https" if args.ssl_certificate else "http"
     return RunSpec(
-        model_path=_model_flag(args),
+        model_path=model_flag(args),
         endpoints=endpoints,
         credentials=credentials,
         credentials_file=credentials_path,
@@ -582,8 +558,9 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
 
 
 # -- running -----------------------------------------------------------------------------------
-def run_server(args: argparse.Namespace) -> int:
-    """Check everything, then serve until SIGINT/SIGTERM; returns the exit code."""
+def run_server(args: argparse.Namespace, endpoints: dict[str, Any] | None = None) -> int:
+    """Check everything, then serve until SIGINT/SIGTERM; returns the exit code. `endpoints`:
+    as `spec_from_args` takes them."""
     import uvicorn
 
     from server.api.http_protocol import BoundedHttpToolsProtocol
@@ -592,7 +569,7 @@ def run_server(args: argparse.Namespace) -> int:
     # says them, and the workers, which build from the same files, do not again.
     said = SaidAtStart(collect=True)
     with saying_once(said):
-        spec = spec_from_args(args)
+        spec = spec_from_args(args, endpoints)
         install_log_redaction()
         spec.keep_secrets_out_of_logs()
         args.workers, app = workers_to_run(args, spec)
@@ -624,7 +601,6 @@ def run_server(args: argparse.Namespace) -> int:
         from server.api.worker_files import WORKERS_DIR_ENV
         from server.api.workers import serve_workers
 
-        _check_a_model_can_come(spec)
         # Keys as text, beside their lines, which JSON does not keep (warnings name them).
         fields = {**asdict(spec), "endpoints": with_text_keys(spec.endpoints)}
         fields["credentials"] = with_text_keys(spec.credentials)
@@ -659,7 +635,6 @@ def run_server(args: argparse.Namespace) -> int:
             return 1
         return 0
     app = server_app(spec.options(), spec.metrics, app)
-    _check_a_model_can_come(spec)
     server = announcing_server(uvicorn.Config(app, **common), spec.listen_url, spec.enable_api)
     # uvicorn handles SIGTERM (finishing requests in flight), then raises it again with the
     # handler found at start: make that one a no-op so a graceful stop exits with 0.

@@ -78,7 +78,8 @@ def test_an_endpoints_setting_of_the_wrong_type_is_a_clear_error(
 ) -> None:
     """Before, the server stopped with a traceback (ValueError, TypeError) at start-up."""
     (tmp_path / "endpoints.yml").write_text(f"{section}:\n  {settings}\n")
-    result = run_cli("run", "-p", str(free_port()), cwd=tmp_path)
+    # --enable-api: a model could come (else the missing one is said first, as Rasa says it).
+    result = run_cli("run", "--enable-api", "-p", str(free_port()), cwd=tmp_path)
     assert result.code == 1
     assert f"section '{section}': {says}" in result.err
     assert "Traceback" not in result.err
@@ -105,7 +106,9 @@ def test_a_wrong_setting_names_the_endpoints_file_given_and_its_section(
     # prune reads a store that is there (without a tracker_store section, the working
     # directory's botserver.db, which it refuses to make: an empty file is an empty database)
     (tmp_path / "botserver.db").touch()
-    extra = ["-p", str(free_port())] if command == "run" else ["--older-than-days", "30"]
+    # (run: --enable-api, a model could come, as above)
+    run_flags = ["--enable-api", "-p", str(free_port())]
+    extra = run_flags if command == "run" else ["--older-than-days", "30"]
     result = run_cli(command, "--endpoints", "prod-endpoints.yml", *extra, cwd=tmp_path)
     assert result.code == 1
     assert f"error: prod-endpoints.yml, section '{section}': " in result.err

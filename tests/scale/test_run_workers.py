@@ -27,7 +27,9 @@ def run_workers(
     """`botserver run --workers 2` in this process: the checks fail before anything starts."""
     path = tmp_path / "endpoints.yml"
     path.write_text(json.dumps(endpoints))
+    # --enable-api: a model could come (else the missing one would be said first).
     args = ["run", "--workers", "2", "--endpoints", str(path), "-m", str(tmp_path / "none")]
+    args.append("--enable-api")
     with logging_restored():  # main() configures logging for the process
         code = main([*args, "-p", str(free_port()), "--quiet"])
     return code, capsys.readouterr().err
