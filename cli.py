@@ -1995,7 +1995,7 @@ def _rasa_command_not_offered(parser: argparse.ArgumentParser, words: list[str])
 
 def _logging_configured(args: argparse.Namespace) -> bool:
     """Logging as the command's flags ask; False, the reason printed, when it cannot be."""
-    from server.logs import configure_logging
+    from server.logs import configure_logging, why_logging_failed
 
     log_file = getattr(args, "log_file", None)
     syslog = (
@@ -2011,14 +2011,9 @@ def _logging_configured(args: argparse.Namespace) -> bool:
             config_file=getattr(args, "logging_config_file", None),
             syslog=syslog,
         )
-    except OSError as exc:
-        where = f"--log-file {log_file}"
-        if syslog is not None and not (log_file and exc.filename == log_file):
-            where = f"--use-syslog ({syslog[2]} {syslog[0]}:{syslog[1]})"
-        print(f"error: {where}: {exc.strerror or exc}", file=sys.stderr)
-        return False
-    except BotServerError as exc:  # a LOG_LEVEL or --logging-config-file we cannot use
-        print(f"error: {exc}", file=sys.stderr)
+    # A log file or syslog we cannot open, a LOG_LEVEL or --logging-config-file we cannot use
+    except (OSError, BotServerError) as exc:
+        print(f"error: {why_logging_failed(exc, log_file, syslog)}", file=sys.stderr)
         return False
     return True
 

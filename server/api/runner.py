@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -55,7 +56,14 @@ from server.config import (
     with_text_keys,
 )
 from server.errors import BotServerError, InvalidConfig, how_many
-from server.logs import SaidAtStart, announce, command_failed, configure_logging, saying_once
+from server.logs import (
+    SaidAtStart,
+    announce,
+    command_failed,
+    configure_logging,
+    saying_once,
+    why_logging_failed,
+)
 from server.models.remote_storage import check_storage_settings
 from server.outages import flush_repeats
 from server.run_flags import DEFAULT_CREDENTIALS, check_run_flags, model_flag
@@ -201,9 +209,17 @@ def app_from_environment() -> FastAPI:
 
     # A list once through JSON.
     syslog = (spec.syslog[0], int(spec.syslog[1]), spec.syslog[2]) if spec.syslog else None
-    configure_logging(
-        spec.verbosity, spec.log_file, spec.log_format, spec.logging_config_file, syslog
-    )
+    try:
+        configure_logging(
+            spec.verbosity, spec.log_file, spec.log_format, spec.logging_config_file, syslog
+        )
+    except (OSError, BotServerError) as exc:
+        # What the parent could open may be gone for its workers (a syslog server that
+        # stopped listening, a log file's folder removed): one line on the stderr they share,
+        # not a traceback; the parent then stops, saying that a worker did not start.
+        why = why_logging_failed(exc, spec.log_file, syslog)
+        print(f"worker pid {os.getpid()} cannot start: {why}", file=sys.stderr, flush=True)
+        sys.exit(1)
     install_log_redaction()
     spec.keep_secrets_out_of_logs()
     with saying_once(SaidAtStart(json.loads(said or "[]"))):
