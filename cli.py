@@ -1413,8 +1413,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from server.run_flags import check_a_model_can_come
 
     gc_thresholds()  # a wrong BOTSERVER_GC_THRESHOLDS too, rather than once a model loaded
-    # And a model that cannot come, as `rasa run` (the server's imports and stores: 0.8 s of
-    # CPU before the error, before).
+    # And a model that cannot come, as `rasa run` (before, the server's imports and stores
+    # came first: 1.1 s of CPU before the error, docs/benchmarks.md).
     endpoints = read_endpoints(args.endpoints)
     check_a_model_can_come(args, endpoints)
     with collected_once_at_start():  # from the first of the server's imports
