@@ -1411,8 +1411,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from server.api.collector import collected_once_at_start, gc_thresholds
     from server.config import read_endpoints
     from server.run_flags import check_a_model_can_come
+    from server.setting_values import graceful_shutdown_seconds, max_predictions
 
-    gc_thresholds()  # a wrong BOTSERVER_GC_THRESHOLDS too, rather than once a model loaded
+    # The server's settings from the environment too (a wrong BOTSERVER_GC_THRESHOLDS was
+    # taken once a model loaded; the others were a traceback from the server's imports).
+    gc_thresholds()
+    graceful_shutdown_seconds()
+    max_predictions()
     # And a model that cannot come, as `rasa run` (before, the server's imports and stores
     # came first: 1.1 s of CPU before the error, docs/benchmarks.md).
     endpoints = read_endpoints(args.endpoints)

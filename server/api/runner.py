@@ -67,6 +67,7 @@ from server.logs import (
 from server.models.remote_storage import check_storage_settings
 from server.outages import flush_repeats
 from server.run_flags import DEFAULT_CREDENTIALS, check_run_flags, model_flag
+from server.setting_values import graceful_shutdown_seconds
 from server.tasks import finish_running_on, running_on, waits_in_grace
 from server.trackers.lock import LockStore
 from server.trackers.setup_loop import stop_by
@@ -86,7 +87,7 @@ logger = logging.getLogger(__name__)
 WEBSOCKET_MAX_BYTES = 4 * 1_000_000
 # Seconds uvicorn waits for requests in flight (turns included) after SIGTERM/Ctrl-C before
 # it closes connections; the stores close only after that, in the app's lifespan.
-GRACEFUL_SHUTDOWN_SECONDS = float(os.environ.get("BOTSERVER_GRACEFUL_SHUTDOWN_SECONDS", "30"))
+GRACEFUL_SHUTDOWN_SECONDS = graceful_shutdown_seconds()
 # Under these names the parent hands worker processes (`--workers N`) the run settings and
 # the warnings it said as it checked the configuration, which the workers do not say again
 # (`server.logs.SaidAtStart`): in `server.api.workers.handed`, not in their environment.

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from bench.tcp_proxy import free_port
-from tests.cli.botserver_process import ServerProcess, botserver_command
+from tests.cli.botserver_process import REPO, ServerProcess, botserver_command
 from tests.fake_http import silent_server
 from tests.loop_lag import paced
 from tests.models.conftest import s3_at
@@ -313,6 +313,46 @@ def test_wrong_gc_thresholds_stop_the_start_with_one_line(
     assert result.err.strip().splitlines() == [
         "error: BOTSERVER_GC_THRESHOLDS must be three whole numbers, 0 or more, separated by "
         f"commas (Python's gc thresholds; default 5000,20,100), not {value!r}"
+    ]
+
+
+WRONG_ENVIRONMENT = [
+    ("BOTSERVER_GRACEFUL_SHUTDOWN_SECONDS", "abc", "a number of seconds, 0 or more"),
+    ("BOTSERVER_GRACEFUL_SHUTDOWN_SECONDS", "-1", "a number of seconds, 0 or more"),
+    ("BOTSERVER_GRACEFUL_SHUTDOWN_SECONDS", "inf", "a number of seconds, 0 or more"),
+    ("MAX_NUMBER_OF_PREDICTIONS", "abc", "a whole number of actions, 1 or more"),
+    ("MAX_NUMBER_OF_PREDICTIONS", "2.5", "a whole number of actions, 1 or more"),
+    ("MAX_NUMBER_OF_PREDICTIONS", "0", "a whole number of actions, 1 or more"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "must_be"), WRONG_ENVIRONMENT)
+def test_a_wrong_server_setting_in_the_environment_stops_the_start_with_one_line(
+    run_cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, value: str, must_be: str
+) -> None:
+    """As BOTSERVER_GC_THRESHOLDS. Before, "abc" was a traceback from the server's imports
+    (float() or int() at import), and -1, inf and 0 were taken without a word."""
+    monkeypatch.setenv(name, value)
+    result = run_cli("run", "-m", "no-models-here", "-p", str(free_port()), cwd=tmp_path)
+    assert result.code == 1
+    assert result.err.strip().splitlines() == [f"error: {name} must be {must_be}, not {value!r}"]
+
+
+def test_a_wrong_max_number_of_predictions_is_one_line_from_any_command(tmp_path: Path) -> None:
+    """Read where the dialogue code is imported (`shell`, `test`, each `--workers` worker):
+    before, a traceback ending in int()'s ValueError."""
+    env = {**os.environ, "MAX_NUMBER_OF_PREDICTIONS": "ten", "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [*botserver_command(), "shell", "-m", "nope.tar.gz"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: MAX_NUMBER_OF_PREDICTIONS must be a whole number of actions, 1 or more, not 'ten'"
     ]
 
 
