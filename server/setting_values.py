@@ -154,19 +154,31 @@ def env_seconds(name: str, default: float, zero: bool = False) -> float:
     return seconds
 
 
-def env_whole_number(name: str, default: int, what: str) -> int:
-    """A count from the environment variable `name`: a whole number of `what`, 1 or more
-    (`default` when unset or empty)."""
+def env_whole_number(name: str, default: int, what: str, least: int = 1) -> int:
+    """A count from the environment variable `name`: a whole number of `what`, `least` or
+    more (`default` when unset or empty)."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
     try:
         value = int(raw)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise InvalidConfig(f"{name} must be a whole number of {what}, 1 or more, not {raw!r}")
+        value = least - 1
+    if value < least:
+        raise InvalidConfig(
+            f"{name} must be a whole number of {what}, {least} or more, not {raw!r}"
+        )
     return value
+
+
+def sql_pool_sizes() -> tuple[int, int]:
+    """SQL_POOL_SIZE (10) and SQL_MAX_OVERFLOW (20): the connections an SQL store keeps, and
+    those it may open beyond them. Before, a word was blamed on endpoints.yml ("a setting has
+    the wrong type: invalid literal for int()")."""
+    return (
+        env_whole_number("SQL_POOL_SIZE", 10, "connections"),
+        env_whole_number("SQL_MAX_OVERFLOW", 20, "connections", least=0),
+    )
 
 
 # Read where a module is imported (the server, each worker, `shell`, `test`): `botserver run`

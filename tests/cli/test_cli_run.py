@@ -86,6 +86,36 @@ def test_an_endpoints_setting_of_the_wrong_type_is_a_clear_error(
 
 
 @pytest.mark.parametrize(
+    ("dialect", "name", "value", "least"),
+    [
+        ("postgresql", "SQL_POOL_SIZE", "abc", 1),
+        ("postgresql", "SQL_MAX_OVERFLOW", "-3", 0),
+        ("mysql", "SQL_POOL_SIZE", "0", 1),
+        ("mysql", "SQL_MAX_OVERFLOW", "many", 0),
+    ],
+)
+def test_a_wrong_sql_pool_size_is_blamed_on_its_environment_variable(
+    run_cli,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    dialect: str,
+    name: str,
+    value: str,
+    least: int,
+) -> None:
+    """Before, "abc" was "a setting has the wrong type: invalid literal for int()", as if
+    endpoints.yml were wrong, and -3 or 0 were taken without a word."""
+    monkeypatch.setenv(name, value)
+    store = f"type: sql\n  dialect: {dialect}\n  url: 127.0.0.1\n  db: test"
+    (tmp_path / "endpoints.yml").write_text(f"tracker_store:\n  {store}\n")
+    result = run_cli("run", "--enable-api", "-p", str(free_port()), cwd=tmp_path)
+    assert result.code == 1
+    said = f"{name} must be a whole number of connections, {least} or more, not {value!r}"
+    assert said in result.err
+    assert "wrong type" not in result.err
+
+
+@pytest.mark.parametrize(
     ("command", "section", "settings"),
     [
         ("run", "tracker_store", "type: redis\n  port: six"),
