@@ -14,6 +14,7 @@ from server.errors import InvalidConfig
 # the whole heap (about 0.5 µs per live object here) ten times less often than by default.
 GC_THRESHOLDS = (5000, 20, 100)
 GC_THRESHOLDS_ENV = "BOTSERVER_GC_THRESHOLDS"
+_MOST = 2**31 - 1
 
 
 def gc_thresholds() -> tuple[int, int, int]:
@@ -26,11 +27,12 @@ def gc_thresholds() -> tuple[int, int, int]:
         values = [int(part) for part in raw.split(",")]
     except ValueError:
         values = []
-    if len(values) != 3 or min(values) < 0:
+    # (gc.set_threshold takes C ints: a larger one failed the start once the model loaded)
+    if len(values) != 3 or min(values) < 0 or max(values) > _MOST:
         default = ",".join(map(str, GC_THRESHOLDS))
         raise InvalidConfig(
-            f"{GC_THRESHOLDS_ENV} must be three whole numbers, 0 or more, separated by commas "
-            f"(Python's gc thresholds; default {default}), not {raw!r}"
+            f"{GC_THRESHOLDS_ENV} must be three whole numbers, 0 to {_MOST}, separated by "
+            f"commas (Python's gc thresholds; default {default}), not {raw!r}"
         )
     return values[0], values[1], values[2]
 

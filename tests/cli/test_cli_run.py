@@ -329,7 +329,10 @@ def test_no_model_without_the_api_stops_the_start_as_rasa(run_cli, tmp_path: Pat
     assert not (tmp_path / "botserver.db").exists()
 
 
-@pytest.mark.parametrize("value", ["abc", "1,2", "-5,1,1", "5000,20,100,1", "1.5,10,10"])
+# 2147483648: before, taken, then a traceback once the model loaded (gc's C int overflowed)
+@pytest.mark.parametrize(
+    "value", ["abc", "1,2", "-5,1,1", "5000,20,100,1", "1.5,10,10", "2147483648,10,10"]
+)
 def test_wrong_gc_thresholds_stop_the_start_with_one_line(
     run_cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, value: str
 ) -> None:
@@ -341,8 +344,8 @@ def test_wrong_gc_thresholds_stop_the_start_with_one_line(
     result = run_cli("run", "-m", "no-models-here", "-p", str(free_port()), cwd=tmp_path)
     assert result.code == 1
     assert result.err.strip().splitlines() == [
-        "error: BOTSERVER_GC_THRESHOLDS must be three whole numbers, 0 or more, separated by "
-        f"commas (Python's gc thresholds; default 5000,20,100), not {value!r}"
+        "error: BOTSERVER_GC_THRESHOLDS must be three whole numbers, 0 to 2147483647, separated "
+        f"by commas (Python's gc thresholds; default 5000,20,100), not {value!r}"
     ]
 
 
