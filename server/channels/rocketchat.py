@@ -325,9 +325,11 @@ class RocketChatInput(InputChannel):
                 payload = loads_untrusted(await request.body() or b"null")
             except ValueError:  # not such JSON, or nested too deep to read
                 payload = None
+            # The token first: a body that is no JSON object carries none, and was answered
+            # 200 `{"success": true}` to anyone, telling a prober the route took it.
+            self._check_token(request, payload if isinstance(payload, dict) else {})
             if not isinstance(payload, dict):
                 return _taken()
-            self._check_token(request, payload)
             if self.api.user_id is None and time.monotonic() >= self._next_identity_login:
                 # The bot's own id tells its own messages apart, whatever name or e-mail it
                 # logs in with; another worker process may have posted one already. A refused

@@ -229,18 +229,40 @@ def _example_lines(node: yaml.Node, filename: str, source: str) -> list[tuple[st
         first = _line(node) + (1 if node.style in ("|", ">") else 0)
         folded = _FoldedLines(node, source) if node.style == ">" else None
         out = []
-        for offset, raw in enumerate(value.split("\n")):
+        # The value's lines as Rasa's reader splits them (`splitlines`: no last empty line
+        # after the block's final line break).
+        raws = value.split("\n")
+        if raws[-1] == "":
+            raws.pop()
+        for offset, raw in enumerate(raws):
             stripped = raw.strip()
             if not stripped:
+                # Rasa warns about each blank line of a block (an example not starting with
+                # '-'); it reads nothing from it.
+                line = first + offset if folded is None else folded.blank_line(first + offset)
+                logger.warning(
+                    "%s:%s: a blank line among the examples; nothing is read from it "
+                    "(Rasa warns about it too)",
+                    filename,
+                    line,
+                )
                 continue
             line = first + offset if folded is None else folded.line_of(stripped, first + offset)
-            if not stripped.startswith("-"):
-                # Rasa skips such lines with a warning; so do we.
+            if not raw.startswith("-"):
+                # Rasa skips such lines with a warning, including a '- ' line indented more
+                # than the block's first line: its value starts with spaces. Trained here,
+                # it made a model Rasa would not have made from the same files.
+                why = (
+                    "starts with spaces (indented more than the block)"
+                    if stripped.startswith("-")
+                    else "does not start with '- '"
+                )
                 logger.warning(
-                    "%s:%s: training example %r does not start with '- ' and is skipped",
+                    "%s:%s: training example %r %s and is skipped, as Rasa skips it",
                     filename,
                     line,
                     stripped,
+                    why,
                 )
                 continue
             example = stripped[1:].strip()
@@ -288,6 +310,14 @@ class _FoldedLines:
             start = self.lines[index].strip()
             if start and stripped.startswith(start):
                 self.cursor = index + 1
+                return self.top + index
+        return otherwise
+
+    def blank_line(self, otherwise: int) -> int:
+        """The line of a blank line of the value: the first blank one after the last line
+        found, or `otherwise`."""
+        for index in range(self.cursor, len(self.lines)):
+            if not self.lines[index].strip():
                 return self.top + index
         return otherwise
 

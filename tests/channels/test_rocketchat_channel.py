@@ -107,8 +107,6 @@ async def test_every_answer_to_an_outgoing_webhook_is_one_it_does_not_retry(
     for payload in (message, own, message, {"token": HOOK_TOKEN, "not": "a message"}):
         answer = await rocket.send(webhook, payload)
         assert rocket.outgoing_outcome(answer) == "done"
-    answer = await rocket.send(webhook, b"not json")
-    assert rocket.outgoing_outcome(answer) == "done"
     assert rocket.texts_in("GENERAL") == ["Hey there!"]
 
 
@@ -123,6 +121,22 @@ async def test_a_wrong_or_missing_token_is_refused(wired) -> None:  # noqa: ANN0
     missing = dict(wrong)
     del missing["token"]
     assert (await rocket.send(webhook, missing)).status_code == 401
+    assert rocket.posted == []
+
+
+async def test_a_body_that_is_no_json_object_is_refused_without_the_token(
+    wired,  # noqa: ANN001
+) -> None:
+    """Such a body carries no token: it was answered 200 `{"success": true}`, as if taken,
+    before the token was looked at. With the livechat token header it is still taken."""
+    rocket, webhook, _ = wired
+    for body in (b"not json", b"[1, 2]", b'"text"', b""):
+        answer = await rocket.send(webhook, body)
+        assert answer.status_code == 401, body
+        assert "token" in answer.json()["message"], body
+    token = {"X-RocketChat-Livechat-Token": HOOK_TOKEN}
+    answer = await rocket.send(webhook, b"not json", **token)
+    assert rocket.outgoing_outcome(answer) == "done"
     assert rocket.posted == []
 
 

@@ -295,8 +295,12 @@ def test_init_writes_a_project_and_trains_it(run_cli, tmp_path: Path) -> None:
         "data/stories.yml",
         "data/rules.yml",
         "tests/test_stories.yml",
+        "actions/__init__.py",
+        "actions/actions.py",
     ):
         assert (project / name).is_file(), name
+    # As `rasa init`'s: the folder a Rasa team looks for, saying how rasa-sdk serves it.
+    assert "python -m rasa_sdk --actions actions" in (project / "actions/actions.py").read_text()
     assert len(list((project / "models").glob("*.tar.gz"))) == 1
     assert "botserver run --enable-api" in result.out
 

@@ -99,6 +99,36 @@ def test_a_skipped_line_of_a_folded_block_names_its_own_line(caplog: pytest.LogC
     assert "data/nlu.yml:6: training example 'no dash'" in caplog.text
 
 
+@pytest.mark.parametrize("kind", ["intent", "synonym", "lookup"])
+def test_a_blocks_lines_are_read_as_rasa_reads_them(caplog: pytest.LogCaptureFixture, kind: str):
+    """Rasa's reader skips a '- ' line indented more than the block (its value starts with
+    spaces) and warns about it and about each blank line. Before, the indented line was
+    stripped and trained (a model Rasa would not make from the same files) and blank lines
+    passed without a word."""
+    text = f"nlu:\n- {kind}: a\n  examples: |\n    - ok\n      - indented\n\n    - fine\n"
+    data = read_nlu_yaml(text, "data/nlu.yml")
+    read = {
+        "intent": [e.text for e in data.examples],
+        "synonym": sorted(data.synonyms),
+        "lookup": data.lookups.get("a", []),
+    }[kind]
+    assert sorted(read) == ["fine", "ok"]
+    assert "data/nlu.yml:5: training example '- indented' starts with spaces" in caplog.text
+    assert "data/nlu.yml:6: a blank line among the examples" in caplog.text
+    assert caplog.text.count("blank line") == 1, caplog.text  # not the block's last break
+
+
+def test_a_blank_line_kept_by_a_folded_block_is_warned_about(caplog: pytest.LogCaptureFixture):
+    # A folded block folds one blank line into the break between two lines; a second one
+    # stays in the value, where Rasa's reader warns about it.
+    one = "nlu:\n- intent: a\n  examples: >\n    - ok\n\n    - fine\n"
+    assert [e.text for e in read_nlu_yaml(one, "data/nlu.yml").examples] == ["ok", "fine"]
+    assert "blank line" not in caplog.text
+    two = one.replace("\n\n", "\n\n\n")
+    assert [e.text for e in read_nlu_yaml(two, "data/nlu.yml").examples] == ["ok", "fine"]
+    assert caplog.text.count("blank line") == 1, caplog.text
+
+
 @pytest.mark.parametrize("value", [5, 2.5, -1])
 def test_an_entity_jsons_value_may_be_a_number_as_in_rasa(value: float):
     """Rasa's entity schema takes a number (`"value": ["string", "number"]`), which a story
