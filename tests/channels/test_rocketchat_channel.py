@@ -130,7 +130,15 @@ async def test_a_body_that_is_no_json_object_is_refused_without_the_token(
     """Such a body carries no token: it was answered 200 `{"success": true}`, as if taken,
     before the token was looked at. With the livechat token header it is still taken."""
     rocket, webhook, _ = wired
-    for body in (b"not json", b"[1, 2]", b'"text"', b""):
+    lone_surrogate = b'{"token": "\\ud83d", "text": "hi"}'
+    for body in (
+        b"not json",
+        b"[1, 2]",
+        b'"text"',
+        b"",
+        b'{"token": "x", "n": NaN}',
+        lone_surrogate,
+    ):
         answer = await rocket.send(webhook, body)
         assert answer.status_code == 401, body
         assert "token" in answer.json()["message"], body
