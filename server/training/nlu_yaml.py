@@ -55,18 +55,51 @@ def read_nlu_yaml(text: str, filename: str = "<string>") -> NLUTrainingData:
     if not isinstance(root, yaml.MappingNode):
         raise InvalidProjectFile("expected a mapping at the top level", filename, _line(root))
     _check_unique_keys(root, filename)
+    skips = _SkipWarnings(filename)
     try:
         for key_node, value_node in root.value:
             key = key_node.value
             if key == "nlu":
-                _read_nlu_section(value_node, filename, data, text)
+                _read_nlu_section(value_node, filename, data, text, skips)
             elif key == "responses":
                 _read_responses(value_node, filename, data)
     except InvalidProjectFile as exc:
         if exc.filename is None:  # a value the YAML loader could not build
             raise InvalidProjectFile(exc.reason, filename, exc.line) from None
         raise
+    skips.summarise()
     return data
+
+
+class _SkipWarnings:
+    """The warnings about a file's block lines read as no example (blank, or not starting
+    with '- '): the first few one by one, the rest counted in one line, so a file of 10,000
+    blank lines logs 11 lines, not 10,000."""
+
+    SHOWN = 10
+
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.count = 0
+        self.first_unshown: int | None = None
+
+    def warn(self, line: int, what: str, *args: Any) -> None:
+        self.count += 1
+        if self.count <= self.SHOWN:
+            logger.warning("%s:%s: " + what, self.filename, line, *args)
+        elif self.first_unshown is None:
+            self.first_unshown = line
+
+    def summarise(self) -> None:
+        if self.count > self.SHOWN:
+            logger.warning(
+                "%s: %d more blank or skipped example lines from line %s on, not listed one "
+                "by one (%d in all)",
+                self.filename,
+                self.count - self.SHOWN,
+                self.first_unshown,
+                self.count,
+            )
 
 
 def _line(node: yaml.Node) -> int:
@@ -99,7 +132,9 @@ def _to_python(node: yaml.Node) -> Any:
         loader.dispose()
 
 
-def _read_nlu_section(node: yaml.Node, filename: str, data: NLUTrainingData, text: str) -> None:
+def _read_nlu_section(
+    node: yaml.Node, filename: str, data: NLUTrainingData, text: str, skips: _SkipWarnings
+) -> None:
     if isinstance(node, yaml.ScalarNode) and node.value in ("", "~", "null"):
         return
     if not isinstance(node, yaml.SequenceNode):
@@ -144,7 +179,7 @@ def _read_nlu_section(node: yaml.Node, filename: str, data: NLUTrainingData, tex
             continue
         metadata_node = fields.get("metadata")
         item_metadata = _to_python(metadata_node) if metadata_node is not None else None
-        lines = _example_lines(examples_node, filename, text)
+        lines = _example_lines(examples_node, filename, text, skips)
         if (
             not lines
             and _holds_text(examples_node)
@@ -220,9 +255,11 @@ def _merge_metadata(item: Any, example: Any) -> dict | None:
     return merged or None
 
 
-def _example_lines(node: yaml.Node, filename: str, source: str) -> list[tuple[str, int, Any]]:
+def _example_lines(
+    node: yaml.Node, filename: str, source: str, skips: _SkipWarnings
+) -> list[tuple[str, int, Any]]:
     """(text, line, metadata) for each example of a block string or a list (`source`: the
-    file's text, to find a folded block's lines)."""
+    file's text, to find a folded block's lines; `skips` warns about lines read as none)."""
     if isinstance(node, yaml.ScalarNode):
         value = node.value
         # A block scalar's content starts on the line after the `|` indicator.
@@ -240,11 +277,10 @@ def _example_lines(node: yaml.Node, filename: str, source: str) -> list[tuple[st
                 # Rasa warns about each blank line of a block (an example not starting with
                 # '-'); it reads nothing from it.
                 line = first + offset if folded is None else folded.blank_line(first + offset)
-                logger.warning(
-                    "%s:%s: a blank line among the examples; nothing is read from it "
-                    "(Rasa warns about it too)",
-                    filename,
+                skips.warn(
                     line,
+                    "a blank line among the examples; nothing is read from it (Rasa warns "
+                    "about it too)",
                 )
                 continue
             line = first + offset if folded is None else folded.line_of(stripped, first + offset)
@@ -257,12 +293,8 @@ def _example_lines(node: yaml.Node, filename: str, source: str) -> list[tuple[st
                     if stripped.startswith("-")
                     else "does not start with '- '"
                 )
-                logger.warning(
-                    "%s:%s: training example %r %s and is skipped, as Rasa skips it",
-                    filename,
-                    line,
-                    stripped,
-                    why,
+                skips.warn(
+                    line, "training example %r %s and is skipped, as Rasa skips it", stripped, why
                 )
                 continue
             example = stripped[1:].strip()

@@ -1,4 +1,5 @@
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -466,3 +467,24 @@ def test_an_item_without_an_examples_key_is_skipped_with_a_warning(
     assert not (data.lookups or data.synonyms or data.regexes)
     assert [example.text for example in data.examples] == ["hi"]
     assert f"nlu.yml:4: {kind} 'city' has no examples; it is skipped" in caplog.text
+
+
+def test_a_file_of_many_blank_or_skipped_lines_logs_a_bounded_number_of_lines(
+    caplog: pytest.LogCaptureFixture,
+):
+    """Each such line is worth a warning, but 10,000 blank lines (a paste, a generator's
+    output) logged 10,000 lines and 15,000 with 5,000 indented ones: the first few are named
+    with their line, the rest counted in one line."""
+    indented = "".join(f"      - x{i}\n" for i in range(5_000))
+    text = (
+        "nlu:\n- intent: a\n  examples: |\n    - ok\n" + "\n" * 10_000 + "    - fine\n" + indented
+    )
+    data = read_nlu_yaml(text, "data/nlu.yml")
+    assert [e.text for e in data.examples] == ["ok", "fine"]
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 11, len(warned)
+    assert warned[0].startswith("data/nlu.yml:5: a blank line among the examples")
+    assert warned[-1] == (
+        "data/nlu.yml: 14990 more blank or skipped example lines from line 15 on, not listed "
+        "one by one (15000 in all)"
+    )
