@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import threading
@@ -122,6 +123,33 @@ async def test_a_wrong_or_missing_token_is_refused(wired) -> None:  # noqa: ANN0
     del missing["token"]
     assert (await rocket.send(webhook, missing)).status_code == 401
     assert rocket.posted == []
+
+
+async def test_the_webhook_tokens_length_does_not_show_in_the_comparison(
+    wired,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """compare_digest returns at once when its arguments differ in length: a guess's answer
+    time told the token's length. Only equal-length digests reach it now."""
+    rocket, webhook, _ = wired
+    compared: list[tuple[int, int]] = []
+    real_compare = hmac.compare_digest
+
+    def recording_compare(a: bytes, b: bytes) -> bool:
+        compared.append((len(a), len(b)))
+        return real_compare(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", recording_compare)
+    statuses = []
+    for guess in ("g", HOOK_TOKEN + "x", HOOK_TOKEN * 3, HOOK_TOKEN):
+        payload = rocket.outgoing_payload(
+            token=guess, user_id="AliceId", user_name="alice", text="hi"
+        )
+        statuses.append((await rocket.send(webhook, payload)).status_code)
+    # A token read from JSON our reader refuses (an unpaired surrogate escape) too.
+    statuses.append((await rocket.send(webhook, b'{"token": "\\ud83d", "n": NaN}')).status_code)
+    assert statuses == [401, 401, 401, 200, 401]
+    assert compared == [(32, 32)] * 5
 
 
 async def test_a_body_that_is_no_json_object_is_refused_without_the_token(
