@@ -347,9 +347,10 @@ class _FoldedLines:
 
     def blank_line(self, otherwise: int) -> int:
         """The line of a blank line of the value: the first blank one after the last line
-        found, or `otherwise`."""
+        found, or `otherwise` (each blank line found once: the next one names the next)."""
         for index in range(self.cursor, len(self.lines)):
             if not self.lines[index].strip():
+                self.cursor = index + 1
                 return self.top + index
         return otherwise
 

@@ -128,6 +128,12 @@ def test_a_blank_line_kept_by_a_folded_block_is_warned_about(caplog: pytest.LogC
     two = one.replace("\n\n", "\n\n\n")
     assert [e.text for e in read_nlu_yaml(two, "data/nlu.yml").examples] == ["ok", "fine"]
     assert caplog.text.count("blank line") == 1, caplog.text
+    # Three blank lines keep two, each named by a line of its own (both were line 5).
+    caplog.clear()
+    three = one.replace("\n\n", "\n\n\n\n")
+    assert [e.text for e in read_nlu_yaml(three, "data/nlu.yml").examples] == ["ok", "fine"]
+    assert "data/nlu.yml:5: a blank line" in caplog.text
+    assert "data/nlu.yml:6: a blank line" in caplog.text
 
 
 @pytest.mark.parametrize("value", [5, 2.5, -1])
