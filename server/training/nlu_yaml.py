@@ -267,10 +267,9 @@ def _example_lines(
         folded = _FoldedLines(node, source) if node.style == ">" else None
         out = []
         # The value's lines as Rasa's reader splits them (`splitlines`: no last empty line
-        # after the block's final line break).
-        raws = value.split("\n")
-        if raws[-1] == "":
-            raws.pop()
+        # after the block's final line break, and a break at U+2028 or U+2029, which YAML
+        # keeps in the value as a line break of its own).
+        raws = value.splitlines()
         for offset, raw in enumerate(raws):
             stripped = raw.strip()
             if not stripped:

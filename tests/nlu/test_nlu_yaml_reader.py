@@ -119,6 +119,20 @@ def test_a_blocks_lines_are_read_as_rasa_reads_them(caplog: pytest.LogCaptureFix
     assert caplog.text.count("blank line") == 1, caplog.text  # not the block's last break
 
 
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029"])
+def test_a_unicode_line_separator_in_a_block_ends_an_example_as_in_rasa(
+    caplog: pytest.LogCaptureFixture, separator: str
+):
+    """YAML keeps U+2028 and U+2029 in a block's value as line breaks, where Rasa's reader
+    (`splitlines`) splits: `- x<U+2028>    - y` is two examples there. Read as one line here,
+    it trained `x\u2028- y`, and an over-indented line after one was trained inside it."""
+    block = f"    - x{separator}    - y\n    - z{separator}      - i\n"
+    text = "nlu:\n- intent: a\n  examples: |\n" + block
+    data = read_nlu_yaml(text, "data/nlu.yml")
+    assert [e.text for e in data.examples] == ["x", "y", "z"]
+    assert "training example '- i' starts with spaces" in caplog.text
+
+
 def test_a_blank_line_kept_by_a_folded_block_is_warned_about(caplog: pytest.LogCaptureFixture):
     # A folded block folds one blank line into the break between two lines; a second one
     # stays in the value, where Rasa's reader warns about it.
