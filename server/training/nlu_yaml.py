@@ -449,7 +449,8 @@ def _intent_item(name: str, examples: list[Example]) -> dict[str, Any]:
     # a line break ("yes\n") is written as it reads back, `- yes`, not as a `text: |` block.
     texts = [_written(e) for e in examples]
     own = [(e.metadata or {}).get("example") for e in examples]
-    if any(own) or any("\n" in t for t in texts):
+    # A break the reader splits a block at (`splitlines`: U+2028, `\r`, ... too) needs the list.
+    if any(own) or any(len(t.splitlines()) > 1 for t in texts):
         listed: list[dict[str, Any]] = []
         for text, metadata in zip(texts, own, strict=True):
             listed.append({"text": text, "metadata": metadata} if metadata else {"text": text})

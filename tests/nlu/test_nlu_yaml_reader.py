@@ -439,6 +439,17 @@ def test_several_entities_on_one_text_are_written_as_they_read():
     assert read_nlu_yaml(nlu_yaml(data)).examples == data.examples
 
 
+@pytest.mark.parametrize("separator", ["\n", "\u2028", "\u2029", "\r", "\x0c"])
+def test_an_example_of_several_lines_is_written_as_it_reads(separator: str):
+    """`data convert` of a JSON text with a line break the block reader splits at (as Rasa's,
+    `splitlines`) wrote it in the block: read back, its second line was skipped."""
+    quoted = json.dumps(f"one{separator}two")  # escaped, as a YAML text holds it
+    text = f"nlu:\n- intent: a\n  examples:\n  - text: {quoted}\n  - text: three\n"
+    data = read_nlu_yaml(text)
+    assert [e.text for e in data.examples] == [f"one{separator}two", "three"]
+    assert read_nlu_yaml(nlu_yaml(data)).examples == data.examples
+
+
 def test_a_broken_entity_in_a_list_names_file_and_line():
     text = (
         "nlu:\n- intent: a\n  examples: |\n    - ok\n"
