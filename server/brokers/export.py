@@ -178,8 +178,25 @@ async def selected_events(
     scanned = False  # in the store's own order (DynamoDB's scan), not by id
 
     def select(sender_id: str, loaded: list[dict[str, Any]]) -> list[Selected]:
-        events = [event for event in loaded if not left_out_by_rasa(event)]
-        published = [_moved(event, offset_seconds) for event in events]
+        events: list[dict[str, Any]] = []
+        published: list[dict[str, Any]] = []
+        texts: list[str] = []
+        for stored_index, event in enumerate(loaded):
+            if left_out_by_rasa(event):
+                continue
+            moved = _moved(event, offset_seconds)
+            try:
+                text = json.dumps(moved, separators=(",", ":"))
+            except RecursionError:  # (before: a traceback, and nothing more exported)
+                logger.warning(
+                    "Conversation '%s': event %d is nested too deeply to send; skipped",
+                    sender_id,
+                    stored_index,
+                )
+                continue
+            events.append(event)
+            published.append(moved)
+            texts.append(text)
         ids = chain_ids(sender_id, published, None)
         low, skip, skip_at = minimum_timestamp, 0, None
         if resume is not None and sender_id == resume.sender_id:
@@ -212,7 +229,7 @@ async def selected_events(
                 sender_id,
                 ids[index][0],
                 previous[index],
-                json.dumps(published[index], separators=(",", ":")),
+                texts[index],
                 rank,
             )
             for index, rank in going

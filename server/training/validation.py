@@ -60,6 +60,9 @@ class ValidationReport:
     # An error training meets too (a file it cannot read, a component config.yml cannot
     # have): `train --skip-validation` does not get past it.
     training_stops: bool = False
+    # The project read (None when it could not be): `train` trains it rather than reading
+    # the files again, each reader warning printed once.
+    project: Project | None = None
 
     @property
     def ok(self) -> bool:
@@ -87,6 +90,7 @@ def validate_project(
         report.errors.append(str(exc))
         report.training_stops = not _trains_without_domain(config, domain, data)
         return report
+    report.project = project
     if stories_only:
         report.warnings.extend(_conflicts(project, max_history))
         return report

@@ -827,3 +827,23 @@ def test_another_programs_key_under_the_prefix_can_be_skipped(
     )
     warned = [line for line in skipped.err.splitlines() if "'cache'" in line]
     assert warned and "a Redis hash" in warned[0], skipped.err
+
+
+def test_a_stored_event_nested_too_deeply_to_send_is_skipped_with_a_warning(
+    run_cli, tmp_path: Path
+) -> None:
+    """An event the store reads but nested too deeply to be written out again (~900+ levels):
+    before, `json.dumps` raised RecursionError, a traceback. Now the event is skipped with a
+    warning naming its conversation and index, and the rest goes out."""
+    depth = 980  # read by the store (its limit is deeper), too deep for json.dumps here
+    _seed(tmp_path, {"ann": [_user("hi", 10.0), _action("utter_greet", 12.0)]})
+    deep = json.dumps({**_user("deep", 11.0), "metadata": {"x": "[" * depth + "]" * depth}})
+    deep = deep.replace('"' + "[" * depth + "]" * depth + '"', "[" * depth + "]" * depth)
+    with sqlite3.connect(tmp_path / TRACKERS) as db:
+        db.execute("UPDATE events SET data = ? WHERE id = (SELECT MAX(id) FROM events)", (deep,))
+    _endpoints(tmp_path, SQL_BROKER)
+    result = run_cli("export", cwd=tmp_path)
+    assert "Traceback" not in result.err, result.err
+    assert result.code == 0, result.err
+    assert "Conversation 'ann': event 1 is nested too deeply to send; skipped" in result.err
+    assert [body["event"] for body in _broker_rows(tmp_path)] == ["user"]
