@@ -23,6 +23,7 @@ from server.errors import (
     first_line,
     how_many,
 )
+from server.json_values import nests_deeper_than
 from server.tasks import stop_if_cancelled
 from server.trackers.events import left_out_by_rasa
 from server.trackers.store import ReadsEverything, ReadsInBatches, TrackerStore
@@ -185,13 +186,14 @@ async def selected_events(
             if left_out_by_rasa(event):
                 continue
             moved = _moved(event, offset_seconds)
-            try:
-                text = json.dumps(moved, separators=(",", ":"))
-            except RecursionError:  # (before: a traceback, and nothing more exported)
+            text = _sendable(moved)
+            if text is None:  # (before: a traceback, and nothing more exported)
                 logger.warning(
-                    "Conversation '%s': event %d is nested too deeply to send; skipped",
+                    "Conversation '%s': event %d is nested too deeply to send (more than %d "
+                    "levels); skipped",
                     sender_id,
                     stored_index,
+                    SENDABLE_DEPTH,
                 )
                 continue
             events.append(event)
@@ -390,6 +392,26 @@ async def _stored(store: TrackerStore, sender_id: str) -> list[dict[str, Any]] |
         return await store.load_all(sender_id) or None
     except InvalidConversationId:
         return None
+
+
+# Levels an exported event may nest: what the store reads may nest nearly to Python's
+# recursion limit, which the encoders after this one (the message id's, the broker's), each
+# deeper in the stack, would then meet. Far below it, whatever stack they run at.
+SENDABLE_DEPTH = 500
+
+
+def _sendable(event: dict[str, Any]) -> str | None:
+    """The event as its message's JSON; None when it nests more than SENDABLE_DEPTH levels."""
+    try:
+        text = json.dumps(event, separators=(",", ":"))
+    except RecursionError:
+        return None
+    # Each level opens with a bracket: few brackets, no walk.
+    if text.count("[") + text.count("{") > SENDABLE_DEPTH and nests_deeper_than(
+        event, SENDABLE_DEPTH
+    ):
+        return None
+    return text
 
 
 def _moved(event: dict[str, Any], offset_seconds: int) -> dict[str, Any]:
