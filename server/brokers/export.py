@@ -406,9 +406,11 @@ def _sendable(event: dict[str, Any]) -> str | None:
         text = json.dumps(event, separators=(",", ":"))
     except RecursionError:
         return None
-    # Each level opens with a bracket: few brackets, no walk.
-    if text.count("[") + text.count("{") > SENDABLE_DEPTH and nests_deeper_than(
-        event, SENDABLE_DEPTH
+    # Each level opens and closes with a bracket: a short text or few brackets, no walk.
+    if (
+        len(text) > 2 * SENDABLE_DEPTH
+        and text.count("[") + text.count("{") > SENDABLE_DEPTH
+        and nests_deeper_than(event, SENDABLE_DEPTH)
     ):
         return None
     return text
