@@ -258,6 +258,9 @@ MAX_LOCK_LIFETIME = 2**62 / 1000
 
 # Renewals that failed because Redis could not be reached: the first logged, then counted.
 _RENEWALS_FAILED = RepeatsCounted(logger, WINDOW_SECONDS)
+# Waits that timed out on a key without an expiry: the first of a conversation's logged,
+# then counted for the window.
+_KEPT_FOR_GOOD = RepeatsCounted(logger, WINDOW_SECONDS)
 # Releases that failed so, likewise: during an outage under load, every conversation with a
 # turn in flight failed its own (before, one warning line each).
 _RELEASES_FAILED = RepeatsCounted(logger, WINDOW_SECONDS)
@@ -712,6 +715,7 @@ class RedisLockStore:
             try:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
+                    await self._say_if_kept_for_good(keys[0], conversation_id)
                     raise LockTimeout(timeout_message(conversation_id, timeout))
                 if on_wait is not None:
                     on_wait()
@@ -720,6 +724,28 @@ class RedisLockStore:
                 self._give_back_soon(keys, token, conversation_id)
                 raise
             pause = min(pause * 2, _MAX_FIRST_POLL if place == 0 else _MAX_POLL_IN_LINE)
+
+    async def _say_if_kept_for_good(self, key: bytes, conversation_id: str) -> None:
+        """A wait that timed out on a key without an expiry (another program's, or a Rasa
+        process's with a ticket still live): one WARNING a window per conversation naming the
+        key, which no lease of ours leaves, so that the operator can clear it. One PTTL, on a
+        timeout alone; its failure is the timeout's to report."""
+        try:
+            expiry = await self._redis.pttl(key)
+        except REDIS_ERRORS:
+            return
+        if expiry != -1:  # a lease of ours (it runs out), or gone meanwhile
+            return
+        _KEPT_FOR_GOOD.log(
+            conversation_id,
+            "The lock of conversation '%s' is held by Redis key '%s', which has no expiry "
+            "(no TTL: no lease of botserver's; another program's key, or a Rasa process's "
+            "ticket lock): its messages answer 503 until it goes. If no Rasa server is in "
+            "that turn, delete it: redis-cli -n <db> DEL '%s'",
+            conversation_id,
+            key.decode(errors="replace"),
+            key.decode(errors="replace"),
+        )
 
     async def _take(self, keys: _Keys, token: str, conversation_id: str) -> int:
         """The acquire script: 1 taken, 0 first in line, -1 others ahead. A turn cancelled
