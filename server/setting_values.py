@@ -141,13 +141,18 @@ def kind(value: Any) -> str:
 
 def env_seconds(name: str, default: float) -> float:
     """A duration from the environment variable `name`: a number of seconds, more than 0."""
+    return env_number(name, default, "seconds")
+
+
+def env_number(name: str, default: float, unit: str) -> float:
+    """A number of `unit` from the environment variable `name`, more than 0."""
     try:
-        seconds = float(os.environ.get(name, default))
+        number = float(os.environ.get(name, default))
     except ValueError:
-        raise InvalidConfig(f"{name} must be a number of seconds") from None
-    if not seconds > 0:
-        raise InvalidConfig(f"{name} must be more than 0 seconds")
-    return seconds
+        raise InvalidConfig(f"{name} must be a number of {unit}") from None
+    if not number > 0:
+        raise InvalidConfig(f"{name} must be more than 0 {unit}")
+    return number
 
 
 def host_and_port(host: Any, port: Any, service: str) -> tuple[Any, int | None]:

@@ -17,7 +17,9 @@ import re
 import shutil
 import ssl
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -36,7 +38,7 @@ from server.errors import (
 from server.models.archive import ARCHIVE_SUFFIX
 from server.models.holder import is_disk_full
 from server.models.safety import DEFAULT_LIMITS
-from server.setting_values import env_seconds
+from server.setting_values import env_number, env_seconds
 from server.urls import safe_url
 
 logger = logging.getLogger(__name__)
@@ -56,6 +58,20 @@ ATTEMPTS = 2
 MAX_TIMEOUT = 1e9
 
 
+MIN_RATE_SETTING = "REMOTE_STORAGE_MIN_RATE"
+# Bytes a second a download keeps up on average, once it has had GRACE_TIMEOUTS timeouts to
+# start: a storage that drips a byte per timeout is held to the whole download's bound,
+# not only to each read's. 100 kB/s: a 100 MB model has about 17 minutes, and more than
+# 8 timeouts (4 minutes with the default) to be sized and start.
+DEFAULT_MIN_RATE = 100_000.0
+GRACE_TIMEOUTS = 8
+
+
+def storage_min_rate() -> float:
+    """REMOTE_STORAGE_MIN_RATE in bytes a second (InvalidConfig when not a number > 0)."""
+    return env_number(MIN_RATE_SETTING, DEFAULT_MIN_RATE, "bytes a second")
+
+
 def storage_timeout() -> float:
     """REMOTE_STORAGE_TIMEOUT in seconds (InvalidConfig when it is not a number > 0 and at
     most MAX_TIMEOUT)."""
@@ -72,6 +88,7 @@ def check_storage_settings(storage: str) -> None:
     download could work with (InvalidConfig). Unset variables and the storage's answers are
     the start-up load's to report."""
     storage_timeout()
+    storage_min_rate()
     bucket = os.environ.get("BUCKET_NAME")
     if storage in ("aws", "gcs") and bucket:
         _check_bucket_name(bucket, storage)
@@ -243,6 +260,7 @@ async def download_model(
     """
     downloader = _downloader(storage)
     timeout = storage_timeout()
+    min_rate = storage_min_rate()
     key = object_name(model_name)
     try:
         key.encode("utf-8")  # what every storage's keys are
@@ -253,7 +271,9 @@ async def download_model(
     name = model_file_name(model_name)
     target = directory / (name if _fits_a_file_name(name) else "model.tar.gz")
     try:
-        await _download_pinned(downloader, key, target, max_bytes, timeout)
+        await _download_pinned(
+            downloader, key, target, max_bytes, _Bound(storage, key, timeout, min_rate)
+        )
     except BaseException as exc:
         await asyncio.to_thread(shutil.rmtree, directory, True)
         if is_disk_full(exc):  # the server's problem, not the model's
@@ -310,12 +330,76 @@ _PINNED_BY = {
 }
 
 
+class _Bound:
+    """A whole download's bound: GRACE_TIMEOUTS timeouts, plus the size the storage stated
+    at `min_rate` bytes a second once it is known. Each read's timeout alone let a storage
+    dripping a byte per timeout hold a worker thread, and the start-up or the PUT /model
+    waiting on it, for as long as it dripped."""
+
+    def __init__(self, storage: str, key: str, timeout: float, min_rate: float) -> None:
+        self.storage = storage
+        self.key = key
+        self.timeout = timeout
+        self.min_rate = min_rate
+        self.size: int | None = None  # stated by the storage, set in the worker thread
+        self.given_up = threading.Event()  # the thread's next write then stops it
+
+    def seconds(self) -> float:
+        return GRACE_TIMEOUTS * self.timeout + (self.size or 0) / self.min_rate
+
+    def exceeded(self) -> ModelUnavailable:
+        rate = f"{self.min_rate:g} bytes a second"
+        sized = f" and its {self.size} bytes at {rate}" if self.size else ""
+        return ModelUnavailable(
+            f"Remote storage '{self.storage}' took longer than {self.seconds():g} s to send "
+            f"'{self.key}' ({GRACE_TIMEOUTS} times {TIMEOUT_SETTING}{sized}, "
+            f"{MIN_RATE_SETTING}): a storage sending it too slowly"
+        )
+
+
+# The bound of the download the current worker thread runs (asyncio.to_thread copies it in).
+_BOUND: ContextVar[_Bound | None] = ContextVar("remote_storage_bound", default=None)
+
+
+async def _within_bound(bound: _Bound, run: Callable[[], None]) -> None:
+    """Run `run` in a worker thread; ModelUnavailable once `bound` has passed. The thread
+    is left to stop at its next write (or its next read's timeout): it can be neither
+    cancelled nor interrupted while it waits on a socket."""
+    token = _BOUND.set(bound)
+    try:
+        task = asyncio.ensure_future(asyncio.to_thread(run))
+    finally:
+        _BOUND.reset(token)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        while not task.done():
+            # The bound grows once the size is known: asked again when it seems to pass.
+            left = started + bound.seconds() - loop.time()
+            if left <= 0:
+                bound.given_up.set()
+                task.add_done_callback(_forget)
+                raise bound.exceeded()
+            await asyncio.wait((task,), timeout=min(left, MAX_TIMEOUT))
+    except asyncio.CancelledError:
+        bound.given_up.set()
+        task.add_done_callback(_forget)
+        raise
+    task.result()
+
+
+def _forget(task: asyncio.Future[None]) -> None:
+    """A download given up: its end, whatever it is, is nobody's to report."""
+    if not task.cancelled():
+        task.exception()
+
+
 async def _download_pinned(
     downloader: Callable[[str, Path, int, float], None],
     key: str,
     target: Path,
     max_bytes: int,
-    timeout: float,
+    bound: _Bound,
 ) -> None:
     """Run `downloader` in a worker thread; if the object was replaced while it was read
     (an upload ending just then), start over with the new version, once: a second
@@ -324,7 +408,7 @@ async def _download_pinned(
     refused: set[str] = set()  # the versions sized, then refused
     for attempt in range(1, DOWNLOADS_OF_A_REPLACED_OBJECT + 1):
         try:
-            await asyncio.to_thread(downloader, key, target, max_bytes, timeout)
+            await _within_bound(bound, lambda: downloader(key, target, max_bytes, bound.timeout))
             return
         except _Replaced as replaced:
             refused.add(replaced.version)
@@ -600,6 +684,9 @@ def _storage_failed(storage: str, where: str, key: str, status: int, reason: str
 
 
 def _too_large(key: str, size: int | None, max_bytes: int) -> None:
+    bound = _BOUND.get()
+    if bound is not None and isinstance(size, int):  # the whole download's bound grows
+        bound.size = size
     # The archive's fault, as a model server's too large answer is: refused as unsafe.
     if size is not None and size > max_bytes:
         raise UnsafeArchive(f"Remote model '{key}' is {size} bytes, more than {max_bytes}")
@@ -619,6 +706,9 @@ class _CappedFile:
         self._size = 0
 
     def write(self, data: bytes) -> int:
+        bound = _BOUND.get()
+        if bound is not None and bound.given_up.is_set():  # the bound passed: nobody waits
+            raise bound.exceeded()
         self._size += len(data)
         if self._size > self._max_bytes:
             raise UnsafeArchive(
