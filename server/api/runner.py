@@ -163,9 +163,9 @@ def server_app(
     if lock_ping is not None:  # a shared lock store: a turn cannot start without it
         pings["lock_store"] = lock_ping
     reports = {}
-    if hasattr(state.event_broker, "connected"):  # a broker with a connection (RabbitMQ)
-        broker = state.event_broker
-        reports["event_broker"] = lambda: bool(broker.connected)
+    broker_health = getattr(state.event_broker, "health", None)
+    if broker_health is not None:  # a broker with a connection (RabbitMQ)
+        reports["event_broker"] = broker_health
     app.include_router(health_router(lambda: state.holder.is_ready, pings, reports=reports))
     if metrics:
         server_metrics = ServerMetrics()
