@@ -17,6 +17,7 @@ import itertools
 import logging
 import os
 import secrets
+import shlex
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from functools import partial
@@ -322,6 +323,23 @@ SETTINGS = frozenset(
     | {"ssl_keyfile", "ssl_ca_certs", "key_prefix", "socket_timeout"}
     | {"lock_lifetime", "wait_timeout"}
 )
+
+
+def _deletion(key: bytes) -> str:
+    """How to delete `key`, for a log line: a shell command when its name can be typed (quoted
+    for a shell: the name holds a client's sender id, `'` and `;` included); else, a name with
+    control characters (escaped in the log, which would delete another key) or bytes that are
+    no UTF-8, a client's."""
+    try:
+        name = key.decode()
+    except UnicodeDecodeError:
+        name = ""
+    if name and name.isprintable():
+        return f": redis-cli -n <db> DEL {shlex.quote(name)}"
+    return (
+        " with a Redis client that takes the name as bytes (it holds characters a command "
+        "line would not carry as they are)"
+    )
 
 
 class RedisLockStore:
@@ -741,10 +759,10 @@ class RedisLockStore:
             "The lock of conversation '%s' is held by Redis key '%s', which has no expiry "
             "(no TTL: no lease of botserver's; another program's key, or a Rasa process's "
             "ticket lock): its messages answer 503 until it goes. If no Rasa server is in "
-            "that turn, delete it: redis-cli -n <db> DEL '%s'",
+            "that turn, delete it%s",
             conversation_id,
-            key.decode(errors="replace"),
-            key.decode(errors="replace"),
+            key.decode(errors="backslashreplace"),
+            _deletion(key),
         )
 
     async def _take(self, keys: _Keys, token: str, conversation_id: str) -> int:
