@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import concurrent.futures
+import contextvars
 import itertools
 import logging
 import os
@@ -19,6 +21,7 @@ import ssl
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -330,11 +333,28 @@ _PINNED_BY = {
 }
 
 
+# Bytes a download may be behind REMOTE_STORAGE_MIN_RATE once its grace has passed: the
+# largest piece an SDK reads before it writes any of it (Azure's first range, 32 MiB; S3's
+# chunks are 1 MiB, GCS's 8 KiB), which a download keeping up the rate may not have written.
+PROGRESS_SLACK = 32 * 1024 * 1024
+
+# Downloads running at once in this process, those given up included until their thread
+# ends (a storage still dripping holds it: an SDK's read cannot be interrupted): on threads
+# of their own, so that they never take asyncio's default pool (os.cpu_count() + 4 threads),
+# which every turn's parse runs on. Past it, a download is refused at once.
+MAX_DOWNLOADS = 4
+_POOL = ThreadPoolExecutor(max_workers=MAX_DOWNLOADS, thread_name_prefix="remote-storage")
+_RUNNING: set[concurrent.futures.Future[None]] = set()
+_RUNNING_LOCK = threading.Lock()
+
+
 class _Bound:
-    """A whole download's bound: GRACE_TIMEOUTS timeouts, plus the size the storage stated
-    at `min_rate` bytes a second once it is known. Each read's timeout alone let a storage
+    """A whole download's bound: GRACE_TIMEOUTS timeouts, then as long as the bytes written
+    keep up `min_rate` bytes a second (PROGRESS_SLACK behind at most), and at most the size
+    the storage stated at that rate once it is known. Each read's timeout alone let a storage
     dripping a byte per timeout hold a worker thread, and the start-up or the PUT /model
-    waiting on it, for as long as it dripped."""
+    waiting on it, for as long as it dripped; the stated size alone, a storage stating
+    4 GiB, 12 hours."""
 
     def __init__(self, storage: str, key: str, timeout: float, min_rate: float) -> None:
         self.storage = storage
@@ -342,13 +362,26 @@ class _Bound:
         self.timeout = timeout
         self.min_rate = min_rate
         self.size: int | None = None  # stated by the storage, set in the worker thread
+        self.received = 0  # bytes written, by the worker thread
         self.given_up = threading.Event()  # the thread's next write then stops it
 
+    def _behind(self) -> bool:
+        """Whether the bytes written, not the stated size, bound the download now."""
+        return self.size is not None and self.received + PROGRESS_SLACK < self.size
+
     def seconds(self) -> float:
-        return GRACE_TIMEOUTS * self.timeout + (self.size or 0) / self.min_rate
+        allowed = min(self.size or 0, self.received + PROGRESS_SLACK)
+        return GRACE_TIMEOUTS * self.timeout + allowed / self.min_rate
 
     def exceeded(self) -> ModelUnavailable:
         rate = f"{self.min_rate:g} bytes a second"
+        if self._behind():
+            return ModelUnavailable(
+                f"Remote storage '{self.storage}' sent {self.received} of the {self.size} "
+                f"bytes of '{self.key}' in {self.seconds():g} s: slower than {rate} "
+                f"({MIN_RATE_SETTING}) once {GRACE_TIMEOUTS} times {TIMEOUT_SETTING} had "
+                "passed: a storage sending it too slowly"
+            )
         sized = f" and its {self.size} bytes at {rate}" if self.size else ""
         return ModelUnavailable(
             f"Remote storage '{self.storage}' took longer than {self.seconds():g} s to send "
@@ -357,24 +390,45 @@ class _Bound:
         )
 
 
-# The bound of the download the current worker thread runs (asyncio.to_thread copies it in).
+# The bound of the download the current worker thread runs (copied into its context).
 _BOUND: ContextVar[_Bound | None] = ContextVar("remote_storage_bound", default=None)
+
+
+def _start(bound: _Bound, run: Callable[[], None]) -> concurrent.futures.Future[None]:
+    """`run` on a thread of the downloads' pool, seeing `bound`; ModelUnavailable at once
+    when MAX_DOWNLOADS run already (given up ones held by their storage, mostly)."""
+    context = contextvars.copy_context()
+    context.run(_BOUND.set, bound)
+    with _RUNNING_LOCK:
+        if len(_RUNNING) >= MAX_DOWNLOADS:
+            raise ModelUnavailable(
+                f"Remote storage '{bound.storage}': {len(_RUNNING)} downloads are running "
+                f"already, the most at once (given up ones among them until their storage "
+                f"stops sending or a read waits {TIMEOUT_SETTING}): try '{bound.key}' again "
+                "once they end"
+            )
+        future = _POOL.submit(context.run, run)
+        _RUNNING.add(future)
+    future.add_done_callback(_ended)
+    return future
+
+
+def _ended(future: concurrent.futures.Future[None]) -> None:
+    with _RUNNING_LOCK:
+        _RUNNING.discard(future)
 
 
 async def _within_bound(bound: _Bound, run: Callable[[], None]) -> None:
     """Run `run` in a worker thread; ModelUnavailable once `bound` has passed. The thread
     is left to stop at its next write (or its next read's timeout): it can be neither
     cancelled nor interrupted while it waits on a socket."""
-    token = _BOUND.set(bound)
-    try:
-        task = asyncio.ensure_future(asyncio.to_thread(run))
-    finally:
-        _BOUND.reset(token)
+    task = asyncio.wrap_future(_start(bound, run))
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
         while not task.done():
-            # The bound grows once the size is known: asked again when it seems to pass.
+            # The bound grows as the size becomes known and bytes come: asked again when
+            # it seems to pass.
             left = started + bound.seconds() - loop.time()
             if left <= 0:
                 bound.given_up.set()
@@ -710,6 +764,8 @@ class _CappedFile:
         if bound is not None and bound.given_up.is_set():  # the bound passed: nobody waits
             raise bound.exceeded()
         self._size += len(data)
+        if bound is not None:
+            bound.received = self._size
         if self._size > self._max_bytes:
             raise UnsafeArchive(
                 f"Remote model '{self._key}' grew past {self._max_bytes} bytes while it was "
