@@ -13,6 +13,7 @@ from server.errors import InvalidConfig
 from server.nlu.remote import RemoteNLU
 from tests.action_servers.fixtures import BrokenActionServer, bomb_refusal, peak_memory_of
 from tests.closing_idle_server import QUIET_SECONDS, ClosingIdleServer
+from tests.fake_http import dripping_server, serve_json
 
 
 def _url(server: BrokenActionServer, path: str) -> str:
@@ -67,6 +68,21 @@ def test_gzip_members_and_raw_deflate_are_read_as_the_action_server_reads_them(
 def test_a_size_limit_that_is_no_positive_number_stops_the_start(value: object) -> None:
     with pytest.raises(InvalidConfig, match="'max_response_bytes' must be a positive number"):
         RemoteNLU({"url": "http://127.0.0.1:9", "max_response_bytes": value})
+
+
+@pytest.mark.parametrize("value", [0, -1, "nan", "inf", 1e10])
+def test_a_timeout_no_call_can_wait_stops_the_start(value: object) -> None:
+    """Before, 0, a negative number or NaN left every message without an intent, and 1e10
+    (or .inf) made every parse raise an OverflowError: a socket waits at most ~9.2e9 s."""
+    with pytest.raises(InvalidConfig, match=r"endpoints 'nlu': 'timeout' must be above 0"):
+        RemoteNLU({"url": "http://127.0.0.1:9", "timeout": value})
+
+
+def test_the_longest_timeout_taken_parses() -> None:
+    answer = {"intent": {"name": "greet", "confidence": 0.9}, "entities": [], "text": "hi"}
+    with serve_json(lambda path, body: (200, answer)) as url:
+        parsed = RemoteNLU({"url": url, "timeout": 1e9}).parse("hi")
+    assert parsed["intent"] == {"name": "greet", "confidence": 0.9}
 
 
 def test_a_cookie_the_nlu_server_sets_is_not_sent_back(
@@ -133,3 +149,19 @@ async def test_a_message_after_a_quiet_moment_is_parsed() -> None:
         listening.close()
     assert [first["intent"]["name"], second["intent"]["name"]] == ["greet", "greet"]
     assert len(server.served) == 2
+
+
+@pytest.mark.parametrize("in_headers", [False, True], ids=["body", "headers"])
+def test_an_answer_dripping_past_the_timeout_is_given_up(
+    in_headers: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The `nlu:` section's `timeout` bounds the whole call. Before, it bounded each read:
+    an NLU server sending a byte every 0.1 s held the message's parse, a worker thread and
+    the conversation until its last byte (10 s here, for a timeout of 0.5 s); its headers
+    so, even once the body was bounded."""
+    with dripping_server(every=0.1, in_headers=in_headers) as (url, sent_before_hang_up):
+        parsed = RemoteNLU({"url": url, "timeout": 0.5}).parse("hello")
+        sent = sent_before_hang_up()
+    assert parsed["intent"] == {"name": None, "confidence": 0.0}
+    assert sent < 100, "all of it was read"
+    assert "failed (no whole answer within 0.5 s)" in caplog.text
