@@ -12,6 +12,7 @@ the wall-clock seconds and how it ended.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sys
 import threading
 import time
@@ -62,7 +63,8 @@ async def measure(storage: str) -> str:
     STORAGES_AT[storage](f"http://127.0.0.1:{server.server_address[1]}", patch)
     started = time.monotonic()
     try:
-        await download_model(storage, "prod")
+        path = await download_model(storage, "prod")
+        shutil.rmtree(path.parent)  # the caller's to remove (a baseline downloads it)
         ended = "downloaded"
     except Exception as exc:  # how it ended is the measurement
         ended = f"{type(exc).__name__}: {str(exc)[:160]}"
