@@ -258,6 +258,39 @@ def _other_recipient(events: list[Event], conversation_id: str) -> tuple[str, An
     return None
 
 
+ROCKETCHAT = "rocketchat"
+
+
+def _output_of(
+    request: Request, agent: Agent, conversation_id: str, output_channel: str | None
+) -> OutputChoice:
+    """The request's `output_channel`. Rocket.Chat sends a conversation's messages to the
+    room its id names (`<room id>:<user id>`), and Rocket.Chat takes a room's name there too
+    (`support`, `#support`), or a user (`@bob`, a user id: a direct message): a `user` JWT
+    whose conversation id has not that form would make the bot post in any room or to any
+    user, so `output_channel=rocketchat` is refused (403) for it, and `latest` naming
+    Rocket.Chat (an event it posted may say so) collects the replies instead."""
+    principal = getattr(request.state, "principal", None)
+    if (principal is not None and principal.is_admin) or _is_rocketchat_id(conversation_id):
+        return agent.output_choice(output_channel)
+    if output_channel == ROCKETCHAT:
+        who = getattr(principal, "username", None)
+        raise forbid(
+            request,
+            f"role 'user' of {brief(who)} may not send to Rocket.Chat from conversation "
+            f"{brief(conversation_id)} (not a Rocket.Chat conversation id, "
+            "<room id>:<user id>)",
+        )
+    return agent.output_choice(output_channel, refused=(ROCKETCHAT,))
+
+
+def _is_rocketchat_id(conversation_id: str) -> bool:
+    """Whether a conversation id has the form the Rocket.Chat channel gives its
+    conversations: `<room id>:<user id>`, neither empty, the room no `#name` or `@user`."""
+    room, colon, user = conversation_id.partition(":")
+    return bool(room and colon and user) and not room.startswith(("#", "@"))
+
+
 async def _checked_id(conversation_id: str, request: Request) -> None:
     _check_conversation_id(conversation_id)
     if "\ufffd" in conversation_id and not _sent_as_utf8(request.scope.get("raw_path")):
@@ -344,11 +377,14 @@ def conversations_router() -> APIRouter:
         side_effects = bool_arg("execute_side_effects", execute_side_effects)
         if side_effects:
             await _check_own_recipients(request, conversation_id, events)
+        output: str | OutputChoice | None = output_channel  # sent to only with side effects
+        if side_effects:
+            output = _output_of(request, services.agent, conversation_id, output_channel)
         tracker = await services.agent.append_events(
             conversation_id,
             events,
             execute_side_effects=side_effects,
-            output_channel=output_channel,
+            output_channel=output,
         )
         # The tracker is the hot one: only the parsed body is this request's own.
         own = [body] if isinstance(body, list) else []
@@ -445,7 +481,7 @@ def conversations_router() -> APIRouter:
             raise
         try:
             # The one load, under the conversation's lock, tells an unknown conversation.
-            output = agent.output_choice(output_channel)
+            output = _output_of(request, agent, conversation_id, output_channel)
             # Cut off by the response timeout, the action runs on and is stored whole.
             tracker, messages = await to_its_end(
                 agent.execute_action(
@@ -497,7 +533,7 @@ def conversations_router() -> APIRouter:
                 check_entities(entities, "entities", "entities")
             except InvalidNluData as exc:
                 raise bad_request(str(exc), "entities", "body") from None
-        output = agent.output_choice(output_channel)
+        output = _output_of(request, agent, conversation_id, output_channel)
         # Cut off by the response timeout, the turn runs on and is stored whole.
         tracker, messages = await to_its_end(
             agent.trigger_intent(conversation_id, name, entities, output_channel=output),
