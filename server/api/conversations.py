@@ -48,7 +48,13 @@ from server.errors import (
     told_apart,
 )
 from server.tasks import said_when_ended, to_its_end
-from server.trackers.events import OFF_LOOP_EVENTS, BotUttered, Event, events_from_list
+from server.trackers.events import (
+    OFF_LOOP_EVENTS,
+    BotUttered,
+    Event,
+    UserUttered,
+    events_from_list,
+)
 from server.trackers.incoming import check_entities, check_incoming_events
 from server.trackers.incoming import check_parse_data as check_nlu_parse_data
 from server.trackers.store import check_conversation_id
@@ -284,6 +290,34 @@ def _output_of(
     return agent.output_choice(output_channel, refused=(ROCKETCHAT,))
 
 
+async def _check_channel_claims(
+    request: Request, conversation_id: str, events: list[Event]
+) -> None:
+    """Refuses (403) a `user` event naming Rocket.Chat as its `input_channel` posted by a
+    `user` JWT whose conversation id is no Rocket.Chat id: the conversation's channel is
+    where its reminders and `output_channel=latest` go, and Rocket.Chat would post them in
+    the room or to the user that id names (see `_output_of`)."""
+    principal = getattr(request.state, "principal", None)
+    if (principal is not None and principal.is_admin) or _is_rocketchat_id(conversation_id):
+        return
+    if len(events) > OFF_LOOP_EVENTS:
+        claims = await asyncio.to_thread(_claims_rocketchat, events)
+    else:
+        claims = _claims_rocketchat(events)
+    if claims:
+        who = getattr(principal, "username", None)
+        raise forbid(
+            request,
+            f"role 'user' of {brief(who)} may not store a user message from Rocket.Chat in "
+            f"conversation {brief(conversation_id)} (not a Rocket.Chat conversation id, "
+            "<room id>:<user id>)",
+        )
+
+
+def _claims_rocketchat(events: list[Event]) -> bool:
+    return any(isinstance(e, UserUttered) and e.input_channel == ROCKETCHAT for e in events)
+
+
 def _is_rocketchat_id(conversation_id: str) -> bool:
     """Whether a conversation id has the form the Rocket.Chat channel gives its
     conversations: `<room id>:<user id>`, neither empty, the room no `#name` or `@user`."""
@@ -375,6 +409,7 @@ def conversations_router() -> APIRouter:
         events = await read_events(body)
         verbosity = event_verbosity(include_events)
         side_effects = bool_arg("execute_side_effects", execute_side_effects)
+        await _check_channel_claims(request, conversation_id, events)
         if side_effects:
             await _check_own_recipients(request, conversation_id, events)
         output: str | OutputChoice | None = output_channel  # sent to only with side effects
@@ -407,6 +442,7 @@ def conversations_router() -> APIRouter:
         body = await read_json_body(request)
         events = await read_events(body, allow_single=False)
         verbosity = event_verbosity(include_events)
+        await _check_channel_claims(request, conversation_id, events)
         tracker = await services.agent.replace_events(conversation_id, events)
         response = await tracker_response(tracker, verbosity)
         return freed_after_sending(response, [tracker], [body, events])

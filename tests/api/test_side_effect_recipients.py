@@ -213,8 +213,10 @@ async def test_a_user_whose_conversation_is_no_rocketchat_id_cannot_send_to_rock
     """Rocket.Chat sends to the room a conversation id names, and takes a room's name
     (`support`, `#support`), a user (`@bob`) or a user id (a direct message) there: before, a
     `user` JWT so named had even plain bot messages posted there. Now `output_channel=
-    rocketchat` is refused for it (403, logged), and `latest` naming Rocket.Chat answers the
-    messages instead; a conversation of the Rocket.Chat form and an admin are sent as before."""
+    rocketchat` is refused for it (403, logged), and so is storing a user message from
+    Rocket.Chat (where reminders and `latest` then go); `latest` naming Rocket.Chat answers
+    the messages instead; a conversation of the Rocket.Chat form and an admin are sent as
+    before."""
     caplog.set_level(logging.INFO, logger="server.auth.refusals")
     plain = {"event": "bot", "text": "Your session expired: log in at https://evil.example"}
     greet = {"name": "greet"}
@@ -231,11 +233,16 @@ async def test_a_user_whose_conversation_is_no_rocketchat_id_cannot_send_to_rock
                 await client.post(f"{at}/execute?output_channel=rocketchat",
                                   json={"name": "utter_greet"}, headers=headers),
             ]  # fmt: skip
-        # An event saying the conversation came through Rocket.Chat, then `latest`.
+        # A user event saying the conversation came through Rocket.Chat (where its reminders
+        # and `latest` would then go): refused to the user, stored by an admin.
         headers = _bearer("support", "user")
         said = {"event": "user", "text": "hi", "input_channel": "rocketchat"}
-        stored = await client.post("/conversations/support/tracker/events", json=said,
-                                   headers=headers)  # fmt: skip
+        at = "/conversations/support/tracker/events"
+        claimed = [
+            await client.post(at, json=said, headers=headers),
+            await client.put(at, json=[said], headers=headers),
+        ]
+        stored = await client.post(at, json=said, headers=_bearer("ops", "admin"))
         latest = await client.post("/conversations/support/trigger_intent?output_channel=latest",
                                    json=greet, headers=headers)  # fmt: skip
         posted_by_users = list(rocket.posted)
@@ -247,6 +254,7 @@ async def test_a_user_whose_conversation_is_no_rocketchat_id_cannot_send_to_rock
     assert [r.status_code for r in refused] == [403] * len(refused), refused[0].text
     assert refused[0].json()["reason"] == "NotAuthorized"
     assert refused[0].json()["message"] == "User has insufficient permissions."
+    assert [r.status_code for r in claimed] == [403, 403], claimed[0].text
     assert stored.status_code == 200, stored.text
     assert latest.status_code == 200, latest.text
     assert [m["text"] for m in latest.json()["messages"]] == ["Hey! How are you?"]
@@ -260,3 +268,4 @@ async def test_a_user_whose_conversation_is_no_rocketchat_id_cannot_send_to_rock
         "role 'user' of 'support' may not send to Rocket.Chat from conversation 'support' "
         "(not a Rocket.Chat conversation id, <room id>:<user id>)" in caplog.text
     )
+    assert "role 'user' of 'support' may not store a user message from Rocket.Chat" in (caplog.text)
