@@ -40,6 +40,7 @@ from server.channels.rocketchat import room_of
 from server.dialogue.agent import Agent, OutputChoice
 from server.dialogue.story_export import conversation_story
 from server.errors import (
+    CorruptConversation,
     InvalidConversationId,
     InvalidEvent,
     InvalidNluData,
@@ -481,10 +482,18 @@ def conversations_router() -> APIRouter:
             raise _conversation_not_found()
         # Written in a thread when long: 100,000 events held the loop 2.5 s. The tracker
         # (all sessions) is this request's own.
-        if len(tracker.events) > OFF_LOOP_EVENTS:
-            story = await asyncio.to_thread(conversation_story, tracker, every_session, until_time)
-        else:
-            story = conversation_story(tracker, every_session, until_time)
+        try:
+            if len(tracker.events) > OFF_LOOP_EVENTS:
+                story = await asyncio.to_thread(
+                    conversation_story, tracker, every_session, until_time
+                )
+            else:
+                story = conversation_story(tracker, every_session, until_time)
+        except RecursionError:  # another process's event (before: a traceback)
+            raise CorruptConversation(
+                f"Conversation '{conversation_id}' holds an event nested too deeply to write "
+                "as a story"
+            ) from None
         return freed_after_sending(PlainTextResponse(story), [tracker])
 
     @router.post(

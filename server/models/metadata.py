@@ -17,6 +17,8 @@ from server.errors import UnsafeArchive, UnsupportedModel
 
 FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
+# How a model archive's file name ends (`-m`'s check needs it without the archive reader).
+ARCHIVE_SUFFIX = ".tar.gz"
 RASA2_MARKER = "fingerprint.json"
 # The trainer's fingerprint of its inputs (see server.models.fingerprint).
 TRAINING_FINGERPRINT_KEY = "fingerprint"
