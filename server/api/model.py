@@ -742,6 +742,8 @@ async def apply_model_request(services: Services, body: dict[str, Any]) -> None:
         if reason:
             message += f" {reason}"
         # The URL's password and key (the client's, or endpoints.yml's) stay out of the body.
+        # `{"parameter": "model", "in": "query"}` is Rasa's answer word for word (recorded
+        # from Rasa 3.6), though the model is named in the body: clients may match on it.
         return bad_request(redact(message), "model", "query")
 
     source = services.source

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import hmac
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -19,6 +19,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 
 from server import setting_values as settings
 from server.auth.refusals import RefusalLog
+from server.auth.static_token import token_matches
 from server.channels.channel import (
     InputChannel,
     OnNewMessage,
@@ -319,15 +320,21 @@ class RocketChatInput(InputChannel):
         router = health_router(self.url_prefix())
 
         async def receive(request: Request) -> Response:
+            raw = await request.body()
             try:
                 # loads_untrusted: NaN or an unpaired surrogate escape in a text would be
                 # stored, and every later answer about the conversation fail to encode it.
-                payload = loads_untrusted(await request.body() or b"null")
+                payload = loads_untrusted(raw or b"null")
             except ValueError:  # not such JSON, or nested too deep to read
-                payload = None
+                # Taken but not handled, as before, when it holds the right token (a text
+                # cut in the middle of an emoji: a 401 would be retried six times).
+                self._check_token(request, _token_holder(raw))
+                return _taken()
+            # The token first: a body that is no JSON object carries none, and was answered
+            # 200 `{"success": true}` to anyone, as if taken.
+            self._check_token(request, payload if isinstance(payload, dict) else {})
             if not isinstance(payload, dict):
                 return _taken()
-            self._check_token(request, payload)
             if self.api.user_id is None and time.monotonic() >= self._next_identity_login:
                 # The bot's own id tells its own messages apart, whatever name or e-mail it
                 # logs in with; another worker process may have posted one already. A refused
@@ -360,7 +367,9 @@ class RocketChatInput(InputChannel):
         if self.webhook_token is None:
             return
         given = payload.get("token") or request.headers.get(LIVECHAT_TOKEN_HEADER) or ""
-        if not hmac.compare_digest(str(given).encode(), self.webhook_token.encode()):
+        # Digests compared, so the answer's timing tells neither a prefix nor the length (a
+        # token read leniently, `_token_holder`, may hold a lone surrogate: encoded as is).
+        if not token_matches(self.webhook_token, str(given)):
             client = request.client.host if request.client else "an unknown client"
             why = "wrong webhook token" if given else "no webhook token"
             self.refusals.record(f"{request.method} {request.url.path} with 401", client, why)
@@ -438,6 +447,16 @@ class RocketChatInput(InputChannel):
             # one after a restart) receives finds it in the conversation and is ignored.
             message.message_id, message.once = message_id, True
         return message
+
+
+def _token_holder(raw: bytes) -> dict[str, Any]:
+    """A body our reader refuses (NaN, 1e400, an unpaired surrogate escape, nesting too
+    deep) read leniently, for its token alone: the object, or {} when it is none."""
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _taken() -> Response:

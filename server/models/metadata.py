@@ -33,7 +33,9 @@ TRAINING_FINGERPRINT_KEY = "fingerprint"
 #      linear classifier), SGD-trained CRFs the same for the same data
 #   4  EntitySynonymMapper maps each value's lower case to the value, as Rasa's
 #   5  a story's `or` of a `slot_was_set` with several slots is one alternative per slot
-TRAINING_FORMAT = 5
+#   6  an NLU block's '- ' line indented more than the block is skipped, as Rasa's reader
+#      skips it (was stripped and trained); a block's lines end at U+2028 and U+2029 too
+TRAINING_FORMAT = 6
 TRAINING_FORMAT_KEY = "training_format"
 # Since this format, a role or group counts only where the domain lists it.
 ROLES_LISTED_SINCE = 1

@@ -17,7 +17,7 @@ from server.http_bodies import (
 )
 from server.json_values import loads_untrusted
 from server.nlu.message import Message
-from server.nlu.params import number
+from server.nlu.params import MAX_SYNC_TIMEOUT_SECONDS, number
 from server.urls import safe_url, url_as_rasa_reads
 
 if TYPE_CHECKING:
@@ -96,7 +96,9 @@ class DucklingEntityExtractor:
         self.dimensions: set[str] | None = set(dimensions) if dimensions else None
         self.timezone = config.get("timezone")
         self.locale = config.get("locale") or f"{language}_{language.upper()}"
-        self.timeout = number(config, "timeout", 3, name, minimum=0)
+        self.timeout = number(
+            config, "timeout", 3, name, minimum=0, maximum=MAX_SYNC_TIMEOUT_SECONDS
+        )
         self._client: httpx.Client | None = None
         self._last_warning = 0.0
         self._skip_until = 0.0

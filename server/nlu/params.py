@@ -14,6 +14,11 @@ from server.errors import InvalidConfig
 # (1e308) the blended scores overflow to inf and every parse answers NaN confidences.
 MAX_BLEND_WEIGHT = 1000.0
 
+# The longest `timeout` of a synchronous HTTP call (Duckling's, the NLU server's), about 31
+# years: a socket or a lock waits at most ~9.2e9 s, and a longer wait raised OverflowError at
+# every call.
+MAX_SYNC_TIMEOUT_SECONDS = 1e9
+
 _TRUE = frozenset({"true", "yes", "on"})
 _FALSE = frozenset({"false", "no", "off"})
 

@@ -22,6 +22,7 @@ from server.http_clients import (
     within,
 )
 from server.json_values import loads_untrusted
+from server.nlu.params import MAX_SYNC_TIMEOUT_SECONDS
 from server.trackers.incoming import check_parse_data
 from server.urls import safe_url, url_as_rasa_reads
 
@@ -65,6 +66,13 @@ class RemoteNLU:
             timeout = float(config.get("timeout", DEFAULT_TIMEOUT_SECONDS))
         except (TypeError, ValueError) as e:
             raise InvalidConfig(f"endpoints 'nlu': 'timeout' must be a number: {e}") from e
+        # (Before: 0, below 0 or NaN left every message without an intent, and one longer
+        # than a socket waits, 1e10 or .inf, made every parse raise.)
+        if not 0 < timeout <= MAX_SYNC_TIMEOUT_SECONDS:
+            raise InvalidConfig(
+                f"endpoints 'nlu': 'timeout' must be above 0 and at most "
+                f"{MAX_SYNC_TIMEOUT_SECONDS:g} seconds, not {config.get('timeout')!r}"
+            )
         self.timeout = timeout
         try:
             self.max_response_bytes = max_response_bytes(config)

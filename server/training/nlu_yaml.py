@@ -55,18 +55,51 @@ def read_nlu_yaml(text: str, filename: str = "<string>") -> NLUTrainingData:
     if not isinstance(root, yaml.MappingNode):
         raise InvalidProjectFile("expected a mapping at the top level", filename, _line(root))
     _check_unique_keys(root, filename)
+    skips = _SkipWarnings(filename)
     try:
         for key_node, value_node in root.value:
             key = key_node.value
             if key == "nlu":
-                _read_nlu_section(value_node, filename, data, text)
+                _read_nlu_section(value_node, filename, data, text, skips)
             elif key == "responses":
                 _read_responses(value_node, filename, data)
     except InvalidProjectFile as exc:
         if exc.filename is None:  # a value the YAML loader could not build
             raise InvalidProjectFile(exc.reason, filename, exc.line) from None
         raise
+    skips.summarise()
     return data
+
+
+class _SkipWarnings:
+    """The warnings about a file's block lines read as no example (blank, or not starting
+    with '- '): the first few one by one, the rest counted in one line, so a file of 10,000
+    blank lines logs 11 lines, not 10,000."""
+
+    SHOWN = 10
+
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.count = 0
+        self.first_unshown: int | None = None
+
+    def warn(self, line: int, what: str, *args: Any) -> None:
+        self.count += 1
+        if self.count <= self.SHOWN:
+            logger.warning("%s:%s: " + what, self.filename, line, *args)
+        elif self.first_unshown is None:
+            self.first_unshown = line
+
+    def summarise(self) -> None:
+        if self.count > self.SHOWN:
+            logger.warning(
+                "%s: %d more blank or skipped example lines from line %s on, not listed one "
+                "by one (%d in all)",
+                self.filename,
+                self.count - self.SHOWN,
+                self.first_unshown,
+                self.count,
+            )
 
 
 def _line(node: yaml.Node) -> int:
@@ -99,7 +132,9 @@ def _to_python(node: yaml.Node) -> Any:
         loader.dispose()
 
 
-def _read_nlu_section(node: yaml.Node, filename: str, data: NLUTrainingData, text: str) -> None:
+def _read_nlu_section(
+    node: yaml.Node, filename: str, data: NLUTrainingData, text: str, skips: _SkipWarnings
+) -> None:
     if isinstance(node, yaml.ScalarNode) and node.value in ("", "~", "null"):
         return
     if not isinstance(node, yaml.SequenceNode):
@@ -144,7 +179,7 @@ def _read_nlu_section(node: yaml.Node, filename: str, data: NLUTrainingData, tex
             continue
         metadata_node = fields.get("metadata")
         item_metadata = _to_python(metadata_node) if metadata_node is not None else None
-        lines = _example_lines(examples_node, filename, text)
+        lines = _example_lines(examples_node, filename, text, skips)
         if (
             not lines
             and _holds_text(examples_node)
@@ -220,27 +255,45 @@ def _merge_metadata(item: Any, example: Any) -> dict | None:
     return merged or None
 
 
-def _example_lines(node: yaml.Node, filename: str, source: str) -> list[tuple[str, int, Any]]:
+def _example_lines(
+    node: yaml.Node, filename: str, source: str, skips: _SkipWarnings
+) -> list[tuple[str, int, Any]]:
     """(text, line, metadata) for each example of a block string or a list (`source`: the
-    file's text, to find a folded block's lines)."""
+    file's text, to find a folded block's lines; `skips` warns about lines read as none)."""
     if isinstance(node, yaml.ScalarNode):
         value = node.value
         # A block scalar's content starts on the line after the `|` indicator.
         first = _line(node) + (1 if node.style in ("|", ">") else 0)
         folded = _FoldedLines(node, source) if node.style == ">" else None
         out = []
-        for offset, raw in enumerate(value.split("\n")):
+        # The value's lines as Rasa's reader splits them (`splitlines`: no last empty line
+        # after the block's final line break, and a break at U+2028 or U+2029, which YAML
+        # keeps in the value as a line break of its own).
+        raws = value.splitlines()
+        for offset, raw in enumerate(raws):
             stripped = raw.strip()
             if not stripped:
+                # Rasa warns about each blank line of a block (an example not starting with
+                # '-'); it reads nothing from it.
+                line = first + offset if folded is None else folded.blank_line(first + offset)
+                skips.warn(
+                    line,
+                    "a blank line among the examples; nothing is read from it (Rasa warns "
+                    "about it too)",
+                )
                 continue
             line = first + offset if folded is None else folded.line_of(stripped, first + offset)
-            if not stripped.startswith("-"):
-                # Rasa skips such lines with a warning; so do we.
-                logger.warning(
-                    "%s:%s: training example %r does not start with '- ' and is skipped",
-                    filename,
-                    line,
-                    stripped,
+            if not raw.startswith("-"):
+                # Rasa skips such lines with a warning, including a '- ' line indented more
+                # than the block's first line: its value starts with spaces. Trained here,
+                # it made a model Rasa would not have made from the same files.
+                why = (
+                    "starts with spaces (indented more than the block)"
+                    if stripped.startswith("-")
+                    else "does not start with '- '"
+                )
+                skips.warn(
+                    line, "training example %r %s and is skipped, as Rasa skips it", stripped, why
                 )
                 continue
             example = stripped[1:].strip()
@@ -287,6 +340,15 @@ class _FoldedLines:
         for index in range(self.cursor, len(self.lines)):
             start = self.lines[index].strip()
             if start and stripped.startswith(start):
+                self.cursor = index + 1
+                return self.top + index
+        return otherwise
+
+    def blank_line(self, otherwise: int) -> int:
+        """The line of a blank line of the value: the first blank one after the last line
+        found, or `otherwise` (each blank line found once: the next one names the next)."""
+        for index in range(self.cursor, len(self.lines)):
+            if not self.lines[index].strip():
                 self.cursor = index + 1
                 return self.top + index
         return otherwise
@@ -387,7 +449,8 @@ def _intent_item(name: str, examples: list[Example]) -> dict[str, Any]:
     # a line break ("yes\n") is written as it reads back, `- yes`, not as a `text: |` block.
     texts = [_written(e) for e in examples]
     own = [(e.metadata or {}).get("example") for e in examples]
-    if any(own) or any("\n" in t for t in texts):
+    # A break the reader splits a block at (`splitlines`: U+2028, `\r`, ... too) needs the list.
+    if any(own) or any(len(t.splitlines()) > 1 for t in texts):
         listed: list[dict[str, Any]] = []
         for text, metadata in zip(texts, own, strict=True):
             listed.append({"text": text, "metadata": metadata} if metadata else {"text": text})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import threading
@@ -107,8 +108,6 @@ async def test_every_answer_to_an_outgoing_webhook_is_one_it_does_not_retry(
     for payload in (message, own, message, {"token": HOOK_TOKEN, "not": "a message"}):
         answer = await rocket.send(webhook, payload)
         assert rocket.outgoing_outcome(answer) == "done"
-    answer = await rocket.send(webhook, b"not json")
-    assert rocket.outgoing_outcome(answer) == "done"
     assert rocket.texts_in("GENERAL") == ["Hey there!"]
 
 
@@ -123,6 +122,57 @@ async def test_a_wrong_or_missing_token_is_refused(wired) -> None:  # noqa: ANN0
     missing = dict(wrong)
     del missing["token"]
     assert (await rocket.send(webhook, missing)).status_code == 401
+    assert rocket.posted == []
+
+
+async def test_the_webhook_tokens_length_does_not_show_in_the_comparison(
+    wired,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """compare_digest returns at once when its arguments differ in length: a guess's answer
+    time told the token's length. Only equal-length digests reach it now."""
+    rocket, webhook, _ = wired
+    compared: list[tuple[int, int]] = []
+    real_compare = hmac.compare_digest
+
+    def recording_compare(a: bytes, b: bytes) -> bool:
+        compared.append((len(a), len(b)))
+        return real_compare(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", recording_compare)
+    statuses = []
+    for guess in ("g", HOOK_TOKEN + "x", HOOK_TOKEN * 3, HOOK_TOKEN):
+        payload = rocket.outgoing_payload(
+            token=guess, user_id="AliceId", user_name="alice", text="hi"
+        )
+        statuses.append((await rocket.send(webhook, payload)).status_code)
+    # A token read from JSON our reader refuses (an unpaired surrogate escape) too.
+    statuses.append((await rocket.send(webhook, b'{"token": "\\ud83d", "n": NaN}')).status_code)
+    assert statuses == [401, 401, 401, 200, 401]
+    assert compared == [(32, 32)] * 5
+
+
+async def test_a_body_that_is_no_json_object_is_refused_without_the_token(
+    wired,  # noqa: ANN001
+) -> None:
+    """Such a body carries no token: it was answered 200 `{"success": true}`, as if taken,
+    before the token was looked at. With the livechat token header it is still taken."""
+    rocket, webhook, _ = wired
+    lone_surrogate = b'{"token": "\\ud83d", "text": "hi"}'
+    for body in (
+        b"not json",
+        b"[1, 2]",
+        b'"text"',
+        b"",
+        b'{"token": "x", "n": NaN}',
+        lone_surrogate,
+    ):
+        answer = await rocket.send(webhook, body)
+        assert answer.status_code == 401, body
+        assert "token" in answer.json()["message"], body
+    token = {"X-RocketChat-Livechat-Token": HOOK_TOKEN}
+    answer = await rocket.send(webhook, b"not json", **token)
+    assert rocket.outgoing_outcome(answer) == "done"
     assert rocket.posted == []
 
 

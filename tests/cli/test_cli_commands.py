@@ -282,6 +282,28 @@ def test_more_folds_than_examples_is_a_clear_error(run_cli, starter_copy: Path) 
     assert "Traceback" not in result.err
 
 
+def test_init_from_an_installed_wheel_writes_no_python_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pip compiles every .py file a wheel installs: an installed botserver's starter
+    actions sit beside `__pycache__/*.pyc`, which init copied into the user's project."""
+    from server.training import starter
+
+    installed = tmp_path / "site-packages" / "starter_project"
+    shutil.copytree(starter.STARTER_DIR, installed)
+    cache = installed / "actions" / "__pycache__"
+    cache.mkdir(exist_ok=True)
+    (cache / "actions.cpython-311.pyc").write_bytes(b"\xa7\r\r\n")
+    monkeypatch.setattr(starter, "STARTER_DIR", installed)
+
+    written = starter.write_starter_project(tmp_path / "mybot")
+
+    names = sorted(p.relative_to(tmp_path / "mybot").as_posix() for p in written)
+    assert "actions/actions.py" in names and "actions/__init__.py" in names
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")], names
+    assert not (tmp_path / "mybot" / "actions" / "__pycache__").exists()
+
+
 def test_init_writes_a_project_and_trains_it(run_cli, tmp_path: Path) -> None:
     result = run_cli("init", "--no-prompt", "--init-dir", "mybot", cwd=tmp_path)
     assert result.code == 0, result.err
@@ -295,8 +317,12 @@ def test_init_writes_a_project_and_trains_it(run_cli, tmp_path: Path) -> None:
         "data/stories.yml",
         "data/rules.yml",
         "tests/test_stories.yml",
+        "actions/__init__.py",
+        "actions/actions.py",
     ):
         assert (project / name).is_file(), name
+    # As `rasa init`'s: the folder a Rasa team looks for, saying how rasa-sdk serves it.
+    assert "python -m rasa_sdk --actions actions" in (project / "actions/actions.py").read_text()
     assert len(list((project / "models").glob("*.tar.gz"))) == 1
     assert "botserver run --enable-api" in result.out
 

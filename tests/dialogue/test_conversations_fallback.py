@@ -262,6 +262,35 @@ async def test_denying_the_second_suggestion_gives_up(agent: Agent) -> None:
     assert (await conversation.say("hi")).texts == ["Hello!"]
 
 
+async def test_a_first_denial_asks_to_rephrase_whatever_came_before_the_fallback(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Rasa 3.6 gives up when the last three user messages since the restart are
+    out_of_scope, nlu_fallback, out_of_scope, wherever they are: an out-of-scope message
+    answered just before an unclear one makes the first "No" give up, without the rephrase
+    its documentation promises. Here the three must be of this fallback (its original
+    message and the answers since): the user is asked to rephrase
+    (docs/differences-from-rasa.md)."""
+    project = tmp_path_factory.mktemp("two-stage-after-out-of-scope")
+    (project / "data").mkdir()
+    (project / "config.yml").write_text(CONFIG)
+    out_of_scope = '  utter_out_of_scope: [{text: "I cannot help with that."}]\n'
+    (project / "domain.yml").write_text(DOMAIN + out_of_scope)
+    (project / "data" / "nlu.yml").write_text(NLU)
+    rule = (
+        "- rule: out of scope\n  condition:\n  - active_loop: null\n  steps:\n"
+        "  - intent: out_of_scope\n  - action: utter_out_of_scope\n"
+    )
+    (project / "data" / "rules.yml").write_text(RULES + rule)
+    conversation = Conversation(make_agent(train_project(project, project / "models")), "oos")
+    assert (await conversation.say("/out_of_scope")).texts == ["I cannot help with that."]
+    await unclear(conversation)
+
+    turn = await conversation.say("/out_of_scope")
+    assert turn.texts == ["Sorry, could you say that differently?"]
+    assert (await conversation.tracker()).active_loop_name == "action_two_stage_fallback"
+
+
 async def test_two_unclear_messages_in_a_row_give_up(agent: Agent) -> None:
     conversation = Conversation(agent, "twice")
     await unclear(conversation)

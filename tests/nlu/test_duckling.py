@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from server.errors import InvalidConfig
 from server.nlu.duckling import DucklingEntityExtractor
 from server.nlu.message import Message
 from server.nlu.pipeline import NLUPipeline
@@ -118,6 +119,26 @@ def test_a_match_not_of_ducklings_shape_is_left_out_with_a_warning(
         ("number", 5, 9, 10)
     ]
     assert f"Duckling at {url} answered what is not Duckling's" in caplog.text
+
+
+def test_a_timeout_no_socket_can_wait_is_refused_with_the_config() -> None:
+    """Before, `timeout: 1e10` was taken, and every message's parse raised an
+    OverflowError (a socket waits at most ~9.2e9 s)."""
+    with pytest.raises(InvalidConfig, match=r"'timeout' must be between 0 and 1e\+09"):
+        DucklingEntityExtractor({"url": "http://127.0.0.1:9", "timeout": 1e10})
+
+
+def test_the_longest_timeout_taken_reads_the_matches() -> None:
+    with serve_json(lambda path, body: (200, [FIVE])) as url:
+        pipeline = NLUPipeline.train(
+            NLUTrainingData(),
+            [
+                {"name": "WhitespaceTokenizer"},
+                {"name": "DucklingEntityExtractor", "url": url, "timeout": 1e9},
+            ],
+        )
+        entities = pipeline.parse("table at 5")["entities"]
+    assert [(e["entity"], e["value"]) for e in entities] == [("number", 5)]
 
 
 @pytest.mark.parametrize("in_headers", [False, True], ids=["body", "headers"])

@@ -1,4 +1,5 @@
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -97,6 +98,56 @@ def test_a_skipped_line_of_a_folded_block_names_its_own_line(caplog: pytest.LogC
     data = read_nlu_yaml(text, "data/nlu.yml")
     assert [e.text for e in data.examples] == ["ok"]
     assert "data/nlu.yml:6: training example 'no dash'" in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["intent", "synonym", "lookup"])
+def test_a_blocks_lines_are_read_as_rasa_reads_them(caplog: pytest.LogCaptureFixture, kind: str):
+    """Rasa's reader skips a '- ' line indented more than the block (its value starts with
+    spaces) and warns about it and about each blank line. Before, the indented line was
+    stripped and trained (a model Rasa would not make from the same files) and blank lines
+    passed without a word."""
+    text = f"nlu:\n- {kind}: a\n  examples: |\n    - ok\n      - indented\n\n    - fine\n"
+    data = read_nlu_yaml(text, "data/nlu.yml")
+    read = {
+        "intent": [e.text for e in data.examples],
+        "synonym": sorted(data.synonyms),
+        "lookup": data.lookups.get("a", []),
+    }[kind]
+    assert sorted(read) == ["fine", "ok"]
+    assert "data/nlu.yml:5: training example '- indented' starts with spaces" in caplog.text
+    assert "data/nlu.yml:6: a blank line among the examples" in caplog.text
+    assert caplog.text.count("blank line") == 1, caplog.text  # not the block's last break
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029"])
+def test_a_unicode_line_separator_in_a_block_ends_an_example_as_in_rasa(
+    caplog: pytest.LogCaptureFixture, separator: str
+):
+    """YAML keeps U+2028 and U+2029 in a block's value as line breaks, where Rasa's reader
+    (`splitlines`) splits: `- x<U+2028>    - y` is two examples there. Read as one line here,
+    it trained `x\u2028- y`, and an over-indented line after one was trained inside it."""
+    block = f"    - x{separator}    - y\n    - z{separator}      - i\n"
+    text = "nlu:\n- intent: a\n  examples: |\n" + block
+    data = read_nlu_yaml(text, "data/nlu.yml")
+    assert [e.text for e in data.examples] == ["x", "y", "z"]
+    assert "training example '- i' starts with spaces" in caplog.text
+
+
+def test_a_blank_line_kept_by_a_folded_block_is_warned_about(caplog: pytest.LogCaptureFixture):
+    # A folded block folds one blank line into the break between two lines; a second one
+    # stays in the value, where Rasa's reader warns about it.
+    one = "nlu:\n- intent: a\n  examples: >\n    - ok\n\n    - fine\n"
+    assert [e.text for e in read_nlu_yaml(one, "data/nlu.yml").examples] == ["ok", "fine"]
+    assert "blank line" not in caplog.text
+    two = one.replace("\n\n", "\n\n\n")
+    assert [e.text for e in read_nlu_yaml(two, "data/nlu.yml").examples] == ["ok", "fine"]
+    assert caplog.text.count("blank line") == 1, caplog.text
+    # Three blank lines keep two, each named by a line of its own (both were line 5).
+    caplog.clear()
+    three = one.replace("\n\n", "\n\n\n\n")
+    assert [e.text for e in read_nlu_yaml(three, "data/nlu.yml").examples] == ["ok", "fine"]
+    assert "data/nlu.yml:5: a blank line" in caplog.text
+    assert "data/nlu.yml:6: a blank line" in caplog.text
 
 
 @pytest.mark.parametrize("value", [5, 2.5, -1])
@@ -388,6 +439,17 @@ def test_several_entities_on_one_text_are_written_as_they_read():
     assert read_nlu_yaml(nlu_yaml(data)).examples == data.examples
 
 
+@pytest.mark.parametrize("separator", ["\n", "\u2028", "\u2029", "\r", "\x0c"])
+def test_an_example_of_several_lines_is_written_as_it_reads(separator: str):
+    """`data convert` of a JSON text with a line break the block reader splits at (as Rasa's,
+    `splitlines`) wrote it in the block: read back, its second line was skipped."""
+    quoted = json.dumps(f"one{separator}two")  # escaped, as a YAML text holds it
+    text = f"nlu:\n- intent: a\n  examples:\n  - text: {quoted}\n  - text: three\n"
+    data = read_nlu_yaml(text)
+    assert [e.text for e in data.examples] == [f"one{separator}two", "three"]
+    assert read_nlu_yaml(nlu_yaml(data)).examples == data.examples
+
+
 def test_a_broken_entity_in_a_list_names_file_and_line():
     text = (
         "nlu:\n- intent: a\n  examples: |\n    - ok\n"
@@ -436,3 +498,24 @@ def test_an_item_without_an_examples_key_is_skipped_with_a_warning(
     assert not (data.lookups or data.synonyms or data.regexes)
     assert [example.text for example in data.examples] == ["hi"]
     assert f"nlu.yml:4: {kind} 'city' has no examples; it is skipped" in caplog.text
+
+
+def test_a_file_of_many_blank_or_skipped_lines_logs_a_bounded_number_of_lines(
+    caplog: pytest.LogCaptureFixture,
+):
+    """Each such line is worth a warning, but 10,000 blank lines (a paste, a generator's
+    output) logged 10,000 lines and 15,000 with 5,000 indented ones: the first few are named
+    with their line, the rest counted in one line."""
+    indented = "".join(f"      - x{i}\n" for i in range(5_000))
+    text = (
+        "nlu:\n- intent: a\n  examples: |\n    - ok\n" + "\n" * 10_000 + "    - fine\n" + indented
+    )
+    data = read_nlu_yaml(text, "data/nlu.yml")
+    assert [e.text for e in data.examples] == ["ok", "fine"]
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 11, len(warned)
+    assert warned[0].startswith("data/nlu.yml:5: a blank line among the examples")
+    assert warned[-1] == (
+        "data/nlu.yml: 14990 more blank or skipped example lines from line 15 on, not listed "
+        "one by one (15000 in all)"
+    )

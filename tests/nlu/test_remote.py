@@ -13,7 +13,7 @@ from server.errors import InvalidConfig
 from server.nlu.remote import RemoteNLU
 from tests.action_servers.fixtures import BrokenActionServer, bomb_refusal, peak_memory_of
 from tests.closing_idle_server import QUIET_SECONDS, ClosingIdleServer
-from tests.fake_http import dripping_server
+from tests.fake_http import dripping_server, serve_json
 
 
 def _url(server: BrokenActionServer, path: str) -> str:
@@ -68,6 +68,21 @@ def test_gzip_members_and_raw_deflate_are_read_as_the_action_server_reads_them(
 def test_a_size_limit_that_is_no_positive_number_stops_the_start(value: object) -> None:
     with pytest.raises(InvalidConfig, match="'max_response_bytes' must be a positive number"):
         RemoteNLU({"url": "http://127.0.0.1:9", "max_response_bytes": value})
+
+
+@pytest.mark.parametrize("value", [0, -1, "nan", "inf", 1e10])
+def test_a_timeout_no_call_can_wait_stops_the_start(value: object) -> None:
+    """Before, 0, a negative number or NaN left every message without an intent, and 1e10
+    (or .inf) made every parse raise an OverflowError: a socket waits at most ~9.2e9 s."""
+    with pytest.raises(InvalidConfig, match=r"endpoints 'nlu': 'timeout' must be above 0"):
+        RemoteNLU({"url": "http://127.0.0.1:9", "timeout": value})
+
+
+def test_the_longest_timeout_taken_parses() -> None:
+    answer = {"intent": {"name": "greet", "confidence": 0.9}, "entities": [], "text": "hi"}
+    with serve_json(lambda path, body: (200, answer)) as url:
+        parsed = RemoteNLU({"url": url, "timeout": 1e9}).parse("hi")
+    assert parsed["intent"] == {"name": "greet", "confidence": 0.9}
 
 
 def test_a_cookie_the_nlu_server_sets_is_not_sent_back(
