@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -39,10 +41,13 @@ _STORE_OPERATIONS = ("load", "load_all", "append", "replace")
 FOLD_TURNS = 256
 FOLD_SECONDS = 60.0
 
-# With `--workers N`, a gauge adds in only the snapshots written this recently: a worker that
-# died leaves its last snapshot, whose counters still count but whose state (events queued,
-# connected) is no longer anyone's. Workers write theirs every second (`metrics_sharing`).
+# With `--workers N`, a gauge adds in the snapshots written this recently, and the newest of
+# each worker still running: a worker that died leaves its last snapshot, whose counters
+# still count but whose state (events queued, connected) is no longer anyone's. Workers write
+# theirs every second (`metrics_sharing`); one late (its event loop or the threads writing
+# files busy past this) still holds the events it last showed.
 WRITTEN = "_written"
+PID = "_pid"
 GAUGE_FRESH_SECONDS = 10.0
 
 # The event broker's figures (`QueuedBroker.figures`): gauges, how the workers' values combine
@@ -189,12 +194,8 @@ class _Family:
         created = prometheus_client.metrics._use_created
         others = [other for peer in peers if isinstance(other := peer.get(self.name), dict)]
         if self.kind == "gauge":
-            fresh = time.time() - GAUGE_FRESH_SECONDS
             others = [
-                other
-                for peer in peers
-                if isinstance(other := peer.get(self.name), dict)
-                and _number(peer.get(WRITTEN)) >= fresh
+                other for peer in _current(peers) if isinstance(other := peer.get(self.name), dict)
             ]
         for label_value, series in self.series.items():
             labels = {} if self.label is None else {self.label: label_value}
@@ -415,6 +416,7 @@ class ServerMetrics:
         """This process's numbers, by family and label value (JSON-able)."""
         snapshot: dict[str, Any] = {family.name: family.snapshot() for family in self._families}
         snapshot[WRITTEN] = time.time()  # how fresh its gauges are (GAUGE_FRESH_SECONDS)
+        snapshot[PID] = os.getpid()  # whether they are still anyone's (`_current`)
         return snapshot
 
     def render(self, peers: Sequence[dict[str, Any]] = (), own: bool = True) -> bytes:
@@ -443,6 +445,40 @@ class ServerMetrics:
             return Response(await self.exposition(), media_type=CONTENT_TYPE_LATEST)
 
         return router
+
+
+def _current(peers: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The snapshots whose gauges count: those written in the last GAUGE_FRESH_SECONDS, and
+    the newest of each process still running (a pid a dead worker's replacement got again
+    is the replacement's: its snapshot is the newer)."""
+    fresh = time.time() - GAUGE_FRESH_SECONDS
+    newest: dict[int, float] = {}
+    for peer in peers:
+        if (pid := _pid(peer)) is not None:
+            newest[pid] = max(newest.get(pid, -math.inf), _number(peer[WRITTEN]))
+    return [
+        peer
+        for peer in peers
+        if (written := _number(peer.get(WRITTEN))) >= fresh
+        or ((pid := _pid(peer)) is not None and newest[pid] == written and _running(pid))
+    ]
+
+
+def _pid(peer: dict[str, Any]) -> int | None:
+    pid = peer.get(PID)
+    if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 and WRITTEN in peer:
+        return pid
+    return None
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # no signal sent: only whether the process exists
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's (PermissionError): it exists
+        return True
+    return True
 
 
 def _number(value: Any) -> float:

@@ -4,7 +4,9 @@ of events published and dropped and of delivery attempts that failed (real broke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -14,8 +16,15 @@ from bench.tcp_proxy import TcpProxy
 from server.api import metrics as metrics_module
 from server.api.metrics import ServerMetrics
 from server.brokers.file import FileEventBroker
+from server.brokers.rabbitmq import RabbitMQEventBroker
 from server.brokers.sql import SqlEventBroker
-from tests.trackers.persistence_fixtures import POSTGRES, postgres_database
+from tests.brokers.test_rabbitmq_broker import broker_config as rabbit_config
+from tests.brokers.test_rabbitmq_broker import consume as rabbit_consume
+from tests.trackers.persistence_fixtures import (
+    POSTGRES,
+    RABBITMQ,
+    postgres_database,
+)
 
 
 def figures(metrics: ServerMetrics, peers: list | None = None) -> dict[str, float]:
@@ -147,3 +156,80 @@ async def test_workers_add_up_queued_events_and_counters_and_forget_a_dead_worke
         (tmp_path / "0.log").rmdir()
         for broker in brokers:
             await broker.close()
+
+
+async def test_a_rabbitmq_outage_mid_run_never_takes_the_published_total_down(
+    rabbitmq_names: dict[str, str],
+) -> None:
+    """Prometheus reads a counter that went down as a restart: while RabbitMQ drops the
+    connection mid-run (events in flight, unconfirmed, sent again once it is back) the
+    published total only grows, the broker shows as not connected as /health/ready says,
+    and at the end every event is counted once."""
+    proxy = TcpProxy(RABBITMQ)
+    await proxy.restore()
+    broker = RabbitMQEventBroker(rabbit_config(rabbitmq_names, port=proxy.port))
+    metrics = ServerMetrics()
+    metrics.watch_broker(broker)
+    published = "botserver_event_broker_published_total"
+    seen: list[float] = []
+    connected: list[tuple[float, str]] = []
+    try:
+        await broker.start(timeout=5)
+        for n in range(300):
+            await broker.publish(f"c{n % 7}", events(f"c{n}", 1))
+            shown = figures(metrics)
+            seen.append(shown[published])
+            connected.append((shown["botserver_event_broker_connected"], broker.health()))
+            if n == 100:
+                await proxy.cut()  # RabbitMQ goes away with events in flight
+            if n == 200:
+                await proxy.restore()
+            await asyncio.sleep(0)
+        assert await broker.flush(20)
+        seen.append(figures(metrics)[published])
+    finally:
+        await broker.close()
+        await proxy.cut()
+    assert all(a <= b for a, b in zip(seen, seen[1:], strict=False)), seen
+    assert seen[-1] == 300
+    assert len(set(seen[102:200])) == 1  # none published while RabbitMQ is away
+    assert (0.0, "unavailable") in connected
+    assert all((value == 1.0) == (health != "unavailable") for value, health in connected)
+    received = await rabbit_consume(rabbitmq_names["queue"], expected=300, timeout=20)
+    assert len({message.body for message in received}) == 300
+
+
+async def test_a_worker_late_with_its_snapshot_still_counts_its_queue_until_it_dies(
+    tmp_path: Path,
+) -> None:
+    """A worker whose snapshot is older than the freshness window (its event loop or its
+    file-writing threads busy) still holds the events it last showed queued: the sum keeps
+    them, and the broker is still not connected for it, until that process is gone."""
+    late = FileEventBroker({"path": str(tmp_path / "late")})
+    (tmp_path / "late").unlink(missing_ok=True)
+    (tmp_path / "late").mkdir()  # the file broker cannot write there
+    metrics, here = ServerMetrics(), ServerMetrics()
+    metrics.watch_broker(late)
+    here.watch_broker(FileEventBroker({"path": str(tmp_path / "here.log")}))
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import time; time.sleep(60)"
+    )
+    try:
+        await late.publish("ana", events("ana", 4))
+        await until(lambda: late.figures()["failed"] >= 1)
+        snapshot = json.loads(json.dumps(metrics.snapshot()))
+        snapshot.update(_pid=worker.pid, _written=snapshot["_written"] - 60)
+        busy = figures(here, [snapshot, here.snapshot()])
+        assert busy["botserver_event_broker_queued_events"] == 4
+        assert busy["botserver_event_broker_connected"] == 0
+        worker.kill()
+        await worker.wait()
+        gone = figures(here, [snapshot, here.snapshot()])
+        assert gone["botserver_event_broker_queued_events"] == 0
+        assert gone["botserver_event_broker_connected"] == 1
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            worker.kill()
+        await worker.wait()
+        await late.close()
+        (tmp_path / "late").rmdir()

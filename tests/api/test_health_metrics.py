@@ -7,7 +7,6 @@ import contextlib
 import gc
 import logging
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aio_pika
@@ -24,7 +23,7 @@ from server.errors import BotServerError
 from server.training.train import train
 from tests.brokers.test_rabbitmq_broker import BlockingProxy, with_an_untested_aiormq
 from tests.shared_data import MOODBOT
-from tests.trackers.persistence_fixtures import RABBITMQ, require_service, unique_name
+from tests.trackers.persistence_fixtures import RABBITMQ, unique_name
 
 
 @pytest.fixture(scope="module")
@@ -279,19 +278,6 @@ async def test_ready_keeps_the_stores_address_in_the_log(
     assert "observe_secret_db" in logged  # once, with why, for the operator
 
 
-@pytest.fixture
-async def rabbitmq_names() -> AsyncIterator[dict[str, str]]:
-    """A queue and an exchange of this test's own on the shared RabbitMQ, deleted after."""
-    require_service("RabbitMQ", RABBITMQ)
-    chosen = {"queue": unique_name("bs_ready_q"), "exchange": unique_name("bs_ready_x")}
-    yield chosen
-    connection = await aio_pika.connect(f"amqp://guest:guest@{RABBITMQ[0]}:{RABBITMQ[1]}/")
-    channel = await connection.channel()
-    await channel.queue_delete(chosen["queue"])
-    await channel.exchange_delete(chosen["exchange"])
-    await connection.close()
-
-
 async def serve_with_rabbitmq(
     serve, archive: Path, names: dict[str, str], port: int, retry_delay: float = 5.0
 ) -> httpx.AsyncClient:
@@ -533,6 +519,9 @@ async def test_metrics_show_rabbitmq_blocking_publishing_and_the_events_it_keeps
         await post("ana")
         text = await scraped()
         assert metric(text, "botserver_event_broker_blocked") == 1
+        # /health/ready reads the same figure: the two never disagree.
+        ready = (await client.get("/health/ready")).json()
+        assert ready["checks"]["event_broker"] == "blocked"
         assert metric(text, "botserver_event_broker_queued_events") == 3
         assert metric(text, "botserver_event_broker_published_total") == published
         proxy.unblock()
