@@ -460,7 +460,7 @@ def _current(peers: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         peer
         for peer in peers
         if (written := _number(peer.get(WRITTEN))) >= fresh
-        or ((pid := _pid(peer)) is not None and newest[pid] == written and _running(pid))
+        or ((pid := _pid(peer)) is not None and newest[pid] == written and _running(pid, written))
     ]
 
 
@@ -471,14 +471,30 @@ def _pid(peer: dict[str, Any]) -> int | None:
     return None
 
 
-def _running(pid: int) -> bool:
+def _running(pid: int, written: float) -> bool:
+    """Whether process `pid` runs and ran already when the snapshot was `written` (a process
+    that got a dead worker's pid since is another)."""
     try:
         os.kill(pid, 0)  # no signal sent: only whether the process exists
     except ProcessLookupError:
         return False
     except OSError:  # another user's (PermissionError): it exists
-        return True
-    return True
+        pass
+    started = _started(pid)
+    return started is None or started <= written + 1.0
+
+
+def _started(pid: int) -> float | None:
+    """When process `pid` started (Linux's /proc), or None where that cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            # The fields after the command (in parentheses, which may hold anything).
+            fields = stat.read().rpartition(b")")[2].split()
+        with open("/proc/stat", "rb") as system:
+            boot = next(int(line.split()[1]) for line in system if line.startswith(b"btime "))
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 def _number(value: Any) -> float:

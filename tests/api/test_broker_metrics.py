@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.tcp_proxy import TcpProxy
@@ -25,6 +26,8 @@ from tests.trackers.persistence_fixtures import (
     RABBITMQ,
     postgres_database,
 )
+
+SLEEP = "import time; time.sleep(60)"  # a process that runs on
 
 
 def figures(metrics: ServerMetrics, peers: list | None = None) -> dict[str, float]:
@@ -200,7 +203,7 @@ async def test_a_rabbitmq_outage_mid_run_never_takes_the_published_total_down(
 
 
 async def test_a_worker_late_with_its_snapshot_still_counts_its_queue_until_it_dies(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A worker whose snapshot is older than the freshness window (its event loop or its
     file-writing threads busy) still holds the events it last showed queued: the sum keeps
@@ -211,14 +214,15 @@ async def test_a_worker_late_with_its_snapshot_still_counts_its_queue_until_it_d
     metrics, here = ServerMetrics(), ServerMetrics()
     metrics.watch_broker(late)
     here.watch_broker(FileEventBroker({"path": str(tmp_path / "here.log")}))
-    worker = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "import time; time.sleep(60)"
-    )
+    worker = await asyncio.create_subprocess_exec(sys.executable, "-c", SLEEP)
     try:
         await late.publish("ana", events("ana", 4))
         await until(lambda: late.figures()["failed"] >= 1)
         snapshot = json.loads(json.dumps(metrics.snapshot()))
-        snapshot.update(_pid=worker.pid, _written=snapshot["_written"] - 60)
+        snapshot["_pid"] = worker.pid
+        # A minute later, the worker has written nothing since.
+        later = snapshot["_written"] + 60
+        monkeypatch.setattr(metrics_module.time, "time", lambda: later)
         busy = figures(here, [snapshot, here.snapshot()])
         assert busy["botserver_event_broker_queued_events"] == 4
         assert busy["botserver_event_broker_connected"] == 0
@@ -227,6 +231,17 @@ async def test_a_worker_late_with_its_snapshot_still_counts_its_queue_until_it_d
         gone = figures(here, [snapshot, here.snapshot()])
         assert gone["botserver_event_broker_queued_events"] == 0
         assert gone["botserver_event_broker_connected"] == 1
+        # A process started after the snapshot was written (one that got the dead worker's
+        # pid since) is not that worker.
+        stranger = await asyncio.create_subprocess_exec(sys.executable, "-c", SLEEP)
+        try:
+            # (The snapshot a few seconds older: /proc tells a start to about a second.)
+            snapshot.update(_pid=stranger.pid, _written=snapshot["_written"] - 5)
+            reused = figures(here, [snapshot, here.snapshot()])
+        finally:
+            stranger.kill()
+            await stranger.wait()
+        assert reused["botserver_event_broker_queued_events"] == 0
     finally:
         with contextlib.suppress(ProcessLookupError):
             worker.kill()
