@@ -1,0 +1,259 @@
+"""The histories memoization learns: a tree of state texts (a node per distinct history, an
+edge per state) holding the action taken after each, and its archive form."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from server.dialogue.policies.featurization import key_of, state_text
+from server.errors import ModelError
+
+ROOT = 0
+# Histories of up to this many states are also kept by their texts' tuple, found by one hash
+# (of the texts' hashes, which each string keeps) faster than by walking the runs.
+SHORT = 16
+# A state read by the message's text (end-to-end); in a slot's state too (see `reads_text`).
+_TEXT_STATE = '{"text":'
+
+
+class _Run:
+    """States that follow one another with no other way on (a path of the tree with no
+    branch), the action after each, and the runs that go on from its last state."""
+
+    __slots__ = ("texts", "actions", "next")
+
+    def __init__(self, texts: tuple[str, ...], actions: list[str | None]) -> None:
+        self.texts, self.actions = texts, actions
+        self.next: dict[str, _Run] = {}  # by their first state
+
+
+class Histories:
+    """Histories of state texts and the action after each (`action_of`).
+
+    One node per distinct history and one edge per state, so a story of n states costs n
+    nodes, where a key per whole history cost n keys of up to n states. A history that led to
+    two different actions is ambiguous: it leads to none, whatever a later story does. Once
+    learned (`done`), paths without a branch are kept as runs of states, which a prediction
+    compares at once instead of state by state."""
+
+    __slots__ = (
+        "_edges",
+        "_actions",
+        "_ambiguous",
+        "_texts",
+        "_runs",
+        "_short",
+        "depth",
+        "reads_text",
+    )
+
+    def __init__(self) -> None:
+        # (parent node, the state's text) -> child node; nodes are numbered as they are made,
+        # so a parent's number is below its children's. Only while learning.
+        self._edges: dict[tuple[int, str], int] = {}
+        self._actions: dict[int, str] = {}
+        self._ambiguous: set[int] = set()
+        # Each distinct text once: a long story repeats a few states many times.
+        self._texts: dict[str, str] = {}
+        self._runs: dict[str, _Run] = {}  # by their first state
+        self._short: dict[tuple[str, ...], str] = {}
+        # The most states a learned history holds (a longer window matches none).
+        self.depth = 0
+        # Whether a history leading to an action holds a state read by its text. (Loose: a
+        # slot named `text` also counts.)
+        self.reads_text = False
+
+    # -- learning ----------------------------------------------------------------------------
+    def child(self, node: int, text: str, depth: int) -> int:
+        """The node of `node`'s history followed by the state `text`, made if new; `depth`
+        is the new node's number of states."""
+        key = (node, text)
+        found = self._edges.get(key)
+        if found is not None:
+            return found
+        text = self._texts.setdefault(text, text)
+        made = self._edges[(node, text)] = len(self._edges) + 1
+        if depth > self.depth:
+            self.depth = depth
+        return made
+
+    def learn(self, node: int, action: str) -> None:
+        """That `action` followed the history of `node`: two different ones make it
+        ambiguous for good."""
+        if node in self._ambiguous:
+            return
+        known = self._actions.get(node)
+        if known is None:
+            self._actions[node] = action
+        elif known != action:
+            del self._actions[node]
+            self._ambiguous.add(node)
+
+    def learn_window(self, texts: Sequence[str], action: str) -> None:
+        node = ROOT
+        for depth, text in enumerate(texts, 1):
+            node = self.child(node, text, depth)
+        self.learn(node, action)
+
+    def done(self) -> None:
+        """Learning is over: the nodes become runs, and what only learning needs goes."""
+        edges, actions = self._edges, self._actions
+        holds_text = [False] * (len(edges) + 1)
+        children: dict[int, list[tuple[str, int]]] = {}
+        paths: dict[int, tuple[str, ...]] = {ROOT: ()}  # of the nodes SHORT deep at most
+        for (parent, text), node in edges.items():
+            holds_text[node] = holds_text[parent] or _TEXT_STATE in text
+            children.setdefault(parent, []).append((text, node))
+            path = paths.get(parent)
+            if path is not None and len(path) < SHORT:
+                path = paths[node] = (*path, text)
+                if node in actions:
+                    self._short[path] = actions[node]
+        self.reads_text = any(holds_text[node] for node in actions)
+        # Each run from a node's child on, as long as each node has one child.
+        pending: list[tuple[dict[str, _Run], str, int]] = [
+            (self._runs, text, node) for text, node in children.get(ROOT, [])
+        ]
+        while pending:
+            into, text, node = pending.pop()
+            texts, run_actions = [text], [actions.get(node)]
+            following = children.get(node, [])
+            while len(following) == 1:
+                text, node = following[0]
+                texts.append(text)
+                run_actions.append(actions.get(node))
+                following = children.get(node, [])
+            run = into[texts[0]] = _Run(tuple(texts), run_actions)
+            pending.extend((run.next, text, node) for text, node in following)
+        self._edges, self._actions, self._ambiguous, self._texts = {}, {}, set(), {}
+
+    # -- predicting --------------------------------------------------------------------------
+    def action_of(self, texts: tuple[str, ...]) -> str | None:
+        """The action learned after exactly these states (their texts), or None."""
+        count = len(texts)
+        if count <= SHORT:
+            return self._short.get(texts)
+        if count > self.depth:
+            return None
+        runs, start = self._runs, 0
+        while True:
+            run = runs.get(texts[start])
+            if run is None:
+                return None
+            known = run.texts
+            end = start + len(known)
+            if end >= count:  # the window ends in this run
+                taken = count - start
+                if texts[start:] != known[:taken]:
+                    return None
+                return run.actions[taken - 1]
+            if texts[start:end] != known:
+                return None
+            runs, start = run.next, end
+
+    # -- the archive -------------------------------------------------------------------------
+    def as_data(self) -> dict[str, Any]:
+        """JSON values: each distinct state text once, each node's parent and state (by
+        their numbers; node n is entry n - 1, the root 0 has none) and the actions."""
+        numbers: dict[str, int] = {}
+        parents: list[int] = []
+        states: list[int] = []
+        ends: list[list[Any]] = []
+        pending = [(ROOT, run) for run in reversed(self._runs.values())]
+        while pending:  # each node after its parent
+            parent, run = pending.pop()
+            for text, action in zip(run.texts, run.actions, strict=True):
+                parents.append(parent)
+                states.append(numbers.setdefault(text, len(numbers)))
+                parent = len(parents)
+                if action is not None:
+                    ends.append([parent, action])
+            pending.extend((parent, after) for after in reversed(run.next.values()))
+        return {"states": list(numbers), "parents": parents, "node_states": states, "actions": ends}
+
+    @classmethod
+    def from_data(cls, data: Any) -> Histories:
+        """The histories `as_data` wrote; anything else is a ModelError saying what is wrong
+        (the work is linear in the data's size, whatever it holds)."""
+        if not isinstance(data, dict):
+            raise _malformed("not an object")
+        texts = _list_of(data, "states", str)
+        parents = _list_of(data, "parents", int)
+        states = _list_of(data, "node_states", int)
+        actions = _list_of(data, "actions", list)
+        if len(parents) != len(states):
+            raise _malformed("not as many 'parents' as 'node_states'")
+        histories = cls()
+        edges = histories._edges
+        depths = [0]
+        for number, (parent, state) in enumerate(zip(parents, states, strict=True), 1):
+            if not 0 <= parent < number:
+                raise _malformed(f"node {number} has parent {parent}, not an earlier node")
+            if not 0 <= state < len(texts):
+                raise _malformed(f"node {number} has state {state}, not one of the states")
+            key = (parent, texts[state])
+            if key in edges:
+                raise _malformed(f"node {number} repeats node {edges[key]}")
+            edges[key] = number
+            depths.append(depths[parent] + 1)
+        previous = ROOT
+        for entry in actions:
+            if len(entry) != 2 or not _is_int(entry[0]) or not isinstance(entry[1], str):
+                raise _malformed("an action is not [node, name]")
+            node, action = entry
+            if not previous < node < len(depths):
+                raise _malformed(f"an action for node {node}: no such node, or out of order")
+            histories._actions[node] = action
+            previous = node
+        histories.depth = max(depths)
+        histories.done()
+        return histories
+
+    @classmethod
+    def from_lookup(cls, lookup: Any) -> Histories:
+        """The histories of the lookup older archives hold: the JSON text of each history's
+        states -> its action. A key `state_key` could not have written matched no
+        conversation: it is left out."""
+        if not isinstance(lookup, dict):
+            raise ModelError("the memoization lookup is not an object")
+        histories = cls()
+        for key, action in lookup.items():
+            if not isinstance(action, str):
+                raise ModelError(f"the memoization lookup maps a history to {action!r}")
+            try:
+                states = json.loads(key)
+            except (ValueError, RecursionError) as e:
+                raise ModelError(f"a memoization lookup key is not JSON: {e}") from e
+            if not isinstance(states, list):
+                raise ModelError("a memoization lookup key is not a list of states")
+            try:
+                texts = [state_text(state) for state in states]
+            except (TypeError, ValueError, RecursionError):
+                continue  # no state's text
+            if key_of(texts) == key:
+                node = ROOT
+                for depth, text in enumerate(texts, 1):
+                    node = histories.child(node, text, depth)
+                histories._actions[node] = action
+        histories.done()
+        return histories
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _list_of(data: dict[str, Any], key: str, kind: type) -> list[Any]:
+    value = data.get(key)
+    if not isinstance(value, list):
+        raise _malformed(f"no list {key!r}")
+    check = _is_int if kind is int else (lambda item: isinstance(item, kind))
+    if not all(map(check, value)):
+        raise _malformed(f"an entry of {key!r} is not a {kind.__name__}")
+    return value
+
+
+def _malformed(why: str) -> ModelError:
+    return ModelError(f"the memoized histories are malformed: the state {why}")
