@@ -30,7 +30,9 @@ TRAINING_FINGERPRINT_KEY = "fingerprint"
 #   3  KeywordIntentClassifier trained as Rasa's (keywords, a null intent without one; was the
 #      linear classifier), SGD-trained CRFs the same for the same data
 #   4  EntitySynonymMapper maps each value's lower case to the value, as Rasa's
-TRAINING_FORMAT = 4
+#   5  MemoizationPolicy's histories as a tree (a node per distinct history), not a lookup
+#      keyed by each history's text
+TRAINING_FORMAT = 5
 TRAINING_FORMAT_KEY = "training_format"
 # Since this format, a role or group counts only where the domain lists it.
 ROLES_LISTED_SINCE = 1
