@@ -100,6 +100,8 @@ class Histories:
     def done(self) -> None:
         """Learning is over: the nodes become runs, and what only learning needs goes."""
         edges, actions = self._edges, self._actions
+        if not edges:
+            return  # nothing learned, or done already
         holds_text = [False] * (len(edges) + 1)
         children: dict[int, list[tuple[str, int]]] = {}
         paths: dict[int, tuple[str, ...]] = {ROOT: ()}  # of the nodes SHORT deep at most
