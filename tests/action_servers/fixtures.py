@@ -334,11 +334,14 @@ class _Broken(BaseHTTPRequestHandler):
         self.send_header("Content-Encoding", encoding)
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        for byte in body:
-            self.wfile.write(b"1\r\n%c\r\n" % byte)
-            self.wfile.flush()
-            time.sleep(0.002)
-        self.wfile.write(b"0\r\n\r\n")
+        try:
+            for byte in body:
+                self.wfile.write(b"1\r\n%c\r\n" % byte)
+                self.wfile.flush()
+                time.sleep(0.002)
+            self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up reading (a bound it keeps), as it may
 
     def _endless(self) -> None:
         """Spaces, as fast as the client reads them, until it hangs up."""
