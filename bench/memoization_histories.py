@@ -9,6 +9,11 @@ by that text; it also restores the policy from its written state and predicts ag
 prints how many predictions there were and each one that differs between the trees (none
 should).
 
+`python bench/memoization_histories.py --base DIR size` trains MemoizationPolicy (without
+`max_history` and with 5) on 2,000 random stories of 10 user turns (20 intents, 20 actions)
+and prints the bytes of its `policy.json` (a user turn's share), and the Python peak and the
+memory kept (`tracemalloc`) loading it.
+
 `python bench/memoization_histories.py --base DIR cost [--steps N] [--repeat R]` times
 MemoizationPolicy's predictions: CPU seconds per `predict` (from `time.process_time`, over R
 passes) at every action of moodbot's, formbot's and e2ebot's stories, and along a story of N
@@ -215,6 +220,50 @@ def cost(steps: int, repeat: int) -> dict[str, Any]:
     return figures
 
 
+def size() -> dict[str, Any]:
+    """Bytes written a user turn, and the memory loading them takes, on random stories."""
+    import gc
+    import random
+    import tracemalloc
+
+    from server.dialogue.domain import Domain
+    from server.dialogue.policies.memoization import MemoizationPolicy
+    from server.dialogue.story_steps import TrainingStory
+    from server.trackers.events import ACTION_LISTEN, ActionExecuted, UserUttered
+
+    intents, actions = [f"intent_{i}" for i in range(20)], [f"utter_{i}" for i in range(20)]
+    domain = Domain.from_dict(
+        {"intents": intents, "responses": {a: [{"text": a}] for a in actions}}
+    )
+    chosen = random.Random(1)
+    stories, turns = [], 10
+    for number in range(2000):
+        events: list[Any] = []
+        for _ in range(turns):
+            intent = chosen.choice(intents)
+            events.append(ActionExecuted(action_name=ACTION_LISTEN))
+            events.append(UserUttered(text=f"/{intent}", parse_data={"intent": {"name": intent}}))
+            events.append(ActionExecuted(action_name=chosen.choice(actions)))
+        events.append(ActionExecuted(action_name=ACTION_LISTEN))
+        stories.append(TrainingStory(name=str(number), is_rule=False, events=events))
+    figures: dict[str, Any] = {}
+    for options in ({}, {"max_history": 5}):
+        policy = MemoizationPolicy("MemoizationPolicy", **options)
+        policy.train(stories, domain)
+        with tempfile.TemporaryDirectory() as written:
+            policy.persist(Path(written))
+            del policy
+            gc.collect()
+            tracemalloc.start()
+            loaded = MemoizationPolicy.load(Path(written), "MemoizationPolicy", 3, domain)
+            kept, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            del loaded
+            size = (Path(written) / "policy.json").stat().st_size
+        figures[str(options)] = [size, size // (len(stories) * turns), peak, kept]
+    return figures
+
+
 def _child(tree: Path, argv: list[str]) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     command = [sys.executable, __file__, "--child", *argv]
@@ -230,12 +279,14 @@ def main(argv: list[str]) -> None:
         logging.disable(logging.WARNING)  # slots the stories set and their domain lacks
         if argv[1] == "same":
             print(json.dumps(predictions()))
+        elif argv[1] == "size":
+            print(json.dumps(size()))
         else:
             print(json.dumps(cost(int(argv[2]), int(argv[3]))))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", type=Path, required=True, help="another checkout")
-    parser.add_argument("what", choices=["same", "cost"])
+    parser.add_argument("what", choices=["same", "size", "cost"])
     parser.add_argument("--steps", type=int, default=2000, help="the long story's steps")
     parser.add_argument("--repeat", type=int, default=20, help="passes over the predictions")
     args = parser.parse_args(argv)
@@ -247,6 +298,14 @@ def main(argv: list[str]) -> None:
         print(f"{counted} predictions (and as many restored), {len(differ)} differ")
         for key in differ[:50]:
             print(f"  {key}: head {head.get(key)}, base {base.get(key)}")
+        return
+    if args.what == "size":
+        sizes = {name: _child(tree, ["size"]) for name, tree in trees.items()}
+        print("options               tree  policy.json  a turn  load peak  kept")
+        for options in sizes["head"]:
+            for name in ("base", "head"):
+                written, a_turn, peak, kept = sizes[name][options]
+                print(f"{options:21} {name}  {written:11,} {a_turn:7,} {peak:10,} {kept:,}")
         return
     figures = {
         name: _child(tree, ["cost", str(args.steps), str(args.repeat)])
