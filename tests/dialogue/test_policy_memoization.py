@@ -353,27 +353,34 @@ def _chain(length: int) -> dict:
 @pytest.mark.parametrize(
     "histories, says",
     [
-        ([], "not an object"),
-        ({**_chain(3), "states": "{}"}, "no list 'states'"),
-        ({**_chain(3), "parents": [0, True, 2]}, "'parents' is not a int"),
-        ({**_chain(3), "parents": [0, 1]}, "not as many"),
-        ({**_chain(3), "parents": [0, 2, 1]}, "node 2 has parent 2"),
-        ({**_chain(3), "parents": [0, -1, 1]}, "node 2 has parent -1"),
-        ({**_chain(3), "node_states": [0, 1, 0]}, "node 2 has state 1"),
+        ([], "it is not an object"),
+        ({**_chain(3), "states": "{}"}, "it has no list 'states'"),
+        ({**_chain(3), "parents": [0, True, 2]}, "an entry of 'parents' is not an integer"),
+        ({**_chain(3), "parents": [0, 1]}, "there are not as many 'parents' as 'node_states'"),
+        ({**_chain(3), "parents": [0, 2, 1]}, "node 2 has parent 2, not an earlier node"),
+        ({**_chain(3), "parents": [0, -1, 1]}, "node 2 has parent -1, not an earlier node"),
+        ({**_chain(3), "node_states": [0, 1, 0]}, "node 2 has state 1, not one of the states"),
         ({**_chain(3), "parents": [0, 0, 0]}, "node 2 repeats node 1"),
-        ({**_chain(3), "actions": [[4, "utter_greet"]]}, "node 4: no such node"),
-        ({**_chain(3), "actions": [[2, "a"], [1, "b"]]}, "out of order"),
-        ({**_chain(3), "actions": [[2, 3]]}, "not [node, name]"),
-        ({**_chain(3), "actions": [[2]]}, "not [node, name]"),
+        (
+            {**_chain(3), "actions": [[4, "utter_greet"]]},
+            "an action for node 4: no such node, or out of order",
+        ),
+        (
+            {**_chain(3), "actions": [[2, "a"], [1, "b"]]},
+            "an action for node 1: no such node, or out of order",
+        ),
+        ({**_chain(3), "actions": [[2, 3]]}, "an action is not [node, name]"),
+        ({**_chain(3), "actions": [[2]]}, "an action is not [node, name]"),
     ],
 )
 def test_malformed_histories_fail_loading_saying_what_is_wrong(
     histories: object, says: str
 ) -> None:
     policy = MemoizationPolicy("MemoizationPolicy")
-    with pytest.raises(ModelError, match="memoized histories are malformed") as caught:
+    # One sentence: what is malformed, then what is wrong with it.
+    with pytest.raises(ModelError) as caught:
         policy.restore({"histories": histories}, Path("."), DOMAIN)
-    assert says in str(caught.value)
+    assert str(caught.value) == f"the memoized histories of policy.json are malformed: {says}"
 
 
 @pytest.mark.parametrize(

@@ -180,13 +180,13 @@ class Histories:
         """The histories `as_data` wrote; anything else is a ModelError saying what is wrong
         (the work is linear in the data's size, whatever it holds)."""
         if not isinstance(data, dict):
-            raise _malformed("not an object")
+            raise _malformed("it is not an object")
         texts = _list_of(data, "states", str)
         parents = _list_of(data, "parents", int)
         states = _list_of(data, "node_states", int)
         actions = _list_of(data, "actions", list)
         if len(parents) != len(states):
-            raise _malformed("not as many 'parents' as 'node_states'")
+            raise _malformed("there are not as many 'parents' as 'node_states'")
         histories = cls()
         edges = histories._edges
         depths = [0]
@@ -247,15 +247,18 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+_KINDS = {int: "an integer", str: "a text", list: "a list"}
+
+
 def _list_of(data: dict[str, Any], key: str, kind: type) -> list[Any]:
     value = data.get(key)
     if not isinstance(value, list):
-        raise _malformed(f"no list {key!r}")
+        raise _malformed(f"it has no list {key!r}")
     check = _is_int if kind is int else (lambda item: isinstance(item, kind))
     if not all(map(check, value)):
-        raise _malformed(f"an entry of {key!r} is not a {kind.__name__}")
+        raise _malformed(f"an entry of {key!r} is not {_KINDS[kind]}")
     return value
 
 
 def _malformed(why: str) -> ModelError:
-    return ModelError(f"the memoized histories are malformed: the state {why}")
+    return ModelError(f"the memoized histories of policy.json are malformed: {why}")
