@@ -26,6 +26,7 @@ from tests.dialogue.policy_fixtures import (
     tracker,
     user,
 )
+from tests.traced_peak import traced_peak
 
 DOMAIN = Domain.from_dict(
     {
@@ -399,3 +400,13 @@ def test_a_history_of_100000_states_loads_without_recursion() -> None:
     assert policy.prediction_window() == 100_001
     assert policy.histories_.action_of(("{}",) * 100_000) == "utter_greet"
     assert policy.histories_.action_of(("{}",) * 99_999) is None
+
+
+def test_loading_histories_takes_a_few_numbers_a_node_at_its_peak() -> None:
+    # A policy.json lists each node in a few bytes; loading it once held each node's edge,
+    # then its parent's list of children, about 400 bytes a node (37 times the file).
+    nodes = 200_000
+    policy = MemoizationPolicy("MemoizationPolicy")
+    peak = traced_peak(lambda: policy.restore({"histories": _chain(nodes)}, Path("."), DOMAIN))
+    assert peak < 150 * nodes
+    assert policy.histories_.action_of(("{}",) * nodes) == "utter_greet"

@@ -99,36 +99,55 @@ class Histories:
 
     def done(self) -> None:
         """Learning is over: the nodes become runs, and what only learning needs goes."""
-        edges, actions = self._edges, self._actions
+        edges = self._edges
         if not edges:
             return  # nothing learned, or done already
-        holds_text = [False] * (len(edges) + 1)
-        children: dict[int, list[tuple[str, int]]] = {}
-        paths: dict[int, tuple[str, ...]] = {ROOT: ()}  # of the nodes SHORT deep at most
+        parents, texts = [ROOT] * (len(edges) + 1), [""] * (len(edges) + 1)
         for (parent, text), node in edges.items():
+            parents[node], texts[node] = parent, text
+        self._edges = edges = {}  # freed before the runs are made
+        self._make_runs(parents, texts)
+
+    def _make_runs(self, parents: list[int], texts: list[str]) -> None:
+        """The runs and short histories of the tree whose node n (from 1) has the parent
+        `parents[n]`, a lower number, and the last state `texts[n]`. A few numbers a node
+        meanwhile: only a node with two children or more lists them."""
+        actions, size = self._actions, len(parents)
+        holds_text = [False] * size
+        counts = [0] * size  # of each node's children
+        last = [ROOT] * size  # each node's last child
+        paths: dict[int, tuple[str, ...]] = {ROOT: ()}  # of the nodes SHORT deep at most
+        for node in range(1, size):
+            parent, text = parents[node], texts[node]
             holds_text[node] = holds_text[parent] or _TEXT_STATE in text
-            children.setdefault(parent, []).append((text, node))
+            counts[parent] += 1
+            last[parent] = node
             path = paths.get(parent)
             if path is not None and len(path) < SHORT:
                 path = paths[node] = (*path, text)
                 if node in actions:
                     self._short[path] = actions[node]
         self.reads_text = any(holds_text[node] for node in actions)
+        del holds_text, paths
+        several: dict[int, list[int]] = {}  # the children of each node with more than one
+        for node in range(1, size):
+            if counts[parents[node]] > 1:
+                several.setdefault(parents[node], []).append(node)
+
+        def children(node: int) -> list[int]:
+            return [last[node]] if counts[node] == 1 else several.get(node, [])
+
         # Each run from a node's child on, as long as each node has one child.
-        pending: list[tuple[dict[str, _Run], str, int]] = [
-            (self._runs, text, node) for text, node in children.get(ROOT, [])
-        ]
+        pending = [(self._runs, node) for node in children(ROOT)]
         while pending:
-            into, text, node = pending.pop()
-            texts, run_actions = [text], [actions.get(node)]
-            following = children.get(node, [])
-            while len(following) == 1:
-                text, node = following[0]
-                texts.append(text)
+            into, node = pending.pop()
+            run_texts, run_actions = [texts[node]], [actions.get(node)]
+            while counts[node] == 1:
+                node = last[node]
+                run_texts.append(texts[node])
                 run_actions.append(actions.get(node))
-                following = children.get(node, [])
-            run = into[texts[0]] = _Run(tuple(texts), run_actions)
-            pending.extend((run.next, text, node) for text, node in following)
+            run = into[run_texts[0]] = _Run(tuple(run_texts), run_actions)
+            pending.extend((run.next, child) for child in children(node))
         self._edges, self._actions, self._ambiguous, self._texts = {}, {}, set(), {}
 
     # -- predicting --------------------------------------------------------------------------
@@ -188,29 +207,40 @@ class Histories:
         if len(parents) != len(states):
             raise _malformed("there are not as many 'parents' as 'node_states'")
         histories = cls()
-        edges = histories._edges
-        depths = [0]
+        node_parents, node_texts, depths = [ROOT], [""], [0]
+        counts = [0] * (len(parents) + 1)  # of each node's children
         for number, (parent, state) in enumerate(zip(parents, states, strict=True), 1):
             if not 0 <= parent < number:
                 raise _malformed(f"node {number} has parent {parent}, not an earlier node")
             if not 0 <= state < len(texts):
                 raise _malformed(f"node {number} has state {state}, not one of the states")
-            key = (parent, texts[state])
-            if key in edges:
-                raise _malformed(f"node {number} repeats node {edges[key]}")
-            edges[key] = number
+            node_parents.append(parent)
+            node_texts.append(texts[state])
             depths.append(depths[parent] + 1)
+            counts[parent] += 1
+        depth = max(depths)
+        del depths
+        # Two children of one node with one state: only a node with several can have them.
+        siblings: dict[tuple[int, str], int] = {}
+        for number in range(1, len(node_parents)):
+            parent = node_parents[number]
+            if counts[parent] > 1:
+                key = (parent, node_texts[number])
+                if key in siblings:
+                    raise _malformed(f"node {number} repeats node {siblings[key]}")
+                siblings[key] = number
+        del siblings, counts
         previous = ROOT
         for entry in actions:
             if len(entry) != 2 or not _is_int(entry[0]) or not isinstance(entry[1], str):
                 raise _malformed("an action is not [node, name]")
             node, action = entry
-            if not previous < node < len(depths):
+            if not previous < node < len(node_parents):
                 raise _malformed(f"an action for node {node}: no such node, or out of order")
             histories._actions[node] = action
             previous = node
-        histories.depth = max(depths)
-        histories.done()
+        histories.depth = depth
+        histories._make_runs(node_parents, node_texts)
         return histories
 
     @classmethod
