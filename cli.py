@@ -1408,13 +1408,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_endpoints_file(args, needed=False)
     # Before the server's imports (some 2 s of CPU): a wrong value is said at once.
     check_run_flags(args)
-    from server.api.collector import collected_once_at_start
+    from server.api.collector import collected_once_at_start, gc_thresholds
+    from server.config import read_endpoints
+    from server.run_flags import check_a_model_can_come
+    from server.setting_values import graceful_shutdown_seconds, max_predictions
 
+    # The server's settings from the environment too (a wrong BOTSERVER_GC_THRESHOLDS was
+    # taken once a model loaded; the others were a traceback from the server's imports).
+    gc_thresholds()
+    graceful_shutdown_seconds()
+    max_predictions()
+    # And a model that cannot come, as `rasa run` (before, the server's imports and stores
+    # came first: 1.1 s of CPU before the error, docs/benchmarks.md).
+    endpoints = read_endpoints(args.endpoints)
+    check_a_model_can_come(args, endpoints)
     with collected_once_at_start():  # from the first of the server's imports
         from server.api.runner import run_server
 
         _warn_about_rasas_sanic_backlog()
-        return run_server(args)
+        return run_server(args, endpoints)
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
@@ -1988,7 +2000,7 @@ def _rasa_command_not_offered(parser: argparse.ArgumentParser, words: list[str])
 
 def _logging_configured(args: argparse.Namespace) -> bool:
     """Logging as the command's flags ask; False, the reason printed, when it cannot be."""
-    from server.logs import configure_logging
+    from server.logs import configure_logging, why_logging_failed
 
     log_file = getattr(args, "log_file", None)
     syslog = (
@@ -2004,14 +2016,9 @@ def _logging_configured(args: argparse.Namespace) -> bool:
             config_file=getattr(args, "logging_config_file", None),
             syslog=syslog,
         )
-    except OSError as exc:
-        where = f"--log-file {log_file}"
-        if syslog is not None and not (log_file and exc.filename == log_file):
-            where = f"--use-syslog ({syslog[2]} {syslog[0]}:{syslog[1]})"
-        print(f"error: {where}: {exc.strerror or exc}", file=sys.stderr)
-        return False
-    except BotServerError as exc:  # a LOG_LEVEL or --logging-config-file we cannot use
-        print(f"error: {exc}", file=sys.stderr)
+    # A log file or syslog we cannot open, a LOG_LEVEL or --logging-config-file we cannot use
+    except (OSError, BotServerError) as exc:
+        print(f"error: {why_logging_failed(exc, log_file, syslog)}", file=sys.stderr)
         return False
     return True
 

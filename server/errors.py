@@ -263,6 +263,24 @@ def brief(value: Any) -> str:
     return _BRIEF.repr(value)
 
 
+_AROUND = 20  # characters shown either side of where two texts differ
+
+
+def told_apart(first: str, second: str) -> str:
+    """The two texts in ASCII around where they first differ (whole when short): two long
+    ids quoted in `brief` print alike when they differ in their middle, and a request head
+    may be 64 KiB, a log line not."""
+    pairs = zip(first, second, strict=False)
+    at = next((i for i, (a, b) in enumerate(pairs) if a != b), None)
+    if at is None:
+        at = min(len(first), len(second))
+    start, end = max(0, at - _AROUND), at + _AROUND
+    shown = f"{ascii(first[start:end])} and {ascii(second[start:end])}"
+    if start or max(len(first), len(second)) > end:
+        shown += f" from character {start} of {len(first)} and {len(second)} characters"
+    return shown
+
+
 def how_many(count: int, noun: str, plural: str | None = None) -> str:
     """`count` `noun`s, in the singular for one ("1 event", "2 events"; "1 story", "2
     stories" given the `plural`)."""

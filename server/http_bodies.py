@@ -5,6 +5,7 @@ for a model server's archive streamed to disk.
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -41,13 +42,24 @@ async def read_within(response: httpx.Response, limit: int) -> bytes:
     return body.read()
 
 
-def read_within_sync(response: httpx.Response, limit: int) -> bytes:
-    """`read_within` for a response of a synchronous client."""
+def read_within_sync(response: httpx.Response, limit: int, deadline: float | None = None) -> bytes:
+    """`read_within` for a response of a synchronous client; httpx.ReadTimeout once its body
+    is still arriving at `deadline` (a `time.monotonic()` time). Each wait of a client's
+    socket is cut by `http_clients.within`; this also gives up a body whose pieces keep
+    arriving in time, once the deadline has passed."""
     body = BoundedBody(response, limit)
     if not response.is_stream_consumed:
         for sent in response.iter_raw():
+            if deadline is not None and time.monotonic() > deadline:
+                raise _too_slow()
             body.add(sent)
     return body.read()
+
+
+def _too_slow() -> httpx.ReadTimeout:
+    import httpx  # (see `_decoding_error`)
+
+    return httpx.ReadTimeout("its answer was still arriving at the call's time limit")
 
 
 class BoundedBody:

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import importlib
 import logging
 import os
 import re
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, TypeVar
 
+import httpcore
 import httpx
 
 from server.errors import InvalidConfig, first_line
@@ -152,9 +155,98 @@ def async_client(*, verify: Any = True, **options: Any) -> httpx.AsyncClient:
 
 def sync_client(*, verify: Any = True, **options: Any) -> httpx.Client:
     """An `httpx.Client` that takes no proxy from the environment, keeping an idle connection
-    `KEEPALIVE_SECONDS` unless `limits` say otherwise."""
-    options.setdefault("limits", DEFAULT_LIMITS)
-    return httpx.Client(trust_env=False, verify=_verify(verify), **options)
+    `KEEPALIVE_SECONDS` unless `limits` say otherwise, whose calls made `within` a time end
+    by then (each connect, read and write waits at most what is left of it)."""
+    if "transport" not in options:
+        transport = httpx.HTTPTransport(
+            verify=_verify(verify), limits=options.pop("limits", DEFAULT_LIMITS), trust_env=False
+        )
+        pool = transport._pool
+        if isinstance(pool, httpcore.ConnectionPool):  # (no proxy: trust_env is off)
+            pool._network_backend = _WithinBackend(pool._network_backend)
+        options["transport"] = transport
+    return httpx.Client(trust_env=False, **options)
+
+
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadline", default=None)
+
+
+@contextlib.contextmanager
+def within(seconds: float) -> Iterator[float]:
+    """A `sync_client`'s calls made inside end within `seconds` from now: httpx's timeout
+    bounds each read only, and a server sending its headers or body a byte every few seconds
+    held the call (a worker thread, a conversation) as long as it sent. No thread is started:
+    each wait of the socket is cut to what is left. Yields the deadline (`time.monotonic()`)."""
+    deadline = time.monotonic() + seconds
+    token = _deadline.set(deadline)
+    try:
+        yield deadline
+    finally:
+        _deadline.reset(token)
+
+
+def _left(timeout: float | None, late: type[httpcore.TimeoutException]) -> float | None:
+    """`timeout`, cut to what is left before the deadline of the call `within` which this is."""
+    deadline = _deadline.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise late("the call's time limit has passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _WithinBackend(httpcore.NetworkBackend):
+    def __init__(self, inner: httpcore.NetworkBackend) -> None:
+        self._inner = inner
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        wait = _left(timeout, httpcore.ConnectTimeout)
+        return _WithinStream(
+            self._inner.connect_tcp(host, port, wait, local_address, socket_options)
+        )
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> httpcore.NetworkStream:
+        wait = _left(timeout, httpcore.ConnectTimeout)
+        return _WithinStream(self._inner.connect_unix_socket(path, wait, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class _WithinStream(httpcore.NetworkStream):
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        wait = _left(timeout, httpcore.ConnectTimeout)
+        return _WithinStream(self._inner.start_tls(ssl_context, server_hostname, wait))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
 
 
 def cookie_jar_keeping_none() -> CookieJar:

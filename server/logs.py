@@ -381,6 +381,19 @@ def _syslog_handler(host: str, port: int, protocol: str) -> logging.Handler:
     return logging.handlers.SysLogHandler(address=(host, port), socktype=kind)
 
 
+def why_logging_failed(
+    exc: Exception, log_file: str | None, syslog: tuple[str, int, str] | None
+) -> str:
+    """What `configure_logging` raised, said with the flag it comes from: the log file or
+    syslog for an OSError, a level or config file for InvalidConfig."""
+    if not isinstance(exc, OSError):
+        return str(exc)
+    where = f"--log-file {log_file}"
+    if syslog is not None and not (log_file and exc.filename == log_file):
+        where = f"--use-syslog ({syslog[2]} {syslog[0]}:{syslog[1]})"
+    return f"{where}: {exc.strerror or exc}"
+
+
 def configure_logging(
     verbosity: int = 0,
     log_file: str | None = None,

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
-from server.errors import InvalidConfig
+from server.errors import InvalidConfig, ModelNotFound
 from server.setting_values import near_miss
 
 # Built-in channels by credentials key, imported when a project names one: socket.io alone
@@ -92,3 +93,34 @@ def check_run_flags(args: argparse.Namespace) -> None:
             f"--remote-storage {args.remote_storage!r} is not supported: use one of "
             f"{', '.join(STORAGES)}"
         )
+
+
+def model_flag(args: argparse.Namespace) -> str | None:
+    """`-m`, or the model named without it (`botserver run models/mybot.tar.gz`, as Rasa)."""
+    positional = getattr(args, "model_as_positional_argument", None)
+    if positional is None:
+        return args.model
+    if args.model not in (positional, "models"):  # "models": -m's default
+        raise InvalidConfig(f"two models given: -m {args.model} and {positional}")
+    return positional
+
+
+def check_a_model_can_come(args: argparse.Namespace, endpoints: dict[str, Any]) -> None:
+    """As `rasa run`, once it has read the endpoints: without --enable-api, a model server
+    (`endpoints`' `models`) or remote storage, nothing could ever load a model, so a missing
+    local one stops the start (before: the server ran, not ready, for good). A model that
+    exists but fails to load still starts, as in Rasa."""
+    # Here: server.models brings the archive reader and the model holder.
+    from server.models.local import resolve_local_model
+
+    model = model_flag(args)
+    if args.enable_api or args.remote_storage or endpoints.get("models"):
+        return
+    try:
+        resolve_local_model(Path(model or "models"))
+    except ModelNotFound as exc:
+        raise InvalidConfig(
+            f"{exc} Without --enable-api, a model server (`models:` in endpoints.yml) or "
+            "--remote-storage, the server could never load one later (with --enable-api, "
+            "PUT /model loads one)."
+        ) from None

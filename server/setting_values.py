@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -139,15 +140,61 @@ def kind(value: Any) -> str:
     return type(value).__name__
 
 
-def env_seconds(name: str, default: float) -> float:
-    """A duration from the environment variable `name`: a number of seconds, more than 0."""
+def env_seconds(name: str, default: float, zero: bool = False) -> float:
+    """A duration from the environment variable `name`: a number of seconds, more than 0
+    (`zero`: 0 or more, and finite)."""
+    raw = os.environ.get(name)
+    least = "0 or more" if zero else "more than 0"
     try:
-        seconds = float(os.environ.get(name, default))
+        seconds = default if raw is None else float(raw)
     except ValueError:
-        raise InvalidConfig(f"{name} must be a number of seconds") from None
-    if not seconds > 0:
-        raise InvalidConfig(f"{name} must be more than 0 seconds")
+        seconds = math.nan
+    if not (0 <= seconds < math.inf if zero else seconds > 0):
+        raise InvalidConfig(f"{name} must be a number of seconds, {least}, not {raw!r}")
     return seconds
+
+
+def env_whole_number(name: str, default: int, what: str, least: int = 1) -> int:
+    """A count from the environment variable `name`: a whole number of `what`, `least` or
+    more (`default` when unset or empty)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = least - 1
+    if value < least:
+        raise InvalidConfig(
+            f"{name} must be a whole number of {what}, {least} or more, not {raw!r}"
+        )
+    return value
+
+
+def sql_pool_sizes() -> tuple[int, int]:
+    """SQL_POOL_SIZE (10) and SQL_MAX_OVERFLOW (20): the connections an SQL store keeps, and
+    those it may open beyond them. Before, a word was blamed on endpoints.yml ("a setting has
+    the wrong type: invalid literal for int()")."""
+    return (
+        env_whole_number("SQL_POOL_SIZE", 10, "connections"),
+        env_whole_number("SQL_MAX_OVERFLOW", 20, "connections", least=0),
+    )
+
+
+# Read where a module is imported (the server, each worker, `shell`, `test`): `botserver run`
+# checks them before the server's imports, so a wrong one is an `error:` line, not a traceback.
+GRACEFUL_SHUTDOWN_ENV = "BOTSERVER_GRACEFUL_SHUTDOWN_SECONDS"
+MAX_PREDICTIONS_ENV = "MAX_NUMBER_OF_PREDICTIONS"
+
+
+def graceful_shutdown_seconds() -> float:
+    """How long requests in flight may take after SIGTERM (GRACEFUL_SHUTDOWN_ENV; 30 s)."""
+    return env_seconds(GRACEFUL_SHUTDOWN_ENV, 30.0, zero=True)
+
+
+def max_predictions() -> int:
+    """The actions a turn runs at most since the bot listened (MAX_PREDICTIONS_ENV; 10)."""
+    return env_whole_number(MAX_PREDICTIONS_ENV, 10, "actions")
 
 
 def host_and_port(host: Any, port: Any, service: str) -> tuple[Any, int | None]:

@@ -124,3 +124,42 @@ def closing_server() -> Iterator[str]:
 
     with _accepting(hang_up) as url:
         yield url
+
+
+@contextmanager
+def dripping_server(
+    every: float, most: int = 100, *, in_headers: bool = False
+) -> Iterator[tuple[str, Callable[[], int]]]:
+    """Yields the base URL of a host answering 200 to each request with a JSON body of `most`
+    spaces it sends a byte every `every` seconds (a server stuck writing, a proxy trickling),
+    and a function that waits for its first connection to end and says how many of those
+    bytes it sent: a client that hung up early shows as fewer than `most`. `in_headers`: the
+    bytes dripped are those of a header's value, before the body (`{}`)."""
+    sent: list[int] = []
+    ended = threading.Event()
+
+    def drip(connection: socket.socket) -> None:
+        with connection:
+            connection.recv(65536)
+            head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            head += "X-Slow: " if in_headers else f"Content-Length: {most}\r\n\r\n"
+            count = 0
+            try:
+                connection.sendall(head.encode())
+                while count < most:
+                    threading.Event().wait(every)
+                    connection.sendall(b"a" if in_headers else b" ")
+                    count += 1
+                if in_headers:
+                    connection.sendall(b"\r\nContent-Length: 2\r\n\r\n{}")
+            except OSError:  # the client hung up (seen at the byte after)
+                pass
+            sent.append(count)
+            ended.set()
+
+    def sent_to_the_first() -> int:
+        ended.wait()
+        return sent[0]
+
+    with _accepting(lambda c: threading.Thread(target=drip, args=(c,), daemon=True).start()) as url:
+        yield url, sent_to_the_first

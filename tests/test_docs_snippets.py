@@ -90,7 +90,7 @@ def test_a_configuration_file_the_docs_show_starts_the_server_without_a_warning(
     args = build_parser().parse_args(["run", "--enable-api", f"--{kind}", str(path)])
     with caplog.at_level(logging.WARNING):
         spec = spec_from_args(args)
-        server_app(spec.options(), spec.metrics, spec.listen_url)
+        server_app(spec.options(), spec.metrics)
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
@@ -106,7 +106,7 @@ def test_a_misspelt_key_in_a_marked_example_would_be_seen(
     args = build_parser().parse_args(["run", "--endpoints", str(path)])
     with caplog.at_level(logging.WARNING):
         spec = spec_from_args(args)
-        server_app(spec.options(), spec.metrics, spec.listen_url)
+        server_app(spec.options(), spec.metrics)
     assert any("unknown setting 'tken'" in r.getMessage() for r in caplog.records)
 
 

@@ -8,11 +8,33 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from server.errors import InvalidConfig
+
 # A server's young objects mostly die within the request: collect them less often, and walk
 # the whole heap (about 0.5 µs per live object here) ten times less often than by default.
-GC_THRESHOLDS = tuple(
-    int(x) for x in os.environ.get("BOTSERVER_GC_THRESHOLDS", "5000,20,100").split(",")
-)
+GC_THRESHOLDS = (5000, 20, 100)
+GC_THRESHOLDS_ENV = "BOTSERVER_GC_THRESHOLDS"
+_MOST = 2**31 - 1
+
+
+def gc_thresholds() -> tuple[int, int, int]:
+    """GC_THRESHOLDS_ENV's value: three whole numbers, 0 or more, as `gc.set_threshold`
+    takes them (GC_THRESHOLDS when unset or empty)."""
+    raw = os.environ.get(GC_THRESHOLDS_ENV, "").strip()
+    if not raw:
+        return GC_THRESHOLDS
+    try:
+        values = [int(part) for part in raw.split(",")]
+    except ValueError:
+        values = []
+    # (gc.set_threshold takes C ints: a larger one failed the start once the model loaded)
+    if len(values) != 3 or min(values) < 0 or max(values) > _MOST:
+        default = ",".join(map(str, GC_THRESHOLDS))
+        raise InvalidConfig(
+            f"{GC_THRESHOLDS_ENV} must be three whole numbers, 0 to {_MOST}, separated by "
+            f"commas (Python's gc thresholds; default {default}), not {raw!r}"
+        )
+    return values[0], values[1], values[2]
 
 
 # While a server process starts: no collection before this many more container objects
@@ -58,5 +80,5 @@ def freeze_after_load() -> None:
     load)."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    gc.set_threshold(*gc_thresholds())
     gc.enable()

@@ -35,16 +35,21 @@ from server.api.schemas import (
 from server.api.services import Services, services_of
 from server.api.tracker_response import around_prediction, freed_after_sending, tracker_response
 from server.auth import require_auth
+from server.auth.dependency import forbid
+from server.channels.rocketchat import room_of
 from server.dialogue.agent import Agent, OutputChoice
 from server.dialogue.story_export import conversation_story
 from server.errors import (
+    CorruptConversation,
     InvalidConversationId,
     InvalidEvent,
     InvalidNluData,
     UnknownConversation,
+    brief,
+    told_apart,
 )
 from server.tasks import said_when_ended, to_its_end
-from server.trackers.events import OFF_LOOP_EVENTS, Event, events_from_list
+from server.trackers.events import OFF_LOOP_EVENTS, BotUttered, Event, events_from_list
 from server.trackers.incoming import check_entities, check_incoming_events
 from server.trackers.incoming import check_parse_data as check_nlu_parse_data
 from server.trackers.store import check_conversation_id
@@ -200,6 +205,60 @@ def _prediction_of(body: dict[str, Any]) -> tuple[str | None, float | None]:
     return policy, number
 
 
+# The keys by which a custom bot message names where a channel sends it, when not to its
+# conversation: socket.io's `room`, Rocket.Chat's `channel`, `room_id` and `roomId`.
+RECIPIENT_KEYS = ("room", "channel", "room_id", "roomId")
+ROCKETCHAT_KEYS = frozenset(("channel", "room_id", "roomId"))
+
+
+async def _check_own_recipients(
+    request: Request, conversation_id: str, events: list[Event]
+) -> None:
+    """Refuses (403) the bot messages posted with their side effects by a `user` JWT that
+    name another recipient than its own conversation: the role reaches that one only. Rasa
+    sends such a custom payload where it names (another visitor's socket.io session, any
+    Rocket.Chat channel the bot may post in); an admin's still goes there."""
+    principal = getattr(request.state, "principal", None)
+    if principal is not None and principal.is_admin:
+        return
+    if len(events) > OFF_LOOP_EVENTS:  # a bulk POST: read in a thread, as it is folded
+        named = await asyncio.to_thread(_other_recipient, events, conversation_id)
+    else:
+        named = _other_recipient(events, conversation_id)
+    if named is not None:
+        key, value = named
+        who = getattr(principal, "username", None)
+        why = (
+            f"role 'user' of {brief(who)} may not send a bot message to {key} {brief(value)} "
+            f"(its conversation is {brief(conversation_id)}"
+        )
+        if isinstance(value, str) and brief(value) == brief(conversation_id):
+            why += f"; they differ: {told_apart(value, conversation_id)}"  # cut alike
+        raise forbid(request, why + ")")
+
+
+def _other_recipient(events: list[Event], conversation_id: str) -> tuple[str, Any] | None:
+    """The first (key, value) by which a bot event's custom payload names a recipient other
+    than `conversation_id`, else None."""
+    # A Rocket.Chat conversation (`<room id>:<user id>`) is sent to in its room, as its
+    # plain bot messages are.
+    own_room = room_of(conversation_id)
+    for event in events:
+        if not isinstance(event, BotUttered):
+            continue
+        custom = event.message().get("custom")
+        if not isinstance(custom, dict):
+            continue
+        for key in RECIPIENT_KEYS:
+            value = custom.get(key)
+            if not value or value == conversation_id:
+                continue
+            if key in ROCKETCHAT_KEYS and value == own_room:
+                continue
+            return key, value
+    return None
+
+
 async def _checked_id(conversation_id: str, request: Request) -> None:
     _check_conversation_id(conversation_id)
     if "\ufffd" in conversation_id and not _sent_as_utf8(request.scope.get("raw_path")):
@@ -283,10 +342,13 @@ def conversations_router() -> APIRouter:
         body = await read_json_body(request)
         events = await read_events(body)
         verbosity = event_verbosity(include_events)
+        side_effects = bool_arg("execute_side_effects", execute_side_effects)
+        if side_effects:
+            await _check_own_recipients(request, conversation_id, events)
         tracker = await services.agent.append_events(
             conversation_id,
             events,
-            execute_side_effects=bool_arg("execute_side_effects", execute_side_effects),
+            execute_side_effects=side_effects,
             output_channel=output_channel,
         )
         # The tracker is the hot one: only the parsed body is this request's own.
@@ -348,10 +410,18 @@ def conversations_router() -> APIRouter:
             raise _conversation_not_found()
         # Written in a thread when long: 100,000 events held the loop 2.5 s. The tracker
         # (all sessions) is this request's own.
-        if len(tracker.events) > OFF_LOOP_EVENTS:
-            story = await asyncio.to_thread(conversation_story, tracker, every_session, until_time)
-        else:
-            story = conversation_story(tracker, every_session, until_time)
+        try:
+            if len(tracker.events) > OFF_LOOP_EVENTS:
+                story = await asyncio.to_thread(
+                    conversation_story, tracker, every_session, until_time
+                )
+            else:
+                story = conversation_story(tracker, every_session, until_time)
+        except RecursionError:  # another process's event (before: a traceback)
+            raise CorruptConversation(
+                f"Conversation '{conversation_id}' holds an event nested too deeply to write "
+                "as a story"
+            ) from None
         return freed_after_sending(PlainTextResponse(story), [tracker])
 
     @router.post(

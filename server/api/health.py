@@ -25,12 +25,12 @@ def health_router(
     model_loaded: Callable[[], bool],
     pings: Mapping[str, Callable[[], Awaitable[None]]],
     ping_timeout: float = PING_TIMEOUT_SECONDS,
-    reports: Mapping[str, Callable[[], bool]] | None = None,
+    reports: Mapping[str, Callable[[], str]] | None = None,
 ) -> APIRouter:
     """Probe routes. Each of `pings` (by check name: `tracker_store`, `lock_store`) raises, or
     hangs past `ping_timeout`, when its store is down; they are asked at once. `reports`
-    (`event_broker`) are shown in `checks` as `ok` or `unavailable` but do not make the
-    server unready: a turn does not need them (events wait in a queue)."""
+    (`event_broker`: `ok`, `unavailable`, `blocked`) are shown in `checks` as they say but do
+    not make the server unready: a turn does not need them (events wait in a queue)."""
     router = APIRouter(route_class=FirstValueRoute, tags=["Server Information"])
     failing: set[str] = set()  # the checks failing at the last probe
 
@@ -68,8 +68,8 @@ def health_router(
             elif isinstance(outcome, BaseException):
                 raise outcome
             _log_change(failing, name, what, checks[name], outcome)
-        for name, is_up in (reports or {}).items():
-            checks[name] = "ok" if is_up() else "unavailable"
+        for name, report in (reports or {}).items():
+            checks[name] = report()
         if reasons:
             return JSONResponse(
                 {"status": "not ready", "checks": checks, "reasons": reasons}, status_code=503

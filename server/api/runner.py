@@ -13,13 +13,14 @@ import logging
 import os
 import signal
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
@@ -54,18 +55,28 @@ from server.config import (
     with_setting_lines,
     with_text_keys,
 )
-from server.errors import BotServerError, InvalidConfig, ModelNotFound, how_many
-from server.logs import SaidAtStart, announce, command_failed, configure_logging, saying_once
-from server.models.local import resolve_local_model
+from server.errors import BotServerError, InvalidConfig, how_many
+from server.logs import (
+    SaidAtStart,
+    announce,
+    command_failed,
+    configure_logging,
+    saying_once,
+    why_logging_failed,
+)
 from server.models.remote_storage import check_storage_settings
 from server.outages import flush_repeats
-from server.run_flags import DEFAULT_CREDENTIALS, check_run_flags
+from server.run_flags import DEFAULT_CREDENTIALS, check_run_flags, model_flag
+from server.setting_values import graceful_shutdown_seconds
 from server.tasks import finish_running_on, running_on, waits_in_grace
 from server.trackers.lock import LockStore
 from server.trackers.setup_loop import stop_by
 from server.trackers.store import SetsUpOnFirstUse, TrackerStore
 from server.training.yaml_io import read_yaml_file
 from server.worker_claims import first_to_say, mark_stopped
+
+if TYPE_CHECKING:
+    import uvicorn
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +87,7 @@ logger = logging.getLogger(__name__)
 WEBSOCKET_MAX_BYTES = 4 * 1_000_000
 # Seconds uvicorn waits for requests in flight (turns included) after SIGTERM/Ctrl-C before
 # it closes connections; the stores close only after that, in the app's lifespan.
-GRACEFUL_SHUTDOWN_SECONDS = float(os.environ.get("BOTSERVER_GRACEFUL_SHUTDOWN_SECONDS", "30"))
+GRACEFUL_SHUTDOWN_SECONDS = graceful_shutdown_seconds()
 # Under these names the parent hands worker processes (`--workers N`) the run settings and
 # the warnings it said as it checked the configuration, which the workers do not say again
 # (`server.logs.SaidAtStart`): in `server.api.workers.handed`, not in their environment.
@@ -151,7 +162,7 @@ class RunSpec:
 
 # -- the app -----------------------------------------------------------------------------------
 def server_app(
-    options: ServerOptions, metrics: bool = True, listen_url: str = "", built: FastAPI | None = None
+    options: ServerOptions, metrics: bool = True, built: FastAPI | None = None
 ) -> FastAPI:
     """`build_app` (or the app it `built` already) plus the operations routes: health probes,
     /metrics, and /inspect."""
@@ -163,9 +174,9 @@ def server_app(
     if lock_ping is not None:  # a shared lock store: a turn cannot start without it
         pings["lock_store"] = lock_ping
     reports = {}
-    if hasattr(state.event_broker, "connected"):  # a broker with a connection (RabbitMQ)
-        broker = state.event_broker
-        reports["event_broker"] = lambda: bool(broker.connected)
+    broker_health = getattr(state.event_broker, "health", None)
+    if broker_health is not None:  # a broker with a connection (RabbitMQ)
+        reports["event_broker"] = broker_health
     app.include_router(health_router(lambda: state.holder.is_ready, pings, reports=reports))
     if metrics:
         server_metrics = ServerMetrics()
@@ -176,7 +187,7 @@ def server_app(
         share_between_workers(app, server_metrics)
     if options.enable_api:
         app.include_router(inspect_router())
-    _serve_lifecycle(app, listen_url, options)
+    _serve_lifecycle(app, options)
     return app
 
 
@@ -199,13 +210,21 @@ def app_from_environment() -> FastAPI:
 
     # A list once through JSON.
     syslog = (spec.syslog[0], int(spec.syslog[1]), spec.syslog[2]) if spec.syslog else None
-    configure_logging(
-        spec.verbosity, spec.log_file, spec.log_format, spec.logging_config_file, syslog
-    )
+    try:
+        configure_logging(
+            spec.verbosity, spec.log_file, spec.log_format, spec.logging_config_file, syslog
+        )
+    except (OSError, BotServerError) as exc:
+        # What the parent could open may be gone for its workers (a syslog server that
+        # stopped listening, a log file's folder removed): one line on the stderr they share,
+        # not a traceback; the parent then stops, saying that a worker did not start.
+        why = why_logging_failed(exc, spec.log_file, syslog)
+        print(f"worker pid {os.getpid()} cannot start: {why}", file=sys.stderr, flush=True)
+        sys.exit(1)
     install_log_redaction()
     spec.keep_secrets_out_of_logs()
     with saying_once(SaidAtStart(json.loads(said or "[]"))):
-        return server_app(spec.options(), spec.metrics, "")
+        return server_app(spec.options(), spec.metrics)
 
 
 def _without_model(enable_api: bool, pulls_again: bool, model_server: bool) -> str:
@@ -232,9 +251,27 @@ def _without_model(enable_api: bool, pulls_again: bool, model_server: bool) -> s
     )
 
 
-def _serve_lifecycle(app: FastAPI, listen_url: str, options: ServerOptions) -> None:
-    """Say where the server is up once the lifespan has loaded the startup model (the model
-    holder logs which), and on shutdown let the turns in flight end before the stores close."""
+def _up_line(listen_url: str, enable_api: bool, workers: int = 1) -> str:
+    """The line that says where the server is up, said once its socket listens."""
+    return (
+        f"botserver {__version__} is up on {listen_url}"
+        + (f" with {workers} workers" if workers > 1 else "")
+        + (f" (inspector: {listen_url}/inspect)" if enable_api else "")
+    )
+
+
+def announcing_server(config: uvicorn.Config, listen_url: str, enable_api: bool) -> GracefulServer:
+    """The server of `botserver run` (one process), which says where it is up once its socket
+    listens: uvicorn binds it after the app's startup, and a port taken meanwhile ends the
+    start with its error, never after an "is up on" line."""
+    up = _up_line(listen_url, enable_api)
+    return GracefulServer(config, on_serving=lambda: announce(logger, up))
+
+
+def _serve_lifecycle(app: FastAPI, options: ServerOptions) -> None:
+    """Warn of a server without a model once the lifespan has tried to load the startup model
+    (the model holder logs which), and on shutdown let the turns in flight end before the
+    stores close."""
     inner = app.router.lifespan_context
     turns = TurnsInFlight()
     turns.track(app.state.processor)
@@ -253,12 +290,6 @@ def _serve_lifecycle(app: FastAPI, listen_url: str, options: ServerOptions) -> N
                 )
                 if first_to_say(without_model):  # once for all workers
                     logger.warning(without_model)
-            if listen_url:
-                announce(
-                    logger,
-                    f"botserver {__version__} is up on {listen_url}"
-                    + (f" (inspector: {listen_url}/inspect)" if options.enable_api else ""),
-                )
             yield state
             await _finish_turns(turns)
             # The clean-ups of set-ups given up as the stores close wait no longer than the
@@ -376,22 +407,6 @@ def check_model_source(args: argparse.Namespace) -> None:
         check_storage_settings(args.remote_storage)
 
 
-def _check_a_model_can_come(spec: RunSpec) -> None:
-    """As `rasa run`: without --enable-api, a model server or remote storage, nothing could
-    ever load a model, so a missing local one stops the start (before: the server ran,
-    not ready, for good). A model that exists but fails to load still starts, as in Rasa."""
-    if spec.enable_api or spec.remote_storage or spec.endpoints.get("models"):
-        return
-    try:
-        resolve_local_model(Path(spec.model_path or "models"))
-    except ModelNotFound as exc:
-        raise InvalidConfig(
-            f"{exc} Without --enable-api, a model server (`models:` in endpoints.yml) or "
-            "--remote-storage, the server could never load one later (with --enable-api, "
-            "PUT /model loads one)."
-        ) from None
-
-
 def _unshared_store(workers: int, lock_store: LockStore, tracker_store: TrackerStore) -> str:
     """Why `workers` processes cannot share these stores ("" if they can)."""
     if lock_store.process_local:
@@ -502,19 +517,12 @@ def _say_unread_credentials() -> None:
         )
 
 
-def _model_flag(args: argparse.Namespace) -> str | None:
-    """`-m`, or the model named without it (`botserver run models/mybot.tar.gz`, as Rasa)."""
-    positional = getattr(args, "model_as_positional_argument", None)
-    if positional is None:
-        return args.model
-    if args.model not in (positional, "models"):  # "models": -m's default
-        raise InvalidConfig(f"two models given: -m {args.model} and {positional}")
-    return positional
-
-
-def spec_from_args(args: argparse.Namespace) -> RunSpec:
-    """Read and check the files the flags name; raises BotServerError with file and line."""
-    endpoints = read_endpoints(args.endpoints)
+def spec_from_args(args: argparse.Namespace, endpoints: dict[str, Any] | None = None) -> RunSpec:
+    """Read and check the files the flags name; raises BotServerError with file and line.
+    `endpoints`: the endpoints file as `cli.py` read it already (before the server's
+    imports, to check that a model can come: `check_a_model_can_come`)."""
+    if endpoints is None:
+        endpoints = read_endpoints(args.endpoints)
     credentials_path = args.credentials
     if credentials_path is None and not args.connector:
         _say_unread_credentials()
@@ -535,7 +543,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     host = "localhost" if args.interface in ("0.0.0.0", "::") else args.interface
     scheme = "https" if args.ssl_certificate else "http"
     return RunSpec(
-        model_path=_model_flag(args),
+        model_path=model_flag(args),
         endpoints=endpoints,
         credentials=credentials,
         credentials_file=credentials_path,
@@ -567,8 +575,9 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
 
 
 # -- running -----------------------------------------------------------------------------------
-def run_server(args: argparse.Namespace) -> int:
-    """Check everything, then serve until SIGINT/SIGTERM; returns the exit code."""
+def run_server(args: argparse.Namespace, endpoints: dict[str, Any] | None = None) -> int:
+    """Check everything, then serve until SIGINT/SIGTERM; returns the exit code. `endpoints`:
+    as `spec_from_args` takes them."""
     import uvicorn
 
     from server.api.http_protocol import BoundedHttpToolsProtocol
@@ -577,7 +586,7 @@ def run_server(args: argparse.Namespace) -> int:
     # says them, and the workers, which build from the same files, do not again.
     said = SaidAtStart(collect=True)
     with saying_once(said):
-        spec = spec_from_args(args)
+        spec = spec_from_args(args, endpoints)
         install_log_redaction()
         spec.keep_secrets_out_of_logs()
         args.workers, app = workers_to_run(args, spec)
@@ -609,7 +618,6 @@ def run_server(args: argparse.Namespace) -> int:
         from server.api.worker_files import WORKERS_DIR_ENV
         from server.api.workers import serve_workers
 
-        _check_a_model_can_come(spec)
         # Keys as text, beside their lines, which JSON does not keep (warnings name them).
         fields = {**asdict(spec), "endpoints": with_text_keys(spec.endpoints)}
         fields["credentials"] = with_text_keys(spec.credentials)
@@ -621,7 +629,6 @@ def run_server(args: argparse.Namespace) -> int:
             SPEC_ENV: json.dumps(fields, default=str),
             SAID_ENV: json.dumps(sorted(said.said)),
         }
-        inspector = f" (inspector: {spec.listen_url}/inspect)" if spec.enable_api else ""
         # The parent serves nothing: its imports and its checked app stay as they are while
         # it supervises the workers.
         freeze_after_load()
@@ -635,24 +642,17 @@ def run_server(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="botserver-workers-") as shared_dir:
             os.environ[WORKERS_DIR_ENV] = shared_dir
             try:
-                code = serve_workers(
-                    config,
-                    lambda: announce(
-                        logger,
-                        f"botserver {__version__} is up on {spec.listen_url} with "
-                        f"{args.workers} workers{inspector}",
-                    ),
-                    given,
-                )
+                # Once every worker serves, on the sockets this process listens on.
+                up = _up_line(spec.listen_url, spec.enable_api, args.workers)
+                code = serve_workers(config, lambda: announce(logger, up), given)
             finally:
                 del os.environ[WORKERS_DIR_ENV]
         if code != 0:
             command_failed("a worker did not start; see the log above")
             return 1
         return 0
-    app = server_app(spec.options(), spec.metrics, spec.listen_url, app)
-    _check_a_model_can_come(spec)
-    server = GracefulServer(uvicorn.Config(app, **common))
+    app = server_app(spec.options(), spec.metrics, app)
+    server = announcing_server(uvicorn.Config(app, **common), spec.listen_url, spec.enable_api)
     # uvicorn handles SIGTERM (finishing requests in flight), then raises it again with the
     # handler found at start: make that one a no-op so a graceful stop exits with 0.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: None)

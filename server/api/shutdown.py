@@ -98,18 +98,28 @@ class GracefulServer(uvicorn.Server):
             signal.signal(hangup, previous)
 
     def __init__(
-        self, config: uvicorn.Config, private_sockets: Sequence[socket.socket] = ()
+        self,
+        config: uvicorn.Config,
+        private_sockets: Sequence[socket.socket] = (),
+        on_serving: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(config)
         # Served too, without TLS: a worker's Unix socket, for the other workers only.
         self.private_sockets = list(private_sockets)
+        # Called once the server listens: uvicorn binds after the app's startup, so a line
+        # said in the lifespan came before a bind that could still fail.
+        self.on_serving = on_serving
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         global _stop_began
         _stop_began = None
-        await super().startup(sockets)
-        if self.should_exit or not self.private_sockets:
-            return
+        await super().startup(sockets)  # exits (SystemExit) when the startup or a bind fails
+        if not self.should_exit and self.private_sockets:
+            await self._serve_privately()
+        if self.started and self.on_serving is not None:
+            self.on_serving()
+
+    async def _serve_privately(self) -> None:
         from server.api.worker_files import private_app
 
         loop = asyncio.get_running_loop()

@@ -14,7 +14,7 @@ from server.auth.config import AuthConfig
 from server.auth.refusals import RefusalLog
 from server.auth.roles import USER, Principal, may_access
 from server.auth.static_token import token_matches, warn_if_short
-from server.errors import AuthError, Forbidden
+from server.errors import AuthError, Forbidden, brief, told_apart
 
 
 class Authenticator:
@@ -73,20 +73,22 @@ class Authenticator:
         if principal.role is None:
             why = "the JWT names no role (user.role)"
         elif principal.role != USER:
-            why = f"the JWT's role {principal.role!r} is neither 'admin' nor 'user'"
+            why = f"the JWT's role {brief(principal.role)} is neither 'admin' nor 'user'"
         elif conversation_id is None:
-            why = f"role 'user' of {principal.username!r} may reach only its own conversation"
+            why = f"role 'user' of {brief(principal.username)} may reach only its own conversation"
         else:
             why = (
-                f"role 'user' of {principal.username!r} may not reach conversation "
-                f"{conversation_id!r}"
+                f"role 'user' of {brief(principal.username)} may not reach conversation "
+                f"{brief(conversation_id)}"
             )
-            if _same_text(principal.username, conversation_id):
-                # Printed alike; the operator needs to see why they are not equal.
-                why += (
-                    f" (they differ only in Unicode normalisation: {ascii(principal.username)} "
-                    f"and {ascii(conversation_id)})"
-                )
+            # Printed alike (one text in two Unicode forms, or long ids cut alike): the
+            # operator needs to see why they are not equal.
+            username = principal.username or ""
+            if _same_text(username, conversation_id):
+                why += " (they differ only in Unicode normalisation: "
+                why += f"{told_apart(username, conversation_id)})"
+            elif brief(username) == brief(conversation_id):
+                why += f" (they differ: {told_apart(username, conversation_id)})"
         raise Forbidden("User has insufficient permissions.", why)
 
 

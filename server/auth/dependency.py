@@ -70,11 +70,23 @@ def authenticate_request(request: Request, conversation_param: str | None = None
             query_token(request), authorizations[0] if authorizations else None, conversation_id
         )
     except Refused as refused:
-        status = 403 if isinstance(refused, Forbidden) else 401
-        client = request.client.host if request.client else "an unknown client"
-        what = f"{request.method} {request.url.path} with {status}"
-        authenticator.refusals.record(what, client, refused.why)
+        _record(request, refused)
         raise
+
+
+def forbid(request: Request, why: str) -> Forbidden:
+    """The 403 for a request its principal may make but not with what it sends (a route's
+    own check, after the guard's), logged as the guard's refusals are; raise it."""
+    refused = Forbidden("User has insufficient permissions.", why)
+    _record(request, refused)
+    return refused
+
+
+def _record(request: Request, refused: Refused) -> None:
+    status = 403 if isinstance(refused, Forbidden) else 401
+    client = request.client.host if request.client else "an unknown client"
+    what = f"{request.method} {request.url.path} with {status}"
+    authenticator_of(request).refusals.record(what, client, refused.why)
 
 
 def require_auth(

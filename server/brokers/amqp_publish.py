@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import aio_pika
 import pamqp.frame
 from aio_pika.abc import AbstractChannel, AbstractExchange, HeadersType
-from aiormq.abc import ChannelFrame
+from aiormq.abc import AbstractConnection, ChannelFrame
 from aiormq.channel import Channel
 from aiormq.exceptions import ChannelInvalidStateError
 from pamqp import commands
@@ -54,6 +54,10 @@ _CHANNEL_INTERNALS = (
     "create_future",
     "connection",
 )
+# How long a look at aiormq's `ready()` stays unanswered before the connection counts as
+# blocked (ExchangePublisher): it answers in the loop iteration after it starts unless
+# RabbitMQ blocks; the margin is for an aiormq whose `ready()` awaits something first.
+BLOCK_SEEN_SECONDS = 0.05
 # How many of aio-pika's publishes are started in one iteration of the event loop: each
 # one's first step (its frames, up to the channel's lock) runs where it is started.
 _STARTED_AT_ONCE = 16
@@ -115,23 +119,50 @@ class FrameWriter:
         return not self._unblocked.is_set()
 
     async def unblocked(self) -> None:
-        connection = self.channel.connection
-        ready = asyncio.ensure_future(connection.ready())
-        closing = connection.closing  # an observer of its own, cancelled after
-        try:
-            await asyncio.wait((ready, closing), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            ready.cancel()
+        await ready_or_closing(self.channel.connection)
+
+
+async def ready_or_closing(connection: AbstractConnection) -> None:
+    """Returns once aiormq's `connection` is connected and not blocked (its public
+    `ready()`), or closes."""
+    ready = asyncio.ensure_future(connection.ready())
+    closing, ours = closing_of(connection)
+    try:
+        await asyncio.wait((ready, closing), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ready.cancel()
+        if ours:
             closing.cancel()
+
+
+def closing_of(connection: AbstractConnection) -> tuple[asyncio.Future[Any], bool]:
+    """The future done when aiormq's `connection` closes, and whether it is ours to cancel:
+    aiormq 7.2.4 hands each caller an observer of its own; an older one (6.x, taken through
+    aio-pika's publish) its connection's own future, which a cancel marks closed (the
+    connection given up and opened again at each block, what it had not confirmed resent)."""
+    closing, again = connection.closing, connection.closing
+    if closing is again:
+        return closing, False
+    again.cancel()
+    return closing, True
 
 
 class ExchangePublisher:
     """aio-pika's `Exchange.publish`, one message at a time (several under way at once):
-    only its public API, five to seven times the CPU a message of `FrameWriter`'s."""
+    only its public API, five to seven times the CPU a message of `FrameWriter`'s. A block is
+    seen through aiormq's public `Connection.ready()` (`blocked`)."""
 
-    def __init__(self, exchange: AbstractExchange, timeout: float) -> None:
+    def __init__(self, exchange: AbstractExchange, connection: AbstractConnection | None) -> None:
         self.exchange = exchange
-        self.timeout = timeout  # of each publish, its confirm included
+        # aiormq's connection under the exchange's channel (None: a block is not seen).
+        self.connection = connection
+        # The last look at `ready()`, and when the loop started running it (its clock).
+        self._look: asyncio.Task[None] | None = None
+        self._look_since: float | None = None
+        if connection is not None:
+            # One observer for the publisher's life: a look waits on a closed connection's
+            # `ready()` for ever, unless cancelled.
+            connection.closing.add_done_callback(self._stop_looking)
 
     def make(
         self, body: bytes, message_id: str, headers: HeadersType, app_id: str | None
@@ -148,16 +179,17 @@ class ExchangePublisher:
 
     async def publish(self, messages: Sequence[Marshalled]) -> list[asyncio.Future[Any]]:
         """Starts the publishes in order, a few per iteration of the event loop (a window
-        started at once held the loop 11-13 ms), each bounded by `timeout`."""
+        started at once held the loop 11-13 ms); the broker bounds the wait for each."""
         started: list[asyncio.Future[Any]] = []
         try:
             for first in range(0, len(messages), _STARTED_AT_ONCE):
                 if first:
                     await asyncio.sleep(0)
+                # No timeout of aio-pika's: the broker bounds each confirm, but not while
+                # RabbitMQ blocks the connection (one ran out during a block, and the
+                # connection was given up and every message not confirmed sent again).
                 started += [
-                    asyncio.ensure_future(
-                        self.exchange.publish(message.message, routing_key="", timeout=self.timeout)
-                    )
+                    asyncio.ensure_future(self.exchange.publish(message.message, routing_key=""))
                     for message in messages[first : first + _STARTED_AT_ONCE]
                     if message.message is not None
                 ]
@@ -169,10 +201,34 @@ class ExchangePublisher:
 
     @property
     def blocked(self) -> bool:
-        return False  # not known without aiormq's internals
+        """Whether the last look at `ready()` has not returned for BLOCK_SEEN_SECONDS (it
+        returns at once while RabbitMQ does not block); a read after it returned starts the
+        next look and says not blocked. aiormq tells no one of a block, so it is seen at the
+        first read BLOCK_SEEN_SECONDS after one that started a look: the broker reads every
+        BLOCK_CHECK_SECONDS while it waits for a confirm."""
+        if self.connection is None or self.connection.is_closed:
+            return False  # (a look then would wait for ever: none cancels it)
+        look = self._look
+        if look is None or look.done():
+            self._look_since = None
+            self._look = asyncio.ensure_future(self._looking(self.connection))
+            return False
+        since = self._look_since
+        return since is not None and asyncio.get_running_loop().time() - since >= BLOCK_SEEN_SECONDS
+
+    async def _looking(self, connection: AbstractConnection) -> None:
+        """A look at `ready()`: ends in its first step unless RabbitMQ blocks (however
+        crowded the event loop, no block is seen where there is none)."""
+        self._look_since = asyncio.get_running_loop().time()
+        await connection.ready()
+
+    def _stop_looking(self, _: object) -> None:
+        if self._look is not None:
+            self._look.cancel()
 
     async def unblocked(self) -> None:
-        return None
+        if self.connection is not None:
+            await ready_or_closing(self.connection)
 
 
 def untested(channel: Channel) -> str | None:

@@ -150,8 +150,9 @@ class RabbitMQEventBroker(QueuedBroker):
         # oldest messages for room, perhaps some in flight: a confirm pops its own message
         # only, never the one after it.
         in_flight: InFlight = deque()
-        # The message made for the next write, which did not fit in the last one (WRITE_BYTES).
-        spare: tuple[Outgoing, amqp_publish.Marshalled] | None = None
+        # Messages made and not written yet: the one that did not fit in the last write
+        # (WRITE_BYTES), those of a write a block held back.
+        spare: list[tuple[Outgoing, amqp_publish.Marshalled]] = []
         large = False  # the last write was cut by its bytes: make the next ones in a thread
         try:
             while pending:
@@ -164,9 +165,11 @@ class RabbitMQEventBroker(QueuedBroker):
                     else:
                         made = self._marshalled(publisher, batch, spare)
                     messages, spare = made
-                    large = spare is not None or messages[0].size >= WRITE_BYTES
+                    large = len(messages) < len(batch) or messages[0].size >= WRITE_BYTES
                     if publisher.blocked:  # told while they were made (in a thread)
-                        spare = (batch[0], messages[0])  # the rest is made again after
+                        # Written after the unblock as they are: before, all but the first
+                        # were made again (a write's worth, up to 1 MiB of JSON).
+                        spare = [*zip(batch[: len(messages)], messages, strict=True), *spare]
                         continue
                     batch = batch[: len(messages)]
                     limit = self._max_message_size
@@ -278,30 +281,33 @@ class RabbitMQEventBroker(QueuedBroker):
         self,
         publisher: amqp_publish.Publisher,
         window: list[Outgoing],
-        spare: tuple[Outgoing, amqp_publish.Marshalled] | None,
-    ) -> tuple[list[amqp_publish.Marshalled], tuple[Outgoing, amqp_publish.Marshalled] | None]:
+        spare: list[tuple[Outgoing, amqp_publish.Marshalled]],
+    ) -> tuple[list[amqp_publish.Marshalled], list[tuple[Outgoing, amqp_publish.Marshalled]]]:
         """The messages of the first events of `window` that fit in one write (WRITE_BYTES;
         one at least), each as Rasa's broker sends it: `{"sender_id": ..., **event}` JSON,
         persistent, application/json, the message_id and ordering headers, app_id from
-        RASA_ENVIRONMENT. And the next one, when it was made and did not fit (`spare`, the
-        next call's first)."""
+        RASA_ENVIRONMENT. `spare`: messages made before, taken as they are (by the identity
+        of their events). And the messages of `window` made and not in the write: the next
+        one, when it was made and did not fit, and those of `spare` after it (the next
+        call's `spare`)."""
         app_id = self._app_id
+        kept = {id(outgoing): (outgoing, message) for outgoing, message in spare} if spare else {}
         messages: list[amqp_publish.Marshalled] = []
         size = 0
-        for outgoing in window:
-            if spare is not None and spare[0] is outgoing:
-                message = spare[1]
+        for index, outgoing in enumerate(window):
+            made = kept.pop(id(outgoing), None) if kept else None
+            if made is not None and made[0] is outgoing:
+                message = made[1]
             else:
                 body = rasa_text(outgoing.body()).encode()
                 message = publisher.make(body, outgoing.message_id, _headers(outgoing), app_id)
-            spare = None
             size += message.size
             if messages and size > WRITE_BYTES:
-                return messages, (outgoing, message)
+                return messages, [(outgoing, message), *_made_among(kept, window[index + 1 :])]
             messages.append(message)
             if size >= WRITE_BYTES:
-                break
-        return messages, None
+                return messages, _made_among(kept, window[index + 1 :])
+        return messages, []
 
     def _holds_turns(self) -> bool:
         """A turn's answer waits for RabbitMQ's confirm of its events while it is connected
@@ -323,6 +329,16 @@ class RabbitMQEventBroker(QueuedBroker):
             and self._channel is not None
             and not self._channel.is_closed
         )
+
+    def health(self) -> str:
+        """What `/health/ready` shows of the broker: `ok`, `unavailable` (not connected) or
+        `blocked` (RabbitMQ blocks publishing, a resource alarm: events are queued, not
+        published, until it lifts it). None of them makes the server unready: turns are
+        answered meanwhile, and an alarm is RabbitMQ's, on every replica at once."""
+        if not self.connected:
+            return "unavailable"
+        publisher = self._publisher
+        return "blocked" if publisher is not None and publisher.blocked else "ok"
 
     async def start(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
         """Connect while the server starts, for at most `timeout` seconds, so the log says
@@ -423,7 +439,7 @@ class RabbitMQEventBroker(QueuedBroker):
                 "the CPU an event); install the versions botserver[rabbitmq] pins",
                 untested,
             )
-        return amqp_publish.ExchangePublisher(exchange, PUBLISH_TIMEOUT_SECONDS)
+        return amqp_publish.ExchangePublisher(exchange, getattr(channel, "connection", None))
 
     async def _declare(
         self, connection: AbstractConnection
@@ -593,6 +609,21 @@ def _pop_confirmed(in_flight: InFlight, pending: deque[Outgoing]) -> None:
     confirm, outgoing, _ = in_flight.popleft()
     confirm.result()
     pop_delivered(pending, [outgoing])
+
+
+def _made_among(
+    kept: dict[int, tuple[Outgoing, amqp_publish.Marshalled]], window: list[Outgoing]
+) -> list[tuple[Outgoing, amqp_publish.Marshalled]]:
+    """The messages of `kept` (by their events' identity) made for events of `window`, in
+    its order: not those of events dropped from the queue meanwhile."""
+    if not kept:
+        return []
+    made = []
+    for outgoing in window:
+        found = kept.get(id(outgoing))
+        if found is not None and found[0] is outgoing:
+            made.append(found)
+    return made
 
 
 def _drop_oversize(

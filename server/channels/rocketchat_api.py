@@ -17,6 +17,7 @@ from urllib.parse import urljoin
 
 import httpx
 
+from server.dialogue.http_endpoint import told
 from server.errors import ResponseTooLarge, first_line
 from server.http_bodies import ACCEPT_ENCODING, DEFAULT_MAX_RESPONSE_BYTES, read_within
 from server.http_clients import (
@@ -231,7 +232,7 @@ class RocketChatAPI:
 def _detail(result: dict[str, Any]) -> str:
     """What Rocket.Chat said of a refusal, on one line."""
     detail = result.get("error") or result.get("message") or ""
-    return " ".join(str(detail).split())[:300]
+    return " ".join(told(detail)[:1000].split())[:300]
 
 
 def _redirect(location: str) -> str:
@@ -252,6 +253,6 @@ def _body_start(answer: Answer) -> str:
 def _json(answer: Answer) -> dict[str, Any]:
     try:
         body = json.loads(answer.content)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deeply to read
         return {}
     return body if isinstance(body, dict) else {}

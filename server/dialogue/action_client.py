@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from server.dialogue.http_endpoint import Answer, HttpEndpoint, json_content, one_line
+from server.dialogue.http_endpoint import Answer, HttpEndpoint, json_content, one_line, told
 from server.dialogue.nlg import message_problem
 from server.errors import (
     ActionError,
@@ -231,7 +231,7 @@ class ActionServerClient:
             if isinstance(body, dict) and body.get("action_name"):
                 error = body.get("error")
                 rejected = ActionRejected(
-                    one_line(str(body["action_name"])), one_line(str(error)) if error else None
+                    one_line(told(body["action_name"])), one_line(told(error)) if error else None
                 )
                 response.let_go_of(body)
                 del body

@@ -373,7 +373,8 @@ class TwoStageFallbackAction(Action):
             # The project's own fallback (a handover, say), as in Rasa: the loop ends, then
             # its events, which take back what it chooses to.
             return [ActiveLoop(name=None), *await RemoteAction(DEFAULT_FALLBACK).run(ctx)]
-        events: list[Event] = [*await ctx.utter("utter_default"), ActiveLoop(name=None)]
+        # As Rasa logs it: the loop ends, then the default fallback's message and rewind.
+        events: list[Event] = [ActiveLoop(name=None), *await ctx.utter("utter_default")]
         events += [UserUtteranceReverted() for _ in range(self._users_in_loop(ctx.tracker))]
         return events
 

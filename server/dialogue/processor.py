@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -68,6 +67,7 @@ from server.errors import (
     how_many,
 )
 from server.outages import RepeatsCounted
+from server.setting_values import max_predictions
 from server.trackers.events import (
     ACTION_LISTEN,
     ACTION_SESSION_START,
@@ -102,7 +102,7 @@ _UNKNOWN_LOOPS_TOLD = 10_000
 CLIENTS_GONE = RepeatsCounted(logger, 60.0, level=logging.INFO)
 CLIENT_GONE_KEY = "clients went away while their messages waited: not handled"
 
-DEFAULT_MAX_PREDICTIONS = int(os.environ.get("MAX_NUMBER_OF_PREDICTIONS", "10"))
+DEFAULT_MAX_PREDICTIONS = max_predictions()
 # Predictions a turn makes at most, per action the limit allows (rejected ones included).
 _MOST_PREDICTIONS_PER_ACTION = 3
 # The policy name a followup action is logged with, as Rasa logs it.

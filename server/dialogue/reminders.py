@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime
 
-from server.errors import InvalidConfig
 from server.outages import RepeatsCounted
+from server.setting_values import env_whole_number
 from server.trackers.events import Event, ReminderCancelled, ReminderScheduled
 
 logger = logging.getLogger(__name__)
@@ -26,18 +25,7 @@ _REFUSED = RepeatsCounted(logger, 60.0)
 def max_reminders_setting() -> int:
     """MAX_REMINDERS_ENV's value: a whole number, 1 or more (MAX_REMINDERS_PER_CONVERSATION
     when unset)."""
-    raw = os.environ.get(MAX_REMINDERS_ENV, "").strip()
-    if not raw:
-        return MAX_REMINDERS_PER_CONVERSATION
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise InvalidConfig(
-            f"{MAX_REMINDERS_ENV} must be a whole number of reminders, 1 or more, not {raw!r}"
-        )
-    return value
+    return env_whole_number(MAX_REMINDERS_ENV, MAX_REMINDERS_PER_CONVERSATION, "reminders")
 
 
 # (conversation, reminder, the output channel named in the turn that set it, if any)

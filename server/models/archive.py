@@ -34,6 +34,7 @@ from server.errors import (
 )
 from server.models import signing
 from server.models.metadata import (
+    ARCHIVE_SUFFIX,
     FORMAT_VERSION,
     METADATA_FILE,
     RASA2_MARKER,
@@ -67,7 +68,6 @@ __all__ = [
     "write_archive",
 ]
 
-ARCHIVE_SUFFIX = ".tar.gz"
 COMPONENTS_DIR = "components"
 SIGNATURE_FILE = signing.SIGNATURE_FILE
 _CHUNK = 1024 * 1024

@@ -255,10 +255,9 @@ class ModelHolder(Generic[T]):
         once built: a model is data in memory, and nothing is left behind by a stop, a
         replaced or cancelled load, or a crash (before, a killed process left its model in
         the temporary directory for good)."""
-        with extraction_directory() as directory:
-            if fingerprint is None:
-                fingerprint = file_sha256(path)
-            metadata = read_archive(path, directory, self.verify_key, self.limits)
+        if fingerprint is None:
+            fingerprint = file_sha256(path)
+        with extracted_archive(path, self.verify_key, self.limits) as (directory, metadata):
             model = self._loader(directory, metadata)
         info = ModelInfo(
             model_file=model_file,
@@ -294,6 +293,16 @@ class ModelHolder(Generic[T]):
             yield
         finally:
             self.num_active_training_jobs -= 1
+
+
+@contextlib.contextmanager
+def extracted_archive(
+    path: Path, verify_key: bytes | Path | None, limits: ArchiveLimits
+) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """The archive at `path` checked and extracted into a new directory, and its metadata;
+    the directory is removed when the block ends."""
+    with extraction_directory() as directory:
+        yield directory, read_archive(path, directory, verify_key, limits)
 
 
 def is_disk_full(exc: BaseException) -> bool:

@@ -6,7 +6,7 @@ import stat
 from pathlib import Path
 
 from server.errors import ModelNotFound
-from server.models.archive import ARCHIVE_SUFFIX
+from server.models.metadata import ARCHIVE_SUFFIX
 
 
 def resolve_local_model(path: Path) -> Path:

@@ -17,6 +17,8 @@ from server.errors import UnsafeArchive, UnsupportedModel
 
 FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
+# How a model archive's file name ends (`-m`'s check needs it without the archive reader).
+ARCHIVE_SUFFIX = ".tar.gz"
 RASA2_MARKER = "fingerprint.json"
 # The trainer's fingerprint of its inputs (see server.models.fingerprint).
 TRAINING_FINGERPRINT_KEY = "fingerprint"
@@ -30,9 +32,10 @@ TRAINING_FINGERPRINT_KEY = "fingerprint"
 #   3  KeywordIntentClassifier trained as Rasa's (keywords, a null intent without one; was the
 #      linear classifier), SGD-trained CRFs the same for the same data
 #   4  EntitySynonymMapper maps each value's lower case to the value, as Rasa's
-#   5  MemoizationPolicy's histories as a tree (a node per distinct history), not a lookup
+#   5  a story's `or` of a `slot_was_set` with several slots is one alternative per slot
+#   6  MemoizationPolicy's histories as a tree (a node per distinct history), not a lookup
 #      keyed by each history's text
-TRAINING_FORMAT = 5
+TRAINING_FORMAT = 6
 TRAINING_FORMAT_KEY = "training_format"
 # Since this format, a role or group counts only where the domain lists it.
 ROLES_LISTED_SINCE = 1

@@ -7,10 +7,14 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from server.errors import InvalidConfig, ResponseTooLarge, first_line
-from server.http_bodies import ACCEPT_ENCODING, DEFAULT_MAX_RESPONSE_BYTES, read_within_sync
+from server.http_bodies import (
+    ACCEPT_ENCODING,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    read_within_sync,
+)
 from server.json_values import loads_untrusted
 from server.nlu.message import Message
 from server.nlu.params import number
@@ -29,13 +33,43 @@ MAX_ANSWER_BYTES = DEFAULT_MAX_RESPONSE_BYTES
 
 
 def _value(match: dict[str, Any]) -> Any:
-    value = match.get("value") or {}
+    value = match["value"]
     if value.get("type") == "interval":
         return {
             "to": (value.get("to") or {}).get("value"),
             "from": (value.get("from") or {}).get("value"),
         }
     return value.get("value")
+
+
+def _match_problem(match: Any, text: str) -> str | None:
+    """Why `match` is not a match of Duckling's shape for `text` (Rasa reads `dim`, `start`,
+    `end` and the `value` object of each), or None. Before, a `value` that was no object
+    failed the parse, and the turn of every message with it."""
+    if not isinstance(match, dict):
+        return f"a match is {type(match).__name__}, not an object"
+    if not isinstance(match.get("dim"), str):
+        return "a match has no dimension name ('dim')"
+    start, end = match.get("start"), match.get("end")
+    if not _is_position(start) or not _is_position(end):
+        return "a match's 'start' and 'end' are not character positions"
+    if not 0 <= start <= end <= len(text):
+        return f"a match's 'start' and 'end' ({start}, {end}) are not within the text"
+    body = match.get("body", match.get("text"))
+    if body is not None and not isinstance(body, str):
+        return "a match's 'body' is not text"
+    value = match.get("value")
+    if not isinstance(value, dict):
+        return "a match's 'value' is not an object"
+    if value.get("type") == "interval" and not all(
+        isinstance(value.get(side), dict | None) for side in ("to", "from")
+    ):
+        return "an interval's 'to' or 'from' is not an object"
+    return None
+
+
+def _is_position(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class DucklingEntityExtractor:
@@ -99,13 +133,22 @@ class DucklingEntityExtractor:
             payload["dims"] = json.dumps(sorted(self.dimensions))
         import httpx  # (see `_http`)
 
+        from server.http_clients import within
+
         try:
-            with self._http().stream("POST", f"{self.url}/parse", data=payload) as response:
+            with (
+                within(self.timeout) as deadline,
+                self._http().stream("POST", f"{self.url}/parse", data=payload) as response,
+            ):
                 if not response.is_success:
                     raise ValueError(f"HTTP {response.status_code}")
-                matches = loads_untrusted(read_within_sync(response, MAX_ANSWER_BYTES))
+                raw = read_within_sync(response, MAX_ANSWER_BYTES, deadline)
+            matches = loads_untrusted(raw)
             if not isinstance(matches, list):
                 raise ValueError("Duckling did not answer a list")
+        except httpx.TimeoutException:
+            self._failed(f"no whole answer within {self.timeout:g} s")
+            return
         except (httpx.HTTPError, ValueError, ResponseTooLarge) as e:
             # Its text is ours or the socket's, or httpx's naming a scheme: never the URL.
             self._failed(first_line(e, limit=200))
@@ -114,7 +157,9 @@ class DucklingEntityExtractor:
             self._failed("its url is not a URL httpx can read")
             return
         for match in matches:
-            if not isinstance(match, dict):
+            problem = _match_problem(match, message.text)
+            if problem is not None:
+                self._warn(f"answered what is not Duckling's: {problem}; it is left out")
                 continue
             if self.dimensions is not None and match.get("dim") not in self.dimensions:
                 continue
@@ -132,15 +177,14 @@ class DucklingEntityExtractor:
             )
 
     def _failed(self, reason: str) -> None:
+        self._skip_until = time.monotonic() + _RETRY_AFTER_SECONDS
+        self._warn(f"failed ({reason[:200]}); continuing without its entities")
+
+    def _warn(self, what: str) -> None:
         now = time.monotonic()
-        self._skip_until = now + _RETRY_AFTER_SECONDS
         if now - self._last_warning > _WARN_EVERY_SECONDS:
             self._last_warning = now
-            logger.warning(
-                "Duckling at %s failed (%s); continuing without its entities",
-                self.safe_url,
-                reason[:200],
-            )
+            logger.warning("Duckling at %s %s", self.safe_url, what[:300])  # one short line
 
     def state(self, directory: Path, prefix: str) -> dict[str, Any]:
         return {"locale": self.locale}

@@ -10,13 +10,19 @@ from typing import Any
 
 import httpx
 
-from server.errors import InvalidConfig, ResponseTooLarge, first_line
-from server.http_bodies import ACCEPT_ENCODING, max_response_bytes, read_within_sync
+from server.errors import InvalidConfig, InvalidNluData, ResponseTooLarge, first_line
+from server.http_bodies import (
+    ACCEPT_ENCODING,
+    max_response_bytes,
+    read_within_sync,
+)
 from server.http_clients import (
     cookie_jar_keeping_none,
     sync_client,
+    within,
 )
 from server.json_values import loads_untrusted
+from server.trackers.incoming import check_parse_data
 from server.urls import safe_url, url_as_rasa_reads
 
 logger = logging.getLogger(__name__)
@@ -59,6 +65,7 @@ class RemoteNLU:
             timeout = float(config.get("timeout", DEFAULT_TIMEOUT_SECONDS))
         except (TypeError, ValueError) as e:
             raise InvalidConfig(f"endpoints 'nlu': 'timeout' must be a number: {e}") from e
+        self.timeout = timeout
         try:
             self.max_response_bytes = max_response_bytes(config)
         except InvalidConfig as e:
@@ -86,23 +93,32 @@ class RemoteNLU:
         # the query carries it too (an empty one is not sent, as no endpoint's is).
         body = {"token": self.token, "text": text, "message_id": message_id}
         try:
-            with self._client.stream("POST", self.url, json=body, params=self._query) as response:
+            with (
+                within(self.timeout) as deadline,
+                self._client.stream("POST", self.url, json=body, params=self._query) as response,
+            ):
                 if response.status_code != 200:
                     raise ValueError(f"HTTP {response.status_code}")
-                content = read_within_sync(response, self.max_response_bytes)
+                content = read_within_sync(response, self.max_response_bytes, deadline)
             parsed = loads_untrusted(content)
             if not isinstance(parsed, dict) or not isinstance(parsed.get("intent"), dict):
                 raise ValueError("the answer is no parse result (no 'intent' object)")
+            # As a message's parse data from a client is checked: an intent named by a list
+            # failed the turn (the message lost), a confidence that is text was stored.
+            check_parse_data(parsed, "answer")
         except httpx.DecodingError as e:  # ours: an encoding not read, its text names it
             self._warn(str(e)[:200])
             return _unparsed(text)
         except httpx.ConnectError as e:  # down, or its TLS certificate not trusted: say which
             self._warn(f"{type(e).__name__}: {first_line(e, limit=200)}")
             return _unparsed(text)
+        except httpx.TimeoutException:
+            self._warn(f"no whole answer within {self.timeout:g} s")
+            return _unparsed(text)
         except httpx.HTTPError as e:  # its text may hold the URL, token and all
             self._warn(type(e).__name__)
             return _unparsed(text)
-        except (ValueError, ResponseTooLarge) as e:
+        except (ValueError, ResponseTooLarge, InvalidNluData) as e:
             self._warn(str(e)[:200])
             return _unparsed(text)
         parsed.setdefault("entities", [])

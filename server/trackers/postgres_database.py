@@ -25,6 +25,7 @@ import asyncpg
 from sqlalchemy.engine import URL
 
 from server.errors import first_line
+from server.setting_values import sql_pool_sizes
 from server.trackers.session_start import ACTION_SESSION_START
 from server.trackers.silence import SilenceWatch, Watched
 from server.trackers.sql_engine import (
@@ -378,9 +379,7 @@ class PostgresDatabase:
 
     def __init__(self, url: URL) -> None:
         self._dsn = postgres_dsn(url)
-        self._max_size = int(os.environ.get("SQL_POOL_SIZE", "10")) + int(
-            os.environ.get("SQL_MAX_OVERFLOW", "20")
-        )
+        self._max_size = sum(sql_pool_sizes())
         schema = os.environ.get("POSTGRESQL_SCHEMA")
         self._server_settings = {"search_path": schema} if schema else None
         self._on_connect = postgres_lock_timeout()

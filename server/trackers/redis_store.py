@@ -974,6 +974,8 @@ async def _rasa_events(sender_id: str, stored: str | bytes | None) -> list[Any]:
         return _tracker_events(stored)
     except ValueError as exc:
         raise CorruptConversation(f"{where} its value is not JSON ({exc})") from exc
+    except RecursionError:  # (before: a 500 with a traceback, a prune stopped at it)
+        raise CorruptConversation(f"{where} its value is nested too deeply to read") from None
     except _NotAnObject:
         raise CorruptConversation(
             f"{where} its value is not a tracker (a JSON object with a list of events, "
@@ -996,7 +998,7 @@ def _timestamp(item: bytes | str) -> float:
     """A stored item's timestamp as the prune script reads it (none, or no event: 0)."""
     try:
         event = json.loads(item)
-    except ValueError:
+    except (ValueError, RecursionError):
         return 0.0
     at = event.get("timestamp") if isinstance(event, dict) else None
     if isinstance(at, bool) or not isinstance(at, (int, float, str)):

@@ -26,7 +26,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from server.errors import InvalidConfig, first_line
-from server.setting_values import env_seconds, host_and_port
+from server.setting_values import env_seconds, host_and_port, sql_pool_sizes
 from server.trackers.tcp_keepalive import guard_driver_connection
 from server.trackers.tcp_keepalive import tcp_options as _tcp_options
 
@@ -242,8 +242,7 @@ def create_engine(
         _set_sqlite_pragmas(engine, sqlite_autocheckpoint)
         return engine
 
-    pool_size = int(os.environ.get("SQL_POOL_SIZE", "10"))
-    max_overflow = int(os.environ.get("SQL_MAX_OVERFLOW", "20"))
+    pool_size, max_overflow = sql_pool_sizes()
     connect_args: dict[str, Any]
     if backend == "postgresql":
         connect_args = {"timeout": CONNECT_TIMEOUT_SECONDS}

@@ -100,7 +100,8 @@ class SqliteDatabase:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
         self._local = threading.local()
         self._readers = threading.local()
-        self._reader_connections: list[sqlite3.Connection] = []
+        # Each read-only connection with its cursor (closed first: see close()).
+        self._reader_connections: list[tuple[sqlite3.Connection, sqlite3.Cursor]] = []
         self._closed = False
         self._pending: list[_Append] = []  # appends waiting for the thread's next group
         # Conversations with an append pending or under way on the thread: their next append
@@ -200,12 +201,17 @@ class SqliteDatabase:
             conn = sqlite3.connect(uri, uri=True, timeout=0, isolation_level=None)
             conn.execute("PRAGMA busy_timeout=0")
             cursor = self._readers.cursor = conn.cursor()
-            self._reader_connections.append(conn)
+            self._reader_connections.append((conn, cursor))
         return cursor
 
     async def close(self) -> None:
         def close() -> None:
             if inline is not None:  # before the thread's, which checkpoints when last
+                # Its cursor first: a failed append's error (a full disk) holds it in a
+                # reference cycle until the collector runs, and SQLite keeps a connection
+                # with a statement alive open, its file descriptors with it.
+                if inline_cursor is not None:
+                    inline_cursor.close()
                 inline.close()
             for pin in self._pins:
                 pin.close()
@@ -228,10 +234,13 @@ class SqliteDatabase:
         self._closed = True
         self._wal_index = None
         inline, self._inline = self._inline, None
-        self._inline_cursor = None
-        for reader in self._reader_connections:
+        inline_cursor, self._inline_cursor = self._inline_cursor, None
+        for reader, reader_cursor in self._reader_connections:
             # sqlite3 refuses to close another thread's connection; those end with the process.
             with contextlib.suppress(sqlite3.ProgrammingError):
+                # Its cursor first: one whose last read failed (a damaged file) keeps its
+                # statement, and SQLite the connection open with it (four descriptors).
+                reader_cursor.close()
                 reader.close()
         loop = asyncio.get_running_loop()
         try:
@@ -842,7 +851,15 @@ def _appends(
     group was cancelled), so an append's `known` last row id of that epoch holds. `cursor`:
     the connection's cursor to run them with (default: one for the group)."""
     if cursor is None:
-        cursor = conn.cursor()
+        own = conn.cursor()
+        try:
+            return _appends(conn, group, sequential_ids, epoch, own)
+        except BaseException:
+            # The error's traceback holds this cursor, in a reference cycle through the
+            # group's futures until the collector runs: its statement would keep the
+            # connection open (file descriptors included) after the store's close.
+            own.close()
+            raise
     outcomes: list[_Written | Exception] = []
     for append in group:
         savepoint = len(append.rows) > _ROWS_PER_INSERT

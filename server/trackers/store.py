@@ -48,6 +48,10 @@ def stored_events(
         raise CorruptConversation(
             f"Conversation '{sender_id}' holds {what} that is not JSON ({exc})"
         ) from exc
+    except RecursionError:  # (before: a 500 with a traceback, a prune stopped at it)
+        raise CorruptConversation(
+            f"Conversation '{sender_id}' holds {what} nested too deeply to read"
+        ) from None
     if not all(isinstance(event, dict) for event in events):
         raise CorruptConversation(
             f"Conversation '{sender_id}' holds {what} that is not a JSON object"

@@ -375,14 +375,18 @@ class _Reader:
             if kind in ("intent", "user"):
                 result.append([self.user(alternative, alt_line)])
             elif kind == "slot_was_set":
-                result.append(self.slots(alternative["slot_was_set"], alt_line))
+                # Each slot is an alternative of its own, as Rasa reads it: `- slot_was_set:
+                # [a: 1, b: 2]` under `or` means a=1 or b=2, not both.
+                slots = self.slots(alternative["slot_was_set"], alt_line)
+                result.extend([event] for event in slots)
             else:
                 raise self.error(
                     "an 'or' alternative must be a user step ('intent' / 'user') or a "
                     f"'slot_was_set', not '{kind}'",
                     alt_line,
                 )
-        return result
+        # Only empty `slot_was_set`s: the step adds nothing (Rasa skips it), the story stays.
+        return result or [[]]
 
     def action(self, value: Any, line: int | None) -> Event:
         if not isinstance(value, str) or not value.strip():

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
@@ -17,6 +18,7 @@ from fastapi import FastAPI
 from server.api.server import ServerOptions, build_app
 from tests.api.rasa_spec import RasaSpec
 from tests.brokers.test_rabbitmq_broker import AMQP_URL
+from tests.shared_archives import SharedExtractions
 from tests.trackers.persistence_fixtures import RABBITMQ, require_service, unique_name
 
 MEMORY_STORE = {"tracker_store": {"type": "in_memory"}}
@@ -28,6 +30,12 @@ warnings.filterwarnings("ignore", message="The HMAC key is")
 def moodbot_model(moodbot_copy: Callable[[str], Path]) -> Path:
     """A moodbot model archive (the session's one training), alone in its folder."""
     return moodbot_copy("moodbot-models")
+
+
+@pytest.fixture(scope="session")
+def shared_extractions(tmp_path_factory: pytest.TempPathFactory) -> SharedExtractions:
+    """The archives the apps of `make_client` load as they start, extracted once a process."""
+    return SharedExtractions(tmp_path_factory.mktemp("extracted-models"))
 
 
 @pytest.fixture(scope="session")
@@ -61,10 +69,16 @@ AppFactory = Callable[..., Any]
 
 
 async def open_client(
-    stack: AsyncExitStack, moodbot_model: Path, folder: Path, **overrides: Any
+    stack: AsyncExitStack,
+    moodbot_model: Path,
+    folder: Path,
+    shared: SharedExtractions | None = None,
+    **overrides: Any,
 ) -> httpx.AsyncClient:
     """An httpx client on a started app (lifespan run) serving moodbot from the memory store,
-    with `overrides` of its `ServerOptions`; both closed with `stack`."""
+    with `overrides` of its `ServerOptions`; both closed with `stack`. With `shared`, the
+    start's model comes from an archive extracted once a process (a model of its own, built
+    from it); a model loaded later (PUT /model, a pull) is extracted as the server does."""
     options: dict[str, Any] = {
         "model_path": moodbot_model,
         "enable_api": True,
@@ -73,19 +87,24 @@ async def open_client(
     }
     options.update(overrides)
     app: FastAPI = build_app(ServerOptions(**options))
-    await stack.enter_async_context(app.router.lifespan_context(app))
+    with shared.sharing() if shared is not None else contextlib.nullcontext():
+        await stack.enter_async_context(app.router.lifespan_context(app))
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
     await stack.enter_async_context(client)
     return client
 
 
 @pytest.fixture
-async def make_client(moodbot_model: Path, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+async def make_client(
+    moodbot_model: Path, tmp_path: Path, shared_extractions: SharedExtractions
+) -> AsyncIterator[Callable[..., Any]]:
     """`await make_client(**options)`: an httpx client on a started app (lifespan run)."""
     async with AsyncExitStack() as stack:
 
         async def make(**overrides: Any) -> httpx.AsyncClient:
-            return await open_client(stack, moodbot_model, tmp_path, **overrides)
+            return await open_client(
+                stack, moodbot_model, tmp_path, shared_extractions, **overrides
+            )
 
         yield make
 

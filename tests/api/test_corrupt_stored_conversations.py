@@ -33,7 +33,11 @@ CORRUPT_RASA_VALUES = {
     # (Before review73: an AttributeError as it was converted, a 500 with a traceback.)
     "events that are not objects": json.dumps({"name": "ann", "events": [1, None]}),
     "empty": "",
+    # (Before: a RecursionError, a generic 500 and a traceback in the log.)
+    "nested too deeply": '{"events": [' + "[" * 100_000 + "]" * 100_000 + "]}",
 }
+# An event nested deeper than any JSON reader goes: another process's, or an attacker's.
+DEEP_EVENT = '{"event": "slot", "name": "x", "value": ' + "[" * 100_000 + "]" * 100_000 + "}"
 
 
 @pytest.mark.parametrize("value", CORRUPT_RASA_VALUES.values(), ids=CORRUPT_RASA_VALUES.keys())
@@ -59,27 +63,37 @@ async def test_rasas_layout_holding_no_tracker_is_a_clear_500_that_keeps_it(
         await delete_redis_keys(prefix)
 
 
+@pytest.mark.parametrize(
+    ("item", "why"),
+    [("{oops", "not JSON"), (DEEP_EVENT, "nested too deeply")],
+    ids=["not JSON", "nested too deeply"],
+)
 async def test_a_list_item_that_is_not_json_is_a_clear_500(
-    make_client: Callable[..., Any], caplog: pytest.LogCaptureFixture
+    item: str, why: str, make_client: Callable[..., Any], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Before: a JSONDecodeError, a generic 500 and a traceback in the log."""
+    """Before: a JSONDecodeError (a RecursionError for an item nested too deeply), a
+    generic 500 and a traceback in the log."""
     require_service("Redis", REDIS)
     prefix = unique_name("left10corrupt")
     redis = {"type": "redis", "url": REDIS[0], "port": REDIS[1], "key_prefix": prefix}
     other = Redis(host=REDIS[0], port=REDIS[1], decode_responses=True)
     key = f"{prefix}:tracker:bob"
-    items = [json.dumps({"event": "action", "name": "action_listen", "timestamp": 1.0}), "{oops"]
+    items = [json.dumps({"event": "action", "name": "action_listen", "timestamp": 1.0}), item]
     await other.rpush(key, *items)
     client = await make_client(endpoints={"tracker_store": redis})
     try:
-        await _reads_are_clear_500s(client, "bob", caplog)
+        await _reads_are_clear_500s(client, "bob", caplog, why)
         assert await other.lrange(key, 0, -1) == items
     finally:
         await other.aclose()
         await delete_redis_keys(prefix)
 
 
-@pytest.mark.parametrize("broken", [b"not json", b"\xff{"], ids=["not JSON", "not UTF-8"])
+@pytest.mark.parametrize(
+    "broken",
+    [b"not json", b"\xff{", b'{"events": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"],
+    ids=["not JSON", "not UTF-8", "nested too deeply"],
+)
 async def test_retention_keeps_a_corrupt_conversation_and_prunes_the_others(
     broken: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -151,10 +165,20 @@ async def _reads_are_clear_500s(
         assert f"'{sender_id}'" in logged and why in logged, logged
 
 
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [("{oops", "not JSON"), (DEEP_EVENT, "nested too deeply")],
+    ids=["not JSON", "nested too deeply"],
+)
 async def test_an_sql_row_that_is_not_json_is_a_clear_500(
-    make_client: Callable[..., Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    data: str,
+    why: str,
+    make_client: Callable[..., Any],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Before: a JSONDecodeError, a generic 500 and a traceback in the log."""
+    """Before: a JSONDecodeError (a RecursionError for data nested too deeply), a generic
+    500 and a traceback in the log."""
     stored = {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "trackers.db")}
     store = create_tracker_store(stored)
     listen = {"event": "action", "name": "action_listen", "timestamp": time.time()}
@@ -163,11 +187,11 @@ async def test_an_sql_row_that_is_not_json_is_a_clear_500(
     finally:
         await store.close()
     with sqlite3.connect(tmp_path / "trackers.db") as db:
-        db.execute("UPDATE events SET data = '{oops' WHERE id = (SELECT MAX(id) FROM events)")
+        db.execute("UPDATE events SET data = ? WHERE id = (SELECT MAX(id) FROM events)", (data,))
     client = await make_client(endpoints={"tracker_store": stored})
-    await _reads_are_clear_500s(client, "cy", caplog)
+    await _reads_are_clear_500s(client, "cy", caplog, why)
     with sqlite3.connect(tmp_path / "trackers.db") as db:
-        assert db.execute("SELECT data FROM events ORDER BY id").fetchall()[-1] == ("{oops",)
+        assert db.execute("SELECT data FROM events ORDER BY id").fetchall()[-1] == (data,)
 
 
 @pytest.mark.parametrize("layout", ["Rasa's", "a list"])
@@ -307,3 +331,35 @@ async def test_a_dynamodb_item_holding_no_event_list_is_a_clear_500_that_keeps_i
                 assert kept == item  # nothing lost, nothing written into it
         finally:
             delete_dynamo_table(endpoint, table)
+
+
+async def test_a_stored_event_too_deep_to_write_as_a_story_is_a_clear_500(
+    make_client: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An event another process stored, readable as JSON but nested too deeply for the story
+    writer (a slot's value 900 lists deep). Before: a RecursionError, a generic 500 and a
+    traceback in the log. The tracker is still read, and the key keeps its items."""
+    require_service("Redis", REDIS)
+    prefix = unique_name("left10corrupt")
+    redis = {"type": "redis", "url": REDIS[0], "port": REDIS[1], "key_prefix": prefix}
+    other = Redis(host=REDIS[0], port=REDIS[1], decode_responses=True)
+    key = f"{prefix}:tracker:dee"
+    deep = '{"event": "slot", "name": "x", "timestamp": 2.0, "value": ' + "[" * 900 + "]" * 900
+    items = [json.dumps({"event": "action", "name": "action_listen", "timestamp": 1.0}), deep + "}"]
+    await other.rpush(key, *items)
+    client = await make_client(endpoints={"tracker_store": redis})
+    try:
+        assert (await client.get("/conversations/dee/tracker")).status_code == 200
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            response = await client.get("/conversations/dee/story")
+        assert response.status_code == 500, response.text
+        assert response.json()["reason"] == "ServerError"
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert errors and not any(r.exc_info for r in errors)
+        logged = "\n".join(r.getMessage() for r in errors)
+        assert "'dee'" in logged and "nested too deeply" in logged, logged
+        assert await other.lrange(key, 0, -1) == items
+    finally:
+        await other.aclose()
+        await delete_redis_keys(prefix)

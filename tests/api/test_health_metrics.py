@@ -22,6 +22,7 @@ from server.api.runner import server_app
 from server.api.server import ServerOptions
 from server.errors import BotServerError
 from server.training.train import train
+from tests.brokers.test_rabbitmq_broker import BlockingProxy, with_an_untested_aiormq
 from tests.shared_data import MOODBOT
 from tests.trackers.persistence_fixtures import RABBITMQ, require_service, unique_name
 
@@ -382,6 +383,46 @@ async def test_the_event_broker_connects_by_itself_once_rabbitmq_is_back(
         assert checks["event_broker"] == "ok"
         connected = [r for r in caplog.records if "event broker: connected to" in r.getMessage()]
         assert len(connected) == 1
+    finally:
+        await proxy.cut()
+
+
+@pytest.mark.parametrize("aiormq", ["pinned", "untested (aio-pika's publish)"])
+async def test_ready_says_the_event_broker_is_blocked_while_rabbitmq_blocks_publishing(
+    aiormq: str,
+    serve,
+    moodbot_archive: Path,
+    rabbitmq_names: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RabbitMQ short of memory or disk says connection.blocked: events are queued, not
+    published. The server stays ready (turns are answered; the alarm is RabbitMQ's, so every
+    replica would turn unready at once) and `checks` says `blocked`, then `ok` once RabbitMQ
+    lifts it, with no event sent meanwhile. Before, `ok` throughout: events were held and the
+    probe said nothing."""
+    if aiormq != "pinned":
+        with_an_untested_aiormq(monkeypatch)
+    proxy = BlockingProxy(RABBITMQ)
+    await proxy.restore()
+    try:
+        client = await serve_with_rabbitmq(serve, moodbot_archive, rabbitmq_names, proxy.port)
+
+        async def broker_check(expected: str) -> httpx.Response:
+            for _ in range(200):
+                response = await client.get("/health/ready")
+                if response.json()["checks"]["event_broker"] == expected:
+                    break
+                await asyncio.sleep(0.05)
+            return response
+
+        assert (await broker_check("ok")).json()["checks"]["event_broker"] == "ok"
+        proxy.block()
+        blocked = await broker_check("blocked")
+        assert blocked.status_code == 200
+        assert blocked.json()["status"] == "ready"
+        assert blocked.json()["checks"]["event_broker"] == "blocked"
+        proxy.unblock()
+        assert (await broker_check("ok")).json()["checks"]["event_broker"] == "ok"
     finally:
         await proxy.cut()
 

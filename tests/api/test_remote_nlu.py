@@ -81,3 +81,31 @@ async def test_test_intents_still_evaluates_the_models_own_nlu(
     assert response.status_code == 200
     assert response.json()["intent_evaluation"]["predictions"][0]["predicted"] == "greet"
     assert seen == []
+
+
+NOT_A_PARSE = {
+    "an intent named by a list": {"intent": {"name": ["greet"], "confidence": 0.9}},
+    "a confidence that is text": {"intent": {"name": "greet", "confidence": "high"}},
+    "entities that are text": {"intent": {"name": "greet"}, "entities": "Berlin"},
+    "an entity without its value": {"intent": {"name": "greet"}, "entities": [{"entity": "x"}]},
+}
+
+
+@pytest.mark.parametrize("answer", NOT_A_PARSE.values(), ids=NOT_A_PARSE.keys())
+async def test_an_answer_breaking_rasas_parse_schema_leaves_the_message_without_intent(
+    answer: dict[str, Any], make_client: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Checked as a client's parse data is. Before, an intent named by a list or entities
+    that were text failed the turn (the user's message was lost, the REST channel answered
+    nothing), and the others were stored, breaking the schema of every later answer about
+    the conversation."""
+    with serve_json(lambda path, body: (200, {"text": "hi", **answer})) as url:
+        client = await make_client(endpoints={**MEMORY_STORE, "nlu": {"url": url}})
+        with caplog.at_level(logging.ERROR):
+            parsed = (await client.post("/model/parse", json={"text": "hi"})).json()
+            await client.post("/webhooks/rest/webhook", json={"sender": "s", "message": "hi"})
+        tracker = (await client.get("/conversations/s/tracker")).json()
+    assert parsed == {"text": "hi", "intent": {"name": None, "confidence": 0.0}, "entities": []}
+    assert tracker["latest_message"]["text"] == "hi"
+    assert tracker["latest_message"]["intent"] == {"name": None, "confidence": 0.0}
+    assert "The NLU server at" in caplog.text and "'answer." in caplog.text

@@ -57,3 +57,24 @@ def test_a_start_makes_no_collection_before_its_bound(monkeypatch: pytest.Monkey
         gc.callbacks.remove(count)
     assert while_starting == []
     assert len(kept) == 100_000
+
+
+@pytest.mark.parametrize(
+    ("value", "thresholds"),
+    [
+        (None, (5000, 20, 100)),
+        ("", (5000, 20, 100)),
+        (" 700, 10,10 ", (700, 10, 10)),
+        ("0,0,0", (0, 0, 0)),
+    ],
+)
+def test_the_thresholds_a_server_collects_by_once_started(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, thresholds: tuple[int, int, int]
+) -> None:
+    """BOTSERVER_GC_THRESHOLDS, as Python's gc takes them (0 first: no automatic collection);
+    unset or empty, the server's own."""
+    if value is None:
+        monkeypatch.delenv(collector.GC_THRESHOLDS_ENV, raising=False)
+    else:
+        monkeypatch.setenv(collector.GC_THRESHOLDS_ENV, value)
+    assert collector.gc_thresholds() == thresholds

@@ -170,7 +170,7 @@ async def test_the_stop_waits_for_a_triggered_intent_cut_off(
                 response_timeout=TIMEOUT,
             )
             app = build_app(options)
-            runner._serve_lifecycle(app, "", options)  # the stop's wait, as `botserver run`
+            runner._serve_lifecycle(app, options)  # the stop's wait, as `botserver run`
             async with app.router.lifespan_context(app):
                 transport = httpx.ASGITransport(app=app)
                 async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:

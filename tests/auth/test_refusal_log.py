@@ -111,6 +111,47 @@ async def test_a_username_that_differs_only_in_unicode_form_is_refused_saying_so
     assert "differ only in Unicode normalisation" in line and "'Jose\\u0301'" in line, line
 
 
+async def test_a_refusal_line_quotes_long_ids_in_brief(caplog: pytest.LogCaptureFixture) -> None:
+    """A request head may be 64 KiB: before, a `user` JWT naming a 20,000-character username,
+    on a conversation id as long, wrote both whole, a 40 KB line at each refusal."""
+    caplog.set_level(logging.INFO, logger="server")
+    async with client(make_app()) as c:
+        response = await c.get(
+            "/conversations/" + "b" * 20_000 + "/tracker",
+            headers=bearer({"user": {"username": "a" * 20_000, "role": "user"}}),
+        )
+    assert response.status_code == 403
+    (line,) = server_lines(caplog)
+    assert len(line) < 1_000, len(line)
+    assert "role 'user' of 'aaa" in line and "may not reach conversation 'bbb" in line, line
+
+
+@pytest.mark.parametrize(
+    ("username", "conversation_id", "shown"),
+    [
+        ("a" * 200 + "X" + "a" * 200, "a" * 200 + "Y" + "a" * 200, ["'" + "a" * 20 + "X", "Y"]),
+        ("a" * 200 + "e\u0301" + "a" * 200, "a" * 200 + "\xe9" + "a" * 200, ["\\u0301", "\\xe9"]),
+    ],
+    ids=["differ-in-the-middle", "unicode-forms-in-the-middle"],
+)
+async def test_long_ids_cut_alike_are_told_apart(
+    caplog: pytest.LogCaptureFixture, username: str, conversation_id: str, shown: list[str]
+) -> None:
+    """Two long ids that differ only in their middle print alike once cut: the line quotes
+    them where they differ, so the operator sees why the user was refused (before, it named
+    two ids that looked the same, even with its Unicode hint, which was cut too)."""
+    caplog.set_level(logging.INFO, logger="server")
+    async with client(make_app()) as c:
+        response = await c.get(
+            f"/conversations/{conversation_id}/tracker",
+            headers=bearer({"user": {"username": username, "role": "user"}}),
+        )
+    assert response.status_code == 403
+    (line,) = server_lines(caplog)
+    assert len(line) < 1_000, len(line)
+    assert "from character 180" in line and all(part in line for part in shown), line
+
+
 async def test_a_refusal_before_the_body_is_read_is_logged_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -13,11 +13,12 @@ import re
 import ssl
 import time
 import tracemalloc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import aio_pika
+import aiormq.base
 import pamqp.commands
 import pamqp.frame
 import pytest
@@ -1051,18 +1052,24 @@ async def test_a_burst_of_megabyte_events_goes_out_whole_in_writes_of_a_mebibyte
     assert peak < 8 * WRITE_BYTES, f"{peak:,} bytes at most while publishing 24 MB"
 
 
-async def test_an_aiormq_other_than_the_pinned_one_publishes_through_aio_pika(
-    names: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    """The broker writes on aiormq's channel only with the aiormq and pamqp it was tested
-    with: another one found at connect is named in one warning, and the events go out through
-    aio-pika's public publish, the same messages, every one, in order."""
+def with_an_untested_aiormq(monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiormq 7.3.0 installed, as the broker reads it (outside botserver[rabbitmq]'s pins):
+    it publishes through aio-pika's public publish."""
     installed = amqp_publish.installed_version
     monkeypatch.setattr(
         amqp_publish,
         "installed_version",
         lambda name: "7.3.0" if name == "aiormq" else installed(name),
     )
+
+
+async def test_an_aiormq_other_than_the_pinned_one_publishes_through_aio_pika(
+    names: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broker writes on aiormq's channel only with the aiormq and pamqp it was tested
+    with: another one found at connect is named in one warning, and the events go out through
+    aio-pika's public publish, the same messages, every one, in order."""
+    with_an_untested_aiormq(monkeypatch)
     writes = recorded_writes(monkeypatch)
     broker = RabbitMQEventBroker(broker_config(names))
     events = conversation("ana", 300)  # more than one window of confirms
@@ -1212,6 +1219,82 @@ async def test_events_published_while_rabbitmq_blocks_publishing_go_out_once_it_
     assert "lifted its block" in caplog.text
 
 
+@pytest.mark.parametrize("closing", ["an observer (aiormq 7.2.4)", "its own future (aiormq 6)"])
+async def test_through_aio_pikas_publish_a_block_is_waited_out_as_on_the_main_path(
+    closing: str,
+    names: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With an aiormq other than the pinned one the events go through aio-pika's publish,
+    and the block is seen through aiormq's public `ready()`: nothing runs out while it lasts,
+    no turn is held, the block is said, and once unblocked every event goes out once, in
+    order, on the same connection. Before, each publish ran out after its bound during the
+    block: `delivery failed`, the connection given up and opened again (blocked in turn),
+    and the messages written before the block sent again. An aiormq 6 hands out the
+    connection's own `closing` future, not an observer: before, the wait for the unblock
+    cancelled it, which marked the connection closed at each block (opened again, resent)."""
+    monkeypatch.setattr("server.brokers.rabbitmq.PUBLISH_TIMEOUT_SECONDS", 0.5)
+    with_an_untested_aiormq(monkeypatch)
+    if closing.startswith("its own"):
+        monkeypatch.setattr(aiormq.base.Base, "closing", property(lambda self: self._closing))
+    caplog.set_level(logging.INFO, "server.brokers")
+    proxy = BlockingProxy(RABBITMQ)
+    broker = await warm_broker_behind(proxy, names, wait_for_delivery=True)
+    assert isinstance(broker._publisher, amqp_publish.ExchangePublisher)
+    events = conversation("ana", 20)
+    try:
+        proxy.block()
+        # Perhaps written before the block is seen: answered once it is, not held 2 s.
+        await asyncio.wait_for(broker.publish("ana", events[:10]), CONFIRM_WAIT_SECONDS - 0.5)
+        await blocking_seen(broker)
+        await asyncio.wait_for(broker.publish("ana", events[10:]), 0.5)
+        await asyncio.sleep(2)  # four times the bound of a confirm
+        said = [r.getMessage() for r in caplog.records]
+        pending = broker.pending
+        proxy.unblock()
+        assert await broker.flush(10)
+    finally:
+        await broker.close()
+        await proxy.cut()
+
+    assert pending == 20
+    assert not any("delivery failed" in line for line in said), said
+    assert not any("were not taken within" in line for line in said), said
+    assert sum("RabbitMQ blocks publishing" in line for line in said) == 1, said
+    received = await consume(names["queue"], expected=21)
+    assert [json.loads(m.body)["text"] for m in received[1:]] == [e["text"] for e in events]
+    assert proxy.connections == 1
+    assert "lifted its block" in caplog.text
+
+
+async def test_through_aio_pikas_publish_a_silent_rabbitmq_is_still_given_up_on(
+    names: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aio-pika's publishes carry no bound of their own (one ran out during a block): a
+    RabbitMQ gone silent without a block still fails the delivery once a confirm is overdue,
+    not taken for a block, and every event goes out once it answers again."""
+    monkeypatch.setattr("server.brokers.rabbitmq.PUBLISH_TIMEOUT_SECONDS", 0.5)
+    with_an_untested_aiormq(monkeypatch)
+    events = conversation("ana", 5)
+    async with silenced(names) as (broker, proxy):
+        await broker.publish("ana", events)
+        for _ in range(500):
+            if "delivery failed" in caplog.text:
+                break
+            await asyncio.sleep(0.01)
+        said = caplog.text
+        proxy.silent = False
+        assert await broker.flush(10)
+    assert "no confirm from RabbitMQ in 0.5 s" in said
+    assert "RabbitMQ blocks publishing" not in said
+    received = await consume(names["queue"], expected=5)
+    once: dict[str, str] = {}  # as a consumer drops repeats: by message_id
+    for message in received:
+        once.setdefault(str(message.message_id), json.loads(message.body)["text"])
+    assert list(once.values()) == [event["text"] for event in events]
+
+
 async def blocking_seen(broker: RabbitMQEventBroker) -> None:
     """Waits until the broker's connection read RabbitMQ's connection.blocked."""
     for _ in range(500):
@@ -1322,6 +1405,18 @@ async def test_a_stop_while_rabbitmq_blocks_publishing_names_the_block(
     ), said[1]
 
 
+def told_from_a_thread(
+    loop: asyncio.AbstractEventLoop, block: Callable[[], None], broker: RabbitMQEventBroker
+) -> None:
+    """`block` run on the loop from the thread making a write, which waits until the
+    broker's connection read the block (5 s at most)."""
+    loop.call_soon_threadsafe(block)
+    for _ in range(5000):
+        if broker._publisher is not None and broker._publisher.blocked:
+            return
+        time.sleep(0.001)
+
+
 @pytest.mark.parametrize("told", ["as a write goes out", "as a write is made"])
 async def test_a_block_in_the_middle_of_a_burst_of_megabyte_events_resends_nothing(
     told: str,
@@ -1365,11 +1460,7 @@ async def test_a_block_in_the_middle_of_a_burst_of_megabyte_events_resends_nothi
 
         def blocked_while_made(*args: Any) -> Any:
             if len(writes) == 3 and not at_block:
-                loop.call_soon_threadsafe(block)
-                for _ in range(5000):  # until the broker's connection read it
-                    if broker._publisher is not None and broker._publisher.blocked:
-                        break
-                    time.sleep(0.001)
+                told_from_a_thread(loop, block, broker)
             return make(*args)
 
         monkeypatch.setattr(broker, "_marshalled", blocked_while_made)
@@ -1394,3 +1485,48 @@ async def test_a_block_in_the_middle_of_a_burst_of_megabyte_events_resends_nothi
     received = await consume(names["queue"], expected=31, timeout=30)
     assert [json.loads(m.body)["text"] for m in received[1:]] == [e["text"] for e in events]
     assert proxy.connections == 1
+
+
+async def test_a_write_a_block_held_back_goes_out_as_it_was_made(
+    names: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RabbitMQ says connection.blocked while a write of 256 messages is made (in a thread):
+    after the unblock those messages go out as made, each event's JSON and frames made once.
+    Before, all but the first were made again (255 messages, up to 1 MiB of JSON)."""
+    proxy = BlockingProxy(RABBITMQ)
+    broker = await warm_broker_behind(proxy, names)
+    events = conversation("ana", 300)
+    for event in events:
+        event["text"] = f"{event['text']} " + "x" * 2_000
+    made: list[str] = []
+    marshal = amqp_publish.marshal
+
+    def counted(on: Any, body: bytes, message_id: str, *args: Any) -> Any:
+        made.append(message_id)
+        return marshal(on, body, message_id, *args)
+
+    monkeypatch.setattr(amqp_publish, "marshal", counted)
+    loop = asyncio.get_running_loop()
+    make = broker._marshalled
+    told: list[bool] = []
+
+    def blocked_while_made(*args: Any) -> Any:
+        if not told:  # the burst's first write: 256 messages, in a thread
+            told.append(True)
+            told_from_a_thread(loop, proxy.block, broker)
+        return make(*args)
+
+    monkeypatch.setattr(broker, "_marshalled", blocked_while_made)
+    try:
+        await broker.publish("ana", events)
+        await blocking_seen(broker)
+        await asyncio.sleep(0.2)
+        proxy.unblock()
+        assert await broker.flush(10)
+    finally:
+        await broker.close()
+        await proxy.cut()
+
+    assert len(made) == 300, f"{len(made) - len(set(made))} messages made again"
+    received = await consume(names["queue"], expected=301)
+    assert [json.loads(m.body)["text"] for m in received[1:]] == [e["text"] for e in events]

@@ -805,6 +805,27 @@ async def test_a_refused_login_says_why() -> None:
         await api.aclose()
 
 
+async def test_a_login_answer_nested_too_deeply_is_a_refused_login() -> None:
+    """Before, a RecursionError escaped the login: the webhook whose message made the bot
+    look up its own id answered 500, and the message was not answered."""
+    from fastapi import FastAPI
+    from fastapi.responses import Response
+
+    app = FastAPI()
+
+    async def login() -> Response:
+        return Response(b"[" * 100_000 + b"]" * 100_000, media_type="application/json")
+
+    app.add_api_route("/api/v1/login", login, methods=["POST"])
+    async with serving(app) as rocket_url:
+        api = RocketChatAPI(rocket_url, BOT, PASSWORD)
+        try:
+            with pytest.raises(RocketChatUnavailable, match=r"refused the login .*\(HTTP 200\)"):
+                await api.login()
+        finally:
+            await api.aclose()
+
+
 async def test_an_answer_trickling_in_is_bounded_by_the_timeout_as_a_whole() -> None:
     """httpx bounds each read by `timeout`: an answer sent a few bytes at a time, each piece
     within it, held the post (and the conversation's lock) as long as it trickled."""

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from bench.tcp_proxy import free_port
-from tests.cli.botserver_process import ServerProcess, botserver_command
+from tests.cli.botserver_process import REPO, ServerProcess, botserver_command
 from tests.fake_http import silent_server
 from tests.loop_lag import paced
 from tests.models.conftest import s3_at
@@ -78,10 +78,41 @@ def test_an_endpoints_setting_of_the_wrong_type_is_a_clear_error(
 ) -> None:
     """Before, the server stopped with a traceback (ValueError, TypeError) at start-up."""
     (tmp_path / "endpoints.yml").write_text(f"{section}:\n  {settings}\n")
-    result = run_cli("run", "-p", str(free_port()), cwd=tmp_path)
+    # --enable-api: a model could come (else the missing one is said first, as Rasa says it).
+    result = run_cli("run", "--enable-api", "-p", str(free_port()), cwd=tmp_path)
     assert result.code == 1
     assert f"section '{section}': {says}" in result.err
     assert "Traceback" not in result.err
+
+
+@pytest.mark.parametrize(
+    ("dialect", "name", "value", "least"),
+    [
+        ("postgresql", "SQL_POOL_SIZE", "abc", 1),
+        ("postgresql", "SQL_MAX_OVERFLOW", "-3", 0),
+        ("mysql", "SQL_POOL_SIZE", "0", 1),
+        ("mysql", "SQL_MAX_OVERFLOW", "many", 0),
+    ],
+)
+def test_a_wrong_sql_pool_size_is_blamed_on_its_environment_variable(
+    run_cli,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    dialect: str,
+    name: str,
+    value: str,
+    least: int,
+) -> None:
+    """Before, "abc" was "a setting has the wrong type: invalid literal for int()", as if
+    endpoints.yml were wrong, and -3 or 0 were taken without a word."""
+    monkeypatch.setenv(name, value)
+    store = f"type: sql\n  dialect: {dialect}\n  url: 127.0.0.1\n  db: test"
+    (tmp_path / "endpoints.yml").write_text(f"tracker_store:\n  {store}\n")
+    result = run_cli("run", "--enable-api", "-p", str(free_port()), cwd=tmp_path)
+    assert result.code == 1
+    said = f"{name} must be a whole number of connections, {least} or more, not {value!r}"
+    assert said in result.err
+    assert "wrong type" not in result.err
 
 
 @pytest.mark.parametrize(
@@ -105,7 +136,9 @@ def test_a_wrong_setting_names_the_endpoints_file_given_and_its_section(
     # prune reads a store that is there (without a tracker_store section, the working
     # directory's botserver.db, which it refuses to make: an empty file is an empty database)
     (tmp_path / "botserver.db").touch()
-    extra = ["-p", str(free_port())] if command == "run" else ["--older-than-days", "30"]
+    # (run: --enable-api, a model could come, as above)
+    run_flags = ["--enable-api", "-p", str(free_port())]
+    extra = run_flags if command == "run" else ["--older-than-days", "30"]
     result = run_cli(command, "--endpoints", "prod-endpoints.yml", *extra, cwd=tmp_path)
     assert result.code == 1
     assert f"error: prod-endpoints.yml, section '{section}': " in result.err
@@ -294,6 +327,66 @@ def test_no_model_without_the_api_stops_the_start_as_rasa(run_cli, tmp_path: Pat
     assert "could never load one later" in result.err
     assert "Traceback" not in result.err
     assert not (tmp_path / "botserver.db").exists()
+
+
+# 2147483648: before, taken, then a traceback once the model loaded (gc's C int overflowed)
+@pytest.mark.parametrize(
+    "value", ["abc", "1,2", "-5,1,1", "5000,20,100,1", "1.5,10,10", "2147483648,10,10"]
+)
+def test_wrong_gc_thresholds_stop_the_start_with_one_line(
+    run_cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, value: str
+) -> None:
+    # As a wrong LOG_LEVEL: exit 1 and the `error:` line, before anything is read or served.
+    # Before, "abc" was a traceback ending in int()'s ValueError, and "1,2", "-5,1,1" were
+    # taken without a word (Python's own thresholds kept for the others; a negative first
+    # one a collection at nearly every allocation).
+    monkeypatch.setenv("BOTSERVER_GC_THRESHOLDS", value)
+    result = run_cli("run", "-m", "no-models-here", "-p", str(free_port()), cwd=tmp_path)
+    assert result.code == 1
+    assert result.err.strip().splitlines() == [
+        "error: BOTSERVER_GC_THRESHOLDS must be three whole numbers, 0 to 2147483647, separated "
+        f"by commas (Python's gc thresholds; default 5000,20,100), not {value!r}"
+    ]
+
+
+WRONG_ENVIRONMENT = [
+    ("BOTSERVER_GRACEFUL_SHUTDOWN_SECONDS", "abc", "a number of seconds, 0 or more"),
+    ("BOTSERVER_GRACEFUL_SHUTDOWN_SECONDS", "-1", "a number of seconds, 0 or more"),
+    ("BOTSERVER_GRACEFUL_SHUTDOWN_SECONDS", "inf", "a number of seconds, 0 or more"),
+    ("MAX_NUMBER_OF_PREDICTIONS", "abc", "a whole number of actions, 1 or more"),
+    ("MAX_NUMBER_OF_PREDICTIONS", "2.5", "a whole number of actions, 1 or more"),
+    ("MAX_NUMBER_OF_PREDICTIONS", "0", "a whole number of actions, 1 or more"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "must_be"), WRONG_ENVIRONMENT)
+def test_a_wrong_server_setting_in_the_environment_stops_the_start_with_one_line(
+    run_cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, value: str, must_be: str
+) -> None:
+    """As BOTSERVER_GC_THRESHOLDS. Before, "abc" was a traceback from the server's imports
+    (float() or int() at import), and -1, inf and 0 were taken without a word."""
+    monkeypatch.setenv(name, value)
+    result = run_cli("run", "-m", "no-models-here", "-p", str(free_port()), cwd=tmp_path)
+    assert result.code == 1
+    assert result.err.strip().splitlines() == [f"error: {name} must be {must_be}, not {value!r}"]
+
+
+def test_a_wrong_max_number_of_predictions_is_one_line_from_any_command(tmp_path: Path) -> None:
+    """Read where the dialogue code is imported (`shell`, `test`, each `--workers` worker):
+    before, a traceback ending in int()'s ValueError."""
+    env = {**os.environ, "MAX_NUMBER_OF_PREDICTIONS": "ten", "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [*botserver_command(), "shell", "-m", "nope.tar.gz"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: MAX_NUMBER_OF_PREDICTIONS must be a whole number of actions, 1 or more, not 'ten'"
+    ]
 
 
 # -- a real server process -------------------------------------------------------------------

@@ -3,6 +3,7 @@ in the strings it logs."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -10,13 +11,15 @@ import socket
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
+import uvicorn
 
 from bench.tcp_proxy import free_port
 from cli import build_parser, main
 from server import __version__
-from server.api.runner import server_app
+from server.api.runner import announcing_server, server_app
 from server.api.server import ServerOptions
 from server.errors import InvalidConfig
 from server.logs import SaidAtStart, configure_logging, saying_once
@@ -261,6 +264,17 @@ class _Terminal(io.StringIO):
         return True
 
 
+async def _serve_briefly(server: uvicorn.Server) -> None:
+    """Run `server` until it has started (or failed to), then stop it."""
+    serving = asyncio.create_task(server.serve())
+    for _ in range(200):
+        if server.started or serving.done():
+            break
+        await asyncio.sleep(0.05)
+    server.should_exit = True
+    await serving
+
+
 @pytest.mark.parametrize("layout", ["one terminal", "one file", "two pipes", "quiet"])
 async def test_the_server_says_once_that_it_is_up_and_where(
     layout: str,
@@ -278,12 +292,13 @@ async def test_the_server_says_once_that_it_is_up_and_where(
     log_file = tmp_path / "out.log"
     configure_logging(-1 if layout == "quiet" else 0, log_file=str(log_file))
     options = ServerOptions(model_path=None, default_tracker_store={"type": "in_memory"})
-    app = server_app(options, metrics=False, listen_url="http://localhost:5123")
-    async with app.router.lifespan_context(app):
-        pass
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    config = uvicorn.Config(server_app(options, metrics=False), port=port, log_config=None)
+    await _serve_briefly(announcing_server(config, url, enable_api=False))
     for handler in logging.getLogger().handlers:
         handler.flush()
-    up = "is up on http://localhost:5123"
+    up = f"is up on {url}"
     output = stdout.getvalue() + ("" if stderr is stdout else stderr.getvalue())
     assert output.count(up) == 1, output
     if layout == "one terminal":
@@ -335,31 +350,19 @@ async def test_v_says_once_that_the_server_is_up(
 ) -> None:
     """Before, -v showed uvicorn's "Uvicorn running on ... (Press CTRL+C to quit)" beside
     our "is up on" line."""
-    import asyncio
-
-    import uvicorn
-
-    from bench.tcp_proxy import free_port
-    from server.api.shutdown import GracefulServer
-
     output = io.StringIO()
     monkeypatch.setattr(sys, "stdout", output)
     monkeypatch.setattr(sys, "stderr", output)
     configure_logging(verbosity=1)
     port = free_port()
     options = ServerOptions(model_path=None, default_tracker_store={"type": "in_memory"})
-    app = server_app(options, metrics=False, listen_url=f"http://127.0.0.1:{port}")
-    server = GracefulServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
-    serving = asyncio.create_task(server.serve())
-    for _ in range(200):
-        if server.started:
-            break
-        await asyncio.sleep(0.05)
-    server.should_exit = True
-    await serving
+    app = server_app(options, metrics=False)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None)
+    await _serve_briefly(announcing_server(config, f"http://127.0.0.1:{port}", enable_api=True))
 
     text = output.getvalue()
-    assert text.count(f"is up on http://127.0.0.1:{port}") == 1, text
+    up = f"is up on http://127.0.0.1:{port} (inspector: http://127.0.0.1:{port}/inspect)"
+    assert text.count(up) == 1, text
     assert "Application startup complete" in text  # uvicorn's own -v lines stay
     assert "Uvicorn running on" not in text, text
 
@@ -689,13 +692,10 @@ def test_run_actions_without_rasa_sdk_says_so_whatever_its_logging_flags(
     assert result.err.startswith("error: `run actions` starts rasa-sdk's action server")
 
 
-def test_a_port_taken_while_the_server_starts_says_so_in_the_log_file(
-    run_cli, tmp_path: Path
-) -> None:
-    """The port is free when `run` checks it and taken by another process while the server
-    starts (here, while it asks its model server): the process ends with exit 1 and the
-    `error:` line, on stderr and in --log-file. Before, uvicorn's exit (code 3) went past
-    the line: stderr and the file ended with uvicorn's "address already in use"."""
+def _start_on_a_port_taken_meanwhile(run_cli, tmp_path: Path) -> tuple[Any, Path]:
+    """`botserver run --log-file` on a port free when `run` checks it and taken by another
+    process while the server starts (here, while it asks its model server); the result and
+    the log file."""
     port = free_port()
     taker = socket.socket()
     asked = threading.Event()
@@ -726,8 +726,30 @@ def test_a_port_taken_while_the_server_starts_says_so_in_the_log_file(
             "run", "-i", "127.0.0.1", "-p", str(port), "--log-file", str(log_file), cwd=tmp_path
         )
         thread.join(5)
-
     assert asked.is_set()
+    return result, log_file
+
+
+def test_a_port_taken_while_the_server_starts_says_so_in_the_log_file(
+    run_cli, tmp_path: Path
+) -> None:
+    """The process ends with exit 1 and the `error:` line, on stderr and in --log-file.
+    Before, uvicorn's exit (code 3) went past the line: stderr and the file ended with
+    uvicorn's "address already in use"."""
+    result, log_file = _start_on_a_port_taken_meanwhile(run_cli, tmp_path)
+
     assert result.code == 1
     assert "address already in use" in result.err
     _the_failure_logged_once(result, log_file, "the server did not start; see the log above")
+
+
+def test_a_port_taken_while_the_server_starts_is_never_said_to_be_up(
+    run_cli, tmp_path: Path
+) -> None:
+    """Before, "botserver ... is up on http://127.0.0.1:<port>" came just before uvicorn's
+    "address already in use": said as the app started, before uvicorn binds the port."""
+    result, log_file = _start_on_a_port_taken_meanwhile(run_cli, tmp_path)
+
+    assert "address already in use" in result.err
+    said = result.out + result.err + log_file.read_text(encoding="utf-8")
+    assert "is up on" not in said, said

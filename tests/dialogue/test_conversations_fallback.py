@@ -269,6 +269,12 @@ async def test_two_unclear_messages_in_a_row_give_up(agent: Agent) -> None:
     turn = await conversation.say(GIBBERISH)
     assert turn.texts == ["I give up."]
     assert (await conversation.tracker()).active_loop_name is None
+    # As Rasa logs it: the loop's deactivation, then the default fallback's message and its
+    # rewind (before, the message came first: the event stream said "I give up." inside
+    # a loop still running).
+    kinds = [e.as_dict()["event"] for e in turn.events]
+    fallback = kinds.index("action")
+    assert kinds[fallback + 1 : fallback + 4] == ["active_loop", "bot", "rewind"]
 
 
 async def test_a_rephrase_that_is_still_unclear_is_offered_for_affirmation(

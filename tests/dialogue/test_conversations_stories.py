@@ -5,7 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from server.training.evaluate import test_core as evaluate_core
-from tests.dialogue.conversation_fixtures import Conversation, make_agent, train_project
+from tests.dialogue.conversation_fixtures import (
+    Conversation,
+    make_agent,
+    train_project,
+    write_files,
+)
 
 DOMAIN = """
 version: "3.1"
@@ -122,3 +127,43 @@ def test_botserver_test_passes_the_end_to_end_story_it_was_trained_on(tmp_path: 
         "total": 1,
         "with_warnings": 0,
     }
+
+
+OR_FILES = {
+    "config.yml": "policies:\n- name: MemoizationPolicy\n- name: RulePolicy\n",
+    # The entities fill the slots but do not count in the dialogue: only the slots tell the
+    # conversations apart, as in the story.
+    "domain.yml": """
+version: "3.1"
+intents:
+- greet: {use_entities: []}
+entities: [name, code]
+slots:
+  name: {type: text, mappings: [{type: from_entity, entity: name}]}
+  code: {type: text, mappings: [{type: from_entity, entity: code}]}
+responses:
+  utter_special: [{text: special}]
+""",
+    "data/stories.yml": """
+version: "3.1"
+stories:
+- story: a known guest, by name or by code
+  steps:
+  - intent: greet
+  - or:
+    - slot_was_set:
+      - name: bob
+      - code: x
+  - action: utter_special
+""",
+}
+
+
+async def test_a_story_or_of_two_slots_is_followed_for_either_slot(tmp_path: Path) -> None:
+    # As Rasa reads the `or`: `name` set, or `code` set; before, only the two together.
+    agent = make_agent(train_project(write_files(OR_FILES, tmp_path), tmp_path / "models"))
+    for sender, message in (
+        ("by-name", '/greet{"name": "bob"}'),
+        ("by-code", '/greet{"code": "x"}'),
+    ):
+        assert (await Conversation(agent, sender).say(message)).texts == ["special"], sender

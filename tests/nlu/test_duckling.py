@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from server.nlu.duckling import DucklingEntityExtractor
 from server.nlu.message import Message
+from server.nlu.pipeline import NLUPipeline
+from server.nlu.training_data import NLUTrainingData
 from tests.action_servers.fixtures import BrokenActionServer, bomb_refusal, peak_memory_of
+from tests.fake_http import dripping_server, serve_json
 
 
 def _url(server: BrokenActionServer, path: str, user: str = "") -> str:
@@ -78,3 +83,72 @@ def test_a_cookie_duckling_sets_is_not_sent_back(
     duckling.process(Message("at 6"))
     assert len(broken_server.headers) == 2
     assert "Cookie" not in broken_server.headers[-1]
+
+
+FIVE = {"body": "5", "start": 9, "end": 10, "dim": "number", "value": {"type": "value", "value": 5}}
+
+
+@pytest.mark.parametrize(
+    "match",
+    [
+        {**FIVE, "value": "5"},
+        {**FIVE, "value": [5]},
+        {**FIVE, "dim": "time", "value": {"type": "interval", "to": "2026-12-07"}},
+        {**FIVE, "start": "nine"},
+        {**FIVE, "end": 99},
+        {**FIVE, "dim": {"number": True}},
+        {**FIVE, "body": ["5"]},
+        "5",
+    ],
+)
+def test_a_match_not_of_ducklings_shape_is_left_out_with_a_warning(
+    match: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, a match whose `value` was no object failed the parse, and the turn of
+    every message while that Duckling answered so; one whose positions or dimension
+    were no numbers or text was kept as an entity. Now such a match is left out, the others
+    kept, and the log says why."""
+    with serve_json(lambda path, body: (200, [match, FIVE])) as url:
+        pipeline = NLUPipeline.train(
+            NLUTrainingData(),
+            [{"name": "WhitespaceTokenizer"}, {"name": "DucklingEntityExtractor", "url": url}],
+        )
+        entities = pipeline.parse("table at 5")["entities"]
+    assert [(e["entity"], e["value"], e["start"], e["end"]) for e in entities] == [
+        ("number", 5, 9, 10)
+    ]
+    assert f"Duckling at {url} answered what is not Duckling's" in caplog.text
+
+
+@pytest.mark.parametrize("in_headers", [False, True], ids=["body", "headers"])
+def test_an_answer_dripping_past_the_timeout_is_given_up(
+    in_headers: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`timeout` bounds the whole call: before, it bounded each read, and a Duckling sending
+    a byte every 0.1 s held the parse (its worker thread and the conversation) until its
+    last byte, here 10 s for a 0.5 s timeout; its headers so, even once the body was bounded."""
+    with dripping_server(every=0.1, in_headers=in_headers) as (url, sent_before_hang_up):
+        duckling = DucklingEntityExtractor({"url": url, "timeout": 0.5})
+        message = Message("at 5")
+        duckling.process(message)
+        sent = sent_before_hang_up()
+    assert message.entities == []
+    assert sent < 100, "all of it was read"
+    assert "failed (no whole answer within 0.5 s)" in caplog.text
+
+
+def test_the_warning_of_a_match_not_of_ducklings_shape_is_one_short_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A position is written into the warning: before, one of 4,000 digits (read as JSON
+    reads it) made a log line of 8,000 characters."""
+    huge = int("9" * 4000)
+    with serve_json(lambda path, body: (200, [{**FIVE, "start": huge, "end": huge}, FIVE])) as url:
+        pipeline = NLUPipeline.train(
+            NLUTrainingData(),
+            [{"name": "WhitespaceTokenizer"}, {"name": "DucklingEntityExtractor", "url": url}],
+        )
+        entities = pipeline.parse("table at 5")["entities"]
+    assert [e["value"] for e in entities] == [5]
+    [warning] = [r.getMessage() for r in caplog.records if "not Duckling's" in r.getMessage()]
+    assert len(warning) < 500, len(warning)

@@ -13,6 +13,7 @@ from server.errors import InvalidConfig
 from server.nlu.remote import RemoteNLU
 from tests.action_servers.fixtures import BrokenActionServer, bomb_refusal, peak_memory_of
 from tests.closing_idle_server import QUIET_SECONDS, ClosingIdleServer
+from tests.fake_http import dripping_server
 
 
 def _url(server: BrokenActionServer, path: str) -> str:
@@ -133,3 +134,19 @@ async def test_a_message_after_a_quiet_moment_is_parsed() -> None:
         listening.close()
     assert [first["intent"]["name"], second["intent"]["name"]] == ["greet", "greet"]
     assert len(server.served) == 2
+
+
+@pytest.mark.parametrize("in_headers", [False, True], ids=["body", "headers"])
+def test_an_answer_dripping_past_the_timeout_is_given_up(
+    in_headers: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The `nlu:` section's `timeout` bounds the whole call. Before, it bounded each read:
+    an NLU server sending a byte every 0.1 s held the message's parse, a worker thread and
+    the conversation until its last byte (10 s here, for a timeout of 0.5 s); its headers
+    so, even once the body was bounded."""
+    with dripping_server(every=0.1, in_headers=in_headers) as (url, sent_before_hang_up):
+        parsed = RemoteNLU({"url": url, "timeout": 0.5}).parse("hello")
+        sent = sent_before_hang_up()
+    assert parsed["intent"] == {"name": None, "confidence": 0.0}
+    assert sent < 100, "all of it was read"
+    assert "failed (no whole answer within 0.5 s)" in caplog.text

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import threading
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -15,8 +17,9 @@ import pytest
 from bench.concurrency import Scenario, format_report, free_port, run
 from cli import build_parser, main
 from server.api.runner import SAID_ENV, SPEC_ENV, spec_from_args, workers_to_run
+from tests.cli.botserver_process import start_botserver
 from tests.logging_state import logging_restored
-from tests.scale.scale_services import require
+from tests.scale.scale_services import require, sqlite_and_redis_endpoints
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -27,7 +30,9 @@ def run_workers(
     """`botserver run --workers 2` in this process: the checks fail before anything starts."""
     path = tmp_path / "endpoints.yml"
     path.write_text(json.dumps(endpoints))
+    # --enable-api: a model could come (else the missing one would be said first).
     args = ["run", "--workers", "2", "--endpoints", str(path), "-m", str(tmp_path / "none")]
+    args.append("--enable-api")
     with logging_restored():  # main() configures logging for the process
         code = main([*args, "-p", str(free_port()), "--quiet"])
     return code, capsys.readouterr().err
@@ -166,3 +171,44 @@ def test_sanic_workers_run_one_process_on_an_in_memory_sqlite_tracker_store(
         assert workers_for(tmp_path, [], redis_lock, sqlite) == 1
     assert "SANIC_WORKERS=2: one server process runs" in caplog.text
     assert "in-memory SQLite database" in caplog.text
+
+
+def test_a_worker_that_cannot_start_stops_the_run_with_its_reason_and_no_traceback(
+    tmp_path: Path,
+) -> None:
+    """A syslog server (TCP) that takes the parent's connection, then stops listening before
+    the workers connect: each worker says why in one line, and the parent stops with exit 1
+    and "a worker did not start". Before, each worker printed a 40-line traceback ending in
+    ConnectionRefusedError."""
+    endpoints = sqlite_and_redis_endpoints(tmp_path)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        syslog_port = listener.getsockname()[1]
+        connections: list[socket.socket] = []
+
+        def take_the_parents_connection_only() -> None:
+            connection, _ = listener.accept()
+            connections.append(connection)  # kept open: the parent's lines go on arriving
+            listener.close()
+
+        thread = threading.Thread(target=take_the_parents_connection_only, daemon=True)
+        thread.start()
+        syslog = ["--use-syslog", "--syslog-address", "127.0.0.1", "--syslog-port"]
+        syslog += [str(syslog_port), "--syslog-protocol", "TCP"]
+        args = ["--enable-api", "--workers", "2", "--endpoints", str(endpoints), *syslog]
+        server = start_botserver(args, tmp_path, tmp_path)
+        try:
+            code = server.process.wait(timeout=90)
+        finally:
+            server.stop()
+            for connection in connections:
+                connection.close()
+    text = server.text()
+    assert code == 1, text
+    refused = f"cannot start: --use-syslog (TCP 127.0.0.1:{syslog_port}): Connection refused"
+    assert refused in text, text
+    assert "exited with code 1 before it served; stopping" in text
+    assert text.rstrip().endswith("error: a worker did not start; see the log above"), text
+    assert "Traceback" not in text
+    assert "is up on" not in text

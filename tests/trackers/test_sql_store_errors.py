@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -255,3 +258,82 @@ async def test_a_full_disk_met_by_a_large_sqlite_append_is_a_503_saying_so(tmp_p
             assert await store.load("alice") == [bot("hello", 0.0), *large]
         finally:
             await store.close()
+
+
+def open_descriptors(under: Path) -> list[str]:
+    """The files under `under` this process holds open."""
+    held = []
+    for descriptor in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own, closed meanwhile
+            target = os.readlink(f"/proc/self/fd/{descriptor}")
+            if target.startswith(str(under)):
+                held.append(target)
+    return held
+
+
+@pytest.mark.parametrize("append", ["large (the store's thread)", "small (inline)"])
+async def test_a_store_closed_after_a_full_disk_leaves_no_file_open(
+    append: str, tmp_path: Path
+) -> None:
+    """The append that met the full disk failed; its error held the connection's cursor in a
+    reference cycle, and SQLite keeps a connection with a live statement open through its
+    close: before, the database, its WAL and -shm stayed open (four or five descriptors) until
+    the garbage collector happened to run, and for good while the error was held, on a disk
+    the user wanted to unmount or free."""
+    with small_disk(tmp_path, "16m") as disk:
+        gc.disable()  # what the collector would free, left to the store
+        try:
+            store = create_tracker_store(
+                {"type": "sql", "dialect": "sqlite", "db": str(disk / "t.db")}
+            )
+            try:
+                await store.append("alice", [bot("hello", 0.0)])
+                filler = fill(disk)
+                if append.startswith("large"):
+                    events = [bot(f"{number} " + "x" * 2_000, 1.0) for number in range(1_500)]
+                    with pytest.raises(StoreUnavailable, match="database or disk is full") as met:
+                        await store.append("alice", events)
+                else:
+                    with pytest.raises(StoreUnavailable, match="database or disk is full") as met:
+                        for number in range(100):  # until the WAL's last page is taken
+                            await store.append("alice", [bot(f"{number} " + "y" * 3_000, 1.0)])
+                filler.unlink()
+            finally:
+                await store.close()
+            left_open = open_descriptors(disk)
+        finally:
+            gc.enable()
+    assert left_open == []
+    assert met.value is not None  # held past the close, as a log handler or error tracker may
+
+
+async def test_a_store_closed_after_a_read_met_a_damaged_file_leaves_no_file_open(
+    tmp_path: Path,
+) -> None:
+    """A read of a damaged database fails (StoreFailed, saying so); the store's read-only connection
+    kept its cursor, whose failed statement SQLite holds on to: before, closing the store
+    left that connection's database, WAL and -shm open (six descriptors) for good, on the
+    file the user wanted to restore from a backup."""
+    path = tmp_path / "t.db"
+    gc.disable()  # what the collector would free, left to the store
+    try:
+        store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(path)})
+        try:
+            for number in range(5):
+                await store.append(f"s{number}", [bot("x" * 500, 0.0) for _ in range(200)])
+            assert len(await store.load("s0") or ()) == 200  # the read-only connection opened
+            with contextlib.closing(sqlite3.connect(path)) as other:
+                other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            with path.open("r+b") as damaged:  # every page but the first two, in part
+                for page in range(2, path.stat().st_size // 4096):
+                    damaged.seek(page * 4096 + 8)
+                    damaged.write(b"\xff" * 64)
+            with pytest.raises(StoreFailed, match="malformed") as met:
+                await store.load("s3")
+        finally:
+            await store.close()
+        left_open = open_descriptors(tmp_path)
+    finally:
+        gc.enable()
+    assert left_open == []
+    assert met.value is not None  # held past the close, as a log handler or error tracker may

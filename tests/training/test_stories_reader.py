@@ -164,6 +164,55 @@ def test_or_expands_to_one_step_per_alternative() -> None:
     assert all(s.end_checkpoints == ["check_greet"] for s in steps)
 
 
+def test_or_slot_was_set_of_two_slots_is_two_alternatives(tmp_path: Path) -> None:
+    # Rasa's reader makes each slot of an `or`'s `slot_was_set` an alternative of its own:
+    # the story below is followed when `name` is bob OR `vip` is true, not only when both are.
+    path = write(
+        tmp_path,
+        """
+stories:
+- story: s
+  steps:
+  - intent: greet
+  - or:
+    - slot_was_set:
+      - name: bob
+      - vip: true
+    - slot_was_set:
+      - name: joe
+  - action: utter_greet
+""",
+    )
+    steps = read_story_file(path)
+    assert [names(s.events) for s in steps] == [
+        ["user:greet", "slot:name=bob", "utter_greet"],
+        ["user:greet", "slot:vip=True", "utter_greet"],
+        ["user:greet", "slot:name=joe", "utter_greet"],
+    ]
+
+
+@pytest.mark.parametrize("kind", ["story", "rule"])
+def test_an_or_of_empty_slot_was_set_alone_keeps_the_story(tmp_path: Path, kind: str) -> None:
+    # No slot under the `or`: the step adds nothing and the story or rule is trained without
+    # it, as Rasa skips such a step (it once made no alternative at all, and the whole story
+    # was dropped without a word).
+    section = "stories" if kind == "story" else "rules"
+    path = write(
+        tmp_path,
+        f"""
+{section}:
+- {kind}: s
+  steps:
+  - intent: greet
+  - or:
+    - slot_was_set: []
+  - action: utter_greet
+""",
+    )
+    steps = read_story_file(path)
+    assert [names(s.events) for s in steps] == [["user:greet", "utter_greet"]]
+
+
 def test_checkpoints_split_and_join_stories() -> None:
     steps = read_story_file(YAML_STORIES / "stories.yml")
     show_it_all = [s for s in steps if s.name == "show_it_all"]
