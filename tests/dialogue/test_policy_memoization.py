@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 
 from server.dialogue.domain import Domain
+from server.dialogue.policies import histories
 from server.dialogue.policies.ensemble import PolicyEnsemble
 from server.dialogue.policies.featurization import ConversationStates, state_key, states_and_labels
+from server.dialogue.policies.histories import MAX_LOOKUP_STATES, MAX_NODES
 from server.dialogue.policies.memoization import AugmentedMemoizationPolicy, MemoizationPolicy
 from server.dialogue.policies.policy import Policy
 from server.dialogue.story_steps import TrainingStory
-from server.errors import ModelError
+from server.errors import ModelError, TrainingError
 from server.trackers.events import ActionExecuted, Event, SlotSet
 from server.trackers.tracker import Tracker
 from tests.dialogue.policy_fixtures import (
@@ -410,3 +412,75 @@ def test_loading_histories_takes_a_few_numbers_a_node_at_its_peak() -> None:
     peak = traced_peak(lambda: policy.restore({"histories": _chain(nodes)}, Path("."), DOMAIN))
     assert peak < 150 * nodes
     assert policy.histories_.action_of(("{}",) * nodes) == "utter_greet"
+
+
+TOO_MANY = (
+    f"the memoized histories hold more than {MAX_NODES:,} distinct histories, the most a "
+    "memoization policy may hold"
+)
+
+
+def refusal(state: dict) -> tuple[str, int]:
+    """The error loading this learned state fails with, and Python's peak while it did."""
+    errors: list[ModelError] = []
+
+    def load() -> None:
+        with pytest.raises(ModelError) as caught:
+            MemoizationPolicy("MemoizationPolicy").restore(state, Path("."), DOMAIN)
+        errors.append(caught.value)
+
+    peak = traced_peak(load)
+    return str(errors[0]), peak
+
+
+def test_an_old_lookup_key_of_a_million_states_is_refused_before_it_is_parsed() -> None:
+    # 3 bytes a state (gzip packs them about 1000:1) took some 100 bytes of memory each.
+    lookup = {"[" + ",".join(["{}"] * 1_000_000) + "]": "utter_greet"}
+    refused, peak = refusal({"lookup": lookup})
+    assert refused == (
+        f"a history of the memoization lookup holds more than {MAX_LOOKUP_STATES:,} states, "
+        "more than training writes"
+    )
+    assert peak < 50_000_000
+
+
+def test_an_old_lookup_key_of_as_many_states_as_the_bound_loads() -> None:
+    lookup = {"[" + ",".join(["{}"] * MAX_LOOKUP_STATES) + "]": "utter_greet"}
+    policy = MemoizationPolicy("MemoizationPolicy")
+    policy.restore({"lookup": lookup}, Path("."), DOMAIN)
+    assert policy.histories_.action_of(("{}",) * MAX_LOOKUP_STATES) == "utter_greet"
+
+
+def test_histories_of_more_nodes_than_the_bound_are_refused_before_they_are_built() -> None:
+    # A root with a child per node: 21 bytes of policy.json a node took 370 bytes to load.
+    nodes = MAX_NODES + 1
+    wide = {"states": ["{}"], "parents": [0] * nodes, "node_states": [0] * nodes, "actions": []}
+    refused, peak = refusal({"histories": wide})
+    assert refused == TOO_MANY
+    assert peak < 50_000_000
+
+
+def test_histories_of_as_many_nodes_as_the_bound_load() -> None:
+    policy = MemoizationPolicy("MemoizationPolicy")
+    policy.restore({"histories": _chain(MAX_NODES)}, Path("."), DOMAIN)
+    assert policy.histories_.action_of(("{}",) * MAX_NODES) == "utter_greet"
+
+
+def test_stories_of_more_histories_than_a_model_may_load_fail_training(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The bound, lowered so that these stories pass it (at its value, millions of steps).
+    policy = MemoizationPolicy("MemoizationPolicy")
+    policy.train(STORIES, DOMAIN)
+    written_nodes = len(policy.histories_.as_data()["parents"])
+    monkeypatch.setattr(histories, "MAX_NODES", written_nodes - 1)
+    with pytest.raises(TrainingError) as caught:
+        MemoizationPolicy("MemoizationPolicy").train(STORIES, DOMAIN)
+    assert str(caught.value) == (
+        f"MemoizationPolicy cannot learn these stories: the memoized histories hold more than "
+        f"{written_nodes - 1:,} distinct histories, the most a memoization policy may hold (a "
+        "model holding them would not load); set a lower `max_history`, or train on fewer "
+        "stories"
+    )
+    monkeypatch.setattr(histories, "MAX_NODES", written_nodes)
+    MemoizationPolicy("MemoizationPolicy").train(STORIES, DOMAIN)

@@ -16,6 +16,17 @@ ROOT = 0
 SHORT = 16
 # A state read by the message's text (end-to-end); in a slot's state too (see `reads_text`).
 _TEXT_STATE = '{"text":'
+# The most nodes (distinct histories) a memoization policy may hold, learning or loading: about
+# 90 bytes of memory a node once loaded (up to 150 while an old archive's lookup is converted),
+# so some 300 MB at the bound. Training format 5's largest lookup (its 256 MiB policy.json,
+# some 340,000 user turns with `max_history: 5`) holds about 2 million.
+MAX_NODES = 3_000_000
+# The most states a history of an old archive's lookup (training format 5 and older) may hold:
+# the trainer wrote a key for each of its prefixes too, n * n / 2 states, which a 256 MiB
+# policy.json holds only to some 13,000 (of 3-byte states). A key's states are parsed at once,
+# some 100 bytes each: 10 MB at this bound.
+MAX_LOOKUP_STATES = 100_000
+_DECODER = json.JSONDecoder()
 
 
 class _Run:
@@ -73,8 +84,11 @@ class Histories:
         found = self._edges.get(key)
         if found is not None:
             return found
+        made = len(self._edges) + 1
+        if made > MAX_NODES:
+            raise too_many()
         text = self._texts.setdefault(text, text)
-        made = self._edges[(node, text)] = len(self._edges) + 1
+        self._edges[(node, text)] = made
         if depth > self.depth:
             self.depth = depth
         return made
@@ -202,6 +216,8 @@ class Histories:
             raise _malformed("it is not an object")
         texts = _list_of(data, "states", str)
         parents = _list_of(data, "parents", int)
+        if len(parents) > MAX_NODES:
+            raise too_many()
         states = _list_of(data, "node_states", int)
         actions = _list_of(data, "actions", list)
         if len(parents) != len(states):
@@ -254,6 +270,13 @@ class Histories:
         for key, action in lookup.items():
             if not isinstance(action, str):
                 raise ModelError(f"the memoization lookup maps a history to {action!r}")
+            # A history of more states than that is refused before they are parsed (3 bytes
+            # a state, `{},`, made some 100 bytes of memory each).
+            if key.count("},{") >= MAX_LOOKUP_STATES and _deeper(key, MAX_LOOKUP_STATES):
+                raise ModelError(
+                    f"a history of the memoization lookup holds more than "
+                    f"{MAX_LOOKUP_STATES:,} states, more than training writes"
+                )
             try:
                 states = json.loads(key)
             except (ValueError, RecursionError) as e:
@@ -271,6 +294,32 @@ class Histories:
                 histories._actions[node] = action
         histories.done()
         return histories
+
+
+def too_many() -> ModelError:
+    return ModelError(
+        f"the memoized histories hold more than {MAX_NODES:,} distinct histories, the most "
+        "a memoization policy may hold"
+    )
+
+
+def _deeper(key: str, most: int) -> bool:
+    """Whether the JSON list `key` holds more than `most` items, read one at a time (none
+    kept); False for text that is no such list."""
+    if not key.startswith("["):
+        return False
+    count, at, end = 0, 1, len(key)
+    while at < end and key[at] != "]":
+        try:
+            _, at = _DECODER.raw_decode(key, at)
+        except (ValueError, RecursionError):
+            return False
+        count += 1
+        if count > most:
+            return True
+        if key.startswith(",", at):
+            at += 1
+    return False
 
 
 def _is_int(value: Any) -> bool:

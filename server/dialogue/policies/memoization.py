@@ -20,6 +20,7 @@ from server.dialogue.policies.histories import ROOT, SHORT, Histories
 from server.dialogue.policies.policy import Policy
 from server.dialogue.policies.prediction import PolicyPrediction, prediction_from, zeros
 from server.dialogue.story_steps import TrainingStory
+from server.errors import ModelError, TrainingError
 from server.nlu.params import flag
 from server.trackers.events import ACTION_LISTEN, ActionExecuted, Event
 
@@ -73,12 +74,18 @@ class MemoizationPolicy(Policy):
             states, labels = states_and_labels(story.events, domain)
             texts = [state_text(state) for state in states[: len(labels)]]
             node = ROOT
-            for i, action in enumerate(labels):
-                if n:
-                    histories.learn_window(texts[max(0, i + 1 - n) : i + 1], action)
-                else:
-                    node = histories.child(node, texts[i], i + 1)
-                    histories.learn(node, action)
+            try:
+                for i, action in enumerate(labels):
+                    if n:
+                        histories.learn_window(texts[max(0, i + 1 - n) : i + 1], action)
+                    else:
+                        node = histories.child(node, texts[i], i + 1)
+                        histories.learn(node, action)
+            except ModelError as e:  # more histories than a model may load
+                raise TrainingError(
+                    f"{self.name} cannot learn these stories: {e} (a model holding them would "
+                    f"not load); set a lower `max_history`, or train on fewer stories"
+                ) from e
         histories.done()
         self._learned(histories, histories.depth)
 
