@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import tracemalloc
 from collections.abc import Callable
+from functools import partial
 
 from server.dialogue.policies.histories import MAX_LOOKUP_STATES, MAX_NODES, Histories
 from server.errors import ModelError
@@ -41,6 +42,10 @@ def main() -> None:
     measure("old key of 1,000,000 states", lambda: Histories.from_lookup({hostile: "a"}))
     legit = key(MAX_LOOKUP_STATES)
     measure(f"old key of {MAX_LOOKUP_STATES:,} states", lambda: Histories.from_lookup({legit: "a"}))
+    tail = ",{}" * (MAX_LOOKUP_STATES - 1)
+    for keys in (29, 31):  # each its own first state: as many nodes as states
+        many = {f'[{{"a":{i}}}{tail}]': "a" for i in range(keys)}
+        measure(f"old lookup of {keys} such keys", partial(Histories.from_lookup, many))
     n = MAX_NODES + 1
     wide = {"states": ["{}"], "parents": [0] * n, "node_states": [0] * n, "actions": []}
     measure(f"{n:,} children of the root", lambda: Histories.from_data(wide))
