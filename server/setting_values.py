@@ -143,15 +143,21 @@ def kind(value: Any) -> str:
 def env_seconds(name: str, default: float, zero: bool = False) -> float:
     """A duration from the environment variable `name`: a number of seconds, more than 0
     (`zero`: 0 or more, and finite)."""
+    return env_number(name, default, "seconds", zero)
+
+
+def env_number(name: str, default: float, unit: str, zero: bool = False) -> float:
+    """A number of `unit` from the environment variable `name`, more than 0 (`zero`: 0 or
+    more, and finite)."""
     raw = os.environ.get(name)
     least = "0 or more" if zero else "more than 0"
     try:
-        seconds = default if raw is None else float(raw)
+        number = default if raw is None else float(raw)
     except ValueError:
-        seconds = math.nan
-    if not (0 <= seconds < math.inf if zero else seconds > 0):
-        raise InvalidConfig(f"{name} must be a number of seconds, {least}, not {raw!r}")
-    return seconds
+        number = math.nan
+    if not (0 <= number < math.inf if zero else number > 0):
+        raise InvalidConfig(f"{name} must be a number of {unit}, {least}, not {raw!r}")
+    return number
 
 
 def env_whole_number(name: str, default: int, what: str, least: int = 1) -> int:

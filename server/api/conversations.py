@@ -49,7 +49,13 @@ from server.errors import (
     told_apart,
 )
 from server.tasks import said_when_ended, to_its_end
-from server.trackers.events import OFF_LOOP_EVENTS, BotUttered, Event, events_from_list
+from server.trackers.events import (
+    OFF_LOOP_EVENTS,
+    BotUttered,
+    Event,
+    UserUttered,
+    events_from_list,
+)
 from server.trackers.incoming import check_entities, check_incoming_events
 from server.trackers.incoming import check_parse_data as check_nlu_parse_data
 from server.trackers.store import check_conversation_id
@@ -259,6 +265,67 @@ def _other_recipient(events: list[Event], conversation_id: str) -> tuple[str, An
     return None
 
 
+ROCKETCHAT = "rocketchat"
+
+
+def _output_of(
+    request: Request, agent: Agent, conversation_id: str, output_channel: str | None
+) -> OutputChoice:
+    """The request's `output_channel`. Rocket.Chat sends a conversation's messages to the
+    room its id names (`<room id>:<user id>`), and Rocket.Chat takes a room's name there too
+    (`support`, `#support`), or a user (`@bob`, a user id: a direct message): a `user` JWT
+    whose conversation id has not that form would make the bot post in any room or to any
+    user, so `output_channel=rocketchat` is refused (403) for it, and `latest` naming
+    Rocket.Chat (an event it posted may say so) collects the replies instead."""
+    principal = getattr(request.state, "principal", None)
+    if (principal is not None and principal.is_admin) or _is_rocketchat_id(conversation_id):
+        return agent.output_choice(output_channel)
+    if output_channel == ROCKETCHAT:
+        who = getattr(principal, "username", None)
+        raise forbid(
+            request,
+            f"role 'user' of {brief(who)} may not send to Rocket.Chat from conversation "
+            f"{brief(conversation_id)} (not a Rocket.Chat conversation id, "
+            "<room id>:<user id>)",
+        )
+    return agent.output_choice(output_channel, refused=(ROCKETCHAT,))
+
+
+async def _check_channel_claims(
+    request: Request, conversation_id: str, events: list[Event]
+) -> None:
+    """Refuses (403) a `user` event naming Rocket.Chat as its `input_channel` posted by a
+    `user` JWT whose conversation id is no Rocket.Chat id: the conversation's channel is
+    where its reminders and `output_channel=latest` go, and Rocket.Chat would post them in
+    the room or to the user that id names (see `_output_of`)."""
+    principal = getattr(request.state, "principal", None)
+    if (principal is not None and principal.is_admin) or _is_rocketchat_id(conversation_id):
+        return
+    if len(events) > OFF_LOOP_EVENTS:
+        claims = await asyncio.to_thread(_claims_rocketchat, events)
+    else:
+        claims = _claims_rocketchat(events)
+    if claims:
+        who = getattr(principal, "username", None)
+        raise forbid(
+            request,
+            f"role 'user' of {brief(who)} may not store a user message from Rocket.Chat in "
+            f"conversation {brief(conversation_id)} (not a Rocket.Chat conversation id, "
+            "<room id>:<user id>)",
+        )
+
+
+def _claims_rocketchat(events: list[Event]) -> bool:
+    return any(isinstance(e, UserUttered) and e.input_channel == ROCKETCHAT for e in events)
+
+
+def _is_rocketchat_id(conversation_id: str) -> bool:
+    """Whether a conversation id has the form the Rocket.Chat channel gives its
+    conversations: `<room id>:<user id>`, neither empty, the room no `#name` or `@user`."""
+    room, colon, user = conversation_id.partition(":")
+    return bool(room and colon and user) and not room.startswith(("#", "@"))
+
+
 async def _checked_id(conversation_id: str, request: Request) -> None:
     _check_conversation_id(conversation_id)
     if "\ufffd" in conversation_id and not _sent_as_utf8(request.scope.get("raw_path")):
@@ -343,13 +410,17 @@ def conversations_router() -> APIRouter:
         events = await read_events(body)
         verbosity = event_verbosity(include_events)
         side_effects = bool_arg("execute_side_effects", execute_side_effects)
+        await _check_channel_claims(request, conversation_id, events)
         if side_effects:
             await _check_own_recipients(request, conversation_id, events)
+        output: str | OutputChoice | None = output_channel  # sent to only with side effects
+        if side_effects:
+            output = _output_of(request, services.agent, conversation_id, output_channel)
         tracker = await services.agent.append_events(
             conversation_id,
             events,
             execute_side_effects=side_effects,
-            output_channel=output_channel,
+            output_channel=output,
         )
         # The tracker is the hot one: only the parsed body is this request's own.
         own = [body] if isinstance(body, list) else []
@@ -372,6 +443,7 @@ def conversations_router() -> APIRouter:
         body = await read_json_body(request)
         events = await read_events(body, allow_single=False)
         verbosity = event_verbosity(include_events)
+        await _check_channel_claims(request, conversation_id, events)
         tracker = await services.agent.replace_events(conversation_id, events)
         response = await tracker_response(tracker, verbosity)
         return freed_after_sending(response, [tracker], [body, events])
@@ -454,7 +526,7 @@ def conversations_router() -> APIRouter:
             raise
         try:
             # The one load, under the conversation's lock, tells an unknown conversation.
-            output = agent.output_choice(output_channel)
+            output = _output_of(request, agent, conversation_id, output_channel)
             # Cut off by the response timeout, the action runs on and is stored whole.
             tracker, messages = await to_its_end(
                 agent.execute_action(
@@ -506,7 +578,7 @@ def conversations_router() -> APIRouter:
                 check_entities(entities, "entities", "entities")
             except InvalidNluData as exc:
                 raise bad_request(str(exc), "entities", "body") from None
-        output = agent.output_choice(output_channel)
+        output = _output_of(request, agent, conversation_id, output_channel)
         # Cut off by the response timeout, the turn runs on and is stored whole.
         tracker, messages = await to_its_end(
             agent.trigger_intent(conversation_id, name, entities, output_channel=output),

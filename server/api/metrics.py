@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -39,6 +41,56 @@ _STORE_OPERATIONS = ("load", "load_all", "append", "replace")
 FOLD_TURNS = 256
 FOLD_SECONDS = 60.0
 
+# With `--workers N`, a gauge adds in the snapshots written this recently, and the newest of
+# each worker still running: a worker that died leaves its last snapshot, whose counters
+# still count but whose state (events queued, connected) is no longer anyone's. Workers write
+# theirs every second (`metrics_sharing`); one late (its event loop or the threads writing
+# files busy past this) still holds the events it last showed.
+WRITTEN = "_written"
+PID = "_pid"
+GAUGE_FRESH_SECONDS = 10.0
+
+# The event broker's figures (`QueuedBroker.figures`): gauges, how the workers' values combine
+# into one (events queued add up; the broker counts as connected while every worker is, and as
+# blocked while one is), and counters.
+_BROKER_GAUGES = (
+    (
+        "queued",
+        "botserver_event_broker_queued_events",
+        "Events queued for the event broker and not yet delivered",
+        sum,
+    ),
+    (
+        "connected",
+        "botserver_event_broker_connected",
+        "1 while the event broker takes events (RabbitMQ: connected), else 0",
+        min,
+    ),
+    (
+        "blocked",
+        "botserver_event_broker_blocked",
+        "1 while RabbitMQ blocks publishing (connection.blocked), else 0",
+        max,
+    ),
+)
+_BROKER_COUNTERS = (
+    (
+        "published",
+        "botserver_event_broker_published",
+        "Events the event broker took (confirmed, committed, written)",
+    ),
+    (
+        "dropped",
+        "botserver_event_broker_dropped",
+        "Events dropped: for room in a full queue, or refused by the broker as too large",
+    ),
+    (
+        "failed",
+        "botserver_event_broker_failed_attempts",
+        "Delivery attempts to the event broker that failed (each retried)",
+    ),
+)
+
 
 class CounterValue:
     """One counter series: a number and when it was created."""
@@ -51,6 +103,20 @@ class CounterValue:
 
     def inc(self, amount: float = 1.0) -> None:
         self.value += amount
+
+
+class ReadValue:
+    """A series whose value is read when scraped (a figure another object keeps)."""
+
+    __slots__ = ("read", "created")
+
+    def __init__(self, read: Callable[[], float]) -> None:
+        self.read = read
+        self.created = time.time()
+
+    @property
+    def value(self) -> float:
+        return float(self.read())
 
 
 class HistogramValue:
@@ -93,9 +159,17 @@ class _Family:
     """A metric's name, help and series (by label value), written as prometheus_client would
     write a `Counter` or `Histogram` of the same name."""
 
-    def __init__(self, name: str, documentation: str, kind: str, label: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        kind: str,
+        label: str | None = None,
+        combine: Callable[[list[float]], float] = sum,
+    ) -> None:
         self.name, self.documentation, self.kind, self.label = name, documentation, kind, label
         self.series: dict[str, Any] = {}  # label value -> CounterValue | HistogramValue
+        self.combine = combine  # a gauge's: the workers' values into one
 
     def fold(self) -> None:
         """A histogram's pending observations into its numbers (see `HistogramValue`)."""
@@ -108,7 +182,7 @@ class _Family:
         counts followed by its sum."""
         self.fold()
         return {
-            label: series.value if self.kind == "counter" else [*series.counts, series.sum]
+            label: series.value if self.kind != "histogram" else [*series.counts, series.sum]
             for label, series in self.series.items()
         }
 
@@ -119,8 +193,17 @@ class _Family:
         metric = Metric(self.name, self.documentation, self.kind)
         created = prometheus_client.metrics._use_created
         others = [other for peer in peers if isinstance(other := peer.get(self.name), dict)]
+        if self.kind == "gauge":
+            others = [
+                other for peer in _current(peers) if isinstance(other := peer.get(self.name), dict)
+            ]
         for label_value, series in self.series.items():
             labels = {} if self.label is None else {self.label: label_value}
+            if self.kind == "gauge":
+                values = [series.value] if own else []
+                values += [_number(other.get(label_value)) for other in others]
+                metric.add_sample(self.name, labels, self.combine(values) if values else 0.0)
+                continue
             if self.kind == "counter":
                 value = series.value if own else 0.0
                 value += sum(_number(other.get(label_value)) for other in others)
@@ -216,6 +299,21 @@ class ServerMetrics:
         family.series = {value: CounterValue() for value in _values(labels)}
         self._families.append(family)
         return family.series
+
+    def watch_broker(self, broker: Any) -> None:
+        """Shows the event broker's figures (`QueuedBroker.figures`, read at each scrape)."""
+
+        def figure(key: str) -> Callable[[], float]:
+            return lambda: broker.figures()[key]
+
+        for key, name, documentation, combine in _BROKER_GAUGES:
+            family = _Family(name, documentation, "gauge", combine=combine)
+            family.series = {"": ReadValue(figure(key))}
+            self._families.append(family)
+        for key, name, documentation in _BROKER_COUNTERS:
+            family = _Family(name, documentation, "counter")
+            family.series = {"": ReadValue(figure(key))}
+            self._families.append(family)
 
     def _histograms(
         self,
@@ -314,9 +412,12 @@ class ServerMetrics:
             self.fold()
 
     # -- exposition ---------------------------------------------------------------------------
-    def snapshot(self) -> dict[str, dict[str, Any]]:
+    def snapshot(self) -> dict[str, Any]:
         """This process's numbers, by family and label value (JSON-able)."""
-        return {family.name: family.snapshot() for family in self._families}
+        snapshot: dict[str, Any] = {family.name: family.snapshot() for family in self._families}
+        snapshot[WRITTEN] = time.time()  # how fresh its gauges are (GAUGE_FRESH_SECONDS)
+        snapshot[PID] = os.getpid()  # whether they are still anyone's (`_current`)
+        return snapshot
 
     def render(self, peers: Sequence[dict[str, Any]] = (), own: bool = True) -> bytes:
         """The text exposition, with other workers' snapshots added to this one's numbers
@@ -344,6 +445,56 @@ class ServerMetrics:
             return Response(await self.exposition(), media_type=CONTENT_TYPE_LATEST)
 
         return router
+
+
+def _current(peers: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The snapshots whose gauges count: those written in the last GAUGE_FRESH_SECONDS, and
+    the newest of each process still running (a pid a dead worker's replacement got again
+    is the replacement's: its snapshot is the newer)."""
+    fresh = time.time() - GAUGE_FRESH_SECONDS
+    newest: dict[int, float] = {}
+    for peer in peers:
+        if (pid := _pid(peer)) is not None:
+            newest[pid] = max(newest.get(pid, -math.inf), _number(peer[WRITTEN]))
+    return [
+        peer
+        for peer in peers
+        if (written := _number(peer.get(WRITTEN))) >= fresh
+        or ((pid := _pid(peer)) is not None and newest[pid] == written and _running(pid, written))
+    ]
+
+
+def _pid(peer: dict[str, Any]) -> int | None:
+    pid = peer.get(PID)
+    if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 and WRITTEN in peer:
+        return pid
+    return None
+
+
+def _running(pid: int, written: float) -> bool:
+    """Whether process `pid` runs and ran already when the snapshot was `written` (a process
+    that got a dead worker's pid since is another)."""
+    try:
+        os.kill(pid, 0)  # no signal sent: only whether the process exists
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's (PermissionError): it exists
+        pass
+    started = _started(pid)
+    return started is None or started <= written + 1.0
+
+
+def _started(pid: int) -> float | None:
+    """When process `pid` started (Linux's /proc), or None where that cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            # The fields after the command (in parentheses, which may hold anything).
+            fields = stat.read().rpartition(b")")[2].split()
+        with open("/proc/stat", "rb") as system:
+            boot = next(int(line.split()[1]) for line in system if line.startswith(b"btime "))
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 def _number(value: Any) -> float:

@@ -182,6 +182,8 @@ def server_app(
         server_metrics = ServerMetrics()
         server_metrics.instrument(state.processor, state.holder)
         state.metrics = server_metrics
+        if hasattr(state.event_broker, "figures"):
+            server_metrics.watch_broker(state.event_broker)
         app.include_router(server_metrics.router())
         run_beside(app, server_metrics.keep_folded)
         share_between_workers(app, server_metrics)

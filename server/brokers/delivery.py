@@ -113,6 +113,13 @@ async def _outgoing(
     return outgoing(sender_id, events, previous_event, before)
 
 
+def count_dropped(pending: deque[Outgoing], count: int = 1) -> None:
+    """Says that `count` messages about to leave `pending` are dropped, not delivered (for
+    /metrics: only a broker's own queue counts; `botserver export`'s has no figures)."""
+    if isinstance(pending, _Queue):
+        pending.dropped += count
+
+
 def pop_delivered(pending: deque[Outgoing], delivered: Sequence[Outgoing]) -> None:
     """Pops from the front of `pending` the messages of `delivered` (taken from its front,
     in order) it still holds: a full queue drops its oldest for room, perhaps some being
@@ -130,10 +137,12 @@ def waits_for_delivery(config: dict[str, Any]) -> bool:
 
 class _Queue(deque[Outgoing]):
     """The messages still to deliver; a waiter on one (`BackgroundDelivery.taken`) is woken
-    when it leaves the queue, delivered or dropped."""
+    when it leaves the queue, delivered or dropped. It counts those dropped (`count_dropped`):
+    the others that left were delivered."""
 
     def __init__(self) -> None:
         super().__init__()
+        self.dropped = 0
         # id of a queued message -> (the message, kept alive for its id; its waiter)
         self.waiters: dict[int, tuple[Outgoing, asyncio.Future[None]]] = {}
 
@@ -183,6 +192,8 @@ class BackgroundDelivery:
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._dropped = 0
+        self.failed_attempts = 0  # delivery attempts that raised (/metrics)
+        self._enqueued = 0  # messages ever queued (/metrics: `delivered`)
         self._last_error: str | None = None  # why the latest attempt failed; None once one works
         self._attempt_since: float | None = None  # when the attempt under way began
         # Why the broker takes no events for now, as it said (`release_turns`).
@@ -194,6 +205,24 @@ class BackgroundDelivery:
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    @property
+    def delivered(self) -> int:
+        """Messages delivered (confirmed, committed, written) since the start: those queued
+        that left the queue and were not dropped (counted so, a turn's message costs no
+        count of its own as it leaves)."""
+        return self._enqueued - len(self._pending) - self._pending.dropped
+
+    @property
+    def dropped(self) -> int:
+        """Messages dropped since the start: for room in a full queue, or refused by the
+        broker (larger than it takes)."""
+        return self._pending.dropped
+
+    @property
+    def failing(self) -> bool:
+        """Whether the latest delivery attempt failed (until one works)."""
+        return self._last_error is not None
 
     def holds_turns(self) -> bool:
         """Whether a turn waits for its events to be taken: not while the broker fails or is
@@ -269,8 +298,10 @@ class BackgroundDelivery:
         """Queues messages `outgoing` made (perhaps in a thread: a bulk append's 100,000
         events took 0.7 s to hash and wrap on the event loop)."""
         self._pending.extend(items)
+        self._enqueued += len(items)
         overflow = len(self._pending) - self._max_pending
         if overflow > 0:
+            count_dropped(self._pending, overflow)
             for _ in range(overflow):
                 self._pending.popleft()
             self._dropped += overflow
@@ -315,6 +346,7 @@ class BackgroundDelivery:
                 raise
             except Exception as exc:
                 failures += 1
+                self.failed_attempts += 1
                 self._last_error = first_line(exc, limit=None)
                 self._release_waiters()
                 now = time.monotonic()
@@ -453,6 +485,29 @@ class QueuedBroker:
     def held(self) -> int:
         """Events held until a failed save of their conversation is read back."""
         return 0 if self._in_doubt is None else self._in_doubt.held
+
+    def _reachable(self) -> bool:
+        """Whether the broker takes events: its latest delivery attempt did not fail."""
+        return not self._delivery.failing
+
+    @property
+    def blocked(self) -> bool:
+        """Whether the broker said it takes no events for now (RabbitMQ's connection.blocked)."""
+        return False
+
+    def figures(self) -> dict[str, int]:
+        """What /metrics shows of the broker: events queued (not yet delivered, or held),
+        whether it is connected and blocked (1 or 0), and the totals since the start of
+        events delivered and dropped and of delivery attempts that failed."""
+        delivery = self._delivery
+        return {
+            "queued": delivery.pending + self.held,
+            "connected": int(self._reachable()),
+            "blocked": int(self.blocked),
+            "published": delivery.delivered,
+            "dropped": delivery.dropped,
+            "failed": delivery.failed_attempts,
+        }
 
     async def publish(
         self,

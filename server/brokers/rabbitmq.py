@@ -31,6 +31,7 @@ from server.brokers.delivery import (
     BackgroundDelivery,
     Outgoing,
     QueuedBroker,
+    count_dropped,
     pop_delivered,
     waits_for_delivery,
 )
@@ -313,8 +314,15 @@ class RabbitMQEventBroker(QueuedBroker):
         """A turn's answer waits for RabbitMQ's confirm of its events while it is connected
         (and does not block publishing); while it is not, turns are answered at once and the
         events wait in memory."""
-        blocked = self._publisher is not None and self._publisher.blocked
-        return self.connected and not blocked and self._delivery.holds_turns()
+        return self.connected and not self.blocked and self._delivery.holds_turns()
+
+    def _reachable(self) -> bool:
+        return self.connected
+
+    @property
+    def blocked(self) -> bool:
+        """Whether RabbitMQ blocks publishing on the connection (connection.blocked)."""
+        return self._publisher is not None and self._publisher.blocked
 
     @property
     def connected(self) -> bool:
@@ -337,8 +345,7 @@ class RabbitMQEventBroker(QueuedBroker):
         answered meanwhile, and an alarm is RabbitMQ's, on every replica at once."""
         if not self.connected:
             return "unavailable"
-        publisher = self._publisher
-        return "blocked" if publisher is not None and publisher.blocked else "ok"
+        return "blocked" if self.blocked else "ok"  # the figure /metrics shows too
 
     async def start(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
         """Connect while the server starts, for at most `timeout` seconds, so the log says
@@ -650,6 +657,7 @@ def _drop_oversize(
         # By identity (each has its own delivery_id: none equals another), unless the
         # queue dropped it for room meanwhile.
         if any(queued is outgoing for queued in pending):
+            count_dropped(pending)
             pending.remove(outgoing)
 
 

@@ -39,7 +39,13 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from server.brokers.delivery import BackgroundDelivery, Outgoing, QueuedBroker, pop_delivered
+from server.brokers.delivery import (
+    BackgroundDelivery,
+    Outgoing,
+    QueuedBroker,
+    count_dropped,
+    pop_delivered,
+)
 from server.brokers.delivery import waits_for_delivery as read_wait_setting
 from server.brokers.event_json import rasa_text
 from server.errors import InvalidConfig, first_line
@@ -259,6 +265,8 @@ class SqlEventBroker(QueuedBroker):
                     item.sender_id[:100],
                     refusal,
                 )
+                if pending and pending[0] is item:
+                    count_dropped(pending)
             pop_delivered(pending, [item])
 
     def _oversize(self, row: dict[str, Any]) -> str | None:

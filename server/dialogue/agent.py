@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -47,9 +47,12 @@ class OutputChoice:
         self,
         pushing_channel: Callable[[str | None, Tracker | None], OutputChannel | None],
         name: str | None,
+        refused: Collection[str] = (),
     ) -> None:
         self._pushing_channel = pushing_channel
         self._name = name
+        # Channels not pushed to (`latest` resolving to one collects the replies instead).
+        self._refused = refused
         self.answers_messages = True
 
     def __call__(self, tracker: Tracker) -> OutputChannel:
@@ -57,7 +60,10 @@ class OutputChoice:
         unless the channel only pushes them: collected ones (no channel, one that cannot push
         such as `rest`) come, and so do the callback channel's, whose output in Rasa collects
         what it POSTs."""
-        channel = self._pushing_channel(self._name, tracker)
+        name = self._name
+        if name == "latest":
+            name = tracker.latest_input_channel()
+        channel = None if name in self._refused else self._pushing_channel(name, tracker)
         self.answers_messages = channel is None or getattr(channel, "collects", False)
         return channel if channel is not None else CollectingOutputChannel()
 
@@ -101,13 +107,14 @@ class Agent:
         """
         return self.processor.handle_message(message, self.model())
 
-    def output_channel(self, name: str | None, tracker: Tracker) -> OutputChannel:
+    def output_channel(self, name: str | OutputChoice | None, tracker: Tracker) -> OutputChannel:
         """Rasa's `output_channel` query: a channel name, `latest`, or collect the replies."""
-        return self.output_choice(name)(tracker)
+        return self._choice(name)(tracker)
 
-    def output_choice(self, name: str | None) -> OutputChoice:
-        """Rasa's `output_channel` query `name`, to resolve once for a turn (see OutputChoice)."""
-        return OutputChoice(self._pushing_channel, name)
+    def output_choice(self, name: str | None, refused: Collection[str] = ()) -> OutputChoice:
+        """Rasa's `output_channel` query `name`, to resolve once for a turn (see OutputChoice);
+        `latest` naming one of `refused` collects the replies."""
+        return OutputChoice(self._pushing_channel, name, refused)
 
     def _choice(self, output_channel: str | OutputChoice | None) -> OutputChoice:
         if isinstance(output_channel, OutputChoice):
@@ -176,7 +183,7 @@ class Agent:
         sender_id: str,
         events: list[Event],
         execute_side_effects: bool = False,
-        output_channel: str | None = None,
+        output_channel: str | OutputChoice | None = None,
     ) -> Tracker:
         model = self.model()
         processor = self.processor

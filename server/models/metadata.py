@@ -35,7 +35,9 @@ TRAINING_FINGERPRINT_KEY = "fingerprint"
 #   5  a story's `or` of a `slot_was_set` with several slots is one alternative per slot
 #   6  an NLU block's '- ' line indented more than the block is skipped, as Rasa's reader
 #      skips it (was stripped and trained); a block's lines end at U+2028 and U+2029 too
-TRAINING_FORMAT = 6
+#   7  MemoizationPolicy's histories as a tree (a node per distinct history), not a lookup
+#      keyed by each history's text
+TRAINING_FORMAT = 7
 TRAINING_FORMAT_KEY = "training_format"
 # Since this format, a role or group counts only where the domain lists it.
 ROLES_LISTED_SINCE = 1

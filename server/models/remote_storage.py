@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import concurrent.futures
+import contextvars
 import itertools
 import logging
 import os
@@ -17,7 +19,10 @@ import re
 import shutil
 import ssl
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -36,7 +41,7 @@ from server.errors import (
 from server.models.archive import ARCHIVE_SUFFIX
 from server.models.holder import is_disk_full
 from server.models.safety import DEFAULT_LIMITS
-from server.setting_values import env_seconds
+from server.setting_values import env_number, env_seconds
 from server.urls import safe_url
 
 logger = logging.getLogger(__name__)
@@ -56,6 +61,20 @@ ATTEMPTS = 2
 MAX_TIMEOUT = 1e9
 
 
+MIN_RATE_SETTING = "REMOTE_STORAGE_MIN_RATE"
+# Bytes a second a download keeps up on average, once it has had GRACE_TIMEOUTS timeouts to
+# start: a storage that drips a byte per timeout is held to the whole download's bound,
+# not only to each read's. 100 kB/s: a 100 MB model has about 17 minutes, and more than
+# 8 timeouts (4 minutes with the default) to be sized and start.
+DEFAULT_MIN_RATE = 100_000.0
+GRACE_TIMEOUTS = 8
+
+
+def storage_min_rate() -> float:
+    """REMOTE_STORAGE_MIN_RATE in bytes a second (InvalidConfig when not a number > 0)."""
+    return env_number(MIN_RATE_SETTING, DEFAULT_MIN_RATE, "bytes a second")
+
+
 def storage_timeout() -> float:
     """REMOTE_STORAGE_TIMEOUT in seconds (InvalidConfig when it is not a number > 0 and at
     most MAX_TIMEOUT)."""
@@ -72,6 +91,7 @@ def check_storage_settings(storage: str) -> None:
     download could work with (InvalidConfig). Unset variables and the storage's answers are
     the start-up load's to report."""
     storage_timeout()
+    storage_min_rate()
     bucket = os.environ.get("BUCKET_NAME")
     if storage in ("aws", "gcs") and bucket:
         _check_bucket_name(bucket, storage)
@@ -243,6 +263,7 @@ async def download_model(
     """
     downloader = _downloader(storage)
     timeout = storage_timeout()
+    min_rate = storage_min_rate()
     key = object_name(model_name)
     try:
         key.encode("utf-8")  # what every storage's keys are
@@ -253,7 +274,9 @@ async def download_model(
     name = model_file_name(model_name)
     target = directory / (name if _fits_a_file_name(name) else "model.tar.gz")
     try:
-        await _download_pinned(downloader, key, target, max_bytes, timeout)
+        await _download_pinned(
+            downloader, key, target, max_bytes, _Bound(storage, key, timeout, min_rate)
+        )
     except BaseException as exc:
         await asyncio.to_thread(shutil.rmtree, directory, True)
         if is_disk_full(exc):  # the server's problem, not the model's
@@ -310,12 +333,127 @@ _PINNED_BY = {
 }
 
 
+# Bytes a download may be behind REMOTE_STORAGE_MIN_RATE once its grace has passed: the
+# largest piece an SDK reads before it writes any of it (Azure's first range, 32 MiB; S3's
+# chunks are 1 MiB, GCS's 8 KiB), which a download keeping up the rate may not have written.
+PROGRESS_SLACK = 32 * 1024 * 1024
+
+# Downloads running at once in this process, those given up included until their thread
+# ends (a storage still dripping holds it: an SDK's read cannot be interrupted): on threads
+# of their own, so that they never take asyncio's default pool (os.cpu_count() + 4 threads),
+# which every turn's parse runs on. Past it, a download is refused at once.
+MAX_DOWNLOADS = 4
+_POOL = ThreadPoolExecutor(max_workers=MAX_DOWNLOADS, thread_name_prefix="remote-storage")
+_RUNNING: set[concurrent.futures.Future[None]] = set()
+_RUNNING_LOCK = threading.Lock()
+
+
+class _Bound:
+    """A whole download's bound: GRACE_TIMEOUTS timeouts, then as long as the bytes written
+    keep up `min_rate` bytes a second (PROGRESS_SLACK behind at most), and at most the size
+    the storage stated at that rate once it is known. Each read's timeout alone let a storage
+    dripping a byte per timeout hold a worker thread, and the start-up or the PUT /model
+    waiting on it, for as long as it dripped; the stated size alone, a storage stating
+    4 GiB, 12 hours."""
+
+    def __init__(self, storage: str, key: str, timeout: float, min_rate: float) -> None:
+        self.storage = storage
+        self.key = key
+        self.timeout = timeout
+        self.min_rate = min_rate
+        self.size: int | None = None  # stated by the storage, set in the worker thread
+        self.received = 0  # bytes written, by the worker thread
+        self.given_up = threading.Event()  # the thread's next write then stops it
+
+    def _behind(self) -> bool:
+        """Whether the bytes written, not the stated size, bound the download now."""
+        return self.size is not None and self.received + PROGRESS_SLACK < self.size
+
+    def seconds(self) -> float:
+        allowed = min(self.size or 0, self.received + PROGRESS_SLACK)
+        return GRACE_TIMEOUTS * self.timeout + allowed / self.min_rate
+
+    def exceeded(self) -> ModelUnavailable:
+        rate = f"{self.min_rate:g} bytes a second"
+        if self._behind():
+            return ModelUnavailable(
+                f"Remote storage '{self.storage}' sent {self.received} of the {self.size} "
+                f"bytes of '{self.key}' in {self.seconds():g} s: slower than {rate} "
+                f"({MIN_RATE_SETTING}) once {GRACE_TIMEOUTS} times {TIMEOUT_SETTING} had "
+                "passed: a storage sending it too slowly"
+            )
+        sized = f" and its {self.size} bytes at {rate}" if self.size else ""
+        return ModelUnavailable(
+            f"Remote storage '{self.storage}' took longer than {self.seconds():g} s to send "
+            f"'{self.key}' ({GRACE_TIMEOUTS} times {TIMEOUT_SETTING}{sized}, "
+            f"{MIN_RATE_SETTING}): a storage sending it too slowly"
+        )
+
+
+# The bound of the download the current worker thread runs (copied into its context).
+_BOUND: ContextVar[_Bound | None] = ContextVar("remote_storage_bound", default=None)
+
+
+def _start(bound: _Bound, run: Callable[[], None]) -> concurrent.futures.Future[None]:
+    """`run` on a thread of the downloads' pool, seeing `bound`; ModelUnavailable at once
+    when MAX_DOWNLOADS run already (given up ones held by their storage, mostly)."""
+    context = contextvars.copy_context()
+    context.run(_BOUND.set, bound)
+    with _RUNNING_LOCK:
+        if len(_RUNNING) >= MAX_DOWNLOADS:
+            raise ModelUnavailable(
+                f"Remote storage '{bound.storage}': {len(_RUNNING)} downloads are running "
+                f"already, the most at once (given up ones among them until their storage "
+                f"stops sending or a read waits {TIMEOUT_SETTING}): try '{bound.key}' again "
+                "once they end"
+            )
+        future = _POOL.submit(context.run, run)
+        _RUNNING.add(future)
+    future.add_done_callback(_ended)
+    return future
+
+
+def _ended(future: concurrent.futures.Future[None]) -> None:
+    with _RUNNING_LOCK:
+        _RUNNING.discard(future)
+
+
+async def _within_bound(bound: _Bound, run: Callable[[], None]) -> None:
+    """Run `run` in a worker thread; ModelUnavailable once `bound` has passed. The thread
+    is left to stop at its next write (or its next read's timeout): it can be neither
+    cancelled nor interrupted while it waits on a socket."""
+    task = asyncio.wrap_future(_start(bound, run))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        while not task.done():
+            # The bound grows as the size becomes known and bytes come: asked again when
+            # it seems to pass.
+            left = started + bound.seconds() - loop.time()
+            if left <= 0:
+                bound.given_up.set()
+                task.add_done_callback(_forget)
+                raise bound.exceeded()
+            await asyncio.wait((task,), timeout=min(left, MAX_TIMEOUT))
+    except asyncio.CancelledError:
+        bound.given_up.set()
+        task.add_done_callback(_forget)
+        raise
+    task.result()
+
+
+def _forget(task: asyncio.Future[None]) -> None:
+    """A download given up: its end, whatever it is, is nobody's to report."""
+    if not task.cancelled():
+        task.exception()
+
+
 async def _download_pinned(
     downloader: Callable[[str, Path, int, float], None],
     key: str,
     target: Path,
     max_bytes: int,
-    timeout: float,
+    bound: _Bound,
 ) -> None:
     """Run `downloader` in a worker thread; if the object was replaced while it was read
     (an upload ending just then), start over with the new version, once: a second
@@ -324,7 +462,7 @@ async def _download_pinned(
     refused: set[str] = set()  # the versions sized, then refused
     for attempt in range(1, DOWNLOADS_OF_A_REPLACED_OBJECT + 1):
         try:
-            await asyncio.to_thread(downloader, key, target, max_bytes, timeout)
+            await _within_bound(bound, lambda: downloader(key, target, max_bytes, bound.timeout))
             return
         except _Replaced as replaced:
             refused.add(replaced.version)
@@ -600,6 +738,9 @@ def _storage_failed(storage: str, where: str, key: str, status: int, reason: str
 
 
 def _too_large(key: str, size: int | None, max_bytes: int) -> None:
+    bound = _BOUND.get()
+    if bound is not None and isinstance(size, int):  # the whole download's bound grows
+        bound.size = size
     # The archive's fault, as a model server's too large answer is: refused as unsafe.
     if size is not None and size > max_bytes:
         raise UnsafeArchive(f"Remote model '{key}' is {size} bytes, more than {max_bytes}")
@@ -619,7 +760,12 @@ class _CappedFile:
         self._size = 0
 
     def write(self, data: bytes) -> int:
+        bound = _BOUND.get()
+        if bound is not None and bound.given_up.is_set():  # the bound passed: nobody waits
+            raise bound.exceeded()
         self._size += len(data)
+        if bound is not None:
+            bound.received = self._size
         if self._size > self._max_bytes:
             raise UnsafeArchive(
                 f"Remote model '{self._key}' grew past {self._max_bytes} bytes while it was "

@@ -17,6 +17,7 @@ import itertools
 import logging
 import os
 import secrets
+import shlex
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from functools import partial
@@ -258,6 +259,9 @@ MAX_LOCK_LIFETIME = 2**62 / 1000
 
 # Renewals that failed because Redis could not be reached: the first logged, then counted.
 _RENEWALS_FAILED = RepeatsCounted(logger, WINDOW_SECONDS)
+# Waits that timed out on a key without an expiry: the first of a conversation's logged,
+# then counted for the window.
+_KEPT_FOR_GOOD = RepeatsCounted(logger, WINDOW_SECONDS)
 # Releases that failed so, likewise: during an outage under load, every conversation with a
 # turn in flight failed its own (before, one warning line each).
 _RELEASES_FAILED = RepeatsCounted(logger, WINDOW_SECONDS)
@@ -319,6 +323,23 @@ SETTINGS = frozenset(
     | {"ssl_keyfile", "ssl_ca_certs", "key_prefix", "socket_timeout"}
     | {"lock_lifetime", "wait_timeout"}
 )
+
+
+def _deletion(key: bytes) -> str:
+    """How to delete `key`, for a log line: a shell command when its name can be typed (quoted
+    for a shell: the name holds a client's sender id, `'` and `;` included); else, a name with
+    control characters (escaped in the log, which would delete another key) or bytes that are
+    no UTF-8, a client's."""
+    try:
+        name = key.decode()
+    except UnicodeDecodeError:
+        name = ""
+    if name and name.isprintable():
+        return f": redis-cli -n <db> DEL {shlex.quote(name)}"
+    return (
+        " with a Redis client that takes the name as bytes (it holds characters a command "
+        "line would not carry as they are)"
+    )
 
 
 class RedisLockStore:
@@ -712,6 +733,7 @@ class RedisLockStore:
             try:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
+                    await self._say_if_kept_for_good(keys[0], conversation_id)
                     raise LockTimeout(timeout_message(conversation_id, timeout))
                 if on_wait is not None:
                     on_wait()
@@ -720,6 +742,28 @@ class RedisLockStore:
                 self._give_back_soon(keys, token, conversation_id)
                 raise
             pause = min(pause * 2, _MAX_FIRST_POLL if place == 0 else _MAX_POLL_IN_LINE)
+
+    async def _say_if_kept_for_good(self, key: bytes, conversation_id: str) -> None:
+        """A wait that timed out on a key without an expiry (another program's, or a Rasa
+        process's with a ticket still live): one WARNING a window per conversation naming the
+        key, which no lease of ours leaves, so that the operator can clear it. One PTTL, on a
+        timeout alone; its failure is the timeout's to report."""
+        try:
+            expiry = await self._redis.pttl(key)
+        except REDIS_ERRORS:
+            return
+        if expiry != -1:  # a lease of ours (it runs out), or gone meanwhile
+            return
+        _KEPT_FOR_GOOD.log(
+            conversation_id,
+            "The lock of conversation '%s' is held by Redis key '%s', which has no expiry "
+            "(no TTL: no lease of botserver's; another program's key, or a Rasa process's "
+            "ticket lock): its messages answer 503 until it goes. If no Rasa server is in "
+            "that turn, delete it%s",
+            conversation_id,
+            key.decode(errors="backslashreplace"),
+            _deletion(key),
+        )
 
     async def _take(self, keys: _Keys, token: str, conversation_id: str) -> int:
         """The acquire script: 1 taken, 0 first in line, -1 others ahead. A turn cancelled

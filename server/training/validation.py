@@ -63,6 +63,8 @@ class ValidationReport:
     # The project read (None when it could not be): `train` trains it rather than reading
     # the files again, each reader warning printed once.
     project: Project | None = None
+    # How many of `warnings` are story structure conflicts (the summary line names them).
+    conflicts: int = 0
 
     @property
     def ok(self) -> bool:
@@ -92,7 +94,7 @@ def validate_project(
         return report
     report.project = project
     if stories_only:
-        report.warnings.extend(_conflicts(project, max_history))
+        _add_conflicts(project, report, max_history)
         return report
     if empty_domain_stops and project.domain.is_empty:
         report.errors.append(
@@ -180,6 +182,12 @@ def check_config(
     return warnings
 
 
+def _add_conflicts(project: Project, report: ValidationReport, max_history: int | None) -> None:
+    conflicts = _conflicts(project, max_history)
+    report.conflicts += len(conflicts)
+    report.warnings.extend(conflicts)
+
+
 def _conflicts(project: Project, max_history: int | None) -> list[str]:
     """Stories that lead to different actions after the same turns. A warning, as in Rasa:
     the policies learn one of the two; --fail-on-warnings fails on it."""
@@ -202,7 +210,7 @@ def check_project(
     report.warnings.extend(missing_response_warnings(project))
     _check_unused_responses(project, report)
     report.warnings.extend(checkpoint_warnings(project.stories))
-    report.warnings.extend(_conflicts(project, max_history))
+    _add_conflicts(project, report, max_history)
 
 
 def _where(step: StoryStep, index: int | None = None) -> str:
@@ -572,12 +580,28 @@ def run_validate(
             if fail_on_warnings and report.warnings and let_pass
             else ""
         )
-        print(f"Validation failed: {errors}, {warnings}{failed_on}.", file=out)
+        conflicts = (
+            f" ({how_many(report.conflicts, 'story structure conflict')} among them)"
+            if report.conflicts
+            else ""
+        )
+        print(f"Validation failed: {errors}, {warnings}{conflicts}{failed_on}.", file=out)
         return 1
     settled = (
         f"; --fail-on-warnings does not fail on {' and '.join(let_pass)}"
         if fail_on_warnings and let_pass
         else ""
     )
+    if report.conflicts:
+        # Rasa's `data validate` exits 0 on them too, without --fail-on-warnings; before, this
+        # line said "The project is valid" under the conflicts it had just listed.
+        print(
+            f"The stories have {how_many(report.conflicts, 'structure conflict')}: the "
+            "policies learn only one of the actions each history is followed by "
+            f"(--fail-on-warnings fails on them); no error ({how_many(count, 'warning')}"
+            f"{settled}).",
+            file=out,
+        )
+        return 0
     print(f"The project is valid ({how_many(count, 'warning')}{settled}).", file=out)
     return 0

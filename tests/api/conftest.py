@@ -44,6 +44,19 @@ def rasa_spec() -> RasaSpec:
 
 
 @pytest.fixture
+async def rabbitmq_names() -> AsyncIterator[dict[str, str]]:
+    """A queue and an exchange of this test's own on the shared RabbitMQ, deleted after."""
+    require_service("RabbitMQ", RABBITMQ)
+    chosen = {"queue": unique_name("bs_ready_q"), "exchange": unique_name("bs_ready_x")}
+    yield chosen
+    connection = await aio_pika.connect(f"amqp://guest:guest@{RABBITMQ[0]}:{RABBITMQ[1]}/")
+    channel = await connection.channel()
+    await channel.queue_delete(chosen["queue"])
+    await channel.exchange_delete(chosen["exchange"])
+    await connection.close()
+
+
+@pytest.fixture
 async def rabbitmq() -> AsyncIterator[dict[str, Any]]:
     """An `event_broker:` section for a queue and exchange of this test's own, deleted after
     the app (set up first, so torn down last: name it before `make_client`)."""

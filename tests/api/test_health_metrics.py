@@ -7,7 +7,6 @@ import contextlib
 import gc
 import logging
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aio_pika
@@ -24,7 +23,7 @@ from server.errors import BotServerError
 from server.training.train import train
 from tests.brokers.test_rabbitmq_broker import BlockingProxy, with_an_untested_aiormq
 from tests.shared_data import MOODBOT
-from tests.trackers.persistence_fixtures import RABBITMQ, require_service, unique_name
+from tests.trackers.persistence_fixtures import RABBITMQ, unique_name
 
 
 @pytest.fixture(scope="module")
@@ -279,19 +278,6 @@ async def test_ready_keeps_the_stores_address_in_the_log(
     assert "observe_secret_db" in logged  # once, with why, for the operator
 
 
-@pytest.fixture
-async def rabbitmq_names() -> AsyncIterator[dict[str, str]]:
-    """A queue and an exchange of this test's own on the shared RabbitMQ, deleted after."""
-    require_service("RabbitMQ", RABBITMQ)
-    chosen = {"queue": unique_name("bs_ready_q"), "exchange": unique_name("bs_ready_x")}
-    yield chosen
-    connection = await aio_pika.connect(f"amqp://guest:guest@{RABBITMQ[0]}:{RABBITMQ[1]}/")
-    channel = await connection.channel()
-    await channel.queue_delete(chosen["queue"])
-    await channel.exchange_delete(chosen["exchange"])
-    await connection.close()
-
-
 async def serve_with_rabbitmq(
     serve, archive: Path, names: dict[str, str], port: int, retry_delay: float = 5.0
 ) -> httpx.AsyncClient:
@@ -494,3 +480,56 @@ async def test_each_conversation_route_reads_the_store_once(serve, moodbot_archi
     assert await reads("POST", f"{at}/execute", {"name": "no_such_action"}) == (404, 1, 0)
     assert await reads("GET", "/conversations/unknown/tracker") == (200, 1, 0)
     assert await reads("GET", "/conversations/unknown/story") == (404, 1, 0)
+
+
+async def test_metrics_show_rabbitmq_blocking_publishing_and_the_events_it_keeps_waiting(
+    serve, moodbot_archive: Path, rabbitmq_names: dict[str, str]
+) -> None:
+    """RabbitMQ out of memory or disk blocks publishing (connection.blocked): /metrics says
+    so, with the events waiting meanwhile, and counts them as published once it unblocks."""
+    from tests.brokers.test_rabbitmq_broker import BlockingProxy
+
+    proxy = BlockingProxy(RABBITMQ)
+    await proxy.restore()
+    try:
+        client = await serve_with_rabbitmq(serve, moodbot_archive, rabbitmq_names, proxy.port)
+        broker = client.app.state.event_broker  # type: ignore[attr-defined]
+        said = [{"event": "bot", "text": str(i), "timestamp": i} for i in range(3)]
+
+        async def scraped() -> str:
+            return (await client.get("/metrics")).text
+
+        async def post(sender: str) -> None:
+            response = await client.post(f"/conversations/{sender}/tracker/events", json=said)
+            assert response.status_code == 200
+
+        await post("ana")  # a new conversation: its session's start first
+        assert await broker.flush(10)
+        text = await scraped()
+        published = metric(text, "botserver_event_broker_published_total")
+        assert published >= 3
+        assert metric(text, "botserver_event_broker_queued_events") == 0
+        assert metric(text, "botserver_event_broker_connected") == 1
+        assert metric(text, "botserver_event_broker_blocked") == 0
+        proxy.block()
+        for _ in range(500):
+            if metric(await scraped(), "botserver_event_broker_blocked") == 1:
+                break
+            await asyncio.sleep(0.01)
+        await post("ana")
+        text = await scraped()
+        assert metric(text, "botserver_event_broker_blocked") == 1
+        # /health/ready reads the same figure: the two never disagree.
+        ready = (await client.get("/health/ready")).json()
+        assert ready["checks"]["event_broker"] == "blocked"
+        assert metric(text, "botserver_event_broker_queued_events") == 3
+        assert metric(text, "botserver_event_broker_published_total") == published
+        proxy.unblock()
+        assert await broker.flush(10)
+        text = await scraped()
+        assert metric(text, "botserver_event_broker_blocked") == 0
+        assert metric(text, "botserver_event_broker_queued_events") == 0
+        assert metric(text, "botserver_event_broker_published_total") == published + 3
+        assert metric(text, "botserver_event_broker_failed_attempts_total") == 0
+    finally:
+        await proxy.cut()

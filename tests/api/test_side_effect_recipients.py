@@ -10,6 +10,7 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import jwt
@@ -204,3 +205,67 @@ async def test_a_refusal_line_tells_a_long_room_from_its_conversation(
     (line,) = [r.getMessage() for r in caplog.records if "bot message" in r.getMessage()]
     assert len(line) < 1_000, len(line)
     assert "'" + "a" * 20 + "Y" in line and "a" * 20 + "X" in line, line
+
+
+async def test_a_user_whose_conversation_is_no_rocketchat_id_cannot_send_to_rocketchat(
+    moodbot_model: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rocket.Chat sends to the room a conversation id names, and takes a room's name
+    (`support`, `#support`), a user (`@bob`) or a user id (a direct message) there: before, a
+    `user` JWT so named had even plain bot messages posted there. Now `output_channel=
+    rocketchat` is refused for it (403, logged), and so is storing a user message from
+    Rocket.Chat (where reminders and `latest` then go); `latest` naming Rocket.Chat answers
+    the messages instead; a conversation of the Rocket.Chat form and an admin are sent as
+    before."""
+    caplog.set_level(logging.INFO, logger="server.auth.refusals")
+    plain = {"event": "bot", "text": "Your session expired: log in at https://evil.example"}
+    greet = {"name": "greet"}
+    async with server(moodbot_model) as (url, rocket), httpx.AsyncClient(base_url=url) as client:
+        refused = []
+        for name in ("support", "#support", "@bob", "XkT3bQ9uH2mZp7LwA"):
+            headers = _bearer(name, "user")
+            at = f"/conversations/{quote(name, safe='')}"
+            refused += [
+                await client.post(SIDE_EFFECTS.format(quote(name, safe=""), "rocketchat"),
+                                  json=plain, headers=headers),
+                await client.post(f"{at}/trigger_intent?output_channel=rocketchat",
+                                  json=greet, headers=headers),
+                await client.post(f"{at}/execute?output_channel=rocketchat",
+                                  json={"name": "utter_greet"}, headers=headers),
+            ]  # fmt: skip
+        # A user event saying the conversation came through Rocket.Chat (where its reminders
+        # and `latest` would then go): refused to the user, stored by an admin.
+        headers = _bearer("support", "user")
+        said = {"event": "user", "text": "hi", "input_channel": "rocketchat"}
+        at = "/conversations/support/tracker/events"
+        claimed = [
+            await client.post(at, json=said, headers=headers),
+            await client.put(at, json=[said], headers=headers),
+        ]
+        stored = await client.post(at, json=said, headers=_bearer("ops", "admin"))
+        latest = await client.post("/conversations/support/trigger_intent?output_channel=latest",
+                                   json=greet, headers=headers)  # fmt: skip
+        posted_by_users = list(rocket.posted)
+        own = await client.post(SIDE_EFFECTS.format("ROOM1:u1", "rocketchat"), json=plain,
+                                headers=_bearer("ROOM1:u1", "user"))  # fmt: skip
+        admin = await client.post(SIDE_EFFECTS.format("support", "rocketchat"), json=plain,
+                                  headers=_bearer("ops", "admin"))  # fmt: skip
+
+    assert [r.status_code for r in refused] == [403] * len(refused), refused[0].text
+    assert refused[0].json()["reason"] == "NotAuthorized"
+    assert refused[0].json()["message"] == "User has insufficient permissions."
+    assert [r.status_code for r in claimed] == [403, 403], claimed[0].text
+    assert stored.status_code == 200, stored.text
+    assert latest.status_code == 200, latest.text
+    assert [m["text"] for m in latest.json()["messages"]] == ["Hey! How are you?"]
+    assert posted_by_users == []
+    assert own.status_code == 200 and admin.status_code == 200
+    assert [(p.get("roomId"), p["text"]) for p in rocket.posted] == [
+        ("ROOM1", plain["text"]),
+        ("support", plain["text"]),
+    ]
+    assert (
+        "role 'user' of 'support' may not send to Rocket.Chat from conversation 'support' "
+        "(not a Rocket.Chat conversation id, <room id>:<user id>)" in caplog.text
+    )
+    assert "role 'user' of 'support' may not store a user message from Rocket.Chat" in (caplog.text)

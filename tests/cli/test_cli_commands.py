@@ -816,12 +816,20 @@ def test_a_story_conflict_is_a_warning_as_in_rasa(run_cli, starter_copy: Path) -
     assert short.code == 0, short.out
     assert "warning: story structure conflict after intent 'deny'" in short.out
     assert "'utter_greet' in story 'deny after thanks'" in short.out
+    # Before, the summary under the conflict said "The project is valid (1 warning)."
+    assert "The project is valid" not in short.out
+    assert short.out.rstrip().endswith(
+        "The stories have 1 structure conflict: the policies learn only one of the actions "
+        "each history is followed by (--fail-on-warnings fails on them); no error (1 warning)."
+    ), short.out
 
     strict = run_cli(
         "data", "validate", "--max-history", "1", "--fail-on-warnings", cwd=starter_copy
     )
     assert strict.code == 1
-    assert "Validation failed" in strict.out
+    assert "Validation failed: 0 errors, 1 warning (1 story structure conflict among them)." in (
+        strict.out
+    )
 
     # `rasa train --validation-max-history 1 --fail-on-validation-warnings` stops on it too.
     train = ["train", "--force", "--fail-on-validation-warnings"]

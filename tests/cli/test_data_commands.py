@@ -384,7 +384,10 @@ def test_validate_stories_checks_only_the_story_structure(run_cli, starter_copy:
         cwd=starter_copy,
     )  # fmt: skip
     assert strict.code == 1
-    assert "Validation failed: 0 errors, 1 warning." in strict.out  # was "1 warning(s)"
+    # was "1 warning(s)"
+    assert "Validation failed: 0 errors, 1 warning (1 story structure conflict among them)." in (
+        strict.out
+    )
 
 
 def test_validate_stories_on_a_broken_file_names_file_and_line(run_cli, starter_copy: Path) -> None:

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from server.dialogue.domain import Domain
+from server.dialogue.policies import histories
 from server.dialogue.policies.ensemble import PolicyEnsemble
-from server.dialogue.policies.featurization import ConversationStates
+from server.dialogue.policies.featurization import ConversationStates, state_key, states_and_labels
+from server.dialogue.policies.histories import MAX_LOOKUP_STATES, MAX_NODES
 from server.dialogue.policies.memoization import AugmentedMemoizationPolicy, MemoizationPolicy
+from server.dialogue.policies.policy import Policy
+from server.dialogue.story_steps import TrainingStory
+from server.errors import ModelError, TrainingError
 from server.trackers.events import ActionExecuted, Event, SlotSet
+from server.trackers.tracker import Tracker
 from tests.dialogue.policy_fixtures import (
     action,
     bot,
@@ -21,6 +28,7 @@ from tests.dialogue.policy_fixtures import (
     tracker,
     user,
 )
+from tests.traced_peak import traced_peak
 
 DOMAIN = Domain.from_dict(
     {
@@ -36,6 +44,42 @@ STORIES = [
     story("happy", user("greet"), action("utter_greet"), user("mood_great"), action("utter_happy")),
     story("sad", user("mood_unhappy"), action("utter_cheer_up")),
 ]
+
+
+LOOKUPS = Path(__file__).parent / "memoization_lookups"
+
+
+def lookup_as_before(
+    stories: list[TrainingStory], domain: Domain, max_history: int | None
+) -> dict[str, str]:
+    """The lookup archives held before: the JSON text of each history's states (its last
+    `max_history`) -> the action after it, histories leading to two actions left out."""
+    lookup: dict[str, str] = {}
+    ambiguous: set[str] = set()
+    for story_ in (s for s in stories if not s.is_rule):
+        states, labels = states_and_labels(story_.events, domain)
+        for i, label in enumerate(labels):
+            key = state_key(states[max(0, i + 1 - max_history) if max_history else 0 : i + 1])
+            if key in ambiguous:
+                continue
+            if lookup.setdefault(key, label) != label:
+                ambiguous.add(key)
+                del lookup[key]
+    return lookup
+
+
+def every_prediction(policy: Policy, domain: Domain, stories: list[TrainingStory]) -> list:
+    """(action, confidence, by text) at every action of every story, and of every story
+    without its first turn."""
+    out = []
+    for story_ in (s for s in stories if not s.is_rule):
+        for events in (story_.events, story_.events[3:]):
+            for i in range(1, len(events)):
+                if isinstance(events[i], ActionExecuted):
+                    t = Tracker("t", domain.slot_defaults(), events[:i])
+                    p = policy.predict(ConversationStates(t, domain), domain)
+                    out.append((p.action_name, p.confidence, p.is_end_to_end_prediction))
+    return out
 
 
 def predicted(policy: MemoizationPolicy, *events: Event) -> tuple[str, float]:
@@ -122,7 +166,7 @@ def test_by_default_the_whole_conversation_must_be_a_story_as_in_rasa() -> None:
     assert window is not None and window > 5
     # an archive from before the longest history was stored: counted from its keys
     restored = MemoizationPolicy("MemoizationPolicy")
-    restored.restore({"lookup": policy.lookup_}, Path("."), DOMAIN)
+    restored.restore({"lookup": lookup_as_before([longer], DOMAIN, None)}, Path("."), DOMAIN)
     assert restored.prediction_window() == window
     assert predicted(restored, *rest) == ("utter_ok", 1.0)
     assert predicted(restored, *opening, *rest)[1] == 0.0
@@ -241,3 +285,202 @@ def test_augmented_memoization_keeps_the_message_that_led_into_its_window() -> N
     augmented.train(STORIES, DOMAIN)
     events = [SlotSet(key="name", value="x"), listen(), user("greet"), action("utter_greet")]
     assert predicted(augmented, *events, listen(), user("mood_great")) == ("utter_happy", 1.0)
+
+
+@pytest.mark.parametrize("bot_name", ["moodbot", "formbot", "concertbot", "e2ebot"])
+@pytest.mark.parametrize(
+    "policy_class, max_history",
+    [(MemoizationPolicy, None), (MemoizationPolicy, 3), (AugmentedMemoizationPolicy, 5)],
+)
+def test_learned_histories_predict_as_the_lookup_of_before(
+    bot_name: str, policy_class: type, max_history: int | None
+) -> None:
+    # The same actions, with the same confidence, as from the lookup archives held before
+    # (read here as such an archive is), with the same window for the ensemble's memory.
+    domain, stories, _ = bot(bot_name)
+    trained = policy_class(policy_class.__name__, max_history=max_history)
+    trained.train(stories, domain)
+    before = policy_class(policy_class.__name__, max_history=max_history)
+    lookup = lookup_as_before(stories, domain, max_history)
+    before.restore({"lookup": lookup}, Path("."), domain)
+    assert every_prediction(trained, domain, stories) == every_prediction(before, domain, stories)
+    assert trained.prediction_window() == before.prediction_window()
+    assert trained.reads_message_text() == before.reads_message_text() == (bot_name == "e2ebot")
+
+
+@pytest.mark.parametrize(
+    "file, bot_name", [("e2ebot-memoization.json", "e2ebot"), ("moodbot-augmented.json", "moodbot")]
+)
+def test_a_policy_written_with_a_lookup_loads_and_predicts_as_trained_today(
+    file: str, bot_name: str, tmp_path: Path
+) -> None:
+    # Written by the botserver before the histories (a key per history): read, and the
+    # same predictions as a policy trained today; written again in today's form.
+    domain, stories, _ = bot(bot_name)
+    (tmp_path / "policy.json").write_bytes((LOOKUPS / file).read_bytes())
+    policy_class = AugmentedMemoizationPolicy if "augmented" in file else MemoizationPolicy
+    loaded = policy_class.load(tmp_path, policy_class.__name__, 3, domain)
+    trained = policy_class(policy_class.__name__)
+    trained.train(stories, domain)
+    predictions = every_prediction(loaded, domain, stories)
+    assert sum(confidence == 1.0 for _, confidence, _ in predictions) > 10
+    assert predictions == every_prediction(trained, domain, stories)
+    assert loaded.learned_state() == trained.learned_state()
+
+
+def written(policy: Policy, tmp_path: Path) -> dict:
+    policy.persist(tmp_path)
+    return json.loads((tmp_path / "policy.json").read_text())
+
+
+def test_a_written_policy_holds_no_key_per_history_and_loads_the_same(tmp_path: Path) -> None:
+    domain, stories, _ = bot("e2ebot")
+    policy = MemoizationPolicy("MemoizationPolicy")
+    policy.train(stories, domain)
+    state = written(policy, tmp_path)["learned"]
+    # null: a botserver reading only the lookup refuses the archive instead of forgetting
+    assert state["lookup"] is None
+    loaded = MemoizationPolicy.load(tmp_path, "MemoizationPolicy", 3, domain)
+    assert every_prediction(loaded, domain, stories) == every_prediction(policy, domain, stories)
+
+
+def _chain(length: int) -> dict:
+    return {
+        "states": ["{}"],
+        "parents": list(range(length)),
+        "node_states": [0] * length,
+        "actions": [[length, "utter_greet"]],
+    }
+
+
+@pytest.mark.parametrize(
+    "histories, says",
+    [
+        ([], "it is not an object"),
+        ({**_chain(3), "states": "{}"}, "it has no list 'states'"),
+        ({**_chain(3), "parents": [0, True, 2]}, "an entry of 'parents' is not an integer"),
+        ({**_chain(3), "parents": [0, 1]}, "there are not as many 'parents' as 'node_states'"),
+        ({**_chain(3), "parents": [0, 2, 1]}, "node 2 has parent 2, not an earlier node"),
+        ({**_chain(3), "parents": [0, -1, 1]}, "node 2 has parent -1, not an earlier node"),
+        ({**_chain(3), "node_states": [0, 1, 0]}, "node 2 has state 1, not one of the states"),
+        ({**_chain(3), "parents": [0, 0, 0]}, "node 2 repeats node 1"),
+        (
+            {**_chain(3), "actions": [[4, "utter_greet"]]},
+            "an action for node 4: no such node, or out of order",
+        ),
+        (
+            {**_chain(3), "actions": [[2, "a"], [1, "b"]]},
+            "an action for node 1: no such node, or out of order",
+        ),
+        ({**_chain(3), "actions": [[2, 3]]}, "an action is not [node, name]"),
+        ({**_chain(3), "actions": [[2]]}, "an action is not [node, name]"),
+    ],
+)
+def test_malformed_histories_fail_loading_saying_what_is_wrong(
+    histories: object, says: str
+) -> None:
+    policy = MemoizationPolicy("MemoizationPolicy")
+    # One sentence: what is malformed, then what is wrong with it.
+    with pytest.raises(ModelError) as caught:
+        policy.restore({"histories": histories}, Path("."), DOMAIN)
+    assert str(caught.value) == f"the memoized histories of policy.json are malformed: {says}"
+
+
+@pytest.mark.parametrize(
+    "lookup",
+    [[], {"[{}]": 3}, {"[" * 100_000: "utter_greet"}, {"{}": "utter_greet"}],
+    ids=["not-an-object", "action-not-text", "nested-too-deeply", "not-a-list"],
+)
+def test_a_malformed_lookup_of_before_fails_loading(lookup: object) -> None:
+    with pytest.raises(ModelError, match="memoization lookup"):
+        MemoizationPolicy("MemoizationPolicy").restore({"lookup": lookup}, Path("."), DOMAIN)
+
+
+def test_a_history_of_100000_states_loads_without_recursion() -> None:
+    policy = MemoizationPolicy("MemoizationPolicy")
+    policy.restore({"histories": _chain(100_000)}, Path("."), DOMAIN)
+    assert policy.prediction_window() == 100_001
+    assert policy.histories_.action_of(("{}",) * 100_000) == "utter_greet"
+    assert policy.histories_.action_of(("{}",) * 99_999) is None
+
+
+def test_loading_histories_takes_a_few_numbers_a_node_at_its_peak() -> None:
+    # A policy.json lists each node in a few bytes; loading it once held each node's edge,
+    # then its parent's list of children, about 400 bytes a node (37 times the file).
+    nodes = 200_000
+    policy = MemoizationPolicy("MemoizationPolicy")
+    peak = traced_peak(lambda: policy.restore({"histories": _chain(nodes)}, Path("."), DOMAIN))
+    assert peak < 150 * nodes
+    assert policy.histories_.action_of(("{}",) * nodes) == "utter_greet"
+
+
+TOO_MANY = (
+    f"the memoized histories hold more than {MAX_NODES:,} distinct histories, the most a "
+    "memoization policy may hold"
+)
+
+
+def refusal(state: dict) -> tuple[str, int]:
+    """The error loading this learned state fails with, and Python's peak while it did."""
+    errors: list[ModelError] = []
+
+    def load() -> None:
+        with pytest.raises(ModelError) as caught:
+            MemoizationPolicy("MemoizationPolicy").restore(state, Path("."), DOMAIN)
+        errors.append(caught.value)
+
+    peak = traced_peak(load)
+    return str(errors[0]), peak
+
+
+def test_an_old_lookup_key_of_a_million_states_is_refused_before_it_is_parsed() -> None:
+    # 3 bytes a state (gzip packs them about 1000:1) took some 100 bytes of memory each.
+    lookup = {"[" + ",".join(["{}"] * 1_000_000) + "]": "utter_greet"}
+    refused, peak = refusal({"lookup": lookup})
+    assert refused == (
+        f"a history of the memoization lookup holds more than {MAX_LOOKUP_STATES:,} states, "
+        "more than training writes"
+    )
+    assert peak < 50_000_000
+
+
+def test_an_old_lookup_key_of_as_many_states_as_the_bound_loads() -> None:
+    lookup = {"[" + ",".join(["{}"] * MAX_LOOKUP_STATES) + "]": "utter_greet"}
+    policy = MemoizationPolicy("MemoizationPolicy")
+    policy.restore({"lookup": lookup}, Path("."), DOMAIN)
+    assert policy.histories_.action_of(("{}",) * MAX_LOOKUP_STATES) == "utter_greet"
+
+
+def test_histories_of_more_nodes_than_the_bound_are_refused_before_they_are_built() -> None:
+    # A root with a child per node: 21 bytes of policy.json a node took 370 bytes to load.
+    nodes = MAX_NODES + 1
+    wide = {"states": ["{}"], "parents": [0] * nodes, "node_states": [0] * nodes, "actions": []}
+    refused, peak = refusal({"histories": wide})
+    assert refused == TOO_MANY
+    assert peak < 50_000_000
+
+
+def test_histories_of_as_many_nodes_as_the_bound_load() -> None:
+    policy = MemoizationPolicy("MemoizationPolicy")
+    policy.restore({"histories": _chain(MAX_NODES)}, Path("."), DOMAIN)
+    assert policy.histories_.action_of(("{}",) * MAX_NODES) == "utter_greet"
+
+
+def test_stories_of_more_histories_than_a_model_may_load_fail_training(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The bound, lowered so that these stories pass it (at its value, millions of steps).
+    policy = MemoizationPolicy("MemoizationPolicy")
+    policy.train(STORIES, DOMAIN)
+    written_nodes = len(policy.histories_.as_data()["parents"])
+    monkeypatch.setattr(histories, "MAX_NODES", written_nodes - 1)
+    with pytest.raises(TrainingError) as caught:
+        MemoizationPolicy("MemoizationPolicy").train(STORIES, DOMAIN)
+    assert str(caught.value) == (
+        f"MemoizationPolicy cannot learn these stories: the memoized histories hold more than "
+        f"{written_nodes - 1:,} distinct histories, the most a memoization policy may hold (a "
+        "model holding them would not load); set a lower `max_history`, or train on fewer "
+        "stories"
+    )
+    monkeypatch.setattr(histories, "MAX_NODES", written_nodes)
+    MemoizationPolicy("MemoizationPolicy").train(STORIES, DOMAIN)

@@ -9,6 +9,8 @@ import shutil
 import threading
 import time
 from collections.abc import Awaitable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,7 +20,7 @@ import pytest
 
 from bench.tcp_proxy import free_port
 from server.errors import InvalidConfig, ModelUnavailable
-from server.models import ModelHolder, ModelSource
+from server.models import ModelHolder, ModelSource, remote_storage
 from server.models.remote_storage import download_model
 from tests.fake_http import closing_server, serve_json, silent_server
 from tests.loop_lag import paced
@@ -155,15 +157,24 @@ class StallingStorage(LyingStorage):
 
     stop = threading.Event()
 
-    def do_GET(self) -> None:  # noqa: N802
+    def _body_answered(self, size: int) -> bool:
+        """The status and headers of a `size`-byte body, in the protocol of the request:
+        False when GCS asked for the object's metadata (answered whole)."""
         if self.path.startswith("/storage/v1/b/"):  # GCS object metadata
             super().do_GET()
+            return False
+        asked = self.headers.get("x-ms-range")  # Azure asks for the first chunk
+        self.send_response(206 if asked else 200)
+        if asked:  # "bytes=0-33554431": the part of the object asked for
+            last = min(int(asked.rpartition("-")[2]), size - 1)
+            self.send_header("Content-Range", f"bytes 0-{last}/{size}")
+            size = last + 1
+        self._headers(size)
+        return True
+
+    def do_GET(self) -> None:  # noqa: N802
+        if not self._body_answered(10):
             return
-        ranged = "x-ms-range" in self.headers  # Azure asks for the first chunk
-        self.send_response(206 if ranged else 200)
-        if ranged:
-            self.send_header("Content-Range", "bytes 0-9/10")
-        self._headers(10)
         self.wfile.write(b"\x1f\x8b")
         self.wfile.flush()
         self.stop.wait()
@@ -177,7 +188,19 @@ async def test_a_download_whose_body_stops_fails_within_the_timeout(
     monkeypatch.setenv("BUCKET_NAME", "models")
     monkeypatch.setenv("REMOTE_STORAGE_TIMEOUT", f"{TIMEOUT:g}")
 
-    class Handler(StallingStorage):
+    with storage_serving(StallingStorage, setup, monkeypatch):
+        with pytest.raises(ModelUnavailable, match=r"did not answer within 1 s"):
+            await done_within(download_model(storage, "prod"), within_the_body_reads(storage))
+
+
+@contextmanager
+def storage_serving(
+    handler: type[StallingStorage], setup: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """`handler` served (with a `stop` of its own), the storage's settings pointing at it;
+    its answers stopped on exit."""
+
+    class Handler(handler):  # type: ignore[valid-type,misc]
         stop = threading.Event()
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -185,8 +208,7 @@ async def test_a_download_whose_body_stops_fails_within_the_timeout(
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}).start()
     setup(f"http://127.0.0.1:{server.server_address[1]}", monkeypatch)
     try:
-        with pytest.raises(ModelUnavailable, match=r"did not answer within 1 s"):
-            await done_within(download_model(storage, "prod"), within_the_body_reads(storage))
+        yield
     finally:
         Handler.stop.set()
         server.shutdown()
@@ -423,3 +445,116 @@ async def test_a_gcs_download_asks_for_nothing_beyond_the_object(
             await download_model("gcs", "prod")
 
     assert asked and set(asked) == {"/storage/v1/b/models/o/prod.tar.gz"}, asked
+
+
+class DrippingStorage(StallingStorage):
+    """States a 200-byte object (S3, GCS and Azure Blob alike), then sends it a byte every
+    0.2 s (each read well within the timeout: 40 s in all), until `stop` is set."""
+
+    stated = 200
+    stop = threading.Event()
+
+    def do_GET(self) -> None:  # noqa: N802
+        if not self._body_answered(self.stated):
+            return
+        try:
+            for _ in range(200):
+                if self.stop.wait(0.2):
+                    return
+                self.wfile.write(b"x")
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+@pytest.mark.parametrize(("storage", "setup"), STORAGES_AT.items())
+@pytest.mark.timing
+async def test_a_download_that_drips_fails_within_its_whole_bound(
+    monkeypatch: pytest.MonkeyPatch, storage: str, setup: Any
+) -> None:
+    """Before, each read's timeout alone bounded it: the drip held the download for 40 s.
+    Now 8 timeouts (4 s) and its 200 bytes at 100 bytes a second (2 s)."""
+    monkeypatch.setenv("BUCKET_NAME", "models")
+    monkeypatch.setenv("REMOTE_STORAGE_TIMEOUT", "0.5")
+    monkeypatch.setenv("REMOTE_STORAGE_MIN_RATE", "100")
+
+    with storage_serving(DrippingStorage, setup, monkeypatch):
+        started = time.monotonic()
+        with pytest.raises(ModelUnavailable, match=r"took longer than 6 s") as caught:
+            await done_within(download_model(storage, "prod"), 6 + paced(4, below=20))
+        assert time.monotonic() - started >= 6  # the bound, not an earlier timeout
+    assert "REMOTE_STORAGE_MIN_RATE" in str(caught.value)
+    assert "200 bytes at 100 bytes a second" in str(caught.value)
+
+
+@pytest.mark.parametrize("value", ["fast", "0", "-1", "nan"])
+async def test_an_unusable_minimum_rate_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    STORAGES_AT["aws"]("http://127.0.0.1:9", monkeypatch)
+    monkeypatch.setenv("BUCKET_NAME", "models")
+    monkeypatch.setenv("REMOTE_STORAGE_MIN_RATE", value)
+
+    with pytest.raises(InvalidConfig, match="REMOTE_STORAGE_MIN_RATE must be"):
+        await download_model("aws", "prod")
+
+
+class HugeDrippingStorage(DrippingStorage):
+    """States 4 GiB (the most an archive may be), then drips as DrippingStorage."""
+
+    stated = 4 * 1024**3
+
+
+@pytest.mark.parametrize(("storage", "setup"), STORAGES_AT.items())
+@pytest.mark.timing
+async def test_a_storage_stating_a_huge_size_fails_once_its_bytes_fall_behind(
+    monkeypatch: pytest.MonkeyPatch, storage: str, setup: Any
+) -> None:
+    """Before, the stated size alone bounded it: 4 GiB at the minimum rate (128 s here, 12 h
+    with the defaults). Now 8 timeouts (4 s), then the bytes come at the rate, 32 MiB (1 s
+    here) behind at most."""
+    monkeypatch.setenv("BUCKET_NAME", "models")
+    monkeypatch.setenv("REMOTE_STORAGE_TIMEOUT", "0.5")
+    monkeypatch.setenv("REMOTE_STORAGE_MIN_RATE", str(32 * 1024**2))
+
+    with storage_serving(HugeDrippingStorage, setup, monkeypatch):
+        with pytest.raises(ModelUnavailable, match=r"sent 0 of the 4294967296 bytes") as caught:
+            await done_within(download_model(storage, "prod"), 5 + paced(4, below=20))
+    assert "REMOTE_STORAGE_MIN_RATE" in str(caught.value)
+
+
+async def no_download_running() -> None:
+    """Given-up downloads' threads end once their storage stops (a read's timeout)."""
+    for _ in range(200):
+        if not remote_storage._RUNNING:
+            return
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.timing
+async def test_given_up_downloads_hold_no_thread_a_turn_needs_nor_more_than_their_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A storage that drips holds a given-up download's thread until it stops. Before, on
+    asyncio's default pool, the threads every turn's parse runs on: a few PUT /model calls
+    (here as many as a pool of 2 threads) left every turn waiting while it dripped. Now they
+    run on a pool of their own, and past MAX_DOWNLOADS a download is refused at once."""
+    monkeypatch.setenv("BUCKET_NAME", "models")
+    monkeypatch.setenv("REMOTE_STORAGE_TIMEOUT", "0.5")
+    monkeypatch.setenv("REMOTE_STORAGE_MIN_RATE", "1000")  # 4.2 s for its 200 bytes
+    await no_download_running()  # an earlier test's
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=2))
+
+    with storage_serving(DrippingStorage, STORAGES_AT["aws"], monkeypatch):
+        given_up = await asyncio.gather(
+            *(download_model("aws", f"prod-{n}") for n in range(remote_storage.MAX_DOWNLOADS)),
+            return_exceptions=True,
+        )
+        assert all(isinstance(exc, ModelUnavailable) for exc in given_up), given_up
+        await done_within(asyncio.to_thread(time.sleep, 0), paced(1, below=4))
+        started = time.monotonic()
+        with pytest.raises(ModelUnavailable, match=r"downloads are running already"):
+            await download_model("aws", "prod")
+        assert time.monotonic() - started < 2  # at once, not after its own bound
+    await no_download_running()

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import re
+import shlex
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -541,6 +542,37 @@ async def test_another_programs_key_where_a_lease_goes_is_left_as_it_is(
     assert await client.get(key) == "another program's"
 
 
+async def test_a_wait_on_a_key_without_expiry_names_the_key_once_a_window(
+    rasa_shared_redis: tuple[dict[str, Any], Redis],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Such a key makes the conversation answer 503 for good: the operator is told which key,
+    that it has no expiry and how to clear it, once per conversation per window. Before, the
+    log said only that the conversation was busy."""
+    config, client = rasa_shared_redis
+    monkeypatch.setattr(redis_lock, "_KEPT_FOR_GOOD", RepeatsCounted(redis_lock.logger, 60))
+    key = f"{config['key_prefix']}:lock:ana"
+    await client.set(key, "another program's")
+    store = RedisLockStore(config)
+    caplog.set_level(logging.WARNING, logger=redis_lock.logger.name)
+    try:
+        for _ in range(3):
+            with pytest.raises(LockTimeout):
+                async with store.lock("ana", wait_timeout=0.05):
+                    pass
+        async with store.lock("bob", wait_timeout=0.05):  # a lease of ours: nothing said
+            with pytest.raises(LockTimeout):
+                async with store.lock("bob", wait_timeout=0.05):
+                    pass
+    finally:
+        await store.close()
+    said = [r.getMessage() for r in caplog.records if "no expiry" in r.getMessage()]
+    assert len(said) == 1
+    assert f"'{key}'" in said[0] and "'ana'" in said[0]
+    assert f"DEL {shlex.quote(key)}" in said[0]
+
+
 async def test_a_lock_a_rasa_process_holds_is_waited_for(
     rasa_shared_redis: tuple[dict[str, Any], Redis],
 ) -> None:
@@ -831,3 +863,37 @@ async def test_a_lease_given_back_while_its_renewal_is_due_stops_no_other_renewa
     finally:
         await pruning.close()
         await other.close()
+
+
+@pytest.mark.parametrize(
+    "conversation_id", ["o'brien'; redis-cli FLUSHALL; echo '", "two\nlines", "$(reboot) `id`"]
+)
+async def test_the_command_given_for_a_key_without_expiry_deletes_that_key_alone(
+    rasa_shared_redis: tuple[dict[str, Any], Redis],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    conversation_id: str,
+) -> None:
+    """The key holds a client's sender id: before, quoted as '...' as it was, a quote in it
+    ended the quoting, and the rest ran as commands of the operator's shell (FLUSHALL); a
+    newline, escaped in the log, made the command name another key. Now a shell's quoting,
+    and no command for a name no command line carries."""
+    config, client = rasa_shared_redis
+    monkeypatch.setattr(redis_lock, "_KEPT_FOR_GOOD", RepeatsCounted(redis_lock.logger, 60))
+    key = f"{config['key_prefix']}:lock:{conversation_id}"
+    await client.set(key, "another program's")
+    store = RedisLockStore(config)
+    caplog.set_level(logging.WARNING, logger=redis_lock.logger.name)
+    try:
+        with pytest.raises(LockTimeout):
+            async with store.lock(conversation_id, wait_timeout=0.05):
+                pass
+    finally:
+        await store.close()
+    said = [r.getMessage() for r in caplog.records if "no expiry" in r.getMessage()]
+    assert len(said) == 1
+    command = said[0].partition("delete it")[2]
+    if "\n" in conversation_id:
+        assert "redis-cli" not in command and "DEL" not in command
+        return
+    assert shlex.split(command.removeprefix(": ")) == ["redis-cli", "-n", "<db>", "DEL", key]

@@ -58,6 +58,7 @@ FORMAT_MARKERS: dict[int, dict[str, Any]] = {
     3: {"training_format": 3, "entity_roles": "listed"},
     4: {"training_format": 4, "entity_roles": "listed"},
     5: {"training_format": 5, "entity_roles": "listed"},
+    6: {"training_format": 6, "entity_roles": "listed"},
 }
 
 
@@ -99,7 +100,7 @@ def train_again(folder: Path, out: Path) -> Any:
     return train(*inputs(folder), out)
 
 
-@pytest.mark.parametrize("made_in", [0, 1, 2, 3, 4, 5])
+@pytest.mark.parametrize("made_in", [0, 1, 2, 3, 4, 5, 6])
 def test_train_retrains_an_archive_of_an_older_training_format(
     tmp_path: Path, made_in: int, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,15 +11,16 @@ from server.dialogue.policies.featurization import (
     ConversationStates,
     State,
     StatesWindow,
-    key_of,
-    state_key,
+    state_text,
+    states_and_labels,
     story_states,
-    training_examples,
     with_text_for_last_user,
 )
+from server.dialogue.policies.histories import ROOT, SHORT, Histories
 from server.dialogue.policies.policy import Policy
 from server.dialogue.policies.prediction import PolicyPrediction, prediction_from, zeros
 from server.dialogue.story_steps import TrainingStory
+from server.errors import ModelError, TrainingError
 from server.nlu.params import flag
 from server.trackers.events import ACTION_LISTEN, ActionExecuted, Event
 
@@ -44,7 +44,7 @@ class MemoizationPolicy(Policy):
         super().__init__(name, priority, **options)
         key = "use_nlu_confidence_as_score"
         self.options[key] = flag(self.options, key, False, name)
-        self.lookup_: dict[str, str] = {}
+        self.histories_ = Histories()
         # The most states a learned history holds: without `max_history` a conversation of
         # more states matches none, so the last `longest_ + 1` states decide (`_reach`).
         self.longest_ = 0
@@ -59,49 +59,62 @@ class MemoizationPolicy(Policy):
         window no longer conversation can match."""
         return self.max_history or self.longest_ + 1
 
-    def _window(self, states: Sequence[State]) -> list[State]:
+    def _window(self, states: Sequence[State]) -> Sequence[State]:
         n = self.max_history
-        return list(states[-n:]) if n else list(states)
+        return states[-n:] if n else states
 
     def train(self, stories: list[TrainingStory], domain: Domain) -> None:
-        lookup: dict[str, str] = {}
-        ambiguous: set[str] = set()
-        longest = 0
+        histories = Histories()
+        n = self.max_history
         for story in stories:
             if story.is_rule:
                 continue
-            for states, action in training_examples(story.events, domain):
-                window = self._window(states)
-                longest = max(longest, len(window))
-                key = state_key(window)
-                if key in ambiguous:
-                    continue
-                if key in lookup and lookup[key] != action:
-                    ambiguous.add(key)
-                    del lookup[key]
-                else:
-                    lookup[key] = action
-        self.lookup_ = lookup
+            # The action at i followed states[: i + 1]: each state's text is written once,
+            # and without `max_history` each history is the one before it and one state.
+            states, labels = states_and_labels(story.events, domain)
+            texts = [state_text(state) for state in states[: len(labels)]]
+            node = ROOT
+            try:
+                for i, action in enumerate(labels):
+                    if n:
+                        histories.learn_window(texts[max(0, i + 1 - n) : i + 1], action)
+                    else:
+                        node = histories.child(node, texts[i], i + 1)
+                        histories.learn(node, action)
+            except ModelError as e:  # more histories than a model may load
+                raise TrainingError(
+                    f"{self.name} cannot learn these stories: {e} (a model holding them would "
+                    f"not load); set a lower `max_history`, or train on fewer stories"
+                ) from e
+        histories.done()
+        self._learned(histories, histories.depth)
+
+    def _learned(self, histories: Histories, longest: int) -> None:
+        self.histories_ = histories
         self.longest_ = longest
 
     def recall(self, states: Sequence[State]) -> str | None:
-        return self.lookup_.get(state_key(self._window(states)))
+        window = self._window(states)
+        if len(window) > self.histories_.depth:
+            return None
+        return self.histories_.action_of(tuple(map(state_text, window)))
 
     def _recall_conversation(self, conversation: StatesWindow) -> tuple[str | None, bool]:
         """(the remembered action or None, whether it was found by the message's text)."""
         # `recall` on the text states, then on the states, by their texts written once.
+        reach = self._reach()
+        if reach > SHORT and min(len(conversation.states), reach) > self.histories_.depth:
+            return None, False  # a window longer than any learned history, left unwritten
         if conversation.text_states() is not None:
-            texts = conversation.texts(self._reach(), by_text=True)
-            action = self.lookup_.get(key_of(texts))
+            texts = conversation.texts(reach, by_text=True)
+            action = self.histories_.action_of(texts)
             if action is not None:
                 return action, True
-        return self.lookup_.get(key_of(conversation.texts(self._reach()))), False
+        return self.histories_.action_of(conversation.texts(reach)), False
 
     def predict(self, conversation: ConversationStates, domain: Domain) -> PolicyPrediction:
         probabilities = zeros(len(domain.action_names_or_texts))
-        action, by_text = (
-            self._recall_conversation(conversation.stories()) if self.lookup_ else (None, False)
-        )
+        action, by_text = self._recall_conversation(conversation.stories())
         if action is not None:
             index = domain.index_of_action(action)
             if index is not None:
@@ -120,22 +133,30 @@ class MemoizationPolicy(Policy):
         return self._reach()
 
     def reads_message_text(self) -> bool:
-        # A window ending in the message's text ends in `{"text":...}`; without such a key
-        # in the lookup, no text can be found. (Loose: a slot named text also counts.)
-        return any('{"text":' in key for key in self.lookup_)
+        # A window ending in the message's text ends in `{"text":...}`; without such a
+        # state in a learned history, no text can be found.
+        return self.histories_.reads_text
 
     def learned_state(self) -> dict[str, Any]:
-        return {"lookup": self.lookup_, "longest": self.longest_}
+        # `lookup` (the older form: a key per history) is null: a botserver before this form
+        # refuses the archive instead of loading it as having learned nothing.
+        return {"lookup": None, "histories": self.histories_.as_data()}
 
     def restore(self, state: dict[str, Any], directory: Path, domain: Domain) -> None:
-        self.lookup_ = {str(k): str(v) for k, v in state.get("lookup", {}).items()}
+        if "histories" in state:
+            histories = Histories.from_data(state["histories"])
+            self._learned(histories, histories.depth)
+            return
+        # An archive from before: a key per history (the JSON text of its states).
+        lookup = state.get("lookup", {})
+        histories = Histories.from_lookup(lookup)
         longest = state.get("longest")
         if not isinstance(longest, int) or isinstance(longest, bool) or longest < 0:
             longest = 0
             if not self.max_history:
-                # an archive from before: counted from the keys (JSON lists of states)
-                longest = max((len(json.loads(key)) for key in self.lookup_), default=0)
-        self.longest_ = longest
+                # from before the longest history was stored: counted from the keys
+                longest = histories.depth
+        self._learned(histories, longest)
 
 
 class AugmentedMemoizationPolicy(MemoizationPolicy):
