@@ -7,6 +7,7 @@ import json
 import logging
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
 
@@ -121,6 +122,9 @@ class DucklingEntityExtractor:
                     headers={"Accept-Encoding": ACCEPT_ENCODING},
                     cookies=cookie_jar_keeping_none(),  # none sent back, as Rasa's per call
                 )
+                # Closed with the extractor (a model replaced, PUT /model): the client sits
+                # in reference cycles, its connections otherwise open until a collection.
+                weakref.finalize(self, self._client.close)
             return self._client
 
     def train(self, messages: list[Message], data: Any) -> None:
