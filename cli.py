@@ -20,6 +20,7 @@ from server.errors import BotServerError, InvalidConfig, how_many
 
 if TYPE_CHECKING:
     from server.brokers.export import Found, ResumePoint
+    from server.training.project import Project
 
 logger = logging.getLogger("botserver")
 T = TypeVar("T")
@@ -1150,11 +1151,12 @@ def _train_inputs(args: argparse.Namespace) -> tuple[Path | None, Path, list[Pat
     return _config_path(args), Path(args.domain), [Path(p) for p in args.data]
 
 
-def _valid_for_training(args: argparse.Namespace) -> bool:
+def _valid_for_training(args: argparse.Namespace) -> tuple[bool, Project | None]:
     """As `rasa train`: the checks of `data validate` first; an error is printed as `data
     validate` prints it, and nothing is trained. Rasa also stops on a few of its *warnings*
     (a slot mapping conditioned on a form that lacks it); botserver prints them and trains,
-    saying Rasa would not (`--fail-on-validation-warnings` stops on them)."""
+    saying Rasa would not (`--fail-on-validation-warnings` stops on them). With the project
+    validation read, for training to train without reading the files again."""
     from server.training.validation import validate_project
 
     config, domain, data = _train_inputs(args)
@@ -1163,7 +1165,7 @@ def _valid_for_training(args: argparse.Namespace) -> bool:
     )
     strict = args.fail_on_validation_warnings
     if not (report.errors or report.failing_warnings or (strict and report.warnings)):
-        return True
+        return True, report.project
     for warning in [*report.config_warnings, *report.unchecked_warnings, *report.warnings]:
         print(f"warning: {warning}", file=sys.stderr)
     from server.logs import command_failed
@@ -1178,7 +1180,7 @@ def _valid_for_training(args: argparse.Namespace) -> bool:
             "trains (--fail-on-validation-warnings stops, as Rasa does).",
             file=sys.stderr,
         )
-        return True
+        return True, report.project
     reasons = [how_many(len(report.errors), "error")] if report.errors else []
     if strict and report.warnings:
         warnings = how_many(len(report.warnings), "warning")
@@ -1189,7 +1191,7 @@ def _valid_for_training(args: argparse.Namespace) -> bool:
         f"Project validation completed with errors ({'; '.join(reasons)}): nothing "
         f"was trained. Correct them{anyway}."
     )
-    return False
+    return False, None
 
 
 def _nlu_domain(domain: str) -> Path | None:
@@ -1241,8 +1243,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if what is not None:
         _check_whole_model_flags(args, what)
     _check_output_dir(Path(args.out), "--out")
-    if what is None and not args.skip_validation and not _valid_for_training(args):
-        return 1
+    validated = None
+    if what is None and not args.skip_validation:
+        valid, validated = _valid_for_training(args)
+        if not valid:
+            return 1
     with _progress() as say:
         if what == "core":
             result = train_core(
@@ -1275,6 +1280,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 Path(args.signing_key) if args.signing_key else None,
                 progress=say,
                 augmentation=args.augmentation,
+                project=validated,
             )
     if result.skipped:
         print(

@@ -23,6 +23,7 @@ from server.errors import (
     first_line,
     how_many,
 )
+from server.json_values import nests_deeper_than
 from server.tasks import stop_if_cancelled
 from server.trackers.events import left_out_by_rasa
 from server.trackers.store import ReadsEverything, ReadsInBatches, TrackerStore
@@ -178,8 +179,26 @@ async def selected_events(
     scanned = False  # in the store's own order (DynamoDB's scan), not by id
 
     def select(sender_id: str, loaded: list[dict[str, Any]]) -> list[Selected]:
-        events = [event for event in loaded if not left_out_by_rasa(event)]
-        published = [_moved(event, offset_seconds) for event in events]
+        events: list[dict[str, Any]] = []
+        published: list[dict[str, Any]] = []
+        texts: list[str] = []
+        for stored_index, event in enumerate(loaded):
+            if left_out_by_rasa(event):
+                continue
+            moved = _moved(event, offset_seconds)
+            text = _sendable(moved)
+            if text is None:  # (before: a traceback, and nothing more exported)
+                logger.warning(
+                    "Conversation '%s': event %d is nested too deeply to send (more than %d "
+                    "levels); skipped",
+                    sender_id,
+                    stored_index,
+                    SENDABLE_DEPTH,
+                )
+                continue
+            events.append(event)
+            published.append(moved)
+            texts.append(text)
         ids = chain_ids(sender_id, published, None)
         low, skip, skip_at = minimum_timestamp, 0, None
         if resume is not None and sender_id == resume.sender_id:
@@ -212,7 +231,7 @@ async def selected_events(
                 sender_id,
                 ids[index][0],
                 previous[index],
-                json.dumps(published[index], separators=(",", ":")),
+                texts[index],
                 rank,
             )
             for index, rank in going
@@ -373,6 +392,28 @@ async def _stored(store: TrackerStore, sender_id: str) -> list[dict[str, Any]] |
         return await store.load_all(sender_id) or None
     except InvalidConversationId:
         return None
+
+
+# Levels an exported event may nest: what the store reads may nest nearly to Python's
+# recursion limit, which the encoders after this one (the message id's, the broker's), each
+# deeper in the stack, would then meet. Far below it, whatever stack they run at.
+SENDABLE_DEPTH = 500
+
+
+def _sendable(event: dict[str, Any]) -> str | None:
+    """The event as its message's JSON; None when it nests more than SENDABLE_DEPTH levels."""
+    try:
+        text = json.dumps(event, separators=(",", ":"))
+    except RecursionError:
+        return None
+    # Each level opens and closes with a bracket: a short text or few brackets, no walk.
+    if (
+        len(text) > 2 * SENDABLE_DEPTH
+        and text.count("[") + text.count("{") > SENDABLE_DEPTH
+        and nests_deeper_than(event, SENDABLE_DEPTH)
+    ):
+        return None
+    return text
 
 
 def _moved(event: dict[str, Any], offset_seconds: int) -> dict[str, Any]:

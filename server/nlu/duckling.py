@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
 
@@ -100,21 +102,30 @@ class DucklingEntityExtractor:
             config, "timeout", 3, name, minimum=0, maximum=MAX_SYNC_TIMEOUT_SECONDS
         )
         self._client: httpx.Client | None = None
+        # Two threads' first parses would each build a client, one of them never closed.
+        self._client_lock = threading.Lock()
         self._last_warning = 0.0
         self._skip_until = 0.0
 
     def _http(self) -> httpx.Client:
-        if self._client is None:
-            # httpx and the clients' module (asyncio) with the first parse: `data validate`
-            # builds the extractor, and sends nothing.
-            from server.http_clients import cookie_jar_keeping_none, sync_client
+        client = self._client
+        if client is not None:
+            return client
+        with self._client_lock:
+            if self._client is None:
+                # httpx and the clients' module (asyncio) with the first parse: `data
+                # validate` builds the extractor, and sends nothing.
+                from server.http_clients import cookie_jar_keeping_none, sync_client
 
-            self._client = sync_client(
-                timeout=self.timeout,
-                headers={"Accept-Encoding": ACCEPT_ENCODING},
-                cookies=cookie_jar_keeping_none(),  # none sent back, as Rasa's session per call
-            )
-        return self._client
+                self._client = sync_client(
+                    timeout=self.timeout,
+                    headers={"Accept-Encoding": ACCEPT_ENCODING},
+                    cookies=cookie_jar_keeping_none(),  # none sent back, as Rasa's per call
+                )
+                # Closed with the extractor (a model replaced, PUT /model): the client sits
+                # in reference cycles, its connections otherwise open until a collection.
+                weakref.finalize(self, self._client.close)
+            return self._client
 
     def train(self, messages: list[Message], data: Any) -> None:
         """Duckling is pretrained; nothing to learn (and no call during training)."""

@@ -193,18 +193,21 @@ def train(
     progress: Progress | None = None,
     env: bool = True,
     augmentation: int | None = None,
+    project: Project | None = None,
 ) -> TrainResult:
     """Trains a full model; skips when an archive with the same inputs already exists.
     `env=False` for a project a client sent: its `${VAR}` stays text, the server's
     environment (secrets) never reaches the model it gets back. `augmentation`: see
-    `set_augmentation`."""
+    `set_augmentation`. `project`: these files as validation read them (with `env`), trained
+    without reading them again (each reader warning printed once)."""
     check_archive_target(out, fixed_model_name)
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
     say("reading the project")
-    # As Rasa's: without its domain file (validation, unless skipped, stops on it first) the
-    # NLU is trained alone (`model_kind`), saying so.
-    project = load_project(config, domain, data, env, missing_domain_is_empty=True)
+    if project is None:
+        # As Rasa's: without its domain file (validation, unless skipped, stops on it first)
+        # the NLU is trained alone (`model_kind`), saying so.
+        project = load_project(config, domain, data, env, missing_domain_is_empty=True)
     check_training_data(project, data)
     set_augmentation(project, augmentation)
     return _train_project(

@@ -60,6 +60,9 @@ class ValidationReport:
     # An error training meets too (a file it cannot read, a component config.yml cannot
     # have): `train --skip-validation` does not get past it.
     training_stops: bool = False
+    # The project read (None when it could not be): `train` trains it rather than reading
+    # the files again, each reader warning printed once.
+    project: Project | None = None
     # How many of `warnings` are story structure conflicts (the summary line names them).
     conflicts: int = 0
 
@@ -89,6 +92,7 @@ def validate_project(
         report.errors.append(str(exc))
         report.training_stops = not _trains_without_domain(config, domain, data)
         return report
+    report.project = project
     if stories_only:
         _add_conflicts(project, report, max_history)
         return report

@@ -564,6 +564,15 @@ def test_a_stored_topic_event_is_not_published(run_cli, tmp_path: Path) -> None:
     assert [body["event"] for body in _broker_rows(tmp_path)] == ["user", "action"]
 
 
+def _ann_with_last_event(project: Path, data: str) -> None:
+    """Conversation 'ann' (a user message, then an action whose row holds `data` as it is)
+    in the project's SQLite store, and the endpoints exporting it to an SQLite broker."""
+    _seed(project, {"ann": [_user("hi", 10.0), _action("utter_greet", 12.0)]})
+    with sqlite3.connect(project / TRACKERS) as db:
+        db.execute("UPDATE events SET data = ? WHERE id = (SELECT MAX(id) FROM events)", (data,))
+    _endpoints(project, SQL_BROKER)
+
+
 @pytest.mark.parametrize("data", ["5", "[1, 2]", "null", "{oops"])
 def test_a_stored_event_that_is_not_a_json_object_is_an_error_and_exit_1(
     data: str, run_cli, tmp_path: Path
@@ -571,10 +580,7 @@ def test_a_stored_event_that_is_not_a_json_object_is_an_error_and_exit_1(
     """A stored row whose data is JSON but no object (or no JSON): one error line naming the
     conversation, exit 1, nothing published. Before review73, JSON that is not an object was
     an AttributeError with a traceback."""
-    _seed(tmp_path, {"ann": [_user("hi", 10.0), _action("utter_greet", 12.0)]})
-    with sqlite3.connect(tmp_path / TRACKERS) as db:
-        db.execute("UPDATE events SET data = ? WHERE id = (SELECT MAX(id) FROM events)", (data,))
-    _endpoints(tmp_path, SQL_BROKER)
+    _ann_with_last_event(tmp_path, data)
     result = run_cli("export", cwd=tmp_path)
     assert result.code == 1, result.err
     assert result.err.startswith("error: Conversation 'ann' holds a stored event that is not")
@@ -827,3 +833,34 @@ def test_another_programs_key_under_the_prefix_can_be_skipped(
     )
     warned = [line for line in skipped.err.splitlines() if "'cache'" in line]
     assert warned and "a Redis hash" in warned[0], skipped.err
+
+
+@pytest.mark.parametrize("depth", [600, 936, 980])
+def test_a_stored_event_nested_too_deeply_to_send_is_skipped_with_a_warning(
+    depth: int, run_cli, tmp_path: Path
+) -> None:
+    """An event the store reads (Python's limit, about 1,000 levels) but nested more than 500
+    levels deep: before, from some 936 levels, the message id's or the broker's encoder
+    raised RecursionError (a traceback, or the broker's error and nothing published). Now
+    the event is skipped with a warning naming its conversation and index, and the rest goes
+    out; one of 500 levels goes out."""
+    deep = json.dumps({**_user("deep", 11.0), "metadata": {"x": "DEEP"}})
+    _ann_with_last_event(tmp_path, deep.replace('"DEEP"', "[" * depth + "]" * depth))
+    result = run_cli("export", cwd=tmp_path)
+    assert "Traceback" not in result.err, result.err
+    assert result.code == 0, result.err
+    warning = "Conversation 'ann': event 1 is nested too deeply to send (more than 500 levels)"
+    assert warning in result.err
+    assert [body["event"] for body in _broker_rows(tmp_path)] == ["user"]
+
+
+def test_a_stored_event_of_500_levels_is_exported(run_cli, tmp_path: Path) -> None:
+    # (metadata's 498 lists, inside the metadata and the event: 500 levels)
+    deep = {**_user("deep", 11.0), "metadata": {"x": "DEEP"}}
+    text = json.dumps(deep).replace('"DEEP"', "[" * 498 + "]" * 498)
+    _ann_with_last_event(tmp_path, text)
+    result = run_cli("export", cwd=tmp_path)
+    assert result.code == 0, result.err
+    assert "nested too deeply" not in result.err
+    [_, sent] = _broker_rows(tmp_path)
+    assert sent["metadata"] == json.loads(text)["metadata"]

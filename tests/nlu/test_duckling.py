@@ -173,3 +173,43 @@ def test_the_warning_of_a_match_not_of_ducklings_shape_is_one_short_line(
     assert [e["value"] for e in entities] == [5]
     [warning] = [r.getMessage() for r in caplog.records if "not Duckling's" in r.getMessage()]
     assert len(warning) < 500, len(warning)
+
+
+def test_two_threads_first_parses_share_one_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before, two threads' first parses could each build a client (the slower one
+    replacing the other, which was never closed). Now one client is made, and both use it."""
+    import threading
+    import time
+
+    import server.http_clients
+
+    made: list[Any] = []
+    real = server.http_clients.sync_client
+
+    def slow_sync_client(**options: Any) -> Any:
+        time.sleep(0.05)  # the window in which the other thread also finds no client
+        client = real(**options)
+        made.append(client)
+        return client
+
+    monkeypatch.setattr(server.http_clients, "sync_client", slow_sync_client)
+    duckling = DucklingEntityExtractor({"url": "http://127.0.0.1:9"})
+    barrier = threading.Barrier(2)
+    used: list[Any] = []
+
+    def first_parse() -> None:
+        barrier.wait()
+        used.append(duckling._http())
+
+    threads = [threading.Thread(target=first_parse) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert len(made) == 1, f"{len(made)} clients made"
+        assert used[0] is used[1] is made[0]
+        assert [client for client in made if client is not duckling._client] == []
+    finally:
+        for client in made:
+            client.close()
