@@ -338,6 +338,19 @@ def nests_deeper_than(value: Any, limit: int = MAX_DEPTH) -> bool:
     return False
 
 
+def nests_deeper_in_text(text: str | bytes, value: Any, limit: int) -> bool:
+    """`nests_deeper_than(value, limit)` for a value read from (or written as) `text`: each
+    level opens and closes with a bracket, so a short text, or one with few brackets, is
+    not walked."""
+    if len(text) <= 2 * limit:
+        return False
+    if isinstance(text, bytes):
+        brackets = text.count(b"[") + text.count(b"{")
+    else:
+        brackets = text.count("[") + text.count("{")
+    return brackets > limit and nests_deeper_than(value, limit)
+
+
 def loads_untrusted(raw: bytes) -> Any:
     """`loads_exact` for bytes from outside (a client, an action server): also refuses
     nesting too deep to read (`TooDeep`) and unpaired UTF-16 surrogate escapes, which no

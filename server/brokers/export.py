@@ -23,10 +23,15 @@ from server.errors import (
     first_line,
     how_many,
 )
-from server.json_values import nests_deeper_than
+from server.json_values import nests_deeper_in_text
 from server.tasks import stop_if_cancelled
 from server.trackers.events import left_out_by_rasa
-from server.trackers.store import ReadsEverything, ReadsInBatches, TrackerStore
+from server.trackers.store import (
+    STORED_EVENT_DEPTH,
+    ReadsEverything,
+    ReadsInBatches,
+    TrackerStore,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +198,7 @@ async def selected_events(
                     "levels); skipped",
                     sender_id,
                     stored_index,
-                    SENDABLE_DEPTH,
+                    STORED_EVENT_DEPTH,
                 )
                 continue
             events.append(event)
@@ -394,26 +399,15 @@ async def _stored(store: TrackerStore, sender_id: str) -> list[dict[str, Any]] |
         return None
 
 
-# Levels an exported event may nest: what the store reads may nest nearly to Python's
-# recursion limit, which the encoders after this one (the message id's, the broker's), each
-# deeper in the stack, would then meet. Far below it, whatever stack they run at.
-SENDABLE_DEPTH = 500
-
-
 def _sendable(event: dict[str, Any]) -> str | None:
-    """The event as its message's JSON; None when it nests more than SENDABLE_DEPTH levels."""
+    """The event as its message's JSON; None when it nests more than STORED_EVENT_DEPTH
+    levels (a store reads such an event as one left out, `too_deep_to_serve`; Redis's read of
+    Rasa's one-string layout as it is hands one over)."""
     try:
         text = json.dumps(event, separators=(",", ":"))
     except RecursionError:
         return None
-    # Each level opens and closes with a bracket: a short text or few brackets, no walk.
-    if (
-        len(text) > 2 * SENDABLE_DEPTH
-        and text.count("[") + text.count("{") > SENDABLE_DEPTH
-        and nests_deeper_than(event, SENDABLE_DEPTH)
-    ):
-        return None
-    return text
+    return None if nests_deeper_in_text(text, event, STORED_EVENT_DEPTH) else text
 
 
 def _moved(event: dict[str, Any], offset_seconds: int) -> dict[str, Any]:

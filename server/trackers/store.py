@@ -7,13 +7,17 @@ read-only. `load` may return a `Snapshot` of the cache instead of a copy.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any, Protocol, runtime_checkable
 
 from server.errors import CorruptConversation, InvalidConversationId
+from server.json_values import nests_deeper_in_text
 from server.tasks import stop_if_cancelled
 from server.trackers.lock import IdleLocks
+
+logger = logging.getLogger(__name__)
 
 # Events of current sessions a process keeps hot by default (`cache_events`).
 DEFAULT_CACHE_EVENTS = 10_000
@@ -31,6 +35,15 @@ def cache_events_setting(config: dict[str, Any]) -> int:
     return int(config.get("cache_events") or config.get("cache_size") or DEFAULT_CACHE_EVENTS)
 
 
+# Levels of lists and objects a stored event may nest and still be served. A reader goes to
+# nearly Python's recursion limit (about 1,000), and what then writes the event (a tracker's
+# JSON, a story, the broker's message id), each deeper in the stack, failed at it: every
+# turn of its conversation was a 500. Far below the limit, whatever stack they run at.
+STORED_EVENT_DEPTH = 500
+# A text this short cannot nest deeper (each level opens and closes with a bracket).
+_SHORTEST_TOO_DEEP = 2 * STORED_EVENT_DEPTH
+
+
 def stored_events(
     sender_id: str,
     texts: Iterable[Any],
@@ -40,23 +53,68 @@ def stored_events(
     """A conversation's stored texts (`what` each: an item, a row's data) as its events, each
     read by `load`. One that is not JSON is CorruptConversation naming the conversation
     (before: a JSONDecodeError, a 500 with a traceback), and so is one that is JSON but no
-    object (before: a 500, or `botserver export`'s AttributeError, with a traceback). The
-    stores call it in a thread when the texts are many."""
+    object (before: a 500, or `botserver export`'s AttributeError, with a traceback). One
+    nested deeper than STORED_EVENT_DEPTH, read or too deep to read, is left out
+    (`too_deep_to_serve`). The stores call it in a thread when the texts are many."""
+    texts = texts if isinstance(texts, (list, tuple)) else list(texts)
     try:
         events = [load(text) for text in texts]
     except ValueError as exc:
-        raise CorruptConversation(
-            f"Conversation '{sender_id}' holds {what} that is not JSON ({exc})"
-        ) from exc
-    except RecursionError:  # (before: a 500 with a traceback, a prune stopped at it)
-        raise CorruptConversation(
-            f"Conversation '{sender_id}' holds {what} nested too deeply to read"
-        ) from None
+        raise _not_json(sender_id, what, exc) from exc
+    except RecursionError:  # (before: a 500 naming it; earlier, with a traceback)
+        events = [_read_or_left_out(sender_id, text, load, what) for text in texts]
     if not all(isinstance(event, dict) for event in events):
         raise CorruptConversation(
             f"Conversation '{sender_id}' holds {what} that is not a JSON object"
         )
+    # (Most conversations hold no text this long: one pass over the lengths, at C speed.)
+    if events and max(map(len, texts)) > _SHORTEST_TOO_DEEP:
+        for index, text in enumerate(texts):
+            if len(text) > _SHORTEST_TOO_DEEP and nests_deeper_in_text(
+                text, events[index], STORED_EVENT_DEPTH
+            ):
+                events[index] = too_deep_to_serve(sender_id, events[index], what)
     return events
+
+
+def _not_json(sender_id: str, what: str, exc: ValueError) -> CorruptConversation:
+    return CorruptConversation(f"Conversation '{sender_id}' holds {what} that is not JSON ({exc})")
+
+
+def _read_or_left_out(
+    sender_id: str, text: Any, load: Callable[[Any], Any], what: str
+) -> dict[str, Any]:
+    """`load(text)`; a text nested deeper than the reader goes (far more than
+    STORED_EVENT_DEPTH) is left out as `too_deep_to_serve`."""
+    try:
+        event: dict[str, Any] = load(text)
+    except ValueError as exc:
+        raise _not_json(sender_id, what, exc) from exc
+    except RecursionError:
+        return too_deep_to_serve(sender_id, {}, what)
+    return event
+
+
+def too_deep_to_serve(sender_id: str, event: dict[str, Any], what: str) -> dict[str, Any]:
+    """What a store reads in place of a stored event nested deeper than STORED_EVENT_DEPTH
+    (another program's: this server refuses such input), logged as a warning naming the
+    conversation and the event (`event` is {} for one too deep to read): its timestamp
+    alone, an item Rasa leaves out of a tracker (`left_out_by_rasa`). Its tracker, turns,
+    story, export and the broker's message ids all go on without it, and a prune still sees
+    when it was stored. The store keeps it."""
+    kind, stamp = event.get("event"), event.get("timestamp")
+    kind = kind[:60] if isinstance(kind, str) else "?"
+    dated = isinstance(stamp, int | float) and not isinstance(stamp, bool)
+    logger.warning(
+        "Conversation '%s' holds %s ('%s' event, timestamp %s) nested more than %d levels "
+        "deep, more than this server serves; left out",
+        sender_id,
+        what,
+        kind,
+        stamp if dated else "none",
+        STORED_EVENT_DEPTH,
+    )
+    return {"timestamp": stamp} if dated else {}
 
 
 # Takes, without waiting, the locks of those conversations no turn holds; yields them and

@@ -19,7 +19,12 @@ from server.api.server import ServerOptions, build_app
 from tests.api.rasa_spec import RasaSpec
 from tests.brokers.test_rabbitmq_broker import AMQP_URL
 from tests.shared_archives import SharedExtractions
-from tests.trackers.persistence_fixtures import RABBITMQ, require_service, unique_name
+from tests.trackers.persistence_fixtures import (
+    RABBITMQ,
+    require_service,
+    tracker_store_config,
+    unique_name,
+)
 
 MEMORY_STORE = {"tracker_store": {"type": "in_memory"}}
 
@@ -76,6 +81,18 @@ async def rabbitmq() -> AsyncIterator[dict[str, Any]]:
     await channel.queue_delete(queue)
     await channel.exchange_delete(exchange)
     await connection.close()
+
+
+@pytest.fixture
+async def tracker_store() -> AsyncIterator[Callable[..., Any]]:
+    """`await tracker_store(kind, tmp_path)`: a fresh store's config, removed after the app
+    (set up first, so torn down last: name it before `make_client`)."""
+    async with AsyncExitStack() as stack:
+
+        async def make(kind: str, tmp_path: Path) -> dict[str, Any]:
+            return await stack.enter_async_context(tracker_store_config(kind, tmp_path))
+
+        yield make
 
 
 AppFactory = Callable[..., Any]

@@ -6,10 +6,9 @@ table (Rasa's columns), with the real RabbitMQ and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,6 @@ from tests.trackers.persistence_fixtures import (
     REDIS,
     postgres_database,
     require_service,
-    tracker_store_config,
     unique_name,
 )
 
@@ -100,18 +98,6 @@ def assert_rasas_shape(
     assert user["parse_data"]["intent_ranking"][0] == user["parse_data"]["intent"]
     action = next(e for e in events if e["event"] == "action" and e["policy"])
     assert isinstance(action["confidence"], float)
-
-
-@pytest.fixture
-async def tracker_store() -> AsyncIterator[Callable[..., Any]]:
-    """`await tracker_store(kind, tmp_path)`: a fresh store's config, removed after the app
-    (set up first, so torn down last: name it before `make_client`)."""
-    async with contextlib.AsyncExitStack() as stack:
-
-        async def make(kind: str, tmp_path: Path) -> dict[str, Any]:
-            return await stack.enter_async_context(tracker_store_config(kind, tmp_path))
-
-        yield make
 
 
 async def test_a_rabbitmq_consumer_reads_the_whole_conversation_as_rasa_sends_it(

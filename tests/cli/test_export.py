@@ -842,14 +842,17 @@ def test_a_stored_event_nested_too_deeply_to_send_is_skipped_with_a_warning(
     """An event the store reads (Python's limit, about 1,000 levels) but nested more than 500
     levels deep: before, from some 936 levels, the message id's or the broker's encoder
     raised RecursionError (a traceback, or the broker's error and nothing published). Now
-    the event is skipped with a warning naming its conversation and index, and the rest goes
-    out; one of 500 levels goes out."""
+    the store leaves the event out with a warning naming its conversation and the event, and
+    the rest goes out; one of 500 levels goes out."""
     deep = json.dumps({**_user("deep", 11.0), "metadata": {"x": "DEEP"}})
     _ann_with_last_event(tmp_path, deep.replace('"DEEP"', "[" * depth + "]" * depth))
     result = run_cli("export", cwd=tmp_path)
     assert "Traceback" not in result.err, result.err
     assert result.code == 0, result.err
-    warning = "Conversation 'ann': event 1 is nested too deeply to send (more than 500 levels)"
+    warning = (
+        "Conversation 'ann' holds a stored event ('user' event, timestamp 11.0) nested more "
+        "than 500 levels deep, more than this server serves; left out"
+    )
     assert warning in result.err
     assert [body["event"] for body in _broker_rows(tmp_path)] == ["user"]
 
