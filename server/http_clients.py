@@ -161,9 +161,12 @@ def sync_client(*, verify: Any = True, **options: Any) -> httpx.Client:
         transport = httpx.HTTPTransport(
             verify=_verify(verify), limits=options.pop("limits", DEFAULT_LIMITS), trust_env=False
         )
-        pool = transport._pool
-        if isinstance(pool, httpcore.ConnectionPool):  # (no proxy: trust_env is off)
-            pool._network_backend = _WithinBackend(pool._network_backend)
+        # httpx and httpcore internals (0.27-0.28): read with care, so that another version
+        # without them still makes a client, whose calls each read's timeout alone bounds.
+        pool = getattr(transport, "_pool", None)
+        backend = getattr(pool, "_network_backend", None)
+        if isinstance(pool, httpcore.ConnectionPool) and backend is not None:  # (no proxy)
+            pool._network_backend = _WithinBackend(backend)
         options["transport"] = transport
     return httpx.Client(trust_env=False, **options)
 
