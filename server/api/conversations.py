@@ -55,6 +55,7 @@ from server.trackers.events import (
     Event,
     UserUttered,
     events_from_list,
+    off_loop_if_long,
 )
 from server.trackers.incoming import check_entities, check_incoming_events
 from server.trackers.incoming import check_parse_data as check_nlu_parse_data
@@ -227,10 +228,8 @@ async def _check_own_recipients(
     principal = getattr(request.state, "principal", None)
     if principal is not None and principal.is_admin:
         return
-    if len(events) > OFF_LOOP_EVENTS:  # a bulk POST: read in a thread, as it is folded
-        named = await asyncio.to_thread(_other_recipient, events, conversation_id)
-    else:
-        named = _other_recipient(events, conversation_id)
+    # A bulk POST is read in a thread, as it is folded.
+    named = await off_loop_if_long(_other_recipient, events, conversation_id)
     if named is not None:
         key, value = named
         who = getattr(principal, "username", None)
@@ -301,11 +300,7 @@ async def _check_channel_claims(
     principal = getattr(request.state, "principal", None)
     if (principal is not None and principal.is_admin) or _is_rocketchat_id(conversation_id):
         return
-    if len(events) > OFF_LOOP_EVENTS:
-        claims = await asyncio.to_thread(_claims_rocketchat, events)
-    else:
-        claims = _claims_rocketchat(events)
-    if claims:
+    if await off_loop_if_long(_claims_rocketchat, events):
         who = getattr(principal, "username", None)
         raise forbid(
             request,

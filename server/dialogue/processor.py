@@ -85,6 +85,7 @@ from server.trackers.events import (
     UserUtteranceReverted,
     UserUttered,
     left_out_by_rasa,
+    off_loop_if_long,
 )
 from server.trackers.memory_lock import InMemoryLockStore
 from server.trackers.repository import TrackerRepository
@@ -267,9 +268,7 @@ def _stored_run(stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 async def dicts_of(events: list[Event]) -> list[dict[str, Any]]:
     """`as_dict` of each event; of a bulk of them in a thread, not on the event loop."""
-    if len(events) > OFF_LOOP_EVENTS:
-        return await asyncio.to_thread(_as_dicts, events)
-    return _as_dicts(events)
+    return await off_loop_if_long(_as_dicts, events)
 
 
 class Processor:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from server.errors import InvalidEvent
 
@@ -22,6 +22,19 @@ OFF_LOOP_EVENTS = 1_000
 # Off the loop, such a list's work that runs in C and holds the GIL for a whole call (JSON
 # writing, freeing) is done this many events per call, so the loop gets the GIL in between.
 EVENTS_PER_PIECE = 500
+
+T = TypeVar("T")
+
+
+async def off_loop_if_long(work: Callable[..., T], items: Sequence[Any], *args: Any) -> T:
+    """`work(items, *args)`: in a thread when `items` are more than OFF_LOOP_EVENTS, else
+    here (a short list's work costs less than the hop)."""
+    if len(items) > OFF_LOOP_EVENTS:
+        import asyncio  # (not at import: the CLI's data commands read events without a loop)
+
+        return await asyncio.to_thread(work, items, *args)
+    return work(items, *args)
+
 
 ACTION_LISTEN = "action_listen"
 ACTION_SESSION_START = "action_session_start"

@@ -25,7 +25,7 @@ from redis.asyncio.client import Pipeline
 
 from server.errors import CorruptConversation, StoreFailed, first_line, how_many
 from server.json_values import OFF_LOOP_JSON_BYTES
-from server.trackers.events import OFF_LOOP_EVENTS
+from server.trackers.events import OFF_LOOP_EVENTS, off_loop_if_long
 from server.trackers.freeing import free_off_loop
 from server.trackers.known_sessions import KnownSessions
 from server.trackers.lock import IdleLocks
@@ -293,7 +293,7 @@ class RedisTrackerStore:
     async def append(self, sender_id: str, events: list[dict[str, Any]]) -> int | None:
         if not events:
             return 0
-        start, items = await _off_loop_if_long(_encoded, events)
+        start, items = await off_loop_if_long(_encoded, events)
         check_previous = start == 0 and events[0].get("event") == "session_started"
         args = [self._ttl, -1 if start is None else start, "1" if check_previous else "0"]
         args.append(secrets.token_hex(8))
@@ -485,7 +485,7 @@ class RedisTrackerStore:
         """The conversation's list made of `events`, in one transaction: on `watching`'s
         (which raises WatchError if its watched key changed since) or a new one."""
         key, session_key = self._keys(sender_id)
-        start, items = await _off_loop_if_long(_encoded, events)
+        start, items = await off_loop_if_long(_encoded, events)
         staged = None
         try:
             if len(items) > OFF_LOOP_EVENTS:
@@ -879,12 +879,6 @@ _STAGED_SECONDS = 600
 _STAGING_ATTEMPTS = 3
 
 
-async def _off_loop_if_long(convert: Callable[[Sequence[Any]], T], items: Sequence[Any]) -> T:
-    if len(items) > OFF_LOOP_EVENTS:
-        return await asyncio.to_thread(convert, items)
-    return convert(items)
-
-
 def _encoded(events: Sequence[dict[str, Any]]) -> tuple[int | None, list[str]]:
     """Where the events' last session starts, and their JSON items."""
     return latest_session_start(events), [json.dumps(event) for event in events]
@@ -932,7 +926,7 @@ def _events_and_extra(
 
 async def _events_of(sender_id: str, items: Sequence[str | bytes]) -> list[dict[str, Any]]:
     """The stored items as event dicts (see `stored_events`)."""
-    return await _off_loop_if_long(partial(stored_events, sender_id, what="an item"), items)
+    return await off_loop_if_long(partial(stored_events, sender_id, what="an item"), items)
 
 
 @contextlib.contextmanager

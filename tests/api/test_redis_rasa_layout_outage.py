@@ -53,7 +53,7 @@ async def test_a_connection_dropped_while_rasas_layout_is_converted_is_retried(
     (`StoreFailed`, WRONGTYPE). Now it looks again and converts: the client gets the
     conversation, and the key is our list of Rasa's events."""
     prefix, key, other, client = await stored_by_rasa(make_client, "left9layout")
-    convert, watch = module._off_loop_if_long, module.watched
+    convert, watch = module.off_loop_if_long, module.watched
     watching: list[tuple[Redis, Any]] = []  # each transaction's client and pipeline
     dropped: list[Any] = []
 
@@ -71,7 +71,7 @@ async def test_a_connection_dropped_while_rasas_layout_is_converted_is_retried(
         return await convert(function, items)
 
     monkeypatch.setattr(module, "watched", noted)
-    monkeypatch.setattr(module, "_off_loop_if_long", dropping_the_watching_connection)
+    monkeypatch.setattr(module, "off_loop_if_long", dropping_the_watching_connection)
     try:
         response = await client.get("/conversations/ann/tracker")
         assert response.status_code == 200, response.text
@@ -102,7 +102,7 @@ async def test_redis_gone_while_rasas_layout_is_converted_is_a_503_and_loses_not
     stored = json.dumps({"sender_id": "ann", "events": RASA_EVENTS})
     await other.set(key, stored)
     client = await make_client(endpoints={"tracker_store": redis})
-    convert = module._off_loop_if_long
+    convert = module.off_loop_if_long
     away = [True]
 
     async def redis_goes_away(function: Any, items: Any) -> Any:
@@ -110,7 +110,7 @@ async def test_redis_gone_while_rasas_layout_is_converted_is_a_503_and_loses_not
             await proxy.cut()
         return await convert(function, items)
 
-    monkeypatch.setattr(module, "_off_loop_if_long", redis_goes_away)
+    monkeypatch.setattr(module, "off_loop_if_long", redis_goes_away)
     try:
         with caplog.at_level(logging.WARNING):
             response = await client.get("/conversations/ann/tracker")

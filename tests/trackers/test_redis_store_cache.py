@@ -421,7 +421,7 @@ async def test_a_turn_appended_while_another_process_converts_rasas_layout_is_ke
     key = f"{config['key_prefix']}:tracker:alice"
     await client.set(key, json.dumps({"events": session_start(1.0), "name": "alice"}))
     reader, turn = redis_store(config), redis_store(config)
-    convert = module._off_loop_if_long
+    convert = module.off_loop_if_long
     interrupted = False
 
     async def with_a_turn_meanwhile(function: Any, items: Any) -> Any:
@@ -432,7 +432,7 @@ async def test_a_turn_appended_while_another_process_converts_rasas_layout_is_ke
             await turn.append("alice", [user("hi", 2.0)])
         return await convert(function, items)
 
-    monkeypatch.setattr(module, "_off_loop_if_long", with_a_turn_meanwhile)
+    monkeypatch.setattr(module, "off_loop_if_long", with_a_turn_meanwhile)
     try:
         assert [e["event"] for e in await reader.load_all("alice") or []][-1] == "user"
         assert await turn.load("alice") == [*session_start(1.0), user("hi", 2.0)]
