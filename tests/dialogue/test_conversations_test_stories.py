@@ -135,3 +135,29 @@ def test_an_e2e_story_naming_a_response_key_holds_only_for_that_response(
     # Without --e2e no text is read, so no response was chosen: only `utter_chitchat` holds.
     results = evaluate_stories(load_test_stories([stories], model.domain), model)
     assert [r.story.name for r in results if r.correct] == ["weather expected", "any answer"]
+
+
+def test_a_misread_message_does_not_choose_the_next_retrieval_response(
+    bot_models: BotModels, tmp_path: Path
+) -> None:
+    """As Rasa's end-to-end test: when the NLU misreads a step's text (a greeting where the
+    story says chitchat/ask_weather), the response selector's choice on it is not kept, so the
+    next `action: utter_chitchat/ask_weather` is predicted as `utter_chitchat`. Before, it
+    held (or showed another key) on whatever the selector chose for the greeting."""
+    stories = tmp_path / "test_stories.yml"
+    stories.write_text(
+        """version: "3.1"
+stories:
+- story: greeting read as chitchat
+  steps:
+  - user: hello there
+    intent: chitchat/ask_weather
+  - action: utter_chitchat/ask_weather
+""",
+        encoding="utf-8",
+    )
+    model = bot_models["responseselectorbot"]
+    [result] = evaluate_stories(load_test_stories([stories], model.domain), model, e2e=True)
+    assert result.gold[:2] == ["chitchat/ask_weather", "utter_chitchat/ask_weather"]
+    assert result.predicted[:2] == ["greet", "utter_chitchat"]
+    assert not result.correct
