@@ -440,10 +440,10 @@ class RetrievalAction(Action):
         self.name = name
 
     async def run(self, ctx: ActionContext) -> list[Event]:
-        response = _selected_response(ctx.tracker.latest_message.parse_data, self.name)
-        key = response.get("intent_response_key") or response.get("template_name")
-        if isinstance(key, str):
-            name = key if key.startswith("utter_") else f"utter_{key}"
+        parse_data = ctx.tracker.latest_message.parse_data
+        response = _selected_response(parse_data, self.name)
+        name = full_retrieval_name(parse_data, self.name)
+        if name is not None:
             bot = await ctx.generate(name)
             if bot is not None:
                 return [bot]
@@ -464,6 +464,16 @@ def _no_message_from_nlg(response: str) -> list[Event]:
         response,
     )
     return []
+
+
+def full_retrieval_name(parse_data: dict[str, Any], action_name: str) -> str | None:
+    """The response a retrieval action (`utter_faq`) utters after this parse, as Rasa names
+    it: `utter_faq/ask_name`, from the response selector's choice; None without one."""
+    response = _selected_response(parse_data, action_name)
+    key = response.get("intent_response_key") or response.get("template_name")
+    if not isinstance(key, str):
+        return None
+    return key if key.startswith("utter_") else f"utter_{key}"
 
 
 def _selected_response(parse_data: dict[str, Any], action_name: str) -> dict[str, Any]:

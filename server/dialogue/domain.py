@@ -354,6 +354,11 @@ class Domain:
     def is_known_action(self, name: str) -> bool:
         return name in self._action_index
 
+    def is_retrieval_action(self, name: str) -> bool:
+        """Whether `name` utters what the response selector chose (`utter_faq`, whose
+        responses are `utter_faq/<key>`)."""
+        return name.startswith("utter_") and any(r.startswith(f"{name}/") for r in self.responses)
+
     def known_loop(self, name: str | None) -> str | None:
         """An active loop's name as the dialogue engine reads it: None for one the domain
         does not know (a form dropped from the domain, a name posted through the API)."""

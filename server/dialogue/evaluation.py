@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from server.dialogue.actions import full_retrieval_name
 from server.dialogue.processor import DialogueModel, note_text_featurization, predict_next_action
 from server.dialogue.slot_extraction import extract_slots
 from server.dialogue.story_export import (
@@ -81,7 +82,7 @@ def _predict(tracker: Tracker, model: DialogueModel, result: StoryResult, gold: 
             tracker.update(ActionExecutionRejected(action_name=prediction.action_name))
             prediction = predict_next_action(tracker, model)
         got, confidence, policy = (
-            prediction.action_name,
+            _action_predicted(tracker, model, prediction.action_name, gold),
             prediction.confidence,
             prediction.policy_name,
         )
@@ -92,6 +93,15 @@ def _predict(tracker: Tracker, model: DialogueModel, result: StoryResult, gold: 
     result.predicted.append(got)
     result.actions.append((gold, got, confidence, policy))
     return got
+
+
+def _action_predicted(tracker: Tracker, model: DialogueModel, predicted: str, gold: str) -> str:
+    """As Rasa's: a retrieval action (`utter_faq`) the story does not name as it is is named
+    by the response it utters (`utter_faq/ask_name`), so a step `action: utter_faq/ask_name`
+    holds only when the response selector chose that response."""
+    if predicted == gold or not model.domain.is_retrieval_action(predicted):
+        return predicted
+    return full_retrieval_name(tracker.latest_message.parse_data, predicted) or predicted
 
 
 def _expect_listen(result: StoryResult, tracker: Tracker, model: DialogueModel, at: int) -> None:
@@ -118,12 +128,13 @@ def evaluate_story(story: StoryStep, model: DialogueModel, e2e: bool = False) ->
         if isinstance(event, UserUttered):
             if index > 0:
                 _expect_listen(result, tracker, model, index)
-            gold_intent = event.intent_name
+            # A retrieval intent with its response key (`faq/ask_name`) as the story gives it.
+            gold_intent = story_intent(event)
             parse_data = dict(event.parse_data)
             got_intent = gold_intent
             if event.text and model.nlu is not None and (e2e or gold_intent is None):
                 parsed = model.nlu.parse(event.text)
-                got_intent = (parsed.get("intent") or {}).get("name")
+                got_intent = _intent_predicted(parsed, gold_intent)
                 wrong_intent = gold_intent is not None and got_intent != gold_intent
                 if e2e and (
                     wrong_intent
@@ -134,10 +145,13 @@ def evaluate_story(story: StoryStep, model: DialogueModel, e2e: bool = False) ->
                     result.failures.append(
                         (index, str(gold_intent), f"{got_intent}: {_understood(parsed)}")
                     )
+                    # As Rasa's, a misread message's response choice is not kept: the next
+                    # `action: utter_faq/ask_name` does not hold on it (predicted: utter_faq).
+                    parsed = {k: v for k, v in parsed.items() if k != "response_selector"}
                 if gold_intent is None:
                     parse_data = parsed
                 else:
-                    parse_data = {**parsed, "intent": {"name": gold_intent, "confidence": 1.0}}
+                    parse_data = {**parsed, "intent": {**event.intent, "confidence": 1.0}}
             if e2e and gold_intent is not None:
                 result.gold.append(gold_intent)
                 # No intent is "", as `test nlu` labels it ("None" names an intent in bots).
@@ -157,6 +171,18 @@ def evaluate_story(story: StoryStep, model: DialogueModel, e2e: bool = False) ->
     if not story.end_checkpoints:
         _expect_listen(result, tracker, model, len(story.events))
     return result
+
+
+def _intent_predicted(parsed: dict[str, Any], gold: str | None) -> str | None:
+    """The intent found, as Rasa's evaluation names it: with its response key
+    (`faq/ask_name`, the response selector's choice) where the name alone is not the story's,
+    so a step `intent: faq/ask_name` holds only when that response was chosen."""
+    intent = parsed.get("intent") or {}
+    name = intent.get("name")
+    full_name = intent.get("full_retrieval_intent_name")
+    if name != gold and isinstance(full_name, str) and full_name:
+        return full_name
+    return name
 
 
 def _entity_spans(entities: list[dict[str, Any]]) -> set[tuple[str, Any, Any, str]]:

@@ -781,7 +781,7 @@ class Processor:
             return FormAction(name)
         if name in domain.responses:
             return ResponseAction(name)
-        if name.startswith("utter_") and any(r.startswith(f"{name}/") for r in domain.responses):
+        if domain.is_retrieval_action(name):
             return RetrievalAction(name)
         if name in domain.e2e_actions:
             return EndToEndAction(name)

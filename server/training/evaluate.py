@@ -184,7 +184,7 @@ def cross_validate_nlu(args: argparse.Namespace, out: Path) -> None:
     from server.training.config_yaml import read_config
 
     config = read_config(args.config)
-    data = read_nlu_files([Path(args.nlu)])
+    data = read_nlu_files([_existing(Path(args.nlu), "NLU test data", "--nlu")])
     report = cross_validate(
         data, config.pipeline, args.folds, out, config.language, **report_files(args)
     )
@@ -259,6 +259,10 @@ def run_test(args: argparse.Namespace) -> int:
         return 0
     model = load_model_file(Path(args.model))
     core, nlu = _parts_to_test(model, args.what, args.model)
+    if nlu or args.cross_validation:
+        # A typo in -u stops the command before the stories are tested, as one in -s does
+        # (Rasa warns and tests the NLU on `data`, the training data).
+        _existing(Path(args.nlu), "NLU test data", "--nlu")
     failed = 0
     if core:
         story_files, e2e = _stories_to_test(args, model.nlu is not None)

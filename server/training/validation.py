@@ -249,7 +249,7 @@ def missing_response_warnings(project: Project) -> list[str]:
         for name in project.domain.user_actions
         if name.startswith("utter_")
         and name not in responses
-        and not any(response.startswith(f"{name}/") for response in responses)
+        and not project.domain.is_retrieval_action(name)
     ]
 
 

@@ -1060,6 +1060,19 @@ def test_test_stories_named_but_missing_say_which_flag_to_give(run_cli, starter_
     assert "test stories not found at 'tset' (give them with --stories)" in result.err
 
 
+@pytest.mark.parametrize("flags", [(), ("--cross-validation", "-f", "2")])
+def test_nlu_test_data_named_but_missing_stops_before_the_stories_are_tested(
+    run_cli, starter_copy: Path, flags: tuple[str, ...]
+) -> None:
+    result = run_cli("test", "-u", "dtaa", *flags, cwd=starter_copy)
+    assert result.code == 1
+    assert "NLU test data not found at 'dtaa' (give them with --nlu)" in result.err
+    assert "Traceback" not in result.err
+    # it tested the stories and wrote their reports first (with --cross-validation, it then
+    # said "training data not found", of a flag that names test data)
+    assert not (starter_copy / "results" / "story_report.json").exists()
+
+
 def test_an_e2e_step_whose_entity_is_not_found_fails_as_in_rasa(
     run_cli, starter_copy: Path
 ) -> None:

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from server.dialogue.evaluation import evaluate_stories
 from server.training.evaluate import test_core as evaluate_core
-from server.training.project import data_files
+from server.training.project import data_files, load_test_stories
 from tests.dialogue.conversation_fixtures import BOTS, BotModels, train_files
 
 
@@ -78,3 +79,85 @@ def test_an_e2e_user_step_without_intent_is_not_scored_as_intent_none(tmp_path: 
     assert written["None"]["recall"] == 0.0
     assert set(written["None"]) == {"precision", "recall", "f1-score", "support"}
     assert "" not in written  # as Rasa's: a row for each label of the stories only
+
+
+RETRIEVAL_TEST_STORIES = """version: "3.1"
+stories:
+- story: weather expected
+  steps:
+  - user: What is your name?
+    intent: chitchat/ask_weather
+  - action: utter_chitchat
+- story: name expected
+  steps:
+  - user: What is your name?
+    intent: chitchat/ask_name
+  - action: utter_chitchat/ask_name
+- story: weather answer expected
+  steps:
+  - user: What is your name?
+    intent: chitchat
+  - action: utter_chitchat/ask_weather
+- story: any answer
+  steps:
+  - user: What is your name?
+    intent: chitchat
+  - action: utter_chitchat
+"""
+
+
+def test_an_e2e_story_naming_a_response_key_holds_only_for_that_response(
+    bot_models: BotModels, tmp_path: Path
+) -> None:
+    """As Rasa's end-to-end test: `intent: chitchat/ask_name` and `action:
+    utter_chitchat/ask_name` hold when the response selector chose ask_name (not without
+    --e2e, as in Rasa: nothing chose a response then). Before, the intent was compared
+    without its key (a story expecting the weather answer passed) and the action with none
+    (`utter_chitchat` never matched `utter_chitchat/ask_name`)."""
+    stories = tmp_path / "test_stories.yml"
+    stories.write_text(RETRIEVAL_TEST_STORIES, encoding="utf-8")
+    model = bot_models["responseselectorbot"]
+    results = evaluate_stories(load_test_stories([stories], model.domain), model, e2e=True)
+    assert {r.story.name: r.correct for r in results} == {
+        "weather expected": False,
+        "name expected": True,
+        "weather answer expected": False,
+        "any answer": True,
+    }
+    report = evaluate_core(model, [stories], tmp_path / "out", e2e=True)
+    assert report["chitchat/ask_weather"]["recall"] == 0.0
+    assert report["chitchat/ask_name"]["recall"] == 1.0
+    assert report["utter_chitchat/ask_name"]["recall"] == 1.0
+    failed = (tmp_path / "out" / "failed_test_stories.yml").read_text(encoding="utf-8")
+    assert "intent: chitchat/ask_weather  # predicted: chitchat/ask_name: What is" in failed
+    assert "action: utter_chitchat/ask_weather  # predicted: utter_chitchat/ask_name" in failed
+
+    # Without --e2e no text is read, so no response was chosen: only `utter_chitchat` holds.
+    results = evaluate_stories(load_test_stories([stories], model.domain), model)
+    assert [r.story.name for r in results if r.correct] == ["weather expected", "any answer"]
+
+
+def test_a_misread_message_does_not_choose_the_next_retrieval_response(
+    bot_models: BotModels, tmp_path: Path
+) -> None:
+    """As Rasa's end-to-end test: when the NLU misreads a step's text (a greeting where the
+    story says chitchat/ask_weather), the response selector's choice on it is not kept, so the
+    next `action: utter_chitchat/ask_weather` is predicted as `utter_chitchat`. Before, it
+    held (or showed another key) on whatever the selector chose for the greeting."""
+    stories = tmp_path / "test_stories.yml"
+    stories.write_text(
+        """version: "3.1"
+stories:
+- story: greeting read as chitchat
+  steps:
+  - user: hello there
+    intent: chitchat/ask_weather
+  - action: utter_chitchat/ask_weather
+""",
+        encoding="utf-8",
+    )
+    model = bot_models["responseselectorbot"]
+    [result] = evaluate_stories(load_test_stories([stories], model.domain), model, e2e=True)
+    assert result.gold[:2] == ["chitchat/ask_weather", "utter_chitchat/ask_weather"]
+    assert result.predicted[:2] == ["greet", "utter_chitchat"]
+    assert not result.correct
