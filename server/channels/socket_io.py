@@ -53,6 +53,7 @@ from server.errors import (
     how_many,
 )
 from server.json_values import json_can_hold, loads_untrusted, nests_deeper_than
+from server.outages import RepeatsCounted
 from server.trackers.store import check_conversation_id
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,15 @@ _SESSION_ROOM = "session:"
 
 # The most sessions a socket stays in, by default (`sessions_per_socket`).
 SESSIONS_PER_SOCKET = 1000
+# The most messages of one socket handled at once (running, or waiting for their
+# conversation), by default (`messages_per_socket`).
+MESSAGES_PER_SOCKET = 100
+# Messages refused past `messages_per_socket`: one line a minute, the rest counted.
+_OVER_MESSAGES = RepeatsCounted(logger, 60.0)
+_OVER_MESSAGES_LINE = (
+    "socketio: a message was refused and its socket asked to send it again: the socket had "
+    "messages_per_socket of its messages being handled already"
+)
 
 
 def session_room(session_id: str) -> str:
@@ -265,6 +275,7 @@ class SocketIOInput(InputChannel):
             "cors_allowed_origins",
             "rooms_redis",
             "sessions_per_socket",
+            "messages_per_socket",
         )
     )
 
@@ -281,6 +292,7 @@ class SocketIOInput(InputChannel):
         cors_allowed_origins: str | list[str] | None = None,
         rooms_redis: dict[str, Any] | bool | None = None,
         sessions_per_socket: int = SESSIONS_PER_SOCKET,
+        messages_per_socket: int = MESSAGES_PER_SOCKET,
     ) -> None:
         self.user_message_evt = user_message_evt
         self.bot_message_evt = bot_message_evt
@@ -298,6 +310,11 @@ class SocketIOInput(InputChannel):
         )
         self.metadata_key = metadata_key
         self.socket_sessions = SocketSessions(sessions_per_socket)
+        # python-socketio runs each event in a task of its own as it arrives, with no bound:
+        # one 1 MB long-polling POST (or a WebSocket sending without pause) held thousands of
+        # turns at once, each waiting for its conversation.
+        self.messages_per_socket = messages_per_socket
+        self.handling: dict[str, int] = {}  # socket id: its messages being handled
         # Rasa turns the origin check off ([]); a list or "*" here turns it on.
         options: dict[str, Any] = {
             "async_mode": "asgi",
@@ -347,6 +364,7 @@ class SocketIOInput(InputChannel):
             cors_allowed_origins=_origins(c.get("cors_allowed_origins")),
             rooms_redis=rooms_redis_setting(c.get("rooms_redis")),
             sessions_per_socket=settings.count(c, "sessions_per_socket", SESSIONS_PER_SOCKET),
+            messages_per_socket=settings.count(c, "messages_per_socket", MESSAGES_PER_SOCKET),
         )
 
     def use_endpoints(self, endpoints: dict[str, Any]) -> None:
@@ -541,6 +559,27 @@ class SocketIOInput(InputChannel):
                 log_failed_turn(logger, "socketio", sender, e)
 
         async def user_message(sid: str, data: Any = None, *_: Any) -> None:
+            handling = self.handling.get(sid, 0)
+            if handling >= self.messages_per_socket:
+                _OVER_MESSAGES.log(
+                    _OVER_MESSAGES_LINE,
+                    "%s (socket %s, %s being handled)",
+                    _OVER_MESSAGES_LINE,
+                    sid,
+                    how_many(handling, "message"),
+                )
+                await sio.emit(self.bot_message_evt, {"text": SEND_AGAIN}, room=sid, namespace=ns)
+                return
+            self.handling[sid] = handling + 1
+            try:
+                await handle_message(sid, data)
+            finally:
+                if self.handling[sid] > 1:
+                    self.handling[sid] -= 1
+                else:
+                    del self.handling[sid]
+
+        async def handle_message(sid: str, data: Any) -> None:
             data = _event_data(data)
             if data is None:
                 logger.warning(
