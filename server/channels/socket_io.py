@@ -6,6 +6,7 @@ conversation is the client's session id, whose sockets share its room, otherwise
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import uuid
@@ -662,10 +663,13 @@ class _PeerErrorLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 # The first character of an Engine.IO text packet: its type (open ... noop), or `b` (base64).
 _EIO_PACKET_TYPES = frozenset("0123456b")
+# How long a WebSocket frame may wait for the client to take it (engine.io's ping interval and
+# timeout, 25 + 20 s): past it, the client reads nothing and the connection is given up.
+WEBSOCKET_SEND_WAIT = 45.0
 
 
 def _asgi_compliant(app: ASGIApp) -> ASGIApp:
-    """engine.io's ASGI app with two fixes.
+    """engine.io's ASGI app with three fixes.
 
     Response header names are lowercased, as ASGI requires: engine.io writes
     `Access-Control-Allow-Origin`, which the server's CORS middleware (`--cors`) does not
@@ -674,6 +678,10 @@ def _asgi_compliant(app: ASGIApp) -> ASGIApp:
     WebSocket text frames that are no Engine.IO packet (empty, an unknown type) are dropped:
     engine.io's reader fails on them outside its error handling, which closes the socket
     with a traceback in the log.
+    A WebSocket whose client takes no frame for `WEBSOCKET_SEND_WAIT` is given up: engine.io's
+    writer would wait for ever (the server's keepalive closing the connection does not end a
+    send waiting for the client), holding the session and every packet queued for it for as
+    long as the client kept writing, even after the session was closed.
     """
 
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
@@ -690,10 +698,28 @@ def _asgi_compliant(app: ASGIApp) -> ASGIApp:
         if scope["type"] != "websocket":
             await app(scope, receive, send)
             return
+        given_up = False
+
+        async def send_or_give_up(message: Message) -> None:
+            nonlocal given_up
+            if given_up:
+                raise OSError("the client takes nothing")
+            try:
+                async with asyncio.timeout(WEBSOCKET_SEND_WAIT):
+                    await send(message)
+            except TimeoutError:
+                given_up = True
+                logger.warning(
+                    "socketio: a WebSocket was closed: its client took nothing sent to it for %g s",
+                    WEBSOCKET_SEND_WAIT,
+                )
+                raise OSError("the client takes nothing") from None
 
         async def receive_packet() -> Message:
             while True:
                 message = await receive()
+                if given_up:  # engine.io's reader then ends, and its session with it
+                    return {"type": "websocket.disconnect", "code": 1006}
                 text = message.get("text")
                 if message["type"] != "websocket.receive" or text is None:
                     return message
@@ -701,7 +727,7 @@ def _asgi_compliant(app: ASGIApp) -> ASGIApp:
                     return message
                 logger.warning("socketio: a frame that is not an Engine.IO packet was ignored")
 
-        await app(scope, receive_packet, send)
+        await app(scope, receive_packet, send_or_give_up)
 
     return guarded
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from server.api.app import create_app
 from server.auth import redact
-from server.channels import attach_channels, load_channels, socketio_engine
+from server.channels import attach_channels, load_channels, socket_io, socketio_engine
 from server.channels.socket_io import (
     INVALID_SESSION,
     SEND_AGAIN,
@@ -1455,3 +1456,67 @@ async def test_a_client_that_takes_none_of_its_messages_is_closed_past_the_bound
     assert after.status_code == 400  # the session is gone
     closed = [r.getMessage() for r in caplog.records if "took none of" in r.getMessage()]
     assert len(closed) == 1, closed
+
+
+def _client_frame(text: str) -> bytes:
+    """A masked WebSocket text frame, as a client sends it."""
+    data = text.encode()
+    mask = b"\x01\x02\x03\x04"
+    size = bytes([0x80 | len(data)]) if len(data) < 126 else b"\xfe" + len(data).to_bytes(2)
+    return b"\x81" + size + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+
+
+async def test_a_websocket_whose_client_reads_nothing_is_given_up(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A WebSocket client that writes (messages, engine.io pongs, which need no reading) but
+    reads nothing. Before, engine.io's writer waited for ever for the client to take a frame,
+    and the connection, its session and every packet queued for it were held for as long as
+    the client wrote: even the server's keepalive closing the connection, or the session being
+    closed past MAX_QUEUED_PACKETS, freed none of it."""
+    monkeypatch.setattr(socket_io, "WEBSOCKET_SEND_WAIT", 1.0, raising=False)
+    live = [0]
+
+    async def big(message: UserMessage) -> None:
+        assert message.output_channel is not None
+        await message.output_channel.send_response(message.sender_id, {"text": "x" * 60_000})
+
+    app = create_app()
+    attach_channels(app, load_channels({"socketio": {}}), big)
+
+    async def counting(scope: Any, receive: Any, send: Any) -> None:
+        live[0] += scope["type"] == "websocket"
+        try:
+            await app(scope, receive, send)
+        finally:
+            live[0] -= scope["type"] == "websocket"
+
+    async with serving(counting) as url:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", int(url.rsplit(":")[2])))
+        _, writer = await asyncio.open_connection(sock=sock, limit=1024)
+        writer.write(
+            b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\n"
+            b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        try:
+            await asyncio.sleep(0.3)  # the handshake's answer
+            writer.write(_client_frame("40"))
+            held = live[0]
+            for _ in range(150):  # bounded: 150 messages, then pongs for up to 10 s
+                writer.write(_client_frame('42["user_uttered",{"message":"hi"}]'))
+                await asyncio.sleep(0.005)
+            for _ in range(50):
+                writer.write(_client_frame("3"))
+                await asyncio.sleep(0.2)
+                if live[0] == 0:
+                    break
+            after = live[0]
+        finally:
+            writer.transport.abort()
+    assert held == 1
+    assert after == 0  # before: 1, as long as the client wrote
+    assert any("took nothing sent to it" in r.getMessage() for r in caplog.records)
