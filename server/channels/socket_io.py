@@ -6,6 +6,7 @@ conversation is the client's session id, whose sockets share its room, otherwise
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import uuid
@@ -53,6 +54,7 @@ from server.errors import (
     how_many,
 )
 from server.json_values import json_can_hold, loads_untrusted, nests_deeper_than
+from server.outages import RepeatsCounted
 from server.trackers.store import check_conversation_id
 
 logger = logging.getLogger(__name__)
@@ -77,6 +79,15 @@ _SESSION_ROOM = "session:"
 
 # The most sessions a socket stays in, by default (`sessions_per_socket`).
 SESSIONS_PER_SOCKET = 1000
+# The most messages of one socket handled at once (running, or waiting for their
+# conversation), by default (`messages_per_socket`).
+MESSAGES_PER_SOCKET = 100
+# Messages refused past `messages_per_socket`: one line a minute, the rest counted.
+_OVER_MESSAGES = RepeatsCounted(logger, 60.0)
+_OVER_MESSAGES_LINE = (
+    "socketio: a message was refused and its socket asked to send it again: the socket had "
+    "messages_per_socket of its messages being handled already"
+)
 
 
 def session_room(session_id: str) -> str:
@@ -265,6 +276,7 @@ class SocketIOInput(InputChannel):
             "cors_allowed_origins",
             "rooms_redis",
             "sessions_per_socket",
+            "messages_per_socket",
         )
     )
 
@@ -281,6 +293,7 @@ class SocketIOInput(InputChannel):
         cors_allowed_origins: str | list[str] | None = None,
         rooms_redis: dict[str, Any] | bool | None = None,
         sessions_per_socket: int = SESSIONS_PER_SOCKET,
+        messages_per_socket: int = MESSAGES_PER_SOCKET,
     ) -> None:
         self.user_message_evt = user_message_evt
         self.bot_message_evt = bot_message_evt
@@ -298,6 +311,11 @@ class SocketIOInput(InputChannel):
         )
         self.metadata_key = metadata_key
         self.socket_sessions = SocketSessions(sessions_per_socket)
+        # python-socketio runs each event in a task of its own as it arrives, with no bound:
+        # one 1 MB long-polling POST (or a WebSocket sending without pause) held thousands of
+        # turns at once, each waiting for its conversation.
+        self.messages_per_socket = messages_per_socket
+        self.handling: dict[str, int] = {}  # socket id: its messages being handled
         # Rasa turns the origin check off ([]); a list or "*" here turns it on.
         options: dict[str, Any] = {
             "async_mode": "asgi",
@@ -347,6 +365,7 @@ class SocketIOInput(InputChannel):
             cors_allowed_origins=_origins(c.get("cors_allowed_origins")),
             rooms_redis=rooms_redis_setting(c.get("rooms_redis")),
             sessions_per_socket=settings.count(c, "sessions_per_socket", SESSIONS_PER_SOCKET),
+            messages_per_socket=settings.count(c, "messages_per_socket", MESSAGES_PER_SOCKET),
         )
 
     def use_endpoints(self, endpoints: dict[str, Any]) -> None:
@@ -541,6 +560,27 @@ class SocketIOInput(InputChannel):
                 log_failed_turn(logger, "socketio", sender, e)
 
         async def user_message(sid: str, data: Any = None, *_: Any) -> None:
+            handling = self.handling.get(sid, 0)
+            if handling >= self.messages_per_socket:
+                _OVER_MESSAGES.log(
+                    _OVER_MESSAGES_LINE,
+                    "%s (socket %s, %s being handled)",
+                    _OVER_MESSAGES_LINE,
+                    sid,
+                    how_many(handling, "message"),
+                )
+                await sio.emit(self.bot_message_evt, {"text": SEND_AGAIN}, room=sid, namespace=ns)
+                return
+            self.handling[sid] = handling + 1
+            try:
+                await handle_message(sid, data)
+            finally:
+                if self.handling[sid] > 1:
+                    self.handling[sid] -= 1
+                else:
+                    del self.handling[sid]
+
+        async def handle_message(sid: str, data: Any) -> None:
             data = _event_data(data)
             if data is None:
                 logger.warning(
@@ -623,10 +663,13 @@ class _PeerErrorLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 # The first character of an Engine.IO text packet: its type (open ... noop), or `b` (base64).
 _EIO_PACKET_TYPES = frozenset("0123456b")
+# How long a WebSocket frame may wait for the client to take it (engine.io's ping interval and
+# timeout, 25 + 20 s): past it, the client reads nothing and the connection is given up.
+WEBSOCKET_SEND_WAIT = 45.0
 
 
 def _asgi_compliant(app: ASGIApp) -> ASGIApp:
-    """engine.io's ASGI app with two fixes.
+    """engine.io's ASGI app with three fixes.
 
     Response header names are lowercased, as ASGI requires: engine.io writes
     `Access-Control-Allow-Origin`, which the server's CORS middleware (`--cors`) does not
@@ -635,6 +678,10 @@ def _asgi_compliant(app: ASGIApp) -> ASGIApp:
     WebSocket text frames that are no Engine.IO packet (empty, an unknown type) are dropped:
     engine.io's reader fails on them outside its error handling, which closes the socket
     with a traceback in the log.
+    A WebSocket whose client takes no frame for `WEBSOCKET_SEND_WAIT` is given up: engine.io's
+    writer would wait for ever (the server's keepalive closing the connection does not end a
+    send waiting for the client), holding the session and every packet queued for it for as
+    long as the client kept writing, even after the session was closed.
     """
 
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
@@ -651,10 +698,28 @@ def _asgi_compliant(app: ASGIApp) -> ASGIApp:
         if scope["type"] != "websocket":
             await app(scope, receive, send)
             return
+        given_up = False
+
+        async def send_or_give_up(message: Message) -> None:
+            nonlocal given_up
+            if given_up:
+                raise OSError("the client takes nothing")
+            try:
+                async with asyncio.timeout(WEBSOCKET_SEND_WAIT):
+                    await send(message)
+            except TimeoutError:
+                given_up = True
+                logger.warning(
+                    "socketio: a WebSocket was closed: its client took nothing sent to it for %g s",
+                    WEBSOCKET_SEND_WAIT,
+                )
+                raise OSError("the client takes nothing") from None
 
         async def receive_packet() -> Message:
             while True:
                 message = await receive()
+                if given_up:  # engine.io's reader then ends, and its session with it
+                    return {"type": "websocket.disconnect", "code": 1006}
                 text = message.get("text")
                 if message["type"] != "websocket.receive" or text is None:
                     return message
@@ -662,7 +727,7 @@ def _asgi_compliant(app: ASGIApp) -> ASGIApp:
                     return message
                 logger.warning("socketio: a frame that is not an Engine.IO packet was ignored")
 
-        await app(scope, receive_packet, send)
+        await app(scope, receive_packet, send_or_give_up)
 
     return guarded
 

@@ -1,14 +1,24 @@
 """The socket.io server the channel runs: python-socketio's, with fixes for what clients can
 get wrong (an event without a name, a long-polling POST engine.io refuses or that names a
-closed session) that would otherwise hold a request for ever or log a traceback."""
+closed session, a client that takes none of its messages) that would otherwise hold a
+request for ever, log a traceback or hold memory without bound."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import parse_qsl
 
 import engineio
 import socketio
+
+logger = logging.getLogger(__name__)
+
+# The most packets a session holds for its client to take. A client that takes none (a
+# long-polling one that never polls, a WebSocket that reads nothing) while it answers
+# engine.io's pings, which it may do without reading them, stays connected: the server then
+# held every bot message for it, without bound.
+MAX_QUEUED_PACKETS = 10_000
 
 
 def session_of(query_string: bytes) -> str | None:
@@ -36,7 +46,8 @@ class EventPacket(socketio.packet.Packet):  # type: ignore[misc]
 
 
 class Engine(engineio.AsyncServer):  # type: ignore[misc]
-    """engine.io's server, with two fixes to its long-polling POST.
+    """engine.io's server, with two fixes to its long-polling POST and a bound on what a
+    session holds for its client (`MAX_QUEUED_PACKETS`: past it, the session is closed).
 
     A POST it refuses (a packet a client may not send, such as OPEN, or a body over
     `max_http_buffer_size`) closes the session, and engine.io would wait, before answering
@@ -67,6 +78,19 @@ class Engine(engineio.AsyncServer):  # type: ignore[misc]
 
                 args = (scope, receive_then_drop_closed, *args[2:])
         return await super().handle_request(*args, **kwargs)
+
+    async def send_packet(self, sid: str, pkt: Any) -> None:
+        socket = self.sockets.get(sid)
+        if socket is not None and socket.queue.qsize() >= MAX_QUEUED_PACKETS:
+            logger.warning(
+                "socketio: session %s was closed: its client took none of the %d packets "
+                "waiting for it",
+                sid,
+                MAX_QUEUED_PACKETS,
+            )
+            await self.disconnect(sid)
+            return
+        await super().send_packet(sid, pkt)
 
     async def disconnect(self, sid: str | None = None) -> None:
         if sid is None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from server.api.app import create_app
 from server.auth import redact
-from server.channels import attach_channels, load_channels
+from server.channels import attach_channels, load_channels, socket_io, socketio_engine
 from server.channels.socket_io import (
     INVALID_SESSION,
     SEND_AGAIN,
@@ -1330,3 +1331,192 @@ async def test_a_session_answering_a_turn_is_kept_past_sessions_per_socket() -> 
         ("bot_uttered", {"text": "from user-a via socketio"}),
     ]
     assert held_after == sorted([sid, "session:user-c", "session:user-d"])
+
+
+@contextlib.asynccontextmanager
+async def held_turns_bot(**settings: Any) -> AsyncIterator[tuple[str, asyncio.Event, list[str]]]:
+    """The echo bot whose turns wait until the yielded event is set; yields its URL, the event
+    and the texts of the turns started so far."""
+    release = asyncio.Event()
+    started: list[str] = []
+
+    async def held(message: UserMessage) -> None:
+        started.append(message.text or "")
+        await release.wait()
+        await echo(message)
+
+    app = create_app()
+    attach_channels(app, load_channels({"socketio": settings}), held)
+    async with serving(app) as url:
+        yield url, release, started
+
+
+async def _polling_session(http: httpx.AsyncClient) -> str:
+    """A socket.io connection over long-polling; its polling URL (the connection's answer
+    taken)."""
+    opened = await http.get("/socket.io/?EIO=4&transport=polling")
+    polling = f"/socket.io/?EIO=4&transport=polling&sid={json.loads(opened.text[1:])['sid']}"
+    await http.post(polling, content="40")
+    await http.get(polling)
+    return polling
+
+
+async def test_a_socket_has_at_most_100_messages_handled_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A client sending messages without waiting for replies: long-polling POSTs of 15
+    `user_uttered` packets each, back to back (or a WebSocket sending without pause).
+    python-socketio starts a task for each message as it arrives: before, every one became a
+    turn at once, each held until its conversation was free (up to the lock's 60 s wait), so
+    while turns took their time (an action server, the conversation's lock) one socket made
+    the server hold as many as it sent, where the REST webhook takes one message per
+    request. A socket now has at most `messages_per_socket` (100) handled at once; the rest
+    are answered "send it again", as a message on a busy conversation is."""
+    message = '42["user_uttered",{"message":"hi"}]'
+    async with held_turns_bot() as (url, release, started):
+        async with httpx.AsyncClient(base_url=url, timeout=5) as http:
+            polling = await _polling_session(http)
+            posted = [
+                (await http.post(polling, content="\x1e".join([message] * 15))).status_code
+                for _ in range(10)
+            ]
+            for _ in range(200):  # bounded: 2 s
+                if len(started) >= 100:
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.2)  # a turn past the bound would have started by now
+            assert len(started) == 100  # before: all 150 (and the poll below waited in vain)
+            told = (await http.get(polling)).text
+            release.set()
+            replies = ""
+            for _ in range(20):  # the held turns' replies, over a few polls
+                replies += (await http.get(polling)).text
+                if replies.count("echo: hi") == 100:
+                    break
+    assert posted == [200] * 10
+    assert told.count(SEND_AGAIN) == 50
+    assert replies.count("echo: hi") == 100
+    refused = [r.getMessage() for r in caplog.records if "messages_per_socket" in r.getMessage()]
+    assert len(refused) == 1, refused  # the other 49 are counted in one line at 60 s
+
+
+async def test_messages_per_socket_bounds_a_websocket_too_and_frees_as_turns_end() -> None:
+    async with held_turns_bot(messages_per_socket=2) as (url, release, started):
+        client = Client()
+        await client.sio.connect(url, transports=["websocket"])
+        try:
+            for text in ("one", "two", "three"):
+                await client.sio.emit("user_uttered", {"message": text})
+            told = await client.next()
+            release.set()
+            answered = await client.next(4)
+            await client.sio.emit("user_uttered", {"message": "four"})
+            after = await client.next(2)
+        finally:
+            await client.sio.disconnect()
+    assert told == [("bot_uttered", {"text": SEND_AGAIN})]
+    assert started == ["one", "two", "four"]
+    assert sorted(data["text"] for _, data in answered if "echo" in data["text"]) == [
+        "echo: one",
+        "echo: two",
+    ]
+    assert after[0] == ("bot_uttered", {"text": "echo: four"})
+
+
+def test_messages_per_socket_is_a_positive_whole_number_and_100_by_default() -> None:
+    (channel,) = load_channels({"socketio": {}})
+    assert isinstance(channel, SocketIOInput) and channel.messages_per_socket == 100
+    (from_text,) = load_channels({"socketio": {"messages_per_socket": "500"}})
+    assert isinstance(from_text, SocketIOInput) and from_text.messages_per_socket == 500
+    for wrong in (0, -1, 2.5, "many", True):
+        with pytest.raises(InvalidConfig, match="'messages_per_socket' must be"):
+            load_channels({"socketio": {"messages_per_socket": wrong}})
+
+
+async def test_a_client_that_takes_none_of_its_messages_is_closed_past_the_bound(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A long-polling client that sends messages and never polls (or a WebSocket that reads
+    nothing) stays connected as long as it answers engine.io's pings, which it may do without
+    reading them. Before, the server kept every bot message for it, without bound: a few
+    bytes sent for each reply held. Past `MAX_QUEUED_PACKETS` waiting, its session is closed."""
+    monkeypatch.setattr(socketio_engine, "MAX_QUEUED_PACKETS", 30, raising=False)
+    message = '42["user_uttered",{"message":"hi"}]'
+    async with bot(None) as url, httpx.AsyncClient(base_url=url, timeout=5) as http:
+        polling = await _polling_session(http)
+        for _ in range(10):  # two bot messages each, never polled
+            assert (await http.post(polling, content=message)).status_code == 200
+            await asyncio.sleep(0.02)
+        kept = (await http.post(polling, content=message)).status_code
+        for _ in range(20):
+            await http.post(polling, content="\x1e".join(["3", message]))
+            await asyncio.sleep(0.02)
+        after = await http.post(polling, content=message)
+    assert kept == 200  # 20 packets waiting: below the bound
+    assert after.status_code == 400  # the session is gone
+    closed = [r.getMessage() for r in caplog.records if "took none of" in r.getMessage()]
+    assert len(closed) == 1, closed
+
+
+def _client_frame(text: str) -> bytes:
+    """A masked WebSocket text frame, as a client sends it."""
+    data = text.encode()
+    mask = b"\x01\x02\x03\x04"
+    size = bytes([0x80 | len(data)]) if len(data) < 126 else b"\xfe" + len(data).to_bytes(2)
+    return b"\x81" + size + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+
+
+async def test_a_websocket_whose_client_reads_nothing_is_given_up(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A WebSocket client that writes (messages, engine.io pongs, which need no reading) but
+    reads nothing. Before, engine.io's writer waited for ever for the client to take a frame,
+    and the connection, its session and every packet queued for it were held for as long as
+    the client wrote: even the server's keepalive closing the connection, or the session being
+    closed past MAX_QUEUED_PACKETS, freed none of it."""
+    monkeypatch.setattr(socket_io, "WEBSOCKET_SEND_WAIT", 1.0, raising=False)
+    live = [0]
+
+    async def big(message: UserMessage) -> None:
+        assert message.output_channel is not None
+        await message.output_channel.send_response(message.sender_id, {"text": "x" * 60_000})
+
+    app = create_app()
+    attach_channels(app, load_channels({"socketio": {}}), big)
+
+    async def counting(scope: Any, receive: Any, send: Any) -> None:
+        live[0] += scope["type"] == "websocket"
+        try:
+            await app(scope, receive, send)
+        finally:
+            live[0] -= scope["type"] == "websocket"
+
+    async with serving(counting) as url:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", int(url.rsplit(":")[2])))
+        _, writer = await asyncio.open_connection(sock=sock, limit=1024)
+        writer.write(
+            b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\n"
+            b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        try:
+            await asyncio.sleep(0.3)  # the handshake's answer
+            writer.write(_client_frame("40"))
+            held = live[0]
+            for _ in range(150):  # bounded: 150 messages, then pongs for up to 10 s
+                writer.write(_client_frame('42["user_uttered",{"message":"hi"}]'))
+                await asyncio.sleep(0.005)
+            for _ in range(50):
+                writer.write(_client_frame("3"))
+                await asyncio.sleep(0.2)
+                if live[0] == 0:
+                    break
+            after = live[0]
+        finally:
+            writer.transport.abort()
+    assert held == 1
+    assert after == 0  # before: 1, as long as the client wrote
+    assert any("took nothing sent to it" in r.getMessage() for r in caplog.records)
