@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from server.errors import InvalidConfig, ModelError, ModelUnavailable
+from server.errors import InvalidConfig, ModelError, ModelUnavailable, UnsafeArchive
 from server.models.remote_storage import download_model
 from tests.fake_http import serve_handler, serve_json
 from tests.models.conftest import STORAGES_AT
@@ -300,3 +300,58 @@ async def test_an_object_stored_gzip_encoded_is_downloaded_as_stored(
         assert path.read_bytes() == stored
     finally:
         shutil.rmtree(path.parent, ignore_errors=True)  # the caller's to remove
+
+
+class OverflowingRangeStorage(LyingStorage):
+    """Azure Blob stating a 4 GiB blob, answering the range asked for with a body stating
+    4 GiB (`Content-Length`), then sending `sent` bytes as fast as it can; or answering with
+    a 503 whose body states as much, when `failing`."""
+
+    stated = 4 * 1024**3
+    sent = 48 * 1024 * 1024
+    failing = False
+
+    def do_GET(self) -> None:  # noqa: N802
+        asked = self.headers.get("x-ms-range", "bytes=0-0")
+        if self.failing:
+            self.send_response(503)
+        else:
+            self.send_response(206)
+            self.send_header("Content-Range", f"{asked.replace('=', ' ')}/{self.stated}")
+        self._headers(self.stated)
+        block = b"x" * (256 * 1024)
+        try:
+            for _ in range(self.sent // len(block)):
+                self.wfile.write(block)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        self.close_connection = True
+
+
+@pytest.mark.parametrize("failing", [False, True], ids=["range", "error"])
+async def test_an_azure_answer_larger_than_asked_is_refused_before_it_is_read(
+    monkeypatch: pytest.MonkeyPatch, failing: bool
+) -> None:
+    """azure-storage-blob reads each answer whole into memory before giving any of it, up to
+    its end whatever the range asked for (and an error's too), into a list it sizes at 8
+    bytes a byte stated. Before, a storage stating 4 GiB had it ask for 32 GiB: a 500
+    "Cannot download ...: MemoryError" (stating less, what it sent was read into memory)."""
+    import tracemalloc
+
+    handler = type("Handler", (OverflowingRangeStorage,), {"failing": failing})
+    with _serving(handler, monkeypatch) as url:
+        STORAGES_AT["azure"](url, monkeypatch)
+        monkeypatch.setenv("REMOTE_STORAGE_TIMEOUT", "2")
+        tracemalloc.start()
+        try:
+            with pytest.raises(UnsafeArchive) as caught:
+                await download_model("azure", "prod")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    asked = "a request for" if failing else "bytes 0-4194303 of"
+    assert f"answered {asked} 'prod.tar.gz' with a body of 4294967296 bytes, more than " in str(
+        caught.value
+    )
+    assert peak < 8 * 1024 * 1024, f"{peak / 1024**2:.1f} MiB"
