@@ -3,6 +3,7 @@ the download can cut them: its thread, waiting on a socket, cannot be interrupte
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -35,25 +36,65 @@ class HeldSockets:
         """Called in the download's thread for each socket it connects."""
         with self._lock:
             if not self._cut:
+                self._let_go_of_closed()
                 self._sockets.append(sock.dup())
                 return
         _shut(sock)
         raise GivenUp("the download was given up")
 
+    def _let_go_of_closed(self) -> None:
+        """Close the duplicates of connections their SDK has closed: a duplicate keeps its
+        connection open, and a storage closing each connection after an answer (an Azure
+        range, 4 MiB) would otherwise have a 4 GiB download hold a thousand of them."""
+        open_sockets = _sockets_open()
+        if open_sockets is None:  # no /proc/self/fd: kept until the download ends
+            return
+        kept = []
+        for dup in self._sockets:
+            if open_sockets.get(_inode(dup), 0) > 1:  # the SDK's descriptor and ours
+                kept.append(dup)
+            else:
+                dup.close()
+        self._sockets = kept
+
     def cut(self) -> None:
         """Shut down every connection held, and any connected from now on."""
+        # Under the lock, so that no duplicate is closed while being shut down: its
+        # descriptor's number, free again, could be another connection's by then.
         with self._lock:
             self._cut = True
-            held = list(self._sockets)
-        for sock in held:
-            _shut(sock)
+            for sock in self._sockets:
+                _shut(sock)
 
     def close(self) -> None:
         """Let go of the duplicates (the download has ended)."""
         with self._lock:
-            held, self._sockets = self._sockets, []
-        for sock in held:
-            sock.close()
+            for sock in self._sockets:
+                sock.close()
+            self._sockets = []
+
+
+def _inode(sock: socket.socket) -> int:
+    return os.fstat(sock.fileno()).st_ino
+
+
+def _sockets_open() -> dict[int, int] | None:
+    """How many of this process's descriptors refer to each socket (by inode), where the
+    system lists them (Linux); None elsewhere."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return None
+    counts: dict[int, int] = {}
+    for name in names:
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:  # closed meanwhile (the listing's own descriptor among them)
+            continue
+        if target.startswith("socket:["):
+            inode = int(target[8:-1])
+            counts[inode] = counts.get(inode, 0) + 1
+    return counts
 
 
 def _shut(sock: socket.socket) -> None:

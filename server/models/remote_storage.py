@@ -1287,13 +1287,24 @@ def _azure_transport(where: str, key: str, timeout: float) -> Any:
     )
 
 
-_RANGE = re.compile(r"bytes=(\d+)-(\d+)")
+_RANGE = re.compile(r"bytes=([0-9]+)-([0-9]+)")
+_DIGITS = re.compile(r"[0-9]+")  # not str.isdigit: '²' is a digit int() refuses
 
 
 def _azure_body_refusal(request: Any, response: Any, where: str, key: str) -> UnsafeArchive | None:
-    """Why the SDK must not read `response`'s body, if it must not: a range's answer that
-    does not state a length within the range, another answer (an error) stating more than
-    _AZURE_OTHER_BODY, a success without a length."""
+    """Why the SDK must not read `response`'s body, if it must not: a blob not a block blob,
+    a range's answer that does not state a length within the range, another answer (an
+    error) stating more than _AZURE_OTHER_BODY, a success without a length."""
+    kind = response.headers.get("x-ms-blob-type")
+    if kind is not None and kind != "BlockBlob":
+        # The SDK makes up a page blob's bytes missing from its list of ranges (zeros, up to
+        # the size stated) instead of reading them. Rasa's uploads and the Azure tools'
+        # default are block blobs.
+        return UnsafeArchive(
+            f"{where} answered a request for '{key}' as a blob of type {kind!r} "
+            "(x-ms-blob-type): botserver downloads block blobs only (what Rasa uploads and "
+            "the Azure tools make by default): upload the model again as a block blob"
+        )
     if request.method == "HEAD":
         return None
     stated = response.headers.get("Content-Length")
@@ -1306,7 +1317,7 @@ def _azure_body_refusal(request: Any, response: Any, where: str, key: str) -> Un
         most, what, bound = _AZURE_OTHER_BODY, "a request for", "what botserver reads of one"
     if stated is None and not succeeded:
         return None  # an error's body sent in chunks (a proxy's page)
-    if stated is not None and stated.isdigit() and int(stated) <= most:
+    if stated is not None and _DIGITS.fullmatch(stated) and int(stated) <= most:
         return None
     length = f"{stated} bytes" if stated is not None else "unstated length (no Content-Length)"
     return UnsafeArchive(
