@@ -39,6 +39,7 @@ from server.errors import (
     needs_extra,
 )
 from server.models.archive import ARCHIVE_SUFFIX
+from server.models.held_sockets import HeldSockets, holding
 from server.models.holder import is_disk_full
 from server.models.safety import DEFAULT_LIMITS
 from server.setting_values import env_number, env_seconds
@@ -334,12 +335,13 @@ _PINNED_BY = {
 
 
 # Bytes a download may be behind REMOTE_STORAGE_MIN_RATE once its grace has passed: the
-# largest piece an SDK reads before it writes any of it (Azure's first range, 32 MiB; S3's
+# largest piece an SDK reads before it writes any of it (Azure's ranges, _AZURE_RANGE; S3's
 # chunks are 1 MiB, GCS's 8 KiB), which a download keeping up the rate may not have written.
-PROGRESS_SLACK = 32 * 1024 * 1024
+PROGRESS_SLACK = 4 * 1024 * 1024
 
 # Downloads running at once in this process, those given up included until their thread
-# ends (a storage still dripping holds it: an SDK's read cannot be interrupted): on threads
+# ends (once its connections are cut, at its SDK's next step: at most a second, Azure's wait
+# before it reads a body again; a connection still being made, at its timeout): on threads
 # of their own, so that they never take asyncio's default pool (os.cpu_count() + 4 threads),
 # which every turn's parse runs on. Past it, a download is refused at once.
 MAX_DOWNLOADS = 4
@@ -364,6 +366,14 @@ class _Bound:
         self.size: int | None = None  # stated by the storage, set in the worker thread
         self.received = 0  # bytes written, by the worker thread
         self.given_up = threading.Event()  # the thread's next write then stops it
+        self.sockets = HeldSockets()  # the connections the worker thread has made
+
+    def give_up(self) -> None:
+        """Nobody waits for the download any more: its connections are cut, so that its
+        thread, waiting on one (a storage dripping its bytes), ends now rather than when
+        the storage stops."""
+        self.given_up.set()
+        self.sockets.cut()
 
     def _behind(self) -> bool:
         """Whether the bytes written, not the stated size, bound the download now."""
@@ -396,16 +406,16 @@ _BOUND: ContextVar[_Bound | None] = ContextVar("remote_storage_bound", default=N
 
 def _start(bound: _Bound, run: Callable[[], None]) -> concurrent.futures.Future[None]:
     """`run` on a thread of the downloads' pool, seeing `bound`; ModelUnavailable at once
-    when MAX_DOWNLOADS run already (given up ones held by their storage, mostly)."""
+    when MAX_DOWNLOADS run already (given up ones among them until their threads end)."""
     context = contextvars.copy_context()
     context.run(_BOUND.set, bound)
     with _RUNNING_LOCK:
         if len(_RUNNING) >= MAX_DOWNLOADS:
             raise ModelUnavailable(
                 f"Remote storage '{bound.storage}': {len(_RUNNING)} downloads are running "
-                f"already, the most at once (given up ones among them until their storage "
-                f"stops sending or a read waits {TIMEOUT_SETTING}): try '{bound.key}' again "
-                "once they end"
+                f"already, the most at once (given up ones among them until their threads "
+                f"end, within a second or a connection's {TIMEOUT_SETTING}): try "
+                f"'{bound.key}' again once they end"
             )
         future = _POOL.submit(context.run, run)
         _RUNNING.add(future)
@@ -420,8 +430,9 @@ def _ended(future: concurrent.futures.Future[None]) -> None:
 
 async def _within_bound(bound: _Bound, run: Callable[[], None]) -> None:
     """Run `run` in a worker thread; ModelUnavailable once `bound` has passed. The thread
-    is left to stop at its next write (or its next read's timeout): it can be neither
-    cancelled nor interrupted while it waits on a socket."""
+    can be neither cancelled nor interrupted while it waits on a socket: its connections are
+    cut instead (its SDK then fails, and any connection it asks for), and it stops at its
+    next write."""
     task = asyncio.wrap_future(_start(bound, run))
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -431,12 +442,12 @@ async def _within_bound(bound: _Bound, run: Callable[[], None]) -> None:
             # it seems to pass.
             left = started + bound.seconds() - loop.time()
             if left <= 0:
-                bound.given_up.set()
+                bound.give_up()
                 task.add_done_callback(_forget)
                 raise bound.exceeded()
             await asyncio.wait((task,), timeout=min(left, MAX_TIMEOUT))
     except asyncio.CancelledError:
-        bound.given_up.set()
+        bound.give_up()
         task.add_done_callback(_forget)
         raise
     task.result()
@@ -460,9 +471,14 @@ async def _download_pinned(
     replacement in a row is ModelUnavailable (an object that keeps changing, or a storage
     that never honours its own version tag), to be tried again later."""
     refused: set[str] = set()  # the versions sized, then refused
+
+    def run() -> None:
+        with holding(bound.sockets):  # to be cut when the download is given up
+            downloader(key, target, max_bytes, bound.timeout)
+
     for attempt in range(1, DOWNLOADS_OF_A_REPLACED_OBJECT + 1):
         try:
-            await _within_bound(bound, lambda: downloader(key, target, max_bytes, bound.timeout))
+            await _within_bound(bound, run)
             return
         except _Replaced as replaced:
             refused.add(replaced.version)
@@ -1236,6 +1252,78 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
 # The size of the reads of a blob's body: azure-storage-blob's own (256 KiB), which it gives
 # the transport it makes (azure-core's default is 4 KiB).
 _AZURE_READ_BLOCK = 256 * 1024
+# The most of a blob azure-storage-blob asks for in one request, its first and each later one
+# (its defaults: 32 MiB, then 4 MiB). It reads each answer whole into memory before giving
+# any of it, into a list it first sizes at a slot (8 bytes) for each byte the answer states:
+# about 11 times what it asked for at its peak (44 MiB here, 350 MiB for its first 32 MiB).
+_AZURE_RANGE = 4 * 1024 * 1024
+# The most any other answer of the blob service may state (its errors, a page blob's list of
+# ranges), which the SDK reads whole too.
+_AZURE_OTHER_BODY = 1024 * 1024
+
+
+def _azure_transport(where: str, key: str, timeout: float) -> Any:
+    """azure-core's requests transport, refusing any answer whose body the SDK would read
+    into memory and that states more than it asked for (a range of the blob) or more than
+    _AZURE_OTHER_BODY (anything else), or does not state its length: azure-storage-blob
+    reads a range's answer until it ends, whatever the range asked. Before, a storage
+    answering the first range with a body stating 4 GiB had the SDK ask for a list of 32 GiB
+    (a MemoryError), and one stating less had what it sent read into memory."""
+    from azure.core.pipeline.transport import RequestsTransport
+
+    class RangeBoundTransport(RequestsTransport):
+        def send(self, request: Any, **kwargs: Any) -> Any:
+            response = super().send(request, **kwargs)
+            refusal = _azure_body_refusal(request, response, where, key)
+            if refusal is not None:
+                response.internal_response.close()
+                raise refusal
+            return response
+
+    return RangeBoundTransport(
+        connection_timeout=timeout,
+        read_timeout=timeout,
+        connection_data_block_size=_AZURE_READ_BLOCK,
+    )
+
+
+_RANGE = re.compile(r"bytes=([0-9]+)-([0-9]+)")
+_DIGITS = re.compile(r"[0-9]+")  # not str.isdigit: '²' is a digit int() refuses
+
+
+def _azure_body_refusal(request: Any, response: Any, where: str, key: str) -> UnsafeArchive | None:
+    """Why the SDK must not read `response`'s body, if it must not: a blob not a block blob,
+    a range's answer that does not state a length within the range, another answer (an
+    error) stating more than _AZURE_OTHER_BODY, a success without a length."""
+    kind = response.headers.get("x-ms-blob-type")
+    if kind is not None and kind != "BlockBlob":
+        # The SDK makes up a page blob's bytes missing from its list of ranges (zeros, up to
+        # the size stated) instead of reading them. Rasa's uploads and the Azure tools'
+        # default are block blobs.
+        return UnsafeArchive(
+            f"{where} answered a request for '{key}' as a blob of type {kind!r} "
+            "(x-ms-blob-type): botserver downloads block blobs only (what Rasa uploads and "
+            "the Azure tools make by default): upload the model again as a block blob"
+        )
+    if request.method == "HEAD":
+        return None
+    stated = response.headers.get("Content-Length")
+    succeeded = 200 <= response.status_code < 300
+    asked = _RANGE.fullmatch(request.headers.get("x-ms-range") or "") if succeeded else None
+    if asked is not None:
+        most = int(asked.group(2)) - int(asked.group(1)) + 1
+        what, bound = f"bytes {asked.group(1)}-{asked.group(2)} of", "the bytes asked for"
+    else:
+        most, what, bound = _AZURE_OTHER_BODY, "a request for", "what botserver reads of one"
+    if stated is None and not succeeded:
+        return None  # an error's body sent in chunks (a proxy's page)
+    if stated is not None and _DIGITS.fullmatch(stated) and int(stated) <= most:
+        return None
+    length = f"{stated} bytes" if stated is not None else "unstated length (no Content-Length)"
+    return UnsafeArchive(
+        f"{where} answered {what} '{key}' with a body of {length}, more than "
+        f"{bound} ({most} bytes): refused before reading it"
+    )
 
 
 def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> None:
@@ -1247,7 +1335,6 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
             ResourceModifiedError,
             ResourceNotFoundError,
         )
-        from azure.core.pipeline.transport import RequestsTransport
         from azure.storage.blob import BlobServiceClient, LinearRetry
     except ImportError as exc:
         raise _needs("azure", "azure-storage-blob") from exc
@@ -1260,11 +1347,7 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
     where = f"Azure container '{container}' at {shown}"
     # Made here, not by the client (which gives it what follows), so that its session is ours
     # to close the connections of, through no private attribute.
-    transport = RequestsTransport(
-        connection_timeout=timeout,
-        read_timeout=timeout,
-        connection_data_block_size=_AZURE_READ_BLOCK,
-    )
+    transport = _azure_transport(where, key, timeout)
     try:
         service = BlobServiceClient(
             account_url=url,
@@ -1273,6 +1356,8 @@ def _download_azure(key: str, target: Path, max_bytes: int, timeout: float) -> N
             # Its default waits 15 s, then 45, then 135 before its three retries.
             retry_policy=LinearRetry(backoff=1, random_jitter_range=1, retry_total=ATTEMPTS - 1),
             permit_redirects=False,  # else followed to any host
+            max_single_get_size=_AZURE_RANGE,
+            max_chunk_get_size=_AZURE_RANGE,
         )
     except ValueError as exc:  # azure's: a URL no request could go to
         raise InvalidConfig(

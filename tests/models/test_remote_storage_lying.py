@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from server.errors import InvalidConfig, ModelError, ModelUnavailable
+from server.errors import InvalidConfig, ModelError, ModelUnavailable, UnsafeArchive
 from server.models.remote_storage import download_model
 from tests.fake_http import serve_handler, serve_json
 from tests.models.conftest import STORAGES_AT
@@ -300,3 +301,176 @@ async def test_an_object_stored_gzip_encoded_is_downloaded_as_stored(
         assert path.read_bytes() == stored
     finally:
         shutil.rmtree(path.parent, ignore_errors=True)  # the caller's to remove
+
+
+class OverflowingRangeStorage(LyingStorage):
+    """Azure Blob stating a 4 GiB blob, answering the range asked for with a body stating
+    4 GiB (`Content-Length`), then sending `sent` bytes as fast as it can; or answering with
+    a 503 whose body states as much, when `failing`."""
+
+    stated = 4 * 1024**3
+    sent = 48 * 1024 * 1024
+    failing = False
+
+    def do_GET(self) -> None:  # noqa: N802
+        asked = self.headers.get("x-ms-range", "bytes=0-0")
+        if self.failing:
+            self.send_response(503)
+        else:
+            self.send_response(206)
+            self.send_header("Content-Range", f"{asked.replace('=', ' ')}/{self.stated}")
+        self._headers(self.stated)
+        block = b"x" * (256 * 1024)
+        try:
+            for _ in range(self.sent // len(block)):
+                self.wfile.write(block)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        self.close_connection = True
+
+
+@pytest.mark.parametrize("failing", [False, True], ids=["range", "error"])
+async def test_an_azure_answer_larger_than_asked_is_refused_before_it_is_read(
+    monkeypatch: pytest.MonkeyPatch, failing: bool
+) -> None:
+    """azure-storage-blob reads each answer whole into memory before giving any of it, up to
+    its end whatever the range asked for (and an error's too), into a list it sizes at 8
+    bytes a byte stated. Before, a storage stating 4 GiB had it ask for 32 GiB: a 500
+    "Cannot download ...: MemoryError" (stating less, what it sent was read into memory)."""
+    import tracemalloc
+
+    handler = type("Handler", (OverflowingRangeStorage,), {"failing": failing})
+    with _serving(handler, monkeypatch) as url:
+        STORAGES_AT["azure"](url, monkeypatch)
+        monkeypatch.setenv("REMOTE_STORAGE_TIMEOUT", "2")
+        tracemalloc.start()
+        try:
+            with pytest.raises(UnsafeArchive) as caught:
+                await download_model("azure", "prod")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    asked = "a request for" if failing else "bytes 0-4194303 of"
+    assert f"answered {asked} 'prod.tar.gz' with a body of 4294967296 bytes, more than " in str(
+        caught.value
+    )
+    assert peak < 8 * 1024 * 1024, f"{peak / 1024**2:.1f} MiB"
+
+
+class SparseBlobStorage(LyingStorage):
+    """Azure Blob stating a blob of `stated` bytes of type `kind` (on the blob's properties
+    when `on_head`, else only on the answer to the first range), each range answered as asked,
+    and a page blob's list of ranges empty: the SDK writes zeros for what the list leaves out."""
+
+    stated = 64 * 1024 * 1024
+    kind = "PageBlob"
+    on_head = True
+
+    def _typed_headers(self, length: int, kind: str) -> None:
+        self.send_header("Content-Length", str(length))
+        self.send_header("ETag", '"e1"')
+        self.send_header("Last-Modified", "Fri, 04 Dec 2026 10:00:00 GMT")
+        self.send_header("x-ms-blob-type", kind)
+        self.end_headers()
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self.send_response(200)
+        self._typed_headers(self.stated, self.kind if self.on_head else "BlockBlob")
+
+    def do_GET(self) -> None:  # noqa: N802
+        if "comp=pagelist" in self.path:
+            body = b'<?xml version="1.0" encoding="utf-8"?><PageList></PageList>'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/xml")
+            self._typed_headers(len(body), self.kind)
+            self.wfile.write(body)
+            return
+        first, last = self.headers.get("x-ms-range", "bytes=0-0").removeprefix("bytes=").split("-")
+        start, end = int(first), min(int(last), self.stated - 1)
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {start}-{end}/{self.stated}")
+        self._typed_headers(end - start + 1, self.kind)
+        self.wfile.write(b"\x1f" * (end - start + 1))
+
+
+@pytest.mark.parametrize(
+    ("kind", "on_head"),
+    [("PageBlob", True), ("PageBlob", False), ("AppendBlob", True)],
+    ids=["page", "page-on-the-range", "append"],
+)
+async def test_an_azure_blob_other_than_a_block_blob_is_refused(
+    monkeypatch: pytest.MonkeyPatch, kind: str, on_head: bool
+) -> None:
+    """Before, a storage stating a 64 MiB page blob with no page ranges had the SDK write
+    60 MiB of zeros it made up (4 GiB stated: 4 GiB written, at disk speed, nothing sent)."""
+    handler = type("Handler", (SparseBlobStorage,), {"kind": kind, "on_head": on_head})
+    with _serving(handler, monkeypatch) as url:
+        STORAGES_AT["azure"](url, monkeypatch)
+        with pytest.raises(UnsafeArchive) as caught:
+            await download_model("azure", "prod")
+    assert f"as a blob of type '{kind}' (x-ms-blob-type): botserver downloads block blobs only" in (
+        str(caught.value)
+    )
+
+
+class OddLengthStorage(LyingStorage):
+    """Azure Blob answering the first range with a Content-Length of '²' (a digit to
+    str.isdigit, not to int)."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes 0-{self.stated - 1}/{self.stated}")
+        self.send_header("Content-Length", "\xb2")
+        self.send_header("ETag", '"e1"')
+        self.send_header("x-ms-blob-type", "BlockBlob")
+        self.end_headers()
+        self.wfile.write(b"x" * self.stated)
+        self.close_connection = True
+
+
+async def test_an_azure_answer_stating_a_length_that_is_no_number_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before, a 'Cannot download ...: ValueError: invalid literal for int()'."""
+    with _serving(OddLengthStorage, monkeypatch) as url:
+        STORAGES_AT["azure"](url, monkeypatch)
+        with pytest.raises(UnsafeArchive, match="with a body of \xb2 bytes, more than the bytes"):
+            await download_model("azure", "prod")
+
+
+class ClosingBlobStorage(LyingStorage):
+    """Azure Blob answering each range as asked, then closing the connection (an HTTP/1.0
+    proxy would), and noting the most descriptors the process had open at a request."""
+
+    stated = 40 * 1024 * 1024
+    most_descriptors = 0
+
+    def do_GET(self) -> None:  # noqa: N802
+        type(self).most_descriptors = max(self.most_descriptors, len(os.listdir("/proc/self/fd")))
+        first, last = self.headers.get("x-ms-range", "bytes=0-0").removeprefix("bytes=").split("-")
+        start, end = int(first), min(int(last), self.stated - 1)
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {start}-{end}/{self.stated}")
+        self.send_header("Connection", "close")
+        self._headers(end - start + 1)
+        self.wfile.write(b"x" * (end - start + 1))
+        self.close_connection = True
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="no /proc/self/fd to count")
+async def test_a_storage_closing_each_connection_leaves_no_descriptor_open_per_range(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each 4 MiB range on a connection of its own: before, every one stayed open until the
+    download ended (10 for 40 MiB, a thousand for 4 GiB, past a default limit of 1,024)."""
+    handler: Any = type("Handler", (ClosingBlobStorage,), {})
+    with _serving(handler, monkeypatch) as url:
+        STORAGES_AT["azure"](url, monkeypatch)
+        before = len(os.listdir("/proc/self/fd"))
+        path = await download_model("azure", "prod")
+    try:
+        assert path.stat().st_size == ClosingBlobStorage.stated
+    finally:
+        shutil.rmtree(path.parent, ignore_errors=True)
+    assert handler.most_descriptors - before < 6, (before, handler.most_descriptors)
