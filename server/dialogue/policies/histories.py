@@ -17,8 +17,8 @@ SHORT = 16
 # A state read by the message's text (end-to-end); in a slot's state too (see `reads_text`).
 _TEXT_STATE = '{"text":'
 # The most nodes (distinct histories) a memoization policy may hold, learning or loading: about
-# 90 bytes of memory a node at the peak of loading (about 175 while an old archive's lookup is
-# converted), so some 270 MB at the bound (510 MB for an old lookup). Training format 6's
+# 90 bytes of memory a node at the peak of loading (about 20 while an old archive's lookup is
+# converted, besides the key being read), so some 270 MB at the bound. Training format 6's
 # largest lookup (its 256 MiB policy.json, some 340,000 user turns with `max_history: 5`)
 # holds about 2 million.
 MAX_NODES = 3_000_000
