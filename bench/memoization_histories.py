@@ -20,6 +20,12 @@ passes) at every action of moodbot's, formbot's and e2ebot's stories, and along 
 steps (`intent` and `action` in turn) trained without `max_history`, each conversation
 following the story (a hit at every action) and the same story after another opening (a
 miss).
+
+`python bench/memoization_histories.py --base DIR augmented [--steps N] [--repeat R]` times
+AugmentedMemoizationPolicy without `max_history` (trained on moodbot's stories): CPU seconds
+per `predict` at the end of conversations of N / 4, N / 2 and N events, moodbot's stories one
+after the other, each ending in a message no whole conversation of the stories matches (its
+shorter histories are tried).
 """
 
 from __future__ import annotations
@@ -220,6 +226,39 @@ def cost(steps: int, repeat: int) -> dict[str, Any]:
     return figures
 
 
+def augmented(steps: int, repeat: int) -> dict[str, Any]:
+    """CPU seconds per prediction of AugmentedMemoizationPolicy without `max_history` at
+    the end of ever longer conversations, and what it predicted."""
+    from server.dialogue.policies.featurization import ConversationStates
+    from server.dialogue.policies.memoization import AugmentedMemoizationPolicy
+    from server.trackers.events import UserUttered
+    from server.trackers.tracker import Tracker
+
+    project = _load(SHARED / "bots" / "moodbot")
+    stories, domain = project.training_stories(), project.domain
+    policy = AugmentedMemoizationPolicy("AugmentedMemoizationPolicy", max_history=None)
+    policy.train(stories, domain)
+    chained: list[Any] = []
+    plain = [s for s in stories if not s.is_rule]
+    while len(chained) < steps:
+        for story in plain:
+            chained += story.events[:-1]  # without its last listen: the next story's first
+    figures: dict[str, Any] = {}
+    for length in (steps // 4, steps // 2, steps):
+        events = chained[:length]
+        while events and not isinstance(events[-1], UserUttered):
+            events = events[:-1]
+        tracker = Tracker("bench", domain.slot_defaults(), events)
+        spent, predicted = 0.0, None
+        for _ in range(repeat):
+            conversation = ConversationStates(tracker, domain)
+            started = time.process_time()
+            predicted = policy.predict(conversation, domain).action_name
+            spent += time.process_time() - started
+        figures[f"{len(events)} events"] = [spent / repeat, predicted]
+    return figures
+
+
 def size() -> dict[str, Any]:
     """Bytes written a user turn, and the memory loading them takes, on random stories."""
     import gc
@@ -281,12 +320,14 @@ def main(argv: list[str]) -> None:
             print(json.dumps(predictions()))
         elif argv[1] == "size":
             print(json.dumps(size()))
+        elif argv[1] == "augmented":
+            print(json.dumps(augmented(int(argv[2]), int(argv[3]))))
         else:
             print(json.dumps(cost(int(argv[2]), int(argv[3]))))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", type=Path, required=True, help="another checkout")
-    parser.add_argument("what", choices=["same", "size", "cost"])
+    parser.add_argument("what", choices=["same", "size", "cost", "augmented"])
     parser.add_argument("--steps", type=int, default=2000, help="the long story's steps")
     parser.add_argument("--repeat", type=int, default=20, help="passes over the predictions")
     args = parser.parse_args(argv)
@@ -306,6 +347,20 @@ def main(argv: list[str]) -> None:
             for name in ("base", "head"):
                 written, a_turn, peak, kept = sizes[name][options]
                 print(f"{options:21} {name}  {written:11,} {a_turn:7,} {peak:10,} {kept:,}")
+        return
+    if args.what == "augmented":
+        runs = {
+            name: _child(tree, ["augmented", str(args.steps), str(args.repeat)])
+            for name, tree in trees.items()
+        }
+        print("conversation   base ms   head ms   ratio  predicted (base, head)")
+        for case, (head_cpu, head_action) in runs["head"].items():
+            base_cpu, base_action = runs["base"][case]
+            ratio = base_cpu / head_cpu if head_cpu else float("inf")
+            print(
+                f"{case:13} {base_cpu * 1e3:8.2f} {head_cpu * 1e3:9.2f} {ratio:7.1f}  "
+                f"{base_action}, {head_action}"
+            )
         return
     figures = {
         name: _child(tree, ["cost", str(args.steps), str(args.repeat)])

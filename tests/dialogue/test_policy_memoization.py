@@ -3,20 +3,36 @@
 from __future__ import annotations
 
 import json
+import random
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
 from server.dialogue.domain import Domain
-from server.dialogue.policies import histories
+from server.dialogue.policies import histories, memoization
 from server.dialogue.policies.ensemble import PolicyEnsemble
-from server.dialogue.policies.featurization import ConversationStates, state_key, states_and_labels
+from server.dialogue.policies.featurization import (
+    NO_RULE_ONLY,
+    ConversationStates,
+    state_key,
+    states_and_labels,
+    story_states,
+)
 from server.dialogue.policies.histories import MAX_LOOKUP_STATES, MAX_NODES
 from server.dialogue.policies.memoization import AugmentedMemoizationPolicy, MemoizationPolicy
 from server.dialogue.policies.policy import Policy
 from server.dialogue.story_steps import TrainingStory
 from server.errors import ModelError, TrainingError
-from server.trackers.events import ActionExecuted, Event, SlotSet
+from server.trackers.events import (
+    ACTION_LISTEN,
+    ActionExecuted,
+    ActionExecutionRejected,
+    ActiveLoop,
+    Event,
+    FollowupAction,
+    SlotSet,
+)
 from server.trackers.tracker import Tracker
 from tests.dialogue.policy_fixtures import (
     action,
@@ -484,3 +500,220 @@ def test_stories_of_more_histories_than_a_model_may_load_fail_training(
     )
     monkeypatch.setattr(histories, "MAX_NODES", written_nodes)
     MemoizationPolicy("MemoizationPolicy").train(STORIES, DOMAIN)
+
+
+def test_converting_an_old_lookup_takes_about_what_its_runs_keep() -> None:
+    # Each key's states made an edge a node, then numbers and lists a node: about 175 bytes
+    # a node at the peak of converting (511 MB for 2,900,000 nodes).
+    keys, states = 10, 5_000
+    tail = ",{}" * (states - 1)
+    lookup = {f'[{{"a":{i}}}{tail}]': "utter_greet" for i in range(keys)}
+    policy = MemoizationPolicy("MemoizationPolicy")
+    peak = traced_peak(lambda: policy.restore({"lookup": lookup}, Path("."), DOMAIN))
+    assert peak < 60 * keys * states
+    history = ('{"a":7}', *("{}",) * (states - 1))
+    assert policy.histories_.action_of(history) == "utter_greet"
+    assert policy.histories_.action_of(history[:-1]) is None
+
+
+def unambiguous_stories(count: int, seed: int) -> list[TrainingStory]:
+    """Random stories whose every history leads to one action: the answer to an intent is
+    always the same."""
+    answers = {"greet": "utter_greet", "mood_great": "utter_happy", "affirm": "utter_ok"}
+    answers["mood_unhappy"] = "utter_cheer_up"
+    chosen = random.Random(seed)
+    stories = []
+    for number in range(count):
+        steps: list[Event] = []
+        for intent in chosen.choices(sorted(answers), k=chosen.randint(1, 10)):
+            steps += [user(intent), action(answers[intent])]
+        stories.append(story(str(number), *steps))
+    return stories
+
+
+@pytest.mark.parametrize("max_history", [None, 1, 2, 3])
+def test_an_old_lookup_loads_as_the_tree_training_makes(max_history: int | None) -> None:
+    # Histories that share their first states, part inside a run, end inside one or go
+    # on past its end: the same runs as trained, written again node for node alike.
+    stories = unambiguous_stories(60, seed=max_history or 0)
+    trained = MemoizationPolicy("MemoizationPolicy", max_history=max_history)
+    trained.train(stories, DOMAIN)
+    loaded = MemoizationPolicy("MemoizationPolicy", max_history=max_history)
+    loaded.restore({"lookup": lookup_as_before(stories, DOMAIN, max_history)}, Path("."), DOMAIN)
+    assert loaded.learned_state() == trained.learned_state()
+    assert every_prediction(loaded, DOMAIN, stories) == every_prediction(trained, DOMAIN, stories)
+    assert loaded.histories_.depth == trained.histories_.depth
+
+
+def form_conversation(seed: int, turns: int) -> list[Event]:
+    """formbot's stories one after another, with rule-only turns, followups, rejected and
+    deactivated loops, slots and form runs in between, at random."""
+    domain, stories, _ = bot("formbot")
+    chosen = random.Random(seed)
+    plain = [s for s in stories if not s.is_rule]
+    extras: list[list[Event]] = [
+        [listen(), user("chitchat"), hidden("utter_chitchat"), hidden("action_listen")],
+        [listen(), user("greet"), FollowupAction(action_name="utter_greet"), action("utter_greet")],
+        [action("restaurant_form"), ActiveLoop(name="restaurant_form")],
+        [ActionExecutionRejected(action_name="restaurant_form"), action("utter_ask_continue")],
+        [ActiveLoop(name=None), SlotSet(key="requested_slot", value=None)],
+        [listen(), user("affirm"), action("restaurant_form"), hidden("restaurant_form")],
+        [SlotSet(key="cuisine", value="greek"), ActionExecuted(action_text="hi")],
+    ]
+    events: list[Event] = []
+    for _ in range(turns):
+        if chosen.random() < 0.4:
+            events += chosen.choice(extras)
+        else:
+            events += chosen.choice(plain).events
+    return events
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_cut_folds_into_as_many_states_as_counted_at_least(seed: int) -> None:
+    domain, _, _ = bot("formbot")
+    events = form_conversation(seed, 30)
+    cuts = [i for i, e in enumerate(events) if isinstance(e, ActionExecuted)]
+    fewest = memoization.fewest_story_states(events, cuts)
+    walked = [len(story_states(events[cut:], domain, NO_RULE_ONLY)) for cut in cuts]
+    assert all(f <= w for f, w in zip(fewest, walked, strict=True))
+    assert sum(fewest) > sum(walked) // 3  # not a bound of nothing
+
+
+def any_events(chosen: random.Random, count: int) -> list[Event]:
+    """Events of any kind at random, a few names among them: two loops run, deactivated,
+    rejected and run again; hidden and followed turns; actions named by text alone."""
+    loops = ["restaurant_form", "other_form"]
+    names = [ACTION_LISTEN, "utter_greet", *loops, "action_unlikely_intent", None]
+    kinds: list = [
+        lambda: ActionExecuted(
+            action_name=(name := chosen.choice(names)),
+            action_text=None if name else "hi",
+            hide_rule_turn=chosen.random() < 0.3,
+        ),
+        lambda: user(chosen.choice(["greet", "affirm", "inform"])),
+        lambda: ActiveLoop(name=chosen.choice([*loops, None])),
+        lambda: FollowupAction(action_name="utter_greet"),
+        lambda: ActionExecutionRejected(action_name=chosen.choice(loops)),
+        lambda: SlotSet(key="cuisine", value=chosen.choice([None, "greek"])),
+    ]
+    weights = [9, 3, 2, 2, 1, 1]
+    return [chosen.choices(kinds, weights)[0]() for _ in range(count)]
+
+
+def turns_lost_to_the_turn_before(how: str, turns: int = 6) -> list[Event]:
+    """Turns whose state stays hidden because the hidden turn before goes on in them: a
+    followup action pending, the active loop's run before, or a bot's text (no action's
+    name, no loop) before."""
+    form = "restaurant_form"
+    turns_of: dict[str, list[Event]] = {
+        "followed": [hidden("utter_ok"), FollowupAction(action_name="utter_greet")],
+        "by the loop": [ActiveLoop(name=form), hidden(form)],
+        "by a text": [ActionExecuted(action_text="hi", hide_rule_turn=True)],
+    }
+    after: list[Event] = [ActiveLoop(name=None)] if how == "by the loop" else []
+    return [listen(), *((turns_of[how] + [action("utter_greet")] + after) * turns)]
+
+
+def no_cut_folds_into_fewer_states_than_counted(events: list[Event], domain: Domain) -> bool:
+    cuts = [i for i, e in enumerate(events) if isinstance(e, ActionExecuted)]
+    fewest = memoization.fewest_story_states(events, cuts)
+    walked = [len(story_states(events[cut:], domain, NO_RULE_ONLY)) for cut in cuts]
+    return all(f <= w for f, w in zip(fewest, walked, strict=True))
+
+
+def test_no_cut_folds_into_fewer_states_than_counted() -> None:
+    # A cut counted at more states than it folds into is passed by, where it could have
+    # matched a story: a prediction lost. Loops collapsing, hidden turns, followups and
+    # loops carrying a hidden turn on each take states; every one must be counted out.
+    domain, _, _ = bot("formbot")
+    chosen = random.Random(7)
+    for _ in range(300):
+        events = any_events(chosen, chosen.randint(1, 40))
+        assert no_cut_folds_into_fewer_states_than_counted(events, domain), events
+    for how in ("followed", "by the loop", "by a text"):
+        events = turns_lost_to_the_turn_before(how)
+        assert no_cut_folds_into_fewer_states_than_counted(events, domain), events
+
+
+def augmented_predictions(events: list[Event], every: int = 1) -> list:
+    domain, stories, _ = bot("formbot")
+    policy = AugmentedMemoizationPolicy("AugmentedMemoizationPolicy", max_history=None)
+    policy.train(stories, domain)
+    out = []
+    for i in range(1, len(events), every):
+        if isinstance(events[i], ActionExecuted):
+            t = Tracker("t", domain.slot_defaults(), events[:i])
+            p = policy.predict(ConversationStates(t, domain), domain)
+            out.append((p.action_name, p.confidence, p.is_end_to_end_prediction))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_augmented_memoization_without_max_history_predicts_as_when_it_walked_every_cut(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = form_conversation(seed, 16)
+    predictions = augmented_predictions(events)
+    assert sum(confidence == 1.0 for _, confidence, _ in predictions) > 10
+    monkeypatch.setattr(memoization, "fewest_story_states", lambda _, cuts: [0] * len(cuts))
+    assert augmented_predictions(events) == predictions
+
+
+def test_augmented_memoization_without_max_history_walks_a_turn_the_same_at_any_length(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each shorter history was folded from its events, one per action: a turn cost the
+    # conversation's length squared. Only those that can match a story are folded now.
+    walked: list[int] = []
+
+    def counted(events: list[Event], *args: object) -> list:
+        walked.append(len(events))
+        return story_states(events, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(memoization, "story_states", counted)
+    policy = AugmentedMemoizationPolicy("AugmentedMemoizationPolicy", max_history=None)
+    policy.train(STORIES, DOMAIN)
+    chat = [listen(), user("affirm"), action("utter_ok"), action("utter_hm")]
+    work = []
+    for turns in (50, 200):
+        walked.clear()
+        events = [*chat * turns, listen(), user("greet")]
+        assert predicted(policy, *events) == ("utter_greet", 1.0)
+        work.append(sum(walked))
+    assert work[0] == work[1] < 10 * len(chat)
+
+
+def test_a_windowed_policy_keeps_each_history_once() -> None:
+    # Every window was kept twice: in the runs and by its texts' tuple (about 480 bytes a
+    # history loaded, against 130 by its tuple alone).
+    intents, answers = [f"intent_{i}" for i in range(20)], [f"utter_{i}" for i in range(20)]
+    domain = Domain.from_dict(
+        {"intents": intents, "responses": {a: [{"text": a}] for a in answers}}
+    )
+    chosen = random.Random(1)
+    stories = [
+        story(
+            str(n),
+            *(
+                e
+                for _ in range(10)
+                for e in (user(chosen.choice(intents)), action(chosen.choice(answers)))
+            ),
+        )
+        for n in range(300)
+    ]
+    trained = MemoizationPolicy("MemoizationPolicy", max_history=3)
+    trained.train(stories, domain)
+    state = trained.learned_state()
+    loaded = MemoizationPolicy("MemoizationPolicy", max_history=3)
+    tracemalloc.start()
+    try:
+        loaded.restore(state, Path("."), domain)
+        kept = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert kept < 250 * len(state["histories"]["actions"])
+    assert loaded.learned_state() == state
+    sample = stories[:20]
+    assert every_prediction(loaded, domain, sample) == every_prediction(trained, domain, sample)

@@ -17,8 +17,8 @@ SHORT = 16
 # A state read by the message's text (end-to-end); in a slot's state too (see `reads_text`).
 _TEXT_STATE = '{"text":'
 # The most nodes (distinct histories) a memoization policy may hold, learning or loading: about
-# 90 bytes of memory a node at the peak of loading (about 175 while an old archive's lookup is
-# converted), so some 270 MB at the bound (510 MB for an old lookup). Training format 6's
+# 90 bytes of memory a node at the peak of loading (about 20 while an old archive's lookup is
+# converted, besides the key being read), so some 270 MB at the bound. Training format 6's
 # largest lookup (its 256 MiB policy.json, some 340,000 user turns with `max_history: 5`)
 # holds about 2 million.
 MAX_NODES = 3_000_000
@@ -36,7 +36,8 @@ class _Run:
 
     __slots__ = ("texts", "actions", "next")
 
-    def __init__(self, texts: tuple[str, ...], actions: list[str | None]) -> None:
+    def __init__(self, texts: Sequence[str], actions: list[str | None]) -> None:
+        # A tuple once learned (a list while an old lookup is converted: `_grow`).
         self.texts, self.actions = texts, actions
         self.next: dict[str, _Run] = {}  # by their first state
 
@@ -48,7 +49,8 @@ class Histories:
     nodes, where a key per whole history cost n keys of up to n states. A history that led to
     two different actions is ambiguous: it leads to none, whatever a later story does. Once
     learned (`done`), paths without a branch are kept as runs of states, which a prediction
-    compares at once instead of state by state."""
+    compares at once instead of state by state; histories of up to `SHORT` states are kept
+    by their texts' tuple too, and only so when none is longer (a `max_history` window)."""
 
     __slots__ = (
         "_edges",
@@ -144,6 +146,9 @@ class Histories:
                     self._short[path] = actions[node]
         self.reads_text = any(holds_text[node] for node in actions)
         del holds_text, paths
+        if self.depth <= SHORT:  # every history is kept by its texts: no runs
+            self._edges, self._actions, self._ambiguous, self._texts = {}, {}, set(), {}
+            return
         several: dict[int, list[int]] = {}  # the children of each node with more than one
         for node in range(1, size):
             if counts[parents[node]] > 1:
@@ -192,18 +197,38 @@ class Histories:
     # -- the archive -------------------------------------------------------------------------
     def as_data(self) -> dict[str, Any]:
         """JSON values: each distinct state text once, each node's parent and state (by
-        their numbers; node n is entry n - 1, the root 0 has none) and the actions."""
+        their numbers; node n is entry n - 1, the root 0 has none) and the actions. Of
+        histories all kept by their texts, the nodes on the way to an action, in the
+        order of their texts."""
         numbers: dict[str, int] = {}
         parents: list[int] = []
         states: list[int] = []
         ends: list[list[Any]] = []
+
+        def node(parent: int, text: str) -> int:
+            parents.append(parent)
+            states.append(numbers.setdefault(text, len(numbers)))
+            return len(parents)
+
+        if not self._runs:
+            # In that order each history comes right after the nodes it shares with the one
+            # before, its own last node new.
+            way: list[int] = [ROOT]  # the nodes of the history before, from the root
+            before: tuple[str, ...] = ()
+            for texts in sorted(self._short):
+                same, most = 0, min(len(before), len(texts))
+                while same < most and before[same] == texts[same]:
+                    same += 1
+                del way[same + 1 :]
+                for text in texts[same:]:
+                    way.append(node(way[-1], text))
+                ends.append([way[-1], self._short[texts]])
+                before = texts
         pending = [(ROOT, run) for run in reversed(self._runs.values())]
         while pending:  # each node after its parent
             parent, run = pending.pop()
             for text, action in zip(run.texts, run.actions, strict=True):
-                parents.append(parent)
-                states.append(numbers.setdefault(text, len(numbers)))
-                parent = len(parents)
+                parent = node(parent, text)
                 if action is not None:
                     ends.append([parent, action])
             pending.extend((parent, after) for after in reversed(run.next.values()))
@@ -264,10 +289,13 @@ class Histories:
     def from_lookup(cls, lookup: Any) -> Histories:
         """The histories of the lookup older archives hold: the JSON text of each history's
         states -> its action. A key `state_key` could not have written matched no
-        conversation: it is left out."""
+        conversation: it is left out. Each key's states go straight into the runs (a run
+        split where two histories part, a run without a branch grown), so converting holds
+        about what the runs keep: no number, edge or list entry a node besides."""
         if not isinstance(lookup, dict):
             raise ModelError("the memoization lookup is not an object")
         histories = cls()
+        nodes = 0
         for key, action in lookup.items():
             if not isinstance(action, str):
                 raise ModelError(f"the memoization lookup maps a history to {action!r}")
@@ -288,13 +316,76 @@ class Histories:
                 texts = [state_text(state) for state in states]
             except (TypeError, ValueError, RecursionError):
                 continue  # no state's text
-            if key_of(texts) == key:
-                node = ROOT
-                for depth, text in enumerate(texts, 1):
-                    node = histories.child(node, text, depth)
-                histories._actions[node] = action
-        histories.done()
+            del states
+            if not texts or key_of(texts) != key:
+                continue
+            known = histories._texts
+            texts = [known.setdefault(text, text) for text in texts]
+            nodes += histories._grow(texts, action)
+            if nodes > MAX_NODES:
+                raise too_many()
+            histories.depth = max(histories.depth, len(texts))
+            if len(texts) <= SHORT:
+                histories._short[tuple(texts)] = action
+            if not histories.reads_text:
+                histories.reads_text = any(_TEXT_STATE in text for text in texts)
+        if histories.depth <= SHORT:  # every history is kept by its texts: no runs
+            histories._runs, histories._texts = {}, {}
+        else:
+            histories._settle()
         return histories
+
+    def _grow(self, texts: list[str], action: str) -> int:
+        """Puts the history `texts` (each text the one `_texts` keeps), followed by
+        `action`, into the runs being built (their texts lists until `_settle`); the
+        number of nodes it made."""
+        runs, start, count = self._runs, 0, len(texts)
+        while True:
+            run = runs.get(texts[start])
+            if run is None:  # a new branch
+                rest = count - start
+                runs[texts[start]] = _Run(texts[start:], [None] * (rest - 1) + [action])
+                return rest
+            known: list[str] = run.texts  # type: ignore[assignment]  # a list until settled
+            rest = count - start
+            same = _shared(known, texts, start, min(len(known), rest))
+            if same == rest:  # the history ends in this run
+                run.actions[same - 1] = action
+                return 0
+            if same < len(known):  # it parts from the run: the run's tail becomes a branch
+                tail = _Run(known[same:], run.actions[same:])
+                tail.next = run.next
+                del known[same:], run.actions[same:]
+                run.next = {tail.texts[0]: tail}
+            elif not run.next:  # the run ends where the history goes on: it grows
+                known.extend(texts[start + same :])
+                run.actions.extend([None] * (rest - same - 1) + [action])
+                return rest - same
+            runs, start = run.next, start + same
+
+    def _settle(self) -> None:
+        """The runs `_grow` built, as learning leaves them: texts as tuples, and each
+        node's branches latest made first (the order `as_data` then numbers them in)."""
+        self._runs = dict(reversed(self._runs.items()))
+        pending = list(self._runs.values())
+        while pending:
+            run = pending.pop()
+            run.texts = tuple(run.texts)
+            if run.next:
+                run.next = dict(reversed(run.next.items()))
+                pending.extend(run.next.values())
+        self._texts = {}
+
+
+def _shared(known: Sequence[str], texts: list[str], start: int, most: int) -> int:
+    """How many states `known` and `texts[start:]` begin with alike (at most `most`; the
+    first is alike)."""
+    if known[:most] == texts[start : start + most]:
+        return most
+    same = 1
+    while known[same] == texts[start + same]:
+        same += 1
+    return same
 
 
 def too_many() -> ModelError:

@@ -22,7 +22,15 @@ from server.dialogue.policies.prediction import PolicyPrediction, prediction_fro
 from server.dialogue.story_steps import TrainingStory
 from server.errors import ModelError, TrainingError
 from server.nlu.params import flag
-from server.trackers.events import ACTION_LISTEN, ActionExecuted, Event
+from server.trackers.events import (
+    ACTION_LISTEN,
+    ActionExecuted,
+    ActiveLoop,
+    Event,
+    FollowupAction,
+    UserUttered,
+)
+from server.trackers.tracker import activated_loops
 
 MEMOIZATION_PRIORITY = 3
 
@@ -181,14 +189,19 @@ class AugmentedMemoizationPolicy(MemoizationPolicy):
             return action, by_text
         domain, message = conversation.domain, conversation.tracker.latest_message
         events = _trim_to_max_history(conversation.events, self.max_history)
-        previous = conversation.states
-        again = False
-        while True:
-            cut = _from_action(events, second=again)
-            if cut is None:
-                return None, False
-            events, again = cut, True
-            states = story_states(events, domain, conversation.rule_only)
+        # Each shorter history starts at the next action. Without `max_history` a history
+        # of more states than the longest learned matches none: a cut that provably folds
+        # into more is passed by unwalked, so a turn walks the conversation a few times,
+        # not once per action (its length squared).
+        cuts = [i for i, event in enumerate(events) if isinstance(event, ActionExecuted)]
+        fewest = None if self.max_history else fewest_story_states(events, cuts)
+        depth = self.histories_.depth
+        previous: Sequence[State] | None = conversation.states
+        for index, cut in enumerate(cuts):
+            if fewest is not None and fewest[index] > depth:
+                previous = None  # not walked: the next cut's states are compared to none
+                continue
+            states = story_states(events[cut:], domain, conversation.rule_only)
             if states == previous:
                 continue
             previous = states
@@ -198,6 +211,7 @@ class AugmentedMemoizationPolicy(MemoizationPolicy):
                     action = self.recall(candidate)
                     if action is not None:
                         return action, by_text
+        return None, False
 
 
 def _trim_to_max_history(events: list[Event], max_history: int | None) -> list[Event]:
@@ -216,12 +230,67 @@ def _trim_to_max_history(events: list[Event], max_history: int | None) -> list[E
     return events
 
 
-def _from_action(events: list[Event], second: bool) -> list[Event] | None:
-    """The events from the first (or second) action on, or None if there is no such action."""
-    found = 0
-    for i, event in enumerate(events):
+def fewest_story_states(events: list[Event], cuts: list[int]) -> list[int]:
+    """For each cut (the index in `events` of an action), a number of states that
+    `story_states(events[cut:])` holds at least, for all cuts in one pass over the events.
+
+    Counted: each action whose state is surely kept. Its turn is not hidden (no
+    `hide_rule_turn`, no followup pending, and the action before it, in the cut, is named
+    and runs no loop), and no loop's collapse can take it or the action before it: a
+    collapse undoes the events between two runs of one loop with no deactivation between
+    them (`collapse_loop_happy_paths`), so the actions after the first of two such runs,
+    up to the one after the second, are not counted for a cut before that first run."""
+    loops = activated_loops(events)
+    count = len(cuts)
+    counted = [False] * count  # by the action's number among the cuts
+    # (first run, the next run of the same loop with no deactivation between), by number
+    spans: dict[int, list[int]] = {}
+    last_run: dict[str, tuple[int, int]] = {}  # a loop's last run: (number, deactivations)
+    deactivations, followup, number = 0, False, -1
+    previous_name: str | None = None
+    for event in events:
         if isinstance(event, ActionExecuted):
-            found += 1
-            if found == (2 if second else 1):
-                return events[i:] or None
-    return None
+            number += 1
+            counted[number] = (
+                number > 0
+                and not event.hide_rule_turn
+                and not followup
+                and previous_name is not None
+                and previous_name not in loops
+            )
+            name = previous_name = event.action_name
+            followup = False
+            if name in loops:
+                run = last_run.get(name)
+                if run is not None and run[1] == deactivations:
+                    spans.setdefault(run[0], []).append(number)
+                last_run[name] = (number, deactivations)
+        elif isinstance(event, UserUttered):
+            followup = False
+        elif isinstance(event, FollowupAction):
+            followup = True
+        elif isinstance(event, ActiveLoop) and event.name is None:
+            deactivations += 1
+    # From the last cut back: the spans starting at or after each, marked once each
+    # (`unmarked` jumps over the marked numbers).
+    unmarked = list(range(count + 1))
+
+    def first_unmarked(at: int) -> int:
+        while unmarked[at] != at:
+            unmarked[at] = unmarked[unmarked[at]]
+            at = unmarked[at]
+        return at
+
+    fewest = [0] * count
+    after, lost = 0, 0  # counted actions after the cut, and those of them in a span
+    for cut in range(count - 1, -1, -1):
+        for second in spans.get(cut, ()):
+            end = min(second + 1, count - 1)
+            at = first_unmarked(cut + 1)
+            while at <= end:
+                lost += counted[at]
+                unmarked[at] = at + 1
+                at = first_unmarked(at + 1)
+        fewest[cut] = after - lost
+        after += counted[cut]
+    return fewest
