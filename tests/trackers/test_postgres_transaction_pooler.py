@@ -6,13 +6,13 @@ server-side prepared statements) works there; so must we."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -37,6 +37,20 @@ def event(n: int) -> dict[str, Any]:
 def pgbouncer(tmp_path: Path) -> Iterator[int]:
     """A PgBouncer in transaction mode with two server connections per database, in front of
     the local PostgreSQL; yields its port."""
+    with running_pgbouncer(tmp_path, server_connections=2) as port:
+        yield port
+
+
+@pytest.fixture
+def pgbouncer_one_backend(tmp_path: Path) -> Iterator[int]:
+    """As `pgbouncer`, with one server connection: every client's transaction runs on it."""
+    with running_pgbouncer(tmp_path, server_connections=1) as port:
+        yield port
+
+
+@contextlib.contextmanager
+def running_pgbouncer(tmp_path: Path, server_connections: int) -> Iterator[int]:
+    """PgBouncer (Debian's) in transaction mode, `server_connections` per database."""
     require_service("PostgreSQL", POSTGRES)
     binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
     if not os.path.exists(binary):
@@ -53,7 +67,7 @@ def pgbouncer(tmp_path: Path) -> Iterator[int]:
         f"[databases]\n* = host={POSTGRES[0]} port={POSTGRES[1]}\n"
         f"[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nauth_type = trust\n"
         f"auth_file = {tmp_path / 'users.txt'}\npool_mode = transaction\n"
-        "default_pool_size = 2\nunix_socket_dir =\n"
+        f"default_pool_size = {server_connections}\nunix_socket_dir =\n"
     )
     # PgBouncer refuses to run as root: it reads its files, then becomes `postgres`.
     as_user = ["-u", "postgres"] if os.geteuid() == 0 else []
@@ -174,55 +188,29 @@ async def test_three_sql_brokers_through_pgbouncer_deliver_every_event_at_once(
     assert all("HINT" not in message and "sqlalche.me" not in message for message in said)
 
 
-# One worker: a process of its own (asyncpg numbers its statements per process, from 1, so
-# the names of two workers meet on a server backend; the stores of one process never do).
-WORKER = """
-import asyncio, json, sys
-from server.trackers.factory import create_tracker_store
-
-async def main():
-    store = create_tracker_store(json.loads(sys.argv[1]))
-    try:
-        await store.append(sys.argv[2], [json.loads(sys.argv[3])])
-    finally:
-        await store.close()
-
-asyncio.run(main())
-"""
-
-
-async def test_workers_starting_at_once_through_pgbouncer_set_up_the_schema(
-    pgbouncer: int,
+async def test_a_worker_sets_up_the_schema_where_another_worker_left_its_statements(
+    pgbouncer_one_backend: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for attempt in range(3):
-        async with postgres_database() as config:
-            # Three workers start together on a fresh database: each sets up the schema (the
-            # migrations), through the pooler's two server connections, then appends.
-            workers = [
-                await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-c",
-                    WORKER,
-                    json.dumps({**config, "port": pgbouncer}),
-                    f"user{w}",
-                    json.dumps(event(w)),
-                    stderr=asyncio.subprocess.PIPE,
-                )
-                for w in range(3)
-            ]
-            outcomes = [await worker.communicate() for worker in workers]
-            failed = [
-                stderr.decode().strip().splitlines()[-1]
-                for worker, (_, stderr) in zip(workers, outcomes, strict=True)
-                if worker.returncode != 0
-            ]
-            assert not failed, f"attempt {attempt}: {failed}"
-            store = create_tracker_store(config)
+    # Two workers start one after the other through a pooler in transaction mode, each set-up
+    # on the server connection the other one's ran on. Each worker is a process of its own,
+    # and asyncpg numbers its statements per process from the same start: the second one's
+    # count is set back to where the first one's began. Before, the second worker's schema
+    # set-up prepared its statements under the first one's names there and failed
+    # ('prepared statement "__asyncpg_stmt_3__" already exists'), its every attempt.
+    first_number = asyncpg.connection._uid  # type: ignore[attr-defined]
+    async with postgres_database() as config:
+        for w in range(2):
+            monkeypatch.setattr(asyncpg.connection, "_uid", first_number)
+            store = create_tracker_store({**config, "port": pgbouncer_one_backend})
             try:
-                for w in range(3):
-                    assert await store.load(f"user{w}") == [event(w)]
+                await store.append(f"user{w}", [event(w)])
             finally:
                 await store.close()
+        store = create_tracker_store(config)
+        try:
+            assert [await store.load(f"user{w}") for w in range(2)] == [[event(0)], [event(1)]]
+        finally:
+            await store.close()
 
 
 async def test_another_clients_statement_under_our_name_on_a_write_moves_to_unprepared(
