@@ -212,6 +212,34 @@ def test_undo_drops_the_last_action_and_what_followed() -> None:
     assert tracker.latest_message.intent_name == "greet"
 
 
+@pytest.mark.parametrize("turns", [3, 400])  # folded here, and in a thread (over 1,000 events)
+async def test_a_rewind_folded_off_the_loop_leaves_the_state_a_rewind_leaves(turns: int) -> None:
+    history: list[Event] = []
+    for turn in range(turns):
+        history += [
+            user("greet"),
+            action("utter_greet"),
+            SlotSet("x", turn),
+            action("action_listen"),
+        ]
+    history += [
+        ActiveLoop("form"),
+        ConversationPaused(),
+        user("inform", "Rome"),
+        SlotSet("x", "Rome"),
+    ]
+    rewinds = [UserUtteranceReverted(), action("utter_ask"), ActionReverted()]
+    inline, folded = Tracker("u", {"x": None}), Tracker("u", {"x": None})
+    inline.update_many([*history, *rewinds])
+    folded.update_many(history)
+    await folded.update_many_off_loop(rewinds)
+    assert folded.events == inline.events
+    assert folded.current_state(EventVerbosity.ALL) == inline.current_state(EventVerbosity.ALL)
+    # Taken back: the message, its slot, the pause and the loop; then the action undone.
+    assert folded.get_slot("x") == turns - 1 and not folded.paused and not folded.active_loop
+    assert folded.latest_action_name == "utter_greet"
+
+
 def test_pause_resume_and_followup() -> None:
     tracker = Tracker("u")
     tracker.update(ConversationPaused())
