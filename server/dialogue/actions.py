@@ -35,6 +35,7 @@ from server.trackers.events import (
     UserUtteranceReverted,
     UserUttered,
     event_from_dict,
+    off_loop_for,
     off_loop_if_long,
 )
 from server.trackers.freeing import release_off_loop
@@ -133,9 +134,7 @@ async def written_out(
 ) -> dict[str, Any]:
     """`write(tracker)`, in a thread for a long conversation. The turn holds the conversation's
     lock, so nothing changes the tracker meanwhile."""
-    if len(tracker.events) > OFF_LOOP_EVENTS:
-        return await asyncio.to_thread(write, tracker)
-    return write(tracker)
+    return await off_loop_for(tracker.events, write, tracker)
 
 
 def let_go_of_events(state: dict[str, Any]) -> None:

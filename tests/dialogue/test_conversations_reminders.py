@@ -31,6 +31,7 @@ from server.dialogue.reminders import ReminderScheduler
 from server.trackers.events import (
     OFF_LOOP_EVENTS,
     BotUttered,
+    Event,
     ReminderCancelled,
     Restarted,
     UserUttered,
@@ -312,7 +313,7 @@ async def test_a_long_conversations_reminder_is_checked_off_the_loop(
     reminder_holds = processor_module._reminder_holds
     monkeypatch.setattr(processor_module, "_reminder_holds", holds)
     agent, callback = reminderbot(bot_models, QuickReminder)
-    said = [BotUttered(text="Hello!") for _ in range(OFF_LOOP_EVENTS + 1)]
+    said: list[Event] = [BotUttered(text="Hello!") for _ in range(OFF_LOOP_EVENTS + 1)]
     await agent.append_events("long-remind", said)
     await Conversation(agent, "long-remind").say('/ask_remind_call{"PERSON": "Ada"}')
     if restarted:
