@@ -6,7 +6,8 @@ in it and the loop thread's own CPU (`loop_busiest`: work done on the loop itsel
 Moodbot is trained, served in-process (no network) on the chosen store; round 2 is a new
 app on the same store, as after a restart of the process, and ends with a POST of as many
 events again and a turn of another conversation (which evicts the long one from the
-caches).
+caches); before those, a rewind, the turn after it, the default fallback and a new session
+of the long conversation.
 
     python bench/loop_holds.py [--store memory|sqlite|redis] [--events 100000]
 """
@@ -46,6 +47,9 @@ def requests(first_round: bool, body: bytes) -> list[tuple[str, str, str, dict[s
     json_body: dict[str, Any] = {"content": body, "headers": {"content-type": "application/json"}}
     put = ("PUT tracker/events", "PUT", "tracker/events?include_events=NONE", json_body)
     other_turn = {"json": {"message": "hi", "sender": "other"}}
+    rewind: dict[str, Any] = {"json": {"event": "rewind"}}
+    fallback: dict[str, Any] = {"json": {"name": "action_default_fallback"}}
+    session: dict[str, Any] = {"json": {"name": "action_session_start"}}
     last = [
         (
             "POST tracker/events (as many more)",
@@ -54,6 +58,16 @@ def requests(first_round: bool, body: bytes) -> list[tuple[str, str, str, dict[s
             json_body,
         ),
         ("POST webhook, another conversation", "POST", "/webhooks/rest/webhook", other_turn),
+    ]
+    # On the hot conversation with its policies' state cache (round 2, before `last`): a
+    # rewind takes back its last turn, the next turn predicts after it, the default fallback
+    # rewinds within a turn, then a new session carries the slots over.
+    webhook = {"json": {"message": "hi"}}
+    rewinds = [
+        ("POST tracker/events (a rewind)", "POST", "tracker/events?include_events=NONE", rewind),
+        ("POST webhook (the turn after it)", "POST", "/webhooks/rest/webhook", webhook),
+        ("POST execute (default fallback)", "POST", "execute?include_events=NONE", fallback),
+        ("POST execute (session start)", "POST", "execute?include_events=NONE", session),
     ]
     return [
         *([put] if first_round else []),
@@ -66,7 +80,7 @@ def requests(first_round: bool, body: bytes) -> list[tuple[str, str, str, dict[s
         ("POST predict", "POST", "predict", {}),
         ("POST webhook (a turn)", "POST", "/webhooks/rest/webhook", {"json": {"message": "hi"}}),
         ("POST /model/predict (the events)", "POST", "/model/predict", json_body),
-        *([] if first_round else last),
+        *([] if first_round else [*rewinds, *last]),
     ]
 
 

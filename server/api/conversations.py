@@ -55,6 +55,7 @@ from server.trackers.events import (
     Event,
     UserUttered,
     events_from_list,
+    off_loop_for,
     off_loop_if_long,
 )
 from server.trackers.incoming import check_entities, check_incoming_events
@@ -378,10 +379,7 @@ def conversations_router() -> APIRouter:
         tracker = await services.agent.tracker(conversation_id, all_sessions=needs_history)
         own = [tracker] if needs_history else []  # (all sessions: a tracker of its own)
         if until_time is not None:
-            if len(tracker.events) > OFF_LOOP_EVENTS:
-                tracker = await asyncio.to_thread(tracker.until, until_time)
-            else:
-                tracker = tracker.until(until_time)
+            tracker = await off_loop_for(tracker.events, tracker.until, until_time)
             own.append(tracker)
         return freed_after_sending(await tracker_response(tracker, verbosity), own)
 
@@ -478,12 +476,9 @@ def conversations_router() -> APIRouter:
         # Written in a thread when long: 100,000 events held the loop 2.5 s. The tracker
         # (all sessions) is this request's own.
         try:
-            if len(tracker.events) > OFF_LOOP_EVENTS:
-                story = await asyncio.to_thread(
-                    conversation_story, tracker, every_session, until_time
-                )
-            else:
-                story = conversation_story(tracker, every_session, until_time)
+            story = await off_loop_for(
+                tracker.events, conversation_story, tracker, every_session, until_time
+            )
         except RecursionError:  # another process's event (before: a traceback)
             raise CorruptConversation(
                 f"Conversation '{conversation_id}' holds an event nested too deeply to write "

@@ -17,7 +17,7 @@ import orjson
 
 from server.errors import how_many
 from server.tasks import stop
-from server.trackers.events import OFF_LOOP_EVENTS
+from server.trackers.events import OFF_LOOP_EVENTS, off_loop_if_long
 from server.trackers.store import TrackerStore
 from server.trackers.weight import KIB
 
@@ -341,8 +341,12 @@ async def _all_contained(
     stored: Sequence[dict[str, Any]], runs: list[list[dict[str, Any]]]
 ) -> list[bool]:
     """`_contains` of each run; in a thread for a long conversation, not on the event loop."""
-    if len(stored) > OFF_LOOP_EVENTS:
-        return await asyncio.to_thread(lambda: [_contains(stored, run) for run in runs])
+    return await off_loop_if_long(_each_contained, stored, runs)
+
+
+def _each_contained(
+    stored: Sequence[dict[str, Any]], runs: list[list[dict[str, Any]]]
+) -> list[bool]:
     return [_contains(stored, run) for run in runs]
 
 

@@ -35,9 +35,11 @@ from server.trackers.events import (
     UserUtteranceReverted,
     UserUttered,
     event_from_dict,
+    off_loop_for,
+    off_loop_if_long,
 )
 from server.trackers.freeing import release_off_loop
-from server.trackers.tracker import EventVerbosity, Tracker
+from server.trackers.tracker import EventVerbosity, Tracker, applied_events
 
 logger = logging.getLogger(__name__)
 
@@ -132,9 +134,7 @@ async def written_out(
 ) -> dict[str, Any]:
     """`write(tracker)`, in a thread for a long conversation. The turn holds the conversation's
     lock, so nothing changes the tracker meanwhile."""
-    if len(tracker.events) > OFF_LOOP_EVENTS:
-        return await asyncio.to_thread(write, tracker)
-    return write(tracker)
+    return await off_loop_for(tracker.events, write, tracker)
 
 
 def let_go_of_events(state: dict[str, Any]) -> None:
@@ -205,12 +205,8 @@ class ActionSessionStart(Action):
         events: list[Event] = [SessionStarted()]
         carried = ctx.domain.session_config.carry_over_slots_to_new_session
         if carried:
-            for event in ctx.tracker.applied_events():
-                if isinstance(event, SlotSet) and event.key != SESSION_STARTED_METADATA:
-                    # A metadata of its own: the model's ids stamped on this copy must not
-                    # reach the earlier session's event (stored without them).
-                    metadata = dict(event.metadata)
-                    events.append(SlotSet(key=event.key, value=event.value, metadata=metadata))
+            # A long session's walk in a thread (100,000 events held the event loop 0.1 s).
+            events += await off_loop_if_long(_carried_slots, ctx.tracker.events)
         # The metadata of the message starting this session (unlike Rasa, kept when the
         # slots are not carried over); an earlier session's, or one a client set through
         # the events API, only with the other slots.
@@ -221,6 +217,17 @@ class ActionSessionStart(Action):
             events.append(SlotSet(key=SESSION_STARTED_METADATA, value=started))
         events.append(ActionExecuted(action_name=ACTION_LISTEN))
         return events
+
+
+def _carried_slots(events: list[Event]) -> list[SlotSet]:
+    """The slot events of the applied `events` a new session starts with, as copies."""
+    return [
+        # A metadata of its own: the model's ids stamped on this copy must not reach the
+        # earlier session's event (stored without them).
+        SlotSet(key=event.key, value=event.value, metadata=dict(event.metadata))
+        for event in applied_events(events)
+        if isinstance(event, SlotSet) and event.key != SESSION_STARTED_METADATA
+    ]
 
 
 class ActionDefaultFallback(Action):

@@ -213,7 +213,7 @@ class Agent:
                 )
             else:
                 mark_posted(events, execute_side_effects, admission)
-                tracker.update_many(events)
+                await tracker.update_many_off_loop(events)  # (a long one's rewind: a thread)
             processor.reminders.log_refused(sender_id, admission.refused)
             await processor.save(tracker, start, model)
             if execute_side_effects:

@@ -90,7 +90,7 @@ from server.trackers.events import (
 from server.trackers.memory_lock import InMemoryLockStore
 from server.trackers.repository import TrackerRepository
 from server.trackers.store import NAME_COLUMN_LENGTH, check_conversation_id
-from server.trackers.tracker import Tracker
+from server.trackers.tracker import REVERTS, Tracker, applied_events
 
 logger = logging.getLogger(__name__)
 
@@ -617,7 +617,10 @@ class Processor:
             tracker = await self.tracker_for(sender_id, model)
             if output_for is not None:
                 output = output_for(tracker)
-            if reminder is not None and not _reminder_holds(tracker, reminder):
+            # (A long session's walk in a thread: 100,000 events held the loop 60 ms.)
+            if reminder is not None and not await off_loop_if_long(
+                _reminder_holds, tracker.events, reminder
+            ):
                 logger.info(
                     "reminder '%s' for %s dropped: the conversation restarted or started a new "
                     "session since, the reminder was cancelled or scheduled again (through "
@@ -690,8 +693,6 @@ class Processor:
             debugging = logger.isEnabledFor(logging.DEBUG)
         if self._fill_slots(tracker, model):
             await self._extract_with_actions(tracker, model, output)
-        if len(tracker.events) > OFF_LOOP_EVENTS:
-            await fold_states_off_loop(tracker, model)
         ran: list[str] = []
         # `active_loop_name` without the calls while no loop is active (most turns).
         loop = tracker.active_loop.get("name") if tracker.active_loop else None
@@ -718,6 +719,10 @@ class Processor:
                 # As Rasa: a paused conversation (say, handed to a human) logs the user's
                 # messages and fills slots, but the bot says nothing until resumed.
                 return ran
+            if len(tracker.events) > OFF_LOOP_EVENTS:
+                # An action that rewound the turn (a fallback) makes the next prediction fold
+                # the whole session again: in a thread too.
+                await fold_states_off_loop(tracker, model)
             prediction = self.predict_next(tracker, model)
             featurization = featurization_of(tracker, model, prediction)
             action = self.action_for(prediction.action_name, model.domain)
@@ -993,7 +998,10 @@ class Processor:
             # read in timestamp order (a dashboard, `?until=`) is then in event order, whatever
             # time an action (or its server's clock) gave its events.
             event.timestamp = time.time()
-            tracker.update(event)
+            if isinstance(event, REVERTS):  # (a long conversation's is folded in a thread)
+                await tracker.update_many_off_loop((event,))
+            else:
+                tracker.update(event)
             if isinstance(event, BotUttered) and output is not None:
                 message = event.message()
                 # The REST channel's collector takes it without a coroutine.
@@ -1158,15 +1166,16 @@ def _stamped_now(events: list[Event]) -> list[Event]:
     ]
 
 
-def _reminder_holds(tracker: Tracker, reminder: ReminderScheduled) -> bool:
-    """Whether `reminder` may fire, as Rasa decides: it is among the applied events (no
-    restart or new session since), and, if killed by a user message, none with text came
-    after it (a rewound one too). The tracker decides, not this process's timers: the user
-    may have spoken to another, or another may have scheduled a reminder of the same name
-    since (which replaces this one) or cancelled reminders. Reminder events only recorded
-    (posted without their side effects) neither replace nor cancel, as in Rasa; those
-    applied carry what they did in their metadata (see `reminders.mark_applied`)."""
-    applied = tracker.applied_events()
+def _reminder_holds(events: list[Event], reminder: ReminderScheduled) -> bool:
+    """Whether `reminder` may fire, as Rasa decides from the conversation's `events`: it is
+    among the applied events (no restart or new session since), and, if killed by a user
+    message, none with text came after it (a rewound one too). The conversation decides,
+    not this process's timers: the user may have spoken to another, or another may have
+    scheduled a reminder of the same name since (which replaces this one) or cancelled
+    reminders. Reminder events only recorded (posted without their side effects) neither
+    replace nor cancel, as in Rasa; those applied carry what they did in their metadata
+    (see `reminders.mark_applied`)."""
+    applied = applied_events(events)
     for index in range(len(applied) - 1, -1, -1):
         event = applied[index]
         if (
@@ -1182,7 +1191,7 @@ def _reminder_holds(tracker: Tracker, reminder: ReminderScheduled) -> bool:
                     cancel = applied_cancel(e)
                     if cancel is not None and cancels(cancel, reminder):
                         return False
-            return not reminder.kill_on_user_message or not _spoken_after(tracker.events, event)
+            return not reminder.kill_on_user_message or not _spoken_after(events, event)
     return False
 
 

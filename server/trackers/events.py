@@ -29,11 +29,17 @@ T = TypeVar("T")
 async def off_loop_if_long(work: Callable[..., T], items: Sequence[Any], *args: Any) -> T:
     """`work(items, *args)`: in a thread when `items` are more than OFF_LOOP_EVENTS, else
     here (a short list's work costs less than the hop)."""
+    return await off_loop_for(items, work, items, *args)
+
+
+async def off_loop_for(items: Sequence[Any], work: Callable[..., T], *args: Any) -> T:
+    """`work(*args)`: in a thread when `items` (the events it walks) are more than
+    OFF_LOOP_EVENTS, else here."""
     if len(items) > OFF_LOOP_EVENTS:
         import asyncio  # (not at import: the CLI's data commands read events without a loop)
 
-        return await asyncio.to_thread(work, items, *args)
-    return work(items, *args)
+        return await asyncio.to_thread(work, *args)
+    return work(*args)
 
 
 ACTION_LISTEN = "action_listen"

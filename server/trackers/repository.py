@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from server.trackers.events import OFF_LOOP_EVENTS, Event
+from server.trackers.events import OFF_LOOP_EVENTS, Event, off_loop_for
 from server.trackers.freeing import free_off_loop, release_off_loop
 from server.trackers.store import TrackerStore
 from server.trackers.tracker import Tracker
@@ -152,9 +152,7 @@ def _let_go(entry: tuple[Tracker, int, int]) -> None:
 async def _fold(
     sender_id: str, dicts: Sequence[dict[str, Any]], slot_defaults: dict[str, Any]
 ) -> Tracker:
-    if len(dicts) > OFF_LOOP_EVENTS:
-        return await asyncio.to_thread(Tracker.from_dicts, sender_id, dicts, slot_defaults)
-    return Tracker.from_dicts(sender_id, dicts, slot_defaults)
+    return await off_loop_for(dicts, Tracker.from_dicts, sender_id, dicts, slot_defaults)
 
 
 def _dicts(events: list[Event]) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import threading
 import time
 import zoneinfo
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from rasa_sdk.events import ReminderCancelled as SdkReminderCancelled
 from rasa_sdk.events import ReminderScheduled
 from rasa_sdk.executor import CollectingDispatcher
 
+from server.dialogue import processor as processor_module
 from server.dialogue import reminders as reminders_module
 from server.dialogue.agent import Agent
 from server.dialogue.messages import CollectingOutputChannel, UserMessage
@@ -28,6 +30,8 @@ from server.dialogue.processor import Processor
 from server.dialogue.reminders import ReminderScheduler
 from server.trackers.events import (
     OFF_LOOP_EVENTS,
+    BotUttered,
+    Event,
     ReminderCancelled,
     Restarted,
     UserUttered,
@@ -291,6 +295,33 @@ async def test_a_message_the_other_process_rewound_still_kills_a_kill_on_user_ms
     assert turn.actions == ["action_default_fallback"]
 
     assert await callback.texts_within(DELAY + 0.5) == []
+
+
+@pytest.mark.parametrize("restarted", [False, True])
+async def test_a_long_conversations_reminder_is_checked_off_the_loop(
+    bot_models: BotModels, restarted: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, whether a reminder still held walked its conversation's events on the event
+    loop (a session of 100,000 events held it 60 ms); now in a thread past OFF_LOOP_EVENTS,
+    deciding as before: it fires, unless the conversation restarted since."""
+    threads: list[str] = []
+
+    def holds(*args: Any) -> bool:
+        threads.append(threading.current_thread().name)
+        return reminder_holds(*args)
+
+    reminder_holds = processor_module._reminder_holds
+    monkeypatch.setattr(processor_module, "_reminder_holds", holds)
+    agent, callback = reminderbot(bot_models, QuickReminder)
+    said: list[Event] = [BotUttered(text="Hello!") for _ in range(OFF_LOOP_EVENTS + 1)]
+    await agent.append_events("long-remind", said)
+    await Conversation(agent, "long-remind").say('/ask_remind_call{"PERSON": "Ada"}')
+    if restarted:
+        await agent.append_events("long-remind", [Restarted()])
+
+    expected = [] if restarted else ["Remember to call Ada!"]
+    assert await callback.texts_within(DELAY + 2) == expected
+    assert len(threads) == 1 and threads[0] != threading.main_thread().name
 
 
 async def test_a_reminder_of_a_conversation_deleted_meanwhile_writes_nothing(

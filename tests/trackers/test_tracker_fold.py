@@ -33,6 +33,7 @@ from server.trackers.events import (
     StoryExported,
     UserUtteranceReverted,
     UserUttered,
+    event_from_dict,
 )
 from server.trackers.tracker import EventVerbosity, Tracker
 from server.training.project import load_project, load_test_stories
@@ -210,6 +211,78 @@ def test_undo_drops_the_last_action_and_what_followed() -> None:
     assert tracker.get_slot("x") is None
     assert tracker.latest_action == {}
     assert tracker.latest_message.intent_name == "greet"
+
+
+@pytest.mark.parametrize("turns", [3, 400])  # folded here, and in a thread (over 1,000 events)
+async def test_a_rewind_folded_off_the_loop_leaves_the_state_a_rewind_leaves(turns: int) -> None:
+    history: list[Event] = []
+    for turn in range(turns):
+        history += [
+            user("greet"),
+            action("utter_greet"),
+            SlotSet("x", turn),
+            action("action_listen"),
+        ]
+    history += [
+        ActiveLoop("form"),
+        ConversationPaused(),
+        user("inform", "Rome"),
+        SlotSet("x", "Rome"),
+    ]
+    rewinds = [UserUtteranceReverted(), action("utter_ask"), ActionReverted()]
+    inline, folded = Tracker("u", {"x": None}), Tracker("u", {"x": None})
+    inline.update_many([*history, *rewinds])
+    folded.update_many(history)
+    await folded.update_many_off_loop(rewinds)
+    assert folded.events == inline.events
+    assert folded.current_state(EventVerbosity.ALL) == inline.current_state(EventVerbosity.ALL)
+    # Taken back: the message, its slot, the pause and the loop; then the action undone.
+    assert folded.get_slot("x") == turns - 1 and not folded.paused and not folded.active_loop
+    assert folded.latest_action_name == "utter_greet"
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_events_folded_off_the_loop_leave_the_state_inline_folding_leaves(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every rewind through the thread (the bound at 0), whatever came before or comes along.
+    monkeypatch.setattr("server.trackers.events.OFF_LOOP_EVENTS", 0)
+    rng = random.Random(seed)
+    kinds = [
+        lambda: action(rng.choice(["action_listen", "utter_a", "a_form"])),
+        lambda: ActionExecutionRejected(action_name=rng.choice(["utter_a", "a_form"])),
+        lambda: user(rng.choice(["greet", "inform"]), rng.choice(["hi", None])),
+        lambda: BotUttered(text="hi"),
+        lambda: SlotSet(key=rng.choice(["s", "undeclared"]), value=rng.randint(0, 9)),
+        lambda: ActiveLoop(name=rng.choice(["a_form", None])),
+        UserUtteranceReverted,
+        UserUtteranceReverted,
+        ActionReverted,
+        ActionReverted,
+        Restarted,
+        SessionStarted,
+        lambda: FollowupAction(action_name="utter_a"),
+        lambda: LoopInterrupted(is_interrupted=True),
+        AllSlotsReset,
+        ConversationPaused,
+        ConversationResumed,
+        lambda: EntitiesAdded(entities=[{"entity": "e", "value": rng.randint(0, 2)}]),
+    ]
+    for n in range(60):
+        events = [rng.choice(kinds)() for _ in range(rng.randint(1, 40))]
+        for index, event in enumerate(events):
+            event.timestamp = float(index)
+        cut = rng.randint(0, len(events))
+        # Each tracker its own events: a fold writes an entity added into its message.
+        inline = Tracker(f"r{n}", {"s": None})
+        inline.update_many([event_from_dict(e.as_dict()) for e in events])
+        folded = Tracker(f"r{n}", {"s": None})
+        folded.update_many(events[:cut])
+        await folded.update_many_off_loop(events[cut:])
+        state = folded.current_state(EventVerbosity.ALL)
+        assert state == inline.current_state(EventVerbosity.ALL), (seed, n, cut)
+        assert folded.rejected_action == inline.rejected_action
+        assert folded._undeclared_logged == inline._undeclared_logged
 
 
 def test_pause_resume_and_followup() -> None:
