@@ -577,12 +577,19 @@ def test_rasas_own_rules_example_trains_despite_its_warnings_as_in_rasa(
 def test_fail_on_validation_warnings_refuses_to_train_on_a_warning(
     run_cli, starter_copy: Path
 ) -> None:
+    # An intent without examples, used in no story: as Rasa's, this warning never stops it.
     domain = starter_copy / "domain.yml"
     domain.write_text(domain.read_text().replace("intents:\n", "intents:\n  - unused_intent\n", 1))
+    assert run_cli("train", "--force", "--fail-on-validation-warnings", cwd=starter_copy).code == 0
+    nlu = starter_copy / "data" / "nlu.yml"
+    nlu.write_text(nlu.read_text() + "\n- intent: order_pizza\n  examples: |\n    - a pizza\n")
     assert run_cli("train", "--force", cwd=starter_copy).code == 0  # a warning, as in Rasa
 
     strict = run_cli("train", "--force", "--fail-on-validation-warnings", cwd=starter_copy)
     assert strict.code == 1
+    assert "labeled with intent 'order_pizza'. This intent is not listed in your domain" in (
+        strict.err
+    )
     assert "intent 'unused_intent' is in the domain but has no examples" in strict.err
     assert "--fail-on-validation-warnings" in strict.err
 
