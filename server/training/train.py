@@ -313,7 +313,7 @@ def _train_project(
     NLU-only, see `model_kind`), or finds it trained."""
     kind = "core" if core_only else model_kind(project)
     if kind != "nlu":  # before the archive is looked for: older versions trained such stories
-        check_story_actions(project.stories, project.domain)
+        check_story_actions(project.stories, project.domain, project.config.policies)
     marker = _marker(project, core_only)
     fingerprint = _fingerprint(project, marker)
     with_nlu = kind != "core"

@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from server.dialogue.domain import DEFAULT_INTENTS, Domain
 from server.dialogue.policies.ensemble import PolicyEnsemble
@@ -214,7 +214,7 @@ def check_project(
     # Rasa warns of them as it reads the stories; its validator does not fail on them.
     report.unchecked_warnings.extend(checkpoint_warnings(project.stories))
     _add_conflicts(project, report, max_history)
-    if undeclared_story_actions(project.stories, domain):
+    if story_actions_stop_training(project):
         report.training_stops = True  # training refuses them (see `check_story_actions`)
 
 
@@ -389,12 +389,45 @@ def undeclared_story_actions(steps: list[StoryStep], domain: Domain) -> list[Und
     return list(found.values())
 
 
-def check_story_actions(steps: list[StoryStep], domain: Domain) -> None:
-    """InvalidProjectFile when a story or rule runs an action the domain lacks: the policies
-    cannot learn to predict it. Rasa 3.6's training stops there too (`ActionNotFoundException:
-    Cannot access action ...`, from TEDPolicy or RulePolicy), after its validation only warned
-    of an `utter_` one; botserver used to train, and the bot never followed that step."""
-    undeclared = undeclared_story_actions(steps, domain)
+# Policies that look up, as Rasa 3.6 trains them, every action stories and rules run (its
+# TEDPolicy and UnexpecTEDIntentPolicy make labels of them; MLPolicy is botserver's TEDPolicy).
+_EVERY_ACTION_LOOKED_UP = frozenset({"TEDPolicy", "UnexpecTEDIntentPolicy", "MLPolicy"})
+
+
+def _refused_story_actions(
+    steps: list[StoryStep], domain: Domain, policies: list[dict[str, Any]]
+) -> list[UndeclaredAction]:
+    """The undeclared actions Rasa 3.6's training stops on with these policies: any with a
+    TEDPolicy; with a RulePolicy checking for contradictions (its default), those rules run,
+    as it predicts them over the training data; none with memoization alone, which Rasa
+    trains (the bot never follows such a step)."""
+    names = {policy.get("name") for policy in policies}
+    if names & _EVERY_ACTION_LOOKED_UP:
+        return undeclared_story_actions(steps, domain)
+    if any(
+        policy.get("name") == "RulePolicy" and policy.get("check_for_contradictions") is not False
+        for policy in policies
+    ):
+        return undeclared_story_actions([step for step in steps if step.is_rule], domain)
+    return []
+
+
+def story_actions_stop_training(project: Project) -> bool:
+    """Whether training refuses this project for its stories' actions (`check_story_actions`)."""
+    policies = project.config.policies
+    return bool(_refused_story_actions(project.stories, project.domain, policies))
+
+
+def check_story_actions(
+    steps: list[StoryStep], domain: Domain, policies: list[dict[str, Any]]
+) -> None:
+    """InvalidProjectFile when a story or rule runs an action the domain lacks and the
+    policies cannot learn to predict it. Rasa 3.6's training stops there too
+    (`ActionNotFoundException: Cannot access action ...`, from TEDPolicy or RulePolicy),
+    after its validation only warned of an `utter_` one; botserver used to train, and the
+    bot never followed that step. With memoization alone, Rasa trains, and so does botserver
+    (the action is one of the training warnings)."""
+    undeclared = _refused_story_actions(steps, domain, policies)
     if not undeclared:
         return
     first, others = undeclared[0], [f"'{other.name}'" for other in undeclared[1:]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,48 @@ def test_training_stops_on_story_actions_the_domain_lacks(tmp_path: Path, core_o
         "can predict it and nothing was trained: add it to the domain, or correct the name"
     )
     assert not (tmp_path / "m").exists()
+
+
+TYPOS = (
+    'version: "3.1"\nstories:\n- story: typo\n  steps:\n  - intent: greet\n'
+    "  - action: utter_gret\nrules:\n- rule: bye\n  steps:\n  - intent: bye\n"
+    "  - action: action_bye\n  - action: utter_gret\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("policies", "refused"),
+    [
+        ("- name: MemoizationPolicy\n- name: AugmentedMemoizationPolicy\n", None),
+        ("- name: RulePolicy\n  check_for_contradictions: false\n", None),
+        ("- name: RulePolicy\n", "11: action 'action_bye' is used in rule 'bye'"),
+        ("- name: UnexpecTEDIntentPolicy\n", "6: action 'utter_gret' is used in story 'typo'"),
+    ],
+)
+def test_story_actions_the_domain_lacks_stop_training_as_rasas_policies_do(
+    tmp_path: Path, policies: str, refused: str | None
+) -> None:
+    """Rasa 3.6 trains such stories with memoization alone (only its TEDPolicy and
+    UnexpecTEDIntentPolicy look up every action, its RulePolicy those rules run as it checks
+    them for contradictions): a bot Rasa trains is trained, with a warning per action."""
+    (tmp_path / "domain.yml").write_text(DOMAIN)
+    (tmp_path / "config.yml").write_text(f"assistant_id: typos\npolicies:\n{policies}")
+    stories = tmp_path / "stories.yml"
+    stories.write_text(TYPOS)
+    trainer = partial(train, tmp_path / "config.yml", tmp_path / "domain.yml", [stories])
+    if refused is not None:
+        with pytest.raises(InvalidProjectFile, match=f"^{re.escape(str(stories))}:{refused}"):
+            trainer(tmp_path / "m")
+        assert not (tmp_path / "m").exists()
+        return
+    result = trainer(tmp_path / "m")
+    assert result.path.exists()
+    assert sorted(w for w in result.warnings if "domain (as a response" in w) == [
+        f"{stories}:11: action 'action_bye' is used in rule 'bye' but is not listed in the "
+        "domain (as a response, action or form)",
+        f"{stories}:6: action 'utter_gret' is used in story 'typo' but is not listed in the "
+        "domain (as a response, action or form)",
+    ]
 
 
 def test_a_config_without_assistant_id_trains_a_model_with_a_random_one(
