@@ -1151,12 +1151,13 @@ def _train_inputs(args: argparse.Namespace) -> tuple[Path | None, Path, list[Pat
     return _config_path(args), Path(args.domain), [Path(p) for p in args.data]
 
 
-def _valid_for_training(args: argparse.Namespace) -> tuple[bool, Project | None]:
+def _valid_for_training(args: argparse.Namespace) -> tuple[bool, Project | None, list[str]]:
     """As `rasa train`: the checks of `data validate` first; an error is printed as `data
     validate` prints it, and nothing is trained. Rasa also stops on a few of its *warnings*
     (a slot mapping conditioned on a form that lacks it); botserver prints them and trains,
     saying Rasa would not (`--fail-on-validation-warnings` stops on them). With the project
-    validation read, for training to train without reading the files again."""
+    validation read, for training to train without reading the files again, and the
+    warnings printed, for training not to print them again."""
     from server.training.validation import validate_project
 
     config, domain, data = _train_inputs(args)
@@ -1165,8 +1166,9 @@ def _valid_for_training(args: argparse.Namespace) -> tuple[bool, Project | None]
     )
     strict = args.fail_on_validation_warnings
     if not (report.errors or report.failing_warnings or (strict and report.warnings)):
-        return True, report.project
-    for warning in [*report.config_warnings, *report.unchecked_warnings, *report.warnings]:
+        return True, report.project, []
+    printed = [*report.config_warnings, *report.unchecked_warnings, *report.warnings]
+    for warning in printed:
         print(f"warning: {warning}", file=sys.stderr)
     from server.logs import command_failed
 
@@ -1180,7 +1182,7 @@ def _valid_for_training(args: argparse.Namespace) -> tuple[bool, Project | None]
             "trains (--fail-on-validation-warnings stops, as Rasa does).",
             file=sys.stderr,
         )
-        return True, report.project
+        return True, report.project, printed
     reasons = [how_many(len(report.errors), "error")] if report.errors else []
     if strict and report.warnings:
         warnings = how_many(len(report.warnings), "warning")
@@ -1191,7 +1193,7 @@ def _valid_for_training(args: argparse.Namespace) -> tuple[bool, Project | None]
         f"Project validation completed with errors ({'; '.join(reasons)}): nothing "
         f"was trained. Correct them{anyway}."
     )
-    return False, None
+    return False, None, printed
 
 
 def _nlu_domain(domain: str) -> Path | None:
@@ -1243,9 +1245,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if what is not None:
         _check_whole_model_flags(args, what)
     _check_output_dir(Path(args.out), "--out")
-    validated = None
+    validated: Project | None = None
+    said: list[str] = []
     if what is None and not args.skip_validation:
-        valid, validated = _valid_for_training(args)
+        valid, validated, said = _valid_for_training(args)
         if not valid:
             return 1
     with _progress() as say:
@@ -1281,6 +1284,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 progress=say,
                 augmentation=args.augmentation,
                 project=validated,
+                said=said,
             )
     if result.skipped:
         print(

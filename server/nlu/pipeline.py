@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -88,11 +89,18 @@ class NLUPipeline:
 
     @classmethod
     def train(
-        cls, data: NLUTrainingData, pipeline: list[dict], language: str = "en"
+        cls,
+        data: NLUTrainingData,
+        pipeline: list[dict],
+        language: str = "en",
+        said: Collection[str] = (),
     ) -> NLUPipeline:
+        """`said`: warnings the command printed already (its project validation's), kept in
+        the model's but not logged again."""
         plan = _plan_for(data, pipeline)
         for warning in plan.warnings:
-            logger.warning(warning)
+            if warning not in said:
+                logger.warning(warning)
         options = [ReadKeys(s.config) for s in plan.steps]
         components = [
             (s.key, _build_step(s, o, language)) for s, o in zip(plan.steps, options, strict=True)

@@ -7,7 +7,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from server.training.config_yaml import ProjectConfig, naming_config_items
 from server.training.project import Project, load_project
 from server.training.validation import (
     check_config,
+    check_story_actions,
     missing_assistant_id,
     missing_response_warnings,
     placeholder_assistant_id,
@@ -194,12 +195,14 @@ def train(
     env: bool = True,
     augmentation: int | None = None,
     project: Project | None = None,
+    said: Collection[str] = (),
 ) -> TrainResult:
     """Trains a full model; skips when an archive with the same inputs already exists.
     `env=False` for a project a client sent: its `${VAR}` stays text, the server's
     environment (secrets) never reaches the model it gets back. `augmentation`: see
     `set_augmentation`. `project`: these files as validation read them (with `env`), trained
-    without reading them again (each reader warning printed once)."""
+    without reading them again (each reader warning printed once). `said`: the warnings that
+    validation printed, kept in the model's but not logged again."""
     check_archive_target(out, fixed_model_name)
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
@@ -211,7 +214,15 @@ def train(
     check_training_data(project, data)
     set_augmentation(project, augmentation)
     return _train_project(
-        project, Path(out), fixed_model_name, force, signing_key, say, started, core_only=False
+        project,
+        Path(out),
+        fixed_model_name,
+        force,
+        signing_key,
+        say,
+        started,
+        core_only=False,
+        said=said,
     )
 
 
@@ -296,10 +307,13 @@ def _train_project(
     say: Progress,
     started: float,
     core_only: bool,
+    said: Collection[str] = (),
 ) -> TrainResult:
     """Trains a loaded project (its NLU too unless `core_only`; its dialogue unless it is
     NLU-only, see `model_kind`), or finds it trained."""
     kind = "core" if core_only else model_kind(project)
+    if kind != "nlu":  # before the archive is looked for: older versions trained such stories
+        check_story_actions(project.stories, project.domain, project.config.policies)
     marker = _marker(project, core_only)
     fingerprint = _fingerprint(project, marker)
     with_nlu = kind != "core"
@@ -313,6 +327,8 @@ def _train_project(
     # What Rasa warns about in the domain and the files, said before the training starts;
     # then the components' own warnings (the NLU pipeline logs its own as it trains).
     assistant_id, assistant_warning = assistant_id_for(project.config)
+    if missing_assistant_id(project.config) in said:  # validation said it, bar the name made up
+        said = {*said, *assistant_warning}
     warnings: list[str] = [*project.config.warnings, *project.warnings, *assistant_warning]
     if not core_only:
         warnings += _kind_warnings(project, kind)
@@ -323,7 +339,8 @@ def _train_project(
             *missing_response_warnings(project),
         ]
     for warning in warnings:
-        logger.warning(warning)
+        if warning not in said:
+            logger.warning(warning)
     logged = len(warnings)
     planned = None
     if kind != "nlu":
@@ -339,7 +356,7 @@ def _train_project(
             say(f"training NLU on {how_many(len(project.nlu.examples), 'example')}")
             with naming_config_items(project.config):
                 nlu = NLUPipeline.train(
-                    project.nlu, project.config.pipeline, project.config.language
+                    project.nlu, project.config.pipeline, project.config.language, said
                 )
             nlu.persist(content / NLU_DIR)
             warnings += nlu.warnings
@@ -379,7 +396,8 @@ def _train_project(
             prefix={"core": CORE_PREFIX, "nlu": NLU_PREFIX}.get(kind, ""),
         )
     for warning in warnings[logged:]:
-        logger.warning(warning)
+        if warning not in said:
+            logger.warning(warning)
     return TrainResult(path, seconds=time.perf_counter() - started, warnings=warnings)
 
 

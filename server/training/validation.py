@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from server.dialogue.domain import DEFAULT_INTENTS, Domain
 from server.dialogue.policies.ensemble import PolicyEnsemble
@@ -27,7 +27,7 @@ from server.dialogue.story_steps import (
     checkpoint_warnings,
     generate_training_stories,
 )
-from server.errors import BotServerError, how_many
+from server.errors import BotServerError, InvalidProjectFile, how_many
 from server.nlu.pipeline import NLUPipeline
 from server.trackers.events import (
     ACTION_LISTEN,
@@ -55,7 +55,9 @@ class ValidationReport:
     # shown, but never failing --fail-on-warnings, as Rasa's config warnings never fail it.
     config_warnings: list[str] = field(default_factory=list)
     # What Rasa's validator does not check (a slot, or an action named without `action_` or
-    # `utter_`, that stories use and the domain lacks): shown, never failing, as with Rasa.
+    # `utter_`, that stories use and the domain lacks), or checks without ever failing on it,
+    # --fail-on-warnings included (an intent or response no story uses, an intent without
+    # NLU examples): shown, never failing, as with Rasa.
     unchecked_warnings: list[str] = field(default_factory=list)
     # An error training meets too (a file it cannot read, a component config.yml cannot
     # have): `train --skip-validation` does not get past it.
@@ -207,10 +209,13 @@ def check_project(
     _check_story_references(project.stories, domain, report)
     _check_forms(project, report)
     _check_mapping_conditions(project, report)
-    report.warnings.extend(missing_response_warnings(project))
+    _check_responses_of_listed_actions(project, report)
     _check_unused_responses(project, report)
-    report.warnings.extend(checkpoint_warnings(project.stories))
+    # Rasa warns of them as it reads the stories; its validator does not fail on them.
+    report.unchecked_warnings.extend(checkpoint_warnings(project.stories))
     _add_conflicts(project, report, max_history)
+    if story_actions_stop_training(project):
+        report.training_stops = True  # training refuses them (see `check_story_actions`)
 
 
 def _where(step: StoryStep, index: int | None = None) -> str:
@@ -242,10 +247,17 @@ def missing_response_warnings(project: Project) -> list[str]:
     """The `utter_` actions the domain lists without a response of their name (nor
     retrieval responses under it), as Rasa warns at training: they say nothing unless an NLG
     server writes them. Each names the file and line where the domain lists it."""
+    return [warning for _name, warning in _missing_responses(project)]
+
+
+def _missing_responses(project: Project) -> list[tuple[str, str]]:
     responses = project.domain.responses
     return [
-        f"{_defined_at(project, 'actions', name)}action '{name}' is listed in the domain but "
-        "has no response of that name: it says nothing unless an NLG server writes it"
+        (
+            name,
+            f"{_defined_at(project, 'actions', name)}action '{name}' is listed in the domain "
+            "but has no response of that name: it says nothing unless an NLG server writes it",
+        )
         for name in project.domain.user_actions
         if name.startswith("utter_")
         and name not in responses
@@ -253,11 +265,31 @@ def missing_response_warnings(project: Project) -> list[str]:
     ]
 
 
+def _check_responses_of_listed_actions(project: Project, report: ValidationReport) -> None:
+    """An `utter_` action listed without a response: failing --fail-on-warnings when a story
+    or rule runs it, as Rasa's validator then finds "not a valid utterance action"; else
+    only shown, as Rasa only warns of it while reading the domain."""
+    used = _story_actions(project.stories)
+    for name, warning in _missing_responses(project):
+        (report.warnings if name in used else report.unchecked_warnings).append(warning)
+
+
+def _story_actions(steps: list[StoryStep]) -> set[str]:
+    return {
+        event.action_name
+        for step in steps
+        for event in [*step.condition, *step.events]
+        if isinstance(event, ActionExecuted) and event.action_name
+    }
+
+
 def _check_intents(project: Project, report: ValidationReport) -> None:
     domain_intents = set(project.domain.intents)
     nlu_intents = set(project.nlu.intents)
+    # Rasa's validator warns of the two "unused" kinds without ever failing on them,
+    # --fail-on-warnings included (it keeps the result it had).
     for intent in sorted(domain_intents - nlu_intents - set(DEFAULT_INTENTS)):
-        report.warnings.append(
+        report.unchecked_warnings.append(
             f"{_defined_at(project, 'intents', intent)}intent '{intent}' is in the domain but "
             "has no examples in the NLU data"
         )
@@ -275,7 +307,7 @@ def _check_intents(project: Project, report: ValidationReport) -> None:
         if isinstance(event, UserUttered) and event.intent_name
     }
     for intent in sorted(domain_intents - in_stories - set(DEFAULT_INTENTS)):
-        report.warnings.append(
+        report.unchecked_warnings.append(
             f"{_defined_at(project, 'intents', intent)}intent '{intent}' is not used in any "
             "story or rule"
         )
@@ -316,7 +348,8 @@ def _check_examples_under_two_intents(project: Project, report: ValidationReport
 def _check_entities(project: Project, report: ValidationReport) -> None:
     known = set(project.domain.entities)
     for entity in sorted(set(project.nlu.entities) - known):
-        report.warnings.append(
+        # Rasa's validator does not check entities: never failing.
+        report.unchecked_warnings.append(
             f"entity '{entity}' is annotated in the NLU data but is not listed in the domain"
         )
 
@@ -327,6 +360,85 @@ def story_reference_problems(steps: list[StoryStep], domain: Domain) -> list[str
     report = ValidationReport()
     _check_story_references(steps, domain, report)
     return report.errors + report.warnings + report.unchecked_warnings
+
+
+@dataclass(frozen=True)
+class UndeclaredAction:
+    """An action a story or rule runs that the domain lacks, where it is first run."""
+
+    name: str
+    used_in: str  # "story 'greet'"
+    filename: str | None
+    line: int | None
+
+
+def undeclared_story_actions(steps: list[StoryStep], domain: Domain) -> list[UndeclaredAction]:
+    """Each action that stories or rules run and the domain lacks (as a response, action or
+    form), once."""
+    known = set(domain.action_names_or_texts)
+    found: dict[str, UndeclaredAction] = {}
+    for step in steps:
+        for index, event in enumerate([*step.condition, *step.events]):
+            if not isinstance(event, ActionExecuted) or not event.action_name:
+                continue
+            name = event.action_name
+            if name not in known and name not in found:
+                line = step.event_lines[index] if index < len(step.event_lines) else None
+                used_in = f"{step.kind} '{step.name}'"
+                found[name] = UndeclaredAction(name, used_in, step.filename, line or step.line)
+    return list(found.values())
+
+
+# Policies that look up, as Rasa 3.6 trains them, every action stories and rules run (its
+# TEDPolicy and UnexpecTEDIntentPolicy make labels of them; MLPolicy is botserver's TEDPolicy).
+_EVERY_ACTION_LOOKED_UP = frozenset({"TEDPolicy", "UnexpecTEDIntentPolicy", "MLPolicy"})
+
+
+def _refused_story_actions(
+    steps: list[StoryStep], domain: Domain, policies: list[dict[str, Any]]
+) -> list[UndeclaredAction]:
+    """The undeclared actions Rasa 3.6's training stops on with these policies: any with a
+    TEDPolicy; with a RulePolicy checking for contradictions (its default), those rules run,
+    as it predicts them over the training data; none with memoization alone, which Rasa
+    trains (the bot never follows such a step)."""
+    names = {policy.get("name") for policy in policies}
+    if names & _EVERY_ACTION_LOOKED_UP:
+        return undeclared_story_actions(steps, domain)
+    if any(
+        policy.get("name") == "RulePolicy" and policy.get("check_for_contradictions") is not False
+        for policy in policies
+    ):
+        return undeclared_story_actions([step for step in steps if step.is_rule], domain)
+    return []
+
+
+def story_actions_stop_training(project: Project) -> bool:
+    """Whether training refuses this project for its stories' actions (`check_story_actions`)."""
+    policies = project.config.policies
+    return bool(_refused_story_actions(project.stories, project.domain, policies))
+
+
+def check_story_actions(
+    steps: list[StoryStep], domain: Domain, policies: list[dict[str, Any]]
+) -> None:
+    """InvalidProjectFile when a story or rule runs an action the domain lacks and the
+    policies cannot learn to predict it. Rasa 3.6's training stops there too
+    (`ActionNotFoundException: Cannot access action ...`, from TEDPolicy or RulePolicy),
+    after its validation only warned of an `utter_` one; botserver used to train, and the
+    bot never followed that step. With memoization alone, Rasa trains, and so does botserver
+    (the action is one of the training warnings)."""
+    undeclared = _refused_story_actions(steps, domain, policies)
+    if not undeclared:
+        return
+    first, others = undeclared[0], [f"'{other.name}'" for other in undeclared[1:]]
+    more = f" (and {how_many(len(others), 'other')}: {', '.join(others)})" if others else ""
+    raise InvalidProjectFile(
+        f"action '{first.name}' is used in {first.used_in} but is not listed in the domain "
+        f"(as a response, action or form){more}, so no policy can predict it and nothing was "
+        "trained: add it to the domain, or correct the name",
+        first.filename,
+        first.line,
+    )
 
 
 def _check_story_references(
@@ -475,7 +587,7 @@ def _check_unused_responses(project: Project, report: ValidationReport) -> None:
             continue
         if name in domain.user_actions:
             continue
-        report.warnings.append(
+        report.unchecked_warnings.append(  # never failing, as Rasa's "not used" warning
             f"{_defined_at(project, 'responses', name)}response '{name}' is not used in any "
             "story or rule"
         )
@@ -568,7 +680,7 @@ def run_validate(
         f"the {n} {what}"
         for n, what in (
             (len(report.config_warnings), "about config.yml"),
-            (len(report.unchecked_warnings), "that Rasa's validator does not give"),
+            (len(report.unchecked_warnings), "that Rasa's validator never fails on"),
         )
         if n
     ]

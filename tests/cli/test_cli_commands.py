@@ -476,15 +476,13 @@ def test_train_a_project_with_nothing_to_train_is_an_error(
 
 
 def test_train_validates_the_project_first_as_rasa_does(run_cli, starter_copy: Path) -> None:
-    stories = starter_copy / "data" / "stories.yml"
-    stories.write_text(
-        stories.read_text().replace("action: utter_goodbye", "action: action_goodbye", 1)
-    )
+    domain = starter_copy / "domain.yml"
+    domain.write_text(domain.read_text() + "forms:\n  order_form:\n    required_slots: [nowhere]\n")
     models = sorted((starter_copy / "models").iterdir())
 
     refused = run_cli("train", "--force", cwd=starter_copy)
     assert refused.code == 1
-    assert "stories.yml:12: action 'action_goodbye'" in refused.err
+    assert "form 'order_form' requires slot 'nowhere'" in refused.err
     assert "Project validation completed with errors" in refused.err
     assert "train anyway with --skip-validation" in refused.err
     assert sorted((starter_copy / "models").iterdir()) == models  # nothing trained
@@ -492,6 +490,27 @@ def test_train_validates_the_project_first_as_rasa_does(run_cli, starter_copy: P
     anyway = run_cli("train", "--force", "--skip-validation", cwd=starter_copy)
     assert anyway.code == 0, anyway.err
     assert len(list((starter_copy / "models").iterdir())) == len(models) + 1
+
+
+@pytest.mark.parametrize("action", ["action_goodbye", "utter_goodby"])
+def test_train_stops_on_a_story_action_the_domain_lacks(
+    run_cli, starter_copy: Path, action: str
+) -> None:
+    """As Rasa 3.6's training stops on it (ActionNotFoundException), after its validation
+    failed on an `action_` one and only warned of an `utter_` one; `--skip-validation`
+    does not get past it, so the refusal does not send the user there. Before, an `utter_`
+    typo trained with a warning, and `--skip-validation` trained either."""
+    stories = starter_copy / "data" / "stories.yml"
+    stories.write_text(stories.read_text().replace("action: utter_goodbye", f"action: {action}", 1))
+    models = sorted((starter_copy / "models").iterdir())
+
+    for flags in ([], ["--skip-validation"]):
+        refused = run_cli("train", "--force", *flags, cwd=starter_copy)
+        assert refused.code == 1
+        assert f"error: data/stories.yml:12: action '{action}' is used in story" in refused.err
+        assert "skip-validation" not in refused.err
+    assert "nothing was trained: add it to the domain, or correct the name" in refused.err
+    assert sorted((starter_copy / "models").iterdir()) == models
 
 
 @pytest.mark.parametrize(
@@ -558,12 +577,19 @@ def test_rasas_own_rules_example_trains_despite_its_warnings_as_in_rasa(
 def test_fail_on_validation_warnings_refuses_to_train_on_a_warning(
     run_cli, starter_copy: Path
 ) -> None:
+    # An intent without examples, used in no story: as Rasa's, this warning never stops it.
     domain = starter_copy / "domain.yml"
     domain.write_text(domain.read_text().replace("intents:\n", "intents:\n  - unused_intent\n", 1))
+    assert run_cli("train", "--force", "--fail-on-validation-warnings", cwd=starter_copy).code == 0
+    nlu = starter_copy / "data" / "nlu.yml"
+    nlu.write_text(nlu.read_text() + "\n- intent: order_pizza\n  examples: |\n    - a pizza\n")
     assert run_cli("train", "--force", cwd=starter_copy).code == 0  # a warning, as in Rasa
 
     strict = run_cli("train", "--force", "--fail-on-validation-warnings", cwd=starter_copy)
     assert strict.code == 1
+    assert "labeled with intent 'order_pizza'. This intent is not listed in your domain" in (
+        strict.err
+    )
     assert "intent 'unused_intent' is in the domain but has no examples" in strict.err
     assert "--fail-on-validation-warnings" in strict.err
 
@@ -633,6 +659,22 @@ def test_a_story_intent_or_response_the_domain_lacks_is_a_warning_as_in_rasa(
     )
 
 
+@pytest.mark.parametrize("run_by_a_story", [False, True])
+def test_an_utter_action_listed_without_a_response_fails_the_flag_only_when_run(
+    run_cli, starter_copy: Path, run_by_a_story: bool
+) -> None:
+    """Rasa's validator fails --fail-on-warnings on such an action a story runs ("not a valid
+    utterance action"); of one no story runs, only its domain reader warns. Before, botserver
+    failed the flag on both (an NLG server's response is often listed so)."""
+    domain = starter_copy / "domain.yml"
+    domain.write_text(domain.read_text() + "actions:\n  - utter_from_nlg\n")
+    if run_by_a_story:
+        _story_naming(starter_copy, "intent: thanks", "action: utter_from_nlg")
+    strict = run_cli("data", "validate", "--fail-on-warnings", cwd=starter_copy)
+    assert strict.code == (1 if run_by_a_story else 0), strict.out
+    assert "action 'utter_from_nlg' is listed in the domain but has no response" in strict.out
+
+
 def test_a_story_action_the_domain_lacks_is_an_error_as_in_rasa(
     run_cli, starter_copy: Path
 ) -> None:
@@ -656,7 +698,7 @@ def test_what_rasas_validator_does_not_check_never_fails_it(run_cli, starter_cop
         assert result.code == 0, result.out
         assert "slot 'no_slot'" in result.out
         assert "action 'nothing'" in result.out
-    assert "does not fail on the 2 that Rasa's validator does not give" in result.out
+    assert "does not fail on the 2 that Rasa's validator never fails on" in result.out
 
 
 def test_a_failed_validation_says_which_warnings_failed_it(run_cli, starter_copy: Path) -> None:
@@ -702,18 +744,34 @@ def test_an_nlu_intent_missing_from_the_domain_is_a_warning_as_in_rasa(
 def test_an_intent_no_story_or_rule_uses_is_a_warning_as_in_rasa(
     run_cli, starter_copy: Path
 ) -> None:
-    # Before, nothing was said: Rasa's `verify_intents_in_stories` warns.
+    """Rasa's `verify_intents_in_stories` warns (before, nothing was said), and, as for an
+    intent without NLU examples or a response no story uses, keeps its result:
+    --fail-on-warnings passes on it. Before, botserver failed it there."""
     nlu = starter_copy / "data" / "nlu.yml"
     nlu.write_text(nlu.read_text() + "\n- intent: order_pizza\n  examples: |\n    - a pizza\n")
     domain = starter_copy / "domain.yml"
-    domain.write_text(domain.read_text().replace("intents:\n", "intents:\n  - order_pizza\n", 1))
+    domain.write_text(
+        domain.read_text()
+        .replace("intents:\n", "intents:\n  - order_pizza\n  - unheard\n", 1)
+        .replace("responses:\n", "responses:\n  utter_unused:\n  - text: never said\n", 1)
+    )
+    unused_at = domain.read_text().splitlines().index("  utter_unused:") + 1
 
-    lines = _only_warned(run_cli, starter_copy)
+    strict = run_cli("data", "validate", "--fail-on-warnings", cwd=starter_copy)
 
+    assert strict.code == 0, strict.out
+    lines = strict.out.splitlines()
     assert "warning: domain.yml:4: intent 'order_pizza' is not used in any story or rule" in lines
     assert [line for line in lines if "is not used in any story" in line] == [
-        "warning: domain.yml:4: intent 'order_pizza' is not used in any story or rule"
+        "warning: domain.yml:4: intent 'order_pizza' is not used in any story or rule",
+        "warning: domain.yml:5: intent 'unheard' is not used in any story or rule",
+        f"warning: domain.yml:{unused_at}: response 'utter_unused' is "
+        "not used in any story or rule",
     ]
+    assert "warning: domain.yml:5: intent 'unheard' is in the domain but has no examples" in (
+        strict.out
+    )
+    assert lines[-1].startswith("The project is valid (")
 
 
 def test_an_example_under_two_intents_is_a_warning_as_in_rasa(run_cli, starter_copy: Path) -> None:
@@ -1336,7 +1394,7 @@ def test_a_categorical_slot_without_values_never_fails_validation(
     result = run_cli("data", "validate", "--fail-on-warnings", cwd=starter_copy)
     assert result.code == 0, result.out
     assert "warning: domain.yml:17: categorical slot 'size' lists no values" in result.out
-    assert "does not fail on the 1 that Rasa's validator does not give" in result.out
+    assert "does not fail on the 1 that Rasa's validator never fails on" in result.out
 
 
 def test_a_slot_mapping_naming_an_unlisted_entity_never_fails_validation(
@@ -1358,7 +1416,7 @@ def test_a_slot_mapping_naming_an_unlisted_entity_never_fails_validation(
     assert result.code == 0, result.out
     assert "from_entity mapping for the entity 'citty'" in result.out
     assert "from_intent mapping for the intent 'infrom'" in result.out
-    assert "does not fail on the 2 that Rasa's validator does not give" in result.out
+    assert "does not fail on the 2 that Rasa's validator never fails on" in result.out
 
 
 def _old_conversations(config: dict[str, Any], sender_ids: tuple[str, ...]) -> None:
@@ -1564,6 +1622,36 @@ def test_train_past_a_warning_rasa_fails_on_counts_it_in_good_english(
     assert result.code == 0, result.err
     assert "The intent goodbye in the domain file is using the MappingPolicy" in result.err
     assert "warning: 1 of these warnings makes `rasa train` (3.5+) stop" in result.err
+
+
+def test_train_past_the_checks_warnings_prints_each_once(run_cli, starter_copy: Path) -> None:
+    """Training goes on past a warning Rasa stops on, having printed the checks' warnings;
+    before, config.yml's and the domain's were printed a second time as training began."""
+    config = starter_copy / "config.yml"
+    config.write_text(
+        config.read_text()
+        .replace("IntentClassifier", "DIETClassifier")
+        .replace("MLPolicy", "TEDPolicy")
+        .replace("assistant_id: starter_bot\n", "")
+    )
+    domain = starter_copy / "domain.yml"
+    domain.write_text(
+        domain.read_text().replace(
+            "  - goodbye\n", "  - goodbye:\n      triggers: utter_goodbye\n", 1
+        )
+        + "colours: [red]\n"
+    )
+    result = run_cli("train", "--force", cwd=starter_copy)
+    assert result.code == 0, result.err
+    said = [line for line in result.err.splitlines() if "warning" in line.lower()]
+    for part in (
+        "DIETClassifier -> IntentClassifier",
+        "TEDPolicy -> MLPolicy",
+        "the 'assistant_id' key is missing",
+        "unknown domain section 'colours' is ignored",
+        "The intent goodbye in the domain file is using the MappingPolicy",
+    ):
+        assert len([line for line in said if part in line]) == 1, (part, said)
 
 
 def test_training_on_one_story_says_so_in_good_english(run_cli, starter_copy: Path) -> None:

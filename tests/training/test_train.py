@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 
 from server.dialogue.policies import ensemble
 from server.dialogue.policies.ensemble import PolicyEnsemble
-from server.errors import TrainingError
+from server.errors import InvalidProjectFile, TrainingError
 from server.models.archive import read_metadata
 from server.training import train as train_module
 from server.training.config_yaml import config_from_dict, read_config
@@ -74,17 +75,78 @@ def test_training_warns_of_story_steps_naming_what_the_domain_lacks(tmp_path: Pa
     stories = tmp_path / "stories.yml"
     stories.write_text(
         'version: "3.1"\nstories:\n- story: typo\n  steps:\n  - intent: greet\n'
-        "  - action: utter_gret\n  - intent: thanks\n  - action: utter_bye\n"
+        "  - action: utter_greet\n  - intent: thanks\n  - action: utter_bye\n"
     )
     result = train(None, tmp_path / "domain.yml", [stories], tmp_path / "m")
-    assert (
-        f"{stories}:6: action 'utter_gret' is used in story 'typo' but is not listed in "
-        "the domain (as a response, action or form)" in result.warnings
-    )
     assert (
         f"{stories}:7: intent 'thanks' is used in story 'typo' but is not listed in the "
         "domain" in result.warnings
     )
+
+
+@pytest.mark.parametrize("core_only", [False, True])
+def test_training_stops_on_story_actions_the_domain_lacks(tmp_path: Path, core_only: bool) -> None:
+    """As Rasa 3.6's training (`ActionNotFoundException: Cannot access action 'utter_gret'`):
+    no policy can predict such an action. Before, botserver trained with a warning and the
+    bot never followed that step (a typo's bot answered with its fallback)."""
+    (tmp_path / "domain.yml").write_text(DOMAIN)
+    stories = tmp_path / "stories.yml"
+    stories.write_text(
+        'version: "3.1"\nstories:\n- story: typo\n  steps:\n  - intent: greet\n'
+        "  - action: utter_gret\nrules:\n- rule: bye\n  steps:\n  - intent: bye\n"
+        "  - action: action_bye\n  - action: utter_gret\n"
+    )
+    trainer = train_core if core_only else train
+    with pytest.raises(InvalidProjectFile) as info:
+        trainer(None, tmp_path / "domain.yml", [stories], tmp_path / "m")
+    assert str(info.value) == (
+        f"{stories}:6: action 'utter_gret' is used in story 'typo' but is not listed in the "
+        "domain (as a response, action or form) (and 1 other: 'action_bye'), so no policy "
+        "can predict it and nothing was trained: add it to the domain, or correct the name"
+    )
+    assert not (tmp_path / "m").exists()
+
+
+TYPOS = (
+    'version: "3.1"\nstories:\n- story: typo\n  steps:\n  - intent: greet\n'
+    "  - action: utter_gret\nrules:\n- rule: bye\n  steps:\n  - intent: bye\n"
+    "  - action: action_bye\n  - action: utter_gret\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("policies", "refused"),
+    [
+        ("- name: MemoizationPolicy\n- name: AugmentedMemoizationPolicy\n", None),
+        ("- name: RulePolicy\n  check_for_contradictions: false\n", None),
+        ("- name: RulePolicy\n", "11: action 'action_bye' is used in rule 'bye'"),
+        ("- name: UnexpecTEDIntentPolicy\n", "6: action 'utter_gret' is used in story 'typo'"),
+    ],
+)
+def test_story_actions_the_domain_lacks_stop_training_as_rasas_policies_do(
+    tmp_path: Path, policies: str, refused: str | None
+) -> None:
+    """Rasa 3.6 trains such stories with memoization alone (only its TEDPolicy and
+    UnexpecTEDIntentPolicy look up every action, its RulePolicy those rules run as it checks
+    them for contradictions): a bot Rasa trains is trained, with a warning per action."""
+    (tmp_path / "domain.yml").write_text(DOMAIN)
+    (tmp_path / "config.yml").write_text(f"assistant_id: typos\npolicies:\n{policies}")
+    stories = tmp_path / "stories.yml"
+    stories.write_text(TYPOS)
+    trainer = partial(train, tmp_path / "config.yml", tmp_path / "domain.yml", [stories])
+    if refused is not None:
+        with pytest.raises(InvalidProjectFile, match=f"^{re.escape(str(stories))}:{refused}"):
+            trainer(tmp_path / "m")
+        assert not (tmp_path / "m").exists()
+        return
+    result = trainer(tmp_path / "m")
+    assert result.path.exists()
+    assert sorted(w for w in result.warnings if "domain (as a response" in w) == [
+        f"{stories}:11: action 'action_bye' is used in rule 'bye' but is not listed in the "
+        "domain (as a response, action or form)",
+        f"{stories}:6: action 'utter_gret' is used in story 'typo' but is not listed in the "
+        "domain (as a response, action or form)",
+    ]
 
 
 def test_a_config_without_assistant_id_trains_a_model_with_a_random_one(
