@@ -80,7 +80,7 @@ from server.models.archive import read_archive
 from server.models.loading import load_model
 from server.models.local import resolve_local_model
 from server.run_flags import STORAGES
-from server.trackers.events import OFF_LOOP_EVENTS, events_from_list
+from server.trackers.events import events_from_list, off_loop_for
 from server.trackers.freeing import free_off_loop
 from server.trackers.tracker import Tracker
 from server.training.yaml_io import load_plain_yaml
@@ -1145,7 +1145,7 @@ def model_router() -> APIRouter:
 
         # A long list is read and folded in a thread, and its tracker written out in one:
         # 100,000 events held the event loop 0.5-0.6 s.
-        tracker = await asyncio.to_thread(read) if len(body) > OFF_LOOP_EVENTS else read()
+        tracker = await off_loop_for(body, read)
         scores = await asyncio.to_thread(services.agent.scores_for, tracker)
         response = await tracker_response(tracker, verbosity, around_prediction(scores, tracker))
         return freed_after_sending(response, [tracker], [body])

@@ -32,6 +32,7 @@ from server.trackers.events import (
     SessionStarted,
     UserUttered,
     left_out_by_rasa,
+    off_loop_for,
 )
 from server.trackers.tracker import Tracker
 
@@ -225,10 +226,8 @@ class Agent:
         model = self.model()
         async with self.processor.lock_store.lock(sender_id):
             defaults = model.domain.slot_defaults()
-            if len(events) > OFF_LOOP_EVENTS:  # a bulk PUT: folded off the event loop
-                tracker = await asyncio.to_thread(Tracker, sender_id, defaults, events)
-            else:
-                tracker = Tracker(sender_id, defaults, events)
+            # A bulk PUT: folded off the event loop.
+            tracker = await off_loop_for(events, Tracker, sender_id, defaults, events)
             broker = self.processor.broker
             offset, previous = 0, None
             if broker is not None:

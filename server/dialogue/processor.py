@@ -409,9 +409,7 @@ class Processor:
             # Ending with `previous` itself: `chain_ids` hashes it once (before: three times).
             return [*await dicts_of(run[:-1]), previous]
         stored = await self.trackers.store.load_all(tracker.sender_id) or []
-        if len(stored) > OFF_LOOP_EVENTS:
-            return await asyncio.to_thread(_stored_run, stored)
-        return _stored_run(stored)
+        return await off_loop_if_long(_stored_run, stored)
 
     def session_expired(self, tracker: Tracker, domain: Domain) -> bool:
         events = tracker.events

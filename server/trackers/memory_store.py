@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.trackers.events import OFF_LOOP_EVENTS
+from server.trackers.events import OFF_LOOP_EVENTS, off_loop_for
 from server.trackers.freeing import release_off_loop
 from server.trackers.retention import latest_timestamp
 from server.trackers.session_start import latest_session_start
@@ -36,10 +35,8 @@ class InMemoryTrackerStore:
         conversation = self._conversations.setdefault(sender_id, _Conversation())
         base = len(conversation.events)
         conversation.events.extend(events)
-        if len(events) > OFF_LOOP_EVENTS:  # a PUT or bulk POST: 100,000 events took 15-30 ms
-            start = await asyncio.to_thread(latest_session_start, conversation.events, base)
-        else:
-            start = latest_session_start(conversation.events, search_from=base)
+        # A PUT or bulk POST (100,000 events took 15-30 ms) is scanned in a thread.
+        start = await off_loop_for(events, latest_session_start, conversation.events, base)
         # max(): an append made while the scan ran in its thread found a later start.
         if start is not None and start > conversation.session_start:
             conversation.session_start = start

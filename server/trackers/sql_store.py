@@ -45,7 +45,7 @@ from server.errors import (
 from server.json_values import OFF_LOOP_JSON_BYTES, loads_exact
 from server.outages import OUTAGES
 from server.tasks import waits_in_grace
-from server.trackers.events import OFF_LOOP_EVENTS
+from server.trackers.events import OFF_LOOP_EVENTS, off_loop_for
 from server.trackers.freeing import free_off_loop, release_off_loop
 from server.trackers.session_start import (
     ACTION_SESSION_START,
@@ -1374,6 +1374,4 @@ def _events_and_heavy(
 async def _parse(sender_id: str, texts: Sequence[str]) -> list[dict[str, Any]]:
     """The events of a conversation's data, parsed off the event loop when they are many
     (see `stored_events`)."""
-    if len(texts) > OFF_LOOP_EVENTS:
-        return await asyncio.to_thread(stored_events, sender_id, texts, _load_json)
-    return stored_events(sender_id, texts, _load_json)
+    return await off_loop_for(texts, stored_events, sender_id, texts, _load_json)
