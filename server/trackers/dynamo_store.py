@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
+from server.aws_sessions import boto3_session
 from server.errors import (
     CorruptConversation,
     InvalidConfig,
@@ -87,7 +88,7 @@ class DynamoTrackerStore:
 
     def __init__(self, config: dict[str, Any], create_table: bool = True) -> None:
         try:
-            import boto3
+            import boto3  # noqa: F401 (missing: the extra is named)
             from botocore.config import Config
         except ImportError as exc:
             raise needs_extra("tracker_store type 'dynamo'", "boto3", "aws") from exc
@@ -120,7 +121,7 @@ class DynamoTrackerStore:
         from botocore.exceptions import InvalidRegionError
 
         try:
-            self._client = boto3.session.Session().client(
+            self._client = boto3_session().client(
                 "dynamodb",
                 region_name=self.region,
                 endpoint_url=self.endpoint,

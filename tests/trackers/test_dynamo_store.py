@@ -6,6 +6,7 @@ The contract every store keeps runs in test_tracker_stores.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import time
@@ -28,6 +29,7 @@ from server.trackers.dynamo_store import DynamoTrackerStore
 from server.trackers.factory import create_tracker_store
 from tests.loop_lag import paced
 from tests.trackers.persistence_fixtures import (
+    botocore_files_read,
     delete_dynamo_table,
     moto_credentials,
     moto_endpoint,
@@ -470,6 +472,30 @@ async def test_a_known_conversation_is_read_again_only_when_another_writer_chang
     assert await store.load("hana") == [{"event": "restart"}]
     rasa.Table(table).delete_item(Key={"sender_id": "hana"})
     assert await store.load("hana") is None
+
+
+async def test_another_store_reads_no_botocore_model_file_the_process_read_before(
+    store: DynamoTrackerStore, endpoint: str, table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, each store made a botocore session that read and parsed the DynamoDB model,
+    the endpoint rules and the partitions again (about 0.1 s of CPU); now a process reads
+    them once, and each store still asks with its own settings."""
+    await store.append("ines", [user("hi", 1.5)])
+    read = botocore_files_read(monkeypatch)
+
+    other = create_tracker_store(
+        {"type": "dynamo", "table_name": table, "endpoint_url": endpoint, "region": "eu-west-1"}
+    )
+    try:
+        assert isinstance(other, DynamoTrackerStore)
+        assert other._client.meta.region_name == "eu-west-1"
+        assert await other.load("ines") is None  # another region, another table
+        assert read == []
+    finally:
+        await other.close()
+        client = raw_client(endpoint, "eu-west-1")
+        with contextlib.suppress(client.exceptions.ResourceNotFoundException):
+            client.delete_table(TableName=table)
 
 
 def test_without_boto3_the_error_names_the_extra_that_installs_it(
