@@ -118,7 +118,7 @@ class DynamoTrackerStore:
             retries={"total_max_attempts": 2, "mode": "standard"},
             max_pool_connections=32,
         )
-        from botocore.exceptions import InvalidRegionError
+        from botocore.exceptions import BotoCoreError, InvalidRegionError
 
         try:
             self._client = boto3_session().client(
@@ -130,6 +130,11 @@ class DynamoTrackerStore:
         except InvalidRegionError:  # (a ValueError, once blamed on endpoint_url below)
             raise InvalidConfig(
                 f"region {self.region!r} is no AWS region name (such as us-east-1)"
+            ) from None
+        except BotoCoreError as exc:  # a profile not in the config file, a file no INI
+            raise InvalidConfig(
+                f"AWS settings botocore cannot use: {exc} (check AWS_PROFILE, AWS_CONFIG_FILE "
+                "and the other AWS_ variables)"
             ) from None
         except ValueError as exc:  # botocore's "Invalid endpoint"
             raise InvalidConfig(f"endpoint_url {self.endpoint!r} is not usable: {exc}") from None

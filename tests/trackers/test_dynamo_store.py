@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -241,6 +242,37 @@ def test_a_region_or_table_name_dynamodb_refuses_is_named_at_start(
     with pytest.raises(InvalidConfig, match=f"section 'tracker_store': {message}") as raised:
         create_tracker_store({"type": "dynamo", "endpoint_url": endpoint, **setting})
     assert "endpoint_url" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "said"),
+    [
+        ("AWS_PROFILE", "nope", "The config profile (nope) could not be found"),
+        ("AWS_CONFIG_FILE", "broken", "Unable to parse config file"),
+    ],
+    ids=["profile-missing", "config-file-broken"],
+)
+def test_an_aws_profile_or_config_file_botocore_cannot_use_is_named_at_start(
+    endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    setting: str,
+    value: str,
+    said: str,
+) -> None:
+    """Before, botocore's ProfileNotFound or ConfigParseError left `botserver run` (and
+    prune, export) with a traceback, where S3 remote storage named the settings."""
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    (tmp_path / "broken-config").write_text("{not an ini file")
+    monkeypatch.setenv(setting, str(tmp_path / "broken-config") if value == "broken" else value)
+
+    with pytest.raises(InvalidConfig) as raised:
+        create_tracker_store({"type": "dynamo", "endpoint_url": endpoint})
+
+    message = str(raised.value)
+    assert message.startswith("endpoints.yml, section 'tracker_store': ")
+    assert said in message
+    assert "check AWS_PROFILE, AWS_CONFIG_FILE" in message
 
 
 def test_a_table_named_by_its_arn_is_taken(endpoint: str) -> None:
