@@ -148,7 +148,9 @@ def evaluate_story(story: StoryStep, model: DialogueModel, e2e: bool = False) ->
                         (index, str(gold_intent), f"{got_intent}: {_understood(parsed)}")
                     )
                 if gold_intent is None:
-                    parse_data = parsed
+                    # The intent the NLU finds (the story gives none), and the entities the
+                    # story marks up in its text, as it goes on after any other step.
+                    parse_data = {**parsed, "entities": list(event.entities)}
                 elif not misread and "response_selector" in parsed:
                     # As Rasa's, the story goes on with the intent and entities it gives, read
                     # right or not (one misread step does not make the next ones fail too),
@@ -311,11 +313,14 @@ def _step_lines(event: Event, failure: tuple[str, str] | None) -> list[str]:
         # The text marked up with the step's entities: read back, it expects them again.
         # (in YAML's own escapes: JSON's surrogate pairs for an emoji do not read back)
         text = user_markup(event.text, event.entities) if event.text else None
-        if text:
+        intent = story_intent(event)
+        if text and intent is None:  # text alone, as the story gave it (as Rasa writes it)
+            out.append(f"  - user: {yaml_scalar(text)}{note}")
+        elif text:
             out.append(f"  - user: {yaml_scalar(text)}")
-            out.append(f"    intent: {yaml_scalar(story_intent(event))}{note}")
+            out.append(f"    intent: {yaml_scalar(intent)}{note}")
         else:  # written by its intent: its entities are listed, as the story had them
-            out.append(f"  - intent: {yaml_scalar(story_intent(event))}{note}")
+            out.append(f"  - intent: {yaml_scalar(intent)}{note}")
             out.extend(entity_lines(event.entities))
         return out
     if isinstance(event, ActionExecuted):

@@ -208,6 +208,33 @@ def test_an_e2e_story_goes_on_with_its_own_entities_after_a_misread_step(tmp_pat
     assert "action: utter_city\n" in failed
 
 
+@pytest.mark.parametrize("e2e", [False, True])
+def test_a_user_text_without_intent_goes_on_with_the_story_entities(
+    tmp_path: Path, e2e: bool
+) -> None:
+    """A step of user text alone takes the NLU's intent, and the entities its markup gives,
+    as a step with an intent does. Before, the NLU's entities (no city): utter_ask_city was
+    predicted where the story says utter_city, a second failure for one misread message.
+    The failed step is written back as a test story reads it: no `intent: null`, which
+    no story reader takes, and the NLU's reading beside the text."""
+    model = train_files(CITY_BOT, tmp_path / "bot")
+    steps = "  - user: I live in [Berlin](city)\n  - action: utter_city\n"
+    stories, result = _one_story_tested(model, steps, tmp_path, e2e)
+    assert result.actions[0][:2] == ("utter_city", "utter_city")
+    assert [index for index, _, _ in result.failures] == ([0] if e2e else [])
+    if e2e:
+        evaluate_core(model, [stories], tmp_path / "out", e2e=True)
+        failed = tmp_path / "out" / "failed_test_stories.yml"
+        text = failed.read_text(encoding="utf-8")
+        assert "- user: I live in [Berlin](city)  # predicted: inform: I live in Berlin\n" in text
+        assert "intent:" not in text
+        [again] = load_test_stories([failed], model.domain)
+        assert [type(event).__name__ for event in again.events] == [
+            "UserUttered",
+            "ActionExecuted",
+        ]
+
+
 NOTE_BOT = {
     "config.yml": "version: '3.1'\nlanguage: en\npipeline:\n- name: KeywordIntentClassifier\n"
     "policies:\n- name: MemoizationPolicy\n",
