@@ -18,9 +18,12 @@ class _SearchPaths(list[str]):
     """A loader's folders; boto3 appends its own to the loader of each session it wraps,
     which on a shared loader would grow the list by one a session."""
 
+    _lock = threading.Lock()  # two threads' first sessions append at once
+
     def append(self, path: str) -> None:
-        if path not in self:
-            super().append(path)
+        with self._lock:
+            if path not in self:
+                super().append(path)
 
 
 def _shared_loader(data_path: str | None) -> Any:
