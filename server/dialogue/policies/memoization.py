@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import filecmp
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from server.dialogue.policies.featurization import (
     with_text_for_last_user,
 )
 from server.dialogue.policies.histories import ROOT, SHORT, Histories
-from server.dialogue.policies.policy import Policy
+from server.dialogue.policies.policy import STATE_FILE, Policy
 from server.dialogue.policies.prediction import PolicyPrediction, prediction_from, zeros
 from server.dialogue.story_steps import TrainingStory
 from server.errors import ModelError, TrainingError
@@ -212,6 +214,59 @@ class AugmentedMemoizationPolicy(MemoizationPolicy):
                     if action is not None:
                         return action, by_text
         return None, False
+
+
+# How much of a written state `memoization_twin` reads for its options, which `persist` writes
+# first (a few dozen bytes).
+_OPTIONS_BYTES = 64 * 1024
+_OPTIONS_START = '{"options": '
+
+
+def memoization_twin(
+    cls: type[Policy], name: str, priority: int, directory: Path, loaded: list[tuple[Path, Policy]]
+) -> MemoizationPolicy | None:
+    """A memoization policy whose written state (`directory`'s) is byte for byte that of one
+    `loaded` before (a (directory, policy) each), sharing its histories rather than reading
+    them again: MemoizationPolicy and AugmentedMemoizationPolicy of the same `max_history`
+    learn the same ones, and each copy kept the memory (and took the time) of the other.
+    None when there is no such twin, or its options cannot be read from the first bytes."""
+    if not issubclass(cls, MemoizationPolicy):
+        return None
+    state = directory / STATE_FILE
+    for earlier_directory, earlier in loaded:
+        if isinstance(earlier, MemoizationPolicy) and _same_bytes(
+            state, earlier_directory / STATE_FILE
+        ):
+            options = _written_options(state)
+            if options is None:
+                return None
+            twin = cls(name, priority, **options)
+            twin._learned(earlier.histories_, earlier.longest_)
+            return twin
+    return None
+
+
+def _same_bytes(path: Path, other: Path) -> bool:
+    try:
+        return path.stat().st_size == other.stat().st_size and filecmp.cmp(
+            path, other, shallow=False
+        )
+    except OSError:
+        return False
+
+
+def _written_options(path: Path) -> dict[str, Any] | None:
+    """The options of a written state, read from its first bytes, where `persist` writes
+    them; None when they are not there."""
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read(_OPTIONS_BYTES).decode("utf-8", errors="replace")
+        if not text.startswith(_OPTIONS_START):
+            return None
+        options, _ = json.JSONDecoder().raw_decode(text, len(_OPTIONS_START))
+    except (OSError, ValueError):
+        return None
+    return options if isinstance(options, dict) else None
 
 
 def _trim_to_max_history(events: list[Event], max_history: int | None) -> list[Event]:
