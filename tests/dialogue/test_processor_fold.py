@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from server.dialogue.agent import Agent
 from server.dialogue.domain import Domain
 from server.dialogue.messages import UserMessage
 from server.dialogue.policies import featurization
@@ -100,3 +101,29 @@ async def test_a_prediction_cut_off_while_its_states_fold_leaves_the_next_ones_r
     fresh = Tracker("long", DOMAIN.slot_defaults(), tracker.events)
     expected, _ = states_and_labels(fresh.applied_events(), DOMAIN, live=True)
     assert ConversationStates(tracker, DOMAIN).states == expected
+
+
+async def test_a_long_conversations_first_prediction_after_a_model_swap_folds_in_a_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The states kept for the replaced model (another domain) stayed on the tracker: the
+    fold in the thread could not put its own back, and the prediction folded every event of
+    the session again on the loop (all 3,001 here; 100,000 events held it 0.4 s)."""
+    models = [DialogueModel(DOMAIN, PolicyEnsemble.train([{"name": "RulePolicy"}], RULES, DOMAIN))]
+    agent = make_agent(models[0])
+    agent = Agent(agent.processor, lambda: models[0])
+    await agent.replace_events("long", [listen(), *greetings(1_000)])
+    before = await agent.predict("long")
+    domain = Domain.from_dict(DOMAIN.as_dict())  # the same bot, newly loaded
+    models[0] = DialogueModel(domain, PolicyEnsemble.train([{"name": "RulePolicy"}], RULES, domain))
+    on_loop: list[int] = []
+    fold_events = featurization._IncrementalStates._fold_events
+
+    def counted(cache: Any, new: Any) -> bool:
+        if threading.current_thread() is threading.main_thread():
+            on_loop.append(len(new))
+        return fold_events(cache, new)
+
+    monkeypatch.setattr(featurization._IncrementalStates, "_fold_events", counted)
+    assert await agent.predict("long") == before
+    assert sum(on_loop) < 100, on_loop

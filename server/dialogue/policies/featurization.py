@@ -809,10 +809,14 @@ class DetachedStates:
 
     def __init__(self, tracker: Tracker, domain: Domain) -> None:
         cache = getattr(tracker, _IncrementalStates.ATTRIBUTE, None)
-        if isinstance(cache, _IncrementalStates) and cache.domain is domain:
+        if cache is not None:
+            # Another model's (a model replaced) too: left on the tracker, it kept this one
+            # from being put back, and the prediction folded every event again, on the loop.
             delattr(tracker, _IncrementalStates.ATTRIBUTE)
-        else:
-            cache = _IncrementalStates(domain)
+        # One of another domain is dropped by the fold, in its thread, not on the loop.
+        self._replaced: object = None
+        if not isinstance(cache, _IncrementalStates) or cache.domain is not domain:
+            self._replaced, cache = cache, _IncrementalStates(domain)
         self.cache = cache
         self._events: list[Event] = tracker.events
         # (how many, the last): the events the fold read; None until it ended.
@@ -823,6 +827,7 @@ class DetachedStates:
         states. In any thread."""
         # A copy (one C call: the GIL is held throughout), the tracker's own list let go of.
         events, self._events = self._events[:], []
+        self._replaced = None
         cache, copy = self.cache, _EventsOnly(events)
         if not cache.advance(copy) and not cache.batch:
             cache.update(copy)  # a rewind or a newly activated loop: from scratch, here
