@@ -756,3 +756,21 @@ def test_memoization_and_augmented_memoization_of_one_max_history_load_their_his
         assert every_prediction(policy, domain, stories[:30]) == every_prediction(
             as_trained, domain, stories[:30]
         )
+
+
+def test_twin_memoization_policies_of_a_hostile_archive_load_the_options_their_files_hold(
+    tmp_path: Path,
+) -> None:
+    """Two same `policy.json` files holding "options" twice: loading reads the last. The
+    second policy, sharing the first's histories, read its options from the file's first
+    bytes, the first "options": two policies of the same bytes predicted with different
+    `max_history` and confidences."""
+    domain, stories = random_stories(50)
+    config = [{"name": "AugmentedMemoizationPolicy", "max_history": 3}] * 2
+    PolicyEnsemble.train(config, stories, domain).persist(tmp_path)
+    last = ', "options": {"max_history": 1, "use_nlu_confidence_as_score": true}}'
+    for state in tmp_path.glob("*/policy.json"):
+        state.write_text(state.read_text()[:-1] + last)
+    first, second = PolicyEnsemble.load(tmp_path, domain).policies
+    assert first.options == {"max_history": 1, "use_nlu_confidence_as_score": True}
+    assert second.options == first.options

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import filecmp
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -52,6 +51,8 @@ class MemoizationPolicy(Policy):
 
     def __init__(self, name: str, priority: int | None = None, **options: Any) -> None:
         super().__init__(name, priority, **options)
+        # As given (a written state's, when loaded): what a twin is made with (`memoization_twin`).
+        self._given_options = options
         key = "use_nlu_confidence_as_score"
         self.options[key] = flag(self.options, key, False, name)
         self.histories_ = Histories()
@@ -216,12 +217,6 @@ class AugmentedMemoizationPolicy(MemoizationPolicy):
         return None, False
 
 
-# How much of a written state `memoization_twin` reads for its options, which `persist` writes
-# first (a few dozen bytes).
-_OPTIONS_BYTES = 64 * 1024
-_OPTIONS_START = '{"options": '
-
-
 def memoization_twin(
     cls: type[Policy], name: str, priority: int, directory: Path, loaded: list[tuple[Path, Policy]]
 ) -> MemoizationPolicy | None:
@@ -229,20 +224,21 @@ def memoization_twin(
     `loaded` before (a (directory, policy) each), sharing its histories rather than reading
     them again: MemoizationPolicy and AugmentedMemoizationPolicy of the same `max_history`
     learn the same ones, and each copy kept the memory (and took the time) of the other.
-    None when there is no such twin, or its options cannot be read from the first bytes."""
+    It is made as `load` would make it, with the options the same bytes gave the earlier one;
+    None when there is no such twin, or its options differ (`restore` reads `max_history`)."""
     if not issubclass(cls, MemoizationPolicy):
         return None
     state = directory / STATE_FILE
     for earlier_directory, earlier in loaded:
-        if isinstance(earlier, MemoizationPolicy) and _same_bytes(
-            state, earlier_directory / STATE_FILE
+        if (
+            isinstance(earlier, MemoizationPolicy)
+            and type(earlier).restore is cls.restore
+            and _same_bytes(state, earlier_directory / STATE_FILE)
         ):
-            options = _written_options(state)
-            if options is None:
-                return None
-            twin = cls(name, priority, **options)
-            twin._learned(earlier.histories_, earlier.longest_)
-            return twin
+            twin = cls(name, priority, **earlier._given_options)
+            if twin.options == earlier.options:
+                twin._learned(earlier.histories_, earlier.longest_)
+                return twin
     return None
 
 
@@ -253,20 +249,6 @@ def _same_bytes(path: Path, other: Path) -> bool:
         )
     except OSError:
         return False
-
-
-def _written_options(path: Path) -> dict[str, Any] | None:
-    """The options of a written state, read from its first bytes, where `persist` writes
-    them; None when they are not there."""
-    try:
-        with open(path, "rb") as handle:
-            text = handle.read(_OPTIONS_BYTES).decode("utf-8", errors="replace")
-        if not text.startswith(_OPTIONS_START):
-            return None
-        options, _ = json.JSONDecoder().raw_decode(text, len(_OPTIONS_START))
-    except (OSError, ValueError):
-        return None
-    return options if isinstance(options, dict) else None
 
 
 def _trim_to_max_history(events: list[Event], max_history: int | None) -> list[Event]:
