@@ -774,3 +774,25 @@ def test_twin_memoization_policies_of_a_hostile_archive_load_the_options_their_f
     first, second = PolicyEnsemble.load(tmp_path, domain).policies
     assert first.options == {"max_history": 1, "use_nlu_confidence_as_score": True}
     assert second.options == first.options
+
+
+def test_twin_memoization_policies_whose_defaults_differ_load_each_their_own(
+    tmp_path: Path,
+) -> None:
+    """An older lookup whose options name no `max_history`: AugmentedMemoizationPolicy reads
+    it with 5, MemoizationPolicy with none, and the latter's reach is the longest history,
+    counted from the lookup. Sharing the first's (counted as 0), the second read a window of
+    one state where it reads six."""
+    state = {"options": {}, "learned": {"lookup": lookup_as_before(STORIES, DOMAIN, None)}}
+    entries = []
+    for name in ("AugmentedMemoizationPolicy", "MemoizationPolicy"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "policy.json").write_text(json.dumps(state))
+        entries.append({"class": name, "name": name, "priority": 3, "directory": name})
+    (tmp_path / "ensemble.json").write_text(json.dumps({"policies": entries, "warnings": []}))
+    memoization_ = PolicyEnsemble.load(tmp_path, DOMAIN).policies[1]
+    alone = MemoizationPolicy.load(tmp_path / "MemoizationPolicy", "alone", 3, DOMAIN)
+    assert memoization_.prediction_window() == alone.prediction_window() == 6
+    assert every_prediction(memoization_, DOMAIN, STORIES) == every_prediction(
+        alone, DOMAIN, STORIES
+    )
