@@ -14,6 +14,7 @@ import pytest
 
 from bench.tcp_proxy import free_port
 from tests.cli.botserver_process import REPO, ServerProcess, botserver_command
+from tests.cli.once_per_run import once_per_run
 from tests.shared_data import BOTS
 
 
@@ -167,7 +168,20 @@ class Restarted:
 
 
 @pytest.fixture(scope="module")
-def restarted(moodbot_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Restarted:
+def restarted(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Restarted:
+    """What the one restart showed (once per test run, whichever xdist workers run the
+    tests; the moodbot model is trained only where it is made)."""
+    return once_per_run(
+        tmp_path_factory,
+        "startup-restarted",
+        Restarted,
+        lambda: _restart(request.getfixturevalue("moodbot_model"), tmp_path_factory),
+    )
+
+
+def _restart(moodbot_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Restarted:
     """moodbot served by a server restarted on its SQLite file (`botserver.db`, migrated as
     by its first start), with each import and collection it makes while it starts written."""
     from server.trackers.factory import create_tracker_store

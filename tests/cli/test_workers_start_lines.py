@@ -9,11 +9,9 @@ and each test reads only the lines of its problem."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -21,6 +19,7 @@ import jwt
 import pytest
 
 from tests.cli.botserver_process import start_botserver
+from tests.cli.once_per_run import once_per_run
 from tests.trackers.persistence_fixtures import REDIS, require_service, unique_name
 
 TOKEN = "Zm9v+wkTok/Qz9x=="
@@ -84,20 +83,10 @@ class Run:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
-    """What the one start showed. Under pytest-xdist the tests here may run on several of its
-    workers (`--dist worksteal` hands a module's tail to an idle one): the first to get here
-    starts the server, and the others read what it showed from a file of the run's."""
-    if os.environ.get("PYTEST_XDIST_WORKER") is None:
-        return _start(tmp_path_factory)
-    # The run's own temp folder, shared by its xdist workers (theirs are in it).
-    shared = tmp_path_factory.getbasetemp().parent / "workers-start-lines.json"
-    with shared.with_suffix(".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when closed, or when its holder dies
-        if shared.exists():
-            return Run(**json.loads(shared.read_text()))
-        found = _start(tmp_path_factory)
-        shared.write_text(json.dumps(asdict(found)))
-        return found
+    """What the one start showed (once per test run, whichever xdist workers run the tests)."""
+    return once_per_run(
+        tmp_path_factory, "workers-start-lines", Run, lambda: _start(tmp_path_factory)
+    )
 
 
 def _start(tmp_path_factory: pytest.TempPathFactory) -> Run:
