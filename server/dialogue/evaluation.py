@@ -15,7 +15,6 @@ from typing import Any
 
 from server.dialogue.actions import full_retrieval_name
 from server.dialogue.processor import DialogueModel, note_text_featurization, predict_next_action
-from server.dialogue.slot_extraction import extract_slots
 from server.dialogue.story_export import (
     LINE_BREAK,
     entity_lines,
@@ -23,7 +22,7 @@ from server.dialogue.story_export import (
     user_markup,
     yaml_scalar,
 )
-from server.dialogue.story_steps import StoryStep, join_test_stories
+from server.dialogue.story_steps import StoryStep, entity_slots, join_test_stories
 from server.nlu.evaluation import labels_report
 from server.nlu.training_data import message_markup
 from server.trackers.events import (
@@ -131,27 +130,33 @@ def evaluate_story(story: StoryStep, model: DialogueModel, e2e: bool = False) ->
             # A retrieval intent with its response key (`faq/ask_name`) as the story gives it.
             gold_intent = story_intent(event)
             parse_data = dict(event.parse_data)
+            if gold_intent is not None:
+                parse_data["intent"] = {**event.intent, "confidence": 1.0}
             got_intent = gold_intent
             if event.text and model.nlu is not None and (e2e or gold_intent is None):
                 parsed = model.nlu.parse(event.text)
                 got_intent = _intent_predicted(parsed, gold_intent)
                 wrong_intent = gold_intent is not None and got_intent != gold_intent
-                if e2e and (
+                misread = e2e and (
                     wrong_intent
                     or _entity_spans(event.entities) != _entity_spans(parsed.get("entities") or [])
-                ):
+                )
+                if misread:
                     # As Rasa, a user step fails on its intent or its entities, and the
                     # comment shows what was understood: `predicted: intent: [text](entity)`.
                     result.failures.append(
                         (index, str(gold_intent), f"{got_intent}: {_understood(parsed)}")
                     )
-                    # As Rasa's, a misread message's response choice is not kept: the next
-                    # `action: utter_faq/ask_name` does not hold on it (predicted: utter_faq).
-                    parsed = {k: v for k, v in parsed.items() if k != "response_selector"}
                 if gold_intent is None:
-                    parse_data = parsed
-                else:
-                    parse_data = {**parsed, "intent": {**event.intent, "confidence": 1.0}}
+                    # The intent the NLU finds (the story gives none), and the entities the
+                    # story marks up in its text, as it goes on after any other step.
+                    parse_data = {**parsed, "entities": list(event.entities)}
+                elif not misread and "response_selector" in parsed:
+                    # As Rasa's, the story goes on with the intent and entities it gives, read
+                    # right or not (one misread step does not make the next ones fail too),
+                    # with the response chosen on a text read right: the next
+                    # `action: utter_faq/ask_name` holds only on that choice.
+                    parse_data["response_selector"] = parsed["response_selector"]
             if e2e and gold_intent is not None:
                 result.gold.append(gold_intent)
                 # No intent is "", as `test nlu` labels it ("None" names an intent in bots).
@@ -159,7 +164,11 @@ def evaluate_story(story: StoryStep, model: DialogueModel, e2e: bool = False) ->
             tracker.update(
                 UserUttered(text=event.text, parse_data=parse_data, message_id=event.message_id)
             )
-            tracker.update_many(extract_slots(tracker, model.domain))
+            if model.domain.store_entities_as_slots:
+                # As Rasa's test, and as training reads stories: the slots the story's
+                # entities fill (from_entity mappings outside forms); no other mapping runs,
+                # so a slot changes only as the story says (its `slot_was_set` steps).
+                tracker.update_many(entity_slots(event.entities, model.domain))
         elif isinstance(event, ActionExecuted):
             gold = _action_label(event)
             got = _predict(tracker, model, result, gold)
@@ -304,11 +313,14 @@ def _step_lines(event: Event, failure: tuple[str, str] | None) -> list[str]:
         # The text marked up with the step's entities: read back, it expects them again.
         # (in YAML's own escapes: JSON's surrogate pairs for an emoji do not read back)
         text = user_markup(event.text, event.entities) if event.text else None
-        if text:
+        intent = story_intent(event)
+        if text and intent is None:  # text alone, as the story gave it (as Rasa writes it)
+            out.append(f"  - user: {yaml_scalar(text)}{note}")
+        elif text:
             out.append(f"  - user: {yaml_scalar(text)}")
-            out.append(f"    intent: {yaml_scalar(story_intent(event))}{note}")
+            out.append(f"    intent: {yaml_scalar(intent)}{note}")
         else:  # written by its intent: its entities are listed, as the story had them
-            out.append(f"  - intent: {yaml_scalar(story_intent(event))}{note}")
+            out.append(f"  - intent: {yaml_scalar(intent)}{note}")
             out.extend(entity_lines(event.entities))
         return out
     if isinstance(event, ActionExecuted):

@@ -44,6 +44,7 @@ from server.dialogue.messages import (
     check_text_length,
     split_message,
 )
+from server.dialogue.policies.ensemble import policy_name
 from server.dialogue.policies.featurization import fold_states, states_behind
 from server.dialogue.policies.prediction import PolicyPrediction
 from server.dialogue.reminders import (
@@ -1291,7 +1292,7 @@ def _remember_parse(memo: Memo[str, dict[str, Any]], text: str, parsed: dict[str
 
 def _fallback_action_name(model: DialogueModel) -> str | None:
     for policy in model.metadata.get("policies", []) or []:
-        if policy.get("name") == "RulePolicy":
+        if policy_name(policy.get("name")) == "RulePolicy":
             return policy.get("core_fallback_action_name", "action_default_fallback")
     return "action_default_fallback"
 

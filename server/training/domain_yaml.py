@@ -12,7 +12,7 @@ from typing import Any
 
 from server.dialogue.domain import DEFAULT_ACTIONS, Domain, finite_number
 from server.dialogue.slots import BUILT_IN_SLOTS, MAPPING_TYPES, SLOT_TYPES
-from server.errors import InvalidProjectFile, brief
+from server.errors import InvalidProjectFile, brief, how_many
 from server.training.yaml_io import (
     check_json_values,
     check_version,
@@ -160,6 +160,8 @@ class DomainReader:
             if key in _LIST_SECTIONS:
                 existing = list(out.get(key) or [])
                 names = {_item_name(v): _item_properties(v) for v in existing}
+                if key == "intents":
+                    _check_listed_once(value, filename)
                 for index, item in enumerate(value):
                     name = _item_name(item)
                     line = line_of(value, index)
@@ -978,6 +980,27 @@ def _item_properties(item: Any) -> Any:
 
 def _item_name(item: Any) -> str:
     return str(item) if not isinstance(item, dict) else str(next(iter(item)))
+
+
+def _check_listed_once(intents: list[Any], filename: str) -> None:
+    """InvalidProjectFile naming an intent a domain file lists twice (and any other), at the
+    repeat's line. Rasa refuses such a file ("Intents are not unique!") and then trains
+    nothing of the domain; a repeat across the files of a domain is only a warning there too."""
+    seen: set[str] = set()
+    repeats: dict[str, int | None] = {}  # each repeated name, at its first repeat's line
+    for index, item in enumerate(intents):
+        name = _item_name(item)
+        if name in seen:
+            repeats.setdefault(name, line_of(intents, index))
+        seen.add(name)
+    if not repeats:
+        return
+    (name, line), *others = repeats.items()
+    more = ", ".join(f"'{other}'" for other, _ in others)
+    more = f" (and {how_many(len(others), 'other')}: {more})" if others else ""
+    raise InvalidProjectFile(
+        f"intent '{name}' is listed twice{more}: list each intent once", filename, line
+    )
 
 
 def _fills(mapping: Any) -> bool:

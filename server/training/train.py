@@ -14,7 +14,7 @@ from typing import Any
 
 from server import __version__
 from server.dialogue.domain import Domain
-from server.dialogue.policies.ensemble import PolicyEnsemble
+from server.dialogue.policies.ensemble import PolicyEnsemble, policy_name
 from server.dialogue.story_steps import checkpoint_warnings
 from server.errors import BotServerError, InvalidProjectFile, NothingToTrain, how_many
 from server.models.archive import check_archive_target, random_name, write_archive
@@ -87,7 +87,7 @@ def set_augmentation(project: Project, factor: int | None) -> None:
     policies = copy.deepcopy(project.config.policies)
     for spec in policies:
         name = spec.get("name") if isinstance(spec, dict) else None
-        if isinstance(name, str) and name.rsplit(".", 1)[-1] in _AUGMENTED_POLICIES:
+        if isinstance(name, str) and policy_name(name) in _AUGMENTED_POLICIES:
             spec["augmentation_factor"] = factor
     project.config.policies = policies
 

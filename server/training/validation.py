@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from server.dialogue.domain import DEFAULT_INTENTS, Domain
-from server.dialogue.policies.ensemble import PolicyEnsemble
+from server.dialogue.policies.ensemble import PolicyEnsemble, policy_name
 from server.dialogue.policies.featurization import (
     PREV_ACTION,
     USER,
@@ -401,11 +401,13 @@ def _refused_story_actions(
     TEDPolicy; with a RulePolicy checking for contradictions (its default), those rules run,
     as it predicts them over the training data; none with memoization alone, which Rasa
     trains (the bot never follows such a step)."""
-    names = {policy.get("name") for policy in policies}
+    # (`rasa.core.policies.ted_policy.TEDPolicy` is the TEDPolicy, as Rasa reads it)
+    names = {policy_name(policy.get("name")) for policy in policies}
     if names & _EVERY_ACTION_LOOKED_UP:
         return undeclared_story_actions(steps, domain)
     if any(
-        policy.get("name") == "RulePolicy" and policy.get("check_for_contradictions") is not False
+        policy_name(policy.get("name")) == "RulePolicy"
+        and policy.get("check_for_contradictions") is not False
         for policy in policies
     ):
         return undeclared_story_actions([step for step in steps if step.is_rule], domain)

@@ -281,13 +281,26 @@ async def test_train_with_an_example_longer_than_a_message_is_a_400_naming_its_l
     assert "150,000 characters long" in error["message"]
 
 
-async def test_train_names_the_body_line_of_an_example_in_a_block(
-    client: httpx.AsyncClient, rasa_spec: RasaSpec
+@pytest.mark.parametrize(
+    ("old", "new", "said"),
+    [
+        ("    - bye\n", '    - bye\n    - [x]{"role": "a"}\n', "request body:22: "),
+        # Before: trained, with a warning in the log; Rasa refuses such a domain ("Intents
+        # are not unique!").
+        (
+            "- goodbye\nresponses:",
+            "- goodbye\n- greet\nresponses:",
+            "request body:9: intent 'greet' is listed twice: list each intent once",
+        ),
+    ],
+    ids=["example-in-a-block", "intent-listed-twice"],
+)
+async def test_train_names_the_body_line_of_what_it_refuses(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, old: str, new: str, said: str
 ) -> None:
-    body = TRAINING_YAML.replace("    - bye\n", '    - bye\n    - [x]{"role": "a"}\n')
-    response = await client.post("/model/train", content=body)
+    response = await client.post("/model/train", content=TRAINING_YAML.replace(old, new))
     error = check(rasa_spec, response, "/model/train", "post", 400)
-    assert error["message"].startswith("request body:22: "), error["message"]
+    assert error["message"].startswith(said), error["message"]
 
 
 async def test_train_with_callback_answers_204_then_posts_the_model(

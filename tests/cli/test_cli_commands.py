@@ -492,6 +492,21 @@ def test_train_validates_the_project_first_as_rasa_does(run_cli, starter_copy: P
     assert len(list((starter_copy / "models").iterdir())) == len(models) + 1
 
 
+@pytest.mark.parametrize("command", [("train", "--force"), ("data", "validate")])
+def test_an_intent_listed_twice_in_the_domain_stops_train_and_validate(
+    run_cli, starter_copy: Path, command: tuple[str, ...]
+) -> None:
+    """As Rasa 3.6 refuses such a domain ("Intents are not unique!"). Before, a warning,
+    and the project trained (data validate passed)."""
+    domain = starter_copy / "domain.yml"
+    domain.write_text(domain.read_text().replace("  - thanks\n", "  - thanks\n  - greet\n", 1))
+    result = run_cli(*command, cwd=starter_copy)
+    assert result.code == 1
+    # (data validate says its errors on stdout, train on stderr)
+    said = "error: domain.yml:7: intent 'greet' is listed twice: list each intent once"
+    assert said in result.out + result.err
+
+
 @pytest.mark.parametrize("action", ["action_goodbye", "utter_goodby"])
 def test_train_stops_on_a_story_action_the_domain_lacks(
     run_cli, starter_copy: Path, action: str

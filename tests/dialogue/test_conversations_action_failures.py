@@ -165,7 +165,7 @@ async def test_a_failing_action_server_gives_the_fallback_and_the_turn_completes
 CONFIG = """
 language: en
 policies:
-  - name: RulePolicy
+  - name: {rule_policy}
     core_fallback_action_name: utter_cannot_help
 """
 DOMAIN = """
@@ -191,11 +191,14 @@ rules:
 """
 
 
-@pytest.fixture(scope="module")
-def custom_fallback_model(tmp_path_factory: pytest.TempPathFactory) -> DialogueModel:
+# (Rasa's module path names its RulePolicy too: its fallback action was then not read)
+@pytest.fixture(scope="module", params=["RulePolicy", "rasa.core.policies.rule_policy.RulePolicy"])
+def custom_fallback_model(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> DialogueModel:
     project: Path = tmp_path_factory.mktemp("custom-fallback")
     (project / "data").mkdir()
-    (project / "config.yml").write_text(CONFIG)
+    (project / "config.yml").write_text(CONFIG.format(rule_policy=request.param))
     (project / "domain.yml").write_text(DOMAIN)
     (project / "data" / "rules.yml").write_text(RULES)
     return train_project(project, project / "models")

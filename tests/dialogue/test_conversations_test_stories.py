@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from server.dialogue.evaluation import evaluate_stories
+from server.dialogue.evaluation import StoryResult, evaluate_stories
+from server.dialogue.processor import DialogueModel
 from server.training.evaluate import test_core as evaluate_core
 from server.training.project import data_files, load_test_stories
 from tests.dialogue.conversation_fixtures import BOTS, BotModels, train_files
@@ -161,3 +162,99 @@ stories:
     assert result.gold[:2] == ["chitchat/ask_weather", "utter_chitchat/ask_weather"]
     assert result.predicted[:2] == ["greet", "utter_chitchat"]
     assert not result.correct
+
+
+def _one_story_tested(
+    model: DialogueModel, steps: str, folder: Path, e2e: bool
+) -> tuple[Path, StoryResult]:
+    """The test story of these `steps` (written to a file in `folder`) and how it went."""
+    stories = folder / "stories.yml"
+    stories.write_text(f'version: "3.1"\nstories:\n- story: test\n  steps:\n{steps}')
+    [result] = evaluate_stories(load_test_stories([stories], model.domain), model, e2e=e2e)
+    return stories, result
+
+
+CITY_BOT = {
+    "config.yml": "version: '3.1'\nlanguage: en\npipeline:\n- name: KeywordIntentClassifier\n"
+    "policies:\n- name: MemoizationPolicy\n",
+    "domain.yml": "version: '3.1'\nintents: [inform]\nentities: [city]\nresponses:\n"
+    "  utter_city: [{text: Nice city!}]\n  utter_ask_city: [{text: Which city?}]\n",
+    "data/nlu.yml": "version: '3.1'\nnlu:\n- intent: inform\n  examples: |\n"
+    "    - I live in [Berlin](city)\n    - I live somewhere\n",
+    "data/stories.yml": "version: '3.1'\nstories:\n"
+    "- story: city said\n  steps:\n"
+    "  - intent: inform\n    entities: [city: Berlin]\n  - action: utter_city\n"
+    "- story: no city\n  steps:\n  - intent: inform\n  - action: utter_ask_city\n",
+}
+
+
+def test_an_e2e_story_goes_on_with_its_own_entities_after_a_misread_step(tmp_path: Path) -> None:
+    """As Rasa's end-to-end test: a user step whose entity the NLU misses fails, and the
+    story goes on with the entities it gives, so the next action is judged on the story's
+    conversation. Before, it went on with the NLU's (no city), and utter_ask_city was
+    predicted where the story says utter_city: one misread message failed two steps."""
+    model = train_files(CITY_BOT, tmp_path / "bot")
+    stories, result = _one_story_tested(
+        model,
+        "  - user: I live in [Berlin](city)\n    intent: inform\n  - action: utter_city\n",
+        tmp_path,
+        e2e=True,
+    )
+    assert result.actions[0][:2] == ("utter_city", "utter_city")
+    assert [index for index, _, _ in result.failures] == [0]
+    evaluate_core(model, [stories], tmp_path / "out", e2e=True)
+    failed = (tmp_path / "out" / "failed_test_stories.yml").read_text(encoding="utf-8")
+    assert "intent: inform  # predicted: inform: I live in Berlin" in failed
+    assert "action: utter_city\n" in failed
+
+
+@pytest.mark.parametrize("e2e", [False, True])
+def test_a_user_text_without_intent_goes_on_with_the_story_entities(
+    tmp_path: Path, e2e: bool
+) -> None:
+    """A step of user text alone takes the NLU's intent, and the entities its markup gives,
+    as a step with an intent does. Before, the NLU's entities (no city): utter_ask_city was
+    predicted where the story says utter_city, a second failure for one misread message.
+    The failed step is written back as a test story reads it: no `intent: null`, which
+    no story reader takes, and the NLU's reading beside the text."""
+    model = train_files(CITY_BOT, tmp_path / "bot")
+    steps = "  - user: I live in [Berlin](city)\n  - action: utter_city\n"
+    stories, result = _one_story_tested(model, steps, tmp_path, e2e)
+    assert result.actions[0][:2] == ("utter_city", "utter_city")
+    assert [index for index, _, _ in result.failures] == ([0] if e2e else [])
+    if e2e:
+        evaluate_core(model, [stories], tmp_path / "out", e2e=True)
+        failed = tmp_path / "out" / "failed_test_stories.yml"
+        text = failed.read_text(encoding="utf-8")
+        assert "- user: I live in [Berlin](city)  # predicted: inform: I live in Berlin\n" in text
+        assert "intent:" not in text
+        [again] = load_test_stories([failed], model.domain)
+        assert [type(event).__name__ for event in again.events] == [
+            "UserUttered",
+            "ActionExecuted",
+        ]
+
+
+NOTE_BOT = {
+    "config.yml": "version: '3.1'\nlanguage: en\npipeline:\n- name: KeywordIntentClassifier\n"
+    "policies:\n- name: MemoizationPolicy\n",
+    "domain.yml": "version: '3.1'\nintents: [greet]\nslots:\n  said:\n    type: text\n"
+    "    influence_conversation: true\n    mappings:\n    - type: from_text\n"
+    "responses:\n  utter_greet: [{text: Hey!}]\n",
+    "data/nlu.yml": "version: '3.1'\nnlu:\n- intent: greet\n  examples: |\n    - hello\n",
+    "data/stories.yml": "version: '3.1'\nstories:\n"
+    "- story: greet\n  steps:\n  - intent: greet\n  - action: utter_greet\n",
+}
+
+
+@pytest.mark.parametrize("e2e", [False, True])
+def test_a_test_story_sets_slots_only_as_it_says(tmp_path: Path, e2e: bool) -> None:
+    """As Rasa's test, and as training reads the same story: no slot mapping runs on a test
+    story's message but its entities' (from_entity), so the conversation is the one the
+    policies learnt. Before, the from_text mapping filled `said` with "hello", a state no
+    story had, and utter_greet was not predicted."""
+    model = train_files(NOTE_BOT, tmp_path / "bot")
+    _, result = _one_story_tested(
+        model, "  - user: hello\n    intent: greet\n  - action: utter_greet\n", tmp_path, e2e
+    )
+    assert result.correct, result.actions

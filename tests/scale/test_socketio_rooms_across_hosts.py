@@ -1,6 +1,7 @@
 """socket.io rooms shared through Redis: a bot message reaches every tab of a session_id,
 whichever server process or worker holds each tab and whichever one sends the message
-(two `botserver run` processes as two hosts behind a load balancer, and `--workers 2`)."""
+(two `botserver run` processes as two hosts behind a load balancer, the second of them
+`--workers 2`)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import pytest
 from bench.concurrency import ServerProcess
 from server.api.workers import SPREADS_CONNECTIONS
 from tests.scale.scale_services import sqlite_and_redis_endpoints
-from tests.scale.socketio_workers import Tab, socketio_workers, tabs, trigger_greet
+from tests.scale.socketio_workers import Tab, tabs, trigger_greet
 
 pytestmark = [pytest.mark.timeout(180)]
 
@@ -32,10 +33,13 @@ def moodbot(moodbot_copy: Callable[[str], Path]) -> Path:
 
 @pytest.fixture(scope="module")
 def two_hosts(moodbot: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
-    """Two server processes of one deployment with session_persistence, their Redis named by
+    """Two servers of one deployment with session_persistence, their Redis named by
     endpoints.yml (Redis locks under a key prefix of this run, so their rooms' channel is
-    this run's too)."""
-    with started_hosts(moodbot, tmp_path_factory, "endpoints", session_persistence=True) as urls:
+    this run's too): host A one process, host B `--workers 2` (the workers' tests run on B:
+    a start fewer than a deployment of its own)."""
+    with started_hosts(
+        moodbot, tmp_path_factory, "endpoints", session_persistence=True, second_workers=2
+    ) as urls:
         yield urls
 
 
@@ -57,6 +61,7 @@ def started_hosts(
     tmp_path_factory: pytest.TempPathFactory,
     redis_named_by: str,
     session_persistence: bool,
+    second_workers: int = 1,
 ) -> Iterator[list[str]]:
     directory = tmp_path_factory.mktemp("two-hosts")
     endpoints = sqlite_and_redis_endpoints(directory)
@@ -72,8 +77,8 @@ def started_hosts(
     credentials = directory / "credentials.yml"
     credentials.write_text(json.dumps({"socketio": socketio_settings}))
     servers = []
-    for name in ("a", "b"):
-        server = ServerProcess(moodbot, endpoints, directory / f"{name}.log")
+    for name, workers in (("a", 1), ("b", second_workers)):
+        server = ServerProcess(moodbot, endpoints, directory / f"{name}.log", workers=workers)
         server.args += ["--credentials", str(credentials)]
         servers.append(server)
     try:
@@ -81,6 +86,12 @@ def started_hosts(
             server.start()
         for server in servers:
             asyncio.run(server.wait_for("/", 200, timeout=60))
+        if second_workers > 1:
+            deadline = time.monotonic() + 30
+            said = f"with {second_workers} workers"  # said once they all serve
+            while said not in servers[1].log.read_text():
+                assert time.monotonic() < deadline, servers[1].log.read_text()[-3000:]
+                time.sleep(0.1)
         yield [server.url for server in servers]
     except BaseException:
         for server in servers:
@@ -186,11 +197,9 @@ def test_a_session_id_that_was_a_socket_id_goes_on_while_that_socket_is_open(
 
 
 @pytest.fixture(scope="module")
-def two_workers(moodbot: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with socketio_workers(
-        moodbot, tmp_path_factory.mktemp("rooms-workers"), {"session_persistence": True}
-    ) as url:
-        yield url
+def two_workers(two_hosts: list[str]) -> str:
+    """Host B: `--workers 2` with Redis locks, so Redis rooms."""
+    return two_hosts[1]
 
 
 def worker_socket(session: str) -> Path:

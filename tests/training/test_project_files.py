@@ -65,6 +65,8 @@ EXPECTED_INVALID = {
     "test_mixed_yaml_training_data/training_data.yml": "unknown key 'rule' in an item under",
     # a response given twice (Rasa's YAML reader refuses duplicate keys too)
     "test_domains/duplicate_responses.yml": "'utter_greet' is given twice",
+    # intents listed twice in one file (Rasa: "Intents are not unique!")
+    "test_domains/duplicate_intents.yml": "intent 'default' is listed twice (and 1 other",
     # the graph.v1 recipe (a graph of Rasa's Python classes): it trained an empty model
     "test_config/graph_config.yml": "recipe 'graph.v1' is not supported",
     "test_config/graph_config_short.yml": "recipe 'graph.v1' is not supported",
@@ -274,7 +276,14 @@ _RESPONSE_CONDITION = "responses:\n  utter_a:\n  - text: a\n    condition:\n    
         ("intents:\n- greet: {}\n", 2, "intent 'greet' has a ':' but no properties"),
         # Before: a warning, and the first definition won (entities the second excluded
         # were used); Rasa refuses a repeated intent.
-        ("intents:\n- greet\n- greet: {use_entities: []}\n", 3, "with different properties"),
+        ("intents:\n- greet\n- greet: {use_entities: []}\n", 3, "'greet' is listed twice"),
+        # Before: a warning, and it trained; Rasa refuses the file ("Intents are not unique!
+        # Found multiple intents with name(s) ['bye', 'greet']"), and then trains nothing.
+        (
+            "intents:\n- greet\n- bye\n- greet\n- bye\n",
+            4,
+            "intent 'greet' is listed twice (and 1 other: 'bye'): list each intent once",
+        ),
         # Before: it trained; Rasa skips the file with a warning and trains an empty domain.
         ('version: "9"\nintents: [greet]\n', 1, "'version' '9' is not a format this server"),
         ('version: "3.x"\nintents: [greet]\n', 1, "'version' '3.x' is not a format"),

@@ -121,6 +121,15 @@ TYPOS = (
         ("- name: RulePolicy\n  check_for_contradictions: false\n", None),
         ("- name: RulePolicy\n", "11: action 'action_bye' is used in rule 'bye'"),
         ("- name: UnexpecTEDIntentPolicy\n", "6: action 'utter_gret' is used in story 'typo'"),
+        # Rasa's module paths, which Rasa reads as the policies they name (they trained)
+        (
+            "- name: rasa.core.policies.rule_policy.RulePolicy\n",
+            "11: action 'action_bye' is used in rule 'bye'",
+        ),
+        (
+            "- name: rasa.core.policies.ted_policy.TEDPolicy\n",
+            "6: action 'utter_gret' is used in story 'typo'",
+        ),
     ],
 )
 def test_story_actions_the_domain_lacks_stop_training_as_rasas_policies_do(

@@ -69,9 +69,17 @@ ENSEMBLE_FILE = "ensemble.json"
 PREDICTION_MEMO_SIZE = 1024
 
 
+def policy_name(name: Any) -> Any:
+    """A config.yml policy's `name` as the policy is known: Rasa's module path for one of
+    Rasa's policies (`rasa.core.policies.ted_policy.TEDPolicy`), which Rasa accepts, is its
+    class name; any other value is returned as it is."""
+    if isinstance(name, str) and name.startswith("rasa."):
+        return name.rsplit(".", 1)[-1]
+    return name
+
+
 def _short_name(name: Any) -> str:
-    """A policy's name; Rasa's module path for one of Rasa's policies
-    (`rasa.core.policies.ted_policy.TEDPolicy`) is its name, a custom class is refused."""
+    """A policy's name (`policy_name`); a custom class is refused."""
     if not isinstance(name, str) or not name:
         raise InvalidConfig(f"each policy in config.yml needs a 'name', got {name!r}")
     if "." in name and not name.startswith("rasa."):
@@ -79,7 +87,7 @@ def _short_name(name: Any) -> str:
             f"'{name}' is a custom policy: botserver never imports code named in config.yml. "
             f"Remove it, or use one of {_known_policies()}"
         )
-    return name.rsplit(".", 1)[-1]
+    return str(policy_name(name))
 
 
 def _policy_of(
