@@ -2004,9 +2004,10 @@ RASA_COMMANDS_NOT_OFFERED = {
 def _rasa_command_not_offered(parser: argparse.ArgumentParser, words: list[str]) -> None:
     """`botserver interactive`: said to be Rasa's, with what to use instead (argparse's
     `invalid choice` reads as a typo)."""
-    if words == ["telemetry"] or words[:2] == ["telemetry", "disable"]:
+    asked = [word for word in words if word not in ("-h", "--help")]
+    if asked == ["telemetry"] or asked[:2] == ["telemetry", "disable"]:
         # What a Dockerfile's `rasa telemetry disable` asks for holds: the build goes on; and
-        # `rasa telemetry` alone says whether it is on (exit 0, as Rasa's).
+        # `rasa telemetry` alone (or with --help) says whether it is on (exit 0, as Rasa's).
         print(f"botserver: {RASA_COMMANDS_NOT_OFFERED['telemetry']}.", file=sys.stderr)
         parser.exit(0)
     if words and words[0] in RASA_COMMANDS_NOT_OFFERED:
