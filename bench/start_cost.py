@@ -5,9 +5,11 @@
 
 `run -m models --enable-api` is measured from exec to the first 200 on /status once the log
 says ` is up on `: utime+stime of the process and of its descendants (`--workers 2`, with
-`--workers-endpoints`, whose stores the workers share). `--help` and `data validate` to their
-exit. Each checkout is put on PYTHONPATH in turn, the starts interleaved so that the host's
-load falls alike on each; compiled code is cached (PYTHONPYCACHEPREFIX), as installed.
+`--workers-endpoints`, whose stores the workers share); "run + stop" from exec to its exit
+after a SIGTERM sent at that point (`os.wait4`'s rusage: its whole life). `--help` and
+`data validate` to their exit. Each checkout is put on PYTHONPATH in turn, the starts
+interleaved so that the host's load falls alike on each; compiled code is cached
+(PYTHONPYCACHEPREFIX), as installed.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ def tree_cpu(pid: int) -> float:
     return total / TICK
 
 
-def run_start(bot: Path, env: dict[str, str], extra: list[str]) -> float:
+def run_start(bot: Path, env: dict[str, str], extra: list[str], stop: bool = False) -> float:
+    """CPU until ready, or (`stop`) until exit after a SIGTERM once ready."""
     port = free_port()
     with tempfile.NamedTemporaryFile(suffix=".log") as log:
         process = subprocess.Popen(
@@ -69,7 +72,12 @@ def run_start(bot: Path, env: dict[str, str], extra: list[str]) -> float:
                     url = f"http://127.0.0.1:{port}/status"
                     with urllib.request.urlopen(url, timeout=2) as answer:
                         if answer.status == 200 and b" is up on " in Path(log.name).read_bytes():
-                            return tree_cpu(process.pid)
+                            if not stop:
+                                return tree_cpu(process.pid)
+                            process.terminate()
+                            _, _, usage = os.wait4(process.pid, 0)
+                            process.returncode = 0  # reaped
+                            return usage.ru_utime + usage.ru_stime
                 except OSError:
                     pass
                 time.sleep(0.02)
@@ -103,6 +111,7 @@ def main() -> None:
     env["PYTHONPYCACHEPREFIX"] = env.get("PYTHONPYCACHEPREFIX") or tempfile.mkdtemp()
     cases: dict[str, Callable[[dict[str, str]], float]] = {
         "run": lambda env: run_start(bot, env, []),
+        "run + stop": lambda env: run_start(bot, env, [], stop=True),
         "--help": lambda env: one_shot(bot, env, ["--help"]),
         "data validate": lambda env: one_shot(bot, env, ["data", "validate"]),
     }

@@ -36,7 +36,7 @@ from server.api.services import Services, services_of
 from server.api.tracker_response import around_prediction, freed_after_sending, tracker_response
 from server.auth import require_auth
 from server.auth.dependency import forbid
-from server.channels.rocketchat import room_of
+from server.channels.rocketchat_ids import room_of
 from server.dialogue.agent import Agent, OutputChoice
 from server.dialogue.story_export import conversation_story
 from server.errors import (
@@ -247,7 +247,6 @@ def _other_recipient(events: list[Event], conversation_id: str) -> tuple[str, An
     """The first (key, value) by which a bot event's custom payload names a recipient other
     than `conversation_id`, else None."""
     # A Rocket.Chat conversation (`<room id>:<user id>`) is sent to in its room, as its
-    # plain bot messages are.
     own_room = room_of(conversation_id)
     for event in events:
         if not isinstance(event, BotUttered):

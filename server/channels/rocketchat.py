@@ -30,6 +30,7 @@ from server.channels.channel import (
     turn_to_its_end,
 )
 from server.channels.rocketchat_api import RocketChatAPI, RocketChatError, RocketChatUnavailable
+from server.channels.rocketchat_ids import conversation_id, room_of
 from server.dialogue.messages import UserMessage, split_message
 from server.errors import InvalidConfig, InvalidConversationId, LockTimeout, StoreError
 from server.json_values import loads_untrusted
@@ -38,16 +39,6 @@ from server.urls import safe_url
 logger = logging.getLogger(__name__)
 
 LIVECHAT_TOKEN_HEADER = "X-RocketChat-Livechat-Token"
-
-
-def conversation_id(room_id: str, user_id: str) -> str:
-    """One conversation per user per room."""
-    return f"{room_id}:{user_id}"
-
-
-def room_of(conversation: str) -> str:
-    """The room of a conversation id (a bare room id, as Rasa uses, is accepted too)."""
-    return conversation.partition(":")[0]
 
 
 # Rocket.Chat's default Message_MaxAllowedSize, in JavaScript string length (UTF-16 units).
