@@ -1,7 +1,8 @@
 """Long conversations are served through the API without holding the event loop.
 
-The tests that only read a conversation of 100,000 events share one app holding it (one PUT
-of 9.8 MB a module, each on its event loop): a PUT costs 1.3 s of CPU. The tests that time a
+The tests that only read a conversation of 100,000 events share one app holding it (on the
+memory store written into the store directly, on SQLite one PUT of 9.8 MB a module, each on its
+event loop): a PUT costs 1.3 s of CPU. The tests that time a
 PUT or a POST send their own; those whose point comes after the conversation is there (a first
 turn, a rewind, a new session) write it into their app's store directly (`store_long`)."""
 
@@ -80,11 +81,11 @@ async def store_long(client: Any, conversation_id: str) -> None:
 async def long_client(
     moodbot_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """An app on the memory store whose conversation "long" holds `long_body()`, for the tests
-    that read it (one PUTs the same events over it again)."""
+    """An app on the memory store whose conversation "long" holds `long_body()`, written into
+    its store directly, for the tests that read it (one PUTs the same events over it again)."""
     async with AsyncExitStack() as stack:
         client = await open_client(stack, moodbot_model, tmp_path_factory.mktemp("long"))
-        await put_long(client, "long")
+        await store_long(client, "long")
         yield client
 
 
