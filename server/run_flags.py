@@ -124,3 +124,25 @@ def check_a_model_can_come(args: argparse.Namespace, endpoints: dict[str, Any]) 
             "--remote-storage, the server could never load one later (with --enable-api, "
             "PUT /model loads one)."
         ) from None
+
+
+def no_model_to_talk_with(model: str | Path | None) -> str:
+    """What `shell` says without a model: a local one missing, or one that failed to load."""
+    return (
+        f"no model could be loaded from '{model}'. Train one with `botserver train`, or pass "
+        "one with -m."
+    )
+
+
+def check_a_shell_model_can_come(args: argparse.Namespace, endpoints: dict[str, Any]) -> None:
+    """`check_a_model_can_come` for `shell`, which has no API to load one later: a missing
+    local model stops it before the server's imports and stores (before: some 1.3 CPU-s
+    first). A model server or remote storage is asked when the shell starts."""
+    from server.models.local import resolve_local_model
+
+    if args.remote_storage or endpoints.get("models"):
+        return
+    try:
+        resolve_local_model(Path(args.model))
+    except ModelNotFound:
+        raise InvalidConfig(no_model_to_talk_with(Path(args.model))) from None
