@@ -6,6 +6,7 @@ against: `cli.py` makes them before it imports the server, so a wrong value is s
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -126,11 +127,12 @@ def check_a_model_can_come(args: argparse.Namespace, endpoints: dict[str, Any]) 
         ) from None
 
 
-def no_model_to_talk_with(model: str | Path | None) -> str:
+def no_model_to_talk_with(model: str | Path | None, why: str = "") -> str:
     """What `shell` says without a model: a local one missing, or one that failed to load."""
+    because = f" ({why})" if why else ""
     return (
-        f"no model could be loaded from '{model}'. Train one with `botserver train`, or pass "
-        "one with -m."
+        f"no model could be loaded from '{model}'{because}. Train one with `botserver train`, "
+        "or pass one with -m."
     )
 
 
@@ -142,7 +144,10 @@ def check_a_shell_model_can_come(args: argparse.Namespace, endpoints: dict[str, 
 
     if args.remote_storage or endpoints.get("models"):
         return
+    path = Path(args.model)
     try:
-        resolve_local_model(Path(args.model))
-    except ModelNotFound:
-        raise InvalidConfig(no_model_to_talk_with(Path(args.model))) from None
+        resolve_local_model(path)
+    except ModelNotFound as exc:
+        # What is there instead (a file not an archive, a folder without one) is news.
+        why = exc.reason.rstrip(".") if os.path.lexists(path) else ""
+        raise InvalidConfig(no_model_to_talk_with(path, why)) from None

@@ -256,21 +256,28 @@ def test_a_restart_on_an_up_to_date_sqlite_store_skips_alembic_and_the_collector
     assert restarted.collections == ["2"]  # the one before the freeze
 
 
+_TRAIN_ONE = "Train one with `botserver train`, or pass one with -m."
+
+
 @pytest.mark.parametrize(
-    ("argv", "model"),
+    ("argv", "said"),
     [
-        (["shell", "-m", "nope.tar.gz"], "nope.tar.gz"),
-        (["shell", "models/old.tar.gz", "-v"], "models/old.tar.gz"),
-        (["shell", "nlu", "-m", "."], "."),
-        (["shell"], "models"),
+        (["shell", "-m", "nope.tar.gz"], f"from 'nope.tar.gz'. {_TRAIN_ONE}"),
+        (["shell", "models/old.tar.gz", "-v"], f"from 'models/old.tar.gz'. {_TRAIN_ONE}"),
+        (["shell"], f"from 'models'. {_TRAIN_ONE}"),
+        # A path that exists: what is there instead is said too.
+        (
+            ["shell", "nlu", "-m", "."],
+            f"from '.' (No model archive (.tar.gz) in '.'). {_TRAIN_ONE}",
+        ),
     ],
 )
 def test_a_shell_without_its_model_says_so_before_the_server_is_imported(
-    tmp_path: Path, argv: list[str], model: str
+    tmp_path: Path, argv: list[str], said: str
 ) -> None:
     """As `run`'s check (above): before, the shell built the whole server (its imports, its
     stores), 1.2 CPU-s, to find there was no model to load."""
-    said = f"error: no model could be loaded from '{model}'. Train one with `botserver train`"
+    said = f"error: no model could be loaded {said}"
     _assert_refused_before_the_server_is_imported(argv, said, tmp_path)
 
 
