@@ -1444,6 +1444,11 @@ def cmd_shell(args: argparse.Namespace) -> int:
 
     _check_endpoints_file(args, needed=False)
     check_run_flags(args)  # before the server's imports, as `run`
+    from server.config import read_endpoints
+    from server.run_flags import check_a_shell_model_can_come
+
+    endpoints = read_endpoints(args.endpoints)
+    check_a_shell_model_can_come(args, endpoints)  # and a missing model, as `run`
     from server.api.runner import check_model_source
     from server.channels.console import run_shell
 
@@ -1453,7 +1458,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
     return asyncio.run(
         run_shell(
             args.model if args.remote_storage else Path(args.model),
-            args.endpoints,
+            endpoints,
             args.sender,
             nlu_only=args.what == "nlu",
             remote_storage=args.remote_storage,

@@ -11,44 +11,16 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from dripping_nlu import serve_dripping  # (bench/, this script's folder)
+
 from server.nlu.remote import RemoteNLU
 
 CALLS = 50
-
-
-def _drip(connection: socket.socket, in_headers: bool) -> None:
-    with connection:
-        connection.recv(65536)
-        head = b"HTTP/1.1 200 OK\r\n"
-        head += b"X-Slow: " if in_headers else b"Content-Length: 100\r\n\r\n"
-        try:
-            connection.sendall(head)
-            for _ in range(100):
-                time.sleep(0.1)
-                connection.sendall(b"a" if in_headers else b" ")
-            if in_headers:
-                connection.sendall(b"\r\nContent-Length: 2\r\n\r\n{}")
-        except OSError:  # the client hung up
-            pass
-
-
-def _serve(in_headers: bool) -> str:
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.listen(200)
-
-    def accept() -> None:
-        while True:
-            connection, _ = listener.accept()
-            threading.Thread(target=_drip, args=(connection, in_headers), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    return f"http://127.0.0.1:{listener.getsockname()[1]}"
 
 
 def _open_files() -> int:
@@ -57,7 +29,7 @@ def _open_files() -> int:
 
 def main() -> None:
     logging.basicConfig(level=logging.CRITICAL)
-    url = _serve(sys.argv[1:] == ["headers"])
+    url = serve_dripping(sys.argv[1:] == ["headers"], count=100, every=0.1)
     threads, files = threading.active_count(), _open_files()
     nlu = RemoteNLU({"url": url, "timeout": 0.5})
     started, cpu = time.monotonic(), time.process_time()

@@ -6,6 +6,7 @@ against: `cli.py` makes them before it imports the server, so a wrong value is s
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +125,29 @@ def check_a_model_can_come(args: argparse.Namespace, endpoints: dict[str, Any]) 
             "--remote-storage, the server could never load one later (with --enable-api, "
             "PUT /model loads one)."
         ) from None
+
+
+def no_model_to_talk_with(model: str | Path | None, why: str = "") -> str:
+    """What `shell` says without a model: a local one missing, or one that failed to load."""
+    because = f" ({why})" if why else ""
+    return (
+        f"no model could be loaded from '{model}'{because}. Train one with `botserver train`, "
+        "or pass one with -m."
+    )
+
+
+def check_a_shell_model_can_come(args: argparse.Namespace, endpoints: dict[str, Any]) -> None:
+    """`check_a_model_can_come` for `shell`, which has no API to load one later: a missing
+    local model stops it before the server's imports and stores (before: some 1.3 CPU-s
+    first). A model server or remote storage is asked when the shell starts."""
+    from server.models.local import resolve_local_model
+
+    if args.remote_storage or endpoints.get("models"):
+        return
+    path = Path(args.model)
+    try:
+        resolve_local_model(path)
+    except ModelNotFound as exc:
+        # What is there instead (a file not an archive, a folder without one) is news.
+        why = exc.reason.rstrip(".") if os.path.lexists(path) else ""
+        raise InvalidConfig(no_model_to_talk_with(path, why)) from None

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from server.channels.channel import reply_choices
-from server.config import read_endpoints
 from server.dialogue.agent import Agent
 from server.dialogue.messages import UserMessage
 from server.errors import BotServerError
+from server.run_flags import no_model_to_talk_with
 
 logger = logging.getLogger(__name__)
 
@@ -142,18 +142,18 @@ async def print_parses(agent: Agent, out: TextIO | None = None) -> None:
 
 async def run_shell(
     model_path: Path | str | None,
-    endpoints_path: str | Path | None,
+    endpoints: dict[str, Any],
     sender: str | None = None,
     nlu_only: bool = False,
     remote_storage: str | None = None,
     verify_key: Path | None = None,
 ) -> int:
-    """The `botserver shell` command (`nlu_only`: `shell nlu`; `remote_storage` and
-    `verify_key` as `botserver run`'s flags); returns the exit code."""
+    """The `botserver shell` command (`endpoints`: endpoints.yml's sections; `nlu_only`:
+    `shell nlu`; `remote_storage` and `verify_key` as `botserver run`'s flags); returns the
+    exit code."""
     from server.api.server import ServerOptions, build_app
 
     _replace_undecodable_input()
-    endpoints = read_endpoints(endpoints_path)
     options = ServerOptions(
         model_path=model_path,
         endpoints=endpoints,
@@ -166,11 +166,7 @@ async def run_shell(
     async with app.router.lifespan_context(app):
         agent: Agent = app.state.agent
         if not agent.is_ready:
-            print(
-                f"error: no model could be loaded from '{model_path}'. Train one with "
-                "`botserver train`, or pass one with -m.",
-                file=sys.stderr,
-            )
+            print(f"error: {no_model_to_talk_with(model_path)}", file=sys.stderr)
             return 1
         if nlu_only or agent.model().nlu_only:
             print(

@@ -11,7 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from server.dialogue.domain import DEFAULT_ACTIONS, Domain, finite_number
-from server.dialogue.slots import BUILT_IN_SLOTS, MAPPING_TYPES, SLOT_TYPES
+from server.dialogue.slots import (
+    BUILT_IN_SLOTS,
+    MAPPING_TYPES,
+    SESSION_STARTED_METADATA,
+    SLOT_TYPES,
+)
 from server.errors import InvalidProjectFile, brief, how_many
 from server.training.yaml_io import (
     check_json_values,
@@ -368,6 +373,16 @@ class DomainReader:
                         )
 
     def check_slot(self, name: str, spec: Any, filename: str, line: int | None) -> None:
+        if name == SESSION_STARTED_METADATA and not self._from_archive:
+            # Rasa adds this slot to every domain, declared or not, and then refuses the
+            # domain ("Duplicate slots in domain"); an archive holds it as the server added it.
+            raise InvalidProjectFile(
+                f"slot '{name}' is one the server adds to every domain itself (it holds the "
+                "metadata of the message that started the session): Rasa refuses a domain "
+                "that declares it too; remove it from the slots",
+                filename,
+                line,
+            )
         if not isinstance(spec, dict):
             raise InvalidProjectFile(
                 f"slot '{name}' must be a mapping with a 'type' and 'mappings'", filename, line

@@ -127,15 +127,21 @@ def test_a_wrong_run_flag_is_said_before_the_server_is_imported(
 ) -> None:
     """Before, each took some 1.5-2 s of CPU (the web framework, the stores, NLU's libraries
     imported) before its one line; now about what an argparse error takes."""
+    _assert_refused_before_the_server_is_imported(["run", *flags], said, tmp_path)
+
+
+def _assert_refused_before_the_server_is_imported(argv: list[str], said: str, cwd: Path) -> None:
+    """`botserver ARGV`, in a fresh interpreter, exits 1 with the line `said` and has imported
+    none of the server's heavy packages."""
     code = (
         "import contextlib, io, cli\n"
         "err = io.StringIO()\n"
         "with contextlib.redirect_stderr(err):\n"
-        f"    code = cli.main(['run', *{flags!r}])\n"
+        f"    code = cli.main({argv!r})\n"
         "open('answer.txt', 'w').write(f'{code} {err.getvalue().strip()}')\n"
     )
-    modules = _modules_after(code, tmp_path)
-    code_and_err = (tmp_path / "answer.txt").read_text()
+    modules = _modules_after(code, cwd)
+    code_and_err = (cwd / "answer.txt").read_text()
     assert code_and_err.startswith("1 ") and f"\n{said}" in f"\n{code_and_err[2:]}", code_and_err
     assert not {"fastapi", "starlette", "sklearn", "numpy", "sqlalchemy"} & modules
 
@@ -257,6 +263,31 @@ def test_a_restart_on_an_up_to_date_sqlite_store_skips_alembic_and_the_collector
     assert restarted.collections == ["2"]  # the one before the freeze
     assert "fastapi" in restarted.modules  # (the list is written)
     assert {"pygments", "rich"} & set(restarted.modules) == set()
+
+
+_TRAIN_ONE = "Train one with `botserver train`, or pass one with -m."
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["shell", "-m", "nope.tar.gz"], f"from 'nope.tar.gz'. {_TRAIN_ONE}"),
+        (["shell", "models/old.tar.gz", "-v"], f"from 'models/old.tar.gz'. {_TRAIN_ONE}"),
+        (["shell"], f"from 'models'. {_TRAIN_ONE}"),
+        # A path that exists: what is there instead is said too.
+        (
+            ["shell", "nlu", "-m", "."],
+            f"from '.' (No model archive (.tar.gz) in '.'). {_TRAIN_ONE}",
+        ),
+    ],
+)
+def test_a_shell_without_its_model_says_so_before_the_server_is_imported(
+    tmp_path: Path, argv: list[str], said: str
+) -> None:
+    """As `run`'s check (above): before, the shell built the whole server (its imports, its
+    stores), 1.2 CPU-s, to find there was no model to load."""
+    said = f"error: no model could be loaded {said}"
+    _assert_refused_before_the_server_is_imported(argv, said, tmp_path)
 
 
 def test_the_storages_checked_before_the_imports_are_the_ones_served() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from server.channels.console import run_shell
+from server.config import read_endpoints
 
 ShellLog = tuple[Path, Path, pytest.MonkeyPatch, pytest.LogCaptureFixture]
 
@@ -29,7 +30,7 @@ async def _dialogue_lines(shell_log: ShellLog, level: int, typed: str) -> list[s
     model, endpoints, monkeypatch, caplog = shell_log
     monkeypatch.setattr("sys.stdin", io.StringIO(typed))
     caplog.set_level(level, logger="server")
-    assert await run_shell(model, endpoints, sender="ana") == 0
+    assert await run_shell(model, read_endpoints(endpoints), sender="ana") == 0
     return [r.getMessage() for r in caplog.records if r.name.startswith("server.dialogue")]
 
 

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 
 from bench.tcp_proxy import TcpProxy
 from server.channels.console import run_shell
+from server.config import read_endpoints
 from tests.trackers.persistence_fixtures import REDIS, require_service
 
 
@@ -57,7 +58,7 @@ async def test_a_store_down_mid_session_is_one_error_line_and_the_session_goes_o
     )
     monkeypatch.setattr("sys.stdin", typist)
     try:
-        code = await run_shell(moodbot_model, endpoints, sender="ana")
+        code = await run_shell(moodbot_model, read_endpoints(endpoints), sender="ana")
     finally:
         await proxy.cut()
         redis = aioredis.Redis(host=REDIS[0], port=REDIS[1])

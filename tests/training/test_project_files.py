@@ -343,6 +343,15 @@ _RESPONSE_CONDITION = "responses:\n  utter_a:\n  - text: a\n    condition:\n    
         ("responses:\n  utter_a: [{text: a}]\n  1: [{text: b}]\n", 3, "response name 1 is"),
         ("responses:\n  true: [{text: b}]\n", 2, "quote it ('\"true\":')"),
         ("actions:\n- '42':\n    send_domain: true\n", 2, "action name '42' has no letter"),
+        # Before: it trained, with the project's type (a text slot influencing the
+        # conversation, say) for the slot the server fills; Rasa adds the slot to every
+        # domain and then refuses one declaring it ("Duplicate slots in domain").
+        (
+            "intents: [greet]\nslots:\n  session_started_metadata:\n    type: any\n"
+            "    mappings: []\n",
+            3,
+            "slot 'session_started_metadata' is one the server adds to every domain itself",
+        ),
     ],
 )
 def test_broken_domain_names_file_and_line(
@@ -1379,7 +1388,7 @@ def test_mappings_of_a_built_in_slot_are_a_warning(tmp_path: Path) -> None:
         tmp_path,
         'version: "3.1"\nentities: [city]\nslots:\n  requested_slot:\n    type: any\n'
         "    mappings: [{type: from_entity, entity: city}]\n"
-        "  session_started_metadata:\n    type: any\n    mappings: []\n",
+        "  knowledge_base_listed_objects:\n    type: any\n    mappings: []\n",
     )
     assert warnings == [
         f"{path}:4: slot 'requested_slot' is one the server sets itself: no message fills it, "
