@@ -1,11 +1,14 @@
 """The socket.io server the channel runs: python-socketio's, with fixes for what clients can
 get wrong (an event without a name, a long-polling POST engine.io refuses or that names a
-closed session, a client that takes none of its messages) that would otherwise hold a
-request for ever, log a traceback or hold memory without bound."""
+closed session, a client that takes none of its messages, sessions opened without end or
+never joined) that would otherwise hold a request for ever, log a traceback or hold memory
+without bound."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -19,6 +22,42 @@ logger = logging.getLogger(__name__)
 # engine.io's pings, which it may do without reading them, stays connected: the server then
 # held every bot message for it, without bound.
 MAX_QUEUED_PACKETS = 10_000
+# The most bytes of packets a session holds for its client to take: 10,000 packets of bot
+# messages with images or custom payloads could be hundreds of megabytes.
+MAX_QUEUED_BYTES = 4 * 1024 * 1024
+# A packet's cost beyond its data (the packet object and the queue's slot).
+PACKET_OVERHEAD = 100
+# The engine.io sessions a process holds by default (`max_sessions`): an idle one costs about
+# 20 KB, so about 200 MB at the bound.
+MAX_SESSIONS = 10_000
+# Seconds a session has to join a namespace (socket.io's CONNECT) before it is closed, as
+# socket.io's own server does (`connectTimeout`).
+JOIN_TIMEOUT = 45.0
+# Seconds a refused client is told to wait (`Retry-After`).
+RETRY_AFTER = 10
+
+
+class CountedQueue(asyncio.Queue[Any]):
+    """A session's queue of packets waiting for its client, keeping the bytes they hold."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.bytes = 0
+
+    def _put(self, item: Any) -> None:
+        self.bytes += packet_bytes(item)
+        super()._put(item)
+
+    def _get(self) -> Any:
+        item = super()._get()
+        self.bytes -= packet_bytes(item)
+        return item
+
+
+def packet_bytes(pkt: Any) -> int:
+    """About what an engine.io packet waiting in a queue holds."""
+    data = getattr(pkt, "data", None)
+    return PACKET_OVERHEAD + (len(data) if isinstance(data, (str, bytes)) else 0)
 
 
 def session_of(query_string: bytes) -> str | None:
@@ -46,8 +85,10 @@ class EventPacket(socketio.packet.Packet):  # type: ignore[misc]
 
 
 class Engine(engineio.AsyncServer):  # type: ignore[misc]
-    """engine.io's server, with two fixes to its long-polling POST and a bound on what a
-    session holds for its client (`MAX_QUEUED_PACKETS`: past it, the session is closed).
+    """engine.io's server, with two fixes to its long-polling POST, a bound on what a
+    session holds for its client (`MAX_QUEUED_PACKETS`, `MAX_QUEUED_BYTES`: past either, the
+    session is closed) and on the sessions it holds (`max_sessions`: a new one past it is
+    answered 503, those open keep working).
 
     A POST it refuses (a packet a client may not send, such as OPEN, or a body over
     `max_http_buffer_size`) closes the session, and engine.io would wait, before answering
@@ -61,6 +102,35 @@ class Engine(engineio.AsyncServer):  # type: ignore[misc]
     body has begun: engine.io looks the session up right after, with no wait between,
     whereas the session may close while a client holds its body back.
     """
+
+    max_sessions = MAX_SESSIONS
+    refused = 0  # sessions refused since the last line logged
+    refused_logged: float | None = None  # when the last line was logged
+
+    def create_queue(self, *args: Any, **kwargs: Any) -> asyncio.Queue[Any]:
+        return CountedQueue(*args, **kwargs)
+
+    async def _handle_connect(self, environ: Any, transport: str, jsonp_index: Any = None) -> Any:
+        if len(self.sockets) >= self.max_sessions:
+            # Sessions closed (by their client, or timed out) wait for engine.io's sweep.
+            for sid in [sid for sid, socket in self.sockets.items() if socket.closed]:
+                del self.sockets[sid]
+        if len(self.sockets) >= self.max_sessions:
+            self.refused += 1
+            now = time.monotonic()
+            if self.refused_logged is None or now - self.refused_logged >= 60:
+                logger.warning(
+                    "socketio: %d new session(s) refused: the process holds %d, its max_sessions",
+                    self.refused,
+                    self.max_sessions,
+                )
+                self.refused, self.refused_logged = 0, now
+            return {
+                "status": "503 SERVICE UNAVAILABLE",
+                "headers": [("Content-Type", "text/plain"), ("Retry-After", str(RETRY_AFTER))],
+                "response": b'"Too many sessions"',
+            }
+        return await super()._handle_connect(environ, transport, jsonp_index)
 
     async def handle_request(self, *args: Any, **kwargs: Any) -> Any:
         scope = args[0] if args else None
@@ -81,12 +151,16 @@ class Engine(engineio.AsyncServer):  # type: ignore[misc]
 
     async def send_packet(self, sid: str, pkt: Any) -> None:
         socket = self.sockets.get(sid)
-        if socket is not None and socket.queue.qsize() >= MAX_QUEUED_PACKETS:
+        if socket is not None and (
+            socket.queue.qsize() >= MAX_QUEUED_PACKETS
+            or socket.queue.bytes + packet_bytes(pkt) > MAX_QUEUED_BYTES
+        ):
             logger.warning(
                 "socketio: session %s was closed: its client took none of the %d packets "
-                "waiting for it",
+                "(%d bytes) waiting for it",
                 sid,
-                MAX_QUEUED_PACKETS,
+                socket.queue.qsize(),
+                socket.queue.bytes,
             )
             await self.disconnect(sid)
             return
@@ -102,11 +176,36 @@ class Engine(engineio.AsyncServer):  # type: ignore[misc]
 
 
 class Server(socketio.AsyncServer):  # type: ignore[misc]
-    """python-socketio's server on `Engine`, reading packets as `EventPacket`s."""
+    """python-socketio's server on `Engine`, reading packets as `EventPacket`s, closing a
+    session that joins no namespace within `JOIN_TIMEOUT` (python-socketio keeps it as long
+    as its client answers pings)."""
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, max_sessions: int = MAX_SESSIONS, **options: Any) -> None:
         options.setdefault("serializer", EventPacket)
         super().__init__(**options)
+        self.eio.max_sessions = max_sessions
+        self._closing: set[asyncio.Task[None]] = set()
+
+    async def _handle_eio_connect(self, eio_sid: str, environ: Any) -> Any:
+        result = await super()._handle_eio_connect(eio_sid, environ)
+        asyncio.get_running_loop().call_later(JOIN_TIMEOUT, self._close_unjoined, eio_sid)
+        return result
+
+    def _close_unjoined(self, eio_sid: str) -> None:
+        socket = self.eio.sockets.get(eio_sid)
+        if socket is None or socket.closed:
+            return
+        namespaces = list(self.manager.get_namespaces())
+        if any(self.manager.sid_from_eio_sid(eio_sid, ns) is not None for ns in namespaces):
+            return
+        logger.warning(
+            "socketio: session %s was closed: it joined no namespace within %g s",
+            eio_sid,
+            JOIN_TIMEOUT,
+        )
+        task = asyncio.get_running_loop().create_task(self.eio.disconnect(eio_sid))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def _engineio_server_class(self) -> type[engineio.AsyncServer]:
         return Engine

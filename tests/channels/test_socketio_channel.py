@@ -1520,3 +1520,75 @@ async def test_a_websocket_whose_client_reads_nothing_is_given_up(
     assert held == 1
     assert after == 0  # before: 1, as long as the client wrote
     assert any("took nothing sent to it" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_session_whose_waiting_output_passes_its_byte_budget_is_closed(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bot messages of 60 KB each (an image's data, a custom payload) for a client that never
+    polls: well below `MAX_QUEUED_PACKETS`, they pass the byte budget and the session is
+    closed. Before, 10,000 of them (600 MB) were held for it."""
+    monkeypatch.setattr(socketio_engine, "MAX_QUEUED_BYTES", 1_000_000, raising=False)
+
+    async def big(message: UserMessage) -> None:
+        assert message.output_channel is not None
+        await message.output_channel.send_response(message.sender_id, {"text": "x" * 60_000})
+
+    app = create_app()
+    attach_channels(app, load_channels({"socketio": {}}), big)
+    message = '42["user_uttered",{"message":"hi"}]'
+    async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=5) as http:
+        polling = await _polling_session(http)
+        for _ in range(10):  # 600 KB waiting
+            assert (await http.post(polling, content=message)).status_code == 200
+            await asyncio.sleep(0.05)
+        kept = (await http.post(polling, content=message)).status_code
+        for _ in range(10):
+            await http.post(polling, content=message)
+            await asyncio.sleep(0.05)
+        after = await http.post(polling, content=message)
+    assert kept == 200
+    assert after.status_code == 400  # the session is gone
+    closed = [r.getMessage() for r in caplog.records if "took none of" in r.getMessage()]
+    assert len(closed) == 1, closed
+
+
+async def test_sessions_past_max_sessions_are_refused_and_those_open_keep_working() -> None:
+    """With `max_sessions: 2`, a third engine.io session is answered 503 (and a socket.io
+    client cannot connect), while the two open get their replies; once one closes, a new one
+    opens. Before, every handshake made a session, without bound."""
+    async with bot({"max_sessions": 2}) as url, httpx.AsyncClient(base_url=url, timeout=5) as http:
+        first = await _polling_session(http)
+        second = await _polling_session(http)
+        refused = await http.get("/socket.io/?EIO=4&transport=polling")
+        client = socketio.AsyncClient(reconnection=False)
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await client.connect(url, transports=["polling"], wait_timeout=2)
+        await http.post(first, content='42["user_uttered",{"message":"hi"}]')
+        reply = await http.get(first)
+        await http.post(second, content="1")  # the client closes its session
+        await asyncio.sleep(0.1)
+        reopened = await http.get("/socket.io/?EIO=4&transport=polling")
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"]
+    assert "bot_uttered" in reply.text
+    assert reopened.status_code == 200
+
+
+async def test_a_session_that_joins_no_namespace_is_closed(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An engine.io session whose client never sends socket.io's CONNECT is closed past
+    `JOIN_TIMEOUT` (45 s), as socket.io's own server does; a joined one stays. Before, such a
+    session was held as long as its client answered pings."""
+    monkeypatch.setattr(socketio_engine, "JOIN_TIMEOUT", 0.3, raising=False)
+    async with bot(None) as url, httpx.AsyncClient(base_url=url, timeout=5) as http:
+        opened = await http.get("/socket.io/?EIO=4&transport=polling")
+        unjoined = f"/socket.io/?EIO=4&transport=polling&sid={json.loads(opened.text[1:])['sid']}"
+        joined = await _polling_session(http)
+        await asyncio.sleep(0.8)
+        left = await http.post(unjoined, content="40")
+        stayed = await http.post(joined, content='42["user_uttered",{"message":"hi"}]')
+    assert left.status_code == 400
+    assert stayed.status_code == 200
+    assert any("joined no namespace" in r.getMessage() for r in caplog.records)
