@@ -33,6 +33,9 @@ MAX_SESSIONS = 10_000
 # Seconds a session has to join a namespace (socket.io's CONNECT) before it is closed, as
 # socket.io's own server does (`connectTimeout`).
 JOIN_TIMEOUT = 45.0
+# Seconds a long-polling session's upgrade to a WebSocket may take, as in socket.io's own
+# server (`upgradeTimeout`).
+UPGRADE_TIMEOUT = 10.0
 # Seconds a refused client is told to wait (`Retry-After`).
 RETRY_AFTER = 10
 
@@ -147,7 +150,40 @@ class Engine(engineio.AsyncServer):  # type: ignore[misc]
                     return message
 
                 args = (scope, receive_then_drop_closed, *args[2:])
+        elif isinstance(scope, dict) and scope.get("type") == "websocket" and len(args) > 1:
+            socket = self.sockets.get(session_of(scope.get("query_string", b"")) or "")
+            if socket is not None and not socket.upgraded:
+                return await self._upgrade(socket, scope, args[1], *args[2:], **kwargs)
         return await super().handle_request(*args, **kwargs)
+
+    async def _upgrade(
+        self, socket: Any, scope: Any, receive: Any, *args: Any, **kwargs: Any
+    ) -> Any:
+        """A long-polling session's upgrade to a WebSocket, given `UPGRADE_TIMEOUT` to finish
+        (the probe and the UPGRADE packet): engine.io waits for them without end, holding
+        the connection, while the session's long-polls get nothing."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + UPGRADE_TIMEOUT
+
+        async def receive_until_upgraded() -> Any:
+            if socket.upgraded:
+                return await receive()
+            try:
+                return await asyncio.wait_for(receive(), max(deadline - loop.time(), 0))
+            except TimeoutError:
+                logger.warning(
+                    "socketio: session %s's WebSocket was closed: its upgrade did not finish "
+                    "within %g s",
+                    socket.sid,
+                    UPGRADE_TIMEOUT,
+                )
+                return {"type": "websocket.disconnect", "code": 1006}
+
+        try:
+            return await super().handle_request(scope, receive_until_upgraded, *args, **kwargs)
+        finally:
+            if not socket.upgraded:
+                socket.upgrading = False  # its long-polls get its packets again
 
     async def send_packet(self, sid: str, pkt: Any) -> None:
         socket = self.sockets.get(sid)

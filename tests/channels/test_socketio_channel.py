@@ -16,6 +16,7 @@ import httpx
 import jwt
 import pytest
 import socketio
+import websockets
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -1423,14 +1424,28 @@ async def test_messages_per_socket_bounds_a_websocket_too_and_frees_as_turns_end
     assert after[0] == ("bot_uttered", {"text": "echo: four"})
 
 
-def test_messages_per_socket_is_a_positive_whole_number_and_100_by_default() -> None:
+def _messages_per_socket(channel: SocketIOInput) -> int:
+    return channel.messages_per_socket
+
+
+def _max_sessions(channel: SocketIOInput) -> int:
+    return int(channel.sio.eio.max_sessions)
+
+
+@pytest.mark.parametrize(
+    ("key", "default", "read"),
+    [("messages_per_socket", 100, _messages_per_socket), ("max_sessions", 10_000, _max_sessions)],
+)
+def test_a_socket_bound_is_a_positive_whole_number_with_its_default(
+    key: str, default: int, read: Any
+) -> None:
     (channel,) = load_channels({"socketio": {}})
-    assert isinstance(channel, SocketIOInput) and channel.messages_per_socket == 100
-    (from_text,) = load_channels({"socketio": {"messages_per_socket": "500"}})
-    assert isinstance(from_text, SocketIOInput) and from_text.messages_per_socket == 500
+    assert isinstance(channel, SocketIOInput) and read(channel) == default
+    (from_text,) = load_channels({"socketio": {key: "500"}})  # a ${VAR}
+    assert isinstance(from_text, SocketIOInput) and read(from_text) == 500
     for wrong in (0, -1, 2.5, "many", True):
-        with pytest.raises(InvalidConfig, match="'messages_per_socket' must be"):
-            load_channels({"socketio": {"messages_per_socket": wrong}})
+        with pytest.raises(InvalidConfig, match=f"'{key}' must be"):
+            load_channels({"socketio": {key: wrong}})
 
 
 async def test_a_client_that_takes_none_of_its_messages_is_closed_past_the_bound(
@@ -1561,9 +1576,10 @@ async def test_sessions_past_max_sessions_are_refused_and_those_open_keep_workin
         first = await _polling_session(http)
         second = await _polling_session(http)
         refused = await http.get("/socket.io/?EIO=4&transport=polling")
-        client = socketio.AsyncClient(reconnection=False)
-        with pytest.raises(socketio.exceptions.ConnectionError):
-            await client.connect(url, transports=["polling"], wait_timeout=2)
+        for transport in ("polling", "websocket"):
+            client = socketio.AsyncClient(reconnection=False)
+            with pytest.raises(socketio.exceptions.ConnectionError):
+                await client.connect(url, transports=[transport], wait_timeout=2)
         await http.post(first, content='42["user_uttered",{"message":"hi"}]')
         reply = await http.get(first)
         await http.post(second, content="1")  # the client closes its session
@@ -1592,3 +1608,23 @@ async def test_a_session_that_joins_no_namespace_is_closed(
     assert left.status_code == 400
     assert stayed.status_code == 200
     assert any("joined no namespace" in r.getMessage() for r in caplog.records)
+
+
+async def test_an_upgrade_that_does_not_finish_is_closed_and_long_polling_goes_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A long-polling session opens its WebSocket and sends neither probe nor UPGRADE: past
+    `UPGRADE_TIMEOUT` (10 s) the WebSocket is closed and the session's long-polls get its
+    packets again, as in socket.io's own server. Before, engine.io waited without end,
+    holding the connection, while every long-poll of the session got nothing."""
+    monkeypatch.setattr(socketio_engine, "UPGRADE_TIMEOUT", 0.5, raising=False)
+    async with bot(None) as url, httpx.AsyncClient(base_url=url, timeout=5) as http:
+        polling = await _polling_session(http)
+        upgrade = url.replace("http", "ws") + polling.replace("polling", "websocket")
+        async with websockets.connect(upgrade) as ws:
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 3)
+        await http.post(polling, content='42["user_uttered",{"message":"hi"}]')
+        reply = await http.get(polling)
+    assert "bot_uttered" in reply.text
+    assert any("upgrade did not finish" in r.getMessage() for r in caplog.records)
