@@ -1544,6 +1544,7 @@ async def test_a_session_whose_waiting_output_passes_its_byte_budget_is_closed(
     polls: well below `MAX_QUEUED_PACKETS`, they pass the byte budget and the session is
     closed. Before, 10,000 of them (600 MB) were held for it."""
     monkeypatch.setattr(socketio_engine, "MAX_QUEUED_BYTES", 1_000_000, raising=False)
+    monkeypatch.setattr(socketio_engine, "QUEUED_BYTES_GRACE", 0.2, raising=False)
 
     async def big(message: UserMessage) -> None:
         assert message.output_channel is not None
@@ -1566,6 +1567,35 @@ async def test_a_session_whose_waiting_output_passes_its_byte_budget_is_closed(
     assert after.status_code == 400  # the session is gone
     closed = [r.getMessage() for r in caplog.records if "took none of" in r.getMessage()]
     assert len(closed) == 1, closed
+
+
+@pytest.mark.parametrize("sizes", [[1_500_000], [400_000, 400_000, 400_000]])
+async def test_a_client_that_takes_its_messages_gets_a_turn_bigger_than_the_byte_budget(
+    sizes: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A turn whose bot messages pass the byte budget together (an image's data followed by
+    text, a large custom payload), for a long-polling client waiting for them: the client
+    gets them all, as in Rasa; only output left waiting past `QUEUED_BYTES_GRACE` closes
+    the session. Before, the session was closed on the spot and the client got nothing."""
+    monkeypatch.setattr(socketio_engine, "MAX_QUEUED_BYTES", 1_000_000, raising=False)
+
+    async def big(message: UserMessage) -> None:
+        assert message.output_channel is not None
+        for i, size in enumerate(sizes):
+            await message.output_channel.send_response(message.sender_id, {"text": str(i) * size})
+
+    app = create_app()
+    attach_channels(app, load_channels({"socketio": {}}), big)
+    async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=5) as http:
+        polling = await _polling_session(http)
+        await http.post(polling, content='42["user_uttered",{"message":"hi"}]')
+        got = ""
+        while got.count("bot_uttered") < len(sizes):
+            answer = await http.get(polling)
+            assert answer.status_code == 200, answer.text
+            got += answer.text
+    assert got.count("bot_uttered") == len(sizes)
+    assert len(got) > sum(sizes)
 
 
 async def test_sessions_past_max_sessions_are_refused_and_those_open_keep_working() -> None:
