@@ -323,7 +323,7 @@ class SocketIOInput(InputChannel):
             "async_mode": "asgi",
             "cors_allowed_origins": cors_allowed_origins if cors_allowed_origins else [],
             "engineio_logger": _PeerErrorLog(logging.getLogger("engineio.server"), {}),
-            # A bound on the engine.io sessions this process holds (about 16 KB each idle).
+            # A bound on the engine.io sessions this process holds (20 to 93 KiB each idle).
             "max_sessions": max_sessions,
         }
         # In a worker of `--workers N`, session ids name the worker that holds the session.

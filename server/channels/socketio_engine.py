@@ -33,7 +33,8 @@ PACKET_OVERHEAD = 100
 # within this, whereas a client taking nothing lets it grow.
 QUEUED_BYTES_GRACE = 10.0
 # The engine.io sessions a process holds by default (`max_sessions`): an idle one costs about
-# 20 KB, so about 200 MB at the bound.
+# 20 KB over long-polling, 93 KiB over a WebSocket (its connection included), so 0.2 to 0.9
+# GiB at the bound.
 MAX_SESSIONS = 10_000
 # Seconds a session has to join a namespace (socket.io's CONNECT) before it is closed, as
 # socket.io's own server does (`connectTimeout`).
