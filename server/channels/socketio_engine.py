@@ -32,6 +32,9 @@ PACKET_OVERHEAD = 100
 # writer), so a turn bigger than the budget (one large payload, images' data) is taken
 # within this, whereas a client taking nothing lets it grow.
 QUEUED_BYTES_GRACE = 10.0
+# Within that grace, what waits may still not pass this many times the budget (16 MiB): a
+# client taking nothing while its bot answers fast holds no more than that.
+QUEUED_BYTES_BURST = 4
 # The engine.io sessions a process holds by default (`max_sessions`): an idle one costs about
 # 20 KB over long-polling, 93 KiB over a WebSocket (its connection included), so 0.2 to 0.9
 # GiB at the bound.
@@ -68,10 +71,13 @@ class CountedQueue(asyncio.Queue[Any]):
     def over_budget(self, pkt: Any) -> bool:
         """Whether `pkt` would take what waits past `MAX_QUEUED_BYTES` while the oldest of it
         has waited longer than `QUEUED_BYTES_GRACE` (a client taking its packets empties the
-        queue at each take)."""
-        return (
-            self.bytes + packet_bytes(pkt) > MAX_QUEUED_BYTES
-            and not self.empty()
+        queue at each take), or past `QUEUED_BYTES_BURST` times it. A packet for an empty
+        queue never is: a client gets one bot message, whatever its size."""
+        if self.empty():
+            return False
+        waiting = self.bytes + packet_bytes(pkt)
+        return waiting > QUEUED_BYTES_BURST * MAX_QUEUED_BYTES or (
+            waiting > MAX_QUEUED_BYTES
             and time.monotonic() - self.waiting_since > QUEUED_BYTES_GRACE
         )
 

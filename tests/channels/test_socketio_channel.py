@@ -1598,6 +1598,29 @@ async def test_a_client_that_takes_its_messages_gets_a_turn_bigger_than_the_byte
     assert len(got) > sum(sizes)
 
 
+async def test_output_far_past_the_byte_budget_closes_the_session_within_the_grace(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that takes nothing while its bot answers fast: within `QUEUED_BYTES_GRACE`,
+    what waits for it still may not pass `QUEUED_BYTES_BURST` times the budget (16 MiB)."""
+    monkeypatch.setattr(socketio_engine, "MAX_QUEUED_BYTES", 100_000, raising=False)
+
+    async def big(message: UserMessage) -> None:
+        assert message.output_channel is not None
+        for _ in range(10):
+            await message.output_channel.send_response(message.sender_id, {"text": "x" * 60_000})
+
+    app = create_app()
+    attach_channels(app, load_channels({"socketio": {}}), big)
+    async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=5) as http:
+        polling = await _polling_session(http)
+        await http.post(polling, content='42["user_uttered",{"message":"hi"}]')
+        await asyncio.sleep(0.3)
+        after = await http.post(polling, content="3")
+    assert after.status_code == 400  # the session is gone: 600 KB waited, over 4 x 100 KB
+    assert any("took none of" in r.getMessage() for r in caplog.records)
+
+
 async def test_sessions_past_max_sessions_are_refused_and_those_open_keep_working() -> None:
     """With `max_sessions: 2`, a third engine.io session is answered 503 (and a socket.io
     client cannot connect), while the two open get their replies; once one closes, a new one
