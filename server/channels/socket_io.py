@@ -35,7 +35,7 @@ from server.channels.channel import (
     refused_as_too_long,
     reply_choices,
 )
-from server.channels.socketio_engine import Server
+from server.channels.socketio_engine import MAX_SESSIONS, Server
 from server.channels.socketio_rooms import RedisRooms, endpoints_redis, rooms_redis_setting
 from server.channels.socketio_routing import (
     PUSH_PATH,
@@ -277,6 +277,7 @@ class SocketIOInput(InputChannel):
             "rooms_redis",
             "sessions_per_socket",
             "messages_per_socket",
+            "max_sessions",
         )
     )
 
@@ -294,6 +295,7 @@ class SocketIOInput(InputChannel):
         rooms_redis: dict[str, Any] | bool | None = None,
         sessions_per_socket: int = SESSIONS_PER_SOCKET,
         messages_per_socket: int = MESSAGES_PER_SOCKET,
+        max_sessions: int = MAX_SESSIONS,
     ) -> None:
         self.user_message_evt = user_message_evt
         self.bot_message_evt = bot_message_evt
@@ -321,6 +323,8 @@ class SocketIOInput(InputChannel):
             "async_mode": "asgi",
             "cors_allowed_origins": cors_allowed_origins if cors_allowed_origins else [],
             "engineio_logger": _PeerErrorLog(logging.getLogger("engineio.server"), {}),
+            # A bound on the engine.io sessions this process holds (20 to 93 KiB each idle).
+            "max_sessions": max_sessions,
         }
         # In a worker of `--workers N`, session ids name the worker that holds the session.
         route = worker_route()
@@ -366,6 +370,7 @@ class SocketIOInput(InputChannel):
             rooms_redis=rooms_redis_setting(c.get("rooms_redis")),
             sessions_per_socket=settings.count(c, "sessions_per_socket", SESSIONS_PER_SOCKET),
             messages_per_socket=settings.count(c, "messages_per_socket", MESSAGES_PER_SOCKET),
+            max_sessions=settings.count(c, "max_sessions", MAX_SESSIONS),
         )
 
     def use_endpoints(self, endpoints: dict[str, Any]) -> None:

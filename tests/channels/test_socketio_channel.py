@@ -16,6 +16,7 @@ import httpx
 import jwt
 import pytest
 import socketio
+import websockets
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -1423,14 +1424,28 @@ async def test_messages_per_socket_bounds_a_websocket_too_and_frees_as_turns_end
     assert after[0] == ("bot_uttered", {"text": "echo: four"})
 
 
-def test_messages_per_socket_is_a_positive_whole_number_and_100_by_default() -> None:
+def _messages_per_socket(channel: SocketIOInput) -> int:
+    return channel.messages_per_socket
+
+
+def _max_sessions(channel: SocketIOInput) -> int:
+    return int(channel.sio.eio.max_sessions)
+
+
+@pytest.mark.parametrize(
+    ("key", "default", "read"),
+    [("messages_per_socket", 100, _messages_per_socket), ("max_sessions", 10_000, _max_sessions)],
+)
+def test_a_socket_bound_is_a_positive_whole_number_with_its_default(
+    key: str, default: int, read: Any
+) -> None:
     (channel,) = load_channels({"socketio": {}})
-    assert isinstance(channel, SocketIOInput) and channel.messages_per_socket == 100
-    (from_text,) = load_channels({"socketio": {"messages_per_socket": "500"}})
-    assert isinstance(from_text, SocketIOInput) and from_text.messages_per_socket == 500
+    assert isinstance(channel, SocketIOInput) and read(channel) == default
+    (from_text,) = load_channels({"socketio": {key: "500"}})  # a ${VAR}
+    assert isinstance(from_text, SocketIOInput) and read(from_text) == 500
     for wrong in (0, -1, 2.5, "many", True):
-        with pytest.raises(InvalidConfig, match="'messages_per_socket' must be"):
-            load_channels({"socketio": {"messages_per_socket": wrong}})
+        with pytest.raises(InvalidConfig, match=f"'{key}' must be"):
+            load_channels({"socketio": {key: wrong}})
 
 
 async def test_a_client_that_takes_none_of_its_messages_is_closed_past_the_bound(
@@ -1520,3 +1535,149 @@ async def test_a_websocket_whose_client_reads_nothing_is_given_up(
     assert held == 1
     assert after == 0  # before: 1, as long as the client wrote
     assert any("took nothing sent to it" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_session_whose_waiting_output_passes_its_byte_budget_is_closed(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bot messages of 60 KB each (an image's data, a custom payload) for a client that never
+    polls: well below `MAX_QUEUED_PACKETS`, they pass the byte budget and the session is
+    closed. Before, 10,000 of them (600 MB) were held for it."""
+    monkeypatch.setattr(socketio_engine, "MAX_QUEUED_BYTES", 1_000_000, raising=False)
+    monkeypatch.setattr(socketio_engine, "QUEUED_BYTES_GRACE", 0.2, raising=False)
+
+    async def big(message: UserMessage) -> None:
+        assert message.output_channel is not None
+        await message.output_channel.send_response(message.sender_id, {"text": "x" * 60_000})
+
+    app = create_app()
+    attach_channels(app, load_channels({"socketio": {}}), big)
+    message = '42["user_uttered",{"message":"hi"}]'
+    async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=5) as http:
+        polling = await _polling_session(http)
+        for _ in range(10):  # 600 KB waiting
+            assert (await http.post(polling, content=message)).status_code == 200
+            await asyncio.sleep(0.05)
+        kept = (await http.post(polling, content=message)).status_code
+        for _ in range(10):
+            await http.post(polling, content=message)
+            await asyncio.sleep(0.05)
+        after = await http.post(polling, content=message)
+    assert kept == 200
+    assert after.status_code == 400  # the session is gone
+    closed = [r.getMessage() for r in caplog.records if "took none of" in r.getMessage()]
+    assert len(closed) == 1, closed
+
+
+@pytest.mark.parametrize("sizes", [[1_500_000], [400_000, 400_000, 400_000]])
+async def test_a_client_that_takes_its_messages_gets_a_turn_bigger_than_the_byte_budget(
+    sizes: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A turn whose bot messages pass the byte budget together (an image's data followed by
+    text, a large custom payload), for a long-polling client waiting for them: the client
+    gets them all, as in Rasa; only output left waiting past `QUEUED_BYTES_GRACE` closes
+    the session. Before, the session was closed on the spot and the client got nothing."""
+    monkeypatch.setattr(socketio_engine, "MAX_QUEUED_BYTES", 1_000_000, raising=False)
+
+    async def big(message: UserMessage) -> None:
+        assert message.output_channel is not None
+        for i, size in enumerate(sizes):
+            await message.output_channel.send_response(message.sender_id, {"text": str(i) * size})
+
+    app = create_app()
+    attach_channels(app, load_channels({"socketio": {}}), big)
+    async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=5) as http:
+        polling = await _polling_session(http)
+        await http.post(polling, content='42["user_uttered",{"message":"hi"}]')
+        got = ""
+        while got.count("bot_uttered") < len(sizes):
+            answer = await http.get(polling)
+            assert answer.status_code == 200, answer.text
+            got += answer.text
+    assert got.count("bot_uttered") == len(sizes)
+    assert len(got) > sum(sizes)
+
+
+async def test_output_far_past_the_byte_budget_closes_the_session_within_the_grace(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that takes nothing while its bot answers fast: within `QUEUED_BYTES_GRACE`,
+    what waits for it still may not pass `QUEUED_BYTES_BURST` times the budget (16 MiB)."""
+    monkeypatch.setattr(socketio_engine, "MAX_QUEUED_BYTES", 100_000, raising=False)
+
+    async def big(message: UserMessage) -> None:
+        assert message.output_channel is not None
+        for _ in range(10):
+            await message.output_channel.send_response(message.sender_id, {"text": "x" * 60_000})
+
+    app = create_app()
+    attach_channels(app, load_channels({"socketio": {}}), big)
+    async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=5) as http:
+        polling = await _polling_session(http)
+        await http.post(polling, content='42["user_uttered",{"message":"hi"}]')
+        await asyncio.sleep(0.3)
+        after = await http.post(polling, content="3")
+    assert after.status_code == 400  # the session is gone: 600 KB waited, over 4 x 100 KB
+    assert any("took none of" in r.getMessage() for r in caplog.records)
+
+
+async def test_sessions_past_max_sessions_are_refused_and_those_open_keep_working() -> None:
+    """With `max_sessions: 2`, a third engine.io session is answered 503 (and a socket.io
+    client cannot connect), while the two open get their replies; once one closes, a new one
+    opens. Before, every handshake made a session, without bound."""
+    async with bot({"max_sessions": 2}) as url, httpx.AsyncClient(base_url=url, timeout=5) as http:
+        first = await _polling_session(http)
+        second = await _polling_session(http)
+        refused = await http.get("/socket.io/?EIO=4&transport=polling")
+        for transport in ("polling", "websocket"):
+            client = socketio.AsyncClient(reconnection=False)
+            with pytest.raises(socketio.exceptions.ConnectionError):
+                await client.connect(url, transports=[transport], wait_timeout=2)
+        await http.post(first, content='42["user_uttered",{"message":"hi"}]')
+        reply = await http.get(first)
+        await http.post(second, content="1")  # the client closes its session
+        await asyncio.sleep(0.1)
+        reopened = await http.get("/socket.io/?EIO=4&transport=polling")
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"]
+    assert "bot_uttered" in reply.text
+    assert reopened.status_code == 200
+
+
+async def test_a_session_that_joins_no_namespace_is_closed(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An engine.io session whose client never sends socket.io's CONNECT is closed past
+    `JOIN_TIMEOUT` (45 s), as socket.io's own server does; a joined one stays. Before, such a
+    session was held as long as its client answered pings."""
+    monkeypatch.setattr(socketio_engine, "JOIN_TIMEOUT", 0.3, raising=False)
+    async with bot(None) as url, httpx.AsyncClient(base_url=url, timeout=5) as http:
+        opened = await http.get("/socket.io/?EIO=4&transport=polling")
+        unjoined = f"/socket.io/?EIO=4&transport=polling&sid={json.loads(opened.text[1:])['sid']}"
+        joined = await _polling_session(http)
+        await asyncio.sleep(0.8)
+        left = await http.post(unjoined, content="40")
+        stayed = await http.post(joined, content='42["user_uttered",{"message":"hi"}]')
+    assert left.status_code == 400
+    assert stayed.status_code == 200
+    assert any("joined no namespace" in r.getMessage() for r in caplog.records)
+
+
+async def test_an_upgrade_that_does_not_finish_is_closed_and_long_polling_goes_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A long-polling session opens its WebSocket and sends neither probe nor UPGRADE: past
+    `UPGRADE_TIMEOUT` (10 s) the WebSocket is closed and the session's long-polls get its
+    packets again, as in socket.io's own server. Before, engine.io waited without end,
+    holding the connection, while every long-poll of the session got nothing."""
+    monkeypatch.setattr(socketio_engine, "UPGRADE_TIMEOUT", 0.5, raising=False)
+    async with bot(None) as url, httpx.AsyncClient(base_url=url, timeout=5) as http:
+        polling = await _polling_session(http)
+        upgrade = url.replace("http", "ws") + polling.replace("polling", "websocket")
+        async with websockets.connect(upgrade) as ws:
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 3)
+        await http.post(polling, content='42["user_uttered",{"message":"hi"}]')
+        reply = await http.get(polling)
+    assert "bot_uttered" in reply.text
+    assert any("upgrade did not finish" in r.getMessage() for r in caplog.records)
