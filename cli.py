@@ -1931,6 +1931,13 @@ def _part_read_as_data(parser: argparse.ArgumentParser, argv: list[str]) -> None
 # What `rasa run actions` runs: rasa-sdk's action server, given the rest of the arguments.
 ACTION_SERVER_MODULE = "rasa_sdk"
 DEFAULT_ACTIONS_PACKAGE = "actions"
+# Runs the module named first (`python -c LAUNCHER rasa_sdk ...`) as `python -m` would, but
+# with the command the user typed as the program name: argparse names it in the usage line
+# and errors (`botserver run actions: error: ...`, where `-m` gave `__main__.py: error`).
+ACTION_SERVER_LAUNCHER = (
+    "import runpy, sys; module = sys.argv.pop(1); sys.argv[0] = 'botserver run actions'; "
+    "runpy.run_module(module, run_name='__main__')"
+)
 _RASA_SDK_SPELLING = {"--logging-config-file": "--logging-config_file"}
 
 
@@ -1971,7 +1978,7 @@ def run_action_server(argv: list[str]) -> int:
     flags = {arg.split("=", 1)[0] for arg in argv}
     if not flags & {"--actions", "--actions-module", "-h", "--help"}:
         argv = ["--actions", DEFAULT_ACTIONS_PACKAGE, *argv]
-    command = [sys.executable, "-m", ACTION_SERVER_MODULE, *argv]
+    command = [sys.executable, "-c", ACTION_SERVER_LAUNCHER, ACTION_SERVER_MODULE, *argv]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, command)
@@ -1997,9 +2004,10 @@ RASA_COMMANDS_NOT_OFFERED = {
 def _rasa_command_not_offered(parser: argparse.ArgumentParser, words: list[str]) -> None:
     """`botserver interactive`: said to be Rasa's, with what to use instead (argparse's
     `invalid choice` reads as a typo)."""
-    if words == ["telemetry"] or words[:2] == ["telemetry", "disable"]:
+    asked = [word for word in words if word not in ("-h", "--help")]
+    if asked == ["telemetry"] or asked[:2] == ["telemetry", "disable"]:
         # What a Dockerfile's `rasa telemetry disable` asks for holds: the build goes on; and
-        # `rasa telemetry` alone says whether it is on (exit 0, as Rasa's).
+        # `rasa telemetry` alone (or with --help) says whether it is on (exit 0, as Rasa's).
         print(f"botserver: {RASA_COMMANDS_NOT_OFFERED['telemetry']}.", file=sys.stderr)
         parser.exit(0)
     if words and words[0] in RASA_COMMANDS_NOT_OFFERED:

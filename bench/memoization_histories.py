@@ -259,14 +259,12 @@ def augmented(steps: int, repeat: int) -> dict[str, Any]:
     return figures
 
 
-def size() -> dict[str, Any]:
-    """Bytes written a user turn, and the memory loading them takes, on random stories."""
-    import gc
+def random_stories(count: int = 2000, turns: int = 10) -> tuple[Any, list[Any]]:
+    """A domain of 20 intents and 20 responses, and `count` random stories of `turns` user
+    turns."""
     import random
-    import tracemalloc
 
     from server.dialogue.domain import Domain
-    from server.dialogue.policies.memoization import MemoizationPolicy
     from server.dialogue.story_steps import TrainingStory
     from server.trackers.events import ACTION_LISTEN, ActionExecuted, UserUttered
 
@@ -275,8 +273,8 @@ def size() -> dict[str, Any]:
         {"intents": intents, "responses": {a: [{"text": a}] for a in actions}}
     )
     chosen = random.Random(1)
-    stories, turns = [], 10
-    for number in range(2000):
+    stories = []
+    for number in range(count):
         events: list[Any] = []
         for _ in range(turns):
             intent = chosen.choice(intents)
@@ -285,6 +283,18 @@ def size() -> dict[str, Any]:
             events.append(ActionExecuted(action_name=chosen.choice(actions)))
         events.append(ActionExecuted(action_name=ACTION_LISTEN))
         stories.append(TrainingStory(name=str(number), is_rule=False, events=events))
+    return domain, stories
+
+
+def size() -> dict[str, Any]:
+    """Bytes written a user turn, and the memory loading them takes, on random stories."""
+    import gc
+    import tracemalloc
+
+    from server.dialogue.policies.memoization import MemoizationPolicy
+
+    turns = 10
+    domain, stories = random_stories(2000, turns)
     figures: dict[str, Any] = {}
     for options in ({}, {"max_history": 5}):
         policy = MemoizationPolicy("MemoizationPolicy", **options)

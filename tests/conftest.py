@@ -8,6 +8,7 @@ import gc
 import os
 import shutil
 import stat
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
@@ -126,6 +127,29 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     collections a test's allocations trigger no longer walk it each time (a worker of
     tests/dialogue spent 3.2 of its 20.9 s of CPU in them before, docs/benchmarks.md)."""
     gc.freeze()
+
+
+# FastAPI (0.165) keeps, in `lru_cache`s of 4,096 entries, each route's and dependency's
+# callable it has classified (async, generator...): a route's closure holds its app's model and
+# tracker store, so every app a test built stayed alive for the rest of the worker's run (1.8
+# million objects after the three biggest files of tests/api, 100,000-event conversations among
+# them), walked by every full garbage collection and by pytest's five at the run's end.
+FASTAPI_CLASSIFICATION_CACHES = (
+    "_is_gen_callable_cached",
+    "_is_async_gen_callable_cached",
+    "_is_coroutine_callable_cached",
+)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """After a test's fixtures are torn down, FastAPI forgets the callables of its apps, so
+    the apps are freed (a cleared cache only classifies a callable again at its next call)."""
+    models = sys.modules.get("fastapi.dependencies.models")
+    for name in FASTAPI_CLASSIFICATION_CACHES:
+        cache_clear = getattr(getattr(models, name, None), "cache_clear", None)
+        if cache_clear is not None:
+            cache_clear()
 
 
 @pytest.fixture(autouse=True)

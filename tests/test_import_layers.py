@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #   channel names the channel registry builds from.
 # - the rest import only one another and are imported from every layer, trackers included:
 #   errors, JSON and YAML values, setting values, outgoing HTTP clients and bodies, URLs, outage
-#   lines, background tasks, unknown options, worker claims, and the package's version.
+#   lines, background tasks, unknown options, worker claims, the AWS clients' shared boto3
+#   sessions, and the package's version.
 LEVELS = {
     "server.api": 2,
     "server.channels": 2,
@@ -43,6 +44,7 @@ LEVELS = {
     "server.tasks": 7,
     "server.unknown_options": 7,
     "server.worker_claims": 7,
+    "server.aws_sessions": 7,
 }
 SERVER_PACKAGE = 7  # server/__init__.py: the version numbers
 

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Protocol
 
 import orjson
@@ -45,7 +46,7 @@ from server.dialogue.messages import (
     split_message,
 )
 from server.dialogue.policies.ensemble import policy_name
-from server.dialogue.policies.featurization import fold_states, states_behind
+from server.dialogue.policies.featurization import DetachedStates, RuleOnly, states_behind
 from server.dialogue.policies.prediction import PolicyPrediction
 from server.dialogue.reminders import (
     ReminderScheduler,
@@ -88,6 +89,7 @@ from server.trackers.events import (
     left_out_by_rasa,
     off_loop_if_long,
 )
+from server.trackers.freeing import release_off_loop
 from server.trackers.memory_lock import InMemoryLockStore
 from server.trackers.repository import TrackerRepository
 from server.trackers.store import NAME_COLUMN_LENGTH, check_conversation_id
@@ -192,10 +194,35 @@ class Prediction:
 async def fold_states_off_loop(tracker: Tracker, model: DialogueModel) -> None:
     """The first prediction on a long conversation (after a PUT, a restart of the process)
     folds every event into the policies' state cache: 100,000 events held the event loop
-    about 0.4 s. That fold runs in a thread; the caller holds the conversation's lock."""
+    about 0.4 s. That fold runs in a thread, on the cache taken off the tracker
+    (`DetachedStates`), put back once it ended. A caller cancelled meanwhile (a turn cut
+    off) lets go of the conversation's lock at once while the thread runs on: the next turn
+    finds no cache and folds afresh, and what the thread folded is freed once it ends."""
     if states_behind(tracker, model.domain) > OFF_LOOP_EVENTS:
         rule_only = getattr(model.policies, "rule_only", None)  # the ensemble's
-        await asyncio.to_thread(fold_states, tracker, model.domain, rule_only)
+        states = DetachedStates(tracker, model.domain)
+        folding = asyncio.ensure_future(asyncio.to_thread(_fold, [states], rule_only))
+        try:
+            await asyncio.shield(folding)
+        except asyncio.CancelledError:
+            folding.add_done_callback(partial(_let_go_of_fold, states))
+            raise
+        if not states.attach_to(tracker):
+            release_off_loop(states)
+
+
+def _fold(taken: list[DetachedStates], rule_only: RuleOnly | None) -> None:
+    """The fold of the one item `taken` holds, taken out first: once it ends the thread
+    holds no reference to it (see `_let_go_of_fold`)."""
+    taken.pop().fold(rule_only)
+
+
+def _let_go_of_fold(states: DetachedStates, folding: asyncio.Future[None]) -> None:
+    """Once the fold of a cancelled caller ended: what it folded, nobody's, is freed off the
+    loop. What it raised is taken here (nobody awaits it): the next turn folds afresh."""
+    if not folding.cancelled():
+        folding.exception()
+    release_off_loop(states)
 
 
 def predict_next_action(tracker: Tracker, model: DialogueModel) -> Prediction:

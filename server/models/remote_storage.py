@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from server.aws_sessions import boto3_session
 from server.errors import (
     BotServerError,
     InvalidConfig,
@@ -804,8 +805,7 @@ _CHUNK_BYTES = 1024 * 1024
 
 def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> None:
     try:
-        import boto3
-        import botocore.session
+        import boto3  # noqa: F401 (missing: the extra is named)
         from botocore.config import Config
         from botocore.exceptions import (
             BotoCoreError,
@@ -828,12 +828,8 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
     )
     # Also the default of the clients its credential providers make: STS, asked for keys
     # when they come from a web identity (EKS), held a download for 5 minutes without it.
-    session = botocore.session.get_session()
-    session.set_default_client_config(config)
     try:
-        client = boto3.session.Session(botocore_session=session).client(
-            "s3", endpoint_url=endpoint, config=config
-        )
+        client = boto3_session(config).client("s3", endpoint_url=endpoint, config=config)
     except CredentialRetrievalError as exc:
         # Fetched as the client is made (ECS container credentials, a credential_process):
         # their source failed, not the settings named below.

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
+from server.aws_sessions import boto3_session
 from server.errors import (
     CorruptConversation,
     InvalidConfig,
@@ -87,7 +88,7 @@ class DynamoTrackerStore:
 
     def __init__(self, config: dict[str, Any], create_table: bool = True) -> None:
         try:
-            import boto3
+            import boto3  # noqa: F401 (missing: the extra is named)
             from botocore.config import Config
         except ImportError as exc:
             raise needs_extra("tracker_store type 'dynamo'", "boto3", "aws") from exc
@@ -117,10 +118,10 @@ class DynamoTrackerStore:
             retries={"total_max_attempts": 2, "mode": "standard"},
             max_pool_connections=32,
         )
-        from botocore.exceptions import InvalidRegionError
+        from botocore.exceptions import BotoCoreError, InvalidRegionError
 
         try:
-            self._client = boto3.session.Session().client(
+            self._client = boto3_session().client(
                 "dynamodb",
                 region_name=self.region,
                 endpoint_url=self.endpoint,
@@ -129,6 +130,11 @@ class DynamoTrackerStore:
         except InvalidRegionError:  # (a ValueError, once blamed on endpoint_url below)
             raise InvalidConfig(
                 f"region {self.region!r} is no AWS region name (such as us-east-1)"
+            ) from None
+        except BotoCoreError as exc:  # a profile not in the config file, a file no INI
+            raise InvalidConfig(
+                f"AWS settings botocore cannot use: {exc} (check AWS_PROFILE, AWS_CONFIG_FILE "
+                "and the other AWS_ variables)"
             ) from None
         except ValueError as exc:  # botocore's "Invalid endpoint"
             raise InvalidConfig(f"endpoint_url {self.endpoint!r} is not usable: {exc}") from None

@@ -160,8 +160,7 @@ class DomainReader:
             if key in _LIST_SECTIONS:
                 existing = list(out.get(key) or [])
                 names = {_item_name(v): _item_properties(v) for v in existing}
-                if key == "intents":
-                    _check_listed_once(value, filename)
+                _check_listed_once(key, value, filename)
                 for index, item in enumerate(value):
                     name = _item_name(item)
                     line = line_of(value, index)
@@ -982,24 +981,27 @@ def _item_name(item: Any) -> str:
     return str(item) if not isinstance(item, dict) else str(next(iter(item)))
 
 
-def _check_listed_once(intents: list[Any], filename: str) -> None:
-    """InvalidProjectFile naming an intent a domain file lists twice (and any other), at the
-    repeat's line. Rasa refuses such a file ("Intents are not unique!") and then trains
-    nothing of the domain; a repeat across the files of a domain is only a warning there too."""
+def _check_listed_once(key: str, items: list[Any], filename: str) -> None:
+    """InvalidProjectFile naming an intent, entity or action a domain file lists twice (and
+    any other), at the repeat's line. Rasa refuses such a file ("Intents are not unique!",
+    "Duplicate entities in domain", "Duplicate actions in domain") and then trains nothing of
+    the domain, except for a default action listed twice, which it drops without a word (a
+    warning here); a repeat across the files of a domain is only a warning there too."""
     seen: set[str] = set()
     repeats: dict[str, int | None] = {}  # each repeated name, at its first repeat's line
-    for index, item in enumerate(intents):
+    for index, item in enumerate(items):
         name = _item_name(item)
-        if name in seen:
-            repeats.setdefault(name, line_of(intents, index))
+        if name in seen and not (key == "actions" and name in DEFAULT_ACTIONS):
+            repeats.setdefault(name, line_of(items, index))
         seen.add(name)
     if not repeats:
         return
     (name, line), *others = repeats.items()
     more = ", ".join(f"'{other}'" for other, _ in others)
     more = f" (and {how_many(len(others), 'other')}: {more})" if others else ""
+    item = _ITEM_OF[key]
     raise InvalidProjectFile(
-        f"intent '{name}' is listed twice{more}: list each intent once", filename, line
+        f"{item} '{name}' is listed twice{more}: list each {item} once", filename, line
     )
 
 

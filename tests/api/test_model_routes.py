@@ -292,8 +292,15 @@ async def test_train_with_an_example_longer_than_a_message_is_a_400_naming_its_l
             "- goodbye\n- greet\nresponses:",
             "request body:9: intent 'greet' is listed twice: list each intent once",
         ),
+        # Before: trained, with a warning in the log; Rasa refuses such a domain
+        # ("Duplicate entities in domain").
+        (
+            "- goodbye\nresponses:",
+            "- goodbye\nentities:\n- city\n- city\nresponses:",
+            "request body:11: entity 'city' is listed twice: list each entity once",
+        ),
     ],
-    ids=["example-in-a-block", "intent-listed-twice"],
+    ids=["example-in-a-block", "intent-listed-twice", "entity-listed-twice"],
 )
 async def test_train_names_the_body_line_of_what_it_refuses(
     client: httpx.AsyncClient, rasa_spec: RasaSpec, old: str, new: str, said: str

@@ -6,13 +6,15 @@ import asyncio
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
 from bench.tcp_proxy import free_port
-from tests.cli.botserver_process import REPO, ServerProcess, botserver_command, start_botserver
+from tests.cli.botserver_process import REPO, ServerProcess, botserver_command
+from tests.cli.once_per_run import once_per_run
 from tests.shared_data import BOTS
 
 
@@ -43,18 +45,13 @@ def _mapped_libraries(pid: int) -> str:
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
-def test_serving_moodbot_loads_no_crf_library(moodbot_model: Path, tmp_path: Path) -> None:
+def test_serving_moodbot_loads_no_crf_library(restarted: Restarted) -> None:
     """moodbot's pipeline extracts no entities: before, every server loaded python-crfsuite
-    (and every other component's module) whatever the model's pipeline held."""
-    server = start_botserver(["-m", str(moodbot_model)], tmp_path, tmp_path)
-    try:
-        server.wait_until("/health/ready")
-        maps = _mapped_libraries(server.process.pid)
-        assert "/numpy/" in maps  # the check sees the libraries a server does load
-        assert "pycrfsuite" not in maps
-        assert server.process.poll() is None
-    finally:
-        server.stop()
+    (and every other component's module) whatever the model's pipeline held. (Read off the
+    restarted server below: one start serves both tests.)"""
+    assert "/numpy/" in restarted.maps  # the check sees the libraries a server does load
+    assert "pycrfsuite" not in restarted.maps
+    assert restarted.served_while_mapped
 
 
 def test_a_pipeline_without_crf_does_not_import_it_and_one_with_crf_does(tmp_path: Path) -> None:
@@ -90,20 +87,25 @@ def test_a_server_without_a_sql_store_or_jwt_settings_imports_neither_library(
 ) -> None:
     """Before, the server module imported SQLAlchemy (through the remote model storages'
     timeout setting) even with the in-memory tracker store, and PyJWT (and the cryptography
-    backends it loads) came with every server. (One interpreter checks both.)"""
+    backends it loads) came with every server. (One interpreter checks both, then that JWT
+    settings do import PyJWT.)"""
+    tops = "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
     code = (
+        "import sys\n"
         "import server.api.runner\n"
         "from server.trackers.factory import create_tracker_store\n"
         "create_tracker_store({'type': 'in_memory'})\n"
         "from server.auth import Authenticator, AuthConfig\n"
         "Authenticator(AuthConfig(token='secret'))\n"
+        f"{tops}\n"
+        "Authenticator(AuthConfig(jwt_secret='a' * 32, jwt_method='HS256'))\n"
     )
-    modules = _modules_after(code, tmp_path)
+    lines = _run(code, tmp_path).split("\n")
+    modules, with_jwt = set(lines[-3].split()), set(lines[-2].split())
     assert "fastapi" in modules
     assert "sqlalchemy" not in modules
     assert "jwt" not in modules
-    with_jwt = code.replace("token='secret'", "jwt_secret='a' * 32, jwt_method='HS256'")
-    assert "jwt" in _modules_after(with_jwt, tmp_path)
+    assert "jwt" in with_jwt
 
 
 @pytest.mark.parametrize(
@@ -150,15 +152,41 @@ gc.callbacks.append(_seen)
 """
 
 
-def test_a_restart_on_an_up_to_date_sqlite_store_skips_alembic_and_the_collector(
-    moodbot_model: Path, tmp_path: Path
-) -> None:
-    """A server restarted on its SQLite file (`botserver.db`, migrated by its first start)
-    imports no Alembic, and its collector does not run while it imports and loads the model
-    but once, before the model's objects are frozen. Before: Alembic (with Mako, Pygments
-    and every dialect's DDL) at each start, 0.15 s of CPU, and 340 collections, three of
-    them full, 0.2 s: together a third of a 1.1 s start."""
+@dataclass
+class Restarted:
+    """What the restarted server showed: its libraries once ready (/proc/<pid>/maps; empty
+    without /proc) and whether it still ran then, the user messages stored for a "hello"
+    sent to it (None if it was not answered 200), its exit code, its output (each import,
+    PYTHONPROFILEIMPORTTIME) and the generations of the collections it made while starting."""
+
+    maps: str
+    served_while_mapped: bool
+    stored: list[str] | None
+    code: int
+    text: str
+    collections: list[str]
+
+
+@pytest.fixture(scope="module")
+def restarted(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Restarted:
+    """What the one restart showed (once per test run, whichever xdist workers run the
+    tests; the moodbot model is trained only where it is made)."""
+    return once_per_run(
+        tmp_path_factory,
+        "startup-restarted",
+        Restarted,
+        lambda: _restart(request.getfixturevalue("moodbot_model"), tmp_path_factory),
+    )
+
+
+def _restart(moodbot_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Restarted:
+    """moodbot served by a server restarted on its SQLite file (`botserver.db`, migrated as
+    by its first start), with each import and collection it makes while it starts written."""
     from server.trackers.factory import create_tracker_store
+
+    tmp_path = tmp_path_factory.mktemp("restarted")
 
     async def migrate() -> None:  # the first start's migration
         database = str(tmp_path / "botserver.db")  # the server's file without a tracker_store
@@ -187,22 +215,39 @@ def test_a_restart_on_an_up_to_date_sqlite_store_skips_alembic_and_the_collector
             },
         )
     server = ServerProcess(process, f"http://127.0.0.1:{port}", output)
+    maps, stored = "", None
     try:
         server.wait_until("/health/ready")  # (pings the tracker store: its set-up ran)
+        if Path("/proc/self/maps").exists():
+            maps = _mapped_libraries(server.process.pid)
+        served = server.process.poll() is None
         said = httpx.post(
             server.url + "/webhooks/rest/webhook",
             json={"sender": "restart", "message": "hello"},
             timeout=30,
         )
-        assert said.status_code == 200
-        tracker = httpx.get(server.url + "/conversations/restart/tracker", timeout=30).json()
-        assert [e["text"] for e in tracker["events"] if e["event"] == "user"] == ["hello"]
+        if said.status_code == 200:
+            tracker = httpx.get(server.url + "/conversations/restart/tracker", timeout=30).json()
+            stored = [e["text"] for e in tracker["events"] if e["event"] == "user"]
     finally:
-        assert server.stop() == 0
-    imported = {line.rsplit("|", 1)[-1].strip() for line in server.text().splitlines()}
+        code = server.stop()
+    return Restarted(maps, served, stored, code, server.text(), collections.read_text().split())
+
+
+def test_a_restart_on_an_up_to_date_sqlite_store_skips_alembic_and_the_collector(
+    restarted: Restarted,
+) -> None:
+    """A server restarted on its SQLite file (`botserver.db`, migrated by its first start)
+    imports no Alembic, and its collector does not run while it imports and loads the model
+    but once, before the model's objects are frozen. Before: Alembic (with Mako, Pygments
+    and every dialect's DDL) at each start, 0.15 s of CPU, and 340 collections, three of
+    them full, 0.2 s: together a third of a 1.1 s start."""
+    assert restarted.stored == ["hello"], restarted.text
+    assert restarted.code == 0, restarted.text
+    imported = {line.rsplit("|", 1)[-1].strip() for line in restarted.text.splitlines()}
     assert {"fastapi", "sqlalchemy"} <= imported  # the check sees the server's imports
     assert not {name for name in imported if name.split(".")[0] in ("alembic", "mako")}
-    assert collections.read_text().split() == ["2"]  # the one before the freeze
+    assert restarted.collections == ["2"]  # the one before the freeze
 
 
 def test_the_storages_checked_before_the_imports_are_the_ones_served() -> None:

@@ -96,7 +96,25 @@ def test_rasas_logging_config_file_flag_reaches_rasa_sdk(
     started: list[list[str]] = []
     monkeypatch.setattr(cli.os, "execv", lambda _path, command: started.append(command))
     cli.main(["run", "actions", "-p", "5056", *given])
-    ((_python, _m, module, *argv),) = started
+    ((_python, _c, _launcher, module, *argv),) = started
     assert module == "rasa_sdk"
     parsed = create_argument_parser().parse_args(argv)
     assert (parsed.logging_config_file, parsed.port) == ("log.yml", 5056)
+
+
+def test_run_actions_names_itself_in_rasa_sdks_usage_and_errors(tmp_path: Path) -> None:
+    """A mistyped flag is reported under the command the user typed, as Rasa's
+    `rasa run actions` reports it. Before: `usage: __main__.py ...` and
+    `__main__.py: error: unrecognized arguments: --prot` (rasa-sdk's file name)."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "cli.py"), "run", "actions", "--prot", "5056"],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: botserver run actions [-h]"), result.stderr
+    assert "botserver run actions: error: unrecognized arguments: --prot" in result.stderr
+    assert "__main__" not in result.stderr

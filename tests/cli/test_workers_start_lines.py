@@ -1,5 +1,6 @@
-"""`botserver run --workers N` says what it found at start once, not once a worker, and each
-worker keeps the auth token out of its access log.
+"""`botserver run --workers N` says what it found at start once, not once a worker, each
+worker keeps the auth token out of its access log, and the workers get the run's secrets
+without them in their environment.
 
 One two-worker start serves every test here (each such start costs three processes' imports,
 17-20 s on a loaded host): its files hold one problem for each test, on lines of their own,
@@ -7,19 +8,23 @@ and each test reads only the lines of its problem."""
 
 from __future__ import annotations
 
-import fcntl
-import json
+import contextlib
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 
 from tests.cli.botserver_process import start_botserver
+from tests.cli.once_per_run import once_per_run
 from tests.trackers.persistence_fixtures import REDIS, require_service, unique_name
 
 TOKEN = "Zm9v+wkTok/Qz9x=="
+JWT_SECRET = "jwt-secret-handed-to-workers-0123456789"
+BROKER_PASSWORD = "broker-password-handed-to-workers-1"
 
 # The tests read the line numbers of the keys in these files off the warnings.
 TRACKER_STORE = """\
@@ -46,7 +51,7 @@ event_broker:
   url: 127.0.0.1
   port: 1
   username: u
-  password: p
+  password: {password}
   queues: [{queue}]
 """
 CREDENTIALS = """\
@@ -61,12 +66,16 @@ socketio:
 class Run:
     """What the start showed: its whole output (read after it stopped), its exit code, and
     the statuses of GET /status with the token under a misspelt name and under its own
-    (None if it never served)."""
+    (None if it never served); the secrets found in each worker's environment (/proc), and
+    the statuses of GET /status without a token, with the token and with an admin's JWT, on
+    a connection each (spread over the workers)."""
 
     log: list[str]
     code: int
     misspelt_token: int | None
     token: int | None
+    environments: dict[str, list[str]]
+    statuses: list[list[int]]
 
     def said(self, text: str) -> list[str]:
         return [line for line in self.log if text in line]
@@ -74,20 +83,10 @@ class Run:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
-    """What the one start showed. Under pytest-xdist the tests here may run on several of its
-    workers (`--dist worksteal` hands a module's tail to an idle one): the first to get here
-    starts the server, and the others read what it showed from a file of the run's."""
-    if os.environ.get("PYTEST_XDIST_WORKER") is None:
-        return _start(tmp_path_factory)
-    # The run's own temp folder, shared by its xdist workers (theirs are in it).
-    shared = tmp_path_factory.getbasetemp().parent / "workers-start-lines.json"
-    with shared.with_suffix(".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when closed, or when its holder dies
-        if shared.exists():
-            return Run(**json.loads(shared.read_text()))
-        found = _start(tmp_path_factory)
-        shared.write_text(json.dumps(asdict(found)))
-        return found
+    """What the one start showed (once per test run, whichever xdist workers run the tests)."""
+    return once_per_run(
+        tmp_path_factory, "workers-start-lines", Run, lambda: _start(tmp_path_factory)
+    )
 
 
 def _start(tmp_path_factory: pytest.TempPathFactory) -> Run:
@@ -97,7 +96,8 @@ def _start(tmp_path_factory: pytest.TempPathFactory) -> Run:
     - the lock store: a Redis that refuses (`db: 99`, Redis has 16);
     - a RabbitMQ nobody listens on, a corrupt model;
     - credentials.yml: a date key for `rest` (line 2), a misspelt key for `socketio` (line 4);
-    - the --auth-token from the environment, sent once under a misspelt name (`?tokn=`).
+    - the --auth-token from the environment, sent once under a misspelt name (`?tokn=`);
+    - a --jwt-secret and the broker's password, secrets a worker's environment must not hold.
     Started at -v (uvicorn's shutdown lines), stopped by SIGTERM once both workers serve."""
     require_service("Redis", REDIS)
     folder = tmp_path_factory.mktemp("workers-start")
@@ -105,15 +105,18 @@ def _start(tmp_path_factory: pytest.TempPathFactory) -> Run:
     (folder / "endpoints.yml").write_text(
         TRACKER_STORE.format(db=folder / "trackers.db")
         + LOCK_STORE.format(host=REDIS[0], port=REDIS[1], prefix=unique_name("workers-start"))
-        + EVENT_BROKER.format(queue=unique_name("workers-start"))
+        + EVENT_BROKER.format(queue=unique_name("workers-start"), password=BROKER_PASSWORD)
     )
     (folder / "credentials.yml").write_text(CREDENTIALS)
     args = ["--enable-api", "-m", "models.tar.gz", "--workers", "2", "-v"]
+    args += ["--jwt-secret", JWT_SECRET]
     with pytest.MonkeyPatch.context() as environment:
         environment.setenv("BOTSERVER_AUTH_TOKEN", TOKEN)
         server = start_botserver([*args, "--credentials", "credentials.yml"], folder, folder)
     misspelt: int | None = None
     token: int | None = None
+    environments: dict[str, list[str]] = {}
+    statuses: list[list[int]] = []
     try:
         server.wait_until("/health/live")
         for _ in range(300):  # until both workers serve (one answers the probe)
@@ -123,12 +126,65 @@ def _start(tmp_path_factory: pytest.TempPathFactory) -> Run:
         assert "is up on" in server.text()
         misspelt = httpx.get(server.url + "/status", params={"tokn": TOKEN}).status_code
         token = httpx.get(server.url + "/status", params={"token": TOKEN}).status_code
+        environments = _secrets_in_environments(server.process.pid)
+        statuses = _statuses_on_connections(server.url)
     # It never served, or stopped serving: each test fails on its own lines in the log.
     except (AssertionError, httpx.HTTPError):
         pass
     finally:
         code = server.stop()
-    return Run(server.text().splitlines(), code, misspelt, token)
+    return Run(server.text().splitlines(), code, misspelt, token, environments, statuses)
+
+
+SECRETS = (JWT_SECRET, BROKER_PASSWORD, TOKEN, "BOTSERVER_RUN_SPEC")
+
+
+def _secrets_in_environments(pid: int) -> dict[str, list[str]]:
+    """For each process `pid` started (the workers), and theirs: the secrets in its
+    /proc/<pid>/environ (none without /proc: the test that reads them is skipped)."""
+    found: dict[str, list[str]] = {}
+    if not Path("/proc/self/environ").exists():
+        return found
+    for child in _descendants(pid):
+        with contextlib.suppress(OSError):  # gone
+            environment = Path(f"/proc/{child}/environ").read_bytes()
+            found[str(child)] = [s for s in SECRETS if s.encode() in environment]
+    return found
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes `pid` started, and theirs, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:  # gone
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _statuses_on_connections(url: str) -> list[list[int]]:
+    admin = jwt.encode({"user": {"username": "boss", "role": "admin"}}, JWT_SECRET)
+    statuses = []
+    for _ in range(8):  # a connection each: spread over the workers
+        with httpx.Client(base_url=url) as client:
+            statuses.append(
+                [
+                    client.get("/status").status_code,
+                    client.get("/status", params={"token": TOKEN}).status_code,
+                    client.get("/status", headers={"Authorization": f"Bearer {admin}"}).status_code,
+                ]
+            )
+    return statuses
 
 
 def test_each_start_up_problem_is_said_once_for_all_workers(run: Run) -> None:
@@ -190,3 +246,15 @@ def test_a_worker_keeps_the_auth_token_out_of_its_access_log(run: Run) -> None:
     assert run.token not in (401, None), run.log
     assert run.said("/status?tokn=*** "), run.log
     assert not run.said("wkTok"), run.log
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
+def test_workers_serve_with_secrets_absent_from_their_environment(run: Run) -> None:
+    """A --jwt-secret, an --auth-token from BOTSERVER_AUTH_TOKEN and a password of
+    endpoints.yml: none is in a worker's environment, and the workers still check both.
+    Before, the parent put them all in the workers' environment (BOTSERVER_RUN_SPEC)."""
+    assert len(run.environments) >= 2, run.log
+    assert {pid: found for pid, found in run.environments.items() if found} == {}
+    # 409 (no model: the corrupt one) once past the check, on every connection.
+    assert {tuple(statuses) for statuses in run.statuses} == {(401, 409, 409)}, run.log
+    assert not run.said(JWT_SECRET) and not run.said(BROKER_PASSWORD), run.log

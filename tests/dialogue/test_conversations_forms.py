@@ -111,6 +111,27 @@ async def test_stop_then_deny_deactivates_the_form(agent: Agent) -> None:
     assert (await conversation.say("hi")).actions == ["utter_greet"]
 
 
+async def test_inform_after_the_form_was_stopped_starts_it_again_as_the_stories_teach(
+    agent: Agent,
+) -> None:
+    """What Rasa does too with a trained TEDPolicy: `action_deactivate_loop` ended the form and
+    no rule or loop logic brings it back, but the ML policy (TED's stand-in, trained on the
+    stories only, glued end to start) has seen one user turn outside the form, and it opens the
+    form. An intent no story shows (`inform`) is scored on everything else in that state."""
+    conversation = await start_form(agent, "stop-deny-inform")
+    assert (await conversation.say("you can't help me")).actions == ["utter_ask_continue"]
+    assert (await conversation.say("no")).actions == ["action_deactivate_loop"]
+
+    turn = await conversation.say("it was great")
+    assert turn.actions == ["restaurant_form"]
+    started = next(e for e in turn.events if isinstance(e, ActionExecuted))
+    assert started.policy == "TEDPolicy"
+    assert turn.texts == ["What cuisine?"]
+    tracker = await conversation.tracker()
+    assert tracker.active_loop_name == "restaurant_form"
+    assert tracker.get_slot("requested_slot") == "cuisine"
+
+
 async def test_stop_then_affirm_goes_back_to_the_form(agent: Agent) -> None:
     conversation = await start_form(agent, "stop-affirm")
     assert (await conversation.say("you can't help me")).actions == ["utter_ask_continue"]

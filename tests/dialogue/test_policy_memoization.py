@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import random
 import tracemalloc
@@ -684,12 +685,11 @@ def test_augmented_memoization_without_max_history_walks_a_turn_the_same_at_any_
     assert work[0] == work[1] < 10 * len(chat)
 
 
-def test_a_windowed_policy_keeps_each_history_once() -> None:
-    # Every window was kept twice: in the runs and by its texts' tuple (about 480 bytes a
-    # history loaded, against 130 by its tuple alone).
-    intents, answers = [f"intent_{i}" for i in range(20)], [f"utter_{i}" for i in range(20)]
+def random_stories(count: int, turns: int = 10) -> tuple[Domain, list[TrainingStory]]:
+    """A domain of 20 intents and 20 responses, and `count` random stories of `turns` turns."""
+    intents, actions = [f"intent_{i}" for i in range(20)], [f"utter_{i}" for i in range(20)]
     domain = Domain.from_dict(
-        {"intents": intents, "responses": {a: [{"text": a}] for a in answers}}
+        {"intents": intents, "responses": {a: [{"text": a}] for a in actions}}
     )
     chosen = random.Random(1)
     stories = [
@@ -697,12 +697,19 @@ def test_a_windowed_policy_keeps_each_history_once() -> None:
             str(n),
             *(
                 e
-                for _ in range(10)
-                for e in (user(chosen.choice(intents)), action(chosen.choice(answers)))
+                for _ in range(turns)
+                for e in (user(chosen.choice(intents)), action(chosen.choice(actions)))
             ),
         )
-        for n in range(300)
+        for n in range(count)
     ]
+    return domain, stories
+
+
+def test_a_windowed_policy_keeps_each_history_once() -> None:
+    # Every window was kept twice: in the runs and by its texts' tuple (about 480 bytes a
+    # history loaded, against 130 by its tuple alone).
+    domain, stories = random_stories(300)
     trained = MemoizationPolicy("MemoizationPolicy", max_history=3)
     trained.train(stories, domain)
     state = trained.learned_state()
@@ -717,3 +724,75 @@ def test_a_windowed_policy_keeps_each_history_once() -> None:
     assert loaded.learned_state() == state
     sample = stories[:20]
     assert every_prediction(loaded, domain, sample) == every_prediction(trained, domain, sample)
+
+
+def test_memoization_and_augmented_memoization_of_one_max_history_load_their_histories_once(
+    tmp_path: Path,
+) -> None:
+    """Before, a model with both policies of the same `max_history` (they learn the same
+    histories) kept two copies of them, each read and built: 12.5 MiB against 6.4 MiB for
+    2,000 stories (`bench/memoization_twins.py`). Now the second shares the first's, and
+    each predicts as trained, the augmented one by its shorter histories too."""
+    domain, stories = random_stories(500)
+    one = [{"name": "MemoizationPolicy", "max_history": 5}]
+    both = [*one, {"name": "AugmentedMemoizationPolicy", "max_history": 5}]
+    kept = {}
+    for name, config in (("one", one), ("both", both)):
+        PolicyEnsemble.train(config, stories, domain).persist(tmp_path / name)
+        gc.collect()
+        tracemalloc.start()
+        loaded = PolicyEnsemble.load(tmp_path / name, domain)
+        kept[name] = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+    assert kept["both"] < 1.3 * kept["one"], kept  # twice before
+    memoization_, augmented = loaded.policies
+    assert isinstance(memoization_, MemoizationPolicy)
+    assert isinstance(augmented, AugmentedMemoizationPolicy)
+    assert augmented.histories_ is memoization_.histories_
+
+    trained = PolicyEnsemble.train(both, stories, domain)
+    for policy, as_trained in zip(loaded.policies, trained.policies, strict=True):
+        assert type(policy) is type(as_trained) and policy.options == as_trained.options
+        assert every_prediction(policy, domain, stories[:30]) == every_prediction(
+            as_trained, domain, stories[:30]
+        )
+
+
+def test_twin_memoization_policies_of_a_hostile_archive_load_the_options_their_files_hold(
+    tmp_path: Path,
+) -> None:
+    """Two same `policy.json` files holding "options" twice: loading reads the last. The
+    second policy, sharing the first's histories, read its options from the file's first
+    bytes, the first "options": two policies of the same bytes predicted with different
+    `max_history` and confidences."""
+    domain, stories = random_stories(50)
+    config = [{"name": "AugmentedMemoizationPolicy", "max_history": 3}] * 2
+    PolicyEnsemble.train(config, stories, domain).persist(tmp_path)
+    last = ', "options": {"max_history": 1, "use_nlu_confidence_as_score": true}}'
+    for state in tmp_path.glob("*/policy.json"):
+        state.write_text(state.read_text()[:-1] + last)
+    first, second = PolicyEnsemble.load(tmp_path, domain).policies
+    assert first.options == {"max_history": 1, "use_nlu_confidence_as_score": True}
+    assert second.options == first.options
+
+
+def test_twin_memoization_policies_whose_defaults_differ_load_each_their_own(
+    tmp_path: Path,
+) -> None:
+    """An older lookup whose options name no `max_history`: AugmentedMemoizationPolicy reads
+    it with 5, MemoizationPolicy with none, and the latter's reach is the longest history,
+    counted from the lookup. Sharing the first's (counted as 0), the second read a window of
+    one state where it reads six."""
+    state = {"options": {}, "learned": {"lookup": lookup_as_before(STORIES, DOMAIN, None)}}
+    entries = []
+    for name in ("AugmentedMemoizationPolicy", "MemoizationPolicy"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "policy.json").write_text(json.dumps(state))
+        entries.append({"class": name, "name": name, "priority": 3, "directory": name})
+    (tmp_path / "ensemble.json").write_text(json.dumps({"policies": entries, "warnings": []}))
+    memoization_ = PolicyEnsemble.load(tmp_path, DOMAIN).policies[1]
+    alone = MemoizationPolicy.load(tmp_path / "MemoizationPolicy", "alone", 3, DOMAIN)
+    assert memoization_.prediction_window() == alone.prediction_window() == 6
+    assert every_prediction(memoization_, DOMAIN, STORIES) == every_prediction(
+        alone, DOMAIN, STORIES
+    )

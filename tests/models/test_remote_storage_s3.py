@@ -30,6 +30,7 @@ from tests.fake_http import serve_handler, serve_json
 from tests.models.conftest import greeting_loader, s3_at
 from tests.models.test_remote_storage_replaced import REPLACED, downloaded
 from tests.small_disk import temp_files_on_a_small_disk
+from tests.trackers.persistence_fixtures import botocore_files_read
 
 boto3 = pytest.importorskip("boto3")
 moto_server = pytest.importorskip("moto.server")
@@ -162,6 +163,26 @@ async def test_download_goes_to_a_private_temp_dir(s3_env, archive_factory):
     finally:
         path.unlink()
         path.parent.rmdir()
+
+
+async def test_a_download_reads_no_botocore_model_file_the_process_read_before(
+    s3_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, each download (the start's, each PUT /model) made a botocore session that read
+    and parsed the S3 model, the endpoint rules and the partitions again: about 0.1 s of CPU.
+    Now the process reads them once; the loader's folders do not grow a download."""
+    from server.aws_sessions import boto3_session
+
+    s3_env.put_object(Bucket="models-bucket", Key="prod.tar.gz", Body=b"bytes")
+    assert await downloaded("aws") == b"bytes"
+    folders = list(boto3_session()._session.get_component("data_loader").search_paths)
+    read = botocore_files_read(monkeypatch)
+
+    assert await downloaded("aws") == b"bytes"
+    assert await downloaded("aws") == b"bytes"
+
+    assert read == []
+    assert boto3_session()._session.get_component("data_loader").search_paths == folders
 
 
 async def test_too_large_object_is_refused(s3_env):

@@ -220,6 +220,21 @@ def moto_credentials() -> Any:
                 os.environ[name] = value
 
 
+def botocore_files_read(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The botocore data files (service models, endpoint rules) read from now on."""
+    from botocore.loaders import JSONFileLoader
+
+    read: list[str] = []
+    load_file = JSONFileLoader.load_file
+
+    def counted(loader: Any, path: str, *args: Any) -> Any:
+        read.append(path)
+        return load_file(loader, path, *args)
+
+    monkeypatch.setattr(JSONFileLoader, "load_file", counted)
+    return read
+
+
 def delete_dynamo_table(endpoint: str, table: str) -> None:
     import boto3
 

@@ -6,11 +6,13 @@ The contract every store keeps runs in test_tracker_stores.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +30,7 @@ from server.trackers.dynamo_store import DynamoTrackerStore
 from server.trackers.factory import create_tracker_store
 from tests.loop_lag import paced
 from tests.trackers.persistence_fixtures import (
+    botocore_files_read,
     delete_dynamo_table,
     moto_credentials,
     moto_endpoint,
@@ -239,6 +242,37 @@ def test_a_region_or_table_name_dynamodb_refuses_is_named_at_start(
     with pytest.raises(InvalidConfig, match=f"section 'tracker_store': {message}") as raised:
         create_tracker_store({"type": "dynamo", "endpoint_url": endpoint, **setting})
     assert "endpoint_url" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "said"),
+    [
+        ("AWS_PROFILE", "nope", "The config profile (nope) could not be found"),
+        ("AWS_CONFIG_FILE", "broken", "Unable to parse config file"),
+    ],
+    ids=["profile-missing", "config-file-broken"],
+)
+def test_an_aws_profile_or_config_file_botocore_cannot_use_is_named_at_start(
+    endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    setting: str,
+    value: str,
+    said: str,
+) -> None:
+    """Before, botocore's ProfileNotFound or ConfigParseError left `botserver run` (and
+    prune, export) with a traceback, where S3 remote storage named the settings."""
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    (tmp_path / "broken-config").write_text("{not an ini file")
+    monkeypatch.setenv(setting, str(tmp_path / "broken-config") if value == "broken" else value)
+
+    with pytest.raises(InvalidConfig) as raised:
+        create_tracker_store({"type": "dynamo", "endpoint_url": endpoint})
+
+    message = str(raised.value)
+    assert message.startswith("endpoints.yml, section 'tracker_store': ")
+    assert said in message
+    assert "check AWS_PROFILE, AWS_CONFIG_FILE" in message
 
 
 def test_a_table_named_by_its_arn_is_taken(endpoint: str) -> None:
@@ -470,6 +504,30 @@ async def test_a_known_conversation_is_read_again_only_when_another_writer_chang
     assert await store.load("hana") == [{"event": "restart"}]
     rasa.Table(table).delete_item(Key={"sender_id": "hana"})
     assert await store.load("hana") is None
+
+
+async def test_another_store_reads_no_botocore_model_file_the_process_read_before(
+    store: DynamoTrackerStore, endpoint: str, table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, each store made a botocore session that read and parsed the DynamoDB model,
+    the endpoint rules and the partitions again (about 0.1 s of CPU); now a process reads
+    them once, and each store still asks with its own settings."""
+    await store.append("ines", [user("hi", 1.5)])
+    read = botocore_files_read(monkeypatch)
+
+    other = create_tracker_store(
+        {"type": "dynamo", "table_name": table, "endpoint_url": endpoint, "region": "eu-west-1"}
+    )
+    try:
+        assert isinstance(other, DynamoTrackerStore)
+        assert other._client.meta.region_name == "eu-west-1"
+        assert await other.load("ines") is None  # another region, another table
+        assert read == []
+    finally:
+        await other.close()
+        client = raw_client(endpoint, "eu-west-1")
+        with contextlib.suppress(client.exceptions.ResourceNotFoundException):
+            client.delete_table(TableName=table)
 
 
 def test_without_boto3_the_error_names_the_extra_that_installs_it(

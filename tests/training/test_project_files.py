@@ -67,6 +67,10 @@ EXPECTED_INVALID = {
     "test_domains/duplicate_responses.yml": "'utter_greet' is given twice",
     # intents listed twice in one file (Rasa: "Intents are not unique!")
     "test_domains/duplicate_intents.yml": "intent 'default' is listed twice (and 1 other",
+    # an entity, an action listed twice in one file (Rasa: "Duplicate entities in domain",
+    # "Duplicate actions in domain"); before, warnings, and they trained
+    "test_domains/duplicate_entities.yml": "entity 'name' is listed twice: list each entity",
+    "test_domains/duplicate_actions.yml": "action 'utter_default' is listed twice: list each",
     # the graph.v1 recipe (a graph of Rasa's Python classes): it trained an empty model
     "test_config/graph_config.yml": "recipe 'graph.v1' is not supported",
     "test_config/graph_config_short.yml": "recipe 'graph.v1' is not supported",
@@ -284,6 +288,16 @@ _RESPONSE_CONDITION = "responses:\n  utter_a:\n  - text: a\n    condition:\n    
             4,
             "intent 'greet' is listed twice (and 1 other: 'bye'): list each intent once",
         ),
+        # Before: warnings, and they trained; Rasa refuses the file ("Duplicate entities in
+        # domain", "Duplicate actions in domain": an e2e action is an action there too).
+        ("entities:\n- city\n- name\n- city\n", 4, "entity 'city' is listed twice: list each"),
+        ("entities:\n- city\n- city:\n    roles: [a]\n", 3, "entity 'city' is listed twice"),
+        (
+            "actions:\n- action_a\n- action_b\n- action_a: {send_domain: true}\n- action_b\n",
+            4,
+            "action 'action_a' is listed twice (and 1 other: 'action_b'): list each action once",
+        ),
+        ("e2e_actions:\n- Hi there\n- Hi there\n", 3, "e2e action 'Hi there' is listed twice"),
         # Before: it trained; Rasa skips the file with a warning and trains an empty domain.
         ('version: "9"\nintents: [greet]\n', 1, "'version' '9' is not a format this server"),
         ('version: "3.x"\nintents: [greet]\n', 1, "'version' '3.x' is not a format"),
@@ -1393,11 +1407,28 @@ def test_a_built_in_slot_declared_as_set_by_actions_is_no_warning(tmp_path: Path
     ]
 
 
-def test_an_entity_listed_twice_is_named_an_entity_in_the_warning() -> None:
-    # Before: "entitie 'name' is defined more than once".
+def test_a_repeat_across_the_files_of_a_domain_directory_is_a_warning(tmp_path: Path) -> None:
+    """Rasa merges the files and warns ("The following duplicated entities have been found
+    across multiple domain files"); in one file, each of these is an error."""
+    (tmp_path / "a.yml").write_text("entities: [city]\nactions: [action_a]\n")
+    (tmp_path / "b.yml").write_text("entities: [city]\nactions: [action_a]\n")
     warnings: list[str] = []
-    read_domain(TESTDATA / "test_domains/duplicate_entities.yml", warnings=warnings)
-    assert [w.split(": ", 1)[1] for w in warnings] == ["entity 'name' is defined more than once"]
+    domain = read_domain(tmp_path, warnings=warnings)
+    assert domain.entities == ["city"]
+    assert warnings == [
+        f"{tmp_path / 'b.yml'}:1: entity 'city' is defined more than once",
+        f"{tmp_path / 'b.yml'}:2: action 'action_a' is defined more than once",
+    ]
+
+
+def test_a_default_action_listed_twice_is_a_warning(tmp_path: Path) -> None:
+    """Rasa drops the repeat of a default action without a word (it is no duplicate there)."""
+    (tmp_path / "domain.yml").write_text("actions:\n- action_restart\n- action_restart\n")
+    warnings: list[str] = []
+    read_domain(tmp_path / "domain.yml", warnings=warnings)
+    assert warnings == [
+        f"{tmp_path / 'domain.yml'}:3: action 'action_restart' is defined more than once"
+    ]
 
 
 def test_a_data_files_response_with_a_date_names_file_and_line(tmp_path: Path) -> None:

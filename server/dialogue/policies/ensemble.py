@@ -23,7 +23,11 @@ from server.dialogue.policies.featurization import (
     Steps,
     window_step,
 )
-from server.dialogue.policies.memoization import AugmentedMemoizationPolicy, MemoizationPolicy
+from server.dialogue.policies.memoization import (
+    AugmentedMemoizationPolicy,
+    MemoizationPolicy,
+    memoization_twin,
+)
 from server.dialogue.policies.ml import MLPolicy
 from server.dialogue.policies.policy import Policy
 from server.dialogue.policies.prediction import PolicyPrediction, prediction_from, zeros
@@ -246,6 +250,7 @@ class PolicyEnsemble:
         if not isinstance(entries, list) or not isinstance(warnings, list):
             raise ModelError(f"the policies' {ENSEMBLE_FILE} is malformed")
         policies: list[Policy] = []
+        written: list[tuple[Path, Policy]] = []
         for index, entry in enumerate(entries):
             if not isinstance(entry, dict):
                 raise ModelError(f"policy {index} of {ENSEMBLE_FILE} is malformed")
@@ -255,11 +260,16 @@ class PolicyEnsemble:
             if policy_cls is None or "/" in subdirectory or subdirectory.startswith("."):
                 raise ModelError(f"the model names an unknown policy {entry!r}")
             try:
-                policies.append(
-                    policy_cls.load(
-                        directory / subdirectory, str(entry["name"]), int(entry["priority"]), domain
-                    )
+                name, priority, path = (
+                    str(entry["name"]),
+                    int(entry["priority"]),
+                    directory / subdirectory,
                 )
+                policy: Policy | None = memoization_twin(policy_cls, name, priority, path, written)
+                if policy is None:
+                    policy = policy_cls.load(path, name, priority, domain)
+                policies.append(policy)
+                written.append((path, policy))
             except BotServerError:
                 raise  # ours already (a refused setting is an OutdatedModel upstream)
             except Exception as e:  # a corrupt state must fail loading, not crash later

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import orjson
 
@@ -35,7 +35,12 @@ from server.trackers.events import (
     UserUttered,
 )
 from server.trackers.tracker import LOOP_UNDONE as _UNDONE
-from server.trackers.tracker import Tracker, activated_loops, collapse_loop_happy_paths
+from server.trackers.tracker import (
+    Tracker,
+    activated_loops,
+    applied_events,
+    collapse_loop_happy_paths,
+)
 from server.trackers.tracker import first_loop_run_or_unhappy_path as _first_run_or_unhappy_path
 
 State = dict[str, dict[str, Any]]
@@ -787,17 +792,82 @@ def cached_lists(tracker: Tracker) -> list[list[Any]]:
 
 def fold_states(tracker: Tracker, domain: Domain, rule_only: RuleOnly | None = None) -> None:
     """Folds the tracker's events into its state cache now, and with `rule_only` (the
-    model's) its story states: the first prediction on a long conversation does it in a
-    thread, not on the event loop."""
-    cache = _IncrementalStates.of(tracker, domain)
-    if not cache.advance(tracker):
-        if cache.batch:
-            return
-        cache.update(tracker)  # a rewind or a newly activated loop: from scratch, here
-        if cache.batch:
-            return
-    if rule_only is not None and not cache.stories_equal(rule_only):
-        cache.story_states(rule_only)
+    model's) its story states (`DetachedStates`, here)."""
+    states = DetachedStates(tracker, domain)
+    states.fold(rule_only)
+    states.attach_to(tracker)
+
+
+class DetachedStates:
+    """A tracker's state cache taken off it (made afresh if it has none) to fold its events
+    in a thread: the first prediction on a long conversation does it there, not on the
+    event loop. The thread writes an object nobody else reaches and reads a copy of the
+    events, so a fold whose caller was cancelled (a turn cut off) and that runs on once the
+    conversation's lock is free races no later turn on the same tracker: the cache goes
+    back onto the tracker (`attach_to`, on the loop) only after the fold ended, and only if
+    the tracker's events are still those it folded."""
+
+    def __init__(self, tracker: Tracker, domain: Domain) -> None:
+        cache = getattr(tracker, _IncrementalStates.ATTRIBUTE, None)
+        if cache is not None:
+            # Another model's (a model replaced) too: left on the tracker, it kept this one
+            # from being put back, and the prediction folded every event again, on the loop.
+            delattr(tracker, _IncrementalStates.ATTRIBUTE)
+        # One of another domain is dropped by the fold, in its thread, not on the loop.
+        self._replaced: object = None
+        if not isinstance(cache, _IncrementalStates) or cache.domain is not domain:
+            self._replaced, cache = cache, _IncrementalStates(domain)
+        self.cache = cache
+        self._events: list[Event] = tracker.events
+        # (how many, the last): the events the fold read; None until it ended.
+        self._folded: tuple[int, Event | None] | None = None
+
+    def fold(self, rule_only: RuleOnly | None = None) -> None:
+        """Folds the events into the cache, and with `rule_only` (the model's) its story
+        states. In any thread."""
+        # A copy (one C call: the GIL is held throughout), the tracker's own list let go of.
+        events, self._events = self._events[:], []
+        self._replaced = None
+        cache, copy = self.cache, _EventsOnly(events)
+        if not cache.advance(copy) and not cache.batch:
+            cache.update(copy)  # a rewind or a newly activated loop: from scratch, here
+        if not cache.batch and rule_only is not None and not cache.stories_equal(rule_only):
+            cache.story_states(rule_only)
+        self._folded = (len(events), events[-1] if events else None)
+
+    def attach_to(self, tracker: Tracker) -> bool:
+        """On the loop, after `fold` ended: puts the cache onto `tracker` if its events are
+        those folded and no other cache was put there meanwhile; whether it did."""
+        folded, events = self._folded, tracker.events
+        if (
+            folded is None
+            or hasattr(tracker, _IncrementalStates.ATTRIBUTE)
+            or len(events) != folded[0]
+            or (events and events[-1] is not folded[1])
+        ):
+            return False
+        setattr(tracker, _IncrementalStates.ATTRIBUTE, self.cache)
+        return True
+
+
+class _EventsOnly:
+    """What the state cache reads of a tracker: its events (`DetachedStates` folds a copy)."""
+
+    __slots__ = ("events",)
+
+    def __init__(self, events: list[Event]) -> None:
+        self.events = events
+
+    def applied_events(self) -> list[Event]:
+        return applied_events(self.events)
+
+
+class _FoldsEvents(Protocol):
+    """A tracker, as the state cache reads it."""
+
+    events: list[Event]
+
+    def applied_events(self) -> list[Event]: ...
 
 
 class _IncrementalStates:
@@ -864,7 +934,7 @@ class _IncrementalStates:
         return cache
 
     def update(
-        self, tracker: Tracker
+        self, tracker: _FoldsEvents
     ) -> tuple[list[Event], Sequence[State], list[str | None] | None]:
         """The applied events (a loop's happy path collapsed, as `Tracker.applied_events`),
         the states, and the texts of the states before the current one (None when they are
@@ -876,7 +946,7 @@ class _IncrementalStates:
         assert current is not None
         return self.collapsed, StatesView(self.body, len(self.body), current), self.body_texts
 
-    def advance(self, tracker: Tracker) -> bool:
+    def advance(self, tracker: _FoldsEvents) -> bool:
         """Folds the tracker's new events; False when they rewrite history or a loop is
         active (then only `_recompute` gives the states)."""
         events = tracker.events
@@ -1129,7 +1199,7 @@ class _IncrementalStates:
             self.current_text = text
 
     def _recompute(
-        self, tracker: Tracker
+        self, tracker: _FoldsEvents
     ) -> tuple[list[Event], Sequence[State], list[str | None] | None]:
         applied = tracker.applied_events()
         if not self.batch:
@@ -1147,7 +1217,7 @@ class _IncrementalStates:
         self.seen, self.last_event, self.current = 0, None, None
         return applied, states, None
 
-    def _remember(self, tracker: Tracker) -> None:
+    def _remember(self, tracker: _FoldsEvents) -> None:
         self.seen = len(tracker.events)
         self.last_event = tracker.events[-1] if tracker.events else None
 

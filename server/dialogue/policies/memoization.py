@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import filecmp
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from server.dialogue.policies.featurization import (
     with_text_for_last_user,
 )
 from server.dialogue.policies.histories import ROOT, SHORT, Histories
-from server.dialogue.policies.policy import Policy
+from server.dialogue.policies.policy import STATE_FILE, Policy
 from server.dialogue.policies.prediction import PolicyPrediction, prediction_from, zeros
 from server.dialogue.story_steps import TrainingStory
 from server.errors import ModelError, TrainingError
@@ -50,6 +51,8 @@ class MemoizationPolicy(Policy):
 
     def __init__(self, name: str, priority: int | None = None, **options: Any) -> None:
         super().__init__(name, priority, **options)
+        # As given (a written state's, when loaded): what a twin is made with (`memoization_twin`).
+        self._given_options = options
         key = "use_nlu_confidence_as_score"
         self.options[key] = flag(self.options, key, False, name)
         self.histories_ = Histories()
@@ -212,6 +215,40 @@ class AugmentedMemoizationPolicy(MemoizationPolicy):
                     if action is not None:
                         return action, by_text
         return None, False
+
+
+def memoization_twin(
+    cls: type[Policy], name: str, priority: int, directory: Path, loaded: list[tuple[Path, Policy]]
+) -> MemoizationPolicy | None:
+    """A memoization policy whose written state (`directory`'s) is byte for byte that of one
+    `loaded` before (a (directory, policy) each), sharing its histories rather than reading
+    them again: MemoizationPolicy and AugmentedMemoizationPolicy of the same `max_history`
+    learn the same ones, and each copy kept the memory (and took the time) of the other.
+    It is made as `load` would make it, with the options the same bytes gave the earlier one;
+    None when there is no such twin, or its options differ (`restore` reads `max_history`)."""
+    if not issubclass(cls, MemoizationPolicy):
+        return None
+    state = directory / STATE_FILE
+    for earlier_directory, earlier in loaded:
+        if (
+            isinstance(earlier, MemoizationPolicy)
+            and type(earlier).restore is cls.restore
+            and _same_bytes(state, earlier_directory / STATE_FILE)
+        ):
+            twin = cls(name, priority, **earlier._given_options)
+            if twin.options == earlier.options:
+                twin._learned(earlier.histories_, earlier.longest_)
+                return twin
+    return None
+
+
+def _same_bytes(path: Path, other: Path) -> bool:
+    try:
+        return path.stat().st_size == other.stat().st_size and filecmp.cmp(
+            path, other, shallow=False
+        )
+    except OSError:
+        return False
 
 
 def _trim_to_max_history(events: list[Event], max_history: int | None) -> list[Event]:
