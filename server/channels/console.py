@@ -156,14 +156,22 @@ def _ended_by_ctrl_c() -> Iterator[None]:
 
     def interrupt() -> None:
         nonlocal interrupted
+        if interrupted:
+            return
         interrupted = True
-        loop.remove_signal_handler(signal.SIGINT)  # Python's own again, for a second Ctrl-C
+        # A second Ctrl-C: KeyboardInterrupt at once, in what the loop's thread runs. The
+        # loop's handler stays set, so one handed to another thread still wakes the loop
+        # (a session's end waiting on a socket, no timer due, had slept on).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         if session is not None:
             session.cancel()
 
     try:
         loop.add_signal_handler(signal.SIGINT, interrupt)
+        handled = True
     except (NotImplementedError, RuntimeError, ValueError):  # (Windows; not the main thread)
+        handled = False
+    if not handled:  # (not in the `except`: an error of the session's would be chained to it)
         yield
         return
     try:
