@@ -109,12 +109,14 @@ def _thread_reading_the_terminal(pid: int) -> int:
     system call 0, of its standard input), once the loop's thread sleeps (in epoll_wait, 232,
     or epoll_pwait, 281): a signal the loop's thread takes while running reaches asyncio."""
     for _ in range(1_000):
-        calls = {
-            int(task.name): (task / "syscall").read_text().split()[:2]
-            for task in Path(f"/proc/{pid}/task").iterdir()
-        }
+        calls: dict[int, list[str]] = {}
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                calls[int(task.name)] = (task / "syscall").read_text().split()[:2]
+            except (FileNotFoundError, ProcessLookupError):  # a thread that ended meanwhile
+                continue
         readers = [tid for tid, call in calls.items() if tid != pid and call == ["0", "0x0"]]
-        if readers and calls[pid][:1] in (["232"], ["281"]):
+        if readers and calls.get(pid, [])[:1] in (["232"], ["281"]):
             return readers[0]
         time.sleep(0.01)
     raise AssertionError(f"no thread of the shell waits on the terminal, the loop asleep: {calls}")
