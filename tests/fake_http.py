@@ -140,11 +140,11 @@ def dripping_server(
 
     def drip(connection: socket.socket) -> None:
         with connection:
-            connection.recv(65536)
             head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
             head += "X-Slow: " if in_headers else f"Content-Length: {most}\r\n\r\n"
             count = 0
             try:
+                connection.recv(65536)
                 connection.sendall(head.encode())
                 while count < most:
                     threading.Event().wait(every)
@@ -158,7 +158,8 @@ def dripping_server(
             ended.set()
 
     def sent_to_the_first() -> int:
-        ended.wait()
+        # Bounded: a client that never connected (its time up before) hung the test for ever.
+        assert ended.wait(60), "no connection came, or it was not ended within 60 s"
         return sent[0]
 
     with _accepting(lambda c: threading.Thread(target=drip, args=(c,), daemon=True).start()) as url:

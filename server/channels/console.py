@@ -9,13 +9,15 @@ prints each message's parse instead, as JSON.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
+import signal
 import sys
 import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -140,6 +142,48 @@ async def print_parses(agent: Agent, out: TextIO | None = None) -> None:
         print(json.dumps(parse, ensure_ascii=False, indent=2), file=out, flush=True)
 
 
+@contextlib.contextmanager
+def _ended_by_ctrl_c() -> Iterator[None]:
+    """Ctrl-C cancels the session, then KeyboardInterrupt (exit 130), whichever of the
+    process's threads the kernel hands it to (the loop's, unless that one has a signal
+    pending already). asyncio's own handler learns of it only when the loop's thread runs:
+    one handed to the thread reading the terminal left the loop asleep with no timer due,
+    and the session went on. The loop's handler wakes it from any thread. A second Ctrl-C
+    raises KeyboardInterrupt at once."""
+    loop = asyncio.get_running_loop()
+    session = asyncio.current_task()
+    interrupted = False
+
+    def interrupt() -> None:
+        nonlocal interrupted
+        if interrupted:
+            return
+        interrupted = True
+        # A second Ctrl-C: KeyboardInterrupt at once, in what the loop's thread runs. The
+        # loop's handler stays set, so one handed to another thread still wakes the loop
+        # (a session's end waiting on a socket, no timer due, had slept on).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if session is not None:
+            session.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, interrupt)
+        handled = True
+    except (NotImplementedError, RuntimeError, ValueError):  # (Windows; not the main thread)
+        handled = False
+    if not handled:  # (not in the `except`: an error of the session's would be chained to it)
+        yield
+        return
+    try:
+        yield
+    except asyncio.CancelledError:
+        if interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+
+
 async def run_shell(
     model_path: Path | str | None,
     endpoints: dict[str, Any],
@@ -151,6 +195,18 @@ async def run_shell(
     """The `botserver shell` command (`endpoints`: endpoints.yml's sections; `nlu_only`:
     `shell nlu`; `remote_storage` and `verify_key` as `botserver run`'s flags); returns the
     exit code."""
+    with _ended_by_ctrl_c():
+        return await _run_shell(model_path, endpoints, sender, nlu_only, remote_storage, verify_key)
+
+
+async def _run_shell(
+    model_path: Path | str | None,
+    endpoints: dict[str, Any],
+    sender: str | None,
+    nlu_only: bool,
+    remote_storage: str | None,
+    verify_key: Path | None,
+) -> int:
     from server.api.server import ServerOptions, build_app
 
     _replace_undecodable_input()

@@ -149,9 +149,12 @@ class DucklingEntityExtractor:
         from server.http_clients import within
 
         try:
+            # Built before the time limit starts: on a loaded host the first parse's client
+            # (its certificates read) took past a 0.5 s limit, and Duckling was never asked.
+            client = self._http()
             with (
                 within(self.timeout) as deadline,
-                self._http().stream("POST", f"{self.url}/parse", data=payload) as response,
+                client.stream("POST", f"{self.url}/parse", data=payload) as response,
             ):
                 if not response.is_success:
                     raise ValueError(f"HTTP {response.status_code}")

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import platform
+import signal
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
 import pexpect
+import pytest
 
 from tests.cli.botserver_process import botserver_command
+from tests.loop_lag import paced
 
 PROMPT = "Your input -> "
+_SYS_TGKILL = 234  # (x86-64 Linux: a signal to one thread of another process)
 
 
 def spawn_shell(model: Path, cwd: Path) -> pexpect.spawn:
@@ -95,3 +102,42 @@ def test_undecodable_input_is_replaced_and_the_session_goes_on(
     with sqlite3.connect(tmp_path / "shell.db") as db:
         texts = [json.loads(row[0]).get("text") for row in db.execute("SELECT data FROM events")]
     assert "\ufffd\ufffd sad" in texts  # not lone surrogates, which no JSON answer can hold
+
+
+def _thread_reading_the_terminal(pid: int) -> int:
+    """The thread of process `pid` waiting on its terminal for a line (`input()`: in a read,
+    system call 0, of its standard input), once the loop's thread sleeps (in epoll_wait, 232,
+    or epoll_pwait, 281): a signal the loop's thread takes while running reaches asyncio."""
+    for _ in range(1_000):
+        calls: dict[int, list[str]] = {}
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                calls[int(task.name)] = (task / "syscall").read_text().split()[:2]
+            except (FileNotFoundError, ProcessLookupError):  # a thread that ended meanwhile
+                continue
+        readers = [tid for tid, call in calls.items() if tid != pid and call == ["0", "0x0"]]
+        if readers and calls.get(pid, [])[:1] in (["232"], ["281"]):
+            return readers[0]
+        time.sleep(0.01)
+    raise AssertionError(f"no thread of the shell waits on the terminal, the loop asleep: {calls}")
+
+
+@pytest.mark.timing
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="tgkill's number is x86-64's")
+def test_ctrl_c_ends_the_session_whichever_thread_the_signal_reaches(
+    moodbot_model: Path, tmp_path: Path
+) -> None:
+    """The kernel may hand a Ctrl-C to any thread of the process not blocking it (the loop's
+    own unless that one has a signal pending already), so to the one reading the terminal:
+    before, the event loop, asleep with no timer due, never learnt of it, and the session
+    went on (here until the pexpect timeout)."""
+    shell = spawn_shell(moodbot_model, tmp_path)
+    shell.expect_exact(PROMPT)
+    pid = shell.pid
+    assert pid is not None
+    reader = _thread_reading_the_terminal(pid)
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.syscall(_SYS_TGKILL, pid, reader, signal.SIGINT) == 0
+    shell.expect(pexpect.EOF, timeout=paced(10))
+    shell.close()
+    assert shell.exitstatus == 130

@@ -213,3 +213,29 @@ def test_two_threads_first_parses_share_one_client(monkeypatch: pytest.MonkeyPat
     finally:
         for client in made:
             client.close()
+
+
+def test_the_timeout_bounds_ducklings_answer_not_the_first_parses_setup(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first parse builds the client (reading the trusted certificates): on a loaded host
+    that took past a 0.5 s `timeout`, and the parse failed without asking Duckling, which was
+    then left out for the next seconds' messages too. (Its answer here may take long: the
+    limit is wide, for a loaded host, and the setup longer still.)"""
+    import time
+
+    import server.http_clients
+
+    real = server.http_clients.sync_client
+
+    def slow_sync_client(**options: Any) -> Any:
+        time.sleep(2)  # a loaded host's certificate reading
+        return real(**options)
+
+    monkeypatch.setattr(server.http_clients, "sync_client", slow_sync_client)
+    with serve_json(lambda path, body: (200, [FIVE])) as url:
+        duckling = DucklingEntityExtractor({"url": url, "timeout": 1.5})
+        message = Message("table at 5")
+        duckling.process(message)
+    assert [(e["entity"], e["value"]) for e in message.entities] == [("number", 5)]
+    assert "failed" not in caplog.text
