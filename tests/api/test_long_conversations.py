@@ -230,15 +230,16 @@ async def test_the_whole_history_of_100000_events_is_freed_off_the_loop(
     """Before, GET /tracker?include_events=ALL, ?until and /story on SQLite read every
     session into a tracker of their own, then dropped its 100,000 rows, dicts and events on
     the event loop: about 30 ms of CPU held it each time. Now they are freed a piece at a
-    time in a thread."""
+    time in a thread: the loop thread's own CPU is 1.4-2.2 ms in its busiest gap. With the
+    tracker's events dropped on the loop after the answer (nothing freed after sending) it
+    was 31-32 ms (/tracker). (The event dicts read dropped on the loop, 17 ms, pass on a
+    rerun; the rows' text dropped there costs under 1 ms.)"""
     client = long_sqlite_client
     for path in ("tracker?include_events=ALL", f"tracker?until={time.time()}", "story"):
         async with loop_hold() as hold:
             response = await client.get(f"/conversations/long/{path}", timeout=60)
         assert response.status_code == 200
-        assert hold.loop_busiest < 0.027 * hold.slowness, (
-            path
-        )  # 29-36 ms before (the loop thread's own CPU)
+        assert hold.loop_busiest < 0.012 * hold.slowness, (path, hold)
 
 
 @pytest.mark.timing
