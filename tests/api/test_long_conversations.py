@@ -1,8 +1,8 @@
 """Long conversations are served through the API without holding the event loop.
 
 The tests that only read a conversation of 100,000 events share one app holding it (on the
-memory store written into the store directly, on SQLite one PUT of 9.8 MB a module, each on its
-event loop): a PUT costs 1.3 s of CPU. The tests that time a
+memory store and on SQLite, written into the store directly, each on its module-wide event
+loop): a PUT costs 1.3 s of CPU. The tests that time a
 PUT or a POST send their own; those whose point comes after the conversation is there (a first
 turn, a rewind, a new session) write it into their app's store directly (`store_long`)."""
 
@@ -18,6 +18,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 import pytest_asyncio
@@ -59,16 +60,6 @@ async def send_json(
     )
 
 
-async def put_long(client: httpx.AsyncClient, conversation_id: str) -> None:
-    response = await client.put(
-        f"/conversations/{conversation_id}/tracker/events?include_events=NONE",
-        content=long_body(),
-        headers={"content-type": "application/json"},
-        timeout=60,
-    )
-    assert response.status_code == 200
-
-
 async def store_long(client: Any, conversation_id: str) -> None:
     """`long_body()`'s events written into the app's store directly, for the tests whose
     point comes after the conversation is there: as a process start finds it, with no hot
@@ -82,10 +73,14 @@ async def long_client(
     moodbot_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[httpx.AsyncClient]:
     """An app on the memory store whose conversation "long" holds `long_body()`, written into
-    its store directly, for the tests that read it (one PUTs the same events over it again)."""
+    its store directly, for the tests that read it (one PUTs the same events over it again).
+    The first background task a process runs (the freeing after sending) imports anyio's
+    asyncio backend on the loop (70-100 ms under pytest's assertion rewriting): imported
+    here, or a test run alone counted it as its hold."""
     async with AsyncExitStack() as stack:
         client = await open_client(stack, moodbot_model, tmp_path_factory.mktemp("long"))
         await store_long(client, "long")
+        await anyio.to_thread.run_sync(lambda: None)
         yield client
 
 
@@ -93,15 +88,17 @@ async def long_client(
 async def long_sqlite_client(
     moodbot_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """An app on an SQLite tracker store whose conversation "long" holds `long_body()`, for
-    the tests that read it (one adds a turn)."""
+    """An app on an SQLite tracker store whose conversation "long" holds `long_body()`,
+    written into its store directly, for the tests that read it (one adds a turn); anyio's
+    backend imported, as for `long_client`."""
     folder = tmp_path_factory.mktemp("long-sqlite")
     sqlite = {"type": "sql", "dialect": "sqlite", "db": str(folder / "trackers.db")}
     async with AsyncExitStack() as stack:
         client = await open_client(
             stack, moodbot_model, folder, endpoints={"tracker_store": sqlite}
         )
-        await put_long(client, "long")
+        await store_long(client, "long")
+        await anyio.to_thread.run_sync(lambda: None)
         yield client
 
 
@@ -230,15 +227,16 @@ async def test_the_whole_history_of_100000_events_is_freed_off_the_loop(
     """Before, GET /tracker?include_events=ALL, ?until and /story on SQLite read every
     session into a tracker of their own, then dropped its 100,000 rows, dicts and events on
     the event loop: about 30 ms of CPU held it each time. Now they are freed a piece at a
-    time in a thread."""
+    time in a thread: the loop thread's own CPU is 1.4-2.2 ms in its busiest gap. With the
+    tracker's events dropped on the loop after the answer (nothing freed after sending) it
+    was 31-32 ms (/tracker). (The event dicts read dropped on the loop, 17 ms, pass on a
+    rerun; the rows' text dropped there costs under 1 ms.)"""
     client = long_sqlite_client
     for path in ("tracker?include_events=ALL", f"tracker?until={time.time()}", "story"):
         async with loop_hold() as hold:
             response = await client.get(f"/conversations/long/{path}", timeout=60)
         assert response.status_code == 200
-        assert hold.loop_busiest < 0.027 * hold.slowness, (
-            path
-        )  # 29-36 ms before (the loop thread's own CPU)
+        assert hold.loop_busiest < 0.012 * hold.slowness, (path, hold)
 
 
 @pytest.mark.timing
