@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from server import __version__
-from server.errors import BotServerError, InvalidConfig, how_many
+from server.errors import BotServerError, InvalidConfig, Terminated, how_many
 
 if TYPE_CHECKING:
     from server.brokers.export import Found, ResumePoint
@@ -239,11 +239,6 @@ EXIT_SKIPPED = 3
 # The exit code of a command stopped by SIGTERM: 128 + 15, what a shell says (`$?`) and
 # Kubernetes records of a process SIGTERM ended (Ctrl-C: 130, 128 + 2).
 EXIT_TERMINATED = 143
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM stopped the command (a CronJob past activeDeadlineSeconds, `kill`, `docker
-    stop`), as Ctrl-C does: handled where Ctrl-C is, then exit 143."""
 
 
 def _run_until_stopped(main: Coroutine[Any, Any, T]) -> T:

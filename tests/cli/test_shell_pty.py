@@ -141,3 +141,27 @@ def test_ctrl_c_ends_the_session_whichever_thread_the_signal_reaches(
     shell.expect(pexpect.EOF, timeout=paced(10))
     shell.close()
     assert shell.exitstatus == 130
+
+
+def test_sigterm_ends_the_session_with_its_conversation_stored(
+    moodbot_model: Path, tmp_path: Path
+) -> None:
+    """`kill`, `docker stop`: before, the shell died by the signal, its stores left unclosed;
+    now the session ends as with Ctrl-C, the stores closed, exit 143 and one line."""
+    (tmp_path / "endpoints.yml").write_text(
+        f"tracker_store:\n  type: sql\n  dialect: sqlite\n  db: {tmp_path / 'shell.db'}\n"
+    )
+    shell = spawn_shell(moodbot_model, tmp_path)
+    shell.expect_exact(PROMPT)
+    shell.sendline("hello there")
+    shell.expect_exact("Hey! How are you?")
+    shell.expect_exact(PROMPT)
+    shell.kill(signal.SIGTERM)
+    shell.expect_exact("stopped by SIGTERM: the stores and event broker are closed", timeout=10)
+    shell.expect(pexpect.EOF, timeout=10)
+    shell.close()
+    assert (shell.exitstatus, shell.signalstatus) == (143, None)
+    with sqlite3.connect(tmp_path / "shell.db") as db:
+        texts = [json.loads(row[0]).get("text") for row in db.execute("SELECT data FROM events")]
+    assert "hello there" in texts
+    assert "Hey! How are you?" in texts
