@@ -1445,21 +1445,32 @@ def cmd_shell(args: argparse.Namespace) -> int:
     endpoints = read_endpoints(args.endpoints)
     check_a_shell_model_can_come(args, endpoints)  # and a missing model, as `run`
     from server.api.runner import check_model_source
-    from server.channels.console import run_shell
+    from server.channels.console import run_shell, still_reading
 
     check_model_source(args)
     import asyncio
 
-    return asyncio.run(
-        run_shell(
-            args.model if args.remote_storage else Path(args.model),
-            endpoints,
-            args.sender,
-            nlu_only=args.what == "nlu",
-            remote_storage=args.remote_storage,
-            verify_key=Path(args.verify_key) if args.verify_key else None,
+    try:
+        return asyncio.run(
+            run_shell(
+                args.model if args.remote_storage else Path(args.model),
+                endpoints,
+                args.sender,
+                nlu_only=args.what == "nlu",
+                remote_storage=args.remote_storage,
+                verify_key=Path(args.verify_key) if args.verify_key else None,
+            )
         )
-    )
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the stores are closed already
+        if still_reading():
+            # Input from a pipe (`docker run -i`, a script): the thread reading it holds
+            # stdin's lock, and the interpreter's shutdown aborted on it (SIGABRT, a "Fatal
+            # Python error" in place of exit 130 or 143). Nothing is left to clean up.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            logging.shutdown()
+            os._exit(EXIT_TERMINATED if isinstance(exc, Terminated) else 130)
+        raise
 
 
 def cmd_test(args: argparse.Namespace) -> int:

@@ -87,6 +87,12 @@ def _read_line(prompt: str) -> asyncio.Future[str]:
     return line
 
 
+def still_reading() -> bool:
+    """Whether a thread still waits for a line (a session ended by a signal). One blocked
+    reading a pipe holds standard input's lock, on which the interpreter's shutdown aborts."""
+    return any(thread.name == "shell-input" for thread in threading.enumerate())
+
+
 def _replace_undecodable_input() -> None:
     """Bytes that are not valid in the terminal's encoding become U+FFFD, not a crash
     (strict decoding) or lone surrogates that no later JSON answer could hold."""
