@@ -18,7 +18,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
-from server.api.app import create_app, prepare_routes
+from server.api.app import create_app, prepare_routes, warm_thread_pool
 from server.api.collector import freeze_after_load
 from server.api.conversations import conversations_router
 from server.api.domain import domain_router
@@ -291,6 +291,7 @@ def build_app(options: ServerOptions) -> FastAPI:
         await _check_tracker_store_server(tracker_store)
         await source.load_initial(options.model_path, models_endpoint, options.remote_storage)
         await asyncio.to_thread(prepare_routes, app)
+        await warm_thread_pool()
         if options.freeze_after_load:
             freeze_after_load()
         try:

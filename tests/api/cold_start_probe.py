@@ -20,12 +20,17 @@ import httpx
 from server.api.runner import server_app
 from server.api.server import ServerOptions
 
+# A body long enough that its request frees it, and the tracker, in a Starlette background
+# task (anyio's thread pool) once the response is sent.
+_LONG_EVENTS = [{"event": "slot", "name": "session_started_metadata", "value": None}] * 1_001
+
 # (method, path, JSON body): each one's first call in the process.
-FIRST_REQUESTS: list[tuple[str, str, dict[str, Any] | None]] = [
+FIRST_REQUESTS: list[tuple[str, str, Any]] = [
     ("POST", "/webhooks/rest/webhook", {"sender": "alice", "message": "hello"}),
     ("POST", "/model/parse", {"text": "hello"}),
     ("POST", "/conversations/bob/messages", {"text": "hello", "sender": "user"}),
     ("GET", "/conversations/bob/tracker", None),
+    ("POST", "/conversations/carol/tracker/events", _LONG_EVENTS),
     ("GET", "/status", None),
     ("GET", "/health/ready", None),
 ]
