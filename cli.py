@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from server import __version__
-from server.errors import BotServerError, InvalidConfig, how_many
+from server.errors import BotServerError, InvalidConfig, Terminated, how_many
 
 if TYPE_CHECKING:
     from server.brokers.export import Found, ResumePoint
@@ -239,11 +239,6 @@ EXIT_SKIPPED = 3
 # The exit code of a command stopped by SIGTERM: 128 + 15, what a shell says (`$?`) and
 # Kubernetes records of a process SIGTERM ended (Ctrl-C: 130, 128 + 2).
 EXIT_TERMINATED = 143
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM stopped the command (a CronJob past activeDeadlineSeconds, `kill`, `docker
-    stop`), as Ctrl-C does: handled where Ctrl-C is, then exit 143."""
 
 
 def _run_until_stopped(main: Coroutine[Any, Any, T]) -> T:
@@ -1450,21 +1445,32 @@ def cmd_shell(args: argparse.Namespace) -> int:
     endpoints = read_endpoints(args.endpoints)
     check_a_shell_model_can_come(args, endpoints)  # and a missing model, as `run`
     from server.api.runner import check_model_source
-    from server.channels.console import run_shell
+    from server.channels.console import run_shell, still_reading
 
     check_model_source(args)
     import asyncio
 
-    return asyncio.run(
-        run_shell(
-            args.model if args.remote_storage else Path(args.model),
-            endpoints,
-            args.sender,
-            nlu_only=args.what == "nlu",
-            remote_storage=args.remote_storage,
-            verify_key=Path(args.verify_key) if args.verify_key else None,
+    try:
+        return asyncio.run(
+            run_shell(
+                args.model if args.remote_storage else Path(args.model),
+                endpoints,
+                args.sender,
+                nlu_only=args.what == "nlu",
+                remote_storage=args.remote_storage,
+                verify_key=Path(args.verify_key) if args.verify_key else None,
+            )
         )
-    )
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the stores are closed already
+        if still_reading():
+            # Input from a pipe (`docker run -i`, a script): the thread reading it holds
+            # stdin's lock, and the interpreter's shutdown aborted on it (SIGABRT, a "Fatal
+            # Python error" in place of exit 130 or 143). Nothing is left to clean up.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            logging.shutdown()
+            os._exit(EXIT_TERMINATED if isinstance(exc, Terminated) else 130)
+        raise
 
 
 def cmd_test(args: argparse.Namespace) -> int:

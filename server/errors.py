@@ -12,6 +12,11 @@ from contextlib import contextmanager
 from typing import Any
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM stopped the command (a CronJob past activeDeadlineSeconds, `kill`, `docker
+    stop`), as Ctrl-C does: handled where Ctrl-C is, then exit 143."""
+
+
 class BotServerError(Exception):
     """Base of every error botserver raises on purpose."""
 

@@ -2,8 +2,8 @@
 assembly (same stores, action server and model loading as `botserver run`).
 
 Bot messages are printed as they come; buttons are numbered and picked by number. `/stop`,
-Ctrl-D or Ctrl-C ends the session. `botserver shell nlu` (and `shell` on an NLU-only model)
-prints each message's parse instead, as JSON.
+Ctrl-D or Ctrl-C ends the session; so does SIGTERM, after the turn in flight. `botserver
+shell nlu` (and `shell` on an NLU-only model) prints each message's parse instead, as JSON.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from typing import Any, TextIO
 from server.channels.channel import reply_choices
 from server.dialogue.agent import Agent
 from server.dialogue.messages import UserMessage
-from server.errors import BotServerError
+from server.errors import BotServerError, Terminated
 from server.run_flags import no_model_to_talk_with
+from server.setting_values import GRACEFUL_SHUTDOWN_ENV, graceful_shutdown_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,12 @@ def _read_line(prompt: str) -> asyncio.Future[str]:
     return line
 
 
+def still_reading() -> bool:
+    """Whether a thread still waits for a line (a session ended by a signal). One blocked
+    reading a pipe holds standard input's lock, on which the interpreter's shutdown aborts."""
+    return any(thread.name == "shell-input" for thread in threading.enumerate())
+
+
 def _replace_undecodable_input() -> None:
     """Bytes that are not valid in the terminal's encoding become U+FFFD, not a crash
     (strict decoding) or lone surrogates that no later JSON answer could hold."""
@@ -110,13 +117,36 @@ async def _typed_lines(prompt: str, out: TextIO, newline_at_end: bool) -> AsyncI
             yield text
 
 
-async def converse(agent: Agent, sender_id: str, out: TextIO | None = None) -> None:
+class SigtermStop:
+    """SIGTERM's stop of a session (`kill`, `docker stop`, a service manager): at once while
+    it waits for a line; a turn in flight first gets the graceful shutdown period to finish
+    (and be stored), as with `botserver run`, then is cancelled; the stores' closing is let be."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.in_turn = False
+        self.closing = False
+        self.cut_off = False  # (the turn in flight outlasted the period)
+        self.deadline: asyncio.TimerHandle | None = None
+
+    def turn_ended(self) -> None:
+        self.in_turn = False
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+
+async def converse(
+    agent: Agent, sender_id: str, out: TextIO | None = None, stop: SigtermStop | None = None
+) -> None:
     """Read lines until /stop or end of input, printing the bot's answers to each (to `out`,
-    standard output by default)."""
+    standard output by default); or until SIGTERM asks `stop` to, after the turn in flight."""
     out = out or sys.stdout
+    stop = stop or SigtermStop()
     buttons: list[dict[str, Any]] = []
     async for typed in _typed_lines(PROMPT, out, newline_at_end=True):
         text = choose(typed, buttons)
+        stop.in_turn = True
         try:
             replies = await agent.handle_message(
                 UserMessage(text, sender_id=sender_id, input_channel=INPUT_CHANNEL)
@@ -125,11 +155,15 @@ async def converse(agent: Agent, sender_id: str, out: TextIO | None = None) -> N
             # The turn failed (a store down, a lock held too long): say so and keep the
             # session, as a client of `botserver run` gets an error and may send again.
             print(f"error: this message was not handled: {exc}", file=sys.stderr, flush=True)
-            continue
+            replies = []
+        finally:
+            stop.turn_ended()
         buttons = []
         for message in replies:
             buttons = format_message(message, out) or buttons
         out.flush()
+        if stop.requested:
+            return
 
 
 async def print_parses(agent: Agent, out: TextIO | None = None) -> None:
@@ -140,6 +174,16 @@ async def print_parses(agent: Agent, out: TextIO | None = None) -> None:
     async for text in _typed_lines(NLU_PROMPT, out, newline_at_end=False):
         parse = await asyncio.to_thread(agent.parse, text)
         print(json.dumps(parse, ensure_ascii=False, indent=2), file=out, flush=True)
+
+
+def _handled(loop: asyncio.AbstractEventLoop, signum: int, handler: Any) -> bool:
+    """Whether the loop now handles `signum` (not on Windows, nor off the main thread). The
+    caller yields outside this `except`: an error of the session's would be chained to it."""
+    try:
+        loop.add_signal_handler(signum, handler)
+    except (NotImplementedError, RuntimeError, ValueError):
+        return False
+    return True
 
 
 @contextlib.contextmanager
@@ -166,12 +210,7 @@ def _ended_by_ctrl_c() -> Iterator[None]:
         if session is not None:
             session.cancel()
 
-    try:
-        loop.add_signal_handler(signal.SIGINT, interrupt)
-        handled = True
-    except (NotImplementedError, RuntimeError, ValueError):  # (Windows; not the main thread)
-        handled = False
-    if not handled:  # (not in the `except`: an error of the session's would be chained to it)
+    if not _handled(loop, signal.SIGINT, interrupt):
         yield
         return
     try:
@@ -182,6 +221,57 @@ def _ended_by_ctrl_c() -> Iterator[None]:
         raise
     finally:
         loop.remove_signal_handler(signal.SIGINT)
+
+
+@contextlib.contextmanager
+def _ended_by_sigterm(stop: SigtermStop) -> Iterator[None]:
+    """SIGTERM ends the session as `stop` says, then Terminated (exit 143) with one line once
+    the stores and broker are closed. Before, the shell died by the signal at once: the
+    broker's pending events were lost and the stores not closed. A second SIGTERM ends the
+    process at once."""
+    loop = asyncio.get_running_loop()
+    session = asyncio.current_task()
+
+    def terminate() -> None:
+        if stop.requested:
+            loop.remove_signal_handler(signal.SIGTERM)
+            signal.raise_signal(signal.SIGTERM)
+            return
+        stop.requested = True
+        if session is None or stop.closing:
+            return
+        if stop.in_turn:
+            stop.deadline = loop.call_later(graceful_shutdown_seconds(), cut_off, session)
+        else:
+            session.cancel()
+
+    def cut_off(session: asyncio.Task[Any]) -> None:
+        stop.cut_off = True
+        session.cancel()
+
+    if not _handled(loop, signal.SIGTERM, terminate):
+        yield
+        return
+    try:
+        yield
+    except asyncio.CancelledError:
+        if not stop.requested:
+            raise
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+    if stop.requested:
+        cancelled = (
+            f"; the turn in flight was cancelled after {GRACEFUL_SHUTDOWN_ENV}="
+            f"{graceful_shutdown_seconds():g} seconds, its message not stored"
+            if stop.cut_off
+            else ""
+        )
+        print(
+            f"stopped by SIGTERM: the stores and event broker are closed{cancelled}",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise Terminated
 
 
 async def run_shell(
@@ -195,8 +285,11 @@ async def run_shell(
     """The `botserver shell` command (`endpoints`: endpoints.yml's sections; `nlu_only`:
     `shell nlu`; `remote_storage` and `verify_key` as `botserver run`'s flags); returns the
     exit code."""
-    with _ended_by_ctrl_c():
-        return await _run_shell(model_path, endpoints, sender, nlu_only, remote_storage, verify_key)
+    stop = SigtermStop()
+    with _ended_by_ctrl_c(), _ended_by_sigterm(stop):
+        return await _run_shell(
+            model_path, endpoints, sender, nlu_only, remote_storage, verify_key, stop
+        )
 
 
 async def _run_shell(
@@ -206,6 +299,7 @@ async def _run_shell(
     nlu_only: bool,
     remote_storage: str | None,
     verify_key: Path | None,
+    stop: SigtermStop,
 ) -> int:
     from server.api.server import ServerOptions, build_app
 
@@ -231,10 +325,12 @@ async def _run_shell(
                 flush=True,
             )
             await print_parses(agent)
+            stop.closing = True
             return 0
         print(
             f"Bot loaded. Type a message and press enter (use '{STOP_COMMAND}' to exit).",
             flush=True,
         )
-        await converse(agent, sender or uuid.uuid4().hex)
+        await converse(agent, sender or uuid.uuid4().hex, stop=stop)
+        stop.closing = True
     return 0

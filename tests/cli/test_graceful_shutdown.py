@@ -1,5 +1,6 @@
 """SIGTERM during turns: each turn finishes and is stored, its reply goes where the client
-still listens, and the process exits 0, saying once that it is up and that it stops."""
+still listens, and the process exits 0, saying once that it is up and that it stops
+(`botserver shell`: 143, with one line)."""
 
 from __future__ import annotations
 
@@ -351,3 +352,61 @@ def test_a_turn_longer_than_the_graceful_period_is_cancelled_with_one_warning(
     assert replies and replies[0].status_code == 503, text
     assert replies[0].headers["Retry-After"] == "1"
     assert replies[0].json()["reason"] == "ServiceUnavailable"
+
+
+@pytest.mark.parametrize(
+    ("grace", "stored", "said"),
+    [
+        ("30", True, "are closed\r\n"),
+        (
+            "0",
+            False,
+            "are closed; the turn in flight was cancelled after "
+            "BOTSERVER_GRACEFUL_SHUTDOWN_SECONDS=0 seconds",
+        ),
+    ],
+    ids=["turn finishes", "turn cut off"],
+)
+def test_sigterm_lets_the_shells_turn_in_flight_finish_within_the_graceful_period(
+    slow_model: Path, tmp_path: Path, grace: str, stored: bool, said: str
+) -> None:
+    """`botserver shell` given SIGTERM mid-turn: the turn finishes (its reply printed, its
+    events stored) if it does so within the graceful period, else it is cancelled; then
+    exit 143 with one line. Before, the shell died by the signal, the turn lost."""
+    import pexpect
+
+    from tests.cli.botserver_process import botserver_command
+
+    actions = QuietServer(("127.0.0.1", 0), SlowActionServer)
+    actions.calls = threading.Semaphore(0)
+    threading.Thread(target=actions.serve_forever, daemon=True).start()
+    database = tmp_path / "trackers.db"
+    (tmp_path / "endpoints.yml").write_text(
+        f"action_endpoint:\n  url: http://127.0.0.1:{actions.server_port}/webhook\n"
+        f"tracker_store:\n  type: sql\n  dialect: sqlite\n  db: {database}\n"
+    )
+    command, *prefix = botserver_command()
+    try:
+        shell = pexpect.spawn(
+            command,
+            [*prefix, "shell", "-m", str(slow_model), "--quiet"],
+            cwd=str(tmp_path),
+            env={**os.environ, "BOTSERVER_GRACEFUL_SHUTDOWN_SECONDS": grace},
+            encoding="utf-8",
+            timeout=60,
+        )
+        shell.expect_exact("Your input -> ")
+        shell.sendline("hello")
+        assert actions.calls.acquire(timeout=30)  # the slow action is running
+        shell.kill(signal.SIGTERM)
+        shell.expect_exact(f"stopped by SIGTERM: the stores and event broker {said}")
+        printed = shell.before or ""
+        shell.expect(pexpect.EOF, timeout=10)
+        shell.close()
+    finally:
+        actions.shutdown()
+    # (A turn's replies are printed as it ends.)
+    assert ("hello there" in printed, "finished slowly" in printed) == (stored, stored)
+    assert "Your input -> " not in printed.split("hello", 1)[1]  # no prompt after the turn
+    assert (shell.exitstatus, shell.signalstatus) == (143, None)
+    assert ("action_slow" in stored_actions(database)) is stored

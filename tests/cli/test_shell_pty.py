@@ -141,3 +141,58 @@ def test_ctrl_c_ends_the_session_whichever_thread_the_signal_reaches(
     shell.expect(pexpect.EOF, timeout=paced(10))
     shell.close()
     assert shell.exitstatus == 130
+
+
+def test_sigterm_ends_the_session_with_its_conversation_stored(
+    moodbot_model: Path, tmp_path: Path
+) -> None:
+    """`kill`, `docker stop`: before, the shell died by the signal, its stores left unclosed;
+    now the session ends as with Ctrl-C, the stores closed, exit 143 and one line."""
+    (tmp_path / "endpoints.yml").write_text(
+        f"tracker_store:\n  type: sql\n  dialect: sqlite\n  db: {tmp_path / 'shell.db'}\n"
+    )
+    shell = spawn_shell(moodbot_model, tmp_path)
+    shell.expect_exact(PROMPT)
+    shell.sendline("hello there")
+    shell.expect_exact("Hey! How are you?")
+    shell.expect_exact(PROMPT)
+    shell.kill(signal.SIGTERM)
+    shell.expect_exact("stopped by SIGTERM: the stores and event broker are closed", timeout=10)
+    shell.expect(pexpect.EOF, timeout=10)
+    shell.close()
+    assert (shell.exitstatus, shell.signalstatus) == (143, None)
+    with sqlite3.connect(tmp_path / "shell.db") as db:
+        texts = [json.loads(row[0]).get("text") for row in db.execute("SELECT data FROM events")]
+    assert "hello there" in texts
+    assert "Hey! How are you?" in texts
+
+
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["Ctrl-C", "SIGTERM"]
+)
+def test_a_signal_ends_a_session_reading_a_pipe_with_its_exit_code(
+    moodbot_model: Path, tmp_path: Path, signum: int, code: int
+) -> None:
+    """Input from a pipe left open (`docker run -i`, a script): the thread reading it held
+    stdin's lock, and the interpreter's shutdown aborted on it (SIGABRT, "Fatal Python
+    error: _enter_buffered_busy")."""
+    shell = subprocess.Popen(
+        [*botserver_command(), "shell", "-m", str(moodbot_model), "--quiet"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+    )
+    assert shell.stdout is not None and shell.stdin is not None
+    while b"Bot loaded" not in (line := shell.stdout.readline()):
+        assert line, "the shell ended before its session"
+    shell.stdin.write(b"hello\n")
+    shell.stdin.flush()
+    while b"Hey! How are you?" not in (line := shell.stdout.readline()):
+        assert line, "the shell ended before its answer"
+    shell.send_signal(signum)
+    try:
+        assert shell.wait(timeout=30) == code, shell.stdout.read().decode()
+    finally:
+        shell.stdin.close()
+        shell.kill()
