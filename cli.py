@@ -1466,8 +1466,9 @@ def cmd_shell(args: argparse.Namespace) -> int:
             # Input from a pipe (`docker run -i`, a script): the thread reading it holds
             # stdin's lock, and the interpreter's shutdown aborted on it (SIGABRT, a "Fatal
             # Python error" in place of exit 130 or 143). Nothing is left to clean up.
-            sys.stdout.flush()
-            sys.stderr.flush()
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(OSError):  # a reader gone: exit all the same
+                    stream.flush()
             logging.shutdown()
             os._exit(EXIT_TERMINATED if isinstance(exc, Terminated) else 130)
         raise
