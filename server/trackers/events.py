@@ -684,7 +684,13 @@ def events_from_list(items: Any) -> list[Event]:
         items = [items]
     if not isinstance(items, list):
         raise InvalidEvent("events must be a JSON object or a list of objects")
-    return [event_from_dict(_sent(item)) for item in items]
+    return [event_sent(item) for item in items]
+
+
+def event_sent(d: Any) -> Event:
+    """An event that arrives from outside (an HTTP client, an action server): read as
+    `event_from_dict` reads it, with what `_sent` refuses refused too."""
+    return event_from_dict(_sent(d))
 
 
 def _sent(item: Any) -> Any:

@@ -396,6 +396,12 @@ async def test_garbage_is_an_action_error(
             {"events": [{"event": "bot", "text": "hi", "metadata": False}]},
             "event 0 is invalid: an event's 'metadata' must be an object",
         ),
+        # As Rasa's answer schema (and as posted to the API); before, read as its truth
+        # value: "false" as true, hiding the action from the rules' history.
+        (
+            {"events": [{"event": "action", "name": "utter_ok", "hide_rule_turn": "false"}]},
+            "event 0 is invalid: 'hide_rule_turn' of an 'action' event must be true or false",
+        ),
     ],
 )
 def test_events_or_responses_of_another_type_are_an_action_error(
