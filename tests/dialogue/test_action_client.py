@@ -405,6 +405,18 @@ async def test_garbage_is_an_action_error(
             {"events": [{"event": "action", "name": "utter_ok", "hide_rule_turn": "false"}]},
             "event 0 is invalid: 'hide_rule_turn' of an 'action' event must be true or false",
         ),
+        # Rasa keeps these as sent (its schema leaves them out), and the string then acts
+        # as true; before, read as true and stored so: GET .../tracker showed `true`.
+        (
+            {"events": [{"event": "loop_interrupted", "is_interrupted": "false"}]},
+            "event 0 is invalid: 'is_interrupted' of a 'loop_interrupted' event must be true "
+            "or false",
+        ),
+        (
+            {"events": [{"event": "user_featurization", "use_text_for_featurization": "no"}]},
+            "event 0 is invalid: 'use_text_for_featurization' of a 'user_featurization' "
+            "event must be true or false",
+        ),
     ],
 )
 def test_events_or_responses_of_another_type_are_an_action_error(
