@@ -7,16 +7,12 @@ which also keeps body parsing after the auth dependency.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from server.api.errors import ApiError, bad_request
 from server.json_values import OFF_LOOP_JSON_BYTES, TooDeep, loads_untrusted
-
-M = TypeVar("M", bound=BaseModel)
-
 
 # For a `Content-Encoding: gzip` and for a .tar.gz sent as the body alike: the body cannot
 # tell which (a model archive uploaded to PUT /model needs no "send it uncompressed").
@@ -79,24 +75,3 @@ async def read_json_object(request: Request, empty_message: str) -> dict[str, An
     if not isinstance(body, dict):
         raise bad_request("The request body must be a JSON object.", "body", "body")
     return body
-
-
-async def read_model(request: Request, model: type[M], empty_message: str | None = None) -> M:
-    """The JSON body validated as `model`; 400 `BadRequest` naming the first bad field.
-
-    Unlike a FastAPI body parameter, this ignores the Content-Type (as Rasa does, so
-    `curl -d '{...}'` works) and runs after the auth dependency.
-    """
-    data = await read_json_body(request, empty_message=empty_message)
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first.get("loc", ()))
-        where = f"'{field}'" if field else "the body"
-        raise ApiError(
-            400,
-            "BadRequest",
-            f"Invalid value for {where}: {first.get('msg', 'invalid value')}",
-            {"parameter": field, "in": "body"} if field else {"in": "body"},
-        ) from None

@@ -64,3 +64,62 @@ async def test_a_model_archive_sent_as_the_body_is_not_told_to_send_it_uncompres
         assert response.status_code == 415, (path, response.text)
         assert "a model archive is loaded with PUT /model" in response.json()["message"]
     assert (await client.get("/status")).json()["model_file"] == moodbot_model.name
+
+
+# What `curl -d '{...}'` sends, and a client that names no type or the wrong one.
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain", None])
+async def test_a_json_body_is_read_whatever_content_type_it_is_sent_as(
+    client: httpx.AsyncClient, content_type: str | None
+) -> None:
+    """As in Rasa, the routes read the body as JSON without looking at its Content-Type."""
+    headers = {"Content-Type": content_type} if content_type else {}
+    message = json.dumps({"text": "hello", "sender": "user"})
+    for path, body in [
+        ("/model/parse", json.dumps({"text": "hello"})),
+        ("/conversations/curl/messages", message),
+        ("/conversations/curl/tracker/events", json.dumps(EVENTS)),
+        ("/conversations/curl/trigger_intent", json.dumps({"name": "greet"})),
+        ("/conversations/curl/execute", json.dumps({"name": "utter_greet"})),
+        ("/model/predict", json.dumps(EVENTS)),
+    ]:
+        response = await client.post(path, content=body, headers=headers)
+        assert response.status_code == 200, (path, response.text)
+    parsed = await client.post("/model/parse", content=b'{"text": "hello"}', headers=headers)
+    assert parsed.json()["intent"]["name"] == "greet"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/model/parse", {"text": 3}, "text"),
+        ("/conversations/typed/messages", {"text": ["hi"], "sender": "user"}, "text"),
+        (
+            "/conversations/typed/messages",
+            {"text": "hi", "sender": "user", "parse_data": 1},
+            "parse_data",
+        ),
+        ("/conversations/typed/trigger_intent", {"name": {"intent": "greet"}}, "name"),
+        ("/conversations/typed/trigger_intent", {"name": "greet", "entities": 5}, "entities"),
+        ("/conversations/typed/execute", {"name": 3}, "name"),
+        (
+            "/conversations/typed/execute",
+            {"name": "utter_greet", "confidence": "high"},
+            "confidence",
+        ),
+        ("/conversations/typed/execute", {"name": "utter_greet", "policy": 1}, "policy"),
+    ],
+)
+async def test_a_field_of_the_wrong_type_is_a_400_naming_it(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, path: str, body: dict, field: str
+) -> None:
+    """Each route checks its fields itself and says which one is wrong and what it must be
+    (a FastAPI model would answer 422, or pydantic's "Input should be a valid string")."""
+    created = await client.post("/conversations/typed/tracker/events", json=EVENTS)
+    assert created.status_code == 200, created.text
+    response = await client.post(path, json=body)
+    assert response.status_code == 400, response.text
+    answer = response.json()
+    rasa_spec.validate(answer, "/model/parse", "post", 400)
+    assert answer["reason"] == "BadRequest"
+    assert answer["details"] == {"parameter": field, "in": "body"}
+    assert f"'{field}'" in answer["message"], answer["message"]
