@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import logging
 from pathlib import Path
 
 import httpx
@@ -123,3 +124,74 @@ async def test_a_field_of_the_wrong_type_is_a_400_naming_it(
     assert answer["reason"] == "BadRequest"
     assert answer["details"] == {"parameter": field, "in": "body"}
     assert f"'{field}'" in answer["message"], answer["message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "start"),
+    [
+        ("/conversations/echo/trigger_intent", {"name": "LONG"}, 404, "The intent LONG"),
+        ("/conversations/echo/execute", {"name": "LONG"}, 404, "The action 'LONG"),
+        ("/conversations/echo/messages", {"sender": "LONG", "text": "hi"}, 400, "Currently"),
+        ("/conversations/echo/tracker/events", {"event": "LONG"}, 400, "Failed to validate"),
+    ],
+)
+async def test_an_error_quotes_a_long_name_it_was_sent_in_brief(
+    client: httpx.AsyncClient,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    body: dict,
+    status: int,
+    start: str,
+) -> None:
+    """An unknown intent, action, sender or event type is named in the error as sent when it
+    is a name, and cut when it is megabytes. Before, the whole of it came back in the body
+    (a 3 MB name: a 3 MB error, found by probing)."""
+    created = await client.post("/conversations/echo/tracker/events", json=EVENTS)
+    assert created.status_code == 200, created.text
+    name = "n" * 1_000_000
+    sent = {key: name if value == "LONG" else value for key, value in body.items()}
+    caplog.set_level(logging.DEBUG)
+    response = await client.post(path, json=sent)
+    assert response.status_code == status, response.text[:300]
+    message = response.json()["message"]
+    assert message.startswith(start.replace("LONG", "n" * 200)), message[:300]
+    assert "n" * 201 not in message
+    assert "1,000,000 characters" in message
+    assert len(response.content) < 2000
+    assert all(len(record.getMessage()) < 2000 for record in caplog.records)
+    short = {key: "nope" if value == "LONG" else value for key, value in body.items()}
+    answer = (await client.post(path, json=short)).json()["message"]
+    assert "nope" in answer and "characters" not in answer, answer
+
+
+async def test_a_long_undeclared_slot_is_logged_in_brief(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A slot the domain does not declare is logged by name (as Rasa), cut when it is long:
+    before, a 3 MB name made a 3 MB error line in the log (found by probing)."""
+    caplog.set_level(logging.ERROR)
+    event = {"event": "slot", "name": "s" * 1_000_000, "value": 1}
+    response = await client.post("/conversations/slots/tracker/events", json=event)
+    assert response.status_code == 200, response.text[:300]
+    [line] = [r.getMessage() for r in caplog.records if "non existent slot" in r.getMessage()]
+    assert line.startswith("Tried to set non existent slot '" + "s" * 200 + "... (1,000,000")
+    assert len(line) < 500
+
+
+async def test_a_model_file_longer_than_any_path_is_refused_without_echoing_it(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No path on Linux is longer than 4,096 characters: a longer `model_file` is a 400
+    saying so. Before, PUT /model quoted it whole in the error body and the log (1 MB each,
+    found by probing)."""
+    caplog.set_level(logging.DEBUG)
+    loaded = (await client.get("/status")).json()["model_file"]
+    response = await client.put("/model", json={"model_file": "/tmp/" + "m" * 1_000_000})
+    assert response.status_code == 400, response.text[:300]
+    answer = response.json()
+    assert answer["details"] == {"parameter": "model_file", "in": "body"}
+    assert answer["message"] == (
+        "'model_file' is 1,000,005 characters long; a path on this server has at most 4,096."
+    )
+    assert all(len(record.getMessage()) < 2000 for record in caplog.records)
+    assert (await client.get("/status")).json()["model_file"] == loaded
