@@ -23,6 +23,11 @@ COMPRESSED_MESSAGE = (
 )
 
 
+# JSON nested deeper than `MAX_DEPTH` is valid JSON the server does not read: said as such,
+# not as a syntax error.
+TOO_DEEP_MESSAGE = "The JSON body is nested too deeply."
+
+
 def refuse_compressed(raw: bytes) -> None:
     """ApiError 415 when `raw` is gzip-compressed (its first two bytes), which no route
     decodes, nor does Rasa; for a body that did not read, so that the client hears why
@@ -37,7 +42,7 @@ def parse_json(raw: bytes) -> Any:
     try:
         return loads_untrusted(raw)
     except TooDeep:
-        raise ApiError(400, "BadRequest", "The JSON body is nested too deeply.") from None
+        raise ApiError(400, "BadRequest", TOO_DEEP_MESSAGE) from None
     except ValueError as exc:  # UnicodeDecodeError included
         refuse_compressed(raw)
         raise ApiError(
