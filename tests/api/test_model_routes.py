@@ -1119,6 +1119,17 @@ async def test_put_model_names_the_model_server_as_safe_url_shows_it(
         ),
         # Before, sent as the text "None".
         ({"url": "http://127.0.0.1:9/m", "headers": {"X-Key": None}}, "'X-Key' has no value"),
+        # Before, the whole URL quoted back: a 1 MB URL, a 1 MB error.
+        ({"url": "http://127.0.0.1:9/" + "m" * 1_000_000}, "models.url is not a valid URL"),
+        # A URL httpx takes, made too long by the query added to it: before, a 500 at the pull.
+        (
+            {"url": "http://127.0.0.1:9/m", "token": "s3cret" + "t" * 70_000},
+            "models: the URL with 'params' and 'token' added is not a valid URL",
+        ),
+        (
+            {"url": "http://127.0.0.1:9/m", "params": {"s3cret": "p" * 70_000}},
+            "models: the URL with 'params' and 'token' added is not a valid URL",
+        ),
     ],
     ids=[
         "timeout-text",
@@ -1132,6 +1143,9 @@ async def test_put_model_names_the_model_server_as_safe_url_shows_it(
         "header-line-break",
         "header-name",
         "header-none",
+        "url-too-long",
+        "token-too-long",
+        "params-too-long",
     ],
 )
 async def test_put_model_with_an_unusable_model_server_is_a_400(
@@ -1142,6 +1156,7 @@ async def test_put_model_with_an_unusable_model_server_is_a_400(
     body = check(rasa_spec, response, "/model", "put", 400)
     assert says in body["message"]
     assert "s3cret" not in response.text
+    assert len(response.content) < 2000
     assert body["details"] == {"parameter": "model_server", "in": "body"}
     assert (await client.get("/status")).json()["model_id"] == before
 
