@@ -71,6 +71,7 @@ from server.errors import (
     ModelUnavailable,
     NothingToTrain,
     TrainingError,
+    clipped,
     how_many,
 )
 from server.http_clients import async_client_off_loop, retrying_connect_failures
@@ -298,7 +299,7 @@ def _merge_yaml_strings(document: dict[str, Any]) -> dict[str, Any]:
             elif isinstance(before, dict) and isinstance(value, dict):
                 if set(before) & set(value):
                     raise bad_request(
-                        f"'{name}' is given in '{origin.get(name, 'the body')}' and again "
+                        f"'{clipped(name)}' is given in '{origin.get(name, 'the body')}' and again "
                         f"in '{key}'.",
                         key,
                         "body",
@@ -1028,7 +1029,7 @@ def model_router() -> APIRouter:
         if model and "://" in model:
             raise bad_request(
                 f"'model' must be the path of a model archive on this server, not a URL "
-                f"({model!r}): load it with PUT /model, or give its path.",
+                f"({clipped(model)!r}): load it with PUT /model, or give its path.",
                 "model",
                 "query",
             )

@@ -1712,6 +1712,27 @@ async def test_intent_test_of_a_model_url_says_it_takes_a_path(
     assert body["details"] == {"parameter": "model", "in": "query"}
 
 
+async def test_a_long_name_a_training_or_test_request_repeats_is_quoted_in_brief(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    """A training body's key given in two of its parts, or a `?model=` URL, is quoted by
+    its first 200 characters and its length. Before, whole: a 1 MB key a 1 MB error, a
+    URL as long as the request line allows (64 KB) a 64 KB one (found by review)."""
+    key = "k" * 1_000_000
+    twice = {key: {"a": 1}, "nlu": f"? {key}\n: {{a: 2}}\n"}  # YAML's long-key syntax
+    response = await client.post("/model/train", json=twice)
+    error = check(rasa_spec, response, "/model/train", "post", 400)
+    assert error["message"].startswith("'" + "k" * 200 + "... (1,000,000 characters)' is given")
+    assert len(response.content) < 2000
+    url = "http://models.example/" + "m" * 50_000
+    response = await client.post(
+        f"/model/test/intents?model={url}", json={"rasa_nlu_data": {"common_examples": []}}
+    )
+    error = check(rasa_spec, response, "/model/test/intents", "post", 400)
+    assert f"('{url[:200]}... (50,022 characters)')" in error["message"]
+    assert len(response.content) < 2000
+
+
 async def test_test_stories_lists_each_action_with_its_confidence_and_policy(
     client: httpx.AsyncClient,
 ) -> None:
