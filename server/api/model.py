@@ -717,6 +717,18 @@ def _evaluate_stories_sync(
 LONGEST_PATH = 4096  # characters: Linux's PATH_MAX
 
 
+def _check_path_length(path: str, parameter: str, location: str) -> None:
+    """A 400 for a path longer than any: not tried, nor quoted back (it names no file, and
+    may be megabytes)."""
+    if len(path) > LONGEST_PATH:
+        raise bad_request(
+            f"'{parameter}' is {len(path):,} characters long; a path on this server has at "
+            f"most {LONGEST_PATH:,}.",
+            parameter,
+            location,
+        )
+
+
 async def apply_model_request(services: Services, body: dict[str, Any]) -> None:
     """Load the model a PUT /model body names (ApiError 400 when it cannot)."""
     model_file = body.get("model_file")
@@ -724,14 +736,8 @@ async def apply_model_request(services: Services, body: dict[str, Any]) -> None:
     remote_storage = body.get("remote_storage")
     if model_file is not None and not isinstance(model_file, str):
         raise bad_request("'model_file' must be a path.", "model_file", "body")
-    if model_file is not None and len(model_file) > LONGEST_PATH:
-        # Not tried, nor quoted back: it names no file, and may be megabytes.
-        raise bad_request(
-            f"'model_file' is {len(model_file):,} characters long; a path on this server has "
-            f"at most {LONGEST_PATH:,}.",
-            "model_file",
-            "body",
-        )
+    if model_file is not None:
+        _check_path_length(model_file, "model_file", "body")
     if model_server is not None and not isinstance(model_server, dict):
         raise bad_request(
             "'model_server' must be an endpoint configuration object.",
@@ -1033,6 +1039,8 @@ def model_router() -> APIRouter:
                 "model",
                 "query",
             )
+        if model:
+            _check_path_length(model, "model", "query")
         raw = await request.body()
         if not raw.strip():
             raise ApiError(400, "BadRequest", "No NLU test data given in the request body.")

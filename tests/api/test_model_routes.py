@@ -1716,8 +1716,9 @@ async def test_a_long_name_a_training_or_test_request_repeats_is_quoted_in_brief
     client: httpx.AsyncClient, rasa_spec: RasaSpec
 ) -> None:
     """A training body's key given in two of its parts, or a `?model=` URL, is quoted by
-    its first 200 characters and its length. Before, whole: a 1 MB key a 1 MB error, a
-    URL as long as the request line allows (64 KB) a 64 KB one (found by review)."""
+    its first 200 characters and its length; a `?model=` path longer than any is refused
+    unquoted. Before, whole: a 1 MB key a 1 MB error, a URL or path as long as the request
+    line allows (64 KB) a 64 KB one (found by review)."""
     key = "k" * 1_000_000
     twice = {key: {"a": 1}, "nlu": f"? {key}\n: {{a: 2}}\n"}  # YAML's long-key syntax
     response = await client.post("/model/train", json=twice)
@@ -1731,6 +1732,17 @@ async def test_a_long_name_a_training_or_test_request_repeats_is_quoted_in_brief
     error = check(rasa_spec, response, "/model/test/intents", "post", 400)
     assert f"('{url[:200]}... (50,022 characters)')" in error["message"]
     assert len(response.content) < 2000
+    # A path longer than any (as PUT /model's `model_file`): before, "No model found at"
+    # quoting it whole.
+    path = "/tmp/" + "m" * 30_000
+    response = await client.post(
+        f"/model/test/intents?model={path}", json={"rasa_nlu_data": {"common_examples": []}}
+    )
+    error = check(rasa_spec, response, "/model/test/intents", "post", 400)
+    assert error["message"] == (
+        "'model' is 30,005 characters long; a path on this server has at most 4,096."
+    )
+    assert error["details"] == {"parameter": "model", "in": "query"}
 
 
 async def test_test_stories_lists_each_action_with_its_confidence_and_policy(
