@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
-from server.errors import InvalidEvent
+from server.errors import InvalidEvent, clipped
 
 # A list of more events than this (a long conversation, a bulk PUT or POST of events) is
 # converted, folded, written out or read in a thread, wherever that happens: 100,000 events
@@ -645,7 +645,7 @@ def event_from_dict(d: Any) -> Event:
         type_name = _LEGACY[type_name]
     cls = EVENT_TYPES.get(type_name)
     if cls is None:
-        raise InvalidEvent(f"unknown event type '{type_name}'")
+        raise InvalidEvent(f"unknown event type '{clipped(type_name)}'")
     timestamp = d.get("timestamp")
     if timestamp is None:
         timestamp = time.time()
