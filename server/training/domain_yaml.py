@@ -1036,10 +1036,12 @@ def _times_listed(lines: list[int | None]) -> str:
     if len(lines) == 2:
         return "twice"
     times = f"{len(lines)} times"
-    if None in lines:
+    # (a flow list, `[greet, greet, greet]`, holds them on one line: each line once)
+    distinct = list(dict.fromkeys(lines))
+    if None in distinct or len(distinct) == 1:
         return times
-    shown = [str(line) for line in lines[:_LINES_SHOWN]]
-    rest = len(lines) - len(shown)
+    shown = [str(line) for line in distinct[:_LINES_SHOWN]]
+    rest = len(distinct) - len(shown)
     last = f"{rest} more" if rest else shown.pop()
     return f"{times}, on lines {', '.join(shown)} and {last}"
 

@@ -311,6 +311,9 @@ _RESPONSE_CONDITION = "responses:\n  utter_a:\n  - text: a\n    condition:\n    
             3,
             "entity 'city' is listed 12 times, on lines 2, 3, 4, 5, 6, 7, 8, 9 and 4 more: list",
         ),
+        # A flow list holds its repeats on one line: before, "on lines 1, 1 and 1".
+        ("intents: [greet, greet, bye, greet]\n", 1, "intent 'greet' is listed 3 times: list"),
+        ("intents: [greet, greet,\n  greet]\n", 1, "'greet' is listed 3 times, on lines 1 and 2:"),
         # Before: it trained; Rasa skips the file with a warning and trains an empty domain.
         ('version: "9"\nintents: [greet]\n', 1, "'version' '9' is not a format this server"),
         ('version: "3.x"\nintents: [greet]\n', 1, "'version' '3.x' is not a format"),
