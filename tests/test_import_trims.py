@@ -32,6 +32,25 @@ async def main():
 trio.run(main)
 """
 
+# SQLAlchemy's asyncio extension as other code uses it: its ORM sessions through the names
+# the package gives, and `import *`; the first line says whether the ORM came with the package.
+ASYNC_SESSIONS = """
+import sys
+{first}
+import sqlalchemy.ext.asyncio
+print("sqlalchemy.orm" in sys.modules)
+from sqlalchemy.ext.asyncio import *
+print(sorted(name for name in dir() if name[0] != "_" and name not in ("sys", "server")))
+import asyncio
+from sqlalchemy import text
+async def main():
+    engine = create_async_engine("sqlite+aiosqlite://")
+    async with async_sessionmaker(engine)() as session:
+        print(type(session).__name__, (await session.execute(text("select 7"))).scalar())
+    await engine.dispose()
+asyncio.run(main())
+"""
+
 
 def _python(code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -57,3 +76,17 @@ def test_httpx_still_runs_under_trio_in_a_botserver_process() -> None:
     result = _python(HTTPX_UNDER_TRIO.format(port=free_port()))
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["refused"]
+
+
+def test_sqlalchemys_orm_sessions_import_at_their_first_use() -> None:
+    """A botserver process does not import SQLAlchemy's ORM with its asyncio extension (our
+    stores use its engine only); code that uses the extension's sessions gets them as it
+    would without the server, `import *` the same names."""
+    served = _python(ASYNC_SESSIONS.format(first="import server"))
+    alone = _python(ASYNC_SESSIONS.format(first=""))
+    assert served.returncode == 0, served.stderr
+    assert alone.returncode == 0, alone.stderr
+    orm_imported, *rest = served.stdout.splitlines()
+    assert orm_imported == "False"
+    assert rest == alone.stdout.splitlines()[1:]
+    assert rest[-1] == "AsyncSession 7"
