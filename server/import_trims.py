@@ -73,13 +73,15 @@ class _SkippingLoader(_WrappingLoader):
 
 class _DeferringLoader(_WrappingLoader):
     """Runs a package's `__init__` with the names it imports from its deferred submodules
-    (`names`) resolved at their first use instead."""
+    (`names`) resolved at their first use instead; an `__init__` that uses those names itself
+    (or that defines its own `__getattr__`) is run again as it is, with nothing deferred."""
 
     def exec_module(self, module: ModuleType) -> None:
         deferred = self.names
         namespace = module.__dict__
         placeholder = object()
         lazy: dict[str, str] = {}  # name -> the submodule it comes from
+        running = True  # functions the `__init__` defines keep its builtins: import as usual
 
         def deferring_import(
             name: str,
@@ -88,7 +90,14 @@ class _DeferringLoader(_WrappingLoader):
             fromlist: Sequence[str] = (),
             level: int = 0,
         ) -> Any:
-            if level == 1 and globals is namespace and name in deferred and fromlist:
+            if (
+                running
+                and level == 1
+                and globals is namespace
+                and name in deferred
+                and fromlist
+                and "*" not in fromlist
+            ):
                 lazy.update((each, name) for each in fromlist)
                 return SimpleNamespace(**{each: placeholder for each in fromlist})
             return builtins.__import__(name, globals, locals, fromlist, level)
@@ -96,11 +105,21 @@ class _DeferringLoader(_WrappingLoader):
         namespace["__builtins__"] = {**builtins.__dict__, "__import__": deferring_import}
         try:
             self.run(module)
+        except Exception:
+            used = True  # (the run as it is below raises it again, if the package's own)
+        else:
+            used = "__getattr__" in namespace or "__dir__" in namespace
         finally:
+            running = False
             namespace["__builtins__"] = builtins.__dict__
-        for name in lazy:
-            if namespace.get(name) is placeholder:
-                del namespace[name]
+        bound = [name for name, value in namespace.items() if value is placeholder]
+        for name in bound:
+            del namespace[name]
+        if used or not set(bound) <= set(lazy):
+            # A later version of the package that reads what it imports (an alias, a
+            # subclass, a call): the trim must never change what the package gives.
+            self.run(module)
+            return
         if "__all__" not in namespace:  # what `import *` took before: the public names
             public = [name for name in namespace if not name.startswith("_")]
             namespace["__all__"] = sorted({*public, *lazy, *deferred})
