@@ -422,18 +422,18 @@ pipeline:
 - name: CountVectorsFeaturizer
 - name: DIETClassifier
 nlu:
-- intent: greet
+- intent: mood_great
   examples: |
-    - hello there
-    - hi
-    - hey
-    - good morning
-- intent: goodbye
+    - perfect
+    - I am feeling very good
+    - so so perfect
+    - amazing
+- intent: mood_unhappy
   examples: |
-    - bye bye
-    - goodbye
-    - see you later
-    - have a nice day
+    - my day was horrible
+    - I am sad
+    - I don't feel very well
+    - not good
 """
 
 
