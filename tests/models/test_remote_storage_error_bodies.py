@@ -1,0 +1,94 @@
+"""Remote storage (or a proxy before it) answering with an error whose body never ends: every
+storage SDK reads an error's body whole, to find its code and message in it, so the download
+must stop reading at a bound and fail at once, its memory bounded."""
+
+from __future__ import annotations
+
+import time
+import tracemalloc
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+import pytest
+
+from server.errors import UnsafeArchive
+from server.models.remote_storage import download_model
+from tests.conftest import checked_once
+from tests.fake_http import serve_handler
+from tests.loop_lag import paced
+from tests.models.conftest import STORAGES_AT
+
+PIECE = b"<Error>" + b"x" * 65_536 + b"</Error>"
+
+
+class EndlessErrorStorage(BaseHTTPRequestHandler):
+    """Sizes a 10-byte object (a HEAD: S3's and Azure's first request), then answers any GET
+    (GCS's first request, S3's and Azure's read) 503 with a body sent without end: in chunks,
+    or stating 10 GiB (`stated`)."""
+
+    protocol_version = "HTTP/1.1"
+    stated = False
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Length", "10")
+        self.send_header("ETag", '"e1"')
+        self.send_header("Last-Modified", "Fri, 04 Dec 2026 10:00:00 GMT")
+        self.send_header("x-ms-blob-type", "BlockBlob")
+        self.end_headers()
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.send_response(503)
+        self.send_header("Content-Type", "application/xml")
+        if self.stated:
+            self.send_header("Content-Length", str(10 * 1024**3))
+        else:
+            self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        chunk = PIECE if self.stated else b"%x\r\n%s\r\n" % (len(PIECE), PIECE)
+        try:
+            while True:
+                self.wfile.write(chunk)
+        except OSError:  # the client hung up
+            pass
+        self.close_connection = True
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class StatedErrorStorage(EndlessErrorStorage):
+    stated = True
+
+
+@pytest.mark.timing
+@pytest.mark.parametrize("handler", [EndlessErrorStorage, StatedErrorStorage])
+@pytest.mark.parametrize(("storage", "setup"), STORAGES_AT.items())
+async def test_an_endless_error_body_fails_the_pull_at_once_within_bounded_memory(
+    handler: type[BaseHTTPRequestHandler],
+    monkeypatch: pytest.MonkeyPatch,
+    storage: str,
+    setup: Any,
+) -> None:
+    # Before: the SDK read the body until the download's time ran out (ModelUnavailable
+    # after REMOTE_STORAGE_TIMEOUT), holding hundreds of megabytes meanwhile.
+    monkeypatch.setenv("BUCKET_NAME", "models")
+    monkeypatch.setenv("REMOTE_STORAGE_TIMEOUT", "8")
+    with serve_handler(handler) as url:
+        setup(url, monkeypatch)
+        tracemalloc.start()
+        started = time.monotonic()
+        try:
+            with pytest.raises(UnsafeArchive) as caught:
+                await download_model(storage, "prod")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    took = time.monotonic() - started
+    with checked_once():
+        said = "states 10737418240 bytes, more than" if handler.stated else "goes past 1048576"
+        assert f"asked for 'prod.tar.gz', answered with an error (503) whose body {said}" in str(
+            caught.value
+        )
+        assert peak < 16 * 1024 * 1024
+    assert took < paced(3, below=8), took  # 8 s: the download's time, read to its end
