@@ -65,7 +65,7 @@ class StatedErrorStorage(EndlessErrorStorage):
 @pytest.mark.parametrize("handler", [EndlessErrorStorage, StatedErrorStorage])
 @pytest.mark.parametrize(("storage", "setup"), STORAGES_AT.items())
 async def test_an_endless_error_body_fails_the_pull_at_once_within_bounded_memory(
-    handler: type[BaseHTTPRequestHandler],
+    handler: type[EndlessErrorStorage],
     monkeypatch: pytest.MonkeyPatch,
     storage: str,
     setup: Any,
