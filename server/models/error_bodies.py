@@ -1,6 +1,7 @@
-"""The body of a remote storage's answer that is no success (an error, a redirect), read within
-a bound: every storage SDK reads it whole into memory to find the error's code and message, and
-a storage, or a proxy before it, may send one without end."""
+"""The body of a remote storage's answer that its SDK reads whole into memory, read within a
+bound: one that is no success (an error, a redirect: every SDK reads it to find the error's
+code and message) and GCS's JSON (an object's metadata). A storage, or a proxy before it, may
+send one without end."""
 
 from __future__ import annotations
 
@@ -10,17 +11,22 @@ from typing import Any
 from server.errors import UnsafeArchive
 
 # The most of such a body read: S3's, GCS's and Azure's errors are a few hundred bytes, a
-# proxy's page a few kilobytes.
+# proxy's page and GCS's metadata of an object a few kilobytes.
 MAX_ERROR_BODY = 1024 * 1024
 # The most read at once (decoded, for a body read decoded).
 _READ_BYTES = 64 * 1024
 
 
-def error_body_within(raw: Any, status: int, stated: str | None, decode: bool, asked: str) -> bytes:
+def body_within(raw: Any, status: int, stated: str | None, decode: bool, asked: str) -> bytes:
     """What urllib3's `raw` response holds, at most MAX_ERROR_BODY bytes, decoded if `decode`
-    (urllib3 2 inflates no more than it is asked for); UnsafeArchive once past it, or stated
+    (urllib3 2.6 and later inflate no more than asked for; earlier ones a whole read of the
+    wire, up to about 1,000 times its 64 KiB of gzip); UnsafeArchive once past it, or stated
     past it (`stated`: its Content-Length). `asked`: who was asked what, for the error."""
-    answered = f"{asked} answered with an error ({status}) whose body"
+    answered = (
+        f"{asked} answered with an error ({status}) whose body"
+        if status >= 300
+        else f"{asked} answered ({status}) with a body that"
+    )
     if stated is not None and stated.isascii() and stated.isdigit():
         if int(stated) > MAX_ERROR_BODY:
             raise UnsafeArchive(
@@ -39,13 +45,14 @@ def error_body_within(raw: Any, status: int, stated: str | None, decode: bool, a
     return b"".join(chunks)
 
 
-def bound_requests_errors(response: Any, asked: str) -> None:
-    """Read the body of `response` (requests') within the bound if it is no success, so that
-    its SDK (Azure's, GCS's) finds it read; nothing for a success."""
-    if response.status_code < 300 or response._content_consumed:
+def bound_requests_body(response: Any, asked: str, streamed: bool = True) -> None:
+    """Read the body of `response` (requests') within the bound if it is no success, or a
+    success not `streamed` (requests reads it whole at once), so that its SDK (Azure's,
+    GCS's) finds it read; nothing for a success streamed (the archive's bytes)."""
+    if (response.status_code < 300 and streamed) or response._content_consumed:
         return
     try:
-        body = error_body_within(
+        body = body_within(
             response.raw, response.status_code, response.headers.get("Content-Length"), True, asked
         )
     except BaseException:
@@ -57,10 +64,10 @@ def bound_requests_errors(response: Any, asked: str) -> None:
 
 def requests_hook(asked: str) -> Callable[..., None]:
     """A requests session's response hook bounding the bodies of answers that are no success
-    (run before requests reads the body of one not streamed)."""
+    and of those not streamed (run before requests reads the body of one not streamed)."""
 
     def hook(response: Any, *args: Any, **kwargs: Any) -> None:
-        bound_requests_errors(response, asked)
+        bound_requests_body(response, asked, streamed=bool(kwargs.get("stream")))
 
     return hook
 
@@ -75,7 +82,7 @@ def bound_botocore_errors(http_session: Any, asked: str) -> None:
         response = send(request)
         if response.status_code >= 300:
             try:
-                response._content = error_body_within(
+                response._content = body_within(
                     response.raw,
                     response.status_code,
                     response.headers.get("Content-Length"),

@@ -40,7 +40,7 @@ from server.errors import (
     needs_extra,
 )
 from server.models.archive import ARCHIVE_SUFFIX
-from server.models.error_bodies import bound_botocore_errors, bound_requests_errors, requests_hook
+from server.models.error_bodies import bound_botocore_errors, bound_requests_body, requests_hook
 from server.models.held_sockets import HeldSockets, holding
 from server.models.holder import is_disk_full
 from server.models.safety import DEFAULT_LIMITS
@@ -1283,7 +1283,7 @@ def _azure_transport(where: str, key: str, timeout: float) -> Any:
             if refusal is not None:
                 response.internal_response.close()
                 raise refusal
-            bound_requests_errors(response.internal_response, _asked(where, key))
+            bound_requests_body(response.internal_response, _asked(where, key))
             return response
 
     return RangeBoundTransport(

@@ -23,11 +23,12 @@ PIECE = b"<Error>" + b"x" * 65_536 + b"</Error>"
 
 class EndlessErrorStorage(BaseHTTPRequestHandler):
     """Sizes a 10-byte object (a HEAD: S3's and Azure's first request), then answers any GET
-    (GCS's first request, S3's and Azure's read) 503 with a body sent without end: in chunks,
-    or stating 10 GiB (`stated`)."""
+    (GCS's first request, S3's and Azure's read) `status` (503) with a body sent without end:
+    in chunks, or stating 10 GiB (`stated`)."""
 
     protocol_version = "HTTP/1.1"
     stated = False
+    status = 503
 
     def do_HEAD(self) -> None:  # noqa: N802
         self.send_response(200)
@@ -38,7 +39,7 @@ class EndlessErrorStorage(BaseHTTPRequestHandler):
         self.end_headers()
 
     def do_GET(self) -> None:  # noqa: N802
-        self.send_response(503)
+        self.send_response(self.status)
         self.send_header("Content-Type", "application/xml")
         if self.stated:
             self.send_header("Content-Length", str(10 * 1024**3))
@@ -61,21 +62,23 @@ class StatedErrorStorage(EndlessErrorStorage):
     stated = True
 
 
-@pytest.mark.timing
-@pytest.mark.parametrize("handler", [EndlessErrorStorage, StatedErrorStorage])
-@pytest.mark.parametrize(("storage", "setup"), STORAGES_AT.items())
-async def test_an_endless_error_body_fails_the_pull_at_once_within_bounded_memory(
-    handler: type[EndlessErrorStorage],
-    monkeypatch: pytest.MonkeyPatch,
-    storage: str,
-    setup: Any,
-) -> None:
-    # Before: the SDK read the body until the download's time ran out (ModelUnavailable
-    # after REMOTE_STORAGE_TIMEOUT), holding hundreds of megabytes meanwhile.
+class EndlessMetadataStorage(EndlessErrorStorage):
+    """Answers GCS's first request, for the object's metadata (JSON its SDK reads whole),
+    200 with a body sent without end."""
+
+    status = 200
+
+
+async def _refused_pull(
+    storage: str, handler: type[EndlessErrorStorage], monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """The refusal of a pull from `handler`, checked to come at once within bounded memory.
+    Before: the SDK read the body until the download's time ran out (ModelUnavailable after
+    REMOTE_STORAGE_TIMEOUT), holding hundreds of megabytes meanwhile."""
     monkeypatch.setenv("BUCKET_NAME", "models")
     monkeypatch.setenv("REMOTE_STORAGE_TIMEOUT", "8")
     with serve_handler(handler) as url:
-        setup(url, monkeypatch)
+        STORAGES_AT[storage](url, monkeypatch)
         tracemalloc.start()
         started = time.monotonic()
         try:
@@ -86,9 +89,32 @@ async def test_an_endless_error_body_fails_the_pull_at_once_within_bounded_memor
             tracemalloc.stop()
     took = time.monotonic() - started
     with checked_once():
-        said = "states 10737418240 bytes, more than" if handler.stated else "goes past 1048576"
-        assert f"asked for 'prod.tar.gz', answered with an error (503) whose body {said}" in str(
-            caught.value
-        )
         assert peak < 16 * 1024 * 1024
     assert took < paced(3, below=8), took  # 8 s: the download's time, read to its end
+    return str(caught.value)
+
+
+@pytest.mark.timing
+@pytest.mark.parametrize("handler", [EndlessErrorStorage, StatedErrorStorage])
+@pytest.mark.parametrize("storage", STORAGES_AT)
+async def test_an_endless_error_body_fails_the_pull_at_once_within_bounded_memory(
+    handler: type[EndlessErrorStorage], monkeypatch: pytest.MonkeyPatch, storage: str
+) -> None:
+    refusal = await _refused_pull(storage, handler, monkeypatch)
+    said = "states 10737418240 bytes, more than" if handler.stated else "goes past 1048576"
+    with checked_once():
+        assert f"asked for 'prod.tar.gz', answered with an error (503) whose body {said}" in refusal
+
+
+@pytest.mark.timing
+async def test_gcs_metadata_without_end_fails_the_pull_at_once_within_bounded_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Before: requests read the object's metadata, a success, whole: 1.5 GiB within 16 s.
+    pytest.importorskip("google.cloud.storage")
+    refusal = await _refused_pull("gcs", EndlessMetadataStorage, monkeypatch)
+    with checked_once():
+        assert (
+            "GCS bucket 'models', asked for 'prod.tar.gz', answered (200) with a body that goes "
+            "past 1048576 bytes, what botserver reads of one: stopped reading it" in refusal
+        )
