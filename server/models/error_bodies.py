@@ -5,7 +5,7 @@ send one without end."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from server.errors import UnsafeArchive
@@ -17,11 +17,11 @@ MAX_ERROR_BODY = 1024 * 1024
 _READ_BYTES = 64 * 1024
 
 
-def body_within(raw: Any, status: int, stated: str | None, decode: bool, asked: str) -> bytes:
-    """What urllib3's `raw` response holds, at most MAX_ERROR_BODY bytes, decoded if `decode`
-    (urllib3 2.6 and later inflate no more than asked for; earlier ones a whole read of the
-    wire, up to about 1,000 times its 64 KiB of gzip); UnsafeArchive once past it, or stated
-    past it (`stated`: its Content-Length). `asked`: who was asked what, for the error."""
+def body_within(chunks: Iterable[bytes], status: int, stated: str | None, asked: str) -> bytes:
+    """The body `chunks` give (decoded where its SDK decodes it: urllib3 2.6 and later inflate
+    no more than asked for, earlier ones a whole read of the wire, up to about 1,000 times its
+    64 KiB of gzip), at most MAX_ERROR_BODY bytes; UnsafeArchive once past it, or stated past
+    it (`stated`: its Content-Length). `asked`: who was asked what, for the error."""
     answered = (
         f"{asked} answered with an error ({status}) whose body"
         if status >= 300
@@ -33,28 +33,33 @@ def body_within(raw: Any, status: int, stated: str | None, decode: bool, asked: 
                 f"{answered} states {stated} bytes, more than botserver reads of one "
                 f"({MAX_ERROR_BODY} bytes): refused before reading it"
             )
-    chunks, size = [], 0
-    while chunk := raw.read(_READ_BYTES, decode_content=decode):
+    read, size = [], 0
+    for chunk in chunks:
         size += len(chunk)
         if size > MAX_ERROR_BODY:
             raise UnsafeArchive(
                 f"{answered} goes past {MAX_ERROR_BODY} bytes, what botserver reads of one: "
                 "stopped reading it"
             )
-        chunks.append(chunk)
-    return b"".join(chunks)
+        read.append(chunk)
+    return b"".join(read)
 
 
-def bound_requests_body(response: Any, asked: str, streamed: bool = True) -> None:
+def _bound_requests_body(response: Any, asked: str, streamed: bool) -> None:
     """Read the body of `response` (requests') within the bound if it is no success, or a
     success not `streamed` (requests reads it whole at once), so that its SDK (Azure's,
-    GCS's) finds it read; nothing for a success streamed (the archive's bytes)."""
-    if (response.status_code < 300 and streamed) or response._content_consumed:
+    GCS's) finds it read; nothing for a success streamed (the archive's bytes). Read as
+    requests reads it: decoded, a connection broken meanwhile raised as requests' own errors
+    (which each SDK retries, read in a hook)."""
+    if (
+        (response.status_code < 300 and streamed)
+        or response._content_consumed
+        or response.request.method == "HEAD"  # no body (its length: the object's)
+    ):
         return
+    stated = response.headers.get("Content-Length")
     try:
-        body = body_within(
-            response.raw, response.status_code, response.headers.get("Content-Length"), True, asked
-        )
+        body = body_within(response.iter_content(_READ_BYTES), response.status_code, stated, asked)
     except BaseException:
         response.close()
         raise
@@ -67,7 +72,7 @@ def requests_hook(asked: str) -> Callable[..., None]:
     and of those not streamed (run before requests reads the body of one not streamed)."""
 
     def hook(response: Any, *args: Any, **kwargs: Any) -> None:
-        bound_requests_body(response, asked, streamed=bool(kwargs.get("stream")))
+        _bound_requests_body(response, asked, streamed=bool(kwargs.get("stream")))
 
     return hook
 
@@ -75,23 +80,34 @@ def requests_hook(asked: str) -> Callable[..., None]:
 def bound_botocore_errors(http_session: Any, asked: str) -> None:
     """Have botocore's HTTP session (`URLLib3Session`) read the bodies of answers that are no
     success within the bound: botocore reads them whole (`AWSResponse.content`) before any
-    hook of its own runs."""
+    hook of its own runs. Read as sent (botocore inflates none); a connection broken meanwhile
+    raised as botocore's session raises it (an error botocore retries)."""
+    from botocore.exceptions import ConnectionClosedError, ReadTimeoutError
+    from urllib3.exceptions import ProtocolError
+    from urllib3.exceptions import ReadTimeoutError as Urllib3ReadTimeout
+
     send = http_session.send
 
     def send_bounded(request: Any) -> Any:
         response = send(request)
-        if response.status_code >= 300:
-            try:
-                response._content = body_within(
-                    response.raw,
-                    response.status_code,
-                    response.headers.get("Content-Length"),
-                    False,  # botocore reads it as sent
-                    asked,
-                )
-            except BaseException:
-                response.raw.close()
-                raise
+        if response.status_code < 300 or request.method == "HEAD":  # (no body)
+            return response
+        raw = response.raw
+        try:
+            stated = response.headers.get("Content-Length")
+            chunks = raw.stream(_READ_BYTES, decode_content=False)
+            response._content = body_within(chunks, response.status_code, stated, asked)
+        except Urllib3ReadTimeout as exc:
+            raw.close()
+            raise ReadTimeoutError(endpoint_url=request.url, error=exc) from exc
+        except ProtocolError as exc:
+            raw.close()
+            raise ConnectionClosedError(
+                error=exc, request=request, endpoint_url=request.url
+            ) from exc
+        except BaseException:
+            raw.close()
+            raise
         return response
 
     http_session.send = send_bounded

@@ -40,7 +40,7 @@ from server.errors import (
     needs_extra,
 )
 from server.models.archive import ARCHIVE_SUFFIX
-from server.models.error_bodies import bound_botocore_errors, bound_requests_body, requests_hook
+from server.models.error_bodies import bound_botocore_errors, requests_hook
 from server.models.held_sockets import HeldSockets, holding
 from server.models.holder import is_disk_full
 from server.models.safety import DEFAULT_LIMITS
@@ -1276,14 +1276,23 @@ def _azure_transport(where: str, key: str, timeout: float) -> Any:
     (a MemoryError), and one stating less had what it sent read into memory."""
     from azure.core.pipeline.transport import RequestsTransport
 
+    bound_body = requests_hook(_asked(where, key))
+
     class RangeBoundTransport(RequestsTransport):
+        def open(self) -> None:
+            # An error's body read within MAX_ERROR_BODY as its session receives it: a
+            # connection broken meanwhile is azure-core's error (retried), as when it reads.
+            super().open()
+            hooks = self.session.hooks["response"]
+            if bound_body not in hooks:
+                hooks.append(bound_body)
+
         def send(self, request: Any, **kwargs: Any) -> Any:
             response = super().send(request, **kwargs)
             refusal = _azure_body_refusal(request, response, where, key)
             if refusal is not None:
                 response.internal_response.close()
                 raise refusal
-            bound_requests_body(response.internal_response, _asked(where, key))
             return response
 
     return RangeBoundTransport(
