@@ -168,18 +168,35 @@ async def _check_lock_store(lock_store: Any) -> None:
 
 
 async def _check_tracker_store_server(tracker_store: Any) -> None:
-    """The Redis tracker store's check of its server while the server starts: a Redis
-    Cluster node, where every turn would fail, said at once (its `refuse_a_cluster`). Never
-    raises, as `_check_lock_store`; the first worker checks for all."""
-    refuse = getattr(tracker_store, "refuse_a_cluster", None)
-    if refuse is None or not first_to_claim("tracker-store-check"):
+    """The tracker store's check of its server while the server starts, so the log says at
+    once what every turn would meet (as `_check_lock_store`): a Redis Cluster node, where
+    every turn would fail (its `refuse_a_cluster`); a database server (PostgreSQL,
+    MySQL/MariaDB) or Redis that cannot be reached. Before, the server started without a
+    word, and the first line came with the first turn's 503. Never raises: the database may
+    come back while the server runs; the first worker checks for all."""
+    checks = [getattr(tracker_store, "refuse_a_cluster", None)]
+    backend = getattr(getattr(tracker_store, "url", None), "get_backend_name", None)
+    if backend is not None and backend() != "sqlite":  # (SQLite: a file, no server)
+        checks.append(tracker_store.ping)
+    checks = [check for check in checks if check is not None]
+    if not checks or not first_to_claim("tracker-store-check"):
         return
     try:
-        await asyncio.wait_for(refuse(), LOCK_STORE_CHECK_SECONDS)
+        for check in checks:
+            await asyncio.wait_for(check(), LOCK_STORE_CHECK_SECONDS)
     except StoreFailed as exc:  # (its text names the setting to change)
         logger.error("%s; every turn fails (500) until this is fixed", clause(exc))
-    except (StoreUnavailable, TimeoutError):  # (a Redis away: the turns say so, as ever)
-        pass
+    except StoreUnavailable as exc:
+        logger.warning(
+            "%s; the server starts regardless: turns answer 503 and /health/ready is not "
+            "ready until it answers",
+            clause(exc),
+        )
+    except TimeoutError:
+        logger.warning(
+            "The tracker store gave no answer within %g s; turns answer 503 while it does not",
+            LOCK_STORE_CHECK_SECONDS,
+        )
 
 
 async def _close(what: str, close: Callable[[], Awaitable[Any]] | None) -> None:
