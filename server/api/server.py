@@ -174,11 +174,13 @@ async def _check_tracker_store_server(tracker_store: Any) -> None:
     MySQL/MariaDB) or Redis that cannot be reached. Before, the server started without a
     word, and the first line came with the first turn's 503. Never raises: the database may
     come back while the server runs; the first worker checks for all."""
-    checks = [getattr(tracker_store, "refuse_a_cluster", None)]
+    checks: list[Callable[[], Awaitable[Any]]] = []
+    refuse = getattr(tracker_store, "refuse_a_cluster", None)
+    if refuse is not None:
+        checks.append(refuse)
     backend = getattr(getattr(tracker_store, "url", None), "get_backend_name", None)
     if backend is not None and backend() != "sqlite":  # (SQLite: a file, no server)
         checks.append(tracker_store.ping)
-    checks = [check for check in checks if check is not None]
     if not checks or not first_to_claim("tracker-store-check"):
         return
     try:

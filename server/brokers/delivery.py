@@ -378,8 +378,9 @@ class BackgroundDelivery:
                     down_since = reported = now
                     logger.warning(
                         "%s: delivery failed (attempt 1, %s queued), retrying in %.1f s: "
-                        "%s. Clients are answered as usual; events wait in memory (%d at most) "
-                        "and go out when it is back; the log says how it goes every %g s.",
+                        "%s. Clients are answered as usual; events wait in memory (%d at most, "
+                        "fewer large ones) and go out when it is back; the log says how it goes "
+                        "every %g s.",
                         self.name,
                         how_many(len(self._pending), "event"),
                         delay,
