@@ -475,6 +475,10 @@ class SqlTrackerStore:
         with self._map_errors():
             await self._db.ping()
 
+    def describe(self) -> str:
+        """Where its database is, without credentials: "postgresql at db:5432/rasa"."""
+        return describe(self.url)
+
     async def setup_done(self, timeout: float) -> bool:
         migration = self._migration
         if migration is None or migration.done():

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import pytest
 
-from bench.tcp_proxy import TcpProxy
+from bench.tcp_proxy import SilentProxy, TcpProxy
+from server.api.server import LOCK_STORE_CHECK_SECONDS
+from tests.loop_lag import paced
 from tests.trackers.persistence_fixtures import (
     POSTGRES,
     REDIS,
@@ -62,3 +65,58 @@ async def test_a_tracker_store_that_answers_says_nothing_at_start_up(
 ) -> None:
     async with postgres_database() as config:
         assert await _start(config, caplog) == []
+
+
+async def test_a_silent_database_is_named_at_start_up_without_its_password(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """PostgreSQL takes the connection and never answers (a dead host behind a load
+    balancer): the start gives it 3 s and goes on, and the line names where it is, not the
+    password of its URL. Before, "The tracker store gave no answer within 3 s" named no
+    host to look at."""
+    async with postgres_database() as config:
+        proxy = SilentProxy(POSTGRES)
+        await proxy.restore()
+        proxy.silent = True
+        secret = "pw-" + unique_name("secret")
+        try:
+            lines = await _start({**config, "port": proxy.port, "password": secret}, caplog)
+        finally:
+            proxy.silent = False
+            await proxy.cut()
+    (line,) = [r for r in lines if "gave no answer" in r.getMessage()]
+    assert line.getMessage().startswith(
+        f"The tracker store (postgresql at 127.0.0.1:{proxy.port}/{config['db']}) gave no "
+        "answer within 3 s"
+    ), line.getMessage()
+    assert secret not in caplog.text
+
+
+async def test_a_silent_redis_for_both_stores_delays_the_start_by_one_wait_not_two(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The tracker store and the lock store on one Redis that stopped answering: both are
+    asked at once, so the start waits 3 s, not 3 s for each one after the other; each line
+    names the Redis."""
+    require_service("Redis", REDIS)
+    proxy = SilentProxy(REDIS)
+    await proxy.restore()
+    proxy.silent = True
+    redis = {"type": "redis", "url": "127.0.0.1", "port": proxy.port, "socket_timeout": 30}
+    endpoints = {
+        "tracker_store": {**redis, "key_prefix": unique_name("audit")},
+        "lock_store": {**redis, "key_prefix": unique_name("audit")},
+    }
+    started = time.monotonic()
+    try:
+        lines = await lines_at_start(endpoints, caplog, "gave no answer")
+    finally:
+        proxy.silent = False
+        await proxy.cut()
+    took = time.monotonic() - started
+    said = sorted(r.getMessage().partition(";")[0] for r in lines)
+    where = f"(redis at 127.0.0.1:{proxy.port}/%d) gave no answer within 3 s"
+    # (Rasa's lock store defaults to db 1, its tracker store to db 0)
+    assert said == [f"The lock store {where % 1}", f"The tracker store {where % 0}"], said
+    bound = LOCK_STORE_CHECK_SECONDS
+    assert took < bound + paced(1.5, below=bound), took
