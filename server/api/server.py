@@ -179,14 +179,23 @@ async def _check_tracker_store_server(tracker_store: Any) -> None:
     refuse = getattr(tracker_store, "refuse_a_cluster", None)
     if refuse is not None:
         checks.append(refuse)
+    answers = None
     backend = getattr(getattr(tracker_store, "url", None), "get_backend_name", None)
     if backend is not None and backend() != "sqlite":  # (SQLite: a file, no server)
-        checks.append(tracker_store.ping)
+        # Whether the server answers, then its schema (a migration, if one is due): a
+        # migration past the wait (another process's holding the lock, a first start on a
+        # loaded host) is no outage.
+        answers = getattr(tracker_store, "answers", None)
+        checks += [answers, tracker_store.ping] if answers is not None else [tracker_store.ping]
     if not checks or not first_to_claim("tracker-store-check"):
         return
+    answered = False
+    deadline = asyncio.get_running_loop().time() + LOCK_STORE_CHECK_SECONDS
     try:
         for check in checks:
-            await asyncio.wait_for(check(), LOCK_STORE_CHECK_SECONDS)
+            left = deadline - asyncio.get_running_loop().time()
+            await asyncio.wait_for(check(), max(left, 0))
+            answered = answered or check == answers
     except StoreFailed as exc:  # (its text names the setting to change)
         logger.error("%s; every turn fails (500) until this is fixed", clause(exc))
     except StoreUnavailable as exc:
@@ -196,11 +205,20 @@ async def _check_tracker_store_server(tracker_store: Any) -> None:
             clause(exc),
         )
     except TimeoutError:
-        logger.warning(
-            "The tracker store%s gave no answer within %g s; turns answer 503 while it does not",
-            _where(tracker_store),
-            LOCK_STORE_CHECK_SECONDS,
-        )
+        if answered:
+            logger.info(
+                "The tracker store%s answers; its schema's check or migration takes more "
+                "than %g s (perhaps waiting for another process's) and goes on",
+                _where(tracker_store),
+                LOCK_STORE_CHECK_SECONDS,
+            )
+        else:
+            logger.warning(
+                "The tracker store%s gave no answer within %g s; turns answer 503 while it "
+                "does not",
+                _where(tracker_store),
+                LOCK_STORE_CHECK_SECONDS,
+            )
 
 
 def _where(store: Any) -> str:
