@@ -155,7 +155,8 @@ async def _check_lock_store(lock_store: Any) -> None:
             logger.warning("%s; turns answer 503 until it is reachable", clause(exc))
     except TimeoutError:
         logger.warning(
-            "The lock store gave no answer within %g s; turns answer 503 while it does not",
+            "The lock store%s gave no answer within %g s; turns answer 503 while it does not",
+            _where(lock_store),
             LOCK_STORE_CHECK_SECONDS,
         )
     else:  # (before, a Redis evicting leases said nothing: two turns at once)
@@ -168,18 +169,64 @@ async def _check_lock_store(lock_store: Any) -> None:
 
 
 async def _check_tracker_store_server(tracker_store: Any) -> None:
-    """The Redis tracker store's check of its server while the server starts: a Redis
-    Cluster node, where every turn would fail, said at once (its `refuse_a_cluster`). Never
-    raises, as `_check_lock_store`; the first worker checks for all."""
+    """The tracker store's check of its server while the server starts, so the log says at
+    once what every turn would meet (as `_check_lock_store`): a Redis Cluster node, where
+    every turn would fail (its `refuse_a_cluster`); a database server (PostgreSQL,
+    MySQL/MariaDB) or Redis that cannot be reached. Before, the server started without a
+    word, and the first line came with the first turn's 503. Never raises: the database may
+    come back while the server runs; the first worker checks for all."""
+    checks: list[Callable[[], Awaitable[Any]]] = []
     refuse = getattr(tracker_store, "refuse_a_cluster", None)
-    if refuse is None or not first_to_claim("tracker-store-check"):
+    if refuse is not None:
+        checks.append(refuse)
+    answers = None
+    backend = getattr(getattr(tracker_store, "url", None), "get_backend_name", None)
+    if backend is not None and backend() != "sqlite":  # (SQLite: a file, no server)
+        # Whether the server answers, then its schema (a migration, if one is due): a
+        # migration past the wait (another process's holding the lock, a first start on a
+        # loaded host) is no outage.
+        answers = getattr(tracker_store, "answers", None)
+        checks += [answers, tracker_store.ping] if answers is not None else [tracker_store.ping]
+    if not checks or not first_to_claim("tracker-store-check"):
         return
+    answered = False
+    deadline = asyncio.get_running_loop().time() + LOCK_STORE_CHECK_SECONDS
     try:
-        await asyncio.wait_for(refuse(), LOCK_STORE_CHECK_SECONDS)
+        for check in checks:
+            left = deadline - asyncio.get_running_loop().time()
+            await asyncio.wait_for(check(), max(left, 0))
+            answered = answered or check == answers
     except StoreFailed as exc:  # (its text names the setting to change)
         logger.error("%s; every turn fails (500) until this is fixed", clause(exc))
-    except (StoreUnavailable, TimeoutError):  # (a Redis away: the turns say so, as ever)
-        pass
+    except StoreUnavailable as exc:
+        logger.warning(
+            "%s; the server starts regardless: turns answer 503 and /health/ready is not "
+            "ready until it answers",
+            clause(exc),
+        )
+    except TimeoutError:
+        if answered:
+            logger.info(
+                "The tracker store%s answers; its schema's check or migration takes more "
+                "than %g s (perhaps waiting for another process's) and goes on",
+                _where(tracker_store),
+                LOCK_STORE_CHECK_SECONDS,
+            )
+        else:
+            logger.warning(
+                "The tracker store%s gave no answer within %g s; turns answer 503 while it "
+                "does not",
+                _where(tracker_store),
+                LOCK_STORE_CHECK_SECONDS,
+            )
+
+
+def _where(store: Any) -> str:
+    """ " (postgresql at db.internal:5432/rasa)": where a store's server is, for a line that
+    has no error of the server's to name it (a check given up); "" for a store that cannot
+    say."""
+    describe = getattr(store, "describe", None)
+    return f" ({describe()})" if describe is not None else ""
 
 
 async def _close(what: str, close: Callable[[], Awaitable[Any]] | None) -> None:
@@ -287,10 +334,20 @@ def build_app(options: ServerOptions) -> FastAPI:
         start_broker = getattr(broker, "start", None)
         if start_broker is not None:  # says at once whether it is reachable; bounded
             await start_broker()
-        await _check_lock_store(lock_store)
-        await _check_tracker_store_server(tracker_store)
-        await source.load_initial(options.model_path, models_endpoint, options.remote_storage)
-        await asyncio.to_thread(prepare_routes, app)
+        # The stores are asked while the model loads, both at once (neither check
+        # raises): a healthy PostgreSQL's schema check (about 1 s of a loaded host's wall
+        # time, most of it importing Alembic) does not hold the start up, and stores on a
+        # host that stopped answering hold it 3 s, not 3 s each.
+        checks = asyncio.gather(
+            _check_lock_store(lock_store), _check_tracker_store_server(tracker_store)
+        )
+        try:
+            await source.load_initial(options.model_path, models_endpoint, options.remote_storage)
+            await asyncio.to_thread(prepare_routes, app)
+        except BaseException:
+            checks.cancel()
+            raise
+        await checks
         await warm_thread_pool()
         if options.freeze_after_load:
             freeze_after_load()

@@ -10,7 +10,7 @@ import os
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ from server.setting_values import flag
 from server.tasks import stop, time_left
 from server.trackers.events import OFF_LOOP_EVENTS
 from server.trackers.store import TrackerStore
+from server.trackers.weight import KIB
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,8 @@ class Outgoing:
     delivery_id: str = field(default_factory=_delivery_ids.next)
     # Set by `botserver export`, one per run: RabbitMQ's `rasa-export-process-id` header.
     export_process_id: str | None = None
+    # What it counts toward the queue's bound: 1, and 1 more per full KiB of its JSON.
+    weight: int = 1
 
     def body(self) -> dict[str, Any]:
         return {"sender_id": self.sender_id, **self.event}
@@ -89,10 +92,11 @@ def outgoing(
 ) -> list[Outgoing]:
     """The messages for `events`, chained after `previous_event` (`before`: see `chain_ids`);
     touches no shared state."""
-    ids = chain_ids(sender_id, events, previous_event, before)
+    sizes: list[int] = []
+    ids = chain_ids(sender_id, events, previous_event, before, sizes)
     return [
-        Outgoing(sender_id, event, message_id, previous_id)
-        for event, (message_id, previous_id) in zip(events, ids, strict=True)
+        Outgoing(sender_id, event, message_id, previous_id, weight=1 + size // KIB)
+        for event, (message_id, previous_id), size in zip(events, ids, sizes, strict=True)
     ]
 
 
@@ -138,22 +142,35 @@ def waits_for_delivery(config: dict[str, Any]) -> bool:
 class _Queue(deque[Outgoing]):
     """The messages still to deliver; a waiter on one (`BackgroundDelivery.taken`) is woken
     when it leaves the queue, delivered or dropped. It counts those dropped (`count_dropped`):
-    the others that left were delivered."""
+    the others that left were delivered; and what those queued weigh (`Outgoing.weight`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, heaviest: int) -> None:
         super().__init__()
         self.dropped = 0
+        # What those queued weigh, each at most `heaviest`: a quarter of the bound, so that
+        # one huge event (RabbitMQ refuses it, or takes it) drops none queued before it.
+        self.weight = 0
+        self.heaviest = heaviest
         # id of a queued message -> (the message, kept alive for its id; its waiter)
         self.waiters: dict[int, tuple[Outgoing, asyncio.Future[None]]] = {}
 
+    def extend(self, items: Iterable[Outgoing], /) -> None:
+        if not isinstance(items, list):
+            items = list(items)
+        super().extend(items)
+        heaviest = self.heaviest
+        self.weight += sum([min(item.weight, heaviest) for item in items])
+
     def popleft(self) -> Outgoing:
         item = super().popleft()
+        self.weight -= min(item.weight, self.heaviest)
         if self.waiters:
             self._left(item)
         return item
 
     def remove(self, value: Outgoing, /) -> None:
         super().remove(value)
+        self.weight -= min(value.weight, self.heaviest)
         if self.waiters:
             self._left(value)
 
@@ -183,7 +200,7 @@ class BackgroundDelivery:
         self._max_retry_delay = max(max_retry_delay, retry_delay)
         self._warn_after = warn_after_attempts
         self._max_pending = max_pending
-        self._pending = _Queue()
+        self._pending = _Queue(heaviest=max(1, max_pending // 4))
         self._wakeup = asyncio.Event()
         # Cuts a back-off pause short: closing retries at once what waits for the next attempt.
         self._retry_now = asyncio.Event()
@@ -231,7 +248,7 @@ class BackgroundDelivery:
             self._last_error is None
             and not self._overdue
             and len(self._pending) <= HOLD_QUEUED_AT_MOST
-            and len(self._pending) < self._max_pending  # nothing queued was dropped
+            and self._pending.weight < self._max_pending  # nothing queued was dropped
         )
 
     async def wait_taken(self, item: Outgoing, timeout: float = CONFIRM_WAIT_SECONDS) -> bool:
@@ -297,16 +314,22 @@ class BackgroundDelivery:
     def enqueue(self, items: list[Outgoing]) -> None:
         """Queues messages `outgoing` made (perhaps in a thread: a bulk append's 100,000
         events took 0.7 s to hash and wrap on the event loop)."""
-        self._pending.extend(items)
+        pending = self._pending
+        pending.extend(items)
         self._enqueued += len(items)
-        overflow = len(self._pending) - self._max_pending
-        if overflow > 0:
-            count_dropped(self._pending, overflow)
-            for _ in range(overflow):
-                self._pending.popleft()
+        overflow = 0
+        if pending.weight > self._max_pending:
+            # The oldest go first: a bound on memory (an event of 300 KiB of metadata
+            # counts 301), not only on the events' number.
+            while pending.weight > self._max_pending and len(pending) > 1:
+                pending.popleft()
+                overflow += 1
+        if overflow:
+            count_dropped(pending, overflow)
             self._dropped += overflow
             logger.error(
-                "%s: %s dropped (the broker has been down too long; %d queued at most)",
+                "%s: %s dropped (the broker has been down too long; %d queued at most, an "
+                "event of 1 KiB or more counting 1 more per KiB)",
                 self.name,
                 how_many(self._dropped, "event"),
                 self._max_pending,
@@ -355,8 +378,9 @@ class BackgroundDelivery:
                     down_since = reported = now
                     logger.warning(
                         "%s: delivery failed (attempt 1, %s queued), retrying in %.1f s: "
-                        "%s. Clients are answered as usual; events wait in memory (%d at most) "
-                        "and go out when it is back; the log says how it goes every %g s.",
+                        "%s. Clients are answered as usual; events wait in memory (%d at most, "
+                        "fewer large ones) and go out when it is back; the log says how it goes "
+                        "every %g s.",
                         self.name,
                         how_many(len(self._pending), "event"),
                         delay,

@@ -26,7 +26,10 @@ T = TypeVar("T")
 
 def event_message_id(sender_id: str, event: dict[str, Any]) -> str:
     """The id of one event of one conversation: a hash of its JSON, keys sorted."""
-    canonical = canonical_text({"sender_id": sender_id, **event})
+    return _content_id(canonical_text({"sender_id": sender_id, **event}))
+
+
+def _content_id(canonical: str) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
@@ -35,9 +38,12 @@ def chain_ids(
     events: list[dict[str, Any]],
     previous_event: dict[str, Any] | None,
     before: Sequence[dict[str, Any]] = (),
+    sizes: list[int] | None = None,
 ) -> list[tuple[str, str | None]]:
     """(message_id, previous message_id) of each event, the first one following
-    `previous_event` (the conversation's last event before these; None for a new one).
+    `previous_event` (the conversation's last event before these; None for a new one);
+    `sizes`, if given, gets the length of each event's hashed JSON (what it weighs, known
+    without writing it out again).
 
     An event byte-identical to earlier ones of its run (the events in a row, up to it, with
     its timestamp) has the id of its content and how many came before (a client's events of
@@ -50,7 +56,9 @@ def chain_ids(
         # of 100,000 events is not hashed for one id).
         last = before[-1]
         before = [event for event in before if event == last]
-    ids = _run_ids(sender_id, [*before, *events])
+    ids = _run_ids(sender_id, [*before, *events], sizes)
+    if sizes is not None:
+        del sizes[: len(before)]
     if before and previous_event is before[-1]:  # a turn's: hashed once, in its run
         previous: str | None = ids[len(before) - 1]
     else:
@@ -65,9 +73,12 @@ def chain_ids(
     return chained
 
 
-def _run_ids(sender_id: str, events: Sequence[dict[str, Any]]) -> list[str]:
+def _run_ids(
+    sender_id: str, events: Sequence[dict[str, Any]], sizes: list[int] | None = None
+) -> list[str]:
     """The message_id of each of a conversation's events in a row: of its content, and of
-    how many identical ones came before it in its run of one timestamp."""
+    how many identical ones came before it in its run of one timestamp (`sizes`: see
+    `chain_ids`)."""
     run_stamp: object = None
     seen: dict[str, int] = {}  # in the current run: how many of each content
     ids: list[str] = []
@@ -75,7 +86,10 @@ def _run_ids(sender_id: str, events: Sequence[dict[str, Any]]) -> list[str]:
         stamp = event.get("timestamp")
         if index == 0 or stamp != run_stamp:
             run_stamp, seen = stamp, {}
-        content = event_message_id(sender_id, event)
+        canonical = canonical_text({"sender_id": sender_id, **event})
+        if sizes is not None:
+            sizes.append(len(canonical))
+        content = _content_id(canonical)
         repeats = seen.get(content, 0)
         seen[content] = repeats + 1
         ids.append(content if not repeats else _repeated_id(content, repeats))

@@ -422,6 +422,10 @@ class RedisLockStore:
         # Tokens: this process's id and a serial number (unique, and no urandom per turn).
         self._serial = itertools.count()
 
+    def describe(self) -> str:
+        """Where its Redis is, without credentials: "redis at 10.0.0.5:6379/0"."""
+        return describe(self._redis)
+
     async def ping(self) -> None:
         """Raises StoreUnavailable when Redis cannot be reached or cannot take the turns'
         writes (a read-only replica, a full one), StoreFailed when it refuses them (a user not

@@ -840,6 +840,10 @@ class RedisTrackerStore:
         with self._errors():
             await self._ping_script(keys=[self._prefix + secrets.token_hex(16)])
 
+    def describe(self) -> str:
+        """Where its Redis is, without credentials: "redis at 10.0.0.5:6379/0"."""
+        return describe(self._redis)
+
     async def refuse_a_cluster(self) -> None:
         """StoreFailed for a Redis Cluster node, which every turn would meet (the start-up
         check, /health/ready, a prune's or an export's start); asked once (`INFO cluster`)."""

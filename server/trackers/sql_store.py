@@ -475,6 +475,19 @@ class SqlTrackerStore:
         with self._map_errors():
             await self._db.ping()
 
+    async def answers(self) -> None:
+        """StoreUnavailable unless its database server answers (`SELECT 1`), the schema
+        neither read nor set up: the start-up check tells a server away from a migration
+        taking long. A database to create first (`login_db`) is asked in `ping` only."""
+        if self._login_db and not self._ready:
+            return
+        with self._map_errors():
+            await self._db.ping()
+
+    def describe(self) -> str:
+        """Where its database is, without credentials: "postgresql at db:5432/rasa"."""
+        return describe(self.url)
+
     async def setup_done(self, timeout: float) -> bool:
         migration = self._migration
         if migration is None or migration.done():

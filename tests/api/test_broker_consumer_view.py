@@ -365,13 +365,13 @@ async def test_an_ordinary_turn_hashes_its_events_and_the_one_before_once_each(
     said = {"sender": "ana", "message": "hello"}
     assert (await client.post("/webhooks/rest/webhook", json=said)).status_code == 200
     hashed: list[str] = []
-    original = ordering.event_message_id
+    original = ordering.canonical_text
 
-    def counted(sender_id: str, event: dict[str, Any]) -> str:
-        hashed.append(event["event"])
-        return original(sender_id, event)
+    def counted(body: dict[str, Any]) -> str:
+        hashed.append(body["event"])
+        return original(body)
 
-    monkeypatch.setattr(ordering, "event_message_id", counted)
+    monkeypatch.setattr(ordering, "canonical_text", counted)
     read_all: list[str] = []
     load_all = SqlTrackerStore.load_all
 

@@ -10,7 +10,7 @@ from multiprocessing.connection import Connection
 
 import pytest
 
-from server.brokers.delivery import BackgroundDelivery, Outgoing
+from server.brokers.delivery import BackgroundDelivery, Outgoing, outgoing
 
 
 async def refused(batch: deque[Outgoing]) -> None:
@@ -76,3 +76,21 @@ def test_a_forked_worker_gives_its_events_delivery_ids_of_its_own() -> None:
     assert len({before, in_child, after}) == 3
     assert in_child[:16] != before[:16] == after[:16]  # the child drew its own half
     assert all(len(key) == 32 for key in (before, in_child, after))
+
+
+async def test_a_queue_of_events_under_1_kib_still_holds_its_whole_bound() -> None:
+    """The bound by size leaves small events their number: 100,000 bot messages under 1 KiB
+    of JSON are all kept while the broker is away, the next one drops the oldest alone; a
+    user message of 1 KiB or more (a long intent ranking) counts 2."""
+    delivery = BackgroundDelivery("test broker", refused, retry_delay=30)
+    small = [{"event": "bot", "text": f"line {n}", "timestamp": n} for n in range(100_001)]
+    try:
+        delivery.enqueue(outgoing("alice", small[:-1], None))
+        assert (delivery.pending, delivery.dropped) == (100_000, 0)
+        delivery.enqueue(outgoing("alice", small[-1:], small[-2]))
+        assert (delivery.pending, delivery.dropped) == (100_000, 1)
+        user = {"event": "user", "text": "hi", "parse_data": {"ranking": "x" * 1_000}}
+        delivery.enqueue(outgoing("alice", [user], small[-1]))
+        assert (delivery.pending, delivery.dropped) == (99_999, 3)
+    finally:
+        await delivery.close(0)

@@ -52,13 +52,13 @@ def test_a_turn_after_a_long_run_hashes_only_the_twins_of_the_event_before_it(
     run = [{"event": "bot", "text": f"line {n}", "timestamp": 5} for n in range(100_000)]
     run[10] = run[-1]
     hashed: list[str] = []
-    original = ordering.event_message_id
+    original = ordering.canonical_text
 
-    def counted(sender_id: str, event: dict[str, Any]) -> str:
-        hashed.append(sender_id)
-        return original(sender_id, event)
+    def counted(body: dict[str, Any]) -> str:
+        hashed.append(body["sender_id"])
+        return original(body)
 
-    monkeypatch.setattr(ordering, "event_message_id", counted)
+    monkeypatch.setattr(ordering, "canonical_text", counted)
 
     turn = chain_ids("ana", [LATER], run[-1], run)
 

@@ -843,6 +843,38 @@ async def test_events_dropped_for_room_while_in_flight_take_no_later_event_with_
     assert got[-10:] == [e["timestamp"] for e in events[5:]], got
 
 
+async def test_events_queued_while_rabbitmq_is_away_are_bounded_by_their_size_too(
+    names: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """RabbitMQ goes away while users send messages with large metadata: an event of 1 KiB or
+    more of JSON counts 1 more per KiB toward the queue's bound, so the oldest go first and
+    memory stays bounded; the newest arrive once RabbitMQ is back. Before, only their number
+    counted: 100,000 events of 300 KB of metadata (some 30 GB) were kept."""
+    proxy = TcpProxy(RABBITMQ)
+    await proxy.restore()
+    broker = RabbitMQEventBroker(broker_config(names, port=proxy.port))
+    blob = "x" * 20 * 1024  # each event's JSON: 20 KiB and a little, so it counts 21
+    heavy = [
+        {"event": "user", "timestamp": float(i), "text": "hi", "metadata": {"blob": blob}}
+        for i in range(100)
+    ]
+    try:
+        await broker.start(timeout=5)
+        await proxy.cut()
+        broker._delivery._max_pending = 1_000
+        await broker.publish("ana", heavy)
+        assert broker.pending == 1_000 // 21, broker.pending
+        assert "53 events dropped (the broker has been down too long" in caplog.text
+        await proxy.restore()
+        assert await broker.flush(timeout=10)
+    finally:
+        await broker.close()
+        await proxy.cut()
+    received = await consume(names["queue"], expected=47, timeout=3)
+    got = sorted({e["timestamp"] for e in by_conversation(received)["ana"]})
+    assert got == [float(i) for i in range(53, 100)]
+
+
 async def test_every_message_carries_the_body_and_properties_rasa_sends(
     names: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -7,17 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from server.api.server import ServerOptions, build_app
 from tests.trackers.persistence_fixtures import REDIS, require_service, unique_name
+from tests.trackers.start_lines import lines_at_start
 
 
 async def _start(lock_store: dict, caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     endpoints = {"tracker_store": {"type": "in_memory"}, "lock_store": lock_store}
-    app = build_app(ServerOptions(model_path=None, enable_api=True, endpoints=endpoints))
-    with caplog.at_level(logging.INFO):
-        async with app.router.lifespan_context(app):
-            pass
-    return [r for r in caplog.records if "lock store" in r.getMessage()]
+    return await lines_at_start(endpoints, caplog, "lock store")
 
 
 async def test_a_lock_store_redis_refuses_is_an_error_at_start_up(
