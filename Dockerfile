@@ -5,7 +5,7 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md cli.py ./
 COPY server ./server
-RUN pip install --no-cache-dir --prefix=/install ".[postgres,redis,rabbitmq]"
+RUN pip install --no-cache-dir --prefix=/install ".[postgres,redis,rabbitmq,socketio]"
 
 FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 \

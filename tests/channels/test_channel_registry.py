@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import textwrap
 from pathlib import Path
 
@@ -96,6 +97,18 @@ def test_every_credentials_key_becomes_a_channel() -> None:
     )
     assert [type(c) for c in channels] == [RestInput, CallbackInput, SocketIOInput, RocketChatInput]
     assert set(CHANNELS) == {"rest", "callback", "socketio", "rocketchat"}
+
+
+def test_socket_io_without_its_extra_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An image or venv built without botserver[socketio] (the Dockerfile's once was): a
+    # credentials.yml naming socketio stopped `botserver run` with an import traceback.
+    monkeypatch.setitem(sys.modules, "socketio", None)
+    monkeypatch.delitem(sys.modules, "server.channels.socket_io")
+    with pytest.raises(InvalidConfig) as caught:
+        load_channels({"rest": None, "socketio": {"user_message_evt": "u"}})
+    hint = "'socketio' needs python-socketio: pip install 'botserver[socketio]'"
+    assert hint in str(caught.value)
+    assert [c.name for c in load_channels({"rest": None})] == ["rest"]
 
 
 def test_connector_picks_one_channel_and_no_config_means_rest() -> None:
