@@ -805,9 +805,10 @@ class DetachedStates:
     events, so a fold whose caller was cancelled (a turn cut off) and that runs on once the
     conversation's lock is free races no later turn on the same tracker: the cache goes
     back onto the tracker (`attach_to`, on the loop) only after the fold ended, and only if
-    the tracker's events are still those it folded."""
+    the tracker's events still start with those it folded. Such a cut-off fold may go on
+    for the next turn's tracker (`continue_on`) rather than be folded again."""
 
-    def __init__(self, tracker: Tracker, domain: Domain) -> None:
+    def __init__(self, tracker: Tracker, domain: Domain, upto: int | None = None) -> None:
         cache = getattr(tracker, _IncrementalStates.ATTRIBUTE, None)
         if cache is not None:
             # Another model's (a model replaced) too: left on the tracker, it kept this one
@@ -818,36 +819,97 @@ class DetachedStates:
         if not isinstance(cache, _IncrementalStates) or cache.domain is not domain:
             self._replaced, cache = cache, _IncrementalStates(domain)
         self.cache = cache
+        self.domain = domain
+        # The tracker's events, of which the fold reads the first `upto` (None: all).
         self._events: list[Event] = tracker.events
-        # (how many, the last): the events the fold read; None until it ended.
+        self._upto = upto
+        # The events the fold read (its copy); once it ended, (how many, the last).
+        self.folded_events: list[Event] = []
         self._folded: tuple[int, Event | None] | None = None
+        # Folded before for another tracker (`continue_on`): its events the fold checks.
+        self._earlier: list[Event] | None = None
+
+    def continue_on(self, tracker: Tracker, domain: Domain, upto: int | None = None) -> bool:
+        """On the loop, after `fold` ended (for a turn cut off): folds on for `tracker`, a
+        later turn's of the same conversation, from the events folded so far when the
+        tracker's start with them (the same objects, or equal ones of the same timestamps:
+        the tracker read again from the store), checked by `fold` in its thread; from
+        scratch when they differ (another process changed the conversation, a new session,
+        a rewind). False, and nothing changed, when it cannot go on: the fold has not ended
+        or failed, or it was for another domain (a model swap)."""
+        if self._folded is None or domain is not self.domain:
+            return False
+        cache = getattr(tracker, _IncrementalStates.ATTRIBUTE, None)
+        if cache is not None:
+            delattr(tracker, _IncrementalStates.ATTRIBUTE)
+            self._replaced = cache
+        self._earlier, self.folded_events = self.folded_events, []
+        self._events, self._upto, self._folded = tracker.events, upto, None
+        return True
 
     def fold(self, rule_only: RuleOnly | None = None) -> None:
         """Folds the events into the cache, and with `rule_only` (the model's) its story
         states. In any thread."""
         # A copy (one C call: the GIL is held throughout), the tracker's own list let go of.
-        events, self._events = self._events[:], []
+        upto = self._upto
+        events = self._events[:] if upto is None else self._events[:upto]
+        self._events = []
         self._replaced = None
+        earlier, self._earlier = self._earlier, None
+        if earlier is not None and not self._goes_on(events, earlier):
+            self.cache = _IncrementalStates(self.domain)  # the other dropped here
+        del earlier
         cache, copy = self.cache, _EventsOnly(events)
         if not cache.advance(copy) and not cache.batch:
             cache.update(copy)  # a rewind or a newly activated loop: from scratch, here
         if not cache.batch and rule_only is not None and not cache.stories_equal(rule_only):
             cache.story_states(rule_only)
+        self.folded_events = events
         self._folded = (len(events), events[-1] if events else None)
 
+    def _goes_on(self, events: list[Event], earlier: list[Event]) -> bool:
+        """Whether the cache, which folded `earlier` (another tracker's events), holds the
+        states of `events`' first `seen`: they are the same events. Its last one is then
+        this tracker's (`advance` goes on from it)."""
+        cache = self.cache
+        seen = cache.seen
+        if not seen:
+            return False
+        if seen > len(events) or seen > len(earlier) or cache.last_event is not earlier[seen - 1]:
+            return False
+        if not all(map(_same_event, events[:seen], earlier[:seen])):
+            return False
+        cache.last_event = events[seen - 1]
+        return True
+
     def attach_to(self, tracker: Tracker) -> bool:
-        """On the loop, after `fold` ended: puts the cache onto `tracker` if its events are
-        those folded and no other cache was put there meanwhile; whether it did."""
+        """On the loop, after `fold` ended: puts the cache onto `tracker` if its events start
+        with those folded and no other cache was put there meanwhile; whether it did. The
+        events after them (the turn's own, with `upto`) fold at the next prediction."""
         folded, events = self._folded, tracker.events
         if (
             folded is None
             or hasattr(tracker, _IncrementalStates.ATTRIBUTE)
-            or len(events) != folded[0]
-            or (events and events[-1] is not folded[1])
+            or len(events) < folded[0]
+            or (folded[0] and events[folded[0] - 1] is not folded[1])
         ):
             return False
         setattr(tracker, _IncrementalStates.ATTRIBUTE, self.cache)
         return True
+
+
+def _same_event(event: Event, other: Event) -> bool:
+    """Whether two events are one, or equal with the same timestamp (one read again)."""
+    return event is other or (
+        type(event) is type(other) and event.timestamp == other.timestamp and event == other
+    )
+
+
+def folds_on(events: Sequence[Event]) -> bool:
+    """Whether a state cache that folded the events before `events` folds them on (no
+    history rewrite, no loop activated among them), as a prediction does on the loop."""
+    types = set(map(type, events))
+    return _REWRITES_NOTHING.issuperset(types) and ActiveLoop not in types
 
 
 class _EventsOnly:

@@ -1,0 +1,75 @@
+"""The folds of a long conversation's states that a cut-off turn left running in a thread,
+kept for the conversation's next turn to go on from rather than fold the session again."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from functools import partial
+
+from server.dialogue.policies.featurization import DetachedStates
+from server.trackers.freeing import release_off_loop
+
+# Conversations whose cut-off fold is kept at most (each a cache of its session's states):
+# past it the oldest is let go of.
+MOST_KEPT = 8
+
+
+class CutOffFolds:
+    """By conversation, the fold a turn cut off left running (`DetachedStates`, and the
+    future of its thread). The conversation's next fold takes it once it ended, and goes on
+    from the events it folded when the tracker still starts with them (`continue_on`)."""
+
+    def __init__(self, most: int = MOST_KEPT) -> None:
+        self.most = most
+        self._folds: OrderedDict[str, tuple[DetachedStates, asyncio.Future[None]]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._folds)
+
+    def keep(self, sender_id: str, states: DetachedStates, folding: asyncio.Future[None]) -> None:
+        """Keeps the fold of a turn just cut off (it runs on in its thread)."""
+        _let_go(self._folds.pop(sender_id, None))
+        self._folds[sender_id] = (states, folding)
+        while len(self._folds) > self.most:
+            _let_go(self._folds.popitem(last=False)[1])
+
+    async def take(self, sender_id: str) -> DetachedStates | None:
+        """The conversation's kept fold, once its thread ended (awaited here; a caller cut
+        off meanwhile leaves it kept); None when there is none or it failed."""
+        entry = self._folds.get(sender_id)
+        if entry is None:
+            return None
+        states, folding = entry
+        if not folding.done():
+            await asyncio.wait([folding])
+        if self._folds.get(sender_id) is not entry:
+            return None  # let go of meanwhile (the bound), or taken by another caller
+        del self._folds[sender_id]
+        if folding.cancelled() or folding.exception() is not None:
+            release_off_loop(states)
+            return None
+        return states
+
+    def forget_domain(self, domain: object) -> None:
+        """Lets go of the folds made for `domain` (a model replaced): none can go on."""
+        for sender_id in [s for s, (states, _) in self._folds.items() if states.domain is domain]:
+            _let_go(self._folds.pop(sender_id))
+
+
+def _let_go(entry: tuple[DetachedStates, asyncio.Future[None]] | None) -> None:
+    if entry is None:
+        return
+    states, folding = entry
+    if folding.done():
+        let_go_of_fold(states, folding)
+    else:
+        folding.add_done_callback(partial(let_go_of_fold, states))
+
+
+def let_go_of_fold(states: DetachedStates, folding: asyncio.Future[None]) -> None:
+    """Once the fold of a cancelled caller ended: what it folded, nobody's, is freed off the
+    loop. What it raised is taken here (nobody awaits it): the next turn folds afresh."""
+    if not folding.cancelled():
+        folding.exception()
+    release_off_loop(states)
