@@ -7,15 +7,18 @@ import json
 import random
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from server.dialogue.domain import Domain
-from server.dialogue.policies import histories, memoization
+from server.dialogue.policies import featurization, histories, memoization
 from server.dialogue.policies.ensemble import PolicyEnsemble
 from server.dialogue.policies.featurization import (
     NO_RULE_ONLY,
     ConversationStates,
+    RuleOnly,
+    cut_story_states,
     state_key,
     states_and_labels,
     story_states,
@@ -661,28 +664,95 @@ def test_augmented_memoization_without_max_history_predicts_as_when_it_walked_ev
     assert augmented_predictions(events) == predictions
 
 
+def events_folded(
+    monkeypatch: pytest.MonkeyPatch, turn: list[Event], ending: list[Event]
+) -> list[tuple[tuple[str, float], int]]:
+    """AugmentedMemoizationPolicy's prediction (without `max_history`) after 50, then 200
+    turns, and the events it folded for each (the tracker's own states folded before)."""
+    folded = [0]
+    apply = featurization._Fold.apply
+
+    def counted(fold: Any, event: Event) -> bool:
+        folded[0] += 1
+        return apply(fold, event)
+
+    policy = AugmentedMemoizationPolicy("AugmentedMemoizationPolicy", max_history=None)
+    policy.train(STORIES, DOMAIN)
+    work = []
+    for turns in (50, 200):
+        conversation = ConversationStates(tracker(DOMAIN, *turn * turns, *ending), DOMAIN)
+        folded[0] = 0
+        with monkeypatch.context() as patched:
+            patched.setattr(featurization._Fold, "apply", counted)
+            prediction = policy.predict(conversation, DOMAIN)
+        work.append(((prediction.action_name, max(prediction.probabilities)), folded[0]))
+    return work
+
+
 def test_augmented_memoization_without_max_history_walks_a_turn_the_same_at_any_length(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Each shorter history was folded from its events, one per action: a turn cost the
     # conversation's length squared. Only those that can match a story are folded now.
-    walked: list[int] = []
-
-    def counted(events: list[Event], *args: object) -> list:
-        walked.append(len(events))
-        return story_states(events, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(memoization, "story_states", counted)
-    policy = AugmentedMemoizationPolicy("AugmentedMemoizationPolicy", max_history=None)
-    policy.train(STORIES, DOMAIN)
     chat = [listen(), user("affirm"), action("utter_ok"), action("utter_hm")]
-    work = []
-    for turns in (50, 200):
-        walked.clear()
-        events = [*chat * turns, listen(), user("greet")]
-        assert predicted(policy, *events) == ("utter_greet", 1.0)
-        work.append(sum(walked))
-    assert work[0] == work[1] < 10 * len(chat)
+    (first, short), (second, long) = events_folded(monkeypatch, chat, [listen(), user("greet")])
+    assert first == second == ("utter_greet", 1.0)
+    assert short == long < 10 * len(chat)
+
+
+# Hidden turns after a slot set or a message: a walk from before them reaches the next
+# action in the same state as one from after them, but for that slot or message.
+CARRIED: list[list[Event]] = [
+    [
+        hidden("utter_ok"),
+        SlotSet(key="name", value="x"),
+        *[hidden("utter_ok"), hidden(ACTION_LISTEN)] * 2,
+        user("greet"),
+        action("utter_greet"),
+    ],
+    [
+        hidden("utter_ok"),
+        user("greet"),
+        *[hidden("utter_ok"), hidden(ACTION_LISTEN)] * 2,
+        action("utter_greet"),
+    ],
+]
+
+
+def test_every_cuts_states_in_one_pass_are_those_of_a_walk_from_each_cut() -> None:
+    # The walks from each cut meet where they reach an action in the same state, and go on
+    # as one: any state they carry on left out of that comparison (a slot set before, a
+    # hidden turn, a pending followup, the last message a state after an action keeps)
+    # gives a cut the states of another.
+    chosen = random.Random(11)
+    for rule_only in (NO_RULE_ONLY, RuleOnly(slots=frozenset({"name"}))):
+        for _ in range(300):
+            events = [
+                SlotSet(key="name", value=e.value) if isinstance(e, SlotSet) else e
+                for e in any_events(chosen, chosen.randint(1, 60))
+                if type(e) is not ActiveLoop
+            ]
+            events += chosen.choice([[], turns_lost_to_the_turn_before("followed"), *CARRIED])
+            cuts = [i for i, e in enumerate(events) if isinstance(e, ActionExecuted)]
+            walked = [chosen.random() < 0.8 for _ in cuts]
+            expected = [
+                story_states(events[cut:], DOMAIN, rule_only) if walk else None
+                for cut, walk in zip(cuts, walked, strict=True)
+            ]
+            assert cut_story_states(events, cuts, walked, DOMAIN, rule_only) == expected, events
+
+
+def test_augmented_memoization_without_max_history_walks_turns_only_rules_know_linearly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Turns only rules know fold into no state: every shorter history was folded from its
+    # events at every turn, the conversation's length squared (16 times the events at 4
+    # times the turns: 7,752 and 121,002 here). The walks from each cut now meet within a
+    # turn.
+    ruled = [user("affirm"), hidden("utter_ok"), hidden("action_listen")]
+    (first, short), (second, long) = events_folded(monkeypatch, ruled, [user("affirm")])
+    assert first[1] == second[1] == 0  # no story after any cut: each is walked
+    assert long < 5 * short, (short, long)
 
 
 def random_stories(count: int, turns: int = 10) -> tuple[Domain, list[TrainingStory]]:

@@ -314,6 +314,90 @@ def story_states(events: Iterable[Event], domain: Domain, rule_only: RuleOnly) -
     return story.states if current is None else [*story.states, current]
 
 
+def cut_story_states(
+    events: Sequence[Event],
+    cuts: Sequence[int],
+    walked: Sequence[bool],
+    domain: Domain,
+    rule_only: RuleOnly,
+) -> list[list[State] | None]:
+    """`story_states(events[cut:], domain, rule_only)` of each cut that `walked` marks (None
+    for the others), for events that activate no loop (its collapse reads the whole list).
+
+    One walk per cut, from the last cut back, each until it reaches an action where an
+    earlier walk was in the same state (the fold's and the story states', `_walk_state`):
+    from there it gives what that walk gave. A conversation of turns only rules know (they
+    fold into no state) walked each cut to its end, its length squared at every turn; its
+    walks now meet within a turn or two."""
+    # (index of an action, the walk's state before it) -> (the states a walk gave, how
+    # many of them it gave before that action)
+    met: dict[tuple[int, str], tuple[list[State], int]] = {}
+    states_of: list[list[State] | None] = [None] * len(cuts)
+    fresh = _Fold(domain, False, live=True)  # copied for each walk (no defaults made again)
+    for number in range(len(cuts) - 1, -1, -1):
+        if walked[number]:
+            states_of[number] = _walk_from(events, cuts[number], fresh.copy(), rule_only, met)
+    return states_of
+
+
+def _walk_from(
+    events: Sequence[Event],
+    cut: int,
+    fold: _Fold,
+    rule_only: RuleOnly,
+    met: dict[tuple[int, str], tuple[list[State], int]],
+) -> list[State]:
+    """`story_states(events[cut:])` (no loop activated among them; `fold` a fresh one),
+    from where a walk in `met` was in the same state; this walk's states are put there."""
+    story = _StoryStates(rule_only)
+    given = story.states
+    passed: list[tuple[tuple[int, str], int]] = []
+    result: list[State] | None = None
+    for index in range(cut, len(events)):
+        event = events[index]
+        if isinstance(event, ActionExecuted):
+            key = (index, _walk_state(fold, story))
+            earlier = met.get(key)
+            if earlier is not None:
+                states, before = earlier
+                result = [*given, *states[before:]]
+                break
+            passed.append((key, len(given)))
+            state = story.next_state(fold.state(), turn_flags(event, fold.followup), True)
+            if state is not None:
+                given.append(state)
+        fold.apply(event)
+    if result is None:
+        current = story.next_state(fold.state(), _FOLLOWUP if fold.followup else 0, False)
+        result = given if current is None else [*given, current]
+    for key, before in passed:
+        met[key] = (result, before)
+    return result
+
+
+def _walk_state(fold: _Fold, story: _StoryStates) -> str:
+    """All that the states a walk gives from here on depend on, besides the events: the
+    fold's slots, message, previous action, loop and followup, and what the story states
+    carry on (a hidden turn, the last kept action, the last state given). Equal texts are
+    equal values (JSON values' `repr`); unequal ones may be too (a dict's order): then two
+    walks that could meet do not, which costs a walk, never a wrong state."""
+    last = story.states[-1] if story.states else None
+    return repr(
+        (
+            fold.slot_values,
+            sorted(fold.slots_set),
+            fold.user,
+            fold.user_text,
+            fold.prev_action,
+            fold.loop,
+            fold.followup,
+            story.hidden,
+            story.last_action,
+            last,
+        )
+    )
+
+
 # `_StoryStates` flags of a state before an action: the action is a rule's turn no story
 # has (`hide_rule_turn`); a followup action was pending.
 _HIDDEN, _FOLLOWUP = 1, 2
