@@ -268,6 +268,19 @@ def brief(value: Any) -> str:
     return _BRIEF.repr(value)
 
 
+_CLIPPED_AT = 200  # characters of a value quoted by `clipped`
+
+
+def clipped(value: Any) -> str:
+    """`value` as `str` shows it (a string as it is), cut after a couple of hundred
+    characters and then told how long it was: a name a client sends (an unknown intent, a
+    sender) is quoted whole in an error or a log line, a 10 MB one is not echoed back."""
+    text = value if isinstance(value, str) else brief(value)
+    if len(text) <= _CLIPPED_AT:
+        return text
+    return f"{text[:_CLIPPED_AT]}... ({len(text):,} characters)"
+
+
 _AROUND = 20  # characters shown either side of where two texts differ
 
 

@@ -83,6 +83,12 @@ def _dump_resolvers() -> dict[Any, list[tuple[str, re.Pattern[str]]]]:
 class SafeDumper12(yaml.SafeDumper):
     """PyYAML's safe dumper writing what reads back the same as YAML 1.1 and 1.2: PyYAML's
     own quotes only what 1.1 types, so the text `1e3` was written plain, and read back by
-    Rasa (and botserver) as the number 1000.0."""
+    Rasa (and botserver) as the number 1000.0. A list or mapping of a subclass (the
+    line-aware ones a project file reads as) is written as a plain one: PyYAML's refused it,
+    so a list slot a test story set could not be written back."""
 
     yaml_implicit_resolvers = _dump_resolvers()
+
+
+SafeDumper12.add_multi_representer(list, SafeDumper12.represent_list)
+SafeDumper12.add_multi_representer(dict, SafeDumper12.represent_dict)

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # - the rest import only one another and are imported from every layer, trackers included:
 #   errors, JSON and YAML values, setting values, outgoing HTTP clients and bodies, URLs, outage
 #   lines, background tasks, unknown options, worker claims, the AWS clients' shared boto3
-#   sessions, the third-party imports skipped (import_trims.py), and the package's version.
+#   sessions, the third-party imports skipped (import_trims.py), Rasa's module paths of its
+#   components and policies (rasa_paths.py), and the package's version.
 LEVELS = {
     "server.api": 2,
     "server.channels": 2,
@@ -46,6 +47,7 @@ LEVELS = {
     "server.worker_claims": 7,
     "server.aws_sessions": 7,
     "server.import_trims": 7,
+    "server.rasa_paths": 7,
 }
 SERVER_PACKAGE = 7  # server/__init__.py: the version numbers
 

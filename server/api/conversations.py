@@ -46,6 +46,7 @@ from server.errors import (
     InvalidNluData,
     UnknownConversation,
     brief,
+    clipped,
     told_apart,
 )
 from server.tasks import said_when_ended, to_its_end
@@ -507,7 +508,7 @@ def conversations_router() -> APIRouter:
             name = _required_name(body, "action")
             verbosity = event_verbosity(include_events)
             if not model.domain.is_known_action(name):
-                message = f"The action '{name}' does not exist in the domain."
+                message = f"The action '{clipped(name)}' does not exist in the domain."
                 raise ApiError(404, "NotFound", message)
             policy, confidence = _prediction_of(body)
         except ApiError:
@@ -552,7 +553,9 @@ def conversations_router() -> APIRouter:
         name = _required_name(body, "intent")
         verbosity = event_verbosity(include_events)
         if name not in model.domain.intents:
-            raise ApiError(404, "NotFound", f"The intent {name} does not exist in the domain.")
+            raise ApiError(
+                404, "NotFound", f"The intent {clipped(name)} does not exist in the domain."
+            )
         entities = body.get("entities") or None  # `""`, `0`, `false`: none, as in Rasa
         if entities is not None and not isinstance(entities, (dict, list)):
             raise bad_request(
@@ -623,7 +626,7 @@ def conversations_router() -> APIRouter:
         if sender != "user":
             raise bad_request(
                 "Currently, only user messages can be passed to this endpoint. Messages of "
-                f"sender '{sender}' cannot be handled.",
+                f"sender '{clipped(sender)}' cannot be handled.",
                 "sender",
                 "body",
             )

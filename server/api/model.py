@@ -71,6 +71,7 @@ from server.errors import (
     ModelUnavailable,
     NothingToTrain,
     TrainingError,
+    clipped,
     how_many,
 )
 from server.http_clients import async_client_off_loop, retrying_connect_failures
@@ -298,7 +299,7 @@ def _merge_yaml_strings(document: dict[str, Any]) -> dict[str, Any]:
             elif isinstance(before, dict) and isinstance(value, dict):
                 if set(before) & set(value):
                     raise bad_request(
-                        f"'{name}' is given in '{origin.get(name, 'the body')}' and again "
+                        f"'{clipped(name)}' is given in '{origin.get(name, 'the body')}' and again "
                         f"in '{key}'.",
                         key,
                         "body",
@@ -713,6 +714,21 @@ def _evaluate_stories_sync(
     }
 
 
+LONGEST_PATH = 4096  # characters: Linux's PATH_MAX
+
+
+def _check_path_length(path: str, parameter: str, location: str) -> None:
+    """A 400 for a path longer than any: not tried, nor quoted back (it names no file, and
+    may be megabytes)."""
+    if len(path) > LONGEST_PATH:
+        raise bad_request(
+            f"'{parameter}' is {len(path):,} characters long; a path on this server has at "
+            f"most {LONGEST_PATH:,}.",
+            parameter,
+            location,
+        )
+
+
 async def apply_model_request(services: Services, body: dict[str, Any]) -> None:
     """Load the model a PUT /model body names (ApiError 400 when it cannot)."""
     model_file = body.get("model_file")
@@ -720,6 +736,8 @@ async def apply_model_request(services: Services, body: dict[str, Any]) -> None:
     remote_storage = body.get("remote_storage")
     if model_file is not None and not isinstance(model_file, str):
         raise bad_request("'model_file' must be a path.", "model_file", "body")
+    if model_file is not None:
+        _check_path_length(model_file, "model_file", "body")
     if model_server is not None and not isinstance(model_server, dict):
         raise bad_request(
             "'model_server' must be an endpoint configuration object.",
@@ -1017,10 +1035,12 @@ def model_router() -> APIRouter:
         if model and "://" in model:
             raise bad_request(
                 f"'model' must be the path of a model archive on this server, not a URL "
-                f"({model!r}): load it with PUT /model, or give its path.",
+                f"({clipped(model)!r}): load it with PUT /model, or give its path.",
                 "model",
                 "query",
             )
+        if model:
+            _check_path_length(model, "model", "query")
         raw = await request.body()
         if not raw.strip():
             raise ApiError(400, "BadRequest", "No NLU test data given in the request body.")

@@ -7,16 +7,12 @@ which also keeps body parsing after the auth dependency.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from server.api.errors import ApiError, bad_request
 from server.json_values import OFF_LOOP_JSON_BYTES, TooDeep, loads_untrusted
-
-M = TypeVar("M", bound=BaseModel)
-
 
 # For a `Content-Encoding: gzip` and for a .tar.gz sent as the body alike: the body cannot
 # tell which (a model archive uploaded to PUT /model needs no "send it uncompressed").
@@ -25,6 +21,11 @@ COMPRESSED_MESSAGE = (
     "archive. Send the JSON or YAML itself, uncompressed; a model archive is loaded with "
     "PUT /model naming its path on the server ('model_file') or its URL ('model_server')."
 )
+
+
+# JSON nested deeper than `MAX_DEPTH` is valid JSON the server does not read: said as such,
+# not as a syntax error.
+TOO_DEEP_MESSAGE = "The JSON body is nested too deeply."
 
 
 def refuse_compressed(raw: bytes) -> None:
@@ -41,7 +42,7 @@ def parse_json(raw: bytes) -> Any:
     try:
         return loads_untrusted(raw)
     except TooDeep:
-        raise ApiError(400, "BadRequest", "The JSON body is nested too deeply.") from None
+        raise ApiError(400, "BadRequest", TOO_DEEP_MESSAGE) from None
     except ValueError as exc:  # UnicodeDecodeError included
         refuse_compressed(raw)
         raise ApiError(
@@ -79,24 +80,3 @@ async def read_json_object(request: Request, empty_message: str) -> dict[str, An
     if not isinstance(body, dict):
         raise bad_request("The request body must be a JSON object.", "body", "body")
     return body
-
-
-async def read_model(request: Request, model: type[M], empty_message: str | None = None) -> M:
-    """The JSON body validated as `model`; 400 `BadRequest` naming the first bad field.
-
-    Unlike a FastAPI body parameter, this ignores the Content-Type (as Rasa does, so
-    `curl -d '{...}'` works) and runs after the auth dependency.
-    """
-    data = await read_json_body(request, empty_message=empty_message)
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first.get("loc", ()))
-        where = f"'{field}'" if field else "the body"
-        raise ApiError(
-            400,
-            "BadRequest",
-            f"Invalid value for {where}: {first.get('msg', 'invalid value')}",
-            {"parameter": field, "in": "body"} if field else {"in": "body"},
-        ) from None

@@ -19,7 +19,7 @@ from fastapi.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from server.api.query import bool_arg
-from server.api.request_body import refuse_compressed
+from server.api.request_body import TOO_DEEP_MESSAGE, refuse_compressed
 from server.channels.channel import (
     InputChannel,
     OnNewMessage,
@@ -41,7 +41,7 @@ from server.errors import (
     NoModelLoaded,
     StoreError,
 )
-from server.json_values import loads_untrusted
+from server.json_values import TooDeep, loads_untrusted
 from server.outages import RepeatsCounted
 from server.trackers.store import check_conversation_id
 
@@ -235,7 +235,9 @@ def _json_object(body: bytes) -> dict[str, Any]:
         # Unpaired surrogates refused too: a message holding one was stored, and every later
         # answer about the conversation (and every action server call) failed to encode it.
         parsed = loads_untrusted(body)
-    except ValueError:  # UnicodeDecodeError and nesting too deep included
+    except TooDeep:
+        raise HTTPException(400, TOO_DEEP_MESSAGE) from None
+    except ValueError:  # UnicodeDecodeError included
         refuse_compressed(body)
         raise HTTPException(400, "The request body is not valid JSON.") from None
     if not isinstance(parsed, dict):

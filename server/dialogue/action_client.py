@@ -25,7 +25,7 @@ from server.errors import (
     how_many,
 )
 from server.http_clients import retrying_connect_failures
-from server.trackers.events import BotUttered, event_from_dict
+from server.trackers.events import BotUttered, event_sent
 from server.trackers.incoming import check_incoming_events
 
 logger = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def validate_action_result(action_name: str, result: Any) -> dict[str, list[dict
         try:
             # Its NLU data too: an entity without a value would be stored, and every later
             # answer about the conversation would break Rasa's schema.
-            parsed = event_from_dict(event)
+            parsed = event_sent(event)
             check_incoming_events([parsed])
         except InvalidEvent as e:
             raise ActionError(

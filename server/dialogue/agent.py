@@ -23,7 +23,7 @@ from server.dialogue.processor import (
     stamp_model_ids,
 )
 from server.dialogue.reminders import Admission, mark_posted
-from server.errors import InvalidEvent, NoModelLoaded
+from server.errors import InvalidEvent, NoModelLoaded, clipped
 from server.trackers.events import (
     ACTION_SESSION_START,
     OFF_LOOP_EVENTS,
@@ -320,7 +320,7 @@ class Agent:
         """Runs the action; UnknownConversation unless `create` (told under the lock)."""
         model = self.model()
         if not model.domain.is_known_action(name):
-            raise InvalidEvent(f"The action '{name}' does not exist in the domain.")
+            raise InvalidEvent(f"The action '{clipped(name)}' does not exist in the domain.")
         return await self.processor.execute_action(
             sender_id,
             name,

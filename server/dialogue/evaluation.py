@@ -30,6 +30,7 @@ from server.trackers.events import (
     ActionExecuted,
     ActionExecutionRejected,
     Event,
+    SlotSet,
     UserUttered,
 )
 from server.trackers.tracker import Tracker
@@ -57,6 +58,9 @@ class StoryResult:
     # Each action step: (gold, predicted, confidence, policy), as Rasa's `actions` list.
     actions: list[tuple[str, str, float | None, str | None]] = field(default_factory=list)
     missed_listens: dict[int, str] = field(default_factory=dict)
+    # The slots the entities of the user step at event i filled (as Rasa's test tracker
+    # has them, after that step), written back with the story.
+    entity_slots: dict[int, list[SlotSet]] = field(default_factory=dict)
 
     @property
     def correct(self) -> bool:
@@ -168,7 +172,10 @@ def evaluate_story(story: StoryStep, model: DialogueModel, e2e: bool = False) ->
                 # As Rasa's test, and as training reads stories: the slots the story's
                 # entities fill (from_entity mappings outside forms); no other mapping runs,
                 # so a slot changes only as the story says (its `slot_was_set` steps).
-                tracker.update_many(entity_slots(event.entities, model.domain))
+                filled = entity_slots(event.entities, model.domain)
+                if filled:
+                    result.entity_slots[index] = filled
+                    tracker.update_many(filled)
         elif isinstance(event, ActionExecuted):
             gold = _action_label(event)
             got = _predict(tracker, model, result, gold)
@@ -283,7 +290,8 @@ def write_story_reports(
 
 
 def _write_stories(results: list[StoryResult], path: Path, if_none: str) -> None:
-    """The stories as test stories, each wrong prediction noted beside its step."""
+    """The stories as test stories, each wrong prediction noted beside its step, and (as
+    Rasa's) a `slot_was_set` step after a user step for each slot its entities set."""
     if not results:
         path.write_text(if_none, encoding="utf-8")
         return
@@ -299,6 +307,8 @@ def _write_stories(results: list[StoryResult], path: Path, if_none: str) -> None
             if index in result.missed_listens:
                 lines.extend(_step_lines(listen, ("", result.missed_listens[index])))
             lines.extend(_step_lines(event, wrong.get(index)))
+            for filled in result.entity_slots.get(index, []):
+                lines.extend(_step_lines(filled, None))
         end = len(result.story.events)
         if end in result.missed_listens:
             lines.extend(_step_lines(listen, ("", result.missed_listens[end])))

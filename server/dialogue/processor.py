@@ -801,13 +801,24 @@ class Processor:
             if not keep_going:
                 return ran
             counted = _count_actions(tracker.events, before, counted)
-        logger.warning(
-            "conversation %s: stopped after %s since the bot listened "
-            "(MAX_NUMBER_OF_PREDICTIONS is %s)",
-            tracker.sender_id,
-            how_many(counted, "action"),
-            self.max_predictions,
-        )
+        if counted >= self.max_predictions:
+            logger.warning(
+                "conversation %s: stopped after %s since the bot listened "
+                "(MAX_NUMBER_OF_PREDICTIONS is %s)",
+                tracker.sender_id,
+                how_many(counted, "action"),
+                self.max_predictions,
+            )
+        else:  # the bound on the predictions: the count did not reach the limit
+            logger.warning(
+                "conversation %s: stopped after %d predictions in one turn, %d times "
+                "MAX_NUMBER_OF_PREDICTIONS (%s): its actions keep being rejected, or log "
+                "action_listen themselves",
+                tracker.sender_id,
+                len(ran),
+                _MOST_PREDICTIONS_PER_ACTION,
+                self.max_predictions,
+            )
         tracker.update(ActionExecuted(action_name=ACTION_LISTEN))
         return ran
 

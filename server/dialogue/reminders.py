@@ -20,6 +20,11 @@ MAX_REMINDERS_ENV = "BOTSERVER_MAX_REMINDERS_PER_CONVERSATION"
 MAX_REMINDERS_PER_CONVERSATION = 100
 # A flood of refused reminders is one line a conversation a minute, and a count.
 _REFUSED = RepeatsCounted(logger, 60.0)
+# How late a reminder may be set and still fire: Rasa's scheduler (APScheduler's default
+# `misfire_grace_time`) skips a job more than a second late. Fired at once instead, a
+# reminder set in the past by the action its intent runs ran that action again without end.
+MOST_LATE_SECONDS = 1.0
+_LATE = RepeatsCounted(logger, 60.0)  # (as for refused ones)
 
 
 def max_reminders_setting() -> int:
@@ -146,7 +151,7 @@ def _refusal(reminder: ReminderScheduled, pending: Collection[str], cap: int) ->
     it has a new name and its conversation holds `cap` (its `pending` names) already. The
     one rule of `schedule` and of `Admission`."""
     try:
-        _delay_seconds(reminder.trigger_date_time)
+        _seconds_until(reminder.trigger_date_time)
     except ValueError:
         logger.error("reminder '%s' has an invalid date_time", reminder.name)
         return _INVALID_TIME
@@ -155,7 +160,8 @@ def _refusal(reminder: ReminderScheduled, pending: Collection[str], cap: int) ->
     return None
 
 
-def _delay_seconds(date_time: str) -> float:
+def _seconds_until(date_time: str) -> float:
+    """The seconds from now to `date_time` (ISO 8601): less than 0 once it has passed."""
     when = datetime.fromisoformat(date_time)
     if when.tzinfo is None:
         # The server's local time, with the offset of that day, as Rasa's scheduler reads it:
@@ -163,8 +169,8 @@ def _delay_seconds(date_time: str) -> float:
         try:
             when = when.astimezone()
         except (ValueError, OverflowError, OSError):  # the calendar's first or last day
-            return max(0.0, (when - datetime.now()).total_seconds())
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+            return (when - datetime.now()).total_seconds()
+    return (when - datetime.now(UTC)).total_seconds()
 
 
 # A reminder's timer, the reminder, and the output channel named when it was set.
@@ -194,7 +200,9 @@ class ReminderScheduler:
         """Times `reminder` (replacing the conversation's reminder of its name) and marks it
         scheduled (see `mark_applied`); its messages go to `output_channel` when named. One of
         a new name is refused, with a warning, when the conversation holds
-        `max_per_conversation` already."""
+        `max_per_conversation` already. One whose time passed more than MOST_LATE_SECONDS
+        ago does not fire, with a warning, as in Rasa; it still replaces the pending one of
+        its name, as Rasa's scheduler replaces a job before it finds it late."""
         refusal = _refusal(reminder, self._jobs.get(sender_id, {}), self.max_per_conversation)
         if refusal is not None:
             # Stored as only recorded, whatever marks it came with (an action's copy of a
@@ -204,12 +212,24 @@ class ReminderScheduler:
             if refusal == _PAST_THE_CAP:
                 self.log_refused(sender_id, [reminder])
             return
-        delay = _delay_seconds(reminder.trigger_date_time)
+        delay = _seconds_until(reminder.trigger_date_time)
         mark_applied(reminder)
         key = (sender_id, reminder.name)
         self._drop(key)
+        if delay < -MOST_LATE_SECONDS:
+            _LATE.log(
+                f"late reminders of conversation {sender_id}",
+                "reminder '%s' of conversation %s does not fire: its date_time (%s) passed "
+                "%.1f s ago, and a reminder more than %s s late is skipped, as in Rasa",
+                reminder.name,
+                sender_id,
+                reminder.trigger_date_time,
+                -delay,
+                MOST_LATE_SECONDS,
+            )
+            return
         loop = asyncio.get_running_loop()
-        handle = loop.call_later(delay, self._start, key, fire)
+        handle = loop.call_later(max(0.0, delay), self._start, key, fire)
         self._jobs.setdefault(sender_id, {})[reminder.name] = (handle, reminder, output_channel)
 
     def admission(self, sender_id: str) -> Admission:

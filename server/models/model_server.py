@@ -31,6 +31,7 @@ from server.errors import (
     SignatureError,
     UnsafeArchive,
     UnsupportedModel,
+    clipped,
 )
 from server.http_bodies import Inflater
 from server.http_clients import (
@@ -100,7 +101,7 @@ class ModelServerConfig:
             httpx.URL(url)
         except httpx.InvalidURL as exc:
             raise InvalidConfig(
-                f"models.url is not a valid URL ({exc}): {safe_url(url, tolerant=True)!r}"
+                f"models.url is not a valid URL ({exc}): {clipped(safe_url(url, tolerant=True))!r}"
             ) from None
         try:
             basic_auth = basic_auth_credentials(config.get("basic_auth"))
@@ -109,7 +110,7 @@ class ModelServerConfig:
         wait = _seconds(config, "wait_time_between_pulls", DEFAULT_WAIT_TIME_BETWEEN_PULLS)
         timeout = _seconds(config, "timeout", DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT
         read_timeout = _seconds(config, "read_timeout", DEFAULT_READ_TIMEOUT)
-        return cls(
+        endpoint = cls(
             url=url,
             token=str(config["token"]) if config.get("token") else None,
             token_name=str(config.get("token_name") or "token"),
@@ -120,6 +121,22 @@ class ModelServerConfig:
             timeout=timeout,
             read_timeout=min(read_timeout or DEFAULT_READ_TIMEOUT, timeout),
         )
+        try:
+            endpoint.request_url()
+        except httpx.InvalidURL as exc:  # neither quoted: they may hold the token
+            raise InvalidConfig(
+                f"models: the URL with 'params' and 'token' added is not a valid URL ({exc})"
+            ) from None
+        return endpoint
+
+    def request_url(self) -> httpx.URL:
+        """The URL a pull asks: `params` and the token added to the URL's own query (a
+        presigned URL's signature, an `?apikey=`), as aiohttp does for Rasa; httpx's
+        `params=` would replace that query, even when empty."""
+        params = dict(self.params)
+        if self.token:
+            params[self.token_name] = self.token
+        return httpx.URL(self.url).copy_merge_params(params)
 
 
 def _seconds(config: dict[str, Any], key: str, default: float) -> float | None:
@@ -282,12 +299,7 @@ class ModelServerPoller:
         if current is not None and not anew:
             # An ETag is opaque bytes (RFC 9110 allows 0x80-0xFF): sent back as it came.
             headers[b"If-None-Match"] = current.fingerprint.encode("latin-1", "replace")
-        params = dict(config.params)
-        if config.token:
-            params[config.token_name] = config.token
-        # Added to the URL's own query (a presigned URL's signature, an `?apikey=`), as
-        # aiohttp does for Rasa: httpx's `params=` would replace that query, even when empty.
-        url = httpx.URL(config.url).copy_merge_params(params)
+        url = config.request_url()
         max_bytes = self.holder.limits.max_total_bytes
         try:
             async with self._client.stream(

@@ -9,6 +9,7 @@ from typing import Any
 
 from server.errors import InvalidConfig, about_config_item
 from server.nlu.dense_featurizer import INSTALL_HINT, dense_available
+from server.rasa_paths import is_rasa_path, rasa_class, rasa_path_hint
 
 # Our component classes by the key stored in a persisted pipeline: the module holding each,
 # imported on first use, so a server imports only what its model's pipeline runs (no
@@ -148,14 +149,18 @@ def plan_pipeline(pipeline: list[dict[str, Any]]) -> Plan:
 
 def _with_rasa_name(entry: Any, position: int) -> dict[str, Any]:
     """`entry` with Rasa's module path for one of its components (`rasa.nlu....DIETClassifier`,
-    which Rasa accepts) as the component's name; a custom class is refused by name."""
+    which Rasa accepts) as the component's name; another `rasa.` path is an unknown
+    component (with where Rasa has the class), a custom class is refused by name."""
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
         raise InvalidConfig(f"pipeline item {position + 1} needs a 'name'")
     name = entry["name"]
     if "." not in name:
         return entry
-    if name.startswith("rasa."):
-        return {**entry, "name": name.rsplit(".", 1)[-1]}
+    if is_rasa_path(name):
+        rasa_name = rasa_class(name)
+        if rasa_name is None:
+            raise _unknown_component(name, position, rasa_path_hint(name, known_names()))
+        return {**entry, "name": rasa_name}
     raise InvalidConfig(
         f"'{name}' (pipeline item {position + 1}) is a custom component: botserver never "
         "imports code named in config.yml. Remove it, or use one of: "
@@ -207,10 +212,15 @@ def _plan_entry(plan: Plan, mappings: list[str], position: int, entry: dict[str,
     elif name in _NO_EQUIVALENT:
         mappings.append(f"{name} -> nothing (pretrained spaCy entities are unavailable)")
     else:
-        raise InvalidConfig(
-            f"Unknown NLU component '{name}' in the pipeline (item {position + 1}). "
-            f"Known components: {', '.join(sorted(known_names()))}"
-        )
+        raise _unknown_component(name, position)
+
+
+def _unknown_component(name: str, position: int, hint: str = "") -> InvalidConfig:
+    hint = f": {hint}." if hint else "."
+    return InvalidConfig(
+        f"Unknown NLU component '{name}' in the pipeline (item {position + 1}){hint} "
+        f"Known components: {', '.join(sorted(known_names()))}"
+    )
 
 
 def _warn_about_ignored_options(pipeline: list[dict[str, Any]], plan: Plan) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
-from server.errors import InvalidEvent
+from server.errors import InvalidEvent, clipped
 
 # A list of more events than this (a long conversation, a bulk PUT or POST of events) is
 # converted, folded, written out or read in a thread, wherever that happens: 100,000 events
@@ -645,7 +645,7 @@ def event_from_dict(d: Any) -> Event:
         type_name = _LEGACY[type_name]
     cls = EVENT_TYPES.get(type_name)
     if cls is None:
-        raise InvalidEvent(f"unknown event type '{type_name}'")
+        raise InvalidEvent(f"unknown event type '{clipped(type_name)}'")
     timestamp = d.get("timestamp")
     if timestamp is None:
         timestamp = time.time()
@@ -684,15 +684,36 @@ def events_from_list(items: Any) -> list[Event]:
         items = [items]
     if not isinstance(items, list):
         raise InvalidEvent("events must be a JSON object or a list of objects")
-    return [event_from_dict(_sent(item)) for item in items]
+    return [event_sent(item) for item in items]
+
+
+def event_sent(d: Any) -> Event:
+    """An event that arrives from outside (an HTTP client, an action server): read as
+    `event_from_dict` reads it, with what `_sent` refuses refused too."""
+    return event_from_dict(_sent(d))
+
+
+# The flags of each event type (its name, with its article) that are read as booleans. Sent
+# as anything else (`"false"`, `1`), read by its truth value, `"false"` would act and be
+# stored as true: an action hidden from the rules' history, a form interrupted, a reminder
+# killed by the next message.
+_FLAGS = {
+    "action": ("an 'action'", ("hide_rule_turn",)),
+    "loop_interrupted": ("a 'loop_interrupted'", ("is_interrupted",)),
+    "form_validation": ("a 'form_validation'", ("validate",)),
+    "user_featurization": ("a 'user_featurization'", ("use_text_for_featurization",)),
+    "reminder": ("a 'reminder'", ("kill_on_user_msg",)),
+}
 
 
 def _sent(item: Any) -> Any:
     """An event a client sent, refused where reading it as stored ones are read would change
     its meaning (a stored event is read as it is: its conversation must stay loadable)."""
-    if isinstance(item, dict) and item.get("event") == "action":
-        hidden = item.get("hide_rule_turn")
-        if hidden is not None and not isinstance(hidden, bool):
-            # `"false"`, read as true, would hide the action from the rules' history.
-            raise InvalidEvent("'hide_rule_turn' of an 'action' event must be true or false")
+    type_name = item.get("event") if isinstance(item, dict) else None
+    if isinstance(type_name, str) and type_name in _FLAGS:
+        kind, flags = _FLAGS[type_name]
+        for flag in flags:
+            value = item.get(flag)
+            if value is not None and not isinstance(value, bool):
+                raise InvalidEvent(f"'{flag}' of {kind} event must be true or false")
     return item

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from enum import Enum
 from typing import Any
 
-from server.errors import CorruptConversation, InvalidEvent
+from server.errors import CorruptConversation, InvalidEvent, clipped
 from server.outages import RepeatsCounted
 from server.trackers.events import (
     ACTION_LISTEN,
@@ -318,10 +318,10 @@ class Tracker:
             return
         self._undeclared_logged = self._undeclared_logged | {name}
         UNDECLARED_SLOTS.log(
-            f"undeclared slot {name}",
+            f"undeclared slot {clipped(name)}",
             "Tried to set non existent slot '%s' in conversation '%s'. Make sure you added "
             "all your slots to your domain file.",
-            name,
+            clipped(name),
             self.sender_id,
         )
 

@@ -997,27 +997,53 @@ def _item_name(item: Any) -> str:
 
 
 def _check_listed_once(key: str, items: list[Any], filename: str) -> None:
-    """InvalidProjectFile naming an intent, entity or action a domain file lists twice (and
-    any other), at the repeat's line. Rasa refuses such a file ("Intents are not unique!",
-    "Duplicate entities in domain", "Duplicate actions in domain") and then trains nothing of
-    the domain, except for a default action listed twice, which it drops without a word (a
-    warning here); a repeat across the files of a domain is only a warning there too."""
-    seen: set[str] = set()
-    repeats: dict[str, int | None] = {}  # each repeated name, at its first repeat's line
+    """InvalidProjectFile naming an intent, entity or action a domain file lists more than
+    once (how often, and any other), at its first repeat's line. Rasa refuses such a file
+    ("Intents are not unique!", "Duplicate entities in domain", "Duplicate actions in
+    domain") and then trains nothing of the domain, except for a default action listed
+    twice, which it drops without a word (a warning here); a repeat across the files of a
+    domain is only a warning there too."""
+    places: dict[str, list[int]] = {}  # each name, at the indexes that list it
     for index, item in enumerate(items):
         name = _item_name(item)
-        if name in seen and not (key == "actions" and name in DEFAULT_ACTIONS):
-            repeats.setdefault(name, line_of(items, index))
-        seen.add(name)
+        if not (key == "actions" and name in DEFAULT_ACTIONS):
+            places.setdefault(name, []).append(index)
+    # The repeated names, in the order of their first repeats.
+    repeats = sorted((at for at in places.values() if len(at) > 1), key=lambda at: at[1])
     if not repeats:
         return
-    (name, line), *others = repeats.items()
-    more = ", ".join(f"'{other}'" for other, _ in others)
+    first, *others = repeats
+    name = _item_name(items[first[0]])
+    more = ", ".join(f"'{_item_name(items[at[0]])}'" for at in others)
     more = f" (and {how_many(len(others), 'other')}: {more})" if others else ""
     item = _ITEM_OF[key]
+    lines = [line_of(items, index) for index in first]
     raise InvalidProjectFile(
-        f"{item} '{name}' is listed twice{more}: list each {item} once", filename, line
+        f"{item} '{name}' is listed {_times_listed(lines)}{more}: list each {item} once",
+        filename,
+        lines[1],
     )
+
+
+# A name listed more often gives its first lines, then how many more.
+_LINES_SHOWN = 8
+
+
+def _times_listed(lines: list[int | None]) -> str:
+    """How often a name is listed: "twice" (the error's line is the repeat), or "3 times, on
+    lines 2, 4 and 6", as deleting the repeat the error points at would only lead to the
+    next one."""
+    if len(lines) == 2:
+        return "twice"
+    times = f"{len(lines)} times"
+    # (a flow list, `[greet, greet, greet]`, holds them on one line: each line once)
+    distinct = list(dict.fromkeys(lines))
+    if None in distinct or len(distinct) == 1:
+        return times
+    shown = [str(line) for line in distinct[:_LINES_SHOWN]]
+    rest = len(distinct) - len(shown)
+    last = f"{rest} more" if rest else shown.pop()
+    return f"{times}, on lines {', '.join(shown)} and {last}"
 
 
 def _fills(mapping: Any) -> bool:

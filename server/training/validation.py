@@ -97,6 +97,9 @@ def validate_project(
     report.project = project
     if stories_only:
         _add_conflicts(project, report, max_history)
+        # As Rasa's `data validate stories`: config.yml's mandatory assistant_id, checked
+        # whatever is validated.
+        report.config_warnings += assistant_id_warnings(project.config)
         return report
     if empty_domain_stops and project.domain.is_empty:
         report.errors.append(
@@ -159,6 +162,16 @@ def missing_assistant_id(config: ProjectConfig, made_up: str | None = None) -> s
     )
 
 
+def assistant_id_warnings(config: ProjectConfig) -> list[str]:
+    """The warning for config.yml's `assistant_id` missing or left as `rasa init`'s
+    placeholder, as Rasa's validator warns of it (`data validate`, and `data validate
+    stories` too)."""
+    if not config.assistant_id:
+        return [missing_assistant_id(config)]
+    placeholder = placeholder_assistant_id(config)
+    return [] if placeholder is None else [placeholder]
+
+
 def check_config(
     config: ProjectConfig,
     with_nlu: bool = True,
@@ -169,12 +182,7 @@ def check_config(
     (`with_policies`: an NLU-only model trains none), without training: InvalidProjectFile
     naming config.yml and the item's line if one is refused, else the warnings `train`
     gives about them (with `project`'s data, its synonyms)."""
-    warnings = list(config.warnings)
-    if not config.assistant_id:
-        warnings.append(missing_assistant_id(config))
-    placeholder = placeholder_assistant_id(config)
-    if placeholder is not None:
-        warnings.append(placeholder)
+    warnings = [*config.warnings, *assistant_id_warnings(config)]
     with naming_config_items(config):
         if with_nlu:
             data = project.nlu if project is not None else None

@@ -515,8 +515,6 @@ def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.Node:
 
 
 _Dumper.add_representer(str, _represent_str)
-_Dumper.add_representer(LineDict, SafeDumper12.represent_dict)
-_Dumper.add_representer(LineList, SafeDumper12.represent_list)
 
 
 def dump_yaml(document: Any) -> str:

@@ -228,7 +228,9 @@ class _Broken(BaseHTTPRequestHandler):
     (/bomb-twice one gzipped twice), /encoded/<name> one of `ENCODED_ANSWERS`
     (/trickled/<name> a byte at a time), /cookie sets a cookie, /brotli an encoding never
     asked for, /endless a body that never ends, /huge 11 MB of JSON, /redirect a 302
-    elsewhere. A body that is no JSON (a form) is kept as text."""
+    elsewhere, /crash-rejection a 500 with rasa-sdk's rejection body, /cut-short a body
+    whose connection closes 88 bytes short of its Content-Length. A body that is no JSON (a
+    form) is kept as text."""
 
     server: BrokenActionServer
     protocol_version = "HTTP/1.1"  # chunked answers
@@ -273,8 +275,17 @@ class _Broken(BaseHTTPRequestHandler):
             self._send(200, b"[1, 2, 3]")
         elif self.path.startswith("/crash-lines"):  # a log line of its own making
             self._send(500, b'{"error": "boom\\nERROR forged line\\r\\n"}')
+        elif self.path.startswith("/crash-rejection"):  # rasa-sdk's rejection body, as a 500
+            self._send(500, b'{"action_name": "action_x", "error": "not today"}')
         elif self.path.startswith("/crash"):
             self._send(500, b'{"error": "division by zero"}')
+        elif self.path.startswith("/cut-short"):  # the connection closed mid-body
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.write(b'{"events": [')
+            self.close_connection = True
         elif self.path.startswith("/reject-lines"):
             self._send(400, b'{"action_name": "action_x", "error": "no\\nERROR forged line"}')
         elif self.path.startswith("/empty-status/"):  # that status, no body

@@ -237,6 +237,42 @@ async def test_append_bad_events_is_400(
     assert body["reason"] == "BadRequest"
 
 
+@pytest.mark.parametrize(
+    ("event", "flag"),
+    [
+        ({"event": "loop_interrupted", "is_interrupted": "false"}, "is_interrupted"),
+        ({"event": "form_validation", "validate": "false"}, "validate"),
+        (
+            {"event": "user_featurization", "use_text_for_featurization": "false"},
+            "use_text_for_featurization",
+        ),
+        (
+            {
+                "event": "reminder",
+                "intent": "greet",
+                "date_time": "2030-01-01",
+                "kill_on_user_msg": "false",
+            },
+            "kill_on_user_msg",
+        ),
+    ],
+)
+async def test_a_flag_that_is_no_boolean_is_refused_as_hide_rule_turn_is(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec, event: dict[str, Any], flag: str
+) -> None:
+    """Before, read as its truth value: `"false"` as true (a `GET .../tracker` showed `true`,
+    an interrupted form, a reminder killed by the next message). Rasa's schema leaves these
+    out and keeps the string, which then acts as true all the same."""
+    conversation = f"flag-{flag}"
+    response = await client.post(EVENTS.format(conversation_id=conversation), json=[event])
+
+    body = check(rasa_spec, response, EVENTS, "post", 400)
+    assert f"'{flag}' of a '{event['event']}' event must be true or false" in body["message"]
+    tracker = await client.get(f"/conversations/{conversation}/tracker")
+    stored = [e["event"] for e in tracker.json()["events"]]
+    assert stored == ["action", "session_started", "action"]  # its start, by this GET
+
+
 BAD_NLU_EVENTS = {
     "entity-without-value": {"event": "entities", "entities": [{"entity": "city", "start": 0}]},
     "entity-offset-not-integer": {

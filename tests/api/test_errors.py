@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from server.api.app import create_app
 from server.api.errors import ApiError, error_body
-from server.api.request_body import read_json_body, read_model
+from server.api.request_body import read_json_body
 from server.api.settings import ApiSettings
 from server.errors import (
     InvalidEvent,
@@ -44,11 +44,6 @@ def router() -> APIRouter:
     @r.post("/raw")
     async def raw(request: Request) -> Any:
         return {"got": await read_json_body(request, empty_message="No body.")}
-
-    @r.post("/model/parse-any")
-    async def parse_any(request: Request) -> dict[str, Any]:
-        body = await read_model(request, ParseRequest, empty_message="No text given.")
-        return {"text": body.text}
 
     @r.get("/numbers")
     async def numbers(until: float) -> dict[str, float]:
@@ -128,21 +123,6 @@ async def test_empty_body_on_a_raw_route_is_400(client: httpx.AsyncClient) -> No
 async def test_raw_json_route_reads_any_json(client: httpx.AsyncClient) -> None:
     response = await client.post("/raw", json=[{"event": "slot"}])
     assert response.json() == {"got": [{"event": "slot"}]}
-
-
-async def test_read_model_ignores_the_content_type_like_rasa(client: httpx.AsyncClient) -> None:
-    # What `curl -d '{"text": "hi"}'` sends.
-    form = {"Content-Type": "application/x-www-form-urlencoded"}
-    response = await client.post("/model/parse-any", content=b'{"text": "hi"}', headers=form)
-    assert response.json() == {"text": "hi"}
-
-
-async def test_read_model_names_the_bad_field(client: httpx.AsyncClient) -> None:
-    response = await client.post("/model/parse-any", json={"text": 3})
-    body = assert_rasa_error(response, 400, "BadRequest")
-    assert body["details"] == {"parameter": "text", "in": "body"}
-    empty = assert_rasa_error(await client.post("/model/parse-any"), 400, "BadRequest")
-    assert empty["message"] == "No text given."
 
 
 async def test_json_body_without_content_type_is_read(client: httpx.AsyncClient) -> None:

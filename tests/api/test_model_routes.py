@@ -1119,6 +1119,17 @@ async def test_put_model_names_the_model_server_as_safe_url_shows_it(
         ),
         # Before, sent as the text "None".
         ({"url": "http://127.0.0.1:9/m", "headers": {"X-Key": None}}, "'X-Key' has no value"),
+        # Before, the whole URL quoted back: a 1 MB URL, a 1 MB error.
+        ({"url": "http://127.0.0.1:9/" + "m" * 1_000_000}, "models.url is not a valid URL"),
+        # A URL httpx takes, made too long by the query added to it: before, a 500 at the pull.
+        (
+            {"url": "http://127.0.0.1:9/m", "token": "s3cret" + "t" * 70_000},
+            "models: the URL with 'params' and 'token' added is not a valid URL",
+        ),
+        (
+            {"url": "http://127.0.0.1:9/m", "params": {"s3cret": "p" * 70_000}},
+            "models: the URL with 'params' and 'token' added is not a valid URL",
+        ),
     ],
     ids=[
         "timeout-text",
@@ -1132,6 +1143,9 @@ async def test_put_model_names_the_model_server_as_safe_url_shows_it(
         "header-line-break",
         "header-name",
         "header-none",
+        "url-too-long",
+        "token-too-long",
+        "params-too-long",
     ],
 )
 async def test_put_model_with_an_unusable_model_server_is_a_400(
@@ -1142,6 +1156,7 @@ async def test_put_model_with_an_unusable_model_server_is_a_400(
     body = check(rasa_spec, response, "/model", "put", 400)
     assert says in body["message"]
     assert "s3cret" not in response.text
+    assert len(response.content) < 2000
     assert body["details"] == {"parameter": "model_server", "in": "body"}
     assert (await client.get("/status")).json()["model_id"] == before
 
@@ -1149,7 +1164,8 @@ async def test_put_model_with_an_unusable_model_server_is_a_400(
 async def test_put_model_with_a_file_name_too_long_for_the_disk_is_a_400(
     client: httpx.AsyncClient, rasa_spec: RasaSpec
 ) -> None:
-    response = await client.put("/model", json={"model_file": "m" * 5000 + ".tar.gz"})
+    # Longer than a file name may be (255 bytes), shorter than a path (4,096 characters).
+    response = await client.put("/model", json={"model_file": "m" * 300 + ".tar.gz"})
     body = check(rasa_spec, response, "/model", "put", 400)
     assert body["message"].startswith("Agent with name 'mmm")
 
@@ -1694,6 +1710,39 @@ async def test_intent_test_of_a_model_url_says_it_takes_a_path(
         "('http://models.example/m.tar.gz'): load it with PUT /model, or give its path."
     )
     assert body["details"] == {"parameter": "model", "in": "query"}
+
+
+async def test_a_long_name_a_training_or_test_request_repeats_is_quoted_in_brief(
+    client: httpx.AsyncClient, rasa_spec: RasaSpec
+) -> None:
+    """A training body's key given in two of its parts, or a `?model=` URL, is quoted by
+    its first 200 characters and its length; a `?model=` path longer than any is refused
+    unquoted. Before, whole: a 1 MB key a 1 MB error, a URL or path as long as the request
+    line allows (64 KB) a 64 KB one (found by review)."""
+    key = "k" * 1_000_000
+    twice = {key: {"a": 1}, "nlu": f"? {key}\n: {{a: 2}}\n"}  # YAML's long-key syntax
+    response = await client.post("/model/train", json=twice)
+    error = check(rasa_spec, response, "/model/train", "post", 400)
+    assert error["message"].startswith("'" + "k" * 200 + "... (1,000,000 characters)' is given")
+    assert len(response.content) < 2000
+    url = "http://models.example/" + "m" * 50_000
+    response = await client.post(
+        f"/model/test/intents?model={url}", json={"rasa_nlu_data": {"common_examples": []}}
+    )
+    error = check(rasa_spec, response, "/model/test/intents", "post", 400)
+    assert f"('{url[:200]}... (50,022 characters)')" in error["message"]
+    assert len(response.content) < 2000
+    # A path longer than any (as PUT /model's `model_file`): before, "No model found at"
+    # quoting it whole.
+    path = "/tmp/" + "m" * 30_000
+    response = await client.post(
+        f"/model/test/intents?model={path}", json={"rasa_nlu_data": {"common_examples": []}}
+    )
+    error = check(rasa_spec, response, "/model/test/intents", "post", 400)
+    assert error["message"] == (
+        "'model' is 30,005 characters long; a path on this server has at most 4,096."
+    )
+    assert error["details"] == {"parameter": "model", "in": "query"}
 
 
 async def test_test_stories_lists_each_action_with_its_confidence_and_policy(

@@ -212,6 +212,20 @@ async def test_a_body_that_is_not_json_is_rasas_400(client: httpx.AsyncClient) -
     assert body["reason"] == "BadRequest"
 
 
+async def test_a_body_nested_too_deeply_is_told_so_not_called_invalid(
+    client: httpx.AsyncClient,
+) -> None:
+    """JSON nested deeper than the server reads (100 levels) is valid JSON: the 400 says
+    what is wrong with it, as the API's routes do. Before, "The request body is not valid
+    JSON.", which sent a client looking for a syntax error (found by review)."""
+    deep = b'{"sender": "u1", "message": "hi", "metadata": {"x": ' + b"[" * 200 + b"]" * 200
+    answer = await client.post("/webhooks/rest/webhook", content=deep + b"}}")
+    assert answer.status_code == 400
+    assert answer.json()["message"] == "The JSON body is nested too deeply."
+    broken = await client.post("/webhooks/rest/webhook", content=deep + b"}")
+    assert broken.json()["message"] == "The request body is not valid JSON."
+
+
 async def test_a_failing_turn_returns_what_was_collected(client: httpx.AsyncClient) -> None:
     answer = await client.post("/webhooks/rest/webhook", json={"sender": "u", "message": "boom"})
     assert answer.status_code == 200

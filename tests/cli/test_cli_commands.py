@@ -837,13 +837,15 @@ REFUSED_CONFIG_ITEMS = [
     ("pipeline", "- name: FallbackClassifier\n  threshold: high", "'threshold' must be a"),
     ("pipeline", "- name: DIETClassifier\n- name: CountVectorsFeaturizer", "comes before every"),
     ("policies", "- name: FooPolicy", "the policy 'FooPolicy' is not provided by botserver"),
+    # Before: trained as TEDPolicy; Rasa 3.6 finds no TEDPolicy in rasa.core.policies.
+    ("policies", "- name: rasa.core.policies.TEDPolicy", "Rasa's TEDPolicy is rasa.core."),
 ]
 
 
 @pytest.mark.parametrize(
     ("section", "item", "expected"),
     REFUSED_CONFIG_ITEMS,
-    ids=["unknown-component", "bad-parameter", "classifier-first", "unknown-policy"],
+    ids=["unknown-component", "bad-parameter", "classifier-first", "unknown-policy", "rasa-path"],
 )
 def test_data_validate_refuses_a_config_that_cannot_train_as_train_does(
     run_cli, starter_copy: Path, section: str, item: str, expected: str

@@ -390,6 +390,37 @@ def test_validate_stories_checks_only_the_story_structure(run_cli, starter_copy:
     )
 
 
+@pytest.mark.parametrize(
+    ("assistant_id", "said"),
+    [
+        (None, "warning: config.yml: the 'assistant_id' key is missing; each training gives"),
+        ("placeholder_default", "warning: config.yml: 'assistant_id' is still the placeholder"),
+    ],
+)
+def test_validate_stories_warns_of_the_assistant_id_as_data_validate_does(
+    run_cli, starter_copy: Path, assistant_id: str | None, said: str
+) -> None:
+    """As Rasa 3.6's `rasa data validate stories`, which warns of config.yml's mandatory
+    keys after the story structure as `rasa data validate` does, and exits 0 on it with
+    --fail-on-warnings too. Before, it said nothing: "The project is valid (0 warnings)"."""
+    config = starter_copy / "config.yml"
+    kept = [line for line in config.read_text().splitlines() if "assistant_id" not in line]
+    if assistant_id is not None:
+        kept.append(f"assistant_id: {assistant_id}")
+    config.write_text("\n".join(kept) + "\n")
+
+    whole = run_cli("data", "validate", cwd=starter_copy)
+    stories = run_cli("data", "validate", "stories", "--fail-on-warnings", cwd=starter_copy)
+
+    [warning] = [line for line in whole.out.splitlines() if line.startswith(said)]
+    assert stories.code == 0, stories.out
+    assert stories.out.splitlines() == [
+        warning,
+        "The project is valid (1 warning; --fail-on-warnings does not fail on the 1 about "
+        "config.yml).",
+    ]
+
+
 def test_validate_stories_on_a_broken_file_names_file_and_line(run_cli, starter_copy: Path) -> None:
     stories = starter_copy / "data" / "stories.yml"
     stories.write_text(stories.read_text() + "\n- story: broken\n  steps:\n  - intent: [\n")

@@ -339,6 +339,9 @@ async def test_a_call_asked_again_for_the_domain_still_ends_within_the_timeout(
         ("/entity", "event 0 is invalid: 'entities' must be a list of objects"),
         ("/list", "not a JSON object"),
         ("/crash", "HTTP 500: division by zero"),
+        # As Rasa: only a 400 naming the action is a rejection (another policy then chooses).
+        ("/crash-rejection", "answered HTTP 500: not today$"),
+        ("/cut-short", r"failed \(peer closed connection without sending complete message body"),
         # Before, the error text went into the log with its line breaks: a forged log line.
         ("/crash-lines", "HTTP 500: boom ERROR forged line$"),
         ("/bare400", "HTTP 400"),
@@ -395,6 +398,24 @@ async def test_garbage_is_an_action_error(
         (
             {"events": [{"event": "bot", "text": "hi", "metadata": False}]},
             "event 0 is invalid: an event's 'metadata' must be an object",
+        ),
+        # As Rasa's answer schema (and as posted to the API); before, read as its truth
+        # value: "false" as true, hiding the action from the rules' history.
+        (
+            {"events": [{"event": "action", "name": "utter_ok", "hide_rule_turn": "false"}]},
+            "event 0 is invalid: 'hide_rule_turn' of an 'action' event must be true or false",
+        ),
+        # Rasa keeps these as sent (its schema leaves them out), and the string then acts
+        # as true; before, read as true and stored so: GET .../tracker showed `true`.
+        (
+            {"events": [{"event": "loop_interrupted", "is_interrupted": "false"}]},
+            "event 0 is invalid: 'is_interrupted' of a 'loop_interrupted' event must be true "
+            "or false",
+        ),
+        (
+            {"events": [{"event": "user_featurization", "use_text_for_featurization": "no"}]},
+            "event 0 is invalid: 'use_text_for_featurization' of a 'user_featurization' "
+            "event must be true or false",
         ),
     ],
 )

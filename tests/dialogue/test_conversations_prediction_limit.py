@@ -3,6 +3,9 @@ Rasa counts them: a form its validation rejects ran none."""
 
 from __future__ import annotations
 
+import logging
+
+import httpx
 import pytest
 
 from server.dialogue.processor import DialogueModel
@@ -14,7 +17,8 @@ BOOKING = {
     "config.yml": "language: en\nassistant_id: booking\npolicies:\n  - name: RulePolicy\n",
     "domain.yml": f"""
 version: "3.1"
-intents: [book, tour]
+intents: [book, tour, again]
+actions: [action_again]
 entities: [city]
 slots:
   city:
@@ -32,6 +36,8 @@ version: "3.1"
 rules:
 - rule: book
   steps: [{{intent: book}}, {{action: booking_form}}, {{active_loop: booking_form}}]
+- rule: an action of the action server
+  steps: [{{intent: again}}, {{action: action_again}}]
 - rule: a tour of ten messages
   steps: [{{intent: tour}}, {", ".join(f"{{action: {name}}}" for name in CHAIN)}]
 """,
@@ -68,3 +74,27 @@ async def test_a_rejected_form_does_not_count_towards_the_limit(booking: Dialogu
 
     assert "action_execution_rejected" in [e.type_name for e in turn.events]
     assert turn.texts == CHAIN
+
+
+async def test_actions_logging_their_own_listen_end_the_turn_with_a_warning_that_says_so(
+    booking: DialogueModel, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An action server whose action logs `action_listen` itself starts the count again each
+    time (in Rasa too, whose turn then never ends): the turn ends after three times the limit
+    of predictions. Before, the warning said it "stopped after 0 actions since the bot
+    listened" when 30 had run."""
+    listening = {"events": [{"event": "action", "name": "action_listen"}]}
+    server = httpx.MockTransport(lambda request: httpx.Response(200, json=listening))
+    conversation = Conversation(make_agent(booking, transport=server), "listens-itself")
+
+    with caplog.at_level(logging.WARNING, logger="server.dialogue.processor"):
+        turn = await conversation.say("/again")
+
+    assert turn.actions == ["action_again"] * 30
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "conversation listens-itself: stopped after 30 predictions in one turn, 3 times "
+        "MAX_NUMBER_OF_PREDICTIONS (10): its actions keep being rejected, or log "
+        "action_listen themselves"
+    ]
+    assert (await conversation.say("/tour")).texts == CHAIN  # the conversation goes on

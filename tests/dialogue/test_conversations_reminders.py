@@ -460,9 +460,42 @@ async def test_a_cancel_posted_without_its_side_effects_cancels_nothing_as_in_ra
     assert await callback.texts_within(5) == ["Remember to call Ada!"]
 
 
-async def test_a_reminder_whose_time_has_passed_fires_at_once(bot_models: BotModels) -> None:
-    """Rasa's scheduler skips a job more than a second late (a warning in its log), so a
-    reminder dated in the past (an action server's clock behind) never fires there."""
+class RemindsAgainLate(Action):
+    """action_set_reminder setting, an hour in the past, a reminder of the intent that runs
+    it again."""
+
+    def name(self) -> str:
+        return "action_set_reminder"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        dispatcher.utter_message(text="Again.")
+        an_hour_ago = datetime.datetime.now() - datetime.timedelta(hours=1)
+        return [ReminderScheduled("ask_remind_call", trigger_date_time=an_hour_ago, name="again")]
+
+
+async def test_a_reminder_set_in_the_past_by_the_action_it_runs_does_not_loop(
+    bot_models: BotModels, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As Rasa, whose scheduler skips a job more than a second late (a warning in its log):
+    the reminder does not fire, and a warning says why. Before, it fired at once, ran the
+    action that set it again, and so on without end."""
+    agent, callback = reminderbot(bot_models, RemindsAgainLate)
+    try:
+        turn = await Conversation(agent, "late").say("/ask_remind_call")
+        assert turn.texts == ["Again."]
+
+        assert await callback.texts_within(1) == []
+        assert agent.processor.reminders.pending("late") == []
+        assert "reminder 'again' of conversation late does not fire: its date_time " in caplog.text
+    finally:
+        await agent.processor.reminders.stop()
+
+
+async def test_a_reminder_posted_an_hour_late_does_not_fire(bot_models: BotModels) -> None:
+    """Posted with its side effects, as set by an action (an action server's clock behind).
+    Before, it fired at once."""
     agent, callback = reminderbot(bot_models, QuickReminder)
     await Conversation(agent, "late").say("/greet")
     an_hour_ago = datetime.datetime.now() - datetime.timedelta(hours=1)
@@ -474,8 +507,9 @@ async def test_a_reminder_whose_time_has_passed_fires_at_once(bot_models: BotMod
         "name": "late",
     }
     await agent.append_events("late", [event_from_dict(late)], execute_side_effects=True)
+    await settled(agent)
 
-    assert await callback.texts_within(5) == ["Remember to call Ada!"]
+    assert callback.messages == []
 
 
 async def settled(*agents: Agent) -> None:
@@ -747,14 +781,51 @@ async def test_a_local_time_past_a_change_of_summer_time_is_that_days_time(
         scheduler.cancel_all()
 
 
-@pytest.mark.parametrize("date_time", ["0001-01-01T00:00:00", "9999-12-31T23:59:59"])
+@pytest.mark.parametrize(
+    ("date_time", "pending"), [("0001-01-01T00:00:00", 0), ("9999-12-31T23:59:59", 1)]
+)
 async def test_a_local_time_at_the_ends_of_the_calendar_is_still_timed(
-    berlin_time: None, date_time: str
+    berlin_time: None, date_time: str, pending: int
 ) -> None:
-    """No offset can be found for them (it would move them out of the calendar)."""
+    """No offset can be found for them (it would move them out of the calendar); the first
+    day's has passed long ago, so it does not fire."""
     scheduler = ReminderScheduler()
     scheduler.schedule("ana", ServerReminder(intent="greet", trigger_date_time=date_time), no_turn)
     try:
-        assert len(scheduler.pending("ana")) == 1
+        assert len(scheduler.pending("ana")) == pending
     finally:
         scheduler.cancel_all()
+
+
+async def test_a_reminder_set_late_replaces_the_pending_one_of_its_name_and_neither_fires(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """As Rasa's scheduler, which replaces the job of that name, then finds the new one late.
+    A second late: still fires (a `date_time` of "now" takes a while to arrive)."""
+    fired: list[str] = []
+
+    async def fire(_: str, reminder: ServerReminder, __: str | None) -> None:
+        fired.append(reminder.name)
+
+    now = datetime.datetime.now()
+    tomorrow = (now + datetime.timedelta(days=1)).isoformat()
+    late = (now - datetime.timedelta(seconds=5)).isoformat()
+    just_now = (now - datetime.timedelta(seconds=0.5)).isoformat()
+    scheduler = ReminderScheduler()
+    scheduler.schedule(
+        "ana", ServerReminder(intent="greet", trigger_date_time=tomorrow, name="call"), fire
+    )
+    scheduler.schedule(
+        "ana", ServerReminder(intent="greet", trigger_date_time=late, name="call"), fire
+    )
+    assert scheduler.pending("ana") == []
+    scheduler.schedule(
+        "ana", ServerReminder(intent="greet", trigger_date_time=just_now, name="now"), fire
+    )
+    for _ in range(100):
+        if fired:
+            break
+        await asyncio.sleep(0.01)
+
+    assert fired == ["now"]
+    assert f"its date_time ({late}) passed 5." in caplog.text

@@ -258,3 +258,85 @@ def test_a_test_story_sets_slots_only_as_it_says(tmp_path: Path, e2e: bool) -> N
         model, "  - user: hello\n    intent: greet\n  - action: utter_greet\n", tmp_path, e2e
     )
     assert result.correct, result.actions
+
+
+CITY_SLOT_BOT = {
+    **CITY_BOT,
+    "domain.yml": "version: '3.1'\nintents: [inform]\nentities: [city]\nslots:\n"
+    "  city:\n    type: text\n    mappings:\n    - type: from_entity\n      entity: city\n"
+    "responses:\n  utter_city: [{text: Nice city!}]\n  utter_ask_city: [{text: Which city?}]\n",
+}
+
+
+@pytest.mark.parametrize("e2e", [False, True])
+def test_a_failed_story_lists_the_slots_its_entities_set_as_rasa_writes_it(
+    tmp_path: Path, e2e: bool
+) -> None:
+    """As Rasa's failed_test_stories.yml: a user step whose entities fill a slot
+    (from_entity) is followed by a `slot_was_set` step for it, as the conversation that was
+    tested had it. Before, the file left the slot out, so it showed a conversation in which
+    the slot was never set."""
+    model = train_files(CITY_SLOT_BOT, tmp_path / "bot")
+    steps = "  - user: I live in [Berlin](city)\n    intent: inform\n  - action: utter_ask_city\n"
+    stories, _ = _one_story_tested(model, steps, tmp_path, e2e)
+    evaluate_core(model, [stories], tmp_path / "out", e2e=e2e)
+    failed = tmp_path / "out" / "failed_test_stories.yml"
+    text = failed.read_text(encoding="utf-8")
+    assert (
+        "  - slot_was_set:\n    - city: Berlin\n"
+        "  - action: utter_ask_city  # predicted: utter_city\n"
+    ) in text, text
+    written = yaml.safe_load(text)["stories"][0]["steps"]
+    assert written[0]["intent"] == "inform"
+    assert written[1] == {"slot_was_set": [{"city": "Berlin"}]}
+    [again] = load_test_stories([failed], model.domain)
+    assert [type(event).__name__ for event in again.events] == [
+        "UserUttered",
+        "SlotSet",
+        "ActionExecuted",
+    ]
+
+
+ROLES_BOT = {
+    **CITY_BOT,
+    "domain.yml": "version: '3.1'\nintents: [inform]\n"
+    "entities:\n- city:\n    roles: [to]\n- tag\n"
+    "slots:\n"
+    "  dest:\n    type: text\n    mappings:\n    - type: from_entity\n      entity: city\n"
+    "      role: to\n"
+    "  tags:\n    type: list\n    mappings:\n    - type: from_entity\n      entity: tag\n"
+    "responses:\n  utter_city: [{text: Nice city!}]\n  utter_ask_city: [{text: Which city?}]\n",
+}
+
+
+@pytest.mark.parametrize("e2e", [False, True])
+def test_a_failed_story_file_tests_again_as_the_story_did(tmp_path: Path, e2e: bool) -> None:
+    """failed_test_stories.yml is a test story file: tested again it fails as the story did,
+    with the slots its entities fill (a role's, a list slot's every value) written once more
+    after the step, as Rasa's file has them. Before, the list read back from the file
+    (`tags: [x, y]`) could not be written: `botserver test` stopped with a traceback."""
+    model = train_files(ROLES_BOT, tmp_path / "bot")
+    steps = (
+        '  - user: \'to [Rome]{"entity": "city", "role": "to"} with [x](tag) and [y](tag)\'\n'
+        "    intent: inform\n  - action: utter_ask_city\n"
+    )
+    stories, _ = _one_story_tested(model, steps, tmp_path, e2e)
+    first = evaluate_core(model, [stories], tmp_path / "first", e2e=e2e)
+    failed = tmp_path / "first" / "failed_test_stories.yml"
+    again = evaluate_core(model, [failed], tmp_path / "again", e2e=e2e)
+
+    assert first["conversation_accuracy"]["correct"] == 0
+    assert again["conversation_accuracy"] == first["conversation_accuracy"]
+    assert json.loads((tmp_path / "again" / "story_report.json").read_text()) == json.loads(
+        (tmp_path / "first" / "story_report.json").read_text()
+    )
+    slots = [
+        step["slot_was_set"]
+        for step in yaml.safe_load(failed.read_text(encoding="utf-8"))["stories"][0]["steps"]
+        if "slot_was_set" in step
+    ]
+    assert slots == [[{"dest": "Rome"}], [{"tags": ["x", "y"]}]]
+    rewritten = yaml.safe_load((tmp_path / "again" / "failed_test_stories.yml").read_text())
+    assert [step for step in rewritten["stories"][0]["steps"] if "slot_was_set" in step] == [
+        {"slot_was_set": slot} for slot in slots + slots
+    ]

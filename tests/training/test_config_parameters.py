@@ -233,6 +233,26 @@ CONFIG_LINE_CASES = [
     ("- name: FooPolicy", "policies", "the policy 'FooPolicy' is not provided by botserver"),
     ("- name: my_module.MemoizationPolicy", "policies", "is a custom policy: botserver never"),
     ("- name: MemoizationPolicy\n  max_history: -3", "policies", "'max_history' must be at"),
+    # Before: any `rasa.<anything>.X` trained as X. Rasa 3.6 imports the path, so only the
+    # module that holds X names it.
+    (
+        "- name: rasa.nlu.classifiers.DIETClassifier",
+        "pipeline",
+        "Unknown NLU component 'rasa.nlu.classifiers.DIETClassifier' in the pipeline (item 2): "
+        "Rasa's DIETClassifier is rasa.nlu.classifiers.diet_classifier.DIETClassifier (or "
+        "name it DIETClassifier). Known components: ",
+    ),
+    ("- name: rasa.anything.WhitespaceTokenizer", "pipeline", "Unknown NLU component 'rasa.any"),
+    # One of botserver's own components, which Rasa has not.
+    ("- name: rasa.nlu.classifiers.IntentClassifier", "pipeline", "Unknown NLU component 'ra"),
+    (
+        "- name: rasa.core.policies.TEDPolicy",
+        "policies",
+        "the policy 'rasa.core.policies.TEDPolicy' is not provided by botserver: Rasa's "
+        "TEDPolicy is rasa.core.policies.ted_policy.TEDPolicy (or name it TEDPolicy); use one of",
+    ),
+    ("- name: rasa.x.RulePolicy", "policies", "the policy 'rasa.x.RulePolicy' is not provided"),
+    ("- name: rasa.core.policies.ml.MLPolicy", "policies", "the policy 'rasa.core.policies.ml"),
 ]
 
 
@@ -261,10 +281,19 @@ def test_rasa_module_paths_of_rasa_components_train(tmp_path: Path) -> None:
         tmp_path,
         [
             {"name": "rasa.nlu.tokenizers.whitespace_tokenizer.WhitespaceTokenizer"},
-            {"name": "rasa.nlu.featurizers.sparse_featurizer.CountVectorsFeaturizer"},
+            {
+                "name": "rasa.nlu.featurizers.sparse_featurizer.count_vectors_featurizer."
+                "CountVectorsFeaturizer"
+            },
             {"name": "rasa.nlu.classifiers.diet_classifier.DIETClassifier"},
+            # Rasa 3's registry of its components, which imports each of them.
+            {"name": "rasa.engine.recipes.default_components.EntitySynonymMapper"},
         ],
-        [{"name": "rasa.core.policies.rule_policy.RulePolicy"}],
+        [
+            {"name": "rasa.core.policies.rule_policy.RulePolicy"},
+            {"name": "rasa.core.policies.memoization.AugmentedMemoizationPolicy"},
+            {"name": "rasa.core.policies.unexpected_intent_policy.UnexpecTEDIntentPolicy"},
+        ],
     )
     assert len(list((tmp_path / "models").glob("*.tar.gz"))) == 1
 

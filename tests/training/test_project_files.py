@@ -298,6 +298,22 @@ _RESPONSE_CONDITION = "responses:\n  utter_a:\n  - text: a\n    condition:\n    
             "action 'action_a' is listed twice (and 1 other: 'action_b'): list each action once",
         ),
         ("e2e_actions:\n- Hi there\n- Hi there\n", 3, "e2e action 'Hi there' is listed twice"),
+        # Before: "is listed twice" for a name listed three times or more, and deleting the
+        # repeat the error pointed at only led to the next one.
+        (
+            "intents:\n- greet\n- greet\n- bye\n- greet\n- bye\n",
+            3,
+            "intent 'greet' is listed 3 times, on lines 2, 3 and 5 (and 1 other: 'bye'): list each"
+            " intent once",
+        ),
+        (
+            "entities:\n" + "- city\n" * 12,
+            3,
+            "entity 'city' is listed 12 times, on lines 2, 3, 4, 5, 6, 7, 8, 9 and 4 more: list",
+        ),
+        # A flow list holds its repeats on one line: before, "on lines 1, 1 and 1".
+        ("intents: [greet, greet, bye, greet]\n", 1, "intent 'greet' is listed 3 times: list"),
+        ("intents: [greet, greet,\n  greet]\n", 1, "'greet' is listed 3 times, on lines 1 and 2:"),
         # Before: it trained; Rasa skips the file with a warning and trains an empty domain.
         ('version: "9"\nintents: [greet]\n', 1, "'version' '9' is not a format this server"),
         ('version: "3.x"\nintents: [greet]\n', 1, "'version' '3.x' is not a format"),

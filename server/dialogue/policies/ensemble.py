@@ -41,6 +41,7 @@ from server.errors import (
     about_config_item,
 )
 from server.nlu.state_files import loads_state
+from server.rasa_paths import is_rasa_path, rasa_class, rasa_path_hint
 from server.trackers.events import Event
 from server.trackers.tracker import Tracker
 from server.unknown_options import unknown_option_warning
@@ -77,20 +78,24 @@ def policy_name(name: Any) -> Any:
     """A config.yml policy's `name` as the policy is known: Rasa's module path for one of
     Rasa's policies (`rasa.core.policies.ted_policy.TEDPolicy`), which Rasa accepts, is its
     class name; any other value is returned as it is."""
-    if isinstance(name, str) and name.startswith("rasa."):
-        return name.rsplit(".", 1)[-1]
+    if isinstance(name, str) and is_rasa_path(name):
+        return rasa_class(name) or name
     return name
 
 
 def _short_name(name: Any) -> str:
-    """A policy's name (`policy_name`); a custom class is refused."""
+    """A policy's name (`policy_name`); a custom class is refused, and a `rasa.` path that is
+    not where Rasa has the policy is an unknown policy."""
     if not isinstance(name, str) or not name:
         raise InvalidConfig(f"each policy in config.yml needs a 'name', got {name!r}")
-    if "." in name and not name.startswith("rasa."):
+    if "." in name and not is_rasa_path(name):
         raise InvalidConfig(
             f"'{name}' is a custom policy: botserver never imports code named in config.yml. "
             f"Remove it, or use one of {_known_policies()}"
         )
+    if "." in name and rasa_class(name) is None:
+        known = {*POLICY_CLASSES, *MAPPED_POLICIES, *IGNORED_POLICIES}
+        raise _unknown_policy(name, rasa_path_hint(name, known))
     return str(policy_name(name))
 
 
@@ -109,14 +114,18 @@ def _policy_of(
     target = MAPPED_POLICIES.get(name, name)
     policy_cls = POLICY_CLASSES.get(target)
     if policy_cls is None:
-        raise InvalidConfig(
-            f"the policy '{spec.get('name')}' is not provided by botserver; use one of "
-            f"{_known_policies()}"
-        )
+        raise _unknown_policy(spec.get("name"))
     if target != name:
         mapped.append(f"{name} -> {target}")
     warnings.extend(_unknown_options(name, options, policy_cls, mapped=target != name))
     return policy_cls(name, priority, **options)
+
+
+def _unknown_policy(name: Any, hint: str = "") -> InvalidConfig:
+    hint = f": {hint}" if hint else ""
+    return InvalidConfig(
+        f"the policy '{name}' is not provided by botserver{hint}; use one of {_known_policies()}"
+    )
 
 
 def _known_policies() -> str:
