@@ -17,7 +17,7 @@ from server.dialogue.policies import featurization
 from server.dialogue.policies.ensemble import PolicyEnsemble
 from server.dialogue.policies.featurization import ConversationStates, states_and_labels
 from server.dialogue.processor import DialogueModel
-from server.trackers.events import Event, Restarted
+from server.trackers.events import Event, Restarted, SlotSet
 from server.trackers.tracker import Tracker
 from tests.dialogue.conversation_fixtures import make_agent
 from tests.dialogue.policy_fixtures import action, listen, story, user
@@ -244,3 +244,34 @@ async def test_a_cut_off_fold_is_let_go_of_when_the_model_is_replaced(
     domain = Domain.from_dict(DOMAIN.as_dict())
     models[0] = DialogueModel(domain, PolicyEnsemble.train([{"name": "RulePolicy"}], RULES, domain))
     assert await next_turn_folds(agent, folded, domain) > 3_000  # all of the session, afresh
+
+
+# A categorical slot of the values true and 1.0: as event content, True == 1 == 1.0.
+FLAGGED = Domain.from_dict(
+    {
+        **DOMAIN.as_dict(),
+        "slots": {
+            "flag": {"type": "categorical", "values": [True, 1.0], "mappings": []},
+        },
+    }
+)
+
+
+@pytest.mark.parametrize("stored", [1, 1.0])
+async def test_a_cut_off_fold_is_not_gone_on_from_over_a_slot_value_of_another_type(
+    monkeypatch: pytest.MonkeyPatch, stored: object
+) -> None:
+    """Another process rewrote a slot's value true as 1 (or 1.0), same timestamps: equal as
+    Python values, another category to the slot. Gone on from, the states kept reading
+    "true"; the session is folded afresh."""
+    agent = make_agent(
+        DialogueModel(FLAGGED, PolicyEnsemble.train([{"name": "RulePolicy"}], RULES, FLAGGED))
+    )
+    events = [listen(), SlotSet(key="flag", value=True), *greetings(1_000)]
+    await agent.replace_events("long", events)
+    fold, folded = HeldFold(monkeypatch), FoldedEvents(monkeypatch)
+    await cut_off(agent, fold, lambda: agent.handle_message(UserMessage("/greet", "long")))
+    dicts = [e.as_dict() for e in events]
+    dicts[1]["value"] = stored
+    await agent.processor.trackers.store.replace("long", dicts)
+    assert await next_turn_folds(agent, folded, FLAGGED) > 3_000  # all of the session, afresh

@@ -983,10 +983,44 @@ class DetachedStates:
 
 
 def _same_event(event: Event, other: Event) -> bool:
-    """Whether two events are one, or equal with the same timestamp (one read again)."""
-    return event is other or (
-        type(event) is type(other) and event.timestamp == other.timestamp and event == other
+    """Whether two events are one, or equal with the same timestamp (one read again) and
+    what the fold reads of them of the same types too: as Python values 1 == 1.0 == True,
+    which a categorical slot tells apart ("1", "1.0", "true")."""
+    if event is other:
+        return True
+    return (
+        type(event) is type(other)
+        and event.timestamp == other.timestamp
+        and event == other
+        and _strictly_equal(_folded_values(event), _folded_values(other))
     )
+
+
+def _folded_values(event: Event) -> Any:
+    """What `_Fold.apply` reads of an event that JSON may give of another type, equal."""
+    if isinstance(event, SlotSet):
+        return event.value
+    if isinstance(event, UserUttered):
+        return event.intent_name, event.entities
+    if isinstance(event, EntitiesAdded):
+        return event.entities
+    return None
+
+
+def _strictly_equal(value: Any, other: Any) -> bool:
+    """`value == other`, and of the same types (and float signs) throughout."""
+    kind = type(value)
+    if kind is not type(other):
+        return False
+    if kind is dict:
+        return value.keys() == other.keys() and all(
+            _strictly_equal(item, other[key]) for key, item in value.items()
+        )
+    if kind is list or kind is tuple:
+        return len(value) == len(other) and all(map(_strictly_equal, value, other))
+    if kind is float:  # -0.0 and 0.0 read apart ("-0.0"), nan as itself
+        return repr(value) == repr(other)
+    return bool(value == other)
 
 
 def folds_on(events: Sequence[Event]) -> bool:
