@@ -33,6 +33,10 @@ from server.trackers.events import (
     ActionExecuted,
     ActionExecutionRejected,
     ActiveLoop,
+    AllSlotsReset,
+    BotUttered,
+    DefinePrevUserUtteredFeaturization,
+    EntitiesAdded,
     Event,
     FollowupAction,
     SlotSet,
@@ -866,3 +870,76 @@ def test_twin_memoization_policies_whose_defaults_differ_load_each_their_own(
     assert every_prediction(memoization_, DOMAIN, STORIES) == every_prediction(
         alone, DOMAIN, STORIES
     )
+
+
+# Slots of every type that influences the conversation, and entities a message and an
+# `entities` event carry.
+TYPED = Domain.from_dict(
+    {
+        "intents": ["greet", "affirm", "inform"],
+        "entities": ["city", "person"],
+        "slots": {
+            "done": {"type": "bool", "mappings": []},
+            "score": {"type": "float", "min_value": 0, "max_value": 10, "mappings": []},
+            "tier": {"type": "categorical", "values": ["gold", True, 1], "mappings": []},
+            "name": {"type": "text", "mappings": []},
+            "cities": {"type": "list", "mappings": []},
+            "ruled": {"type": "text", "mappings": []},
+        },
+        "responses": {"utter_greet": [{"text": "hi"}], "utter_ok": [{"text": "ok"}]},
+    }
+)
+SLOT_VALUES: dict[str, list[Any]] = {
+    "done": [True, False, None, 1, "yes"],
+    "score": [0, 2.5, 10, 1e9, None, "x"],
+    "tier": ["gold", "Gold", True, 1, 1.0, "silver", None],
+    "name": ["x", None, ""],
+    "cities": [[], ["a"], None],
+    "ruled": ["x", None],
+}
+
+
+def typed_events(chosen: random.Random, count: int) -> list[Event]:
+    """Events of every kind but loops' at random, over `TYPED`."""
+    names = [ACTION_LISTEN, "utter_greet", "utter_ok", None]
+    kinds: list = [
+        lambda: ActionExecuted(
+            action_name=(name := chosen.choice(names)),
+            action_text=None if name else chosen.choice(["hi", "ho"]),
+            hide_rule_turn=chosen.random() < 0.4,
+        ),
+        lambda: user(
+            chosen.choice(["greet", "affirm", "inform"]),
+            chosen.choice([None, "hello"]),
+            **chosen.choice([{}, {"city": "x"}, {"person": "y", "city": "z"}]),
+        ),
+        lambda: EntitiesAdded(entities=[{"entity": chosen.choice(["city", "person"])}]),
+        lambda: DefinePrevUserUtteredFeaturization(
+            use_text_for_featurization=chosen.random() < 0.5
+        ),
+        lambda: FollowupAction(action_name="utter_ok"),
+        lambda: SlotSet(
+            key=(key := chosen.choice(list(SLOT_VALUES))), value=chosen.choice(SLOT_VALUES[key])
+        ),
+        lambda: AllSlotsReset(),
+        lambda: BotUttered(text="hi"),
+    ]
+    weights = [10, 4, 1, 1, 1, 4, 1, 1]
+    return [chosen.choices(kinds, weights)[0]() for _ in range(count)]
+
+
+def test_every_cuts_states_in_one_pass_are_those_of_a_walk_from_each_cut_over_any_event() -> None:
+    # Slots of every type (values equal in Python and featurized apart among them),
+    # entities, text featurization, followups, slot resets and hidden turns mixed with
+    # story turns.
+    chosen = random.Random(5)
+    for rule_only in (NO_RULE_ONLY, RuleOnly(slots=frozenset({"ruled"}))):
+        for _ in range(400):
+            events = typed_events(chosen, chosen.randint(1, 80))
+            cuts = [i for i, e in enumerate(events) if isinstance(e, ActionExecuted)]
+            walked = [chosen.random() < 0.8 for _ in cuts]
+            expected = [
+                story_states(events[cut:], TYPED, rule_only) if walk else None
+                for cut, walk in zip(cuts, walked, strict=True)
+            ]
+            assert cut_story_states(events, cuts, walked, TYPED, rule_only) == expected, events
