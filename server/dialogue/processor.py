@@ -228,7 +228,9 @@ async def fold_states_off_loop(
         await asyncio.shield(folding)
     except asyncio.CancelledError:
         if kept is not None:
-            kept.keep(tracker.sender_id, states, folding)
+            kept.keep(
+                tracker.sender_id, states, folding, len(tracker.events) if upto is None else upto
+            )
         else:
             folding.add_done_callback(partial(let_go_of_fold, states))
         raise
