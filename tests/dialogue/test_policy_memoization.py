@@ -40,6 +40,7 @@ from server.trackers.events import (
     Event,
     FollowupAction,
     SlotSet,
+    UserUttered,
 )
 from server.trackers.tracker import Tracker
 from tests.dialogue.policy_fixtures import (
@@ -908,10 +909,12 @@ def typed_events(chosen: random.Random, count: int) -> list[Event]:
             action_text=None if name else chosen.choice(["hi", "ho"]),
             hide_rule_turn=chosen.random() < 0.4,
         ),
-        lambda: user(
-            chosen.choice(["greet", "affirm", "inform"]),
-            chosen.choice([None, "hello"]),
-            **chosen.choice([{}, {"city": "x"}, {"person": "y", "city": "z"}]),
+        lambda: UserUttered(
+            text=chosen.choice([None, "/greet", "hello"]),  # None: a message of no text
+            parse_data={
+                "intent": {"name": chosen.choice(["greet", "affirm", None])},
+                "entities": chosen.choice([[], [{"entity": "city"}], [{"entity": "person"}]]),
+            },
         ),
         lambda: EntitiesAdded(entities=[{"entity": chosen.choice(["city", "person"])}]),
         lambda: DefinePrevUserUtteredFeaturization(
