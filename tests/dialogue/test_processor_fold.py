@@ -128,6 +128,7 @@ class FoldedEvents:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch | None) -> None:
         self.count: int | None = None
+        self.on_loop = 0  # of them, those folded on the loop
         if monkeypatch is None:  # counts nothing
             return
         fold_events = featurization._IncrementalStates._fold_events
@@ -135,12 +136,14 @@ class FoldedEvents:
         def counted(cache: Any, new: Any) -> bool:
             if self.count is not None:
                 self.count += len(new)
+                if threading.current_thread() is threading.main_thread():
+                    self.on_loop += len(new)
             return fold_events(cache, new)
 
         monkeypatch.setattr(featurization._IncrementalStates, "_fold_events", counted)
 
     def start(self) -> None:
-        self.count = 0
+        self.count = self.on_loop = 0
 
 
 async def cut_off(agent: Agent, fold: HeldFold, request: Callable[[], Any]) -> None:
@@ -235,7 +238,9 @@ async def test_a_cut_off_fold_goes_on_over_what_another_process_appended(
 async def test_a_cut_off_fold_is_let_go_of_when_the_model_is_replaced(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A fold kept for the replaced model's domain is not gone on from by the new one's."""
+    """A fold kept for the replaced model's domain is not gone on from by the new one's: the
+    new one's fold runs in a thread too (gone on from, its cache was the other domain's,
+    and the prediction folded the whole session again on the loop)."""
     models = [DialogueModel(DOMAIN, PolicyEnsemble.train([{"name": "RulePolicy"}], RULES, DOMAIN))]
     agent = Agent(make_agent(models[0]).processor, lambda: models[0])
     await agent.replace_events("long", [listen(), *greetings(1_000)])
@@ -244,6 +249,7 @@ async def test_a_cut_off_fold_is_let_go_of_when_the_model_is_replaced(
     domain = Domain.from_dict(DOMAIN.as_dict())
     models[0] = DialogueModel(domain, PolicyEnsemble.train([{"name": "RulePolicy"}], RULES, domain))
     assert await next_turn_folds(agent, folded, domain) > 3_000  # all of the session, afresh
+    assert folded.on_loop < 100, folded.on_loop
 
 
 # A categorical slot of the values true and 1.0: as event content, True == 1 == 1.0.
