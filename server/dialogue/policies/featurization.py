@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, Protocol, TypeVar
 
@@ -988,39 +989,33 @@ def _same_event(event: Event, other: Event) -> bool:
     which a categorical slot tells apart ("1", "1.0", "true")."""
     if event is other:
         return True
-    return (
-        type(event) is type(other)
-        and event.timestamp == other.timestamp
-        and event == other
-        and _strictly_equal(_folded_values(event), _folded_values(other))
-    )
+    if type(event) is not type(other) or event.timestamp != other.timestamp:
+        return False
+    if event != other:
+        return False
+    read = _FOLDED_VALUES.get(type(event))
+    return read is None or _same_types(read(event), read(other))
 
 
-def _folded_values(event: Event) -> Any:
-    """What `_Fold.apply` reads of an event that JSON may give of another type, equal."""
-    if isinstance(event, SlotSet):
-        return event.value
-    if isinstance(event, UserUttered):
-        return event.intent_name, event.entities
-    if isinstance(event, EntitiesAdded):
-        return event.entities
-    return None
+# What `_Fold.apply` reads of an event that JSON may give of another type, yet equal.
+_FOLDED_VALUES: dict[type[Event], Callable[[Any], Any]] = {
+    SlotSet: lambda event: event.value,
+    UserUttered: lambda event: (event.intent_name, event.entities),
+    EntitiesAdded: lambda event: event.entities,
+}
 
 
-def _strictly_equal(value: Any, other: Any) -> bool:
-    """`value == other`, and of the same types (and float signs) throughout."""
+def _same_types(value: Any, other: Any) -> bool:
+    """Of two equal values, whether they are of the same types (and float signs: "-0.0"
+    reads apart from "0.0") throughout."""
     kind = type(value)
     if kind is not type(other):
         return False
     if kind is dict:
-        return value.keys() == other.keys() and all(
-            _strictly_equal(item, other[key]) for key, item in value.items()
-        )
+        return all(_same_types(item, other[key]) for key, item in value.items())
     if kind is list or kind is tuple:
-        return len(value) == len(other) and all(map(_strictly_equal, value, other))
-    if kind is float:  # -0.0 and 0.0 read apart ("-0.0"), nan as itself
-        return repr(value) == repr(other)
-    return bool(value == other)
+        return all(map(_same_types, value, other))
+    return kind is not float or math.copysign(1.0, value) == math.copysign(1.0, other)
 
 
 def folds_on(events: Sequence[Event]) -> bool:
