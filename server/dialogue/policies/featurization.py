@@ -378,19 +378,18 @@ def _walk_from(
 
 def _walk_state(fold: _Fold, story: _StoryStates) -> str:
     """All that the states a walk gives from here on depend on, besides the events: the
-    fold's slots, message, previous action, loop and followup, and what the story states
-    carry on (a hidden turn, the last kept action, the last state given). Equal texts are
-    equal values (JSON values' `repr`); unequal ones may be too (a dict's order): then two
-    walks that could meet do not, which costs a walk, never a wrong state."""
+    fold's state (its slots as states read them: a slot's value counts only by its feature,
+    until it is set again; a large value, an action's results, is not written out at every
+    action), the slots set, message, followup, and what the story states carry on (a
+    hidden turn, the last kept action, the last state given). Equal texts are equal values
+    (`repr`); unequal ones may be too (a dict's order): then two walks that could meet do
+    not, which costs a walk, never a wrong state."""
     last = story.states[-1] if story.states else None
     return repr(
         (
-            fold.slot_values,
+            fold.state(),
             sorted(fold.slots_set),
-            fold.user,
             fold.user_text,
-            fold.prev_action,
-            fold.loop,
             fold.followup,
             story.hidden,
             story.last_action,
