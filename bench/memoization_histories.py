@@ -32,7 +32,9 @@ shorter histories are tried).
 a rule knows (moodbot's bot challenge, its answer and listen with `hide_rule_turn`), ending in
 one more challenge: no story follows from any cut, so every shorter history is tried. The
 base tree runs only the conversations of up to `--base-most` turns (it took its length
-squared: 10,000 turns would be some ten minutes a prediction).
+squared: 10,000 turns would be some ten minutes a prediction). With `--slot-kb K` a slot
+(not the domain's, as an action's results kept in an `any` slot) is set first to a list of
+K kB.
 """
 
 from __future__ import annotations
@@ -266,12 +268,13 @@ def augmented(steps: int, repeat: int) -> dict[str, Any]:
     return figures
 
 
-def rule_turns(turns: list[int], repeat: int) -> dict[str, Any]:
+def rule_turns(turns: list[int], repeat: int, slot_kb: int = 0) -> dict[str, Any]:
     """CPU seconds per prediction of AugmentedMemoizationPolicy without `max_history` after
-    each number of turns only a rule knows, and what it predicted (nothing: no story)."""
+    each number of turns only a rule knows (with `slot_kb`: after a slot set to a list of
+    that many 100-byte items first), and what it predicted (nothing: no story)."""
     from server.dialogue.policies.featurization import ConversationStates
     from server.dialogue.policies.memoization import AugmentedMemoizationPolicy
-    from server.trackers.events import ActionExecuted, UserUttered
+    from server.trackers.events import ActionExecuted, SlotSet, UserUttered
     from server.trackers.tracker import Tracker
 
     project = _load(SHARED / "bots" / "moodbot")
@@ -282,6 +285,9 @@ def rule_turns(turns: list[int], repeat: int) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     for count in turns:
         events: list[Any] = [ActionExecuted(action_name="action_listen")]
+        if slot_kb:
+            results = [{"title": "x" * 80, "id": i} for i in range(slot_kb * 10)]
+            events.append(SlotSet(key="results", value=results))
         for _ in range(count):
             events += [
                 UserUttered("are you a bot?", dict(parse)),
@@ -372,7 +378,7 @@ def _augmented_argv(args: argparse.Namespace, base: bool) -> list[str]:
     turns = [int(n) for n in args.turns.split(",")]
     if base:
         turns = [n for n in turns if n <= args.base_most]
-    return ["rules", ",".join(map(str, turns)), str(args.repeat)]
+    return ["rules", ",".join(map(str, turns)), str(args.repeat), str(args.slot_kb)]
 
 
 def main(argv: list[str]) -> None:
@@ -386,7 +392,8 @@ def main(argv: list[str]) -> None:
             print(json.dumps(augmented(int(argv[2]), int(argv[3]))))
         elif argv[1] == "rules":
             turns = [int(n) for n in argv[2].split(",") if n]
-            print(json.dumps(rule_turns(turns, int(argv[3]))))
+            slot_kb = int(argv[4]) if len(argv) > 4 else 0
+            print(json.dumps(rule_turns(turns, int(argv[3]), slot_kb)))
         else:
             print(json.dumps(cost(int(argv[2]), int(argv[3]))))
         return
@@ -397,6 +404,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--repeat", type=int, default=20, help="passes over the predictions")
     parser.add_argument("--turns", default="10,1000,10000", help="rules: conversations' turns")
     parser.add_argument("--base-most", type=int, default=1000, help="rules: base's longest")
+    parser.add_argument("--slot-kb", type=int, default=0, help="rules: a slot's kB set first")
     args = parser.parse_args(argv)
     trees = {"head": ROOT, "base": args.base.resolve()}
     if args.what == "same":

@@ -251,6 +251,13 @@ class _Fold:
             state[PREV_ACTION] = dict(self.prev_action)
         if self.loop:
             state[ACTIVE_LOOP] = {"name": self.loop}
+        slots = self.slot_features()
+        if slots:
+            state[SLOTS] = slots
+        return state
+
+    def slot_features(self) -> dict[str, Any]:
+        """The slots as a state reads them."""
         slots: dict[str, Any] = {}
         slot_values = self.slot_values
         # Only the domain's slots that influence the conversation (a value set for another
@@ -266,9 +273,7 @@ class _Fold:
             feature = slot.feature(value)
             if feature is not None:
                 slots[name] = feature
-        if slots:
-            state[SLOTS] = slots
-        return state
+        return slots
 
 
 def states_and_labels(
@@ -378,18 +383,21 @@ def _walk_from(
 
 def _walk_state(fold: _Fold, story: _StoryStates) -> str:
     """All that the states a walk gives from here on depend on, besides the events: the
-    fold's state (its slots as states read them: a slot's value counts only by its feature,
-    until it is set again; a large value, an action's results, is not written out at every
-    action), the slots set, message, followup, and what the story states carry on (a
-    hidden turn, the last kept action, the last state given). Equal texts are equal values
-    (`repr`); unequal ones may be too (a dict's order): then two walks that could meet do
-    not, which costs a walk, never a wrong state."""
+    fold's slots as states read them (a slot's value counts only by its feature until it is
+    set again: a large value, an action's results, is not written out at every action),
+    the slots set, message, previous action, loop and followup, and what the story states
+    carry on (a hidden turn, the last kept action, the last state given). Equal texts are
+    equal values (`repr`); unequal ones may be too (a dict's order): then two walks that
+    could meet do not, which costs a walk, never a wrong state."""
     last = story.states[-1] if story.states else None
     return repr(
         (
-            fold.state(),
+            fold.slot_features(),
             sorted(fold.slots_set),
+            fold.user,
             fold.user_text,
+            fold.prev_action,
+            fold.loop,
             fold.followup,
             story.hidden,
             story.last_action,
