@@ -36,7 +36,7 @@ class CutOffFolds:
         self, sender_id: str, states: DetachedStates, folding: asyncio.Future[None], events: int
     ) -> None:
         """Keeps the fold of a turn just cut off (it runs on in its thread), of `events`."""
-        self._pop(sender_id)
+        _let_go(self._pop(sender_id))
         self._folds[sender_id] = (states, folding)
         self._events[sender_id] = events
         self.events += events
