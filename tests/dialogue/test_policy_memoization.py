@@ -738,13 +738,20 @@ def test_every_cuts_states_in_one_pass_are_those_of_a_walk_from_each_cut() -> No
                 if type(e) is not ActiveLoop
             ]
             events += chosen.choice([[], turns_lost_to_the_turn_before("followed"), *CARRIED])
-            cuts = [i for i, e in enumerate(events) if isinstance(e, ActionExecuted)]
-            walked = [chosen.random() < 0.8 for _ in cuts]
-            expected = [
-                story_states(events[cut:], DOMAIN, rule_only) if walk else None
-                for cut, walk in zip(cuts, walked, strict=True)
-            ]
-            assert cut_story_states(events, cuts, walked, DOMAIN, rule_only) == expected, events
+            assert_one_pass_walks_each_cut(chosen, events, DOMAIN, rule_only)
+
+
+def assert_one_pass_walks_each_cut(
+    chosen: random.Random, events: list[Event], domain: Domain, rule_only: RuleOnly
+) -> None:
+    """`cut_story_states` of most cuts (chosen at random) are those of a walk from each."""
+    cuts = [i for i, e in enumerate(events) if isinstance(e, ActionExecuted)]
+    walked = [chosen.random() < 0.8 for _ in cuts]
+    expected = [
+        story_states(events[cut:], domain, rule_only) if walk else None
+        for cut, walk in zip(cuts, walked, strict=True)
+    ]
+    assert cut_story_states(events, cuts, walked, domain, rule_only) == expected, events
 
 
 def test_augmented_memoization_without_max_history_walks_turns_only_rules_know_linearly(
@@ -939,13 +946,7 @@ def test_every_cuts_states_in_one_pass_are_those_of_a_walk_from_each_cut_over_an
     for rule_only in (NO_RULE_ONLY, RuleOnly(slots=frozenset({"ruled"}))):
         for _ in range(400):
             events = typed_events(chosen, chosen.randint(1, 80))
-            cuts = [i for i, e in enumerate(events) if isinstance(e, ActionExecuted)]
-            walked = [chosen.random() < 0.8 for _ in cuts]
-            expected = [
-                story_states(events[cut:], TYPED, rule_only) if walk else None
-                for cut, walk in zip(cuts, walked, strict=True)
-            ]
-            assert cut_story_states(events, cuts, walked, TYPED, rule_only) == expected, events
+            assert_one_pass_walks_each_cut(chosen, events, TYPED, rule_only)
 
 
 def test_augmented_memoization_without_max_history_over_rule_turns_holds_no_copy_of_slots() -> None:
