@@ -26,6 +26,15 @@ AugmentedMemoizationPolicy without `max_history` (trained on moodbot's stories):
 per `predict` at the end of conversations of N / 4, N / 2 and N events, moodbot's stories one
 after the other, each ending in a message no whole conversation of the stories matches (its
 shorter histories are tried).
+
+`python bench/memoization_histories.py --base DIR rules [--turns 10,1000,10000] [--base-most
+1000] [--repeat R]` times the same policy at the end of conversations of that many turns only
+a rule knows (moodbot's bot challenge, its answer and listen with `hide_rule_turn`), ending in
+one more challenge: no story follows from any cut, so every shorter history is tried. The
+base tree runs only the conversations of up to `--base-most` turns (it took its length
+squared: 10,000 turns would be some ten minutes a prediction). With `--slot-kb K` a slot
+(not the domain's, as an action's results kept in an `any` slot) is set first to a list of
+K kB.
 """
 
 from __future__ import annotations
@@ -259,6 +268,45 @@ def augmented(steps: int, repeat: int) -> dict[str, Any]:
     return figures
 
 
+def rule_turns(turns: list[int], repeat: int, slot_kb: int = 0) -> dict[str, Any]:
+    """CPU seconds per prediction of AugmentedMemoizationPolicy without `max_history` after
+    each number of turns only a rule knows (with `slot_kb`: after a slot set to a list of
+    that many 100-byte items first), and what it predicted (nothing: no story)."""
+    from server.dialogue.policies.featurization import ConversationStates
+    from server.dialogue.policies.memoization import AugmentedMemoizationPolicy
+    from server.trackers.events import ActionExecuted, SlotSet, UserUttered
+    from server.trackers.tracker import Tracker
+
+    project = _load(SHARED / "bots" / "moodbot")
+    stories, domain = project.training_stories(), project.domain
+    policy = AugmentedMemoizationPolicy("AugmentedMemoizationPolicy", max_history=None)
+    policy.train(stories, domain)
+    parse = {"intent": {"name": "bot_challenge", "confidence": 1.0}, "entities": []}
+    figures: dict[str, Any] = {}
+    for count in turns:
+        events: list[Any] = [ActionExecuted(action_name="action_listen")]
+        if slot_kb:
+            results = [{"title": "x" * 80, "id": i} for i in range(slot_kb * 10)]
+            events.append(SlotSet(key="results", value=results))
+        for _ in range(count):
+            events += [
+                UserUttered("are you a bot?", dict(parse)),
+                ActionExecuted(action_name="utter_iamabot", hide_rule_turn=True),
+                ActionExecuted(action_name="action_listen", hide_rule_turn=True),
+            ]
+        events.append(UserUttered("are you a bot?", dict(parse)))
+        tracker = Tracker("bench", domain.slot_defaults(), events)
+        conversation = ConversationStates(tracker, domain)  # the tracker's states, before
+        spent, predicted = 0.0, None
+        for _ in range(repeat):
+            started = time.process_time()
+            prediction = policy.predict(conversation, domain)
+            spent += time.process_time() - started
+            predicted = prediction.action_name if max(prediction.probabilities) else None
+        figures[f"{count} turns"] = [spent / repeat, predicted]
+    return figures
+
+
 def random_stories(count: int = 2000, turns: int = 10) -> tuple[Any, list[Any]]:
     """A domain of 20 intents and 20 responses, and `count` random stories of `turns` user
     turns."""
@@ -323,6 +371,16 @@ def _child(tree: Path, argv: list[str]) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+def _augmented_argv(args: argparse.Namespace, base: bool) -> list[str]:
+    """The child's command line for `augmented` or `rules` (the base: its shorter runs)."""
+    if args.what == "augmented":
+        return ["augmented", str(args.steps), str(args.repeat)]
+    turns = [int(n) for n in args.turns.split(",")]
+    if base:
+        turns = [n for n in turns if n <= args.base_most]
+    return ["rules", ",".join(map(str, turns)), str(args.repeat), str(args.slot_kb)]
+
+
 def main(argv: list[str]) -> None:
     if argv[:1] == ["--child"]:
         logging.disable(logging.WARNING)  # slots the stories set and their domain lacks
@@ -332,14 +390,21 @@ def main(argv: list[str]) -> None:
             print(json.dumps(size()))
         elif argv[1] == "augmented":
             print(json.dumps(augmented(int(argv[2]), int(argv[3]))))
+        elif argv[1] == "rules":
+            turns = [int(n) for n in argv[2].split(",") if n]
+            slot_kb = int(argv[4]) if len(argv) > 4 else 0
+            print(json.dumps(rule_turns(turns, int(argv[3]), slot_kb)))
         else:
             print(json.dumps(cost(int(argv[2]), int(argv[3]))))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", type=Path, required=True, help="another checkout")
-    parser.add_argument("what", choices=["same", "size", "cost", "augmented"])
+    parser.add_argument("what", choices=["same", "size", "cost", "augmented", "rules"])
     parser.add_argument("--steps", type=int, default=2000, help="the long story's steps")
     parser.add_argument("--repeat", type=int, default=20, help="passes over the predictions")
+    parser.add_argument("--turns", default="10,1000,10000", help="rules: conversations' turns")
+    parser.add_argument("--base-most", type=int, default=1000, help="rules: base's longest")
+    parser.add_argument("--slot-kb", type=int, default=0, help="rules: a slot's kB set first")
     args = parser.parse_args(argv)
     trees = {"head": ROOT, "base": args.base.resolve()}
     if args.what == "same":
@@ -358,13 +423,16 @@ def main(argv: list[str]) -> None:
                 written, a_turn, peak, kept = sizes[name][options]
                 print(f"{options:21} {name}  {written:11,} {a_turn:7,} {peak:10,} {kept:,}")
         return
-    if args.what == "augmented":
+    if args.what in ("augmented", "rules"):
         runs = {
-            name: _child(tree, ["augmented", str(args.steps), str(args.repeat)])
+            name: _child(tree, _augmented_argv(args, name == "base"))
             for name, tree in trees.items()
         }
         print("conversation   base ms   head ms   ratio  predicted (base, head)")
         for case, (head_cpu, head_action) in runs["head"].items():
+            if case not in runs["base"]:
+                print(f"{case:13} {'-':>8} {head_cpu * 1e3:9.2f} {'-':>7}  -, {head_action}")
+                continue
             base_cpu, base_action = runs["base"][case]
             ratio = base_cpu / head_cpu if head_cpu else float("inf")
             print(

@@ -305,7 +305,7 @@ class Agent:
             await processor.update_session(tracker, model, None)
             await processor.save(tracker, start, model)
             if len(tracker.events) > OFF_LOOP_EVENTS:
-                await fold_states_off_loop(tracker, model)
+                await fold_states_off_loop(tracker, model, processor.cut_off_folds)
             yield _scores(model, processor.predict_next(tracker, model)), tracker
 
     async def execute_action(

@@ -46,7 +46,12 @@ from server.dialogue.messages import (
     split_message,
 )
 from server.dialogue.policies.ensemble import policy_name
-from server.dialogue.policies.featurization import DetachedStates, RuleOnly, states_behind
+from server.dialogue.policies.featurization import (
+    DetachedStates,
+    RuleOnly,
+    folds_on,
+    states_behind,
+)
 from server.dialogue.policies.prediction import PolicyPrediction
 from server.dialogue.reminders import (
     ReminderScheduler,
@@ -60,6 +65,7 @@ from server.dialogue.slot_extraction import (
     extract_slots,
 )
 from server.dialogue.slots import SESSION_STARTED_METADATA
+from server.dialogue.state_folds import CutOffFolds, let_go_of_fold
 from server.errors import (
     ActionError,
     ActionRejected,
@@ -191,38 +197,64 @@ class Prediction:
     hide_rule_turn: bool = False
 
 
-async def fold_states_off_loop(tracker: Tracker, model: DialogueModel) -> None:
+async def fold_states_off_loop(
+    tracker: Tracker, model: DialogueModel, kept: CutOffFolds | None = None
+) -> None:
     """The first prediction on a long conversation (after a PUT, a restart of the process)
     folds every event into the policies' state cache: 100,000 events held the event loop
     about 0.4 s. That fold runs in a thread, on the cache taken off the tracker
-    (`DetachedStates`), put back once it ended. A caller cancelled meanwhile (a turn cut
-    off) lets go of the conversation's lock at once while the thread runs on: the next turn
-    finds no cache and folds afresh, and what the thread folded is freed once it ends."""
-    if states_behind(tracker, model.domain) > OFF_LOOP_EVENTS:
-        rule_only = getattr(model.policies, "rule_only", None)  # the ensemble's
-        states = DetachedStates(tracker, model.domain)
-        folding = asyncio.ensure_future(asyncio.to_thread(_fold, [states], rule_only))
-        try:
-            await asyncio.shield(folding)
-        except asyncio.CancelledError:
-            folding.add_done_callback(partial(_let_go_of_fold, states))
-            raise
-        if not states.attach_to(tracker):
+    (`DetachedStates`), put back once it ended. It folds the events stored before the turn
+    (its own few fold at the prediction, on the loop), so that a caller cancelled meanwhile
+    (a turn cut off), which lets go of the conversation's lock at once while the thread
+    runs on, leaves its progress in `kept` (the processor's): the conversation's next fold
+    goes on from it when the tracker it sees still starts with the events folded (the
+    same hot tracker, or one read again from the store), rather than fold the whole
+    session again. Without `kept` what the thread folded is freed once it ends."""
+    domain = model.domain
+    if states_behind(tracker, domain) <= OFF_LOOP_EVENTS:
+        return
+    rule_only = getattr(model.policies, "rule_only", None)  # the ensemble's
+    upto = _stored_before_turn(tracker)
+    states = None
+    if kept is not None:
+        states = await kept.take(tracker.sender_id)
+        if states is not None and not states.continue_on(tracker, domain, upto):
             release_off_loop(states)
+            states = None
+    if states is None:
+        states = DetachedStates(tracker, domain, upto)
+    folding = asyncio.ensure_future(asyncio.to_thread(_fold, [states], rule_only))
+    try:
+        await asyncio.shield(folding)
+    except asyncio.CancelledError:
+        if kept is not None:
+            kept.keep(
+                tracker.sender_id, states, folding, len(tracker.events) if upto is None else upto
+            )
+        else:
+            folding.add_done_callback(partial(let_go_of_fold, states))
+        raise
+    if not states.attach_to(tracker):
+        release_off_loop(states)
+
+
+def _stored_before_turn(tracker: Tracker) -> int | None:
+    """How many of the tracker's events came before its turn (`begin_turn`), when the
+    turn's own fold on from them at the prediction (a few, no rewind); else None (all)."""
+    unsaved = tracker.unsaved
+    if unsaved is None:
+        return None
+    start = unsaved[0]
+    turns = tracker.events[start:]
+    if not turns or len(turns) > OFF_LOOP_EVENTS or not folds_on(turns):
+        return None
+    return start
 
 
 def _fold(taken: list[DetachedStates], rule_only: RuleOnly | None) -> None:
     """The fold of the one item `taken` holds, taken out first: once it ends the thread
-    holds no reference to it (see `_let_go_of_fold`)."""
+    holds no reference to it (see `let_go_of_fold`)."""
     taken.pop().fold(rule_only)
-
-
-def _let_go_of_fold(states: DetachedStates, folding: asyncio.Future[None]) -> None:
-    """Once the fold of a cancelled caller ended: what it folded, nobody's, is freed off the
-    loop. What it raised is taken here (nobody awaits it): the next turn folds afresh."""
-    if not folding.cancelled():
-        folding.exception()
-    release_off_loop(states)
 
 
 def predict_next_action(tracker: Tracker, model: DialogueModel) -> Prediction:
@@ -318,6 +350,8 @@ class Processor:
         self.nlg_endpoint = nlg_endpoint
         self.max_predictions = max_predictions
         self.reminders = ReminderScheduler()
+        # The folds of long conversations' states that turns cut off left running.
+        self.cut_off_folds = CutOffFolds()
         self.on_turn: Callable[[dict[str, Any]], None] | None = None
         # Turns in `handle_message` now, and who to tell when none is left (a shutdown's drain).
         self.turns_in_flight = 0
@@ -345,6 +379,7 @@ class Processor:
             self._actions_domain = None
         if self._unserved_mappings_told is model.domain:
             self._unserved_mappings_told = None
+        self.cut_off_folds.forget_domain(model.domain)
 
     # -- parsing ----------------------------------------------------------------------------
     @staticmethod
@@ -748,7 +783,7 @@ class Processor:
             if len(tracker.events) > OFF_LOOP_EVENTS:
                 # An action that rewound the turn (a fallback) makes the next prediction fold
                 # the whole session again: in a thread too.
-                await fold_states_off_loop(tracker, model)
+                await fold_states_off_loop(tracker, model, self.cut_off_folds)
             prediction = self.predict_next(tracker, model)
             featurization = featurization_of(tracker, model, prediction)
             action = self.action_for(prediction.action_name, model.domain)

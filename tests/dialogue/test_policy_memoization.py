@@ -7,15 +7,18 @@ import json
 import random
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from server.dialogue.domain import Domain
-from server.dialogue.policies import histories, memoization
+from server.dialogue.policies import featurization, histories, memoization
 from server.dialogue.policies.ensemble import PolicyEnsemble
 from server.dialogue.policies.featurization import (
     NO_RULE_ONLY,
     ConversationStates,
+    RuleOnly,
+    cut_story_states,
     state_key,
     states_and_labels,
     story_states,
@@ -30,9 +33,14 @@ from server.trackers.events import (
     ActionExecuted,
     ActionExecutionRejected,
     ActiveLoop,
+    AllSlotsReset,
+    BotUttered,
+    DefinePrevUserUtteredFeaturization,
+    EntitiesAdded,
     Event,
     FollowupAction,
     SlotSet,
+    UserUttered,
 )
 from server.trackers.tracker import Tracker
 from tests.dialogue.policy_fixtures import (
@@ -661,28 +669,102 @@ def test_augmented_memoization_without_max_history_predicts_as_when_it_walked_ev
     assert augmented_predictions(events) == predictions
 
 
+def events_folded(
+    monkeypatch: pytest.MonkeyPatch, turn: list[Event], ending: list[Event]
+) -> list[tuple[tuple[str, float], int]]:
+    """AugmentedMemoizationPolicy's prediction (without `max_history`) after 50, then 200
+    turns, and the events it folded for each (the tracker's own states folded before)."""
+    folded = [0]
+    apply = featurization._Fold.apply
+
+    def counted(fold: Any, event: Event) -> bool:
+        folded[0] += 1
+        return apply(fold, event)
+
+    policy = AugmentedMemoizationPolicy("AugmentedMemoizationPolicy", max_history=None)
+    policy.train(STORIES, DOMAIN)
+    work = []
+    for turns in (50, 200):
+        conversation = ConversationStates(tracker(DOMAIN, *turn * turns, *ending), DOMAIN)
+        folded[0] = 0
+        with monkeypatch.context() as patched:
+            patched.setattr(featurization._Fold, "apply", counted)
+            prediction = policy.predict(conversation, DOMAIN)
+        work.append(((prediction.action_name, max(prediction.probabilities)), folded[0]))
+    return work
+
+
 def test_augmented_memoization_without_max_history_walks_a_turn_the_same_at_any_length(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Each shorter history was folded from its events, one per action: a turn cost the
     # conversation's length squared. Only those that can match a story are folded now.
-    walked: list[int] = []
-
-    def counted(events: list[Event], *args: object) -> list:
-        walked.append(len(events))
-        return story_states(events, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(memoization, "story_states", counted)
-    policy = AugmentedMemoizationPolicy("AugmentedMemoizationPolicy", max_history=None)
-    policy.train(STORIES, DOMAIN)
     chat = [listen(), user("affirm"), action("utter_ok"), action("utter_hm")]
-    work = []
-    for turns in (50, 200):
-        walked.clear()
-        events = [*chat * turns, listen(), user("greet")]
-        assert predicted(policy, *events) == ("utter_greet", 1.0)
-        work.append(sum(walked))
-    assert work[0] == work[1] < 10 * len(chat)
+    (first, short), (second, long) = events_folded(monkeypatch, chat, [listen(), user("greet")])
+    assert first == second == ("utter_greet", 1.0)
+    assert short == long < 10 * len(chat)
+
+
+# Hidden turns after a slot set or a message: a walk from before them reaches the next
+# action in the same state as one from after them, but for that slot or message.
+CARRIED: list[list[Event]] = [
+    [
+        hidden("utter_ok"),
+        SlotSet(key="name", value="x"),
+        *[hidden("utter_ok"), hidden(ACTION_LISTEN)] * 2,
+        user("greet"),
+        action("utter_greet"),
+    ],
+    [
+        hidden("utter_ok"),
+        user("greet"),
+        *[hidden("utter_ok"), hidden(ACTION_LISTEN)] * 2,
+        action("utter_greet"),
+    ],
+]
+
+
+def test_every_cuts_states_in_one_pass_are_those_of_a_walk_from_each_cut() -> None:
+    # The walks from each cut meet where they reach an action in the same state, and go on
+    # as one: any state they carry on left out of that comparison (a slot set before, a
+    # hidden turn, a pending followup, the last message a state after an action keeps)
+    # gives a cut the states of another.
+    chosen = random.Random(11)
+    for rule_only in (NO_RULE_ONLY, RuleOnly(slots=frozenset({"name"}))):
+        for _ in range(300):
+            events = [
+                SlotSet(key="name", value=e.value) if isinstance(e, SlotSet) else e
+                for e in any_events(chosen, chosen.randint(1, 60))
+                if type(e) is not ActiveLoop
+            ]
+            events += chosen.choice([[], turns_lost_to_the_turn_before("followed"), *CARRIED])
+            assert_one_pass_walks_each_cut(chosen, events, DOMAIN, rule_only)
+
+
+def assert_one_pass_walks_each_cut(
+    chosen: random.Random, events: list[Event], domain: Domain, rule_only: RuleOnly
+) -> None:
+    """`cut_story_states` of most cuts (chosen at random) are those of a walk from each."""
+    cuts = [i for i, e in enumerate(events) if isinstance(e, ActionExecuted)]
+    walked = [chosen.random() < 0.8 for _ in cuts]
+    expected = [
+        story_states(events[cut:], domain, rule_only) if walk else None
+        for cut, walk in zip(cuts, walked, strict=True)
+    ]
+    assert cut_story_states(events, cuts, walked, domain, rule_only) == expected, events
+
+
+def test_augmented_memoization_without_max_history_walks_turns_only_rules_know_linearly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Turns only rules know fold into no state: every shorter history was folded from its
+    # events at every turn, the conversation's length squared (16 times the events at 4
+    # times the turns: 7,752 and 121,002 here). The walks from each cut now meet within a
+    # turn.
+    ruled = [user("affirm"), hidden("utter_ok"), hidden("action_listen")]
+    (first, short), (second, long) = events_folded(monkeypatch, ruled, [user("affirm")])
+    assert first[1] == second[1] == 0  # no story after any cut: each is walked
+    assert long < 5 * short, (short, long)
 
 
 def random_stories(count: int, turns: int = 10) -> tuple[Domain, list[TrainingStory]]:
@@ -796,3 +878,96 @@ def test_twin_memoization_policies_whose_defaults_differ_load_each_their_own(
     assert every_prediction(memoization_, DOMAIN, STORIES) == every_prediction(
         alone, DOMAIN, STORIES
     )
+
+
+# Slots of every type that influences the conversation, and entities a message and an
+# `entities` event carry.
+TYPED = Domain.from_dict(
+    {
+        "intents": ["greet", "affirm", "inform"],
+        "entities": ["city", "person"],
+        "slots": {
+            "done": {"type": "bool", "mappings": []},
+            "score": {"type": "float", "min_value": 0, "max_value": 10, "mappings": []},
+            "tier": {"type": "categorical", "values": ["gold", True, 1], "mappings": []},
+            "name": {"type": "text", "mappings": []},
+            "cities": {"type": "list", "mappings": []},
+            "ruled": {"type": "text", "mappings": []},
+        },
+        "responses": {"utter_greet": [{"text": "hi"}], "utter_ok": [{"text": "ok"}]},
+    }
+)
+SLOT_VALUES: dict[str, list[Any]] = {
+    "done": [True, False, None, 1, "yes"],
+    "score": [0, 2.5, 10, 1e9, None, "x"],
+    "tier": ["gold", "Gold", True, 1, 1.0, "silver", None],
+    "name": ["x", None, ""],
+    "cities": [[], ["a"], None],
+    "ruled": ["x", None],
+}
+
+
+def typed_events(chosen: random.Random, count: int) -> list[Event]:
+    """Events of every kind but loops' at random, over `TYPED`."""
+    names = [ACTION_LISTEN, "utter_greet", "utter_ok", None]
+    kinds: list = [
+        lambda: ActionExecuted(
+            action_name=(name := chosen.choice(names)),
+            action_text=None if name else chosen.choice(["hi", "ho"]),
+            hide_rule_turn=chosen.random() < 0.4,
+        ),
+        lambda: UserUttered(
+            text=chosen.choice([None, "/greet", "hello"]),  # None: a message of no text
+            parse_data={
+                "intent": {"name": chosen.choice(["greet", "affirm", None])},
+                "entities": chosen.choice([[], [{"entity": "city"}], [{"entity": "person"}]]),
+            },
+        ),
+        lambda: EntitiesAdded(entities=[{"entity": chosen.choice(["city", "person"])}]),
+        lambda: DefinePrevUserUtteredFeaturization(
+            use_text_for_featurization=chosen.random() < 0.5
+        ),
+        lambda: FollowupAction(action_name="utter_ok"),
+        lambda: SlotSet(
+            key=(key := chosen.choice(list(SLOT_VALUES))), value=chosen.choice(SLOT_VALUES[key])
+        ),
+        lambda: AllSlotsReset(),
+        lambda: BotUttered(text="hi"),
+    ]
+    weights = [10, 4, 1, 1, 1, 4, 1, 1]
+    return [chosen.choices(kinds, weights)[0]() for _ in range(count)]
+
+
+def test_every_cuts_states_in_one_pass_are_those_of_a_walk_from_each_cut_over_any_event() -> None:
+    # Slots of every type (values equal in Python and featurized apart among them),
+    # entities, text featurization, followups, slot resets and hidden turns mixed with
+    # story turns.
+    chosen = random.Random(5)
+    for rule_only in (NO_RULE_ONLY, RuleOnly(slots=frozenset({"ruled"}))):
+        for _ in range(400):
+            events = typed_events(chosen, chosen.randint(1, 80))
+            assert_one_pass_walks_each_cut(chosen, events, TYPED, rule_only)
+
+
+def test_augmented_memoization_without_max_history_over_rule_turns_holds_no_copy_of_slots() -> None:
+    # The walks from each cut met where the fold's slot values read the same (their
+    # `repr`): a slot holding a large value (an action's search results, 100 kB) was
+    # written out at every action a walk passed, 300 turns only rules know after it held
+    # some 70 MB during the prediction (1,000 turns: 236 MB, 8.7 s). The slots are
+    # compared as the states read them.
+    domain = Domain.from_dict(
+        {
+            **DOMAIN.as_dict(),
+            "slots": {
+                "name": {"type": "text", "mappings": []},
+                "results": {"type": "any", "mappings": []},
+            },
+        }
+    )
+    policy = AugmentedMemoizationPolicy("AugmentedMemoizationPolicy", max_history=None)
+    policy.train(STORIES, domain)
+    results = [{"title": "x" * 90, "id": i} for i in range(1_000)]
+    ruled = [user("affirm"), hidden("utter_ok"), hidden("action_listen")]
+    events = [listen(), SlotSet(key="results", value=results), *ruled * 300, user("affirm")]
+    conversation = ConversationStates(tracker(domain, *events), domain)
+    assert traced_peak(lambda: policy.predict(conversation, domain)) < 10_000_000

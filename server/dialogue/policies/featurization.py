@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, Protocol, TypeVar
 
@@ -250,6 +251,13 @@ class _Fold:
             state[PREV_ACTION] = dict(self.prev_action)
         if self.loop:
             state[ACTIVE_LOOP] = {"name": self.loop}
+        slots = self.slot_features()
+        if slots:
+            state[SLOTS] = slots
+        return state
+
+    def slot_features(self) -> dict[str, Any]:
+        """The slots as a state reads them."""
         slots: dict[str, Any] = {}
         slot_values = self.slot_values
         # Only the domain's slots that influence the conversation (a value set for another
@@ -265,9 +273,7 @@ class _Fold:
             feature = slot.feature(value)
             if feature is not None:
                 slots[name] = feature
-        if slots:
-            state[SLOTS] = slots
-        return state
+        return slots
 
 
 def states_and_labels(
@@ -312,6 +318,92 @@ def story_states(events: Iterable[Event], domain: Domain, rule_only: RuleOnly) -
     story.extend(states, flags, len(states) - 1)
     current = story.next_state(states[-1], _FOLLOWUP if followup else 0, commit=False)
     return story.states if current is None else [*story.states, current]
+
+
+def cut_story_states(
+    events: Sequence[Event],
+    cuts: Sequence[int],
+    walked: Sequence[bool],
+    domain: Domain,
+    rule_only: RuleOnly,
+) -> list[list[State] | None]:
+    """`story_states(events[cut:], domain, rule_only)` of each cut that `walked` marks (None
+    for the others), for events that activate no loop (its collapse reads the whole list).
+
+    One walk per cut, from the last cut back, each until it reaches an action where an
+    earlier walk was in the same state (the fold's and the story states', `_walk_state`):
+    from there it gives what that walk gave. A conversation of turns only rules know (they
+    fold into no state) walked each cut to its end, its length squared at every turn; its
+    walks now meet within a turn or two."""
+    # (index of an action, the walk's state before it) -> (the states a walk gave, how
+    # many of them it gave before that action)
+    met: dict[tuple[int, str], tuple[list[State], int]] = {}
+    states_of: list[list[State] | None] = [None] * len(cuts)
+    fresh = _Fold(domain, False, live=True)  # copied for each walk (no defaults made again)
+    for number in range(len(cuts) - 1, -1, -1):
+        if walked[number]:
+            states_of[number] = _walk_from(events, cuts[number], fresh.copy(), rule_only, met)
+    return states_of
+
+
+def _walk_from(
+    events: Sequence[Event],
+    cut: int,
+    fold: _Fold,
+    rule_only: RuleOnly,
+    met: dict[tuple[int, str], tuple[list[State], int]],
+) -> list[State]:
+    """`story_states(events[cut:])` (no loop activated among them; `fold` a fresh one),
+    from where a walk in `met` was in the same state; this walk's states are put there."""
+    story = _StoryStates(rule_only)
+    given = story.states
+    passed: list[tuple[tuple[int, str], int]] = []
+    result: list[State] | None = None
+    for index in range(cut, len(events)):
+        event = events[index]
+        if isinstance(event, ActionExecuted):
+            key = (index, _walk_state(fold, story))
+            earlier = met.get(key)
+            if earlier is not None:
+                states, before = earlier
+                result = [*given, *states[before:]]
+                break
+            passed.append((key, len(given)))
+            state = story.next_state(fold.state(), turn_flags(event, fold.followup), True)
+            if state is not None:
+                given.append(state)
+        fold.apply(event)
+    if result is None:
+        current = story.next_state(fold.state(), _FOLLOWUP if fold.followup else 0, False)
+        result = given if current is None else [*given, current]
+    for key, before in passed:
+        met[key] = (result, before)
+    return result
+
+
+def _walk_state(fold: _Fold, story: _StoryStates) -> str:
+    """All that the states a walk gives from here on depend on, besides the events: the
+    fold's slots as states read them (a slot's value counts only by its feature until it is
+    set again: a large value, an action's results, is not written out at every action),
+    the slots set, message, previous action, loop and followup, and what the story states
+    carry on (a hidden turn, the last kept action, the last state given). Equal texts are
+    equal values (`repr`); unequal ones may be too (a dict's order): then two walks that
+    could meet do not, which costs a walk, never a wrong state."""
+    last = story.states[-1] if story.states else None
+    return repr(
+        (
+            fold.slot_features(),
+            sorted(fold.slots_set),
+            fold.user,
+            fold.user_text,
+            fold.prev_action,
+            fold.loop,
+            fold.followup,
+            story.hidden,
+            story.last_action,
+            last,
+        )
+    )
 
 
 # `_StoryStates` flags of a state before an action: the action is a rule's turn no story
@@ -805,9 +897,10 @@ class DetachedStates:
     events, so a fold whose caller was cancelled (a turn cut off) and that runs on once the
     conversation's lock is free races no later turn on the same tracker: the cache goes
     back onto the tracker (`attach_to`, on the loop) only after the fold ended, and only if
-    the tracker's events are still those it folded."""
+    the tracker's events still start with those it folded. Such a cut-off fold may go on
+    for the next turn's tracker (`continue_on`) rather than be folded again."""
 
-    def __init__(self, tracker: Tracker, domain: Domain) -> None:
+    def __init__(self, tracker: Tracker, domain: Domain, upto: int | None = None) -> None:
         cache = getattr(tracker, _IncrementalStates.ATTRIBUTE, None)
         if cache is not None:
             # Another model's (a model replaced) too: left on the tracker, it kept this one
@@ -818,36 +911,125 @@ class DetachedStates:
         if not isinstance(cache, _IncrementalStates) or cache.domain is not domain:
             self._replaced, cache = cache, _IncrementalStates(domain)
         self.cache = cache
+        self.domain = domain
+        # The tracker's events, of which the fold reads the first `upto` (None: all).
         self._events: list[Event] = tracker.events
-        # (how many, the last): the events the fold read; None until it ended.
+        self._upto = upto
+        # The events the fold read (its copy); once it ended, (how many, the last).
+        self.folded_events: list[Event] = []
         self._folded: tuple[int, Event | None] | None = None
+        # Folded before for another tracker (`continue_on`): its events the fold checks.
+        self._earlier: list[Event] | None = None
+
+    def continue_on(self, tracker: Tracker, domain: Domain, upto: int | None = None) -> bool:
+        """On the loop, after `fold` ended (for a turn cut off): folds on for `tracker`, a
+        later turn's of the same conversation, from the events folded so far when the
+        tracker's start with them (the same objects, or equal ones of the same timestamps:
+        the tracker read again from the store), checked by `fold` in its thread; from
+        scratch when they differ (another process changed the conversation, a new session,
+        a rewind). False, and nothing changed, when it cannot go on: the fold has not ended
+        or failed, or it was for another domain (a model swap)."""
+        if self._folded is None or domain is not self.domain:
+            return False
+        cache = getattr(tracker, _IncrementalStates.ATTRIBUTE, None)
+        if cache is not None:
+            delattr(tracker, _IncrementalStates.ATTRIBUTE)
+            self._replaced = cache
+        self._earlier, self.folded_events = self.folded_events, []
+        self._events, self._upto, self._folded = tracker.events, upto, None
+        return True
 
     def fold(self, rule_only: RuleOnly | None = None) -> None:
         """Folds the events into the cache, and with `rule_only` (the model's) its story
         states. In any thread."""
         # A copy (one C call: the GIL is held throughout), the tracker's own list let go of.
-        events, self._events = self._events[:], []
+        upto = self._upto
+        events = self._events[:] if upto is None else self._events[:upto]
+        self._events = []
         self._replaced = None
+        earlier, self._earlier = self._earlier, None
+        if earlier is not None and not self._goes_on(events, earlier):
+            self.cache = _IncrementalStates(self.domain)  # the other dropped here
+        del earlier
         cache, copy = self.cache, _EventsOnly(events)
         if not cache.advance(copy) and not cache.batch:
             cache.update(copy)  # a rewind or a newly activated loop: from scratch, here
         if not cache.batch and rule_only is not None and not cache.stories_equal(rule_only):
             cache.story_states(rule_only)
+        self.folded_events = events
         self._folded = (len(events), events[-1] if events else None)
 
+    def _goes_on(self, events: list[Event], earlier: list[Event]) -> bool:
+        """Whether the cache, which folded `earlier` (another tracker's events), holds the
+        states of `events`' first `seen`: they are the same events. Its last one is then
+        this tracker's (`advance` goes on from it)."""
+        cache = self.cache
+        seen = cache.seen
+        if not seen:
+            return False
+        if seen > len(events) or seen > len(earlier) or cache.last_event is not earlier[seen - 1]:
+            return False
+        if not all(map(_same_event, events[:seen], earlier[:seen])):
+            return False
+        cache.last_event = events[seen - 1]
+        return True
+
     def attach_to(self, tracker: Tracker) -> bool:
-        """On the loop, after `fold` ended: puts the cache onto `tracker` if its events are
-        those folded and no other cache was put there meanwhile; whether it did."""
+        """On the loop, after `fold` ended: puts the cache onto `tracker` if its events start
+        with those folded and no other cache was put there meanwhile; whether it did. The
+        events after them (the turn's own, with `upto`) fold at the next prediction."""
         folded, events = self._folded, tracker.events
         if (
             folded is None
             or hasattr(tracker, _IncrementalStates.ATTRIBUTE)
-            or len(events) != folded[0]
-            or (events and events[-1] is not folded[1])
+            or len(events) < folded[0]
+            or (folded[0] and events[folded[0] - 1] is not folded[1])
         ):
             return False
         setattr(tracker, _IncrementalStates.ATTRIBUTE, self.cache)
         return True
+
+
+def _same_event(event: Event, other: Event) -> bool:
+    """Whether two events are one, or equal with the same timestamp (one read again) and
+    what the fold reads of them of the same types too: as Python values 1 == 1.0 == True,
+    which a categorical slot tells apart ("1", "1.0", "true")."""
+    if event is other:
+        return True
+    if type(event) is not type(other) or event.timestamp != other.timestamp:
+        return False
+    if event != other:
+        return False
+    read = _FOLDED_VALUES.get(type(event))
+    return read is None or _same_types(read(event), read(other))
+
+
+# What `_Fold.apply` reads of an event that JSON may give of another type, yet equal.
+_FOLDED_VALUES: dict[type[Event], Callable[[Any], Any]] = {
+    SlotSet: lambda event: event.value,
+    UserUttered: lambda event: (event.intent_name, event.entities),
+    EntitiesAdded: lambda event: event.entities,
+}
+
+
+def _same_types(value: Any, other: Any) -> bool:
+    """Of two equal values, whether they are of the same types (and float signs: "-0.0"
+    reads apart from "0.0") throughout."""
+    kind = type(value)
+    if kind is not type(other):
+        return False
+    if kind is dict:
+        return all(_same_types(item, other[key]) for key, item in value.items())
+    if kind is list or kind is tuple:
+        return all(map(_same_types, value, other))
+    return kind is not float or math.copysign(1.0, value) == math.copysign(1.0, other)
+
+
+def folds_on(events: Sequence[Event]) -> bool:
+    """Whether a state cache that folded the events before `events` folds them on (no
+    history rewrite, no loop activated among them), as a prediction does on the loop."""
+    types = set(map(type, events))
+    return _REWRITES_NOTHING.issuperset(types) and ActiveLoop not in types
 
 
 class _EventsOnly:

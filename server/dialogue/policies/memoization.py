@@ -12,6 +12,7 @@ from server.dialogue.policies.featurization import (
     ConversationStates,
     State,
     StatesWindow,
+    cut_story_states,
     state_text,
     states_and_labels,
     story_states,
@@ -198,13 +199,22 @@ class AugmentedMemoizationPolicy(MemoizationPolicy):
         # not once per action (its length squared).
         cuts = [i for i, event in enumerate(events) if isinstance(event, ActionExecuted)]
         fewest = None if self.max_history else fewest_story_states(events, cuts)
-        depth = self.histories_.depth
+        depth, rule_only = self.histories_.depth, conversation.rule_only
+        walked = [True] * len(cuts) if fewest is None else [f <= depth for f in fewest]
+        # Without a loop, every cut's states in one pass (the walks from each meet): a
+        # conversation of turns only rules know cost its length squared at every turn.
+        states_of = (
+            None
+            if any(isinstance(event, ActiveLoop) for event in events)
+            else cut_story_states(events, cuts, walked, domain, rule_only)
+        )
         previous: Sequence[State] | None = conversation.states
         for index, cut in enumerate(cuts):
-            if fewest is not None and fewest[index] > depth:
+            if not walked[index]:
                 previous = None  # not walked: the next cut's states are compared to none
                 continue
-            states = story_states(events[cut:], domain, conversation.rule_only)
+            walk = None if states_of is None else states_of[index]
+            states = story_states(events[cut:], domain, rule_only) if walk is None else walk
             if states == previous:
                 continue
             previous = states
