@@ -24,11 +24,26 @@ from server.setting_values import key_line, warn_of_unknown_keys
 logger = logging.getLogger(__name__)
 
 
+# Built-in channels whose library comes with an extra of the package, not with
+# `pip install botserver`: the library's name and the extra's.
+CHANNEL_EXTRAS: dict[str, tuple[str, str]] = {"socketio": ("python-socketio", "socketio")}
+
+
 def channel_class(name: str) -> type[InputChannel]:
     """The class for a credentials key: a built-in name or a dotted class path."""
     if name in CHANNELS:
         module_name, _, class_name = CHANNELS[name].rpartition(".")
-        builtin: type[InputChannel] = getattr(importlib.import_module(module_name), class_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if name not in CHANNEL_EXTRAS or (e.name or "").startswith("server"):
+                raise
+            library, extra = CHANNEL_EXTRAS[name]
+            raise InvalidConfig(
+                f"channel '{name}' needs {library}, which is not installed "
+                f"({e.name} cannot be imported): pip install 'botserver[{extra}]'"
+            ) from None
+        builtin: type[InputChannel] = getattr(module, class_name)
         return builtin
     check_channel_name(name)  # a dotted class path from here on
     module_name, _, class_name = name.rpartition(".")

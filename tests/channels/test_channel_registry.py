@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import textwrap
 from pathlib import Path
 
@@ -103,6 +104,20 @@ def test_connector_picks_one_channel_and_no_config_means_rest() -> None:
     assert [c.name for c in load_channels(credentials, "callback")] == ["callback"]
     assert [c.name for c in load_channels(None)] == ["rest"]
     assert [c.name for c in load_channels({}, "socketio")] == ["socketio"]
+
+
+def test_socket_io_without_its_extra_installed_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `pip install -e .` brings no python-socketio (the `socketio` extra does): a Rasa
+    # project's `socketio:` channel got a ModuleNotFoundError traceback at start-up.
+    monkeypatch.setitem(sys.modules, "socketio", None)
+    monkeypatch.delitem(sys.modules, "server.channels.socket_io")
+    with pytest.raises(InvalidConfig) as raised:
+        load_channels({"rest": None, "socketio": {}}, source="credentials.yml")
+    assert str(raised.value).startswith("credentials.yml:")
+    assert "channel 'socketio' needs python-socketio" in str(raised.value)
+    assert "pip install 'botserver[socketio]'" in str(raised.value)
 
 
 def test_a_connector_that_is_not_served_stops_startup_saying_so() -> None:
