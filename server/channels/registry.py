@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from server.channels.channel import InputChannel
-from server.errors import InvalidConfig
+from server.errors import InvalidConfig, needs_extra
 from server.run_flags import (
     CHANNELS,
     RASA_CHANNELS_NOT_SUPPORTED,
@@ -39,10 +39,7 @@ def channel_class(name: str) -> type[InputChannel]:
             if name not in CHANNEL_EXTRAS or (e.name or "").startswith("server"):
                 raise
             library, extra = CHANNEL_EXTRAS[name]
-            raise InvalidConfig(
-                f"channel '{name}' needs {library}, which is not installed "
-                f"({e.name} cannot be imported): pip install 'botserver[{extra}]'"
-            ) from None
+            raise needs_extra(f"channel '{name}'", library, extra) from None
         builtin: type[InputChannel] = getattr(module, class_name)
         return builtin
     check_channel_name(name)  # a dotted class path from here on
