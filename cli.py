@@ -836,7 +836,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--stories",
         default=None,
         help="test stories file or directory (default: tests; without a tests folder, the "
-        "stories of data (its test_*.yml ones end to end), with a warning)",
+        "stories of data, with a warning; `botserver test`: its test_*.yml ones, end to end, "
+        "where there are any)",
     )
     p.add_argument("-u", "--nlu", default="data", help="NLU test data")
     p.add_argument("--out", default="results", help="directory for the reports and plots")
