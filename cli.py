@@ -53,6 +53,23 @@ class _Parser(argparse.ArgumentParser):
         super().error(message)
 
 
+# The optional libraries (by import name) and the extra of pyproject.toml that brings each.
+EXTRA_OF_PACKAGE = {
+    "asyncpg": "postgres",
+    "aiomysql": "mysql",
+    "pymysql": "mysql",
+    "redis": "redis",
+    "aio_pika": "rabbitmq",
+    "aiormq": "rabbitmq",
+    "pamqp": "rabbitmq",
+    "socketio": "socketio",
+    "boto3": "aws",
+    "botocore": "aws",
+    "google": "gcs",
+    "azure": "azure",
+}
+
+
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Keeps the examples' layout and shows defaults, but for a flag whose help says its
     default in words (`(default: config.yml, or Rasa's defaults without it)`), which argparse
@@ -2116,6 +2133,18 @@ def main(argv: list[str] | None = None) -> int:
         return handler(args)
     except BotServerError as exc:
         failure = str(exc)
+    except ModuleNotFoundError as exc:
+        # A backend endpoints.yml or credentials.yml names, whose library comes with an extra
+        # of the package (`pip install botserver` brings none of them): the extra, not a
+        # traceback.
+        package = (exc.name or "").partition(".")[0]
+        extra = EXTRA_OF_PACKAGE.get(package)
+        if extra is None:
+            raise
+        failure = (
+            f"the Python package '{package}' is not installed; it comes with botserver's "
+            f"'{extra}' extra: pip install 'botserver[{extra}]'"
+        )
     except OSError as exc:
         # A file the command reads or writes, failing after the checks above (a full disk,
         # a permission changed meanwhile): the file and the reason, not a traceback.
