@@ -53,6 +53,23 @@ class _Parser(argparse.ArgumentParser):
         super().error(message)
 
 
+# The optional libraries (by import name) and the extra of pyproject.toml that brings each.
+EXTRA_OF_PACKAGE = {
+    "asyncpg": "postgres",
+    "aiomysql": "mysql",
+    "pymysql": "mysql",
+    "redis": "redis",
+    "aio_pika": "rabbitmq",
+    "aiormq": "rabbitmq",
+    "pamqp": "rabbitmq",
+    "socketio": "socketio",
+    "boto3": "aws",
+    "botocore": "aws",
+    "google": "gcs",
+    "azure": "azure",
+}
+
+
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Keeps the examples' layout and shows defaults, but for a flag whose help says its
     default in words (`(default: config.yml, or Rasa's defaults without it)`), which argparse
@@ -748,7 +765,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--request-max-size",
         type=_int_at_least(0),
         default=None,
-        help="largest request body accepted, in bytes (0: no limit)",
+        help="largest request body accepted, in bytes (0: no limit) (default: 10485760, 10 MiB)",
     )
     p.add_argument("--ssl-certificate", help="serve HTTPS with this certificate (PEM)")
     p.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")
@@ -787,8 +804,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="nlu: print each message's parse (intent, entities) instead of talking",
     )
-    p.add_argument("-m", "--model", default=DEFAULT_MODELS)
-    p.add_argument("--endpoints", default=DEFAULT_ENDPOINTS)
+    p.add_argument(
+        "-m", "--model", default=DEFAULT_MODELS, help="model archive, or a directory of them"
+    )
+    p.add_argument(
+        "--endpoints",
+        default=DEFAULT_ENDPOINTS,
+        help="action server, NLG and stores (without a tracker_store: in memory)",
+    )
     p.add_argument(
         "--sender",
         "--conversation-id",
@@ -822,20 +845,31 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("what", nargs="?", choices=("core", "nlu"), default=None)
-    p.add_argument("-m", "--model", default=DEFAULT_MODELS)
+    p.add_argument(
+        "-m", "--model", default=DEFAULT_MODELS, help="model archive, or a directory of them"
+    )
     p.add_argument(
         "-s",
         "--stories",
         default=None,
         help="test stories file or directory (default: tests; without a tests folder, the "
-        "training stories of data, as Rasa)",
+        "stories of data, with a warning; `botserver test`: its test_*.yml ones, end to end, "
+        "where there are any)",
     )
     p.add_argument("-u", "--nlu", default="data", help="NLU test data")
-    p.add_argument("--out", default="results")
+    p.add_argument("--out", default="results", help="directory for the reports and plots")
     p.add_argument("-c", "--config", type=_config_file, help=CONFIG_HELP)
-    p.add_argument("--endpoints", default=DEFAULT_ENDPOINTS)
-    p.add_argument("--cross-validation", action="store_true")
-    p.add_argument("-f", "--folds", type=_int_at_least(2), default=5)
+    p.add_argument(
+        "--endpoints", default=DEFAULT_ENDPOINTS, help="accepted as Rasa's; the test reads none"
+    )
+    p.add_argument(
+        "--cross-validation",
+        action="store_true",
+        help="cross-validate the NLU data with the pipeline of -c",
+    )
+    p.add_argument(
+        "-f", "--folds", type=_int_at_least(2), default=5, help="folds of --cross-validation"
+    )
     p.add_argument(
         "--fail-on-prediction-errors",
         action="store_true",
@@ -1011,8 +1045,18 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
         epilog=_examples("botserver prune --older-than-days 90"),
     )
-    p.add_argument("--older-than-days", type=_positive_number, required=True)
-    p.add_argument("--endpoints", default=DEFAULT_ENDPOINTS)
+    p.add_argument(
+        "--older-than-days",
+        type=_positive_number,
+        required=True,
+        help="delete conversations whose last event is older than this many days "
+        "(default: none, it is required)",
+    )
+    p.add_argument(
+        "--endpoints",
+        default=DEFAULT_ENDPOINTS,
+        help="the tracker store to prune (without a tracker_store section: botserver.db)",
+    )
     _add_log_flags(p)
 
     # export
@@ -2089,6 +2133,18 @@ def main(argv: list[str] | None = None) -> int:
         return handler(args)
     except BotServerError as exc:
         failure = str(exc)
+    except ModuleNotFoundError as exc:
+        # A backend endpoints.yml or credentials.yml names, whose library comes with an extra
+        # of the package (`pip install botserver` brings none of them): the extra, not a
+        # traceback.
+        package = (exc.name or "").partition(".")[0]
+        extra = EXTRA_OF_PACKAGE.get(package)
+        if extra is None:
+            raise
+        failure = (
+            f"the Python package '{package}' is not installed; it comes with botserver's "
+            f"'{extra}' extra: pip install 'botserver[{extra}]'"
+        )
     except OSError as exc:
         # A file the command reads or writes, failing after the checks above (a full disk,
         # a permission changed meanwhile): the file and the reason, not a traceback.

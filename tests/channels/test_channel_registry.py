@@ -105,7 +105,8 @@ def test_socket_io_without_its_extra_says_what_to_install(monkeypatch: pytest.Mo
     monkeypatch.setitem(sys.modules, "socketio", None)
     monkeypatch.delitem(sys.modules, "server.channels.socket_io")
     with pytest.raises(InvalidConfig) as caught:
-        load_channels({"rest": None, "socketio": {"user_message_evt": "u"}})
+        load_channels({"rest": None, "socketio": {"user_message_evt": "u"}}, source="my-creds.yml")
+    assert str(caught.value).startswith("my-creds.yml:")
     hint = "'socketio' needs python-socketio: pip install 'botserver[socketio]'"
     assert hint in str(caught.value)
     assert [c.name for c in load_channels({"rest": None})] == ["rest"]

@@ -1285,6 +1285,48 @@ def test_run_help_says_what_every_flag_does(run_cli) -> None:
     assert "address to listen on (default: 0.0.0.0)" in " ".join(result.out.split())
 
 
+def test_every_flag_of_every_command_has_a_help_line() -> None:
+    # Before, `shell -m`, `test -m`, `--out`, `--folds` and `prune`'s flags had none: the
+    # defaults (models, results, 5 folds) could not be read from `--help`.
+    from cli import build_parser
+
+    def silent(parser: argparse.ArgumentParser, words: str) -> list[str]:
+        found = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found += silent(sub, f"{words} {name}")
+            elif action.option_strings and action.help is None:
+                found.append(f"{words} {action.option_strings[-1]}")
+        return found
+
+    assert silent(build_parser(), "botserver") == []
+
+
+def test_run_help_gives_the_request_body_limit_the_server_applies(run_cli) -> None:
+    # Before: `--request-max-size ... (default: None)`, where the server takes 10 MiB.
+    from server.api.middleware.guard import DEFAULT_MAX_BODY_BYTES
+
+    result = run_cli("run", "--help")
+    assert f"(default: {DEFAULT_MAX_BODY_BYTES}, 10 MiB)" in " ".join(result.out.split())
+
+
+def test_a_backend_whose_extra_is_not_installed_names_the_extra(
+    run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `pip install -e .` brings no redis, asyncpg or aio-pika (the extras do): an
+    # endpoints.yml naming such a backend ended in a ModuleNotFoundError traceback.
+    monkeypatch.setitem(sys.modules, "redis", None)
+    monkeypatch.delitem(sys.modules, "server.trackers.redis_store", raising=False)
+    endpoints = tmp_path / "endpoints.yml"
+    endpoints.write_text("tracker_store:\n  type: redis\n  url: localhost\n")
+    result = run_cli("prune", "--older-than-days", "1", "--endpoints", str(endpoints))
+    assert result.code == 1
+    assert "Traceback" not in result.err
+    assert "error: the Python package 'redis' is not installed" in result.err
+    assert "pip install 'botserver[redis]'" in result.err
+
+
 def test_nlu_commands_read_rasas_json_nlu_data_as_train_does(run_cli, starter_copy: Path) -> None:
     """Before, `data split nlu` and `test nlu` skipped `data/nlu.json` (as `train nlu` did):
     'no NLU examples in data'."""
