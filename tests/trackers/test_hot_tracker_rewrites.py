@@ -1,0 +1,97 @@
+"""A hot tracker is not served after another process rewrote its conversation's events.
+
+Two workers (or two servers) on one database (SQLite, PostgreSQL, MariaDB): the first keeps
+the tracker it served; the second replaces the events (`PUT /conversations/<id>/tracker/
+events`) with as many, the last one the same, an earlier one different. The first's next
+turn must see the rewrite.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.trackers.factory import create_tracker_store
+from server.trackers.repository import TrackerRepository
+from server.trackers.snapshot import Snapshot
+from server.trackers.tracker import Tracker
+from tests.trackers.test_sql_tracker_store import sql_config
+from tests.trackers.test_tracker_stores import bot, session_start, user
+
+
+def slot(value: str, timestamp: float) -> dict[str, Any]:
+    return {"event": "slot", "timestamp": timestamp, "name": "city", "value": value}
+
+
+def history(city: str) -> list[dict[str, Any]]:
+    return [*session_start(1.0), user("to where?", 2.0), slot(city, 3.0), bot("noted", 4.0)]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "mariadb"])
+async def test_a_rewrite_by_another_process_keeping_count_and_last_event_is_seen(
+    kind: str, tmp_path: Path
+) -> None:
+    async with sql_config(kind, tmp_path) as config:
+        stores = [create_tracker_store(config), create_tracker_store(config)]
+        try:
+            first, second = (TrackerRepository(store) for store in stores)
+            await stores[0].append("alice", history("Paris"))
+            served = await first.load("alice", {"city": None})
+            assert served is not None and served.get_slot("city") == "Paris"
+
+            await stores[1].replace("alice", history("Berlin"))  # the other worker's PUT
+            theirs = await second.load("alice", {"city": None})
+            assert theirs is not None and theirs.get_slot("city") == "Berlin"
+
+            again = await first.load("alice", {"city": None})
+            assert again is not None
+            assert again.get_slot("city") == "Berlin", "the first worker served a stale tracker"
+            # ... and it is hot again from there: a turn appended elsewhere is folded in.
+            await stores[1].append("alice", [user("and now?", 5.0)])
+            after = await first.load("alice", {"city": None})
+            assert after is again and after.get_slot("city") == "Berlin"
+            assert [getattr(e, "text", None) for e in after.events[-2:]] == [
+                "noted",
+                "and now?",
+            ]
+        finally:
+            for store in stores:
+                await store.close()
+
+
+async def test_a_conversation_this_process_began_stays_hot_on_sql(tmp_path: Path) -> None:
+    """Its second turn reuses the tracker its first turn saved (no fold of the session)."""
+    store = create_tracker_store({"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "n.db")})
+    try:
+        repository = TrackerRepository(store)
+        assert await repository.load("bob", {}) is None
+        tracker = Tracker("bob", {})
+        tracker.update_from_dicts(history("Rome"))
+        await repository.save(tracker, list(tracker.events))
+        assert await repository.load("bob", {}) is tracker
+    finally:
+        await store.close()
+
+
+async def test_a_session_another_process_started_has_the_generation_a_fresh_read_gives(
+    tmp_path: Path,
+) -> None:
+    """The generation is the session's first row id however the session was read: a
+    process that followed the new session row by row, and one that read it whole, agree
+    (so an evicted session read again keeps its hot tracker)."""
+    config = {"type": "sql", "dialect": "sqlite", "db": str(tmp_path / "s.db")}
+    stores = [create_tracker_store(config) for _ in range(3)]
+    try:
+        await stores[0].append("carol", history("Oslo"))
+        followed = await stores[0].load("carol")
+        await stores[1].append("carol", [*session_start(10.0), user("hello again", 11.0)])
+        followed = await stores[0].load("carol")  # the new rows, read after the last seen
+        fresh = await stores[2].load("carol")  # the session, read whole
+        assert isinstance(followed, Snapshot) and isinstance(fresh, Snapshot)
+        assert list(followed) == list(fresh) and len(fresh) == 4
+        assert followed.generation == fresh.generation is not None
+    finally:
+        for store in stores:
+            await store.close()
