@@ -25,7 +25,7 @@ class Snapshot(Sequence[T]):
         start: int = 0,
         stop: int | None = None,
         extra: int = 0,
-        generation: int | None = None,
+        generation: int | str | None = None,
     ) -> None:
         self._items = items
         self._start = start

@@ -146,7 +146,7 @@ class Tracker:
     stored_extra = 0
     # Its store's `generation` of the session it folded (None: the store tells none), which
     # changes when another process rewrites the conversation (see TrackerRepository.load).
-    stored_generation: int | None = None
+    stored_generation: int | str | None = None
 
     def __init__(
         self,

@@ -1,6 +1,6 @@
 """A hot tracker is not served after another process rewrote its conversation's events.
 
-Two workers (or two servers) on one database (SQLite, PostgreSQL, MariaDB): the first keeps
+Two workers (or two servers) on one database (SQL, DynamoDB): the first keeps
 the tracker it served; the second replaces the events (`PUT /conversations/<id>/tracker/
 events`) with as many, the last one the same, an earlier one different. The first's next
 turn must see the rewrite.
@@ -17,6 +17,12 @@ from server.trackers.factory import create_tracker_store
 from server.trackers.repository import TrackerRepository
 from server.trackers.snapshot import Snapshot
 from server.trackers.tracker import Tracker
+from tests.trackers.persistence_fixtures import (
+    delete_dynamo_table,
+    moto_credentials,
+    moto_endpoint,
+    unique_name,
+)
 from tests.trackers.test_sql_tracker_store import sql_config
 from tests.trackers.test_tracker_stores import bot, session_start, user
 
@@ -95,3 +101,31 @@ async def test_a_session_another_process_started_has_the_generation_a_fresh_read
     finally:
         for store in stores:
             await store.close()
+
+
+async def test_a_rewrite_by_another_process_is_seen_on_dynamodb() -> None:
+    """The same on DynamoDB (moto's server): the replace's item carries a rewrite token,
+    kept by later appends, which its loads hand out as their generation."""
+    with moto_credentials():
+        endpoint = moto_endpoint()
+        table = unique_name("bshot")
+        config = {"type": "dynamo", "table_name": table, "endpoint_url": endpoint}
+        stores = [create_tracker_store(config), create_tracker_store(config)]
+        try:
+            first = TrackerRepository(stores[0])
+            await stores[0].append("alice", history("Paris"))
+            served = await first.load("alice", {"city": None})
+            assert served is not None and served.get_slot("city") == "Paris"
+            assert await first.load("alice", {"city": None}) is served  # hot
+
+            await stores[1].replace("alice", history("Berlin"))
+            again = await first.load("alice", {"city": None})
+            assert again is not None and again.get_slot("city") == "Berlin"
+            await stores[1].append("alice", [user("and now?", 5.0)])
+            after = await first.load("alice", {"city": None})
+            assert after is again  # another process's append: folded in, not anew
+            assert [getattr(e, "text", None) for e in after.events[-2:]] == ["noted", "and now?"]
+        finally:
+            for store in stores:
+                await store.close()
+            delete_dynamo_table(endpoint, table)
