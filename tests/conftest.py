@@ -1,9 +1,10 @@
-"""Fixtures every test package shares: the moodbot model, trained once per test process;
+"""Fixtures every test package shares: the moodbot model, trained once per test run;
 and compiled code kept by the processes the tests start."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import os
 import shutil
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli.once_per_run import once_per_run
 from tests.compiled_code import fill
 from tests.logging_state import logging_restored
 from tests.shared_data import MOODBOT
@@ -161,17 +163,27 @@ def _logging_as_it_was() -> Iterator[None]:
         yield
 
 
+@dataclasses.dataclass
+class TrainedArchive:
+    path: str
+
+
 @pytest.fixture(scope="session")
 def moodbot_copy(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
     """`moodbot_copy("models")`: the moodbot archive `train()` makes, copied alone into a new
-    folder. Trained once per process (a second or two on 2 cores, three times that on a slow
-    host) instead of once per fixture; each fixture has its own file and folder, so nothing
-    one test writes beside its model reaches another's."""
-    from server.training.train import train
+    folder. Trained once per test run (1.3 CPU-s on 2 cores, twice that on a slow host) by
+    the first xdist worker to ask, instead of once per worker or per fixture; each fixture
+    has its own file and folder, so nothing one test writes beside its model reaches
+    another's."""
 
-    out = tmp_path_factory.mktemp("moodbot-training")
-    result = train(MOODBOT / "config.yml", MOODBOT / "domain.yml", [MOODBOT / "data"], out)
-    trained = Path(result.path)
+    def make() -> TrainedArchive:
+        from server.training.train import train
+
+        out = tmp_path_factory.mktemp("moodbot-training")
+        result = train(MOODBOT / "config.yml", MOODBOT / "domain.yml", [MOODBOT / "data"], out)
+        return TrainedArchive(str(result.path))
+
+    trained = Path(once_per_run(tmp_path_factory, "moodbot-trained", TrainedArchive, make).path)
 
     def copy(name: str) -> Path:
         folder = tmp_path_factory.mktemp(name)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-UNUSED = ("schemathesis", "benchmark", "anyio")
+UNUSED = ("schemathesis", "benchmark", "anyio", "hypothesispytest")
 
 
 def test_the_plugins_no_test_uses_are_not_loaded(pytestconfig: pytest.Config) -> None:

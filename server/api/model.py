@@ -614,6 +614,8 @@ def _evaluate_intents_sync(
 ) -> dict[str, Any]:
     from server.nlu import evaluation
 
+    # The reports are read back from a folder removed after the answer: no images (matplotlib
+    # drew them in 0.3 of a moodbot evaluation's 0.32 CPU-s, its import 0.6 more at the first).
     with tempfile.TemporaryDirectory(prefix="botserver-test-nlu-") as tmp:
         out_dir = Path(tmp)
         if folds is not None:
@@ -622,7 +624,7 @@ def _evaluate_intents_sync(
             config_part = {k: v for k, v in (document or {}).items() if k in _CONFIG_KEYS}
             config = config_from_dict(config_part, "request body")
             summary = evaluation.cross_validate(
-                data, config.pipeline, folds, out_dir, config.language
+                data, config.pipeline, folds, out_dir, config.language, plot=False
             )
             result = _nlu_results(out_dir)
             if "fold_accuracies" in summary:
@@ -630,7 +632,7 @@ def _evaluate_intents_sync(
             return result
         assert model is not None and own_nlu(model) is not None
         predictions = evaluation.predict(own_nlu(model), data)  # type: ignore[arg-type]
-        evaluation.write_reports(predictions, out_dir)
+        evaluation.write_reports(predictions, out_dir, plot=False)
         result = _nlu_results(out_dir)
         if result["intent_evaluation"]:
             result["intent_evaluation"]["predictions"] = [
@@ -693,7 +695,7 @@ def _evaluate_stories_sync(
         raise ApiError(400, "BadRequest", str(exc), {"in": "body"}, HELP_TRAINING_DATA) from None
     results = evaluate_stories(steps, model, e2e)
     with tempfile.TemporaryDirectory(prefix="botserver-test-stories-") as tmp:
-        report = write_story_reports(results, Path(tmp))
+        report = write_story_reports(results, Path(tmp), plot=False)
     gold = [g for r in results for g in r.gold]
     predicted = [p for r in results for p in r.predicted]
     weighted = report.get("weighted avg") or {}

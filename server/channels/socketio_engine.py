@@ -83,9 +83,14 @@ class CountedQueue(asyncio.Queue[Any]):
 
 
 def packet_bytes(pkt: Any) -> int:
-    """About what an engine.io packet waiting in a queue holds."""
+    """About what an engine.io packet waiting in a queue holds, its text counted as the bytes
+    sent (UTF-8). python-socketio's JSON escapes all but ASCII (`\u00e9`, 6 bytes), so its
+    text is ASCII, its length those bytes, told without reading it (`isascii()` reads a flag);
+    other text, as a `json` sending it unescaped makes, costs up to 4 bytes a character."""
     data = getattr(pkt, "data", None)
-    return PACKET_OVERHEAD + (len(data) if isinstance(data, (str, bytes)) else 0)
+    if isinstance(data, str):
+        return PACKET_OVERHEAD + (len(data) if data.isascii() else len(data.encode()))
+    return PACKET_OVERHEAD + (len(data) if isinstance(data, bytes) else 0)
 
 
 def session_of(query_string: bytes) -> str | None:

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class GivenUp(Exception):
@@ -25,11 +25,12 @@ class HeldSockets:
 
     Each socket is held as a duplicate of its descriptor: TLS takes over the socket the
     connection made (detached, it can no longer be shut down), while a shutdown through the
-    duplicate reaches the connection whatever wraps it. `close()` closes the duplicates."""
+    duplicate reaches the connection whatever wraps it (TLS keeps the descriptor's number).
+    `close()` closes the duplicates."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
+        self._sockets: list[_Held] = []
         self._cut = False
 
     def hold(self, sock: socket.socket) -> None:
@@ -37,7 +38,8 @@ class HeldSockets:
         with self._lock:
             if not self._cut:
                 self._let_go_of_closed()
-                self._sockets.append(sock.dup())
+                dup = sock.dup()
+                self._sockets.append(_Held(dup, sock.fileno(), _inode(dup)))
                 return
         _shut(sock)
         raise GivenUp("the download was given up")
@@ -45,16 +47,15 @@ class HeldSockets:
     def _let_go_of_closed(self) -> None:
         """Close the duplicates of connections their SDK has closed: a duplicate keeps its
         connection open, and a storage closing each connection after an answer (an Azure
-        range, 4 MiB) would otherwise have a 4 GiB download hold a thousand of them."""
-        open_sockets = _sockets_open()
-        if open_sockets is None:  # no /proc/self/fd: kept until the download ends
-            return
+        range, 4 MiB) would otherwise have a 4 GiB download hold a thousand of them. One
+        fstat a connection held: listing the process's descriptors instead cost a hold 48 ms
+        CPU with 8,000 sockets open."""
         kept = []
-        for dup in self._sockets:
-            if open_sockets.get(_inode(dup), 0) > 1:  # the SDK's descriptor and ours
-                kept.append(dup)
+        for held in self._sockets:
+            if held.sdk_open():
+                kept.append(held)
             else:
-                dup.close()
+                held.dup.close()
         self._sockets = kept
 
     def cut(self) -> None:
@@ -63,38 +64,41 @@ class HeldSockets:
         # descriptor's number, free again, could be another connection's by then.
         with self._lock:
             self._cut = True
-            for sock in self._sockets:
-                _shut(sock)
+            for held in self._sockets:
+                _shut(held.dup)
 
     def close(self) -> None:
         """Let go of the duplicates (the download has ended)."""
         with self._lock:
-            for sock in self._sockets:
-                sock.close()
+            for held in self._sockets:
+                held.dup.close()
             self._sockets = []
 
 
-def _inode(sock: socket.socket) -> int:
-    return os.fstat(sock.fileno()).st_ino
+class _Held(NamedTuple):
+    dup: socket.socket  # ours
+    fileno: int  # the SDK's descriptor
+    inode: tuple[int, int]  # the socket's device and inode: (0, 0) where sockets have none
 
-
-def _sockets_open() -> dict[int, int] | None:
-    """How many of this process's descriptors refer to each socket (by inode), where the
-    system lists them (Linux); None elsewhere."""
-    try:
-        names = os.listdir("/proc/self/fd")
-    except OSError:
-        return None
-    counts: dict[int, int] = {}
-    for name in names:
+    def sdk_open(self) -> bool:
+        """Whether the SDK's descriptor still refers to the socket. Closed, its number may be
+        another socket's by now, never this one's: our duplicate keeps its inode taken.
+        Without inodes, held until the download ends."""
+        if not self.inode[1]:
+            return True
         try:
-            target = os.readlink(f"/proc/self/fd/{name}")
-        except OSError:  # closed meanwhile (the listing's own descriptor among them)
-            continue
-        if target.startswith("socket:["):
-            inode = int(target[8:-1])
-            counts[inode] = counts.get(inode, 0) + 1
-    return counts
+            return _inode_of(self.fileno) == self.inode
+        except OSError:  # closed, and not taken again
+            return False
+
+
+def _inode(sock: socket.socket) -> tuple[int, int]:
+    return _inode_of(sock.fileno())
+
+
+def _inode_of(fileno: int) -> tuple[int, int]:
+    found = os.fstat(fileno)
+    return found.st_dev, found.st_ino
 
 
 def _shut(sock: socket.socket) -> None:

@@ -40,6 +40,7 @@ from server.errors import (
     needs_extra,
 )
 from server.models.archive import ARCHIVE_SUFFIX
+from server.models.error_bodies import bound_botocore_errors, requests_hook
 from server.models.held_sockets import HeldSockets, holding
 from server.models.holder import is_disk_full
 from server.models.safety import DEFAULT_LIMITS
@@ -711,6 +712,11 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         seen = seen.__cause__ or seen.__context__ or getattr(seen, "inner_exception", None)
 
 
+def _asked(where: str, key: str) -> str:
+    """Who was asked for what, as an error about its answer names them."""
+    return f"{where}, asked for '{key}',"
+
+
 def _refused_request(where: str, key: str, answer: str) -> InvalidConfig:
     """The error for a request the storage answered 400 that no case above names: one it
     never serves as sent (no retry, nor a fix of botserver's, helps), the settings' or the
@@ -846,6 +852,8 @@ def _download_aws(key: str, target: Path, max_bytes: int, timeout: float) -> Non
     except ValueError as exc:  # botocore's "Invalid endpoint"
         raise _unusable_endpoint(endpoint or "", exc) from None
     client.meta.events.register_first("needs-retry.s3", _refuse_s3_redirect)
+    # (botocore's session: no public name reaches it, see _close_pools)
+    bound_botocore_errors(client._endpoint.http_session, _asked(where, key))
     pinned: dict[str, str] = {}
     try:
         head = client.head_object(Bucket=bucket, Key=key)
@@ -1178,6 +1186,7 @@ def _download_gcs(key: str, target: Path, max_bytes: int, timeout: float) -> Non
             client._bucket_metadata_cache = None
         # requests follows redirects, to any host: S3's and Azure's clients are told not to.
         client._http.max_redirects = 0
+        client._http.hooks["response"].append(requests_hook(_asked(where, key)))
         bucket = client.bucket(bucket_name)
         blob = bucket.get_blob(key, **bounds())
         if blob is None:
@@ -1253,8 +1262,8 @@ _AZURE_READ_BLOCK = 256 * 1024
 # any of it, into a list it first sizes at a slot (8 bytes) for each byte the answer states:
 # about 11 times what it asked for at its peak (44 MiB here, 350 MiB for its first 32 MiB).
 _AZURE_RANGE = 4 * 1024 * 1024
-# The most any other answer of the blob service may state (its errors, a page blob's list of
-# ranges), which the SDK reads whole too.
+# The most any other success of the blob service may state (a page blob's list of ranges),
+# which the SDK reads whole too.
 _AZURE_OTHER_BODY = 1024 * 1024
 
 
@@ -1267,7 +1276,17 @@ def _azure_transport(where: str, key: str, timeout: float) -> Any:
     (a MemoryError), and one stating less had what it sent read into memory."""
     from azure.core.pipeline.transport import RequestsTransport
 
+    bound_body = requests_hook(_asked(where, key))
+
     class RangeBoundTransport(RequestsTransport):
+        def open(self) -> None:
+            # An error's body read within MAX_ERROR_BODY as its session receives it: a
+            # connection broken meanwhile is azure-core's error (retried), as when it reads.
+            super().open()
+            hooks = self.session.hooks["response"]
+            if bound_body not in hooks:
+                hooks.append(bound_body)
+
         def send(self, request: Any, **kwargs: Any) -> Any:
             response = super().send(request, **kwargs)
             refusal = _azure_body_refusal(request, response, where, key)
@@ -1289,8 +1308,9 @@ _DIGITS = re.compile(r"[0-9]+")  # not str.isdigit: '²' is a digit int() refuse
 
 def _azure_body_refusal(request: Any, response: Any, where: str, key: str) -> UnsafeArchive | None:
     """Why the SDK must not read `response`'s body, if it must not: a blob not a block blob,
-    a range's answer that does not state a length within the range, another answer (an
-    error) stating more than _AZURE_OTHER_BODY, a success without a length."""
+    a range's answer that does not state a length within the range, another success stating
+    more than _AZURE_OTHER_BODY, or without a length (an error's body is read within
+    MAX_ERROR_BODY)."""
     kind = response.headers.get("x-ms-blob-type")
     if kind is not None and kind != "BlockBlob":
         # The SDK makes up a page blob's bytes missing from its list of ranges (zeros, up to
@@ -1301,18 +1321,15 @@ def _azure_body_refusal(request: Any, response: Any, where: str, key: str) -> Un
             "(x-ms-blob-type): botserver downloads block blobs only (what Rasa uploads and "
             "the Azure tools make by default): upload the model again as a block blob"
         )
-    if request.method == "HEAD":
+    if request.method == "HEAD" or not 200 <= response.status_code < 300:
         return None
     stated = response.headers.get("Content-Length")
-    succeeded = 200 <= response.status_code < 300
-    asked = _RANGE.fullmatch(request.headers.get("x-ms-range") or "") if succeeded else None
+    asked = _RANGE.fullmatch(request.headers.get("x-ms-range") or "")
     if asked is not None:
         most = int(asked.group(2)) - int(asked.group(1)) + 1
         what, bound = f"bytes {asked.group(1)}-{asked.group(2)} of", "the bytes asked for"
     else:
         most, what, bound = _AZURE_OTHER_BODY, "a request for", "what botserver reads of one"
-    if stated is None and not succeeded:
-        return None  # an error's body sent in chunks (a proxy's page)
     if stated is not None and _DIGITS.fullmatch(stated) and int(stated) <= most:
         return None
     length = f"{stated} bytes" if stated is not None else "unstated length (no Content-Length)"

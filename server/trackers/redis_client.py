@@ -19,8 +19,7 @@ from redis.backoff import NoBackoff
 from server.errors import InvalidConfig, StoreFailed, StoreUnavailable
 from server.outages import OUTAGES
 from server.setting_values import count, flag, host_and_port
-from server.trackers.sql_engine import dead_connection_timeout
-from server.trackers.tcp_keepalive import tcp_options
+from server.trackers.tcp_keepalive import dead_connection_timeout, tcp_options
 
 logger = logging.getLogger(__name__)
 

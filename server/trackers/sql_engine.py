@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from server.errors import InvalidConfig, first_line
 from server.setting_values import env_seconds, host_and_port, sql_pool_sizes
-from server.trackers.tcp_keepalive import guard_driver_connection
+from server.trackers.tcp_keepalive import dead_connection_timeout, guard_driver_connection
 from server.trackers.tcp_keepalive import tcp_options as _tcp_options
 
 logger = logging.getLogger(__name__)
@@ -190,14 +190,6 @@ def group_wait_seconds() -> float:
     group stuck on a connection the network dropped, or on a lock, held every turn of the
     process (up to DB_TCP_TIMEOUT, or SQL_STATEMENT_TIMEOUT)."""
     return env_seconds("SQL_GROUP_WAIT", 0.5)
-
-
-def dead_connection_timeout() -> float:
-    """How long a PostgreSQL, MySQL/MariaDB or Redis connection may go without an
-    acknowledgement from its peer before the kernel closes it (TCP_USER_TIMEOUT, keepalive):
-    `DB_TCP_TIMEOUT` seconds, 5 by default. Before, a connection the network dropped without
-    a word held its statement until SQL_STATEMENT_TIMEOUT (30 s)."""
-    return env_seconds("DB_TCP_TIMEOUT", 5.0)
 
 
 def tcp_options() -> dict[int, int]:

@@ -14,6 +14,8 @@ import logging
 import socket
 from typing import Any
 
+from server.setting_values import env_seconds
+
 logger = logging.getLogger(__name__)
 
 # Probes before the kernel gives an idle connection up (with TCP_USER_TIMEOUT, Linux gives
@@ -23,9 +25,18 @@ _PROBES = 3
 _MAX_KEEPALIVE_SECONDS = 32767
 
 
+def dead_connection_timeout() -> float:
+    """How long a PostgreSQL, MySQL/MariaDB or Redis connection may go without an
+    acknowledgement from its peer before the kernel closes it (TCP_USER_TIMEOUT, keepalive):
+    `DB_TCP_TIMEOUT` seconds, 5 by default. Before, a connection the network dropped without
+    a word held its statement until SQL_STATEMENT_TIMEOUT (30 s). Here, not beside the SQL
+    engines, so that a Redis client does not import SQLAlchemy for it."""
+    return env_seconds("DB_TCP_TIMEOUT", 5.0)
+
+
 def tcp_options(seconds: float) -> dict[int, int]:
     """The IPPROTO_TCP options (name -> value) that close a connection whose peer stopped
-    acknowledging for `seconds` (`DB_TCP_TIMEOUT`: server.trackers.sql_engine): data sent
+    acknowledging for `seconds` (`DB_TCP_TIMEOUT`: `dead_connection_timeout`): data sent
     and not acknowledged (TCP_USER_TIMEOUT), or, while nothing is in flight (idle in the pool, or
     waiting for a slow statement, which the server's kernel keeps acknowledging), keepalive
     probes from half the timeout on, which also keep a NAT gateway's entry alive."""

@@ -3,6 +3,9 @@ reconnected meanwhile fails it."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -56,3 +59,41 @@ async def test_a_transaction_whose_connection_was_reconnected_while_watching_fai
         await client.aclose()
         await other.aclose()
         await delete_redis_keys(prefix)
+
+
+# What a server on Redis alone imports for its stores: the runner, both stores built and
+# connected, and a turn's append.
+REDIS_ALONE = """
+import asyncio, sys
+import server.api.runner
+from server.trackers.factory import create_lock_store, create_tracker_store
+config = {"type": "redis", "url": "127.0.0.1", "port": 6379, "key_prefix": sys.argv[1]}
+async def main():
+    store, locks = create_tracker_store(dict(config)), create_lock_store(dict(config))
+    await store.ping()
+    async with locks.lock("someone"):
+        await store.append("someone", [{"event": "user", "text": "hi", "timestamp": 1.0}])
+    await store.delete("someone")
+    await store.close()
+    await locks.close()
+asyncio.run(main())
+print(sorted({name.split(".")[0] for name in sys.modules}))
+"""
+
+
+def test_a_server_on_redis_alone_imports_no_sqlalchemy() -> None:
+    """The Redis client's dead-connection timeout came from the SQL engines' module: a server
+    whose stores were all Redis imported SQLAlchemy (130 modules, 0.2-0.3 CPU-s of its
+    start) for one environment variable."""
+    require_service("Redis", REDIS)
+    result = subprocess.run(
+        [sys.executable, "-c", REDIS_ALONE, unique_name("alone")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert result.returncode == 0, result.stderr
+    imported = result.stdout.split("[", 1)[1]
+    assert "'redis'" in imported  # (the list is the process's)
+    assert "'sqlalchemy'" not in imported
