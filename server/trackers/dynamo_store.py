@@ -73,8 +73,10 @@ _TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 _TABLE_ARN = re.compile(r"arn:[a-z-]+:dynamodb:[^:]*:[0-9]*:table/[A-Za-z0-9_.-]{3,255}")
 # The attribute names, as placeholders: `name` is one of DynamoDB's reserved words.
 _NAMES = {"#events": "events", "#name": "name", "#append": "botserver_append"}
-# The attribute a replace writes its token to (see _Known.rewrite).
+# The attribute a replace writes its token to (see _Known.rewrite); an append that creates
+# the item (or finds one without it: Rasa's, an earlier botserver's) writes its own token.
 _REWRITE = "botserver_rewrite"
+_APPEND_NAMES = {**_NAMES, "#rewrite": _REWRITE}
 
 T = TypeVar("T")
 
@@ -389,6 +391,8 @@ class DynamoTrackerStore:
                     return
                 known.events.extend(events)
                 known.token = token
+                if known.rewrite is None:  # (the append wrote its token there)
+                    known.rewrite = token
                 if known.size is not None:
                     known.size += added
                     self._near_limit(sender_id, known.size)
@@ -416,9 +420,10 @@ class DynamoTrackerStore:
             "Key": _key(sender_id),
             "UpdateExpression": (
                 "SET #events = list_append(if_not_exists(#events, :none), :new), "
-                "#name = :name, #append = :token"
+                "#name = :name, #append = :token, "
+                "#rewrite = if_not_exists(#rewrite, :token)"
             ),
-            "ExpressionAttributeNames": _NAMES,
+            "ExpressionAttributeNames": _APPEND_NAMES,
             "ExpressionAttributeValues": {
                 ":none": {"L": []},
                 ":new": {"L": new},

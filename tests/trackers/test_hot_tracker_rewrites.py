@@ -129,3 +129,36 @@ async def test_a_rewrite_by_another_process_is_seen_on_dynamodb() -> None:
             for store in stores:
                 await store.close()
             delete_dynamo_table(endpoint, table)
+
+
+async def test_a_conversation_deleted_and_begun_again_elsewhere_is_seen_on_dynamodb() -> None:
+    """Another process deletes the conversation (`PUT .../tracker/events` with no events)
+    and begins it again by appends, with as many events and the same last one: the item the
+    appends create carries a rewrite token too, so the first process folds it anew."""
+    with moto_credentials():
+        endpoint = moto_endpoint()
+        table = unique_name("bshot")
+        config = {"type": "dynamo", "table_name": table, "endpoint_url": endpoint}
+        stores = [create_tracker_store(config), create_tracker_store(config)]
+        try:
+            first, second = (TrackerRepository(store) for store in stores)
+            await stores[0].append("alice", history("Paris"))
+            served = await first.load("alice", {"city": None})
+            assert served is not None and served.get_slot("city") == "Paris"
+
+            await stores[1].replace("alice", [])
+            await stores[1].append("alice", history("Berlin"))
+            again = await first.load("alice", {"city": None})
+            assert again is not None
+            assert again.get_slot("city") == "Berlin", "the first process served a stale tracker"
+            assert await first.load("alice", {"city": None}) is again  # hot from there
+            # The process that began it again keeps its own tracker hot too.
+            theirs = await second.load("alice", {"city": None})
+            assert theirs is not None
+            theirs.update_from_dicts([user("and now?", 5.0)])
+            await second.save(theirs, theirs.events[-1:])
+            assert await second.load("alice", {"city": None}) is theirs
+        finally:
+            for store in stores:
+                await store.close()
+            delete_dynamo_table(endpoint, table)
