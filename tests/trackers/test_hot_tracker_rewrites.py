@@ -18,6 +18,7 @@ from typing import Any
 import boto3
 import pytest
 
+from server.trackers.dynamo_store import DynamoTrackerStore
 from server.trackers.factory import create_tracker_store
 from server.trackers.repository import TrackerRepository
 from server.trackers.snapshot import Snapshot
@@ -175,6 +176,7 @@ async def test_an_item_an_earlier_botserver_wrote_stays_hot_in_the_process_appen
     gets one from the first append of ours; the process that made it keeps its tracker hot
     when another process appends after (not folded again for a token it wrote itself)."""
     async with two_dynamo_stores() as stores:
+        assert isinstance(stores[0], DynamoTrackerStore)
         assert await stores[0].keys() == []  # (the table made)
         earlier = boto3.resource("dynamodb", region_name="us-east-1", endpoint_url=moto_endpoint())
         events = json.loads(json.dumps(history("Paris")), parse_float=Decimal)
