@@ -73,6 +73,10 @@ _TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 _TABLE_ARN = re.compile(r"arn:[a-z-]+:dynamodb:[^:]*:[0-9]*:table/[A-Za-z0-9_.-]{3,255}")
 # The attribute names, as placeholders: `name` is one of DynamoDB's reserved words.
 _NAMES = {"#events": "events", "#name": "name", "#append": "botserver_append"}
+# The attribute a replace writes its token to (see _Known.rewrite); an append that creates
+# the item (or finds one without it: Rasa's, an earlier botserver's) writes its own token.
+_REWRITE = "botserver_rewrite"
+_APPEND_NAMES = {**_NAMES, "#rewrite": _REWRITE}
 
 T = TypeVar("T")
 
@@ -215,7 +219,7 @@ class DynamoTrackerStore:
             assert known is not None
             if self._known.get(sender_id) is known:  # (not let go of meanwhile)
                 self._known.keep(sender_id, known, 0, loaded=True)
-            events, extra = known.events, known.extra
+            events, extra, rewrite = known.events, known.extra, known.rewrite
         elif fresh is None:
             self._known.forget(sender_id)
             return None
@@ -226,8 +230,16 @@ class DynamoTrackerStore:
                 self._known.keep(sender_id, fresh, len(fresh.events) + fresh.weigh(), read=True)
             if fresh.size is not None:
                 self._near_limit(sender_id, fresh.size)
-            events, extra = fresh.events, fresh.extra
-        return Snapshot(events, latest_session_start(events) or 0, extra=extra)
+            events, extra, rewrite = fresh.events, fresh.extra, fresh.rewrite
+        start = latest_session_start(events) or 0
+        return Snapshot(events, start, extra=extra, generation=rewrite)
+
+    def generation(self, sender_id: str) -> str | None:
+        """The `generation` of the conversation as this store holds it: the token of the
+        replace that wrote its item (None: none known, or an item no replace of ours
+        wrote)."""
+        known = self._known.get(sender_id)
+        return None if known is None else known.rewrite
 
     def _near_limit(self, sender_id: str, size: int) -> None:
         """Warns, once per conversation, when its item passes WARN_AT_BYTES."""
@@ -265,8 +277,12 @@ class DynamoTrackerStore:
         response = self._client.get_item(
             TableName=self.table,
             Key=_key(sender_id),
-            ProjectionExpression="#events, #append",
-            ExpressionAttributeNames={"#events": "events", "#append": _NAMES["#append"]},
+            ProjectionExpression="#events, #append, #rewrite",
+            ExpressionAttributeNames={
+                "#events": "events",
+                "#append": _NAMES["#append"],
+                "#rewrite": _REWRITE,
+            },
             ConsistentRead=True,
         )
         item = response.get("Item")
@@ -276,7 +292,9 @@ class DynamoTrackerStore:
         if not events:
             return None
         size, bound = _size(sender_id, response)
-        return _Known(item.get(_NAMES["#append"], {}).get("S"), events, size, bound)
+        token = item.get(_NAMES["#append"], {}).get("S")
+        rewrite = item.get(_REWRITE, {}).get("S")
+        return _Known(token, events, size, bound, rewrite=rewrite)
 
     async def keys(self) -> list[str]:
         await self._ensure_ready()
@@ -373,6 +391,8 @@ class DynamoTrackerStore:
                     return
                 known.events.extend(events)
                 known.token = token
+                if known.rewrite is None:  # (the append wrote its token there)
+                    known.rewrite = token
                 if known.size is not None:
                     known.size += added
                     self._near_limit(sender_id, known.size)
@@ -400,9 +420,10 @@ class DynamoTrackerStore:
             "Key": _key(sender_id),
             "UpdateExpression": (
                 "SET #events = list_append(if_not_exists(#events, :none), :new), "
-                "#name = :name, #append = :token"
+                "#name = :name, #append = :token, "
+                "#rewrite = if_not_exists(#rewrite, :token)"
             ),
-            "ExpressionAttributeNames": _NAMES,
+            "ExpressionAttributeNames": _APPEND_NAMES,
             "ExpressionAttributeValues": {
                 ":none": {"L": []},
                 ":new": {"L": new},
@@ -451,6 +472,9 @@ class DynamoTrackerStore:
                 **_key(sender_id),
                 "name": {"S": sender_id},
                 "events": {"L": [self._attribute(event) for event in events]},
+                # Kept by later appends: tells this item from the one it replaced, however
+                # alike their events' count and last event (a process's hot tracker).
+                _REWRITE: {"S": secrets.token_hex(8)},
             },
         )
 
@@ -603,6 +627,9 @@ class _Known:
     # What its events weigh beyond 1 each (see weight.py), from the item's size: the whole
     # item's KiB beyond one per event (events are not weighed one by one here).
     extra: int = 0
+    # The token of the replace that wrote the item (`botserver_rewrite`; None: none did):
+    # the `generation` its loads hand out.
+    rewrite: str | None = None
 
     def weigh(self) -> int:
         """Weighs it again by its size (or half its reply's length, when not measured);

@@ -35,6 +35,8 @@ class TrackerRepository:
         self.weight = 0
         # Those folded from the store and not loaded again since: they go first (weight.py).
         self._probation = Probation()
+        # The store's generation of a conversation it just appended to, if it tells one.
+        self._generation = getattr(store, "generation", None)
 
     async def load(self, sender_id: str, slot_defaults: dict[str, Any]) -> Tracker | None:
         """The current session's tracker, or None for an unknown conversation."""
@@ -43,11 +45,14 @@ class TrackerRepository:
             self.forget(sender_id)
             return None
         cached = self._hot.get(sender_id)
+        # Tells a rewrite by another process keeping the count and the last event apart.
+        generation = getattr(dicts, "generation", None)
         if cached is not None:
             tracker, stored, _ = cached
             count = len(dicts)
             if (
-                tracker.slot_defaults == slot_defaults
+                tracker.stored_generation == generation
+                and tracker.slot_defaults == slot_defaults
                 and stored == len(tracker.events) + tracker.left_out
                 and count >= stored
                 and count - stored <= OFF_LOOP_EVENTS  # else rebuilt below, in a thread
@@ -64,6 +69,7 @@ class TrackerRepository:
                 return tracker
         tracker = await _fold(sender_id, dicts, slot_defaults)
         tracker.stored_extra = getattr(dicts, "extra", 0)
+        tracker.stored_generation = generation
         self._remember(sender_id, tracker, len(tracker.events) + tracker.left_out, read=True)
         return tracker
 
@@ -92,6 +98,9 @@ class TrackerRepository:
         returned: what the new events weigh beyond 1 each)."""
         if extra:
             tracker.stored_extra += extra
+        if tracker.stored_generation is None and self._generation is not None:
+            # A conversation this process began: the session its append left in the store.
+            tracker.stored_generation = self._generation(tracker.sender_id)
         # Its events and the stored items it left out: the store's items it holds.
         self._remember(tracker.sender_id, tracker, len(tracker.events) + tracker.left_out)
 

@@ -17,16 +17,24 @@ class Snapshot(Sequence[T]):
     """`items[start:stop]` as it is now, without copying. The owner may append to `items`
     later but must never change, insert or remove what is already there."""
 
-    __slots__ = ("_items", "_start", "_stop", "extra")
+    __slots__ = ("_items", "_start", "_stop", "extra", "generation")
 
     def __init__(
-        self, items: list[T], start: int = 0, stop: int | None = None, extra: int = 0
+        self,
+        items: list[T],
+        start: int = 0,
+        stop: int | None = None,
+        extra: int = 0,
+        generation: int | str | None = None,
     ) -> None:
         self._items = items
         self._start = start
         self._stop = len(items) if stop is None else stop
         # What the items weigh beyond 1 each, where the store weighs them (see weight.py).
         self.extra = extra
+        # What tells this store's session of the conversation from a rewrite of it by
+        # another process with as many events, the last one the same (None: not told).
+        self.generation = generation
 
     def __len__(self) -> int:
         return self._stop - self._start

@@ -157,6 +157,10 @@ class _CachedSession:
     # Its events of 1 KiB of JSON or more, and their weight beyond 1 each (see weight.py).
     heavy: Heavy | None = None
     extra: int = 0
+    # The id of its first row: a replace of the conversation, by any process, gives every
+    # row a new id (above the old ones), so this tells the sessions apart where their
+    # events' count and last event are the same (the hot trackers' `generation`).
+    first_id: int = 0
 
     def weigh(self, heavy: Heavy | None) -> None:
         """`heavy`: the heavy events among `events` (which it had none of before)."""
@@ -230,13 +234,13 @@ class _SessionCache:
         sender_id: str,
         session: _CachedSession,
         events: list[dict[str, Any]],
-        last: IdData,
+        rows: Sequence[IdData],
         found: int | None | _Unknown = UNKNOWN,
         heavy: Heavy | None = None,
     ) -> None:
-        """Newer rows of a cached session (which may start a new session); `found`: where
-        a session starts among `events` alone, when it was looked for already; `heavy`: the
-        heavy events among `events` (see weight.py)."""
+        """Newer rows of a cached session (which may start a new session): `events` and
+        their `rows`; `found`: where a session starts among `events` alone, when it was
+        looked for already; `heavy`: the heavy events among `events` (see weight.py)."""
         before = len(session.events)
         weight = before + session.extra
         if heavy:
@@ -248,6 +252,8 @@ class _SessionCache:
         else:
             start = session_start_after(session.events, before, found)
         if start:  # a new list: snapshots of the old one stay as they were
+            # (A session start action may be the last of the rows seen before.)
+            session.first_id = rows[start - before][0] if start >= before else session.last_id
             old = session.events
             session.events = old[start:]
             if len(old) > OFF_LOOP_EVENTS:
@@ -256,7 +262,7 @@ class _SessionCache:
             if session.heavy:
                 session.heavy = after(session.heavy, start)
                 session.extra = extra_of(session.heavy)
-        session.last_id, session.last_data = last
+        session.last_id, session.last_data = rows[-1]
         if self._sessions.get(sender_id) is session:
             self.weight += len(session.events) + session.extra - weight  # (inline: each turn)
             self._sessions.move_to_end(sender_id)
@@ -282,12 +288,15 @@ class _SessionCache:
             return extra_of(heavy) if heavy else 0
         session = self._sessions.get(sender_id)
         if session is not None and previous == session.last_id:
-            self.extend(sender_id, session, events, rows[-1], found, heavy)
+            self.extend(sender_id, session, events, rows, found, heavy)
             session.synced = epoch if synced else None
         elif session is None and previous is None:
             start = (latest_session_start(events) if found is UNKNOWN else found) or 0
             last_id, last_data = rows[-1]
-            session = _CachedSession(events[start:], last_id, last_data, epoch if synced else None)
+            synced_at = epoch if synced else None
+            session = _CachedSession(
+                events[start:], last_id, last_data, synced_at, first_id=rows[start][0]
+            )
             if heavy:
                 session.weigh(after(heavy, start))
             self.put(sender_id, session)
@@ -307,6 +316,11 @@ class _SessionCache:
             _let_go,
             self._probation,
         )
+
+
+def _snapshot(session: _CachedSession) -> Snapshot[dict[str, Any]]:
+    """The session as a load hands it out: its `generation` is its first row's id."""
+    return Snapshot(session.events, extra=session.extra, generation=session.first_id)
 
 
 def _session_weight(session: _CachedSession) -> int:
@@ -694,7 +708,7 @@ class SqlTrackerStore:
             mark = self._db.read_mark()
             if mark is not None and cached.synced == mark[0]:  # nobody else wrote since
                 self._cache.touch(sender_id)  # no read, and no coroutine for one (most turns)
-                return Snapshot(cached.events, extra=cached.extra)
+                return Snapshot(cached.events, 0, None, cached.extra, cached.first_id)
             events = await self._load_newer(sender_id, cached, mark)
             if events is not None:
                 return events
@@ -716,10 +730,10 @@ class SqlTrackerStore:
         new_rows = [row for row in rows if row[0] > cached.last_id]
         if new_rows:
             events, heavy = await _parse_rows(sender_id, new_rows)
-            self._cache.extend(sender_id, cached, events, new_rows[-1], heavy=heavy)
+            self._cache.extend(sender_id, cached, events, new_rows, heavy=heavy)
         cached.synced = self._read_at(sender_id, mark)
         self._cache.touch(sender_id)
-        return Snapshot(cached.events, extra=cached.extra)
+        return _snapshot(cached)
 
     async def _load_session(self, sender_id: str) -> Sequence[dict[str, Any]] | None:
         mark = self._db.read_mark()
@@ -734,14 +748,21 @@ class SqlTrackerStore:
         synced = self._read_at(sender_id, mark)
         events, heavy = await _parse_rows(sender_id, rows)
         last_id, last_data = rows[-1]
-        session = _CachedSession(events, last_id, last_data, synced)
+        session = _CachedSession(events, last_id, last_data, synced, first_id=rows[0][0])
         session.weigh(heavy)
         self._cache.put(sender_id, session, read=True)
         if len(rows) > OFF_LOOP_EVENTS:
             # 200,000 rows (a tuple and a JSON string each) freed as this returned held the
             # loop at a conversation's first turn after a restart.
             release_off_loop(rows)
-        return Snapshot(events, extra=session.extra)
+        return _snapshot(session)
+
+    def generation(self, sender_id: str) -> int | None:
+        """The `generation` of the session of `sender_id` this store holds (after its
+        append: what its next load hands out, unless another process wrote meanwhile);
+        None when it holds none."""
+        session = self._cache.get(sender_id)
+        return None if session is None else session.first_id
 
     def _read_at(self, sender_id: str, mark: tuple[int, int] | None) -> int | None:
         """The epoch of a read that started at `mark`: known if nobody, this store included,

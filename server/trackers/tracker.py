@@ -144,6 +144,9 @@ class Tracker:
     # What its stored items weigh beyond 1 each (see weight.py), as its store reported on
     # loading and appending them: the hot trackers' bound counts it.
     stored_extra = 0
+    # Its store's `generation` of the session it folded (None: the store tells none), which
+    # changes when another process rewrites the conversation (see TrackerRepository.load).
+    stored_generation: int | str | None = None
 
     def __init__(
         self,
