@@ -27,6 +27,7 @@ from sqlalchemy.engine import URL
 from server.errors import first_line
 from server.setting_values import sql_pool_sizes
 from server.trackers.session_start import ACTION_SESSION_START
+from server.trackers.setup_loop import clean_up_seconds
 from server.trackers.silence import SilenceWatch, Watched
 from server.trackers.sql_engine import (
     group_wait_seconds,
@@ -547,7 +548,12 @@ class PostgresDatabase:
         self._silence.close()
         if self._pool is not None:
             pool, self._pool = self._pool, None
-            await pool.close()
+            # A graceful close waits for each connection's goodbye: on a database fallen
+            # silent (a pooled connection of the start-up check, say) that held the stop for
+            # ever. Bounded as the set-up's clean-up; asyncpg terminates the pool when its
+            # close is cancelled.
+            with suppress(TimeoutError):
+                await asyncio.wait_for(pool.close(), clean_up_seconds())
         if self._old_pools:
             await asyncio.gather(*self._old_pools)
 

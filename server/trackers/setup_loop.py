@@ -46,7 +46,9 @@ def stop_by(deadline: float | None) -> None:
     _stop_by = deadline
 
 
-def _clean_up_seconds() -> float:
+def clean_up_seconds() -> float:
+    """How long a clean-up that may meet a silent database is waited for now: CLEAN_UP_SECONDS,
+    less when the stop has less left (none once its graceful period is used up)."""
     if _stop_by is None:
         return CLEAN_UP_SECONDS
     return max(0.0, min(CLEAN_UP_SECONDS, _stop_by - time.monotonic()))
@@ -89,7 +91,7 @@ async def on_setup_loop(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return await asyncio.shield(ended)
     except asyncio.CancelledError:
         setup.call_soon_threadsafe(cancel)  # (after `start`: calls run in order)
-        if seconds := _clean_up_seconds():
+        if seconds := clean_up_seconds():
             await asyncio.wait([ended], timeout=seconds)
         raise
 
