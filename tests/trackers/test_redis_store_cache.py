@@ -351,7 +351,11 @@ async def test_a_long_conversation_rasa_stored_is_converted_whole(
     try:
         assert await store.load("old") == events
         assert await client.type(key) == "list"
-        assert await client.ttl(key) == (record_exp or -1)
+        ttl = await client.ttl(key)
+        if record_exp is None:
+            assert ttl == -1
+        else:  # (seconds left: Redis rounds, and a loaded host's load takes some)
+            assert record_exp - 10 < ttl <= record_exp
         assert await store.load_all("old") == events
         assert not [key for key in await keys_left(client, config) if "replacing" in key]
     finally:
