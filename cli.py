@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from server import __version__
-from server.errors import BotServerError, InvalidConfig, Terminated, how_many
+from server.errors import (
+    OPTIONAL_PACKAGES,
+    BotServerError,
+    InvalidConfig,
+    Terminated,
+    how_many,
+    install_extra,
+)
 
 if TYPE_CHECKING:
     from server.brokers.export import Found, ResumePoint
@@ -51,23 +58,6 @@ class _Parser(argparse.ArgumentParser):
                 message = _unrecognized(self, [flag, word])
                 break
         super().error(message)
-
-
-# The optional libraries (by import name) and the extra of pyproject.toml that brings each.
-EXTRA_OF_PACKAGE = {
-    "asyncpg": "postgres",
-    "aiomysql": "mysql",
-    "pymysql": "mysql",
-    "redis": "redis",
-    "aio_pika": "rabbitmq",
-    "aiormq": "rabbitmq",
-    "pamqp": "rabbitmq",
-    "socketio": "socketio",
-    "boto3": "aws",
-    "botocore": "aws",
-    "google": "gcs",
-    "azure": "azure",
-}
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -2138,12 +2128,12 @@ def main(argv: list[str] | None = None) -> int:
         # of the package (`pip install botserver` brings none of them): the extra, not a
         # traceback.
         package = (exc.name or "").partition(".")[0]
-        extra = EXTRA_OF_PACKAGE.get(package)
-        if extra is None:
+        if package not in OPTIONAL_PACKAGES:
             raise
+        extra = OPTIONAL_PACKAGES[package][1]
         failure = (
             f"the Python package '{package}' is not installed; it comes with botserver's "
-            f"'{extra}' extra: pip install 'botserver[{extra}]'"
+            f"'{extra}' extra: {install_extra(extra)}"
         )
     except OSError as exc:
         # A file the command reads or writes, failing after the checks above (a full disk,

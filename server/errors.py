@@ -321,6 +321,26 @@ def install_extra(extra: str) -> str:
     return f"pip install 'botserver[{extra}]'"
 
 
+# The optional libraries, by the name they are imported as: the distribution pip installs and
+# the extra of botserver that brings it, for the one line a missing one gets (a backend or
+# channel endpoints.yml / credentials.yml names, without its extra installed).
+OPTIONAL_PACKAGES = {
+    "asyncpg": ("asyncpg", "postgres"),
+    "aiomysql": ("aiomysql", "mysql"),
+    "pymysql": ("pymysql", "mysql"),
+    "redis": ("redis", "redis"),
+    "aio_pika": ("aio-pika", "rabbitmq"),
+    "aiormq": ("aiormq", "rabbitmq"),
+    "pamqp": ("pamqp", "rabbitmq"),
+    "socketio": ("python-socketio", "socketio"),
+    "engineio": ("python-socketio", "socketio"),
+    "boto3": ("boto3", "aws"),
+    "botocore": ("boto3", "aws"),
+    "google": ("google-cloud-storage", "gcs"),
+    "azure": ("azure-storage-blob", "azure"),
+}
+
+
 def needs_extra(what: str, package: str, extra: str) -> InvalidConfig:
     """The error for `what`, which needs the optional `package`, where it is not installed."""
     return InvalidConfig(f"{what} needs {package}: {install_extra(extra)}")

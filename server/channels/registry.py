@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from server.channels.channel import InputChannel
-from server.errors import InvalidConfig, needs_extra
+from server.errors import OPTIONAL_PACKAGES, InvalidConfig, needs_extra
 from server.run_flags import (
     CHANNELS,
     RASA_CHANNELS_NOT_SUPPORTED,
@@ -24,15 +24,6 @@ from server.setting_values import key_line, warn_of_unknown_keys
 logger = logging.getLogger(__name__)
 
 
-# The optional packages a built-in channel imports (module -> package, botserver's extra): a
-# project naming such a channel where the extra is not installed (a slim image) stops with a
-# line saying what to install, not an import traceback.
-CHANNEL_PACKAGES = {
-    "socketio": ("python-socketio", "socketio"),
-    "engineio": ("python-socketio", "socketio"),
-}
-
-
 def channel_class(name: str) -> type[InputChannel]:
     """The class for a credentials key: a built-in name or a dotted class path."""
     if name in CHANNELS:
@@ -40,10 +31,12 @@ def channel_class(name: str) -> type[InputChannel]:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as e:
+            # An optional package the channel imports (socket.io's, in a slim image): a
+            # line saying what to install, not an import traceback.
             missing = (e.name or "").partition(".")[0]
-            if missing not in CHANNEL_PACKAGES:
+            if missing not in OPTIONAL_PACKAGES:
                 raise
-            package, extra = CHANNEL_PACKAGES[missing]
+            package, extra = OPTIONAL_PACKAGES[missing]
             raise needs_extra(f"The channel '{name}'", package, extra) from None
         builtin: type[InputChannel] = getattr(module, class_name)
         return builtin
