@@ -318,12 +318,11 @@ class BackgroundDelivery:
         pending.extend(items)
         self._enqueued += len(items)
         overflow = 0
-        if pending.weight > self._max_pending:
-            # The oldest go first: a bound on memory (an event of 300 KiB of metadata
-            # counts 301), not only on the events' number.
-            while pending.weight > self._max_pending and len(pending) > 1:
-                pending.popleft()
-                overflow += 1
+        # The oldest go first: a bound on memory (an event of 300 KiB of metadata counts
+        # 301), not only on the events' number.
+        while pending.weight > self._max_pending and len(pending) > 1:
+            pending.popleft()
+            overflow += 1
         if overflow:
             count_dropped(pending, overflow)
             self._dropped += overflow
